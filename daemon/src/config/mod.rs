@@ -1,0 +1,163 @@
+//! Configuration: the TOML schema, loading with precise error locations, and semantic checks.
+//!
+//! `load` is the only way the daemon gets a `Config`: a config that fails any rule never reaches
+//! the running parts. Paths in a config are relative to the file that names them.
+
+mod diagnostic;
+mod locate;
+mod schema;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use locate::{FieldPath, Segment};
+pub use schema::*;
+pub use validate::{is_dns_name, parse_host_port};
+
+use diagnostic::{whole_file, LineIndex};
+use locate::SpanMap;
+
+/// Where `renkei` looks for its config when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/renkei/renkei.toml";
+
+/// Config files larger than this are refused unread: a real one is a few KiB.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Reads, parses and checks a config file.
+pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+    let text = read_bounded(path).map_err(|d| Diagnostics(vec![d]))?;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    load_str(&text, path, base_dir)
+}
+
+/// Parses and checks config text as if it came from `file`, resolving relative paths against
+/// `base_dir`. Used for pushed configs, which arrive as bytes.
+pub fn load_str(text: &str, file: &Path, base_dir: &Path) -> Result<Config, Diagnostics> {
+    let index = LineIndex::new(text);
+    let spans = SpanMap::parse(text);
+    let at = |offset: usize, field: String, message: String| {
+        let (line, column) = index.position(offset);
+        Diagnostic {
+            file: file.to_path_buf(),
+            line,
+            column,
+            field,
+            message,
+        }
+    };
+
+    let mut config: Config = match toml::from_str(text) {
+        Ok(config) => config,
+        Err(e) => {
+            let offset = e.span().map_or(0, |s| s.start);
+            let field = spans
+                .as_ref()
+                .map(|s| s.path_at(offset).to_string())
+                .unwrap_or_default();
+            let message = e.message().trim_end().replace('\n', " ");
+            return Err(Diagnostics(vec![at(offset, field, message)]));
+        }
+    };
+    resolve_paths(&mut config, base_dir);
+
+    let problems = validate::validate(&config);
+    if problems.is_empty() {
+        return Ok(config);
+    }
+    let mut diagnostics: Vec<Diagnostic> = problems
+        .into_iter()
+        .map(|p| {
+            let offset = spans.as_ref().map_or(0, |s| s.span_of(&p.path).start);
+            at(offset, p.path.to_string(), p.message)
+        })
+        .collect();
+    diagnostics.sort_by_key(|d| (d.line, d.column));
+    Err(Diagnostics(diagnostics))
+}
+
+fn read_bounded(path: &Path) -> Result<String, Diagnostic> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)
+        .map_err(|e| whole_file(path, format!("cannot read config: {e}")))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| whole_file(path, format!("cannot read config: {e}")))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(whole_file(
+            path,
+            format!("config is larger than {MAX_CONFIG_BYTES} bytes"),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let (line, column) = {
+            let valid = e.utf8_error().valid_up_to();
+            let text = String::from_utf8_lossy(&e.as_bytes()[..valid]).into_owned();
+            LineIndex::new(&text).position(valid)
+        };
+        Diagnostic {
+            file: path.to_path_buf(),
+            line,
+            column,
+            field: String::new(),
+            message: "config is not valid UTF-8".into(),
+        }
+    })
+}
+
+fn resolve(base_dir: &Path, path: &mut PathBuf) {
+    if path.is_relative() {
+        *path = base_dir.join(&*path);
+    }
+}
+
+/// Makes every file named in the config absolute, relative to the config's directory.
+fn resolve_paths(config: &mut Config, base_dir: &Path) {
+    resolve(base_dir, &mut config.tunnel.private_key_file);
+    if let Some(tls) = &mut config.tls {
+        resolve(base_dir, &mut tls.certificate_file);
+        resolve(base_dir, &mut tls.private_key_file);
+        resolve(base_dir, &mut tls.ca_file);
+        if let Some(crl) = &mut tls.crl_file {
+            resolve(base_dir, crl);
+        }
+    }
+    if let Some(status) = &mut config.status {
+        if let Some(cert) = &mut status.certificate_file {
+            resolve(base_dir, cert);
+        }
+        if let Some(key) = &mut status.private_key_file {
+            resolve(base_dir, key);
+        }
+    }
+    if let Some(management) = &mut config.management {
+        resolve(base_dir, &mut management.operator_ca_file);
+        resolve(base_dir, &mut management.operator_signing_key_file);
+        if let Some(next) = &mut management.next_operator_signing_key_file {
+            resolve(base_dir, next);
+        }
+    }
+}
+
+impl Config {
+    /// A one-line summary for `renkei check` and the start-up log.
+    pub fn summary(&self) -> String {
+        let inbound = self
+            .services
+            .iter()
+            .filter(|s| s.direction == Direction::Inbound)
+            .count();
+        format!(
+            "facility {:?} role {} version {}: tunnel {} {} with {} peer(s), {} outbound and {} inbound service(s)",
+            self.facility.name,
+            self.facility.role.as_str(),
+            self.meta.version,
+            self.tunnel.address,
+            self.policy_mode().as_str(),
+            self.tunnel.peers.len(),
+            self.services.len() - inbound,
+            inbound,
+        )
+    }
+}

@@ -1,0 +1,403 @@
+//! The typed shape of a renkei configuration file.
+//!
+//! Only structure and defaults live here; every rule that relates one field to another (or to
+//! files on disk) lives in `validate.rs`, so the schema stays readable as documentation.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// A whole configuration file, as the operator writes it and `renkei check` reads it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Version and provenance; pushed configs must increase `version`.
+    pub meta: Meta,
+    /// Which facility this box serves and in which role.
+    pub facility: Facility,
+    /// Where the box keeps state and runtime files.
+    #[serde(default)]
+    pub paths: Paths,
+    /// The WireGuard tunnel to the data centre (or, on the hub, to the facilities).
+    pub tunnel: TunnelConfig,
+    /// The box's TLS identity and the operator CA; required as soon as a service exists.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Proxied application services, written as `[[service]]` tables.
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceConfig>,
+    /// The facility administrator's local status page.
+    #[serde(default)]
+    pub status: Option<StatusConfig>,
+    /// The operator's management API, reached over the tunnel.
+    #[serde(default)]
+    pub management: Option<ManagementConfig>,
+}
+
+/// Version of the configuration; the control path refuses replays and downgrades with it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Meta {
+    /// Monotonic version, >= 1. A pushed config must carry a greater one than the running config.
+    pub version: u64,
+    /// Free text shown on the status page (what changed, ticket number).
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// The facility the box is installed in.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Facility {
+    /// Human name, shown on the status page and in logs.
+    pub name: String,
+    /// Decides the tunnel policy default and which services the box may offer.
+    pub role: Role,
+}
+
+/// What a box does in the regional network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The data-centre end: one peer per facility.
+    Hub,
+    /// A facility that discloses data (開示施設): tunnel always on, inbound services allowed.
+    Disclosing,
+    /// A facility that only views data (閲覧施設): tunnel on demand, outbound services only.
+    Viewing,
+}
+
+impl Role {
+    /// The policy a role gets when the config does not name one.
+    pub fn default_policy(self) -> PolicyMode {
+        match self {
+            Role::Hub | Role::Disclosing => PolicyMode::AlwaysOn,
+            Role::Viewing => PolicyMode::OnDemand,
+        }
+    }
+
+    /// Lower-case name as written in configs and shown to people.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Hub => "hub",
+            Role::Disclosing => "disclosing",
+            Role::Viewing => "viewing",
+        }
+    }
+}
+
+/// Filesystem locations; separate per box so labs can run several daemons on one machine.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paths {
+    /// Durable state: confirmed and pending configs, generated certificates.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Runtime files: the control socket for `renkei status`.
+    #[serde(default = "default_runtime_dir")]
+    pub runtime_dir: PathBuf,
+    /// Where the WireGuard userspace API socket `<interface>.sock` goes, for `wg show`.
+    #[serde(default = "default_wireguard_socket_dir")]
+    pub wireguard_socket_dir: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            state_dir: default_state_dir(),
+            runtime_dir: default_runtime_dir(),
+            wireguard_socket_dir: default_wireguard_socket_dir(),
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/renkei")
+}
+fn default_runtime_dir() -> PathBuf {
+    PathBuf::from("/run/renkei")
+}
+fn default_wireguard_socket_dir() -> PathBuf {
+    PathBuf::from("/var/run/wireguard")
+}
+
+/// The WireGuard interface and its peers.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelConfig {
+    /// TUN interface name (at most 15 bytes).
+    #[serde(default = "default_interface")]
+    pub interface: String,
+    /// File holding the box's base64 WireGuard private key; must be 0600 (or stricter).
+    pub private_key_file: PathBuf,
+    /// UDP port to listen on; 0 picks a free port (fine for boxes that only initiate).
+    #[serde(default)]
+    pub listen_port: u16,
+    /// The box's own address inside the tunnel, with the overlay prefix (`198.19.0.10/24`).
+    pub address: IpNet,
+    /// MTU of the TUN device.
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+    /// When the tunnel is up; defaults follow the role.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Remote ends, written as `[[tunnel.peer]]` tables.
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<PeerConfig>,
+}
+
+fn default_interface() -> String {
+    "renkei0".to_string()
+}
+/// Leaves room for IPv6 + UDP + WireGuard overhead (80 bytes) under a 1500-byte WAN MTU.
+pub const DEFAULT_MTU: u16 = 1420;
+fn default_mtu() -> u16 {
+    DEFAULT_MTU
+}
+
+/// Always-on or on-demand, with the timers each needs.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// `always_on` or `on_demand`; absent means the role's default.
+    #[serde(default)]
+    pub mode: Option<PolicyMode>,
+    /// on_demand: the session is dropped (keys zeroed) after this long without traffic.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// on_demand: how long a LAN connection may wait for the tunnel to come up.
+    #[serde(default = "default_connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+    /// always_on: alarm when the last handshake is older than this.
+    #[serde(default = "default_handshake_alarm_secs")]
+    pub handshake_alarm_secs: u64,
+    /// on_demand: bring the tunnel up this often without LAN demand so the operator can reach
+    /// the box; 0 disables check-ins.
+    #[serde(default = "default_checkin_interval_secs")]
+    pub checkin_interval_secs: u64,
+    /// on_demand: how long a check-in keeps the tunnel up.
+    #[serde(default = "default_checkin_window_secs")]
+    pub checkin_window_secs: u64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            mode: None,
+            idle_timeout_secs: default_idle_timeout_secs(),
+            connect_timeout_secs: default_connect_timeout_secs(),
+            handshake_alarm_secs: default_handshake_alarm_secs(),
+            checkin_interval_secs: default_checkin_interval_secs(),
+            checkin_window_secs: default_checkin_window_secs(),
+        }
+    }
+}
+
+fn default_idle_timeout_secs() -> u64 {
+    300
+}
+fn default_connect_timeout_secs() -> u64 {
+    10
+}
+fn default_handshake_alarm_secs() -> u64 {
+    180
+}
+fn default_checkin_interval_secs() -> u64 {
+    900
+}
+fn default_checkin_window_secs() -> u64 {
+    60
+}
+
+/// The two tunnel policies of requirement NET-6 / NET-7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyMode {
+    /// Keep a session up at all times, with keepalives and reconnects.
+    AlwaysOn,
+    /// Send nothing until a LAN connection needs the tunnel; drop the session when idle.
+    OnDemand,
+}
+
+impl PolicyMode {
+    /// Name as written in configs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyMode::AlwaysOn => "always_on",
+            PolicyMode::OnDemand => "on_demand",
+        }
+    }
+}
+
+/// One WireGuard peer.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Human name for logs and the status page (`dc`, `hospital-a`).
+    pub name: String,
+    /// The peer's base64 WireGuard public key.
+    pub public_key: String,
+    /// `host:port` or `[v6]:port`; required on facility boxes, optional on the hub.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Tunnel addresses this peer may use; also the routes to it.
+    pub allowed_ips: Vec<IpNet>,
+    /// Seconds between keepalives while a session is up; absent means the policy's default
+    /// (25 for always_on facility boxes, none otherwise).
+    #[serde(default)]
+    pub persistent_keepalive_secs: Option<u16>,
+}
+
+/// The box's TLS identity and trust anchors.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain presented in both directions.
+    pub certificate_file: PathBuf,
+    /// PEM private key of that certificate; must be 0600 (or stricter).
+    pub private_key_file: PathBuf,
+    /// PEM bundle of the operator CA that signs every peer's certificate.
+    pub ca_file: PathBuf,
+    /// Optional PEM or DER CRL published by the operator CA.
+    #[serde(default)]
+    pub crl_file: Option<PathBuf>,
+}
+
+/// Direction of a proxied service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// LAN client -> box (plain TCP) -> TLS client through the tunnel.
+    Outbound,
+    /// Tunnel peer -> box (TLS server on the tunnel address) -> LAN server (plain TCP).
+    Inbound,
+}
+
+impl Direction {
+    /// Name as written in configs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+}
+
+/// Lowest TLS version a service accepts. There is deliberately no value below 1.2.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+pub enum MinTls {
+    /// TLS 1.2 (AES-GCM ECDHE suites only) or 1.3, for peers that cannot do 1.3.
+    #[serde(rename = "1.2")]
+    Tls12,
+    /// TLS 1.3 only: the default.
+    #[serde(rename = "1.3")]
+    #[default]
+    Tls13,
+}
+
+/// One proxied service.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Unique name for logs and metrics (lower-case letters, digits, `-`).
+    pub name: String,
+    /// outbound or inbound.
+    pub direction: Direction,
+    /// Where the box accepts connections: a LAN address (outbound) or the tunnel address
+    /// (inbound).
+    pub listen: SocketAddr,
+    /// Where the box connects: an address inside the tunnel (outbound) or a LAN server
+    /// (inbound), as `host:port`.
+    pub target: String,
+    /// outbound: the name the data-centre server's certificate must carry.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// inbound: client identities (SAN DNS/URI or subject CN) allowed to connect.
+    #[serde(default)]
+    pub allowed_identities: Vec<String>,
+    /// Lowest TLS version, "1.3" (default) or "1.2".
+    #[serde(default)]
+    pub min_tls: MinTls,
+    /// Concurrent connections beyond this are refused and logged.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// A TLS handshake that takes longer is abandoned.
+    #[serde(default = "default_handshake_timeout_secs")]
+    pub handshake_timeout_secs: u64,
+    /// A connection with no bytes either way for this long is closed.
+    #[serde(default = "default_service_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+}
+
+fn default_max_connections() -> u32 {
+    256
+}
+fn default_handshake_timeout_secs() -> u64 {
+    10
+}
+fn default_service_idle_timeout_secs() -> u64 {
+    600
+}
+
+/// The local status page.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    /// LAN address of the page; plain HTTP only on loopback, HTTPS elsewhere.
+    pub listen: SocketAddr,
+    /// argon2id PHC string from `renkei passwd`; the password itself is never stored.
+    pub admin_password_hash: String,
+    /// Optional device certificate for HTTPS; a self-signed one is generated when absent.
+    #[serde(default)]
+    pub certificate_file: Option<PathBuf>,
+    /// Key of `certificate_file`.
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    /// Optional second listener serving only `/metrics`, on the tunnel address, for the operator.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Lifetime of an administrator's login session.
+    #[serde(default = "default_session_ttl_secs")]
+    pub session_ttl_secs: u64,
+}
+
+fn default_session_ttl_secs() -> u64 {
+    3600
+}
+
+/// The operator's management API.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementConfig {
+    /// Must be on the box's tunnel address: never reachable from the LAN.
+    pub listen: SocketAddr,
+    /// CA whose client certificates identify the operator.
+    pub operator_ca_file: PathBuf,
+    /// PEM ECDSA P-256 public key that signs pushed configs.
+    pub operator_signing_key_file: PathBuf,
+    /// Optional next signing key, trusted once a config naming it is confirmed (rotation).
+    #[serde(default)]
+    pub next_operator_signing_key_file: Option<PathBuf>,
+    /// A pushed config not confirmed within this window is rolled back.
+    #[serde(default = "default_confirm_timeout_secs")]
+    pub confirm_timeout_secs: u64,
+    /// Confirm by itself once the tunnel and this API are healthy again after an apply.
+    #[serde(default)]
+    pub auto_confirm: bool,
+}
+
+fn default_confirm_timeout_secs() -> u64 {
+    120
+}
+
+impl Config {
+    /// The policy in force: the configured one or the role's default.
+    pub fn policy_mode(&self) -> PolicyMode {
+        self.tunnel
+            .policy
+            .mode
+            .unwrap_or_else(|| self.facility.role.default_policy())
+    }
+}

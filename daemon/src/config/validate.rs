@@ -1,0 +1,755 @@
+//! Semantic rules of a configuration: everything serde cannot express.
+//!
+//! Each rule reports a problem at the field it concerns and carries on, so one `renkei check`
+//! run shows every problem it can. Nothing here changes the system; it only reads key files.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use ipnet::IpNet;
+
+use super::locate::FieldPath;
+use super::schema::{Config, Direction, PolicyMode, Role, ServiceConfig};
+use crate::keys;
+
+/// A rule that failed, before it is given a line and column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where in the document.
+    pub path: FieldPath,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Longest Linux interface name (IFNAMSIZ - 1).
+const MAX_INTERFACE_NAME_BYTES: usize = 15;
+/// IPv6 needs 1280; jumbo WANs allow up to 9000 minus WireGuard overhead.
+const MTU_RANGE: std::ops::RangeInclusive<u16> = 1280..=8920;
+const MAX_FACILITY_NAME_CHARS: usize = 200;
+const MAX_SERVICE_NAME_CHARS: usize = 63;
+
+struct Checker<'a> {
+    config: &'a Config,
+    problems: Vec<Problem>,
+    own_public_key: Option<[u8; keys::KEY_LEN]>,
+}
+
+/// Checks every rule; an empty result means the config is valid.
+pub fn validate(config: &Config) -> Vec<Problem> {
+    let mut checker = Checker {
+        config,
+        problems: Vec::new(),
+        own_public_key: None,
+    };
+    checker.meta();
+    checker.facility();
+    checker.paths();
+    checker.tunnel();
+    checker.peers();
+    checker.tls();
+    checker.services();
+    checker.status();
+    checker.management();
+    checker.listener_conflicts();
+    checker.problems
+}
+
+impl Checker<'_> {
+    fn report(&mut self, path: FieldPath, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path,
+            message: message.into(),
+        });
+    }
+
+    fn range<T: PartialOrd + std::fmt::Display + Copy>(
+        &mut self,
+        path: FieldPath,
+        value: T,
+        min: T,
+        max: T,
+    ) {
+        if value < min || value > max {
+            self.report(path, format!("{value} is out of range {min}..={max}"));
+        }
+    }
+
+    fn readable(&mut self, path: FieldPath, file: &Path) {
+        if let Err(e) = File::open(file) {
+            self.report(path, format!("cannot read {}: {e}", file.display()));
+        }
+    }
+
+    /// A private key file must be readable by the daemon and by nobody else.
+    fn private_file(&mut self, path: FieldPath, file: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(file).and_then(|m| File::open(file).map(|_| m)) {
+            Err(e) => self.report(path, format!("cannot read {}: {e}", file.display())),
+            Ok(meta) => {
+                let mode = meta.permissions().mode() & 0o7777;
+                if mode & 0o077 != 0 {
+                    self.report(
+                        path,
+                        format!(
+                            "private key file {} has mode {mode:04o}; it must not be accessible by group or others (chmod 600)",
+                            file.display()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn tunnel_address(&self) -> IpAddr {
+        self.config.tunnel.address.addr()
+    }
+
+    /// True when `ip` is the tunnel address, inside the tunnel prefix, or routed to a peer.
+    fn is_tunnel_side(&self, ip: IpAddr) -> bool {
+        self.config.tunnel.address.trunc().contains(&ip)
+            || self
+                .config
+                .tunnel
+                .peers
+                .iter()
+                .any(|p| p.allowed_ips.iter().any(|n| n.contains(&ip)))
+    }
+
+    fn meta(&mut self) {
+        if self.config.meta.version == 0 {
+            self.report(FieldPath::root("meta").key("version"), "must be 1 or greater");
+        }
+    }
+
+    fn facility(&mut self) {
+        let name = &self.config.facility.name;
+        let path = FieldPath::root("facility").key("name");
+        if name.trim().is_empty() {
+            self.report(path, "must not be empty");
+        } else if name.chars().count() > MAX_FACILITY_NAME_CHARS {
+            self.report(
+                path,
+                format!("is longer than {MAX_FACILITY_NAME_CHARS} characters"),
+            );
+        } else if name.chars().any(char::is_control) {
+            self.report(path, "must not contain control characters");
+        }
+    }
+
+    fn paths(&mut self) {
+        let paths = &self.config.paths;
+        for (key, dir) in [
+            ("state_dir", &paths.state_dir),
+            ("runtime_dir", &paths.runtime_dir),
+            ("wireguard_socket_dir", &paths.wireguard_socket_dir),
+        ] {
+            if !dir.is_absolute() {
+                self.report(
+                    FieldPath::root("paths").key(key),
+                    format!("{} must be an absolute path", dir.display()),
+                );
+            }
+        }
+    }
+
+    fn tunnel(&mut self) {
+        let tunnel = &self.config.tunnel;
+        let base = FieldPath::root("tunnel");
+
+        let name = &tunnel.interface;
+        let valid_name = !name.is_empty()
+            && name.len() <= MAX_INTERFACE_NAME_BYTES
+            && name != "."
+            && name != ".."
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid_name {
+            self.report(
+                base.key("interface"),
+                format!("{name:?} is not a valid interface name (1 to {MAX_INTERFACE_NAME_BYTES} letters, digits, '-', '_', '.')"),
+            );
+        }
+
+        match keys::read_private_key(&tunnel.private_key_file) {
+            Ok(secret) => self.own_public_key = Some(keys::public_key_of(&secret)),
+            Err(e) => self.report(base.key("private_key_file"), e.to_string()),
+        }
+
+        let address = tunnel.address;
+        let ip = address.addr();
+        if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
+            self.report(
+                base.key("address"),
+                format!("{ip} cannot be a tunnel address"),
+            );
+        } else if let IpNet::V4(v4) = address {
+            if v4.prefix_len() < 31 && (v4.addr() == v4.network() || v4.addr() == v4.broadcast())
+            {
+                self.report(
+                    base.key("address"),
+                    format!(
+                        "{} is the network or broadcast address of {}; give the box a host address",
+                        v4.addr(),
+                        v4.trunc()
+                    ),
+                );
+            }
+        }
+
+        if !MTU_RANGE.contains(&tunnel.mtu) {
+            self.report(
+                base.key("mtu"),
+                format!(
+                    "{} is out of range {}..={}",
+                    tunnel.mtu,
+                    MTU_RANGE.start(),
+                    MTU_RANGE.end()
+                ),
+            );
+        }
+
+        let role = self.config.facility.role;
+        if role == Role::Hub && tunnel.listen_port == 0 {
+            self.report(
+                base.key("listen_port"),
+                "the hub needs a fixed listen_port: facilities connect to it",
+            );
+        }
+
+        let policy = &tunnel.policy;
+        let ppath = base.key("policy");
+        if role == Role::Hub && self.config.policy_mode() == PolicyMode::OnDemand {
+            self.report(
+                ppath.key("mode"),
+                "the hub must be always_on: facilities connect to it at any time",
+            );
+        }
+        self.range(
+            ppath.key("idle_timeout_secs"),
+            policy.idle_timeout_secs,
+            10,
+            86_400,
+        );
+        self.range(
+            ppath.key("connect_timeout_secs"),
+            policy.connect_timeout_secs,
+            1,
+            300,
+        );
+        self.range(
+            ppath.key("handshake_alarm_secs"),
+            policy.handshake_alarm_secs,
+            30,
+            86_400,
+        );
+        if policy.checkin_interval_secs != 0 {
+            self.range(
+                ppath.key("checkin_interval_secs"),
+                policy.checkin_interval_secs,
+                60,
+                86_400,
+            );
+            if policy.checkin_window_secs < 10
+                || policy.checkin_window_secs >= policy.checkin_interval_secs
+            {
+                self.report(
+                    ppath.key("checkin_window_secs"),
+                    format!(
+                        "{} must be at least 10 and shorter than checkin_interval_secs ({})",
+                        policy.checkin_window_secs, policy.checkin_interval_secs
+                    ),
+                );
+            }
+        }
+    }
+
+    fn peers(&mut self) {
+        let tunnel = &self.config.tunnel;
+        let base = FieldPath::root("tunnel").key("peer");
+        if tunnel.peers.is_empty() {
+            self.report(
+                FieldPath::root("tunnel"),
+                "needs at least one [[tunnel.peer]]",
+            );
+        }
+        let role = self.config.facility.role;
+        let own_ip = self.tunnel_address();
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut public_keys: HashMap<[u8; keys::KEY_LEN], usize> = HashMap::new();
+        let mut routes: Vec<(IpNet, usize)> = Vec::new();
+
+        for (i, peer) in tunnel.peers.iter().enumerate() {
+            let path = base.index(i);
+            if peer.name.trim().is_empty() {
+                self.report(path.key("name"), "must not be empty");
+            } else if let Some(first) = names.insert(&peer.name, i) {
+                self.report(
+                    path.key("name"),
+                    format!("peer name {:?} is already used by tunnel.peer[{first}]", peer.name),
+                );
+            }
+
+            match keys::decode_key(&peer.public_key) {
+                Err(e) => self.report(path.key("public_key"), e.to_string()),
+                Ok(key) => {
+                    if Some(key) == self.own_public_key {
+                        self.report(
+                            path.key("public_key"),
+                            "is this box's own public key: a peer must be the other end",
+                        );
+                    } else if let Some(first) = public_keys.insert(key, i) {
+                        self.report(
+                            path.key("public_key"),
+                            format!("the same public key is already used by tunnel.peer[{first}]"),
+                        );
+                    }
+                }
+            }
+
+            match &peer.endpoint {
+                None if role != Role::Hub => self.report(
+                    path.key("endpoint"),
+                    "is required on a facility box: it must know where the data centre is",
+                ),
+                None => {}
+                Some(endpoint) => {
+                    if let Err(why) = parse_host_port(endpoint) {
+                        self.report(path.key("endpoint"), why);
+                    }
+                }
+            }
+
+            if peer.allowed_ips.is_empty() {
+                self.report(
+                    path.key("allowed_ips"),
+                    "must name at least one prefix routed to this peer",
+                );
+            }
+            for (j, net) in peer.allowed_ips.iter().enumerate() {
+                let npath = path.key("allowed_ips").index(j);
+                if net.trunc() != *net {
+                    self.report(
+                        npath,
+                        format!("{net} has host bits set; did you mean {}?", net.trunc()),
+                    );
+                    continue;
+                }
+                if net.contains(&own_ip) {
+                    self.report(
+                        npath,
+                        format!("{net} contains this box's own tunnel address {own_ip}"),
+                    );
+                    continue;
+                }
+                if let Some((other, owner)) = routes
+                    .iter()
+                    .find(|(other, _)| other.contains(net) || net.contains(other))
+                {
+                    let owner_name = &tunnel.peers[*owner].name;
+                    self.report(
+                        npath,
+                        format!("{net} overlaps {other} of peer {owner_name:?}"),
+                    );
+                    continue;
+                }
+                routes.push((*net, i));
+            }
+
+            if let Some(keepalive) = peer.persistent_keepalive_secs {
+                self.range(
+                    path.key("persistent_keepalive_secs"),
+                    keepalive,
+                    0,
+                    3600,
+                );
+            }
+        }
+    }
+
+    fn tls(&mut self) {
+        let needs_tls = !self.config.services.is_empty() || self.config.management.is_some();
+        let Some(tls) = &self.config.tls else {
+            if needs_tls {
+                self.report(
+                    FieldPath::root("tls"),
+                    "a [tls] section is required: services and the management API use the box's certificate",
+                );
+            }
+            return;
+        };
+        let base = FieldPath::root("tls");
+        self.readable(base.key("certificate_file"), &tls.certificate_file);
+        self.private_file(base.key("private_key_file"), &tls.private_key_file);
+        self.readable(base.key("ca_file"), &tls.ca_file);
+        if let Some(crl) = &tls.crl_file {
+            self.readable(base.key("crl_file"), crl);
+        }
+    }
+
+    fn services(&mut self) {
+        let base = FieldPath::root("service");
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        for (i, service) in self.config.services.iter().enumerate() {
+            let path = base.index(i);
+            let name = &service.name;
+            let valid_name = !name.is_empty()
+                && name.len() <= MAX_SERVICE_NAME_CHARS
+                && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !valid_name {
+                self.report(
+                    path.key("name"),
+                    format!("{name:?} is not a valid service name (lower-case letters, digits and '-', at most {MAX_SERVICE_NAME_CHARS})"),
+                );
+            } else if let Some(first) = names.insert(name, i) {
+                self.report(
+                    path.key("name"),
+                    format!("service name {name:?} is already used by service[{first}]"),
+                );
+            }
+            if service.listen.port() == 0 {
+                self.report(path.key("listen"), "needs a port other than 0");
+            }
+            match service.direction {
+                Direction::Inbound => self.inbound_service(&path, service),
+                Direction::Outbound => self.outbound_service(&path, service),
+            }
+            self.range(
+                path.key("max_connections"),
+                service.max_connections,
+                1,
+                100_000,
+            );
+            self.range(
+                path.key("handshake_timeout_secs"),
+                service.handshake_timeout_secs,
+                1,
+                300,
+            );
+            self.range(
+                path.key("idle_timeout_secs"),
+                service.idle_timeout_secs,
+                1,
+                86_400,
+            );
+        }
+    }
+
+    fn inbound_service(&mut self, path: &FieldPath, service: &ServiceConfig) {
+        let tunnel_ip = self.tunnel_address();
+        if self.config.facility.role == Role::Viewing {
+            self.report(
+                path.key("direction"),
+                "a viewing facility offers no inbound services (role = \"viewing\")",
+            );
+        }
+        if service.listen.ip() != tunnel_ip {
+            self.report(
+                path.key("listen"),
+                format!(
+                    "inbound services listen on the box's tunnel address {tunnel_ip}, not {}",
+                    service.listen.ip()
+                ),
+            );
+        }
+        if service.allowed_identities.is_empty() {
+            self.report(
+                path.key("allowed_identities"),
+                "an inbound service must name the client identities it accepts",
+            );
+        }
+        for (j, identity) in service.allowed_identities.iter().enumerate() {
+            if identity.trim().is_empty() || identity.chars().any(char::is_control) {
+                self.report(
+                    path.key("allowed_identities").index(j),
+                    "must be a non-empty DNS name, URI or common name",
+                );
+            }
+        }
+        if service.server_name.is_some() {
+            self.report(
+                path.key("server_name"),
+                "applies to outbound services; inbound services check allowed_identities",
+            );
+        }
+        match parse_host_port(&service.target) {
+            Err(why) => self.report(path.key("target"), why),
+            Ok((host, _)) => {
+                if let Ok(ip) = host.parse::<IpAddr>() {
+                    if self.is_tunnel_side(ip) {
+                        self.report(
+                            path.key("target"),
+                            format!("inbound targets are on the LAN; {ip} is on the tunnel side"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn outbound_service(&mut self, path: &FieldPath, service: &ServiceConfig) {
+        let ip = service.listen.ip();
+        if ip.is_unspecified() {
+            self.report(
+                path.key("listen"),
+                format!("{ip} would also listen on the tunnel; name the box's LAN address"),
+            );
+        } else if self.is_tunnel_side(ip) {
+            self.report(
+                path.key("listen"),
+                format!("outbound services listen on the LAN; {ip} is on the tunnel side"),
+            );
+        }
+        if !service.allowed_identities.is_empty() {
+            self.report(
+                path.key("allowed_identities"),
+                "applies to inbound services; outbound services verify server_name",
+            );
+        }
+        match &service.server_name {
+            None => self.report(
+                path.key("server_name"),
+                "an outbound service must name the server certificate it expects",
+            ),
+            Some(name) if !is_dns_name(name) => self.report(
+                path.key("server_name"),
+                format!("{name:?} is not a valid DNS name"),
+            ),
+            Some(_) => {}
+        }
+        match service.target.parse::<SocketAddr>() {
+            Err(_) => self.report(
+                path.key("target"),
+                format!(
+                    "{:?} must be an IP address and port inside the tunnel",
+                    service.target
+                ),
+            ),
+            Ok(target) => {
+                let routed = self
+                    .config
+                    .tunnel
+                    .peers
+                    .iter()
+                    .any(|p| p.allowed_ips.iter().any(|n| n.contains(&target.ip())));
+                if !routed {
+                    self.report(
+                        path.key("target"),
+                        format!(
+                            "{} is not inside any peer's allowed_ips: it would not go through the tunnel",
+                            target.ip()
+                        ),
+                    );
+                }
+                if target.port() == 0 {
+                    self.report(path.key("target"), "needs a port other than 0");
+                }
+            }
+        }
+    }
+
+    fn status(&mut self) {
+        let Some(status) = &self.config.status else {
+            return;
+        };
+        let base = FieldPath::root("status");
+        let ip = status.listen.ip();
+        if ip.is_unspecified() || self.is_tunnel_side(ip) {
+            self.report(
+                base.key("listen"),
+                format!("the status page is for the LAN; {ip} is on the tunnel side or everywhere"),
+            );
+        }
+        match argon2::PasswordHash::new(&status.admin_password_hash) {
+            Ok(hash) if hash.algorithm.as_str() == "argon2id" => {}
+            Ok(hash) => self.report(
+                base.key("admin_password_hash"),
+                format!(
+                    "uses {}; only argon2id hashes are accepted (make one with `renkei passwd`)",
+                    hash.algorithm
+                ),
+            ),
+            Err(_) => self.report(
+                base.key("admin_password_hash"),
+                "is not an argon2id hash string (make one with `renkei passwd`)",
+            ),
+        }
+        match (&status.certificate_file, &status.private_key_file) {
+            (Some(cert), Some(key)) => {
+                self.readable(base.key("certificate_file"), cert);
+                self.private_file(base.key("private_key_file"), key);
+            }
+            (None, None) => {}
+            (Some(_), None) => self.report(
+                base.key("certificate_file"),
+                "needs private_key_file as well",
+            ),
+            (None, Some(_)) => self.report(
+                base.key("private_key_file"),
+                "needs certificate_file as well",
+            ),
+        }
+        if let Some(metrics) = status.metrics_listen {
+            if metrics.ip() != self.tunnel_address() {
+                self.report(
+                    base.key("metrics_listen"),
+                    format!(
+                        "the operator's metrics listener goes on the tunnel address {}",
+                        self.tunnel_address()
+                    ),
+                );
+            }
+        }
+        self.range(
+            base.key("session_ttl_secs"),
+            status.session_ttl_secs,
+            60,
+            86_400,
+        );
+    }
+
+    fn management(&mut self) {
+        let Some(management) = &self.config.management else {
+            return;
+        };
+        let base = FieldPath::root("management");
+        let tunnel_ip = self.tunnel_address();
+        if management.listen.ip() != tunnel_ip {
+            self.report(
+                base.key("listen"),
+                format!(
+                    "the management API listens only on the tunnel address {tunnel_ip}, never on the LAN"
+                ),
+            );
+        }
+        self.readable(base.key("operator_ca_file"), &management.operator_ca_file);
+        self.readable(
+            base.key("operator_signing_key_file"),
+            &management.operator_signing_key_file,
+        );
+        if let Some(next) = &management.next_operator_signing_key_file {
+            self.readable(base.key("next_operator_signing_key_file"), next);
+        }
+        self.range(
+            base.key("confirm_timeout_secs"),
+            management.confirm_timeout_secs,
+            30,
+            3600,
+        );
+    }
+
+    /// No two listeners may claim the same address and port.
+    fn listener_conflicts(&mut self) {
+        let mut listeners: Vec<(SocketAddr, FieldPath, String)> = Vec::new();
+        for (i, s) in self.config.services.iter().enumerate() {
+            listeners.push((
+                s.listen,
+                FieldPath::root("service").index(i).key("listen"),
+                format!("service {:?}", s.name),
+            ));
+        }
+        if let Some(status) = &self.config.status {
+            listeners.push((
+                status.listen,
+                FieldPath::root("status").key("listen"),
+                "the status page".into(),
+            ));
+            if let Some(m) = status.metrics_listen {
+                listeners.push((
+                    m,
+                    FieldPath::root("status").key("metrics_listen"),
+                    "the metrics listener".into(),
+                ));
+            }
+        }
+        if let Some(m) = &self.config.management {
+            listeners.push((
+                m.listen,
+                FieldPath::root("management").key("listen"),
+                "the management API".into(),
+            ));
+        }
+        for (i, (addr, path, _)) in listeners.iter().enumerate() {
+            let clash = listeners[..i].iter().find(|(other, _, _)| {
+                other.port() == addr.port()
+                    && other.is_ipv4() == addr.is_ipv4()
+                    && (other.ip() == addr.ip()
+                        || other.ip().is_unspecified()
+                        || addr.ip().is_unspecified())
+            });
+            if let Some((other, _, owner)) = clash {
+                let message = format!("{addr} is already used by {owner} ({other})");
+                self.problems.push(Problem {
+                    path: path.clone(),
+                    message,
+                });
+            }
+        }
+    }
+}
+
+/// Splits `host:port` / `[v6]:port`, checking both halves.
+pub fn parse_host_port(text: &str) -> Result<(String, u16), String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        if addr.port() == 0 {
+            return Err(format!("{text:?} needs a port other than 0"));
+        }
+        return Ok((addr.ip().to_string(), addr.port()));
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("{text:?} must be host:port"));
+    };
+    let port: u16 = match port.parse() {
+        Ok(p) if p != 0 => p,
+        _ => return Err(format!("{text:?} has no valid port (1-65535)")),
+    };
+    if !is_dns_name(host) {
+        return Err(format!("{host:?} is neither an IP address nor a DNS name"));
+    }
+    Ok((host.to_string(), port))
+}
+
+/// A conservative DNS host name check (RFC 1123 labels).
+pub fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        && name.parse::<IpAddr>().is_err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(
+            parse_host_port("198.18.0.1:51820"),
+            Ok(("198.18.0.1".into(), 51820))
+        );
+        assert_eq!(
+            parse_host_port("[fd00::1]:51820"),
+            Ok(("fd00::1".into(), 51820))
+        );
+        assert_eq!(
+            parse_host_port("hub.example.jp:51820"),
+            Ok(("hub.example.jp".into(), 51820))
+        );
+        assert!(parse_host_port("hub.example.jp").is_err());
+        assert!(parse_host_port("hub.example.jp:0").is_err());
+        assert!(parse_host_port("bad host:1").is_err());
+        assert!(parse_host_port("fd00::1:51820").is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! WireGuard key material: generating, encoding and reading keys from files.
+//!
+//! Private keys are read only from files the daemon owns with mode 0600 (or stricter) and never
+//! printed or logged; only public keys leave this module as text.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use boringtun::x25519::{PublicKey, StaticSecret};
+
+/// Length of every WireGuard key in bytes.
+pub const KEY_LEN: usize = 32;
+
+/// Why a key or key file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The text is not 32 bytes of standard base64.
+    #[error("not a WireGuard key: expected 44 characters of base64 encoding 32 bytes")]
+    Malformed,
+    /// The key file is missing or unreadable.
+    #[error("cannot read key file {path}: {source}")]
+    Unreadable {
+        /// The key file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Group or others may read the private key.
+    #[error("private key file {path} has mode {mode:04o}; it must not be accessible by group or others (chmod 600)")]
+    TooOpen {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The key file does not hold a key.
+    #[error("key file {path} does not hold a WireGuard key (44 characters of base64)")]
+    BadContent {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// Writing a new key failed (the file may already exist: keys are never overwritten).
+    #[error("cannot write key file {path}: {source}")]
+    Write {
+        /// The key file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// Decodes a base64 WireGuard key (public, private or preshared).
+pub fn decode_key(text: &str) -> Result<[u8; KEY_LEN], KeyError> {
+    let bytes = STANDARD
+        .decode(text.trim())
+        .map_err(|_| KeyError::Malformed)?;
+    bytes.try_into().map_err(|_| KeyError::Malformed)
+}
+
+/// Encodes a key the way `wg` prints it.
+pub fn encode_key(key: &[u8; KEY_LEN]) -> String {
+    STANDARD.encode(key)
+}
+
+/// Reads a private key file, refusing files readable by group or others.
+pub fn read_private_key(path: &Path) -> Result<StaticSecret, KeyError> {
+    let meta = fs::metadata(path).map_err(|source| KeyError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::TooOpen {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let text = fs::read_to_string(path).map_err(|source| KeyError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bytes = decode_key(&text).map_err(|_| KeyError::BadContent {
+        path: path.to_path_buf(),
+    })?;
+    Ok(StaticSecret::from(bytes))
+}
+
+/// The public key of a private key, as bytes.
+pub fn public_key_of(secret: &StaticSecret) -> [u8; KEY_LEN] {
+    PublicKey::from(secret).to_bytes()
+}
+
+/// A fresh private key from the OS random source.
+pub fn generate_private_key() -> StaticSecret {
+    StaticSecret::random_from_rng(rand_core::OsRng)
+}
+
+/// Writes a new private key file with mode 0600 and its public key beside it (`<path>.pub`).
+/// Refuses to overwrite an existing private key: losing it would cut the box off.
+pub fn write_keypair(path: &Path) -> Result<[u8; KEY_LEN], KeyError> {
+    let secret = generate_private_key();
+    let public = public_key_of(&secret);
+    let write_err = |source| KeyError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(write_err)?;
+    writeln!(file, "{}", encode_key(&secret.to_bytes())).map_err(write_err)?;
+    file.sync_all().map_err(write_err)?;
+    let public_path = public_key_path(path);
+    fs::write(&public_path, format!("{}\n", encode_key(&public))).map_err(|source| {
+        KeyError::Write {
+            path: public_path.clone(),
+            source,
+        }
+    })?;
+    Ok(public)
+}
+
+/// Where `write_keypair` puts the public key of `private_path`.
+pub fn public_key_path(private_path: &Path) -> PathBuf {
+    let mut name = private_path.as_os_str().to_owned();
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_keys_read_back_and_are_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wg.key");
+        let public = write_keypair(&path).expect("write");
+        let mode = fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let secret = read_private_key(&path).expect("read");
+        assert_eq!(public_key_of(&secret), public);
+        let pub_text = fs::read_to_string(public_key_path(&path)).expect("pub");
+        assert_eq!(decode_key(&pub_text).expect("decode"), public);
+        assert!(matches!(write_keypair(&path), Err(KeyError::Write { .. })));
+    }
+
+    #[test]
+    fn group_readable_key_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wg.key");
+        write_keypair(&path).expect("write");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).expect("chmod");
+        assert!(matches!(
+            read_private_key(&path),
+            Err(KeyError::TooOpen { mode: 0o640, .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_keys_are_refused() {
+        assert!(decode_key("abc").is_err());
+        assert!(decode_key(&STANDARD.encode([0u8; 31])).is_err());
+        assert!(decode_key(&STANDARD.encode([7u8; 32])).is_ok());
+    }
+}

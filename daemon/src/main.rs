@@ -1,0 +1,126 @@
+//! The `renkei` command: one binary for the daemon and the tools around it.
+//!
+//! Exit codes follow `nginx -t`: 0 for success, 2 for an invalid configuration, 1 for other
+//! failures. `anyhow` stops here; the library speaks typed errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use renkei::config;
+
+#[derive(Parser)]
+#[command(name = "renkei", version, about = "Edge box of a regional medical information network")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a configuration file and print a one-line summary.
+    Check {
+        /// The configuration file.
+        #[arg(long, short, default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Run the daemon with a configuration file.
+    Run {
+        /// The configuration file.
+        #[arg(long, short, default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Generate a WireGuard key pair: the private key (mode 0600) and `<file>.pub`.
+    Keygen {
+        /// Where to write the private key; an existing file is never overwritten.
+        #[arg(long, default_value = "/etc/renkei/wg.key")]
+        private_key: PathBuf,
+    },
+    /// Print an argon2id hash of a password read from standard input, for `status.admin_password_hash`.
+    Passwd,
+}
+
+/// Exit code for an invalid configuration, as `nginx -t` uses.
+const EXIT_INVALID_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => run(&config),
+        Command::Keygen { private_key } => report(keygen(&private_key)),
+        Command::Passwd => report(passwd()),
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("renkei: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(config) => {
+            println!("{}: ok: {}", path.display(), config.summary());
+            ExitCode::SUCCESS
+        }
+        Err(diagnostics) => {
+            for d in &diagnostics.0 {
+                eprintln!("{d}");
+            }
+            eprintln!(
+                "{}: {} error(s); configuration is invalid",
+                path.display(),
+                diagnostics.0.len()
+            );
+            ExitCode::from(EXIT_INVALID_CONFIG)
+        }
+    }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(diagnostics) => {
+            for d in &diagnostics.0 {
+                eprintln!("{d}");
+            }
+            eprintln!("renkei: refusing to start with an invalid configuration");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    eprintln!(
+        "renkei: configuration is valid ({}), but the tunnel and proxy are not built yet; not starting",
+        config.summary()
+    );
+    ExitCode::FAILURE
+}
+
+fn keygen(private_key: &std::path::Path) -> anyhow::Result<()> {
+    let public = renkei::keys::write_keypair(private_key)?;
+    println!("{}", renkei::keys::encode_key(&public));
+    Ok(())
+}
+
+fn passwd() -> anyhow::Result<()> {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(
+        password.chars().count() >= 12,
+        "the password must be at least 12 characters"
+    );
+    let salt = SaltString::generate(&mut OsRng);
+    let hash = argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
+    println!("{hash}");
+    Ok(())
+}
