@@ -5,3 +5,7 @@
 
 pub mod config;
 pub mod keys;
+pub mod ratelimit;
+pub mod tunnel;
+pub mod logging;
+pub mod supervisor;

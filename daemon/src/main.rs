@@ -95,11 +95,25 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_INVALID_CONFIG);
         }
     };
-    eprintln!(
-        "renkei: configuration is valid ({}), but the tunnel and proxy are not built yet; not starting",
-        config.summary()
-    );
-    ExitCode::FAILURE
+    renkei::logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("renkei: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(renkei::supervisor::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "renkei stopped");
+            eprintln!("renkei: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn keygen(private_key: &std::path::Path) -> anyhow::Result<()> {

@@ -1,0 +1,523 @@
+//! The WireGuard data plane: TUN -> encapsulate -> UDP, UDP -> decapsulate -> TUN, and timers.
+//!
+//! Three tokio tasks share one `DataPlane`: the TUN reader, the UDP reader and the timer tick.
+//! Peer state is locked only for non-blocking work (encryption and `try_send`); a datagram that
+//! would block is copied out and sent after the lock is released. Every packet is checked by
+//! `filter` (NET-8) before it is encrypted or after it is decrypted.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+use tokio::net::UdpSocket;
+
+use super::filter::{self, Drop};
+use super::peer::{Peer, PeerCounters, PeerState};
+use super::policy::{Action, Event, LinkState};
+use super::tun::Tun;
+use crate::ratelimit::LogGate;
+
+/// Largest packet read from TUN or UDP.
+pub const MAX_PACKET: usize = 65_535;
+/// WireGuard adds at most this many bytes to a packet (header + tag, plus padding slack).
+const WG_OVERHEAD: usize = 64;
+/// Packets handled per wake-up before yielding to other tasks.
+const BATCH: usize = 64;
+/// Handshake initiations allowed per second before boringtun asks for cookies (under load).
+const HANDSHAKE_RATE_LIMIT: u64 = 100;
+/// How often timers run; boringtun's own timers have one-second granularity or coarser.
+pub const TICK: Duration = Duration::from_millis(250);
+/// WireGuard message type of a handshake initiation.
+const MESSAGE_HANDSHAKE_INIT: u8 = 1;
+
+/// Tunnel-wide counters, mostly drops (NET-8) and bad input.
+#[derive(Debug, Default)]
+pub struct TunnelCounters {
+    /// TUN packets whose source was not the box's tunnel address (forwarded LAN traffic).
+    pub dropped_foreign_source: AtomicU64,
+    /// TUN packets to addresses no peer owns.
+    pub dropped_no_route: AtomicU64,
+    /// Decapsulated packets not addressed to the box.
+    pub dropped_foreign_destination: AtomicU64,
+    /// Decapsulated packets whose source the sending peer does not own.
+    pub dropped_source_not_allowed: AtomicU64,
+    /// Packets that were not IP at all.
+    pub dropped_malformed: AtomicU64,
+    /// UDP datagrams that were not valid WireGuard messages or failed authentication.
+    pub invalid_datagrams: AtomicU64,
+    /// Packets dropped because the peer's endpoint is unknown.
+    pub dropped_no_endpoint: AtomicU64,
+    /// Datagrams that could not be sent (network unreachable, link down).
+    pub send_errors: AtomicU64,
+}
+
+impl TunnelCounters {
+    fn count_drop(&self, drop: Drop) {
+        let counter = match drop {
+            Drop::Malformed => &self.dropped_malformed,
+            Drop::ForeignSource => &self.dropped_foreign_source,
+            Drop::NoRoute => &self.dropped_no_route,
+            Drop::ForeignDestination => &self.dropped_foreign_destination,
+            Drop::SourceNotAllowed => &self.dropped_source_not_allowed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Everything the data-plane tasks share.
+pub struct DataPlane {
+    pub(crate) own_secret: StaticSecret,
+    pub(crate) own_public: PublicKey,
+    pub(crate) own_address: IpAddr,
+    pub(crate) peers: Vec<Arc<Peer>>,
+    pub(crate) socket: UdpSocket,
+    pub(crate) socket_is_v6: bool,
+    pub(crate) tun: Tun,
+    pub(crate) rate_limiter: Arc<RateLimiter>,
+    /// Tunnel-wide counters.
+    pub counters: TunnelCounters,
+    invalid_log: LogGate,
+    send_log: LogGate,
+}
+
+/// Datagrams that could not be sent without blocking while a lock was held.
+type Backlog = Vec<(Vec<u8>, SocketAddr)>;
+
+impl DataPlane {
+    pub(crate) fn new(
+        own_secret: StaticSecret,
+        own_address: IpAddr,
+        peers: Vec<Arc<Peer>>,
+        socket: UdpSocket,
+        tun: Tun,
+    ) -> Self {
+        let own_public = PublicKey::from(&own_secret);
+        let socket_is_v6 = socket.local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
+        let rate_limiter = Arc::new(RateLimiter::new(&own_public, HANDSHAKE_RATE_LIMIT));
+        DataPlane {
+            own_secret,
+            own_public,
+            own_address,
+            peers,
+            socket,
+            socket_is_v6,
+            tun,
+            rate_limiter,
+            counters: TunnelCounters::default(),
+            invalid_log: LogGate::new(Duration::from_secs(10)),
+            send_log: LogGate::new(Duration::from_secs(10)),
+        }
+    }
+
+    /// The peer responsible for `ip`: longest matching allowed-IP prefix.
+    pub fn peer_for(&self, ip: IpAddr) -> Option<&Arc<Peer>> {
+        self.peers
+            .iter()
+            .filter_map(|p| p.best_prefix(ip).map(|len| (len, p)))
+            .max_by_key(|(len, _)| *len)
+            .map(|(_, p)| p)
+    }
+
+    fn new_tunn(&self, peer: &Peer) -> Box<Tunn> {
+        Box::new(Tunn::new(
+            self.own_secret.clone(),
+            PublicKey::from(peer.public_key),
+            None,
+            peer.keepalive_secs.filter(|k| *k > 0),
+            peer.index,
+            Some(Arc::clone(&self.rate_limiter)),
+        ))
+    }
+
+    fn wire_address(&self, addr: SocketAddr) -> SocketAddr {
+        match (self.socket_is_v6, addr) {
+            (true, SocketAddr::V4(v4)) => {
+                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+            }
+            _ => addr,
+        }
+    }
+
+    /// Sends without blocking; what would block goes to `backlog`.
+    fn send_or_queue(&self, peer: &Peer, bytes: &[u8], to: SocketAddr, backlog: &mut Backlog) {
+        PeerCounters::add(&peer.counters.tx_bytes, bytes.len() as u64);
+        PeerCounters::add(&peer.counters.tx_packets, 1);
+        match self.socket.try_send_to(bytes, self.wire_address(to)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                backlog.push((bytes.to_vec(), to));
+            }
+            Err(e) => self.send_failed(to, &e),
+        }
+    }
+
+    fn send_failed(&self, to: SocketAddr, error: &std::io::Error) {
+        self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = self.send_log.check(Instant::now()) {
+            tracing::warn!(endpoint = %to, %error, suppressed, "cannot send to peer");
+        }
+    }
+
+    async fn flush(&self, backlog: &mut Backlog) {
+        for (bytes, to) in backlog.drain(..) {
+            if let Err(e) = self.socket.send_to(&bytes, self.wire_address(to)).await {
+                self.send_failed(to, &e);
+            }
+        }
+    }
+
+    /// Sends a datagram produced by boringtun for `peer`, noting handshake initiations.
+    fn send_for_peer(
+        &self,
+        peer: &Peer,
+        state: &mut PeerState,
+        bytes: &[u8],
+        backlog: &mut Backlog,
+    ) {
+        if bytes.first() == Some(&MESSAGE_HANDSHAKE_INIT) {
+            PeerCounters::add(&peer.counters.handshake_attempts, 1);
+            if state.awaiting_response {
+                PeerCounters::add(&peer.counters.handshake_failures, 1);
+            }
+            state.awaiting_response = true;
+        }
+        match state.endpoint {
+            Some(to) => self.send_or_queue(peer, bytes, to, backlog),
+            None => {
+                self.counters
+                    .dropped_no_endpoint
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Runs a policy event for a peer and carries out its action.
+    pub(crate) fn policy_event(
+        &self,
+        peer: &Peer,
+        state: &mut PeerState,
+        event: Event,
+        scratch: &mut [u8],
+        backlog: &mut Backlog,
+    ) {
+        let now = Instant::now();
+        let before = state.policy.state();
+        let action = state.policy.handle(event, now);
+        match action {
+            Some(Action::Initiate) => {
+                let tunn = state.tunn.get_or_insert_with(|| self.new_tunn(peer));
+                if let TunnResult::WriteToNetwork(bytes) =
+                    tunn.format_handshake_initiation(scratch, false)
+                {
+                    let bytes = bytes.to_vec();
+                    self.send_for_peer(peer, state, &bytes, backlog);
+                }
+            }
+            Some(Action::DropSession) => {
+                // Dropping the Tunn drops its session keys and ephemeral secrets.
+                state.tunn = None;
+                state.awaiting_response = false;
+            }
+            None => {}
+        }
+        let after = state.policy.state();
+        if before != after {
+            tracing::info!(
+                peer = %peer.name,
+                from = before.as_str(),
+                to = after.as_str(),
+                reason = state.policy.reason(),
+                "tunnel state changed"
+            );
+            peer.link_state.send_replace(after);
+        }
+        let alarm = state.policy.alarm(now);
+        if alarm != state.alarm {
+            state.alarm = alarm;
+            if alarm {
+                tracing::error!(peer = %peer.name, "ALARM: last handshake is older than the alarm threshold");
+            } else {
+                tracing::info!(peer = %peer.name, "alarm cleared: fresh handshake");
+            }
+        }
+    }
+
+    /// Reads packets from TUN until the task is aborted.
+    pub(crate) async fn run_tun(self: Arc<Self>) {
+        let mut packet = vec![0u8; MAX_PACKET];
+        let mut out = vec![0u8; MAX_PACKET + WG_OVERHEAD];
+        let mut backlog = Backlog::new();
+        loop {
+            let n = match self.tun.recv(&mut packet).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading from the TUN device failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            self.outgoing(&packet[..n], &mut out, &mut backlog);
+            for _ in 1..BATCH {
+                match self.tun.try_recv(&mut packet) {
+                    Ok(n) => self.outgoing(&packet[..n], &mut out, &mut backlog),
+                    Err(_) => break,
+                }
+            }
+            self.flush(&mut backlog).await;
+        }
+    }
+
+    fn outgoing(&self, packet: &[u8], out: &mut [u8], backlog: &mut Backlog) {
+        let destination = match filter::outgoing(packet, self.own_address) {
+            Ok(dst) => dst,
+            Err(drop) => return self.counters.count_drop(drop),
+        };
+        let Some(peer) = self.peer_for(destination) else {
+            return self.counters.count_drop(Drop::NoRoute);
+        };
+        let mut state = peer.lock();
+        self.policy_event(peer, &mut state, Event::Demand, out, backlog);
+        let tunn = state.tunn.get_or_insert_with(|| self.new_tunn(peer));
+        if let TunnResult::WriteToNetwork(bytes) = tunn.encapsulate(packet, out) {
+            let len = bytes.len();
+            self.send_for_peer(peer, &mut state, &out[..len], backlog);
+        }
+    }
+
+    /// Reads datagrams from the UDP socket until the task is aborted.
+    pub(crate) async fn run_udp(self: Arc<Self>) {
+        let mut datagram = vec![0u8; MAX_PACKET];
+        let mut out = vec![0u8; MAX_PACKET + WG_OVERHEAD];
+        let mut backlog = Backlog::new();
+        loop {
+            let (n, from) = match self.socket.recv_from(&mut datagram).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "receiving from the UDP socket failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            self.incoming(&datagram[..n], canonical(from), &mut out, &mut backlog);
+            for _ in 1..BATCH {
+                match self.socket.try_recv_from(&mut datagram) {
+                    Ok((n, from)) => {
+                        self.incoming(&datagram[..n], canonical(from), &mut out, &mut backlog)
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.flush(&mut backlog).await;
+        }
+    }
+
+    fn invalid(&self, from: SocketAddr, why: &str) {
+        self.counters
+            .invalid_datagrams
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = self.invalid_log.check(Instant::now()) {
+            tracing::warn!(source = %from, why, suppressed, "dropped invalid datagram");
+        }
+    }
+
+    fn incoming(&self, datagram: &[u8], from: SocketAddr, out: &mut [u8], backlog: &mut Backlog) {
+        let packet = match Tunn::parse_incoming_packet(datagram) {
+            Ok(p) => p,
+            Err(_) => return self.invalid(from, "not a WireGuard message"),
+        };
+        let (peer, is_init, is_response) = match &packet {
+            Packet::HandshakeInit(init) => {
+                // Check mac1 (and, under load, the cookie) before any Diffie-Hellman work.
+                let mut cookie = [0u8; 64];
+                match self
+                    .rate_limiter
+                    .verify_packet(Some(from.ip()), datagram, &mut cookie)
+                {
+                    Ok(_) => {}
+                    Err(TunnResult::WriteToNetwork(reply)) => {
+                        if let Err(e) = self.socket.try_send_to(reply, self.wire_address(from)) {
+                            self.send_failed(from, &e);
+                        }
+                        return;
+                    }
+                    Err(_) => return self.invalid(from, "handshake failed mac check"),
+                }
+                let Ok(half) = parse_handshake_anon(&self.own_secret, &self.own_public, init)
+                else {
+                    return self.invalid(from, "handshake from an unknown key");
+                };
+                let peer = self
+                    .peers
+                    .iter()
+                    .find(|p| p.public_key == half.peer_static_public);
+                (peer, true, false)
+            }
+            Packet::HandshakeResponse(p) => (self.peer_by_index(p.receiver_idx), false, true),
+            Packet::PacketCookieReply(p) => (self.peer_by_index(p.receiver_idx), false, false),
+            Packet::PacketData(p) => (self.peer_by_index(p.receiver_idx), false, false),
+        };
+        let Some(peer) = peer else {
+            return self.invalid(from, "no peer for this message");
+        };
+
+        let mut state = peer.lock();
+        if state.tunn.is_none() {
+            if !is_init {
+                return self.invalid(from, "no session for this message");
+            }
+            // An idle on-demand box still answers the hub: that is not sending on its own.
+            state.tunn = Some(self.new_tunn(peer));
+        }
+        let Some(tunn) = state.tunn.as_mut() else {
+            return;
+        };
+        let mut reply: Option<Vec<u8>> = None;
+        let mut delivered = false;
+        match tunn.decapsulate(Some(from.ip()), datagram, out) {
+            TunnResult::Done => {}
+            TunnResult::Err(_) => {
+                drop(state);
+                return self.invalid(from, "failed authentication");
+            }
+            TunnResult::WriteToNetwork(bytes) => reply = Some(bytes.to_vec()),
+            TunnResult::WriteToTunnelV4(bytes, _) | TunnResult::WriteToTunnelV6(bytes, _) => {
+                match filter::incoming(bytes, self.own_address, |ip| peer.owns(ip)) {
+                    Ok(()) => {
+                        if let Err(e) = self.tun.try_send(bytes) {
+                            tracing::debug!(error = %e, "TUN write failed; packet dropped");
+                        }
+                        delivered = true;
+                    }
+                    Err(drop) => self.counters.count_drop(drop),
+                }
+            }
+        }
+
+        // Authenticated: the endpoint follows the last authenticated packet (roaming).
+        state.endpoint = Some(from);
+        PeerCounters::add(&peer.counters.rx_bytes, datagram.len() as u64);
+        PeerCounters::add(&peer.counters.rx_packets, 1);
+
+        let mut scratch = [0u8; 256];
+        if delivered {
+            self.policy_event(peer, &mut state, Event::Traffic, &mut scratch, backlog);
+        }
+        if is_init || is_response {
+            self.handshake_completed(peer, &mut state, &mut scratch, backlog);
+        }
+        if let Some(reply) = reply {
+            self.send_for_peer(peer, &mut state, &reply, backlog);
+            // Packets queued while the handshake ran go out now.
+            loop {
+                let Some(tunn) = state.tunn.as_mut() else {
+                    break;
+                };
+                let TunnResult::WriteToNetwork(bytes) = tunn.decapsulate(None, &[], out) else {
+                    break;
+                };
+                let bytes = bytes.to_vec();
+                self.send_for_peer(peer, &mut state, &bytes, backlog);
+            }
+        }
+    }
+
+    fn handshake_completed(
+        &self,
+        peer: &Peer,
+        state: &mut PeerState,
+        scratch: &mut [u8],
+        backlog: &mut Backlog,
+    ) {
+        state.awaiting_response = false;
+        state.last_handshake = Some(SystemTime::now());
+        PeerCounters::add(&peer.counters.handshakes_completed, 1);
+        self.policy_event(peer, state, Event::HandshakeCompleted, scratch, backlog);
+    }
+
+    fn peer_by_index(&self, receiver_index: u32) -> Option<&Arc<Peer>> {
+        self.peers.get((receiver_index >> 8) as usize)
+    }
+
+    /// Runs boringtun's timers and the policy clock until the task is aborted.
+    pub(crate) async fn run_timers(self: Arc<Self>) {
+        let mut interval = tokio::time::interval(TICK);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut out = vec![0u8; MAX_PACKET + WG_OVERHEAD];
+        let mut backlog = Backlog::new();
+        let mut last_reset = Instant::now();
+        loop {
+            interval.tick().await;
+            if last_reset.elapsed() >= Duration::from_secs(1) {
+                self.rate_limiter.reset_count();
+                last_reset = Instant::now();
+            }
+            for peer in &self.peers {
+                let mut state = peer.lock();
+                let mut expired = false;
+                if let Some(tunn) = state.tunn.as_mut() {
+                    match tunn.update_timers(&mut out) {
+                        TunnResult::WriteToNetwork(bytes) => {
+                            let bytes = bytes.to_vec();
+                            self.send_for_peer(peer, &mut state, &bytes, &mut backlog);
+                        }
+                        TunnResult::Err(boringtun::noise::errors::WireGuardError::ConnectionExpired) => {
+                            expired = true;
+                        }
+                        _ => {}
+                    }
+                }
+                if expired
+                    && matches!(
+                        state.policy.state(),
+                        LinkState::Connecting | LinkState::Up
+                    )
+                {
+                    if state.awaiting_response {
+                        PeerCounters::add(&peer.counters.handshake_failures, 1);
+                        state.awaiting_response = false;
+                    }
+                    self.policy_event(peer, &mut state, Event::SessionExpired, &mut out, &mut backlog);
+                }
+                self.policy_event(peer, &mut state, Event::Tick, &mut out, &mut backlog);
+            }
+            self.flush(&mut backlog).await;
+        }
+    }
+
+    /// Starts every peer's policy.
+    pub(crate) fn start_policies(&self) -> Backlog {
+        let mut out = vec![0u8; 256];
+        let mut backlog = Backlog::new();
+        for peer in &self.peers {
+            let mut state = peer.lock();
+            self.policy_event(peer, &mut state, Event::Start, &mut out, &mut backlog);
+        }
+        backlog
+    }
+
+    /// Feeds an event from outside the data plane (demand, holds, the admin's buttons).
+    pub(crate) async fn external_event(&self, peer: &Peer, event: Event) {
+        let mut out = vec![0u8; 256];
+        let mut backlog = Backlog::new();
+        {
+            let mut state = peer.lock();
+            self.policy_event(peer, &mut state, event, &mut out, &mut backlog);
+        }
+        self.flush(&mut backlog).await;
+    }
+
+    /// Sends what `start_policies` could not send at once.
+    pub(crate) async fn send_backlog(&self, mut backlog: Backlog) {
+        self.flush(&mut backlog).await;
+    }
+}
+
+/// IPv4 peers arrive as v4-mapped addresses on a dual-stack socket; show and compare them as v4.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}

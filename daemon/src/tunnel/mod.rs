@@ -1,0 +1,445 @@
+//! The tunnel to the data centre: a TUN device, WireGuard in userspace on boringtun, and the
+//! always-on / on-demand policy.
+//!
+//! `Tunnel::start` brings everything up as the config says; `TunnelHandle` is what the rest of
+//! the daemon uses (the proxy's `demand()`, the status page's snapshots). The tunnel never
+//! forwards: only the box's own packets cross it (NET-8).
+
+mod dataplane;
+pub mod filter;
+mod netlink;
+mod peer;
+pub mod policy;
+mod tun;
+mod uapi;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::{Config, PolicyMode, Role};
+use crate::keys;
+pub use dataplane::{DataPlane, TunnelCounters};
+pub use netlink::NetlinkError;
+pub use peer::PeerSnapshot;
+use peer::{Peer, PeerCounters, PeerState};
+use policy::{Event, LinkState, Mode, Policy, PolicyTimers};
+pub use tun::TunError;
+pub use uapi::UapiError;
+
+/// Keepalive interval for always-on facility boxes when the config does not set one: under the
+/// shortest common NAT UDP timeout.
+pub const DEFAULT_ALWAYS_ON_KEEPALIVE_SECS: u16 = 25;
+/// UDP socket buffer size asked for; bulk transfers overflow the default 208 KiB.
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// How often an endpoint host name that did not resolve is tried again.
+const RESOLVE_RETRY: Duration = Duration::from_secs(10);
+
+/// Why the tunnel could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// The private key could not be read.
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+    /// The TUN device could not be created.
+    #[error(transparent)]
+    Tun(#[from] TunError),
+    /// The interface could not be configured.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    /// The UDP port could not be bound.
+    #[error("cannot bind UDP port {port}: {source}")]
+    Bind {
+        /// The configured port.
+        port: u16,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The WireGuard API socket could not be served.
+    #[error(transparent)]
+    Uapi(#[from] UapiError),
+}
+
+/// Why `demand()` could not give a session.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DemandError {
+    /// No peer's allowed IPs contain the destination.
+    #[error("no tunnel peer is responsible for {0}")]
+    NoRoute(IpAddr),
+    /// The handshake did not complete within the connect timeout.
+    #[error("the tunnel did not come up within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A running tunnel. Dropping it (or `shutdown`) removes the interface, its routes and the API
+/// socket.
+pub struct Tunnel {
+    handle: TunnelHandle,
+    tasks: JoinSet<()>,
+}
+
+/// What the rest of the daemon holds to use the tunnel.
+#[derive(Clone)]
+pub struct TunnelHandle {
+    plane: Arc<DataPlane>,
+    info: Arc<TunnelInfo>,
+}
+
+struct TunnelInfo {
+    interface: String,
+    address: ipnet::IpNet,
+    listen_port: u16,
+    mode: PolicyMode,
+    connect_timeout: Duration,
+}
+
+/// Keeps an on-demand tunnel up while a proxied connection is open.
+pub struct DemandGuard {
+    plane: Arc<DataPlane>,
+    peer: Arc<Peer>,
+}
+
+impl Drop for DemandGuard {
+    fn drop(&mut self) {
+        let mut state = self.peer.lock();
+        state.policy.handle(Event::HoldReleased, Instant::now());
+    }
+}
+
+impl DemandGuard {
+    /// The peer this connection goes through.
+    pub fn peer_name(&self) -> &str {
+        let _ = &self.plane;
+        &self.peer.name
+    }
+}
+
+impl Tunnel {
+    /// Creates and configures the interface, binds the UDP port, starts the data plane and the
+    /// policy (an always-on box initiates a handshake at once).
+    pub async fn start(config: &Config) -> Result<Tunnel, TunnelError> {
+        let tunnel = &config.tunnel;
+        let secret = keys::read_private_key(&tunnel.private_key_file)?;
+        let tun = tun::Tun::create(&tunnel.interface)?;
+        let routes = tunnel
+            .peers
+            .iter()
+            .flat_map(|p| p.allowed_ips.iter().copied())
+            .collect();
+        netlink::configure(&netlink::LinkSettings {
+            name: &tunnel.interface,
+            mtu: tunnel.mtu,
+            address: tunnel.address,
+            routes,
+        })
+        .await?;
+        let socket = bind_udp(tunnel.listen_port).map_err(|source| TunnelError::Bind {
+            port: tunnel.listen_port,
+            source,
+        })?;
+        let listen_port = socket
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(tunnel.listen_port);
+
+        let mode = config.policy_mode();
+        let timers = PolicyTimers {
+            idle_timeout: Duration::from_secs(tunnel.policy.idle_timeout_secs),
+            handshake_alarm: Duration::from_secs(tunnel.policy.handshake_alarm_secs),
+        };
+        let now = Instant::now();
+        let mut peers = Vec::with_capacity(tunnel.peers.len());
+        for (index, pc) in tunnel.peers.iter().enumerate() {
+            let public_key = keys::decode_key(&pc.public_key)?;
+            let peer_mode = match (config.facility.role, &pc.endpoint, mode) {
+                (Role::Hub, _, _) | (_, None, _) => Mode::Passive,
+                (_, Some(_), PolicyMode::AlwaysOn) => Mode::AlwaysOn,
+                (_, Some(_), PolicyMode::OnDemand) => Mode::OnDemand,
+            };
+            let keepalive_secs = pc.persistent_keepalive_secs.or(match peer_mode {
+                Mode::AlwaysOn => Some(DEFAULT_ALWAYS_ON_KEEPALIVE_SECS),
+                Mode::OnDemand | Mode::Passive => None,
+            });
+            let endpoint = match &pc.endpoint {
+                Some(text) => resolve(text).await,
+                None => None,
+            };
+            let (link_state, _) = watch::channel(LinkState::Idle);
+            peers.push(Arc::new(Peer {
+                name: pc.name.clone(),
+                public_key,
+                allowed_ips: pc.allowed_ips.clone(),
+                configured_endpoint: pc.endpoint.clone(),
+                keepalive_secs,
+                index: index as u32,
+                counters: PeerCounters::default(),
+                state: Mutex::new(PeerState {
+                    tunn: None,
+                    endpoint,
+                    policy: Policy::new(peer_mode, timers, now),
+                    last_handshake: None,
+                    awaiting_response: false,
+                    alarm: false,
+                }),
+                link_state,
+            }));
+        }
+
+        let uapi = uapi::UapiSocket::bind(&config.paths.wireguard_socket_dir, &tunnel.interface)?;
+        let plane = Arc::new(DataPlane::new(
+            secret,
+            tunnel.address.addr(),
+            peers,
+            socket,
+            tun,
+        ));
+        let backlog = plane.start_policies();
+        plane.send_backlog(backlog).await;
+
+        let mut tasks = JoinSet::new();
+        tasks.spawn(Arc::clone(&plane).run_tun());
+        tasks.spawn(Arc::clone(&plane).run_udp());
+        tasks.spawn(Arc::clone(&plane).run_timers());
+        tasks.spawn(uapi.serve(Arc::clone(&plane), listen_port));
+        tasks.spawn(resolve_missing_endpoints(Arc::clone(&plane)));
+
+        tracing::info!(
+            interface = %tunnel.interface,
+            address = %tunnel.address,
+            listen_port,
+            policy = mode.as_str(),
+            peers = tunnel.peers.len(),
+            "tunnel started"
+        );
+        Ok(Tunnel {
+            handle: TunnelHandle {
+                plane,
+                info: Arc::new(TunnelInfo {
+                    interface: tunnel.interface.clone(),
+                    address: tunnel.address,
+                    listen_port,
+                    mode,
+                    connect_timeout: Duration::from_secs(tunnel.policy.connect_timeout_secs),
+                }),
+            },
+            tasks,
+        })
+    }
+
+    /// A handle for the proxy and the status page.
+    pub fn handle(&self) -> TunnelHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the data plane and removes the interface (with its address and routes) and the
+    /// API socket.
+    pub async fn shutdown(mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        tracing::info!(interface = %self.handle.info.interface, "tunnel stopped");
+    }
+}
+
+impl TunnelHandle {
+    /// Gets a session to the peer responsible for `destination`, starting a handshake if the
+    /// tunnel is idle, and holds the tunnel open until the guard is dropped. Waits at most the
+    /// configured `connect_timeout`.
+    pub async fn demand(&self, destination: IpAddr) -> Result<DemandGuard, DemandError> {
+        let peer = self
+            .plane
+            .peer_for(destination)
+            .cloned()
+            .ok_or(DemandError::NoRoute(destination))?;
+        let mut states = peer.link_state.subscribe();
+        self.plane.external_event(&peer, Event::HoldAcquired).await;
+        let guard = DemandGuard {
+            plane: Arc::clone(&self.plane),
+            peer: Arc::clone(&peer),
+        };
+        let timeout = self.info.connect_timeout;
+        let up = tokio::time::timeout(timeout, async {
+            states.wait_for(|s| *s == LinkState::Up).await.is_ok()
+        })
+        .await;
+        match up {
+            Ok(true) => Ok(guard),
+            _ => Err(DemandError::Timeout(timeout)),
+        }
+    }
+
+    /// Drops the sessions of on-demand peers now (the administrator's "disconnect").
+    pub async fn disconnect(&self) {
+        for peer in &self.plane.peers {
+            let mut state = peer.lock();
+            if state.policy.mode() == Mode::OnDemand {
+                state.tunn = None;
+                state.awaiting_response = false;
+                state.policy = Policy::new(
+                    Mode::OnDemand,
+                    state.policy.timers(),
+                    Instant::now(),
+                );
+                state.policy.handle(Event::Start, Instant::now());
+                peer.link_state.send_replace(LinkState::Idle);
+            }
+        }
+    }
+
+    /// A consistent view of the tunnel for the status page, metrics and tests.
+    pub fn snapshot(&self) -> TunnelSnapshot {
+        let now = Instant::now();
+        let peers: Vec<PeerSnapshot> = self.plane.peers.iter().map(|p| p.snapshot(now)).collect();
+        let c = &self.plane.counters;
+        TunnelSnapshot {
+            interface: self.info.interface.clone(),
+            address: self.info.address,
+            listen_port: self.info.listen_port,
+            policy: self.info.mode.as_str(),
+            state: overall_state(&peers),
+            alarm: peers.iter().any(|p| p.alarm),
+            peers,
+            drops: DropCounts {
+                foreign_source: c.dropped_foreign_source.load(Ordering::Relaxed),
+                no_route: c.dropped_no_route.load(Ordering::Relaxed),
+                foreign_destination: c.dropped_foreign_destination.load(Ordering::Relaxed),
+                source_not_allowed: c.dropped_source_not_allowed.load(Ordering::Relaxed),
+                malformed: c.dropped_malformed.load(Ordering::Relaxed),
+                invalid_datagrams: c.invalid_datagrams.load(Ordering::Relaxed),
+                no_endpoint: c.dropped_no_endpoint.load(Ordering::Relaxed),
+                send_errors: c.send_errors.load(Ordering::Relaxed),
+            },
+        }
+    }
+
+    /// Watches the state of the peer responsible for `destination`.
+    pub fn watch_state(&self, destination: IpAddr) -> Option<watch::Receiver<LinkState>> {
+        self.plane
+            .peer_for(destination)
+            .map(|p| p.link_state.subscribe())
+    }
+}
+
+/// The tunnel's state as one word: a facility box has one peer (the data centre); a hub is up
+/// when any facility is.
+fn overall_state(peers: &[PeerSnapshot]) -> LinkState {
+    let states = || peers.iter().map(|p| p.state);
+    if states().any(|s| s == LinkState::Up) {
+        LinkState::Up
+    } else if states().any(|s| s == LinkState::Connecting) {
+        LinkState::Connecting
+    } else if states().any(|s| s == LinkState::Down) {
+        LinkState::Down
+    } else {
+        LinkState::Idle
+    }
+}
+
+/// A point-in-time view of the tunnel.
+#[derive(Debug, Clone, Serialize)]
+pub struct TunnelSnapshot {
+    /// Interface name.
+    pub interface: String,
+    /// The box's tunnel address.
+    pub address: ipnet::IpNet,
+    /// UDP port in use.
+    pub listen_port: u16,
+    /// always_on or on_demand.
+    pub policy: &'static str,
+    /// Overall state.
+    pub state: LinkState,
+    /// Any always-on peer in alarm.
+    pub alarm: bool,
+    /// Per-peer detail.
+    pub peers: Vec<PeerSnapshot>,
+    /// Dropped packets by reason.
+    pub drops: DropCounts,
+}
+
+/// Dropped packets by reason (NET-8 and bad input).
+#[derive(Debug, Clone, Serialize)]
+pub struct DropCounts {
+    /// From the TUN device with a source other than the box's address.
+    pub foreign_source: u64,
+    /// To addresses no peer owns.
+    pub no_route: u64,
+    /// From peers, not addressed to the box.
+    pub foreign_destination: u64,
+    /// From peers, with a source they do not own.
+    pub source_not_allowed: u64,
+    /// Not IP.
+    pub malformed: u64,
+    /// Not WireGuard, or failed authentication.
+    pub invalid_datagrams: u64,
+    /// Peer endpoint unknown.
+    pub no_endpoint: u64,
+    /// Sends that failed.
+    pub send_errors: u64,
+}
+
+/// Binds the WireGuard UDP port: dual-stack when the kernel has IPv6, IPv4 otherwise.
+fn bind_udp(port: u16) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let dual = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).and_then(|s| {
+        s.set_only_v6(false)?;
+        s.bind(&SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port).into())?;
+        Ok(s)
+    });
+    let socket = match dual {
+        Ok(s) => s,
+        Err(_) => {
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            s.bind(&SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port).into())?;
+            s
+        }
+    };
+    size_buffers(&socket);
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Large buffers keep bursts from overflowing the receive queue; as root the system maximum is
+/// bypassed, otherwise the kernel caps the request.
+fn size_buffers(socket: &socket2::Socket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(socket, sockopt::RcvBufForce, &SOCKET_BUFFER_BYTES).is_err() {
+        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    }
+    if setsockopt(socket, sockopt::SndBufForce, &SOCKET_BUFFER_BYTES).is_err() {
+        let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    }
+}
+
+async fn resolve(text: &str) -> Option<SocketAddr> {
+    match tokio::net::lookup_host(text).await {
+        Ok(mut addrs) => addrs.next(),
+        Err(e) => {
+            tracing::warn!(endpoint = text, error = %e, "cannot resolve peer endpoint; will retry");
+            None
+        }
+    }
+}
+
+/// Keeps trying to resolve configured endpoints that did not resolve at start.
+async fn resolve_missing_endpoints(plane: Arc<DataPlane>) {
+    loop {
+        tokio::time::sleep(RESOLVE_RETRY).await;
+        for peer in &plane.peers {
+            let Some(text) = &peer.configured_endpoint else {
+                continue;
+            };
+            if peer.lock().endpoint.is_some() {
+                continue;
+            }
+            if let Some(addr) = resolve(text).await {
+                tracing::info!(peer = %peer.name, endpoint = %addr, "peer endpoint resolved");
+                peer.lock().endpoint.get_or_insert(addr);
+            }
+        }
+    }
+}

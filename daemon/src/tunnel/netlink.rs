@@ -1,0 +1,134 @@
+//! Interface configuration over rtnetlink: MTU, link state, the tunnel address and the routes to
+//! each peer's allowed IPs. Nothing here is undone by hand: the routes and the address go away
+//! with the TUN device when the daemon exits.
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use rtnetlink::{LinkUnspec, RouteMessageBuilder};
+
+/// Why the interface could not be configured.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    /// The netlink socket could not be opened.
+    #[error("cannot open a netlink socket: {0}")]
+    Connect(std::io::Error),
+    /// The interface vanished between creation and configuration.
+    #[error("interface {0} not found")]
+    NoSuchLink(String),
+    /// A route could not be expressed as a netlink message.
+    #[error("cannot build the route to {route}: {reason}")]
+    BadRoute {
+        /// The prefix.
+        route: IpNet,
+        /// What rtnetlink said.
+        reason: String,
+    },
+    /// A netlink request failed.
+    #[error("{what} on {interface}: {source}")]
+    Request {
+        /// What was being done.
+        what: String,
+        /// Interface name.
+        interface: String,
+        /// What the kernel said.
+        source: rtnetlink::Error,
+    },
+}
+
+/// What the interface must look like.
+#[derive(Debug, Clone)]
+pub struct LinkSettings<'a> {
+    /// Interface name.
+    pub name: &'a str,
+    /// MTU in bytes.
+    pub mtu: u16,
+    /// The box's tunnel address with the overlay prefix.
+    pub address: IpNet,
+    /// Prefixes routed into the tunnel (every peer's allowed IPs).
+    pub routes: Vec<IpNet>,
+}
+
+/// Sets MTU, address, link up and routes. Routes already covered exactly by the address's
+/// connected route are skipped by the kernel's EEXIST, which is not an error here.
+pub async fn configure(settings: &LinkSettings<'_>) -> Result<(), NetlinkError> {
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
+    let connection_task = tokio::spawn(connection);
+    let result = configure_with(&handle, settings).await;
+    connection_task.abort();
+    result
+}
+
+async fn configure_with(
+    handle: &rtnetlink::Handle,
+    settings: &LinkSettings<'_>,
+) -> Result<(), NetlinkError> {
+    let request_error = |what: &str| {
+        let what = what.to_string();
+        let interface = settings.name.to_string();
+        move |source| NetlinkError::Request {
+            what,
+            interface,
+            source,
+        }
+    };
+    let link = handle
+        .link()
+        .get()
+        .match_name(settings.name.to_string())
+        .execute()
+        .try_next()
+        .await
+        .map_err(request_error("looking up the interface"))?
+        .ok_or_else(|| NetlinkError::NoSuchLink(settings.name.to_string()))?;
+    let index = link.header.index;
+
+    handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .mtu(u32::from(settings.mtu))
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(request_error("setting the MTU"))?;
+    handle
+        .address()
+        .add(
+            index,
+            settings.address.addr(),
+            settings.address.prefix_len(),
+        )
+        .replace()
+        .execute()
+        .await
+        .map_err(request_error("adding the tunnel address"))?;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(request_error("setting the link up"))?;
+
+    for route in &settings.routes {
+        if *route == settings.address.trunc() {
+            continue;
+        }
+        let message = RouteMessageBuilder::<std::net::IpAddr>::new()
+            .destination_prefix(route.addr(), route.prefix_len())
+            .map_err(|e| NetlinkError::BadRoute {
+                route: *route,
+                reason: e.to_string(),
+            })?
+            .output_interface(index)
+            .build();
+        handle
+            .route()
+            .add(message)
+            .replace()
+            .execute()
+            .await
+            .map_err(request_error(&format!("adding the route to {route}")))?;
+    }
+    Ok(())
+}
