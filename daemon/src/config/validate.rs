@@ -107,7 +107,9 @@ impl Checker<'_> {
     }
 
     /// True when `ip` is the tunnel address, inside the tunnel prefix, or routed to a peer.
+    /// An IPv4-mapped IPv6 address (`::ffff:198.19.0.20`) counts as the IPv4 address it maps.
     fn is_tunnel_side(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
         self.config.tunnel.address.trunc().contains(&ip)
             || self
                 .config
@@ -119,7 +121,10 @@ impl Checker<'_> {
 
     fn meta(&mut self) {
         if self.config.meta.version == 0 {
-            self.report(FieldPath::root("meta").key("version"), "must be 1 or greater");
+            self.report(
+                FieldPath::root("meta").key("version"),
+                "must be 1 or greater",
+            );
         }
     }
 
@@ -186,8 +191,7 @@ impl Checker<'_> {
                 format!("{ip} cannot be a tunnel address"),
             );
         } else if let IpNet::V4(v4) = address {
-            if v4.prefix_len() < 31 && (v4.addr() == v4.network() || v4.addr() == v4.broadcast())
-            {
+            if v4.prefix_len() < 31 && (v4.addr() == v4.network() || v4.addr() == v4.broadcast()) {
                 self.report(
                     base.key("address"),
                     format!(
@@ -288,7 +292,10 @@ impl Checker<'_> {
             } else if let Some(first) = names.insert(&peer.name, i) {
                 self.report(
                     path.key("name"),
-                    format!("peer name {:?} is already used by tunnel.peer[{first}]", peer.name),
+                    format!(
+                        "peer name {:?} is already used by tunnel.peer[{first}]",
+                        peer.name
+                    ),
                 );
             }
 
@@ -359,12 +366,7 @@ impl Checker<'_> {
             }
 
             if let Some(keepalive) = peer.persistent_keepalive_secs {
-                self.range(
-                    path.key("persistent_keepalive_secs"),
-                    keepalive,
-                    0,
-                    3600,
-                );
+                self.range(path.key("persistent_keepalive_secs"), keepalive, 0, 3600);
             }
         }
     }
@@ -493,7 +495,8 @@ impl Checker<'_> {
     }
 
     fn outbound_service(&mut self, path: &FieldPath, service: &ServiceConfig) {
-        let ip = service.listen.ip();
+        // A socket bound to `::ffff:a.b.c.d` listens on IPv4 a.b.c.d: judge that address.
+        let ip = service.listen.ip().to_canonical();
         if ip.is_unspecified() {
             self.report(
                 path.key("listen"),
@@ -558,7 +561,7 @@ impl Checker<'_> {
             return;
         };
         let base = FieldPath::root("status");
-        let ip = status.listen.ip();
+        let ip = status.listen.ip().to_canonical();
         if ip.is_unspecified() || self.is_tunnel_side(ip) {
             self.report(
                 base.key("listen"),
@@ -732,6 +735,73 @@ pub fn is_dns_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A viewing config whose outbound service and status page listen on the given addresses.
+    fn viewing(service_listen: &str, status_listen: &str) -> Config {
+        let text = format!(
+            r#"
+[meta]
+version = 1
+[facility]
+name = "clinic"
+role = "viewing"
+[tunnel]
+private_key_file = "/nonexistent/wg.key"
+address = "198.19.0.20/24"
+[[tunnel.peer]]
+name = "dc"
+public_key = "5CGhZHLCWrkRq8Mkxy9848GrsgpWRl16eQGXuILDPRE="
+endpoint = "198.18.0.1:51820"
+allowed_ips = ["198.19.0.1/32"]
+[[service]]
+name = "documents"
+direction = "outbound"
+listen = "{service_listen}"
+target = "198.19.0.1:8443"
+server_name = "hub.renkei.example"
+[status]
+listen = "{status_listen}"
+admin_password_hash = "$argon2id$v=19$m=19456,t=2,p=1$7cIcWGM1T1jHcx/5L2g8BA$7IhJ1ODxrNoagIhI2wBtYSsOtk5dnAle2ZdJDNftQgg"
+"#
+        );
+        toml::from_str(&text).expect("schema-valid test config")
+    }
+
+    /// Messages of the problems at `field`.
+    fn problems_at(config: &Config, field: &str) -> Vec<String> {
+        validate(config)
+            .into_iter()
+            .filter(|p| p.path.to_string() == field)
+            .map(|p| p.message)
+            .collect()
+    }
+
+    #[test]
+    fn ipv4_mapped_listeners_cannot_reach_the_tunnel_side() {
+        let lan = viewing("[::ffff:198.18.20.1]:8443", "[::ffff:198.18.20.1]:9443");
+        assert!(problems_at(&lan, "service[0].listen").is_empty());
+        assert!(problems_at(&lan, "status.listen").is_empty());
+
+        let tunnel = viewing("[::ffff:198.19.0.20]:8443", "[::ffff:198.19.0.20]:9443");
+        assert_eq!(
+            problems_at(&tunnel, "service[0].listen"),
+            ["outbound services listen on the LAN; 198.19.0.20 is on the tunnel side"]
+        );
+        assert_eq!(
+            problems_at(&tunnel, "status.listen"),
+            ["the status page is for the LAN; 198.19.0.20 is on the tunnel side or everywhere"]
+        );
+
+        let everywhere = viewing("[::ffff:0.0.0.0]:8443", "[::ffff:0.0.0.0]:9443");
+        assert_eq!(
+            problems_at(&everywhere, "service[0].listen"),
+            ["0.0.0.0 would also listen on the tunnel; name the box's LAN address"]
+        );
+        assert_eq!(
+            problems_at(&everywhere, "status.listen"),
+            ["the status page is for the LAN; 0.0.0.0 is on the tunnel side or everywhere"]
+        );
+    }
 
     #[test]
     fn host_port_forms() {

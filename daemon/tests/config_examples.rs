@@ -1,0 +1,167 @@
+//! The example configs in `config/` must pass `renkei check` once the files they name exist.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{Fixture, EXAMPLES};
+
+/// Runs the real binary on one example copied into a fresh fixture directory and checks the
+/// summary line.
+fn check_example(file: &str, facility: &str, role: &str, policy: &str, peers: usize) {
+    let (_, text) = EXAMPLES
+        .iter()
+        .find(|(name, _)| *name == file)
+        .expect("example exists");
+    let fixture = Fixture::new();
+    let config = fixture.write_config(file, text);
+    let output = fixture.check(&config);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{file} should be valid; stderr:\n{stderr}"
+    );
+    assert!(stderr.is_empty(), "{file}: unexpected stderr:\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{file}: expected one summary line:\n{stdout}"
+    );
+    let expected_prefix = format!(
+        "{}: ok: facility {facility:?} role {role} version 1: tunnel ",
+        config.display()
+    );
+    assert!(
+        lines[0].starts_with(&expected_prefix),
+        "{file}: summary {:?} does not start with {expected_prefix:?}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains(&format!(" {policy} with {peers} peer(s)")),
+        "{file}: summary {:?} should name policy {policy} and {peers} peer(s)",
+        lines[0]
+    );
+}
+
+#[test]
+fn hub_example_is_valid() {
+    check_example("hub.toml", "Renkei Demo Data Centre", "hub", "always_on", 2);
+}
+
+#[test]
+fn disclosing_example_is_valid() {
+    check_example(
+        "disclosing.toml",
+        "Renkei Demo Hospital",
+        "disclosing",
+        "always_on",
+        1,
+    );
+}
+
+#[test]
+fn viewing_example_is_valid() {
+    check_example(
+        "viewing.toml",
+        "Renkei Demo Clinic",
+        "viewing",
+        "on_demand",
+        1,
+    );
+}
+
+/// The summary counts services by direction.
+#[test]
+fn summary_counts_services() {
+    let fixture = Fixture::new();
+    let (_, hub) = EXAMPLES[0];
+    let config = fixture.write_config("hub.toml", hub);
+    let output = fixture.check(&config);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.trim_end().ends_with(
+            "tunnel 198.19.0.1/24 always_on with 2 peer(s), 1 outbound and 1 inbound service(s)"
+        ),
+        "unexpected summary: {stdout}"
+    );
+}
+
+/// Relative paths are resolved against the config's folder, not the working directory.
+#[test]
+fn relative_paths_follow_the_config_not_the_cwd() {
+    let fixture = Fixture::new();
+    let (_, text) = EXAMPLES[2];
+    let config = fixture.write_config("viewing.toml", text);
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_renkei"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .current_dir(elsewhere.path())
+        .output()
+        .expect("run renkei check");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A missing config file is a diagnostic with exit code 2, not a crash.
+#[test]
+fn missing_config_file_is_reported() {
+    let fixture = Fixture::new();
+    let config = fixture.path().join("nothing.toml");
+    let output = fixture.check(&config);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("{}:1:1: cannot read config: ", config.display())),
+        "unexpected diagnostic: {stderr}"
+    );
+}
+
+/// The fixture holds what its documentation promises.
+#[test]
+fn fixture_files_are_what_they_claim() {
+    let fixture = Fixture::new();
+    let root = fixture.path();
+    let mode = |name: &str| {
+        std::fs::metadata(root.join(name))
+            .expect("fixture file exists")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    for key in ["wg.key", "tls/box.key", "tls/hub.key", "garbage.key"] {
+        assert_eq!(mode(key), 0o600, "{key}");
+    }
+    assert_eq!(mode("open.key"), 0o644);
+    renkei::keys::read_private_key(&root.join("wg.key")).expect("wg.key is a usable key");
+    let own = renkei::keys::decode_key(fixture.own_public_key()).expect("own public key");
+    let secret = renkei::keys::read_private_key(&root.join("wg.key")).expect("read wg.key");
+    assert_eq!(renkei::keys::public_key_of(&secret), own);
+    for cert in [
+        "tls/box.crt",
+        "tls/hub.crt",
+        "tls/operator-ca.crt",
+        "operator/ca.crt",
+    ] {
+        let text = std::fs::read_to_string(root.join(cert)).expect("read certificate");
+        assert!(
+            text.starts_with("-----BEGIN CERTIFICATE-----"),
+            "{cert}: {text}"
+        );
+    }
+    for key in ["tls/box.key", "tls/hub.key"] {
+        let text = std::fs::read_to_string(root.join(key)).expect("read key");
+        rcgen::KeyPair::from_pem(&text).expect("leaf key is a PEM private key");
+    }
+    let pem = std::fs::read_to_string(root.join("operator/signing.pub.pem")).expect("read");
+    <p256::PublicKey as p256::pkcs8::DecodePublicKey>::from_public_key_pem(&pem)
+        .expect("signing key is a PEM P-256 public key");
+}
