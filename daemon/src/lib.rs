@@ -5,3 +5,4 @@
 
 pub mod config;
 pub mod keys;
+pub mod tls;
