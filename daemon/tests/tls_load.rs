@@ -307,3 +307,48 @@ fn p384_and_ed25519_keys_are_accepted() {
         credentials::load(&config).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
+
+#[test]
+fn ecdsa_p384_issuer_signing_with_sha256_is_refused() {
+    let dir = tempdir();
+    let d = dir.path();
+    // OpenSSL's default digest for a P-384 key is SHA-256: exactly the pairing the profile
+    // does not allow.
+    let made = openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+            "-nodes",
+            "-sha256",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=p384-sha256.renkei.example",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ],
+    );
+    if made.is_none() {
+        return;
+    }
+    fs::set_permissions(d.join("key.pem"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    let config = TlsConfig {
+        certificate_file: d.join("cert.pem"),
+        private_key_file: d.join("key.pem"),
+        ca_file: d.join("cert.pem"),
+        crl_file: None,
+    };
+    match credentials::load(&config) {
+        Err(CredentialError::UnsupportedSignature { algorithm, .. }) => {
+            assert!(algorithm.contains("P-384 with SHA-256"), "{algorithm}")
+        }
+        other => panic!("expected UnsupportedSignature, got {other:?}"),
+    }
+}

@@ -299,6 +299,13 @@ pub fn load_at(config: &TlsConfig, now: SystemTime) -> Result<Credentials, Crede
         )?);
     }
 
+    let labelled: Vec<(&Path, &CertificateDer<'static>)> = chain
+        .iter()
+        .map(|der| (cert_path.as_path(), der))
+        .chain(ca_certs.iter().map(|der| (ca_path.as_path(), der)))
+        .collect();
+    check_ecdsa_hash_matches_issuer_curve(&labelled)?;
+
     let crls = match &config.crl_file {
         Some(path) => read_crls(path, now_unix)?,
         None => Vec::new(),
@@ -532,6 +539,68 @@ fn check_signature_algorithm(
         },
         other => Err(unsupported(&format!("signature algorithm {other}"))),
     }
+}
+
+/// Named curve of an ECDSA public key as a dotted OID, `None` for other key types.
+fn ecdsa_curve(cert: &X509Certificate<'_>) -> Option<String> {
+    let algorithm = &cert.public_key().algorithm;
+    if algorithm.algorithm.to_id_string() != "1.2.840.10045.2.1" {
+        return None;
+    }
+    algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|oid| oid.to_id_string())
+}
+
+/// The profile pairs ECDSA hashes with curves (P-256/SHA-256, P-384/SHA-384). A certificate
+/// signed by a loaded issuer with the other hash (OpenSSL signs with SHA-256 by default even
+/// for P-384 keys) would fail every handshake, so it is refused here with its name.
+fn check_ecdsa_hash_matches_issuer_curve(
+    certs: &[(&Path, &CertificateDer<'static>)],
+) -> Result<(), CredentialError> {
+    let parsed: Vec<(&Path, X509Certificate<'_>)> = certs
+        .iter()
+        .filter_map(|(path, der)| {
+            X509Certificate::from_der(der.as_ref())
+                .ok()
+                .map(|(_, cert)| (*path, cert))
+        })
+        .collect();
+    for (path, cert) in &parsed {
+        let expected_curve = match cert.signature_algorithm.algorithm.to_id_string().as_str() {
+            "1.2.840.10045.4.3.2" => "1.2.840.10045.3.1.7",
+            "1.2.840.10045.4.3.3" => "1.3.132.0.34",
+            _ => continue,
+        };
+        let issuer_curve = parsed
+            .iter()
+            .find(|(_, issuer)| issuer.subject().as_raw() == cert.issuer().as_raw())
+            .and_then(|(_, issuer)| ecdsa_curve(issuer));
+        if let Some(curve) = issuer_curve {
+            if curve != expected_curve {
+                let hash = if expected_curve == "1.3.132.0.34" {
+                    "SHA-384"
+                } else {
+                    "SHA-256"
+                };
+                let key = if curve == "1.3.132.0.34" {
+                    "P-384"
+                } else {
+                    "P-256"
+                };
+                return Err(CredentialError::UnsupportedSignature {
+                    path: path.to_path_buf(),
+                    subject: name_or_placeholder(cert.subject().to_string()),
+                    algorithm: format!(
+                        "ECDSA {key} with {hash} (the profile pairs P-256 with SHA-256 and P-384 with SHA-384)"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Accepts RSA 2048..=8192, ECDSA on P-256/P-384 and Ed25519 public keys.
