@@ -11,11 +11,7 @@ use clap::{Parser, Subcommand};
 use renkei::config;
 
 #[derive(Parser)]
-#[command(
-    name = "renkei",
-    version,
-    about = "Edge box of a regional medical information network"
-)]
+#[command(name = "renkei", version, about = "Edge box of a regional medical information network")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -119,10 +119,7 @@ impl Checker<'_> {
 
     fn meta(&mut self) {
         if self.config.meta.version == 0 {
-            self.report(
-                FieldPath::root("meta").key("version"),
-                "must be 1 or greater",
-            );
+            self.report(FieldPath::root("meta").key("version"), "must be 1 or greater");
         }
     }
 
@@ -189,7 +186,8 @@ impl Checker<'_> {
                 format!("{ip} cannot be a tunnel address"),
             );
         } else if let IpNet::V4(v4) = address {
-            if v4.prefix_len() < 31 && (v4.addr() == v4.network() || v4.addr() == v4.broadcast()) {
+            if v4.prefix_len() < 31 && (v4.addr() == v4.network() || v4.addr() == v4.broadcast())
+            {
                 self.report(
                     base.key("address"),
                     format!(
@@ -290,10 +288,7 @@ impl Checker<'_> {
             } else if let Some(first) = names.insert(&peer.name, i) {
                 self.report(
                     path.key("name"),
-                    format!(
-                        "peer name {:?} is already used by tunnel.peer[{first}]",
-                        peer.name
-                    ),
+                    format!("peer name {:?} is already used by tunnel.peer[{first}]", peer.name),
                 );
             }
 
@@ -364,7 +359,12 @@ impl Checker<'_> {
             }
 
             if let Some(keepalive) = peer.persistent_keepalive_secs {
-                self.range(path.key("persistent_keepalive_secs"), keepalive, 0, 3600);
+                self.range(
+                    path.key("persistent_keepalive_secs"),
+                    keepalive,
+                    0,
+                    3600,
+                );
             }
         }
     }
