@@ -5,7 +5,8 @@
 
 pub mod config;
 pub mod keys;
-pub mod ratelimit;
-pub mod tunnel;
 pub mod logging;
+pub mod ratelimit;
 pub mod supervisor;
+pub mod tls;
+pub mod tunnel;

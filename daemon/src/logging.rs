@@ -10,8 +10,8 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global subscriber; call once at start.
 pub fn init() {
     // boringtun logs its own timer events; the tunnel policy reports state changes itself.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,boringtun=off"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,boringtun=off"));
     let registry = tracing_subscriber::registry().with(filter);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(journald) = tracing_journald::layer() {

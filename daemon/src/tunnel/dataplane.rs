@@ -413,10 +413,7 @@ impl DataPlane {
         if let Some(reply) = reply {
             self.send_for_peer(peer, &mut state, &reply, backlog);
             // Packets queued while the handshake ran go out now.
-            loop {
-                let Some(tunn) = state.tunn.as_mut() else {
-                    break;
-                };
+            while let Some(tunn) = state.tunn.as_mut() {
                 let TunnResult::WriteToNetwork(bytes) = tunn.decapsulate(None, &[], out) else {
                     break;
                 };
@@ -465,23 +462,27 @@ impl DataPlane {
                             let bytes = bytes.to_vec();
                             self.send_for_peer(peer, &mut state, &bytes, &mut backlog);
                         }
-                        TunnResult::Err(boringtun::noise::errors::WireGuardError::ConnectionExpired) => {
+                        TunnResult::Err(
+                            boringtun::noise::errors::WireGuardError::ConnectionExpired,
+                        ) => {
                             expired = true;
                         }
                         _ => {}
                     }
                 }
-                if expired
-                    && matches!(
-                        state.policy.state(),
-                        LinkState::Connecting | LinkState::Up
-                    )
+                if expired && matches!(state.policy.state(), LinkState::Connecting | LinkState::Up)
                 {
                     if state.awaiting_response {
                         PeerCounters::add(&peer.counters.handshake_failures, 1);
                         state.awaiting_response = false;
                     }
-                    self.policy_event(peer, &mut state, Event::SessionExpired, &mut out, &mut backlog);
+                    self.policy_event(
+                        peer,
+                        &mut state,
+                        Event::SessionExpired,
+                        &mut out,
+                        &mut backlog,
+                    );
                 }
                 self.policy_event(peer, &mut state, Event::Tick, &mut out, &mut backlog);
             }

@@ -50,7 +50,11 @@ pub fn outgoing(packet: &[u8], own: IpAddr) -> Result<IpAddr, Drop> {
 
 /// Checks a packet decapsulated from a peer: it must be for the box itself and come from an
 /// address the peer owns.
-pub fn incoming(packet: &[u8], own: IpAddr, peer_owns: impl Fn(IpAddr) -> bool) -> Result<(), Drop> {
+pub fn incoming(
+    packet: &[u8],
+    own: IpAddr,
+    peer_owns: impl Fn(IpAddr) -> bool,
+) -> Result<(), Drop> {
     let (src, dst) = addresses(packet).ok_or(Drop::Malformed)?;
     if dst != own {
         return Err(Drop::ForeignDestination);

@@ -280,11 +280,7 @@ impl TunnelHandle {
             if state.policy.mode() == Mode::OnDemand {
                 state.tunn = None;
                 state.awaiting_response = false;
-                state.policy = Policy::new(
-                    Mode::OnDemand,
-                    state.policy.timers(),
-                    Instant::now(),
-                );
+                state.policy = Policy::new(Mode::OnDemand, state.policy.timers(), Instant::now());
                 state.policy.handle(Event::Start, Instant::now());
                 peer.link_state.send_replace(LinkState::Idle);
             }

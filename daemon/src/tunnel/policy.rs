@@ -222,7 +222,9 @@ impl Policy {
         self.last_traffic = now;
         match (self.mode, self.state) {
             (Mode::Passive, _) | (_, LinkState::Up) | (_, LinkState::Connecting) => None,
-            (_, LinkState::Idle) | (_, LinkState::Down) => self.connect(now, "connecting on demand"),
+            (_, LinkState::Idle) | (_, LinkState::Down) => {
+                self.connect(now, "connecting on demand")
+            }
         }
     }
 
@@ -348,7 +350,10 @@ mod tests {
         p.handle(Event::Start, t0);
         p.handle(Event::HandshakeCompleted, t0 + secs(1));
         assert_eq!(p.handle(Event::Tick, t0 + secs(100)), None);
-        assert_eq!(p.handle(Event::Tick, t0 + secs(121)), Some(Action::Initiate));
+        assert_eq!(
+            p.handle(Event::Tick, t0 + secs(121)),
+            Some(Action::Initiate)
+        );
         assert!(!p.alarm(t0 + secs(181)));
         assert!(p.alarm(t0 + secs(182)));
         p.handle(Event::HandshakeCompleted, t0 + secs(183));
@@ -363,7 +368,10 @@ mod tests {
         for s in 0..1000 {
             assert_eq!(p.handle(Event::Tick, t0 + secs(s)), None);
         }
-        assert_eq!(p.handle(Event::Demand, t0 + secs(1000)), Some(Action::Initiate));
+        assert_eq!(
+            p.handle(Event::Demand, t0 + secs(1000)),
+            Some(Action::Initiate)
+        );
         assert_eq!(p.handle(Event::Demand, t0 + secs(1000)), None);
         p.handle(Event::HandshakeCompleted, t0 + secs(1001));
         assert_eq!(p.handle(Event::Tick, t0 + secs(1030)), None);

@@ -69,10 +69,9 @@ impl Tun {
         }
         // SAFETY: `fd` is an open descriptor owned by the AsyncFd for its whole life; nothing
         // else closes or replaces it.
-        let fd = unsafe {
-            AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE)
-        }
-        .map_err(|e| TunError::Register(e.into()))?;
+        let fd =
+            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
+                .map_err(|e| TunError::Register(e.into()))?;
         Ok(Tun { fd })
     }
 

@@ -78,11 +78,8 @@ impl UapiSocket {
             };
             let plane = Arc::clone(&plane);
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(
-                    REQUEST_TIMEOUT,
-                    answer(stream, &plane, listen_port),
-                )
-                .await;
+                let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &plane, listen_port))
+                    .await;
             });
         }
     }

@@ -1,0 +1,691 @@
+//! Loading and checking the box's certificate chain, private key, operator CA bundle and CRL.
+//!
+//! Every file is checked against the profile at load time, so a weak, expired, not-yet-valid or
+//! mismatched certificate is reported by name here instead of as a generic handshake failure.
+//! Files are untrusted input: nothing here panics on their content, and their size is bounded.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rustls::crypto::CryptoProvider;
+use rustls::sign::CertifiedKey;
+use rustls::InconsistentKeys;
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::public_key::PublicKey;
+use x509_parser::revocation_list::CertificateRevocationList;
+use x509_parser::signature_algorithm::SignatureAlgorithm;
+use x509_parser::time::ASN1Time;
+use x509_parser::x509::AlgorithmIdentifier;
+
+use super::profile;
+use crate::config::TlsConfig;
+
+/// Certificate, key, CA and CRL files larger than this are refused (they are a few KiB).
+pub const MAX_PEM_FILE_BYTES: u64 = 1024 * 1024;
+
+/// A certificate expiring within this many days raises a warning (NET-5).
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// Smallest RSA modulus the profile accepts.
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// Largest RSA modulus the verifiers can check (webpki's 2048..8192 range).
+pub const MAX_RSA_BITS: usize = 8192;
+
+const SECONDS_PER_DAY: i64 = 86_400;
+
+/// Why the TLS credentials were refused. Each variant names the file and the thing that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// A file is missing or unreadable.
+    #[error("cannot read {path}: {source}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A file is larger than any certificate, key or CRL file should be.
+    #[error("{path} is larger than {limit_bytes} bytes; it is not a certificate, key or CRL file")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        limit_bytes: u64,
+    },
+    /// Group or others may read the private key.
+    #[error("private key file {path} has mode {mode:04o}; it must not be accessible by group or others (chmod 600)")]
+    KeyFileTooOpen {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The PEM text is malformed.
+    #[error("{path} is not valid PEM: {reason}")]
+    BadPem {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM parser said.
+        reason: String,
+    },
+    /// A certificate file holds no `CERTIFICATE` block.
+    #[error("{path} holds no PEM certificate")]
+    NoCertificates {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key file holds no private key.
+    #[error("{path} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
+    NoPrivateKey {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// A certificate could not be parsed.
+    #[error("certificate #{index} in {path} cannot be parsed: {reason}")]
+    BadCertificate {
+        /// The file.
+        path: PathBuf,
+        /// Position in the file, from 0.
+        index: usize,
+        /// What the parser said.
+        reason: String,
+    },
+    /// A certificate's notAfter has passed.
+    #[error("certificate {subject} in {path} expired at {not_after}")]
+    CertExpired {
+        /// The file.
+        path: PathBuf,
+        /// The certificate's subject.
+        subject: String,
+        /// Its notAfter.
+        not_after: String,
+    },
+    /// A certificate's notBefore is in the future: usually the box's clock is wrong.
+    #[error(
+        "certificate {subject} in {path} is not valid before {not_before}: check the box's clock"
+    )]
+    CertNotYetValid {
+        /// The file.
+        path: PathBuf,
+        /// The certificate's subject.
+        subject: String,
+        /// Its notBefore.
+        not_before: String,
+    },
+    /// An RSA key shorter than the profile's minimum.
+    #[error(
+        "certificate {subject} in {path} has an RSA key of {bits} bits; at least 2048 are required"
+    )]
+    WeakRsaKey {
+        /// The file.
+        path: PathBuf,
+        /// The certificate's subject.
+        subject: String,
+        /// The modulus length.
+        bits: usize,
+    },
+    /// A key type or curve outside the profile (RSA, ECDSA P-256/P-384, Ed25519).
+    #[error("certificate {subject} in {path} has a {key} key; only RSA 2048-8192, ECDSA P-256/P-384 and Ed25519 are allowed")]
+    UnsupportedKey {
+        /// The file.
+        path: PathBuf,
+        /// The certificate's subject.
+        subject: String,
+        /// What the key is.
+        key: String,
+    },
+    /// A certificate or CRL signed with SHA-1 or MD5.
+    #[error(
+        "{subject} in {path} is signed with {algorithm}; SHA-1 and MD5 signatures are refused"
+    )]
+    Sha1Signature {
+        /// The file.
+        path: PathBuf,
+        /// The certificate's subject (or the CRL's issuer).
+        subject: String,
+        /// The signature algorithm.
+        algorithm: String,
+    },
+    /// A certificate or CRL signed with an algorithm outside the profile.
+    #[error("{subject} in {path} is signed with {algorithm}, which the profile does not allow")]
+    UnsupportedSignature {
+        /// The file.
+        path: PathBuf,
+        /// The certificate's subject (or the CRL's issuer).
+        subject: String,
+        /// The signature algorithm.
+        algorithm: String,
+    },
+    /// The private key does not belong to the first certificate of the chain.
+    #[error("private key {key} does not match certificate {cert}")]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// The private key cannot be used for signing by the profile's provider.
+    #[error("private key {path} cannot be used: {reason}")]
+    UnusableKey {
+        /// The key file.
+        path: PathBuf,
+        /// What rustls said.
+        reason: String,
+    },
+    /// The CRL could not be parsed.
+    #[error("CRL #{index} in {path} cannot be parsed: {reason}")]
+    BadCrl {
+        /// The CRL file.
+        path: PathBuf,
+        /// Position in the file, from 0.
+        index: usize,
+        /// What the parser said.
+        reason: String,
+    },
+}
+
+/// Which file a certificate came from, for the status page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertRole {
+    /// The box's own certificate chain (`certificate_file`).
+    BoxChain,
+    /// The operator CA bundle (`ca_file`).
+    OperatorCa,
+}
+
+/// Expiry of one loaded certificate, for the status page and metrics (NET-5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertExpiry {
+    /// The certificate's subject.
+    pub subject: String,
+    /// Serial number, colon-separated hex.
+    pub serial: String,
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Which file that is.
+    pub role: CertRole,
+    /// notAfter, human-readable (RFC 2822).
+    pub not_after: String,
+    /// notAfter as seconds since the Unix epoch.
+    pub not_after_unix: i64,
+    /// Whole days left until notAfter at load time.
+    pub days_left: i64,
+    /// True when `days_left` is at most [`EXPIRY_WARNING_DAYS`].
+    pub warning: bool,
+}
+
+/// The checked TLS material of the box, ready for `profile::server_config`/`client_config`.
+pub struct Credentials {
+    /// The box's certificate chain, end-entity first.
+    pub chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    /// The operator CA certificates (trust anchors).
+    pub ca_certs: Vec<CertificateDer<'static>>,
+    /// Revocation lists from `crl_file`, empty if none is configured.
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// Expiry of every certificate in `chain` and `ca_certs`, in that order.
+    pub expiries: Vec<CertExpiry>,
+}
+
+impl Credentials {
+    /// A copy of the private key for building a rustls configuration.
+    pub(crate) fn private_key(&self) -> PrivateKeyDer<'static> {
+        self.key.clone_key()
+    }
+
+    /// Serial number of the box's own certificate (colon-separated hex), for logs and status.
+    pub fn serial(&self) -> &str {
+        self.expiries
+            .first()
+            .map(|e| e.serial.as_str())
+            .unwrap_or("")
+    }
+}
+
+/// Never prints the private key.
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("chain_len", &self.chain.len())
+            .field("ca_certs_len", &self.ca_certs.len())
+            .field("crls_len", &self.crls.len())
+            .field("expiries", &self.expiries)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Loads and checks every file named in `[tls]`, against the current time.
+pub fn load(config: &TlsConfig) -> Result<Credentials, CredentialError> {
+    load_at(config, SystemTime::now())
+}
+
+/// Loads and checks every file named in `[tls]` as of `now` (tests pass a fixed time).
+pub fn load_at(config: &TlsConfig, now: SystemTime) -> Result<Credentials, CredentialError> {
+    let now_unix = unix_seconds(now);
+    let provider = profile::provider();
+
+    let cert_path = &config.certificate_file;
+    let chain = read_certificates(cert_path)?;
+    let mut expiries = Vec::new();
+    for (index, der) in chain.iter().enumerate() {
+        expiries.push(check_certificate(
+            cert_path,
+            index,
+            der,
+            CertRole::BoxChain,
+            now_unix,
+        )?);
+    }
+
+    let key = read_private_key(&config.private_key_file)?;
+    check_key_matches(&provider, &chain, &key, config)?;
+
+    let ca_path = &config.ca_file;
+    let ca_certs = read_certificates(ca_path)?;
+    for (index, der) in ca_certs.iter().enumerate() {
+        expiries.push(check_certificate(
+            ca_path,
+            index,
+            der,
+            CertRole::OperatorCa,
+            now_unix,
+        )?);
+    }
+
+    let labelled: Vec<(&Path, &CertificateDer<'static>)> = chain
+        .iter()
+        .map(|der| (cert_path.as_path(), der))
+        .chain(ca_certs.iter().map(|der| (ca_path.as_path(), der)))
+        .collect();
+    check_ecdsa_hash_matches_issuer_curve(&labelled)?;
+
+    let crls = match &config.crl_file {
+        Some(path) => read_crls(path, now_unix)?,
+        None => Vec::new(),
+    };
+
+    Ok(Credentials {
+        chain,
+        key,
+        ca_certs,
+        crls,
+        expiries,
+    })
+}
+
+fn unix_seconds(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_secs()).map_or(i64::MIN, |s| -s),
+    }
+}
+
+/// Reads a whole file, refusing anything larger than [`MAX_PEM_FILE_BYTES`].
+fn read_limited(path: &Path) -> Result<Vec<u8>, CredentialError> {
+    let unreadable = |source| CredentialError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(unreadable)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PEM_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_PEM_FILE_BYTES {
+        return Err(CredentialError::TooLarge {
+            path: path.to_path_buf(),
+            limit_bytes: MAX_PEM_FILE_BYTES,
+        });
+    }
+    Ok(bytes)
+}
+
+fn bad_pem(path: &Path, err: pem::Error) -> CredentialError {
+    CredentialError::BadPem {
+        path: path.to_path_buf(),
+        reason: err.to_string(),
+    }
+}
+
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, CredentialError> {
+    let bytes = read_limited(path)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| bad_pem(path, err))?;
+    if certs.is_empty() {
+        return Err(CredentialError::NoCertificates {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
+fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CredentialError> {
+    let meta = fs::metadata(path).map_err(|source| CredentialError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(CredentialError::KeyFileTooOpen {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let bytes = read_limited(path)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|err| match err {
+        pem::Error::NoItemsFound => CredentialError::NoPrivateKey {
+            path: path.to_path_buf(),
+        },
+        other => bad_pem(path, other),
+    })
+}
+
+/// Reads a CRL file in PEM (one or more `X509 CRL` blocks) or DER form and checks signatures.
+fn read_crls(
+    path: &Path,
+    now_unix: i64,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, CredentialError> {
+    let bytes = read_limited(path)?;
+    let crls = if bytes.windows(10).any(|w| w == b"-----BEGIN") {
+        let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| bad_pem(path, err))?;
+        if crls.is_empty() {
+            return Err(CredentialError::BadCrl {
+                path: path.to_path_buf(),
+                index: 0,
+                reason: "no X509 CRL block".to_string(),
+            });
+        }
+        crls
+    } else {
+        vec![CertificateRevocationListDer::from(bytes)]
+    };
+    for (index, der) in crls.iter().enumerate() {
+        let (_, crl) = CertificateRevocationList::from_der(der.as_ref()).map_err(|err| {
+            CredentialError::BadCrl {
+                path: path.to_path_buf(),
+                index,
+                reason: err.to_string(),
+            }
+        })?;
+        let issuer = name_or_placeholder(crl.issuer().to_string());
+        check_signature_algorithm(path, &issuer, &crl.signature_algorithm)?;
+        if let Some(next_update) = crl.next_update() {
+            if next_update.timestamp() < now_unix {
+                tracing::warn!(
+                    path = %path.display(),
+                    issuer = %issuer,
+                    next_update = %format_time(next_update),
+                    "CRL is past its nextUpdate; ask the operator for a fresh one"
+                );
+            }
+        }
+    }
+    Ok(crls)
+}
+
+fn name_or_placeholder(name: String) -> String {
+    if name.is_empty() {
+        "(empty subject)".to_string()
+    } else {
+        name
+    }
+}
+
+fn format_time(time: ASN1Time) -> String {
+    time.to_rfc2822().unwrap_or_else(|_| time.to_string())
+}
+
+/// Checks one certificate against the profile and the clock; returns its expiry record.
+fn check_certificate(
+    path: &Path,
+    index: usize,
+    der: &CertificateDer<'_>,
+    role: CertRole,
+    now_unix: i64,
+) -> Result<CertExpiry, CredentialError> {
+    let (_, cert) =
+        X509Certificate::from_der(der.as_ref()).map_err(|err| CredentialError::BadCertificate {
+            path: path.to_path_buf(),
+            index,
+            reason: err.to_string(),
+        })?;
+    let subject = name_or_placeholder(cert.subject().to_string());
+
+    check_signature_algorithm(path, &subject, &cert.signature_algorithm)?;
+    check_public_key(path, index, &subject, &cert)?;
+
+    let validity = cert.validity();
+    if validity.not_before.timestamp() > now_unix {
+        return Err(CredentialError::CertNotYetValid {
+            path: path.to_path_buf(),
+            subject,
+            not_before: format_time(validity.not_before),
+        });
+    }
+    let not_after_unix = validity.not_after.timestamp();
+    if not_after_unix < now_unix {
+        return Err(CredentialError::CertExpired {
+            path: path.to_path_buf(),
+            subject,
+            not_after: format_time(validity.not_after),
+        });
+    }
+    let days_left = (not_after_unix - now_unix) / SECONDS_PER_DAY;
+    Ok(CertExpiry {
+        subject,
+        serial: cert.raw_serial_as_string(),
+        path: path.to_path_buf(),
+        role,
+        not_after: format_time(validity.not_after),
+        not_after_unix,
+        days_left,
+        warning: days_left <= EXPIRY_WARNING_DAYS,
+    })
+}
+
+/// Refuses SHA-1/MD5 outright and anything else outside the profile's signature algorithms.
+fn check_signature_algorithm(
+    path: &Path,
+    subject: &str,
+    algorithm: &AlgorithmIdentifier<'_>,
+) -> Result<(), CredentialError> {
+    let oid = algorithm.algorithm.to_id_string();
+    let weak = |name: &str| CredentialError::Sha1Signature {
+        path: path.to_path_buf(),
+        subject: subject.to_string(),
+        algorithm: name.to_string(),
+    };
+    let unsupported = |name: &str| CredentialError::UnsupportedSignature {
+        path: path.to_path_buf(),
+        subject: subject.to_string(),
+        algorithm: name.to_string(),
+    };
+    match oid.as_str() {
+        // sha256/384/512WithRSAEncryption, ecdsa-with-SHA256/384, Ed25519.
+        "1.2.840.113549.1.1.11"
+        | "1.2.840.113549.1.1.12"
+        | "1.2.840.113549.1.1.13"
+        | "1.2.840.10045.4.3.2"
+        | "1.2.840.10045.4.3.3"
+        | "1.3.101.112" => Ok(()),
+        "1.2.840.113549.1.1.5" | "1.3.14.3.2.29" => Err(weak("sha1WithRSAEncryption")),
+        "1.2.840.10045.4.1" => Err(weak("ecdsa-with-SHA1")),
+        "1.2.840.10040.4.3" => Err(weak("dsa-with-sha1")),
+        "1.2.840.113549.1.1.4" | "1.3.14.3.2.25" => Err(weak("md5WithRSAEncryption")),
+        "1.2.840.113549.1.1.2" => Err(weak("md2WithRSAEncryption")),
+        "1.2.840.113549.1.1.10" => match SignatureAlgorithm::try_from(algorithm) {
+            Ok(SignatureAlgorithm::RSASSA_PSS(params)) => {
+                match params.hash_algorithm_oid().to_id_string().as_str() {
+                    // PSS with SHA-256/384/512.
+                    "2.16.840.1.101.3.4.2.1"
+                    | "2.16.840.1.101.3.4.2.2"
+                    | "2.16.840.1.101.3.4.2.3" => Ok(()),
+                    // The PSS default hash is SHA-1.
+                    "1.3.14.3.2.26" => Err(weak("RSASSA-PSS with SHA-1")),
+                    other => Err(unsupported(&format!("RSASSA-PSS with hash {other}"))),
+                }
+            }
+            _ => Err(unsupported("RSASSA-PSS with unreadable parameters")),
+        },
+        other => Err(unsupported(&format!("signature algorithm {other}"))),
+    }
+}
+
+/// Named curve of an ECDSA public key as a dotted OID, `None` for other key types.
+fn ecdsa_curve(cert: &X509Certificate<'_>) -> Option<String> {
+    let algorithm = &cert.public_key().algorithm;
+    if algorithm.algorithm.to_id_string() != "1.2.840.10045.2.1" {
+        return None;
+    }
+    algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|oid| oid.to_id_string())
+}
+
+/// The profile pairs ECDSA hashes with curves (P-256/SHA-256, P-384/SHA-384). A certificate
+/// signed by a loaded issuer with the other hash (OpenSSL signs with SHA-256 by default even
+/// for P-384 keys) would fail every handshake, so it is refused here with its name.
+fn check_ecdsa_hash_matches_issuer_curve(
+    certs: &[(&Path, &CertificateDer<'static>)],
+) -> Result<(), CredentialError> {
+    let parsed: Vec<(&Path, X509Certificate<'_>)> = certs
+        .iter()
+        .filter_map(|(path, der)| {
+            X509Certificate::from_der(der.as_ref())
+                .ok()
+                .map(|(_, cert)| (*path, cert))
+        })
+        .collect();
+    for (path, cert) in &parsed {
+        let expected_curve = match cert.signature_algorithm.algorithm.to_id_string().as_str() {
+            "1.2.840.10045.4.3.2" => "1.2.840.10045.3.1.7",
+            "1.2.840.10045.4.3.3" => "1.3.132.0.34",
+            _ => continue,
+        };
+        let issuer_curve = parsed
+            .iter()
+            .find(|(_, issuer)| issuer.subject().as_raw() == cert.issuer().as_raw())
+            .and_then(|(_, issuer)| ecdsa_curve(issuer));
+        if let Some(curve) = issuer_curve {
+            if curve != expected_curve {
+                let hash = if expected_curve == "1.3.132.0.34" {
+                    "SHA-384"
+                } else {
+                    "SHA-256"
+                };
+                let key = if curve == "1.3.132.0.34" {
+                    "P-384"
+                } else {
+                    "P-256"
+                };
+                return Err(CredentialError::UnsupportedSignature {
+                    path: path.to_path_buf(),
+                    subject: name_or_placeholder(cert.subject().to_string()),
+                    algorithm: format!(
+                        "ECDSA {key} with {hash} (the profile pairs P-256 with SHA-256 and P-384 with SHA-384)"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Accepts RSA 2048..=8192, ECDSA on P-256/P-384 and Ed25519 public keys.
+fn check_public_key(
+    path: &Path,
+    index: usize,
+    subject: &str,
+    cert: &X509Certificate<'_>,
+) -> Result<(), CredentialError> {
+    let spki = cert.public_key();
+    let unsupported = |key: String| CredentialError::UnsupportedKey {
+        path: path.to_path_buf(),
+        subject: subject.to_string(),
+        key,
+    };
+    let key_oid = spki.algorithm.algorithm.to_id_string();
+    if key_oid == "1.3.101.112" {
+        return Ok(());
+    }
+    let parsed = spki
+        .parsed()
+        .map_err(|err| CredentialError::BadCertificate {
+            path: path.to_path_buf(),
+            index,
+            reason: format!("public key: {err}"),
+        })?;
+    match parsed {
+        PublicKey::RSA(rsa) if key_oid == "1.2.840.113549.1.1.1" => {
+            let bits = rsa.key_size();
+            if bits < MIN_RSA_BITS {
+                Err(CredentialError::WeakRsaKey {
+                    path: path.to_path_buf(),
+                    subject: subject.to_string(),
+                    bits,
+                })
+            } else if bits > MAX_RSA_BITS {
+                Err(unsupported(format!("RSA {bits}-bit")))
+            } else {
+                Ok(())
+            }
+        }
+        PublicKey::EC(_) => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|oid| oid.to_id_string());
+            match curve.as_deref() {
+                Some("1.2.840.10045.3.1.7") | Some("1.3.132.0.34") => Ok(()),
+                Some(other) => Err(unsupported(format!("ECDSA on curve {other}"))),
+                None => Err(unsupported("ECDSA without a named curve".to_string())),
+            }
+        }
+        _ => Err(unsupported(format!("public key algorithm {key_oid}"))),
+    }
+}
+
+/// Checks that the key can sign with the profile's provider and belongs to the end-entity
+/// certificate (comparing SubjectPublicKeyInfo).
+fn check_key_matches(
+    provider: &CryptoProvider,
+    chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+    config: &TlsConfig,
+) -> Result<(), CredentialError> {
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|err| CredentialError::UnusableKey {
+            path: config.private_key_file.clone(),
+            reason: err.to_string(),
+        })?;
+    let certified = CertifiedKey::new(chain.to_vec(), signing_key);
+    match certified.keys_match() {
+        Ok(()) => Ok(()),
+        Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
+            Err(CredentialError::KeyMismatch {
+                cert: config.certificate_file.clone(),
+                key: config.private_key_file.clone(),
+            })
+        }
+        Err(other) => Err(CredentialError::UnusableKey {
+            path: config.private_key_file.clone(),
+            reason: format!("cannot compare with the certificate: {other}"),
+        }),
+    }
+}

@@ -1,0 +1,22 @@
+//! TLS for every proxied and management connection: the CRYPTREC high-security profile
+//! (`shared/design/crypto-profile.md`), the box's certificates and their hot reload, and peer
+//! identity allowlists.
+//!
+//! Nothing outside `profile` names a cipher suite, group or signature scheme, and nothing here
+//! can widen the profile. The parts the proxy uses:
+//! - [`CredentialStore`]: loads `[tls]` files, publishes [`TlsMaterial`] through `watch`,
+//!   reloads on SIGHUP (`reload`) or file change (`spawn_watcher`), keeping the old material
+//!   when a new file is broken;
+//! - [`TlsMaterial::server_config`] / [`TlsMaterial::client_config`] (or `acceptor` /
+//!   `connector`), read once per connection;
+//! - [`PeerIdentities`]: who a verified peer is, and whether a service's allowlist admits it.
+
+pub mod credentials;
+pub mod identity;
+pub mod profile;
+pub mod store;
+
+pub use credentials::{CertExpiry, CertRole, CredentialError, Credentials};
+pub use identity::{IdentityError, PeerIdentities};
+pub use profile::ProfileError;
+pub use store::{CredentialStore, StoreError, TlsMaterial};
