@@ -7,6 +7,7 @@ pub mod config;
 pub mod keys;
 pub mod logging;
 pub mod ratelimit;
+pub mod status;
 pub mod supervisor;
 pub mod tls;
 pub mod tunnel;

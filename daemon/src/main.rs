@@ -35,6 +35,24 @@ enum Command {
         #[arg(long, short, default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// Show the running daemon's state (tunnel, peers, counters), like `wg show`.
+    Status {
+        /// The configuration file, to find the daemon's runtime directory.
+        #[arg(long, short, default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Print the status document as JSON (the same as the status API).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask an on-demand box to bring its tunnel up now, or to drop it now.
+    Tunnel {
+        /// The configuration file, to find the daemon's runtime directory.
+        #[arg(long, short, default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// `connect` or `disconnect`.
+        #[arg(value_parser = ["connect", "disconnect"])]
+        action: String,
+    },
     /// Generate a WireGuard key pair: the private key (mode 0600) and `<file>.pub`.
     Keygen {
         /// Where to write the private key; an existing file is never overwritten.
@@ -53,6 +71,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config),
+        Command::Status { config, json } => report(status(&config, json)),
+        Command::Tunnel { config, action } => report(tunnel_action(&config, &action)),
         Command::Keygen { private_key } => report(keygen(&private_key)),
         Command::Passwd => report(passwd()),
     }
@@ -116,6 +136,41 @@ fn run(path: &std::path::Path) -> ExitCode {
             tracing::error!(error = %e, "renkei stopped");
             eprintln!("renkei: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The runtime directory named by a config, without requiring its key files to be readable
+/// (an administrator in the `renkei` group may run `renkei status`).
+fn runtime_dir_of(path: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let config: config::Config =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+    Ok(config.paths.runtime_dir)
+}
+
+fn status(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let answer = renkei::status::control::request(&runtime_dir_of(path)?, "status")?;
+    if let Some(error) = answer.strip_prefix("error: ") {
+        anyhow::bail!("{error}");
+    }
+    if json {
+        println!("{answer}");
+        return Ok(());
+    }
+    let document: serde_json::Value = serde_json::from_str(&answer)?;
+    print!("{}", renkei::status::summary(&document));
+    Ok(())
+}
+
+fn tunnel_action(path: &std::path::Path, action: &str) -> anyhow::Result<()> {
+    let answer = renkei::status::control::request(&runtime_dir_of(path)?, action)?;
+    match answer.strip_prefix("error: ") {
+        Some(error) => anyhow::bail!("{error}"),
+        None => {
+            println!("{answer}");
+            Ok(())
         }
     }
 }

@@ -7,6 +7,8 @@
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::Config;
+use crate::status::control::{ControlError, ControlSocket};
+use crate::status::StatusSource;
 use crate::tunnel::{Tunnel, TunnelError};
 
 /// Why the daemon stopped with an error.
@@ -15,6 +17,9 @@ pub enum SupervisorError {
     /// The tunnel could not start.
     #[error("tunnel: {0}")]
     Tunnel(#[from] TunnelError),
+    /// The control socket could not be created.
+    #[error(transparent)]
+    Control(#[from] ControlError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -26,13 +31,19 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
     let mut interrupt = signal(SignalKind::interrupt()).map_err(SupervisorError::Signals)?;
 
     tracing::info!(summary = %config.summary(), "starting");
+    let control = ControlSocket::bind(&config.paths.runtime_dir)?;
     let tunnel = Tunnel::start(&config).await?;
+    let status = StatusSource::new(&config, tunnel.handle());
+    let control_task = tokio::spawn(control.serve(status));
+    tracing::info!("ready");
 
     let which = tokio::select! {
         _ = terminate.recv() => "SIGTERM",
         _ = interrupt.recv() => "SIGINT",
     };
     tracing::info!(signal = which, "stopping");
+    control_task.abort();
+    let _ = control_task.await;
     tunnel.shutdown().await;
     Ok(())
 }

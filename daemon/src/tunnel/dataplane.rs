@@ -404,9 +404,12 @@ impl DataPlane {
         PeerCounters::add(&peer.counters.rx_packets, 1);
 
         let mut scratch = [0u8; 256];
-        if delivered {
-            self.policy_event(peer, &mut state, Event::Traffic, &mut scratch, backlog);
-        }
+        let event = if delivered {
+            Event::Traffic
+        } else {
+            Event::Authenticated
+        };
+        self.policy_event(peer, &mut state, event, &mut scratch, backlog);
         if is_init || is_response {
             self.handshake_completed(peer, &mut state, &mut scratch, backlog);
         }

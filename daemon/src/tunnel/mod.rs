@@ -149,10 +149,8 @@ impl Tunnel {
             .unwrap_or(tunnel.listen_port);
 
         let mode = config.policy_mode();
-        let timers = PolicyTimers {
-            idle_timeout: Duration::from_secs(tunnel.policy.idle_timeout_secs),
-            handshake_alarm: Duration::from_secs(tunnel.policy.handshake_alarm_secs),
-        };
+        let idle_timeout = Duration::from_secs(tunnel.policy.idle_timeout_secs);
+        let handshake_alarm = Duration::from_secs(tunnel.policy.handshake_alarm_secs);
         let now = Instant::now();
         let mut peers = Vec::with_capacity(tunnel.peers.len());
         for (index, pc) in tunnel.peers.iter().enumerate() {
@@ -166,6 +164,13 @@ impl Tunnel {
                 Mode::AlwaysOn => Some(DEFAULT_ALWAYS_ON_KEEPALIVE_SECS),
                 Mode::OnDemand | Mode::Passive => None,
             });
+            let timers = PolicyTimers {
+                idle_timeout,
+                handshake_alarm,
+                liveness: keepalive_secs
+                    .filter(|k| *k > 0 && peer_mode == Mode::AlwaysOn)
+                    .map(PolicyTimers::liveness_for_keepalive),
+            };
             let endpoint = match &pc.endpoint {
                 Some(text) => resolve(text).await,
                 None => None,
@@ -271,6 +276,27 @@ impl TunnelHandle {
             Ok(true) => Ok(guard),
             _ => Err(DemandError::Timeout(timeout)),
         }
+    }
+
+    /// Brings every on-demand peer up now without holding it (the administrator's "connect
+    /// now"); it goes idle again after the idle timeout.
+    pub async fn connect_now(&self) -> Result<(), DemandError> {
+        let timeout = self.info.connect_timeout;
+        for peer in &self.plane.peers {
+            if peer.lock().policy.mode() == Mode::Passive {
+                continue;
+            }
+            let mut states = peer.link_state.subscribe();
+            self.plane.external_event(peer, Event::Demand).await;
+            let up = tokio::time::timeout(timeout, async {
+                states.wait_for(|s| *s == LinkState::Up).await.is_ok()
+            })
+            .await;
+            if up != Ok(true) {
+                return Err(DemandError::Timeout(timeout));
+            }
+        }
+        Ok(())
     }
 
     /// Drops the sessions of on-demand peers now (the administrator's "disconnect").

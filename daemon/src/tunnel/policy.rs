@@ -67,6 +67,8 @@ pub enum Event {
     Demand,
     /// An authenticated data packet arrived from the peer.
     Traffic,
+    /// Any authenticated message arrived (keepalives included): the peer is alive.
+    Authenticated,
     /// A handshake completed (either side initiated).
     HandshakeCompleted,
     /// boringtun gave up on the session (handshake attempts exhausted or keys expired).
@@ -95,6 +97,17 @@ pub struct PolicyTimers {
     pub idle_timeout: Duration,
     /// always_on: age of the last handshake that raises the alarm.
     pub handshake_alarm: Duration,
+    /// always_on with keepalives: silence from the peer for this long means the session is dead
+    /// (say, the hub restarted and forgot it), so a fresh handshake is started.
+    pub liveness: Option<Duration>,
+}
+
+impl PolicyTimers {
+    /// The liveness timeout for a keepalive interval: two missed keepalives plus a handshake
+    /// retransmission time, never below 20 s.
+    pub fn liveness_for_keepalive(keepalive_secs: u16) -> Duration {
+        Duration::from_secs(u64::from(keepalive_secs).saturating_mul(2).max(15) + 5)
+    }
 }
 
 /// The policy state of one peer.
@@ -106,6 +119,7 @@ pub struct Policy {
     started_at: Instant,
     last_handshake: Option<Instant>,
     last_traffic: Instant,
+    last_received: Instant,
     attempt_started: Option<Instant>,
     retry_at: Option<Instant>,
     consecutive_failures: u32,
@@ -123,6 +137,7 @@ impl Policy {
             started_at: now,
             last_handshake: None,
             last_traffic: now,
+            last_received: now,
             attempt_started: None,
             retry_at: None,
             consecutive_failures: 0,
@@ -177,12 +192,18 @@ impl Policy {
             Event::Demand => self.demand(now),
             Event::Traffic => {
                 self.last_traffic = now;
+                self.last_received = now;
+                None
+            }
+            Event::Authenticated => {
+                self.last_received = now;
                 None
             }
             Event::HandshakeCompleted => {
                 self.state = LinkState::Up;
                 self.reason = "session established";
                 self.last_handshake = Some(now);
+                self.last_received = now;
                 self.last_traffic = self.last_traffic.max(now);
                 self.attempt_started = None;
                 self.retry_at = None;
@@ -272,7 +293,11 @@ impl Policy {
             },
             (Mode::AlwaysOn, LinkState::Up) => {
                 let since = self.last_handshake.unwrap_or(now);
-                if now.saturating_duration_since(since) >= REKEY_AFTER {
+                let silent = self
+                    .timers
+                    .liveness
+                    .is_some_and(|l| now.saturating_duration_since(self.last_received) >= l);
+                if now.saturating_duration_since(since) >= REKEY_AFTER || silent {
                     // Stay up while the fresh handshake runs; its completion resets the clock,
                     // its failure arrives as SessionExpired or the attempt timeout.
                     self.attempt_started.get_or_insert(now);
@@ -316,6 +341,7 @@ mod tests {
     const TIMERS: PolicyTimers = PolicyTimers {
         idle_timeout: Duration::from_secs(30),
         handshake_alarm: Duration::from_secs(180),
+        liveness: Some(Duration::from_secs(55)),
     };
 
     fn secs(s: u64) -> Duration {
@@ -346,7 +372,11 @@ mod tests {
     #[test]
     fn always_on_rekeys_and_alarms_on_stale_handshake() {
         let t0 = Instant::now();
-        let mut p = Policy::new(Mode::AlwaysOn, TIMERS, t0);
+        let quiet_ok = PolicyTimers {
+            liveness: None,
+            ..TIMERS
+        };
+        let mut p = Policy::new(Mode::AlwaysOn, quiet_ok, t0);
         p.handle(Event::Start, t0);
         p.handle(Event::HandshakeCompleted, t0 + secs(1));
         assert_eq!(p.handle(Event::Tick, t0 + secs(100)), None);
@@ -358,6 +388,19 @@ mod tests {
         assert!(p.alarm(t0 + secs(182)));
         p.handle(Event::HandshakeCompleted, t0 + secs(183));
         assert!(!p.alarm(t0 + secs(183)));
+    }
+
+    #[test]
+    fn always_on_notices_a_silent_peer() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(Mode::AlwaysOn, TIMERS, t0);
+        p.handle(Event::Start, t0);
+        p.handle(Event::HandshakeCompleted, t0);
+        p.handle(Event::Authenticated, t0 + secs(30));
+        assert_eq!(p.handle(Event::Tick, t0 + secs(84)), None);
+        assert_eq!(p.handle(Event::Tick, t0 + secs(85)), Some(Action::Initiate));
+        assert_eq!(PolicyTimers::liveness_for_keepalive(25), secs(55));
+        assert_eq!(PolicyTimers::liveness_for_keepalive(2), secs(20));
     }
 
     #[test]
@@ -414,6 +457,7 @@ mod tests {
         prop_oneof![
             Just(Event::Demand),
             Just(Event::Traffic),
+            Just(Event::Authenticated),
             Just(Event::HandshakeCompleted),
             Just(Event::SessionExpired),
             Just(Event::HoldAcquired),

@@ -1,0 +1,120 @@
+//! The local control socket behind `renkei status`: `<runtime_dir>/control.sock`, mode 0660, so
+//! only root and the `renkei` group can use it.
+//!
+//! Protocol: one request line, one answer. `status` answers the status document as one JSON
+//! line; `connect` and `disconnect` (on-demand boxes) answer `ok` or `error: ...`. Anything else
+//! answers `error: unknown command`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use super::StatusSource;
+
+/// A request longer than this is not from `renkei status`.
+const MAX_REQUEST_BYTES: u64 = 1024;
+/// A client that does not send its request in time is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The socket's file name under the runtime directory.
+pub const SOCKET_NAME: &str = "control.sock";
+
+/// Why the control socket could not be served.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create the control socket {path}: {source}")]
+pub struct ControlError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+/// The listening socket; its file is removed on drop.
+pub struct ControlSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl ControlSocket {
+    /// Binds `<runtime_dir>/control.sock`, replacing a stale one.
+    pub fn bind(runtime_dir: &Path) -> Result<ControlSocket, ControlError> {
+        let path = runtime_dir.join(SOCKET_NAME);
+        let error = |source| ControlError {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(runtime_dir).map_err(error)?;
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+                return Err(error(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another renkei daemon is running with this runtime directory",
+                )));
+            }
+            std::fs::remove_file(&path).map_err(error)?;
+        }
+        let listener = UnixListener::bind(&path).map_err(error)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).map_err(error)?;
+        Ok(ControlSocket { listener, path })
+    }
+
+    /// Answers clients until the task is aborted.
+    pub async fn serve(self, source: StatusSource) {
+        loop {
+            let Ok((stream, _)) = self.listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let source = source.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &source)).await;
+            });
+        }
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn answer(stream: UnixStream, source: &StatusSource) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read.take(MAX_REQUEST_BYTES))
+        .read_line(&mut line)
+        .await?;
+    let reply = match line.trim() {
+        "status" => serde_json::to_string(&source.document())
+            .unwrap_or_else(|e| format!("error: {e}")),
+        "connect" => match source.tunnel().connect_now().await {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("error: {e}"),
+        },
+        "disconnect" => {
+            source.tunnel().disconnect().await;
+            "ok".to_string()
+        }
+        _ => "error: unknown command".to_string(),
+    };
+    write.write_all(reply.as_bytes()).await?;
+    write.write_all(b"\n").await
+}
+
+/// Client side: sends one command and returns the answer line.
+pub fn request(runtime_dir: &Path, command: &str) -> std::io::Result<String> {
+    use std::io::{BufRead, Write};
+    let path = runtime_dir.join(SOCKET_NAME);
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot reach the daemon at {}: {e}", path.display()),
+        )
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(format!("{command}\n").as_bytes())?;
+    let mut answer = String::new();
+    std::io::BufReader::new(stream).read_line(&mut answer)?;
+    Ok(answer.trim_end().to_string())
+}

@@ -1,0 +1,136 @@
+//! What the daemon reports about itself: the status document shared by `renkei status`, the
+//! JSON API and (later) the status page and metrics. Every field is read from the running parts;
+//! nothing is a placeholder.
+
+pub mod control;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::tunnel::{TunnelHandle, TunnelSnapshot};
+
+/// The status document (`renkei status --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusDocument {
+    /// Facility name.
+    pub facility: String,
+    /// hub, disclosing or viewing.
+    pub role: &'static str,
+    /// Running configuration version.
+    pub config_version: u64,
+    /// renkei version.
+    pub version: &'static str,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    /// The tunnel.
+    pub tunnel: TunnelSnapshot,
+}
+
+/// Builds status documents from the running parts.
+#[derive(Clone)]
+pub struct StatusSource {
+    facility: String,
+    role: &'static str,
+    config_version: u64,
+    started: std::time::Instant,
+    tunnel: TunnelHandle,
+}
+
+impl StatusSource {
+    /// A source for the given config and running tunnel.
+    pub fn new(config: &Config, tunnel: TunnelHandle) -> Self {
+        StatusSource {
+            facility: config.facility.name.clone(),
+            role: config.facility.role.as_str(),
+            config_version: config.meta.version,
+            started: std::time::Instant::now(),
+            tunnel,
+        }
+    }
+
+    /// The current document.
+    pub fn document(&self) -> StatusDocument {
+        StatusDocument {
+            facility: self.facility.clone(),
+            role: self.role,
+            config_version: self.config_version,
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_secs: self.started.elapsed().as_secs(),
+            tunnel: self.tunnel.snapshot(),
+        }
+    }
+
+    /// The tunnel, for the control commands.
+    pub fn tunnel(&self) -> &TunnelHandle {
+        &self.tunnel
+    }
+}
+
+/// A compact human summary of a status document, in the manner of `wg show`.
+pub fn summary(document: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_string(),
+        other => other.to_string(),
+    };
+    let mut out = String::new();
+    let tunnel = &document["tunnel"];
+    let _ = writeln!(
+        out,
+        "facility: {} ({}), config version {}",
+        text(&document["facility"]),
+        text(&document["role"]),
+        text(&document["config_version"])
+    );
+    let _ = writeln!(
+        out,
+        "tunnel: {} {} on {} ({}), port {}{}",
+        text(&tunnel["state"]),
+        text(&tunnel["policy"]),
+        text(&tunnel["interface"]),
+        text(&tunnel["address"]),
+        text(&tunnel["listen_port"]),
+        if tunnel["alarm"] == serde_json::Value::Bool(true) {
+            "  ALARM: last handshake too old"
+        } else {
+            ""
+        }
+    );
+    if let Some(peers) = tunnel["peers"].as_array() {
+        for peer in peers {
+            let _ = writeln!(out, "\npeer: {} {}", text(&peer["name"]), text(&peer["public_key"]));
+            let _ = writeln!(
+                out,
+                "  state: {} ({})",
+                text(&peer["state"]),
+                text(&peer["reason"])
+            );
+            let _ = writeln!(out, "  endpoint: {}", text(&peer["endpoint"]));
+            let age = match peer["last_handshake_age_secs"].as_u64() {
+                Some(secs) => format!("{secs} seconds ago"),
+                None => "never".to_string(),
+            };
+            let _ = writeln!(out, "  latest handshake: {age}");
+            let _ = writeln!(
+                out,
+                "  transfer: {} B received, {} B sent; handshakes {} attempted, {} failed",
+                text(&peer["rx_bytes"]),
+                text(&peer["tx_bytes"]),
+                text(&peer["handshake_attempts"]),
+                text(&peer["handshake_failures"])
+            );
+        }
+    }
+    let drops = &tunnel["drops"];
+    let _ = writeln!(
+        out,
+        "\ndropped: {} foreign source, {} no route, {} foreign destination, {} spoofed source, {} invalid datagrams",
+        text(&drops["foreign_source"]),
+        text(&drops["no_route"]),
+        text(&drops["foreign_destination"]),
+        text(&drops["source_not_allowed"]),
+        text(&drops["invalid_datagrams"])
+    );
+    out
+}
