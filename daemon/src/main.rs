@@ -145,8 +145,8 @@ fn run(path: &std::path::Path) -> ExitCode {
 fn runtime_dir_of(path: &std::path::Path) -> anyhow::Result<PathBuf> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let config: config::Config =
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+    let config: config::Config = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
     Ok(config.paths.runtime_dir)
 }
 

@@ -86,8 +86,9 @@ async fn answer(stream: UnixStream, source: &StatusSource) -> std::io::Result<()
         .read_line(&mut line)
         .await?;
     let reply = match line.trim() {
-        "status" => serde_json::to_string(&source.document())
-            .unwrap_or_else(|e| format!("error: {e}")),
+        "status" => {
+            serde_json::to_string(&source.document()).unwrap_or_else(|e| format!("error: {e}"))
+        }
         "connect" => match source.tunnel().connect_now().await {
             Ok(()) => "ok".to_string(),
             Err(e) => format!("error: {e}"),

@@ -99,7 +99,12 @@ pub fn summary(document: &serde_json::Value) -> String {
     );
     if let Some(peers) = tunnel["peers"].as_array() {
         for peer in peers {
-            let _ = writeln!(out, "\npeer: {} {}", text(&peer["name"]), text(&peer["public_key"]));
+            let _ = writeln!(
+                out,
+                "\npeer: {} {}",
+                text(&peer["name"]),
+                text(&peer["public_key"])
+            );
             let _ = writeln!(
                 out,
                 "  state: {} ({})",

@@ -1,0 +1,393 @@
+//! The regional network of the architecture's "Test lab", in network namespaces.
+//!
+//! ```text
+//!   clinic LAN ns --lan-- clinic ns --wan--+                     +-- dc ns (hub)
+//!   198.18.20.2        198.18.20.1  .0.20  |  wan ns: bridge br0 |  198.18.0.1
+//!                                          +---------------------+
+//!   hospital LAN ns --lan-- hospital ns --wan--+
+//!   198.18.10.2         198.18.10.1   .0.10
+//! ```
+//! Tunnel overlay 198.19.0.0/24: hub .1, hospital .10, clinic .20. Names carry a per-lab id
+//! (the test process's pid and a counter), so labs run in parallel, and a later lab removes the
+//! leftovers of a process that died before it could clean up.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::Context;
+
+use crate::daemon::Daemon;
+use crate::netns::{run, Namespace};
+
+/// WireGuard UDP port of the hub.
+pub const HUB_PORT: u16 = 51820;
+/// Where `wg` looks for userspace API sockets.
+pub const WIREGUARD_SOCKET_DIR: &str = "/var/run/wireguard";
+
+static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A box of the lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Node {
+    /// The data centre's hub.
+    Hub,
+    /// The disclosing facility's box.
+    Hospital,
+    /// The viewing facility's box.
+    Clinic,
+}
+
+impl Node {
+    /// All boxes.
+    pub const ALL: [Node; 3] = [Node::Hub, Node::Hospital, Node::Clinic];
+
+    /// Short name used in paths and namespace names.
+    pub fn short(self) -> &'static str {
+        match self {
+            Node::Hub => "dc",
+            Node::Hospital => "hospital",
+            Node::Clinic => "clinic",
+        }
+    }
+
+    /// The box's WAN address.
+    pub fn wan_address(self) -> &'static str {
+        match self {
+            Node::Hub => "198.18.0.1",
+            Node::Hospital => "198.18.0.10",
+            Node::Clinic => "198.18.0.20",
+        }
+    }
+
+    /// The box's tunnel address.
+    pub fn tunnel_address(self) -> &'static str {
+        match self {
+            Node::Hub => "198.19.0.1",
+            Node::Hospital => "198.19.0.10",
+            Node::Clinic => "198.19.0.20",
+        }
+    }
+
+    /// The box's LAN address (the hub has none).
+    pub fn lan_address(self) -> Option<&'static str> {
+        match self {
+            Node::Hub => None,
+            Node::Hospital => Some("198.18.10.1"),
+            Node::Clinic => Some("198.18.20.1"),
+        }
+    }
+
+    /// The address of the host on the box's LAN (document server or viewer PC).
+    pub fn lan_host_address(self) -> Option<&'static str> {
+        match self {
+            Node::Hub => None,
+            Node::Hospital => Some("198.18.10.2"),
+            Node::Clinic => Some("198.18.20.2"),
+        }
+    }
+
+    fn letter(self) -> char {
+        match self {
+            Node::Hub => 'd',
+            Node::Hospital => 'h',
+            Node::Clinic => 'c',
+        }
+    }
+}
+
+/// The whole lab. Dropping it removes everything it created.
+pub struct Lab {
+    /// Per-lab id carried by every name.
+    pub id: String,
+    /// Folder for keys, configs, state and logs.
+    pub dir: PathBuf,
+    boxes: HashMap<Node, Namespace>,
+    lans: HashMap<Node, Namespace>,
+    wan: Namespace,
+    public_keys: HashMap<Node, String>,
+}
+
+impl Lab {
+    /// Builds the namespaces, links and addresses, and generates every box's WireGuard keys.
+    pub fn new() -> anyhow::Result<Lab> {
+        remove_stale_labs();
+        let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}{}", base36(std::process::id()), base36(n % 36));
+        let dir = std::env::temp_dir().join(format!("renkei-lab-{id}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+
+        let wan = Namespace::create(&format!("rk{id}-wan"))?;
+        wan.ip(&["link", "add", "br0", "type", "bridge"])?;
+        wan.ip(&["link", "set", "br0", "up"])?;
+        let mut boxes = HashMap::new();
+        let mut lans = HashMap::new();
+        for node in Node::ALL {
+            let ns = Namespace::create(&format!("rk{id}-{}", node.short()))?;
+            let port = node.short();
+            run(std::process::Command::new("ip").args([
+                "link",
+                "add",
+                "wan0",
+                "netns",
+                ns.name(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                port,
+                "netns",
+                wan.name(),
+            ]))?;
+            wan.ip(&["link", "set", port, "master", "br0", "up"])?;
+            ns.ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", node.wan_address()),
+                "dev",
+                "wan0",
+            ])?;
+            ns.ip(&["link", "set", "wan0", "up"])?;
+            if let (Some(lan), Some(host)) = (node.lan_address(), node.lan_host_address()) {
+                let lan_ns = Namespace::create(&format!("rk{id}-{}-lan", node.short()))?;
+                run(std::process::Command::new("ip").args([
+                    "link",
+                    "add",
+                    "lan0",
+                    "netns",
+                    ns.name(),
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "lan0",
+                    "netns",
+                    lan_ns.name(),
+                ]))?;
+                ns.ip(&["addr", "add", &format!("{lan}/24"), "dev", "lan0"])?;
+                ns.ip(&["link", "set", "lan0", "up"])?;
+                lan_ns.ip(&["addr", "add", &format!("{host}/24"), "dev", "lan0"])?;
+                lan_ns.ip(&["link", "set", "lan0", "up"])?;
+                lan_ns.ip(&["route", "add", "default", "via", lan])?;
+                lans.insert(node, lan_ns);
+            }
+            boxes.insert(node, ns);
+        }
+
+        let mut public_keys = HashMap::new();
+        for node in Node::ALL {
+            let node_dir = dir.join(node.short());
+            std::fs::create_dir_all(&node_dir)?;
+            let public = renkei::keys::write_keypair(&node_dir.join("wg.key"))?;
+            public_keys.insert(node, renkei::keys::encode_key(&public));
+        }
+        Ok(Lab {
+            id,
+            dir,
+            boxes,
+            lans,
+            wan,
+            public_keys,
+        })
+    }
+
+    /// The namespace a box runs in.
+    pub fn ns(&self, node: Node) -> &Namespace {
+        &self.boxes[&node]
+    }
+
+    /// The namespace of the host on a facility's LAN.
+    pub fn lan_ns(&self, node: Node) -> &Namespace {
+        &self.lans[&node]
+    }
+
+    /// The WAN bridge namespace.
+    pub fn wan(&self) -> &Namespace {
+        &self.wan
+    }
+
+    /// The box's WireGuard public key.
+    pub fn public_key(&self, node: Node) -> &str {
+        &self.public_keys[&node]
+    }
+
+    /// The box's own folder (keys, config, state, runtime, log).
+    pub fn node_dir(&self, node: Node) -> PathBuf {
+        self.dir.join(node.short())
+    }
+
+    /// The TUN interface name of a box (unique per lab: the API socket folder is shared).
+    pub fn interface(&self, node: Node) -> String {
+        format!("rk{}{}", self.id, node.letter())
+    }
+
+    /// A valid tunnel-only config for a box; tests edit the returned text before writing it.
+    /// Every tunable is on a line of its own so `str::replace` can change it.
+    pub fn tunnel_config(&self, node: Node) -> String {
+        let dir = self.node_dir(node);
+        let role = match node {
+            Node::Hub => "hub",
+            Node::Hospital => "disclosing",
+            Node::Clinic => "viewing",
+        };
+        let mut text = format!(
+            r#"[meta]
+version = 1
+
+[facility]
+name = "lab {name}"
+role = "{role}"
+
+[paths]
+state_dir = "{state}"
+runtime_dir = "{run}"
+wireguard_socket_dir = "{WIREGUARD_SOCKET_DIR}"
+
+[tunnel]
+interface = "{iface}"
+private_key_file = "wg.key"
+address = "{addr}/24"
+mtu = 1420
+"#,
+            name = node.short(),
+            state = dir.join("state").display(),
+            run = dir.join("run").display(),
+            iface = self.interface(node),
+            addr = node.tunnel_address(),
+        );
+        match node {
+            Node::Hub => {
+                text.push_str(&format!("listen_port = {HUB_PORT}\n"));
+                for facility in [Node::Hospital, Node::Clinic] {
+                    text.push_str(&format!(
+                        r#"
+[[tunnel.peer]]
+name = "{name}"
+public_key = "{key}"
+allowed_ips = ["{addr}/32"]
+"#,
+                        name = facility.short(),
+                        key = self.public_key(facility),
+                        addr = facility.tunnel_address(),
+                    ));
+                }
+            }
+            Node::Hospital | Node::Clinic => {
+                let mode = if node == Node::Hospital {
+                    "always_on"
+                } else {
+                    "on_demand"
+                };
+                text.push_str(&format!(
+                    r#"
+[tunnel.policy]
+mode = "{mode}"
+idle_timeout_secs = 300
+connect_timeout_secs = 10
+checkin_interval_secs = 0
+
+[[tunnel.peer]]
+name = "dc"
+public_key = "{key}"
+endpoint = "{hub}:{HUB_PORT}"
+allowed_ips = ["{hub_tunnel}/32"]
+"#,
+                    key = self.public_key(Node::Hub),
+                    hub = Node::Hub.wan_address(),
+                    hub_tunnel = Node::Hub.tunnel_address(),
+                ));
+            }
+        }
+        text
+    }
+
+    /// Writes `text` as the box's config and returns its path.
+    pub fn write_config(&self, node: Node, text: &str) -> anyhow::Result<PathBuf> {
+        let path = self.node_dir(node).join("renkei.toml");
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Writes `text` as the box's config and starts its daemon, waiting until it answers.
+    pub fn start(&self, node: Node, text: &str) -> anyhow::Result<Daemon> {
+        let config = self.write_config(node, text)?;
+        self.start_with(node, &config)
+    }
+
+    /// Starts a box's daemon with an already written config.
+    pub fn start_with(&self, node: Node, config: &Path) -> anyhow::Result<Daemon> {
+        let dir = self.node_dir(node);
+        Daemon::start(
+            node,
+            self.ns(node),
+            config,
+            &dir.join("run"),
+            &dir.join(format!("renkei-{}.log", self.next_log_number(node))),
+        )
+    }
+
+    fn next_log_number(&self, node: Node) -> usize {
+        (1..)
+            .find(|n| !self.node_dir(node).join(format!("renkei-{n}.log")).exists())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Namespaces go with their fields; sockets of daemons that were killed stay behind.
+        for node in Node::ALL {
+            let socket =
+                Path::new(WIREGUARD_SOCKET_DIR).join(format!("{}.sock", self.interface(node)));
+            let _ = std::fs::remove_file(socket);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn base36(mut n: u32) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Deletes namespaces named `rk<pid><n>-...` whose process is gone (a lab that crashed).
+fn remove_stale_labs() {
+    let Ok(output) = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+    else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix("rk") else {
+            continue;
+        };
+        let Some((id, _)) = rest.split_once('-') else {
+            continue;
+        };
+        if id.len() < 2 {
+            continue;
+        }
+        let Ok(pid) = u32::from_str_radix(&id[..id.len() - 1], 36) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", name])
+                .output();
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Network namespaces and commands run inside them. A `Namespace` deletes itself on drop, which
+//! also destroys every link inside it.
+
+use std::fs::File;
+use std::process::{Command, Output};
+
+use anyhow::Context;
+
+/// A network namespace created by the lab.
+#[derive(Debug)]
+pub struct Namespace {
+    name: String,
+}
+
+impl Namespace {
+    /// Creates `name` (deleting a stale one of the same name first) with loopback up.
+    pub fn create(name: &str) -> anyhow::Result<Namespace> {
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+        run(Command::new("ip").args(["netns", "add", name]))?;
+        let ns = Namespace {
+            name: name.to_string(),
+        };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A command that runs `program` inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name, program]);
+        command
+    }
+
+    /// Runs `program args` inside the namespace; fails on a non-zero exit.
+    pub fn exec(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
+        let output = run(self.command(program).args(args))?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Runs `ip args` inside the namespace.
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = run(Command::new("ip").args(["-n", &self.name]).args(args))?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Sets a sysctl inside the namespace.
+    pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        self.exec("sysctl", &["-qw", &format!("{key}={value}")])?;
+        Ok(())
+    }
+
+    /// Runs `f` on a thread that has entered the namespace: sockets it opens live there.
+    pub fn run_inside<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let path = format!("/run/netns/{}", self.name);
+        let handle = std::thread::spawn(move || -> anyhow::Result<T> {
+            let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("entering {path}"))?;
+            Ok(f())
+        });
+        handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread inside {} panicked", self.name))?
+    }
+
+    /// Opens a std TCP listener inside the namespace.
+    pub fn tcp_listener(&self, addr: &str) -> anyhow::Result<std::net::TcpListener> {
+        let addr = addr.to_string();
+        self.run_inside(move || std::net::TcpListener::bind(&addr))?
+            .with_context(|| format!("listening in {}", self.name))
+    }
+
+    /// Opens a std UDP socket inside the namespace.
+    pub fn udp_socket(&self, addr: &str) -> anyhow::Result<std::net::UdpSocket> {
+        let addr = addr.to_string();
+        self.run_inside(move || std::net::UdpSocket::bind(&addr))?
+            .with_context(|| format!("binding UDP in {}", self.name))
+    }
+
+    /// Connects a std TCP stream from inside the namespace, bounded by `timeout`.
+    pub fn tcp_connect(
+        &self,
+        addr: &str,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<std::net::TcpStream> {
+        let addr: std::net::SocketAddr = addr.parse()?;
+        self.run_inside(move || std::net::TcpStream::connect_timeout(&addr, timeout))?
+            .with_context(|| format!("connecting to {addr} from {}", self.name))
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Runs a command; a non-zero exit is an error carrying its stderr.
+pub fn run(command: &mut Command) -> anyhow::Result<Output> {
+    let output = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "{command:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(output)
+}
