@@ -6,6 +6,7 @@
 //! namespace, link, socket and process it created when it is dropped — also when a test panics.
 //! Every address is from 198.18.0.0/15; nothing is ever sent anywhere else.
 
+pub mod bench;
 pub mod daemon;
 pub mod foreign;
 pub mod lab;
