@@ -89,6 +89,43 @@ fn net6_hub_and_disclosing_handshake_within_2s_and_carry_tcp_both_ways() {
     let rx: u64 = fields[5].parse().expect("rx");
     let tx: u64 = fields[6].parse().expect("tx");
     assert!(rx > 2 << 20 && tx > 2 << 20, "transfer rx {rx} tx {tx}");
+
+    // `renkei status` prints the same state the daemon holds.
+    let bin = renkei_lab::daemon::renkei_bin().expect("renkei binary");
+    let summary = lab
+        .ns(Node::Hospital)
+        .exec(
+            &bin.to_string_lossy(),
+            &["status", "--config", &hospital.config.to_string_lossy()],
+        )
+        .expect("renkei status");
+    assert!(
+        summary.contains("facility: lab hospital (disclosing)"),
+        "{summary}"
+    );
+    assert!(summary.contains("tunnel: up always_on"), "{summary}");
+    assert!(summary.contains("peer: dc "), "{summary}");
+    assert!(summary.contains("endpoint: 198.18.0.1:51820"), "{summary}");
+    let json = lab
+        .ns(Node::Hospital)
+        .exec(
+            &bin.to_string_lossy(),
+            &[
+                "status",
+                "--json",
+                "--config",
+                &hospital.config.to_string_lossy(),
+            ],
+        )
+        .expect("renkei status --json");
+    let document: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(document["tunnel"]["peers"][0]["state"], "up");
+    assert!(
+        document["tunnel"]["peers"][0]["rx_bytes"]
+            .as_u64()
+            .unwrap_or(0)
+            > 2 << 20
+    );
     drop(hub);
 }
 
