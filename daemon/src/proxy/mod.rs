@@ -193,9 +193,31 @@ struct RunningService {
 /// The running services of one box.
 pub struct Services {
     running: Vec<RunningService>,
-    log: Arc<AccessLog>,
+    status: ProxyStatus,
     stop: watch::Sender<bool>,
     tracker: Arc<watch::Sender<usize>>,
+}
+
+/// A cheap, cloneable view of the running services for the status document: it outlives
+/// nothing and stops nothing.
+#[derive(Clone)]
+pub struct ProxyStatus {
+    services: Arc<Vec<(Arc<ServiceContext>, SocketAddr)>>,
+    log: Arc<AccessLog>,
+}
+
+impl ProxyStatus {
+    /// Counters of every service and the recent access-log records.
+    pub fn snapshot(&self) -> ProxySnapshot {
+        ProxySnapshot {
+            services: self
+                .services
+                .iter()
+                .map(|(context, listen)| context.counters.snapshot(&context.config, *listen))
+                .collect(),
+            recent_connections: self.log.recent(),
+        }
+    }
 }
 
 /// The proxy's part of the status document.
@@ -262,9 +284,18 @@ impl Services {
                 accept,
             });
         }
+        let status = ProxyStatus {
+            services: Arc::new(
+                running
+                    .iter()
+                    .map(|s| (Arc::clone(&s.context), s.listen))
+                    .collect(),
+            ),
+            log,
+        };
         Ok(Services {
             running,
-            log,
+            status,
             stop,
             tracker,
         })
@@ -280,19 +311,17 @@ impl Services {
 
     /// The shared access log, for the status page and tests.
     pub fn access_log(&self) -> Arc<AccessLog> {
-        Arc::clone(&self.log)
+        Arc::clone(&self.status.log)
     }
 
     /// Counters of every service and the recent access-log records, for the status document.
     pub fn snapshot(&self) -> ProxySnapshot {
-        ProxySnapshot {
-            services: self
-                .running
-                .iter()
-                .map(|s| s.context.counters.snapshot(&s.context.config, s.listen))
-                .collect(),
-            recent_connections: self.log.recent(),
-        }
+        self.status.snapshot()
+    }
+
+    /// A view for the status source, which lives apart from the supervisor's `Services`.
+    pub fn status(&self) -> ProxyStatus {
+        self.status.clone()
     }
 
     /// Connections open now, over all services.
