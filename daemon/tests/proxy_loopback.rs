@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 
 use renkei::config::{Direction, MinTls, ServiceConfig, TlsConfig};
 use renkei::proxy::{AccessRecord, ProxyError, Services};
+use renkei::tls::profile;
 use renkei::tls::CredentialStore;
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
 use tempfile::TempDir;
 use tls_common::{tempdir, write_box, write_key, Ca, CLIENT_NAME, SERVER_NAME};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -122,6 +125,7 @@ struct Options {
     inbound_max_connections: u32,
     outbound_max_connections: u32,
     inbound_handshake_timeout_secs: u64,
+    inbound_min_tls: MinTls,
 }
 
 impl Default for Options {
@@ -130,6 +134,7 @@ impl Default for Options {
             inbound_max_connections: 16,
             outbound_max_connections: 16,
             inbound_handshake_timeout_secs: 10,
+            inbound_min_tls: MinTls::Tls13,
         }
     }
 }
@@ -170,6 +175,7 @@ impl Lab {
         inbound.allowed_identities = vec![CLIENT_NAME.to_string()];
         inbound.max_connections = options.inbound_max_connections;
         inbound.handshake_timeout_secs = options.inbound_handshake_timeout_secs;
+        inbound.min_tls = options.inbound_min_tls;
         let hub = Services::start(&[inbound], Arc::clone(&hub_store), None)
             .await
             .expect("hub services");
@@ -205,8 +211,17 @@ impl Lab {
         &self,
         store: &CredentialStore,
     ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        self.tls_client_with(store.current().client_config(MinTls::Tls13))
+            .await
+    }
+
+    /// A TLS client straight to the inbound service with any client configuration.
+    async fn tls_client_with(
+        &self,
+        config: Arc<ClientConfig>,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let tcp = TcpStream::connect(self.inbound()).await?;
-        let connector = TlsConnector::from(store.current().client_config(MinTls::Tls13));
+        let connector = TlsConnector::from(config);
         let name = ServerName::try_from(SERVER_NAME).expect("server name");
         connector.connect(name, tcp).await
     }
@@ -570,4 +585,88 @@ async fn bind_failure_names_the_service_and_address() {
         text.contains("busy") && text.contains(&addr.to_string()),
         "{text}"
     );
+}
+
+/// A profile client that offers TLS 1.2 only, as an old peer would.
+fn tls12_only_client(ca: &Ca, leaf: &tls_common::Leaf) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).expect("CA"))
+        .expect("root");
+    let config = ClientConfig::builder_with_provider(profile::provider())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).expect("cert")],
+            PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key"),
+        )
+        .expect("client cert");
+    Arc::new(config)
+}
+
+#[tokio::test]
+async fn the_service_min_tls_decides_whether_tls12_is_served_and_it_is_logged() {
+    let (echo, _) = echo_server().await;
+    let lab = Lab::start(echo, Options::default()).await;
+    let client = tls12_only_client(&lab.ca, &lab.ca.issue(CLIENT_NAME, 0x55));
+    if let Ok(mut tls) = lab.tls_client_with(client).await {
+        assert!(closed_by_peer(&mut tls).await, "closed by the box");
+    }
+    let refused = Lab::record(&lab.hub, |r| r.service == INBOUND).await;
+    assert!(
+        refused
+            .result
+            .to_string()
+            .starts_with("refused: TLS handshake failed"),
+        "{}",
+        refused.result
+    );
+
+    let options = Options {
+        inbound_min_tls: MinTls::Tls12,
+        ..Options::default()
+    };
+    let lab = Lab::start(echo, options).await;
+    let client = tls12_only_client(&lab.ca, &lab.ca.issue(CLIENT_NAME, 0x56));
+    let tls = lab
+        .tls_client_with(client)
+        .await
+        .expect("TLS 1.2 handshake");
+    assert_eq!(round_trip(tls, b"old peer").await, b"old peer");
+    let record = Lab::record(&lab.hub, |r| r.service == INBOUND).await;
+    assert_eq!(record.result.to_string(), "ok");
+    assert_eq!(record.tls_version.as_deref(), Some("TLSv1_2"));
+    let suite = record.tls_suite.unwrap_or_default();
+    assert!(
+        suite.starts_with("TLS_ECDHE_ECDSA_WITH_AES_")
+            && (suite.ends_with("_GCM_SHA256") || suite.ends_with("_GCM_SHA384")),
+        "{suite}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_target_is_logged_as_an_error_and_the_client_is_closed() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let nowhere = closed.local_addr().expect("addr");
+    drop(closed);
+    let lab = Lab::start(nowhere, Options::default()).await;
+
+    let mut client = TcpStream::connect(lab.outbound()).await.expect("connect");
+    let _ = client.write_all(b"anyone?").await;
+    assert!(closed_by_peer(&mut client).await, "closed");
+    let record = Lab::record(&lab.hub, |r| r.service == INBOUND).await;
+    assert!(
+        record
+            .result
+            .to_string()
+            .starts_with(&format!("error: connect to {nowhere}")),
+        "{}",
+        record.result
+    );
+    assert_eq!(record.peer_identity.as_deref(), Some(CLIENT_NAME));
+    wait_until("an error counted", || {
+        lab.hub.snapshot().services[0].errors == 1
+    })
+    .await;
 }

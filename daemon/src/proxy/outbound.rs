@@ -44,8 +44,6 @@ pub(super) async fn handle(
     service: &ServiceContext,
     target: &Target,
 ) {
-    connection.record.peer_identity = service.config.server_name.clone();
-
     // Held until this function returns, i.e. for the connection's whole life.
     let _demand = match &service.tunnel {
         None => None,
@@ -105,6 +103,8 @@ pub(super) async fn handle(
         }
     };
     connection.tls(tls.get_ref().1);
+    // rustls verified the server's certificate for exactly this name.
+    connection.record.peer_identity = service.config.server_name.clone();
 
     let outcome = splice::splice(client, tls, service.splice_limits(), service.stopped()).await;
     connection.spliced(outcome, "client", "target");
