@@ -670,3 +670,48 @@ async fn unreachable_target_is_logged_as_an_error_and_the_client_is_closed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_reset_at_the_target_reaches_the_client_as_a_reset_not_a_clean_eof() {
+    // A LAN server that sends part of an answer and then aborts (RST).
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = [0u8; 5];
+            if stream.read_exact(&mut request).await.is_ok() {
+                let _ = stream.write_all(b"partial answ").await;
+                let _ = stream.set_zero_linger();
+            }
+            drop(stream);
+        }
+    });
+    let lab = Lab::start(target, Options::default()).await;
+
+    let mut client = TcpStream::connect(lab.outbound()).await.expect("connect");
+    client.write_all(b"hello").await.expect("write");
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(WAIT, client.read_to_end(&mut got))
+        .await
+        .expect("outcome in time");
+    assert!(read.is_err(), "truncated stream ended cleanly: {got:?}");
+
+    let inbound = Lab::record(&lab.hub, |r| r.service == INBOUND).await;
+    assert!(
+        inbound
+            .result
+            .to_string()
+            .starts_with("error: target -> peer"),
+        "{}",
+        inbound.result
+    );
+    let outbound = Lab::record(&lab.clinic, |r| r.service == OUTBOUND).await;
+    assert!(
+        outbound
+            .result
+            .to_string()
+            .starts_with("error: target -> client"),
+        "{}",
+        outbound.result
+    );
+}

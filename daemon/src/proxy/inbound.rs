@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{splice, Connection, ConnectionResult, ServiceContext, TARGET_CONNECT_TIMEOUT_SECS};
+use super::TARGET_CONNECT_TIMEOUT_SECS;
+use super::{must_reset, reset_on_drop, splice, Connection, ConnectionResult, ServiceContext};
 use crate::tls::PeerIdentities;
 
 /// Serves one accepted tunnel connection; every path leaves its result in `connection`.
@@ -85,6 +86,12 @@ pub(super) async fn handle(peer: TcpStream, connection: &mut Connection, service
     };
     let _ = lan.set_nodelay(true);
 
-    let outcome = splice::splice(tls, lan, service.splice_limits(), service.stopped()).await;
+    let mut lan = lan;
+    let limits = service.splice_limits();
+    let outcome = splice::splice(&mut tls, &mut lan, limits, service.stopped()).await;
+    if must_reset(&outcome.end) {
+        reset_on_drop(tls.get_ref().0);
+        reset_on_drop(&lan);
+    }
     connection.spliced(outcome, "peer", "target");
 }

@@ -448,6 +448,18 @@ async fn handle(stream: TcpStream, connection: &mut Connection, service: &Servic
     }
 }
 
+/// Whether the two TCP connections should be reset rather than closed: after a failure, an idle
+/// timeout or a shutdown cut, an orderly FIN would let the far end take a truncated stream for
+/// a complete one.
+fn must_reset(end: &SpliceEnd) -> bool {
+    !matches!(end, SpliceEnd::Closed)
+}
+
+/// Makes the coming drop of `stream` send RST instead of FIN (linger 0 never blocks).
+fn reset_on_drop(stream: &TcpStream) {
+    let _ = stream.set_zero_linger();
+}
+
 /// Parses an outbound service's server name once, at start.
 fn server_name(config: &ServiceConfig) -> Result<ServerName<'static>, ProxyError> {
     let name = config

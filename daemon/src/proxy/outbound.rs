@@ -11,7 +11,8 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::TARGET_CONNECT_TIMEOUT_SECS;
-use super::{server_name, splice, Connection, ConnectionResult, ProxyError, ServiceContext};
+use super::{must_reset, reset_on_drop, server_name, splice, Connection, ConnectionResult};
+use super::{ProxyError, ServiceContext};
 use crate::config::ServiceConfig;
 use crate::tunnel::DemandError;
 
@@ -106,6 +107,12 @@ pub(super) async fn handle(
     // rustls verified the server's certificate for exactly this name.
     connection.record.peer_identity = service.config.server_name.clone();
 
-    let outcome = splice::splice(client, tls, service.splice_limits(), service.stopped()).await;
+    let (mut client, mut tls) = (client, tls);
+    let limits = service.splice_limits();
+    let outcome = splice::splice(&mut client, &mut tls, limits, service.stopped()).await;
+    if must_reset(&outcome.end) {
+        reset_on_drop(&client);
+        reset_on_drop(tls.get_ref().0);
+    }
     connection.spliced(outcome, "client", "target");
 }
