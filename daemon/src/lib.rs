@@ -6,6 +6,7 @@
 pub mod config;
 pub mod keys;
 pub mod logging;
+pub mod proxy;
 pub mod ratelimit;
 pub mod status;
 pub mod supervisor;

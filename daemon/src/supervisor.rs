@@ -1,14 +1,21 @@
-//! Starts the parts of the daemon in order, waits for a signal, and stops them in reverse order.
+//! Starts the parts of the daemon in order, waits for signals, and stops them in reverse order.
 //!
-//! Today that is the tunnel; the proxy, status page and management API join here as they land.
-//! SIGTERM and SIGINT stop the daemon cleanly: the TUN device, its routes and the API socket are
-//! removed before exit.
+//! Order: control socket, tunnel, TLS credentials, proxied services (inbound listeners need the
+//! tunnel address, so the tunnel comes first). SIGHUP reloads the TLS files (a broken file keeps
+//! the old material). SIGTERM and SIGINT stop the daemon cleanly: services stop accepting and
+//! drain, then the TUN device, its routes and the API socket are removed before exit.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::Config;
+use crate::proxy::{ProxyError, Services};
 use crate::status::control::{ControlError, ControlSocket};
 use crate::status::StatusSource;
+use crate::tls::store::DEFAULT_WATCH_INTERVAL_SECS;
+use crate::tls::{CredentialStore, StoreError};
 use crate::tunnel::{Tunnel, TunnelError};
 
 /// Why the daemon stopped with an error.
@@ -23,27 +30,106 @@ pub enum SupervisorError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The TLS files could not be loaded at start (there is nothing to fall back on).
+    #[error("TLS: {0}")]
+    Tls(#[from] StoreError),
+    /// Services are configured but `[tls]` is missing (validation normally catches this).
+    #[error("{services} service(s) configured but no [tls] section: services need the box's certificate")]
+    MissingTls {
+        /// How many services are configured.
+        services: usize,
+    },
+    /// A service could not start.
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+}
+
+/// The TLS store and the services running on it.
+struct Proxy {
+    store: Arc<CredentialStore>,
+    watcher: tokio::task::JoinHandle<()>,
+    services: Services,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), SupervisorError> {
     let mut terminate = signal(SignalKind::terminate()).map_err(SupervisorError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(SupervisorError::Signals)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(SupervisorError::Signals)?;
 
     tracing::info!(summary = %config.summary(), "starting");
     let control = ControlSocket::bind(&config.paths.runtime_dir)?;
     let tunnel = Tunnel::start(&config).await?;
-    let status = StatusSource::new(&config, tunnel.handle());
+    let proxy = match start_proxy(&config, &tunnel).await {
+        Ok(proxy) => proxy,
+        Err(err) => {
+            tunnel.shutdown().await;
+            return Err(err);
+        }
+    };
+    let mut status = StatusSource::new(&config, tunnel.handle());
+    if let Some(proxy) = &proxy {
+        status = status.with_proxy(proxy.services.status());
+    }
     let control_task = tokio::spawn(control.serve(status));
     tracing::info!("ready");
 
-    let which = tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
+    let which = loop {
+        tokio::select! {
+            _ = terminate.recv() => break "SIGTERM",
+            _ = interrupt.recv() => break "SIGINT",
+            _ = hangup.recv() => reload(proxy.as_ref()).await,
+        }
     };
     tracing::info!(signal = which, "stopping");
+    if let Some(proxy) = proxy {
+        proxy.services.shutdown().await;
+        proxy.watcher.abort();
+    }
     control_task.abort();
     let _ = control_task.await;
     tunnel.shutdown().await;
     Ok(())
+}
+
+/// Opens the TLS store, starts its file watcher and the services; `None` without `[tls]`.
+async fn start_proxy(config: &Config, tunnel: &Tunnel) -> Result<Option<Proxy>, SupervisorError> {
+    let Some(tls) = &config.tls else {
+        if config.services.is_empty() {
+            return Ok(None);
+        }
+        return Err(SupervisorError::MissingTls {
+            services: config.services.len(),
+        });
+    };
+    let store = Arc::new(CredentialStore::open(tls.clone())?);
+    let material = store.current();
+    tracing::info!(serial = %material.serial, "TLS certificates loaded");
+    let watcher = store.spawn_watcher(Duration::from_secs(DEFAULT_WATCH_INTERVAL_SECS));
+    match Services::start(&config.services, Arc::clone(&store), Some(tunnel.handle())).await {
+        Ok(services) => Ok(Some(Proxy {
+            store,
+            watcher,
+            services,
+        })),
+        Err(err) => {
+            watcher.abort();
+            Err(err.into())
+        }
+    }
+}
+
+/// SIGHUP: re-read the TLS files. New connections use the result; open ones are untouched.
+async fn reload(proxy: Option<&Proxy>) {
+    let Some(proxy) = proxy else {
+        tracing::info!("SIGHUP: no [tls] section, nothing to reload");
+        return;
+    };
+    match proxy.store.reload().await {
+        Ok(material) => tracing::info!(serial = %material.serial, "SIGHUP: TLS files reloaded"),
+        Err(err) => tracing::warn!(
+            error = %err,
+            "SIGHUP: TLS reload failed; the certificates in use stay in use"
+        ),
+    }
 }

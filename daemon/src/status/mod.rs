@@ -7,6 +7,7 @@ pub mod control;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::proxy::{ProxySnapshot, ProxyStatus};
 use crate::tunnel::{TunnelHandle, TunnelSnapshot};
 
 /// The status document (`renkei status --json`).
@@ -24,6 +25,8 @@ pub struct StatusDocument {
     pub uptime_secs: u64,
     /// The tunnel.
     pub tunnel: TunnelSnapshot,
+    /// Proxied services and the recent access log; absent when the box runs no services.
+    pub proxy: Option<ProxySnapshot>,
 }
 
 /// Builds status documents from the running parts.
@@ -34,6 +37,7 @@ pub struct StatusSource {
     config_version: u64,
     started: std::time::Instant,
     tunnel: TunnelHandle,
+    proxy: Option<ProxyStatus>,
 }
 
 impl StatusSource {
@@ -45,7 +49,14 @@ impl StatusSource {
             config_version: config.meta.version,
             started: std::time::Instant::now(),
             tunnel,
+            proxy: None,
         }
+    }
+
+    /// Adds the running services to the documents this source builds.
+    pub fn with_proxy(mut self, proxy: ProxyStatus) -> Self {
+        self.proxy = Some(proxy);
+        self
     }
 
     /// The current document.
@@ -57,6 +68,7 @@ impl StatusSource {
             version: env!("CARGO_PKG_VERSION"),
             uptime_secs: self.started.elapsed().as_secs(),
             tunnel: self.tunnel.snapshot(),
+            proxy: self.proxy.as_ref().map(ProxyStatus::snapshot),
         }
     }
 
@@ -137,5 +149,69 @@ pub fn summary(document: &serde_json::Value) -> String {
         text(&drops["source_not_allowed"]),
         text(&drops["invalid_datagrams"])
     );
+    if let Some(services) = document["proxy"]["services"].as_array() {
+        for service in services {
+            let _ = writeln!(
+                out,
+                "\nservice: {} {} {} -> {}",
+                text(&service["name"]),
+                text(&service["direction"]),
+                text(&service["listen"]),
+                text(&service["target"])
+            );
+            let _ = writeln!(
+                out,
+                "  connections: {} active (max {}), {} total, {} refused, {} failed",
+                text(&service["active"]),
+                text(&service["max_connections"]),
+                text(&service["total"]),
+                text(&service["refused"]),
+                text(&service["errors"])
+            );
+            let _ = writeln!(
+                out,
+                "  transfer: {} B in, {} B out",
+                text(&service["bytes_in"]),
+                text(&service["bytes_out"])
+            );
+            if !service["last_error"].is_null() {
+                let _ = writeln!(out, "  last problem: {}", text(&service["last_error"]));
+            }
+        }
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_lists_services_with_their_counters() {
+        let document = serde_json::json!({
+            "facility": "clinic", "role": "viewing", "config_version": 3,
+            "tunnel": {"state": "idle", "policy": "on_demand", "interface": "renkei0",
+                       "address": "198.19.0.20/24", "listen_port": 0, "alarm": false,
+                       "peers": [], "drops": {}},
+            "proxy": {"services": [{
+                "name": "portal", "direction": "outbound", "listen": "198.18.20.1:8443",
+                "target": "198.19.0.1:443", "max_connections": 256, "active": 2, "total": 9,
+                "refused": 1, "errors": 0, "bytes_in": 100, "bytes_out": 2000,
+                "last_error": "refused: max_connections (256) reached"
+            }], "recent_connections": []}
+        });
+        let text = summary(&document);
+        assert!(
+            text.contains("service: portal outbound 198.18.20.1:8443 -> 198.19.0.1:443"),
+            "{text}"
+        );
+        assert!(
+            text.contains("connections: 2 active (max 256), 9 total, 1 refused, 0 failed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("last problem: refused: max_connections (256) reached"),
+            "{text}"
+        );
+    }
 }

@@ -1,0 +1,97 @@
+//! Inbound: a TLS server on the box's tunnel address (client certificate required, CRYPTREC
+//! profile) whose verified peers, if on the service's allowlist, are connected to a LAN server.
+//!
+//! Not one byte reaches the LAN before the handshake completed and the peer's identity was
+//! found on the allowlist (NET-4).
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::TARGET_CONNECT_TIMEOUT_SECS;
+use super::{must_reset, reset_on_drop, splice, Connection, ConnectionResult, ServiceContext};
+use crate::tls::PeerIdentities;
+
+/// Serves one accepted tunnel connection; every path leaves its result in `connection`.
+pub(super) async fn handle(peer: TcpStream, connection: &mut Connection, service: &ServiceContext) {
+    // The material in use now; a reload later does not affect this connection.
+    let acceptor = service.store.current().acceptor(service.config.min_tls);
+    let handshake_timeout = service.handshake_timeout();
+    let mut tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(peer)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(err)) => {
+            connection.record.result =
+                ConnectionResult::refused(format_args!("TLS handshake failed: {err}"));
+            return;
+        }
+        Err(_) => {
+            connection.record.result = ConnectionResult::refused(format_args!(
+                "TLS handshake not completed within {} s",
+                service.config.handshake_timeout_secs
+            ));
+            return;
+        }
+    };
+    connection.tls(tls.get_ref().1);
+
+    let identities = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        Some(cert) => PeerIdentities::from_certificate(cert),
+        None => {
+            // The server config requires a client certificate; this cannot happen unless that
+            // changes, and then it must still refuse.
+            connection.record.result = ConnectionResult::refused("no client certificate");
+            return;
+        }
+    };
+    let identities = match identities {
+        Ok(identities) => identities,
+        Err(err) => {
+            connection.record.result = ConnectionResult::refused(err);
+            return;
+        }
+    };
+    match identities.allowed_by(&service.config.allowed_identities) {
+        Some(allowed) => connection.record.peer_identity = Some(allowed.to_string()),
+        None => {
+            let shown = identities.display_name().unwrap_or("(no identity)");
+            connection.record.peer_identity = Some(shown.to_string());
+            connection.record.result = ConnectionResult::refused(format_args!(
+                "identity {shown:?} is not in allowed_identities"
+            ));
+            // close_notify, so the peer sees a clean close rather than a truncation.
+            let _ = tokio::time::timeout(handshake_timeout, tls.shutdown()).await;
+            return;
+        }
+    }
+
+    let connect_timeout = Duration::from_secs(TARGET_CONNECT_TIMEOUT_SECS);
+    let target = &service.config.target;
+    let lan = match tokio::time::timeout(connect_timeout, TcpStream::connect(target.as_str())).await
+    {
+        Ok(Ok(lan)) => lan,
+        Ok(Err(err)) => {
+            connection.record.result =
+                ConnectionResult::error(format_args!("connect to {target}: {err}"));
+            let _ = tokio::time::timeout(handshake_timeout, tls.shutdown()).await;
+            return;
+        }
+        Err(_) => {
+            connection.record.result = ConnectionResult::error(format_args!(
+                "connect to {target} timed out after {TARGET_CONNECT_TIMEOUT_SECS} s"
+            ));
+            let _ = tokio::time::timeout(handshake_timeout, tls.shutdown()).await;
+            return;
+        }
+    };
+    let _ = lan.set_nodelay(true);
+
+    let mut lan = lan;
+    let limits = service.splice_limits();
+    let outcome = splice::splice(&mut tls, &mut lan, limits, service.stopped()).await;
+    if must_reset(&outcome.end) {
+        reset_on_drop(tls.get_ref().0);
+        reset_on_drop(&lan);
+    }
+    connection.spliced(outcome, "peer", "target");
+}

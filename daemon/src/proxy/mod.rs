@@ -1,0 +1,476 @@
+//! The proxied services: outbound (LAN client -> TLS client through the tunnel) and inbound
+//! (TLS server on the tunnel address -> LAN server), with connection limits, timeouts and the
+//! access log (NET-1..5, LOG-1).
+//!
+//! [`Services::start`] binds every listener; each accepted connection reads the TLS material in
+//! use at that moment, so a certificate reload never touches open connections. No application
+//! byte is ever forwarded between the LAN and the tunnel except inside a TLS session built by
+//! `crate::tls`. `inbound` and `outbound` share `splice` and `accesslog`.
+
+pub mod accesslog;
+mod inbound;
+mod outbound;
+pub mod splice;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls_pki_types::ServerName;
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::config::{Direction, ServiceConfig};
+use crate::ratelimit::LogGate;
+use crate::tls::CredentialStore;
+use crate::tunnel::TunnelHandle;
+pub use accesslog::{
+    AccessLog, AccessRecord, ConnectionResult, ServiceCounters, ServiceSnapshot,
+    ACCESS_LOG_RING_RECORDS,
+};
+use splice::{Side, SpliceEnd, SpliceLimits, SpliceOutcome};
+
+/// How long `shutdown` lets open connections finish before cutting them.
+pub const SHUTDOWN_DRAIN_SECS: u64 = 10;
+/// After cutting, how long `shutdown` waits for the cut connections to write their records.
+const SHUTDOWN_CUT_GRACE: Duration = Duration::from_secs(2);
+/// How long a listener keeps retrying when its address does not exist yet (the tunnel address
+/// appears only once the tunnel interface is configured).
+pub const BIND_RETRY_SECS: u64 = 10;
+/// Pause between those retries.
+const BIND_RETRY_INTERVAL: Duration = Duration::from_millis(200);
+/// A TCP connect to a service's target (inside the tunnel or on the LAN) that takes longer is
+/// abandoned.
+pub const TARGET_CONNECT_TIMEOUT_SECS: u64 = 10;
+/// After a failed accept (out of file descriptors, say) the listener pauses this long.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// Accept errors are logged at most once per this interval.
+static ACCEPT_ERROR_LOG: LogGate = LogGate::new(Duration::from_secs(10));
+
+/// Why the services could not start. Each variant names the service.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The listen address could not be bound.
+    #[error("service {service}: cannot listen on {address}: {source}")]
+    Bind {
+        /// The service.
+        service: String,
+        /// The configured listen address.
+        address: SocketAddr,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// An outbound service's target is not an IP address and port.
+    #[error("service {service}: outbound target {target:?} must be an IP address and port")]
+    OutboundTarget {
+        /// The service.
+        service: String,
+        /// The configured target.
+        target: String,
+    },
+    /// An outbound service has no usable `server_name`.
+    #[error("service {service}: outbound services need a valid server_name ({reason})")]
+    ServerName {
+        /// The service.
+        service: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Everything a running service's connections share.
+struct ServiceContext {
+    config: ServiceConfig,
+    kind: Kind,
+    store: Arc<CredentialStore>,
+    tunnel: Option<TunnelHandle>,
+    log: Arc<AccessLog>,
+    counters: Arc<ServiceCounters>,
+    limit: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+    tracker: Arc<watch::Sender<usize>>,
+}
+
+enum Kind {
+    Outbound(outbound::Target),
+    Inbound,
+}
+
+impl ServiceContext {
+    fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.handshake_timeout_secs)
+    }
+
+    fn splice_limits(&self) -> SpliceLimits {
+        SpliceLimits::with_idle_timeout(Duration::from_secs(self.config.idle_timeout_secs))
+    }
+
+    /// Completes when the services are told to cut open connections (or are dropped).
+    fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stop = self.stop.clone();
+        async move {
+            // A closed channel means the services are gone: stop as well.
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    }
+}
+
+/// One open (or just refused) connection: counts it while it lives and writes its access-log
+/// record when dropped, whatever path the handler took.
+struct Connection {
+    record: AccessRecord,
+    started: Instant,
+    counters: Arc<ServiceCounters>,
+    log: Arc<AccessLog>,
+    tracker: Arc<watch::Sender<usize>>,
+}
+
+impl Connection {
+    fn open(service: &ServiceContext, peer: SocketAddr) -> Connection {
+        service.counters.opened();
+        service.tracker.send_modify(|n| *n += 1);
+        let mut record = AccessRecord::begin(&service.config, peer);
+        // Overwritten by every handler path; seen only if a handler is cut short.
+        record.result = ConnectionResult::error("connection handler ended unexpectedly");
+        Connection {
+            record,
+            started: Instant::now(),
+            counters: Arc::clone(&service.counters),
+            log: Arc::clone(&service.log),
+            tracker: Arc::clone(&service.tracker),
+        }
+    }
+
+    /// Takes the numbers and result of a finished splice. `a` is always the connecting peer.
+    fn spliced(&mut self, outcome: SpliceOutcome, peer_side: &str, target_side: &str) {
+        self.record.bytes_in = outcome.a_to_b;
+        self.record.bytes_out = outcome.b_to_a;
+        self.record.result = match outcome.end {
+            SpliceEnd::Closed => ConnectionResult::Ok,
+            SpliceEnd::IdleTimeout(idle) => ConnectionResult::error(format_args!(
+                "closed after {} s without data",
+                idle.as_secs()
+            )),
+            SpliceEnd::Stopped => ConnectionResult::error("cut by daemon shutdown"),
+            SpliceEnd::Failed { side, error } => {
+                let (from, to) = match side {
+                    Side::AToB => (peer_side, target_side),
+                    Side::BToA => (target_side, peer_side),
+                };
+                ConnectionResult::error(format_args!("{from} -> {to}: {error}"))
+            }
+        };
+    }
+
+    /// Records the negotiated TLS parameters.
+    fn tls(&mut self, conn: &rustls::CommonState) {
+        self.record.tls_version = conn.protocol_version().map(|v| format!("{v:?}"));
+        self.record.tls_suite = conn
+            .negotiated_cipher_suite()
+            .map(|s| format!("{:?}", s.suite()));
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.record.duration_ms = accesslog::millis(self.started.elapsed());
+        self.counters.closed(&self.record);
+        self.log.record(self.record.clone());
+        self.tracker.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+struct RunningService {
+    context: Arc<ServiceContext>,
+    listen: SocketAddr,
+    accept: JoinHandle<()>,
+}
+
+/// The running services of one box.
+pub struct Services {
+    running: Vec<RunningService>,
+    status: ProxyStatus,
+    stop: watch::Sender<bool>,
+    tracker: Arc<watch::Sender<usize>>,
+}
+
+/// A cheap, cloneable view of the running services for the status document: it outlives
+/// nothing and stops nothing.
+#[derive(Clone)]
+pub struct ProxyStatus {
+    services: Arc<Vec<(Arc<ServiceContext>, SocketAddr)>>,
+    log: Arc<AccessLog>,
+}
+
+impl ProxyStatus {
+    /// Counters of every service and the recent access-log records.
+    pub fn snapshot(&self) -> ProxySnapshot {
+        ProxySnapshot {
+            services: self
+                .services
+                .iter()
+                .map(|(context, listen)| context.counters.snapshot(&context.config, *listen))
+                .collect(),
+            recent_connections: self.log.recent(),
+        }
+    }
+}
+
+/// The proxy's part of the status document.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxySnapshot {
+    /// One entry per configured service, in config order.
+    pub services: Vec<ServiceSnapshot>,
+    /// The last [`ACCESS_LOG_RING_RECORDS`] access-log records, oldest first.
+    pub recent_connections: Vec<AccessRecord>,
+}
+
+impl Services {
+    /// Binds every service's listener and starts accepting. `tls` is read once per connection;
+    /// `tunnel`, when present, is asked for a session (`demand`) by outbound connections.
+    /// Inbound listeners on a tunnel address that does not exist yet are retried for
+    /// [`BIND_RETRY_SECS`]. Nothing is left listening when an error is returned.
+    pub async fn start(
+        services: &[ServiceConfig],
+        tls: Arc<CredentialStore>,
+        tunnel: Option<TunnelHandle>,
+    ) -> Result<Services, ProxyError> {
+        let log = Arc::new(AccessLog::new());
+        let (stop, stop_rx) = watch::channel(false);
+        let tracker = Arc::new(watch::channel(0usize).0);
+
+        let mut prepared = Vec::with_capacity(services.len());
+        for config in services {
+            let kind = match config.direction {
+                Direction::Outbound => Kind::Outbound(outbound::Target::from_config(config)?),
+                Direction::Inbound => Kind::Inbound,
+            };
+            prepared.push((config, kind));
+        }
+        let mut listeners = Vec::with_capacity(prepared.len());
+        for (config, _) in &prepared {
+            listeners.push(bind(config).await?);
+        }
+
+        let mut running = Vec::with_capacity(prepared.len());
+        for ((config, kind), listener) in prepared.into_iter().zip(listeners) {
+            let listen = listener.local_addr().unwrap_or(config.listen);
+            let context = Arc::new(ServiceContext {
+                config: config.clone(),
+                kind,
+                store: Arc::clone(&tls),
+                tunnel: tunnel.clone(),
+                log: Arc::clone(&log),
+                counters: Arc::new(ServiceCounters::default()),
+                limit: Arc::new(Semaphore::new(config.max_connections as usize)),
+                stop: stop_rx.clone(),
+                tracker: Arc::clone(&tracker),
+            });
+            tracing::info!(
+                service = %config.name,
+                direction = config.direction.as_str(),
+                listen = %listen,
+                target = %config.target,
+                "service listening"
+            );
+            let accept = tokio::spawn(accept_loop(listener, Arc::clone(&context)));
+            running.push(RunningService {
+                context,
+                listen,
+                accept,
+            });
+        }
+        let status = ProxyStatus {
+            services: Arc::new(
+                running
+                    .iter()
+                    .map(|s| (Arc::clone(&s.context), s.listen))
+                    .collect(),
+            ),
+            log,
+        };
+        Ok(Services {
+            running,
+            status,
+            stop,
+            tracker,
+        })
+    }
+
+    /// The address a service actually listens on (differs from the config for port 0).
+    pub fn listen_addr(&self, service: &str) -> Option<SocketAddr> {
+        self.running
+            .iter()
+            .find(|s| s.context.config.name == service)
+            .map(|s| s.listen)
+    }
+
+    /// The shared access log, for the status page and tests.
+    pub fn access_log(&self) -> Arc<AccessLog> {
+        Arc::clone(&self.status.log)
+    }
+
+    /// Counters of every service and the recent access-log records, for the status document.
+    pub fn snapshot(&self) -> ProxySnapshot {
+        self.status.snapshot()
+    }
+
+    /// A view for the status source, which lives apart from the supervisor's `Services`.
+    pub fn status(&self) -> ProxyStatus {
+        self.status.clone()
+    }
+
+    /// Connections open now, over all services.
+    pub fn open_connections(&self) -> usize {
+        *self.tracker.borrow()
+    }
+
+    /// Stops accepting, lets open connections finish for [`SHUTDOWN_DRAIN_SECS`], then cuts
+    /// the rest (each still gets its access-log record).
+    pub async fn shutdown(self) {
+        self.shutdown_within(Duration::from_secs(SHUTDOWN_DRAIN_SECS))
+            .await;
+    }
+
+    /// `shutdown` with a chosen drain bound.
+    pub async fn shutdown_within(mut self, drain: Duration) {
+        for service in &self.running {
+            service.accept.abort();
+        }
+        for service in &mut self.running {
+            // Cancelled on purpose; awaiting makes sure the listener is closed.
+            let _ = (&mut service.accept).await;
+        }
+        let mut open = self.tracker.subscribe();
+        let drained = tokio::time::timeout(drain, open.wait_for(|n| *n == 0))
+            .await
+            .is_ok();
+        if !drained {
+            tracing::warn!(
+                open = *open.borrow(),
+                drain_secs = drain.as_secs(),
+                "connections still open after the drain time; cutting them"
+            );
+            self.stop.send_replace(true);
+            let _ = tokio::time::timeout(SHUTDOWN_CUT_GRACE, open.wait_for(|n| *n == 0)).await;
+        }
+        tracing::info!("services stopped");
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        for service in &self.running {
+            service.accept.abort();
+        }
+        self.stop.send_replace(true);
+    }
+}
+
+/// Binds one listener, retrying while the address does not exist yet.
+async fn bind(config: &ServiceConfig) -> Result<TcpListener, ProxyError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(BIND_RETRY_SECS);
+    loop {
+        match TcpListener::bind(config.listen).await {
+            Ok(listener) => return Ok(listener),
+            Err(err)
+                if err.raw_os_error() == Some(libc::EADDRNOTAVAIL)
+                    && tokio::time::Instant::now() + BIND_RETRY_INTERVAL < deadline =>
+            {
+                tokio::time::sleep(BIND_RETRY_INTERVAL).await;
+            }
+            Err(source) => {
+                return Err(ProxyError::Bind {
+                    service: config.name.clone(),
+                    address: config.listen,
+                    source,
+                })
+            }
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, service: Arc<ServiceContext>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                if let Some(suppressed) = ACCEPT_ERROR_LOG.check(Instant::now()) {
+                    tracing::warn!(
+                        service = %service.config.name,
+                        error = %err,
+                        suppressed,
+                        "accept failed"
+                    );
+                }
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let mut connection = Connection::open(&service, peer);
+        let Ok(permit) = Arc::clone(&service.limit).try_acquire_owned() else {
+            connection.record.result = ConnectionResult::refused(format_args!(
+                "max_connections ({}) reached",
+                service.config.max_connections
+            ));
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = Arc::clone(&service);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let stopped = service.stopped();
+            // The handler goes first: when a stop reaches a splice, the splice returns its
+            // byte counts in the same poll, before this select gives up on it.
+            let cut = tokio::select! {
+                biased;
+                () = handle(stream, &mut connection, &service) => false,
+                () = stopped => true,
+            };
+            if cut {
+                connection.record.result = ConnectionResult::error("cut by daemon shutdown");
+            }
+            // Writes the record (explicitly, so the last result is visibly used).
+            drop(connection);
+        });
+    }
+}
+
+async fn handle(stream: TcpStream, connection: &mut Connection, service: &ServiceContext) {
+    match &service.kind {
+        Kind::Outbound(target) => outbound::handle(stream, connection, service, target).await,
+        Kind::Inbound => inbound::handle(stream, connection, service).await,
+    }
+}
+
+/// Whether the two TCP connections should be reset rather than closed: after a failure, an idle
+/// timeout or a shutdown cut, an orderly FIN would let the far end take a truncated stream for
+/// a complete one.
+fn must_reset(end: &SpliceEnd) -> bool {
+    !matches!(end, SpliceEnd::Closed)
+}
+
+/// Makes the coming drop of `stream` send RST instead of FIN (linger 0 never blocks).
+fn reset_on_drop(stream: &TcpStream) {
+    let _ = stream.set_zero_linger();
+}
+
+/// Parses an outbound service's server name once, at start.
+fn server_name(config: &ServiceConfig) -> Result<ServerName<'static>, ProxyError> {
+    let name = config
+        .server_name
+        .as_deref()
+        .ok_or_else(|| ProxyError::ServerName {
+            service: config.name.clone(),
+            reason: "missing".to_string(),
+        })?;
+    ServerName::try_from(name.to_string()).map_err(|err| ProxyError::ServerName {
+        service: config.name.clone(),
+        reason: format!("{name:?}: {err}"),
+    })
+}

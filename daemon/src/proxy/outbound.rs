@@ -1,0 +1,118 @@
+//! Outbound: a plain TCP connection from a LAN client becomes a TLS client connection (the box's
+//! certificate, the CRYPTREC profile) to a data-centre service inside the tunnel.
+//!
+//! The LAN client's bytes leave the box only inside that TLS session. While the connection is
+//! open it holds a tunnel `DemandGuard`, so an on-demand tunnel never idles out under it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+
+use super::TARGET_CONNECT_TIMEOUT_SECS;
+use super::{must_reset, reset_on_drop, server_name, splice, Connection, ConnectionResult};
+use super::{ProxyError, ServiceContext};
+use crate::config::ServiceConfig;
+use crate::tunnel::DemandError;
+
+/// Where an outbound service connects, checked once at start.
+pub(super) struct Target {
+    address: SocketAddr,
+    server_name: ServerName<'static>,
+}
+
+impl Target {
+    pub(super) fn from_config(config: &ServiceConfig) -> Result<Target, ProxyError> {
+        let address = config
+            .target
+            .parse()
+            .map_err(|_| ProxyError::OutboundTarget {
+                service: config.name.clone(),
+                target: config.target.clone(),
+            })?;
+        Ok(Target {
+            address,
+            server_name: server_name(config)?,
+        })
+    }
+}
+
+/// Serves one accepted LAN connection; every path leaves its result in `connection`.
+pub(super) async fn handle(
+    client: TcpStream,
+    connection: &mut Connection,
+    service: &ServiceContext,
+    target: &Target,
+) {
+    // Held until this function returns, i.e. for the connection's whole life.
+    let _demand = match &service.tunnel {
+        None => None,
+        Some(tunnel) => match tunnel.demand(target.address.ip()).await {
+            Ok(guard) => Some(guard),
+            Err(DemandError::Timeout(waited)) => {
+                connection.record.result = ConnectionResult::refused(format_args!(
+                    "tunnel did not come up within {} s",
+                    waited.as_secs()
+                ));
+                return;
+            }
+            Err(err @ DemandError::NoRoute(_)) => {
+                connection.record.result = ConnectionResult::refused(err);
+                return;
+            }
+        },
+    };
+
+    let connect_timeout = Duration::from_secs(TARGET_CONNECT_TIMEOUT_SECS);
+    let tcp = match tokio::time::timeout(connect_timeout, TcpStream::connect(target.address)).await
+    {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(err)) => {
+            connection.record.result =
+                ConnectionResult::error(format_args!("connect to {}: {err}", target.address));
+            return;
+        }
+        Err(_) => {
+            connection.record.result = ConnectionResult::error(format_args!(
+                "connect to {} timed out after {} s",
+                target.address, TARGET_CONNECT_TIMEOUT_SECS
+            ));
+            return;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+
+    // The material in use now; a reload later does not affect this connection.
+    let connector = service.store.current().connector(service.config.min_tls);
+    let handshake = connector.connect(target.server_name.clone(), tcp);
+    let tls = match tokio::time::timeout(service.handshake_timeout(), handshake).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(err)) => {
+            connection.record.result = ConnectionResult::error(format_args!(
+                "TLS handshake with {} failed: {err}",
+                target.address
+            ));
+            return;
+        }
+        Err(_) => {
+            connection.record.result = ConnectionResult::error(format_args!(
+                "TLS handshake with {} timed out after {} s",
+                target.address, service.config.handshake_timeout_secs
+            ));
+            return;
+        }
+    };
+    connection.tls(tls.get_ref().1);
+    // rustls verified the server's certificate for exactly this name.
+    connection.record.peer_identity = service.config.server_name.clone();
+
+    let (mut client, mut tls) = (client, tls);
+    let limits = service.splice_limits();
+    let outcome = splice::splice(&mut client, &mut tls, limits, service.stopped()).await;
+    if must_reset(&outcome.end) {
+        reset_on_drop(&client);
+        reset_on_drop(tls.get_ref().0);
+    }
+    connection.spliced(outcome, "client", "target");
+}
