@@ -16,7 +16,13 @@ pub fn init() {
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(journald) = tracing_journald::layer() {
             let _ = registry
-                .with(journald.with_syslog_identifier("renkei".to_string()))
+                .with(
+                    journald
+                        .with_syslog_identifier("renkei".to_string())
+                        // Access-log fields become journald fields as named (SERVICE, RESULT ...),
+                        // not F_SERVICE, so `journalctl SERVICE=documents` works.
+                        .with_field_prefix(None),
+                )
                 .try_init();
             return;
         }
