@@ -10,17 +10,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use boringtun::noise::handshake::parse_handshake_anon;
-use boringtun::noise::rate_limiter::RateLimiter;
-use boringtun::noise::{Packet, Tunn, TunnResult};
-use boringtun::x25519::{PublicKey, StaticSecret};
-use tokio::net::UdpSocket;
-
 use super::filter::{self, Drop};
 use super::peer::{Peer, PeerCounters, PeerState};
 use super::policy::{Action, Event, LinkState};
 use super::tun::Tun;
+use super::udp::{GsoBatch, Udp};
 use crate::ratelimit::LogGate;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
 
 /// Largest packet read from TUN or UDP.
 pub const MAX_PACKET: usize = 65_535;
@@ -34,6 +33,8 @@ const HANDSHAKE_RATE_LIMIT: u64 = 100;
 pub const TICK: Duration = Duration::from_millis(250);
 /// WireGuard message type of a handshake initiation.
 const MESSAGE_HANDSHAKE_INIT: u8 = 1;
+/// WireGuard message type of transport data.
+const MESSAGE_DATA: u8 = 4;
 
 /// Tunnel-wide counters, mostly drops (NET-8) and bad input.
 #[derive(Debug, Default)]
@@ -75,8 +76,7 @@ pub struct DataPlane {
     pub(crate) own_public: PublicKey,
     pub(crate) own_address: IpAddr,
     pub(crate) peers: Vec<Arc<Peer>>,
-    pub(crate) socket: UdpSocket,
-    pub(crate) socket_is_v6: bool,
+    pub(crate) udp: Udp,
     pub(crate) tun: Tun,
     pub(crate) rate_limiter: Arc<RateLimiter>,
     /// Tunnel-wide counters.
@@ -93,19 +93,17 @@ impl DataPlane {
         own_secret: StaticSecret,
         own_address: IpAddr,
         peers: Vec<Arc<Peer>>,
-        socket: UdpSocket,
+        udp: Udp,
         tun: Tun,
     ) -> Self {
         let own_public = PublicKey::from(&own_secret);
-        let socket_is_v6 = socket.local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
         let rate_limiter = Arc::new(RateLimiter::new(&own_public, HANDSHAKE_RATE_LIMIT));
         DataPlane {
             own_secret,
             own_public,
             own_address,
             peers,
-            socket,
-            socket_is_v6,
+            udp,
             tun,
             rate_limiter,
             counters: TunnelCounters::default(),
@@ -134,20 +132,15 @@ impl DataPlane {
         ))
     }
 
-    fn wire_address(&self, addr: SocketAddr) -> SocketAddr {
-        match (self.socket_is_v6, addr) {
-            (true, SocketAddr::V4(v4)) => {
-                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
-            }
-            _ => addr,
-        }
-    }
-
     /// Sends without blocking; what would block goes to `backlog`.
     fn send_or_queue(&self, peer: &Peer, bytes: &[u8], to: SocketAddr, backlog: &mut Backlog) {
         PeerCounters::add(&peer.counters.tx_bytes, bytes.len() as u64);
         PeerCounters::add(&peer.counters.tx_packets, 1);
-        match self.socket.try_send_to(bytes, self.wire_address(to)) {
+        match self
+            .udp
+            .socket()
+            .try_send_to(bytes, self.udp.wire_address(to))
+        {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 backlog.push((bytes.to_vec(), to));
@@ -165,7 +158,12 @@ impl DataPlane {
 
     async fn flush(&self, backlog: &mut Backlog) {
         for (bytes, to) in backlog.drain(..) {
-            if let Err(e) = self.socket.send_to(&bytes, self.wire_address(to)).await {
+            if let Err(e) = self
+                .udp
+                .socket()
+                .send_to(&bytes, self.udp.wire_address(to))
+                .await
+            {
                 self.send_failed(to, &e);
             }
         }
@@ -247,11 +245,13 @@ impl DataPlane {
         }
     }
 
-    /// Reads packets from TUN until the task is aborted.
+    /// Reads packets from TUN until the task is aborted. Encrypted data packets for one
+    /// endpoint are gathered into one GSO send per wake-up.
     pub(crate) async fn run_tun(self: Arc<Self>) {
         let mut packet = vec![0u8; MAX_PACKET];
         let mut out = vec![0u8; MAX_PACKET + WG_OVERHEAD];
         let mut backlog = Backlog::new();
+        let mut batch = GsoBatch::new();
         loop {
             let n = match self.tun.recv(&mut packet).await {
                 Ok(n) => n,
@@ -261,55 +261,103 @@ impl DataPlane {
                     continue;
                 }
             };
-            self.outgoing(&packet[..n], &mut out, &mut backlog);
-            for _ in 1..BATCH {
-                match self.tun.try_recv(&mut packet) {
-                    Ok(n) => self.outgoing(&packet[..n], &mut out, &mut backlog),
-                    Err(_) => break,
+            let mut next = Some(n);
+            let mut handled = 0;
+            while let Some(n) = next.take() {
+                if let Some((len, to)) = self.outgoing(&packet[..n], &mut out, &mut backlog) {
+                    if !batch.fits(&out[..len], to) {
+                        self.send_batch(&mut batch).await;
+                    }
+                    batch.push(&out[..len], to);
+                }
+                handled += 1;
+                if handled < BATCH {
+                    next = self.tun.try_recv(&mut packet).ok();
                 }
             }
+            self.send_batch(&mut batch).await;
             self.flush(&mut backlog).await;
         }
     }
 
-    fn outgoing(&self, packet: &[u8], out: &mut [u8], backlog: &mut Backlog) {
+    async fn send_batch(&self, batch: &mut GsoBatch) {
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.udp.send_batch(batch).await {
+            self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = self.send_log.check(Instant::now()) {
+                tracing::warn!(error = %e, suppressed, "cannot send to peer");
+            }
+        }
+    }
+
+    /// Encrypts one packet from TUN. A data packet is left in `out` and returned with its
+    /// endpoint for batching; anything else (a handshake initiation) is sent or queued here.
+    fn outgoing(
+        &self,
+        packet: &[u8],
+        out: &mut [u8],
+        backlog: &mut Backlog,
+    ) -> Option<(usize, SocketAddr)> {
         let destination = match filter::outgoing(packet, self.own_address) {
             Ok(dst) => dst,
-            Err(drop) => return self.counters.count_drop(drop),
+            Err(drop) => {
+                self.counters.count_drop(drop);
+                return None;
+            }
         };
         let Some(peer) = self.peer_for(destination) else {
-            return self.counters.count_drop(Drop::NoRoute);
+            self.counters.count_drop(Drop::NoRoute);
+            return None;
         };
         let mut state = peer.lock();
         self.policy_event(peer, &mut state, Event::Demand, out, backlog);
         let tunn = state.tunn.get_or_insert_with(|| self.new_tunn(peer));
-        if let TunnResult::WriteToNetwork(bytes) = tunn.encapsulate(packet, out) {
-            let len = bytes.len();
-            self.send_for_peer(peer, &mut state, &out[..len], backlog);
+        let TunnResult::WriteToNetwork(bytes) = tunn.encapsulate(packet, out) else {
+            return None;
+        };
+        let len = bytes.len();
+        if out[0] == MESSAGE_DATA {
+            let Some(to) = state.endpoint else {
+                self.counters
+                    .dropped_no_endpoint
+                    .fetch_add(1, Ordering::Relaxed);
+                return None;
+            };
+            PeerCounters::add(&peer.counters.tx_bytes, len as u64);
+            PeerCounters::add(&peer.counters.tx_packets, 1);
+            return Some((len, to));
         }
+        let bytes = out[..len].to_vec();
+        self.send_for_peer(peer, &mut state, &bytes, backlog);
+        None
     }
 
-    /// Reads datagrams from the UDP socket until the task is aborted.
+    /// Reads datagrams from the UDP socket until the task is aborted; datagrams the kernel
+    /// coalesced (GRO) are split back into their segments.
     pub(crate) async fn run_udp(self: Arc<Self>) {
         let mut datagram = vec![0u8; MAX_PACKET];
         let mut out = vec![0u8; MAX_PACKET + WG_OVERHEAD];
         let mut backlog = Backlog::new();
         loop {
-            let (n, from) = match self.socket.recv_from(&mut datagram).await {
-                Ok(r) => r,
+            let mut next = match self.udp.recv(&mut datagram).await {
+                Ok(r) => Some(r),
                 Err(e) => {
                     tracing::warn!(error = %e, "receiving from the UDP socket failed");
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             };
-            self.incoming(&datagram[..n], canonical(from), &mut out, &mut backlog);
-            for _ in 1..BATCH {
-                match self.socket.try_recv_from(&mut datagram) {
-                    Ok((n, from)) => {
-                        self.incoming(&datagram[..n], canonical(from), &mut out, &mut backlog)
-                    }
-                    Err(_) => break,
+            let mut handled = 0;
+            while let Some((n, from, segment)) = next.take() {
+                let from = canonical(from);
+                for chunk in datagram[..n].chunks(segment) {
+                    self.incoming(chunk, from, &mut out, &mut backlog);
+                }
+                handled += 1;
+                if handled < BATCH {
+                    next = self.udp.try_recv(&mut datagram).ok();
                 }
             }
             self.flush(&mut backlog).await;
@@ -340,7 +388,11 @@ impl DataPlane {
                 {
                     Ok(_) => {}
                     Err(TunnResult::WriteToNetwork(reply)) => {
-                        if let Err(e) = self.socket.try_send_to(reply, self.wire_address(from)) {
+                        if let Err(e) = self
+                            .udp
+                            .socket()
+                            .try_send_to(reply, self.udp.wire_address(from))
+                        {
                             self.send_failed(from, &e);
                         }
                         return;

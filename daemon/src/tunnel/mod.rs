@@ -12,6 +12,7 @@ mod peer;
 pub mod policy;
 mod tun;
 mod uapi;
+mod udp;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -201,7 +202,7 @@ impl Tunnel {
             secret,
             tunnel.address.addr(),
             peers,
-            socket,
+            udp::Udp::new(socket),
             tun,
         ));
         let backlog = plane.start_policies();
