@@ -6,6 +6,7 @@
 pub mod config;
 pub mod keys;
 pub mod logging;
+pub mod notify;
 pub mod proxy;
 pub mod ratelimit;
 pub mod status;

@@ -73,15 +73,29 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
     }
     let control_task = tokio::spawn(control.serve(status));
     tracing::info!("ready");
+    crate::notify::ready(&config.summary());
 
+    // The watchdog is pinged from this loop, and only while the data plane still ticks: a hung
+    // supervisor or a hung data plane both stop the pings, and systemd restarts the daemon.
+    let watchdog = crate::notify::watchdog_interval();
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    let tunnel_handle = tunnel.handle();
     let which = loop {
         tokio::select! {
             _ = terminate.recv() => break "SIGTERM",
             _ = interrupt.recv() => break "SIGINT",
             _ = hangup.recv() => reload(proxy.as_ref()).await,
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                if tunnel_handle.is_alive() {
+                    crate::notify::watchdog();
+                } else {
+                    tracing::error!("the data plane stopped ticking; withholding the watchdog ping");
+                }
+            }
         }
     };
     tracing::info!(signal = which, "stopping");
+    crate::notify::stopping();
     if let Some(proxy) = proxy {
         proxy.services.shutdown().await;
         proxy.watcher.abort();

@@ -83,6 +83,10 @@ pub struct DataPlane {
     pub counters: TunnelCounters,
     invalid_log: LogGate,
     send_log: LogGate,
+    created: Instant,
+    /// Milliseconds after `created` of the timer task's last tick: the watchdog's evidence that
+    /// the data plane is not hung.
+    heartbeat_ms: AtomicU64,
 }
 
 /// Datagrams that could not be sent without blocking while a lock was held.
@@ -109,7 +113,15 @@ impl DataPlane {
             counters: TunnelCounters::default(),
             invalid_log: LogGate::new(Duration::from_secs(10)),
             send_log: LogGate::new(Duration::from_secs(10)),
+            created: Instant::now(),
+            heartbeat_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Time since the timer task last ran.
+    pub fn heartbeat_age(&self) -> Duration {
+        let last = Duration::from_millis(self.heartbeat_ms.load(Ordering::Relaxed));
+        self.created.elapsed().saturating_sub(last)
     }
 
     /// The peer responsible for `ip`: longest matching allowed-IP prefix.
@@ -504,6 +516,8 @@ impl DataPlane {
         let mut last_reset = Instant::now();
         loop {
             interval.tick().await;
+            self.heartbeat_ms
+                .store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
             if last_reset.elapsed() >= Duration::from_secs(1) {
                 self.rate_limiter.reset_count();
                 last_reset = Instant::now();

@@ -340,6 +340,11 @@ impl TunnelHandle {
         }
     }
 
+    /// True while the data plane's timer task keeps ticking (for the systemd watchdog).
+    pub fn is_alive(&self) -> bool {
+        self.plane.heartbeat_age() < dataplane::TICK * 8
+    }
+
     /// Watches the state of the peer responsible for `destination`.
     pub fn watch_state(&self, destination: IpAddr) -> Option<watch::Receiver<LinkState>> {
         self.plane
