@@ -14,6 +14,8 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 
 /// Length of every WireGuard key in bytes.
 pub const KEY_LEN: usize = 32;
+/// A key file is 44 characters of base64 and a newline; anything much larger is not one.
+pub const MAX_KEY_FILE_BYTES: u64 = 256;
 
 /// Why a key or key file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,12 @@ pub fn read_private_key(path: &Path) -> Result<StaticSecret, KeyError> {
         path: path.to_path_buf(),
         source,
     })?;
+    // A FIFO or device would block or feed us anything; a key file is a small regular file.
+    if !meta.is_file() || meta.len() > MAX_KEY_FILE_BYTES {
+        return Err(KeyError::BadContent {
+            path: path.to_path_buf(),
+        });
+    }
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(KeyError::TooOpen {
@@ -160,6 +168,17 @@ mod tests {
         assert!(matches!(
             read_private_key(&path),
             Err(KeyError::TooOpen { mode: 0o640, .. })
+        ));
+    }
+
+    #[test]
+    fn a_fifo_is_not_a_key_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wg.key");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("fifo");
+        assert!(matches!(
+            read_private_key(&path),
+            Err(KeyError::BadContent { .. })
         ));
     }
 

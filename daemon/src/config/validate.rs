@@ -77,16 +77,16 @@ impl Checker<'_> {
     }
 
     fn readable(&mut self, path: FieldPath, file: &Path) {
-        if let Err(e) = File::open(file) {
-            self.report(path, format!("cannot read {}: {e}", file.display()));
+        if let Err(message) = open_regular_file(file) {
+            self.report(path, message);
         }
     }
 
     /// A private key file must be readable by the daemon and by nobody else.
     fn private_file(&mut self, path: FieldPath, file: &Path) {
         use std::os::unix::fs::PermissionsExt;
-        match std::fs::metadata(file).and_then(|m| File::open(file).map(|_| m)) {
-            Err(e) => self.report(path, format!("cannot read {}: {e}", file.display())),
+        match open_regular_file(file) {
+            Err(message) => self.report(path, message),
             Ok(meta) => {
                 let mode = meta.permissions().mode() & 0o7777;
                 if mode & 0o077 != 0 {
@@ -678,12 +678,13 @@ impl Checker<'_> {
             ));
         }
         for (i, (addr, path, _)) in listeners.iter().enumerate() {
+            // v4-mapped IPv6 addresses bind as IPv4: compare canonical forms.
+            let (ip, port) = (addr.ip().to_canonical(), addr.port());
             let clash = listeners[..i].iter().find(|(other, _, _)| {
-                other.port() == addr.port()
-                    && other.is_ipv4() == addr.is_ipv4()
-                    && (other.ip() == addr.ip()
-                        || other.ip().is_unspecified()
-                        || addr.ip().is_unspecified())
+                let other_ip = other.ip().to_canonical();
+                other.port() == port
+                    && other_ip.is_ipv4() == ip.is_ipv4()
+                    && (other_ip == ip || other_ip.is_unspecified() || ip.is_unspecified())
             });
             if let Some((other, _, owner)) = clash {
                 let message = format!("{addr} is already used by {owner} ({other})");
@@ -694,6 +695,18 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+/// Opens a file named in the config, refusing FIFOs and devices (opening a FIFO would block the
+/// check forever).
+fn open_regular_file(file: &Path) -> Result<std::fs::Metadata, String> {
+    let meta =
+        std::fs::metadata(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", file.display()));
+    }
+    File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    Ok(meta)
 }
 
 /// Splits `host:port` / `[v6]:port`, checking both halves.
