@@ -1,0 +1,543 @@
+//! The mutual-TLS proxy in the namespace lab (NET-1..5, NET-7, LOG-1): the demo chain end to end,
+//! independent TLS stacks (`openssl s_client`, `openssl s_server`, testssl.sh, sslscan) against
+//! renkei's services, certificate hot reload and the connection limits. Every daemon is the real
+//! `renkei` binary; every certificate comes from the lab's real operator CA (or a deliberately
+//! wrong one); no TLS here is renkei talking to itself except in the demo chain.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use renkei_lab::lab::{service_toml, Peer, DOCUMENT_SERVER_ADDRESS, SERVICE_PORT};
+use renkei_lab::pki::LeafFiles;
+use renkei_lab::tlstools::{run_bounded, DocumentServer, Finished, DOCUMENT_HEADER};
+use renkei_lab::{require_root, wait_until, Daemon, Lab, Node};
+use serde_json::Value;
+
+/// Longest one openssl client run may take.
+const OPENSSL_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a record may take to appear in the status document after its connection ended.
+const RECORD_TIMEOUT: Duration = Duration::from_secs(15);
+/// The second inbound service of the hospital, for the `min_tls = "1.2"` cases.
+const TLS12_PORT: u16 = 8444;
+/// What s_client sends: a request for a small document.
+const SMALL_REQUEST: &str = "GET 16 7\n";
+
+fn records(daemon: &Daemon) -> Vec<Value> {
+    daemon
+        .status()
+        .ok()
+        .and_then(|s| s["proxy"]["recent_connections"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// Follows one daemon's access-log records in order (the ring holds 100; tests stay below).
+struct RecordCursor<'a> {
+    daemon: &'a Daemon,
+    seen: usize,
+}
+
+impl<'a> RecordCursor<'a> {
+    fn new(daemon: &'a Daemon) -> Self {
+        let seen = records(daemon).len();
+        RecordCursor { daemon, seen }
+    }
+
+    /// The next record, waiting for it; fails if more than one new record appeared.
+    fn next(&mut self) -> Value {
+        let all = wait_until(RECORD_TIMEOUT, "the next access-log record", || {
+            let all = records(self.daemon);
+            (all.len() > self.seen).then_some(all)
+        })
+        .expect("access-log record");
+        assert!(
+            all.len() < 100,
+            "the ring is full; the cursor cannot follow"
+        );
+        assert_eq!(
+            all.len(),
+            self.seen + 1,
+            "expected exactly one new record: {all:#?}"
+        );
+        self.seen += 1;
+        all[self.seen - 1].clone()
+    }
+}
+
+fn result(record: &Value) -> &str {
+    record["result"].as_str().unwrap_or("")
+}
+
+/// Waits until a daemon's status lists `service` (its listener is bound).
+fn wait_for_service(daemon: &Daemon, service: &str) {
+    wait_until(Duration::from_secs(15), "the service to listen", || {
+        let status = daemon.status().ok()?;
+        status["proxy"]["services"]
+            .as_array()?
+            .iter()
+            .any(|s| s["name"] == service)
+            .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{service}: {e}"));
+}
+
+fn path(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// `openssl s_client` inside `from`'s namespace against `addr`, verifying the server as
+/// `server_name` with the lab CA, with `client` as client certificate (if any) and `extra`
+/// options. Sends [`SMALL_REQUEST`] after the handshake and reads until the server closes.
+fn s_client(
+    lab: &Lab,
+    from: Node,
+    addr: &str,
+    server_name: &str,
+    client: Option<&LeafFiles>,
+    extra: &[&str],
+) -> Finished {
+    let ca = path(&lab.pki_dir().join("operator-ca.crt"));
+    let mut args = vec![
+        "s_client",
+        "-connect",
+        addr,
+        "-CAfile",
+        &ca,
+        "-verify_return_error",
+        "-verify_hostname",
+        server_name,
+        "-servername",
+        server_name,
+        "-ign_eof",
+    ];
+    let (cert, key);
+    if let Some(files) = client {
+        cert = path(&files.cert);
+        key = path(&files.key);
+        args.extend(["-cert", &cert, "-key", &key]);
+    }
+    args.extend(extra);
+    run_bounded(
+        lab.ns(from),
+        "openssl",
+        &args,
+        SMALL_REQUEST.as_bytes(),
+        OPENSSL_TIMEOUT,
+    )
+    .expect("openssl s_client")
+}
+
+/// The lab CA's files for the openssl CLI.
+fn openssl_ca(lab: &Lab) -> (PathBuf, PathBuf) {
+    let dir = lab.pki_dir();
+    (dir.join("operator-ca.crt"), dir.join("operator-ca.key"))
+}
+
+/// A client certificate for `name` made by the openssl CLI: a fresh key (`newkey`, e.g.
+/// `rsa:1024` or `ec`), signed by the lab CA with digest `digest` (e.g. `-sha1`).
+fn openssl_client_cert(
+    lab: &Lab,
+    stem: &str,
+    name: &str,
+    newkey: &[&str],
+    digest: &str,
+) -> LeafFiles {
+    let dir = lab.pki_dir().join("clients");
+    std::fs::create_dir_all(&dir).expect("clients dir");
+    let files = LeafFiles {
+        cert: dir.join(format!("{stem}.crt")),
+        key: dir.join(format!("{stem}.key")),
+    };
+    let csr = dir.join(format!("{stem}.csr"));
+    let ext = dir.join(format!("{stem}.ext"));
+    std::fs::write(
+        &ext,
+        format!(
+            "subjectAltName=DNS:{name}\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=critical,digitalSignature\n"
+        ),
+    )
+    .expect("ext file");
+    let subject = format!("/CN={name}");
+    let mut req = vec!["req", "-new", "-nodes"];
+    req.extend(newkey);
+    req.extend(["-keyout", files.key.to_str().unwrap_or_default()]);
+    let req_tail = ["-subj".to_string(), subject, "-out".to_string(), path(&csr)];
+    let mut command = std::process::Command::new("openssl");
+    command.args(&req).args(&req_tail);
+    renkei_lab::netns::run(&mut command).expect("openssl req");
+    let (ca_cert, ca_key) = openssl_ca(lab);
+    let serial = lab.ca.next_serial().to_string();
+    renkei_lab::netns::run(std::process::Command::new("openssl").args([
+        "x509",
+        "-req",
+        "-in",
+        &path(&csr),
+        "-CA",
+        &path(&ca_cert),
+        "-CAkey",
+        &path(&ca_key),
+        digest,
+        "-set_serial",
+        &serial,
+        "-days",
+        "30",
+        "-extfile",
+        &path(&ext),
+        "-out",
+        &path(&files.cert),
+    ]))
+    .expect("openssl x509 -req");
+    files
+}
+
+/// The hospital with both inbound services (1.3-only on 8443, `min_tls = "1.2"` on 8444) and
+/// `edit` applied to its config; a document server on its LAN.
+fn hospital_with_inbound(
+    lab: &Lab,
+    edit: impl FnOnce(String) -> String,
+) -> (Daemon, DocumentServer) {
+    let documents = DocumentServer::start(lab.lan_ns(Node::Hospital), DOCUMENT_SERVER_ADDRESS)
+        .expect("document server");
+    let mut text = lab.full_config(Node::Hospital);
+    text.push_str(
+        &service_toml(
+            "documents-tls12",
+            "inbound",
+            &format!("{}:{TLS12_PORT}", Node::Hospital.tunnel_address()),
+            DOCUMENT_SERVER_ADDRESS,
+            Peer::Allowed(Node::Hub.tls_name()),
+        )
+        .replace("min_tls = \"1.3\"", "min_tls = \"1.2\""),
+    );
+    let hospital = lab.start(Node::Hospital, &edit(text)).expect("hospital");
+    wait_for_service(&hospital, "documents");
+    wait_for_service(&hospital, "documents-tls12");
+    (hospital, documents)
+}
+
+/// One s_client case against the hospital and what must come of it.
+struct Case<'a> {
+    what: &'a str,
+    port: u16,
+    client: Option<&'a LeafFiles>,
+    extra: &'a [&'a str],
+}
+
+/// Runs a case that must be accepted: the document arrives, the record is `ok`; returns the
+/// s_client output and the record.
+fn accepted(lab: &Lab, cursor: &mut RecordCursor, case: &Case) -> (String, Value) {
+    let addr = format!("{}:{}", Node::Hospital.tunnel_address(), case.port);
+    let run = s_client(
+        lab,
+        Node::Hospital,
+        &addr,
+        Node::Hospital.tls_name(),
+        case.client,
+        case.extra,
+    );
+    let record = cursor.next();
+    assert!(
+        run.output.contains(&format!("{DOCUMENT_HEADER} 16")),
+        "{}: the document did not arrive:\n{}\nrecord {record:#}",
+        case.what,
+        run.output
+    );
+    assert_eq!(result(&record), "ok", "{}: {record:#}", case.what);
+    (run.output, record)
+}
+
+/// Runs a case that must be refused by the hospital: no document byte arrives, and the
+/// hospital's record says `refused:` with `reason` in it (which also proves the client's
+/// hello reached the server, so the refusal is the server's).
+fn refused(lab: &Lab, cursor: &mut RecordCursor, case: &Case, reason: &str) -> Value {
+    let addr = format!("{}:{}", Node::Hospital.tunnel_address(), case.port);
+    let run = s_client(
+        lab,
+        Node::Hospital,
+        &addr,
+        Node::Hospital.tls_name(),
+        case.client,
+        case.extra,
+    );
+    let record = cursor.next();
+    assert!(
+        !run.output.contains(DOCUMENT_HEADER),
+        "{}: a document arrived although the connection must be refused:\n{}",
+        case.what,
+        run.output
+    );
+    let text = result(&record);
+    assert!(
+        text.starts_with("refused:") && text.contains(reason),
+        "{}: expected a refusal with {reason:?}, got {record:#}\ns_client said:\n{}",
+        case.what,
+        run.output
+    );
+    record
+}
+
+#[test]
+fn net2_net3_net4_net5_inbound_service_against_openssl_s_client() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let clients = lab.pki_dir().join("clients");
+    let hub_files = LeafFiles {
+        cert: lab.tls_dir(Node::Hub).join("box.crt"),
+        key: lab.tls_dir(Node::Hub).join("box.key"),
+    };
+    let hub = Node::Hub.tls_name();
+    // NET-4: a second CA's certificate for the allowed name; a revoked one; NET-5: expired,
+    // not yet valid, SHA-1 signed, RSA 1024; and the clinic's own certificate, valid but not on
+    // the hospital's allowlist.
+    let other_ca = renkei_lab::pki::Ca::new("some other CA").expect("other CA");
+    let foreign = other_ca
+        .issue(hub)
+        .and_then(|l| l.write(&clients, "foreign"))
+        .expect("foreign cert");
+    let revoked_leaf = lab.ca.issue(hub).expect("revoked cert");
+    let revoked = revoked_leaf.write(&clients, "revoked").expect("write");
+    let expired = lab
+        .ca
+        .issue_with(hub, lab.ca.next_serial(), |p| {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        })
+        .and_then(|l| l.write(&clients, "expired"))
+        .expect("expired cert");
+    let future = lab
+        .ca
+        .issue_with(hub, lab.ca.next_serial(), |p| {
+            p.not_before = rcgen::date_time_ymd(2090, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2091, 1, 1);
+        })
+        .and_then(|l| l.write(&clients, "future"))
+        .expect("future cert");
+    let sha1 = openssl_client_cert(
+        &lab,
+        "sha1",
+        hub,
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "-sha1",
+    );
+    let rsa1024 = openssl_client_cert(&lab, "rsa1024", hub, &["-newkey", "rsa:1024"], "-sha256");
+    let clinic_files = LeafFiles {
+        cert: lab.tls_dir(Node::Clinic).join("box.crt"),
+        key: lab.tls_dir(Node::Clinic).join("box.key"),
+    };
+    std::fs::write(
+        lab.tls_dir(Node::Hospital).join("operator-ca.crl"),
+        lab.ca.crl(&[revoked_leaf.serial]).expect("CRL"),
+    )
+    .expect("write CRL");
+
+    let (hospital, documents) =
+        hospital_with_inbound(&lab, |text| text.replace("# crl_file", "crl_file"));
+    let mut cursor = RecordCursor::new(&hospital);
+    // Weak things must reach the server to be refused there: lower openssl's own floor.
+    const WEAK: &str = "DEFAULT:@SECLEVEL=0";
+
+    // Allowed: every TLS 1.3 suite with every group, on the 1.3-only service.
+    for suite in ["TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256"] {
+        for (group, openssl_name) in [("P-256", "prime256v1"), ("P-384", "secp384r1")] {
+            let what = format!("TLS 1.3 {suite} {group}");
+            let (output, record) = accepted(
+                &lab,
+                &mut cursor,
+                &Case {
+                    what: &what,
+                    port: SERVICE_PORT,
+                    client: Some(&hub_files),
+                    extra: &["-tls1_3", "-ciphersuites", suite, "-groups", group],
+                },
+            );
+            assert!(
+                output.contains(&format!("New, TLSv1.3, Cipher is {suite}")),
+                "{what}:\n{output}"
+            );
+            assert!(
+                output.contains(&format!("Server Temp Key: ECDH, {openssl_name}")),
+                "{what}:\n{output}"
+            );
+            assert_eq!(record["tls_version"], "TLSv1_3", "{record:#}");
+            assert_eq!(
+                record["tls_suite"],
+                format!("TLS13_{}", suite.trim_start_matches("TLS_")),
+                "{record:#}"
+            );
+            assert_eq!(record["peer_identity"], hub, "{record:#}");
+            assert_eq!(record["bytes_in"], SMALL_REQUEST.len() as u64, "{record:#}");
+            assert_eq!(
+                record["bytes_out"],
+                (format!("{DOCUMENT_HEADER} 16\n").len() + 16) as u64,
+                "{record:#}"
+            );
+        }
+    }
+    // Allowed on the min_tls = "1.2" service: the ECDSA GCM suites (the box key is ECDSA, so
+    // the ECDHE-RSA ones cannot be negotiated with it), and TLS 1.3 still. (openssl refuses
+    // TLS 1.2 with a P-256 certificate unless P-256 is among its groups: "wrong curve".) With
+    // P-384 offered, openssl signs its CertificateVerify with ECDSA+SHA-384 on its P-256 key,
+    // which TLS 1.2 allows: this case once failed (profile.rs pinned ECDSA to its curve's hash).
+    for (suite, group) in [
+        ("ECDHE-ECDSA-AES256-GCM-SHA384", "P-256"),
+        ("ECDHE-ECDSA-AES128-GCM-SHA256", "P-384:P-256"),
+    ] {
+        let what = format!("TLS 1.2 {suite} {group}");
+        let (output, record) = accepted(
+            &lab,
+            &mut cursor,
+            &Case {
+                what: &what,
+                port: TLS12_PORT,
+                client: Some(&hub_files),
+                extra: &["-tls1_2", "-cipher", suite, "-groups", group],
+            },
+        );
+        assert!(
+            output.contains(&format!("New, TLSv1.2, Cipher is {suite}")),
+            "{what}:\n{output}"
+        );
+        assert_eq!(record["tls_version"], "TLSv1_2", "{record:#}");
+    }
+    accepted(
+        &lab,
+        &mut cursor,
+        &Case {
+            what: "TLS 1.3 on the 1.2 service",
+            port: TLS12_PORT,
+            client: Some(&hub_files),
+            extra: &[],
+        },
+    );
+
+    // NET-2: versions below the service's floor.
+    for (version, port) in [
+        ("-tls1", SERVICE_PORT),
+        ("-tls1_1", SERVICE_PORT),
+        ("-tls1_2", SERVICE_PORT),
+        ("-tls1", TLS12_PORT),
+        ("-tls1_1", TLS12_PORT),
+    ] {
+        refused(
+            &lab,
+            &mut cursor,
+            &Case {
+                what: &format!("{version} on port {port}"),
+                port,
+                client: Some(&hub_files),
+                extra: &[version, "-cipher", WEAK],
+            },
+            "TLS handshake failed",
+        );
+    }
+    // NET-3: suites outside the profile.
+    for suite in [
+        "TLS_CHACHA20_POLY1305_SHA256",
+        "TLS_AES_128_CCM_SHA256",
+        "TLS_AES_128_CCM_8_SHA256",
+    ] {
+        refused(
+            &lab,
+            &mut cursor,
+            &Case {
+                what: suite,
+                port: SERVICE_PORT,
+                client: Some(&hub_files),
+                extra: &["-tls1_3", "-ciphersuites", suite],
+            },
+            "TLS handshake failed",
+        );
+    }
+    for suite in [
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "ECDHE-ECDSA-AES128-SHA256",
+        "ECDHE-ECDSA-AES256-SHA",
+        "ECDHE-ECDSA-AES128-CCM",
+        "AES128-GCM-SHA256",
+        "AES256-GCM-SHA384",
+        "AES128-SHA",
+        "DHE-RSA-AES128-GCM-SHA256",
+    ] {
+        refused(
+            &lab,
+            &mut cursor,
+            &Case {
+                what: suite,
+                port: TLS12_PORT,
+                client: Some(&hub_files),
+                extra: &["-tls1_2", "-cipher", &format!("{suite}:@SECLEVEL=0")],
+            },
+            "TLS handshake failed",
+        );
+    }
+    // NET-3: groups outside the profile, in both versions.
+    for group in ["X25519", "X448", "ffdhe2048"] {
+        refused(
+            &lab,
+            &mut cursor,
+            &Case {
+                what: group,
+                port: SERVICE_PORT,
+                client: Some(&hub_files),
+                extra: &["-tls1_3", "-groups", group],
+            },
+            "TLS handshake failed",
+        );
+    }
+    refused(
+        &lab,
+        &mut cursor,
+        &Case {
+            what: "TLS 1.2 with X25519",
+            port: TLS12_PORT,
+            client: Some(&hub_files),
+            extra: &["-tls1_2", "-groups", "X25519"],
+        },
+        "TLS handshake failed",
+    );
+
+    // NET-4 and NET-5: client certificates.
+    for (what, client, version) in [
+        ("no client certificate", None, "-tls1_3"),
+        ("no client certificate (1.2)", None, "-tls1_2"),
+        ("another CA", Some(&foreign), "-tls1_3"),
+        ("revoked (CRL)", Some(&revoked), "-tls1_3"),
+        ("revoked (CRL, 1.2)", Some(&revoked), "-tls1_2"),
+        ("expired", Some(&expired), "-tls1_3"),
+        ("not yet valid", Some(&future), "-tls1_3"),
+        ("SHA-1 signature", Some(&sha1), "-tls1_3"),
+        ("RSA 1024", Some(&rsa1024), "-tls1_3"),
+    ] {
+        let record = refused(
+            &lab,
+            &mut cursor,
+            &Case {
+                what,
+                port: TLS12_PORT,
+                client,
+                extra: &[version, "-cipher", WEAK],
+            },
+            "TLS handshake failed",
+        );
+        assert!(record["peer_identity"].is_null(), "{what}: {record:#}");
+    }
+    let record = refused(
+        &lab,
+        &mut cursor,
+        &Case {
+            what: "identity not on the allowlist",
+            port: SERVICE_PORT,
+            client: Some(&clinic_files),
+            extra: &[],
+        },
+        "\"clinic.renkei.example\" is not in allowed_identities",
+    );
+    assert_eq!(
+        record["peer_identity"], "clinic.renkei.example",
+        "{record:#}"
+    );
+    assert_eq!(record["tls_version"], "TLSv1_3", "{record:#}");
+
+    // Nothing refused ever reached the document server.
+    assert_eq!(documents.served(), 7, "documents served");
+}
