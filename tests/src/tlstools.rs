@@ -380,6 +380,18 @@ impl Background {
             .with_context(|| format!("output so far:\n{}", self.output()))
     }
 
+    /// Writes to the process's stdin (started with `keep_stdin`).
+    pub fn write_stdin(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .context("stdin is not kept open")?;
+        stdin.write_all(bytes)?;
+        stdin.flush()?;
+        Ok(())
+    }
+
     /// Whether the process has exited.
     pub fn has_exited(&mut self) -> bool {
         !matches!(self.child.try_wait(), Ok(None))
