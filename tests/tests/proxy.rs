@@ -830,3 +830,199 @@ fn net4_limits_max_connections_and_handshake_timeout_on_an_inbound_service() {
         );
     }
 }
+
+/// Suites of the profile, in the names openssl (and sslscan) and IANA (testssl) use.
+const PROFILE_SUITES: &[&str] = &[
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_AES_128_GCM_SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+];
+/// What a scan of a service must find: the two TLS 1.3 suites, and with TLS 1.2 the two ECDSA
+/// ones (the box key is ECDSA).
+fn expected_suites(tls12: bool) -> Vec<&'static str> {
+    let mut suites = vec!["TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256"];
+    if tls12 {
+        suites.extend([
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        ]);
+    }
+    suites
+}
+
+/// testssl.sh's protocol, cipher-per-protocol and forward-secrecy checks, from its JSON.
+fn testssl(lab: &Lab, addr: &str, tls12: bool) {
+    let json = lab
+        .dir
+        .join(format!("testssl-{}.json", addr.replace([':', '.'], "-")));
+    let run = run_bounded(
+        lab.ns(Node::Hospital),
+        "testssl",
+        &[
+            "--quiet",
+            "--color",
+            "0",
+            "--warnings",
+            "off",
+            "--openssl",
+            "/usr/bin/openssl",
+            "-p",
+            "-E",
+            "-f",
+            "--jsonfile",
+            &path(&json),
+            addr,
+        ],
+        b"",
+        Duration::from_secs(150),
+    )
+    .expect("testssl");
+    let text = std::fs::read_to_string(&json)
+        .unwrap_or_else(|e| panic!("testssl wrote no JSON ({e}):\n{}", run.output));
+    let findings: Vec<Value> = serde_json::from_str(&text).expect("testssl JSON");
+    let finding = |id: &str| -> String {
+        findings
+            .iter()
+            .find(|f| f["id"] == id)
+            .and_then(|f| f["finding"].as_str())
+            .unwrap_or_else(|| panic!("testssl reported no {id}:\n{}", run.output))
+            .to_string()
+    };
+    for id in ["SSLv2", "SSLv3", "TLS1", "TLS1_1"] {
+        assert!(
+            finding(id).starts_with("not offered"),
+            "{addr} {id}: {}",
+            run.output
+        );
+    }
+    assert_eq!(
+        finding("TLS1_2").starts_with("offered"),
+        tls12,
+        "{addr} TLS1_2: {}",
+        run.output
+    );
+    assert!(finding("TLS1_3").starts_with("offered"), "{}", run.output);
+    let mut suites: Vec<String> = findings
+        .iter()
+        .filter(|f| f["id"].as_str().is_some_and(|id| id.starts_with("cipher-")))
+        .filter_map(|f| {
+            f["finding"]
+                .as_str()?
+                .split_whitespace()
+                .last()
+                .map(String::from)
+        })
+        .collect();
+    suites.sort();
+    let mut expected = expected_suites(tls12);
+    expected.sort();
+    assert_eq!(
+        suites, expected,
+        "{addr}: testssl found these suites:\n{}",
+        run.output
+    );
+    let curves = finding("PFS_ECDHE_curves");
+    let curves: Vec<&str> = curves.split_whitespace().collect();
+    assert_eq!(
+        curves,
+        ["prime256v1", "secp384r1"],
+        "{addr}: {}",
+        run.output
+    );
+    // Nothing else testssl rates as a problem.
+    for f in &findings {
+        let severity = f["severity"].as_str().unwrap_or("");
+        assert!(
+            !matches!(severity, "LOW" | "MEDIUM" | "HIGH" | "CRITICAL"),
+            "{addr}: testssl finding {f}"
+        );
+    }
+}
+
+/// sslscan's protocols, accepted suites (with their curves) and key exchange groups.
+fn sslscan(lab: &Lab, addr: &str, tls12: bool) {
+    let run = run_bounded(
+        lab.ns(Node::Hospital),
+        "sslscan",
+        &["--no-colour", addr],
+        b"",
+        Duration::from_secs(120),
+    )
+    .expect("sslscan");
+    assert!(run.success(), "sslscan failed:\n{}", run.output);
+    let out = &run.output;
+    for version in ["SSLv2", "SSLv3", "TLSv1.0", "TLSv1.1"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(version) && l.ends_with("disabled")),
+            "{addr} {version}:\n{out}"
+        );
+    }
+    let tls12_line = out
+        .lines()
+        .find(|l| l.starts_with("TLSv1.2 "))
+        .unwrap_or_default();
+    assert_eq!(tls12_line.ends_with("enabled"), tls12, "{addr}:\n{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("TLSv1.3") && l.ends_with("enabled")),
+        "{out}"
+    );
+    let mut accepted = Vec::new();
+    for line in out
+        .lines()
+        .filter(|l| l.starts_with("Accepted") || l.starts_with("Preferred"))
+    {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let suite = fields.get(4).copied().unwrap_or_default();
+        assert!(
+            PROFILE_SUITES.contains(&suite),
+            "{addr}: outside the profile: {line}"
+        );
+        let curve = fields.get(6).copied().unwrap_or_default();
+        assert!(
+            fields.get(5) == Some(&"Curve") && ["P-256", "P-384"].contains(&curve),
+            "{addr}: key exchange outside the profile: {line}"
+        );
+        accepted.push(suite);
+    }
+    for suite in ["TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256"] {
+        assert!(
+            accepted.contains(&suite),
+            "{addr}: sslscan missed {suite}:\n{out}"
+        );
+    }
+    let groups: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.contains("Server Key Exchange Group(s):"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .collect();
+    assert!(!groups.is_empty(), "{addr}: no groups:\n{out}");
+    for line in groups {
+        assert!(
+            line.contains("secp256r1") || line.contains("secp384r1"),
+            "{addr}: group outside the profile: {line}"
+        );
+    }
+}
+
+#[test]
+fn net2_net3_testssl_and_sslscan_find_nothing_outside_the_profile() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let (_hospital, _documents) = hospital_with_inbound(&lab, |text| text);
+    let tunnel = Node::Hospital.tunnel_address();
+    for (port, tls12) in [(SERVICE_PORT, false), (TLS12_PORT, true)] {
+        let addr = format!("{tunnel}:{port}");
+        testssl(&lab, &addr, tls12);
+        sslscan(&lab, &addr, tls12);
+    }
+}
