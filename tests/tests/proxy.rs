@@ -1026,3 +1026,321 @@ fn net2_net3_testssl_and_sslscan_find_nothing_outside_the_profile() {
         sslscan(&lab, &addr, tls12);
     }
 }
+
+/// The serial of the certificate the hospital's inbound service presents now, as openssl
+/// s_client in the hub's namespace sees it through the tunnel.
+fn hospital_serial(lab: &Lab) -> String {
+    let hub_files = LeafFiles {
+        cert: lab.tls_dir(Node::Hub).join("box.crt"),
+        key: lab.tls_dir(Node::Hub).join("box.key"),
+    };
+    let addr = format!("{}:{SERVICE_PORT}", Node::Hospital.tunnel_address());
+    let run = s_client(
+        lab,
+        Node::Hub,
+        &addr,
+        Node::Hospital.tls_name(),
+        Some(&hub_files),
+        &[],
+    );
+    let start = run.output.find("-----BEGIN CERTIFICATE-----");
+    let end = run.output.find("-----END CERTIFICATE-----");
+    let (Some(start), Some(end)) = (start, end) else {
+        panic!("no server certificate in:\n{}", run.output);
+    };
+    let pem = format!("{}-----END CERTIFICATE-----\n", &run.output[start..end]);
+    let x509 = run_bounded(
+        lab.ns(Node::Hub),
+        "openssl",
+        &["x509", "-noout", "-serial"],
+        pem.as_bytes(),
+        OPENSSL_TIMEOUT,
+    )
+    .expect("openssl x509");
+    x509.output
+        .trim()
+        .strip_prefix("serial=")
+        .unwrap_or_else(|| panic!("openssl x509 said {}", x509.output))
+        .to_string()
+}
+
+#[test]
+fn net4_net5_hot_reload_new_connections_get_the_new_certificate_open_ones_complete() {
+    require_root!();
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    const LEN: u64 = 32 << 20;
+    const FIRST_PART: u64 = 1 << 20;
+    let lab = Lab::new().expect("lab");
+    let chain = start_chain(&lab);
+    assert_eq!(hospital_serial(&lab), "02");
+
+    // A long transfer through the whole chain, held by the document server after 1 MiB.
+    chain.documents.hold();
+    let received = Arc::new(AtomicU64::new(0));
+    let stream = viewer_connect(&lab);
+    let transfer = {
+        let received = received.clone();
+        std::thread::spawn(move || {
+            renkei_lab::tlstools::fetch_document(stream, LEN, 9, Some(FIRST_PART), |n| {
+                received.store(n, Ordering::Relaxed)
+            })
+        })
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "the first part of the document",
+        || (received.load(Ordering::Relaxed) >= FIRST_PART).then_some(()),
+    )
+    .expect("first part");
+
+    // The operator's new certificate for the hospital lands on disk (key first, then the
+    // certificate, each replaced by rename as an installer would).
+    let serial = 0x4242u64;
+    let leaf = lab
+        .ca
+        .issue_with(Node::Hospital.tls_name(), serial, |_| {})
+        .expect("new certificate");
+    let tls = lab.tls_dir(Node::Hospital);
+    let staged = leaf.write(&lab.dir, "hospital-new").expect("stage");
+    std::fs::rename(&staged.key, tls.join("box.key")).expect("replace key");
+    std::fs::rename(&staged.cert, tls.join("box.crt")).expect("replace certificate");
+    wait_until(
+        Duration::from_secs(20),
+        "new connections to get serial 4242",
+        || (hospital_serial(&lab) == "4242").then_some(()),
+    )
+    .expect("reloaded");
+
+    // The open transfer was not touched: it completes with the right bytes.
+    chain.documents.release();
+    let fetched = transfer
+        .join()
+        .expect("transfer thread")
+        .expect("the open transfer completes");
+    assert_eq!(fetched.len, LEN);
+    assert_eq!(
+        fetched.sha256,
+        renkei_lab::tlstools::pattern_sha256(LEN, 9),
+        "checksum of the document differs"
+    );
+    assert!(
+        chain
+            .hospital
+            .log_text()
+            .contains("TLS certificates reloaded"),
+        "{}",
+        chain.hospital.log_text()
+    );
+    let _ = (&chain.hub, &chain.clinic);
+}
+
+/// `openssl s_server` on the hub's tunnel address, with the hub's certificate, requiring a
+/// client certificate from the lab CA; `-www` answers with what it negotiated and shared.
+fn s_server(lab: &Lab, extra: &[&str]) -> renkei_lab::tlstools::Background {
+    let tls = lab.tls_dir(Node::Hub);
+    let (cert, key, ca) = (
+        path(&tls.join("box.crt")),
+        path(&tls.join("box.key")),
+        path(&tls.join("operator-ca.crt")),
+    );
+    let accept = format!("{}:{SERVICE_PORT}", Node::Hub.tunnel_address());
+    let mut args = vec![
+        "s_server",
+        "-accept",
+        &accept,
+        "-cert",
+        &cert,
+        "-key",
+        &key,
+        "-CAfile",
+        &ca,
+        "-Verify",
+        "2",
+        "-verify_return_error",
+        "-www",
+    ];
+    args.extend(extra);
+    let server =
+        renkei_lab::tlstools::Background::start(lab.ns(Node::Hub), "openssl", &args, false)
+            .expect("s_server");
+    server
+        .wait_for_output("ACCEPT", Duration::from_secs(10))
+        .expect("s_server listening");
+    server
+}
+
+/// A viewer fetches the s_server status page through the clinic's service on `port`.
+fn fetch_page(lab: &Lab, port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = lab
+        .lan_ns(Node::Clinic)
+        .tcp_connect(
+            &format!("{}:{port}", renkei_lab::lab::LAN_SERVICE_ADDRESS),
+            Duration::from_secs(15),
+        )
+        .expect("viewer connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let _ = stream.write_all(b"GET / HTTP/1.0\r\n\r\n");
+    let mut page = Vec::new();
+    let _ = stream.read_to_end(&mut page);
+    String::from_utf8_lossy(&page).into_owned()
+}
+
+/// Signature algorithms of the profile, as openssl names them.
+const PROFILE_SIGALGS: &[&str] = &[
+    "ECDSA+SHA256",
+    "ECDSA+SHA384",
+    "ed25519",
+    "RSA-PSS+SHA256",
+    "RSA-PSS+SHA384",
+    "RSA-PSS+SHA512",
+    "RSA+SHA256",
+    "RSA+SHA384",
+    "RSA+SHA512",
+];
+
+/// The value list after `label` on the s_server page (`a:b:c` or a whitespace table).
+fn page_list<'a>(page: &'a str, label: &str) -> Vec<&'a str> {
+    let Some(start) = page.find(label) else {
+        panic!("no {label:?} on the page:\n{page}");
+    };
+    let rest = &page[start + label.len()..];
+    let lines: Vec<&str> = if label.ends_with('\n') {
+        // A table: its lines up to the next `Label: value` line.
+        rest.lines().take_while(|l| !l.contains(':')).collect()
+    } else {
+        rest.lines().take(1).collect()
+    };
+    lines
+        .into_iter()
+        .flat_map(|l| l.split(|c: char| c.is_whitespace() || c == ':'))
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+#[test]
+fn net2_net3_net4_renkei_client_offers_only_the_profile_to_openssl_s_server() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    // The hub only carries the tunnel: openssl s_server takes the portal's address.
+    let _hub = lab
+        .start(Node::Hub, &lab.tunnel_config(Node::Hub))
+        .expect("hub");
+    let mut text = lab.full_config(Node::Clinic);
+    text.push_str(
+        &service_toml(
+            "documents-tls12",
+            "outbound",
+            &format!("{}:{TLS12_PORT}", renkei_lab::lab::LAN_SERVICE_ADDRESS),
+            &format!("{}:{SERVICE_PORT}", Node::Hub.tunnel_address()),
+            Peer::ServerName(Node::Hub.tls_name()),
+        )
+        .replace("min_tls = \"1.3\"", "min_tls = \"1.2\""),
+    );
+    let clinic = lab.start(Node::Clinic, &text).expect("clinic");
+    wait_for_service(&clinic, "documents");
+    wait_for_service(&clinic, "documents-tls12");
+    let mut cursor = RecordCursor::new(&clinic);
+
+    // Handshakes that work: what renkei offered, as openssl saw it, is all in the profile,
+    // and it presented its client certificate (s_server requires one).
+    for (what, port, server_args, negotiated) in [
+        (
+            "TLS 1.3",
+            SERVICE_PORT,
+            &[][..],
+            "New, TLSv1.3, Cipher is TLS_AES_256_GCM_SHA384",
+        ),
+        (
+            "TLS 1.2",
+            TLS12_PORT,
+            &["-tls1_2"][..],
+            "New, TLSv1.2, Cipher is ECDHE-ECDSA-AES256-GCM-SHA384",
+        ),
+    ] {
+        let server = s_server(&lab, server_args);
+        let page = fetch_page(&lab, port);
+        let server_output = server.stop();
+        assert!(
+            page.contains(negotiated),
+            "{what}:\n{page}\n{server_output}"
+        );
+        let common = page_list(&page, "Ciphers common between both SSL end points:\n");
+        assert!(
+            common.contains(&"TLS_AES_256_GCM_SHA384"),
+            "{what}:\n{page}"
+        );
+        for suite in common {
+            assert!(
+                PROFILE_SUITES.contains(&suite),
+                "{what}: renkei offered {suite}"
+            );
+        }
+        assert_eq!(
+            page_list(&page, "Supported groups:"),
+            ["secp256r1", "secp384r1"],
+            "{what}:\n{page}"
+        );
+        for sigalg in page_list(&page, "Signature Algorithms:") {
+            assert!(
+                PROFILE_SIGALGS.contains(&sigalg),
+                "{what}: renkei offered {sigalg}"
+            );
+        }
+        let record = cursor.next();
+        assert_eq!(result(&record), "ok", "{what}: {record:#}");
+        assert_eq!(record["peer_identity"], Node::Hub.tls_name(), "{record:#}");
+    }
+
+    // Servers restricted to something outside the profile: no handshake, no byte through.
+    for (what, port, server_args) in [
+        (
+            "TLS 1.2 server, 1.3-only service",
+            SERVICE_PORT,
+            &["-tls1_2"][..],
+        ),
+        (
+            "TLS 1.3 ChaCha20 only",
+            SERVICE_PORT,
+            &["-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"][..],
+        ),
+        (
+            "TLS 1.2 ECDHE-ECDSA-CHACHA20-POLY1305 only",
+            TLS12_PORT,
+            &["-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305"][..],
+        ),
+        (
+            "TLS 1.2 ECDHE-RSA-CHACHA20-POLY1305 only",
+            TLS12_PORT,
+            &["-tls1_2", "-cipher", "ECDHE-RSA-CHACHA20-POLY1305"][..],
+        ),
+        (
+            "TLS 1.2 CBC only",
+            TLS12_PORT,
+            &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA256"][..],
+        ),
+        (
+            "TLS 1.3 X25519 only",
+            SERVICE_PORT,
+            &["-groups", "X25519"][..],
+        ),
+        (
+            "TLS 1.2 X25519 only",
+            TLS12_PORT,
+            &["-tls1_2", "-groups", "X25519"][..],
+        ),
+    ] {
+        let server = s_server(&lab, server_args);
+        let page = fetch_page(&lab, port);
+        let record = cursor.next();
+        let server_output = server.stop();
+        assert!(page.is_empty(), "{what}: bytes came through:\n{page}");
+        assert!(
+            result(&record).starts_with("error: TLS handshake with 198.19.0.1:8443 failed"),
+            "{what}: {record:#}\ns_server said:\n{server_output}"
+        );
+    }
+}
