@@ -19,6 +19,7 @@ use anyhow::Context;
 
 use crate::daemon::Daemon;
 use crate::netns::{run, Namespace};
+use crate::pki::{write_key, Ca, Leaf};
 
 /// WireGuard UDP port of the hub.
 pub const HUB_PORT: u16 = 51820;
@@ -87,6 +88,15 @@ impl Node {
         }
     }
 
+    /// The DNS name in the box's TLS certificate (SAN and CN).
+    pub fn tls_name(self) -> &'static str {
+        match self {
+            Node::Hub => "hub.renkei.example",
+            Node::Hospital => "hospital.renkei.example",
+            Node::Clinic => "clinic.renkei.example",
+        }
+    }
+
     fn letter(self) -> char {
         match self {
             Node::Hub => 'd',
@@ -106,6 +116,9 @@ pub struct Lab {
     lans: HashMap<Node, Namespace>,
     wan: Namespace,
     public_keys: HashMap<Node, String>,
+    /// The operator CA that issued every box's certificate; tests issue extra ones with it.
+    pub ca: Ca,
+    certificates: HashMap<Node, Leaf>,
 }
 
 impl Lab {
@@ -182,6 +195,22 @@ impl Lab {
             let public = renkei::keys::write_keypair(&node_dir.join("wg.key"))?;
             public_keys.insert(node, renkei::keys::encode_key(&public));
         }
+
+        let ca = Ca::new(&format!("renkei lab operator CA {id}"))?;
+        let pki = dir.join("pki");
+        std::fs::create_dir_all(&pki)?;
+        std::fs::write(pki.join("operator-ca.crt"), &ca.cert_pem)?;
+        write_key(&pki.join("operator-ca.key"), &ca.key_pem())?;
+        let mut certificates = HashMap::new();
+        for (serial, node) in (1..).zip(Node::ALL) {
+            let leaf = ca.issue_with(node.tls_name(), serial, |_| {})?;
+            let tls = dir.join(node.short()).join("tls");
+            std::fs::create_dir_all(&tls)?;
+            std::fs::write(tls.join("box.crt"), &leaf.cert_pem)?;
+            write_key(&tls.join("box.key"), &leaf.key_pem)?;
+            std::fs::write(tls.join("operator-ca.crt"), &ca.cert_pem)?;
+            certificates.insert(node, leaf);
+        }
         Ok(Lab {
             id,
             dir,
@@ -189,6 +218,8 @@ impl Lab {
             lans,
             wan,
             public_keys,
+            ca,
+            certificates,
         })
     }
 
@@ -210,6 +241,22 @@ impl Lab {
     /// The box's WireGuard public key.
     pub fn public_key(&self, node: Node) -> &str {
         &self.public_keys[&node]
+    }
+
+    /// The certificate and key a box was given at lab start (its `tls/box.crt`, `tls/box.key`).
+    pub fn certificate(&self, node: Node) -> &Leaf {
+        &self.certificates[&node]
+    }
+
+    /// Folder with the operator CA's certificate and key (`operator-ca.crt`, `operator-ca.key`)
+    /// for signing with the openssl CLI.
+    pub fn pki_dir(&self) -> PathBuf {
+        self.dir.join("pki")
+    }
+
+    /// A box's TLS folder (`box.crt`, `box.key`, `operator-ca.crt`; a test may add a CRL).
+    pub fn tls_dir(&self, node: Node) -> PathBuf {
+        self.node_dir(node).join("tls")
     }
 
     /// The box's own folder (keys, config, state, runtime, log).
@@ -302,6 +349,57 @@ allowed_ips = ["{hub_tunnel}/32"]
         text
     }
 
+    /// `tunnel_config` plus `[tls]` and the box's services of the demo chain (as in
+    /// `config/*.toml`): clinic outbound "documents" -> hub inbound "portal" -> hub outbound
+    /// "hospital-documents" -> hospital inbound "documents" -> the document server on the
+    /// hospital LAN (198.18.10.2:8080). Every tunable is on its own line, written out with its
+    /// default, so `str::replace` can change it; `# crl_file = ...` can be uncommented.
+    pub fn full_config(&self, node: Node) -> String {
+        let mut text = self.tunnel_config(node);
+        text.push_str(
+            r#"
+[tls]
+certificate_file = "tls/box.crt"
+private_key_file = "tls/box.key"
+ca_file = "tls/operator-ca.crt"
+# crl_file = "tls/operator-ca.crl"
+"#,
+        );
+        match node {
+            Node::Clinic => text.push_str(&service_toml(
+                "documents",
+                "outbound",
+                &format!("{}:{SERVICE_PORT}", LAN_SERVICE_ADDRESS),
+                &format!("{}:{SERVICE_PORT}", Node::Hub.tunnel_address()),
+                Peer::ServerName(Node::Hub.tls_name()),
+            )),
+            Node::Hub => {
+                text.push_str(&service_toml(
+                    "portal",
+                    "inbound",
+                    &format!("{}:{SERVICE_PORT}", Node::Hub.tunnel_address()),
+                    HUB_RELAY_ADDRESS,
+                    Peer::Allowed(Node::Clinic.tls_name()),
+                ));
+                text.push_str(&service_toml(
+                    "hospital-documents",
+                    "outbound",
+                    HUB_RELAY_ADDRESS,
+                    &format!("{}:{SERVICE_PORT}", Node::Hospital.tunnel_address()),
+                    Peer::ServerName(Node::Hospital.tls_name()),
+                ));
+            }
+            Node::Hospital => text.push_str(&service_toml(
+                "documents",
+                "inbound",
+                &format!("{}:{SERVICE_PORT}", Node::Hospital.tunnel_address()),
+                DOCUMENT_SERVER_ADDRESS,
+                Peer::Allowed(Node::Hub.tls_name()),
+            )),
+        }
+        text
+    }
+
     /// Writes `text` as the box's config and returns its path.
     pub fn write_config(&self, node: Node, text: &str) -> anyhow::Result<PathBuf> {
         let path = self.node_dir(node).join("renkei.toml");
@@ -344,6 +442,45 @@ impl Drop for Lab {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Port of every TLS service of the demo chain.
+pub const SERVICE_PORT: u16 = 8443;
+/// The clinic box's LAN address, where viewer PCs reach the "documents" service.
+pub const LAN_SERVICE_ADDRESS: &str = "198.18.20.1";
+/// The hub's relay leg between its inbound portal and the outbound to the hospital.
+pub const HUB_RELAY_ADDRESS: &str = "127.0.0.1:18443";
+/// The document server on the hospital LAN.
+pub const DOCUMENT_SERVER_ADDRESS: &str = "198.18.10.2:8080";
+
+/// Who the TLS peer of a service must be.
+pub enum Peer<'a> {
+    /// Outbound: the name the server's certificate must carry.
+    ServerName(&'a str),
+    /// Inbound: the one client identity allowed.
+    Allowed(&'a str),
+}
+
+/// One `[[service]]` table with every tunable written out with its default on its own line.
+pub fn service_toml(name: &str, direction: &str, listen: &str, target: &str, peer: Peer) -> String {
+    let peer = match peer {
+        Peer::ServerName(server) => format!("server_name = \"{server}\""),
+        Peer::Allowed(identity) => format!("allowed_identities = [\"{identity}\"]"),
+    };
+    format!(
+        r#"
+[[service]]
+name = "{name}"
+direction = "{direction}"
+listen = "{listen}"
+target = "{target}"
+{peer}
+min_tls = "1.3"
+max_connections = 256
+handshake_timeout_secs = 10
+idle_timeout_secs = 600
+"#
+    )
 }
 
 fn base36(mut n: u32) -> String {

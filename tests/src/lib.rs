@@ -11,6 +11,8 @@ pub mod daemon;
 pub mod foreign;
 pub mod lab;
 pub mod netns;
+pub mod pki;
+pub mod tlstools;
 pub mod traffic;
 pub mod wait;
 

@@ -38,7 +38,12 @@ static KX_GROUPS: &[&dyn SupportedKxGroup] = &[
 
 /// Signature verification for handshakes, certificates and CRLs.
 ///
-/// ECDSA only with the hash that matches its curve; no SHA-1 anywhere. The RSA PKCS#1
+/// Certificates and CRLs (`all`): ECDSA only with the hash that matches its curve; no SHA-1
+/// anywhere. Handshake signatures (`mapping`): rustls checks TLS 1.3 signatures with the first
+/// algorithm of a scheme only, so there ECDSA stays curve-bound; in TLS 1.2 the ECDSA scheme
+/// names only name the hash (RFC 8422), and a peer with a P-256 key may sign with SHA-384 when
+/// we list `ECDSA_NISTP384_SHA384` first (openssl does): the second entries accept that, as
+/// rustls's own ring provider does. The RSA PKCS#1
 /// `_ABSENT_PARAMS` entries are the same algorithms written without the NULL parameter, as some
 /// CAs encode them. rustls itself refuses PKCS#1 signatures in TLS 1.3 handshakes.
 static SIGNATURE_ALGORITHMS: WebPkiSupportedAlgorithms = WebPkiSupportedAlgorithms {
@@ -59,11 +64,17 @@ static SIGNATURE_ALGORITHMS: WebPkiSupportedAlgorithms = WebPkiSupportedAlgorith
     mapping: &[
         (
             SignatureScheme::ECDSA_NISTP384_SHA384,
-            &[webpki_algs::ECDSA_P384_SHA384],
+            &[
+                webpki_algs::ECDSA_P384_SHA384,
+                webpki_algs::ECDSA_P256_SHA384,
+            ],
         ),
         (
             SignatureScheme::ECDSA_NISTP256_SHA256,
-            &[webpki_algs::ECDSA_P256_SHA256],
+            &[
+                webpki_algs::ECDSA_P256_SHA256,
+                webpki_algs::ECDSA_P384_SHA256,
+            ],
         ),
         (SignatureScheme::ED25519, &[webpki_algs::ED25519]),
         (
@@ -255,6 +266,39 @@ mod tests {
         // Every certificate/CRL algorithm is one of the handshake algorithms (or its
         // absent-parameters encoding): nothing extra hides in `all`.
         assert_eq!(provider.signature_verification_algorithms.all.len(), 12);
+    }
+
+    #[test]
+    fn ecdsa_is_curve_bound_in_tls13_and_for_certificates_only() {
+        let algorithms = &provider().signature_verification_algorithms;
+        for (scheme, curve_bound) in [
+            (
+                SignatureScheme::ECDSA_NISTP256_SHA256,
+                webpki_algs::ECDSA_P256_SHA256,
+            ),
+            (
+                SignatureScheme::ECDSA_NISTP384_SHA384,
+                webpki_algs::ECDSA_P384_SHA384,
+            ),
+        ] {
+            let mapped = algorithms
+                .mapping
+                .iter()
+                .find(|(s, _)| *s == scheme)
+                .map(|(_, algs)| *algs)
+                .expect("mapped");
+            // rustls verifies TLS 1.3 handshake signatures with the first entry only.
+            assert_eq!(format!("{:?}", mapped[0]), format!("{curve_bound:?}"));
+            assert_eq!(mapped.len(), 2, "TLS 1.2: either curve with this hash");
+        }
+        // Certificates and CRLs: no mismatched ECDSA pair at all.
+        let all: Vec<String> = algorithms.all.iter().map(|a| format!("{a:?}")).collect();
+        for mismatched in [
+            webpki_algs::ECDSA_P256_SHA384,
+            webpki_algs::ECDSA_P384_SHA256,
+        ] {
+            assert!(!all.contains(&format!("{mismatched:?}")));
+        }
     }
 
     #[test]
