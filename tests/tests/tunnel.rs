@@ -25,6 +25,21 @@ fn drops(daemon: &renkei_lab::Daemon, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Starts the hub, then the always-on hospital, and waits for their session.
+fn hub_and_connected_hospital(lab: &Lab) -> (renkei_lab::Daemon, renkei_lab::Daemon) {
+    let hub = lab
+        .start(Node::Hub, &lab.tunnel_config(Node::Hub))
+        .expect("hub");
+    let hospital = lab
+        .start(Node::Hospital, &lab.tunnel_config(Node::Hospital))
+        .expect("hospital");
+    wait_until(Duration::from_secs(5), "handshake", || {
+        (peer_state(&hospital, "dc") == "up").then_some(())
+    })
+    .expect("up");
+    (hub, hospital)
+}
+
 /// TCP from `from` to an echo server in `to`'s namespace on `to`'s tunnel address.
 fn tcp_through_tunnel(lab: &Lab, from: Node, to: Node, size: usize) -> anyhow::Result<()> {
     let addr = format!("{}:{ECHO_PORT}", to.tunnel_address());
@@ -283,16 +298,7 @@ fn net6_always_on_survives_a_20s_wan_outage_and_a_hub_restart() {
 fn net8_lan_packets_never_enter_the_tunnel() {
     require_root!();
     let lab = Lab::new().expect("lab");
-    let _hub = lab
-        .start(Node::Hub, &lab.tunnel_config(Node::Hub))
-        .expect("hub");
-    let hospital = lab
-        .start(Node::Hospital, &lab.tunnel_config(Node::Hospital))
-        .expect("hospital");
-    wait_until(Duration::from_secs(5), "handshake", || {
-        (peer_state(&hospital, "dc") == "up").then_some(())
-    })
-    .expect("up");
+    let (_hub, hospital) = hub_and_connected_hospital(&lab);
     // Even with the kernel forwarding, the data plane must refuse LAN packets.
     lab.ns(Node::Hospital)
         .sysctl("net.ipv4.ip_forward", "1")
@@ -331,16 +337,7 @@ fn net8_lan_packets_never_enter_the_tunnel() {
 fn int1_random_and_truncated_datagrams_do_not_disturb_the_hub() {
     require_root!();
     let lab = Lab::new().expect("lab");
-    let hub = lab
-        .start(Node::Hub, &lab.tunnel_config(Node::Hub))
-        .expect("hub");
-    let hospital = lab
-        .start(Node::Hospital, &lab.tunnel_config(Node::Hospital))
-        .expect("hospital");
-    wait_until(Duration::from_secs(5), "handshake", || {
-        (peer_state(&hospital, "dc") == "up").then_some(())
-    })
-    .expect("up");
+    let (hub, _hospital) = hub_and_connected_hospital(&lab);
 
     // Another box on the WAN sprays the hub's port with junk: random bytes of random length,
     // and truncated or garbled WireGuard messages of every type.
