@@ -69,7 +69,9 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
     };
     let mut status = StatusSource::new(&config, tunnel.handle());
     if let Some(proxy) = &proxy {
-        status = status.with_proxy(proxy.services.status());
+        status = status
+            .with_proxy(proxy.services.status())
+            .with_tls(Arc::clone(&proxy.store));
     }
     let control_task = tokio::spawn(control.serve(status));
     tracing::info!("ready");

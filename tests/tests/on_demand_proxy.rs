@@ -56,6 +56,18 @@ fn net7_log1_a_connection_waiting_for_an_unreachable_hub_is_closed_at_connect_ti
             .is_some_and(|a| a.starts_with("198.18.20.2:")),
         "{record}"
     );
+    // The certificates in use are reported with their days to expiry (NET-5).
+    let status = clinic.status().expect("status");
+    let certificates = status["certificates"].as_array().expect("certificates");
+    assert!(
+        certificates.iter().any(|c| c["role"] == "box_chain")
+            && certificates.iter().any(|c| c["role"] == "operator_ca"),
+        "{status}"
+    );
+    for cert in certificates {
+        assert!(cert["days_left"].as_i64().unwrap_or(0) > 30, "{cert}");
+        assert_eq!(cert["warning"], false, "{cert}");
+    }
     // The attempt is over: the policy gave up and the box is silent again.
     let peer = clinic.peer("dc").expect("peer");
     assert!(

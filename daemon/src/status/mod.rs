@@ -6,8 +6,12 @@ pub mod control;
 
 use serde::Serialize;
 
+use std::sync::Arc;
+
 use crate::config::Config;
 use crate::proxy::{ProxySnapshot, ProxyStatus};
+use crate::tls::credentials::{CertExpiry, EXPIRY_WARNING_DAYS};
+use crate::tls::CredentialStore;
 use crate::tunnel::{TunnelHandle, TunnelSnapshot};
 
 /// The status document (`renkei status --json`).
@@ -27,6 +31,9 @@ pub struct StatusDocument {
     pub tunnel: TunnelSnapshot,
     /// Proxied services and the recent access log; absent when the box runs no services.
     pub proxy: Option<ProxySnapshot>,
+    /// Every certificate in use (box chain, operator CA) with days to expiry counted now, not
+    /// at load time (NET-5: 30 days or fewer is a warning).
+    pub certificates: Vec<CertExpiry>,
 }
 
 /// Builds status documents from the running parts.
@@ -38,6 +45,7 @@ pub struct StatusSource {
     started: std::time::Instant,
     tunnel: TunnelHandle,
     proxy: Option<ProxyStatus>,
+    tls: Option<Arc<CredentialStore>>,
 }
 
 impl StatusSource {
@@ -50,7 +58,14 @@ impl StatusSource {
             started: std::time::Instant::now(),
             tunnel,
             proxy: None,
+            tls: None,
         }
+    }
+
+    /// Adds the TLS material in use, for the certificates and their expiry.
+    pub fn with_tls(mut self, store: Arc<CredentialStore>) -> Self {
+        self.tls = Some(store);
+        self
     }
 
     /// Adds the running services to the documents this source builds.
@@ -69,7 +84,28 @@ impl StatusSource {
             uptime_secs: self.started.elapsed().as_secs(),
             tunnel: self.tunnel.snapshot(),
             proxy: self.proxy.as_ref().map(ProxyStatus::snapshot),
+            certificates: self.certificates(),
         }
+    }
+
+    fn certificates(&self) -> Vec<CertExpiry> {
+        let Some(store) = &self.tls else {
+            return Vec::new();
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        store
+            .current()
+            .expiries
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                e.days_left = (e.not_after_unix - now).div_euclid(86_400);
+                e.warning = e.days_left <= EXPIRY_WARNING_DAYS;
+                e
+            })
+            .collect()
     }
 
     /// The tunnel, for the control commands.
@@ -149,6 +185,22 @@ pub fn summary(document: &serde_json::Value) -> String {
         text(&drops["source_not_allowed"]),
         text(&drops["invalid_datagrams"])
     );
+    if let Some(certificates) = document["certificates"].as_array() {
+        for cert in certificates {
+            let _ = writeln!(
+                out,
+                "certificate: {} ({}), {} days left{}",
+                text(&cert["subject"]),
+                text(&cert["role"]),
+                text(&cert["days_left"]),
+                if cert["warning"] == serde_json::Value::Bool(true) {
+                    "  WARNING: renew soon"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     if let Some(services) = document["proxy"]["services"].as_array() {
         for service in services {
             let _ = writeln!(

@@ -192,7 +192,8 @@ pub enum CredentialError {
 }
 
 /// Which file a certificate came from, for the status page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CertRole {
     /// The box's own certificate chain (`certificate_file`).
     BoxChain,
@@ -201,7 +202,7 @@ pub enum CertRole {
 }
 
 /// Expiry of one loaded certificate, for the status page and metrics (NET-5).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CertExpiry {
     /// The certificate's subject.
     pub subject: String,
