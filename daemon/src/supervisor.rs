@@ -58,6 +58,7 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
     let mut hangup = signal(SignalKind::hangup()).map_err(SupervisorError::Signals)?;
 
     tracing::info!(summary = %config.summary(), "starting");
+    raise_open_file_limit();
     let control = ControlSocket::bind(&config.paths.runtime_dir)?;
     let tunnel = Tunnel::start(&config).await?;
     let proxy = match start_proxy(&config, &tunnel).await {
@@ -147,5 +148,21 @@ async fn reload(proxy: Option<&Proxy>) {
             error = %err,
             "SIGHUP: TLS reload failed; the certificates in use stay in use"
         ),
+    }
+}
+
+/// Every proxied connection takes two descriptors; the default soft limit of 1024 would cap a
+/// box at a few hundred connections. Raise the soft limit to the hard one (systemd's default
+/// hard limit is 524288).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
     }
 }

@@ -7,6 +7,7 @@
 //! Every address is from 198.18.0.0/15; nothing is ever sent anywhere else.
 
 pub mod bench;
+pub mod bench_proxy;
 pub mod daemon;
 pub mod foreign;
 pub mod lab;

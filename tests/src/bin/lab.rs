@@ -3,7 +3,7 @@
 //! `lab up` builds the lab (data centre, hospital and clinic boxes with their LANs), starts the
 //! three renkei daemons, prints what is where and what to try, and keeps everything up until
 //! Ctrl-C, when it removes every namespace, link, file and process it created.
-//! `lab bench-tunnel [SECONDS]` runs the tunnel benchmark.
+//! `lab bench-tunnel [SECONDS]` and `lab bench-proxy [SECONDS] [IDLE]` run the benchmarks.
 
 use std::time::Duration;
 
@@ -25,8 +25,24 @@ fn main() -> anyhow::Result<()> {
             print!("{}", renkei_lab::bench::report(veth, &results));
             Ok(())
         }
+        Some("bench-proxy") => {
+            let seconds: u32 = match args.get(1) {
+                Some(s) => s.parse().context("seconds")?,
+                None => 10,
+            };
+            let idle: usize = match args.get(2) {
+                Some(s) => s.parse().context("idle connections")?,
+                None => 10_000,
+            };
+            anyhow::ensure!(renkei_lab::is_root(), "the lab needs root");
+            let report = renkei_lab::bench_proxy::proxy_benchmark(seconds, idle)?;
+            print!("{}", renkei_lab::bench_proxy::report(&report));
+            Ok(())
+        }
         _ => {
-            eprintln!("usage: lab up | lab bench-tunnel [SECONDS]");
+            eprintln!(
+                "usage: lab up | lab bench-tunnel [SECONDS] | lab bench-proxy [SECONDS] [IDLE]"
+            );
             std::process::exit(2);
         }
     }
