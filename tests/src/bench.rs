@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::foreign::{ForeignPeerSpec, ForeignWireguard, Implementation};
+use crate::foreign::{ForeignWireguard, Implementation};
 use crate::lab::{Lab, Node};
 use crate::wait::wait_until;
 
@@ -131,35 +131,9 @@ fn foreign_pair(
     lab: &Lab,
     implementation: Implementation,
 ) -> anyhow::Result<(ForeignWireguard, ForeignWireguard)> {
-    let hub = ForeignWireguard::start(
-        implementation,
-        lab.ns(Node::Hub),
-        &format!("rk{}y", lab.id),
-        &lab.node_dir(Node::Hub).join("wg.key"),
-        Some(51820),
-        "198.19.0.1/24",
-        &ForeignPeerSpec {
-            public_key: lab.public_key(Node::Hospital),
-            endpoint: None,
-            allowed_ips: "198.19.0.10/32",
-            keepalive_secs: None,
-        },
-    )?;
-    let endpoint = format!("{}:51820", Node::Hub.wan_address());
-    let hospital = ForeignWireguard::start(
-        implementation,
-        lab.ns(Node::Hospital),
-        &format!("rk{}z", lab.id),
-        &lab.node_dir(Node::Hospital).join("wg.key"),
-        None,
-        "198.19.0.10/24",
-        &ForeignPeerSpec {
-            public_key: lab.public_key(Node::Hub),
-            endpoint: Some(&endpoint),
-            allowed_ips: "198.19.0.1/32",
-            keepalive_secs: None,
-        },
-    )?;
+    let hub = ForeignWireguard::start_as_hub(implementation, lab, &format!("rk{}y", lab.id))?;
+    let hospital =
+        ForeignWireguard::start_as_hospital(implementation, lab, &format!("rk{}z", lab.id))?;
     Ok((hub, hospital))
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::lab::WIREGUARD_SOCKET_DIR;
+use crate::lab::{Lab, Node, HUB_PORT, WIREGUARD_SOCKET_DIR};
 use crate::netns::{run, Namespace};
 use crate::wait::wait_until;
 
@@ -138,6 +138,52 @@ impl ForeignWireguard {
             anyhow::bail!("{program:?} exited during setup");
         }
         Ok(foreign)
+    }
+
+    /// `implementation` as the lab's hub (the hub's key, port and tunnel address), with the
+    /// hospital as its one passive peer.
+    pub fn start_as_hub(
+        implementation: Implementation,
+        lab: &Lab,
+        interface: &str,
+    ) -> anyhow::Result<ForeignWireguard> {
+        ForeignWireguard::start(
+            implementation,
+            lab.ns(Node::Hub),
+            interface,
+            &lab.node_dir(Node::Hub).join("wg.key"),
+            Some(HUB_PORT),
+            &format!("{}/24", Node::Hub.tunnel_address()),
+            &ForeignPeerSpec {
+                public_key: lab.public_key(Node::Hospital),
+                endpoint: None,
+                allowed_ips: &format!("{}/32", Node::Hospital.tunnel_address()),
+                keepalive_secs: None,
+            },
+        )
+    }
+
+    /// `implementation` as the lab's hospital (its key and tunnel address), initiating to the
+    /// hub's WAN endpoint.
+    pub fn start_as_hospital(
+        implementation: Implementation,
+        lab: &Lab,
+        interface: &str,
+    ) -> anyhow::Result<ForeignWireguard> {
+        ForeignWireguard::start(
+            implementation,
+            lab.ns(Node::Hospital),
+            interface,
+            &lab.node_dir(Node::Hospital).join("wg.key"),
+            None,
+            &format!("{}/24", Node::Hospital.tunnel_address()),
+            &ForeignPeerSpec {
+                public_key: lab.public_key(Node::Hub),
+                endpoint: Some(&format!("{}:{HUB_PORT}", Node::Hub.wan_address())),
+                allowed_ips: &format!("{}/32", Node::Hub.tunnel_address()),
+                keepalive_secs: None,
+            },
+        )
     }
 
     /// True once the process has exited.

@@ -28,22 +28,8 @@ fn foreign_interface(lab: &Lab) -> String {
 /// renkei (hospital, always-on) initiates to a foreign hub.
 fn renkei_initiates(implementation: Implementation) {
     let lab = Lab::new().expect("lab");
-    let hub_key = lab.node_dir(Node::Hub).join("wg.key");
-    let _foreign = ForeignWireguard::start(
-        implementation,
-        lab.ns(Node::Hub),
-        &foreign_interface(&lab),
-        &hub_key,
-        Some(51820),
-        "198.19.0.1/24",
-        &ForeignPeerSpec {
-            public_key: lab.public_key(Node::Hospital),
-            endpoint: None,
-            allowed_ips: "198.19.0.10/32",
-            keepalive_secs: None,
-        },
-    )
-    .expect("foreign hub");
+    let _foreign = ForeignWireguard::start_as_hub(implementation, &lab, &foreign_interface(&lab))
+        .expect("foreign hub");
     let hospital = lab
         .start(Node::Hospital, &lab.tunnel_config(Node::Hospital))
         .expect("renkei hospital");
@@ -63,23 +49,9 @@ fn foreign_initiates(implementation: Implementation) {
     let hub = lab
         .start(Node::Hub, &lab.tunnel_config(Node::Hub))
         .expect("renkei hub");
-    let hospital_key = lab.node_dir(Node::Hospital).join("wg.key");
-    let endpoint = format!("{}:51820", Node::Hub.wan_address());
-    let _foreign = ForeignWireguard::start(
-        implementation,
-        lab.ns(Node::Hospital),
-        &foreign_interface(&lab),
-        &hospital_key,
-        None,
-        "198.19.0.10/24",
-        &ForeignPeerSpec {
-            public_key: lab.public_key(Node::Hub),
-            endpoint: Some(&endpoint),
-            allowed_ips: "198.19.0.1/32",
-            keepalive_secs: None,
-        },
-    )
-    .expect("foreign hospital");
+    let _foreign =
+        ForeignWireguard::start_as_hospital(implementation, &lab, &foreign_interface(&lab))
+            .expect("foreign hospital");
     // The foreign side's first packet starts its handshake.
     tcp(&lab, Node::Hospital, Node::Hub, 1 << 20).expect("foreign -> renkei");
     tcp(&lab, Node::Hub, Node::Hospital, 1 << 20).expect("renkei -> foreign");

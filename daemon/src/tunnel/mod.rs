@@ -102,7 +102,6 @@ struct TunnelInfo {
 
 /// Keeps an on-demand tunnel up while a proxied connection is open.
 pub struct DemandGuard {
-    plane: Arc<DataPlane>,
     peer: Arc<Peer>,
 }
 
@@ -116,7 +115,6 @@ impl Drop for DemandGuard {
 impl DemandGuard {
     /// The peer this connection goes through.
     pub fn peer_name(&self) -> &str {
-        let _ = &self.plane;
         &self.peer.name
     }
 }
@@ -265,7 +263,6 @@ impl TunnelHandle {
         let mut states = peer.link_state.subscribe();
         self.plane.external_event(&peer, Event::HoldAcquired).await;
         let guard = DemandGuard {
-            plane: Arc::clone(&self.plane),
             peer: Arc::clone(&peer),
         };
         let timeout = self.info.connect_timeout;
