@@ -4,6 +4,7 @@
 //! the same code the binary runs. See `../shared/design/architecture.md` for how they fit.
 
 pub mod config;
+pub mod control;
 pub mod enrolment;
 pub mod keys;
 pub mod logging;

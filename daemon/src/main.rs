@@ -53,14 +53,91 @@ enum Command {
         #[arg(value_parser = ["connect", "disconnect"])]
         action: String,
     },
-    /// Generate a WireGuard key pair: the private key (mode 0600) and `<file>.pub`.
+    /// Generate a WireGuard key pair: the private key (mode 0600) and `<file>.pub`. With
+    /// `--operator`, the operator's ECDSA P-256 config signing key instead (PEM; `<file>.pub`
+    /// is the public key boxes trust).
     Keygen {
         /// Where to write the private key; an existing file is never overwritten.
         #[arg(long, default_value = "/etc/renkei/wg.key")]
         private_key: PathBuf,
+        /// Make the operator's config signing key (kept at the operator, never on a box).
+        #[arg(long)]
+        operator: bool,
+    },
+    /// Sign a config with the operator's key: writes `<config>.sig` (base64 DER ECDSA P-256
+    /// over the file's exact bytes).
+    Sign {
+        /// The operator's signing key (from `renkei keygen --operator`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The config to sign.
+        config: PathBuf,
+    },
+    /// Send a signed config to a box's management API and print its answer.
+    Push {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The signature file (default: `<config>.sig`).
+        #[arg(long)]
+        signature: Option<PathBuf>,
+        /// Keep retrying to reach the box for this many seconds (an on-demand box answers only
+        /// while its tunnel is up).
+        #[arg(long, default_value_t = 0)]
+        wait_secs: u64,
+        /// The signed config.
+        config: PathBuf,
+    },
+    /// Confirm the config a box is running on probation.
+    Confirm {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Confirm only if this is the pending version.
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Show a box's running config version, hash, signer and confirm state.
+    Remote {
+        #[command(flatten)]
+        target: TargetArgs,
     },
     /// Print an argon2id hash of a password read from standard input, for `status.admin_password_hash`.
     Passwd,
+}
+
+/// How the operator's tools reach a box's management API.
+#[derive(clap::Args)]
+struct TargetArgs {
+    /// The box's management address (tunnel address and port).
+    #[arg(long)]
+    to: std::net::SocketAddr,
+    /// The name in the box's TLS certificate.
+    #[arg(long)]
+    server_name: String,
+    /// The operator's client certificate (PEM chain).
+    #[arg(long)]
+    cert: PathBuf,
+    /// Its private key.
+    #[arg(long)]
+    key: PathBuf,
+    /// The CA that signed the boxes' certificates.
+    #[arg(long)]
+    ca: PathBuf,
+    /// Bound on one exchange, in seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout_secs: u64,
+}
+
+impl TargetArgs {
+    fn target(&self) -> renkei::control::client::Target {
+        renkei::control::client::Target {
+            address: self.to,
+            server_name: self.server_name.clone(),
+            certificate_file: self.cert.clone(),
+            private_key_file: self.key.clone(),
+            ca_file: self.ca.clone(),
+            timeout: std::time::Duration::from_secs(self.timeout_secs),
+        }
+    }
 }
 
 /// Exit code for an invalid configuration, as `nginx -t` uses.
@@ -73,7 +150,23 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Status { config, json } => report(status(&config, json)),
         Command::Tunnel { config, action } => report(tunnel_action(&config, &action)),
-        Command::Keygen { private_key } => report(keygen(&private_key)),
+        Command::Keygen {
+            private_key,
+            operator: false,
+        } => report(keygen(&private_key)),
+        Command::Keygen {
+            private_key,
+            operator: true,
+        } => report(keygen_operator(&private_key)),
+        Command::Sign { key, config } => report(sign(&key, &config)),
+        Command::Push {
+            target,
+            signature,
+            wait_secs,
+            config,
+        } => report(push(&target, signature, wait_secs, &config)),
+        Command::Confirm { target, version } => report(remote(&target, Some(version))),
+        Command::Remote { target } => report(remote(&target, None)),
         Command::Passwd => report(passwd()),
     }
 }
@@ -109,8 +202,8 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(path: &std::path::Path) -> ExitCode {
-    let config = match config::load(path) {
-        Ok(config) => config,
+    let (config, bytes, recovery) = match renkei::supervisor::load_recovering(path) {
+        Ok(loaded) => loaded,
         Err(diagnostics) => {
             for d in &diagnostics.0 {
                 eprintln!("{d}");
@@ -130,7 +223,9 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(renkei::supervisor::run(config)) {
+    match runtime.block_on(renkei::supervisor::run_loaded(
+        path, config, bytes, recovery,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "renkei stopped");
@@ -179,6 +274,117 @@ fn keygen(private_key: &std::path::Path) -> anyhow::Result<()> {
     let public = renkei::keys::write_keypair(private_key)?;
     println!("{}", renkei::keys::encode_key(&public));
     Ok(())
+}
+
+fn keygen_operator(private_key: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let pair = renkei::control::signing::SigningKeyPair::generate();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(private_key)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", private_key.display()))?;
+    file.write_all(pair.private_pem()?.as_bytes())?;
+    file.sync_all()?;
+    let public = pair.public();
+    let public_path = renkei::keys::public_key_path(private_key);
+    std::fs::write(&public_path, public.to_pem())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", public_path.display()))?;
+    print!("{}", public.to_pem());
+    println!("fingerprint {}", public.fingerprint());
+    Ok(())
+}
+
+fn read_signing_key(
+    key: &std::path::Path,
+) -> anyhow::Result<renkei::control::signing::SigningKeyPair> {
+    let text =
+        std::fs::read_to_string(key).map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+    renkei::control::signing::SigningKeyPair::from_pem(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))
+}
+
+fn signature_path(config: &std::path::Path) -> PathBuf {
+    let mut name = config.as_os_str().to_owned();
+    name.push(".sig");
+    PathBuf::from(name)
+}
+
+fn sign(key: &std::path::Path, config: &std::path::Path) -> anyhow::Result<()> {
+    let pair = read_signing_key(key)?;
+    let bytes = std::fs::read(config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    let out = signature_path(config);
+    std::fs::write(&out, format!("{}\n", pair.sign(&bytes)))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+    println!(
+        "{}: signed by {}",
+        out.display(),
+        pair.public().fingerprint()
+    );
+    Ok(())
+}
+
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn print_reply(reply: &renkei::control::client::Reply) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(&reply.body)?);
+    anyhow::ensure!(reply.is_success(), "the box answered {}", reply.status);
+    Ok(())
+}
+
+fn push(
+    target: &TargetArgs,
+    signature: Option<PathBuf>,
+    wait_secs: u64,
+    config: &std::path::Path,
+) -> anyhow::Result<()> {
+    use renkei::control::client;
+    let bytes = std::fs::read(config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    let signature_file = signature.unwrap_or_else(|| signature_path(config));
+    let signature = std::fs::read_to_string(&signature_file)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", signature_file.display()))?;
+    let target = target.target();
+    let runtime = client_runtime()?;
+    runtime.block_on(async {
+        let give_up = tokio::time::Instant::now() + std::time::Duration::from_secs(wait_secs);
+        let reply = loop {
+            match client::push(&target, bytes.clone(), &signature).await {
+                Ok(reply) => break reply,
+                Err(
+                    err
+                    @ (client::ClientError::Transport { .. } | client::ClientError::Timeout(..)),
+                ) if tokio::time::Instant::now() < give_up => {
+                    eprintln!("renkei: {err}; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        };
+        print_reply(&reply)?;
+        // Reading the state back over the new config proves the box is reachable again, which
+        // an auto_confirm config waits for.
+        let state = client::status(&target).await?;
+        eprintln!("renkei: the box now reports:");
+        print_reply(&state)
+    })
+}
+
+fn remote(target: &TargetArgs, confirm: Option<Option<u64>>) -> anyhow::Result<()> {
+    use renkei::control::client;
+    let target = target.target();
+    client_runtime()?.block_on(async {
+        let reply = match confirm {
+            Some(version) => client::confirm(&target, version).await?,
+            None => client::status(&target).await?,
+        };
+        print_reply(&reply)
+    })
 }
 
 fn passwd() -> anyhow::Result<()> {

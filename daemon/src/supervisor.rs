@@ -1,22 +1,35 @@
-//! Starts the parts of the daemon in order, waits for signals, and stops them in reverse order.
+//! Starts the parts of the daemon in order, waits for signals and operator commands, and stops
+//! them in reverse order.
 //!
 //! Order: control socket, tunnel, TLS credentials, proxied services (inbound listeners need the
-//! tunnel address, so the tunnel comes first). SIGHUP reloads the TLS files (a broken file keeps
-//! the old material). SIGTERM and SIGINT stop the daemon cleanly: services stop accepting and
+//! tunnel address, so the tunnel comes first), then the management API. SIGHUP reloads the TLS
+//! files (a broken file keeps the old material). A pushed config is applied to the running
+//! parts here, in the one task that owns them, and confirmed or rolled back here (see
+//! `crate::control`). SIGTERM and SIGINT stop the daemon cleanly: services stop accepting and
 //! drain, then the TUN device, its routes and the API socket are removed before exit.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch};
 
-use crate::config::Config;
+use crate::config::{self, Config, Diagnostics};
+use crate::control::manager::{ConfigSnapshot, Manager};
+use crate::control::persist::{ConfigFiles, PersistError, Recovery};
+use crate::control::server::{Answer, Command, ManagementServer, ServerError};
 use crate::proxy::{ProxyError, Services};
 use crate::status::control::{ControlError, ControlSocket};
 use crate::status::StatusSource;
 use crate::tls::store::DEFAULT_WATCH_INTERVAL_SECS;
 use crate::tls::{CredentialStore, StoreError};
-use crate::tunnel::{Tunnel, TunnelError};
+use crate::tunnel::{policy::LinkState, Tunnel, TunnelError};
+
+/// How often a pending config with `auto_confirm` checks whether the box is healthy again.
+const AUTO_CONFIRM_CHECK: Duration = Duration::from_millis(250);
+/// Operator commands queued for the supervisor at most.
+const COMMAND_QUEUE: usize = 8;
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +55,49 @@ pub enum SupervisorError {
     /// A service could not start.
     #[error(transparent)]
     Proxy(#[from] ProxyError),
+    /// The management API could not start.
+    #[error(transparent)]
+    Management(#[from] ServerError),
+    /// The config files of a push could not be read or written.
+    #[error("config files: {0}")]
+    Persist(#[from] PersistError),
+    /// Rolling back to the confirmed config failed in the running daemon; exiting lets
+    /// systemd restart the daemon from the restored file.
+    #[error("rolling back to version {version} failed: {reason}")]
+    Rollback {
+        /// The version restored on disk.
+        version: u64,
+        /// What failed while applying it.
+        reason: String,
+    },
+}
+
+/// Loads the config file the daemon runs from, first restoring the confirmed config if a
+/// pushed one was never confirmed (a crash or reboot inside the confirm window: AVL-1).
+/// Returns the config, its exact bytes, and what recovery did.
+pub fn load_recovering(path: &Path) -> Result<(Config, Vec<u8>, Option<Recovery>), Diagnostics> {
+    // The state directory cannot change by push, so the file names the right one whichever
+    // version it holds; if it does not load at all, look in the default place.
+    let state_dir = match config::load(path) {
+        Ok(config) => config.paths.state_dir,
+        Err(_) => config::Paths::default().state_dir,
+    };
+    let recovery = ConfigFiles::new(path, &state_dir)
+        .recover()
+        .map_err(|e| whole_file(path, format!("cannot restore the confirmed config: {e}")))?;
+    let config = config::load(path)?;
+    let bytes = std::fs::read(path).map_err(|e| whole_file(path, e.to_string()))?;
+    Ok((config, bytes, recovery))
+}
+
+fn whole_file(path: &Path, message: String) -> Diagnostics {
+    Diagnostics(vec![config::Diagnostic {
+        file: path.to_path_buf(),
+        line: 1,
+        column: 1,
+        field: String::new(),
+        message,
+    }])
 }
 
 /// The TLS store and the services running on it.
@@ -51,25 +107,159 @@ struct Proxy {
     services: Services,
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> Result<(), SupervisorError> {
+/// Everything that runs from a config, and can be changed to run from another one.
+struct Parts {
+    tunnel: Tunnel,
+    proxy: Option<Proxy>,
+    management: Option<ManagementServer>,
+    commands: mpsc::Sender<Command>,
+}
+
+impl Parts {
+    async fn start(
+        config: &Config,
+        commands: mpsc::Sender<Command>,
+    ) -> Result<Parts, SupervisorError> {
+        let tunnel = Tunnel::start(config).await?;
+        let mut parts = Parts {
+            tunnel,
+            proxy: None,
+            management: None,
+            commands,
+        };
+        if let Err(err) = parts.apply_services(config).await {
+            parts.shutdown().await;
+            return Err(err);
+        }
+        Ok(parts)
+    }
+
+    /// Makes the running parts match `config`, touching only what changed.
+    async fn apply(&mut self, config: &Config) -> Result<(), SupervisorError> {
+        if self.tunnel.reconfigure(config).await? {
+            tracing::info!("tunnel rebuilt for the new config");
+        }
+        self.apply_services(config).await
+    }
+
+    /// TLS material, services and the management API.
+    async fn apply_services(&mut self, config: &Config) -> Result<(), SupervisorError> {
+        match (&mut self.proxy, &config.tls) {
+            (Some(proxy), Some(tls)) => {
+                if proxy.store.config() != *tls {
+                    proxy.store.replace(tls.clone()).await?;
+                }
+                proxy
+                    .services
+                    .reconfigure(
+                        &config.services,
+                        Arc::clone(&proxy.store),
+                        Some(self.tunnel.handle()),
+                    )
+                    .await?;
+            }
+            (None, Some(tls)) => {
+                let store = Arc::new(CredentialStore::open(tls.clone())?);
+                tracing::info!(serial = %store.current().serial, "TLS certificates loaded");
+                let watcher = store.spawn_watcher(Duration::from_secs(DEFAULT_WATCH_INTERVAL_SECS));
+                match Services::start(
+                    &config.services,
+                    Arc::clone(&store),
+                    Some(self.tunnel.handle()),
+                )
+                .await
+                {
+                    Ok(services) => {
+                        self.proxy = Some(Proxy {
+                            store,
+                            watcher,
+                            services,
+                        })
+                    }
+                    Err(err) => {
+                        watcher.abort();
+                        return Err(err.into());
+                    }
+                }
+            }
+            (Some(_), None) => {
+                if let Some(proxy) = self.proxy.take() {
+                    proxy.services.shutdown().await;
+                    proxy.watcher.abort();
+                }
+            }
+            (None, None) if !config.services.is_empty() => {
+                return Err(SupervisorError::MissingTls {
+                    services: config.services.len(),
+                })
+            }
+            (None, None) => {}
+        }
+
+        let wanted = config.management.as_ref().zip(config.tls.as_ref());
+        let unchanged = match (&self.management, wanted) {
+            (Some(server), Some((m, tls))) => server.serves(m, tls),
+            (None, None) => true,
+            _ => false,
+        };
+        if !unchanged {
+            if let Some(server) = self.management.take() {
+                server.stop().await;
+            }
+            if let Some((management, tls)) = wanted {
+                self.management =
+                    Some(ManagementServer::start(management, tls, self.commands.clone()).await?);
+            }
+        }
+        Ok(())
+    }
+
+    async fn shutdown(self) {
+        if let Some(server) = self.management {
+            server.stop().await;
+        }
+        if let Some(proxy) = self.proxy {
+            proxy.services.shutdown().await;
+            proxy.watcher.abort();
+        }
+        self.tunnel.shutdown().await;
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT, from the config file at `config_path` as
+/// [`load_recovering`] read it.
+pub async fn run_loaded(
+    config_path: &Path,
+    config: Config,
+    bytes: Vec<u8>,
+    recovery: Option<Recovery>,
+) -> Result<(), SupervisorError> {
     let mut terminate = signal(SignalKind::terminate()).map_err(SupervisorError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(SupervisorError::Signals)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(SupervisorError::Signals)?;
 
     tracing::info!(summary = %config.summary(), "starting");
+    if let Some(recovery) = &recovery {
+        let pending = recovery.pending.as_ref();
+        tracing::warn!(
+            event = "rolled_back",
+            version = pending.map(|p| p.version),
+            signer = pending.map(|p| p.signer.as_str()),
+            restored_version = config.meta.version,
+            "a pushed config was never confirmed before the daemon stopped; the confirmed config was restored"
+        );
+    }
     raise_open_file_limit();
     let control = ControlSocket::bind(&config.paths.runtime_dir)?;
-    let tunnel = Tunnel::start(&config).await?;
-    let proxy = match start_proxy(&config, &tunnel).await {
-        Ok(proxy) => proxy,
-        Err(err) => {
-            tunnel.shutdown().await;
-            return Err(err);
-        }
-    };
-    let mut status = StatusSource::new(&config, tunnel.handle());
-    if let Some(proxy) = &proxy {
+    let (commands_tx, mut commands) = mpsc::channel(COMMAND_QUEUE);
+    let mut parts = Parts::start(&config, commands_tx).await?;
+    let files = ConfigFiles::new(config_path, &config.paths.state_dir);
+    let mut manager = Manager::new(files, config.clone(), bytes);
+    let (config_state, config_state_rx) = watch::channel(manager.snapshot());
+
+    let mut status =
+        StatusSource::new(&config, parts.tunnel.handle()).with_config_state(config_state_rx);
+    if let Some(proxy) = &parts.proxy {
         status = status
             .with_proxy(proxy.services.status())
             .with_tls(Arc::clone(&proxy.store));
@@ -82,12 +272,14 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
     // supervisor or a hung data plane both stop the pings, and systemd restarts the daemon.
     let watchdog = crate::notify::watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-    let tunnel_handle = tunnel.handle();
-    let which = loop {
+    let mut auto_confirm_tick = tokio::time::interval(AUTO_CONFIRM_CHECK);
+    let tunnel_handle = parts.tunnel.handle();
+    let outcome = loop {
+        let deadline = manager.deadline();
         tokio::select! {
-            _ = terminate.recv() => break "SIGTERM",
-            _ = interrupt.recv() => break "SIGINT",
-            _ = hangup.recv() => reload(proxy.as_ref()).await,
+            _ = terminate.recv() => break Ok("SIGTERM"),
+            _ = interrupt.recv() => break Ok("SIGINT"),
+            _ = hangup.recv() => reload(parts.proxy.as_ref()).await,
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 if tunnel_handle.is_alive() {
                     crate::notify::watchdog();
@@ -95,45 +287,197 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
                     tracing::error!("the data plane stopped ticking; withholding the watchdog ping");
                 }
             }
+            Some(command) = commands.recv() => {
+                handle_command(command, &mut manager, &mut parts).await;
+                config_state.send_replace(manager.snapshot());
+            }
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                if let Err(err) = roll_back(&mut manager, &mut parts, "the confirm window expired").await {
+                    break Err(err);
+                }
+                config_state.send_replace(manager.snapshot());
+            }
+            _ = auto_confirm_tick.tick(), if manager.auto_confirm_ready() => {
+                if tunnel_handle.snapshot().state == LinkState::Up {
+                    // A refusal is logged inside; the next tick tries again.
+                    let _ = confirm(&mut manager, None, "auto_confirm: tunnel up and the operator reached the box again");
+                    config_state.send_replace(manager.snapshot());
+                }
+            }
         }
     };
-    tracing::info!(signal = which, "stopping");
-    crate::notify::stopping();
-    if let Some(proxy) = proxy {
-        proxy.services.shutdown().await;
-        proxy.watcher.abort();
+    if let Ok(which) = outcome {
+        tracing::info!(signal = which, "stopping");
     }
+    crate::notify::stopping();
+    parts.shutdown().await;
     control_task.abort();
     let _ = control_task.await;
-    tunnel.shutdown().await;
-    Ok(())
+    outcome.map(|_| ())
 }
 
-/// Opens the TLS store, starts its file watcher and the services; `None` without `[tls]`.
-async fn start_proxy(config: &Config, tunnel: &Tunnel) -> Result<Option<Proxy>, SupervisorError> {
-    let Some(tls) = &config.tls else {
-        if config.services.is_empty() {
-            return Ok(None);
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One operator request: check, write, apply, answer. Every outcome is logged (LOG-2).
+async fn handle_command(command: Command, manager: &mut Manager, parts: &mut Parts) {
+    match command {
+        Command::Get { operator, reply } => {
+            manager.reached_again();
+            tracing::debug!(operator = %operator, "management API: config state read");
+            let _ = reply.send(Answer {
+                status: 200,
+                body: serde_json::to_value(manager.snapshot()).unwrap_or_default(),
+            });
         }
-        return Err(SupervisorError::MissingTls {
-            services: config.services.len(),
-        });
-    };
-    let store = Arc::new(CredentialStore::open(tls.clone())?);
-    let material = store.current();
-    tracing::info!(serial = %material.serial, "TLS certificates loaded");
-    let watcher = store.spawn_watcher(Duration::from_secs(DEFAULT_WATCH_INTERVAL_SECS));
-    match Services::start(&config.services, Arc::clone(&store), Some(tunnel.handle())).await {
-        Ok(services) => Ok(Some(Proxy {
-            store,
-            watcher,
-            services,
-        })),
-        Err(err) => {
-            watcher.abort();
-            Err(err.into())
+        Command::Confirm {
+            version,
+            operator,
+            reply,
+        } => {
+            manager.reached_again();
+            let answer = match confirm(manager, version, &format!("confirmed by {operator}")) {
+                Ok(snapshot) => Answer {
+                    status: 200,
+                    body: serde_json::to_value(snapshot).unwrap_or_default(),
+                },
+                Err((status, code, message)) => Answer::error(status, code, message),
+            };
+            let _ = reply.send(answer);
+        }
+        Command::Push {
+            bytes,
+            signature,
+            operator,
+            reply,
+        } => {
+            let answer = push(manager, parts, &bytes, signature.as_deref(), &operator).await;
+            let _ = reply.send(answer);
         }
     }
+}
+
+async fn push(
+    manager: &mut Manager,
+    parts: &mut Parts,
+    bytes: &[u8],
+    signature: Option<&str>,
+    operator: &str,
+) -> Answer {
+    let running = manager.running().meta.version;
+    let accepted = match manager.check(bytes, signature) {
+        Ok(accepted) => accepted,
+        Err(refusal) => {
+            tracing::warn!(
+                event = "refused",
+                running_version = running,
+                pushed_by = %operator,
+                reason = refusal.code(),
+                error = %refusal,
+                "pushed config refused; nothing changed"
+            );
+            return Answer::error(refusal.http_status(), refusal.code(), refusal);
+        }
+    };
+    let version = accepted.config.meta.version;
+    let signer = accepted.signer.clone();
+    tracing::info!(event = "received", version, signer = %signer, pushed_by = %operator, "pushed config accepted");
+    let record = match manager.begin(accepted, operator) {
+        Ok(record) => record,
+        Err(err) => {
+            tracing::error!(event = "refused", version, signer = %signer, error = %err, "cannot write the pushed config; nothing applied");
+            // Whatever part of the files was written, put the confirmed config back.
+            let _ = ConfigFiles::new(manager.config_path(), &manager.running().paths.state_dir)
+                .recover();
+            return Answer::error(500, "write_failed", err);
+        }
+    };
+    let new = manager.running().clone();
+    if let Err(err) = parts.apply(&new).await {
+        tracing::error!(event = "apply_failed", version, signer = %signer, error = %err, "the pushed config could not be applied; rolling back");
+        let reason = format!("applying version {version} failed: {err}");
+        return match roll_back(manager, parts, &reason).await {
+            Ok(()) => Answer::error(
+                422,
+                "apply_failed",
+                format!("{reason}; rolled back to version {running}"),
+            ),
+            Err(rollback) => Answer::error(500, "rollback_failed", format!("{reason}; {rollback}")),
+        };
+    }
+    tracing::info!(
+        event = "applied",
+        version,
+        signer = %signer,
+        pushed_by = %operator,
+        confirm_deadline_unix = record.confirm_deadline_unix,
+        "pushed config applied; awaiting confirmation"
+    );
+    Answer {
+        status: 200,
+        body: serde_json::to_value(manager.snapshot()).unwrap_or_default(),
+    }
+}
+
+fn confirm(
+    manager: &mut Manager,
+    version: Option<u64>,
+    how: &str,
+) -> Result<ConfigSnapshot, (u16, &'static str, String)> {
+    match manager.confirm(version) {
+        Ok(confirmed) => {
+            tracing::info!(
+                event = "confirmed",
+                version = confirmed.config.meta.version,
+                signer = confirmed.signer.as_deref(),
+                pushed_by = confirmed.pushed_by.as_deref(),
+                how,
+                "pushed config confirmed"
+            );
+            Ok(manager.snapshot())
+        }
+        Err(err) => {
+            tracing::warn!(event = "confirm_refused", asked = version, error = %err, "confirm refused");
+            Err((err.http_status(), "confirm_refused", err.to_string()))
+        }
+    }
+}
+
+/// Puts the confirmed config back on disk and in the running parts.
+async fn roll_back(
+    manager: &mut Manager,
+    parts: &mut Parts,
+    why: &str,
+) -> Result<(), SupervisorError> {
+    let record = match manager.rollback() {
+        Ok(Some(record)) => record,
+        Ok(None) => return Ok(()),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot restore the confirmed config file");
+            return Err(err.into());
+        }
+    };
+    let previous = manager.running().clone();
+    if let Err(err) = parts.apply(&previous).await {
+        return Err(SupervisorError::Rollback {
+            version: previous.meta.version,
+            reason: err.to_string(),
+        });
+    }
+    tracing::warn!(
+        event = "rolled_back",
+        version = record.version,
+        signer = %record.signer,
+        pushed_by = %record.pushed_by,
+        restored_version = previous.meta.version,
+        why,
+        "pushed config rolled back"
+    );
+    Ok(())
 }
 
 /// SIGHUP: re-read the TLS files. New connections use the result; open ones are untouched.

@@ -133,7 +133,9 @@ fn resolve_paths(config: &mut Config, base_dir: &Path) {
     }
     if let Some(management) = &mut config.management {
         resolve(base_dir, &mut management.operator_ca_file);
-        resolve(base_dir, &mut management.operator_signing_key_file);
+        if let Some(key) = &mut management.operator_signing_key_file {
+            resolve(base_dir, key);
+        }
         if let Some(next) = &mut management.next_operator_signing_key_file {
             resolve(base_dir, next);
         }

@@ -375,11 +375,19 @@ pub struct ManagementConfig {
     pub listen: SocketAddr,
     /// CA whose client certificates identify the operator.
     pub operator_ca_file: PathBuf,
-    /// PEM ECDSA P-256 public key that signs pushed configs.
-    pub operator_signing_key_file: PathBuf,
-    /// Optional next signing key, trusted once a config naming it is confirmed (rotation).
+    /// File with the PEM ECDSA P-256 public key that signs pushed configs (or give the key
+    /// inline as `operator_signing_key`: exactly one of the two).
+    #[serde(default)]
+    pub operator_signing_key_file: Option<PathBuf>,
+    /// The signing key inline, as PEM: a rotated key arrives this way, in a pushed config.
+    #[serde(default)]
+    pub operator_signing_key: Option<String>,
+    /// Optional next signing key file, trusted once a config naming it is confirmed (rotation).
     #[serde(default)]
     pub next_operator_signing_key_file: Option<PathBuf>,
+    /// The next signing key inline, as PEM (at most one of the two `next_` keys).
+    #[serde(default)]
+    pub next_operator_signing_key: Option<String>,
     /// A pushed config not confirmed within this window is rolled back.
     #[serde(default = "default_confirm_timeout_secs")]
     pub confirm_timeout_secs: u64,

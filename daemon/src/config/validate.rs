@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
@@ -631,19 +631,62 @@ impl Checker<'_> {
             );
         }
         self.readable(base.key("operator_ca_file"), &management.operator_ca_file);
-        self.readable(
-            base.key("operator_signing_key_file"),
+        let current = (
             &management.operator_signing_key_file,
+            &management.operator_signing_key,
         );
-        if let Some(next) = &management.next_operator_signing_key_file {
-            self.readable(base.key("next_operator_signing_key_file"), next);
+        match current {
+            (None, None) => self.report(
+                base.clone(),
+                "needs the operator's config signing key: operator_signing_key_file or operator_signing_key",
+            ),
+            _ => self.signing_key(&base, "operator_signing_key", current),
         }
+        self.signing_key(
+            &base,
+            "next_operator_signing_key",
+            (
+                &management.next_operator_signing_key_file,
+                &management.next_operator_signing_key,
+            ),
+        );
         self.range(
             base.key("confirm_timeout_secs"),
             management.confirm_timeout_secs,
             30,
             3600,
         );
+    }
+
+    /// A signing key given as `<name>_file` or inline as `<name>`: at most one of the two, and
+    /// it must be a PEM ECDSA P-256 public key.
+    fn signing_key(
+        &mut self,
+        base: &FieldPath,
+        name: &str,
+        (file, inline): (&Option<PathBuf>, &Option<String>),
+    ) {
+        use crate::control::signing::OperatorKey;
+        match (file, inline) {
+            (Some(_), Some(_)) => self.report(
+                base.key(name),
+                format!("give either {name} or {name}_file, not both"),
+            ),
+            (Some(path), None) => {
+                let field = base.key(&format!("{name}_file"));
+                if let Err(message) = open_regular_file(path) {
+                    self.report(field, message);
+                } else if let Err(e) = OperatorKey::read(path) {
+                    self.report(field, e.to_string());
+                }
+            }
+            (None, Some(pem)) => {
+                if let Err(e) = OperatorKey::from_pem(pem) {
+                    self.report(base.key(name), e.to_string());
+                }
+            }
+            (None, None) => {}
+        }
     }
 
     /// No two listeners may claim the same address and port.

@@ -15,7 +15,7 @@ pub mod splice;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use rustls_pki_types::ServerName;
@@ -195,23 +195,31 @@ pub struct Services {
     running: Vec<RunningService>,
     status: ProxyStatus,
     stop: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
     tracker: Arc<watch::Sender<usize>>,
 }
+
+/// The services as the status document lists them, replaced whole when a config changes them.
+type ServiceList = Arc<Vec<(Arc<ServiceContext>, SocketAddr)>>;
 
 /// A cheap, cloneable view of the running services for the status document: it outlives
 /// nothing and stops nothing.
 #[derive(Clone)]
 pub struct ProxyStatus {
-    services: Arc<Vec<(Arc<ServiceContext>, SocketAddr)>>,
+    services: Arc<RwLock<ServiceList>>,
     log: Arc<AccessLog>,
 }
 
 impl ProxyStatus {
     /// Counters of every service and the recent access-log records.
     pub fn snapshot(&self) -> ProxySnapshot {
+        let services = self
+            .services
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         ProxySnapshot {
-            services: self
-                .services
+            services: services
                 .iter()
                 .map(|(context, listen)| context.counters.snapshot(&context.config, *listen))
                 .collect(),
@@ -239,12 +247,49 @@ impl Services {
         tls: Arc<CredentialStore>,
         tunnel: Option<TunnelHandle>,
     ) -> Result<Services, ProxyError> {
-        let log = Arc::new(AccessLog::new());
         let (stop, stop_rx) = watch::channel(false);
-        let tracker = Arc::new(watch::channel(0usize).0);
+        let mut started = Services {
+            running: Vec::new(),
+            status: ProxyStatus {
+                services: Arc::new(RwLock::new(Arc::new(Vec::new()))),
+                log: Arc::new(AccessLog::new()),
+            },
+            stop,
+            stop_rx,
+            tracker: Arc::new(watch::channel(0usize).0),
+        };
+        started.reconfigure(services, tls, tunnel).await?;
+        Ok(started)
+    }
 
-        let mut prepared = Vec::with_capacity(services.len());
+    /// Makes the running services match `services`: a service whose config is unchanged keeps
+    /// its listener, counters and connections; a removed or changed one stops accepting (its
+    /// open connections run to their end); a new or changed one is bound and started. On error
+    /// the services started so far keep running and the caller applies the previous config.
+    pub async fn reconfigure(
+        &mut self,
+        services: &[ServiceConfig],
+        tls: Arc<CredentialStore>,
+        tunnel: Option<TunnelHandle>,
+    ) -> Result<(), ProxyError> {
+        let mut kept = Vec::new();
+        for service in std::mem::take(&mut self.running) {
+            if services.contains(&service.context.config) {
+                kept.push(service);
+            } else {
+                tracing::info!(service = %service.context.config.name, "service removed or changed; it stops accepting");
+                service.accept.abort();
+                let _ = service.accept.await;
+            }
+        }
+        self.running = kept;
+        self.publish();
+
+        let mut prepared = Vec::new();
         for config in services {
+            if self.running.iter().any(|s| s.context.config == *config) {
+                continue;
+            }
             let kind = match config.direction {
                 Direction::Outbound => Kind::Outbound(outbound::Target::from_config(config)?),
                 Direction::Inbound => Kind::Inbound,
@@ -255,8 +300,6 @@ impl Services {
         for (config, _) in &prepared {
             listeners.push(bind(config).await?);
         }
-
-        let mut running = Vec::with_capacity(prepared.len());
         for ((config, kind), listener) in prepared.into_iter().zip(listeners) {
             let listen = listener.local_addr().unwrap_or(config.listen);
             let context = Arc::new(ServiceContext {
@@ -264,11 +307,11 @@ impl Services {
                 kind,
                 store: Arc::clone(&tls),
                 tunnel: tunnel.clone(),
-                log: Arc::clone(&log),
+                log: Arc::clone(&self.status.log),
                 counters: Arc::new(ServiceCounters::default()),
                 limit: Arc::new(Semaphore::new(config.max_connections as usize)),
-                stop: stop_rx.clone(),
-                tracker: Arc::clone(&tracker),
+                stop: self.stop_rx.clone(),
+                tracker: Arc::clone(&self.tracker),
             });
             tracing::info!(
                 service = %config.name,
@@ -278,27 +321,35 @@ impl Services {
                 "service listening"
             );
             let accept = tokio::spawn(accept_loop(listener, Arc::clone(&context)));
-            running.push(RunningService {
+            self.running.push(RunningService {
                 context,
                 listen,
                 accept,
             });
         }
-        let status = ProxyStatus {
-            services: Arc::new(
-                running
-                    .iter()
-                    .map(|s| (Arc::clone(&s.context), s.listen))
-                    .collect(),
-            ),
-            log,
-        };
-        Ok(Services {
-            running,
-            status,
-            stop,
-            tracker,
-        })
+        // Config order, for the status page.
+        self.running.sort_by_key(|s| {
+            services
+                .iter()
+                .position(|c| *c == s.context.config)
+                .unwrap_or(usize::MAX)
+        });
+        self.publish();
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let list: ServiceList = Arc::new(
+            self.running
+                .iter()
+                .map(|s| (Arc::clone(&s.context), s.listen))
+                .collect(),
+        );
+        *self
+            .status
+            .services
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = list;
     }
 
     /// The address a service actually listens on (differs from the config for port 0).
@@ -371,11 +422,23 @@ impl Drop for Services {
     }
 }
 
-/// Binds one listener, retrying while the address does not exist yet.
+/// Binds one service's listener, retrying while the address does not exist yet.
 async fn bind(config: &ServiceConfig) -> Result<TcpListener, ProxyError> {
+    bind_retrying(config.listen)
+        .await
+        .map_err(|source| ProxyError::Bind {
+            service: config.name.clone(),
+            address: config.listen,
+            source,
+        })
+}
+
+/// Binds `address`, retrying for [`BIND_RETRY_SECS`] while it does not exist yet (a tunnel
+/// address appears only once the tunnel interface is configured, or again after a restart).
+pub(crate) async fn bind_retrying(address: SocketAddr) -> io::Result<TcpListener> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(BIND_RETRY_SECS);
     loop {
-        match TcpListener::bind(config.listen).await {
+        match TcpListener::bind(address).await {
             Ok(listener) => return Ok(listener),
             Err(err)
                 if err.raw_os_error() == Some(libc::EADDRNOTAVAIL)
@@ -383,13 +446,7 @@ async fn bind(config: &ServiceConfig) -> Result<TcpListener, ProxyError> {
             {
                 tokio::time::sleep(BIND_RETRY_INTERVAL).await;
             }
-            Err(source) => {
-                return Err(ProxyError::Bind {
-                    service: config.name.clone(),
-                    address: config.listen,
-                    source,
-                })
-            }
+            Err(err) => return Err(err),
         }
     }
 }

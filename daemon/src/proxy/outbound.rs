@@ -57,7 +57,7 @@ pub(super) async fn handle(
                 ));
                 return;
             }
-            Err(err @ DemandError::NoRoute(_)) => {
+            Err(err @ (DemandError::NoRoute(_) | DemandError::Restarting)) => {
                 connection.record.result = ConnectionResult::refused(err);
                 return;
             }

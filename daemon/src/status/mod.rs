@@ -8,7 +8,10 @@ use serde::Serialize;
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 use crate::config::Config;
+use crate::control::manager::ConfigSnapshot;
 use crate::proxy::{ProxySnapshot, ProxyStatus};
 use crate::tls::credentials::{CertExpiry, EXPIRY_WARNING_DAYS};
 use crate::tls::CredentialStore;
@@ -34,6 +37,9 @@ pub struct StatusDocument {
     /// Every certificate in use (box chain, operator CA) with days to expiry counted now, not
     /// at load time (NET-5: 30 days or fewer is a warning).
     pub certificates: Vec<CertExpiry>,
+    /// The running config: version, signer, who pushed it, and the confirm deadline while a
+    /// pushed config awaits confirmation.
+    pub config_state: Option<ConfigSnapshot>,
 }
 
 /// Builds status documents from the running parts.
@@ -46,6 +52,7 @@ pub struct StatusSource {
     tunnel: TunnelHandle,
     proxy: Option<ProxyStatus>,
     tls: Option<Arc<CredentialStore>>,
+    config_state: Option<watch::Receiver<ConfigSnapshot>>,
 }
 
 impl StatusSource {
@@ -59,7 +66,14 @@ impl StatusSource {
             tunnel,
             proxy: None,
             tls: None,
+            config_state: None,
         }
+    }
+
+    /// Adds the config state kept by the supervisor (pushes, confirms, rollbacks).
+    pub fn with_config_state(mut self, state: watch::Receiver<ConfigSnapshot>) -> Self {
+        self.config_state = Some(state);
+        self
     }
 
     /// Adds the TLS material in use, for the certificates and their expiry.
@@ -76,15 +90,19 @@ impl StatusSource {
 
     /// The current document.
     pub fn document(&self) -> StatusDocument {
+        let config_state = self.config_state.as_ref().map(|rx| rx.borrow().clone());
         StatusDocument {
             facility: self.facility.clone(),
             role: self.role,
-            config_version: self.config_version,
+            config_version: config_state
+                .as_ref()
+                .map_or(self.config_version, |c| c.version),
             version: env!("CARGO_PKG_VERSION"),
             uptime_secs: self.started.elapsed().as_secs(),
             tunnel: self.tunnel.snapshot(),
             proxy: self.proxy.as_ref().map(ProxyStatus::snapshot),
             certificates: self.certificates(),
+            config_state,
         }
     }
 

@@ -105,7 +105,8 @@ struct FileStamp {
 /// Owns the `[tls]` paths and publishes the current [`TlsMaterial`].
 #[derive(Debug)]
 pub struct CredentialStore {
-    config: TlsConfig,
+    /// The `[tls]` paths; replaced by a config push that changes them.
+    config: Mutex<TlsConfig>,
     tx: watch::Sender<Arc<TlsMaterial>>,
     /// Serializes reloads, so an older read can never overwrite a newer one.
     reload_lock: tokio::sync::Mutex<()>,
@@ -121,7 +122,7 @@ impl CredentialStore {
         let material = build_material(&config)?;
         let (tx, _rx) = watch::channel(Arc::new(material));
         Ok(CredentialStore {
-            config,
+            config: Mutex::new(config),
             tx,
             reload_lock: tokio::sync::Mutex::new(()),
             stamps: Mutex::new(stamps),
@@ -143,7 +144,7 @@ impl CredentialStore {
     /// use, the error is logged and returned (for SIGHUP and the status page).
     pub async fn reload(&self) -> Result<Arc<TlsMaterial>, StoreError> {
         let _guard = self.reload_lock.lock().await;
-        let config = self.config.clone();
+        let config = self.config();
         let read = tokio::task::spawn_blocking(move || {
             let stamps = file_stamps(&config);
             (stamps, build_material(&config))
@@ -171,6 +172,33 @@ impl CredentialStore {
         }
     }
 
+    /// The `[tls]` paths in use.
+    pub fn config(&self) -> TlsConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Switches to other files (a pushed config changed `[tls]`): loads them, and only if they
+    /// are good publishes them and keeps watching them. On error nothing changes.
+    pub async fn replace(&self, config: TlsConfig) -> Result<Arc<TlsMaterial>, StoreError> {
+        let _guard = self.reload_lock.lock().await;
+        let read = config.clone();
+        let (stamps, built) = tokio::task::spawn_blocking(move || {
+            let stamps = file_stamps(&read);
+            (stamps, build_material(&read))
+        })
+        .await
+        .map_err(|err| StoreError::Task(err.to_string()))?;
+        let material = Arc::new(built?);
+        *self.config.lock().unwrap_or_else(PoisonError::into_inner) = config;
+        *self.stamps.lock().unwrap_or_else(PoisonError::into_inner) = stamps;
+        self.tx.send_replace(material.clone());
+        tracing::info!(serial = %material.serial, "TLS files of the new config loaded");
+        Ok(material)
+    }
+
     /// Starts a task that reloads whenever a file's mtime, size or inode changes, checking
     /// every `interval`. It stops by itself when the store is dropped.
     pub fn spawn_watcher(self: &Arc<Self>, interval: Duration) -> JoinHandle<()> {
@@ -184,7 +212,7 @@ impl CredentialStore {
                 let Some(store) = store.upgrade() else {
                     return;
                 };
-                let config = store.config.clone();
+                let config = store.config();
                 let Ok(now) = tokio::task::spawn_blocking(move || file_stamps(&config)).await
                 else {
                     return;

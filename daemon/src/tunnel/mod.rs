@@ -16,7 +16,7 @@ mod udp;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -76,19 +76,52 @@ pub enum DemandError {
     /// The handshake did not complete within the connect timeout.
     #[error("the tunnel did not come up within {0:?}")]
     Timeout(Duration),
+    /// The tunnel is being restarted by a config change.
+    #[error("the tunnel is restarting for a config change")]
+    Restarting,
 }
 
 /// A running tunnel. Dropping it (or `shutdown`) removes the interface, its routes and the API
 /// socket.
 pub struct Tunnel {
     handle: TunnelHandle,
+    /// `None` only between stopping an old plane and starting a new one.
+    plane: Option<Arc<DataPlane>>,
     tasks: JoinSet<()>,
+    /// What it was started from: a config change that leaves these equal keeps it running.
+    settings: TunnelSettings,
 }
 
-/// What the rest of the daemon holds to use the tunnel.
+/// The parts of a config the tunnel is built from.
+#[derive(Debug, Clone, PartialEq)]
+struct TunnelSettings {
+    tunnel: crate::config::TunnelConfig,
+    role: Role,
+    socket_dir: std::path::PathBuf,
+}
+
+impl TunnelSettings {
+    fn of(config: &Config) -> Self {
+        TunnelSettings {
+            tunnel: config.tunnel.clone(),
+            role: config.facility.role,
+            socket_dir: config.paths.wireguard_socket_dir.clone(),
+        }
+    }
+}
+
+/// What the rest of the daemon holds to use the tunnel. It follows restarts: after a config
+/// change rebuilt the tunnel, every clone sees the new one.
 #[derive(Clone)]
 pub struct TunnelHandle {
-    plane: Arc<DataPlane>,
+    slot: Arc<RwLock<Current>>,
+}
+
+/// The tunnel in use. The plane is weak so that a restart can close the old TUN device and
+/// UDP socket (held only by the `Tunnel` and its tasks) before opening the new ones.
+#[derive(Clone)]
+struct Current {
+    plane: Weak<DataPlane>,
     info: Arc<TunnelInfo>,
 }
 
@@ -123,6 +156,71 @@ impl Tunnel {
     /// Creates and configures the interface, binds the UDP port, starts the data plane and the
     /// policy (an always-on box initiates a handshake at once).
     pub async fn start(config: &Config) -> Result<Tunnel, TunnelError> {
+        let (plane, info, tasks) = Self::build(config).await?;
+        Ok(Tunnel {
+            handle: TunnelHandle {
+                slot: Arc::new(RwLock::new(Current {
+                    plane: Arc::downgrade(&plane),
+                    info,
+                })),
+            },
+            plane: Some(plane),
+            tasks,
+            settings: TunnelSettings::of(config),
+        })
+    }
+
+    /// Applies a changed config: when anything the tunnel is built from changed, the tunnel
+    /// is rebuilt (a new interface with the configured address and routes, new sessions; TCP
+    /// connections bound to the tunnel address carry on once it is back). Returns whether it
+    /// was rebuilt. On error the tunnel is down; the caller applies the previous config.
+    pub async fn reconfigure(&mut self, config: &Config) -> Result<bool, TunnelError> {
+        let settings = TunnelSettings::of(config);
+        if settings == self.settings {
+            return Ok(false);
+        }
+        tracing::info!(interface = %self.settings.tunnel.interface, "tunnel config changed; restarting the tunnel");
+        self.stop_tasks().await;
+        let (plane, info, tasks) = Self::build(config).await?;
+        *self
+            .handle
+            .slot
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Current {
+            plane: Arc::downgrade(&plane),
+            info,
+        };
+        self.plane = Some(plane);
+        self.tasks = tasks;
+        self.settings = settings;
+        Ok(true)
+    }
+
+    /// Stops the tasks and waits until nothing holds the data plane any more, so that the TUN
+    /// device and the UDP port are closed.
+    async fn stop_tasks(&mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        self.handle
+            .slot
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .plane = Weak::new();
+        let Some(plane) = self.plane.take() else {
+            return;
+        };
+        let weak = Arc::downgrade(&plane);
+        drop(plane);
+        // Callers of the handle hold the plane only for the duration of one call.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while weak.strong_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn build(
+        config: &Config,
+    ) -> Result<(Arc<DataPlane>, Arc<TunnelInfo>, JoinSet<()>), TunnelError> {
         let tunnel = &config.tunnel;
         let secret = keys::read_private_key(&tunnel.private_key_file)?;
         let tun = tun::Tun::create(&tunnel.interface)?;
@@ -221,19 +319,14 @@ impl Tunnel {
             peers = tunnel.peers.len(),
             "tunnel started"
         );
-        Ok(Tunnel {
-            handle: TunnelHandle {
-                plane,
-                info: Arc::new(TunnelInfo {
-                    interface: tunnel.interface.clone(),
-                    address: tunnel.address,
-                    listen_port,
-                    mode,
-                    connect_timeout: Duration::from_secs(tunnel.policy.connect_timeout_secs),
-                }),
-            },
-            tasks,
-        })
+        let info = Arc::new(TunnelInfo {
+            interface: tunnel.interface.clone(),
+            address: tunnel.address,
+            listen_port,
+            mode,
+            connect_timeout: Duration::from_secs(tunnel.policy.connect_timeout_secs),
+        });
+        Ok((plane, info, tasks))
     }
 
     /// A handle for the proxy and the status page.
@@ -244,28 +337,35 @@ impl Tunnel {
     /// Stops the data plane and removes the interface (with its address and routes) and the
     /// API socket.
     pub async fn shutdown(mut self) {
-        self.tasks.abort_all();
-        while self.tasks.join_next().await.is_some() {}
-        tracing::info!(interface = %self.handle.info.interface, "tunnel stopped");
+        self.stop_tasks().await;
+        tracing::info!(interface = %self.settings.tunnel.interface, "tunnel stopped");
     }
 }
 
 impl TunnelHandle {
+    /// The plane in use (none while restarting) and its settings.
+    fn current(&self) -> (Option<Arc<DataPlane>>, Arc<TunnelInfo>) {
+        let slot = self.slot.read().unwrap_or_else(PoisonError::into_inner);
+        (slot.plane.upgrade(), Arc::clone(&slot.info))
+    }
+
     /// Gets a session to the peer responsible for `destination`, starting a handshake if the
     /// tunnel is idle, and holds the tunnel open until the guard is dropped. Waits at most the
     /// configured `connect_timeout`.
     pub async fn demand(&self, destination: IpAddr) -> Result<DemandGuard, DemandError> {
-        let peer = self
-            .plane
+        let (plane, info) = self.current();
+        let plane = plane.ok_or(DemandError::Restarting)?;
+        let peer = plane
             .peer_for(destination)
             .cloned()
             .ok_or(DemandError::NoRoute(destination))?;
         let mut states = peer.link_state.subscribe();
-        self.plane.external_event(&peer, Event::HoldAcquired).await;
+        plane.external_event(&peer, Event::HoldAcquired).await;
+        drop(plane);
         let guard = DemandGuard {
             peer: Arc::clone(&peer),
         };
-        let timeout = self.info.connect_timeout;
+        let timeout = info.connect_timeout;
         let up = tokio::time::timeout(timeout, async {
             states.wait_for(|s| *s == LinkState::Up).await.is_ok()
         })
@@ -279,13 +379,16 @@ impl TunnelHandle {
     /// Brings every on-demand peer up now without holding it (the administrator's "connect
     /// now"); it goes idle again after the idle timeout.
     pub async fn connect_now(&self) -> Result<(), DemandError> {
-        let timeout = self.info.connect_timeout;
-        for peer in &self.plane.peers {
+        let (plane, info) = self.current();
+        let plane = plane.ok_or(DemandError::Restarting)?;
+        let timeout = info.connect_timeout;
+        let peers = plane.peers.clone();
+        for peer in &peers {
             if peer.lock().policy.mode() == Mode::Passive {
                 continue;
             }
             let mut states = peer.link_state.subscribe();
-            self.plane.external_event(peer, Event::Demand).await;
+            plane.external_event(peer, Event::Demand).await;
             let up = tokio::time::timeout(timeout, async {
                 states.wait_for(|s| *s == LinkState::Up).await.is_ok()
             })
@@ -299,7 +402,10 @@ impl TunnelHandle {
 
     /// Drops the sessions of on-demand peers now (the administrator's "disconnect").
     pub async fn disconnect(&self) {
-        for peer in &self.plane.peers {
+        let Some(plane) = self.current().0 else {
+            return;
+        };
+        for peer in &plane.peers {
             let mut state = peer.lock();
             if state.policy.mode() == Mode::OnDemand {
                 state.tunn = None;
@@ -314,13 +420,26 @@ impl TunnelHandle {
     /// A consistent view of the tunnel for the status page, metrics and tests.
     pub fn snapshot(&self) -> TunnelSnapshot {
         let now = Instant::now();
-        let peers: Vec<PeerSnapshot> = self.plane.peers.iter().map(|p| p.snapshot(now)).collect();
-        let c = &self.plane.counters;
+        let (plane, info) = self.current();
+        let Some(plane) = plane else {
+            return TunnelSnapshot {
+                interface: info.interface.clone(),
+                address: info.address,
+                listen_port: info.listen_port,
+                policy: info.mode.as_str(),
+                state: LinkState::Down,
+                alarm: false,
+                peers: Vec::new(),
+                drops: DropCounts::default(),
+            };
+        };
+        let peers: Vec<PeerSnapshot> = plane.peers.iter().map(|p| p.snapshot(now)).collect();
+        let c = &plane.counters;
         TunnelSnapshot {
-            interface: self.info.interface.clone(),
-            address: self.info.address,
-            listen_port: self.info.listen_port,
-            policy: self.info.mode.as_str(),
+            interface: info.interface.clone(),
+            address: info.address,
+            listen_port: info.listen_port,
+            policy: info.mode.as_str(),
             state: overall_state(&peers),
             alarm: peers.iter().any(|p| p.alarm),
             peers,
@@ -339,12 +458,15 @@ impl TunnelHandle {
 
     /// True while the data plane's timer task keeps ticking (for the systemd watchdog).
     pub fn is_alive(&self) -> bool {
-        self.plane.heartbeat_age() < dataplane::TICK * 8
+        self.current()
+            .0
+            .is_some_and(|plane| plane.heartbeat_age() < dataplane::TICK * 8)
     }
 
-    /// Watches the state of the peer responsible for `destination`.
+    /// Watches the state of the peer responsible for `destination` (in the tunnel running now).
     pub fn watch_state(&self, destination: IpAddr) -> Option<watch::Receiver<LinkState>> {
-        self.plane
+        self.current()
+            .0?
             .peer_for(destination)
             .map(|p| p.link_state.subscribe())
     }
@@ -387,7 +509,7 @@ pub struct TunnelSnapshot {
 }
 
 /// Dropped packets by reason (NET-8 and bad input).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct DropCounts {
     /// From the TUN device with a source other than the box's address.
     pub foreign_source: u64,

@@ -1,0 +1,161 @@
+//! The operator's side of the management API: `renkei push`, `renkei confirm` and
+//! `renkei push --status`, over the same CRYPTREC-pinned TLS as everything else, with the
+//! operator's client certificate.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+
+use super::server::SIGNATURE_HEADER;
+use crate::config::{MinTls, TlsConfig};
+use crate::tls::credentials::{self, CredentialError};
+use crate::tls::profile::{self, ProfileError};
+
+/// Largest answer read from a box.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// How to reach a box's management API.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The box's management address (its tunnel address and port).
+    pub address: SocketAddr,
+    /// The name in the box's certificate.
+    pub server_name: String,
+    /// The operator's client certificate chain.
+    pub certificate_file: PathBuf,
+    /// Its private key.
+    pub private_key_file: PathBuf,
+    /// The CA that signed the boxes' certificates.
+    pub ca_file: PathBuf,
+    /// Bound on connecting and on the whole exchange.
+    pub timeout: Duration,
+}
+
+/// Why a request did not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The operator's certificate, key or CA could not be loaded.
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    /// rustls refused the configuration.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// `server_name` is not a DNS name or IP address.
+    #[error("invalid server name {0:?}")]
+    ServerName(String),
+    /// TCP, TLS or HTTP failed.
+    #[error("{address}: {message}")]
+    Transport {
+        /// The box.
+        address: SocketAddr,
+        /// What failed.
+        message: String,
+    },
+    /// No answer within the timeout.
+    #[error("{0}: no answer within {1:?}")]
+    Timeout(SocketAddr, Duration),
+}
+
+/// The box's HTTP status and JSON answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// The body, parsed as JSON when it is JSON.
+    pub body: serde_json::Value,
+}
+
+impl Reply {
+    /// 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// Sends a config and its signature.
+pub async fn push(target: &Target, config: Vec<u8>, signature: &str) -> Result<Reply, ClientError> {
+    request(target, Method::POST, "/v1/config", config, Some(signature)).await
+}
+
+/// Confirms the pending config (`version`, when given, must be the pending one).
+pub async fn confirm(target: &Target, version: Option<u64>) -> Result<Reply, ClientError> {
+    let body = match version {
+        Some(v) => serde_json::json!({ "version": v }).to_string().into_bytes(),
+        None => Vec::new(),
+    };
+    request(target, Method::POST, "/v1/confirm", body, None).await
+}
+
+/// Reads the running config's version, hash, signer and state.
+pub async fn status(target: &Target) -> Result<Reply, ClientError> {
+    request(target, Method::GET, "/v1/config", Vec::new(), None).await
+}
+
+async fn request(
+    target: &Target,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+    signature: Option<&str>,
+) -> Result<Reply, ClientError> {
+    let credentials = credentials::load(&TlsConfig {
+        certificate_file: target.certificate_file.clone(),
+        private_key_file: target.private_key_file.clone(),
+        ca_file: target.ca_file.clone(),
+        crl_file: None,
+    })?;
+    let tls = profile::client_config(&credentials, MinTls::Tls13)?;
+    let name = ServerName::try_from(target.server_name.clone())
+        .map_err(|_| ClientError::ServerName(target.server_name.clone()))?;
+    let address = target.address;
+    let transport = |message: String| ClientError::Transport { address, message };
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(address)
+            .await
+            .map_err(|e| transport(format!("connect: {e}")))?;
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| transport(format!("TLS: {e}")))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| transport(format!("HTTP: {e}")))?;
+        let driver = tokio::spawn(connection);
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, target.server_name.as_str());
+        if let Some(signature) = signature {
+            builder = builder
+                .header(SIGNATURE_HEADER, signature.trim())
+                .header(hyper::header::CONTENT_TYPE, "application/toml");
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| transport(format!("request: {e}")))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| transport(format!("HTTP: {e}")))?;
+        let status = response.status().as_u16();
+        let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| transport(format!("answer: {e}")))?
+            .to_bytes();
+        driver.abort();
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        });
+        Ok(Reply { status, body })
+    };
+    tokio::time::timeout(target.timeout, exchange)
+        .await
+        .map_err(|_| ClientError::Timeout(address, target.timeout))?
+}

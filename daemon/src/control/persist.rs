@@ -1,0 +1,324 @@
+//! The config file and the files that make a push crash-safe (AVL-1).
+//!
+//! A push writes, each durably (temp file, fsync, rename, fsync of the directory) and in this
+//! order: `previous.toml` (the confirmed config's bytes), `pending.json` (the marker), then the
+//! config file itself. The marker's removal is the commit point of a confirm. A rollback writes
+//! `previous.toml` back over the config file and then removes the marker. At start,
+//! [`ConfigFiles::recover`] finds a marker left by a crash or a reboot inside the confirm window
+//! and restores the previous config, so after any crash the config file holds either the last
+//! confirmed config or a newly confirmed one, never half of anything.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Mode of a config file written by the daemon when none existed: it holds the admin password
+/// hash, so not world-readable.
+const CONFIG_FILE_MODE: u32 = 0o640;
+/// Largest marker or record file read back.
+const MAX_RECORD_BYTES: u64 = 64 * 1024;
+
+/// A file operation that failed, with the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct PersistError {
+    /// The file or directory.
+    pub path: PathBuf,
+    /// What the OS (or the parser) said.
+    pub source: io::Error,
+}
+
+fn at(path: &Path) -> impl FnOnce(io::Error) -> PersistError + '_ {
+    move |source| PersistError {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What `pending.json` says about a config awaiting confirmation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRecord {
+    /// The pending config's `meta.version`.
+    pub version: u64,
+    /// The version it replaced.
+    pub previous_version: u64,
+    /// SHA-256 (hex) of the pending config's bytes.
+    pub sha256: String,
+    /// Fingerprint of the key that signed it.
+    pub signer: String,
+    /// Identity of the operator's client certificate that pushed it.
+    pub pushed_by: String,
+    /// When it was applied (unix seconds).
+    pub applied_at_unix: u64,
+    /// When it is rolled back unless confirmed (unix seconds).
+    pub confirm_deadline_unix: u64,
+}
+
+/// What `confirmed.json` says about the confirmed config (for the status page after restarts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfirmedRecord {
+    /// Its `meta.version`.
+    pub version: u64,
+    /// SHA-256 (hex) of its bytes: the record applies only while the file still matches.
+    pub sha256: String,
+    /// Fingerprint of the key that signed it.
+    pub signer: String,
+    /// Identity of the operator's client certificate that pushed it.
+    pub pushed_by: String,
+    /// When it was confirmed (unix seconds).
+    pub confirmed_at_unix: u64,
+}
+
+/// What start-up recovery did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// The marker that was found (absent if it could not be parsed).
+    pub pending: Option<PendingRecord>,
+}
+
+/// The config file and the state directory files around it.
+#[derive(Debug, Clone)]
+pub struct ConfigFiles {
+    config_path: PathBuf,
+    dir: PathBuf,
+}
+
+impl ConfigFiles {
+    /// `config_path` is the file the daemon runs from; the push files live in
+    /// `<state_dir>/config/`.
+    pub fn new(config_path: &Path, state_dir: &Path) -> Self {
+        ConfigFiles {
+            config_path: config_path.to_path_buf(),
+            dir: state_dir.join("config"),
+        }
+    }
+
+    /// The config file.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    fn previous_path(&self) -> PathBuf {
+        self.dir.join("previous.toml")
+    }
+
+    fn pending_path(&self) -> PathBuf {
+        self.dir.join("pending.json")
+    }
+
+    fn confirmed_path(&self) -> PathBuf {
+        self.dir.join("confirmed.json")
+    }
+
+    /// At start: if a pushed config was never confirmed, put the previous one back.
+    pub fn recover(&self) -> Result<Option<Recovery>, PersistError> {
+        let marker = self.pending_path();
+        if !marker.exists() {
+            return Ok(None);
+        }
+        let pending = read_json::<PendingRecord>(&marker).ok();
+        let previous = self.previous_path();
+        match fs::read(&previous) {
+            Ok(bytes) => self.write_config(&bytes)?,
+            // A marker is only written after previous.toml: without it the config file was
+            // never replaced.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(at(&previous)(e)),
+        }
+        remove_durably(&marker)?;
+        Ok(Some(Recovery { pending }))
+    }
+
+    /// Makes `new` the config file, keeping `current` to roll back to.
+    pub fn begin(
+        &self,
+        current: &[u8],
+        new: &[u8],
+        record: &PendingRecord,
+    ) -> Result<(), PersistError> {
+        fs::create_dir_all(&self.dir).map_err(at(&self.dir))?;
+        write_durably(&self.previous_path(), current, 0o600)?;
+        let json = serde_json::to_vec_pretty(record).map_err(|e| at(&self.dir)(e.into()))?;
+        write_durably(&self.pending_path(), &json, 0o600)?;
+        self.write_config(new)
+    }
+
+    /// Commits the pending config.
+    pub fn confirm(&self, record: &ConfirmedRecord) -> Result<(), PersistError> {
+        remove_durably(&self.pending_path())?;
+        let json = serde_json::to_vec_pretty(record).map_err(|e| at(&self.dir)(e.into()))?;
+        write_durably(&self.confirmed_path(), &json, 0o600)
+    }
+
+    /// Puts the previous config back; returns its bytes.
+    pub fn rollback(&self) -> Result<Vec<u8>, PersistError> {
+        let previous = self.previous_path();
+        let bytes = fs::read(&previous).map_err(at(&previous))?;
+        self.write_config(&bytes)?;
+        remove_durably(&self.pending_path())?;
+        Ok(bytes)
+    }
+
+    /// The confirmed record, if it describes `config_bytes`.
+    pub fn confirmed_record(&self, config_bytes: &[u8]) -> Option<ConfirmedRecord> {
+        let record = read_json::<ConfirmedRecord>(&self.confirmed_path()).ok()?;
+        (record.sha256 == sha256_hex(config_bytes)).then_some(record)
+    }
+
+    fn write_config(&self, bytes: &[u8]) -> Result<(), PersistError> {
+        let mode = fs::metadata(&self.config_path)
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(CONFIG_FILE_MODE);
+        write_durably(&self.config_path, bytes, mode)
+    }
+}
+
+/// SHA-256 of `bytes` as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, PersistError> {
+    let file = File::open(path).map_err(at(path))?;
+    let len = file.metadata().map_err(at(path))?.len();
+    if len > MAX_RECORD_BYTES {
+        return Err(at(path)(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{len} bytes is too large for a record"),
+        )));
+    }
+    serde_json::from_reader(io::BufReader::new(file))
+        .map_err(|e| at(path)(io::Error::new(io::ErrorKind::InvalidData, e)))
+}
+
+/// Writes `bytes` to `path` so that after a crash the file holds either its old content or all
+/// of the new one: temp file in the same directory, fsync, rename, fsync the directory.
+pub fn write_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PersistError> {
+    let dir = parent(path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(at(&tmp))?;
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(at(&tmp))?;
+    file.write_all(bytes).map_err(at(&tmp))?;
+    file.sync_all().map_err(at(&tmp))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(at(path))?;
+    sync_dir(dir)
+}
+
+fn remove_durably(path: &Path) -> Result<(), PersistError> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(parent(path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(at(path)(e)),
+    }
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), PersistError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(at(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(version: u64) -> PendingRecord {
+        PendingRecord {
+            version,
+            previous_version: version - 1,
+            sha256: String::new(),
+            signer: "k".into(),
+            pushed_by: "operator".into(),
+            applied_at_unix: 0,
+            confirm_deadline_unix: 0,
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, ConfigFiles) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("renkei.toml");
+        fs::write(&config, b"v1").expect("write");
+        fs::set_permissions(&config, fs::Permissions::from_mode(0o640)).expect("chmod");
+        let files = ConfigFiles::new(&config, &dir.path().join("state"));
+        (dir, files)
+    }
+
+    #[test]
+    fn avl1_confirm_keeps_the_new_config() {
+        let (_dir, files) = setup();
+        files.begin(b"v1", b"v2", &record(2)).expect("begin");
+        assert_eq!(fs::read(files.config_path()).expect("read"), b"v2");
+        let mode = fs::metadata(files.config_path())
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640, "the config file keeps its mode");
+        files
+            .confirm(&ConfirmedRecord {
+                version: 2,
+                sha256: sha256_hex(b"v2"),
+                signer: "k".into(),
+                pushed_by: "op".into(),
+                confirmed_at_unix: 1,
+            })
+            .expect("confirm");
+        assert_eq!(files.recover().expect("recover"), None);
+        assert_eq!(fs::read(files.config_path()).expect("read"), b"v2");
+        assert_eq!(files.confirmed_record(b"v2").map(|r| r.version), Some(2));
+        assert_eq!(files.confirmed_record(b"v3"), None);
+    }
+
+    #[test]
+    fn avl1_rollback_and_recovery_restore_the_previous_config() {
+        let (_dir, files) = setup();
+        files.begin(b"v1", b"v2", &record(2)).expect("begin");
+        assert_eq!(files.rollback().expect("rollback"), b"v1");
+        assert_eq!(fs::read(files.config_path()).expect("read"), b"v1");
+        assert_eq!(files.recover().expect("recover"), None);
+
+        files.begin(b"v1", b"v2", &record(2)).expect("begin");
+        let recovery = files
+            .recover()
+            .expect("recover")
+            .expect("something recovered");
+        assert_eq!(recovery.pending.map(|p| p.version), Some(2));
+        assert_eq!(fs::read(files.config_path()).expect("read"), b"v1");
+        assert_eq!(files.recover().expect("recover again"), None);
+    }
+
+    #[test]
+    fn avl1_a_crash_before_the_config_is_replaced_recovers_to_the_same_config() {
+        let (_dir, files) = setup();
+        // previous.toml and the marker written, the config file not yet replaced.
+        fs::create_dir_all(&files.dir).expect("mkdir");
+        write_durably(&files.previous_path(), b"v1", 0o600).expect("previous");
+        fs::write(files.pending_path(), b"{ torn").expect("torn marker");
+        let recovery = files.recover().expect("recover").expect("recovered");
+        assert_eq!(recovery.pending, None, "a torn marker still rolls back");
+        assert_eq!(fs::read(files.config_path()).expect("read"), b"v1");
+    }
+}
