@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod foreign;
 pub mod lab;
 pub mod netns;
+pub mod operator;
 pub mod pki;
 pub mod tlstools;
 pub mod traffic;

@@ -259,7 +259,16 @@ async fn route(
                     })
                     .await
                 }
-                Err(answer) => answer,
+                Err(answer) => {
+                    tracing::warn!(
+                        event = "refused",
+                        pushed_by = %operator,
+                        reason = answer.body["error"].as_str().unwrap_or("bad_request"),
+                        error = answer.body["message"].as_str().unwrap_or(""),
+                        "pushed config refused; nothing changed"
+                    );
+                    answer
+                }
             }
         }
         (&Method::POST, "/v1/confirm") => match read_body(request, MAX_CONFIRM_BODY).await {

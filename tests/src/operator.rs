@@ -1,0 +1,225 @@
+//! The network operator of the lab: a config signing key, a client certificate from the lab
+//! CA, and `renkei sign` / `push` / `confirm` / `remote` run as the real binary inside the data
+//! centre's namespace, so every push crosses the hub's tunnel to the box (AUTH-2).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use renkei::control::signing::SigningKeyPair;
+
+use crate::daemon::renkei_bin;
+use crate::lab::{Lab, Node};
+use crate::pki::LeafFiles;
+use crate::tlstools::{run_bounded, Finished};
+
+/// Port of every box's management API in the lab.
+pub const MANAGEMENT_PORT: u16 = 7443;
+/// Longest one operator command may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// The operator's keys and tools.
+pub struct Operator {
+    /// Folder with the operator's files.
+    pub dir: PathBuf,
+    /// The config signing key (private; stays here).
+    pub signing_key: PathBuf,
+    /// Its public key, as boxes trust it.
+    pub signing_public: PathBuf,
+    /// The operator's TLS client certificate and key, from the lab CA.
+    pub client: LeafFiles,
+    /// The lab CA that signed the boxes' certificates.
+    pub ca: PathBuf,
+    /// `--timeout-secs` of every command.
+    timeout_secs: u64,
+}
+
+/// What one operator command printed and whether it succeeded.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Exit status 0.
+    pub success: bool,
+    /// The JSON answers printed (push prints two: the push answer and the state after it).
+    pub answers: Vec<serde_json::Value>,
+    /// Everything printed.
+    pub output: String,
+}
+
+impl Outcome {
+    fn from(finished: Finished) -> Outcome {
+        let answers = serde_json::Deserializer::from_str(
+            finished.output.trim_start_matches(|c: char| c != '{'),
+        )
+        .into_iter::<serde_json::Value>()
+        .filter_map(Result::ok)
+        .collect();
+        Outcome {
+            success: finished.success(),
+            answers,
+            output: finished.output,
+        }
+    }
+
+    /// The `error` code of the first answer, if it is an error.
+    pub fn error_code(&self) -> Option<&str> {
+        self.answers.first().and_then(|a| a["error"].as_str())
+    }
+}
+
+impl Operator {
+    /// Makes the operator's signing key (with `renkei keygen --operator`) and client
+    /// certificate under `<lab>/operator`.
+    pub fn new(lab: &Lab) -> anyhow::Result<Operator> {
+        let dir = lab.dir.join("operator");
+        std::fs::create_dir_all(&dir)?;
+        let signing_key = dir.join("signing.key");
+        let out = std::process::Command::new(renkei_bin()?)
+            .args(["keygen", "--operator", "--private-key"])
+            .arg(&signing_key)
+            .output()?;
+        anyhow::ensure!(out.status.success(), "keygen --operator: {out:?}");
+        let client = lab
+            .ca
+            .issue("operator.renkei.test")?
+            .write(&dir, "client")?;
+        Ok(Operator {
+            signing_public: renkei::keys::public_key_path(&signing_key),
+            signing_key,
+            client,
+            ca: lab.pki_dir().join("operator-ca.crt"),
+            dir,
+            timeout_secs: 20,
+        })
+    }
+
+    /// Bounds every exchange with a box at `secs` (the crash test cuts exchanges short).
+    pub fn with_timeout_secs(mut self, secs: u64) -> Self {
+        self.timeout_secs = secs;
+        self
+    }
+
+    /// A second signing key (for rotation and unknown-key tests): `(private, public)` paths.
+    pub fn extra_signing_key(&self, name: &str) -> anyhow::Result<(PathBuf, String)> {
+        let pair = SigningKeyPair::generate();
+        let path = self.dir.join(format!("{name}.key"));
+        crate::pki::write_key(&path, &pair.private_pem()?)?;
+        Ok((path, pair.public().to_pem()))
+    }
+
+    /// The `[management]` section for a box: on its tunnel address, trusting this operator.
+    pub fn management_toml(
+        &self,
+        node: Node,
+        confirm_timeout_secs: u64,
+        auto_confirm: bool,
+    ) -> String {
+        format!(
+            r#"
+[management]
+listen = "{addr}:{MANAGEMENT_PORT}"
+operator_ca_file = "tls/operator-ca.crt"
+operator_signing_key_file = "{key}"
+confirm_timeout_secs = {confirm_timeout_secs}
+auto_confirm = {auto_confirm}
+"#,
+            addr = node.tunnel_address(),
+            key = self.signing_public.display(),
+        )
+    }
+
+    /// Writes `text` to `<operator>/<name>` and signs it with `key` (default: the operator's
+    /// key) through `renkei sign`. Returns the config path.
+    pub fn write_signed(
+        &self,
+        name: &str,
+        text: &str,
+        key: Option<&Path>,
+    ) -> anyhow::Result<PathBuf> {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text)?;
+        let out = std::process::Command::new(renkei_bin()?)
+            .arg("sign")
+            .arg("--key")
+            .arg(key.unwrap_or(&self.signing_key))
+            .arg(&path)
+            .output()?;
+        anyhow::ensure!(out.status.success(), "renkei sign: {out:?}");
+        Ok(path)
+    }
+
+    fn target_args(&self, node: Node) -> Vec<String> {
+        vec![
+            "--to".into(),
+            format!("{}:{MANAGEMENT_PORT}", node.tunnel_address()),
+            "--server-name".into(),
+            node.tls_name().into(),
+            "--cert".into(),
+            self.client.cert.display().to_string(),
+            "--key".into(),
+            self.client.key.display().to_string(),
+            "--ca".into(),
+            self.ca.display().to_string(),
+            "--timeout-secs".into(),
+            self.timeout_secs.to_string(),
+        ]
+    }
+
+    fn run(&self, lab: &Lab, args: Vec<String>) -> anyhow::Result<Outcome> {
+        let bin = renkei_bin()?;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let finished = run_bounded(
+            lab.ns(Node::Hub),
+            &bin.to_string_lossy(),
+            &args,
+            b"",
+            COMMAND_TIMEOUT,
+        )
+        .context("running the operator's renkei")?;
+        Ok(Outcome::from(finished))
+    }
+
+    /// `renkei push` of a signed config file to `node`, from the data centre.
+    pub fn push(&self, lab: &Lab, node: Node, config: &Path) -> anyhow::Result<Outcome> {
+        let mut args = vec!["push".to_string()];
+        args.extend(self.target_args(node));
+        args.push(config.display().to_string());
+        self.run(lab, args)
+    }
+
+    /// `renkei push` with explicit extra arguments (a foreign client certificate, say).
+    pub fn push_with(
+        &self,
+        lab: &Lab,
+        node: Node,
+        config: &Path,
+        replace: &[(&str, String)],
+    ) -> anyhow::Result<Outcome> {
+        let mut args = vec!["push".to_string()];
+        let mut target = self.target_args(node);
+        for (flag, value) in replace {
+            if let Some(i) = target.iter().position(|a| a == flag) {
+                target[i + 1] = value.clone();
+            }
+        }
+        args.extend(target);
+        args.push(config.display().to_string());
+        self.run(lab, args)
+    }
+
+    /// `renkei confirm` to `node`.
+    pub fn confirm(&self, lab: &Lab, node: Node, version: Option<u64>) -> anyhow::Result<Outcome> {
+        let mut args = vec!["confirm".to_string()];
+        args.extend(self.target_args(node));
+        if let Some(v) = version {
+            args.extend(["--version".to_string(), v.to_string()]);
+        }
+        self.run(lab, args)
+    }
+
+    /// `renkei remote` (the box's config state) of `node`.
+    pub fn remote(&self, lab: &Lab, node: Node) -> anyhow::Result<Outcome> {
+        let mut args = vec!["remote".to_string()];
+        args.extend(self.target_args(node));
+        self.run(lab, args)
+    }
+}
