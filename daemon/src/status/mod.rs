@@ -149,6 +149,24 @@ pub fn summary(document: &serde_json::Value) -> String {
         text(&document["role"]),
         text(&document["config_version"])
     );
+    let config = &document["config_state"];
+    if config.is_object() {
+        let origin = match config["signer"].as_str() {
+            Some(signer) => format!(
+                "signed by {signer}, pushed by {}",
+                text(&config["pushed_by"])
+            ),
+            None => "installed locally".to_string(),
+        };
+        let state = match config["confirm_deadline_unix"].as_u64() {
+            Some(deadline) => format!(
+                "PENDING: rolls back to version {} at {deadline} (unix) unless confirmed",
+                text(&config["previous_version"])
+            ),
+            None => "confirmed".to_string(),
+        };
+        let _ = writeln!(out, "config: {state}; {origin}");
+    }
     let _ = writeln!(
         out,
         "tunnel: {} {} on {} ({}), port {}{}",
