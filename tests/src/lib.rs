@@ -9,6 +9,8 @@
 pub mod bench;
 pub mod bench_proxy;
 pub mod daemon;
+pub mod demo;
+pub mod docserver;
 pub mod foreign;
 pub mod lab;
 pub mod netns;
