@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod bench_proxy;
+pub mod compliance;
 pub mod daemon;
 pub mod demo;
 pub mod docserver;

@@ -5,7 +5,8 @@
 //! with their TLS services, status pages and management APIs, writes `target/lab/lab.json`,
 //! prints what is where and what to try, and returns while the lab keeps running. `lab down`
 //! removes everything it created; `lab up` does that first when a lab is left over.
-//! `lab show` prints the summary again. `lab bench-tunnel [SECONDS]` and
+//! `lab show` prints the summary again. `lab compliance` writes `docs/compliance.md` from the
+//! output of a test run. `lab bench-tunnel [SECONDS]` and
 //! `lab bench-proxy [SECONDS] [IDLE]` run the benchmarks.
 
 use std::path::PathBuf;
@@ -17,9 +18,13 @@ const USAGE: &str = "usage:
   lab up [--dir DIR] [--clinic-idle-timeout SECS]   start the demo lab in the background
   lab down [--dir DIR]                               remove it
   lab show [--dir DIR]                               print what is where again
+  lab compliance [--requirements FILE] [--log FILE]... [--out FILE]
+                                                     write the compliance report of a test run
   lab bench-tunnel [SECONDS]
   lab bench-proxy [SECONDS] [IDLE]
-DIR (where lab.json is kept) defaults to $RENKEI_LAB_DIR, else target/lab of the checkout.";
+DIR (where lab.json is kept) defaults to $RENKEI_LAB_DIR, else target/lab of the checkout.
+compliance reads docs/requirements.md and target/test-output.log and writes docs/compliance.md
+of the checkout unless told otherwise.";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,6 +39,9 @@ struct Flags {
     dir: PathBuf,
     idle: Option<u32>,
     listen: Option<String>,
+    requirements: Option<PathBuf>,
+    logs: Vec<PathBuf>,
+    out: Option<PathBuf>,
     positional: Vec<String>,
 }
 
@@ -42,6 +50,9 @@ fn flags(args: &[String]) -> anyhow::Result<Flags> {
         dir: demo::default_state_dir(),
         idle: None,
         listen: None,
+        requirements: None,
+        logs: Vec::new(),
+        out: None,
         positional: Vec::new(),
     };
     let mut it = args.iter();
@@ -62,6 +73,9 @@ fn flags(args: &[String]) -> anyhow::Result<Flags> {
                 out.idle = Some(secs);
             }
             "--listen" => out.listen = Some(value()?),
+            "--requirements" => out.requirements = Some(PathBuf::from(value()?)),
+            "--log" => out.logs.push(PathBuf::from(value()?)),
+            "--out" => out.out = Some(PathBuf::from(value()?)),
             flag if flag.starts_with("--") => anyhow::bail!("unknown option {flag}\n{USAGE}"),
             _ => out.positional.push(arg.clone()),
         }
@@ -112,6 +126,21 @@ fn run(args: &[String]) -> anyhow::Result<()> {
                 )
             })?;
             print!("{}", demo::summary(&record, &flags.dir));
+            Ok(())
+        }
+        "compliance" => {
+            use renkei_lab::compliance;
+            let root = compliance::checkout();
+            let requirements = flags
+                .requirements
+                .unwrap_or_else(|| root.join("docs/requirements.md"));
+            let logs = if flags.logs.is_empty() {
+                vec![root.join("target/test-output.log")]
+            } else {
+                flags.logs
+            };
+            let out = flags.out.unwrap_or_else(|| root.join("docs/compliance.md"));
+            println!("{}", compliance::generate(&requirements, &logs, &out)?);
             Ok(())
         }
         "keep" => demo::keep(&flags.dir, &options),
