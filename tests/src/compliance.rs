@@ -327,7 +327,8 @@ pub fn render(report: &Report, about: &str) -> String {
          `../shared/design/requirements.md`) is proven by the tests whose names start with its \
          ID (`net1_net7_...` proves NET-1 and NET-7) or by `PASS <ID>` lines of tests that are \
          not Rust. **proven**: a test passed and none failed; **failing**: a test failed; \
-         **open**: no test passed.\n"
+         **open**: no test passed. A test's name is its author's claim that it proves \
+         the requirement; review the claim with the test.\n"
     );
     let _ = writeln!(out, "{about}\n");
     let _ = writeln!(

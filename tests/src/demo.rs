@@ -13,6 +13,7 @@
 //! name and path in it is checked to be one the lab could have made before anything is removed.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -185,7 +186,7 @@ pub struct StatusPage {
     pub admin_password: String,
     /// CA file that verifies the page's HTTPS certificate (none for plain HTTP on loopback).
     pub ca_file: Option<PathBuf>,
-    /// The operator's metrics listener (on the tunnel address).
+    /// The operator's metrics listener (on the tunnel address; operator client certificate).
     pub metrics_url: String,
     /// Whether something answered on the page's address when the lab came up (the daemon
     /// serves it once issue #5 lands).
@@ -290,7 +291,7 @@ impl LabRecord {
         Ok(Some(record))
     }
 
-    /// Writes the record atomically (a reader never sees half a file).
+    /// Writes the record atomically (a reader never sees half a file), readable by root only.
     pub fn write(&self, state_dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("creating {}", state_dir.display()))?;
@@ -298,7 +299,17 @@ impl LabRecord {
         let partial = state_dir.join(format!("{RECORD_FILE}.partial"));
         let mut text = serde_json::to_string_pretty(self)?;
         text.push('\n');
-        std::fs::write(&partial, text).with_context(|| format!("writing {}", partial.display()))?;
+        // 0600: the record holds the admin passwords of the run.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?;
+        file.write_all(text.as_bytes())
+            .with_context(|| format!("writing {}", partial.display()))?;
+        drop(file);
         std::fs::rename(&partial, &path)
             .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
         Ok(())
@@ -956,7 +967,7 @@ fn node_record(
             },
             admin_password,
             ca_file: https.then(|| lab.tls_dir(node).join("operator-ca.crt")),
-            metrics_url: format!("http://{}:{METRICS_PORT}/metrics", node.tunnel_address()),
+            metrics_url: format!("https://{}:{METRICS_PORT}/metrics", node.tunnel_address()),
             served: false,
         },
         management: Management {
