@@ -42,6 +42,9 @@ pub const KEEPER_LOG: &str = "keeper.log";
 pub const UP_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long `lab down` gives the keeper, then each process, to exit after SIGTERM.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long `lab up` waits for status pages and management APIs to answer before it records
+/// them as not served.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Port of the status pages (as in `config/*.toml`).
 pub const STATUS_PORT: u16 = 9443;
 /// Port of the operator's metrics listener on the tunnel address.
@@ -979,18 +982,30 @@ fn node_record(
 
 /// Whether anything accepts connections on the status pages and management APIs yet.
 fn probe_pages(lab: &Lab, record: &mut LabRecord) {
-    for (node, entry) in Node::ALL.into_iter().zip(record.nodes.iter_mut()) {
+    let probe = |node: Node| {
         let from = if node.lan_address().is_some() {
             lab.lan_ns(node)
         } else {
             lab.ns(node)
         };
         let timeout = Duration::from_secs(1);
-        entry.status_page.served = from.tcp_connect(&status_listen(node), timeout).is_ok();
-        entry.management.served = lab
+        let page = from.tcp_connect(&status_listen(node), timeout).is_ok();
+        let management = lab
             .ns(node)
             .tcp_connect(&management_listen(node), timeout)
             .is_ok();
+        (page, management)
+    };
+    // Listeners may bind a moment after the control socket answers: a short bounded wait
+    // for all of them, then whatever answers is recorded as served.
+    let _ = wait_until(PROBE_TIMEOUT, "status pages and management APIs", || {
+        Node::ALL
+            .into_iter()
+            .all(|node| probe(node) == (true, true))
+            .then_some(())
+    });
+    for (node, entry) in Node::ALL.into_iter().zip(record.nodes.iter_mut()) {
+        (entry.status_page.served, entry.management.served) = probe(node);
     }
 }
 
@@ -1131,21 +1146,39 @@ fn commands(record: &LabRecord, state_dir: &Path) -> anyhow::Result<Vec<CommandR
     ];
     for node in &record.nodes {
         let page = &node.status_page;
-        let mut argv = strings(&[
-            "ip",
-            "netns",
-            "exec",
-            &page.open_from_namespace,
-            "curl",
-            "-sS",
-            "--max-time",
-            "10",
+        // Log in with the admin password (the session cookie goes to a jar in the box's
+        // folder), then read the page's status API: what the page shows, as JSON.
+        let jar = record.lab_dir.join(&node.name).join("status-cookies.txt");
+        let curl = |extra: &[&str]| {
+            let mut argv = strings(&[
+                "ip",
+                "netns",
+                "exec",
+                &page.open_from_namespace,
+                "curl",
+                "-sS",
+                "--fail",
+                "--max-time",
+                "10",
+            ]);
+            if let Some(ca) = &page.ca_file {
+                argv.push("--cacert".into());
+                argv.push(ca.to_string_lossy().into_owned());
+            }
+            argv.extend(extra.iter().map(|s| s.to_string()));
+            shell_line(&argv)
+        };
+        let jar = jar.to_string_lossy();
+        let login = curl(&[
+            "-o",
+            "/dev/null",
+            "-c",
+            &jar,
+            "--data-urlencode",
+            &format!("password={}", page.admin_password),
+            &format!("{}login", page.url),
         ]);
-        if let Some(ca) = &page.ca_file {
-            argv.push("--cacert".into());
-            argv.push(ca.to_string_lossy().into_owned());
-        }
-        argv.push(page.url.clone());
+        let api = curl(&["-b", &jar, &format!("{}api/v1/status", page.url)]);
         let note = if page.served {
             ""
         } else {
@@ -1154,10 +1187,10 @@ fn commands(record: &LabRecord, state_dir: &Path) -> anyhow::Result<Vec<CommandR
         all.push(command(
             &format!("status-page-{}", node.name),
             &format!(
-                "open the {} status page; admin password {}{note}",
-                node.name, page.admin_password
+                "log in to the {} status page ({}, admin password {}) and read its status API{note}",
+                node.name, page.url, page.admin_password
             ),
-            argv,
+            vec!["sh".into(), "-c".into(), format!("{login} && {api}")],
         ));
     }
     all.push(CommandRecord {

@@ -320,12 +320,30 @@ fn net1_net7_log1_lab_demo_document_fetch_on_demand() {
     let served = std::fs::read_to_string(&server.log).expect("document server log");
     assert_eq!(served.matches("\" 200").count(), 2, "{served}");
 
-    // Status pages: once the daemon serves them (issue #5), each must answer over a
-    // certificate that verifies against the lab CA.
-    for node in &record.nodes {
-        if node.status_page.served {
-            run_recorded(&record, &format!("status-page-{}", node.name));
+    // All three status pages show it, once the daemon serves them (issue #5): logged in with
+    // the printed password over HTTPS verified against the lab CA, each page's status API shows
+    // the clinic's tunnel up and the two fetches in its access log.
+    for (node, peer, service) in [
+        ("clinic", "dc", "documents"),
+        ("dc", "clinic", "portal"),
+        ("hospital", "dc", "documents"),
+    ] {
+        if !record.node(node).expect("node").status_page.served {
+            eprintln!("{node}: status page not served yet (issue #5)");
+            continue;
         }
+        let page: Value =
+            serde_json::from_slice(&run_recorded(&record, &format!("status-page-{node}")))
+                .unwrap_or_else(|e| panic!("{node} status page JSON: {e}"));
+        let state = page["tunnel"]["peers"]
+            .as_array()
+            .and_then(|peers| peers.iter().find(|p| p["name"] == peer))
+            .map(|p| p["state"].clone());
+        assert_eq!(state, Some(Value::from("up")), "{node}: {page:#}");
+        let fetches = page["proxy"]["recent_connections"]
+            .as_array()
+            .map(|all| all.iter().filter(|r| r["service"] == service).count());
+        assert_eq!(fetches, Some(2), "{node}: {page:#}");
     }
 
     // NET-7: the clinic's tunnel closes by itself after its 10 s idle time, not before.
