@@ -89,7 +89,7 @@ fn check_one(fixture: &Fixture, source: &Path) -> Result<(), String> {
 }
 
 #[test]
-fn every_bad_config_is_refused_with_its_expected_diagnostics() {
+fn int1_every_bad_config_is_refused_with_its_expected_diagnostics() {
     let files = corpus();
     assert!(
         files.len() >= 30,

@@ -74,7 +74,7 @@ fn check_positions(text: &str, diagnostics: &Diagnostics) -> Result<(), TestCase
 
 /// (a) Arbitrary text, and text made of TOML's punctuation.
 #[test]
-fn arbitrary_strings_never_panic() {
+fn int1_arbitrary_strings_never_panic() {
     let strategy = prop_oneof![any::<String>(), "[\\[\\]{}=,.\"'#a-z0-9_ \\n\\t:/-]{0,300}",];
     run(3000, strategy, |fixture, text| {
         load_and_check_positions(fixture, &text)
@@ -185,7 +185,7 @@ fn apply(text: &str, mutation: &Mutation) -> String {
 
 /// (b) Each example config with one to four random edits.
 #[test]
-fn mutated_examples_never_panic() {
+fn int1_mutated_examples_never_panic() {
     let strategy = (0..EXAMPLES.len(), prop::collection::vec(mutation(), 1..5));
     run(3000, strategy, |fixture, (example, mutations)| {
         let mut text = EXAMPLES[example].1.to_string();
@@ -291,7 +291,7 @@ fn structured_value() -> impl Strategy<Value = toml::Value> {
 
 /// (c) Random tables of (mostly) schema keys, serialized as TOML.
 #[test]
-fn generated_tables_never_panic() {
+fn int1_generated_tables_never_panic() {
     let strategy = prop::collection::btree_map(key(), structured_value(), 0..9);
     run(2000, strategy, |fixture, map| {
         let table: toml::Table = map.into_iter().collect();

@@ -271,7 +271,7 @@ async fn closed_by_peer<S: AsyncRead + Unpin>(stream: &mut S) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_mebibytes_cross_outbound_and_inbound_intact_and_are_logged() {
+async fn net1_log1_fifty_mebibytes_cross_outbound_and_inbound_intact_and_are_logged() {
     const LEN: usize = 50 * 1024 * 1024;
     let (echo, _) = echo_server().await;
     let lab = Lab::start(echo, Options::default()).await;
@@ -343,7 +343,7 @@ async fn half_close_travels_in_both_directions() {
 }
 
 #[tokio::test]
-async fn connections_beyond_max_connections_are_refused_and_logged() {
+async fn int1_log1_connections_beyond_max_connections_are_refused_and_logged() {
     let (echo, _) = echo_server().await;
     let options = Options {
         outbound_max_connections: 2,
@@ -388,7 +388,7 @@ async fn connections_beyond_max_connections_are_refused_and_logged() {
 }
 
 #[tokio::test]
-async fn unfinished_tls_handshake_is_dropped_at_the_handshake_timeout() {
+async fn int1_unfinished_tls_handshake_is_dropped_at_the_handshake_timeout() {
     let (echo, accepted) = echo_server().await;
     let options = Options {
         inbound_handshake_timeout_secs: 1,
@@ -424,7 +424,7 @@ async fn unfinished_tls_handshake_is_dropped_at_the_handshake_timeout() {
 }
 
 #[tokio::test]
-async fn identity_not_on_the_allowlist_is_refused_and_recorded() {
+async fn net4_log1_identity_not_on_the_allowlist_is_refused_and_recorded() {
     let (echo, accepted) = echo_server().await;
     let lab = Lab::start(echo, Options::default()).await;
 
@@ -606,7 +606,7 @@ fn tls12_only_client(ca: &Ca, leaf: &tls_common::Leaf) -> Arc<ClientConfig> {
 }
 
 #[tokio::test]
-async fn the_service_min_tls_decides_whether_tls12_is_served_and_it_is_logged() {
+async fn net2_log1_the_service_min_tls_decides_whether_tls12_is_served_and_it_is_logged() {
     let (echo, _) = echo_server().await;
     let lab = Lab::start(echo, Options::default()).await;
     let client = tls12_only_client(&lab.ca, &lab.ca.issue(CLIENT_NAME, 0x55));
@@ -646,7 +646,7 @@ async fn the_service_min_tls_decides_whether_tls12_is_served_and_it_is_logged() 
 }
 
 #[tokio::test]
-async fn unreachable_target_is_logged_as_an_error_and_the_client_is_closed() {
+async fn log1_unreachable_target_is_logged_as_an_error_and_the_client_is_closed() {
     let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let nowhere = closed.local_addr().expect("addr");
     drop(closed);

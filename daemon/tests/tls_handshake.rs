@@ -84,7 +84,7 @@ fn foreign_client(
 }
 
 #[tokio::test]
-async fn mutual_tls13_handshake_negotiates_allowed_suite_and_group() {
+async fn net2_net3_net4_mutual_tls13_handshake_negotiates_allowed_suite_and_group() {
     let ca = Ca::new("renkei test CA");
     let p = pair(&ca, &ca, &[]);
     let got = handshake(
@@ -109,7 +109,7 @@ async fn mutual_tls13_handshake_negotiates_allowed_suite_and_group() {
 }
 
 #[tokio::test]
-async fn client_without_certificate_is_refused() {
+async fn net4_client_without_certificate_is_refused() {
     let ca = Ca::new("renkei test CA");
     let p = pair(&ca, &ca, &[]);
     let client = foreign_client(
@@ -125,7 +125,7 @@ async fn client_without_certificate_is_refused() {
 }
 
 #[tokio::test]
-async fn client_certificate_from_another_ca_is_refused() {
+async fn net4_client_certificate_from_another_ca_is_refused() {
     let ca = Ca::new("renkei test CA");
     let other = Ca::new("some other CA");
     let p = pair(&ca, &other, &[]);
@@ -139,7 +139,7 @@ async fn client_certificate_from_another_ca_is_refused() {
 }
 
 #[tokio::test]
-async fn revoked_client_certificate_is_refused() {
+async fn net4_revoked_client_certificate_is_refused() {
     let ca = Ca::new("renkei test CA");
     // The client's serial is 2.
     let p = pair(&ca, &ca, &[2]);
@@ -162,7 +162,7 @@ async fn revoked_client_certificate_is_refused() {
 }
 
 #[tokio::test]
-async fn server_from_another_ca_is_refused_by_the_client() {
+async fn net4_server_from_another_ca_is_refused_by_the_client() {
     let ca = Ca::new("renkei test CA");
     let other = Ca::new("some other CA");
     // Server trusts both sides' CA, but its own certificate is from `other`.
@@ -194,7 +194,7 @@ async fn server_from_another_ca_is_refused_by_the_client() {
 }
 
 #[tokio::test]
-async fn tls12_only_client_is_refused_by_a_tls13_server() {
+async fn net2_tls12_only_client_is_refused_by_a_tls13_server() {
     let ca = Ca::new("renkei test CA");
     let p = pair(&ca, &ca, &[]);
     let leaf = ca.issue(CLIENT_NAME, 3);
@@ -210,7 +210,7 @@ async fn tls12_only_client_is_refused_by_a_tls13_server() {
 }
 
 #[tokio::test]
-async fn tls12_only_client_gets_ecdhe_gcm_from_a_min_tls12_server() {
+async fn net2_net3_tls12_only_client_gets_ecdhe_gcm_from_a_min_tls12_server() {
     let ca = Ca::new("renkei test CA");
     let p = pair(&ca, &ca, &[]);
     let leaf = ca.issue(CLIENT_NAME, 3);
@@ -242,7 +242,7 @@ async fn tls12_only_client_gets_ecdhe_gcm_from_a_min_tls12_server() {
 }
 
 #[tokio::test]
-async fn client_offering_only_forbidden_groups_or_suites_is_refused() {
+async fn net3_client_offering_only_forbidden_groups_or_suites_is_refused() {
     let ca = Ca::new("renkei test CA");
     let p = pair(&ca, &ca, &[]);
     let leaf = ca.issue(CLIENT_NAME, 3);

@@ -40,7 +40,7 @@ fn valid_box_loads_with_expiry_data() {
 }
 
 #[test]
-fn expiry_within_30_days_warns() {
+fn net5_expiry_within_30_days_warns() {
     let ca = Ca::new("renkei test CA");
     let dir = tempdir();
     let leaf = ca.issue_with(SERVER_NAME, 1, &rcgen::PKCS_ECDSA_P256_SHA256, |p| {
@@ -62,7 +62,7 @@ fn expiry_within_30_days_warns() {
 }
 
 #[test]
-fn expired_certificate_is_refused() {
+fn net5_expired_certificate_is_refused() {
     let ca = Ca::new("renkei test CA");
     let dir = tempdir();
     let leaf = ca.issue_with(SERVER_NAME, 1, &rcgen::PKCS_ECDSA_P256_SHA256, |p| {
@@ -79,7 +79,7 @@ fn expired_certificate_is_refused() {
 }
 
 #[test]
-fn not_yet_valid_certificate_blames_the_clock() {
+fn net5_not_yet_valid_certificate_blames_the_clock() {
     let ca = Ca::new("renkei test CA");
     let dir = tempdir();
     let leaf = ca.issue_with(SERVER_NAME, 1, &rcgen::PKCS_ECDSA_P256_SHA256, |p| {
@@ -128,7 +128,7 @@ fn key_file_readable_by_others_is_refused() {
 }
 
 #[test]
-fn garbage_and_missing_files_are_errors_not_panics() {
+fn int1_garbage_and_missing_files_are_errors_not_panics() {
     let ca = Ca::new("renkei test CA");
     let dir = tempdir();
     let config = write_box(dir.path(), "box", &ca.issue(SERVER_NAME, 1), &ca.pem, None);
@@ -161,7 +161,7 @@ fn garbage_and_missing_files_are_errors_not_panics() {
 }
 
 #[test]
-fn der_crl_is_accepted() {
+fn net4_der_crl_is_accepted() {
     let ca = Ca::new("renkei test CA");
     let dir = tempdir();
     let crl_pem = ca.crl(&[5]);
@@ -180,7 +180,7 @@ fn der_crl_is_accepted() {
 }
 
 #[test]
-fn rsa_1024_is_refused_and_rsa_2048_accepted() {
+fn net5_rsa_1024_is_refused_and_rsa_2048_accepted() {
     let dir = tempdir();
     let d = dir.path();
     for bits in ["1024", "2048"] {
@@ -232,7 +232,7 @@ fn rsa_1024_is_refused_and_rsa_2048_accepted() {
 }
 
 #[test]
-fn sha1_signed_certificate_is_refused() {
+fn net5_sha1_signed_certificate_is_refused() {
     let dir = tempdir();
     let d = dir.path();
     let made = openssl(

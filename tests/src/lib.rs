@@ -8,7 +8,10 @@
 
 pub mod bench;
 pub mod bench_proxy;
+pub mod compliance;
 pub mod daemon;
+pub mod demo;
+pub mod docserver;
 pub mod foreign;
 pub mod lab;
 pub mod netns;

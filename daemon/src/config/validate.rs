@@ -833,7 +833,7 @@ admin_password_hash = "$argon2id$v=19$m=19456,t=2,p=1$7cIcWGM1T1jHcx/5L2g8BA$7Ih
     }
 
     #[test]
-    fn ipv4_mapped_listeners_cannot_reach_the_tunnel_side() {
+    fn net8_ipv4_mapped_listeners_cannot_reach_the_tunnel_side() {
         let lan = viewing("[::ffff:198.18.20.1]:8443", "[::ffff:198.18.20.1]:9443");
         assert!(problems_at(&lan, "service[0].listen").is_empty());
         assert!(problems_at(&lan, "status.listen").is_empty());

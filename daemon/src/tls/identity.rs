@@ -121,7 +121,7 @@ mod tests {
     }
 
     #[test]
-    fn dns_matches_case_insensitively_others_exactly() {
+    fn net4_dns_matches_case_insensitively_others_exactly() {
         let der = cert(
             &[
                 SanType::DnsName("hospital-a.renkei.example".try_into().expect("dns")),
@@ -141,7 +141,7 @@ mod tests {
     }
 
     #[test]
-    fn no_suffix_wildcard_or_empty_list_matches() {
+    fn net4_no_suffix_wildcard_or_empty_list_matches() {
         let der = cert(
             &[SanType::DnsName(
                 "a.renkei.example".try_into().expect("dns"),
@@ -156,7 +156,7 @@ mod tests {
     }
 
     #[test]
-    fn garbage_is_an_error_not_a_panic() {
+    fn int1_garbage_is_an_error_not_a_panic() {
         let der = CertificateDer::from(vec![0x30, 0x03, 0x01, 0x02]);
         assert!(PeerIdentities::from_certificate(&der).is_err());
     }

@@ -222,7 +222,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn suites_are_exactly_the_table() {
+    fn net3_suites_are_exactly_the_table() {
         let suites: Vec<CipherSuite> = provider().cipher_suites.iter().map(|s| s.suite()).collect();
         assert_eq!(
             suites,
@@ -238,7 +238,7 @@ mod tests {
     }
 
     #[test]
-    fn groups_are_exactly_the_table() {
+    fn net3_groups_are_exactly_the_table() {
         let groups: Vec<NamedGroup> = provider().kx_groups.iter().map(|g| g.name()).collect();
         assert_eq!(groups, vec![NamedGroup::secp256r1, NamedGroup::secp384r1]);
     }
@@ -302,7 +302,7 @@ mod tests {
     }
 
     #[test]
-    fn every_suite_is_aead_gcm_with_ecdhe() {
+    fn net3_every_suite_is_aead_gcm_with_ecdhe() {
         for suite in &provider().cipher_suites {
             let name = format!("{:?}", suite.suite());
             assert!(name.contains("_GCM_"), "{name}");
@@ -314,7 +314,7 @@ mod tests {
     }
 
     #[test]
-    fn versions_follow_min_tls() {
+    fn net2_versions_follow_min_tls() {
         let v13: Vec<ProtocolVersion> = protocol_versions(MinTls::Tls13)
             .iter()
             .map(|v| v.version)

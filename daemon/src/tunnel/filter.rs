@@ -90,7 +90,7 @@ mod tests {
     const LAN: [u8; 4] = [198, 18, 20, 2];
 
     #[test]
-    fn own_packets_leave_foreign_ones_do_not() {
+    fn net8_own_packets_leave_foreign_ones_do_not() {
         let own = IpAddr::from(OWN);
         assert_eq!(outgoing(&v4(OWN, HUB), own), Ok(IpAddr::from(HUB)));
         assert_eq!(outgoing(&v4(LAN, HUB), own), Err(Drop::ForeignSource));
@@ -100,7 +100,7 @@ mod tests {
     }
 
     #[test]
-    fn incoming_must_be_for_us_from_the_peer() {
+    fn net8_incoming_must_be_for_us_from_the_peer() {
         let own = IpAddr::from(OWN);
         let hub_owns = |ip: IpAddr| ip == IpAddr::from(HUB);
         assert_eq!(incoming(&v4(HUB, OWN), own, hub_owns), Ok(()));

@@ -349,7 +349,7 @@ mod tests {
     }
 
     #[test]
-    fn always_on_initiates_at_start_and_retries_with_backoff() {
+    fn net6_always_on_initiates_at_start_and_retries_with_backoff() {
         let t0 = Instant::now();
         let mut p = Policy::new(Mode::AlwaysOn, TIMERS, t0);
         assert_eq!(p.handle(Event::Start, t0), Some(Action::Initiate));
@@ -370,7 +370,7 @@ mod tests {
     }
 
     #[test]
-    fn always_on_rekeys_and_alarms_on_stale_handshake() {
+    fn net6_always_on_rekeys_and_alarms_on_stale_handshake() {
         let t0 = Instant::now();
         let quiet_ok = PolicyTimers {
             liveness: None,
@@ -391,7 +391,7 @@ mod tests {
     }
 
     #[test]
-    fn always_on_notices_a_silent_peer() {
+    fn net6_always_on_notices_a_silent_peer() {
         let t0 = Instant::now();
         let mut p = Policy::new(Mode::AlwaysOn, TIMERS, t0);
         p.handle(Event::Start, t0);
@@ -404,7 +404,7 @@ mod tests {
     }
 
     #[test]
-    fn on_demand_is_silent_until_demanded_and_drops_when_idle() {
+    fn net7_on_demand_is_silent_until_demanded_and_drops_when_idle() {
         let t0 = Instant::now();
         let mut p = Policy::new(Mode::OnDemand, TIMERS, t0);
         assert_eq!(p.handle(Event::Start, t0), None);

@@ -1,22 +1,158 @@
 //! `lab`: the regional network in namespaces, for people.
 //!
-//! `lab up` builds the lab (data centre, hospital and clinic boxes with their LANs), starts the
-//! three renkei daemons, prints what is where and what to try, and keeps everything up until
-//! Ctrl-C, when it removes every namespace, link, file and process it created.
-//! `lab bench-tunnel [SECONDS]` and `lab bench-proxy [SECONDS] [IDLE]` run the benchmarks.
+//! `lab up` builds the lab (data centre, hospital and clinic boxes with their LANs, a document
+//! server on the hospital LAN, a viewer PC on the clinic LAN), starts the three renkei daemons
+//! with their TLS services, status pages and management APIs, writes `target/lab/lab.json`,
+//! prints what is where and what to try, and returns while the lab keeps running. `lab down`
+//! removes everything it created; `lab up` does that first when a lab is left over.
+//! `lab show` prints the summary again. `lab compliance` writes `docs/compliance.md` from the
+//! output of a test run. `lab bench-tunnel [SECONDS]` and
+//! `lab bench-proxy [SECONDS] [IDLE]` run the benchmarks.
 
-use std::time::Duration;
+use std::path::PathBuf;
 
 use anyhow::Context;
-use nix::sys::signal::{SigSet, Signal};
-use renkei_lab::{wait_until, Lab, Node};
+use renkei_lab::demo::{self, LabRecord, Options};
 
-fn main() -> anyhow::Result<()> {
+const USAGE: &str = "usage:
+  lab up [--dir DIR] [--clinic-idle-timeout SECS]   start the demo lab in the background
+  lab down [--dir DIR]                               remove it
+  lab show [--dir DIR]                               print what is where again
+  lab compliance [--requirements FILE] [--log FILE]... [--out FILE]
+                                                     write the compliance report of a test run
+  lab bench-tunnel [SECONDS]
+  lab bench-proxy [SECONDS] [IDLE]
+DIR (where lab.json is kept) defaults to $RENKEI_LAB_DIR, else target/lab of the checkout.
+compliance reads docs/requirements.md and target/test-output.log and writes docs/compliance.md
+of the checkout unless told otherwise.";
+
+fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("up") => up(),
-        Some("bench-tunnel") => {
-            let seconds: u32 = match args.get(1) {
+    if let Err(e) = run(&args) {
+        eprintln!("lab: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// `--name value` flags after the subcommand.
+struct Flags {
+    dir: PathBuf,
+    idle: Option<u32>,
+    listen: Option<String>,
+    requirements: Option<PathBuf>,
+    logs: Vec<PathBuf>,
+    out: Option<PathBuf>,
+    positional: Vec<String>,
+}
+
+fn flags(args: &[String]) -> anyhow::Result<Flags> {
+    let mut out = Flags {
+        dir: demo::default_state_dir(),
+        idle: None,
+        listen: None,
+        requirements: None,
+        logs: Vec::new(),
+        out: None,
+        positional: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{arg} needs a value"))
+        };
+        match arg.as_str() {
+            "--dir" => out.dir = PathBuf::from(value()?),
+            "--clinic-idle-timeout" => {
+                let secs: u32 = value()?.parse().context("--clinic-idle-timeout")?;
+                anyhow::ensure!(
+                    (10..=86_400).contains(&secs),
+                    "--clinic-idle-timeout must be 10 to 86400 s"
+                );
+                out.idle = Some(secs);
+            }
+            "--listen" => out.listen = Some(value()?),
+            "--requirements" => out.requirements = Some(PathBuf::from(value()?)),
+            "--log" => out.logs.push(PathBuf::from(value()?)),
+            "--out" => out.out = Some(PathBuf::from(value()?)),
+            flag if flag.starts_with("--") => anyhow::bail!("unknown option {flag}\n{USAGE}"),
+            _ => out.positional.push(arg.clone()),
+        }
+    }
+    Ok(out)
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    let Some(command) = args.first() else {
+        anyhow::bail!("{USAGE}");
+    };
+    let flags = flags(&args[1..])?;
+    let options = Options {
+        clinic_idle_timeout_secs: flags.idle.unwrap_or(demo::DEFAULT_CLINIC_IDLE_SECS),
+    };
+    match command.as_str() {
+        "up" => {
+            let record = demo::up(&flags.dir, &options)?;
+            let dir = flags.dir.canonicalize()?;
+            print!("{}", demo::summary(&record, &dir));
+            if let Some(down) = record.command("down") {
+                println!(
+                    "\nThe lab keeps running in the background. Remove it with:\n  {}",
+                    down.shell
+                );
+            }
+            Ok(())
+        }
+        "down" => {
+            anyhow::ensure!(
+                renkei_lab::is_root(),
+                "the lab needs root (network namespaces)"
+            );
+            match demo::down(&flags.dir)? {
+                Some(id) => println!("lab {id} removed: processes, namespaces, links, files"),
+                None => println!(
+                    "no lab recorded in {}: nothing to remove",
+                    LabRecord::path(&flags.dir).display()
+                ),
+            }
+            Ok(())
+        }
+        "show" => {
+            let record = LabRecord::read(&flags.dir)?.with_context(|| {
+                format!(
+                    "no lab recorded in {}",
+                    LabRecord::path(&flags.dir).display()
+                )
+            })?;
+            print!("{}", demo::summary(&record, &flags.dir));
+            Ok(())
+        }
+        "compliance" => {
+            use renkei_lab::compliance;
+            let root = compliance::checkout();
+            let requirements = flags
+                .requirements
+                .unwrap_or_else(|| root.join("docs/requirements.md"));
+            let logs = if flags.logs.is_empty() {
+                vec![root.join("target/test-output.log")]
+            } else {
+                flags.logs
+            };
+            let out = flags.out.unwrap_or_else(|| root.join("docs/compliance.md"));
+            println!("{}", compliance::generate(&requirements, &logs, &out)?);
+            Ok(())
+        }
+        "keep" => demo::keep(&flags.dir, &options),
+        "serve-documents" => {
+            let listen = flags.listen.context("serve-documents needs --listen")?;
+            let listener = std::net::TcpListener::bind(&listen)
+                .with_context(|| format!("listening on {listen}"))?;
+            println!("serving {} on http://{listen}/", flags.dir.display());
+            renkei_lab::docserver::serve(listener, flags.dir)
+        }
+        "bench-tunnel" => {
+            let seconds: u32 = match flags.positional.first() {
                 Some(s) => s.parse().context("seconds")?,
                 None => 10,
             };
@@ -25,12 +161,12 @@ fn main() -> anyhow::Result<()> {
             print!("{}", renkei_lab::bench::report(veth, &results));
             Ok(())
         }
-        Some("bench-proxy") => {
-            let seconds: u32 = match args.get(1) {
+        "bench-proxy" => {
+            let seconds: u32 = match flags.positional.first() {
                 Some(s) => s.parse().context("seconds")?,
                 None => 10,
             };
-            let idle: usize = match args.get(2) {
+            let idle: usize = match flags.positional.get(1) {
                 Some(s) => s.parse().context("idle connections")?,
                 None => 10_000,
             };
@@ -39,85 +175,6 @@ fn main() -> anyhow::Result<()> {
             print!("{}", renkei_lab::bench_proxy::report(&report));
             Ok(())
         }
-        _ => {
-            eprintln!(
-                "usage: lab up | lab bench-tunnel [SECONDS] | lab bench-proxy [SECONDS] [IDLE]"
-            );
-            std::process::exit(2);
-        }
+        other => anyhow::bail!("unknown command {other:?}\n{USAGE}"),
     }
-}
-
-fn up() -> anyhow::Result<()> {
-    anyhow::ensure!(
-        renkei_lab::is_root(),
-        "the lab needs root (network namespaces)"
-    );
-    // Block the stop signals before any thread starts, then wait for one of them at the end.
-    let mut signals = SigSet::empty();
-    signals.add(Signal::SIGINT);
-    signals.add(Signal::SIGTERM);
-    signals.thread_block()?;
-
-    let lab = Lab::new()?;
-    let hub = lab.start(Node::Hub, &lab.tunnel_config(Node::Hub))?;
-    let hospital = lab.start(Node::Hospital, &lab.tunnel_config(Node::Hospital))?;
-    let clinic = lab.start(Node::Clinic, &lab.tunnel_config(Node::Clinic))?;
-    wait_until(Duration::from_secs(10), "the hospital's tunnel", || {
-        (hospital.peer("dc").ok()?["state"] == "up").then_some(())
-    })?;
-
-    println!(
-        "renkei lab {} is up (addresses from 198.18.0.0/15 only)\n",
-        lab.id
-    );
-    for (node, daemon) in [
-        (Node::Hub, &hub),
-        (Node::Hospital, &hospital),
-        (Node::Clinic, &clinic),
-    ] {
-        let status = daemon.status()?;
-        println!(
-            "{:<9} namespace {:<18} WAN {:<12} tunnel {:<12} {} {} ({})",
-            node.short(),
-            lab.ns(node).name(),
-            node.wan_address(),
-            node.tunnel_address(),
-            status["tunnel"]["interface"].as_str().unwrap_or("?"),
-            status["tunnel"]["policy"].as_str().unwrap_or("?"),
-            status["tunnel"]["state"].as_str().unwrap_or("?"),
-        );
-    }
-    let clinic_config = clinic.config.display();
-    println!("\nTry:");
-    println!(
-        "  ip netns exec {} renkei status --config {clinic_config}   # the clinic: idle, nothing sent",
-        lab.ns(Node::Clinic).name()
-    );
-    println!(
-        "  ip netns exec {} ping -c 3 {}                              # first packet opens the clinic's tunnel",
-        lab.ns(Node::Clinic).name(),
-        Node::Hub.tunnel_address()
-    );
-    println!(
-        "  ip netns exec {} wg show                                   # the hub's peers, as operators see them",
-        lab.ns(Node::Hub).name()
-    );
-    println!(
-        "  ip netns exec {} renkei status --config {}",
-        lab.ns(Node::Hospital).name(),
-        hospital.config.display()
-    );
-    println!(
-        "\nThe status pages, the TLS services and config push join the lab as their issues land."
-    );
-    println!("Press Ctrl-C to stop and remove everything.");
-
-    let signal = signals.wait()?;
-    println!("\n{signal:?}: removing the lab");
-    drop(clinic);
-    drop(hospital);
-    drop(hub);
-    drop(lab);
-    Ok(())
 }

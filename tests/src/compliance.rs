@@ -1,0 +1,652 @@
+//! The compliance report: which requirement IDs a real test run proves.
+//!
+//! Inputs are the requirements (`docs/requirements.md`, a copy of
+//! `../shared/design/requirements.md`, whose items read `- **NET-1** text`) and the output of
+//! a real run: `cargo test` lines `test <path>::<name> ... ok|FAILED|ignored`, attributed to the
+//! test binary named by the `Running <source> (<binary>)` line before them, and lines
+//! `PASS <ID>[,<ID>...] <what>` / `FAIL ...` printed by tests that are not Rust (an image boot
+//! test, say). A Rust test proves the IDs its function name starts with: `net1_net7_log1_...`
+//! proves NET-1, NET-7 and LOG-1. Nothing is typed by hand: renaming a test is how it joins or
+//! leaves the report.
+//!
+//! Per ID: proven (a mapped test passed and none failed), failing (a mapped test failed) or open
+//! (no mapped test passed). Open IDs are listed, never hidden; a test naming an ID that is not
+//! a requirement is listed too, so a typo cannot silently prove nothing.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// One requirement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirement {
+    /// `NET-1`.
+    pub id: String,
+    /// The requirement in one line.
+    pub text: String,
+    /// The section it is in (`Transport`, ...).
+    pub section: String,
+}
+
+/// Reads the requirement items (`- **ID** text`, continued on indented lines) in file order.
+pub fn parse_requirements(markdown: &str) -> Vec<Requirement> {
+    let mut out: Vec<Requirement> = Vec::new();
+    let mut section = String::new();
+    let mut open = false;
+    for line in markdown.lines() {
+        if let Some(heading) = line.strip_prefix("## ") {
+            section = heading.trim().to_string();
+            open = false;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("- **") {
+            if let Some((id, text)) = rest.split_once("**") {
+                if is_requirement_id(id) {
+                    out.push(Requirement {
+                        id: id.to_string(),
+                        text: text.trim().to_string(),
+                        section: section.clone(),
+                    });
+                    open = true;
+                    continue;
+                }
+            }
+            open = false;
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if open && line.starts_with(' ') && !line.trim().is_empty() => {
+                last.text.push(' ');
+                last.text.push_str(line.trim());
+            }
+            _ => open = false,
+        }
+    }
+    out
+}
+
+/// `NET-1`: capital letters, a dash, digits.
+fn is_requirement_id(id: &str) -> bool {
+    let Some((prefix, number)) = id.split_once('-') else {
+        return false;
+    };
+    !prefix.is_empty()
+        && prefix.chars().all(|c| c.is_ascii_uppercase())
+        && !number.is_empty()
+        && number.chars().all(|c| c.is_ascii_digit())
+}
+
+/// How a test ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    /// It failed.
+    Failed,
+    /// It was not run.
+    Ignored,
+    /// It passed.
+    Passed,
+}
+
+impl Outcome {
+    fn word(self) -> &'static str {
+        match self {
+            Outcome::Passed => "ok",
+            Outcome::Failed => "FAILED",
+            Outcome::Ignored => "ignored",
+        }
+    }
+}
+
+/// One test result of the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestResult {
+    /// Where it ran: the test source cargo named (`tests/tunnel.rs`, `renkei src/lib.rs`), or
+    /// `non-Rust` for `PASS`/`FAIL` lines.
+    pub source: String,
+    /// The test's path (`tunnel::policy::tests::net7_...`) or, for non-Rust tests, what it did.
+    pub name: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Requirement IDs it names (for non-Rust tests: those on its line).
+    pub ids: Vec<String>,
+}
+
+/// Reads every test result of a `cargo test` output (and `PASS`/`FAIL` lines). `prefixes` are
+/// the ID prefixes of the requirements (`NET`, `LOG`, ...), so only those count in names.
+pub fn parse_test_output(log: &str, prefixes: &[String]) -> Vec<TestResult> {
+    let mut out = Vec::new();
+    let mut source = String::from("?");
+    for raw in log.lines() {
+        let line = raw.trim_end();
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix("Running ") {
+            source = running_source(rest);
+            continue;
+        }
+        if let Some(rest) = trimmed.strip_prefix("Doc-tests ") {
+            source = format!("{} doc-tests", rest.trim());
+            continue;
+        }
+        if let Some(result) = non_rust_line(line) {
+            out.push(result);
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("test ") else {
+            continue;
+        };
+        let Some((name, outcome)) = rest.rsplit_once(" ... ") else {
+            continue;
+        };
+        let outcome = match outcome.trim() {
+            "ok" => Outcome::Passed,
+            "FAILED" => Outcome::Failed,
+            o if o == "ignored" || o.starts_with("ignored,") => Outcome::Ignored,
+            _ => continue,
+        };
+        let name = name.trim().to_string();
+        out.push(TestResult {
+            source: source.clone(),
+            ids: ids_in_test_name(&name, prefixes),
+            name,
+            outcome,
+        });
+    }
+    out
+}
+
+/// `tests/tunnel.rs (target/debug/deps/tunnel-0123)` → `tests/tunnel.rs`;
+/// `unittests src/lib.rs (target/debug/deps/renkei_lab-0123)` → `renkei_lab src/lib.rs`.
+fn running_source(rest: &str) -> String {
+    let (what, binary) = match rest.split_once(" (") {
+        Some((what, binary)) => (what.trim(), binary.trim_end_matches(')')),
+        None => (rest.trim(), ""),
+    };
+    match what.strip_prefix("unittests ") {
+        Some(src) => {
+            let file = binary.rsplit('/').next().unwrap_or("");
+            let target = file.rsplit_once('-').map_or(file, |(t, _)| t);
+            if target.is_empty() {
+                src.to_string()
+            } else {
+                format!("{target} {src}")
+            }
+        }
+        None => what.to_string(),
+    }
+}
+
+/// `PASS NET-1,OPS-1 what it did` (or `FAIL ...`, `SKIP ...`).
+fn non_rust_line(line: &str) -> Option<TestResult> {
+    let (word, rest) = line.split_once(' ')?;
+    let outcome = match word {
+        "PASS" => Outcome::Passed,
+        "FAIL" => Outcome::Failed,
+        "SKIP" => Outcome::Ignored,
+        _ => return None,
+    };
+    let (ids, what) = rest.split_once(' ').unwrap_or((rest, ""));
+    let ids: Vec<String> = ids.split(',').map(str::to_string).collect();
+    if ids.is_empty() || !ids.iter().all(|id| is_requirement_id(id)) {
+        return None;
+    }
+    Some(TestResult {
+        source: "non-Rust".into(),
+        name: what.trim().to_string(),
+        outcome,
+        ids,
+    })
+}
+
+/// The IDs a test's function name starts with: `net1_net7_x` → `NET-1`, `NET-7`. Only tokens
+/// with one of `prefixes` count, so `tls12_...` names nothing.
+pub fn ids_in_test_name(path: &str, prefixes: &[String]) -> Vec<String> {
+    let name = path.rsplit("::").next().unwrap_or(path);
+    let mut ids = Vec::new();
+    for token in name.split('_') {
+        let digits = token.trim_start_matches(|c: char| c.is_ascii_lowercase());
+        let letters = &token[..token.len() - digits.len()];
+        let is_id = !letters.is_empty()
+            && !digits.is_empty()
+            && digits.chars().all(|c| c.is_ascii_digit())
+            && prefixes.iter().any(|p| p.eq_ignore_ascii_case(letters));
+        if !is_id {
+            break;
+        }
+        ids.push(format!("{}-{digits}", letters.to_ascii_uppercase()));
+    }
+    ids
+}
+
+/// The ID prefixes of `requirements` (`NET`, `LOG`, ...).
+pub fn prefixes(requirements: &[Requirement]) -> Vec<String> {
+    let mut all: Vec<String> = requirements
+        .iter()
+        .filter_map(|r| r.id.split_once('-').map(|(p, _)| p.to_string()))
+        .collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// Where an ID stands after the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// A mapped test passed and none failed.
+    Proven,
+    /// A mapped test failed.
+    Failing,
+    /// No mapped test passed.
+    Open,
+}
+
+impl Status {
+    fn word(self) -> &'static str {
+        match self {
+            Status::Proven => "proven",
+            Status::Failing => "**failing**",
+            Status::Open => "**open**",
+        }
+    }
+}
+
+/// The report's content.
+#[derive(Debug)]
+pub struct Report<'a> {
+    /// Each requirement with its tests and status, in file order.
+    pub rows: Vec<(&'a Requirement, Vec<&'a TestResult>, Status)>,
+    /// Tests that name IDs no requirement has.
+    pub unknown: Vec<(&'a TestResult, Vec<String>)>,
+    /// Every result of the run.
+    pub results: &'a [TestResult],
+}
+
+/// Maps results to requirements.
+pub fn map<'a>(requirements: &'a [Requirement], results: &'a [TestResult]) -> Report<'a> {
+    let mut by_id: BTreeMap<&str, Vec<&TestResult>> = BTreeMap::new();
+    let mut unknown = Vec::new();
+    for result in results {
+        let mut strangers = Vec::new();
+        for id in &result.ids {
+            if requirements.iter().any(|r| &r.id == id) {
+                by_id.entry(id.as_str()).or_default().push(result);
+            } else {
+                strangers.push(id.clone());
+            }
+        }
+        if !strangers.is_empty() {
+            unknown.push((result, strangers));
+        }
+    }
+    let rows = requirements
+        .iter()
+        .map(|r| {
+            let mut tests = by_id.remove(r.id.as_str()).unwrap_or_default();
+            tests.sort_by(|a, b| {
+                (a.outcome, &a.source, &a.name).cmp(&(b.outcome, &b.source, &b.name))
+            });
+            let status = if tests.iter().any(|t| t.outcome == Outcome::Failed) {
+                Status::Failing
+            } else if tests.iter().any(|t| t.outcome == Outcome::Passed) {
+                Status::Proven
+            } else {
+                Status::Open
+            };
+            (r, tests, status)
+        })
+        .collect();
+    Report {
+        rows,
+        unknown,
+        results,
+    }
+}
+
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|")
+}
+
+fn test_label(t: &TestResult) -> String {
+    let name = t.name.rsplit("::").next().unwrap_or(&t.name);
+    format!(
+        "`{}` {} — {}",
+        cell(name),
+        cell(&t.source),
+        t.outcome.word()
+    )
+}
+
+/// Renders the report as Markdown. `about` says which run it is (date, commit, log files).
+pub fn render(report: &Report, about: &str) -> String {
+    let count = |s: Status| report.rows.iter().filter(|r| r.2 == s).count();
+    let outcomes = |o: Outcome| report.results.iter().filter(|r| r.outcome == o).count();
+    let mut out = String::new();
+    let _ = writeln!(out, "# Compliance report\n");
+    let _ = writeln!(
+        out,
+        "Generated by `lab compliance` from a real test run (`sudo ./scripts/test`); do not edit \
+         by hand. Each requirement of [requirements.md](requirements.md) (a copy of \
+         `../shared/design/requirements.md`) is proven by the tests whose names start with its \
+         ID (`net1_net7_...` proves NET-1 and NET-7) or by `PASS <ID>` lines of tests that are \
+         not Rust. **proven**: a test passed and none failed; **failing**: a test failed; \
+         **open**: no test passed. A test's name is its author's claim that it proves \
+         the requirement; review the claim with the test.\n"
+    );
+    let _ = writeln!(out, "{about}\n");
+    let _ = writeln!(
+        out,
+        "**{} of {} requirements proven, {} open, {} failing.** The run: {} tests passed, {} \
+         failed, {} ignored.\n",
+        count(Status::Proven),
+        report.rows.len(),
+        count(Status::Open),
+        count(Status::Failing),
+        outcomes(Outcome::Passed),
+        outcomes(Outcome::Failed),
+        outcomes(Outcome::Ignored),
+    );
+    let _ = writeln!(
+        out,
+        "| ID | Requirement | Status | Tests (result in this run) |"
+    );
+    let _ = writeln!(
+        out,
+        "|----|-------------|--------|----------------------------|"
+    );
+    for (requirement, tests, status) in &report.rows {
+        let tests = if tests.is_empty() {
+            "none".to_string()
+        } else {
+            tests
+                .iter()
+                .map(|t| test_label(t))
+                .collect::<Vec<_>>()
+                .join("<br>")
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            requirement.id,
+            cell(&requirement.text),
+            status.word(),
+            tests
+        );
+    }
+    for (title, status) in [("Open", Status::Open), ("Failing", Status::Failing)] {
+        let rows: Vec<_> = report.rows.iter().filter(|r| r.2 == status).collect();
+        let _ = writeln!(out, "\n## {title} ({})\n", rows.len());
+        if rows.is_empty() {
+            let _ = writeln!(out, "None.");
+        }
+        for (requirement, tests, _) in rows {
+            let why = if tests.is_empty() {
+                "no test names this ID".to_string()
+            } else {
+                let failed: Vec<_> = tests
+                    .iter()
+                    .filter(|t| t.outcome != Outcome::Passed)
+                    .map(|t| test_label(t))
+                    .collect();
+                failed.join("; ")
+            };
+            let _ = writeln!(
+                out,
+                "- **{}** ({}) {} — {why}",
+                requirement.id, requirement.section, requirement.text
+            );
+        }
+    }
+    if !report.unknown.is_empty() {
+        let _ = writeln!(out, "\n## Tests naming IDs that are not requirements\n");
+        for (test, ids) in &report.unknown {
+            let _ = writeln!(out, "- {}: {}", test_label(test), ids.join(", "));
+        }
+    }
+    out
+}
+
+/// The checkout this crate was built from (for the default paths).
+pub fn checkout() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `lab compliance`: reads the requirements and the logs of a run, writes the report to `out`
+/// and returns its one-line summary. Fails when the logs hold no test result at all (a broken
+/// pipeline must not produce a report that looks like "everything open").
+pub fn generate(
+    requirements: &std::path::Path,
+    logs: &[std::path::PathBuf],
+    out: &std::path::Path,
+) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(requirements)
+        .with_context(|| format!("reading {}", requirements.display()))?;
+    let requirements = parse_requirements(&text);
+    anyhow::ensure!(
+        !requirements.is_empty(),
+        "no requirement items (`- **ID** text`) in the requirements file"
+    );
+    let prefixes = prefixes(&requirements);
+    let mut results = Vec::new();
+    for log in logs {
+        let bytes = std::fs::read(log).with_context(|| format!("reading {}", log.display()))?;
+        results.extend(parse_test_output(
+            &String::from_utf8_lossy(&bytes),
+            &prefixes,
+        ));
+    }
+    anyhow::ensure!(
+        !results.is_empty(),
+        "no test results in {logs:?}: run the tests first (scripts/test writes the log)"
+    );
+    let report = map(&requirements, &results);
+    let commit = std::process::Command::new("git")
+        .args([
+            "-C",
+            &checkout().to_string_lossy(),
+            "describe",
+            "--always",
+            "--dirty",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let about = format!(
+        "Run of {} on commit `{commit}`.",
+        renkei::proxy::accesslog::rfc3339(std::time::SystemTime::now())
+    );
+    let markdown = render(&report, &about);
+    std::fs::write(out, &markdown).with_context(|| format!("writing {}", out.display()))?;
+    let count = |s: Status| report.rows.iter().filter(|r| r.2 == s).count();
+    Ok(format!(
+        "{}: {} of {} requirements proven, {} open, {} failing",
+        out.display(),
+        count(Status::Proven),
+        report.rows.len(),
+        count(Status::Open),
+        count(Status::Failing)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REQUIREMENTS: &str = "# Requirements\n\nIntro naming **NET-9** in passing.\n\n\
+        ## Transport\n\
+        - **NET-1** Every byte crosses TLS,\n  inside the tunnel.\n\
+        - **NET-7** On demand.\n\n\
+        ## Availability and integrity (障害対策)\n\
+        - **AVL-2** Watchdog | restart.\n\
+        - **INT-1** Fuzzed.\n\
+        - not a requirement\n  and its continuation\n";
+
+    fn prefixes_of(text: &str) -> Vec<String> {
+        prefixes(&parse_requirements(text))
+    }
+
+    #[test]
+    fn requirement_items_are_read_in_one_line_with_their_section() {
+        let all = parse_requirements(REQUIREMENTS);
+        let ids: Vec<_> = all.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["NET-1", "NET-7", "AVL-2", "INT-1"]);
+        assert_eq!(all[0].text, "Every byte crosses TLS, inside the tunnel.");
+        assert_eq!(all[0].section, "Transport");
+        assert_eq!(all[3].text, "Fuzzed.");
+        assert_eq!(all[2].section, "Availability and integrity (障害対策)");
+        assert_eq!(prefixes(&all), ["AVL", "INT", "NET"]);
+    }
+
+    #[test]
+    fn leading_id_tokens_of_the_function_name_are_its_ids() {
+        let p = prefixes_of(REQUIREMENTS);
+        assert_eq!(
+            ids_in_test_name("net1_net7_log1_lab_demo", &p),
+            ["NET-1", "NET-7"],
+            "log1 is not a prefix here, and IDs stop at the first other word"
+        );
+        assert_eq!(
+            ids_in_test_name("tunnel::policy::tests::net7_on_demand", &p),
+            ["NET-7"]
+        );
+        assert_eq!(ids_in_test_name("avl2_units", &p), ["AVL-2"]);
+        assert!(ids_in_test_name("interop_net1_late", &p).is_empty());
+        assert!(ids_in_test_name("tls12_only_client", &p).is_empty());
+        assert!(ids_in_test_name("net_is_not_an_id", &p).is_empty());
+        assert_eq!(ids_in_test_name("net9_typo", &p), ["NET-9"]);
+    }
+
+    const LOG: &str = "\
+   Compiling renkei v0.1.0
+     Running unittests src/lib.rs (/t/debug/deps/renkei-0123abcd)
+
+running 3 tests
+test tunnel::policy::tests::net7_on_demand_is_silent ... ok
+test tls::tests::int1_garbage ... FAILED
+test slow_thing ... ignored, needs hardware
+test result: FAILED. 1 passed; 1 failed; 1 ignored
+     Running tests/tunnel.rs (/t/debug/deps/tunnel-89ab)
+test net1_net7_fetch ... ok
+test net9_typo ... ok
+test avl2_watchdog has been running for over 60 seconds
+test avl2_watchdog ... ignored
+   Doc-tests renkei
+test daemon/src/lib.rs - x (line 3) ... ok
+PASS NET-1,INT-1 image boots and serves
+FAIL AVL-2 watchdog restarts the hung daemon
+PASSWORD nothing
+";
+
+    #[test]
+    fn cargo_test_lines_and_pass_fail_lines_are_results() {
+        let p = prefixes_of(REQUIREMENTS);
+        let results = parse_test_output(LOG, &p);
+        let summary: Vec<_> = results
+            .iter()
+            .map(|r| (r.source.as_str(), r.name.as_str(), r.outcome))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "renkei src/lib.rs",
+                    "tunnel::policy::tests::net7_on_demand_is_silent",
+                    Outcome::Passed
+                ),
+                (
+                    "renkei src/lib.rs",
+                    "tls::tests::int1_garbage",
+                    Outcome::Failed
+                ),
+                ("renkei src/lib.rs", "slow_thing", Outcome::Ignored),
+                ("tests/tunnel.rs", "net1_net7_fetch", Outcome::Passed),
+                ("tests/tunnel.rs", "net9_typo", Outcome::Passed),
+                ("tests/tunnel.rs", "avl2_watchdog", Outcome::Ignored),
+                (
+                    "renkei doc-tests",
+                    "daemon/src/lib.rs - x (line 3)",
+                    Outcome::Passed
+                ),
+                ("non-Rust", "image boots and serves", Outcome::Passed),
+                (
+                    "non-Rust",
+                    "watchdog restarts the hung daemon",
+                    Outcome::Failed
+                ),
+            ]
+        );
+        assert_eq!(results[7].ids, ["NET-1", "INT-1"]);
+        assert_eq!(results[1].ids, ["INT-1"]);
+    }
+
+    #[test]
+    fn ids_are_proven_failing_or_open_and_none_is_hidden() {
+        let requirements = parse_requirements(REQUIREMENTS);
+        let results = parse_test_output(LOG, &prefixes(&requirements));
+        let report = map(&requirements, &results);
+        let status: Vec<_> = report.rows.iter().map(|r| (r.0.id.as_str(), r.2)).collect();
+        assert_eq!(
+            status,
+            [
+                ("NET-1", Status::Proven),
+                ("NET-7", Status::Proven),
+                ("AVL-2", Status::Failing),
+                ("INT-1", Status::Failing),
+            ]
+        );
+        assert_eq!(report.unknown.len(), 1);
+        assert_eq!(report.unknown[0].1, ["NET-9"]);
+
+        // Without the non-Rust lines and the failing unit test, AVL-2 has only an ignored test
+        // and INT-1 none: both open.
+        let clean: Vec<TestResult> = results
+            .iter()
+            .filter(|r| r.source != "non-Rust" && r.outcome != Outcome::Failed)
+            .cloned()
+            .collect();
+        let report = map(&requirements, &clean);
+        assert_eq!(report.rows[2].2, Status::Open);
+        assert_eq!(report.rows[3].2, Status::Open);
+        let text = render(&report, "Run: test");
+        assert!(
+            text.contains("**2 of 4 requirements proven, 2 open, 0 failing.**"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| AVL-2 | Watchdog \\| restart. | **open** |"),
+            "{text}"
+        );
+        assert!(text.contains("## Open (2)"), "{text}");
+        assert!(text.contains("- **INT-1** (Availability and integrity (障害対策)) Fuzzed. — no test names this ID"), "{text}");
+        assert!(
+            text.contains("`avl2_watchdog` tests/tunnel.rs — ignored"),
+            "{text}"
+        );
+        assert!(
+            text.contains("## Tests naming IDs that are not requirements"),
+            "{text}"
+        );
+    }
+
+    /// The vendored copy that CI reads is the design's file, whenever the design is there.
+    #[test]
+    fn vendored_requirements_equal_the_shared_design() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let vendored = std::fs::read_to_string(root.join("docs/requirements.md"))
+            .expect("docs/requirements.md");
+        assert!(parse_requirements(&vendored).len() >= 10);
+        let shared = root.join("../shared/design/requirements.md");
+        match std::fs::read_to_string(&shared) {
+            Ok(text) => assert_eq!(
+                vendored,
+                text,
+                "docs/requirements.md differs from {}: copy it again",
+                shared.display()
+            ),
+            Err(_) => eprintln!(
+                "{} not here (a fresh clone): nothing to compare",
+                shared.display()
+            ),
+        }
+    }
+}

@@ -1,0 +1,1423 @@
+//! The demo lab that outlives the command that started it: `lab up`, `lab down`, `lab.json`.
+//!
+//! `lab up` starts a *keeper* (`lab keep`, in its own session so a terminal's Ctrl-C does not
+//! reach it) that builds a [`Lab`], runs the document server on the hospital LAN and the three
+//! renkei daemons with their full configs (TLS services, status page, management API), records
+//! everything in `lab.json`, and then holds the lab until SIGTERM, when dropping the lab removes
+//! it. `lab up` waits until the keeper reports the lab up, prints the summary and returns.
+//!
+//! `lab down` asks the keeper to stop and then removes, from `lab.json`, whatever is still
+//! there: processes (checked by start time, so a recycled pid is never killed), namespaces,
+//! WireGuard sockets and the lab's folder. It works the same after a crash, and `lab up` runs
+//! it first whenever a `lab.json` is left. `lab.json` is read back as untrusted input: every
+//! name and path in it is checked to be one the lab could have made before anything is removed.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::daemon::{renkei_bin, Daemon};
+use crate::docserver::{write_documents, Document};
+use crate::lab::{
+    Lab, Node, DOCUMENT_SERVER_ADDRESS, HUB_RELAY_ADDRESS, LAN_SERVICE_ADDRESS, SERVICE_PORT,
+    WIREGUARD_SOCKET_DIR,
+};
+use crate::pki::write_key;
+use crate::wait::wait_until;
+
+/// Version of the `lab.json` layout; a file with another version is refused, not guessed at.
+pub const FORMAT: u32 = 1;
+/// The record's file name inside the state folder.
+pub const RECORD_FILE: &str = "lab.json";
+/// The keeper's log (its stdout and stderr) inside the state folder.
+pub const KEEPER_LOG: &str = "keeper.log";
+/// How long `lab up` waits for the keeper to report the lab up.
+pub const UP_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `lab down` gives the keeper, then each process, to exit after SIGTERM.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long `lab up` waits for status pages and management APIs to answer before it records
+/// them as not served.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Port of the status pages (as in `config/*.toml`).
+pub const STATUS_PORT: u16 = 9443;
+/// Port of the operator's metrics listener on the tunnel address.
+pub const METRICS_PORT: u16 = 9100;
+/// Port of the management API on the tunnel address (as in `config/*.toml`).
+pub const MANAGEMENT_PORT: u16 = 7443;
+/// Default idle timeout of the clinic's on-demand tunnel in the demo: long enough to look
+/// around after a fetch, short enough to watch it close.
+pub const DEFAULT_CLINIC_IDLE_SECS: u32 = 60;
+
+/// Where `lab` keeps `lab.json` by default: `RENKEI_LAB_DIR`, else `target/lab` of the
+/// checkout the binary was built from.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RENKEI_LAB_DIR") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/lab")
+}
+
+/// What `lab up` may change about the lab.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `tunnel.policy.idle_timeout_secs` of the clinic (10 to 86400).
+    pub clinic_idle_timeout_secs: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            clinic_idle_timeout_secs: DEFAULT_CLINIC_IDLE_SECS,
+        }
+    }
+}
+
+/// `lab.json`: everything the lab started and where, for people, tests and `lab down`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabRecord {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// `starting` while the keeper builds the lab, `up` once everything answers.
+    pub state: String,
+    /// The lab's id, carried by every namespace and interface name.
+    pub id: String,
+    /// The lab's temporary folder: keys, configs, logs, documents.
+    pub lab_dir: PathBuf,
+    /// The process holding the lab; stopping it removes the lab.
+    pub keeper: Process,
+    /// Every network namespace of the lab.
+    pub namespaces: Vec<String>,
+    /// The daemons' WireGuard userspace API sockets.
+    pub wireguard_sockets: Vec<PathBuf>,
+    /// The three boxes.
+    pub nodes: Vec<NodeRecord>,
+    /// The document server on the hospital LAN.
+    pub document_server: Option<DocumentServerRecord>,
+    /// Client hosts on the facility LANs.
+    pub clients: Vec<ClientRecord>,
+    /// The operator's PKI of this run.
+    pub pki: Option<PkiRecord>,
+    /// Commands to try, in the order they are printed.
+    pub commands: Vec<CommandRecord>,
+}
+
+/// A process the lab started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    /// What it is.
+    pub name: String,
+    /// Its pid.
+    pub pid: u32,
+    /// Its start time (clock ticks after boot, `/proc/<pid>/stat` field 22): a pid is only the
+    /// same process while this matches.
+    pub start_time: u64,
+}
+
+/// One box.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// `dc`, `hospital` or `clinic`.
+    pub name: String,
+    /// `hub`, `disclosing` or `viewing`.
+    pub role: String,
+    /// The box's namespace.
+    pub namespace: String,
+    /// The namespace of the host on its LAN, if it has one.
+    pub lan_namespace: Option<String>,
+    /// WAN address.
+    pub wan_address: String,
+    /// Tunnel (overlay) address.
+    pub tunnel_address: String,
+    /// LAN address, if it has a LAN.
+    pub lan_address: Option<String>,
+    /// The TUN interface.
+    pub interface: String,
+    /// WireGuard public key.
+    pub wireguard_public_key: String,
+    /// Name in the box's TLS certificate.
+    pub tls_identity: String,
+    /// `always_on` or `on_demand`.
+    pub tunnel_policy: String,
+    /// Idle timeout of an on-demand tunnel.
+    pub idle_timeout_secs: Option<u32>,
+    /// The config the daemon runs with.
+    pub config: PathBuf,
+    /// The daemon's log.
+    pub log: PathBuf,
+    /// Its runtime folder (control socket for `renkei status`).
+    pub runtime_dir: PathBuf,
+    /// The daemon.
+    pub process: Process,
+    /// Its TLS services.
+    pub listeners: Vec<Listener>,
+    /// Its status page.
+    pub status_page: StatusPage,
+    /// Its management API.
+    pub management: Management,
+}
+
+/// One TLS service of a box.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Listener {
+    /// Service name.
+    pub service: String,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    /// Where it listens.
+    pub listen: String,
+    /// Where it forwards.
+    pub target: String,
+    /// Who the TLS peer must be.
+    pub peer: String,
+}
+
+/// A box's status page.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusPage {
+    /// Its URL.
+    pub url: String,
+    /// The namespace to open it from (the facility admin's LAN, or the hub itself).
+    pub open_from_namespace: String,
+    /// The administrator password of this run (its argon2id hash is in the config).
+    pub admin_password: String,
+    /// CA file that verifies the page's HTTPS certificate (none for plain HTTP on loopback).
+    pub ca_file: Option<PathBuf>,
+    /// The operator's metrics listener (on the tunnel address; operator client certificate).
+    pub metrics_url: String,
+    /// Whether something answered on the page's address when the lab came up (the daemon
+    /// serves it once issue #5 lands).
+    pub served: bool,
+}
+
+/// A box's management API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Management {
+    /// Its URL (tunnel address).
+    pub url: String,
+    /// Whether something answered on it when the lab came up (issue #6).
+    pub served: bool,
+}
+
+/// The document server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DocumentServerRecord {
+    /// Namespace it runs in (the hospital LAN host).
+    pub namespace: String,
+    /// Its `IP:port`.
+    pub address: String,
+    /// Its base URL.
+    pub url: String,
+    /// The folder it serves.
+    pub dir: PathBuf,
+    /// The documents, with sizes and checksums.
+    pub documents: Vec<Document>,
+    /// Its request log.
+    pub log: PathBuf,
+    /// The process.
+    pub process: Process,
+}
+
+/// A host on a facility LAN.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientRecord {
+    /// What it is.
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its address.
+    pub address: String,
+}
+
+/// The operator's PKI of this run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PkiRecord {
+    /// Operator CA certificate (trusted by every box).
+    pub ca_certificate: PathBuf,
+    /// Its key.
+    pub ca_key: PathBuf,
+    /// The operator's client certificate for the management API.
+    pub operator_certificate: PathBuf,
+    /// Its key.
+    pub operator_key: PathBuf,
+    /// The operator's config-signing key (ECDSA P-256, PKCS#8 PEM).
+    pub signing_key: PathBuf,
+    /// Its public key, as every box's `management.operator_signing_key_file`.
+    pub signing_public_key: PathBuf,
+}
+
+/// A command to try.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommandRecord {
+    /// Stable key for scripts and tests (`fetch-document`, `clinic-tunnel`, ...).
+    pub key: String,
+    /// What it shows.
+    pub what: String,
+    /// The command as a shell line.
+    pub shell: String,
+    /// The same as an argument vector (empty when the command is not available yet).
+    pub argv: Vec<String>,
+}
+
+impl LabRecord {
+    /// The record file in `state_dir`.
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join(RECORD_FILE)
+    }
+
+    /// Reads and checks `lab.json`; `Ok(None)` when there is none.
+    pub fn read(state_dir: &Path) -> anyhow::Result<Option<LabRecord>> {
+        let path = Self::path(state_dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let record: LabRecord = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a lab record", path.display()))?;
+        anyhow::ensure!(
+            record.format == FORMAT,
+            "{} has format {}, this lab binary writes {FORMAT}; remove the lab with the binary \
+             that started it, or delete the file",
+            path.display(),
+            record.format
+        );
+        record
+            .check()
+            .with_context(|| format!("{} names things the lab never makes", path.display()))?;
+        Ok(Some(record))
+    }
+
+    /// Writes the record atomically (a reader never sees half a file), readable by root only.
+    pub fn write(&self, state_dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating {}", state_dir.display()))?;
+        let path = Self::path(state_dir);
+        let partial = state_dir.join(format!("{RECORD_FILE}.partial"));
+        let mut text = serde_json::to_string_pretty(self)?;
+        text.push('\n');
+        // 0600: the record holds the admin passwords of the run.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?;
+        file.write_all(text.as_bytes())
+            .with_context(|| format!("writing {}", partial.display()))?;
+        drop(file);
+        std::fs::rename(&partial, &path)
+            .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
+        Ok(())
+    }
+
+    /// Every process of the lab, the keeper first.
+    pub fn processes(&self) -> Vec<&Process> {
+        let mut all = vec![&self.keeper];
+        all.extend(self.document_server.iter().map(|d| &d.process));
+        all.extend(self.nodes.iter().map(|n| &n.process));
+        all
+    }
+
+    /// A box by name.
+    pub fn node(&self, name: &str) -> Option<&NodeRecord> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// A command by key.
+    pub fn command(&self, key: &str) -> Option<&CommandRecord> {
+        self.commands.iter().find(|c| c.key == key)
+    }
+
+    /// Refuses names and paths `lab down` must not touch: only `rk...` namespaces, sockets in
+    /// the WireGuard socket folder and a `renkei-lab-*` folder in the temp folder.
+    fn check(&self) -> anyhow::Result<()> {
+        for ns in &self.namespaces {
+            anyhow::ensure!(is_lab_namespace(ns), "namespace {ns:?}");
+        }
+        for socket in &self.wireguard_sockets {
+            let ok = socket.parent() == Some(Path::new(WIREGUARD_SOCKET_DIR))
+                && socket
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| {
+                        n.starts_with("rk") && n.ends_with(".sock") && !n.contains("..")
+                    });
+            anyhow::ensure!(ok, "WireGuard socket {}", socket.display());
+        }
+        anyhow::ensure!(
+            is_lab_dir(&self.lab_dir),
+            "lab folder {}",
+            self.lab_dir.display()
+        );
+        Ok(())
+    }
+}
+
+fn is_lab_namespace(name: &str) -> bool {
+    name.starts_with("rk")
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn is_lab_dir(dir: &Path) -> bool {
+    dir.parent() == Some(std::env::temp_dir().as_path())
+        && dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("renkei-lab-") && n != "renkei-lab-" && n != "..")
+}
+
+// ----------------------------------------------------------------------------------------------
+// Processes
+
+/// The start time of a running (not zombie) process, `None` when there is none.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_time(&stat)
+}
+
+/// `/proc/<pid>/stat` → start time, `None` for a zombie or a line that does not parse. The
+/// command name (field 2) may hold spaces and parentheses, so fields count from its last `)`.
+pub fn parse_start_time(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 (state); field 22 (starttime) is fields[19].
+    if matches!(fields.first(), Some(&"Z") | Some(&"X") | None) {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+impl Process {
+    /// Records a running process.
+    pub fn of(name: &str, pid: u32) -> anyhow::Result<Process> {
+        let start_time = start_time(pid).with_context(|| format!("{name} (pid {pid}) is gone"))?;
+        Ok(Process {
+            name: name.to_string(),
+            pid,
+            start_time,
+        })
+    }
+
+    /// True while this very process runs (same pid and start time, not a zombie).
+    pub fn alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start_time)
+    }
+
+    fn signal(&self, signal: Signal) {
+        if self.alive() && self.pid > 1 {
+            if let Ok(pid) = i32::try_from(self.pid) {
+                let _ = kill(Pid::from_raw(pid), signal);
+            }
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `timeout`; true once it is gone.
+    fn stop(&self, timeout: Duration) -> bool {
+        if !self.alive() {
+            return true;
+        }
+        self.signal(Signal::SIGTERM);
+        if wait_until(timeout, &self.name, || (!self.alive()).then_some(())).is_ok() {
+            return true;
+        }
+        self.signal(Signal::SIGKILL);
+        wait_until(Duration::from_secs(5), &self.name, || {
+            (!self.alive()).then_some(())
+        })
+        .is_ok()
+    }
+}
+
+/// A child process killed when dropped (the document server inside the keeper).
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn namespace_exists(name: &str) -> bool {
+    Path::new("/run/netns").join(name).exists()
+}
+
+// ----------------------------------------------------------------------------------------------
+// lab down
+
+/// What is left after a teardown (empty when everything is gone).
+#[derive(Debug, Default)]
+pub struct Leftovers {
+    /// Processes still running.
+    pub processes: Vec<Process>,
+    /// Namespaces still there.
+    pub namespaces: Vec<String>,
+    /// Files and folders still there.
+    pub paths: Vec<PathBuf>,
+}
+
+impl Leftovers {
+    /// True when nothing is left.
+    pub fn is_empty(&self) -> bool {
+        self.processes.is_empty() && self.namespaces.is_empty() && self.paths.is_empty()
+    }
+}
+
+/// What of `record` still exists.
+pub fn leftovers(record: &LabRecord) -> Leftovers {
+    let mut paths: Vec<PathBuf> = record
+        .wireguard_sockets
+        .iter()
+        .filter(|p| p.exists())
+        .cloned()
+        .collect();
+    if record.lab_dir.exists() {
+        paths.push(record.lab_dir.clone());
+    }
+    Leftovers {
+        processes: record
+            .processes()
+            .into_iter()
+            .filter(|p| p.alive())
+            .cloned()
+            .collect(),
+        namespaces: record
+            .namespaces
+            .iter()
+            .filter(|n| namespace_exists(n))
+            .cloned()
+            .collect(),
+        paths,
+    }
+}
+
+/// Removes the lab of `record`: stops the keeper (which removes its lab), then whatever is
+/// left, daemons before namespaces. Fails naming anything that would not go.
+pub fn teardown(record: &LabRecord) -> anyhow::Result<()> {
+    record.keeper.stop(STOP_TIMEOUT);
+    for process in record.processes() {
+        process.stop(STOP_TIMEOUT);
+    }
+    for ns in &record.namespaces {
+        if namespace_exists(ns) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+    for socket in &record.wireguard_sockets {
+        let _ = std::fs::remove_file(socket);
+    }
+    if record.lab_dir.exists() {
+        let _ = std::fs::remove_dir_all(&record.lab_dir);
+    }
+    let left = leftovers(record);
+    anyhow::ensure!(
+        left.is_empty(),
+        "could not remove all of lab {}: {left:?}",
+        record.id
+    );
+    Ok(())
+}
+
+/// `lab down`: removes the lab recorded in `state_dir`, then its `lab.json`. Returns the id of
+/// the lab removed, `None` when none was recorded.
+pub fn down(state_dir: &Path) -> anyhow::Result<Option<String>> {
+    let Some(record) = LabRecord::read(state_dir)? else {
+        return Ok(None);
+    };
+    teardown(&record)?;
+    let path = LabRecord::path(state_dir);
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    Ok(Some(record.id))
+}
+
+// ----------------------------------------------------------------------------------------------
+// lab up
+
+/// `lab up`: removes a lab left in `state_dir` (up, or crashed), starts the keeper, waits until
+/// it reports the lab up, and returns the record. The keeper keeps running.
+pub fn up(state_dir: &Path, options: &Options) -> anyhow::Result<LabRecord> {
+    anyhow::ensure!(crate::is_root(), "the lab needs root (network namespaces)");
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    let state_dir = state_dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", state_dir.display()))?;
+    if let Some(id) = down(&state_dir).context("removing the lab left from an earlier run")? {
+        println!("removed lab {id}, left from an earlier `lab up`");
+    }
+    let log_path = state_dir.join(KEEPER_LOG);
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let mut keeper = Command::new(std::env::current_exe()?);
+    keeper
+        .arg("keep")
+        .arg("--dir")
+        .arg(&state_dir)
+        .arg("--clinic-idle-timeout")
+        .arg(options.clinic_idle_timeout_secs.to_string())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; the closure touches nothing else.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut keeper, || {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut keeper = keeper.spawn().context("starting the lab keeper")?;
+    let keeper_pid = keeper.id();
+    let waited = wait_until(UP_TIMEOUT, "the lab to come up", || {
+        if let Ok(Some(status)) = keeper.try_wait() {
+            return Some(Err(anyhow::anyhow!("the lab keeper exited ({status})")));
+        }
+        match LabRecord::read(&state_dir) {
+            Ok(Some(record)) if record.keeper.pid == keeper_pid && record.state == "up" => {
+                Some(Ok(record))
+            }
+            _ => None,
+        }
+    });
+    match waited {
+        Ok(Ok(record)) => Ok(record),
+        Ok(Err(e)) | Err(e) => {
+            let _ = down(&state_dir);
+            let _ = keeper.kill();
+            let _ = keeper.wait();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            Err(e.context(format!(
+                "the lab did not come up; keeper log {}:\n{log}",
+                log_path.display()
+            )))
+        }
+    }
+}
+
+/// The keeper (`lab keep`): builds and runs the lab, writes `lab.json`, and holds the lab until
+/// SIGTERM or SIGINT; returning drops the lab, which removes it.
+pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
+    let lab = Lab::new()?;
+    let me = Process::of("lab keeper", std::process::id())?;
+    let mut record = LabRecord {
+        format: FORMAT,
+        state: "starting".into(),
+        id: lab.id.clone(),
+        lab_dir: lab.dir.clone(),
+        keeper: me,
+        namespaces: namespaces(&lab),
+        wireguard_sockets: Node::ALL
+            .iter()
+            .map(|n| Path::new(WIREGUARD_SOCKET_DIR).join(format!("{}.sock", lab.interface(*n))))
+            .collect(),
+        nodes: Vec::new(),
+        document_server: None,
+        clients: vec![ClientRecord {
+            name: "viewer PC on the clinic LAN".into(),
+            namespace: lab.lan_ns(Node::Clinic).name().into(),
+            address: Node::Clinic.lan_host_address().unwrap_or_default().into(),
+        }],
+        pki: None,
+        commands: Vec::new(),
+    };
+    record.write(state_dir)?;
+
+    // The document server: its own process on the hospital LAN host.
+    let documents_dir = lab.dir.join("documents");
+    let documents = write_documents(&documents_dir)?;
+    let server_log_path = lab.dir.join("document-server.log");
+    let server_log = std::fs::File::create(&server_log_path)?;
+    let server = ChildGuard(
+        lab.lan_ns(Node::Hospital)
+            .command(&std::env::current_exe()?.to_string_lossy())
+            .args([
+                "serve-documents",
+                "--listen",
+                DOCUMENT_SERVER_ADDRESS,
+                "--dir",
+            ])
+            .arg(&documents_dir)
+            .stdin(Stdio::null())
+            .stdout(server_log.try_clone()?)
+            .stderr(server_log)
+            .spawn()
+            .context("starting the document server")?,
+    );
+    record.document_server = Some(DocumentServerRecord {
+        namespace: lab.lan_ns(Node::Hospital).name().into(),
+        address: DOCUMENT_SERVER_ADDRESS.into(),
+        url: format!("http://{DOCUMENT_SERVER_ADDRESS}/"),
+        dir: documents_dir.clone(),
+        documents,
+        log: server_log_path,
+        process: Process::of("document server", server.0.id())?,
+    });
+    record.write(state_dir)?;
+    wait_until(
+        Duration::from_secs(15),
+        "the document server to listen",
+        || {
+            lab.ns(Node::Hospital)
+                .tcp_connect(DOCUMENT_SERVER_ADDRESS, Duration::from_secs(1))
+                .ok()
+        },
+    )?;
+
+    let pki = operator_pki(&lab)?;
+    record.pki = Some(pki);
+    let passwords = admin_passwords()?;
+
+    let mut daemons: Vec<Daemon> = Vec::new();
+    for (node, (password, hash)) in Node::ALL.into_iter().zip(passwords) {
+        let text = demo_config(&lab, node, &hash, options)?;
+        let daemon = lab.start(node, &text)?;
+        let pid = daemon.pid().context("daemon without a pid")?;
+        record.nodes.push(node_record(
+            &lab,
+            node,
+            &daemon,
+            Process::of(&format!("renkei on {}", node.short()), pid)?,
+            password,
+            options,
+        ));
+        record.write(state_dir)?;
+        daemons.push(daemon);
+    }
+    for (daemon, services) in daemons.iter().zip([
+        &["portal", "hospital-documents"][..],
+        &["documents"][..],
+        &["documents"][..],
+    ]) {
+        for service in services {
+            wait_until(Duration::from_secs(15), service, || {
+                let status = daemon.status().ok()?;
+                status["proxy"]["services"]
+                    .as_array()?
+                    .iter()
+                    .any(|s| s["name"] == *service)
+                    .then_some(())
+            })
+            .with_context(|| format!("{:?} service {service}", daemon.node))?;
+        }
+    }
+    wait_until(Duration::from_secs(20), "the hospital's tunnel", || {
+        let status = daemons[1].status().ok()?;
+        status["tunnel"]["peers"]
+            .as_array()?
+            .iter()
+            .any(|p| p["name"] == "dc" && p["state"] == "up")
+            .then_some(())
+    })?;
+    probe_pages(&lab, &mut record);
+    record.commands = commands(&record, state_dir)?;
+    record.state = "up".into();
+
+    // The setup is done and single-threaded again: from here stop signals are waited for,
+    // never delivered (an earlier one kills the keeper and `lab down` cleans up from the record).
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.thread_block()?;
+    record.write(state_dir)?;
+    println!("lab {} is up", record.id);
+    let signal = signals.wait()?;
+    println!("{signal:?}: removing lab {}", record.id);
+    while let Some(daemon) = daemons.pop() {
+        drop(daemon);
+    }
+    drop(server);
+    drop(lab);
+    println!("lab {} removed", record.id);
+    Ok(())
+}
+
+fn namespaces(lab: &Lab) -> Vec<String> {
+    let mut all = vec![lab.wan().name().to_string()];
+    for node in Node::ALL {
+        all.push(lab.ns(node).name().to_string());
+        if node != Node::Hub {
+            all.push(lab.lan_ns(node).name().to_string());
+        }
+    }
+    all
+}
+
+/// The operator's client certificate and config-signing key, next to the lab CA; every box
+/// gets the signing public key (`operator/signing.pub.pem`) and a status-page certificate for
+/// its LAN address, so `curl --cacert` verifies the page.
+fn operator_pki(lab: &Lab) -> anyhow::Result<PkiRecord> {
+    let pki = lab.pki_dir();
+    let operator = lab.ca.issue("operator.renkei.example")?;
+    let files = operator.write(&pki, "operator")?;
+    let signing = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let signing_key = pki.join("operator-signing.key");
+    write_key(&signing_key, &signing.serialize_pem())?;
+    let signing_public_key = pki.join("operator-signing.pub.pem");
+    std::fs::write(&signing_public_key, signing.public_key_pem())?;
+    for node in Node::ALL {
+        let dir = lab.node_dir(node).join("operator");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("signing.pub.pem"), signing.public_key_pem())?;
+        if let Some(lan) = node.lan_address() {
+            lab.ca
+                .issue(lan)?
+                .write(&lab.tls_dir(node), "status")
+                .with_context(|| format!("status certificate of {}", node.short()))?;
+        }
+    }
+    Ok(PkiRecord {
+        ca_certificate: pki.join("operator-ca.crt"),
+        ca_key: pki.join("operator-ca.key"),
+        operator_certificate: files.cert,
+        operator_key: files.key,
+        signing_key,
+        signing_public_key,
+    })
+}
+
+/// One random administrator password per box and its hash from `renkei passwd`.
+fn admin_passwords() -> anyhow::Result<Vec<(String, String)>> {
+    use ring::rand::SecureRandom;
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzACDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let rng = ring::rand::SystemRandom::new();
+    let mut out = Vec::new();
+    for _ in Node::ALL {
+        let mut bytes = [0u8; 16];
+        rng.fill(&mut bytes)
+            .map_err(|_| anyhow::anyhow!("no randomness"))?;
+        let password: String = bytes
+            .iter()
+            .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+            .collect();
+        let mut child = Command::new(renkei_bin()?)
+            .arg("passwd")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running renkei passwd")?;
+        child
+            .stdin
+            .take()
+            .context("stdin of renkei passwd")?
+            .write_all(format!("{password}\n").as_bytes())?;
+        let output = child.wait_with_output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "renkei passwd failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let hash = String::from_utf8(output.stdout)?.trim().to_string();
+        anyhow::ensure!(
+            hash.starts_with("$argon2id$"),
+            "renkei passwd printed {hash:?}"
+        );
+        out.push((password, hash));
+    }
+    Ok(out)
+}
+
+fn status_listen(node: Node) -> String {
+    match node.lan_address() {
+        Some(lan) => format!("{lan}:{STATUS_PORT}"),
+        None => format!("127.0.0.1:{STATUS_PORT}"),
+    }
+}
+
+fn management_listen(node: Node) -> String {
+    format!("{}:{MANAGEMENT_PORT}", node.tunnel_address())
+}
+
+/// `full_config` of a box plus its `[status]` and `[management]` sections, with the clinic's
+/// idle timeout of `options`.
+pub fn demo_config(
+    lab: &Lab,
+    node: Node,
+    password_hash: &str,
+    options: &Options,
+) -> anyhow::Result<String> {
+    let mut text = lab.full_config(node);
+    if node == Node::Clinic {
+        let from = "idle_timeout_secs = 300\n";
+        anyhow::ensure!(text.contains(from), "the clinic's config has no {from:?}");
+        text = text.replacen(
+            from,
+            &format!("idle_timeout_secs = {}\n", options.clinic_idle_timeout_secs),
+            1,
+        );
+    }
+    let certificate = if node.lan_address().is_some() {
+        "certificate_file = \"tls/status.crt\"\nprivate_key_file = \"tls/status.key\"\n"
+    } else {
+        "" // plain HTTP on loopback
+    };
+    text.push_str(&format!(
+        r#"
+[status]
+listen = "{listen}"
+admin_password_hash = "{password_hash}"
+{certificate}metrics_listen = "{tunnel}:{METRICS_PORT}"
+session_ttl_secs = 3600
+
+[management]
+listen = "{management}"
+operator_ca_file = "tls/operator-ca.crt"
+operator_signing_key_file = "operator/signing.pub.pem"
+confirm_timeout_secs = 120
+auto_confirm = false
+"#,
+        listen = status_listen(node),
+        tunnel = node.tunnel_address(),
+        management = management_listen(node),
+    ));
+    Ok(text)
+}
+
+fn node_record(
+    lab: &Lab,
+    node: Node,
+    daemon: &Daemon,
+    process: Process,
+    admin_password: String,
+    options: &Options,
+) -> NodeRecord {
+    let (role, policy) = match node {
+        Node::Hub => ("hub", "always_on"),
+        Node::Hospital => ("disclosing", "always_on"),
+        Node::Clinic => ("viewing", "on_demand"),
+    };
+    let service =
+        |name: &str, direction: &str, listen: String, target: String, peer: String| Listener {
+            service: name.into(),
+            direction: direction.into(),
+            listen,
+            target,
+            peer,
+        };
+    let port = |node: Node| format!("{}:{SERVICE_PORT}", node.tunnel_address());
+    let listeners = match node {
+        Node::Clinic => vec![service(
+            "documents",
+            "outbound",
+            format!("{LAN_SERVICE_ADDRESS}:{SERVICE_PORT}"),
+            port(Node::Hub),
+            format!("server {}", Node::Hub.tls_name()),
+        )],
+        Node::Hub => vec![
+            service(
+                "portal",
+                "inbound",
+                port(Node::Hub),
+                HUB_RELAY_ADDRESS.into(),
+                format!("client {}", Node::Clinic.tls_name()),
+            ),
+            service(
+                "hospital-documents",
+                "outbound",
+                HUB_RELAY_ADDRESS.into(),
+                port(Node::Hospital),
+                format!("server {}", Node::Hospital.tls_name()),
+            ),
+        ],
+        Node::Hospital => vec![service(
+            "documents",
+            "inbound",
+            port(Node::Hospital),
+            DOCUMENT_SERVER_ADDRESS.into(),
+            format!("client {}", Node::Hub.tls_name()),
+        )],
+    };
+    let https = node.lan_address().is_some();
+    NodeRecord {
+        name: node.short().into(),
+        role: role.into(),
+        namespace: lab.ns(node).name().into(),
+        lan_namespace: (node != Node::Hub).then(|| lab.lan_ns(node).name().into()),
+        wan_address: node.wan_address().into(),
+        tunnel_address: node.tunnel_address().into(),
+        lan_address: node.lan_address().map(Into::into),
+        interface: lab.interface(node),
+        wireguard_public_key: lab.public_key(node).into(),
+        tls_identity: node.tls_name().into(),
+        tunnel_policy: policy.into(),
+        idle_timeout_secs: (node == Node::Clinic).then_some(options.clinic_idle_timeout_secs),
+        config: daemon.config.clone(),
+        log: daemon.log.clone(),
+        runtime_dir: daemon.runtime_dir.clone(),
+        process,
+        listeners,
+        status_page: StatusPage {
+            url: format!(
+                "{}://{}/",
+                if https { "https" } else { "http" },
+                status_listen(node)
+            ),
+            open_from_namespace: if https {
+                lab.lan_ns(node).name().into()
+            } else {
+                lab.ns(node).name().into()
+            },
+            admin_password,
+            ca_file: https.then(|| lab.tls_dir(node).join("operator-ca.crt")),
+            metrics_url: format!("https://{}:{METRICS_PORT}/metrics", node.tunnel_address()),
+            served: false,
+        },
+        management: Management {
+            url: format!("https://{}/", management_listen(node)),
+            served: false,
+        },
+    }
+}
+
+/// Whether anything accepts connections on the status pages and management APIs yet.
+fn probe_pages(lab: &Lab, record: &mut LabRecord) {
+    let probe = |node: Node| {
+        let from = if node.lan_address().is_some() {
+            lab.lan_ns(node)
+        } else {
+            lab.ns(node)
+        };
+        let timeout = Duration::from_secs(1);
+        let page = from.tcp_connect(&status_listen(node), timeout).is_ok();
+        let management = lab
+            .ns(node)
+            .tcp_connect(&management_listen(node), timeout)
+            .is_ok();
+        (page, management)
+    };
+    // Listeners may bind a moment after the control socket answers: a short bounded wait
+    // for all of them, then whatever answers is recorded as served.
+    let _ = wait_until(PROBE_TIMEOUT, "status pages and management APIs", || {
+        Node::ALL
+            .into_iter()
+            .all(|node| probe(node) == (true, true))
+            .then_some(())
+    });
+    for (node, entry) in Node::ALL.into_iter().zip(record.nodes.iter_mut()) {
+        (entry.status_page.served, entry.management.served) = probe(node);
+    }
+}
+
+fn shell_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn command(key: &str, what: &str, argv: Vec<String>) -> CommandRecord {
+    CommandRecord {
+        key: key.into(),
+        what: what.into(),
+        shell: shell_line(&argv),
+        argv,
+    }
+}
+
+fn strings(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
+/// The commands to try, built from the record so printed text and `lab.json` never disagree.
+fn commands(record: &LabRecord, state_dir: &Path) -> anyhow::Result<Vec<CommandRecord>> {
+    let clinic = record.node("clinic").context("no clinic")?;
+    let hospital = record.node("hospital").context("no hospital")?;
+    let hub = record.node("dc").context("no hub")?;
+    let server = record
+        .document_server
+        .as_ref()
+        .context("no document server")?;
+    let viewer = record.clients.first().context("no viewer")?;
+    let renkei = renkei_bin()?.to_string_lossy().into_owned();
+    let lab = std::env::current_exe()?.to_string_lossy().into_owned();
+    let service = format!("http://{LAN_SERVICE_ADDRESS}:{SERVICE_PORT}");
+    let summary = server
+        .documents
+        .first()
+        .context("no documents")?
+        .name
+        .clone();
+    let imaging = server.documents.last().context("no documents")?;
+    let fetch = |name: &str| {
+        strings(&[
+            "ip",
+            "netns",
+            "exec",
+            &viewer.namespace,
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "60",
+            &format!("{service}/{name}"),
+        ])
+    };
+    let mut all = vec![
+        command(
+            "fetch-document",
+            "fetch a document from the clinic LAN: viewer PC -> clinic box -> hub -> hospital \
+             box -> document server, mutual TLS on every leg, the clinic's tunnel opened on \
+             demand",
+            fetch(&summary),
+        ),
+        command(
+            "fetch-imaging-checksum",
+            "fetch the imaging file the same way and checksum it",
+            strings(&[
+                "sh",
+                "-c",
+                &format!("{} | sha256sum", shell_line(&fetch(&imaging.name))),
+            ]),
+        ),
+        command(
+            "hospital-checksum",
+            &format!(
+                "the hospital's copy: the same checksum ({})",
+                &imaging.sha256
+            ),
+            vec![
+                "sha256sum".into(),
+                server
+                    .dir
+                    .join(&imaging.name)
+                    .to_string_lossy()
+                    .into_owned(),
+            ],
+        ),
+        command(
+            "clinic-tunnel",
+            &format!(
+                "the clinic's tunnel: up after a fetch, idle again {} s after the last byte",
+                clinic.idle_timeout_secs.unwrap_or(0)
+            ),
+            vec![
+                renkei.clone(),
+                "status".into(),
+                "--config".into(),
+                clinic.config.to_string_lossy().into_owned(),
+            ],
+        ),
+        command(
+            "clinic-tunnel-json",
+            "the same as JSON (what the status page and tests read)",
+            vec![
+                renkei.clone(),
+                "status".into(),
+                "--json".into(),
+                "--config".into(),
+                clinic.config.to_string_lossy().into_owned(),
+            ],
+        ),
+        command(
+            "hospital-status",
+            "the hospital: always on, every connection in its access log",
+            vec![
+                renkei.clone(),
+                "status".into(),
+                "--config".into(),
+                hospital.config.to_string_lossy().into_owned(),
+            ],
+        ),
+        command(
+            "hub-peers",
+            "the hub's WireGuard peers, as the operator sees them",
+            strings(&["wg", "show", &hub.interface]),
+        ),
+    ];
+    for node in &record.nodes {
+        let page = &node.status_page;
+        // Log in with the admin password (the session cookie goes to a jar in the box's
+        // folder), then read the page's status API: what the page shows, as JSON.
+        let jar = record.lab_dir.join(&node.name).join("status-cookies.txt");
+        let curl = |extra: &[&str]| {
+            let mut argv = strings(&[
+                "ip",
+                "netns",
+                "exec",
+                &page.open_from_namespace,
+                "curl",
+                "-sS",
+                "--fail",
+                "--max-time",
+                "10",
+            ]);
+            if let Some(ca) = &page.ca_file {
+                argv.push("--cacert".into());
+                argv.push(ca.to_string_lossy().into_owned());
+            }
+            argv.extend(extra.iter().map(|s| s.to_string()));
+            shell_line(&argv)
+        };
+        let jar = jar.to_string_lossy();
+        let login = curl(&[
+            "-o",
+            "/dev/null",
+            "-c",
+            &jar,
+            "--data-urlencode",
+            &format!("password={}", page.admin_password),
+            &format!("{}login", page.url),
+        ]);
+        let api = curl(&["-b", &jar, &format!("{}api/v1/status", page.url)]);
+        let note = if page.served {
+            ""
+        } else {
+            " (not served yet: issue #5)"
+        };
+        all.push(command(
+            &format!("status-page-{}", node.name),
+            &format!(
+                "log in to the {} status page ({}, admin password {}) and read its status API{note}",
+                node.name, page.url, page.admin_password
+            ),
+            vec!["sh".into(), "-c".into(), format!("{login} && {api}")],
+        ));
+    }
+    all.push(CommandRecord {
+        key: "push-config".into(),
+        what: format!(
+            "push a config from the operator to the clinic: the clinic's management API {} \
+             (operator certificate and signing key under \"pki\"); {}",
+            clinic.management.url,
+            if clinic.management.served {
+                "the push command is not wired into the lab yet"
+            } else {
+                "not served yet: arrives with issue #6"
+            }
+        ),
+        shell: String::new(),
+        argv: Vec::new(),
+    });
+    let mut stop = vec![lab, "down".into()];
+    if state_dir != default_state_dir().canonicalize().unwrap_or_default() {
+        stop.push("--dir".into());
+        stop.push(state_dir.to_string_lossy().into_owned());
+    }
+    all.push(command("down", "remove the lab", stop));
+    Ok(all)
+}
+
+// ----------------------------------------------------------------------------------------------
+// The summary for people
+
+/// The human summary of a lab that is up.
+pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
+    let mut out = String::new();
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    line(format!(
+        "renkei lab {} is up: every address is from 198.18.0.0/15 (record: {})",
+        record.id,
+        LabRecord::path(state_dir).display()
+    ));
+    line(String::new());
+    line("Boxes".into());
+    for n in &record.nodes {
+        let idle = n
+            .idle_timeout_secs
+            .map(|s| format!(", idle after {s} s"))
+            .unwrap_or_default();
+        line(format!(
+            "  {:<9} {:<11} ns {:<20} WAN {:<12} tunnel {:<12} LAN {:<12} {}{idle}  pid {}",
+            n.name,
+            n.role,
+            n.namespace,
+            n.wan_address,
+            n.tunnel_address,
+            n.lan_address.as_deref().unwrap_or("-"),
+            n.tunnel_policy,
+            n.process.pid
+        ));
+        line(format!(
+            "            config {}  log {}",
+            n.config.display(),
+            n.log.display()
+        ));
+    }
+    line(String::new());
+    line("LAN hosts".into());
+    if let Some(server) = &record.document_server {
+        line(format!(
+            "  document server  ns {:<20} {}  pid {}  serving {}",
+            server.namespace,
+            server.url,
+            server.process.pid,
+            server.dir.display()
+        ));
+        for doc in &server.documents {
+            line(format!(
+                "      {:<22} {:>9} bytes  sha256 {}",
+                doc.name, doc.bytes, doc.sha256
+            ));
+        }
+    }
+    for client in &record.clients {
+        line(format!(
+            "  {:<16} ns {:<20} {}",
+            client.name, client.namespace, client.address
+        ));
+    }
+    line(String::new());
+    line("TLS services (mutual TLS, CRYPTREC high-security profile, inside the tunnel)".into());
+    for n in &record.nodes {
+        for l in &n.listeners {
+            line(format!(
+                "  {:<9} {:<19} {:<8} {:<18} -> {:<18} {}",
+                n.name, l.service, l.direction, l.listen, l.target, l.peer
+            ));
+        }
+    }
+    line(String::new());
+    line("Status pages (admin passwords of this run)".into());
+    for n in &record.nodes {
+        let p = &n.status_page;
+        line(format!(
+            "  {:<9} {:<28} from ns {:<20} password {}{}",
+            n.name,
+            p.url,
+            p.open_from_namespace,
+            p.admin_password,
+            if p.served {
+                ""
+            } else {
+                "  (not served yet: issue #5)"
+            }
+        ));
+    }
+    line("Management API (operator config push)".into());
+    for n in &record.nodes {
+        line(format!(
+            "  {:<9} {}{}",
+            n.name,
+            n.management.url,
+            if n.management.served {
+                ""
+            } else {
+                "  (not served yet: issue #6)"
+            }
+        ));
+    }
+    if let Some(pki) = &record.pki {
+        line(format!(
+            "Operator PKI: CA {}  client {}  signing key {}",
+            pki.ca_certificate.display(),
+            pki.operator_certificate.display(),
+            pki.signing_key.display()
+        ));
+    }
+    line(String::new());
+    line("Try".into());
+    for c in &record.commands {
+        line(format!("  # {}", c.what));
+        if !c.shell.is_empty() {
+            line(format!("  {}", c.shell));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_is_field_22_and_zombies_have_none() {
+        let stat = "1234 (a (weird) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
+                    987654 1000 100";
+        assert_eq!(parse_start_time(stat), Some(987_654));
+        let zombie = stat.replace(") S ", ") Z ");
+        assert_eq!(parse_start_time(&zombie), None);
+        assert_eq!(parse_start_time("garbage"), None);
+        assert_eq!(parse_start_time("1 (x) S 1 2"), None);
+        let me = start_time(std::process::id()).expect("this process runs");
+        assert!(Process::of("me", std::process::id()).expect("me").alive());
+        assert!(!Process {
+            name: "recycled".into(),
+            pid: std::process::id(),
+            start_time: me + 1
+        }
+        .alive());
+    }
+
+    #[test]
+    fn records_naming_foreign_things_are_refused() {
+        let dir = std::env::temp_dir().join(format!("renkei-demo-record-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        assert!(LabRecord::read(&dir).expect("no record").is_none());
+        let good = LabRecord {
+            format: FORMAT,
+            state: "up".into(),
+            id: "abc".into(),
+            lab_dir: std::env::temp_dir().join("renkei-lab-abc"),
+            keeper: Process {
+                name: "k".into(),
+                pid: 1,
+                start_time: 1,
+            },
+            namespaces: vec!["rkabc-dc".into()],
+            wireguard_sockets: vec![Path::new(WIREGUARD_SOCKET_DIR).join("rkabcd.sock")],
+            nodes: vec![],
+            document_server: None,
+            clients: vec![],
+            pki: None,
+            commands: vec![],
+        };
+        good.write(&dir).expect("write");
+        assert!(LabRecord::read(&dir).expect("read").is_some());
+        let mut cases: Vec<LabRecord> = Vec::new();
+        let mut bad = good.clone();
+        bad.namespaces.push("default".into());
+        cases.push(bad);
+        let mut bad = good.clone();
+        bad.lab_dir = "/".into();
+        cases.push(bad);
+        let mut bad = good.clone();
+        bad.lab_dir = std::env::temp_dir();
+        cases.push(bad);
+        let mut bad = good.clone();
+        bad.wireguard_sockets = vec!["/etc/passwd".into()];
+        cases.push(bad);
+        let mut bad = good.clone();
+        bad.format = FORMAT + 1;
+        cases.push(bad);
+        for bad in cases {
+            bad.write(&dir).expect("write");
+            assert!(LabRecord::read(&dir).is_err(), "{bad:?}");
+        }
+        std::fs::write(LabRecord::path(&dir), "{\"format\": 1").expect("write");
+        let error = format!("{:#}", LabRecord::read(&dir).expect_err("truncated"));
+        assert!(error.contains("is not a lab record"), "{error}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn shell_lines_quote_what_needs_it() {
+        assert_eq!(
+            shell_line(&strings(&["sh", "-c", "a | b", "it's"])),
+            r"sh -c 'a | b' 'it'\''s'"
+        );
+    }
+}
