@@ -379,3 +379,57 @@ fn int1_random_and_truncated_datagrams_do_not_disturb_the_hub() {
     assert_eq!(peer_state(&hub, "hospital"), "up");
     tcp_through_tunnel(&lab, Node::Hospital, Node::Hub, 1 << 20).expect("real peer still works");
 }
+
+#[test]
+fn net7_a_check_in_brings_an_idle_on_demand_tunnel_up_and_lets_it_idle_again() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let _hub = lab
+        .start(Node::Hub, &lab.tunnel_config(Node::Hub))
+        .expect("hub");
+    let config = lab
+        .tunnel_config(Node::Clinic)
+        .replace(
+            "checkin_interval_secs = 0",
+            "checkin_interval_secs = 60\ncheckin_window_secs = 10",
+        )
+        .replace("idle_timeout_secs = 300", "idle_timeout_secs = 10");
+    let started = Instant::now();
+    let clinic = lab.start(Node::Clinic, &config).expect("clinic");
+    assert_eq!(
+        peer_state(&clinic, "dc"),
+        "idle",
+        "nothing wants the tunnel yet"
+    );
+
+    // No LAN demand at all: the check-in alone brings the tunnel up after the interval.
+    wait_until(Duration::from_secs(80), "the check-in", || {
+        (peer_state(&clinic, "dc") == "up").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", clinic.log_text()));
+    let up_at = started.elapsed();
+    assert!(
+        up_at >= Duration::from_secs(55),
+        "checked in after {up_at:?}, interval is 60 s"
+    );
+    assert!(
+        clinic.log_text().contains("check-in"),
+        "{}",
+        clinic.log_text()
+    );
+
+    // Held for the window, then idle again after the idle timeout; keys dropped.
+    wait_until(
+        Duration::from_secs(40),
+        "the tunnel to idle after the check-in",
+        || (peer_state(&clinic, "dc") == "idle").then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", clinic.log_text()));
+    let idle_after = started.elapsed() - up_at;
+    assert!(
+        idle_after >= Duration::from_secs(15),
+        "idle {idle_after:?} after the check-in: window 10 s + idle timeout 10 s"
+    );
+    let peer = clinic.peer("dc").expect("peer");
+    assert_eq!(peer["session_keys_present"], false, "{peer}");
+}

@@ -310,6 +310,13 @@ impl Tunnel {
         tasks.spawn(Arc::clone(&plane).run_timers());
         tasks.spawn(uapi.serve(Arc::clone(&plane), listen_port));
         tasks.spawn(resolve_missing_endpoints(Arc::clone(&plane)));
+        if mode == PolicyMode::OnDemand && tunnel.policy.checkin_interval_secs > 0 {
+            tasks.spawn(check_in(
+                Arc::clone(&plane),
+                Duration::from_secs(tunnel.policy.checkin_interval_secs),
+                Duration::from_secs(tunnel.policy.checkin_window_secs),
+            ));
+        }
 
         tracing::info!(
             interface = %tunnel.interface,
@@ -568,6 +575,35 @@ async fn resolve(text: &str) -> Option<SocketAddr> {
         Err(e) => {
             tracing::warn!(endpoint = text, error = %e, "cannot resolve peer endpoint; will retry");
             None
+        }
+    }
+}
+
+/// Check-ins of an on-demand box: an idle box behind NAT cannot be reached by the operator, so
+/// every `interval` it holds its tunnel up for `window` as if a LAN connection wanted it, then
+/// lets it idle out as usual (after `idle_timeout_secs` without traffic). Apart from check-ins
+/// an idle box sends nothing.
+async fn check_in(plane: Arc<DataPlane>, interval: Duration, window: Duration) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let peers: Vec<Arc<Peer>> = plane
+            .peers
+            .iter()
+            .filter(|p| p.lock().policy.mode() == Mode::OnDemand)
+            .cloned()
+            .collect();
+        tracing::info!(
+            window_secs = window.as_secs(),
+            "check-in: bringing the tunnel up for the operator"
+        );
+        for peer in &peers {
+            plane.external_event(peer, Event::HoldAcquired).await;
+        }
+        tokio::time::sleep(window).await;
+        for peer in &peers {
+            plane.external_event(peer, Event::HoldReleased).await;
         }
     }
 }
