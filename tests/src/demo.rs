@@ -29,7 +29,7 @@ use crate::lab::{
     Lab, Node, DOCUMENT_SERVER_ADDRESS, HUB_RELAY_ADDRESS, LAN_SERVICE_ADDRESS, SERVICE_PORT,
     WIREGUARD_SOCKET_DIR,
 };
-use crate::pki::write_key;
+use crate::operator::Operator;
 use crate::wait::wait_until;
 
 /// Version of the `lab.json` layout; a file with another version is refused, not guessed at.
@@ -51,6 +51,13 @@ pub const STATUS_PORT: u16 = 9443;
 pub const METRICS_PORT: u16 = 9100;
 /// Port of the management API on the tunnel address (as in `config/*.toml`).
 pub const MANAGEMENT_PORT: u16 = 7443;
+/// `management.confirm_timeout_secs` of every box in the demo: how long a pushed config runs
+/// on probation before it rolls back unless confirmed.
+pub const CONFIRM_TIMEOUT_SECS: u64 = 120;
+/// The operator's identity in its client certificate (what boxes record as `pushed_by`).
+pub const OPERATOR_IDENTITY: &str = "operator.renkei.example";
+/// `--wait-secs` of the printed `renkei push`: how long it retries a box that does not answer.
+pub const PUSH_WAIT_SECS: u64 = 60;
 /// Default idle timeout of the clinic's on-demand tunnel in the demo: long enough to look
 /// around after a fetch, short enough to watch it close.
 pub const DEFAULT_CLINIC_IDLE_SECS: u32 = 60;
@@ -104,6 +111,10 @@ pub struct LabRecord {
     pub clients: Vec<ClientRecord>,
     /// The operator's PKI of this run.
     pub pki: Option<PkiRecord>,
+    /// The signed example config waiting to be pushed to the clinic (absent in records
+    /// written before the lab prepared one, hence the default).
+    #[serde(default)]
+    pub config_push: Option<ConfigPushRecord>,
     /// Commands to try, in the order they are printed.
     pub commands: Vec<CommandRecord>,
 }
@@ -250,6 +261,28 @@ pub struct PkiRecord {
     pub signing_key: PathBuf,
     /// Its public key, as every box's `management.operator_signing_key_file`.
     pub signing_public_key: PathBuf,
+}
+
+/// The example config push the lab prepares (issue #8): the clinic's running config with
+/// `meta.version` raised and a `meta.description` saying what changed, signed with `renkei sign`
+/// and the operator's key, so the printed push, confirm and remote commands have something real
+/// to carry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigPushRecord {
+    /// The box it is for.
+    pub node: String,
+    /// `meta.version` the box runs when the lab comes up.
+    pub running_version: u64,
+    /// `meta.version` of the signed config (what `renkei confirm --version` names).
+    pub version: u64,
+    /// Its `meta.description`: the visible change, shown in `config_state` once applied.
+    pub description: String,
+    /// The signed config, in the operator's folder.
+    pub config: PathBuf,
+    /// Its signature (`<config>.sig`, base64 DER ECDSA P-256).
+    pub signature: PathBuf,
+    /// Fingerprint of the signing key: the `signer` the box reports.
+    pub signer: String,
 }
 
 /// A command to try.
@@ -629,6 +662,7 @@ pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
             address: Node::Clinic.lan_host_address().unwrap_or_default().into(),
         }],
         pki: None,
+        config_push: None,
         commands: Vec::new(),
     };
     record.write(state_dir)?;
@@ -674,8 +708,8 @@ pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
         },
     )?;
 
-    let pki = operator_pki(&lab)?;
-    record.pki = Some(pki);
+    let operator = Operator::with_identity(&lab, OPERATOR_IDENTITY)?;
+    record.pki = Some(operator_pki(&lab, &operator)?);
     let passwords = admin_passwords()?;
 
     let mut daemons: Vec<Daemon> = Vec::new();
@@ -720,7 +754,12 @@ pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
             .then_some(())
     })?;
     probe_pages(&lab, &mut record);
-    record.commands = commands(&record, state_dir)?;
+    let clinic = daemons
+        .iter()
+        .find(|d| d.node == Node::Clinic)
+        .context("no clinic daemon")?;
+    record.config_push = Some(prepare_push(&operator, Node::Clinic, &clinic.config)?);
+    record.commands = commands(&record, state_dir, &operator)?;
     record.state = "up".into();
 
     // The setup is done and single-threaded again: from here stop signals are waited for,
@@ -753,22 +792,18 @@ fn namespaces(lab: &Lab) -> Vec<String> {
     all
 }
 
-/// The operator's client certificate and config-signing key, next to the lab CA; every box
-/// gets the signing public key (`operator/signing.pub.pem`) and a status-page certificate for
-/// its LAN address, so `curl --cacert` verifies the page.
-fn operator_pki(lab: &Lab) -> anyhow::Result<PkiRecord> {
-    let pki = lab.pki_dir();
-    let operator = lab.ca.issue("operator.renkei.example")?;
-    let files = operator.write(&pki, "operator")?;
-    let signing = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let signing_key = pki.join("operator-signing.key");
-    write_key(&signing_key, &signing.serialize_pem())?;
-    let signing_public_key = pki.join("operator-signing.pub.pem");
-    std::fs::write(&signing_public_key, signing.public_key_pem())?;
+/// The operator's PKI of this run from `operator` (its client certificate from the lab CA and
+/// the config-signing key made by `renkei keygen --operator`, as in the config push tests);
+/// every box gets a copy of the signing public key (`operator/signing.pub.pem`, as an installer
+/// puts it there) and a status-page certificate for its LAN address, so `curl --cacert`
+/// verifies the page.
+fn operator_pki(lab: &Lab, operator: &Operator) -> anyhow::Result<PkiRecord> {
+    let public_pem = std::fs::read_to_string(&operator.signing_public)
+        .with_context(|| format!("reading {}", operator.signing_public.display()))?;
     for node in Node::ALL {
         let dir = lab.node_dir(node).join("operator");
         std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("signing.pub.pem"), signing.public_key_pem())?;
+        std::fs::write(dir.join("signing.pub.pem"), &public_pem)?;
         if let Some(lan) = node.lan_address() {
             lab.ca
                 .issue(lan)?
@@ -777,12 +812,81 @@ fn operator_pki(lab: &Lab) -> anyhow::Result<PkiRecord> {
         }
     }
     Ok(PkiRecord {
-        ca_certificate: pki.join("operator-ca.crt"),
-        ca_key: pki.join("operator-ca.key"),
-        operator_certificate: files.cert,
-        operator_key: files.key,
-        signing_key,
-        signing_public_key,
+        ca_certificate: operator.ca.clone(),
+        ca_key: lab.pki_dir().join("operator-ca.key"),
+        operator_certificate: operator.client.cert.clone(),
+        operator_key: operator.client.key.clone(),
+        signing_key: operator.signing_key.clone(),
+        signing_public_key: operator.signing_public.clone(),
+    })
+}
+
+/// `meta.version` of a config's text: the `version = N` line of its `[meta]` table (the lab
+/// writes every config that way; anything else is an error, never a guess).
+fn meta_version(text: &str) -> anyhow::Result<u64> {
+    let mut table = "";
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            table = line;
+        } else if table == "[meta]" {
+            if let Some(value) = line.strip_prefix("version = ") {
+                return value
+                    .parse()
+                    .with_context(|| format!("meta.version {value:?} is not a number"));
+            }
+        }
+    }
+    anyhow::bail!("no `version = N` line in [meta]")
+}
+
+/// The example push: `running` with `meta.version` one higher and a `meta.description`,
+/// nothing else changed (a tunnel or service change would be applied too, but the point here
+/// is the push itself, and an unchanged tunnel keeps the operator's connection).
+fn example_push_text(running: &str, description: &str) -> anyhow::Result<(String, u64)> {
+    let version = meta_version(running)?;
+    let from = format!("[meta]\nversion = {version}\n");
+    anyhow::ensure!(
+        running.contains(&from) && !running.contains("\ndescription = "),
+        "the running config's [meta] table is not {from:?} alone"
+    );
+    let next = version + 1;
+    let to = format!("[meta]\nversion = {next}\ndescription = {description:?}\n");
+    Ok((running.replacen(&from, &to, 1), next))
+}
+
+/// Writes the example config for `node` next to the operator's keys and signs it with
+/// `renkei sign` ([`Operator::write_signed`]).
+fn prepare_push(
+    operator: &Operator,
+    node: Node,
+    running_config: &Path,
+) -> anyhow::Result<ConfigPushRecord> {
+    let running = std::fs::read_to_string(running_config)
+        .with_context(|| format!("reading {}", running_config.display()))?;
+    let running_version = meta_version(&running)?;
+    let description = format!(
+        "lab example push to the {}: version {} -> {}",
+        node.short(),
+        running_version,
+        running_version + 1
+    );
+    let (text, version) = example_push_text(&running, &description)?;
+    let config =
+        operator.write_signed(&format!("{}-v{version}.toml", node.short()), &text, None)?;
+    let signer = renkei::control::signing::OperatorKey::read(&operator.signing_public)
+        .with_context(|| format!("reading {}", operator.signing_public.display()))?
+        .fingerprint()
+        .to_string();
+    let mut signature = config.clone().into_os_string();
+    signature.push(".sig");
+    Ok(ConfigPushRecord {
+        node: node.short().into(),
+        running_version,
+        version,
+        description,
+        config,
+        signature: signature.into(),
+        signer,
     })
 }
 
@@ -874,7 +978,7 @@ session_ttl_secs = 3600
 listen = "{management}"
 operator_ca_file = "tls/operator-ca.crt"
 operator_signing_key_file = "operator/signing.pub.pem"
-confirm_timeout_secs = 120
+confirm_timeout_secs = {CONFIRM_TIMEOUT_SECS}
 auto_confirm = false
 "#,
         listen = status_listen(node),
@@ -1039,7 +1143,11 @@ fn strings(parts: &[&str]) -> Vec<String> {
 }
 
 /// The commands to try, built from the record so printed text and `lab.json` never disagree.
-fn commands(record: &LabRecord, state_dir: &Path) -> anyhow::Result<Vec<CommandRecord>> {
+fn commands(
+    record: &LabRecord,
+    state_dir: &Path,
+    operator: &Operator,
+) -> anyhow::Result<Vec<CommandRecord>> {
     let clinic = record.node("clinic").context("no clinic")?;
     let hospital = record.node("hospital").context("no hospital")?;
     let hub = record.node("dc").context("no hub")?;
@@ -1193,21 +1301,7 @@ fn commands(record: &LabRecord, state_dir: &Path) -> anyhow::Result<Vec<CommandR
             vec!["sh".into(), "-c".into(), format!("{login} && {api}")],
         ));
     }
-    all.push(CommandRecord {
-        key: "push-config".into(),
-        what: format!(
-            "push a config from the operator to the clinic: the clinic's management API {} \
-             (operator certificate and signing key under \"pki\"); {}",
-            clinic.management.url,
-            if clinic.management.served {
-                "the push command is not wired into the lab yet"
-            } else {
-                "not served yet: arrives with issue #6"
-            }
-        ),
-        shell: String::new(),
-        argv: Vec::new(),
-    });
+    all.extend(push_commands(record, operator, &renkei)?);
     let mut stop = vec![lab, "down".into()];
     if state_dir != default_state_dir().canonicalize().unwrap_or_default() {
         stop.push("--dir".into());
@@ -1215,6 +1309,99 @@ fn commands(record: &LabRecord, state_dir: &Path) -> anyhow::Result<Vec<CommandR
     }
     all.push(command("down", "remove the lab", stop));
     Ok(all)
+}
+
+/// The example config push as an operator does it: bring the on-demand clinic's tunnel up on
+/// the box (the hub has no address for it until it connects, so the operator cannot reach a
+/// clinic that has never asked for its tunnel), then `renkei push`, `confirm` and `remote`
+/// from the data centre's namespace through the hub's tunnel to the clinic's management API.
+/// Every command is a real argv: `lab_demo` runs them exactly as recorded.
+fn push_commands(
+    record: &LabRecord,
+    operator: &Operator,
+    renkei: &str,
+) -> anyhow::Result<Vec<CommandRecord>> {
+    let push = record.config_push.as_ref().context("no example push")?;
+    let target = record.node(&push.node).context("no box for the push")?;
+    let node = Node::ALL
+        .into_iter()
+        .find(|n| n.short() == push.node)
+        .context("no lab node for the push")?;
+    let hub = record.node("dc").context("no hub")?;
+    let operator_command = |command: &str, extra: &[String]| {
+        let mut argv = strings(&["ip", "netns", "exec", &hub.namespace, renkei, command]);
+        argv.extend(operator.management_args(node));
+        argv.extend(extra.iter().cloned());
+        argv
+    };
+    let note = if target.management.served {
+        String::new()
+    } else {
+        " (the management API did not answer when the lab came up)".into()
+    };
+    Ok(vec![
+        command(
+            &format!("{}-connect", push.node),
+            &format!(
+                "config push, step 1: bring the {0}'s on-demand tunnel up on the box (until \
+                 the {0} connects, the hub has no address to reach it at, and an idle box never \
+                 sends on its own); it idles out again {1} s after the last packet",
+                push.node,
+                target.idle_timeout_secs.unwrap_or(0)
+            ),
+            vec![
+                "ip".into(),
+                "netns".into(),
+                "exec".into(),
+                target.namespace.clone(),
+                renkei.into(),
+                "tunnel".into(),
+                "connect".into(),
+                "--config".into(),
+                target.config.to_string_lossy().into_owned(),
+            ],
+        ),
+        command(
+            "push-config",
+            &format!(
+                "step 2: push the signed example config (version {} -> {}, description {:?}) \
+                 from the data centre to the {}'s management API {}: answers \"state\": \
+                 \"pending\"{note}",
+                push.running_version,
+                push.version,
+                push.description,
+                push.node,
+                target.management.url
+            ),
+            operator_command(
+                "push",
+                &[
+                    "--wait-secs".into(),
+                    PUSH_WAIT_SECS.to_string(),
+                    push.config.to_string_lossy().into_owned(),
+                ],
+            ),
+        ),
+        command(
+            "confirm-config",
+            &format!(
+                "step 3: confirm version {} within {CONFIRM_TIMEOUT_SECS} s of the push, or \
+                 the {} rolls back to version {}: answers \"state\": \"confirmed\"",
+                push.version, push.node, push.running_version
+            ),
+            operator_command("confirm", &["--version".into(), push.version.to_string()]),
+        ),
+        command(
+            "show-config",
+            &format!(
+                "step 4: the {}'s running config as the operator sees it: version, sha256, \
+                 signer, pushed_by, state (its own `renkei status` shows the same); pushing \
+                 the same file again is refused as not_newer",
+                push.node
+            ),
+            operator_command("remote", &[]),
+        ),
+    ])
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -1319,6 +1506,17 @@ pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
             }
         ));
     }
+    if let Some(push) = &record.config_push {
+        line(format!(
+            "  example push for the {}: {} (version {} -> {}, signed: {}, signer {})",
+            push.node,
+            push.config.display(),
+            push.running_version,
+            push.version,
+            push.signature.display(),
+            push.signer
+        ));
+    }
     if let Some(pki) = &record.pki {
         line(format!(
             "Operator PKI: CA {}  client {}  signing key {}",
@@ -1383,6 +1581,7 @@ mod tests {
             document_server: None,
             clients: vec![],
             pki: None,
+            config_push: None,
             commands: vec![],
         };
         good.write(&dir).expect("write");
@@ -1411,6 +1610,21 @@ mod tests {
         let error = format!("{:#}", LabRecord::read(&dir).expect_err("truncated"));
         assert!(error.contains("is not a lab record"), "{error}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_example_push_raises_meta_version_and_changes_nothing_else() {
+        let running = "[meta]\nversion = 1\n\n[tunnel]\nversion = 7\n";
+        let (text, version) = example_push_text(running, "v 1 -> 2: \"why\"").expect("push");
+        assert_eq!(version, 2);
+        assert_eq!(meta_version(&text).expect("version"), 2);
+        assert_eq!(
+            text,
+            "[meta]\nversion = 2\ndescription = \"v 1 -> 2: \\\"why\\\"\"\n\n[tunnel]\nversion = 7\n"
+        );
+        assert!(meta_version("[tunnel]\nversion = 3\n").is_err());
+        assert!(meta_version("[meta]\nversion = x\n").is_err());
+        assert!(example_push_text("[meta]\nversion = 1\ndescription = \"a\"\n", "b").is_err());
     }
 
     #[test]

@@ -70,6 +70,12 @@ impl Operator {
     /// Makes the operator's signing key (with `renkei keygen --operator`) and client
     /// certificate under `<lab>/operator`.
     pub fn new(lab: &Lab) -> anyhow::Result<Operator> {
+        Self::with_identity(lab, "operator.renkei.test")
+    }
+
+    /// [`Operator::new`] with a client certificate for `identity`: the demo lab names its
+    /// operator in the same domain as its boxes, so `pushed_by` reads as one network.
+    pub fn with_identity(lab: &Lab, identity: &str) -> anyhow::Result<Operator> {
         let dir = lab.dir.join("operator");
         std::fs::create_dir_all(&dir)?;
         let signing_key = dir.join("signing.key");
@@ -78,10 +84,7 @@ impl Operator {
             .arg(&signing_key)
             .output()?;
         anyhow::ensure!(out.status.success(), "keygen --operator: {out:?}");
-        let client = lab
-            .ca
-            .issue("operator.renkei.test")?
-            .write(&dir, "client")?;
+        let client = lab.ca.issue(identity)?.write(&dir, "client")?;
         Ok(Operator {
             signing_public: renkei::keys::public_key_path(&signing_key),
             signing_key,
@@ -147,7 +150,11 @@ auto_confirm = {auto_confirm}
         Ok(path)
     }
 
-    fn target_args(&self, node: Node) -> Vec<String> {
+    /// The arguments that name `node`'s management API and the operator's credentials
+    /// (`--to`, `--server-name`, `--cert`, `--key`, `--ca`), exactly as an operator types them
+    /// after `renkei push`, `confirm` or `remote`: the demo lab prints commands built from these
+    /// so they cannot drift from what the tests run.
+    pub fn management_args(&self, node: Node) -> Vec<String> {
         vec![
             "--to".into(),
             format!("{}:{MANAGEMENT_PORT}", node.tunnel_address()),
@@ -159,9 +166,13 @@ auto_confirm = {auto_confirm}
             self.client.key.display().to_string(),
             "--ca".into(),
             self.ca.display().to_string(),
-            "--timeout-secs".into(),
-            self.timeout_secs.to_string(),
         ]
+    }
+
+    fn target_args(&self, node: Node) -> Vec<String> {
+        let mut args = self.management_args(node);
+        args.extend(["--timeout-secs".into(), self.timeout_secs.to_string()]);
+        args
     }
 
     fn run(&self, lab: &Lab, args: Vec<String>) -> anyhow::Result<Outcome> {

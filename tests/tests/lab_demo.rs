@@ -1,5 +1,6 @@
 //! The demo lab as a newcomer uses it: the `lab` binary's `up`, the commands it prints and
-//! records in `lab.json`, and `down`, which must leave nothing behind (NET-1, NET-7, LOG-1).
+//! records in `lab.json`, and `down`, which must leave nothing behind (NET-1, NET-7, LOG-1);
+//! the printed config push to the on-demand clinic (AUTH-2, LOG-2).
 //!
 //! Each test keeps its `lab.json` in a folder of its own, so it never touches a demo lab a
 //! person has running, and a guard runs `lab down` when the test ends, also when it fails.
@@ -130,20 +131,41 @@ impl Drop for LabDir {
     }
 }
 
-/// Runs one of the recorded commands exactly as recorded (its argv) and returns its stdout.
-fn run_recorded(record: &LabRecord, key: &str) -> Vec<u8> {
+/// Runs one of the recorded commands exactly as recorded (its argv), successful or not.
+fn run_recorded_output(record: &LabRecord, key: &str) -> Output {
     let command = record
         .command(key)
         .unwrap_or_else(|| panic!("no command {key:?} in lab.json"));
-    let (program, args) = command.argv.split_first().expect("argv");
-    let output = bounded(Command::new(program).args(args), COMMAND_TIMEOUT);
+    let (program, args) = command
+        .argv
+        .split_first()
+        .unwrap_or_else(|| panic!("{key}: empty argv: {command:?}"));
+    bounded(Command::new(program).args(args), COMMAND_TIMEOUT)
+}
+
+/// Runs one of the recorded commands exactly as recorded (its argv), which must succeed, and
+/// returns its stdout.
+fn run_recorded(record: &LabRecord, key: &str) -> Vec<u8> {
+    let output = run_recorded_output(record, key);
     assert!(
         output.status.success(),
-        "{}: {}",
-        command.shell,
+        "{}: {}{}",
+        record.command(key).map_or("", |c| c.shell.as_str()),
+        String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
     output.stdout
+}
+
+/// The JSON documents a command printed, in order (`renkei push` prints the box's answer, then
+/// the state it reads back).
+fn json_answers(stdout: &[u8]) -> Vec<Value> {
+    serde_json::Deserializer::from_slice(stdout)
+        .into_iter::<Value>()
+        .map(|v| {
+            v.unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(stdout)))
+        })
+        .collect()
 }
 
 fn clinic_peer_state(record: &LabRecord) -> String {
@@ -408,4 +430,128 @@ fn lab_up_twice_or_after_a_crash_removes_the_old_lab_first() {
     let again = dir.lab("down", &[]);
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to remove"));
+}
+
+#[test]
+fn auth2_log2_lab_demo_config_push_to_the_on_demand_clinic() {
+    require_root!();
+    let dir = LabDir::new("push");
+    let (printed, record) = dir.up(&[]);
+    assert_up(&record);
+    let push = record
+        .config_push
+        .clone()
+        .expect("lab.json has the example push");
+    let clinic = record.node("clinic").expect("clinic").clone();
+    assert!(clinic.management.served, "{clinic:#?}");
+
+    // Printed as recorded, in the order to follow, every one a real command.
+    let keys = [
+        "clinic-connect",
+        "push-config",
+        "confirm-config",
+        "show-config",
+    ];
+    let mut at = 0;
+    for key in keys {
+        let command = record.command(key).unwrap_or_else(|| panic!("no {key}"));
+        assert!(!command.argv.is_empty(), "{key}: {command:?}");
+        let found = printed[at..]
+            .find(&format!("  {}\n", command.shell))
+            .unwrap_or_else(|| panic!("{key} not printed after the previous step:\n{printed}"));
+        at += found;
+    }
+    let push_shell = &record.command("push-config").expect("push").shell;
+    for part in [
+        "ip netns exec ",
+        " push --to 198.19.0.20:7443 --server-name clinic.renkei.example --cert ",
+        " --wait-secs 60 ",
+    ] {
+        assert!(push_shell.contains(part), "{part:?} not in {push_shell}");
+    }
+    assert!(printed.contains(&push.config.display().to_string()));
+    assert!(push.signature.exists(), "{}", push.signature.display());
+    assert_eq!(push.version, push.running_version + 1);
+
+    // The clinic is on demand and nothing has asked for its tunnel: the operator cannot reach
+    // it until the box connects.
+    assert_eq!(clinic_peer_state(&record), "idle");
+    let before = status_of(&record, "clinic")["config_state"].clone();
+    assert_eq!(before["version"], push.running_version, "{before:#}");
+
+    let connected = String::from_utf8(run_recorded(&record, "clinic-connect")).expect("text");
+    assert_eq!(connected.trim(), "ok");
+    assert_eq!(clinic_peer_state(&record), "up");
+
+    // AUTH-2: the operator's certificate and signed, newer config are accepted.
+    let answers = json_answers(&run_recorded(&record, "push-config"));
+    let answer = answers.first().expect("push answer");
+    assert_eq!(answer["state"], "pending", "{answers:#?}");
+    assert_eq!(answer["version"], push.version, "{answers:#?}");
+    let pending = status_of(&record, "clinic")["config_state"].clone();
+    assert_eq!(pending["state"], "pending", "{pending:#}");
+    assert_eq!(pending["version"], push.version, "{pending:#}");
+
+    let answers = json_answers(&run_recorded(&record, "confirm-config"));
+    let answer = answers.first().expect("confirm answer");
+    assert_eq!(answer["state"], "confirmed", "{answers:#?}");
+    assert_eq!(answer["version"], push.version, "{answers:#?}");
+
+    let answers = json_answers(&run_recorded(&record, "show-config"));
+    let remote = answers.first().expect("remote answer");
+    assert_eq!(remote["version"], push.version, "{remote:#}");
+    assert_eq!(remote["state"], "confirmed", "{remote:#}");
+
+    // The clinic itself, over its control socket, as the printed status command reads it.
+    let status: Value =
+        serde_json::from_slice(&run_recorded(&record, "clinic-tunnel-json")).expect("JSON");
+    let state = &status["config_state"];
+    assert_eq!(state["version"], push.version, "{state:#}");
+    assert_eq!(state["state"], "confirmed", "{state:#}");
+    assert_eq!(state["signer"], push.signer.as_str(), "{state:#}");
+    assert_eq!(state["description"], push.description.as_str(), "{state:#}");
+    assert_eq!(state["pushed_by"], "operator.renkei.example", "{state:#}");
+    assert_eq!(status["config_version"], push.version, "{status:#}");
+    assert_eq!(remote["sha256"], state["sha256"], "{remote:#}");
+    // The box runs exactly the signed file.
+    assert_eq!(
+        std::fs::read(&clinic.config).expect("clinic config"),
+        std::fs::read(&push.config).expect("pushed config")
+    );
+
+    // LOG-2: received, applied and confirmed are logged with the version (and the signer).
+    let log = std::fs::read_to_string(&clinic.log).expect("clinic log");
+    for event in ["received", "applied", "confirmed"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("event=\"{event}\""))
+                    && l.contains(&format!("version={}", push.version))
+                    && (event == "confirmed" || l.contains(&push.signer))),
+            "no {event} line with version and signer in:\n{log}"
+        );
+    }
+
+    // AUTH-2: the same push again is a replay, refused, and the clinic keeps what it runs.
+    let again = run_recorded_output(&record, "push-config");
+    assert!(!again.status.success(), "a replayed push was accepted");
+    let answers = json_answers(&again.stdout);
+    assert_eq!(
+        answers.first().map(|a| a["error"].clone()),
+        Some(Value::from("not_newer")),
+        "{answers:#?}"
+    );
+    let after = status_of(&record, "clinic")["config_state"].clone();
+    assert_eq!(after["version"], push.version, "{after:#}");
+    assert_eq!(after["state"], "confirmed", "{after:#}");
+    // LOG-2: the refusal is logged with why and what runs.
+    let log = std::fs::read_to_string(&clinic.log).expect("clinic log");
+    assert!(
+        log.lines().any(|l| l.contains("event=\"refused\"")
+            && l.contains("not_newer")
+            && l.contains(&format!("running_version={}", push.version))),
+        "no refused line with the reason in:\n{log}"
+    );
+
+    dir.down();
+    assert_gone(&record, &dir.dir);
 }
