@@ -13,7 +13,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::config::Config;
 use crate::proxy::{ProxyError, Services};
 use crate::status::control::{ControlError, ControlSocket};
-use crate::status::StatusSource;
+use crate::status::events::{self, EventLog, Level};
+use crate::status::{StatusServer, StatusSource};
 use crate::tls::store::DEFAULT_WATCH_INTERVAL_SECS;
 use crate::tls::{CredentialStore, StoreError};
 use crate::tunnel::{Tunnel, TunnelError};
@@ -68,12 +69,38 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
             return Err(err);
         }
     };
-    let mut status = StatusSource::new(&config, tunnel.handle());
+    let events = EventLog::new();
+    events.push(
+        Level::Info,
+        "daemon",
+        format!(
+            "renkei {} started: {}",
+            env!("CARGO_PKG_VERSION"),
+            config.summary()
+        ),
+    );
+    let mut status = StatusSource::new(&config, tunnel.handle()).with_events(events.clone());
     if let Some(proxy) = &proxy {
         status = status
             .with_proxy(proxy.services.status())
             .with_tls(Arc::clone(&proxy.store));
     }
+    let key_file = &config.tunnel.private_key_file;
+    match crate::enrolment::Enrolment::read(key_file, &crate::status::csr_file_for(key_file)) {
+        Ok(enrolment) => status = status.with_enrolment(enrolment),
+        Err(e) => tracing::warn!(error = %e, "enrolment data unavailable"),
+    }
+    let tunnel_events = events::watch_tunnel(
+        events.clone(),
+        tunnel.handle(),
+        config
+            .tunnel
+            .peers
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.allowed_ips.first()?.addr())))
+            .collect(),
+    );
+    let status_server = start_status_page(&config, &status, proxy.as_ref(), &events).await;
     let control_task = tokio::spawn(control.serve(status));
     tracing::info!("ready");
     crate::notify::ready(&config.summary());
@@ -87,7 +114,7 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
         tokio::select! {
             _ = terminate.recv() => break "SIGTERM",
             _ = interrupt.recv() => break "SIGINT",
-            _ = hangup.recv() => reload(proxy.as_ref()).await,
+            _ = hangup.recv() => reload(proxy.as_ref(), &events).await,
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 if tunnel_handle.is_alive() {
                     crate::notify::watchdog();
@@ -99,6 +126,10 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
     };
     tracing::info!(signal = which, "stopping");
     crate::notify::stopping();
+    if let Some(server) = status_server {
+        server.shutdown().await;
+    }
+    tunnel_events.abort();
     if let Some(proxy) = proxy {
         proxy.services.shutdown().await;
         proxy.watcher.abort();
@@ -136,17 +167,55 @@ async fn start_proxy(config: &Config, tunnel: &Tunnel) -> Result<Option<Proxy>, 
     }
 }
 
+/// Starts the status page when `[status]` is configured. A page that cannot start is reported
+/// (log and event) but does not stop the daemon: the tunnel and services matter more.
+async fn start_status_page(
+    config: &Config,
+    status: &StatusSource,
+    proxy: Option<&Proxy>,
+    events: &EventLog,
+) -> Option<StatusServer> {
+    let page = config.status.as_ref()?;
+    match StatusServer::start(
+        page,
+        &config.paths.state_dir,
+        status.clone(),
+        proxy.map(|p| Arc::clone(&p.store)),
+    )
+    .await
+    {
+        Ok(server) => Some(server),
+        Err(err) => {
+            tracing::error!(error = %err, "the status page cannot start");
+            events.push(
+                Level::Error,
+                "status",
+                format!("the status page cannot start: {err}"),
+            );
+            None
+        }
+    }
+}
+
 /// SIGHUP: re-read the TLS files. New connections use the result; open ones are untouched.
-async fn reload(proxy: Option<&Proxy>) {
+async fn reload(proxy: Option<&Proxy>, events: &EventLog) {
     let Some(proxy) = proxy else {
         tracing::info!("SIGHUP: no [tls] section, nothing to reload");
         return;
     };
     match proxy.store.reload().await {
-        Ok(material) => tracing::info!(serial = %material.serial, "SIGHUP: TLS files reloaded"),
-        Err(err) => tracing::warn!(
-            error = %err,
-            "SIGHUP: TLS reload failed; the certificates in use stay in use"
+        Ok(material) => events.push(
+            Level::Info,
+            "tls",
+            format!(
+                "SIGHUP: TLS files reloaded (certificate serial {})",
+                material.serial
+            ),
+        ),
+        Err(err) => events.push(
+            Level::Error,
+            "tls",
+            format!("SIGHUP: TLS reload failed; the certificates in use stay in use: {err}"),
         ),
     }
 }
