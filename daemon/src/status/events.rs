@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::tunnel::policy::LinkState;
 use crate::tunnel::TunnelHandle;
 
 /// How many recent events the status page keeps.
@@ -118,10 +119,15 @@ pub fn watch_tunnel(
             let events = events.clone();
             let tunnel = tunnel.clone();
             watchers.spawn(async move {
-                let mut last = *states.borrow_and_update();
-                while states.changed().await.is_ok() {
+                // A state reached before this task started (an always-on tunnel comes up fast)
+                // is reported too; idle is where every peer starts, not news.
+                let mut last = LinkState::Idle;
+                loop {
                     let state = *states.borrow_and_update();
                     if state == last {
+                        if states.changed().await.is_err() {
+                            break;
+                        }
                         continue;
                     }
                     last = state;
@@ -133,7 +139,7 @@ pub fn watch_tunnel(
                         .map(|p| p.reason)
                         .unwrap_or_default();
                     let level = match state {
-                        crate::tunnel::policy::LinkState::Down => Level::Warning,
+                        LinkState::Down => Level::Warning,
                         _ => Level::Info,
                     };
                     events.push(
