@@ -15,14 +15,23 @@ use renkei_lab::web::{
 use renkei_lab::{require_root, wait_until, Daemon, Lab, Namespace, Node};
 use serde_json::Value;
 
+/// `https://<ip>` with the port only when it is not the default, as browsers write URLs.
+fn base_url(ip: &str) -> String {
+    if STATUS_PORT == 443 {
+        format!("https://{ip}")
+    } else {
+        format!("https://{ip}:{STATUS_PORT}")
+    }
+}
+
 /// The clinic's page as seen from its LAN.
 fn clinic_base() -> String {
-    format!("https://198.18.20.1:{STATUS_PORT}")
+    base_url("198.18.20.1")
 }
 
 /// The hospital's page as seen from its LAN.
 fn hospital_base() -> String {
-    format!("https://198.18.10.1:{STATUS_PORT}")
+    base_url("198.18.10.1")
 }
 
 /// The clinic box alone (tunnel idle) with its status page on the LAN address.
@@ -1098,4 +1107,126 @@ fn ops1_enrolment_page_serves_public_data_without_login() {
     );
     let _ = stop.send(());
     server.join().expect("server thread");
+}
+
+/// `tests/browser/` with its `npm ci` done (scripts/install-deps does it).
+fn browser_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "{}: playwright-core missing; run scripts/install-deps (npm ci there)",
+        dir.display()
+    );
+    dir
+}
+
+#[test]
+fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
+    require_root!();
+    let browser = browser_dir();
+    let lab = Lab::new().expect("lab");
+    let documents = DocumentServer::start(lab.lan_ns(Node::Hospital), DOCUMENT_SERVER_ADDRESS)
+        .expect("document server");
+    let _hub = lab
+        .start(Node::Hub, &lab.full_config(Node::Hub))
+        .expect("hub");
+    let _hospital = lab
+        .start(Node::Hospital, &lab.full_config(Node::Hospital))
+        .expect("hospital");
+    let text = lab.full_config(Node::Clinic)
+        + &status_toml(&format!("198.18.20.1:{STATUS_PORT}"), "").expect("status");
+    let clinic = lab.start(Node::Clinic, &text).expect("clinic");
+    let lan = lab.lan_ns(Node::Clinic);
+    wait_for_page(lan, &clinic_base());
+    // A viewer PC fetches a document, so the page has a tunnel, traffic and an access record.
+    let stream = wait_until(Duration::from_secs(15), "the clinic's service", || {
+        lan.tcp_connect(
+            &format!(
+                "{}:{}",
+                renkei_lab::lab::LAN_SERVICE_ADDRESS,
+                renkei_lab::lab::SERVICE_PORT
+            ),
+            Duration::from_secs(5),
+        )
+        .ok()
+    })
+    .expect("viewer connects");
+    let fetched =
+        renkei_lab::tlstools::fetch_document(stream, 64 * 1024, 3, None, |_| {}).expect("fetch");
+    assert_eq!(fetched.len, 64 * 1024);
+    assert!(documents.served() >= 1);
+
+    let screenshot = lab.dir.join("status-page.png");
+    let profile = lab.dir.join("chromium-profile");
+    std::fs::create_dir_all(&profile).expect("profile dir");
+    let script = browser.join("status_page.mjs");
+    let finished = run_bounded(
+        lan,
+        "node",
+        &[
+            &script.to_string_lossy(),
+            &clinic_base(),
+            &profile.to_string_lossy(),
+            &screenshot.to_string_lossy(),
+        ],
+        format!("{ADMIN_PASSWORD}\n").as_bytes(),
+        Duration::from_secs(120),
+    )
+    .expect("node");
+    let line = finished
+        .output
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no result from the browser: {}", finished.output));
+    let result: Value = serde_json::from_str(line).expect("browser result");
+    assert_eq!(result["ok"], true, "{result:#}");
+    assert_eq!(
+        result["first_url"],
+        format!("{}/login", clinic_base()),
+        "redirected to the login first"
+    );
+
+    let daemon = clinic.status().expect("status");
+    let initial = &result["initial"];
+    assert_eq!(initial["lang"], "ja", "Japanese by default");
+    assert_eq!(initial["facility"], daemon["facility"]);
+    assert_eq!(initial["role"], "viewing");
+    assert_eq!(initial["role_text"], "閲覧施設");
+    assert_eq!(initial["tunnel_state"], "up", "{initial:#}");
+    assert_eq!(initial["tunnel_text"], "接続中");
+    assert_eq!(initial["wg_public_key"], lab.public_key(Node::Clinic));
+    assert_eq!(
+        initial["page_certificate"],
+        daemon["status_page"]["certificate_sha256"]
+    );
+    assert!(initial["access_records"].as_u64() >= Some(1), "{initial:#}");
+    assert!(initial["events"].as_u64() >= Some(2), "{initial:#}");
+    assert_eq!(initial["actions_visible"], true);
+    // The buttons went through the real tunnel handle: idle, then up again.
+    assert_eq!(
+        result["steps"],
+        serde_json::json!(["disconnect->idle", "connect->up"]),
+        "{result:#}"
+    );
+    assert_eq!(clinic.peer("dc").expect("peer")["state"], "up");
+    assert_eq!(result["english"]["role_text"], "viewing facility");
+    assert_eq!(result["english"]["tunnel_text"], "up");
+    assert_eq!(result["japanese"]["lang"], "ja");
+    // Offline by construction: every request stayed on the box, and the CSP held.
+    let origin = clinic_base();
+    for url in result["requests"].as_array().cloned().unwrap_or_default() {
+        let url = url.as_str().unwrap_or("");
+        assert!(url.starts_with(&origin), "request outside the box: {url}");
+    }
+    assert_eq!(
+        result["console_errors"],
+        serde_json::json!([]),
+        "{result:#}"
+    );
+
+    let png = std::fs::read(&screenshot).expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
+    if let Some(out) = std::env::var_os("RENKEI_SCREENSHOT_OUT") {
+        std::fs::write(&out, &png).expect("copy the screenshot");
+    }
 }

@@ -68,7 +68,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 static ACCEPT_ERROR_LOG: LogGate = LogGate::new(Duration::from_secs(10));
 static FAILED_LOGIN_EVENT: LogGate = LogGate::new(Duration::from_secs(10));
 
-/// Every header the server adds: no framing, no sniffing, no referrer, nothing from elsewhere.
+/// Every header the server adds: no framing, no sniffing, no referrer to other sites, nothing
+/// from elsewhere.
 const SECURITY_HEADERS: &[(&str, &str)] = &[
     (
         "content-security-policy",
@@ -77,7 +78,8 @@ const SECURITY_HEADERS: &[(&str, &str)] = &[
     ),
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),
-    ("referrer-policy", "no-referrer"),
+    // Not `no-referrer`: with it Chromium sends `Origin: null` on same-origin form posts.
+    ("referrer-policy", "same-origin"),
     ("cache-control", "no-store"),
 ];
 
