@@ -353,3 +353,112 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod document_tests {
+    use super::*;
+    use crate::status::{ConfigState, PendingConfig};
+    use crate::tunnel::{DropCounts, PeerSnapshot, TunnelSnapshot};
+
+    fn document() -> StatusDocument {
+        let peer = PeerSnapshot {
+            name: "dc".to_string(),
+            public_key: "KEY=".to_string(),
+            endpoint: None,
+            allowed_ips: Vec::new(),
+            persistent_keepalive_secs: None,
+            state: LinkState::Up,
+            reason: "session established".to_string(),
+            alarm: false,
+            session_keys_present: true,
+            last_handshake: None,
+            last_handshake_age_secs: Some(12),
+            holds: 0,
+            tx_bytes: 100,
+            rx_bytes: 200,
+            tx_packets: 1,
+            rx_packets: 2,
+            handshake_attempts: 3,
+            handshake_failures: 1,
+            handshakes_completed: 2,
+        };
+        StatusDocument {
+            facility: "病院 \"A\"".to_string(),
+            role: "disclosing",
+            config_version: 7,
+            config: ConfigState {
+                version: 7,
+                description: None,
+                signer: None,
+                applied_at_unix: None,
+                pending: Some(PendingConfig {
+                    version: 8,
+                    signer: None,
+                    confirm_deadline_unix: 0,
+                }),
+            },
+            version: "0.1.0",
+            uptime_secs: 5,
+            tunnel: TunnelSnapshot {
+                interface: "renkei0".to_string(),
+                address: "198.19.0.10/24".parse().expect("net"),
+                listen_port: 0,
+                policy: "always_on",
+                state: LinkState::Up,
+                alarm: false,
+                peers: vec![peer],
+                drops: DropCounts {
+                    foreign_source: 0,
+                    no_route: 4,
+                    foreign_destination: 0,
+                    source_not_allowed: 0,
+                    malformed: 0,
+                    invalid_datagrams: 0,
+                    no_endpoint: 0,
+                    send_errors: 0,
+                },
+            },
+            proxy: None,
+            certificates: Vec::new(),
+            events: Vec::new(),
+            enrolment: None,
+            status_page: None,
+            time_unix: 1_000,
+            clock_synchronized: None,
+        }
+    }
+
+    #[test]
+    fn ops4_rendered_document_is_well_formed_exposition() {
+        let text = render(&document());
+        for expected in [
+            "renkei_config_version 7\n",
+            "renkei_config_pending 1\n",
+            "renkei_tunnel_state{state=\"up\"} 1\n",
+            "renkei_tunnel_state{state=\"down\"} 0\n",
+            "renkei_peer_receive_bytes_total{peer=\"dc\",public_key=\"KEY=\"} 200\n",
+            "renkei_peer_last_handshake_age_seconds{peer=\"dc\"} 12\n",
+            "renkei_tunnel_dropped_packets_total{reason=\"no_route\"} 4\n",
+            "renkei_build_info{version=\"0.1.0\",role=\"disclosing\"} 1\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing:\n{text}");
+        }
+        // Every sample belongs to a family declared just before it, and counters end in _total.
+        let mut declared: Option<(String, String)> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE line");
+                declared = Some((name.to_string(), kind.to_string()));
+                if kind == "counter" {
+                    assert!(name.ends_with("_total"), "{name}");
+                }
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().expect("name");
+                let (family, _) = declared.as_ref().expect("a family before samples");
+                assert_eq!(name, family, "{line}");
+                let value = line.rsplit(' ').next().expect("value");
+                assert!(value.parse::<f64>().is_ok(), "{line}");
+            }
+        }
+    }
+}
