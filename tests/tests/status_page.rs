@@ -553,30 +553,75 @@ fn int1_slow_clients_are_cut_after_the_header_timeout() {
     );
 }
 
+/// A TCP connection from `source` (an address of the namespace) to `destination`.
+fn connect_from(ns: &Namespace, source: &str, destination: &str) -> std::net::TcpStream {
+    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let source: std::net::SocketAddrV4 = format!("{source}:0").parse().expect("source");
+    let destination: std::net::SocketAddrV4 = destination.parse().expect("destination");
+    ns.run_inside(move || -> nix::Result<std::net::TcpStream> {
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &SockaddrIn::from(source),
+        )?;
+        connect(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &SockaddrIn::from(destination),
+        )?;
+        Ok(std::net::TcpStream::from(fd))
+    })
+    .expect("inside the namespace")
+    .expect("connect")
+}
+
 #[test]
 fn int1_status_server_limits_concurrent_connections() {
     require_root!();
+    use renkei::status::http::{MAX_CONNECTIONS_PER_ADDRESS, MAX_PAGE_CONNECTIONS};
     let lab = Lab::new().expect("lab");
     let _clinic = clinic_with_page(&lab);
     let lan = lab.lan_ns(Node::Clinic);
     let address = format!("198.18.20.1:{STATUS_PORT}");
-    let limit = renkei::status::http::MAX_PAGE_CONNECTIONS;
-    let held: Vec<std::net::TcpStream> = (0..limit)
-        .map(|_| {
-            lan.tcp_connect(&address, Duration::from_secs(5))
-                .expect("connect")
-        })
+    let url = format!("{}/login", clinic_base());
+    let hosts = MAX_PAGE_CONNECTIONS / MAX_CONNECTIONS_PER_ADDRESS;
+    let sources: Vec<String> = (0..=hosts)
+        .map(|i| format!("198.18.20.{}", 2 + i))
         .collect();
-    let over = lan
-        .tcp_connect(&address, Duration::from_secs(5))
-        .expect("connect");
+    for source in &sources[1..] {
+        lan.ip(&["addr", "add", &format!("{source}/24"), "dev", "lan0"])
+            .expect("LAN address");
+    }
+
+    // One host: its own cap, while other hosts are still served.
+    let mut held: Vec<std::net::TcpStream> = (0..MAX_CONNECTIONS_PER_ADDRESS)
+        .map(|_| connect_from(lan, &sources[0], &address))
+        .collect();
+    let over = connect_from(lan, &sources[0], &address);
+    let closed_after = time_until_closed(over, b"");
+    assert!(
+        closed_after < Duration::from_secs(3),
+        "held for {closed_after:?}"
+    );
+    let other = curl(lan, &["--interface", &sources[1], &url]).expect("curl");
+    assert_eq!(other.status, 200, "another host is still served: {other:?}");
+
+    // All hosts together: the listener's cap.
+    for source in &sources[1..hosts] {
+        held.extend((0..MAX_CONNECTIONS_PER_ADDRESS).map(|_| connect_from(lan, source, &address)));
+    }
+    assert_eq!(held.len(), MAX_PAGE_CONNECTIONS);
+    let over = connect_from(lan, &sources[hosts], &address);
     let closed_after = time_until_closed(over, b"");
     assert!(
         closed_after < Duration::from_secs(3),
         "the connection over the limit was held for {closed_after:?}"
     );
-    let url = format!("{}/login", clinic_base());
-    let refused = curl(lan, &[&url]).expect("curl");
+    let refused = curl(lan, &["--interface", &sources[hosts], &url]).expect("curl");
     assert_eq!(refused.status, 0, "no HTTP answer while full: {refused:?}");
     drop(held);
     wait_until(Duration::from_secs(10), "the page to serve again", || {

@@ -39,6 +39,9 @@ use crate::tls::CredentialStore;
 pub const MAX_PAGE_CONNECTIONS: usize = 64;
 /// Concurrent connections to the metrics listener.
 pub const MAX_METRICS_CONNECTIONS: usize = 8;
+/// Concurrent connections from one source address (a browser opens at most 6), so one host
+/// cannot take every slot of a listener.
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 16;
 /// A TLS handshake that takes longer is abandoned.
 pub const TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
 /// A client must send a request's whole header within this time (slow clients are cut).
@@ -417,6 +420,7 @@ async fn serve<S: Site>(
     site: Arc<S>,
 ) {
     let limit = Arc::new(Semaphore::new(max_connections));
+    let per_address = Arc::new(Mutex::new(AddressCounts::default()));
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
@@ -430,6 +434,11 @@ async fn serve<S: Site>(
                 continue;
             }
         };
+        let Some(slot) = AddressSlot::take(&per_address, peer.ip()) else {
+            // Over the per-address limit: closed at once, costing no handshake.
+            drop(stream);
+            continue;
+        };
         let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
             // Over the limit: closed at once, costing no handshake.
             drop(stream);
@@ -439,12 +448,50 @@ async fn serve<S: Site>(
         let site = Arc::clone(&site);
         connections.spawn(async move {
             let _permit = permit;
+            let _slot = slot;
             let _ = tokio::time::timeout(
                 Duration::from_secs(CONNECTION_MAX_SECS),
                 connection(stream, peer, transport, site),
             )
             .await;
         });
+    }
+}
+
+/// Open connections per source address.
+#[derive(Debug, Default)]
+struct AddressCounts(std::collections::HashMap<std::net::IpAddr, usize>);
+
+/// One connection's place in [`AddressCounts`], given back on drop.
+struct AddressSlot {
+    counts: Arc<Mutex<AddressCounts>>,
+    address: std::net::IpAddr,
+}
+
+impl AddressSlot {
+    fn take(counts: &Arc<Mutex<AddressCounts>>, address: std::net::IpAddr) -> Option<AddressSlot> {
+        let mut map = counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = map.0.entry(address).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            counts: Arc::clone(counts),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = map.0.get_mut(&self.address) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.0.remove(&self.address);
+            }
+        }
     }
 }
 
@@ -998,6 +1045,21 @@ mod tests {
             form_field("password=パスワード".as_bytes(), "password").as_deref(),
             Some("パスワード")
         );
+    }
+
+    #[test]
+    fn int1_connections_per_address_are_capped_and_given_back() {
+        let counts = Arc::new(Mutex::new(AddressCounts::default()));
+        let a: std::net::IpAddr = "198.18.20.2".parse().expect("ip");
+        let b: std::net::IpAddr = "198.18.20.3".parse().expect("ip");
+        let slots: Vec<AddressSlot> = (0..MAX_CONNECTIONS_PER_ADDRESS)
+            .map(|_| AddressSlot::take(&counts, a).expect("slot"))
+            .collect();
+        assert!(AddressSlot::take(&counts, a).is_none());
+        assert!(AddressSlot::take(&counts, b).is_some(), "per address");
+        drop(slots);
+        assert!(counts.lock().expect("lock").0.is_empty(), "given back");
+        assert!(AddressSlot::take(&counts, a).is_some());
     }
 
     #[test]
