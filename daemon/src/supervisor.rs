@@ -13,15 +13,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::config::{self, Config, Diagnostics};
 use crate::control::manager::{ConfigSnapshot, Manager};
+use crate::control::persist::PendingRecord;
 use crate::control::persist::{ConfigFiles, PersistError, Recovery};
 use crate::control::server::{Answer, Command, ManagementServer, ServerError};
 use crate::proxy::{ProxyError, Services};
 use crate::status::control::{ControlError, ControlSocket};
-use crate::status::StatusSource;
+use crate::status::events::{self, EventLog, Level};
+use crate::status::{ConfigState, StatusServer, StatusSource};
 use crate::tls::store::DEFAULT_WATCH_INTERVAL_SECS;
 use crate::tls::{CredentialStore, StoreError};
 use crate::tunnel::{policy::LinkState, Tunnel, TunnelError};
@@ -239,6 +241,16 @@ pub async fn run_loaded(
     let mut hangup = signal(SignalKind::hangup()).map_err(SupervisorError::Signals)?;
 
     tracing::info!(summary = %config.summary(), "starting");
+    let events = EventLog::new();
+    events.push(
+        Level::Info,
+        "daemon",
+        format!(
+            "renkei {} started: {}",
+            env!("CARGO_PKG_VERSION"),
+            config.summary()
+        ),
+    );
     if let Some(recovery) = &recovery {
         let pending = recovery.pending.as_ref();
         tracing::warn!(
@@ -248,6 +260,15 @@ pub async fn run_loaded(
             restored_version = config.meta.version,
             "a pushed config was never confirmed before the daemon stopped; the confirmed config was restored"
         );
+        events.record(
+            Level::Warning,
+            "config",
+            format!(
+                "version {} was never confirmed before the daemon stopped; version {} restored",
+                pending.map_or_else(|| "?".to_string(), |p| p.version.to_string()),
+                config.meta.version
+            ),
+        );
     }
     raise_open_file_limit();
     let control = ControlSocket::bind(&config.paths.runtime_dir)?;
@@ -255,16 +276,24 @@ pub async fn run_loaded(
     let mut parts = Parts::start(&config, commands_tx).await?;
     let files = ConfigFiles::new(config_path, &config.paths.state_dir);
     let mut manager = Manager::new(files, config.clone(), bytes);
-    let (config_state, config_state_rx) = watch::channel(manager.snapshot());
 
-    let mut status =
-        StatusSource::new(&config, parts.tunnel.handle()).with_config_state(config_state_rx);
+    let mut status = StatusSource::new(&config, parts.tunnel.handle()).with_events(events.clone());
+    status.set_config_state(ConfigState::from_snapshot(&manager.snapshot()));
     if let Some(proxy) = &parts.proxy {
         status = status
             .with_proxy(proxy.services.status())
             .with_tls(Arc::clone(&proxy.store));
     }
-    let control_task = tokio::spawn(control.serve(status));
+    let key_file = &config.tunnel.private_key_file;
+    match crate::enrolment::Enrolment::read(key_file, &crate::status::csr_file_for(key_file)) {
+        Ok(enrolment) => status = status.with_enrolment(enrolment),
+        Err(e) => tracing::warn!(error = %e, "enrolment data unavailable"),
+    }
+    let mut tunnel_events = watch_tunnel_events(&events, &parts, &config);
+    let mut status_server =
+        start_status_page(&config, &status, parts.proxy.as_ref(), &events).await;
+    let mut applied = config.clone();
+    let control_task = tokio::spawn(control.serve(status.clone()));
     tracing::info!("ready");
     crate::notify::ready(&config.summary());
 
@@ -276,44 +305,116 @@ pub async fn run_loaded(
     let tunnel_handle = parts.tunnel.handle();
     let outcome = loop {
         let deadline = manager.deadline();
-        tokio::select! {
+        let changed = tokio::select! {
             _ = terminate.recv() => break Ok("SIGTERM"),
             _ = interrupt.recv() => break Ok("SIGINT"),
-            _ = hangup.recv() => reload(parts.proxy.as_ref()).await,
+            _ = hangup.recv() => {
+                reload(parts.proxy.as_ref(), &events).await;
+                false
+            }
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 if tunnel_handle.is_alive() {
                     crate::notify::watchdog();
                 } else {
                     tracing::error!("the data plane stopped ticking; withholding the watchdog ping");
                 }
+                false
             }
             Some(command) = commands.recv() => {
-                handle_command(command, &mut manager, &mut parts).await;
-                config_state.send_replace(manager.snapshot());
+                handle_command(command, &mut manager, &mut parts, &events).await;
+                true
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
-                if let Err(err) = roll_back(&mut manager, &mut parts, "the confirm window expired").await {
+                if let Err(err) = roll_back(&mut manager, &mut parts, &events, "the confirm window expired").await {
                     break Err(err);
                 }
-                config_state.send_replace(manager.snapshot());
+                true
             }
             _ = auto_confirm_tick.tick(), if manager.auto_confirm_ready() => {
                 if tunnel_handle.snapshot().state == LinkState::Up {
                     // A refusal is logged inside; the next tick tries again.
-                    let _ = confirm(&mut manager, None, "auto_confirm: tunnel up and the operator reached the box again");
-                    config_state.send_replace(manager.snapshot());
+                    let _ = confirm(&mut manager, None, &events, "auto_confirm: tunnel up and the operator reached the box again");
                 }
+                true
             }
+        };
+        if changed {
+            status.set_config_state(ConfigState::from_snapshot(&manager.snapshot()));
+            let running = manager.running();
+            if running.tunnel != applied.tunnel {
+                tunnel_events.abort();
+                tunnel_events = watch_tunnel_events(&events, &parts, running);
+            }
+            if running.status != applied.status || running.tls != applied.tls {
+                if let Some(server) = status_server.take() {
+                    server.shutdown().await;
+                }
+                status_server =
+                    start_status_page(running, &status, parts.proxy.as_ref(), &events).await;
+            }
+            applied = running.clone();
         }
     };
     if let Ok(which) = outcome {
         tracing::info!(signal = which, "stopping");
     }
     crate::notify::stopping();
+    if let Some(server) = status_server {
+        server.shutdown().await;
+    }
+    tunnel_events.abort();
     parts.shutdown().await;
     control_task.abort();
     let _ = control_task.await;
     outcome.map(|_| ())
+}
+
+/// Reports the state changes of every configured peer as events.
+fn watch_tunnel_events(
+    events: &EventLog,
+    parts: &Parts,
+    config: &Config,
+) -> tokio::task::JoinHandle<()> {
+    events::watch_tunnel(
+        events.clone(),
+        parts.tunnel.handle(),
+        config
+            .tunnel
+            .peers
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.allowed_ips.first()?.addr())))
+            .collect(),
+    )
+}
+
+/// Starts the status page when `[status]` is configured. A page that cannot start is reported
+/// (log and event) but does not stop the daemon: the tunnel and services matter more.
+async fn start_status_page(
+    config: &Config,
+    status: &StatusSource,
+    proxy: Option<&Proxy>,
+    events: &EventLog,
+) -> Option<StatusServer> {
+    let page = config.status.as_ref()?;
+    match StatusServer::start(
+        page,
+        &config.paths.state_dir,
+        status.clone(),
+        proxy.map(|p| Arc::clone(&p.store)),
+    )
+    .await
+    {
+        Ok(server) => Some(server),
+        Err(err) => {
+            tracing::error!(error = %err, "the status page cannot start");
+            events.push(
+                Level::Error,
+                "status",
+                format!("the status page cannot start: {err}"),
+            );
+            None
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -324,7 +425,12 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// One operator request: check, write, apply, answer. Every outcome is logged (LOG-2).
-async fn handle_command(command: Command, manager: &mut Manager, parts: &mut Parts) {
+async fn handle_command(
+    command: Command,
+    manager: &mut Manager,
+    parts: &mut Parts,
+    events: &EventLog,
+) {
     match command {
         Command::Get { operator, reply } => {
             manager.reached_again();
@@ -340,7 +446,12 @@ async fn handle_command(command: Command, manager: &mut Manager, parts: &mut Par
             reply,
         } => {
             manager.reached_again();
-            let answer = match confirm(manager, version, &format!("confirmed by {operator}")) {
+            let answer = match confirm(
+                manager,
+                version,
+                events,
+                &format!("confirmed by {operator}"),
+            ) {
                 Ok(snapshot) => Answer {
                     status: 200,
                     body: serde_json::to_value(snapshot).unwrap_or_default(),
@@ -355,7 +466,15 @@ async fn handle_command(command: Command, manager: &mut Manager, parts: &mut Par
             operator,
             reply,
         } => {
-            let answer = push(manager, parts, &bytes, signature.as_deref(), &operator).await;
+            let answer = push(
+                manager,
+                parts,
+                events,
+                &bytes,
+                signature.as_deref(),
+                &operator,
+            )
+            .await;
             let _ = reply.send(answer);
         }
     }
@@ -364,6 +483,7 @@ async fn handle_command(command: Command, manager: &mut Manager, parts: &mut Par
 async fn push(
     manager: &mut Manager,
     parts: &mut Parts,
+    events: &EventLog,
     bytes: &[u8],
     signature: Option<&str>,
     operator: &str,
@@ -379,6 +499,14 @@ async fn push(
                 reason = refusal.code(),
                 error = %refusal,
                 "pushed config refused; nothing changed"
+            );
+            events.record(
+                Level::Warning,
+                "config",
+                format!(
+                    "push from {operator} refused ({}): {refusal}",
+                    refusal.code()
+                ),
             );
             return Answer::error(refusal.http_status(), refusal.code(), refusal);
         }
@@ -400,7 +528,8 @@ async fn push(
     if let Err(err) = parts.apply(&new).await {
         tracing::error!(event = "apply_failed", version, signer = %signer, error = %err, "the pushed config could not be applied; rolling back");
         let reason = format!("applying version {version} failed: {err}");
-        return match roll_back(manager, parts, &reason).await {
+        events.record(Level::Error, "config", reason.clone());
+        return match roll_back(manager, parts, events, &reason).await {
             Ok(()) => Answer::error(
                 422,
                 "apply_failed",
@@ -417,6 +546,7 @@ async fn push(
         confirm_deadline_unix = record.confirm_deadline_unix,
         "pushed config applied; awaiting confirmation"
     );
+    events.record(Level::Info, "config", applied_message(&record));
     Answer {
         status: 200,
         body: serde_json::to_value(manager.snapshot()).unwrap_or_default(),
@@ -426,6 +556,7 @@ async fn push(
 fn confirm(
     manager: &mut Manager,
     version: Option<u64>,
+    events: &EventLog,
     how: &str,
 ) -> Result<ConfigSnapshot, (u16, &'static str, String)> {
     match manager.confirm(version) {
@@ -437,6 +568,14 @@ fn confirm(
                 pushed_by = confirmed.pushed_by.as_deref(),
                 how,
                 "pushed config confirmed"
+            );
+            events.record(
+                Level::Info,
+                "config",
+                format!(
+                    "version {} confirmed ({how})",
+                    confirmed.config.meta.version
+                ),
             );
             Ok(manager.snapshot())
         }
@@ -451,6 +590,7 @@ fn confirm(
 async fn roll_back(
     manager: &mut Manager,
     parts: &mut Parts,
+    events: &EventLog,
     why: &str,
 ) -> Result<(), SupervisorError> {
     let record = match manager.rollback() {
@@ -477,20 +617,47 @@ async fn roll_back(
         why,
         "pushed config rolled back"
     );
+    events.record(
+        Level::Warning,
+        "config",
+        format!(
+            "version {} rolled back to version {}: {why}",
+            record.version, previous.meta.version
+        ),
+    );
     Ok(())
 }
 
+fn applied_message(record: &PendingRecord) -> String {
+    format!(
+        "version {} from {} (signed by {}) applied; rolled back to version {} unless confirmed by {} (unix)",
+        record.version,
+        record.pushed_by,
+        record.signer,
+        record.previous_version,
+        record.confirm_deadline_unix
+    )
+}
+
 /// SIGHUP: re-read the TLS files. New connections use the result; open ones are untouched.
-async fn reload(proxy: Option<&Proxy>) {
+async fn reload(proxy: Option<&Proxy>, events: &EventLog) {
     let Some(proxy) = proxy else {
         tracing::info!("SIGHUP: no [tls] section, nothing to reload");
         return;
     };
     match proxy.store.reload().await {
-        Ok(material) => tracing::info!(serial = %material.serial, "SIGHUP: TLS files reloaded"),
-        Err(err) => tracing::warn!(
-            error = %err,
-            "SIGHUP: TLS reload failed; the certificates in use stay in use"
+        Ok(material) => events.push(
+            Level::Info,
+            "tls",
+            format!(
+                "SIGHUP: TLS files reloaded (certificate serial {})",
+                material.serial
+            ),
+        ),
+        Err(err) => events.push(
+            Level::Error,
+            "tls",
+            format!("SIGHUP: TLS reload failed; the certificates in use stay in use: {err}"),
         ),
     }
 }

@@ -275,7 +275,7 @@ pub struct ConfigPushRecord {
     pub running_version: u64,
     /// `meta.version` of the signed config (what `renkei confirm --version` names).
     pub version: u64,
-    /// Its `meta.description`: the visible change, shown in `config_state` once applied.
+    /// Its `meta.description`: the visible change, shown in the status document's `config` block once applied.
     pub description: String,
     /// The signed config, in the operator's folder.
     pub config: PathBuf,

@@ -20,6 +20,7 @@ pub mod pki;
 pub mod tlstools;
 pub mod traffic;
 pub mod wait;
+pub mod web;
 
 pub use daemon::Daemon;
 pub use lab::{Lab, Node};

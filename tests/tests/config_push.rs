@@ -34,7 +34,7 @@ fn wait_tunnel_up(daemon: &Daemon, within: Duration) {
 }
 
 fn config_state(daemon: &Daemon) -> Value {
-    daemon.status().expect("status")["config_state"].clone()
+    daemon.status().expect("status")["config"].clone()
 }
 
 /// The hospital's config at `version`, with a management API trusting `operator`.
@@ -128,7 +128,10 @@ fn auth2_avl1_log2_push_and_confirm_add_a_service_while_an_open_transfer_survive
     assert_pushed(&pushed, 2, "pending");
     let state = config_state(&setup.hospital);
     assert_eq!(state["state"], "pending", "{state}");
-    assert!(state["confirm_deadline_unix"].as_u64().is_some(), "{state}");
+    assert!(
+        state["pending"]["confirm_deadline_unix"].as_u64().is_some(),
+        "{state}"
+    );
     assert_eq!(
         std::fs::read_to_string(&setup.hospital.config).expect("read"),
         v2

@@ -476,7 +476,7 @@ fn auth2_log2_lab_demo_config_push_to_the_on_demand_clinic() {
     // The clinic is on demand and nothing has asked for its tunnel: the operator cannot reach
     // it until the box connects.
     assert_eq!(clinic_peer_state(&record), "idle");
-    let before = status_of(&record, "clinic")["config_state"].clone();
+    let before = status_of(&record, "clinic")["config"].clone();
     assert_eq!(before["version"], push.running_version, "{before:#}");
 
     let connected = String::from_utf8(run_recorded(&record, "clinic-connect")).expect("text");
@@ -488,7 +488,7 @@ fn auth2_log2_lab_demo_config_push_to_the_on_demand_clinic() {
     let answer = answers.first().expect("push answer");
     assert_eq!(answer["state"], "pending", "{answers:#?}");
     assert_eq!(answer["version"], push.version, "{answers:#?}");
-    let pending = status_of(&record, "clinic")["config_state"].clone();
+    let pending = status_of(&record, "clinic")["config"].clone();
     assert_eq!(pending["state"], "pending", "{pending:#}");
     assert_eq!(pending["version"], push.version, "{pending:#}");
 
@@ -505,7 +505,7 @@ fn auth2_log2_lab_demo_config_push_to_the_on_demand_clinic() {
     // The clinic itself, over its control socket, as the printed status command reads it.
     let status: Value =
         serde_json::from_slice(&run_recorded(&record, "clinic-tunnel-json")).expect("JSON");
-    let state = &status["config_state"];
+    let state = &status["config"];
     assert_eq!(state["version"], push.version, "{state:#}");
     assert_eq!(state["state"], "confirmed", "{state:#}");
     assert_eq!(state["signer"], push.signer.as_str(), "{state:#}");
@@ -540,7 +540,7 @@ fn auth2_log2_lab_demo_config_push_to_the_on_demand_clinic() {
         Some(Value::from("not_newer")),
         "{answers:#?}"
     );
-    let after = status_of(&record, "clinic")["config_state"].clone();
+    let after = status_of(&record, "clinic")["config"].clone();
     assert_eq!(after["version"], push.version, "{after:#}");
     assert_eq!(after["state"], "confirmed", "{after:#}");
     // LOG-2: the refusal is logged with why and what runs.

@@ -4,7 +4,7 @@
 //!
 //! Records are written once, when a connection ends; nothing here touches sockets.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -186,6 +186,8 @@ pub struct ServiceCounters {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// Completed TLS handshakes by (version, suite), for the metrics.
+    tls_handshakes: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl ServiceCounters {
@@ -218,6 +220,18 @@ impl ServiceCounters {
             .unwrap_or_else(PoisonError::into_inner) = Some(problem);
     }
 
+    /// Counts a completed TLS handshake with its negotiated version and suite.
+    pub fn tls_handshake(&self, version: &str, suite: &str) {
+        let mut counts = self
+            .tls_handshakes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Versions and suites come from the pinned profile: a handful of keys at most.
+        *counts
+            .entry((version.to_string(), suite.to_string()))
+            .or_insert(0) += 1;
+    }
+
     /// Connections open now.
     pub fn active(&self) -> u64 {
         self.active.load(Ordering::Relaxed)
@@ -242,8 +256,30 @@ impl ServiceCounters {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
+            tls_handshakes: self
+                .tls_handshakes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|((version, suite), count)| TlsHandshakeCount {
+                    version: version.clone(),
+                    suite: suite.clone(),
+                    count: *count,
+                })
+                .collect(),
         }
     }
+}
+
+/// Completed TLS handshakes of one service with one version and suite.
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsHandshakeCount {
+    /// `TLSv1_3` or `TLSv1_2`.
+    pub version: String,
+    /// `TLS13_AES_256_GCM_SHA384` ...
+    pub suite: String,
+    /// Handshakes since start.
+    pub count: u64,
 }
 
 /// One service in the status document.
@@ -273,6 +309,8 @@ pub struct ServiceSnapshot {
     pub bytes_out: u64,
     /// The RESULT of the last refused or failed connection.
     pub last_error: Option<String>,
+    /// Completed TLS handshakes by version and suite.
+    pub tls_handshakes: Vec<TlsHandshakeCount>,
 }
 
 /// Milliseconds in a duration, saturating.

@@ -29,7 +29,7 @@ use crate::ratelimit::LogGate;
 use crate::tls::CredentialStore;
 use crate::tunnel::TunnelHandle;
 pub use accesslog::{
-    AccessLog, AccessRecord, ConnectionResult, ServiceCounters, ServiceSnapshot,
+    AccessLog, AccessRecord, ConnectionResult, ServiceCounters, ServiceSnapshot, TlsHandshakeCount,
     ACCESS_LOG_RING_RECORDS,
 };
 use splice::{Side, SpliceEnd, SpliceLimits, SpliceOutcome};
@@ -172,6 +172,9 @@ impl Connection {
         self.record.tls_suite = conn
             .negotiated_cipher_suite()
             .map(|s| format!("{:?}", s.suite()));
+        if let (Some(version), Some(suite)) = (&self.record.tls_version, &self.record.tls_suite) {
+            self.counters.tls_handshake(version, suite);
+        }
     }
 }
 

@@ -1,21 +1,32 @@
 //! What the daemon reports about itself: the status document shared by `renkei status`, the
-//! JSON API and (later) the status page and metrics. Every field is read from the running parts;
-//! nothing is a placeholder.
+//! JSON API, the status page and `/metrics`. Every field is read from the running parts;
+//! nothing is a placeholder. No field ever holds key material.
 
+pub mod assets;
+pub mod auth;
+pub mod cert;
 pub mod control;
+pub mod events;
+pub mod http;
+pub mod metrics;
 
 use serde::Serialize;
 
-use std::sync::Arc;
-
-use tokio::sync::watch;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::control::manager::ConfigSnapshot;
+use crate::enrolment::Enrolment;
 use crate::proxy::{ProxySnapshot, ProxyStatus};
 use crate::tls::credentials::{CertExpiry, EXPIRY_WARNING_DAYS};
 use crate::tls::CredentialStore;
 use crate::tunnel::{TunnelHandle, TunnelSnapshot};
+pub use events::{Event, EventLog, Level};
+pub use http::{
+    serve_enrolment, EnrolmentServer, HttpError, PageStats, StatusPageInfo, StatusServer,
+};
 
 /// The status document (`renkei status --json`).
 #[derive(Debug, Clone, Serialize)]
@@ -24,8 +35,11 @@ pub struct StatusDocument {
     pub facility: String,
     /// hub, disclosing or viewing.
     pub role: &'static str,
-    /// Running configuration version.
+    /// Running configuration version (the same as `config.version`).
     pub config_version: u64,
+    /// The running configuration: version, description, who pushed it and when, and a pushed
+    /// one awaiting confirmation.
+    pub config: ConfigState,
     /// renkei version.
     pub version: &'static str,
     /// Seconds since the daemon started.
@@ -37,9 +51,116 @@ pub struct StatusDocument {
     /// Every certificate in use (box chain, operator CA) with days to expiry counted now, not
     /// at load time (NET-5: 30 days or fewer is a warning).
     pub certificates: Vec<CertExpiry>,
-    /// The running config: version, signer, who pushed it, and the confirm deadline while a
-    /// pushed config awaits confirmation.
-    pub config_state: Option<ConfigSnapshot>,
+    /// The last [`events::EVENT_RING_LEN`] events, oldest first.
+    pub events: Vec<Event>,
+    /// The box's public enrolment data (OPS-1); absent when the key cannot be read.
+    pub enrolment: Option<Enrolment>,
+    /// The status page itself: where it listens and its certificate fingerprint.
+    pub status_page: Option<StatusPageInfo>,
+    /// The box's clock when this document was made (seconds since the Unix epoch), so
+    /// countdowns and ages can be computed against the box, not the viewer.
+    pub time_unix: u64,
+    /// Whether the kernel says the clock is synchronized (NTP); `None` when it cannot tell.
+    /// Certificates depend on it.
+    pub clock_synchronized: Option<bool>,
+}
+
+/// The running configuration, for the page's config block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigState {
+    /// `meta.version`.
+    pub version: u64,
+    /// `meta.description`.
+    pub description: Option<String>,
+    /// Fingerprint of the operator key that signed it; `None` for a local file.
+    pub signer: Option<String>,
+    /// The operator identity (client certificate) that pushed it.
+    pub pushed_by: Option<String>,
+    /// SHA-256 of the config file's bytes, to compare with the operator's copy.
+    pub sha256: Option<String>,
+    /// `confirmed` or `pending`.
+    pub state: &'static str,
+    /// When it was applied or confirmed (seconds since the Unix epoch); at start for a local
+    /// file.
+    pub applied_at_unix: Option<u64>,
+    /// A pushed config awaiting confirmation, if any.
+    pub pending: Option<PendingConfig>,
+}
+
+/// A pushed configuration running on probation: rolled back unless confirmed by the deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PendingConfig {
+    /// Its `meta.version`.
+    pub version: u64,
+    /// Who signed it.
+    pub signer: Option<String>,
+    /// The version restored if it is not confirmed.
+    pub previous_version: Option<u64>,
+    /// When it is rolled back unless confirmed (seconds since the Unix epoch).
+    pub confirm_deadline_unix: u64,
+}
+
+impl ConfigState {
+    /// The state of a config read from a local file at start: not pushed, nothing pending.
+    pub fn local(config: &Config) -> Self {
+        ConfigState {
+            version: config.meta.version,
+            description: config.meta.description.clone(),
+            signer: None,
+            pushed_by: None,
+            sha256: None,
+            state: "confirmed",
+            applied_at_unix: Some(unix_now()),
+            pending: None,
+        }
+    }
+
+    /// The block as the control path's manager sees it (after a push, confirm or rollback).
+    pub fn from_snapshot(snapshot: &ConfigSnapshot) -> Self {
+        ConfigState {
+            version: snapshot.version,
+            description: snapshot.description.clone(),
+            signer: snapshot.signer.clone(),
+            pushed_by: snapshot.pushed_by.clone(),
+            sha256: Some(snapshot.sha256.clone()),
+            state: snapshot.state,
+            applied_at_unix: snapshot.since_unix,
+            pending: snapshot
+                .confirm_deadline_unix
+                .map(|confirm_deadline_unix| PendingConfig {
+                    version: snapshot.version,
+                    signer: snapshot.signer.clone(),
+                    previous_version: snapshot.previous_version,
+                    confirm_deadline_unix,
+                }),
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The kernel's view of clock synchronization (`adjtimex`: not `TIME_ERROR`).
+fn clock_synchronized() -> Option<bool> {
+    // SAFETY: adjtimex with `modes = 0` only reads; the struct is plain data, zero is valid.
+    let mut timex: libc::timex = unsafe { std::mem::zeroed() };
+    let state = unsafe { libc::adjtimex(&mut timex) };
+    (state >= 0).then_some(state != libc::TIME_ERROR)
+}
+
+/// Where the certificate signing request sits: `box.csr` next to the WireGuard key (as
+/// [`crate::enrolment::DEFAULT_CSR_FILE`] sits next to the default key).
+pub fn csr_file_for(private_key_file: &Path) -> std::path::PathBuf {
+    let name = Path::new(crate::enrolment::DEFAULT_CSR_FILE)
+        .file_name()
+        .unwrap_or_default();
+    private_key_file
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join(name)
 }
 
 /// Builds status documents from the running parts.
@@ -47,12 +168,14 @@ pub struct StatusDocument {
 pub struct StatusSource {
     facility: String,
     role: &'static str,
-    config_version: u64,
     started: std::time::Instant,
     tunnel: TunnelHandle,
     proxy: Option<ProxyStatus>,
     tls: Option<Arc<CredentialStore>>,
-    config_state: Option<watch::Receiver<ConfigSnapshot>>,
+    config_state: Arc<Mutex<ConfigState>>,
+    events: Option<EventLog>,
+    enrolment: Option<Enrolment>,
+    status_page: Arc<OnceLock<Arc<PageStats>>>,
 }
 
 impl StatusSource {
@@ -61,19 +184,54 @@ impl StatusSource {
         StatusSource {
             facility: config.facility.name.clone(),
             role: config.facility.role.as_str(),
-            config_version: config.meta.version,
             started: std::time::Instant::now(),
             tunnel,
             proxy: None,
             tls: None,
-            config_state: None,
+            config_state: Arc::new(Mutex::new(ConfigState::local(config))),
+            events: None,
+            enrolment: None,
+            status_page: Arc::new(OnceLock::new()),
         }
     }
 
-    /// Adds the config state kept by the supervisor (pushes, confirms, rollbacks).
-    pub fn with_config_state(mut self, state: watch::Receiver<ConfigSnapshot>) -> Self {
-        self.config_state = Some(state);
+    /// Adds the event ring the page shows.
+    pub fn with_events(mut self, events: EventLog) -> Self {
+        self.events = Some(events);
         self
+    }
+
+    /// Adds the box's public enrolment data.
+    pub fn with_enrolment(mut self, enrolment: Enrolment) -> Self {
+        self.enrolment = Some(enrolment);
+        self
+    }
+
+    /// The event ring, for the parts that push events.
+    pub fn events(&self) -> Option<&EventLog> {
+        self.events.as_ref()
+    }
+
+    /// Replaces the config block (the control path calls this on push, apply, confirm and
+    /// rollback); every clone of this source sees the change.
+    pub fn set_config_state(&self, state: ConfigState) {
+        *self
+            .config_state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = state;
+    }
+
+    /// The current config block.
+    pub fn config_state(&self) -> ConfigState {
+        self.config_state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Called once by the status server, so documents describe the page.
+    pub fn set_status_page(&self, stats: Arc<PageStats>) {
+        let _ = self.status_page.set(stats);
     }
 
     /// Adds the TLS material in use, for the certificates and their expiry.
@@ -90,19 +248,26 @@ impl StatusSource {
 
     /// The current document.
     pub fn document(&self) -> StatusDocument {
-        let config_state = self.config_state.as_ref().map(|rx| rx.borrow().clone());
+        let config = self.config_state();
         StatusDocument {
             facility: self.facility.clone(),
             role: self.role,
-            config_version: config_state
-                .as_ref()
-                .map_or(self.config_version, |c| c.version),
+            config_version: config.version,
+            config,
             version: env!("CARGO_PKG_VERSION"),
             uptime_secs: self.started.elapsed().as_secs(),
             tunnel: self.tunnel.snapshot(),
             proxy: self.proxy.as_ref().map(ProxyStatus::snapshot),
             certificates: self.certificates(),
-            config_state,
+            events: self
+                .events
+                .as_ref()
+                .map(EventLog::snapshot)
+                .unwrap_or_default(),
+            enrolment: self.enrolment.clone(),
+            status_page: self.status_page.get().map(|s| s.snapshot()),
+            time_unix: unix_now(),
+            clock_synchronized: clock_synchronized(),
         }
     }
 
@@ -149,24 +314,6 @@ pub fn summary(document: &serde_json::Value) -> String {
         text(&document["role"]),
         text(&document["config_version"])
     );
-    let config = &document["config_state"];
-    if config.is_object() {
-        let origin = match config["signer"].as_str() {
-            Some(signer) => format!(
-                "signed by {signer}, pushed by {}",
-                text(&config["pushed_by"])
-            ),
-            None => "installed locally".to_string(),
-        };
-        let state = match config["confirm_deadline_unix"].as_u64() {
-            Some(deadline) => format!(
-                "PENDING: rolls back to version {} at {deadline} (unix) unless confirmed",
-                text(&config["previous_version"])
-            ),
-            None => "confirmed".to_string(),
-        };
-        let _ = writeln!(out, "config: {state}; {origin}");
-    }
     let _ = writeln!(
         out,
         "tunnel: {} {} on {} ({}), port {}{}",
@@ -237,6 +384,7 @@ pub fn summary(document: &serde_json::Value) -> String {
             );
         }
     }
+    summarize_config(&mut out, document, &text);
     if let Some(services) = document["proxy"]["services"].as_array() {
         for service in services {
             let _ = writeln!(
@@ -267,7 +415,131 @@ pub fn summary(document: &serde_json::Value) -> String {
             }
         }
     }
+    summarize_page(&mut out, document, &text);
     out
+}
+
+/// How many of the most recent events `renkei status` prints.
+pub const SUMMARY_EVENTS: usize = 5;
+
+fn summarize_config(
+    out: &mut String,
+    document: &serde_json::Value,
+    text: &dyn Fn(&serde_json::Value) -> String,
+) {
+    use std::fmt::Write as _;
+    let config = &document["config"];
+    if config.is_null() {
+        return;
+    }
+    let signer = match config["signer"].as_str() {
+        Some(signer) => format!(
+            "signed by {signer}, pushed by {}",
+            text(&config["pushed_by"])
+        ),
+        None => "local file".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "config: version {} ({signer}){}",
+        text(&config["version"]),
+        config["description"]
+            .as_str()
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default()
+    );
+    let pending = &config["pending"];
+    if !pending.is_null() {
+        let left = match (
+            pending["confirm_deadline_unix"].as_u64(),
+            document["time_unix"].as_u64(),
+        ) {
+            (Some(deadline), Some(now)) => format!("{} s", deadline.saturating_sub(now)),
+            _ => "-".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  PENDING: version {} awaits confirmation; rolled back in {left} unless confirmed",
+            text(&pending["version"])
+        );
+    }
+    if document["clock_synchronized"] == serde_json::Value::Bool(false) {
+        let _ = writeln!(
+            out,
+            "clock: NOT synchronized (certificate checks depend on it)"
+        );
+    }
+}
+
+fn summarize_page(
+    out: &mut String,
+    document: &serde_json::Value,
+    text: &dyn Fn(&serde_json::Value) -> String,
+) {
+    use std::fmt::Write as _;
+    let page = &document["status_page"];
+    if !page.is_null() {
+        let _ = writeln!(
+            out,
+            "\nstatus page: {}://{}/{}",
+            text(&page["scheme"]),
+            text(&page["listen"]),
+            if page["metrics_listen"].is_null() {
+                String::new()
+            } else {
+                format!(", metrics on {}", text(&page["metrics_listen"]))
+            }
+        );
+        if !page["certificate_sha256"].is_null() {
+            let _ = writeln!(
+                out,
+                "  certificate SHA-256{}: {}",
+                if page["certificate_self_signed"] == serde_json::Value::Bool(true) {
+                    " (self-signed)"
+                } else {
+                    ""
+                },
+                text(&page["certificate_sha256"])
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  logins: {} ok, {} refused",
+            text(&page["logins"]),
+            text(&page["login_failures"])
+        );
+    }
+    let enrolment = &document["enrolment"];
+    if !enrolment.is_null() {
+        let _ = writeln!(
+            out,
+            "\nenrolment: WireGuard public key {}",
+            text(&enrolment["wireguard_public_key"])
+        );
+        let _ = writeln!(out, "  CSR SHA-256: {}", text(&enrolment["csr_sha256"]));
+    }
+    if let Some(events) = document["events"].as_array() {
+        if !events.is_empty() {
+            let _ = writeln!(out, "\nrecent events:");
+        }
+        let skip = events.len().saturating_sub(SUMMARY_EVENTS);
+        for event in events.iter().skip(skip) {
+            let time = event["time_unix"]
+                .as_u64()
+                .map(|t| {
+                    crate::proxy::accesslog::rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(t))
+                })
+                .unwrap_or_else(|| "-".to_string());
+            let _ = writeln!(
+                out,
+                "  {} {} {}: {}",
+                time.get(..19).unwrap_or(&time),
+                text(&event["level"]),
+                text(&event["kind"]),
+                text(&event["message"])
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -300,6 +572,47 @@ mod tests {
         assert!(
             text.contains("last problem: refused: max_connections (256) reached"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn ops3_summary_shows_config_page_enrolment_and_events() {
+        let document = serde_json::json!({
+            "facility": "clinic", "role": "viewing", "config_version": 4,
+            "config": {"version": 4, "description": "new portal", "signer": "0123456789abcdef",
+                       "pushed_by": "operator", "applied_at_unix": 100,
+                       "pending": {"version": 4, "signer": "operator", "confirm_deadline_unix": 1090}},
+            "time_unix": 1000,
+            "clock_synchronized": false,
+            "tunnel": {"state": "up", "peers": [], "drops": {}},
+            "status_page": {"scheme": "https", "listen": "198.18.20.1:443",
+                            "certificate_sha256": "AB:CD", "certificate_self_signed": true,
+                            "metrics_listen": null, "logins": 2, "login_failures": 3},
+            "enrolment": {"wireguard_public_key": "KEY=", "csr_sha256": null},
+            "events": (0..7).map(|i| serde_json::json!({
+                "time_unix": i, "level": "info", "kind": "tunnel", "message": format!("event {i}")
+            })).collect::<Vec<_>>()
+        });
+        let text = summary(&document);
+        for expected in [
+            "config: version 4 (signed by 0123456789abcdef, pushed by operator): new portal",
+            "PENDING: version 4 awaits confirmation; rolled back in 90 s unless confirmed",
+            "clock: NOT synchronized",
+            "status page: https://198.18.20.1:443/",
+            "certificate SHA-256 (self-signed): AB:CD",
+            "logins: 2 ok, 3 refused",
+            "enrolment: WireGuard public key KEY=",
+            "CSR SHA-256: -",
+            "1970-01-01T00:00:06 info tunnel: event 6",
+        ] {
+            assert!(
+                text.contains(expected),
+                "{expected:?} missing from:\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("event 1\n"),
+            "only the last {SUMMARY_EVENTS} events"
         );
     }
 }

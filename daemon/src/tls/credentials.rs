@@ -355,7 +355,9 @@ fn bad_pem(path: &Path, err: pem::Error) -> CredentialError {
     }
 }
 
-fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, CredentialError> {
+pub(crate) fn read_certificates(
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, CredentialError> {
     let bytes = read_limited(path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -368,7 +370,7 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Creden
     Ok(certs)
 }
 
-fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CredentialError> {
+pub(crate) fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CredentialError> {
     let meta = fs::metadata(path).map_err(|source| CredentialError::Unreadable {
         path: path.to_path_buf(),
         source,

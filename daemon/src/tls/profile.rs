@@ -193,6 +193,26 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// A TLS server configuration for the facility administrator's status page.
+///
+/// Browsers on the LAN carry no client certificate, so none is asked for (the page has its own
+/// login); everything else is the profile: TLS 1.3 only, AES-GCM, P-256/P-384 ECDHE, no 0-RTT.
+/// ALPN offers HTTP/1.1 only, the one protocol the page speaks.
+pub fn web_server_config(
+    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    key: rustls_pki_types::PrivateKeyDer<'static>,
+) -> Result<Arc<ServerConfig>, ProfileError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(protocol_versions(MinTls::Tls13))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.ignore_client_order = true;
+    config.max_early_data_size = 0;
+    config.send_half_rtt_data = false;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// A TLS client configuration for an outbound service.
 ///
 /// The server must present a certificate chaining to the operator CA (and not revoked by the

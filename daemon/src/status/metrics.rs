@@ -1,0 +1,468 @@
+//! `/metrics` in the Prometheus text exposition format (OPS-4), rendered from a status document
+//! so the page, the API and the metrics can never disagree.
+//!
+//! Every family has HELP and TYPE lines; counters end in `_total`; label values are escaped.
+//! Public keys and certificate subjects are labels; nothing secret is ever rendered.
+
+use std::fmt::Write as _;
+
+use super::StatusDocument;
+use crate::tunnel::policy::LinkState;
+
+/// The content type Prometheus expects for the text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+const LINK_STATES: [LinkState; 4] = [
+    LinkState::Up,
+    LinkState::Idle,
+    LinkState::Connecting,
+    LinkState::Down,
+];
+
+/// Escapes a label value: backslash, double quote and line feed.
+pub fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One metric family being written.
+struct Family<'a> {
+    out: &'a mut String,
+    name: &'static str,
+}
+
+impl<'a> Family<'a> {
+    fn new(out: &'a mut String, name: &'static str, kind: &str, help: &str) -> Self {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        Family { out, name }
+    }
+
+    fn sample(&mut self, labels: &[(&str, &str)], value: impl std::fmt::Display) -> &mut Self {
+        self.out.push_str(self.name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (name, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{name}=\"{}\"", escape_label(value));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+        self
+    }
+}
+
+/// Renders the metrics of a status document.
+pub fn render(doc: &StatusDocument) -> String {
+    let mut out = String::new();
+    let o = &mut out;
+
+    Family::new(
+        o,
+        "renkei_build_info",
+        "gauge",
+        "Build of the running daemon (always 1).",
+    )
+    .sample(&[("version", doc.version), ("role", doc.role)], 1);
+    Family::new(
+        o,
+        "renkei_uptime_seconds",
+        "gauge",
+        "Seconds since the daemon started.",
+    )
+    .sample(&[], doc.uptime_secs);
+    Family::new(
+        o,
+        "renkei_config_version",
+        "gauge",
+        "Version of the running configuration.",
+    )
+    .sample(&[], doc.config.version);
+    Family::new(
+        o,
+        "renkei_config_pending",
+        "gauge",
+        "1 while a pushed configuration awaits confirmation.",
+    )
+    .sample(&[], u8::from(doc.config.pending.is_some()));
+
+    let tunnel = &doc.tunnel;
+    let mut f = Family::new(
+        o,
+        "renkei_tunnel_state",
+        "gauge",
+        "Overall tunnel state: 1 for the current state, 0 for the others.",
+    );
+    for state in LINK_STATES {
+        f.sample(
+            &[("state", state.as_str())],
+            u8::from(tunnel.state == state),
+        );
+    }
+    Family::new(
+        o,
+        "renkei_tunnel_alarm",
+        "gauge",
+        "1 when an always-on peer's last handshake is older than the alarm threshold.",
+    )
+    .sample(&[], u8::from(tunnel.alarm));
+
+    let mut f = Family::new(
+        o,
+        "renkei_peer_state",
+        "gauge",
+        "Per-peer tunnel state: 1 for the current state, 0 for the others.",
+    );
+    for p in &tunnel.peers {
+        for state in LINK_STATES {
+            f.sample(
+                &[("peer", &p.name), ("state", state.as_str())],
+                u8::from(p.state == state),
+            );
+        }
+    }
+    type PeerCounter = fn(&crate::tunnel::PeerSnapshot) -> u64;
+    let counters: [(&'static str, &str, PeerCounter); 7] = [
+        (
+            "renkei_peer_receive_bytes_total",
+            "WireGuard bytes received from the peer (authenticated).",
+            |p| p.rx_bytes,
+        ),
+        (
+            "renkei_peer_transmit_bytes_total",
+            "WireGuard bytes sent to the peer.",
+            |p| p.tx_bytes,
+        ),
+        (
+            "renkei_peer_receive_packets_total",
+            "WireGuard datagrams received from the peer (authenticated).",
+            |p| p.rx_packets,
+        ),
+        (
+            "renkei_peer_transmit_packets_total",
+            "WireGuard datagrams sent to the peer.",
+            |p| p.tx_packets,
+        ),
+        (
+            "renkei_peer_handshake_attempts_total",
+            "Handshake initiations sent.",
+            |p| p.handshake_attempts,
+        ),
+        (
+            "renkei_peer_handshake_failures_total",
+            "Handshake initiations that got no answer.",
+            |p| p.handshake_failures,
+        ),
+        (
+            "renkei_peer_handshakes_total",
+            "Handshakes completed, either side initiating.",
+            |p| p.handshakes_completed,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let mut f = Family::new(o, name, "counter", help);
+        for p in &tunnel.peers {
+            f.sample(
+                &[("peer", &p.name), ("public_key", &p.public_key)],
+                value(p),
+            );
+        }
+    }
+    let mut f = Family::new(
+        o,
+        "renkei_peer_last_handshake_age_seconds",
+        "gauge",
+        "Seconds since the last completed handshake with the peer (absent: never).",
+    );
+    for p in &tunnel.peers {
+        if let Some(age) = p.last_handshake_age_secs {
+            f.sample(&[("peer", &p.name)], age);
+        }
+    }
+    let d = &tunnel.drops;
+    let mut f = Family::new(
+        o,
+        "renkei_tunnel_dropped_packets_total",
+        "counter",
+        "Packets the tunnel dropped, by reason.",
+    );
+    for (reason, n) in [
+        ("foreign_source", d.foreign_source),
+        ("no_route", d.no_route),
+        ("foreign_destination", d.foreign_destination),
+        ("source_not_allowed", d.source_not_allowed),
+        ("malformed", d.malformed),
+        ("invalid_datagram", d.invalid_datagrams),
+        ("no_endpoint", d.no_endpoint),
+        ("send_error", d.send_errors),
+    ] {
+        f.sample(&[("reason", reason)], n);
+    }
+
+    let services = doc
+        .proxy
+        .as_ref()
+        .map(|p| p.services.as_slice())
+        .unwrap_or_default();
+    let mut f = Family::new(
+        o,
+        "renkei_service_active_connections",
+        "gauge",
+        "Proxied connections open now.",
+    );
+    for s in services {
+        f.sample(
+            &[("service", &s.name), ("direction", s.direction.as_str())],
+            s.active,
+        );
+    }
+    let mut f = Family::new(
+        o,
+        "renkei_service_max_connections",
+        "gauge",
+        "Configured concurrent connection limit.",
+    );
+    for s in services {
+        f.sample(&[("service", &s.name)], s.max_connections);
+    }
+    type ServiceCounter = fn(&crate::proxy::ServiceSnapshot) -> u64;
+    let counters: [(&'static str, &str, ServiceCounter); 5] = [
+        (
+            "renkei_service_connections_total",
+            "Connections accepted, refused ones included.",
+            |s| s.total,
+        ),
+        (
+            "renkei_service_refused_connections_total",
+            "Connections refused (limit, identity, handshake).",
+            |s| s.refused,
+        ),
+        (
+            "renkei_service_failed_connections_total",
+            "Connections that failed after being accepted.",
+            |s| s.errors,
+        ),
+        (
+            "renkei_service_received_bytes_total",
+            "Bytes from connecting peers to the target, of closed connections.",
+            |s| s.bytes_in,
+        ),
+        (
+            "renkei_service_sent_bytes_total",
+            "Bytes from the target to connecting peers, of closed connections.",
+            |s| s.bytes_out,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let mut f = Family::new(o, name, "counter", help);
+        for s in services {
+            f.sample(&[("service", &s.name)], value(s));
+        }
+    }
+    let mut f = Family::new(
+        o,
+        "renkei_tls_handshakes_total",
+        "counter",
+        "Completed TLS handshakes of proxied connections, by version and cipher suite.",
+    );
+    for s in services {
+        for h in &s.tls_handshakes {
+            f.sample(
+                &[
+                    ("service", &s.name),
+                    ("version", &h.version),
+                    ("suite", &h.suite),
+                ],
+                h.count,
+            );
+        }
+    }
+
+    let mut f = Family::new(
+        o,
+        "renkei_certificate_expiry_seconds",
+        "gauge",
+        "Seconds until the certificate's notAfter (negative: expired).",
+    );
+    for c in &doc.certificates {
+        let role = serde_json::to_value(c.role)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        f.sample(
+            &[
+                ("role", &role),
+                ("subject", &c.subject),
+                ("serial", &c.serial),
+            ],
+            c.not_after_unix - doc.time_unix as i64,
+        );
+    }
+
+    if let Some(page) = &doc.status_page {
+        Family::new(
+            o,
+            "renkei_status_logins_total",
+            "counter",
+            "Successful administrator logins to the status page.",
+        )
+        .sample(&[], page.logins);
+        Family::new(
+            o,
+            "renkei_status_login_failures_total",
+            "counter",
+            "Refused administrator logins (wrong password, or too soon after one).",
+        )
+        .sample(&[], page.login_failures);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops4_label_values_are_escaped() {
+        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label("line\nbreak"), "line\\nbreak");
+        assert_eq!(escape_label("病院"), "病院");
+    }
+
+    #[test]
+    fn ops4_families_have_help_and_type_and_samples_follow() {
+        let mut out = String::new();
+        Family::new(&mut out, "renkei_x_total", "counter", "Things.")
+            .sample(&[("peer", "a\"b")], 3)
+            .sample(&[], 4);
+        assert_eq!(
+            out,
+            "# HELP renkei_x_total Things.\n# TYPE renkei_x_total counter\n\
+             renkei_x_total{peer=\"a\\\"b\"} 3\nrenkei_x_total 4\n"
+        );
+    }
+}
+
+#[cfg(test)]
+mod document_tests {
+    use super::*;
+    use crate::status::{ConfigState, PendingConfig};
+    use crate::tunnel::{DropCounts, PeerSnapshot, TunnelSnapshot};
+
+    fn document() -> StatusDocument {
+        let peer = PeerSnapshot {
+            name: "dc".to_string(),
+            public_key: "KEY=".to_string(),
+            endpoint: None,
+            allowed_ips: Vec::new(),
+            persistent_keepalive_secs: None,
+            state: LinkState::Up,
+            reason: "session established".to_string(),
+            alarm: false,
+            session_keys_present: true,
+            last_handshake: None,
+            last_handshake_age_secs: Some(12),
+            holds: 0,
+            tx_bytes: 100,
+            rx_bytes: 200,
+            tx_packets: 1,
+            rx_packets: 2,
+            handshake_attempts: 3,
+            handshake_failures: 1,
+            handshakes_completed: 2,
+        };
+        StatusDocument {
+            facility: "病院 \"A\"".to_string(),
+            role: "disclosing",
+            config_version: 7,
+            config: ConfigState {
+                version: 7,
+                description: None,
+                signer: None,
+                pushed_by: None,
+                sha256: None,
+                state: "pending",
+                applied_at_unix: None,
+                pending: Some(PendingConfig {
+                    version: 8,
+                    signer: None,
+                    previous_version: Some(7),
+                    confirm_deadline_unix: 0,
+                }),
+            },
+            version: "0.1.0",
+            uptime_secs: 5,
+            tunnel: TunnelSnapshot {
+                interface: "renkei0".to_string(),
+                address: "198.19.0.10/24".parse().expect("net"),
+                listen_port: 0,
+                policy: "always_on",
+                state: LinkState::Up,
+                alarm: false,
+                peers: vec![peer],
+                drops: DropCounts {
+                    foreign_source: 0,
+                    no_route: 4,
+                    foreign_destination: 0,
+                    source_not_allowed: 0,
+                    malformed: 0,
+                    invalid_datagrams: 0,
+                    no_endpoint: 0,
+                    send_errors: 0,
+                },
+            },
+            proxy: None,
+            certificates: Vec::new(),
+            events: Vec::new(),
+            enrolment: None,
+            status_page: None,
+            time_unix: 1_000,
+            clock_synchronized: None,
+        }
+    }
+
+    #[test]
+    fn ops4_rendered_document_is_well_formed_exposition() {
+        let text = render(&document());
+        for expected in [
+            "renkei_config_version 7\n",
+            "renkei_config_pending 1\n",
+            "renkei_tunnel_state{state=\"up\"} 1\n",
+            "renkei_tunnel_state{state=\"down\"} 0\n",
+            "renkei_peer_receive_bytes_total{peer=\"dc\",public_key=\"KEY=\"} 200\n",
+            "renkei_peer_last_handshake_age_seconds{peer=\"dc\"} 12\n",
+            "renkei_tunnel_dropped_packets_total{reason=\"no_route\"} 4\n",
+            "renkei_build_info{version=\"0.1.0\",role=\"disclosing\"} 1\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing:\n{text}");
+        }
+        // Every sample belongs to a family declared just before it, and counters end in _total.
+        let mut declared: Option<(String, String)> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE line");
+                declared = Some((name.to_string(), kind.to_string()));
+                if kind == "counter" {
+                    assert!(name.ends_with("_total"), "{name}");
+                }
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().expect("name");
+                let (family, _) = declared.as_ref().expect("a family before samples");
+                assert_eq!(name, family, "{line}");
+                let value = line.rsplit(' ').next().expect("value");
+                assert!(value.parse::<f64>().is_ok(), "{line}");
+            }
+        }
+    }
+}

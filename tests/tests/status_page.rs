@@ -1,0 +1,1277 @@
+//! The facility administrator's status page in the namespace lab (OPS-1, OPS-3, OPS-4, AUTH-1,
+//! LOG-3, INT-1): real `renkei` daemons, requests from `curl`/`openssl` on the facility LAN (or
+//! in the data centre for the operator's metrics listener), `promtool` on the metrics, and the
+//! real `renkei status` command. Nothing here talks to the server in-process except the
+//! enrolment page, which has no daemon mode of its own yet.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use renkei_lab::lab::{DOCUMENT_SERVER_ADDRESS, HUB_RELAY_ADDRESS};
+use renkei_lab::tlstools::{run_bounded, DocumentServer};
+use renkei_lab::web::{
+    curl, get, login, status_toml, Reply, Session, ADMIN_PASSWORD, METRICS_PORT, STATUS_PORT,
+};
+use renkei_lab::{require_root, wait_until, Daemon, Lab, Namespace, Node};
+use serde_json::Value;
+
+/// `https://<ip>` with the port only when it is not the default, as browsers write URLs.
+fn base_url(ip: &str) -> String {
+    if STATUS_PORT == 443 {
+        format!("https://{ip}")
+    } else {
+        format!("https://{ip}:{STATUS_PORT}")
+    }
+}
+
+/// The clinic's page as seen from its LAN.
+fn clinic_base() -> String {
+    base_url("198.18.20.1")
+}
+
+/// The hospital's page as seen from its LAN.
+fn hospital_base() -> String {
+    base_url("198.18.10.1")
+}
+
+/// The clinic box alone (tunnel idle) with its status page on the LAN address.
+fn clinic_with_page(lab: &Lab) -> Daemon {
+    let text = lab.tunnel_config(Node::Clinic)
+        + &status_toml(&format!("198.18.20.1:{STATUS_PORT}"), "").expect("status");
+    let daemon = lab.start(Node::Clinic, &text).expect("clinic");
+    wait_for_page(lab.lan_ns(Node::Clinic), &clinic_base());
+    daemon
+}
+
+/// Waits until the page answers its login form.
+fn wait_for_page(ns: &Namespace, base: &str) {
+    wait_until(Duration::from_secs(15), "the status page to answer", || {
+        let reply = curl(ns, &[&format!("{base}/login")]).ok()?;
+        (reply.status == 200).then_some(())
+    })
+    .expect("status page up");
+}
+
+fn post_login(ns: &Namespace, base: &str, password: &str, extra: &[&str]) -> Reply {
+    let field = format!("password={password}");
+    let url = format!("{base}/login");
+    let mut args: Vec<&str> = extra.to_vec();
+    args.extend(["--data-urlencode", &field, &url]);
+    curl(ns, &args).expect("curl")
+}
+
+fn assert_security_headers(reply: &Reply) {
+    let csp = reply.header("content-security-policy").unwrap_or("");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{reply:?}"
+    );
+    assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(reply.header("x-frame-options"), Some("DENY"));
+}
+
+#[test]
+fn auth1_unauthenticated_access_is_redirected_to_login() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let _clinic = clinic_with_page(&lab);
+    let lan = lab.lan_ns(Node::Clinic);
+    let base = clinic_base();
+
+    let page = curl(lan, &[&format!("{base}/")]).expect("curl");
+    assert_eq!(page.status, 303, "{page:?}");
+    assert_eq!(page.header("location"), Some("/login"));
+    assert!(
+        !page.body.contains("tunnel-state"),
+        "the page itself is not sent"
+    );
+    assert_security_headers(&page);
+
+    let login_page = curl(lan, &[&format!("{base}/login")]).expect("curl");
+    assert_eq!(login_page.status, 200);
+    assert!(
+        login_page.body.contains("name=\"password\""),
+        "{login_page:?}"
+    );
+    assert_security_headers(&login_page);
+
+    for path in [
+        "/api/v1/status",
+        "/api/v1/session",
+        "/api/v1/enrolment",
+        "/metrics",
+    ] {
+        let reply = curl(lan, &[&format!("{base}{path}")]).expect("curl");
+        assert_eq!(reply.status, 401, "{path}: {reply:?}");
+        assert!(!reply.body.contains("facility"), "{path}: {reply:?}");
+    }
+    let forged = curl(
+        lan,
+        &[
+            "-H",
+            "Cookie: renkei_session=forged-token",
+            &format!("{base}/api/v1/status"),
+        ],
+    )
+    .expect("curl");
+    assert_eq!(forged.status, 401, "an unknown session token is no session");
+}
+
+#[test]
+fn auth1_wrong_password_is_refused_and_rate_limited_per_address() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let clinic = clinic_with_page(&lab);
+    let lan = lab.lan_ns(Node::Clinic);
+    lan.ip(&["addr", "add", "198.18.20.3/24", "dev", "lan0"])
+        .expect("second LAN address");
+    let base = clinic_base();
+
+    let wrong = post_login(lan, &base, "not the password at all", &[]);
+    assert_eq!(wrong.status, 401, "{wrong:?}");
+    assert!(wrong.header("set-cookie").is_none(), "{wrong:?}");
+    assert!(wrong.body.contains("login_wrong"), "{wrong:?}");
+
+    // Right after a failure even the right password is refused without being checked.
+    let blocked = post_login(lan, &base, ADMIN_PASSWORD, &[]);
+    assert_eq!(blocked.status, 429, "{blocked:?}");
+    assert!(blocked.header("set-cookie").is_none());
+    let retry: u64 = blocked
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=1).contains(&retry), "first delay is 1 s: {blocked:?}");
+
+    // Per source address: another PC on the LAN logs in at once.
+    let other = post_login(lan, &base, ADMIN_PASSWORD, &["--interface", "198.18.20.3"]);
+    assert_eq!(other.status, 303, "{other:?}");
+
+    // The delay grows: after the first window, a second wrong password costs 2 s.
+    let second = wait_until(Duration::from_secs(5), "the first delay to pass", || {
+        let reply = post_login(lan, &base, "still not the password", &[]);
+        (reply.status != 429).then_some(reply)
+    })
+    .expect("first delay passes");
+    assert_eq!(second.status, 401, "{second:?}");
+    let blocked = post_login(lan, &base, ADMIN_PASSWORD, &[]);
+    assert_eq!(blocked.status, 429);
+    assert_eq!(blocked.header("retry-after"), Some("2"), "{blocked:?}");
+
+    // Once the delay is over, the right password works and clears the record.
+    let ok = wait_until(Duration::from_secs(6), "the second delay to pass", || {
+        let reply = post_login(lan, &base, ADMIN_PASSWORD, &[]);
+        (reply.status != 429).then_some(reply)
+    })
+    .expect("second delay passes");
+    assert_eq!(ok.status, 303, "{ok:?}");
+
+    // LOG-3: failures are events on the page and in the journal, counted in the status.
+    let status = clinic.status().expect("status");
+    let events = status["events"].as_array().cloned().unwrap_or_default();
+    assert!(
+        events.iter().any(|e| e["kind"] == "login"
+            && e["level"] == "warning"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("failed administrator login from 198.18.20.2"))),
+        "{events:#?}"
+    );
+    assert!(
+        status["status_page"]["login_failures"].as_u64() >= Some(3),
+        "{status:#}"
+    );
+    assert_eq!(status["status_page"]["logins"], 2, "{status:#}");
+}
+
+#[test]
+fn auth1_login_sets_a_strict_session_cookie_and_logout_ends_it() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let _clinic = clinic_with_page(&lab);
+    let lan = lab.lan_ns(Node::Clinic);
+    let base = clinic_base();
+
+    let reply = post_login(lan, &base, ADMIN_PASSWORD, &[]);
+    assert_eq!(reply.status, 303, "{reply:?}");
+    assert_eq!(reply.header("location"), Some("/"));
+    let cookie = reply.header("set-cookie").expect("cookie");
+    for attribute in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Max-Age=3600",
+        "Path=/",
+    ] {
+        assert!(
+            cookie.split("; ").any(|a| a == attribute),
+            "{attribute} missing: {cookie}"
+        );
+    }
+    let session = login(lan, &base, ADMIN_PASSWORD).expect("login");
+
+    let page = get(lan, &base, &session, "/").expect("page");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("id=\"tunnel-state\""), "{page:?}");
+    let status = get(lan, &base, &session, "/api/v1/status").expect("api");
+    assert_eq!(status.status, 200);
+    assert_eq!(status.header("content-type"), Some("application/json"));
+    let document = status.json().expect("json");
+    assert_eq!(document["facility"], "lab clinic");
+    assert_eq!(document["role"], "viewing");
+
+    // A login from elsewhere with a cross-site Origin is refused.
+    let cross = post_login(
+        lan,
+        &base,
+        ADMIN_PASSWORD,
+        &["-H", "Origin: https://evil.example"],
+    );
+    assert_eq!(cross.status, 403, "{cross:?}");
+
+    let logout = curl(
+        lan,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &format!("Cookie: {}", session.cookie),
+            "-H",
+            &format!("X-CSRF-Token: {}", session.csrf),
+            &format!("{base}/logout"),
+        ],
+    )
+    .expect("logout");
+    assert_eq!(logout.status, 303, "{logout:?}");
+    let after = get(lan, &base, &session, "/api/v1/status").expect("api");
+    assert_eq!(after.status, 401, "the session ended at logout");
+}
+
+#[test]
+fn auth1_post_without_csrf_token_is_refused() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let clinic = clinic_with_page(&lab);
+    let lan = lab.lan_ns(Node::Clinic);
+    let base = clinic_base();
+    let session = login(lan, &base, ADMIN_PASSWORD).expect("login");
+    let cookie = format!("Cookie: {}", session.cookie);
+
+    for path in [
+        "/api/v1/tunnel/connect",
+        "/api/v1/tunnel/disconnect",
+        "/logout",
+    ] {
+        let url = format!("{base}{path}");
+        let none = curl(lan, &["-X", "POST", "-H", &cookie, &url]).expect("curl");
+        assert_eq!(none.status, 403, "{path} without a token: {none:?}");
+        let wrong = curl(
+            lan,
+            &[
+                "-X",
+                "POST",
+                "-H",
+                &cookie,
+                "-H",
+                "X-CSRF-Token: 0000",
+                &url,
+            ],
+        )
+        .expect("curl");
+        assert_eq!(wrong.status, 403, "{path} with a wrong token: {wrong:?}");
+        let no_session = curl(
+            lan,
+            &[
+                "-X",
+                "POST",
+                "-H",
+                &format!("X-CSRF-Token: {}", session.csrf),
+                &url,
+            ],
+        )
+        .expect("curl");
+        assert_eq!(
+            no_session.status, 401,
+            "{path} without a session: {no_session:?}"
+        );
+    }
+    // Nothing happened: the tunnel never left idle and the session still works.
+    assert_eq!(clinic.status().expect("status")["tunnel"]["state"], "idle");
+    assert_eq!(
+        get(lan, &base, &session, "/api/v1/status")
+            .expect("api")
+            .status,
+        200
+    );
+}
+
+#[test]
+fn ops3_connect_now_and_disconnect_from_the_page_drive_the_tunnel() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let _hub = lab
+        .start(Node::Hub, &lab.tunnel_config(Node::Hub))
+        .expect("hub");
+    let clinic = clinic_with_page(&lab);
+    let lan = lab.lan_ns(Node::Clinic);
+    let base = clinic_base();
+    let session = login(lan, &base, ADMIN_PASSWORD).expect("login");
+    let post = |path: &str| {
+        curl(
+            lan,
+            &[
+                "-X",
+                "POST",
+                "-H",
+                &format!("Cookie: {}", session.cookie),
+                "-H",
+                &format!("X-CSRF-Token: {}", session.csrf),
+                &format!("{base}{path}"),
+            ],
+        )
+        .expect("curl")
+    };
+    assert_eq!(clinic.status().expect("status")["tunnel"]["state"], "idle");
+    let connect = post("/api/v1/tunnel/connect");
+    assert_eq!(connect.status, 200, "{connect:?}");
+    assert_eq!(clinic.peer("dc").expect("peer")["state"], "up");
+    let api = get(lan, &base, &session, "/api/v1/status")
+        .expect("api")
+        .json()
+        .expect("json");
+    assert_eq!(api["tunnel"]["state"], "up");
+
+    let disconnect = post("/api/v1/tunnel/disconnect");
+    assert_eq!(disconnect.status, 200, "{disconnect:?}");
+    let peer = clinic.peer("dc").expect("peer");
+    assert_eq!(peer["state"], "idle", "{peer:#}");
+    assert_eq!(peer["session_keys_present"], false, "{peer:#}");
+    let events = clinic.status().expect("status")["events"].clone();
+    let messages: Vec<&str> = events
+        .as_array()
+        .map(|e| e.iter().filter_map(|e| e["message"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        messages.iter().any(|m| m.contains("peer dc: up")),
+        "{messages:#?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("administrator: disconnect")),
+        "{messages:#?}"
+    );
+}
+
+#[test]
+fn int1_oversized_headers_get_431() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let _clinic = clinic_with_page(&lab);
+    let lan = lab.lan_ns(Node::Clinic);
+    let base = clinic_base();
+    let big = format!("X-Filler: {}", "a".repeat(10 * 1024));
+    let reply = curl(lan, &["-H", &big, &format!("{base}/login")]).expect("curl");
+    assert_eq!(reply.status, 431, "{reply:?}");
+    let many: Vec<String> = (0..80).map(|i| format!("X-H{i}: {i}")).collect();
+    let mut args: Vec<&str> = Vec::new();
+    for header in &many {
+        args.extend(["-H", header]);
+    }
+    let url = format!("{base}/login");
+    args.push(&url);
+    let reply = curl(lan, &args).expect("curl");
+    assert_eq!(reply.status, 431, "too many headers: {reply:?}");
+    assert_eq!(
+        curl(lan, &[&url]).expect("curl").status,
+        200,
+        "still serving"
+    );
+}
+
+#[test]
+fn int1_oversized_body_gets_413() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let _clinic = clinic_with_page(&lab);
+    let lan = lab.lan_ns(Node::Clinic);
+    let base = clinic_base();
+    let url = format!("{base}/login");
+    let body = format!("password={}", "x".repeat(100 * 1024));
+    let declared = curl(lan, &["--data-binary", &body, &url]).expect("curl");
+    assert_eq!(declared.status, 413, "{declared:?}");
+    // Chunked, so no Content-Length warns the server in advance.
+    let file = lab.dir.join("big-body");
+    std::fs::write(&file, &body).expect("write");
+    let chunked = curl(
+        lan,
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &url,
+        ],
+    )
+    .expect("curl");
+    assert_eq!(chunked.status, 413, "{chunked:?}");
+    assert_eq!(
+        curl(lan, &[&url]).expect("curl").status,
+        200,
+        "still serving"
+    );
+}
+
+#[test]
+fn int1_path_traversal_gets_404() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let _clinic = clinic_with_page(&lab);
+    let lan = lab.lan_ns(Node::Clinic);
+    let base = clinic_base();
+    let session = login(lan, &base, ADMIN_PASSWORD).expect("login");
+    for path in [
+        "/../../../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/app.js/../../etc/passwd",
+        "/..%2f..%2fetc%2fpasswd",
+        "/static/../../../proc/self/environ",
+        "/.%2e/.%2e/etc/shadow",
+    ] {
+        let reply = get(lan, &base, &session, path).expect("curl");
+        assert_eq!(reply.status, 404, "{path}: {reply:?}");
+        assert!(!reply.body.contains("root:"), "{path}: {reply:?}");
+    }
+    assert_eq!(
+        get(lan, &base, &session, "/app.js").expect("curl").status,
+        200
+    );
+}
+
+#[test]
+fn int1_unknown_methods_get_405() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let _clinic = clinic_with_page(&lab);
+    let lan = lab.lan_ns(Node::Clinic);
+    let base = clinic_base();
+    for (method, path, allow) in [
+        ("BREW", "/", "GET, HEAD"),
+        ("DELETE", "/api/v1/status", "GET, HEAD"),
+        ("PUT", "/login", "GET, HEAD, POST"),
+        ("TRACE", "/metrics", "GET, HEAD"),
+        ("GET", "/api/v1/tunnel/connect", "POST"),
+        ("PROPFIND", "/app.js", "GET, HEAD"),
+    ] {
+        let reply = curl(lan, &["-X", method, &format!("{base}{path}")]).expect("curl");
+        assert_eq!(reply.status, 405, "{method} {path}: {reply:?}");
+        assert_eq!(reply.header("allow"), Some(allow), "{method} {path}");
+    }
+    let missing = curl(lan, &[&format!("{base}/nothing-here")]).expect("curl");
+    assert_eq!(missing.status, 404);
+}
+
+/// Connects from the LAN and returns how long the server took to close the connection.
+fn time_until_closed(mut stream: std::net::TcpStream, send: &[u8]) -> Duration {
+    let started = Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(40)))
+        .expect("timeout");
+    stream.write_all(send).expect("write");
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return started.elapsed(),
+            Ok(_) => {}
+        }
+    }
+}
+
+#[test]
+fn int1_slow_clients_are_cut_after_the_header_timeout() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let _clinic = clinic_with_page(&lab);
+    let lan = lab.lan_ns(Node::Clinic);
+    let address = format!("198.18.20.1:{STATUS_PORT}");
+    // A client that opens TCP and never starts TLS.
+    let silent = lan
+        .tcp_connect(&address, Duration::from_secs(5))
+        .expect("connect");
+    let silent = std::thread::spawn(move || time_until_closed(silent, b""));
+    // A client that completes TLS and sends half a request header, then nothing.
+    let mut slowloris = std::process::Command::new("ip");
+    slowloris
+        .args([
+            "netns",
+            "exec",
+            lan.name(),
+            "openssl",
+            "s_client",
+            "-quiet",
+            "-connect",
+            &address,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = slowloris.spawn().expect("openssl");
+    let started = Instant::now();
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(b"GET /login HTTP/1.1\r\nHost: 198.18.20.1\r\nX-Slow: ")
+        .expect("partial header");
+    input.flush().expect("flush");
+    let exited = wait_until(
+        Duration::from_secs(30),
+        "the server to cut the slow client",
+        || child.try_wait().ok().flatten().map(|_| started.elapsed()),
+    );
+    if exited.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    drop(input);
+    let slow = exited.expect("the slow client was cut");
+    let header_timeout = Duration::from_secs(renkei::status::http::HEADER_READ_TIMEOUT_SECS);
+    assert!(
+        slow >= header_timeout - Duration::from_secs(1)
+            && slow < header_timeout + Duration::from_secs(8),
+        "cut after {slow:?}"
+    );
+    let silent = silent.join().expect("silent client");
+    let handshake_timeout = Duration::from_secs(renkei::status::http::TLS_HANDSHAKE_TIMEOUT_SECS);
+    assert!(
+        silent >= handshake_timeout - Duration::from_secs(1)
+            && silent < handshake_timeout + Duration::from_secs(8),
+        "silent client cut after {silent:?}"
+    );
+    let url = format!("{}/login", clinic_base());
+    assert_eq!(
+        curl(lan, &[&url]).expect("curl").status,
+        200,
+        "still serving"
+    );
+}
+
+/// A TCP connection from `source` (an address of the namespace) to `destination`.
+fn connect_from(ns: &Namespace, source: &str, destination: &str) -> std::net::TcpStream {
+    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let source: std::net::SocketAddrV4 = format!("{source}:0").parse().expect("source");
+    let destination: std::net::SocketAddrV4 = destination.parse().expect("destination");
+    ns.run_inside(move || -> nix::Result<std::net::TcpStream> {
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &SockaddrIn::from(source),
+        )?;
+        connect(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &SockaddrIn::from(destination),
+        )?;
+        Ok(std::net::TcpStream::from(fd))
+    })
+    .expect("inside the namespace")
+    .expect("connect")
+}
+
+#[test]
+fn int1_status_server_limits_concurrent_connections() {
+    require_root!();
+    use renkei::status::http::{MAX_CONNECTIONS_PER_ADDRESS, MAX_PAGE_CONNECTIONS};
+    let lab = Lab::new().expect("lab");
+    let _clinic = clinic_with_page(&lab);
+    let lan = lab.lan_ns(Node::Clinic);
+    let address = format!("198.18.20.1:{STATUS_PORT}");
+    let url = format!("{}/login", clinic_base());
+    let hosts = MAX_PAGE_CONNECTIONS / MAX_CONNECTIONS_PER_ADDRESS;
+    let sources: Vec<String> = (0..=hosts)
+        .map(|i| format!("198.18.20.{}", 2 + i))
+        .collect();
+    for source in &sources[1..] {
+        lan.ip(&["addr", "add", &format!("{source}/24"), "dev", "lan0"])
+            .expect("LAN address");
+    }
+
+    // One host: its own cap, while other hosts are still served.
+    let mut held: Vec<std::net::TcpStream> = (0..MAX_CONNECTIONS_PER_ADDRESS)
+        .map(|_| connect_from(lan, &sources[0], &address))
+        .collect();
+    let over = connect_from(lan, &sources[0], &address);
+    let closed_after = time_until_closed(over, b"");
+    assert!(
+        closed_after < Duration::from_secs(3),
+        "held for {closed_after:?}"
+    );
+    let other = curl(lan, &["--interface", &sources[1], &url]).expect("curl");
+    assert_eq!(other.status, 200, "another host is still served: {other:?}");
+
+    // All hosts together: the listener's cap.
+    for source in &sources[1..hosts] {
+        held.extend((0..MAX_CONNECTIONS_PER_ADDRESS).map(|_| connect_from(lan, source, &address)));
+    }
+    assert_eq!(held.len(), MAX_PAGE_CONNECTIONS);
+    let over = connect_from(lan, &sources[hosts], &address);
+    let closed_after = time_until_closed(over, b"");
+    assert!(
+        closed_after < Duration::from_secs(3),
+        "the connection over the limit was held for {closed_after:?}"
+    );
+    let refused = curl(lan, &["--interface", &sources[hosts], &url]).expect("curl");
+    assert_eq!(refused.status, 0, "no HTTP answer while full: {refused:?}");
+    drop(held);
+    wait_until(Duration::from_secs(10), "the page to serve again", || {
+        (curl(lan, &[&url]).ok()?.status == 200).then_some(())
+    })
+    .expect("serving again once the held connections closed");
+}
+
+/// The SHA-256 fingerprint of the certificate the page serves, as openssl sees it, and whether
+/// a TLS 1.2 handshake is possible.
+fn served_fingerprint(ns: &Namespace, address: &str) -> String {
+    let finished = run_bounded(
+        ns,
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "openssl s_client -connect {address} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+            ),
+        ],
+        b"",
+        Duration::from_secs(20),
+    )
+    .expect("openssl");
+    finished
+        .output
+        .lines()
+        .find_map(|l| l.split_once('=').map(|(_, f)| f.trim().to_string()))
+        .unwrap_or_else(|| panic!("no fingerprint in {:?}", finished.output))
+}
+
+#[test]
+fn ops3_page_certificate_fingerprint_is_shown_and_kept_across_restarts() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let mut clinic = clinic_with_page(&lab);
+    let lan = lab.lan_ns(Node::Clinic);
+    let address = format!("198.18.20.1:{STATUS_PORT}");
+    let served = served_fingerprint(lan, &address);
+    let status = clinic.status().expect("status");
+    assert_eq!(
+        status["status_page"]["certificate_sha256"],
+        served.as_str(),
+        "{status:#}"
+    );
+    assert_eq!(status["status_page"]["certificate_self_signed"], true);
+    assert!(
+        clinic
+            .log_text()
+            .contains(&format!("certificate SHA-256 {served}")),
+        "the console shows it:\n{}",
+        clinic.log_text()
+    );
+    let summary = renkei_status(&clinic, false);
+    assert!(summary.contains(&served), "{summary}");
+
+    // The CRYPTREC profile: TLS 1.3 only, even for the page.
+    let tls12 = run_bounded(
+        lan,
+        "openssl",
+        &["s_client", "-connect", &address, "-tls1_2"],
+        b"",
+        Duration::from_secs(20),
+    )
+    .expect("openssl");
+    assert!(
+        !tls12.success(),
+        "TLS 1.2 handshake succeeded: {}",
+        tls12.output
+    );
+
+    clinic.terminate().expect("stop");
+    let _again = clinic_with_page(&lab);
+    assert_eq!(
+        served_fingerprint(lan, &address),
+        served,
+        "kept in the state directory"
+    );
+}
+
+#[test]
+fn ops3_page_reveals_no_key_material_and_shows_enrolment() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let mut text = lab.full_config(Node::Clinic);
+    text.push_str(&status_toml(&format!("198.18.20.1:{STATUS_PORT}"), "").expect("status"));
+    let _clinic = lab.start(Node::Clinic, &text).expect("clinic");
+    let lan = lab.lan_ns(Node::Clinic);
+    let base = clinic_base();
+    wait_for_page(lan, &base);
+    let session = login(lan, &base, ADMIN_PASSWORD).expect("login");
+
+    let dir = lab.node_dir(Node::Clinic);
+    let wg_private = std::fs::read_to_string(dir.join("wg.key")).expect("wg key");
+    let tls_key = std::fs::read_to_string(dir.join("tls/box.key")).expect("tls key");
+    let page_key = std::fs::read_to_string(dir.join("state/status/status.key")).expect("page key");
+    let secrets: Vec<String> = [tls_key, page_key]
+        .iter()
+        .flat_map(|pem| {
+            pem.lines()
+                .filter(|l| !l.starts_with("-----") && l.len() > 16)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .chain([wg_private.trim().to_string()])
+        .collect();
+    let mut seen = String::new();
+    for path in [
+        "/",
+        "/api/v1/status",
+        "/api/v1/enrolment",
+        "/metrics",
+        "/app.js",
+    ] {
+        let reply = get(lan, &base, &session, path).expect("curl");
+        assert_eq!(reply.status, 200, "{path}");
+        seen.push_str(&reply.body);
+    }
+    for secret in &secrets {
+        assert!(
+            !seen.contains(secret.as_str()),
+            "a private key line was served"
+        );
+    }
+    assert!(!seen.contains("PRIVATE KEY"));
+    // OPS-1: the public enrolment data is on the page.
+    let document = get(lan, &base, &session, "/api/v1/status")
+        .expect("api")
+        .json()
+        .expect("json");
+    assert_eq!(
+        document["enrolment"]["wireguard_public_key"],
+        lab.public_key(Node::Clinic),
+        "{document:#}"
+    );
+    assert!(
+        document["enrolment"]["csr_sha256"].is_null(),
+        "no CSR in the lab"
+    );
+}
+
+/// `renkei status [--json]` as an administrator runs it.
+fn renkei_status(daemon: &Daemon, json: bool) -> String {
+    let mut command = std::process::Command::new(renkei_lab::daemon::renkei_bin().expect("bin"));
+    command.args(["status", "--config"]).arg(&daemon.config);
+    if json {
+        command.arg("--json");
+    }
+    let output = command.output().expect("renkei status");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn ops3_renkei_status_summary_matches_the_daemon() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let clinic = clinic_with_page(&lab);
+    let document: Value =
+        serde_json::from_str(&renkei_status(&clinic, true)).expect("--json is the API document");
+    let session = login(lab.lan_ns(Node::Clinic), &clinic_base(), ADMIN_PASSWORD).expect("login");
+    let api = get(
+        lab.lan_ns(Node::Clinic),
+        &clinic_base(),
+        &session,
+        "/api/v1/status",
+    )
+    .expect("api")
+    .json()
+    .expect("json");
+    let keys = |v: &Value| -> Vec<String> {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(keys(&document), keys(&api), "the same document");
+
+    let summary = renkei_status(&clinic, false);
+    let page = &document["status_page"];
+    for expected in [
+        "facility: lab clinic (viewing), config version 1".to_string(),
+        "config: version 1 (local file)".to_string(),
+        format!("status page: https://198.18.20.1:{STATUS_PORT}/"),
+        format!(
+            "certificate SHA-256 (self-signed): {}",
+            page["certificate_sha256"].as_str().unwrap_or("?")
+        ),
+        format!(
+            "enrolment: WireGuard public key {}",
+            lab.public_key(Node::Clinic)
+        ),
+        "logins: 1 ok, 0 refused".to_string(),
+        "info daemon: renkei".to_string(),
+        "tunnel: idle on_demand".to_string(),
+    ] {
+        assert!(
+            summary.contains(&expected),
+            "{expected:?} missing:\n{summary}"
+        );
+    }
+}
+
+/// The hospital with its page on the LAN and the operator's metrics listener on its tunnel
+/// address, the hub, and a document server; one document fetched through the hub's outbound
+/// service so the hospital's inbound service has a TLS handshake and an access record.
+struct Hospital {
+    hub: Daemon,
+    hospital: Daemon,
+    _documents: DocumentServer,
+}
+
+fn hospital_with_metrics(lab: &Lab) -> Hospital {
+    let documents = DocumentServer::start(lab.lan_ns(Node::Hospital), DOCUMENT_SERVER_ADDRESS)
+        .expect("document server");
+    let hub = lab
+        .start(Node::Hub, &lab.full_config(Node::Hub))
+        .expect("hub");
+    let text = lab.full_config(Node::Hospital)
+        + &status_toml(
+            &format!("198.18.10.1:{STATUS_PORT}"),
+            &format!("metrics_listen = \"198.19.0.10:{METRICS_PORT}\""),
+        )
+        .expect("status");
+    let hospital = lab.start(Node::Hospital, &text).expect("hospital");
+    wait_for_page(lab.lan_ns(Node::Hospital), &hospital_base());
+    wait_until(Duration::from_secs(15), "the hospital's tunnel", || {
+        (hospital.peer("dc").ok()?["state"] == "up").then_some(())
+    })
+    .expect("tunnel up");
+    wait_until(Duration::from_secs(15), "the hub's relay service", || {
+        let status = hub.status().ok()?;
+        status["proxy"]["services"]
+            .as_array()?
+            .iter()
+            .any(|s| s["name"] == "hospital-documents")
+            .then_some(())
+    })
+    .expect("relay listening");
+    let stream = lab
+        .ns(Node::Hub)
+        .tcp_connect(HUB_RELAY_ADDRESS, Duration::from_secs(5))
+        .expect("relay");
+    let fetched = renkei_lab::tlstools::fetch_document(stream, 4096, 5, None, |_| {})
+        .expect("document through the hospital");
+    assert_eq!(fetched.len, 4096);
+    wait_until(
+        Duration::from_secs(15),
+        "the hospital's access record",
+        || {
+            let status = hospital.status().ok()?;
+            let ok = status["proxy"]["recent_connections"]
+                .as_array()?
+                .iter()
+                .any(|r| r["result"] == "ok" && r["bytes_out"].as_u64() > Some(4096));
+            ok.then_some(())
+        },
+    )
+    .expect("access record");
+    Hospital {
+        hub,
+        hospital,
+        _documents: documents,
+    }
+}
+
+fn promtool(ns: &Namespace, metrics: &str) {
+    let finished = run_bounded(
+        ns,
+        "promtool",
+        &["check", "metrics"],
+        metrics.as_bytes(),
+        Duration::from_secs(20),
+    )
+    .expect("promtool");
+    assert!(
+        finished.success(),
+        "promtool check metrics failed:\n{}\n--- metrics ---\n{metrics}",
+        finished.output
+    );
+}
+
+fn sample(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn ops4_metrics_pass_promtool() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let h = hospital_with_metrics(&lab);
+    let lan = lab.lan_ns(Node::Hospital);
+    let base = hospital_base();
+    let anonymous = curl(lan, &[&format!("{base}/metrics")]).expect("curl");
+    assert_eq!(
+        anonymous.status, 401,
+        "the LAN listener's /metrics needs a login"
+    );
+    let session = login(lan, &base, ADMIN_PASSWORD).expect("login");
+    let reply = get(lan, &base, &session, "/metrics").expect("metrics");
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("content-type"),
+        Some(renkei::status::metrics::CONTENT_TYPE)
+    );
+    promtool(lan, &reply.body);
+
+    // The values are the daemon's.
+    let status = h.hospital.status().expect("status");
+    let m = &reply.body;
+    assert_eq!(
+        sample(m, "renkei_tunnel_state{state=\"up\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(sample(m, "renkei_config_version"), Some(1.0));
+    assert_eq!(sample(m, "renkei_build_info{"), Some(1.0));
+    assert!(
+        sample(m, "renkei_peer_receive_bytes_total{peer=\"dc\"").is_some_and(|v| v > 0.0),
+        "{m}"
+    );
+    assert!(
+        sample(m, "renkei_peer_last_handshake_age_seconds{peer=\"dc\"}").is_some(),
+        "{m}"
+    );
+    assert_eq!(
+        sample(m, "renkei_service_connections_total{service=\"documents\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            m,
+            "renkei_tls_handshakes_total{service=\"documents\",version=\"TLSv1_3\",suite=\"TLS13_AES_256_GCM_SHA384\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    let days = status["certificates"][0]["days_left"]
+        .as_f64()
+        .expect("days");
+    let expiry = sample(m, "renkei_certificate_expiry_seconds{role=\"box_chain\"").expect("expiry");
+    assert!(
+        (expiry / 86_400.0 - days).abs() < 1.01,
+        "{expiry} s vs {days} days"
+    );
+    drop(h.hub);
+}
+
+#[test]
+fn ops4_metrics_listener_serves_only_metrics_to_operator_certificates() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let h = hospital_with_metrics(&lab);
+    let dc = lab.ns(Node::Hub);
+    let hub_files = renkei_lab::pki::LeafFiles {
+        cert: lab.tls_dir(Node::Hub).join("box.crt"),
+        key: lab.tls_dir(Node::Hub).join("box.key"),
+    };
+    let ca = lab.pki_dir().join("operator-ca.crt");
+    let name = Node::Hospital.tls_name();
+    let resolve = format!("{name}:{METRICS_PORT}:198.19.0.10");
+    let operator = |path: &str, with_cert: bool| {
+        let url = format!("https://{name}:{METRICS_PORT}{path}");
+        let cert = hub_files.cert.to_string_lossy().into_owned();
+        let key = hub_files.key.to_string_lossy().into_owned();
+        let ca = ca.to_string_lossy().into_owned();
+        let mut args = vec!["--cacert", &ca, "--resolve", &resolve];
+        if with_cert {
+            args.extend(["--cert", &cert, "--key", &key]);
+        }
+        args.push(&url);
+        // curl -k is on for the lab page; the operator verifies the box against the CA anyway
+        // through --cacert plus the name in --resolve, which -k does not remove from the check
+        // of the client certificate the server demands.
+        curl(dc, &args).expect("curl")
+    };
+    let metrics = operator("/metrics", true);
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+    promtool(dc, &metrics.body);
+    assert!(metrics.body.contains("renkei_tunnel_state{state=\"up\"} 1"));
+    for path in ["/", "/login", "/api/v1/status", "/app.js"] {
+        let reply = operator(path, true);
+        assert_eq!(
+            reply.status, 404,
+            "{path} on the metrics listener: {reply:?}"
+        );
+        assert!(!reply.body.contains("facility"));
+    }
+    let without = operator("/metrics", false);
+    assert_eq!(
+        without.status, 0,
+        "no client certificate, no answer: {without:?}"
+    );
+    assert_ne!(without.curl_exit, 0);
+    let status = h.hospital.status().expect("status");
+    assert_eq!(
+        status["status_page"]["metrics_transport"], "https+client-certificate",
+        "{status:#}"
+    );
+    // Not reachable from the hospital LAN: it listens on the tunnel address only.
+    let from_lan = curl(
+        lab.lan_ns(Node::Hospital),
+        &[&format!("https://198.19.0.10:{METRICS_PORT}/metrics")],
+    )
+    .expect("curl");
+    assert_eq!(from_lan.status, 0, "{from_lan:?}");
+}
+
+#[test]
+fn log3_events_and_access_log_are_on_the_page() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let h = hospital_with_metrics(&lab);
+    let lan = lab.lan_ns(Node::Hospital);
+    let base = hospital_base();
+    let session: Session = login(lan, &base, ADMIN_PASSWORD).expect("login");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(h.hospital.pid().expect("pid") as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .expect("SIGHUP");
+    let document = wait_until(Duration::from_secs(10), "the reload event", || {
+        let document = get(lan, &base, &session, "/api/v1/status")
+            .ok()?
+            .json()
+            .ok()?;
+        let reloaded = document["events"].as_array()?.iter().any(|e| {
+            e["kind"] == "tls"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("reloaded"))
+        });
+        reloaded.then_some(document)
+    })
+    .expect("reload event on the page");
+    let events = document["events"].as_array().cloned().unwrap_or_default();
+    let has = |kind: &str, text: &str| {
+        events
+            .iter()
+            .any(|e| e["kind"] == kind && e["message"].as_str().is_some_and(|m| m.contains(text)))
+    };
+    assert!(has("daemon", "started"), "{events:#?}");
+    assert!(has("tunnel", "peer dc: up"), "{events:#?}");
+    assert!(
+        has("login", "administrator logged in from 198.18.10.2"),
+        "{events:#?}"
+    );
+    assert!(events
+        .iter()
+        .all(|e| e["time_unix"].as_u64().is_some_and(|t| t > 1_600_000_000)));
+    let records = document["proxy"]["recent_connections"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let record = records
+        .iter()
+        .find(|r| r["result"] == "ok")
+        .expect("access record");
+    assert_eq!(record["service"], "documents");
+    assert_eq!(record["peer_identity"], Node::Hub.tls_name());
+    assert!(
+        h.hospital.log_text().contains("SIGHUP: TLS files reloaded"),
+        "events reach the log"
+    );
+}
+
+#[test]
+fn ops1_enrolment_page_serves_public_data_without_login() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let dir = lab.node_dir(Node::Clinic);
+    let enrolment = renkei::enrolment::Enrolment::read(&dir.join("wg.key"), &dir.join("box.csr"))
+        .expect("enrolment");
+    let state_dir = dir.join("unenrolled-state");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let ns_path = format!("/run/netns/{}", lab.ns(Node::Clinic).name());
+    let server = std::thread::spawn(move || {
+        let file = std::fs::File::open(&ns_path).expect("netns");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let server = renkei::status::EnrolmentServer::bind(
+                format!("198.18.20.1:{STATUS_PORT}").parse().expect("addr"),
+                &state_dir,
+                enrolment,
+            )
+            .await
+            .expect("bind");
+            let _ = ready_tx.send(server.certificate_sha256().map(str::to_string));
+            server
+                .serve(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+    });
+    let certificate = ready_rx
+        .recv_timeout(Duration::from_secs(15))
+        .expect("enrolment page bound")
+        .expect("HTTPS on a LAN address");
+    let lan = lab.lan_ns(Node::Clinic);
+    let base = clinic_base();
+    let page = curl(lan, &[&format!("{base}/")]).expect("curl");
+    assert_eq!(page.status, 200, "no login: {page:?}");
+    assert!(page.body.contains("wg-public-key"));
+    let data = curl(lan, &[&format!("{base}/api/v1/enrolment")])
+        .expect("curl")
+        .json()
+        .expect("json");
+    assert_eq!(data["wireguard_public_key"], lab.public_key(Node::Clinic));
+    let wg_private = std::fs::read_to_string(dir.join("wg.key")).expect("key");
+    assert!(!data.to_string().contains(wg_private.trim()));
+    for path in ["/api/v1/status", "/metrics", "/login"] {
+        let reply = curl(lan, &[&format!("{base}{path}")]).expect("curl");
+        assert_eq!(reply.status, 404, "{path}: only enrolment data here");
+    }
+    assert_eq!(
+        served_fingerprint(lan, &format!("198.18.20.1:{STATUS_PORT}")),
+        certificate
+    );
+    let _ = stop.send(());
+    server.join().expect("server thread");
+}
+
+/// `tests/browser/` with its `npm ci` done (scripts/install-deps does it).
+fn browser_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "{}: playwright-core missing; run scripts/install-deps (npm ci there)",
+        dir.display()
+    );
+    dir
+}
+
+#[test]
+fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
+    require_root!();
+    let browser = browser_dir();
+    let lab = Lab::new().expect("lab");
+    let documents = DocumentServer::start(lab.lan_ns(Node::Hospital), DOCUMENT_SERVER_ADDRESS)
+        .expect("document server");
+    let _hub = lab
+        .start(Node::Hub, &lab.full_config(Node::Hub))
+        .expect("hub");
+    let _hospital = lab
+        .start(Node::Hospital, &lab.full_config(Node::Hospital))
+        .expect("hospital");
+    let text = lab.full_config(Node::Clinic)
+        + &status_toml(&format!("198.18.20.1:{STATUS_PORT}"), "").expect("status");
+    let clinic = lab.start(Node::Clinic, &text).expect("clinic");
+    let lan = lab.lan_ns(Node::Clinic);
+    wait_for_page(lan, &clinic_base());
+    // A viewer PC fetches a document, so the page has a tunnel, traffic and an access record.
+    let stream = wait_until(Duration::from_secs(15), "the clinic's service", || {
+        lan.tcp_connect(
+            &format!(
+                "{}:{}",
+                renkei_lab::lab::LAN_SERVICE_ADDRESS,
+                renkei_lab::lab::SERVICE_PORT
+            ),
+            Duration::from_secs(5),
+        )
+        .ok()
+    })
+    .expect("viewer connects");
+    let fetched =
+        renkei_lab::tlstools::fetch_document(stream, 64 * 1024, 3, None, |_| {}).expect("fetch");
+    assert_eq!(fetched.len, 64 * 1024);
+    assert!(documents.served() >= 1);
+
+    let screenshot = lab.dir.join("status-page.png");
+    let profile = lab.dir.join("chromium-profile");
+    std::fs::create_dir_all(&profile).expect("profile dir");
+    let script = browser.join("status_page.mjs");
+    let finished = run_bounded(
+        lan,
+        "node",
+        &[
+            &script.to_string_lossy(),
+            &clinic_base(),
+            &profile.to_string_lossy(),
+            &screenshot.to_string_lossy(),
+        ],
+        format!("{ADMIN_PASSWORD}\n").as_bytes(),
+        Duration::from_secs(120),
+    )
+    .expect("node");
+    let line = finished
+        .output
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no result from the browser: {}", finished.output));
+    let result: Value = serde_json::from_str(line).expect("browser result");
+    assert_eq!(result["ok"], true, "{result:#}");
+    assert_eq!(
+        result["first_url"],
+        format!("{}/login", clinic_base()),
+        "redirected to the login first"
+    );
+
+    let daemon = clinic.status().expect("status");
+    let initial = &result["initial"];
+    assert_eq!(initial["lang"], "ja", "Japanese by default");
+    assert_eq!(initial["facility"], daemon["facility"]);
+    assert_eq!(initial["role"], "viewing");
+    assert_eq!(initial["role_text"], "閲覧施設");
+    assert_eq!(initial["tunnel_state"], "up", "{initial:#}");
+    assert_eq!(initial["tunnel_text"], "接続中");
+    assert_eq!(initial["wg_public_key"], lab.public_key(Node::Clinic));
+    assert_eq!(
+        initial["page_certificate"],
+        daemon["status_page"]["certificate_sha256"]
+    );
+    assert!(initial["access_records"].as_u64() >= Some(1), "{initial:#}");
+    assert!(initial["events"].as_u64() >= Some(2), "{initial:#}");
+    assert_eq!(initial["actions_visible"], true);
+    // The buttons went through the real tunnel handle: idle, then up again.
+    assert_eq!(
+        result["steps"],
+        serde_json::json!(["disconnect->idle", "connect->up"]),
+        "{result:#}"
+    );
+    assert_eq!(clinic.peer("dc").expect("peer")["state"], "up");
+    assert_eq!(result["english"]["role_text"], "viewing facility");
+    assert_eq!(result["english"]["tunnel_text"], "up");
+    assert_eq!(result["japanese"]["lang"], "ja");
+    // Offline by construction: every request stayed on the box, and the CSP held.
+    let origin = clinic_base();
+    for url in result["requests"].as_array().cloned().unwrap_or_default() {
+        let url = url.as_str().unwrap_or("");
+        assert!(url.starts_with(&origin), "request outside the box: {url}");
+    }
+    assert_eq!(
+        result["console_errors"],
+        serde_json::json!([]),
+        "{result:#}"
+    );
+
+    let png = std::fs::read(&screenshot).expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
+    if let Some(out) = std::env::var_os("RENKEI_SCREENSHOT_OUT") {
+        std::fs::write(&out, &png).expect("copy the screenshot");
+    }
+}
