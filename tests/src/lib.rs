@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod bench_proxy;
+pub mod chain;
 pub mod compliance;
 pub mod daemon;
 pub mod demo;

@@ -7,6 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use renkei_lab::chain::{
+    peer_state, records, result, start_chain, viewer_connect, wait_for_service,
+};
 use renkei_lab::lab::{service_toml, Peer, DOCUMENT_SERVER_ADDRESS, SERVICE_PORT};
 use renkei_lab::pki::LeafFiles;
 use renkei_lab::tlstools::{run_bounded, DocumentServer, Finished, DOCUMENT_HEADER};
@@ -21,14 +24,6 @@ const RECORD_TIMEOUT: Duration = Duration::from_secs(15);
 const TLS12_PORT: u16 = 8444;
 /// What s_client sends: a request for a small document.
 const SMALL_REQUEST: &str = "GET 16 7\n";
-
-fn records(daemon: &Daemon) -> Vec<Value> {
-    daemon
-        .status()
-        .ok()
-        .and_then(|s| s["proxy"]["recent_connections"].as_array().cloned())
-        .unwrap_or_default()
-}
 
 /// Follows one daemon's access-log records in order (the ring holds 100; tests stay below).
 struct RecordCursor<'a> {
@@ -56,23 +51,6 @@ impl<'a> RecordCursor<'a> {
         self.seen += 1;
         all[self.seen - 1].clone()
     }
-}
-
-fn result(record: &Value) -> &str {
-    record["result"].as_str().unwrap_or("")
-}
-
-/// Waits until a daemon's status lists `service` (its listener is bound).
-fn wait_for_service(daemon: &Daemon, service: &str) {
-    wait_until(Duration::from_secs(15), "the service to listen", || {
-        let status = daemon.status().ok()?;
-        status["proxy"]["services"]
-            .as_array()?
-            .iter()
-            .any(|s| s["name"] == service)
-            .then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{service}: {e}"));
 }
 
 fn path(p: &Path) -> String {
@@ -535,64 +513,6 @@ fn net2_net3_net4_net5_inbound_service_against_openssl_s_client() {
 
     // Nothing refused ever reached the document server.
     assert_eq!(documents.served(), 7, "documents served");
-}
-
-fn peer_state(daemon: &Daemon, peer: &str) -> String {
-    daemon
-        .peer(peer)
-        .map(|p| p["state"].as_str().unwrap_or("").to_string())
-        .unwrap_or_default()
-}
-
-/// The whole demo chain: three daemons with their full configs (the clinic's tunnel idles out
-/// after 10 s), a document server on the hospital LAN, the hospital's tunnel up.
-struct Chain {
-    hub: Daemon,
-    hospital: Daemon,
-    clinic: Daemon,
-    documents: DocumentServer,
-}
-
-fn start_chain(lab: &Lab) -> Chain {
-    let documents = DocumentServer::start(lab.lan_ns(Node::Hospital), DOCUMENT_SERVER_ADDRESS)
-        .expect("document server");
-    let hub = lab
-        .start(Node::Hub, &lab.full_config(Node::Hub))
-        .expect("hub");
-    let hospital = lab
-        .start(Node::Hospital, &lab.full_config(Node::Hospital))
-        .expect("hospital");
-    let clinic = lab
-        .start(
-            Node::Clinic,
-            &lab.full_config(Node::Clinic)
-                .replace("idle_timeout_secs = 300", "idle_timeout_secs = 10"),
-        )
-        .expect("clinic");
-    wait_for_service(&hub, "portal");
-    wait_for_service(&hub, "hospital-documents");
-    wait_for_service(&hospital, "documents");
-    wait_for_service(&clinic, "documents");
-    wait_until(Duration::from_secs(10), "the hospital's tunnel", || {
-        (peer_state(&hospital, "dc") == "up").then_some(())
-    })
-    .expect("hospital up");
-    Chain {
-        hub,
-        hospital,
-        clinic,
-        documents,
-    }
-}
-
-/// A viewer PC on the clinic LAN connects to the clinic box's "documents" service.
-fn viewer_connect(lab: &Lab) -> std::net::TcpStream {
-    lab.lan_ns(Node::Clinic)
-        .tcp_connect(
-            &format!("{}:{SERVICE_PORT}", renkei_lab::lab::LAN_SERVICE_ADDRESS),
-            Duration::from_secs(15),
-        )
-        .expect("viewer connects")
 }
 
 fn assert_chain_record(

@@ -1,0 +1,119 @@
+//! The demo chain for the integration tests: a document server on the hospital LAN and the
+//! three daemons with their full configs (clinic outbound "documents" -> hub inbound "portal" ->
+//! hub outbound "hospital-documents" -> hospital inbound "documents"), with the helpers the
+//! proxy and fault tests share to start it, connect a viewer and read the access-log records.
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::lab::{DOCUMENT_SERVER_ADDRESS, LAN_SERVICE_ADDRESS, SERVICE_PORT};
+use crate::tlstools::DocumentServer;
+use crate::wait::wait_until;
+use crate::{Daemon, Lab, Node};
+
+/// How long a service may take to appear in its daemon's status after start.
+pub const SERVICE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the hospital's always-on tunnel may take to come up after start.
+pub const TUNNEL_UP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The whole demo chain: three daemons with their full configs (the clinic's tunnel idles out
+/// after 10 s), a document server on the hospital LAN, the hospital's tunnel up.
+pub struct Chain {
+    /// The data centre.
+    pub hub: Daemon,
+    /// The disclosing facility.
+    pub hospital: Daemon,
+    /// The viewing facility.
+    pub clinic: Daemon,
+    /// The document server on the hospital LAN.
+    pub documents: DocumentServer,
+}
+
+/// The config [`start_chain`] gives `node`: its full config, with the clinic's tunnel idling
+/// out after 10 s.
+pub fn chain_config(lab: &Lab, node: Node) -> String {
+    let text = lab.full_config(node);
+    match node {
+        Node::Clinic => text.replace("idle_timeout_secs = 300", "idle_timeout_secs = 10"),
+        Node::Hub | Node::Hospital => text,
+    }
+}
+
+/// Starts the demo chain and waits until every service listens and the hospital's tunnel is up.
+pub fn start_chain(lab: &Lab) -> Chain {
+    start_chain_with(lab, |_, text| text)
+}
+
+/// [`start_chain`] with `edit` applied to each box's [`chain_config`] before it starts.
+pub fn start_chain_with(lab: &Lab, edit: impl Fn(Node, String) -> String) -> Chain {
+    let documents = DocumentServer::start(lab.lan_ns(Node::Hospital), DOCUMENT_SERVER_ADDRESS)
+        .expect("document server");
+    let start = |node: Node| {
+        lab.start(node, &edit(node, chain_config(lab, node)))
+            .unwrap_or_else(|e| panic!("{node:?}: {e:#}"))
+    };
+    let hub = start(Node::Hub);
+    let hospital = start(Node::Hospital);
+    let clinic = start(Node::Clinic);
+    wait_for_service(&hub, "portal");
+    wait_for_service(&hub, "hospital-documents");
+    wait_for_service(&hospital, "documents");
+    wait_for_service(&clinic, "documents");
+    wait_until(TUNNEL_UP_TIMEOUT, "the hospital's tunnel", || {
+        (peer_state(&hospital, "dc") == "up").then_some(())
+    })
+    .expect("hospital up");
+    Chain {
+        hub,
+        hospital,
+        clinic,
+        documents,
+    }
+}
+
+/// Waits until a daemon's status lists `service` (its listener is bound).
+pub fn wait_for_service(daemon: &Daemon, service: &str) {
+    wait_until(SERVICE_TIMEOUT, "the service to listen", || {
+        let status = daemon.status().ok()?;
+        status["proxy"]["services"]
+            .as_array()?
+            .iter()
+            .any(|s| s["name"] == service)
+            .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{service}: {e}"));
+}
+
+/// The link state of one of a daemon's peers (`up`, `idle`, ...), empty when unknown.
+pub fn peer_state(daemon: &Daemon, peer: &str) -> String {
+    daemon
+        .peer(peer)
+        .map(|p| p["state"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+/// A viewer PC on the clinic LAN connects to the clinic box's "documents" service.
+pub fn viewer_connect(lab: &Lab) -> TcpStream {
+    lab.lan_ns(Node::Clinic)
+        .tcp_connect(
+            &format!("{LAN_SERVICE_ADDRESS}:{SERVICE_PORT}"),
+            Duration::from_secs(15),
+        )
+        .expect("viewer connects")
+}
+
+/// The daemon's recent access-log records, oldest first (empty when it does not answer).
+pub fn records(daemon: &Daemon) -> Vec<Value> {
+    daemon
+        .status()
+        .ok()
+        .and_then(|s| s["proxy"]["recent_connections"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// The `result` of an access-log record (`ok`, `refused: ...`, `error: ...`).
+pub fn result(record: &Value) -> &str {
+    record["result"].as_str().unwrap_or("")
+}
