@@ -1,15 +1,32 @@
 //! What an installer reads off a box to enrol it (requirement OPS-1): the WireGuard public key
 //! and the fingerprint of the box's TLS certificate signing request. Both are public; the private
 //! keys they belong to are generated on the box and never leave it.
+//!
+//! Also the box's life before enrolment: first boot makes the TLS key and the CSR
+//! ([`ensure_tls_key_and_csr`]), and until the operator's configuration arrives the daemon runs
+//! unenrolled, answering `renkei status` with this data ([`UnenrolledControl`]).
 
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
 
 use crate::keys;
 
 /// Where first boot writes the box's TLS certificate signing request, next to its key.
 pub const DEFAULT_CSR_FILE: &str = "/etc/renkei/box.csr";
+/// Where first boot writes the box's TLS private key: where the example configs'
+/// `tls.private_key_file = "tls/box.key"` points, so the issued certificate goes beside it.
+pub const DEFAULT_TLS_KEY_FILE: &str = "/etc/renkei/tls/box.key";
+/// Where first boot writes the box's WireGuard private key (`tunnel.private_key_file`).
+pub const DEFAULT_WIREGUARD_KEY_FILE: &str = "/etc/renkei/wg.key";
+/// A PEM private key or CSR of one P-256 key is well under 1 KiB; anything this large is not one.
+const MAX_PEM_FILE_BYTES: u64 = 16 * 1024;
 
 /// The enrolment data shown on the console, the status page and `renkei status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -36,6 +53,33 @@ pub enum EnrolmentError {
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
+    },
+    /// The TLS private key file is unreadable, too open, or not an ECDSA P-256 key.
+    #[error("TLS private key {path}: {reason}")]
+    TlsKey {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A key or CSR could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Key generation or CSR signing failed inside rcgen/ring.
+    #[error("cannot make the certificate signing request: {0}")]
+    Rcgen(String),
+    /// The control socket of the unenrolled daemon could not be created.
+    #[error("cannot create the control socket {path}: {source}")]
+    Control {
+        /// The socket path.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
     },
 }
 
@@ -90,4 +134,454 @@ fn ring_sha256(data: &[u8]) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA256, data)
         .as_ref()
         .to_vec()
+}
+
+/// Whether first boot made a file or found it there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Made {
+    /// Written now.
+    New,
+    /// Already there and left alone (private keys are never overwritten).
+    Kept,
+}
+
+/// What [`ensure_tls_key_and_csr`] did, for the first-boot output on the console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsEnrolment {
+    /// The TLS private key.
+    pub key: Made,
+    /// The certificate signing request.
+    pub csr: Made,
+    /// SHA-256 of the CSR's DER, as [`Enrolment::csr_sha256`] shows it.
+    pub csr_sha256: String,
+}
+
+/// The subject common name of a box's CSR, derived from its WireGuard public key so that the
+/// operator sees that a CSR and a WireGuard key come from the same box. The operator's CA
+/// decides which names the issued certificate carries.
+pub fn csr_common_name(wireguard_public: &[u8; keys::KEY_LEN]) -> String {
+    let hex: String = wireguard_public[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("renkei-{hex}")
+}
+
+/// First boot's TLS part (OPS-1): makes the box's ECDSA P-256 private key (mode 0600) unless it
+/// exists, and a PKCS#10 CSR for it unless a CSR for the existing key is already there.
+///
+/// Safe to run again after an interrupted first boot: an existing key is kept, never
+/// overwritten (the certificate the operator issues for it would be lost); a CSR is written
+/// whenever the key is new, so a CSR never belongs to another key.
+pub fn ensure_tls_key_and_csr(
+    key_path: &Path,
+    csr_path: &Path,
+    common_name: &str,
+) -> Result<TlsEnrolment, EnrolmentError> {
+    let (key_pair, key) = match read_tls_key(key_path)? {
+        Some(key_pair) => (key_pair, Made::Kept),
+        None => (write_tls_key(key_path)?, Made::New),
+    };
+    let csr = if key == Made::Kept && csr_path.exists() {
+        Made::Kept
+    } else {
+        write_csr(csr_path, &key_pair, common_name)?;
+        Made::New
+    };
+    let pem = read_bounded(csr_path).map_err(|reason| EnrolmentError::Csr {
+        path: csr_path.to_path_buf(),
+        reason,
+    })?;
+    Ok(TlsEnrolment {
+        key,
+        csr,
+        csr_sha256: csr_fingerprint(csr_path, &pem)?,
+    })
+}
+
+/// Reads a small regular file (no FIFOs or devices: they would block or feed anything).
+fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    let meta = fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() || meta.len() > MAX_PEM_FILE_BYTES {
+        return Err(format!(
+            "not a regular file of at most {MAX_PEM_FILE_BYTES} bytes"
+        ));
+    }
+    fs::read(path).map_err(|e| e.to_string())
+}
+
+/// The existing TLS key, `None` if there is none; refuses keys readable by group or others
+/// and keys other than ECDSA P-256 (the only box key the CRYPTREC profile here uses).
+fn read_tls_key(path: &Path) -> Result<Option<rcgen::KeyPair>, EnrolmentError> {
+    let bad = |reason: String| EnrolmentError::TlsKey {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let meta = match fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(bad(format!(
+            "mode {mode:04o}; it must not be accessible by group or others (chmod 600)"
+        )));
+    }
+    let pem = read_bounded(path).map_err(bad)?;
+    let text = String::from_utf8(pem).map_err(|_| bad("not PEM text".to_string()))?;
+    let key_pair = rcgen::KeyPair::from_pem(&text).map_err(|e| bad(e.to_string()))?;
+    if !key_pair.is_compatible(&rcgen::PKCS_ECDSA_P256_SHA256) {
+        return Err(bad("not an ECDSA P-256 key".to_string()));
+    }
+    Ok(Some(key_pair))
+}
+
+/// Generates a P-256 key and writes it as PKCS#8 PEM, mode 0600, refusing to replace a file.
+fn write_tls_key(path: &Path) -> Result<rcgen::KeyPair, EnrolmentError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let write_err = |source| EnrolmentError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(write_err)?;
+    }
+    let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| EnrolmentError::Rcgen(e.to_string()))?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(write_err)?;
+    file.write_all(key_pair.serialize_pem().as_bytes())
+        .map_err(write_err)?;
+    file.sync_all().map_err(write_err)?;
+    Ok(key_pair)
+}
+
+/// Writes the CSR through a temporary file and a rename, so a power cut leaves either no CSR
+/// or a whole one.
+fn write_csr(
+    path: &Path,
+    key_pair: &rcgen::KeyPair,
+    common_name: &str,
+) -> Result<(), EnrolmentError> {
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    let pem = params
+        .serialize_request(key_pair)
+        .and_then(|csr| csr.pem())
+        .map_err(|e| EnrolmentError::Rcgen(e.to_string()))?;
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let write_err = |source| EnrolmentError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&tmp)
+        .map_err(write_err)?;
+    file.write_all(pem.as_bytes()).map_err(write_err)?;
+    file.sync_all().map_err(write_err)?;
+    fs::rename(&tmp, path).map_err(write_err)
+}
+
+/// The status document of a box that has no configuration yet (`renkei status --json`):
+/// only public enrolment data, nothing that needs a login to see.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnenrolledStatus {
+    /// Always `false`: tells `renkei status` (and the status page) which document this is.
+    pub enrolled: bool,
+    /// renkei version.
+    pub version: &'static str,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    /// The configuration file the daemon is waiting for.
+    pub config_file: PathBuf,
+    /// What the installer reads off the box.
+    pub enrolment: Enrolment,
+}
+
+/// A request longer than this is not from `renkei status`.
+const MAX_REQUEST_BYTES: u64 = 1024;
+/// A client that does not send its request in time is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The control socket of an unenrolled daemon: the same path and protocol as
+/// [`crate::status::control`], answering `status` with an [`UnenrolledStatus`] and every tunnel
+/// command with an error, since there is no tunnel before the operator's configuration.
+pub struct UnenrolledControl {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl UnenrolledControl {
+    /// Binds `<runtime_dir>/control.sock` (mode 0660), replacing a stale socket but never a
+    /// live one.
+    pub fn bind(runtime_dir: &Path) -> Result<Self, EnrolmentError> {
+        let path = runtime_dir.join(crate::status::control::SOCKET_NAME);
+        let error = |source| EnrolmentError::Control {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(runtime_dir).map_err(error)?;
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+                return Err(error(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another renkei daemon is running with this runtime directory",
+                )));
+            }
+            fs::remove_file(&path).map_err(error)?;
+        }
+        let listener = UnixListener::bind(&path).map_err(error)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o660)).map_err(error)?;
+        Ok(UnenrolledControl { listener, path })
+    }
+
+    /// Answers clients until the task is aborted.
+    pub async fn serve(self, config_file: PathBuf, enrolment: Enrolment) {
+        let started = Instant::now();
+        loop {
+            let Ok((stream, _)) = self.listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let document = UnenrolledStatus {
+                enrolled: false,
+                version: env!("CARGO_PKG_VERSION"),
+                uptime_secs: started.elapsed().as_secs(),
+                config_file: config_file.clone(),
+                enrolment: enrolment.clone(),
+            };
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &document)).await;
+            });
+        }
+    }
+}
+
+impl Drop for UnenrolledControl {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+async fn answer(stream: UnixStream, document: &UnenrolledStatus) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read.take(MAX_REQUEST_BYTES))
+        .read_line(&mut line)
+        .await?;
+    let reply = match line.trim() {
+        "status" => serde_json::to_string(document).unwrap_or_else(|e| format!("error: {e}")),
+        "connect" | "disconnect" => format!(
+            "error: not enrolled: no configuration at {} yet, so there is no tunnel",
+            document.config_file.display()
+        ),
+        _ => "error: unknown command".to_string(),
+    };
+    write.write_all(reply.as_bytes()).await?;
+    write.write_all(b"\n").await
+}
+
+/// The human summary of an unenrolled status document, or `None` for any other document (an
+/// enrolled daemon's, which `crate::status::summary` renders).
+pub fn summary(document: &serde_json::Value) -> Option<String> {
+    if document.get("enrolled")? != &serde_json::Value::Bool(false) {
+        return None;
+    }
+    let text = |v: Option<&serde_json::Value>| match v {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        _ => "-".to_string(),
+    };
+    let enrolment = document.get("enrolment");
+    Some(format!(
+        "renkei {}: NOT ENROLLED (no configuration at {})\n  \
+         WireGuard public key: {}\n  \
+         CSR SHA-256:          {}\n  \
+         CSR file:             {}\n",
+        text(document.get("version")),
+        text(document.get("config_file")),
+        text(enrolment.and_then(|e| e.get("wireguard_public_key"))),
+        text(enrolment.and_then(|e| e.get("csr_sha256"))),
+        text(enrolment.and_then(|e| e.get("csr_file"))),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::prelude::FromDer;
+
+    fn csr_der(path: &Path) -> Vec<u8> {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::CertificateSigningRequestDer::from_pem_file(path)
+            .expect("CSR is PEM")
+            .as_ref()
+            .to_vec()
+    }
+
+    #[test]
+    fn ops1_first_boot_makes_a_private_p256_key_and_a_csr_for_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wg = dir.path().join("wg.key");
+        let key = dir.path().join("tls/box.key");
+        let csr = dir.path().join("box.csr");
+        let public = keys::write_keypair(&wg).expect("wg key");
+        let made =
+            ensure_tls_key_and_csr(&key, &csr, &csr_common_name(&public)).expect("first boot");
+        assert_eq!((made.key, made.csr), (Made::New, Made::New));
+        let mode = fs::metadata(&key).expect("key").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the TLS private key is private");
+
+        let der = csr_der(&csr);
+        let (_, request) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(&der)
+                .expect("a PKCS#10 request");
+        let key_pair = read_tls_key(&key).expect("read").expect("key exists");
+        assert_eq!(
+            request
+                .certification_request_info
+                .subject_pki
+                .subject_public_key
+                .data
+                .as_ref(),
+            key_pair.public_key_raw(),
+            "the CSR carries the box's public key"
+        );
+        let subject = request.certification_request_info.subject.to_string();
+        assert!(subject.contains(&csr_common_name(&public)), "{subject}");
+
+        let shown = Enrolment::read(&wg, &csr).expect("enrolment");
+        assert_eq!(shown.csr_sha256.as_deref(), Some(made.csr_sha256.as_str()));
+        let expected: Vec<String> = ring_sha256(&der)
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        assert_eq!(made.csr_sha256, expected.join(":"));
+    }
+
+    #[test]
+    fn ops1_second_boot_keeps_the_key_and_csr() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("box.key");
+        let csr = dir.path().join("box.csr");
+        let first = ensure_tls_key_and_csr(&key, &csr, "renkei-test").expect("first");
+        let (key_bytes, csr_bytes) = (fs::read(&key).expect("key"), fs::read(&csr).expect("csr"));
+        let again = ensure_tls_key_and_csr(&key, &csr, "renkei-test").expect("again");
+        assert_eq!((again.key, again.csr), (Made::Kept, Made::Kept));
+        assert_eq!(again.csr_sha256, first.csr_sha256);
+        assert_eq!(fs::read(&key).expect("key"), key_bytes, "never overwritten");
+        assert_eq!(fs::read(&csr).expect("csr"), csr_bytes);
+    }
+
+    #[test]
+    fn ops1_interrupted_first_boot_completes_the_csr_for_the_existing_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("box.key");
+        let csr = dir.path().join("box.csr");
+        ensure_tls_key_and_csr(&key, &csr, "renkei-test").expect("first");
+        let key_bytes = fs::read(&key).expect("key");
+        fs::remove_file(&csr).expect("lose the CSR");
+        let again = ensure_tls_key_and_csr(&key, &csr, "renkei-test").expect("again");
+        assert_eq!((again.key, again.csr), (Made::Kept, Made::New));
+        assert_eq!(fs::read(&key).expect("key"), key_bytes);
+        let der = csr_der(&csr);
+        let (_, request) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(&der)
+                .expect("CSR");
+        let key_pair = read_tls_key(&key).expect("read").expect("key");
+        assert_eq!(
+            request
+                .certification_request_info
+                .subject_pki
+                .subject_public_key
+                .data
+                .as_ref(),
+            key_pair.public_key_raw()
+        );
+    }
+
+    #[test]
+    fn ops1_open_or_foreign_tls_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("box.key");
+        let csr = dir.path().join("box.csr");
+        ensure_tls_key_and_csr(&key, &csr, "renkei-test").expect("first");
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).expect("chmod");
+        let err = ensure_tls_key_and_csr(&key, &csr, "renkei-test").expect_err("too open");
+        assert!(err.to_string().contains("0640"), "{err}");
+
+        let p384 = dir.path().join("p384.key");
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("p384");
+        fs::write(&p384, pair.serialize_pem()).expect("write");
+        fs::set_permissions(&p384, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let err = ensure_tls_key_and_csr(&p384, &csr, "renkei-test").expect_err("not P-256");
+        assert!(err.to_string().contains("P-256"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn ops1_unenrolled_daemon_answers_status_with_its_enrolment_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wg = dir.path().join("wg.key");
+        let csr = dir.path().join("box.csr");
+        let public = keys::write_keypair(&wg).expect("wg key");
+        let tls =
+            ensure_tls_key_and_csr(&dir.path().join("box.key"), &csr, "renkei-test").expect("tls");
+        let enrolment = Enrolment::read(&wg, &csr).expect("enrolment");
+        let runtime = dir.path().join("run");
+        let control = UnenrolledControl::bind(&runtime).expect("bind");
+        assert!(
+            UnenrolledControl::bind(&runtime).is_err(),
+            "a second daemon on the same runtime directory is refused"
+        );
+        let config_file = dir.path().join("renkei.toml");
+        let server = tokio::spawn(control.serve(config_file.clone(), enrolment));
+
+        let ask = |command: &'static str| {
+            let runtime = runtime.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::status::control::request(&runtime, command).expect("request")
+            })
+        };
+        let answer = ask("status").await.expect("join");
+        let document: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+        assert_eq!(document["enrolled"], false);
+        assert_eq!(
+            document["enrolment"]["wireguard_public_key"],
+            keys::encode_key(&public)
+        );
+        assert_eq!(document["enrolment"]["csr_sha256"], tls.csr_sha256.as_str());
+        let text = summary(&document).expect("an unenrolled document");
+        assert!(text.contains("NOT ENROLLED"), "{text}");
+        assert!(text.contains(&keys::encode_key(&public)), "{text}");
+        assert!(text.contains(&tls.csr_sha256), "{text}");
+
+        let answer = ask("connect").await.expect("join");
+        assert!(answer.starts_with("error: not enrolled"), "{answer}");
+        server.abort();
+    }
+
+    #[test]
+    fn ops1_enrolled_documents_are_not_summarised_as_unenrolled() {
+        let document = serde_json::json!({ "facility": "x", "role": "viewing" });
+        assert!(summary(&document).is_none());
+        let document = serde_json::json!({ "enrolled": true });
+        assert!(summary(&document).is_none());
+    }
 }

@@ -53,13 +53,21 @@ enum Command {
         #[arg(value_parser = ["connect", "disconnect"])]
         action: String,
     },
-    /// Generate a WireGuard key pair: the private key (mode 0600) and `<file>.pub`. With
-    /// `--operator`, the operator's ECDSA P-256 config signing key instead (PEM; `<file>.pub`
-    /// is the public key boxes trust).
+    /// Generate a WireGuard key pair: the private key (mode 0600) and `<file>.pub`; with
+    /// `--tls-key` and `--csr` also the box's TLS key (ECDSA P-256) and a CSR for it, and print
+    /// the enrolment data (first boot, OPS-1). Makes only what is missing: an existing key is
+    /// kept, never overwritten. With `--operator`, the operator's ECDSA P-256 config signing key
+    /// instead (PEM; `<file>.pub` is the public key boxes trust).
     Keygen {
-        /// Where to write the private key; an existing file is never overwritten.
-        #[arg(long, default_value = "/etc/renkei/wg.key")]
+        /// Where to write the WireGuard private key.
+        #[arg(long, default_value = renkei::enrolment::DEFAULT_WIREGUARD_KEY_FILE)]
         private_key: PathBuf,
+        /// Where to write the TLS private key (mode 0600).
+        #[arg(long, requires = "csr")]
+        tls_key: Option<PathBuf>,
+        /// Where to write the PKCS#10 certificate signing request for the TLS key.
+        #[arg(long, requires = "tls_key")]
+        csr: Option<PathBuf>,
         /// Make the operator's config signing key (kept at the operator, never on a box).
         #[arg(long)]
         operator: bool,
@@ -152,12 +160,15 @@ fn main() -> ExitCode {
         Command::Tunnel { config, action } => report(tunnel_action(&config, &action)),
         Command::Keygen {
             private_key,
-            operator: false,
-        } => report(keygen(&private_key)),
+            operator: true,
+            ..
+        } => report(keygen_operator(&private_key)),
         Command::Keygen {
             private_key,
-            operator: true,
-        } => report(keygen_operator(&private_key)),
+            operator: false,
+            tls_key,
+            csr,
+        } => report(keygen(&private_key, tls_key.as_deref().zip(csr.as_deref()))),
         Command::Sign { key, config } => report(sign(&key, &config)),
         Command::Push {
             target,
@@ -202,6 +213,10 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(path: &std::path::Path) -> ExitCode {
+    if matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+    {
+        return run_unenrolled(path);
+    }
     let (config, bytes, recovery) = match renkei::supervisor::load_recovering(path) {
         Ok(loaded) => loaded,
         Err(diagnostics) => {
@@ -235,11 +250,60 @@ fn run(path: &std::path::Path) -> ExitCode {
     }
 }
 
+/// No configuration yet (a box fresh from the image): run unenrolled, showing the enrolment
+/// data made by first boot (`renkei keygen`) beside where the configuration will go.
+fn run_unenrolled(path: &std::path::Path) -> ExitCode {
+    renkei::logging::init();
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let key_file = dir.join("wg.key");
+    let csr_file = dir.join("box.csr");
+    let enrolment = match renkei::enrolment::Enrolment::read(&key_file, &csr_file) {
+        Ok(enrolment) => enrolment,
+        Err(e) => {
+            tracing::error!(error = %e, "no configuration and no enrolment data");
+            eprintln!(
+                "renkei: no configuration at {} and no enrolment data: {e} (first boot runs `renkei keygen`)",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("renkei: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime_dir = config::Paths::default().runtime_dir;
+    match runtime.block_on(renkei::supervisor::run_unenrolled(
+        path.to_path_buf(),
+        enrolment,
+        runtime_dir,
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "renkei stopped");
+            eprintln!("renkei: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// The runtime directory named by a config, without requiring its key files to be readable
-/// (an administrator in the `renkei` group may run `renkei status`).
+/// (an administrator in the `renkei` group may run `renkei status`). Without a config the box
+/// is unenrolled and its daemon uses the default runtime directory.
 fn runtime_dir_of(path: &std::path::Path) -> anyhow::Result<PathBuf> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(config::Paths::default().runtime_dir)
+        }
+        Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+    };
     let config: config::Config = toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
     Ok(config.paths.runtime_dir)
@@ -255,7 +319,25 @@ fn status(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let document: serde_json::Value = serde_json::from_str(&answer)?;
-    print!("{}", renkei::status::summary(&document));
+    match renkei::enrolment::summary(&document) {
+        Some(unenrolled) => print!("{unenrolled}"),
+        None => {
+            print!("{}", renkei::status::summary(&document));
+            // The box's public enrolment data stays visible after enrolment (a new certificate
+            // is issued for the same CSR key); shown when the key files beside the config are
+            // readable, as they are for root and the renkei group.
+            let dir = path.parent().unwrap_or(std::path::Path::new("."));
+            let csr = dir.join("box.csr");
+            if let Ok(e) = renkei::enrolment::Enrolment::read(&dir.join("wg.key"), &csr) {
+                println!("enrolment:");
+                println!("  WireGuard public key: {}", e.wireguard_public_key);
+                println!(
+                    "  CSR SHA-256:          {}",
+                    e.csr_sha256.as_deref().unwrap_or("-")
+                );
+            }
+        }
+    }
     Ok(())
 }
 
@@ -270,9 +352,26 @@ fn tunnel_action(path: &std::path::Path, action: &str) -> anyhow::Result<()> {
     }
 }
 
-fn keygen(private_key: &std::path::Path) -> anyhow::Result<()> {
-    let public = renkei::keys::write_keypair(private_key)?;
-    println!("{}", renkei::keys::encode_key(&public));
+fn keygen(
+    private_key: &std::path::Path,
+    tls: Option<(&std::path::Path, &std::path::Path)>,
+) -> anyhow::Result<()> {
+    use renkei::keys;
+    let public = if private_key.exists() {
+        keys::public_key_of(&keys::read_private_key(private_key)?)
+    } else {
+        keys::write_keypair(private_key)?
+    };
+    let Some((tls_key, csr)) = tls else {
+        println!("{}", keys::encode_key(&public));
+        return Ok(());
+    };
+    let common_name = renkei::enrolment::csr_common_name(&public);
+    let made = renkei::enrolment::ensure_tls_key_and_csr(tls_key, csr, &common_name)?;
+    println!("renkei enrolment data (OPS-1): give these to the network operator");
+    println!("  WireGuard public key: {}", keys::encode_key(&public));
+    println!("  CSR SHA-256:          {}", made.csr_sha256);
+    println!("  CSR file:             {} ({common_name})", csr.display());
     Ok(())
 }
 

@@ -57,6 +57,9 @@ pub enum SupervisorError {
     /// A service could not start.
     #[error(transparent)]
     Proxy(#[from] ProxyError),
+    /// Unenrolled: the enrolment data could not be read or served.
+    #[error("enrolment: {0}")]
+    Enrolment(#[from] crate::enrolment::EnrolmentError),
     /// The management API could not start.
     #[error(transparent)]
     Management(#[from] ServerError),
@@ -676,4 +679,51 @@ fn raise_open_file_limit() {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
     }
+}
+
+/// Runs a box that has no configuration yet (fresh from the image, OPS-1) until SIGTERM or
+/// SIGINT: logs the enrolment data, answers `renkei status` with it on the control socket, and
+/// tells systemd READY and pings the watchdog, so `renkei.service` is up and supervised before
+/// the operator's configuration arrives. There is no tunnel and no service; once the
+/// configuration is at `config_file`, a restart of the daemon runs the box enrolled.
+pub async fn run_unenrolled(
+    config_file: std::path::PathBuf,
+    enrolment: crate::enrolment::Enrolment,
+    runtime_dir: std::path::PathBuf,
+) -> Result<(), SupervisorError> {
+    let mut terminate = signal(SignalKind::terminate()).map_err(SupervisorError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(SupervisorError::Signals)?;
+    let control = crate::enrolment::UnenrolledControl::bind(&runtime_dir)?;
+    tracing::warn!(
+        config_file = %config_file.display(),
+        wireguard_public_key = %enrolment.wireguard_public_key,
+        csr_sha256 = enrolment.csr_sha256.as_deref().unwrap_or("-"),
+        "not enrolled: no configuration yet; give the network operator the WireGuard public key and the CSR fingerprint"
+    );
+    let control_task = tokio::spawn(control.serve(config_file, enrolment));
+    let status = "not enrolled: waiting for the operator's configuration";
+    tracing::info!("ready");
+    crate::notify::ready(status);
+
+    let watchdog = crate::notify::watchdog_interval();
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    let which = loop {
+        tokio::select! {
+            _ = terminate.recv() => break "SIGTERM",
+            _ = interrupt.recv() => break "SIGINT",
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                // The only moving part is the control socket's task: ping while it lives.
+                if control_task.is_finished() {
+                    tracing::error!("the control socket stopped; withholding the watchdog ping");
+                } else {
+                    crate::notify::watchdog();
+                }
+            }
+        }
+    };
+    tracing::info!(signal = which, "stopping");
+    crate::notify::stopping();
+    control_task.abort();
+    let _ = control_task.await;
+    Ok(())
 }

@@ -8,14 +8,24 @@ fn units_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd")
 }
 
+/// The units the disk image installs.
+const UNITS: [&str; 3] = [
+    "renkei.service",
+    "renkei-firstboot.service",
+    "renkei-console.service",
+];
+
 /// `systemd-analyze verify` wants the binaries named in Exec lines to exist; point them at the
-/// freshly built renkei through a copy of the unit in a temporary root.
+/// freshly built renkei through copies of the units in a temporary root (all of them, since
+/// they name each other).
 fn staged_unit(name: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let text = std::fs::read_to_string(units_dir().join(name)).expect("unit");
-    let text = text.replace("/usr/bin/renkei", env!("CARGO_BIN_EXE_renkei"));
+    for unit in UNITS {
+        let text = std::fs::read_to_string(units_dir().join(unit)).expect("unit");
+        let text = text.replace("/usr/bin/renkei", env!("CARGO_BIN_EXE_renkei"));
+        std::fs::write(dir.path().join(unit), text).expect("write unit");
+    }
     let path = dir.path().join(name);
-    std::fs::write(&path, text).expect("write unit");
     (dir, path)
 }
 
@@ -40,7 +50,7 @@ fn avl2_units_pass_systemd_analyze_verify() {
     if !have_systemd_analyze() {
         return;
     }
-    for name in ["renkei.service", "renkei-firstboot.service"] {
+    for name in UNITS {
         let (_dir, path) = staged_unit(name);
         let output = Command::new("systemd-analyze")
             .args(["verify", "--man=no"])
