@@ -87,6 +87,8 @@ pub struct DataPlane {
     /// Milliseconds after `created` of the timer task's last tick: the watchdog's evidence that
     /// the data plane is not hung.
     heartbeat_ms: AtomicU64,
+    /// Woken when a peer's endpoint changes, so `resume::remember` writes it down at once.
+    pub(crate) endpoint_changed: tokio::sync::Notify,
 }
 
 /// Datagrams that could not be sent without blocking while a lock was held.
@@ -115,6 +117,7 @@ impl DataPlane {
             send_log: LogGate::new(Duration::from_secs(10)),
             created: Instant::now(),
             heartbeat_ms: AtomicU64::new(0),
+            endpoint_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -463,7 +466,10 @@ impl DataPlane {
         }
 
         // Authenticated: the endpoint follows the last authenticated packet (roaming).
-        state.endpoint = Some(from);
+        if state.endpoint != Some(from) {
+            state.endpoint = Some(from);
+            self.endpoint_changed.notify_one();
+        }
         PeerCounters::add(&peer.counters.rx_bytes, datagram.len() as u64);
         PeerCounters::add(&peer.counters.rx_packets, 1);
 
@@ -559,13 +565,20 @@ impl DataPlane {
         }
     }
 
-    /// Starts every peer's policy.
-    pub(crate) fn start_policies(&self) -> Backlog {
+    /// Starts every peer's policy, and greets the remembered passive peers at their last
+    /// endpoint (see `resume`).
+    pub(crate) fn start_policies(&self, remembered: &super::resume::Remembered) -> Backlog {
         let mut out = vec![0u8; 256];
         let mut backlog = Backlog::new();
         for peer in &self.peers {
             let mut state = peer.lock();
             self.policy_event(peer, &mut state, Event::Start, &mut out, &mut backlog);
+            if let Some(remembered) = remembered.get(&peer.public_key) {
+                if state.endpoint.is_none() {
+                    state.endpoint = Some(remembered.endpoint);
+                }
+                self.policy_event(peer, &mut state, Event::Resume, &mut out, &mut backlog);
+            }
         }
         backlog
     }

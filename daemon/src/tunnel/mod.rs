@@ -10,6 +10,7 @@ pub mod filter;
 mod netlink;
 mod peer;
 pub mod policy;
+pub mod resume;
 mod tun;
 mod uapi;
 mod udp;
@@ -301,7 +302,19 @@ impl Tunnel {
             udp::Udp::new(socket),
             tun,
         ));
-        let backlog = plane.start_policies();
+        let resume_file = resume::path_in(&config.paths.state_dir);
+        let remembered =
+            resume::load(&resume_file, std::time::SystemTime::now()).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "ignoring the remembered peer endpoints");
+                resume::Remembered::new()
+            });
+        if !remembered.is_empty() {
+            tracing::info!(
+                peers = remembered.len(),
+                "greeting the peers that had sessions before the restart"
+            );
+        }
+        let backlog = plane.start_policies(&remembered);
         plane.send_backlog(backlog).await;
 
         let mut tasks = JoinSet::new();
@@ -310,6 +323,11 @@ impl Tunnel {
         tasks.spawn(Arc::clone(&plane).run_timers());
         tasks.spawn(uapi.serve(Arc::clone(&plane), listen_port));
         tasks.spawn(resolve_missing_endpoints(Arc::clone(&plane)));
+        tasks.spawn(resume::remember(
+            Arc::clone(&plane),
+            resume_file,
+            remembered,
+        ));
         if mode == PolicyMode::OnDemand && tunnel.policy.checkin_interval_secs > 0 {
             tasks.spawn(check_in(
                 Arc::clone(&plane),

@@ -79,6 +79,9 @@ pub enum Event {
     HoldReleased,
     /// Time passed.
     Tick,
+    /// The daemon restarted while this passive peer had a session (see `tunnel::resume`): greet
+    /// it once, so that it need not notice the lost session by itself.
+    Resume,
 }
 
 /// What the data plane must do.
@@ -221,6 +224,7 @@ impl Policy {
                 None
             }
             Event::Tick => self.tick(now),
+            Event::Resume => self.resume(now),
         }
     }
 
@@ -236,6 +240,15 @@ impl Policy {
                 self.reason = "waiting for the peer to connect";
                 None
             }
+        }
+    }
+
+    fn resume(&mut self, now: Instant) -> Option<Action> {
+        match (self.mode, self.state) {
+            (Mode::Passive, LinkState::Idle) => {
+                self.connect(now, "greeting a peer that had a session before the restart")
+            }
+            _ => None,
         }
     }
 
@@ -443,6 +456,42 @@ mod tests {
     }
 
     #[test]
+    fn passive_greets_once_on_resume_and_goes_idle_if_unanswered() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(Mode::Passive, TIMERS, t0);
+        assert_eq!(p.handle(Event::Start, t0), None);
+        assert_eq!(p.handle(Event::Resume, t0), Some(Action::Initiate));
+        assert_eq!(p.state(), LinkState::Connecting);
+        assert_eq!(p.handle(Event::Resume, t0), None, "one greeting at a time");
+        assert_eq!(
+            p.handle(Event::Tick, t0 + CONNECT_ATTEMPT),
+            Some(Action::DropSession)
+        );
+        assert_eq!(p.state(), LinkState::Idle);
+        assert_eq!(p.handle(Event::Tick, t0 + secs(1000)), None);
+        // Answered, it is an ordinary passive session.
+        let mut p = Policy::new(Mode::Passive, TIMERS, t0);
+        p.handle(Event::Start, t0);
+        p.handle(Event::Resume, t0);
+        p.handle(Event::HandshakeCompleted, t0 + secs(1));
+        assert_eq!(p.state(), LinkState::Up);
+        assert_eq!(p.handle(Event::Resume, t0 + secs(2)), None);
+        assert_eq!(p.handle(Event::Tick, t0 + secs(1000)), None);
+    }
+
+    #[test]
+    fn resume_means_nothing_to_facility_policies() {
+        let t0 = Instant::now();
+        for mode in [Mode::AlwaysOn, Mode::OnDemand] {
+            let mut p = Policy::new(mode, TIMERS, t0);
+            p.handle(Event::Start, t0);
+            let before = p.state();
+            assert_eq!(p.handle(Event::Resume, t0), None, "{mode:?}");
+            assert_eq!(p.state(), before);
+        }
+    }
+
+    #[test]
     fn passive_never_initiates() {
         let t0 = Instant::now();
         let mut p = Policy::new(Mode::Passive, TIMERS, t0);
@@ -463,6 +512,7 @@ mod tests {
             Just(Event::HoldAcquired),
             Just(Event::HoldReleased),
             Just(Event::Tick),
+            Just(Event::Resume),
         ]
     }
 
@@ -492,7 +542,10 @@ mod tests {
                 let action = p.handle(event, now);
                 match action {
                     Some(Action::Initiate) => {
-                        prop_assert!(mode != Mode::Passive, "passive peers never initiate");
+                        prop_assert!(
+                            mode != Mode::Passive || event == Event::Resume,
+                            "passive peers initiate only to greet after a restart: {:?}", event
+                        );
                         if mode == Mode::OnDemand && before == LinkState::Idle {
                             prop_assert!(
                                 matches!(event, Event::Demand | Event::HoldAcquired),
