@@ -429,12 +429,11 @@ fn logged_ok(log: &str, service: &str, bytes_out: u64) -> usize {
 ///   retransmission after the tunnels are back reaches the clinic and the hospital. The wait is
 ///   bounded accordingly (`KILLED_RECORDS`).
 ///
-/// Found on the way (a daemon bug, not asserted): on SIGTERM the tunnel is torn down as soon as
-/// the drained connections' handlers end, before the kernel has sent their last packets (the
-/// hub's close_notify/FIN to the hospital) through it. The viewer has its whole document, but
-/// the hospital's end of such a connection stays open until the restarted hub forwards the
-/// retransmitted FIN (or, without a restart, until the service's idle timeout), so its record
-/// comes late; this test therefore checks only the hospital records that have arrived.
+/// Found on the way and fixed: on SIGTERM the tunnel was torn down as soon as the drained
+/// connections' handlers ended, before the kernel had sent their last packets (the hub's
+/// close_notify/FIN to the hospital) through it, so the hospital's end stayed open until a
+/// retransmission crossed a restarted hub. The hub now waits for its closing sockets
+/// (`tunnel::settle`), and the test asserts every hospital record right after the stop.
 #[test]
 fn avl3_hub_restart_drains_or_cleanly_fails_proxied_transfers_and_the_chain_recovers() {
     require_root!();
@@ -519,10 +518,14 @@ fn avl3_hub_restart_drains_or_cleanly_fails_proxied_transfers_and_the_chain_reco
             .all(|r| result(r) == "ok" && r["bytes_out"] == header + LEN),
         "{clinic_records:#?}"
     );
-    // The hospital's ends of these transfers: every one already closed is ok with the whole
-    // document. (One may still be open: the hub's last FIN can be lost with its tunnel, see
-    // above, and then arrives only once the restarted hub's tunnel forwards the retransmission.)
-    for record in records(&hospital) {
+    // The hospital's ends of these transfers are closed too, each ok with the whole document:
+    // the stopping hub kept its tunnel until its last FINs had crossed (`tunnel::settle`).
+    let hospital_records = wait_until(RECORD_TIMEOUT, "the hospital's records", || {
+        let records = records(&hospital);
+        (records.len() == n).then_some(records)
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:#?}", records(&hospital)));
+    for record in hospital_records {
         assert_eq!(result(&record), "ok", "{record:#}");
         assert_eq!(record["bytes_out"], header + LEN, "{record:#}");
     }

@@ -11,6 +11,7 @@ mod netlink;
 mod peer;
 pub mod policy;
 pub mod resume;
+mod settle;
 mod tun;
 mod uapi;
 mod udp;
@@ -360,8 +361,16 @@ impl Tunnel {
     }
 
     /// Stops the data plane and removes the interface (with its address and routes) and the
-    /// API socket.
+    /// API socket, once the closed connections' last packets have crossed (`settle`).
     pub async fn shutdown(mut self) {
+        let address = self.settings.tunnel.address.addr();
+        let closing = settle::wait_for_closing_sockets(address).await;
+        if closing > 0 {
+            tracing::warn!(
+                closing,
+                "connections still closing through the tunnel; stopping it anyway"
+            );
+        }
         self.stop_tasks().await;
         tracing::info!(interface = %self.settings.tunnel.interface, "tunnel stopped");
     }
