@@ -640,3 +640,58 @@ fn avl3_hub_restart_drains_or_cleanly_fails_proxied_transfers_and_the_chain_reco
         started.elapsed()
     );
 }
+
+/// AVL-3, a facility that vanishes without a word (power cut, WAN gone): the hub notices its
+/// half of the proxied connection is dead by TCP keepalive (30 s idle, then 3 probes 10 s
+/// apart; `proxy::tune`) and logs it as an error within about a minute, instead of holding it
+/// until the service's idle timeout (600 s here). The viewer whose document was on the way gets
+/// an error, never a short document taken for a whole one.
+#[test]
+fn avl3_a_vanished_hospital_is_noticed_by_keepalive_within_a_minute() {
+    require_root!();
+    const LEN: u64 = 1 << 20;
+    const FIRST_PART: u64 = 64 << 10;
+    // Keepalive gives up 60 s after the last segment; the slack covers a loaded machine.
+    const NOTICED_WITHIN: Duration = Duration::from_secs(90);
+    let lab = Lab::new().expect("lab");
+    let chain = start_chain(&lab);
+    chain.documents.hold();
+    let transfer = Transfer::start(&lab, LEN, 7, Some(FIRST_PART));
+    wait_for_progress(
+        std::slice::from_ref(&transfer),
+        FIRST_PART,
+        Duration::from_secs(30),
+        "the first part",
+    );
+    let hub_log_before = chain.hub.log_text().lines().count();
+    lab.ns(Node::Hospital)
+        .ip(&["link", "set", WAN_DEV, "down"])
+        .expect("hospital WAN down");
+    let cut = Instant::now();
+
+    let record = wait_until(
+        NOTICED_WITHIN,
+        "the hub's record of the dead connection",
+        || {
+            chain
+                .hub
+                .log_text()
+                .lines()
+                .skip(hub_log_before)
+                .find(|l| l.contains(" SERVICE=hospital-documents "))
+                .map(str::to_string)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", chain.hub.log_text()));
+    let noticed = cut.elapsed();
+    assert!(
+        record.contains(" RESULT=error: ") && record.contains("timed out"),
+        "{record}"
+    );
+    let end = transfer.thread.join().expect("transfer thread");
+    assert!(
+        end.is_err(),
+        "the viewer's fetch over a dead path ended without an error: {end:?}"
+    );
+    eprintln!("the hub noticed the vanished hospital after {noticed:?}");
+}

@@ -84,7 +84,7 @@ pub(super) async fn handle(peer: TcpStream, connection: &mut Connection, service
             return;
         }
     };
-    let _ = lan.set_nodelay(true);
+    super::tune(&lan);
 
     let mut lan = lan;
     let limits = service.splice_limits();

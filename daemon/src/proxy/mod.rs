@@ -480,7 +480,7 @@ async fn accept_loop(listener: TcpListener, service: Arc<ServiceContext>) {
             drop(stream);
             continue;
         };
-        let _ = stream.set_nodelay(true);
+        tune(&stream);
         let service = Arc::clone(&service);
         tokio::spawn(async move {
             let _permit = permit;
@@ -516,6 +516,31 @@ fn must_reset(end: &SpliceEnd) -> bool {
 }
 
 /// Makes the coming drop of `stream` send RST instead of FIN (linger 0 never blocks).
+/// With a silent peer, keepalive probes start after this much idle time ...
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// ... are repeated this often ...
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// ... and after this many unanswered ones the connection ends with an error.
+pub const KEEPALIVE_PROBES: u32 = 3;
+/// Sent data unacknowledged for this long ends the connection too (instead of the kernel's
+/// ~15 minutes of retransmissions).
+pub const USER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Socket options of every proxied connection, both legs. A box or PC that vanishes (power
+/// cut, WAN gone, the hub's process killed with its sessions) sends no FIN: without these the
+/// other end would wait for the service's idle timeout, holding a connection slot and, on a
+/// viewing box, the tunnel. With them it is logged as an error after about a minute.
+fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    let _ = socket.set_tcp_keepalive(&keepalive);
+    let _ = socket.set_tcp_user_timeout(Some(USER_TIMEOUT));
+}
+
 fn reset_on_drop(stream: &TcpStream) {
     let _ = stream.set_zero_linger();
 }

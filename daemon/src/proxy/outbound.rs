@@ -81,7 +81,7 @@ pub(super) async fn handle(
             return;
         }
     };
-    let _ = tcp.set_nodelay(true);
+    super::tune(&tcp);
 
     // The material in use now; a reload later does not affect this connection.
     let connector = service.store.current().connector(service.config.min_tls);
