@@ -7,6 +7,9 @@
 //! parts here, in the one task that owns them, and confirmed or rolled back here (see
 //! `crate::control`). SIGTERM and SIGINT stop the daemon cleanly: services stop accepting and
 //! drain, then the TUN device, its routes and the API socket are removed before exit.
+//!
+//! A box without a configuration runs [`run_unenrolled`] instead: the control socket and the
+//! enrolment page only, until its configuration is there (OPS-1).
 
 use std::path::Path;
 use std::sync::Arc;
