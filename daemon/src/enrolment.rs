@@ -4,10 +4,12 @@
 //!
 //! Also the box's life before enrolment: first boot makes the TLS key and the CSR
 //! ([`ensure_tls_key_and_csr`]), and until the operator's configuration arrives the daemon runs
-//! unenrolled, answering `renkei status` with this data ([`UnenrolledControl`]).
+//! unenrolled, answering `renkei status` with this data ([`UnenrolledControl`]) and serving it
+//! on the login-free enrolment page, whose address ([`EnrolmentPage`]) `renkei status` shows.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,7 +28,17 @@ pub const DEFAULT_TLS_KEY_FILE: &str = "/etc/renkei/tls/box.key";
 /// Where first boot writes the box's WireGuard private key (`tunnel.private_key_file`).
 pub const DEFAULT_WIREGUARD_KEY_FILE: &str = "/etc/renkei/wg.key";
 /// A PEM private key or CSR of one P-256 key is well under 1 KiB; anything this large is not one.
-const MAX_PEM_FILE_BYTES: u64 = 16 * 1024;
+pub const MAX_PEM_FILE_BYTES: u64 = 16 * 1024;
+/// Port of the enrolment page of a box without a configuration. Unprivileged, so the daemon
+/// needs no `CAP_NET_BIND_SERVICE`; the same port the example configs give the enrolled status
+/// page, so the installer finds the box's page at one address before and after enrolment.
+pub const DEFAULT_PAGE_PORT: u16 = 9443;
+/// Where the enrolment page listens by default: every address of the box (IPv4 too, through the
+/// dual-stack socket), since a box without a configuration does not know its LAN address.
+pub const DEFAULT_PAGE_LISTEN: SocketAddr = SocketAddr::new(
+    IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    DEFAULT_PAGE_PORT,
+);
 
 /// The enrolment data shown on the console, the status page and `renkei status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -300,6 +312,117 @@ fn write_csr(
     fs::rename(&tmp, path).map_err(write_err)
 }
 
+/// Where an installer's browser finds the enrolment page, as `renkei status` shows it on the
+/// console, so the certificate warning can be checked against the fingerprint printed there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EnrolmentPage {
+    /// The address the page listens on; `None` when it could not start.
+    pub listen: Option<SocketAddr>,
+    /// The page's URLs, one per address of the box (loopback and link-local left out); read
+    /// from the interfaces when asked, so an address that DHCP gave later is listed too.
+    pub urls: Vec<String>,
+    /// SHA-256 of the page's self-signed certificate (`AB:CD:...`), the value the browser's
+    /// certificate viewer shows; `None` for plain HTTP on loopback.
+    pub certificate_sha256: Option<String>,
+    /// Why the page is not served, when it is not (the console then is the only place).
+    pub error: Option<String>,
+}
+
+impl EnrolmentPage {
+    /// The page served on `listen`, with `certificate_sha256` (HTTPS) or without (loopback).
+    pub fn serving(listen: SocketAddr, certificate_sha256: Option<String>) -> Self {
+        EnrolmentPage {
+            listen: Some(listen),
+            urls: Vec::new(),
+            certificate_sha256,
+            error: None,
+        }
+    }
+
+    /// A page that could not start, and why.
+    pub fn failed(error: String) -> Self {
+        EnrolmentPage {
+            error: Some(error),
+            ..EnrolmentPage::default()
+        }
+    }
+
+    /// This page with its URLs for the box's addresses right now.
+    pub fn with_current_urls(&self) -> Self {
+        let mut page = self.clone();
+        page.urls = match self.listen {
+            Some(listen) => page_urls(
+                listen,
+                self.certificate_sha256.is_some(),
+                &interface_addresses(),
+            ),
+            None => Vec::new(),
+        };
+        page
+    }
+}
+
+/// The URLs under which a page listening on `listen` is reached, given the box's `addresses`:
+/// the listen address itself when it is a specific one, else every address of the matching
+/// family (both for `[::]`, which is dual-stack on Linux) that another host can reach.
+pub fn page_urls(listen: SocketAddr, https: bool, addresses: &[IpAddr]) -> Vec<String> {
+    let reachable = |ip: &IpAddr| match ip {
+        IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local() && !v4.is_unspecified(),
+        // fe80::/10 needs a zone index in a URL, which browsers do not take.
+        IpAddr::V6(v6) => {
+            !v6.is_loopback() && !v6.is_unspecified() && (v6.segments()[0] & 0xffc0) != 0xfe80
+        }
+    };
+    let candidates: Vec<IpAddr> = match listen.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => addresses
+            .iter()
+            .filter(|ip| ip.is_ipv4() && reachable(ip))
+            .copied()
+            .collect(),
+        IpAddr::V6(v6) if v6.is_unspecified() => addresses
+            .iter()
+            .filter(|ip| reachable(ip))
+            .copied()
+            .collect(),
+        ip => vec![ip.to_canonical()],
+    };
+    let scheme = if https { "https" } else { "http" };
+    let mut urls: Vec<String> = candidates
+        .into_iter()
+        .map(|ip| {
+            let host = match ip.to_canonical() {
+                IpAddr::V4(v4) => v4.to_string(),
+                IpAddr::V6(v6) => format!("[{v6}]"),
+            };
+            match (https, listen.port()) {
+                (true, 443) | (false, 80) => format!("{scheme}://{host}/"),
+                (_, port) => format!("{scheme}://{host}:{port}/"),
+            }
+        })
+        .collect();
+    urls.dedup();
+    urls
+}
+
+/// Every address on the box's interfaces, IPv4 first; empty if they cannot be read.
+fn interface_addresses() -> Vec<IpAddr> {
+    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut addresses: Vec<IpAddr> = interfaces
+        .filter_map(|interface| {
+            let address = interface.address?;
+            if let Some(v4) = address.as_sockaddr_in() {
+                Some(IpAddr::V4(v4.ip()))
+            } else {
+                address.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect();
+    addresses.sort_by_key(|ip| ip.is_ipv6());
+    addresses
+}
+
 /// The status document of a box that has no configuration yet (`renkei status --json`):
 /// only public enrolment data, nothing that needs a login to see.
 #[derive(Debug, Clone, Serialize)]
@@ -314,6 +437,8 @@ pub struct UnenrolledStatus {
     pub config_file: PathBuf,
     /// What the installer reads off the box.
     pub enrolment: Enrolment,
+    /// Where the same data is on the enrolment page.
+    pub enrolment_page: EnrolmentPage,
 }
 
 /// A request longer than this is not from `renkei status`.
@@ -354,7 +479,7 @@ impl UnenrolledControl {
     }
 
     /// Answers clients until the task is aborted.
-    pub async fn serve(self, config_file: PathBuf, enrolment: Enrolment) {
+    pub async fn serve(self, config_file: PathBuf, enrolment: Enrolment, page: EnrolmentPage) {
         let started = Instant::now();
         loop {
             let Ok((stream, _)) = self.listener.accept().await else {
@@ -367,6 +492,7 @@ impl UnenrolledControl {
                 uptime_secs: started.elapsed().as_secs(),
                 config_file: config_file.clone(),
                 enrolment: enrolment.clone(),
+                enrolment_page: page.with_current_urls(),
             };
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &document)).await;
@@ -410,7 +536,7 @@ pub fn summary(document: &serde_json::Value) -> Option<String> {
         _ => "-".to_string(),
     };
     let enrolment = document.get("enrolment");
-    Some(format!(
+    let mut out = format!(
         "renkei {}: NOT ENROLLED (no configuration at {})\n  \
          WireGuard public key: {}\n  \
          CSR SHA-256:          {}\n  \
@@ -420,7 +546,34 @@ pub fn summary(document: &serde_json::Value) -> Option<String> {
         text(enrolment.and_then(|e| e.get("wireguard_public_key"))),
         text(enrolment.and_then(|e| e.get("csr_sha256"))),
         text(enrolment.and_then(|e| e.get("csr_file"))),
-    ))
+    );
+    let Some(page) = document.get("enrolment_page") else {
+        return Some(out);
+    };
+    let urls: Vec<String> = page
+        .get("urls")
+        .and_then(|u| u.as_array())
+        .map(|urls| urls.iter().map(|u| text(Some(u))).collect())
+        .unwrap_or_default();
+    match (page.get("error"), page.get("listen")) {
+        (Some(serde_json::Value::String(error)), _) => {
+            out.push_str(&format!("  Enrolment page:       not served: {error}\n"));
+        }
+        (_, listen) if urls.is_empty() => out.push_str(&format!(
+            "  Enrolment page:       listening on {} (no LAN address yet)\n",
+            text(listen)
+        )),
+        _ => {
+            for (i, url) in urls.iter().enumerate() {
+                let label = if i == 0 { "Enrolment page:" } else { "" };
+                out.push_str(&format!("  {label:<22}{url}\n"));
+            }
+        }
+    }
+    if let Some(serde_json::Value::String(sha256)) = page.get("certificate_sha256") {
+        out.push_str(&format!("  Page cert SHA-256:    {sha256}\n"));
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -551,7 +704,11 @@ mod tests {
             "a second daemon on the same runtime directory is refused"
         );
         let config_file = dir.path().join("renkei.toml");
-        let server = tokio::spawn(control.serve(config_file.clone(), enrolment));
+        let page = EnrolmentPage::serving(
+            "198.18.20.1:9443".parse().expect("addr"),
+            Some("AB:CD".to_string()),
+        );
+        let server = tokio::spawn(control.serve(config_file.clone(), enrolment, page));
 
         let ask = |command: &'static str| {
             let runtime = runtime.clone();
@@ -571,10 +728,107 @@ mod tests {
         assert!(text.contains("NOT ENROLLED"), "{text}");
         assert!(text.contains(&keys::encode_key(&public)), "{text}");
         assert!(text.contains(&tls.csr_sha256), "{text}");
+        assert_eq!(
+            document["enrolment_page"]["urls"][0],
+            "https://198.18.20.1:9443/"
+        );
+        assert!(
+            text.contains("Enrolment page:       https://198.18.20.1:9443/\n"),
+            "{text}"
+        );
+        assert!(text.contains("Page cert SHA-256:    AB:CD\n"), "{text}");
 
         let answer = ask("connect").await.expect("join");
         assert!(answer.starts_with("error: not enrolled"), "{answer}");
         server.abort();
+    }
+
+    #[test]
+    fn ops1_enrolment_page_urls_name_every_reachable_address() {
+        let addresses: Vec<IpAddr> = [
+            "127.0.0.1",
+            "198.18.20.1",
+            "169.254.7.1",
+            "::1",
+            "fe80::1",
+            "fd00::20:1",
+            "198.18.0.3",
+        ]
+        .iter()
+        .map(|a| a.parse().expect("ip"))
+        .collect();
+        let any6: SocketAddr = "[::]:9443".parse().expect("addr");
+        assert_eq!(
+            page_urls(any6, true, &addresses),
+            [
+                "https://198.18.20.1:9443/",
+                "https://[fd00::20:1]:9443/",
+                "https://198.18.0.3:9443/"
+            ]
+        );
+        let any4: SocketAddr = "0.0.0.0:443".parse().expect("addr");
+        assert_eq!(
+            page_urls(any4, true, &addresses),
+            ["https://198.18.20.1/", "https://198.18.0.3/"],
+            "IPv4 only; the default port is not written"
+        );
+        let one: SocketAddr = "[::ffff:198.18.20.1]:9443".parse().expect("addr");
+        assert_eq!(
+            page_urls(one, true, &addresses),
+            ["https://198.18.20.1:9443/"]
+        );
+        let loopback: SocketAddr = "127.0.0.1:9443".parse().expect("addr");
+        assert_eq!(
+            page_urls(loopback, false, &addresses),
+            ["http://127.0.0.1:9443/"]
+        );
+        assert!(page_urls(any6, true, &[]).is_empty());
+    }
+
+    #[test]
+    fn ops1_summary_says_where_the_page_is_or_why_it_is_not() {
+        let base = serde_json::json!({
+            "enrolled": false,
+            "version": "0.1.0",
+            "config_file": "/etc/renkei/renkei.toml",
+            "enrolment": { "wireguard_public_key": "k", "csr_sha256": "AA", "csr_file": "f" },
+        });
+        let with_page = |page: EnrolmentPage| {
+            let mut document = base.clone();
+            document["enrolment_page"] = serde_json::to_value(page).expect("json");
+            summary(&document).expect("unenrolled")
+        };
+        let mut page = EnrolmentPage::serving(
+            "[::]:9443".parse().expect("addr"),
+            Some("01:02".to_string()),
+        );
+        page.urls = vec![
+            "https://198.18.20.1:9443/".to_string(),
+            "https://[fd00::20:1]:9443/".to_string(),
+        ];
+        let text = with_page(page.clone());
+        assert!(
+            text.ends_with(
+                "  Enrolment page:       https://198.18.20.1:9443/\n  \
+                 \x20                     https://[fd00::20:1]:9443/\n  \
+                 Page cert SHA-256:    01:02\n"
+            ),
+            "{text}"
+        );
+        page.urls.clear();
+        let text = with_page(page);
+        assert!(
+            text.contains("listening on [::]:9443 (no LAN address yet)"),
+            "{text}"
+        );
+        let text = with_page(EnrolmentPage::failed("address in use".to_string()));
+        assert!(
+            text.contains("Enrolment page:       not served: address in use"),
+            "{text}"
+        );
+        assert!(!text.contains("Page cert"), "{text}");
+        let text = summary(&base).expect("an older daemon's document");
+        assert!(!text.contains("Enrolment page"), "{text}");
     }
 
     #[test]

@@ -29,17 +29,25 @@ enum Command {
         #[arg(long, short, default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
-    /// Run the daemon with a configuration file.
+    /// Run the daemon with a configuration file. Without one (a box fresh from the image) the
+    /// daemon runs unenrolled: it shows the enrolment data on `renkei status` and on the
+    /// login-free enrolment page, and starts enrolled once a valid file is there.
     Run {
         /// The configuration file.
         #[arg(long, short, default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
+        #[command(flatten)]
+        unenrolled: UnenrolledArgs,
     },
     /// Show the running daemon's state (tunnel, peers, counters), like `wg show`.
     Status {
         /// The configuration file, to find the daemon's runtime directory.
         #[arg(long, short, default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
+        /// The daemon's runtime directory, when it is not the one the configuration names (an
+        /// unenrolled daemon started with `--runtime-dir`).
+        #[arg(long)]
+        runtime_dir: Option<PathBuf>,
         /// Print the status document as JSON (the same as the status API).
         #[arg(long)]
         json: bool,
@@ -112,6 +120,22 @@ enum Command {
     Passwd,
 }
 
+/// Settings of a daemon without a configuration: nothing names them yet, so they come from the
+/// command line. An enrolled daemon ignores them (its `[paths]` and `[status]` apply).
+#[derive(clap::Args)]
+struct UnenrolledArgs {
+    /// Without a configuration: where the login-free enrolment page listens (HTTPS with a
+    /// self-signed certificate; plain HTTP on loopback).
+    #[arg(long, default_value_t = renkei::enrolment::DEFAULT_PAGE_LISTEN)]
+    enrolment_listen: std::net::SocketAddr,
+    /// Without a configuration: the state directory (the enrolment page's certificate).
+    #[arg(long, default_value_os_t = config::Paths::default().state_dir)]
+    state_dir: PathBuf,
+    /// Without a configuration: the runtime directory (the control socket).
+    #[arg(long, default_value_os_t = config::Paths::default().runtime_dir)]
+    runtime_dir: PathBuf,
+}
+
 /// How the operator's tools reach a box's management API.
 #[derive(clap::Args)]
 struct TargetArgs {
@@ -155,8 +179,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config } => run(&config),
-        Command::Status { config, json } => report(status(&config, json)),
+        Command::Run { config, unenrolled } => run(&config, unenrolled),
+        Command::Status {
+            config,
+            runtime_dir,
+            json,
+        } => report(status(&config, runtime_dir, json)),
         Command::Tunnel { config, action } => report(tunnel_action(&config, &action)),
         Command::Keygen {
             private_key,
@@ -212,11 +240,15 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path) -> ExitCode {
+fn run(path: &std::path::Path, unenrolled: UnenrolledArgs) -> ExitCode {
     if matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
     {
-        return run_unenrolled(path);
+        return run_unenrolled(path, unenrolled);
     }
+    run_enrolled(path)
+}
+
+fn run_enrolled(path: &std::path::Path) -> ExitCode {
     let (config, bytes, recovery) = match renkei::supervisor::load_recovering(path) {
         Ok(loaded) => loaded,
         Err(diagnostics) => {
@@ -251,8 +283,9 @@ fn run(path: &std::path::Path) -> ExitCode {
 }
 
 /// No configuration yet (a box fresh from the image): run unenrolled, showing the enrolment
-/// data made by first boot (`renkei keygen`) beside where the configuration will go.
-fn run_unenrolled(path: &std::path::Path) -> ExitCode {
+/// data made by first boot (`renkei keygen`) beside where the configuration will go; once a
+/// valid configuration is there, run enrolled in the same process.
+fn run_unenrolled(path: &std::path::Path, args: UnenrolledArgs) -> ExitCode {
     renkei::logging::init();
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
     let key_file = dir.join("wg.key");
@@ -278,13 +311,20 @@ fn run_unenrolled(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime_dir = config::Paths::default().runtime_dir;
-    match runtime.block_on(renkei::supervisor::run_unenrolled(
-        path.to_path_buf(),
-        enrolment,
-        runtime_dir,
-    )) {
-        Ok(()) => ExitCode::SUCCESS,
+    let outcome = runtime.block_on(renkei::supervisor::run_unenrolled(
+        renkei::supervisor::Unenrolled {
+            config_file: path.to_path_buf(),
+            enrolment,
+            runtime_dir: args.runtime_dir,
+            state_dir: args.state_dir,
+            page_listen: args.enrolment_listen,
+        },
+    ));
+    // Whatever the unenrolled daemon still held goes with its runtime.
+    drop(runtime);
+    match outcome {
+        Ok(renkei::supervisor::UnenrolledExit::Stopped) => ExitCode::SUCCESS,
+        Ok(renkei::supervisor::UnenrolledExit::Configured) => run_enrolled(path),
         Err(e) => {
             tracing::error!(error = %e, "renkei stopped");
             eprintln!("renkei: {e}");
@@ -309,8 +349,12 @@ fn runtime_dir_of(path: &std::path::Path) -> anyhow::Result<PathBuf> {
     Ok(config.paths.runtime_dir)
 }
 
-fn status(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    let answer = renkei::status::control::request(&runtime_dir_of(path)?, "status")?;
+fn status(path: &std::path::Path, runtime_dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let runtime_dir = match runtime_dir {
+        Some(dir) => dir,
+        None => runtime_dir_of(path)?,
+    };
+    let answer = renkei::status::control::request(&runtime_dir, "status")?;
     if let Some(error) = answer.strip_prefix("error: ") {
         anyhow::bail!("{error}");
     }
@@ -372,6 +416,10 @@ fn keygen(
     println!("  WireGuard public key: {}", keys::encode_key(&public));
     println!("  CSR SHA-256:          {}", made.csr_sha256);
     println!("  CSR file:             {} ({common_name})", csr.display());
+    println!(
+        "  Enrolment page:       https://<this box's LAN address>:{}/ once renkei.service runs (renkei status shows the address)",
+        renkei::enrolment::DEFAULT_PAGE_PORT
+    );
     Ok(())
 }
 

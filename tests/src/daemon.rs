@@ -63,12 +63,28 @@ impl Daemon {
         runtime_dir: &Path,
         log: &Path,
     ) -> anyhow::Result<Daemon> {
+        Daemon::start_with_args(node, ns, config, runtime_dir, log, &[], &[])
+    }
+
+    /// [`Daemon::start`] with more arguments after `run --config <config>` and more
+    /// environment variables (an unenrolled box's `--runtime-dir`, systemd's `NOTIFY_SOCKET`).
+    pub fn start_with_args(
+        node: Node,
+        ns: &Namespace,
+        config: &Path,
+        runtime_dir: &Path,
+        log: &Path,
+        args: &[&std::ffi::OsStr],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> anyhow::Result<Daemon> {
         let out = File::create(log)?;
         let err = out.try_clone()?;
         let child = ns
             .command(&renkei_bin()?.to_string_lossy())
             .args(["run", "--config"])
             .arg(config)
+            .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info,renkei=debug")
             .stdin(Stdio::null())
             .stdout(out)

@@ -3,6 +3,7 @@
 //! and a login helper. Every request is bounded in time.
 
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -164,4 +165,27 @@ pub fn get(ns: &Namespace, base: &str, session: &Session, path: &str) -> anyhow:
             &format!("{base}{path}"),
         ],
     )
+}
+
+/// The SHA-256 fingerprint (`AB:CD:...`) of the certificate served at `address` (`ip:port`,
+/// `[v6]:port`), as `openssl s_client` run inside `ns` sees it: what a browser's certificate
+/// viewer shows.
+pub fn served_fingerprint(ns: &Namespace, address: &str) -> anyhow::Result<String> {
+    let finished = crate::tlstools::run_bounded(
+        ns,
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "openssl s_client -connect {address} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+            ),
+        ],
+        b"",
+        Duration::from_secs(CURL_TIMEOUT_SECS),
+    )?;
+    finished
+        .output
+        .lines()
+        .find_map(|l| l.split_once('=').map(|(_, f)| f.trim().to_string()))
+        .with_context(|| format!("no fingerprint in {:?}", finished.output))
 }

@@ -1,8 +1,8 @@
 //! The facility administrator's status page in the namespace lab (OPS-1, OPS-3, OPS-4, AUTH-1,
 //! LOG-3, INT-1): real `renkei` daemons, requests from `curl`/`openssl` on the facility LAN (or
 //! in the data centre for the operator's metrics listener), `promtool` on the metrics, and the
-//! real `renkei status` command. Nothing here talks to the server in-process except the
-//! enrolment page, which has no daemon mode of its own yet.
+//! real `renkei status` command. Nothing here talks to the server in-process. The enrolment
+//! page of a box without a configuration is tested in `enrolment.rs`.
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use renkei_lab::lab::{DOCUMENT_SERVER_ADDRESS, HUB_RELAY_ADDRESS};
 use renkei_lab::tlstools::{run_bounded, DocumentServer};
 use renkei_lab::web::{
-    curl, get, login, status_toml, Reply, Session, ADMIN_PASSWORD, METRICS_PORT, STATUS_PORT,
+    curl, get, login, served_fingerprint, status_toml, Reply, Session, ADMIN_PASSWORD,
+    METRICS_PORT, STATUS_PORT,
 };
 use renkei_lab::{require_root, wait_until, Daemon, Lab, Namespace, Node};
 use serde_json::Value;
@@ -630,29 +631,6 @@ fn int1_status_server_limits_concurrent_connections() {
     .expect("serving again once the held connections closed");
 }
 
-/// The SHA-256 fingerprint of the certificate the page serves, as openssl sees it, and whether
-/// a TLS 1.2 handshake is possible.
-fn served_fingerprint(ns: &Namespace, address: &str) -> String {
-    let finished = run_bounded(
-        ns,
-        "sh",
-        &[
-            "-c",
-            &format!(
-                "openssl s_client -connect {address} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
-            ),
-        ],
-        b"",
-        Duration::from_secs(20),
-    )
-    .expect("openssl");
-    finished
-        .output
-        .lines()
-        .find_map(|l| l.split_once('=').map(|(_, f)| f.trim().to_string()))
-        .unwrap_or_else(|| panic!("no fingerprint in {:?}", finished.output))
-}
-
 #[test]
 fn ops3_page_certificate_fingerprint_is_shown_and_kept_across_restarts() {
     require_root!();
@@ -660,7 +638,7 @@ fn ops3_page_certificate_fingerprint_is_shown_and_kept_across_restarts() {
     let mut clinic = clinic_with_page(&lab);
     let lan = lab.lan_ns(Node::Clinic);
     let address = format!("198.18.20.1:{STATUS_PORT}");
-    let served = served_fingerprint(lan, &address);
+    let served = served_fingerprint(lan, &address).expect("fingerprint");
     let status = clinic.status().expect("status");
     assert_eq!(
         status["status_page"]["certificate_sha256"],
@@ -696,7 +674,7 @@ fn ops3_page_certificate_fingerprint_is_shown_and_kept_across_restarts() {
     clinic.terminate().expect("stop");
     let _again = clinic_with_page(&lab);
     assert_eq!(
-        served_fingerprint(lan, &address),
+        served_fingerprint(lan, &address).expect("fingerprint"),
         served,
         "kept in the state directory"
     );
@@ -1090,68 +1068,6 @@ fn log3_events_and_access_log_are_on_the_page() {
         h.hospital.log_text().contains("SIGHUP: TLS files reloaded"),
         "events reach the log"
     );
-}
-
-#[test]
-fn ops1_enrolment_page_serves_public_data_without_login() {
-    require_root!();
-    let lab = Lab::new().expect("lab");
-    let dir = lab.node_dir(Node::Clinic);
-    let enrolment = renkei::enrolment::Enrolment::read(&dir.join("wg.key"), &dir.join("box.csr"))
-        .expect("enrolment");
-    let state_dir = dir.join("unenrolled-state");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let ns_path = format!("/run/netns/{}", lab.ns(Node::Clinic).name());
-    let server = std::thread::spawn(move || {
-        let file = std::fs::File::open(&ns_path).expect("netns");
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let server = renkei::status::EnrolmentServer::bind(
-                format!("198.18.20.1:{STATUS_PORT}").parse().expect("addr"),
-                &state_dir,
-                enrolment,
-            )
-            .await
-            .expect("bind");
-            let _ = ready_tx.send(server.certificate_sha256().map(str::to_string));
-            server
-                .serve(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-    });
-    let certificate = ready_rx
-        .recv_timeout(Duration::from_secs(15))
-        .expect("enrolment page bound")
-        .expect("HTTPS on a LAN address");
-    let lan = lab.lan_ns(Node::Clinic);
-    let base = clinic_base();
-    let page = curl(lan, &[&format!("{base}/")]).expect("curl");
-    assert_eq!(page.status, 200, "no login: {page:?}");
-    assert!(page.body.contains("wg-public-key"));
-    let data = curl(lan, &[&format!("{base}/api/v1/enrolment")])
-        .expect("curl")
-        .json()
-        .expect("json");
-    assert_eq!(data["wireguard_public_key"], lab.public_key(Node::Clinic));
-    let wg_private = std::fs::read_to_string(dir.join("wg.key")).expect("key");
-    assert!(!data.to_string().contains(wg_private.trim()));
-    for path in ["/api/v1/status", "/metrics", "/login"] {
-        let reply = curl(lan, &[&format!("{base}{path}")]).expect("curl");
-        assert_eq!(reply.status, 404, "{path}: only enrolment data here");
-    }
-    assert_eq!(
-        served_fingerprint(lan, &format!("198.18.20.1:{STATUS_PORT}")),
-        certificate
-    );
-    let _ = stop.send(());
-    server.join().expect("server thread");
 }
 
 /// `tests/browser/` with its `npm ci` done (scripts/install-deps does it).

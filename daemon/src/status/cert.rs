@@ -156,9 +156,12 @@ fn generate(
 
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = rcgen::CertificateParams::new(vec![GENERATED_DNS_NAME.to_string()])?;
-    params
-        .subject_alt_names
-        .push(rcgen::SanType::IpAddress(address));
+    // A page on every address (the enrolment page's `[::]`) has no one address to name.
+    if !address.is_unspecified() {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress(address));
+    }
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name

@@ -346,9 +346,14 @@ impl EnrolmentServer {
         Ok(EnrolmentServer {
             listener,
             transport,
-            site: Arc::new(EnrolmentSite { enrolment }),
+            site: Arc::new(EnrolmentSite::new(enrolment)),
             certificate_sha256,
         })
+    }
+
+    /// True when the page is served over HTTPS (every address but loopback).
+    pub fn is_https(&self) -> bool {
+        matches!(self.transport, Transport::Tls(_))
     }
 
     /// The bound address.
@@ -991,7 +996,75 @@ impl Site for MetricsSite {
 /// The unenrolled box's page: public enrolment data only, no login.
 struct EnrolmentSite {
     enrolment: Enrolment,
+    /// The page with the data written in, so it shows without JavaScript too.
+    html: Bytes,
+    /// The CSR file as read at start, for the operator (`None` without one).
+    csr_pem: Option<Bytes>,
 }
+
+impl EnrolmentSite {
+    fn new(enrolment: Enrolment) -> Self {
+        let csr_pem = enrolment
+            .csr_file
+            .as_deref()
+            .and_then(|path| match read_small_file(path) {
+                Ok(pem) => Some(Bytes::from(pem)),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "the CSR cannot be offered for download");
+                    None
+                }
+            });
+        let mut html = assets::ENROLMENT_HTML.to_string();
+        html = fill_element(&html, "wg-public-key", &enrolment.wireguard_public_key);
+        if let Some(sha256) = &enrolment.csr_sha256 {
+            html = fill_element(&html, "csr-sha256", sha256);
+        }
+        EnrolmentSite {
+            enrolment,
+            html: Bytes::from(html),
+            csr_pem,
+        }
+    }
+}
+
+/// A regular file of at most [`crate::enrolment::MAX_PEM_FILE_BYTES`].
+fn read_small_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() || meta.len() > crate::enrolment::MAX_PEM_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a small regular file",
+        ));
+    }
+    std::fs::read(path)
+}
+
+/// `html` with the text of the element `id="<id>"` replaced by `value`, HTML-escaped; `html`
+/// unchanged if there is no such element.
+fn fill_element(html: &str, id: &str, value: &str) -> String {
+    let marker = format!("id=\"{id}\">");
+    let Some(start) = html.find(&marker).map(|i| i + marker.len()) else {
+        return html.to_string();
+    };
+    let Some(len) = html.get(start..).and_then(|rest| rest.find('<')) else {
+        return html.to_string();
+    };
+    let escaped: String = value
+        .chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_string(),
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '"' => "&quot;".to_string(),
+            '\'' => "&#39;".to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    format!("{}{escaped}{}", &html[..start], &html[start + len..])
+}
+
+/// Path of the CSR download on the enrolment page.
+pub const CSR_DOWNLOAD_PATH: &str = "/box.csr";
 
 impl Site for EnrolmentSite {
     async fn respond(
@@ -1009,9 +1082,22 @@ impl Site for EnrolmentSite {
             };
         }
         match (path, read) {
-            ("/", true) => response(StatusCode::OK, assets::HTML, assets::ENROLMENT_HTML),
+            ("/", true) => response(StatusCode::OK, assets::HTML, self.html.clone()),
             ("/api/v1/enrolment", true) => json(StatusCode::OK, &self.enrolment),
-            ("/" | "/api/v1/enrolment", false) => method_not_allowed("GET, HEAD"),
+            (CSR_DOWNLOAD_PATH, true) => match &self.csr_pem {
+                Some(pem) => {
+                    let mut r = response(StatusCode::OK, "application/pkcs10", pem.clone());
+                    r.headers_mut().insert(
+                        header::CONTENT_DISPOSITION,
+                        HeaderValue::from_static("attachment; filename=\"box.csr\""),
+                    );
+                    r
+                }
+                None => text(StatusCode::NOT_FOUND, "this box has no CSR yet"),
+            },
+            ("/" | "/api/v1/enrolment" | CSR_DOWNLOAD_PATH, false) => {
+                method_not_allowed("GET, HEAD")
+            }
             _ => text(StatusCode::NOT_FOUND, "not found"),
         }
     }
@@ -1045,6 +1131,26 @@ mod tests {
             form_field("password=パスワード".as_bytes(), "password").as_deref(),
             Some("パスワード")
         );
+    }
+
+    #[test]
+    fn ops1_enrolment_page_has_the_data_written_in_and_escaped() {
+        let enrolment = Enrolment {
+            wireguard_public_key: "abc+/=".to_string(),
+            csr_file: None,
+            csr_sha256: Some("AB:CD".to_string()),
+        };
+        let site = EnrolmentSite::new(enrolment);
+        let html = String::from_utf8_lossy(&site.html);
+        assert!(html.contains(r#"id="wg-public-key">abc+/=</dd>"#), "{html}");
+        assert!(html.contains(r#"id="csr-sha256">AB:CD</dd>"#), "{html}");
+        assert!(site.csr_pem.is_none());
+        assert_eq!(
+            fill_element("<p id=\"x\">-</p>", "x", "<script>&'\""),
+            "<p id=\"x\">&lt;script&gt;&amp;&#39;&quot;</p>"
+        );
+        assert_eq!(fill_element("<p>-</p>", "x", "v"), "<p>-</p>");
+        assert_eq!(fill_element("<p id=\"x\">-", "x", "v"), "<p id=\"x\">-");
     }
 
     #[test]
