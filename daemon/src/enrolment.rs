@@ -131,21 +131,10 @@ fn csr_fingerprint(path: &Path, pem: &[u8]) -> Result<String, EnrolmentError> {
     for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(pem) {
         let (kind, der) = section.map_err(|e| bad(format!("not PEM: {e}")))?;
         if kind == SectionKind::Csr {
-            let digest = ring_sha256(&der);
-            return Ok(digest
-                .iter()
-                .map(|b| format!("{b:02X}"))
-                .collect::<Vec<_>>()
-                .join(":"));
+            return Ok(crate::status::cert::fingerprint(&der));
         }
     }
     Err(bad("no CERTIFICATE REQUEST block".to_string()))
-}
-
-fn ring_sha256(data: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, data)
-        .as_ref()
-        .to_vec()
 }
 
 /// Whether first boot made a file or found it there.
@@ -251,17 +240,12 @@ fn read_tls_key(path: &Path) -> Result<Option<rcgen::KeyPair>, EnrolmentError> {
 
 /// Generates a P-256 key and writes it as PKCS#8 PEM, mode 0600, refusing to replace a file.
 fn write_tls_key(path: &Path) -> Result<rcgen::KeyPair, EnrolmentError> {
-    use std::os::unix::fs::DirBuilderExt;
     let write_err = |source| EnrolmentError::Write {
         path: path.to_path_buf(),
         source,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(write_err)?;
+        crate::control::persist::create_private_dir(dir).map_err(write_err)?;
     }
     let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| EnrolmentError::Rcgen(e.to_string()))?;
@@ -622,7 +606,8 @@ mod tests {
 
         let shown = Enrolment::read(&wg, &csr).expect("enrolment");
         assert_eq!(shown.csr_sha256.as_deref(), Some(made.csr_sha256.as_str()));
-        let expected: Vec<String> = ring_sha256(&der)
+        let expected: Vec<String> = ring::digest::digest(&ring::digest::SHA256, &der)
+            .as_ref()
             .iter()
             .map(|b| format!("{b:02X}"))
             .collect();

@@ -198,6 +198,15 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, PersistEr
         .map_err(|e| at(path)(io::Error::new(io::ErrorKind::InvalidData, e)))
 }
 
+/// Creates `dir` and its parents, mode 0700: the daemon's state is its own.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// Writes `bytes` to `path` so that after a crash the file holds either its old content or all
 /// of the new one: temp file in the same directory, fsync, rename, fsync the directory.
 pub fn write_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PersistError> {

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dataplane::DataPlane;
 use super::policy::Mode;
+use crate::control::persist;
 use crate::keys;
 
 /// File name in the state directory.
@@ -200,10 +201,15 @@ pub(crate) async fn remember(plane: Arc<DataPlane>, path: PathBuf, remembered: R
         };
         let target = path.clone();
         let result = tokio::task::spawn_blocking(move || {
+            // The state directory is systemd's `StateDirectory=`; a daemon started by hand
+            // creates it.
             if let Some(dir) = target.parent() {
-                create_private_dir(dir)?;
+                persist::create_private_dir(dir).map_err(|source| persist::PersistError {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
             }
-            crate::control::persist::write_durably(&target, &bytes, 0o600)
+            persist::write_durably(&target, &bytes, 0o600)
         })
         .await;
         match result {
@@ -218,19 +224,6 @@ pub(crate) async fn remember(plane: Arc<DataPlane>, path: PathBuf, remembered: R
             _ => {}
         }
     }
-}
-
-/// The state directory is systemd's `StateDirectory=`; a daemon started by hand creates it.
-fn create_private_dir(dir: &Path) -> Result<(), crate::control::persist::PersistError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| crate::control::persist::PersistError {
-            path: dir.to_path_buf(),
-            source,
-        })
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
