@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -56,6 +56,9 @@ pub const MAX_HEADER_BYTES: usize = 8 * 1024;
 pub const MAX_HEADERS: usize = 64;
 /// A request body may not be larger (413 beyond): a login form is tiny.
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
+/// A too large body up to this size is read and dropped before the 413 goes out, so that the
+/// client is done sending and reads the answer; a larger one is cut off.
+const DRAIN_BODY_BYTES: usize = 1024 * 1024;
 /// Password checks (argon2id, ~19 MiB each) running at once; further logins wait.
 pub const MAX_CONCURRENT_PASSWORD_CHECKS: usize = 2;
 /// How long a listener keeps retrying an address that does not exist yet (the tunnel address
@@ -608,38 +611,48 @@ fn is_read(method: &Method) -> bool {
 }
 
 /// Reads a small request body, bounded in size and time.
+///
+/// A body over `MAX_BODY_BYTES` is refused with 413, but up to `DRAIN_BODY_BYTES` of it is read
+/// and dropped first: closing on a client that is still sending resets the connection, and the
+/// client sees "broken pipe" instead of the 413 (a lingering close, as web servers do).
 async fn read_body(request: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+    let too_large = || text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large",
-        ));
+    if declared.is_some_and(|n| n > DRAIN_BODY_BYTES as u64) {
+        return Err(too_large());
     }
-    let limited = Limited::new(request.into_body(), MAX_BODY_BYTES);
-    match tokio::time::timeout(
-        Duration::from_secs(BODY_READ_TIMEOUT_SECS),
-        limited.collect(),
-    )
-    .await
-    {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large",
-            ))
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(BODY_READ_TIMEOUT_SECS);
+    let mut body = request.into_body();
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(text(StatusCode::REQUEST_TIMEOUT, "request body too slow")),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => {
+                return Err(text(StatusCode::BAD_REQUEST, "unreadable request body"))
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total = total.saturating_add(data.len());
+        if total > DRAIN_BODY_BYTES {
+            return Err(too_large());
         }
-        Ok(Err(_)) => Err(text(StatusCode::BAD_REQUEST, "unreadable request body")),
-        Err(_) => Err(text(StatusCode::REQUEST_TIMEOUT, "request body too slow")),
+        if total <= MAX_BODY_BYTES {
+            kept.extend_from_slice(&data);
+        }
     }
+    if total > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    Ok(Bytes::from(kept))
 }
 
 /// The value of one `application/x-www-form-urlencoded` field; `None` if absent or malformed.
