@@ -682,7 +682,18 @@ fn avl3_a_vanished_hospital_is_noticed_by_keepalive_within_a_minute() {
                 .map(str::to_string)
         },
     )
-    .unwrap_or_else(|e| panic!("{e}: {}", chain.hub.log_text()));
+    .unwrap_or_else(|e| {
+        // The hub's sockets with their timers (keepalive / retransmission, probes, unacked
+        // segments) show why the kernel has not given up yet.
+        let sockets = lab
+            .ns(Node::Hub)
+            .exec("ss", &["-tnoie"])
+            .unwrap_or_else(|e| format!("ss failed: {e}"));
+        panic!(
+            "{e}\nhub sockets:\n{sockets}\nhub log:\n{}",
+            chain.hub.log_text()
+        )
+    });
     let noticed = cut.elapsed();
     assert!(
         record.contains(" RESULT=error: ") && record.contains("timed out"),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::readahead::ReadAhead;
 use super::TARGET_CONNECT_TIMEOUT_SECS;
 use super::{must_reset, reset_on_drop, splice, Connection, ConnectionResult, ServiceContext};
 use crate::tls::PeerIdentities;
@@ -18,7 +19,8 @@ pub(super) async fn handle(peer: TcpStream, connection: &mut Connection, service
     // The material in use now; a reload later does not affect this connection.
     let acceptor = service.store.current().acceptor(service.config.min_tls);
     let handshake_timeout = service.handshake_timeout();
-    let mut tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(peer)).await {
+    let handshake = acceptor.accept(ReadAhead::new(peer));
+    let mut tls = match tokio::time::timeout(handshake_timeout, handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(err)) => {
             connection.record.result =
@@ -90,7 +92,7 @@ pub(super) async fn handle(peer: TcpStream, connection: &mut Connection, service
     let limits = service.splice_limits();
     let outcome = splice::splice(&mut tls, &mut lan, limits, service.stopped()).await;
     if must_reset(&outcome.end) {
-        reset_on_drop(tls.get_ref().0);
+        reset_on_drop(tls.get_ref().0.get_ref());
         reset_on_drop(&lan);
     }
     connection.spliced(outcome, "peer", "target");

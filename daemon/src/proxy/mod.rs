@@ -10,6 +10,7 @@
 pub mod accesslog;
 mod inbound;
 mod outbound;
+mod readahead;
 pub mod splice;
 
 use std::future::Future;

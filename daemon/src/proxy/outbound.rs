@@ -10,6 +10,7 @@ use std::time::Duration;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
+use super::readahead::ReadAhead;
 use super::TARGET_CONNECT_TIMEOUT_SECS;
 use super::{must_reset, reset_on_drop, server_name, splice, Connection, ConnectionResult};
 use super::{ProxyError, ServiceContext};
@@ -85,7 +86,7 @@ pub(super) async fn handle(
 
     // The material in use now; a reload later does not affect this connection.
     let connector = service.store.current().connector(service.config.min_tls);
-    let handshake = connector.connect(target.server_name.clone(), tcp);
+    let handshake = connector.connect(target.server_name.clone(), ReadAhead::new(tcp));
     let tls = match tokio::time::timeout(service.handshake_timeout(), handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(err)) => {
@@ -112,7 +113,7 @@ pub(super) async fn handle(
     let outcome = splice::splice(&mut client, &mut tls, limits, service.stopped()).await;
     if must_reset(&outcome.end) {
         reset_on_drop(&client);
-        reset_on_drop(tls.get_ref().0);
+        reset_on_drop(tls.get_ref().0.get_ref());
     }
     connection.spliced(outcome, "client", "target");
 }
