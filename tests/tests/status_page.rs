@@ -7,7 +7,8 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use renkei_lab::lab::{DOCUMENT_SERVER_ADDRESS, HUB_RELAY_ADDRESS};
+use renkei_lab::lab::{service_toml, Peer, DOCUMENT_SERVER_ADDRESS, HUB_RELAY_ADDRESS};
+use renkei_lab::operator::Operator;
 use renkei_lab::tlstools::{run_bounded, DocumentServer};
 use renkei_lab::web::{
     curl, get, login, served_fingerprint, status_toml, Reply, Session, ADMIN_PASSWORD,
@@ -1190,4 +1191,404 @@ fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
     if let Some(out) = std::env::var_os("RENKEI_SCREENSHOT_OUT") {
         std::fs::write(&out, &png).expect("copy the screenshot");
     }
+}
+
+/// The hospital (a disclosing box, always on) alone with its page on the LAN.
+fn hospital_with_page(lab: &Lab) -> Daemon {
+    let text = lab.tunnel_config(Node::Hospital)
+        + &status_toml(&format!("198.18.10.1:{STATUS_PORT}"), "").expect("status");
+    let daemon = lab.start(Node::Hospital, &text).expect("hospital");
+    wait_for_page(lab.lan_ns(Node::Hospital), &hospital_base());
+    daemon
+}
+
+/// A POST with the session's cookie and CSRF token.
+fn post_with_session(ns: &Namespace, base: &str, session: &Session, path: &str) -> Reply {
+    curl(
+        ns,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &format!("Cookie: {}", session.cookie),
+            "-H",
+            &format!("X-CSRF-Token: {}", session.csrf),
+            &format!("{base}{path}"),
+        ],
+    )
+    .expect("curl")
+}
+
+#[test]
+fn ops3_connect_and_disconnect_are_refused_on_a_disclosing_box() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let hospital = hospital_with_page(&lab);
+    let lan = lab.lan_ns(Node::Hospital);
+    let base = hospital_base();
+    let session = login(lan, &base, ADMIN_PASSWORD).expect("login");
+    let document = get(lan, &base, &session, "/api/v1/status")
+        .expect("api")
+        .json()
+        .expect("json");
+    assert_eq!(document["tunnel_actions"], false, "{document:#}");
+    let events_before = document["events"].as_array().map_or(0, Vec::len);
+    for path in ["/api/v1/tunnel/connect", "/api/v1/tunnel/disconnect"] {
+        // A valid session and CSRF token: only the role makes the difference.
+        let reply = post_with_session(lan, &base, &session, path);
+        assert_eq!(reply.status, 409, "{path}: {reply:?}");
+        let error = reply.json().expect("json")["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            error.contains("only for a viewing box") && error.contains("disclosing (always_on)"),
+            "{path}: {error}"
+        );
+    }
+    // The same rule on the control socket (`renkei tunnel connect|disconnect`).
+    for command in ["connect", "disconnect"] {
+        let answer = hospital.control(command).expect("control");
+        assert!(
+            answer.starts_with("error: ") && answer.contains("only for a viewing box"),
+            "{command}: {answer}"
+        );
+    }
+    // Nothing was done: no administrator event, and the clinic's page still allows them.
+    let after = hospital.status().expect("status");
+    let administrator_events = after["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .skip(events_before)
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("administrator:"))
+        })
+        .count();
+    assert_eq!(administrator_events, 0, "{after:#}");
+    let clinic = clinic_with_page(&lab);
+    assert_eq!(clinic.status().expect("status")["tunnel_actions"], true);
+}
+
+#[test]
+fn auth1_cross_site_login_is_refused_by_sec_fetch_site() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let clinic = clinic_with_page(&lab);
+    let lan = lab.lan_ns(Node::Clinic);
+    let base = clinic_base();
+    // What a browser sends when another site's page posts the login form: refused before the
+    // password is even looked at (so not counted as a failed login either).
+    for site in ["cross-site", "same-site"] {
+        let reply = post_login(
+            lan,
+            &base,
+            ADMIN_PASSWORD,
+            &["-H", &format!("Sec-Fetch-Site: {site}")],
+        );
+        assert_eq!(reply.status, 403, "{site}: {reply:?}");
+        assert!(reply.header("set-cookie").is_none(), "{site}: {reply:?}");
+    }
+    let null_origin = post_login(lan, &base, ADMIN_PASSWORD, &["-H", "Origin: null"]);
+    assert_eq!(null_origin.status, 403, "{null_origin:?}");
+    // The page's own form (same-origin), a typed URL (none) and curl (no header) log in.
+    for extra in [
+        vec!["-H", "Sec-Fetch-Site: same-origin"],
+        vec!["-H", "Sec-Fetch-Site: none"],
+        vec![],
+    ] {
+        let reply = post_login(lan, &base, ADMIN_PASSWORD, &extra);
+        assert_eq!(reply.status, 303, "{extra:?}: {reply:?}");
+    }
+    let status = clinic.status().expect("status");
+    assert_eq!(status["status_page"]["login_failures"], 0, "{status:#}");
+    assert_eq!(status["status_page"]["logins"], 3, "{status:#}");
+}
+
+/// The `documents` row of a status document's services.
+fn documents_service(document: &Value) -> Value {
+    document["proxy"]["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "documents").cloned())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn ops3_service_bytes_grow_while_a_transfer_is_open_and_a_full_service_says_so() {
+    require_root!();
+    const LEN: u64 = 8 << 20;
+    const HELD_AFTER: u64 = 1 << 20;
+    let lab = Lab::new().expect("lab");
+    let documents = DocumentServer::start(lab.lan_ns(Node::Hospital), DOCUMENT_SERVER_ADDRESS)
+        .expect("document server");
+    let _hub = lab
+        .start(Node::Hub, &lab.full_config(Node::Hub))
+        .expect("hub");
+    let _hospital = lab
+        .start(Node::Hospital, &lab.full_config(Node::Hospital))
+        .expect("hospital");
+    // One connection slot, so one open transfer fills the service.
+    let text = lab
+        .full_config(Node::Clinic)
+        .replace("max_connections = 256\n", "max_connections = 1\n")
+        + &status_toml(&format!("198.18.20.1:{STATUS_PORT}"), "").expect("status");
+    let clinic = lab.start(Node::Clinic, &text).expect("clinic");
+    let lan = lab.lan_ns(Node::Clinic);
+    let base = clinic_base();
+    wait_for_page(lan, &base);
+    let session = login(lan, &base, ADMIN_PASSWORD).expect("login");
+    let api = || {
+        get(lan, &base, &session, "/api/v1/status")
+            .expect("api")
+            .json()
+            .expect("json")
+    };
+    let idle = documents_service(&api());
+    assert_eq!(idle["state"], "listening", "{idle:#}");
+    assert_eq!(
+        (idle["bytes_in"].as_u64(), idle["bytes_out"].as_u64()),
+        (Some(0), Some(0))
+    );
+
+    documents.hold();
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let address = format!(
+        "{}:{}",
+        renkei_lab::lab::LAN_SERVICE_ADDRESS,
+        renkei_lab::lab::SERVICE_PORT
+    );
+    let stream = lan
+        .tcp_connect(&address, Duration::from_secs(10))
+        .expect("viewer connects");
+    let transfer = {
+        let received = std::sync::Arc::clone(&received);
+        std::thread::spawn(move || {
+            renkei_lab::tlstools::fetch_document(stream, LEN, 11, Some(HELD_AFTER), |n| {
+                received.store(n, std::sync::atomic::Ordering::Relaxed)
+            })
+        })
+    };
+    wait_until(Duration::from_secs(30), "the first MiB to arrive", || {
+        (received.load(std::sync::atomic::Ordering::Relaxed) >= HELD_AFTER).then_some(())
+    })
+    .expect("transfer started");
+
+    // Held open: the bytes are on the page before the connection closes.
+    let open = wait_until(Duration::from_secs(15), "the open transfer's bytes", || {
+        let service = documents_service(&api());
+        (service["bytes_out"].as_u64() >= Some(HELD_AFTER)).then_some(service)
+    })
+    .expect("bytes counted while open");
+    assert_eq!(open["active"], 1, "{open:#}");
+    assert_eq!(open["state"], "full", "{open:#}");
+    assert!(open["bytes_in"].as_u64() > Some(0), "the request: {open:#}");
+    let document = api();
+    let records = document["proxy"]["recent_connections"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        records.iter().all(|r| r["service"] != "documents"),
+        "the connection has not closed yet: {records:#?}"
+    );
+    let metrics = get(lan, &base, &session, "/metrics").expect("metrics").body;
+    assert!(
+        sample(
+            &metrics,
+            "renkei_service_sent_bytes_total{service=\"documents\"}"
+        ) >= Some(HELD_AFTER as f64),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "renkei_service_state{service=\"documents\",state=\"full\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    let summary = renkei_status(&clinic, false);
+    assert!(
+        summary.contains(", full\n") && summary.contains("connections: 1 active (max 1)"),
+        "{summary}"
+    );
+    // A second viewer is refused while the slot is taken.
+    let second = lan
+        .tcp_connect(&address, Duration::from_secs(10))
+        .expect("second viewer");
+    let mut byte = [0u8; 1];
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    assert!(matches!((&second).read(&mut byte), Ok(0) | Err(_)));
+
+    documents.release();
+    let fetched = transfer
+        .join()
+        .expect("transfer thread")
+        .expect("transfer completes");
+    assert_eq!(fetched.len, LEN);
+    let closed = wait_until(Duration::from_secs(15), "the connection to close", || {
+        let service = documents_service(&api());
+        (service["active"] == 0).then_some(service)
+    })
+    .expect("closed");
+    assert_eq!(closed["state"], "listening", "{closed:#}");
+    let out = closed["bytes_out"].as_u64().unwrap_or(0);
+    assert!(
+        out >= LEN && out >= open["bytes_out"].as_u64().unwrap_or(u64::MAX),
+        "never decreases and counts the whole document: {closed:#}"
+    );
+    let record = api()["proxy"]["recent_connections"]
+        .as_array()
+        .and_then(|r| {
+            r.iter()
+                .find(|r| r["service"] == "documents" && r["result"] == "ok")
+                .cloned()
+        })
+        .expect("access record");
+    // The live total and the access log agree once the connection closed (the refused second
+    // viewer moved no byte).
+    assert_eq!(record["bytes_out"].as_u64(), Some(out), "{record:#}");
+    assert_eq!(record["bytes_in"], closed["bytes_in"], "{record:#}");
+}
+
+#[test]
+fn ops3_control_socket_is_for_root_and_its_group_only() {
+    require_root!();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let lab = Lab::new().expect("lab");
+    let clinic = lab
+        .start(Node::Clinic, &lab.tunnel_config(Node::Clinic))
+        .expect("clinic");
+    let socket = clinic
+        .runtime_dir
+        .join(renkei::status::control::SOCKET_NAME);
+    let meta = std::fs::metadata(&socket).expect("socket");
+    assert_eq!(meta.mode() & 0o7777, 0o660, "{}", socket.display());
+    // Its group is the daemon's (systemd runs it with Group=renkei).
+    let proc_status =
+        std::fs::read_to_string(format!("/proc/{}/status", clinic.pid().expect("pid")))
+            .expect("proc status");
+    let daemon_gid: u32 = proc_status
+        .lines()
+        .find_map(|l| l.strip_prefix("Gid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|g| g.parse().ok())
+        .expect("effective gid");
+    assert_eq!(meta.gid(), daemon_gid);
+    // Everything up to the socket may be traversed, as a runtime directory readable by the
+    // group is: the socket's own mode is what must keep others out.
+    let mut dir = clinic.runtime_dir.clone();
+    loop {
+        let mode = std::fs::metadata(&dir).expect("dir").permissions().mode();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o011))
+            .expect("chmod");
+        if !dir.pop() || dir.as_os_str() == "/" || dir == std::env::temp_dir() {
+            break;
+        }
+    }
+    let gid = daemon_gid.to_string();
+    let run_as = |groups: &[&str]| {
+        let mut command = std::process::Command::new("setpriv");
+        command.args(["--reuid=65534", "--regid=65534"]);
+        if groups.is_empty() {
+            command.arg("--clear-groups");
+        } else {
+            command.arg(format!("--groups={}", groups.join(",")));
+        }
+        command
+            .arg(renkei_lab::daemon::renkei_bin().expect("bin"))
+            .args(["status", "--config"])
+            .arg(&clinic.config)
+            .output()
+            .expect("setpriv")
+    };
+    let outsider = run_as(&[]);
+    assert!(!outsider.status.success(), "{outsider:?}");
+    let message = String::from_utf8_lossy(&outsider.stderr);
+    assert!(
+        message.contains("Permission denied")
+            && message.contains("control socket is for root and the daemon's group"),
+        "{message}"
+    );
+    assert!(outsider.stdout.is_empty(), "{outsider:?}");
+    // The same unprivileged user in the socket's group reads the status.
+    let member = run_as(&[&gid]);
+    assert!(member.status.success(), "{member:?}");
+    assert!(
+        String::from_utf8_lossy(&member.stdout).contains("facility: lab clinic (viewing)"),
+        "{member:?}"
+    );
+    // And root, as always.
+    assert!(renkei_status(&clinic, false).contains("facility: lab clinic (viewing)"));
+}
+
+#[test]
+fn ops3_a_pushed_service_waits_for_its_address_then_listens() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let operator = Operator::new(&lab).expect("operator");
+    let _hub = lab
+        .start(Node::Hub, &lab.full_config(Node::Hub))
+        .expect("hub");
+    let v1 =
+        lab.full_config(Node::Hospital) + &operator.management_toml(Node::Hospital, 600, false);
+    let hospital = lab.start(Node::Hospital, &v1).expect("hospital");
+    wait_until(Duration::from_secs(15), "the hospital's tunnel", || {
+        (hospital.peer("dc").ok()?["state"] == "up").then_some(())
+    })
+    .expect("tunnel up");
+    // v2 adds an outbound service on a LAN address the box does not have yet.
+    const NEW_ADDRESS: &str = "198.18.10.5";
+    let v2 = v1.replace("version = 1\n", "version = 2\n")
+        + &service_toml(
+            "lan-portal",
+            "outbound",
+            &format!("{NEW_ADDRESS}:9443"),
+            &format!("{}:8443", Node::Hub.tunnel_address()),
+            Peer::ServerName(Node::Hub.tls_name()),
+        );
+    let signed = operator
+        .write_signed("hospital-v2.toml", &v2, None)
+        .expect("sign");
+    let service = |document: &Value| {
+        document["proxy"]["services"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == "lan-portal").cloned())
+    };
+    std::thread::scope(|scope| {
+        let push = scope.spawn(|| operator.push(&lab, Node::Hospital, &signed));
+        let waiting = wait_until(
+            Duration::from_secs(8),
+            "the new service to wait for its address",
+            || {
+                let entry = service(&hospital.status().ok()?)?;
+                (entry["state"] == "waiting_for_address").then_some(entry)
+            },
+        )
+        .expect("waiting_for_address while the address is missing");
+        assert_eq!(waiting["listen"], format!("{NEW_ADDRESS}:9443"));
+        let summary = renkei_status(&hospital, false);
+        assert!(
+            summary.contains("service: lan-portal outbound")
+                && summary.contains("waiting for address"),
+            "{summary}"
+        );
+        // The address appears (an installer adds it): the bind retry picks it up.
+        lab.ns(Node::Hospital)
+            .ip(&["addr", "add", &format!("{NEW_ADDRESS}/24"), "dev", "lan0"])
+            .expect("address");
+        let pushed = push.join().expect("push thread").expect("push");
+        assert!(pushed.success, "{}", pushed.output);
+        assert_eq!(pushed.answers[0]["state"], "pending", "{}", pushed.output);
+    });
+    let listening = service(&hospital.status().expect("status")).expect("service");
+    assert_eq!(listening["state"], "listening", "{listening:#}");
+    lab.lan_ns(Node::Hospital)
+        .tcp_connect(&format!("{NEW_ADDRESS}:9443"), Duration::from_secs(5))
+        .expect("it accepts connections");
 }
