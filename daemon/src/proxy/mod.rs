@@ -304,6 +304,7 @@ impl Services {
         self.running = kept;
         self.publish();
 
+        let mut starting = Vec::new();
         for config in services {
             if self.running.iter().any(|s| s.context.config == *config) {
                 continue;
@@ -323,8 +324,9 @@ impl Services {
                 stop: self.stop_rx.clone(),
                 tracker: Arc::clone(&self.tracker),
             });
-            self.starting.push((context, config.listen));
+            starting.push((context, config.listen));
         }
+        self.starting = starting;
         // The status document shows them while they are bound (a tunnel address may take a
         // moment to appear).
         self.publish();
