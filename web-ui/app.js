@@ -3,8 +3,6 @@
 "use strict";
 (function () {
   const POLL_MS = 5000;
-  const HANDSHAKE_ALARM_SECS = 180;
-  const EXPIRY_WARNING_DAYS = 30;
   let csrf = null;
   let last = null;
   let pendingDeadline = null;
@@ -24,15 +22,26 @@
     while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
     return (i === 0 ? String(v) : v.toFixed(1)) + " " + units[i];
   }
+  // Dates and times in the page's language, not the browser's.
+  function locale() {
+    return window.renkeiI18n.lang() === "ja" ? "ja-JP" : "en-GB";
+  }
   function when(unix) {
     if (typeof unix !== "number") return "-";
-    return new Date(unix * 1000).toLocaleString(window.renkeiI18n.lang() === "ja" ? "ja-JP" : "en-GB");
+    return new Date(unix * 1000).toLocaleString(locale());
   }
   function duration(secs) {
     const d = Math.floor(secs / 86400);
     const h = Math.floor((secs % 86400) / 3600);
     const m = Math.floor((secs % 3600) / 60);
-    return (d ? d + "d " : "") + h + "h " + m + "m";
+    return (d ? d + t("unit_days") + " " : "") + h + t("unit_hours") + " " + m + t("unit_minutes");
+  }
+  // A server value shown through its translation ("level_info"), or as it is when unknown.
+  function word(prefix, value) {
+    if (value === null || value === undefined) return "-";
+    const key = prefix + value;
+    const text = t(key);
+    return text === key ? String(value) : text;
   }
   function row(tbody, cells, cls) {
     const tr = document.createElement("tr");
@@ -57,38 +66,57 @@
     const role = $("role");
     role.dataset.role = doc.role;
     role.textContent = t("role_" + doc.role);
-    set("updated", new Date().toLocaleTimeString());
+    set("updated", new Date().toLocaleTimeString(locale()));
     document.title = "renkei — " + doc.facility;
 
     const tunnel = doc.tunnel;
+    const peers = tunnel.peers || [];
     const state = $("tunnel-state");
     state.dataset.state = tunnel.state;
     state.textContent = t("state_" + tunnel.state);
-    const peer = (tunnel.peers && tunnel.peers[0]) || {};
+    // The card shows the peer in alarm if there is one, else the first (a facility box has one).
+    const peer = peers.find((p) => p.alarm) || peers[0] || {};
+    set("tunnel-peer", peer.name);
     set("tunnel-reason", peer.reason);
     set("tunnel-policy", t("policy_" + tunnel.policy));
     const age = peer.last_handshake_age_secs;
     const ageEl = $("handshake-age");
     ageEl.textContent = typeof age === "number" ? age + " " + t("seconds_ago") : t("never");
-    const stale = tunnel.policy === "always_on" && (tunnel.alarm || (typeof age === "number" && age > HANDSHAKE_ALARM_SECS));
-    ageEl.classList.toggle("alarm-text", stale);
-    $("alarm").hidden = !stale;
+    // The server decides the alarm (handshake_alarm_secs of the running config).
+    ageEl.classList.toggle("alarm-text", peer.alarm === true);
+    $("alarm").hidden = tunnel.alarm !== true;
+    set("alarm-peers", peers.filter((p) => p.alarm).map((p) => p.name).join(", "));
     set("endpoint", peer.endpoint);
-    const rx = (tunnel.peers || []).reduce((a, p) => a + p.rx_bytes, 0);
-    const tx = (tunnel.peers || []).reduce((a, p) => a + p.tx_bytes, 0);
+    const rx = peers.reduce((a, p) => a + p.rx_bytes, 0);
+    const tx = peers.reduce((a, p) => a + p.tx_bytes, 0);
     set("rx-bytes", bytes(rx));
     set("tx-bytes", bytes(tx));
-    $("tunnel-actions").hidden = doc.role !== "viewing";
+    $("tunnel-actions").hidden = doc.tunnel_actions !== true;
+
+    const peerRows = table("peers");
+    peers.forEach(function (p) {
+      const tr = row(peerRows, [p.name, t("state_" + p.state),
+        typeof p.last_handshake_age_secs === "number" ? p.last_handshake_age_secs + " " + t("seconds_ago") : t("never"),
+        p.endpoint, bytes(p.rx_bytes), bytes(p.tx_bytes)], p.alarm ? "alarm-row" : "");
+      tr.dataset.peer = p.name;
+      tr.dataset.alarm = String(p.alarm === true);
+    });
 
     const c = doc.config || {};
+    const pushed = typeof c.signer === "string";
     set("config-version", c.version);
     set("config-description", c.description);
-    set("config-signer", c.signer || t("local_file"));
+    set("config-pushed-by", pushed ? c.pushed_by : t("local_file"));
+    set("config-pushed-at", pushed ? when(c.pushed_at_unix) : null);
+    set("config-signer", c.signer);
     set("config-applied", when(c.applied_at_unix));
     offset = doc.time_unix - Math.floor(Date.now() / 1000);
     pendingDeadline = c.pending ? c.pending.confirm_deadline_unix : null;
     $("pending").hidden = !c.pending;
-    if (c.pending) set("pending-version", c.pending.version);
+    if (c.pending) {
+      set("pending-version", c.pending.version);
+      set("pending-by", c.pushed_by);
+    }
     tick();
     set("clock", doc.clock_synchronized === true ? t("clock_ok") : doc.clock_synchronized === false ? t("clock_bad") : t("clock_unknown"));
     $("clock").classList.toggle("warning-text", doc.clock_synchronized === false);
@@ -98,16 +126,22 @@
     const list = (doc.proxy && doc.proxy.services) || [];
     if (list.length === 0) row(services, [t("no_services")]);
     list.forEach(function (s) {
-      row(services, [s.name, s.direction, s.active >= s.max_connections ? "full" : "listening",
+      const tr = row(services, [s.name, word("direction_", s.direction), word("service_state_", s.state),
         s.active + " / " + s.max_connections, s.total, s.refused, bytes(s.bytes_in), bytes(s.bytes_out), s.last_error],
         s.last_error ? "has-error" : "");
+      tr.dataset.service = s.name;
+      tr.dataset.state = s.state;
+      tr.dataset.active = String(s.active);
+      tr.dataset.bytesIn = String(s.bytes_in);
+      tr.dataset.bytesOut = String(s.bytes_out);
     });
 
     const certs = table("certificates");
     (doc.certificates || []).forEach(function (cert) {
-      const warn = cert.warning || cert.days_left <= EXPIRY_WARNING_DAYS;
-      const tr = row(certs, [cert.subject, cert.role, when(cert.not_after_unix), cert.days_left], warn ? "warning-row" : "");
-      if (warn) tr.lastChild.textContent += " (" + t("renew_soon") + ")";
+      const tr = row(certs, [cert.subject, word("cert_role_", cert.role), when(cert.not_after_unix), cert.days_left],
+        cert.warning ? "warning-row" : "");
+      tr.dataset.warning = String(cert.warning === true);
+      if (cert.warning) tr.lastChild.textContent += " (" + t("renew_soon") + ")";
     });
 
     const e = doc.enrolment || {};
@@ -117,11 +151,12 @@
 
     const events = table("events");
     (doc.events || []).slice().reverse().forEach(function (ev) {
-      row(events, [when(ev.time_unix), ev.level, ev.kind, ev.message], "level-" + ev.level);
+      row(events, [when(ev.time_unix), word("level_", ev.level), word("kind_", ev.kind), ev.message], "level-" + ev.level);
     });
     const access = table("access-log");
     ((doc.proxy && doc.proxy.recent_connections) || []).slice().reverse().forEach(function (r) {
-      row(access, [r.time, r.service, r.peer_addr, r.peer_identity, r.bytes_in, r.bytes_out, r.result],
+      const ms = Date.parse(r.time);
+      row(access, [isNaN(ms) ? r.time : new Date(ms).toLocaleString(locale()), r.service, r.peer_addr, r.peer_identity, r.bytes_in, r.bytes_out, r.result],
         r.result === "ok" ? "" : "has-error");
     });
   }

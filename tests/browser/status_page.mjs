@@ -1,15 +1,32 @@
 // Headless Chromium logs in to a renkei box's status page and reports what the page shows.
 // Run inside a lab namespace by tests/tests/status_page.rs (ops3_browser_...):
-//   node status_page.mjs <base-url> <user-data-dir> <screenshot.png>   (password on stdin)
-// Prints one JSON object. Uses Debian's /usr/bin/chromium through playwright-core; nothing
-// is downloaded and the page may fetch nothing outside the box.
+//   node status_page.mjs <base-url> <user-data-dir> <screenshot.png> [options-json]
+// (password on stdin). Options: {"service": {"name", "address", "port"}} opens a TCP
+// connection to that service of the box and waits, without touching the page, for the page to
+// show it open and then closed again (the page refreshes itself); {"countdown": true} waits for
+// the pending-config countdown to tick; {"alarm": true} waits for the handshake alarm.
+// Prints one JSON object. Uses Debian's /usr/bin/chromium through playwright-core; nothing is
+// downloaded and the page may fetch nothing outside the box.
 import { chromium } from "playwright-core";
 import { readFileSync } from "node:fs";
+import net from "node:net";
 
-const [base, userDataDir, screenshot] = process.argv.slice(2);
+const [base, userDataDir, screenshot, optionsJson] = process.argv.slice(2);
+const options = JSON.parse(optionsJson || "{}");
 const password = readFileSync(0, "utf8").replace(/\r?\n$/, "");
 const STEP_MS = 20000;
 const result = { requests: [], console_errors: [], steps: [] };
+
+// Polls `read` (page.evaluate, which the CSP allows, unlike waitForFunction) until `done`.
+async function until(what, read, done, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await read();
+    if (done(value)) return value;
+    if (Date.now() > deadline) throw new Error("timed out waiting for " + what + ": " + JSON.stringify(value));
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
 
 const context = await chromium.launchPersistentContext(userDataDir, {
   executablePath: "/usr/bin/chromium",
@@ -35,21 +52,75 @@ try {
   // Selectors, not waitForFunction: the page's CSP (rightly) forbids the eval that needs.
   await page.waitForSelector('#tunnel-state:not([data-state=""])');
 
-  const read = () => page.evaluate(() => ({
-    lang: document.documentElement.lang,
-    facility: document.getElementById("facility").textContent,
-    role: document.getElementById("role").dataset.role,
-    role_text: document.getElementById("role").textContent,
-    tunnel_state: document.getElementById("tunnel-state").dataset.state,
-    tunnel_text: document.getElementById("tunnel-state").textContent,
-    services: document.querySelectorAll("#services tbody tr").length,
-    events: document.querySelectorAll("#events tbody tr").length,
-    access_records: document.querySelectorAll("#access-log tbody tr").length,
-    wg_public_key: document.getElementById("wg-public-key").textContent,
-    page_certificate: document.getElementById("page-certificate").textContent,
-    actions_visible: !document.getElementById("tunnel-actions").hidden,
-  }));
+  const read = () => page.evaluate(() => {
+    const text = (id) => document.getElementById(id).textContent;
+    const rows = (id) => Array.from(document.querySelectorAll("#" + id + " tbody tr"));
+    const cells = (tr) => Array.from(tr.children).map((td) => td.textContent);
+    return {
+      lang: document.documentElement.lang,
+      facility: text("facility"),
+      role: document.getElementById("role").dataset.role,
+      role_text: text("role"),
+      updated: text("updated"),
+      tunnel_state: document.getElementById("tunnel-state").dataset.state,
+      tunnel_text: text("tunnel-state"),
+      services: rows("services").length,
+      service_rows: rows("services").filter((tr) => tr.dataset.service).map((tr) => ({
+        name: tr.dataset.service, state: tr.dataset.state, active: tr.dataset.active,
+        bytes_out: tr.dataset.bytesOut, cells: cells(tr),
+      })),
+      peer_rows: rows("peers").map((tr) => ({ name: tr.dataset.peer, alarm: tr.dataset.alarm, cls: tr.className, cells: cells(tr) })),
+      certificate_rows: rows("certificates").map((tr) => ({ warning: tr.dataset.warning, cls: tr.className, cells: cells(tr) })),
+      events: rows("events").length,
+      event_levels: rows("events").map((tr) => tr.children[1].textContent),
+      event_kinds: rows("events").map((tr) => tr.children[2].textContent),
+      access_records: rows("access-log").length,
+      wg_public_key: text("wg-public-key"),
+      page_certificate: text("page-certificate"),
+      actions_visible: !document.getElementById("tunnel-actions").hidden,
+      connect_button_visible: document.getElementById("connect-now").offsetParent !== null,
+      config_version: text("config-version"),
+      config_description: text("config-description"),
+      config_pushed_by: text("config-pushed-by"),
+      config_pushed_at: text("config-pushed-at"),
+      config_signer: text("config-signer"),
+      pending_visible: !document.getElementById("pending").hidden,
+      pending_version: text("pending-version"),
+      pending_by: text("pending-by"),
+      pending_countdown: text("pending-countdown"),
+      alarm_visible: !document.getElementById("alarm").hidden,
+      alarm_text: text("alarm"),
+      alarm_background: getComputedStyle(document.getElementById("alarm")).backgroundColor,
+      handshake_age_alarm: document.getElementById("handshake-age").classList.contains("alarm-text"),
+      handshake_age_color: getComputedStyle(document.getElementById("handshake-age")).color,
+    };
+  });
   result.initial = await read();
+
+  if (options.service) {
+    // The page refreshes itself: a connection opened from outside the browser shows up, then
+    // goes away, with no click on the page in between.
+    const { name, address, port } = options.service;
+    const row = `#services tbody tr[data-service="${name}"]`;
+    const socket = net.connect({ host: address, port });
+    await new Promise((resolve, reject) => { socket.once("connect", resolve); socket.once("error", reject); });
+    await page.waitForSelector(`${row}[data-active="1"]`);
+    result.refresh = { open: await read() };
+    socket.destroy();
+    await page.waitForSelector(`${row}[data-active="0"]`);
+    result.refresh.closed = await read();
+  }
+  if (options.countdown) {
+    await page.waitForSelector("#pending:not([hidden])");
+    const first = await read();
+    const next = await until("the countdown to tick", read,
+      (r) => r.pending_countdown !== first.pending_countdown, 10000);
+    result.countdown = [first.pending_countdown, next.pending_countdown];
+  }
+  if (options.alarm) {
+    await page.waitForSelector("#alarm:not([hidden])", { timeout: 60000 });
+    result.alarm = await read();
+  }
 
   const waitState = (state) => page.waitForSelector(`#tunnel-state[data-state="${state}"]`);
   if (result.initial.actions_visible) {

@@ -7,7 +7,8 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use renkei_lab::lab::{DOCUMENT_SERVER_ADDRESS, HUB_RELAY_ADDRESS};
+use renkei_lab::lab::{service_toml, Peer, DOCUMENT_SERVER_ADDRESS, HUB_RELAY_ADDRESS};
+use renkei_lab::operator::Operator;
 use renkei_lab::tlstools::{run_bounded, DocumentServer};
 use renkei_lab::web::{
     curl, get, login, served_fingerprint, status_toml, Reply, Session, ADMIN_PASSWORD,
@@ -1081,57 +1082,27 @@ fn browser_dir() -> std::path::PathBuf {
     dir
 }
 
-#[test]
-fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
-    require_root!();
+/// Runs `tests/browser/status_page.mjs` in `ns` against `base` with `options`; the JSON it
+/// printed, and the screenshot it took.
+fn run_browser(lab: &Lab, ns: &Namespace, base: &str, options: &Value) -> (Value, Vec<u8>) {
     let browser = browser_dir();
-    let lab = Lab::new().expect("lab");
-    let documents = DocumentServer::start(lab.lan_ns(Node::Hospital), DOCUMENT_SERVER_ADDRESS)
-        .expect("document server");
-    let _hub = lab
-        .start(Node::Hub, &lab.full_config(Node::Hub))
-        .expect("hub");
-    let _hospital = lab
-        .start(Node::Hospital, &lab.full_config(Node::Hospital))
-        .expect("hospital");
-    let text = lab.full_config(Node::Clinic)
-        + &status_toml(&format!("198.18.20.1:{STATUS_PORT}"), "").expect("status");
-    let clinic = lab.start(Node::Clinic, &text).expect("clinic");
-    let lan = lab.lan_ns(Node::Clinic);
-    wait_for_page(lan, &clinic_base());
-    // A viewer PC fetches a document, so the page has a tunnel, traffic and an access record.
-    let stream = wait_until(Duration::from_secs(15), "the clinic's service", || {
-        lan.tcp_connect(
-            &format!(
-                "{}:{}",
-                renkei_lab::lab::LAN_SERVICE_ADDRESS,
-                renkei_lab::lab::SERVICE_PORT
-            ),
-            Duration::from_secs(5),
-        )
-        .ok()
-    })
-    .expect("viewer connects");
-    let fetched =
-        renkei_lab::tlstools::fetch_document(stream, 64 * 1024, 3, None, |_| {}).expect("fetch");
-    assert_eq!(fetched.len, 64 * 1024);
-    assert!(documents.served() >= 1);
-
     let screenshot = lab.dir.join("status-page.png");
     let profile = lab.dir.join("chromium-profile");
+    let _ = std::fs::remove_dir_all(&profile);
     std::fs::create_dir_all(&profile).expect("profile dir");
     let script = browser.join("status_page.mjs");
     let finished = run_bounded(
-        lan,
+        ns,
         "node",
         &[
             &script.to_string_lossy(),
-            &clinic_base(),
+            base,
             &profile.to_string_lossy(),
             &screenshot.to_string_lossy(),
+            &options.to_string(),
         ],
         format!("{ADMIN_PASSWORD}\n").as_bytes(),
-        Duration::from_secs(120),
+        Duration::from_secs(180),
     )
     .expect("node");
     let line = finished
@@ -1143,9 +1114,90 @@ fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
     assert_eq!(result["ok"], true, "{result:#}");
     assert_eq!(
         result["first_url"],
-        format!("{}/login", clinic_base()),
+        format!("{base}/login"),
         "redirected to the login first"
     );
+    // Offline by construction: every request stayed on the box, and the CSP held.
+    for url in result["requests"].as_array().cloned().unwrap_or_default() {
+        let url = url.as_str().unwrap_or("");
+        assert!(url.starts_with(base), "request outside the box: {url}");
+    }
+    assert_eq!(
+        result["console_errors"],
+        serde_json::json!([]),
+        "{result:#}"
+    );
+    let png = std::fs::read(&screenshot).expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
+    (result, png)
+}
+
+/// The operator identity of the browser tests' pushes.
+const OPERATOR_IDENTITY: &str = "operator.renkei.example";
+
+/// A row of the page's services table, as the browser read it.
+fn service_row<'a>(read: &'a Value, name: &str) -> &'a Value {
+    read["service_rows"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["name"] == name))
+        .unwrap_or_else(|| panic!("no service row {name}: {read:#}"))
+}
+
+#[test]
+fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let operator = Operator::with_identity(&lab, OPERATOR_IDENTITY).expect("operator");
+    let documents = DocumentServer::start(lab.lan_ns(Node::Hospital), DOCUMENT_SERVER_ADDRESS)
+        .expect("document server");
+    let _hub = lab
+        .start(Node::Hub, &lab.full_config(Node::Hub))
+        .expect("hub");
+    let _hospital = lab
+        .start(Node::Hospital, &lab.full_config(Node::Hospital))
+        .expect("hospital");
+    let text = lab.full_config(Node::Clinic)
+        + &status_toml(&format!("198.18.20.1:{STATUS_PORT}"), "").expect("status")
+        + &operator.management_toml(Node::Clinic, 600, false);
+    let clinic = lab.start(Node::Clinic, &text).expect("clinic");
+    let lan = lab.lan_ns(Node::Clinic);
+    let base = clinic_base();
+    wait_for_page(lan, &base);
+    // A viewer PC fetches a document, so the page has a tunnel, traffic and an access record.
+    let service_address = format!(
+        "{}:{}",
+        renkei_lab::lab::LAN_SERVICE_ADDRESS,
+        renkei_lab::lab::SERVICE_PORT
+    );
+    let stream = wait_until(Duration::from_secs(15), "the clinic's service", || {
+        lan.tcp_connect(&service_address, Duration::from_secs(5))
+            .ok()
+    })
+    .expect("viewer connects");
+    let fetched =
+        renkei_lab::tlstools::fetch_document(stream, 64 * 1024, 3, None, |_| {}).expect("fetch");
+    assert_eq!(fetched.len, 64 * 1024);
+    assert!(documents.served() >= 1);
+    // The operator pushes version 2 while the tunnel is up, and confirms it: the page names who.
+    let v2 = text.replace(
+        "version = 1\n",
+        "version = 2\ndescription = \"閲覧用ポータルの設定 (第2版)\"\n",
+    );
+    let signed = operator
+        .write_signed("clinic-v2.toml", &v2, None)
+        .expect("sign");
+    let pushed = operator.push(&lab, Node::Clinic, &signed).expect("push");
+    assert!(pushed.success, "{}", pushed.output);
+    let confirmed = operator
+        .confirm(&lab, Node::Clinic, Some(2))
+        .expect("confirm");
+    assert!(confirmed.success, "{}", confirmed.output);
+
+    let options = serde_json::json!({
+        "service": {"name": "documents", "address": renkei_lab::lab::LAN_SERVICE_ADDRESS,
+                    "port": renkei_lab::lab::SERVICE_PORT}
+    });
+    let (result, png) = run_browser(&lab, lan, &base, &options);
 
     let daemon = clinic.status().expect("status");
     let initial = &result["initial"];
@@ -1163,6 +1215,75 @@ fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
     assert!(initial["access_records"].as_u64() >= Some(1), "{initial:#}");
     assert!(initial["events"].as_u64() >= Some(2), "{initial:#}");
     assert_eq!(initial["actions_visible"], true);
+    // Who pushed the running config and when, and the key it was signed with.
+    assert_eq!(initial["config_version"], "2", "{initial:#}");
+    assert_eq!(
+        initial["config_description"],
+        "閲覧用ポータルの設定 (第2版)"
+    );
+    assert_eq!(
+        initial["config_pushed_by"], OPERATOR_IDENTITY,
+        "{initial:#}"
+    );
+    assert_eq!(initial["config_signer"], daemon["config"]["signer"]);
+    assert_ne!(initial["config_signer"], OPERATOR_IDENTITY);
+    let pushed_at = initial["config_pushed_at"].as_str().unwrap_or("-");
+    assert!(
+        pushed_at.starts_with(&daemon_year(&daemon)),
+        "a Japanese date: {pushed_at}"
+    );
+    assert_eq!(initial["pending_visible"], false, "confirmed");
+    // Times, levels, kinds, roles and states in Japanese; nothing raw from the API.
+    for time in [&initial["updated"], &result["japanese"]["updated"]] {
+        let time = time.as_str().unwrap_or("");
+        assert!(
+            !time.is_empty() && !time.contains("AM") && !time.contains("PM"),
+            "{time}"
+        );
+    }
+    let levels: Vec<&str> = initial["event_levels"]
+        .as_array()
+        .map(|l| l.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert!(!levels.is_empty());
+    assert!(
+        levels
+            .iter()
+            .all(|l| ["情報", "警告", "エラー"].contains(l)),
+        "{levels:?}"
+    );
+    let kinds = initial["event_kinds"].to_string();
+    assert!(
+        kinds.contains("デーモン") && !kinds.contains("\"daemon\""),
+        "{kinds}"
+    );
+    let roles: Vec<String> = initial["certificate_rows"]
+        .as_array()
+        .map(|rows| rows.iter().map(|r| r["cells"][1].to_string()).collect())
+        .unwrap_or_default();
+    assert!(
+        roles.iter().any(|r| r.contains("この装置の証明書"))
+            && roles.iter().any(|r| r.contains("運用者の認証局")),
+        "{roles:?}"
+    );
+    assert!(!roles.iter().any(|r| r.contains("box_chain")), "{roles:?}");
+    let documents_row = service_row(initial, "documents");
+    assert_eq!(documents_row["state"], "listening");
+    assert_eq!(documents_row["cells"][2], "待受中", "{documents_row:#}");
+    assert_eq!(documents_row["cells"][1], "外向き (LAN → トンネル)");
+    let peers = initial["peer_rows"].as_array().cloned().unwrap_or_default();
+    assert_eq!(peers.len(), 1, "{peers:#?}");
+    assert_eq!(peers[0]["name"], "dc");
+    assert_eq!(peers[0]["alarm"], "false");
+    // The page refreshed itself: a connection opened outside the browser appeared and went.
+    let open = service_row(&result["refresh"]["open"], "documents");
+    let closed = service_row(&result["refresh"]["closed"], "documents");
+    assert_eq!(open["active"], "1", "{open:#}");
+    assert_eq!(closed["active"], "0", "{closed:#}");
+    assert_ne!(
+        result["refresh"]["open"]["updated"], result["refresh"]["closed"]["updated"],
+        "the Updated time moves with each poll"
+    );
     // The buttons went through the real tunnel handle: idle, then up again.
     assert_eq!(
         result["steps"],
@@ -1170,24 +1291,561 @@ fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
         "{result:#}"
     );
     assert_eq!(clinic.peer("dc").expect("peer")["state"], "up");
-    assert_eq!(result["english"]["role_text"], "viewing facility");
-    assert_eq!(result["english"]["tunnel_text"], "up");
+    let english = &result["english"];
+    assert_eq!(english["role_text"], "viewing facility");
+    assert_eq!(english["tunnel_text"], "up");
+    assert_eq!(service_row(english, "documents")["cells"][2], "listening");
+    assert!(english["event_levels"].to_string().contains("info"));
+    assert!(english["certificate_rows"]
+        .to_string()
+        .contains("this box's certificate"));
     assert_eq!(result["japanese"]["lang"], "ja");
-    // Offline by construction: every request stayed on the box, and the CSP held.
-    let origin = clinic_base();
-    for url in result["requests"].as_array().cloned().unwrap_or_default() {
-        let url = url.as_str().unwrap_or("");
-        assert!(url.starts_with(&origin), "request outside the box: {url}");
-    }
-    assert_eq!(
-        result["console_errors"],
-        serde_json::json!([]),
-        "{result:#}"
-    );
 
-    let png = std::fs::read(&screenshot).expect("screenshot");
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
     if let Some(out) = std::env::var_os("RENKEI_SCREENSHOT_OUT") {
         std::fs::write(&out, &png).expect("copy the screenshot");
     }
+}
+
+/// The year of the box's clock (`2025`), which starts a date the page writes in Japanese.
+fn daemon_year(document: &Value) -> String {
+    let now = document["time_unix"].as_u64().unwrap_or(0);
+    let time = renkei::proxy::accesslog::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(now));
+    time.get(..4).unwrap_or("").to_string()
+}
+
+/// (year, month, day) UTC of the day `days` from now, for short-lived lab certificates.
+fn ymd_in_days(days: i64) -> (i32, u8, u8) {
+    let now = std::time::SystemTime::now();
+    let shift = Duration::from_secs(days.unsigned_abs() * 86_400);
+    let then = if days < 0 { now - shift } else { now + shift };
+    let text = renkei::proxy::accesslog::rfc3339(then);
+    let year = text.get(0..4).and_then(|p| p.parse().ok()).expect("year");
+    let month = text.get(5..7).and_then(|p| p.parse().ok()).expect("month");
+    let day = text.get(8..10).and_then(|p| p.parse().ok()).expect("day");
+    (year, month, day)
+}
+
+#[test]
+fn ops3_browser_shows_pending_countdown_expiring_certificate_and_alarm_without_buttons() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let operator = Operator::with_identity(&lab, OPERATOR_IDENTITY).expect("operator");
+    // The hospital's certificate has 10 days left: NET-5's warning (30 days or fewer).
+    let short = lab
+        .ca
+        .issue_with(Node::Hospital.tls_name(), lab.ca.next_serial(), |p| {
+            let (y, m, d) = ymd_in_days(-1);
+            p.not_before = rcgen::date_time_ymd(y, m, d);
+            let (y, m, d) = ymd_in_days(10);
+            p.not_after = rcgen::date_time_ymd(y, m, d);
+        })
+        .expect("short-lived certificate");
+    short
+        .write(&lab.tls_dir(Node::Hospital), "box")
+        .expect("write certificate");
+    let _hub = lab
+        .start(Node::Hub, &lab.full_config(Node::Hub))
+        .expect("hub");
+    // A 30 s handshake alarm: with a rekey every 120 s, the alarm is on from 30 s after a
+    // handshake until the next one, with the hub up and the tunnel healthy.
+    let text = lab.full_config(Node::Hospital).replace(
+        "checkin_interval_secs = 0\n",
+        "checkin_interval_secs = 0\nhandshake_alarm_secs = 30\n",
+    ) + &status_toml(&format!("198.18.10.1:{STATUS_PORT}"), "").expect("status")
+        + &operator.management_toml(Node::Hospital, 600, false);
+    let hospital = lab.start(Node::Hospital, &text).expect("hospital");
+    let lan = lab.lan_ns(Node::Hospital);
+    let base = hospital_base();
+    wait_for_page(lan, &base);
+    wait_until(Duration::from_secs(15), "the hospital's tunnel", || {
+        (hospital.peer("dc").ok()?["state"] == "up").then_some(())
+    })
+    .expect("tunnel up");
+    // Version 2 awaits confirmation (the same [status], so the page keeps running).
+    let v2 = text.replace("version = 1\n", "version = 2\n");
+    let signed = operator
+        .write_signed("hospital-v2.toml", &v2, None)
+        .expect("sign");
+    let pushed = operator.push(&lab, Node::Hospital, &signed).expect("push");
+    assert!(pushed.success, "{}", pushed.output);
+    wait_until(Duration::from_secs(60), "the handshake alarm", || {
+        (hospital.status().ok()?["tunnel"]["alarm"] == true).then_some(())
+    })
+    .expect("alarm raised by the daemon");
+
+    let options = serde_json::json!({"countdown": true, "alarm": true});
+    let (result, _png) = run_browser(&lab, lan, &base, &options);
+    let daemon = hospital.status().expect("status");
+    let initial = &result["initial"];
+    assert_eq!(initial["role"], "disclosing");
+    assert_eq!(initial["role_text"], "開示施設");
+    // No connect/disconnect on an always-on box (the server refuses them too).
+    assert_eq!(initial["actions_visible"], false, "{initial:#}");
+    assert_eq!(initial["connect_button_visible"], false, "{initial:#}");
+    assert_eq!(result["steps"], serde_json::json!([]));
+    // The pending config: its version, who pushed it, and a countdown that ticks down.
+    assert_eq!(initial["pending_visible"], true, "{initial:#}");
+    assert_eq!(initial["pending_version"], "2");
+    assert_eq!(initial["pending_by"], OPERATOR_IDENTITY);
+    assert_eq!(initial["config_pushed_by"], OPERATOR_IDENTITY);
+    let countdown: Vec<u64> = result["countdown"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|v| v.as_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    assert_eq!(countdown.len(), 2, "{result:#}");
+    let deadline = daemon["config"]["pending"]["confirm_deadline_unix"]
+        .as_u64()
+        .expect("deadline");
+    assert!(
+        countdown[1] < countdown[0] && countdown[0] <= 600,
+        "{countdown:?}"
+    );
+    assert!(
+        deadline.saturating_sub(daemon["time_unix"].as_u64().unwrap_or(0)) <= countdown[1] + 5,
+        "the countdown is the box's: {countdown:?}"
+    );
+    // The certificate with 10 days left is a warning row; the CA is not.
+    let certificates = initial["certificate_rows"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let own = certificates
+        .iter()
+        .find(|r| r["cells"][1] == "この装置の証明書")
+        .expect("the box's certificate row");
+    assert_eq!(own["warning"], "true", "{own:#}");
+    assert_eq!(own["cls"], "warning-row");
+    assert!(
+        own["cells"][3]
+            .as_str()
+            .is_some_and(|d| d.starts_with('9') && d.contains("まもなく期限切れ")),
+        "{own:#}"
+    );
+    let ca = certificates
+        .iter()
+        .find(|r| r["cells"][1] == "運用者の認証局 (CA)")
+        .expect("the CA row");
+    assert_eq!(ca["warning"], "false", "{ca:#}");
+    // The stale handshake, from the server's alarm flags: banner, red age, red peer row.
+    let alarm = &result["alarm"];
+    assert_eq!(alarm["alarm_visible"], true, "{alarm:#}");
+    assert!(
+        alarm["alarm_text"]
+            .as_str()
+            .is_some_and(|t| t.contains("警報") && t.contains("dc")),
+        "{alarm:#}"
+    );
+    assert_eq!(alarm["alarm_background"], "rgb(198, 40, 40)", "{alarm:#}");
+    assert_eq!(alarm["handshake_age_alarm"], true, "{alarm:#}");
+    assert_eq!(
+        alarm["handshake_age_color"], "rgb(198, 40, 40)",
+        "{alarm:#}"
+    );
+    let peer = &alarm["peer_rows"][0];
+    assert_eq!(
+        (peer["name"].as_str(), peer["alarm"].as_str()),
+        (Some("dc"), Some("true"))
+    );
+    assert_eq!(peer["cls"], "alarm-row");
+    assert_eq!(alarm["tunnel_state"], "up", "stale, not down");
+}
+
+/// The hospital (a disclosing box, always on) alone with its page on the LAN.
+fn hospital_with_page(lab: &Lab) -> Daemon {
+    let text = lab.tunnel_config(Node::Hospital)
+        + &status_toml(&format!("198.18.10.1:{STATUS_PORT}"), "").expect("status");
+    let daemon = lab.start(Node::Hospital, &text).expect("hospital");
+    wait_for_page(lab.lan_ns(Node::Hospital), &hospital_base());
+    daemon
+}
+
+/// A POST with the session's cookie and CSRF token.
+fn post_with_session(ns: &Namespace, base: &str, session: &Session, path: &str) -> Reply {
+    curl(
+        ns,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &format!("Cookie: {}", session.cookie),
+            "-H",
+            &format!("X-CSRF-Token: {}", session.csrf),
+            &format!("{base}{path}"),
+        ],
+    )
+    .expect("curl")
+}
+
+#[test]
+fn ops3_connect_and_disconnect_are_refused_on_a_disclosing_box() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let hospital = hospital_with_page(&lab);
+    let lan = lab.lan_ns(Node::Hospital);
+    let base = hospital_base();
+    let session = login(lan, &base, ADMIN_PASSWORD).expect("login");
+    let document = get(lan, &base, &session, "/api/v1/status")
+        .expect("api")
+        .json()
+        .expect("json");
+    assert_eq!(document["tunnel_actions"], false, "{document:#}");
+    let events_before = document["events"].as_array().map_or(0, Vec::len);
+    for path in ["/api/v1/tunnel/connect", "/api/v1/tunnel/disconnect"] {
+        // A valid session and CSRF token: only the role makes the difference.
+        let reply = post_with_session(lan, &base, &session, path);
+        assert_eq!(reply.status, 409, "{path}: {reply:?}");
+        let error = reply.json().expect("json")["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            error.contains("only for a viewing box") && error.contains("disclosing (always_on)"),
+            "{path}: {error}"
+        );
+    }
+    // The same rule on the control socket (`renkei tunnel connect|disconnect`).
+    for command in ["connect", "disconnect"] {
+        let answer = hospital.control(command).expect("control");
+        assert!(
+            answer.starts_with("error: ") && answer.contains("only for a viewing box"),
+            "{command}: {answer}"
+        );
+    }
+    // Nothing was done: no administrator event, and the clinic's page still allows them.
+    let after = hospital.status().expect("status");
+    let administrator_events = after["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .skip(events_before)
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("administrator:"))
+        })
+        .count();
+    assert_eq!(administrator_events, 0, "{after:#}");
+    let clinic = clinic_with_page(&lab);
+    assert_eq!(clinic.status().expect("status")["tunnel_actions"], true);
+}
+
+#[test]
+fn auth1_cross_site_login_is_refused_by_sec_fetch_site() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let clinic = clinic_with_page(&lab);
+    let lan = lab.lan_ns(Node::Clinic);
+    let base = clinic_base();
+    // What a browser sends when another site's page posts the login form: refused before the
+    // password is even looked at (so not counted as a failed login either).
+    for site in ["cross-site", "same-site"] {
+        let reply = post_login(
+            lan,
+            &base,
+            ADMIN_PASSWORD,
+            &["-H", &format!("Sec-Fetch-Site: {site}")],
+        );
+        assert_eq!(reply.status, 403, "{site}: {reply:?}");
+        assert!(reply.header("set-cookie").is_none(), "{site}: {reply:?}");
+    }
+    let null_origin = post_login(lan, &base, ADMIN_PASSWORD, &["-H", "Origin: null"]);
+    assert_eq!(null_origin.status, 403, "{null_origin:?}");
+    // The page's own form (same-origin), a typed URL (none) and curl (no header) log in.
+    for extra in [
+        vec!["-H", "Sec-Fetch-Site: same-origin"],
+        vec!["-H", "Sec-Fetch-Site: none"],
+        vec![],
+    ] {
+        let reply = post_login(lan, &base, ADMIN_PASSWORD, &extra);
+        assert_eq!(reply.status, 303, "{extra:?}: {reply:?}");
+    }
+    let status = clinic.status().expect("status");
+    assert_eq!(status["status_page"]["login_failures"], 0, "{status:#}");
+    assert_eq!(status["status_page"]["logins"], 3, "{status:#}");
+}
+
+/// The `documents` row of a status document's services.
+fn documents_service(document: &Value) -> Value {
+    document["proxy"]["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "documents").cloned())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn ops3_service_bytes_grow_while_a_transfer_is_open_and_a_full_service_says_so() {
+    require_root!();
+    const LEN: u64 = 8 << 20;
+    const HELD_AFTER: u64 = 1 << 20;
+    let lab = Lab::new().expect("lab");
+    let documents = DocumentServer::start(lab.lan_ns(Node::Hospital), DOCUMENT_SERVER_ADDRESS)
+        .expect("document server");
+    let _hub = lab
+        .start(Node::Hub, &lab.full_config(Node::Hub))
+        .expect("hub");
+    let _hospital = lab
+        .start(Node::Hospital, &lab.full_config(Node::Hospital))
+        .expect("hospital");
+    // One connection slot, so one open transfer fills the service.
+    let text = lab
+        .full_config(Node::Clinic)
+        .replace("max_connections = 256\n", "max_connections = 1\n")
+        + &status_toml(&format!("198.18.20.1:{STATUS_PORT}"), "").expect("status");
+    let clinic = lab.start(Node::Clinic, &text).expect("clinic");
+    let lan = lab.lan_ns(Node::Clinic);
+    let base = clinic_base();
+    wait_for_page(lan, &base);
+    let session = login(lan, &base, ADMIN_PASSWORD).expect("login");
+    let api = || {
+        get(lan, &base, &session, "/api/v1/status")
+            .expect("api")
+            .json()
+            .expect("json")
+    };
+    let idle = documents_service(&api());
+    assert_eq!(idle["state"], "listening", "{idle:#}");
+    assert_eq!(
+        (idle["bytes_in"].as_u64(), idle["bytes_out"].as_u64()),
+        (Some(0), Some(0))
+    );
+
+    documents.hold();
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let address = format!(
+        "{}:{}",
+        renkei_lab::lab::LAN_SERVICE_ADDRESS,
+        renkei_lab::lab::SERVICE_PORT
+    );
+    let stream = lan
+        .tcp_connect(&address, Duration::from_secs(10))
+        .expect("viewer connects");
+    let transfer = {
+        let received = std::sync::Arc::clone(&received);
+        std::thread::spawn(move || {
+            renkei_lab::tlstools::fetch_document(stream, LEN, 11, Some(HELD_AFTER), |n| {
+                received.store(n, std::sync::atomic::Ordering::Relaxed)
+            })
+        })
+    };
+    wait_until(Duration::from_secs(30), "the first MiB to arrive", || {
+        (received.load(std::sync::atomic::Ordering::Relaxed) >= HELD_AFTER).then_some(())
+    })
+    .expect("transfer started");
+
+    // Held open: the bytes are on the page before the connection closes.
+    let open = wait_until(Duration::from_secs(15), "the open transfer's bytes", || {
+        let service = documents_service(&api());
+        (service["bytes_out"].as_u64() >= Some(HELD_AFTER)).then_some(service)
+    })
+    .expect("bytes counted while open");
+    assert_eq!(open["active"], 1, "{open:#}");
+    assert_eq!(open["state"], "full", "{open:#}");
+    assert!(open["bytes_in"].as_u64() > Some(0), "the request: {open:#}");
+    let document = api();
+    let records = document["proxy"]["recent_connections"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        records.iter().all(|r| r["service"] != "documents"),
+        "the connection has not closed yet: {records:#?}"
+    );
+    let metrics = get(lan, &base, &session, "/metrics").expect("metrics").body;
+    assert!(
+        sample(
+            &metrics,
+            "renkei_service_sent_bytes_total{service=\"documents\"}"
+        ) >= Some(HELD_AFTER as f64),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "renkei_service_state{service=\"documents\",state=\"full\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    let summary = renkei_status(&clinic, false);
+    assert!(
+        summary.contains(", full\n") && summary.contains("connections: 1 active (max 1)"),
+        "{summary}"
+    );
+    // A second viewer is refused while the slot is taken.
+    let second = lan
+        .tcp_connect(&address, Duration::from_secs(10))
+        .expect("second viewer");
+    let mut byte = [0u8; 1];
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    assert!(matches!((&second).read(&mut byte), Ok(0) | Err(_)));
+
+    documents.release();
+    let fetched = transfer
+        .join()
+        .expect("transfer thread")
+        .expect("transfer completes");
+    assert_eq!(fetched.len, LEN);
+    let closed = wait_until(Duration::from_secs(15), "the connection to close", || {
+        let service = documents_service(&api());
+        (service["active"] == 0).then_some(service)
+    })
+    .expect("closed");
+    assert_eq!(closed["state"], "listening", "{closed:#}");
+    let out = closed["bytes_out"].as_u64().unwrap_or(0);
+    assert!(
+        out >= LEN && out >= open["bytes_out"].as_u64().unwrap_or(u64::MAX),
+        "never decreases and counts the whole document: {closed:#}"
+    );
+    let record = api()["proxy"]["recent_connections"]
+        .as_array()
+        .and_then(|r| {
+            r.iter()
+                .find(|r| r["service"] == "documents" && r["result"] == "ok")
+                .cloned()
+        })
+        .expect("access record");
+    // The live total and the access log agree once the connection closed (the refused second
+    // viewer moved no byte).
+    assert_eq!(record["bytes_out"].as_u64(), Some(out), "{record:#}");
+    assert_eq!(record["bytes_in"], closed["bytes_in"], "{record:#}");
+}
+
+#[test]
+fn ops3_control_socket_is_for_root_and_its_group_only() {
+    require_root!();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let lab = Lab::new().expect("lab");
+    let clinic = lab
+        .start(Node::Clinic, &lab.tunnel_config(Node::Clinic))
+        .expect("clinic");
+    let socket = clinic
+        .runtime_dir
+        .join(renkei::status::control::SOCKET_NAME);
+    let meta = std::fs::metadata(&socket).expect("socket");
+    assert_eq!(meta.mode() & 0o7777, 0o660, "{}", socket.display());
+    // Its group is the daemon's (systemd runs it with Group=renkei).
+    let proc_status =
+        std::fs::read_to_string(format!("/proc/{}/status", clinic.pid().expect("pid")))
+            .expect("proc status");
+    let daemon_gid: u32 = proc_status
+        .lines()
+        .find_map(|l| l.strip_prefix("Gid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|g| g.parse().ok())
+        .expect("effective gid");
+    assert_eq!(meta.gid(), daemon_gid);
+    // Everything up to the socket may be traversed, as a runtime directory readable by the
+    // group is: the socket's own mode is what must keep others out.
+    let mut dir = clinic.runtime_dir.clone();
+    loop {
+        let mode = std::fs::metadata(&dir).expect("dir").permissions().mode();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o011))
+            .expect("chmod");
+        if !dir.pop() || dir.as_os_str() == "/" || dir == std::env::temp_dir() {
+            break;
+        }
+    }
+    let gid = daemon_gid.to_string();
+    let run_as = |groups: &[&str]| {
+        let mut command = std::process::Command::new("setpriv");
+        command.args(["--reuid=65534", "--regid=65534"]);
+        if groups.is_empty() {
+            command.arg("--clear-groups");
+        } else {
+            command.arg(format!("--groups={}", groups.join(",")));
+        }
+        command
+            .arg(renkei_lab::daemon::renkei_bin().expect("bin"))
+            .args(["status", "--config"])
+            .arg(&clinic.config)
+            .output()
+            .expect("setpriv")
+    };
+    let outsider = run_as(&[]);
+    assert!(!outsider.status.success(), "{outsider:?}");
+    let message = String::from_utf8_lossy(&outsider.stderr);
+    assert!(
+        message.contains("Permission denied")
+            && message.contains("control socket is for root and the daemon's group"),
+        "{message}"
+    );
+    assert!(outsider.stdout.is_empty(), "{outsider:?}");
+    // The same unprivileged user in the socket's group reads the status.
+    let member = run_as(&[&gid]);
+    assert!(member.status.success(), "{member:?}");
+    assert!(
+        String::from_utf8_lossy(&member.stdout).contains("facility: lab clinic (viewing)"),
+        "{member:?}"
+    );
+    // And root, as always.
+    assert!(renkei_status(&clinic, false).contains("facility: lab clinic (viewing)"));
+}
+
+#[test]
+fn ops3_a_pushed_service_waits_for_its_address_then_listens() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let operator = Operator::new(&lab).expect("operator");
+    let _hub = lab
+        .start(Node::Hub, &lab.full_config(Node::Hub))
+        .expect("hub");
+    let v1 =
+        lab.full_config(Node::Hospital) + &operator.management_toml(Node::Hospital, 600, false);
+    let hospital = lab.start(Node::Hospital, &v1).expect("hospital");
+    wait_until(Duration::from_secs(15), "the hospital's tunnel", || {
+        (hospital.peer("dc").ok()?["state"] == "up").then_some(())
+    })
+    .expect("tunnel up");
+    // v2 adds an outbound service on a LAN address the box does not have yet.
+    const NEW_ADDRESS: &str = "198.18.10.5";
+    let v2 = v1.replace("version = 1\n", "version = 2\n")
+        + &service_toml(
+            "lan-portal",
+            "outbound",
+            &format!("{NEW_ADDRESS}:9443"),
+            &format!("{}:8443", Node::Hub.tunnel_address()),
+            Peer::ServerName(Node::Hub.tls_name()),
+        );
+    let signed = operator
+        .write_signed("hospital-v2.toml", &v2, None)
+        .expect("sign");
+    let service = |document: &Value| {
+        document["proxy"]["services"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == "lan-portal").cloned())
+    };
+    std::thread::scope(|scope| {
+        let push = scope.spawn(|| operator.push(&lab, Node::Hospital, &signed));
+        let waiting = wait_until(
+            Duration::from_secs(8),
+            "the new service to wait for its address",
+            || {
+                let entry = service(&hospital.status().ok()?)?;
+                (entry["state"] == "waiting_for_address").then_some(entry)
+            },
+        )
+        .expect("waiting_for_address while the address is missing");
+        assert_eq!(waiting["listen"], format!("{NEW_ADDRESS}:9443"));
+        let summary = renkei_status(&hospital, false);
+        assert!(
+            summary.contains("service: lan-portal outbound")
+                && summary.contains("waiting for address"),
+            "{summary}"
+        );
+        // The address appears (an installer adds it): the bind retry picks it up.
+        lab.ns(Node::Hospital)
+            .ip(&["addr", "add", &format!("{NEW_ADDRESS}/24"), "dev", "lan0"])
+            .expect("address");
+        let pushed = push.join().expect("push thread").expect("push");
+        assert!(pushed.success, "{}", pushed.output);
+        assert_eq!(pushed.answers[0]["state"], "pending", "{}", pushed.output);
+    });
+    let listening = service(&hospital.status().expect("status")).expect("service");
+    assert_eq!(listening["state"], "listening", "{listening:#}");
+    lab.lan_ns(Node::Hospital)
+        .tcp_connect(&format!("{NEW_ADDRESS}:9443"), Duration::from_secs(5))
+        .expect("it accepts connections");
 }

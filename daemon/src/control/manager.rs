@@ -25,6 +25,8 @@ pub struct Version {
     pub signer: Option<String>,
     /// The operator identity that pushed it.
     pub pushed_by: Option<String>,
+    /// When it was pushed (unix seconds), when known.
+    pub pushed_at_unix: Option<u64>,
     /// When it was applied or confirmed (unix seconds), when known.
     pub since_unix: Option<u64>,
 }
@@ -81,6 +83,8 @@ pub struct ConfigSnapshot {
     pub signer: Option<String>,
     /// The operator identity that pushed it.
     pub pushed_by: Option<String>,
+    /// When it was pushed (unix seconds), when known.
+    pub pushed_at_unix: Option<u64>,
     /// When it was applied or confirmed (unix seconds).
     pub since_unix: Option<u64>,
     /// `confirmed` or `pending`.
@@ -116,6 +120,7 @@ impl Manager {
                 bytes,
                 signer: record.as_ref().map(|r| r.signer.clone()),
                 pushed_by: record.as_ref().map(|r| r.pushed_by.clone()),
+                pushed_at_unix: record.as_ref().and_then(|r| r.pushed_at_unix),
                 since_unix: record.as_ref().map(|r| r.confirmed_at_unix),
             },
             files,
@@ -178,6 +183,7 @@ impl Manager {
                 bytes: accepted.bytes,
                 signer: Some(accepted.signer),
                 pushed_by: Some(pushed_by.to_string()),
+                pushed_at_unix: Some(now),
                 since_unix: Some(now),
             },
             record: record.clone(),
@@ -208,6 +214,7 @@ impl Manager {
             signer: pending.record.signer.clone(),
             pushed_by: pending.record.pushed_by.clone(),
             confirmed_at_unix: now,
+            pushed_at_unix: Some(pending.record.applied_at_unix),
         })?;
         let Some(pending) = self.pending.take() else {
             return Err(ConfirmError::NothingPending(
@@ -273,6 +280,7 @@ impl Manager {
             description: version.config.meta.description.clone(),
             signer: version.signer.clone(),
             pushed_by: version.pushed_by.clone(),
+            pushed_at_unix: version.pushed_at_unix,
             since_unix: version.since_unix,
             state,
             previous_version: pending.map(|p| p.previous_version),

@@ -70,6 +70,9 @@ pub struct ConfirmedRecord {
     pub pushed_by: String,
     /// When it was confirmed (unix seconds).
     pub confirmed_at_unix: u64,
+    /// When it was pushed (unix seconds); absent in records written before it was kept.
+    #[serde(default)]
+    pub pushed_at_unix: Option<u64>,
 }
 
 /// What start-up recovery did.
@@ -293,11 +296,17 @@ mod tests {
                 signer: "k".into(),
                 pushed_by: "op".into(),
                 confirmed_at_unix: 1,
+                pushed_at_unix: Some(0),
             })
             .expect("confirm");
         assert_eq!(files.recover().expect("recover"), None);
         assert_eq!(fs::read(files.config_path()).expect("read"), b"v2");
         assert_eq!(files.confirmed_record(b"v2").map(|r| r.version), Some(2));
+        assert_eq!(
+            files.confirmed_record(b"v2").and_then(|r| r.pushed_at_unix),
+            Some(0),
+            "the push time is kept across restarts"
+        );
         assert_eq!(files.confirmed_record(b"v3"), None);
     }
 

@@ -2,17 +2,19 @@
 //! included, sent to journald as structured fields and kept in a small ring for the status page;
 //! plus the per-service counters the status document shows.
 //!
-//! Records are written once, when a connection ends; nothing here touches sockets.
+//! Records are written once, when a connection ends; byte totals grow live while connections
+//! are open (through [`LiveBytes`]). Nothing here touches sockets.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
 
+use super::splice::LiveBytes;
 use crate::config::{Direction, ServiceConfig};
 
 /// How many recent records the status page keeps (older ones are only in journald).
@@ -176,33 +178,97 @@ impl AccessLog {
     }
 }
 
-/// Live counters of one service, updated as connections open and close.
+/// What a service is doing, as the status page and `renkei status` show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    /// Its listener is being bound (an instant, normally).
+    Starting,
+    /// Its listen address does not exist yet (the tunnel address before the tunnel interface is
+    /// configured); binding is retried for [`super::BIND_RETRY_SECS`].
+    WaitingForAddress,
+    /// Accepting connections.
+    Listening,
+    /// Accepting, but `max_connections` are open: new connections are refused.
+    Full,
+    /// Removed or changed by a new config, or the daemon is stopping: no longer accepting; its
+    /// open connections run to their end (it disappears once they have).
+    Stopped,
+}
+
+impl ServiceState {
+    /// The name used in the status document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Starting => "starting",
+            ServiceState::WaitingForAddress => "waiting_for_address",
+            ServiceState::Listening => "listening",
+            ServiceState::Full => "full",
+            ServiceState::Stopped => "stopped",
+        }
+    }
+}
+
+/// The listener's side of [`ServiceState`] (`Full` is read from the connection limit instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ListenerPhase {
+    /// Being bound.
+    Starting = 0,
+    /// Bind retried: the address does not exist yet.
+    WaitingForAddress = 1,
+    /// Accepting.
+    Listening = 2,
+    /// No longer accepting.
+    Stopped = 3,
+}
+
+/// Live counters of one service, updated as connections open and close (bytes as they flow).
 #[derive(Debug, Default)]
 pub struct ServiceCounters {
+    phase: AtomicU8,
     active: AtomicU64,
     total: AtomicU64,
     refused: AtomicU64,
     errors: AtomicU64,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
+    bytes: LiveBytes,
     last_error: Mutex<Option<String>>,
     /// Completed TLS handshakes by (version, suite), for the metrics.
     tls_handshakes: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl ServiceCounters {
+    /// Records what the listener is doing.
+    pub fn set_phase(&self, phase: ListenerPhase) {
+        self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    /// What the listener is doing.
+    pub fn phase(&self) -> ListenerPhase {
+        match self.phase.load(Ordering::Relaxed) {
+            0 => ListenerPhase::Starting,
+            1 => ListenerPhase::WaitingForAddress,
+            2 => ListenerPhase::Listening,
+            _ => ListenerPhase::Stopped,
+        }
+    }
+
+    /// The counters every splice of this service adds to while it copies (`a` is always the
+    /// connecting peer: a-to-b is `bytes_in`).
+    pub fn live_bytes(&self) -> &LiveBytes {
+        &self.bytes
+    }
+
     /// Counts an accepted connection (refused ones too); `closed` must follow.
     pub fn opened(&self) {
         self.total.fetch_add(1, Ordering::Relaxed);
         self.active.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts the end of a connection from its record.
+    /// Counts the end of a connection from its record (its bytes were counted as they flowed,
+    /// through [`ServiceCounters::live_bytes`]).
     pub fn closed(&self, record: &AccessRecord) {
         self.active.fetch_sub(1, Ordering::Relaxed);
-        self.bytes_in.fetch_add(record.bytes_in, Ordering::Relaxed);
-        self.bytes_out
-            .fetch_add(record.bytes_out, Ordering::Relaxed);
         let problem = match &record.result {
             ConnectionResult::Ok => return,
             ConnectionResult::Refused(_) => {
@@ -237,11 +303,25 @@ impl ServiceCounters {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// A serializable copy for the status document.
-    pub fn snapshot(&self, service: &ServiceConfig, listen: SocketAddr) -> ServiceSnapshot {
+    /// A serializable copy for the status document; `full` tells whether every connection slot
+    /// is taken.
+    pub fn snapshot(
+        &self,
+        service: &ServiceConfig,
+        listen: SocketAddr,
+        full: bool,
+    ) -> ServiceSnapshot {
+        let state = match self.phase() {
+            ListenerPhase::Starting => ServiceState::Starting,
+            ListenerPhase::WaitingForAddress => ServiceState::WaitingForAddress,
+            ListenerPhase::Listening if full => ServiceState::Full,
+            ListenerPhase::Listening => ServiceState::Listening,
+            ListenerPhase::Stopped => ServiceState::Stopped,
+        };
         ServiceSnapshot {
             name: service.name.clone(),
             direction: service.direction,
+            state,
             listen,
             target: service.target.clone(),
             max_connections: service.max_connections,
@@ -249,8 +329,8 @@ impl ServiceCounters {
             total: self.total.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
-            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            bytes_in: self.bytes.a_to_b(),
+            bytes_out: self.bytes.b_to_a(),
             last_error: self
                 .last_error
                 .lock()
@@ -289,7 +369,9 @@ pub struct ServiceSnapshot {
     pub name: String,
     /// outbound or inbound.
     pub direction: Direction,
-    /// The address actually bound.
+    /// listening, full, starting, waiting_for_address or stopped.
+    pub state: ServiceState,
+    /// The address actually bound (the configured one until it is bound).
     pub listen: SocketAddr,
     /// Where connections go.
     pub target: String,
@@ -303,9 +385,9 @@ pub struct ServiceSnapshot {
     pub refused: u64,
     /// Connections that failed after being accepted.
     pub errors: u64,
-    /// Bytes from peers to the target, of closed connections.
+    /// Bytes from peers to the target since start, open connections included (never decreases).
     pub bytes_in: u64,
-    /// Bytes from the target to peers, of closed connections.
+    /// Bytes from the target to peers since start, open connections included (never decreases).
     pub bytes_out: u64,
     /// The RESULT of the last refused or failed connection.
     pub last_error: Option<String>,
@@ -407,6 +489,25 @@ mod tests {
         counters.opened();
         counters.opened();
         assert_eq!(counters.active(), 2);
+        // Bytes count while the connection is open, not only when it closes.
+        counters
+            .live_bytes()
+            .add(crate::proxy::splice::Side::AToB, 10);
+        counters
+            .live_bytes()
+            .add(crate::proxy::splice::Side::BToA, 20);
+        let open = counters.snapshot(&service(), peer, false);
+        assert_eq!((open.active, open.bytes_in, open.bytes_out), (2, 10, 20));
+        assert_eq!(open.state, ServiceState::Starting);
+        counters.set_phase(ListenerPhase::Listening);
+        assert_eq!(
+            counters.snapshot(&service(), peer, false).state,
+            ServiceState::Listening
+        );
+        assert_eq!(
+            counters.snapshot(&service(), peer, true).state,
+            ServiceState::Full
+        );
         let mut ok = AccessRecord::begin(&service(), peer);
         ok.bytes_in = 10;
         ok.bytes_out = 20;
@@ -414,7 +515,7 @@ mod tests {
         let mut refused = AccessRecord::begin(&service(), peer);
         refused.result = ConnectionResult::refused("limit");
         counters.closed(&refused);
-        let snap = counters.snapshot(&service(), peer);
+        let snap = counters.snapshot(&service(), peer, false);
         assert_eq!(
             (
                 snap.active,

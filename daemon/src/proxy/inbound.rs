@@ -90,7 +90,14 @@ pub(super) async fn handle(peer: TcpStream, connection: &mut Connection, service
 
     let mut lan = lan;
     let limits = service.splice_limits();
-    let outcome = splice::splice(&mut tls, &mut lan, limits, service.stopped()).await;
+    let outcome = splice::splice_counted(
+        &mut tls,
+        &mut lan,
+        limits,
+        service.stopped(),
+        service.counters.live_bytes(),
+    )
+    .await;
     if must_reset(&outcome.end) {
         reset_on_drop(tls.get_ref().0.get_ref());
         reset_on_drop(&lan);

@@ -30,8 +30,8 @@ use crate::ratelimit::LogGate;
 use crate::tls::CredentialStore;
 use crate::tunnel::TunnelHandle;
 pub use accesslog::{
-    AccessLog, AccessRecord, ConnectionResult, ServiceCounters, ServiceSnapshot, TlsHandshakeCount,
-    ACCESS_LOG_RING_RECORDS,
+    AccessLog, AccessRecord, ConnectionResult, ListenerPhase, ServiceCounters, ServiceSnapshot,
+    ServiceState, TlsHandshakeCount, ACCESS_LOG_RING_RECORDS,
 };
 use splice::{Side, SpliceEnd, SpliceLimits, SpliceOutcome};
 
@@ -197,6 +197,10 @@ struct RunningService {
 /// The running services of one box.
 pub struct Services {
     running: Vec<RunningService>,
+    /// Services being bound (shown as starting or waiting for their address).
+    starting: Vec<(Arc<ServiceContext>, SocketAddr)>,
+    /// Services a config removed or changed whose connections are still open (shown as stopped).
+    draining: Vec<(Arc<ServiceContext>, SocketAddr)>,
     status: ProxyStatus,
     stop: watch::Sender<bool>,
     stop_rx: watch::Receiver<bool>,
@@ -225,7 +229,15 @@ impl ProxyStatus {
         ProxySnapshot {
             services: services
                 .iter()
-                .map(|(context, listen)| context.counters.snapshot(&context.config, *listen))
+                .filter(|(context, _)| {
+                    // A stopped service is shown only while it still has open connections.
+                    context.counters.phase() != ListenerPhase::Stopped
+                        || context.counters.active() > 0
+                })
+                .map(|(context, listen)| {
+                    let full = context.limit.available_permits() == 0;
+                    context.counters.snapshot(&context.config, *listen, full)
+                })
                 .collect(),
             recent_connections: self.log.recent(),
         }
@@ -254,6 +266,8 @@ impl Services {
         let (stop, stop_rx) = watch::channel(false);
         let mut started = Services {
             running: Vec::new(),
+            starting: Vec::new(),
+            draining: Vec::new(),
             status: ProxyStatus {
                 services: Arc::new(RwLock::new(Arc::new(Vec::new()))),
                 log: Arc::new(AccessLog::new()),
@@ -284,12 +298,14 @@ impl Services {
                 tracing::info!(service = %service.context.config.name, "service removed or changed; it stops accepting");
                 service.accept.abort();
                 let _ = service.accept.await;
+                service.context.counters.set_phase(ListenerPhase::Stopped);
+                self.draining.push((service.context, service.listen));
             }
         }
         self.running = kept;
         self.publish();
 
-        let mut prepared = Vec::new();
+        let mut starting = Vec::new();
         for config in services {
             if self.running.iter().any(|s| s.context.config == *config) {
                 continue;
@@ -298,14 +314,6 @@ impl Services {
                 Direction::Outbound => Kind::Outbound(outbound::Target::from_config(config)?),
                 Direction::Inbound => Kind::Inbound,
             };
-            prepared.push((config, kind));
-        }
-        let mut listeners = Vec::with_capacity(prepared.len());
-        for (config, _) in &prepared {
-            listeners.push(bind(config).await?);
-        }
-        for ((config, kind), listener) in prepared.into_iter().zip(listeners) {
-            let listen = listener.local_addr().unwrap_or(config.listen);
             let context = Arc::new(ServiceContext {
                 config: config.clone(),
                 kind,
@@ -317,6 +325,40 @@ impl Services {
                 stop: self.stop_rx.clone(),
                 tracker: Arc::clone(&self.tracker),
             });
+            starting.push((context, config.listen));
+        }
+        self.starting = starting;
+        // The status document shows them while they are bound (a tunnel address may take a
+        // moment to appear).
+        self.publish();
+        let mut listeners = Vec::with_capacity(self.starting.len());
+        for (context, _) in &self.starting {
+            let counters = Arc::clone(&context.counters);
+            let bound = bind_retrying_with(context.config.listen, || {
+                counters.set_phase(ListenerPhase::WaitingForAddress)
+            })
+            .await
+            .map_err(|source| ProxyError::Bind {
+                service: context.config.name.clone(),
+                address: context.config.listen,
+                source,
+            });
+            match bound {
+                Ok(listener) => listeners.push(listener),
+                Err(err) => {
+                    self.starting.clear();
+                    self.publish();
+                    return Err(err);
+                }
+            }
+        }
+        for ((context, configured), listener) in std::mem::take(&mut self.starting)
+            .into_iter()
+            .zip(listeners)
+        {
+            let config = &context.config;
+            let listen = listener.local_addr().unwrap_or(configured);
+            context.counters.set_phase(ListenerPhase::Listening);
             tracing::info!(
                 service = %config.name,
                 direction = config.direction.as_str(),
@@ -342,11 +384,17 @@ impl Services {
         Ok(())
     }
 
-    fn publish(&self) {
+    /// Replaces the list the status document reads: running services in config order, then
+    /// the ones being bound, then stopped ones whose connections are still open.
+    fn publish(&mut self) {
+        self.draining
+            .retain(|(context, _)| context.counters.active() > 0);
         let list: ServiceList = Arc::new(
             self.running
                 .iter()
                 .map(|s| (Arc::clone(&s.context), s.listen))
+                .chain(self.starting.iter().cloned())
+                .chain(self.draining.iter().cloned())
                 .collect(),
         );
         *self
@@ -395,6 +443,7 @@ impl Services {
     pub async fn shutdown_within(mut self, drain: Duration) {
         for service in &self.running {
             service.accept.abort();
+            service.context.counters.set_phase(ListenerPhase::Stopped);
         }
         for service in &mut self.running {
             // Cancelled on purpose; awaiting makes sure the listener is closed.
@@ -426,20 +475,15 @@ impl Drop for Services {
     }
 }
 
-/// Binds one service's listener, retrying while the address does not exist yet.
-async fn bind(config: &ServiceConfig) -> Result<TcpListener, ProxyError> {
-    bind_retrying(config.listen)
-        .await
-        .map_err(|source| ProxyError::Bind {
-            service: config.name.clone(),
-            address: config.listen,
-            source,
-        })
-}
-
 /// Binds `address`, retrying for [`BIND_RETRY_SECS`] while it does not exist yet (a tunnel
 /// address appears only once the tunnel interface is configured, or again after a restart).
 pub(crate) async fn bind_retrying(address: SocketAddr) -> io::Result<TcpListener> {
+    bind_retrying_with(address, || {}).await
+}
+
+/// [`bind_retrying`] that calls `waiting` before each retry, so the status can say why the
+/// service is not listening yet.
+async fn bind_retrying_with(address: SocketAddr, waiting: impl Fn()) -> io::Result<TcpListener> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(BIND_RETRY_SECS);
     loop {
         match TcpListener::bind(address).await {
@@ -448,6 +492,7 @@ pub(crate) async fn bind_retrying(address: SocketAddr) -> io::Result<TcpListener
                 if err.raw_os_error() == Some(libc::EADDRNOTAVAIL)
                     && tokio::time::Instant::now() + BIND_RETRY_INTERVAL < deadline =>
             {
+                waiting();
                 tokio::time::sleep(BIND_RETRY_INTERVAL).await;
             }
             Err(err) => return Err(err),

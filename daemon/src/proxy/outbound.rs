@@ -110,7 +110,14 @@ pub(super) async fn handle(
 
     let (mut client, mut tls) = (client, tls);
     let limits = service.splice_limits();
-    let outcome = splice::splice(&mut client, &mut tls, limits, service.stopped()).await;
+    let outcome = splice::splice_counted(
+        &mut client,
+        &mut tls,
+        limits,
+        service.stopped(),
+        service.counters.live_bytes(),
+    )
+    .await;
     if must_reset(&outcome.end) {
         reset_on_drop(&client);
         reset_on_drop(tls.get_ref().0.get_ref());

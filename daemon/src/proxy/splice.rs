@@ -74,6 +74,36 @@ pub struct SpliceOutcome {
     pub end: SpliceEnd,
 }
 
+/// Byte counters that splices add to while they copy, so that a service's totals include its
+/// open connections (a long transfer shows on the status page before it ends). Only ever
+/// incremented: totals built on them are monotonic.
+#[derive(Debug, Default)]
+pub struct LiveBytes {
+    a_to_b: AtomicU64,
+    b_to_a: AtomicU64,
+}
+
+impl LiveBytes {
+    /// Bytes delivered from `a` to `b` so far, over every splice counted here.
+    pub fn a_to_b(&self) -> u64 {
+        self.a_to_b.load(Ordering::Relaxed)
+    }
+
+    /// Bytes delivered from `b` to `a` so far, over every splice counted here.
+    pub fn b_to_a(&self) -> u64 {
+        self.b_to_a.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` bytes delivered in direction `side`.
+    pub fn add(&self, side: Side, n: u64) {
+        let counter = match side {
+            Side::AToB => &self.a_to_b,
+            Side::BToA => &self.b_to_a,
+        };
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 /// Last-activity clock shared by both directions and the idle watchdog.
 struct Activity {
     start: Instant,
@@ -100,6 +130,23 @@ where
     B: AsyncRead + AsyncWrite + Send,
     S: Future<Output = ()>,
 {
+    splice_counted(a, b, limits, stop, &LiveBytes::default()).await
+}
+
+/// [`splice`] that also adds every delivered byte to `live` as it goes (a service's totals),
+/// not only to the outcome at the end.
+pub async fn splice_counted<A, B, S>(
+    a: A,
+    b: B,
+    limits: SpliceLimits,
+    stop: S,
+    live: &LiveBytes,
+) -> SpliceOutcome
+where
+    A: AsyncRead + AsyncWrite + Send,
+    B: AsyncRead + AsyncWrite + Send,
+    S: Future<Output = ()>,
+{
     let (a_read, a_write) = tokio::io::split(a);
     let (b_read, b_write) = tokio::io::split(b);
     let a_to_b = AtomicU64::new(0);
@@ -114,7 +161,7 @@ where
         a_read,
         b_write,
         buffer_bytes,
-        &a_to_b,
+        Counters { own: &a_to_b, live },
         &activity,
         Side::AToB,
     );
@@ -122,7 +169,7 @@ where
         b_read,
         a_write,
         buffer_bytes,
-        &b_to_a,
+        Counters { own: &b_to_a, live },
         &activity,
         Side::BToA,
     );
@@ -169,13 +216,19 @@ where
     }
 }
 
+/// Where one direction counts what it delivered: its own total and the shared live one.
+struct Counters<'a> {
+    own: &'a AtomicU64,
+    live: &'a LiveBytes,
+}
+
 /// One direction: read into one buffer, write it all (and flush, so TLS records leave at once),
 /// repeat; on EOF shut the writer down.
 async fn copy_one_way<R, W>(
     mut reader: ReadHalf<R>,
     mut writer: WriteHalf<W>,
     buffer_bytes: usize,
-    counter: &AtomicU64,
+    counters: Counters<'_>,
     activity: &Activity,
     side: Side,
 ) -> Result<(), (Side, io::Error)>
@@ -197,7 +250,8 @@ where
                 return Err((side, io::ErrorKind::WriteZero.into()));
             }
             chunk = chunk.get(written..).unwrap_or_default();
-            counter.fetch_add(written as u64, Ordering::Relaxed);
+            counters.own.fetch_add(written as u64, Ordering::Relaxed);
+            counters.live.add(side, written as u64);
             activity.touch();
         }
         writer.flush().await.map_err(|e| (side, e))?;
@@ -428,6 +482,35 @@ mod tests {
         let mut rest = Vec::new();
         assert_eq!(b.read_to_end(&mut rest).await.expect("b EOF"), 0);
         assert_eq!(a.read_to_end(&mut rest).await.expect("a EOF"), 0);
+    }
+
+    #[tokio::test]
+    async fn live_counts_grow_while_the_splice_is_open() {
+        let (mut a, a_inner) = duplex(1024);
+        let (b_inner, mut b) = duplex(1024);
+        let live = std::sync::Arc::new(LiveBytes::default());
+        let splicer = tokio::spawn({
+            let live = std::sync::Arc::clone(&live);
+            async move { splice_counted(a_inner, b_inner, limits(WAIT), pending::<()>(), &live).await }
+        });
+        a.write_all(b"request").await.expect("write");
+        let mut got = [0u8; 7];
+        b.read_exact(&mut got).await.expect("read");
+        b.write_all(b"ans").await.expect("write");
+        let mut answer = [0u8; 3];
+        a.read_exact(&mut answer).await.expect("read");
+        // Both directions are counted before the connection ends.
+        assert_eq!((live.a_to_b(), live.b_to_a()), (7, 3));
+        assert!(!splicer.is_finished());
+        drop((a, b));
+        let outcome = tokio::time::timeout(WAIT, splicer)
+            .await
+            .expect("ends")
+            .expect("task");
+        assert_eq!(
+            (outcome.a_to_b, outcome.b_to_a),
+            (live.a_to_b(), live.b_to_a())
+        );
     }
 
     #[tokio::test]

@@ -1,8 +1,10 @@
-//! The local control socket behind `renkei status`: `<runtime_dir>/control.sock`, mode 0660, so
-//! only root and the `renkei` group can use it.
+//! The local control socket behind `renkei status`: `<runtime_dir>/control.sock`, mode 0660 and
+//! owned by the daemon's user and group (`renkei` under systemd), so only root and members of
+//! that group can use it.
 //!
 //! Protocol: one request line, one answer. `status` answers the status document as one JSON
-//! line; `connect` and `disconnect` (on-demand boxes) answer `ok` or `error: ...`. Anything else
+//! line; `connect` and `disconnect` answer `ok` or `error: ...` (refused on a box that is not a
+//! viewing box with an on-demand tunnel). Anything else
 //! answers `error: unknown command`.
 
 use std::os::unix::fs::PermissionsExt;
@@ -85,18 +87,22 @@ async fn answer(stream: UnixStream, source: &StatusSource) -> std::io::Result<()
     BufReader::new(read.take(MAX_REQUEST_BYTES))
         .read_line(&mut line)
         .await?;
-    let reply = match line.trim() {
+    let command = line.trim();
+    let reply = match command {
         "status" => {
             serde_json::to_string(&source.document()).unwrap_or_else(|e| format!("error: {e}"))
         }
-        "connect" => match source.tunnel().connect_now().await {
-            Ok(()) => "ok".to_string(),
-            Err(e) => format!("error: {e}"),
+        "connect" | "disconnect" => match source.check_tunnel_actions() {
+            Err(reason) => format!("error: {reason}"),
+            Ok(()) if command == "connect" => match source.tunnel().connect_now().await {
+                Ok(()) => "ok".to_string(),
+                Err(e) => format!("error: {e}"),
+            },
+            Ok(()) => {
+                source.tunnel().disconnect().await;
+                "ok".to_string()
+            }
         },
-        "disconnect" => {
-            source.tunnel().disconnect().await;
-            "ok".to_string()
-        }
         _ => "error: unknown command".to_string(),
     };
     write.write_all(reply.as_bytes()).await?;
@@ -108,9 +114,15 @@ pub fn request(runtime_dir: &Path, command: &str) -> std::io::Result<String> {
     use std::io::{BufRead, Write};
     let path = runtime_dir.join(SOCKET_NAME);
     let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            " (the control socket is for root and the daemon's group, renkei: run as root, or \
+             add this user to that group)"
+        } else {
+            ""
+        };
         std::io::Error::new(
             e.kind(),
-            format!("cannot reach the daemon at {}: {e}", path.display()),
+            format!("cannot reach the daemon at {}: {e}{hint}", path.display()),
         )
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;

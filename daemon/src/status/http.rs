@@ -699,9 +699,17 @@ pub fn session_cookie(headers: &hyper::HeaderMap) -> Option<String> {
         .filter(|v| !v.is_empty() && v.len() <= 128)
 }
 
-/// A POST from another site's page is refused: when the browser names the origin, it must be
-/// this server's.
+/// A POST from another site's page is refused: when the browser says where the request comes
+/// from, it must be this server. `Sec-Fetch-Site` (sent by every current browser, and not
+/// settable by a page) must be `same-origin` or `none` (typed or bookmarked); `Origin`, when
+/// present, must name this server. A client that sends neither (curl, scripts) is not a browser
+/// that another site could drive, and passes.
 fn same_origin(request: &Request<Incoming>, https: bool) -> bool {
+    if let Some(site) = request.headers().get("sec-fetch-site") {
+        if !matches!(site.to_str(), Ok("same-origin" | "none")) {
+            return false;
+        }
+    }
     let Some(origin) = request.headers().get(header::ORIGIN) else {
         return true;
     };
@@ -963,6 +971,9 @@ impl Site for PageSite {
                 };
                 if !Self::csrf_ok(&request, &s) || !same_origin(&request, self.https) {
                     return json_error(StatusCode::FORBIDDEN, "missing or wrong CSRF token");
+                }
+                if let Err(reason) = self.source.check_tunnel_actions() {
+                    return json_error(StatusCode::CONFLICT, &reason);
                 }
                 let action = if path.ends_with("connect") && !path.ends_with("disconnect") {
                     "connect"

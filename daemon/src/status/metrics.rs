@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 
 use super::StatusDocument;
+use crate::proxy::ServiceState;
 use crate::tunnel::policy::LinkState;
 
 /// The content type Prometheus expects for the text format.
@@ -17,6 +18,14 @@ const LINK_STATES: [LinkState; 4] = [
     LinkState::Idle,
     LinkState::Connecting,
     LinkState::Down,
+];
+
+const SERVICE_STATES: [ServiceState; 5] = [
+    ServiceState::Starting,
+    ServiceState::WaitingForAddress,
+    ServiceState::Listening,
+    ServiceState::Full,
+    ServiceState::Stopped,
 ];
 
 /// Escapes a label value: backslash, double quote and line feed.
@@ -229,6 +238,20 @@ pub fn render(doc: &StatusDocument) -> String {
     }
     let mut f = Family::new(
         o,
+        "renkei_service_state",
+        "gauge",
+        "What a service is doing: 1 for the current state, 0 for the others.",
+    );
+    for s in services {
+        for state in SERVICE_STATES {
+            f.sample(
+                &[("service", &s.name), ("state", state.as_str())],
+                u8::from(s.state == state),
+            );
+        }
+    }
+    let mut f = Family::new(
+        o,
         "renkei_service_max_connections",
         "gauge",
         "Configured concurrent connection limit.",
@@ -391,6 +414,7 @@ mod document_tests {
                 description: None,
                 signer: None,
                 pushed_by: None,
+                pushed_at_unix: None,
                 sha256: None,
                 state: "pending",
                 applied_at_unix: None,
@@ -422,6 +446,7 @@ mod document_tests {
                     send_errors: 0,
                 },
             },
+            tunnel_actions: false,
             proxy: None,
             certificates: Vec::new(),
             events: Vec::new(),

@@ -46,6 +46,10 @@ pub struct StatusDocument {
     pub uptime_secs: u64,
     /// The tunnel.
     pub tunnel: TunnelSnapshot,
+    /// Whether the administrator may bring the tunnel up and down by hand (connect now,
+    /// disconnect): only on a viewing box with an on-demand tunnel. The page shows the buttons
+    /// only then, and the server refuses the requests otherwise.
+    pub tunnel_actions: bool,
     /// Proxied services and the recent access log; absent when the box runs no services.
     pub proxy: Option<ProxySnapshot>,
     /// Every certificate in use (box chain, operator CA) with days to expiry counted now, not
@@ -74,8 +78,11 @@ pub struct ConfigState {
     pub description: Option<String>,
     /// Fingerprint of the operator key that signed it; `None` for a local file.
     pub signer: Option<String>,
-    /// The operator identity (client certificate) that pushed it.
+    /// The operator identity (client certificate) that pushed it: who, where `signer` is only
+    /// which key.
     pub pushed_by: Option<String>,
+    /// When it was pushed (seconds since the Unix epoch); `None` for a local file.
+    pub pushed_at_unix: Option<u64>,
     /// SHA-256 of the config file's bytes, to compare with the operator's copy.
     pub sha256: Option<String>,
     /// `confirmed` or `pending`.
@@ -108,6 +115,7 @@ impl ConfigState {
             description: config.meta.description.clone(),
             signer: None,
             pushed_by: None,
+            pushed_at_unix: None,
             sha256: None,
             state: "confirmed",
             applied_at_unix: Some(unix_now()),
@@ -122,6 +130,7 @@ impl ConfigState {
             description: snapshot.description.clone(),
             signer: snapshot.signer.clone(),
             pushed_by: snapshot.pushed_by.clone(),
+            pushed_at_unix: snapshot.pushed_at_unix,
             sha256: Some(snapshot.sha256.clone()),
             state: snapshot.state,
             applied_at_unix: snapshot.since_unix,
@@ -168,6 +177,7 @@ pub fn csr_file_for(private_key_file: &Path) -> std::path::PathBuf {
 pub struct StatusSource {
     facility: String,
     role: &'static str,
+    tunnel_actions: bool,
     started: std::time::Instant,
     tunnel: TunnelHandle,
     proxy: Option<ProxyStatus>,
@@ -184,6 +194,8 @@ impl StatusSource {
         StatusSource {
             facility: config.facility.name.clone(),
             role: config.facility.role.as_str(),
+            tunnel_actions: config.facility.role == crate::config::Role::Viewing
+                && config.policy_mode() == crate::config::PolicyMode::OnDemand,
             started: std::time::Instant::now(),
             tunnel,
             proxy: None,
@@ -257,6 +269,7 @@ impl StatusSource {
             version: env!("CARGO_PKG_VERSION"),
             uptime_secs: self.started.elapsed().as_secs(),
             tunnel: self.tunnel.snapshot(),
+            tunnel_actions: self.tunnel_actions,
             proxy: self.proxy.as_ref().map(ProxyStatus::snapshot),
             certificates: self.certificates(),
             events: self
@@ -294,6 +307,21 @@ impl StatusSource {
     /// The tunnel, for the control commands.
     pub fn tunnel(&self) -> &TunnelHandle {
         &self.tunnel
+    }
+
+    /// `Err` with the reason when the administrator may not connect or disconnect the tunnel
+    /// by hand: a hub or disclosing box keeps its tunnel always on, and a button there would
+    /// only tear down sessions the policy brings straight back.
+    pub fn check_tunnel_actions(&self) -> Result<(), String> {
+        if self.tunnel_actions {
+            Ok(())
+        } else {
+            Err(format!(
+                "connect and disconnect are only for a viewing box with an on-demand tunnel; this box is {} ({})",
+                self.role,
+                self.tunnel.snapshot().policy
+            ))
+        }
     }
 }
 
@@ -389,11 +417,12 @@ pub fn summary(document: &serde_json::Value) -> String {
         for service in services {
             let _ = writeln!(
                 out,
-                "\nservice: {} {} {} -> {}",
+                "\nservice: {} {} {} -> {}, {}",
                 text(&service["name"]),
                 text(&service["direction"]),
                 text(&service["listen"]),
-                text(&service["target"])
+                text(&service["target"]),
+                text(&service["state"]).replace('_', " ")
             );
             let _ = writeln!(
                 out,
@@ -406,7 +435,7 @@ pub fn summary(document: &serde_json::Value) -> String {
             );
             let _ = writeln!(
                 out,
-                "  transfer: {} B in, {} B out",
+                "  transfer: {} B in, {} B out (open connections included)",
                 text(&service["bytes_in"]),
                 text(&service["bytes_out"])
             );
@@ -417,6 +446,12 @@ pub fn summary(document: &serde_json::Value) -> String {
     }
     summarize_page(&mut out, document, &text);
     out
+}
+
+/// `2024-05-01T09:30:00Z` for seconds since the Unix epoch.
+fn unix_text(secs: u64) -> String {
+    let time = crate::proxy::accesslog::rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(secs));
+    format!("{}Z", time.get(..19).unwrap_or(&time))
 }
 
 /// How many of the most recent events `renkei status` prints.
@@ -432,16 +467,20 @@ fn summarize_config(
     if config.is_null() {
         return;
     }
-    let signer = match config["signer"].as_str() {
+    let origin = match config["signer"].as_str() {
         Some(signer) => format!(
-            "signed by {signer}, pushed by {}",
-            text(&config["pushed_by"])
+            "pushed by {}{}, signing key {signer}",
+            text(&config["pushed_by"]),
+            config["pushed_at_unix"]
+                .as_u64()
+                .map(|t| format!(" at {}", unix_text(t)))
+                .unwrap_or_default()
         ),
         None => "local file".to_string(),
     };
     let _ = writeln!(
         out,
-        "config: version {} ({signer}){}",
+        "config: version {} ({origin}){}",
         text(&config["version"]),
         config["description"]
             .as_str()
@@ -555,14 +594,17 @@ mod tests {
                        "peers": [], "drops": {}},
             "proxy": {"services": [{
                 "name": "portal", "direction": "outbound", "listen": "198.18.20.1:8443",
-                "target": "198.19.0.1:443", "max_connections": 256, "active": 2, "total": 9,
+                "target": "198.19.0.1:443", "state": "waiting_for_address",
+                "max_connections": 256, "active": 2, "total": 9,
                 "refused": 1, "errors": 0, "bytes_in": 100, "bytes_out": 2000,
                 "last_error": "refused: max_connections (256) reached"
             }], "recent_connections": []}
         });
         let text = summary(&document);
         assert!(
-            text.contains("service: portal outbound 198.18.20.1:8443 -> 198.19.0.1:443"),
+            text.contains(
+                "service: portal outbound 198.18.20.1:8443 -> 198.19.0.1:443, waiting for address"
+            ),
             "{text}"
         );
         assert!(
@@ -580,7 +622,7 @@ mod tests {
         let document = serde_json::json!({
             "facility": "clinic", "role": "viewing", "config_version": 4,
             "config": {"version": 4, "description": "new portal", "signer": "0123456789abcdef",
-                       "pushed_by": "operator", "applied_at_unix": 100,
+                       "pushed_by": "operator", "pushed_at_unix": 90, "applied_at_unix": 100,
                        "pending": {"version": 4, "signer": "operator", "confirm_deadline_unix": 1090}},
             "time_unix": 1000,
             "clock_synchronized": false,
@@ -595,7 +637,7 @@ mod tests {
         });
         let text = summary(&document);
         for expected in [
-            "config: version 4 (signed by 0123456789abcdef, pushed by operator): new portal",
+            "config: version 4 (pushed by operator at 1970-01-01T00:01:30Z, signing key 0123456789abcdef): new portal",
             "PENDING: version 4 awaits confirmation; rolled back in 90 s unless confirmed",
             "clock: NOT synchronized",
             "status page: https://198.18.20.1:443/",
