@@ -459,15 +459,12 @@ async fn net4_log1_identity_not_on_the_allowlist_is_refused_and_recorded() {
 
     // A certificate from another CA does not even complete the handshake.
     let other_ca = Ca::new("some other CA");
-    let stranger_tls = write_box(
-        lab.dir.path(),
-        "stranger",
+    let stranger = profile_client(
+        &lab.ca,
         &other_ca.issue(CLIENT_NAME, 0x44),
-        &lab.ca.pem,
-        None,
+        &[&rustls::version::TLS13],
     );
-    let stranger = CredentialStore::open(stranger_tls).expect("stranger TLS");
-    if let Ok(mut tls) = lab.tls_client(&stranger).await {
+    if let Ok(mut tls) = lab.tls_client_with(stranger).await {
         assert!(closed_by_peer(&mut tls).await, "closed by the box");
     }
     wait_until("two refusals", || {
@@ -589,12 +586,22 @@ async fn bind_failure_names_the_service_and_address() {
 
 /// A profile client that offers TLS 1.2 only, as an old peer would.
 fn tls12_only_client(ca: &Ca, leaf: &tls_common::Leaf) -> Arc<ClientConfig> {
+    profile_client(ca, leaf, &[&rustls::version::TLS12])
+}
+
+/// A profile client presenting `leaf` whatever its issuer (renkei's own credential store
+/// refuses a certificate that does not chain to its CA), trusting `ca`.
+fn profile_client(
+    ca: &Ca,
+    leaf: &tls_common::Leaf,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).expect("CA"))
         .expect("root");
     let config = ClientConfig::builder_with_provider(profile::provider())
-        .with_protocol_versions(&[&rustls::version::TLS12])
+        .with_protocol_versions(versions)
         .expect("versions")
         .with_root_certificates(roots)
         .with_client_auth_cert(

@@ -128,13 +128,18 @@ async fn net4_client_without_certificate_is_refused() {
 async fn net4_client_certificate_from_another_ca_is_refused() {
     let ca = Ca::new("renkei test CA");
     let other = Ca::new("some other CA");
-    let p = pair(&ca, &other, &[]);
-    let err = handshake(
-        p.server.server_config(MinTls::Tls13),
-        p.client.client_config(MinTls::Tls13),
-    )
-    .await
-    .expect_err("must be refused");
+    let p = pair(&ca, &ca, &[]);
+    // renkei would not even load such a certificate (credentials::load checks the chain), so
+    // the stranger is a profile client built with rustls alone.
+    let stranger = foreign_client(
+        profile::provider().as_ref().clone(),
+        &[&rustls::version::TLS13],
+        &ca,
+        Some(&other.issue(CLIENT_NAME, 2)),
+    );
+    let err = handshake(p.server.server_config(MinTls::Tls13), stranger)
+        .await
+        .expect_err("must be refused");
     assert!(err.starts_with("server:"), "{err}");
 }
 
@@ -165,30 +170,22 @@ async fn net4_revoked_client_certificate_is_refused() {
 async fn net4_server_from_another_ca_is_refused_by_the_client() {
     let ca = Ca::new("renkei test CA");
     let other = Ca::new("some other CA");
-    // Server trusts both sides' CA, but its own certificate is from `other`.
-    let dir = tempdir();
-    let server_cfg = write_box(
-        dir.path(),
-        "server",
-        &other.issue(SERVER_NAME, 1),
-        &ca.pem,
-        None,
-    );
-    let client_cfg = write_box(
-        dir.path(),
-        "client",
-        &ca.issue(CLIENT_NAME, 2),
-        &ca.pem,
-        None,
-    );
-    let server = TlsMaterial::build(&credentials::load(&server_cfg).expect("server")).expect("m");
-    let client = TlsMaterial::build(&credentials::load(&client_cfg).expect("client")).expect("m");
-    let err = handshake(
-        server.server_config(MinTls::Tls13),
-        client.client_config(MinTls::Tls13),
-    )
-    .await
-    .expect_err("must be refused");
+    // A server whose certificate is from `other`: renkei would not load it (credentials::load
+    // checks the chain), so it is built with rustls alone, on the profile's provider.
+    let leaf = other.issue(SERVER_NAME, 1);
+    let server = rustls::ServerConfig::builder_with_provider(profile::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).expect("cert")],
+            PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key"),
+        )
+        .expect("server config");
+    let p = pair(&ca, &ca, &[]);
+    let err = handshake(Arc::new(server), p.client.client_config(MinTls::Tls13))
+        .await
+        .expect_err("must be refused");
     // The client refused the chain and told the server so.
     assert!(err.contains("UnknownCA"), "{err}");
 }

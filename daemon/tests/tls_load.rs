@@ -115,6 +115,76 @@ fn key_of_another_certificate_is_refused() {
 }
 
 #[test]
+fn net4_box_certificate_from_another_ca_is_refused_at_load() {
+    let ca = Ca::new("renkei test CA");
+    let other = Ca::new("some other CA");
+    let dir = tempdir();
+    let config = write_box(
+        dir.path(),
+        "box",
+        &other.issue(SERVER_NAME, 1),
+        &ca.pem,
+        None,
+    );
+    match credentials::load(&config) {
+        Err(err @ CredentialError::NotIssuedByCa { .. }) => {
+            let text = err.to_string();
+            assert!(
+                text.contains(&config.certificate_file.display().to_string()),
+                "{text}"
+            );
+            assert!(
+                text.contains(&config.ca_file.display().to_string()),
+                "{text}"
+            );
+            assert!(text.contains("UnknownIssuer"), "{text}");
+        }
+        other => panic!("expected NotIssuedByCa, got {other:?}"),
+    }
+}
+
+#[test]
+fn net4_box_certificate_revoked_by_its_own_crl_is_refused_at_load() {
+    let ca = Ca::new("renkei test CA");
+    let dir = tempdir();
+    let config = write_box(
+        dir.path(),
+        "box",
+        &ca.issue(SERVER_NAME, 7),
+        &ca.pem,
+        Some(&ca.crl(&[7])),
+    );
+    match credentials::load(&config) {
+        Err(CredentialError::Revoked { path, crl_path, .. }) => {
+            assert_eq!(path, config.certificate_file);
+            assert_eq!(Some(crl_path), config.crl_file);
+        }
+        other => panic!("expected Revoked, got {other:?}"),
+    }
+    // The same CRL revoking another box lets this one load.
+    let config = write_box(
+        dir.path(),
+        "box",
+        &ca.issue(SERVER_NAME, 8),
+        &ca.pem,
+        Some(&ca.crl(&[7])),
+    );
+    credentials::load(&config).expect("unrevoked box");
+}
+
+#[test]
+fn box_certificate_for_server_use_only_loads() {
+    // An inbound-only box needs no clientAuth; the missing use is a warning, not a refusal.
+    let ca = Ca::new("renkei test CA");
+    let dir = tempdir();
+    let leaf = ca.issue_with(SERVER_NAME, 1, &rcgen::PKCS_ECDSA_P256_SHA256, |params| {
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    });
+    let config = write_box(dir.path(), "box", &leaf, &ca.pem, None);
+    credentials::load(&config).expect("server-only certificate");
+}
+
+#[test]
 fn key_file_readable_by_others_is_refused() {
     let ca = Ca::new("renkei test CA");
     let dir = tempdir();
@@ -184,8 +254,20 @@ fn net5_rsa_1024_is_refused_and_rsa_2048_accepted() {
     let dir = tempdir();
     let d = dir.path();
     for bits in ["1024", "2048"] {
-        let (key, cert) = (format!("rsa{bits}-key.pem"), format!("rsa{bits}-cert.pem"));
+        // An RSA operator CA and a box certificate it issued, both of `bits`.
+        let (ca_key, ca_cert) = (format!("ca{bits}-key.pem"), format!("ca{bits}-cert.pem"));
+        let (key, csr, cert) = (
+            format!("rsa{bits}-key.pem"),
+            format!("rsa{bits}.csr"),
+            format!("rsa{bits}-cert.pem"),
+        );
         let newkey = format!("rsa:{bits}");
+        let ext = "leaf.ext";
+        fs::write(
+            d.join(ext),
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .expect("extensions");
         let made = openssl(
             d,
             &[
@@ -198,13 +280,56 @@ fn net5_rsa_1024_is_refused_and_rsa_2048_accepted() {
                 "-days",
                 "30",
                 "-subj",
-                "/CN=rsa.renkei.example",
+                "/CN=rsa CA",
                 "-keyout",
-                &key,
+                &ca_key,
                 "-out",
-                &cert,
+                &ca_cert,
             ],
-        );
+        )
+        .and_then(|()| {
+            openssl(
+                d,
+                &[
+                    "req",
+                    "-new",
+                    "-newkey",
+                    &newkey,
+                    "-nodes",
+                    "-sha256",
+                    "-subj",
+                    "/CN=rsa.renkei.example",
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                ],
+            )
+        })
+        .and_then(|()| {
+            openssl(
+                d,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    &ca_cert,
+                    "-CAkey",
+                    &ca_key,
+                    "-set_serial",
+                    "9",
+                    "-sha256",
+                    "-days",
+                    "30",
+                    "-extfile",
+                    ext,
+                    "-out",
+                    &cert,
+                ],
+            )
+        });
         if made.is_none() {
             return;
         }
@@ -212,7 +337,7 @@ fn net5_rsa_1024_is_refused_and_rsa_2048_accepted() {
         let config = TlsConfig {
             certificate_file: d.join(&cert),
             private_key_file: d.join(&key),
-            ca_file: d.join(&cert),
+            ca_file: d.join(&ca_cert),
             crl_file: None,
         };
         let result = credentials::load(&config);

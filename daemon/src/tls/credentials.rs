@@ -179,6 +179,31 @@ pub enum CredentialError {
         /// What rustls said.
         reason: String,
     },
+    /// The box's certificate does not chain to the operator CA for any TLS use: every peer would
+    /// refuse it, so the box refuses it at load instead of failing every handshake.
+    #[error(
+        "certificate {subject} in {path} is not usable with the operator CA in {ca_path}: {reason}"
+    )]
+    NotIssuedByCa {
+        /// The certificate file.
+        path: PathBuf,
+        /// The box certificate's subject.
+        subject: String,
+        /// The CA file.
+        ca_path: PathBuf,
+        /// What the path validation said.
+        reason: String,
+    },
+    /// The box's own certificate is revoked by the configured CRL.
+    #[error("certificate {subject} in {path} is revoked by the CRL in {crl_path}")]
+    Revoked {
+        /// The certificate file.
+        path: PathBuf,
+        /// The box certificate's subject.
+        subject: String,
+        /// The CRL file.
+        crl_path: PathBuf,
+    },
     /// The CRL could not be parsed.
     #[error("CRL #{index} in {path} cannot be parsed: {reason}")]
     BadCrl {
@@ -311,6 +336,7 @@ pub fn load_at(config: &TlsConfig, now: SystemTime) -> Result<Credentials, Crede
         Some(path) => read_crls(path, now_unix)?,
         None => Vec::new(),
     };
+    check_chains_to_ca(config, &provider, &chain, &ca_certs, &crls, now)?;
 
     Ok(Credentials {
         chain,
@@ -319,6 +345,106 @@ pub fn load_at(config: &TlsConfig, now: SystemTime) -> Result<Credentials, Crede
         crls,
         expiries,
     })
+}
+
+/// The box's chain must lead to the operator CA (through the intermediates in
+/// `certificate_file`), unrevoked, for TLS client or server use; peers check the same with the
+/// same CA, so a box whose certificate fails here could not talk to anyone. A certificate valid
+/// for only one of the two uses is accepted with a warning: a box with only inbound (or only
+/// outbound) services needs just one.
+fn check_chains_to_ca(
+    config: &TlsConfig,
+    provider: &CryptoProvider,
+    chain: &[CertificateDer<'static>],
+    ca_certs: &[CertificateDer<'static>],
+    crls: &[CertificateRevocationListDer<'static>],
+    now: SystemTime,
+) -> Result<(), CredentialError> {
+    let cert_path = &config.certificate_file;
+    let Some((end_entity, intermediates)) = chain.split_first() else {
+        return Err(CredentialError::NoCertificates {
+            path: cert_path.clone(),
+        });
+    };
+    let subject = X509Certificate::from_der(end_entity.as_ref())
+        .map(|(_, cert)| name_or_placeholder(cert.subject().to_string()))
+        .unwrap_or_else(|_| "(unparsable)".to_string());
+    let not_usable = |reason: String| CredentialError::NotIssuedByCa {
+        path: cert_path.clone(),
+        subject: subject.clone(),
+        ca_path: config.ca_file.clone(),
+        reason,
+    };
+    let anchors = ca_certs
+        .iter()
+        .map(|ca| webpki::anchor_from_trusted_cert(ca).map_err(|e| not_usable(format!("{e:?}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let end_entity =
+        webpki::EndEntityCert::try_from(end_entity).map_err(|e| not_usable(format!("{e:?}")))?;
+    let crl_path = config.crl_file.clone().unwrap_or_default();
+    let crls = crls
+        .iter()
+        .map(|der| {
+            webpki::OwnedCertRevocationList::from_der(der.as_ref())
+                .map(webpki::CertRevocationList::from)
+                .map_err(|e| CredentialError::BadCrl {
+                    path: crl_path.clone(),
+                    index: 0,
+                    reason: format!("{e:?}"),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let crl_refs: Vec<&webpki::CertRevocationList<'_>> = crls.iter().collect();
+    let time = rustls_pki_types::UnixTime::since_unix_epoch(
+        now.duration_since(UNIX_EPOCH).unwrap_or_default(),
+    );
+    let verify = |usage: webpki::KeyUsage| {
+        // The same defaults rustls' verifiers use: the whole chain, unknown status refused.
+        let revocation = webpki::RevocationOptionsBuilder::new(&crl_refs)
+            .ok()
+            .map(|builder| builder.build());
+        end_entity
+            .verify_for_usage(
+                provider.signature_verification_algorithms.all,
+                &anchors,
+                intermediates,
+                time,
+                usage,
+                revocation,
+                None,
+            )
+            .map(|_| ())
+    };
+    let warn_one_use = |missing: &str, err: webpki::Error| {
+        tracing::warn!(
+            path = %cert_path.display(),
+            subject = %subject,
+            error = ?err,
+            "the box certificate is not valid as a TLS {missing} certificate; services that need it will fail their handshakes"
+        );
+    };
+    match (
+        verify(webpki::KeyUsage::client_auth()),
+        verify(webpki::KeyUsage::server_auth()),
+    ) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Ok(()), Err(err)) => {
+            warn_one_use("server", err);
+            Ok(())
+        }
+        (Err(err), Ok(())) => {
+            warn_one_use("client", err);
+            Ok(())
+        }
+        (Err(webpki::Error::CertRevoked), _) | (_, Err(webpki::Error::CertRevoked)) => {
+            Err(CredentialError::Revoked {
+                path: cert_path.clone(),
+                subject,
+                crl_path,
+            })
+        }
+        (Err(err), Err(_)) => Err(not_usable(format!("{err:?}"))),
+    }
 }
 
 fn unix_seconds(time: SystemTime) -> i64 {
