@@ -317,21 +317,7 @@ fn ops3_connect_now_and_disconnect_from_the_page_drive_the_tunnel() {
     let lan = lab.lan_ns(Node::Clinic);
     let base = clinic_base();
     let session = login(lan, &base, ADMIN_PASSWORD).expect("login");
-    let post = |path: &str| {
-        curl(
-            lan,
-            &[
-                "-X",
-                "POST",
-                "-H",
-                &format!("Cookie: {}", session.cookie),
-                "-H",
-                &format!("X-CSRF-Token: {}", session.csrf),
-                &format!("{base}{path}"),
-            ],
-        )
-        .expect("curl")
-    };
+    let post = |path: &str| post_with_session(lan, &base, &session, path);
     assert_eq!(clinic.status().expect("status")["tunnel"]["state"], "idle");
     let connect = post("/api/v1/tunnel/connect");
     assert_eq!(connect.status, 200, "{connect:?}");

@@ -12,6 +12,8 @@ mod inbound;
 mod outbound;
 mod readahead;
 pub mod splice;
+#[cfg(test)]
+mod test_support;
 
 use std::future::Future;
 use std::io;

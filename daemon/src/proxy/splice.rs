@@ -266,9 +266,9 @@ mod tests {
     use std::future::pending;
 
     use tokio::io::duplex;
-    use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
+    use crate::proxy::test_support::tcp_pair;
 
     const WAIT: Duration = Duration::from_secs(30);
 
@@ -293,13 +293,6 @@ mod tests {
         ring::digest::digest(&ring::digest::SHA256, data)
             .as_ref()
             .to_vec()
-    }
-
-    async fn tcp_pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        (client.expect("connect"), accepted.expect("accept").0)
     }
 
     #[tokio::test]
