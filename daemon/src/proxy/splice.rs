@@ -7,10 +7,12 @@
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
 /// Size of the one buffer each direction uses: enough for full TLS records and fast bulk
@@ -222,8 +224,8 @@ struct Counters<'a> {
     live: &'a LiveBytes,
 }
 
-/// One direction: read into one buffer, write it all (and flush, so TLS records leave at once),
-/// repeat; on EOF shut the writer down.
+/// One direction: fill one buffer with what the reader has, write it all (and flush, so TLS
+/// records leave at once), repeat; on EOF shut the writer down.
 async fn copy_one_way<R, W>(
     mut reader: ReadHalf<R>,
     mut writer: WriteHalf<W>,
@@ -238,34 +240,83 @@ where
 {
     let mut buffer = vec![0u8; buffer_bytes];
     loop {
-        let n = reader.read(&mut buffer).await.map_err(|e| (side, e))?;
-        if n == 0 {
-            break;
-        }
-        activity.touch();
-        let mut chunk = buffer.get(..n).unwrap_or_default();
-        while !chunk.is_empty() {
-            let written = writer.write(chunk).await.map_err(|e| (side, e))?;
-            if written == 0 {
-                return Err((side, io::ErrorKind::WriteZero.into()));
-            }
-            chunk = chunk.get(written..).unwrap_or_default();
-            counters.own.fetch_add(written as u64, Ordering::Relaxed);
-            counters.live.add(side, written as u64);
+        let (n, after) = gather(&mut reader, &mut buffer)
+            .await
+            .map_err(|e| (side, e))?;
+        if n > 0 {
             activity.touch();
+            let mut chunk = buffer.get(..n).unwrap_or_default();
+            while !chunk.is_empty() {
+                let written = writer.write(chunk).await.map_err(|e| (side, e))?;
+                if written == 0 {
+                    return Err((side, io::ErrorKind::WriteZero.into()));
+                }
+                chunk = chunk.get(written..).unwrap_or_default();
+                counters.own.fetch_add(written as u64, Ordering::Relaxed);
+                counters.live.add(side, written as u64);
+                activity.touch();
+            }
+            writer.flush().await.map_err(|e| (side, e))?;
         }
-        writer.flush().await.map_err(|e| (side, e))?;
+        match after {
+            AfterGather::More => {}
+            AfterGather::Eof => break,
+            AfterGather::Failed(error) => return Err((side, error)),
+        }
     }
     writer.shutdown().await.map_err(|e| (side, e))?;
     activity.touch();
     Ok(())
 }
 
+/// What the reader said after the bytes [`gather`] returned.
+#[derive(Debug)]
+enum AfterGather {
+    /// Nothing yet: read again.
+    More,
+    /// End of stream.
+    Eof,
+    /// The read failed; the bytes before the failure are delivered first.
+    Failed(io::Error),
+}
+
+/// Waits for the first bytes, then takes whatever else the reader already has, up to the
+/// buffer's size. A TLS stream hands out one record (16 KiB) per read; gathering them turns
+/// four writes on the other side into one.
+async fn gather<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buffer: &mut [u8],
+) -> io::Result<(usize, AfterGather)> {
+    let mut filled = 0;
+    std::future::poll_fn(|cx| loop {
+        let mut window = ReadBuf::new(buffer.get_mut(filled..).unwrap_or_default());
+        match Pin::new(&mut *reader).poll_read(cx, &mut window) {
+            Poll::Ready(Ok(())) => {
+                let got = window.filled().len();
+                if got == 0 {
+                    return Poll::Ready(Ok((filled, AfterGather::Eof)));
+                }
+                filled += got;
+                if filled >= buffer.len() {
+                    return Poll::Ready(Ok((filled, AfterGather::More)));
+                }
+            }
+            Poll::Ready(Err(error)) if filled == 0 => return Poll::Ready(Err(error)),
+            Poll::Ready(Err(error)) => {
+                return Poll::Ready(Ok((filled, AfterGather::Failed(error))))
+            }
+            Poll::Pending if filled == 0 => return Poll::Pending,
+            Poll::Pending => return Poll::Ready(Ok((filled, AfterGather::More))),
+        }
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use std::future::pending;
 
-    use tokio::io::duplex;
+    use tokio::io::{duplex, AsyncReadExt};
 
     use super::*;
     use crate::proxy::test_support::tcp_pair;
@@ -524,5 +575,79 @@ mod tests {
             .expect("task");
         assert!(matches!(outcome.end, SpliceEnd::Stopped));
         assert_eq!(outcome.a_to_b, 3);
+    }
+
+    /// A reader with some bytes ready at once, then the given end.
+    struct Scripted {
+        ready: std::collections::VecDeque<Vec<u8>>,
+        end: Option<io::ErrorKind>,
+        eof: bool,
+    }
+
+    impl AsyncRead for Scripted {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            out: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            if let Some(mut chunk) = this.ready.pop_front() {
+                let n = chunk.len().min(out.remaining());
+                out.put_slice(&chunk[..n]);
+                if n < chunk.len() {
+                    this.ready.push_front(chunk.split_off(n));
+                }
+                return Poll::Ready(Ok(()));
+            }
+            match this.end {
+                Some(kind) => Poll::Ready(Err(kind.into())),
+                None if this.eof => Poll::Ready(Ok(())),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    fn scripted(chunks: usize, len: usize, end: Option<io::ErrorKind>, eof: bool) -> Scripted {
+        Scripted {
+            ready: (0..chunks).map(|i| vec![i as u8; len]).collect(),
+            end,
+            eof,
+        }
+    }
+
+    #[tokio::test]
+    async fn gather_takes_every_ready_record_up_to_the_buffer_then_stops_at_pending() {
+        let mut reader = scripted(6, 16 * 1024, None, false);
+        let mut buffer = vec![0u8; 64 * 1024];
+        let (n, after) = gather(&mut reader, &mut buffer).await.expect("gather");
+        assert_eq!(n, 64 * 1024, "four 16 KiB records in one buffer");
+        assert!(matches!(after, AfterGather::More));
+        assert_eq!(&buffer[48 * 1024..48 * 1024 + 4], &[3, 3, 3, 3]);
+        let (n, after) = gather(&mut reader, &mut buffer).await.expect("gather");
+        assert_eq!(n, 32 * 1024, "the rest, then the reader would wait");
+        assert!(matches!(after, AfterGather::More));
+        let waited =
+            tokio::time::timeout(Duration::from_millis(20), gather(&mut reader, &mut buffer)).await;
+        assert!(waited.is_err(), "nothing ready: gather waits");
+    }
+
+    #[tokio::test]
+    async fn gather_delivers_the_bytes_before_an_eof_or_an_error_first() {
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut reader = scripted(2, 1000, None, true);
+        let (n, after) = gather(&mut reader, &mut buffer).await.expect("gather");
+        assert_eq!(n, 2000);
+        assert!(matches!(after, AfterGather::Eof));
+
+        let mut reader = scripted(1, 1000, Some(io::ErrorKind::ConnectionReset), false);
+        let (n, after) = gather(&mut reader, &mut buffer).await.expect("gather");
+        assert_eq!(n, 1000);
+        assert!(
+            matches!(after, AfterGather::Failed(ref e) if e.kind() == io::ErrorKind::ConnectionReset)
+        );
+
+        let mut reader = scripted(0, 0, Some(io::ErrorKind::ConnectionReset), false);
+        let err = gather(&mut reader, &mut buffer).await.expect_err("error");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
     }
 }
