@@ -76,12 +76,17 @@ pub fn default_state_dir() -> PathBuf {
 pub struct Options {
     /// `tunnel.policy.idle_timeout_secs` of the clinic (10 to 86400).
     pub clinic_idle_timeout_secs: u32,
+    /// The operator's config signing key (from `renkei keygen --operator`) that every box
+    /// trusts; `None`: the lab makes one. Lets the operator's guide be followed from its first
+    /// step: the key exists before the boxes are installed.
+    pub signing_key: Option<PathBuf>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             clinic_idle_timeout_secs: DEFAULT_CLINIC_IDLE_SECS,
+            signing_key: None,
         }
     }
 }
@@ -634,7 +639,14 @@ pub fn up(state_dir: &Path, options: &Options) -> anyhow::Result<LabRecord> {
         .arg("--dir")
         .arg(&state_dir)
         .arg("--clinic-idle-timeout")
-        .arg(options.clinic_idle_timeout_secs.to_string())
+        .arg(options.clinic_idle_timeout_secs.to_string());
+    if let Some(key) = &options.signing_key {
+        let key = key
+            .canonicalize()
+            .with_context(|| format!("the signing key {}", key.display()))?;
+        keeper.arg("--signing-key").arg(key);
+    }
+    keeper
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -744,7 +756,10 @@ pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
         },
     )?;
 
-    let operator = Operator::with_identity(&lab, OPERATOR_IDENTITY)?;
+    let operator = match &options.signing_key {
+        Some(key) => Operator::with_signing_key(&lab, OPERATOR_IDENTITY, key)?,
+        None => Operator::with_identity(&lab, OPERATOR_IDENTITY)?,
+    };
     record.pki = Some(operator_pki(&lab, &operator)?);
     let passwords = admin_passwords()?;
 
@@ -1021,7 +1036,26 @@ auto_confirm = false
         tunnel = node.tunnel_address(),
         management = management_listen(node),
     ));
-    Ok(text)
+    Ok(absolute_file_paths(&text, &lab.node_dir(node)))
+}
+
+/// `text` with every relative `*_file = "..."` setting made absolute under `dir` (the config's
+/// folder, which relative paths are relative to): the same files, but a copy of the config
+/// checks out (`renkei check`) wherever it is, as the operator's guide has the operator do.
+fn absolute_file_paths(text: &str, dir: &Path) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let absolute = line.split_once(" = \"").and_then(|(key, rest)| {
+            let value = rest.trim_end().strip_suffix('"')?;
+            (key.ends_with("_file")
+                && !key.starts_with('#')
+                && !value.starts_with('/')
+                && !value.contains('"'))
+            .then(|| format!("{key} = \"{}\"\n", dir.join(value).display()))
+        });
+        out.push_str(absolute.as_deref().unwrap_or(line));
+    }
+    out
 }
 
 fn node_record(
@@ -1169,10 +1203,11 @@ fn wait_for_listeners(lab: &Lab, record: &LabRecord) -> anyhow::Result<()> {
             ),
             ("management API", management_listen(node)),
         ] {
+            // Listening is checked with `ss`, not by connecting: a connection without the
+            // operator's certificate would be logged by the box as a refused handshake.
             wait_until(LISTENER_TIMEOUT, what, || {
-                lab.ns(node)
-                    .tcp_connect(&address, Duration::from_secs(1))
-                    .ok()
+                let listening = lab.ns(node).exec("ss", &["-Hltn", "src", &address]).ok()?;
+                listening.contains(&address).then_some(())
             })
             .with_context(|| format!("the {} {what} on {address} did not answer", entry.name))?;
         }
@@ -1639,6 +1674,20 @@ pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_settings_are_made_absolute_and_nothing_else_changes() {
+        let text = "[tunnel]\nprivate_key_file = \"wg.key\"\naddress = \"198.19.0.1/24\"\n\
+                    [tls]\ncertificate_file = \"tls/box.crt\"\nca_file = \"/etc/ca.crt\"\n\
+                    # crl_file = \"tls/operator-ca.crl\"\n";
+        assert_eq!(
+            absolute_file_paths(text, Path::new("/tmp/renkei-lab-x/dc")),
+            "[tunnel]\nprivate_key_file = \"/tmp/renkei-lab-x/dc/wg.key\"\n\
+             address = \"198.19.0.1/24\"\n[tls]\n\
+             certificate_file = \"/tmp/renkei-lab-x/dc/tls/box.crt\"\nca_file = \"/etc/ca.crt\"\n\
+             # crl_file = \"tls/operator-ca.crl\"\n"
+        );
+    }
 
     #[test]
     fn start_time_is_field_22_and_zombies_have_none() {

@@ -553,6 +553,11 @@ fn net1_net7_log1_ops3_ops4_lab_demo_fetch_on_demand_and_every_printed_command()
         "up",
         "{hospital_page:#}"
     );
+    // With IPv6 off in the lab, no box's TUN device makes up packets of its own (an IPv6 one
+    // sends router solicitations), so none was dropped as coming from a foreign source.
+    for page in [&clinic_page, &dc_page, &hospital_page] {
+        assert_eq!(page["tunnel"]["drops"]["foreign_source"], 0, "{page:#}");
+    }
     let dc_clinic = peer(&dc_page, "clinic");
     assert_eq!(dc_clinic["holds"], 0, "{dc_page:#}");
     assert!(
