@@ -41,20 +41,20 @@ impl Block {
     }
 }
 
-/// The ```sh blocks of a Markdown file, in order.
+/// The ```sh blocks of a Markdown file, in order (also those indented in a list item).
 fn sh_blocks(markdown: &str) -> Vec<Block> {
     let mut blocks = Vec::new();
     let mut open: Option<Block> = None;
     for (i, line) in markdown.lines().enumerate() {
         match open.as_mut() {
-            None if line.trim_end() == "```sh" => {
+            None if line.trim() == "```sh" => {
                 open = Some(Block {
                     line: i + 1,
                     text: String::new(),
                 })
             }
             None => {}
-            Some(_) if line.trim_end() == "```" => blocks.extend(open.take()),
+            Some(_) if line.trim() == "```" => blocks.extend(open.take()),
             Some(block) => {
                 block.text.push_str(line);
                 block.text.push('\n');
@@ -606,6 +606,30 @@ fn the_installer_guide_blocks_are_the_ones_image_boot_test_runs() {
         assert!(
             boot_test.contains(&format!("guide_block {n}")),
             "boot-test does not run the guide's block {n}"
+        );
+    }
+    // And the operator's guide's section 2 (check the CSR, issue the certificate), found there
+    // by the start of their first command.
+    let operator = sh_blocks(&guide("operator-guide.md"));
+    for (in_script, prefix) in [
+        (
+            r#"operator_block "openssl req -in box.csr""#,
+            "openssl req -in box.csr",
+        ),
+        (
+            r#"operator_block "printf '%s\\n' \"subjectAltName=DNS:""#,
+            r#"printf '%s\n' "subjectAltName=DNS:"#,
+        ),
+    ] {
+        assert!(
+            boot_test.contains(in_script),
+            "{in_script} not in boot-test"
+        );
+        assert!(
+            operator
+                .iter()
+                .any(|b| b.first_command().starts_with(prefix)),
+            "no operator guide block starting with {prefix}"
         );
     }
 }
