@@ -4,11 +4,15 @@
 //! reach it) that builds a [`Lab`], runs the document server on the hospital LAN and the three
 //! renkei daemons with their full configs (TLS services, status page, management API), records
 //! everything in `lab.json`, and then holds the lab until SIGTERM, when dropping the lab removes
-//! it. `lab up` waits until the keeper reports the lab up, prints the summary and returns.
+//! it. The keeper reports the lab up only once every status page answers, and every metrics
+//! listener and management API listens; `lab up` waits for that (bounded), prints the summary
+//! and returns, or fails.
 //!
 //! `lab down` asks the keeper to stop and then removes, from `lab.json`, whatever is still
-//! there: processes (checked by start time, so a recycled pid is never killed), namespaces,
-//! WireGuard sockets and the lab's folder. It works the same after a crash, and `lab up` runs
+//! there: processes (checked by start time, so a recycled pid is never killed), then any
+//! process still inside the lab's namespaces or running from its folder (a daemon the keeper
+//! started but had not recorded when it died), namespaces, WireGuard sockets and the lab's
+//! folder. It works the same after a crash, and `lab up` runs
 //! it first whenever a `lab.json` is left. `lab.json` is read back as untrusted input: every
 //! name and path in it is checked to be one the lab could have made before anything is removed.
 

@@ -9,7 +9,8 @@
 //! ```
 //! Tunnel overlay 198.19.0.0/24: hub .1, hospital .10, clinic .20. Names carry a per-lab id
 //! (the test process's pid and a counter), so labs run in parallel, and a later lab removes the
-//! leftovers of a process that died before it could clean up.
+//! leftovers of a process that died before it could clean up: the processes still inside its
+//! namespaces first, then the namespaces and its folder. IPv6 is off in every namespace.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

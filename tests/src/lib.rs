@@ -4,7 +4,9 @@
 //! hospital and a clinic joined through a WAN bridge, each facility with a LAN behind it), writes
 //! real keys and configs, starts real `renkei` daemons inside the namespaces, and removes every
 //! namespace, link, socket and process it created when it is dropped — also when a test panics.
-//! Every address is from 198.18.0.0/15; nothing is ever sent anywhere else.
+//! Every address is from 198.18.0.0/15; nothing is ever sent anywhere else. IPv6 is off in every
+//! namespace the lab makes (no link-local addresses, no router solicitations) unless a test turns
+//! it on for one link and uses fd00::/8.
 
 pub mod bench;
 pub mod bench_proxy;
