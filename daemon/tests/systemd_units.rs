@@ -1,6 +1,8 @@
 //! The shipped systemd units are valid and the daemon's sandbox is tight (AVL-2): checked with
 //! systemd's own `systemd-analyze`, as an installer's machine would.
 
+mod skip;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -29,20 +31,22 @@ fn staged_unit(name: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// True when `systemd-analyze` runs here; otherwise the test is skipped ([`skip::skip`]),
+/// which fails it under CI (scripts/install-deps installs systemd).
 fn have_systemd_analyze() -> bool {
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
-        return true;
+    match Command::new("systemd-analyze").arg("--version").output() {
+        Ok(out) if out.status.success() => true,
+        Ok(out) => {
+            skip::skip(&format!("systemd-analyze --version failed: {out:?}"));
+            false
+        }
+        Err(e) => {
+            skip::skip(&format!(
+                "systemd-analyze not installed ({e}); scripts/install-deps installs systemd"
+            ));
+            false
+        }
     }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "systemd-analyze is missing; scripts/install-deps installs systemd"
-    );
-    eprintln!("skipped: systemd-analyze not installed");
-    false
 }
 
 #[test]

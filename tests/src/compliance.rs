@@ -7,7 +7,9 @@
 //! `PASS <ID>[,<ID>...] <what>` / `FAIL ...` printed by tests that are not Rust (an image boot
 //! test, say). A Rust test proves the IDs its function name starts with: `net1_net7_log1_...`
 //! proves NET-1, NET-7 and LOG-1. Nothing is typed by hand: renaming a test is how it joins or
-//! leaves the report.
+//! leaves the report. A test that could not run here and said so with a line
+//! `SKIP <IDs> <test name>: <why>` (`renkei_lab::skip`; under CI it fails instead) proves
+//! nothing, even though libtest reports it `ok`: it is counted as skipped.
 //!
 //! Per ID: proven (a mapped test passed and none failed), failing (a mapped test failed) or open
 //! (no mapped test passed). Open IDs are listed, never hidden; a test naming an ID that is not
@@ -82,6 +84,8 @@ pub enum Outcome {
     Failed,
     /// It was not run.
     Ignored,
+    /// It ran but skipped its checks (a `SKIP` line), whatever libtest says: no proof.
+    Skipped,
     /// It passed.
     Passed,
 }
@@ -92,6 +96,16 @@ impl Outcome {
             Outcome::Passed => "ok",
             Outcome::Failed => "FAILED",
             Outcome::Ignored => "ignored",
+            Outcome::Skipped => "skipped",
+        }
+    }
+
+    fn parse(word: &str) -> Option<Outcome> {
+        match word.trim() {
+            "ok" => Some(Outcome::Passed),
+            "FAILED" => Some(Outcome::Failed),
+            o if o == "ignored" || o.starts_with("ignored,") => Some(Outcome::Ignored),
+            _ => None,
         }
     }
 }
@@ -110,45 +124,92 @@ pub struct TestResult {
     pub ids: Vec<String>,
 }
 
-/// Reads every test result of a `cargo test` output (and `PASS`/`FAIL` lines). `prefixes` are
-/// the ID prefixes of the requirements (`NET`, `LOG`, ...), so only those count in names.
+/// Reads every test result of a `cargo test` output (and `PASS`/`FAIL`/`SKIP` lines). `prefixes`
+/// are the ID prefixes of the requirements (`NET`, `LOG`, ...), so only those count in names.
+/// A Rust test with a `SKIP ... <its name>: ...` line from the same test binary is
+/// [`Outcome::Skipped`], not passed; a `SKIP` line naming no Rust test of the run stays a
+/// skipped result of its own.
 pub fn parse_test_output(log: &str, prefixes: &[String]) -> Vec<TestResult> {
-    let mut out = Vec::new();
+    let mut out: Vec<TestResult> = Vec::new();
+    let mut skips: Vec<TestResult> = Vec::new();
     let mut source = String::from("?");
+    // `test name ... ` whose outcome comes on a later line (a single-threaded run prints the
+    // name before running the test, and a SKIP line can come in between).
+    let mut pending: Option<String> = None;
     for raw in log.lines() {
         let line = raw.trim_end();
         let trimmed = line.trim_start();
         if let Some(rest) = trimmed.strip_prefix("Running ") {
             source = running_source(rest);
+            pending = None;
             continue;
         }
         if let Some(rest) = trimmed.strip_prefix("Doc-tests ") {
             source = format!("{} doc-tests", rest.trim());
+            pending = None;
             continue;
         }
-        if let Some(result) = non_rust_line(line) {
-            out.push(result);
+        if let Some(mut result) = non_rust_line(line) {
+            if result.outcome == Outcome::Skipped {
+                result.source = source.clone();
+                skips.push(result);
+            } else {
+                out.push(result);
+            }
             continue;
         }
-        let Some(rest) = line.strip_prefix("test ") else {
+        let (name, outcome) = match line.strip_prefix("test ") {
+            Some(rest) => match rest.rsplit_once(" ... ") {
+                Some((name, outcome)) => (name.trim().to_string(), Outcome::parse(outcome)),
+                None => {
+                    if let Some(name) = rest.strip_suffix(" ...") {
+                        pending = Some(name.trim().to_string());
+                    }
+                    continue;
+                }
+            },
+            None => match (pending.take(), Outcome::parse(line)) {
+                (Some(name), Some(outcome)) => (name, Some(outcome)),
+                (name, _) => {
+                    pending = name;
+                    continue;
+                }
+            },
+        };
+        let Some(outcome) = outcome else {
             continue;
         };
-        let Some((name, outcome)) = rest.rsplit_once(" ... ") else {
-            continue;
-        };
-        let outcome = match outcome.trim() {
-            "ok" => Outcome::Passed,
-            "FAILED" => Outcome::Failed,
-            o if o == "ignored" || o.starts_with("ignored,") => Outcome::Ignored,
-            _ => continue,
-        };
-        let name = name.trim().to_string();
         out.push(TestResult {
             source: source.clone(),
             ids: ids_in_test_name(&name, prefixes),
             name,
             outcome,
         });
+    }
+    for skip in skips {
+        let skipped = skip
+            .name
+            .split(": ")
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let matching = out.iter_mut().find(|r| {
+            r.source == skip.source
+                && r.source != "non-Rust"
+                && r.name.rsplit("::").next() == Some(skipped.as_str())
+        });
+        match matching {
+            Some(result) => {
+                if result.outcome == Outcome::Passed {
+                    result.outcome = Outcome::Skipped;
+                }
+            }
+            None => out.push(TestResult {
+                source: "non-Rust".into(),
+                ..skip
+            }),
+        }
     }
     out
 }
@@ -174,18 +235,24 @@ fn running_source(rest: &str) -> String {
     }
 }
 
-/// `PASS NET-1,OPS-1 what it did` (or `FAIL ...`, `SKIP ...`).
+/// `PASS NET-1,OPS-1 what it did` (or `FAIL ...`, `SKIP ...`; a `SKIP` may name no ID: `-`).
 fn non_rust_line(line: &str) -> Option<TestResult> {
     let (word, rest) = line.split_once(' ')?;
     let outcome = match word {
         "PASS" => Outcome::Passed,
         "FAIL" => Outcome::Failed,
-        "SKIP" => Outcome::Ignored,
+        "SKIP" => Outcome::Skipped,
         _ => return None,
     };
     let (ids, what) = rest.split_once(' ').unwrap_or((rest, ""));
-    let ids: Vec<String> = ids.split(',').map(str::to_string).collect();
-    if ids.is_empty() || !ids.iter().all(|id| is_requirement_id(id)) {
+    let ids: Vec<String> = if ids == "-" && outcome == Outcome::Skipped {
+        Vec::new()
+    } else {
+        ids.split(',').map(str::to_string).collect()
+    };
+    if (ids.is_empty() && outcome != Outcome::Skipped)
+        || !ids.iter().all(|id| is_requirement_id(id))
+    {
         return None;
     }
     Some(TestResult {
@@ -327,14 +394,16 @@ pub fn render(report: &Report, about: &str) -> String {
          `../shared/design/requirements.md`) is proven by the tests whose names start with its \
          ID (`net1_net7_...` proves NET-1 and NET-7) or by `PASS <ID>` lines of tests that are \
          not Rust. **proven**: a test passed and none failed; **failing**: a test failed; \
-         **open**: no test passed. A test's name is its author's claim that it proves \
+         **open**: no test passed. A test that could not run on the machine says so with a \
+         `SKIP` line and is listed as skipped: it proves nothing (under CI it fails instead). \
+         A test's name is its author's claim that it proves \
          the requirement; review the claim with the test.\n"
     );
     let _ = writeln!(out, "{about}\n");
     let _ = writeln!(
         out,
         "**{} of {} requirements proven, {} open, {} failing.** The run: {} tests passed, {} \
-         failed, {} ignored.\n",
+         failed, {} ignored, {} skipped.\n",
         count(Status::Proven),
         report.rows.len(),
         count(Status::Open),
@@ -342,6 +411,7 @@ pub fn render(report: &Report, about: &str) -> String {
         outcomes(Outcome::Passed),
         outcomes(Outcome::Failed),
         outcomes(Outcome::Ignored),
+        outcomes(Outcome::Skipped),
     );
     let _ = writeln!(
         out,
@@ -403,6 +473,34 @@ pub fn render(report: &Report, about: &str) -> String {
     out
 }
 
+/// Which commit of `checkout` a report comes from: `` `<full hash>` ``, plus a note when the
+/// working tree had uncommitted changes (the report then describes more than that commit).
+fn commit_of(checkout: &std::path::Path) -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(checkout)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let Some(hash) = git(&["rev-parse", "HEAD"]) else {
+        return "unknown (not a git checkout)".into();
+    };
+    // docs/compliance.md itself is rewritten by every run; its change is not the code's.
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| {
+        s.lines()
+            .any(|l| !l.trim_end().ends_with("docs/compliance.md"))
+    });
+    if dirty {
+        format!("`{hash}` with uncommitted changes")
+    } else {
+        format!("`{hash}`")
+    }
+}
+
 /// The checkout this crate was built from (for the default paths).
 pub fn checkout() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -438,22 +536,10 @@ pub fn generate(
         "no test results in {logs:?}: run the tests first (scripts/test writes the log)"
     );
     let report = map(&requirements, &results);
-    let commit = std::process::Command::new("git")
-        .args([
-            "-C",
-            &checkout().to_string_lossy(),
-            "describe",
-            "--always",
-            "--dirty",
-        ])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
     let about = format!(
-        "Run of {} on commit `{commit}`.",
-        renkei::proxy::accesslog::rfc3339(std::time::SystemTime::now())
+        "Run of {}, generated from commit {}.",
+        renkei::proxy::accesslog::rfc3339(std::time::SystemTime::now()),
+        commit_of(&checkout())
     );
     let markdown = render(&report, &about);
     std::fs::write(out, &markdown).with_context(|| format!("writing {}", out.display()))?;
@@ -626,6 +712,88 @@ PASSWORD nothing
             text.contains("## Tests naming IDs that are not requirements"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_test_that_printed_skip_proves_nothing_even_when_libtest_says_ok() {
+        // A single-threaded run prints `test name ... ` before the test runs, so the SKIP line
+        // (which starts on a fresh line) splits it from its `ok`; a parallel run prints the
+        // SKIP line first and `test name ... ok` when the test ends.
+        let log = "\
+     Running tests/lab_demo.rs (/t/debug/deps/lab_demo-1)
+test net1_lab_demo ... 
+SKIP NET-1 net1_lab_demo: needs root (run the README's test command)
+ok
+test net7_other ... ok
+
+SKIP NET-7 net7_parallel: needs root
+test net7_parallel ... ok
+test avl2_failed_after_skip ... 
+SKIP AVL-2 avl2_failed_after_skip: openssl not available
+FAILED
+     Running tests/other.rs (/t/debug/deps/other-2)
+test net7_parallel ... ok
+SKIP AVL-2 status page over HTTPS: STATUS_PAGE_LIVE=0
+SKIP - lab_up_twice: needs root
+";
+        let requirements = parse_requirements(REQUIREMENTS);
+        let results = parse_test_output(log, &prefixes(&requirements));
+        let summary: Vec<_> = results
+            .iter()
+            .map(|r| (r.source.as_str(), r.name.as_str(), r.outcome))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("tests/lab_demo.rs", "net1_lab_demo", Outcome::Skipped),
+                ("tests/lab_demo.rs", "net7_other", Outcome::Passed),
+                ("tests/lab_demo.rs", "net7_parallel", Outcome::Skipped),
+                (
+                    "tests/lab_demo.rs",
+                    "avl2_failed_after_skip",
+                    Outcome::Failed
+                ),
+                ("tests/other.rs", "net7_parallel", Outcome::Passed),
+                (
+                    "non-Rust",
+                    "status page over HTTPS: STATUS_PAGE_LIVE=0",
+                    Outcome::Skipped
+                ),
+                ("non-Rust", "lab_up_twice: needs root", Outcome::Skipped),
+            ]
+        );
+        assert_eq!(results[0].ids, ["NET-1"]);
+        assert_eq!(results[5].ids, ["AVL-2"]);
+        assert!(results[6].ids.is_empty());
+
+        let report = map(&requirements, &results);
+        let status: Vec<_> = report.rows.iter().map(|r| (r.0.id.as_str(), r.2)).collect();
+        assert_eq!(
+            status,
+            [
+                ("NET-1", Status::Open),
+                ("NET-7", Status::Proven),
+                ("AVL-2", Status::Failing),
+                ("INT-1", Status::Open),
+            ]
+        );
+        let text = render(&report, "Run: test");
+        assert!(
+            text.contains("`net1_lab_demo` tests/lab_demo.rs — skipped"),
+            "{text}"
+        );
+        assert!(
+            text.contains("The run: 2 tests passed, 1 failed, 0 ignored, 4 skipped."),
+            "{text}"
+        );
+        // Skipping alone proves nothing: without the passing test, NET-7 is open.
+        let only_skips: Vec<TestResult> = results
+            .iter()
+            .filter(|r| r.name != "net7_other" && r.source != "tests/other.rs")
+            .cloned()
+            .collect();
+        let report = map(&requirements, &only_skips);
+        assert_eq!(report.rows[1].2, Status::Open);
     }
 
     /// The vendored copy that CI reads is the design's file, whenever the design is there.

@@ -4,11 +4,15 @@
 //! reach it) that builds a [`Lab`], runs the document server on the hospital LAN and the three
 //! renkei daemons with their full configs (TLS services, status page, management API), records
 //! everything in `lab.json`, and then holds the lab until SIGTERM, when dropping the lab removes
-//! it. `lab up` waits until the keeper reports the lab up, prints the summary and returns.
+//! it. The keeper reports the lab up only once every status page answers, and every metrics
+//! listener and management API listens; `lab up` waits for that (bounded), prints the summary
+//! and returns, or fails.
 //!
 //! `lab down` asks the keeper to stop and then removes, from `lab.json`, whatever is still
-//! there: processes (checked by start time, so a recycled pid is never killed), namespaces,
-//! WireGuard sockets and the lab's folder. It works the same after a crash, and `lab up` runs
+//! there: processes (checked by start time, so a recycled pid is never killed), then any
+//! process still inside the lab's namespaces or running from its folder (a daemon the keeper
+//! started but had not recorded when it died), namespaces, WireGuard sockets and the lab's
+//! folder. It works the same after a crash, and `lab up` runs
 //! it first whenever a `lab.json` is left. `lab.json` is read back as untrusted input: every
 //! name and path in it is checked to be one the lab could have made before anything is removed.
 
@@ -42,9 +46,9 @@ pub const KEEPER_LOG: &str = "keeper.log";
 pub const UP_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long `lab down` gives the keeper, then each process, to exit after SIGTERM.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long `lab up` waits for status pages and management APIs to answer before it records
-/// them as not served.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `lab up` waits for every status page, metrics listener and management API to
+/// answer; one that does not is an error, and the lab does not come up.
+pub const LISTENER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Port of the status pages (as in `config/*.toml`).
 pub const STATUS_PORT: u16 = 9443;
 /// Port of the operator's metrics listener on the tunnel address.
@@ -76,12 +80,17 @@ pub fn default_state_dir() -> PathBuf {
 pub struct Options {
     /// `tunnel.policy.idle_timeout_secs` of the clinic (10 to 86400).
     pub clinic_idle_timeout_secs: u32,
+    /// The operator's config signing key (from `renkei keygen --operator`) that every box
+    /// trusts; `None`: the lab makes one. Lets the operator's guide be followed from its first
+    /// step: the key exists before the boxes are installed.
+    pub signing_key: Option<PathBuf>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             clinic_idle_timeout_secs: DEFAULT_CLINIC_IDLE_SECS,
+            signing_key: None,
         }
     }
 }
@@ -202,9 +211,6 @@ pub struct StatusPage {
     pub ca_file: Option<PathBuf>,
     /// The operator's metrics listener (on the tunnel address; operator client certificate).
     pub metrics_url: String,
-    /// Whether something answered on the page's address when the lab came up (the daemon
-    /// serves it once issue #5 lands).
-    pub served: bool,
 }
 
 /// A box's management API.
@@ -212,8 +218,6 @@ pub struct StatusPage {
 pub struct Management {
     /// Its URL (tunnel address).
     pub url: String,
-    /// Whether something answered on it when the lab came up (issue #6).
-    pub served: bool,
 }
 
 /// The document server.
@@ -482,6 +486,33 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Processes other than this one with `dir` or a path inside it as a command-line argument
+/// (every daemon and the document server of a lab name files in its folder).
+pub fn processes_using(dir: &Path) -> Vec<u32> {
+    let Some(dir) = dir.to_str().filter(|d| d.len() > 1) else {
+        return Vec::new();
+    };
+    let inside = format!("{}/", dir.trim_end_matches('/'));
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let mut found: Vec<u32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me && start_time(*pid).is_some())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                cmdline
+                    .split(|b| *b == 0)
+                    .filter_map(|arg| std::str::from_utf8(arg).ok())
+                    .any(|arg| arg == dir || arg.starts_with(&inside))
+            })
+        })
+        .collect();
+    found.sort_unstable();
+    found
+}
+
 fn namespace_exists(name: &str) -> bool {
     Path::new("/run/netns").join(name).exists()
 }
@@ -494,6 +525,9 @@ fn namespace_exists(name: &str) -> bool {
 pub struct Leftovers {
     /// Processes still running.
     pub processes: Vec<Process>,
+    /// Processes the record does not name that still run with the lab's folder on their
+    /// command line (a daemon started by a keeper that crashed before it recorded it).
+    pub unrecorded: Vec<u32>,
     /// Namespaces still there.
     pub namespaces: Vec<String>,
     /// Files and folders still there.
@@ -503,7 +537,10 @@ pub struct Leftovers {
 impl Leftovers {
     /// True when nothing is left.
     pub fn is_empty(&self) -> bool {
-        self.processes.is_empty() && self.namespaces.is_empty() && self.paths.is_empty()
+        self.processes.is_empty()
+            && self.unrecorded.is_empty()
+            && self.namespaces.is_empty()
+            && self.paths.is_empty()
     }
 }
 
@@ -525,6 +562,7 @@ pub fn leftovers(record: &LabRecord) -> Leftovers {
             .filter(|p| p.alive())
             .cloned()
             .collect(),
+        unrecorded: processes_using(&record.lab_dir),
         namespaces: record
             .namespaces
             .iter()
@@ -542,9 +580,16 @@ pub fn teardown(record: &LabRecord) -> anyhow::Result<()> {
     for process in record.processes() {
         process.stop(STOP_TIMEOUT);
     }
+    // What the record does not name: processes still inside the lab's namespaces, and any
+    // other process running from the lab's folder.
     for ns in &record.namespaces {
         if namespace_exists(ns) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            crate::netns::empty_and_delete(ns, STOP_TIMEOUT);
+        }
+    }
+    for pid in processes_using(&record.lab_dir) {
+        if let Ok(process) = Process::of("unrecorded lab process", pid) {
+            process.stop(STOP_TIMEOUT);
         }
     }
     for socket in &record.wireguard_sockets {
@@ -598,7 +643,14 @@ pub fn up(state_dir: &Path, options: &Options) -> anyhow::Result<LabRecord> {
         .arg("--dir")
         .arg(&state_dir)
         .arg("--clinic-idle-timeout")
-        .arg(options.clinic_idle_timeout_secs.to_string())
+        .arg(options.clinic_idle_timeout_secs.to_string());
+    if let Some(key) = &options.signing_key {
+        let key = key
+            .canonicalize()
+            .with_context(|| format!("the signing key {}", key.display()))?;
+        keeper.arg("--signing-key").arg(key);
+    }
+    keeper
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -708,7 +760,10 @@ pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
         },
     )?;
 
-    let operator = Operator::with_identity(&lab, OPERATOR_IDENTITY)?;
+    let operator = match &options.signing_key {
+        Some(key) => Operator::with_signing_key(&lab, OPERATOR_IDENTITY, key)?,
+        None => Operator::with_identity(&lab, OPERATOR_IDENTITY)?,
+    };
     record.pki = Some(operator_pki(&lab, &operator)?);
     let passwords = admin_passwords()?;
 
@@ -753,7 +808,7 @@ pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
             .any(|p| p["name"] == "dc" && p["state"] == "up")
             .then_some(())
     })?;
-    probe_pages(&lab, &mut record);
+    wait_for_listeners(&lab, &record)?;
     let clinic = daemons
         .iter()
         .find(|d| d.node == Node::Clinic)
@@ -985,7 +1040,26 @@ auto_confirm = false
         tunnel = node.tunnel_address(),
         management = management_listen(node),
     ));
-    Ok(text)
+    Ok(absolute_file_paths(&text, &lab.node_dir(node)))
+}
+
+/// `text` with every relative `*_file = "..."` setting made absolute under `dir` (the config's
+/// folder, which relative paths are relative to): the same files, but a copy of the config
+/// checks out (`renkei check`) wherever it is, as the operator's guide has the operator do.
+fn absolute_file_paths(text: &str, dir: &Path) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let absolute = line.split_once(" = \"").and_then(|(key, rest)| {
+            let value = rest.trim_end().strip_suffix('"')?;
+            (key.ends_with("_file")
+                && !key.starts_with('#')
+                && !value.starts_with('/')
+                && !value.contains('"'))
+            .then(|| format!("{key} = \"{}\"\n", dir.join(value).display()))
+        });
+        out.push_str(absolute.as_deref().unwrap_or(line));
+    }
+    out
 }
 
 fn node_record(
@@ -1075,42 +1149,74 @@ fn node_record(
             admin_password,
             ca_file: https.then(|| lab.tls_dir(node).join("operator-ca.crt")),
             metrics_url: format!("https://{}:{METRICS_PORT}/metrics", node.tunnel_address()),
-            served: false,
         },
         management: Management {
             url: format!("https://{}/", management_listen(node)),
-            served: false,
         },
     }
 }
 
-/// Whether anything accepts connections on the status pages and management APIs yet.
-fn probe_pages(lab: &Lab, record: &mut LabRecord) {
-    let probe = |node: Node| {
-        let from = if node.lan_address().is_some() {
-            lab.lan_ns(node)
-        } else {
-            lab.ns(node)
-        };
-        let timeout = Duration::from_secs(1);
-        let page = from.tcp_connect(&status_listen(node), timeout).is_ok();
-        let management = lab
-            .ns(node)
-            .tcp_connect(&management_listen(node), timeout)
-            .is_ok();
-        (page, management)
-    };
-    // Listeners may bind a moment after the control socket answers: a short bounded wait
-    // for all of them, then whatever answers is recorded as served.
-    let _ = wait_until(PROBE_TIMEOUT, "status pages and management APIs", || {
-        Node::ALL
-            .into_iter()
-            .all(|node| probe(node) == (true, true))
-            .then_some(())
-    });
-    for (node, entry) in Node::ALL.into_iter().zip(record.nodes.iter_mut()) {
-        (entry.status_page.served, entry.management.served) = probe(node);
+/// Waits until every box's status page answers HTTP(S) (its login page, from where the
+/// record says to open it, the HTTPS certificate verified against the lab CA) and its metrics
+/// listener and management API accept connections on the tunnel address; fails naming the
+/// first one that does not within [`LISTENER_TIMEOUT`]. The daemons answer their control
+/// socket a moment before they bind these, so a bounded wait, then an error.
+fn wait_for_listeners(lab: &Lab, record: &LabRecord) -> anyhow::Result<()> {
+    for (node, entry) in Node::ALL.into_iter().zip(&record.nodes) {
+        let page = &entry.status_page;
+        let mut curl = vec![
+            "netns".to_string(),
+            "exec".into(),
+            page.open_from_namespace.clone(),
+            "curl".into(),
+            "-sS".into(),
+            "-o".into(),
+            "/dev/null".into(),
+            "-w".into(),
+            "%{http_code}".into(),
+            "--max-time".into(),
+            "2".into(),
+        ];
+        if let Some(ca) = &page.ca_file {
+            curl.push("--cacert".into());
+            curl.push(ca.to_string_lossy().into_owned());
+        }
+        curl.push(format!("{}login", page.url));
+        let mut last = String::new();
+        wait_until(LISTENER_TIMEOUT, &page.url, || {
+            let output = Command::new("ip").args(&curl).output().ok()?;
+            last = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            (output.status.success() && last.trim() == "200").then_some(())
+        })
+        .with_context(|| {
+            format!(
+                "the {} status page {} did not answer (last: {})",
+                entry.name,
+                page.url,
+                last.trim()
+            )
+        })?;
+        for (what, address) in [
+            (
+                "metrics listener",
+                format!("{}:{METRICS_PORT}", node.tunnel_address()),
+            ),
+            ("management API", management_listen(node)),
+        ] {
+            // Listening is checked with `ss`, not by connecting: a connection without the
+            // operator's certificate would be logged by the box as a refused handshake.
+            wait_until(LISTENER_TIMEOUT, what, || {
+                let listening = lab.ns(node).exec("ss", &["-Hltn", "src", &address]).ok()?;
+                listening.contains(&address).then_some(())
+            })
+            .with_context(|| format!("the {} {what} on {address} did not answer", entry.name))?;
+        }
     }
+    Ok(())
 }
 
 fn shell_line(argv: &[String]) -> String {
@@ -1252,6 +1358,41 @@ fn commands(
             strings(&["wg", "show", &hub.interface]),
         ),
     ];
+    // The operator's monitoring: Prometheus text from each always-on box's metrics listener on
+    // its tunnel address, read from the data centre with the operator's client certificate,
+    // the box's certificate checked against the CA for its name (an on-demand clinic answers
+    // only while its tunnel is up, so it is not among them).
+    for node in [hub, hospital] {
+        let name = &node.tls_identity;
+        all.push(command(
+            &format!("metrics-{}", node.name),
+            &format!(
+                "the {} box's Prometheus metrics, as the operator's monitoring reads them \
+                 through the tunnel ({})",
+                node.name, node.status_page.metrics_url
+            ),
+            strings(&[
+                "ip",
+                "netns",
+                "exec",
+                &hub.namespace,
+                "curl",
+                "-sS",
+                "--fail",
+                "--max-time",
+                "10",
+                "--cacert",
+                &operator.ca.to_string_lossy(),
+                "--cert",
+                &operator.client.cert.to_string_lossy(),
+                "--key",
+                &operator.client.key.to_string_lossy(),
+                "--resolve",
+                &format!("{name}:{METRICS_PORT}:{}", node.tunnel_address),
+                &format!("https://{name}:{METRICS_PORT}/metrics"),
+            ]),
+        ));
+    }
     for node in &record.nodes {
         let page = &node.status_page;
         // Log in with the admin password (the session cookie goes to a jar in the box's
@@ -1287,15 +1428,10 @@ fn commands(
             &format!("{}login", page.url),
         ]);
         let api = curl(&["-b", &jar, &format!("{}api/v1/status", page.url)]);
-        let note = if page.served {
-            ""
-        } else {
-            " (not served yet: issue #5)"
-        };
         all.push(command(
             &format!("status-page-{}", node.name),
             &format!(
-                "log in to the {} status page ({}, admin password {}) and read its status API{note}",
+                "log in to the {} status page ({}, admin password {}) and read its status API",
                 node.name, page.url, page.admin_password
             ),
             vec!["sh".into(), "-c".into(), format!("{login} && {api}")],
@@ -1334,11 +1470,6 @@ fn push_commands(
         argv.extend(extra.iter().cloned());
         argv
     };
-    let note = if target.management.served {
-        String::new()
-    } else {
-        " (the management API did not answer when the lab came up)".into()
-    };
     Ok(vec![
         command(
             &format!("{}-connect", push.node),
@@ -1366,7 +1497,7 @@ fn push_commands(
             &format!(
                 "step 2: push the signed example config (version {} -> {}, description {:?}) \
                  from the data centre to the {}'s management API {}: answers \"state\": \
-                 \"pending\"{note}",
+                 \"pending\"",
                 push.running_version,
                 push.version,
                 push.description,
@@ -1419,6 +1550,27 @@ pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
         record.id,
         LabRecord::path(state_dir).display()
     ));
+    line(String::new());
+    line("Network".into());
+    if let Some(wan) = record.namespaces.iter().find(|n| n.ends_with("-wan")) {
+        line(format!(
+            "  {:<12} ns {wan:<20} bridge br0 joining every box's wan0 (198.18.0.0/24); tunnel \
+             overlay 198.19.0.0/24",
+            "WAN"
+        ));
+    }
+    for n in &record.nodes {
+        if let (Some(ns), Some(lan)) = (&n.lan_namespace, &n.lan_address) {
+            line(format!(
+                "  {:<12} ns {:<20} the {} LAN (198.18.{}.0/24 behind the box's lan0 {})",
+                format!("{}-lan", n.name),
+                ns,
+                n.name,
+                lan.split('.').nth(2).unwrap_or("?"),
+                lan
+            ));
+        }
+    }
     line(String::new());
     line("Boxes".into());
     for n in &record.nodes {
@@ -1481,30 +1633,17 @@ pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
     for n in &record.nodes {
         let p = &n.status_page;
         line(format!(
-            "  {:<9} {:<28} from ns {:<20} password {}{}",
-            n.name,
-            p.url,
-            p.open_from_namespace,
-            p.admin_password,
-            if p.served {
-                ""
-            } else {
-                "  (not served yet: issue #5)"
-            }
+            "  {:<9} {:<28} from ns {:<20} password {}",
+            n.name, p.url, p.open_from_namespace, p.admin_password,
+        ));
+        line(format!(
+            "            metrics {} (operator client certificate, from the data centre)",
+            p.metrics_url
         ));
     }
     line("Management API (operator config push)".into());
     for n in &record.nodes {
-        line(format!(
-            "  {:<9} {}{}",
-            n.name,
-            n.management.url,
-            if n.management.served {
-                ""
-            } else {
-                "  (not served yet: issue #6)"
-            }
-        ));
+        line(format!("  {:<9} {}", n.name, n.management.url));
     }
     if let Some(push) = &record.config_push {
         line(format!(
@@ -1539,6 +1678,20 @@ pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_settings_are_made_absolute_and_nothing_else_changes() {
+        let text = "[tunnel]\nprivate_key_file = \"wg.key\"\naddress = \"198.19.0.1/24\"\n\
+                    [tls]\ncertificate_file = \"tls/box.crt\"\nca_file = \"/etc/ca.crt\"\n\
+                    # crl_file = \"tls/operator-ca.crl\"\n";
+        assert_eq!(
+            absolute_file_paths(text, Path::new("/tmp/renkei-lab-x/dc")),
+            "[tunnel]\nprivate_key_file = \"/tmp/renkei-lab-x/dc/wg.key\"\n\
+             address = \"198.19.0.1/24\"\n[tls]\n\
+             certificate_file = \"/tmp/renkei-lab-x/dc/tls/box.crt\"\nca_file = \"/etc/ca.crt\"\n\
+             # crl_file = \"tls/operator-ca.crl\"\n"
+        );
+    }
 
     #[test]
     fn start_time_is_field_22_and_zombies_have_none() {

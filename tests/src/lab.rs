@@ -9,11 +9,13 @@
 //! ```
 //! Tunnel overlay 198.19.0.0/24: hub .1, hospital .10, clinic .20. Names carry a per-lab id
 //! (the test process's pid and a counter), so labs run in parallel, and a later lab removes the
-//! leftovers of a process that died before it could clean up.
+//! leftovers of a process that died before it could clean up: the processes still inside its
+//! namespaces first, then the namespaces and its folder. IPv6 is off in every namespace.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -497,8 +499,11 @@ fn base36(mut n: u32) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// Deletes namespaces named `rk<pid><n>-...` whose process is gone (a lab that crashed).
-fn remove_stale_labs() {
+/// Removes what a lab that crashed left (namespaces named `rk<pid><n>-...` whose process is
+/// gone): every process still inside such a namespace is ended before the namespace is
+/// deleted (a daemon started but never recorded would run on, orphaned), and the lab's folder
+/// `renkei-lab-<pid><n>` in the temp folder goes too.
+pub fn remove_stale_labs() {
     let Ok(output) = std::process::Command::new("ip")
         .args(["netns", "list"])
         .output()
@@ -509,22 +514,28 @@ fn remove_stale_labs() {
         let Some(name) = line.split_whitespace().next() else {
             continue;
         };
-        let Some(rest) = name.strip_prefix("rk") else {
+        let Some(id) = stale_lab_id(name) else {
             continue;
         };
-        let Some((id, _)) = rest.split_once('-') else {
-            continue;
-        };
-        if id.len() < 2 {
-            continue;
+        let left = crate::netns::empty_and_delete(name, Duration::from_secs(5));
+        if !left.is_empty() {
+            eprintln!("stale lab namespace {name}: processes {left:?} would not die");
         }
-        let Ok(pid) = u32::from_str_radix(&id[..id.len() - 1], 36) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", name])
-                .output();
-        }
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("renkei-lab-{id}")));
     }
+}
+
+/// The lab id of namespace `name` when it is a lab's (`rk<id>-...`, the id being the base-36
+/// pid of the process that made it and one more digit) and that process is gone.
+fn stale_lab_id(name: &str) -> Option<&str> {
+    let (id, _) = name.strip_prefix("rk")?.split_once('-')?;
+    if id.len() < 2
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+    {
+        return None;
+    }
+    let pid = u32::from_str_radix(&id[..id.len() - 1], 36).ok()?;
+    (!Path::new(&format!("/proc/{pid}")).exists()).then_some(id)
 }

@@ -13,15 +13,34 @@ pub struct Namespace {
 }
 
 impl Namespace {
-    /// Creates `name` (deleting a stale one of the same name first) with loopback up.
+    /// Creates `name` (deleting a stale one of the same name first) with loopback up and IPv6
+    /// off on every interface it will ever have: the lab's addresses are IPv4 from
+    /// 198.18.0.0/15, and an interface with IPv6 on would make up link-local addresses and send
+    /// router solicitations by itself. A test that needs IPv6 turns it on for one interface
+    /// with [`Namespace::enable_ipv6`] and uses fd00::/8.
     pub fn create(name: &str) -> anyhow::Result<Namespace> {
         let _ = Command::new("ip").args(["netns", "del", name]).output();
         run(Command::new("ip").args(["netns", "add", name]))?;
         let ns = Namespace {
             name: name.to_string(),
         };
+        ns.exec(
+            "sysctl",
+            &[
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+                "net.ipv6.conf.lo.disable_ipv6=1",
+            ],
+        )?;
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// Turns IPv6 on for one interface (the namespace starts with it off everywhere); the test
+    /// then gives it fd00::/8 addresses only (it also gets a link-local one).
+    pub fn enable_ipv6(&self, interface: &str) -> anyhow::Result<()> {
+        self.sysctl(&format!("net.ipv6.conf.{interface}.disable_ipv6"), "0")
     }
 
     /// The namespace's name.
@@ -103,6 +122,48 @@ impl Drop for Namespace {
             .args(["netns", "del", &self.name])
             .output();
     }
+}
+
+/// The processes inside namespace `name` (`ip netns pids`); empty when it does not exist.
+pub fn pids_in(name: &str) -> Vec<i32> {
+    Command::new("ip")
+        .args(["netns", "pids", name])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .filter(|p| *p > 1)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Ends every process still inside namespace `name` (SIGTERM, then SIGKILL after `timeout`)
+/// and deletes the namespace. Deleting a namespace alone would leave its processes running,
+/// unreachable by name: a lab that crashed before it recorded a daemon leaves exactly that.
+/// Returns the processes that would not die (none, normally).
+pub fn empty_and_delete(name: &str, timeout: std::time::Duration) -> Vec<i32> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let signal_all = |signal: Signal| {
+        for pid in pids_in(name) {
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
+    };
+    let gone = || pids_in(name).is_empty().then_some(());
+    signal_all(Signal::SIGTERM);
+    if crate::wait::wait_until(timeout, "processes in a namespace to exit", gone).is_err() {
+        signal_all(Signal::SIGKILL);
+        let _ = crate::wait::wait_until(
+            std::time::Duration::from_secs(5),
+            "killed processes in a namespace to go",
+            gone,
+        );
+    }
+    let left = pids_in(name);
+    let _ = Command::new("ip").args(["netns", "del", name]).output();
+    left
 }
 
 /// Runs a command; a non-zero exit is an error carrying its stderr.

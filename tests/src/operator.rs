@@ -95,6 +95,31 @@ impl Operator {
         })
     }
 
+    /// [`Operator::with_identity`] with a config signing key the operator already has (made
+    /// by `renkei keygen --operator`, as the operator's guide does before any box is
+    /// installed): copied into the operator's folder, its public key beside it.
+    pub fn with_signing_key(lab: &Lab, identity: &str, key: &Path) -> anyhow::Result<Operator> {
+        let text = std::fs::read_to_string(key)
+            .with_context(|| format!("reading the signing key {}", key.display()))?;
+        let pair = SigningKeyPair::from_pem(&text)
+            .map_err(|e| anyhow::anyhow!("{}: not a config signing key: {e}", key.display()))?;
+        let dir = lab.dir.join("operator");
+        std::fs::create_dir_all(&dir)?;
+        let signing_key = dir.join("signing.key");
+        crate::pki::write_key(&signing_key, &text)?;
+        let signing_public = renkei::keys::public_key_path(&signing_key);
+        std::fs::write(&signing_public, pair.public().to_pem())?;
+        let client = lab.ca.issue(identity)?.write(&dir, "client")?;
+        Ok(Operator {
+            signing_public,
+            signing_key,
+            client,
+            ca: lab.pki_dir().join("operator-ca.crt"),
+            dir,
+            timeout_secs: 20,
+        })
+    }
+
     /// Bounds every exchange with a box at `secs` (the crash test cuts exchanges short).
     pub fn with_timeout_secs(mut self, secs: u64) -> Self {
         self.timeout_secs = secs;

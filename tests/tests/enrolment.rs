@@ -84,7 +84,11 @@ fn renkei_status(config: &Path, runtime_dir: &Path) -> anyhow::Result<String> {
 }
 
 /// Gives the box and the laptop IPv6 addresses on the clinic LAN (no DAD: usable at once).
+/// Lab namespaces start with IPv6 off; it is turned on for the clinic LAN link only.
 fn add_lan_ipv6(lab: &Lab) {
+    for ns in [lab.ns(Node::Clinic), lab.lan_ns(Node::Clinic)] {
+        ns.enable_ipv6("lan0").expect("IPv6 on the clinic LAN");
+    }
     lab.ns(Node::Clinic)
         .ip(&[
             "addr",

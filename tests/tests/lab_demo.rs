@@ -5,157 +5,43 @@
 //! Each test keeps its `lab.json` in a folder of its own, so it never touches a demo lab a
 //! person has running, and a guard runs `lab down` when the test ends, also when it fails.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use renkei_lab::demo::{leftovers, LabRecord};
+use common::{assert_gone, bounded, namespaces_now, Commands, LabDir, COMMAND_TIMEOUT};
+use renkei_lab::demo::{leftovers, processes_using, LabRecord};
 use renkei_lab::docserver::sha256_hex;
 use renkei_lab::{require_root, wait_until};
 use serde_json::Value;
 
-/// Longest `lab up` or `lab down` may take.
-const LAB_TIMEOUT: Duration = Duration::from_secs(150);
-/// Longest one of the printed commands may take.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Runs a command to its end, killing it after `timeout`.
-fn bounded(command: &mut Command, timeout: Duration) -> Output {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
-    let pid = child.id();
-    // The pipes are read to their end on other threads so a chatty command never blocks.
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut stdout, &mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut stderr, &mut v);
-        v
-    });
-    let status = match wait_until(timeout, "the command to finish", || {
-        child.try_wait().ok().flatten()
-    }) {
-        Ok(status) => status,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{command:?} (pid {pid}): {e}");
-        }
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    }
-}
-
-/// A state folder for `lab`; dropping it runs `lab down` and removes the folder.
-struct LabDir {
-    dir: PathBuf,
-}
-
-impl LabDir {
-    fn new(name: &str) -> LabDir {
-        let dir =
-            std::env::temp_dir().join(format!("renkei-demo-test-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("state folder");
-        LabDir { dir }
-    }
-
-    /// Runs `lab <command> --dir <dir> <args>`.
-    fn lab(&self, command: &str, args: &[&str]) -> Output {
-        bounded(
-            Command::new(env!("CARGO_BIN_EXE_lab"))
-                .arg(command)
-                .arg("--dir")
-                .arg(&self.dir)
-                .args(args),
-            LAB_TIMEOUT,
-        )
-    }
-
-    /// `lab up`, which must succeed; returns its printed summary and the record.
-    fn up(&self, args: &[&str]) -> (String, LabRecord) {
-        let output = self.lab("up", args);
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "lab up failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let record = LabRecord::read(&self.dir)
-            .expect("lab.json readable")
-            .expect("lab up wrote lab.json");
-        assert_eq!(record.state, "up");
-        (stdout, record)
-    }
-
-    fn down(&self) {
-        let output = self.lab("down", &[]);
-        assert!(
-            output.status.success(),
-            "lab down failed:\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-}
-
-impl Drop for LabDir {
-    fn drop(&mut self) {
-        if LabRecord::path(&self.dir).exists() {
-            let output = self.lab("down", &[]);
-            if !output.status.success() {
-                eprintln!(
-                    "cleanup: lab down failed: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
-            }
-        }
-        if std::thread::panicking() {
-            if let Ok(log) = std::fs::read_to_string(self.dir.join("keeper.log")) {
-                eprintln!("----- keeper log -----\n{log}");
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Runs one of the recorded commands exactly as recorded (its argv), successful or not.
-fn run_recorded_output(record: &LabRecord, key: &str) -> Output {
-    let command = record
-        .command(key)
-        .unwrap_or_else(|| panic!("no command {key:?} in lab.json"));
-    let (program, args) = command
-        .argv
-        .split_first()
-        .unwrap_or_else(|| panic!("{key}: empty argv: {command:?}"));
-    bounded(Command::new(program).args(args), COMMAND_TIMEOUT)
-}
-
-/// Runs one of the recorded commands exactly as recorded (its argv), which must succeed, and
-/// returns its stdout.
-fn run_recorded(record: &LabRecord, key: &str) -> Vec<u8> {
-    let output = run_recorded_output(record, key);
-    assert!(
-        output.status.success(),
-        "{}: {}{}",
-        record.command(key).map_or("", |c| c.shell.as_str()),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
-}
+/// Every command `lab up` prints, by key: the tests below run each one as printed.
+const FETCH_KEYS: [&str; 13] = [
+    "fetch-document",
+    "fetch-imaging-checksum",
+    "hospital-checksum",
+    "clinic-tunnel",
+    "clinic-tunnel-json",
+    "hospital-status",
+    "hub-peers",
+    "metrics-dc",
+    "metrics-hospital",
+    "status-page-dc",
+    "status-page-hospital",
+    "status-page-clinic",
+    "down",
+];
+/// The printed config push, in the order printed (and `lab down`, which ends that test).
+const PUSH_KEYS: [&str; 6] = [
+    "clinic-connect",
+    "push-config",
+    "confirm-config",
+    "show-config",
+    "clinic-tunnel-json",
+    "down",
+];
 
 /// The JSON documents a command printed, in order (`renkei push` prints the box's answer, then
 /// the state it reads back).
@@ -168,25 +54,40 @@ fn json_answers(stdout: &[u8]) -> Vec<Value> {
         .collect()
 }
 
-fn clinic_peer_state(record: &LabRecord) -> String {
-    let status: Value =
-        serde_json::from_slice(&run_recorded(record, "clinic-tunnel-json")).expect("JSON status");
-    status["tunnel"]["peers"]
-        .as_array()
-        .and_then(|peers| peers.iter().find(|p| p["name"] == "dc"))
-        .and_then(|p| p["state"].as_str())
+fn json(commands: &Commands, key: &str) -> Value {
+    let out = commands.run(key);
+    serde_json::from_slice(&out)
+        .unwrap_or_else(|e| panic!("{key}: not JSON ({e}): {}", String::from_utf8_lossy(&out)))
+}
+
+fn clinic_peer_state(commands: &Commands) -> String {
+    peer(&json(commands, "clinic-tunnel-json"), "dc")["state"]
+        .as_str()
         .unwrap_or("")
         .to_string()
 }
 
-fn status_of(record: &LabRecord, node: &str) -> Value {
-    let node = record.node(node).expect("node");
-    let answer = renkei::status::control::request(&node.runtime_dir, "status").expect("status");
-    serde_json::from_str(&answer).expect("status JSON")
+/// Peer `name` of a status document (`Null` when there is none).
+fn peer(status: &Value, name: &str) -> Value {
+    status["tunnel"]["peers"]
+        .as_array()
+        .and_then(|peers| peers.iter().find(|p| p["name"] == name))
+        .cloned()
+        .unwrap_or(Value::Null)
 }
 
-fn access_log(record: &LabRecord, node: &str, service: &str) -> Vec<Value> {
-    status_of(record, node)["proxy"]["recent_connections"]
+/// Service `name` of a status document (`Null` when there is none).
+fn service(status: &Value, name: &str) -> Value {
+    status["proxy"]["services"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["name"] == name))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Access-log records of `service` in a status document.
+fn records(status: &Value, service: &str) -> Vec<Value> {
+    status["proxy"]["recent_connections"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -195,11 +96,10 @@ fn access_log(record: &LabRecord, node: &str, service: &str) -> Vec<Value> {
         .collect()
 }
 
-fn namespaces_now() -> String {
-    String::from_utf8_lossy(
-        &bounded(Command::new("ip").args(["netns", "list"]), COMMAND_TIMEOUT).stdout,
-    )
-    .into_owned()
+fn status_of(record: &LabRecord, node: &str) -> Value {
+    let node = record.node(node).expect("node");
+    let answer = renkei::status::control::request(&node.runtime_dir, "status").expect("status");
+    serde_json::from_str(&answer).expect("status JSON")
 }
 
 fn in_benchmark_range(addr: &str) -> bool {
@@ -207,8 +107,9 @@ fn in_benchmark_range(addr: &str) -> bool {
         .is_ok_and(|ip| ip.octets()[0] == 198 && (ip.octets()[1] & 0xfe) == 18)
 }
 
-/// Everything the lab is up with is alive, and every IPv4 address in its namespaces other than
-/// loopback is from 198.18.0.0/15.
+/// Everything the lab is up with is alive; every IPv4 address in its namespaces other than
+/// loopback is from 198.18.0.0/15, and no interface has an IPv6 address (IPv6 is off in lab
+/// namespaces, so not even link-local ones).
 fn assert_up(record: &LabRecord) {
     for process in record.processes() {
         assert!(process.alive(), "{process:?} is not running");
@@ -222,14 +123,18 @@ fn assert_up(record: &LabRecord) {
             "namespace {ns} missing:\n{listed}"
         );
         let addrs = bounded(
-            Command::new("ip").args(["-n", ns, "-4", "-o", "addr", "show"]),
+            Command::new("ip").args(["-n", ns, "-o", "addr", "show"]),
             COMMAND_TIMEOUT,
         );
-        for line in String::from_utf8_lossy(&addrs.stdout).lines() {
+        assert!(addrs.status.success(), "ip -n {ns} addr: {addrs:?}");
+        let text = String::from_utf8_lossy(&addrs.stdout);
+        assert!(text.contains(" inet "), "{ns} has no IPv4 address:\n{text}");
+        for line in text.lines() {
             let words: Vec<&str> = line.split_whitespace().collect();
-            let Some(i) = words.iter().position(|w| *w == "inet") else {
+            let Some(i) = words.iter().position(|w| *w == "inet" || *w == "inet6") else {
                 continue;
             };
+            assert_eq!(words[i], "inet", "{ns}: an IPv6 address: {line}");
             let addr = words[i + 1].split('/').next().unwrap_or("");
             assert!(
                 addr.starts_with("127.") || in_benchmark_range(addr),
@@ -239,45 +144,215 @@ fn assert_up(record: &LabRecord) {
     }
 }
 
-/// Nothing of `record` is left: processes, namespaces, sockets, folders, `lab.json`.
-fn assert_gone(record: &LabRecord, state_dir: &Path) {
-    let left = leftovers(record);
-    assert!(left.is_empty(), "left behind: {left:?}");
-    for process in record.processes() {
-        assert!(!process.alive(), "{process:?} still runs");
+/// `token` occurs in `text` as a whole word: not inside a longer address or name.
+fn has_token(text: &str, token: &str) -> bool {
+    let part = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_';
+    text.match_indices(token).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + token.len()..].chars().next();
+        !before.is_some_and(part) && !after.is_some_and(part)
+    })
+}
+
+/// The printed summary names every namespace, address, listener, page, password and file of
+/// `lab.json`, and prints every command exactly as recorded.
+fn assert_summary_lists_everything(printed: &str, record: &LabRecord) {
+    let mut wanted: Vec<String> = record.namespaces.clone();
+    for n in &record.nodes {
+        wanted.extend([
+            n.namespace.clone(),
+            n.wan_address.clone(),
+            n.tunnel_address.clone(),
+            n.config.display().to_string(),
+            n.log.display().to_string(),
+            n.status_page.url.clone(),
+            n.status_page.open_from_namespace.clone(),
+            n.status_page.admin_password.clone(),
+            n.status_page.metrics_url.clone(),
+            n.management.url.clone(),
+        ]);
+        wanted.extend(n.lan_namespace.clone());
+        wanted.extend(n.lan_address.clone());
+        for l in &n.listeners {
+            wanted.extend([l.listen.clone(), l.target.clone()]);
+            let listed = |p: &str| {
+                let (Some(from), Some(arrow)) = (p.find(&l.listen), p.find(" -> ")) else {
+                    return false;
+                };
+                from < arrow
+                    && p[arrow..].contains(&l.target)
+                    && has_token(p, &l.service)
+                    && has_token(p, &l.direction)
+                    && has_token(p, &n.name)
+            };
+            assert!(
+                printed.lines().any(listed),
+                "listener {l:?} of {} not printed:\n{printed}",
+                n.name
+            );
+        }
     }
-    let listed = namespaces_now();
-    for ns in &record.namespaces {
+    for c in &record.clients {
+        wanted.extend([c.namespace.clone(), c.address.clone()]);
+    }
+    let server = record.document_server.as_ref().expect("document server");
+    wanted.extend([
+        server.namespace.clone(),
+        server.url.clone(),
+        server.dir.display().to_string(),
+    ]);
+    for doc in &server.documents {
+        wanted.extend([doc.name.clone(), doc.sha256.clone()]);
+    }
+    let pki = record.pki.as_ref().expect("pki");
+    wanted.extend(
+        [
+            &pki.ca_certificate,
+            &pki.operator_certificate,
+            &pki.signing_key,
+        ]
+        .map(|p| p.display().to_string()),
+    );
+    for token in wanted {
         assert!(
-            !listed
-                .lines()
-                .any(|l| l.split_whitespace().next() == Some(ns)),
-            "namespace {ns} still there"
+            has_token(printed, &token),
+            "{token} not printed:\n{printed}"
         );
     }
-    assert!(!record.lab_dir.exists(), "{}", record.lab_dir.display());
-    for socket in &record.wireguard_sockets {
-        assert!(!socket.exists(), "{}", socket.display());
+    // The WAN namespace has a line of its own, as have the boxes' LAN namespaces.
+    let wan = record
+        .namespaces
+        .iter()
+        .find(|n| n.ends_with("-wan"))
+        .expect("a WAN namespace");
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.trim_start().starts_with("WAN") && has_token(l, wan)),
+        "{printed}"
+    );
+    for n in &record.nodes {
+        if let Some(lan_ns) = &n.lan_namespace {
+            assert!(
+                printed
+                    .lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{}-lan ", n.name))
+                        && has_token(l, lan_ns)),
+                "{lan_ns}: {printed}"
+            );
+        }
     }
-    assert!(!LabRecord::path(state_dir).exists(), "lab.json still there");
+    for c in &record.commands {
+        assert!(
+            printed.contains(&format!("  {}\n", c.shell)),
+            "{}: {} not printed",
+            c.key,
+            c.shell
+        );
+    }
+}
+
+/// The recorded keys are exactly the ones these tests run.
+fn assert_known_keys(record: &LabRecord) {
+    let recorded: std::collections::BTreeSet<&str> =
+        record.commands.iter().map(|c| c.key.as_str()).collect();
+    let known: std::collections::BTreeSet<&str> =
+        FETCH_KEYS.iter().chain(&PUSH_KEYS).copied().collect();
+    assert_eq!(
+        recorded, known,
+        "a printed command no test runs, or the reverse"
+    );
+}
+
+/// A metrics document of a box, as the printed command reads it: Prometheus text with the
+/// box's build, its tunnel state and its certificate.
+fn assert_metrics(commands: &Commands, key: &str, role: &str, serial_subject: &str) {
+    let text = commands.text(key);
+    assert!(
+        text.lines().any(|l| l.starts_with("renkei_build_info{")
+            && l.contains(&format!("role=\"{role}\""))
+            && l.ends_with(" 1")),
+        "{key}:\n{text}"
+    );
+    assert!(
+        text.contains("renkei_tunnel_state{state=\"up\"} 1"),
+        "{key}:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("renkei_certificate_expiry_seconds{")
+                && l.contains("role=\"box_chain\"")
+                && l.contains(serial_subject)),
+        "{key}:\n{text}"
+    );
+}
+
+/// A fetch from the viewer PC that the test holds open: the transfer stops once the pipe to
+/// the test is full, so every leg of the chain stays open until [`HeldFetch::finish`] reads it.
+struct HeldFetch {
+    child: std::process::Child,
+}
+
+impl HeldFetch {
+    fn start(shell: &str) -> HeldFetch {
+        let child = Command::new("sh")
+            .args(["-c", shell])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the held fetch");
+        HeldFetch { child }
+    }
+
+    /// Reads the whole document; returns it with the time its last byte arrived.
+    fn finish(mut self) -> (Vec<u8>, Instant) {
+        let mut body = Vec::new();
+        self.child
+            .stdout
+            .take()
+            .expect("stdout")
+            .read_to_end(&mut body)
+            .expect("read the fetch");
+        let arrived = Instant::now();
+        let status = wait_until(COMMAND_TIMEOUT, "the held fetch to end", || {
+            self.child.try_wait().ok().flatten()
+        })
+        .expect("the held fetch ends");
+        let mut err = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            let _ = stderr.read_to_string(&mut err);
+        }
+        assert!(status.success(), "held fetch: {status}: {err}");
+        (body, arrived)
+    }
+}
+
+impl Drop for HeldFetch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The status pages, read with the printed commands (logged in with the printed password,
+/// over HTTPS verified against the lab CA): `(clinic, dc, hospital)`.
+fn pages(commands: &Commands) -> (Value, Value, Value) {
+    (
+        json(commands, "status-page-clinic"),
+        json(commands, "status-page-dc"),
+        json(commands, "status-page-hospital"),
+    )
 }
 
 #[test]
-fn net1_net7_log1_lab_demo_document_fetch_on_demand() {
+fn net1_net7_log1_ops3_ops4_lab_demo_fetch_on_demand_and_every_printed_command() {
     require_root!();
     let dir = LabDir::new("fetch");
     let (printed, record) = dir.up(&["--clinic-idle-timeout", "10"]);
     assert_up(&record);
-
-    // What is printed is what is recorded.
-    for key in ["fetch-document", "clinic-tunnel", "hub-peers", "down"] {
-        let shell = &record.command(key).expect(key).shell;
-        assert!(printed.contains(shell.as_str()), "{shell} not printed");
-    }
-    for node in &record.nodes {
-        assert!(printed.contains(&node.status_page.admin_password));
-        assert!(printed.contains(&node.status_page.url));
-    }
+    assert_known_keys(&record);
+    assert_summary_lists_everything(&printed, &record);
     for addr in record
         .nodes
         .iter()
@@ -293,33 +368,89 @@ fn net1_net7_log1_lab_demo_document_fetch_on_demand() {
     {
         assert!(in_benchmark_range(addr), "{addr}");
     }
+    let commands = Commands::new(&record);
     let server = record.document_server.as_ref().expect("document server");
+    let hub = record.node("dc").expect("hub");
+    let hospital = record.node("hospital").expect("hospital");
+    let clinic = record.node("clinic").expect("clinic");
 
-    // NET-7: nothing has asked for the clinic's tunnel yet.
-    assert_eq!(clinic_peer_state(&record), "idle");
+    // NET-7: nothing has asked for the clinic's tunnel yet, as its printed status says.
+    assert_eq!(clinic_peer_state(&commands), "idle");
+    let text = commands.text("clinic-tunnel");
+    assert!(text.contains("facility: lab clinic (viewing)"), "{text}");
+    assert!(
+        text.contains("peer: dc ") && text.contains("  state: idle"),
+        "{text}"
+    );
+    // The always-on hospital is up, with its inbound service and nothing proxied yet.
+    let text = commands.text("hospital-status");
+    assert!(
+        text.contains("facility: lab hospital (disclosing)"),
+        "{text}"
+    );
+    assert!(text.contains("  state: up (session established)"), "{text}");
+    assert!(
+        text.contains("service: documents inbound 198.19.0.10:8443 -> 198.18.10.2:8080"),
+        "{text}"
+    );
+    assert!(text.contains("0 active (max 256), 0 total"), "{text}");
+    // The hub's WireGuard peers, read by `wg` over the daemon's userspace API: the hospital
+    // has shaken hands, the clinic never has.
+    let wg = commands.text("hub-peers");
+    assert!(
+        wg.contains(&format!("interface: {}", hub.interface)),
+        "{wg}"
+    );
+    assert!(
+        wg.contains(&format!("public key: {}", hub.wireguard_public_key)),
+        "{wg}"
+    );
+    let section = |key: &str| {
+        wg.split("\n\n")
+            .find(|s| s.contains(&format!("peer: {key}")))
+            .unwrap_or_else(|| panic!("no peer {key} in:\n{wg}"))
+            .to_string()
+    };
+    let hospital_peer = section(&hospital.wireguard_public_key);
+    assert!(
+        hospital_peer.contains("allowed ips: 198.19.0.10/32"),
+        "{wg}"
+    );
+    assert!(hospital_peer.contains("endpoint: 198.18.0.10:"), "{wg}");
+    assert!(hospital_peer.contains("latest handshake: "), "{wg}");
+    let clinic_peer = section(&clinic.wireguard_public_key);
+    assert!(clinic_peer.contains("allowed ips: 198.19.0.20/32"), "{wg}");
+    assert!(!clinic_peer.contains("latest handshake"), "{wg}");
+    // OPS-4: the operator reads each always-on box's metrics through the tunnel.
+    assert_metrics(&commands, "metrics-dc", "hub", &hub.tls_identity);
+    assert_metrics(
+        &commands,
+        "metrics-hospital",
+        "disclosing",
+        &hospital.tls_identity,
+    );
 
     // A document from the clinic LAN arrives intact from the hospital's server (NET-1).
     let summary = &server.documents[0];
-    let fetched = run_recorded(&record, "fetch-document");
+    let fetched = commands.run("fetch-document");
     let on_disk = std::fs::read(server.dir.join(&summary.name)).expect("hospital's file");
     assert_eq!(sha256_hex(&fetched), sha256_hex(&on_disk));
     assert_eq!(sha256_hex(&fetched), summary.sha256);
     // The 8 MiB imaging file too, checksummed as the printed pipeline does.
     let imaging = server.documents.last().expect("imaging");
-    let piped = String::from_utf8(run_recorded(&record, "fetch-imaging-checksum")).expect("text");
-    let hospital = String::from_utf8(run_recorded(&record, "hospital-checksum")).expect("text");
+    let piped = commands.text("fetch-imaging-checksum");
+    let copy = commands.text("hospital-checksum");
     assert_eq!(
         piped.split_whitespace().next(),
         Some(imaging.sha256.as_str())
     );
     assert_eq!(
-        hospital.split_whitespace().next(),
+        copy.split_whitespace().next(),
         Some(imaging.sha256.as_str())
     );
-    let last_byte = Instant::now();
 
     // NET-7: the fetch opened the clinic's tunnel.
-    assert_eq!(clinic_peer_state(&record), "up");
+    assert_eq!(clinic_peer_state(&commands), "up");
     // LOG-1: every leg logged both fetches with the TLS peer's identity.
     for (node, service, identity) in [
         ("clinic", "documents", "hub.renkei.example"),
@@ -327,13 +458,13 @@ fn net1_net7_log1_lab_demo_document_fetch_on_demand() {
         ("dc", "hospital-documents", "hospital.renkei.example"),
         ("hospital", "documents", "hub.renkei.example"),
     ] {
-        let records = wait_until(Duration::from_secs(10), "two access-log records", || {
-            let all = access_log(&record, node, service);
+        let logged = wait_until(Duration::from_secs(10), "two access-log records", || {
+            let all = records(&status_of(&record, node), service);
             (all.len() >= 2).then_some(all)
         })
         .unwrap_or_else(|e| panic!("{node} {service}: {e}"));
-        assert_eq!(records.len(), 2, "{node} {service}: {records:#?}");
-        for r in &records {
+        assert_eq!(logged.len(), 2, "{node} {service}: {logged:#?}");
+        for r in &logged {
             assert_eq!(r["result"], "ok", "{node} {service}: {r:#}");
             assert_eq!(r["peer_identity"], identity, "{node} {service}: {r:#}");
             assert_eq!(r["tls_version"], "TLSv1_3", "{node} {service}: {r:#}");
@@ -342,37 +473,51 @@ fn net1_net7_log1_lab_demo_document_fetch_on_demand() {
     let served = std::fs::read_to_string(&server.log).expect("document server log");
     assert_eq!(served.matches("\" 200").count(), 2, "{served}");
 
-    // All three status pages show it, once the daemon serves them (issue #5): logged in with
-    // the printed password over HTTPS verified against the lab CA, each page's status API shows
-    // the clinic's tunnel up and the two fetches in its access log.
-    for (node, peer, service) in [
-        ("clinic", "dc", "documents"),
-        ("dc", "clinic", "portal"),
-        ("hospital", "dc", "documents"),
+    // All three status pages show a fetch while it runs: a third one, from the viewer PC as
+    // printed but for the imaging file, held open by the test (it reads nothing until the
+    // pages are read, so every leg of the chain stays open). Each page shows the tunnel it
+    // carries up, the connection active, and the two finished fetches in its access log.
+    let held_shell = commands
+        .shell("fetch-document")
+        .replace(&summary.name, &imaging.name);
+    assert_ne!(held_shell, commands.shell("fetch-document"));
+    let held = HeldFetch::start(&held_shell);
+    let (clinic_page, dc_page, hospital_page) = wait_until(
+        Duration::from_secs(30),
+        "the pages to show the held fetch",
+        || {
+            let (c, d, h) = pages(&commands);
+            let active = |page: &Value, name: &str| service(page, name)["active"].as_u64();
+            (active(&c, "documents") == Some(1)
+                && active(&d, "portal") == Some(1)
+                && active(&d, "hospital-documents") == Some(1)
+                && active(&h, "documents") == Some(1))
+            .then_some((c, d, h))
+        },
+    )
+    .expect("status pages during the fetch");
+    for (page, peer_name, service_name) in [
+        (&clinic_page, "dc", "documents"),
+        (&dc_page, "clinic", "portal"),
+        (&dc_page, "hospital", "hospital-documents"),
+        (&hospital_page, "dc", "documents"),
     ] {
-        if !record.node(node).expect("node").status_page.served {
-            eprintln!("{node}: status page not served yet (issue #5)");
-            continue;
-        }
-        let page: Value =
-            serde_json::from_slice(&run_recorded(&record, &format!("status-page-{node}")))
-                .unwrap_or_else(|e| panic!("{node} status page JSON: {e}"));
-        let state = page["tunnel"]["peers"]
-            .as_array()
-            .and_then(|peers| peers.iter().find(|p| p["name"] == peer))
-            .map(|p| p["state"].clone());
-        assert_eq!(state, Some(Value::from("up")), "{node}: {page:#}");
-        let fetches = page["proxy"]["recent_connections"]
-            .as_array()
-            .map(|all| all.iter().filter(|r| r["service"] == service).count());
-        assert_eq!(fetches, Some(2), "{node}: {page:#}");
+        assert_eq!(peer(page, peer_name)["state"], "up", "{page:#}");
+        assert_eq!(records(page, service_name).len(), 2, "{page:#}");
     }
+    // The clinic's page: its on-demand tunnel is held open by the connection.
+    assert_eq!(peer(&clinic_page, "dc")["holds"], 1, "{clinic_page:#}");
+    assert_eq!(clinic_page["role"], "viewing", "{clinic_page:#}");
+    assert_eq!(dc_page["role"], "hub", "{dc_page:#}");
+    assert_eq!(hospital_page["role"], "disclosing", "{hospital_page:#}");
+    let (body, last_byte) = held.finish();
+    assert_eq!(sha256_hex(&body), imaging.sha256);
 
     // NET-7: the clinic's tunnel closes by itself after its 10 s idle time, not before.
     wait_until(
         Duration::from_secs(30),
         "the clinic's tunnel to idle out",
-        || (clinic_peer_state(&record) == "idle").then_some(()),
+        || (clinic_peer_state(&commands) == "idle").then_some(()),
     )
     .expect("clinic idle");
     let idle_after = last_byte.elapsed();
@@ -380,15 +525,59 @@ fn net1_net7_log1_lab_demo_document_fetch_on_demand() {
         idle_after >= Duration::from_secs(8),
         "idled out {idle_after:?} after the last byte"
     );
-    // The always-on hospital stays up.
-    let hospital = status_of(&record, "hospital");
+    let text = commands.text("clinic-tunnel");
+    assert!(
+        text.contains("  state: idle (idle timeout: session dropped)"),
+        "{text}"
+    );
+    // The pages after it closed: the clinic's shows its tunnel idle with no session keys; no
+    // page shows a connection any more, each has the three fetches in its access log, and the
+    // always-on hospital stays up. The hub answers its peers and never initiates to them, so
+    // its page cannot know the clinic dropped its keys: it shows no handshake since the fetch.
+    let (clinic_page, dc_page, hospital_page) = pages(&commands);
+    let clinic_dc = peer(&clinic_page, "dc");
+    assert_eq!(clinic_dc["state"], "idle", "{clinic_page:#}");
+    assert_eq!(clinic_dc["session_keys_present"], false, "{clinic_page:#}");
+    assert_eq!(clinic_dc["holds"], 0, "{clinic_page:#}");
+    for (page, service_name) in [
+        (&clinic_page, "documents"),
+        (&dc_page, "portal"),
+        (&dc_page, "hospital-documents"),
+        (&hospital_page, "documents"),
+    ] {
+        assert_eq!(service(page, service_name)["active"], 0, "{page:#}");
+        assert_eq!(records(page, service_name).len(), 3, "{page:#}");
+    }
     assert_eq!(
-        hospital["tunnel"]["peers"][0]["state"], "up",
-        "{hospital:#}"
+        peer(&hospital_page, "dc")["state"],
+        "up",
+        "{hospital_page:#}"
+    );
+    // With IPv6 off in the lab, no box's TUN device makes up packets of its own (an IPv6 one
+    // sends router solicitations), so none was dropped as coming from a foreign source.
+    for page in [&clinic_page, &dc_page, &hospital_page] {
+        assert_eq!(page["tunnel"]["drops"]["foreign_source"], 0, "{page:#}");
+    }
+    let dc_clinic = peer(&dc_page, "clinic");
+    assert_eq!(dc_clinic["holds"], 0, "{dc_page:#}");
+    assert!(
+        dc_clinic["last_handshake_age_secs"]
+            .as_u64()
+            .is_some_and(|age| age >= 8),
+        "{dc_page:#}"
     );
 
-    dir.down();
+    // The printed `lab down` removes everything.
+    let down = commands.text("down");
+    assert!(
+        down.contains(&format!("lab {} removed", record.id)),
+        "{down}"
+    );
     assert_gone(&record, &dir.dir);
+    let ran = commands.ran();
+    let wanted: std::collections::BTreeSet<String> =
+        FETCH_KEYS.iter().map(|k| k.to_string()).collect();
+    assert_eq!(ran, wanted, "commands run");
 }
 
 #[test]
@@ -443,7 +632,7 @@ fn auth2_log2_lab_demo_config_push_to_the_on_demand_clinic() {
         .clone()
         .expect("lab.json has the example push");
     let clinic = record.node("clinic").expect("clinic").clone();
-    assert!(clinic.management.served, "{clinic:#?}");
+    let commands = Commands::new(&record);
 
     // Printed as recorded, in the order to follow, every one a real command.
     let keys = [
@@ -475,16 +664,16 @@ fn auth2_log2_lab_demo_config_push_to_the_on_demand_clinic() {
 
     // The clinic is on demand and nothing has asked for its tunnel: the operator cannot reach
     // it until the box connects.
-    assert_eq!(clinic_peer_state(&record), "idle");
+    assert_eq!(clinic_peer_state(&commands), "idle");
     let before = status_of(&record, "clinic")["config"].clone();
     assert_eq!(before["version"], push.running_version, "{before:#}");
 
-    let connected = String::from_utf8(run_recorded(&record, "clinic-connect")).expect("text");
+    let connected = commands.text("clinic-connect");
     assert_eq!(connected.trim(), "ok");
-    assert_eq!(clinic_peer_state(&record), "up");
+    assert_eq!(clinic_peer_state(&commands), "up");
 
     // AUTH-2: the operator's certificate and signed, newer config are accepted.
-    let answers = json_answers(&run_recorded(&record, "push-config"));
+    let answers = json_answers(&commands.run("push-config"));
     let answer = answers.first().expect("push answer");
     assert_eq!(answer["state"], "pending", "{answers:#?}");
     assert_eq!(answer["version"], push.version, "{answers:#?}");
@@ -492,19 +681,18 @@ fn auth2_log2_lab_demo_config_push_to_the_on_demand_clinic() {
     assert_eq!(pending["state"], "pending", "{pending:#}");
     assert_eq!(pending["version"], push.version, "{pending:#}");
 
-    let answers = json_answers(&run_recorded(&record, "confirm-config"));
+    let answers = json_answers(&commands.run("confirm-config"));
     let answer = answers.first().expect("confirm answer");
     assert_eq!(answer["state"], "confirmed", "{answers:#?}");
     assert_eq!(answer["version"], push.version, "{answers:#?}");
 
-    let answers = json_answers(&run_recorded(&record, "show-config"));
+    let answers = json_answers(&commands.run("show-config"));
     let remote = answers.first().expect("remote answer");
     assert_eq!(remote["version"], push.version, "{remote:#}");
     assert_eq!(remote["state"], "confirmed", "{remote:#}");
 
     // The clinic itself, over its control socket, as the printed status command reads it.
-    let status: Value =
-        serde_json::from_slice(&run_recorded(&record, "clinic-tunnel-json")).expect("JSON");
+    let status = json(&commands, "clinic-tunnel-json");
     let state = &status["config"];
     assert_eq!(state["version"], push.version, "{state:#}");
     assert_eq!(state["state"], "confirmed", "{state:#}");
@@ -532,7 +720,7 @@ fn auth2_log2_lab_demo_config_push_to_the_on_demand_clinic() {
     }
 
     // AUTH-2: the same push again is a replay, refused, and the clinic keeps what it runs.
-    let again = run_recorded_output(&record, "push-config");
+    let again = commands.output("push-config");
     assert!(!again.status.success(), "a replayed push was accepted");
     let answers = json_answers(&again.stdout);
     assert_eq!(
@@ -552,6 +740,204 @@ fn auth2_log2_lab_demo_config_push_to_the_on_demand_clinic() {
         "no refused line with the reason in:\n{log}"
     );
 
-    dir.down();
+    let down = commands.text("down");
+    assert!(
+        down.contains(&format!("lab {} removed", record.id)),
+        "{down}"
+    );
     assert_gone(&record, &dir.dir);
+    let ran = commands.ran();
+    let wanted: std::collections::BTreeSet<String> =
+        PUSH_KEYS.iter().map(|k| k.to_string()).collect();
+    assert_eq!(ran, wanted, "commands run");
+}
+
+/// `renkei` for the keeper, through a script that holds the clinic's daemon at its start
+/// until the test says go (bounded: it goes on by itself after 60 s).
+fn holding_wrapper(dir: &std::path::Path) -> std::path::PathBuf {
+    let real = renkei_lab::daemon::renkei_bin().expect("renkei built");
+    let wrapper = dir.join("renkei-holding-clinic");
+    let script = format!(
+        r#"#!/bin/sh
+case "$*" in
+  *"run --config "*/clinic/renkei.toml*)
+    : > '{hook}/clinic-starting'
+    i=0
+    while [ ! -e '{hook}/go' ] && [ "$i" -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+    ;;
+esac
+exec '{real}' "$@"
+"#,
+        hook = dir.display(),
+        real = real.display()
+    );
+    std::fs::write(&wrapper, script).expect("wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod wrapper");
+    wrapper
+}
+
+#[test]
+fn lab_up_after_a_crash_while_starting_ends_the_daemon_it_never_recorded() {
+    require_root!();
+    let dir = LabDir::new("crash-start");
+    let hook = dir.dir.join("hook");
+    std::fs::create_dir_all(&hook).expect("hook folder");
+    let wrapper = holding_wrapper(&hook);
+
+    // `lab up` whose keeper is about to start the clinic's daemon...
+    let mut up = dir.command("up", &[]);
+    up.env("RENKEI_BIN", &wrapper)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut up = up.spawn().expect("lab up");
+    wait_until(
+        Duration::from_secs(120),
+        "the clinic's daemon to start",
+        || hook.join("clinic-starting").exists().then_some(()),
+    )
+    .expect("the keeper starts the clinic");
+    // ... and a crash: `lab up` and its keeper die; the daemon they were starting runs on,
+    // recorded nowhere.
+    let starting = LabRecord::read(&dir.dir)
+        .expect("lab.json")
+        .expect("the keeper recorded the lab as starting");
+    assert_eq!(starting.state, "starting");
+    let _ = up.kill();
+    let _ = up.wait();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(starting.keeper.pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the keeper");
+    wait_until(Duration::from_secs(10), "the keeper to die", || {
+        (!starting.keeper.alive()).then_some(())
+    })
+    .expect("keeper dead");
+    std::fs::write(hook.join("go"), b"").expect("go");
+    let clinic_run = starting.lab_dir.join("clinic").join("run");
+    wait_until(
+        Duration::from_secs(30),
+        "the orphaned clinic daemon",
+        || renkei::status::control::request(&clinic_run, "status").ok(),
+    )
+    .expect("the unrecorded clinic daemon answers");
+    let crashed = LabRecord::read(&dir.dir)
+        .expect("lab.json")
+        .expect("record");
+    assert_eq!(crashed.state, "starting");
+    assert!(
+        crashed.nodes.iter().all(|n| n.name != "clinic"),
+        "{crashed:#?}"
+    );
+    let recorded: Vec<u32> = crashed.processes().iter().map(|p| p.pid).collect();
+    let orphans: Vec<u32> = processes_using(&crashed.lab_dir)
+        .into_iter()
+        .filter(|p| !recorded.contains(p))
+        .collect();
+    assert!(
+        !orphans.is_empty(),
+        "no unrecorded process of the crashed lab"
+    );
+
+    // The next `lab up` removes the crashed lab, the daemon it never recorded included.
+    let (printed, next) = dir.up(&[]);
+    assert!(
+        printed.contains(&format!("removed lab {}", crashed.id)),
+        "{printed}"
+    );
+    assert!(leftovers(&crashed).is_empty(), "{:?}", leftovers(&crashed));
+    assert_eq!(processes_using(&crashed.lab_dir), Vec::<u32>::new());
+    for pid in orphans {
+        assert!(
+            renkei_lab::demo::start_time(pid).is_none(),
+            "process {pid} of the crashed lab still runs"
+        );
+    }
+    let listed = namespaces_now();
+    for ns in &crashed.namespaces {
+        assert!(!listed.contains(ns.as_str()), "{ns} still there:\n{listed}");
+    }
+    assert_up(&next);
+    dir.down();
+    assert_gone(&next, &dir.dir);
+}
+
+/// Kills its process and deletes its namespace when dropped.
+struct StaleLab {
+    namespace: String,
+    sleeper: std::process::Child,
+}
+
+impl Drop for StaleLab {
+    fn drop(&mut self) {
+        let _ = self.sleeper.kill();
+        let _ = self.sleeper.wait();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.namespace])
+            .output();
+    }
+}
+
+fn base36(mut n: u32) -> String {
+    let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(digits[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ascii")
+}
+
+#[test]
+fn a_new_lab_ends_the_processes_of_a_crashed_one_before_deleting_its_namespaces() {
+    require_root!();
+    // A lab made by a process that is gone, with a process still inside its namespace.
+    let mut gone = Command::new("true").spawn().expect("true");
+    let pid = gone.id();
+    gone.wait().expect("true exits");
+    let id = format!("{}0", base36(pid));
+    let namespace = format!("rk{id}-dc");
+    let folder = std::env::temp_dir().join(format!("renkei-lab-{id}"));
+    let added = Command::new("ip")
+        .args(["netns", "add", &namespace])
+        .output()
+        .expect("ip netns add");
+    assert!(added.status.success(), "{added:?}");
+    std::fs::create_dir_all(&folder).expect("stale lab folder");
+    let mut stale = StaleLab {
+        sleeper: Command::new("ip")
+            .args(["netns", "exec", &namespace, "sleep", "600"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("a process in the stale namespace"),
+        namespace: namespace.clone(),
+    };
+    wait_until(Duration::from_secs(10), "the sleeper inside", || {
+        (!renkei_lab::netns::pids_in(&namespace).is_empty()).then_some(())
+    })
+    .expect("a process inside the stale namespace");
+
+    let lab = renkei_lab::Lab::new().expect("lab");
+    let exited = wait_until(Duration::from_secs(10), "the stale process to end", || {
+        stale.sleeper.try_wait().ok().flatten()
+    })
+    .expect("the stale lab's process was ended");
+    assert!(!exited.success(), "ended by a signal: {exited:?}");
+    assert!(
+        !namespaces_now()
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(namespace.as_str())),
+        "{namespace} still there"
+    );
+    assert!(!folder.exists(), "{}", folder.display());
+    drop(lab);
 }

@@ -3,6 +3,10 @@
 
 #![allow(dead_code)]
 
+#[path = "../skip/mod.rs"]
+mod skip;
+pub use skip::skip;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -144,7 +148,8 @@ pub fn write_box(
     config
 }
 
-/// Runs `openssl` with `args` in `dir`; `None` (with a note) if openssl is missing or refuses.
+/// Runs `openssl` with `args` in `dir`; `None` if openssl is missing or refuses, after
+/// [`skip`]: the test is reported as skipped, and fails instead under CI.
 pub fn openssl(dir: &Path, args: &[&str]) -> Option<()> {
     match std::process::Command::new("openssl")
         .args(args)
@@ -153,14 +158,14 @@ pub fn openssl(dir: &Path, args: &[&str]) -> Option<()> {
     {
         Ok(out) if out.status.success() => Some(()),
         Ok(out) => {
-            eprintln!(
-                "note: openssl {args:?} failed, skipping: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            skip(&format!(
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
             None
         }
         Err(err) => {
-            eprintln!("note: openssl not available ({err}), skipping");
+            skip(&format!("openssl not available ({err})"));
             None
         }
     }

@@ -15,7 +15,8 @@ use anyhow::Context;
 use renkei_lab::demo::{self, LabRecord, Options};
 
 const USAGE: &str = "usage:
-  lab up [--dir DIR] [--clinic-idle-timeout SECS]   start the demo lab in the background
+  lab up [--dir DIR] [--clinic-idle-timeout SECS] [--signing-key FILE]
+                                                     start the demo lab in the background
   lab down [--dir DIR]                               remove it
   lab show [--dir DIR]                               print what is where again
   lab compliance [--requirements FILE] [--log FILE]... [--out FILE]
@@ -23,6 +24,8 @@ const USAGE: &str = "usage:
   lab bench-tunnel [SECONDS]
   lab bench-proxy [SECONDS] [IDLE]
 DIR (where lab.json is kept) defaults to $RENKEI_LAB_DIR, else target/lab of the checkout.
+FILE is a config signing key from `renkei keygen --operator` for every box to trust (default:
+the lab makes one).
 compliance reads docs/requirements.md and target/test-output.log and writes docs/compliance.md
 of the checkout unless told otherwise.";
 
@@ -38,6 +41,7 @@ fn main() {
 struct Flags {
     dir: PathBuf,
     idle: Option<u32>,
+    signing_key: Option<PathBuf>,
     listen: Option<String>,
     requirements: Option<PathBuf>,
     logs: Vec<PathBuf>,
@@ -49,6 +53,7 @@ fn flags(args: &[String]) -> anyhow::Result<Flags> {
     let mut out = Flags {
         dir: demo::default_state_dir(),
         idle: None,
+        signing_key: None,
         listen: None,
         requirements: None,
         logs: Vec::new(),
@@ -72,6 +77,7 @@ fn flags(args: &[String]) -> anyhow::Result<Flags> {
                 );
                 out.idle = Some(secs);
             }
+            "--signing-key" => out.signing_key = Some(PathBuf::from(value()?)),
             "--listen" => out.listen = Some(value()?),
             "--requirements" => out.requirements = Some(PathBuf::from(value()?)),
             "--log" => out.logs.push(PathBuf::from(value()?)),
@@ -90,6 +96,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     let flags = flags(&args[1..])?;
     let options = Options {
         clinic_idle_timeout_secs: flags.idle.unwrap_or(demo::DEFAULT_CLINIC_IDLE_SECS),
+        signing_key: flags.signing_key,
     };
     match command.as_str() {
         "up" => {

@@ -1,0 +1,635 @@
+//! The guides, followed against the lab (issue #8): every `sh` block of
+//! `docs/operator-guide.md` runs in order, exactly as written, in the data centre's namespace of
+//! a demo lab (`lab up`), from an operator's folder holding the files the guide names, with the
+//! few variables the guide says to set (`BOX_IP`, `BOX_NAME`, `CSR_SHA256`, and `BOX_LOG` for
+//! the lab's log-reading step) taken from `lab.json`. What the guide leaves to the operator
+//! (writing a config) and to the installer (first boot's CSR, placing a certificate on the box)
+//! the test does, as the guide describes it, between the blocks.
+//!
+//! The installer's guide is followed by `image/boot-test` under QEMU, which runs the guide's
+//! blocks itself; the last test here checks that the two stay the same.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{assert_gone, bounded, Commands, LabDir, COMMAND_TIMEOUT};
+use renkei_lab::demo::LabRecord;
+use renkei_lab::{require_root, wait_until};
+use serde_json::Value;
+
+/// A ```sh block of a guide.
+#[derive(Debug, Clone)]
+struct Block {
+    /// Line of the opening fence (1-based), for messages.
+    line: usize,
+    /// The commands, as written.
+    text: String,
+}
+
+impl Block {
+    /// The first line that is not a comment.
+    fn first_command(&self) -> &str {
+        self.text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .unwrap_or("")
+    }
+}
+
+/// The ```sh blocks of a Markdown file, in order (also those indented in a list item).
+fn sh_blocks(markdown: &str) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    let mut open: Option<Block> = None;
+    for (i, line) in markdown.lines().enumerate() {
+        match open.as_mut() {
+            None if line.trim() == "```sh" => {
+                open = Some(Block {
+                    line: i + 1,
+                    text: String::new(),
+                })
+            }
+            None => {}
+            Some(_) if line.trim() == "```" => blocks.extend(open.take()),
+            Some(block) => {
+                block.text.push_str(line);
+                block.text.push('\n');
+            }
+        }
+    }
+    assert!(open.is_none(), "an unclosed ```sh block");
+    blocks
+}
+
+fn guide(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The first line of the block the lab cannot run (it needs a shell on a real box).
+const NOT_IN_THE_LAB: &str = "# on a box with a shell (not in the lab)";
+
+/// The operator following the guide: its blocks in order, run with `sh -eu` in the operator's
+/// folder, `renkei` under test first on `PATH`, the guide's variables in the environment.
+struct Operator {
+    blocks: Vec<Block>,
+    next: usize,
+    dir: PathBuf,
+    namespace: Option<String>,
+    vars: BTreeMap<&'static str, String>,
+}
+
+impl Operator {
+    /// Runs the next block, which must start with `first` and succeed; returns what it printed
+    /// (standard output, then standard error).
+    fn run(&mut self, first: &str) -> String {
+        let block = self.take(first);
+        let output = self.sh(&block.text);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.status.success(),
+            "operator-guide.md:{} failed ({}):\n{}\n--- printed ---\n{text}",
+            block.line,
+            output.status,
+            block.text
+        );
+        text
+    }
+
+    /// The next block, checked to start with `first`.
+    fn take(&mut self, first: &str) -> Block {
+        let block = self
+            .blocks
+            .get(self.next)
+            .unwrap_or_else(|| panic!("the guide has no block {} (wanted {first:?})", self.next))
+            .clone();
+        self.next += 1;
+        assert!(
+            block.first_command().starts_with(first),
+            "operator-guide.md:{}: expected a block starting with {first:?}, found:\n{}",
+            block.line,
+            block.text
+        );
+        block
+    }
+
+    /// `sh -eu -c text` where the operator works.
+    fn sh(&self, text: &str) -> Output {
+        let renkei = renkei_lab::daemon::renkei_bin().expect("renkei built");
+        let bin = renkei.parent().expect("bin folder");
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut command = match &self.namespace {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "sh", "-euc", text]);
+                c
+            }
+            None => {
+                let mut c = Command::new("sh");
+                c.args(["-euc", text]);
+                c
+            }
+        };
+        command.current_dir(&self.dir).env("PATH", path);
+        for (name, value) in &self.vars {
+            command.env(name, value);
+        }
+        bounded(&mut command, COMMAND_TIMEOUT)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// A folder removed when dropped.
+struct Folder(PathBuf);
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The `fingerprint <hex>` line `renkei keygen --operator` prints.
+fn fingerprint(printed: &str) -> String {
+    printed
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint "))
+        .unwrap_or_else(|| panic!("no fingerprint in:\n{printed}"))
+        .trim()
+        .to_string()
+}
+
+/// The JSON documents in a command's output, in order.
+fn answers(printed: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut rest = printed;
+    while let Some(at) = rest.find('{') {
+        let mut stream = serde_json::Deserializer::from_str(&rest[at..]).into_iter::<Value>();
+        match stream.next() {
+            Some(Ok(value)) => {
+                out.push(value);
+                rest = &rest[at + stream.byte_offset()..];
+            }
+            _ => rest = &rest[at + 1..],
+        }
+    }
+    out
+}
+
+/// A serial number as lowercase hex without leading zeros (openssl prints `serial=0A1B...`).
+fn serial(text: &str) -> String {
+    let hex: String = text
+        .trim()
+        .trim_start_matches("serial=")
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    hex.trim_start_matches('0').to_string()
+}
+
+fn status_of(record: &LabRecord, node: &str) -> Value {
+    let node = record.node(node).expect("node");
+    let answer = renkei::status::control::request(&node.runtime_dir, "status").expect("status");
+    serde_json::from_str(&answer).expect("status JSON")
+}
+
+/// `text` with `[meta]` at `version` and a description, nothing else changed.
+fn with_meta(text: &str, from: u64, version: u64, description: &str) -> String {
+    let old = format!("[meta]\nversion = {from}\n");
+    let kept = text
+        .lines()
+        .filter(|l| !l.starts_with("description = "))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>();
+    assert!(kept.contains(&old), "no {old:?} in:\n{text}");
+    kept.replacen(
+        &old,
+        &format!("[meta]\nversion = {version}\ndescription = {description:?}\n"),
+        1,
+    )
+}
+
+/// The serial of the certificate the hospital's "documents" service presents now, as a TLS
+/// client in the data centre sees it.
+fn served_serial(op: &Operator, hospital_ip: &str, name: &str) -> String {
+    let output = op.sh(&format!(
+        "openssl s_client -connect {hospital_ip}:8443 -servername {name} -CAfile operator-ca.crt \
+         -cert operator.crt -key operator.key </dev/null 2>/dev/null | \
+         openssl x509 -noout -serial"
+    ));
+    serial(&String::from_utf8_lossy(&output.stdout))
+}
+
+#[test]
+fn auth2_log2_ops4_operator_guide_followed_in_the_lab() {
+    require_root!();
+    let text = guide("operator-guide.md");
+    let blocks = sh_blocks(&text);
+    let work =
+        Folder(std::env::temp_dir().join(format!("renkei-operator-guide-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&work.0);
+    std::fs::create_dir_all(&work.0).expect("operator folder");
+    let mut op = Operator {
+        blocks,
+        next: 0,
+        dir: work.0.clone(),
+        namespace: None,
+        vars: BTreeMap::new(),
+    };
+
+    // 1. The signing key, made before any box is installed.
+    let printed = op.run("renkei keygen --operator --private-key operator-signing.key");
+    let signer = fingerprint(&printed);
+    let key = op.file("operator-signing.key");
+    let mode = std::fs::metadata(&key).expect("signing key").permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    assert!(op.file("operator-signing.key.pub").exists());
+
+    // The boxes are installed trusting it (`lab up --signing-key`, as the guide says), and the
+    // operator's CA and client certificate are the lab's, under the guide's names.
+    let lab = LabDir::new("guide");
+    let (_, record) = lab.up(&["--signing-key", &key.to_string_lossy()]);
+    let pki = record.pki.clone().expect("pki");
+    for (from, to) in [
+        (&pki.ca_certificate, "operator-ca.crt"),
+        (&pki.ca_key, "operator-ca.key"),
+        (&pki.operator_certificate, "operator.crt"),
+        (&pki.operator_key, "operator.key"),
+    ] {
+        std::fs::copy(from, op.file(to)).unwrap_or_else(|e| panic!("{to}: {e}"));
+    }
+    let hub = record.node("dc").expect("hub").clone();
+    let hospital = record.node("hospital").expect("hospital").clone();
+    op.namespace = Some(hub.namespace.clone());
+    op.vars.insert("BOX_IP", hospital.tunnel_address.clone());
+    op.vars.insert("BOX_NAME", hospital.tls_identity.clone());
+    assert_eq!(
+        status_of(&record, "hospital")["config"]["version"],
+        1,
+        "the hospital starts at version 1"
+    );
+
+    // 2. The box's first boot makes a TLS key and a CSR (keeping its WireGuard key) and shows
+    // the CSR's fingerprint; the installer reads it out and sends box.csr.
+    let box_dir = hospital.config.parent().expect("box folder").to_path_buf();
+    let first_boot = bounded(
+        Command::new(renkei_lab::daemon::renkei_bin().expect("renkei"))
+            .arg("keygen")
+            .arg("--private-key")
+            .arg(box_dir.join("wg.key"))
+            .arg("--tls-key")
+            .arg(box_dir.join("tls/box-2.key"))
+            .arg("--csr")
+            .arg(box_dir.join("box.csr")),
+        COMMAND_TIMEOUT,
+    );
+    let console = String::from_utf8_lossy(&first_boot.stdout).into_owned();
+    assert!(first_boot.status.success(), "{first_boot:?}");
+    assert!(
+        console.contains(&hospital.wireguard_public_key),
+        "first boot kept the box's WireGuard key:\n{console}"
+    );
+    let csr_sha256 = console
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("CSR SHA-256:"))
+        .expect("CSR SHA-256 on the console")
+        .trim()
+        .to_string();
+    std::fs::copy(box_dir.join("box.csr"), op.file("box.csr")).expect("box.csr to the operator");
+
+    // The fingerprint check fails for a CSR that is not the one read off the box...
+    let check = op.blocks[op.next].clone();
+    assert!(check.first_command().starts_with("openssl req -in box.csr"));
+    let mut wrong = csr_sha256.clone();
+    wrong.replace_range(0..2, if wrong.starts_with("00") { "11" } else { "00" });
+    op.vars.insert("CSR_SHA256", wrong);
+    let refused = op.sh(&check.text);
+    assert!(!refused.status.success(), "a wrong fingerprint passed");
+    assert!(!String::from_utf8_lossy(&refused.stdout).contains("is the box's CSR"));
+    // ... and passes for the right one.
+    op.vars.insert("CSR_SHA256", csr_sha256.clone());
+    let printed = op.run("openssl req -in box.csr -noout -verify");
+    assert!(printed.contains("box.csr is the box's CSR"), "{printed}");
+
+    // The certificate, issued from the CSR by the operator CA.
+    let printed = op.run("printf '%s\\n' \"subjectAltName=DNS:$BOX_NAME\"");
+    assert!(printed.contains("box.crt: OK"), "{printed}");
+    assert!(
+        printed.contains(&format!("DNS:{}", hospital.tls_identity)),
+        "{printed}"
+    );
+    let issued = serial(
+        printed
+            .lines()
+            .find(|l| l.starts_with("serial="))
+            .unwrap_or_else(|| panic!("no serial in:\n{printed}")),
+    );
+    assert!(issued.len() >= 24, "a random serial: {issued}");
+    // The installer places it on the box, beside the key first boot made.
+    std::fs::copy(op.file("box.crt"), box_dir.join("tls/box-2.crt")).expect("box.crt on the box");
+
+    // 3. The operator writes hospital-a.toml: the running config at version 7, its [tls] naming
+    // the new certificate and key. Then checks it.
+    let running = std::fs::read_to_string(&hospital.config).expect("running config");
+    let tls_old = [
+        format!("\"{}\"", box_dir.join("tls/box.crt").display()),
+        format!("\"{}\"", box_dir.join("tls/box.key").display()),
+    ];
+    for old in &tls_old {
+        assert!(running.contains(old.as_str()), "{old} not in:\n{running}");
+    }
+    let config_a = with_meta(&running, 1, 7, "certificate issued from the box's CSR")
+        .replace(&tls_old[0], &tls_old[0].replace("box.crt", "box-2.crt"))
+        .replace(&tls_old[1], &tls_old[1].replace("box.key", "box-2.key"));
+    std::fs::write(op.file("hospital-a.toml"), &config_a).expect("hospital-a.toml");
+    let printed = op.run("renkei check --config hospital-a.toml");
+    assert!(printed.contains("hospital-a.toml: ok"), "{printed}");
+
+    // 4. Signed and pushed: pending, running on probation with the new certificate.
+    let printed = op.run("renkei sign --key operator-signing.key hospital-a.toml");
+    let pushed = answers(&printed);
+    assert_eq!(
+        pushed.first().map(|a| a["state"].clone()),
+        Some("pending".into()),
+        "{printed}"
+    );
+    assert_eq!(pushed[0]["version"], 7, "{printed}");
+    assert!(op.file("hospital-a.toml.sig").exists());
+    wait_until(
+        Duration::from_secs(20),
+        "the new certificate served",
+        || {
+            (served_serial(&op, &hospital.tunnel_address, &hospital.tls_identity) == issued)
+                .then_some(())
+        },
+    )
+    .expect("the hospital's service presents the certificate issued from its CSR");
+
+    // 5. Confirmed, and read back.
+    let printed = op.run("renkei confirm --to \"$BOX_IP:7443\"");
+    let confirmed = answers(&printed);
+    assert_eq!(
+        confirmed.first().map(|a| a["state"].clone()),
+        Some("confirmed".into()),
+        "{printed}"
+    );
+    let remote = answers(&printed);
+    let remote = remote.last().expect("renkei remote's answer");
+    assert_eq!(remote["version"], 7, "{printed}");
+    assert_eq!(remote["state"], "confirmed", "{printed}");
+    assert_eq!(remote["signer"], signer.as_str(), "{printed}");
+    assert_eq!(remote["pushed_by"], "operator.renkei.example", "{printed}");
+    // The box works with it: a document crosses the chain, the hub verifying the hospital's
+    // new certificate, and the box lists it among its certificates.
+    let commands = Commands::new(&record);
+    let server = record.document_server.as_ref().expect("document server");
+    let fetched = commands.run("fetch-document");
+    assert_eq!(
+        renkei_lab::docserver::sha256_hex(&fetched),
+        server.documents[0].sha256
+    );
+    let status = status_of(&record, "hospital");
+    assert!(
+        status["certificates"]
+            .as_array()
+            .expect("certificates")
+            .iter()
+            .any(|c| c["role"] == "box_chain"
+                && serial(c["serial"].as_str().unwrap_or("")) == issued),
+        "{status:#}"
+    );
+
+    // 6. Key rotation: the new key, named as the next one in version 8 (signed with the
+    // current key), then carried as the key in version 9 (signed with the new one).
+    let printed = op.run("renkei keygen --operator --private-key operator-signing-2027.key");
+    let signer_2027 = fingerprint(&printed);
+    assert_ne!(signer_2027, signer);
+    let pem = std::fs::read_to_string(op.file("operator-signing-2027.key.pub")).expect("pub");
+    let key_line = config_a
+        .lines()
+        .find(|l| l.starts_with("operator_signing_key_file = "))
+        .expect("the box's signing key file")
+        .to_string();
+    let config_b = with_meta(&config_a, 7, 8, "next signing key").replace(
+        &key_line,
+        &format!(
+            "{key_line}\nnext_operator_signing_key = \"\"\"\n{}\"\"\"",
+            pem.trim_end()
+        ),
+    );
+    std::fs::write(op.file("hospital-b.toml"), &config_b).expect("hospital-b.toml");
+    let printed = op.run("renkei sign --key operator-signing.key hospital-b.toml");
+    let all = answers(&printed);
+    assert_eq!(
+        all.first().map(|a| a["state"].clone()),
+        Some("pending".into()),
+        "{printed}"
+    );
+    assert_eq!(
+        all.last().map(|a| a["state"].clone()),
+        Some("confirmed".into()),
+        "{printed}"
+    );
+    let config_c = with_meta(&config_a, 7, 9, "rotated signing key").replace(
+        &key_line,
+        &format!("operator_signing_key = \"\"\"\n{}\"\"\"", pem.trim_end()),
+    );
+    std::fs::write(op.file("hospital-c.toml"), &config_c).expect("hospital-c.toml");
+    let printed = op.run("renkei sign --key operator-signing-2027.key hospital-c.toml");
+    let all = answers(&printed);
+    assert_eq!(
+        all.first().map(|a| a["state"].clone()),
+        Some("pending".into()),
+        "{printed}"
+    );
+    assert_eq!(
+        all.last().map(|a| a["state"].clone()),
+        Some("confirmed".into()),
+        "{printed}"
+    );
+    let config = status_of(&record, "hospital")["config"].clone();
+    assert_eq!(config["version"], 9, "{config:#}");
+    assert_eq!(config["signer"], signer_2027.as_str(), "{config:#}");
+    // From now on the old key is refused.
+    let config_d = with_meta(&config_c, 9, 10, "signed with the retired key");
+    std::fs::write(op.file("hospital-d.toml"), config_d).expect("hospital-d.toml");
+    let refused = op.sh("renkei sign --key operator-signing.key hospital-d.toml && \
+         renkei push --to \"$BOX_IP:7443\" --server-name \"$BOX_NAME\" --cert operator.crt \
+         --key operator.key --ca operator-ca.crt hospital-d.toml");
+    let printed = String::from_utf8_lossy(&refused.stdout);
+    assert!(!refused.status.success(), "{printed}");
+    assert_eq!(
+        answers(&printed).first().map(|a| a["error"].clone()),
+        Some("bad_signature".into()),
+        "{printed}"
+    );
+    assert_eq!(status_of(&record, "hospital")["config"]["version"], 9);
+
+    // 7. Metrics, as the operator's monitoring reads them: the config version and the
+    // certificate issued in section 2.
+    let metrics = op.run("curl -sS --fail --cacert operator-ca.crt");
+    assert!(metrics.contains("\nrenkei_config_version 9\n"), "{metrics}");
+    assert!(
+        metrics.contains("renkei_tunnel_state{state=\"up\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("renkei_certificate_expiry_seconds{")
+                && l.contains("role=\"box_chain\"")
+                && l.contains("serial=\"")
+                && serial(
+                    l.split("serial=\"")
+                        .nth(1)
+                        .and_then(|s| s.split('"').next())
+                        .unwrap_or("")
+                ) == issued),
+        "{metrics}"
+    );
+
+    // Logs: the journald commands need a shell on a real box, and say so; the lab's
+    // equivalent reads the box's log file, where the same fields are.
+    let journal = op.take("journalctl -u renkei EVENT=refused");
+    assert_eq!(
+        journal.text.lines().next(),
+        Some(NOT_IN_THE_LAB),
+        "operator-guide.md:{}",
+        journal.line
+    );
+    op.vars
+        .insert("BOX_LOG", hospital.log.to_string_lossy().into_owned());
+    let events = op.run("grep -E 'event=\"(received|refused|applied|confirmed|rolled_back)\"'");
+    for version in [7, 8, 9] {
+        for event in ["received", "applied", "confirmed"] {
+            assert!(
+                events
+                    .lines()
+                    .any(|l| l.contains(&format!("event=\"{event}\""))
+                        && l.contains(&format!("version={version}"))),
+                "no {event} of version {version} in:\n{events}"
+            );
+        }
+    }
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("event=\"refused\"") && l.contains("bad_signature")),
+        "{events}"
+    );
+    // Its second command lists the connections; the journald field names the guide lists are
+    // the log's field names (journald upper-cases them).
+    assert!(
+        events.lines().any(|l| l.contains("SERVICE=documents")
+            && l.contains("PEER_IDENTITY=hub.renkei.example")
+            && l.contains("RESULT=ok")),
+        "{events}"
+    );
+    for field in ["EVENT", "VERSION", "SIGNER", "PUSHED_BY", "REASON"] {
+        assert!(
+            text.contains(&format!("`{field}`")),
+            "{field} not in the guide"
+        );
+        assert!(
+            events.contains(&format!(" {}=", field.to_ascii_lowercase())),
+            "no {field} field in:\n{events}"
+        );
+    }
+    for field in [
+        "SERVICE",
+        "PEER_ADDR",
+        "PEER_IDENTITY",
+        "BYTES_IN",
+        "BYTES_OUT",
+        "DURATION_MS",
+        "RESULT",
+    ] {
+        assert!(
+            text.contains(&format!("`{field}`")),
+            "{field} not in the guide"
+        );
+        assert!(
+            events.contains(&format!(" {field}=")),
+            "no {field} in:\n{events}"
+        );
+    }
+    assert_eq!(op.next, op.blocks.len(), "blocks of the guide not followed");
+
+    lab.down();
+    assert_gone(&record, &lab.dir);
+}
+
+#[test]
+fn the_installer_guide_blocks_are_the_ones_image_boot_test_runs() {
+    let text = guide("installer-guide.md");
+    let blocks = sh_blocks(&text);
+    let firsts: Vec<&str> = blocks.iter().map(Block::first_command).collect();
+    assert_eq!(
+        firsts,
+        [
+            "sha256sum -c --ignore-missing SHA256SUMS",
+            "xzcat renkei-<version>-amd64.img.xz | sudo dd of=/dev/sdX bs=4M conv=fsync status=progress",
+            "sudo mount /dev/sdX4 /mnt",
+        ],
+        "{blocks:#?}"
+    );
+    let boot_test =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../image/boot-test"))
+            .expect("image/boot-test");
+    // boot-test runs the guide's blocks 1, 2 and 3 through its guide_block helper, from the
+    // guide itself (no copy that could drift).
+    assert!(
+        boot_test.contains("docs/installer-guide.md"),
+        "boot-test reads the guide"
+    );
+    for n in 1..=blocks.len() {
+        assert!(
+            boot_test.contains(&format!("guide_block {n}")),
+            "boot-test does not run the guide's block {n}"
+        );
+    }
+    // And the operator's guide's section 2 (check the CSR, issue the certificate), found there
+    // by the start of their first command.
+    let operator = sh_blocks(&guide("operator-guide.md"));
+    for (in_script, prefix) in [
+        (
+            r#"operator_block "openssl req -in box.csr""#,
+            "openssl req -in box.csr",
+        ),
+        (
+            r#"operator_block "printf '%s\\n' \"subjectAltName=DNS:""#,
+            r#"printf '%s\n' "subjectAltName=DNS:"#,
+        ),
+    ] {
+        assert!(
+            boot_test.contains(in_script),
+            "{in_script} not in boot-test"
+        );
+        assert!(
+            operator
+                .iter()
+                .any(|b| b.first_command().starts_with(prefix)),
+            "no operator guide block starting with {prefix}"
+        );
+    }
+}
