@@ -30,6 +30,9 @@ pub struct Operator {
     pub client: LeafFiles,
     /// The lab CA that signed the boxes' certificates.
     pub ca: PathBuf,
+    /// The identity in the client certificate, which boxes list in
+    /// `management.operator_identities`.
+    pub identity: String,
     /// `--timeout-secs` of every command.
     timeout_secs: u64,
 }
@@ -91,6 +94,7 @@ impl Operator {
             client,
             ca: lab.pki_dir().join("operator-ca.crt"),
             dir,
+            identity: identity.to_string(),
             timeout_secs: 20,
         })
     }
@@ -109,7 +113,8 @@ impl Operator {
         Ok((path, pair.public().to_pem()))
     }
 
-    /// The `[management]` section for a box: on its tunnel address, trusting this operator.
+    /// The `[management]` section for a box: on its tunnel address, trusting this operator (its
+    /// identity and signing key).
     pub fn management_toml(
         &self,
         node: Node,
@@ -121,11 +126,13 @@ impl Operator {
 [management]
 listen = "{addr}:{MANAGEMENT_PORT}"
 operator_ca_file = "tls/operator-ca.crt"
+operator_identities = ["{identity}"]
 operator_signing_key_file = "{key}"
 confirm_timeout_secs = {confirm_timeout_secs}
 auto_confirm = {auto_confirm}
 "#,
             addr = node.tunnel_address(),
+            identity = self.identity,
             key = self.signing_public.display(),
         )
     }
