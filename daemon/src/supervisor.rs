@@ -923,3 +923,42 @@ impl ConfigWatch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::fixture::Fixture;
+
+    #[test]
+    fn avl1_recovery_finds_the_push_files_through_state_dir_when_the_config_does_not_parse() {
+        let f = Fixture::new();
+        let v1 = f.text(1, "");
+        let state = f.dir.path().join("state");
+        let files = ConfigFiles::new(&f.config_path(), &state);
+        std::fs::write(f.config_path(), &v1).expect("write");
+        let record = PendingRecord {
+            version: 2,
+            previous_version: 1,
+            sha256: String::new(),
+            signer: "k".into(),
+            pushed_by: "operator.renkei.test".into(),
+            applied_at_unix: 0,
+            confirm_deadline_unix: 0,
+        };
+        files
+            .begin(v1.as_bytes(), b"[meta\nbroken", &record)
+            .expect("begin");
+
+        // Elsewhere as --state-dir: nothing to recover from, the broken file stays broken.
+        let elsewhere = f.dir.path().join("elsewhere");
+        assert!(load_recovering(&f.config_path(), &elsewhere).is_err());
+        // The right --state-dir: the confirmed config is back.
+        let (config, bytes, recovery) =
+            load_recovering(&f.config_path(), &state).expect("recovered");
+        assert_eq!(config.meta.version, 1);
+        assert_eq!(bytes, v1.as_bytes());
+        let recovery = recovery.expect("a recovery");
+        assert_eq!(recovery.outcome, RecoveryOutcome::RolledBack);
+        assert_eq!(recovery.pending.map(|p| p.version), Some(2));
+    }
+}
