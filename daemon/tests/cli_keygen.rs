@@ -15,7 +15,7 @@ fn keygen(dir: &std::path::Path, args: &[&str]) -> Output {
 }
 
 #[test]
-fn operator_keygen_needs_an_explicit_path() {
+fn auth2_operator_keygen_needs_an_explicit_path() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = keygen(dir.path(), &["--operator"]);
     assert!(!out.status.success(), "{out:?}");
@@ -31,7 +31,7 @@ fn operator_keygen_needs_an_explicit_path() {
 }
 
 #[test]
-fn operator_keygen_never_overwrites_a_key_or_its_public_half() {
+fn auth2_operator_keygen_never_overwrites_a_key_or_its_public_half() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = dir.path().join("wg.key");
     std::fs::write(&key, "the box's key\n").expect("write");
@@ -58,7 +58,7 @@ fn operator_keygen_never_overwrites_a_key_or_its_public_half() {
 }
 
 #[test]
-fn operator_keygen_writes_a_private_key_and_its_public_half() {
+fn auth2_operator_keygen_writes_a_private_key_and_its_public_half() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = keygen(dir.path(), &["--operator", "--private-key", "signing.key"]);
     assert!(out.status.success(), "{out:?}");
