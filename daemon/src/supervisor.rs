@@ -556,6 +556,7 @@ async fn push(
             .signer(refused.signer.as_deref())
             .pushed_by(Some(operator))
             .reason(reason.code())
+            .running_version(running)
             .emit(Some(events));
             return Answer::error(reason.http_status(), reason.code(), reason);
         }

@@ -74,6 +74,8 @@ pub struct ConfigEvent<'a> {
     pub pushed_by: Option<&'a str>,
     /// A short machine word for why (the refusal code), when there is one.
     pub reason: Option<&'a str>,
+    /// The version the box runs (and keeps) when a push is refused.
+    pub running_version: Option<u64>,
     /// Everything else, for people.
     pub detail: String,
 }
@@ -87,6 +89,7 @@ impl<'a> ConfigEvent<'a> {
             signer: None,
             pushed_by: None,
             reason: None,
+            running_version: None,
             detail: detail.into(),
         }
     }
@@ -115,6 +118,12 @@ impl<'a> ConfigEvent<'a> {
         self
     }
 
+    /// Sets the version the box runs.
+    pub fn running_version(mut self, version: u64) -> Self {
+        self.running_version = Some(version);
+        self
+    }
+
     /// The event ring's text: the same facts as the log record, in one line.
     pub fn message(&self) -> String {
         let unknown = "unknown";
@@ -138,12 +147,13 @@ impl<'a> ConfigEvent<'a> {
 
     /// Logs the event and keeps it in the ring (when there is one).
     pub fn emit(&self, events: Option<&EventLog>) {
-        let (event, version, signer, pushed_by, reason, detail) = (
+        let (event, version, signer, pushed_by, reason, running_version, detail) = (
             self.kind.word(),
             self.version,
             self.signer,
             self.pushed_by,
             self.reason,
+            self.running_version,
             self.detail.as_str(),
         );
         match self.kind.level() {
@@ -154,6 +164,7 @@ impl<'a> ConfigEvent<'a> {
                     signer,
                     pushed_by,
                     reason,
+                    running_version,
                     detail,
                     "{}",
                     self.kind.title()
@@ -166,6 +177,7 @@ impl<'a> ConfigEvent<'a> {
                     signer,
                     pushed_by,
                     reason,
+                    running_version,
                     detail,
                     "{}",
                     self.kind.title()
@@ -178,6 +190,7 @@ impl<'a> ConfigEvent<'a> {
                     signer,
                     pushed_by,
                     reason,
+                    running_version,
                     detail,
                     "{}",
                     self.kind.title()
