@@ -65,11 +65,13 @@ enum Command {
     /// `--tls-key` and `--csr` also the box's TLS key (ECDSA P-256) and a CSR for it, and print
     /// the enrolment data (first boot, OPS-1). Makes only what is missing: an existing key is
     /// kept, never overwritten. With `--operator`, the operator's ECDSA P-256 config signing key
-    /// instead (PEM; `<file>.pub` is the public key boxes trust).
+    /// instead (PEM; `<file>.pub` is the public key boxes trust): it needs an explicit
+    /// `--private-key` and never overwrites a file.
     Keygen {
-        /// Where to write the WireGuard private key.
-        #[arg(long, default_value = renkei::enrolment::DEFAULT_WIREGUARD_KEY_FILE)]
-        private_key: PathBuf,
+        /// Where to write the private key (WireGuard default: /etc/renkei/wg.key; with
+        /// `--operator` required, so the signing key never lands on the box's key path).
+        #[arg(long)]
+        private_key: Option<PathBuf>,
         /// Where to write the TLS private key (mode 0600).
         #[arg(long, requires = "csr")]
         tls_key: Option<PathBuf>,
@@ -190,13 +192,17 @@ fn main() -> ExitCode {
             private_key,
             operator: true,
             ..
-        } => report(keygen_operator(&private_key)),
+        } => report(keygen_operator(private_key.as_deref())),
         Command::Keygen {
             private_key,
             operator: false,
             tls_key,
             csr,
-        } => report(keygen(&private_key, tls_key.as_deref().zip(csr.as_deref()))),
+        } => report(keygen(
+            &private_key
+                .unwrap_or_else(|| PathBuf::from(renkei::enrolment::DEFAULT_WIREGUARD_KEY_FILE)),
+            tls_key.as_deref().zip(csr.as_deref()),
+        )),
         Command::Sign { key, config } => report(sign(&key, &config)),
         Command::Push {
             target,
@@ -245,11 +251,13 @@ fn run(path: &std::path::Path, unenrolled: UnenrolledArgs) -> ExitCode {
     {
         return run_unenrolled(path, unenrolled);
     }
-    run_enrolled(path)
+    run_enrolled(path, &unenrolled.state_dir)
 }
 
-fn run_enrolled(path: &std::path::Path) -> ExitCode {
-    let (config, bytes, recovery) = match renkei::supervisor::load_recovering(path) {
+/// `state_dir` is `--state-dir`: where recovery looks for push files when the config file does
+/// not parse far enough to name its own state directory.
+fn run_enrolled(path: &std::path::Path, state_dir: &std::path::Path) -> ExitCode {
+    let (config, bytes, recovery) = match renkei::supervisor::load_recovering(path, state_dir) {
         Ok(loaded) => loaded,
         Err(diagnostics) => {
             for d in &diagnostics.0 {
@@ -311,6 +319,7 @@ fn run_unenrolled(path: &std::path::Path, args: UnenrolledArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let state_dir = args.state_dir.clone();
     let outcome = runtime.block_on(renkei::supervisor::run_unenrolled(
         renkei::supervisor::Unenrolled {
             config_file: path.to_path_buf(),
@@ -324,7 +333,7 @@ fn run_unenrolled(path: &std::path::Path, args: UnenrolledArgs) -> ExitCode {
     drop(runtime);
     match outcome {
         Ok(renkei::supervisor::UnenrolledExit::Stopped) => ExitCode::SUCCESS,
-        Ok(renkei::supervisor::UnenrolledExit::Configured) => run_enrolled(path),
+        Ok(renkei::supervisor::UnenrolledExit::Configured) => run_enrolled(path, &state_dir),
         Err(e) => {
             tracing::error!(error = %e, "renkei stopped");
             eprintln!("renkei: {e}");
@@ -423,9 +432,24 @@ fn keygen(
     Ok(())
 }
 
-fn keygen_operator(private_key: &std::path::Path) -> anyhow::Result<()> {
+/// The operator's signing key: only where `--private-key` says, and never over an existing
+/// file (neither the key nor its `.pub`).
+fn keygen_operator(private_key: Option<&std::path::Path>) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    let Some(private_key) = private_key else {
+        anyhow::bail!(
+            "--operator needs --private-key FILE: the signing key stays at the operator, never on a box's key path"
+        );
+    };
+    let public_path = renkei::keys::public_key_path(private_key);
+    for path in [private_key, public_path.as_path()] {
+        anyhow::ensure!(
+            std::fs::symlink_metadata(path).is_err(),
+            "{} exists; refusing to overwrite a key",
+            path.display()
+        );
+    }
     let pair = renkei::control::signing::SigningKeyPair::generate();
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -436,9 +460,13 @@ fn keygen_operator(private_key: &std::path::Path) -> anyhow::Result<()> {
     file.write_all(pair.private_pem()?.as_bytes())?;
     file.sync_all()?;
     let public = pair.public();
-    let public_path = renkei::keys::public_key_path(private_key);
-    std::fs::write(&public_path, public.to_pem())
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&public_path)
         .map_err(|e| anyhow::anyhow!("{}: {e}", public_path.display()))?;
+    file.write_all(public.to_pem().as_bytes())?;
     print!("{}", public.to_pem());
     println!("fingerprint {}", public.fingerprint());
     Ok(())

@@ -19,20 +19,23 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::config::{self, Config, Diagnostics};
-use crate::control::manager::{ConfigSnapshot, Manager};
+use crate::control::audit::{ConfigEvent, Kind};
+use crate::control::manager::{Applied, ConfigSnapshot, Manager};
 use crate::control::persist::PendingRecord;
-use crate::control::persist::{ConfigFiles, PersistError, Recovery};
-use crate::control::server::{Answer, Command, ManagementServer, ServerError};
+use crate::control::persist::{ConfigFiles, PersistError, Recovery, RecoveryOutcome};
+use crate::control::server::{Answer, Caller, Command, ManagementServer, ServerError};
 use crate::proxy::{ProxyError, Services};
 use crate::status::control::{ControlError, ControlSocket};
 use crate::status::events::{self, EventLog, Level};
 use crate::status::{ConfigState, StatusServer, StatusSource};
 use crate::tls::store::DEFAULT_WATCH_INTERVAL_SECS;
 use crate::tls::{CredentialStore, StoreError};
-use crate::tunnel::{policy::LinkState, Tunnel, TunnelError};
+use crate::tunnel::{Reconfigured, Tunnel, TunnelError};
 
 /// How often a pending config with `auto_confirm` checks whether the box is healthy again.
 const AUTO_CONFIRM_CHECK: Duration = Duration::from_millis(250);
+/// How often auto_confirm asks the operator's peer for a fresh handshake while it waits for one.
+const AUTO_CONFIRM_REHANDSHAKE: Duration = Duration::from_secs(5);
 /// Operator commands queued for the supervisor at most.
 const COMMAND_QUEUE: usize = 8;
 
@@ -82,14 +85,20 @@ pub enum SupervisorError {
 
 /// Loads the config file the daemon runs from, first restoring the confirmed config if a
 /// pushed one was never confirmed (a crash or reboot inside the confirm window: AVL-1).
-/// Returns the config, its exact bytes, and what recovery did.
-pub fn load_recovering(path: &Path) -> Result<(Config, Vec<u8>, Option<Recovery>), Diagnostics> {
+/// Returns the config, its exact bytes, and what recovery did. `fallback_state_dir` (the
+/// command line's `--state-dir`) is where the push files are looked for when the file does not
+/// even parse far enough to name its own state directory.
+pub fn load_recovering(
+    path: &Path,
+    fallback_state_dir: &Path,
+) -> Result<(Config, Vec<u8>, Option<Recovery>), Diagnostics> {
     // The state directory cannot change by push, so the file names the right one whichever
-    // version it holds; if it does not load at all, look in the default place.
-    let state_dir = match config::load(path) {
-        Ok(config) => config.paths.state_dir,
-        Err(_) => config::Paths::default().state_dir,
-    };
+    // version it holds. It is read without the file checks, so a config that fails them (a key
+    // file gone) still finds the marker that may restore a working one.
+    let state_dir = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| toml::from_str::<Config>(&text).ok())
+        .map_or_else(|| fallback_state_dir.to_path_buf(), |c| c.paths.state_dir);
     let recovery = ConfigFiles::new(path, &state_dir)
         .recover()
         .map_err(|e| whole_file(path, format!("cannot restore the confirmed config: {e}")))?;
@@ -121,12 +130,14 @@ struct Parts {
     proxy: Option<Proxy>,
     management: Option<ManagementServer>,
     commands: mpsc::Sender<Command>,
+    events: EventLog,
 }
 
 impl Parts {
     async fn start(
         config: &Config,
         commands: mpsc::Sender<Command>,
+        events: EventLog,
     ) -> Result<Parts, SupervisorError> {
         let tunnel = Tunnel::start(config).await?;
         let mut parts = Parts {
@@ -134,6 +145,7 @@ impl Parts {
             proxy: None,
             management: None,
             commands,
+            events,
         };
         if let Err(err) = parts.apply_services(config).await {
             parts.shutdown().await;
@@ -144,8 +156,22 @@ impl Parts {
 
     /// Makes the running parts match `config`, touching only what changed.
     async fn apply(&mut self, config: &Config) -> Result<(), SupervisorError> {
-        if self.tunnel.reconfigure(config).await? {
-            tracing::info!("tunnel rebuilt for the new config");
+        let reconfigured = self.tunnel.reconfigure(config).await;
+        if matches!(reconfigured, Ok(Reconfigured::NewDevice) | Err(_)) {
+            // The management listener is bound to the TUN device; a new device needs a new
+            // listener (started by apply_services).
+            if let Some(server) = self.management.take() {
+                server.stop().await;
+            }
+        }
+        match reconfigured? {
+            Reconfigured::Unchanged => {}
+            Reconfigured::Restarted => {
+                tracing::info!("tunnel restarted for the new config (same TUN device)")
+            }
+            Reconfigured::NewDevice => {
+                tracing::info!("tunnel rebuilt for the new config (new TUN device)")
+            }
         }
         self.apply_services(config).await
     }
@@ -215,8 +241,16 @@ impl Parts {
                 server.stop().await;
             }
             if let Some((management, tls)) = wanted {
-                self.management =
-                    Some(ManagementServer::start(management, tls, self.commands.clone()).await?);
+                self.management = Some(
+                    ManagementServer::start(
+                        management,
+                        tls,
+                        &config.tunnel.interface,
+                        self.commands.clone(),
+                        self.events.clone(),
+                    )
+                    .await?,
+                );
             }
         }
         Ok(())
@@ -259,27 +293,29 @@ pub async fn run_loaded(
     );
     if let Some(recovery) = &recovery {
         let pending = recovery.pending.as_ref();
-        tracing::warn!(
-            event = "rolled_back",
-            version = pending.map(|p| p.version),
-            signer = pending.map(|p| p.signer.as_str()),
-            restored_version = config.meta.version,
-            "a pushed config was never confirmed before the daemon stopped; the confirmed config was restored"
-        );
-        events.record(
-            Level::Warning,
-            "config",
-            format!(
-                "version {} was never confirmed before the daemon stopped; version {} restored",
-                pending.map_or_else(|| "?".to_string(), |p| p.version.to_string()),
-                config.meta.version
+        let event = match recovery.outcome {
+            RecoveryOutcome::RolledBack => ConfigEvent::new(
+                Kind::RolledBack,
+                format!(
+                    "it was never confirmed before the daemon stopped; version {} restored",
+                    config.meta.version
+                ),
             ),
-        );
+            RecoveryOutcome::Confirmed => ConfigEvent::new(
+                Kind::Confirmed,
+                "its confirm was written just before the daemon stopped; it stays",
+            ),
+        };
+        event
+            .version(pending.map(|p| p.version))
+            .signer(pending.map(|p| p.signer.as_str()))
+            .pushed_by(pending.map(|p| p.pushed_by.as_str()))
+            .emit(Some(&events));
     }
     raise_open_file_limit();
     let control = ControlSocket::bind(&config.paths.runtime_dir)?;
     let (commands_tx, mut commands) = mpsc::channel(COMMAND_QUEUE);
-    let mut parts = Parts::start(&config, commands_tx).await?;
+    let mut parts = Parts::start(&config, commands_tx, events.clone()).await?;
     let files = ConfigFiles::new(config_path, &config.paths.state_dir);
     let mut manager = Manager::new(files, config.clone(), bytes);
 
@@ -309,6 +345,7 @@ pub async fn run_loaded(
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut auto_confirm_tick = tokio::time::interval(AUTO_CONFIRM_CHECK);
     let tunnel_handle = parts.tunnel.handle();
+    let mut last_rehandshake: Option<tokio::time::Instant> = None;
     let outcome = loop {
         let deadline = manager.deadline();
         let changed = tokio::select! {
@@ -336,12 +373,23 @@ pub async fn run_loaded(
                 }
                 true
             }
-            _ = auto_confirm_tick.tick(), if manager.auto_confirm_ready() => {
-                if tunnel_handle.snapshot().state == LinkState::Up {
+            _ = auto_confirm_tick.tick(), if manager.auto_confirm_ready().is_some() => {
+                let Some(ready) = manager.auto_confirm_ready() else { continue };
+                let operator = ready.reached_from;
+                if ready.handshake_is_fresh(tunnel_handle.last_handshake(operator)) {
+                    last_rehandshake = None;
                     // A refusal is logged inside; the next tick tries again.
-                    let _ = confirm(&mut manager, None, &events, "auto_confirm: tunnel up and the operator reached the box again");
+                    let _ = confirm(&mut manager, None, &events, "auto_confirm: a handshake after the apply and the operator reached the box again over the tunnel");
+                    true
+                } else {
+                    // No handshake since the apply yet (the tunnel was not restarted): ask for
+                    // one, which proves the peer still accepts this box.
+                    if last_rehandshake.is_none_or(|t| t.elapsed() >= AUTO_CONFIRM_REHANDSHAKE) {
+                        last_rehandshake = Some(tokio::time::Instant::now());
+                        tunnel_handle.rehandshake(operator).await;
+                    }
+                    false
                 }
-                true
             }
         };
         if changed {
@@ -438,9 +486,9 @@ async fn handle_command(
     events: &EventLog,
 ) {
     match command {
-        Command::Get { operator, reply } => {
-            manager.reached_again();
-            tracing::debug!(operator = %operator, "management API: config state read");
+        Command::Get { caller, reply } => {
+            manager.reached_again(caller.address.ip(), caller.arrived);
+            tracing::debug!(operator = %caller.identity, "management API: config state read");
             let _ = reply.send(Answer {
                 status: 200,
                 body: serde_json::to_value(manager.snapshot()).unwrap_or_default(),
@@ -448,15 +496,15 @@ async fn handle_command(
         }
         Command::Confirm {
             version,
-            operator,
+            caller,
             reply,
         } => {
-            manager.reached_again();
+            manager.reached_again(caller.address.ip(), caller.arrived);
             let answer = match confirm(
                 manager,
                 version,
                 events,
-                &format!("confirmed by {operator}"),
+                &format!("confirmed by {}", caller.identity),
             ) {
                 Ok(snapshot) => Answer {
                     status: 200,
@@ -469,7 +517,7 @@ async fn handle_command(
         Command::Push {
             bytes,
             signature,
-            operator,
+            caller,
             reply,
         } => {
             let answer = push(
@@ -478,7 +526,7 @@ async fn handle_command(
                 events,
                 &bytes,
                 signature.as_deref(),
-                &operator,
+                &caller,
             )
             .await;
             let _ = reply.send(answer);
@@ -492,38 +540,49 @@ async fn push(
     events: &EventLog,
     bytes: &[u8],
     signature: Option<&str>,
-    operator: &str,
+    caller: &Caller,
 ) -> Answer {
+    let operator = caller.identity.as_str();
     let running = manager.running().meta.version;
     let accepted = match manager.check(bytes, signature) {
         Ok(accepted) => accepted,
-        Err(refusal) => {
-            tracing::warn!(
-                event = "refused",
-                running_version = running,
-                pushed_by = %operator,
-                reason = refusal.code(),
-                error = %refusal,
-                "pushed config refused; nothing changed"
-            );
-            events.record(
-                Level::Warning,
-                "config",
-                format!(
-                    "push from {operator} refused ({}): {refusal}",
-                    refusal.code()
-                ),
-            );
-            return Answer::error(refusal.http_status(), refusal.code(), refusal);
+        Err(refused) => {
+            let reason = &refused.reason;
+            ConfigEvent::new(
+                Kind::Refused,
+                format!("{reason}; nothing changed (running version {running})"),
+            )
+            .version(refused.version)
+            .signer(refused.signer.as_deref())
+            .pushed_by(Some(operator))
+            .reason(reason.code())
+            .running_version(running)
+            .emit(Some(events));
+            return Answer::error(reason.http_status(), reason.code(), reason);
         }
     };
     let version = accepted.config.meta.version;
     let signer = accepted.signer.clone();
-    tracing::info!(event = "received", version, signer = %signer, pushed_by = %operator, "pushed config accepted");
+    let event = |kind: Kind, detail: String| {
+        ConfigEvent::new(kind, detail)
+            .version(version)
+            .signer(Some(&signer))
+            .pushed_by(Some(operator))
+    };
+    event(
+        Kind::Received,
+        format!("{} bytes; replaces version {running}", bytes.len()),
+    )
+    .emit(Some(events));
     let record = match manager.begin(accepted, operator) {
         Ok(record) => record,
         Err(err) => {
-            tracing::error!(event = "refused", version, signer = %signer, error = %err, "cannot write the pushed config; nothing applied");
+            event(
+                Kind::Refused,
+                format!("cannot write the pushed config; nothing applied: {err}"),
+            )
+            .reason("write_failed")
+            .emit(Some(events));
             // Whatever part of the files was written, put the confirmed config back.
             let _ = ConfigFiles::new(manager.config_path(), &manager.running().paths.state_dir)
                 .recover();
@@ -532,9 +591,8 @@ async fn push(
     };
     let new = manager.running().clone();
     if let Err(err) = parts.apply(&new).await {
-        tracing::error!(event = "apply_failed", version, signer = %signer, error = %err, "the pushed config could not be applied; rolling back");
         let reason = format!("applying version {version} failed: {err}");
-        events.record(Level::Error, "config", reason.clone());
+        event(Kind::ApplyFailed, format!("{err}; rolling back")).emit(Some(events));
         return match roll_back(manager, parts, events, &reason).await {
             Ok(()) => Answer::error(
                 422,
@@ -544,15 +602,8 @@ async fn push(
             Err(rollback) => Answer::error(500, "rollback_failed", format!("{reason}; {rollback}")),
         };
     }
-    tracing::info!(
-        event = "applied",
-        version,
-        signer = %signer,
-        pushed_by = %operator,
-        confirm_deadline_unix = record.confirm_deadline_unix,
-        "pushed config applied; awaiting confirmation"
-    );
-    events.record(Level::Info, "config", applied_message(&record));
+    manager.mark_applied(Applied::now());
+    event(Kind::Applied, applied_detail(&record)).emit(Some(events));
     Answer {
         status: 200,
         body: serde_json::to_value(manager.snapshot()).unwrap_or_default(),
@@ -567,26 +618,18 @@ fn confirm(
 ) -> Result<ConfigSnapshot, (u16, &'static str, String)> {
     match manager.confirm(version) {
         Ok(confirmed) => {
-            tracing::info!(
-                event = "confirmed",
-                version = confirmed.config.meta.version,
-                signer = confirmed.signer.as_deref(),
-                pushed_by = confirmed.pushed_by.as_deref(),
-                how,
-                "pushed config confirmed"
-            );
-            events.record(
-                Level::Info,
-                "config",
-                format!(
-                    "version {} confirmed ({how})",
-                    confirmed.config.meta.version
-                ),
-            );
+            ConfigEvent::new(Kind::Confirmed, how)
+                .version(confirmed.config.meta.version)
+                .signer(confirmed.signer.as_deref())
+                .pushed_by(confirmed.pushed_by.as_deref())
+                .emit(Some(events));
             Ok(manager.snapshot())
         }
         Err(err) => {
-            tracing::warn!(event = "confirm_refused", asked = version, error = %err, "confirm refused");
+            ConfigEvent::new(Kind::ConfirmRefused, format!("{how}: {err}"))
+                .version(version)
+                .reason("confirm_refused")
+                .emit(Some(events));
             Err((err.http_status(), "confirm_refused", err.to_string()))
         }
     }
@@ -614,34 +657,21 @@ async fn roll_back(
             reason: err.to_string(),
         });
     }
-    tracing::warn!(
-        event = "rolled_back",
-        version = record.version,
-        signer = %record.signer,
-        pushed_by = %record.pushed_by,
-        restored_version = previous.meta.version,
-        why,
-        "pushed config rolled back"
-    );
-    events.record(
-        Level::Warning,
-        "config",
-        format!(
-            "version {} rolled back to version {}: {why}",
-            record.version, previous.meta.version
-        ),
-    );
+    ConfigEvent::new(
+        Kind::RolledBack,
+        format!("version {} restored: {why}", previous.meta.version),
+    )
+    .version(record.version)
+    .signer(Some(&record.signer))
+    .pushed_by(Some(&record.pushed_by))
+    .emit(Some(events));
     Ok(())
 }
 
-fn applied_message(record: &PendingRecord) -> String {
+fn applied_detail(record: &PendingRecord) -> String {
     format!(
-        "version {} from {} (signed by {}) applied; rolled back to version {} unless confirmed by {} (unix)",
-        record.version,
-        record.pushed_by,
-        record.signer,
-        record.previous_version,
-        record.confirm_deadline_unix
+        "applied at {} (unix); rolled back to version {} unless confirmed by {} (unix)",
+        record.applied_at_unix, record.previous_version, record.confirm_deadline_unix
     )
 }
 
@@ -892,5 +922,44 @@ impl ConfigWatch {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::fixture::Fixture;
+
+    #[test]
+    fn avl1_recovery_finds_the_push_files_through_state_dir_when_the_config_does_not_parse() {
+        let f = Fixture::new();
+        let v1 = f.text(1, "");
+        let state = f.dir.path().join("state");
+        let files = ConfigFiles::new(&f.config_path(), &state);
+        std::fs::write(f.config_path(), &v1).expect("write");
+        let record = PendingRecord {
+            version: 2,
+            previous_version: 1,
+            sha256: String::new(),
+            signer: "k".into(),
+            pushed_by: "operator.renkei.test".into(),
+            applied_at_unix: 0,
+            confirm_deadline_unix: 0,
+        };
+        files
+            .begin(v1.as_bytes(), b"[meta\nbroken", &record)
+            .expect("begin");
+
+        // Elsewhere as --state-dir: nothing to recover from, the broken file stays broken.
+        let elsewhere = f.dir.path().join("elsewhere");
+        assert!(load_recovering(&f.config_path(), &elsewhere).is_err());
+        // The right --state-dir: the confirmed config is back.
+        let (config, bytes, recovery) =
+            load_recovering(&f.config_path(), &state).expect("recovered");
+        assert_eq!(config.meta.version, 1);
+        assert_eq!(bytes, v1.as_bytes());
+        let recovery = recovery.expect("a recovery");
+        assert_eq!(recovery.outcome, RecoveryOutcome::RolledBack);
+        assert_eq!(recovery.pending.map(|p| p.version), Some(2));
     }
 }

@@ -234,6 +234,7 @@ const KEYS: &[&str] = &[
     "metrics_listen",
     "management",
     "operator_ca_file",
+    "operator_identities",
     "operator_signing_key_file",
 ];
 

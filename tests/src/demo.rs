@@ -1032,6 +1032,7 @@ session_ttl_secs = 3600
 [management]
 listen = "{management}"
 operator_ca_file = "tls/operator-ca.crt"
+operator_identities = ["{OPERATOR_IDENTITY}"]
 operator_signing_key_file = "operator/signing.pub.pem"
 confirm_timeout_secs = {CONFIRM_TIMEOUT_SECS}
 auto_confirm = false

@@ -30,6 +30,9 @@ pub struct Operator {
     pub client: LeafFiles,
     /// The lab CA that signed the boxes' certificates.
     pub ca: PathBuf,
+    /// The identity in the client certificate, which boxes list in
+    /// `management.operator_identities`.
+    pub identity: String,
     /// `--timeout-secs` of every command.
     timeout_secs: u64,
 }
@@ -66,6 +69,24 @@ impl Outcome {
     }
 }
 
+/// The answer to one raw HTTPS request (see [`Operator::raw_request`]).
+#[derive(Debug)]
+pub struct RawAnswer {
+    /// The HTTP status; `None` when no answer came (a refused TLS handshake, say).
+    pub status: Option<u16>,
+    /// The body, parsed as JSON (`Null` when it is not).
+    pub body: serde_json::Value,
+    /// Everything curl printed.
+    pub output: String,
+}
+
+impl RawAnswer {
+    /// The `error` code of the answer.
+    pub fn error_code(&self) -> Option<&str> {
+        self.body["error"].as_str()
+    }
+}
+
 impl Operator {
     /// Makes the operator's signing key (with `renkei keygen --operator`) and client
     /// certificate under `<lab>/operator`.
@@ -91,6 +112,7 @@ impl Operator {
             client,
             ca: lab.pki_dir().join("operator-ca.crt"),
             dir,
+            identity: identity.to_string(),
             timeout_secs: 20,
         })
     }
@@ -134,7 +156,8 @@ impl Operator {
         Ok((path, pair.public().to_pem()))
     }
 
-    /// The `[management]` section for a box: on its tunnel address, trusting this operator.
+    /// The `[management]` section for a box: on its tunnel address, trusting this operator (its
+    /// identity and signing key).
     pub fn management_toml(
         &self,
         node: Node,
@@ -146,11 +169,13 @@ impl Operator {
 [management]
 listen = "{addr}:{MANAGEMENT_PORT}"
 operator_ca_file = "tls/operator-ca.crt"
+operator_identities = ["{identity}"]
 operator_signing_key_file = "{key}"
 confirm_timeout_secs = {confirm_timeout_secs}
 auto_confirm = {auto_confirm}
 "#,
             addr = node.tunnel_address(),
+            identity = self.identity,
             key = self.signing_public.display(),
         )
     }
@@ -240,6 +265,102 @@ auto_confirm = {auto_confirm}
         args.extend(target);
         args.push(config.display().to_string());
         self.run(lab, args)
+    }
+
+    /// `renkei <subcommand>` (`push`, `confirm`, `remote`) to `node` with some of the
+    /// management arguments replaced (another client certificate, say) and `extra` appended.
+    pub fn command_with(
+        &self,
+        lab: &Lab,
+        subcommand: &str,
+        node: Node,
+        replace: &[(&str, String)],
+        extra: &[String],
+    ) -> anyhow::Result<Outcome> {
+        let mut args = vec![subcommand.to_string()];
+        let mut target = self.target_args(node);
+        for (flag, value) in replace {
+            if let Some(i) = target.iter().position(|a| a == flag) {
+                target[i + 1] = value.clone();
+            }
+        }
+        args.extend(target);
+        args.extend(extra.iter().cloned());
+        self.run(lab, args)
+    }
+
+    /// One HTTPS request to `node`'s management API with curl from the data centre, for what
+    /// `renkei` never sends: no signature header, a push without the read-back after it, no
+    /// client certificate (`client` `None`) or another one. `headers` are `Name: value`.
+    pub fn raw_request(
+        &self,
+        lab: &Lab,
+        node: Node,
+        request: (&str, &str),
+        body: Option<&Path>,
+        headers: &[String],
+        client: Option<&LeafFiles>,
+    ) -> anyhow::Result<RawAnswer> {
+        let (method, path) = request;
+        let name = node.tls_name();
+        let mut args: Vec<String> = vec![
+            "-sS".into(),
+            "--max-time".into(),
+            self.timeout_secs.to_string(),
+            "-X".into(),
+            method.into(),
+            "--cacert".into(),
+            self.ca.display().to_string(),
+            "--resolve".into(),
+            format!("{name}:{MANAGEMENT_PORT}:{}", node.tunnel_address()),
+            "-H".into(),
+            "Expect:".into(),
+            "-w".into(),
+            "\nHTTP_STATUS %{http_code}".into(),
+        ];
+        if let Some(client) = client {
+            args.extend([
+                "--cert".into(),
+                client.cert.display().to_string(),
+                "--key".into(),
+                client.key.display().to_string(),
+            ]);
+        }
+        for header in headers {
+            args.extend(["-H".into(), header.clone()]);
+        }
+        if let Some(body) = body {
+            args.extend(["--data-binary".into(), format!("@{}", body.display())]);
+        }
+        args.push(format!("https://{name}:{MANAGEMENT_PORT}{path}"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let finished = run_bounded(lab.ns(Node::Hub), "curl", &args, b"", COMMAND_TIMEOUT)
+            .context("running curl")?;
+        let output = finished.output;
+        let (text, status) = match output.rsplit_once("HTTP_STATUS ") {
+            Some((text, code)) => (
+                text,
+                code.trim()
+                    .get(..3)
+                    .and_then(|c| c.parse::<u16>().ok())
+                    .filter(|c| *c != 0),
+            ),
+            None => (output.as_str(), None),
+        };
+        let body = text
+            .find('{')
+            .and_then(|start| {
+                serde_json::Deserializer::from_str(&text[start..])
+                    .into_iter::<serde_json::Value>()
+                    .next()
+            })
+            .and_then(Result::ok)
+            .unwrap_or(serde_json::Value::Null);
+        Ok(RawAnswer {
+            status,
+            body,
+            output,
+        })
     }
 
     /// `renkei confirm` to `node`.

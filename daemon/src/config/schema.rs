@@ -375,6 +375,10 @@ pub struct ManagementConfig {
     pub listen: SocketAddr,
     /// CA whose client certificates identify the operator.
     pub operator_ca_file: PathBuf,
+    /// Client identities (SAN DNS name, SAN URI or subject CN, matched as a service's
+    /// `allowed_identities`) allowed to use this API: the operator CA also signs every box's
+    /// certificate, so chaining to it alone does not make a client the operator (AUTH-2).
+    pub operator_identities: Vec<String>,
     /// File with the PEM ECDSA P-256 public key that signs pushed configs (or give the key
     /// inline as `operator_signing_key`: exactly one of the two).
     #[serde(default)]

@@ -631,6 +631,20 @@ impl Checker<'_> {
             );
         }
         self.readable(base.key("operator_ca_file"), &management.operator_ca_file);
+        if management.operator_identities.is_empty() {
+            self.report(
+                base.key("operator_identities"),
+                "must name at least one operator client identity: boxes have certificates from the same CA",
+            );
+        }
+        for (j, identity) in management.operator_identities.iter().enumerate() {
+            if identity.trim().is_empty() || identity.chars().any(char::is_control) {
+                self.report(
+                    base.key("operator_identities").index(j),
+                    "must be a non-empty DNS name, URI or common name",
+                );
+            }
+        }
         let current = (
             &management.operator_signing_key_file,
             &management.operator_signing_key,

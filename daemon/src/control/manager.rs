@@ -4,6 +4,7 @@
 //! The manager decides; the supervisor applies. Every transition is logged with version,
 //! signer and time (LOG-2) by the caller, which also holds the event log.
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,7 +12,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::persist::{sha256_hex, ConfigFiles, ConfirmedRecord, PendingRecord, PersistError};
-use super::{check_push, Accepted, Refusal};
+use super::{check_push, Accepted, Refusal, Refused};
 use crate::config::Config;
 
 /// A config with what is known of where it came from.
@@ -37,8 +38,48 @@ struct Pending {
     version: Version,
     record: PendingRecord,
     deadline: Instant,
-    /// A management request arrived after the apply: the operator can still reach the box.
-    reached_again: bool,
+    /// When the running parts finished applying it; `None` while the apply is under way.
+    applied: Option<Applied>,
+    /// Where a management request came from that arrived after the apply: the operator can
+    /// still reach the box, through the peer responsible for that address.
+    reached_from: Option<IpAddr>,
+}
+
+/// The moment an apply finished, on both clocks: requests are stamped with the monotonic one,
+/// handshakes with the wall clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Monotonic.
+    pub instant: std::time::Instant,
+    /// Wall clock.
+    pub wall: SystemTime,
+}
+
+impl Applied {
+    /// Now.
+    pub fn now() -> Self {
+        Applied {
+            instant: std::time::Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+}
+
+/// What auto_confirm still needs to see before it confirms: a handshake of the peer that carried
+/// the operator's request, completed after the apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoConfirm {
+    /// The operator's address; the tunnel finds the peer responsible for it.
+    pub reached_from: IpAddr,
+    /// When the apply finished.
+    pub applied: Applied,
+}
+
+impl AutoConfirm {
+    /// True when `last_handshake` (of the peer responsible for `reached_from`) is after the apply.
+    pub fn handshake_is_fresh(&self, last_handshake: Option<SystemTime>) -> bool {
+        last_handshake.is_some_and(|t| t >= self.applied.wall)
+    }
 }
 
 /// Why a confirm was refused.
@@ -140,17 +181,28 @@ impl Manager {
         self.files.config_path()
     }
 
-    /// Every check of a push; nothing changes.
-    pub fn check(&self, bytes: &[u8], signature: Option<&str>) -> Result<Accepted, Refusal> {
-        if let Some(pending) = &self.pending {
-            return Err(Refusal::Pending(pending.record.version));
-        }
-        check_push(
+    /// Every check of a push; nothing changes. While a config is pending every push is
+    /// refused; the checks still run against the confirmed config, so the refusal names the
+    /// push's version and signer when they are known.
+    pub fn check(&self, bytes: &[u8], signature: Option<&str>) -> Result<Accepted, Refused> {
+        let checked = check_push(
             &self.confirmed.config,
             self.files.config_path(),
             bytes,
             signature,
-        )
+        );
+        let Some(pending) = &self.pending else {
+            return checked;
+        };
+        let (version, signer) = match checked {
+            Ok(accepted) => (Some(accepted.config.meta.version), Some(accepted.signer)),
+            Err(refused) => (refused.version, refused.signer),
+        };
+        Err(Refused {
+            reason: Refusal::Pending(pending.record.version),
+            version,
+            signer,
+        })
     }
 
     /// Writes the accepted config as pending; the caller applies it next. The confirm window
@@ -188,7 +240,8 @@ impl Manager {
             },
             record: record.clone(),
             deadline: Instant::now() + Duration::from_secs(timeout),
-            reached_again: false,
+            applied: None,
+            reached_from: None,
         });
         Ok(record)
     }
@@ -248,23 +301,39 @@ impl Manager {
         self.pending.as_ref().map(|p| &p.record)
     }
 
-    /// Notes that the operator reached the management API after the apply.
-    pub fn reached_again(&mut self) {
+    /// Notes that the running parts now run the pending config (auto_confirm counts only what
+    /// happens after this).
+    pub fn mark_applied(&mut self, applied: Applied) {
         if let Some(pending) = &mut self.pending {
-            pending.reached_again = true;
+            pending.applied = Some(applied);
         }
     }
 
-    /// True when the pending config asked for `auto_confirm` and the operator has reached the
-    /// box again; the caller also requires a fresh handshake.
-    pub fn auto_confirm_ready(&self) -> bool {
-        self.pending.as_ref().is_some_and(|p| {
-            p.reached_again
-                && p.version
-                    .config
-                    .management
-                    .as_ref()
-                    .is_some_and(|m| m.auto_confirm)
+    /// Notes a management request from `address` whose connection was accepted at `arrived`:
+    /// it counts as the operator reaching the box again only if it arrived after the apply (a
+    /// request that came in during the apply proves nothing about the new config).
+    pub fn reached_again(&mut self, address: IpAddr, arrived: std::time::Instant) {
+        if let Some(pending) = &mut self.pending {
+            if pending.applied.is_some_and(|a| arrived > a.instant) {
+                pending.reached_from = Some(address);
+            }
+        }
+    }
+
+    /// When the pending config asked for `auto_confirm` and the operator has reached the box
+    /// again after the apply: what the caller must still check (a fresh handshake) before it
+    /// confirms.
+    pub fn auto_confirm_ready(&self) -> Option<AutoConfirm> {
+        let pending = self.pending.as_ref()?;
+        let wanted = pending
+            .version
+            .config
+            .management
+            .as_ref()
+            .is_some_and(|m| m.auto_confirm);
+        Some(AutoConfirm {
+            reached_from: pending.reached_from.filter(|_| wanted)?,
+            applied: pending.applied?,
         })
     }
 
@@ -286,5 +355,142 @@ impl Manager {
             previous_version: pending.map(|p| p.previous_version),
             confirm_deadline_unix: pending.map(|p| p.confirm_deadline_unix),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::super::fixture::Fixture;
+    use super::*;
+
+    const OPERATOR: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1));
+
+    /// A manager running `v1` from the fixture's config file.
+    fn manager(f: &Fixture, v1: &str) -> Manager {
+        std::fs::write(f.config_path(), v1).expect("write config");
+        let config = f.config(v1);
+        let files = ConfigFiles::new(&f.config_path(), &config.paths.state_dir);
+        Manager::new(files, config, v1.as_bytes().to_vec())
+    }
+
+    fn push(f: &Fixture, m: &Manager, text: &str) -> Result<Accepted, Refused> {
+        m.check(text.as_bytes(), Some(&f.key.sign(text.as_bytes())))
+    }
+
+    #[test]
+    fn avl1_push_confirm_and_rollback_move_between_confirmed_and_pending() {
+        let f = Fixture::new();
+        let v1 = f.text(1, "");
+        let mut m = manager(&f, &v1);
+        assert_eq!(m.snapshot().state, "confirmed");
+        assert_eq!(
+            m.snapshot().signer,
+            None,
+            "a locally installed config has no signer"
+        );
+        assert_eq!(m.deadline(), None);
+        assert!(matches!(
+            m.confirm(None),
+            Err(ConfirmError::NothingPending(1))
+        ));
+        assert_eq!(m.rollback().expect("rollback"), None);
+
+        // v2 pending: the box runs it, with a deadline; a further push is refused as pending
+        // but still named by version and signer.
+        let v2 = f.text(2, "");
+        let accepted = push(&f, &m, &v2).expect("v2");
+        m.begin(accepted, "operator.renkei.test").expect("begin");
+        assert_eq!(m.running().meta.version, 2);
+        assert!(m.deadline().is_some());
+        let snapshot = m.snapshot();
+        assert_eq!(
+            (snapshot.state, snapshot.previous_version),
+            ("pending", Some(1))
+        );
+        assert_eq!(snapshot.pushed_by.as_deref(), Some("operator.renkei.test"));
+        assert_eq!(std::fs::read_to_string(f.config_path()).expect("read"), v2);
+        let refused = push(&f, &m, &f.text(3, "")).expect_err("pending");
+        assert_eq!(refused.reason.code(), "pending");
+        assert_eq!(refused.version, Some(3));
+        assert_eq!(
+            refused.signer.as_deref(),
+            Some(f.key.public().fingerprint())
+        );
+
+        // Rolled back: v1 runs and is on disk again; a confirm now finds nothing.
+        let dropped = m.rollback().expect("rollback").expect("a pending record");
+        assert_eq!(dropped.version, 2);
+        assert_eq!(m.running().meta.version, 1);
+        assert_eq!(m.snapshot().state, "confirmed");
+        assert_eq!(std::fs::read_to_string(f.config_path()).expect("read"), v1);
+        assert!(matches!(
+            m.confirm(Some(2)),
+            Err(ConfirmError::NothingPending(1))
+        ));
+
+        // v2 again, confirmed: a wrong version is refused, the right one sticks with its
+        // signer and pusher, also for a manager started afresh from the files.
+        let accepted = push(&f, &m, &v2).expect("v2 again");
+        m.begin(accepted, "operator.renkei.test").expect("begin");
+        assert!(matches!(
+            m.confirm(Some(3)),
+            Err(ConfirmError::WrongVersion {
+                asked: 3,
+                pending: 2
+            })
+        ));
+        let confirmed = m.confirm(Some(2)).expect("confirm");
+        assert_eq!(confirmed.config.meta.version, 2);
+        assert_eq!(m.snapshot().state, "confirmed");
+        assert_eq!(m.deadline(), None);
+        let restarted = manager(&f, &v2);
+        assert_eq!(
+            restarted.snapshot().signer.as_deref(),
+            Some(f.key.public().fingerprint())
+        );
+        assert_eq!(
+            restarted.snapshot().pushed_by.as_deref(),
+            Some("operator.renkei.test")
+        );
+        let refused = push(&f, &m, &v2).expect_err("replay");
+        assert_eq!(refused.reason.code(), "not_newer");
+    }
+
+    #[test]
+    fn avl1_auto_confirm_counts_only_requests_that_arrived_after_the_apply() {
+        let f = Fixture::new();
+        let mut m = manager(&f, &f.text(1, ""));
+        let v2 = f.text(2, "auto_confirm = true\n");
+        let accepted = push(&f, &m, &v2).expect("v2");
+        let before_apply = std::time::Instant::now();
+        m.begin(accepted, "operator.renkei.test").expect("begin");
+        // A request during the apply (before it finished) proves nothing.
+        m.reached_again(OPERATOR, before_apply);
+        assert_eq!(m.auto_confirm_ready(), None);
+        let applied = Applied::now();
+        m.mark_applied(applied);
+        m.reached_again(OPERATOR, before_apply);
+        assert_eq!(m.auto_confirm_ready(), None, "arrived before the apply");
+        m.reached_again(OPERATOR, applied.instant + Duration::from_millis(1));
+        let ready = m.auto_confirm_ready().expect("ready");
+        assert_eq!(ready.reached_from, OPERATOR);
+        assert_eq!(ready.applied, applied);
+        assert!(!ready.handshake_is_fresh(None));
+        assert!(!ready.handshake_is_fresh(Some(applied.wall - Duration::from_secs(1))));
+        assert!(ready.handshake_is_fresh(Some(applied.wall + Duration::from_secs(1))));
+    }
+
+    #[test]
+    fn avl1_without_auto_confirm_reaching_the_box_confirms_nothing() {
+        let f = Fixture::new();
+        let mut m = manager(&f, &f.text(1, ""));
+        let accepted = push(&f, &m, &f.text(2, "")).expect("v2");
+        m.begin(accepted, "operator.renkei.test").expect("begin");
+        let applied = Applied::now();
+        m.mark_applied(applied);
+        m.reached_again(OPERATOR, applied.instant + Duration::from_millis(1));
+        assert_eq!(m.auto_confirm_ready(), None);
     }
 }

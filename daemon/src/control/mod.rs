@@ -1,6 +1,7 @@
 //! The operator's control path (AUTH-2, LOG-2, AVL-1): signed configs pushed over the tunnel,
 //! checked, written durably, applied, and confirmed or rolled back.
 //!
+//! - [`audit`]: the LOG-2 record of every event, in the log and on the status page.
 //! - [`signing`]: ECDSA P-256 signatures over a config's exact bytes.
 //! - [`persist`]: the config file and the crash-safe pending/previous files.
 //! - [`check_push`]: every rule a pushed config must pass before anything on the box changes.
@@ -11,6 +12,7 @@
 //! The running parts are changed by the supervisor, which owns them; the API only talks to it
 //! through [`server::Command`]s.
 
+pub mod audit;
 pub mod client;
 pub mod manager;
 pub mod persist;
@@ -102,6 +104,29 @@ impl Refusal {
     }
 }
 
+/// A refusal with what was learnt about the push before it was refused (LOG-2): the signer
+/// once a trusted key verified the signature, the version once signed text was read.
+#[derive(Debug, thiserror::Error)]
+#[error("{reason}")]
+pub struct Refused {
+    /// Why.
+    pub reason: Refusal,
+    /// `meta.version` of the push, when known.
+    pub version: Option<u64>,
+    /// Fingerprint of the key that signed it, when a trusted one did.
+    pub signer: Option<String>,
+}
+
+impl From<Refusal> for Refused {
+    fn from(reason: Refusal) -> Self {
+        Refused {
+            reason,
+            version: None,
+            signer: None,
+        }
+    }
+}
+
 /// A pushed config that passed every check.
 #[derive(Debug, Clone)]
 pub struct Accepted {
@@ -146,9 +171,9 @@ pub fn check_push(
     config_path: &Path,
     bytes: &[u8],
     signature: Option<&str>,
-) -> Result<Accepted, Refusal> {
+) -> Result<Accepted, Refused> {
     if bytes.len() > MAX_PUSH_BYTES {
-        return Err(Refusal::TooLarge(bytes.len()));
+        return Err(Refusal::TooLarge(bytes.len()).into());
     }
     let signature = signature.ok_or(Refusal::MissingSignature)?;
     let signature = signing::parse_signature(signature).map_err(Refusal::Signature)?;
@@ -163,31 +188,46 @@ pub fn check_push(
                 .map(|k| k.fingerprint())
                 .collect::<Vec<_>>()
                 .join(", "),
-        })?;
+        })?
+        .fingerprint()
+        .to_string();
+    let refused = |reason: Refusal, version: Option<u64>| Refused {
+        reason,
+        version,
+        signer: Some(signer.clone()),
+    };
 
     let text = std::str::from_utf8(bytes).map_err(|e| {
-        Refusal::Invalid(Diagnostics(vec![config::Diagnostic {
-            file: config_path.to_path_buf(),
-            line: 1,
-            column: 1,
-            field: String::new(),
-            message: format!("not UTF-8: {e}"),
-        }]))
+        refused(
+            Refusal::Invalid(Diagnostics(vec![config::Diagnostic {
+                file: config_path.to_path_buf(),
+                line: 1,
+                column: 1,
+                field: String::new(),
+                message: format!("not UTF-8: {e}"),
+            }])),
+            None,
+        )
     })?;
     let base_dir = match config_path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let config = config::load_str(text, config_path, base_dir).map_err(Refusal::Invalid)?;
+    let config = config::load_str(text, config_path, base_dir)
+        .map_err(|d| refused(Refusal::Invalid(d), declared_version(text)))?;
+    let version = Some(config.meta.version);
 
     if config.meta.version <= running.meta.version {
-        return Err(Refusal::NotNewer {
-            offered: config.meta.version,
-            running: running.meta.version,
-        });
+        return Err(refused(
+            Refusal::NotNewer {
+                offered: config.meta.version,
+                running: running.meta.version,
+            },
+            version,
+        ));
     }
     if config.management.is_none() {
-        return Err(Refusal::NoManagement);
+        return Err(refused(Refusal::NoManagement, version));
     }
     let immutable = [
         (
@@ -203,12 +243,299 @@ pub fn check_push(
     ];
     for (name, new, old) in immutable {
         if new != old {
-            return Err(Refusal::Immutable(name, old.display().to_string()));
+            return Err(refused(
+                Refusal::Immutable(name, old.display().to_string()),
+                version,
+            ));
         }
     }
     Ok(Accepted {
         config,
         bytes: bytes.to_vec(),
-        signer: signer.fingerprint().to_string(),
+        signer,
     })
+}
+
+/// `meta.version` of signed text that fails a rule, for the log: read leniently, if at all.
+fn declared_version(text: &str) -> Option<u64> {
+    let value: toml::Table = toml::from_str(text).ok()?;
+    value
+        .get("meta")?
+        .get("version")?
+        .as_integer()?
+        .try_into()
+        .ok()
+}
+
+/// A box's files in a temporary folder and configs for them, for the pure-logic tests of the
+/// control path (no daemon, no network).
+#[cfg(test)]
+pub(crate) mod fixture {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::path::PathBuf;
+
+    use super::signing::SigningKeyPair;
+    use crate::config::Config;
+
+    /// The files and the operator's keys.
+    pub struct Fixture {
+        pub dir: tempfile::TempDir,
+        /// The operator's current signing key.
+        pub key: SigningKeyPair,
+        /// The next one (rotation).
+        pub next: SigningKeyPair,
+    }
+
+    impl Fixture {
+        pub fn new() -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let root = dir.path();
+            std::fs::create_dir_all(root.join("tls")).expect("mkdir");
+            crate::keys::write_keypair(&root.join("wg.key")).expect("wg key");
+            for (name, mode) in [
+                ("tls/box.crt", 0o644),
+                ("tls/box.key", 0o600),
+                ("tls/ca.crt", 0o644),
+            ] {
+                let path = root.join(name);
+                std::fs::write(&path, "placeholder").expect("write");
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                    .expect("chmod");
+            }
+            let key = SigningKeyPair::generate();
+            std::fs::write(root.join("signing.pub.pem"), key.public().to_pem()).expect("pub");
+            Fixture {
+                dir,
+                key,
+                next: SigningKeyPair::generate(),
+            }
+        }
+
+        /// Where the box's config file is.
+        pub fn config_path(&self) -> PathBuf {
+            self.dir.path().join("renkei.toml")
+        }
+
+        /// A valid config at `version`; `management` is appended to the `[management]` table
+        /// (which names the current key by file unless `management` names one inline).
+        pub fn text(&self, version: u64, management: &str) -> String {
+            let key_line = if management
+                .lines()
+                .any(|l| l.starts_with("operator_signing_key ="))
+            {
+                String::new()
+            } else {
+                "operator_signing_key_file = \"signing.pub.pem\"\n".to_string()
+            };
+            format!(
+                r#"[meta]
+version = {version}
+
+[facility]
+name = "fixture hospital"
+role = "disclosing"
+
+[paths]
+state_dir = "{state}"
+runtime_dir = "{run}"
+
+[tunnel]
+private_key_file = "wg.key"
+address = "198.19.0.10/24"
+
+[[tunnel.peer]]
+name = "dc"
+public_key = "5CGhZHLCWrkRq8Mkxy9848GrsgpWRl16eQGXuILDPRE="
+endpoint = "198.18.0.1:51820"
+allowed_ips = ["198.19.0.1/32"]
+
+[tls]
+certificate_file = "tls/box.crt"
+private_key_file = "tls/box.key"
+ca_file = "tls/ca.crt"
+
+[management]
+listen = "198.19.0.10:7443"
+operator_ca_file = "tls/ca.crt"
+operator_identities = ["operator.renkei.test"]
+{key_line}{management}"#,
+                state = self.dir.path().join("state").display(),
+                run = self.dir.path().join("run").display(),
+            )
+        }
+
+        /// `[management]` lines naming `key` inline as the next key.
+        pub fn next_inline(key: &SigningKeyPair) -> String {
+            format!(
+                "next_operator_signing_key = \"\"\"\n{}\"\"\"\n",
+                key.public().to_pem()
+            )
+        }
+
+        /// `[management]` lines naming `key` inline as the current key.
+        pub fn current_inline(key: &SigningKeyPair) -> String {
+            format!(
+                "operator_signing_key = \"\"\"\n{}\"\"\"\n",
+                key.public().to_pem()
+            )
+        }
+
+        /// Parses and validates `text` as the box would.
+        pub fn config(&self, text: &str) -> Config {
+            crate::config::load_str(text, &self.config_path(), self.dir.path())
+                .unwrap_or_else(|d| panic!("fixture config invalid: {d}\n{text}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::Fixture;
+    use super::signing::SigningKeyPair;
+    use super::*;
+
+    fn check(
+        f: &Fixture,
+        running: &str,
+        pushed: &str,
+        key: Option<&SigningKeyPair>,
+    ) -> Result<Accepted, Refused> {
+        let signature = key.map(|k| k.sign(pushed.as_bytes()));
+        check_push(
+            &f.config(running),
+            &f.config_path(),
+            pushed.as_bytes(),
+            signature.as_deref(),
+        )
+    }
+
+    #[test]
+    fn auth2_a_push_signed_by_the_current_key_is_accepted_and_names_its_signer() {
+        let f = Fixture::new();
+        let accepted = check(&f, &f.text(1, ""), &f.text(2, ""), Some(&f.key)).expect("accepted");
+        assert_eq!(accepted.config.meta.version, 2);
+        assert_eq!(accepted.signer, f.key.public().fingerprint());
+        assert_eq!(accepted.bytes, f.text(2, "").as_bytes());
+    }
+
+    #[test]
+    fn auth2_unsigned_malformed_tampered_and_unknown_signatures_are_refused_before_parsing() {
+        let f = Fixture::new();
+        let running = f.text(1, "");
+        let pushed = f.text(2, "");
+        let refused = check(&f, &running, &pushed, None).expect_err("unsigned");
+        assert_eq!(refused.reason.code(), "missing_signature");
+        assert_eq!((refused.version, refused.signer), (None, None));
+
+        let refused = check_push(
+            &f.config(&running),
+            &f.config_path(),
+            pushed.as_bytes(),
+            Some("not base64!"),
+        )
+        .expect_err("malformed");
+        assert_eq!(refused.reason.code(), "malformed_signature");
+
+        let stranger = SigningKeyPair::generate();
+        let refused = check(&f, &running, &pushed, Some(&stranger)).expect_err("unknown key");
+        assert_eq!(refused.reason.code(), "bad_signature");
+        assert_eq!(refused.reason.http_status(), 403);
+        assert_eq!(
+            (refused.version, refused.signer),
+            (None, None),
+            "unsigned text is not read"
+        );
+
+        let signature = f.key.sign(pushed.as_bytes());
+        let tampered = pushed.replace("fixture hospital", "fixture hospital!");
+        let refused = check_push(
+            &f.config(&running),
+            &f.config_path(),
+            tampered.as_bytes(),
+            Some(&signature),
+        )
+        .expect_err("tampered");
+        assert_eq!(refused.reason.code(), "bad_signature");
+
+        let mut huge = pushed.clone();
+        huge.push_str(&format!("# {}\n", "x".repeat(MAX_PUSH_BYTES)));
+        let refused = check(&f, &running, &huge, Some(&f.key)).expect_err("huge");
+        assert_eq!(refused.reason.code(), "too_large");
+    }
+
+    #[test]
+    fn auth2_int1_signed_pushes_that_break_a_rule_are_refused_with_version_and_signer() {
+        let f = Fixture::new();
+        let running = f.text(5, "");
+        let signer = Some(f.key.public().fingerprint().to_string());
+        for version in [5, 4] {
+            let refused = check(&f, &running, &f.text(version, ""), Some(&f.key)).expect_err("old");
+            assert_eq!(refused.reason.code(), "not_newer");
+            assert_eq!(refused.version, Some(version));
+            assert_eq!(refused.signer, signer);
+        }
+        let invalid = f
+            .text(6, "")
+            .replace("198.19.0.10:7443", "198.18.10.1:7443");
+        let refused = check(&f, &running, &invalid, Some(&f.key)).expect_err("invalid");
+        assert_eq!(refused.reason.code(), "invalid_config");
+        assert!(
+            refused.reason.to_string().contains("management.listen"),
+            "{}",
+            refused.reason
+        );
+        assert_eq!(
+            refused.version,
+            Some(6),
+            "the declared version of signed text is named"
+        );
+        assert_eq!(refused.signer, signer);
+
+        let start = f.text(6, "").find("[management]").expect("management");
+        let refused =
+            check(&f, &running, &f.text(6, "")[..start], Some(&f.key)).expect_err("no management");
+        assert_eq!(refused.reason.code(), "no_management");
+
+        let moved = f.text(6, "").replace("/state\"", "/elsewhere\"");
+        let refused = check(&f, &running, &moved, Some(&f.key)).expect_err("state dir");
+        assert_eq!(refused.reason.code(), "immutable_setting");
+    }
+
+    #[test]
+    fn auth2_trusted_keys_are_the_current_key_and_the_named_next_key() {
+        let f = Fixture::new();
+        let only = f.config(&f.text(1, ""));
+        let keys = trusted_keys(only.management.as_ref().expect("management")).expect("keys");
+        assert_eq!(keys, vec![f.key.public()]);
+
+        let named = f.config(&f.text(2, &Fixture::next_inline(&f.next)));
+        let keys = trusted_keys(named.management.as_ref().expect("management")).expect("keys");
+        assert_eq!(keys, vec![f.key.public(), f.next.public()]);
+
+        let rotated = f.config(&f.text(3, &Fixture::current_inline(&f.next)));
+        let keys = trusted_keys(rotated.management.as_ref().expect("management")).expect("keys");
+        assert_eq!(keys, vec![f.next.public()]);
+    }
+
+    #[test]
+    fn auth2_the_next_key_signs_only_once_a_running_config_names_it_and_then_the_old_key_goes() {
+        let f = Fixture::new();
+        let v3 = f.text(3, &Fixture::current_inline(&f.next));
+        // Running v1 does not name the next key: untrusted signer.
+        let refused = check(&f, &f.text(1, ""), &v3, Some(&f.next)).expect_err("early");
+        assert_eq!(refused.reason.code(), "bad_signature");
+        assert!(refused
+            .reason
+            .to_string()
+            .contains(f.key.public().fingerprint()));
+        // Running v2 names it: accepted, signed by the next key.
+        let v2 = f.text(2, &Fixture::next_inline(&f.next));
+        let accepted = check(&f, &v2, &v3, Some(&f.next)).expect("named");
+        assert_eq!(accepted.signer, f.next.public().fingerprint());
+        // Running v3 carries only the new key: the old one is refused.
+        let v4 = f.text(4, &Fixture::current_inline(&f.next));
+        let refused = check(&f, &v3, &v4, Some(&f.key)).expect_err("old key");
+        assert_eq!(refused.reason.code(), "bad_signature");
+        check(&f, &v3, &v4, Some(&f.next)).expect("new key");
+    }
 }

@@ -2,11 +2,15 @@
 //!
 //! A push writes, each durably (temp file, fsync, rename, fsync of the directory) and in this
 //! order: `previous.toml` (the confirmed config's bytes), `pending.json` (the marker), then the
-//! config file itself. The marker's removal is the commit point of a confirm. A rollback writes
+//! config file itself. A confirm writes `confirmed.json` (version, hash, signer, pusher) and
+//! then removes the marker: writing `confirmed.json` is the commit point, so a crash between
+//! the two never loses who signed and pushed the running config. A rollback writes
 //! `previous.toml` back over the config file and then removes the marker. At start,
-//! [`ConfigFiles::recover`] finds a marker left by a crash or a reboot inside the confirm window
-//! and restores the previous config, so after any crash the config file holds either the last
-//! confirmed config or a newly confirmed one, never half of anything.
+//! [`ConfigFiles::recover`] finds a marker left by a crash or a reboot and decides from the
+//! files alone: if `confirmed.json` describes the config file's exact bytes, the config was
+//! confirmed (or is the previous one already put back) and stays; otherwise the previous
+//! config is restored. So after any crash the config file holds either the last confirmed
+//! config or a newly confirmed one, never half of anything.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
@@ -80,6 +84,18 @@ pub struct ConfirmedRecord {
 pub struct Recovery {
     /// The marker that was found (absent if it could not be parsed).
     pub pending: Option<PendingRecord>,
+    /// Whether the pushed config was confirmed after all or the previous one was restored.
+    pub outcome: RecoveryOutcome,
+}
+
+/// How a marker left by a crash was resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryOutcome {
+    /// The config was never confirmed: the previous config file is back.
+    RolledBack,
+    /// `confirmed.json` already describes the config file: its confirm (or rollback) was
+    /// durable before the crash, only the marker was left; the file stays as it is.
+    Confirmed,
 }
 
 /// The config file and the state directory files around it.
@@ -116,23 +132,40 @@ impl ConfigFiles {
         self.dir.join("confirmed.json")
     }
 
-    /// At start: if a pushed config was never confirmed, put the previous one back.
+    /// At start: if a pushed config was never confirmed, put the previous one back. Every
+    /// state a crash can leave is handled (see the module documentation).
     pub fn recover(&self) -> Result<Option<Recovery>, PersistError> {
         let marker = self.pending_path();
         if !marker.exists() {
             return Ok(None);
         }
         let pending = read_json::<PendingRecord>(&marker).ok();
-        let previous = self.previous_path();
-        match fs::read(&previous) {
-            Ok(bytes) => self.write_config(&bytes)?,
-            // A marker is only written after previous.toml: without it the config file was
-            // never replaced.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(at(&previous)(e)),
-        }
+        let current = match fs::read(&self.config_path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(at(&self.config_path)(e)),
+        };
+        // confirmed.json is written before the marker goes: when it matches the file, the
+        // file is a confirmed config (the new one, or the old one already put back).
+        let confirmed = current
+            .as_deref()
+            .and_then(|bytes| self.confirmed_record(bytes))
+            .is_some();
+        let outcome = if confirmed {
+            RecoveryOutcome::Confirmed
+        } else {
+            let previous = self.previous_path();
+            match fs::read(&previous) {
+                Ok(bytes) => self.write_config(&bytes)?,
+                // A marker is only written after previous.toml: without it the config file
+                // was never replaced.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(at(&previous)(e)),
+            }
+            RecoveryOutcome::RolledBack
+        };
         remove_durably(&marker)?;
-        Ok(Some(Recovery { pending }))
+        Ok(Some(Recovery { pending, outcome }))
     }
 
     /// Makes `new` the config file, keeping `current` to roll back to.
@@ -142,18 +175,19 @@ impl ConfigFiles {
         new: &[u8],
         record: &PendingRecord,
     ) -> Result<(), PersistError> {
-        fs::create_dir_all(&self.dir).map_err(at(&self.dir))?;
+        ensure_private_dir(&self.dir)?;
         write_durably(&self.previous_path(), current, 0o600)?;
         let json = serde_json::to_vec_pretty(record).map_err(|e| at(&self.dir)(e.into()))?;
         write_durably(&self.pending_path(), &json, 0o600)?;
         self.write_config(new)
     }
 
-    /// Commits the pending config.
+    /// Commits the pending config: `confirmed.json` first (the commit point), then the marker
+    /// goes.
     pub fn confirm(&self, record: &ConfirmedRecord) -> Result<(), PersistError> {
-        remove_durably(&self.pending_path())?;
         let json = serde_json::to_vec_pretty(record).map_err(|e| at(&self.dir)(e.into()))?;
-        write_durably(&self.confirmed_path(), &json, 0o600)
+        write_durably(&self.confirmed_path(), &json, 0o600)?;
+        remove_durably(&self.pending_path())
     }
 
     /// Puts the previous config back; returns its bytes.
@@ -199,6 +233,21 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, PersistEr
     }
     serde_json::from_reader(io::BufReader::new(file))
         .map_err(|e| at(path)(io::Error::new(io::ErrorKind::InvalidData, e)))
+}
+
+/// Makes sure `dir` exists (mode 0700) and that its entry is durable: when it had to be made,
+/// its parent is fsynced, so files written into it survive a power cut with it.
+fn ensure_private_dir(dir: &Path) -> Result<(), PersistError> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.is_dir()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    create_private_dir(dir).map_err(at(dir))?;
+    // Outermost first: each new directory's entry is made durable in its parent.
+    for made in missing.iter().rev() {
+        sync_dir(parent(made))?;
+    }
+    Ok(())
 }
 
 /// Creates `dir` and its parents, mode 0700: the daemon's state is its own.
@@ -338,5 +387,182 @@ mod tests {
         let recovery = files.recover().expect("recover").expect("recovered");
         assert_eq!(recovery.pending, None, "a torn marker still rolls back");
         assert_eq!(fs::read(files.config_path()).expect("read"), b"v1");
+    }
+
+    fn confirmed(version: u64, bytes: &[u8]) -> ConfirmedRecord {
+        ConfirmedRecord {
+            version,
+            sha256: sha256_hex(bytes),
+            signer: "k".into(),
+            pushed_by: "op".into(),
+            confirmed_at_unix: 1,
+        }
+    }
+
+    /// One file state a crash can leave, and what must be running after recovery.
+    struct CrashPoint {
+        name: &'static str,
+        config: &'static [u8],
+        previous: Option<&'static [u8]>,
+        marker: Option<&'static [u8]>,
+        confirmed: Option<ConfirmedRecord>,
+        expect_config: &'static [u8],
+        expect_outcome: Option<RecoveryOutcome>,
+        expect_signer_of: Option<&'static [u8]>,
+    }
+
+    #[test]
+    fn avl1_every_crash_point_of_push_confirm_and_rollback_recovers_to_a_confirmed_config() {
+        let marker = serde_json::to_vec(&PendingRecord {
+            sha256: sha256_hex(b"v2"),
+            ..record(2)
+        })
+        .expect("json");
+        let marker: &'static [u8] = Box::leak(marker.into_boxed_slice());
+        let v1_confirmed = Some(confirmed(1, b"v1"));
+        let points = [
+            CrashPoint {
+                name: "begin: previous.toml written, no marker yet",
+                config: b"v1",
+                previous: Some(b"v1"),
+                marker: None,
+                confirmed: v1_confirmed.clone(),
+                expect_config: b"v1",
+                expect_outcome: None,
+                expect_signer_of: Some(b"v1"),
+            },
+            CrashPoint {
+                name: "begin: marker written, config not yet replaced",
+                config: b"v1",
+                previous: Some(b"v1"),
+                marker: Some(marker),
+                confirmed: v1_confirmed.clone(),
+                expect_config: b"v1",
+                expect_outcome: Some(RecoveryOutcome::Confirmed),
+                expect_signer_of: Some(b"v1"),
+            },
+            CrashPoint {
+                name: "begin: marker written, config not yet replaced, v1 installed locally",
+                config: b"v1",
+                previous: Some(b"v1"),
+                marker: Some(marker),
+                confirmed: None,
+                expect_config: b"v1",
+                expect_outcome: Some(RecoveryOutcome::RolledBack),
+                expect_signer_of: None,
+            },
+            CrashPoint {
+                name: "pending: config replaced, not confirmed",
+                config: b"v2",
+                previous: Some(b"v1"),
+                marker: Some(marker),
+                confirmed: v1_confirmed.clone(),
+                expect_config: b"v1",
+                expect_outcome: Some(RecoveryOutcome::RolledBack),
+                expect_signer_of: Some(b"v1"),
+            },
+            CrashPoint {
+                name: "pending with a torn marker",
+                config: b"v2",
+                previous: Some(b"v1"),
+                marker: Some(b"{ torn"),
+                confirmed: v1_confirmed.clone(),
+                expect_config: b"v1",
+                expect_outcome: Some(RecoveryOutcome::RolledBack),
+                expect_signer_of: Some(b"v1"),
+            },
+            CrashPoint {
+                name: "confirm: confirmed.json written, marker not yet removed",
+                config: b"v2",
+                previous: Some(b"v1"),
+                marker: Some(marker),
+                confirmed: Some(confirmed(2, b"v2")),
+                expect_config: b"v2",
+                expect_outcome: Some(RecoveryOutcome::Confirmed),
+                expect_signer_of: Some(b"v2"),
+            },
+            CrashPoint {
+                name: "confirm: done",
+                config: b"v2",
+                previous: Some(b"v1"),
+                marker: None,
+                confirmed: Some(confirmed(2, b"v2")),
+                expect_config: b"v2",
+                expect_outcome: None,
+                expect_signer_of: Some(b"v2"),
+            },
+            CrashPoint {
+                name: "rollback: config restored, marker not yet removed",
+                config: b"v1",
+                previous: Some(b"v1"),
+                marker: Some(marker),
+                confirmed: v1_confirmed.clone(),
+                expect_config: b"v1",
+                expect_outcome: Some(RecoveryOutcome::Confirmed),
+                expect_signer_of: Some(b"v1"),
+            },
+        ];
+        for point in points {
+            let (_dir, files) = setup();
+            create_private_dir(&files.dir).expect("mkdir");
+            fs::write(files.config_path(), point.config).expect("config");
+            if let Some(previous) = point.previous {
+                fs::write(files.previous_path(), previous).expect("previous");
+            }
+            if let Some(marker) = point.marker {
+                fs::write(files.pending_path(), marker).expect("marker");
+            }
+            if let Some(record) = &point.confirmed {
+                fs::write(
+                    files.confirmed_path(),
+                    serde_json::to_vec(record).expect("json"),
+                )
+                .expect("confirmed");
+            }
+            let recovery = files.recover().expect(point.name);
+            assert_eq!(
+                recovery.as_ref().map(|r| r.outcome),
+                point.expect_outcome,
+                "{}",
+                point.name
+            );
+            assert_eq!(
+                fs::read(files.config_path()).expect("read"),
+                point.expect_config,
+                "{}",
+                point.name
+            );
+            assert!(
+                !files.pending_path().exists(),
+                "{}: marker left",
+                point.name
+            );
+            assert_eq!(
+                files.confirmed_record(point.expect_config).is_some(),
+                point.expect_signer_of == Some(point.expect_config),
+                "{}: who signed and pushed the running config",
+                point.name
+            );
+            assert_eq!(files.recover().expect("again"), None, "{}", point.name);
+        }
+    }
+
+    #[test]
+    fn avl1_the_push_folder_is_private_and_made_durably() {
+        let (_dir, files) = setup();
+        files.begin(b"v1", b"v2", &record(2)).expect("begin");
+        let mode = fs::metadata(&files.dir).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let state = files.dir.parent().expect("state");
+        let mode = fs::metadata(state).expect("meta").permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o700,
+            "a state folder made here is private too"
+        );
+        for file in [files.previous_path(), files.pending_path()] {
+            let mode = fs::metadata(&file).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        }
     }
 }

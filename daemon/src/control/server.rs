@@ -1,5 +1,8 @@
 //! The management API (AUTH-2): HTTPS on the box's tunnel address, only for clients whose
-//! certificate chains to the operator CA, with the CRYPTREC profile of `crate::tls`.
+//! certificate chains to the operator CA *and* names one of `management.operator_identities`
+//! (the CA signs the boxes' certificates too), with the CRYPTREC profile of `crate::tls`. The
+//! listener is bound to the TUN device, so a LAN host that routes the tunnel address to the box
+//! cannot reach it (Linux otherwise accepts packets for a local address on any interface).
 //!
 //! `POST /v1/config` (body: the config's exact bytes; header `Renkei-Signature`: base64 DER
 //! ECDSA signature), `POST /v1/confirm` (optional JSON `{"version": N}`), `GET /v1/config`.
@@ -10,7 +13,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -18,12 +21,15 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::audit::{ConfigEvent, Kind};
 use super::MAX_PUSH_BYTES;
 use crate::config::{ManagementConfig, MinTls, TlsConfig};
+use crate::ratelimit::LogGate;
+use crate::status::events::{EventLog, Level};
 use crate::tls::identity::PeerIdentities;
 use crate::tls::store::DEFAULT_WATCH_INTERVAL_SECS;
 use crate::tls::{CredentialStore, StoreError};
@@ -38,6 +44,25 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONFIRM_BODY: usize = 4096;
 /// Largest request head.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Refused TLS handshakes reach the event ring at most this often (they may be a flood).
+const TLS_REFUSAL_EVENT_INTERVAL: Duration = Duration::from_secs(10);
+/// How long the listener retries while the tunnel address or device appears.
+const BIND_RETRY: Duration = Duration::from_secs(10);
+/// Pause between bind attempts.
+const BIND_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Who sent a management request, and when it arrived (auto_confirm counts only requests that
+/// arrived after an apply).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The entry of `management.operator_identities` the client certificate matched.
+    pub identity: String,
+    /// The client's address (a tunnel address).
+    pub address: SocketAddr,
+    /// When its connection was accepted: the TLS handshake that followed crossed the network
+    /// as it was from then on.
+    pub arrived: Instant,
+}
 
 /// A request for the supervisor, with where to send the answer.
 #[derive(Debug)]
@@ -48,8 +73,8 @@ pub enum Command {
         bytes: Vec<u8>,
         /// The `Renkei-Signature` header, if any.
         signature: Option<String>,
-        /// Identity of the operator's client certificate.
-        operator: String,
+        /// The operator.
+        caller: Caller,
         /// Where the answer goes.
         reply: oneshot::Sender<Answer>,
     },
@@ -57,15 +82,15 @@ pub enum Command {
     Confirm {
         /// The version the operator confirms, if named.
         version: Option<u64>,
-        /// Identity of the operator's client certificate.
-        operator: String,
+        /// The operator.
+        caller: Caller,
         /// Where the answer goes.
         reply: oneshot::Sender<Answer>,
     },
     /// `GET /v1/config`.
     Get {
-        /// Identity of the operator's client certificate.
-        operator: String,
+        /// The operator.
+        caller: Caller,
         /// Where the answer goes.
         reply: oneshot::Sender<Answer>,
     },
@@ -116,11 +141,14 @@ pub struct ManagementServer {
 
 impl ManagementServer {
     /// Loads the TLS material (box certificate, operator CA as the only client trust anchor),
-    /// binds the listener (retrying while the tunnel address appears) and starts serving.
+    /// binds the listener to `device` (the TUN device; retrying while the tunnel address
+    /// appears) and starts serving. Refusals go to `events` as well as the log (LOG-2).
     pub async fn start(
         management: &ManagementConfig,
         tls: &TlsConfig,
+        device: &str,
         commands: mpsc::Sender<Command>,
+        events: EventLog,
     ) -> Result<Self, ServerError> {
         let store = Arc::new(CredentialStore::open(TlsConfig {
             certificate_file: tls.certificate_file.clone(),
@@ -129,7 +157,7 @@ impl ManagementServer {
             crl_file: None,
         })?);
         let watcher = store.spawn_watcher(Duration::from_secs(DEFAULT_WATCH_INTERVAL_SECS));
-        let listener = match crate::proxy::bind_retrying(management.listen).await {
+        let listener = match bind_to_device(management.listen, device).await {
             Ok(listener) => listener,
             Err(source) => {
                 watcher.abort();
@@ -140,8 +168,14 @@ impl ManagementServer {
             }
         };
         let listen = listener.local_addr().unwrap_or(management.listen);
-        tracing::info!(listen = %listen, "management API listening");
-        let accept = tokio::spawn(accept_loop(listener, store, commands));
+        tracing::info!(listen = %listen, device, "management API listening");
+        let context = Arc::new(Context {
+            commands,
+            events,
+            operators: management.operator_identities.clone(),
+            tls_refusals: LogGate::new(TLS_REFUSAL_EVENT_INTERVAL),
+        });
+        let accept = tokio::spawn(accept_loop(listener, store, context));
         Ok(ManagementServer {
             listen,
             settings: (management.clone(), tls.clone()),
@@ -169,11 +203,83 @@ impl ManagementServer {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    store: Arc<CredentialStore>,
+/// Binds `address` on `device` only (`SO_BINDTODEVICE`): packets for the tunnel address that
+/// arrive on another interface find no listener. Retries while the address is not there yet.
+async fn bind_to_device(address: SocketAddr, device: &str) -> std::io::Result<TcpListener> {
+    let deadline = tokio::time::Instant::now() + BIND_RETRY;
+    loop {
+        let socket = match address {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind_device(Some(device.as_bytes()))?;
+        match socket.bind(address).and_then(|()| socket.listen(64)) {
+            Ok(listener) => return Ok(listener),
+            Err(err)
+                if err.raw_os_error() == Some(libc::EADDRNOTAVAIL)
+                    && tokio::time::Instant::now() + BIND_RETRY_INTERVAL < deadline =>
+            {
+                tokio::time::sleep(BIND_RETRY_INTERVAL).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// What every connection of one server shares.
+struct Context {
     commands: mpsc::Sender<Command>,
-) {
+    events: EventLog,
+    /// `management.operator_identities`.
+    operators: Vec<String>,
+    tls_refusals: LogGate,
+}
+
+/// Who is on the other end of a connection: an operator, or a client the CA vouches for that
+/// is not one (a box, say).
+#[derive(Debug, Clone)]
+enum Access {
+    Operator(String),
+    Refused(String),
+}
+
+impl Context {
+    fn access(&self, certificate: Option<&rustls_pki_types::CertificateDer<'_>>) -> Access {
+        let Some(certificate) = certificate else {
+            return Access::Refused("a client without a certificate".to_string());
+        };
+        match PeerIdentities::from_certificate(certificate) {
+            Ok(ids) => match ids.allowed_by(&self.operators) {
+                Some(allowed) => Access::Operator(allowed.to_string()),
+                None => Access::Refused(
+                    ids.display_name()
+                        .unwrap_or("a certificate without a name")
+                        .to_string(),
+                ),
+            },
+            Err(err) => Access::Refused(format!("an unreadable certificate ({err})")),
+        }
+    }
+
+    fn tls_refused(&self, peer: SocketAddr, why: &str) {
+        tracing::warn!(peer = %peer, error = why, "management API: TLS handshake refused");
+        if let Some(suppressed) = self.tls_refusals.check(Instant::now()) {
+            let more = if suppressed > 0 {
+                format!(" ({suppressed} more since the last one shown)")
+            } else {
+                String::new()
+            };
+            self.events.record(
+                Level::Warning,
+                "config",
+                format!("management API: TLS handshake from {peer} refused: {why}{more}"),
+            );
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, store: Arc<CredentialStore>, context: Arc<Context>) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -188,33 +294,32 @@ async fn accept_loop(
             tracing::warn!(peer = %peer, "management API: too many connections; refused");
             continue;
         };
+        let arrived = Instant::now();
         let acceptor = store.current().acceptor(MinTls::Tls13);
-        let commands = commands.clone();
+        let context = Arc::clone(&context);
         tokio::spawn(async move {
             let _permit = permit;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(err)) => {
-                    tracing::warn!(peer = %peer, error = %err, "management API: TLS handshake refused");
+                    context.tls_refused(peer, &err.to_string());
                     return;
                 }
                 Err(_) => {
-                    tracing::warn!(peer = %peer, "management API: TLS handshake timed out");
+                    context.tls_refused(peer, "timed out");
                     return;
                 }
             };
-            let operator = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|cert| PeerIdentities::from_certificate(cert).ok())
-                .and_then(|ids| ids.display_name().map(str::to_string))
-                .unwrap_or_else(|| "operator".to_string());
+            let access = context.access(
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first()),
+            );
             let service = hyper::service::service_fn(move |request| {
-                let commands = commands.clone();
-                let operator = operator.clone();
-                async move { Ok::<_, Infallible>(route(request, &operator, &commands).await) }
+                let context = Arc::clone(&context);
+                let access = access.clone();
+                async move { Ok::<_, Infallible>(route(request, access, peer, arrived, &context).await) }
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -238,35 +343,70 @@ struct ConfirmBody {
 
 async fn route(
     request: Request<Incoming>,
-    operator: &str,
-    commands: &mpsc::Sender<Command>,
+    access: Access,
+    peer: SocketAddr,
+    arrived: Instant,
+    context: &Context,
 ) -> Response<Full<Bytes>> {
-    let operator = operator.to_string();
-    let answer = match (request.method(), request.uri().path()) {
+    let commands = &context.commands;
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let identity = match access {
+        Access::Operator(identity) => identity,
+        Access::Refused(name) => {
+            // Read (and drop) what the client sends, so it reads the 403 instead of a reset.
+            let _ = read_body(request, MAX_PUSH_BYTES).await;
+            let answer = Answer::error(
+                403,
+                "not_operator",
+                format!(
+                    "{name} is not one of management.operator_identities; only the operator may use this API"
+                ),
+            );
+            ConfigEvent::new(
+                Kind::Refused,
+                format!("{method} {path} from {peer}: {name} is not an operator identity"),
+            )
+            .pushed_by(Some(&name))
+            .reason("not_operator")
+            .emit(Some(&context.events));
+            return respond(answer);
+        }
+    };
+    let caller = Caller {
+        identity,
+        address: peer,
+        arrived,
+    };
+    let answer = match (&method, path.as_str()) {
         (&Method::POST, "/v1/config") => {
             let signature = request
                 .headers()
                 .get(SIGNATURE_HEADER)
                 .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.trim().is_empty())
                 .map(str::to_string);
             match read_body(request, MAX_PUSH_BYTES).await {
                 Ok(bytes) => {
                     ask(commands, |reply| Command::Push {
                         bytes,
                         signature,
-                        operator,
+                        caller,
                         reply,
                     })
                     .await
                 }
                 Err(answer) => {
-                    tracing::warn!(
-                        event = "refused",
-                        pushed_by = %operator,
-                        reason = answer.body["error"].as_str().unwrap_or("bad_request"),
-                        error = answer.body["message"].as_str().unwrap_or(""),
-                        "pushed config refused; nothing changed"
-                    );
+                    let reason = answer.body["error"].as_str().unwrap_or("bad_request");
+                    ConfigEvent::new(
+                        Kind::Refused,
+                        format!(
+                            "{}; nothing changed",
+                            answer.body["message"].as_str().unwrap_or("")
+                        ),
+                    )
+                    .pushed_by(Some(&caller.identity))
+                    .reason(reason)
+                    .emit(Some(&context.events));
                     answer
                 }
             }
@@ -282,7 +422,7 @@ async fn route(
                     Ok(body) => {
                         ask(commands, |reply| Command::Confirm {
                             version: body.version,
-                            operator,
+                            caller,
                             reply,
                         })
                         .await
@@ -292,9 +432,7 @@ async fn route(
             }
             Err(answer) => answer,
         },
-        (&Method::GET, "/v1/config") => {
-            ask(commands, |reply| Command::Get { operator, reply }).await
-        }
+        (&Method::GET, "/v1/config") => ask(commands, |reply| Command::Get { caller, reply }).await,
         (_, "/v1/config" | "/v1/confirm") => {
             Answer::error(405, "method_not_allowed", "method not allowed")
         }

@@ -121,6 +121,12 @@ impl DataPlane {
         }
     }
 
+    /// Gives the TUN device back once nothing else holds the plane, so a config change can keep
+    /// the device (and its index) while the peers are rebuilt.
+    pub(crate) fn into_tun(self) -> Tun {
+        self.tun
+    }
+
     /// Time since the timer task last ran.
     pub fn heartbeat_age(&self) -> Duration {
         let last = Duration::from_millis(self.heartbeat_ms.load(Ordering::Relaxed));
@@ -592,6 +598,33 @@ impl DataPlane {
             self.policy_event(peer, &mut state, event, &mut out, &mut backlog);
         }
         self.flush(&mut backlog).await;
+    }
+
+    /// Starts a new handshake with a peer that has a session and an endpoint (a config apply
+    /// that wants proof the peer still accepts this box). Returns whether one was sent.
+    pub(crate) async fn rehandshake(&self, peer: &Peer) -> bool {
+        let mut out = vec![0u8; 256];
+        let mut backlog = Backlog::new();
+        let sent = {
+            let mut state = peer.lock();
+            let state = &mut *state;
+            if state.endpoint.is_none() {
+                return false;
+            }
+            let Some(tunn) = state.tunn.as_mut() else {
+                return false;
+            };
+            match tunn.format_handshake_initiation(&mut out, true) {
+                TunnResult::WriteToNetwork(bytes) => {
+                    let bytes = bytes.to_vec();
+                    self.send_for_peer(peer, state, &bytes, &mut backlog);
+                    true
+                }
+                _ => false,
+            }
+        };
+        self.flush(&mut backlog).await;
+        sent
     }
 
     /// Sends what `start_policies` could not send at once.

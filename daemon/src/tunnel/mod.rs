@@ -87,11 +87,25 @@ pub enum DemandError {
 /// socket.
 pub struct Tunnel {
     handle: TunnelHandle,
-    /// `None` only between stopping an old plane and starting a new one.
+    /// `None` only between stopping an old plane and starting a new one, or after a restart
+    /// failed.
     plane: Option<Arc<DataPlane>>,
     tasks: JoinSet<()>,
     /// What it was started from: a config change that leaves these equal keeps it running.
     settings: TunnelSettings,
+}
+
+/// What [`Tunnel::reconfigure`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconfigured {
+    /// Nothing the tunnel is built from changed: it runs on untouched.
+    Unchanged,
+    /// Peers, sessions, UDP socket and timers were rebuilt on the same TUN device: its index
+    /// stays, so sockets bound to it keep working.
+    Restarted,
+    /// The TUN device itself was made anew (its name changed, or the old one could not be
+    /// kept): sockets bound to the old device must be bound again.
+    NewDevice,
 }
 
 /// The parts of a config the tunnel is built from.
@@ -158,7 +172,7 @@ impl Tunnel {
     /// Creates and configures the interface, binds the UDP port, starts the data plane and the
     /// policy (an always-on box initiates a handshake at once).
     pub async fn start(config: &Config) -> Result<Tunnel, TunnelError> {
-        let (plane, info, tasks) = Self::build(config).await?;
+        let (plane, info, tasks) = Self::build(config, None).await?;
         Ok(Tunnel {
             handle: TunnelHandle {
                 slot: Arc::new(RwLock::new(Current {
@@ -173,17 +187,54 @@ impl Tunnel {
     }
 
     /// Applies a changed config: when anything the tunnel is built from changed, the tunnel
-    /// is rebuilt (a new interface with the configured address and routes, new sessions; TCP
-    /// connections bound to the tunnel address carry on once it is back). Returns whether it
-    /// was rebuilt. On error the tunnel is down; the caller applies the previous config.
-    pub async fn reconfigure(&mut self, config: &Config) -> Result<bool, TunnelError> {
+    /// is restarted: new peers, sessions (a new handshake), UDP socket and timers. The TUN
+    /// device stays when its name did not change (stale addresses and routes are removed, the
+    /// new ones set), so connections bound to the tunnel address carry on once the new
+    /// sessions are up. On error the tunnel is down; the caller applies the previous config,
+    /// which then restarts it for sure.
+    pub async fn reconfigure(&mut self, config: &Config) -> Result<Reconfigured, TunnelError> {
         let settings = TunnelSettings::of(config);
-        if settings == self.settings {
-            return Ok(false);
+        if settings == self.settings && self.plane.is_some() {
+            return Ok(Reconfigured::Unchanged);
         }
         tracing::info!(interface = %self.settings.tunnel.interface, "tunnel config changed; restarting the tunnel");
-        self.stop_tasks().await;
-        let (plane, info, tasks) = Self::build(config).await?;
+        let kept = self.stop_tasks().await;
+        let kept = match kept {
+            Some(tun) if settings.tunnel.interface == self.settings.tunnel.interface => {
+                let wanted: Vec<ipnet::IpNet> = settings
+                    .tunnel
+                    .peers
+                    .iter()
+                    .flat_map(|p| p.allowed_ips.iter().copied())
+                    .collect();
+                let stale: Vec<ipnet::IpNet> = self
+                    .settings
+                    .tunnel
+                    .peers
+                    .iter()
+                    .flat_map(|p| p.allowed_ips.iter().copied())
+                    .filter(|r| !wanted.contains(r))
+                    .collect();
+                match netlink::prune(&settings.tunnel.interface, settings.tunnel.address, &stale)
+                    .await
+                {
+                    Ok(()) => Some(tun),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot tidy the TUN device for the new config; making a new one");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let outcome = if kept.is_some() {
+            Reconfigured::Restarted
+        } else {
+            Reconfigured::NewDevice
+        };
+        // From here on a failure leaves the tunnel down, and `plane` None makes the next
+        // reconfigure (the rollback) rebuild it whatever its settings.
+        let (plane, info, tasks) = Self::build(config, kept).await?;
         *self
             .handle
             .slot
@@ -195,12 +246,13 @@ impl Tunnel {
         self.plane = Some(plane);
         self.tasks = tasks;
         self.settings = settings;
-        Ok(true)
+        Ok(outcome)
     }
 
-    /// Stops the tasks and waits until nothing holds the data plane any more, so that the TUN
-    /// device and the UDP port are closed.
-    async fn stop_tasks(&mut self) {
+    /// Stops the tasks and waits until nothing else holds the data plane; returns its TUN
+    /// device for reuse (dropping it removes the interface), or `None` when the plane could
+    /// not be recovered in time (then the device goes once the last holder lets go).
+    async fn stop_tasks(&mut self) -> Option<tun::Tun> {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
         self.handle
@@ -208,24 +260,40 @@ impl Tunnel {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .plane = Weak::new();
-        let Some(plane) = self.plane.take() else {
-            return;
-        };
-        let weak = Arc::downgrade(&plane);
-        drop(plane);
+        let plane = self.plane.take()?;
         // Callers of the handle hold the plane only for the duration of one call.
         let deadline = Instant::now() + Duration::from_secs(2);
-        while weak.strong_count() > 0 && Instant::now() < deadline {
+        while Arc::strong_count(&plane) > 1 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        match Arc::try_unwrap(plane) {
+            Ok(plane) => Some(plane.into_tun()),
+            Err(plane) => {
+                let weak = Arc::downgrade(&plane);
+                drop(plane);
+                tracing::warn!(
+                    "the data plane is still in use; its TUN device goes when it is released"
+                );
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while weak.strong_count() > 0 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                None
+            }
         }
     }
 
+    /// Builds the tunnel on `tun` (the kept device of a restart) or a new TUN device.
     async fn build(
         config: &Config,
+        tun: Option<tun::Tun>,
     ) -> Result<(Arc<DataPlane>, Arc<TunnelInfo>, JoinSet<()>), TunnelError> {
         let tunnel = &config.tunnel;
         let secret = keys::read_private_key(&tunnel.private_key_file)?;
-        let tun = tun::Tun::create(&tunnel.interface)?;
+        let tun = match tun {
+            Some(tun) => tun,
+            None => tun::Tun::create(&tunnel.interface)?,
+        };
         let routes = tunnel
             .peers
             .iter()
@@ -371,7 +439,7 @@ impl Tunnel {
                 "connections still closing through the tunnel; stopping it anyway"
             );
         }
-        self.stop_tasks().await;
+        drop(self.stop_tasks().await);
         tracing::info!(interface = %self.settings.tunnel.interface, "tunnel stopped");
     }
 }
@@ -495,6 +563,27 @@ impl TunnelHandle {
         self.current()
             .0
             .is_some_and(|plane| plane.heartbeat_age() < dataplane::TICK * 8)
+    }
+
+    /// When the peer responsible for `destination` last completed a handshake (in the tunnel
+    /// running now): auto_confirm wants one after the apply.
+    pub fn last_handshake(&self, destination: IpAddr) -> Option<std::time::SystemTime> {
+        self.current()
+            .0?
+            .peer_for(destination)
+            .and_then(|p| p.lock().last_handshake)
+    }
+
+    /// Starts a fresh handshake with the peer responsible for `destination`, if it has a
+    /// session and an endpoint; returns whether one was sent.
+    pub async fn rehandshake(&self, destination: IpAddr) -> bool {
+        let Some(plane) = self.current().0 else {
+            return false;
+        };
+        let Some(peer) = plane.peer_for(destination).cloned() else {
+            return false;
+        };
+        plane.rehandshake(&peer).await
     }
 
     /// Watches the state of the peer responsible for `destination` (in the tunnel running now).

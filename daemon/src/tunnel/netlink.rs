@@ -132,3 +132,85 @@ async fn configure_with(
     }
     Ok(())
 }
+
+/// Before an existing interface is configured for a changed config: removes every address on
+/// it other than `keep` and the routes in `stale` (allowed IPs no peer has any more), so the
+/// device can stay (same index: sockets bound to it and connections through it live on).
+pub async fn prune(name: &str, keep: IpNet, stale: &[IpNet]) -> Result<(), NetlinkError> {
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
+    let connection_task = tokio::spawn(connection);
+    let result = prune_with(&handle, name, keep, stale).await;
+    connection_task.abort();
+    result
+}
+
+async fn prune_with(
+    handle: &rtnetlink::Handle,
+    name: &str,
+    keep: IpNet,
+    stale: &[IpNet],
+) -> Result<(), NetlinkError> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    let request_error = |what: String| {
+        let interface = name.to_string();
+        move |source| NetlinkError::Request {
+            what,
+            interface,
+            source,
+        }
+    };
+    let link = handle
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await
+        .map_err(request_error("looking up the interface".into()))?
+        .ok_or_else(|| NetlinkError::NoSuchLink(name.to_string()))?;
+    let index = link.header.index;
+    let mut addresses = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute();
+    let mut remove = Vec::new();
+    while let Some(message) = addresses
+        .try_next()
+        .await
+        .map_err(request_error("listing the addresses".into()))?
+    {
+        let address = message.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(ip) | AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        });
+        let same = address == Some(keep.addr()) && message.header.prefix_len == keep.prefix_len();
+        // IPv6 link-local addresses come with the device; leave them.
+        let link_local =
+            matches!(address, Some(std::net::IpAddr::V6(v6)) if v6.is_unicast_link_local());
+        if !same && !link_local && message.header.index == index {
+            remove.push(message);
+        }
+    }
+    for message in remove {
+        handle
+            .address()
+            .del(message)
+            .execute()
+            .await
+            .map_err(request_error("removing the old tunnel address".into()))?;
+    }
+    for route in stale {
+        let message = RouteMessageBuilder::<std::net::IpAddr>::new()
+            .destination_prefix(route.addr(), route.prefix_len())
+            .map_err(|e| NetlinkError::BadRoute {
+                route: *route,
+                reason: e.to_string(),
+            })?
+            .output_interface(index)
+            .build();
+        // Already gone (with the old address's connected route, say) is fine.
+        let _ = handle.route().del(message).execute().await;
+    }
+    Ok(())
+}

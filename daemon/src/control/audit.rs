@@ -1,0 +1,233 @@
+//! One record per control-path event (LOG-2): received, refused, applied, apply failed,
+//! confirmed, rolled back. Each goes to the log with structured fields (journald: `EVENT`,
+//! `VERSION`, `SIGNER`, `PUSHED_BY`, `REASON`) and, with the same facts in its text, to the
+//! status page's event ring, so the administrator sees what the journal says.
+
+use crate::status::events::{EventLog, Level};
+
+/// What happened to a pushed config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// It passed every check and is about to be written and applied.
+    Received,
+    /// It (or a management request) was refused; nothing changed.
+    Refused,
+    /// It runs, awaiting confirmation.
+    Applied,
+    /// It could not be applied; the previous config is back.
+    ApplyFailed,
+    /// The operator (or auto_confirm) confirmed it.
+    Confirmed,
+    /// A confirm was refused (nothing pending, another version).
+    ConfirmRefused,
+    /// It was replaced by the confirmed config it had replaced.
+    RolledBack,
+}
+
+impl Kind {
+    /// The `EVENT` word of the log record.
+    pub fn word(self) -> &'static str {
+        match self {
+            Kind::Received => "received",
+            Kind::Refused => "refused",
+            Kind::Applied => "applied",
+            Kind::ApplyFailed => "apply_failed",
+            Kind::Confirmed => "confirmed",
+            Kind::ConfirmRefused => "confirm_refused",
+            Kind::RolledBack => "rolled_back",
+        }
+    }
+
+    fn level(self) -> Level {
+        match self {
+            Kind::Received | Kind::Applied | Kind::Confirmed => Level::Info,
+            Kind::Refused | Kind::ConfirmRefused | Kind::RolledBack => Level::Warning,
+            Kind::ApplyFailed => Level::Error,
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Kind::Received => "config received",
+            Kind::Refused => "config refused",
+            Kind::Applied => "config applied",
+            Kind::ApplyFailed => "config apply failed",
+            Kind::Confirmed => "config confirmed",
+            Kind::ConfirmRefused => "confirm refused",
+            Kind::RolledBack => "config rolled back",
+        }
+    }
+}
+
+/// One control-path event with what is known about the config and who sent it.
+#[derive(Debug, Clone)]
+pub struct ConfigEvent<'a> {
+    /// What happened.
+    pub kind: Kind,
+    /// `meta.version` of the config concerned, when known (not for a push refused before its
+    /// signature was checked: unsigned text is not parsed).
+    pub version: Option<u64>,
+    /// Fingerprint of the key that signed it, when known.
+    pub signer: Option<&'a str>,
+    /// The operator identity of the request, when known (the client certificate's name for a
+    /// refused client).
+    pub pushed_by: Option<&'a str>,
+    /// A short machine word for why (the refusal code), when there is one.
+    pub reason: Option<&'a str>,
+    /// The version the box runs (and keeps) when a push is refused.
+    pub running_version: Option<u64>,
+    /// Everything else, for people.
+    pub detail: String,
+}
+
+impl<'a> ConfigEvent<'a> {
+    /// An event with nothing known yet.
+    pub fn new(kind: Kind, detail: impl Into<String>) -> Self {
+        ConfigEvent {
+            kind,
+            version: None,
+            signer: None,
+            pushed_by: None,
+            reason: None,
+            running_version: None,
+            detail: detail.into(),
+        }
+    }
+
+    /// Sets the version.
+    pub fn version(mut self, version: impl Into<Option<u64>>) -> Self {
+        self.version = version.into();
+        self
+    }
+
+    /// Sets the signer.
+    pub fn signer(mut self, signer: Option<&'a str>) -> Self {
+        self.signer = signer;
+        self
+    }
+
+    /// Sets the operator identity.
+    pub fn pushed_by(mut self, pushed_by: Option<&'a str>) -> Self {
+        self.pushed_by = pushed_by;
+        self
+    }
+
+    /// Sets the reason code.
+    pub fn reason(mut self, reason: &'a str) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
+    /// Sets the version the box runs.
+    pub fn running_version(mut self, version: u64) -> Self {
+        self.running_version = Some(version);
+        self
+    }
+
+    /// The event ring's text: the same facts as the log record, in one line.
+    pub fn message(&self) -> String {
+        let unknown = "unknown";
+        let mut text = self.kind.title().to_string();
+        if let Some(reason) = self.reason {
+            text.push_str(&format!(" ({reason})"));
+        }
+        text.push_str(&format!(
+            ": version {}, signed by {}, pushed by {}",
+            self.version
+                .map_or_else(|| unknown.to_string(), |v| v.to_string()),
+            self.signer.unwrap_or(unknown),
+            self.pushed_by.unwrap_or(unknown),
+        ));
+        if !self.detail.is_empty() {
+            text.push_str(": ");
+            text.push_str(&self.detail);
+        }
+        text
+    }
+
+    /// Logs the event and keeps it in the ring (when there is one).
+    pub fn emit(&self, events: Option<&EventLog>) {
+        let (event, version, signer, pushed_by, reason, running_version, detail) = (
+            self.kind.word(),
+            self.version,
+            self.signer,
+            self.pushed_by,
+            self.reason,
+            self.running_version,
+            self.detail.as_str(),
+        );
+        match self.kind.level() {
+            Level::Info => {
+                tracing::info!(
+                    event,
+                    version,
+                    signer,
+                    pushed_by,
+                    reason,
+                    running_version,
+                    detail,
+                    "{}",
+                    self.kind.title()
+                )
+            }
+            Level::Warning => {
+                tracing::warn!(
+                    event,
+                    version,
+                    signer,
+                    pushed_by,
+                    reason,
+                    running_version,
+                    detail,
+                    "{}",
+                    self.kind.title()
+                )
+            }
+            Level::Error => {
+                tracing::error!(
+                    event,
+                    version,
+                    signer,
+                    pushed_by,
+                    reason,
+                    running_version,
+                    detail,
+                    "{}",
+                    self.kind.title()
+                )
+            }
+        }
+        if let Some(events) = events {
+            events.record(self.kind.level(), "config", self.message());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log2_the_ring_text_names_version_signer_and_pusher() {
+        let events = EventLog::new();
+        ConfigEvent::new(Kind::Refused, "version 4 is not greater than 5")
+            .version(4)
+            .signer(Some("0011223344556677"))
+            .pushed_by(Some("operator.renkei.test"))
+            .reason("not_newer")
+            .emit(Some(&events));
+        ConfigEvent::new(Kind::Refused, "").emit(Some(&events));
+        let kept = events.snapshot();
+        assert_eq!(kept.len(), 2);
+        assert_eq!(
+            kept[0].message,
+            "config refused (not_newer): version 4, signed by 0011223344556677, pushed by operator.renkei.test: version 4 is not greater than 5"
+        );
+        assert_eq!(kept[0].kind, "config");
+        assert_eq!(kept[0].level, Level::Warning);
+        assert_eq!(
+            kept[1].message,
+            "config refused: version unknown, signed by unknown, pushed by unknown"
+        );
+    }
+}
