@@ -138,6 +138,7 @@ impl Operator {
             client,
             ca: lab.pki_dir().join("operator-ca.crt"),
             dir,
+            identity: identity.to_string(),
             timeout_secs: 20,
         })
     }

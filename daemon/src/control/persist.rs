@@ -395,6 +395,7 @@ mod tests {
             sha256: sha256_hex(bytes),
             signer: "k".into(),
             pushed_by: "op".into(),
+            pushed_at_unix: Some(1),
             confirmed_at_unix: 1,
         }
     }

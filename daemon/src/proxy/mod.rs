@@ -478,13 +478,9 @@ impl Drop for Services {
 }
 
 /// Binds `address`, retrying for [`BIND_RETRY_SECS`] while it does not exist yet (a tunnel
-/// address appears only once the tunnel interface is configured, or again after a restart).
-pub(crate) async fn bind_retrying(address: SocketAddr) -> io::Result<TcpListener> {
-    bind_retrying_with(address, || {}).await
-}
-
-/// [`bind_retrying`] that calls `waiting` before each retry, so the status can say why the
-/// service is not listening yet.
+/// address appears only once the tunnel interface is configured, or again after a restart),
+/// and calls `waiting` before each retry, so the status can say why the service is not
+/// listening yet.
 async fn bind_retrying_with(address: SocketAddr, waiting: impl Fn()) -> io::Result<TcpListener> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(BIND_RETRY_SECS);
     loop {
