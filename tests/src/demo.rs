@@ -1211,8 +1211,13 @@ fn wait_for_listeners(lab: &Lab, record: &LabRecord) -> anyhow::Result<()> {
             // Listening is checked with `ss`, not by connecting: a connection without the
             // operator's certificate would be logged by the box as a refused handshake.
             wait_until(LISTENER_TIMEOUT, what, || {
+                // The filter matches the address; a listener bound to the tunnel device (the
+                // management API) shows as `address%device:port`, so any line is the answer.
                 let listening = lab.ns(node).exec("ss", &["-Hltn", "src", &address]).ok()?;
-                listening.contains(&address).then_some(())
+                listening
+                    .lines()
+                    .any(|line| line.starts_with("LISTEN"))
+                    .then_some(())
             })
             .with_context(|| format!("the {} {what} on {address} did not answer", entry.name))?;
         }
