@@ -533,7 +533,9 @@ fn net1_net7_log1_ops3_ops4_lab_demo_fetch_on_demand_and_every_printed_command()
     // The pages after it closed: the clinic's shows its tunnel idle with no session keys; no
     // page shows a connection any more, each has the three fetches in its access log, and the
     // always-on hospital stays up. The hub answers its peers and never initiates to them, so
-    // its page cannot know the clinic dropped its keys: it shows no handshake since the fetch.
+    // its page cannot know at once that the clinic dropped its keys: it shows no handshake since
+    // the fetch, and idle once that session is 180 s old (the policy's unit test
+    // `passive_session_ends_at_its_lifetime_unless_the_peer_handshakes_again`).
     let (clinic_page, dc_page, hospital_page) = pages(&commands);
     let clinic_dc = peer(&clinic_page, "dc");
     assert_eq!(clinic_dc["state"], "idle", "{clinic_page:#}");

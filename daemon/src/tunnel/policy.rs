@@ -12,6 +12,11 @@ use serde::Serialize;
 /// only rekeys when data flows; the kernel also rekeys on keepalives. Rekeying on schedule keeps
 /// "last handshake" meaningful for the alarm and notices a restarted hub.
 pub const REKEY_AFTER: Duration = Duration::from_secs(120);
+/// WireGuard's Reject-After-Time: no packet may use a session older than this. A passive peer
+/// (the hub's side of a facility) whose last handshake is this old has no session any more:
+/// the facility dropped it (an on-demand box that idled out) or went away, and only a new
+/// handshake from it brings it back.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(180);
 /// How long one connection attempt (boringtun retransmits every 5 s) may take before it counts
 /// as failed.
 pub const CONNECT_ATTEMPT: Duration = Duration::from_secs(20);
@@ -323,6 +328,15 @@ impl Policy {
                 }
                 None
             }
+            (Mode::Passive, LinkState::Up) => {
+                let since = self.last_handshake.unwrap_or(now);
+                if now.saturating_duration_since(since) >= SESSION_LIFETIME {
+                    self.state = LinkState::Idle;
+                    self.reason = "session ended: no handshake from the peer for 180 s";
+                    return Some(Action::DropSession);
+                }
+                None
+            }
             (Mode::OnDemand, LinkState::Up) => {
                 if self.holds == 0
                     && now.saturating_duration_since(self.last_traffic) >= self.timers.idle_timeout
@@ -476,7 +490,7 @@ mod tests {
         p.handle(Event::HandshakeCompleted, t0 + secs(1));
         assert_eq!(p.state(), LinkState::Up);
         assert_eq!(p.handle(Event::Resume, t0 + secs(2)), None);
-        assert_eq!(p.handle(Event::Tick, t0 + secs(1000)), None);
+        assert_eq!(p.handle(Event::Tick, t0 + secs(100)), None);
     }
 
     #[test]
@@ -492,6 +506,29 @@ mod tests {
     }
 
     #[test]
+    fn passive_session_ends_at_its_lifetime_unless_the_peer_handshakes_again() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(Mode::Passive, TIMERS, t0);
+        p.handle(Event::Start, t0);
+        p.handle(Event::HandshakeCompleted, t0);
+        assert_eq!(p.state, LinkState::Up);
+        // The peer rekeys (as an initiator does every 120 s while it talks): still up.
+        assert_eq!(p.handle(Event::Tick, t0 + secs(170)), None);
+        p.handle(Event::HandshakeCompleted, t0 + secs(170));
+        assert_eq!(p.handle(Event::Tick, t0 + secs(300)), None);
+        assert_eq!(p.state, LinkState::Up);
+        // Then it goes quiet (an on-demand box idled out and dropped its keys).
+        assert_eq!(
+            p.handle(Event::Tick, t0 + secs(350)),
+            Some(Action::DropSession)
+        );
+        assert_eq!(p.state, LinkState::Idle);
+        // Its next handshake brings it back.
+        p.handle(Event::HandshakeCompleted, t0 + secs(400));
+        assert_eq!(p.state, LinkState::Up);
+    }
+
+    #[test]
     fn passive_never_initiates() {
         let t0 = Instant::now();
         let mut p = Policy::new(Mode::Passive, TIMERS, t0);
@@ -499,7 +536,13 @@ mod tests {
         assert_eq!(p.handle(Event::Demand, t0), None);
         p.handle(Event::HandshakeCompleted, t0 + secs(1));
         assert_eq!(p.state(), LinkState::Up);
-        assert_eq!(p.handle(Event::Tick, t0 + secs(1000)), None);
+        assert_eq!(p.handle(Event::Tick, t0 + secs(100)), None);
+        // A session past its lifetime is dropped, never renewed from this side.
+        assert_eq!(
+            p.handle(Event::Tick, t0 + secs(1000)),
+            Some(Action::DropSession)
+        );
+        assert_eq!(p.handle(Event::Demand, t0 + secs(1001)), None);
     }
 
     fn any_event() -> impl Strategy<Value = Event> {
