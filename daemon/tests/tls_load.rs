@@ -173,6 +173,27 @@ fn net4_box_certificate_revoked_by_its_own_crl_is_refused_at_load() {
 }
 
 #[test]
+fn net4_box_certificate_that_may_not_sign_is_refused_at_load() {
+    let ca = Ca::new("renkei test CA");
+    let dir = tempdir();
+    let leaf = ca.issue_with(SERVER_NAME, 1, &rcgen::PKCS_ECDSA_P256_SHA256, |params| {
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    });
+    let config = write_box(dir.path(), "box", &leaf, &ca.pem, None);
+    match credentials::load(&config) {
+        Err(err @ CredentialError::NoSigningUsage { .. }) => {
+            let text = err.to_string();
+            assert!(text.contains("digitalSignature"), "{text}");
+            assert!(
+                text.contains(&config.certificate_file.display().to_string()),
+                "{text}"
+            );
+        }
+        other => panic!("expected NoSigningUsage, got {other:?}"),
+    }
+}
+
+#[test]
 fn box_certificate_for_server_use_only_loads() {
     // An inbound-only box needs no clientAuth; the missing use is a warning, not a refusal.
     let ca = Ca::new("renkei test CA");

@@ -194,6 +194,16 @@ pub enum CredentialError {
         /// What the path validation said.
         reason: String,
     },
+    /// The box's certificate may not sign, so no TLS handshake with it can succeed.
+    #[error("certificate {subject} in {path} has key usage {key_usage} without digitalSignature; TLS with ECDHE needs it")]
+    NoSigningUsage {
+        /// The certificate file.
+        path: PathBuf,
+        /// The certificate's subject.
+        subject: String,
+        /// The key usages it has.
+        key_usage: String,
+    },
     /// The box's own certificate is revoked by the configured CRL.
     #[error("certificate {subject} in {path} is revoked by the CRL in {crl_path}")]
     Revoked {
@@ -592,6 +602,9 @@ fn check_certificate(
 
     check_signature_algorithm(path, &subject, &cert.signature_algorithm)?;
     check_public_key(path, index, &subject, &cert)?;
+    if role == CertRole::BoxChain && index == 0 {
+        check_signing_usage(path, &subject, &cert)?;
+    }
 
     let validity = cert.validity();
     if validity.not_before.timestamp() > now_unix {
@@ -620,6 +633,30 @@ fn check_certificate(
         days_left,
         warning: days_left <= EXPIRY_WARNING_DAYS,
     })
+}
+
+/// The box signs every TLS handshake (ECDHE only, TLS 1.2 and 1.3) with its key, so a key
+/// usage extension on its certificate must allow digitalSignature; strict peers (curl, openssl)
+/// refuse a certificate without it even where rustls does not look.
+fn check_signing_usage(
+    path: &Path,
+    subject: &str,
+    cert: &X509Certificate<'_>,
+) -> Result<(), CredentialError> {
+    match cert.key_usage() {
+        Ok(None) => Ok(()),
+        Ok(Some(usage)) if usage.value.digital_signature() => Ok(()),
+        Ok(Some(usage)) => Err(CredentialError::NoSigningUsage {
+            path: path.to_path_buf(),
+            subject: subject.to_string(),
+            key_usage: usage.value.to_string(),
+        }),
+        Err(err) => Err(CredentialError::BadCertificate {
+            path: path.to_path_buf(),
+            index: 0,
+            reason: format!("key usage extension: {err}"),
+        }),
+    }
 }
 
 /// Refuses SHA-1/MD5 outright and anything else outside the profile's signature algorithms.
