@@ -21,8 +21,12 @@ use crate::wait::wait_until;
 
 /// The first line of every document the server sends (followed by the byte count).
 pub const DOCUMENT_HEADER: &str = "renkei-lab document";
-/// How long one blocking read or write in the document server or client may take.
-pub const DOCUMENT_IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one blocking read or write in the document server or client may take. Well over
+/// the boxes' own dead-peer detection (TCP keepalive gives up after about 60 s, and a connection
+/// closing towards a dead peer has a 60 s user timeout from its first retransmission), so a
+/// viewer never gives up first: its close would race the keepalive and turn the connection
+/// into one whose end the boxes learn only from the retransmission timeout.
+pub const DOCUMENT_IO_TIMEOUT: Duration = Duration::from_secs(150);
 /// How long a held document may wait for its gate to open.
 const GATE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often the accept loop checks whether it should stop.
