@@ -58,6 +58,24 @@ pub async fn configure(settings: &LinkSettings<'_>) -> Result<(), NetlinkError> 
     result
 }
 
+/// The index of the interface called `name`: every change is made by index.
+async fn link_index(handle: &rtnetlink::Handle, name: &str) -> Result<u32, NetlinkError> {
+    let link = handle
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await
+        .map_err(|source| NetlinkError::Request {
+            what: "looking up the interface".to_string(),
+            interface: name.to_string(),
+            source,
+        })?
+        .ok_or_else(|| NetlinkError::NoSuchLink(name.to_string()))?;
+    Ok(link.header.index)
+}
+
 async fn configure_with(
     handle: &rtnetlink::Handle,
     settings: &LinkSettings<'_>,
@@ -71,16 +89,7 @@ async fn configure_with(
             source,
         }
     };
-    let link = handle
-        .link()
-        .get()
-        .match_name(settings.name.to_string())
-        .execute()
-        .try_next()
-        .await
-        .map_err(request_error("looking up the interface"))?
-        .ok_or_else(|| NetlinkError::NoSuchLink(settings.name.to_string()))?;
-    let index = link.header.index;
+    let index = link_index(handle, settings.name).await?;
 
     handle
         .link()
@@ -159,16 +168,7 @@ async fn prune_with(
             source,
         }
     };
-    let link = handle
-        .link()
-        .get()
-        .match_name(name.to_string())
-        .execute()
-        .try_next()
-        .await
-        .map_err(request_error("looking up the interface".into()))?
-        .ok_or_else(|| NetlinkError::NoSuchLink(name.to_string()))?;
-    let index = link.header.index;
+    let index = link_index(handle, name).await?;
     let mut addresses = handle
         .address()
         .get()
