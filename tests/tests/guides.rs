@@ -439,34 +439,14 @@ fn auth2_log2_ops4_operator_guide_followed_in_the_lab() {
     );
     std::fs::write(op.file("hospital-b.toml"), &config_b).expect("hospital-b.toml");
     let printed = op.run("renkei sign --key operator-signing.key hospital-b.toml");
-    let all = answers(&printed);
-    assert_eq!(
-        all.first().map(|a| a["state"].clone()),
-        Some("pending".into()),
-        "{printed}"
-    );
-    assert_eq!(
-        all.last().map(|a| a["state"].clone()),
-        Some("confirmed".into()),
-        "{printed}"
-    );
+    assert_pushed_then_confirmed(&printed);
     let config_c = with_meta(&config_a, 7, 9, "rotated signing key").replace(
         &key_line,
         &format!("operator_signing_key = \"\"\"\n{}\"\"\"", pem.trim_end()),
     );
     std::fs::write(op.file("hospital-c.toml"), &config_c).expect("hospital-c.toml");
     let printed = op.run("renkei sign --key operator-signing-2027.key hospital-c.toml");
-    let all = answers(&printed);
-    assert_eq!(
-        all.first().map(|a| a["state"].clone()),
-        Some("pending".into()),
-        "{printed}"
-    );
-    assert_eq!(
-        all.last().map(|a| a["state"].clone()),
-        Some("confirmed".into()),
-        "{printed}"
-    );
+    assert_pushed_then_confirmed(&printed);
     let config = status_of(&record, "hospital")["config"].clone();
     assert_eq!(config["version"], 9, "{config:#}");
     assert_eq!(config["signer"], signer_2027.as_str(), "{config:#}");
@@ -632,4 +612,20 @@ fn the_installer_guide_blocks_are_the_ones_image_boot_test_runs() {
             "no operator guide block starting with {prefix}"
         );
     }
+}
+
+/// A sign, push and confirm block printed the push's answer (pending) first and the confirm's
+/// (confirmed) last.
+fn assert_pushed_then_confirmed(printed: &str) {
+    let all = answers(printed);
+    assert_eq!(
+        all.first().map(|a| a["state"].clone()),
+        Some("pending".into()),
+        "{printed}"
+    );
+    assert_eq!(
+        all.last().map(|a| a["state"].clone()),
+        Some("confirmed".into()),
+        "{printed}"
+    );
 }

@@ -4,6 +4,7 @@
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
+use rtnetlink::packet_route::route::RouteMessage;
 use rtnetlink::{LinkUnspec, RouteMessageBuilder};
 
 /// Why the interface could not be configured.
@@ -56,6 +57,18 @@ pub async fn configure(settings: &LinkSettings<'_>) -> Result<(), NetlinkError> 
     let result = configure_with(&handle, settings).await;
     connection_task.abort();
     result
+}
+
+/// A route to `route` through the interface with `index`.
+fn route_message(route: IpNet, index: u32) -> Result<RouteMessage, NetlinkError> {
+    Ok(RouteMessageBuilder::<std::net::IpAddr>::new()
+        .destination_prefix(route.addr(), route.prefix_len())
+        .map_err(|e| NetlinkError::BadRoute {
+            route,
+            reason: e.to_string(),
+        })?
+        .output_interface(index)
+        .build())
 }
 
 /// The index of the interface called `name`: every change is made by index.
@@ -123,14 +136,7 @@ async fn configure_with(
         if *route == settings.address.trunc() {
             continue;
         }
-        let message = RouteMessageBuilder::<std::net::IpAddr>::new()
-            .destination_prefix(route.addr(), route.prefix_len())
-            .map_err(|e| NetlinkError::BadRoute {
-                route: *route,
-                reason: e.to_string(),
-            })?
-            .output_interface(index)
-            .build();
+        let message = route_message(*route, index)?;
         handle
             .route()
             .add(message)
@@ -201,14 +207,7 @@ async fn prune_with(
             .map_err(request_error("removing the old tunnel address".into()))?;
     }
     for route in stale {
-        let message = RouteMessageBuilder::<std::net::IpAddr>::new()
-            .destination_prefix(route.addr(), route.prefix_len())
-            .map_err(|e| NetlinkError::BadRoute {
-                route: *route,
-                reason: e.to_string(),
-            })?
-            .output_interface(index)
-            .build();
+        let message = route_message(*route, index)?;
         // Already gone (with the old address's connected route, say) is fine.
         let _ = handle.route().del(message).execute().await;
     }
