@@ -775,7 +775,7 @@ fn ops3_renkei_status_summary_matches_the_daemon() {
             page["certificate_sha256"].as_str().unwrap_or("?")
         ),
         format!(
-            "enrolment: WireGuard public key {}",
+            "enrolment:\n  WireGuard public key: {}\n",
             lab.public_key(Node::Clinic)
         ),
         "logins: 1 ok, 0 refused".to_string(),

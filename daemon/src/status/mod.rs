@@ -548,14 +548,22 @@ fn summarize_page(
             text(&page["login_failures"])
         );
     }
+    // The box's public enrolment data stays visible after enrolment (a new certificate is
+    // issued for the same CSR key), labelled as on the unenrolled console, which is how
+    // installers and `image/boot-test` read it.
     let enrolment = &document["enrolment"];
     if !enrolment.is_null() {
+        let _ = writeln!(out, "\nenrolment:");
         let _ = writeln!(
             out,
-            "\nenrolment: WireGuard public key {}",
+            "  WireGuard public key: {}",
             text(&enrolment["wireguard_public_key"])
         );
-        let _ = writeln!(out, "  CSR SHA-256: {}", text(&enrolment["csr_sha256"]));
+        let _ = writeln!(
+            out,
+            "  CSR SHA-256:          {}",
+            text(&enrolment["csr_sha256"])
+        );
     }
     if let Some(events) = document["events"].as_array() {
         if !events.is_empty() {
@@ -643,8 +651,7 @@ mod tests {
             "status page: https://198.18.20.1:443/",
             "certificate SHA-256 (self-signed): AB:CD",
             "logins: 2 ok, 3 refused",
-            "enrolment: WireGuard public key KEY=",
-            "CSR SHA-256: -",
+            "enrolment:\n  WireGuard public key: KEY=\n  CSR SHA-256:          -\n",
             "1970-01-01T00:00:06 info tunnel: event 6",
         ] {
             assert!(
