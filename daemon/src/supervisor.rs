@@ -395,6 +395,7 @@ pub async fn run_loaded(
         if changed {
             status.set_config_state(ConfigState::from_snapshot(&manager.snapshot()));
             let running = manager.running();
+            status.set_identity(running);
             if running.tunnel != applied.tunnel {
                 tunnel_events.abort();
                 tunnel_events = watch_tunnel_events(&events, &parts, running);
