@@ -964,15 +964,17 @@ fn avl1_auto_confirm_without_the_operator_reaching_the_box_again_rolls_back() {
         .expect("curl");
     assert_eq!(answer.status, Some(200), "{}", answer.output);
     assert_eq!(answer.body["state"], "pending", "{}", answer.output);
-    let applied_at = config_state(&setup.hospital)["applied_at_unix"]
+    // The restart's handshake may complete before the apply as a whole has finished (when
+    // `applied_at_unix` is taken), so it is compared with the push.
+    let pushed_at = config_state(&setup.hospital)["pushed_at_unix"]
         .as_u64()
-        .expect("applied_at_unix");
+        .expect("pushed_at_unix");
     wait_until(
         Duration::from_secs(15),
-        "a handshake after the apply",
+        "a handshake after the push",
         || {
             let peer = setup.hospital.peer("dc").ok()?;
-            (peer["state"] == "up" && peer["last_handshake"].as_u64()? >= applied_at).then_some(())
+            (peer["state"] == "up" && peer["last_handshake"].as_u64()? >= pushed_at).then_some(())
         },
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", setup.hospital.log_text()));
