@@ -630,6 +630,8 @@ async fn push(
         };
     }
     manager.mark_applied(Applied::now());
+    // The window runs from the end of the apply: name the deadline the manager set then.
+    let record = manager.pending().cloned().unwrap_or(record);
     event(Kind::Applied, applied_detail(&record)).emit(Some(events));
     (
         Answer {
