@@ -374,22 +374,9 @@ fn status(path: &std::path::Path, runtime_dir: Option<PathBuf>, json: bool) -> a
     let document: serde_json::Value = serde_json::from_str(&answer)?;
     match renkei::enrolment::summary(&document) {
         Some(unenrolled) => print!("{unenrolled}"),
-        None => {
-            print!("{}", renkei::status::summary(&document));
-            // The box's public enrolment data stays visible after enrolment (a new certificate
-            // is issued for the same CSR key); shown when the key files beside the config are
-            // readable, as they are for root and the renkei group.
-            let dir = path.parent().unwrap_or(std::path::Path::new("."));
-            let csr = dir.join("box.csr");
-            if let Ok(e) = renkei::enrolment::Enrolment::read(&dir.join("wg.key"), &csr) {
-                println!("enrolment:");
-                println!("  WireGuard public key: {}", e.wireguard_public_key);
-                println!(
-                    "  CSR SHA-256:          {}",
-                    e.csr_sha256.as_deref().unwrap_or("-")
-                );
-            }
-        }
+        // The daemon's document carries the enrolment data (from the key it runs with), so
+        // the summary shows it once, also to a group member who cannot read the key files.
+        None => print!("{}", renkei::status::summary(&document)),
     }
     Ok(())
 }

@@ -364,7 +364,12 @@ pub async fn run_loaded(
                 false
             }
             Some(command) = commands.recv() => {
-                handle_command(command, &mut manager, &mut parts, &events).await;
+                // A push whose rollback could not be applied either leaves parts of the box
+                // down: stop, so that systemd starts it again from the restored config file,
+                // as when the confirm window's rollback fails.
+                if let Err(err) = handle_command(command, &mut manager, &mut parts, &events).await {
+                    break Err(err);
+                }
                 true
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
@@ -395,6 +400,7 @@ pub async fn run_loaded(
         if changed {
             status.set_config_state(ConfigState::from_snapshot(&manager.snapshot()));
             let running = manager.running();
+            status.set_identity(running);
             if running.tunnel != applied.tunnel {
                 tunnel_events.abort();
                 tunnel_events = watch_tunnel_events(&events, &parts, running);
@@ -479,12 +485,14 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// One operator request: check, write, apply, answer. Every outcome is logged (LOG-2).
+/// Answers one management API request; an error is a rollback that failed to apply, after
+/// which the daemon must not go on as if it ran the restored config.
 async fn handle_command(
     command: Command,
     manager: &mut Manager,
     parts: &mut Parts,
     events: &EventLog,
-) {
+) -> Result<(), SupervisorError> {
     match command {
         Command::Get { caller, reply } => {
             manager.reached_again(caller.address.ip(), caller.arrived);
@@ -520,7 +528,7 @@ async fn handle_command(
             caller,
             reply,
         } => {
-            let answer = push(
+            let (answer, failed_rollback) = push(
                 manager,
                 parts,
                 events,
@@ -530,10 +538,16 @@ async fn handle_command(
             )
             .await;
             let _ = reply.send(answer);
+            if let Some(err) = failed_rollback {
+                return Err(err);
+            }
         }
     }
+    Ok(())
 }
 
+/// Checks, writes and applies a pushed config; the answer for the operator, and the error of a
+/// rollback that could not be applied after a failed apply.
 async fn push(
     manager: &mut Manager,
     parts: &mut Parts,
@@ -541,7 +555,7 @@ async fn push(
     bytes: &[u8],
     signature: Option<&str>,
     caller: &Caller,
-) -> Answer {
+) -> (Answer, Option<SupervisorError>) {
     let operator = caller.identity.as_str();
     let running = manager.running().meta.version;
     let accepted = match manager.check(bytes, signature) {
@@ -558,7 +572,10 @@ async fn push(
             .reason(reason.code())
             .running_version(running)
             .emit(Some(events));
-            return Answer::error(reason.http_status(), reason.code(), reason);
+            return (
+                Answer::error(reason.http_status(), reason.code(), reason),
+                None,
+            );
         }
     };
     let version = accepted.config.meta.version;
@@ -586,7 +603,7 @@ async fn push(
             // Whatever part of the files was written, put the confirmed config back.
             let _ = ConfigFiles::new(manager.config_path(), &manager.running().paths.state_dir)
                 .recover();
-            return Answer::error(500, "write_failed", err);
+            return (Answer::error(500, "write_failed", err), None);
         }
     };
     let new = manager.running().clone();
@@ -594,20 +611,35 @@ async fn push(
         let reason = format!("applying version {version} failed: {err}");
         event(Kind::ApplyFailed, format!("{err}; rolling back")).emit(Some(events));
         return match roll_back(manager, parts, events, &reason).await {
-            Ok(()) => Answer::error(
-                422,
-                "apply_failed",
-                format!("{reason}; rolled back to version {running}"),
+            Ok(()) => (
+                Answer::error(
+                    422,
+                    "apply_failed",
+                    format!("{reason}; rolled back to version {running}"),
+                ),
+                None,
             ),
-            Err(rollback) => Answer::error(500, "rollback_failed", format!("{reason}; {rollback}")),
+            Err(rollback) => (
+                Answer::error(
+                    500,
+                    "rollback_failed",
+                    format!("{reason}; {rollback}; the daemon restarts from version {running}"),
+                ),
+                Some(rollback),
+            ),
         };
     }
     manager.mark_applied(Applied::now());
+    // The window runs from the end of the apply: name the deadline the manager set then.
+    let record = manager.pending().cloned().unwrap_or(record);
     event(Kind::Applied, applied_detail(&record)).emit(Some(events));
-    Answer {
-        status: 200,
-        body: serde_json::to_value(manager.snapshot()).unwrap_or_default(),
-    }
+    (
+        Answer {
+            status: 200,
+            body: serde_json::to_value(manager.snapshot()).unwrap_or_default(),
+        },
+        None,
+    )
 }
 
 fn confirm(

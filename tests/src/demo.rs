@@ -17,6 +17,7 @@
 //! name and path in it is checked to be one the lab could have made before anything is removed.
 
 use std::io::Write;
+use std::net::Ipv4Addr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::daemon::{renkei_bin, Daemon};
 use crate::docserver::{write_documents, Document};
+use crate::door::Door;
 use crate::lab::{
     Lab, Node, DOCUMENT_SERVER_ADDRESS, HUB_RELAY_ADDRESS, LAN_SERVICE_ADDRESS, SERVICE_PORT,
     WIREGUARD_SOCKET_DIR,
@@ -205,6 +207,10 @@ pub struct StatusPage {
     pub url: String,
     /// The namespace to open it from (the facility admin's LAN, or the hub itself).
     pub open_from_namespace: String,
+    /// The same page for a browser on the machine running the lab: a door on the host's
+    /// 127.0.0.1 into `open_from_namespace` (the page's certificate names 127.0.0.1 too).
+    #[serde(default)]
+    pub browser_url: String,
     /// The administrator password of this run (its argon2id hash is in the config).
     pub admin_password: String,
     /// CA file that verifies the page's HTTPS certificate (none for plain HTTP on loopback).
@@ -809,6 +815,25 @@ pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
             .then_some(())
     })?;
     wait_for_listeners(&lab, &record)?;
+    let mut doors = Vec::new();
+    for node in &mut record.nodes {
+        let page = &mut node.status_page;
+        let target = page
+            .url
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .with_context(|| format!("the address of {}", page.url))?;
+        let door = Door::bind(&page.open_from_namespace, target)?;
+        let scheme = if page.ca_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        page.browser_url = format!("{scheme}://{}/", door.address()?);
+        doors.push(door);
+    }
     let clinic = daemons
         .iter()
         .find(|d| d.node == Node::Clinic)
@@ -823,6 +848,10 @@ pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
     signals.thread_block()?;
+    // The doors' threads start with these signals blocked too.
+    for door in doors {
+        door.serve();
+    }
     record.write(state_dir)?;
     println!("lab {} is up", record.id);
     let signal = signals.wait()?;
@@ -850,8 +879,8 @@ fn namespaces(lab: &Lab) -> Vec<String> {
 /// The operator's PKI of this run from `operator` (its client certificate from the lab CA and
 /// the config-signing key made by `renkei keygen --operator`, as in the config push tests);
 /// every box gets a copy of the signing public key (`operator/signing.pub.pem`, as an installer
-/// puts it there) and a status-page certificate for its LAN address, so `curl --cacert`
-/// verifies the page.
+/// puts it there) and a status-page certificate for its LAN address and 127.0.0.1 (the host's
+/// door to the page), so `curl --cacert` verifies the page either way.
 fn operator_pki(lab: &Lab, operator: &Operator) -> anyhow::Result<PkiRecord> {
     let public_pem = std::fs::read_to_string(&operator.signing_public)
         .with_context(|| format!("reading {}", operator.signing_public.display()))?;
@@ -861,7 +890,12 @@ fn operator_pki(lab: &Lab, operator: &Operator) -> anyhow::Result<PkiRecord> {
         std::fs::write(dir.join("signing.pub.pem"), &public_pem)?;
         if let Some(lan) = node.lan_address() {
             lab.ca
-                .issue(lan)?
+                .issue_with(lan, lab.ca.next_serial(), |params| {
+                    // The host's door to the page (`StatusPage::browser_url`).
+                    params
+                        .subject_alt_names
+                        .push(rcgen::SanType::IpAddress(Ipv4Addr::LOCALHOST.into()));
+                })?
                 .write(&lab.tls_dir(node), "status")
                 .with_context(|| format!("status certificate of {}", node.short()))?;
         }
@@ -1147,6 +1181,7 @@ fn node_record(
             } else {
                 lab.ns(node).name().into()
             },
+            browser_url: String::new(),
             admin_password,
             ca_file: https.then(|| lab.tls_dir(node).join("operator-ca.crt")),
             metrics_url: format!("https://{}:{METRICS_PORT}/metrics", node.tunnel_address()),
@@ -1404,18 +1439,12 @@ fn commands(
         // Log in with the admin password (the session cookie goes to a jar in the box's
         // folder), then read the page's status API: what the page shows, as JSON.
         let jar = record.lab_dir.join(&node.name).join("status-cookies.txt");
-        let curl = |extra: &[&str]| {
-            let mut argv = strings(&[
-                "ip",
-                "netns",
-                "exec",
-                &page.open_from_namespace,
-                "curl",
-                "-sS",
-                "--fail",
-                "--max-time",
-                "10",
-            ]);
+        let curl = |inside: bool, extra: &[&str]| {
+            let mut argv = Vec::new();
+            if inside {
+                argv.extend(strings(&["ip", "netns", "exec", &page.open_from_namespace]));
+            }
+            argv.extend(strings(&["curl", "-sS", "--fail", "--max-time", "10"]));
             if let Some(ca) = &page.ca_file {
                 argv.push("--cacert".into());
                 argv.push(ca.to_string_lossy().into_owned());
@@ -1424,23 +1453,42 @@ fn commands(
             shell_line(&argv)
         };
         let jar = jar.to_string_lossy();
-        let login = curl(&[
-            "-o",
-            "/dev/null",
-            "-c",
-            &jar,
-            "--data-urlencode",
-            &format!("password={}", page.admin_password),
-            &format!("{}login", page.url),
-        ]);
-        let api = curl(&["-b", &jar, &format!("{}api/v1/status", page.url)]);
+        let login_and_read = |inside: bool, url: &str| {
+            let login = curl(
+                inside,
+                &[
+                    "-o",
+                    "/dev/null",
+                    "-c",
+                    &jar,
+                    "--data-urlencode",
+                    &format!("password={}", page.admin_password),
+                    &format!("{url}login"),
+                ],
+            );
+            let api = curl(inside, &["-b", &jar, &format!("{url}api/v1/status")]);
+            vec!["sh".into(), "-c".into(), format!("{login} && {api}")]
+        };
         all.push(command(
             &format!("status-page-{}", node.name),
             &format!(
                 "log in to the {} status page ({}, admin password {}) and read its status API",
                 node.name, page.url, page.admin_password
             ),
-            vec!["sh".into(), "-c".into(), format!("{login} && {api}")],
+            login_and_read(true, &page.url),
+        ));
+        all.push(command(
+            &format!("browser-{}", node.name),
+            &format!(
+                "the same through the door a browser on this machine uses ({}; the lab CA is {})",
+                page.browser_url,
+                page.ca_file
+                    .as_ref()
+                    .map_or("not needed: plain HTTP".into(), |ca| ca
+                        .display()
+                        .to_string())
+            ),
+            login_and_read(false, &page.browser_url),
         ));
     }
     all.extend(push_commands(record, operator, &renkei)?);
@@ -1641,6 +1689,14 @@ pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
         line(format!(
             "  {:<9} {:<28} from ns {:<20} password {}",
             n.name, p.url, p.open_from_namespace, p.admin_password,
+        ));
+        line(format!(
+            "            in a browser on this machine: {} ({})",
+            p.browser_url,
+            match &p.ca_file {
+                Some(ca) => format!("certificate from the lab CA {}", ca.display()),
+                None => "plain HTTP, on loopback only".into(),
+            }
         ));
         line(format!(
             "            metrics {} (operator client certificate, from the data centre)",

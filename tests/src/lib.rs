@@ -15,6 +15,7 @@ pub mod compliance;
 pub mod daemon;
 pub mod demo;
 pub mod docserver;
+pub mod door;
 pub mod foreign;
 pub mod lab;
 pub mod netns;

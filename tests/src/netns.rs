@@ -78,16 +78,7 @@ impl Namespace {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> anyhow::Result<T> {
-        let path = format!("/run/netns/{}", self.name);
-        let handle = std::thread::spawn(move || -> anyhow::Result<T> {
-            let file = File::open(&path).with_context(|| format!("opening {path}"))?;
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                .with_context(|| format!("entering {path}"))?;
-            Ok(f())
-        });
-        handle
-            .join()
-            .map_err(|_| anyhow::anyhow!("thread inside {} panicked", self.name))?
+        run_inside(&self.name, f)
     }
 
     /// Opens a std TCP listener inside the namespace.
@@ -122,6 +113,24 @@ impl Drop for Namespace {
             .args(["netns", "del", &self.name])
             .output();
     }
+}
+
+/// Runs `f` on a thread that has entered the namespace `name`: sockets it opens live there
+/// (for code that outlives the [`Namespace`] borrow, such as a thread serving connections).
+pub fn run_inside<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let path = format!("/run/netns/{name}");
+    let handle = std::thread::spawn(move || -> anyhow::Result<T> {
+        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .with_context(|| format!("entering {path}"))?;
+        Ok(f())
+    });
+    handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("thread inside {name} panicked"))?
 }
 
 /// The processes inside namespace `name` (`ip netns pids`); empty when it does not exist.

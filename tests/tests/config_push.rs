@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use renkei_lab::chain::{chain_config, start_chain_with, viewer_connect};
 use renkei_lab::lab::{service_toml, Peer, DOCUMENT_SERVER_ADDRESS, HUB_RELAY_ADDRESS};
 use renkei_lab::operator::{Operator, Outcome, MANAGEMENT_PORT};
 use renkei_lab::pki::{Ca, LeafFiles};
@@ -963,15 +964,17 @@ fn avl1_auto_confirm_without_the_operator_reaching_the_box_again_rolls_back() {
         .expect("curl");
     assert_eq!(answer.status, Some(200), "{}", answer.output);
     assert_eq!(answer.body["state"], "pending", "{}", answer.output);
-    let applied_at = config_state(&setup.hospital)["applied_at_unix"]
+    // The restart's handshake may complete before the apply as a whole has finished (when
+    // `applied_at_unix` is taken), so it is compared with the push.
+    let pushed_at = config_state(&setup.hospital)["pushed_at_unix"]
         .as_u64()
-        .expect("applied_at_unix");
+        .expect("pushed_at_unix");
     wait_until(
         Duration::from_secs(15),
-        "a handshake after the apply",
+        "a handshake after the push",
         || {
             let peer = setup.hospital.peer("dc").ok()?;
-            (peer["state"] == "up" && peer["last_handshake"].as_u64()? >= applied_at).then_some(())
+            (peer["state"] == "up" && peer["last_handshake"].as_u64()? >= pushed_at).then_some(())
         },
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", setup.hospital.log_text()));
@@ -1310,4 +1313,125 @@ fn avl1_kill_9_at_random_moments_of_push_apply_and_confirm_never_breaks_the_box(
         "no kill landed between a received push and its confirm: {counts:?}"
     );
     drop(setup.hub);
+}
+
+/// The clinic's tunnel idles out after this without traffic or holds (`chain_config`).
+const CLINIC_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A quiet connection keeps an on-demand box's tunnel up across a push that restarts the
+/// tunnel: its hold is carried onto the rebuilt peer (and released there when it closes).
+#[test]
+fn net7_avl1_a_quiet_open_connection_keeps_the_on_demand_tunnel_up_across_a_restarting_push() {
+    require_root!();
+    const LEN: u64 = 2 << 20;
+    const HELD_AFTER: u64 = 256 << 10;
+    let lab = Lab::new().expect("lab");
+    let operator = Operator::new(&lab).expect("operator");
+    let management = operator.management_toml(Node::Clinic, CONFIRM_TIMEOUT.as_secs(), false);
+    let chain = start_chain_with(&lab, |node, text| match node {
+        Node::Clinic => text + &management,
+        Node::Hub | Node::Hospital => text,
+    });
+    let v1 = chain_config(&lab, Node::Clinic) + &management;
+    assert!(
+        v1.contains(&format!(
+            "idle_timeout_secs = {}\n",
+            CLINIC_IDLE_TIMEOUT.as_secs()
+        )),
+        "{v1}"
+    );
+
+    // A viewer's fetch, held by the document server after 256 KiB: open, then silent.
+    chain.documents.hold();
+    let received = Arc::new(AtomicU64::new(0));
+    let stream = viewer_connect(&lab);
+    let transfer = {
+        let received = Arc::clone(&received);
+        std::thread::spawn(move || {
+            fetch_document(stream, LEN, 5, Some(HELD_AFTER), |n| {
+                received.store(n, Ordering::Relaxed)
+            })
+        })
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "the held part of the document",
+        || (received.load(Ordering::Relaxed) >= HELD_AFTER).then_some(()),
+    )
+    .expect("transfer started");
+    let quiet_since = Instant::now();
+    let clinic_dc = || chain.clinic.peer("dc").expect("clinic peer");
+    assert_eq!(clinic_dc()["holds"], 1, "{}", clinic_dc());
+
+    // Only [tunnel.policy] changes: the clinic's tunnel restarts under the open connection.
+    let v2 = v1
+        .replace("version = 1\n", "version = 2\n")
+        .replace("connect_timeout_secs = 10\n", "connect_timeout_secs = 12\n");
+    assert_ne!(v1.replace("version = 1\n", "version = 2\n"), v2);
+    let path = operator
+        .write_signed("clinic-connect-timeout.toml", &v2, None)
+        .expect("sign");
+    let pushed = operator.push(&lab, Node::Clinic, &path).expect("push");
+    assert_pushed(&pushed, 2, "pending");
+    assert!(
+        chain
+            .clinic
+            .log_text()
+            .contains("tunnel restarted for the new config"),
+        "{}",
+        chain.clinic.log_text()
+    );
+    let confirmed = operator
+        .confirm(&lab, Node::Clinic, Some(2))
+        .expect("confirm");
+    assert!(confirmed.success, "{}", confirmed.output);
+    assert_eq!(config_state(&chain.clinic)["state"], "confirmed");
+
+    // Past the idle timeout after the last push traffic, the rebuilt peer is still held and
+    // up, with the session it made after the restart: it never idled out in between.
+    let after_push = clinic_dc();
+    assert_eq!(
+        after_push["holds"], 1,
+        "the hold moved to the new peer: {after_push}"
+    );
+    let handshakes = after_push["handshakes_completed"].as_u64();
+    let watch_until = Instant::now() + CLINIC_IDLE_TIMEOUT + Duration::from_secs(3);
+    while Instant::now() < watch_until {
+        let dc = clinic_dc();
+        assert_eq!(dc["state"], "up", "{dc}\n{}", chain.clinic.log_text());
+        assert_eq!(dc["holds"], 1, "{dc}");
+        assert_eq!(dc["handshakes_completed"].as_u64(), handshakes, "{dc}");
+        std::thread::sleep(renkei_lab::wait::POLL);
+    }
+    // Nothing but the hold kept it up: the proxied legs' TCP keepalives had not started yet.
+    assert!(
+        quiet_since.elapsed() < renkei::proxy::KEEPALIVE_IDLE,
+        "the watch ran past the first keepalive probe ({:?}); it proves nothing",
+        quiet_since.elapsed()
+    );
+
+    // The connection ends: its guard releases the new peer, which then idles out.
+    chain.documents.release();
+    let fetched = transfer
+        .join()
+        .expect("thread")
+        .expect("the transfer survives the tunnel restart");
+    assert_eq!(fetched.len, LEN);
+    assert_eq!(fetched.sha256, pattern_sha256(LEN, 5));
+    let closed = Instant::now();
+    wait_until(
+        CLINIC_IDLE_TIMEOUT + Duration::from_secs(10),
+        "the clinic's tunnel to idle out",
+        || (peer_state(&chain.clinic) == "idle").then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", clinic_dc()));
+    assert!(
+        closed.elapsed() >= CLINIC_IDLE_TIMEOUT - Duration::from_secs(1),
+        "idled out {:?} after the close, before the idle timeout",
+        closed.elapsed()
+    );
+    let idle = clinic_dc();
+    assert_eq!(idle["holds"], 0, "{idle}");
+    assert_eq!(idle["session_keys_present"], false, "{idle}");
+    drop(chain.hub);
 }

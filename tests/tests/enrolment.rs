@@ -468,6 +468,24 @@ fn ops1_avl2_unenrolled_box_starts_enrolled_on_the_same_port_when_its_configurat
         "{console}"
     );
     assert!(!console.contains("NOT ENROLLED"), "{console}");
+    // The enrolment data stays on the console, once and labelled as before enrolment (as
+    // image/boot-test reads it on its second boot).
+    assert_eq!(
+        (
+            console_value(&console, "WireGuard public key"),
+            console_value(&console, "CSR SHA-256")
+        ),
+        (
+            Some(boot.wireguard_public_key.clone()),
+            Some(boot.csr_sha256.clone())
+        ),
+        "{console}"
+    );
+    assert_eq!(
+        console.matches("WireGuard public key").count(),
+        1,
+        "{console}"
+    );
 
     let status = daemon.terminate().expect("stop");
     assert!(status.success(), "{status:?}");

@@ -18,7 +18,7 @@ use renkei_lab::{require_root, wait_until};
 use serde_json::Value;
 
 /// Every command `lab up` prints, by key: the tests below run each one as printed.
-const FETCH_KEYS: [&str; 13] = [
+const FETCH_KEYS: [&str; 16] = [
     "fetch-document",
     "fetch-imaging-checksum",
     "hospital-checksum",
@@ -31,6 +31,9 @@ const FETCH_KEYS: [&str; 13] = [
     "status-page-dc",
     "status-page-hospital",
     "status-page-clinic",
+    "browser-dc",
+    "browser-hospital",
+    "browser-clinic",
     "down",
 ];
 /// The printed config push, in the order printed (and `lab down`, which ends that test).
@@ -167,6 +170,7 @@ fn assert_summary_lists_everything(printed: &str, record: &LabRecord) {
             n.log.display().to_string(),
             n.status_page.url.clone(),
             n.status_page.open_from_namespace.clone(),
+            n.status_page.browser_url.clone(),
             n.status_page.admin_password.clone(),
             n.status_page.metrics_url.clone(),
             n.management.url.clone(),
@@ -559,6 +563,22 @@ fn net1_net7_log1_ops3_ops4_lab_demo_fetch_on_demand_and_every_printed_command()
     // sends router solicitations), so none was dropped as coming from a foreign source.
     for page in [&clinic_page, &dc_page, &hospital_page] {
         assert_eq!(page["tunnel"]["drops"]["foreign_source"], 0, "{page:#}");
+    }
+    // The doors a browser on the host uses reach the same boxes, logged in with the same
+    // passwords (the HTTPS pages verified against the lab CA for 127.0.0.1).
+    for (page, key) in [
+        (&clinic_page, "browser-clinic"),
+        (&dc_page, "browser-dc"),
+        (&hospital_page, "browser-hospital"),
+    ] {
+        let through_door = json(&commands, key);
+        for field in ["facility", "role"] {
+            assert_eq!(through_door[field], page[field], "{key}: {through_door:#}");
+        }
+    }
+    for node in &record.nodes {
+        let url = &node.status_page.browser_url;
+        assert!(url.contains("://127.0.0.1:"), "{url}");
     }
     let dc_clinic = peer(&dc_page, "clinic");
     assert_eq!(dc_clinic["holds"], 0, "{dc_page:#}");

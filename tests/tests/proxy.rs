@@ -11,6 +11,7 @@ use renkei_lab::chain::{
     peer_state, records, result, start_chain, viewer_connect, wait_for_service,
 };
 use renkei_lab::lab::{service_toml, Peer, DOCUMENT_SERVER_ADDRESS, SERVICE_PORT};
+use renkei_lab::operator::{Operator, MANAGEMENT_PORT};
 use renkei_lab::pki::LeafFiles;
 use renkei_lab::tlstools::{run_bounded, DocumentServer, Finished, DOCUMENT_HEADER};
 use renkei_lab::{require_root, wait_until, Daemon, Lab, Node};
@@ -777,13 +778,14 @@ fn expected_suites(tls12: bool) -> Vec<&'static str> {
     suites
 }
 
-/// testssl.sh's protocol, cipher-per-protocol and forward-secrecy checks, from its JSON.
-fn testssl(lab: &Lab, addr: &str, tls12: bool) {
+/// testssl.sh's protocol, cipher-per-protocol and forward-secrecy checks from `from`, from its
+/// JSON.
+fn testssl(lab: &Lab, from: Node, addr: &str, tls12: bool) {
     let json = lab
         .dir
         .join(format!("testssl-{}.json", addr.replace([':', '.'], "-")));
     let run = run_bounded(
-        lab.ns(Node::Hospital),
+        lab.ns(from),
         "testssl",
         &[
             "--quiet",
@@ -866,10 +868,11 @@ fn testssl(lab: &Lab, addr: &str, tls12: bool) {
     }
 }
 
-/// sslscan's protocols, accepted suites (with their curves) and key exchange groups.
-fn sslscan(lab: &Lab, addr: &str, tls12: bool) {
+/// sslscan's protocols, accepted suites (with their curves) and key exchange groups, from
+/// `from`.
+fn sslscan(lab: &Lab, from: Node, addr: &str, tls12: bool) {
     let run = run_bounded(
-        lab.ns(Node::Hospital),
+        lab.ns(from),
         "sslscan",
         &["--no-colour", addr],
         b"",
@@ -942,9 +945,36 @@ fn net2_net3_testssl_and_sslscan_find_nothing_outside_the_profile() {
     let tunnel = Node::Hospital.tunnel_address();
     for (port, tls12) in [(SERVICE_PORT, false), (TLS12_PORT, true)] {
         let addr = format!("{tunnel}:{port}");
-        testssl(&lab, &addr, tls12);
-        sslscan(&lab, &addr, tls12);
+        testssl(&lab, Node::Hospital, &addr, tls12);
+        sslscan(&lab, Node::Hospital, &addr, tls12);
     }
+}
+
+/// The management API is a TLS server too (the operator's pushes): the same scanners, run from
+/// the data centre through the tunnel (the listener is bound to the tunnel device, so that is
+/// the only way in), find TLS 1.3 with the profile's suites and groups and nothing else.
+#[test]
+fn net2_net3_auth2_the_management_api_offers_nothing_outside_the_profile() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let operator = Operator::new(&lab).expect("operator");
+    let mut text = lab.full_config(Node::Hospital);
+    text.push_str(&operator.management_toml(Node::Hospital, 120, false));
+    let _hub = lab
+        .start(Node::Hub, &lab.full_config(Node::Hub))
+        .expect("hub");
+    let _hospital = lab.start(Node::Hospital, &text).expect("hospital");
+    // Reachable, and answering the operator, before it is scanned.
+    wait_until(Duration::from_secs(20), "the management API", || {
+        operator
+            .remote(&lab, Node::Hospital)
+            .ok()
+            .filter(|o| o.success)
+    })
+    .expect("the operator reaches the hospital's management API");
+    let addr = format!("{}:{MANAGEMENT_PORT}", Node::Hospital.tunnel_address());
+    testssl(&lab, Node::Hub, &addr, false);
+    sslscan(&lab, Node::Hub, &addr, false);
 }
 
 /// The serial of the certificate the hospital's inbound service presents now, as openssl

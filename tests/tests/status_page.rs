@@ -775,7 +775,7 @@ fn ops3_renkei_status_summary_matches_the_daemon() {
             page["certificate_sha256"].as_str().unwrap_or("?")
         ),
         format!(
-            "enrolment: WireGuard public key {}",
+            "enrolment:\n  WireGuard public key: {}\n",
             lab.public_key(Node::Clinic)
         ),
         "logins: 1 ok, 0 refused".to_string(),
@@ -1667,6 +1667,19 @@ fn ops3_service_bytes_grow_while_a_transfer_is_open_and_a_full_service_says_so()
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     assert!(matches!((&second).read(&mut byte), Ok(0) | Err(_)));
+    // The page and `renkei status` say why: the refusal is the service's last problem.
+    const REFUSAL: &str = "refused: max_connections (1) reached";
+    let refused = wait_until(Duration::from_secs(10), "the refusal on the page", || {
+        let service = documents_service(&api());
+        (service["refused"] == 1).then_some(service)
+    })
+    .expect("refusal counted");
+    assert_eq!(refused["last_error"], REFUSAL, "{refused:#}");
+    let summary = renkei_status(&clinic, false);
+    assert!(
+        summary.contains(&format!("last problem: {REFUSAL}")) && summary.contains("1 refused"),
+        "{summary}"
+    );
 
     documents.release();
     let fetched = transfer
@@ -1834,4 +1847,248 @@ fn ops3_a_pushed_service_waits_for_its_address_then_listens() {
     lab.lan_ns(Node::Hospital)
         .tcp_connect(&format!("{NEW_ADDRESS}:9443"), Duration::from_secs(5))
         .expect("it accepts connections");
+}
+
+/// Signs `text` as the operator, pushes it to `node` from the data centre and confirms it as
+/// `version`.
+fn push_confirmed(lab: &Lab, operator: &Operator, node: Node, version: u64, text: &str) {
+    let signed = operator
+        .write_signed(&format!("{}-v{version}.toml", node.short()), text, None)
+        .expect("sign");
+    let pushed = operator.push(lab, node, &signed).expect("push");
+    assert!(
+        pushed.success,
+        "push of version {version}:\n{}",
+        pushed.output
+    );
+    let confirmed = operator.confirm(lab, node, Some(version)).expect("confirm");
+    assert!(
+        confirmed.success,
+        "confirm of version {version}:\n{}",
+        confirmed.output
+    );
+    assert_eq!(
+        confirmed.answers[0]["state"], "confirmed",
+        "{}",
+        confirmed.output
+    );
+}
+
+/// The `renkei_build_info` line of a metrics text.
+fn build_info(metrics: &str) -> &str {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("renkei_build_info{"))
+        .unwrap_or_default()
+}
+
+#[test]
+fn ops3_a_pushed_facility_name_role_and_tunnel_mode_reach_the_page_summary_metrics_and_buttons() {
+    require_root!();
+    const RENAMED: &str = "lab clinic, second site";
+    let lab = Lab::new().expect("lab");
+    let operator = Operator::new(&lab).expect("operator");
+    let _hub = lab
+        .start(Node::Hub, &lab.full_config(Node::Hub))
+        .expect("hub");
+    let v1 = lab.full_config(Node::Clinic)
+        + &status_toml(&format!("198.18.20.1:{STATUS_PORT}"), "").expect("status")
+        + &operator.management_toml(Node::Clinic, 600, false);
+    let clinic = lab.start(Node::Clinic, &v1).expect("clinic");
+    let lan = lab.lan_ns(Node::Clinic);
+    let base = clinic_base();
+    wait_for_page(lan, &base);
+    let session = login(lan, &base, ADMIN_PASSWORD).expect("login");
+    let api = || {
+        get(lan, &base, &session, "/api/v1/status")
+            .expect("api")
+            .json()
+            .expect("json")
+    };
+    let metrics = || get(lan, &base, &session, "/metrics").expect("metrics").body;
+    let post = |path: &str| post_with_session(lan, &base, &session, path);
+    let start = api();
+    assert_eq!(
+        (&start["facility"], &start["tunnel_actions"]),
+        (&Value::from("lab clinic"), &Value::Bool(true)),
+        "{start:#}"
+    );
+    // An on-demand box answers the operator while its tunnel is up.
+    let connect = post("/api/v1/tunnel/connect");
+    assert_eq!(connect.status, 200, "{connect:?}");
+
+    // Version 2: a new name and an always-on tunnel. The page (not restarted: [status] is
+    // unchanged, so the session lives on) shows both and refuses the buttons.
+    let mut v2 = v1.replace("version = 1\n", "version = 2\n");
+    for (from, to) in [
+        ("name = \"lab clinic\"\n", format!("name = \"{RENAMED}\"\n")),
+        (
+            "mode = \"on_demand\"\n",
+            "mode = \"always_on\"\n".to_string(),
+        ),
+    ] {
+        assert!(v2.contains(from), "{from:?} not in {v2}");
+        v2 = v2.replacen(from, &to, 1);
+    }
+    push_confirmed(&lab, &operator, Node::Clinic, 2, &v2);
+    let document = api();
+    assert_eq!(document["facility"], RENAMED, "{document:#}");
+    assert_eq!(document["role"], "viewing", "{document:#}");
+    assert_eq!(document["config_version"], 2, "{document:#}");
+    assert_eq!(document["tunnel"]["policy"], "always_on", "{document:#}");
+    assert_eq!(document["tunnel_actions"], false, "{document:#}");
+    for path in ["/api/v1/tunnel/disconnect", "/api/v1/tunnel/connect"] {
+        let reply = post(path);
+        assert_eq!(reply.status, 409, "{path}: {reply:?}");
+        let error = reply.json().expect("json")["error"].clone();
+        assert!(
+            error
+                .as_str()
+                .is_some_and(|e| e.contains("this box is viewing (always_on)")),
+            "{path}: {error}"
+        );
+    }
+    let answer = clinic.control("disconnect").expect("control");
+    assert!(
+        answer.starts_with("error: ") && answer.contains("only for a viewing box"),
+        "{answer}"
+    );
+    assert_eq!(
+        clinic.peer("dc").expect("peer")["state"],
+        "up",
+        "nothing dropped"
+    );
+    let summary = renkei_status(&clinic, false);
+    assert!(
+        summary.contains(&format!("facility: {RENAMED} (viewing), config version 2"))
+            && summary.contains(" always_on on "),
+        "{summary}"
+    );
+
+    // Version 3: on demand again; the buttons work again.
+    let v3 = v2.replace("version = 2\n", "version = 3\n").replacen(
+        "mode = \"always_on\"\n",
+        "mode = \"on_demand\"\n",
+        1,
+    );
+    push_confirmed(&lab, &operator, Node::Clinic, 3, &v3);
+    assert_eq!(api()["tunnel_actions"], true);
+    let connect = post("/api/v1/tunnel/connect");
+    assert_eq!(connect.status, 200, "{connect:?}");
+
+    // Version 4: the box becomes a disclosing facility (still on demand): the role label of the
+    // metrics, the summary and the refusal all name it.
+    let v4 = v3.replace("version = 3\n", "version = 4\n").replacen(
+        "role = \"viewing\"\n",
+        "role = \"disclosing\"\n",
+        1,
+    );
+    assert!(
+        build_info(&metrics()).contains("role=\"viewing\""),
+        "{}",
+        metrics()
+    );
+    push_confirmed(&lab, &operator, Node::Clinic, 4, &v4);
+    let document = api();
+    assert_eq!(
+        (&document["role"], &document["tunnel_actions"]),
+        (&Value::from("disclosing"), &Value::Bool(false)),
+        "{document:#}"
+    );
+    let text = metrics();
+    assert!(build_info(&text).contains("role=\"disclosing\""), "{text}");
+    let reply = post("/api/v1/tunnel/disconnect");
+    assert_eq!(reply.status, 409, "{reply:?}");
+    assert!(
+        reply.body.contains("this box is disclosing (on_demand)"),
+        "{reply:?}"
+    );
+    assert!(
+        renkei_status(&clinic, false).contains(&format!(
+            "facility: {RENAMED} (disclosing), config version 4"
+        )),
+        "{}",
+        renkei_status(&clinic, false)
+    );
+}
+
+#[test]
+fn ops3_the_status_page_block_follows_a_pushed_status_section_and_goes_with_it() {
+    require_root!();
+    const MOVED: &str = "198.18.10.1:8443";
+    let lab = Lab::new().expect("lab");
+    let operator = Operator::new(&lab).expect("operator");
+    let _hub = lab
+        .start(Node::Hub, &lab.full_config(Node::Hub))
+        .expect("hub");
+    let base_config =
+        lab.full_config(Node::Hospital) + &operator.management_toml(Node::Hospital, 600, false);
+    let first = format!("198.18.10.1:{STATUS_PORT}");
+    let status_v1 = status_toml(&first, "").expect("status");
+    let lan = lab.lan_ns(Node::Hospital);
+    let hospital = lab
+        .start(Node::Hospital, &(base_config.clone() + &status_v1))
+        .expect("hospital");
+    wait_for_page(lan, &hospital_base());
+    wait_until(Duration::from_secs(15), "the hospital's tunnel", || {
+        (hospital.peer("dc").ok()?["state"] == "up").then_some(())
+    })
+    .expect("tunnel up");
+    login(lan, &hospital_base(), ADMIN_PASSWORD).expect("login");
+    let page = hospital.status().expect("status")["status_page"].clone();
+    assert_eq!(
+        (&page["listen"], &page["metrics_listen"], &page["logins"]),
+        (&Value::from(first.as_str()), &Value::Null, &Value::from(1)),
+        "{page:#}"
+    );
+
+    // Version 2 moves the page and adds the operator's metrics listener: a new server, and
+    // the block describes it (its addresses, its own login count).
+    let metrics_listen = format!("{}:{METRICS_PORT}", Node::Hospital.tunnel_address());
+    let status_v2 =
+        status_v1.replace(&first, MOVED) + &format!("metrics_listen = \"{metrics_listen}\"\n");
+    let v2 = (base_config.clone() + &status_v2).replace("version = 1\n", "version = 2\n");
+    push_confirmed(&lab, &operator, Node::Hospital, 2, &v2);
+    let moved_base = format!("https://{MOVED}");
+    wait_for_page(lan, &moved_base);
+    let page = hospital.status().expect("status")["status_page"].clone();
+    assert_eq!(
+        (&page["listen"], &page["metrics_listen"], &page["logins"]),
+        (
+            &Value::from(MOVED),
+            &Value::from(metrics_listen.as_str()),
+            &Value::from(0)
+        ),
+        "{page:#}"
+    );
+    assert_eq!(
+        page["metrics_transport"], "https+client-certificate",
+        "{page:#}"
+    );
+    let session = login(lan, &moved_base, ADMIN_PASSWORD).expect("login on the moved page");
+    let api = get(lan, &moved_base, &session, "/api/v1/status")
+        .expect("api")
+        .json()
+        .expect("json");
+    assert_eq!(api["status_page"]["logins"], 1, "{api:#}");
+    let summary = renkei_status(&hospital, false);
+    assert!(
+        summary.contains(&format!(
+            "status page: https://{MOVED}/, metrics on {metrics_listen}"
+        )),
+        "{summary}"
+    );
+    let old = curl(lan, &[&format!("{}/login", hospital_base())]).expect("curl");
+    assert_eq!(old.status, 0, "the first address is closed: {old:?}");
+
+    // Version 3 removes [status]: no page, and no block describing one.
+    let v3 = base_config.replace("version = 1\n", "version = 3\n");
+    push_confirmed(&lab, &operator, Node::Hospital, 3, &v3);
+    let document = hospital.status().expect("status");
+    assert!(document["status_page"].is_null(), "{document:#}");
+    assert!(
+        !renkei_status(&hospital, false).contains("status page:"),
+        "{}",
+        renkei_status(&hospital, false)
+    );
 }

@@ -37,7 +37,11 @@ pub struct Version {
 struct Pending {
     version: Version,
     record: PendingRecord,
+    /// Set again when the apply finishes (see [`Manager::mark_applied`]); the one from
+    /// [`Manager::begin`] only stands if the apply never does.
     deadline: Instant,
+    /// The confirm window: `confirm_timeout_secs` of the pending config.
+    window: Duration,
     /// When the running parts finished applying it; `None` while the apply is under way.
     applied: Option<Applied>,
     /// Where a management request came from that arrived after the apply: the operator can
@@ -146,9 +150,12 @@ pub struct Manager {
 
 /// Seconds since the epoch now.
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    unix_secs(SystemTime::now())
+}
+
+/// Seconds since the epoch at `time`.
+fn unix_secs(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl Manager {
@@ -206,7 +213,8 @@ impl Manager {
     }
 
     /// Writes the accepted config as pending; the caller applies it next. The confirm window
-    /// is the new config's `confirm_timeout_secs`.
+    /// is the new config's `confirm_timeout_secs`, counted from [`Manager::mark_applied`]; the
+    /// record's times (also in `pending.json`) are provisional until then.
     pub fn begin(
         &mut self,
         accepted: Accepted,
@@ -240,6 +248,7 @@ impl Manager {
             },
             record: record.clone(),
             deadline: Instant::now() + Duration::from_secs(timeout),
+            window: Duration::from_secs(timeout),
             applied: None,
             reached_from: None,
         });
@@ -267,7 +276,7 @@ impl Manager {
             signer: pending.record.signer.clone(),
             pushed_by: pending.record.pushed_by.clone(),
             confirmed_at_unix: now,
-            pushed_at_unix: Some(pending.record.applied_at_unix),
+            pushed_at_unix: pending.version.pushed_at_unix,
         })?;
         let Some(pending) = self.pending.take() else {
             return Err(ConfirmError::NothingPending(
@@ -302,10 +311,16 @@ impl Manager {
     }
 
     /// Notes that the running parts now run the pending config (auto_confirm counts only what
-    /// happens after this).
+    /// happens after this), and starts the confirm window from here: a slow apply must not
+    /// eat into the operator's time to check the box and confirm.
     pub fn mark_applied(&mut self, applied: Applied) {
         if let Some(pending) = &mut self.pending {
+            let at = unix_secs(applied.wall);
             pending.applied = Some(applied);
+            pending.deadline = Instant::from_std(applied.instant) + pending.window;
+            pending.record.applied_at_unix = at;
+            pending.record.confirm_deadline_unix = at + pending.window.as_secs();
+            pending.version.since_unix = Some(at);
         }
     }
 
@@ -480,6 +495,45 @@ mod tests {
         assert!(!ready.handshake_is_fresh(None));
         assert!(!ready.handshake_is_fresh(Some(applied.wall - Duration::from_secs(1))));
         assert!(ready.handshake_is_fresh(Some(applied.wall + Duration::from_secs(1))));
+    }
+
+    #[test]
+    fn avl1_the_confirm_window_runs_from_the_end_of_the_apply() {
+        let f = Fixture::new();
+        let mut m = manager(&f, &f.text(1, ""));
+        let accepted = push(&f, &m, &f.text(2, "confirm_timeout_secs = 60\n")).expect("v2");
+        let record = m.begin(accepted, "operator.renkei.test").expect("begin");
+        let pushed_at = record.applied_at_unix;
+        assert_eq!(record.confirm_deadline_unix, pushed_at + 60);
+        // The apply takes 45 s: the operator still gets the whole 60 s after it.
+        let slow = Duration::from_secs(45);
+        let applied = Applied {
+            instant: std::time::Instant::now() + slow,
+            wall: SystemTime::now() + slow,
+        };
+        m.mark_applied(applied);
+        let applied_unix = unix_secs(applied.wall);
+        assert_eq!(
+            m.deadline(),
+            Some(Instant::from_std(applied.instant) + Duration::from_secs(60))
+        );
+        let pending = m.pending().expect("pending");
+        assert_eq!(pending.applied_at_unix, applied_unix);
+        assert_eq!(pending.confirm_deadline_unix, applied_unix + 60);
+        // The status page and `GET /v1/config` show the same; the push time stays.
+        let snapshot = m.snapshot();
+        assert_eq!(snapshot.confirm_deadline_unix, Some(applied_unix + 60));
+        assert_eq!(snapshot.since_unix, Some(applied_unix));
+        assert_eq!(snapshot.pushed_at_unix, Some(pushed_at));
+        m.confirm(Some(2)).expect("confirm");
+        assert_eq!(m.snapshot().pushed_at_unix, Some(pushed_at));
+        assert_eq!(
+            manager(&f, &f.text(2, "confirm_timeout_secs = 60\n"))
+                .snapshot()
+                .pushed_at_unix,
+            Some(pushed_at),
+            "confirmed.json keeps the push time"
+        );
     }
 
     #[test]

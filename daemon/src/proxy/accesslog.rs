@@ -464,7 +464,7 @@ mod tests {
     #[test]
     fn ring_keeps_the_last_records_only() {
         let log = AccessLog::new();
-        let peer: SocketAddr = "192.0.2.1:5000".parse().expect("addr");
+        let peer: SocketAddr = "198.18.20.10:5000".parse().expect("addr");
         for i in 0..(ACCESS_LOG_RING_RECORDS + 5) {
             let mut record = AccessRecord::begin(&service(), peer);
             record.bytes_in = i as u64;
@@ -485,7 +485,7 @@ mod tests {
     #[test]
     fn counters_follow_records() {
         let counters = ServiceCounters::default();
-        let peer: SocketAddr = "192.0.2.1:5000".parse().expect("addr");
+        let peer: SocketAddr = "198.18.20.10:5000".parse().expect("addr");
         counters.opened();
         counters.opened();
         assert_eq!(counters.active(), 2);

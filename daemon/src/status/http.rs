@@ -177,12 +177,15 @@ impl PageStats {
     }
 }
 
-/// The running status server; dropping it (or `shutdown`) closes every listener and connection.
+/// The running status server; dropping it (or `shutdown`) closes every listener and connection,
+/// and takes its block out of the status documents.
 pub struct StatusServer {
     tasks: JoinSet<()>,
     local_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     stats: Arc<PageStats>,
+    /// Where this server's block is shown, to take it out again when the server stops.
+    source: StatusSource,
 }
 
 impl StatusServer {
@@ -268,7 +271,7 @@ impl StatusServer {
             }
         }
         let site = Arc::new(PageSite {
-            source,
+            source: source.clone(),
             password_hash: config.admin_password_hash.clone(),
             session_ttl: Duration::from_secs(config.session_ttl_secs),
             sessions: Mutex::new(SessionStore::new(Duration::from_secs(
@@ -285,6 +288,7 @@ impl StatusServer {
             local_addr,
             metrics_addr,
             stats,
+            source,
         })
     }
 
@@ -305,8 +309,16 @@ impl StatusServer {
 
     /// Closes the listeners and every open connection.
     pub async fn shutdown(mut self) {
+        self.source.clear_status_page(&self.stats);
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+impl Drop for StatusServer {
+    fn drop(&mut self) {
+        // The JoinSet aborts the tasks by itself; the document must not keep describing them.
+        self.source.clear_status_page(&self.stats);
     }
 }
 

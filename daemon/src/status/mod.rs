@@ -13,7 +13,7 @@ pub mod metrics;
 use serde::Serialize;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
@@ -172,12 +172,31 @@ pub fn csr_file_for(private_key_file: &Path) -> std::path::PathBuf {
         .join(name)
 }
 
-/// Builds status documents from the running parts.
-#[derive(Clone)]
-pub struct StatusSource {
+/// What a pushed config may change about who the box is: read for every document and every
+/// tunnel button, so the page, the API, `renkei status`, the metrics and the permission to
+/// connect or disconnect all follow a push instead of the config the daemon started with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
     facility: String,
     role: &'static str,
     tunnel_actions: bool,
+}
+
+impl Identity {
+    fn of(config: &Config) -> Self {
+        Identity {
+            facility: config.facility.name.clone(),
+            role: config.facility.role.as_str(),
+            tunnel_actions: config.facility.role == crate::config::Role::Viewing
+                && config.policy_mode() == crate::config::PolicyMode::OnDemand,
+        }
+    }
+}
+
+/// Builds status documents from the running parts.
+#[derive(Clone)]
+pub struct StatusSource {
+    identity: Arc<RwLock<Identity>>,
     started: std::time::Instant,
     tunnel: TunnelHandle,
     proxy: Option<ProxyStatus>,
@@ -185,17 +204,16 @@ pub struct StatusSource {
     config_state: Arc<Mutex<ConfigState>>,
     events: Option<EventLog>,
     enrolment: Option<Enrolment>,
-    status_page: Arc<OnceLock<Arc<PageStats>>>,
+    /// The running status server's numbers; replaced when a push restarts the page and
+    /// cleared when it stops, so the block never describes a server that is gone.
+    status_page: Arc<RwLock<Option<Arc<PageStats>>>>,
 }
 
 impl StatusSource {
     /// A source for the given config and running tunnel.
     pub fn new(config: &Config, tunnel: TunnelHandle) -> Self {
         StatusSource {
-            facility: config.facility.name.clone(),
-            role: config.facility.role.as_str(),
-            tunnel_actions: config.facility.role == crate::config::Role::Viewing
-                && config.policy_mode() == crate::config::PolicyMode::OnDemand,
+            identity: Arc::new(RwLock::new(Identity::of(config))),
             started: std::time::Instant::now(),
             tunnel,
             proxy: None,
@@ -203,8 +221,25 @@ impl StatusSource {
             config_state: Arc::new(Mutex::new(ConfigState::local(config))),
             events: None,
             enrolment: None,
-            status_page: Arc::new(OnceLock::new()),
+            status_page: Arc::new(RwLock::new(None)),
         }
+    }
+
+    /// Takes the facility name, role and tunnel-button permission from `config` (the
+    /// supervisor calls this after every push, confirm and rollback, beside
+    /// [`StatusSource::set_config_state`]); every clone of this source sees the change.
+    pub fn set_identity(&self, config: &Config) {
+        *self
+            .identity
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Identity::of(config);
+    }
+
+    fn identity(&self) -> Identity {
+        self.identity
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Adds the event ring the page shows.
@@ -241,9 +276,36 @@ impl StatusSource {
             .clone()
     }
 
-    /// Called once by the status server, so documents describe the page.
+    /// Called by each status server that starts, so documents describe the page now serving
+    /// (a push that changes `[status]` or `[tls]` starts a new one).
     pub fn set_status_page(&self, stats: Arc<PageStats>) {
-        let _ = self.status_page.set(stats);
+        *self
+            .status_page
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(stats);
+    }
+
+    /// Called by a status server that stops: the block goes, unless another server has
+    /// already replaced it.
+    pub fn clear_status_page(&self, stats: &Arc<PageStats>) {
+        let mut page = self
+            .status_page
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if page
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, stats))
+        {
+            *page = None;
+        }
+    }
+
+    fn status_page(&self) -> Option<StatusPageInfo> {
+        self.status_page
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|s| s.snapshot())
     }
 
     /// Adds the TLS material in use, for the certificates and their expiry.
@@ -261,15 +323,16 @@ impl StatusSource {
     /// The current document.
     pub fn document(&self) -> StatusDocument {
         let config = self.config_state();
+        let identity = self.identity();
         StatusDocument {
-            facility: self.facility.clone(),
-            role: self.role,
+            facility: identity.facility,
+            role: identity.role,
             config_version: config.version,
             config,
             version: env!("CARGO_PKG_VERSION"),
             uptime_secs: self.started.elapsed().as_secs(),
             tunnel: self.tunnel.snapshot(),
-            tunnel_actions: self.tunnel_actions,
+            tunnel_actions: identity.tunnel_actions,
             proxy: self.proxy.as_ref().map(ProxyStatus::snapshot),
             certificates: self.certificates(),
             events: self
@@ -278,7 +341,7 @@ impl StatusSource {
                 .map(EventLog::snapshot)
                 .unwrap_or_default(),
             enrolment: self.enrolment.clone(),
-            status_page: self.status_page.get().map(|s| s.snapshot()),
+            status_page: self.status_page(),
             time_unix: unix_now(),
             clock_synchronized: clock_synchronized(),
         }
@@ -313,12 +376,13 @@ impl StatusSource {
     /// by hand: a hub or disclosing box keeps its tunnel always on, and a button there would
     /// only tear down sessions the policy brings straight back.
     pub fn check_tunnel_actions(&self) -> Result<(), String> {
-        if self.tunnel_actions {
+        let identity = self.identity();
+        if identity.tunnel_actions {
             Ok(())
         } else {
             Err(format!(
                 "connect and disconnect are only for a viewing box with an on-demand tunnel; this box is {} ({})",
-                self.role,
+                identity.role,
                 self.tunnel.snapshot().policy
             ))
         }
@@ -548,14 +612,22 @@ fn summarize_page(
             text(&page["login_failures"])
         );
     }
+    // The box's public enrolment data stays visible after enrolment (a new certificate is
+    // issued for the same CSR key), labelled as on the unenrolled console, which is how
+    // installers and `image/boot-test` read it.
     let enrolment = &document["enrolment"];
     if !enrolment.is_null() {
+        let _ = writeln!(out, "\nenrolment:");
         let _ = writeln!(
             out,
-            "\nenrolment: WireGuard public key {}",
+            "  WireGuard public key: {}",
             text(&enrolment["wireguard_public_key"])
         );
-        let _ = writeln!(out, "  CSR SHA-256: {}", text(&enrolment["csr_sha256"]));
+        let _ = writeln!(
+            out,
+            "  CSR SHA-256:          {}",
+            text(&enrolment["csr_sha256"])
+        );
     }
     if let Some(events) = document["events"].as_array() {
         if !events.is_empty() {
@@ -643,8 +715,7 @@ mod tests {
             "status page: https://198.18.20.1:443/",
             "certificate SHA-256 (self-signed): AB:CD",
             "logins: 2 ok, 3 refused",
-            "enrolment: WireGuard public key KEY=",
-            "CSR SHA-256: -",
+            "enrolment:\n  WireGuard public key: KEY=\n  CSR SHA-256:          -\n",
             "1970-01-01T00:00:06 info tunnel: event 6",
         ] {
             assert!(

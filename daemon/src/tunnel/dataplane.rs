@@ -92,7 +92,7 @@ pub struct DataPlane {
 }
 
 /// Datagrams that could not be sent without blocking while a lock was held.
-type Backlog = Vec<(Vec<u8>, SocketAddr)>;
+pub(crate) type Backlog = Vec<(Vec<u8>, SocketAddr)>;
 
 impl DataPlane {
     pub(crate) fn new(
@@ -591,13 +591,18 @@ impl DataPlane {
 
     /// Feeds an event from outside the data plane (demand, holds, the admin's buttons).
     pub(crate) async fn external_event(&self, peer: &Peer, event: Event) {
+        let backlog = self.event_now(peer, event);
+        self.send_backlog(backlog).await;
+    }
+
+    /// [`DataPlane::external_event`] without the await, for callers inside a lock (the tunnel
+    /// handle's hold counts): what could not be sent at once is returned for `send_backlog`.
+    pub(crate) fn event_now(&self, peer: &Peer, event: Event) -> Backlog {
         let mut out = vec![0u8; 256];
         let mut backlog = Backlog::new();
-        {
-            let mut state = peer.lock();
-            self.policy_event(peer, &mut state, event, &mut out, &mut backlog);
-        }
-        self.flush(&mut backlog).await;
+        let mut state = peer.lock();
+        self.policy_event(peer, &mut state, event, &mut out, &mut backlog);
+        backlog
     }
 
     /// Starts a new handshake with a peer that has a session and an endpoint (a config apply

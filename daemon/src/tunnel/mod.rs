@@ -16,9 +16,10 @@ mod tun;
 mod uapi;
 mod udp;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -28,6 +29,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{Config, PolicyMode, Role};
 use crate::keys;
+use dataplane::Backlog;
 pub use dataplane::{DataPlane, TunnelCounters};
 pub use netlink::NetlinkError;
 pub use peer::PeerSnapshot;
@@ -131,7 +133,17 @@ impl TunnelSettings {
 #[derive(Clone)]
 pub struct TunnelHandle {
     slot: Arc<RwLock<Current>>,
+    holds: Arc<Mutex<HoldCounts>>,
 }
+
+/// Open connections holding each peer up, by the peer's public key. Kept here rather than in a
+/// plane so that a restart's new peers get them back; its mutex is held while a hold is taken
+/// or released and while a restart installs the new plane, so every hold is counted exactly
+/// once on the plane that ends up running.
+type HoldCounts = HashMap<[u8; 32], usize>;
+
+/// What [`TunnelHandle::hold`] gives `demand`.
+type Held = (DemandGuard, Arc<DataPlane>, Arc<Peer>, Backlog);
 
 /// The tunnel in use. The plane is weak so that a restart can close the old TUN device and
 /// UDP socket (held only by the `Tunnel` and its tasks) before opening the new ones.
@@ -149,22 +161,24 @@ struct TunnelInfo {
     connect_timeout: Duration,
 }
 
-/// Keeps an on-demand tunnel up while a proxied connection is open.
+/// Keeps an on-demand tunnel up while a proxied connection is open. It names the peer by key,
+/// not by its `Peer`, so that after a restart it is released on the peer running then.
 pub struct DemandGuard {
-    peer: Arc<Peer>,
+    handle: TunnelHandle,
+    key: [u8; 32],
+    name: String,
 }
 
 impl Drop for DemandGuard {
     fn drop(&mut self) {
-        let mut state = self.peer.lock();
-        state.policy.handle(Event::HoldReleased, Instant::now());
+        self.handle.release(&self.key);
     }
 }
 
 impl DemandGuard {
     /// The peer this connection goes through.
     pub fn peer_name(&self) -> &str {
-        &self.peer.name
+        &self.name
     }
 }
 
@@ -179,6 +193,7 @@ impl Tunnel {
                     plane: Arc::downgrade(&plane),
                     info,
                 })),
+                holds: Arc::new(Mutex::new(HoldCounts::new())),
             },
             plane: Some(plane),
             tasks,
@@ -235,14 +250,22 @@ impl Tunnel {
         // From here on a failure leaves the tunnel down, and `plane` None makes the next
         // reconfigure (the rollback) rebuild it whatever its settings.
         let (plane, info, tasks) = Self::build(config, kept).await?;
-        *self
-            .handle
-            .slot
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Current {
-            plane: Arc::downgrade(&plane),
-            info,
+        // The open connections' holds go onto the new peers in the same step as the plane
+        // becomes current: a guard dropped meanwhile is either counted out before or released
+        // on the new plane after.
+        let backlog = {
+            let holds = self.handle.lock_holds();
+            *self
+                .handle
+                .slot
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Current {
+                plane: Arc::downgrade(&plane),
+                info,
+            };
+            replay_holds(&plane, &holds)
         };
+        plane.send_backlog(backlog).await;
         self.plane = Some(plane);
         self.tasks = tasks;
         self.settings = settings;
@@ -451,22 +474,55 @@ impl TunnelHandle {
         (slot.plane.upgrade(), Arc::clone(&slot.info))
     }
 
-    /// Gets a session to the peer responsible for `destination`, starting a handshake if the
-    /// tunnel is idle, and holds the tunnel open until the guard is dropped. Waits at most the
-    /// configured `connect_timeout`.
-    pub async fn demand(&self, destination: IpAddr) -> Result<DemandGuard, DemandError> {
-        let (plane, info) = self.current();
-        let plane = plane.ok_or(DemandError::Restarting)?;
+    fn lock_holds(&self) -> MutexGuard<'_, HoldCounts> {
+        self.holds.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a hold on the peer responsible for `destination` and feeds it to that peer of the
+    /// running plane, both under the hold lock (see [`HoldCounts`]). The guard exists before
+    /// anything awaits, so a cancelled `demand` still releases what it took. Also returns the
+    /// plane and peer, and what the plane must still send.
+    fn hold(&self, destination: IpAddr) -> Result<Held, DemandError> {
+        let mut holds = self.lock_holds();
+        let plane = self.current().0.ok_or(DemandError::Restarting)?;
         let peer = plane
             .peer_for(destination)
             .cloned()
             .ok_or(DemandError::NoRoute(destination))?;
-        let mut states = peer.link_state.subscribe();
-        plane.external_event(&peer, Event::HoldAcquired).await;
-        drop(plane);
+        count_in(&mut holds, peer.public_key);
+        let backlog = plane.event_now(&peer, Event::HoldAcquired);
         let guard = DemandGuard {
-            peer: Arc::clone(&peer),
+            handle: self.clone(),
+            key: peer.public_key,
+            name: peer.name.clone(),
         };
+        Ok((guard, plane, peer, backlog))
+    }
+
+    /// Gives back one hold on the peer with `key`, on the plane running now (if it still has
+    /// that peer).
+    fn release(&self, key: &[u8; 32]) {
+        let mut holds = self.lock_holds();
+        count_out(&mut holds, key);
+        let Some(plane) = self.current().0 else {
+            return;
+        };
+        if let Some(peer) = plane.peers.iter().find(|p| p.public_key == *key) {
+            peer.lock()
+                .policy
+                .handle(Event::HoldReleased, Instant::now());
+        }
+    }
+
+    /// Gets a session to the peer responsible for `destination`, starting a handshake if the
+    /// tunnel is idle, and holds the tunnel open until the guard is dropped. Waits at most the
+    /// configured `connect_timeout`.
+    pub async fn demand(&self, destination: IpAddr) -> Result<DemandGuard, DemandError> {
+        let info = self.current().1;
+        let (guard, plane, peer, backlog) = self.hold(destination)?;
+        let mut states = peer.link_state.subscribe();
+        plane.send_backlog(backlog).await;
+        drop(plane);
         let timeout = info.connect_timeout;
         let up = tokio::time::timeout(timeout, async {
             states.wait_for(|s| *s == LinkState::Up).await.is_ok()
@@ -593,6 +649,38 @@ impl TunnelHandle {
             .peer_for(destination)
             .map(|p| p.link_state.subscribe())
     }
+}
+
+/// Feeds the counted holds to the matching peers of a new plane (peers no longer configured are
+/// skipped; their guards release into the counts only). Called with the hold lock held.
+fn replay_holds(plane: &DataPlane, holds: &HoldCounts) -> Backlog {
+    let mut backlog = Backlog::new();
+    for peer in &plane.peers {
+        for _ in 0..holds_on(holds, &peer.public_key) {
+            backlog.extend(plane.event_now(peer, Event::HoldAcquired));
+        }
+    }
+    backlog
+}
+
+/// One more connection holding the peer with `key`.
+fn count_in(holds: &mut HoldCounts, key: [u8; 32]) {
+    *holds.entry(key).or_default() += 1;
+}
+
+/// One connection fewer holding the peer with `key`; a peer no longer held leaves the map.
+fn count_out(holds: &mut HoldCounts, key: &[u8; 32]) {
+    if let Some(count) = holds.get_mut(key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            holds.remove(key);
+        }
+    }
+}
+
+/// Connections holding the peer with `key`.
+fn holds_on(holds: &HoldCounts, key: &[u8; 32]) -> usize {
+    holds.get(key).copied().unwrap_or(0)
 }
 
 /// The tunnel's state as one word: a facility box has one peer (the data centre); a hub is up
@@ -740,5 +828,84 @@ async fn resolve_missing_endpoints(plane: Arc<DataPlane>) {
                 peer.lock().endpoint.get_or_insert(addr);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::policy::Action;
+    use super::*;
+
+    const DC: [u8; 32] = [1; 32];
+    const OTHER: [u8; 32] = [2; 32];
+    const TIMERS: PolicyTimers = PolicyTimers {
+        idle_timeout: Duration::from_secs(10),
+        handshake_alarm: Duration::from_secs(180),
+        liveness: None,
+    };
+
+    /// A new plane's on-demand peer with the counted holds replayed, as `replay_holds` does.
+    fn replayed(holds: &HoldCounts, key: &[u8; 32], now: Instant) -> Policy {
+        let mut policy = Policy::new(Mode::OnDemand, TIMERS, now);
+        policy.handle(Event::Start, now);
+        for _ in 0..holds_on(holds, key) {
+            policy.handle(Event::HoldAcquired, now);
+        }
+        policy
+    }
+
+    #[test]
+    fn hold_counts_follow_guards_and_forget_peers_no_longer_held() {
+        let mut holds = HoldCounts::new();
+        count_in(&mut holds, DC);
+        count_in(&mut holds, DC);
+        count_in(&mut holds, OTHER);
+        assert_eq!((holds_on(&holds, &DC), holds_on(&holds, &OTHER)), (2, 1));
+        count_out(&mut holds, &OTHER);
+        assert!(
+            !holds.contains_key(&OTHER),
+            "a peer without holds leaves the map"
+        );
+        count_out(&mut holds, &OTHER);
+        assert_eq!(
+            holds_on(&holds, &OTHER),
+            0,
+            "a stray release never goes below zero"
+        );
+        count_out(&mut holds, &DC);
+        assert_eq!(holds_on(&holds, &DC), 1);
+    }
+
+    #[test]
+    fn net7_holds_replayed_on_a_rebuilt_peer_keep_it_up_until_the_last_guard_goes() {
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        let mut holds = HoldCounts::new();
+        count_in(&mut holds, DC);
+        count_in(&mut holds, DC);
+        // The restart: a new peer, the two open connections' holds replayed onto it.
+        let mut p = replayed(&holds, &DC, t0);
+        assert_eq!(p.holds(), 2);
+        assert_eq!(p.state(), LinkState::Connecting, "the replay brings it up");
+        p.handle(Event::HandshakeCompleted, t0 + secs(1));
+        assert_eq!(
+            p.handle(Event::Tick, t0 + secs(100)),
+            None,
+            "quiet but held"
+        );
+        assert_eq!(p.state(), LinkState::Up);
+        // Both guards go, each released on the new peer.
+        for _ in 0..2 {
+            count_out(&mut holds, &DC);
+            p.handle(Event::HoldReleased, t0 + secs(100));
+        }
+        assert_eq!((holds_on(&holds, &DC), p.holds()), (0, 0));
+        assert_eq!(
+            p.handle(Event::Tick, t0 + secs(110)),
+            Some(Action::DropSession)
+        );
+        // A peer nobody holds is rebuilt idle.
+        let q = replayed(&holds, &DC, t0);
+        assert_eq!((q.holds(), q.state()), (0, LinkState::Idle));
     }
 }
