@@ -433,3 +433,116 @@ fn net7_a_check_in_brings_an_idle_on_demand_tunnel_up_and_lets_it_idle_again() {
     let peer = clinic.peer("dc").expect("peer");
     assert_eq!(peer["session_keys_present"], false, "{peer}");
 }
+
+/// `/etc/netns/<namespace>/hosts`, which `ip netns exec` puts over `/etc/hosts` for the programs
+/// it starts in that namespace: a name service of the test's own. Removed on drop.
+struct NamespaceHosts {
+    dir: std::path::PathBuf,
+}
+
+impl NamespaceHosts {
+    fn new(namespace: &str, text: &str) -> NamespaceHosts {
+        let dir = std::path::Path::new("/etc/netns").join(namespace);
+        std::fs::create_dir_all(&dir).expect("/etc/netns folder");
+        let hosts = NamespaceHosts { dir };
+        hosts.set(text);
+        hosts
+    }
+
+    /// Rewrites the file in place (the same inode, which the bind mount shows).
+    fn set(&self, text: &str) {
+        std::fs::write(
+            self.dir.join("hosts"),
+            format!("127.0.0.1 localhost\n{text}\n"),
+        )
+        .expect("hosts file");
+    }
+}
+
+impl Drop for NamespaceHosts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A data centre that moves to another address behind the same name: the hospital, whose
+/// endpoint is the name, notices the silence, looks the name up again and reconnects to the new
+/// address. The old address is gone from the WAN, so only a new lookup can bring it back.
+#[test]
+fn net6_a_hub_that_moves_behind_its_name_is_found_again() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let hosts = NamespaceHosts::new(
+        lab.ns(Node::Hospital).name(),
+        &format!("{} dc.renkei.test", Node::Hub.wan_address()),
+    );
+    let _hub = lab
+        .start(Node::Hub, &lab.tunnel_config(Node::Hub))
+        .expect("hub");
+    let config = lab
+        .tunnel_config(Node::Hospital)
+        .replace(
+            &format!("endpoint = \"{}:", Node::Hub.wan_address()),
+            "endpoint = \"dc.renkei.test:",
+        )
+        .replace(
+            "allowed_ips = [\"198.19.0.1/32\"]",
+            "allowed_ips = [\"198.19.0.1/32\"]\npersistent_keepalive_secs = 5",
+        );
+    assert!(config.contains("endpoint = \"dc.renkei.test:"), "{config}");
+    let hospital = lab.start(Node::Hospital, &config).expect("hospital");
+    wait_until(Duration::from_secs(10), "the first handshake", || {
+        (peer_state(&hospital, "dc") == "up").then_some(())
+    })
+    .expect("up through the name");
+    let endpoint = |daemon: &renkei_lab::Daemon| {
+        daemon.peer("dc").ok()?["endpoint"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let old = endpoint(&hospital).expect("endpoint");
+    assert!(
+        old.starts_with(&format!("{}:", Node::Hub.wan_address())),
+        "{old}"
+    );
+
+    // The data centre moves: the old WAN address gone, a new one, the name updated. (In this
+    // order: deleting a primary address also deletes the secondaries of its subnet.)
+    let moved = "198.18.0.99";
+    let hub_ns = lab.ns(Node::Hub);
+    hub_ns
+        .ip(&[
+            "addr",
+            "del",
+            &format!("{}/24", Node::Hub.wan_address()),
+            "dev",
+            "wan0",
+        ])
+        .expect("old address gone");
+    hub_ns
+        .ip(&["addr", "add", &format!("{moved}/24"), "dev", "wan0"])
+        .expect("new address");
+    hosts.set(&format!("{moved} dc.renkei.test"));
+
+    // Keepalives go unanswered (about 20 s to notice), then the name is looked up within 10 s
+    // and the next attempt (at most 8 s of backoff) goes to the new address.
+    wait_until(
+        Duration::from_secs(90),
+        "a handshake with the hub at its new address",
+        || {
+            let now = endpoint(&hospital)?;
+            (now.starts_with(&format!("{moved}:")) && peer_state(&hospital, "dc") == "up")
+                .then_some(now)
+        },
+    )
+    .expect("the hospital follows the name");
+    wait_until(Duration::from_secs(10), "traffic to the moved hub", || {
+        tcp_through_tunnel(&lab, Node::Hospital, Node::Hub, 4096).ok()
+    })
+    .expect("traffic after the move");
+    let log = hospital.log_text();
+    assert!(
+        log.contains("peer endpoint moved") && log.contains(moved),
+        "the move is not logged:\n{log}"
+    );
+}

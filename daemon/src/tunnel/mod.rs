@@ -43,8 +43,11 @@ pub use uapi::UapiError;
 pub const DEFAULT_ALWAYS_ON_KEEPALIVE_SECS: u16 = 25;
 /// UDP socket buffer size asked for; bulk transfers overflow the default 208 KiB.
 const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
-/// How often an endpoint host name that did not resolve is tried again.
+/// How often endpoint host names are checked for a lookup (see [`resolve_endpoints`]).
 const RESOLVE_RETRY: Duration = Duration::from_secs(10);
+/// A handshake older than this makes a host-name endpoint be looked up again even while its
+/// session still counts as up (wireguard-tools' `reresolve-dns` uses the same 135 s).
+const STALE_HANDSHAKE: Duration = Duration::from_secs(135);
 
 /// Why the tunnel could not start.
 #[derive(Debug, thiserror::Error)]
@@ -414,7 +417,7 @@ impl Tunnel {
         tasks.spawn(Arc::clone(&plane).run_udp());
         tasks.spawn(Arc::clone(&plane).run_timers());
         tasks.spawn(uapi.serve(Arc::clone(&plane), listen_port));
-        tasks.spawn(resolve_missing_endpoints(Arc::clone(&plane)));
+        tasks.spawn(resolve_endpoints(Arc::clone(&plane)));
         tasks.spawn(resume::remember(
             Arc::clone(&plane),
             resume_file,
@@ -774,13 +777,19 @@ fn size_buffers(socket: &socket2::Socket) {
 }
 
 async fn resolve(text: &str) -> Option<SocketAddr> {
-    match tokio::net::lookup_host(text).await {
-        Ok(mut addrs) => addrs.next(),
-        Err(e) => {
+    resolve_quietly(text)
+        .await
+        .map_err(|e| {
             tracing::warn!(endpoint = text, error = %e, "cannot resolve peer endpoint; will retry");
-            None
-        }
-    }
+        })
+        .ok()
+}
+
+async fn resolve_quietly(text: &str) -> std::io::Result<SocketAddr> {
+    tokio::net::lookup_host(text)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no address"))
 }
 
 /// Check-ins of an on-demand box: an idle box behind NAT cannot be reached by the operator, so
@@ -812,22 +821,87 @@ async fn check_in(plane: Arc<DataPlane>, interval: Duration, window: Duration) {
     }
 }
 
-/// Keeps trying to resolve configured endpoints that did not resolve at start.
-async fn resolve_missing_endpoints(plane: Arc<DataPlane>) {
+/// Looks endpoint host names up again, so that a data centre can move to another address
+/// behind the same name: a peer's name is looked up while it has no address (it did not
+/// resolve at start), while the peer is trying to connect (connecting or down), and once the
+/// last handshake of an up session is older than [`STALE_HANDSHAKE`]; never while idle. A new
+/// address replaces the one in use, and the next handshake goes there. Literal addresses are
+/// never looked up.
+async fn resolve_endpoints(plane: Arc<DataPlane>) {
     loop {
         tokio::time::sleep(RESOLVE_RETRY).await;
         for peer in &plane.peers {
             let Some(text) = &peer.configured_endpoint else {
                 continue;
             };
-            if peer.lock().endpoint.is_some() {
+            if text.parse::<SocketAddr>().is_ok() {
                 continue;
             }
-            if let Some(addr) = resolve(text).await {
-                tracing::info!(peer = %peer.name, endpoint = %addr, "peer endpoint resolved");
-                peer.lock().endpoint.get_or_insert(addr);
+            let (current, wanted) = {
+                let state = peer.lock();
+                (
+                    state.endpoint,
+                    needs_lookup(
+                        state.endpoint.is_some(),
+                        state.policy.state(),
+                        state.last_handshake,
+                        std::time::SystemTime::now(),
+                    ),
+                )
+            };
+            if !wanted {
+                continue;
             }
+            let found = match current {
+                // Without an address the peer is unreachable: say why, every time.
+                None => resolve(text).await,
+                // With one, a failed lookup changes nothing; the old address stays in use.
+                Some(_) => match resolve_quietly(text).await {
+                    Ok(addr) => Some(addr),
+                    Err(e) => {
+                        tracing::debug!(peer = %peer.name, endpoint = text, error = %e, "lookup again failed; keeping the address in use");
+                        None
+                    }
+                },
+            };
+            let Some(addr) = found else {
+                continue;
+            };
+            let mut state = peer.lock();
+            match state.endpoint {
+                None => {
+                    tracing::info!(peer = %peer.name, endpoint = %addr, "peer endpoint resolved")
+                }
+                Some(old) if old != addr => tracing::info!(
+                    peer = %peer.name,
+                    name = text.as_str(),
+                    from = %old,
+                    to = %addr,
+                    "peer endpoint moved: its name resolves to another address"
+                ),
+                Some(_) => continue,
+            }
+            state.endpoint = Some(addr);
         }
+    }
+}
+
+/// Whether a host-name endpoint should be looked up now (see [`resolve_endpoints`]).
+fn needs_lookup(
+    has_address: bool,
+    state: LinkState,
+    last_handshake: Option<std::time::SystemTime>,
+    now: std::time::SystemTime,
+) -> bool {
+    let stale = last_handshake
+        .and_then(|t| now.duration_since(t).ok())
+        .is_some_and(|age| age > STALE_HANDSHAKE);
+    match state {
+        _ if !has_address => true,
+        LinkState::Connecting | LinkState::Down => true,
+        LinkState::Up => stale,
+        // An idle box sends nothing, lookups included; its next demand looks up if it fails.
+        LinkState::Idle => false,
     }
 }
 
@@ -852,6 +926,23 @@ mod tests {
             policy.handle(Event::HoldAcquired, now);
         }
         policy
+    }
+
+    #[test]
+    fn an_endpoint_name_is_looked_up_when_missing_failing_or_stale_only() {
+        let now = std::time::SystemTime::now();
+        let ago = |secs| Some(now - Duration::from_secs(secs));
+        // No address yet: always.
+        assert!(needs_lookup(false, LinkState::Idle, None, now));
+        // Trying and failing to connect: the name may point elsewhere now.
+        assert!(needs_lookup(true, LinkState::Connecting, ago(10), now));
+        assert!(needs_lookup(true, LinkState::Down, None, now));
+        // Up with a fresh handshake, or idle on demand (an idle box sends nothing): leave it.
+        assert!(!needs_lookup(true, LinkState::Up, ago(10), now));
+        assert!(!needs_lookup(true, LinkState::Idle, ago(3600), now));
+        // Up but no handshake for longer than wireguard-tools waits.
+        assert!(needs_lookup(true, LinkState::Up, ago(136), now));
+        assert!(!needs_lookup(true, LinkState::Up, ago(134), now));
     }
 
     #[test]
