@@ -45,6 +45,17 @@ fn clinic_with_page(lab: &Lab) -> Daemon {
     daemon
 }
 
+/// The clinic's whole config (services, tunnel) with its page on the LAN address and a
+/// management API for `operator`; the caller starts the hub (and hospital) it needs first.
+fn full_clinic_with_page(lab: &Lab, operator: &Operator) -> (Daemon, String) {
+    let text = lab.full_config(Node::Clinic)
+        + &status_toml(&format!("198.18.20.1:{STATUS_PORT}"), "").expect("status")
+        + &operator.management_toml(Node::Clinic, 600, false);
+    let daemon = lab.start(Node::Clinic, &text).expect("clinic");
+    wait_for_page(lab.lan_ns(Node::Clinic), &clinic_base());
+    (daemon, text)
+}
+
 /// Waits until the page answers its login form.
 fn wait_for_page(ns: &Namespace, base: &str) {
     wait_until(Duration::from_secs(15), "the status page to answer", || {
@@ -1142,13 +1153,9 @@ fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
     let _hospital = lab
         .start(Node::Hospital, &lab.full_config(Node::Hospital))
         .expect("hospital");
-    let text = lab.full_config(Node::Clinic)
-        + &status_toml(&format!("198.18.20.1:{STATUS_PORT}"), "").expect("status")
-        + &operator.management_toml(Node::Clinic, 600, false);
-    let clinic = lab.start(Node::Clinic, &text).expect("clinic");
+    let (clinic, text) = full_clinic_with_page(&lab, &operator);
     let lan = lab.lan_ns(Node::Clinic);
     let base = clinic_base();
-    wait_for_page(lan, &base);
     // A viewer PC fetches a document, so the page has a tunnel, traffic and an access record.
     let service_address = format!(
         "{}:{}",
@@ -1891,13 +1898,9 @@ fn ops3_a_pushed_facility_name_role_and_tunnel_mode_reach_the_page_summary_metri
     let _hub = lab
         .start(Node::Hub, &lab.full_config(Node::Hub))
         .expect("hub");
-    let v1 = lab.full_config(Node::Clinic)
-        + &status_toml(&format!("198.18.20.1:{STATUS_PORT}"), "").expect("status")
-        + &operator.management_toml(Node::Clinic, 600, false);
-    let clinic = lab.start(Node::Clinic, &v1).expect("clinic");
+    let (clinic, v1) = full_clinic_with_page(&lab, &operator);
     let lan = lab.lan_ns(Node::Clinic);
     let base = clinic_base();
-    wait_for_page(lan, &base);
     let session = login(lan, &base, ADMIN_PASSWORD).expect("login");
     let api = || {
         get(lan, &base, &session, "/api/v1/status")
