@@ -4,6 +4,11 @@
 //! with stunnel4 in place of renkei's proxy (same certificates, TLS 1.3 AES-GCM, mutual
 //! authentication, over the same renkei tunnel); then 10 000 concurrent idle connections through
 //! one renkei service, each proven end to end by a byte from the far side, with the daemons' RSS.
+//!
+//! Every throughput measurement also records the machine's CPU time per byte moved (from
+//! `/proc/stat`: user, nice, system, irq and softirq, not idle, iowait or steal). Both boxes and
+//! both iperf3 ends share this machine's cores, so a path's throughput is its CPU cost per byte
+//! turned upside down, and the cost is what a busy host (steal, other guests) moves least.
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -42,6 +47,50 @@ pub struct Throughput {
     pub single_gbit: f64,
     /// 64 parallel streams, Gbit/s in total.
     pub parallel_gbit: f64,
+    /// One stream: the machine's CPU nanoseconds per byte received.
+    pub single_cpu_ns_per_byte: f64,
+    /// 64 streams: the machine's CPU nanoseconds per byte received.
+    pub parallel_cpu_ns_per_byte: f64,
+}
+
+/// The machine's CPU time so far, in clock ticks, from the first line of `/proc/stat`.
+#[derive(Debug, Clone, Copy)]
+struct CpuTicks {
+    /// user + nice + system + irq + softirq: work done on this machine's cores.
+    busy: u64,
+}
+
+impl CpuTicks {
+    fn now() -> anyhow::Result<CpuTicks> {
+        let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+        let line = text.lines().next().context("/proc/stat is empty")?;
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|f| f.parse().context("a /proc/stat field"))
+            .collect::<anyhow::Result<_>>()?;
+        // user nice system idle iowait irq softirq steal ...
+        let field = |i: usize| fields.get(i).copied().unwrap_or(0);
+        Ok(CpuTicks {
+            busy: field(0) + field(1) + field(2) + field(5) + field(6),
+        })
+    }
+
+    /// Seconds of busy CPU since `earlier`.
+    fn busy_secs_since(self, earlier: CpuTicks) -> f64 {
+        let per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .filter(|t| *t > 0)
+            .unwrap_or(100);
+        self.busy.saturating_sub(earlier.busy) as f64 / per_sec as f64
+    }
+}
+
+/// One iperf3 run: throughput and the machine's CPU cost per byte.
+struct Measured {
+    gbit: f64,
+    cpu_ns_per_byte: f64,
 }
 
 /// The whole report.
@@ -71,15 +120,14 @@ fn rss_kib(pid: Option<u32>) -> u64 {
 }
 
 fn iperf(
-    lab: &Lab,
     client_ns: &crate::Namespace,
     addr: &str,
     port: u16,
     streams: u32,
     seconds: u32,
-) -> anyhow::Result<f64> {
-    let _ = lab;
-    let gbit = wait_until(Duration::from_secs(20), "an iperf3 result", || {
+) -> anyhow::Result<Measured> {
+    wait_until(Duration::from_secs(20), "an iperf3 result", || {
+        let before = CpuTicks::now().ok()?;
         let out = client_ns
             .command("iperf3")
             .args([
@@ -95,10 +143,15 @@ fn iperf(
             ])
             .output()
             .ok()?;
+        let after = CpuTicks::now().ok()?;
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        json["end"]["sum_received"]["bits_per_second"].as_f64()
-    })?;
-    Ok(gbit / 1e9)
+        let received = &json["end"]["sum_received"];
+        let bytes = received["bytes"].as_f64().filter(|b| *b > 0.0)?;
+        Some(Measured {
+            gbit: received["bits_per_second"].as_f64()? / 1e9,
+            cpu_ns_per_byte: after.busy_secs_since(before) * 1e9 / bytes,
+        })
+    })
 }
 
 fn tls_section() -> &'static str {
@@ -257,12 +310,14 @@ pub fn proxy_benchmark(seconds: u32, idle: usize) -> anyhow::Result<ProxyReport>
             STUNNEL_CLIENT_PORT,
         ),
     ] {
-        let single_gbit = iperf(&lab, ns, addr, port, 1, seconds)?;
-        let parallel_gbit = iperf(&lab, ns, addr, port, 64, seconds)?;
+        let single = iperf(ns, addr, port, 1, seconds)?;
+        let parallel = iperf(ns, addr, port, 64, seconds)?;
         throughput.push(Throughput {
             name,
-            single_gbit,
-            parallel_gbit,
+            single_gbit: single.gbit,
+            parallel_gbit: parallel.gbit,
+            single_cpu_ns_per_byte: single.cpu_ns_per_byte,
+            parallel_cpu_ns_per_byte: parallel.cpu_ns_per_byte,
         });
     }
 
@@ -319,6 +374,27 @@ pub fn report(r: &ProxyReport) -> String {
             t.parallel_gbit,
             of(t.parallel_gbit, base.map(|b| b.1)),
             of(t.parallel_gbit, stunnel.map(|s| s.1)),
+        ));
+    }
+    // The same comparison by CPU cost: (a)'s cost per byte over the path's, so that, as for
+    // throughput, above 1x is cheaper than the tunnel alone and below 1x dearer.
+    let base_cost = r
+        .throughput
+        .first()
+        .map(|t| (t.single_cpu_ns_per_byte, t.parallel_cpu_ns_per_byte));
+    out.push_str("\n| path | 1 stream CPU ns/byte | (a) per byte of it | 64 streams CPU ns/byte | (a) per byte of it |\n|---|---|---|---|---|\n");
+    for t in &r.throughput {
+        let of = |v: f64, b: Option<f64>| {
+            b.filter(|_| v > 0.0)
+                .map_or("-".to_string(), |b| format!("{:.2}x", b / v))
+        };
+        out.push_str(&format!(
+            "| {} | {:.2} | {} | {:.2} | {} |\n",
+            t.name,
+            t.single_cpu_ns_per_byte,
+            of(t.single_cpu_ns_per_byte, base_cost.map(|b| b.0)),
+            t.parallel_cpu_ns_per_byte,
+            of(t.parallel_cpu_ns_per_byte, base_cost.map(|b| b.1)),
         ));
     }
     out.push_str(&format!(
