@@ -492,6 +492,20 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Keepers (`lab keep --dir <state_dir>`) running for `state_dir`, whatever `lab.json` says.
+fn unrecorded_keepers(state_dir: &Path) -> Vec<Process> {
+    processes_using(state_dir)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+                args.get(1) == Some(&&b"keep"[..])
+            })
+        })
+        .filter_map(|pid| Process::of("a lab keeper without a record", pid).ok())
+        .collect()
+}
+
 /// Processes other than this one with `dir` or a path inside it as a command-line argument
 /// (every daemon and the document server of a lab name files in its folder).
 pub fn processes_using(dir: &Path) -> Vec<u32> {
@@ -639,6 +653,16 @@ pub fn up(state_dir: &Path, options: &Options) -> anyhow::Result<LabRecord> {
         .with_context(|| format!("resolving {}", state_dir.display()))?;
     if let Some(id) = down(&state_dir).context("removing the lab left from an earlier run")? {
         println!("removed lab {id}, left from an earlier `lab up`");
+    }
+    for keeper in unrecorded_keepers(&state_dir) {
+        // A lab still running whose lab.json is gone (deleted by hand, or `cargo clean`): its
+        // keeper removes it on SIGTERM, as for `lab down`.
+        if keeper.stop(STOP_TIMEOUT) {
+            println!(
+                "removed the lab of keeper {}, still running without a record",
+                keeper.pid
+            );
+        }
     }
     let log_path = state_dir.join(KEEPER_LOG);
     let log = std::fs::File::create(&log_path)

@@ -635,8 +635,23 @@ fn lab_up_twice_or_after_a_crash_removes_the_old_lab_first() {
     assert!(leftovers(&second).is_empty(), "{:?}", leftovers(&second));
     assert_up(&third);
 
+    // A lab that still runs but whose lab.json is gone (deleted by hand, `cargo clean`): the
+    // next `lab up` finds its keeper by its command line and has it remove its lab.
+    std::fs::remove_file(LabRecord::path(&dir.dir)).expect("remove lab.json");
+    let (printed, fourth) = dir.up(&[]);
+    assert!(
+        printed.contains(&format!(
+            "removed the lab of keeper {}, still running without a record",
+            third.keeper.pid
+        )),
+        "{printed}"
+    );
+    assert!(!third.keeper.alive());
+    assert!(leftovers(&third).is_empty(), "{:?}", leftovers(&third));
+    assert_up(&fourth);
+
     dir.down();
-    assert_gone(&third, &dir.dir);
+    assert_gone(&fourth, &dir.dir);
     // A second `lab down` has nothing to do and says so.
     let again = dir.lab("down", &[]);
     assert!(again.status.success());
