@@ -484,9 +484,9 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// One operator request: check, write, apply, answer. Every outcome is logged (LOG-2).
-/// Answers one management API request; an error is a rollback that failed to apply, after
-/// which the daemon must not go on as if it ran the restored config.
+/// One operator request: check, write, apply, answer. Every outcome is logged (LOG-2). An error
+/// is a rollback that failed to apply, after which the daemon must not go on as if it ran the
+/// restored config.
 async fn handle_command(
     command: Command,
     manager: &mut Manager,

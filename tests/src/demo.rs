@@ -840,21 +840,11 @@ pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
     })?;
     wait_for_listeners(&lab, &record)?;
     let mut doors = Vec::new();
-    for node in &mut record.nodes {
-        let page = &mut node.status_page;
-        let target = page
-            .url
-            .trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .parse()
-            .with_context(|| format!("the address of {}", page.url))?;
-        let door = Door::bind(&page.open_from_namespace, target)?;
-        let scheme = if page.ca_file.is_some() {
-            "https"
-        } else {
-            "http"
-        };
+    // `record.nodes` was filled in `Node::ALL` order.
+    for (node, record) in Node::ALL.into_iter().zip(&mut record.nodes) {
+        let page = &mut record.status_page;
+        let door = Door::bind(&page.open_from_namespace, status_listen(node).parse()?)?;
+        let scheme = page.url.split("://").next().unwrap_or("https");
         page.browser_url = format!("{scheme}://{}/", door.address()?);
         doors.push(door);
     }

@@ -309,7 +309,6 @@ impl StatusServer {
 
     /// Closes the listeners and every open connection.
     pub async fn shutdown(mut self) {
-        self.source.clear_status_page(&self.stats);
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
     }

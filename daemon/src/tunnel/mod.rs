@@ -785,6 +785,7 @@ async fn resolve(text: &str) -> Option<SocketAddr> {
         .ok()
 }
 
+/// Looks `text` up, leaving what to say about a failure to the caller.
 async fn resolve_quietly(text: &str) -> std::io::Result<SocketAddr> {
     tokio::net::lookup_host(text)
         .await?
