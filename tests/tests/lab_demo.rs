@@ -907,11 +907,15 @@ fn lab_up_after_a_crash_while_starting_ends_the_daemon_it_never_recorded() {
 /// Kills its process and deletes its namespace when dropped.
 struct StaleLab {
     namespace: String,
+    /// Stands for the process that made the lab, alive while the lab is staged.
+    creator: std::process::Child,
     sleeper: std::process::Child,
 }
 
 impl Drop for StaleLab {
     fn drop(&mut self) {
+        let _ = self.creator.kill();
+        let _ = self.creator.wait();
         let _ = self.sleeper.kill();
         let _ = self.sleeper.wait();
         let _ = Command::new("ip")
@@ -937,11 +941,11 @@ fn base36(mut n: u32) -> String {
 #[test]
 fn a_new_lab_ends_the_processes_of_a_crashed_one_before_deleting_its_namespaces() {
     require_root!();
-    // A lab made by a process that is gone, with a process still inside its namespace.
-    let mut gone = Command::new("true").spawn().expect("true");
-    let pid = gone.id();
-    gone.wait().expect("true exits");
-    let id = format!("{}0", base36(pid));
+    // A lab made by a process that is gone, with a process still inside its namespace. Its
+    // creator lives until the lab is staged: the tests running beside this one make labs too,
+    // and would remove a stale lab before this test has seen its process inside.
+    let creator = Command::new("sleep").arg("600").spawn().expect("sleep");
+    let id = format!("{}0", base36(creator.id()));
     let namespace = format!("rk{id}-dc");
     let folder = std::env::temp_dir().join(format!("renkei-lab-{id}"));
     let added = Command::new("ip")
@@ -951,6 +955,7 @@ fn a_new_lab_ends_the_processes_of_a_crashed_one_before_deleting_its_namespaces(
     assert!(added.status.success(), "{added:?}");
     std::fs::create_dir_all(&folder).expect("stale lab folder");
     let mut stale = StaleLab {
+        creator,
         sleeper: Command::new("ip")
             .args(["netns", "exec", &namespace, "sleep", "600"])
             .stdin(Stdio::null())
@@ -962,6 +967,10 @@ fn a_new_lab_ends_the_processes_of_a_crashed_one_before_deleting_its_namespaces(
         (!renkei_lab::netns::pids_in(&namespace).is_empty()).then_some(())
     })
     .expect("a process inside the stale namespace");
+    // Now the creator is gone and the lab stale (a lab made beside this test may be the one to
+    // remove it; the checks below hold either way).
+    stale.creator.kill().expect("end the creator");
+    stale.creator.wait().expect("reap the creator");
 
     let lab = renkei_lab::Lab::new().expect("lab");
     let exited = wait_until(Duration::from_secs(10), "the stale process to end", || {
