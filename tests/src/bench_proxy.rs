@@ -9,16 +9,22 @@
 //! `/proc/stat`: user, nice, system, irq and softirq, not idle, iowait or steal). Both boxes and
 //! both iperf3 ends share this machine's cores, so a path's throughput is its CPU cost per byte
 //! turned upside down, and the cost is what a busy host (steal, other guests) moves least.
+//!
+//! Two switches for finding where a path's time goes: `RENKEI_BENCH_COUNT=1` prints, for every
+//! measurement, each daemon's CPU time, context switches and system calls per MiB (`perf stat`
+//! on its process); `RENKEI_BENCH_RECORD=<prefix>` writes a system-wide `perf record` of every
+//! measurement to `<prefix>.<port>x<streams>.<n>` (port 5201 is (a), 8443 (b), 8445 (c)).
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use crate::lab::{service_toml, Lab, Node, Peer};
+use crate::perfcount::{per_mib, Counting, Recording};
 use crate::wait::wait_until;
 
 const IPERF_PORT: u16 = 5201;
@@ -38,19 +44,15 @@ impl Drop for Killed {
     }
 }
 
-/// One throughput measurement.
+/// One path's throughput measurements, one per round.
 #[derive(Debug, Clone)]
 pub struct Throughput {
     /// What was measured.
     pub name: &'static str,
-    /// One stream, Gbit/s.
-    pub single_gbit: f64,
-    /// 64 parallel streams, Gbit/s in total.
-    pub parallel_gbit: f64,
-    /// One stream: the machine's CPU nanoseconds per byte received.
-    pub single_cpu_ns_per_byte: f64,
-    /// 64 streams: the machine's CPU nanoseconds per byte received.
-    pub parallel_cpu_ns_per_byte: f64,
+    /// One stream, each round.
+    pub single: Vec<Measured>,
+    /// 64 parallel streams, each round.
+    pub parallel: Vec<Measured>,
 }
 
 /// The machine's CPU time so far, in clock ticks, from the first line of `/proc/stat`.
@@ -88,9 +90,12 @@ impl CpuTicks {
 }
 
 /// One iperf3 run: throughput and the machine's CPU cost per byte.
-struct Measured {
-    gbit: f64,
-    cpu_ns_per_byte: f64,
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    /// Gbit/s received, all streams together.
+    pub gbit: f64,
+    /// The machine's CPU nanoseconds per byte received.
+    pub cpu_ns_per_byte: f64,
 }
 
 /// The whole report.
@@ -98,6 +103,8 @@ struct Measured {
 pub struct ProxyReport {
     /// (a), (b), (c).
     pub throughput: Vec<Throughput>,
+    /// Rounds measured: every path once per round, back to back.
+    pub rounds: usize,
     /// Idle connections opened and proven end to end.
     pub idle_connections: usize,
     /// Seconds it took to open them.
@@ -125,8 +132,25 @@ fn iperf(
     port: u16,
     streams: u32,
     seconds: u32,
+    counted: &[(&str, Option<u32>)],
 ) -> anyhow::Result<Measured> {
+    let count = std::env::var_os("RENKEI_BENCH_COUNT").is_some();
+    let record = std::env::var_os("RENKEI_BENCH_RECORD").map(PathBuf::from);
     wait_until(Duration::from_secs(20), "an iperf3 result", || {
+        let counting: Vec<_> = if count {
+            counted
+                .iter()
+                .filter_map(|(name, pid)| Some((*name, Counting::start((*pid)?).ok()?)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let recording = record.as_ref().and_then(|prefix| {
+            let file = (1..)
+                .map(|n| PathBuf::from(format!("{}.{port}x{streams}.{n}", prefix.display())))
+                .find(|f| !f.exists())?;
+            Recording::start(&file).ok()
+        });
         let before = CpuTicks::now().ok()?;
         let out = client_ns
             .command("iperf3")
@@ -144,9 +168,23 @@ fn iperf(
             .output()
             .ok()?;
         let after = CpuTicks::now().ok()?;
+        if let Some(recording) = recording {
+            if let Err(e) = recording.stop() {
+                eprintln!("{port} x{streams}: {e:#}");
+            }
+        }
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         let received = &json["end"]["sum_received"];
         let bytes = received["bytes"].as_f64().filter(|b| *b > 0.0)?;
+        for (name, counting) in counting {
+            match counting.finish() {
+                Ok(counts) => eprintln!(
+                    "{port} x{streams} {name} per MiB: {}",
+                    per_mib(&counts, bytes)
+                ),
+                Err(e) => eprintln!("{port} x{streams} {name}: {e:#}"),
+            }
+        }
         Some(Measured {
             gbit: received["bits_per_second"].as_f64()? / 1e9,
             cpu_ns_per_byte: after.busy_secs_since(before) * 1e9 / bytes,
@@ -204,8 +242,12 @@ fn spawn_sink(lab: &Lab) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the benchmark: `seconds` per throughput measurement, `idle` idle connections.
-pub fn proxy_benchmark(seconds: u32, idle: usize) -> anyhow::Result<ProxyReport> {
+/// Runs the benchmark: `rounds` rounds of every path, `seconds` per throughput measurement,
+/// then `idle` idle connections. Each round measures (a), (b) and (c) back to back, so a ratio
+/// is taken between measurements seconds apart; on a shared machine whose speed drifts by
+/// tens of percent within minutes, the median of those per-round ratios is what can be
+/// compared across runs.
+pub fn proxy_benchmark(seconds: u32, idle: usize, rounds: usize) -> anyhow::Result<ProxyReport> {
     // A proxying box holds two descriptors per connection; the daemons inherit this process's
     // limit. Raise the soft limit to the hard one (raising the hard limit needs
     // CAP_SYS_RESOURCE, which sandboxes may not grant) and say what fits.
@@ -294,8 +336,7 @@ pub fn proxy_benchmark(seconds: u32, idle: usize) -> anyhow::Result<ProxyReport>
 
     let box_ns = lab.ns(Node::Clinic);
     let lan_ns = lab.lan_ns(Node::Clinic);
-    let mut throughput = Vec::new();
-    for (name, ns, addr, port) in [
+    let paths = [
         ("(a) tunnel alone", box_ns, hub_tunnel, IPERF_PORT),
         (
             "(b) TLS in tunnel, renkei",
@@ -309,16 +350,28 @@ pub fn proxy_benchmark(seconds: u32, idle: usize) -> anyhow::Result<ProxyReport>
             clinic_lan,
             STUNNEL_CLIENT_PORT,
         ),
-    ] {
-        let single = iperf(ns, addr, port, 1, seconds)?;
-        let parallel = iperf(ns, addr, port, 64, seconds)?;
-        throughput.push(Throughput {
+    ];
+    let mut throughput: Vec<Throughput> = paths
+        .iter()
+        .map(|(name, ..)| Throughput {
             name,
-            single_gbit: single.gbit,
-            parallel_gbit: parallel.gbit,
-            single_cpu_ns_per_byte: single.cpu_ns_per_byte,
-            parallel_cpu_ns_per_byte: parallel.cpu_ns_per_byte,
-        });
+            single: Vec::new(),
+            parallel: Vec::new(),
+        })
+        .collect();
+    let counted = [("clinic", clinic.pid()), ("hub", hub.pid())];
+    let rounds = rounds.max(1);
+    for _ in 0..rounds {
+        for streams in [1, 64] {
+            for ((_, ns, addr, port), path) in paths.iter().zip(throughput.iter_mut()) {
+                let measured = iperf(ns, addr, *port, streams, seconds, &counted)?;
+                if streams == 1 {
+                    path.single.push(measured);
+                } else {
+                    path.parallel.push(measured);
+                }
+            }
+        }
     }
 
     spawn_sink(&lab)?;
@@ -345,6 +398,7 @@ pub fn proxy_benchmark(seconds: u32, idle: usize) -> anyhow::Result<ProxyReport>
     drop(held);
     Ok(ProxyReport {
         throughput,
+        rounds,
         idle_connections,
         idle_open_secs,
         idle_rss_kib,
@@ -352,50 +406,86 @@ pub fn proxy_benchmark(seconds: u32, idle: usize) -> anyhow::Result<ProxyReport>
     })
 }
 
+/// The median of `values` (the mean of the middle two for an even count); 0 for none.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Median over the rounds of `of(path's measurement, other path's measurement)` in the same
+/// round, formatted as a ratio; "-" without another path.
+fn median_ratio(
+    path: &[Measured],
+    other: Option<&[Measured]>,
+    of: fn(&Measured, &Measured) -> f64,
+) -> String {
+    match other {
+        Some(other) => format!(
+            "{:.2}x",
+            median(path.iter().zip(other).map(|(p, o)| of(p, o)).collect())
+        ),
+        None => "-".to_string(),
+    }
+}
+
 /// The report printed by `lab bench-proxy`.
 pub fn report(r: &ProxyReport) -> String {
-    let base = r
-        .throughput
-        .first()
-        .map(|t| (t.single_gbit, t.parallel_gbit));
-    let stunnel = r
-        .throughput
-        .get(2)
-        .map(|t| (t.single_gbit, t.parallel_gbit));
-    let mut out = String::from("| path | 1 stream Gbit/s | of (a) | vs stunnel4 | 64 streams Gbit/s | of (a) | vs stunnel4 |\n|---|---|---|---|---|---|---|\n");
+    let base = r.throughput.first();
+    let stunnel = r.throughput.get(2);
+    let faster = |p: &Measured, o: &Measured| p.gbit / o.gbit;
+    // (a)'s cost per byte over the path's, so that, as for throughput, above 1x is cheaper
+    // than the tunnel alone and below 1x dearer.
+    let cheaper = |p: &Measured, o: &Measured| o.cpu_ns_per_byte / p.cpu_ns_per_byte;
+    let gbit = |m: &[Measured]| median(m.iter().map(|m| m.gbit).collect());
+    let cost = |m: &[Measured]| median(m.iter().map(|m| m.cpu_ns_per_byte).collect());
+    let mut out = format!(
+        "Medians of {} round(s); ratios are medians of per-round ratios.\n\n| path | 1 stream Gbit/s | of (a) | vs stunnel4 | 64 streams Gbit/s | of (a) | vs stunnel4 |\n|---|---|---|---|---|---|---|\n",
+        r.rounds
+    );
     for t in &r.throughput {
-        let of = |v: f64, b: Option<f64>| b.map_or("-".to_string(), |b| format!("{:.2}x", v / b));
         out.push_str(&format!(
             "| {} | {:.2} | {} | {} | {:.2} | {} | {} |\n",
             t.name,
-            t.single_gbit,
-            of(t.single_gbit, base.map(|b| b.0)),
-            of(t.single_gbit, stunnel.map(|s| s.0)),
-            t.parallel_gbit,
-            of(t.parallel_gbit, base.map(|b| b.1)),
-            of(t.parallel_gbit, stunnel.map(|s| s.1)),
+            gbit(&t.single),
+            median_ratio(&t.single, base.map(|b| b.single.as_slice()), faster),
+            median_ratio(&t.single, stunnel.map(|s| s.single.as_slice()), faster),
+            gbit(&t.parallel),
+            median_ratio(&t.parallel, base.map(|b| b.parallel.as_slice()), faster),
+            median_ratio(&t.parallel, stunnel.map(|s| s.parallel.as_slice()), faster),
         ));
     }
-    // The same comparison by CPU cost: (a)'s cost per byte over the path's, so that, as for
-    // throughput, above 1x is cheaper than the tunnel alone and below 1x dearer.
-    let base_cost = r
-        .throughput
-        .first()
-        .map(|t| (t.single_cpu_ns_per_byte, t.parallel_cpu_ns_per_byte));
     out.push_str("\n| path | 1 stream CPU ns/byte | (a) per byte of it | 64 streams CPU ns/byte | (a) per byte of it |\n|---|---|---|---|---|\n");
     for t in &r.throughput {
-        let of = |v: f64, b: Option<f64>| {
-            b.filter(|_| v > 0.0)
-                .map_or("-".to_string(), |b| format!("{:.2}x", b / v))
-        };
         out.push_str(&format!(
             "| {} | {:.2} | {} | {:.2} | {} |\n",
             t.name,
-            t.single_cpu_ns_per_byte,
-            of(t.single_cpu_ns_per_byte, base_cost.map(|b| b.0)),
-            t.parallel_cpu_ns_per_byte,
-            of(t.parallel_cpu_ns_per_byte, base_cost.map(|b| b.1)),
+            cost(&t.single),
+            median_ratio(&t.single, base.map(|b| b.single.as_slice()), cheaper),
+            cost(&t.parallel),
+            median_ratio(&t.parallel, base.map(|b| b.parallel.as_slice()), cheaper),
         ));
+    }
+    if r.rounds > 1 {
+        out.push_str("\nPer round, (b) of (a), throughput 1 / 64 streams:");
+        if let (Some(a), Some(b)) = (base, r.throughput.get(1)) {
+            for i in 0..r.rounds {
+                let ratio = |p: &[Measured], o: &[Measured]| match (p.get(i), o.get(i)) {
+                    (Some(p), Some(o)) => format!("{:.2}", faster(p, o)),
+                    _ => "-".to_string(),
+                };
+                out.push_str(&format!(
+                    " {}/{}",
+                    ratio(&b.single, &a.single),
+                    ratio(&b.parallel, &a.parallel)
+                ));
+            }
+        }
+        out.push('\n');
     }
     out.push_str(&format!(
         "\n{} idle connections through one renkei service (clinic outbound -> hub inbound), each proven by a byte from the far side, opened in {:.1} s.\nRSS clinic daemon: {:.1} MiB -> {:.1} MiB; hub daemon: {:.1} MiB -> {:.1} MiB ({:.1} KiB per connection per box)\n",

@@ -20,6 +20,7 @@ pub mod foreign;
 pub mod lab;
 pub mod netns;
 pub mod operator;
+pub mod perfcount;
 pub mod pki;
 pub mod tlstools;
 pub mod traffic;

@@ -1,8 +1,9 @@
-//! The mutual-TLS proxy in the namespace lab (NET-1..5, NET-7, LOG-1): the demo chain end to end,
-//! independent TLS stacks (`openssl s_client`, `openssl s_server`, testssl.sh, sslscan) against
-//! renkei's services, certificate hot reload and the connection limits. Every daemon is the real
-//! `renkei` binary; every certificate comes from the lab's real operator CA (or a deliberately
-//! wrong one); no TLS here is renkei talking to itself except in the demo chain.
+//! The mutual-TLS proxy in the namespace lab (NET-1..5, NET-7, LOG-1, AVL-3): the demo chain end
+//! to end, independent TLS stacks (`openssl s_client`, `openssl s_server`, testssl.sh, sslscan)
+//! against renkei's services, certificate hot reload, the connection limits and the bounded LAN
+//! queue. Every daemon is the real `renkei` binary; every certificate comes from the lab's real
+//! operator CA (or a deliberately wrong one); no TLS here is renkei talking to itself except in
+//! the demo chain.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -1293,4 +1294,119 @@ fn net2_net3_net4_renkei_client_offers_only_the_profile_to_openssl_s_server() {
             "{what}: {record:#}\ns_server said:\n{server_output}"
         );
     }
+}
+
+/// A target on the hub's loopback that accepts and never reads.
+const STALLED_TARGET: &str = "127.0.0.1:9101";
+
+/// `ss -tnm` in `ns` for the connections matching `filter`: (Recv-Q, skmem rb) of each.
+fn receive_queues(ns: &renkei_lab::Namespace, filter: &str) -> Vec<(u64, u64)> {
+    let out = ns
+        .command("ss")
+        .args(["-tnmH", "state", "established", filter])
+        .output()
+        .expect("ss");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut found = Vec::new();
+    let mut recv_q = None;
+    for token in text.split_whitespace() {
+        if recv_q.is_none() {
+            recv_q = token.parse::<u64>().ok();
+        }
+        if let Some(skmem) = token.strip_prefix("skmem:(") {
+            let rb = skmem
+                .split(',')
+                .find_map(|f| f.strip_prefix("rb"))
+                .and_then(|v| v.parse().ok())
+                .expect("skmem rb");
+            found.push((recv_q.take().expect("Recv-Q before skmem"), rb));
+        }
+    }
+    found
+}
+
+/// Under load a box's memory goes to connections, not to queues: without the fixed LAN buffer
+/// the kernel grew the box's receive buffer for this one upload to over 4 MB.
+#[test]
+fn avl3_an_upload_into_a_stalled_service_queues_at_most_the_lan_buffer_in_the_box() {
+    require_root!();
+    use std::io::Write;
+    let lab = Lab::new().expect("lab");
+    let mut hub_config = lab.tunnel_config(Node::Hub);
+    hub_config.push_str(
+        "\n[tls]\ncertificate_file = \"tls/box.crt\"\nprivate_key_file = \"tls/box.key\"\nca_file = \"tls/operator-ca.crt\"\n",
+    );
+    hub_config.push_str(&service_toml(
+        "portal",
+        "inbound",
+        &format!("{}:{SERVICE_PORT}", Node::Hub.tunnel_address()),
+        STALLED_TARGET,
+        Peer::Allowed(Node::Clinic.tls_name()),
+    ));
+    let stalled = lab
+        .ns(Node::Hub)
+        .tcp_listener(STALLED_TARGET)
+        .expect("stalled target");
+    let (done, wait_done) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let held = stalled.accept();
+        let _ = wait_done.recv();
+        drop(held);
+    });
+    let _hub = lab.start(Node::Hub, &hub_config).expect("hub");
+    let _clinic = lab
+        .start(Node::Clinic, &lab.full_config(Node::Clinic))
+        .expect("clinic");
+
+    // The PC uploads until nothing moves for a second: every queue on the way is full.
+    let service: std::net::SocketAddr =
+        format!("{}:{SERVICE_PORT}", renkei_lab::lab::LAN_SERVICE_ADDRESS)
+            .parse()
+            .expect("address");
+    let (upload, sent) = lab
+        .lan_ns(Node::Clinic)
+        .run_inside(move || {
+            let mut pc = std::net::TcpStream::connect_timeout(&service, Duration::from_secs(10))
+                .expect("connect");
+            pc.set_write_timeout(Some(Duration::from_secs(1)))
+                .expect("timeout");
+            let chunk = vec![0x5au8; 64 * 1024];
+            let started = std::time::Instant::now();
+            let mut sent = 0u64;
+            while started.elapsed() < Duration::from_secs(60) {
+                match pc.write(&chunk) {
+                    Ok(n) => sent += n as u64,
+                    Err(_) => break,
+                }
+            }
+            (pc, sent)
+        })
+        .expect("upload");
+    assert!(sent > 0, "nothing was uploaded");
+
+    // The box's socket from the PC and the hub's socket to its target are LAN legs: their
+    // receive buffers are the fixed one, and the stalled upload fills no more than that.
+    let fixed = 2 * u64::from(renkei::proxy::LAN_RECEIVE_BUFFER_BYTES);
+    let from_pc = receive_queues(
+        lab.ns(Node::Clinic),
+        &format!("( sport = :{SERVICE_PORT} )"),
+    );
+    assert_eq!(from_pc.len(), 1, "{from_pc:?}");
+    let (queued, buffer) = from_pc[0];
+    assert_eq!(buffer, fixed, "the box's receive buffer for the PC");
+    assert!(
+        queued > 0,
+        "the stall never reached the box ({sent} bytes sent)"
+    );
+    assert!(queued <= fixed, "{queued} bytes queued in the box");
+    let to_target = receive_queues(lab.ns(Node::Hub), "( dport = :9101 )");
+    assert_eq!(to_target.len(), 1, "{to_target:?}");
+    assert_eq!(
+        to_target[0].1, fixed,
+        "the hub's receive buffer towards its target"
+    );
+
+    drop(upload);
+    let _ = done.send(());
+    let _ = holder.join();
 }

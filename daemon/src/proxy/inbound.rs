@@ -10,6 +10,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::readahead::ReadAhead;
+use super::socket::{self, Leg};
 use super::TARGET_CONNECT_TIMEOUT_SECS;
 use super::{must_reset, reset_on_drop, splice, Connection, ConnectionResult, ServiceContext};
 use crate::tls::PeerIdentities;
@@ -69,8 +70,7 @@ pub(super) async fn handle(peer: TcpStream, connection: &mut Connection, service
 
     let connect_timeout = Duration::from_secs(TARGET_CONNECT_TIMEOUT_SECS);
     let target = &service.config.target;
-    let lan = match tokio::time::timeout(connect_timeout, TcpStream::connect(target.as_str())).await
-    {
+    let lan = match tokio::time::timeout(connect_timeout, socket::connect(target, Leg::Lan)).await {
         Ok(Ok(lan)) => lan,
         Ok(Err(err)) => {
             connection.record.result =

@@ -11,6 +11,7 @@ pub mod accesslog;
 mod inbound;
 mod outbound;
 mod readahead;
+mod socket;
 pub mod splice;
 #[cfg(test)]
 mod test_support;
@@ -34,6 +35,10 @@ use crate::tunnel::TunnelHandle;
 pub use accesslog::{
     AccessLog, AccessRecord, ConnectionResult, ListenerPhase, ServiceCounters, ServiceSnapshot,
     ServiceState, TlsHandshakeCount, ACCESS_LOG_RING_RECORDS,
+};
+use socket::{reset_on_drop, tune, Leg};
+pub use socket::{
+    KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES, LAN_RECEIVE_BUFFER_BYTES, USER_TIMEOUT,
 };
 use splice::{Side, SpliceEnd, SpliceLimits, SpliceOutcome};
 
@@ -336,7 +341,12 @@ impl Services {
         let mut listeners = Vec::with_capacity(self.starting.len());
         for (context, _) in &self.starting {
             let counters = Arc::clone(&context.counters);
-            let bound = bind_retrying_with(context.config.listen, || {
+            // An outbound service listens on the LAN, an inbound one on the tunnel address.
+            let leg = match context.config.direction {
+                Direction::Outbound => Leg::Lan,
+                Direction::Inbound => Leg::Tunnel,
+            };
+            let bound = bind_retrying_with(context.config.listen, leg, || {
                 counters.set_phase(ListenerPhase::WaitingForAddress)
             })
             .await
@@ -481,10 +491,14 @@ impl Drop for Services {
 /// address appears only once the tunnel interface is configured, or again after a restart),
 /// and calls `waiting` before each retry, so the status can say why the service is not
 /// listening yet.
-async fn bind_retrying_with(address: SocketAddr, waiting: impl Fn()) -> io::Result<TcpListener> {
+async fn bind_retrying_with(
+    address: SocketAddr,
+    leg: Leg,
+    waiting: impl Fn(),
+) -> io::Result<TcpListener> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(BIND_RETRY_SECS);
     loop {
-        match TcpListener::bind(address).await {
+        match socket::listen(address, leg) {
             Ok(listener) => return Ok(listener),
             Err(err)
                 if err.raw_os_error() == Some(libc::EADDRNOTAVAIL)
@@ -557,36 +571,6 @@ async fn handle(stream: TcpStream, connection: &mut Connection, service: &Servic
 /// a complete one.
 fn must_reset(end: &SpliceEnd) -> bool {
     !matches!(end, SpliceEnd::Closed)
-}
-
-/// Makes the coming drop of `stream` send RST instead of FIN (linger 0 never blocks).
-/// With a silent peer, keepalive probes start after this much idle time ...
-pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
-/// ... are repeated this often ...
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-/// ... and after this many unanswered ones the connection ends with an error.
-pub const KEEPALIVE_PROBES: u32 = 3;
-/// Sent data unacknowledged for this long ends the connection too (instead of the kernel's
-/// ~15 minutes of retransmissions).
-pub const USER_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Socket options of every proxied connection, both legs. A box or PC that vanishes (power
-/// cut, WAN gone, the hub's process killed with its sessions) sends no FIN: without these the
-/// other end would wait for the service's idle timeout, holding a connection slot and, on a
-/// viewing box, the tunnel. With them it is logged as an error after about a minute.
-fn tune(stream: &TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let socket = socket2::SockRef::from(stream);
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(KEEPALIVE_IDLE)
-        .with_interval(KEEPALIVE_INTERVAL)
-        .with_retries(KEEPALIVE_PROBES);
-    let _ = socket.set_tcp_keepalive(&keepalive);
-    let _ = socket.set_tcp_user_timeout(Some(USER_TIMEOUT));
-}
-
-fn reset_on_drop(stream: &TcpStream) {
-    let _ = stream.set_zero_linger();
 }
 
 /// Parses an outbound service's server name once, at start.

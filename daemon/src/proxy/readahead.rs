@@ -12,38 +12,38 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 /// How much one socket read may bring in: four full TLS records.
 pub const CHUNK_BYTES: usize = 64 * 1024;
 
-/// A transport whose small reads are served from one large socket read.
+/// A TCP stream whose small reads are served from one large socket read.
 #[derive(Debug)]
-pub struct ReadAhead<S> {
-    inner: S,
+pub struct ReadAhead {
+    inner: TcpStream,
+    /// What the last socket read brought in; `start` is how much of it was handed on.
     buffer: Vec<u8>,
     start: usize,
-    end: usize,
 }
 
-impl<S> ReadAhead<S> {
+impl ReadAhead {
     /// Wraps `inner`; nothing is allocated until the first small read.
-    pub fn new(inner: S) -> ReadAhead<S> {
+    pub fn new(inner: TcpStream) -> ReadAhead {
         ReadAhead {
             inner,
             buffer: Vec::new(),
             start: 0,
-            end: 0,
         }
     }
 
     /// The socket, for socket options and addresses.
-    pub fn get_ref(&self) -> &S {
+    pub fn get_ref(&self) -> &TcpStream {
         &self.inner
     }
 
     /// Bytes read from the socket and not yet handed on.
     fn buffered(&self) -> &[u8] {
-        self.buffer.get(self.start..self.end).unwrap_or_default()
+        self.buffer.get(self.start..).unwrap_or_default()
     }
 
     /// Hands on what is buffered, as much as fits.
@@ -51,14 +51,14 @@ impl<S> ReadAhead<S> {
         let n = self.buffered().len().min(out.remaining());
         out.put_slice(self.buffered().get(..n).unwrap_or_default());
         self.start += n;
-        if self.start == self.end {
+        if self.start == self.buffer.len() {
+            self.buffer.clear();
             self.start = 0;
-            self.end = 0;
         }
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
+impl AsyncRead for ReadAhead {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -73,27 +73,34 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
         if out.remaining() >= CHUNK_BYTES {
             return Pin::new(&mut this.inner).poll_read(cx, out);
         }
-        if this.buffer.len() < CHUNK_BYTES {
-            this.buffer.resize(CHUNK_BYTES, 0);
-        }
-        let mut fill = ReadBuf::new(&mut this.buffer);
-        match Pin::new(&mut this.inner).poll_read(cx, &mut fill) {
-            Poll::Ready(Ok(())) => {
-                this.end = fill.filled().len();
-                this.serve(out);
-                Poll::Ready(Ok(()))
+        loop {
+            match this.inner.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => {
+                    // The transfer has paused: an idle connection keeps no buffer.
+                    this.buffer = Vec::new();
+                    return Poll::Pending;
+                }
             }
-            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
-            Poll::Pending => {
-                // The transfer has paused: an idle connection keeps no buffer.
-                this.buffer = Vec::new();
-                Poll::Pending
+            // Reads into the buffer's spare capacity: a fresh buffer is never zeroed first
+            // (64 KiB of memset each time a transfer resumes).
+            this.buffer.reserve_exact(CHUNK_BYTES);
+            match this.inner.try_read_buf(&mut this.buffer) {
+                // Zero bytes is the end of the stream, which an empty `out` says too.
+                Ok(_) => {
+                    this.serve(out);
+                    return Poll::Ready(Ok(()));
+                }
+                // The readiness was stale; `poll_read_ready` waits for the next.
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => return Poll::Ready(Err(err)),
             }
         }
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
+impl AsyncWrite for ReadAhead {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -18,6 +18,9 @@ use tokio::time::Instant;
 /// Size of the one buffer each direction uses: enough for full TLS records and fast bulk
 /// transfers, small enough that 256 connections hold at most 32 MiB.
 pub const SPLICE_BUFFER_BYTES: usize = 64 * 1024;
+/// What a direction starts with: a request, a reply or a keepalive fits, so thousands of quiet
+/// connections hold a few KiB each. The first read that fills it grows it to the full size.
+pub const SPLICE_START_BYTES: usize = 4 * 1024;
 
 /// How a splice is bounded.
 #[derive(Debug, Clone, Copy)]
@@ -225,7 +228,8 @@ struct Counters<'a> {
 }
 
 /// One direction: fill one buffer with what the reader has, write it all (and flush, so TLS
-/// records leave at once), repeat; on EOF shut the writer down.
+/// records leave at once), repeat; on EOF shut the writer down. The buffer starts at
+/// [`SPLICE_START_BYTES`] and grows to `buffer_bytes` once a read fills it.
 async fn copy_one_way<R, W>(
     mut reader: ReadHalf<R>,
     mut writer: WriteHalf<W>,
@@ -238,11 +242,12 @@ where
     R: AsyncRead,
     W: AsyncWrite,
 {
-    let mut buffer = vec![0u8; buffer_bytes];
+    let mut buffer = vec![0u8; buffer_bytes.min(SPLICE_START_BYTES)];
     loop {
         let (n, after) = gather(&mut reader, &mut buffer)
             .await
             .map_err(|e| (side, e))?;
+        let filled = n == buffer.len();
         if n > 0 {
             activity.touch();
             let mut chunk = buffer.get(..n).unwrap_or_default();
@@ -257,6 +262,9 @@ where
                 activity.touch();
             }
             writer.flush().await.map_err(|e| (side, e))?;
+        }
+        if filled && buffer.len() < buffer_bytes {
+            buffer.resize(buffer_bytes, 0);
         }
         match after {
             AfterGather::More => {}

@@ -7,7 +7,7 @@
 //! removes everything it created; `lab up` does that first when a lab is left over.
 //! `lab show` prints the summary again. `lab compliance` writes `docs/compliance.md` from the
 //! output of a test run. `lab bench-tunnel [SECONDS]` and
-//! `lab bench-proxy [SECONDS] [IDLE]` run the benchmarks.
+//! `lab bench-proxy [SECONDS] [IDLE] [ROUNDS]` run the benchmarks.
 
 use std::path::PathBuf;
 
@@ -22,7 +22,7 @@ const USAGE: &str = "usage:
   lab compliance [--requirements FILE] [--log FILE]... [--out FILE]
                                                      write the compliance report of a test run
   lab bench-tunnel [SECONDS]
-  lab bench-proxy [SECONDS] [IDLE]
+  lab bench-proxy [SECONDS] [IDLE] [ROUNDS]
 DIR (where lab.json is kept) defaults to $RENKEI_LAB_DIR, else target/lab of the checkout.
 FILE is a config signing key from `renkei keygen --operator` for every box to trust (default:
 the lab makes one).
@@ -177,8 +177,12 @@ fn run(args: &[String]) -> anyhow::Result<()> {
                 Some(s) => s.parse().context("idle connections")?,
                 None => 10_000,
             };
+            let rounds: usize = match flags.positional.get(2) {
+                Some(s) => s.parse().context("rounds")?,
+                None => 1,
+            };
             anyhow::ensure!(renkei_lab::is_root(), "the lab needs root");
-            let report = renkei_lab::bench_proxy::proxy_benchmark(seconds, idle)?;
+            let report = renkei_lab::bench_proxy::proxy_benchmark(seconds, idle, rounds)?;
             print!("{}", renkei_lab::bench_proxy::report(&report));
             Ok(())
         }

@@ -1,0 +1,118 @@
+//! Per-process event counts during a benchmark run, from `perf stat` (Debian's linux-perf):
+//! CPU time, context switches and the system calls a proxy's data path makes. They say what a
+//! path costs inside each process per byte, which the machine-wide CPU time cannot split. A
+//! system-wide `perf record` of one measurement says where that time goes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+use anyhow::Context;
+
+/// The events counted: the process's CPU time, its context switches and the calls that move
+/// bytes or wait for them.
+const EVENTS: &[&str] = &[
+    "task-clock",
+    "context-switches",
+    "syscalls:sys_enter_read",
+    "syscalls:sys_enter_write",
+    "syscalls:sys_enter_recvfrom",
+    "syscalls:sys_enter_sendto",
+    "syscalls:sys_enter_recvmsg",
+    "syscalls:sys_enter_sendmsg",
+    "syscalls:sys_enter_sendmmsg",
+    "syscalls:sys_enter_recvmmsg",
+    "syscalls:sys_enter_writev",
+    "syscalls:sys_enter_epoll_wait",
+    "syscalls:sys_enter_epoll_pwait",
+    "syscalls:sys_enter_futex",
+];
+
+/// Starts `perf` with `args`, its stderr going to `stderr`.
+fn perf(args: &[&str], stderr: Stdio) -> anyhow::Result<Child> {
+    std::process::Command::new("perf")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .context("perf (Debian package linux-perf)")
+}
+
+/// Asks `perf` to stop (SIGINT makes it write its counts or its file).
+fn interrupt(child: &Child) -> anyhow::Result<()> {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).context("stopping perf")
+}
+
+/// A `perf stat` attached to one process until [`Counting::finish`].
+pub struct Counting {
+    child: Child,
+}
+
+impl Counting {
+    /// Starts counting [`EVENTS`] in every thread of `pid`.
+    pub fn start(pid: u32) -> anyhow::Result<Counting> {
+        let events = EVENTS.join(",");
+        let pid = pid.to_string();
+        let args = ["stat", "-x", ",", "-e", &events, "-p", &pid];
+        Ok(Counting {
+            child: perf(&args, Stdio::piped())?,
+        })
+    }
+
+    /// Stops counting and returns each event's count (task-clock in milliseconds).
+    pub fn finish(self) -> anyhow::Result<BTreeMap<String, f64>> {
+        interrupt(&self.child)?;
+        let out = self.child.wait_with_output().context("perf stat")?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        let mut counts = BTreeMap::new();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(',').collect();
+            let (Some(value), Some(event)) = (fields.first(), fields.get(2)) else {
+                continue;
+            };
+            if let Ok(value) = value.parse::<f64>() {
+                let name = event.trim_start_matches("syscalls:sys_enter_");
+                counts.insert(name.to_string(), value);
+            }
+        }
+        anyhow::ensure!(!counts.is_empty(), "perf stat counted nothing: {text}");
+        Ok(counts)
+    }
+}
+
+/// A system-wide `perf record` (every process, kernel included, 999 samples a second) until
+/// [`Recording::stop`], for `perf report --sort pid,sym` on one measurement.
+pub struct Recording {
+    child: Child,
+}
+
+impl Recording {
+    /// Starts recording into `file`.
+    pub fn start(file: &Path) -> anyhow::Result<Recording> {
+        let file = file.to_string_lossy();
+        let args = ["record", "-a", "-F", "999", "-o", &file];
+        Ok(Recording {
+            child: perf(&args, Stdio::null())?,
+        })
+    }
+
+    /// Stops recording and waits until the file is written.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        interrupt(&self.child)?;
+        self.child.wait().context("perf record")?;
+        Ok(())
+    }
+}
+
+/// Counts per MiB received, one line: `task-clock` as CPU milliseconds, the rest as events.
+pub fn per_mib(counts: &BTreeMap<String, f64>, bytes: f64) -> String {
+    let mib = bytes / (1024.0 * 1024.0);
+    counts
+        .iter()
+        .filter(|(_, v)| **v > 0.0)
+        .map(|(k, v)| format!("{k} {:.1}", v / mib))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
