@@ -1358,7 +1358,8 @@ fn avl3_an_upload_into_a_stalled_service_queues_at_most_the_lan_buffer_in_the_bo
         .start(Node::Clinic, &lab.full_config(Node::Clinic))
         .expect("clinic");
 
-    // The PC uploads until nothing moves for a second: every queue on the way is full.
+    // The PC uploads until nothing moves for three seconds in a row: every queue on the way is
+    // full (one blocked second could be a busy machine, not a full path).
     let service: std::net::SocketAddr =
         format!("{}:{SERVICE_PORT}", renkei_lab::lab::LAN_SERVICE_ADDRESS)
             .parse()
@@ -1373,10 +1374,22 @@ fn avl3_an_upload_into_a_stalled_service_queues_at_most_the_lan_buffer_in_the_bo
             let chunk = vec![0x5au8; 64 * 1024];
             let started = std::time::Instant::now();
             let mut sent = 0u64;
-            while started.elapsed() < Duration::from_secs(60) {
+            let mut blocked = 0;
+            while blocked < 3 && started.elapsed() < Duration::from_secs(90) {
                 match pc.write(&chunk) {
-                    Ok(n) => sent += n as u64,
-                    Err(_) => break,
+                    Ok(n) => {
+                        sent += n as u64;
+                        blocked = 0;
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        blocked += 1
+                    }
+                    Err(e) => panic!("upload after {sent} bytes: {e}"),
                 }
             }
             (pc, sent)
