@@ -1399,7 +1399,18 @@ fn avl3_an_upload_into_a_stalled_service_queues_at_most_the_lan_buffer_in_the_bo
 
     // The box's socket from the PC and the hub's socket to its target are LAN legs: their
     // receive buffers are the fixed one, and the stalled upload fills no more than that.
-    let fixed = 2 * u64::from(renkei::proxy::LAN_RECEIVE_BUFFER_BYTES);
+    // The kernel caps the request at rmem_max and reports twice that.
+    let rmem_max = lab
+        .ns(Node::Clinic)
+        .command("cat")
+        .arg("/proc/sys/net/core/rmem_max")
+        .output()
+        .expect("rmem_max");
+    let rmem_max: u64 = String::from_utf8_lossy(&rmem_max.stdout)
+        .trim()
+        .parse()
+        .expect("rmem_max value");
+    let fixed = 2 * rmem_max.min(u64::from(renkei::proxy::LAN_RECEIVE_BUFFER_BYTES));
     let from_pc = receive_queues(
         lab.ns(Node::Clinic),
         &format!("( sport = :{SERVICE_PORT} )"),
