@@ -161,11 +161,7 @@ pub struct TlsEnrolment {
 /// operator sees that a CSR and a WireGuard key come from the same box. The operator's CA
 /// decides which names the issued certificate carries.
 pub fn csr_common_name(wireguard_public: &[u8; keys::KEY_LEN]) -> String {
-    let hex: String = wireguard_public[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("renkei-{hex}")
+    format!("renkei-{}", crate::hex::lower(&wireguard_public[..8]))
 }
 
 /// First boot's TLS part (OPS-1): makes the box's ECDSA P-256 private key (mode 0600) unless it

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod control;
 pub mod enrolment;
+pub mod hex;
 pub mod keys;
 pub mod logging;
 pub mod notify;

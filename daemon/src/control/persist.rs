@@ -215,11 +215,7 @@ impl ConfigFiles {
 
 /// SHA-256 of `bytes` as lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::lower(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, PersistError> {

@@ -67,10 +67,7 @@ impl OperatorKey {
             .map(|d| d.as_bytes().to_vec())
             .unwrap_or_default();
         let digest = ring::digest::digest(&ring::digest::SHA256, &der);
-        let fingerprint = digest.as_ref()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>();
+        let fingerprint = crate::hex::lower(&digest.as_ref()[..8]);
         OperatorKey { key, fingerprint }
     }
 

@@ -113,22 +113,19 @@ async fn answer(stream: UnixStream, plane: &DataPlane, listen_port: u16) -> std:
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
 /// The `get=1` answer, in the order `wg` expects: interface keys, then one block per peer.
 pub(crate) fn get_response(plane: &DataPlane, listen_port: u16) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "private_key={}", hex(&plane.own_secret.to_bytes()));
+    let _ = writeln!(
+        out,
+        "private_key={}",
+        crate::hex::lower(&plane.own_secret.to_bytes())
+    );
     let _ = writeln!(out, "listen_port={listen_port}");
     let now = Instant::now();
     for peer in &plane.peers {
         let snapshot = peer.snapshot(now);
-        let _ = writeln!(out, "public_key={}", hex(&peer.public_key));
+        let _ = writeln!(out, "public_key={}", crate::hex::lower(&peer.public_key));
         if let Some(endpoint) = snapshot.endpoint {
             let _ = writeln!(out, "endpoint={endpoint}");
         }
