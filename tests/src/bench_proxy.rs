@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::lab::{service_toml, Lab, Node, Peer};
+use crate::lab::{service_toml, Lab, Node, Peer, TLS_SECTION};
 use crate::perfcount::{per_mib, Counting, Recording};
 use crate::wait::wait_until;
 
@@ -140,7 +140,13 @@ fn iperf(
         let counting: Vec<_> = if count {
             counted
                 .iter()
-                .filter_map(|(name, pid)| Some((*name, Counting::start((*pid)?).ok()?)))
+                .filter_map(|(name, pid)| match Counting::start((*pid)?) {
+                    Ok(counting) => Some((*name, counting)),
+                    Err(e) => {
+                        eprintln!("{port} x{streams} {name}: {e:#}");
+                        None
+                    }
+                })
                 .collect()
         } else {
             Vec::new()
@@ -149,7 +155,9 @@ fn iperf(
             let file = (1..)
                 .map(|n| PathBuf::from(format!("{}.{port}x{streams}.{n}", prefix.display())))
                 .find(|f| !f.exists())?;
-            Recording::start(&file).ok()
+            Recording::start(&file)
+                .map_err(|e| eprintln!("{port} x{streams}: {e:#}"))
+                .ok()
         });
         let before = CpuTicks::now().ok()?;
         let out = client_ns
@@ -190,10 +198,6 @@ fn iperf(
             cpu_ns_per_byte: after.busy_secs_since(before) * 1e9 / bytes,
         })
     })
-}
-
-fn tls_section() -> &'static str {
-    "\n[tls]\ncertificate_file = \"tls/box.crt\"\nprivate_key_file = \"tls/box.key\"\nca_file = \"tls/operator-ca.crt\"\n"
 }
 
 fn with_limits(service: String) -> String {
@@ -266,7 +270,7 @@ pub fn proxy_benchmark(seconds: u32, idle: usize, rounds: usize) -> anyhow::Resu
     let hub_tunnel = Node::Hub.tunnel_address();
     let clinic_lan = Node::Clinic.lan_address().context("clinic LAN")?;
     let mut hub_config = lab.tunnel_config(Node::Hub);
-    hub_config.push_str(tls_section());
+    hub_config.push_str(TLS_SECTION);
     let clinic_identity = Node::Clinic.tls_name();
     hub_config.push_str(&with_limits(service_toml(
         "bulk",
@@ -285,7 +289,7 @@ pub fn proxy_benchmark(seconds: u32, idle: usize, rounds: usize) -> anyhow::Resu
     let mut clinic_config = lab
         .tunnel_config(Node::Clinic)
         .replace("mode = \"on_demand\"", "mode = \"always_on\"");
-    clinic_config.push_str(tls_section());
+    clinic_config.push_str(TLS_SECTION);
     let hub_name = Node::Hub.tls_name();
     clinic_config.push_str(&with_limits(service_toml(
         "bulk",

@@ -358,15 +358,7 @@ allowed_ips = ["{hub_tunnel}/32"]
     /// default, so `str::replace` can change it; `# crl_file = ...` can be uncommented.
     pub fn full_config(&self, node: Node) -> String {
         let mut text = self.tunnel_config(node);
-        text.push_str(
-            r#"
-[tls]
-certificate_file = "tls/box.crt"
-private_key_file = "tls/box.key"
-ca_file = "tls/operator-ca.crt"
-# crl_file = "tls/operator-ca.crl"
-"#,
-        );
+        text.push_str(TLS_SECTION);
         match node {
             Node::Clinic => text.push_str(&service_toml(
                 "documents",
@@ -445,6 +437,16 @@ impl Drop for Lab {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The `[tls]` section of every lab box: its certificate, key and the operator CA in the box's
+/// `tls/` folder; `# crl_file = ...` can be uncommented.
+pub const TLS_SECTION: &str = r#"
+[tls]
+certificate_file = "tls/box.crt"
+private_key_file = "tls/box.key"
+ca_file = "tls/operator-ca.crt"
+# crl_file = "tls/operator-ca.crl"
+"#;
 
 /// Port of every TLS service of the demo chain.
 pub const SERVICE_PORT: u16 = 8443;

@@ -4,6 +4,7 @@
 //! system-wide `perf record` of one measurement says where that time goes.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Stdio};
 
@@ -28,27 +29,47 @@ const EVENTS: &[&str] = &[
     "syscalls:sys_enter_futex",
 ];
 
-/// Starts `perf` with `args`, its stderr going to `stderr`.
-fn perf(args: &[&str], stderr: Stdio) -> anyhow::Result<Child> {
-    std::process::Command::new("perf")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .context("perf (Debian package linux-perf)")
+/// A running `perf`. Dropped before it was stopped (a measurement that failed halfway), it is
+/// stopped and reaped all the same, so no `perf` outlives its measurement.
+struct Perf(Child);
+
+impl Perf {
+    /// Starts `perf` with `args`, its stderr going to `stderr`.
+    fn start(args: &[&str], stderr: Stdio) -> anyhow::Result<Perf> {
+        let child = std::process::Command::new("perf")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .context("perf (Debian package linux-perf)")?;
+        Ok(Perf(child))
+    }
+
+    /// Stops it (SIGINT makes perf write its counts or its file), waits for it and returns
+    /// what it wrote to a piped stderr.
+    fn stop(&mut self) -> anyhow::Result<String> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id())?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).context("stopping perf")?;
+        let mut text = String::new();
+        if let Some(mut stderr) = self.0.stderr.take() {
+            stderr.read_to_string(&mut text).context("perf's output")?;
+        }
+        self.0.wait().context("waiting for perf")?;
+        Ok(text)
+    }
 }
 
-/// Asks `perf` to stop (SIGINT makes it write its counts or its file).
-fn interrupt(child: &Child) -> anyhow::Result<()> {
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).context("stopping perf")
+impl Drop for Perf {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.stop();
+        }
+    }
 }
 
 /// A `perf stat` attached to one process until [`Counting::finish`].
-pub struct Counting {
-    child: Child,
-}
+pub struct Counting(Perf);
 
 impl Counting {
     /// Starts counting [`EVENTS`] in every thread of `pid`.
@@ -56,16 +77,12 @@ impl Counting {
         let events = EVENTS.join(",");
         let pid = pid.to_string();
         let args = ["stat", "-x", ",", "-e", &events, "-p", &pid];
-        Ok(Counting {
-            child: perf(&args, Stdio::piped())?,
-        })
+        Ok(Counting(Perf::start(&args, Stdio::piped())?))
     }
 
     /// Stops counting and returns each event's count (task-clock in milliseconds).
-    pub fn finish(self) -> anyhow::Result<BTreeMap<String, f64>> {
-        interrupt(&self.child)?;
-        let out = self.child.wait_with_output().context("perf stat")?;
-        let text = String::from_utf8_lossy(&out.stderr);
+    pub fn finish(mut self) -> anyhow::Result<BTreeMap<String, f64>> {
+        let text = self.0.stop()?;
         let mut counts = BTreeMap::new();
         for line in text.lines() {
             let fields: Vec<&str> = line.split(',').collect();
@@ -84,25 +101,19 @@ impl Counting {
 
 /// A system-wide `perf record` (every process, kernel included, 999 samples a second) until
 /// [`Recording::stop`], for `perf report --sort pid,sym` on one measurement.
-pub struct Recording {
-    child: Child,
-}
+pub struct Recording(Perf);
 
 impl Recording {
     /// Starts recording into `file`.
     pub fn start(file: &Path) -> anyhow::Result<Recording> {
         let file = file.to_string_lossy();
         let args = ["record", "-a", "-F", "999", "-o", &file];
-        Ok(Recording {
-            child: perf(&args, Stdio::null())?,
-        })
+        Ok(Recording(Perf::start(&args, Stdio::null())?))
     }
 
     /// Stops recording and waits until the file is written.
     pub fn stop(mut self) -> anyhow::Result<()> {
-        interrupt(&self.child)?;
-        self.child.wait().context("perf record")?;
-        Ok(())
+        self.0.stop().map(drop)
     }
 }
 

@@ -1333,9 +1333,7 @@ fn avl3_an_upload_into_a_stalled_service_queues_at_most_the_lan_buffer_in_the_bo
     use std::io::Write;
     let lab = Lab::new().expect("lab");
     let mut hub_config = lab.tunnel_config(Node::Hub);
-    hub_config.push_str(
-        "\n[tls]\ncertificate_file = \"tls/box.crt\"\nprivate_key_file = \"tls/box.key\"\nca_file = \"tls/operator-ca.crt\"\n",
-    );
+    hub_config.push_str(renkei_lab::lab::TLS_SECTION);
     hub_config.push_str(&service_toml(
         "portal",
         "inbound",
