@@ -1,7 +1,7 @@
 //! renkei: the daemon of a regional medical information network's edge box.
 //!
 //! The library holds every part of the daemon so that the lab and the integration tests drive
-//! the same code the binary runs. See `../shared/design/architecture.md` for how they fit.
+//! the same code the binary runs.
 
 pub mod config;
 pub mod control;

@@ -1,5 +1,5 @@
 //! TLS for every proxied and management connection: the CRYPTREC high-security profile
-//! (`shared/design/crypto-profile.md`), the box's certificates and their hot reload, and peer
+//! (`docs/crypto-profile.md`), the box's certificates and their hot reload, and peer
 //! identity allowlists.
 //!
 //! Nothing outside `profile` names a cipher suite, group or signature scheme, and nothing here

@@ -1,4 +1,4 @@
-//! The CRYPTREC high-security TLS profile, pinned in code (`shared/design/crypto-profile.md`).
+//! The CRYPTREC high-security TLS profile, pinned in code (`docs/crypto-profile.md`).
 //!
 //! This is the only module that names cipher suites, key exchange groups, signature schemes and
 //! protocol versions. Every `ServerConfig` and `ClientConfig` in renkei is built here, from one
