@@ -33,6 +33,8 @@ const HANDSHAKE_RATE_LIMIT: u64 = 100;
 pub const TICK: Duration = Duration::from_millis(250);
 /// WireGuard message type of a handshake initiation.
 const MESSAGE_HANDSHAKE_INIT: u8 = 1;
+/// WireGuard message type of a cookie reply.
+const MESSAGE_COOKIE_REPLY: u8 = 3;
 /// WireGuard message type of transport data.
 const MESSAGE_DATA: u8 = 4;
 
@@ -49,7 +51,8 @@ pub struct TunnelCounters {
     pub dropped_source_not_allowed: AtomicU64,
     /// Packets that were not IP at all.
     pub dropped_malformed: AtomicU64,
-    /// UDP datagrams that were not valid WireGuard messages or failed authentication.
+    /// UDP datagrams that were not valid WireGuard messages, failed authentication, or were
+    /// replayed handshake initiations (see `replay`).
     pub invalid_datagrams: AtomicU64,
     /// Packets dropped because the peer's endpoint is unknown.
     pub dropped_no_endpoint: AtomicU64,
@@ -385,12 +388,12 @@ impl DataPlane {
         }
     }
 
-    fn invalid(&self, from: SocketAddr, why: &str) {
+    fn invalid(&self, from: SocketAddr, why: impl std::fmt::Display) {
         self.counters
             .invalid_datagrams
             .fetch_add(1, Ordering::Relaxed);
         if let Some(suppressed) = self.invalid_log.check(Instant::now()) {
-            tracing::warn!(source = %from, why, suppressed, "dropped invalid datagram");
+            tracing::warn!(source = %from, why = %why, suppressed, "dropped invalid datagram");
         }
     }
 
@@ -399,7 +402,8 @@ impl DataPlane {
             Ok(p) => p,
             Err(_) => return self.invalid(from, "not a WireGuard message"),
         };
-        let (peer, is_init, is_response) = match &packet {
+        let kind = MessageKind::of(&packet);
+        let peer = match &packet {
             Packet::HandshakeInit(init) => {
                 // Check mac1 (and, under load, the cookie) before any Diffie-Hellman work.
                 let mut cookie = [0u8; 64];
@@ -408,31 +412,30 @@ impl DataPlane {
                     .verify_packet(Some(from.ip()), datagram, &mut cookie)
                 {
                     Ok(_) => {}
-                    Err(TunnResult::WriteToNetwork(reply)) => {
-                        if let Err(e) = self
-                            .udp
-                            .socket()
-                            .try_send_to(reply, self.udp.wire_address(from))
-                        {
-                            self.send_failed(from, &e);
-                        }
-                        return;
-                    }
+                    Err(TunnResult::WriteToNetwork(reply)) => return self.send_cookie(reply, from),
                     Err(_) => return self.invalid(from, "handshake failed mac check"),
                 }
                 let Ok(half) = parse_handshake_anon(&self.own_secret, &self.own_public, init)
                 else {
                     return self.invalid(from, "handshake from an unknown key");
                 };
-                let peer = self
+                let Some(peer) = self
                     .peers
                     .iter()
-                    .find(|p| p.public_key == half.peer_static_public);
-                (peer, true, false)
+                    .find(|p| p.public_key == half.peer_static_public)
+                else {
+                    return self.invalid(from, "no peer for this message");
+                };
+                // The peer's newest accepted timestamp outlives its sessions: a replay is
+                // refused here even when the session (and boringtun's memory of it) is gone.
+                if let Err(refused) = peer.replay_gate().admit(from.ip(), datagram) {
+                    return self.invalid(from, refused);
+                }
+                Some(peer)
             }
-            Packet::HandshakeResponse(p) => (self.peer_by_index(p.receiver_idx), false, true),
-            Packet::PacketCookieReply(p) => (self.peer_by_index(p.receiver_idx), false, false),
-            Packet::PacketData(p) => (self.peer_by_index(p.receiver_idx), false, false),
+            Packet::HandshakeResponse(p) => self.peer_by_index(p.receiver_idx),
+            Packet::PacketCookieReply(p) => self.peer_by_index(p.receiver_idx),
+            Packet::PacketData(p) => self.peer_by_index(p.receiver_idx),
         };
         let Some(peer) = peer else {
             return self.invalid(from, "no peer for this message");
@@ -440,7 +443,7 @@ impl DataPlane {
 
         let mut state = peer.lock();
         if state.tunn.is_none() {
-            if !is_init {
+            if kind != MessageKind::Initiation {
                 return self.invalid(from, "no session for this message");
             }
             // An idle on-demand box still answers the hub: that is not sending on its own.
@@ -451,12 +454,20 @@ impl DataPlane {
         };
         let mut reply: Option<Vec<u8>> = None;
         let mut delivered = false;
-        match tunn.decapsulate(Some(from.ip()), datagram, out) {
-            TunnResult::Done => {}
-            TunnResult::Err(_) => {
-                drop(state);
-                return self.invalid(from, "failed authentication");
-            }
+        let result = tunn.decapsulate(Some(from.ip()), datagram, out);
+        if !proves_peer(kind, &result) {
+            drop(state);
+            return match result {
+                // Under load boringtun answers a handshake message with a cookie, to its source.
+                TunnResult::WriteToNetwork(cookie) => self.send_cookie(cookie, from),
+                TunnResult::Err(_) => self.invalid(from, "failed authentication"),
+                // A cookie reply boringtun accepted only sets mac2 for the next handshake: it
+                // is sealed with the peer's public key, so it proves nothing about the sender.
+                _ => {}
+            };
+        }
+        match result {
+            TunnResult::Done | TunnResult::Err(_) => {}
             TunnResult::WriteToNetwork(bytes) => reply = Some(bytes.to_vec()),
             TunnResult::WriteToTunnelV4(bytes, _) | TunnResult::WriteToTunnelV6(bytes, _) => {
                 match filter::incoming(bytes, self.own_address, |ip| peer.owns(ip)) {
@@ -486,7 +497,7 @@ impl DataPlane {
             Event::Authenticated
         };
         self.policy_event(peer, &mut state, event, &mut scratch, backlog);
-        if is_init || is_response {
+        if matches!(kind, MessageKind::Initiation | MessageKind::Response) {
             self.handshake_completed(peer, &mut state, &mut scratch, backlog);
         }
         if let Some(reply) = reply {
@@ -499,6 +510,18 @@ impl DataPlane {
                 let bytes = bytes.to_vec();
                 self.send_for_peer(peer, &mut state, &bytes, backlog);
             }
+        }
+    }
+
+    /// Sends a cookie reply to where the handshake message came from (not to the peer's
+    /// endpoint: the message is not authenticated yet).
+    fn send_cookie(&self, cookie: &[u8], to: SocketAddr) {
+        if let Err(e) = self
+            .udp
+            .socket()
+            .try_send_to(cookie, self.udp.wire_address(to))
+        {
+            self.send_failed(to, &e);
         }
     }
 
@@ -641,4 +664,157 @@ impl DataPlane {
 /// IPv4 peers arrive as v4-mapped addresses on a dual-stack socket; show and compare them as v4.
 fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// The four WireGuard message types, as received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MessageKind {
+    Initiation,
+    Response,
+    CookieReply,
+    Data,
+}
+
+impl MessageKind {
+    fn of(packet: &Packet) -> Self {
+        match packet {
+            Packet::HandshakeInit(_) => MessageKind::Initiation,
+            Packet::HandshakeResponse(_) => MessageKind::Response,
+            Packet::PacketCookieReply(_) => MessageKind::CookieReply,
+            Packet::PacketData(_) => MessageKind::Data,
+        }
+    }
+}
+
+/// Whether boringtun's answer to a message of `kind` proves the message came from the peer
+/// (its static key, or keys only a completed handshake with it gives): only then may the
+/// endpoint move, the handshake count, the policy hear of it. A completed handshake answers
+/// with a message of our own (a response to an initiation, a keepalive to a response); a data
+/// packet decrypts (to a packet or a keepalive). A cookie reply never proves anything: it is
+/// sealed with the peer's public key, so anyone who saw our handshake message can make one;
+/// neither does a cookie boringtun writes under load in place of handling the message.
+fn proves_peer(kind: MessageKind, result: &TunnResult) -> bool {
+    match (kind, result) {
+        (_, TunnResult::Err(_)) | (MessageKind::CookieReply, _) => false,
+        (_, TunnResult::WriteToNetwork(bytes)) => bytes.first() != Some(&MESSAGE_COOKIE_REPLY),
+        (MessageKind::Data, _) => true,
+        (MessageKind::Initiation | MessageKind::Response, _) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const CLINIC_WAN: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 20));
+    const HUB_WAN: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+    const ATTACKER_WAN: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 99));
+
+    struct Keys {
+        hub: StaticSecret,
+        clinic: StaticSecret,
+    }
+
+    impl Keys {
+        fn new() -> Self {
+            Keys {
+                hub: StaticSecret::from([0x11; 32]),
+                clinic: StaticSecret::from([0x22; 32]),
+            }
+        }
+
+        fn hub_public(&self) -> PublicKey {
+            PublicKey::from(&self.hub)
+        }
+
+        /// The clinic's session with the hub, or the hub's with the clinic, as `new_tunn` makes
+        /// them (`limiter` none: boringtun's own per-peer limiter).
+        fn clinic_tunn(&self) -> Tunn {
+            Tunn::new(self.clinic.clone(), self.hub_public(), None, None, 1, None)
+        }
+
+        fn hub_tunn(&self, limiter: Option<Arc<RateLimiter>>) -> Tunn {
+            let clinic = PublicKey::from(&self.clinic);
+            Tunn::new(self.hub.clone(), clinic, None, None, 2, limiter)
+        }
+    }
+
+    fn written(result: TunnResult) -> Vec<u8> {
+        match result {
+            TunnResult::WriteToNetwork(bytes) => bytes.to_vec(),
+            _ => panic!("boringtun wrote nothing to the network"),
+        }
+    }
+
+    #[test]
+    fn int1_a_real_handshake_and_data_prove_the_peer() {
+        let keys = Keys::new();
+        let (mut clinic, mut hub) = (keys.clinic_tunn(), keys.hub_tunn(None));
+        let (mut a, mut b) = ([0u8; 2048], [0u8; 2048]);
+
+        let init = written(clinic.format_handshake_initiation(&mut a, false));
+        let result = hub.decapsulate(Some(CLINIC_WAN), &init, &mut b);
+        assert!(proves_peer(MessageKind::Initiation, &result));
+        let response = written(result);
+        let result = clinic.decapsulate(Some(HUB_WAN), &response, &mut a);
+        assert!(proves_peer(MessageKind::Response, &result));
+        let keepalive = written(result);
+        let result = hub.decapsulate(Some(CLINIC_WAN), &keepalive, &mut b);
+        assert!(matches!(result, TunnResult::Done), "a keepalive");
+        assert!(proves_peer(MessageKind::Data, &result));
+
+        // A data packet garbled on the way does not.
+        let mut garbled = keepalive.clone();
+        if let Some(last) = garbled.last_mut() {
+            *last ^= 1;
+        }
+        let result = hub.decapsulate(Some(ATTACKER_WAN), &garbled, &mut b);
+        assert!(!proves_peer(MessageKind::Data, &result));
+    }
+
+    /// The attack: someone who saw the clinic's initiation on the wire and knows the hub's
+    /// public key (it is no secret) seals a cookie reply for it. boringtun accepts it, as it
+    /// must (it only sets mac2 for the next handshake); it must not move the clinic's endpoint.
+    #[test]
+    fn int1_a_forged_cookie_reply_that_boringtun_accepts_proves_nothing() {
+        let keys = Keys::new();
+        let mut clinic = keys.clinic_tunn();
+        let mut a = [0u8; 2048];
+        let init = written(clinic.format_handshake_initiation(&mut a, false));
+
+        let attacker = RateLimiter::new(&keys.hub_public(), 0);
+        let mut forged = [0u8; 64];
+        let Err(TunnResult::WriteToNetwork(cookie)) =
+            attacker.verify_packet(Some(CLINIC_WAN), &init, &mut forged)
+        else {
+            panic!("a limiter with no allowance answers with a cookie reply");
+        };
+        let cookie = cookie.to_vec();
+        assert_eq!(cookie.first(), Some(&MESSAGE_COOKIE_REPLY));
+
+        let result = clinic.decapsulate(Some(ATTACKER_WAN), &cookie, &mut a);
+        assert!(
+            matches!(result, TunnResult::Done),
+            "boringtun takes the forged cookie"
+        );
+        assert!(!proves_peer(MessageKind::CookieReply, &result));
+    }
+
+    /// Under load boringtun answers a handshake message with a cookie reply of its own instead
+    /// of handling it: nothing is proven then either.
+    #[test]
+    fn int1_a_cookie_boringtun_writes_under_load_proves_nothing() {
+        let keys = Keys::new();
+        let mut clinic = keys.clinic_tunn();
+        let loaded = Arc::new(RateLimiter::new(&keys.hub_public(), 0));
+        let mut hub = keys.hub_tunn(Some(loaded));
+        let (mut a, mut b) = ([0u8; 2048], [0u8; 2048]);
+        let init = written(clinic.format_handshake_initiation(&mut a, false));
+        let result = hub.decapsulate(Some(CLINIC_WAN), &init, &mut b);
+        assert!(
+            matches!(&result, TunnResult::WriteToNetwork(bytes) if bytes.first() == Some(&MESSAGE_COOKIE_REPLY))
+        );
+        assert!(!proves_peer(MessageKind::Initiation, &result));
+    }
 }

@@ -10,6 +10,7 @@ pub mod filter;
 mod netlink;
 mod peer;
 pub mod policy;
+mod replay;
 pub mod resume;
 mod settle;
 mod tun;
@@ -98,7 +99,13 @@ pub struct Tunnel {
     tasks: JoinSet<()>,
     /// What it was started from: a config change that leaves these equal keeps it running.
     settings: TunnelSettings,
+    /// Every peer's replay gate, by public key: a restart gives the same peer the same gate.
+    replay: ReplayGates,
 }
+
+/// The replay gates of every peer configured since the daemon started, by public key. Kept
+/// when a peer leaves the config, so that a peer put back is still protected.
+type ReplayGates = HashMap<[u8; 32], Arc<Mutex<replay::ReplayGate>>>;
 
 /// What [`Tunnel::reconfigure`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,7 +196,8 @@ impl Tunnel {
     /// Creates and configures the interface, binds the UDP port, starts the data plane and the
     /// policy (an always-on box initiates a handshake at once).
     pub async fn start(config: &Config) -> Result<Tunnel, TunnelError> {
-        let (plane, info, tasks) = Self::build(config, None).await?;
+        let mut replay = ReplayGates::new();
+        let (plane, info, tasks) = Self::build(config, None, &mut replay).await?;
         Ok(Tunnel {
             handle: TunnelHandle {
                 slot: Arc::new(RwLock::new(Current {
@@ -201,6 +209,7 @@ impl Tunnel {
             plane: Some(plane),
             tasks,
             settings: TunnelSettings::of(config),
+            replay,
         })
     }
 
@@ -252,7 +261,7 @@ impl Tunnel {
         };
         // From here on a failure leaves the tunnel down, and `plane` None makes the next
         // reconfigure (the rollback) rebuild it whatever its settings.
-        let (plane, info, tasks) = Self::build(config, kept).await?;
+        let (plane, info, tasks) = Self::build(config, kept, &mut self.replay).await?;
         // The open connections' holds go onto the new peers in the same step as the plane
         // becomes current: a guard dropped meanwhile is either counted out before or released
         // on the new plane after.
@@ -309,10 +318,12 @@ impl Tunnel {
         }
     }
 
-    /// Builds the tunnel on `tun` (the kept device of a restart) or a new TUN device.
+    /// Builds the tunnel on `tun` (the kept device of a restart) or a new TUN device; peers
+    /// keep their replay gates from `replay` (new peers get one there).
     async fn build(
         config: &Config,
         tun: Option<tun::Tun>,
+        replay: &mut ReplayGates,
     ) -> Result<(Arc<DataPlane>, Arc<TunnelInfo>, JoinSet<()>), TunnelError> {
         let tunnel = &config.tunnel;
         let secret = keys::read_private_key(&tunnel.private_key_file)?;
@@ -369,6 +380,12 @@ impl Tunnel {
                 None => None,
             };
             let (link_state, _) = watch::channel(LinkState::Idle);
+            let gate = Arc::clone(replay.entry(public_key).or_insert_with(|| {
+                Arc::new(Mutex::new(replay::ReplayGate::new(&secret, public_key)))
+            }));
+            gate.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .set_own_key(&secret);
             peers.push(Arc::new(Peer {
                 name: pc.name.clone(),
                 public_key,
@@ -386,6 +403,7 @@ impl Tunnel {
                     alarm: false,
                 }),
                 link_state,
+                replay: gate,
             }));
         }
 
@@ -735,7 +753,7 @@ pub struct DropCounts {
     pub source_not_allowed: u64,
     /// Not IP.
     pub malformed: u64,
-    /// Not WireGuard, or failed authentication.
+    /// Not WireGuard, failed authentication, or a replayed handshake initiation.
     pub invalid_datagrams: u64,
     /// Peer endpoint unknown.
     pub no_endpoint: u64,

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use boringtun::noise::Tunn;
@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::policy::{LinkState, Policy};
+use super::replay::ReplayGate;
 
 /// Counters of one peer; read without locking by the status page and `wg show`.
 #[derive(Debug, Default)]
@@ -44,7 +45,8 @@ impl PeerCounters {
 pub(crate) struct PeerState {
     /// `None` while no session exists: on-demand idle, or never connected.
     pub tunn: Option<Box<Tunn>>,
-    /// Where to send: configured, then following the last authenticated packet (roaming).
+    /// Where to send: configured, then following the last authenticated packet (roaming): a
+    /// completed handshake or a decrypted data packet, never a cookie reply.
     pub endpoint: Option<SocketAddr>,
     pub policy: Policy,
     pub last_handshake: Option<SystemTime>,
@@ -70,6 +72,9 @@ pub struct Peer {
     pub counters: PeerCounters,
     pub(crate) state: Mutex<PeerState>,
     pub(crate) link_state: watch::Sender<LinkState>,
+    /// The newest handshake initiation accepted from the peer. Outside `state` and shared with
+    /// the same peer of a restarted tunnel: it must outlive every session (see `replay`).
+    pub(crate) replay: Arc<Mutex<ReplayGate>>,
 }
 
 impl Peer {
@@ -89,6 +94,11 @@ impl Peer {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, PeerState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The replay gate; never locked while `state` is.
+    pub(crate) fn replay_gate(&self) -> MutexGuard<'_, ReplayGate> {
+        self.replay.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A consistent copy of what the status page, metrics and `wg show` print.
