@@ -20,7 +20,7 @@ use super::server::Site;
 use super::stats::PageStats;
 use crate::ratelimit::LogGate;
 use crate::status::assets;
-use crate::status::auth::{self, Admission, LoginLimiter, SessionStore};
+use crate::status::auth::{self, Guarded, LoginLimiter, SessionStore};
 use crate::status::events::{EventLog, Level};
 use crate::status::StatusSource;
 
@@ -70,36 +70,47 @@ impl PageSite {
             return text(StatusCode::FORBIDDEN, "cross-origin login refused");
         }
         let address = peer.ip();
-        let admission = self
-            .limiter
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .admit(address, Instant::now());
-        if let Admission::Wait(wait) = admission {
-            self.stats.login_failures.fetch_add(1, Ordering::Relaxed);
-            return login_page_wait(wait);
-        }
-        let body = match read_body(request).await {
-            Ok(body) => body,
-            Err(response) => return response,
+        let check = async {
+            let body = read_body(request).await.map_err(Refusal::Request)?;
+            let Some(password) = form_field(&body, "password") else {
+                return Err(Refusal::Request(login_page(
+                    StatusCode::BAD_REQUEST,
+                    assets::LOGIN_ERROR_MISSING,
+                )));
+            };
+            let Ok(_permit) = self.checks.acquire().await else {
+                return Err(Refusal::Request(text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting down",
+                )));
+            };
+            let hash = self.password_hash.clone();
+            let ok = tokio::task::spawn_blocking(move || auth::verify_password(&hash, &password))
+                .await
+                .unwrap_or(false);
+            if ok {
+                Ok(())
+            } else {
+                Err(Refusal::Wrong)
+            }
         };
-        let Some(password) = form_field(&body, "password") else {
-            return login_page(StatusCode::BAD_REQUEST, assets::LOGIN_ERROR_MISSING);
+        let delay = match auth::guarded(&self.limiter, address, Instant::now, check).await {
+            Guarded::Accepted(()) => None,
+            Guarded::Wait(wait) => {
+                self.stats.login_failures.fetch_add(1, Ordering::Relaxed);
+                return login_page_wait(wait);
+            }
+            Guarded::Refused {
+                reason: Refusal::Request(response),
+                ..
+            } => return response,
+            Guarded::Refused {
+                reason: Refusal::Wrong,
+                delay,
+            } => Some(delay),
         };
-        let Ok(_permit) = self.checks.acquire().await else {
-            return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
-        };
-        let hash = self.password_hash.clone();
-        let ok = tokio::task::spawn_blocking(move || auth::verify_password(&hash, &password))
-            .await
-            .unwrap_or(false);
         let now = Instant::now();
-        if !ok {
-            let delay = self
-                .limiter
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .failed(address, now);
+        if let Some(delay) = delay {
             self.stats.login_failures.fetch_add(1, Ordering::Relaxed);
             if let (Some(events), Some(suppressed)) = (self.events(), FAILED_LOGIN_EVENT.check(now))
             {
@@ -119,10 +130,7 @@ impl PageSite {
             }
             return login_page(StatusCode::UNAUTHORIZED, assets::LOGIN_ERROR_WRONG);
         }
-        self.limiter
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .succeeded(address);
+
         let created = self
             .sessions
             .lock()
@@ -174,6 +182,14 @@ impl PageSite {
             Err(e) => json_error(StatusCode::GATEWAY_TIMEOUT, &e),
         }
     }
+}
+
+/// Why a login check failed.
+enum Refusal {
+    /// The request itself was unusable (too large, too slow, no password field): its answer.
+    Request(Response<Body>),
+    /// Wrong credentials.
+    Wrong,
 }
 
 fn login_page(status: StatusCode, error: &str) -> Response<Body> {
