@@ -72,11 +72,23 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
         .is_ok()
 }
 
+/// What a session may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Everything the page offers.
+    Full,
+    /// Only enrol a second factor: the password was right, but the box requires a second
+    /// factor and the administrator has none yet (AUTH-3).
+    EnrolmentOnly,
+}
+
 /// One logged-in administrator.
 #[derive(Debug, Clone)]
 pub struct Session {
     /// Must accompany every state-changing request of this session.
     pub csrf_token: String,
+    /// What the session may do.
+    pub access: Access,
     /// When the session ends, whatever happens.
     pub expires: Instant,
     created: Instant,
@@ -99,7 +111,7 @@ impl SessionStore {
     }
 
     /// Opens a session; returns its token (for the cookie) and the session.
-    pub fn create(&mut self, now: Instant) -> Result<(String, Session), AuthError> {
+    pub fn create(&mut self, now: Instant, access: Access) -> Result<(String, Session), AuthError> {
         self.sessions.retain(|_, s| s.expires > now);
         while self.sessions.len() >= MAX_SESSIONS {
             let Some(oldest) = self
@@ -115,6 +127,7 @@ impl SessionStore {
         let token = new_token()?;
         let session = Session {
             csrf_token: new_token()?,
+            access,
             expires: now + self.ttl,
             created: now,
         };
@@ -352,7 +365,7 @@ mod tests {
     fn auth1_sessions_expire_and_can_be_ended() {
         let t0 = Instant::now();
         let mut store = SessionStore::new(Duration::from_secs(60));
-        let (token, session) = store.create(t0).expect("session");
+        let (token, session) = store.create(t0, Access::Full).expect("session");
         assert_eq!(token.len(), 43, "32 bytes of URL-safe base64");
         assert_ne!(token, session.csrf_token);
         assert!(store.get(&token, t0 + Duration::from_secs(59)).is_some());
@@ -360,7 +373,7 @@ mod tests {
         assert!(store.get(&token, t0 + Duration::from_secs(60)).is_none());
         assert!(store.is_empty(t0), "an expired session is removed");
 
-        let (token, _) = store.create(t0).expect("session");
+        let (token, _) = store.create(t0, Access::Full).expect("session");
         store.remove(&token);
         assert!(store.get(&token, t0).is_none());
     }
@@ -369,11 +382,11 @@ mod tests {
     fn auth1_session_count_is_bounded_oldest_first() {
         let t0 = Instant::now();
         let mut store = SessionStore::new(Duration::from_secs(3600));
-        let (first, _) = store.create(t0).expect("session");
+        let (first, _) = store.create(t0, Access::Full).expect("session");
         let mut last = String::new();
         for i in 1..=MAX_SESSIONS {
             last = store
-                .create(t0 + Duration::from_millis(i as u64))
+                .create(t0 + Duration::from_millis(i as u64), Access::Full)
                 .expect("session")
                 .0;
         }

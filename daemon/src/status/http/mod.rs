@@ -9,6 +9,7 @@
 //! `enrolment_site`) and `stats` (the numbers shared with the status document).
 
 mod enrolment_site;
+mod factor_page;
 mod metrics_site;
 mod page;
 mod respond;
@@ -26,13 +27,14 @@ use tokio::task::JoinSet;
 
 use super::auth::{LoginLimiter, SessionStore};
 use super::cert::{self, CertError, PageCertificate};
+use super::second_factor::FactorStore;
 use super::StatusSource;
 use crate::config::StatusConfig;
 use crate::tls::CredentialStore;
 pub use enrolment_site::{serve_enrolment, EnrolmentServer, CSR_DOWNLOAD_PATH};
 use metrics_site::MetricsSite;
 use page::PageSite;
-pub use page::{CSRF_HEADER, MAX_CONCURRENT_PASSWORD_CHECKS};
+pub use page::{CSRF_HEADER, MAX_CONCURRENT_PASSWORD_CHECKS, SECOND_FACTOR_PATH};
 pub use respond::{
     form_field, session_cookie, BODY_READ_TIMEOUT_SECS, MAX_BODY_BYTES, SESSION_COOKIE,
 };
@@ -148,7 +150,14 @@ impl StatusServer {
             checks: Semaphore::new(MAX_CONCURRENT_PASSWORD_CHECKS),
             stats: Arc::clone(&stats),
             https: certificate.is_some(),
+            factors: Arc::new(FactorStore::new(state_dir)),
+            require_second_factor: config.second_factor_required(),
         });
+        if config.require_second_factor.is_none() {
+            tracing::warn!(
+                "status.require_second_factor is not set: the administrator may log in with the                  password alone until a second factor is enrolled (set it to true)"
+            );
+        }
         tasks.spawn(serve(listener, transport, MAX_PAGE_CONNECTIONS, site));
         Ok(StatusServer {
             tasks,

@@ -20,14 +20,17 @@ use super::server::Site;
 use super::stats::PageStats;
 use crate::ratelimit::LogGate;
 use crate::status::assets;
-use crate::status::auth::{self, Guarded, LoginLimiter, SessionStore};
+use crate::status::auth::{self, Access, Guarded, LoginLimiter, SessionStore};
 use crate::status::events::{EventLog, Level};
+use crate::status::second_factor::{CodeRefused, FactorStore, Used};
 use crate::status::StatusSource;
 
 /// Password checks (argon2id, ~19 MiB each) running at once; further logins wait.
 pub const MAX_CONCURRENT_PASSWORD_CHECKS: usize = 2;
 /// Header carrying the session's CSRF token on state-changing requests.
 pub const CSRF_HEADER: &str = "x-csrf-token";
+/// The second factor's enrolment page (AUTH-3).
+pub const SECOND_FACTOR_PATH: &str = "/second-factor";
 
 static FAILED_LOGIN_EVENT: LogGate = LogGate::new(Duration::from_secs(10));
 
@@ -41,6 +44,10 @@ pub(super) struct PageSite {
     pub(super) checks: Semaphore,
     pub(super) stats: Arc<PageStats>,
     pub(super) https: bool,
+    /// The administrator's second factor, in the state directory.
+    pub(super) factors: Arc<FactorStore>,
+    /// `status.require_second_factor`.
+    pub(super) require_second_factor: bool,
 }
 
 impl PageSite {
@@ -71,46 +78,59 @@ impl PageSite {
         }
         let address = peer.ip();
         let check = async {
-            let body = read_body(request).await.map_err(Refusal::Request)?;
+            let body = read_body(request)
+                .await
+                .map_err(|r| Refusal::Request(Box::new(r)))?;
             let Some(password) = form_field(&body, "password") else {
-                return Err(Refusal::Request(login_page(
+                return Err(Refusal::Request(Box::new(login_page(
                     StatusCode::BAD_REQUEST,
                     assets::LOGIN_ERROR_MISSING,
-                )));
+                ))));
             };
+            let code = form_field(&body, "code").unwrap_or_default();
             let Ok(_permit) = self.checks.acquire().await else {
-                return Err(Refusal::Request(text(
+                return Err(Refusal::Request(Box::new(text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "shutting down",
-                )));
+                ))));
             };
             let hash = self.password_hash.clone();
-            let ok = tokio::task::spawn_blocking(move || auth::verify_password(&hash, &password))
-                .await
-                .unwrap_or(false);
-            if ok {
-                Ok(())
-            } else {
-                Err(Refusal::Wrong)
-            }
+            let factors = Arc::clone(&self.factors);
+            let required = self.require_second_factor;
+            tokio::task::spawn_blocking(move || {
+                check_credentials(&hash, &password, &code, &factors, required)
+            })
+            .await
+            .unwrap_or(Err(Refusal::Wrong("the check was aborted")))
         };
-        let delay = match auth::guarded(&self.limiter, address, Instant::now, check).await {
-            Guarded::Accepted(()) => None,
-            Guarded::Wait(wait) => {
-                self.stats.login_failures.fetch_add(1, Ordering::Relaxed);
-                return login_page_wait(wait);
-            }
-            Guarded::Refused {
-                reason: Refusal::Request(response),
-                ..
-            } => return response,
-            Guarded::Refused {
-                reason: Refusal::Wrong,
-                delay,
-            } => Some(delay),
-        };
+        let (delay, granted) =
+            match auth::guarded(&self.limiter, address, Instant::now, check).await {
+                Guarded::Accepted(granted) => (None, Some(granted)),
+                Guarded::Wait(wait) => {
+                    self.stats.login_failures.fetch_add(1, Ordering::Relaxed);
+                    return login_page_wait(wait);
+                }
+                Guarded::Refused {
+                    reason: Refusal::Request(response),
+                    ..
+                } => return *response,
+                Guarded::Refused {
+                    reason: Refusal::Store(error),
+                    ..
+                } => {
+                    tracing::error!(%error, "second factor unreadable: login refused");
+                    return text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "the second factor cannot be read on the box (see its journal)",
+                    );
+                }
+                Guarded::Refused {
+                    reason: Refusal::Wrong(why),
+                    delay,
+                } => (Some((delay, why)), None),
+            };
         let now = Instant::now();
-        if let Some(delay) = delay {
+        if let Some((delay, why)) = delay {
             self.stats.login_failures.fetch_add(1, Ordering::Relaxed);
             if let (Some(events), Some(suppressed)) = (self.events(), FAILED_LOGIN_EVENT.check(now))
             {
@@ -118,7 +138,7 @@ impl PageSite {
                     Level::Warning,
                     "login",
                     format!(
-                        "failed administrator login from {address}; next attempt allowed in {} s{}",
+                        "failed administrator login from {address} ({why}); next attempt allowed in {} s{}",
                         delay.as_secs(),
                         if suppressed > 0 {
                             format!(" ({suppressed} more failures not shown)")
@@ -130,32 +150,50 @@ impl PageSite {
             }
             return login_page(StatusCode::UNAUTHORIZED, assets::LOGIN_ERROR_WRONG);
         }
-
-        let created = self
-            .sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .create(now);
-        let Ok((token, _)) = created else {
+        let Some(granted) = granted else {
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "login state lost");
+        };
+        let Some(token) = self.open_session(now, granted.access) else {
             return text(StatusCode::INTERNAL_SERVER_ERROR, "cannot create a session");
         };
         self.stats.logins.fetch_add(1, Ordering::Relaxed);
         if let Some(events) = self.events() {
+            let (level, how) = match granted.used {
+                Some(Used::Code { .. }) => (Level::Info, "password and TOTP code".to_string()),
+                Some(Used::Recovery { left }) => (
+                    Level::Warning,
+                    format!("password and a recovery code; {left} recovery codes left"),
+                ),
+                None if granted.access == Access::EnrolmentOnly => (
+                    Level::Info,
+                    "password; a second factor must be enrolled before anything else".into(),
+                ),
+                None => (
+                    Level::Warning,
+                    "password only: no second factor is enrolled".to_string(),
+                ),
+            };
             events.push(
-                Level::Info,
+                level,
                 "login",
-                format!("administrator logged in from {address}"),
+                format!("administrator logged in from {address} ({how})"),
             );
         }
-        let mut r = redirect("/");
-        let cookie = format!(
-            "{SESSION_COOKIE}={token}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
-            self.session_ttl.as_secs()
-        );
-        if let Ok(value) = HeaderValue::from_str(&cookie) {
-            r.headers_mut().insert(header::SET_COOKIE, value);
-        }
-        r
+        let target = match granted.access {
+            Access::Full => "/",
+            Access::EnrolmentOnly => SECOND_FACTOR_PATH,
+        };
+        with_session_cookie(redirect(target), &token, self.session_ttl)
+    }
+
+    /// Opens a session; its token, or `None` when the random source failed.
+    pub(super) fn open_session(&self, now: Instant, access: Access) -> Option<String> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .create(now, access)
+            .ok()
+            .map(|(token, _)| token)
     }
 
     async fn tunnel_action(&self, action: &str) -> Response<Body> {
@@ -187,9 +225,76 @@ impl PageSite {
 /// Why a login check failed.
 enum Refusal {
     /// The request itself was unusable (too large, too slow, no password field): its answer.
-    Request(Response<Body>),
-    /// Wrong credentials.
-    Wrong,
+    Request(Box<Response<Body>>),
+    /// Wrong credentials; why, for the event log only (the page never tells which factor).
+    Wrong(&'static str),
+    /// The second factor's file cannot be read: nobody logs in until it is fixed.
+    Store(String),
+}
+
+/// What a passed login check grants.
+struct Granted {
+    access: Access,
+    /// The second factor used, if one is enrolled.
+    used: Option<Used>,
+}
+
+/// The password, then the second factor if one is enrolled (a spent code is stored before
+/// this returns). Blocking: argon2id and a small file write.
+fn check_credentials(
+    hash: &str,
+    password: &str,
+    code: &str,
+    factors: &FactorStore,
+    required: bool,
+) -> Result<Granted, Refusal> {
+    if !auth::verify_password(hash, password) {
+        return Err(Refusal::Wrong("wrong password"));
+    }
+    let enrolled = factors
+        .load()
+        .map_err(|e| Refusal::Store(e.to_string()))?
+        .is_some();
+    if !enrolled {
+        let access = if required {
+            Access::EnrolmentOnly
+        } else {
+            Access::Full
+        };
+        return Ok(Granted { access, used: None });
+    }
+    match factors.check(code, unix_now()) {
+        Ok(Ok(used)) => Ok(Granted {
+            access: Access::Full,
+            used: Some(used),
+        }),
+        Ok(Err(CodeRefused::Replayed)) => Err(Refusal::Wrong("code already used")),
+        Ok(Err(CodeRefused::Wrong)) => Err(Refusal::Wrong("wrong second-factor code")),
+        Err(e) => Err(Refusal::Store(e.to_string())),
+    }
+}
+
+/// Seconds since the Unix epoch on the box's clock (TOTP counts steps from it).
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `response` with the session cookie for `token` set.
+pub(super) fn with_session_cookie(
+    mut response: Response<Body>,
+    token: &str,
+    ttl: Duration,
+) -> Response<Body> {
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
+        ttl.as_secs()
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
 }
 
 fn login_page(status: StatusCode, error: &str) -> Response<Body> {
@@ -221,7 +326,30 @@ impl Site for PageSite {
             };
         }
         let session = self.session(&request);
+        if let Some((_, s)) = &session {
+            // A session that still has to enrol a second factor may do that and nothing else.
+            if s.access == Access::EnrolmentOnly
+                && !matches!(path.as_str(), SECOND_FACTOR_PATH | "/logout")
+            {
+                return if is_read(&method) && matches!(path.as_str(), "/" | "/login") {
+                    redirect(SECOND_FACTOR_PATH)
+                } else {
+                    json_error(
+                        StatusCode::FORBIDDEN,
+                        "enrol a second factor first (the box requires one)",
+                    )
+                };
+            }
+        }
         match path.as_str() {
+            SECOND_FACTOR_PATH => match (method, session) {
+                (_, None) => redirect("/login"),
+                (ref m, Some((_, s))) if is_read(m) => self.second_factor_form(&s),
+                (Method::POST, Some((token, s))) => {
+                    self.second_factor_enrol(request, peer, &token, &s).await
+                }
+                _ => method_not_allowed("GET, HEAD, POST"),
+            },
             "/" => match (is_read(&method), session) {
                 (false, _) => method_not_allowed("GET, HEAD"),
                 (true, None) => redirect("/login"),
@@ -277,6 +405,10 @@ impl Site for PageSite {
                         &serde_json::json!({
                             "csrf_token": s.csrf_token,
                             "expires_in_secs": s.expires.saturating_duration_since(Instant::now()).as_secs(),
+                            "second_factor": {
+                                "enrolled": self.factors.load().is_ok_and(|f| f.is_some()),
+                                "required": self.require_second_factor,
+                            },
                         }),
                     ),
                     "/api/v1/enrolment" => json(StatusCode::OK, &self.source.document().enrolment),
