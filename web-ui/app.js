@@ -180,7 +180,11 @@
   async function session() {
     const response = await fetch("/api/v1/session", { cache: "no-store", credentials: "same-origin" });
     if (response.status === 401) { window.location.assign("/login"); return; }
-    if (response.ok) csrf = (await response.json()).csrf_token;
+    if (!response.ok) return;
+    const data = await response.json();
+    csrf = data.csrf_token;
+    // Only a login without a second factor gets the warning (AUTH-3).
+    $("second-factor-warning").hidden = !(data.second_factor && !data.second_factor.enrolled);
   }
 
   async function post(path) {

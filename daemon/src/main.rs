@@ -119,7 +119,17 @@ enum Command {
         target: TargetArgs,
     },
     /// Print an argon2id hash of a password read from standard input, for `status.admin_password_hash`.
-    Passwd,
+    /// With `--totp`, enrol the administrator's second factor at the console instead: shows a
+    /// QR code and key for an authenticator app, reads one code from it, stores the factor in
+    /// the state directory (mode 0600, replacing any earlier one) and prints the recovery codes.
+    Passwd {
+        /// Enrol the second factor (TOTP) instead of hashing a password.
+        #[arg(long)]
+        totp: bool,
+        /// With `--totp`: the box's state directory (`paths.state_dir`).
+        #[arg(long, requires = "totp", default_value_os_t = config::Paths::default().state_dir)]
+        state_dir: PathBuf,
+    },
 }
 
 /// Settings of a daemon without a configuration: nothing names them yet, so they come from the
@@ -212,7 +222,11 @@ fn main() -> ExitCode {
         } => report(push(&target, signature, wait_secs, &config)),
         Command::Confirm { target, version } => report(remote(&target, Some(version))),
         Command::Remote { target } => report(remote(&target, None)),
-        Command::Passwd => report(passwd()),
+        Command::Passwd { totp: false, .. } => report(passwd()),
+        Command::Passwd {
+            totp: true,
+            state_dir,
+        } => report(passwd_totp(&state_dir)),
     }
 }
 
@@ -564,4 +578,42 @@ fn passwd() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
     println!("{hash}");
     Ok(())
+}
+
+/// Tries at typing the code before `passwd --totp` gives up.
+const TOTP_ENROL_TRIES: usize = 3;
+
+fn passwd_totp(state_dir: &std::path::Path) -> anyhow::Result<()> {
+    use renkei::status::second_factor::{self, Enrolled, FactorStore};
+    let store = FactorStore::new(state_dir);
+    let secret = second_factor::new_secret()?;
+    let uri = second_factor::otpauth_uri(&secret);
+    println!("{}", second_factor::qr_text(&uri)?);
+    println!("key: {secret}");
+    if store.path().exists() {
+        println!("(this replaces the second factor enrolled before)");
+    }
+    for _ in 0..TOTP_ENROL_TRIES {
+        println!("code from the app:");
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line)? == 0 {
+            anyhow::bail!("no code given: nothing stored");
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        match Enrolled::enrol(&secret, line.trim(), now)? {
+            Ok((factor, recovery_codes)) => {
+                store.save(&factor)?;
+                println!("stored in {}", store.path().display());
+                println!("recovery codes (each works once; shown only now):");
+                for code in recovery_codes {
+                    println!("  {code}");
+                }
+                return Ok(());
+            }
+            Err(_) => println!("wrong code: type the newest code the app shows"),
+        }
+    }
+    anyhow::bail!("no right code after {TOTP_ENROL_TRIES} tries: nothing stored")
 }

@@ -168,7 +168,13 @@ fn auth1_wrong_password_is_refused_and_rate_limited_per_address() {
     assert_eq!(second.status, 401, "{second:?}");
     let blocked = post_login(lan, &base, ADMIN_PASSWORD, &[]);
     assert_eq!(blocked.status, 429);
-    assert_eq!(blocked.header("retry-after"), Some("2"), "{blocked:?}");
+    // The 2 s window starts when the attempt is admitted (issue #14 item 3), so the argon2id
+    // check's own time is already spent from it.
+    let retry: u64 = blocked
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=2).contains(&retry), "second delay is 2 s: {blocked:?}");
 
     // Once the delay is over, the right password works and clears the record.
     let ok = wait_until(Duration::from_secs(6), "the second delay to pass", || {
@@ -2094,4 +2100,177 @@ fn ops3_the_status_page_block_follows_a_pushed_status_section_and_goes_with_it()
         "{}",
         renkei_status(&hospital, false)
     );
+}
+
+/// The clinic box alone with its page requiring a second factor (none enrolled yet).
+fn clinic_requiring_second_factor(lab: &Lab) -> Daemon {
+    let text = lab.tunnel_config(Node::Clinic)
+        + &status_toml(
+            &format!("198.18.20.1:{STATUS_PORT}"),
+            "require_second_factor = true",
+        )
+        .expect("status");
+    let daemon = lab.start(Node::Clinic, &text).expect("clinic");
+    wait_for_page(lab.lan_ns(Node::Clinic), &clinic_base());
+    daemon
+}
+
+#[test]
+fn auth3_browser_enrols_totp_then_logs_in_with_password_and_code_and_refuses_wrong_or_replayed_codes(
+) {
+    use std::os::unix::fs::PermissionsExt;
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let clinic = clinic_requiring_second_factor(&lab);
+    let lan = lab.lan_ns(Node::Clinic);
+    let base = clinic_base();
+    let browser = browser_dir();
+    let profile = lab.dir.join("chromium-profile-2fa");
+    std::fs::create_dir_all(&profile).expect("profile dir");
+    let finished = run_bounded(
+        lan,
+        "node",
+        &[
+            &browser.join("second_factor.mjs").to_string_lossy(),
+            &base,
+            &profile.to_string_lossy(),
+        ],
+        format!("{ADMIN_PASSWORD}\n").as_bytes(),
+        Duration::from_secs(240),
+    )
+    .expect("node");
+    let line = finished
+        .output
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no result from the browser: {}", finished.output));
+    let result: Value = serde_json::from_str(line).expect("browser result");
+    assert_eq!(result["ok"], true, "{result:#}");
+    let at = |path: &str| format!("{base}{path}");
+
+    // The password alone leads to the enrolment, and only there.
+    assert_eq!(result["first"]["url"], at("/second-factor"), "{result:#}");
+    assert_eq!(result["api_status_while_enrolling"], 403, "{result:#}");
+    assert_eq!(result["dashboard_while_enrolling"], at("/second-factor"));
+    assert_eq!(result["secret_length"], 32, "160-bit key in base32");
+    assert_eq!(result["qr_svg"], true, "QR code drawn on the page");
+    assert_eq!(result["enrol_wrong_error"], "sf_wrong", "{result:#}");
+    let recovery: Vec<String> = result["recovery_codes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(recovery.len(), 10, "{result:#}");
+    assert_eq!(result["warning_after_enrolment"], false);
+
+    // Password + a code the test computed logs in; replayed, wrong or missing codes do not.
+    for refused in ["replayed", "wrong", "without_code", "recovery_again"] {
+        assert_eq!(
+            result[refused]["url"],
+            at("/login"),
+            "{refused}: {result:#}"
+        );
+        assert_eq!(
+            result[refused]["error"], "login_wrong",
+            "{refused}: {result:#}"
+        );
+    }
+    assert_eq!(result["fresh"]["url"], at("/"), "{result:#}");
+    assert_eq!(result["recovery_first"]["url"], at("/"), "{result:#}");
+
+    // Offline: every request stayed on the box; no script error under the CSP.
+    for url in result["requests"].as_array().cloned().unwrap_or_default() {
+        let url = url.as_str().unwrap_or("");
+        assert!(url.starts_with(&base), "request outside the box: {url}");
+    }
+    // The refusals the test provokes are logged by Chromium as failed loads; anything else
+    // (a script error, a CSP violation) is a failure.
+    let unexpected: Vec<&Value> = result["console_errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter(|e| {
+                    !e.as_str().is_some_and(|e| {
+                        e.starts_with(
+                            "Failed to load resource: the server responded with a status of 4",
+                        )
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(unexpected.is_empty(), "{result:#}");
+
+    // The secret stays in the box's state directory, private; recovery codes only as digests.
+    let file = lab
+        .node_dir(Node::Clinic)
+        .join("state/status/second-factor.json");
+    let mode = std::fs::metadata(&file)
+        .expect("factor file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    let stored: Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+    let secret = stored["secret_base32"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    assert_eq!(secret.len(), 32);
+    assert_eq!(
+        stored["recovery_sha256"].as_array().map(Vec::len),
+        Some(9),
+        "one spent"
+    );
+    let stored_text = stored.to_string();
+    for code in &recovery {
+        assert!(
+            !stored_text.contains(code.as_str()),
+            "recovery code stored in clear"
+        );
+    }
+    let config = std::fs::read_to_string(&clinic.config).expect("config");
+    let status = clinic.status().expect("status");
+    for (what, text) in [
+        ("config", config),
+        ("log", clinic.log_text()),
+        ("status", status.to_string()),
+    ] {
+        assert!(!text.contains(&secret), "the secret is in the {what}");
+    }
+    let events = status["events"].as_array().cloned().unwrap_or_default();
+    let said = |needle: &str| {
+        events
+            .iter()
+            .any(|e| e["message"].as_str().is_some_and(|m| m.contains(needle)))
+    };
+    assert!(said("code already used"), "{events:#?}");
+    assert!(said("password and TOTP code"), "{events:#?}");
+    assert!(said("recovery codes left"), "{events:#?}");
+}
+
+#[test]
+fn auth3_without_require_second_factor_the_password_alone_logs_in_with_a_warning() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let _clinic = clinic_with_page(&lab);
+    let lan = lab.lan_ns(Node::Clinic);
+    let base = clinic_base();
+    let session = login(lan, &base, ADMIN_PASSWORD).expect("login");
+    let reply = get(lan, &base, &session, "/api/v1/session").expect("session");
+    let second_factor = &reply.json().expect("json")["second_factor"];
+    assert_eq!(second_factor["enrolled"], false, "{reply:?}");
+    assert_eq!(second_factor["required"], false, "{reply:?}");
+    let page = get(lan, &base, &session, "/").expect("page");
+    assert!(
+        page.body.contains("id=\"second-factor-warning\""),
+        "the dashboard has the warning banner: {page:?}"
+    );
+    let form = get(lan, &base, &session, "/second-factor").expect("form");
+    assert_eq!(form.status, 200, "{form:?}");
+    assert!(form.body.contains("<svg") && form.body.contains("name=\"secret\""));
 }

@@ -361,6 +361,20 @@ pub struct StatusConfig {
     /// Lifetime of an administrator's login session.
     #[serde(default = "default_session_ttl_secs")]
     pub session_ttl_secs: u64,
+    /// Whether the administrator must log in with a second factor (a TOTP code) as well as the
+    /// password (AUTH-3). Absent means off, with a warning on the page, so boxes installed
+    /// before it keep working; an administrator without an enrolled factor on a box that
+    /// requires one is taken to the enrolment right after the password. The factor itself is
+    /// never in the config: it stays in the box's state directory.
+    #[serde(default)]
+    pub require_second_factor: Option<bool>,
+}
+
+impl StatusConfig {
+    /// True when the second factor is required (absent counts as off).
+    pub fn second_factor_required(&self) -> bool {
+        self.require_second_factor == Some(true)
+    }
 }
 
 fn default_session_ttl_secs() -> u64 {

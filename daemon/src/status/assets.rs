@@ -16,9 +16,15 @@ const LOGIN_HTML: &str = include_str!("../../../web-ui/login.html");
 /// anything from the request.
 const LOGIN_ERROR_MARKER: &str = "<!--LOGIN-ERROR-->";
 
-/// Login error: wrong password.
-pub const LOGIN_ERROR_WRONG: &str =
-    r#"<p class="error" id="login-error" data-i18n="login_wrong">Wrong password.</p>"#;
+/// Login error: wrong password or second factor (one message: which one is not told).
+pub const LOGIN_ERROR_WRONG: &str = r#"<p class="error" id="login-error" data-i18n="login_wrong">Wrong password or authentication code.</p>"#;
+
+/// The second factor's enrolment page (AUTH-3).
+const SECOND_FACTOR_HTML: &str = include_str!("../../../web-ui/second-factor.html");
+/// The page after enrolment, with the recovery codes.
+const SECOND_FACTOR_DONE_HTML: &str = include_str!("../../../web-ui/second-factor-done.html");
+/// Enrolment error: the code did not match the new secret.
+pub const SECOND_FACTOR_ERROR_WRONG: &str = r#"<p class="error" id="sf-error" data-i18n="sf_wrong">Wrong code: enter the newest code the app shows.</p>"#;
 /// Login error: too many failures, wait.
 pub const LOGIN_ERROR_WAIT: &str = r#"<p class="error" id="login-error" data-i18n="login_wait">Too many failed logins from this address: wait a little and try again.</p>"#;
 /// Login error: the form had no password field.
@@ -82,9 +88,58 @@ pub fn login_page(error: &str) -> String {
     LOGIN_HTML.replacen(LOGIN_ERROR_MARKER, error, 1)
 }
 
+/// `text` with the characters HTML gives a meaning escaped.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The enrolment page for `secret_base32`: `qr_svg` is the SVG made on the box, `csrf` the
+/// session's token for the form, `error` one of the fixed messages (or none).
+pub fn second_factor_page(qr_svg: &str, secret_base32: &str, csrf: &str, error: &str) -> String {
+    SECOND_FACTOR_HTML
+        .replacen("<!--SF-ERROR-->", error, 1)
+        .replacen("<!--SF-QR-->", qr_svg, 1)
+        .replace("__SECRET__", &escape(secret_base32))
+        .replace("__CSRF__", &escape(csrf))
+}
+
+/// The page that shows the recovery codes, once.
+pub fn second_factor_done_page(recovery_codes: &[String]) -> String {
+    let items: String = recovery_codes
+        .iter()
+        .map(|c| format!("<li>{}</li>", escape(c)))
+        .collect();
+    SECOND_FACTOR_DONE_HTML.replacen("<!--RECOVERY-CODES-->", &items, 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth3_second_factor_pages_fill_their_slots_escaped() {
+        let page = second_factor_page("<svg></svg>", "ABC<", "t\"k", SECOND_FACTOR_ERROR_WRONG);
+        assert!(page.contains(r#"<div id="totp-qr" class="qr"><svg></svg></div>"#));
+        assert!(page.contains(r#"name="secret" value="ABC&lt;""#), "{page}");
+        assert!(page.contains(r#"name="csrf" value="t&quot;k""#), "{page}");
+        assert!(page.contains("sf_wrong") && !page.contains("__"), "{page}");
+        let done = second_factor_done_page(&["AAAA-BBBB".into(), "<x>".into()]);
+        assert!(
+            done.contains("<li>AAAA-BBBB</li><li>&lt;x&gt;</li>"),
+            "{done}"
+        );
+    }
 
     #[test]
     fn int1_assets_are_found_by_exact_path_only() {
@@ -107,7 +162,13 @@ mod tests {
         assert!(LOGIN_HTML.contains(LOGIN_ERROR_MARKER));
         assert!(login_page(LOGIN_ERROR_WRONG).contains("login_wrong"));
         assert!(!login_page("").contains(LOGIN_ERROR_MARKER));
-        for page in [INDEX_HTML, ENROLMENT_HTML, LOGIN_HTML] {
+        for page in [
+            INDEX_HTML,
+            ENROLMENT_HTML,
+            LOGIN_HTML,
+            SECOND_FACTOR_HTML,
+            SECOND_FACTOR_DONE_HTML,
+        ] {
             assert!(
                 !page.contains("http://") && !page.contains("https://"),
                 "{page}"

@@ -7,7 +7,9 @@
 //! nothing here logs a token or a password.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
@@ -70,11 +72,23 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
         .is_ok()
 }
 
+/// What a session may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Everything the page offers.
+    Full,
+    /// Only enrol a second factor: the password was right, but the box requires a second
+    /// factor and the administrator has none yet (AUTH-3).
+    EnrolmentOnly,
+}
+
 /// One logged-in administrator.
 #[derive(Debug, Clone)]
 pub struct Session {
     /// Must accompany every state-changing request of this session.
     pub csrf_token: String,
+    /// What the session may do.
+    pub access: Access,
     /// When the session ends, whatever happens.
     pub expires: Instant,
     created: Instant,
@@ -97,7 +111,7 @@ impl SessionStore {
     }
 
     /// Opens a session; returns its token (for the cookie) and the session.
-    pub fn create(&mut self, now: Instant) -> Result<(String, Session), AuthError> {
+    pub fn create(&mut self, now: Instant, access: Access) -> Result<(String, Session), AuthError> {
         self.sessions.retain(|_, s| s.expires > now);
         while self.sessions.len() >= MAX_SESSIONS {
             let Some(oldest) = self
@@ -113,6 +127,7 @@ impl SessionStore {
         let token = new_token()?;
         let session = Session {
             csrf_token: new_token()?,
+            access,
             expires: now + self.ttl,
             created: now,
         };
@@ -152,8 +167,13 @@ impl SessionStore {
 /// Whether a login attempt from an address may be checked now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
-    /// Check the password.
-    Allowed,
+    /// Check the credentials. The attempt is already counted as a failure, so the address
+    /// waits `delay` before its next check, however long this one takes, unless this one passes
+    /// ([`LoginLimiter::succeeded`]).
+    Reserved {
+        /// The address's delay if this attempt fails.
+        delay: Duration,
+    },
     /// Refuse without checking; retry after this long.
     Wait(Duration),
 }
@@ -186,16 +206,20 @@ impl LoginLimiter {
         Duration::from_secs(secs)
     }
 
-    /// May `address` try a password now?
+    /// May `address` try its credentials now? If so, the attempt is counted as a failure at
+    /// once (released by [`LoginLimiter::succeeded`]): counting it only after the slow argon2id
+    /// check let every request that arrived meanwhile through as well (issue #14 item 3).
     pub fn admit(&mut self, address: IpAddr, now: Instant) -> Admission {
         match self.by_address.get(&address) {
             Some(f) if f.next_allowed > now => Admission::Wait(f.next_allowed - now),
-            _ => Admission::Allowed,
+            _ => Admission::Reserved {
+                delay: self.failed(address, now),
+            },
         }
     }
 
-    /// Records a wrong password from `address`; returns the delay it now has to wait.
-    pub fn failed(&mut self, address: IpAddr, now: Instant) -> Duration {
+    /// Records a failure from `address`; returns the delay it now has to wait.
+    fn failed(&mut self, address: IpAddr, now: Instant) -> Duration {
         let memory = Duration::from_secs(LOGIN_FAILURE_MEMORY_SECS);
         self.by_address
             .retain(|_, f| now.saturating_duration_since(f.last) < memory);
@@ -233,9 +257,105 @@ impl LoginLimiter {
     }
 }
 
+/// How a rate-limited login attempt ended.
+#[derive(Debug)]
+pub enum Guarded<T, E> {
+    /// Refused without checking anything; retry after this long.
+    Wait(Duration),
+    /// The check passed; the address's failures are cleared.
+    Accepted(T),
+    /// The check failed; the address must now wait `delay`.
+    Refused {
+        /// What the check said.
+        reason: E,
+        /// The address's delay now.
+        delay: Duration,
+    },
+}
+
+/// Runs one login `check` (body read, argon2id, second factor) for `address` under `limiter`:
+/// the only way the page checks a credential, so every check is rate limited the same way.
+pub async fn guarded<T, E>(
+    limiter: &Mutex<LoginLimiter>,
+    address: IpAddr,
+    now: impl Fn() -> Instant,
+    check: impl Future<Output = Result<T, E>>,
+) -> Guarded<T, E> {
+    let lock = || limiter.lock().unwrap_or_else(PoisonError::into_inner);
+    let delay = match lock().admit(address, now()) {
+        Admission::Wait(wait) => return Guarded::Wait(wait),
+        Admission::Reserved { delay } => delay,
+    };
+    match check.await {
+        Ok(value) => {
+            lock().succeeded(address);
+            Guarded::Accepted(value)
+        }
+        Err(reason) => Guarded::Refused { reason, delay },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Issue #14 item 3: 16 wrong passwords sent at once from one address, each check taking
+    /// a while (argon2id), cost exactly one check per delay window.
+    #[tokio::test(start_paused = true)]
+    async fn auth1_concurrent_wrong_passwords_get_one_check_per_delay_window() {
+        let limiter = Mutex::new(LoginLimiter::new());
+        let address = ip("198.18.20.2");
+        let checks = AtomicUsize::new(0);
+        let clock = || tokio::time::Instant::now().into_std();
+        let argon2_time = Duration::from_millis(300);
+        for window in 1..=4u32 {
+            let before = checks.load(Ordering::SeqCst);
+            let window_start = tokio::time::Instant::now();
+            let attempts = (0..16).map(|_| {
+                guarded(&limiter, address, clock, async {
+                    checks.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(argon2_time).await;
+                    Err::<(), ()>(())
+                })
+            });
+            let results = futures::future::join_all(attempts).await;
+            assert_eq!(
+                checks.load(Ordering::SeqCst) - before,
+                1,
+                "window {window}: one password check"
+            );
+            let waits: Vec<Duration> = results
+                .iter()
+                .filter_map(|r| match r {
+                    Guarded::Wait(w) => Some(*w),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                waits.len(),
+                15,
+                "window {window}: the rest refused unchecked"
+            );
+            let delay = LoginLimiter::delay_after(window);
+            assert!(waits.iter().all(|w| *w <= delay), "{waits:?}");
+            // The next window opens when the delay has passed, not before.
+            let window_end = window_start + delay;
+            tokio::time::sleep_until(window_end - Duration::from_millis(1)).await;
+            assert!(matches!(
+                guarded(&limiter, address, clock, async { Err::<(), ()>(()) }).await,
+                Guarded::Wait(_)
+            ));
+            tokio::time::sleep_until(window_end).await;
+        }
+        let right = guarded(&limiter, address, clock, async { Ok::<u8, ()>(7) }).await;
+        assert!(matches!(right, Guarded::Accepted(7)), "{right:?}");
+        assert_eq!(
+            limiter.lock().expect("lock").tracked(),
+            0,
+            "cleared on success"
+        );
+    }
 
     fn ip(text: &str) -> IpAddr {
         text.parse().expect("ip")
@@ -245,7 +365,7 @@ mod tests {
     fn auth1_sessions_expire_and_can_be_ended() {
         let t0 = Instant::now();
         let mut store = SessionStore::new(Duration::from_secs(60));
-        let (token, session) = store.create(t0).expect("session");
+        let (token, session) = store.create(t0, Access::Full).expect("session");
         assert_eq!(token.len(), 43, "32 bytes of URL-safe base64");
         assert_ne!(token, session.csrf_token);
         assert!(store.get(&token, t0 + Duration::from_secs(59)).is_some());
@@ -253,7 +373,7 @@ mod tests {
         assert!(store.get(&token, t0 + Duration::from_secs(60)).is_none());
         assert!(store.is_empty(t0), "an expired session is removed");
 
-        let (token, _) = store.create(t0).expect("session");
+        let (token, _) = store.create(t0, Access::Full).expect("session");
         store.remove(&token);
         assert!(store.get(&token, t0).is_none());
     }
@@ -262,11 +382,11 @@ mod tests {
     fn auth1_session_count_is_bounded_oldest_first() {
         let t0 = Instant::now();
         let mut store = SessionStore::new(Duration::from_secs(3600));
-        let (first, _) = store.create(t0).expect("session");
+        let (first, _) = store.create(t0, Access::Full).expect("session");
         let mut last = String::new();
         for i in 1..=MAX_SESSIONS {
             last = store
-                .create(t0 + Duration::from_millis(i as u64))
+                .create(t0 + Duration::from_millis(i as u64), Access::Full)
                 .expect("session")
                 .0;
         }
@@ -299,27 +419,31 @@ mod tests {
         let mut limiter = LoginLimiter::new();
         let a = ip("198.18.20.2");
         let b = ip("198.18.20.3");
-        assert_eq!(limiter.admit(a, t0), Admission::Allowed);
-        assert_eq!(limiter.failed(a, t0), Duration::from_secs(1));
+        let reserved = |secs| Admission::Reserved {
+            delay: Duration::from_secs(secs),
+        };
+        assert_eq!(limiter.admit(a, t0), reserved(1));
         assert_eq!(
             limiter.admit(a, t0 + Duration::from_millis(500)),
             Admission::Wait(Duration::from_millis(500))
         );
-        assert_eq!(limiter.admit(b, t0), Admission::Allowed, "per address");
-        let t1 = t0 + Duration::from_secs(1);
-        assert_eq!(limiter.admit(a, t1), Admission::Allowed);
-        assert_eq!(limiter.failed(a, t1), Duration::from_secs(2));
-        assert_eq!(limiter.failed(a, t1), Duration::from_secs(4));
-        assert_eq!(limiter.failed(a, t1), Duration::from_secs(8));
-        for _ in 0..20 {
-            limiter.failed(a, t1);
+        assert_eq!(limiter.admit(b, t0), reserved(1), "per address");
+        let mut t = t0 + Duration::from_secs(1);
+        for secs in [2, 4, 8] {
+            assert_eq!(limiter.admit(a, t), reserved(secs));
+            t += Duration::from_secs(secs);
         }
+        for _ in 0..20 {
+            assert!(matches!(limiter.admit(a, t), Admission::Reserved { .. }));
+            t += Duration::from_secs(LOGIN_DELAY_MAX_SECS);
+        }
+        t -= Duration::from_secs(LOGIN_DELAY_MAX_SECS);
         assert_eq!(
-            limiter.admit(a, t1),
+            limiter.admit(a, t),
             Admission::Wait(Duration::from_secs(LOGIN_DELAY_MAX_SECS))
         );
         limiter.succeeded(a);
-        assert_eq!(limiter.admit(a, t1), Admission::Allowed);
+        assert_eq!(limiter.admit(a, t), reserved(1));
     }
 
     #[test]
@@ -327,11 +451,11 @@ mod tests {
         let t0 = Instant::now();
         let mut limiter = LoginLimiter::new();
         for i in 0..(MAX_TRACKED_ADDRESSES as u32 + 10) {
-            limiter.failed(IpAddr::from(i.to_be_bytes()), t0);
+            limiter.admit(IpAddr::from(i.to_be_bytes()), t0);
         }
         assert_eq!(limiter.tracked(), MAX_TRACKED_ADDRESSES);
         let later = t0 + Duration::from_secs(LOGIN_FAILURE_MEMORY_SECS);
-        limiter.failed(ip("198.18.20.9"), later);
+        limiter.admit(ip("198.18.20.9"), later);
         assert_eq!(limiter.tracked(), 1, "old failures are forgotten");
     }
 

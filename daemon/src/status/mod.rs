@@ -9,6 +9,7 @@ pub mod control;
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod second_factor;
 
 use serde::Serialize;
 
