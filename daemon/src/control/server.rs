@@ -154,7 +154,7 @@ impl ManagementServer {
             certificate_file: tls.certificate_file.clone(),
             private_key_file: tls.private_key_file.clone(),
             ca_file: management.operator_ca_file.clone(),
-            crl_file: None,
+            crl_file: management.operator_crl_file.clone(),
         })?);
         let watcher = store.spawn_watcher(Duration::from_secs(DEFAULT_WATCH_INTERVAL_SECS));
         let listener = match bind_to_device(management.listen, device).await {
