@@ -37,7 +37,7 @@ use super::audit::{ConfigEvent, Kind};
 use super::body::{self, BodyError};
 use super::MAX_PUSH_BYTES;
 use crate::config::{ManagementConfig, MinTls, TlsConfig};
-use crate::status::events::{EventLog, Level};
+use crate::status::events::{Admission, EventLog, Level};
 use crate::tls::identity::PeerIdentities;
 use crate::tls::store::DEFAULT_WATCH_INTERVAL_SECS;
 use crate::tls::{CredentialStore, StoreError};
@@ -274,11 +274,16 @@ impl Context {
     /// A refused handshake (a revoked or foreign certificate, none, a timeout): logged and
     /// recorded through the ring's rate limit.
     fn tls_refused(&self, peer: SocketAddr, why: &str) {
-        self.events.push_limited(
+        const KEY: &str = "tls_refused";
+        if self.events.admit("config", KEY) == Admission::Suppress {
+            return;
+        }
+        tracing::warn!(peer = %peer, error = why, "management API: TLS handshake refused");
+        self.events.record_limited(
             Level::Warning,
             "config",
-            "tls_refused",
-            format!("management API: TLS handshake refused: from {peer}: {why}"),
+            KEY,
+            format!("management API: TLS handshake from {peer} refused: {why}"),
         );
     }
 
