@@ -27,6 +27,7 @@ use crate::control::server::{Answer, Caller, Command, ManagementServer, ServerEr
 use crate::proxy::{ProxyError, Services};
 use crate::status::control::{ControlError, ControlSocket};
 use crate::status::events::{self, EventLog, Level};
+use crate::status::http::OperatorTls;
 use crate::status::{ConfigState, StatusServer, StatusSource};
 use crate::tls::store::DEFAULT_WATCH_INTERVAL_SECS;
 use crate::tls::{CredentialStore, StoreError};
@@ -405,7 +406,10 @@ pub async fn run_loaded(
                 tunnel_events.abort();
                 tunnel_events = watch_tunnel_events(&events, &parts, running);
             }
-            if running.status != applied.status || running.tls != applied.tls {
+            if running.status != applied.status
+                || running.tls != applied.tls
+                || running.management != applied.management
+            {
                 if let Some(server) = status_server.take() {
                     server.shutdown().await;
                 }
@@ -460,7 +464,10 @@ async fn start_status_page(
         page,
         &config.paths.state_dir,
         status.clone(),
-        proxy.map(|p| Arc::clone(&p.store)),
+        proxy.map(|p| OperatorTls {
+            store: Arc::clone(&p.store),
+            identities: metrics_identities(config),
+        }),
     )
     .await
     {
@@ -474,6 +481,17 @@ async fn start_status_page(
             );
             None
         }
+    }
+}
+
+/// Who may read the metrics listener: `status.metrics_identities`, else the operator's.
+fn metrics_identities(config: &Config) -> Vec<String> {
+    match (&config.status, &config.management) {
+        (Some(status), _) if !status.metrics_identities.is_empty() => {
+            status.metrics_identities.clone()
+        }
+        (_, Some(management)) => management.operator_identities.clone(),
+        _ => Vec::new(),
     }
 }
 

@@ -173,6 +173,49 @@ fn net4_box_certificate_revoked_by_its_own_crl_is_refused_at_load() {
 }
 
 #[test]
+fn net4_crl_from_another_issuer_is_refused_at_load_naming_the_file() {
+    let ca = Ca::new("renkei test CA");
+    let other = Ca::new("some other CA");
+    let dir = tempdir();
+    // With the other CA's CRL, every client of this CA would have an unknown revocation
+    // status and be refused: the load fails instead, naming the CRL and the CA file.
+    let config = write_box(
+        dir.path(),
+        "box",
+        &ca.issue(SERVER_NAME, 9),
+        &ca.pem,
+        Some(&other.crl(&[])),
+    );
+    let crl_path = config.crl_file.clone().expect("crl path");
+    match credentials::load(&config) {
+        Err(err @ CredentialError::CrlNotFromCa { .. }) => {
+            let text = err.to_string();
+            assert!(text.contains(&crl_path.display().to_string()), "{text}");
+            assert!(
+                text.contains(&config.ca_file.display().to_string()),
+                "{text}"
+            );
+            assert!(text.contains("some other CA"), "{text}");
+        }
+        other => panic!("expected CrlNotFromCa, got {other:?}"),
+    }
+    let err = credentials::check_crl_file(&crl_path, &config.ca_file).expect_err("foreign CRL");
+    assert!(matches!(err, CredentialError::CrlNotFromCa { .. }), "{err}");
+    credentials::check_crl_file(
+        &crl_path,
+        &write_box(
+            dir.path(),
+            "o",
+            &other.issue(SERVER_NAME, 1),
+            &other.pem,
+            None,
+        )
+        .ca_file,
+    )
+    .expect("the CRL of its own CA");
+}
+
+#[test]
 fn net4_box_certificate_that_may_not_sign_is_refused_at_load() {
     let ca = Ca::new("renkei test CA");
     let dir = tempdir();

@@ -824,7 +824,11 @@ fn hospital_with_metrics(lab: &Lab) -> Hospital {
     let text = lab.full_config(Node::Hospital)
         + &status_toml(
             &format!("198.18.10.1:{STATUS_PORT}"),
-            &format!("metrics_listen = \"198.19.0.10:{METRICS_PORT}\""),
+            // The data centre's monitoring reads with the hub box's certificate here.
+            &format!(
+                "metrics_listen = \"198.19.0.10:{METRICS_PORT}\"\nmetrics_identities = [\"{}\"]",
+                Node::Hub.tls_name()
+            ),
         )
         .expect("status");
     let hospital = lab.start(Node::Hospital, &text).expect("hospital");

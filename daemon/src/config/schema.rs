@@ -358,6 +358,11 @@ pub struct StatusConfig {
     /// Optional second listener serving only `/metrics`, on the tunnel address, for the operator.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Client identities (as `management.operator_identities`) that may read `metrics_listen`;
+    /// empty: the operator identities. Every box has a certificate of the same CA, so the CA
+    /// alone would let any box read every box's metrics.
+    #[serde(default)]
+    pub metrics_identities: Vec<String>,
     /// Lifetime of an administrator's login session.
     #[serde(default = "default_session_ttl_secs")]
     pub session_ttl_secs: u64,
@@ -389,6 +394,10 @@ pub struct ManagementConfig {
     pub listen: SocketAddr,
     /// CA whose client certificates identify the operator.
     pub operator_ca_file: PathBuf,
+    /// CRL issued by the operator CA: a revoked operator certificate fails the TLS handshake.
+    /// Re-read when it changes on disk.
+    #[serde(default)]
+    pub operator_crl_file: Option<PathBuf>,
     /// Client identities (SAN DNS name, SAN URI or subject CN, matched as a service's
     /// `allowed_identities`) allowed to use this API: the operator CA also signs every box's
     /// certificate, so chaining to it alone does not make a client the operator (AUTH-2).

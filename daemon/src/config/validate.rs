@@ -387,7 +387,31 @@ impl Checker<'_> {
         self.private_file(base.key("private_key_file"), &tls.private_key_file);
         self.readable(base.key("ca_file"), &tls.ca_file);
         if let Some(crl) = &tls.crl_file {
-            self.readable(base.key("crl_file"), crl);
+            self.crl(base.key("crl_file"), crl, &tls.ca_file);
+        }
+    }
+
+    /// A CRL file must be readable and issued by a CA of `ca_file`: one from another issuer
+    /// would leave every client's revocation status unknown, and lock them all out.
+    fn crl(&mut self, path: FieldPath, crl: &Path, ca_file: &Path) {
+        if let Err(message) = open_regular_file(crl) {
+            self.report(path, message);
+        } else if open_regular_file(ca_file).is_ok() {
+            if let Err(e) = crate::tls::credentials::check_crl_file(crl, ca_file) {
+                self.report(path, e.to_string());
+            }
+        }
+    }
+
+    /// An identity allowlist entry: a DNS name, URI or common name, never empty.
+    fn identities(&mut self, path: FieldPath, identities: &[String]) {
+        for (j, identity) in identities.iter().enumerate() {
+            if identity.trim().is_empty() || identity.chars().any(char::is_control) {
+                self.report(
+                    path.index(j),
+                    "must be a non-empty DNS name, URI or common name",
+                );
+            }
         }
     }
 
@@ -597,6 +621,16 @@ impl Checker<'_> {
                 "needs certificate_file as well",
             ),
         }
+        self.identities(base.key("metrics_identities"), &status.metrics_identities);
+        let scrapers_named = !status.metrics_identities.is_empty()
+            || self.config.management.is_some()
+            || self.config.tls.is_none();
+        if status.metrics_listen.is_some() && !scrapers_named {
+            self.report(
+                base.key("metrics_identities"),
+                "name the client identities that may read metrics_listen (there is no [management] whose operator_identities would be used): every box has a certificate of the same CA",
+            );
+        }
         if let Some(metrics) = status.metrics_listen {
             if metrics.ip() != self.tunnel_address() {
                 self.report(
@@ -631,20 +665,23 @@ impl Checker<'_> {
             );
         }
         self.readable(base.key("operator_ca_file"), &management.operator_ca_file);
+        if let Some(crl) = &management.operator_crl_file {
+            self.crl(
+                base.key("operator_crl_file"),
+                crl,
+                &management.operator_ca_file,
+            );
+        }
         if management.operator_identities.is_empty() {
             self.report(
                 base.key("operator_identities"),
                 "must name at least one operator client identity: boxes have certificates from the same CA",
             );
         }
-        for (j, identity) in management.operator_identities.iter().enumerate() {
-            if identity.trim().is_empty() || identity.chars().any(char::is_control) {
-                self.report(
-                    base.key("operator_identities").index(j),
-                    "must be a non-empty DNS name, URI or common name",
-                );
-            }
-        }
+        self.identities(
+            base.key("operator_identities"),
+            &management.operator_identities,
+        );
         let current = (
             &management.operator_signing_key_file,
             &management.operator_signing_key,

@@ -2,8 +2,11 @@
 //! confirmed, rolled back. Each goes to the log with structured fields (journald: `EVENT`,
 //! `VERSION`, `SIGNER`, `PUSHED_BY`, `REASON`) and, with the same facts in its text, to the
 //! status page's event ring, so the administrator sees what the journal says.
+//!
+//! Refusals are what any client can cause, so they pass the ring's rate limit first (per
+//! refusal code): a flood of them is summarised, in the log and the ring alike.
 
-use crate::status::events::{EventLog, Level};
+use crate::status::events::{Admission, EventLog, Level};
 
 /// What happened to a pushed config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,8 +148,20 @@ impl<'a> ConfigEvent<'a> {
         text
     }
 
-    /// Logs the event and keeps it in the ring (when there is one).
+    /// The ring's rate-limit key: refusals only, per refusal code.
+    fn limited_key(&self) -> Option<String> {
+        (self.kind == Kind::Refused).then(|| format!("refused:{}", self.reason.unwrap_or("other")))
+    }
+
+    /// Logs the event and keeps it in the ring (when there is one); a refusal over the ring's
+    /// rate limit is only counted, for the summary the ring writes later.
     pub fn emit(&self, events: Option<&EventLog>) {
+        let limited_key = self.limited_key();
+        if let (Some(events), Some(key)) = (events, &limited_key) {
+            if events.admit("config", key) == Admission::Suppress {
+                return;
+            }
+        }
         let (event, version, signer, pushed_by, reason, running_version, detail) = (
             self.kind.word(),
             self.version,
@@ -197,8 +212,12 @@ impl<'a> ConfigEvent<'a> {
                 )
             }
         }
-        if let Some(events) = events {
-            events.record(self.kind.level(), "config", self.message());
+        match (events, limited_key) {
+            (Some(events), Some(key)) => {
+                events.record_limited(self.kind.level(), "config", &key, self.message())
+            }
+            (Some(events), None) => events.record(self.kind.level(), "config", self.message()),
+            (None, _) => {}
         }
     }
 }
@@ -228,6 +247,38 @@ mod tests {
         assert_eq!(
             kept[1].message,
             "config refused: version unknown, signed by unknown, pushed by unknown"
+        );
+    }
+
+    #[test]
+    fn int1_log2_refusals_are_rate_limited_and_applies_are_not() {
+        let events = EventLog::new();
+        for _ in 0..1000 {
+            ConfigEvent::new(Kind::Refused, "")
+                .pushed_by(Some("clinic.renkei.test"))
+                .reason("not_operator")
+                .emit(Some(&events));
+        }
+        for v in 2..40 {
+            ConfigEvent::new(Kind::Applied, "")
+                .version(v)
+                .emit(Some(&events));
+        }
+        let kept = events.snapshot();
+        let refused = kept
+            .iter()
+            .filter(|e| e.message.contains("not_operator"))
+            .count();
+        assert_eq!(
+            refused,
+            crate::status::events::EVENT_BURST_PER_KEY as usize,
+            "{kept:#?}"
+        );
+        assert_eq!(
+            kept.iter()
+                .filter(|e| e.message.starts_with("config applied"))
+                .count(),
+            38
         );
     }
 }

@@ -12,7 +12,9 @@
 //! The running parts are changed by the supervisor, which owns them; the API only talks to it
 //! through [`server::Command`]s.
 
+pub mod admission;
 pub mod audit;
+pub mod body;
 pub mod client;
 pub mod manager;
 pub mod persist;

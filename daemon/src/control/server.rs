@@ -9,43 +9,52 @@
 //! Requests become [`Command`]s for the supervisor, which owns the running parts; answers are
 //! JSON. Stopping the listener leaves requests in flight to finish: a push that changes the
 //! management listener still gets its answer.
+//!
+//! It cannot be starved (INT-1, AVL-1): a revoked certificate fails the handshake (the
+//! operator CRL); after the handshake connections take a slot by certificate identity
+//! (`super::admission`), so boxes of the same CA never take the operator's; a non-operator is
+//! answered 403 before any body is read; a body must keep a minimum rate (`super::body`); and
+//! refusals reach the log and the event ring through the ring's rate limit.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{mpsc, oneshot, Semaphore};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{AbortHandle, JoinHandle};
 
+use super::admission::{Pool, Slot, Slots};
 use super::audit::{ConfigEvent, Kind};
+use super::body::{self, BodyError};
 use super::MAX_PUSH_BYTES;
 use crate::config::{ManagementConfig, MinTls, TlsConfig};
-use crate::ratelimit::LogGate;
-use crate::status::events::{EventLog, Level};
+use crate::status::events::{Admission, EventLog, Level};
 use crate::tls::identity::PeerIdentities;
 use crate::tls::store::DEFAULT_WATCH_INTERVAL_SECS;
 use crate::tls::{CredentialStore, StoreError};
 
 /// Header carrying the detached signature of a pushed config.
 pub const SIGNATURE_HEADER: &str = "renkei-signature";
-/// Concurrent management connections; the operator needs one or two.
-const MAX_CONNECTIONS: usize = 16;
-/// A TLS handshake or a request head slower than this is cut.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS handshakes in progress at once; a new connection beyond this ends the oldest one, so
+/// stalled handshakes cannot keep the operator out.
+pub const MAX_PENDING_HANDSHAKES: usize = 64;
+/// A TLS handshake slower than this is cut.
+pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+/// A request head slower than this is cut (the body has its own rule, `body::read_paced`).
+pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
 /// Largest `POST /v1/confirm` body.
 const MAX_CONFIRM_BODY: usize = 4096;
 /// Largest request head.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
-/// Refused TLS handshakes reach the event ring at most this often (they may be a flood).
-const TLS_REFUSAL_EVENT_INTERVAL: Duration = Duration::from_secs(10);
 /// How long the listener retries while the tunnel address or device appears.
 const BIND_RETRY: Duration = Duration::from_secs(10);
 /// Pause between bind attempts.
@@ -154,7 +163,7 @@ impl ManagementServer {
             certificate_file: tls.certificate_file.clone(),
             private_key_file: tls.private_key_file.clone(),
             ca_file: management.operator_ca_file.clone(),
-            crl_file: None,
+            crl_file: management.operator_crl_file.clone(),
         })?);
         let watcher = store.spawn_watcher(Duration::from_secs(DEFAULT_WATCH_INTERVAL_SECS));
         let listener = match bind_to_device(management.listen, device).await {
@@ -173,7 +182,7 @@ impl ManagementServer {
             commands,
             events,
             operators: management.operator_identities.clone(),
-            tls_refusals: LogGate::new(TLS_REFUSAL_EVENT_INTERVAL),
+            slots: Slots::new(),
         });
         let accept = tokio::spawn(accept_loop(listener, store, context));
         Ok(ManagementServer {
@@ -233,7 +242,7 @@ struct Context {
     events: EventLog,
     /// `management.operator_identities`.
     operators: Vec<String>,
-    tls_refusals: LogGate,
+    slots: Slots,
 }
 
 /// Who is on the other end of a connection: an operator, or a client the CA vouches for that
@@ -262,25 +271,72 @@ impl Context {
         }
     }
 
+    /// A refused handshake (a revoked or foreign certificate, none, a timeout): logged and
+    /// recorded through the ring's rate limit.
     fn tls_refused(&self, peer: SocketAddr, why: &str) {
+        const KEY: &str = "tls_refused";
+        if self.events.admit("config", KEY) == Admission::Suppress {
+            return;
+        }
         tracing::warn!(peer = %peer, error = why, "management API: TLS handshake refused");
-        if let Some(suppressed) = self.tls_refusals.check(Instant::now()) {
-            let more = if suppressed > 0 {
-                format!(" ({suppressed} more since the last one shown)")
-            } else {
-                String::new()
-            };
-            self.events.record(
+        self.events.record_limited(
+            Level::Warning,
+            "config",
+            KEY,
+            format!("management API: TLS handshake from {peer} refused: {why}"),
+        );
+    }
+
+    /// A slot for `access`, or `None` (logged through the ring's rate limit) when its pool is
+    /// full.
+    fn slot(&self, access: &Access, peer: SocketAddr) -> Option<Slot> {
+        let (pool, name) = match access {
+            Access::Operator(name) => (Pool::Operator, name),
+            Access::Refused(name) => (Pool::Other(name.clone()), name),
+        };
+        let slot = self.slots.take(pool);
+        if slot.is_none() {
+            self.events.push_limited(
                 Level::Warning,
                 "config",
-                format!("management API: TLS handshake from {peer} refused: {why}{more}"),
+                "no_slot",
+                format!("management API: no connection slot left for {name} (from {peer}); closed"),
             );
         }
+        slot
+    }
+}
+
+/// Handshakes in progress, oldest first; a new connection beyond [`MAX_PENDING_HANDSHAKES`]
+/// aborts the oldest.
+#[derive(Default)]
+struct Pending {
+    next_id: u64,
+    /// The abort handle is set once the task is spawned.
+    tasks: VecDeque<(u64, Option<AbortHandle>)>,
+}
+
+/// Takes a connection out of [`Pending`] when its handshake ends, however it ends.
+struct PendingEntry {
+    pending: Arc<Mutex<Pending>>,
+    id: u64,
+}
+
+impl PendingEntry {
+    fn finish(&mut self) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.tasks.retain(|(id, _)| *id != self.id);
+    }
+}
+
+impl Drop for PendingEntry {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
 async fn accept_loop(listener: TcpListener, store: Arc<CredentialStore>, context: Arc<Context>) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let pending = Arc::new(Mutex::new(Pending::default()));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -290,16 +346,29 @@ async fn accept_loop(listener: TcpListener, store: Arc<CredentialStore>, context
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-            tracing::warn!(peer = %peer, "management API: too many connections; refused");
-            continue;
-        };
         let arrived = Instant::now();
         let acceptor = store.current().acceptor(MinTls::Tls13);
         let context = Arc::clone(&context);
-        tokio::spawn(async move {
-            let _permit = permit;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        let id = {
+            let mut state = pending.lock().unwrap_or_else(PoisonError::into_inner);
+            if state.tasks.len() >= MAX_PENDING_HANDSHAKES {
+                if let Some((_, Some(oldest))) = state.tasks.pop_front() {
+                    oldest.abort();
+                }
+            }
+            state.next_id += 1;
+            let id = state.next_id;
+            state.tasks.push_back((id, None));
+            id
+        };
+        let mut entry = PendingEntry {
+            pending: Arc::clone(&pending),
+            id,
+        };
+        let task = tokio::spawn(async move {
+            let handshake = acceptor.accept(stream);
+            let timeout = Duration::from_secs(HANDSHAKE_TIMEOUT_SECS);
+            let tls = match tokio::time::timeout(timeout, handshake).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(err)) => {
                     context.tls_refused(peer, &err.to_string());
@@ -310,12 +379,16 @@ async fn accept_loop(listener: TcpListener, store: Arc<CredentialStore>, context
                     return;
                 }
             };
+            entry.finish();
             let access = context.access(
                 tls.get_ref()
                     .1
                     .peer_certificates()
                     .and_then(|chain| chain.first()),
             );
+            let Some(_slot) = context.slot(&access, peer) else {
+                return;
+            };
             let service = hyper::service::service_fn(move |request| {
                 let context = Arc::clone(&context);
                 let access = access.clone();
@@ -323,7 +396,7 @@ async fn accept_loop(listener: TcpListener, store: Arc<CredentialStore>, context
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .header_read_timeout(Duration::from_secs(HEADER_READ_TIMEOUT_SECS))
                 .max_buf_size(MAX_HEAD_BYTES)
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(tls), service)
@@ -332,6 +405,11 @@ async fn accept_loop(listener: TcpListener, store: Arc<CredentialStore>, context
                 tracing::debug!(peer = %peer, error = %err, "management API connection ended");
             }
         });
+        // Still pending (its handshake has not ended yet): it can now be aborted.
+        let mut state = pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = state.tasks.iter_mut().find(|(i, _)| *i == id) {
+            entry.1 = Some(task.abort_handle());
+        }
     }
 }
 
@@ -353,8 +431,8 @@ async fn route(
     let identity = match access {
         Access::Operator(identity) => identity,
         Access::Refused(name) => {
-            // Read (and drop) what the client sends, so it reads the 403 instead of a reset.
-            let _ = read_body(request, MAX_PUSH_BYTES).await;
+            // Answered from the request head alone: no body of a non-operator is ever read.
+            drop(request);
             let answer = Answer::error(
                 403,
                 "not_operator",
@@ -454,27 +532,20 @@ async fn ask(
         .unwrap_or_else(|_| Answer::error(503, "stopping", "the daemon is stopping"))
 }
 
+/// The operator's body, under the size limit and the rate floor of `body::read_paced`.
 async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Vec<u8>, Answer> {
-    let too_large = || {
-        Answer::error(
-            413,
-            "too_large",
-            format!("the body is larger than {limit} bytes"),
-        )
-    };
     let declared = request
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    match Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes().to_vec()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(err) => Err(Answer::error(400, "bad_request", format!("body: {err}"))),
-    }
+    body::read_paced(request.into_body(), declared, limit)
+        .await
+        .map_err(|err| match err {
+            BodyError::TooLarge { .. } => Answer::error(413, "too_large", &err),
+            BodyError::TooSlow { .. } => Answer::error(408, "too_slow", &err),
+            BodyError::Broken(_) => Answer::error(400, "bad_request", &err),
+        })
 }
 
 fn respond(answer: Answer) -> Response<Full<Bytes>> {

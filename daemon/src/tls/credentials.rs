@@ -214,6 +214,19 @@ pub enum CredentialError {
         /// The CRL file.
         crl_path: PathBuf,
     },
+    /// A CRL was not issued by any certificate of the CA bundle: with it every client of that
+    /// CA would be refused (its revocation status unknown), so it is refused instead.
+    #[error("CRL #{index} in {path} was issued by {issuer}, which is not a CA of {ca_path}: give the CRL that CA issues")]
+    CrlNotFromCa {
+        /// The CRL file.
+        path: PathBuf,
+        /// Position in the file, from 0.
+        index: usize,
+        /// The CRL's issuer.
+        issuer: String,
+        /// The CA bundle it should come from.
+        ca_path: PathBuf,
+    },
     /// The CRL could not be parsed.
     #[error("CRL #{index} in {path} cannot be parsed: {reason}")]
     BadCrl {
@@ -343,7 +356,11 @@ pub fn load_at(config: &TlsConfig, now: SystemTime) -> Result<Credentials, Crede
     check_ecdsa_hash_matches_issuer_curve(&labelled)?;
 
     let crls = match &config.crl_file {
-        Some(path) => read_crls(path, now_unix)?,
+        Some(path) => {
+            let crls = read_crls(path, now_unix)?;
+            check_crl_issuers(path, &crls, ca_path, &ca_certs)?;
+            crls
+        }
         None => Vec::new(),
     };
     check_chains_to_ca(config, &provider, &chain, &ca_certs, &crls, now)?;
@@ -570,6 +587,50 @@ fn read_crls(
         }
     }
     Ok(crls)
+}
+
+/// Checks that the CRLs in `crl_path` were issued by a CA of `ca_path` (for `renkei check`).
+pub fn check_crl_file(crl_path: &Path, ca_path: &Path) -> Result<(), CredentialError> {
+    let now_unix = unix_seconds(SystemTime::now());
+    let crls = read_crls(crl_path, now_unix)?;
+    let ca_certs = read_certificates(ca_path)?;
+    check_crl_issuers(crl_path, &crls, ca_path, &ca_certs)
+}
+
+/// Every CRL's issuer must be the subject of one of `ca_certs` (the signature itself is checked
+/// by webpki against that CA whenever a chain is verified).
+fn check_crl_issuers(
+    crl_path: &Path,
+    crls: &[CertificateRevocationListDer<'static>],
+    ca_path: &Path,
+    ca_certs: &[CertificateDer<'static>],
+) -> Result<(), CredentialError> {
+    let subjects: Vec<Vec<u8>> = ca_certs
+        .iter()
+        .filter_map(|der| X509Certificate::from_der(der.as_ref()).ok())
+        .map(|(_, cert)| cert.subject().as_raw().to_vec())
+        .collect();
+    for (index, der) in crls.iter().enumerate() {
+        let (_, crl) = CertificateRevocationList::from_der(der.as_ref()).map_err(|err| {
+            CredentialError::BadCrl {
+                path: crl_path.to_path_buf(),
+                index,
+                reason: err.to_string(),
+            }
+        })?;
+        if !subjects
+            .iter()
+            .any(|s| s.as_slice() == crl.issuer().as_raw())
+        {
+            return Err(CredentialError::CrlNotFromCa {
+                path: crl_path.to_path_buf(),
+                index,
+                issuer: name_or_placeholder(crl.issuer().to_string()),
+                ca_path: ca_path.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn name_or_placeholder(name: String) -> String {

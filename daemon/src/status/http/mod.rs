@@ -30,7 +30,6 @@ use super::cert::{self, CertError, PageCertificate};
 use super::second_factor::FactorStore;
 use super::StatusSource;
 use crate::config::StatusConfig;
-use crate::tls::CredentialStore;
 pub use enrolment_site::{serve_enrolment, EnrolmentServer, CSR_DOWNLOAD_PATH};
 use metrics_site::MetricsSite;
 use page::PageSite;
@@ -38,6 +37,7 @@ pub use page::{CSRF_HEADER, MAX_CONCURRENT_PASSWORD_CHECKS, SECOND_FACTOR_PATH};
 pub use respond::{
     form_field, session_cookie, BODY_READ_TIMEOUT_SECS, MAX_BODY_BYTES, SESSION_COOKIE,
 };
+pub use server::OperatorTls;
 use server::{bind, serve, Transport};
 pub use server::{
     HttpError, BIND_RETRY_SECS, CONNECTION_MAX_SECS, HEADER_READ_TIMEOUT_SECS,
@@ -66,8 +66,9 @@ impl StatusServer {
         config: &StatusConfig,
         state_dir: &Path,
         source: StatusSource,
-        operator_tls: Option<Arc<CredentialStore>>,
+        operator_tls: Option<OperatorTls>,
     ) -> Result<StatusServer, HttpError> {
+        let operator_tls = operator_tls.map(Arc::new);
         let certificate = page_certificate(config, state_dir)?;
         let transport = match &certificate {
             Some(c) => Transport::Tls(Arc::clone(&c.config)),
@@ -81,7 +82,7 @@ impl StatusServer {
         let mut metrics_transport = None;
         if let Some(address) = config.metrics_listen {
             let transport = match (&operator_tls, &certificate) {
-                (Some(store), _) => Transport::OperatorMtls(Arc::clone(store)),
+                (Some(operator), _) => Transport::OperatorMtls(Arc::clone(operator)),
                 (None, Some(c)) => {
                     tracing::warn!(
                         "status.metrics_listen without [tls]: /metrics is served with the page \
@@ -155,7 +156,8 @@ impl StatusServer {
         });
         if config.require_second_factor.is_none() {
             tracing::warn!(
-                "status.require_second_factor is not set: the administrator may log in with the                  password alone until a second factor is enrolled (set it to true)"
+                "status.require_second_factor is not set: the administrator may log in with the \
+                 password alone until a second factor is enrolled (set it to true)"
             );
         }
         tasks.spawn(serve(listener, transport, MAX_PAGE_CONNECTIONS, site));

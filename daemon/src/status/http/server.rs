@@ -45,6 +45,7 @@ pub const BIND_RETRY_SECS: u64 = 10;
 const BIND_RETRY_INTERVAL: Duration = Duration::from_millis(200);
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 static ACCEPT_ERROR_LOG: LogGate = LogGate::new(Duration::from_secs(10));
+static METRICS_REFUSAL_LOG: LogGate = LogGate::new(Duration::from_secs(10));
 
 /// Why the status server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +72,16 @@ pub(super) enum Transport {
     Tls(Arc<rustls::ServerConfig>),
     /// HTTPS with the box's `[tls]` identity, demanding an operator-CA client certificate; read
     /// per connection so a reload applies.
-    OperatorMtls(Arc<CredentialStore>),
+    OperatorMtls(Arc<OperatorTls>),
+}
+
+/// The metrics listener's mTLS: the box's `[tls]` material (its CA and CRL), and who may read.
+pub struct OperatorTls {
+    /// The services' credential store.
+    pub store: Arc<CredentialStore>,
+    /// `status.metrics_identities`, or else `management.operator_identities`: every box has a
+    /// certificate of the same CA, so the CA alone does not make a client the operator.
+    pub identities: Vec<String>,
 }
 
 impl Transport {
@@ -203,16 +213,52 @@ async fn connection<S: Site>(
             http1(TokioIo::new(stream), peer, site).await;
             return;
         }
-        Transport::Tls(config) => config,
-        Transport::OperatorMtls(store) => store.current().server_config(MinTls::Tls13),
+        Transport::Tls(ref config) => Arc::clone(config),
+        Transport::OperatorMtls(ref operator) => {
+            operator.store.current().server_config(MinTls::Tls13)
+        }
     };
     let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
     match tokio::time::timeout(Duration::from_secs(TLS_HANDSHAKE_TIMEOUT_SECS), handshake).await {
-        Ok(Ok(tls)) => http1(TokioIo::new(tls), peer, site).await,
+        Ok(Ok(tls)) => {
+            if let Transport::OperatorMtls(operator) = &transport {
+                let certificate = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+                if let Err(name) = metrics_reader(certificate, &operator.identities) {
+                    if let Some(suppressed) = METRICS_REFUSAL_LOG.check(Instant::now()) {
+                        tracing::warn!(
+                            peer = %peer,
+                            identity = %name,
+                            suppressed,
+                            "metrics listener: {name} is not one of the identities that may read metrics; closed"
+                        );
+                    }
+                    return;
+                }
+            }
+            http1(TokioIo::new(tls), peer, site).await
+        }
         Ok(Err(e)) => {
             tracing::debug!(peer = %peer, error = %e, "status page: TLS handshake failed")
         }
         Err(_) => tracing::debug!(peer = %peer, "status page: TLS handshake timed out"),
+    }
+}
+
+/// `Ok` when the client certificate names one of `identities`, else the name it shows.
+fn metrics_reader(
+    certificate: Option<&rustls_pki_types::CertificateDer<'_>>,
+    identities: &[String],
+) -> Result<(), String> {
+    let Some(certificate) = certificate else {
+        return Err("a client without a certificate".to_string());
+    };
+    match crate::tls::identity::PeerIdentities::from_certificate(certificate) {
+        Ok(ids) if ids.allowed_by(identities).is_some() => Ok(()),
+        Ok(ids) => Err(ids
+            .display_name()
+            .unwrap_or("a certificate without a name")
+            .to_string()),
+        Err(err) => Err(format!("an unreadable certificate ({err})")),
     }
 }
 
