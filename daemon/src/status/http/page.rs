@@ -18,7 +18,6 @@ use super::respond::{
 };
 use super::server::Site;
 use super::stats::PageStats;
-use crate::ratelimit::LogGate;
 use crate::status::assets;
 use crate::status::auth::{self, Access, Guarded, LoginLimiter, SessionStore};
 use crate::status::events::{EventLog, Level};
@@ -31,8 +30,6 @@ pub const MAX_CONCURRENT_PASSWORD_CHECKS: usize = 2;
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// The second factor's enrolment page (AUTH-3).
 pub const SECOND_FACTOR_PATH: &str = "/second-factor";
-
-static FAILED_LOGIN_EVENT: LogGate = LogGate::new(Duration::from_secs(10));
 
 /// The admin page, its API and `/metrics` (login required for all but the login page).
 pub(super) struct PageSite {
@@ -132,19 +129,16 @@ impl PageSite {
         let now = Instant::now();
         if let Some((delay, why)) = delay {
             self.stats.login_failures.fetch_add(1, Ordering::Relaxed);
-            if let (Some(events), Some(suppressed)) = (self.events(), FAILED_LOGIN_EVENT.check(now))
-            {
-                events.push(
+            // The event ring's one rate limit for refusals: a flood of guesses is summarised
+            // and cannot push the config history out of the ring.
+            if let Some(events) = self.events() {
+                events.push_limited(
                     Level::Warning,
                     "login",
+                    "failed",
                     format!(
-                        "failed administrator login from {address} ({why}); next attempt allowed in {} s{}",
-                        delay.as_secs(),
-                        if suppressed > 0 {
-                            format!(" ({suppressed} more failures not shown)")
-                        } else {
-                            String::new()
-                        }
+                        "failed administrator login from {address} ({why}); next attempt allowed in {} s",
+                        delay.as_secs()
                     ),
                 );
             }
