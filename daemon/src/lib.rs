@@ -10,6 +10,7 @@ pub mod hex;
 pub mod keys;
 pub mod logging;
 pub mod notify;
+pub mod preflight;
 pub mod proxy;
 pub mod ratelimit;
 pub mod status;

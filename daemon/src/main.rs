@@ -23,11 +23,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a configuration file and print a one-line summary.
+    /// Validate a configuration file and print a one-line summary: every check `run` makes
+    /// before it starts, on the files the configuration names (TLS keys and certificates
+    /// included), or with `--offline` the text alone.
     Check {
         /// The configuration file.
         #[arg(long, short, default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
+        /// Check syntax, types and rules only, reading no file the configuration names: for the
+        /// operator's machine, which has none of the box's keys (what `renkei sign` runs).
+        #[arg(long)]
+        offline: bool,
     },
     /// Run the daemon with a configuration file. Without one (a box fresh from the image) the
     /// daemon runs unenrolled: it shows the enrolment data on `renkei status` and on the
@@ -83,7 +89,8 @@ enum Command {
         operator: bool,
     },
     /// Sign a config with the operator's key: writes `<config>.sig` (base64 DER ECDSA P-256
-    /// over the file's exact bytes).
+    /// over the file's exact bytes). Refuses (exit 2) a config that fails `renkei check
+    /// --offline` or names no `[meta] box`.
     Sign {
         /// The operator's signing key (from `renkei keygen --operator`).
         #[arg(long)]
@@ -190,7 +197,7 @@ const EXIT_INVALID_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { config, offline } => check(&config, offline),
         Command::Run { config, unenrolled } => run(&config, unenrolled),
         Command::Status {
             config,
@@ -213,7 +220,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|| PathBuf::from(renkei::enrolment::DEFAULT_WIREGUARD_KEY_FILE)),
             tls_key.as_deref().zip(csr.as_deref()),
         )),
-        Command::Sign { key, config } => report(sign(&key, &config)),
+        Command::Sign { key, config } => sign(&key, &config),
         Command::Push {
             target,
             signature,
@@ -240,24 +247,40 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
-    match config::load(path) {
+fn check(path: &std::path::Path, offline: bool) -> ExitCode {
+    let loaded = if offline {
+        config::load_with(path, config::Files::Skip)
+    } else {
+        renkei::preflight::load(path)
+    };
+    match loaded {
+        Ok(config) if offline => {
+            println!(
+                "{}: ok (offline: no file it names was read): {}",
+                path.display(),
+                config.summary()
+            );
+            ExitCode::SUCCESS
+        }
         Ok(config) => {
             println!("{}: ok: {}", path.display(), config.summary());
             ExitCode::SUCCESS
         }
-        Err(diagnostics) => {
-            for d in &diagnostics.0 {
-                eprintln!("{d}");
-            }
-            eprintln!(
-                "{}: {} error(s); configuration is invalid",
-                path.display(),
-                diagnostics.0.len()
-            );
-            ExitCode::from(EXIT_INVALID_CONFIG)
-        }
+        Err(diagnostics) => invalid(path, &diagnostics),
     }
+}
+
+/// Prints every diagnostic and the count; exit 2.
+fn invalid(path: &std::path::Path, diagnostics: &config::Diagnostics) -> ExitCode {
+    for d in &diagnostics.0 {
+        eprintln!("{d}");
+    }
+    eprintln!(
+        "{}: {} error(s); configuration is invalid",
+        path.display(),
+        diagnostics.0.len()
+    );
+    ExitCode::from(EXIT_INVALID_CONFIG)
 }
 
 fn run(path: &std::path::Path, unenrolled: UnenrolledArgs) -> ExitCode {
@@ -488,11 +511,59 @@ fn signature_path(config: &std::path::Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn sign(key: &std::path::Path, config: &std::path::Path) -> anyhow::Result<()> {
+/// Signs only what a box could accept: the offline check passes and `[meta] box` names the box
+/// (a signature on a config without one would be refused by every box, AUTH-4).
+fn sign(key: &std::path::Path, config: &std::path::Path) -> ExitCode {
+    let names_a_box = |c: &config::Config| {
+        match c.meta.box_identity {
+        Some(_) => Vec::new(),
+        None => vec![config::Problem {
+            path: config::FieldPath::root("meta"),
+            message: "names no box: add `box = \"<the box's certificate identity>\"`; a box refuses a pushed config that is not for it".to_string(),
+        }],
+    }
+    };
+    // The bytes checked are the bytes signed: read once.
+    let bytes = match std::fs::read(config) {
+        Ok(bytes) => bytes,
+        Err(e) => return report(Err(anyhow::anyhow!("{}: {e}", config.display()))),
+    };
+    let base_dir = config.parent().unwrap_or(std::path::Path::new("."));
+    let checked = match std::str::from_utf8(&bytes) {
+        Ok(text) => config::load_str_with(
+            text,
+            config,
+            base_dir,
+            config::Files::SkipThen(&names_a_box),
+        )
+        .map(drop),
+        // Read again for the line and column of the first bad byte; never signed either way.
+        Err(_) => match config::load_with(config, config::Files::Skip) {
+            Err(diagnostics) => Err(diagnostics),
+            Ok(_) => Err(config::Diagnostics(vec![config::Diagnostic {
+                file: config.to_path_buf(),
+                line: 1,
+                column: 1,
+                field: String::new(),
+                message: "config is not valid UTF-8".to_string(),
+            }])),
+        },
+    };
+    if let Err(diagnostics) = checked {
+        eprintln!("renkei: refusing to sign {}", config.display());
+        return invalid(config, &diagnostics);
+    }
+    report(write_signature(key, config, &bytes))
+}
+
+fn write_signature(
+    key: &std::path::Path,
+    config: &std::path::Path,
+    bytes: &[u8],
+) -> anyhow::Result<()> {
     let pair = read_signing_key(key)?;
-    let bytes = std::fs::read(config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
     let out = signature_path(config);
-    std::fs::write(&out, format!("{}\n", pair.sign(&bytes)))
+    std::fs::write(&out, format!("{}\n", pair.sign(bytes)))
         .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
     println!(
         "{}: signed by {}",

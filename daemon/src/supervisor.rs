@@ -103,7 +103,7 @@ pub fn load_recovering(
     let recovery = ConfigFiles::new(path, &state_dir)
         .recover()
         .map_err(|e| whole_file(path, format!("cannot restore the confirmed config: {e}")))?;
-    let config = config::load(path)?;
+    let config = crate::preflight::load(path)?;
     let bytes = std::fs::read(path).map_err(|e| whole_file(path, e.to_string()))?;
     Ok((config, bytes, recovery))
 }
@@ -282,6 +282,9 @@ pub async fn run_loaded(
     let mut hangup = signal(SignalKind::hangup()).map_err(SupervisorError::Signals)?;
 
     tracing::info!(summary = %config.summary(), "starting");
+    if config.meta.box_identity.is_none() {
+        tracing::warn!("the config names no [meta] box: it runs from this file, but a pushed config must name this box (AUTH-4)");
+    }
     let events = EventLog::new();
     events.push(
         Level::Info,
@@ -576,7 +579,8 @@ async fn push(
 ) -> (Answer, Option<SupervisorError>) {
     let operator = caller.identity.as_str();
     let running = manager.running().meta.version;
-    let accepted = match manager.check(bytes, signature) {
+    let files = config::Files::ReadThen(&crate::preflight::problems);
+    let accepted = match manager.check(bytes, signature, files) {
         Ok(accepted) => accepted,
         Err(refused) => {
             let reason = &refused.reason;
@@ -960,7 +964,7 @@ impl ConfigWatch {
         if !steady {
             return false;
         }
-        match config::load(path) {
+        match crate::preflight::load(path) {
             Ok(_) => true,
             Err(diagnostics) => {
                 if self.reported != seen {

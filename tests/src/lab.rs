@@ -272,7 +272,8 @@ impl Lab {
     }
 
     /// A valid tunnel-only config for a box; tests edit the returned text before writing it.
-    /// Every tunable is on a line of its own so `str::replace` can change it.
+    /// Every tunable is on a line of its own so `str::replace` can change it. `[meta] box` is
+    /// the box's certificate name, so the config can be signed and pushed to it (AUTH-4).
     pub fn tunnel_config(&self, node: Node) -> String {
         let dir = self.node_dir(node);
         let role = match node {
@@ -283,6 +284,7 @@ impl Lab {
         let mut text = format!(
             r#"[meta]
 version = 1
+box = "{box_name}"
 
 [facility]
 name = "lab {name}"
@@ -300,6 +302,7 @@ address = "{addr}/24"
 mtu = 1420
 "#,
             name = node.short(),
+            box_name = node.tls_name(),
             state = dir.join("state").display(),
             run = dir.join("run").display(),
             iface = self.interface(node),

@@ -201,6 +201,21 @@ auto_confirm = {auto_confirm}
         Ok(path)
     }
 
+    /// Writes `text` to `<operator>/<name>` with a signature by the operator's key made in
+    /// this process, without `renkei sign`'s checks: a signed config that `renkei sign` would
+    /// refuse (malformed, for no box), as a careless or hostile signer could make one. The box
+    /// must refuse it on its own. Returns the config path.
+    pub fn write_signed_unchecked(&self, name: &str, text: &str) -> anyhow::Result<PathBuf> {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text)?;
+        let pem = std::fs::read_to_string(&self.signing_key)?;
+        let pair = SigningKeyPair::from_pem(&pem).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut signature = path.clone().into_os_string();
+        signature.push(".sig");
+        std::fs::write(signature, format!("{}\n", pair.sign(text.as_bytes())))?;
+        Ok(path)
+    }
+
     /// The arguments that name `node`'s management API and the operator's credentials
     /// (`--to`, `--server-name`, `--cert`, `--key`, `--ca`), exactly as an operator types them
     /// after `renkei push`, `confirm` or `remote`: the demo lab prints commands built from these

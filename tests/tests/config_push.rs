@@ -463,8 +463,10 @@ fn auth2_int1_refused_pushes_change_nothing() {
         );
     }
 
+    // `renkei sign` refuses these two; a signature made without its checks must not get them
+    // past the box either.
     let path = operator
-        .write_signed("malformed.toml", "[meta\nversion = 6\n", None)
+        .write_signed_unchecked("malformed.toml", "[meta\nversion = 6\n")
         .expect("sign");
     let outcome = refused(
         "malformed",
@@ -482,7 +484,7 @@ fn auth2_int1_refused_pushes_change_nothing() {
         "listen = \"198.18.10.1:7443\"",
     );
     let path = operator
-        .write_signed("semantic.toml", &semantic, None)
+        .write_signed_unchecked("semantic.toml", &semantic)
         .expect("sign");
     let outcome = refused(
         "semantic",
@@ -543,6 +545,97 @@ fn auth2_int1_refused_pushes_change_nothing() {
     assert!(
         log.matches("event=\"refused\"").count() >= 9,
         "every refusal is logged (LOG-2):\n{log}"
+    );
+    drop(setup.hub);
+}
+
+#[test]
+fn auth4_log2_a_config_signed_for_another_box_or_for_none_is_refused_and_changes_nothing() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let operator = Operator::new(&lab).expect("operator");
+    let original = hospital_config(&lab, &operator, 5, "");
+    let setup = start(&lab, &original);
+    let original_sha = renkei::control::persist::sha256_hex(original.as_bytes());
+    let signer = fingerprint(&operator);
+    let refused = |what: &str, path: &Path, names: &str| {
+        let outcome = operator.push(&lab, Node::Hospital, path).expect("push");
+        assert!(!outcome.success, "{what} was accepted:\n{}", outcome.output);
+        assert_eq!(
+            outcome.error_code(),
+            Some("wrong_box"),
+            "{what}:\n{}",
+            outcome.output
+        );
+        let message = outcome.answers[0]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(names) && message.contains(Node::Hospital.tls_name()),
+            "{what}: {message}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&setup.hospital.config).expect("read"),
+            original,
+            "{what}: the config file changed"
+        );
+        let state = config_state(&setup.hospital);
+        assert_eq!(
+            (&state["version"], &state["state"], &state["sha256"]),
+            (
+                &Value::from(5),
+                &Value::from("confirmed"),
+                &Value::from(original_sha.clone())
+            ),
+            "{what}: {state}"
+        );
+        // LOG-2: logged with version, signer, pusher and why.
+        let events = config_events(&setup.hospital);
+        assert!(
+            events.iter().any(|e| {
+                let m = e["message"].as_str().unwrap_or_default();
+                m.contains("config refused (wrong_box)")
+                    && m.contains("version 9")
+                    && m.contains(&signer)
+                    && m.contains(&operator.identity)
+                    && m.contains(names)
+            }),
+            "{what}: no refusal event in {events:#?}"
+        );
+    };
+
+    // The clinic's config, properly signed by the operator and newer than what the hospital
+    // runs: valid, but for another box.
+    let clinic = lab
+        .full_config(Node::Clinic)
+        .replace("version = 1\n", "version = 9\n")
+        + &operator.management_toml(Node::Clinic, CONFIRM_TIMEOUT.as_secs(), false);
+    assert!(clinic.contains(&format!("box = \"{}\"", Node::Clinic.tls_name())));
+    let path = operator
+        .write_signed("clinic-v9.toml", &clinic, None)
+        .expect("renkei sign");
+    refused("the clinic's config", &path, Node::Clinic.tls_name());
+
+    // The hospital's own config without `box` (renkei sign refuses it; a signature made
+    // without its checks): an old config could otherwise be replayed to any box.
+    let hospital_box = format!("box = \"{}\"\n", Node::Hospital.tls_name());
+    let no_box = hospital_config(&lab, &operator, 9, "").replacen(&hospital_box, "", 1);
+    assert!(!no_box.contains("box = "), "{no_box}");
+    let path = operator
+        .write_signed_unchecked("no-box-v9.toml", &no_box)
+        .expect("sign");
+    refused("a config naming no box", &path, "names no box");
+
+    // The same change for this box is accepted: the refusals were about the box.
+    let path = operator
+        .write_signed(
+            "hospital-v9.toml",
+            &hospital_config(&lab, &operator, 9, ""),
+            None,
+        )
+        .expect("renkei sign");
+    assert_pushed(
+        &operator.push(&lab, Node::Hospital, &path).expect("push"),
+        9,
+        "pending",
     );
     drop(setup.hub);
 }

@@ -362,8 +362,11 @@ fn auth2_log2_ops4_operator_guide_followed_in_the_lab() {
         .replace(&tls_old[0], &tls_old[0].replace("box.crt", "box-2.crt"))
         .replace(&tls_old[1], &tls_old[1].replace("box.key", "box-2.key"));
     std::fs::write(op.file("hospital-a.toml"), &config_a).expect("hospital-a.toml");
-    let printed = op.run("renkei check --config hospital-a.toml");
-    assert!(printed.contains("hospital-a.toml: ok"), "{printed}");
+    let printed = op.run("renkei check --offline --config hospital-a.toml");
+    assert!(
+        printed.contains("hospital-a.toml: ok (offline"),
+        "{printed}"
+    );
 
     // 4. Signed and pushed: pending, running on probation with the new certificate.
     let printed = op.run("renkei sign --key operator-signing.key hospital-a.toml");

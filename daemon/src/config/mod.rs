@@ -2,6 +2,10 @@
 //!
 //! `load` is the only way the daemon gets a `Config`: a config that fails any rule never reaches
 //! the running parts. Paths in a config are relative to the file that names them.
+//!
+//! How far a check looks is a [`Files`]: offline (text only, for the operator's machine), the
+//! files the config names, or those and the deeper checks of a layer above this one (the TLS
+//! files as `run` loads them: `crate::preflight`).
 
 mod diagnostic;
 mod locate;
@@ -13,7 +17,7 @@ use std::path::{Path, PathBuf};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use locate::{FieldPath, Segment};
 pub use schema::*;
-pub use validate::{is_dns_name, parse_host_port};
+pub use validate::{is_dns_name, parse_host_port, Problem};
 
 use diagnostic::{whole_file, LineIndex};
 use locate::SpanMap;
@@ -24,16 +28,47 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/renkei/renkei.toml";
 /// Config files larger than this are refused unread: a real one is a few KiB.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
-/// Reads, parses and checks a config file.
+/// What a check may look at besides the config text.
+#[derive(Clone, Copy)]
+pub enum Files<'a> {
+    /// Nothing: syntax, types and rules only. The operator's machine before `renkei sign`
+    /// has none of the box's key files.
+    Skip,
+    /// Text only, then `deeper` on a config that passed every rule (`renkei sign` requires
+    /// `[meta] box` this way).
+    SkipThen(&'a dyn Fn(&Config) -> Vec<Problem>),
+    /// The files the config names: present, regular, private keys 0600, keys parse.
+    Read,
+    /// Those, then `deeper` on a config that passed every rule: checks of a layer above this
+    /// module, reported at the field they concern like any rule.
+    ReadThen(&'a dyn Fn(&Config) -> Vec<Problem>),
+}
+
+/// Reads, parses and checks a config file with the files it names.
 pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+    load_with(path, Files::Read)
+}
+
+/// Reads, parses and checks a config file as far as `files` says.
+pub fn load_with(path: &Path, files: Files<'_>) -> Result<Config, Diagnostics> {
     let text = read_bounded(path).map_err(|d| Diagnostics(vec![d]))?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
-    load_str(&text, path, base_dir)
+    load_str_with(&text, path, base_dir, files)
 }
 
 /// Parses and checks config text as if it came from `file`, resolving relative paths against
 /// `base_dir`. Used for pushed configs, which arrive as bytes.
 pub fn load_str(text: &str, file: &Path, base_dir: &Path) -> Result<Config, Diagnostics> {
+    load_str_with(text, file, base_dir, Files::Read)
+}
+
+/// [`load_str`] as far as `files` says.
+pub fn load_str_with(
+    text: &str,
+    file: &Path,
+    base_dir: &Path,
+    files: Files<'_>,
+) -> Result<Config, Diagnostics> {
     let index = LineIndex::new(text);
     let spans = SpanMap::parse(text);
     let at = |offset: usize, field: String, message: String| {
@@ -61,7 +96,12 @@ pub fn load_str(text: &str, file: &Path, base_dir: &Path) -> Result<Config, Diag
     };
     resolve_paths(&mut config, base_dir);
 
-    let problems = validate::validate(&config);
+    let read_files = matches!(files, Files::Read | Files::ReadThen(_));
+    let mut problems = validate::validate(&config, read_files);
+    if let (true, Files::ReadThen(deeper) | Files::SkipThen(deeper)) = (problems.is_empty(), files)
+    {
+        problems = deeper(&config);
+    }
     if problems.is_empty() {
         return Ok(config);
     }

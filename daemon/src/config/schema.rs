@@ -45,6 +45,12 @@ pub struct Meta {
     /// Free text shown on the status page (what changed, ticket number).
     #[serde(default)]
     pub description: Option<String>,
+    /// The box this config is for, written `box`: an identity its own TLS certificate carries
+    /// (SAN DNS name, SAN URI or subject CN, matched as `operator_identities` are). A box refuses
+    /// a pushed config that names another box or none (AUTH-4), so one box's signed config
+    /// cannot be replayed to another; a local file may leave it out.
+    #[serde(default, rename = "box")]
+    pub box_identity: Option<String>,
 }
 
 /// The facility the box is installed in.

@@ -1,7 +1,8 @@
 //! Semantic rules of a configuration: everything serde cannot express.
 //!
 //! Each rule reports a problem at the field it concerns and carries on, so one `renkei check`
-//! run shows every problem it can. Nothing here changes the system; it only reads key files.
+//! run shows every problem it can. Nothing here changes the system; it only reads key files,
+//! and none at all when the check runs offline (the operator's machine has none of them).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -29,19 +30,25 @@ const MAX_INTERFACE_NAME_BYTES: usize = 15;
 const MTU_RANGE: std::ops::RangeInclusive<u16> = 1280..=8920;
 const MAX_FACILITY_NAME_CHARS: usize = 200;
 const MAX_SERVICE_NAME_CHARS: usize = 63;
+/// A certificate identity is a DNS name (at most 253), a URI or a CN; longer is a mistake.
+const MAX_BOX_IDENTITY_CHARS: usize = 1024;
 
 struct Checker<'a> {
     config: &'a Config,
     problems: Vec<Problem>,
     own_public_key: Option<[u8; keys::KEY_LEN]>,
+    /// False offline: rules that need a file the config names are skipped.
+    read_files: bool,
 }
 
-/// Checks every rule; an empty result means the config is valid.
-pub fn validate(config: &Config) -> Vec<Problem> {
+/// Checks every rule; an empty result means the config is valid. With `read_files` false no
+/// file the config names is opened (`renkei check --offline`, `renkei sign`).
+pub fn validate(config: &Config, read_files: bool) -> Vec<Problem> {
     let mut checker = Checker {
         config,
         problems: Vec::new(),
         own_public_key: None,
+        read_files,
     };
     checker.meta();
     checker.facility();
@@ -77,6 +84,9 @@ impl Checker<'_> {
     }
 
     fn readable(&mut self, path: FieldPath, file: &Path) {
+        if !self.read_files {
+            return;
+        }
         if let Err(message) = open_regular_file(file) {
             self.report(path, message);
         }
@@ -85,6 +95,9 @@ impl Checker<'_> {
     /// A private key file must be readable by the daemon and by nobody else.
     fn private_file(&mut self, path: FieldPath, file: &Path) {
         use std::os::unix::fs::PermissionsExt;
+        if !self.read_files {
+            return;
+        }
         match open_regular_file(file) {
             Err(message) => self.report(path, message),
             Ok(meta) => {
@@ -125,6 +138,25 @@ impl Checker<'_> {
                 FieldPath::root("meta").key("version"),
                 "must be 1 or greater",
             );
+        }
+        if let Some(name) = &self.config.meta.box_identity {
+            let path = FieldPath::root("meta").key("box");
+            if name.trim().is_empty() {
+                self.report(
+                    path,
+                    "must name the box's certificate identity, not be empty",
+                );
+            } else if name.trim() != name || name.chars().any(char::is_control) {
+                self.report(
+                    path,
+                    "must be a certificate identity without surrounding spaces or control characters",
+                );
+            } else if name.chars().count() > MAX_BOX_IDENTITY_CHARS {
+                self.report(
+                    path,
+                    format!("is longer than {MAX_BOX_IDENTITY_CHARS} characters"),
+                );
+            }
         }
     }
 
@@ -178,9 +210,11 @@ impl Checker<'_> {
             );
         }
 
-        match keys::read_private_key(&tunnel.private_key_file) {
-            Ok(secret) => self.own_public_key = Some(keys::public_key_of(&secret)),
-            Err(e) => self.report(base.key("private_key_file"), e.to_string()),
+        if self.read_files {
+            match keys::read_private_key(&tunnel.private_key_file) {
+                Ok(secret) => self.own_public_key = Some(keys::public_key_of(&secret)),
+                Err(e) => self.report(base.key("private_key_file"), e.to_string()),
+            }
         }
 
         let address = tunnel.address;
@@ -723,6 +757,7 @@ impl Checker<'_> {
                 base.key(name),
                 format!("give either {name} or {name}_file, not both"),
             ),
+            (Some(_), None) if !self.read_files => {}
             (Some(path), None) => {
                 let field = base.key(&format!("{name}_file"));
                 if let Err(message) = open_regular_file(path) {
@@ -876,7 +911,7 @@ admin_password_hash = "$argon2id$v=19$m=19456,t=2,p=1$7cIcWGM1T1jHcx/5L2g8BA$7Ih
 
     /// Messages of the problems at `field`.
     fn problems_at(config: &Config, field: &str) -> Vec<String> {
-        validate(config)
+        validate(config, true)
             .into_iter()
             .filter(|p| p.path.to_string() == field)
             .map(|p| p.message)

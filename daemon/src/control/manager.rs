@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::persist::{sha256_hex, ConfigFiles, ConfirmedRecord, PendingRecord, PersistError};
 use super::{check_push, Accepted, Refusal, Refused};
-use crate::config::Config;
+use crate::config::{Config, Files};
 
 /// A config with what is known of where it came from.
 #[derive(Debug, Clone)]
@@ -190,13 +190,20 @@ impl Manager {
 
     /// Every check of a push; nothing changes. While a config is pending every push is
     /// refused; the checks still run against the confirmed config, so the refusal names the
-    /// push's version and signer when they are known.
-    pub fn check(&self, bytes: &[u8], signature: Option<&str>) -> Result<Accepted, Refused> {
+    /// push's version and signer when they are known. `files`: how far the box's files are
+    /// checked for the pushed config (the supervisor passes what `run` checks at start).
+    pub fn check(
+        &self,
+        bytes: &[u8],
+        signature: Option<&str>,
+        files: Files<'_>,
+    ) -> Result<Accepted, Refused> {
         let checked = check_push(
             &self.confirmed.config,
             self.files.config_path(),
             bytes,
             signature,
+            files,
         );
         let Some(pending) = &self.pending else {
             return checked;
@@ -391,7 +398,11 @@ mod tests {
     }
 
     fn push(f: &Fixture, m: &Manager, text: &str) -> Result<Accepted, Refused> {
-        m.check(text.as_bytes(), Some(&f.key.sign(text.as_bytes())))
+        m.check(
+            text.as_bytes(),
+            Some(&f.key.sign(text.as_bytes())),
+            Files::Read,
+        )
     }
 
     #[test]

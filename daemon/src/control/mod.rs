@@ -1,5 +1,6 @@
-//! The operator's control path (AUTH-2, LOG-2, AVL-1): signed configs pushed over the tunnel,
-//! checked, written durably, applied, and confirmed or rolled back.
+//! The operator's control path (AUTH-2, AUTH-4, LOG-2, AVL-1): signed configs pushed over the
+//! tunnel, checked (signed by the operator, for this box, newer), written durably, applied, and
+//! confirmed or rolled back.
 //!
 //! - [`audit`]: the LOG-2 record of every event, in the log and on the status page.
 //! - [`signing`]: ECDSA P-256 signatures over a config's exact bytes.
@@ -23,7 +24,9 @@ pub mod signing;
 
 use std::path::Path;
 
-use crate::config::{self, Config, Diagnostics, ManagementConfig};
+use crate::config::{self, Config, Diagnostics, Files, ManagementConfig};
+use crate::tls::credentials::certificate_identities;
+use crate::tls::CredentialError;
 use signing::{OperatorKey, SigningError};
 
 /// Largest pushed config accepted; a real one is a few KiB.
@@ -51,6 +54,18 @@ pub enum Refusal {
     /// The box's own trusted keys cannot be read (its config names a missing file).
     #[error("the box cannot read its trusted operator keys: {0}")]
     TrustedKeys(SigningError),
+    /// The box cannot read its own certificate, so it cannot tell whether a config is for it.
+    #[error("the box cannot read its own certificate to compare [meta] box with: {0}")]
+    OwnCertificate(Box<CredentialError>),
+    /// The config names another box, or none (AUTH-4): one box's signed config must never run
+    /// on another.
+    #[error("{}", wrong_box_message(.named, .this_box))]
+    WrongBox {
+        /// `meta.box` of the push, if any.
+        named: Option<String>,
+        /// The identities this box's certificate carries.
+        this_box: String,
+    },
     /// Not UTF-8, not TOML, or fails a `renkei check` rule.
     #[error("the config is invalid:\n{0}")]
     Invalid(Diagnostics),
@@ -82,10 +97,11 @@ impl Refusal {
             Refusal::TooLarge(_) => 413,
             Refusal::MissingSignature
             | Refusal::Signature(_)
-            | Refusal::UntrustedSignature { .. } => 403,
+            | Refusal::UntrustedSignature { .. }
+            | Refusal::WrongBox { .. } => 403,
             Refusal::Invalid(_) | Refusal::NoManagement | Refusal::Immutable(..) => 422,
             Refusal::NotNewer { .. } | Refusal::Pending(_) => 409,
-            Refusal::TrustedKeys(_) => 500,
+            Refusal::TrustedKeys(_) | Refusal::OwnCertificate(_) => 500,
         }
     }
 
@@ -97,12 +113,25 @@ impl Refusal {
             Refusal::Signature(_) => "malformed_signature",
             Refusal::UntrustedSignature { .. } => "bad_signature",
             Refusal::TrustedKeys(_) => "trusted_keys_unreadable",
+            Refusal::OwnCertificate(_) => "own_certificate_unreadable",
+            Refusal::WrongBox { .. } => "wrong_box",
             Refusal::Invalid(_) => "invalid_config",
             Refusal::NotNewer { .. } => "not_newer",
             Refusal::Pending(_) => "pending",
             Refusal::NoManagement => "no_management",
             Refusal::Immutable(..) => "immutable_setting",
         }
+    }
+}
+
+fn wrong_box_message(named: &Option<String>, this_box: &str) -> String {
+    match named {
+        Some(name) => format!(
+            "the config is for box {name:?}, not this one ({this_box}); [meta] box must name this box"
+        ),
+        None => format!(
+            "the config names no box: a pushed config must name the box it is for in [meta] box (this box: {this_box})"
+        ),
     }
 }
 
@@ -166,13 +195,15 @@ pub fn trusted_keys(management: &ManagementConfig) -> Result<Vec<OperatorKey>, S
 }
 
 /// Every rule of a push, cheapest and most decisive first: size, then the signature (before the
-/// untrusted text is even parsed), then `renkei check`'s rules, then version and the settings a
-/// push may not change.
+/// untrusted text is even parsed), then `renkei check`'s rules without files, then that it is
+/// for this box (`[meta] box` against the running certificate), then the rules with the box's
+/// files as far as `files` says, then version and the settings a push may not change.
 pub fn check_push(
     running: &Config,
     config_path: &Path,
     bytes: &[u8],
     signature: Option<&str>,
+    files: Files<'_>,
 ) -> Result<Accepted, Refused> {
     if bytes.len() > MAX_PUSH_BYTES {
         return Err(Refusal::TooLarge(bytes.len()).into());
@@ -215,9 +246,32 @@ pub fn check_push(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let config = config::load_str(text, config_path, base_dir)
-        .map_err(|d| refused(Refusal::Invalid(d), declared_version(text)))?;
+    let invalid = |d| refused(Refusal::Invalid(d), declared_version(text));
+    let config =
+        config::load_str_with(text, config_path, base_dir, Files::Skip).map_err(invalid)?;
     let version = Some(config.meta.version);
+    // Before the box's files are read for it: another box's config names files that may not
+    // fit this one, and "for another box" is the refusal that explains it.
+    let this_box = running
+        .tls
+        .as_ref()
+        .map(|tls| certificate_identities(&tls.certificate_file))
+        .transpose()
+        .map_err(|e| refused(Refusal::OwnCertificate(Box::new(e)), version))?;
+    let for_this_box = match (&config.meta.box_identity, &this_box) {
+        (Some(name), Some(identities)) => identities.carries(name),
+        _ => false,
+    };
+    if !for_this_box {
+        return Err(refused(
+            Refusal::WrongBox {
+                named: config.meta.box_identity.clone(),
+                this_box: this_box.map_or_else(|| "no certificate".to_string(), |i| i.list()),
+            },
+            version,
+        ));
+    }
+    let config = config::load_str_with(text, config_path, base_dir, files).map_err(invalid)?;
 
     if config.meta.version <= running.meta.version {
         return Err(refused(
@@ -279,6 +333,27 @@ pub(crate) mod fixture {
     use super::signing::SigningKeyPair;
     use crate::config::Config;
 
+    /// The identity the fixture box's certificate carries (its `[meta] box`).
+    pub const BOX: &str = "hospital.renkei.test";
+
+    /// An operator CA certificate and a certificate for `name` from it, in PEM:
+    /// `(ca, box certificate, box key)`.
+    pub fn pki(name: &str) -> (String, String, String) {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::default();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "fixture operator CA");
+        let ca_cert = ca.self_signed(&ca_key).expect("CA");
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().expect("box key");
+        let mut leaf = CertificateParams::new(vec![name.to_string()]).expect("params");
+        leaf.distinguished_name.push(DnType::CommonName, name);
+        let cert = leaf.signed_by(&key, &issuer).expect("box certificate");
+        (ca_cert.pem(), cert.pem(), key.serialize_pem())
+    }
+
     /// The files and the operator's keys.
     pub struct Fixture {
         pub dir: tempfile::TempDir,
@@ -294,13 +369,14 @@ pub(crate) mod fixture {
             let root = dir.path();
             std::fs::create_dir_all(root.join("tls")).expect("mkdir");
             crate::keys::write_keypair(&root.join("wg.key")).expect("wg key");
-            for (name, mode) in [
-                ("tls/box.crt", 0o644),
-                ("tls/box.key", 0o600),
-                ("tls/ca.crt", 0o644),
+            let (ca, cert, key) = pki(BOX);
+            for (name, mode, text) in [
+                ("tls/box.crt", 0o644, cert),
+                ("tls/box.key", 0o600, key),
+                ("tls/ca.crt", 0o644, ca),
             ] {
                 let path = root.join(name);
-                std::fs::write(&path, "placeholder").expect("write");
+                std::fs::write(&path, text).expect("write");
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
                     .expect("chmod");
             }
@@ -332,6 +408,7 @@ pub(crate) mod fixture {
             format!(
                 r#"[meta]
 version = {version}
+box = "{BOX}"
 
 [facility]
 name = "fixture hospital"
@@ -408,6 +485,7 @@ mod tests {
             &f.config_path(),
             pushed.as_bytes(),
             signature.as_deref(),
+            Files::Read,
         )
     }
 
@@ -434,6 +512,7 @@ mod tests {
             &f.config_path(),
             pushed.as_bytes(),
             Some("not base64!"),
+            Files::Read,
         )
         .expect_err("malformed");
         assert_eq!(refused.reason.code(), "malformed_signature");
@@ -455,6 +534,7 @@ mod tests {
             &f.config_path(),
             tampered.as_bytes(),
             Some(&signature),
+            Files::Read,
         )
         .expect_err("tampered");
         assert_eq!(refused.reason.code(), "bad_signature");
@@ -501,6 +581,46 @@ mod tests {
         let moved = f.text(6, "").replace("/state\"", "/elsewhere\"");
         let refused = check(&f, &running, &moved, Some(&f.key)).expect_err("state dir");
         assert_eq!(refused.reason.code(), "immutable_setting");
+    }
+
+    #[test]
+    fn auth4_a_signed_config_for_another_box_or_for_no_box_is_refused_with_wrong_box() {
+        let f = Fixture::new();
+        let running = f.text(1, "");
+        let signer = Some(f.key.public().fingerprint().to_string());
+        let for_b = f.text(2, "").replace(
+            &format!("box = \"{}\"", super::fixture::BOX),
+            "box = \"clinic.renkei.test\"",
+        );
+        assert_ne!(for_b, f.text(2, ""));
+        let no_box = f
+            .text(2, "")
+            .replace(&format!("box = \"{}\"\n", super::fixture::BOX), "");
+        assert_ne!(no_box, f.text(2, ""));
+        for (what, text, named) in [
+            ("another box", &for_b, Some("clinic.renkei.test")),
+            ("no box", &no_box, None),
+        ] {
+            let refused = check(&f, &running, text, Some(&f.key)).expect_err(what);
+            assert_eq!(refused.reason.code(), "wrong_box", "{what}");
+            assert_eq!(refused.reason.http_status(), 403, "{what}");
+            assert_eq!(refused.version, Some(2), "{what}");
+            assert_eq!(refused.signer, signer, "{what}");
+            let message = refused.reason.to_string();
+            assert!(message.contains(super::fixture::BOX), "{what}: {message}");
+            if let Some(named) = named {
+                assert!(message.contains(named), "{what}: {message}");
+            }
+        }
+        // DNS names compare case-insensitively, as every identity match does.
+        let upper = f.text(2, "").replace(
+            &format!("box = \"{}\"", super::fixture::BOX),
+            &format!("box = \"{}\"", super::fixture::BOX.to_uppercase()),
+        );
+        check(&f, &running, &upper, Some(&f.key)).expect("the same box");
+        // Checked before the version: an old config of another box says what is wrong with it.
+        let refused = check(&f, &f.text(5, ""), &for_b, Some(&f.key)).expect_err("old");
+        assert_eq!(refused.reason.code(), "wrong_box");
     }
 
     #[test]

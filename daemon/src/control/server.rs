@@ -140,6 +140,17 @@ pub enum ServerError {
     },
 }
 
+/// The TLS files the management API loads: the box's certificate and key, with the operator
+/// CA as the only trust anchor for clients. `renkei check` loads the same (`crate::preflight`).
+pub fn management_tls(management: &ManagementConfig, tls: &TlsConfig) -> TlsConfig {
+    TlsConfig {
+        certificate_file: tls.certificate_file.clone(),
+        private_key_file: tls.private_key_file.clone(),
+        ca_file: management.operator_ca_file.clone(),
+        crl_file: management.operator_crl_file.clone(),
+    }
+}
+
 /// The running management API.
 pub struct ManagementServer {
     listen: SocketAddr,
@@ -159,12 +170,7 @@ impl ManagementServer {
         commands: mpsc::Sender<Command>,
         events: EventLog,
     ) -> Result<Self, ServerError> {
-        let store = Arc::new(CredentialStore::open(TlsConfig {
-            certificate_file: tls.certificate_file.clone(),
-            private_key_file: tls.private_key_file.clone(),
-            ca_file: management.operator_ca_file.clone(),
-            crl_file: management.operator_crl_file.clone(),
-        })?);
+        let store = Arc::new(CredentialStore::open(management_tls(management, tls))?);
         let watcher = store.spawn_watcher(Duration::from_secs(DEFAULT_WATCH_INTERVAL_SECS));
         let listener = match bind_to_device(management.listen, device).await {
             Ok(listener) => listener,

@@ -23,6 +23,7 @@ use x509_parser::signature_algorithm::SignatureAlgorithm;
 use x509_parser::time::ASN1Time;
 use x509_parser::x509::AlgorithmIdentifier;
 
+use super::identity::PeerIdentities;
 use super::profile;
 use crate::config::TlsConfig;
 
@@ -237,6 +238,50 @@ pub enum CredentialError {
         /// What the parser said.
         reason: String,
     },
+}
+
+impl CredentialError {
+    /// The file the error is about (for a key that does not match its certificate: the key).
+    pub fn path(&self) -> &Path {
+        match self {
+            CredentialError::Unreadable { path, .. }
+            | CredentialError::TooLarge { path, .. }
+            | CredentialError::KeyFileTooOpen { path, .. }
+            | CredentialError::BadPem { path, .. }
+            | CredentialError::NoCertificates { path }
+            | CredentialError::NoPrivateKey { path }
+            | CredentialError::BadCertificate { path, .. }
+            | CredentialError::CertExpired { path, .. }
+            | CredentialError::CertNotYetValid { path, .. }
+            | CredentialError::WeakRsaKey { path, .. }
+            | CredentialError::UnsupportedKey { path, .. }
+            | CredentialError::Sha1Signature { path, .. }
+            | CredentialError::UnsupportedSignature { path, .. }
+            | CredentialError::UnusableKey { path, .. }
+            | CredentialError::NotIssuedByCa { path, .. }
+            | CredentialError::NoSigningUsage { path, .. }
+            | CredentialError::Revoked { path, .. }
+            | CredentialError::BadCrl { path, .. }
+            | CredentialError::CrlNotFromCa { path, .. } => path,
+            CredentialError::KeyMismatch { key, .. } => key,
+        }
+    }
+}
+
+/// The identities (SAN DNS names, SAN URIs, subject CNs) of the first certificate in
+/// `certificate_file`: who this box is, for `[meta] box` (AUTH-4).
+pub fn certificate_identities(certificate_file: &Path) -> Result<PeerIdentities, CredentialError> {
+    let chain = read_certificates(certificate_file)?;
+    let first = chain
+        .first()
+        .ok_or_else(|| CredentialError::NoCertificates {
+            path: certificate_file.to_path_buf(),
+        })?;
+    PeerIdentities::from_certificate(first).map_err(|e| CredentialError::BadCertificate {
+        path: certificate_file.to_path_buf(),
+        index: 0,
+        reason: e.to_string(),
+    })
 }
 
 /// Which file a certificate came from, for the status page.

@@ -64,14 +64,34 @@ impl PeerIdentities {
     pub fn allowed_by<'a>(&self, allowlist: &'a [String]) -> Option<&'a str> {
         allowlist
             .iter()
-            .find(|allowed| {
-                self.dns_names
-                    .iter()
-                    .any(|dns| dns.eq_ignore_ascii_case(allowed))
-                    || self.uris.iter().any(|uri| uri == *allowed)
-                    || self.common_names.iter().any(|cn| cn == *allowed)
-            })
+            .find(|allowed| self.carries(allowed))
             .map(String::as_str)
+    }
+
+    /// True when the certificate carries `identity`, matched as [`PeerIdentities::allowed_by`]
+    /// matches (a config's `[meta] box` against the box's own certificate, AUTH-4).
+    pub fn carries(&self, identity: &str) -> bool {
+        self.dns_names
+            .iter()
+            .any(|dns| dns.eq_ignore_ascii_case(identity))
+            || self.uris.iter().any(|uri| uri == identity)
+            || self.common_names.iter().any(|cn| cn == identity)
+    }
+
+    /// Every identity, for messages: DNS names, URIs, then CNs, comma-separated.
+    pub fn list(&self) -> String {
+        let names: Vec<&str> = self
+            .dns_names
+            .iter()
+            .chain(&self.uris)
+            .chain(&self.common_names)
+            .map(String::as_str)
+            .collect();
+        if names.is_empty() {
+            "no identity".to_string()
+        } else {
+            names.join(", ")
+        }
     }
 
     /// One name for logs when the peer is refused: the first DNS name, URI or CN.

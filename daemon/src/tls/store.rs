@@ -65,6 +65,14 @@ impl TlsMaterial {
         })
     }
 
+    /// Reads and checks every file of `config` and builds the configurations from them: what
+    /// the daemon does at start and on every reload, and what `renkei check` does too
+    /// (`crate::preflight`), so the two cannot disagree on the same files.
+    pub fn load(config: &TlsConfig) -> Result<Self, StoreError> {
+        let credentials = credentials::load(config)?;
+        Ok(TlsMaterial::build(&credentials)?)
+    }
+
     /// Server configuration for an inbound service or the management API.
     pub fn server_config(&self, min_tls: MinTls) -> Arc<ServerConfig> {
         match min_tls {
@@ -253,8 +261,7 @@ fn file_stamps(config: &TlsConfig) -> Vec<Option<FileStamp>> {
 }
 
 fn build_material(config: &TlsConfig) -> Result<TlsMaterial, StoreError> {
-    let credentials = credentials::load(config)?;
-    let material = TlsMaterial::build(&credentials)?;
+    let material = TlsMaterial::load(config)?;
     for expiry in material.expiries.iter().filter(|e| e.warning) {
         tracing::warn!(
             subject = %expiry.subject,

@@ -8,8 +8,9 @@
 //! | `wg.key` (+ `wg.key.pub`)  | fresh WireGuard key pair, mode 0600                         |
 //! | `tls/operator-ca.crt`      | PEM CA certificate (operator CA)                            |
 //! | `tls/box.crt`, `tls/box.key` | facility leaf certificate signed by that CA, key 0600     |
+//! |                            | (names both example facilities: `hospital.` and `clinic.renkei.example`) |
 //! | `tls/hub.crt`, `tls/hub.key` | hub leaf certificate signed by that CA, key 0600          |
-//! | `operator/ca.crt`          | PEM CA certificate for operator client certificates         |
+//! | `operator/ca.crt`          | the same operator CA (it signs the operator's client certificates and the boxes') |
 //! | `operator/signing.pub.pem` | PEM ECDSA P-256 public key (config signing key)             |
 //!
 //! and, for negative tests:
@@ -70,18 +71,22 @@ impl Fixture {
         write_private(&root.join("garbage.key"), "this is not a key\n");
 
         let (ca_pem, issuer) = ca("Renkei Test Operator CA");
-        fs::write(root.join("tls/operator-ca.crt"), ca_pem).expect("write operator-ca.crt");
+        fs::write(root.join("tls/operator-ca.crt"), &ca_pem).expect("write operator-ca.crt");
         for (name, dns) in [
-            ("box", "hospital.renkei.example"),
-            ("hub", "hub.renkei.example"),
+            (
+                "box",
+                &["hospital.renkei.example", "clinic.renkei.example"][..],
+            ),
+            ("hub", &["hub.renkei.example"][..]),
         ] {
             let (cert, key) = leaf(dns, &issuer);
             fs::write(root.join(format!("tls/{name}.crt")), cert).expect("write leaf cert");
             write_private(&root.join(format!("tls/{name}.key")), &key);
         }
 
-        let (operator_ca, _) = ca("Renkei Test Operator Client CA");
-        fs::write(root.join("operator/ca.crt"), operator_ca).expect("write operator/ca.crt");
+        // The management API trusts the CA that issued the box's certificate too: `run` loads
+        // the box's certificate against it, and so does `renkei check`.
+        fs::write(root.join("operator/ca.crt"), &ca_pem).expect("write operator/ca.crt");
         let signing = KeyPair::generate().expect("generate signing key");
         fs::write(
             root.join("operator/signing.pub.pem"),
@@ -119,13 +124,17 @@ impl Fixture {
 
     /// Runs `renkei check --config <config>` with the real binary.
     pub fn check(&self, config: &Path) -> Output {
+        self.renkei(&["check", "--config"], config)
+    }
+
+    /// Runs `renkei <args> <config>` with the real binary in the fixture directory.
+    pub fn renkei(&self, args: &[&str], config: &Path) -> Output {
         Command::new(env!("CARGO_BIN_EXE_renkei"))
-            .arg("check")
-            .arg("--config")
+            .args(args)
             .arg(config)
             .current_dir(self.path())
             .output()
-            .expect("run renkei check")
+            .expect("run renkei")
     }
 }
 
@@ -154,11 +163,13 @@ fn ca(common_name: &str) -> (String, Issuer<'static, KeyPair>) {
     (cert.pem(), Issuer::new(params, key))
 }
 
-/// A leaf certificate for `dns` signed by `issuer`: PEM certificate and PEM PKCS#8 key.
-fn leaf(dns: &str, issuer: &Issuer<'static, KeyPair>) -> (String, String) {
+/// A leaf certificate for the DNS names `dns` (the first is also the CN) signed by `issuer`:
+/// PEM certificate and PEM PKCS#8 key.
+fn leaf(dns: &[&str], issuer: &Issuer<'static, KeyPair>) -> (String, String) {
     let key = KeyPair::generate().expect("generate leaf key");
-    let mut params = CertificateParams::new(vec![dns.to_string()]).expect("leaf params");
-    params.distinguished_name.push(DnType::CommonName, dns);
+    let names: Vec<String> = dns.iter().map(|d| d.to_string()).collect();
+    let mut params = CertificateParams::new(names).expect("leaf params");
+    params.distinguished_name.push(DnType::CommonName, dns[0]);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![
         rcgen::ExtendedKeyUsagePurpose::ServerAuth,
