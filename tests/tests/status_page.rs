@@ -2278,3 +2278,174 @@ fn auth3_without_require_second_factor_the_password_alone_logs_in_with_a_warning
     assert_eq!(form.status, 200, "{form:?}");
     assert!(form.body.contains("<svg") && form.body.contains("name=\"secret\""));
 }
+
+/// The TOTP step of the box's clock (the lab's boxes run on this host's clock).
+fn totp_step_now() -> u64 {
+    use renkei::status::second_factor::STEP_SECS;
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        / STEP_SECS
+}
+
+/// The code an authenticator app with `secret` shows at `step`.
+fn totp_code(secret: &str, step: u64) -> String {
+    renkei::status::second_factor::code_at(secret, step).expect("a usable secret")
+}
+
+/// The secret the enrolment form offers (its hidden `secret` field).
+fn offered_secret(form: &Reply) -> String {
+    let (_, rest) = form
+        .body
+        .split_once("name=\"secret\" value=\"")
+        .unwrap_or_else(|| panic!("no secret in the form: {form:?}"));
+    rest.split('"').next().unwrap_or_default().to_string()
+}
+
+/// `POST /second-factor` with `session`: the new `secret` and its `code`, and `current` (the
+/// enrolled factor's code or a recovery code) when given.
+fn post_second_factor(
+    ns: &Namespace,
+    base: &str,
+    session: &Session,
+    secret: &str,
+    code: &str,
+    current: Option<&str>,
+) -> Reply {
+    let cookie = format!("Cookie: {}", session.cookie);
+    let fields = [
+        format!("csrf={}", session.csrf),
+        format!("secret={secret}"),
+        format!("code={code}"),
+    ];
+    let current = current.map(|c| format!("current={c}"));
+    let url = format!("{base}/second-factor");
+    let mut args = vec!["-H", cookie.as_str()];
+    for field in fields.iter().chain(current.iter()) {
+        args.extend(["--data-urlencode", field.as_str()]);
+    }
+    args.push(&url);
+    curl(ns, &args).expect("curl")
+}
+
+/// Retries `post` while the box answers `429` (the limiter's delay after a failed attempt).
+fn past_delay(mut post: impl FnMut() -> Reply) -> Reply {
+    wait_until(Duration::from_secs(20), "the login delay to pass", || {
+        let reply = post();
+        (reply.status != 429).then_some(reply)
+    })
+    .expect("delay passed")
+}
+
+/// Issue #14 item 10: a full session alone (a stolen cookie) cannot replace the enrolled
+/// second factor; the form asks for a current code or a recovery code of it, a wrong, replayed
+/// or missing one is a failed, rate-limited attempt, and the factor file stays as it was.
+#[test]
+fn auth3_replacing_an_enrolled_factor_needs_its_current_code_or_a_recovery_code() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let clinic = clinic_with_page(&lab);
+    let lan = lab.lan_ns(Node::Clinic);
+    let base = clinic_base();
+    let file = lab
+        .node_dir(Node::Clinic)
+        .join("state/status/second-factor.json");
+    let stored_secret = || -> String {
+        let text = std::fs::read_to_string(&file).expect("factor file");
+        let stored: Value = serde_json::from_str(&text).expect("json");
+        stored["secret_base32"].as_str().unwrap_or_default().into()
+    };
+    // Without require_second_factor the password alone opens a full session.
+    let session = login(lan, &base, ADMIN_PASSWORD).expect("login");
+
+    // The first enrolment asks for no current code.
+    let form = get(lan, &base, &session, "/second-factor").expect("form");
+    assert!(!form.body.contains("name=\"current\""), "{form:?}");
+    let owner = offered_secret(&form);
+    let enrolled_step = totp_step_now();
+    let enrolment_code = totp_code(&owner, enrolled_step);
+    let enrolled = post_second_factor(lan, &base, &session, &owner, &enrolment_code, None);
+    assert_eq!(enrolled.status, 200, "{enrolled:?}");
+    assert_eq!(stored_secret(), owner);
+    let before = std::fs::read(&file).expect("factor file");
+
+    // Now the form asks for the current code or a recovery code.
+    let form = get(lan, &base, &session, "/second-factor").expect("form");
+    assert!(
+        form.body.contains("name=\"current\"") && form.body.contains("sf_replace_hint"),
+        "{form:?}"
+    );
+    let attacker = offered_secret(&form);
+    assert_ne!(attacker, owner);
+    let wrong = format!(
+        "{:06}",
+        (enrolment_code.parse::<u32>().unwrap_or(0) + 500_000) % 1_000_000
+    );
+    for (what, current) in [
+        ("no current code", None),
+        ("a wrong code", Some(wrong.as_str())),
+        ("the replayed enrolment code", Some(enrolment_code.as_str())),
+    ] {
+        let refused = past_delay(|| {
+            let code = totp_code(&attacker, totp_step_now());
+            post_second_factor(lan, &base, &session, &attacker, &code, current)
+        });
+        assert_eq!(refused.status, 401, "{what}: {refused:?}");
+        assert!(
+            refused.body.contains("sf_current_wrong"),
+            "{what}: {refused:?}"
+        );
+        assert_eq!(
+            std::fs::read(&file).expect("factor file"),
+            before,
+            "{what}: the enrolled factor was changed"
+        );
+    }
+    // Each refusal was a failed attempt: the next one, even with the right code, waits.
+    let proof = totp_code(&owner, totp_step_now().max(enrolled_step + 1));
+    let code = totp_code(&attacker, totp_step_now());
+    let waited = post_second_factor(lan, &base, &session, &attacker, &code, Some(&proof));
+    assert_eq!(waited.status, 429, "{waited:?}");
+    assert!(waited.header("retry-after").is_some(), "{waited:?}");
+    assert_eq!(std::fs::read(&file).expect("factor file"), before);
+
+    // A current code of the enrolled factor replaces it.
+    let replaced = past_delay(|| {
+        let code = totp_code(&attacker, totp_step_now());
+        post_second_factor(lan, &base, &session, &attacker, &code, Some(&proof))
+    });
+    assert_eq!(replaced.status, 200, "{replaced:?}");
+    assert!(
+        replaced.body.contains("id=\"recovery-codes\""),
+        "{replaced:?}"
+    );
+    assert_eq!(stored_secret(), attacker);
+    let recovery: Vec<String> = replaced
+        .body
+        .split("<li>")
+        .skip(1)
+        .filter_map(|item| item.split("</li>").next().map(String::from))
+        .collect();
+    assert_eq!(recovery.len(), 10, "{replaced:?}");
+
+    // So does an unused recovery code of it.
+    let form = get(lan, &base, &session, "/second-factor").expect("form");
+    let third = offered_secret(&form);
+    let code = totp_code(&third, totp_step_now());
+    let replaced = post_second_factor(lan, &base, &session, &third, &code, Some(&recovery[0]));
+    assert_eq!(replaced.status, 200, "{replaced:?}");
+    assert_eq!(stored_secret(), third);
+
+    let events = clinic.status().expect("status")["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let said = |needle: &str| {
+        events
+            .iter()
+            .any(|e| e["message"].as_str().is_some_and(|m| m.contains(needle)))
+    };
+    assert!(said("refused to replace the second factor"), "{events:#?}");
+    assert!(said("confirmed with a code of the old one"), "{events:#?}");
+    assert!(said("confirmed with a recovery code"), "{events:#?}");
+}

@@ -25,6 +25,15 @@ const SECOND_FACTOR_HTML: &str = include_str!("../../../web-ui/second-factor.htm
 const SECOND_FACTOR_DONE_HTML: &str = include_str!("../../../web-ui/second-factor-done.html");
 /// Enrolment error: the code did not match the new secret.
 pub const SECOND_FACTOR_ERROR_WRONG: &str = r#"<p class="error" id="sf-error" data-i18n="sf_wrong">Wrong code: enter the newest code the app shows.</p>"#;
+/// Re-enrolment error: the proof of the enrolled factor was wrong, replayed or missing.
+pub const SECOND_FACTOR_ERROR_CURRENT: &str = r#"<p class="error" id="sf-error" data-i18n="sf_current_wrong">Wrong current code or recovery code: the second factor was not replaced.</p>"#;
+/// Re-enrolment error: too many failed checks from this address, wait.
+pub const SECOND_FACTOR_ERROR_WAIT: &str = r#"<p class="error" id="sf-error" data-i18n="sf_wait">Too many failed attempts from this address: wait a little and try again.</p>"#;
+/// The extra field of the enrolment form while a factor is enrolled: replacing it needs proof
+/// of it, so a stolen session cannot swap the secret (issue #14 item 10).
+const SECOND_FACTOR_CURRENT_FIELD: &str = r#"<p id="sf-replace-hint" data-i18n="sf_replace_hint">A second factor is already set up. To replace it, also enter a code from the app used until now, or one unused recovery code.</p>
+    <label for="current" data-i18n="sf_current">Current code or recovery code</label>
+    <input id="current" name="current" type="text" autocomplete="off" maxlength="64" required>"#;
 /// Login error: too many failures, wait.
 pub const LOGIN_ERROR_WAIT: &str = r#"<p class="error" id="login-error" data-i18n="login_wait">Too many failed logins from this address: wait a little and try again.</p>"#;
 /// Login error: the form had no password field.
@@ -105,10 +114,23 @@ pub fn escape(text: &str) -> String {
 }
 
 /// The enrolment page for `secret_base32`: `qr_svg` is the SVG made on the box, `csrf` the
-/// session's token for the form, `error` one of the fixed messages (or none).
-pub fn second_factor_page(qr_svg: &str, secret_base32: &str, csrf: &str, error: &str) -> String {
+/// session's token for the form, `error` one of the fixed messages (or none); `replacing`
+/// (a factor is enrolled) adds the field for the current code or a recovery code.
+pub fn second_factor_page(
+    qr_svg: &str,
+    secret_base32: &str,
+    csrf: &str,
+    error: &str,
+    replacing: bool,
+) -> String {
+    let current_field = if replacing {
+        SECOND_FACTOR_CURRENT_FIELD
+    } else {
+        ""
+    };
     SECOND_FACTOR_HTML
         .replacen("<!--SF-ERROR-->", error, 1)
+        .replacen("<!--SF-CURRENT-->", current_field, 1)
         .replacen("<!--SF-QR-->", qr_svg, 1)
         .replace("__SECRET__", &escape(secret_base32))
         .replace("__CSRF__", &escape(csrf))
@@ -129,16 +151,53 @@ mod tests {
 
     #[test]
     fn auth3_second_factor_pages_fill_their_slots_escaped() {
-        let page = second_factor_page("<svg></svg>", "ABC<", "t\"k", SECOND_FACTOR_ERROR_WRONG);
+        let page = second_factor_page(
+            "<svg></svg>",
+            "ABC<",
+            "t\"k",
+            SECOND_FACTOR_ERROR_WRONG,
+            false,
+        );
         assert!(page.contains(r#"<div id="totp-qr" class="qr"><svg></svg></div>"#));
         assert!(page.contains(r#"name="secret" value="ABC&lt;""#), "{page}");
         assert!(page.contains(r#"name="csrf" value="t&quot;k""#), "{page}");
         assert!(page.contains("sf_wrong") && !page.contains("__"), "{page}");
+        assert!(
+            !page.contains("name=\"current\"") && !page.contains("<!--"),
+            "a first enrolment asks for no current code: {page}"
+        );
+        let replacing = second_factor_page("<svg></svg>", "ABC", "tk", "", true);
+        assert!(
+            replacing.contains(r#"name="current""#) && replacing.contains("sf_replace_hint"),
+            "{replacing}"
+        );
         let done = second_factor_done_page(&["AAAA-BBBB".into(), "<x>".into()]);
         assert!(
             done.contains("<li>AAAA-BBBB</li><li>&lt;x&gt;</li>"),
             "{done}"
         );
+    }
+
+    /// Every text the second factor's pages name exists in Japanese and in English.
+    #[test]
+    fn auth3_second_factor_texts_exist_in_japanese_and_english() {
+        let i18n = String::from_utf8_lossy(get("/i18n.js").expect("i18n.js").bytes).into_owned();
+        let (ja, en) = i18n.split_once("\n    en: {").expect("an English block");
+        for html in [
+            SECOND_FACTOR_HTML,
+            SECOND_FACTOR_DONE_HTML,
+            SECOND_FACTOR_ERROR_WRONG,
+            SECOND_FACTOR_ERROR_CURRENT,
+            SECOND_FACTOR_ERROR_WAIT,
+            SECOND_FACTOR_CURRENT_FIELD,
+        ] {
+            for key in html.split("data-i18n=\"").skip(1) {
+                let key = key.split('"').next().unwrap_or_default();
+                let entry = format!("\n      {key}: \"");
+                assert!(ja.contains(&entry), "{key} has no Japanese text");
+                assert!(en.contains(&entry), "{key} has no English text");
+            }
+        }
     }
 
     #[test]

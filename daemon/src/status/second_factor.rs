@@ -340,6 +340,32 @@ impl FactorStore {
             Err(refused) => Ok(Err(refused)),
         }
     }
+
+    /// Stores `new` in place of the enrolled factor, but only if `current` is a current code
+    /// (not replayed) or an unused recovery code of that factor: a stolen session alone must
+    /// not swap the administrator's secret for an attacker's (issue #14 item 10). With no
+    /// factor enrolled (the first enrolment) `current` is not looked at and `Ok(Ok(None))` is
+    /// returned. The check and both writes happen under the store's lock; the spent proof is
+    /// stored before the new factor, so it stays spent even if the second write fails.
+    pub fn replace(
+        &self,
+        current: &str,
+        new: &Enrolled,
+        now_unix: u64,
+    ) -> Result<Result<Option<Used>, CodeRefused>, FactorError> {
+        let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(mut enrolled) = self.load()? else {
+            self.save_locked(new)?;
+            return Ok(Ok(None));
+        };
+        let used = match enrolled.verify(current, now_unix) {
+            Ok(used) => used,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        self.save_locked(&enrolled)?;
+        self.save_locked(new)?;
+        Ok(Ok(Some(used)))
+    }
 }
 
 #[cfg(test)]
@@ -489,5 +515,67 @@ mod tests {
         assert!(svg.contains("<svg") && svg.contains("</svg>"));
         assert!(!svg.contains("<script") && !svg.contains("href"), "{svg}");
         assert!(qr_text(&uri).expect("text").lines().count() > 10);
+    }
+
+    #[test]
+    fn auth3_replacing_an_enrolled_factor_needs_a_current_code_or_recovery_code() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = FactorStore::new(dir.path());
+        let now = 1_700_000_000u64;
+        let step = now / STEP_SECS;
+        let enrol = |now: u64| {
+            let secret = new_secret().expect("secret");
+            let code = code_at(&secret, now / STEP_SECS).expect("code");
+            Enrolled::enrol(&secret, &code, now)
+                .expect("enrol")
+                .expect("right code")
+        };
+        let (first, recovery) = enrol(now);
+        assert_eq!(
+            store.replace("", &first, now).expect("first"),
+            Ok(None),
+            "the first enrolment needs no proof"
+        );
+        let first_code = code_at(&first.secret_base32, step).expect("code");
+        let before = std::fs::read(store.path()).expect("read");
+        let (second, second_recovery) = enrol(now);
+        for (current, refused) in [
+            ("", CodeRefused::Wrong),
+            ("000000 ", CodeRefused::Wrong),
+            (first_code.as_str(), CodeRefused::Replayed),
+        ] {
+            assert_eq!(
+                store.replace(current, &second, now).expect("replace"),
+                Err(refused),
+                "{current:?}"
+            );
+            assert_eq!(
+                std::fs::read(store.path()).expect("read"),
+                before,
+                "{current:?}: the enrolled factor is kept as it was"
+            );
+        }
+        let next = code_at(&first.secret_base32, step + 1).expect("code");
+        assert_eq!(
+            store.replace(&next, &second, now).expect("replace"),
+            Ok(Some(Used::Code { step: step + 1 }))
+        );
+        assert_eq!(store.load().expect("load").as_ref(), Some(&second));
+        assert_eq!(
+            store.replace(&recovery[0], &first, now).expect("replace"),
+            Err(CodeRefused::Wrong),
+            "the old factor's recovery codes went with it"
+        );
+        // An unused recovery code of the enrolled factor works too.
+        let (third, _) = enrol(now);
+        assert_eq!(
+            store
+                .replace(&second_recovery[3], &third, now)
+                .expect("replace"),
+            Ok(Some(Used::Recovery {
+                left: RECOVERY_CODES - 1
+            }))
+        );
+        assert_eq!(store.load().expect("load").as_ref(), Some(&third));
     }
 }
