@@ -17,13 +17,10 @@ use hyper::{Request, Response, StatusCode};
 
 use super::page::{unix_now, with_session_cookie, PageSite};
 use super::respond::{form_field, json_error, read_body, response, same_origin, text, Body};
-use crate::ratelimit::LogGate;
 use crate::status::assets;
 use crate::status::auth::{self, constant_time_eq, Access, Guarded, Session};
 use crate::status::events::Level;
 use crate::status::second_factor::{self, CodeRefused, Enrolled, FactorStore, Used};
-
-static FAILED_REPLACEMENT_EVENT: LogGate = LogGate::new(Duration::from_secs(10));
 
 /// Why a new factor was not stored.
 enum NotStored {
@@ -215,7 +212,8 @@ impl PageSite {
         }
     }
 
-    /// A failed proof is a failed login attempt: counted, and an event (at most one per 10 s).
+    /// A failed proof is a failed login attempt: counted, and an event under the ring's one
+    /// rate limit for failed logins.
     fn replacement_refused(
         &self,
         address: std::net::IpAddr,
@@ -226,19 +224,12 @@ impl PageSite {
         let Some(events) = self.source.events() else {
             return;
         };
-        let Some(suppressed) = FAILED_REPLACEMENT_EVENT.check(Instant::now()) else {
-            return;
-        };
-        let more = if suppressed > 0 {
-            format!(" ({suppressed} more failures not shown)")
-        } else {
-            String::new()
-        };
-        events.push(
+        events.push_limited(
             Level::Warning,
             "login",
+            "failed",
             format!(
-                "refused to replace the second factor from {address} ({refused} for the current factor); next attempt allowed in {} s{more}",
+                "refused to replace the second factor from {address} ({refused} for the current factor); next attempt allowed in {} s",
                 delay.as_secs()
             ),
         );
