@@ -7,10 +7,12 @@
 //! the two never loses who signed and pushed the running config. A rollback writes
 //! `previous.toml` back over the config file and then removes the marker. At start,
 //! [`ConfigFiles::recover`] finds a marker left by a crash or a reboot and decides from the
-//! files alone: if `confirmed.json` describes the config file's exact bytes, the config was
-//! confirmed (or is the previous one already put back) and stays; otherwise the previous
-//! config is restored. So after any crash the config file holds either the last confirmed
-//! config or a newly confirmed one, never half of anything.
+//! files alone, and says which of three things happened: the config file is not the pushed
+//! one (the push never replaced it, or a rollback already put the previous one back: it stays);
+//! it is the pushed one and `confirmed.json` describes its exact bytes (the confirm was
+//! durable: it stays); or it is the pushed one, unconfirmed (the previous config is restored).
+//! So after any crash the config file holds either the last confirmed config or a newly
+//! confirmed one, never half of anything, and the start-up log can say which.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
@@ -91,11 +93,15 @@ pub struct Recovery {
 /// How a marker left by a crash was resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecoveryOutcome {
-    /// The config was never confirmed: the previous config file is back.
+    /// The pushed config was in place and never confirmed: the previous config file is back.
     RolledBack,
-    /// `confirmed.json` already describes the config file: its confirm (or rollback) was
-    /// durable before the crash, only the marker was left; the file stays as it is.
+    /// The pushed config was in place and `confirmed.json` describes it: its confirm was
+    /// durable before the crash, only the marker was left; it stays and runs.
     Confirmed,
+    /// The config file is not the pushed config: the daemon stopped before the push replaced
+    /// the file, or after a rollback had put the previous one back. The pushed config never
+    /// runs; the file stays as it is.
+    NotApplied,
 }
 
 /// The config file and the state directory files around it.
@@ -145,24 +151,28 @@ impl ConfigFiles {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(at(&self.config_path)(e)),
         };
-        // confirmed.json is written before the marker goes: when it matches the file, the
-        // file is a confirmed config (the new one, or the old one already put back).
-        let confirmed = current
-            .as_deref()
-            .and_then(|bytes| self.confirmed_record(bytes))
-            .is_some();
-        let outcome = if confirmed {
-            RecoveryOutcome::Confirmed
-        } else {
-            let previous = self.previous_path();
-            match fs::read(&previous) {
-                Ok(bytes) => self.write_config(&bytes)?,
-                // A marker is only written after previous.toml: without it the config file
-                // was never replaced.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(at(&previous)(e)),
+        let previous_path = self.previous_path();
+        let previous = match fs::read(&previous_path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(at(&previous_path)(e)),
+        };
+        let outcome = match (&current, &previous) {
+            // The previous config is in place: the push never replaced it, or a rollback
+            // already put it back. Either way the pushed config is not running.
+            (Some(bytes), Some(previous)) if bytes == previous => RecoveryOutcome::NotApplied,
+            // confirmed.json is written before the marker goes: when it describes the file,
+            // the confirm was durable.
+            (Some(bytes), _) if self.confirmed_record(bytes).is_some() => {
+                RecoveryOutcome::Confirmed
             }
-            RecoveryOutcome::RolledBack
+            (_, Some(previous)) => {
+                self.write_config(previous)?;
+                RecoveryOutcome::RolledBack
+            }
+            // A marker is only written after previous.toml: without it the config file was
+            // never replaced.
+            (_, None) => RecoveryOutcome::NotApplied,
         };
         remove_durably(&marker)?;
         Ok(Some(Recovery { pending, outcome }))
@@ -435,7 +445,7 @@ mod tests {
                 marker: Some(marker),
                 confirmed: v1_confirmed.clone(),
                 expect_config: b"v1",
-                expect_outcome: Some(RecoveryOutcome::Confirmed),
+                expect_outcome: Some(RecoveryOutcome::NotApplied),
                 expect_signer_of: Some(b"v1"),
             },
             CrashPoint {
@@ -445,7 +455,7 @@ mod tests {
                 marker: Some(marker),
                 confirmed: None,
                 expect_config: b"v1",
-                expect_outcome: Some(RecoveryOutcome::RolledBack),
+                expect_outcome: Some(RecoveryOutcome::NotApplied),
                 expect_signer_of: None,
             },
             CrashPoint {
@@ -467,6 +477,26 @@ mod tests {
                 expect_config: b"v1",
                 expect_outcome: Some(RecoveryOutcome::RolledBack),
                 expect_signer_of: Some(b"v1"),
+            },
+            CrashPoint {
+                name: "begin with a torn marker, config not yet replaced",
+                config: b"v1",
+                previous: Some(b"v1"),
+                marker: Some(b"{ torn"),
+                confirmed: v1_confirmed.clone(),
+                expect_config: b"v1",
+                expect_outcome: Some(RecoveryOutcome::NotApplied),
+                expect_signer_of: Some(b"v1"),
+            },
+            CrashPoint {
+                name: "confirm with a torn marker: confirmed.json written",
+                config: b"v2",
+                previous: Some(b"v1"),
+                marker: Some(b"{ torn"),
+                confirmed: Some(confirmed(2, b"v2")),
+                expect_config: b"v2",
+                expect_outcome: Some(RecoveryOutcome::Confirmed),
+                expect_signer_of: Some(b"v2"),
             },
             CrashPoint {
                 name: "confirm: confirmed.json written, marker not yet removed",
@@ -495,7 +525,7 @@ mod tests {
                 marker: Some(marker),
                 confirmed: v1_confirmed.clone(),
                 expect_config: b"v1",
-                expect_outcome: Some(RecoveryOutcome::Confirmed),
+                expect_outcome: Some(RecoveryOutcome::NotApplied),
                 expect_signer_of: Some(b"v1"),
             },
         ];
