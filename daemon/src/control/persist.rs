@@ -14,35 +14,22 @@
 //! So after any crash the config file holds either the last confirmed config or a newly
 //! confirmed one, never half of anything, and the start-up log can say which.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+/// A push file that could not be read or written, with the file.
+pub use crate::durable::FileError as PersistError;
+use crate::durable::{at, ensure_private_dir, remove_durably, write_durably};
 
 /// Mode of a config file written by the daemon when none existed: it holds the admin password
 /// hash, so not world-readable.
 const CONFIG_FILE_MODE: u32 = 0o640;
 /// Largest marker or record file read back.
 const MAX_RECORD_BYTES: u64 = 64 * 1024;
-
-/// A file operation that failed, with the file.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {source}")]
-pub struct PersistError {
-    /// The file or directory.
-    pub path: PathBuf,
-    /// What the OS (or the parser) said.
-    pub source: io::Error,
-}
-
-fn at(path: &Path) -> impl FnOnce(io::Error) -> PersistError + '_ {
-    move |source| PersistError {
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 /// What `pending.json` says about a config awaiting confirmation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,77 +228,10 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, PersistEr
         .map_err(|e| at(path)(io::Error::new(io::ErrorKind::InvalidData, e)))
 }
 
-/// Makes sure `dir` exists (mode 0700) and that its entry is durable: when it had to be made,
-/// its parent is fsynced, so files written into it survive a power cut with it.
-fn ensure_private_dir(dir: &Path) -> Result<(), PersistError> {
-    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.is_dir()).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    create_private_dir(dir).map_err(at(dir))?;
-    // Outermost first: each new directory's entry is made durable in its parent.
-    for made in missing.iter().rev() {
-        sync_dir(parent(made))?;
-    }
-    Ok(())
-}
-
-/// Creates `dir` and its parents, mode 0700: the daemon's state is its own.
-pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-/// Writes `bytes` to `path` so that after a crash the file holds either its old content or all
-/// of the new one: temp file in the same directory, fsync, rename, fsync the directory.
-pub fn write_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PersistError> {
-    let dir = parent(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(at(&tmp))?;
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(at(&tmp))?;
-    file.write_all(bytes).map_err(at(&tmp))?;
-    file.sync_all().map_err(at(&tmp))?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(at(path))?;
-    sync_dir(dir)
-}
-
-fn remove_durably(path: &Path) -> Result<(), PersistError> {
-    match fs::remove_file(path) {
-        Ok(()) => sync_dir(parent(path)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(at(path)(e)),
-    }
-}
-
-fn parent(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), PersistError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(at(dir))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::durable::create_private_dir;
 
     fn record(version: u64) -> PendingRecord {
         PendingRecord {
