@@ -7,10 +7,10 @@
 //! the two never loses who signed and pushed the running config. A rollback writes
 //! `previous.toml` back over the config file and then removes the marker. At start,
 //! [`ConfigFiles::recover`] finds a marker left by a crash or a reboot and decides from the
-//! files alone, and says which of three things happened: the config file is not the pushed
-//! one (the push never replaced it, or a rollback already put the previous one back: it stays);
-//! it is the pushed one and `confirmed.json` describes its exact bytes (the confirm was
-//! durable: it stays); or it is the pushed one, unconfirmed (the previous config is restored).
+//! files alone, and says which of three things happened: the config file is the previous one
+//! (the push never replaced it, or a rollback already put it back: it stays and the pushed one
+//! never runs); `confirmed.json` describes the file's exact bytes (the confirm was durable: it
+//! stays); or it is the pushed one, unconfirmed (the previous config is restored).
 //! So after any crash the config file holds either the last confirmed config or a newly
 //! confirmed one, never half of anything, and the start-up log can say which.
 
@@ -85,7 +85,7 @@ pub enum RecoveryOutcome {
     /// The pushed config was in place and `confirmed.json` describes it: its confirm was
     /// durable before the crash, only the marker was left; it stays and runs.
     Confirmed,
-    /// The config file is not the pushed config: the daemon stopped before the push replaced
+    /// The config file is the previous config: the daemon stopped before the push replaced
     /// the file, or after a rollback had put the previous one back. The pushed config never
     /// runs; the file stays as it is.
     NotApplied,
