@@ -7,10 +7,9 @@
 //! unenrolled, answering `renkei status` with this data ([`UnenrolledControl`]) and serving it
 //! on the login-free enrolment page, whose address ([`EnrolmentPage`]) `renkei status` shows.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::durable;
 use crate::keys;
 
 /// Where first boot writes the box's TLS certificate signing request, next to its key.
@@ -225,40 +225,36 @@ fn read_tls_key(path: &Path) -> Result<Option<rcgen::KeyPair>, EnrolmentError> {
             "mode {mode:04o}; it must not be accessible by group or others (chmod 600)"
         )));
     }
+    // A key that is there but unreadable is never replaced: a certificate may have been issued
+    // for it. Say so, with what to do.
+    let damaged = |what: String| {
+        bad(format!(
+            "{what} (empty or cut short?); it is left untouched: restore it, or remove it and the CSR to make a new key, CSR and certificate"
+        ))
+    };
     let pem = read_bounded(path).map_err(bad)?;
-    let text = String::from_utf8(pem).map_err(|_| bad("not PEM text".to_string()))?;
-    let key_pair = rcgen::KeyPair::from_pem(&text).map_err(|e| bad(e.to_string()))?;
+    let text = String::from_utf8(pem).map_err(|_| damaged("not PEM text".to_string()))?;
+    let key_pair = rcgen::KeyPair::from_pem(&text)
+        .map_err(|e| damaged(format!("not a PEM private key: {e}")))?;
     if !key_pair.is_compatible(&rcgen::PKCS_ECDSA_P256_SHA256) {
         return Err(bad("not an ECDSA P-256 key".to_string()));
     }
     Ok(Some(key_pair))
 }
 
-/// Generates a P-256 key and writes it as PKCS#8 PEM, mode 0600, refusing to replace a file.
+/// Generates a P-256 key and writes it as PKCS#8 PEM, mode 0600, durably (whole or not at all),
+/// refusing to replace a file.
 fn write_tls_key(path: &Path) -> Result<rcgen::KeyPair, EnrolmentError> {
-    let write_err = |source| EnrolmentError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::control::persist::create_private_dir(dir).map_err(write_err)?;
-    }
     let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| EnrolmentError::Rcgen(e.to_string()))?;
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(write_err)?;
-    file.write_all(key_pair.serialize_pem().as_bytes())
-        .map_err(write_err)?;
-    file.sync_all().map_err(write_err)?;
+    durable::ensure_private_dir(durable::parent(path)).map_err(write_error)?;
+    durable::create_durably(path, key_pair.serialize_pem().as_bytes(), 0o600)
+        .map_err(write_error)?;
     Ok(key_pair)
 }
 
-/// Writes the CSR through a temporary file and a rename, so a power cut leaves either no CSR
-/// or a whole one.
+/// Writes the CSR durably, so a power cut leaves either no CSR (or the previous one) or a
+/// whole one.
 fn write_csr(
     path: &Path,
     key_pair: &rcgen::KeyPair,
@@ -273,23 +269,14 @@ fn write_csr(
         .serialize_request(key_pair)
         .and_then(|csr| csr.pem())
         .map_err(|e| EnrolmentError::Rcgen(e.to_string()))?;
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let write_err = |source| EnrolmentError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&tmp)
-        .map_err(write_err)?;
-    file.write_all(pem.as_bytes()).map_err(write_err)?;
-    file.sync_all().map_err(write_err)?;
-    fs::rename(&tmp, path).map_err(write_err)
+    durable::write_durably(path, pem.as_bytes(), 0o644).map_err(write_error)
+}
+
+fn write_error(e: durable::FileError) -> EnrolmentError {
+    EnrolmentError::Write {
+        path: e.path,
+        source: e.source,
+    }
 }
 
 /// Where an installer's browser finds the enrolment page, as `renkei status` shows it on the
@@ -667,6 +654,31 @@ mod tests {
         fs::set_permissions(&p384, fs::Permissions::from_mode(0o600)).expect("chmod");
         let err = ensure_tls_key_and_csr(&p384, &csr, "renkei-test").expect_err("not P-256");
         assert!(err.to_string().contains("P-256"), "{err}");
+    }
+
+    #[test]
+    fn ops1_a_present_but_bad_tls_key_is_reported_with_its_path_and_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("box.key");
+        let csr = dir.path().join("box.csr");
+        ensure_tls_key_and_csr(&key, &csr, "renkei-test").expect("first");
+        let whole = fs::read_to_string(&key).expect("key");
+        fs::remove_file(&csr).expect("no CSR yet: first boot was cut short");
+        for content in [
+            String::new(),
+            whole[..whole.len() / 2].to_string(),
+            whole.replace("\n-----END", "-----END").replace("A", ""),
+            "\u{0}\u{1}garbage".to_string(),
+        ] {
+            fs::write(&key, &content).expect("write");
+            fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod");
+            let err = ensure_tls_key_and_csr(&key, &csr, "renkei-test").expect_err("damaged");
+            let text = err.to_string();
+            assert!(text.contains(&key.display().to_string()), "{text}");
+            assert!(text.contains("left untouched"), "{text}");
+            assert_eq!(fs::read_to_string(&key).expect("read"), content, "kept");
+            assert!(!csr.exists(), "no CSR for a key that is not there");
+        }
     }
 
     #[tokio::test]

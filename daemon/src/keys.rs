@@ -1,12 +1,16 @@
 //! WireGuard key material: generating, encoding and reading keys from files.
 //!
 //! Private keys are read only from files the daemon owns with mode 0600 (or stricter) and never
-//! printed or logged; only public keys leave this module as text.
+//! printed or logged; only public keys leave this module as text. A new key file appears whole
+//! or not at all ([`crate::durable`]), so a power cut during first boot never leaves a
+//! truncated key behind; a key file that is there but does not hold a key is an error naming
+//! it, never replaced (the box may be enrolled with it).
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use crate::durable;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -39,8 +43,8 @@ pub enum KeyError {
         /// Its permission bits.
         mode: u32,
     },
-    /// The key file does not hold a key.
-    #[error("key file {path} does not hold a WireGuard key (44 characters of base64)")]
+    /// The key file does not hold a key (empty, cut short, damaged): left as it is.
+    #[error("key file {path} does not hold a WireGuard key (44 characters of base64; empty or cut short?); it is left untouched: restore it, or remove it to make a new key and enrol the box again")]
     BadContent {
         /// The key file.
         path: PathBuf,
@@ -107,31 +111,45 @@ pub fn generate_private_key() -> StaticSecret {
     StaticSecret::random_from_rng(rand_core::OsRng)
 }
 
-/// Writes a new private key file with mode 0600 and its public key beside it (`<path>.pub`).
-/// Refuses to overwrite an existing private key: losing it would cut the box off.
+/// Writes a new private key file with mode 0600 and its public key beside it (`<path>.pub`),
+/// each durably. Refuses to overwrite an existing private key: losing it would cut the box off.
 pub fn write_keypair(path: &Path) -> Result<[u8; KEY_LEN], KeyError> {
     let secret = generate_private_key();
     let public = public_key_of(&secret);
-    let write_err = |source| KeyError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(write_err)?;
-    writeln!(file, "{}", encode_key(&secret.to_bytes())).map_err(write_err)?;
-    file.sync_all().map_err(write_err)?;
-    let public_path = public_key_path(path);
-    fs::write(&public_path, format!("{}\n", encode_key(&public))).map_err(|source| {
-        KeyError::Write {
-            path: public_path.clone(),
-            source,
-        }
-    })?;
+    let text = format!("{}\n", encode_key(&secret.to_bytes()));
+    durable::create_durably(path, text.as_bytes(), 0o600).map_err(write_error)?;
+    write_public_key(path, &public)?;
     Ok(public)
+}
+
+/// First boot's WireGuard part (OPS-1): the public key of the key at `path`, made now (`true`)
+/// unless one is there. A file that is there but is no key is reported with its path and kept.
+/// The `.pub` beside it is written again when it is missing or does not match.
+pub fn ensure_keypair(path: &Path) -> Result<([u8; KEY_LEN], bool), KeyError> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((write_keypair(path)?, true)),
+        _ => {
+            let public = public_key_of(&read_private_key(path)?);
+            let shown = fs::read_to_string(public_key_path(path)).ok();
+            if shown.as_deref().map(decode_key).and_then(Result::ok) != Some(public) {
+                write_public_key(path, &public)?;
+            }
+            Ok((public, false))
+        }
+    }
+}
+
+fn write_public_key(private_path: &Path, public: &[u8; KEY_LEN]) -> Result<(), KeyError> {
+    let text = format!("{}\n", encode_key(public));
+    durable::write_durably(&public_key_path(private_path), text.as_bytes(), 0o644)
+        .map_err(write_error)
+}
+
+fn write_error(e: durable::FileError) -> KeyError {
+    KeyError::Write {
+        path: e.path,
+        source: e.source,
+    }
 }
 
 /// Where `write_keypair` puts the public key of `private_path`.
@@ -180,6 +198,46 @@ mod tests {
             read_private_key(&path),
             Err(KeyError::BadContent { .. })
         ));
+    }
+
+    #[test]
+    fn ops1_a_present_but_bad_key_file_is_reported_with_its_path_and_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wg.key");
+        let whole = encode_key(&[7u8; KEY_LEN]);
+        for content in [
+            String::new(),
+            whole[..20].to_string(),
+            format!("{}\n", &whole[..43]),
+            "!".repeat(44),
+            encode_key(&[7u8; KEY_LEN])[..40].to_string() + "====",
+        ] {
+            let _ = fs::remove_file(&path);
+            fs::write(&path, &content).expect("write");
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+            let err = ensure_keypair(&path).expect_err("not a key");
+            assert!(matches!(err, KeyError::BadContent { .. }), "{err}");
+            let text = err.to_string();
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(text.contains("left untouched"), "{text}");
+            assert_eq!(fs::read_to_string(&path).expect("read"), content, "kept");
+            assert!(!public_key_path(&path).exists(), "nothing else written");
+        }
+    }
+
+    #[test]
+    fn ops1_ensure_keypair_makes_a_key_once_and_restores_its_public_half() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wg.key");
+        let (public, made) = ensure_keypair(&path).expect("first");
+        assert!(made);
+        let key = fs::read(&path).expect("key");
+        fs::write(public_key_path(&path), "cut").expect("damage the .pub");
+        let (again, made) = ensure_keypair(&path).expect("again");
+        assert_eq!((again, made), (public, false));
+        assert_eq!(fs::read(&path).expect("key"), key, "never overwritten");
+        let shown = fs::read_to_string(public_key_path(&path)).expect("pub");
+        assert_eq!(decode_key(&shown).expect("decode"), public);
     }
 
     #[test]

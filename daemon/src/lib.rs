@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod control;
+pub mod durable;
 pub mod enrolment;
 pub mod hex;
 pub mod keys;

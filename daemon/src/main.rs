@@ -434,11 +434,7 @@ fn keygen(
     tls: Option<(&std::path::Path, &std::path::Path)>,
 ) -> anyhow::Result<()> {
     use renkei::keys;
-    let public = if private_key.exists() {
-        keys::public_key_of(&keys::read_private_key(private_key)?)
-    } else {
-        keys::write_keypair(private_key)?
-    };
+    let (public, _) = keys::ensure_keypair(private_key)?;
     let Some((tls_key, csr)) = tls else {
         println!("{}", keys::encode_key(&public));
         return Ok(());

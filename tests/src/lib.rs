@@ -18,6 +18,7 @@ pub mod docserver;
 pub mod door;
 pub mod foreign;
 pub mod lab;
+pub mod logfields;
 pub mod netns;
 pub mod operator;
 pub mod perfcount;

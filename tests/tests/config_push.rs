@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use renkei_lab::chain::{chain_config, start_chain_with, viewer_connect};
 use renkei_lab::lab::{service_toml, Peer, DOCUMENT_SERVER_ADDRESS, HUB_RELAY_ADDRESS};
+use renkei_lab::logfields::{log_field, log_fields};
 use renkei_lab::operator::{Operator, Outcome, MANAGEMENT_PORT};
 use renkei_lab::pki::{Ca, LeafFiles};
 use renkei_lab::tlstools::{fetch_document, pattern_sha256, run_bounded, DocumentServer};
@@ -1287,6 +1288,8 @@ struct KillCounts {
     before_received: u64,
     received_not_confirmed: u64,
     after_confirmed: u64,
+    /// The restarted daemon's recovery records, by event.
+    recoveries: std::collections::BTreeMap<String, u64>,
 }
 
 #[test]
@@ -1331,6 +1334,9 @@ fn avl1_kill_9_at_random_moments_of_push_apply_and_confirm_never_breaks_the_box(
         seed ^= seed << 17;
         let delay = Duration::from_millis(seed % 600);
 
+        // Only this iteration's events of the daemon about to be killed count: its log before
+        // the push (its own start, with any recovery of the previous kill) is another story.
+        let live_from = setup.hospital.log_text().len();
         // Push and confirm in a thread; kill the daemon after `delay`, start it again, and
         // only then collect the client (whose connection died with the daemon).
         let confirmed_ok = AtomicBool::new(false);
@@ -1354,9 +1360,12 @@ fn avl1_kill_9_at_random_moments_of_push_apply_and_confirm_never_breaks_the_box(
             let _ = client.join();
             (acked, killed_log, daemon)
         });
+        let live = killed_log.get(live_from..).unwrap_or_default();
+        let next_text = next.to_string();
         let logged = |event: &str| {
-            killed_log.lines().any(|l| {
-                l.contains(&format!("event=\"{event}\"")) && l.contains(&format!("version={next}"))
+            live.lines().map(log_fields).any(|fields| {
+                log_field(&fields, "event") == Some(event)
+                    && log_field(&fields, "version") == Some(next_text.as_str())
             })
         };
         if !logged("received") {
@@ -1371,6 +1380,40 @@ fn avl1_kill_9_at_random_moments_of_push_apply_and_confirm_never_breaks_the_box(
             version == confirmed_version || version == next,
             "iteration {i}: running version {version}, expected {confirmed_version} or {next}"
         );
+        // A config event logged by the restarted daemon before it was ready (before it took
+        // any request, such as the client's late confirm) is its start-up recovery record (a
+        // push was under way when it was killed): it says which version runs, and a
+        // "confirmed" one is about that version.
+        let started_log = daemon.log_text();
+        let recoveries: Vec<_> = started_log
+            .lines()
+            .take_while(|l| !l.trim_end().ends_with(" ready"))
+            .map(log_fields)
+            .filter(|f| log_field(f, "event").is_some())
+            .collect();
+        assert!(recoveries.len() <= 1, "iteration {i}: {recoveries:?}");
+        let version_text = version.to_string();
+        for fields in &recoveries {
+            let event = log_field(fields, "event").unwrap_or("-").to_string();
+            *counts.recoveries.entry(event).or_default() += 1;
+            assert_eq!(
+                log_field(fields, "reason"),
+                Some("stopped_during_push"),
+                "iteration {i}: {fields:?}"
+            );
+            assert_eq!(
+                log_field(fields, "running_version"),
+                Some(version_text.as_str()),
+                "iteration {i}: the recovery record names the running version: {fields:?}"
+            );
+            if log_field(fields, "event") == Some("confirmed") {
+                assert_eq!(
+                    log_field(fields, "version"),
+                    Some(version_text.as_str()),
+                    "iteration {i}: a confirm found at start is the running version's: {fields:?}"
+                );
+            }
+        }
         if acked_before_kill {
             assert_eq!(version, next, "iteration {i}: a confirmed push was lost");
         }
@@ -1394,8 +1437,11 @@ fn avl1_kill_9_at_random_moments_of_push_apply_and_confirm_never_breaks_the_box(
     eprintln!(
         "{iterations} kills: {killed_pending} before the confirm was durable, {killed_after_confirm} after; \
          by the killed daemon's log: {} before the push was received, {} after it was received and \
-         before the confirm, {} after the confirm",
-        counts.before_received, counts.received_not_confirmed, counts.after_confirmed
+         before the confirm, {} after the confirm; recoveries at restart: {:?}",
+        counts.before_received,
+        counts.received_not_confirmed,
+        counts.after_confirmed,
+        counts.recoveries
     );
     assert!(
         killed_pending > 0 && killed_after_confirm > 0,

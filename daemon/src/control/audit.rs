@@ -1,5 +1,5 @@
 //! One record per control-path event (LOG-2): received, refused, applied, apply failed,
-//! confirmed, rolled back. Each goes to the log with structured fields (journald: `EVENT`,
+//! confirmed, rolled back, and, at start after a crash, not applied. Each goes to the log with structured fields (journald: `EVENT`,
 //! `VERSION`, `SIGNER`, `PUSHED_BY`, `REASON`) and, with the same facts in its text, to the
 //! status page's event ring, so the administrator sees what the journal says.
 //!
@@ -25,6 +25,9 @@ pub enum Kind {
     ConfirmRefused,
     /// It was replaced by the confirmed config it had replaced.
     RolledBack,
+    /// Found at start: it was pushed but never ran from the config file (the daemon stopped
+    /// before the push replaced the file, or after a rollback put the previous one back).
+    NotApplied,
 }
 
 impl Kind {
@@ -38,13 +41,16 @@ impl Kind {
             Kind::Confirmed => "confirmed",
             Kind::ConfirmRefused => "confirm_refused",
             Kind::RolledBack => "rolled_back",
+            Kind::NotApplied => "not_applied",
         }
     }
 
     fn level(self) -> Level {
         match self {
             Kind::Received | Kind::Applied | Kind::Confirmed => Level::Info,
-            Kind::Refused | Kind::ConfirmRefused | Kind::RolledBack => Level::Warning,
+            Kind::Refused | Kind::ConfirmRefused | Kind::RolledBack | Kind::NotApplied => {
+                Level::Warning
+            }
             Kind::ApplyFailed => Level::Error,
         }
     }
@@ -58,6 +64,7 @@ impl Kind {
             Kind::Confirmed => "config confirmed",
             Kind::ConfirmRefused => "confirm refused",
             Kind::RolledBack => "config rolled back",
+            Kind::NotApplied => "config not applied",
         }
     }
 }
@@ -77,7 +84,8 @@ pub struct ConfigEvent<'a> {
     pub pushed_by: Option<&'a str>,
     /// A short machine word for why (the refusal code), when there is one.
     pub reason: Option<&'a str>,
-    /// The version the box runs (and keeps) when a push is refused.
+    /// The version the box runs (and keeps) when a push is refused, and after start-up
+    /// recovery.
     pub running_version: Option<u64>,
     /// Everything else, for people.
     pub detail: String,

@@ -7,40 +7,29 @@
 //! the two never loses who signed and pushed the running config. A rollback writes
 //! `previous.toml` back over the config file and then removes the marker. At start,
 //! [`ConfigFiles::recover`] finds a marker left by a crash or a reboot and decides from the
-//! files alone: if `confirmed.json` describes the config file's exact bytes, the config was
-//! confirmed (or is the previous one already put back) and stays; otherwise the previous
-//! config is restored. So after any crash the config file holds either the last confirmed
-//! config or a newly confirmed one, never half of anything.
+//! files alone, and says which of three things happened: the config file is the previous one
+//! (the push never replaced it, or a rollback already put it back: it stays and the pushed one
+//! never runs); `confirmed.json` describes the file's exact bytes (the confirm was durable: it
+//! stays); or it is the pushed one, unconfirmed (the previous config is restored).
+//! So after any crash the config file holds either the last confirmed config or a newly
+//! confirmed one, never half of anything, and the start-up log can say which.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+/// A push file that could not be read or written, with the file.
+pub use crate::durable::FileError as PersistError;
+use crate::durable::{at, ensure_private_dir, remove_durably, write_durably};
 
 /// Mode of a config file written by the daemon when none existed: it holds the admin password
 /// hash, so not world-readable.
 const CONFIG_FILE_MODE: u32 = 0o640;
 /// Largest marker or record file read back.
 const MAX_RECORD_BYTES: u64 = 64 * 1024;
-
-/// A file operation that failed, with the file.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {source}")]
-pub struct PersistError {
-    /// The file or directory.
-    pub path: PathBuf,
-    /// What the OS (or the parser) said.
-    pub source: io::Error,
-}
-
-fn at(path: &Path) -> impl FnOnce(io::Error) -> PersistError + '_ {
-    move |source| PersistError {
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 /// What `pending.json` says about a config awaiting confirmation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,11 +80,15 @@ pub struct Recovery {
 /// How a marker left by a crash was resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecoveryOutcome {
-    /// The config was never confirmed: the previous config file is back.
+    /// The pushed config was in place and never confirmed: the previous config file is back.
     RolledBack,
-    /// `confirmed.json` already describes the config file: its confirm (or rollback) was
-    /// durable before the crash, only the marker was left; the file stays as it is.
+    /// The pushed config was in place and `confirmed.json` describes it: its confirm was
+    /// durable before the crash, only the marker was left; it stays and runs.
     Confirmed,
+    /// The config file is the previous config: the daemon stopped before the push replaced
+    /// the file, or after a rollback had put the previous one back. The pushed config never
+    /// runs; the file stays as it is.
+    NotApplied,
 }
 
 /// The config file and the state directory files around it.
@@ -145,24 +138,28 @@ impl ConfigFiles {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(at(&self.config_path)(e)),
         };
-        // confirmed.json is written before the marker goes: when it matches the file, the
-        // file is a confirmed config (the new one, or the old one already put back).
-        let confirmed = current
-            .as_deref()
-            .and_then(|bytes| self.confirmed_record(bytes))
-            .is_some();
-        let outcome = if confirmed {
-            RecoveryOutcome::Confirmed
-        } else {
-            let previous = self.previous_path();
-            match fs::read(&previous) {
-                Ok(bytes) => self.write_config(&bytes)?,
-                // A marker is only written after previous.toml: without it the config file
-                // was never replaced.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(at(&previous)(e)),
+        let previous_path = self.previous_path();
+        let previous = match fs::read(&previous_path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(at(&previous_path)(e)),
+        };
+        let outcome = match (&current, &previous) {
+            // The previous config is in place: the push never replaced it, or a rollback
+            // already put it back. Either way the pushed config is not running.
+            (Some(bytes), Some(previous)) if bytes == previous => RecoveryOutcome::NotApplied,
+            // confirmed.json is written before the marker goes: when it describes the file,
+            // the confirm was durable.
+            (Some(bytes), _) if self.confirmed_record(bytes).is_some() => {
+                RecoveryOutcome::Confirmed
             }
-            RecoveryOutcome::RolledBack
+            (_, Some(previous)) => {
+                self.write_config(previous)?;
+                RecoveryOutcome::RolledBack
+            }
+            // A marker is only written after previous.toml: without it the config file was
+            // never replaced.
+            (_, None) => RecoveryOutcome::NotApplied,
         };
         remove_durably(&marker)?;
         Ok(Some(Recovery { pending, outcome }))
@@ -231,77 +228,10 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, PersistEr
         .map_err(|e| at(path)(io::Error::new(io::ErrorKind::InvalidData, e)))
 }
 
-/// Makes sure `dir` exists (mode 0700) and that its entry is durable: when it had to be made,
-/// its parent is fsynced, so files written into it survive a power cut with it.
-fn ensure_private_dir(dir: &Path) -> Result<(), PersistError> {
-    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.is_dir()).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    create_private_dir(dir).map_err(at(dir))?;
-    // Outermost first: each new directory's entry is made durable in its parent.
-    for made in missing.iter().rev() {
-        sync_dir(parent(made))?;
-    }
-    Ok(())
-}
-
-/// Creates `dir` and its parents, mode 0700: the daemon's state is its own.
-pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-/// Writes `bytes` to `path` so that after a crash the file holds either its old content or all
-/// of the new one: temp file in the same directory, fsync, rename, fsync the directory.
-pub fn write_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PersistError> {
-    let dir = parent(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(at(&tmp))?;
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(at(&tmp))?;
-    file.write_all(bytes).map_err(at(&tmp))?;
-    file.sync_all().map_err(at(&tmp))?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(at(path))?;
-    sync_dir(dir)
-}
-
-fn remove_durably(path: &Path) -> Result<(), PersistError> {
-    match fs::remove_file(path) {
-        Ok(()) => sync_dir(parent(path)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(at(path)(e)),
-    }
-}
-
-fn parent(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), PersistError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(at(dir))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::durable::create_private_dir;
 
     fn record(version: u64) -> PendingRecord {
         PendingRecord {
@@ -435,7 +365,7 @@ mod tests {
                 marker: Some(marker),
                 confirmed: v1_confirmed.clone(),
                 expect_config: b"v1",
-                expect_outcome: Some(RecoveryOutcome::Confirmed),
+                expect_outcome: Some(RecoveryOutcome::NotApplied),
                 expect_signer_of: Some(b"v1"),
             },
             CrashPoint {
@@ -445,7 +375,7 @@ mod tests {
                 marker: Some(marker),
                 confirmed: None,
                 expect_config: b"v1",
-                expect_outcome: Some(RecoveryOutcome::RolledBack),
+                expect_outcome: Some(RecoveryOutcome::NotApplied),
                 expect_signer_of: None,
             },
             CrashPoint {
@@ -467,6 +397,26 @@ mod tests {
                 expect_config: b"v1",
                 expect_outcome: Some(RecoveryOutcome::RolledBack),
                 expect_signer_of: Some(b"v1"),
+            },
+            CrashPoint {
+                name: "begin with a torn marker, config not yet replaced",
+                config: b"v1",
+                previous: Some(b"v1"),
+                marker: Some(b"{ torn"),
+                confirmed: v1_confirmed.clone(),
+                expect_config: b"v1",
+                expect_outcome: Some(RecoveryOutcome::NotApplied),
+                expect_signer_of: Some(b"v1"),
+            },
+            CrashPoint {
+                name: "confirm with a torn marker: confirmed.json written",
+                config: b"v2",
+                previous: Some(b"v1"),
+                marker: Some(b"{ torn"),
+                confirmed: Some(confirmed(2, b"v2")),
+                expect_config: b"v2",
+                expect_outcome: Some(RecoveryOutcome::Confirmed),
+                expect_signer_of: Some(b"v2"),
             },
             CrashPoint {
                 name: "confirm: confirmed.json written, marker not yet removed",
@@ -495,7 +445,7 @@ mod tests {
                 marker: Some(marker),
                 confirmed: v1_confirmed.clone(),
                 expect_config: b"v1",
-                expect_outcome: Some(RecoveryOutcome::Confirmed),
+                expect_outcome: Some(RecoveryOutcome::NotApplied),
                 expect_signer_of: Some(b"v1"),
             },
         ];

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dataplane::DataPlane;
 use super::policy::Mode;
-use crate::control::persist;
+use crate::durable;
 use crate::keys;
 
 /// File name in the state directory.
@@ -204,12 +204,9 @@ pub(crate) async fn remember(plane: Arc<DataPlane>, path: PathBuf, remembered: R
             // The state directory is systemd's `StateDirectory=`; a daemon started by hand
             // creates it.
             if let Some(dir) = target.parent() {
-                persist::create_private_dir(dir).map_err(|source| persist::PersistError {
-                    path: dir.to_path_buf(),
-                    source,
-                })?;
+                durable::create_private_dir(dir).map_err(durable::at(dir))?;
             }
-            persist::write_durably(&target, &bytes, 0o600)
+            durable::write_durably(&target, &bytes, 0o600)
         })
         .await;
         match result {
