@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use totp_rs::{Algorithm, Secret, TOTP};
 
 use super::auth::constant_time_eq;
-use crate::control::persist::write_durably;
+use crate::durable::write_durably;
 
 /// Bytes of a TOTP secret (160 bits, the HMAC-SHA-1 block size RFC 4226 recommends).
 pub const SECRET_BYTES: usize = 20;
