@@ -3,27 +3,28 @@
 //!
 //! Order: control socket, tunnel, TLS credentials, proxied services (inbound listeners need the
 //! tunnel address, so the tunnel comes first), then the management API. SIGHUP reloads the TLS
-//! files (a broken file keeps the old material). A pushed config is applied to the running
-//! parts here, in the one task that owns them, and confirmed or rolled back here (see
-//! `crate::control`). SIGTERM and SIGINT stop the daemon cleanly: services stop accepting and
-//! drain, then the TUN device, its routes and the API socket are removed before exit.
+//! files (a broken file keeps the old material). A pushed config goes through
+//! `crate::control::transaction`, driven from here, the one task that owns the running parts:
+//! they are the transaction's `RunningBox`. SIGTERM and SIGINT stop the daemon cleanly:
+//! services stop accepting and drain, then the TUN device, its routes and the API socket are
+//! removed before exit.
 //!
 //! A box without a configuration runs [`run_unenrolled`] instead: the control socket and the
 //! enrolment page only, until its configuration is there (OPS-1).
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::config::{self, Config, Diagnostics};
 use crate::control::audit::{ConfigEvent, Kind};
-use crate::control::manager::{Applied, ConfigSnapshot, Manager};
-use crate::control::persist::PendingRecord;
-use crate::control::persist::{ConfigFiles, PersistError, Recovery, RecoveryOutcome};
-use crate::control::server::{Answer, Caller, Command, ManagementServer, ServerError};
+use crate::control::manager::{Applied, Manager};
+use crate::control::persist::{ConfigFiles, Recovery, RecoveryOutcome};
+use crate::control::server::{Command, ManagementServer, ServerError};
+use crate::control::transaction::{RunningBox, Transaction, TransactionError};
 use crate::proxy::{ProxyError, Services};
 use crate::status::control::{ControlError, ControlSocket};
 use crate::status::events::{self, EventLog, Level};
@@ -33,10 +34,6 @@ use crate::tls::store::DEFAULT_WATCH_INTERVAL_SECS;
 use crate::tls::{CredentialStore, StoreError};
 use crate::tunnel::{Reconfigured, Tunnel, TunnelError};
 
-/// How often a pending config with `auto_confirm` checks whether the box is healthy again.
-const AUTO_CONFIRM_CHECK: Duration = Duration::from_millis(250);
-/// How often auto_confirm asks the operator's peer for a fresh handshake while it waits for one.
-const AUTO_CONFIRM_REHANDSHAKE: Duration = Duration::from_secs(5);
 /// Operator commands queued for the supervisor at most.
 const COMMAND_QUEUE: usize = 8;
 
@@ -70,18 +67,10 @@ pub enum SupervisorError {
     /// The management API could not start.
     #[error(transparent)]
     Management(#[from] ServerError),
-    /// The config files of a push could not be read or written.
-    #[error("config files: {0}")]
-    Persist(#[from] PersistError),
-    /// Rolling back to the confirmed config failed in the running daemon; exiting lets
-    /// systemd restart the daemon from the restored file.
-    #[error("rolling back to version {version} failed: {reason}")]
-    Rollback {
-        /// The version restored on disk.
-        version: u64,
-        /// What failed while applying it.
-        reason: String,
-    },
+    /// A push could not go on: its files could not be written back, or its rollback could
+    /// not be applied; exiting lets systemd restart the daemon from the restored file.
+    #[error(transparent)]
+    Transaction(#[from] TransactionError),
 }
 
 /// Loads the config file the daemon runs from, first restoring the confirmed config if a
@@ -156,7 +145,7 @@ impl Parts {
     }
 
     /// Makes the running parts match `config`, touching only what changed.
-    async fn apply(&mut self, config: &Config) -> Result<(), SupervisorError> {
+    async fn reconfigure(&mut self, config: &Config) -> Result<(), SupervisorError> {
         let reconfigured = self.tunnel.reconfigure(config).await;
         if matches!(reconfigured, Ok(Reconfigured::NewDevice) | Err(_)) {
             // The management listener is bound to the TUN device; a new device needs a new
@@ -269,6 +258,28 @@ impl Parts {
     }
 }
 
+/// The running parts as the push transaction sees them: today the operator is reached over
+/// the WireGuard tunnel, so the link proves itself by a handshake of the operator's peer.
+impl RunningBox for Parts {
+    type Error = SupervisorError;
+
+    async fn apply(&mut self, config: &Config) -> Result<Applied, SupervisorError> {
+        self.reconfigure(config).await?;
+        Ok(Applied::now())
+    }
+
+    fn operator_reached_since(&self, operator: std::net::IpAddr, since: SystemTime) -> bool {
+        self.tunnel
+            .handle()
+            .last_handshake(operator)
+            .is_some_and(|t| t >= since)
+    }
+
+    async fn rehandshake(&mut self, operator: std::net::IpAddr) {
+        self.tunnel.handle().rehandshake(operator).await;
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT, from the config file at `config_path` as
 /// [`load_recovering`] read it.
 pub async fn run_loaded(
@@ -303,10 +314,16 @@ pub async fn run_loaded(
     let (commands_tx, mut commands) = mpsc::channel(COMMAND_QUEUE);
     let mut parts = Parts::start(&config, commands_tx, events.clone()).await?;
     let files = ConfigFiles::new(config_path, &config.paths.state_dir);
-    let mut manager = Manager::new(files, config.clone(), bytes);
+    let mut transaction = Transaction::new(
+        Manager::new(files, config.clone(), bytes),
+        events.clone(),
+        config::Files::ReadThen(&crate::preflight::problems),
+    );
 
     let mut status = StatusSource::new(&config, parts.tunnel.handle()).with_events(events.clone());
-    status.set_config_state(ConfigState::from_snapshot(&manager.snapshot()));
+    status.set_config_state(ConfigState::from_snapshot(
+        &transaction.manager().snapshot(),
+    ));
     if let Some(proxy) = &parts.proxy {
         status = status
             .with_proxy(proxy.services.status())
@@ -329,11 +346,8 @@ pub async fn run_loaded(
     // supervisor or a hung data plane both stop the pings, and systemd restarts the daemon.
     let watchdog = crate::notify::watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-    let mut auto_confirm_tick = tokio::time::interval(AUTO_CONFIRM_CHECK);
     let tunnel_handle = parts.tunnel.handle();
-    let mut last_rehandshake: Option<tokio::time::Instant> = None;
     let outcome = loop {
-        let deadline = manager.deadline();
         let changed = tokio::select! {
             _ = terminate.recv() => break Ok("SIGTERM"),
             _ = interrupt.recv() => break Ok("SIGINT"),
@@ -353,37 +367,20 @@ pub async fn run_loaded(
                 // A push whose rollback could not be applied either leaves parts of the box
                 // down: stop, so that systemd starts it again from the restored config file,
                 // as when the confirm window's rollback fails.
-                if let Err(err) = handle_command(command, &mut manager, &mut parts, &events).await {
-                    break Err(err);
+                if let Err(err) = transaction.handle(command, &mut parts).await {
+                    break Err(err.into());
                 }
                 true
             }
-            _ = sleep_until(deadline), if deadline.is_some() => {
-                if let Err(err) = roll_back(&mut manager, &mut parts, &events, "the confirm window expired").await {
-                    break Err(err);
-                }
-                true
-            }
-            _ = auto_confirm_tick.tick(), if manager.auto_confirm_ready().is_some() => {
-                let Some(ready) = manager.auto_confirm_ready() else { continue };
-                let operator = ready.reached_from;
-                if ready.handshake_is_fresh(tunnel_handle.last_handshake(operator)) {
-                    last_rehandshake = None;
-                    // A refusal is logged inside; the next tick tries again.
-                    let _ = confirm(&mut manager, None, &events, "auto_confirm: a handshake after the apply and the operator reached the box again over the tunnel");
-                    true
-                } else {
-                    // No handshake since the apply yet (the tunnel was not restarted): ask for
-                    // one, which proves the peer still accepts this box.
-                    if last_rehandshake.is_none_or(|t| t.elapsed() >= AUTO_CONFIRM_REHANDSHAKE) {
-                        last_rehandshake = Some(tokio::time::Instant::now());
-                        tunnel_handle.rehandshake(operator).await;
-                    }
-                    false
+            due = transaction.due() => {
+                match transaction.on_due(due, &mut parts).await {
+                    Ok(changed) => changed,
+                    Err(err) => break Err(err.into()),
                 }
             }
         };
         if changed {
+            let manager = transaction.manager();
             status.set_config_state(ConfigState::from_snapshot(&manager.snapshot()));
             let running = manager.running();
             status.set_identity(running);
@@ -480,230 +477,6 @@ fn metrics_identities(config: &Config) -> Vec<String> {
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// One operator request: check, write, apply, answer. Every outcome is logged (LOG-2). An error
-/// is a rollback that failed to apply, after which the daemon must not go on as if it ran the
-/// restored config.
-async fn handle_command(
-    command: Command,
-    manager: &mut Manager,
-    parts: &mut Parts,
-    events: &EventLog,
-) -> Result<(), SupervisorError> {
-    match command {
-        Command::Get { caller, reply } => {
-            manager.reached_again(caller.address.ip(), caller.arrived);
-            tracing::debug!(operator = %caller.identity, "management API: config state read");
-            let _ = reply.send(Answer {
-                status: 200,
-                body: serde_json::to_value(manager.snapshot()).unwrap_or_default(),
-            });
-        }
-        Command::Confirm {
-            version,
-            caller,
-            reply,
-        } => {
-            manager.reached_again(caller.address.ip(), caller.arrived);
-            let answer = match confirm(
-                manager,
-                version,
-                events,
-                &format!("confirmed by {}", caller.identity),
-            ) {
-                Ok(snapshot) => Answer {
-                    status: 200,
-                    body: serde_json::to_value(snapshot).unwrap_or_default(),
-                },
-                Err((status, code, message)) => Answer::error(status, code, message),
-            };
-            let _ = reply.send(answer);
-        }
-        Command::Push {
-            bytes,
-            signature,
-            caller,
-            reply,
-        } => {
-            let (answer, failed_rollback) = push(
-                manager,
-                parts,
-                events,
-                &bytes,
-                signature.as_deref(),
-                &caller,
-            )
-            .await;
-            let _ = reply.send(answer);
-            if let Some(err) = failed_rollback {
-                return Err(err);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Checks, writes and applies a pushed config; the answer for the operator, and the error of a
-/// rollback that could not be applied after a failed apply.
-async fn push(
-    manager: &mut Manager,
-    parts: &mut Parts,
-    events: &EventLog,
-    bytes: &[u8],
-    signature: Option<&str>,
-    caller: &Caller,
-) -> (Answer, Option<SupervisorError>) {
-    let operator = caller.identity.as_str();
-    let running = manager.running().meta.version;
-    let files = config::Files::ReadThen(&crate::preflight::problems);
-    let accepted = match manager.check(bytes, signature, files) {
-        Ok(accepted) => accepted,
-        Err(refused) => {
-            let reason = &refused.reason;
-            ConfigEvent::new(
-                Kind::Refused,
-                format!("{reason}; nothing changed (running version {running})"),
-            )
-            .version(refused.version)
-            .signer(refused.signer.as_deref())
-            .pushed_by(Some(operator))
-            .reason(reason.code())
-            .running_version(running)
-            .emit(Some(events));
-            return (
-                Answer::error(reason.http_status(), reason.code(), reason),
-                None,
-            );
-        }
-    };
-    let version = accepted.config.meta.version;
-    let signer = accepted.signer.clone();
-    let event = |kind: Kind, detail: String| {
-        ConfigEvent::new(kind, detail)
-            .version(version)
-            .signer(Some(&signer))
-            .pushed_by(Some(operator))
-    };
-    event(
-        Kind::Received,
-        format!("{} bytes; replaces version {running}", bytes.len()),
-    )
-    .emit(Some(events));
-    let record = match manager.begin(accepted, operator) {
-        Ok(record) => record,
-        Err(err) => {
-            event(
-                Kind::Refused,
-                format!("cannot write the pushed config; nothing applied: {err}"),
-            )
-            .reason("write_failed")
-            .emit(Some(events));
-            // Whatever part of the files was written, put the confirmed config back.
-            let _ = ConfigFiles::new(manager.config_path(), &manager.running().paths.state_dir)
-                .recover();
-            return (Answer::error(500, "write_failed", err), None);
-        }
-    };
-    let new = manager.running().clone();
-    if let Err(err) = parts.apply(&new).await {
-        let reason = format!("applying version {version} failed: {err}");
-        event(Kind::ApplyFailed, format!("{err}; rolling back")).emit(Some(events));
-        return match roll_back(manager, parts, events, &reason).await {
-            Ok(()) => (
-                Answer::error(
-                    422,
-                    "apply_failed",
-                    format!("{reason}; rolled back to version {running}"),
-                ),
-                None,
-            ),
-            Err(rollback) => (
-                Answer::error(
-                    500,
-                    "rollback_failed",
-                    format!("{reason}; {rollback}; the daemon restarts from version {running}"),
-                ),
-                Some(rollback),
-            ),
-        };
-    }
-    manager.mark_applied(Applied::now());
-    // The window runs from the end of the apply: name the deadline the manager set then.
-    let record = manager.pending().cloned().unwrap_or(record);
-    event(Kind::Applied, applied_detail(&record)).emit(Some(events));
-    (
-        Answer {
-            status: 200,
-            body: serde_json::to_value(manager.snapshot()).unwrap_or_default(),
-        },
-        None,
-    )
-}
-
-fn confirm(
-    manager: &mut Manager,
-    version: Option<u64>,
-    events: &EventLog,
-    how: &str,
-) -> Result<ConfigSnapshot, (u16, &'static str, String)> {
-    match manager.confirm(version) {
-        Ok(confirmed) => {
-            ConfigEvent::new(Kind::Confirmed, how)
-                .version(confirmed.config.meta.version)
-                .signer(confirmed.signer.as_deref())
-                .pushed_by(confirmed.pushed_by.as_deref())
-                .emit(Some(events));
-            Ok(manager.snapshot())
-        }
-        Err(err) => {
-            ConfigEvent::new(Kind::ConfirmRefused, format!("{how}: {err}"))
-                .version(version)
-                .reason("confirm_refused")
-                .emit(Some(events));
-            Err((err.http_status(), "confirm_refused", err.to_string()))
-        }
-    }
-}
-
-/// Puts the confirmed config back on disk and in the running parts.
-async fn roll_back(
-    manager: &mut Manager,
-    parts: &mut Parts,
-    events: &EventLog,
-    why: &str,
-) -> Result<(), SupervisorError> {
-    let record = match manager.rollback() {
-        Ok(Some(record)) => record,
-        Ok(None) => return Ok(()),
-        Err(err) => {
-            tracing::error!(error = %err, "cannot restore the confirmed config file");
-            return Err(err.into());
-        }
-    };
-    let previous = manager.running().clone();
-    if let Err(err) = parts.apply(&previous).await {
-        return Err(SupervisorError::Rollback {
-            version: previous.meta.version,
-            reason: err.to_string(),
-        });
-    }
-    ConfigEvent::new(
-        Kind::RolledBack,
-        format!("version {} restored: {why}", previous.meta.version),
-    )
-    .version(record.version)
-    .signer(Some(&record.signer))
-    .pushed_by(Some(&record.pushed_by))
-    .emit(Some(events));
-    Ok(())
-}
-
 /// Why every start-up recovery event is logged: a push was under way when the daemon stopped.
 const RECOVERY_REASON: &str = "stopped_during_push";
 
@@ -751,13 +524,6 @@ fn recovery_event(recovery: &Recovery, running: u64) -> ConfigEvent<'_> {
         .pushed_by(about.map(|p| p.pushed_by.as_str()))
         .reason(RECOVERY_REASON)
         .running_version(running)
-}
-
-fn applied_detail(record: &PendingRecord) -> String {
-    format!(
-        "applied at {} (unix); rolled back to version {} unless confirmed by {} (unix)",
-        record.applied_at_unix, record.previous_version, record.confirm_deadline_unix
-    )
 }
 
 /// SIGHUP: re-read the TLS files. New connections use the result; open ones are untouched.
@@ -1014,6 +780,7 @@ impl ConfigWatch {
 mod tests {
     use super::*;
     use crate::control::fixture::Fixture;
+    use crate::control::persist::PendingRecord;
 
     /// Where a kill lands in a push of version 2 over version 1, by the files it leaves.
     #[derive(Debug, Clone, Copy)]

@@ -7,11 +7,13 @@
 //! - [`persist`]: the config file and the crash-safe pending/previous files.
 //! - [`check_push`]: every rule a pushed config must pass before anything on the box changes.
 //! - [`manager`]: the confirm window: pending, confirmed, rolled back.
+//! - [`transaction`]: a push from check to confirm or rollback, over any [`transaction::RunningBox`].
 //! - [`server`]: the management API (HTTPS, operator client certificate) on the tunnel address.
 //! - [`client`]: `renkei push` / `renkei confirm`, the operator's side of that API.
 //!
-//! The running parts are changed by the supervisor, which owns them; the API only talks to it
-//! through [`server::Command`]s.
+//! The running parts are owned by the supervisor, which implements
+//! [`transaction::RunningBox`] over them and drives the [`transaction::Transaction`]; the API
+//! only talks to it through [`server::Command`]s.
 
 pub mod admission;
 pub mod audit;
@@ -21,6 +23,7 @@ pub mod manager;
 pub mod persist;
 pub mod server;
 pub mod signing;
+pub mod transaction;
 
 use std::path::Path;
 
