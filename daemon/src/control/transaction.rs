@@ -382,3 +382,534 @@ fn applied_detail(record: &PendingRecord) -> String {
         record.applied_at_unix, record.previous_version, record.confirm_deadline_unix
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use tokio::sync::oneshot;
+
+    use super::super::fixture::Fixture;
+    use super::super::persist::RecoveryOutcome;
+    use super::*;
+
+    /// The operator's tunnel address (inside the test range).
+    const OPERATOR: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1));
+    /// The confirm window the pushed test configs ask for.
+    const WINDOW_SECS: u64 = 60;
+
+    /// Why the in-memory box could not apply a config.
+    #[derive(Debug, thiserror::Error)]
+    enum BoxError {
+        #[error("this box cannot run version {0}")]
+        CannotRun(u64),
+    }
+
+    /// A box held in memory: it runs the last config it applied, except the versions it is
+    /// told it cannot run; its link to the operator proves itself when asked, while it is up.
+    /// Its wall clock follows tokio's (paused) clock, so no test touches the host's.
+    struct MemoryBox {
+        runs: u64,
+        applies: Vec<u64>,
+        cannot_run: Vec<u64>,
+        /// An apply of this version never finishes (a kill lands inside it).
+        hangs_on: Option<u64>,
+        /// How long an apply takes.
+        apply_takes: Duration,
+        link_up: bool,
+        link_proved_at: Option<SystemTime>,
+        rehandshakes: Vec<Instant>,
+        wall_origin: SystemTime,
+        origin: Instant,
+    }
+
+    impl MemoryBox {
+        fn running(version: u64) -> Self {
+            let mut running = MemoryBox {
+                runs: version,
+                applies: Vec::new(),
+                cannot_run: Vec::new(),
+                hangs_on: None,
+                apply_takes: Duration::ZERO,
+                link_up: true,
+                link_proved_at: None,
+                rehandshakes: Vec::new(),
+                wall_origin: SystemTime::now(),
+                origin: Instant::now(),
+            };
+            // The link came up when the box started, a while before any push.
+            running.link_proved_at = Some(running.wall() - Duration::from_secs(10));
+            running
+        }
+
+        fn wall(&self) -> SystemTime {
+            self.wall_origin + self.origin.elapsed()
+        }
+    }
+
+    impl RunningBox for MemoryBox {
+        type Error = BoxError;
+
+        async fn apply(&mut self, config: &Config) -> Result<Applied, BoxError> {
+            let version = config.meta.version;
+            self.applies.push(version);
+            if self.hangs_on == Some(version) {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(self.apply_takes).await;
+            if self.cannot_run.contains(&version) {
+                return Err(BoxError::CannotRun(version));
+            }
+            self.runs = version;
+            Ok(Applied {
+                instant: Instant::now().into_std(),
+                wall: self.wall(),
+            })
+        }
+
+        fn operator_reached_since(&self, operator: IpAddr, since: SystemTime) -> bool {
+            operator == OPERATOR && self.link_proved_at.is_some_and(|t| t >= since)
+        }
+
+        async fn rehandshake(&mut self, operator: IpAddr) {
+            assert_eq!(operator, OPERATOR, "the link asked is the operator's");
+            self.rehandshakes.push(Instant::now());
+            if self.link_up {
+                self.link_proved_at = Some(self.wall());
+            }
+        }
+    }
+
+    /// A box's config files at version 1 and a transaction over them.
+    fn start(f: &Fixture) -> (Transaction, EventLog) {
+        resume(f, &f.text(1, ""))
+    }
+
+    /// A transaction over the config file as it is now (`text`), as the daemon starts.
+    fn resume(f: &Fixture, text: &str) -> (Transaction, EventLog) {
+        std::fs::write(f.config_path(), text).expect("write config");
+        let config = f.config(text);
+        let files = ConfigFiles::new(&f.config_path(), &config.paths.state_dir);
+        let events = EventLog::new();
+        let manager = Manager::new(files, config, text.as_bytes().to_vec());
+        (
+            Transaction::new(manager, events.clone(), Files::Read),
+            events,
+        )
+    }
+
+    fn caller() -> Caller {
+        Caller {
+            identity: "operator.renkei.test".into(),
+            address: SocketAddr::new(OPERATOR, 40_000),
+            arrived: Instant::now().into_std(),
+        }
+    }
+
+    /// Sends one request through the transaction: what `handle` returned, and the answer.
+    async fn ask(
+        txn: &mut Transaction,
+        running: &mut MemoryBox,
+        command: impl FnOnce(oneshot::Sender<Answer>) -> Command,
+    ) -> (Result<(), TransactionError>, Answer) {
+        let (reply, answer) = oneshot::channel();
+        let result = txn.handle(command(reply), running).await;
+        let answer = answer.await.expect("every request is answered");
+        (result, answer)
+    }
+
+    async fn push(
+        f: &Fixture,
+        txn: &mut Transaction,
+        running: &mut MemoryBox,
+        text: &str,
+    ) -> (Result<(), TransactionError>, Answer) {
+        let signature = f.key.sign(text.as_bytes());
+        ask(txn, running, |reply| Command::Push {
+            bytes: text.as_bytes().to_vec(),
+            signature: Some(signature),
+            caller: caller(),
+            reply,
+        })
+        .await
+    }
+
+    async fn confirm(
+        txn: &mut Transaction,
+        running: &mut MemoryBox,
+        version: Option<u64>,
+    ) -> Answer {
+        let (result, answer) = ask(txn, running, |reply| Command::Confirm {
+            version,
+            caller: caller(),
+            reply,
+        })
+        .await;
+        result.expect("a confirm never stops the daemon");
+        answer
+    }
+
+    /// The titles of the event ring's records, oldest first ("config applied", ...).
+    fn titles(events: &EventLog) -> Vec<String> {
+        events
+            .snapshot()
+            .iter()
+            .map(|e| {
+                let end = e.message.find([':', '(']).unwrap_or(e.message.len());
+                e.message[..end].trim().to_string()
+            })
+            .collect()
+    }
+
+    fn on_disk(f: &Fixture) -> String {
+        std::fs::read_to_string(f.config_path()).expect("read config")
+    }
+
+    fn v2(f: &Fixture, extra: &str) -> String {
+        f.text(2, &format!("confirm_timeout_secs = {WINDOW_SECS}\n{extra}"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn avl1_log2_a_push_applied_and_confirmed_runs_and_is_kept_past_its_window() {
+        let f = Fixture::new();
+        let (mut txn, events) = start(&f);
+        let mut running = MemoryBox::running(1);
+        let v2 = v2(&f, "");
+
+        let (result, answer) = push(&f, &mut txn, &mut running, &v2).await;
+        result.expect("no error");
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        assert_eq!(answer.body["state"], "pending");
+        assert_eq!(answer.body["version"], 2);
+        assert_eq!((running.runs, &running.applies[..]), (2, &[2][..]));
+        assert_eq!(on_disk(&f), v2);
+
+        let answer = confirm(&mut txn, &mut running, Some(2)).await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        assert_eq!(answer.body["state"], "confirmed");
+        assert_eq!(txn.manager().deadline(), None);
+
+        // Nothing is due any more: well past the window, v2 still runs and is on disk.
+        let window = Duration::from_secs(WINDOW_SECS);
+        assert!(tokio::time::timeout(window * 3, txn.due()).await.is_err());
+        assert_eq!((running.runs, &running.applies[..]), (2, &[2][..]));
+        assert_eq!(on_disk(&f), v2);
+        assert_eq!(
+            titles(&events),
+            ["config received", "config applied", "config confirmed"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn avl1_log2_a_push_left_unconfirmed_is_rolled_back_when_its_window_ends() {
+        let f = Fixture::new();
+        let (mut txn, events) = start(&f);
+        let mut running = MemoryBox::running(1);
+        // A slow apply does not eat into the operator's time to confirm.
+        running.apply_takes = Duration::from_secs(WINDOW_SECS / 2);
+        let (result, answer) = push(&f, &mut txn, &mut running, &v2(&f, "")).await;
+        result.expect("no error");
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        let applied = Instant::now();
+
+        let due = txn.due().await;
+        assert_eq!(due, Due::Deadline);
+        let waited = applied.elapsed();
+        let window = Duration::from_secs(WINDOW_SECS);
+        assert!(
+            waited >= window && waited < window + Duration::from_secs(1),
+            "the window runs {WINDOW_SECS} s from the apply, not {waited:?}"
+        );
+        assert!(txn.on_due(due, &mut running).await.expect("rolled back"));
+        assert_eq!((running.runs, &running.applies[..]), (1, &[2, 1][..]));
+        assert_eq!(on_disk(&f), f.text(1, ""));
+        assert_eq!(txn.manager().snapshot().state, "confirmed");
+        assert_eq!(txn.manager().running().meta.version, 1);
+        let kept = events.snapshot();
+        let last = kept.last().expect("events");
+        assert!(
+            last.message.starts_with("config rolled back")
+                && last.message.contains("version 2")
+                && last.message.contains("the confirm window expired"),
+            "{}",
+            last.message
+        );
+
+        // A confirm that comes too late confirms nothing.
+        let answer = confirm(&mut txn, &mut running, Some(2)).await;
+        assert_eq!(answer.status, 409, "{:?}", answer.body);
+        assert_eq!(running.runs, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn avl1_log2_a_push_the_box_cannot_apply_is_rolled_back_at_once() {
+        let f = Fixture::new();
+        let (mut txn, events) = start(&f);
+        let mut running = MemoryBox::running(1);
+        running.cannot_run = vec![2];
+        let (result, answer) = push(&f, &mut txn, &mut running, &v2(&f, "")).await;
+        result.expect("the rollback worked: the daemon goes on");
+        assert_eq!(answer.status, 422, "{:?}", answer.body);
+        assert_eq!(answer.body["error"], "apply_failed");
+        let message = answer.body["message"].as_str().expect("message");
+        assert!(
+            message.contains("this box cannot run version 2")
+                && message.contains("rolled back to version 1"),
+            "{message}"
+        );
+        assert_eq!((running.runs, &running.applies[..]), (1, &[2, 1][..]));
+        assert_eq!(on_disk(&f), f.text(1, ""));
+        assert_eq!(txn.manager().deadline(), None);
+        assert_eq!(
+            titles(&events),
+            [
+                "config received",
+                "config apply failed",
+                "config rolled back"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn avl1_a_rollback_that_cannot_be_applied_stops_the_daemon_on_the_restored_file() {
+        // After a failed apply.
+        let f = Fixture::new();
+        let (mut txn, _events) = start(&f);
+        let mut running = MemoryBox::running(1);
+        running.cannot_run = vec![2, 1];
+        let (result, answer) = push(&f, &mut txn, &mut running, &v2(&f, "")).await;
+        assert!(
+            matches!(result, Err(TransactionError::Rollback { version: 1, .. })),
+            "{result:?}"
+        );
+        assert_eq!(answer.status, 500, "{:?}", answer.body);
+        assert_eq!(answer.body["error"], "rollback_failed");
+        assert_eq!(on_disk(&f), f.text(1, ""), "a restart runs version 1");
+
+        // At the end of the confirm window.
+        let f = Fixture::new();
+        let (mut txn, _events) = start(&f);
+        let mut running = MemoryBox::running(1);
+        let (result, answer) = push(&f, &mut txn, &mut running, &v2(&f, "")).await;
+        result.expect("applied");
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        running.cannot_run = vec![1];
+        let due = txn.due().await;
+        assert_eq!(due, Due::Deadline);
+        let result = txn.on_due(due, &mut running).await;
+        assert!(
+            matches!(result, Err(TransactionError::Rollback { version: 1, .. })),
+            "{result:?}"
+        );
+        assert_eq!(on_disk(&f), f.text(1, ""), "a restart runs version 1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn avl1_log2_auto_confirm_confirms_once_the_operator_is_back_and_the_link_proves_itself()
+    {
+        let f = Fixture::new();
+        let (mut txn, events) = start(&f);
+        let mut running = MemoryBox::running(1);
+        let (result, answer) =
+            push(&f, &mut txn, &mut running, &v2(&f, "auto_confirm = true\n")).await;
+        result.expect("applied");
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+
+        // Until the operator reaches the box again, only the deadline is due.
+        assert!(tokio::time::timeout(Duration::from_secs(1), txn.due())
+            .await
+            .is_err());
+        let (result, answer) = ask(&mut txn, &mut running, |reply| Command::Get {
+            caller: caller(),
+            reply,
+        })
+        .await;
+        result.expect("a read never stops the daemon");
+        assert_eq!(answer.status, 200);
+
+        // The link proved itself before the apply only: ask it again, then confirm.
+        let due = txn.due().await;
+        assert_eq!(due, Due::AutoConfirmCheck);
+        assert!(!txn.on_due(due, &mut running).await.expect("no error"));
+        assert_eq!(running.rehandshakes.len(), 1);
+        assert_eq!(txn.manager().snapshot().state, "pending");
+        let due = txn.due().await;
+        assert_eq!(due, Due::AutoConfirmCheck);
+        assert!(txn.on_due(due, &mut running).await.expect("no error"));
+        assert_eq!(txn.manager().snapshot().state, "confirmed");
+        assert_eq!((running.runs, &running.applies[..]), (2, &[2][..]));
+        let kept = events.snapshot();
+        let last = kept.last().expect("events");
+        assert!(
+            last.message.starts_with("config confirmed") && last.message.contains("auto_confirm"),
+            "{}",
+            last.message
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn avl1_auto_confirm_waits_for_the_link_asking_it_now_and_then_and_rolls_back_without_it()
+    {
+        let f = Fixture::new();
+        let (mut txn, _events) = start(&f);
+        let mut running = MemoryBox::running(1);
+        running.link_up = false;
+        let (result, _) = push(&f, &mut txn, &mut running, &v2(&f, "auto_confirm = true\n")).await;
+        result.expect("applied");
+        // The operator's next request comes after the apply.
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let (result, _) = ask(&mut txn, &mut running, |reply| Command::Get {
+            caller: caller(),
+            reply,
+        })
+        .await;
+        result.expect("a read never stops the daemon");
+
+        let mut checks = 0;
+        loop {
+            let due = txn.due().await;
+            let changed = txn.on_due(due, &mut running).await.expect("no error");
+            if due == Due::Deadline {
+                assert!(changed);
+                break;
+            }
+            assert!(!changed, "nothing confirmed without the link's proof");
+            checks += 1;
+        }
+        let every = Duration::from_secs(AUTO_CONFIRM_REHANDSHAKE_SECS);
+        let asked = running.rehandshakes.len() as u64;
+        assert!(checks as u64 > asked, "checks {checks}, asked {asked}");
+        let expected = WINDOW_SECS / AUTO_CONFIRM_REHANDSHAKE_SECS;
+        assert!(
+            (expected..=expected + 1).contains(&asked),
+            "asked {asked} times in {WINDOW_SECS} s"
+        );
+        for pair in running.rehandshakes.windows(2) {
+            assert!(pair[1] - pair[0] >= every, "asked again too soon");
+        }
+        assert_eq!((running.runs, &running.applies[..]), (1, &[2, 1][..]));
+        assert_eq!(on_disk(&f), f.text(1, ""));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn avl1_log2_a_kill_inside_the_apply_or_the_window_restarts_on_the_confirmed_config() {
+        let f = Fixture::new();
+        let state = f.dir.path().join("state");
+        let files = ConfigFiles::new(&f.config_path(), &state);
+        let v1 = f.text(1, "");
+        let v2 = v2(&f, "");
+
+        // Killed inside the apply: the files were written, the box never finished.
+        let (mut txn, _events) = start(&f);
+        let mut running = MemoryBox::running(1);
+        running.hangs_on = Some(2);
+        let signature = f.key.sign(v2.as_bytes());
+        let (reply, _answer) = oneshot::channel();
+        let command = Command::Push {
+            bytes: v2.as_bytes().to_vec(),
+            signature: Some(signature),
+            caller: caller(),
+            reply,
+        };
+        let killed =
+            tokio::time::timeout(Duration::from_secs(1), txn.handle(command, &mut running)).await;
+        assert!(killed.is_err(), "the apply never finished");
+        assert_eq!(running.applies, [2]);
+        assert_eq!(on_disk(&f), v2, "the pushed config was on disk");
+        drop(txn);
+        let recovery = files
+            .recover()
+            .expect("recover")
+            .expect("a push to recover");
+        assert_eq!(recovery.outcome, RecoveryOutcome::RolledBack);
+        assert_eq!(recovery.pending.map(|p| p.version), Some(2));
+        assert_eq!(on_disk(&f), v1);
+
+        // Restarted on v1: the same push goes through, and a kill in its window rolls it back.
+        let (mut txn, _events) = resume(&f, &v1);
+        let mut running = MemoryBox::running(1);
+        let (result, answer) = push(&f, &mut txn, &mut running, &v2).await;
+        result.expect("applied");
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        drop(txn);
+        let recovery = files
+            .recover()
+            .expect("recover")
+            .expect("a push to recover");
+        assert_eq!(recovery.outcome, RecoveryOutcome::RolledBack);
+        assert_eq!(on_disk(&f), v1);
+
+        // Killed after the confirm: v2 stays, with who signed and pushed it.
+        let (mut txn, _events) = resume(&f, &v1);
+        let mut running = MemoryBox::running(1);
+        let (result, _) = push(&f, &mut txn, &mut running, &v2).await;
+        result.expect("applied");
+        assert_eq!(confirm(&mut txn, &mut running, None).await.status, 200);
+        drop(txn);
+        assert_eq!(files.recover().expect("recover"), None);
+        assert_eq!(on_disk(&f), v2);
+        let (txn, _events) = resume(&f, &v2);
+        let snapshot = txn.manager().snapshot();
+        assert_eq!((snapshot.version, snapshot.state), (2, "confirmed"));
+        assert_eq!(
+            snapshot.signer.as_deref(),
+            Some(f.key.public().fingerprint())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn auth2_log2_a_refused_push_changes_nothing_and_is_logged_with_its_reason() {
+        let f = Fixture::new();
+        let (mut txn, events) = start(&f);
+        let mut running = MemoryBox::running(1);
+        let v2 = v2(&f, "");
+        let (result, answer) = ask(&mut txn, &mut running, |reply| Command::Push {
+            bytes: v2.as_bytes().to_vec(),
+            signature: None,
+            caller: caller(),
+            reply,
+        })
+        .await;
+        result.expect("a refusal never stops the daemon");
+        assert_eq!(answer.status, 403, "{:?}", answer.body);
+        assert_eq!(answer.body["error"], "missing_signature");
+        assert!(running.applies.is_empty());
+        assert_eq!(on_disk(&f), f.text(1, ""));
+        assert_eq!(txn.manager().deadline(), None);
+        assert_eq!(titles(&events), ["config refused"]);
+        let kept = events.snapshot();
+        assert!(
+            kept[0].message.contains("(missing_signature)"),
+            "{}",
+            kept[0].message
+        );
+
+        // While a push is pending, the next one is refused and the pending one keeps running.
+        let (result, _) = push(&f, &mut txn, &mut running, &v2).await;
+        result.expect("applied");
+        let (result, answer) = push(&f, &mut txn, &mut running, &f.text(3, "")).await;
+        result.expect("a refusal never stops the daemon");
+        assert_eq!(answer.status, 409, "{:?}", answer.body);
+        assert_eq!(answer.body["error"], "pending");
+        assert_eq!((running.runs, &running.applies[..]), (2, &[2][..]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn avl1_log2_a_push_whose_files_cannot_be_written_applies_nothing() {
+        let f = Fixture::new();
+        let (mut txn, events) = start(&f);
+        let mut running = MemoryBox::running(1);
+        // The push folder cannot be made: a file stands where it goes.
+        let state = f.dir.path().join("state");
+        std::fs::create_dir_all(&state).expect("state");
+        std::fs::write(state.join("config"), b"in the way").expect("blocker");
+        let (result, answer) = push(&f, &mut txn, &mut running, &v2(&f, "")).await;
+        result.expect("nothing was applied: the daemon goes on");
+        assert_eq!(answer.status, 500, "{:?}", answer.body);
+        assert_eq!(answer.body["error"], "write_failed");
+        assert!(running.applies.is_empty());
+        assert_eq!(on_disk(&f), f.text(1, ""));
+        assert_eq!(txn.manager().snapshot().state, "confirmed");
+        assert_eq!(titles(&events), ["config received", "config refused"]);
+    }
+}
