@@ -1,0 +1,7 @@
+//! Runtime state that several parts of the daemon read and write: the event ring and the
+//! snapshot of the running configuration. It sits below the parts that fill it (tunnel, control)
+//! and the parts that show it (status), so none of them has to import another to share it.
+//!
+//! - [`events`]: the bounded ring of recent events, with its rate limit for refusals.
+
+pub mod events;
