@@ -11,14 +11,10 @@
 //! refusal can never push the configuration history out of it.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-
-use crate::tunnel::policy::LinkState;
-use crate::tunnel::TunnelHandle;
 
 /// How many recent events the status page keeps.
 pub const EVENT_RING_LEN: usize = 100;
@@ -327,59 +323,6 @@ fn take_summary(bucket: &mut Bucket, now: Instant) -> Option<(u64, u64)> {
     let since = bucket.suppressed_since.take().unwrap_or(now);
     let count = std::mem::take(&mut bucket.suppressed);
     Some((count, now.saturating_duration_since(since).as_secs().max(1)))
-}
-
-/// Pushes an event whenever a tunnel peer changes state, until the task is aborted.
-///
-/// `peers` names each peer with an address it owns (the first of its allowed IPs), which is how
-/// the tunnel handle finds it.
-pub fn watch_tunnel(
-    events: EventLog,
-    tunnel: TunnelHandle,
-    peers: Vec<(String, IpAddr)>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut watchers = tokio::task::JoinSet::new();
-        for (name, address) in peers {
-            let Some(mut states) = tunnel.watch_state(address) else {
-                continue;
-            };
-            let events = events.clone();
-            let tunnel = tunnel.clone();
-            watchers.spawn(async move {
-                // A state reached before this task started (an always-on tunnel comes up fast)
-                // is reported too; idle is where every peer starts, not news.
-                let mut last = LinkState::Idle;
-                loop {
-                    let state = *states.borrow_and_update();
-                    if state == last {
-                        if states.changed().await.is_err() {
-                            break;
-                        }
-                        continue;
-                    }
-                    last = state;
-                    let reason = tunnel
-                        .snapshot()
-                        .peers
-                        .into_iter()
-                        .find(|p| p.name == name)
-                        .map(|p| p.reason)
-                        .unwrap_or_default();
-                    let level = match state {
-                        LinkState::Down => Level::Warning,
-                        _ => Level::Info,
-                    };
-                    events.push(
-                        level,
-                        "tunnel",
-                        format!("peer {name}: {} ({reason})", state.as_str()),
-                    );
-                }
-            });
-        }
-        while watchers.join_next().await.is_some() {}
-    })
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod assets;
 pub mod auth;
 pub mod cert;
 pub mod control;
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod second_factor;
