@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
-use crate::control::manager::ConfigSnapshot;
 use crate::enrolment::Enrolment;
 use crate::proxy::{ProxySnapshot, ProxyStatus};
+use crate::state::config_snapshot::ConfigSnapshot;
 use crate::state::events::{Event, EventLog};
 use crate::tls::credentials::{CertExpiry, EXPIRY_WARNING_DAYS};
 use crate::tls::CredentialStore;
