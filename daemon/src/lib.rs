@@ -14,6 +14,7 @@ pub mod notify;
 pub mod preflight;
 pub mod proxy;
 pub mod ratelimit;
+pub mod signing;
 pub mod state;
 pub mod status;
 pub mod supervisor;
