@@ -20,13 +20,15 @@ use tokio::sync::mpsc;
 
 use crate::config::{self, Config, Diagnostics};
 use crate::control::audit::{ConfigEvent, Kind};
-use crate::control::manager::{Applied, ConfigSnapshot, Manager};
+use crate::control::manager::{Applied, Manager};
 use crate::control::persist::PendingRecord;
 use crate::control::persist::{ConfigFiles, PersistError, Recovery, RecoveryOutcome};
 use crate::control::server::{Answer, Caller, Command, ManagementServer, ServerError};
 use crate::proxy::{ProxyError, Services};
+use crate::state::config_snapshot::ConfigSnapshot;
+use crate::state::events::{EventLog, Level};
 use crate::status::control::{ControlError, ControlSocket};
-use crate::status::events::{self, EventLog, Level};
+use crate::status::events;
 use crate::status::http::OperatorTls;
 use crate::status::{ConfigState, StatusServer, StatusSource};
 use crate::tls::store::DEFAULT_WATCH_INTERVAL_SECS;

@@ -976,7 +976,7 @@ fn prepare_push(
     let (text, version) = example_push_text(&running, &description)?;
     let config =
         operator.write_signed(&format!("{}-v{version}.toml", node.short()), &text, None)?;
-    let signer = renkei::control::signing::OperatorKey::read(&operator.signing_public)
+    let signer = renkei::signing::OperatorKey::read(&operator.signing_public)
         .with_context(|| format!("reading {}", operator.signing_public.display()))?
         .fingerprint()
         .to_string();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use renkei::control::signing::SigningKeyPair;
+use renkei::signing::SigningKeyPair;
 
 use crate::daemon::renkei_bin;
 use crate::lab::{Lab, Node};

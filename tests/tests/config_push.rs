@@ -63,7 +63,7 @@ fn unix_now() -> u64 {
 
 /// The fingerprint boxes log as the signer of the operator's configs.
 fn fingerprint(operator: &Operator) -> String {
-    renkei::control::signing::OperatorKey::read(&operator.signing_public)
+    renkei::signing::OperatorKey::read(&operator.signing_public)
         .expect("operator public key")
         .fingerprint()
         .to_string()
@@ -788,7 +788,7 @@ fn auth2_a_next_key_is_untrusted_until_the_config_naming_it_is_confirmed() {
     let original = hospital_config(&lab, &operator, 1, "");
     let mut setup = start(&lab, &original);
     let (next_key, next_public) = operator.extra_signing_key("next").expect("key");
-    let next_fingerprint = renkei::control::signing::OperatorKey::from_pem(&next_public)
+    let next_fingerprint = renkei::signing::OperatorKey::from_pem(&next_public)
         .expect("next key")
         .fingerprint()
         .to_string();

@@ -286,7 +286,7 @@ fn int1_avl1_log2_slow_box_clients_do_not_keep_the_operator_from_pushing_and_con
         .filter(|l| l.contains("no connection slot left for") && l.contains(Node::Hub.tls_name()))
         .count();
     assert!(
-        (1..=renkei::status::events::EVENT_BURST_PER_KEY as usize).contains(&no_slot),
+        (1..=renkei::state::events::EVENT_BURST_PER_KEY as usize).contains(&no_slot),
         "the refused connections are logged, rate-limited ({no_slot} lines):\n{log}"
     );
     let events: Vec<Value> = hospital.status().expect("status")["events"]

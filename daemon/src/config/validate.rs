@@ -751,7 +751,7 @@ impl Checker<'_> {
         name: &str,
         (file, inline): (&Option<PathBuf>, &Option<String>),
     ) {
-        use crate::control::signing::OperatorKey;
+        use crate::signing::OperatorKey;
         match (file, inline) {
             (Some(_), Some(_)) => self.report(
                 base.key(name),
