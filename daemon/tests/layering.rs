@@ -35,14 +35,6 @@ const LAYERS: &[&str] = &[
 /// Upward references that stay for now, each with the exact path used and why. Every entry
 /// must still be in use: once the code no longer needs it, the test fails until it is removed.
 const EXCEPTIONS: &[(&str, &str, &str)] = &[
-    // Validation checks that a configured CRL was issued by the configured CA with the CRL
-    // reader tls uses at load, while tls builds its store from config's TlsConfig/MinTls.
-    // Removing it means moving the CRL reading below config.
-    (
-        "config",
-        "crate::tls::credentials::check_crl_file",
-        "CRL issuer check",
-    ),
     // The CSR fingerprint uses the status page's certificate fingerprint format, and the
     // unenrolled daemon answers on the status control socket's path (its test asks through
     // that socket's client). Removing them means moving the fingerprint and the socket name
