@@ -2,6 +2,31 @@
 //!
 //! The library holds every part of the daemon so that the lab and the integration tests drive
 //! the same code the binary runs.
+//!
+//! # Layers
+//!
+//! Each module imports only modules below it, so a part can be understood and tested without
+//! the parts that use it. Lowest first:
+//!
+//! 1. `hex`, `durable`, `ratelimit`, `logging`, `notify`: small helpers with no crate imports
+//!    (`durable` writes files crash-safely; `ratelimit` limits repeated log lines).
+//! 2. `signing`: operator keys and config signatures, needed by config's checks and control.
+//! 3. `state`: runtime state several parts share (the event ring, the config snapshot).
+//! 4. `keys`: WireGuard key material (written through `durable`).
+//! 5. `config`: the configuration file, parsed and validated.
+//! 6. `tls`: the CRYPTREC TLS profile and the credential store, built from config.
+//! 7. `tunnel`: userspace WireGuard and the TUN device.
+//! 8. `proxy`: the mutual-TLS service proxies, over the tunnel.
+//! 9. `control`: the operator's signed config pushes and the management API.
+//! 10. `preflight`: the checks `renkei run` and `renkei check` share.
+//! 11. `enrolment`: first boot and the unenrolled box.
+//! 12. `status`: what the daemon reports (page, JSON API, metrics, control socket).
+//! 13. `supervisor`: owns and starts the running parts; `main.rs` (the binary) is above all.
+//!
+//! `tests/layering.rs` holds the same order as one list (modules on one line above in the order
+//! named) and fails on any `crate::` path that names a module above the file's own;
+//! the upward imports that remain (config's CRL issuer check in `tls`, enrolment's use of
+//! status's certificate fingerprint and control socket) are listed there as exceptions.
 
 pub mod config;
 pub mod control;
@@ -14,6 +39,8 @@ pub mod notify;
 pub mod preflight;
 pub mod proxy;
 pub mod ratelimit;
+pub mod signing;
+pub mod state;
 pub mod status;
 pub mod supervisor;
 pub mod tls;

@@ -470,7 +470,7 @@ fn keygen_operator(private_key: Option<&std::path::Path>) -> anyhow::Result<()> 
             path.display()
         );
     }
-    let pair = renkei::control::signing::SigningKeyPair::generate();
+    let pair = renkei::signing::SigningKeyPair::generate();
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -492,12 +492,10 @@ fn keygen_operator(private_key: Option<&std::path::Path>) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn read_signing_key(
-    key: &std::path::Path,
-) -> anyhow::Result<renkei::control::signing::SigningKeyPair> {
+fn read_signing_key(key: &std::path::Path) -> anyhow::Result<renkei::signing::SigningKeyPair> {
     let text =
         std::fs::read_to_string(key).map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
-    renkei::control::signing::SigningKeyPair::from_pem(&text)
+    renkei::signing::SigningKeyPair::from_pem(&text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))
 }
 

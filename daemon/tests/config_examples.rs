@@ -186,3 +186,26 @@ fn fixture_files_are_what_they_claim() {
     <p256::PublicKey as p256::pkcs8::DecodePublicKey>::from_public_key_pem(&pem)
         .expect("signing key is a PEM P-256 public key");
 }
+
+/// Every example, loaded, written back with `Serialize` and loaded again, is the same `Config`:
+/// tests build lab configs as typed values and write them this way, so a field that does not
+/// survive the trip (a rename, a default, a path) would silently change what they test.
+#[test]
+fn examples_round_trip_through_serialize() {
+    let fixture = Fixture::new();
+    let examples = EXAMPLES
+        .iter()
+        .copied()
+        .chain([("image-test.toml", IMAGE_TEST_CONFIG)]);
+    for (file, text) in examples {
+        let path = fixture.write_config(file, text);
+        let loaded =
+            renkei::config::load(&path).unwrap_or_else(|e| panic!("{file} should load: {e}"));
+        let written =
+            toml::to_string(&loaded).unwrap_or_else(|e| panic!("{file} should serialise: {e}"));
+        let again_path = fixture.write_config(&format!("again-{file}"), &written);
+        let again = renkei::config::load(&again_path)
+            .unwrap_or_else(|e| panic!("{file} written back should load: {e}\n{written}"));
+        assert_eq!(again, loaded, "{file} changed on the way:\n{written}");
+    }
+}

@@ -151,11 +151,10 @@ pub fn tunnel_benchmark(seconds: u32) -> anyhow::Result<(f64, Vec<Measurement>)>
         results.push(measure(&lab, name, &pids, seconds)?);
     }
     {
-        let hub = lab.start(Node::Hub, &lab.tunnel_config(Node::Hub))?;
+        let hub = lab.start(Node::Hub, &lab.config(Node::Hub))?;
         // On demand, so the handshake latency is first packet -> session, as for the others.
-        let config = lab
-            .tunnel_config(Node::Hospital)
-            .replace("mode = \"always_on\"", "mode = \"on_demand\"");
+        let mut config = lab.config(Node::Hospital);
+        config.tunnel.policy.mode = Some(renkei::config::PolicyMode::OnDemand);
         let hospital = lab.start(Node::Hospital, &config)?;
         let pids: Vec<u32> = [hub.pid(), hospital.pid()].into_iter().flatten().collect();
         results.push(measure(&lab, "renkei", &pids, seconds)?);

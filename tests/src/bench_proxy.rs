@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::lab::{service_toml, Lab, Node, Peer, TLS_SECTION};
+use renkei::config::{Direction, PolicyMode, ServiceConfig};
+
+use crate::boxconfig::{service, socket};
+use crate::lab::{tls_config, Lab, Node, Peer};
 use crate::perfcount::{per_mib, Counting, Recording};
 use crate::wait::wait_until;
 
@@ -200,10 +203,11 @@ fn iperf(
     })
 }
 
-fn with_limits(service: String) -> String {
+/// `service` with room for the benchmark's idle connections, which never time out during it.
+fn with_limits(mut service: ServiceConfig) -> ServiceConfig {
+    service.max_connections = 20000;
+    service.idle_timeout_secs = 3600;
     service
-        .replace("max_connections = 256", "max_connections = 20000")
-        .replace("idle_timeout_secs = 600", "idle_timeout_secs = 3600")
 }
 
 fn stunnel(
@@ -269,42 +273,45 @@ pub fn proxy_benchmark(seconds: u32, idle: usize, rounds: usize) -> anyhow::Resu
     let lab = Lab::new()?;
     let hub_tunnel = Node::Hub.tunnel_address();
     let clinic_lan = Node::Clinic.lan_address().context("clinic LAN")?;
-    let mut hub_config = lab.tunnel_config(Node::Hub);
-    hub_config.push_str(TLS_SECTION);
+    let mut hub_config = lab.config(Node::Hub);
+    hub_config.tls = Some(tls_config());
     let clinic_identity = Node::Clinic.tls_name();
-    hub_config.push_str(&with_limits(service_toml(
-        "bulk",
-        "inbound",
-        &format!("{hub_tunnel}:{RENKEI_BULK_PORT}"),
-        &format!("127.0.0.1:{IPERF_PORT}"),
-        Peer::Allowed(clinic_identity),
-    )));
-    hub_config.push_str(&with_limits(service_toml(
-        "idle",
-        "inbound",
-        &format!("{hub_tunnel}:{RENKEI_IDLE_PORT}"),
-        SINK_ADDRESS,
-        Peer::Allowed(clinic_identity),
-    )));
-    let mut clinic_config = lab
-        .tunnel_config(Node::Clinic)
-        .replace("mode = \"on_demand\"", "mode = \"always_on\"");
-    clinic_config.push_str(TLS_SECTION);
+    hub_config.services = vec![
+        with_limits(service(
+            "bulk",
+            Direction::Inbound,
+            socket(&format!("{hub_tunnel}:{RENKEI_BULK_PORT}")),
+            &format!("127.0.0.1:{IPERF_PORT}"),
+            Peer::Allowed(clinic_identity),
+        )),
+        with_limits(service(
+            "idle",
+            Direction::Inbound,
+            socket(&format!("{hub_tunnel}:{RENKEI_IDLE_PORT}")),
+            SINK_ADDRESS,
+            Peer::Allowed(clinic_identity),
+        )),
+    ];
+    let mut clinic_config = lab.config(Node::Clinic);
+    clinic_config.tunnel.policy.mode = Some(PolicyMode::AlwaysOn);
+    clinic_config.tls = Some(tls_config());
     let hub_name = Node::Hub.tls_name();
-    clinic_config.push_str(&with_limits(service_toml(
-        "bulk",
-        "outbound",
-        &format!("{clinic_lan}:{RENKEI_BULK_PORT}"),
-        &format!("{hub_tunnel}:{RENKEI_BULK_PORT}"),
-        Peer::ServerName(hub_name),
-    )));
-    clinic_config.push_str(&with_limits(service_toml(
-        "idle",
-        "outbound",
-        &format!("{clinic_lan}:{RENKEI_IDLE_PORT}"),
-        &format!("{hub_tunnel}:{RENKEI_IDLE_PORT}"),
-        Peer::ServerName(hub_name),
-    )));
+    clinic_config.services = vec![
+        with_limits(service(
+            "bulk",
+            Direction::Outbound,
+            socket(&format!("{clinic_lan}:{RENKEI_BULK_PORT}")),
+            &format!("{hub_tunnel}:{RENKEI_BULK_PORT}"),
+            Peer::ServerName(hub_name),
+        )),
+        with_limits(service(
+            "idle",
+            Direction::Outbound,
+            socket(&format!("{clinic_lan}:{RENKEI_IDLE_PORT}")),
+            &format!("{hub_tunnel}:{RENKEI_IDLE_PORT}"),
+            Peer::ServerName(hub_name),
+        )),
+    ];
 
     let hub = lab.start(Node::Hub, &hub_config)?;
     let clinic = lab.start(Node::Clinic, &clinic_config)?;

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use renkei::config::Config;
+
 use crate::lab::{DOCUMENT_SERVER_ADDRESS, LAN_SERVICE_ADDRESS, SERVICE_PORT};
 use crate::tlstools::DocumentServer;
 use crate::wait::wait_until;
@@ -33,25 +35,30 @@ pub struct Chain {
 
 /// The config [`start_chain`] gives `node`: its full config, with the clinic's tunnel idling
 /// out after 10 s.
-pub fn chain_config(lab: &Lab, node: Node) -> String {
-    let text = lab.full_config(node);
-    match node {
-        Node::Clinic => text.replace("idle_timeout_secs = 300", "idle_timeout_secs = 10"),
-        Node::Hub | Node::Hospital => text,
+pub fn chain_config(lab: &Lab, node: Node) -> Config {
+    let mut config = lab.full(node);
+    if node == Node::Clinic {
+        config.tunnel.policy.idle_timeout_secs = CLINIC_IDLE_TIMEOUT_SECS;
     }
+    config
 }
+
+/// The clinic's tunnel in the chain idles out after this long without traffic or holds.
+pub const CLINIC_IDLE_TIMEOUT_SECS: u64 = 10;
 
 /// Starts the demo chain and waits until every service listens and the hospital's tunnel is up.
 pub fn start_chain(lab: &Lab) -> Chain {
-    start_chain_with(lab, |_, text| text)
+    start_chain_with(lab, |_, _| {})
 }
 
 /// [`start_chain`] with `edit` applied to each box's [`chain_config`] before it starts.
-pub fn start_chain_with(lab: &Lab, edit: impl Fn(Node, String) -> String) -> Chain {
+pub fn start_chain_with(lab: &Lab, edit: impl Fn(Node, &mut Config)) -> Chain {
     let documents = DocumentServer::start(lab.lan_ns(Node::Hospital), DOCUMENT_SERVER_ADDRESS)
         .expect("document server");
     let start = |node: Node| {
-        lab.start(node, &edit(node, chain_config(lab, node)))
+        let mut config = chain_config(lab, node);
+        edit(node, &mut config);
+        lab.start(node, &config)
             .unwrap_or_else(|e| panic!("{node:?}: {e:#}"))
     };
     let hub = start(Node::Hub);

@@ -28,6 +28,9 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use renkei::config::{Config, ManagementConfig, StatusConfig};
+
+use crate::boxconfig::{make_file_paths_absolute, socket};
 use crate::daemon::{renkei_bin, Daemon};
 use crate::docserver::{write_documents, Document};
 use crate::door::Door;
@@ -976,7 +979,7 @@ fn prepare_push(
     let (text, version) = example_push_text(&running, &description)?;
     let config =
         operator.write_signed(&format!("{}-v{version}.toml", node.short()), &text, None)?;
-    let signer = renkei::control::signing::OperatorKey::read(&operator.signing_public)
+    let signer = renkei::signing::OperatorKey::read(&operator.signing_public)
         .with_context(|| format!("reading {}", operator.signing_public.display()))?
         .fingerprint()
         .to_string();
@@ -1046,69 +1049,53 @@ fn management_listen(node: Node) -> String {
     format!("{}:{MANAGEMENT_PORT}", node.tunnel_address())
 }
 
-/// `full_config` of a box plus its `[status]` and `[management]` sections, with the clinic's
-/// idle timeout of `options`.
+/// The full config of a box plus its `[status]` and `[management]` sections, with the
+/// clinic's idle timeout of `options`, and every file it names absolute under the box's folder:
+/// the same files, but a copy of the config checks out (`renkei check`) wherever it is, as the
+/// operator's guide has the operator do.
 pub fn demo_config(
     lab: &Lab,
     node: Node,
     password_hash: &str,
     options: &Options,
-) -> anyhow::Result<String> {
-    let mut text = lab.full_config(node);
+) -> anyhow::Result<Config> {
+    let mut config = lab.full(node);
     if node == Node::Clinic {
-        let from = "idle_timeout_secs = 300\n";
-        anyhow::ensure!(text.contains(from), "the clinic's config has no {from:?}");
-        text = text.replacen(
-            from,
-            &format!("idle_timeout_secs = {}\n", options.clinic_idle_timeout_secs),
-            1,
-        );
+        config.tunnel.policy.idle_timeout_secs = u64::from(options.clinic_idle_timeout_secs);
     }
-    let certificate = if node.lan_address().is_some() {
-        "certificate_file = \"tls/status.crt\"\nprivate_key_file = \"tls/status.key\"\n"
+    // Plain HTTP on the hub's loopback; HTTPS with the status certificate on a LAN.
+    let (certificate_file, private_key_file) = if node.lan_address().is_some() {
+        (
+            Some(PathBuf::from("tls/status.crt")),
+            Some(PathBuf::from("tls/status.key")),
+        )
     } else {
-        "" // plain HTTP on loopback
+        (None, None)
     };
-    text.push_str(&format!(
-        r#"
-[status]
-listen = "{listen}"
-admin_password_hash = "{password_hash}"
-{certificate}metrics_listen = "{tunnel}:{METRICS_PORT}"
-session_ttl_secs = 3600
-
-[management]
-listen = "{management}"
-operator_ca_file = "tls/operator-ca.crt"
-operator_identities = ["{OPERATOR_IDENTITY}"]
-operator_signing_key_file = "operator/signing.pub.pem"
-confirm_timeout_secs = {CONFIRM_TIMEOUT_SECS}
-auto_confirm = false
-"#,
-        listen = status_listen(node),
-        tunnel = node.tunnel_address(),
-        management = management_listen(node),
-    ));
-    Ok(absolute_file_paths(&text, &lab.node_dir(node)))
-}
-
-/// `text` with every relative `*_file = "..."` setting made absolute under `dir` (the config's
-/// folder, which relative paths are relative to): the same files, but a copy of the config
-/// checks out (`renkei check`) wherever it is, as the operator's guide has the operator do.
-fn absolute_file_paths(text: &str, dir: &Path) -> String {
-    let mut out = String::with_capacity(text.len());
-    for line in text.split_inclusive('\n') {
-        let absolute = line.split_once(" = \"").and_then(|(key, rest)| {
-            let value = rest.trim_end().strip_suffix('"')?;
-            (key.ends_with("_file")
-                && !key.starts_with('#')
-                && !value.starts_with('/')
-                && !value.contains('"'))
-            .then(|| format!("{key} = \"{}\"\n", dir.join(value).display()))
-        });
-        out.push_str(absolute.as_deref().unwrap_or(line));
-    }
-    out
+    config.status = Some(StatusConfig {
+        listen: socket(&status_listen(node)),
+        admin_password_hash: password_hash.to_string(),
+        certificate_file,
+        private_key_file,
+        metrics_listen: Some(socket(&format!("{}:{METRICS_PORT}", node.tunnel_address()))),
+        metrics_identities: Vec::new(),
+        session_ttl_secs: 3600,
+        require_second_factor: None,
+    });
+    config.management = Some(ManagementConfig {
+        listen: socket(&management_listen(node)),
+        operator_ca_file: PathBuf::from("tls/operator-ca.crt"),
+        operator_crl_file: None,
+        operator_identities: vec![OPERATOR_IDENTITY.to_string()],
+        operator_signing_key_file: Some(PathBuf::from("operator/signing.pub.pem")),
+        operator_signing_key: None,
+        next_operator_signing_key_file: None,
+        next_operator_signing_key: None,
+        confirm_timeout_secs: CONFIRM_TIMEOUT_SECS,
+        auto_confirm: false,
+    });
+    make_file_paths_absolute(&mut config, &lab.node_dir(node));
+    Ok(config)
 }
 
 fn node_record(
@@ -1754,20 +1741,6 @@ pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn file_settings_are_made_absolute_and_nothing_else_changes() {
-        let text = "[tunnel]\nprivate_key_file = \"wg.key\"\naddress = \"198.19.0.1/24\"\n\
-                    [tls]\ncertificate_file = \"tls/box.crt\"\nca_file = \"/etc/ca.crt\"\n\
-                    # crl_file = \"tls/operator-ca.crl\"\n";
-        assert_eq!(
-            absolute_file_paths(text, Path::new("/tmp/renkei-lab-x/dc")),
-            "[tunnel]\nprivate_key_file = \"/tmp/renkei-lab-x/dc/wg.key\"\n\
-             address = \"198.19.0.1/24\"\n[tls]\n\
-             certificate_file = \"/tmp/renkei-lab-x/dc/tls/box.crt\"\nca_file = \"/etc/ca.crt\"\n\
-             # crl_file = \"tls/operator-ca.crl\"\n"
-        );
-    }
 
     #[test]
     fn start_time_is_field_22_and_zombies_have_none() {

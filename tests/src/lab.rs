@@ -18,7 +18,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use ipnet::IpNet;
+use renkei::config::{
+    Config, Direction, Facility, Meta, Paths, PeerConfig, PolicyConfig, PolicyMode, Role,
+    TlsConfig, TunnelConfig, DEFAULT_MTU,
+};
 
+pub use crate::boxconfig::Peer;
+use crate::boxconfig::{service, socket, to_toml, ConfigText};
 use crate::daemon::Daemon;
 use crate::netns::{run, Namespace};
 use crate::pki::{write_key, Ca, Leaf};
@@ -271,142 +278,154 @@ impl Lab {
         format!("rk{}{}", self.id, node.letter())
     }
 
-    /// A valid tunnel-only config for a box; tests edit the returned text before writing it.
-    /// Every tunable is on a line of its own so `str::replace` can change it. `[meta] box` is
-    /// the box's certificate name, so the config can be signed and pushed to it (AUTH-4).
-    pub fn tunnel_config(&self, node: Node) -> String {
+    /// A valid tunnel-only config for a box, as a typed value tests change field by field
+    /// (`config.tunnel.policy.idle_timeout_secs = 10`) before writing it. `[meta] box` is the
+    /// box's certificate name, so the config can be signed and pushed to it (AUTH-4).
+    pub fn config(&self, node: Node) -> Config {
         let dir = self.node_dir(node);
         let role = match node {
-            Node::Hub => "hub",
-            Node::Hospital => "disclosing",
-            Node::Clinic => "viewing",
+            Node::Hub => Role::Hub,
+            Node::Hospital => Role::Disclosing,
+            Node::Clinic => Role::Viewing,
         };
-        let mut text = format!(
-            r#"[meta]
-version = 1
-box = "{box_name}"
-
-[facility]
-name = "lab {name}"
-role = "{role}"
-
-[paths]
-state_dir = "{state}"
-runtime_dir = "{run}"
-wireguard_socket_dir = "{WIREGUARD_SOCKET_DIR}"
-
-[tunnel]
-interface = "{iface}"
-private_key_file = "wg.key"
-address = "{addr}/24"
-mtu = 1420
-"#,
-            name = node.short(),
-            box_name = node.tls_name(),
-            state = dir.join("state").display(),
-            run = dir.join("run").display(),
-            iface = self.interface(node),
-            addr = node.tunnel_address(),
-        );
-        match node {
+        let (listen_port, policy, peers) = match node {
             Node::Hub => {
-                text.push_str(&format!("listen_port = {HUB_PORT}\n"));
-                for facility in [Node::Hospital, Node::Clinic] {
-                    text.push_str(&format!(
-                        r#"
-[[tunnel.peer]]
-name = "{name}"
-public_key = "{key}"
-allowed_ips = ["{addr}/32"]
-"#,
-                        name = facility.short(),
-                        key = self.public_key(facility),
-                        addr = facility.tunnel_address(),
-                    ));
-                }
+                let peers = [Node::Hospital, Node::Clinic]
+                    .into_iter()
+                    .map(|facility| PeerConfig {
+                        name: facility.short().to_string(),
+                        public_key: self.public_key(facility).to_string(),
+                        endpoint: None,
+                        allowed_ips: vec![host_net(facility.tunnel_address())],
+                        persistent_keepalive_secs: None,
+                    })
+                    .collect();
+                (HUB_PORT, PolicyConfig::default(), peers)
             }
             Node::Hospital | Node::Clinic => {
                 let mode = if node == Node::Hospital {
-                    "always_on"
+                    PolicyMode::AlwaysOn
                 } else {
-                    "on_demand"
+                    PolicyMode::OnDemand
                 };
-                text.push_str(&format!(
-                    r#"
-[tunnel.policy]
-mode = "{mode}"
-idle_timeout_secs = 300
-connect_timeout_secs = 10
-checkin_interval_secs = 0
-
-[[tunnel.peer]]
-name = "dc"
-public_key = "{key}"
-endpoint = "{hub}:{HUB_PORT}"
-allowed_ips = ["{hub_tunnel}/32"]
-"#,
-                    key = self.public_key(Node::Hub),
-                    hub = Node::Hub.wan_address(),
-                    hub_tunnel = Node::Hub.tunnel_address(),
-                ));
+                let policy = PolicyConfig {
+                    mode: Some(mode),
+                    idle_timeout_secs: 300,
+                    connect_timeout_secs: 10,
+                    checkin_interval_secs: 0,
+                    ..PolicyConfig::default()
+                };
+                let dc = PeerConfig {
+                    name: "dc".to_string(),
+                    public_key: self.public_key(Node::Hub).to_string(),
+                    endpoint: Some(format!("{}:{HUB_PORT}", Node::Hub.wan_address())),
+                    allowed_ips: vec![host_net(Node::Hub.tunnel_address())],
+                    persistent_keepalive_secs: None,
+                };
+                (0, policy, vec![dc])
             }
+        };
+        Config {
+            meta: Meta {
+                version: 1,
+                description: None,
+                box_identity: Some(node.tls_name().to_string()),
+            },
+            facility: Facility {
+                name: format!("lab {}", node.short()),
+                role,
+            },
+            paths: Paths {
+                state_dir: dir.join("state"),
+                runtime_dir: dir.join("run"),
+                wireguard_socket_dir: PathBuf::from(WIREGUARD_SOCKET_DIR),
+            },
+            tunnel: TunnelConfig {
+                interface: self.interface(node),
+                private_key_file: PathBuf::from("wg.key"),
+                listen_port,
+                address: format!("{}/24", node.tunnel_address())
+                    .parse()
+                    .expect("a lab tunnel address with its prefix"),
+                mtu: DEFAULT_MTU,
+                policy,
+                peers,
+            },
+            tls: None,
+            services: Vec::new(),
+            status: None,
+            management: None,
         }
-        text
     }
 
-    /// `tunnel_config` plus `[tls]` and the box's services of the demo chain (as in
+    /// [`Lab::config`] plus `[tls]` and the box's services of the demo chain (as in
     /// `config/*.toml`): clinic outbound "documents" -> hub inbound "portal" -> hub outbound
     /// "hospital-documents" -> hospital inbound "documents" -> the document server on the
-    /// hospital LAN (198.18.10.2:8080). Every tunable is on its own line, written out with its
-    /// default, so `str::replace` can change it; `# crl_file = ...` can be uncommented.
-    pub fn full_config(&self, node: Node) -> String {
-        let mut text = self.tunnel_config(node);
-        text.push_str(TLS_SECTION);
-        match node {
-            Node::Clinic => text.push_str(&service_toml(
+    /// hospital LAN (198.18.10.2:8080).
+    pub fn full(&self, node: Node) -> Config {
+        let mut config = self.config(node);
+        config.tls = Some(tls_config());
+        let tunnel_service = |of: Node| socket(&format!("{}:{SERVICE_PORT}", of.tunnel_address()));
+        config.services = match node {
+            Node::Clinic => vec![service(
                 "documents",
-                "outbound",
-                &format!("{}:{SERVICE_PORT}", LAN_SERVICE_ADDRESS),
-                &format!("{}:{SERVICE_PORT}", Node::Hub.tunnel_address()),
+                Direction::Outbound,
+                socket(&format!("{LAN_SERVICE_ADDRESS}:{SERVICE_PORT}")),
+                &tunnel_service(Node::Hub).to_string(),
                 Peer::ServerName(Node::Hub.tls_name()),
-            )),
-            Node::Hub => {
-                text.push_str(&service_toml(
+            )],
+            Node::Hub => vec![
+                service(
                     "portal",
-                    "inbound",
-                    &format!("{}:{SERVICE_PORT}", Node::Hub.tunnel_address()),
+                    Direction::Inbound,
+                    tunnel_service(Node::Hub),
                     HUB_RELAY_ADDRESS,
                     Peer::Allowed(Node::Clinic.tls_name()),
-                ));
-                text.push_str(&service_toml(
+                ),
+                service(
                     "hospital-documents",
-                    "outbound",
-                    HUB_RELAY_ADDRESS,
-                    &format!("{}:{SERVICE_PORT}", Node::Hospital.tunnel_address()),
+                    Direction::Outbound,
+                    socket(HUB_RELAY_ADDRESS),
+                    &tunnel_service(Node::Hospital).to_string(),
                     Peer::ServerName(Node::Hospital.tls_name()),
-                ));
-            }
-            Node::Hospital => text.push_str(&service_toml(
+                ),
+            ],
+            Node::Hospital => vec![service(
                 "documents",
-                "inbound",
-                &format!("{}:{SERVICE_PORT}", Node::Hospital.tunnel_address()),
+                Direction::Inbound,
+                tunnel_service(Node::Hospital),
                 DOCUMENT_SERVER_ADDRESS,
                 Peer::Allowed(Node::Hub.tls_name()),
-            )),
-        }
-        text
+            )],
+        };
+        config
     }
 
-    /// Writes `text` as the box's config and returns its path.
-    pub fn write_config(&self, node: Node, text: &str) -> anyhow::Result<PathBuf> {
+    /// [`Lab::config`] as TOML text, for tests that append sections they keep as text.
+    pub fn tunnel_config(&self, node: Node) -> String {
+        to_toml(&self.config(node))
+    }
+
+    /// [`Lab::full`] as TOML text, for tests that append sections they keep as text.
+    pub fn full_config(&self, node: Node) -> String {
+        to_toml(&self.full(node))
+    }
+
+    /// Writes `config` (typed, or text on purpose) as the box's config and returns its path.
+    pub fn write_config(
+        &self,
+        node: Node,
+        config: &(impl ConfigText + ?Sized),
+    ) -> anyhow::Result<PathBuf> {
         let path = self.node_dir(node).join("renkei.toml");
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, config.config_text())
+            .with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
 
-    /// Writes `text` as the box's config and starts its daemon, waiting until it answers.
-    pub fn start(&self, node: Node, text: &str) -> anyhow::Result<Daemon> {
-        let config = self.write_config(node, text)?;
+    /// Writes `config` as the box's config and starts its daemon, waiting until it answers.
+    pub fn start(&self, node: Node, config: &(impl ConfigText + ?Sized)) -> anyhow::Result<Daemon> {
+        let config = self.write_config(node, config)?;
         self.start_with(node, &config)
     }
 
@@ -442,14 +461,15 @@ impl Drop for Lab {
 }
 
 /// The `[tls]` section of every lab box: its certificate, key and the operator CA in the box's
-/// `tls/` folder; `# crl_file = ...` can be uncommented.
-pub const TLS_SECTION: &str = r#"
-[tls]
-certificate_file = "tls/box.crt"
-private_key_file = "tls/box.key"
-ca_file = "tls/operator-ca.crt"
-# crl_file = "tls/operator-ca.crl"
-"#;
+/// `tls/` folder (paths relative to the config); no CRL.
+pub fn tls_config() -> TlsConfig {
+    TlsConfig {
+        certificate_file: PathBuf::from("tls/box.crt"),
+        private_key_file: PathBuf::from("tls/box.key"),
+        ca_file: PathBuf::from("tls/operator-ca.crt"),
+        crl_file: None,
+    }
+}
 
 /// Port of every TLS service of the demo chain.
 pub const SERVICE_PORT: u16 = 8443;
@@ -460,34 +480,9 @@ pub const HUB_RELAY_ADDRESS: &str = "127.0.0.1:18443";
 /// The document server on the hospital LAN.
 pub const DOCUMENT_SERVER_ADDRESS: &str = "198.18.10.2:8080";
 
-/// Who the TLS peer of a service must be.
-pub enum Peer<'a> {
-    /// Outbound: the name the server's certificate must carry.
-    ServerName(&'a str),
-    /// Inbound: the one client identity allowed.
-    Allowed(&'a str),
-}
-
-/// One `[[service]]` table with every tunable written out with its default on its own line.
-pub fn service_toml(name: &str, direction: &str, listen: &str, target: &str, peer: Peer) -> String {
-    let peer = match peer {
-        Peer::ServerName(server) => format!("server_name = \"{server}\""),
-        Peer::Allowed(identity) => format!("allowed_identities = [\"{identity}\"]"),
-    };
-    format!(
-        r#"
-[[service]]
-name = "{name}"
-direction = "{direction}"
-listen = "{listen}"
-target = "{target}"
-{peer}
-min_tls = "1.3"
-max_connections = 256
-handshake_timeout_secs = 10
-idle_timeout_secs = 600
-"#
-    )
+/// `addr/32`: the route to one tunnel address.
+fn host_net(addr: &str) -> IpNet {
+    format!("{addr}/32").parse().expect("a lab tunnel address")
 }
 
 fn base36(mut n: u32) -> String {

@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod bench_proxy;
+pub mod boxconfig;
 pub mod chain;
 pub mod compliance;
 pub mod daemon;

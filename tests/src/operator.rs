@@ -6,9 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use renkei::control::signing::SigningKeyPair;
+use renkei::signing::SigningKeyPair;
 
 use crate::daemon::renkei_bin;
+use renkei::config::ManagementConfig;
+
+use crate::boxconfig::{section_text, socket, ConfigText};
 use crate::lab::{Lab, Node};
 use crate::pki::LeafFiles;
 use crate::tlstools::{run_bounded, Finished};
@@ -159,25 +162,36 @@ impl Operator {
 
     /// The `[management]` section for a box: on its tunnel address, trusting this operator (its
     /// identity and signing key).
+    pub fn management(
+        &self,
+        node: Node,
+        confirm_timeout_secs: u64,
+        auto_confirm: bool,
+    ) -> ManagementConfig {
+        ManagementConfig {
+            listen: socket(&format!("{}:{MANAGEMENT_PORT}", node.tunnel_address())),
+            operator_ca_file: PathBuf::from("tls/operator-ca.crt"),
+            operator_crl_file: None,
+            operator_identities: vec![self.identity.clone()],
+            operator_signing_key_file: Some(self.signing_public.clone()),
+            operator_signing_key: None,
+            next_operator_signing_key_file: None,
+            next_operator_signing_key: None,
+            confirm_timeout_secs,
+            auto_confirm,
+        }
+    }
+
+    /// [`Operator::management`] as a `[management]` table, for tests that keep a config as text.
     pub fn management_toml(
         &self,
         node: Node,
         confirm_timeout_secs: u64,
         auto_confirm: bool,
     ) -> String {
-        format!(
-            r#"
-[management]
-listen = "{addr}:{MANAGEMENT_PORT}"
-operator_ca_file = "tls/operator-ca.crt"
-operator_identities = ["{identity}"]
-operator_signing_key_file = "{key}"
-confirm_timeout_secs = {confirm_timeout_secs}
-auto_confirm = {auto_confirm}
-"#,
-            addr = node.tunnel_address(),
-            identity = self.identity,
-            key = self.signing_public.display(),
+        section_text(
+            "management",
+            &self.management(node, confirm_timeout_secs, auto_confirm),
         )
     }
 
@@ -186,11 +200,11 @@ auto_confirm = {auto_confirm}
     pub fn write_signed(
         &self,
         name: &str,
-        text: &str,
+        config: &(impl ConfigText + ?Sized),
         key: Option<&Path>,
     ) -> anyhow::Result<PathBuf> {
         let path = self.dir.join(name);
-        std::fs::write(&path, text)?;
+        std::fs::write(&path, config.config_text())?;
         let out = std::process::Command::new(renkei_bin()?)
             .arg("sign")
             .arg("--key")
@@ -205,9 +219,14 @@ auto_confirm = {auto_confirm}
     /// this process, without `renkei sign`'s checks: a signed config that `renkei sign` would
     /// refuse (malformed, for no box), as a careless or hostile signer could make one. The box
     /// must refuse it on its own. Returns the config path.
-    pub fn write_signed_unchecked(&self, name: &str, text: &str) -> anyhow::Result<PathBuf> {
+    pub fn write_signed_unchecked(
+        &self,
+        name: &str,
+        config: &(impl ConfigText + ?Sized),
+    ) -> anyhow::Result<PathBuf> {
+        let text = config.config_text();
         let path = self.dir.join(name);
-        std::fs::write(&path, text)?;
+        std::fs::write(&path, &text)?;
         let pem = std::fs::read_to_string(&self.signing_key)?;
         let pair = SigningKeyPair::from_pem(&pem).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut signature = path.clone().into_os_string();

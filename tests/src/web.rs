@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use renkei::config::StatusConfig;
+
 use crate::netns::Namespace;
 
 /// Port of every lab box's status page (on its LAN address).
@@ -35,6 +37,22 @@ pub fn password_hash(password: &str) -> anyhow::Result<String> {
     let output = child.wait_with_output()?;
     anyhow::ensure!(output.status.success(), "renkei passwd failed");
     Ok(String::from_utf8(output.stdout)?.trim().to_string())
+}
+
+/// A `[status]` section listening on `listen` (plain HTTP on loopback), with the lab password.
+pub fn status(listen: &str) -> anyhow::Result<StatusConfig> {
+    Ok(StatusConfig {
+        listen: listen
+            .parse()
+            .with_context(|| format!("status listen {listen:?}"))?,
+        admin_password_hash: password_hash(ADMIN_PASSWORD)?,
+        certificate_file: None,
+        private_key_file: None,
+        metrics_listen: None,
+        metrics_identities: Vec::new(),
+        session_ttl_secs: 3600,
+        require_second_factor: None,
+    })
 }
 
 /// A `[status]` section listening on `listen`, with the lab password and `extra` lines.

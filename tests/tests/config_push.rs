@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use renkei::config::{Config, Direction, ManagementConfig, ServiceConfig};
+use renkei_lab::boxconfig::{peer_mut, service, socket, to_toml, ConfigText};
 use renkei_lab::chain::{chain_config, start_chain_with, viewer_connect};
-use renkei_lab::lab::{service_toml, Peer, DOCUMENT_SERVER_ADDRESS, HUB_RELAY_ADDRESS};
+use renkei_lab::lab::{Peer, DOCUMENT_SERVER_ADDRESS, HUB_RELAY_ADDRESS};
 use renkei_lab::logfields::{log_field, log_fields};
 use renkei_lab::operator::{Operator, Outcome, MANAGEMENT_PORT};
 use renkei_lab::pki::{Ca, LeafFiles};
@@ -63,43 +65,55 @@ fn unix_now() -> u64 {
 
 /// The fingerprint boxes log as the signer of the operator's configs.
 fn fingerprint(operator: &Operator) -> String {
-    renkei::control::signing::OperatorKey::read(&operator.signing_public)
+    renkei::signing::OperatorKey::read(&operator.signing_public)
         .expect("operator public key")
         .fingerprint()
         .to_string()
 }
 
 /// The hospital's config at `version`, with a management API trusting `operator`.
-fn hospital_config(lab: &Lab, operator: &Operator, version: u64, extra: &str) -> String {
-    let mut text = lab
-        .full_config(Node::Hospital)
-        .replace("version = 1\n", &format!("version = {version}\n"));
-    text.push_str(extra);
-    text.push_str(&operator.management_toml(Node::Hospital, CONFIRM_TIMEOUT.as_secs(), false));
-    text
+fn hospital_config(lab: &Lab, operator: &Operator, version: u64) -> Config {
+    let mut config = lab.full(Node::Hospital);
+    config.meta.version = version;
+    config.management = Some(operator.management(Node::Hospital, CONFIRM_TIMEOUT.as_secs(), false));
+    config
 }
 
-/// `text` with the hospital's peer "dc" sending keepalives every `secs`: a change of `[tunnel]`
-/// that restarts the tunnel.
-fn with_keepalive(text: &str, secs: u16) -> String {
-    let line = format!("allowed_ips = [\"{}/32\"]\n", Node::Hub.tunnel_address());
-    assert!(text.contains(&line), "no dc peer in {text}");
-    text.replacen(
-        &line,
-        &format!("{line}persistent_keepalive_secs = {secs}\n"),
-        1,
+/// The `[management]` section of a [`hospital_config`].
+fn management(config: &mut Config) -> &mut ManagementConfig {
+    config
+        .management
+        .as_mut()
+        .expect("hospital_config has [management]")
+}
+
+/// `config` with the hospital's peer "dc" sending keepalives every `secs`: a change of
+/// `[tunnel]` that restarts the tunnel.
+fn with_keepalive(mut config: Config, secs: u16) -> Config {
+    peer_mut(&mut config, "dc").persistent_keepalive_secs = Some(secs);
+    config
+}
+
+/// `config` with `service` added.
+fn with_service(mut config: Config, service: ServiceConfig) -> Config {
+    config.services.push(service);
+    config
+}
+
+/// An inbound service of the hospital on its tunnel address to the document server.
+fn inbound_service(name: &str, port: u16) -> ServiceConfig {
+    service(
+        name,
+        Direction::Inbound,
+        socket(&format!("{}:{port}", Node::Hospital.tunnel_address())),
+        DOCUMENT_SERVER_ADDRESS,
+        Peer::Allowed(Node::Hub.tls_name()),
     )
 }
 
 /// The inbound "records" service (a push adds it).
-fn records_service() -> String {
-    service_toml(
-        "records",
-        "inbound",
-        &format!("{}:{RECORDS_PORT}", Node::Hospital.tunnel_address()),
-        DOCUMENT_SERVER_ADDRESS,
-        Peer::Allowed(Node::Hub.tls_name()),
-    )
+fn records_service() -> ServiceConfig {
+    inbound_service("records", RECORDS_PORT)
 }
 
 struct Setup {
@@ -108,13 +122,11 @@ struct Setup {
     documents: DocumentServer,
 }
 
-fn start(lab: &Lab, hospital_text: &str) -> Setup {
+fn start(lab: &Lab, hospital: &(impl ConfigText + ?Sized)) -> Setup {
     let documents = DocumentServer::start(lab.lan_ns(Node::Hospital), DOCUMENT_SERVER_ADDRESS)
         .expect("document server");
-    let hub = lab
-        .start(Node::Hub, &lab.full_config(Node::Hub))
-        .expect("hub");
-    let hospital = lab.start(Node::Hospital, hospital_text).expect("hospital");
+    let hub = lab.start(Node::Hub, &lab.full(Node::Hub)).expect("hub");
+    let hospital = lab.start(Node::Hospital, hospital).expect("hospital");
     wait_tunnel_up(&hospital, Duration::from_secs(15));
     Setup {
         hub,
@@ -201,10 +213,10 @@ fn auth2_avl1_log2_push_and_confirm_add_a_service_while_an_open_transfer_survive
     const LEN: u64 = 8 << 20;
     let lab = Lab::new().expect("lab");
     let operator = Operator::new(&lab).expect("operator");
-    let setup = start(&lab, &hospital_config(&lab, &operator, 1, ""));
+    let setup = start(&lab, &hospital_config(&lab, &operator, 1));
     let transfer = open_transfer(&lab, &setup.documents, LEN);
 
-    let v2 = hospital_config(&lab, &operator, 2, &records_service());
+    let v2 = with_service(hospital_config(&lab, &operator, 2), records_service());
     let signed = operator
         .write_signed("hospital-v2.toml", &v2, None)
         .expect("sign");
@@ -218,7 +230,7 @@ fn auth2_avl1_log2_push_and_confirm_add_a_service_while_an_open_transfer_survive
     );
     assert_eq!(
         std::fs::read_to_string(&setup.hospital.config).expect("read"),
-        v2
+        to_toml(&v2)
     );
 
     // The new service works, through an independent TLS client with the hub's identity.
@@ -300,13 +312,13 @@ fn avl1_a_push_that_restarts_the_tunnel_keeps_its_device_an_open_transfer_and_it
     const LEN: u64 = 8 << 20;
     let lab = Lab::new().expect("lab");
     let operator = Operator::new(&lab).expect("operator");
-    let setup = start(&lab, &hospital_config(&lab, &operator, 1, ""));
+    let setup = start(&lab, &hospital_config(&lab, &operator, 1));
     let index = tun_index(&lab);
     let transfer = open_transfer(&lab, &setup.documents, LEN);
 
     // Only the peer's keepalive changes: the tunnel restarts (new sessions), the TUN device
     // stays, and the push's own answer and read-back come back through it.
-    let v2 = with_keepalive(&hospital_config(&lab, &operator, 2, ""), 20);
+    let v2 = with_keepalive(hospital_config(&lab, &operator, 2), 20);
     let path = operator
         .write_signed("keepalive.toml", &v2, None)
         .expect("sign");
@@ -352,7 +364,7 @@ fn auth2_int1_refused_pushes_change_nothing() {
     require_root!();
     let lab = Lab::new().expect("lab");
     let operator = Operator::new(&lab).expect("operator");
-    let original = hospital_config(&lab, &operator, 5, "");
+    let original = to_toml(&hospital_config(&lab, &operator, 5));
     let setup = start(&lab, &original);
     let original_sha = config_state(&setup.hospital)["sha256"]
         .as_str()
@@ -387,13 +399,10 @@ fn auth2_int1_refused_pushes_change_nothing() {
 
     // Signed, then changed: the signature is over other bytes.
     let path = operator
-        .write_signed(
-            "tampered.toml",
-            &hospital_config(&lab, &operator, 6, ""),
-            None,
-        )
+        .write_signed("tampered.toml", &hospital_config(&lab, &operator, 6), None)
         .expect("sign");
-    std::fs::write(&path, hospital_config(&lab, &operator, 6, "\n# changed\n")).expect("tamper");
+    let changed = to_toml(&hospital_config(&lab, &operator, 6)) + "\n# changed\n";
+    std::fs::write(&path, changed).expect("tamper");
     refused(
         "tampered",
         operator.push(&lab, Node::Hospital, &path).expect("push"),
@@ -403,11 +412,7 @@ fn auth2_int1_refused_pushes_change_nothing() {
     // No signature at all (renkei push always sends one: curl, with the operator's
     // certificate).
     let path = operator
-        .write_signed(
-            "unsigned.toml",
-            &hospital_config(&lab, &operator, 6, ""),
-            None,
-        )
+        .write_signed("unsigned.toml", &hospital_config(&lab, &operator, 6), None)
         .expect("sign");
     let answer = operator
         .raw_request(
@@ -432,7 +437,7 @@ fn auth2_int1_refused_pushes_change_nothing() {
     let path = operator
         .write_signed(
             "unknown.toml",
-            &hospital_config(&lab, &operator, 6, ""),
+            &hospital_config(&lab, &operator, 6),
             Some(&unknown),
         )
         .expect("sign");
@@ -444,11 +449,7 @@ fn auth2_int1_refused_pushes_change_nothing() {
 
     for version in [5, 4] {
         let path = operator
-            .write_signed(
-                "old.toml",
-                &hospital_config(&lab, &operator, version, ""),
-                None,
-            )
+            .write_signed("old.toml", &hospital_config(&lab, &operator, version), None)
             .expect("sign");
         let outcome = refused(
             "old version",
@@ -480,10 +481,8 @@ fn auth2_int1_refused_pushes_change_nothing() {
         outcome.output
     );
 
-    let semantic = hospital_config(&lab, &operator, 6, "").replace(
-        &format!("listen = \"{}:7443\"", Node::Hospital.tunnel_address()),
-        "listen = \"198.18.10.1:7443\"",
-    );
+    let mut semantic = hospital_config(&lab, &operator, 6);
+    management(&mut semantic).listen = socket("198.18.10.1:7443");
     let path = operator
         .write_signed_unchecked("semantic.toml", &semantic)
         .expect("sign");
@@ -498,7 +497,7 @@ fn auth2_int1_refused_pushes_change_nothing() {
         outcome.output
     );
 
-    let mut huge = hospital_config(&lab, &operator, 6, "");
+    let mut huge = to_toml(&hospital_config(&lab, &operator, 6));
     huge.push_str(&format!("# {}\n", "x".repeat(300 * 1024)));
     let path = operator
         .write_signed("huge.toml", &huge, None)
@@ -509,9 +508,8 @@ fn auth2_int1_refused_pushes_change_nothing() {
         "too_large",
     );
 
-    let no_management = lab
-        .full_config(Node::Hospital)
-        .replace("version = 1\n", "version = 6\n");
+    let mut no_management = lab.full(Node::Hospital);
+    no_management.meta.version = 6;
     let path = operator
         .write_signed("nomgmt.toml", &no_management, None)
         .expect("sign");
@@ -527,7 +525,7 @@ fn auth2_int1_refused_pushes_change_nothing() {
         .and_then(|leaf| leaf.write(&operator.dir, "stranger"))
         .expect("stranger");
     let path = operator
-        .write_signed("good.toml", &hospital_config(&lab, &operator, 6, ""), None)
+        .write_signed("good.toml", &hospital_config(&lab, &operator, 6), None)
         .expect("sign");
     let outcome = operator
         .push_with(&lab, Node::Hospital, &path, &as_client(&stranger))
@@ -555,7 +553,7 @@ fn auth4_log2_a_config_signed_for_another_box_or_for_none_is_refused_and_changes
     require_root!();
     let lab = Lab::new().expect("lab");
     let operator = Operator::new(&lab).expect("operator");
-    let original = hospital_config(&lab, &operator, 5, "");
+    let original = to_toml(&hospital_config(&lab, &operator, 5));
     let setup = start(&lab, &original);
     let original_sha = renkei::control::persist::sha256_hex(original.as_bytes());
     let signer = fingerprint(&operator);
@@ -605,11 +603,13 @@ fn auth4_log2_a_config_signed_for_another_box_or_for_none_is_refused_and_changes
 
     // The clinic's config, properly signed by the operator and newer than what the hospital
     // runs: valid, but for another box.
-    let clinic = lab
-        .full_config(Node::Clinic)
-        .replace("version = 1\n", "version = 9\n")
-        + &operator.management_toml(Node::Clinic, CONFIRM_TIMEOUT.as_secs(), false);
-    assert!(clinic.contains(&format!("box = \"{}\"", Node::Clinic.tls_name())));
+    let mut clinic = lab.full(Node::Clinic);
+    clinic.meta.version = 9;
+    clinic.management = Some(operator.management(Node::Clinic, CONFIRM_TIMEOUT.as_secs(), false));
+    assert_eq!(
+        clinic.meta.box_identity.as_deref(),
+        Some(Node::Clinic.tls_name())
+    );
     let path = operator
         .write_signed("clinic-v9.toml", &clinic, None)
         .expect("renkei sign");
@@ -617,9 +617,8 @@ fn auth4_log2_a_config_signed_for_another_box_or_for_none_is_refused_and_changes
 
     // The hospital's own config without `box` (renkei sign refuses it; a signature made
     // without its checks): an old config could otherwise be replayed to any box.
-    let hospital_box = format!("box = \"{}\"\n", Node::Hospital.tls_name());
-    let no_box = hospital_config(&lab, &operator, 9, "").replacen(&hospital_box, "", 1);
-    assert!(!no_box.contains("box = "), "{no_box}");
+    let mut no_box = hospital_config(&lab, &operator, 9);
+    no_box.meta.box_identity = None;
     let path = operator
         .write_signed_unchecked("no-box-v9.toml", &no_box)
         .expect("sign");
@@ -629,7 +628,7 @@ fn auth4_log2_a_config_signed_for_another_box_or_for_none_is_refused_and_changes
     let path = operator
         .write_signed(
             "hospital-v9.toml",
-            &hospital_config(&lab, &operator, 9, ""),
+            &hospital_config(&lab, &operator, 9),
             None,
         )
         .expect("renkei sign");
@@ -646,9 +645,9 @@ fn auth2_only_the_operator_identities_may_push_confirm_or_read() {
     require_root!();
     let lab = Lab::new().expect("lab");
     let operator = Operator::new(&lab).expect("operator");
-    let setup = start(&lab, &hospital_config(&lab, &operator, 1, ""));
+    let setup = start(&lab, &hospital_config(&lab, &operator, 1));
     let v2 = operator
-        .write_signed("v2.toml", &hospital_config(&lab, &operator, 2, ""), None)
+        .write_signed("v2.toml", &hospital_config(&lab, &operator, 2), None)
         .expect("sign");
     assert_pushed(
         &operator.push(&lab, Node::Hospital, &v2).expect("push"),
@@ -659,7 +658,7 @@ fn auth2_only_the_operator_identities_may_push_confirm_or_read() {
     // The hub box's certificate chains to the same CA, and is refused for all three.
     let hub = hub_box_certificate(&lab);
     let v3 = operator
-        .write_signed("v3.toml", &hospital_config(&lab, &operator, 3, ""), None)
+        .write_signed("v3.toml", &hospital_config(&lab, &operator, 3), None)
         .expect("sign");
     let attempts = [
         ("push", vec![v3.display().to_string()]),
@@ -743,7 +742,7 @@ fn auth2_the_management_api_is_unreachable_from_the_lan_even_with_a_route_to_it(
     require_root!();
     let lab = Lab::new().expect("lab");
     let operator = Operator::new(&lab).expect("operator");
-    let setup = start(&lab, &hospital_config(&lab, &operator, 1, ""));
+    let setup = start(&lab, &hospital_config(&lab, &operator, 1));
     let tunnel = Node::Hospital.tunnel_address();
     let lan = lab.lan_ns(Node::Hospital);
     // The LAN host routes the tunnel address to the box (its default route already does; make
@@ -785,31 +784,25 @@ fn auth2_a_next_key_is_untrusted_until_the_config_naming_it_is_confirmed() {
     require_root!();
     let lab = Lab::new().expect("lab");
     let operator = Operator::new(&lab).expect("operator");
-    let original = hospital_config(&lab, &operator, 1, "");
+    let original = to_toml(&hospital_config(&lab, &operator, 1));
     let mut setup = start(&lab, &original);
     let (next_key, next_public) = operator.extra_signing_key("next").expect("key");
-    let next_fingerprint = renkei::control::signing::OperatorKey::from_pem(&next_public)
+    let next_fingerprint = renkei::signing::OperatorKey::from_pem(&next_public)
         .expect("next key")
         .fingerprint()
         .to_string();
 
     // v2, signed by the current key, names the next key.
     let naming = |version: u64| {
-        hospital_config(&lab, &operator, version, "").replace(
-            "auto_confirm = false\n",
-            &format!(
-                "auto_confirm = false\nnext_operator_signing_key = \"\"\"\n{next_public}\"\"\"\n"
-            ),
-        )
+        let mut config = hospital_config(&lab, &operator, version);
+        management(&mut config).next_operator_signing_key = Some(next_public.clone());
+        config
     };
     // v3 is signed by the next key and carries it as the only key.
-    let v3_text = hospital_config(&lab, &operator, 3, "").replace(
-        &format!(
-            "operator_signing_key_file = \"{}\"\n",
-            operator.signing_public.display()
-        ),
-        &format!("operator_signing_key = \"\"\"\n{next_public}\"\"\"\n"),
-    );
+    let mut v3_text = hospital_config(&lab, &operator, 3);
+    let v3_management = management(&mut v3_text);
+    v3_management.operator_signing_key_file = None;
+    v3_management.operator_signing_key = Some(next_public.clone());
     let v3 = operator
         .write_signed("v3.toml", &v3_text, Some(&next_key))
         .expect("sign");
@@ -873,7 +866,8 @@ fn auth2_a_next_key_is_untrusted_until_the_config_naming_it_is_confirmed() {
     );
 
     // The old key is no longer trusted; the new one is.
-    let v4_text = v3_text.replace("version = 3\n", "version = 4\n");
+    let mut v4_text = v3_text.clone();
+    v4_text.meta.version = 4;
     let v4 = operator
         .write_signed("v4.toml", &v4_text, None)
         .expect("sign");
@@ -895,7 +889,7 @@ fn auth2_a_next_key_is_untrusted_until_the_config_naming_it_is_confirmed() {
 /// rolled back no earlier than the confirm window and at most [`ROLLBACK_SLACK`] after it,
 /// measured from the moment the box ran it, and that the tunnel and the operator's access come
 /// back.
-fn assert_cut_off_config_rolls_back(lab: &Lab, operator: &Operator, setup: &Setup, cut: &str) {
+fn assert_cut_off_config_rolls_back(lab: &Lab, operator: &Operator, setup: &Setup, cut: &Config) {
     let original = std::fs::read_to_string(&setup.hospital.config).expect("read");
     let path = operator.write_signed("cut.toml", cut, None).expect("sign");
     let applied = std::thread::scope(|scope| {
@@ -974,8 +968,9 @@ fn assert_cut_off_config_rolls_back(lab: &Lab, operator: &Operator, setup: &Setu
 }
 
 /// The cut-off configs ask for auto_confirm: it must not confirm a box that cannot be reached.
-fn auto_confirming(text: String) -> String {
-    text.replace("auto_confirm = false", "auto_confirm = true")
+fn auto_confirming(mut config: Config) -> Config {
+    management(&mut config).auto_confirm = true;
+    config
 }
 
 #[test]
@@ -983,9 +978,10 @@ fn avl1_a_wrong_hub_endpoint_is_rolled_back_within_the_confirm_window() {
     require_root!();
     let lab = Lab::new().expect("lab");
     let operator = Operator::new(&lab).expect("operator");
-    let setup = start(&lab, &hospital_config(&lab, &operator, 1, ""));
-    let good = hospital_config(&lab, &operator, 2, "");
-    let cut = auto_confirming(good.replace(":51820\"", ":51999\""));
+    let setup = start(&lab, &hospital_config(&lab, &operator, 1));
+    let good = hospital_config(&lab, &operator, 2);
+    let mut cut = auto_confirming(good.clone());
+    peer_mut(&mut cut, "dc").endpoint = Some(format!("{}:51999", Node::Hub.wan_address()));
     assert_ne!(cut, auto_confirming(good));
     assert_cut_off_config_rolls_back(&lab, &operator, &setup, &cut);
     drop(setup.hub);
@@ -996,11 +992,13 @@ fn avl1_a_wrong_hub_key_is_rolled_back_within_the_confirm_window() {
     require_root!();
     let lab = Lab::new().expect("lab");
     let operator = Operator::new(&lab).expect("operator");
-    let setup = start(&lab, &hospital_config(&lab, &operator, 1, ""));
-    let good = hospital_config(&lab, &operator, 2, "");
+    let setup = start(&lab, &hospital_config(&lab, &operator, 1));
+    let good = hospital_config(&lab, &operator, 2);
     let hub_key = lab.public_key(Node::Hub).to_string();
     let wrong_key = renkei::keys::encode_key(&[42u8; 32]);
-    let cut = auto_confirming(good.replace(&hub_key, &wrong_key));
+    let mut cut = auto_confirming(good.clone());
+    assert_eq!(peer_mut(&mut cut, "dc").public_key, hub_key);
+    peer_mut(&mut cut, "dc").public_key = wrong_key;
     assert_ne!(cut, auto_confirming(good));
     assert_cut_off_config_rolls_back(&lab, &operator, &setup, &cut);
     drop(setup.hub);
@@ -1011,13 +1009,9 @@ fn avl1_auto_confirm_confirms_once_the_operator_reaches_the_box_again() {
     require_root!();
     let lab = Lab::new().expect("lab");
     let operator = Operator::new(&lab).expect("operator");
-    let setup = start(&lab, &hospital_config(&lab, &operator, 1, ""));
-    let v2 = hospital_config(&lab, &operator, 2, "")
-        .replace("auto_confirm = false", "auto_confirm = true")
-        .replace(
-            "name = \"lab hospital\"",
-            "name = \"lab hospital (renamed)\"",
-        );
+    let setup = start(&lab, &hospital_config(&lab, &operator, 1));
+    let mut v2 = auto_confirming(hospital_config(&lab, &operator, 2));
+    v2.facility.name = "lab hospital (renamed)".to_string();
     let path = operator.write_signed("auto.toml", &v2, None).expect("sign");
     // `renkei push` reads the state back after the answer: that request arrives after the
     // apply. The tunnel was not restarted, so the box asks its peer for a fresh handshake.
@@ -1036,13 +1030,10 @@ fn avl1_auto_confirm_without_the_operator_reaching_the_box_again_rolls_back() {
     require_root!();
     let lab = Lab::new().expect("lab");
     let operator = Operator::new(&lab).expect("operator");
-    let setup = start(&lab, &hospital_config(&lab, &operator, 1, ""));
+    let setup = start(&lab, &hospital_config(&lab, &operator, 1));
     // The keepalive change restarts the tunnel, so a fresh handshake follows the apply for
     // sure; only the operator's return is missing.
-    let v2 = with_keepalive(
-        &auto_confirming(hospital_config(&lab, &operator, 2, "")),
-        20,
-    );
+    let v2 = with_keepalive(auto_confirming(hospital_config(&lab, &operator, 2)), 20);
     let path = operator.write_signed("auto.toml", &v2, None).expect("sign");
     let signature = std::fs::read_to_string(path.with_extension("toml.sig")).expect("sig");
     // One POST and nothing after it (renkei push would read the state back).
@@ -1098,7 +1089,7 @@ fn log2_every_config_event_reaches_the_status_events_with_version_signer_and_pus
     require_root!();
     let lab = Lab::new().expect("lab");
     let operator = Operator::new(&lab).expect("operator");
-    let setup = start(&lab, &hospital_config(&lab, &operator, 1, ""));
+    let setup = start(&lab, &hospital_config(&lab, &operator, 1));
     let started = unix_now();
     let signer = fingerprint(&operator);
     let pusher = operator.identity.clone();
@@ -1121,7 +1112,7 @@ fn log2_every_config_event_reaches_the_status_events_with_version_signer_and_pus
     let signed = format!("signed by {signer}");
 
     let v2 = operator
-        .write_signed("v2.toml", &hospital_config(&lab, &operator, 2, ""), None)
+        .write_signed("v2.toml", &hospital_config(&lab, &operator, 2), None)
         .expect("sign");
     assert_pushed(
         &operator.push(&lab, Node::Hospital, &v2).expect("push"),
@@ -1152,7 +1143,7 @@ fn log2_every_config_event_reaches_the_status_events_with_version_signer_and_pus
     let path = operator
         .write_signed(
             "unknown.toml",
-            &hospital_config(&lab, &operator, 3, ""),
+            &hospital_config(&lab, &operator, 3),
             Some(&unknown),
         )
         .expect("sign");
@@ -1166,7 +1157,7 @@ fn log2_every_config_event_reaches_the_status_events_with_version_signer_and_pus
         "refused (replay)",
         &["config refused (not_newer)", "version 2", &signed, &by],
     );
-    let mut huge = hospital_config(&lab, &operator, 3, "");
+    let mut huge = to_toml(&hospital_config(&lab, &operator, 3));
     huge.push_str(&format!("# {}\n", "x".repeat(300 * 1024)));
     let path = operator
         .write_signed("huge.toml", &huge, None)
@@ -1194,17 +1185,11 @@ fn log2_every_config_event_reaches_the_status_events_with_version_signer_and_pus
         .ns(Node::Hospital)
         .tcp_listener(&format!("{}:8446", Node::Hospital.tunnel_address()))
         .expect("listener");
-    let taken = service_toml(
-        "taken",
-        "inbound",
-        &format!("{}:8446", Node::Hospital.tunnel_address()),
-        DOCUMENT_SERVER_ADDRESS,
-        Peer::Allowed(Node::Hub.tls_name()),
-    );
+    let taken = inbound_service("taken", 8446);
     let path = operator
         .write_signed(
             "taken.toml",
-            &hospital_config(&lab, &operator, 3, &taken),
+            &with_service(hospital_config(&lab, &operator, 3), taken),
             None,
         )
         .expect("sign");
@@ -1244,10 +1229,10 @@ fn avl1_a_box_restarted_inside_the_confirm_window_restores_the_confirmed_config(
     require_root!();
     let lab = Lab::new().expect("lab");
     let operator = Operator::new(&lab).expect("operator");
-    let original = hospital_config(&lab, &operator, 1, "");
+    let original = to_toml(&hospital_config(&lab, &operator, 1));
     let mut setup = start(&lab, &original);
     let path = operator
-        .write_signed("v2.toml", &hospital_config(&lab, &operator, 2, ""), None)
+        .write_signed("v2.toml", &hospital_config(&lab, &operator, 2), None)
         .expect("sign");
     assert_pushed(
         &operator.push(&lab, Node::Hospital, &path).expect("push"),
@@ -1308,7 +1293,7 @@ fn avl1_kill_9_at_random_moments_of_push_apply_and_confirm_never_breaks_the_box(
     let lab = Lab::new().expect("lab");
     // Short exchanges: a request cut by the kill must not hold the loop.
     let operator = Operator::new(&lab).expect("operator").with_timeout_secs(3);
-    let mut setup = start(&lab, &hospital_config(&lab, &operator, 1, ""));
+    let mut setup = start(&lab, &hospital_config(&lab, &operator, 1));
     let mut confirmed_version = 1u64;
     // A cheap deterministic spread of kill delays over push, apply and confirm.
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -1320,11 +1305,11 @@ fn avl1_kill_9_at_random_moments_of_push_apply_and_confirm_never_breaks_the_box(
         // hub's keepalive flips (a tunnel restart), so kills land inside real applies.
         let text = if next % 2 == 0 {
             with_keepalive(
-                &hospital_config(&lab, &operator, next, &records_service()),
+                with_service(hospital_config(&lab, &operator, next), records_service()),
                 20,
             )
         } else {
-            hospital_config(&lab, &operator, next, "")
+            hospital_config(&lab, &operator, next)
         };
         let path = operator
             .write_signed("crash.toml", &text, None)
@@ -1466,18 +1451,17 @@ fn net7_avl1_a_quiet_open_connection_keeps_the_on_demand_tunnel_up_across_a_rest
     const HELD_AFTER: u64 = 256 << 10;
     let lab = Lab::new().expect("lab");
     let operator = Operator::new(&lab).expect("operator");
-    let management = operator.management_toml(Node::Clinic, CONFIRM_TIMEOUT.as_secs(), false);
-    let chain = start_chain_with(&lab, |node, text| match node {
-        Node::Clinic => text + &management,
-        Node::Hub | Node::Hospital => text,
+    let management = operator.management(Node::Clinic, CONFIRM_TIMEOUT.as_secs(), false);
+    let chain = start_chain_with(&lab, |node, config| {
+        if node == Node::Clinic {
+            config.management = Some(management.clone());
+        }
     });
-    let v1 = chain_config(&lab, Node::Clinic) + &management;
-    assert!(
-        v1.contains(&format!(
-            "idle_timeout_secs = {}\n",
-            CLINIC_IDLE_TIMEOUT.as_secs()
-        )),
-        "{v1}"
+    let mut v1 = chain_config(&lab, Node::Clinic);
+    v1.management = Some(management);
+    assert_eq!(
+        v1.tunnel.policy.idle_timeout_secs,
+        CLINIC_IDLE_TIMEOUT.as_secs()
     );
 
     // A viewer's fetch, held by the document server after 256 KiB: open, then silent.
@@ -1503,10 +1487,9 @@ fn net7_avl1_a_quiet_open_connection_keeps_the_on_demand_tunnel_up_across_a_rest
     assert_eq!(clinic_dc()["holds"], 1, "{}", clinic_dc());
 
     // Only [tunnel.policy] changes: the clinic's tunnel restarts under the open connection.
-    let v2 = v1
-        .replace("version = 1\n", "version = 2\n")
-        .replace("connect_timeout_secs = 10\n", "connect_timeout_secs = 12\n");
-    assert_ne!(v1.replace("version = 1\n", "version = 2\n"), v2);
+    let mut v2 = v1.clone();
+    v2.meta.version = 2;
+    v2.tunnel.policy.connect_timeout_secs = 12;
     let path = operator
         .write_signed("clinic-connect-timeout.toml", &v2, None)
         .expect("sign");

@@ -17,6 +17,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::{assert_gone, bounded, Commands, LabDir, COMMAND_TIMEOUT};
+use renkei::config::{Config, ManagementConfig};
+use renkei_lab::boxconfig::to_toml;
 use renkei_lab::demo::LabRecord;
 use renkei_lab::{require_root, wait_until};
 use serde_json::Value;
@@ -210,20 +212,21 @@ fn status_of(record: &LabRecord, node: &str) -> Value {
     serde_json::from_str(&answer).expect("status JSON")
 }
 
-/// `text` with `[meta]` at `version` and a description, nothing else changed.
-fn with_meta(text: &str, from: u64, version: u64, description: &str) -> String {
-    let old = format!("[meta]\nversion = {from}\n");
-    let kept = text
-        .lines()
-        .filter(|l| !l.starts_with("description = "))
-        .map(|l| format!("{l}\n"))
-        .collect::<String>();
-    assert!(kept.contains(&old), "no {old:?} in:\n{text}");
-    kept.replacen(
-        &old,
-        &format!("[meta]\nversion = {version}\ndescription = {description:?}\n"),
-        1,
-    )
+/// `config` (at `from`) with `[meta]` at `version` and a description, nothing else changed.
+fn with_meta(config: &Config, from: u64, version: u64, description: &str) -> Config {
+    assert_eq!(config.meta.version, from, "{config:#?}");
+    let mut next = config.clone();
+    next.meta.version = version;
+    next.meta.description = Some(description.to_string());
+    next
+}
+
+/// The `[management]` section the demo gives every box.
+fn management(config: &mut Config) -> &mut ManagementConfig {
+    config
+        .management
+        .as_mut()
+        .expect("the demo config has [management]")
 }
 
 /// The serial of the certificate the hospital's "documents" service presents now, as a TLS
@@ -350,18 +353,18 @@ fn auth2_log2_ops4_operator_guide_followed_in_the_lab() {
 
     // 3. The operator writes hospital-a.toml: the running config at version 7, its [tls] naming
     // the new certificate and key. Then checks it.
-    let running = std::fs::read_to_string(&hospital.config).expect("running config");
-    let tls_old = [
-        format!("\"{}\"", box_dir.join("tls/box.crt").display()),
-        format!("\"{}\"", box_dir.join("tls/box.key").display()),
-    ];
-    for old in &tls_old {
-        assert!(running.contains(old.as_str()), "{old} not in:\n{running}");
-    }
-    let config_a = with_meta(&running, 1, 7, "certificate issued from the box's CSR")
-        .replace(&tls_old[0], &tls_old[0].replace("box.crt", "box-2.crt"))
-        .replace(&tls_old[1], &tls_old[1].replace("box.key", "box-2.key"));
-    std::fs::write(op.file("hospital-a.toml"), &config_a).expect("hospital-a.toml");
+    let running: Config =
+        toml::from_str(&std::fs::read_to_string(&hospital.config).expect("running config"))
+            .expect("the running config parses");
+    let mut config_a = with_meta(&running, 1, 7, "certificate issued from the box's CSR");
+    let tls = config_a.tls.as_mut().expect("the running config has [tls]");
+    assert_eq!(
+        (&tls.certificate_file, &tls.private_key_file),
+        (&box_dir.join("tls/box.crt"), &box_dir.join("tls/box.key"))
+    );
+    tls.certificate_file = box_dir.join("tls/box-2.crt");
+    tls.private_key_file = box_dir.join("tls/box-2.key");
+    std::fs::write(op.file("hospital-a.toml"), to_toml(&config_a)).expect("hospital-a.toml");
     let printed = op.run("renkei check --offline --config hospital-a.toml");
     assert!(
         printed.contains("hospital-a.toml: ok (offline"),
@@ -428,26 +431,23 @@ fn auth2_log2_ops4_operator_guide_followed_in_the_lab() {
     let signer_2027 = fingerprint(&printed);
     assert_ne!(signer_2027, signer);
     let pem = std::fs::read_to_string(op.file("operator-signing-2027.key.pub")).expect("pub");
-    let key_line = config_a
-        .lines()
-        .find(|l| l.starts_with("operator_signing_key_file = "))
-        .expect("the box's signing key file")
-        .to_string();
-    let config_b = with_meta(&config_a, 7, 8, "next signing key").replace(
-        &key_line,
-        &format!(
-            "{key_line}\nnext_operator_signing_key = \"\"\"\n{}\"\"\"",
-            pem.trim_end()
-        ),
+    assert!(
+        config_a
+            .management
+            .as_ref()
+            .is_some_and(|m| m.operator_signing_key_file.is_some()),
+        "the box's signing key file"
     );
-    std::fs::write(op.file("hospital-b.toml"), &config_b).expect("hospital-b.toml");
+    let mut config_b = with_meta(&config_a, 7, 8, "next signing key");
+    management(&mut config_b).next_operator_signing_key = Some(pem.trim_end().to_string());
+    std::fs::write(op.file("hospital-b.toml"), to_toml(&config_b)).expect("hospital-b.toml");
     let printed = op.run("renkei sign --key operator-signing.key hospital-b.toml");
     assert_pushed_then_confirmed(&printed);
-    let config_c = with_meta(&config_a, 7, 9, "rotated signing key").replace(
-        &key_line,
-        &format!("operator_signing_key = \"\"\"\n{}\"\"\"", pem.trim_end()),
-    );
-    std::fs::write(op.file("hospital-c.toml"), &config_c).expect("hospital-c.toml");
+    let mut config_c = with_meta(&config_a, 7, 9, "rotated signing key");
+    let rotated = management(&mut config_c);
+    rotated.operator_signing_key_file = None;
+    rotated.operator_signing_key = Some(pem.trim_end().to_string());
+    std::fs::write(op.file("hospital-c.toml"), to_toml(&config_c)).expect("hospital-c.toml");
     let printed = op.run("renkei sign --key operator-signing-2027.key hospital-c.toml");
     assert_pushed_then_confirmed(&printed);
     let config = status_of(&record, "hospital")["config"].clone();
@@ -455,7 +455,7 @@ fn auth2_log2_ops4_operator_guide_followed_in_the_lab() {
     assert_eq!(config["signer"], signer_2027.as_str(), "{config:#}");
     // From now on the old key is refused.
     let config_d = with_meta(&config_c, 9, 10, "signed with the retired key");
-    std::fs::write(op.file("hospital-d.toml"), config_d).expect("hospital-d.toml");
+    std::fs::write(op.file("hospital-d.toml"), to_toml(&config_d)).expect("hospital-d.toml");
     let refused = op.sh("renkei sign --key operator-signing.key hospital-d.toml && \
          renkei push --to \"$BOX_IP:7443\" --server-name \"$BOX_NAME\" --cert operator.crt \
          --key operator.key --ca operator-ca.crt hospital-d.toml");

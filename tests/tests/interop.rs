@@ -31,7 +31,7 @@ fn renkei_initiates(implementation: Implementation) {
     let _foreign = ForeignWireguard::start_as_hub(implementation, &lab, &foreign_interface(&lab))
         .expect("foreign hub");
     let hospital = lab
-        .start(Node::Hospital, &lab.tunnel_config(Node::Hospital))
+        .start(Node::Hospital, &lab.config(Node::Hospital))
         .expect("renkei hospital");
     wait_until(Duration::from_secs(10), "renkei's handshake", || {
         (hospital.peer("dc").ok()?["state"] == "up").then_some(())
@@ -47,7 +47,7 @@ fn renkei_initiates(implementation: Implementation) {
 fn foreign_initiates(implementation: Implementation) {
     let lab = Lab::new().expect("lab");
     let hub = lab
-        .start(Node::Hub, &lab.tunnel_config(Node::Hub))
+        .start(Node::Hub, &lab.config(Node::Hub))
         .expect("renkei hub");
     let _foreign =
         ForeignWireguard::start_as_hospital(implementation, &lab, &foreign_interface(&lab))
@@ -128,9 +128,8 @@ fn interop_boringtun_cli_initiates_to_renkei() {
 fn net8_forged_packets_from_the_hub_side_are_dropped_and_counted() {
     require_root!();
     let lab = Lab::new().expect("lab");
-    let config = lab
-        .tunnel_config(Node::Clinic)
-        .replace("mtu = 1420", "mtu = 1420\nlisten_port = 51821");
+    let mut config = lab.config(Node::Clinic);
+    config.tunnel.listen_port = 51821;
     let clinic = lab.start(Node::Clinic, &config).expect("renkei clinic");
     lab.ns(Node::Clinic)
         .sysctl("net.ipv4.ip_forward", "1")

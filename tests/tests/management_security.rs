@@ -6,10 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use renkei::config::Config;
 use renkei_lab::operator::{Operator, MANAGEMENT_PORT};
 use renkei_lab::pki::LeafFiles;
 use renkei_lab::tlstools::Background;
-use renkei_lab::web::{curl, status_toml, METRICS_PORT};
+use renkei_lab::web::{curl, status, METRICS_PORT};
 use renkei_lab::{require_root, wait_until, Daemon, Lab, Node};
 use serde_json::Value;
 
@@ -20,19 +21,20 @@ const CRL_RELOAD_WITHIN: Duration = Duration::from_secs(20);
 /// Slow clients holding management connections with a box's certificate.
 const SLOW_CLIENTS: usize = 32;
 
-/// The hospital's config at `version` with a management API trusting `operator`, plus `extra`
-/// lines of `[management]` (the section is last).
-fn hospital_config(lab: &Lab, operator: &Operator, version: u64, management_extra: &str) -> String {
-    let mut text = lab
-        .full_config(Node::Hospital)
-        .replace("version = 1\n", &format!("version = {version}\n"));
-    text.push_str(&operator.management_toml(Node::Hospital, CONFIRM_TIMEOUT_SECS, false));
-    text.push_str(management_extra);
-    text
-}
-
-fn crl_line(path: &Path) -> String {
-    format!("operator_crl_file = \"{}\"\n", path.display())
+/// The hospital's config at `version` with a management API trusting `operator`, its
+/// operator CRL `operator_crl_file`.
+fn hospital_config(
+    lab: &Lab,
+    operator: &Operator,
+    version: u64,
+    operator_crl_file: Option<&Path>,
+) -> Config {
+    let mut config = lab.full(Node::Hospital);
+    config.meta.version = version;
+    let mut management = operator.management(Node::Hospital, CONFIRM_TIMEOUT_SECS, false);
+    management.operator_crl_file = operator_crl_file.map(Path::to_path_buf);
+    config.management = Some(management);
+    config
 }
 
 fn box_certificate(lab: &Lab, node: Node) -> LeafFiles {
@@ -50,11 +52,11 @@ fn as_client(client: &LeafFiles) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn start_hub_and_hospital(lab: &Lab, hospital_text: &str) -> (Daemon, Daemon) {
-    let hub = lab
-        .start(Node::Hub, &lab.full_config(Node::Hub))
-        .expect("hub");
-    let hospital = lab.start(Node::Hospital, hospital_text).expect("hospital");
+fn start_hub_and_hospital(lab: &Lab, hospital_config: &Config) -> (Daemon, Daemon) {
+    let hub = lab.start(Node::Hub, &lab.full(Node::Hub)).expect("hub");
+    let hospital = lab
+        .start(Node::Hospital, hospital_config)
+        .expect("hospital");
     wait_until(Duration::from_secs(15), "the hospital's tunnel", || {
         (hospital.peer("dc").ok()?["state"] == "up").then_some(())
     })
@@ -80,7 +82,7 @@ fn net4_auth2_log2_a_revoked_operator_certificate_is_refused_at_the_handshake_an
         &lab.ca.crl(&[]).expect("crl"),
     );
     let (_hub, hospital) =
-        start_hub_and_hospital(&lab, &hospital_config(&lab, &operator, 1, &crl_line(&crl)));
+        start_hub_and_hospital(&lab, &hospital_config(&lab, &operator, 1, Some(&crl)));
     let with_lost = || {
         operator
             .command_with(&lab, "remote", Node::Hospital, &as_client(&lost_files), &[])
@@ -125,7 +127,7 @@ fn net4_a_crl_from_another_issuer_is_refused_by_renkei_check_naming_the_file() {
     let path = lab
         .write_config(
             Node::Hospital,
-            &hospital_config(&lab, &operator, 1, &crl_line(&crl)),
+            &hospital_config(&lab, &operator, 1, Some(&crl)),
         )
         .expect("config");
     let out = std::process::Command::new(renkei_lab::daemon::renkei_bin().expect("bin"))
@@ -147,15 +149,16 @@ fn ops4_auth2_another_box_certificate_gets_nothing_from_the_metrics_listener() {
     let operator = Operator::new(&lab).expect("operator");
     let lan = Node::Hospital.lan_address().expect("hospital LAN");
     let tunnel = Node::Hospital.tunnel_address();
-    let status = status_toml(
-        &format!("{lan}:8443"),
-        &format!("metrics_listen = \"{tunnel}:{METRICS_PORT}\""),
-    )
-    .expect("status");
-    let text = lab.full_config(Node::Hospital)
-        + &status
-        + &operator.management_toml(Node::Hospital, CONFIRM_TIMEOUT_SECS, false);
-    let (_hub, hospital) = start_hub_and_hospital(&lab, &text);
+    let mut status = status(&format!("{lan}:8443")).expect("status");
+    status.metrics_listen = Some(
+        format!("{tunnel}:{METRICS_PORT}")
+            .parse()
+            .expect("metrics address"),
+    );
+    let mut config = lab.full(Node::Hospital);
+    config.status = Some(status);
+    config.management = Some(operator.management(Node::Hospital, CONFIRM_TIMEOUT_SECS, false));
+    let (_hub, hospital) = start_hub_and_hospital(&lab, &config);
 
     let name = Node::Hospital.tls_name();
     let resolve = format!("{name}:{METRICS_PORT}:{tunnel}");
@@ -236,7 +239,7 @@ fn push_and_confirm(lab: &Lab, operator: &Operator, version: u64) -> Duration {
     let signed = operator
         .write_signed(
             &format!("v{version}.toml"),
-            &hospital_config(lab, operator, version, ""),
+            &hospital_config(lab, operator, version, None),
             None,
         )
         .expect("sign");
@@ -259,7 +262,7 @@ fn int1_avl1_log2_slow_box_clients_do_not_keep_the_operator_from_pushing_and_con
     require_root!();
     let lab = Lab::new().expect("lab");
     let operator = Operator::new(&lab).expect("operator");
-    let (_hub, hospital) = start_hub_and_hospital(&lab, &hospital_config(&lab, &operator, 1, ""));
+    let (_hub, hospital) = start_hub_and_hospital(&lab, &hospital_config(&lab, &operator, 1, None));
     let normal = push_and_confirm(&lab, &operator, 2);
 
     // 32 connections with the hub box's certificate (it chains to the operator CA), each
@@ -286,7 +289,7 @@ fn int1_avl1_log2_slow_box_clients_do_not_keep_the_operator_from_pushing_and_con
         .filter(|l| l.contains("no connection slot left for") && l.contains(Node::Hub.tls_name()))
         .count();
     assert!(
-        (1..=renkei::status::events::EVENT_BURST_PER_KEY as usize).contains(&no_slot),
+        (1..=renkei::state::events::EVENT_BURST_PER_KEY as usize).contains(&no_slot),
         "the refused connections are logged, rate-limited ({no_slot} lines):\n{log}"
     );
     let events: Vec<Value> = hospital.status().expect("status")["events"]

@@ -8,10 +8,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use renkei::config::{Config, Direction, MinTls};
+use renkei_lab::boxconfig::{service, service_mut, socket};
 use renkei_lab::chain::{
     peer_state, records, result, start_chain, viewer_connect, wait_for_service,
 };
-use renkei_lab::lab::{service_toml, Peer, DOCUMENT_SERVER_ADDRESS, SERVICE_PORT};
+use renkei_lab::lab::{Peer, DOCUMENT_SERVER_ADDRESS, SERVICE_PORT};
 use renkei_lab::operator::{Operator, MANAGEMENT_PORT};
 use renkei_lab::pki::LeafFiles;
 use renkei_lab::tlstools::{run_bounded, DocumentServer, Finished, DOCUMENT_HEADER};
@@ -166,24 +168,21 @@ fn openssl_client_cert(
 
 /// The hospital with both inbound services (1.3-only on 8443, `min_tls = "1.2"` on 8444) and
 /// `edit` applied to its config; a document server on its LAN.
-fn hospital_with_inbound(
-    lab: &Lab,
-    edit: impl FnOnce(String) -> String,
-) -> (Daemon, DocumentServer) {
+fn hospital_with_inbound(lab: &Lab, edit: impl FnOnce(&mut Config)) -> (Daemon, DocumentServer) {
     let documents = DocumentServer::start(lab.lan_ns(Node::Hospital), DOCUMENT_SERVER_ADDRESS)
         .expect("document server");
-    let mut text = lab.full_config(Node::Hospital);
-    text.push_str(
-        &service_toml(
-            "documents-tls12",
-            "inbound",
-            &format!("{}:{TLS12_PORT}", Node::Hospital.tunnel_address()),
-            DOCUMENT_SERVER_ADDRESS,
-            Peer::Allowed(Node::Hub.tls_name()),
-        )
-        .replace("min_tls = \"1.3\"", "min_tls = \"1.2\""),
+    let mut config = lab.full(Node::Hospital);
+    let mut tls12 = service(
+        "documents-tls12",
+        Direction::Inbound,
+        socket(&format!("{}:{TLS12_PORT}", Node::Hospital.tunnel_address())),
+        DOCUMENT_SERVER_ADDRESS,
+        Peer::Allowed(Node::Hub.tls_name()),
     );
-    let hospital = lab.start(Node::Hospital, &edit(text)).expect("hospital");
+    tls12.min_tls = MinTls::Tls12;
+    config.services.push(tls12);
+    edit(&mut config);
+    let hospital = lab.start(Node::Hospital, &config).expect("hospital");
     wait_for_service(&hospital, "documents");
     wait_for_service(&hospital, "documents-tls12");
     (hospital, documents)
@@ -304,8 +303,11 @@ fn net2_net3_net4_net5_inbound_service_against_openssl_s_client() {
     )
     .expect("write CRL");
 
-    let (hospital, documents) =
-        hospital_with_inbound(&lab, |text| text.replace("# crl_file", "crl_file"));
+    let (hospital, documents) = hospital_with_inbound(&lab, |config| {
+        if let Some(tls) = &mut config.tls {
+            tls.crl_file = Some(PathBuf::from("tls/operator-ca.crl"));
+        }
+    });
     let mut cursor = RecordCursor::new(&hospital);
     // Weak things must reach the server to be refused there: lower openssl's own floor.
     const WEAK: &str = "DEFAULT:@SECLEVEL=0";
@@ -639,13 +641,10 @@ fn net4_limits_max_connections_and_handshake_timeout_on_an_inbound_service() {
     require_root!();
     use std::io::{Read, Write};
     let lab = Lab::new().expect("lab");
-    let (hospital, documents) = hospital_with_inbound(&lab, |text| {
-        text.replacen("max_connections = 256", "max_connections = 2", 1)
-            .replacen(
-                "handshake_timeout_secs = 10",
-                "handshake_timeout_secs = 2",
-                1,
-            )
+    let (hospital, documents) = hospital_with_inbound(&lab, |config| {
+        let documents = service_mut(config, "documents");
+        documents.max_connections = 2;
+        documents.handshake_timeout_secs = 2;
     });
     let mut cursor = RecordCursor::new(&hospital);
     let addr = format!("{}:{SERVICE_PORT}", Node::Hospital.tunnel_address());
@@ -942,7 +941,7 @@ fn sslscan(lab: &Lab, from: Node, addr: &str, tls12: bool) {
 fn net2_net3_testssl_and_sslscan_find_nothing_outside_the_profile() {
     require_root!();
     let lab = Lab::new().expect("lab");
-    let (_hospital, _documents) = hospital_with_inbound(&lab, |text| text);
+    let (_hospital, _documents) = hospital_with_inbound(&lab, |_| {});
     let tunnel = Node::Hospital.tunnel_address();
     for (port, tls12) in [(SERVICE_PORT, false), (TLS12_PORT, true)] {
         let addr = format!("{tunnel}:{port}");
@@ -959,8 +958,8 @@ fn net2_net3_auth2_the_management_api_offers_nothing_outside_the_profile() {
     require_root!();
     let lab = Lab::new().expect("lab");
     let operator = Operator::new(&lab).expect("operator");
-    let mut text = lab.full_config(Node::Hospital);
-    text.push_str(&operator.management_toml(Node::Hospital, 120, false));
+    let mut text = lab.full(Node::Hospital);
+    text.management = Some(operator.management(Node::Hospital, 120, false));
     let _hub = lab
         .start(Node::Hub, &lab.full_config(Node::Hub))
         .expect("hub");
@@ -1180,17 +1179,19 @@ fn net2_net3_net4_renkei_client_offers_only_the_profile_to_openssl_s_server() {
     let _hub = lab
         .start(Node::Hub, &lab.tunnel_config(Node::Hub))
         .expect("hub");
-    let mut text = lab.full_config(Node::Clinic);
-    text.push_str(
-        &service_toml(
-            "documents-tls12",
-            "outbound",
-            &format!("{}:{TLS12_PORT}", renkei_lab::lab::LAN_SERVICE_ADDRESS),
-            &format!("{}:{SERVICE_PORT}", Node::Hub.tunnel_address()),
-            Peer::ServerName(Node::Hub.tls_name()),
-        )
-        .replace("min_tls = \"1.3\"", "min_tls = \"1.2\""),
+    let mut text = lab.full(Node::Clinic);
+    let mut tls12 = service(
+        "documents-tls12",
+        Direction::Outbound,
+        socket(&format!(
+            "{}:{TLS12_PORT}",
+            renkei_lab::lab::LAN_SERVICE_ADDRESS
+        )),
+        &format!("{}:{SERVICE_PORT}", Node::Hub.tunnel_address()),
+        Peer::ServerName(Node::Hub.tls_name()),
     );
+    tls12.min_tls = MinTls::Tls12;
+    text.services.push(tls12);
     let clinic = lab.start(Node::Clinic, &text).expect("clinic");
     wait_for_service(&clinic, "documents");
     wait_for_service(&clinic, "documents-tls12");
@@ -1332,12 +1333,12 @@ fn avl3_an_upload_into_a_stalled_service_queues_at_most_the_lan_buffer_in_the_bo
     require_root!();
     use std::io::Write;
     let lab = Lab::new().expect("lab");
-    let mut hub_config = lab.tunnel_config(Node::Hub);
-    hub_config.push_str(renkei_lab::lab::TLS_SECTION);
-    hub_config.push_str(&service_toml(
+    let mut hub_config = lab.config(Node::Hub);
+    hub_config.tls = Some(renkei_lab::lab::tls_config());
+    hub_config.services.push(service(
         "portal",
-        "inbound",
-        &format!("{}:{SERVICE_PORT}", Node::Hub.tunnel_address()),
+        Direction::Inbound,
+        socket(&format!("{}:{SERVICE_PORT}", Node::Hub.tunnel_address())),
         STALLED_TARGET,
         Peer::Allowed(Node::Clinic.tls_name()),
     ));

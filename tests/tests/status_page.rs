@@ -7,11 +7,13 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use renkei_lab::lab::{service_toml, Peer, DOCUMENT_SERVER_ADDRESS, HUB_RELAY_ADDRESS};
+use renkei::config::{Config, Direction, PolicyMode, Role, StatusConfig};
+use renkei_lab::boxconfig::{service, service_mut, socket};
+use renkei_lab::lab::{Peer, DOCUMENT_SERVER_ADDRESS, HUB_RELAY_ADDRESS};
 use renkei_lab::operator::Operator;
 use renkei_lab::tlstools::{run_bounded, DocumentServer};
 use renkei_lab::web::{
-    curl, get, login, served_fingerprint, status_toml, Reply, Session, ADMIN_PASSWORD,
+    curl, get, login, served_fingerprint, status, status_toml, Reply, Session, ADMIN_PASSWORD,
     METRICS_PORT, STATUS_PORT,
 };
 use renkei_lab::{require_root, wait_until, Daemon, Lab, Namespace, Node};
@@ -47,13 +49,13 @@ fn clinic_with_page(lab: &Lab) -> Daemon {
 
 /// The clinic's whole config (services, tunnel) with its page on the LAN address and a
 /// management API for `operator`; the caller starts the hub (and hospital) it needs first.
-fn full_clinic_with_page(lab: &Lab, operator: &Operator) -> (Daemon, String) {
-    let text = lab.full_config(Node::Clinic)
-        + &status_toml(&format!("198.18.20.1:{STATUS_PORT}"), "").expect("status")
-        + &operator.management_toml(Node::Clinic, 600, false);
-    let daemon = lab.start(Node::Clinic, &text).expect("clinic");
+fn full_clinic_with_page(lab: &Lab, operator: &Operator) -> (Daemon, Config) {
+    let mut config = lab.full(Node::Clinic);
+    config.status = Some(status(&format!("198.18.20.1:{STATUS_PORT}")).expect("status"));
+    config.management = Some(operator.management(Node::Clinic, 600, false));
+    let daemon = lab.start(Node::Clinic, &config).expect("clinic");
     wait_for_page(lab.lan_ns(Node::Clinic), &clinic_base());
-    (daemon, text)
+    (daemon, config)
 }
 
 /// Waits until the page answers its login form.
@@ -1188,10 +1190,9 @@ fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
     assert_eq!(fetched.len, 64 * 1024);
     assert!(documents.served() >= 1);
     // The operator pushes version 2 while the tunnel is up, and confirms it: the page names who.
-    let v2 = text.replace(
-        "version = 1\n",
-        "version = 2\ndescription = \"閲覧用ポータルの設定 (第2版)\"\n",
-    );
+    let mut v2 = text.clone();
+    v2.meta.version = 2;
+    v2.meta.description = Some("閲覧用ポータルの設定 (第2版)".to_string());
     let signed = operator
         .write_signed("clinic-v2.toml", &v2, None)
         .expect("sign");
@@ -1357,11 +1358,10 @@ fn ops3_browser_shows_pending_countdown_expiring_certificate_and_alarm_without_b
         .expect("hub");
     // A 30 s handshake alarm: with a rekey every 120 s, the alarm is on from 30 s after a
     // handshake until the next one, with the hub up and the tunnel healthy.
-    let text = lab.full_config(Node::Hospital).replace(
-        "checkin_interval_secs = 0\n",
-        "checkin_interval_secs = 0\nhandshake_alarm_secs = 30\n",
-    ) + &status_toml(&format!("198.18.10.1:{STATUS_PORT}"), "").expect("status")
-        + &operator.management_toml(Node::Hospital, 600, false);
+    let mut text = lab.full(Node::Hospital);
+    text.tunnel.policy.handshake_alarm_secs = 30;
+    text.status = Some(status(&format!("198.18.10.1:{STATUS_PORT}")).expect("status"));
+    text.management = Some(operator.management(Node::Hospital, 600, false));
     let hospital = lab.start(Node::Hospital, &text).expect("hospital");
     let lan = lab.lan_ns(Node::Hospital);
     let base = hospital_base();
@@ -1371,7 +1371,8 @@ fn ops3_browser_shows_pending_countdown_expiring_certificate_and_alarm_without_b
     })
     .expect("tunnel up");
     // Version 2 awaits confirmation (the same [status], so the page keeps running).
-    let v2 = text.replace("version = 1\n", "version = 2\n");
+    let mut v2 = text.clone();
+    v2.meta.version = 2;
     let signed = operator
         .write_signed("hospital-v2.toml", &v2, None)
         .expect("sign");
@@ -1597,10 +1598,9 @@ fn ops3_service_bytes_grow_while_a_transfer_is_open_and_a_full_service_says_so()
         .start(Node::Hospital, &lab.full_config(Node::Hospital))
         .expect("hospital");
     // One connection slot, so one open transfer fills the service.
-    let text = lab
-        .full_config(Node::Clinic)
-        .replace("max_connections = 256\n", "max_connections = 1\n")
-        + &status_toml(&format!("198.18.20.1:{STATUS_PORT}"), "").expect("status");
+    let mut text = lab.full(Node::Clinic);
+    service_mut(&mut text, "documents").max_connections = 1;
+    text.status = Some(status(&format!("198.18.20.1:{STATUS_PORT}")).expect("status"));
     let clinic = lab.start(Node::Clinic, &text).expect("clinic");
     let lan = lab.lan_ns(Node::Clinic);
     let base = clinic_base();
@@ -1814,8 +1814,8 @@ fn ops3_a_pushed_service_waits_for_its_address_then_listens() {
     let _hub = lab
         .start(Node::Hub, &lab.full_config(Node::Hub))
         .expect("hub");
-    let v1 =
-        lab.full_config(Node::Hospital) + &operator.management_toml(Node::Hospital, 600, false);
+    let mut v1 = lab.full(Node::Hospital);
+    v1.management = Some(operator.management(Node::Hospital, 600, false));
     let hospital = lab.start(Node::Hospital, &v1).expect("hospital");
     wait_until(Duration::from_secs(15), "the hospital's tunnel", || {
         (hospital.peer("dc").ok()?["state"] == "up").then_some(())
@@ -1823,14 +1823,15 @@ fn ops3_a_pushed_service_waits_for_its_address_then_listens() {
     .expect("tunnel up");
     // v2 adds an outbound service on a LAN address the box does not have yet.
     const NEW_ADDRESS: &str = "198.18.10.5";
-    let v2 = v1.replace("version = 1\n", "version = 2\n")
-        + &service_toml(
-            "lan-portal",
-            "outbound",
-            &format!("{NEW_ADDRESS}:9443"),
-            &format!("{}:8443", Node::Hub.tunnel_address()),
-            Peer::ServerName(Node::Hub.tls_name()),
-        );
+    let mut v2 = v1.clone();
+    v2.meta.version = 2;
+    v2.services.push(service(
+        "lan-portal",
+        Direction::Outbound,
+        socket(&format!("{NEW_ADDRESS}:9443")),
+        &format!("{}:8443", Node::Hub.tunnel_address()),
+        Peer::ServerName(Node::Hub.tls_name()),
+    ));
     let signed = operator
         .write_signed("hospital-v2.toml", &v2, None)
         .expect("sign");
@@ -1874,9 +1875,9 @@ fn ops3_a_pushed_service_waits_for_its_address_then_listens() {
 
 /// Signs `text` as the operator, pushes it to `node` from the data centre and confirms it as
 /// `version`.
-fn push_confirmed(lab: &Lab, operator: &Operator, node: Node, version: u64, text: &str) {
+fn push_confirmed(lab: &Lab, operator: &Operator, node: Node, version: u64, config: &Config) {
     let signed = operator
-        .write_signed(&format!("{}-v{version}.toml", node.short()), text, None)
+        .write_signed(&format!("{}-v{version}.toml", node.short()), config, None)
         .expect("sign");
     let pushed = operator.push(lab, node, &signed).expect("push");
     assert!(
@@ -1938,17 +1939,10 @@ fn ops3_a_pushed_facility_name_role_and_tunnel_mode_reach_the_page_summary_metri
 
     // Version 2: a new name and an always-on tunnel. The page (not restarted: [status] is
     // unchanged, so the session lives on) shows both and refuses the buttons.
-    let mut v2 = v1.replace("version = 1\n", "version = 2\n");
-    for (from, to) in [
-        ("name = \"lab clinic\"\n", format!("name = \"{RENAMED}\"\n")),
-        (
-            "mode = \"on_demand\"\n",
-            "mode = \"always_on\"\n".to_string(),
-        ),
-    ] {
-        assert!(v2.contains(from), "{from:?} not in {v2}");
-        v2 = v2.replacen(from, &to, 1);
-    }
+    let mut v2 = v1.clone();
+    v2.meta.version = 2;
+    v2.facility.name = RENAMED.to_string();
+    v2.tunnel.policy.mode = Some(PolicyMode::AlwaysOn);
     push_confirmed(&lab, &operator, Node::Clinic, 2, &v2);
     let document = api();
     assert_eq!(document["facility"], RENAMED, "{document:#}");
@@ -1985,11 +1979,9 @@ fn ops3_a_pushed_facility_name_role_and_tunnel_mode_reach_the_page_summary_metri
     );
 
     // Version 3: on demand again; the buttons work again.
-    let v3 = v2.replace("version = 2\n", "version = 3\n").replacen(
-        "mode = \"always_on\"\n",
-        "mode = \"on_demand\"\n",
-        1,
-    );
+    let mut v3 = v2.clone();
+    v3.meta.version = 3;
+    v3.tunnel.policy.mode = Some(PolicyMode::OnDemand);
     push_confirmed(&lab, &operator, Node::Clinic, 3, &v3);
     assert_eq!(api()["tunnel_actions"], true);
     let connect = post("/api/v1/tunnel/connect");
@@ -1997,11 +1989,9 @@ fn ops3_a_pushed_facility_name_role_and_tunnel_mode_reach_the_page_summary_metri
 
     // Version 4: the box becomes a disclosing facility (still on demand): the role label of the
     // metrics, the summary and the refusal all name it.
-    let v4 = v3.replace("version = 3\n", "version = 4\n").replacen(
-        "role = \"viewing\"\n",
-        "role = \"disclosing\"\n",
-        1,
-    );
+    let mut v4 = v3.clone();
+    v4.meta.version = 4;
+    v4.facility.role = Role::Disclosing;
     assert!(
         build_info(&metrics()).contains("role=\"viewing\""),
         "{}",
@@ -2040,14 +2030,14 @@ fn ops3_the_status_page_block_follows_a_pushed_status_section_and_goes_with_it()
     let _hub = lab
         .start(Node::Hub, &lab.full_config(Node::Hub))
         .expect("hub");
-    let base_config =
-        lab.full_config(Node::Hospital) + &operator.management_toml(Node::Hospital, 600, false);
+    let mut base_config = lab.full(Node::Hospital);
+    base_config.management = Some(operator.management(Node::Hospital, 600, false));
     let first = format!("198.18.10.1:{STATUS_PORT}");
-    let status_v1 = status_toml(&first, "").expect("status");
+    let status_v1 = status(&first).expect("status");
     let lan = lab.lan_ns(Node::Hospital);
-    let hospital = lab
-        .start(Node::Hospital, &(base_config.clone() + &status_v1))
-        .expect("hospital");
+    let mut v1 = base_config.clone();
+    v1.status = Some(status_v1.clone());
+    let hospital = lab.start(Node::Hospital, &v1).expect("hospital");
     wait_for_page(lan, &hospital_base());
     wait_until(Duration::from_secs(15), "the hospital's tunnel", || {
         (hospital.peer("dc").ok()?["state"] == "up").then_some(())
@@ -2064,9 +2054,13 @@ fn ops3_the_status_page_block_follows_a_pushed_status_section_and_goes_with_it()
     // Version 2 moves the page and adds the operator's metrics listener: a new server, and
     // the block describes it (its addresses, its own login count).
     let metrics_listen = format!("{}:{METRICS_PORT}", Node::Hospital.tunnel_address());
-    let status_v2 =
-        status_v1.replace(&first, MOVED) + &format!("metrics_listen = \"{metrics_listen}\"\n");
-    let v2 = (base_config.clone() + &status_v2).replace("version = 1\n", "version = 2\n");
+    let mut v2 = base_config.clone();
+    v2.meta.version = 2;
+    v2.status = Some(StatusConfig {
+        listen: socket(MOVED),
+        metrics_listen: Some(socket(&metrics_listen)),
+        ..status_v1
+    });
     push_confirmed(&lab, &operator, Node::Hospital, 2, &v2);
     let moved_base = format!("https://{MOVED}");
     wait_for_page(lan, &moved_base);
@@ -2101,7 +2095,8 @@ fn ops3_the_status_page_block_follows_a_pushed_status_section_and_goes_with_it()
     assert_eq!(old.status, 0, "the first address is closed: {old:?}");
 
     // Version 3 removes [status]: no page, and no block describing one.
-    let v3 = base_config.replace("version = 1\n", "version = 3\n");
+    let mut v3 = base_config;
+    v3.meta.version = 3;
     push_confirmed(&lab, &operator, Node::Hospital, 3, &v3);
     let document = hospital.status().expect("status");
     assert!(document["status_page"].is_null(), "{document:#}");

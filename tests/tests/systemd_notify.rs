@@ -23,7 +23,7 @@ fn avl2_ready_watchdog_and_stopping_are_sent_to_systemd() {
     require_root!();
     let lab = Lab::new().expect("lab");
     let config = lab
-        .write_config(Node::Hub, &lab.tunnel_config(Node::Hub))
+        .write_config(Node::Hub, &lab.config(Node::Hub))
         .expect("config");
     let socket_path = lab.node_dir(Node::Hub).join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("notify socket");

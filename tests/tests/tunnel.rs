@@ -5,6 +5,8 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use renkei_lab::boxconfig::peer_mut;
+use renkei_lab::lab::HUB_PORT;
 use renkei_lab::traffic::{echo_round_trip, pattern, spawn_echo};
 use renkei_lab::{require_root, wait_until, Lab, Node};
 
@@ -27,11 +29,9 @@ fn drops(daemon: &renkei_lab::Daemon, field: &str) -> u64 {
 
 /// Starts the hub, then the always-on hospital, and waits for their session.
 fn hub_and_connected_hospital(lab: &Lab) -> (renkei_lab::Daemon, renkei_lab::Daemon) {
-    let hub = lab
-        .start(Node::Hub, &lab.tunnel_config(Node::Hub))
-        .expect("hub");
+    let hub = lab.start(Node::Hub, &lab.config(Node::Hub)).expect("hub");
     let hospital = lab
-        .start(Node::Hospital, &lab.tunnel_config(Node::Hospital))
+        .start(Node::Hospital, &lab.config(Node::Hospital))
         .expect("hospital");
     wait_until(Duration::from_secs(5), "handshake", || {
         (peer_state(&hospital, "dc") == "up").then_some(())
@@ -57,12 +57,10 @@ fn tcp_through_tunnel(lab: &Lab, from: Node, to: Node, size: usize) -> anyhow::R
 fn net6_hub_and_disclosing_handshake_within_2s_and_carry_tcp_both_ways() {
     require_root!();
     let lab = Lab::new().expect("lab");
-    let hub = lab
-        .start(Node::Hub, &lab.tunnel_config(Node::Hub))
-        .expect("hub");
+    let hub = lab.start(Node::Hub, &lab.config(Node::Hub)).expect("hub");
     let started = Instant::now();
     let hospital = lab
-        .start(Node::Hospital, &lab.tunnel_config(Node::Hospital))
+        .start(Node::Hospital, &lab.config(Node::Hospital))
         .expect("hospital");
     wait_until(Duration::from_secs(2), "the hospital's handshake", || {
         (peer_state(&hospital, "dc") == "up").then_some(())
@@ -193,13 +191,10 @@ impl<'a> WanCounters<'a> {
 fn net7_on_demand_is_silent_when_idle_connects_on_first_use_and_drops_keys_when_idle() {
     require_root!();
     let lab = Lab::new().expect("lab");
-    let _hub = lab
-        .start(Node::Hub, &lab.tunnel_config(Node::Hub))
-        .expect("hub");
+    let _hub = lab.start(Node::Hub, &lab.config(Node::Hub)).expect("hub");
     let counters = WanCounters::install(lab.ns(Node::Clinic));
-    let config = lab
-        .tunnel_config(Node::Clinic)
-        .replace("idle_timeout_secs = 300", "idle_timeout_secs = 10");
+    let mut config = lab.config(Node::Clinic);
+    config.tunnel.policy.idle_timeout_secs = 10;
     let clinic = lab.start(Node::Clinic, &config).expect("clinic");
 
     // A 10 s idle window: the measurement itself, not a wait for a condition.
@@ -239,13 +234,9 @@ fn net7_on_demand_is_silent_when_idle_connects_on_first_use_and_drops_keys_when_
 fn net6_always_on_survives_a_20s_wan_outage_and_a_hub_restart() {
     require_root!();
     let lab = Lab::new().expect("lab");
-    let mut hub = lab
-        .start(Node::Hub, &lab.tunnel_config(Node::Hub))
-        .expect("hub");
-    let config = lab.tunnel_config(Node::Hospital).replace(
-        "allowed_ips = [\"198.19.0.1/32\"]",
-        "allowed_ips = [\"198.19.0.1/32\"]\npersistent_keepalive_secs = 5",
-    );
+    let mut hub = lab.start(Node::Hub, &lab.config(Node::Hub)).expect("hub");
+    let mut config = lab.config(Node::Hospital);
+    peer_mut(&mut config, "dc").persistent_keepalive_secs = Some(5);
     let hospital = lab.start(Node::Hospital, &config).expect("hospital");
     wait_until(Duration::from_secs(5), "the first handshake", || {
         (peer_state(&hospital, "dc") == "up").then_some(())
@@ -384,16 +375,11 @@ fn int1_random_and_truncated_datagrams_do_not_disturb_the_hub() {
 fn net7_a_check_in_brings_an_idle_on_demand_tunnel_up_and_lets_it_idle_again() {
     require_root!();
     let lab = Lab::new().expect("lab");
-    let _hub = lab
-        .start(Node::Hub, &lab.tunnel_config(Node::Hub))
-        .expect("hub");
-    let config = lab
-        .tunnel_config(Node::Clinic)
-        .replace(
-            "checkin_interval_secs = 0",
-            "checkin_interval_secs = 60\ncheckin_window_secs = 10",
-        )
-        .replace("idle_timeout_secs = 300", "idle_timeout_secs = 10");
+    let _hub = lab.start(Node::Hub, &lab.config(Node::Hub)).expect("hub");
+    let mut config = lab.config(Node::Clinic);
+    config.tunnel.policy.checkin_interval_secs = 60;
+    config.tunnel.policy.checkin_window_secs = 10;
+    config.tunnel.policy.idle_timeout_secs = 10;
     let started = Instant::now();
     let clinic = lab.start(Node::Clinic, &config).expect("clinic");
     assert_eq!(
@@ -476,20 +462,11 @@ fn net6_a_hub_that_moves_behind_its_name_is_found_again() {
         lab.ns(Node::Hospital).name(),
         &format!("{} dc.renkei.test", Node::Hub.wan_address()),
     );
-    let _hub = lab
-        .start(Node::Hub, &lab.tunnel_config(Node::Hub))
-        .expect("hub");
-    let config = lab
-        .tunnel_config(Node::Hospital)
-        .replace(
-            &format!("endpoint = \"{}:", Node::Hub.wan_address()),
-            "endpoint = \"dc.renkei.test:",
-        )
-        .replace(
-            "allowed_ips = [\"198.19.0.1/32\"]",
-            "allowed_ips = [\"198.19.0.1/32\"]\npersistent_keepalive_secs = 5",
-        );
-    assert!(config.contains("endpoint = \"dc.renkei.test:"), "{config}");
+    let _hub = lab.start(Node::Hub, &lab.config(Node::Hub)).expect("hub");
+    let mut config = lab.config(Node::Hospital);
+    let dc = peer_mut(&mut config, "dc");
+    dc.endpoint = Some(format!("dc.renkei.test:{HUB_PORT}"));
+    dc.persistent_keepalive_secs = Some(5);
     let hospital = lab.start(Node::Hospital, &config).expect("hospital");
     wait_until(Duration::from_secs(10), "the first handshake", || {
         (peer_state(&hospital, "dc") == "up").then_some(())

@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
+use renkei::config::Config;
 use renkei_lab::{require_root, wait_until, Daemon, Lab, Node};
 
 /// The attacker's address on the WAN bridge: in the lab's WAN subnet, used by no box.
@@ -157,18 +158,17 @@ fn send_then_wait_until_handled(
     .expect("handled");
 }
 
-fn clinic_config(lab: &Lab) -> String {
-    lab.tunnel_config(Node::Clinic)
-        .replace("idle_timeout_secs = 300", "idle_timeout_secs = 10")
+fn clinic_config(lab: &Lab) -> Config {
+    let mut config = lab.config(Node::Clinic);
+    config.tunnel.policy.idle_timeout_secs = 10;
+    config
 }
 
 #[test]
 fn int1_net7_auth2_a_captured_initiation_replayed_after_the_clinic_idled_out_changes_nothing() {
     require_root!();
     let lab = Lab::new().expect("lab");
-    let mut hub = lab
-        .start(Node::Hub, &lab.tunnel_config(Node::Hub))
-        .expect("hub");
+    let mut hub = lab.start(Node::Hub, &lab.config(Node::Hub)).expect("hub");
     let clinic = lab
         .start(Node::Clinic, &clinic_config(&lab))
         .expect("clinic");
@@ -245,9 +245,7 @@ fn int1_net7_auth2_a_captured_initiation_replayed_after_the_clinic_idled_out_cha
 fn int1_a_forged_cookie_reply_does_not_move_the_clinic_endpoint() {
     require_root!();
     let lab = Lab::new().expect("lab");
-    let _hub = lab
-        .start(Node::Hub, &lab.tunnel_config(Node::Hub))
-        .expect("hub");
+    let _hub = lab.start(Node::Hub, &lab.config(Node::Hub)).expect("hub");
     let clinic = lab
         .start(Node::Clinic, &clinic_config(&lab))
         .expect("clinic");

@@ -173,6 +173,9 @@ fn resolve_paths(config: &mut Config, base_dir: &Path) {
     }
     if let Some(management) = &mut config.management {
         resolve(base_dir, &mut management.operator_ca_file);
+        if let Some(crl) = &mut management.operator_crl_file {
+            resolve(base_dir, crl);
+        }
         if let Some(key) = &mut management.operator_signing_key_file {
             resolve(base_dir, key);
         }
@@ -201,5 +204,34 @@ impl Config {
             self.services.len() - inbound,
             inbound,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file a config names is found beside the config, wherever the daemon was started:
+    /// the management API's CRL was once left relative to the working directory.
+    #[test]
+    fn int1_net4_every_file_path_is_relative_to_the_config() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/disclosing.toml");
+        let text = std::fs::read_to_string(&example).expect("example config");
+        let text = text.replace(
+            "operator_ca_file = \"operator/ca.crt\"",
+            "operator_ca_file = \"operator/ca.crt\"\noperator_crl_file = \"operator/ca.crl\"",
+        );
+        assert!(text.contains("operator_crl_file"), "the example changed");
+        let base = Path::new("/etc/renkei");
+        let config = load_str_with(&text, &base.join("renkei.toml"), base, Files::Skip)
+            .expect("the example with a CRL is valid");
+        let management = config.management.expect("[management]");
+        assert_eq!(management.operator_ca_file, base.join("operator/ca.crt"));
+        assert_eq!(
+            management.operator_crl_file,
+            Some(base.join("operator/ca.crl"))
+        );
+        let tls = config.tls.expect("[tls]");
+        assert!(tls.certificate_file.is_absolute() && tls.ca_file.is_absolute());
     }
 }

@@ -25,8 +25,9 @@ pub struct Config {
     /// The box's TLS identity and the operator CA; required as soon as a service exists.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// Proxied application services, written as `[[service]]` tables.
-    #[serde(default, rename = "service")]
+    /// Proxied application services, written as `[[service]]` tables (none are written when
+    /// empty, so `[[service]]` text can still be appended to a serialised config).
+    #[serde(default, rename = "service", skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ServiceConfig>,
     /// The facility administrator's local status page.
     #[serde(default)]

@@ -6,7 +6,7 @@
 //! Refusals are what any client can cause, so they pass the ring's rate limit first (per
 //! refusal code): a flood of them is summarised, in the log and the ring alike.
 
-use crate::status::events::{Admission, EventLog, Level};
+use crate::state::events::{Admission, EventLog, Level};
 
 /// What happened to a pushed config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,7 +279,7 @@ mod tests {
             .count();
         assert_eq!(
             refused,
-            crate::status::events::EVENT_BURST_PER_KEY as usize,
+            crate::state::events::EVENT_BURST_PER_KEY as usize,
             "{kept:#?}"
         );
         assert_eq!(

@@ -8,12 +8,12 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use tokio::time::Instant;
 
 use super::persist::{sha256_hex, ConfigFiles, ConfirmedRecord, PendingRecord, PersistError};
 use super::{check_push, Accepted, Refusal, Refused};
 use crate::config::{Config, Files};
+use crate::state::config_snapshot::ConfigSnapshot;
 
 /// A config with what is known of where it came from.
 #[derive(Debug, Clone)]
@@ -113,31 +113,6 @@ impl ConfirmError {
             ConfirmError::Persist(_) => 500,
         }
     }
-}
-
-/// The config state for `GET /v1/config`, the status page and `renkei status`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ConfigSnapshot {
-    /// The running `meta.version`.
-    pub version: u64,
-    /// SHA-256 of the running config's bytes.
-    pub sha256: String,
-    /// `meta.description` of the running config.
-    pub description: Option<String>,
-    /// Fingerprint of the key that signed it; `None` for a locally installed file.
-    pub signer: Option<String>,
-    /// The operator identity that pushed it.
-    pub pushed_by: Option<String>,
-    /// When it was pushed (unix seconds), when known.
-    pub pushed_at_unix: Option<u64>,
-    /// When it was applied or confirmed (unix seconds).
-    pub since_unix: Option<u64>,
-    /// `confirmed` or `pending`.
-    pub state: &'static str,
-    /// For a pending config: the version it rolls back to.
-    pub previous_version: Option<u64>,
-    /// For a pending config: when it rolls back unless confirmed (unix seconds).
-    pub confirm_deadline_unix: Option<u64>,
 }
 
 /// The confirmed config and the pending one, if any.

@@ -3,7 +3,8 @@
 //! confirmed or rolled back.
 //!
 //! - [`audit`]: the LOG-2 record of every event, in the log and on the status page.
-//! - [`signing`]: ECDSA P-256 signatures over a config's exact bytes.
+//! - [`crate::signing`]: ECDSA P-256 signatures over a config's exact bytes (below config,
+//!   which checks the operator keys a config names with the same parser).
 //! - [`persist`]: the config file and the crash-safe pending/previous files.
 //! - [`check_push`]: every rule a pushed config must pass before anything on the box changes.
 //! - [`manager`]: the confirm window: pending, confirmed, rolled back.
@@ -22,15 +23,14 @@ pub mod client;
 pub mod manager;
 pub mod persist;
 pub mod server;
-pub mod signing;
 pub mod transaction;
 
 use std::path::Path;
 
 use crate::config::{self, Config, Diagnostics, Files, ManagementConfig};
+use crate::signing::{self, OperatorKey, SigningError};
 use crate::tls::credentials::certificate_identities;
 use crate::tls::CredentialError;
-use signing::{OperatorKey, SigningError};
 
 /// Largest pushed config accepted; a real one is a few KiB.
 pub const MAX_PUSH_BYTES: usize = 256 * 1024;
@@ -333,8 +333,8 @@ pub(crate) mod fixture {
     use std::os::unix::fs::PermissionsExt as _;
     use std::path::PathBuf;
 
-    use super::signing::SigningKeyPair;
     use crate::config::Config;
+    use crate::signing::SigningKeyPair;
 
     /// The identity the fixture box's certificate carries (its `[meta] box`).
     pub const BOX: &str = "hospital.renkei.test";
@@ -473,8 +473,8 @@ operator_identities = ["operator.renkei.test"]
 #[cfg(test)]
 mod tests {
     use super::fixture::Fixture;
-    use super::signing::SigningKeyPair;
     use super::*;
+    use crate::signing::SigningKeyPair;
 
     fn check(
         f: &Fixture,

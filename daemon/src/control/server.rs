@@ -37,7 +37,7 @@ use super::audit::{ConfigEvent, Kind};
 use super::body::{self, BodyError};
 use super::MAX_PUSH_BYTES;
 use crate::config::{ManagementConfig, MinTls, TlsConfig};
-use crate::status::events::{Admission, EventLog, Level};
+use crate::state::events::{Admission, EventLog, Level};
 use crate::tls::identity::PeerIdentities;
 use crate::tls::store::DEFAULT_WATCH_INTERVAL_SECS;
 use crate::tls::{CredentialStore, StoreError};

@@ -15,11 +15,12 @@ use std::time::{Duration, SystemTime};
 use tokio::time::{Instant, Interval};
 
 use super::audit::{ConfigEvent, Kind};
-use super::manager::{Applied, ConfigSnapshot, Manager};
+use super::manager::{Applied, Manager};
 use super::persist::{ConfigFiles, PendingRecord, PersistError};
 use super::server::{Answer, Caller, Command};
 use crate::config::{Config, Files};
-use crate::status::events::EventLog;
+use crate::state::config_snapshot::ConfigSnapshot;
+use crate::state::events::EventLog;
 
 /// How often a pending config with `auto_confirm` checks whether the box is healthy again.
 pub const AUTO_CONFIRM_CHECK_MS: u64 = 250;

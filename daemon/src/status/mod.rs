@@ -18,13 +18,13 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
-use crate::control::manager::ConfigSnapshot;
 use crate::enrolment::Enrolment;
 use crate::proxy::{ProxySnapshot, ProxyStatus};
+use crate::state::config_snapshot::ConfigSnapshot;
+use crate::state::events::{Event, EventLog};
 use crate::tls::credentials::{CertExpiry, EXPIRY_WARNING_DAYS};
 use crate::tls::CredentialStore;
 use crate::tunnel::{TunnelHandle, TunnelSnapshot};
-pub use events::{Event, EventLog, Level};
 pub use http::{
     serve_enrolment, EnrolmentServer, HttpError, PageStats, StatusPageInfo, StatusServer,
 };
@@ -56,7 +56,7 @@ pub struct StatusDocument {
     /// Every certificate in use (box chain, operator CA) with days to expiry counted now, not
     /// at load time (NET-5: 30 days or fewer is a warning).
     pub certificates: Vec<CertExpiry>,
-    /// The last [`events::EVENT_RING_LEN`] events, oldest first.
+    /// The last [`crate::state::events::EVENT_RING_LEN`] events, oldest first.
     pub events: Vec<Event>,
     /// The box's public enrolment data (OPS-1); absent when the key cannot be read.
     pub enrolment: Option<Enrolment>,

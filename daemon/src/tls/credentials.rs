@@ -634,14 +634,6 @@ fn read_crls(
     Ok(crls)
 }
 
-/// Checks that the CRLs in `crl_path` were issued by a CA of `ca_path` (for `renkei check`).
-pub fn check_crl_file(crl_path: &Path, ca_path: &Path) -> Result<(), CredentialError> {
-    let now_unix = unix_seconds(SystemTime::now());
-    let crls = read_crls(crl_path, now_unix)?;
-    let ca_certs = read_certificates(ca_path)?;
-    check_crl_issuers(crl_path, &crls, ca_path, &ca_certs)
-}
-
 /// Every CRL's issuer must be the subject of one of `ca_certs` (the signature itself is checked
 /// by webpki against that CA whenever a chain is verified).
 fn check_crl_issuers(

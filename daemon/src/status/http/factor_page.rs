@@ -17,9 +17,9 @@ use hyper::{Request, Response, StatusCode};
 
 use super::page::{unix_now, with_session_cookie, PageSite};
 use super::respond::{form_field, json_error, read_body, response, same_origin, text, Body};
+use crate::state::events::Level;
 use crate::status::assets;
 use crate::status::auth::{self, constant_time_eq, Access, Guarded, Session};
-use crate::status::events::Level;
 use crate::status::second_factor::{self, CodeRefused, Enrolled, FactorStore, Used};
 
 /// Why a new factor was not stored.

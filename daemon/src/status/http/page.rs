@@ -18,9 +18,9 @@ use super::respond::{
 };
 use super::server::Site;
 use super::stats::PageStats;
+use crate::state::events::{EventLog, Level};
 use crate::status::assets;
 use crate::status::auth::{self, Access, Guarded, LoginLimiter, SessionStore};
-use crate::status::events::{EventLog, Level};
 use crate::status::second_factor::{CodeRefused, FactorStore, Used};
 use crate::status::StatusSource;
 

@@ -3,6 +3,9 @@
 //!
 //! The box holds only public keys. Signing happens on the operator's machine (`renkei sign`,
 //! `renkei push`) with a key made by `renkei keygen --operator`.
+//!
+//! It sits below both of its users: config checks the operator keys a config names and control
+//! checks pushed signatures, with this one parser.
 
 use std::path::Path;
 
