@@ -55,6 +55,11 @@ pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
 const MAX_CONFIRM_BODY: usize = 4096;
 /// Largest request head.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// At most this long is spent reading and dropping what a client still sends after its answer.
+const LINGER_MAX_SECS: u64 = 2;
+/// At most this much of it is read.
+const LINGER_MAX_BYTES: usize = 1024 * 1024;
+const LINGER_BUFFER_BYTES: usize = 16 * 1024;
 /// How long the listener retries while the tunnel address or device appears.
 const BIND_RETRY: Duration = Duration::from_secs(10);
 /// Pause between bind attempts.
@@ -406,9 +411,13 @@ async fn accept_loop(listener: TcpListener, store: Arc<CredentialStore>, context
                 .max_buf_size(MAX_HEAD_BYTES)
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(tls), service)
+                .without_shutdown()
                 .await;
-            if let Err(err) = served {
-                tracing::debug!(peer = %peer, error = %err, "management API connection ended");
+            match served {
+                Ok(parts) => linger(parts.io.into_inner()).await,
+                Err(err) => {
+                    tracing::debug!(peer = %peer, error = %err, "management API connection ended")
+                }
             }
         });
         // Still pending (its handshake has not ended yet): it can now be aborted.
@@ -417,6 +426,32 @@ async fn accept_loop(listener: TcpListener, store: Arc<CredentialStore>, context
             entry.1 = Some(task.abort_handle());
         }
     }
+}
+
+/// Closes a connection whose answer is written: the write side first, then what the client
+/// still sends is read and dropped until it closes too, within [`LINGER_MAX_BYTES`] and
+/// [`LINGER_MAX_SECS`]. A refusal answered from the request head (413, 403) leaves the body
+/// unread; closing at once with unread bytes makes the kernel send a reset, which can destroy
+/// the answer in the client's receive buffer before the client reads it.
+async fn linger<S>(mut stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let drain = async {
+        if stream.shutdown().await.is_err() {
+            return;
+        }
+        let mut buffer = vec![0u8; LINGER_BUFFER_BYTES];
+        let mut dropped = 0usize;
+        while dropped < LINGER_MAX_BYTES {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => dropped += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(LINGER_MAX_SECS), drain).await;
 }
 
 #[derive(Deserialize)]
@@ -564,4 +599,63 @@ fn respond(answer: Answer) -> Response<Full<Bytes>> {
         hyper::header::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const ANSWER: &[u8] = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n";
+    /// More than the server's unread receive buffer holds, so the client is still writing when
+    /// the answer arrives (the lab's refused push is 300 KiB), and less than what is drained.
+    const UPLOAD_BYTES: usize = 768 * 1024;
+    const SMALL_BUFFER_BYTES: u32 = 16 * 1024;
+
+    /// A client still sending the body when the answer comes (the management API's 413 and 403
+    /// are answered from the request head) can finish sending and then read the answer: HTTP
+    /// clients such as `renkei push` give up on a write error without reading the answer.
+    #[tokio::test]
+    async fn int1_an_answer_sent_before_the_body_reaches_a_client_still_sending_it() {
+        // Small socket buffers: the upload cannot sit in them before the server answers.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .set_recv_buffer_size(SMALL_BUFFER_BYTES)
+            .expect("rcvbuf");
+        socket
+            .bind("127.0.0.1:0".parse().expect("address"))
+            .expect("bind");
+        let listener = socket.listen(1).expect("listen");
+        let address = listener.local_addr().expect("address");
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut head = [0u8; 64];
+            stream.read_exact(&mut head).await.expect("head");
+            stream.write_all(ANSWER).await.expect("answer");
+            linger(stream).await;
+        });
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .set_send_buffer_size(SMALL_BUFFER_BYTES)
+            .expect("sndbuf");
+        let mut client = socket.connect(address).await.expect("connect");
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0;
+        while sent < UPLOAD_BYTES {
+            match client.write_all(&chunk).await {
+                Ok(()) => sent += chunk.len(),
+                Err(_) => break,
+            }
+        }
+        assert_eq!(sent, UPLOAD_BYTES, "the upload was cut off by a reset");
+        client.shutdown().await.expect("shutdown");
+        let mut answer = Vec::new();
+        let read = client.read_to_end(&mut answer).await;
+        assert!(
+            answer.starts_with(ANSWER),
+            "the answer was lost ({read:?}, {} bytes read, {sent} sent)",
+            answer.len()
+        );
+        server.await.expect("server");
+    }
 }
