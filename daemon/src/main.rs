@@ -670,6 +670,7 @@ fn passwd_totp(state_dir: &std::path::Path) -> anyhow::Result<()> {
         match Enrolled::enrol(&secret, line.trim(), now)? {
             Ok((factor, recovery_codes)) => {
                 store.save(&factor)?;
+                store.hand_to_owner_of(state_dir)?;
                 println!("stored in {}", store.path().display());
                 println!("recovery codes (each works once; shown only now):");
                 for code in recovery_codes {

@@ -2,14 +2,25 @@
 //! The real binary; the test reads the key it prints and answers with a code computed from it.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::process::{Command, Stdio};
 
 use renkei::status::second_factor::{code_at, FactorStore, STEP_SECS};
 
+/// The daemon's user on a box owns the state directory; root runs the console command.
+const DAEMON_UID: u32 = 65534;
+
 #[test]
 fn auth3_console_enrolment_stores_a_private_factor_after_a_right_code() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // As on a box: the state directory belongs to the daemon's user, not to whoever runs the
+    // console command (root, where the test runs as root).
+    let as_root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
+    if as_root {
+        std::os::unix::fs::chown(dir.path(), Some(DAEMON_UID), Some(DAEMON_UID)).expect("chown");
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_renkei"))
         .args(["passwd", "--totp", "--state-dir"])
         .arg(dir.path())
@@ -45,6 +56,17 @@ fn auth3_console_enrolment_stores_a_private_factor_after_a_right_code() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+    // The daemon, running as the state directory's owner, can read what root stored.
+    let owner = std::fs::metadata(dir.path()).expect("state dir");
+    for path in [store.path(), store.path().parent().expect("folder")] {
+        let meta = std::fs::metadata(path).expect("stored");
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (owner.uid(), owner.gid()),
+            "{}",
+            path.display()
+        );
+    }
     let factor = store.load().expect("load").expect("enrolled");
     assert_eq!(factor.secret_base32, secret);
     assert_eq!(factor.recovery_sha256.len(), 10);

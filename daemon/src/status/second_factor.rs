@@ -274,6 +274,26 @@ impl FactorStore {
         &self.path
     }
 
+    /// Gives the factor file and its folder to the owner of `state_dir`. `renkei passwd
+    /// --totp` runs as root at the console, but the daemon reads the file as its own user
+    /// (`User=renkei`, which owns the state directory): a file only root could read would
+    /// refuse every login. Nothing changes when the owners are already the same.
+    pub fn hand_to_owner_of(&self, state_dir: &Path) -> Result<(), FactorError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let write =
+            |path: &Path, e: std::io::Error| FactorError::Write(format!("{}: {e}", path.display()));
+        let owner = std::fs::metadata(state_dir).map_err(|e| write(state_dir, e))?;
+        let (uid, gid) = (owner.uid(), owner.gid());
+        let folder = self.path.parent().unwrap_or(state_dir);
+        for path in [folder, self.path.as_path()] {
+            let meta = std::fs::metadata(path).map_err(|e| write(path, e))?;
+            if (meta.uid(), meta.gid()) != (uid, gid) {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| write(path, e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The enrolled factor, `None` when there is none.
     pub fn load(&self) -> Result<Option<Enrolled>, FactorError> {
         let read = |source| FactorError::Read {
