@@ -23,6 +23,7 @@ const LAYERS: &[&str] = &[
     "config",
     "tls",
     "tunnel",
+    "carrier",
     "proxy",
     "control",
     "preflight",
