@@ -71,6 +71,10 @@
 
     const tunnel = doc.tunnel;
     const peers = tunnel.peers || [];
+    // Generic fields are every carrier's; WireGuard's own sit in each peer's backend part and
+    // are shown only when the carrier is WireGuard.
+    const isWireguard = tunnel.kind === "wireguard";
+    const wireguard = (p) => (isWireguard && p.backend && p.backend.wireguard) || {};
     const state = $("tunnel-state");
     state.dataset.state = tunnel.state;
     state.textContent = t("state_" + tunnel.state);
@@ -79,14 +83,16 @@
     set("tunnel-peer", peer.name);
     set("tunnel-reason", peer.reason);
     set("tunnel-policy", t("policy_" + tunnel.policy));
-    const age = peer.last_handshake_age_secs;
+    const age = peer.last_reached_age_secs;
     const ageEl = $("handshake-age");
     ageEl.textContent = typeof age === "number" ? age + " " + t("seconds_ago") : t("never");
     // The server decides the alarm (handshake_alarm_secs of the running config).
     ageEl.classList.toggle("alarm-text", peer.alarm === true);
     $("alarm").hidden = tunnel.alarm !== true;
     set("alarm-peers", peers.filter((p) => p.alarm).map((p) => p.name).join(", "));
-    set("endpoint", peer.endpoint);
+    set("endpoint", wireguard(peer).endpoint);
+    $("endpoint").hidden = !isWireguard;
+    $("endpoint").previousElementSibling.hidden = !isWireguard;
     const rx = peers.reduce((a, p) => a + p.rx_bytes, 0);
     const tx = peers.reduce((a, p) => a + p.tx_bytes, 0);
     set("rx-bytes", bytes(rx));
@@ -96,8 +102,8 @@
     const peerRows = table("peers");
     peers.forEach(function (p) {
       const tr = row(peerRows, [p.name, t("state_" + p.state),
-        typeof p.last_handshake_age_secs === "number" ? p.last_handshake_age_secs + " " + t("seconds_ago") : t("never"),
-        p.endpoint, bytes(p.rx_bytes), bytes(p.tx_bytes)], p.alarm ? "alarm-row" : "");
+        typeof p.last_reached_age_secs === "number" ? p.last_reached_age_secs + " " + t("seconds_ago") : t("never"),
+        wireguard(p).endpoint, bytes(p.rx_bytes), bytes(p.tx_bytes)], p.alarm ? "alarm-row" : "");
       tr.dataset.peer = p.name;
       tr.dataset.alarm = String(p.alarm === true);
     });

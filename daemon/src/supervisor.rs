@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
+use crate::carrier::{self, Carrier, CarrierError, Reconfigured};
 use crate::config::{self, Config, Diagnostics};
 use crate::control::audit::{ConfigEvent, Kind};
 use crate::control::manager::{Applied, Manager};
@@ -33,7 +34,6 @@ use crate::status::http::OperatorTls;
 use crate::status::{ConfigState, StatusServer, StatusSource};
 use crate::tls::store::DEFAULT_WATCH_INTERVAL_SECS;
 use crate::tls::{CredentialStore, StoreError};
-use crate::tunnel::{Reconfigured, Tunnel, TunnelError};
 
 /// Operator commands queued for the supervisor at most.
 const COMMAND_QUEUE: usize = 8;
@@ -41,9 +41,9 @@ const COMMAND_QUEUE: usize = 8;
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
-    /// The tunnel could not start.
+    /// The link to the data centre could not start.
     #[error("tunnel: {0}")]
-    Tunnel(#[from] TunnelError),
+    Carrier(#[from] CarrierError),
     /// The control socket could not be created.
     #[error(transparent)]
     Control(#[from] ControlError),
@@ -117,7 +117,7 @@ struct Proxy {
 
 /// Everything that runs from a config, and can be changed to run from another one.
 struct Parts {
-    tunnel: Tunnel,
+    carrier: Carrier,
     proxy: Option<Proxy>,
     management: Option<ManagementServer>,
     commands: mpsc::Sender<Command>,
@@ -130,9 +130,9 @@ impl Parts {
         commands: mpsc::Sender<Command>,
         events: EventLog,
     ) -> Result<Parts, SupervisorError> {
-        let tunnel = Tunnel::start(config).await?;
+        let carrier = Carrier::start(config).await?;
         let mut parts = Parts {
-            tunnel,
+            carrier,
             proxy: None,
             management: None,
             commands,
@@ -147,10 +147,10 @@ impl Parts {
 
     /// Makes the running parts match `config`, touching only what changed.
     async fn reconfigure(&mut self, config: &Config) -> Result<(), SupervisorError> {
-        let reconfigured = self.tunnel.reconfigure(config).await;
+        let reconfigured = self.carrier.reconfigure(config).await;
         if matches!(reconfigured, Ok(Reconfigured::NewDevice) | Err(_)) {
-            // The management listener is bound to the TUN device; a new device needs a new
-            // listener (started by apply_services).
+            // The management listener is bound to the carrier's device; a new device needs a
+            // new listener (started by apply_services).
             if let Some(server) = self.management.take() {
                 server.stop().await;
             }
@@ -158,10 +158,10 @@ impl Parts {
         match reconfigured? {
             Reconfigured::Unchanged => {}
             Reconfigured::Restarted => {
-                tracing::info!("tunnel restarted for the new config (same TUN device)")
+                tracing::info!("tunnel restarted for the new config (same device)")
             }
             Reconfigured::NewDevice => {
-                tracing::info!("tunnel rebuilt for the new config (new TUN device)")
+                tracing::info!("tunnel rebuilt for the new config (new device)")
             }
         }
         self.apply_services(config).await
@@ -179,7 +179,7 @@ impl Parts {
                     .reconfigure(
                         &config.services,
                         Arc::clone(&proxy.store),
-                        Some(self.tunnel.handle()),
+                        Some(self.carrier.handle()),
                     )
                     .await?;
             }
@@ -190,7 +190,7 @@ impl Parts {
                 match Services::start(
                     &config.services,
                     Arc::clone(&store),
-                    Some(self.tunnel.handle()),
+                    Some(self.carrier.handle()),
                 )
                 .await
                 {
@@ -236,7 +236,7 @@ impl Parts {
                     ManagementServer::start(
                         management,
                         tls,
-                        &config.tunnel.interface,
+                        &self.carrier.handle().device(),
                         self.commands.clone(),
                         self.events.clone(),
                     )
@@ -255,12 +255,12 @@ impl Parts {
             proxy.services.shutdown().await;
             proxy.watcher.abort();
         }
-        self.tunnel.shutdown().await;
+        self.carrier.shutdown().await;
     }
 }
 
-/// The running parts as the push transaction sees them: today the operator is reached over
-/// the WireGuard tunnel, so the link proves itself by a handshake of the operator's peer.
+/// The running parts as the push transaction sees them: the operator is reached over the
+/// carrier, which says itself what proves the link (for WireGuard, a handshake).
 impl RunningBox for Parts {
     type Error = SupervisorError;
 
@@ -270,14 +270,13 @@ impl RunningBox for Parts {
     }
 
     fn operator_reached_since(&self, operator: std::net::IpAddr, since: SystemTime) -> bool {
-        self.tunnel
+        self.carrier
             .handle()
-            .last_handshake(operator)
-            .is_some_and(|t| t >= since)
+            .operator_reached_since(operator, since)
     }
 
-    async fn rehandshake(&mut self, operator: std::net::IpAddr) {
-        self.tunnel.handle().rehandshake(operator).await;
+    async fn refresh_link(&mut self, operator: std::net::IpAddr) {
+        self.carrier.handle().refresh(operator).await;
     }
 }
 
@@ -321,7 +320,7 @@ pub async fn run_loaded(
         config::Files::ReadThen(&crate::preflight::problems),
     );
 
-    let mut status = StatusSource::new(&config, parts.tunnel.handle()).with_events(events.clone());
+    let mut status = StatusSource::new(&config, parts.carrier.handle()).with_events(events.clone());
     status.set_config_state(ConfigState::from_snapshot(
         &transaction.manager().snapshot(),
     ));
@@ -347,7 +346,7 @@ pub async fn run_loaded(
     // supervisor or a hung data plane both stop the pings, and systemd restarts the daemon.
     let watchdog = crate::notify::watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-    let tunnel_handle = parts.tunnel.handle();
+    let carrier_handle = parts.carrier.handle();
     let outcome = loop {
         let changed = tokio::select! {
             _ = terminate.recv() => break Ok("SIGTERM"),
@@ -357,7 +356,7 @@ pub async fn run_loaded(
                 false
             }
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
-                if tunnel_handle.is_alive() {
+                if carrier_handle.is_alive() {
                     crate::notify::watchdog();
                 } else {
                     tracing::error!("the data plane stopped ticking; withholding the watchdog ping");
@@ -385,7 +384,7 @@ pub async fn run_loaded(
             status.set_config_state(ConfigState::from_snapshot(&manager.snapshot()));
             let running = manager.running();
             status.set_identity(running);
-            if running.tunnel != applied.tunnel {
+            if carrier::changed(running, &applied) {
                 tunnel_events.abort();
                 tunnel_events = watch_tunnel_events(&events, &parts, running);
             }
@@ -424,13 +423,8 @@ fn watch_tunnel_events(
 ) -> tokio::task::JoinHandle<()> {
     events::watch_tunnel(
         events.clone(),
-        parts.tunnel.handle(),
-        config
-            .tunnel
-            .peers
-            .iter()
-            .filter_map(|p| Some((p.name.clone(), p.allowed_ips.first()?.addr())))
-            .collect(),
+        parts.carrier.handle(),
+        carrier::watched_links(config),
     )
 }
 

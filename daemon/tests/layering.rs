@@ -23,6 +23,7 @@ const LAYERS: &[&str] = &[
     "config",
     "tls",
     "tunnel",
+    "carrier",
     "proxy",
     "control",
     "preflight",
@@ -372,6 +373,35 @@ fn modules_import_only_modules_below_them() {
             "the exception for {module} -> {allowed} ({why}) is no longer needed: remove it"
         );
     }
+}
+
+/// Modules that sit behind a seam: only the module directly above may name them, so the parts
+/// above the seam never depend on one backend. `tunnel` (WireGuard) is a backend of `carrier`.
+const BEHIND_SEAM: &[(&str, &str)] = &[("tunnel", "carrier")];
+
+#[test]
+fn only_the_carrier_names_the_tunnel() {
+    let mut leaks = Vec::new();
+    for file in rust_files(&source_dir()) {
+        let Some(module) = owning_module(&file) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&file).expect("read source");
+        let root = if module == "main" { "renkei" } else { "crate" };
+        for path in crate_paths(&code_only(&text), root) {
+            let target = target_module(&path);
+            for (hidden, seam) in BEHIND_SEAM {
+                let above_seam = rank(&module) > rank(seam);
+                if target == *hidden && above_seam {
+                    leaks.push(format!(
+                        "{}: {module} uses {path}; go through crate::{seam}",
+                        file.display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "{}", leaks.join("\n"));
 }
 
 #[test]

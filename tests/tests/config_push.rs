@@ -341,7 +341,8 @@ fn avl1_a_push_that_restarts_the_tunnel_keeps_its_device_an_open_transfer_and_it
     assert_eq!(tun_index(&lab), index, "the TUN device was kept");
     wait_tunnel_up(&setup.hospital, Duration::from_secs(15));
     assert_eq!(
-        setup.hospital.peer("dc").expect("peer")["persistent_keepalive_secs"],
+        setup.hospital.peer("dc").expect("peer")["backend"]["wireguard"]
+            ["persistent_keepalive_secs"],
         20
     );
     let confirmed = operator
@@ -951,7 +952,7 @@ fn assert_cut_off_config_rolls_back(lab: &Lab, operator: &Operator, setup: &Setu
         "a handshake after the rollback",
         || {
             let peer = setup.hospital.peer("dc").ok()?;
-            (peer["state"] == "up" && peer["last_handshake"].as_u64()? + 1 >= rolled_back_at)
+            (peer["state"] == "up" && peer["last_reached"].as_u64()? + 1 >= rolled_back_at)
                 .then_some(())
         },
     )
@@ -1059,7 +1060,7 @@ fn avl1_auto_confirm_without_the_operator_reaching_the_box_again_rolls_back() {
         "a handshake after the push",
         || {
             let peer = setup.hospital.peer("dc").ok()?;
-            (peer["state"] == "up" && peer["last_handshake"].as_u64()? >= pushed_at).then_some(())
+            (peer["state"] == "up" && peer["last_reached"].as_u64()? >= pushed_at).then_some(())
         },
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", setup.hospital.log_text()));
@@ -1516,13 +1517,17 @@ fn net7_avl1_a_quiet_open_connection_keeps_the_on_demand_tunnel_up_across_a_rest
         after_push["holds"], 1,
         "the hold moved to the new peer: {after_push}"
     );
-    let handshakes = after_push["handshakes_completed"].as_u64();
+    let handshakes = after_push["backend"]["wireguard"]["handshakes_completed"].as_u64();
     let watch_until = Instant::now() + CLINIC_IDLE_TIMEOUT + Duration::from_secs(3);
     while Instant::now() < watch_until {
         let dc = clinic_dc();
         assert_eq!(dc["state"], "up", "{dc}\n{}", chain.clinic.log_text());
         assert_eq!(dc["holds"], 1, "{dc}");
-        assert_eq!(dc["handshakes_completed"].as_u64(), handshakes, "{dc}");
+        assert_eq!(
+            dc["backend"]["wireguard"]["handshakes_completed"].as_u64(),
+            handshakes,
+            "{dc}"
+        );
         std::thread::sleep(renkei_lab::wait::POLL);
     }
     // Nothing but the hold kept it up: the proxied legs' TCP keepalives had not started yet.
@@ -1554,6 +1559,9 @@ fn net7_avl1_a_quiet_open_connection_keeps_the_on_demand_tunnel_up_across_a_rest
     );
     let idle = clinic_dc();
     assert_eq!(idle["holds"], 0, "{idle}");
-    assert_eq!(idle["session_keys_present"], false, "{idle}");
+    assert_eq!(
+        idle["backend"]["wireguard"]["session_keys_present"], false,
+        "{idle}"
+    );
     drop(chain.hub);
 }

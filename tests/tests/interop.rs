@@ -40,7 +40,12 @@ fn renkei_initiates(implementation: Implementation) {
     tcp(&lab, Node::Hospital, Node::Hub, 1 << 20).expect("renkei -> foreign");
     tcp(&lab, Node::Hub, Node::Hospital, 1 << 20).expect("foreign -> renkei");
     let peer = hospital.peer("dc").expect("peer");
-    assert!(peer["handshake_attempts"].as_u64().unwrap_or(0) >= 1);
+    assert!(
+        peer["backend"]["wireguard"]["handshake_attempts"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    );
 }
 
 /// A foreign facility initiates to the renkei hub.
@@ -58,12 +63,17 @@ fn foreign_initiates(implementation: Implementation) {
     let peer = hub.peer("hospital").expect("peer");
     assert_eq!(peer["state"], "up");
     assert_eq!(
-        peer["handshake_attempts"], 0,
+        peer["backend"]["wireguard"]["handshake_attempts"], 0,
         "the hub must not have initiated"
     );
-    assert!(peer["handshakes_completed"].as_u64().unwrap_or(0) >= 1);
+    assert!(
+        peer["backend"]["wireguard"]["handshakes_completed"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    );
     assert_eq!(
-        peer["endpoint"]
+        peer["backend"]["wireguard"]["endpoint"]
             .as_str()
             .map(|e| e.starts_with("198.18.0.10:")),
         Some(true),

@@ -543,7 +543,10 @@ fn net1_net7_log1_ops3_ops4_lab_demo_fetch_on_demand_and_every_printed_command()
     let (clinic_page, dc_page, hospital_page) = pages(&commands);
     let clinic_dc = peer(&clinic_page, "dc");
     assert_eq!(clinic_dc["state"], "idle", "{clinic_page:#}");
-    assert_eq!(clinic_dc["session_keys_present"], false, "{clinic_page:#}");
+    assert_eq!(
+        clinic_dc["backend"]["wireguard"]["session_keys_present"], false,
+        "{clinic_page:#}"
+    );
     assert_eq!(clinic_dc["holds"], 0, "{clinic_page:#}");
     for (page, service_name) in [
         (&clinic_page, "documents"),
@@ -583,7 +586,7 @@ fn net1_net7_log1_ops3_ops4_lab_demo_fetch_on_demand_and_every_printed_command()
     let dc_clinic = peer(&dc_page, "clinic");
     assert_eq!(dc_clinic["holds"], 0, "{dc_page:#}");
     assert!(
-        dc_clinic["last_handshake_age_secs"]
+        dc_clinic["last_reached_age_secs"]
             .as_u64()
             .is_some_and(|age| age >= 8),
         "{dc_page:#}"

@@ -70,7 +70,10 @@ fn net7_log1_a_connection_waiting_for_an_unreachable_hub_is_closed_at_connect_ti
     // The attempt is over: the policy gave up and the box is silent again.
     let peer = clinic.peer("dc").expect("peer");
     assert!(
-        peer["handshake_attempts"].as_u64().unwrap_or(0) >= 1,
+        peer["backend"]["wireguard"]["handshake_attempts"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
         "{peer}"
     );
 }

@@ -352,7 +352,10 @@ fn ops3_connect_now_and_disconnect_from_the_page_drive_the_tunnel() {
     assert_eq!(disconnect.status, 200, "{disconnect:?}");
     let peer = clinic.peer("dc").expect("peer");
     assert_eq!(peer["state"], "idle", "{peer:#}");
-    assert_eq!(peer["session_keys_present"], false, "{peer:#}");
+    assert_eq!(
+        peer["backend"]["wireguard"]["session_keys_present"], false,
+        "{peer:#}"
+    );
     let events = clinic.status().expect("status")["events"].clone();
     let messages: Vec<&str> = events
         .as_array()

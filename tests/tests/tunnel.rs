@@ -202,7 +202,7 @@ fn net7_on_demand_is_silent_when_idle_connects_on_first_use_and_drops_keys_when_
     assert_eq!(counters.read("udp"), 0, "an idle on-demand box sent UDP");
     assert_eq!(peer_state(&clinic, "dc"), "idle");
     assert_eq!(
-        clinic.peer("dc").expect("peer")["session_keys_present"],
+        clinic.peer("dc").expect("peer")["backend"]["wireguard"]["session_keys_present"],
         false
     );
 
@@ -211,12 +211,13 @@ fn net7_on_demand_is_silent_when_idle_connects_on_first_use_and_drops_keys_when_
     assert_eq!(counters.read("init"), 1, "handshake initiations");
     let peer = clinic.peer("dc").expect("peer");
     assert_eq!(peer["state"], "up");
-    assert_eq!(peer["handshake_attempts"], 1);
+    assert_eq!(peer["backend"]["wireguard"]["handshake_attempts"], 1);
 
     // After the idle timeout the session and its keys are gone ...
     wait_until(Duration::from_secs(20), "the clinic to go idle", || {
         let p = clinic.peer("dc").ok()?;
-        (p["state"] == "idle" && p["session_keys_present"] == false).then_some(())
+        (p["state"] == "idle" && p["backend"]["wireguard"]["session_keys_present"] == false)
+            .then_some(())
     })
     .expect("idle again");
     // ... and nothing follows: no keepalives, no handshakes.
@@ -260,7 +261,7 @@ fn net6_always_on_survives_a_20s_wan_outage_and_a_hub_restart() {
 
     // The hub crashes and comes back with no memory of the session: the hospital notices the
     // silence and reconnects by itself.
-    let before = hospital.peer("dc").expect("peer")["handshakes_completed"]
+    let before = hospital.peer("dc").expect("peer")["backend"]["wireguard"]["handshakes_completed"]
         .as_u64()
         .unwrap_or(0);
     hub.kill();
@@ -272,7 +273,9 @@ fn net6_always_on_survives_a_20s_wan_outage_and_a_hub_restart() {
         Duration::from_secs(45),
         "a new handshake with the restarted hub",
         || {
-            let completed = hospital.peer("dc").ok()?["handshakes_completed"].as_u64()?;
+            let completed = hospital.peer("dc").ok()?["backend"]["wireguard"]
+                ["handshakes_completed"]
+                .as_u64()?;
             (completed > before).then_some(())
         },
     )
@@ -417,7 +420,10 @@ fn net7_a_check_in_brings_an_idle_on_demand_tunnel_up_and_lets_it_idle_again() {
         "idle {idle_after:?} after the check-in: window 10 s + idle timeout 10 s"
     );
     let peer = clinic.peer("dc").expect("peer");
-    assert_eq!(peer["session_keys_present"], false, "{peer}");
+    assert_eq!(
+        peer["backend"]["wireguard"]["session_keys_present"], false,
+        "{peer}"
+    );
 }
 
 /// `/etc/netns/<namespace>/hosts`, which `ip netns exec` puts over `/etc/hosts` for the programs
@@ -473,7 +479,7 @@ fn net6_a_hub_that_moves_behind_its_name_is_found_again() {
     })
     .expect("up through the name");
     let endpoint = |daemon: &renkei_lab::Daemon| {
-        daemon.peer("dc").ok()?["endpoint"]
+        daemon.peer("dc").ok()?["backend"]["wireguard"]["endpoint"]
             .as_str()
             .map(str::to_string)
     };

@@ -124,11 +124,11 @@ struct PeerView {
 fn view(daemon: &Daemon) -> PeerView {
     let p = daemon.peer("dc").expect("peer dc");
     PeerView {
-        endpoint: p["endpoint"].clone(),
-        last_handshake: p["last_handshake"].clone(),
-        handshakes_completed: p["handshakes_completed"].clone(),
+        endpoint: p["backend"]["wireguard"]["endpoint"].clone(),
+        last_handshake: p["last_reached"].clone(),
+        handshakes_completed: p["backend"]["wireguard"]["handshakes_completed"].clone(),
         state: p["state"].clone(),
-        session_keys_present: p["session_keys_present"].clone(),
+        session_keys_present: p["backend"]["wireguard"]["session_keys_present"].clone(),
     }
 }
 
@@ -189,7 +189,8 @@ fn int1_net7_auth2_a_captured_initiation_replayed_after_the_clinic_idled_out_cha
 
     // The hub restarts and greets the clinic with a handshake initiation: captured on the WAN.
     let capture = WanCapture::open(&lab);
-    let completed_before = clinic.peer("dc").expect("peer")["handshakes_completed"]
+    let completed_before = clinic.peer("dc").expect("peer")["backend"]["wireguard"]
+        ["handshakes_completed"]
         .as_u64()
         .unwrap_or(0);
     hub.terminate().expect("hub stops");
@@ -203,7 +204,8 @@ fn int1_net7_auth2_a_captured_initiation_replayed_after_the_clinic_idled_out_cha
         Duration::from_secs(10),
         "the clinic to answer the hub",
         || {
-            let done = clinic.peer("dc").ok()?["handshakes_completed"].as_u64()?;
+            let done =
+                clinic.peer("dc").ok()?["backend"]["wireguard"]["handshakes_completed"].as_u64()?;
             (done > completed_before).then_some(())
         },
     )
@@ -212,7 +214,8 @@ fn int1_net7_auth2_a_captured_initiation_replayed_after_the_clinic_idled_out_cha
     // The clinic idles out: session and keys dropped.
     wait_until(Duration::from_secs(40), "the clinic to go idle", || {
         let p = clinic.peer("dc").ok()?;
-        (p["state"] == "idle" && p["session_keys_present"] == false).then_some(())
+        (p["state"] == "idle" && p["backend"]["wireguard"]["session_keys_present"] == false)
+            .then_some(())
     })
     .expect("idle");
     let before = view(&clinic);

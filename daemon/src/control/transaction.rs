@@ -45,7 +45,7 @@ pub trait RunningBox {
     fn operator_reached_since(&self, operator: IpAddr, since: SystemTime) -> bool;
 
     /// Asks the link that carries the operator at `operator` to prove itself again.
-    async fn rehandshake(&mut self, operator: IpAddr);
+    async fn refresh_link(&mut self, operator: IpAddr);
 }
 
 /// Why the transaction cannot go on: the daemon must stop and start again from the files.
@@ -204,7 +204,7 @@ impl Transaction {
             let every = Duration::from_secs(AUTO_CONFIRM_REHANDSHAKE_SECS);
             if self.last_rehandshake.is_none_or(|t| t.elapsed() >= every) {
                 self.last_rehandshake = Some(Instant::now());
-                running.rehandshake(operator).await;
+                running.refresh_link(operator).await;
             }
             false
         }
@@ -472,7 +472,7 @@ mod tests {
             operator == OPERATOR && self.link_proved_at.is_some_and(|t| t >= since)
         }
 
-        async fn rehandshake(&mut self, operator: IpAddr) {
+        async fn refresh_link(&mut self, operator: IpAddr) {
             assert_eq!(operator, OPERATOR, "the link asked is the operator's");
             self.rehandshakes.push(Instant::now());
             if self.link_up {

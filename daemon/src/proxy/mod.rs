@@ -28,10 +28,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::carrier::CarrierHandle;
 use crate::config::{Direction, ServiceConfig};
 use crate::ratelimit::LogGate;
 use crate::tls::CredentialStore;
-use crate::tunnel::TunnelHandle;
 pub use accesslog::{
     AccessLog, AccessRecord, ConnectionResult, ListenerPhase, ServiceCounters, ServiceSnapshot,
     ServiceState, TlsHandshakeCount, ACCESS_LOG_RING_RECORDS,
@@ -95,7 +95,7 @@ struct ServiceContext {
     config: ServiceConfig,
     kind: Kind,
     store: Arc<CredentialStore>,
-    tunnel: Option<TunnelHandle>,
+    tunnel: Option<CarrierHandle>,
     log: Arc<AccessLog>,
     counters: Arc<ServiceCounters>,
     limit: Arc<Semaphore>,
@@ -268,7 +268,7 @@ impl Services {
     pub async fn start(
         services: &[ServiceConfig],
         tls: Arc<CredentialStore>,
-        tunnel: Option<TunnelHandle>,
+        tunnel: Option<CarrierHandle>,
     ) -> Result<Services, ProxyError> {
         let (stop, stop_rx) = watch::channel(false);
         let mut started = Services {
@@ -295,7 +295,7 @@ impl Services {
         &mut self,
         services: &[ServiceConfig],
         tls: Arc<CredentialStore>,
-        tunnel: Option<TunnelHandle>,
+        tunnel: Option<CarrierHandle>,
     ) -> Result<(), ProxyError> {
         let mut kept = Vec::new();
         for service in std::mem::take(&mut self.running) {

@@ -2,7 +2,7 @@
 //! certificate, the CRYPTREC profile) to a data-centre service inside the tunnel.
 //!
 //! The LAN client's bytes leave the box only inside that TLS session. While the connection is
-//! open it holds a tunnel `DemandGuard`, so an on-demand tunnel never idles out under it.
+//! open it holds the carrier's `LinkGuard`, so an on-demand tunnel never idles out under it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,8 +14,8 @@ use super::readahead::ReadAhead;
 use super::TARGET_CONNECT_TIMEOUT_SECS;
 use super::{must_reset, reset_on_drop, server_name, splice, Connection, ConnectionResult};
 use super::{ProxyError, ServiceContext};
+use crate::carrier::DemandError;
 use crate::config::ServiceConfig;
-use crate::tunnel::DemandError;
 
 /// Where an outbound service connects, checked once at start.
 pub(super) struct Target {

@@ -3,9 +3,8 @@
 
 use std::net::IpAddr;
 
+use crate::carrier::{CarrierHandle, LinkState};
 use crate::state::events::{EventLog, Level};
-use crate::tunnel::policy::LinkState;
-use crate::tunnel::TunnelHandle;
 
 /// Pushes an event whenever a tunnel peer changes state, until the task is aborted.
 ///
@@ -13,7 +12,7 @@ use crate::tunnel::TunnelHandle;
 /// the tunnel handle finds it.
 pub fn watch_tunnel(
     events: EventLog,
-    tunnel: TunnelHandle,
+    tunnel: CarrierHandle,
     peers: Vec<(String, IpAddr)>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {

@@ -7,8 +7,8 @@
 use std::fmt::Write as _;
 
 use super::StatusDocument;
+use crate::carrier::{LinkSnapshot, LinkState};
 use crate::proxy::ServiceState;
-use crate::tunnel::policy::LinkState;
 
 /// The content type Prometheus expects for the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -141,51 +141,56 @@ pub fn render(doc: &StatusDocument) -> String {
             );
         }
     }
-    type PeerCounter = fn(&crate::tunnel::PeerSnapshot) -> u64;
+    // Bytes are every carrier's; packets and handshakes are WireGuard's (its backend part),
+    // sampled only for WireGuard peers. The public key label is there for WireGuard peers.
+    type PeerCounter = fn(&LinkSnapshot) -> Option<u64>;
     let counters: [(&'static str, &str, PeerCounter); 7] = [
         (
             "renkei_peer_receive_bytes_total",
-            "WireGuard bytes received from the peer (authenticated).",
-            |p| p.rx_bytes,
+            "Bytes received on the link from the peer (authenticated; WireGuard datagram bytes).",
+            |p| Some(p.rx_bytes),
         ),
         (
             "renkei_peer_transmit_bytes_total",
-            "WireGuard bytes sent to the peer.",
-            |p| p.tx_bytes,
+            "Bytes sent on the link to the peer (WireGuard datagram bytes).",
+            |p| Some(p.tx_bytes),
         ),
         (
             "renkei_peer_receive_packets_total",
             "WireGuard datagrams received from the peer (authenticated).",
-            |p| p.rx_packets,
+            |p| p.backend.wireguard().map(|w| w.rx_packets),
         ),
         (
             "renkei_peer_transmit_packets_total",
             "WireGuard datagrams sent to the peer.",
-            |p| p.tx_packets,
+            |p| p.backend.wireguard().map(|w| w.tx_packets),
         ),
         (
             "renkei_peer_handshake_attempts_total",
             "Handshake initiations sent.",
-            |p| p.handshake_attempts,
+            |p| p.backend.wireguard().map(|w| w.handshake_attempts),
         ),
         (
             "renkei_peer_handshake_failures_total",
             "Handshake initiations that got no answer.",
-            |p| p.handshake_failures,
+            |p| p.backend.wireguard().map(|w| w.handshake_failures),
         ),
         (
             "renkei_peer_handshakes_total",
             "Handshakes completed, either side initiating.",
-            |p| p.handshakes_completed,
+            |p| p.backend.wireguard().map(|w| w.handshakes_completed),
         ),
     ];
     for (name, help, value) in counters {
         let mut f = Family::new(o, name, "counter", help);
         for p in &tunnel.peers {
-            f.sample(
-                &[("peer", &p.name), ("public_key", &p.public_key)],
-                value(p),
-            );
+            let Some(value) = value(p) else {
+                continue;
+            };
+            match p.backend.wireguard() {
+                Some(w) => f.sample(&[("peer", &p.name), ("public_key", &w.public_key)], value),
+                None => f.sample(&[("peer", &p.name)], value),
+            };
         }
     }
     let mut f = Family::new(
@@ -195,7 +200,7 @@ pub fn render(doc: &StatusDocument) -> String {
         "Seconds since the last completed handshake with the peer (absent: never).",
     );
     for p in &tunnel.peers {
-        if let Some(age) = p.last_handshake_age_secs {
+        if let Some(age) = p.last_reached_age_secs {
             f.sample(&[("peer", &p.name)], age);
         }
     }
@@ -380,30 +385,35 @@ mod tests {
 #[cfg(test)]
 mod document_tests {
     use super::*;
+    use crate::carrier::{
+        CarrierBackend, CarrierKind, CarrierSnapshot, DropCounts, LinkBackend, WireGuardCarrier,
+        WireGuardPeer,
+    };
     use crate::status::{ConfigState, PendingConfig};
-    use crate::tunnel::{DropCounts, PeerSnapshot, TunnelSnapshot};
 
     fn document() -> StatusDocument {
-        let peer = PeerSnapshot {
+        let peer = LinkSnapshot {
             name: "dc".to_string(),
-            public_key: "KEY=".to_string(),
-            endpoint: None,
-            allowed_ips: Vec::new(),
-            persistent_keepalive_secs: None,
             state: LinkState::Up,
             reason: "session established".to_string(),
             alarm: false,
-            session_keys_present: true,
-            last_handshake: None,
-            last_handshake_age_secs: Some(12),
+            last_reached: None,
+            last_reached_age_secs: Some(12),
             holds: 0,
             tx_bytes: 100,
             rx_bytes: 200,
-            tx_packets: 1,
-            rx_packets: 2,
-            handshake_attempts: 3,
-            handshake_failures: 1,
-            handshakes_completed: 2,
+            backend: LinkBackend::WireGuard(WireGuardPeer {
+                public_key: "KEY=".to_string(),
+                endpoint: None,
+                allowed_ips: Vec::new(),
+                persistent_keepalive_secs: None,
+                session_keys_present: true,
+                tx_packets: 1,
+                rx_packets: 2,
+                handshake_attempts: 3,
+                handshake_failures: 1,
+                handshakes_completed: 2,
+            }),
         };
         StatusDocument {
             facility: "病院 \"A\"".to_string(),
@@ -427,10 +437,10 @@ mod document_tests {
             },
             version: "0.1.0",
             uptime_secs: 5,
-            tunnel: TunnelSnapshot {
+            tunnel: CarrierSnapshot {
+                kind: CarrierKind::WireGuard,
                 interface: "renkei0".to_string(),
                 address: "198.19.0.10/24".parse().expect("net"),
-                listen_port: 0,
                 policy: "always_on",
                 state: LinkState::Up,
                 alarm: false,
@@ -445,6 +455,7 @@ mod document_tests {
                     no_endpoint: 0,
                     send_errors: 0,
                 },
+                backend: CarrierBackend::WireGuard(WireGuardCarrier { listen_port: 0 }),
             },
             tunnel_actions: false,
             proxy: None,

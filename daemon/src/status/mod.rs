@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::carrier::{CarrierHandle, CarrierSnapshot};
 use crate::config::Config;
 use crate::enrolment::Enrolment;
 use crate::proxy::{ProxySnapshot, ProxyStatus};
@@ -24,7 +25,6 @@ use crate::state::config_snapshot::ConfigSnapshot;
 use crate::state::events::{Event, EventLog};
 use crate::tls::credentials::{CertExpiry, EXPIRY_WARNING_DAYS};
 use crate::tls::CredentialStore;
-use crate::tunnel::{TunnelHandle, TunnelSnapshot};
 pub use http::{
     serve_enrolment, EnrolmentServer, HttpError, PageStats, StatusPageInfo, StatusServer,
 };
@@ -45,8 +45,9 @@ pub struct StatusDocument {
     pub version: &'static str,
     /// Seconds since the daemon started.
     pub uptime_secs: u64,
-    /// The tunnel.
-    pub tunnel: TunnelSnapshot,
+    /// The link to the data centre (the carrier): generic fields, and its kind's own in
+    /// `backend`. Named `tunnel` as the page and the API always called it.
+    pub tunnel: CarrierSnapshot,
     /// Whether the administrator may bring the tunnel up and down by hand (connect now,
     /// disconnect): only on a viewing box with an on-demand tunnel. The page shows the buttons
     /// only then, and the server refuses the requests otherwise.
@@ -199,7 +200,7 @@ impl Identity {
 pub struct StatusSource {
     identity: Arc<RwLock<Identity>>,
     started: std::time::Instant,
-    tunnel: TunnelHandle,
+    tunnel: CarrierHandle,
     proxy: Option<ProxyStatus>,
     tls: Option<Arc<CredentialStore>>,
     config_state: Arc<Mutex<ConfigState>>,
@@ -211,8 +212,8 @@ pub struct StatusSource {
 }
 
 impl StatusSource {
-    /// A source for the given config and running tunnel.
-    pub fn new(config: &Config, tunnel: TunnelHandle) -> Self {
+    /// A source for the given config and running carrier.
+    pub fn new(config: &Config, tunnel: CarrierHandle) -> Self {
         StatusSource {
             identity: Arc::new(RwLock::new(Identity::of(config))),
             started: std::time::Instant::now(),
@@ -368,8 +369,8 @@ impl StatusSource {
             .collect()
     }
 
-    /// The tunnel, for the control commands.
-    pub fn tunnel(&self) -> &TunnelHandle {
+    /// The carrier, for the control commands.
+    pub fn tunnel(&self) -> &CarrierHandle {
         &self.tunnel
     }
 
@@ -400,6 +401,8 @@ pub fn summary(document: &serde_json::Value) -> String {
     };
     let mut out = String::new();
     let tunnel = &document["tunnel"];
+    // WireGuard's own fields sit in the backend part; null (and left out) for other carriers.
+    let wireguard = &tunnel["backend"]["wireguard"];
     let _ = writeln!(
         out,
         "facility: {} ({}), config version {}",
@@ -409,12 +412,16 @@ pub fn summary(document: &serde_json::Value) -> String {
     );
     let _ = writeln!(
         out,
-        "tunnel: {} {} on {} ({}), port {}{}",
+        "tunnel: {} {} on {} ({}){}{}",
         text(&tunnel["state"]),
         text(&tunnel["policy"]),
         text(&tunnel["interface"]),
         text(&tunnel["address"]),
-        text(&tunnel["listen_port"]),
+        if wireguard.is_null() {
+            String::new()
+        } else {
+            format!(", port {}", text(&wireguard["listen_port"]))
+        },
         if tunnel["alarm"] == serde_json::Value::Bool(true) {
             "  ALARM: last handshake too old"
         } else {
@@ -423,11 +430,16 @@ pub fn summary(document: &serde_json::Value) -> String {
     );
     if let Some(peers) = tunnel["peers"].as_array() {
         for peer in peers {
+            let wireguard = &peer["backend"]["wireguard"];
             let _ = writeln!(
                 out,
-                "\npeer: {} {}",
+                "\npeer: {}{}",
                 text(&peer["name"]),
-                text(&peer["public_key"])
+                if wireguard.is_null() {
+                    String::new()
+                } else {
+                    format!(" {}", text(&wireguard["public_key"]))
+                }
             );
             let _ = writeln!(
                 out,
@@ -435,20 +447,28 @@ pub fn summary(document: &serde_json::Value) -> String {
                 text(&peer["state"]),
                 text(&peer["reason"])
             );
-            let _ = writeln!(out, "  endpoint: {}", text(&peer["endpoint"]));
-            let age = match peer["last_handshake_age_secs"].as_u64() {
+            let age = match peer["last_reached_age_secs"].as_u64() {
                 Some(secs) => format!("{secs} seconds ago"),
                 None => "never".to_string(),
             };
-            let _ = writeln!(out, "  latest handshake: {age}");
-            let _ = writeln!(
-                out,
-                "  transfer: {} B received, {} B sent; handshakes {} attempted, {} failed",
+            let transfer = format!(
+                "  transfer: {} B received, {} B sent",
                 text(&peer["rx_bytes"]),
-                text(&peer["tx_bytes"]),
-                text(&peer["handshake_attempts"]),
-                text(&peer["handshake_failures"])
+                text(&peer["tx_bytes"])
             );
+            if wireguard.is_null() {
+                let _ = writeln!(out, "  last reached: {age}");
+                let _ = writeln!(out, "{transfer}");
+            } else {
+                let _ = writeln!(out, "  endpoint: {}", text(&wireguard["endpoint"]));
+                let _ = writeln!(out, "  latest handshake: {age}");
+                let _ = writeln!(
+                    out,
+                    "{transfer}; handshakes {} attempted, {} failed",
+                    text(&wireguard["handshake_attempts"]),
+                    text(&wireguard["handshake_failures"])
+                );
+            }
         }
     }
     let drops = &tunnel["drops"];
@@ -662,9 +682,9 @@ mod tests {
     fn summary_lists_services_with_their_counters() {
         let document = serde_json::json!({
             "facility": "clinic", "role": "viewing", "config_version": 3,
-            "tunnel": {"state": "idle", "policy": "on_demand", "interface": "renkei0",
-                       "address": "198.19.0.20/24", "listen_port": 0, "alarm": false,
-                       "peers": [], "drops": {}},
+            "tunnel": {"kind": "wireguard", "state": "idle", "policy": "on_demand",
+                       "interface": "renkei0", "address": "198.19.0.20/24", "alarm": false,
+                       "peers": [], "drops": {}, "backend": {"wireguard": {"listen_port": 0}}},
             "proxy": {"services": [{
                 "name": "portal", "direction": "outbound", "listen": "198.18.20.1:8443",
                 "target": "198.19.0.1:443", "state": "waiting_for_address",
@@ -686,6 +706,54 @@ mod tests {
         );
         assert!(
             text.contains("last problem: refused: max_connections (256) reached"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn ops3_summary_reads_wireguard_fields_from_the_backend_part_only_for_wireguard() {
+        let peer = serde_json::json!({
+            "name": "dc", "state": "up", "reason": "session established",
+            "last_reached_age_secs": 7, "rx_bytes": 200, "tx_bytes": 100,
+            "backend": {"wireguard": {"public_key": "KEY=", "endpoint": "198.18.0.1:51820",
+                                      "handshake_attempts": 5, "handshake_failures": 1}}
+        });
+        let document = serde_json::json!({
+            "facility": "clinic", "role": "viewing", "config_version": 3,
+            "tunnel": {"kind": "wireguard", "state": "up", "policy": "always_on",
+                       "interface": "renkei0", "address": "198.19.0.20/24", "alarm": false,
+                       "peers": [peer], "drops": {},
+                       "backend": {"wireguard": {"listen_port": 51820}}}
+        });
+        let text = summary(&document);
+        for expected in [
+            "tunnel: up always_on on renkei0 (198.19.0.20/24), port 51820\n",
+            "peer: dc KEY=\n",
+            "  endpoint: 198.18.0.1:51820\n  latest handshake: 7 seconds ago\n",
+            "  transfer: 200 B received, 100 B sent; handshakes 5 attempted, 1 failed\n",
+        ] {
+            assert!(
+                text.contains(expected),
+                "{expected:?} missing from:\n{text}"
+            );
+        }
+        // Without a WireGuard part the generic fields stand alone.
+        let mut other = document.clone();
+        other["tunnel"]["backend"] = serde_json::json!({});
+        other["tunnel"]["peers"][0]["backend"] = serde_json::json!({});
+        let text = summary(&other);
+        for expected in [
+            "tunnel: up always_on on renkei0 (198.19.0.20/24)\n",
+            "peer: dc\n",
+            "  last reached: 7 seconds ago\n  transfer: 200 B received, 100 B sent\n",
+        ] {
+            assert!(
+                text.contains(expected),
+                "{expected:?} missing from:\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("port") && !text.contains("handshake"),
             "{text}"
         );
     }

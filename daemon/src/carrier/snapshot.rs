@@ -1,0 +1,170 @@
+//! What every carrier reports about itself, in one shape for the status document, the page and
+//! the metrics: generic fields first, then a `backend` part that only the kind of carrier named
+//! in `kind` fills. Readers that do not know a backend still read everything above it.
+
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+pub use crate::tunnel::policy::LinkState;
+
+/// Which kind of link to the data centre runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CarrierKind {
+    /// Userspace WireGuard over a TUN device (`[tunnel]`).
+    #[serde(rename = "wireguard")]
+    WireGuard,
+}
+
+impl CarrierKind {
+    /// The name in the status document (`tunnel.kind`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CarrierKind::WireGuard => "wireguard",
+        }
+    }
+}
+
+/// A point-in-time view of the link to the data centre.
+#[derive(Debug, Clone, Serialize)]
+pub struct CarrierSnapshot {
+    /// Which carrier this is; says which key `backend` holds.
+    pub kind: CarrierKind,
+    /// The device services and the management API bind to.
+    pub interface: String,
+    /// The box's address on the link.
+    pub address: IpNet,
+    /// always_on or on_demand.
+    pub policy: &'static str,
+    /// Overall state: up when any link is.
+    pub state: LinkState,
+    /// Any always-on link in alarm (not reached for too long).
+    pub alarm: bool,
+    /// Per-peer (per-link) detail.
+    pub peers: Vec<LinkSnapshot>,
+    /// Packets dropped by the box's own packet filter (NET-8) and bad input, by reason.
+    pub drops: DropCounts,
+    /// What only this kind of carrier knows.
+    pub backend: CarrierBackend,
+}
+
+/// The carrier-specific part of [`CarrierSnapshot`], keyed by kind
+/// (`{"wireguard": {...}}`).
+#[derive(Debug, Clone, Serialize)]
+pub enum CarrierBackend {
+    /// WireGuard's own fields.
+    #[serde(rename = "wireguard")]
+    WireGuard(WireGuardCarrier),
+}
+
+/// WireGuard fields of the whole carrier.
+#[derive(Debug, Clone, Serialize)]
+pub struct WireGuardCarrier {
+    /// UDP port in use.
+    pub listen_port: u16,
+}
+
+/// One peer (the data centre, or on a hub one facility) as every carrier reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkSnapshot {
+    /// Name from the config.
+    pub name: String,
+    /// Policy state.
+    pub state: LinkState,
+    /// Why it is in that state.
+    pub reason: String,
+    /// Always-on and not reached for longer than the alarm threshold.
+    pub alarm: bool,
+    /// When the peer last proved itself on this link (seconds since the Unix epoch): for
+    /// WireGuard, the last completed handshake.
+    #[serde(with = "unix_time")]
+    pub last_reached: Option<SystemTime>,
+    /// Seconds since `last_reached`.
+    pub last_reached_age_secs: Option<u64>,
+    /// Proxied connections holding the link open.
+    pub holds: usize,
+    /// Bytes sent on the link to the peer.
+    pub tx_bytes: u64,
+    /// Bytes received on the link from the peer (authenticated only).
+    pub rx_bytes: u64,
+    /// What only this kind of carrier knows about the peer.
+    pub backend: LinkBackend,
+}
+
+/// The carrier-specific part of [`LinkSnapshot`], keyed by kind.
+#[derive(Debug, Clone, Serialize)]
+pub enum LinkBackend {
+    /// WireGuard's own fields.
+    #[serde(rename = "wireguard")]
+    WireGuard(WireGuardPeer),
+}
+
+impl LinkBackend {
+    /// The WireGuard part, when the link is WireGuard.
+    pub fn wireguard(&self) -> Option<&WireGuardPeer> {
+        match self {
+            LinkBackend::WireGuard(peer) => Some(peer),
+        }
+    }
+}
+
+/// WireGuard fields of one peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct WireGuardPeer {
+    /// Base64 public key.
+    pub public_key: String,
+    /// Current endpoint.
+    pub endpoint: Option<SocketAddr>,
+    /// Allowed IPs.
+    pub allowed_ips: Vec<IpNet>,
+    /// Keepalive interval.
+    pub persistent_keepalive_secs: Option<u16>,
+    /// Whether session state (keys) exists right now.
+    pub session_keys_present: bool,
+    /// Datagrams sent.
+    pub tx_packets: u64,
+    /// Datagrams received.
+    pub rx_packets: u64,
+    /// Handshake initiations sent.
+    pub handshake_attempts: u64,
+    /// Initiations without an answer.
+    pub handshake_failures: u64,
+    /// Completed handshakes.
+    pub handshakes_completed: u64,
+}
+
+/// Dropped packets by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DropCounts {
+    /// From the device with a source other than the box's address.
+    pub foreign_source: u64,
+    /// To addresses no peer owns.
+    pub no_route: u64,
+    /// From peers, not addressed to the box.
+    pub foreign_destination: u64,
+    /// From peers, with a source they do not own.
+    pub source_not_allowed: u64,
+    /// Not IP.
+    pub malformed: u64,
+    /// Not valid on the carrier (for WireGuard: not WireGuard, failed authentication, or a
+    /// replayed handshake initiation).
+    pub invalid_datagrams: u64,
+    /// Peer endpoint unknown.
+    pub no_endpoint: u64,
+    /// Sends that failed.
+    pub send_errors: u64,
+}
+
+mod unix_time {
+    use serde::Serializer;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
+            Some(d) => s.serialize_some(&d.as_secs()),
+            None => s.serialize_none(),
+        }
+    }
+}
