@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use crate::state::events::{EventLog, Level};
+use crate::state::events::{EventLog, Occurrence, PeerState};
 use crate::tunnel::policy::LinkState;
 use crate::tunnel::TunnelHandle;
 
@@ -44,18 +44,24 @@ pub fn watch_tunnel(
                         .find(|p| p.name == name)
                         .map(|p| p.reason)
                         .unwrap_or_default();
-                    let level = match state {
-                        LinkState::Down => Level::Warning,
-                        _ => Level::Info,
-                    };
-                    events.push(
-                        level,
-                        "tunnel",
-                        format!("peer {name}: {} ({reason})", state.as_str()),
-                    );
+                    events.push(Occurrence::Tunnel {
+                        state: peer_state(state),
+                        peer: name.clone(),
+                        reason,
+                    });
                 }
             });
         }
         while watchers.join_next().await.is_some() {}
     })
+}
+
+/// The tunnel's state as the events name it.
+fn peer_state(state: LinkState) -> PeerState {
+    match state {
+        LinkState::Idle => PeerState::Idle,
+        LinkState::Connecting => PeerState::Connecting,
+        LinkState::Up => PeerState::Up,
+        LinkState::Down => PeerState::Down,
+    }
 }
