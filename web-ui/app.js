@@ -43,6 +43,29 @@
     const text = t(key);
     return text === key ? String(value) : text;
   }
+  // An event in the page's language from its code and parameters (templates in i18n.js:
+  // {name} is a parameter, [ ... ] appears only when its parameters are set); the server's
+  // English message when the page has no template for the code.
+  function eventText(ev) {
+    const key = "event_" + ev.code;
+    const template = t(key);
+    if (typeof ev.code !== "string" || template === key) return ev.message;
+    const params = ev.params || {};
+    const present = (name) => params[name] !== null && params[name] !== undefined && params[name] !== "";
+    const value = function (name) {
+      if (!present(name)) return t("unknown");
+      const translated = key + "_" + name + "_" + params[name];
+      const text = t(translated);
+      return text === translated ? String(params[name]) : text;
+    };
+    const fill = (text) => text.replace(/\{([a-z_]+)\}/g, (_, name) => value(name));
+    // One pass over the template, so nothing in a parameter's value is read as a placeholder.
+    return template.replace(/\[([^\]]*)\]|\{([a-z_]+)\}/g, function (_, part, name) {
+      if (name !== undefined) return value(name);
+      const names = Array.from(part.matchAll(/\{([a-z_]+)\}/g), (m) => m[1]);
+      return names.every(present) ? fill(part) : "";
+    });
+  }
   function row(tbody, cells, cls) {
     const tr = document.createElement("tr");
     if (cls) tr.className = cls;
@@ -157,7 +180,7 @@
 
     const events = table("events");
     (doc.events || []).slice().reverse().forEach(function (ev) {
-      row(events, [when(ev.time_unix), word("level_", ev.level), word("kind_", ev.kind), ev.message], "level-" + ev.level);
+      row(events, [when(ev.time_unix), word("level_", ev.level), word("kind_", ev.kind), eventText(ev)], "level-" + ev.level);
     });
     const access = table("access-log");
     ((doc.proxy && doc.proxy.recent_connections) || []).slice().reverse().forEach(function (r) {

@@ -27,7 +27,7 @@ use crate::control::persist::{ConfigFiles, Recovery, RecoveryOutcome};
 use crate::control::server::{Command, ManagementServer, ServerError};
 use crate::control::transaction::{RunningBox, Transaction, TransactionError};
 use crate::proxy::{ProxyError, Services};
-use crate::state::events::{EventLog, Level};
+use crate::state::events::{EventLog, Occurrence};
 use crate::status::control::{ControlError, ControlSocket};
 use crate::status::events;
 use crate::status::http::OperatorTls;
@@ -297,15 +297,10 @@ pub async fn run_loaded(
         tracing::warn!("the config names no [meta] box: it runs from this file, but a pushed config must name this box (AUTH-4)");
     }
     let events = EventLog::new();
-    events.push(
-        Level::Info,
-        "daemon",
-        format!(
-            "renkei {} started: {}",
-            env!("CARGO_PKG_VERSION"),
-            config.summary()
-        ),
-    );
+    events.push(Occurrence::DaemonStarted {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        summary: config.summary(),
+    });
     if let Some(recovery) = &recovery {
         recovery_event(recovery, config.meta.version).emit(Some(&events));
     }
@@ -451,11 +446,9 @@ async fn start_status_page(
         Ok(server) => Some(server),
         Err(err) => {
             tracing::error!(error = %err, "the status page cannot start");
-            events.push(
-                Level::Error,
-                "status",
-                format!("the status page cannot start: {err}"),
-            );
+            events.push(Occurrence::StatusPageFailed {
+                error: err.to_string(),
+            });
             None
         }
     }
@@ -528,19 +521,12 @@ async fn reload(proxy: Option<&Proxy>, events: &EventLog) {
         return;
     };
     match proxy.store.reload().await {
-        Ok(material) => events.push(
-            Level::Info,
-            "tls",
-            format!(
-                "SIGHUP: TLS files reloaded (certificate serial {})",
-                material.serial
-            ),
-        ),
-        Err(err) => events.push(
-            Level::Error,
-            "tls",
-            format!("SIGHUP: TLS reload failed; the certificates in use stay in use: {err}"),
-        ),
+        Ok(material) => events.push(Occurrence::TlsReloaded {
+            serial: material.serial.clone(),
+        }),
+        Err(err) => events.push(Occurrence::TlsReloadFailed {
+            error: err.to_string(),
+        }),
     }
 }
 

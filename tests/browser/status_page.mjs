@@ -74,6 +74,7 @@ try {
       events: rows("events").length,
       event_levels: rows("events").map((tr) => tr.children[1].textContent),
       event_kinds: rows("events").map((tr) => tr.children[2].textContent),
+      event_texts: rows("events").map((tr) => tr.children[3].textContent),
       access_records: rows("access-log").length,
       wg_public_key: text("wg-public-key"),
       page_certificate: text("page-certificate"),

@@ -1285,6 +1285,13 @@ fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
         kinds.contains("デーモン") && !kinds.contains("\"daemon\""),
         "{kinds}"
     );
+    // Events are rendered from their code and parameters in the page's language.
+    let texts = initial["event_texts"].to_string();
+    assert!(
+        texts.contains("を起動しました") && texts.contains("相手 dc: 接続中"),
+        "{texts}"
+    );
+    assert!(!texts.contains(" started: "), "{texts}");
     let roles: Vec<String> = initial["certificate_rows"]
         .as_array()
         .map(|rows| rows.iter().map(|r| r["cells"][1].to_string()).collect())
@@ -1324,6 +1331,13 @@ fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
     assert_eq!(english["tunnel_text"], "up");
     assert_eq!(service_row(english, "documents")["cells"][2], "listening");
     assert!(english["event_levels"].to_string().contains("info"));
+    let english_texts = english["event_texts"].to_string();
+    assert!(
+        english_texts.contains(" started: ")
+            && english_texts.contains("peer dc: up")
+            && english_texts.contains("administrator: disconnect (ok)"),
+        "{english_texts}"
+    );
     assert!(english["certificate_rows"]
         .to_string()
         .contains("this box's certificate"));

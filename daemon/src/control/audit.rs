@@ -1,73 +1,15 @@
 //! One record per control-path event (LOG-2): received, refused, applied, apply failed,
 //! confirmed, rolled back, and, at start after a crash, not applied. Each goes to the log with structured fields (journald: `EVENT`,
-//! `VERSION`, `SIGNER`, `PUSHED_BY`, `REASON`) and, with the same facts in its text, to the
+//! `EVENT_CODE`, `VERSION`, `SIGNER`, `PUSHED_BY`, `REASON`) and, with the same facts in its text, to the
 //! status page's event ring, so the administrator sees what the journal says.
 //!
 //! Refusals are what any client can cause, so they pass the ring's rate limit first (per
 //! refusal code): a flood of them is summarised, in the log and the ring alike.
 
-use crate::state::events::{Admission, EventLog, Level};
+use crate::state::events::{Admission, ConfigFacts, EventLog, Level, Occurrence};
 
-/// What happened to a pushed config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// It passed every check and is about to be written and applied.
-    Received,
-    /// It (or a management request) was refused; nothing changed.
-    Refused,
-    /// It runs, awaiting confirmation.
-    Applied,
-    /// It could not be applied; the previous config is back.
-    ApplyFailed,
-    /// The operator (or auto_confirm) confirmed it.
-    Confirmed,
-    /// A confirm was refused (nothing pending, another version).
-    ConfirmRefused,
-    /// It was replaced by the confirmed config it had replaced.
-    RolledBack,
-    /// Found at start: it was pushed but never ran from the config file (the daemon stopped
-    /// before the push replaced the file, or after a rollback put the previous one back).
-    NotApplied,
-}
-
-impl Kind {
-    /// The `EVENT` word of the log record.
-    pub fn word(self) -> &'static str {
-        match self {
-            Kind::Received => "received",
-            Kind::Refused => "refused",
-            Kind::Applied => "applied",
-            Kind::ApplyFailed => "apply_failed",
-            Kind::Confirmed => "confirmed",
-            Kind::ConfirmRefused => "confirm_refused",
-            Kind::RolledBack => "rolled_back",
-            Kind::NotApplied => "not_applied",
-        }
-    }
-
-    fn level(self) -> Level {
-        match self {
-            Kind::Received | Kind::Applied | Kind::Confirmed => Level::Info,
-            Kind::Refused | Kind::ConfirmRefused | Kind::RolledBack | Kind::NotApplied => {
-                Level::Warning
-            }
-            Kind::ApplyFailed => Level::Error,
-        }
-    }
-
-    fn title(self) -> &'static str {
-        match self {
-            Kind::Received => "config received",
-            Kind::Refused => "config refused",
-            Kind::Applied => "config applied",
-            Kind::ApplyFailed => "config apply failed",
-            Kind::Confirmed => "config confirmed",
-            Kind::ConfirmRefused => "confirm refused",
-            Kind::RolledBack => "config rolled back",
-            Kind::NotApplied => "config not applied",
-        }
-    }
-}
+/// What happened to a pushed config (the event ring names it with a code of its own).
+pub use crate::state::events::ConfigChange as Kind;
 
 /// One control-path event with what is known about the config and who sent it.
 #[derive(Debug, Clone)]
@@ -135,25 +77,24 @@ impl<'a> ConfigEvent<'a> {
         self
     }
 
+    /// The event ring's typed event: the same facts as the log record.
+    pub fn occurrence(&self) -> Occurrence {
+        Occurrence::Config {
+            change: self.kind,
+            facts: ConfigFacts {
+                version: self.version,
+                signer: self.signer.map(str::to_string),
+                pushed_by: self.pushed_by.map(str::to_string),
+                reason: self.reason.map(str::to_string),
+                running_version: self.running_version,
+                detail: self.detail.clone(),
+            },
+        }
+    }
+
     /// The event ring's text: the same facts as the log record, in one line.
     pub fn message(&self) -> String {
-        let unknown = "unknown";
-        let mut text = self.kind.title().to_string();
-        if let Some(reason) = self.reason {
-            text.push_str(&format!(" ({reason})"));
-        }
-        text.push_str(&format!(
-            ": version {}, signed by {}, pushed by {}",
-            self.version
-                .map_or_else(|| unknown.to_string(), |v| v.to_string()),
-            self.signer.unwrap_or(unknown),
-            self.pushed_by.unwrap_or(unknown),
-        ));
-        if !self.detail.is_empty() {
-            text.push_str(": ");
-            text.push_str(&self.detail);
-        }
-        text
+        self.occurrence().message()
     }
 
     /// The ring's rate-limit key: refusals only, per refusal code.
@@ -170,8 +111,9 @@ impl<'a> ConfigEvent<'a> {
                 return;
             }
         }
-        let (event, version, signer, pushed_by, reason, running_version, detail) = (
+        let (event, event_code, version, signer, pushed_by, reason, running_version, detail) = (
             self.kind.word(),
+            self.kind.code().as_str(),
             self.version,
             self.signer,
             self.pushed_by,
@@ -183,6 +125,7 @@ impl<'a> ConfigEvent<'a> {
             Level::Info => {
                 tracing::info!(
                     event,
+                    event_code,
                     version,
                     signer,
                     pushed_by,
@@ -196,6 +139,7 @@ impl<'a> ConfigEvent<'a> {
             Level::Warning => {
                 tracing::warn!(
                     event,
+                    event_code,
                     version,
                     signer,
                     pushed_by,
@@ -209,6 +153,7 @@ impl<'a> ConfigEvent<'a> {
             Level::Error => {
                 tracing::error!(
                     event,
+                    event_code,
                     version,
                     signer,
                     pushed_by,
@@ -221,10 +166,8 @@ impl<'a> ConfigEvent<'a> {
             }
         }
         match (events, limited_key) {
-            (Some(events), Some(key)) => {
-                events.record_limited(self.kind.level(), "config", &key, self.message())
-            }
-            (Some(events), None) => events.record(self.kind.level(), "config", self.message()),
+            (Some(events), Some(key)) => events.record_limited(&key, self.occurrence()),
+            (Some(events), None) => events.record(self.occurrence()),
             (None, _) => {}
         }
     }

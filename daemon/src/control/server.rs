@@ -37,7 +37,7 @@ use super::audit::{ConfigEvent, Kind};
 use super::body::{self, BodyError};
 use super::MAX_PUSH_BYTES;
 use crate::config::{ManagementConfig, MinTls, TlsConfig};
-use crate::state::events::{Admission, EventLog, Level};
+use crate::state::events::{Admission, EventLog, Occurrence};
 use crate::tls::identity::PeerIdentities;
 use crate::tls::store::DEFAULT_WATCH_INTERVAL_SECS;
 use crate::tls::{CredentialStore, StoreError};
@@ -291,10 +291,11 @@ impl Context {
         }
         tracing::warn!(peer = %peer, error = why, "management API: TLS handshake refused");
         self.events.record_limited(
-            Level::Warning,
-            "config",
             KEY,
-            format!("management API: TLS handshake from {peer} refused: {why}"),
+            Occurrence::ManagementTlsRefused {
+                address: peer,
+                error: why.to_string(),
+            },
         );
     }
 
@@ -308,10 +309,11 @@ impl Context {
         let slot = self.slots.take(pool);
         if slot.is_none() {
             self.events.push_limited(
-                Level::Warning,
-                "config",
                 "no_slot",
-                format!("management API: no connection slot left for {name} (from {peer}); closed"),
+                Occurrence::ManagementNoSlot {
+                    client: name.clone(),
+                    address: peer,
+                },
             );
         }
         slot

@@ -9,6 +9,15 @@
 //! per refill interval, and counts the rest into a "N more ... suppressed" summary event. Such a
 //! key also keeps at most [`MAX_RING_EVENTS_PER_KEY`] entries in the ring, so a flood of one
 //! refusal can never push the configuration history out of it.
+//!
+//! Every event is an [`Occurrence`]: a [`Code`] with named parameters, from which the English
+//! text is rendered (see [`occurrence`]); the ring keeps the code, the parameters and the text.
+
+mod occurrence;
+
+pub use occurrence::{
+    Code, CodeRefusal, ConfigChange, ConfigFacts, LoginRefusal, Occurrence, PeerState,
+};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,7 +27,8 @@ use serde::Serialize;
 
 /// How many recent events the status page keeps.
 pub const EVENT_RING_LEN: usize = 100;
-/// An event message is cut to this many bytes, so no caller can flood the page with one.
+/// An event message, and each text parameter, is cut to this many bytes, so no caller can
+/// flood the page with one.
 pub const MAX_EVENT_MESSAGE_BYTES: usize = 512;
 /// Rate-limited events of one kind and key that pass at once, before the limit bites.
 pub const EVENT_BURST_PER_KEY: u32 = 10;
@@ -49,9 +59,13 @@ pub struct Event {
     pub time_unix: u64,
     /// info, warning or error.
     pub level: Level,
-    /// Short machine word: `daemon`, `tunnel`, `tls`, `config`, `login`.
+    /// Short machine word: `daemon`, `tunnel`, `tls`, `config`, `login`, `status`.
     pub kind: &'static str,
-    /// What happened, for people.
+    /// What happened, as a stable word (`config_applied`, `login_failed` ...).
+    pub code: Code,
+    /// The code's named parameters (an object), from which `message` is rendered.
+    pub params: serde_json::Value,
+    /// What happened, for people, in English.
     pub message: String,
     /// The rate-limit key of a refusal (with `kind`), for the per-key share of the ring.
     #[serde(skip)]
@@ -128,11 +142,50 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn log_event(level: Level, kind: &'static str, message: &str) {
-    match level {
-        Level::Info => tracing::info!(target: "renkei::event", KIND = kind, "{message}"),
-        Level::Warning => tracing::warn!(target: "renkei::event", KIND = kind, "{message}"),
-        Level::Error => tracing::error!(target: "renkei::event", KIND = kind, "{message}"),
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+fn log_event(occurrence: &Occurrence) {
+    let (kind, code, message) = (
+        occurrence.kind(),
+        occurrence.code().as_str(),
+        occurrence.message(),
+    );
+    match occurrence.level() {
+        Level::Info => {
+            tracing::info!(target: "renkei::event", KIND = kind, EVENT_CODE = code, "{message}")
+        }
+        Level::Warning => {
+            tracing::warn!(target: "renkei::event", KIND = kind, EVENT_CODE = code, "{message}")
+        }
+        Level::Error => {
+            tracing::error!(target: "renkei::event", KIND = kind, EVENT_CODE = code, "{message}")
+        }
+    }
+}
+
+/// Cuts `text` to [`MAX_EVENT_MESSAGE_BYTES`] (on a character boundary, marked with `…`).
+fn cut(text: &mut String) {
+    if text.len() > MAX_EVENT_MESSAGE_BYTES {
+        let mut end = MAX_EVENT_MESSAGE_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+}
+
+/// Cuts every text in `params`: a client-chosen name must not grow the page either.
+fn cut_params(params: &mut serde_json::Value) {
+    match params {
+        serde_json::Value::String(text) => cut(text),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(cut_params),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(cut_params),
+        _ => {}
     }
 }
 
@@ -143,29 +196,22 @@ impl EventLog {
     }
 
     /// Records an event now (and logs it), dropping the oldest when the ring is full.
-    pub fn push(&self, level: Level, kind: &'static str, message: impl Into<String>) {
-        self.push_at(unix_now(), level, kind, message.into());
+    pub fn push(&self, occurrence: Occurrence) {
+        self.push_at(unix_now(), occurrence);
     }
 
     /// Records an event in the ring only: for callers that already logged it with structured
     /// fields of their own (the config push's LOG-2 records).
-    pub fn record(&self, level: Level, kind: &'static str, message: impl Into<String>) {
-        self.keep(unix_now(), level, kind, message.into(), None);
+    pub fn record(&self, occurrence: Occurrence) {
+        self.keep(unix_now(), occurrence, None);
     }
 
     /// Something any client can cause (a refused handshake or request): logged and recorded
-    /// only when [`EventLog::admit`] lets it through.
-    pub fn push_limited(
-        &self,
-        level: Level,
-        kind: &'static str,
-        key: &str,
-        message: impl Into<String>,
-    ) {
-        if self.admit(kind, key) == Admission::Record {
-            let message = message.into();
-            log_event(level, kind, &message);
-            self.record_limited(level, kind, key, message);
+    /// only when [`EventLog::admit`] lets it through (its kind and `key`).
+    pub fn push_limited(&self, key: &str, occurrence: Occurrence) {
+        if self.admit(occurrence.kind(), key) == Admission::Record {
+            log_event(&occurrence);
+            self.record_limited(key, occurrence);
         }
     }
 
@@ -178,19 +224,13 @@ impl EventLog {
     }
 
     /// Records a rate-limited event that [`EventLog::admit`] let through, in the ring only.
-    pub fn record_limited(
-        &self,
-        level: Level,
-        kind: &'static str,
-        key: &str,
-        message: impl Into<String>,
-    ) {
-        self.keep(unix_now(), level, kind, message.into(), Some(key));
+    pub fn record_limited(&self, key: &str, occurrence: Occurrence) {
+        self.keep(unix_now(), occurrence, Some(key));
     }
 
-    fn push_at(&self, time_unix: u64, level: Level, kind: &'static str, message: String) {
-        log_event(level, kind, &message);
-        self.keep(time_unix, level, kind, message, None);
+    fn push_at(&self, time_unix: u64, occurrence: Occurrence) {
+        log_event(&occurrence);
+        self.keep(time_unix, occurrence, None);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -254,34 +294,30 @@ impl EventLog {
     }
 
     fn write_summary(&self, time_unix: u64, kind: &'static str, key: &str, count: u64, secs: u64) {
-        let message =
-            format!("{count} more {kind} events \"{key}\" suppressed in the last {secs} s");
+        let summary = Occurrence::EventsSuppressed {
+            kind,
+            key: key.to_string(),
+            count,
+            seconds: secs,
+        };
+        let (code, message) = (summary.code().as_str(), summary.message());
         tracing::warn!(
             target: "renkei::event",
             KIND = kind,
+            EVENT_CODE = code,
             SUPPRESSED = count,
             LIMITED_KEY = key,
             "{message}"
         );
-        self.keep(time_unix, Level::Warning, kind, message, Some(key));
+        self.keep(time_unix, summary, Some(key));
     }
 
-    fn keep(
-        &self,
-        time_unix: u64,
-        level: Level,
-        kind: &'static str,
-        mut message: String,
-        limited_key: Option<&str>,
-    ) {
-        if message.len() > MAX_EVENT_MESSAGE_BYTES {
-            let mut end = MAX_EVENT_MESSAGE_BYTES;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-            message.push('…');
-        }
+    fn keep(&self, time_unix: u64, occurrence: Occurrence, limited_key: Option<&str>) {
+        let (level, kind, code) = (occurrence.level(), occurrence.kind(), occurrence.code());
+        let mut message = occurrence.message();
+        cut(&mut message);
+        let mut params = occurrence.params();
+        cut_params(&mut params);
         let mut inner = self.lock();
         let ring = &mut inner.ring;
         if let Some(key) = limited_key {
@@ -299,6 +335,8 @@ impl EventLog {
             time_unix,
             level,
             kind,
+            code,
+            params,
             message,
             limited_key: limited_key.map(str::to_string),
         });
@@ -328,20 +366,40 @@ fn take_summary(bucket: &mut Bucket, now: Instant) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
+
+    /// A config event of `change` about `version`, with `detail`.
+    fn config(change: ConfigChange, version: Option<u64>, detail: String) -> Occurrence {
+        Occurrence::Config {
+            change,
+            facts: ConfigFacts {
+                version,
+                detail,
+                ..ConfigFacts::default()
+            },
+        }
+    }
+
+    fn applied_text(v: u64) -> String {
+        format!("config applied: version {v}, signed by unknown, pushed by unknown")
+    }
 
     #[test]
     fn ring_keeps_the_last_events_in_order() {
         let log = EventLog::new();
         for i in 0..(EVENT_RING_LEN + 7) {
-            log.push_at(i as u64, Level::Info, "test", format!("event {i}"));
+            log.push_at(
+                i as u64,
+                config(ConfigChange::Applied, Some(i as u64), String::new()),
+            );
         }
         let events = log.snapshot();
         assert_eq!(events.len(), EVENT_RING_LEN);
-        assert_eq!(events[0].message, "event 7");
+        assert_eq!(events[0].message, applied_text(7));
         assert_eq!(events[0].time_unix, 7);
         assert_eq!(
             events.last().map(|e| e.message.clone()),
-            Some(format!("event {}", EVENT_RING_LEN + 6))
+            Some(applied_text(EVENT_RING_LEN as u64 + 6))
         );
     }
 
@@ -349,13 +407,22 @@ mod tests {
     fn clones_share_the_ring_and_long_messages_are_cut() {
         let log = EventLog::new();
         let other = log.clone();
-        other.push(Level::Warning, "login", "é".repeat(MAX_EVENT_MESSAGE_BYTES));
+        other.push(Occurrence::ManagementNoSlot {
+            client: "é".repeat(MAX_EVENT_MESSAGE_BYTES),
+            address: SocketAddr::from(([198, 18, 0, 1], 443)),
+        });
         let events = log.snapshot();
         assert_eq!(events.len(), 1);
         assert!(events[0].message.len() <= MAX_EVENT_MESSAGE_BYTES + '…'.len_utf8());
         let json = serde_json::to_value(&events[0]).expect("json");
         assert_eq!(json["level"], "warning");
-        assert_eq!(json["kind"], "login");
+        assert_eq!(json["kind"], "config");
+        assert_eq!(json["code"], "management_no_slot");
+        let client = json["params"]["client"].as_str().unwrap_or_default();
+        assert!(
+            client.len() <= MAX_EVENT_MESSAGE_BYTES + '…'.len_utf8(),
+            "parameters are cut too"
+        );
         assert!(json.get("limited_key").is_none(), "internal only");
     }
 
@@ -372,12 +439,7 @@ mod tests {
         let log = EventLog::new();
         let t0 = Instant::now();
         for v in 1..=5 {
-            log.push_at(
-                v,
-                Level::Info,
-                "config",
-                format!("config applied: version {v}"),
-            );
+            log.push_at(v, config(ConfigChange::Applied, Some(v), String::new()));
         }
         let mut recorded = 0;
         for i in 0..10_000u64 {
@@ -389,7 +451,8 @@ mod tests {
                 "tls_refused"
             };
             if log.admit_at(now, 0, "config", key) == Admission::Record {
-                log.record_limited(Level::Warning, "config", key, format!("refusal {i}"));
+                let refusal = config(ConfigChange::Refused, None, format!("refusal {i}"));
+                log.record_limited(key, refusal);
                 recorded += 1;
             }
         }
@@ -400,9 +463,7 @@ mod tests {
         let end = t0 + Duration::from_secs(100 + EVENT_REFILL_INTERVAL_SECS);
         assert_eq!(
             config_messages(&log, end),
-            (1..=5)
-                .map(|v| format!("config applied: version {v}"))
-                .collect::<Vec<_>>(),
+            (1..=5).map(applied_text).collect::<Vec<_>>(),
             "every config event is still there"
         );
         let events = log.snapshot_at(end, 0);
@@ -428,7 +489,10 @@ mod tests {
         let t0 = Instant::now();
         for _ in 0..(EVENT_BURST_PER_KEY + 7) {
             if log.admit_at(t0, 0, "config", "not_operator") == Admission::Record {
-                log.record_limited(Level::Warning, "config", "not_operator", "refused");
+                log.record_limited(
+                    "not_operator",
+                    config(ConfigChange::Refused, None, String::new()),
+                );
             }
         }
         assert_eq!(log.snapshot_at(t0, 0).len(), EVENT_BURST_PER_KEY as usize);
@@ -449,7 +513,12 @@ mod tests {
             Admission::Record
         );
         for _ in 0..50 {
-            log.push_at(0, Level::Info, "tunnel", "peer dc: up".to_string());
+            let up = Occurrence::Tunnel {
+                state: PeerState::Up,
+                peer: "dc".to_string(),
+                reason: "handshake completed".to_string(),
+            };
+            log.push_at(0, up);
         }
         assert_eq!(
             log.snapshot_at(later, 0)

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use crate::carrier::{CarrierHandle, LinkState};
-use crate::state::events::{EventLog, Level};
+use crate::state::events::{EventLog, Occurrence, PeerState};
 
 /// Pushes an event whenever a tunnel peer changes state, until the task is aborted.
 ///
@@ -43,18 +43,24 @@ pub fn watch_tunnel(
                         .find(|p| p.name == name)
                         .map(|p| p.reason)
                         .unwrap_or_default();
-                    let level = match state {
-                        LinkState::Down => Level::Warning,
-                        _ => Level::Info,
-                    };
-                    events.push(
-                        level,
-                        "tunnel",
-                        format!("peer {name}: {} ({reason})", state.as_str()),
-                    );
+                    events.push(Occurrence::Tunnel {
+                        state: peer_state(state),
+                        peer: name.clone(),
+                        reason,
+                    });
                 }
             });
         }
         while watchers.join_next().await.is_some() {}
     })
+}
+
+/// The tunnel's state as the events name it.
+fn peer_state(state: LinkState) -> PeerState {
+    match state {
+        LinkState::Idle => PeerState::Idle,
+        LinkState::Connecting => PeerState::Connecting,
+        LinkState::Up => PeerState::Up,
+        LinkState::Down => PeerState::Down,
+    }
 }

@@ -17,7 +17,7 @@ use hyper::{Request, Response, StatusCode};
 
 use super::page::{unix_now, with_session_cookie, PageSite};
 use super::respond::{form_field, json_error, read_body, response, same_origin, text, Body};
-use crate::state::events::Level;
+use crate::state::events::{CodeRefusal, Occurrence};
 use crate::status::assets;
 use crate::status::auth::{self, constant_time_eq, Access, Guarded, Session};
 use crate::status::second_factor::{self, CodeRefused, Enrolled, FactorStore, Used};
@@ -174,24 +174,13 @@ impl PageSite {
             }
         };
         if let Some(events) = self.source.events() {
-            let (level, how) = match used {
-                None => (Level::Info, "enrolled a second factor (TOTP)".to_string()),
-                Some(Used::Code { .. }) => (
-                    Level::Warning,
-                    "replaced the second factor (TOTP), confirmed with a code of the old one"
-                        .to_string(),
-                ),
-                Some(Used::Recovery { .. }) => (
-                    Level::Warning,
-                    "replaced the second factor (TOTP), confirmed with a recovery code of the old one"
-                        .to_string(),
-                ),
-            };
-            events.push(
-                level,
-                "login",
-                format!("administrator {how} from {address}"),
-            );
+            events.push(match used {
+                None => Occurrence::SecondFactorEnrolled { address },
+                Some(Used::Code { .. }) => Occurrence::SecondFactorReplacedWithCode { address },
+                Some(Used::Recovery { .. }) => {
+                    Occurrence::SecondFactorReplacedWithRecoveryCode { address }
+                }
+            });
         }
         let done = response(
             StatusCode::OK,
@@ -224,14 +213,17 @@ impl PageSite {
         let Some(events) = self.source.events() else {
             return;
         };
+        let reason = match refused {
+            CodeRefused::Wrong => CodeRefusal::WrongCode,
+            CodeRefused::Replayed => CodeRefusal::CodeReplayed,
+        };
         events.push_limited(
-            Level::Warning,
-            "login",
             "failed",
-            format!(
-                "refused to replace the second factor from {address} ({refused} for the current factor); next attempt allowed in {} s",
-                delay.as_secs()
-            ),
+            Occurrence::SecondFactorReplaceRefused {
+                address,
+                reason,
+                retry_after_secs: delay.as_secs(),
+            },
         );
     }
 }

@@ -18,7 +18,7 @@ use super::respond::{
 };
 use super::server::Site;
 use super::stats::PageStats;
-use crate::state::events::{EventLog, Level};
+use crate::state::events::{EventLog, LoginRefusal, Occurrence};
 use crate::status::assets;
 use crate::status::auth::{self, Access, Guarded, LoginLimiter, SessionStore};
 use crate::status::second_factor::{CodeRefused, FactorStore, Used};
@@ -98,7 +98,7 @@ impl PageSite {
                 check_credentials(&hash, &password, &code, &factors, required)
             })
             .await
-            .unwrap_or(Err(Refusal::Wrong("the check was aborted")))
+            .unwrap_or(Err(Refusal::Wrong(LoginRefusal::CheckAborted)))
         };
         let (delay, granted) =
             match auth::guarded(&self.limiter, address, Instant::now, check).await {
@@ -133,13 +133,12 @@ impl PageSite {
             // and cannot push the config history out of the ring.
             if let Some(events) = self.events() {
                 events.push_limited(
-                    Level::Warning,
-                    "login",
                     "failed",
-                    format!(
-                        "failed administrator login from {address} ({why}); next attempt allowed in {} s",
-                        delay.as_secs()
-                    ),
+                    Occurrence::LoginFailed {
+                        address,
+                        reason: why,
+                        retry_after_secs: delay.as_secs(),
+                    },
                 );
             }
             return login_page(StatusCode::UNAUTHORIZED, assets::LOGIN_ERROR_WRONG);
@@ -152,26 +151,17 @@ impl PageSite {
         };
         self.stats.logins.fetch_add(1, Ordering::Relaxed);
         if let Some(events) = self.events() {
-            let (level, how) = match granted.used {
-                Some(Used::Code { .. }) => (Level::Info, "password and TOTP code".to_string()),
-                Some(Used::Recovery { left }) => (
-                    Level::Warning,
-                    format!("password and a recovery code; {left} recovery codes left"),
-                ),
-                None if granted.access == Access::EnrolmentOnly => (
-                    Level::Info,
-                    "password; a second factor must be enrolled before anything else".into(),
-                ),
-                None => (
-                    Level::Warning,
-                    "password only: no second factor is enrolled".to_string(),
-                ),
-            };
-            events.push(
-                level,
-                "login",
-                format!("administrator logged in from {address} ({how})"),
-            );
+            events.push(match granted.used {
+                Some(Used::Code { .. }) => Occurrence::LoginSucceeded { address },
+                Some(Used::Recovery { left }) => Occurrence::LoginWithRecoveryCode {
+                    address,
+                    recovery_codes_left: left,
+                },
+                None if granted.access == Access::EnrolmentOnly => {
+                    Occurrence::LoginToEnrol { address }
+                }
+                None => Occurrence::LoginWithoutSecondFactor { address },
+            });
         }
         let target = match granted.access {
             Access::Full => "/",
@@ -200,14 +190,11 @@ impl PageSite {
             }
         };
         if let Some(events) = self.events() {
-            let (level, message) = match &result {
-                Ok(()) => (Level::Info, format!("administrator: {action} (ok)")),
-                Err(e) => (
-                    Level::Warning,
-                    format!("administrator: {action} failed: {e}"),
-                ),
-            };
-            events.push(level, "tunnel", message);
+            events.push(match &result {
+                Ok(()) if action == "connect" => Occurrence::TunnelConnectRequested {},
+                Ok(()) => Occurrence::TunnelDisconnectRequested {},
+                Err(e) => Occurrence::TunnelConnectFailed { error: e.clone() },
+            });
         }
         match result {
             Ok(()) => json(StatusCode::OK, &serde_json::json!({ "ok": true })),
@@ -221,7 +208,7 @@ enum Refusal {
     /// The request itself was unusable (too large, too slow, no password field): its answer.
     Request(Box<Response<Body>>),
     /// Wrong credentials; why, for the event log only (the page never tells which factor).
-    Wrong(&'static str),
+    Wrong(LoginRefusal),
     /// The second factor's file cannot be read: nobody logs in until it is fixed.
     Store(String),
 }
@@ -243,7 +230,7 @@ fn check_credentials(
     required: bool,
 ) -> Result<Granted, Refusal> {
     if !auth::verify_password(hash, password) {
-        return Err(Refusal::Wrong("wrong password"));
+        return Err(Refusal::Wrong(LoginRefusal::WrongPassword));
     }
     let enrolled = factors
         .load()
@@ -262,8 +249,8 @@ fn check_credentials(
             access: Access::Full,
             used: Some(used),
         }),
-        Ok(Err(CodeRefused::Replayed)) => Err(Refusal::Wrong("code already used")),
-        Ok(Err(CodeRefused::Wrong)) => Err(Refusal::Wrong("wrong second-factor code")),
+        Ok(Err(CodeRefused::Replayed)) => Err(Refusal::Wrong(LoginRefusal::CodeReplayed)),
+        Ok(Err(CodeRefused::Wrong)) => Err(Refusal::Wrong(LoginRefusal::WrongCode)),
         Err(e) => Err(Refusal::Store(e.to_string())),
     }
 }
