@@ -147,7 +147,7 @@ mod tests {
     }
 
     #[test]
-    fn ops1_a_durable_create_never_replaces_a_file() {
+    fn avl1_ops1_a_durable_create_never_replaces_a_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("key");
         create_durably(&path, b"first", 0o600).expect("create");

@@ -657,7 +657,7 @@ mod tests {
     }
 
     #[test]
-    fn ops1_a_present_but_bad_tls_key_is_reported_with_its_path_and_kept() {
+    fn avl1_ops1_a_present_but_bad_tls_key_is_reported_with_its_path_and_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = dir.path().join("box.key");
         let csr = dir.path().join("box.csr");

@@ -201,7 +201,7 @@ mod tests {
     }
 
     #[test]
-    fn ops1_a_present_but_bad_key_file_is_reported_with_its_path_and_kept() {
+    fn avl1_ops1_a_present_but_bad_key_file_is_reported_with_its_path_and_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("wg.key");
         let whole = encode_key(&[7u8; KEY_LEN]);

@@ -110,7 +110,8 @@ fn shown(out: &Output, label: &str) -> Option<String> {
 }
 
 #[test]
-fn ops1_a_first_boot_killed_while_writing_a_key_leaves_no_partial_key_and_completes_next_boot() {
+fn avl1_ops1_a_first_boot_killed_while_writing_a_key_leaves_no_partial_key_and_completes_next_boot()
+{
     // 20 bytes: killed inside the WireGuard key (45 bytes); 100: inside the TLS key (about
     // 240 bytes of PEM); 300: inside the CSR.
     for limit in [20u64, 100, 300] {
@@ -160,7 +161,7 @@ fn ops1_a_first_boot_killed_while_writing_a_key_leaves_no_partial_key_and_comple
 }
 
 #[test]
-fn ops1_first_boot_reports_a_truncated_wireguard_key_with_its_path_and_keeps_it() {
+fn avl1_ops1_first_boot_reports_a_truncated_wireguard_key_with_its_path_and_keeps_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let wg = dir.path().join("wg.key");
     std::fs::write(&wg, "cut short").expect("write");
