@@ -28,6 +28,7 @@ use crate::control::server::{Command, ManagementServer, ServerError};
 use crate::control::transaction::{RunningBox, Transaction, TransactionError};
 use crate::proxy::{ProxyError, Services};
 use crate::state::events::{EventLog, Occurrence};
+use crate::state::operator_contact::OperatorContact;
 use crate::status::control::{ControlError, ControlSocket};
 use crate::status::events;
 use crate::status::http::OperatorTls;
@@ -122,6 +123,9 @@ struct Parts {
     management: Option<ManagementServer>,
     commands: mpsc::Sender<Command>,
     events: EventLog,
+    /// When the operator last made an authenticated management request: the management API
+    /// notes it, a carrier without handshakes (a closed network) takes it as its proof.
+    contact: OperatorContact,
 }
 
 impl Parts {
@@ -130,13 +134,15 @@ impl Parts {
         commands: mpsc::Sender<Command>,
         events: EventLog,
     ) -> Result<Parts, SupervisorError> {
-        let carrier = Carrier::start(config).await?;
+        let contact = OperatorContact::new();
+        let carrier = Carrier::start(config, contact.clone()).await?;
         let mut parts = Parts {
             carrier,
             proxy: None,
             management: None,
             commands,
             events,
+            contact,
         };
         if let Err(err) = parts.apply_services(config).await {
             parts.shutdown().await;
@@ -239,6 +245,7 @@ impl Parts {
                         &self.carrier.handle().device(),
                         self.commands.clone(),
                         self.events.clone(),
+                        self.contact.clone(),
                     )
                     .await?,
                 );
@@ -324,10 +331,13 @@ pub async fn run_loaded(
             .with_proxy(proxy.services.status())
             .with_tls(Arc::clone(&proxy.store));
     }
-    let key_file = &config.tunnel.private_key_file;
-    match crate::enrolment::Enrolment::read(key_file, &crate::status::csr_file_for(key_file)) {
-        Ok(enrolment) => status = status.with_enrolment(enrolment),
-        Err(e) => tracing::warn!(error = %e, "enrolment data unavailable"),
+    // Enrolment data sits beside the WireGuard key; a closed-network box has none.
+    if let Some(tunnel) = &config.tunnel {
+        let key_file = &tunnel.private_key_file;
+        match crate::enrolment::Enrolment::read(key_file, &crate::status::csr_file_for(key_file)) {
+            Ok(enrolment) => status = status.with_enrolment(enrolment),
+            Err(e) => tracing::warn!(error = %e, "enrolment data unavailable"),
+        }
     }
     let mut tunnel_events = watch_tunnel_events(&events, &parts, &config);
     let mut status_server =

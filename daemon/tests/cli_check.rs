@@ -239,7 +239,7 @@ fn auth4_check_offline_reads_no_file_the_config_names() {
     let tls = config.tls.as_mut().expect("[tls]");
     tls.certificate_file = PathBuf::from("absent/box.crt");
     tls.private_key_file = PathBuf::from("absent/box.key");
-    config.tunnel.private_key_file = PathBuf::from("absent/wg.key");
+    config.tunnel.as_mut().expect("[tunnel]").private_key_file = PathBuf::from("absent/wg.key");
     let path = write(&fixture, "elsewhere.toml", &config);
 
     let online = fixture.check(&path);
@@ -249,7 +249,7 @@ fn auth4_check_offline_reads_no_file_the_config_names() {
     assert!(String::from_utf8_lossy(&offline.stdout).contains("ok (offline"));
 
     // Offline still checks everything that needs no file.
-    config.tunnel.mtu = 100;
+    config.tunnel.as_mut().expect("[tunnel]").mtu = 100;
     let path = write(&fixture, "bad-mtu.toml", &config);
     let offline = fixture.renkei(&["check", "--offline", "--config"], &path);
     assert_refused_at(&offline, &path, "tunnel.mtu", &["out of range"]);
@@ -267,7 +267,7 @@ fn auth4_sign_refuses_a_config_without_box_or_failing_the_offline_check() {
 
     // The operator's machine has none of the box's files: signing does not look for them.
     let mut config = disclosing(&fixture);
-    config.tunnel.private_key_file = PathBuf::from("absent/wg.key");
+    config.tunnel.as_mut().expect("[tunnel]").private_key_file = PathBuf::from("absent/wg.key");
     let path = write(&fixture, "good.toml", &config);
     let output = sign(&path);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -280,7 +280,7 @@ fn auth4_sign_refuses_a_config_without_box_or_failing_the_offline_check() {
     assert!(!signature(&path).exists(), "signed anyway");
 
     config.meta.box_identity = Some("hospital.renkei.example".into());
-    config.tunnel.mtu = 100;
+    config.tunnel.as_mut().expect("[tunnel]").mtu = 100;
     let path = write(&fixture, "bad-mtu.toml", &config);
     let output = sign(&path);
     assert_refused_at(&output, &path, "tunnel.mtu", &["out of range"]);

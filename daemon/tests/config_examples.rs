@@ -209,3 +209,81 @@ fn examples_round_trip_through_serialize() {
         assert_eq!(again, loaded, "{file} changed on the way:\n{written}");
     }
 }
+
+/// The closed-network example (`config/closed.toml`).
+const CLOSED_EXAMPLE: &str = include_str!("../../config/closed.toml");
+
+/// `renkei check` (with the files, and `--offline` without them) accepts the closed-network
+/// example, and its summary names the closed network instead of a tunnel.
+#[test]
+fn net9_closed_example_is_valid() {
+    let fixture = Fixture::new();
+    let config = fixture.write_config("closed.toml", CLOSED_EXAMPLE);
+    for offline in [false, true] {
+        let output = if offline {
+            fixture.renkei(&["check", "--offline", "--config"], &config)
+        } else {
+            fixture.check(&config)
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "offline {offline}: {stderr}");
+        assert!(
+            stdout.contains(
+                "role disclosing version 1: closed network 198.18.30.10/24 on eth1 always_on to 1 data-centre prefix(es), 0 outbound and 1 inbound service(s)"
+            ),
+            "offline {offline}: {stdout}"
+        );
+    }
+}
+
+/// Runs `renkei check --offline` on the closed example edited by `edit`; its stderr.
+fn closed_check_errors(edit: impl Fn(&str) -> String) -> String {
+    let fixture = Fixture::new();
+    let config = fixture.write_config("closed.toml", &edit(CLOSED_EXAMPLE));
+    let output = fixture.renkei(&["check", "--offline", "--config"], &config);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    stderr.replace(&format!("{}:", config.display()), "closed.toml:")
+}
+
+/// A WireGuard key in `[closed]` is an error at its line and column, not ignored; a config
+/// with both `[tunnel]` and `[closed]`, or neither, is refused at the section.
+#[test]
+fn net9_closed_config_keeps_to_its_own_keys_and_one_kind_of_link() {
+    let wireguard_key = closed_check_errors(|text| {
+        text.replace(
+            "interface = \"eth1\"",
+            "interface = \"eth1\"\nprivate_key_file = \"wg.key\"",
+        )
+    });
+    assert!(
+        wireguard_key.starts_with(
+            "closed.toml:27:1: closed.private_key_file: unknown field `private_key_file`"
+        ),
+        "{wireguard_key}"
+    );
+
+    let both = closed_check_errors(|text| {
+        text.replace(
+            "[tls]",
+            "[tunnel]\nprivate_key_file = \"wg.key\"\naddress = \"198.19.0.10/24\"\n\n[tls]",
+        )
+    });
+    assert!(
+        both.contains("closed.toml:25:2: closed: a box has either [tunnel] (WireGuard) or [closed] (a closed network), not both"),
+        "{both}"
+    );
+
+    let neither = closed_check_errors(|text| {
+        let start = text.find("\n[closed]\n").expect("[closed]");
+        let end = text.find("\n[tls]\n").expect("[tls]");
+        format!("{}{}", &text[..start], &text[end..])
+    });
+    assert!(
+        neither.contains(
+            "tunnel: a [tunnel] (WireGuard) or a [closed] (closed network) section is required"
+        ),
+        "{neither}"
+    );
+}

@@ -154,7 +154,8 @@ pub fn tunnel_benchmark(seconds: u32) -> anyhow::Result<(f64, Vec<Measurement>)>
         let hub = lab.start(Node::Hub, &lab.config(Node::Hub))?;
         // On demand, so the handshake latency is first packet -> session, as for the others.
         let mut config = lab.config(Node::Hospital);
-        config.tunnel.policy.mode = Some(renkei::config::PolicyMode::OnDemand);
+        config.tunnel.as_mut().expect("[tunnel]").policy.mode =
+            Some(renkei::config::PolicyMode::OnDemand);
         let hospital = lab.start(Node::Hospital, &config)?;
         let pids: Vec<u32> = [hub.pid(), hospital.pid()].into_iter().flatten().collect();
         results.push(measure(&lab, "renkei", &pids, seconds)?);

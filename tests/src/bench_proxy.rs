@@ -293,7 +293,7 @@ pub fn proxy_benchmark(seconds: u32, idle: usize, rounds: usize) -> anyhow::Resu
         )),
     ];
     let mut clinic_config = lab.config(Node::Clinic);
-    clinic_config.tunnel.policy.mode = Some(PolicyMode::AlwaysOn);
+    clinic_config.tunnel.as_mut().expect("[tunnel]").policy.mode = Some(PolicyMode::AlwaysOn);
     clinic_config.tls = Some(tls_config());
     let hub_name = Node::Hub.tls_name();
     clinic_config.services = vec![

@@ -103,6 +103,8 @@ pub fn section_text(name: &str, value: &impl Serialize) -> String {
 pub fn peer_mut<'a>(config: &'a mut Config, name: &str) -> &'a mut PeerConfig {
     config
         .tunnel
+        .as_mut()
+        .expect("a config with [tunnel]")
         .peers
         .iter_mut()
         .find(|p| p.name == name)
@@ -126,7 +128,9 @@ pub fn make_file_paths_absolute(config: &mut Config, dir: &Path) {
             *path = dir.join(&*path);
         }
     };
-    absolute(&mut config.tunnel.private_key_file);
+    if let Some(tunnel) = &mut config.tunnel {
+        absolute(&mut tunnel.private_key_file);
+    }
     if let Some(tls) = &mut config.tls {
         absolute(&mut tls.certificate_file);
         absolute(&mut tls.private_key_file);
@@ -172,7 +176,8 @@ mod tests {
         .expect("parses");
         let mut expected = config.clone();
         make_file_paths_absolute(&mut config, Path::new("/tmp/renkei-lab-x/dc"));
-        expected.tunnel.private_key_file = PathBuf::from("/tmp/renkei-lab-x/dc/wg.key");
+        expected.tunnel.as_mut().expect("[tunnel]").private_key_file =
+            PathBuf::from("/tmp/renkei-lab-x/dc/wg.key");
         if let Some(tls) = &mut expected.tls {
             tls.certificate_file = PathBuf::from("/tmp/renkei-lab-x/dc/tls/box.crt");
             tls.private_key_file = PathBuf::from("/tmp/renkei-lab-x/dc/tls/box.key");

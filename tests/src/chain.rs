@@ -38,7 +38,12 @@ pub struct Chain {
 pub fn chain_config(lab: &Lab, node: Node) -> Config {
     let mut config = lab.full(node);
     if node == Node::Clinic {
-        config.tunnel.policy.idle_timeout_secs = CLINIC_IDLE_TIMEOUT_SECS;
+        config
+            .tunnel
+            .as_mut()
+            .expect("[tunnel]")
+            .policy
+            .idle_timeout_secs = CLINIC_IDLE_TIMEOUT_SECS;
     }
     config
 }

@@ -1061,7 +1061,12 @@ pub fn demo_config(
 ) -> anyhow::Result<Config> {
     let mut config = lab.full(node);
     if node == Node::Clinic {
-        config.tunnel.policy.idle_timeout_secs = u64::from(options.clinic_idle_timeout_secs);
+        config
+            .tunnel
+            .as_mut()
+            .expect("[tunnel]")
+            .policy
+            .idle_timeout_secs = u64::from(options.clinic_idle_timeout_secs);
     }
     // Plain HTTP on the hub's loopback; HTTPS with the status certificate on a LAN.
     let (certificate_file, private_key_file) = if node.lan_address().is_some() {

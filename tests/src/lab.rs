@@ -279,7 +279,7 @@ impl Lab {
     }
 
     /// A valid tunnel-only config for a box, as a typed value tests change field by field
-    /// (`config.tunnel.policy.idle_timeout_secs = 10`) before writing it. `[meta] box` is the
+    /// (`config.tunnel.as_mut().expect("[tunnel]").policy.idle_timeout_secs = 10`) before writing it. `[meta] box` is the
     /// box's certificate name, so the config can be signed and pushed to it (AUTH-4).
     pub fn config(&self, node: Node) -> Config {
         let dir = self.node_dir(node);
@@ -340,7 +340,7 @@ impl Lab {
                 runtime_dir: dir.join("run"),
                 wireguard_socket_dir: PathBuf::from(WIREGUARD_SOCKET_DIR),
             },
-            tunnel: TunnelConfig {
+            tunnel: Some(TunnelConfig {
                 interface: self.interface(node),
                 private_key_file: PathBuf::from("wg.key"),
                 listen_port,
@@ -350,7 +350,8 @@ impl Lab {
                 mtu: DEFAULT_MTU,
                 policy,
                 peers,
-            },
+            }),
+            closed: None,
             tls: None,
             services: Vec::new(),
             status: None,

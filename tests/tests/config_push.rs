@@ -1461,7 +1461,11 @@ fn net7_avl1_a_quiet_open_connection_keeps_the_on_demand_tunnel_up_across_a_rest
     let mut v1 = chain_config(&lab, Node::Clinic);
     v1.management = Some(management);
     assert_eq!(
-        v1.tunnel.policy.idle_timeout_secs,
+        v1.tunnel
+            .as_mut()
+            .expect("[tunnel]")
+            .policy
+            .idle_timeout_secs,
         CLINIC_IDLE_TIMEOUT.as_secs()
     );
 
@@ -1490,7 +1494,11 @@ fn net7_avl1_a_quiet_open_connection_keeps_the_on_demand_tunnel_up_across_a_rest
     // Only [tunnel.policy] changes: the clinic's tunnel restarts under the open connection.
     let mut v2 = v1.clone();
     v2.meta.version = 2;
-    v2.tunnel.policy.connect_timeout_secs = 12;
+    v2.tunnel
+        .as_mut()
+        .expect("[tunnel]")
+        .policy
+        .connect_timeout_secs = 12;
     let path = operator
         .write_signed("clinic-connect-timeout.toml", &v2, None)
         .expect("sign");

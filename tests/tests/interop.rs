@@ -139,7 +139,7 @@ fn net8_forged_packets_from_the_hub_side_are_dropped_and_counted() {
     require_root!();
     let lab = Lab::new().expect("lab");
     let mut config = lab.config(Node::Clinic);
-    config.tunnel.listen_port = 51821;
+    config.tunnel.as_mut().expect("[tunnel]").listen_port = 51821;
     let clinic = lab.start(Node::Clinic, &config).expect("renkei clinic");
     lab.ns(Node::Clinic)
         .sysctl("net.ipv4.ip_forward", "1")

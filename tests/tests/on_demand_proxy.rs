@@ -12,7 +12,12 @@ fn net7_log1_a_connection_waiting_for_an_unreachable_hub_is_closed_at_connect_ti
     let lab = Lab::new().expect("lab");
     // No hub runs: the clinic's handshake can never complete.
     let mut config = lab.full(Node::Clinic);
-    config.tunnel.policy.connect_timeout_secs = 3;
+    config
+        .tunnel
+        .as_mut()
+        .expect("[tunnel]")
+        .policy
+        .connect_timeout_secs = 3;
     let clinic = lab.start(Node::Clinic, &config).expect("clinic");
 
     let started = Instant::now();

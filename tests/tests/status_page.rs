@@ -1391,7 +1391,11 @@ fn ops3_browser_shows_pending_countdown_expiring_certificate_and_alarm_without_b
     // A 30 s handshake alarm: with a rekey every 120 s, the alarm is on from 30 s after a
     // handshake until the next one, with the hub up and the tunnel healthy.
     let mut text = lab.full(Node::Hospital);
-    text.tunnel.policy.handshake_alarm_secs = 30;
+    text.tunnel
+        .as_mut()
+        .expect("[tunnel]")
+        .policy
+        .handshake_alarm_secs = 30;
     text.status = Some(status(&format!("198.18.10.1:{STATUS_PORT}")).expect("status"));
     text.management = Some(operator.management(Node::Hospital, 600, false));
     let hospital = lab.start(Node::Hospital, &text).expect("hospital");
@@ -1974,7 +1978,7 @@ fn ops3_a_pushed_facility_name_role_and_tunnel_mode_reach_the_page_summary_metri
     let mut v2 = v1.clone();
     v2.meta.version = 2;
     v2.facility.name = RENAMED.to_string();
-    v2.tunnel.policy.mode = Some(PolicyMode::AlwaysOn);
+    v2.tunnel.as_mut().expect("[tunnel]").policy.mode = Some(PolicyMode::AlwaysOn);
     push_confirmed(&lab, &operator, Node::Clinic, 2, &v2);
     let document = api();
     assert_eq!(document["facility"], RENAMED, "{document:#}");
@@ -2013,7 +2017,7 @@ fn ops3_a_pushed_facility_name_role_and_tunnel_mode_reach_the_page_summary_metri
     // Version 3: on demand again; the buttons work again.
     let mut v3 = v2.clone();
     v3.meta.version = 3;
-    v3.tunnel.policy.mode = Some(PolicyMode::OnDemand);
+    v3.tunnel.as_mut().expect("[tunnel]").policy.mode = Some(PolicyMode::OnDemand);
     push_confirmed(&lab, &operator, Node::Clinic, 3, &v3);
     assert_eq!(api()["tunnel_actions"], true);
     let connect = post("/api/v1/tunnel/connect");

@@ -194,7 +194,12 @@ fn net7_on_demand_is_silent_when_idle_connects_on_first_use_and_drops_keys_when_
     let _hub = lab.start(Node::Hub, &lab.config(Node::Hub)).expect("hub");
     let counters = WanCounters::install(lab.ns(Node::Clinic));
     let mut config = lab.config(Node::Clinic);
-    config.tunnel.policy.idle_timeout_secs = 10;
+    config
+        .tunnel
+        .as_mut()
+        .expect("[tunnel]")
+        .policy
+        .idle_timeout_secs = 10;
     let clinic = lab.start(Node::Clinic, &config).expect("clinic");
 
     // A 10 s idle window: the measurement itself, not a wait for a condition.
@@ -380,9 +385,24 @@ fn net7_a_check_in_brings_an_idle_on_demand_tunnel_up_and_lets_it_idle_again() {
     let lab = Lab::new().expect("lab");
     let _hub = lab.start(Node::Hub, &lab.config(Node::Hub)).expect("hub");
     let mut config = lab.config(Node::Clinic);
-    config.tunnel.policy.checkin_interval_secs = 60;
-    config.tunnel.policy.checkin_window_secs = 10;
-    config.tunnel.policy.idle_timeout_secs = 10;
+    config
+        .tunnel
+        .as_mut()
+        .expect("[tunnel]")
+        .policy
+        .checkin_interval_secs = 60;
+    config
+        .tunnel
+        .as_mut()
+        .expect("[tunnel]")
+        .policy
+        .checkin_window_secs = 10;
+    config
+        .tunnel
+        .as_mut()
+        .expect("[tunnel]")
+        .policy
+        .idle_timeout_secs = 10;
     let started = Instant::now();
     let clinic = lab.start(Node::Clinic, &config).expect("clinic");
     assert_eq!(

@@ -160,7 +160,12 @@ fn send_then_wait_until_handled(
 
 fn clinic_config(lab: &Lab) -> Config {
     let mut config = lab.config(Node::Clinic);
-    config.tunnel.policy.idle_timeout_secs = 10;
+    config
+        .tunnel
+        .as_mut()
+        .expect("[tunnel]")
+        .policy
+        .idle_timeout_secs = 10;
     config
 }
 

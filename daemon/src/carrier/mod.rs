@@ -1,5 +1,5 @@
 //! The link to the data centre, whatever carries it: the one seam between the kinds of link
-//! (today WireGuard, in `tunnel/`) and the parts that use a link (proxy, control, status,
+//! (WireGuard, in `tunnel/`, and a closed network without a tunnel, in `closed.rs`) and the parts that use a link (proxy, control, status,
 //! supervisor). Those parts name only what is here: demand a path to a destination, connect
 //! now and disconnect, whether the operator was reached since a moment, refresh that proof,
 //! the device services bind to, a snapshot with generic fields and a backend part, and start,
@@ -9,6 +9,7 @@
 //! config chooses one, and the handles are cloned into many tasks (an enum stays `Clone` and
 //! its async methods need no boxing).
 
+pub mod closed;
 pub mod snapshot;
 pub mod wireguard;
 
@@ -18,10 +19,11 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::state::operator_contact::OperatorContact;
 use crate::tunnel::{DemandGuard, TunnelError, TunnelHandle};
 pub use snapshot::{
-    CarrierBackend, CarrierKind, CarrierSnapshot, DropCounts, LinkBackend, LinkSnapshot, LinkState,
-    WireGuardCarrier, WireGuardPeer,
+    CarrierBackend, CarrierKind, CarrierSnapshot, ClosedCarrier, ClosedLink, DropCounts,
+    LinkBackend, LinkSnapshot, LinkState, WireGuardCarrier, WireGuardPeer,
 };
 
 /// Why the carrier could not start or apply a config.
@@ -30,6 +32,17 @@ pub enum CarrierError {
     /// The WireGuard tunnel could not start.
     #[error(transparent)]
     WireGuard(#[from] TunnelError),
+    /// The closed-network carrier could not start.
+    #[error(transparent)]
+    Closed(#[from] closed::ClosedError),
+    /// A config change asked for another kind of carrier; that takes a restart of the daemon.
+    #[error("the kind of link to the data centre changed ({from} to {to}); restart the daemon to change it")]
+    KindChanged {
+        /// The running kind.
+        from: &'static str,
+        /// The kind the config asks for.
+        to: &'static str,
+    },
 }
 
 /// Why a path to a destination could not be given.
@@ -58,14 +71,23 @@ pub enum Reconfigured {
 }
 
 /// The running link to the data centre, owned by the supervisor.
+// There is one per daemon, never moved in a hot path: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Carrier {
     /// Userspace WireGuard (`[tunnel]`).
     WireGuard(wireguard::WireGuard),
+    /// A closed network, no tunnel (`[closed]`).
+    Closed(closed::Closed),
 }
 
 impl Carrier {
-    /// Starts the carrier the config describes (today always WireGuard, from `[tunnel]`).
-    pub async fn start(config: &Config) -> Result<Carrier, CarrierError> {
+    /// Starts the carrier the config describes: WireGuard from `[tunnel]`, or the closed
+    /// network from `[closed]`. `contact` is where the management API notes authenticated
+    /// operator requests (the closed network's proof that the operator still reaches the box).
+    pub async fn start(config: &Config, contact: OperatorContact) -> Result<Carrier, CarrierError> {
+        if config.tunnel.is_none() && config.closed.is_some() {
+            return Ok(Carrier::Closed(closed::Closed::start(config, contact)?));
+        }
         Ok(Carrier::WireGuard(
             wireguard::WireGuard::start(config).await?,
         ))
@@ -74,8 +96,27 @@ impl Carrier {
     /// Applies a changed config. On error the link is down; the caller applies the previous
     /// config, which brings it back.
     pub async fn reconfigure(&mut self, config: &Config) -> Result<Reconfigured, CarrierError> {
+        let wanted = if config.tunnel.is_none() && config.closed.is_some() {
+            CarrierKind::Closed
+        } else {
+            CarrierKind::WireGuard
+        };
         match self {
-            Carrier::WireGuard(wg) => Ok(wg.reconfigure(config).await?),
+            Carrier::WireGuard(wg) if wanted == CarrierKind::WireGuard => {
+                Ok(wg.reconfigure(config).await?)
+            }
+            Carrier::Closed(c) if wanted == CarrierKind::Closed => Ok(c.reconfigure(config)?),
+            _ => Err(CarrierError::KindChanged {
+                from: self.kind().as_str(),
+                to: wanted.as_str(),
+            }),
+        }
+    }
+
+    fn kind(&self) -> CarrierKind {
+        match self {
+            Carrier::WireGuard(_) => CarrierKind::WireGuard,
+            Carrier::Closed(_) => CarrierKind::Closed,
         }
     }
 
@@ -83,6 +124,7 @@ impl Carrier {
     pub fn handle(&self) -> CarrierHandle {
         match self {
             Carrier::WireGuard(wg) => CarrierHandle::WireGuard(wg.handle()),
+            Carrier::Closed(c) => CarrierHandle::Closed(c.handle()),
         }
     }
 
@@ -90,19 +132,27 @@ impl Carrier {
     pub async fn shutdown(self) {
         match self {
             Carrier::WireGuard(wg) => wg.shutdown().await,
+            Carrier::Closed(c) => c.shutdown().await,
         }
     }
 }
 
 /// Whether the carrier part of two configs differs (the peers to watch changed).
 pub fn changed(a: &Config, b: &Config) -> bool {
-    a.tunnel != b.tunnel
+    a.tunnel != b.tunnel || a.closed != b.closed
 }
 
 /// The links whose state changes are reported as events, each named with an address one of
 /// its peers owns (see [`CarrierHandle::watch_state`]).
 pub fn watched_links(config: &Config) -> Vec<(String, IpAddr)> {
-    wireguard::watched_links(config)
+    match (&config.tunnel, &config.closed) {
+        (None, Some(closed)) => closed
+            .data_centre_prefixes
+            .first()
+            .map(|net| vec![(closed::LINK_NAME.to_string(), net.network())])
+            .unwrap_or_default(),
+        _ => wireguard::watched_links(config),
+    }
 }
 
 /// A clonable handle on the running carrier; it follows restarts.
@@ -110,6 +160,8 @@ pub fn watched_links(config: &Config) -> Vec<(String, IpAddr)> {
 pub enum CarrierHandle {
     /// Userspace WireGuard.
     WireGuard(TunnelHandle),
+    /// A closed network.
+    Closed(closed::ClosedHandle),
 }
 
 /// Keeps an on-demand link up while a proxied connection is open.
@@ -120,6 +172,8 @@ pub struct LinkGuard {
 
 enum GuardInner {
     WireGuard(#[allow(dead_code)] DemandGuard),
+    /// Nothing to hold up on a closed network.
+    Closed,
 }
 
 impl LinkGuard {
@@ -144,6 +198,13 @@ impl CarrierHandle {
                     _inner: GuardInner::WireGuard(guard),
                 })
             }
+            CarrierHandle::Closed(c) => {
+                c.demand(destination)?;
+                Ok(LinkGuard {
+                    peer: closed::LINK_NAME.to_string(),
+                    _inner: GuardInner::Closed,
+                })
+            }
         }
     }
 
@@ -152,6 +213,8 @@ impl CarrierHandle {
     pub async fn connect_now(&self) -> Result<(), DemandError> {
         match self {
             CarrierHandle::WireGuard(t) => t.connect_now().await.map_err(wireguard::demand_error),
+            // Nothing to bring up.
+            CarrierHandle::Closed(_) => Ok(()),
         }
     }
 
@@ -159,6 +222,8 @@ impl CarrierHandle {
     pub async fn disconnect(&self) {
         match self {
             CarrierHandle::WireGuard(t) => t.disconnect().await,
+            // Nothing to take down.
+            CarrierHandle::Closed(_) => {}
         }
     }
 
@@ -166,6 +231,7 @@ impl CarrierHandle {
     pub fn snapshot(&self) -> CarrierSnapshot {
         match self {
             CarrierHandle::WireGuard(t) => wireguard::snapshot(t.snapshot()),
+            CarrierHandle::Closed(c) => c.snapshot(),
         }
     }
 
@@ -173,14 +239,17 @@ impl CarrierHandle {
     pub fn is_alive(&self) -> bool {
         match self {
             CarrierHandle::WireGuard(t) => t.is_alive(),
+            CarrierHandle::Closed(c) => c.is_alive(),
         }
     }
 
     /// True when the link carrying `operator` proved, at or after `since`, that the other side
-    /// still accepts this box (WireGuard: a completed handshake).
+    /// still accepts this box (WireGuard: a completed handshake; a closed network: an
+    /// authenticated management request from the operator).
     pub fn operator_reached_since(&self, operator: IpAddr, since: SystemTime) -> bool {
         match self {
             CarrierHandle::WireGuard(t) => wireguard::operator_reached_since(t, operator, since),
+            CarrierHandle::Closed(c) => c.operator_reached_since(since),
         }
     }
 
@@ -189,6 +258,8 @@ impl CarrierHandle {
     pub async fn refresh(&self, operator: IpAddr) -> bool {
         match self {
             CarrierHandle::WireGuard(t) => t.rehandshake(operator).await,
+            // Only the operator's next request proves a closed network: nothing to ask.
+            CarrierHandle::Closed(_) => false,
         }
     }
 
@@ -196,6 +267,7 @@ impl CarrierHandle {
     pub fn watch_state(&self, destination: IpAddr) -> Option<watch::Receiver<LinkState>> {
         match self {
             CarrierHandle::WireGuard(t) => t.watch_state(destination),
+            CarrierHandle::Closed(c) => c.watch_state(destination),
         }
     }
 

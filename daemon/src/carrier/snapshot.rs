@@ -16,6 +16,9 @@ pub enum CarrierKind {
     /// Userspace WireGuard over a TUN device (`[tunnel]`).
     #[serde(rename = "wireguard")]
     WireGuard,
+    /// No tunnel: the data centre is routed on a closed network (`[closed]`).
+    #[serde(rename = "closed")]
+    Closed,
 }
 
 impl CarrierKind {
@@ -23,6 +26,7 @@ impl CarrierKind {
     pub fn as_str(self) -> &'static str {
         match self {
             CarrierKind::WireGuard => "wireguard",
+            CarrierKind::Closed => "closed",
         }
     }
 }
@@ -57,6 +61,17 @@ pub enum CarrierBackend {
     /// WireGuard's own fields.
     #[serde(rename = "wireguard")]
     WireGuard(WireGuardCarrier),
+    /// The closed network's own fields.
+    #[serde(rename = "closed")]
+    Closed(ClosedCarrier),
+}
+
+/// Closed-network fields of the whole carrier.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClosedCarrier {
+    /// Whether the kernel forwards IPv4 between interfaces (it must not: NET-8); `None` when
+    /// it could not be read.
+    pub ip_forward: Option<bool>,
 }
 
 /// WireGuard fields of the whole carrier.
@@ -99,6 +114,9 @@ pub enum LinkBackend {
     /// WireGuard's own fields.
     #[serde(rename = "wireguard")]
     WireGuard(WireGuardPeer),
+    /// The closed network's own fields.
+    #[serde(rename = "closed")]
+    Closed(ClosedLink),
 }
 
 impl LinkBackend {
@@ -106,8 +124,22 @@ impl LinkBackend {
     pub fn wireguard(&self) -> Option<&WireGuardPeer> {
         match self {
             LinkBackend::WireGuard(peer) => Some(peer),
+            LinkBackend::Closed(_) => None,
         }
     }
+}
+
+/// Closed-network fields of the data-centre link.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClosedLink {
+    /// Where the reachability probe connects.
+    pub probe_endpoint: SocketAddr,
+    /// The prefixes the box may dial.
+    pub data_centre_prefixes: Vec<IpNet>,
+    /// Probes made since the carrier (re)started.
+    pub probes_sent: u64,
+    /// Probes that did not connect.
+    pub probes_failed: u64,
 }
 
 /// WireGuard fields of one peer.

@@ -70,8 +70,8 @@ pub fn demand_error(err: tunnel::DemandError) -> DemandError {
 pub fn watched_links(config: &Config) -> Vec<(String, IpAddr)> {
     config
         .tunnel
-        .peers
         .iter()
+        .flat_map(|tunnel| &tunnel.peers)
         .filter_map(|p| Some((p.name.clone(), p.allowed_ips.first()?.addr())))
         .collect()
 }
@@ -192,7 +192,9 @@ mod tests {
             (carrier.drops.no_route, carrier.drops.invalid_datagrams),
             (9, 2)
         );
-        let CarrierBackend::WireGuard(wg) = &carrier.backend;
+        let CarrierBackend::WireGuard(wg) = &carrier.backend else {
+            panic!("a WireGuard backend: {:?}", carrier.backend);
+        };
         assert_eq!(wg.listen_port, 51820);
         let [link] = carrier.peers.as_slice() else {
             panic!("one peer: {:?}", carrier.peers);

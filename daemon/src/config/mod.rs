@@ -154,7 +154,9 @@ fn resolve(base_dir: &Path, path: &mut PathBuf) {
 
 /// Makes every file named in the config absolute, relative to the config's directory.
 fn resolve_paths(config: &mut Config, base_dir: &Path) {
-    resolve(base_dir, &mut config.tunnel.private_key_file);
+    if let Some(tunnel) = &mut config.tunnel {
+        resolve(base_dir, &mut tunnel.private_key_file);
+    }
     if let Some(tls) = &mut config.tls {
         resolve(base_dir, &mut tls.certificate_file);
         resolve(base_dir, &mut tls.private_key_file);
@@ -193,14 +195,27 @@ impl Config {
             .iter()
             .filter(|s| s.direction == Direction::Inbound)
             .count();
+        let link = match (&self.tunnel, &self.closed) {
+            (Some(tunnel), _) => format!(
+                "tunnel {} {} with {} peer(s)",
+                tunnel.address,
+                self.policy_mode().as_str(),
+                tunnel.peers.len()
+            ),
+            (None, Some(closed)) => format!(
+                "closed network {} on {} {} to {} data-centre prefix(es)",
+                closed.address,
+                closed.interface,
+                self.policy_mode().as_str(),
+                closed.data_centre_prefixes.len()
+            ),
+            (None, None) => "no link to the data centre".to_string(),
+        };
         format!(
-            "facility {:?} role {} version {}: tunnel {} {} with {} peer(s), {} outbound and {} inbound service(s)",
+            "facility {:?} role {} version {}: {link}, {} outbound and {} inbound service(s)",
             self.facility.name,
             self.facility.role.as_str(),
             self.meta.version,
-            self.tunnel.address,
-            self.policy_mode().as_str(),
-            self.tunnel.peers.len(),
             self.services.len() - inbound,
             inbound,
         )

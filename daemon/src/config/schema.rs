@@ -20,8 +20,14 @@ pub struct Config {
     /// Where the box keeps state and runtime files.
     #[serde(default)]
     pub paths: Paths,
-    /// The WireGuard tunnel to the data centre (or, on the hub, to the facilities).
-    pub tunnel: TunnelConfig,
+    /// The WireGuard tunnel to the data centre (or, on the hub, to the facilities). A box has
+    /// either this or `[closed]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelConfig>,
+    /// The closed network (leased line, IP-VPN) the box reaches the data centre on without a
+    /// tunnel. A box has either this or `[tunnel]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed: Option<ClosedConfig>,
     /// The box's TLS identity and the operator CA; required as soon as a service exists.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -162,6 +168,48 @@ fn default_interface() -> String {
 pub const DEFAULT_MTU: u16 = 1420;
 fn default_mtu() -> u16 {
     DEFAULT_MTU
+}
+
+/// The box on a closed network (専用線 / IP-VPN): no tunnel, the data centre is routed on the
+/// WAN. Every application byte still crosses mutual TLS; this only says where the box is and
+/// what it may dial.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClosedConfig {
+    /// The WAN interface on the closed network: services and the management API bind to it,
+    /// as they bind to the tunnel device on a WireGuard box.
+    pub interface: String,
+    /// The box's own address on the closed network, with its prefix (`198.18.10.2/24`).
+    /// Inbound services, the metrics listener and the management API listen on it.
+    pub address: IpNet,
+    /// The data centre's prefixes: the only destinations outbound services may dial.
+    pub data_centre_prefixes: Vec<IpNet>,
+    /// `always_on` (probe the data centre, alarm when unreachable) or `on_demand` (nothing to
+    /// bring up, no probing); absent means the role's default.
+    #[serde(default)]
+    pub mode: Option<PolicyMode>,
+    /// A data-centre endpoint (`ip:port`, inside `data_centre_prefixes`) the box opens a TCP
+    /// connection to as proof that the data centre is reachable.
+    pub probe_endpoint: SocketAddr,
+    /// always_on: seconds between probes.
+    #[serde(default = "default_probe_interval_secs")]
+    pub probe_interval_secs: u64,
+    /// A probe that has not connected within this many seconds failed.
+    #[serde(default = "default_probe_timeout_secs")]
+    pub probe_timeout_secs: u64,
+    /// always_on: alarm when the data centre has not answered a probe for this many seconds.
+    #[serde(default = "default_alarm_after_secs")]
+    pub alarm_after_secs: u64,
+}
+
+fn default_probe_interval_secs() -> u64 {
+    30
+}
+fn default_probe_timeout_secs() -> u64 {
+    5
+}
+fn default_alarm_after_secs() -> u64 {
+    180
 }
 
 /// Always-on or on-demand, with the timers each needs.
@@ -437,9 +485,11 @@ fn default_confirm_timeout_secs() -> u64 {
 impl Config {
     /// The policy in force: the configured one or the role's default.
     pub fn policy_mode(&self) -> PolicyMode {
-        self.tunnel
-            .policy
-            .mode
-            .unwrap_or_else(|| self.facility.role.default_policy())
+        let configured = match (&self.tunnel, &self.closed) {
+            (Some(tunnel), _) => tunnel.policy.mode,
+            (None, Some(closed)) => closed.mode,
+            (None, None) => None,
+        };
+        configured.unwrap_or_else(|| self.facility.role.default_policy())
     }
 }

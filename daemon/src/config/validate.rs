@@ -29,6 +29,10 @@ const MAX_INTERFACE_NAME_BYTES: usize = 15;
 /// IPv6 needs 1280; jumbo WANs allow up to 9000 minus WireGuard overhead.
 const MTU_RANGE: std::ops::RangeInclusive<u16> = 1280..=8920;
 const MAX_FACILITY_NAME_CHARS: usize = 200;
+/// Bounds of `closed.probe_interval_secs`: often enough to notice, rarely enough to be no load.
+const PROBE_INTERVAL_SECS: (u64, u64) = (5, 3600);
+/// Longest `closed.alarm_after_secs` (and WireGuard's `handshake_alarm_secs`): a day.
+const MAX_ALARM_AFTER_SECS: u64 = 86_400;
 const MAX_SERVICE_NAME_CHARS: usize = 63;
 /// A certificate identity is a DNS name (at most 253), a URI or a CN; longer is a mistake.
 const MAX_BOX_IDENTITY_CHARS: usize = 1024;
@@ -53,8 +57,10 @@ pub fn validate(config: &Config, read_files: bool) -> Vec<Problem> {
     checker.meta();
     checker.facility();
     checker.paths();
+    checker.link();
     checker.tunnel();
     checker.peers();
+    checker.closed();
     checker.tls();
     checker.services();
     checker.status();
@@ -115,21 +121,44 @@ impl Checker<'_> {
         }
     }
 
-    fn tunnel_address(&self) -> IpAddr {
-        self.config.tunnel.address.addr()
+    /// The box's address on its link to the data centre (the tunnel or the closed network);
+    /// `None` when the config has neither section (reported by `link`).
+    fn tunnel_address(&self) -> Option<IpAddr> {
+        match (&self.config.tunnel, &self.config.closed) {
+            (Some(tunnel), _) => Some(tunnel.address.addr()),
+            (None, Some(closed)) => Some(closed.address.addr()),
+            (None, None) => None,
+        }
     }
 
-    /// True when `ip` is the tunnel address, inside the tunnel prefix, or routed to a peer.
+    /// What the data-centre side of the box is called in messages.
+    fn side(&self) -> &'static str {
+        if self.config.tunnel.is_none() && self.config.closed.is_some() {
+            "closed network"
+        } else {
+            "tunnel"
+        }
+    }
+
+    /// True when `ip` is the box's link address, inside the link's prefix, or routed to the
+    /// data centre (a peer's allowed IPs, or a data-centre prefix on a closed network).
     /// An IPv4-mapped IPv6 address (`::ffff:198.19.0.20`) counts as the IPv4 address it maps.
     fn is_tunnel_side(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.config.tunnel.address.trunc().contains(&ip)
-            || self
-                .config
-                .tunnel
-                .peers
-                .iter()
-                .any(|p| p.allowed_ips.iter().any(|n| n.contains(&ip)))
+        match (&self.config.tunnel, &self.config.closed) {
+            (Some(tunnel), _) => {
+                tunnel.address.trunc().contains(&ip)
+                    || tunnel
+                        .peers
+                        .iter()
+                        .any(|p| p.allowed_ips.iter().any(|n| n.contains(&ip)))
+            }
+            (None, Some(closed)) => {
+                closed.address.trunc().contains(&ip)
+                    || closed.data_centre_prefixes.iter().any(|n| n.contains(&ip))
+            }
+            (None, None) => false,
+        }
     }
 
     fn meta(&mut self) {
@@ -191,11 +220,22 @@ impl Checker<'_> {
         }
     }
 
-    fn tunnel(&mut self) {
-        let tunnel = &self.config.tunnel;
-        let base = FieldPath::root("tunnel");
+    /// Exactly one kind of link to the data centre: `[tunnel]` or `[closed]`.
+    fn link(&mut self) {
+        match (&self.config.tunnel, &self.config.closed) {
+            (Some(_), Some(_)) => self.report(
+                FieldPath::root("closed"),
+                "a box has either [tunnel] (WireGuard) or [closed] (a closed network), not both",
+            ),
+            (None, None) => self.report(
+                FieldPath::root("tunnel"),
+                "a [tunnel] (WireGuard) or a [closed] (closed network) section is required",
+            ),
+            _ => {}
+        }
+    }
 
-        let name = &tunnel.interface;
+    fn interface_name(&mut self, path: FieldPath, name: &str) {
         let valid_name = !name.is_empty()
             && name.len() <= MAX_INTERFACE_NAME_BYTES
             && name != "."
@@ -205,29 +245,21 @@ impl Checker<'_> {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !valid_name {
             self.report(
-                base.key("interface"),
+                path,
                 format!("{name:?} is not a valid interface name (1 to {MAX_INTERFACE_NAME_BYTES} letters, digits, '-', '_', '.')"),
             );
         }
+    }
 
-        if self.read_files {
-            match keys::read_private_key(&tunnel.private_key_file) {
-                Ok(secret) => self.own_public_key = Some(keys::public_key_of(&secret)),
-                Err(e) => self.report(base.key("private_key_file"), e.to_string()),
-            }
-        }
-
-        let address = tunnel.address;
+    /// The box's own address on its link: a host address, not a special one.
+    fn host_address(&mut self, path: FieldPath, address: IpNet, what: &str) {
         let ip = address.addr();
         if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
-            self.report(
-                base.key("address"),
-                format!("{ip} cannot be a tunnel address"),
-            );
+            self.report(path, format!("{ip} cannot be a {what} address"));
         } else if let IpNet::V4(v4) = address {
             if v4.prefix_len() < 31 && (v4.addr() == v4.network() || v4.addr() == v4.broadcast()) {
                 self.report(
-                    base.key("address"),
+                    path,
                     format!(
                         "{} is the network or broadcast address of {}; give the box a host address",
                         v4.addr(),
@@ -236,6 +268,23 @@ impl Checker<'_> {
                 );
             }
         }
+    }
+
+    fn tunnel(&mut self) {
+        let Some(tunnel) = &self.config.tunnel else {
+            return;
+        };
+        let base = FieldPath::root("tunnel");
+        self.interface_name(base.key("interface"), &tunnel.interface);
+
+        if self.read_files {
+            match keys::read_private_key(&tunnel.private_key_file) {
+                Ok(secret) => self.own_public_key = Some(keys::public_key_of(&secret)),
+                Err(e) => self.report(base.key("private_key_file"), e.to_string()),
+            }
+        }
+
+        self.host_address(base.key("address"), tunnel.address, "tunnel");
 
         if !MTU_RANGE.contains(&tunnel.mtu) {
             self.report(
@@ -305,7 +354,9 @@ impl Checker<'_> {
     }
 
     fn peers(&mut self) {
-        let tunnel = &self.config.tunnel;
+        let Some(tunnel) = &self.config.tunnel else {
+            return;
+        };
         let base = FieldPath::root("tunnel").key("peer");
         if tunnel.peers.is_empty() {
             self.report(
@@ -314,7 +365,7 @@ impl Checker<'_> {
             );
         }
         let role = self.config.facility.role;
-        let own_ip = self.tunnel_address();
+        let own_ip = tunnel.address.addr();
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut public_keys: HashMap<[u8; keys::KEY_LEN], usize> = HashMap::new();
         let mut routes: Vec<(IpNet, usize)> = Vec::new();
@@ -405,6 +456,105 @@ impl Checker<'_> {
         }
     }
 
+    /// `[closed]`: where the box is on the closed network, what it may dial and how it probes.
+    fn closed(&mut self) {
+        let Some(closed) = &self.config.closed else {
+            return;
+        };
+        let base = FieldPath::root("closed");
+        self.interface_name(base.key("interface"), &closed.interface);
+        self.host_address(base.key("address"), closed.address, "closed-network");
+        let own_ip = closed.address.addr();
+
+        let prefixes_path = base.key("data_centre_prefixes");
+        if closed.data_centre_prefixes.is_empty() {
+            self.report(
+                prefixes_path.clone(),
+                "must name at least one data-centre prefix: outbound services dial only these",
+            );
+        }
+        let mut seen: Vec<IpNet> = Vec::new();
+        for (i, net) in closed.data_centre_prefixes.iter().enumerate() {
+            let path = prefixes_path.index(i);
+            if net.trunc() != *net {
+                self.report(
+                    path,
+                    format!("{net} has host bits set; did you mean {}?", net.trunc()),
+                );
+            } else if net.prefix_len() == 0 {
+                self.report(
+                    path,
+                    format!("{net} is everywhere: name the data centre's own prefixes"),
+                );
+            } else if net.contains(&own_ip) {
+                self.report(
+                    path,
+                    format!("{net} contains this box's own address {own_ip}"),
+                );
+            } else if let Some(other) = seen
+                .iter()
+                .find(|other| other.contains(net) || net.contains(*other))
+            {
+                self.report(path, format!("{net} overlaps {other}"));
+            } else {
+                seen.push(*net);
+            }
+        }
+
+        let probe = closed.probe_endpoint;
+        let probe_ip = probe.ip().to_canonical();
+        if probe.port() == 0 {
+            self.report(base.key("probe_endpoint"), "needs a port other than 0");
+        }
+        if !closed
+            .data_centre_prefixes
+            .iter()
+            .any(|n| n.contains(&probe_ip))
+        {
+            self.report(
+                base.key("probe_endpoint"),
+                format!("{probe_ip} is not inside data_centre_prefixes: the probe must reach the data centre"),
+            );
+        }
+
+        if self.config.facility.role == Role::Hub
+            && self.config.policy_mode() == PolicyMode::OnDemand
+        {
+            self.report(
+                base.key("mode"),
+                "the hub must be always_on: facilities connect to it at any time",
+            );
+        }
+        self.range(
+            base.key("probe_interval_secs"),
+            closed.probe_interval_secs,
+            PROBE_INTERVAL_SECS.0,
+            PROBE_INTERVAL_SECS.1,
+        );
+        if closed.probe_timeout_secs == 0
+            || closed.probe_timeout_secs >= closed.probe_interval_secs.max(2)
+        {
+            self.report(
+                base.key("probe_timeout_secs"),
+                format!(
+                    "{} must be at least 1 and shorter than probe_interval_secs ({})",
+                    closed.probe_timeout_secs, closed.probe_interval_secs
+                ),
+            );
+        }
+        if closed.alarm_after_secs < closed.probe_interval_secs
+            || closed.alarm_after_secs > MAX_ALARM_AFTER_SECS
+        {
+            self.report(
+                base.key("alarm_after_secs"),
+                format!(
+                    "{} must be at least probe_interval_secs ({}) and at most {MAX_ALARM_AFTER_SECS}",
+                    closed.alarm_after_secs, closed.probe_interval_secs
+                ),
+            );
+        }
+    }
+
     fn tls(&mut self) {
         let needs_tls = !self.config.services.is_empty() || self.config.management.is_some();
         let Some(tls) = &self.config.tls else {
@@ -490,6 +640,7 @@ impl Checker<'_> {
     }
 
     fn inbound_service(&mut self, path: &FieldPath, service: &ServiceConfig) {
+        let side = self.side();
         let tunnel_ip = self.tunnel_address();
         if self.config.facility.role == Role::Viewing {
             self.report(
@@ -497,11 +648,11 @@ impl Checker<'_> {
                 "a viewing facility offers no inbound services (role = \"viewing\")",
             );
         }
-        if service.listen.ip() != tunnel_ip {
+        if let Some(tunnel_ip) = tunnel_ip.filter(|ip| *ip != service.listen.ip()) {
             self.report(
                 path.key("listen"),
                 format!(
-                    "inbound services listen on the box's tunnel address {tunnel_ip}, not {}",
+                    "inbound services listen on the box's {side} address {tunnel_ip}, not {}",
                     service.listen.ip()
                 ),
             );
@@ -533,7 +684,7 @@ impl Checker<'_> {
                     if self.is_tunnel_side(ip) {
                         self.report(
                             path.key("target"),
-                            format!("inbound targets are on the LAN; {ip} is on the tunnel side"),
+                            format!("inbound targets are on the LAN; {ip} is on the {side} side"),
                         );
                     }
                 }
@@ -542,17 +693,18 @@ impl Checker<'_> {
     }
 
     fn outbound_service(&mut self, path: &FieldPath, service: &ServiceConfig) {
+        let side = self.side();
         // A socket bound to `::ffff:a.b.c.d` listens on IPv4 a.b.c.d: judge that address.
         let ip = service.listen.ip().to_canonical();
         if ip.is_unspecified() {
             self.report(
                 path.key("listen"),
-                format!("{ip} would also listen on the tunnel; name the box's LAN address"),
+                format!("{ip} would also listen on the {side}; name the box's LAN address"),
             );
         } else if self.is_tunnel_side(ip) {
             self.report(
                 path.key("listen"),
-                format!("outbound services listen on the LAN; {ip} is on the tunnel side"),
+                format!("outbound services listen on the LAN; {ip} is on the {side} side"),
             );
         }
         if !service.allowed_identities.is_empty() {
@@ -576,25 +728,39 @@ impl Checker<'_> {
             Err(_) => self.report(
                 path.key("target"),
                 format!(
-                    "{:?} must be an IP address and port inside the tunnel",
+                    "{:?} must be an IP address and port inside the {side}",
                     service.target
                 ),
             ),
             Ok(target) => {
-                let routed = self
-                    .config
-                    .tunnel
-                    .peers
-                    .iter()
-                    .any(|p| p.allowed_ips.iter().any(|n| n.contains(&target.ip())));
-                if !routed {
-                    self.report(
-                        path.key("target"),
-                        format!(
-                            "{} is not inside any peer's allowed_ips: it would not go through the tunnel",
-                            target.ip()
-                        ),
-                    );
+                let ip = target.ip().to_canonical();
+                match (&self.config.tunnel, &self.config.closed) {
+                    (Some(tunnel), _) => {
+                        let routed = tunnel
+                            .peers
+                            .iter()
+                            .any(|p| p.allowed_ips.iter().any(|n| n.contains(&target.ip())));
+                        if !routed {
+                            self.report(
+                                path.key("target"),
+                                format!(
+                                    "{} is not inside any peer's allowed_ips: it would not go through the tunnel",
+                                    target.ip()
+                                ),
+                            );
+                        }
+                    }
+                    (None, Some(closed)) => {
+                        if !closed.data_centre_prefixes.iter().any(|n| n.contains(&ip)) {
+                            self.report(
+                                path.key("target"),
+                                format!(
+                                    "{ip} is not inside closed.data_centre_prefixes: the box dials only the data centre"
+                                ),
+                            );
+                        }
+                    }
+                    (None, None) => {}
                 }
                 if target.port() == 0 {
                     self.report(path.key("target"), "needs a port other than 0");
@@ -608,11 +774,12 @@ impl Checker<'_> {
             return;
         };
         let base = FieldPath::root("status");
+        let side = self.side();
         let ip = status.listen.ip().to_canonical();
         if ip.is_unspecified() || self.is_tunnel_side(ip) {
             self.report(
                 base.key("listen"),
-                format!("the status page is for the LAN; {ip} is on the tunnel side or everywhere"),
+                format!("the status page is for the LAN; {ip} is on the {side} side or everywhere"),
             );
         }
         match argon2::PasswordHash::new(&status.admin_password_hash) {
@@ -654,14 +821,11 @@ impl Checker<'_> {
                 "name the client identities that may read metrics_listen (there is no [management] whose operator_identities would be used): every box has a certificate of the same CA",
             );
         }
-        if let Some(metrics) = status.metrics_listen {
-            if metrics.ip() != self.tunnel_address() {
+        if let (Some(metrics), Some(own)) = (status.metrics_listen, self.tunnel_address()) {
+            if metrics.ip() != own {
                 self.report(
                     base.key("metrics_listen"),
-                    format!(
-                        "the operator's metrics listener goes on the tunnel address {}",
-                        self.tunnel_address()
-                    ),
+                    format!("the operator's metrics listener goes on the {side} address {own}"),
                 );
             }
         }
@@ -678,12 +842,15 @@ impl Checker<'_> {
             return;
         };
         let base = FieldPath::root("management");
-        let tunnel_ip = self.tunnel_address();
-        if management.listen.ip() != tunnel_ip {
+        let side = self.side();
+        if let Some(tunnel_ip) = self
+            .tunnel_address()
+            .filter(|ip| *ip != management.listen.ip())
+        {
             self.report(
                 base.key("listen"),
                 format!(
-                    "the management API listens only on the tunnel address {tunnel_ip}, never on the LAN"
+                    "the management API listens only on the {side} address {tunnel_ip}, never on the LAN"
                 ),
             );
         }

@@ -4,6 +4,9 @@
 //!
 //! - [`config_snapshot`]: the running and pending configuration, as control reports it.
 //! - [`events`]: the bounded ring of recent events, with its rate limit for refusals.
+//! - [`operator_contact`]: when the operator last reached the box with an authenticated
+//!   management request (proof of the link for a carrier without handshakes).
 
 pub mod config_snapshot;
 pub mod events;
+pub mod operator_contact;

@@ -73,6 +73,9 @@ pub enum TunnelError {
     /// The WireGuard API socket could not be served.
     #[error(transparent)]
     Uapi(#[from] UapiError),
+    /// The config has no `[tunnel]` section (a closed-network box): there is no tunnel to run.
+    #[error("the config has no [tunnel] section")]
+    NotConfigured,
 }
 
 /// Why `demand()` could not give a session.
@@ -129,12 +132,12 @@ struct TunnelSettings {
 }
 
 impl TunnelSettings {
-    fn of(config: &Config) -> Self {
-        TunnelSettings {
-            tunnel: config.tunnel.clone(),
+    fn of(config: &Config) -> Result<Self, TunnelError> {
+        Ok(TunnelSettings {
+            tunnel: config.tunnel.clone().ok_or(TunnelError::NotConfigured)?,
             role: config.facility.role,
             socket_dir: config.paths.wireguard_socket_dir.clone(),
-        }
+        })
     }
 }
 
@@ -208,7 +211,7 @@ impl Tunnel {
             },
             plane: Some(plane),
             tasks,
-            settings: TunnelSettings::of(config),
+            settings: TunnelSettings::of(config)?,
             replay,
         })
     }
@@ -220,7 +223,7 @@ impl Tunnel {
     /// sessions are up. On error the tunnel is down; the caller applies the previous config,
     /// which then restarts it for sure.
     pub async fn reconfigure(&mut self, config: &Config) -> Result<Reconfigured, TunnelError> {
-        let settings = TunnelSettings::of(config);
+        let settings = TunnelSettings::of(config)?;
         if settings == self.settings && self.plane.is_some() {
             return Ok(Reconfigured::Unchanged);
         }
@@ -325,7 +328,7 @@ impl Tunnel {
         tun: Option<tun::Tun>,
         replay: &mut ReplayGates,
     ) -> Result<(Arc<DataPlane>, Arc<TunnelInfo>, JoinSet<()>), TunnelError> {
-        let tunnel = &config.tunnel;
+        let tunnel = config.tunnel.as_ref().ok_or(TunnelError::NotConfigured)?;
         let secret = keys::read_private_key(&tunnel.private_key_file)?;
         let tun = match tun {
             Some(tun) => tun,

@@ -1,0 +1,613 @@
+//! The closed-network carrier (専用線 / IP-VPN): no tunnel. The box reaches the data centre
+//! over its routed WAN interface on a network only the regional network's members are on.
+//! Nothing is brought up, so the policies mean something else here:
+//!
+//! - always_on: probe the data centre (a TCP connect to `closed.probe_endpoint`) every
+//!   `probe_interval_secs`; the one link "data centre" is up while the last probe connected,
+//!   down after a failed one, and in alarm once no probe connected for `alarm_after_secs`.
+//! - on_demand: nothing to bring up and nothing probed (a connection's own TLS handshake is
+//!   the proof); the link stays idle and `demand` succeeds for any data-centre destination.
+//!
+//! There is no handshake to prove that the operator still accepts the box: an authenticated
+//! management request that arrived after a moment ([`OperatorContact`]) is that proof.
+//!
+//! The box must not route between the LAN and the closed network (NET-8): the kernel's
+//! `ip_forward` is read and shown with the snapshot, and a warning is logged when it is on.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::{ClosedConfig, Config, PolicyMode};
+use crate::state::operator_contact::OperatorContact;
+
+use super::snapshot::{
+    CarrierBackend, CarrierKind, CarrierSnapshot, ClosedCarrier, ClosedLink, DropCounts,
+    LinkBackend, LinkSnapshot, LinkState,
+};
+use super::{DemandError, Reconfigured};
+
+/// Where Linux says whether it forwards IPv4 packets between interfaces.
+pub const IP_FORWARD_PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// The name of the one link a closed-network box has.
+pub const LINK_NAME: &str = "data centre";
+
+/// Why the closed-network carrier could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClosedError {
+    /// The config has no `[closed]` section.
+    #[error("the config has no [closed] section")]
+    NotConfigured,
+}
+
+/// What the carrier is built from: a config change that leaves it equal changes nothing.
+#[derive(Debug, Clone, PartialEq)]
+struct Settings {
+    closed: ClosedConfig,
+    mode: PolicyMode,
+}
+
+impl Settings {
+    fn of(config: &Config) -> Result<Self, ClosedError> {
+        Ok(Settings {
+            closed: config.closed.clone().ok_or(ClosedError::NotConfigured)?,
+            mode: config.policy_mode(),
+        })
+    }
+}
+
+/// The running closed-network carrier: the probe task, when always-on.
+pub struct Closed {
+    handle: ClosedHandle,
+    probe: Option<JoinHandle<()>>,
+}
+
+impl Closed {
+    /// Starts from `[closed]`; `contact` is where the management API notes operator requests.
+    pub fn start(config: &Config, contact: OperatorContact) -> Result<Self, ClosedError> {
+        Self::start_with(config, contact, Path::new(IP_FORWARD_PATH))
+    }
+
+    /// [`Closed::start`] reading the forwarding switch from `ip_forward_file` (tests).
+    pub fn start_with(
+        config: &Config,
+        contact: OperatorContact,
+        ip_forward_file: &Path,
+    ) -> Result<Self, ClosedError> {
+        let settings = Settings::of(config)?;
+        let (state, _) = watch::channel(initial_state(settings.mode));
+        let handle = ClosedHandle {
+            shared: Arc::new(Shared {
+                record: Mutex::new(ProbeRecord::new(Instant::now())),
+                settings: Mutex::new(settings),
+                state,
+                contact,
+                ip_forward_file: ip_forward_file.to_path_buf(),
+                alive: AtomicBool::new(true),
+            }),
+        };
+        warn_if_forwarding(&handle.shared.ip_forward_file);
+        let mut closed = Closed {
+            handle,
+            probe: None,
+        };
+        closed.start_probe();
+        Ok(closed)
+    }
+
+    /// Applies a changed config: a new interface is a new device (listeners bind again),
+    /// anything else restarts the probe schedule on the same device.
+    pub fn reconfigure(&mut self, config: &Config) -> Result<Reconfigured, ClosedError> {
+        let settings = Settings::of(config)?;
+        let shared = &self.handle.shared;
+        let old = shared.settings().clone();
+        if old == settings {
+            return Ok(Reconfigured::Unchanged);
+        }
+        let outcome = if old.closed.interface == settings.closed.interface {
+            Reconfigured::Restarted
+        } else {
+            Reconfigured::NewDevice
+        };
+        if let Some(task) = self.probe.take() {
+            task.abort();
+        }
+        *shared.record() = ProbeRecord::new(Instant::now());
+        shared.state.send_replace(initial_state(settings.mode));
+        *shared
+            .settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = settings;
+        self.start_probe();
+        Ok(outcome)
+    }
+
+    fn start_probe(&mut self) {
+        let settings = self.handle.shared.settings().clone();
+        if settings.mode == PolicyMode::AlwaysOn {
+            self.probe = Some(tokio::spawn(probe_loop(
+                Arc::clone(&self.handle.shared),
+                settings.closed,
+            )));
+        }
+    }
+
+    /// The handle the rest of the daemon uses.
+    pub fn handle(&self) -> ClosedHandle {
+        self.handle.clone()
+    }
+
+    /// Stops probing. Nothing else was set up on the box.
+    pub async fn shutdown(mut self) {
+        if let Some(task) = self.probe.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Closed {
+    fn drop(&mut self) {
+        if let Some(task) = self.probe.take() {
+            task.abort();
+        }
+    }
+}
+
+fn initial_state(mode: PolicyMode) -> LinkState {
+    match mode {
+        PolicyMode::AlwaysOn => LinkState::Connecting,
+        PolicyMode::OnDemand => LinkState::Idle,
+    }
+}
+
+/// A clonable handle on the running closed-network carrier.
+#[derive(Clone)]
+pub struct ClosedHandle {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    settings: Mutex<Settings>,
+    record: Mutex<ProbeRecord>,
+    state: watch::Sender<LinkState>,
+    contact: OperatorContact,
+    ip_forward_file: PathBuf,
+    /// False once the probe task ended by a panic (for the systemd watchdog).
+    alive: AtomicBool,
+}
+
+impl Shared {
+    fn settings(&self) -> std::sync::MutexGuard<'_, Settings> {
+        self.settings.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn record(&self) -> std::sync::MutexGuard<'_, ProbeRecord> {
+        self.record.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn note(&self, outcome: Result<(), String>) {
+        let state = self
+            .record()
+            .note(Instant::now(), SystemTime::now(), outcome);
+        self.state.send_if_modified(|current| {
+            let changed = *current != state;
+            *current = state;
+            changed
+        });
+    }
+}
+
+/// What the probes found so far.
+#[derive(Debug, Clone)]
+struct ProbeRecord {
+    /// When probing started: the alarm counts from here until a first probe connects.
+    since: Instant,
+    /// The last probe that connected, on the monotonic and the wall clock.
+    last_success: Option<(Instant, SystemTime)>,
+    /// Why the last probe failed, when it did.
+    last_error: Option<String>,
+    probes_sent: u64,
+    probes_failed: u64,
+    state: LinkState,
+}
+
+impl ProbeRecord {
+    fn new(since: Instant) -> Self {
+        ProbeRecord {
+            since,
+            last_success: None,
+            last_error: None,
+            probes_sent: 0,
+            probes_failed: 0,
+            state: LinkState::Connecting,
+        }
+    }
+
+    /// Notes one probe's outcome; returns the link state it leaves.
+    fn note(&mut self, now: Instant, wall: SystemTime, outcome: Result<(), String>) -> LinkState {
+        self.probes_sent += 1;
+        match outcome {
+            Ok(()) => {
+                self.last_success = Some((now, wall));
+                self.last_error = None;
+                self.state = LinkState::Up;
+            }
+            Err(why) => {
+                self.probes_failed += 1;
+                self.last_error = Some(why);
+                self.state = LinkState::Down;
+            }
+        }
+        self.state
+    }
+
+    /// Always-on and no probe connected for `alarm_after` (counting from the start).
+    fn alarm(&self, now: Instant, alarm_after: Duration) -> bool {
+        let reference = self.last_success.map_or(self.since, |(at, _)| at);
+        now.saturating_duration_since(reference) >= alarm_after
+    }
+}
+
+/// Sets the carrier dead when the probe task unwinds.
+struct AliveGuard(Arc<Shared>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.alive.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Probes at once, then every `probe_interval_secs` (a slow probe delays the next one rather
+/// than stacking them).
+async fn probe_loop(shared: Arc<Shared>, closed: ClosedConfig) {
+    let _alive = AliveGuard(Arc::clone(&shared));
+    let every = Duration::from_secs(closed.probe_interval_secs);
+    let timeout = Duration::from_secs(closed.probe_timeout_secs);
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let outcome = probe(closed.probe_endpoint, timeout).await;
+        if let Err(why) = &outcome {
+            tracing::debug!(endpoint = %closed.probe_endpoint, error = %why, "data-centre probe failed");
+        }
+        shared.note(outcome);
+    }
+}
+
+/// One reachability probe: a TCP connection to `endpoint` opened within `timeout` (and closed
+/// at once). Says why it failed.
+pub async fn probe(endpoint: SocketAddr, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, TcpStream::connect(endpoint)).await {
+        Ok(Ok(_stream)) => Ok(()),
+        Ok(Err(e)) => Err(format!("{endpoint}: {e}")),
+        Err(_) => Err(format!("{endpoint}: no answer within {timeout:?}")),
+    }
+}
+
+/// Reads the kernel's forwarding switch; `None` when it cannot be read.
+pub fn read_ip_forward(file: &Path) -> Option<bool> {
+    match std::fs::read_to_string(file).ok()?.trim() {
+        "0" => Some(false),
+        "" => None,
+        _ => Some(true),
+    }
+}
+
+fn warn_if_forwarding(file: &Path) {
+    if read_ip_forward(file) == Some(true) {
+        tracing::warn!(
+            file = %file.display(),
+            "IP forwarding is on: the box could route between the LAN and the closed network (NET-8); turn it off"
+        );
+    }
+}
+
+impl ClosedHandle {
+    fn routes(&self, destination: IpAddr) -> bool {
+        let destination = destination.to_canonical();
+        self.shared
+            .settings()
+            .closed
+            .data_centre_prefixes
+            .iter()
+            .any(|n| n.contains(&destination))
+    }
+
+    /// A path to `destination`: nothing to bring up, so it is there for any data-centre
+    /// destination and refused for anything else (the box dials only the data centre).
+    pub fn demand(&self, destination: IpAddr) -> Result<(), DemandError> {
+        if self.routes(destination) {
+            Ok(())
+        } else {
+            Err(DemandError::NoRoute(destination))
+        }
+    }
+
+    /// True when an authenticated operator request arrived at or after `since`.
+    pub fn operator_reached_since(&self, since: SystemTime) -> bool {
+        self.shared.contact.reached_since(since)
+    }
+
+    /// Watches the state of the data-centre link when `destination` is in the data centre.
+    pub fn watch_state(&self, destination: IpAddr) -> Option<watch::Receiver<LinkState>> {
+        self.routes(destination)
+            .then(|| self.shared.state.subscribe())
+    }
+
+    /// True while the probe task runs (or there is none to run).
+    pub fn is_alive(&self) -> bool {
+        self.shared.alive.load(Ordering::Relaxed)
+    }
+
+    /// The carrier's view for the page, the metrics and tests.
+    pub fn snapshot(&self) -> CarrierSnapshot {
+        let settings = self.shared.settings().clone();
+        let record = self.shared.record().clone();
+        let now = Instant::now();
+        let always_on = settings.mode == PolicyMode::AlwaysOn;
+        let state = *self.shared.state.borrow();
+        let alarm =
+            always_on && record.alarm(now, Duration::from_secs(settings.closed.alarm_after_secs));
+        let reason = match (always_on, state, &record.last_error) {
+            (false, _, _) => "on demand: nothing to bring up, not probed".to_string(),
+            (true, LinkState::Up, _) => "the data centre answered the probe".to_string(),
+            (true, _, Some(why)) => format!("probe failed: {why}"),
+            (true, _, None) => "probing the data centre".to_string(),
+        };
+        let link = LinkSnapshot {
+            name: LINK_NAME.to_string(),
+            state,
+            reason,
+            alarm,
+            last_reached: record.last_success.map(|(_, wall)| wall),
+            last_reached_age_secs: record
+                .last_success
+                .map(|(at, _)| now.saturating_duration_since(at).as_secs()),
+            holds: 0,
+            tx_bytes: 0,
+            rx_bytes: 0,
+            backend: LinkBackend::Closed(ClosedLink {
+                probe_endpoint: settings.closed.probe_endpoint,
+                data_centre_prefixes: settings.closed.data_centre_prefixes.clone(),
+                probes_sent: record.probes_sent,
+                probes_failed: record.probes_failed,
+            }),
+        };
+        CarrierSnapshot {
+            kind: CarrierKind::Closed,
+            interface: settings.closed.interface.clone(),
+            address: settings.closed.address,
+            policy: settings.mode.as_str(),
+            state,
+            alarm,
+            peers: vec![link],
+            drops: DropCounts::default(),
+            backend: CarrierBackend::Closed(ClosedCarrier {
+                ip_forward: read_ip_forward(&self.shared.ip_forward_file),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Facility, Meta, Paths, Role};
+    use tokio::net::TcpListener;
+
+    fn config(endpoint: SocketAddr, mode: PolicyMode) -> Config {
+        Config {
+            meta: Meta {
+                version: 1,
+                description: None,
+                box_identity: None,
+            },
+            facility: Facility {
+                name: "clinic".to_string(),
+                role: Role::Viewing,
+            },
+            paths: Paths::default(),
+            tunnel: None,
+            closed: Some(ClosedConfig {
+                interface: "lo".to_string(),
+                address: "198.18.10.2/24".parse().expect("net"),
+                data_centre_prefixes: vec!["127.0.0.0/8".parse().expect("net")],
+                mode: Some(mode),
+                probe_endpoint: endpoint,
+                probe_interval_secs: 30,
+                probe_timeout_secs: 5,
+                alarm_after_secs: 90,
+            }),
+            tls: None,
+            services: Vec::new(),
+            status: None,
+            management: None,
+        }
+    }
+
+    /// A forwarding switch file with `value`, removed with the returned directory.
+    fn ip_forward(value: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("ip_forward");
+        std::fs::write(&file, value).expect("write");
+        (dir, file)
+    }
+
+    /// Waits (on the paused clock: no real time passes) until the probe count reaches `n`.
+    async fn probes_reach(handle: &ClosedHandle, n: u64) -> LinkSnapshot {
+        for _ in 0..1000 {
+            let snapshot = handle.snapshot();
+            let link = snapshot.peers[0].clone();
+            if let LinkBackend::Closed(c) = &link.backend {
+                if c.probes_sent >= n {
+                    return link;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("probe {n} did not happen: {:?}", handle.snapshot());
+    }
+
+    fn probes_sent(link: &LinkSnapshot) -> u64 {
+        match &link.backend {
+            LinkBackend::Closed(c) => c.probes_sent,
+            LinkBackend::WireGuard(_) => panic!("not a closed link"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn net9_always_on_probes_every_interval_and_alarms_after_the_threshold() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let endpoint = listener.local_addr().expect("addr");
+        let (_dir, forward) = ip_forward("0\n");
+        let closed = Closed::start_with(
+            &config(endpoint, PolicyMode::AlwaysOn),
+            OperatorContact::new(),
+            &forward,
+        )
+        .expect("start");
+        let handle = closed.handle();
+
+        let first = probes_reach(&handle, 1).await;
+        assert_eq!(first.state, LinkState::Up, "{first:?}");
+        assert!(!first.alarm);
+        assert!(first.last_reached.is_some());
+        let snapshot = handle.snapshot();
+        assert_eq!(
+            (snapshot.kind, snapshot.state, snapshot.policy),
+            (CarrierKind::Closed, LinkState::Up, "always_on")
+        );
+        let CarrierBackend::Closed(backend) = &snapshot.backend else {
+            panic!("a closed backend: {snapshot:?}");
+        };
+        assert_eq!(backend.ip_forward, Some(false));
+
+        // No second probe before the interval is over.
+        tokio::time::advance(Duration::from_secs(29)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(probes_sent(&handle.snapshot().peers[0]), 1);
+
+        // The data centre goes away: the next probe fails, the link is down at once, the
+        // alarm waits for alarm_after_secs since the last probe that connected.
+        drop(listener);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let second = probes_reach(&handle, 2).await;
+        assert_eq!(second.state, LinkState::Down, "{second:?}");
+        assert!(
+            !second.alarm,
+            "30 s without an answer is not 90: {second:?}"
+        );
+        assert!(second.reason.starts_with("probe failed"), "{second:?}");
+
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let third = probes_reach(&handle, 3).await;
+        assert!(!third.alarm, "60 s: {third:?}");
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let fourth = probes_reach(&handle, 4).await;
+        assert_eq!(fourth.state, LinkState::Down);
+        assert!(fourth.alarm, "90 s without an answer: {fourth:?}");
+        assert!(handle.snapshot().alarm);
+        closed.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn net9_on_demand_has_nothing_to_bring_up_and_probes_nothing() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let endpoint = listener.local_addr().expect("addr");
+        let (_dir, forward) = ip_forward("1\n");
+        let closed = Closed::start_with(
+            &config(endpoint, PolicyMode::OnDemand),
+            OperatorContact::new(),
+            &forward,
+        )
+        .expect("start");
+        let handle = closed.handle();
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let snapshot = handle.snapshot();
+        let link = &snapshot.peers[0];
+        assert_eq!(
+            (link.state, link.alarm, probes_sent(link)),
+            (LinkState::Idle, false, 0)
+        );
+        assert_eq!(snapshot.policy, "on_demand");
+        let CarrierBackend::Closed(backend) = &snapshot.backend else {
+            panic!("a closed backend");
+        };
+        assert_eq!(backend.ip_forward, Some(true), "forwarding on is shown");
+        assert_eq!(handle.demand("127.0.0.1".parse().expect("ip")), Ok(()));
+        let outside: IpAddr = "198.18.99.1".parse().expect("ip");
+        assert_eq!(handle.demand(outside), Err(DemandError::NoRoute(outside)));
+        assert!(handle.watch_state(outside).is_none());
+        closed.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn net9_the_probe_connects_to_a_listener_and_fails_on_a_closed_port() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let endpoint = listener.local_addr().expect("addr");
+        assert_eq!(probe(endpoint, Duration::from_secs(5)).await, Ok(()));
+        drop(listener);
+        let refused = probe(endpoint, Duration::from_secs(5)).await;
+        assert!(refused.is_err(), "nobody listens any more: {refused:?}");
+    }
+
+    #[tokio::test]
+    async fn net9_the_operator_is_reached_when_a_request_arrived_after_the_moment() {
+        let contact = OperatorContact::new();
+        let (_dir, forward) = ip_forward("0");
+        let closed = Closed::start_with(
+            &config("127.0.0.1:9".parse().expect("addr"), PolicyMode::OnDemand),
+            contact.clone(),
+            &forward,
+        )
+        .expect("start");
+        let applied = SystemTime::now();
+        assert!(!closed.handle().operator_reached_since(applied));
+        contact.record(applied + Duration::from_millis(1));
+        assert!(closed.handle().operator_reached_since(applied));
+        closed.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn net9_reconfigure_says_what_changed() {
+        let (_dir, forward) = ip_forward("0");
+        let endpoint: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let base = config(endpoint, PolicyMode::OnDemand);
+        let mut closed =
+            Closed::start_with(&base, OperatorContact::new(), &forward).expect("start");
+        assert_eq!(
+            closed.reconfigure(&base).ok(),
+            Some(Reconfigured::Unchanged)
+        );
+        let mut slower = base.clone();
+        if let Some(c) = &mut slower.closed {
+            c.alarm_after_secs = 300;
+        }
+        assert_eq!(
+            closed.reconfigure(&slower).ok(),
+            Some(Reconfigured::Restarted)
+        );
+        let mut moved = slower.clone();
+        if let Some(c) = &mut moved.closed {
+            c.interface = "eth1".to_string();
+        }
+        assert_eq!(
+            closed.reconfigure(&moved).ok(),
+            Some(Reconfigured::NewDevice)
+        );
+        assert_eq!(closed.handle().snapshot().interface, "eth1");
+        closed.shutdown().await;
+    }
+}
