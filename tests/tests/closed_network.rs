@@ -240,6 +240,21 @@ fn net9_net1_a_box_on_a_closed_network_reaches_the_data_centre_through_mutual_tl
             OPENSSL_TIMEOUT,
         )
         .expect("the data centre saw the box's client certificate");
+    // ... and the box verified the data centre's (its access-log record names the server).
+    let record = wait_until(Duration::from_secs(5), "the access-log record", || {
+        let status = facility.status().ok()?;
+        status["proxy"]["recent_connections"]
+            .as_array()?
+            .iter()
+            .find(|r| r["service"] == "documents")
+            .cloned()
+    })
+    .expect("record");
+    assert_eq!(
+        (&record["result"], &record["peer_identity"]),
+        (&"ok".into(), &Node::Hub.tls_name().into()),
+        "{record}"
+    );
 
     // The data centre stops answering the probe: the link goes down within two intervals.
     drop(probe_listener);
