@@ -167,27 +167,9 @@ pub struct WireGuardPeer {
     pub handshakes_completed: u64,
 }
 
-/// Dropped packets by reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct DropCounts {
-    /// From the device with a source other than the box's address.
-    pub foreign_source: u64,
-    /// To addresses no peer owns.
-    pub no_route: u64,
-    /// From peers, not addressed to the box.
-    pub foreign_destination: u64,
-    /// From peers, with a source they do not own.
-    pub source_not_allowed: u64,
-    /// Not IP.
-    pub malformed: u64,
-    /// Not valid on the carrier (for WireGuard: not WireGuard, failed authentication, or a
-    /// replayed handshake initiation).
-    pub invalid_datagrams: u64,
-    /// Peer endpoint unknown.
-    pub no_endpoint: u64,
-    /// Sends that failed.
-    pub send_errors: u64,
-}
+/// Dropped packets by reason: one type with the data plane that counts them (until the
+/// counts are split into the generic NET-8 filter's and the backend's own).
+pub use crate::tunnel::DropCounts;
 
 mod unix_time {
     use serde::Serializer;

@@ -9,8 +9,8 @@ use crate::config::Config;
 use crate::tunnel::{self, Tunnel, TunnelHandle, TunnelSnapshot};
 
 use super::snapshot::{
-    CarrierBackend, CarrierKind, CarrierSnapshot, DropCounts, LinkBackend, LinkSnapshot,
-    WireGuardCarrier, WireGuardPeer,
+    CarrierBackend, CarrierKind, CarrierSnapshot, LinkBackend, LinkSnapshot, WireGuardCarrier,
+    WireGuardPeer,
 };
 use super::{DemandError, Reconfigured};
 
@@ -79,7 +79,6 @@ pub fn watched_links(config: &Config) -> Vec<(String, IpAddr)> {
 /// The tunnel's snapshot in the carrier's shape: generic fields on top, WireGuard's own in the
 /// backend parts.
 pub fn snapshot(tunnel: TunnelSnapshot) -> CarrierSnapshot {
-    let d = tunnel.drops;
     CarrierSnapshot {
         kind: CarrierKind::WireGuard,
         interface: tunnel.interface,
@@ -88,16 +87,7 @@ pub fn snapshot(tunnel: TunnelSnapshot) -> CarrierSnapshot {
         state: tunnel.state,
         alarm: tunnel.alarm,
         peers: tunnel.peers.into_iter().map(link).collect(),
-        drops: DropCounts {
-            foreign_source: d.foreign_source,
-            no_route: d.no_route,
-            foreign_destination: d.foreign_destination,
-            source_not_allowed: d.source_not_allowed,
-            malformed: d.malformed,
-            invalid_datagrams: d.invalid_datagrams,
-            no_endpoint: d.no_endpoint,
-            send_errors: d.send_errors,
-        },
+        drops: tunnel.drops,
         backend: CarrierBackend::WireGuard(WireGuardCarrier {
             listen_port: tunnel.listen_port,
         }),

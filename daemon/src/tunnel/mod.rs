@@ -744,7 +744,7 @@ pub struct TunnelSnapshot {
 }
 
 /// Dropped packets by reason (NET-8 and bad input).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DropCounts {
     /// From the TUN device with a source other than the box's address.
     pub foreign_source: u64,
