@@ -287,3 +287,38 @@ fn net9_closed_config_keeps_to_its_own_keys_and_one_kind_of_link() {
         "{neither}"
     );
 }
+
+/// An always-on facility on a closed network needs the endpoint that proves its link; the
+/// data centre's hub may leave it out (facilities dial the hub, it has nothing to probe).
+#[test]
+fn net9_only_the_hub_may_leave_out_the_probe_endpoint() {
+    let without_probe = |text: &str| {
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|line| !line.starts_with("probe_endpoint"))
+            .collect();
+        assert_ne!(
+            kept.len(),
+            text.lines().count(),
+            "the example has a probe_endpoint"
+        );
+        kept.join("\n") + "\n"
+    };
+    let facility = closed_check_errors(without_probe);
+    assert!(
+        facility.contains("closed: an always-on facility needs probe_endpoint"),
+        "{facility}"
+    );
+
+    let fixture = Fixture::new();
+    let hub = without_probe(CLOSED_EXAMPLE).replacen("role = \"disclosing\"", "role = \"hub\"", 1);
+    assert!(hub.contains("role = \"hub\""), "the example names its role");
+    let config = fixture.write_config("closed.toml", &hub);
+    let output = fixture.renkei(&["check", "--offline", "--config"], &config);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

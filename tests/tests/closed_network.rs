@@ -114,7 +114,7 @@ fn closed_box_config(lab: &Lab) -> Config {
         address: BOX_CLOSED_ADDRESS.parse().expect("box address"),
         data_centre_prefixes: vec![format!("{DC_ADDRESS}/32").parse().expect("dc prefix")],
         mode: Some(PolicyMode::AlwaysOn),
-        probe_endpoint: socket(&format!("{DC_ADDRESS}:{PROBE_PORT}")),
+        probe_endpoint: Some(socket(&format!("{DC_ADDRESS}:{PROBE_PORT}"))),
         probe_interval_secs: PROBE_INTERVAL_SECS,
         probe_timeout_secs: PROBE_TIMEOUT_SECS,
         alarm_after_secs: ALARM_AFTER_SECS,

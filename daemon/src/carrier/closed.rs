@@ -132,11 +132,19 @@ impl Closed {
 
     fn start_probe(&mut self) {
         let settings = self.handle.shared.settings().clone();
-        if settings.mode == PolicyMode::AlwaysOn {
-            self.probe = Some(tokio::spawn(probe_loop(
-                Arc::clone(&self.handle.shared),
-                settings.closed,
-            )));
+        match (settings.mode, settings.closed.probe_endpoint) {
+            (PolicyMode::AlwaysOn, Some(endpoint)) => {
+                self.probe = Some(tokio::spawn(probe_loop(
+                    Arc::clone(&self.handle.shared),
+                    endpoint,
+                    settings.closed,
+                )));
+            }
+            // The hub without a probe: facilities dial it, the link is as up as its interface.
+            (PolicyMode::AlwaysOn, None) => {
+                self.handle.shared.state.send_replace(LinkState::Up);
+            }
+            (PolicyMode::OnDemand, _) => {}
         }
     }
 
@@ -270,7 +278,7 @@ impl Drop for AliveGuard {
 
 /// Probes at once, then every `probe_interval_secs` (a slow probe delays the next one rather
 /// than stacking them).
-async fn probe_loop(shared: Arc<Shared>, closed: ClosedConfig) {
+async fn probe_loop(shared: Arc<Shared>, endpoint: SocketAddr, closed: ClosedConfig) {
     let _alive = AliveGuard(Arc::clone(&shared));
     let every = Duration::from_secs(closed.probe_interval_secs);
     let timeout = Duration::from_secs(closed.probe_timeout_secs);
@@ -278,9 +286,9 @@ async fn probe_loop(shared: Arc<Shared>, closed: ClosedConfig) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let outcome = probe(closed.probe_endpoint, timeout).await;
+        let outcome = probe(endpoint, timeout).await;
         if let Err(why) = &outcome {
-            tracing::debug!(endpoint = %closed.probe_endpoint, error = %why, "data-centre probe failed");
+            tracing::debug!(endpoint = %endpoint, error = %why, "data-centre probe failed");
         }
         shared.note(outcome);
     }
@@ -356,11 +364,15 @@ impl ClosedHandle {
         let settings = self.shared.settings().clone();
         let record = self.shared.record().clone();
         let now = Instant::now();
-        let always_on = settings.mode == PolicyMode::AlwaysOn;
+        let probing =
+            settings.mode == PolicyMode::AlwaysOn && settings.closed.probe_endpoint.is_some();
         let state = *self.shared.state.borrow();
         let alarm =
-            always_on && record.alarm(now, Duration::from_secs(settings.closed.alarm_after_secs));
-        let reason = match (always_on, state, &record.last_error) {
+            probing && record.alarm(now, Duration::from_secs(settings.closed.alarm_after_secs));
+        let reason = match (probing, state, &record.last_error) {
+            (false, _, _) if settings.mode == PolicyMode::AlwaysOn => {
+                "no probe endpoint: facilities dial this box, nothing to bring up".to_string()
+            }
             (false, _, _) => "on demand: nothing to bring up, not probed".to_string(),
             (true, LinkState::Up, _) => "the data centre answered the probe".to_string(),
             (true, _, Some(why)) => format!("probe failed: {why}"),
@@ -425,7 +437,7 @@ mod tests {
                 address: "198.18.10.2/24".parse().expect("net"),
                 data_centre_prefixes: vec!["127.0.0.0/8".parse().expect("net")],
                 mode: Some(mode),
-                probe_endpoint: endpoint,
+                probe_endpoint: Some(endpoint),
                 probe_interval_secs: 30,
                 probe_timeout_secs: 5,
                 alarm_after_secs: 90,
@@ -550,6 +562,29 @@ mod tests {
         let outside: IpAddr = "198.18.99.1".parse().expect("ip");
         assert_eq!(handle.demand(outside), Err(DemandError::NoRoute(outside)));
         assert!(handle.watch_state(outside).is_none());
+        closed.shutdown().await;
+    }
+
+    /// The hub has nothing to probe (facilities dial it): its link is up, never alarmed.
+    #[tokio::test(start_paused = true)]
+    async fn net9_a_hub_without_a_probe_endpoint_is_up_and_probes_nothing() {
+        let (_dir, forward) = ip_forward("0\n");
+        let mut hub = config("127.0.0.1:9".parse().expect("addr"), PolicyMode::AlwaysOn);
+        hub.facility.role = Role::Hub;
+        if let Some(closed) = hub.closed.as_mut() {
+            closed.probe_endpoint = None;
+        }
+        let closed = Closed::start_with(&hub, OperatorContact::new(), &forward).expect("start");
+        let handle = closed.handle();
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let snapshot = handle.snapshot();
+        let link = &snapshot.peers[0];
+        assert_eq!(
+            (link.state, link.alarm, probes_sent(link)),
+            (LinkState::Up, false, 0),
+            "{}",
+            link.reason
+        );
         closed.shutdown().await;
     }
 

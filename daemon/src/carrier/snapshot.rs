@@ -132,8 +132,8 @@ impl LinkBackend {
 /// Closed-network fields of the data-centre link.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClosedLink {
-    /// Where the reachability probe connects.
-    pub probe_endpoint: SocketAddr,
+    /// Where the reachability probe connects (none on a hub that does not probe).
+    pub probe_endpoint: Option<SocketAddr>,
     /// The prefixes the box may dial.
     pub data_centre_prefixes: Vec<IpNet>,
     /// Probes made since the carrier (re)started.

@@ -189,8 +189,10 @@ pub struct ClosedConfig {
     #[serde(default)]
     pub mode: Option<PolicyMode>,
     /// A data-centre endpoint (`ip:port`, inside `data_centre_prefixes`) the box opens a TCP
-    /// connection to as proof that the data centre is reachable.
-    pub probe_endpoint: SocketAddr,
+    /// connection to as proof that the data centre is reachable. Required on an always-on
+    /// facility; the hub may leave it out (facilities dial the hub, it has nothing to bring up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_endpoint: Option<SocketAddr>,
     /// always_on: seconds between probes.
     #[serde(default = "default_probe_interval_secs")]
     pub probe_interval_secs: u64,

@@ -501,20 +501,32 @@ impl Checker<'_> {
             }
         }
 
-        let probe = closed.probe_endpoint;
-        let probe_ip = probe.ip().to_canonical();
-        if probe.port() == 0 {
-            self.report(base.key("probe_endpoint"), "needs a port other than 0");
-        }
-        if !closed
-            .data_centre_prefixes
-            .iter()
-            .any(|n| n.contains(&probe_ip))
-        {
-            self.report(
-                base.key("probe_endpoint"),
-                format!("{probe_ip} is not inside data_centre_prefixes: the probe must reach the data centre"),
-            );
+        match closed.probe_endpoint {
+            Some(probe) => {
+                let probe_ip = probe.ip().to_canonical();
+                if probe.port() == 0 {
+                    self.report(base.key("probe_endpoint"), "needs a port other than 0");
+                }
+                if !closed
+                    .data_centre_prefixes
+                    .iter()
+                    .any(|n| n.contains(&probe_ip))
+                {
+                    self.report(
+                        base.key("probe_endpoint"),
+                        format!("{probe_ip} is not inside data_centre_prefixes: the probe must reach the data centre"),
+                    );
+                }
+            }
+            None if self.config.facility.role != Role::Hub
+                && self.config.policy_mode() == PolicyMode::AlwaysOn =>
+            {
+                self.report(
+                    base.clone(),
+                    "an always-on facility needs probe_endpoint: the data-centre endpoint whose answer proves the link",
+                );
+            }
+            None => {}
         }
 
         if self.config.facility.role == Role::Hub
