@@ -34,16 +34,11 @@ pub struct Chain {
 }
 
 /// The config [`start_chain`] gives `node`: its full config, with the clinic's tunnel idling
-/// out after 10 s.
+/// out after 10 s (on a closed network there is nothing to idle out).
 pub fn chain_config(lab: &Lab, node: Node) -> Config {
     let mut config = lab.full(node);
-    if node == Node::Clinic {
-        config
-            .tunnel
-            .as_mut()
-            .expect("[tunnel]")
-            .policy
-            .idle_timeout_secs = CLINIC_IDLE_TIMEOUT_SECS;
+    if let (Node::Clinic, Some(tunnel)) = (node, config.tunnel.as_mut()) {
+        tunnel.policy.idle_timeout_secs = CLINIC_IDLE_TIMEOUT_SECS;
     }
     config
 }
@@ -51,7 +46,8 @@ pub fn chain_config(lab: &Lab, node: Node) -> Config {
 /// The clinic's tunnel in the chain idles out after this long without traffic or holds.
 pub const CLINIC_IDLE_TIMEOUT_SECS: u64 = 10;
 
-/// Starts the demo chain and waits until every service listens and the hospital's tunnel is up.
+/// Starts the demo chain and waits until every service listens and the hospital's link to the
+/// data centre is up (its tunnel, or its probe on a closed network).
 pub fn start_chain(lab: &Lab) -> Chain {
     start_chain_with(lab, |_, _| {})
 }
@@ -73,9 +69,11 @@ pub fn start_chain_with(lab: &Lab, edit: impl Fn(Node, &mut Config)) -> Chain {
     wait_for_service(&hub, "hospital-documents");
     wait_for_service(&hospital, "documents");
     wait_for_service(&clinic, "documents");
-    wait_until(TUNNEL_UP_TIMEOUT, "the hospital's tunnel", || {
-        (peer_state(&hospital, "dc") == "up").then_some(())
-    })
+    wait_until(
+        TUNNEL_UP_TIMEOUT,
+        "the hospital's link to the data centre",
+        || (peer_state(&hospital, lab.dc_link_name()) == "up").then_some(()),
+    )
     .expect("hospital up");
     Chain {
         hub,

@@ -7,7 +7,18 @@
 //!   hospital LAN ns --lan-- hospital ns --wan--+
 //!   198.18.10.2         198.18.10.1   .0.10
 //! ```
-//! Tunnel overlay 198.19.0.0/24: hub .1, hospital .10, clinic .20. Names carry a per-lab id
+//! Tunnel overlay 198.19.0.0/24: hub .1, hospital .10, clinic .20.
+//!
+//! On a closed network ([`LabCarrier::Closed`]) there is no tunnel: the WAN namespace stands for
+//! the carrier's routed network (専用線 / IP-VPN) and routes between one /24 per site, and the
+//! boxes reach each other on those addresses, every service still inside mutual TLS:
+//! ```text
+//!   dc wan0 198.18.1.1/24        --  wan ns .1.254 | .2.254 | .3.254 (routes, forwards)
+//!   hospital wan0 198.18.2.10/24 --  a facility has a route to the data centre's /24 only;
+//!   clinic wan0 198.18.3.20/24   --  the data centre has routes to both facilities' /24s
+//! ```
+//! The data centre answers the facilities' reachability probe on 198.18.1.1:7000
+//! ([`DC_PROBE_PORT`]). Names carry a per-lab id
 //! (the test process's pid and a counter), so labs run in parallel, and a later lab removes the
 //! leftovers of a process that died before it could clean up: the processes still inside its
 //! namespaces first, then the namespaces and its folder. IPv6 is off in every namespace.
@@ -20,8 +31,8 @@ use std::time::Duration;
 use anyhow::Context;
 use ipnet::IpNet;
 use renkei::config::{
-    Config, Direction, Facility, Meta, Paths, PeerConfig, PolicyConfig, PolicyMode, Role,
-    TlsConfig, TunnelConfig, DEFAULT_MTU,
+    ClosedConfig, Config, Direction, Facility, Meta, Paths, PeerConfig, PolicyConfig, PolicyMode,
+    Role, TlsConfig, TunnelConfig, DEFAULT_MTU,
 };
 
 pub use crate::boxconfig::Peer;
@@ -29,6 +40,7 @@ use crate::boxconfig::{service, socket, to_toml, ConfigText};
 use crate::daemon::Daemon;
 use crate::netns::{run, Namespace};
 use crate::pki::{write_key, Ca, Leaf};
+use crate::probe::ProbeEndpoint;
 
 /// WireGuard UDP port of the hub.
 pub const HUB_PORT: u16 = 51820;
@@ -36,6 +48,41 @@ pub const HUB_PORT: u16 = 51820;
 pub const WIREGUARD_SOCKET_DIR: &str = "/var/run/wireguard";
 
 static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// How the lab's boxes reach the data centre.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LabCarrier {
+    /// renkei's userspace WireGuard tunnels to the hub, across a bridged WAN.
+    WireGuard,
+    /// A closed network (leased line / carrier IP-VPN): routed, no tunnel.
+    Closed,
+}
+
+impl LabCarrier {
+    /// Every carrier the lab can build, for tests that run on each.
+    pub const ALL: [LabCarrier; 2] = [LabCarrier::WireGuard, LabCarrier::Closed];
+
+    /// The name `lab up --carrier` takes and the status JSON's `carrier.kind` shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            LabCarrier::WireGuard => "wireguard",
+            LabCarrier::Closed => "closed",
+        }
+    }
+
+    /// The carrier called `name` (as [`LabCarrier::name`] spells it).
+    pub fn from_name(name: &str) -> Option<LabCarrier> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+/// The port of the data centre's health endpoint on a closed network.
+pub const DC_PROBE_PORT: u16 = 7000;
+/// Probe schedule of the lab's closed-network facilities: the first probe goes at start, so
+/// the link shows up at once; a lost data centre shows within about one interval.
+const CLOSED_PROBE_INTERVAL_SECS: u64 = 10;
+const CLOSED_PROBE_TIMEOUT_SECS: u64 = 3;
+const CLOSED_ALARM_AFTER_SECS: u64 = 60;
 
 /// A box of the lab.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,6 +114,49 @@ impl Node {
             Node::Hub => "198.18.0.1",
             Node::Hospital => "198.18.0.10",
             Node::Clinic => "198.18.0.20",
+        }
+    }
+
+    /// The box's address on a closed network (its WAN interface; one /24 per site).
+    pub fn closed_address(self) -> &'static str {
+        match self {
+            Node::Hub => "198.18.1.1",
+            Node::Hospital => "198.18.2.10",
+            Node::Clinic => "198.18.3.20",
+        }
+    }
+
+    /// The carrier's router on the box's closed-network /24.
+    pub fn closed_gateway(self) -> &'static str {
+        match self {
+            Node::Hub => "198.18.1.254",
+            Node::Hospital => "198.18.2.254",
+            Node::Clinic => "198.18.3.254",
+        }
+    }
+
+    /// The box's /24 on a closed network.
+    pub fn closed_prefix(self) -> IpNet {
+        format!("{}/24", self.closed_address())
+            .parse::<IpNet>()
+            .expect("a lab closed-network address")
+            .trunc()
+    }
+
+    /// The address the box's services, metrics and management API use on `carrier`: its
+    /// tunnel address, or its closed-network address.
+    pub fn link_address(self, carrier: LabCarrier) -> &'static str {
+        match carrier {
+            LabCarrier::WireGuard => self.tunnel_address(),
+            LabCarrier::Closed => self.closed_address(),
+        }
+    }
+
+    /// The name of a facility's link to the data centre in its status (`peers[].name`).
+    pub fn dc_link_name(carrier: LabCarrier) -> &'static str {
+        match carrier {
+            LabCarrier::WireGuard => "dc",
+            LabCarrier::Closed => "data centre",
         }
     }
 
@@ -128,11 +218,21 @@ pub struct Lab {
     /// The operator CA that issued every box's certificate; tests issue extra ones with it.
     pub ca: Ca,
     certificates: HashMap<Node, Leaf>,
+    /// How the boxes reach the data centre.
+    pub carrier: LabCarrier,
+    /// The data centre's health endpoint on a closed network.
+    probe: Option<ProbeEndpoint>,
 }
 
 impl Lab {
     /// Builds the namespaces, links and addresses, and generates every box's WireGuard keys.
     pub fn new() -> anyhow::Result<Lab> {
+        Self::with_carrier(LabCarrier::WireGuard)
+    }
+
+    /// [`Lab::new`] on `carrier`: on a closed network the WAN namespace routes between the
+    /// sites instead of bridging them, and the data centre answers probes.
+    pub fn with_carrier(carrier: LabCarrier) -> anyhow::Result<Lab> {
         remove_stale_labs();
         let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}{}", base36(std::process::id()), base36(n % 36));
@@ -141,8 +241,13 @@ impl Lab {
         std::fs::create_dir_all(&dir)?;
 
         let wan = Namespace::create(&format!("rk{id}-wan"))?;
-        wan.ip(&["link", "add", "br0", "type", "bridge"])?;
-        wan.ip(&["link", "set", "br0", "up"])?;
+        match carrier {
+            LabCarrier::WireGuard => {
+                wan.ip(&["link", "add", "br0", "type", "bridge"])?;
+                wan.ip(&["link", "set", "br0", "up"])?;
+            }
+            LabCarrier::Closed => wan.sysctl("net.ipv4.ip_forward", "1")?,
+        }
         let mut boxes = HashMap::new();
         let mut lans = HashMap::new();
         for node in Node::ALL {
@@ -162,15 +267,34 @@ impl Lab {
                 "netns",
                 wan.name(),
             ]))?;
-            wan.ip(&["link", "set", port, "master", "br0", "up"])?;
-            ns.ip(&[
-                "addr",
-                "add",
-                &format!("{}/24", node.wan_address()),
-                "dev",
-                "wan0",
-            ])?;
+            let address = match carrier {
+                LabCarrier::WireGuard => {
+                    wan.ip(&["link", "set", port, "master", "br0", "up"])?;
+                    node.wan_address()
+                }
+                LabCarrier::Closed => {
+                    let gateway = format!("{}/24", node.closed_gateway());
+                    wan.ip(&["addr", "add", &gateway, "dev", port])?;
+                    wan.ip(&["link", "set", port, "up"])?;
+                    // A box does not route (NET-8), whatever the host's default is.
+                    ns.sysctl("net.ipv4.ip_forward", "0")?;
+                    node.closed_address()
+                }
+            };
+            ns.ip(&["addr", "add", &format!("{address}/24"), "dev", "wan0"])?;
             ns.ip(&["link", "set", "wan0", "up"])?;
+            if carrier == LabCarrier::Closed {
+                // The carrier routes a facility to the data centre only, the data centre to
+                // every facility.
+                let sites: Vec<Node> = match node {
+                    Node::Hub => vec![Node::Hospital, Node::Clinic],
+                    Node::Hospital | Node::Clinic => vec![Node::Hub],
+                };
+                for site in sites {
+                    let prefix = site.closed_prefix().to_string();
+                    ns.ip(&["route", "add", &prefix, "via", node.closed_gateway()])?;
+                }
+            }
             if let (Some(lan), Some(host)) = (node.lan_address(), node.lan_host_address()) {
                 let lan_ns = Namespace::create(&format!("rk{id}-{}-lan", node.short()))?;
                 run(std::process::Command::new("ip").args([
@@ -220,6 +344,13 @@ impl Lab {
             std::fs::write(tls.join("operator-ca.crt"), &ca.cert_pem)?;
             certificates.insert(node, leaf);
         }
+        let probe = match carrier {
+            LabCarrier::WireGuard => None,
+            LabCarrier::Closed => Some(ProbeEndpoint::start(
+                &boxes[&Node::Hub],
+                &format!("{}:{DC_PROBE_PORT}", Node::Hub.closed_address()),
+            )?),
+        };
         Ok(Lab {
             id,
             dir,
@@ -229,7 +360,27 @@ impl Lab {
             public_keys,
             ca,
             certificates,
+            carrier,
+            probe,
         })
+    }
+
+    /// The address `node`'s services, metrics and management API use on this lab's carrier.
+    pub fn link_address(&self, node: Node) -> &'static str {
+        node.link_address(self.carrier)
+    }
+
+    /// The name of a facility's link to the data centre in its status (`peers[].name`).
+    pub fn dc_link_name(&self) -> &'static str {
+        Node::dc_link_name(self.carrier)
+    }
+
+    /// The peers that connected to the data centre's health endpoint (closed network only).
+    pub fn probe_peers(&self) -> Vec<std::net::SocketAddr> {
+        self.probe
+            .as_ref()
+            .map(ProbeEndpoint::peers)
+            .unwrap_or_default()
     }
 
     /// The namespace a box runs in.
@@ -278,10 +429,48 @@ impl Lab {
         format!("rk{}{}", self.id, node.letter())
     }
 
+    /// A valid config for a box on the lab's carrier with no services, as a typed value tests
+    /// change field by field. On WireGuard it is [`Lab::tunnel_only`]; on a closed network
+    /// [`Lab::closed_only`].
+    pub fn config(&self, node: Node) -> Config {
+        match self.carrier {
+            LabCarrier::WireGuard => self.tunnel_only(node),
+            LabCarrier::Closed => self.closed_only(node),
+        }
+    }
+
+    /// A valid config for a box on the lab's closed network (`[closed]` on its WAN interface,
+    /// no tunnel): a facility dials only the data centre's /24 and, always-on, probes its health
+    /// endpoint; the hub dials the facilities' /24s and probes nothing.
+    pub fn closed_only(&self, node: Node) -> Config {
+        let mut config = self.tunnel_only(node);
+        let mode = config.tunnel.take().and_then(|tunnel| tunnel.policy.mode);
+        let prefixes = match node {
+            Node::Hub => vec![Node::Hospital.closed_prefix(), Node::Clinic.closed_prefix()],
+            Node::Hospital | Node::Clinic => vec![Node::Hub.closed_prefix()],
+        };
+        let probe = (node != Node::Hub).then(|| {
+            crate::boxconfig::socket(&format!("{}:{DC_PROBE_PORT}", Node::Hub.closed_address()))
+        });
+        config.closed = Some(ClosedConfig {
+            interface: "wan0".to_string(),
+            address: format!("{}/24", node.closed_address())
+                .parse()
+                .expect("a lab closed-network address with its prefix"),
+            data_centre_prefixes: prefixes,
+            mode,
+            probe_endpoint: probe,
+            probe_interval_secs: CLOSED_PROBE_INTERVAL_SECS,
+            probe_timeout_secs: CLOSED_PROBE_TIMEOUT_SECS,
+            alarm_after_secs: CLOSED_ALARM_AFTER_SECS,
+        });
+        config
+    }
+
     /// A valid tunnel-only config for a box, as a typed value tests change field by field
     /// (`config.tunnel.as_mut().expect("[tunnel]").policy.idle_timeout_secs = 10`) before writing it. `[meta] box` is the
     /// box's certificate name, so the config can be signed and pushed to it (AUTH-4).
-    pub fn config(&self, node: Node) -> Config {
+    pub fn tunnel_only(&self, node: Node) -> Config {
         let dir = self.node_dir(node);
         let role = match node {
             Node::Hub => Role::Hub,
@@ -366,7 +555,8 @@ impl Lab {
     pub fn full(&self, node: Node) -> Config {
         let mut config = self.config(node);
         config.tls = Some(tls_config());
-        let tunnel_service = |of: Node| socket(&format!("{}:{SERVICE_PORT}", of.tunnel_address()));
+        let tunnel_service =
+            |of: Node| socket(&format!("{}:{SERVICE_PORT}", self.link_address(of)));
         config.services = match node {
             Node::Clinic => vec![service(
                 "documents",
@@ -451,6 +641,8 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        // Its listener lives in the data centre's namespace: stop it before that goes.
+        drop(self.probe.take());
         // Namespaces go with their fields; sockets of daemons that were killed stay behind.
         for node in Node::ALL {
             let socket =

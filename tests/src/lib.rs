@@ -24,6 +24,7 @@ pub mod netns;
 pub mod operator;
 pub mod perfcount;
 pub mod pki;
+pub mod probe;
 pub mod tlstools;
 pub mod traffic;
 pub mod wait;

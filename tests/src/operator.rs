@@ -12,7 +12,7 @@ use crate::daemon::renkei_bin;
 use renkei::config::ManagementConfig;
 
 use crate::boxconfig::{section_text, socket, ConfigText};
-use crate::lab::{Lab, Node};
+use crate::lab::{Lab, LabCarrier, Node};
 use crate::pki::LeafFiles;
 use crate::tlstools::{run_bounded, Finished};
 
@@ -38,6 +38,8 @@ pub struct Operator {
     pub identity: String,
     /// `--timeout-secs` of every command.
     timeout_secs: u64,
+    /// The lab's carrier: where boxes' management APIs listen.
+    carrier: LabCarrier,
 }
 
 /// What one operator command printed and whether it succeeded.
@@ -117,6 +119,7 @@ impl Operator {
             dir,
             identity: identity.to_string(),
             timeout_secs: 20,
+            carrier: lab.carrier,
         })
     }
 
@@ -143,6 +146,7 @@ impl Operator {
             dir,
             identity: identity.to_string(),
             timeout_secs: 20,
+            carrier: lab.carrier,
         })
     }
 
@@ -160,7 +164,7 @@ impl Operator {
         Ok((path, pair.public().to_pem()))
     }
 
-    /// The `[management]` section for a box: on its tunnel address, trusting this operator (its
+    /// The `[management]` section for a box: on its link address (tunnel or closed network), trusting this operator (its
     /// identity and signing key).
     pub fn management(
         &self,
@@ -169,7 +173,10 @@ impl Operator {
         auto_confirm: bool,
     ) -> ManagementConfig {
         ManagementConfig {
-            listen: socket(&format!("{}:{MANAGEMENT_PORT}", node.tunnel_address())),
+            listen: socket(&format!(
+                "{}:{MANAGEMENT_PORT}",
+                node.link_address(self.carrier)
+            )),
             operator_ca_file: PathBuf::from("tls/operator-ca.crt"),
             operator_crl_file: None,
             operator_identities: vec![self.identity.clone()],
@@ -242,7 +249,7 @@ impl Operator {
     pub fn management_args(&self, node: Node) -> Vec<String> {
         vec![
             "--to".into(),
-            format!("{}:{MANAGEMENT_PORT}", node.tunnel_address()),
+            format!("{}:{MANAGEMENT_PORT}", node.link_address(self.carrier)),
             "--server-name".into(),
             node.tls_name().into(),
             "--cert".into(),
@@ -347,7 +354,10 @@ impl Operator {
             "--cacert".into(),
             self.ca.display().to_string(),
             "--resolve".into(),
-            format!("{name}:{MANAGEMENT_PORT}:{}", node.tunnel_address()),
+            format!(
+                "{name}:{MANAGEMENT_PORT}:{}",
+                node.link_address(self.carrier)
+            ),
             "-H".into(),
             "Expect:".into(),
             "-w".into(),
