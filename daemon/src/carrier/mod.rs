@@ -23,7 +23,7 @@ use crate::state::operator_contact::OperatorContact;
 use crate::tunnel::{DemandGuard, TunnelError, TunnelHandle};
 pub use snapshot::{
     CarrierBackend, CarrierKind, CarrierSnapshot, ClosedCarrier, ClosedLink, DropCounts,
-    LinkBackend, LinkSnapshot, LinkState, WireGuardCarrier, WireGuardPeer,
+    LinkBackend, LinkSnapshot, LinkState, WireGuardCarrier, WireGuardDrops, WireGuardPeer,
 };
 
 /// Why the carrier could not start or apply a config.

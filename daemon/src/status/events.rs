@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use crate::carrier::{CarrierHandle, LinkState};
-use crate::state::events::{EventLog, Occurrence, PeerState};
+use crate::state::events::{EventLog, Occurrence};
 
 /// Pushes an event whenever a tunnel peer changes state, until the task is aborted.
 ///
@@ -44,7 +44,7 @@ pub fn watch_tunnel(
                         .map(|p| p.reason)
                         .unwrap_or_default();
                     events.push(Occurrence::Tunnel {
-                        state: peer_state(state),
+                        state,
                         peer: name.clone(),
                         reason,
                     });
@@ -53,14 +53,4 @@ pub fn watch_tunnel(
         }
         while watchers.join_next().await.is_some() {}
     })
-}
-
-/// The tunnel's state as the events name it.
-fn peer_state(state: LinkState) -> PeerState {
-    match state {
-        LinkState::Idle => PeerState::Idle,
-        LinkState::Connecting => PeerState::Connecting,
-        LinkState::Up => PeerState::Up,
-        LinkState::Down => PeerState::Down,
-    }
 }

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use super::StatusDocument;
-use crate::carrier::{LinkSnapshot, LinkState};
+use crate::carrier::{CarrierBackend, LinkSnapshot, LinkState};
 use crate::proxy::ServiceState;
 
 /// The content type Prometheus expects for the text format.
@@ -209,7 +209,8 @@ pub fn render(doc: &StatusDocument) -> String {
         o,
         "renkei_tunnel_dropped_packets_total",
         "counter",
-        "Packets the tunnel dropped, by reason.",
+        "Packets the box dropped, by reason: its packet filter's (every carrier), and for \
+         WireGuard its own datagrams.",
     );
     for (reason, n) in [
         ("foreign_source", d.foreign_source),
@@ -217,11 +218,17 @@ pub fn render(doc: &StatusDocument) -> String {
         ("foreign_destination", d.foreign_destination),
         ("source_not_allowed", d.source_not_allowed),
         ("malformed", d.malformed),
-        ("invalid_datagram", d.invalid_datagrams),
-        ("no_endpoint", d.no_endpoint),
-        ("send_error", d.send_errors),
     ] {
         f.sample(&[("reason", reason)], n);
+    }
+    if let CarrierBackend::WireGuard(wg) = &tunnel.backend {
+        for (reason, n) in [
+            ("invalid_datagram", wg.drops.invalid_datagrams),
+            ("no_endpoint", wg.drops.no_endpoint),
+            ("send_error", wg.drops.send_errors),
+        ] {
+            f.sample(&[("reason", reason)], n);
+        }
     }
 
     let services = doc
@@ -386,7 +393,7 @@ mod tests {
 mod document_tests {
     use super::*;
     use crate::carrier::{
-        CarrierBackend, CarrierKind, CarrierSnapshot, DropCounts, LinkBackend, WireGuardCarrier,
+        CarrierKind, CarrierSnapshot, DropCounts, LinkBackend, WireGuardCarrier, WireGuardDrops,
         WireGuardPeer,
     };
     use crate::status::{ConfigState, PendingConfig};
@@ -451,11 +458,14 @@ mod document_tests {
                     foreign_destination: 0,
                     source_not_allowed: 0,
                     malformed: 0,
-                    invalid_datagrams: 0,
-                    no_endpoint: 0,
-                    send_errors: 0,
                 },
-                backend: CarrierBackend::WireGuard(WireGuardCarrier { listen_port: 0 }),
+                backend: CarrierBackend::WireGuard(WireGuardCarrier {
+                    listen_port: 0,
+                    drops: WireGuardDrops {
+                        invalid_datagrams: 3,
+                        ..WireGuardDrops::default()
+                    },
+                }),
             },
             tunnel_actions: false,
             proxy: None,
@@ -479,6 +489,7 @@ mod document_tests {
             "renkei_peer_receive_bytes_total{peer=\"dc\",public_key=\"KEY=\"} 200\n",
             "renkei_peer_last_handshake_age_seconds{peer=\"dc\"} 12\n",
             "renkei_tunnel_dropped_packets_total{reason=\"no_route\"} 4\n",
+            "renkei_tunnel_dropped_packets_total{reason=\"invalid_datagram\"} 3\n",
             "renkei_build_info{version=\"0.1.0\",role=\"disclosing\"} 1\n",
         ] {
             assert!(text.contains(expected), "{expected:?} missing:\n{text}");

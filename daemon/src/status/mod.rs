@@ -474,12 +474,19 @@ pub fn summary(document: &serde_json::Value) -> String {
     let drops = &tunnel["drops"];
     let _ = writeln!(
         out,
-        "\ndropped: {} foreign source, {} no route, {} foreign destination, {} spoofed source, {} invalid datagrams",
+        "\ndropped: {} foreign source, {} no route, {} foreign destination, {} spoofed source{}",
         text(&drops["foreign_source"]),
         text(&drops["no_route"]),
         text(&drops["foreign_destination"]),
         text(&drops["source_not_allowed"]),
-        text(&drops["invalid_datagrams"])
+        if wireguard.is_null() {
+            String::new()
+        } else {
+            format!(
+                ", {} invalid datagrams",
+                text(&wireguard["drops"]["invalid_datagrams"])
+            )
+        }
     );
     if let Some(certificates) = document["certificates"].as_array() {
         for cert in certificates {

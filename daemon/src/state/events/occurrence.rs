@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::Serialize;
 
 use super::Level;
+use crate::state::link::LinkState;
 
 /// Every event code, as the JSON API and the journal (`EVENT_CODE`) name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -149,31 +150,6 @@ impl Code {
             Code::ConfigConfirmRefused => "config_confirm_refused",
             Code::ConfigRolledBack => "config_rolled_back",
             Code::ConfigNotApplied => "config_not_applied",
-        }
-    }
-}
-
-/// A tunnel peer's state, as the events name it (the tunnel's own type lives above this
-/// module).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerState {
-    /// No session and none wanted.
-    Idle,
-    /// A handshake is under way.
-    Connecting,
-    /// A session is established.
-    Up,
-    /// Always-on and the last attempt failed.
-    Down,
-}
-
-impl PeerState {
-    fn word(self) -> &'static str {
-        match self {
-            PeerState::Idle => "idle",
-            PeerState::Connecting => "connecting",
-            PeerState::Up => "up",
-            PeerState::Down => "down",
         }
     }
 }
@@ -348,7 +324,7 @@ pub enum Occurrence {
     Tunnel {
         /// The new state (it is the code).
         #[serde(skip)]
-        state: PeerState,
+        state: LinkState,
         /// The peer's name.
         peer: String,
         /// The tunnel's reason for the state.
@@ -463,10 +439,10 @@ impl Occurrence {
             Occurrence::TlsReloaded { .. } => Code::TlsReloaded,
             Occurrence::TlsReloadFailed { .. } => Code::TlsReloadFailed,
             Occurrence::Tunnel { state, .. } => match state {
-                PeerState::Up => Code::TunnelUp,
-                PeerState::Down => Code::TunnelDown,
-                PeerState::Connecting => Code::TunnelConnecting,
-                PeerState::Idle => Code::TunnelIdle,
+                LinkState::Up => Code::TunnelUp,
+                LinkState::Down => Code::TunnelDown,
+                LinkState::Connecting => Code::TunnelConnecting,
+                LinkState::Idle => Code::TunnelIdle,
             },
             Occurrence::TunnelConnectRequested {} => Code::TunnelConnectRequested,
             Occurrence::TunnelDisconnectRequested {} => Code::TunnelDisconnectRequested,
@@ -527,8 +503,8 @@ impl Occurrence {
             | Occurrence::LoginToEnrol { .. }
             | Occurrence::SecondFactorEnrolled { .. } => Level::Info,
             Occurrence::Tunnel { state, .. } => match state {
-                PeerState::Down => Level::Warning,
-                PeerState::Idle | PeerState::Connecting | PeerState::Up => Level::Info,
+                LinkState::Down => Level::Warning,
+                LinkState::Idle | LinkState::Connecting | LinkState::Up => Level::Info,
             },
             Occurrence::TunnelConnectFailed { .. }
             | Occurrence::LoginWithRecoveryCode { .. }
@@ -571,7 +547,7 @@ impl Occurrence {
                 state,
                 peer,
                 reason,
-            } => format!("peer {peer}: {} ({reason})", state.word()),
+            } => format!("peer {peer}: {} ({reason})", state.as_str()),
             Occurrence::TunnelConnectRequested {} => "administrator: connect (ok)".to_string(),
             Occurrence::TunnelDisconnectRequested {} => {
                 "administrator: disconnect (ok)".to_string()
@@ -734,22 +710,22 @@ mod tests {
                 json!({"error": "no such file"}),
             ),
             (
-                tunnel(PeerState::Up),
+                tunnel(LinkState::Up),
                 "peer dc: up (handshake completed)",
                 peer_params.clone(),
             ),
             (
-                tunnel(PeerState::Down),
+                tunnel(LinkState::Down),
                 "peer dc: down (handshake completed)",
                 peer_params.clone(),
             ),
             (
-                tunnel(PeerState::Connecting),
+                tunnel(LinkState::Connecting),
                 "peer dc: connecting (handshake completed)",
                 peer_params.clone(),
             ),
             (
-                tunnel(PeerState::Idle),
+                tunnel(LinkState::Idle),
                 "peer dc: idle (handshake completed)",
                 peer_params,
             ),
