@@ -452,3 +452,68 @@ fn net9_avl1_auth2_a_push_to_a_box_on_a_closed_network_is_confirmed_by_the_opera
     assert_eq!(state.answers[0]["version"], 2, "{}", state.output);
     drop(facility);
 }
+
+/// The box's address on the closed network, without its prefix.
+fn box_closed_ip() -> std::net::IpAddr {
+    BOX_CLOSED_ADDRESS
+        .split('/')
+        .next()
+        .and_then(|ip| ip.parse().ok())
+        .expect("box address")
+}
+
+/// NET-9: the probe proves the closed network and no other path. A detour route in the box
+/// sends the data centre's address out of the WAN (where the data centre also answers); the
+/// probe, bound to the closed interface and its address, still arrives from the box's
+/// closed-network address.
+#[test]
+fn net9_the_probe_leaves_by_the_closed_interface_from_the_closed_address() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    add_closed_network(&lab);
+    let facility_ns = lab.ns(Node::Hospital);
+    facility_ns
+        .ip(&[
+            "route",
+            "add",
+            &format!("{DC_ADDRESS}/32"),
+            "via",
+            Node::Hub.wan_address(),
+            "dev",
+            "wan0",
+        ])
+        .expect("detour route");
+    // The answer to a probe bound to cn0 comes back on cn0 although the route back points at
+    // the WAN: reverse-path filtering must not drop it (this namespace's own settings only).
+    for key in ["all", "default", CLOSED_LINK] {
+        facility_ns
+            .exec(
+                "sysctl",
+                &["-qw", &format!("net.ipv4.conf.{key}.rp_filter=0")],
+            )
+            .expect("rp_filter");
+    }
+    let listener: TcpListener = lab
+        .ns(Node::Hub)
+        .tcp_listener(&format!("{DC_ADDRESS}:{PROBE_PORT}"))
+        .expect("probe endpoint");
+    listener.set_nonblocking(true).expect("non-blocking");
+
+    let facility = lab
+        .start(Node::Hospital, &closed_box_config(&lab))
+        .expect("box");
+    let peer = wait_until(LINK_UP_TIMEOUT, "the box's probe to arrive", || {
+        listener.accept().ok().map(|(_, peer)| peer)
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", facility.status().unwrap_or_default()));
+    assert_eq!(
+        peer.ip(),
+        box_closed_ip(),
+        "the probe came from {peer}, not from the box's closed-network address"
+    );
+    wait_until(LINK_UP_TIMEOUT, "the data-centre link to be up", || {
+        (link_state(&facility) == "up").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", facility.status().unwrap_or_default()));
+    drop(facility);
+}

@@ -2,7 +2,8 @@
 //! over its routed WAN interface on a network only the regional network's members are on.
 //! Nothing is brought up, so the policies mean something else here:
 //!
-//! - always_on: probe the data centre (a TCP connect to `closed.probe_endpoint`) every
+//! - always_on: probe the data centre (a TCP connect to `closed.probe_endpoint`, bound to
+//!   `closed.interface` and from `closed.address`, so it proves this path and no other) every
 //!   `probe_interval_secs`; the one link "data centre" is up while the last probe connected,
 //!   down after a failed one, and in alarm once no probe connected for `alarm_after_secs`.
 //! - on_demand: nothing to bring up and nothing probed (a connection's own TLS handshake is
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use tokio::net::TcpStream;
+use tokio::net::TcpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -284,9 +285,13 @@ async fn probe_loop(shared: Arc<Shared>, endpoint: SocketAddr, closed: ClosedCon
     let timeout = Duration::from_secs(closed.probe_timeout_secs);
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let from = ProbeSource {
+        interface: closed.interface.clone(),
+        address: closed.address.addr(),
+    };
     loop {
         ticks.tick().await;
-        let outcome = probe(endpoint, timeout).await;
+        let outcome = probe(endpoint, &from, timeout).await;
         if let Err(why) = &outcome {
             tracing::debug!(endpoint = %endpoint, error = %why, "data-centre probe failed");
         }
@@ -294,14 +299,55 @@ async fn probe_loop(shared: Arc<Shared>, endpoint: SocketAddr, closed: ClosedCon
     }
 }
 
-/// One reachability probe: a TCP connection to `endpoint` opened within `timeout` (and closed
-/// at once). Says why it failed.
-pub async fn probe(endpoint: SocketAddr, timeout: Duration) -> Result<(), String> {
-    match tokio::time::timeout(timeout, TcpStream::connect(endpoint)).await {
+/// Where a probe leaves from: the closed network's interface and the box's address on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeSource {
+    /// The device the probe is bound to (`SO_BINDTODEVICE`): no other route may carry it.
+    pub interface: String,
+    /// The source address: the data centre sees the box's closed-network address.
+    pub address: IpAddr,
+}
+
+/// One reachability probe: a TCP connection to `endpoint` from `from`, opened within `timeout`
+/// (and closed at once). Says why it failed.
+pub async fn probe(
+    endpoint: SocketAddr,
+    from: &ProbeSource,
+    timeout: Duration,
+) -> Result<(), String> {
+    let socket = bound_socket(endpoint, from).map_err(|e| {
+        format!(
+            "{endpoint}: cannot bind the probe to {} ({}): {e}",
+            from.interface, from.address
+        )
+    })?;
+    match tokio::time::timeout(timeout, socket.connect(endpoint)).await {
         Ok(Ok(_stream)) => Ok(()),
         Ok(Err(e)) => Err(format!("{endpoint}: {e}")),
         Err(_) => Err(format!("{endpoint}: no answer within {timeout:?}")),
     }
+}
+
+/// A TCP socket bound to `from`'s device and address. The device binding makes the kernel
+/// route the probe only through that interface: were the data centre also reachable another
+/// way (a default route, a misconfigured detour), the probe still proves the closed network.
+fn bound_socket(endpoint: SocketAddr, from: &ProbeSource) -> std::io::Result<TcpSocket> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(endpoint),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    setsockopt(
+        &socket,
+        sockopt::BindToDevice,
+        &std::ffi::OsString::from(&from.interface),
+    )
+    .map_err(std::io::Error::from)?;
+    socket.bind(&SocketAddr::new(from.address, 0).into())?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpSocket::from_std_stream(socket.into()))
 }
 
 /// Reads the kernel's forwarding switch; `None` when it cannot be read.
@@ -434,7 +480,7 @@ mod tests {
             tunnel: None,
             closed: Some(ClosedConfig {
                 interface: "lo".to_string(),
-                address: "198.18.10.2/24".parse().expect("net"),
+                address: "127.0.0.2/8".parse().expect("net"),
                 data_centre_prefixes: vec!["127.0.0.0/8".parse().expect("net")],
                 mode: Some(mode),
                 probe_endpoint: Some(endpoint),
@@ -588,14 +634,45 @@ mod tests {
         closed.shutdown().await;
     }
 
+    fn from_lo() -> ProbeSource {
+        ProbeSource {
+            interface: "lo".to_string(),
+            address: "127.0.0.2".parse().expect("ip"),
+        }
+    }
+
     #[tokio::test]
     async fn net9_the_probe_connects_to_a_listener_and_fails_on_a_closed_port() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let endpoint = listener.local_addr().expect("addr");
-        assert_eq!(probe(endpoint, Duration::from_secs(5)).await, Ok(()));
+        let from = from_lo();
+        assert_eq!(probe(endpoint, &from, Duration::from_secs(5)).await, Ok(()));
         drop(listener);
-        let refused = probe(endpoint, Duration::from_secs(5)).await;
+        let refused = probe(endpoint, &from, Duration::from_secs(5)).await;
         assert!(refused.is_err(), "nobody listens any more: {refused:?}");
+    }
+
+    /// The probe leaves from the closed network's address, bound to its interface: the
+    /// listener sees that address, and a probe bound to a device that cannot reach the
+    /// endpoint fails instead of finding another route.
+    #[tokio::test]
+    async fn net9_the_probe_leaves_from_the_configured_address_and_interface_only() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let endpoint = listener.local_addr().expect("addr");
+        let from = from_lo();
+        assert_eq!(probe(endpoint, &from, Duration::from_secs(5)).await, Ok(()));
+        let (_, peer) = listener.accept().await.expect("the probe's connection");
+        assert_eq!(peer.ip(), from.address, "the probe's source address");
+
+        let elsewhere = ProbeSource {
+            interface: "renkei-none".to_string(),
+            address: from.address,
+        };
+        let unbound = probe(endpoint, &elsewhere, Duration::from_secs(5)).await;
+        assert!(
+            unbound.as_ref().is_err_and(|e| e.contains("cannot bind")),
+            "a probe bound to a missing device must fail: {unbound:?}"
+        );
     }
 
     #[tokio::test]
