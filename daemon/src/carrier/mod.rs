@@ -10,6 +10,7 @@
 //! its async methods need no boxing).
 
 pub mod closed;
+pub mod counters;
 pub mod snapshot;
 pub mod wireguard;
 
@@ -268,6 +269,15 @@ impl CarrierHandle {
         match self {
             CarrierHandle::WireGuard(t) => t.watch_state(destination),
             CarrierHandle::Closed(c) => c.watch_state(destination),
+        }
+    }
+
+    /// Watches whether the kernel forwards IPv4 between interfaces, for a carrier that relies
+    /// on it being off (a closed network: NET-8); `None` for one that does not.
+    pub fn watch_ip_forward(&self) -> Option<watch::Receiver<Option<bool>>> {
+        match self {
+            CarrierHandle::WireGuard(_) => None,
+            CarrierHandle::Closed(c) => Some(c.watch_ip_forward()),
         }
     }
 

@@ -264,7 +264,10 @@ mod tests {
                 "{field} with the generic drops: {json:#}"
             );
         }
-        assert_eq!(json["backend"]["wireguard"]["drops"]["invalid_datagrams"], 2);
+        assert_eq!(
+            json["backend"]["wireguard"]["drops"]["invalid_datagrams"],
+            2
+        );
         assert_eq!(json["drops"]["no_route"], 9);
         assert_eq!(json["kind"], "wireguard");
         assert_eq!(json["backend"]["wireguard"]["listen_port"], 51820);

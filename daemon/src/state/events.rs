@@ -16,7 +16,7 @@
 mod occurrence;
 
 pub use occurrence::{
-    Code, CodeRefusal, ConfigChange, ConfigFacts, LoginRefusal, Occurrence,
+    Code, CodeRefusal, ConfigChange, ConfigFacts, ForwardingFound, LoginRefusal, Occurrence,
 };
 
 use std::collections::{HashMap, VecDeque};

@@ -36,6 +36,8 @@ pub enum Code {
     TunnelDisconnectRequested,
     /// The administrator asked for a connect, and it failed.
     TunnelConnectFailed,
+    /// The kernel forwards IPv4 between interfaces on a box that must not route (NET-8).
+    IpForwardingOn,
     /// An administrator logged in with password and TOTP code.
     LoginSucceeded,
     /// An administrator logged in with password and a recovery code.
@@ -80,7 +82,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in the order docs/api.md lists them.
-    pub const ALL: [Code; 31] = [
+    pub const ALL: [Code; 32] = [
         Code::DaemonStarted,
         Code::StatusPageFailed,
         Code::TlsReloaded,
@@ -92,6 +94,7 @@ impl Code {
         Code::TunnelConnectRequested,
         Code::TunnelDisconnectRequested,
         Code::TunnelConnectFailed,
+        Code::IpForwardingOn,
         Code::LoginSucceeded,
         Code::LoginWithRecoveryCode,
         Code::LoginToEnrol,
@@ -128,6 +131,7 @@ impl Code {
             Code::TunnelConnectRequested => "tunnel_connect_requested",
             Code::TunnelDisconnectRequested => "tunnel_disconnect_requested",
             Code::TunnelConnectFailed => "tunnel_connect_failed",
+            Code::IpForwardingOn => "ip_forwarding_on",
             Code::LoginSucceeded => "login_succeeded",
             Code::LoginWithRecoveryCode => "login_with_recovery_code",
             Code::LoginToEnrol => "login_to_enrol",
@@ -150,6 +154,25 @@ impl Code {
             Code::ConfigConfirmRefused => "config_confirm_refused",
             Code::ConfigRolledBack => "config_rolled_back",
             Code::ConfigNotApplied => "config_not_applied",
+        }
+    }
+}
+
+/// When the daemon found the kernel forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardingFound {
+    /// On when the daemon started watching (at start, and again after a config change).
+    AtStart,
+    /// Turned on while the daemon ran.
+    TurnedOn,
+}
+
+impl ForwardingFound {
+    fn text(self) -> &'static str {
+        match self {
+            ForwardingFound::AtStart => "found on at start",
+            ForwardingFound::TurnedOn => "turned on while running",
         }
     }
 }
@@ -339,6 +362,11 @@ pub enum Occurrence {
         /// Why.
         error: String,
     },
+    /// The kernel forwards IPv4 between interfaces (`ip_forward` is on).
+    IpForwardingOn {
+        /// At start, or turned on while running.
+        found: ForwardingFound,
+    },
     /// Logged in with password and TOTP code.
     LoginSucceeded {
         /// The client's address.
@@ -447,6 +475,7 @@ impl Occurrence {
             Occurrence::TunnelConnectRequested {} => Code::TunnelConnectRequested,
             Occurrence::TunnelDisconnectRequested {} => Code::TunnelDisconnectRequested,
             Occurrence::TunnelConnectFailed { .. } => Code::TunnelConnectFailed,
+            Occurrence::IpForwardingOn { .. } => Code::IpForwardingOn,
             Occurrence::LoginSucceeded { .. } => Code::LoginSucceeded,
             Occurrence::LoginWithRecoveryCode { .. } => Code::LoginWithRecoveryCode,
             Occurrence::LoginToEnrol { .. } => Code::LoginToEnrol,
@@ -475,7 +504,8 @@ impl Occurrence {
             Occurrence::Tunnel { .. }
             | Occurrence::TunnelConnectRequested {}
             | Occurrence::TunnelDisconnectRequested {}
-            | Occurrence::TunnelConnectFailed { .. } => "tunnel",
+            | Occurrence::TunnelConnectFailed { .. }
+            | Occurrence::IpForwardingOn { .. } => "tunnel",
             Occurrence::LoginSucceeded { .. }
             | Occurrence::LoginWithRecoveryCode { .. }
             | Occurrence::LoginToEnrol { .. }
@@ -507,6 +537,7 @@ impl Occurrence {
                 LinkState::Idle | LinkState::Connecting | LinkState::Up => Level::Info,
             },
             Occurrence::TunnelConnectFailed { .. }
+            | Occurrence::IpForwardingOn { .. }
             | Occurrence::LoginWithRecoveryCode { .. }
             | Occurrence::LoginWithoutSecondFactor { .. }
             | Occurrence::LoginFailed { .. }
@@ -555,6 +586,10 @@ impl Occurrence {
             Occurrence::TunnelConnectFailed { error } => {
                 format!("administrator: connect failed: {error}")
             }
+            Occurrence::IpForwardingOn { found } => format!(
+                "IP forwarding is on ({}): the box could route between its LAN and the data centre's network (NET-8); turn it off (sysctl net.ipv4.ip_forward=0)",
+                found.text()
+            ),
             Occurrence::LoginSucceeded { address } => {
                 format!("administrator logged in from {address} (password and TOTP code)")
             }
@@ -745,6 +780,13 @@ mod tests {
                 },
                 "administrator: connect failed: timed out",
                 json!({"error": "timed out"}),
+            ),
+            (
+                Occurrence::IpForwardingOn {
+                    found: ForwardingFound::TurnedOn,
+                },
+                "IP forwarding is on (turned on while running): the box could route between its LAN and the data centre's network (NET-8); turn it off (sysctl net.ipv4.ip_forward=0)",
+                json!({"found": "turned_on"}),
             ),
             (
                 Occurrence::LoginSucceeded { address: ip() },
