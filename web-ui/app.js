@@ -66,6 +66,32 @@
       return names.every(present) ? fill(part) : "";
     });
   }
+  // A carrier's own fields as [label, text, field] rows: nested objects (drop counts) are
+  // flattened as "object.field", lists joined, booleans translated.
+  function fields(part, prefix) {
+    const out = [];
+    Object.keys(part || {}).forEach(function (key) {
+      const value = part[key];
+      const name = prefix ? prefix + "." + key : key;
+      if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+        fields(value, name).forEach((f) => out.push(f));
+        return;
+      }
+      const label = t("backend_" + name.replace(".", "_"));
+      const text = Array.isArray(value) ? value.join(", ")
+        : typeof value === "boolean" ? t(value ? "yes" : "no")
+        : value === null || value === undefined ? "-" : String(value);
+      out.push([label === "backend_" + name.replace(".", "_") ? name : label, text, name]);
+    });
+    return out;
+  }
+  // Whether the data centre is reachable, from the generic state and alarm.
+  function reachability(tunnel) {
+    if (tunnel.alarm === true) return t("reach_alarm");
+    if (tunnel.state === "up") return t("reach_up");
+    if (tunnel.state === "idle") return t("reach_idle");
+    return t("reach_down");
+  }
   function row(tbody, cells, cls) {
     const tr = document.createElement("tr");
     if (cls) tr.className = cls;
@@ -94,13 +120,17 @@
 
     const tunnel = doc.tunnel;
     const peers = tunnel.peers || [];
-    // Generic fields are every carrier's; WireGuard's own sit in each peer's backend part and
-    // are shown only when the carrier is WireGuard.
-    const isWireguard = tunnel.kind === "wireguard";
-    const wireguard = (p) => (isWireguard && p.backend && p.backend.wireguard) || {};
+    // Generic fields are every carrier's; a carrier's own fields sit in the backend parts under
+    // its kind and are listed as they come, labelled from i18n.js ("backend_<field>"): the page
+    // names no field of one carrier.
+    const own = (part) => (part && part[tunnel.kind]) || {};
     const state = $("tunnel-state");
     state.dataset.state = tunnel.state;
     state.textContent = t("state_" + tunnel.state);
+    const kind = $("carrier-kind");
+    kind.dataset.kind = tunnel.kind;
+    kind.textContent = word("carrier_", tunnel.kind);
+    set("reachability", reachability(tunnel));
     // The card shows the peer in alarm if there is one, else the first (a facility box has one).
     const peer = peers.find((p) => p.alarm) || peers[0] || {};
     set("tunnel-peer", peer.name);
@@ -109,24 +139,34 @@
     const age = peer.last_reached_age_secs;
     const ageEl = $("handshake-age");
     ageEl.textContent = typeof age === "number" ? age + " " + t("seconds_ago") : t("never");
-    // The server decides the alarm (handshake_alarm_secs of the running config).
+    // The server decides the alarm (the running config's threshold).
     ageEl.classList.toggle("alarm-text", peer.alarm === true);
     $("alarm").hidden = tunnel.alarm !== true;
     set("alarm-peers", peers.filter((p) => p.alarm).map((p) => p.name).join(", "));
-    set("endpoint", wireguard(peer).endpoint);
-    $("endpoint").hidden = !isWireguard;
-    $("endpoint").previousElementSibling.hidden = !isWireguard;
+    $("forwarding-warning").hidden = own(tunnel.backend).ip_forward !== true;
     const rx = peers.reduce((a, p) => a + p.rx_bytes, 0);
     const tx = peers.reduce((a, p) => a + p.tx_bytes, 0);
     set("rx-bytes", bytes(rx));
     set("tx-bytes", bytes(tx));
     $("tunnel-actions").hidden = doc.tunnel_actions !== true;
+    const backend = $("backend");
+    backend.textContent = "";
+    fields(own(tunnel.backend)).concat(fields(own(peer.backend))).forEach(function (f) {
+      const dt = document.createElement("dt");
+      dt.textContent = f[0];
+      const dd = document.createElement("dd");
+      dd.textContent = f[1];
+      dd.dataset.field = f[2];
+      backend.appendChild(dt);
+      backend.appendChild(dd);
+    });
 
     const peerRows = table("peers");
     peers.forEach(function (p) {
+      const details = fields(own(p.backend)).map((f) => f[0] + ": " + f[1]).join("; ");
       const tr = row(peerRows, [p.name, t("state_" + p.state),
         typeof p.last_reached_age_secs === "number" ? p.last_reached_age_secs + " " + t("seconds_ago") : t("never"),
-        wireguard(p).endpoint, bytes(p.rx_bytes), bytes(p.tx_bytes)], p.alarm ? "alarm-row" : "");
+        details, bytes(p.rx_bytes), bytes(p.tx_bytes)], p.alarm ? "alarm-row" : "");
       tr.dataset.peer = p.name;
       tr.dataset.alarm = String(p.alarm === true);
     });

@@ -50,6 +50,8 @@ const ALARM_AFTER_SECS: u64 = 60;
 const LINK_UP_TIMEOUT: Duration = Duration::from_secs(PROBE_INTERVAL_SECS * 2);
 /// The link must be down within about two probe intervals of the endpoint going away.
 const LINK_DOWN_TIMEOUT: Duration = Duration::from_secs(PROBE_INTERVAL_SECS * 2);
+/// How long the link's byte counters may lag (they are read every two seconds).
+const COUNTERS_TIMEOUT: Duration = Duration::from_secs(10);
 /// The document the data centre serves: big enough to span many TLS records.
 const DOCUMENT_BYTES: usize = 1 << 20;
 const DOCUMENT_NAME: &str = "document.bin";
@@ -244,11 +246,70 @@ fn net9_net1_a_box_on_a_closed_network_reaches_the_data_centre_through_mutual_tl
         "the box shows its namespace's forwarding switch: {status}"
     );
 
+    // The status document names the carrier and its reachability, with only the closed
+    // network's own fields in the backend parts (no WireGuard field anywhere).
+    let tunnel = &status["tunnel"];
+    assert!(
+        tunnel["backend"]["closed"]["ip_forward"].is_boolean(),
+        "{tunnel:#}"
+    );
+    let link = &tunnel["peers"][0];
+    assert_eq!(
+        (&link["state"], &link["alarm"]),
+        (&"up".into(), &false.into()),
+        "{link:#}"
+    );
+    assert!(link["last_reached"].is_u64(), "{link:#}");
+    assert_eq!(
+        link["backend"]["closed"]["probe_endpoint"],
+        format!("{DC_ADDRESS}:{PROBE_PORT}"),
+        "{link:#}"
+    );
+    let text = tunnel.to_string();
+    for wireguard_only in [
+        "wireguard",
+        "listen_port",
+        "public_key",
+        "session_keys_present",
+        "last_handshake",
+        "invalid_datagrams",
+    ] {
+        assert!(
+            !text.contains(wireguard_only),
+            "{wireguard_only} in a closed carrier's document: {tunnel:#}"
+        );
+    }
+
     // Application bytes cross the closed network inside mutual TLS, intact.
     wait_for_service(&facility, "documents");
+    let bytes = |field: &str| {
+        facility
+            .peer(renkei::carrier::closed::LINK_NAME)
+            .ok()
+            .and_then(|p| p[field].as_u64())
+            .unwrap_or(0)
+    };
+    let (rx_before, tx_before) = (bytes("rx_bytes"), bytes("tx_bytes"));
     let body = fetch_through_service(&lab, DOCUMENT_NAME);
     assert_eq!(body.len(), document.len(), "document length");
     assert!(body == document, "the document arrived altered");
+    // The link's counters are the closed interface's: the document crossed it inbound.
+    wait_until(
+        COUNTERS_TIMEOUT,
+        "the closed interface's counters to count the document",
+        || {
+            (bytes("rx_bytes") >= rx_before + DOCUMENT_BYTES as u64
+                && bytes("tx_bytes") > tx_before)
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: rx {rx_before} -> {}, tx {tx_before} -> {}",
+            bytes("rx_bytes"),
+            bytes("tx_bytes")
+        )
+    });
     // The data centre verified the box's client certificate (s_server prints what it verified).
     server
         .wait_for_output(
@@ -450,5 +511,70 @@ fn net9_avl1_auth2_a_push_to_a_box_on_a_closed_network_is_confirmed_by_the_opera
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", facility.log_text()));
     assert_eq!(state.answers[0]["version"], 2, "{}", state.output);
+    drop(facility);
+}
+
+/// The box's address on the closed network, without its prefix.
+fn box_closed_ip() -> std::net::IpAddr {
+    BOX_CLOSED_ADDRESS
+        .split('/')
+        .next()
+        .and_then(|ip| ip.parse().ok())
+        .expect("box address")
+}
+
+/// NET-9: the probe proves the closed network and no other path. A detour route in the box
+/// sends the data centre's address out of the WAN (where the data centre also answers); the
+/// probe, bound to the closed interface and its address, still arrives from the box's
+/// closed-network address.
+#[test]
+fn net9_the_probe_leaves_by_the_closed_interface_from_the_closed_address() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    add_closed_network(&lab);
+    let facility_ns = lab.ns(Node::Hospital);
+    facility_ns
+        .ip(&[
+            "route",
+            "add",
+            &format!("{DC_ADDRESS}/32"),
+            "via",
+            Node::Hub.wan_address(),
+            "dev",
+            "wan0",
+        ])
+        .expect("detour route");
+    // The answer to a probe bound to cn0 comes back on cn0 although the route back points at
+    // the WAN: reverse-path filtering must not drop it (this namespace's own settings only).
+    for key in ["all", "default", CLOSED_LINK] {
+        facility_ns
+            .exec(
+                "sysctl",
+                &["-qw", &format!("net.ipv4.conf.{key}.rp_filter=0")],
+            )
+            .expect("rp_filter");
+    }
+    let listener: TcpListener = lab
+        .ns(Node::Hub)
+        .tcp_listener(&format!("{DC_ADDRESS}:{PROBE_PORT}"))
+        .expect("probe endpoint");
+    listener.set_nonblocking(true).expect("non-blocking");
+
+    let facility = lab
+        .start(Node::Hospital, &closed_box_config(&lab))
+        .expect("box");
+    let peer = wait_until(LINK_UP_TIMEOUT, "the box's probe to arrive", || {
+        listener.accept().ok().map(|(_, peer)| peer)
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", facility.status().unwrap_or_default()));
+    assert_eq!(
+        peer.ip(),
+        box_closed_ip(),
+        "the probe came from {peer}, not from the box's closed-network address"
+    );
+    wait_until(LINK_UP_TIMEOUT, "the data-centre link to be up", || {
+        (link_state(&facility) == "up").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", facility.status().unwrap_or_default()));
     drop(facility);
 }

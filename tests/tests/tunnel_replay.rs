@@ -136,7 +136,7 @@ fn invalid_datagrams(daemon: &Daemon) -> u64 {
     daemon
         .status()
         .ok()
-        .and_then(|s| s["tunnel"]["drops"]["invalid_datagrams"].as_u64())
+        .and_then(|s| s["tunnel"]["backend"]["wireguard"]["drops"]["invalid_datagrams"].as_u64())
         .unwrap_or(0)
 }
 

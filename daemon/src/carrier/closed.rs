@@ -2,7 +2,8 @@
 //! over its routed WAN interface on a network only the regional network's members are on.
 //! Nothing is brought up, so the policies mean something else here:
 //!
-//! - always_on: probe the data centre (a TCP connect to `closed.probe_endpoint`) every
+//! - always_on: probe the data centre (a TCP connect to `closed.probe_endpoint`, bound to
+//!   `closed.interface` and from `closed.address`, so it proves this path and no other) every
 //!   `probe_interval_secs`; the one link "data centre" is up while the last probe connected,
 //!   down after a failed one, and in alarm once no probe connected for `alarm_after_secs`.
 //! - on_demand: nothing to bring up and nothing probed (a connection's own TLS handshake is
@@ -12,7 +13,11 @@
 //! management request that arrived after a moment ([`OperatorContact`]) is that proof.
 //!
 //! The box must not route between the LAN and the closed network (NET-8): the kernel's
-//! `ip_forward` is read and shown with the snapshot, and a warning is logged when it is on.
+//! `ip_forward` is read with every snapshot and every [`HOST_CHECK_INTERVAL_SECS`]; its changes
+//! are watched ([`ClosedHandle::watch_ip_forward`]) so the status side reports it on as an event.
+//!
+//! The link's byte counters are the closed interface's own ([`super::counters`]), read on the
+//! same schedule: they count every byte on the interface, renkei's or not.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -20,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use tokio::net::TcpStream;
+use tokio::net::TcpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -28,6 +33,7 @@ use tokio::time::Instant;
 use crate::config::{ClosedConfig, Config, PolicyMode};
 use crate::state::operator_contact::OperatorContact;
 
+use super::counters::{CounterReader, InterfaceCounters};
 use super::snapshot::{
     CarrierBackend, CarrierKind, CarrierSnapshot, ClosedCarrier, ClosedLink, DropCounts,
     LinkBackend, LinkSnapshot, LinkState,
@@ -36,6 +42,10 @@ use super::{DemandError, Reconfigured};
 
 /// Where Linux says whether it forwards IPv4 packets between interfaces.
 pub const IP_FORWARD_PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// How often the interface's byte counters and the kernel's forwarding switch are read, in
+/// seconds, whatever the mode (an on-demand box probes nothing but still reports both).
+pub const HOST_CHECK_INTERVAL_SECS: u64 = 2;
 
 /// The name of the one link a closed-network box has.
 pub const LINK_NAME: &str = "data centre";
@@ -68,6 +78,8 @@ impl Settings {
 pub struct Closed {
     handle: ClosedHandle,
     probe: Option<JoinHandle<()>>,
+    /// Reads the interface counters and the forwarding switch.
+    host_check: JoinHandle<()>,
 }
 
 impl Closed {
@@ -84,6 +96,7 @@ impl Closed {
     ) -> Result<Self, ClosedError> {
         let settings = Settings::of(config)?;
         let (state, _) = watch::channel(initial_state(settings.mode));
+        let (ip_forward, _) = watch::channel(read_ip_forward(ip_forward_file));
         let handle = ClosedHandle {
             shared: Arc::new(Shared {
                 record: Mutex::new(ProbeRecord::new(Instant::now())),
@@ -91,13 +104,16 @@ impl Closed {
                 state,
                 contact,
                 ip_forward_file: ip_forward_file.to_path_buf(),
+                ip_forward,
+                counters: Mutex::new(InterfaceCounters::default()),
                 alive: AtomicBool::new(true),
             }),
         };
-        warn_if_forwarding(&handle.shared.ip_forward_file);
+        let host_check = tokio::spawn(host_check_loop(Arc::clone(&handle.shared)));
         let mut closed = Closed {
             handle,
             probe: None,
+            host_check,
         };
         closed.start_probe();
         Ok(closed)
@@ -153,12 +169,13 @@ impl Closed {
         self.handle.clone()
     }
 
-    /// Stops probing. Nothing else was set up on the box.
+    /// Stops probing and reading. Nothing else was set up on the box.
     pub async fn shutdown(mut self) {
         if let Some(task) = self.probe.take() {
             task.abort();
             let _ = task.await;
         }
+        self.host_check.abort();
     }
 }
 
@@ -167,6 +184,7 @@ impl Drop for Closed {
         if let Some(task) = self.probe.take() {
             task.abort();
         }
+        self.host_check.abort();
     }
 }
 
@@ -189,6 +207,10 @@ struct Shared {
     state: watch::Sender<LinkState>,
     contact: OperatorContact,
     ip_forward_file: PathBuf,
+    /// The forwarding switch as last read (`None`: unreadable).
+    ip_forward: watch::Sender<Option<bool>>,
+    /// The closed interface's counters as last read.
+    counters: Mutex<InterfaceCounters>,
     /// False once the probe task ended by a panic (for the systemd watchdog).
     alive: AtomicBool,
 }
@@ -196,6 +218,10 @@ struct Shared {
 impl Shared {
     fn settings(&self) -> std::sync::MutexGuard<'_, Settings> {
         self.settings.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn counters(&self) -> std::sync::MutexGuard<'_, InterfaceCounters> {
+        self.counters.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn record(&self) -> std::sync::MutexGuard<'_, ProbeRecord> {
@@ -284,9 +310,13 @@ async fn probe_loop(shared: Arc<Shared>, endpoint: SocketAddr, closed: ClosedCon
     let timeout = Duration::from_secs(closed.probe_timeout_secs);
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let from = ProbeSource {
+        interface: closed.interface.clone(),
+        address: closed.address.addr(),
+    };
     loop {
         ticks.tick().await;
-        let outcome = probe(endpoint, timeout).await;
+        let outcome = probe(endpoint, &from, timeout).await;
         if let Err(why) = &outcome {
             tracing::debug!(endpoint = %endpoint, error = %why, "data-centre probe failed");
         }
@@ -294,14 +324,55 @@ async fn probe_loop(shared: Arc<Shared>, endpoint: SocketAddr, closed: ClosedCon
     }
 }
 
-/// One reachability probe: a TCP connection to `endpoint` opened within `timeout` (and closed
-/// at once). Says why it failed.
-pub async fn probe(endpoint: SocketAddr, timeout: Duration) -> Result<(), String> {
-    match tokio::time::timeout(timeout, TcpStream::connect(endpoint)).await {
+/// Where a probe leaves from: the closed network's interface and the box's address on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeSource {
+    /// The device the probe is bound to (`SO_BINDTODEVICE`): no other route may carry it.
+    pub interface: String,
+    /// The source address: the data centre sees the box's closed-network address.
+    pub address: IpAddr,
+}
+
+/// One reachability probe: a TCP connection to `endpoint` from `from`, opened within `timeout`
+/// (and closed at once). Says why it failed.
+pub async fn probe(
+    endpoint: SocketAddr,
+    from: &ProbeSource,
+    timeout: Duration,
+) -> Result<(), String> {
+    let socket = bound_socket(endpoint, from).map_err(|e| {
+        format!(
+            "{endpoint}: cannot bind the probe to {} ({}): {e}",
+            from.interface, from.address
+        )
+    })?;
+    match tokio::time::timeout(timeout, socket.connect(endpoint)).await {
         Ok(Ok(_stream)) => Ok(()),
         Ok(Err(e)) => Err(format!("{endpoint}: {e}")),
         Err(_) => Err(format!("{endpoint}: no answer within {timeout:?}")),
     }
+}
+
+/// A TCP socket bound to `from`'s device and address. The device binding makes the kernel
+/// route the probe only through that interface: were the data centre also reachable another
+/// way (a default route, a misconfigured detour), the probe still proves the closed network.
+fn bound_socket(endpoint: SocketAddr, from: &ProbeSource) -> std::io::Result<TcpSocket> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(endpoint),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    setsockopt(
+        &socket,
+        sockopt::BindToDevice,
+        &std::ffi::OsString::from(&from.interface),
+    )
+    .map_err(std::io::Error::from)?;
+    socket.bind(&SocketAddr::new(from.address, 0).into())?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpSocket::from_std_stream(socket.into()))
 }
 
 /// Reads the kernel's forwarding switch; `None` when it cannot be read.
@@ -313,12 +384,31 @@ pub fn read_ip_forward(file: &Path) -> Option<bool> {
     }
 }
 
-fn warn_if_forwarding(file: &Path) {
-    if read_ip_forward(file) == Some(true) {
-        tracing::warn!(
-            file = %file.display(),
-            "IP forwarding is on: the box could route between the LAN and the closed network (NET-8); turn it off"
-        );
+/// Reads the forwarding switch and the interface counters now and every
+/// [`HOST_CHECK_INTERVAL_SECS`]. Counters that cannot be read keep their last value (an
+/// interface that went away comes back with its name).
+async fn host_check_loop(shared: Arc<Shared>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(HOST_CHECK_INTERVAL_SECS));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let reader = CounterReader::open()
+        .inspect_err(|e| tracing::warn!(error = %e, "closed interface counters unavailable"))
+        .ok();
+    loop {
+        ticks.tick().await;
+        let forwarding = read_ip_forward(&shared.ip_forward_file);
+        shared.ip_forward.send_if_modified(|current| {
+            let changed = *current != forwarding;
+            *current = forwarding;
+            changed
+        });
+        let Some(reader) = &reader else {
+            continue;
+        };
+        let interface = shared.settings().closed.interface.clone();
+        match reader.read(&interface).await {
+            Ok(counters) => *shared.counters() = counters,
+            Err(e) => tracing::debug!(error = %e, "closed interface counters not read"),
+        }
     }
 }
 
@@ -354,6 +444,12 @@ impl ClosedHandle {
             .then(|| self.shared.state.subscribe())
     }
 
+    /// Watches the kernel's forwarding switch (`None`: unreadable), as read every
+    /// [`HOST_CHECK_INTERVAL_SECS`].
+    pub fn watch_ip_forward(&self) -> watch::Receiver<Option<bool>> {
+        self.shared.ip_forward.subscribe()
+    }
+
     /// True while the probe task runs (or there is none to run).
     pub fn is_alive(&self) -> bool {
         self.shared.alive.load(Ordering::Relaxed)
@@ -363,6 +459,7 @@ impl ClosedHandle {
     pub fn snapshot(&self) -> CarrierSnapshot {
         let settings = self.shared.settings().clone();
         let record = self.shared.record().clone();
+        let counters = *self.shared.counters();
         let now = Instant::now();
         let probing =
             settings.mode == PolicyMode::AlwaysOn && settings.closed.probe_endpoint.is_some();
@@ -388,8 +485,8 @@ impl ClosedHandle {
                 .last_success
                 .map(|(at, _)| now.saturating_duration_since(at).as_secs()),
             holds: 0,
-            tx_bytes: 0,
-            rx_bytes: 0,
+            tx_bytes: counters.tx_bytes,
+            rx_bytes: counters.rx_bytes,
             backend: LinkBackend::Closed(ClosedLink {
                 probe_endpoint: settings.closed.probe_endpoint,
                 data_centre_prefixes: settings.closed.data_centre_prefixes.clone(),
@@ -414,12 +511,12 @@ impl ClosedHandle {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{Facility, Meta, Paths, Role};
     use tokio::net::TcpListener;
 
-    fn config(endpoint: SocketAddr, mode: PolicyMode) -> Config {
+    pub(crate) fn config(endpoint: SocketAddr, mode: PolicyMode) -> Config {
         Config {
             meta: Meta {
                 version: 1,
@@ -434,7 +531,7 @@ mod tests {
             tunnel: None,
             closed: Some(ClosedConfig {
                 interface: "lo".to_string(),
-                address: "198.18.10.2/24".parse().expect("net"),
+                address: "127.0.0.2/8".parse().expect("net"),
                 data_centre_prefixes: vec!["127.0.0.0/8".parse().expect("net")],
                 mode: Some(mode),
                 probe_endpoint: Some(endpoint),
@@ -450,7 +547,7 @@ mod tests {
     }
 
     /// A forwarding switch file with `value`, removed with the returned directory.
-    fn ip_forward(value: &str) -> (tempfile::TempDir, PathBuf) {
+    pub(crate) fn ip_forward(value: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("ip_forward");
         std::fs::write(&file, value).expect("write");
@@ -588,14 +685,45 @@ mod tests {
         closed.shutdown().await;
     }
 
+    fn from_lo() -> ProbeSource {
+        ProbeSource {
+            interface: "lo".to_string(),
+            address: "127.0.0.2".parse().expect("ip"),
+        }
+    }
+
     #[tokio::test]
     async fn net9_the_probe_connects_to_a_listener_and_fails_on_a_closed_port() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let endpoint = listener.local_addr().expect("addr");
-        assert_eq!(probe(endpoint, Duration::from_secs(5)).await, Ok(()));
+        let from = from_lo();
+        assert_eq!(probe(endpoint, &from, Duration::from_secs(5)).await, Ok(()));
         drop(listener);
-        let refused = probe(endpoint, Duration::from_secs(5)).await;
+        let refused = probe(endpoint, &from, Duration::from_secs(5)).await;
         assert!(refused.is_err(), "nobody listens any more: {refused:?}");
+    }
+
+    /// The probe leaves from the closed network's address, bound to its interface: the
+    /// listener sees that address, and a probe bound to a device that cannot reach the
+    /// endpoint fails instead of finding another route.
+    #[tokio::test]
+    async fn net9_the_probe_leaves_from_the_configured_address_and_interface_only() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let endpoint = listener.local_addr().expect("addr");
+        let from = from_lo();
+        assert_eq!(probe(endpoint, &from, Duration::from_secs(5)).await, Ok(()));
+        let (_, peer) = listener.accept().await.expect("the probe's connection");
+        assert_eq!(peer.ip(), from.address, "the probe's source address");
+
+        let elsewhere = ProbeSource {
+            interface: "renkei-none".to_string(),
+            address: from.address,
+        };
+        let unbound = probe(endpoint, &elsewhere, Duration::from_secs(5)).await;
+        assert!(
+            unbound.as_ref().is_err_and(|e| e.contains("cannot bind")),
+            "a probe bound to a missing device must fail: {unbound:?}"
+        );
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@
 //! its async methods need no boxing).
 
 pub mod closed;
+pub mod counters;
 pub mod snapshot;
 pub mod wireguard;
 
@@ -23,7 +24,7 @@ use crate::state::operator_contact::OperatorContact;
 use crate::tunnel::{DemandGuard, TunnelError, TunnelHandle};
 pub use snapshot::{
     CarrierBackend, CarrierKind, CarrierSnapshot, ClosedCarrier, ClosedLink, DropCounts,
-    LinkBackend, LinkSnapshot, LinkState, WireGuardCarrier, WireGuardPeer,
+    LinkBackend, LinkSnapshot, LinkState, WireGuardCarrier, WireGuardDrops, WireGuardPeer,
 };
 
 /// Why the carrier could not start or apply a config.
@@ -268,6 +269,15 @@ impl CarrierHandle {
         match self {
             CarrierHandle::WireGuard(t) => t.watch_state(destination),
             CarrierHandle::Closed(c) => c.watch_state(destination),
+        }
+    }
+
+    /// Watches whether the kernel forwards IPv4 between interfaces, for a carrier that relies
+    /// on it being off (a closed network: NET-8); `None` for one that does not.
+    pub fn watch_ip_forward(&self) -> Option<watch::Receiver<Option<bool>>> {
+        match self {
+            CarrierHandle::WireGuard(_) => None,
+            CarrierHandle::Closed(c) => Some(c.watch_ip_forward()),
         }
     }
 

@@ -9,8 +9,8 @@ use crate::config::Config;
 use crate::tunnel::{self, Tunnel, TunnelHandle, TunnelSnapshot};
 
 use super::snapshot::{
-    CarrierBackend, CarrierKind, CarrierSnapshot, LinkBackend, LinkSnapshot, WireGuardCarrier,
-    WireGuardPeer,
+    CarrierBackend, CarrierKind, CarrierSnapshot, DropCounts, LinkBackend, LinkSnapshot,
+    WireGuardCarrier, WireGuardDrops, WireGuardPeer,
 };
 use super::{DemandError, Reconfigured};
 
@@ -87,10 +87,26 @@ pub fn snapshot(tunnel: TunnelSnapshot) -> CarrierSnapshot {
         state: tunnel.state,
         alarm: tunnel.alarm,
         peers: tunnel.peers.into_iter().map(link).collect(),
-        drops: tunnel.drops,
+        drops: filter_drops(&tunnel.drops),
         backend: CarrierBackend::WireGuard(WireGuardCarrier {
             listen_port: tunnel.listen_port,
+            drops: WireGuardDrops {
+                invalid_datagrams: tunnel.drops.invalid_datagrams,
+                no_endpoint: tunnel.drops.no_endpoint,
+                send_errors: tunnel.drops.send_errors,
+            },
         }),
+    }
+}
+
+/// The data plane's packet-filter counts: the generic part of its drops.
+fn filter_drops(drops: &tunnel::DropCounts) -> DropCounts {
+    DropCounts {
+        foreign_source: drops.foreign_source,
+        no_route: drops.no_route,
+        foreign_destination: drops.foreign_destination,
+        source_not_allowed: drops.source_not_allowed,
+        malformed: drops.malformed,
     }
 }
 
@@ -178,14 +194,15 @@ mod tests {
             ),
             ("renkei0", "on_demand", LinkState::Up, true)
         );
-        assert_eq!(
-            (carrier.drops.no_route, carrier.drops.invalid_datagrams),
-            (9, 2)
-        );
+        assert_eq!(carrier.drops.no_route, 9);
         let CarrierBackend::WireGuard(wg) = &carrier.backend else {
             panic!("a WireGuard backend: {:?}", carrier.backend);
         };
         assert_eq!(wg.listen_port, 51820);
+        assert_eq!(
+            wg.drops.invalid_datagrams, 2,
+            "WireGuard's own drops are in its backend part"
+        );
         let [link] = carrier.peers.as_slice() else {
             panic!("one peer: {:?}", carrier.peers);
         };
@@ -241,6 +258,17 @@ mod tests {
             );
             assert!(peer.get(field).is_none(), "{field} on the peer: {peer:#}");
         }
+        for field in ["invalid_datagrams", "no_endpoint", "send_errors"] {
+            assert!(
+                json["drops"].get(field).is_none(),
+                "{field} with the generic drops: {json:#}"
+            );
+        }
+        assert_eq!(
+            json["backend"]["wireguard"]["drops"]["invalid_datagrams"],
+            2
+        );
+        assert_eq!(json["drops"]["no_route"], 9);
         assert_eq!(json["kind"], "wireguard");
         assert_eq!(json["backend"]["wireguard"]["listen_port"], 51820);
         assert_eq!(peer["last_reached"], 1_700_000_000);

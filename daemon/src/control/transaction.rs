@@ -196,7 +196,10 @@ impl Transaction {
         if running.operator_reached_since(operator, ready.applied.wall) {
             self.last_rehandshake = None;
             // A refusal is logged inside; the next tick tries again.
-            let _ = self.confirm(None, "auto_confirm: a handshake after the apply and the operator reached the box again over the tunnel");
+            let _ = self.confirm(
+                None,
+                "auto_confirm: the operator reached the box after the apply",
+            );
             true
         } else {
             // No proof since the apply yet (the link was not restarted): ask for one, which

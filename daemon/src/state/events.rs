@@ -16,7 +16,7 @@
 mod occurrence;
 
 pub use occurrence::{
-    Code, CodeRefusal, ConfigChange, ConfigFacts, LoginRefusal, Occurrence, PeerState,
+    Code, CodeRefusal, ConfigChange, ConfigFacts, ForwardingFound, LoginRefusal, Occurrence,
 };
 
 use std::collections::{HashMap, VecDeque};
@@ -514,7 +514,7 @@ mod tests {
         );
         for _ in 0..50 {
             let up = Occurrence::Tunnel {
-                state: PeerState::Up,
+                state: crate::state::link::LinkState::Up,
                 peer: "dc".to_string(),
                 reason: "handshake completed".to_string(),
             };

@@ -4,7 +4,11 @@
 use std::net::IpAddr;
 
 use crate::carrier::{CarrierHandle, LinkState};
-use crate::state::events::{EventLog, Occurrence, PeerState};
+use crate::state::events::{EventLog, ForwardingFound, Occurrence};
+
+/// The rate-limit key of the forwarding warning: it repeats at most as often as the ring's
+/// limit lets one key through, however often the switch flips.
+pub const IP_FORWARD_EVENT_KEY: &str = "ip_forward";
 
 /// Pushes an event whenever a tunnel peer changes state, until the task is aborted.
 ///
@@ -44,23 +48,140 @@ pub fn watch_tunnel(
                         .map(|p| p.reason)
                         .unwrap_or_default();
                     events.push(Occurrence::Tunnel {
-                        state: peer_state(state),
+                        state,
                         peer: name.clone(),
                         reason,
                     });
                 }
             });
         }
+        if let Some(forwarding) = tunnel.watch_ip_forward() {
+            watchers.spawn(watch_ip_forward(events.clone(), forwarding));
+        }
         while watchers.join_next().await.is_some() {}
     })
 }
 
-/// The tunnel's state as the events name it.
-fn peer_state(state: LinkState) -> PeerState {
-    match state {
-        LinkState::Idle => PeerState::Idle,
-        LinkState::Connecting => PeerState::Connecting,
-        LinkState::Up => PeerState::Up,
-        LinkState::Down => PeerState::Down,
+/// Pushes a warning when the kernel forwards on a carrier that needs it off: when it is on as
+/// watching starts, and whenever it turns on.
+async fn watch_ip_forward(
+    events: EventLog,
+    mut forwarding: tokio::sync::watch::Receiver<Option<bool>>,
+) {
+    let mut was_on = false;
+    let mut found = ForwardingFound::AtStart;
+    loop {
+        let on = *forwarding.borrow_and_update() == Some(true);
+        if on && !was_on {
+            events.push_limited(IP_FORWARD_EVENT_KEY, Occurrence::IpForwardingOn { found });
+        }
+        was_on = on;
+        found = ForwardingFound::TurnedOn;
+        if forwarding.changed().await.is_err() {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::carrier::closed::tests::{config, ip_forward};
+    use crate::carrier::closed::{Closed, HOST_CHECK_INTERVAL_SECS};
+    use crate::config::PolicyMode;
+    use crate::state::operator_contact::OperatorContact;
+
+    /// The codes and `found` parameters of the forwarding events in the ring.
+    fn forwarding_events(events: &EventLog) -> Vec<String> {
+        events
+            .snapshot()
+            .iter()
+            .filter_map(|e| serde_json::to_value(e).ok())
+            .filter(|e| e["code"] == "ip_forwarding_on")
+            .map(|e| e["params"]["found"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    /// Waits (paused clock) until the ring holds `n` forwarding events.
+    async fn forwarding_events_reach(events: &EventLog, n: usize) -> Vec<String> {
+        for _ in 0..1000 {
+            let found = forwarding_events(events);
+            if found.len() >= n {
+                return found;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("{n} forwarding events expected: {:?}", events.snapshot());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn net8_net9_forwarding_on_at_start_and_turned_on_while_running_are_events() {
+        let (_dir, file) = ip_forward("1\n");
+        let endpoint = "127.0.0.1:9".parse().expect("addr");
+        let closed = Closed::start_with(
+            &config(endpoint, PolicyMode::OnDemand),
+            OperatorContact::new(),
+            &file,
+        )
+        .expect("start");
+        let events = EventLog::new();
+        let watcher = watch_tunnel(
+            events.clone(),
+            crate::carrier::CarrierHandle::Closed(closed.handle()),
+            Vec::new(),
+        );
+        assert_eq!(forwarding_events_reach(&events, 1).await, ["at_start"]);
+        let event = &events.snapshot()[0];
+        assert_eq!(
+            serde_json::to_value(event).expect("json")["level"],
+            "warning"
+        );
+
+        // Off: nothing new. On again while running: a second event.
+        std::fs::write(&file, "0\n").expect("write");
+        tokio::time::advance(Duration::from_secs(HOST_CHECK_INTERVAL_SECS)).await;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(forwarding_events(&events), ["at_start"]);
+        std::fs::write(&file, "1\n").expect("write");
+        tokio::time::advance(Duration::from_secs(HOST_CHECK_INTERVAL_SECS)).await;
+        assert_eq!(
+            forwarding_events_reach(&events, 2).await,
+            ["at_start", "turned_on"]
+        );
+        watcher.abort();
+        closed.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn net8_forwarding_off_is_no_event() {
+        let (_dir, file) = ip_forward("0\n");
+        let endpoint = "127.0.0.1:9".parse().expect("addr");
+        let closed = Closed::start_with(
+            &config(endpoint, PolicyMode::OnDemand),
+            OperatorContact::new(),
+            &file,
+        )
+        .expect("start");
+        let events = EventLog::new();
+        let watcher = watch_tunnel(
+            events.clone(),
+            crate::carrier::CarrierHandle::Closed(closed.handle()),
+            Vec::new(),
+        );
+        tokio::time::advance(Duration::from_secs(HOST_CHECK_INTERVAL_SECS * 3)).await;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            forwarding_events(&events).is_empty(),
+            "{:?}",
+            events.snapshot()
+        );
+        watcher.abort();
+        closed.shutdown().await;
     }
 }

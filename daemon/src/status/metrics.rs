@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use super::StatusDocument;
-use crate::carrier::{LinkSnapshot, LinkState};
+use crate::carrier::{CarrierBackend, LinkSnapshot, LinkState};
 use crate::proxy::ServiceState;
 
 /// The content type Prometheus expects for the text format.
@@ -107,6 +107,13 @@ pub fn render(doc: &StatusDocument) -> String {
     .sample(&[], u8::from(doc.config.pending.is_some()));
 
     let tunnel = &doc.tunnel;
+    Family::new(
+        o,
+        "renkei_carrier_info",
+        "gauge",
+        "The kind of link to the data centre (always 1).",
+    )
+    .sample(&[("kind", tunnel.kind.as_str())], 1);
     let mut f = Family::new(
         o,
         "renkei_tunnel_state",
@@ -123,9 +130,22 @@ pub fn render(doc: &StatusDocument) -> String {
         o,
         "renkei_tunnel_alarm",
         "gauge",
-        "1 when an always-on peer's last handshake is older than the alarm threshold.",
+        "1 when an always-on peer was last reached longer ago than the alarm threshold.",
     )
     .sample(&[], u8::from(tunnel.alarm));
+
+    // Only a carrier that relies on the kernel not forwarding reports the switch (closed).
+    if let CarrierBackend::Closed(closed) = &tunnel.backend {
+        if let Some(on) = closed.ip_forward {
+            Family::new(
+                o,
+                "renkei_ip_forwarding",
+                "gauge",
+                "1 while the kernel forwards IPv4 between interfaces (the box must not route: NET-8).",
+            )
+            .sample(&[], u8::from(on));
+        }
+    }
 
     let mut f = Family::new(
         o,
@@ -147,12 +167,12 @@ pub fn render(doc: &StatusDocument) -> String {
     let counters: [(&'static str, &str, PeerCounter); 7] = [
         (
             "renkei_peer_receive_bytes_total",
-            "Bytes received on the link from the peer (authenticated; WireGuard datagram bytes).",
+            "Bytes received on the link from the peer (WireGuard: authenticated datagram bytes; closed: the interface's counter).",
             |p| Some(p.rx_bytes),
         ),
         (
             "renkei_peer_transmit_bytes_total",
-            "Bytes sent on the link to the peer (WireGuard datagram bytes).",
+            "Bytes sent on the link to the peer (WireGuard: datagram bytes; closed: the interface's counter).",
             |p| Some(p.tx_bytes),
         ),
         (
@@ -195,12 +215,24 @@ pub fn render(doc: &StatusDocument) -> String {
     }
     let mut f = Family::new(
         o,
-        "renkei_peer_last_handshake_age_seconds",
+        "renkei_peer_last_reached_age_seconds",
         "gauge",
-        "Seconds since the last completed handshake with the peer (absent: never).",
+        "Seconds since the peer was last reached on the link (absent: never).",
     );
     for p in &tunnel.peers {
         if let Some(age) = p.last_reached_age_secs {
+            f.sample(&[("peer", &p.name)], age);
+        }
+    }
+    // The same age under WireGuard's older name, for WireGuard peers (existing dashboards).
+    let mut f = Family::new(
+        o,
+        "renkei_peer_last_handshake_age_seconds",
+        "gauge",
+        "Seconds since the last completed handshake with the WireGuard peer (absent: never).",
+    );
+    for p in &tunnel.peers {
+        if let (Some(age), Some(_)) = (p.last_reached_age_secs, p.backend.wireguard()) {
             f.sample(&[("peer", &p.name)], age);
         }
     }
@@ -209,7 +241,8 @@ pub fn render(doc: &StatusDocument) -> String {
         o,
         "renkei_tunnel_dropped_packets_total",
         "counter",
-        "Packets the tunnel dropped, by reason.",
+        "Packets the box dropped, by reason: its packet filter's (every carrier), and for \
+         WireGuard its own datagrams.",
     );
     for (reason, n) in [
         ("foreign_source", d.foreign_source),
@@ -217,11 +250,17 @@ pub fn render(doc: &StatusDocument) -> String {
         ("foreign_destination", d.foreign_destination),
         ("source_not_allowed", d.source_not_allowed),
         ("malformed", d.malformed),
-        ("invalid_datagram", d.invalid_datagrams),
-        ("no_endpoint", d.no_endpoint),
-        ("send_error", d.send_errors),
     ] {
         f.sample(&[("reason", reason)], n);
+    }
+    if let CarrierBackend::WireGuard(wg) = &tunnel.backend {
+        for (reason, n) in [
+            ("invalid_datagram", wg.drops.invalid_datagrams),
+            ("no_endpoint", wg.drops.no_endpoint),
+            ("send_error", wg.drops.send_errors),
+        ] {
+            f.sample(&[("reason", reason)], n);
+        }
     }
 
     let services = doc
@@ -386,7 +425,7 @@ mod tests {
 mod document_tests {
     use super::*;
     use crate::carrier::{
-        CarrierBackend, CarrierKind, CarrierSnapshot, DropCounts, LinkBackend, WireGuardCarrier,
+        CarrierKind, CarrierSnapshot, DropCounts, LinkBackend, WireGuardCarrier, WireGuardDrops,
         WireGuardPeer,
     };
     use crate::status::{ConfigState, PendingConfig};
@@ -451,11 +490,14 @@ mod document_tests {
                     foreign_destination: 0,
                     source_not_allowed: 0,
                     malformed: 0,
-                    invalid_datagrams: 0,
-                    no_endpoint: 0,
-                    send_errors: 0,
                 },
-                backend: CarrierBackend::WireGuard(WireGuardCarrier { listen_port: 0 }),
+                backend: CarrierBackend::WireGuard(WireGuardCarrier {
+                    listen_port: 0,
+                    drops: WireGuardDrops {
+                        invalid_datagrams: 3,
+                        ..WireGuardDrops::default()
+                    },
+                }),
             },
             tunnel_actions: false,
             proxy: None,
@@ -478,7 +520,10 @@ mod document_tests {
             "renkei_tunnel_state{state=\"down\"} 0\n",
             "renkei_peer_receive_bytes_total{peer=\"dc\",public_key=\"KEY=\"} 200\n",
             "renkei_peer_last_handshake_age_seconds{peer=\"dc\"} 12\n",
+            "renkei_peer_last_reached_age_seconds{peer=\"dc\"} 12\n",
+            "renkei_carrier_info{kind=\"wireguard\"} 1\n",
             "renkei_tunnel_dropped_packets_total{reason=\"no_route\"} 4\n",
+            "renkei_tunnel_dropped_packets_total{reason=\"invalid_datagram\"} 3\n",
             "renkei_build_info{version=\"0.1.0\",role=\"disclosing\"} 1\n",
         ] {
             assert!(text.contains(expected), "{expected:?} missing:\n{text}");
@@ -500,5 +545,46 @@ mod document_tests {
                 assert!(value.parse::<f64>().is_ok(), "{line}");
             }
         }
+    }
+
+    /// A closed carrier's metrics: its kind, the forwarding switch, the generic age and drops,
+    /// and none of WireGuard's families' samples.
+    #[test]
+    fn net9_ops4_a_closed_carrier_has_no_wireguard_samples_and_reports_forwarding() {
+        use crate::carrier::{ClosedCarrier, ClosedLink};
+        let mut doc = document();
+        doc.tunnel.kind = CarrierKind::Closed;
+        doc.tunnel.backend = CarrierBackend::Closed(ClosedCarrier {
+            ip_forward: Some(true),
+        });
+        doc.tunnel.peers[0].backend = LinkBackend::Closed(ClosedLink {
+            probe_endpoint: None,
+            data_centre_prefixes: Vec::new(),
+            probes_sent: 3,
+            probes_failed: 0,
+        });
+        let text = render(&doc);
+        for expected in [
+            "renkei_carrier_info{kind=\"closed\"} 1\n",
+            "renkei_ip_forwarding 1\n",
+            "renkei_peer_last_reached_age_seconds{peer=\"dc\"} 12\n",
+            "renkei_peer_receive_bytes_total{peer=\"dc\"} 200\n",
+            "renkei_tunnel_dropped_packets_total{reason=\"no_route\"} 4\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing:\n{text}");
+        }
+        for absent in [
+            "public_key",
+            "renkei_peer_last_handshake_age_seconds{",
+            "renkei_peer_handshakes_total{",
+            "reason=\"invalid_datagram\"",
+        ] {
+            assert!(
+                !text.contains(absent),
+                "{absent:?} on a closed box:\n{text}"
+            );
+        }
+        let wireguard = render(&document());
+        assert!(!wireguard.contains("renkei_ip_forwarding"), "{wireguard}");
     }
 }

@@ -410,6 +410,18 @@ pub fn summary(document: &serde_json::Value) -> String {
         text(&document["role"]),
         text(&document["config_version"])
     );
+    // The carrier's kind, and the closed network's own fields (NET-8's forwarding switch).
+    let closed = &tunnel["backend"]["closed"];
+    let _ = writeln!(
+        out,
+        "carrier: {}{}",
+        text(&tunnel["kind"]),
+        match closed["ip_forward"].as_bool() {
+            Some(true) => ", ip_forward ON: the box could route; turn it off",
+            Some(false) => ", ip_forward off",
+            None => "",
+        }
+    );
     let _ = writeln!(
         out,
         "tunnel: {} {} on {} ({}){}{}",
@@ -423,7 +435,7 @@ pub fn summary(document: &serde_json::Value) -> String {
             format!(", port {}", text(&wireguard["listen_port"]))
         },
         if tunnel["alarm"] == serde_json::Value::Bool(true) {
-            "  ALARM: last handshake too old"
+            "  ALARM: not reached for too long"
         } else {
             ""
         }
@@ -456,6 +468,16 @@ pub fn summary(document: &serde_json::Value) -> String {
                 text(&peer["rx_bytes"]),
                 text(&peer["tx_bytes"])
             );
+            let closed = &peer["backend"]["closed"];
+            if !closed.is_null() {
+                let _ = writeln!(
+                    out,
+                    "  probe: {}, {} sent, {} failed",
+                    text(&closed["probe_endpoint"]),
+                    text(&closed["probes_sent"]),
+                    text(&closed["probes_failed"])
+                );
+            }
             if wireguard.is_null() {
                 let _ = writeln!(out, "  last reached: {age}");
                 let _ = writeln!(out, "{transfer}");
@@ -474,12 +496,19 @@ pub fn summary(document: &serde_json::Value) -> String {
     let drops = &tunnel["drops"];
     let _ = writeln!(
         out,
-        "\ndropped: {} foreign source, {} no route, {} foreign destination, {} spoofed source, {} invalid datagrams",
+        "\ndropped: {} foreign source, {} no route, {} foreign destination, {} spoofed source{}",
         text(&drops["foreign_source"]),
         text(&drops["no_route"]),
         text(&drops["foreign_destination"]),
         text(&drops["source_not_allowed"]),
-        text(&drops["invalid_datagrams"])
+        if wireguard.is_null() {
+            String::new()
+        } else {
+            format!(
+                ", {} invalid datagrams",
+                text(&wireguard["drops"]["invalid_datagrams"])
+            )
+        }
     );
     if let Some(certificates) = document["certificates"].as_array() {
         for cert in certificates {
@@ -754,6 +783,34 @@ mod tests {
         }
         assert!(
             !text.contains("port") && !text.contains("handshake"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn net9_summary_names_the_closed_carrier_its_probe_and_forwarding() {
+        let document = serde_json::json!({
+            "facility": "clinic", "role": "viewing", "config_version": 3,
+            "tunnel": {"kind": "closed", "state": "up", "policy": "always_on",
+                       "interface": "eth1", "address": "198.18.40.2/24", "alarm": false,
+                       "peers": [{"name": "data centre", "state": "up", "reason": "ok",
+                                  "last_reached_age_secs": 3, "rx_bytes": 10, "tx_bytes": 20,
+                                  "backend": {"closed": {"probe_endpoint": "198.18.40.1:7000",
+                                                         "probes_sent": 4, "probes_failed": 1}}}],
+                       "drops": {}, "backend": {"closed": {"ip_forward": true}}}
+        });
+        let text = summary(&document);
+        for expected in [
+            "carrier: closed, ip_forward ON",
+            "  probe: 198.18.40.1:7000, 4 sent, 1 failed\n  last reached: 3 seconds ago\n",
+        ] {
+            assert!(
+                text.contains(expected),
+                "{expected:?} missing from:\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("handshake") && !text.contains("invalid datagrams"),
             "{text}"
         );
     }

@@ -37,31 +37,8 @@ pub enum Mode {
     Passive,
 }
 
-/// What the administrator sees for a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LinkState {
-    /// No session and none wanted (on-demand idle, or a passive peer not yet heard from).
-    Idle,
-    /// A handshake is under way.
-    Connecting,
-    /// A session is established.
-    Up,
-    /// Always-on and the last attempt failed; a retry is scheduled.
-    Down,
-}
-
-impl LinkState {
-    /// Name shown on the status page and in logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LinkState::Idle => "idle",
-            LinkState::Connecting => "connecting",
-            LinkState::Up => "up",
-            LinkState::Down => "down",
-        }
-    }
-}
+/// The peer's state: the carrier-neutral type, defined below every carrier.
+pub use crate::state::link::LinkState;
 
 /// Something that happened to the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::Serialize;
 
 use super::Level;
+use crate::state::link::LinkState;
 
 /// Every event code, as the JSON API and the journal (`EVENT_CODE`) name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,6 +36,8 @@ pub enum Code {
     TunnelDisconnectRequested,
     /// The administrator asked for a connect, and it failed.
     TunnelConnectFailed,
+    /// The kernel forwards IPv4 between interfaces on a box that must not route (NET-8).
+    IpForwardingOn,
     /// An administrator logged in with password and TOTP code.
     LoginSucceeded,
     /// An administrator logged in with password and a recovery code.
@@ -79,7 +82,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in the order docs/api.md lists them.
-    pub const ALL: [Code; 31] = [
+    pub const ALL: [Code; 32] = [
         Code::DaemonStarted,
         Code::StatusPageFailed,
         Code::TlsReloaded,
@@ -91,6 +94,7 @@ impl Code {
         Code::TunnelConnectRequested,
         Code::TunnelDisconnectRequested,
         Code::TunnelConnectFailed,
+        Code::IpForwardingOn,
         Code::LoginSucceeded,
         Code::LoginWithRecoveryCode,
         Code::LoginToEnrol,
@@ -127,6 +131,7 @@ impl Code {
             Code::TunnelConnectRequested => "tunnel_connect_requested",
             Code::TunnelDisconnectRequested => "tunnel_disconnect_requested",
             Code::TunnelConnectFailed => "tunnel_connect_failed",
+            Code::IpForwardingOn => "ip_forwarding_on",
             Code::LoginSucceeded => "login_succeeded",
             Code::LoginWithRecoveryCode => "login_with_recovery_code",
             Code::LoginToEnrol => "login_to_enrol",
@@ -153,27 +158,21 @@ impl Code {
     }
 }
 
-/// A tunnel peer's state, as the events name it (the tunnel's own type lives above this
-/// module).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerState {
-    /// No session and none wanted.
-    Idle,
-    /// A handshake is under way.
-    Connecting,
-    /// A session is established.
-    Up,
-    /// Always-on and the last attempt failed.
-    Down,
+/// When the daemon found the kernel forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardingFound {
+    /// On when the daemon started watching (at start, and again after a config change).
+    AtStart,
+    /// Turned on while the daemon ran.
+    TurnedOn,
 }
 
-impl PeerState {
-    fn word(self) -> &'static str {
+impl ForwardingFound {
+    fn text(self) -> &'static str {
         match self {
-            PeerState::Idle => "idle",
-            PeerState::Connecting => "connecting",
-            PeerState::Up => "up",
-            PeerState::Down => "down",
+            ForwardingFound::AtStart => "found on at start",
+            ForwardingFound::TurnedOn => "turned on while running",
         }
     }
 }
@@ -348,7 +347,7 @@ pub enum Occurrence {
     Tunnel {
         /// The new state (it is the code).
         #[serde(skip)]
-        state: PeerState,
+        state: LinkState,
         /// The peer's name.
         peer: String,
         /// The tunnel's reason for the state.
@@ -362,6 +361,11 @@ pub enum Occurrence {
     TunnelConnectFailed {
         /// Why.
         error: String,
+    },
+    /// The kernel forwards IPv4 between interfaces (`ip_forward` is on).
+    IpForwardingOn {
+        /// At start, or turned on while running.
+        found: ForwardingFound,
     },
     /// Logged in with password and TOTP code.
     LoginSucceeded {
@@ -463,14 +467,15 @@ impl Occurrence {
             Occurrence::TlsReloaded { .. } => Code::TlsReloaded,
             Occurrence::TlsReloadFailed { .. } => Code::TlsReloadFailed,
             Occurrence::Tunnel { state, .. } => match state {
-                PeerState::Up => Code::TunnelUp,
-                PeerState::Down => Code::TunnelDown,
-                PeerState::Connecting => Code::TunnelConnecting,
-                PeerState::Idle => Code::TunnelIdle,
+                LinkState::Up => Code::TunnelUp,
+                LinkState::Down => Code::TunnelDown,
+                LinkState::Connecting => Code::TunnelConnecting,
+                LinkState::Idle => Code::TunnelIdle,
             },
             Occurrence::TunnelConnectRequested {} => Code::TunnelConnectRequested,
             Occurrence::TunnelDisconnectRequested {} => Code::TunnelDisconnectRequested,
             Occurrence::TunnelConnectFailed { .. } => Code::TunnelConnectFailed,
+            Occurrence::IpForwardingOn { .. } => Code::IpForwardingOn,
             Occurrence::LoginSucceeded { .. } => Code::LoginSucceeded,
             Occurrence::LoginWithRecoveryCode { .. } => Code::LoginWithRecoveryCode,
             Occurrence::LoginToEnrol { .. } => Code::LoginToEnrol,
@@ -499,7 +504,8 @@ impl Occurrence {
             Occurrence::Tunnel { .. }
             | Occurrence::TunnelConnectRequested {}
             | Occurrence::TunnelDisconnectRequested {}
-            | Occurrence::TunnelConnectFailed { .. } => "tunnel",
+            | Occurrence::TunnelConnectFailed { .. }
+            | Occurrence::IpForwardingOn { .. } => "tunnel",
             Occurrence::LoginSucceeded { .. }
             | Occurrence::LoginWithRecoveryCode { .. }
             | Occurrence::LoginToEnrol { .. }
@@ -527,10 +533,11 @@ impl Occurrence {
             | Occurrence::LoginToEnrol { .. }
             | Occurrence::SecondFactorEnrolled { .. } => Level::Info,
             Occurrence::Tunnel { state, .. } => match state {
-                PeerState::Down => Level::Warning,
-                PeerState::Idle | PeerState::Connecting | PeerState::Up => Level::Info,
+                LinkState::Down => Level::Warning,
+                LinkState::Idle | LinkState::Connecting | LinkState::Up => Level::Info,
             },
             Occurrence::TunnelConnectFailed { .. }
+            | Occurrence::IpForwardingOn { .. }
             | Occurrence::LoginWithRecoveryCode { .. }
             | Occurrence::LoginWithoutSecondFactor { .. }
             | Occurrence::LoginFailed { .. }
@@ -571,7 +578,7 @@ impl Occurrence {
                 state,
                 peer,
                 reason,
-            } => format!("peer {peer}: {} ({reason})", state.word()),
+            } => format!("peer {peer}: {} ({reason})", state.as_str()),
             Occurrence::TunnelConnectRequested {} => "administrator: connect (ok)".to_string(),
             Occurrence::TunnelDisconnectRequested {} => {
                 "administrator: disconnect (ok)".to_string()
@@ -579,6 +586,10 @@ impl Occurrence {
             Occurrence::TunnelConnectFailed { error } => {
                 format!("administrator: connect failed: {error}")
             }
+            Occurrence::IpForwardingOn { found } => format!(
+                "IP forwarding is on ({}): the box could route between its LAN and the data centre's network (NET-8); turn it off (sysctl net.ipv4.ip_forward=0)",
+                found.text()
+            ),
             Occurrence::LoginSucceeded { address } => {
                 format!("administrator logged in from {address} (password and TOTP code)")
             }
@@ -734,22 +745,22 @@ mod tests {
                 json!({"error": "no such file"}),
             ),
             (
-                tunnel(PeerState::Up),
+                tunnel(LinkState::Up),
                 "peer dc: up (handshake completed)",
                 peer_params.clone(),
             ),
             (
-                tunnel(PeerState::Down),
+                tunnel(LinkState::Down),
                 "peer dc: down (handshake completed)",
                 peer_params.clone(),
             ),
             (
-                tunnel(PeerState::Connecting),
+                tunnel(LinkState::Connecting),
                 "peer dc: connecting (handshake completed)",
                 peer_params.clone(),
             ),
             (
-                tunnel(PeerState::Idle),
+                tunnel(LinkState::Idle),
                 "peer dc: idle (handshake completed)",
                 peer_params,
             ),
@@ -769,6 +780,13 @@ mod tests {
                 },
                 "administrator: connect failed: timed out",
                 json!({"error": "timed out"}),
+            ),
+            (
+                Occurrence::IpForwardingOn {
+                    found: ForwardingFound::TurnedOn,
+                },
+                "IP forwarding is on (turned on while running): the box could route between its LAN and the data centre's network (NET-8); turn it off (sysctl net.ipv4.ip_forward=0)",
+                json!({"found": "turned_on"}),
             ),
             (
                 Occurrence::LoginSucceeded { address: ip() },
