@@ -5,7 +5,10 @@
 //! tunnel address, so the tunnel comes first), then the management API. SIGHUP reloads the TLS
 //! files (a broken file keeps the old material). A pushed config goes through
 //! `crate::control::transaction`, driven from here, the one task that owns the running parts:
-//! they are the transaction's `RunningBox`. SIGTERM and SIGINT stop the daemon cleanly:
+//! they are the transaction's `RunningBox`. A push may change the kind of link (WireGuard to a
+//! closed network, or back): the carrier starts the new one before it stops the old one, and
+//! everything bound to the old device (services, management API, status page and metrics) is
+//! bound again; a rollback does the same in reverse. SIGTERM and SIGINT stop the daemon cleanly:
 //! services stop accepting and drain, then the TUN device, its routes and the API socket are
 //! removed before exit.
 //!
@@ -164,10 +167,10 @@ impl Parts {
         match reconfigured? {
             Reconfigured::Unchanged => {}
             Reconfigured::Restarted => {
-                tracing::info!("tunnel restarted for the new config (same device)")
+                tracing::info!("link to the data centre restarted for the new config (same device)")
             }
             Reconfigured::NewDevice => {
-                tracing::info!("tunnel rebuilt for the new config (new device)")
+                tracing::info!(device = %self.carrier.handle().device(), "link to the data centre rebuilt for the new config (new device)")
             }
         }
         self.apply_services(config).await
@@ -393,9 +396,12 @@ pub async fn run_loaded(
                 tunnel_events.abort();
                 tunnel_events = watch_tunnel_events(&events, &parts, running);
             }
+            // A new kind of link is a new device and address: the metrics listener binds
+            // again with the page.
             if running.status != applied.status
                 || running.tls != applied.tls
                 || running.management != applied.management
+                || carrier::kind_changed(running, &applied)
             {
                 if let Some(server) = status_server.take() {
                     server.shutdown().await;
