@@ -334,9 +334,9 @@ pub async fn run_loaded(
             .with_proxy(proxy.services.status())
             .with_tls(Arc::clone(&proxy.store));
     }
-    // Enrolment data sits beside the WireGuard key; a closed-network box has none.
-    if let Some(tunnel) = &config.tunnel {
-        let key_file = &tunnel.private_key_file;
+    // Enrolment data sits beside the key the carrier is enrolled by; a closed-network box has
+    // none.
+    if let Some(key_file) = carrier::enrolment_key_file(&config) {
         match crate::enrolment::Enrolment::read(key_file, &crate::status::csr_file_for(key_file)) {
             Ok(enrolment) => status = status.with_enrolment(enrolment),
             Err(e) => tracing::warn!(error = %e, "enrolment data unavailable"),
@@ -614,14 +614,7 @@ pub async fn run_unenrolled(unenrolled: Unenrolled) -> Result<UnenrolledExit, Su
     let control = crate::enrolment::UnenrolledControl::bind(&runtime_dir)?;
     let (page, page_info) = start_enrolment_page(page_listen, &state_dir, &enrolment).await;
     let urls = page_info.with_current_urls().urls;
-    tracing::warn!(
-        config_file = %config_file.display(),
-        wireguard_public_key = %enrolment.wireguard_public_key,
-        csr_sha256 = enrolment.csr_sha256.as_deref().unwrap_or("-"),
-        enrolment_page = %urls.join(" "),
-        page_certificate_sha256 = page_info.certificate_sha256.as_deref().unwrap_or("-"),
-        "not enrolled: no configuration yet; give the network operator the WireGuard public key and the CSR fingerprint"
-    );
+    enrolment.log_waiting(&config_file, &urls, &page_info);
     let mut control_task =
         tokio::spawn(control.serve(config_file.clone(), enrolment, page_info.clone()));
     let status = match urls.first() {

@@ -210,6 +210,15 @@ pub fn kind_changed(a: &Config, b: &Config) -> bool {
     kind_of(a) != kind_of(b)
 }
 
+/// The private key whose public half the operator enrols the box with (WireGuard's key, the
+/// CSR beside it); a closed network has none.
+pub fn enrolment_key_file(config: &Config) -> Option<&std::path::Path> {
+    match kind_of(config) {
+        CarrierKind::WireGuard => wireguard::enrolment_key_file(config),
+        CarrierKind::Closed => None,
+    }
+}
+
 /// The links whose state changes are reported as events, each named with an address one of
 /// its peers owns (see [`CarrierHandle::watch_state`]).
 pub fn watched_links(config: &Config) -> Vec<(String, IpAddr)> {
@@ -356,5 +365,39 @@ impl CarrierHandle {
     /// The device services and the management API bind to.
     pub fn device(&self) -> String {
         self.snapshot().interface
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One of the commented examples in `config/`, parsed as it stands.
+    fn example(name: &str) -> Config {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../config")
+            .join(name);
+        let text = std::fs::read_to_string(&path).expect("example config");
+        toml::from_str(&text).expect("example parses")
+    }
+
+    #[test]
+    fn net9_the_kind_of_link_and_the_enrolment_key_come_from_the_carrier_not_from_tunnel_fields() {
+        let wireguard = example("disclosing.toml");
+        let closed = example("closed.toml");
+        assert_eq!(kind_of(&wireguard), CarrierKind::WireGuard);
+        assert_eq!(kind_of(&closed), CarrierKind::Closed);
+        assert!(kind_changed(&wireguard, &closed));
+        assert!(!kind_changed(&closed, &closed.clone()));
+        assert_eq!(
+            enrolment_key_file(&wireguard),
+            Some(std::path::Path::new("wg.key")),
+            "a WireGuard box is enrolled by its WireGuard key"
+        );
+        assert_eq!(
+            enrolment_key_file(&closed),
+            None,
+            "a box on a closed network has no key to enrol"
+        );
     }
 }
