@@ -166,12 +166,19 @@ impl Parts {
         }
         match reconfigured? {
             Reconfigured::Unchanged => {}
+            // The words predate other kinds of link; tests and operators' log searches know
+            // them. `kind` says which link it was.
             Reconfigured::Restarted => {
-                tracing::info!("link to the data centre restarted for the new config (same device)")
+                tracing::info!(
+                    kind = self.carrier.kind().as_str(),
+                    "tunnel restarted for the new config (same device)"
+                )
             }
-            Reconfigured::NewDevice => {
-                tracing::info!(device = %self.carrier.handle().device(), "link to the data centre rebuilt for the new config (new device)")
-            }
+            Reconfigured::NewDevice => tracing::info!(
+                kind = self.carrier.kind().as_str(),
+                device = %self.carrier.handle().device(),
+                "tunnel rebuilt for the new config (new device)"
+            ),
         }
         self.apply_services(config).await
     }
