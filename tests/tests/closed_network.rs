@@ -691,4 +691,58 @@ fn net9_avl1_a_push_moves_the_hospital_from_wireguard_to_the_closed_network_and_
         remote_over_closed_network(&lab, &operator, &facility)["version"],
         2
     );
+
+    // The other way round: version 6 moves the box back to WireGuard with the right key and is
+    // confirmed over the tunnel; version 7 moves it to the closed network with its management
+    // API where the operator does not look. Rolled back, the WireGuard link comes up again.
+    let v6 = wireguard_box_with_management(&lab, &operator, 6);
+    let path = operator.write_signed("v6.toml", &v6, None).expect("sign");
+    push_until_pending(&lab, &operator, &facility, &path, &to_closed_box(), 6);
+    wait_until(
+        AUTO_CONFIRM_TIMEOUT,
+        "the operator to reach the box over the tunnel",
+        || {
+            operator
+                .remote(&lab, Node::Hospital)
+                .ok()
+                .filter(|o| o.success)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", facility.log_text()));
+    wait_config(&lab, &facility, 6, "confirmed", AUTO_CONFIRM_TIMEOUT);
+    assert_eq!(carrier_kind(&facility), "wireguard");
+    assert!(tun_device_exists(&lab), "the TUN device of version 6");
+
+    let mut v7 = closed_box_with_management(&lab, &operator, 7);
+    v7.management.as_mut().expect("management").listen =
+        socket(&format!("198.18.40.2:{WRONG_MANAGEMENT_PORT}"));
+    let path = operator.write_signed("v7.toml", &v7, None).expect("sign");
+    let applied = push_until_pending(&lab, &operator, &facility, &path, &short, 7);
+    assert_eq!(carrier_kind(&facility), "closed");
+    assert!(
+        !tun_device_exists(&lab),
+        "the TUN device outlived version 7's apply"
+    );
+    wait_config(&lab, &facility, 6, "confirmed", CONFIRM_TIMEOUT * 2);
+    let took = applied.elapsed();
+    assert!(
+        took + Duration::from_secs(1) >= CONFIRM_TIMEOUT,
+        "rolled back {took:?} after the apply: before the confirm window ended"
+    );
+    assert!(
+        logged(&facility, "rolled_back", 7, &[]),
+        "no rolled_back event for version 7:\n{}",
+        facility.log_text()
+    );
+    assert_eq!(carrier_kind(&facility), "wireguard");
+    assert!(tun_device_exists(&lab), "the TUN device is back");
+    wait_until(
+        TUNNEL_UP_TIMEOUT,
+        "the hospital's tunnel to be up again",
+        || (renkei_lab::chain::peer_state(&facility, "dc") == "up").then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", facility.log_text()));
+    let state = operator.remote(&lab, Node::Hospital).expect("remote");
+    assert!(state.success, "{}", state.output);
+    assert_eq!(state.answers[0]["version"], 6, "{}", state.output);
 }
