@@ -96,6 +96,19 @@ pub enum EnrolmentError {
 }
 
 impl Enrolment {
+    /// Logs, once at start of an unenrolled box, what the operator needs from it: the key, the
+    /// CSR fingerprint and where the enrolment page is (`urls`, `page`).
+    pub fn log_waiting(&self, config_file: &Path, urls: &[String], page: &EnrolmentPage) {
+        tracing::warn!(
+            config_file = %config_file.display(),
+            wireguard_public_key = %self.wireguard_public_key,
+            csr_sha256 = self.csr_sha256.as_deref().unwrap_or("-"),
+            enrolment_page = %urls.join(" "),
+            page_certificate_sha256 = page.certificate_sha256.as_deref().unwrap_or("-"),
+            "not enrolled: no configuration yet; give the network operator the WireGuard public key and the CSR fingerprint"
+        );
+    }
+
     /// Reads the public key of `private_key_file` and, if `csr_file` exists, its fingerprint.
     pub fn read(private_key_file: &Path, csr_file: &Path) -> Result<Self, EnrolmentError> {
         let secret = keys::read_private_key(private_key_file)?;

@@ -5,7 +5,10 @@
 //! tunnel address, so the tunnel comes first), then the management API. SIGHUP reloads the TLS
 //! files (a broken file keeps the old material). A pushed config goes through
 //! `crate::control::transaction`, driven from here, the one task that owns the running parts:
-//! they are the transaction's `RunningBox`. SIGTERM and SIGINT stop the daemon cleanly:
+//! they are the transaction's `RunningBox`. A push may change the kind of link (WireGuard to a
+//! closed network, or back): the carrier starts the new one before it stops the old one, and
+//! everything bound to the old device (services, management API, status page and metrics) is
+//! bound again; a rollback does the same in reverse. SIGTERM and SIGINT stop the daemon cleanly:
 //! services stop accepting and drain, then the TUN device, its routes and the API socket are
 //! removed before exit.
 //!
@@ -163,12 +166,19 @@ impl Parts {
         }
         match reconfigured? {
             Reconfigured::Unchanged => {}
+            // The words predate other kinds of link; tests and operators' log searches know
+            // them. `kind` says which link it was.
             Reconfigured::Restarted => {
-                tracing::info!("tunnel restarted for the new config (same device)")
+                tracing::info!(
+                    kind = self.carrier.kind().as_str(),
+                    "tunnel restarted for the new config (same device)"
+                )
             }
-            Reconfigured::NewDevice => {
-                tracing::info!("tunnel rebuilt for the new config (new device)")
-            }
+            Reconfigured::NewDevice => tracing::info!(
+                kind = self.carrier.kind().as_str(),
+                device = %self.carrier.handle().device(),
+                "tunnel rebuilt for the new config (new device)"
+            ),
         }
         self.apply_services(config).await
     }
@@ -331,9 +341,9 @@ pub async fn run_loaded(
             .with_proxy(proxy.services.status())
             .with_tls(Arc::clone(&proxy.store));
     }
-    // Enrolment data sits beside the WireGuard key; a closed-network box has none.
-    if let Some(tunnel) = &config.tunnel {
-        let key_file = &tunnel.private_key_file;
+    // Enrolment data sits beside the key the carrier is enrolled by; a closed-network box has
+    // none.
+    if let Some(key_file) = carrier::enrolment_key_file(&config) {
         match crate::enrolment::Enrolment::read(key_file, &crate::status::csr_file_for(key_file)) {
             Ok(enrolment) => status = status.with_enrolment(enrolment),
             Err(e) => tracing::warn!(error = %e, "enrolment data unavailable"),
@@ -393,9 +403,12 @@ pub async fn run_loaded(
                 tunnel_events.abort();
                 tunnel_events = watch_tunnel_events(&events, &parts, running);
             }
+            // A new kind of link is a new device and address: the metrics listener binds
+            // again with the page.
             if running.status != applied.status
                 || running.tls != applied.tls
                 || running.management != applied.management
+                || carrier::kind_changed(running, &applied)
             {
                 if let Some(server) = status_server.take() {
                     server.shutdown().await;
@@ -608,14 +621,7 @@ pub async fn run_unenrolled(unenrolled: Unenrolled) -> Result<UnenrolledExit, Su
     let control = crate::enrolment::UnenrolledControl::bind(&runtime_dir)?;
     let (page, page_info) = start_enrolment_page(page_listen, &state_dir, &enrolment).await;
     let urls = page_info.with_current_urls().urls;
-    tracing::warn!(
-        config_file = %config_file.display(),
-        wireguard_public_key = %enrolment.wireguard_public_key,
-        csr_sha256 = enrolment.csr_sha256.as_deref().unwrap_or("-"),
-        enrolment_page = %urls.join(" "),
-        page_certificate_sha256 = page_info.certificate_sha256.as_deref().unwrap_or("-"),
-        "not enrolled: no configuration yet; give the network operator the WireGuard public key and the CSR fingerprint"
-    );
+    enrolment.log_waiting(&config_file, &urls, &page_info);
     let mut control_task =
         tokio::spawn(control.serve(config_file.clone(), enrolment, page_info.clone()));
     let status = match urls.first() {

@@ -46,28 +46,7 @@ const BACKEND_PART: &[(&str, &str, &str)] = &[(
 )];
 
 /// Uses not yet moved behind the seam: (file, identifier or `.tunnel`, why). Shrink only.
-const PENDING: &[(&str, &str, &str)] = &[
-    (
-        "control/manager.rs",
-        "handshake_is_fresh",
-        "auto_confirm's readiness still speaks of a handshake",
-    ),
-    (
-        "control/manager.rs",
-        "last_handshake",
-        "parameter of handshake_is_fresh",
-    ),
-    (
-        "control/transaction.rs",
-        "last_rehandshake",
-        "when the carrier was last asked to prove itself (refresh_link)",
-    ),
-    (
-        "supervisor.rs",
-        ".tunnel",
-        "the enrolment CSR path is derived from [tunnel].private_key_file",
-    ),
-];
+const PENDING: &[(&str, &str, &str)] = &[];
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -21,7 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use renkei::config::{ClosedConfig, Config, Direction, PolicyMode};
-use renkei_lab::boxconfig::{service, socket, Peer};
+use renkei_lab::boxconfig::{peer_mut, service, socket, Peer};
 use renkei_lab::chain::wait_for_service;
 use renkei_lab::daemon::renkei_bin;
 use renkei_lab::lab::tls_config;
@@ -577,4 +577,298 @@ fn net9_the_probe_leaves_by_the_closed_interface_from_the_closed_address() {
     })
     .unwrap_or_else(|e| panic!("{e}: {}", facility.status().unwrap_or_default()));
     drop(facility);
+}
+
+/// A UDP port the test holds in the box's namespace: a WireGuard config listening there cannot
+/// start.
+const BUSY_UDP_PORT: u16 = 51900;
+/// How long the hospital's WireGuard link may take to come up at start.
+const TUNNEL_UP_TIMEOUT: Duration = Duration::from_secs(15);
+/// `--timeout-secs` of a push whose answer cannot come back (the link it came over is gone).
+const LOST_ANSWER_TIMEOUT_SECS: &str = "5";
+
+/// The hospital on WireGuard to the lab hub at `version`: its management API on its tunnel
+/// address, trusting `operator` and auto-confirming.
+fn wireguard_box_with_management(lab: &Lab, operator: &Operator, version: u64) -> Config {
+    let mut config = lab.config(Node::Hospital);
+    config.meta.version = version;
+    config.tls = Some(tls_config());
+    config.management = Some(operator.management(Node::Hospital, CONFIRM_TIMEOUT.as_secs(), true));
+    config
+}
+
+/// Whether the hospital's TUN device exists in its namespace.
+fn tun_device_exists(lab: &Lab) -> bool {
+    lab.ns(Node::Hospital)
+        .ip(&["link", "show", "dev", &lab.interface(Node::Hospital)])
+        .is_ok()
+}
+
+/// The kind of link `renkei status` shows.
+fn carrier_kind(daemon: &Daemon) -> String {
+    daemon.status().expect("status")["tunnel"]["kind"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Waits until the box runs `version` in `state` (`renkei status --json`, inside its namespace).
+fn wait_config(lab: &Lab, daemon: &Daemon, version: u64, state: &str, within: Duration) {
+    wait_until(within, &format!("version {version} {state}"), || {
+        let now = config_state(lab, daemon);
+        (now["version"] == version && now["state"] == state).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()));
+}
+
+/// Pushes `path` in the background and returns when the box runs it pending (the answer may
+/// never come back when the push moves the box off the link it came over).
+fn push_until_pending(
+    lab: &Lab,
+    operator: &Operator,
+    daemon: &Daemon,
+    path: &Path,
+    target: &[(&str, String)],
+    version: u64,
+) -> Instant {
+    std::thread::scope(|scope| {
+        let pushing = scope.spawn(|| operator.push_with(lab, Node::Hospital, path, target));
+        let applied = wait_until(APPLY_TIMEOUT, &format!("version {version} to run"), || {
+            let state = config_state(lab, daemon);
+            (state["version"] == version && state["state"] == "pending").then(Instant::now)
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()));
+        let _ = pushing.join();
+        applied
+    })
+}
+
+/// The operator's `remote` over the closed network, retried until it answers.
+fn remote_over_closed_network(
+    lab: &Lab,
+    operator: &Operator,
+    daemon: &Daemon,
+) -> serde_json::Value {
+    let state = wait_until(
+        APPLY_TIMEOUT,
+        "the operator to reach the box over the closed network",
+        || {
+            operator
+                .command_with(lab, "remote", Node::Hospital, &to_closed_box(), &[])
+                .ok()
+                .filter(|o| o.success)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()));
+    state.answers[0].clone()
+}
+
+#[test]
+fn net9_avl1_a_push_moves_the_hospital_from_wireguard_to_the_closed_network_and_a_cut_off_move_back_rolls_back(
+) {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    add_closed_network(&lab);
+    let _probe_listener: TcpListener = lab
+        .ns(Node::Hub)
+        .tcp_listener(&format!("{DC_ADDRESS}:{PROBE_PORT}"))
+        .expect("probe endpoint");
+    let operator = Operator::new(&lab).expect("operator");
+    let _hub = lab.start(Node::Hub, &lab.config(Node::Hub)).expect("hub");
+
+    // Version 1: the hospital on WireGuard, its management API on its tunnel address.
+    let v1 = wireguard_box_with_management(&lab, &operator, 1);
+    let mut facility = lab.start(Node::Hospital, &v1).expect("hospital");
+    wait_until(TUNNEL_UP_TIMEOUT, "the hospital's tunnel to be up", || {
+        (renkei_lab::chain::peer_state(&facility, "dc") == "up").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", facility.log_text()));
+    assert_eq!(carrier_kind(&facility), "wireguard");
+    assert!(tun_device_exists(&lab), "the TUN device of version 1");
+
+    // Version 2 moves it to the closed network, pushed over the tunnel. The answer cannot come
+    // back (the tunnel is gone once it applied); the operator reads the state over the closed
+    // network instead, which proves the operator reaches the box: auto-confirmed.
+    let v2 = closed_box_with_management(&lab, &operator, 2);
+    let path = operator.write_signed("v2.toml", &v2, None).expect("sign");
+    let short = [("--timeout-secs", LOST_ANSWER_TIMEOUT_SECS.to_string())];
+    push_until_pending(&lab, &operator, &facility, &path, &short, 2);
+    let read_back = remote_over_closed_network(&lab, &operator, &facility);
+    assert_eq!(read_back["version"], 2, "{read_back}");
+    wait_config(&lab, &facility, 2, "confirmed", AUTO_CONFIRM_TIMEOUT);
+    assert!(
+        logged(&facility, "confirmed", 2, &["auto_confirm"]),
+        "no auto_confirm event for version 2:\n{}",
+        facility.log_text()
+    );
+    let status = facility.status().expect("status");
+    assert_eq!(status["tunnel"]["kind"], "closed", "{status}");
+    assert_eq!(status["tunnel"]["interface"], CLOSED_LINK, "{status}");
+    assert!(
+        !tun_device_exists(&lab),
+        "the TUN device outlived the move to the closed network"
+    );
+    wait_until(LINK_UP_TIMEOUT, "the data-centre link to be up", || {
+        (link_state(&facility) == "up").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", facility.status().unwrap_or_default()));
+    wait_for_service(&facility, "documents");
+
+    // Version 3 goes back to WireGuard, but its UDP port is taken: the tunnel cannot start.
+    // The apply fails, and the closed network runs on as it was.
+    let _busy = lab
+        .ns(Node::Hospital)
+        .udp_socket(&format!("0.0.0.0:{BUSY_UDP_PORT}"))
+        .expect("busy UDP port");
+    let mut v3 = wireguard_box_with_management(&lab, &operator, 3);
+    v3.tunnel.as_mut().expect("[tunnel]").listen_port = BUSY_UDP_PORT;
+    let path = operator.write_signed("v3.toml", &v3, None).expect("sign");
+    let refused = operator
+        .push_with(&lab, Node::Hospital, &path, &to_closed_box())
+        .expect("push");
+    assert!(!refused.success, "{}", refused.output);
+    assert_eq!(
+        refused.error_code(),
+        Some("apply_failed"),
+        "{}",
+        refused.output
+    );
+    let state = config_state(&lab, &facility);
+    assert_eq!(
+        (&state["version"], &state["state"]),
+        (&2.into(), &"confirmed".into()),
+        "{state}"
+    );
+    assert_eq!(carrier_kind(&facility), "closed");
+    assert!(
+        !tun_device_exists(&lab),
+        "a TUN device after the failed start"
+    );
+    assert_eq!(
+        link_state(&facility),
+        "up",
+        "the closed link after the failed move"
+    );
+    assert_eq!(
+        remote_over_closed_network(&lab, &operator, &facility)["version"],
+        2
+    );
+
+    // Version 4 goes back to WireGuard with a wrong hub key: it applies (the TUN device is
+    // there), but no handshake completes and the operator cannot reach the box. Nobody
+    // confirms: at the end of the window the box is back on the closed network by itself.
+    let mut v4 = wireguard_box_with_management(&lab, &operator, 4);
+    peer_mut(&mut v4, "dc").public_key = lab.public_key(Node::Clinic).to_string();
+    let path = operator.write_signed("v4.toml", &v4, None).expect("sign");
+    let applied = push_until_pending(&lab, &operator, &facility, &path, &to_closed_box(), 4);
+    assert_eq!(carrier_kind(&facility), "wireguard");
+    assert!(tun_device_exists(&lab), "the TUN device of version 4");
+    wait_config(&lab, &facility, 2, "confirmed", CONFIRM_TIMEOUT * 2);
+    let took = applied.elapsed();
+    assert!(
+        took + Duration::from_secs(1) >= CONFIRM_TIMEOUT,
+        "rolled back {took:?} after the apply: before the confirm window ended"
+    );
+    assert!(
+        logged(&facility, "rolled_back", 4, &[]),
+        "no rolled_back event for version 4:\n{}",
+        facility.log_text()
+    );
+    assert_eq!(carrier_kind(&facility), "closed");
+    assert!(
+        !tun_device_exists(&lab),
+        "the TUN device outlived the rollback"
+    );
+    assert_eq!(
+        remote_over_closed_network(&lab, &operator, &facility)["version"],
+        2
+    );
+    wait_until(
+        LINK_UP_TIMEOUT,
+        "the data-centre link to be up again",
+        || (link_state(&facility) == "up").then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", facility.status().unwrap_or_default()));
+
+    // Version 5, the same move, and the daemon is killed inside its window: it starts again on
+    // the confirmed closed network.
+    let mut v5 = v4.clone();
+    v5.meta.version = 5;
+    let path = operator.write_signed("v5.toml", &v5, None).expect("sign");
+    push_until_pending(&lab, &operator, &facility, &path, &to_closed_box(), 5);
+    facility.kill();
+    let config_file = facility.config.clone();
+    drop(facility);
+    let facility = lab
+        .start_with(Node::Hospital, &config_file)
+        .expect("restart");
+    let state = config_state(&lab, &facility);
+    assert_eq!(
+        (&state["version"], &state["state"]),
+        (&2.into(), &"confirmed".into()),
+        "{state}"
+    );
+    assert_eq!(carrier_kind(&facility), "closed");
+    assert!(
+        !tun_device_exists(&lab),
+        "a TUN device after the restart on the closed network"
+    );
+    assert_eq!(
+        remote_over_closed_network(&lab, &operator, &facility)["version"],
+        2
+    );
+
+    // The other way round: version 6 moves the box back to WireGuard with the right key and is
+    // confirmed over the tunnel; version 7 moves it to the closed network with its management
+    // API where the operator does not look. Rolled back, the WireGuard link comes up again.
+    let v6 = wireguard_box_with_management(&lab, &operator, 6);
+    let path = operator.write_signed("v6.toml", &v6, None).expect("sign");
+    push_until_pending(&lab, &operator, &facility, &path, &to_closed_box(), 6);
+    wait_until(
+        AUTO_CONFIRM_TIMEOUT,
+        "the operator to reach the box over the tunnel",
+        || {
+            operator
+                .remote(&lab, Node::Hospital)
+                .ok()
+                .filter(|o| o.success)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", facility.log_text()));
+    wait_config(&lab, &facility, 6, "confirmed", AUTO_CONFIRM_TIMEOUT);
+    assert_eq!(carrier_kind(&facility), "wireguard");
+    assert!(tun_device_exists(&lab), "the TUN device of version 6");
+
+    let mut v7 = closed_box_with_management(&lab, &operator, 7);
+    v7.management.as_mut().expect("management").listen =
+        socket(&format!("198.18.40.2:{WRONG_MANAGEMENT_PORT}"));
+    let path = operator.write_signed("v7.toml", &v7, None).expect("sign");
+    let applied = push_until_pending(&lab, &operator, &facility, &path, &short, 7);
+    assert_eq!(carrier_kind(&facility), "closed");
+    assert!(
+        !tun_device_exists(&lab),
+        "the TUN device outlived version 7's apply"
+    );
+    wait_config(&lab, &facility, 6, "confirmed", CONFIRM_TIMEOUT * 2);
+    let took = applied.elapsed();
+    assert!(
+        took + Duration::from_secs(1) >= CONFIRM_TIMEOUT,
+        "rolled back {took:?} after the apply: before the confirm window ended"
+    );
+    assert!(
+        logged(&facility, "rolled_back", 7, &[]),
+        "no rolled_back event for version 7:\n{}",
+        facility.log_text()
+    );
+    assert_eq!(carrier_kind(&facility), "wireguard");
+    assert!(tun_device_exists(&lab), "the TUN device is back");
+    wait_until(
+        TUNNEL_UP_TIMEOUT,
+        "the hospital's tunnel to be up again",
+        || (renkei_lab::chain::peer_state(&facility, "dc") == "up").then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", facility.log_text()));
+    let state = operator.remote(&lab, Node::Hospital).expect("remote");
+    assert!(state.success, "{}", state.output);
+    assert_eq!(state.answers[0]["version"], 6, "{}", state.output);
 }

@@ -15,6 +15,7 @@ pub mod snapshot;
 pub mod wireguard;
 
 use std::net::IpAddr;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
@@ -36,14 +37,6 @@ pub enum CarrierError {
     /// The closed-network carrier could not start.
     #[error(transparent)]
     Closed(#[from] closed::ClosedError),
-    /// A config change asked for another kind of carrier; that takes a restart of the daemon.
-    #[error("the kind of link to the data centre changed ({from} to {to}); restart the daemon to change it")]
-    KindChanged {
-        /// The running kind.
-        from: &'static str,
-        /// The kind the config asks for.
-        to: &'static str,
-    },
 }
 
 /// Why a path to a destination could not be given.
@@ -71,14 +64,67 @@ pub enum Reconfigured {
     NewDevice,
 }
 
-/// The running link to the data centre, owned by the supervisor.
+/// The running link to the data centre, owned by the supervisor. A pushed config may change
+/// its kind (WireGuard to a closed network, or back): the new backend starts first, and only
+/// once it runs does the old one stop, so a backend that cannot start leaves the link as it was.
+pub struct Carrier {
+    backend: Backend,
+    /// The running backend's handle, shared with every [`CarrierHandle`]: a change of kind
+    /// replaces it here, and every holder (proxy, status page, watchdog) follows.
+    current: Arc<RwLock<BackendHandle>>,
+    /// Where the management API notes operator requests; kept for a backend started later.
+    contact: OperatorContact,
+}
+
 // There is one per daemon, never moved in a hot path: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
-pub enum Carrier {
+enum Backend {
     /// Userspace WireGuard (`[tunnel]`).
     WireGuard(wireguard::WireGuard),
     /// A closed network, no tunnel (`[closed]`).
     Closed(closed::Closed),
+}
+
+impl Backend {
+    async fn start(config: &Config, contact: OperatorContact) -> Result<Backend, CarrierError> {
+        Ok(match kind_of(config) {
+            CarrierKind::Closed => Backend::Closed(closed::Closed::start(config, contact)?),
+            CarrierKind::WireGuard => {
+                Backend::WireGuard(wireguard::WireGuard::start(config).await?)
+            }
+        })
+    }
+
+    fn kind(&self) -> CarrierKind {
+        match self {
+            Backend::WireGuard(_) => CarrierKind::WireGuard,
+            Backend::Closed(_) => CarrierKind::Closed,
+        }
+    }
+
+    fn handle(&self) -> BackendHandle {
+        match self {
+            Backend::WireGuard(wg) => BackendHandle::WireGuard(wg.handle()),
+            Backend::Closed(c) => BackendHandle::Closed(c.handle()),
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Backend::WireGuard(wg) => wg.shutdown().await,
+            Backend::Closed(c) => c.shutdown().await,
+        }
+    }
+}
+
+/// The kind of link `config` asks for: the closed network when it has `[closed]` and no
+/// `[tunnel]` (validation allows exactly one), WireGuard otherwise.
+pub fn kind_of(config: &Config) -> CarrierKind {
+    if config.tunnel.is_none() && config.closed.is_some() {
+        CarrierKind::Closed
+    } else {
+        CarrierKind::WireGuard
+    }
 }
 
 impl Carrier {
@@ -86,61 +132,92 @@ impl Carrier {
     /// network from `[closed]`. `contact` is where the management API notes authenticated
     /// operator requests (the closed network's proof that the operator still reaches the box).
     pub async fn start(config: &Config, contact: OperatorContact) -> Result<Carrier, CarrierError> {
-        if config.tunnel.is_none() && config.closed.is_some() {
-            return Ok(Carrier::Closed(closed::Closed::start(config, contact)?));
-        }
-        Ok(Carrier::WireGuard(
-            wireguard::WireGuard::start(config).await?,
-        ))
+        let backend = Backend::start(config, contact.clone()).await?;
+        Ok(Carrier {
+            current: Arc::new(RwLock::new(backend.handle())),
+            backend,
+            contact,
+        })
     }
 
-    /// Applies a changed config. On error the link is down; the caller applies the previous
-    /// config, which brings it back.
+    /// Applies a changed config. Within one kind, on error the link is down; the caller
+    /// applies the previous config, which brings it back. A change of kind starts the new
+    /// backend before it stops the old one: on error the old one runs on untouched; on
+    /// success the old one is gone (the TUN device and its keys, or the probe task) and the
+    /// device is new.
     pub async fn reconfigure(&mut self, config: &Config) -> Result<Reconfigured, CarrierError> {
-        let wanted = if config.tunnel.is_none() && config.closed.is_some() {
-            CarrierKind::Closed
-        } else {
-            CarrierKind::WireGuard
-        };
-        match self {
-            Carrier::WireGuard(wg) if wanted == CarrierKind::WireGuard => {
-                Ok(wg.reconfigure(config).await?)
+        match (&mut self.backend, kind_of(config)) {
+            (Backend::WireGuard(wg), CarrierKind::WireGuard) => Ok(wg.reconfigure(config).await?),
+            (Backend::Closed(c), CarrierKind::Closed) => Ok(c.reconfigure(config)?),
+            (_, wanted) => self.change_kind(config, wanted).await,
+        }
+    }
+
+    async fn change_kind(
+        &mut self,
+        config: &Config,
+        wanted: CarrierKind,
+    ) -> Result<Reconfigured, CarrierError> {
+        let from = self.backend.kind();
+        tracing::info!(
+            from = from.as_str(),
+            to = wanted.as_str(),
+            "the kind of link to the data centre changes: starting the new one"
+        );
+        let started = match Backend::start(config, self.contact.clone()).await {
+            Ok(started) => started,
+            Err(err) => {
+                tracing::warn!(error = %err, from = from.as_str(), to = wanted.as_str(), "the new link cannot start; the running one stays");
+                return Err(err);
             }
-            Carrier::Closed(c) if wanted == CarrierKind::Closed => Ok(c.reconfigure(config)?),
-            _ => Err(CarrierError::KindChanged {
-                from: self.kind().as_str(),
-                to: wanted.as_str(),
-            }),
-        }
+        };
+        let old = std::mem::replace(&mut self.backend, started);
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = self.backend.handle();
+        old.shutdown().await;
+        tracing::info!(
+            from = from.as_str(),
+            to = wanted.as_str(),
+            "the kind of link to the data centre changed; the old one is stopped"
+        );
+        Ok(Reconfigured::NewDevice)
     }
 
-    fn kind(&self) -> CarrierKind {
-        match self {
-            Carrier::WireGuard(_) => CarrierKind::WireGuard,
-            Carrier::Closed(_) => CarrierKind::Closed,
-        }
+    /// Which kind of link runs.
+    pub fn kind(&self) -> CarrierKind {
+        self.backend.kind()
     }
 
-    /// What the proxy, the status page and the control path hold.
+    /// What the proxy, the status page and the control path hold; it follows restarts and
+    /// changes of kind.
     pub fn handle(&self) -> CarrierHandle {
-        match self {
-            Carrier::WireGuard(wg) => CarrierHandle::WireGuard(wg.handle()),
-            Carrier::Closed(c) => CarrierHandle::Closed(c.handle()),
+        CarrierHandle {
+            current: Arc::clone(&self.current),
         }
     }
 
     /// Stops the link and removes what it set up on the box.
     pub async fn shutdown(self) {
-        match self {
-            Carrier::WireGuard(wg) => wg.shutdown().await,
-            Carrier::Closed(c) => c.shutdown().await,
-        }
+        self.backend.shutdown().await;
     }
 }
 
 /// Whether the carrier part of two configs differs (the peers to watch changed).
 pub fn changed(a: &Config, b: &Config) -> bool {
     a.tunnel != b.tunnel || a.closed != b.closed
+}
+
+/// Whether two configs ask for different kinds of link.
+pub fn kind_changed(a: &Config, b: &Config) -> bool {
+    kind_of(a) != kind_of(b)
+}
+
+/// The private key whose public half the operator enrols the box with (WireGuard's key, the
+/// CSR beside it); a closed network has none.
+pub fn enrolment_key_file(config: &Config) -> Option<&std::path::Path> {
+    match kind_of(config) {
+        CarrierKind::WireGuard => wireguard::enrolment_key_file(config),
+        CarrierKind::Closed => None,
+    }
 }
 
 /// The links whose state changes are reported as events, each named with an address one of
@@ -156,9 +233,15 @@ pub fn watched_links(config: &Config) -> Vec<(String, IpAddr)> {
     }
 }
 
-/// A clonable handle on the running carrier; it follows restarts.
+/// A clonable handle on the running carrier; it follows restarts and changes of kind.
 #[derive(Clone)]
-pub enum CarrierHandle {
+pub struct CarrierHandle {
+    current: Arc<RwLock<BackendHandle>>,
+}
+
+/// The running backend's own handle.
+#[derive(Clone)]
+enum BackendHandle {
     /// Userspace WireGuard.
     WireGuard(TunnelHandle),
     /// A closed network.
@@ -184,12 +267,30 @@ impl LinkGuard {
     }
 }
 
+/// A handle on one closed-network backend that no [`Carrier`] owns (tests of the parts that
+/// watch a carrier).
+impl From<closed::ClosedHandle> for CarrierHandle {
+    fn from(handle: closed::ClosedHandle) -> Self {
+        CarrierHandle {
+            current: Arc::new(RwLock::new(BackendHandle::Closed(handle))),
+        }
+    }
+}
+
 impl CarrierHandle {
+    /// The backend running now (a clone: no lock is held across an await).
+    fn backend(&self) -> BackendHandle {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Gets a path to `destination`, bringing the link up if it is idle, and holds it up until
     /// the guard is dropped.
     pub async fn demand(&self, destination: IpAddr) -> Result<LinkGuard, DemandError> {
-        match self {
-            CarrierHandle::WireGuard(t) => {
+        match self.backend() {
+            BackendHandle::WireGuard(t) => {
                 let guard = t
                     .demand(destination)
                     .await
@@ -199,7 +300,7 @@ impl CarrierHandle {
                     _inner: GuardInner::WireGuard(guard),
                 })
             }
-            CarrierHandle::Closed(c) => {
+            BackendHandle::Closed(c) => {
                 c.demand(destination)?;
                 Ok(LinkGuard {
                     peer: closed::LINK_NAME.to_string(),
@@ -212,35 +313,35 @@ impl CarrierHandle {
     /// Brings every on-demand link up now without holding it (the administrator's "connect
     /// now").
     pub async fn connect_now(&self) -> Result<(), DemandError> {
-        match self {
-            CarrierHandle::WireGuard(t) => t.connect_now().await.map_err(wireguard::demand_error),
+        match self.backend() {
+            BackendHandle::WireGuard(t) => t.connect_now().await.map_err(wireguard::demand_error),
             // Nothing to bring up.
-            CarrierHandle::Closed(_) => Ok(()),
+            BackendHandle::Closed(_) => Ok(()),
         }
     }
 
     /// Takes on-demand links down now (the administrator's "disconnect").
     pub async fn disconnect(&self) {
-        match self {
-            CarrierHandle::WireGuard(t) => t.disconnect().await,
+        match self.backend() {
+            BackendHandle::WireGuard(t) => t.disconnect().await,
             // Nothing to take down.
-            CarrierHandle::Closed(_) => {}
+            BackendHandle::Closed(_) => {}
         }
     }
 
     /// A consistent view for the status page, the metrics and tests.
     pub fn snapshot(&self) -> CarrierSnapshot {
-        match self {
-            CarrierHandle::WireGuard(t) => wireguard::snapshot(t.snapshot()),
-            CarrierHandle::Closed(c) => c.snapshot(),
+        match self.backend() {
+            BackendHandle::WireGuard(t) => wireguard::snapshot(t.snapshot()),
+            BackendHandle::Closed(c) => c.snapshot(),
         }
     }
 
     /// True while the carrier's own tasks keep running (for the systemd watchdog).
     pub fn is_alive(&self) -> bool {
-        match self {
-            CarrierHandle::WireGuard(t) => t.is_alive(),
-            CarrierHandle::Closed(c) => c.is_alive(),
+        match self.backend() {
+            BackendHandle::WireGuard(t) => t.is_alive(),
+            BackendHandle::Closed(c) => c.is_alive(),
         }
     }
 
@@ -248,41 +349,75 @@ impl CarrierHandle {
     /// still accepts this box (WireGuard: a completed handshake; a closed network: an
     /// authenticated management request from the operator).
     pub fn operator_reached_since(&self, operator: IpAddr, since: SystemTime) -> bool {
-        match self {
-            CarrierHandle::WireGuard(t) => wireguard::operator_reached_since(t, operator, since),
-            CarrierHandle::Closed(c) => c.operator_reached_since(since),
+        match self.backend() {
+            BackendHandle::WireGuard(t) => wireguard::operator_reached_since(&t, operator, since),
+            BackendHandle::Closed(c) => c.operator_reached_since(since),
         }
     }
 
     /// Asks the link carrying `operator` to prove itself again (WireGuard: a new handshake);
     /// returns whether it was asked.
     pub async fn refresh(&self, operator: IpAddr) -> bool {
-        match self {
-            CarrierHandle::WireGuard(t) => t.rehandshake(operator).await,
+        match self.backend() {
+            BackendHandle::WireGuard(t) => t.rehandshake(operator).await,
             // Only the operator's next request proves a closed network: nothing to ask.
-            CarrierHandle::Closed(_) => false,
+            BackendHandle::Closed(_) => false,
         }
     }
 
     /// Watches the state of the link responsible for `destination`.
     pub fn watch_state(&self, destination: IpAddr) -> Option<watch::Receiver<LinkState>> {
-        match self {
-            CarrierHandle::WireGuard(t) => t.watch_state(destination),
-            CarrierHandle::Closed(c) => c.watch_state(destination),
+        match self.backend() {
+            BackendHandle::WireGuard(t) => t.watch_state(destination),
+            BackendHandle::Closed(c) => c.watch_state(destination),
         }
     }
 
     /// Watches whether the kernel forwards IPv4 between interfaces, for a carrier that relies
     /// on it being off (a closed network: NET-8); `None` for one that does not.
     pub fn watch_ip_forward(&self) -> Option<watch::Receiver<Option<bool>>> {
-        match self {
-            CarrierHandle::WireGuard(_) => None,
-            CarrierHandle::Closed(c) => Some(c.watch_ip_forward()),
+        match self.backend() {
+            BackendHandle::WireGuard(_) => None,
+            BackendHandle::Closed(c) => Some(c.watch_ip_forward()),
         }
     }
 
     /// The device services and the management API bind to.
     pub fn device(&self) -> String {
         self.snapshot().interface
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One of the commented examples in `config/`, parsed as it stands.
+    fn example(name: &str) -> Config {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../config")
+            .join(name);
+        let text = std::fs::read_to_string(&path).expect("example config");
+        toml::from_str(&text).expect("example parses")
+    }
+
+    #[test]
+    fn net9_the_kind_of_link_and_the_enrolment_key_come_from_the_carrier_not_from_tunnel_fields() {
+        let wireguard = example("disclosing.toml");
+        let closed = example("closed.toml");
+        assert_eq!(kind_of(&wireguard), CarrierKind::WireGuard);
+        assert_eq!(kind_of(&closed), CarrierKind::Closed);
+        assert!(kind_changed(&wireguard, &closed));
+        assert!(!kind_changed(&closed, &closed.clone()));
+        assert_eq!(
+            enrolment_key_file(&wireguard),
+            Some(std::path::Path::new("wg.key")),
+            "a WireGuard box is enrolled by its WireGuard key"
+        );
+        assert_eq!(
+            enrolment_key_file(&closed),
+            None,
+            "a box on a closed network has no key to enrol"
+        );
     }
 }

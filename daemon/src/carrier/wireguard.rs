@@ -76,6 +76,15 @@ pub fn watched_links(config: &Config) -> Vec<(String, IpAddr)> {
         .collect()
 }
 
+/// WireGuard's private key file (`[tunnel] private_key_file`): the box is enrolled by its
+/// public half.
+pub fn enrolment_key_file(config: &Config) -> Option<&std::path::Path> {
+    config
+        .tunnel
+        .as_ref()
+        .map(|tunnel| tunnel.private_key_file.as_path())
+}
+
 /// The tunnel's snapshot in the carrier's shape: generic fields on top, WireGuard's own in the
 /// backend parts.
 pub fn snapshot(tunnel: TunnelSnapshot) -> CarrierSnapshot {

@@ -69,21 +69,14 @@ impl Applied {
     }
 }
 
-/// What auto_confirm still needs to see before it confirms: a handshake of the peer that carried
-/// the operator's request, completed after the apply.
+/// What auto_confirm still needs to see before it confirms: the link that carried the
+/// operator's request proved itself after the apply (for WireGuard, a completed handshake).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AutoConfirm {
-    /// The operator's address; the tunnel finds the peer responsible for it.
+    /// The operator's address; the carrier finds the link responsible for it.
     pub reached_from: IpAddr,
     /// When the apply finished.
     pub applied: Applied,
-}
-
-impl AutoConfirm {
-    /// True when `last_handshake` (of the peer responsible for `reached_from`) is after the apply.
-    pub fn handshake_is_fresh(&self, last_handshake: Option<SystemTime>) -> bool {
-        last_handshake.is_some_and(|t| t >= self.applied.wall)
-    }
 }
 
 /// Why a confirm was refused.
@@ -318,7 +311,7 @@ impl Manager {
     }
 
     /// When the pending config asked for `auto_confirm` and the operator has reached the box
-    /// again after the apply: what the caller must still check (a fresh handshake) before it
+    /// again after the apply: what the caller must still check (the link's fresh proof) before it
     /// confirms.
     pub fn auto_confirm_ready(&self) -> Option<AutoConfirm> {
         let pending = self.pending.as_ref()?;
@@ -478,9 +471,6 @@ mod tests {
         let ready = m.auto_confirm_ready().expect("ready");
         assert_eq!(ready.reached_from, OPERATOR);
         assert_eq!(ready.applied, applied);
-        assert!(!ready.handshake_is_fresh(None));
-        assert!(!ready.handshake_is_fresh(Some(applied.wall - Duration::from_secs(1))));
-        assert!(ready.handshake_is_fresh(Some(applied.wall + Duration::from_secs(1))));
     }
 
     #[test]

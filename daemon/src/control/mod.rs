@@ -371,7 +371,6 @@ pub(crate) mod fixture {
             let dir = tempfile::tempdir().expect("tempdir");
             let root = dir.path();
             std::fs::create_dir_all(root.join("tls")).expect("mkdir");
-            crate::keys::write_keypair(&root.join("wg.key")).expect("wg key");
             let (ca, cert, key) = pki(BOX);
             for (name, mode, text) in [
                 ("tls/box.crt", 0o644, cert),
@@ -421,15 +420,11 @@ role = "disclosing"
 state_dir = "{state}"
 runtime_dir = "{run}"
 
-[tunnel]
-private_key_file = "wg.key"
+[closed]
+interface = "lo"
 address = "198.19.0.10/24"
-
-[[tunnel.peer]]
-name = "dc"
-public_key = "5CGhZHLCWrkRq8Mkxy9848GrsgpWRl16eQGXuILDPRE="
-endpoint = "198.18.0.1:51820"
-allowed_ips = ["198.19.0.1/32"]
+data_centre_prefixes = ["198.19.0.1/32"]
+mode = "on_demand"
 
 [tls]
 certificate_file = "tls/box.crt"

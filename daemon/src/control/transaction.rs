@@ -25,7 +25,7 @@ use crate::state::events::EventLog;
 /// How often a pending config with `auto_confirm` checks whether the box is healthy again.
 pub const AUTO_CONFIRM_CHECK_MS: u64 = 250;
 /// How often auto_confirm asks the link to the operator to prove itself again while it waits.
-pub const AUTO_CONFIRM_REHANDSHAKE_SECS: u64 = 5;
+pub const AUTO_CONFIRM_REFRESH_SECS: u64 = 5;
 
 /// What the transaction needs from the running box. Nothing here names the kind of link to
 /// the operator: that is the box's business.
@@ -83,7 +83,7 @@ pub struct Transaction {
     files: Files<'static>,
     auto_confirm_tick: Interval,
     /// When auto_confirm last asked the link for proof.
-    last_rehandshake: Option<Instant>,
+    last_refresh: Option<Instant>,
 }
 
 impl Transaction {
@@ -94,7 +94,7 @@ impl Transaction {
             events,
             files,
             auto_confirm_tick: tokio::time::interval(Duration::from_millis(AUTO_CONFIRM_CHECK_MS)),
-            last_rehandshake: None,
+            last_refresh: None,
         }
     }
 
@@ -194,19 +194,16 @@ impl Transaction {
         };
         let operator = ready.reached_from;
         if running.operator_reached_since(operator, ready.applied.wall) {
-            self.last_rehandshake = None;
+            self.last_refresh = None;
             // A refusal is logged inside; the next tick tries again.
-            let _ = self.confirm(
-                None,
-                "auto_confirm: the operator reached the box after the apply",
-            );
+            let _ = self.confirm(None, "auto_confirm: the link to the operator proved itself after the apply and the operator reached the box again");
             true
         } else {
             // No proof since the apply yet (the link was not restarted): ask for one, which
             // proves the operator's side still accepts this box.
-            let every = Duration::from_secs(AUTO_CONFIRM_REHANDSHAKE_SECS);
-            if self.last_rehandshake.is_none_or(|t| t.elapsed() >= every) {
-                self.last_rehandshake = Some(Instant::now());
+            let every = Duration::from_secs(AUTO_CONFIRM_REFRESH_SECS);
+            if self.last_refresh.is_none_or(|t| t.elapsed() >= every) {
+                self.last_refresh = Some(Instant::now());
                 running.refresh_link(operator).await;
             }
             false
@@ -422,7 +419,7 @@ mod tests {
         apply_takes: Duration,
         link_up: bool,
         link_proved_at: Option<SystemTime>,
-        rehandshakes: Vec<Instant>,
+        refreshes: Vec<Instant>,
         wall_origin: SystemTime,
         origin: Instant,
     }
@@ -437,7 +434,7 @@ mod tests {
                 apply_takes: Duration::ZERO,
                 link_up: true,
                 link_proved_at: None,
-                rehandshakes: Vec::new(),
+                refreshes: Vec::new(),
                 wall_origin: SystemTime::now(),
                 origin: Instant::now(),
             };
@@ -477,7 +474,7 @@ mod tests {
 
         async fn refresh_link(&mut self, operator: IpAddr) {
             assert_eq!(operator, OPERATOR, "the link asked is the operator's");
-            self.rehandshakes.push(Instant::now());
+            self.refreshes.push(Instant::now());
             if self.link_up {
                 self.link_proved_at = Some(self.wall());
             }
@@ -735,7 +732,7 @@ mod tests {
         let due = txn.due().await;
         assert_eq!(due, Due::AutoConfirmCheck);
         assert!(!txn.on_due(due, &mut running).await.expect("no error"));
-        assert_eq!(running.rehandshakes.len(), 1);
+        assert_eq!(running.refreshes.len(), 1);
         assert_eq!(txn.manager().snapshot().state, "pending");
         let due = txn.due().await;
         assert_eq!(due, Due::AutoConfirmCheck);
@@ -746,6 +743,13 @@ mod tests {
         let last = kept.last().expect("events");
         assert!(
             last.message.starts_with("config confirmed") && last.message.contains("auto_confirm"),
+            "{}",
+            last.message
+        );
+        // Whatever carries the operator: no handshake or tunnel claimed (a closed network
+        // has neither).
+        assert!(
+            !last.message.contains("handshake") && !last.message.contains("tunnel"),
             "{}",
             last.message
         );
@@ -780,15 +784,15 @@ mod tests {
             assert!(!changed, "nothing confirmed without the link's proof");
             checks += 1;
         }
-        let every = Duration::from_secs(AUTO_CONFIRM_REHANDSHAKE_SECS);
-        let asked = running.rehandshakes.len() as u64;
+        let every = Duration::from_secs(AUTO_CONFIRM_REFRESH_SECS);
+        let asked = running.refreshes.len() as u64;
         assert!(checks as u64 > asked, "checks {checks}, asked {asked}");
-        let expected = WINDOW_SECS / AUTO_CONFIRM_REHANDSHAKE_SECS;
+        let expected = WINDOW_SECS / AUTO_CONFIRM_REFRESH_SECS;
         assert!(
             (expected..=expected + 1).contains(&asked),
             "asked {asked} times in {WINDOW_SECS} s"
         );
-        for pair in running.rehandshakes.windows(2) {
+        for pair in running.refreshes.windows(2) {
             assert!(pair[1] - pair[0] >= every, "asked again too soon");
         }
         assert_eq!((running.runs, &running.applies[..]), (1, &[2, 1][..]));

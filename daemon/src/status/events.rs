@@ -129,7 +129,7 @@ mod tests {
         let events = EventLog::new();
         let watcher = watch_tunnel(
             events.clone(),
-            crate::carrier::CarrierHandle::Closed(closed.handle()),
+            crate::carrier::CarrierHandle::from(closed.handle()),
             Vec::new(),
         );
         assert_eq!(forwarding_events_reach(&events, 1).await, ["at_start"]);
@@ -169,7 +169,7 @@ mod tests {
         let events = EventLog::new();
         let watcher = watch_tunnel(
             events.clone(),
-            crate::carrier::CarrierHandle::Closed(closed.handle()),
+            crate::carrier::CarrierHandle::from(closed.handle()),
             Vec::new(),
         );
         tokio::time::advance(Duration::from_secs(HOST_CHECK_INTERVAL_SECS * 3)).await;
