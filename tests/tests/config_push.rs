@@ -1,7 +1,9 @@
 //! Remote configuration push in the namespace lab (AUTH-2, LOG-2, AVL-1): the operator in the
 //! data centre signs configs and pushes them with the real `renkei` binary through the hub's
 //! tunnel to the hospital box's management API; the box checks, writes, applies, and confirms
-//! or rolls back.
+//! or rolls back. Auto-confirm and the rollback of a config that cuts the box off run on a
+//! closed network too (NET-9): there the push crosses the routed closed network to the box's
+//! closed-network address, and the operator's request after the apply is the only proof.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use renkei::config::{Config, Direction, ManagementConfig, ServiceConfig};
 use renkei_lab::boxconfig::{peer_mut, service, socket, to_toml, ConfigText};
 use renkei_lab::chain::{chain_config, start_chain_with, viewer_connect};
-use renkei_lab::lab::{Peer, DOCUMENT_SERVER_ADDRESS, HUB_RELAY_ADDRESS};
+use renkei_lab::lab::{LabCarrier, Peer, DOCUMENT_SERVER_ADDRESS, HUB_RELAY_ADDRESS};
 use renkei_lab::logfields::{log_field, log_fields};
 use renkei_lab::operator::{Operator, Outcome, MANAGEMENT_PORT};
 use renkei_lab::pki::{Ca, LeafFiles};
@@ -27,18 +29,24 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// restore and apply, the control socket poll).
 const ROLLBACK_SLACK: Duration = Duration::from_secs(5);
 
-fn peer_state(daemon: &Daemon) -> String {
+/// The state of a facility's link to the data centre on the lab's carrier (`up`, `idle`, ...;
+/// empty when unknown).
+fn peer_state(lab: &Lab, daemon: &Daemon) -> String {
     daemon
-        .peer("dc")
+        .peer(lab.dc_link_name())
         .ok()
         .and_then(|p| p["state"].as_str().map(str::to_string))
         .unwrap_or_default()
 }
 
-fn wait_tunnel_up(daemon: &Daemon, within: Duration) {
-    wait_until(within, "the hospital's tunnel to be up", || {
-        (peer_state(daemon) == "up").then_some(())
-    })
+/// Waits until the facility's link to the data centre is up: its tunnel's handshake on
+/// WireGuard, its first answered probe on a closed network.
+fn wait_tunnel_up(lab: &Lab, daemon: &Daemon, within: Duration) {
+    wait_until(
+        within,
+        "the hospital's link to the data centre to be up",
+        || (peer_state(lab, daemon) == "up").then_some(()),
+    )
     .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()));
 }
 
@@ -127,7 +135,7 @@ fn start(lab: &Lab, hospital: &(impl ConfigText + ?Sized)) -> Setup {
         .expect("document server");
     let hub = lab.start(Node::Hub, &lab.full(Node::Hub)).expect("hub");
     let hospital = lab.start(Node::Hospital, hospital).expect("hospital");
-    wait_tunnel_up(&hospital, Duration::from_secs(15));
+    wait_tunnel_up(lab, &hospital, Duration::from_secs(15));
     Setup {
         hub,
         hospital,
@@ -339,7 +347,7 @@ fn avl1_a_push_that_restarts_the_tunnel_keeps_its_device_an_open_transfer_and_it
         setup.hospital.log_text()
     );
     assert_eq!(tun_index(&lab), index, "the TUN device was kept");
-    wait_tunnel_up(&setup.hospital, Duration::from_secs(15));
+    wait_tunnel_up(&lab, &setup.hospital, Duration::from_secs(15));
     assert_eq!(
         setup.hospital.peer("dc").expect("peer")["backend"]["wireguard"]
             ["persistent_keepalive_secs"],
@@ -827,7 +835,7 @@ fn auth2_a_next_key_is_untrusted_until_the_config_naming_it_is_confirmed() {
         (Some(1), Some("confirmed")),
         "{state}"
     );
-    wait_tunnel_up(&setup.hospital, Duration::from_secs(15));
+    wait_tunnel_up(&lab, &setup.hospital, Duration::from_secs(15));
     // Nothing is pending, so the refusal is about the key: v1 trusts only the current one.
     let early = operator.push(&lab, Node::Hospital, &v3).expect("push");
     assert_eq!(
@@ -886,10 +894,11 @@ fn auth2_a_next_key_is_untrusted_until_the_config_naming_it_is_confirmed() {
     drop(setup.hub);
 }
 
-/// Pushes `cut` (which cuts the hospital off from the hub) and checks that it runs, that it is
-/// rolled back no earlier than the confirm window and at most [`ROLLBACK_SLACK`] after it,
-/// measured from the moment the box ran it, and that the tunnel and the operator's access come
-/// back.
+/// Pushes `cut` (which cuts the operator off from the hospital) and checks that it runs, that
+/// it is rolled back no earlier than the confirm window and at most [`ROLLBACK_SLACK`] after
+/// it, measured from the moment the box ran it, and that the link to the data centre and the
+/// operator's access come back. `cut` asks for auto_confirm and the push reads the state back
+/// after the apply: had that request reached the box, it would have confirmed `cut`.
 fn assert_cut_off_config_rolls_back(lab: &Lab, operator: &Operator, setup: &Setup, cut: &Config) {
     let original = std::fs::read_to_string(&setup.hospital.config).expect("read");
     let path = operator.write_signed("cut.toml", cut, None).expect("sign");
@@ -945,13 +954,14 @@ fn assert_cut_off_config_rolls_back(lab: &Lab, operator: &Operator, setup: &Setu
         "auto_confirm confirmed a box that was cut off:\n{log}"
     );
 
-    // Healthy again: a handshake after the rollback, the operator's access, and a document
-    // through the whole chain.
+    // Healthy again: the link proves itself after the rollback (a handshake on WireGuard, a
+    // probe on a closed network), the operator reaches the box, and a document comes through
+    // the whole chain.
     wait_until(
         Duration::from_secs(20),
-        "a handshake after the rollback",
+        "the link to prove itself after the rollback",
         || {
-            let peer = setup.hospital.peer("dc").ok()?;
+            let peer = setup.hospital.peer(lab.dc_link_name()).ok()?;
             (peer["state"] == "up" && peer["last_reached"].as_u64()? + 1 >= rolled_back_at)
                 .then_some(())
         },
@@ -1005,36 +1015,126 @@ fn avl1_a_wrong_hub_key_is_rolled_back_within_the_confirm_window() {
     drop(setup.hub);
 }
 
+/// A closed network has no hub key or endpoint to get wrong; what an operator can get wrong is
+/// the management API's own address. Here the port is renumbered in the box's config (a
+/// template edit that the operator's tools, `renkei push --to` and the data centre's firewall
+/// do not follow): the config is valid and applies, the box's link to the data centre stays up,
+/// but the operator cannot reach the box any more, so nothing may confirm it and the box must
+/// roll back by itself when the confirm window ends.
+#[test]
+fn avl1_net9_a_management_api_moved_off_the_operators_port_is_rolled_back_within_the_confirm_window(
+) {
+    require_root!();
+    let lab = Lab::with_carrier(LabCarrier::Closed).expect("lab");
+    let operator = Operator::new(&lab).expect("operator");
+    let setup = start(&lab, &hospital_config(&lab, &operator, 1));
+    let good = hospital_config(&lab, &operator, 2);
+    let mut cut = auto_confirming(good.clone());
+    management(&mut cut).listen = socket(&format!(
+        "{}:{}",
+        lab.link_address(Node::Hospital),
+        MANAGEMENT_PORT + 1
+    ));
+    assert_ne!(cut, auto_confirming(good));
+    assert_cut_off_config_rolls_back(&lab, &operator, &setup, &cut);
+    drop(setup.hub);
+}
+
 #[test]
 fn avl1_auto_confirm_confirms_once_the_operator_reaches_the_box_again() {
     require_root!();
-    let lab = Lab::new().expect("lab");
+    auto_confirm_confirms_once_the_operator_reaches_the_box_again(LabCarrier::WireGuard);
+}
+
+#[test]
+fn avl1_net9_auto_confirm_confirms_once_the_operator_reaches_the_box_again_on_a_closed_network() {
+    require_root!();
+    auto_confirm_confirms_once_the_operator_reaches_the_box_again(LabCarrier::Closed);
+}
+
+/// A harmless push with auto_confirm: `renkei push` reads the state back after the answer, and
+/// that authenticated request arrives after the apply, so the box confirms by itself.
+fn auto_confirm_confirms_once_the_operator_reaches_the_box_again(carrier: LabCarrier) {
+    let lab = Lab::with_carrier(carrier).expect("lab");
     let operator = Operator::new(&lab).expect("operator");
     let setup = start(&lab, &hospital_config(&lab, &operator, 1));
     let mut v2 = auto_confirming(hospital_config(&lab, &operator, 2));
     v2.facility.name = "lab hospital (renamed)".to_string();
     let path = operator.write_signed("auto.toml", &v2, None).expect("sign");
-    // `renkei push` reads the state back after the answer: that request arrives after the
-    // apply. The tunnel was not restarted, so the box asks its peer for a fresh handshake.
+    // On WireGuard the tunnel was not restarted, so the box also asks its peer for a fresh
+    // handshake; a closed network has no handshake, the operator's request is the proof.
     let pushed = operator.push(&lab, Node::Hospital, &path).expect("push");
     assert!(pushed.success, "{}", pushed.output);
+    assert_eq!(
+        (&pushed.answers[0]["version"], &pushed.answers[0]["state"]),
+        (&2.into(), &"pending".into()),
+        "{}",
+        pushed.output
+    );
     wait_until(Duration::from_secs(10), "auto-confirm", || {
         let state = config_state(&setup.hospital);
         (state["version"] == 2 && state["state"] == "confirmed").then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", setup.hospital.log_text()));
+    let log = setup.hospital.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("event=\"confirmed\"")
+            && l.contains("version=2")
+            && l.contains("auto_confirm")),
+        "no auto_confirm event for version 2:\n{log}"
+    );
+    assert_eq!(
+        setup.hospital.status().expect("status")["facility"],
+        "lab hospital (renamed)"
+    );
     drop(setup.hub);
 }
 
 #[test]
 fn avl1_auto_confirm_without_the_operator_reaching_the_box_again_rolls_back() {
     require_root!();
-    let lab = Lab::new().expect("lab");
+    auto_confirm_without_the_operator_reaching_the_box_again_rolls_back(LabCarrier::WireGuard);
+}
+
+#[test]
+fn avl1_net9_auto_confirm_without_the_operator_reaching_the_box_again_rolls_back_on_a_closed_network(
+) {
+    require_root!();
+    auto_confirm_without_the_operator_reaching_the_box_again_rolls_back(LabCarrier::Closed);
+}
+
+/// `config` with a change of the link to the data centre that restarts it, so the link proves
+/// itself again right after the apply: on WireGuard the peer's keepalive (the tunnel restarts
+/// and handshakes), on a closed network the probe interval (the probe schedule restarts with a
+/// probe at once).
+fn with_link_restart(lab: &Lab, config: Config) -> Config {
+    match lab.carrier {
+        LabCarrier::WireGuard => with_keepalive(config, 20),
+        LabCarrier::Closed => {
+            let mut config = config;
+            let closed = config.closed.as_mut().expect("a closed-network config");
+            assert_ne!(
+                closed.probe_interval_secs,
+                CLOSED_RESTART_PROBE_INTERVAL_SECS
+            );
+            closed.probe_interval_secs = CLOSED_RESTART_PROBE_INTERVAL_SECS;
+            config
+        }
+    }
+}
+
+/// The probe interval [`with_link_restart`] sets on a closed network (the lab's is longer).
+const CLOSED_RESTART_PROBE_INTERVAL_SECS: u64 = 5;
+
+/// A push with auto_confirm whose link proves itself after the apply, but the operator never
+/// comes back (one POST, no read-back): the link alone is no proof, the box rolls back.
+fn auto_confirm_without_the_operator_reaching_the_box_again_rolls_back(carrier: LabCarrier) {
+    let lab = Lab::with_carrier(carrier).expect("lab");
     let operator = Operator::new(&lab).expect("operator");
     let setup = start(&lab, &hospital_config(&lab, &operator, 1));
-    // The keepalive change restarts the tunnel, so a fresh handshake follows the apply for
-    // sure; only the operator's return is missing.
-    let v2 = with_keepalive(auto_confirming(hospital_config(&lab, &operator, 2)), 20);
+    // The link restarts, so it proves itself after the apply for sure (a handshake, or a
+    // probe); only the operator's return is missing.
+    let v2 = with_link_restart(&lab, auto_confirming(hospital_config(&lab, &operator, 2)));
     let path = operator.write_signed("auto.toml", &v2, None).expect("sign");
     let signature = std::fs::read_to_string(path.with_extension("toml.sig")).expect("sig");
     // One POST and nothing after it (renkei push would read the state back).
@@ -1050,16 +1150,16 @@ fn avl1_auto_confirm_without_the_operator_reaching_the_box_again_rolls_back() {
         .expect("curl");
     assert_eq!(answer.status, Some(200), "{}", answer.output);
     assert_eq!(answer.body["state"], "pending", "{}", answer.output);
-    // The restart's handshake may complete before the apply as a whole has finished (when
-    // `applied_at_unix` is taken), so it is compared with the push.
+    // The restart's handshake or probe may complete before the apply as a whole has finished
+    // (when `applied_at_unix` is taken), so it is compared with the push.
     let pushed_at = config_state(&setup.hospital)["pushed_at_unix"]
         .as_u64()
         .expect("pushed_at_unix");
     wait_until(
         Duration::from_secs(15),
-        "a handshake after the push",
+        "the link to prove itself after the push",
         || {
-            let peer = setup.hospital.peer("dc").ok()?;
+            let peer = setup.hospital.peer(lab.dc_link_name()).ok()?;
             (peer["state"] == "up" && peer["last_reached"].as_u64()? >= pushed_at).then_some(())
         },
     )
@@ -1249,7 +1349,7 @@ fn avl1_a_box_restarted_inside_the_confirm_window_restores_the_confirmed_config(
         std::fs::read_to_string(&restarted.config).expect("read"),
         original
     );
-    wait_tunnel_up(&restarted, Duration::from_secs(15));
+    wait_tunnel_up(&lab, &restarted, Duration::from_secs(15));
     assert!(
         restarted.log_text().contains("never confirmed"),
         "{}",
@@ -1411,7 +1511,7 @@ fn avl1_kill_9_at_random_moments_of_push_apply_and_confirm_never_breaks_the_box(
             "iteration {i}: the config file fails renkei check"
         );
         assert_eq!(config_state(&daemon)["state"], "confirmed", "iteration {i}");
-        wait_tunnel_up(&daemon, Duration::from_secs(15));
+        wait_tunnel_up(&lab, &daemon, Duration::from_secs(15));
         if version == next {
             killed_after_confirm += 1;
         } else {
@@ -1557,7 +1657,7 @@ fn net7_avl1_a_quiet_open_connection_keeps_the_on_demand_tunnel_up_across_a_rest
     wait_until(
         CLINIC_IDLE_TIMEOUT + Duration::from_secs(10),
         "the clinic's tunnel to idle out",
-        || (peer_state(&chain.clinic) == "idle").then_some(()),
+        || (peer_state(&lab, &chain.clinic) == "idle").then_some(()),
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", clinic_dc()));
     assert!(

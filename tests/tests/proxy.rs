@@ -175,7 +175,10 @@ fn hospital_with_inbound(lab: &Lab, edit: impl FnOnce(&mut Config)) -> (Daemon, 
     let mut tls12 = service(
         "documents-tls12",
         Direction::Inbound,
-        socket(&format!("{}:{TLS12_PORT}", Node::Hospital.tunnel_address())),
+        socket(&format!(
+            "{}:{TLS12_PORT}",
+            lab.link_address(Node::Hospital)
+        )),
         DOCUMENT_SERVER_ADDRESS,
         Peer::Allowed(Node::Hub.tls_name()),
     );
@@ -199,7 +202,7 @@ struct Case<'a> {
 /// Runs a case that must be accepted: the document arrives, the record is `ok`; returns the
 /// s_client output and the record.
 fn accepted(lab: &Lab, cursor: &mut RecordCursor, case: &Case) -> (String, Value) {
-    let addr = format!("{}:{}", Node::Hospital.tunnel_address(), case.port);
+    let addr = format!("{}:{}", lab.link_address(Node::Hospital), case.port);
     let run = s_client(
         lab,
         Node::Hospital,
@@ -223,7 +226,7 @@ fn accepted(lab: &Lab, cursor: &mut RecordCursor, case: &Case) -> (String, Value
 /// hospital's record says `refused:` with `reason` in it (which also proves the client's
 /// hello reached the server, so the refusal is the server's).
 fn refused(lab: &Lab, cursor: &mut RecordCursor, case: &Case, reason: &str) -> Value {
-    let addr = format!("{}:{}", Node::Hospital.tunnel_address(), case.port);
+    let addr = format!("{}:{}", lab.link_address(Node::Hospital), case.port);
     let run = s_client(
         lab,
         Node::Hospital,
@@ -252,7 +255,20 @@ fn refused(lab: &Lab, cursor: &mut RecordCursor, case: &Case, reason: &str) -> V
 #[test]
 fn net2_net3_net4_net5_inbound_service_against_openssl_s_client() {
     require_root!();
-    let lab = Lab::new().expect("lab");
+    inbound_service_against_openssl_s_client(LabCarrier::WireGuard);
+}
+
+#[test]
+fn net2_net3_net4_net5_net9_inbound_service_against_openssl_s_client_on_a_closed_network() {
+    require_root!();
+    inbound_service_against_openssl_s_client(LabCarrier::Closed);
+}
+
+/// openssl s_client against the hospital's inbound services on its link address: every suite
+/// and group of the profile is served, every version, suite, group and client certificate
+/// outside it is refused by the box and logged, and nothing refused reaches the LAN.
+fn inbound_service_against_openssl_s_client(carrier: LabCarrier) {
+    let lab = Lab::with_carrier(carrier).expect("lab");
     let clients = lab.pki_dir().join("clients");
     let hub_files = LeafFiles {
         cert: lab.tls_dir(Node::Hub).join("box.crt"),
@@ -963,23 +979,46 @@ fn sslscan(lab: &Lab, from: Node, addr: &str, tls12: bool) {
 #[test]
 fn net2_net3_testssl_and_sslscan_find_nothing_outside_the_profile() {
     require_root!();
-    let lab = Lab::new().expect("lab");
+    testssl_and_sslscan_find_nothing_outside_the_profile(LabCarrier::WireGuard);
+}
+
+#[test]
+fn net2_net3_net9_testssl_and_sslscan_find_nothing_outside_the_profile_on_a_closed_network() {
+    require_root!();
+    testssl_and_sslscan_find_nothing_outside_the_profile(LabCarrier::Closed);
+}
+
+/// testssl.sh and sslscan against the hospital's two inbound services on its link address.
+fn testssl_and_sslscan_find_nothing_outside_the_profile(carrier: LabCarrier) {
+    let lab = Lab::with_carrier(carrier).expect("lab");
     let (_hospital, _documents) = hospital_with_inbound(&lab, |_| {});
-    let tunnel = Node::Hospital.tunnel_address();
+    let link = lab.link_address(Node::Hospital);
     for (port, tls12) in [(SERVICE_PORT, false), (TLS12_PORT, true)] {
-        let addr = format!("{tunnel}:{port}");
+        let addr = format!("{link}:{port}");
         testssl(&lab, Node::Hospital, &addr, tls12);
         sslscan(&lab, Node::Hospital, &addr, tls12);
     }
 }
 
-/// The management API is a TLS server too (the operator's pushes): the same scanners, run from
-/// the data centre through the tunnel (the listener is bound to the tunnel device, so that is
-/// the only way in), find TLS 1.3 with the profile's suites and groups and nothing else.
 #[test]
 fn net2_net3_auth2_the_management_api_offers_nothing_outside_the_profile() {
     require_root!();
-    let lab = Lab::new().expect("lab");
+    the_management_api_offers_nothing_outside_the_profile(LabCarrier::WireGuard);
+}
+
+#[test]
+fn net2_net3_auth2_net9_the_management_api_offers_nothing_outside_the_profile_on_a_closed_network()
+{
+    require_root!();
+    the_management_api_offers_nothing_outside_the_profile(LabCarrier::Closed);
+}
+
+/// The management API is a TLS server too (the operator's pushes): the same scanners, run from
+/// the data centre over the link (the listener is bound to the link's device: the tunnel, or
+/// the closed-network interface, so that is the only way in), find TLS 1.3 with the profile's
+/// suites and groups and nothing else.
+fn the_management_api_offers_nothing_outside_the_profile(carrier: LabCarrier) {
+    let lab = Lab::with_carrier(carrier).expect("lab");
     let operator = Operator::new(&lab).expect("operator");
     let mut text = lab.full(Node::Hospital);
     text.management = Some(operator.management(Node::Hospital, 120, false));
@@ -995,7 +1034,7 @@ fn net2_net3_auth2_the_management_api_offers_nothing_outside_the_profile() {
             .filter(|o| o.success)
     })
     .expect("the operator reaches the hospital's management API");
-    let addr = format!("{}:{MANAGEMENT_PORT}", Node::Hospital.tunnel_address());
+    let addr = format!("{}:{MANAGEMENT_PORT}", lab.link_address(Node::Hospital));
     testssl(&lab, Node::Hub, &addr, false);
     sslscan(&lab, Node::Hub, &addr, false);
 }
@@ -1108,7 +1147,7 @@ fn net4_net5_hot_reload_new_connections_get_the_new_certificate_open_ones_comple
     let _ = (&chain.hub, &chain.clinic);
 }
 
-/// `openssl s_server` on the hub's tunnel address, with the hub's certificate, requiring a
+/// `openssl s_server` on the hub's link address, with the hub's certificate, requiring a
 /// client certificate from the lab CA; `-www` answers with what it negotiated and shared.
 fn s_server(lab: &Lab, extra: &[&str]) -> renkei_lab::tlstools::Background {
     let tls = lab.tls_dir(Node::Hub);
@@ -1117,7 +1156,7 @@ fn s_server(lab: &Lab, extra: &[&str]) -> renkei_lab::tlstools::Background {
         path(&tls.join("box.key")),
         path(&tls.join("operator-ca.crt")),
     );
-    let accept = format!("{}:{SERVICE_PORT}", Node::Hub.tunnel_address());
+    let accept = format!("{}:{SERVICE_PORT}", lab.link_address(Node::Hub));
     let mut args = vec![
         "s_server",
         "-accept",
@@ -1197,11 +1236,28 @@ fn page_list<'a>(page: &'a str, label: &str) -> Vec<&'a str> {
 #[test]
 fn net2_net3_net4_renkei_client_offers_only_the_profile_to_openssl_s_server() {
     require_root!();
-    let lab = Lab::new().expect("lab");
-    // The hub only carries the tunnel: openssl s_server takes the portal's address.
-    let _hub = lab
-        .start(Node::Hub, &lab.tunnel_config(Node::Hub))
-        .expect("hub");
+    renkei_client_offers_only_the_profile_to_openssl_s_server(LabCarrier::WireGuard);
+}
+
+#[test]
+fn net2_net3_net4_net9_renkei_client_offers_only_the_profile_to_openssl_s_server_on_a_closed_network(
+) {
+    require_root!();
+    renkei_client_offers_only_the_profile_to_openssl_s_server(LabCarrier::Closed);
+}
+
+/// The clinic's outbound services (1.3-only and `min_tls = "1.2"`) against openssl s_server in
+/// the data centre: what renkei offers is all in the profile, and a server outside it gets no
+/// handshake and no byte.
+fn renkei_client_offers_only_the_profile_to_openssl_s_server(carrier: LabCarrier) {
+    let lab = Lab::with_carrier(carrier).expect("lab");
+    // The hub box runs no service: openssl s_server takes the portal's address. On WireGuard
+    // the hub's daemon carries the tunnel; a closed network needs no daemon on the hub for the
+    // clinic to reach it, so none runs there.
+    let _hub = match carrier {
+        LabCarrier::WireGuard => Some(lab.start(Node::Hub, &lab.config(Node::Hub)).expect("hub")),
+        LabCarrier::Closed => None,
+    };
     let mut text = lab.full(Node::Clinic);
     let mut tls12 = service(
         "documents-tls12",
@@ -1210,7 +1266,7 @@ fn net2_net3_net4_renkei_client_offers_only_the_profile_to_openssl_s_server() {
             "{}:{TLS12_PORT}",
             renkei_lab::lab::LAN_SERVICE_ADDRESS
         )),
-        &format!("{}:{SERVICE_PORT}", Node::Hub.tunnel_address()),
+        &format!("{}:{SERVICE_PORT}", lab.link_address(Node::Hub)),
         Peer::ServerName(Node::Hub.tls_name()),
     );
     tls12.min_tls = MinTls::Tls12;
@@ -1314,7 +1370,10 @@ fn net2_net3_net4_renkei_client_offers_only_the_profile_to_openssl_s_server() {
         let server_output = server.stop();
         assert!(page.is_empty(), "{what}: bytes came through:\n{page}");
         assert!(
-            result(&record).starts_with("error: TLS handshake with 198.19.0.1:8443 failed"),
+            result(&record).starts_with(&format!(
+                "error: TLS handshake with {}:{SERVICE_PORT} failed",
+                lab.link_address(Node::Hub)
+            )),
             "{what}: {record:#}\ns_server said:\n{server_output}"
         );
     }

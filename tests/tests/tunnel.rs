@@ -1,12 +1,12 @@
 //! The WireGuard data plane in the namespace lab: handshakes, both tunnel policies, recovery,
-//! the not-a-router rule (NET-8) and hostile input. Every daemon here is the real `renkei`
-//! binary on a real TUN device; every peer is a real process.
+//! the not-a-router rule (NET-8, on a closed network too) and hostile input. Every daemon here
+//! is the real `renkei` binary on a real TUN device; every peer is a real process.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use renkei_lab::boxconfig::peer_mut;
-use renkei_lab::lab::HUB_PORT;
+use renkei_lab::lab::{LabCarrier, DC_PROBE_PORT, HUB_PORT};
 use renkei_lab::traffic::{echo_round_trip, pattern, spawn_echo};
 use renkei_lab::{require_root, wait_until, Lab, Node};
 
@@ -36,14 +36,15 @@ fn wireguard_drops(daemon: &renkei_lab::Daemon, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Starts the hub, then the always-on hospital, and waits for their session.
+/// Starts the hub, then the always-on hospital, and waits for their link to be up (a
+/// session, or on a closed network the first answered probe).
 fn hub_and_connected_hospital(lab: &Lab) -> (renkei_lab::Daemon, renkei_lab::Daemon) {
     let hub = lab.start(Node::Hub, &lab.config(Node::Hub)).expect("hub");
     let hospital = lab
         .start(Node::Hospital, &lab.config(Node::Hospital))
         .expect("hospital");
-    wait_until(Duration::from_secs(5), "handshake", || {
-        (peer_state(&hospital, "dc") == "up").then_some(())
+    wait_until(Duration::from_secs(5), "the link to be up", || {
+        (peer_state(&hospital, lab.dc_link_name()) == "up").then_some(())
     })
     .expect("up");
     (hub, hospital)
@@ -305,40 +306,171 @@ fn net6_always_on_survives_a_20s_wan_outage_and_a_hub_restart() {
 #[test]
 fn net8_lan_packets_never_enter_the_tunnel() {
     require_root!();
-    let lab = Lab::new().expect("lab");
-    let (_hub, hospital) = hub_and_connected_hospital(&lab);
-    // Even with the kernel forwarding, the data plane must refuse LAN packets.
-    lab.ns(Node::Hospital)
-        .sysctl("net.ipv4.ip_forward", "1")
-        .expect("forwarding on");
+    lan_packets_never_reach_the_data_centre(LabCarrier::WireGuard);
+}
 
-    let target = format!("{}:9999", Node::Hub.tunnel_address());
-    let listener = lab.ns(Node::Hub).udp_socket(&target).expect("hub listener");
-    listener
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
-    let lan_client = lab
-        .lan_ns(Node::Hospital)
-        .udp_socket("0.0.0.0:0")
-        .expect("LAN client socket");
-    const SENT: u64 = 50;
-    for _ in 0..SENT {
-        lan_client
-            .send_to(b"from the LAN", &target)
-            .expect("send from LAN");
+#[test]
+fn net8_net9_lan_packets_never_reach_the_data_centre_on_a_closed_network() {
+    require_root!();
+    lan_packets_never_reach_the_data_centre(LabCarrier::Closed);
+}
+
+/// Where the data centre listens for what a LAN host sends (UDP and TCP, on its link address).
+const DC_LISTENER_PORT: u16 = 9999;
+/// How many datagrams a LAN host sends in one step.
+const LAN_DATAGRAMS: u64 = 50;
+/// How long a LAN host's TCP connection attempt may take to fail.
+const LAN_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a datagram may still be on its way once the box has received it.
+const IN_FLIGHT: Duration = Duration::from_millis(200);
+
+/// What the data centre listens with: a UDP socket and a TCP listener on its link address.
+struct DcListeners {
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+    /// The TCP destinations a LAN host tries: the listener, and on a closed network also the
+    /// data centre's health endpoint.
+    tcp_targets: Vec<String>,
+}
+
+impl DcListeners {
+    fn start(lab: &Lab) -> DcListeners {
+        let dc = lab.link_address(Node::Hub);
+        let target = format!("{dc}:{DC_LISTENER_PORT}");
+        let udp = lab.ns(Node::Hub).udp_socket(&target).expect("dc UDP");
+        udp.set_read_timeout(Some(IN_FLIGHT)).expect("timeout");
+        let tcp = lab.ns(Node::Hub).tcp_listener(&target).expect("dc TCP");
+        tcp.set_nonblocking(true).expect("nonblocking");
+        let mut tcp_targets = vec![target];
+        if lab.carrier == LabCarrier::Closed {
+            tcp_targets.push(format!("{dc}:{DC_PROBE_PORT}"));
+        }
+        DcListeners {
+            udp,
+            tcp,
+            tcp_targets,
+        }
     }
-    wait_until(Duration::from_secs(5), "the drops to be counted", || {
-        (drops(&hospital, "foreign_source") >= SENT).then_some(())
+
+    /// Asserts that nothing from `step` reached the data centre: no datagram, no connection,
+    /// no probe from the LAN host at the health endpoint.
+    fn assert_nothing_arrived(&self, lab: &Lab, step: &str) {
+        let mut buf = [0u8; 64];
+        if let Ok((_, from)) = self.udp.recv_from(&mut buf) {
+            panic!("{step}: a LAN datagram reached the data centre from {from}");
+        }
+        if let Ok((_, from)) = self.tcp.accept() {
+            panic!("{step}: a LAN connection reached the data centre from {from}");
+        }
+        let lan_host = Node::Hospital
+            .lan_host_address()
+            .expect("the hospital's LAN host");
+        let probes = lab.probe_peers();
+        assert!(
+            probes.iter().all(|p| p.ip().to_string() != lan_host),
+            "{step}: the LAN host reached the data centre's health endpoint: {probes:?}"
+        );
+    }
+}
+
+/// Packets the box's kernel received on its LAN interface.
+fn lan_rx_packets(lab: &Lab) -> u64 {
+    let json = lab
+        .ns(Node::Hospital)
+        .ip(&["-s", "-j", "link", "show", "dev", "lan0"])
+        .expect("ip -s link");
+    let links: serde_json::Value = serde_json::from_str(&json).expect("ip JSON");
+    links[0]["stats64"]["rx"]["packets"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no rx packets in {json}"))
+}
+
+/// The host on the hospital LAN (its default route is the box) sends datagrams to the data
+/// centre's link address and tries TCP to every target; each attempt must fail. Waits until
+/// the box has received the datagrams.
+fn lan_host_tries(lab: &Lab, listeners: &DcListeners, step: &str) {
+    let before = lan_rx_packets(lab);
+    let lan = lab.lan_ns(Node::Hospital);
+    let client = lan.udp_socket("0.0.0.0:0").expect("LAN client socket");
+    for _ in 0..LAN_DATAGRAMS {
+        client
+            .send_to(b"from the LAN", &listeners.tcp_targets[0])
+            .expect("send from the LAN");
+    }
+    for target in &listeners.tcp_targets {
+        if let Ok(stream) = lan.tcp_connect(target, LAN_CONNECT_TIMEOUT) {
+            panic!("{step}: the LAN host connected to {target}: {stream:?}");
+        }
+    }
+    wait_until(Duration::from_secs(5), "the box to receive them", || {
+        (lan_rx_packets(lab) >= before + LAN_DATAGRAMS).then_some(())
     })
-    .expect("LAN packets counted as dropped");
-    let mut buf = [0u8; 64];
-    assert!(
-        listener.recv_from(&mut buf).is_err(),
-        "a LAN packet reached the hub through the tunnel"
+    .unwrap_or_else(|e| panic!("{step}: {e}"));
+}
+
+/// The forwarding switch the closed carrier shows in the status (`tunnel.backend.closed`).
+fn shown_ip_forward(daemon: &renkei_lab::Daemon) -> serde_json::Value {
+    daemon.status().expect("status")["tunnel"]["backend"]["closed"]["ip_forward"].clone()
+}
+
+/// NET-8: a host on the hospital LAN with a route through the box reaches nothing in the data
+/// centre, neither a listener on its link address nor (closed network) its health endpoint.
+/// With the box's forwarding off the kernel drops it on both carriers. With forwarding forced
+/// on, WireGuard's data plane still drops what enters the tunnel from a foreign source; on a
+/// closed network the kernel would route it (renkei has no data plane there to refuse it), so
+/// the box must show the operator that forwarding is on.
+fn lan_packets_never_reach_the_data_centre(carrier: LabCarrier) {
+    let lab = Lab::with_carrier(carrier).expect("lab");
+    let (_hub, hospital) = hub_and_connected_hospital(&lab);
+    let listeners = DcListeners::start(&lab);
+
+    // Forwarding off, as the box must run: whatever the host's default was.
+    let ns = lab.ns(Node::Hospital);
+    ns.sysctl("net.ipv4.ip_forward", "0")
+        .expect("forwarding off");
+    if carrier == LabCarrier::Closed {
+        assert_eq!(shown_ip_forward(&hospital), false);
+    }
+    let dropped_before = drops(&hospital, "foreign_source");
+    lan_host_tries(&lab, &listeners, "forwarding off");
+    listeners.assert_nothing_arrived(&lab, "forwarding off");
+    assert_eq!(
+        drops(&hospital, "foreign_source"),
+        dropped_before,
+        "with forwarding off no LAN packet reaches the box's data plane"
     );
 
-    // The box's own packets still go through.
-    tcp_through_tunnel(&lab, Node::Hospital, Node::Hub, 4096).expect("own traffic");
+    // Forwarding forced on.
+    ns.sysctl("net.ipv4.ip_forward", "1")
+        .expect("forwarding on");
+    match carrier {
+        LabCarrier::WireGuard => {
+            let dropped_before = drops(&hospital, "foreign_source");
+            lan_host_tries(&lab, &listeners, "forwarding on");
+            wait_until(Duration::from_secs(5), "the drops to be counted", || {
+                (drops(&hospital, "foreign_source") >= dropped_before + LAN_DATAGRAMS).then_some(())
+            })
+            .expect("LAN packets counted as dropped");
+            listeners.assert_nothing_arrived(&lab, "forwarding on");
+        }
+        // The kernel now routes LAN packets onto the closed network (the lab's data centre
+        // has no route back to the LAN, a real network might): renkei cannot refuse them, it
+        // shows the misconfiguration so the operator turns forwarding off.
+        LabCarrier::Closed => assert_eq!(
+            shown_ip_forward(&hospital),
+            true,
+            "the status must show that the box forwards"
+        ),
+    }
+
+    // The box's own connections still reach the data centre.
+    let _own = ns
+        .tcp_connect(&listeners.tcp_targets[0], Duration::from_secs(15))
+        .expect("the box connects to the data centre");
+    wait_until(Duration::from_secs(5), "the box's own connection", || {
+        listeners.tcp.accept().ok()
+    })
+    .expect("the data centre accepts the box's own connection");
 }
 
 #[test]
