@@ -5,6 +5,11 @@
 //! authentication, over the same renkei tunnel); then 10 000 concurrent idle connections through
 //! one renkei service, each proven end to end by a byte from the far side, with the daemons' RSS.
 //!
+//! On a closed network ([`LabCarrier::Closed`]: routed, no tunnel) the same three paths run over
+//! the lab's routed WAN instead: (a) plain TCP from the clinic box to the hub's address on the
+//! closed network, (b) TLS through renkei over that same routed path, (c) stunnel4 over it. A
+//! run measures one carrier per lab; `lab bench-proxy` runs each carrier in turn.
+//!
 //! Every throughput measurement also records the machine's CPU time per byte moved (from
 //! `/proc/stat`: user, nice, system, irq and softirq, not idle, iowait or steal). Both boxes and
 //! both iperf3 ends share this machine's cores, so a path's throughput is its CPU cost per byte
@@ -26,7 +31,7 @@ use anyhow::Context;
 use renkei::config::{Direction, PolicyMode, ServiceConfig};
 
 use crate::boxconfig::{service, socket};
-use crate::lab::{tls_config, Lab, Node, Peer};
+use crate::lab::{tls_config, Lab, LabCarrier, Node, Peer};
 use crate::perfcount::{per_mib, Counting, Recording};
 use crate::wait::wait_until;
 
@@ -104,6 +109,8 @@ pub struct Measured {
 /// The whole report.
 #[derive(Debug, Clone)]
 pub struct ProxyReport {
+    /// The carrier the lab ran on.
+    pub carrier: LabCarrier,
     /// (a), (b), (c).
     pub throughput: Vec<Throughput>,
     /// Rounds measured: every path once per round, back to back.
@@ -255,7 +262,12 @@ fn spawn_sink(lab: &Lab) -> anyhow::Result<()> {
 /// is taken between measurements seconds apart; on a shared machine whose speed drifts by
 /// tens of percent within minutes, the median of those per-round ratios is what can be
 /// compared across runs.
-pub fn proxy_benchmark(seconds: u32, idle: usize, rounds: usize) -> anyhow::Result<ProxyReport> {
+pub fn proxy_benchmark(
+    carrier: LabCarrier,
+    seconds: u32,
+    idle: usize,
+    rounds: usize,
+) -> anyhow::Result<ProxyReport> {
     // A proxying box holds two descriptors per connection; the daemons inherit this process's
     // limit. Raise the soft limit to the hard one (raising the hard limit needs
     // CAP_SYS_RESOURCE, which sandboxes may not grant) and say what fits.
@@ -270,8 +282,9 @@ pub fn proxy_benchmark(seconds: u32, idle: usize, rounds: usize) -> anyhow::Resu
         idle * 2 + 500
     );
 
-    let lab = Lab::new()?;
-    let hub_tunnel = Node::Hub.tunnel_address();
+    let lab = Lab::with_carrier(carrier)?;
+    // The hub's address on the carrier: its tunnel address, or its closed-network address.
+    let hub_tunnel = lab.link_address(Node::Hub);
     let clinic_lan = Node::Clinic.lan_address().context("clinic LAN")?;
     let mut hub_config = lab.config(Node::Hub);
     hub_config.tls = Some(tls_config());
@@ -293,7 +306,13 @@ pub fn proxy_benchmark(seconds: u32, idle: usize, rounds: usize) -> anyhow::Resu
         )),
     ];
     let mut clinic_config = lab.config(Node::Clinic);
-    clinic_config.tunnel.as_mut().expect("[tunnel]").policy.mode = Some(PolicyMode::AlwaysOn);
+    // Always on: a tunnel up before the first measurement, or a probed closed-network link.
+    if let Some(tunnel) = clinic_config.tunnel.as_mut() {
+        tunnel.policy.mode = Some(PolicyMode::AlwaysOn);
+    }
+    if let Some(closed) = clinic_config.closed.as_mut() {
+        closed.mode = Some(PolicyMode::AlwaysOn);
+    }
     clinic_config.tls = Some(tls_config());
     let hub_name = Node::Hub.tls_name();
     clinic_config.services = vec![
@@ -315,8 +334,8 @@ pub fn proxy_benchmark(seconds: u32, idle: usize, rounds: usize) -> anyhow::Resu
 
     let hub = lab.start(Node::Hub, &hub_config)?;
     let clinic = lab.start(Node::Clinic, &clinic_config)?;
-    wait_until(Duration::from_secs(10), "the clinic's tunnel", || {
-        (clinic.peer("dc").ok()?["state"] == "up").then_some(())
+    wait_until(Duration::from_secs(10), "the clinic's link", || {
+        (clinic.peer(lab.dc_link_name()).ok()?["state"] == "up").then_some(())
     })?;
 
     let _iperf = Killed(
@@ -347,20 +366,11 @@ pub fn proxy_benchmark(seconds: u32, idle: usize, rounds: usize) -> anyhow::Resu
 
     let box_ns = lab.ns(Node::Clinic);
     let lan_ns = lab.lan_ns(Node::Clinic);
+    let [a, b, c] = path_names(carrier);
     let paths = [
-        ("(a) tunnel alone", box_ns, hub_tunnel, IPERF_PORT),
-        (
-            "(b) TLS in tunnel, renkei",
-            lan_ns,
-            clinic_lan,
-            RENKEI_BULK_PORT,
-        ),
-        (
-            "(c) TLS in tunnel, stunnel4",
-            lan_ns,
-            clinic_lan,
-            STUNNEL_CLIENT_PORT,
-        ),
+        (a, box_ns, hub_tunnel, IPERF_PORT),
+        (b, lan_ns, clinic_lan, RENKEI_BULK_PORT),
+        (c, lan_ns, clinic_lan, STUNNEL_CLIENT_PORT),
     ];
     let mut throughput: Vec<Throughput> = paths
         .iter()
@@ -408,6 +418,7 @@ pub fn proxy_benchmark(seconds: u32, idle: usize, rounds: usize) -> anyhow::Resu
     let idle_connections = held.len();
     drop(held);
     Ok(ProxyReport {
+        carrier,
         throughput,
         rounds,
         idle_connections,
@@ -415,6 +426,22 @@ pub fn proxy_benchmark(seconds: u32, idle: usize, rounds: usize) -> anyhow::Resu
         idle_rss_kib,
         base_rss_kib,
     })
+}
+
+/// The names of paths (a), (b) and (c) on `carrier`.
+fn path_names(carrier: LabCarrier) -> [&'static str; 3] {
+    match carrier {
+        LabCarrier::WireGuard => [
+            "(a) tunnel alone",
+            "(b) TLS in tunnel, renkei",
+            "(c) TLS in tunnel, stunnel4",
+        ],
+        LabCarrier::Closed => [
+            "(a) routed path, plain TCP",
+            "(b) TLS on the routed path, renkei",
+            "(c) TLS on the routed path, stunnel4",
+        ],
+    }
 }
 
 /// The median of `values` (the mean of the middle two for an even count); 0 for none.
@@ -455,7 +482,8 @@ pub fn report(r: &ProxyReport) -> String {
     let gbit = |m: &[Measured]| median(m.iter().map(|m| m.gbit).collect());
     let cost = |m: &[Measured]| median(m.iter().map(|m| m.cpu_ns_per_byte).collect());
     let mut out = format!(
-        "Medians of {} round(s); ratios are medians of per-round ratios.\n\n| path | 1 stream Gbit/s | of (a) | vs stunnel4 | 64 streams Gbit/s | of (a) | vs stunnel4 |\n|---|---|---|---|---|---|---|\n",
+        "Carrier: {}. Medians of {} round(s); ratios are medians of per-round ratios.\n\n| path | 1 stream Gbit/s | of (a) | vs stunnel4 | 64 streams Gbit/s | of (a) | vs stunnel4 |\n|---|---|---|---|---|---|---|\n",
+        r.carrier.name(),
         r.rounds
     );
     for t in &r.throughput {

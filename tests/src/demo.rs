@@ -1,5 +1,10 @@
 //! The demo lab that outlives the command that started it: `lab up`, `lab down`, `lab.json`.
 //!
+//! The lab runs on either carrier the test lab builds ([`LabCarrier`], `lab up --carrier`):
+//! renkei's WireGuard tunnels (the default), or a closed network (routed, no tunnel), where the
+//! same three facilities, services and commands work on the boxes' link addresses, and the
+//! commands that show WireGuard's peers show the closed carrier's own view instead.
+//!
 //! `lab up` starts a *keeper* (`lab keep`, in its own session so a terminal's Ctrl-C does not
 //! reach it) that builds a [`Lab`], runs the document server on the hospital LAN and the three
 //! renkei daemons with their full configs (TLS services, status page, management API), records
@@ -35,8 +40,8 @@ use crate::daemon::{renkei_bin, Daemon};
 use crate::docserver::{write_documents, Document};
 use crate::door::Door;
 use crate::lab::{
-    Lab, Node, DOCUMENT_SERVER_ADDRESS, HUB_RELAY_ADDRESS, LAN_SERVICE_ADDRESS, SERVICE_PORT,
-    WIREGUARD_SOCKET_DIR,
+    Lab, LabCarrier, Node, DC_PROBE_PORT, DOCUMENT_SERVER_ADDRESS, HUB_RELAY_ADDRESS,
+    LAN_SERVICE_ADDRESS, SERVICE_PORT, WIREGUARD_SOCKET_DIR,
 };
 use crate::operator::Operator;
 use crate::wait::wait_until;
@@ -56,9 +61,9 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 pub const LISTENER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Port of the status pages (as in `config/*.toml`).
 pub const STATUS_PORT: u16 = 9443;
-/// Port of the operator's metrics listener on the tunnel address.
+/// Port of the operator's metrics listener on the link address (tunnel or closed network).
 pub const METRICS_PORT: u16 = 9100;
-/// Port of the management API on the tunnel address (as in `config/*.toml`).
+/// Port of the management API on the link address (as in `config/*.toml`).
 pub const MANAGEMENT_PORT: u16 = 7443;
 /// `management.confirm_timeout_secs` of every box in the demo: how long a pushed config runs
 /// on probation before it rolls back unless confirmed.
@@ -83,7 +88,10 @@ pub fn default_state_dir() -> PathBuf {
 /// What `lab up` may change about the lab.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// `tunnel.policy.idle_timeout_secs` of the clinic (10 to 86400).
+    /// How the boxes reach the data centre (`--carrier`).
+    pub carrier: LabCarrier,
+    /// `tunnel.policy.idle_timeout_secs` of the clinic (10 to 86400); a closed network has no
+    /// tunnel to idle out, so it does not apply there.
     pub clinic_idle_timeout_secs: u32,
     /// The operator's config signing key (from `renkei keygen --operator`) that every box
     /// trusts; `None`: the lab makes one. Lets the operator's guide be followed from its first
@@ -94,6 +102,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            carrier: LabCarrier::WireGuard,
             clinic_idle_timeout_secs: DEFAULT_CLINIC_IDLE_SECS,
             signing_key: None,
         }
@@ -109,6 +118,10 @@ pub struct LabRecord {
     pub state: String,
     /// The lab's id, carried by every namespace and interface name.
     pub id: String,
+    /// How the boxes reach the data centre: `wireguard` or `closed` ([`LabCarrier::name`];
+    /// records written before the closed network was there are WireGuard labs).
+    #[serde(default = "wireguard_name")]
+    pub carrier: String,
     /// The lab's temporary folder: keys, configs, logs, documents.
     pub lab_dir: PathBuf,
     /// The process holding the lab; stopping it removes the lab.
@@ -156,21 +169,26 @@ pub struct NodeRecord {
     pub namespace: String,
     /// The namespace of the host on its LAN, if it has one.
     pub lan_namespace: Option<String>,
-    /// WAN address.
+    /// WAN address (on a closed network: its address there).
     pub wan_address: String,
-    /// Tunnel (overlay) address.
-    pub tunnel_address: String,
+    /// Where its services, metrics listener and management API listen: the tunnel address,
+    /// or on a closed network its WAN address (empty in records from before the closed
+    /// network, which `lab down` still reads).
+    #[serde(default)]
+    pub link_address: String,
+    /// Tunnel (overlay) address; none on a closed network.
+    pub tunnel_address: Option<String>,
     /// LAN address, if it has a LAN.
     pub lan_address: Option<String>,
-    /// The TUN interface.
+    /// The carrier's interface: the TUN device, or the WAN interface on a closed network.
     pub interface: String,
-    /// WireGuard public key.
-    pub wireguard_public_key: String,
+    /// WireGuard public key; none on a closed network.
+    pub wireguard_public_key: Option<String>,
     /// Name in the box's TLS certificate.
     pub tls_identity: String,
     /// `always_on` or `on_demand`.
     pub tunnel_policy: String,
-    /// Idle timeout of an on-demand tunnel.
+    /// Idle timeout of an on-demand tunnel (none on a closed network: nothing to idle out).
     pub idle_timeout_secs: Option<u32>,
     /// The config the daemon runs with.
     pub config: PathBuf,
@@ -218,14 +236,14 @@ pub struct StatusPage {
     pub admin_password: String,
     /// CA file that verifies the page's HTTPS certificate (none for plain HTTP on loopback).
     pub ca_file: Option<PathBuf>,
-    /// The operator's metrics listener (on the tunnel address; operator client certificate).
+    /// The operator's metrics listener (on the link address; operator client certificate).
     pub metrics_url: String,
 }
 
 /// A box's management API.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Management {
-    /// Its URL (tunnel address).
+    /// Its URL (link address).
     pub url: String,
 }
 
@@ -377,6 +395,12 @@ impl LabRecord {
         self.nodes.iter().find(|n| n.name == name)
     }
 
+    /// The lab's carrier; an unknown name is refused by [`LabRecord::read`].
+    pub fn lab_carrier(&self) -> anyhow::Result<LabCarrier> {
+        LabCarrier::from_name(&self.carrier)
+            .with_context(|| format!("unknown carrier {:?}", self.carrier))
+    }
+
     /// A command by key.
     pub fn command(&self, key: &str) -> Option<&CommandRecord> {
         self.commands.iter().find(|c| c.key == key)
@@ -385,6 +409,7 @@ impl LabRecord {
     /// Refuses names and paths `lab down` must not touch: only `rk...` namespaces, sockets in
     /// the WireGuard socket folder and a `renkei-lab-*` folder in the temp folder.
     fn check(&self) -> anyhow::Result<()> {
+        self.lab_carrier()?;
         for ns in &self.namespaces {
             anyhow::ensure!(is_lab_namespace(ns), "namespace {ns:?}");
         }
@@ -405,6 +430,10 @@ impl LabRecord {
         );
         Ok(())
     }
+}
+
+fn wireguard_name() -> String {
+    LabCarrier::WireGuard.name().to_string()
 }
 
 fn is_lab_namespace(name: &str) -> bool {
@@ -675,8 +704,13 @@ pub fn up(state_dir: &Path, options: &Options) -> anyhow::Result<LabRecord> {
         .arg("keep")
         .arg("--dir")
         .arg(&state_dir)
-        .arg("--clinic-idle-timeout")
-        .arg(options.clinic_idle_timeout_secs.to_string());
+        .arg("--carrier")
+        .arg(options.carrier.name());
+    if options.carrier == LabCarrier::WireGuard {
+        keeper
+            .arg("--clinic-idle-timeout")
+            .arg(options.clinic_idle_timeout_secs.to_string());
+    }
     if let Some(key) = &options.signing_key {
         let key = key
             .canonicalize()
@@ -726,19 +760,25 @@ pub fn up(state_dir: &Path, options: &Options) -> anyhow::Result<LabRecord> {
 /// The keeper (`lab keep`): builds and runs the lab, writes `lab.json`, and holds the lab until
 /// SIGTERM or SIGINT; returning drops the lab, which removes it.
 pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
-    let lab = Lab::new()?;
+    let lab = Lab::with_carrier(options.carrier)?;
     let me = Process::of("lab keeper", std::process::id())?;
+    // A closed network has no tunnel, so no daemon opens WireGuard's userspace API.
+    let wireguard_sockets = match options.carrier {
+        LabCarrier::WireGuard => Node::ALL
+            .iter()
+            .map(|n| Path::new(WIREGUARD_SOCKET_DIR).join(format!("{}.sock", lab.interface(*n))))
+            .collect(),
+        LabCarrier::Closed => Vec::new(),
+    };
     let mut record = LabRecord {
         format: FORMAT,
         state: "starting".into(),
         id: lab.id.clone(),
+        carrier: options.carrier.name().into(),
         lab_dir: lab.dir.clone(),
         keeper: me,
         namespaces: namespaces(&lab),
-        wireguard_sockets: Node::ALL
-            .iter()
-            .map(|n| Path::new(WIREGUARD_SOCKET_DIR).join(format!("{}.sock", lab.interface(*n))))
-            .collect(),
+        wireguard_sockets,
         nodes: Vec::new(),
         document_server: None,
         clients: vec![ClientRecord {
@@ -833,12 +873,12 @@ pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
             .with_context(|| format!("{:?} service {service}", daemon.node))?;
         }
     }
-    wait_until(Duration::from_secs(20), "the hospital's tunnel", || {
+    wait_until(Duration::from_secs(20), "the hospital's link", || {
         let status = daemons[1].status().ok()?;
         status["tunnel"]["peers"]
             .as_array()?
             .iter()
-            .any(|p| p["name"] == "dc" && p["state"] == "up")
+            .any(|p| p["name"] == lab.dc_link_name() && p["state"] == "up")
             .then_some(())
     })?;
     wait_for_listeners(&lab, &record)?;
@@ -1045,12 +1085,17 @@ fn status_listen(node: Node) -> String {
     }
 }
 
-fn management_listen(node: Node) -> String {
-    format!("{}:{MANAGEMENT_PORT}", node.tunnel_address())
+fn management_listen(lab: &Lab, node: Node) -> String {
+    format!("{}:{MANAGEMENT_PORT}", lab.link_address(node))
 }
 
-/// The full config of a box plus its `[status]` and `[management]` sections, with the
-/// clinic's idle timeout of `options`, and every file it names absolute under the box's folder:
+fn metrics_listen(lab: &Lab, node: Node) -> String {
+    format!("{}:{METRICS_PORT}", lab.link_address(node))
+}
+
+/// The full config of a box on the lab's carrier plus its `[status]` and `[management]`
+/// sections, with the clinic's idle timeout of `options` (WireGuard: a closed network has no
+/// tunnel to idle out), and every file it names absolute under the box's folder:
 /// the same files, but a copy of the config checks out (`renkei check`) wherever it is, as the
 /// operator's guide has the operator do.
 pub fn demo_config(
@@ -1060,13 +1105,8 @@ pub fn demo_config(
     options: &Options,
 ) -> anyhow::Result<Config> {
     let mut config = lab.full(node);
-    if node == Node::Clinic {
-        config
-            .tunnel
-            .as_mut()
-            .expect("[tunnel]")
-            .policy
-            .idle_timeout_secs = u64::from(options.clinic_idle_timeout_secs);
+    if let (Node::Clinic, Some(tunnel)) = (node, config.tunnel.as_mut()) {
+        tunnel.policy.idle_timeout_secs = u64::from(options.clinic_idle_timeout_secs);
     }
     // Plain HTTP on the hub's loopback; HTTPS with the status certificate on a LAN.
     let (certificate_file, private_key_file) = if node.lan_address().is_some() {
@@ -1082,13 +1122,13 @@ pub fn demo_config(
         admin_password_hash: password_hash.to_string(),
         certificate_file,
         private_key_file,
-        metrics_listen: Some(socket(&format!("{}:{METRICS_PORT}", node.tunnel_address()))),
+        metrics_listen: Some(socket(&metrics_listen(lab, node))),
         metrics_identities: Vec::new(),
         session_ttl_secs: 3600,
         require_second_factor: None,
     });
     config.management = Some(ManagementConfig {
-        listen: socket(&management_listen(node)),
+        listen: socket(&management_listen(lab, node)),
         operator_ca_file: PathBuf::from("tls/operator-ca.crt"),
         operator_crl_file: None,
         operator_identities: vec![OPERATOR_IDENTITY.to_string()],
@@ -1124,7 +1164,7 @@ fn node_record(
             target,
             peer,
         };
-    let port = |node: Node| format!("{}:{SERVICE_PORT}", node.tunnel_address());
+    let port = |node: Node| format!("{}:{SERVICE_PORT}", lab.link_address(node));
     let listeners = match node {
         Node::Clinic => vec![service(
             "documents",
@@ -1158,19 +1198,29 @@ fn node_record(
         )],
     };
     let https = node.lan_address().is_some();
+    let wireguard = lab.carrier == LabCarrier::WireGuard;
     NodeRecord {
         name: node.short().into(),
         role: role.into(),
         namespace: lab.ns(node).name().into(),
         lan_namespace: (node != Node::Hub).then(|| lab.lan_ns(node).name().into()),
-        wan_address: node.wan_address().into(),
-        tunnel_address: node.tunnel_address().into(),
+        wan_address: match lab.carrier {
+            LabCarrier::WireGuard => node.wan_address(),
+            LabCarrier::Closed => node.closed_address(),
+        }
+        .into(),
+        link_address: lab.link_address(node).into(),
+        tunnel_address: wireguard.then(|| node.tunnel_address().into()),
         lan_address: node.lan_address().map(Into::into),
-        interface: lab.interface(node),
-        wireguard_public_key: lab.public_key(node).into(),
+        interface: match lab.config(node).closed {
+            Some(closed) => closed.interface,
+            None => lab.interface(node),
+        },
+        wireguard_public_key: wireguard.then(|| lab.public_key(node).into()),
         tls_identity: node.tls_name().into(),
         tunnel_policy: policy.into(),
-        idle_timeout_secs: (node == Node::Clinic).then_some(options.clinic_idle_timeout_secs),
+        idle_timeout_secs: (node == Node::Clinic && wireguard)
+            .then_some(options.clinic_idle_timeout_secs),
         config: daemon.config.clone(),
         log: daemon.log.clone(),
         runtime_dir: daemon.runtime_dir.clone(),
@@ -1190,17 +1240,17 @@ fn node_record(
             browser_url: String::new(),
             admin_password,
             ca_file: https.then(|| lab.tls_dir(node).join("operator-ca.crt")),
-            metrics_url: format!("https://{}:{METRICS_PORT}/metrics", node.tunnel_address()),
+            metrics_url: format!("https://{}/metrics", metrics_listen(lab, node)),
         },
         management: Management {
-            url: format!("https://{}/", management_listen(node)),
+            url: format!("https://{}/", management_listen(lab, node)),
         },
     }
 }
 
 /// Waits until every box's status page answers HTTP(S) (its login page, from where the
 /// record says to open it, the HTTPS certificate verified against the lab CA) and its metrics
-/// listener and management API accept connections on the tunnel address; fails naming the
+/// listener and management API accept connections on the link address; fails naming the
 /// first one that does not within [`LISTENER_TIMEOUT`]. The daemons answer their control
 /// socket a moment before they bind these, so a bounded wait, then an error.
 fn wait_for_listeners(lab: &Lab, record: &LabRecord) -> anyhow::Result<()> {
@@ -1243,11 +1293,8 @@ fn wait_for_listeners(lab: &Lab, record: &LabRecord) -> anyhow::Result<()> {
             )
         })?;
         for (what, address) in [
-            (
-                "metrics listener",
-                format!("{}:{METRICS_PORT}", node.tunnel_address()),
-            ),
-            ("management API", management_listen(node)),
+            ("metrics listener", metrics_listen(lab, node)),
+            ("management API", management_listen(lab, node)),
         ] {
             // Listening is checked with `ss`, not by connecting: a connection without the
             // operator's certificate would be logged by the box as a refused handshake.
@@ -1309,6 +1356,7 @@ fn commands(
         .as_ref()
         .context("no document server")?;
     let viewer = record.clients.first().context("no viewer")?;
+    let carrier = record.lab_carrier()?;
     let renkei = renkei_bin()?.to_string_lossy().into_owned();
     let lab = std::env::current_exe()?.to_string_lossy().into_owned();
     let service = format!("http://{LAN_SERVICE_ADDRESS}:{SERVICE_PORT}");
@@ -1336,9 +1384,14 @@ fn commands(
     let mut all = vec![
         command(
             "fetch-document",
-            "fetch a document from the clinic LAN: viewer PC -> clinic box -> hub -> hospital \
-             box -> document server, mutual TLS on every leg, the clinic's tunnel opened on \
-             demand",
+            &format!(
+                "fetch a document from the clinic LAN: viewer PC -> clinic box -> hub -> \
+                 hospital box -> document server, mutual TLS on every leg, {}",
+                match carrier {
+                    LabCarrier::WireGuard => "the clinic's tunnel opened on demand",
+                    LabCarrier::Closed => "across the closed network (nothing to bring up)",
+                }
+            ),
             fetch(&summary),
         ),
         command(
@@ -1367,10 +1420,15 @@ fn commands(
         ),
         command(
             "clinic-tunnel",
-            &format!(
-                "the clinic's tunnel: up after a fetch, idle again {} s after the last byte",
-                clinic.idle_timeout_secs.unwrap_or(0)
-            ),
+            &match carrier {
+                LabCarrier::WireGuard => format!(
+                    "the clinic's tunnel: up after a fetch, idle again {} s after the last byte",
+                    clinic.idle_timeout_secs.unwrap_or(0)
+                ),
+                LabCarrier::Closed => "the clinic's link to the data centre: on demand on a \
+                                       closed network, so idle, with nothing to bring up"
+                    .to_string(),
+            },
             vec![
                 renkei.clone(),
                 "status".into(),
@@ -1391,7 +1449,13 @@ fn commands(
         ),
         command(
             "hospital-status",
-            "the hospital: always on, every connection in its access log",
+            &format!(
+                "the hospital: always on{}, every connection in its access log",
+                match carrier {
+                    LabCarrier::WireGuard => "",
+                    LabCarrier::Closed => ", the data centre's health endpoint probed",
+                }
+            ),
             vec![
                 renkei.clone(),
                 "status".into(),
@@ -1399,24 +1463,25 @@ fn commands(
                 hospital.config.to_string_lossy().into_owned(),
             ],
         ),
-        command(
-            "hub-peers",
-            "the hub's WireGuard peers, as the operator sees them",
-            strings(&["wg", "show", &hub.interface]),
-        ),
     ];
+    all.extend(carrier_view_commands(record, carrier, &renkei)?);
     // The operator's monitoring: Prometheus text from each always-on box's metrics listener on
-    // its tunnel address, read from the data centre with the operator's client certificate,
+    // its link address, read from the data centre with the operator's client certificate,
     // the box's certificate checked against the CA for its name (an on-demand clinic answers
-    // only while its tunnel is up, so it is not among them).
+    // only while its tunnel is up, so it is not among them on either carrier).
     for node in [hub, hospital] {
         let name = &node.tls_identity;
         all.push(command(
             &format!("metrics-{}", node.name),
             &format!(
                 "the {} box's Prometheus metrics, as the operator's monitoring reads them \
-                 through the tunnel ({})",
-                node.name, node.status_page.metrics_url
+                 {} ({})",
+                node.name,
+                match carrier {
+                    LabCarrier::WireGuard => "through the tunnel",
+                    LabCarrier::Closed => "across the closed network",
+                },
+                node.status_page.metrics_url
             ),
             strings(&[
                 "ip",
@@ -1435,7 +1500,7 @@ fn commands(
                 "--key",
                 &operator.client.key.to_string_lossy(),
                 "--resolve",
-                &format!("{name}:{METRICS_PORT}:{}", node.tunnel_address),
+                &format!("{name}:{METRICS_PORT}:{}", node.link_address),
                 &format!("https://{name}:{METRICS_PORT}/metrics"),
             ]),
         ));
@@ -1497,7 +1562,7 @@ fn commands(
             login_and_read(false, &page.browser_url),
         ));
     }
-    all.extend(push_commands(record, operator, &renkei)?);
+    all.extend(push_commands(record, carrier, operator, &renkei)?);
     let mut stop = vec![lab, "down".into()];
     if state_dir != default_state_dir().canonicalize().unwrap_or_default() {
         stop.push("--dir".into());
@@ -1507,13 +1572,77 @@ fn commands(
     Ok(all)
 }
 
-/// The example config push as an operator does it: bring the on-demand clinic's tunnel up on
-/// the box (the hub has no address for it until it connects, so the operator cannot reach a
-/// clinic that has never asked for its tunnel), then `renkei push`, `confirm` and `remote`
-/// from the data centre's namespace through the hub's tunnel to the clinic's management API.
+/// How the operator sees the link to the data centre, for the carrier: WireGuard's peers as
+/// `wg` reads them from the hub's userspace API; on a closed network, which has no peers or
+/// keys, the hub's own link in `renkei status`, the carrier's routes in the data centre, and
+/// the probe the always-on hospital sends to the data centre's health endpoint.
+fn carrier_view_commands(
+    record: &LabRecord,
+    carrier: LabCarrier,
+    renkei: &str,
+) -> anyhow::Result<Vec<CommandRecord>> {
+    let hub = record.node("dc").context("no hub")?;
+    let hospital = record.node("hospital").context("no hospital")?;
+    Ok(match carrier {
+        LabCarrier::WireGuard => vec![command(
+            "hub-peers",
+            "the hub's WireGuard peers, as the operator sees them",
+            strings(&["wg", "show", &hub.interface]),
+        )],
+        LabCarrier::Closed => {
+            let probe = format!("{}:{DC_PROBE_PORT}", hub.link_address);
+            vec![
+                command(
+                    "hub-link",
+                    "the hub on the closed network: its link up, no tunnel, no keys; \
+                     facilities dial it, so it probes nothing",
+                    vec![
+                        renkei.into(),
+                        "status".into(),
+                        "--config".into(),
+                        hub.config.to_string_lossy().into_owned(),
+                    ],
+                ),
+                command(
+                    "hub-routes",
+                    "the data centre's routes: each facility's /24 through the carrier's \
+                     router (a facility has a route to the data centre's /24 only)",
+                    strings(&["ip", "-n", &hub.namespace, "route", "show"]),
+                ),
+                command(
+                    "hospital-probe",
+                    &format!(
+                        "what the hospital's reachability probe does: a TCP connection from \
+                         the box to the data centre's health endpoint {probe}"
+                    ),
+                    strings(&[
+                        "ip",
+                        "netns",
+                        "exec",
+                        &hospital.namespace,
+                        "curl",
+                        "-sS",
+                        "--max-time",
+                        "5",
+                        "-w",
+                        "the data centre answered on %{remote_ip}:%{remote_port}\n",
+                        &format!("telnet://{probe}"),
+                    ]),
+                ),
+            ]
+        }
+    })
+}
+
+/// The example config push as an operator does it: on WireGuard, bring the on-demand clinic's
+/// tunnel up on the box first (the hub has no address for it until it connects, so the
+/// operator cannot reach a clinic that has never asked for its tunnel; a closed network routes
+/// to the clinic at any time, so there that step is left out), then `renkei push`, `confirm`
+/// and `remote` from the data centre's namespace to the clinic's management API.
 /// Every command is a real argv: `lab_demo` runs them exactly as recorded.
 fn push_commands(
     record: &LabRecord,
+    carrier: LabCarrier,
     operator: &Operator,
     renkei: &str,
 ) -> anyhow::Result<Vec<CommandRecord>> {
@@ -1530,13 +1659,15 @@ fn push_commands(
         argv.extend(extra.iter().cloned());
         argv
     };
-    Ok(vec![
-        command(
-            &format!("{}-connect", push.node),
-            &format!(
-                "config push, step 1: bring the {0}'s on-demand tunnel up on the box (until \
-                 the {0} connects, the hub has no address to reach it at, and an idle box never \
-                 sends on its own); it idles out again {1} s after the last packet",
+    // (what it shows, its key, its argv), in the order to follow; numbered below.
+    let mut steps: Vec<(String, String, Vec<String>)> = Vec::new();
+    if carrier == LabCarrier::WireGuard {
+        steps.push((
+            format!("{}-connect", push.node),
+            format!(
+                "bring the {0}'s on-demand tunnel up on the box (until the {0} connects, the \
+                 hub has no address to reach it at, and an idle box never sends on its own); it \
+                 idles out again {1} s after the last packet",
                 push.node,
                 target.idle_timeout_secs.unwrap_or(0)
             ),
@@ -1551,52 +1682,64 @@ fn push_commands(
                 "--config".into(),
                 target.config.to_string_lossy().into_owned(),
             ],
+        ));
+    }
+    steps.push((
+        "push-config".into(),
+        format!(
+            "push the signed example config (version {} -> {}, description {:?}) from the data \
+             centre to the {}'s management API {}: answers \"state\": \"pending\"",
+            push.running_version, push.version, push.description, push.node, target.management.url
         ),
-        command(
-            "push-config",
-            &format!(
-                "step 2: push the signed example config (version {} -> {}, description {:?}) \
-                 from the data centre to the {}'s management API {}: answers \"state\": \
-                 \"pending\"",
-                push.running_version,
-                push.version,
-                push.description,
-                push.node,
-                target.management.url
-            ),
-            operator_command(
-                "push",
-                &[
-                    "--wait-secs".into(),
-                    PUSH_WAIT_SECS.to_string(),
-                    push.config.to_string_lossy().into_owned(),
-                ],
-            ),
+        operator_command(
+            "push",
+            &[
+                "--wait-secs".into(),
+                PUSH_WAIT_SECS.to_string(),
+                push.config.to_string_lossy().into_owned(),
+            ],
         ),
-        command(
-            "confirm-config",
-            &format!(
-                "step 3: confirm version {} within {CONFIRM_TIMEOUT_SECS} s of the push, or \
-                 the {} rolls back to version {}: answers \"state\": \"confirmed\"",
-                push.version, push.node, push.running_version
-            ),
-            operator_command("confirm", &["--version".into(), push.version.to_string()]),
+    ));
+    steps.push((
+        "confirm-config".into(),
+        format!(
+            "confirm version {} within {CONFIRM_TIMEOUT_SECS} s of the push, or the {} rolls \
+             back to version {}: answers \"state\": \"confirmed\"",
+            push.version, push.node, push.running_version
         ),
-        command(
-            "show-config",
-            &format!(
-                "step 4: the {}'s running config as the operator sees it: version, sha256, \
-                 signer, pushed_by, state (its own `renkei status` shows the same); pushing \
-                 the same file again is refused as not_newer",
-                push.node
-            ),
-            operator_command("remote", &[]),
+        operator_command("confirm", &["--version".into(), push.version.to_string()]),
+    ));
+    steps.push((
+        "show-config".into(),
+        format!(
+            "the {}'s running config as the operator sees it: version, sha256, signer, \
+             pushed_by, state (its own `renkei status` shows the same); pushing the same file \
+             again is refused as not_newer",
+            push.node
         ),
-    ])
+        operator_command("remote", &[]),
+    ));
+    Ok(steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, what, argv))| {
+            let first = if i == 0 { "config push, " } else { "" };
+            command(&key, &format!("{first}step {}: {what}", i + 1), argv)
+        })
+        .collect())
 }
 
 // ----------------------------------------------------------------------------------------------
 // The summary for people
+
+/// A site's /24 on the lab's closed network, from a box's address there.
+fn closed_site_prefix(address: &str) -> String {
+    address
+        .parse::<Ipv4Addr>()
+        .ok()
+        .and_then(|ip| ipnet::Ipv4Net::new(ip, 24).ok())
+        .map_or_else(|| address.to_string(), |net| net.trunc().to_string())
+}
 
 /// The human summary of a lab that is up.
 pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
@@ -1605,19 +1748,36 @@ pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
         out.push_str(&s);
         out.push('\n');
     };
+    let closed = record.carrier == LabCarrier::Closed.name();
     line(format!(
-        "renkei lab {} is up: every address is from 198.18.0.0/15 (record: {})",
+        "renkei lab {} is up on {}: every address is from 198.18.0.0/15 (record: {})",
         record.id,
+        if closed {
+            "a closed network, routed, no tunnel (carrier: closed)"
+        } else {
+            "renkei's WireGuard tunnels (carrier: wireguard)"
+        },
         LabRecord::path(state_dir).display()
     ));
     line(String::new());
     line("Network".into());
     if let Some(wan) = record.namespaces.iter().find(|n| n.ends_with("-wan")) {
-        line(format!(
-            "  {:<12} ns {wan:<20} bridge br0 joining every box's wan0 (198.18.0.0/24); tunnel \
-             overlay 198.19.0.0/24",
-            "WAN"
-        ));
+        let what = if closed {
+            let sites: Vec<String> = record
+                .nodes
+                .iter()
+                .map(|n| format!("{} {}", n.name, closed_site_prefix(&n.wan_address)))
+                .collect();
+            format!(
+                "the carrier's router between one /24 per site ({}): a facility is routed to \
+                 the data centre only; no tunnel",
+                sites.join(", ")
+            )
+        } else {
+            "bridge br0 joining every box's wan0 (198.18.0.0/24); tunnel overlay 198.19.0.0/24"
+                .to_string()
+        };
+        line(format!("  {:<12} ns {wan:<20} {what}", "WAN"));
     }
     for n in &record.nodes {
         if let (Some(ns), Some(lan)) = (&n.lan_namespace, &n.lan_address) {
@@ -1638,13 +1798,17 @@ pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
             .idle_timeout_secs
             .map(|s| format!(", idle after {s} s"))
             .unwrap_or_default();
+        // WAN and tunnel address, or on a closed network the one address on the WAN
+        // interface that the services, metrics and management API use.
+        let link = match &n.tunnel_address {
+            Some(tunnel) => format!("WAN {:<12} tunnel {tunnel:<12}", n.wan_address),
+            None => format!("link {:<12} on {:<11}", n.link_address, n.interface),
+        };
         line(format!(
-            "  {:<9} {:<11} ns {:<20} WAN {:<12} tunnel {:<12} LAN {:<12} {}{idle}  pid {}",
+            "  {:<9} {:<11} ns {:<20} {link} LAN {:<12} {}{idle}  pid {}",
             n.name,
             n.role,
             n.namespace,
-            n.wan_address,
-            n.tunnel_address,
             n.lan_address.as_deref().unwrap_or("-"),
             n.tunnel_policy,
             n.process.pid
@@ -1679,7 +1843,14 @@ pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
         ));
     }
     line(String::new());
-    line("TLS services (mutual TLS, CRYPTREC high-security profile, inside the tunnel)".into());
+    line(format!(
+        "TLS services (mutual TLS, CRYPTREC high-security profile, {})",
+        if closed {
+            "across the closed network"
+        } else {
+            "inside the tunnel"
+        }
+    ));
     for n in &record.nodes {
         for l in &n.listeners {
             line(format!(
@@ -1776,6 +1947,7 @@ mod tests {
             format: FORMAT,
             state: "up".into(),
             id: "abc".into(),
+            carrier: "closed".into(),
             lab_dir: std::env::temp_dir().join("renkei-lab-abc"),
             keeper: Process {
                 name: "k".into(),
@@ -1808,6 +1980,9 @@ mod tests {
         cases.push(bad);
         let mut bad = good.clone();
         bad.format = FORMAT + 1;
+        cases.push(bad);
+        let mut bad = good.clone();
+        bad.carrier = "carrier pigeon".into();
         cases.push(bad);
         for bad in cases {
             bad.write(&dir).expect("write");

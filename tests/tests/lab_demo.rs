@@ -2,6 +2,10 @@
 //! records in `lab.json`, and `down`, which must leave nothing behind (NET-1, NET-7, LOG-1);
 //! the printed config push to the on-demand clinic (AUTH-2, LOG-2).
 //!
+//! The fetch and push tests run on both carriers of the lab, one body each (NET-9 for the
+//! closed network, `lab up --carrier closed`): the same documents, services, pages, metrics and
+//! push, with the carrier's own checks where it differs (WireGuard: peers, the on-demand tunnel
+//! and its idle timeout; closed network: the hub's link, the carrier's routes and the probe).
 //! Each test keeps its `lab.json` in a folder of its own, so it never touches a demo lab a
 //! person has running, and a guard runs `lab down` when the test ends, also when it fails.
 
@@ -14,18 +18,19 @@ use std::time::{Duration, Instant};
 use common::{assert_gone, bounded, namespaces_now, Commands, LabDir, COMMAND_TIMEOUT};
 use renkei_lab::demo::{leftovers, processes_using, LabRecord};
 use renkei_lab::docserver::sha256_hex;
-use renkei_lab::{require_root, wait_until};
+use renkei_lab::lab::LabCarrier;
+use renkei_lab::{require_root, wait_until, Node};
 use serde_json::Value;
 
-/// Every command `lab up` prints, by key: the tests below run each one as printed.
-const FETCH_KEYS: [&str; 16] = [
+/// Every command `lab up` prints on either carrier, by key, but for [`carrier_view_keys`]: the
+/// tests below run each one as printed.
+const FETCH_KEYS: [&str; 15] = [
     "fetch-document",
     "fetch-imaging-checksum",
     "hospital-checksum",
     "clinic-tunnel",
     "clinic-tunnel-json",
     "hospital-status",
-    "hub-peers",
     "metrics-dc",
     "metrics-hospital",
     "status-page-dc",
@@ -36,15 +41,43 @@ const FETCH_KEYS: [&str; 16] = [
     "browser-clinic",
     "down",
 ];
-/// The printed config push, in the order printed (and `lab down`, which ends that test).
-const PUSH_KEYS: [&str; 6] = [
-    "clinic-connect",
+/// The printed config push, in the order printed (and what else that test runs); on WireGuard
+/// `clinic-connect` comes first ([`push_keys`]).
+const PUSH_KEYS: [&str; 5] = [
     "push-config",
     "confirm-config",
     "show-config",
     "clinic-tunnel-json",
     "down",
 ];
+
+/// The commands that show the link to the data centre as the carrier has it: WireGuard's
+/// peers, or the closed network's hub link, routes and probe.
+fn carrier_view_keys(carrier: LabCarrier) -> &'static [&'static str] {
+    match carrier {
+        LabCarrier::WireGuard => &["hub-peers"],
+        LabCarrier::Closed => &["hub-link", "hub-routes", "hospital-probe"],
+    }
+}
+
+/// [`FETCH_KEYS`] and the carrier's view.
+fn fetch_keys(carrier: LabCarrier) -> Vec<&'static str> {
+    FETCH_KEYS
+        .iter()
+        .chain(carrier_view_keys(carrier))
+        .copied()
+        .collect()
+}
+
+/// The printed config push on `carrier`: WireGuard brings the on-demand clinic's tunnel up
+/// first; a closed network routes to the clinic at any time.
+fn push_keys(carrier: LabCarrier) -> Vec<&'static str> {
+    let connect: &[&str] = match carrier {
+        LabCarrier::WireGuard => &["clinic-connect"],
+        LabCarrier::Closed => &[],
+    };
+    connect.iter().chain(&PUSH_KEYS).copied().collect()
+}
 
 /// The JSON documents a command printed, in order (`renkei push` prints the box's answer, then
 /// the state it reads back).
@@ -63,8 +96,11 @@ fn json(commands: &Commands, key: &str) -> Value {
         .unwrap_or_else(|e| panic!("{key}: not JSON ({e}): {}", String::from_utf8_lossy(&out)))
 }
 
-fn clinic_peer_state(commands: &Commands) -> String {
-    peer(&json(commands, "clinic-tunnel-json"), "dc")["state"]
+fn clinic_peer_state(commands: &Commands, carrier: LabCarrier) -> String {
+    peer(
+        &json(commands, "clinic-tunnel-json"),
+        Node::dc_link_name(carrier),
+    )["state"]
         .as_str()
         .unwrap_or("")
         .to_string()
@@ -165,7 +201,7 @@ fn assert_summary_lists_everything(printed: &str, record: &LabRecord) {
         wanted.extend([
             n.namespace.clone(),
             n.wan_address.clone(),
-            n.tunnel_address.clone(),
+            n.link_address.clone(),
             n.config.display().to_string(),
             n.log.display().to_string(),
             n.status_page.url.clone(),
@@ -177,6 +213,7 @@ fn assert_summary_lists_everything(printed: &str, record: &LabRecord) {
         ]);
         wanted.extend(n.lan_namespace.clone());
         wanted.extend(n.lan_address.clone());
+        wanted.extend(n.tunnel_address.clone());
         for l in &n.listeners {
             wanted.extend([l.listen.clone(), l.target.clone()]);
             let listed = |p: &str| {
@@ -256,12 +293,14 @@ fn assert_summary_lists_everything(printed: &str, record: &LabRecord) {
     }
 }
 
-/// The recorded keys are exactly the ones these tests run.
-fn assert_known_keys(record: &LabRecord) {
+/// The recorded keys are exactly the ones these tests run on the lab's carrier.
+fn assert_known_keys(record: &LabRecord, carrier: LabCarrier) {
     let recorded: std::collections::BTreeSet<&str> =
         record.commands.iter().map(|c| c.key.as_str()).collect();
-    let known: std::collections::BTreeSet<&str> =
-        FETCH_KEYS.iter().chain(&PUSH_KEYS).copied().collect();
+    let known: std::collections::BTreeSet<&str> = fetch_keys(carrier)
+        .into_iter()
+        .chain(push_keys(carrier))
+        .collect();
     assert_eq!(
         recorded, known,
         "a printed command no test runs, or the reverse"
@@ -352,10 +391,164 @@ fn pages(commands: &Commands) -> (Value, Value, Value) {
 #[test]
 fn net1_net7_log1_ops3_ops4_lab_demo_fetch_on_demand_and_every_printed_command() {
     require_root!();
-    let dir = LabDir::new("fetch");
-    let (printed, record) = dir.up(&["--clinic-idle-timeout", "10"]);
+    lab_demo_fetch_and_every_printed_command(LabCarrier::WireGuard);
+}
+
+#[test]
+fn net9_net1_log1_ops3_ops4_lab_demo_on_a_closed_network_fetch_and_every_printed_command() {
+    require_root!();
+    lab_demo_fetch_and_every_printed_command(LabCarrier::Closed);
+}
+
+/// The WireGuard lab before any fetch, as its printed commands show it: the clinic's tunnel
+/// idle (NET-7), the hospital's up, and the hub's peers as `wg` reads them.
+fn assert_wireguard_view_before_a_fetch(commands: &Commands, record: &LabRecord) {
+    let hub = record.node("dc").expect("hub");
+    let hospital = record.node("hospital").expect("hospital");
+    let clinic = record.node("clinic").expect("clinic");
+    assert_eq!(clinic_peer_state(commands, LabCarrier::WireGuard), "idle");
+    let text = commands.text("clinic-tunnel");
+    assert!(
+        text.contains("peer: dc ") && text.contains("  state: idle"),
+        "{text}"
+    );
+    let text = commands.text("hospital-status");
+    assert!(text.contains("  state: up (session established)"), "{text}");
+    // The hub's WireGuard peers, read by `wg` over the daemon's userspace API: the hospital
+    // has shaken hands, the clinic never has.
+    let key = |n: &renkei_lab::demo::NodeRecord| {
+        n.wireguard_public_key
+            .clone()
+            .unwrap_or_else(|| panic!("{}: no WireGuard key in lab.json", n.name))
+    };
+    let wg = commands.text("hub-peers");
+    assert!(
+        wg.contains(&format!("interface: {}", hub.interface)),
+        "{wg}"
+    );
+    assert!(wg.contains(&format!("public key: {}", key(hub))), "{wg}");
+    let section = |key: &str| {
+        wg.split("\n\n")
+            .find(|s| s.contains(&format!("peer: {key}")))
+            .unwrap_or_else(|| panic!("no peer {key} in:\n{wg}"))
+            .to_string()
+    };
+    let hospital_peer = section(&key(hospital));
+    assert!(
+        hospital_peer.contains("allowed ips: 198.19.0.10/32"),
+        "{wg}"
+    );
+    assert!(hospital_peer.contains("endpoint: 198.18.0.10:"), "{wg}");
+    assert!(hospital_peer.contains("latest handshake: "), "{wg}");
+    let clinic_peer = section(&key(clinic));
+    assert!(clinic_peer.contains("allowed ips: 198.19.0.20/32"), "{wg}");
+    assert!(!clinic_peer.contains("latest handshake"), "{wg}");
+}
+
+/// The closed-network lab as its printed commands show it (NET-9): no tunnel, keys or
+/// WireGuard sockets anywhere; each box's link on its WAN interface; the on-demand clinic has
+/// nothing to bring up; the hub's link is up without probing; the data centre routes each
+/// facility's /24 through the carrier's router; the hospital's probe reaches the data
+/// centre's health endpoint.
+fn assert_closed_view(commands: &Commands, record: &LabRecord, printed: &str) {
+    let hub = record.node("dc").expect("hub");
+    let hospital = record.node("hospital").expect("hospital");
+    let clinic = record.node("clinic").expect("clinic");
+    assert!(record.wireguard_sockets.is_empty(), "{record:#?}");
+    for n in &record.nodes {
+        assert_eq!(n.tunnel_address, None, "{n:#?}");
+        assert_eq!(n.wireguard_public_key, None, "{n:#?}");
+        assert_eq!(n.interface, "wan0", "{n:#?}");
+        assert_eq!(n.link_address, n.wan_address, "{n:#?}");
+    }
+    assert_eq!(clinic.idle_timeout_secs, None, "{clinic:#?}");
+    for absent in ["198.19.", "wg show", "tunnel connect", "WireGuard"] {
+        assert!(!printed.contains(absent), "{absent:?} printed:\n{printed}");
+    }
+    let link = Node::dc_link_name(LabCarrier::Closed);
+
+    let clinic_json = json(commands, "clinic-tunnel-json");
+    assert_eq!(clinic_json["tunnel"]["kind"], "closed", "{clinic_json:#}");
+    assert_eq!(peer(&clinic_json, link)["state"], "idle", "{clinic_json:#}");
+    let text = commands.text("clinic-tunnel");
+    assert!(
+        text.contains(&format!(
+            "tunnel: idle on_demand on wan0 ({}/24)\n",
+            clinic.link_address
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "peer: {link}\n  state: idle (on demand: nothing to bring up, not probed)"
+        )),
+        "{text}"
+    );
+    let text = commands.text("hospital-status");
+    assert!(
+        text.contains(&format!(
+            "peer: {link}\n  state: up (the data centre answered the probe)"
+        )),
+        "{text}"
+    );
+    let text = commands.text("hub-link");
+    assert!(text.contains("facility: lab dc (hub)"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "tunnel: up always_on on wan0 ({}/24)\n",
+            hub.link_address
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "peer: {link}\n  state: up (no probe endpoint: facilities dial this box"
+        )),
+        "{text}"
+    );
+    let routes = commands.text("hub-routes");
+    for site in [Node::Hospital, Node::Clinic] {
+        let route = format!(
+            "{} via {} dev wan0",
+            site.closed_prefix(),
+            Node::Hub.closed_gateway()
+        );
+        assert!(routes.contains(&route), "{route:?} not in:\n{routes}");
+    }
+    assert!(!routes.contains("default"), "{routes}");
+    let probe = commands.text("hospital-probe");
+    assert_eq!(
+        probe.trim(),
+        format!(
+            "the data centre answered on {}:{}",
+            hub.link_address,
+            renkei_lab::lab::DC_PROBE_PORT
+        )
+    );
+    assert_eq!(hospital.link_address, Node::Hospital.closed_address());
+}
+
+/// `lab up` on `carrier` and every command it prints, run as printed: the document fetch
+/// through the chain, the boxes' states, metrics, pages and doors, and `lab down`.
+fn lab_demo_fetch_and_every_printed_command(carrier: LabCarrier) {
+    let wireguard = carrier == LabCarrier::WireGuard;
+    let dir = LabDir::new(&format!("fetch-{}", carrier.name()));
+    let mut args = vec!["--carrier", carrier.name()];
+    if wireguard {
+        args.extend(["--clinic-idle-timeout", "10"]);
+    }
+    let (printed, record) = dir.up(&args);
+    assert_eq!(record.carrier, carrier.name());
+    let first = printed
+        .lines()
+        .find(|l| l.starts_with("renkei lab "))
+        .unwrap_or_default();
+    assert!(
+        first.contains(&format!("(carrier: {})", carrier.name())),
+        "{printed}"
+    );
     assert_up(&record);
-    assert_known_keys(&record);
+    assert_known_keys(&record, carrier);
     assert_summary_lists_everything(&printed, &record);
     for addr in record
         .nodes
@@ -363,7 +556,8 @@ fn net1_net7_log1_ops3_ops4_lab_demo_fetch_on_demand_and_every_printed_command()
         .flat_map(|n| {
             [
                 Some(&n.wan_address),
-                Some(&n.tunnel_address),
+                Some(&n.link_address),
+                n.tunnel_address.as_ref(),
                 n.lan_address.as_ref(),
             ]
         })
@@ -376,56 +570,30 @@ fn net1_net7_log1_ops3_ops4_lab_demo_fetch_on_demand_and_every_printed_command()
     let server = record.document_server.as_ref().expect("document server");
     let hub = record.node("dc").expect("hub");
     let hospital = record.node("hospital").expect("hospital");
-    let clinic = record.node("clinic").expect("clinic");
+    let link = Node::dc_link_name(carrier);
 
-    // NET-7: nothing has asked for the clinic's tunnel yet, as its printed status says.
-    assert_eq!(clinic_peer_state(&commands), "idle");
     let text = commands.text("clinic-tunnel");
     assert!(text.contains("facility: lab clinic (viewing)"), "{text}");
-    assert!(
-        text.contains("peer: dc ") && text.contains("  state: idle"),
-        "{text}"
-    );
-    // The always-on hospital is up, with its inbound service and nothing proxied yet.
+    match carrier {
+        LabCarrier::WireGuard => assert_wireguard_view_before_a_fetch(&commands, &record),
+        LabCarrier::Closed => assert_closed_view(&commands, &record, &printed),
+    }
+    // The always-on hospital, with its inbound service on its link address and nothing
+    // proxied yet.
     let text = commands.text("hospital-status");
     assert!(
         text.contains("facility: lab hospital (disclosing)"),
         "{text}"
     );
-    assert!(text.contains("  state: up (session established)"), "{text}");
     assert!(
-        text.contains("service: documents inbound 198.19.0.10:8443 -> 198.18.10.2:8080"),
+        text.contains(&format!(
+            "service: documents inbound {}:8443 -> 198.18.10.2:8080",
+            hospital.link_address
+        )),
         "{text}"
     );
     assert!(text.contains("0 active (max 256), 0 total"), "{text}");
-    // The hub's WireGuard peers, read by `wg` over the daemon's userspace API: the hospital
-    // has shaken hands, the clinic never has.
-    let wg = commands.text("hub-peers");
-    assert!(
-        wg.contains(&format!("interface: {}", hub.interface)),
-        "{wg}"
-    );
-    assert!(
-        wg.contains(&format!("public key: {}", hub.wireguard_public_key)),
-        "{wg}"
-    );
-    let section = |key: &str| {
-        wg.split("\n\n")
-            .find(|s| s.contains(&format!("peer: {key}")))
-            .unwrap_or_else(|| panic!("no peer {key} in:\n{wg}"))
-            .to_string()
-    };
-    let hospital_peer = section(&hospital.wireguard_public_key);
-    assert!(
-        hospital_peer.contains("allowed ips: 198.19.0.10/32"),
-        "{wg}"
-    );
-    assert!(hospital_peer.contains("endpoint: 198.18.0.10:"), "{wg}");
-    assert!(hospital_peer.contains("latest handshake: "), "{wg}");
-    let clinic_peer = section(&clinic.wireguard_public_key);
-    assert!(clinic_peer.contains("allowed ips: 198.19.0.20/32"), "{wg}");
-    assert!(!clinic_peer.contains("latest handshake"), "{wg}");
-    // OPS-4: the operator reads each always-on box's metrics through the tunnel.
+    // OPS-4: the operator reads each always-on box's metrics across the carrier.
     assert_metrics(&commands, "metrics-dc", "hub", &hub.tls_identity);
     assert_metrics(
         &commands,
@@ -453,8 +621,11 @@ fn net1_net7_log1_ops3_ops4_lab_demo_fetch_on_demand_and_every_printed_command()
         Some(imaging.sha256.as_str())
     );
 
-    // NET-7: the fetch opened the clinic's tunnel.
-    assert_eq!(clinic_peer_state(&commands), "up");
+    // NET-7: the fetch opened the clinic's tunnel; a closed network had nothing to open.
+    assert_eq!(
+        clinic_peer_state(&commands, carrier),
+        if wireguard { "up" } else { "idle" }
+    );
     // LOG-1: every leg logged both fetches with the TLS peer's identity.
     for (node, service, identity) in [
         ("clinic", "documents", "hub.renkei.example"),
@@ -479,8 +650,9 @@ fn net1_net7_log1_ops3_ops4_lab_demo_fetch_on_demand_and_every_printed_command()
 
     // All three status pages show a fetch while it runs: a third one, from the viewer PC as
     // printed but for the imaging file, held open by the test (it reads nothing until the
-    // pages are read, so every leg of the chain stays open). Each page shows the tunnel it
-    // carries up, the connection active, and the two finished fetches in its access log.
+    // pages are read, so every leg of the chain stays open). Each page shows the link it
+    // carries up (on a closed network the on-demand clinic's stays idle: nothing to bring up),
+    // the connection active, and the two finished fetches in its access log.
     let held_shell = commands
         .shell("fetch-document")
         .replace(&summary.name, &imaging.name);
@@ -500,54 +672,49 @@ fn net1_net7_log1_ops3_ops4_lab_demo_fetch_on_demand_and_every_printed_command()
         },
     )
     .expect("status pages during the fetch");
-    for (page, peer_name, service_name) in [
-        (&clinic_page, "dc", "documents"),
-        (&dc_page, "clinic", "portal"),
-        (&dc_page, "hospital", "hospital-documents"),
-        (&hospital_page, "dc", "documents"),
+    let links: Vec<(&Value, &str, &str)> = match carrier {
+        LabCarrier::WireGuard => vec![
+            (&clinic_page, "dc", "up"),
+            (&dc_page, "clinic", "up"),
+            (&dc_page, "hospital", "up"),
+            (&hospital_page, "dc", "up"),
+        ],
+        LabCarrier::Closed => vec![
+            (&clinic_page, link, "idle"),
+            (&dc_page, link, "up"),
+            (&hospital_page, link, "up"),
+        ],
+    };
+    for (page, peer_name, state) in links {
+        assert_eq!(peer(page, peer_name)["state"], state, "{page:#}");
+    }
+    for (page, service_name) in [
+        (&clinic_page, "documents"),
+        (&dc_page, "portal"),
+        (&dc_page, "hospital-documents"),
+        (&hospital_page, "documents"),
     ] {
-        assert_eq!(peer(page, peer_name)["state"], "up", "{page:#}");
         assert_eq!(records(page, service_name).len(), 2, "{page:#}");
     }
-    // The clinic's page: its on-demand tunnel is held open by the connection.
-    assert_eq!(peer(&clinic_page, "dc")["holds"], 1, "{clinic_page:#}");
+    for page in [&clinic_page, &dc_page, &hospital_page] {
+        assert_eq!(page["tunnel"]["kind"], carrier.name(), "{page:#}");
+    }
+    if wireguard {
+        // The clinic's page: its on-demand tunnel is held open by the connection.
+        assert_eq!(peer(&clinic_page, "dc")["holds"], 1, "{clinic_page:#}");
+    }
     assert_eq!(clinic_page["role"], "viewing", "{clinic_page:#}");
     assert_eq!(dc_page["role"], "hub", "{dc_page:#}");
     assert_eq!(hospital_page["role"], "disclosing", "{hospital_page:#}");
     let (body, last_byte) = held.finish();
     assert_eq!(sha256_hex(&body), imaging.sha256);
 
-    // NET-7: the clinic's tunnel closes by itself after its 10 s idle time, not before.
-    wait_until(
-        Duration::from_secs(30),
-        "the clinic's tunnel to idle out",
-        || (clinic_peer_state(&commands) == "idle").then_some(()),
-    )
-    .expect("clinic idle");
-    let idle_after = last_byte.elapsed();
-    assert!(
-        idle_after >= Duration::from_secs(8),
-        "idled out {idle_after:?} after the last byte"
-    );
-    let text = commands.text("clinic-tunnel");
-    assert!(
-        text.contains("  state: idle (idle timeout: session dropped)"),
-        "{text}"
-    );
-    // The pages after it closed: the clinic's shows its tunnel idle with no session keys; no
-    // page shows a connection any more, each has the three fetches in its access log, and the
-    // always-on hospital stays up. The hub answers its peers and never initiates to them, so
-    // its page cannot know at once that the clinic dropped its keys: it shows no handshake since
-    // the fetch, and idle once that session is 180 s old (the policy's unit test
-    // `passive_session_ends_at_its_lifetime_unless_the_peer_handshakes_again`).
+    if wireguard {
+        assert_clinic_tunnel_idles_out(&commands, last_byte);
+    }
+    // The pages after the fetches: no page shows a connection any more, each has the three
+    // fetches in its access log, and the always-on hospital stays up.
     let (clinic_page, dc_page, hospital_page) = pages(&commands);
-    let clinic_dc = peer(&clinic_page, "dc");
-    assert_eq!(clinic_dc["state"], "idle", "{clinic_page:#}");
-    assert_eq!(
-        clinic_dc["backend"]["wireguard"]["session_keys_present"], false,
-        "{clinic_page:#}"
-    );
-    assert_eq!(clinic_dc["holds"], 0, "{clinic_page:#}");
     for (page, service_name) in [
         (&clinic_page, "documents"),
         (&dc_page, "portal"),
@@ -558,7 +725,7 @@ fn net1_net7_log1_ops3_ops4_lab_demo_fetch_on_demand_and_every_printed_command()
         assert_eq!(records(page, service_name).len(), 3, "{page:#}");
     }
     assert_eq!(
-        peer(&hospital_page, "dc")["state"],
+        peer(&hospital_page, link)["state"],
         "up",
         "{hospital_page:#}"
     );
@@ -566,6 +733,27 @@ fn net1_net7_log1_ops3_ops4_lab_demo_fetch_on_demand_and_every_printed_command()
     // sends router solicitations), so none was dropped as coming from a foreign source.
     for page in [&clinic_page, &dc_page, &hospital_page] {
         assert_eq!(page["tunnel"]["drops"]["foreign_source"], 0, "{page:#}");
+    }
+    if wireguard {
+        // The hub answers its peers and never initiates to them, so its page cannot know at
+        // once that the clinic dropped its keys: it shows no handshake since the fetch, and
+        // idle once that session is 180 s old (the policy's unit test
+        // `passive_session_ends_at_its_lifetime_unless_the_peer_handshakes_again`).
+        let clinic_dc = peer(&clinic_page, "dc");
+        assert_eq!(clinic_dc["state"], "idle", "{clinic_page:#}");
+        assert_eq!(
+            clinic_dc["backend"]["wireguard"]["session_keys_present"], false,
+            "{clinic_page:#}"
+        );
+        assert_eq!(clinic_dc["holds"], 0, "{clinic_page:#}");
+        let dc_clinic = peer(&dc_page, "clinic");
+        assert_eq!(dc_clinic["holds"], 0, "{dc_page:#}");
+        assert!(
+            dc_clinic["last_reached_age_secs"]
+                .as_u64()
+                .is_some_and(|age| age >= 8),
+            "{dc_page:#}"
+        );
     }
     // The doors a browser on the host uses reach the same boxes, logged in with the same
     // passwords (the HTTPS pages verified against the lab CA for 127.0.0.1).
@@ -583,14 +771,6 @@ fn net1_net7_log1_ops3_ops4_lab_demo_fetch_on_demand_and_every_printed_command()
         let url = &node.status_page.browser_url;
         assert!(url.contains("://127.0.0.1:"), "{url}");
     }
-    let dc_clinic = peer(&dc_page, "clinic");
-    assert_eq!(dc_clinic["holds"], 0, "{dc_page:#}");
-    assert!(
-        dc_clinic["last_reached_age_secs"]
-            .as_u64()
-            .is_some_and(|age| age >= 8),
-        "{dc_page:#}"
-    );
 
     // The printed `lab down` removes everything.
     let down = commands.text("down");
@@ -601,8 +781,29 @@ fn net1_net7_log1_ops3_ops4_lab_demo_fetch_on_demand_and_every_printed_command()
     assert_gone(&record, &dir.dir);
     let ran = commands.ran();
     let wanted: std::collections::BTreeSet<String> =
-        FETCH_KEYS.iter().map(|k| k.to_string()).collect();
+        fetch_keys(carrier).into_iter().map(String::from).collect();
     assert_eq!(ran, wanted, "commands run");
+}
+
+/// NET-7: the WireGuard clinic's tunnel closes by itself after its 10 s idle time, not before,
+/// and its printed status says why.
+fn assert_clinic_tunnel_idles_out(commands: &Commands, last_byte: Instant) {
+    wait_until(
+        Duration::from_secs(30),
+        "the clinic's tunnel to idle out",
+        || (clinic_peer_state(commands, LabCarrier::WireGuard) == "idle").then_some(()),
+    )
+    .expect("clinic idle");
+    let idle_after = last_byte.elapsed();
+    assert!(
+        idle_after >= Duration::from_secs(8),
+        "idled out {idle_after:?} after the last byte"
+    );
+    let text = commands.text("clinic-tunnel");
+    assert!(
+        text.contains("  state: idle (idle timeout: session dropped)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -664,8 +865,19 @@ fn lab_up_twice_or_after_a_crash_removes_the_old_lab_first() {
 #[test]
 fn auth2_log2_lab_demo_config_push_to_the_on_demand_clinic() {
     require_root!();
-    let dir = LabDir::new("push");
-    let (printed, record) = dir.up(&[]);
+    lab_demo_config_push_to_the_clinic(LabCarrier::WireGuard);
+}
+
+#[test]
+fn net9_auth2_log2_lab_demo_config_push_to_the_clinic_on_a_closed_network() {
+    require_root!();
+    lab_demo_config_push_to_the_clinic(LabCarrier::Closed);
+}
+
+/// The printed config push to the on-demand clinic on `carrier`, step by step as printed.
+fn lab_demo_config_push_to_the_clinic(carrier: LabCarrier) {
+    let dir = LabDir::new(&format!("push-{}", carrier.name()));
+    let (printed, record) = dir.up(&["--carrier", carrier.name()]);
     assert_up(&record);
     let push = record
         .config_push
@@ -674,17 +886,19 @@ fn auth2_log2_lab_demo_config_push_to_the_on_demand_clinic() {
     let clinic = record.node("clinic").expect("clinic").clone();
     let commands = Commands::new(&record);
 
-    // Printed as recorded, in the order to follow, every one a real command.
-    let keys = [
-        "clinic-connect",
-        "push-config",
-        "confirm-config",
-        "show-config",
-    ];
+    // Printed as recorded, in the order to follow, every one a real command, numbered from 1.
+    let keys: Vec<&str> = push_keys(carrier)
+        .into_iter()
+        .filter(|k| !["clinic-tunnel-json", "down"].contains(k))
+        .collect();
     let mut at = 0;
-    for key in keys {
+    for (step, key) in (1..).zip(&keys) {
         let command = record.command(key).unwrap_or_else(|| panic!("no {key}"));
         assert!(!command.argv.is_empty(), "{key}: {command:?}");
+        assert!(
+            command.what.contains(&format!("step {step}: ")),
+            "{key}: {command:?}"
+        );
         let found = printed[at..]
             .find(&format!("  {}\n", command.shell))
             .unwrap_or_else(|| panic!("{key} not printed after the previous step:\n{printed}"));
@@ -692,25 +906,33 @@ fn auth2_log2_lab_demo_config_push_to_the_on_demand_clinic() {
     }
     let push_shell = &record.command("push-config").expect("push").shell;
     for part in [
-        "ip netns exec ",
-        " push --to 198.19.0.20:7443 --server-name clinic.renkei.example --cert ",
-        " --wait-secs 60 ",
+        "ip netns exec ".to_string(),
+        format!(
+            " push --to {}:7443 --server-name clinic.renkei.example --cert ",
+            clinic.link_address
+        ),
+        " --wait-secs 60 ".to_string(),
     ] {
-        assert!(push_shell.contains(part), "{part:?} not in {push_shell}");
+        assert!(
+            push_shell.contains(part.as_str()),
+            "{part:?} not in {push_shell}"
+        );
     }
     assert!(printed.contains(&push.config.display().to_string()));
     assert!(push.signature.exists(), "{}", push.signature.display());
     assert_eq!(push.version, push.running_version + 1);
 
-    // The clinic is on demand and nothing has asked for its tunnel: the operator cannot reach
-    // it until the box connects.
-    assert_eq!(clinic_peer_state(&commands), "idle");
+    // The clinic is on demand and nothing has asked for its link. On WireGuard the operator
+    // cannot reach it until the box connects; a closed network routes to it all the same.
+    assert_eq!(clinic_peer_state(&commands, carrier), "idle");
     let before = status_of(&record, "clinic")["config"].clone();
     assert_eq!(before["version"], push.running_version, "{before:#}");
 
-    let connected = commands.text("clinic-connect");
-    assert_eq!(connected.trim(), "ok");
-    assert_eq!(clinic_peer_state(&commands), "up");
+    if carrier == LabCarrier::WireGuard {
+        let connected = commands.text("clinic-connect");
+        assert_eq!(connected.trim(), "ok");
+        assert_eq!(clinic_peer_state(&commands, carrier), "up");
+    }
 
     // AUTH-2: the operator's certificate and signed, newer config are accepted.
     let answers = json_answers(&commands.run("push-config"));
@@ -788,7 +1010,7 @@ fn auth2_log2_lab_demo_config_push_to_the_on_demand_clinic() {
     assert_gone(&record, &dir.dir);
     let ran = commands.ran();
     let wanted: std::collections::BTreeSet<String> =
-        PUSH_KEYS.iter().map(|k| k.to_string()).collect();
+        push_keys(carrier).into_iter().map(String::from).collect();
     assert_eq!(ran, wanted, "commands run");
 }
 

@@ -1,29 +1,36 @@
 //! `lab`: the regional network in namespaces, for people.
 //!
 //! `lab up` builds the lab (data centre, hospital and clinic boxes with their LANs, a document
-//! server on the hospital LAN, a viewer PC on the clinic LAN), starts the three renkei daemons
+//! server on the hospital LAN, a viewer PC on the clinic LAN) on the chosen carrier (`--carrier
+//! wireguard`, the default, or `closed`), starts the three renkei daemons
 //! with their TLS services, status pages and management APIs, writes `target/lab/lab.json`,
 //! prints what is where and what to try, and returns while the lab keeps running. `lab down`
 //! removes everything it created; `lab up` does that first when a lab is left over.
 //! `lab show` prints the summary again. `lab compliance` writes `docs/compliance.md` from the
 //! output of a test run. `lab bench-tunnel [SECONDS]` and
-//! `lab bench-proxy [SECONDS] [IDLE] [ROUNDS]` run the benchmarks.
+//! `lab bench-proxy [SECONDS] [IDLE] [ROUNDS] [--carrier NAME]` run the benchmarks (the proxy
+//! benchmark on every carrier unless one is named).
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use renkei_lab::demo::{self, LabRecord, Options};
+use renkei_lab::lab::LabCarrier;
 
 const USAGE: &str = "usage:
-  lab up [--dir DIR] [--clinic-idle-timeout SECS] [--signing-key FILE]
-                                                     start the demo lab in the background
+  lab up [--dir DIR] [--carrier wireguard|closed] [--clinic-idle-timeout SECS]
+         [--signing-key FILE]                        start the demo lab in the background
   lab down [--dir DIR]                               remove it
   lab show [--dir DIR]                               print what is where again
   lab compliance [--requirements FILE] [--log FILE]... [--out FILE]
                                                      write the compliance report of a test run
   lab bench-tunnel [SECONDS]
-  lab bench-proxy [SECONDS] [IDLE] [ROUNDS]
+  lab bench-proxy [SECONDS] [IDLE] [ROUNDS] [--carrier wireguard|closed]
 DIR (where lab.json is kept) defaults to $RENKEI_LAB_DIR, else target/lab of the checkout.
+--carrier: how the boxes reach the data centre, renkei's WireGuard tunnels (the default for
+`up`) or a closed network (leased line / IP-VPN: routed, no tunnel); bench-proxy measures
+both unless told one. --clinic-idle-timeout is the WireGuard clinic's (a closed network has
+no tunnel to idle out).
 FILE is a config signing key from `renkei keygen --operator` for every box to trust (default:
 the lab makes one).
 compliance reads docs/requirements.md and target/test-output.log and writes docs/compliance.md
@@ -40,6 +47,7 @@ fn main() {
 /// `--name value` flags after the subcommand.
 struct Flags {
     dir: PathBuf,
+    carrier: Option<LabCarrier>,
     idle: Option<u32>,
     signing_key: Option<PathBuf>,
     listen: Option<String>,
@@ -52,6 +60,7 @@ struct Flags {
 fn flags(args: &[String]) -> anyhow::Result<Flags> {
     let mut out = Flags {
         dir: demo::default_state_dir(),
+        carrier: None,
         idle: None,
         signing_key: None,
         listen: None,
@@ -69,6 +78,13 @@ fn flags(args: &[String]) -> anyhow::Result<Flags> {
         };
         match arg.as_str() {
             "--dir" => out.dir = PathBuf::from(value()?),
+            "--carrier" => {
+                let name = value()?;
+                let carrier = LabCarrier::from_name(&name).with_context(|| {
+                    format!("--carrier {name:?}: the lab has wireguard and closed")
+                })?;
+                out.carrier = Some(carrier);
+            }
             "--clinic-idle-timeout" => {
                 let secs: u32 = value()?.parse().context("--clinic-idle-timeout")?;
                 anyhow::ensure!(
@@ -94,7 +110,12 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         anyhow::bail!("{USAGE}");
     };
     let flags = flags(&args[1..])?;
+    anyhow::ensure!(
+        !(flags.carrier == Some(LabCarrier::Closed) && flags.idle.is_some()),
+        "--clinic-idle-timeout: a closed network has no tunnel to idle out"
+    );
     let options = Options {
+        carrier: flags.carrier.unwrap_or(LabCarrier::WireGuard),
         clinic_idle_timeout_secs: flags.idle.unwrap_or(demo::DEFAULT_CLINIC_IDLE_SECS),
         signing_key: flags.signing_key,
     };
@@ -182,8 +203,18 @@ fn run(args: &[String]) -> anyhow::Result<()> {
                 None => 1,
             };
             anyhow::ensure!(renkei_lab::is_root(), "the lab needs root");
-            let report = renkei_lab::bench_proxy::proxy_benchmark(seconds, idle, rounds)?;
-            print!("{}", renkei_lab::bench_proxy::report(&report));
+            let carriers = match flags.carrier {
+                Some(carrier) => vec![carrier],
+                None => LabCarrier::ALL.to_vec(),
+            };
+            for (i, carrier) in carriers.into_iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                let report =
+                    renkei_lab::bench_proxy::proxy_benchmark(carrier, seconds, idle, rounds)?;
+                print!("{}", renkei_lab::bench_proxy::report(&report));
+            }
             Ok(())
         }
         other => anyhow::bail!("unknown command {other:?}\n{USAGE}"),
