@@ -41,7 +41,10 @@ use super::snapshot::{
 use super::{DemandError, Reconfigured};
 
 /// Where Linux says whether it forwards IPv4 packets between interfaces.
-pub const IP_FORWARD_PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+pub const FORWARDING_SWITCHES: [&str; 2] = [
+    "/proc/sys/net/ipv4/ip_forward",
+    "/proc/sys/net/ipv6/conf/all/forwarding",
+];
 
 /// How often the interface's byte counters and the kernel's forwarding switch are read, in
 /// seconds, whatever the mode (an on-demand box probes nothing but still reports both).
@@ -85,25 +88,26 @@ pub struct Closed {
 impl Closed {
     /// Starts from `[closed]`; `contact` is where the management API notes operator requests.
     pub fn start(config: &Config, contact: OperatorContact) -> Result<Self, ClosedError> {
-        Self::start_with(config, contact, Path::new(IP_FORWARD_PATH))
+        let switches: Vec<PathBuf> = FORWARDING_SWITCHES.iter().map(PathBuf::from).collect();
+        Self::start_with(config, contact, &switches)
     }
 
-    /// [`Closed::start`] reading the forwarding switch from `ip_forward_file` (tests).
+    /// [`Closed::start`] reading the forwarding switches from `forwarding_switches` (tests).
     pub fn start_with(
         config: &Config,
         contact: OperatorContact,
-        ip_forward_file: &Path,
+        forwarding_switches: &[PathBuf],
     ) -> Result<Self, ClosedError> {
         let settings = Settings::of(config)?;
         let (state, _) = watch::channel(initial_state(settings.mode));
-        let (ip_forward, _) = watch::channel(read_ip_forward(ip_forward_file));
+        let (ip_forward, _) = watch::channel(read_forwarding(forwarding_switches));
         let handle = ClosedHandle {
             shared: Arc::new(Shared {
                 record: Mutex::new(ProbeRecord::new(Instant::now())),
                 settings: Mutex::new(settings),
                 state,
                 contact,
-                ip_forward_file: ip_forward_file.to_path_buf(),
+                forwarding_switches: forwarding_switches.to_vec(),
                 ip_forward,
                 counters: Mutex::new(InterfaceCounters::default()),
                 alive: AtomicBool::new(true),
@@ -206,7 +210,8 @@ struct Shared {
     record: Mutex<ProbeRecord>,
     state: watch::Sender<LinkState>,
     contact: OperatorContact,
-    ip_forward_file: PathBuf,
+    /// The kernel's IPv4 and IPv6 forwarding switches.
+    forwarding_switches: Vec<PathBuf>,
     /// The forwarding switch as last read (`None`: unreadable).
     ip_forward: watch::Sender<Option<bool>>,
     /// The closed interface's counters as last read.
@@ -375,7 +380,18 @@ fn bound_socket(endpoint: SocketAddr, from: &ProbeSource) -> std::io::Result<Tcp
     Ok(TcpSocket::from_std_stream(socket.into()))
 }
 
-/// Reads the kernel's forwarding switch; `None` when it cannot be read.
+/// Whether the kernel forwards by any of `switches` (IPv4 or IPv6): on when one reads on, off
+/// when every one that can be read is off, `None` when none can be read.
+pub fn read_forwarding(switches: &[PathBuf]) -> Option<bool> {
+    let read: Vec<bool> = switches.iter().filter_map(|f| read_ip_forward(f)).collect();
+    if read.is_empty() {
+        None
+    } else {
+        Some(read.contains(&true))
+    }
+}
+
+/// Reads one of the kernel's forwarding switches; `None` when it cannot be read.
 pub fn read_ip_forward(file: &Path) -> Option<bool> {
     match std::fs::read_to_string(file).ok()?.trim() {
         "0" => Some(false),
@@ -395,7 +411,7 @@ async fn host_check_loop(shared: Arc<Shared>) {
         .ok();
     loop {
         ticks.tick().await;
-        let forwarding = read_ip_forward(&shared.ip_forward_file);
+        let forwarding = read_forwarding(&shared.forwarding_switches);
         shared.ip_forward.send_if_modified(|current| {
             let changed = *current != forwarding;
             *current = forwarding;
@@ -504,7 +520,7 @@ impl ClosedHandle {
             peers: vec![link],
             drops: DropCounts::default(),
             backend: CarrierBackend::Closed(ClosedCarrier {
-                ip_forward: read_ip_forward(&self.shared.ip_forward_file),
+                ip_forward: read_forwarding(&self.shared.forwarding_switches),
             }),
         }
     }
@@ -584,7 +600,7 @@ pub(crate) mod tests {
         let closed = Closed::start_with(
             &config(endpoint, PolicyMode::AlwaysOn),
             OperatorContact::new(),
-            &forward,
+            std::slice::from_ref(&forward),
         )
         .expect("start");
         let handle = closed.handle();
@@ -639,7 +655,7 @@ pub(crate) mod tests {
         let closed = Closed::start_with(
             &config(endpoint, PolicyMode::OnDemand),
             OperatorContact::new(),
-            &forward,
+            std::slice::from_ref(&forward),
         )
         .expect("start");
         let handle = closed.handle();
@@ -662,6 +678,18 @@ pub(crate) mod tests {
         closed.shutdown().await;
     }
 
+    /// IPv6 forwarding on is forwarding on, though IPv4's switch is off; a switch that cannot be
+    /// read does not hide the other.
+    #[test]
+    fn net8_forwarding_is_on_when_either_switch_is_on() {
+        let (_v4_dir, v4_off) = ip_forward("0\n");
+        let (_v6_dir, v6_on) = ip_forward("1\n");
+        let missing = PathBuf::from("/nonexistent/forwarding");
+        assert_eq!(read_forwarding(&[v4_off.clone(), v6_on]), Some(true));
+        assert_eq!(read_forwarding(&[v4_off, missing.clone()]), Some(false));
+        assert_eq!(read_forwarding(&[missing]), None);
+    }
+
     /// The hub has nothing to probe (facilities dial it): its link is up, never alarmed.
     #[tokio::test(start_paused = true)]
     async fn net9_a_hub_without_a_probe_endpoint_is_up_and_probes_nothing() {
@@ -671,7 +699,9 @@ pub(crate) mod tests {
         if let Some(closed) = hub.closed.as_mut() {
             closed.probe_endpoint = None;
         }
-        let closed = Closed::start_with(&hub, OperatorContact::new(), &forward).expect("start");
+        let closed =
+            Closed::start_with(&hub, OperatorContact::new(), std::slice::from_ref(&forward))
+                .expect("start");
         let handle = closed.handle();
         tokio::time::advance(Duration::from_secs(3600)).await;
         let snapshot = handle.snapshot();
@@ -733,7 +763,7 @@ pub(crate) mod tests {
         let closed = Closed::start_with(
             &config("127.0.0.1:9".parse().expect("addr"), PolicyMode::OnDemand),
             contact.clone(),
-            &forward,
+            std::slice::from_ref(&forward),
         )
         .expect("start");
         let applied = SystemTime::now();
@@ -748,8 +778,12 @@ pub(crate) mod tests {
         let (_dir, forward) = ip_forward("0");
         let endpoint: SocketAddr = "127.0.0.1:9".parse().expect("addr");
         let base = config(endpoint, PolicyMode::OnDemand);
-        let mut closed =
-            Closed::start_with(&base, OperatorContact::new(), &forward).expect("start");
+        let mut closed = Closed::start_with(
+            &base,
+            OperatorContact::new(),
+            std::slice::from_ref(&forward),
+        )
+        .expect("start");
         assert_eq!(
             closed.reconfigure(&base).ok(),
             Some(Reconfigured::Unchanged)

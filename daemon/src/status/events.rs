@@ -123,7 +123,7 @@ mod tests {
         let closed = Closed::start_with(
             &config(endpoint, PolicyMode::OnDemand),
             OperatorContact::new(),
-            &file,
+            std::slice::from_ref(&file),
         )
         .expect("start");
         let events = EventLog::new();
@@ -163,7 +163,7 @@ mod tests {
         let closed = Closed::start_with(
             &config(endpoint, PolicyMode::OnDemand),
             OperatorContact::new(),
-            &file,
+            std::slice::from_ref(&file),
         )
         .expect("start");
         let events = EventLog::new();
