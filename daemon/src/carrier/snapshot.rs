@@ -8,7 +8,9 @@ use std::time::SystemTime;
 use ipnet::IpNet;
 use serde::Serialize;
 
-pub use crate::state::link::LinkState;
+pub use crate::state::link::{DropCounts, LinkState};
+/// WireGuard's own drops (the backend part): the data plane's type.
+pub use crate::tunnel::DatagramDrops as WireGuardDrops;
 
 /// Which kind of link to the data centre runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -167,36 +169,6 @@ pub struct WireGuardPeer {
     pub handshake_failures: u64,
     /// Completed handshakes.
     pub handshakes_completed: u64,
-}
-
-/// Packets the box's own packet filter dropped (NET-8: the box forwards nothing between the
-/// LAN and the data centre), by reason: what any carrier whose packets pass through the daemon
-/// counts. A carrier whose packets the kernel routes (the closed network) has no such filter in
-/// the daemon and reports zeros; the kernel's `ip_forward` (its backend part) is its NET-8
-/// evidence.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct DropCounts {
-    /// From the box's side with a source other than the box's address.
-    pub foreign_source: u64,
-    /// To addresses no link owns.
-    pub no_route: u64,
-    /// From the data centre's side, not addressed to the box.
-    pub foreign_destination: u64,
-    /// From a peer, with a source it does not own.
-    pub source_not_allowed: u64,
-    /// Not IP.
-    pub malformed: u64,
-}
-
-/// What WireGuard drops on its own, below the packet filter: datagrams, not packets.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct WireGuardDrops {
-    /// Not WireGuard, failed authentication, or a replayed handshake initiation.
-    pub invalid_datagrams: u64,
-    /// Peer endpoint unknown.
-    pub no_endpoint: u64,
-    /// Sends that failed.
-    pub send_errors: u64,
 }
 
 mod unix_time {

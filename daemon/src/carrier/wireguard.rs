@@ -9,8 +9,8 @@ use crate::config::Config;
 use crate::tunnel::{self, Tunnel, TunnelHandle, TunnelSnapshot};
 
 use super::snapshot::{
-    CarrierBackend, CarrierKind, CarrierSnapshot, DropCounts, LinkBackend, LinkSnapshot,
-    WireGuardCarrier, WireGuardDrops, WireGuardPeer,
+    CarrierBackend, CarrierKind, CarrierSnapshot, LinkBackend, LinkSnapshot, WireGuardCarrier,
+    WireGuardPeer,
 };
 use super::{DemandError, Reconfigured};
 
@@ -96,26 +96,11 @@ pub fn snapshot(tunnel: TunnelSnapshot) -> CarrierSnapshot {
         state: tunnel.state,
         alarm: tunnel.alarm,
         peers: tunnel.peers.into_iter().map(link).collect(),
-        drops: filter_drops(&tunnel.drops),
+        drops: tunnel.drops.filter,
         backend: CarrierBackend::WireGuard(WireGuardCarrier {
             listen_port: tunnel.listen_port,
-            drops: WireGuardDrops {
-                invalid_datagrams: tunnel.drops.invalid_datagrams,
-                no_endpoint: tunnel.drops.no_endpoint,
-                send_errors: tunnel.drops.send_errors,
-            },
+            drops: tunnel.drops.datagrams,
         }),
-    }
-}
-
-/// The data plane's packet-filter counts: the generic part of its drops.
-fn filter_drops(drops: &tunnel::DropCounts) -> DropCounts {
-    DropCounts {
-        foreign_source: drops.foreign_source,
-        no_route: drops.no_route,
-        foreign_destination: drops.foreign_destination,
-        source_not_allowed: drops.source_not_allowed,
-        malformed: drops.malformed,
     }
 }
 
@@ -149,6 +134,7 @@ fn link(p: tunnel::PeerSnapshot) -> LinkSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::carrier::snapshot::{DropCounts, WireGuardDrops};
     use crate::carrier::LinkState;
     use std::time::{Duration, UNIX_EPOCH};
 
@@ -183,9 +169,14 @@ mod tests {
                 handshakes_completed: 4,
             }],
             drops: tunnel::DropCounts {
-                no_route: 9,
-                invalid_datagrams: 2,
-                ..tunnel::DropCounts::default()
+                filter: DropCounts {
+                    no_route: 9,
+                    ..DropCounts::default()
+                },
+                datagrams: WireGuardDrops {
+                    invalid_datagrams: 2,
+                    ..WireGuardDrops::default()
+                },
             },
         }
     }

@@ -31,3 +31,21 @@ impl LinkState {
         }
     }
 }
+
+/// Packets the box's own packet filter dropped (NET-8: the box forwards nothing between the LAN
+/// and the data centre), by reason: the part of a link's drops every carrier reports. A carrier
+/// whose packets the kernel routes (the closed network) has no such filter in the daemon and
+/// reports zeros; the kernel's forwarding switch (its backend part) is its NET-8 evidence.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DropCounts {
+    /// From the box's side with a source other than the box's address.
+    pub foreign_source: u64,
+    /// To addresses no link owns.
+    pub no_route: u64,
+    /// From the data centre's side, not addressed to the box.
+    pub foreign_destination: u64,
+    /// From a peer, with a source it does not own.
+    pub source_not_allowed: u64,
+    /// Not IP.
+    pub malformed: u64,
+}

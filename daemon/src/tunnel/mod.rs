@@ -30,6 +30,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{Config, PolicyMode, Role};
 use crate::keys;
+use crate::state::link::DropCounts as FilterDrops;
 use dataplane::Backlog;
 pub use dataplane::{DataPlane, TunnelCounters};
 pub use netlink::NetlinkError;
@@ -626,14 +627,18 @@ impl TunnelHandle {
             alarm: peers.iter().any(|p| p.alarm),
             peers,
             drops: DropCounts {
-                foreign_source: c.dropped_foreign_source.load(Ordering::Relaxed),
-                no_route: c.dropped_no_route.load(Ordering::Relaxed),
-                foreign_destination: c.dropped_foreign_destination.load(Ordering::Relaxed),
-                source_not_allowed: c.dropped_source_not_allowed.load(Ordering::Relaxed),
-                malformed: c.dropped_malformed.load(Ordering::Relaxed),
-                invalid_datagrams: c.invalid_datagrams.load(Ordering::Relaxed),
-                no_endpoint: c.dropped_no_endpoint.load(Ordering::Relaxed),
-                send_errors: c.send_errors.load(Ordering::Relaxed),
+                filter: FilterDrops {
+                    foreign_source: c.dropped_foreign_source.load(Ordering::Relaxed),
+                    no_route: c.dropped_no_route.load(Ordering::Relaxed),
+                    foreign_destination: c.dropped_foreign_destination.load(Ordering::Relaxed),
+                    source_not_allowed: c.dropped_source_not_allowed.load(Ordering::Relaxed),
+                    malformed: c.dropped_malformed.load(Ordering::Relaxed),
+                },
+                datagrams: DatagramDrops {
+                    invalid_datagrams: c.invalid_datagrams.load(Ordering::Relaxed),
+                    no_endpoint: c.dropped_no_endpoint.load(Ordering::Relaxed),
+                    send_errors: c.send_errors.load(Ordering::Relaxed),
+                },
             },
         }
     }
@@ -743,19 +748,18 @@ pub struct TunnelSnapshot {
     pub drops: DropCounts,
 }
 
-/// Dropped packets by reason (NET-8 and bad input).
+/// Dropped packets and datagrams by reason (NET-8 and bad input).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DropCounts {
-    /// From the TUN device with a source other than the box's address.
-    pub foreign_source: u64,
-    /// To addresses no peer owns.
-    pub no_route: u64,
-    /// From peers, not addressed to the box.
-    pub foreign_destination: u64,
-    /// From peers, with a source they do not own.
-    pub source_not_allowed: u64,
-    /// Not IP.
-    pub malformed: u64,
+    /// What the packet filter dropped: the part every carrier reports.
+    pub filter: FilterDrops,
+    /// What WireGuard dropped below the filter.
+    pub datagrams: DatagramDrops,
+}
+
+/// What WireGuard drops on its own, below the packet filter: datagrams, not packets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DatagramDrops {
     /// Not WireGuard, failed authentication, or a replayed handshake initiation.
     pub invalid_datagrams: u64,
     /// Peer endpoint unknown.
