@@ -649,18 +649,7 @@ fn net9_avl1_a_push_moves_the_hospital_from_wireguard_to_the_closed_network_and_
     let applied = push_until_pending(&lab, &operator, &facility, &path, &to_closed_box(), 4);
     assert_eq!(carrier_kind(&facility), "wireguard");
     assert!(tun_device_exists(&lab), "the TUN device of version 4");
-    wait_config(&lab, &facility, 2, "confirmed", CONFIRM_TIMEOUT * 2);
-    let took = applied.elapsed();
-    assert!(
-        took + Duration::from_secs(1) >= CONFIRM_TIMEOUT,
-        "rolled back {took:?} after the apply: before the confirm window ended"
-    );
-    assert!(
-        logged(&facility, "rolled_back", 4, &[]),
-        "no rolled_back event for version 4:\n{}",
-        facility.log_text()
-    );
-    assert_eq!(carrier_kind(&facility), "closed");
+    assert_rolled_back_at_the_window_end(&lab, &facility, applied, 4, 2, "closed");
     assert!(
         !tun_device_exists(&lab),
         "the TUN device outlived the rollback"
@@ -735,18 +724,7 @@ fn net9_avl1_a_push_moves_the_hospital_from_wireguard_to_the_closed_network_and_
         !tun_device_exists(&lab),
         "the TUN device outlived version 7's apply"
     );
-    wait_config(&lab, &facility, 6, "confirmed", CONFIRM_TIMEOUT * 2);
-    let took = applied.elapsed();
-    assert!(
-        took + Duration::from_secs(1) >= CONFIRM_TIMEOUT,
-        "rolled back {took:?} after the apply: before the confirm window ended"
-    );
-    assert!(
-        logged(&facility, "rolled_back", 7, &[]),
-        "no rolled_back event for version 7:\n{}",
-        facility.log_text()
-    );
-    assert_eq!(carrier_kind(&facility), "wireguard");
+    assert_rolled_back_at_the_window_end(&lab, &facility, applied, 7, 6, "wireguard");
     assert!(tun_device_exists(&lab), "the TUN device is back");
     wait_until(
         TUNNEL_UP_TIMEOUT,
@@ -757,4 +735,28 @@ fn net9_avl1_a_push_moves_the_hospital_from_wireguard_to_the_closed_network_and_
     let state = operator.remote(&lab, Node::Hospital).expect("remote");
     assert!(state.success, "{}", state.output);
     assert_eq!(state.answers[0]["version"], 6, "{}", state.output);
+}
+
+/// Version `pushed`, applied at `applied`, was not confirmed: at the end of the confirm window
+/// (not before) the box runs `confirmed` again, on the carrier `kind`, and logged the rollback.
+fn assert_rolled_back_at_the_window_end(
+    lab: &Lab,
+    facility: &Daemon,
+    applied: Instant,
+    pushed: u64,
+    confirmed: u64,
+    kind: &str,
+) {
+    wait_config(lab, facility, confirmed, "confirmed", CONFIRM_TIMEOUT * 2);
+    let took = applied.elapsed();
+    assert!(
+        took + Duration::from_secs(1) >= CONFIRM_TIMEOUT,
+        "rolled back {took:?} after the apply: before the confirm window ended"
+    );
+    assert!(
+        logged(facility, "rolled_back", pushed, &[]),
+        "no rolled_back event for version {pushed}:\n{}",
+        facility.log_text()
+    );
+    assert_eq!(carrier_kind(facility), kind);
 }

@@ -85,6 +85,7 @@ async fn watch_ip_forward(
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
     use std::time::Duration;
 
     use super::*;
@@ -116,14 +117,14 @@ mod tests {
         panic!("{n} forwarding events expected: {:?}", events.snapshot());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn net8_net9_forwarding_on_at_start_and_turned_on_while_running_are_events() {
-        let (_dir, file) = ip_forward("1\n");
+    /// A closed carrier reading its forwarding switch from `file`, and the status side watching
+    /// it into a fresh event ring.
+    fn watch_closed_carrier(file: &Path) -> (Closed, EventLog, tokio::task::JoinHandle<()>) {
         let endpoint = "127.0.0.1:9".parse().expect("addr");
         let closed = Closed::start_with(
             &config(endpoint, PolicyMode::OnDemand),
             OperatorContact::new(),
-            std::slice::from_ref(&file),
+            &[file.to_path_buf()],
         )
         .expect("start");
         let events = EventLog::new();
@@ -132,6 +133,13 @@ mod tests {
             crate::carrier::CarrierHandle::from(closed.handle()),
             Vec::new(),
         );
+        (closed, events, watcher)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn net8_net9_forwarding_on_at_start_and_turned_on_while_running_are_events() {
+        let (_dir, file) = ip_forward("1\n");
+        let (closed, events, watcher) = watch_closed_carrier(&file);
         assert_eq!(forwarding_events_reach(&events, 1).await, ["at_start"]);
         let event = &events.snapshot()[0];
         assert_eq!(
@@ -159,19 +167,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn net8_forwarding_off_is_no_event() {
         let (_dir, file) = ip_forward("0\n");
-        let endpoint = "127.0.0.1:9".parse().expect("addr");
-        let closed = Closed::start_with(
-            &config(endpoint, PolicyMode::OnDemand),
-            OperatorContact::new(),
-            std::slice::from_ref(&file),
-        )
-        .expect("start");
-        let events = EventLog::new();
-        let watcher = watch_tunnel(
-            events.clone(),
-            crate::carrier::CarrierHandle::from(closed.handle()),
-            Vec::new(),
-        );
+        let (closed, events, watcher) = watch_closed_carrier(&file);
         tokio::time::advance(Duration::from_secs(HOST_CHECK_INTERVAL_SECS * 3)).await;
         for _ in 0..100 {
             tokio::task::yield_now().await;
