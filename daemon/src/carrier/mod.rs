@@ -10,6 +10,7 @@
 //! its async methods need no boxing).
 
 pub mod closed;
+pub mod ipsec;
 pub mod snapshot;
 pub mod wireguard;
 
