@@ -10,3 +10,4 @@
 
 pub mod charon_conf;
 pub mod proposal;
+pub mod vici;
