@@ -24,6 +24,7 @@ pub mod netns;
 pub mod operator;
 pub mod perfcount;
 pub mod pki;
+pub mod strongswan;
 pub mod tlstools;
 pub mod traffic;
 pub mod wait;
