@@ -19,13 +19,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use renkei::carrier::ipsec::charon_conf::{CharonSettings, KernelBackend, FAST_RETRANSMIT};
+use renkei::carrier::ipsec::connection::{ConnectionSettings, InnerAddress, StartPolicy};
 use renkei::carrier::ipsec::proposal::{
     default_esp_proposals, default_ike_proposals, IkeAlgorithms,
 };
-use renkei::carrier::ipsec::vici::{
-    CertificateRole, ConnectionSettings, IkeState, InnerAddress, PrivateKey, SaEvent, SaEventKind,
-    StartPolicy, Vici,
-};
+use renkei::carrier::ipsec::sa::{IkeState, SaEvent, SaEventKind};
+use renkei::carrier::ipsec::vici::{CertificateRole, PrivateKey, Vici, ViciError};
 use renkei_lab::strongswan::{concentrator_conf, Charon, CharonPaths};
 use renkei_lab::{require_root, wait_until, Lab, Node};
 
@@ -203,8 +202,7 @@ fn exchange_across(lab: &Lab) -> anyhow::Result<()> {
 
 /// Waits for an event of `kind` with `up` from `events`.
 async fn next_event(
-    events: &mut (impl futures::Stream<Item = Result<SaEvent, renkei::carrier::ipsec::vici::ViciError>>
-              + Unpin),
+    events: &mut (impl futures::Stream<Item = Result<SaEvent, ViciError>> + Unpin),
     kind: SaEventKind,
     up: bool,
 ) -> anyhow::Result<SaEvent> {
