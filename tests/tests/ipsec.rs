@@ -25,6 +25,8 @@ use renkei::carrier::ipsec::proposal::{
 };
 use renkei::carrier::ipsec::sa::{IkeState, SaEvent, SaEventKind};
 use renkei::carrier::ipsec::vici::{CertificateRole, PrivateKey, Vici, ViciError};
+use renkei_lab::netns::run;
+use renkei_lab::pki::Leaf;
 use renkei_lab::strongswan::{concentrator_conf, Charon, CharonPaths};
 use renkei_lab::{require_root, wait_until, Lab, Node};
 
@@ -355,4 +357,116 @@ fn net10_ipsec_concentrator_with_only_weak_proposals_is_refused() {
         dc_log.contains("received proposals unacceptable"),
         "{dc_log}"
     );
+}
+
+/// An RSA certificate of `bits` for the hub's name from the lab CA, made with the openssl CLI
+/// (rcgen makes no small RSA keys), SHA-256 signed.
+fn rsa_hub_certificate(lab: &Lab, bits: u32) -> anyhow::Result<Leaf> {
+    let dir = lab.dir.join(format!("rsa-{bits}"));
+    std::fs::create_dir_all(&dir)?;
+    let key = dir.join("hub.key");
+    let csr = dir.join("hub.csr");
+    let cert = dir.join("hub.crt");
+    let ext = dir.join("san.ext");
+    std::fs::write(
+        &ext,
+        format!("subjectAltName=DNS:{}\n", Node::Hub.tls_name()),
+    )?;
+    let pki = lab.pki_dir();
+    let serial = lab.ca.next_serial().to_string();
+    let path = |p: &std::path::Path| p.display().to_string();
+    run(std::process::Command::new("openssl").args([
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        &format!("rsa_keygen_bits:{bits}"),
+        "-out",
+        &path(&key),
+    ]))?;
+    run(std::process::Command::new("openssl").args([
+        "req",
+        "-new",
+        "-key",
+        &path(&key),
+        "-subj",
+        &format!("/CN={}", Node::Hub.tls_name()),
+        "-out",
+        &path(&csr),
+    ]))?;
+    run(std::process::Command::new("openssl").args([
+        "x509",
+        "-req",
+        "-sha256",
+        "-days",
+        "30",
+        "-in",
+        &path(&csr),
+        "-CA",
+        &path(&pki.join("operator-ca.crt")),
+        "-CAkey",
+        &path(&pki.join("operator-ca.key")),
+        "-set_serial",
+        &serial,
+        "-extfile",
+        &path(&ext),
+        "-out",
+        &path(&cert),
+    ]))?;
+    Ok(Leaf {
+        cert_pem: std::fs::read_to_string(&cert)?,
+        key_pem: std::fs::read_to_string(&key)?,
+        serial: serial.parse()?,
+    })
+}
+
+#[test]
+fn net10_net5_ipsec_concentrator_certificate_must_be_rsa_2048_or_ecdsa() {
+    require_root!();
+    let (ike, esp) = ("aes128gcm16-prfsha256-ecp256", "aes128gcm16-ecp256");
+    let mut pair = start_pair(ike, esp).expect("box and concentrator charons");
+    let rt = runtime();
+    let mut vici = rt.block_on(load_box(&pair)).expect("load the box's charon");
+    for (bits, accepted) in [(2048, true), (1024, false)] {
+        let leaf = rsa_hub_certificate(&pair.lab, bits).expect("an RSA hub certificate");
+        // A fresh credential set: only this certificate and key on the concentrator.
+        for old in ["x509/own.crt", "private/own.key"] {
+            let _ = std::fs::remove_file(pair.concentrator.paths.swanctl_dir.join(old));
+        }
+        pair.concentrator
+            .load_all(
+                &concentrator_swanctl(ike, esp),
+                &leaf,
+                &pair.lab.ca.cert_pem,
+            )
+            .expect("reload the concentrator");
+        let outcome = rt.block_on(vici.initiate(CONN, IKE_TIMEOUT));
+        let sas = rt.block_on(vici.list_sas()).expect("list-sas");
+        if accepted {
+            outcome.unwrap_or_else(|e| panic!("RSA-{bits}: {e}\n{}", pair.box_charon.log()));
+            assert_eq!(sas.len(), 1, "RSA-{bits}: {sas:?}");
+            assert_eq!(sas[0].state, IkeState::Established);
+            rt.block_on(vici.terminate(CONN, IKE_TIMEOUT))
+                .expect("terminate");
+        } else {
+            let err = outcome.expect_err("an SA with an RSA-1024 concentrator certificate");
+            assert!(
+                matches!(err, ViciError::Refused { .. }),
+                "RSA-{bits}: {err}"
+            );
+            assert!(sas.is_empty(), "RSA-{bits}: {sas:?}");
+            let log = pair.box_charon.log();
+            assert!(log.contains("RSA-1024 signatures not acceptable"), "{log}");
+        }
+        wait_until(
+            PEER_DELETE_TIMEOUT,
+            "no SA left on the concentrator",
+            || {
+                let sas = pair.concentrator.list_sas().ok()?;
+                (!sas.contains("state=")).then_some(())
+            },
+        )
+        .unwrap_or_else(|e| panic!("RSA-{bits}: {e}: {:?}", pair.concentrator.list_sas()));
+        assert!(pair.box_charon.is_running());
+    }
 }

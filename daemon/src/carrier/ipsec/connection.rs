@@ -14,6 +14,11 @@ use super::proposal::{EspProposal, IkeProposal};
 /// `charon_conf::FAST_RETRANSMIT` a vanished peer is noticed within about 10 s.
 pub const DPD_DELAY_SECS: u64 = 3;
 
+/// What the concentrator's certificate chain must be (strongSwan's constraint syntax): RSA keys
+/// of at least 2048 bits or ECDSA keys of at least 256 bits, every signature in the chain with
+/// SHA-2 (no SHA-1: NET-5).
+pub const REMOTE_AUTH: &str = "rsa-2048-sha256-sha384-sha512-ecdsa-256-sha256-sha384-sha512";
+
 /// How the link is kept up; the same policies as the WireGuard carrier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartPolicy {
@@ -150,7 +155,7 @@ impl ConnectionSettings {
                 cacerts: Vec::new(),
             },
             remote: AuthSection {
-                auth: "pubkey",
+                auth: REMOTE_AUTH,
                 id: self.remote_id.clone(),
                 certs: Vec::new(),
                 cacerts: vec![self.remote_ca_pem.clone()],
@@ -250,6 +255,7 @@ mod tests {
         assert!(contains(&message, &item("aes256gcm16-prfsha384-ecp384")));
         assert!(contains(&message, &item("aes128gcm16-ecp256")));
         assert!(contains(&message, &pair("id", "hub.renkei.example")));
+        assert!(contains(&message, &pair("auth", REMOTE_AUTH)));
         assert!(contains(&message, &item("CA CERT")));
         let mut pool = settings(StartPolicy::OnDemand);
         pool.inner_address = InnerAddress::FromConcentrator;
