@@ -437,3 +437,31 @@ fn scanner_sees_code_paths_only() {
         ["crate::signing::SigningKeyPair::generate"]
     );
 }
+
+/// Backend parts inside a module that only that module may name: the IPsec carrier's charon
+/// driver (`carrier::ipsec`) sits behind the carrier seam like the WireGuard tunnel.
+const INSIDE_SEAM: &[(&str, &str)] = &[("crate::carrier::ipsec", "carrier")];
+
+#[test]
+fn only_the_carrier_names_its_ipsec_parts() {
+    let mut leaks = Vec::new();
+    for file in rust_files(&source_dir()) {
+        let Some(module) = owning_module(&file) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&file).expect("read source");
+        let root = if module == "main" { "renkei" } else { "crate" };
+        for path in crate_paths(&code_only(&text), root) {
+            for (hidden, owner) in INSIDE_SEAM {
+                let named = path == *hidden || path.starts_with(&format!("{hidden}::"));
+                if named && module != *owner {
+                    leaks.push(format!(
+                        "{}: {module} uses {path}; only {owner} may",
+                        file.display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "{}", leaks.join("\n"));
+}

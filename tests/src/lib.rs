@@ -25,6 +25,7 @@ pub mod operator;
 pub mod perfcount;
 pub mod pki;
 pub mod probe;
+pub mod strongswan;
 pub mod tlstools;
 pub mod traffic;
 pub mod wait;

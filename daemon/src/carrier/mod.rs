@@ -11,6 +11,7 @@
 
 pub mod closed;
 pub mod counters;
+pub mod ipsec;
 pub mod snapshot;
 pub mod wireguard;
 

@@ -1,0 +1,472 @@
+//! The IKEv2/IPsec carrier's foundations in the namespace lab (NET-9, NET-10): the box's charon,
+//! driven only through renkei's own VICI code (`renkei::carrier::ipsec::vici`), joins a data
+//! centre's strongSwan concentrator configured by hand from a `swanctl.conf` and loaded with the
+//! real `swanctl --load-all` (the independent peer).
+//!
+//! ```text
+//!   hospital ns (the box)  --wan0-- WAN bridge --wan0--  dc ns (the concentrator)
+//!   198.18.0.10 (IKE, ESP in UDP 4500)                   198.18.0.1
+//!   198.19.0.10 on lo (the box's own address)            198.19.0.1 on lo (a plain TCP
+//!                                                         listener stands for the services)
+//! ```
+//! The SA's traffic selectors are the box's own address and the data centre's service address
+//! (NET-8): never the WAN addresses, whose IKE packets would otherwise be routed into the
+//! tunnel. No TLS runs here: these tests prove the carrier, the proxies' TLS over it is the
+//! next round's (and would be terminated by the hub's renkei behind the concentrator).
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use futures::StreamExt;
+use renkei::carrier::ipsec::charon_conf::{CharonSettings, KernelBackend, FAST_RETRANSMIT};
+use renkei::carrier::ipsec::connection::{ConnectionSettings, InnerAddress, StartPolicy};
+use renkei::carrier::ipsec::proposal::{
+    default_esp_proposals, default_ike_proposals, IkeAlgorithms,
+};
+use renkei::carrier::ipsec::sa::{IkeState, SaEvent, SaEventKind};
+use renkei::carrier::ipsec::vici::{CertificateRole, PrivateKey, Vici, ViciError};
+use renkei_lab::netns::run;
+use renkei_lab::pki::Leaf;
+use renkei_lab::strongswan::{concentrator_conf, Charon, CharonPaths};
+use renkei_lab::{require_root, wait_until, Lab, Node};
+
+/// The box's own address inside the tunnel, and the data centre's service address.
+const BOX_INNER: &str = "198.19.0.10";
+const DC_INNER: &str = "198.19.0.1";
+/// The listener behind the concentrator.
+const SERVICE_PORT: u16 = 9443;
+/// Bytes sent each way across the SA.
+const PAYLOAD_BYTES: usize = 64 * 1024;
+/// The connection's name on both sides.
+const CONN: &str = "dc";
+/// How long an IKE exchange on the lab's bridge may take.
+const IKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the concentrator may take to drop its SAs after the box deleted them.
+const PEER_DELETE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an event may take to arrive after the command that caused it returned.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The concentrator's connection, written by hand as an operator would: it answers the box
+/// (identity pinned, certificate from the lab CA) with only `ike`/`esp` proposals.
+fn concentrator_swanctl(ike: &str, esp: &str) -> String {
+    format!(
+        "connections {{
+  {CONN} {{
+    version = 2
+    local_addrs = {dc}
+    remote_addrs = {hospital}
+    encap = yes
+    mobike = no
+    proposals = {ike}
+    local {{
+      auth = pubkey
+      certs = own.crt
+      id = {hub_name}
+    }}
+    remote {{
+      auth = pubkey
+      id = {hospital_name}
+      cacerts = ca.crt
+    }}
+    children {{
+      {CONN} {{
+        local_ts = {DC_INNER}/32
+        remote_ts = {BOX_INNER}/32
+        esp_proposals = {esp}
+      }}
+    }}
+  }}
+}}
+",
+        dc = Node::Hub.wan_address(),
+        hospital = Node::Hospital.wan_address(),
+        hub_name = Node::Hub.tls_name(),
+        hospital_name = Node::Hospital.tls_name(),
+    )
+}
+
+/// The two charons of a test, in the lab's hospital (box) and dc (concentrator) namespaces.
+struct Pair {
+    // Dropped first: the charons stop before the namespaces go.
+    concentrator: Charon,
+    box_charon: Charon,
+    lab: Lab,
+}
+
+fn start_pair(ike: &str, esp: &str) -> anyhow::Result<Pair> {
+    let lab = Lab::new()?;
+    lab.ns(Node::Hospital)
+        .ip(&["addr", "add", &format!("{BOX_INNER}/32"), "dev", "lo"])?;
+    lab.ns(Node::Hub)
+        .ip(&["addr", "add", &format!("{DC_INNER}/32"), "dev", "lo"])?;
+    // The box's charon runs with the strongswan.conf renkei renders.
+    let box_paths = CharonPaths::in_dir(&lab.dir.join("hospital-charon"));
+    let box_conf = CharonSettings {
+        vici_socket: box_paths.vici_socket.clone(),
+        kernel: KernelBackend::Libipsec,
+        log_file: Some(box_paths.log.clone()),
+        retransmit: FAST_RETRANSMIT,
+        inactivity_close_ike: true,
+    }
+    .render();
+    let box_charon = Charon::start(lab.ns(Node::Hospital), box_paths, &box_conf)?;
+    let dc_paths = CharonPaths::in_dir(&lab.dir.join("dc-charon"));
+    let dc_conf = concentrator_conf(&dc_paths);
+    let concentrator = Charon::start(lab.ns(Node::Hub), dc_paths, &dc_conf)?;
+    concentrator.load_all(
+        &concentrator_swanctl(ike, esp),
+        lab.certificate(Node::Hub),
+        &lab.ca.cert_pem,
+    )?;
+    Ok(Pair {
+        concentrator,
+        box_charon,
+        lab,
+    })
+}
+
+/// The box's connection, from typed settings: on-demand, so nothing starts before `initiate`.
+fn box_connection(lab: &Lab) -> anyhow::Result<ConnectionSettings> {
+    Ok(ConnectionSettings {
+        name: CONN.to_string(),
+        local_address: Node::Hospital.wan_address().parse()?,
+        remote_address: Node::Hub.wan_address().parse()?,
+        local_id: Node::Hospital.tls_name().to_string(),
+        remote_id: Node::Hub.tls_name().to_string(),
+        certificate_pem: lab.certificate(Node::Hospital).cert_pem.clone(),
+        remote_ca_pem: lab.ca.cert_pem.clone(),
+        ike_proposals: default_ike_proposals(),
+        esp_proposals: default_esp_proposals(),
+        inner_address: InnerAddress::Configured(BOX_INNER.parse()?),
+        remote_prefixes: vec![format!("{DC_INNER}/32").parse()?],
+        policy: StartPolicy::OnDemand,
+    })
+}
+
+/// Connects to the box's charon and loads key, certificates and connection through renkei's
+/// VICI client.
+async fn load_box(pair: &Pair) -> anyhow::Result<Vici> {
+    let mut vici = Vici::connect(&pair.box_charon.paths.vici_socket).await?;
+    let own = pair.lab.certificate(Node::Hospital);
+    vici.load_key(&PrivateKey {
+        pem: own.key_pem.clone(),
+    })
+    .await?;
+    vici.load_cert(&own.cert_pem, CertificateRole::EndEntity)
+        .await?;
+    vici.load_cert(&pair.lab.ca.cert_pem, CertificateRole::Authority)
+        .await?;
+    vici.load_conn(&box_connection(&pair.lab)?).await?;
+    Ok(vici)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Sends `PAYLOAD_BYTES` from the box's own address to the listener behind the concentrator
+/// and reads as many back (the listener echoes).
+fn exchange_across(lab: &Lab) -> anyhow::Result<()> {
+    let listener = lab
+        .ns(Node::Hub)
+        .tcp_listener(&format!("{DC_INNER}:{SERVICE_PORT}"))?;
+    let echo = std::thread::spawn(move || -> std::io::Result<usize> {
+        let (mut stream, _) = listener.accept()?;
+        stream.set_read_timeout(Some(IKE_TIMEOUT))?;
+        let mut buf = vec![0u8; PAYLOAD_BYTES];
+        stream.read_exact(&mut buf)?;
+        stream.write_all(&buf)?;
+        Ok(buf.len())
+    });
+    let mut stream = lab
+        .ns(Node::Hospital)
+        .tcp_connect(&format!("{DC_INNER}:{SERVICE_PORT}"), IKE_TIMEOUT)?;
+    let local = stream.local_addr()?;
+    anyhow::ensure!(
+        local.ip().to_string() == BOX_INNER,
+        "the connection left from {local}, not the box's own address"
+    );
+    stream.set_read_timeout(Some(IKE_TIMEOUT))?;
+    let sent: Vec<u8> = (0..PAYLOAD_BYTES).map(|i| (i % 251) as u8).collect();
+    stream.write_all(&sent)?;
+    let mut back = vec![0u8; PAYLOAD_BYTES];
+    stream.read_exact(&mut back)?;
+    anyhow::ensure!(back == sent, "the echo differs from what was sent");
+    let echoed = echo
+        .join()
+        .map_err(|_| anyhow::anyhow!("echo thread panicked"))??;
+    anyhow::ensure!(echoed == PAYLOAD_BYTES);
+    Ok(())
+}
+
+/// Waits for an event of `kind` with `up` from `events`.
+async fn next_event(
+    events: &mut (impl futures::Stream<Item = Result<SaEvent, ViciError>> + Unpin),
+    kind: SaEventKind,
+    up: bool,
+) -> anyhow::Result<SaEvent> {
+    let wait = async {
+        while let Some(event) = events.next().await {
+            let event = event?;
+            if event.kind == kind && event.up == up {
+                return Ok(event);
+            }
+        }
+        anyhow::bail!("the event stream ended before {kind:?} up={up}")
+    };
+    tokio::time::timeout(EVENT_TIMEOUT, wait)
+        .await
+        .map_err(|_| anyhow::anyhow!("no {kind:?} up={up} event within {EVENT_TIMEOUT:?}"))?
+}
+
+#[test]
+fn net9_net10_ipsec_sa_to_a_strongswan_concentrator_carries_tcp_and_terminates() {
+    require_root!();
+    let pair = start_pair("aes128gcm16-prfsha256-ecp256", "aes128gcm16-ecp256")
+        .expect("box and concentrator charons");
+    let rt = runtime();
+    let (mut vici, mut events) = rt.block_on(async {
+        let mut vici = load_box(&pair).await.expect("load the box's charon");
+        // Nothing before initiate: the connection is on-demand.
+        assert!(vici.list_sas().await.expect("list-sas").is_empty());
+        let events = Box::pin(vici.events());
+        (vici, events)
+    });
+
+    let sas = rt.block_on(async {
+        // The subscriptions are registered on the first poll: poll once before initiating.
+        let _ = tokio::time::timeout(Duration::from_millis(1), events.next()).await;
+        vici.initiate(CONN, IKE_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("initiate: {e}\n{}", pair.box_charon.log()));
+        let up = next_event(&mut events, SaEventKind::IkeUpdown, true)
+            .await
+            .expect("ike-updown up");
+        assert_eq!(up.sas[0].name, CONN);
+        next_event(&mut events, SaEventKind::ChildUpdown, true)
+            .await
+            .expect("child-updown up");
+        vici.list_sas().await.expect("list-sas")
+    });
+    assert_eq!(sas.len(), 1, "{sas:?}");
+    let ike = &sas[0];
+    assert_eq!(ike.state, IkeState::Established);
+    assert_eq!(ike.remote_id.as_deref(), Some(Node::Hub.tls_name()));
+    // The concentrator chose its only proposal; the box's check finds it within the profile.
+    assert_eq!(
+        ike.algorithms,
+        IkeAlgorithms {
+            encryption: Some("AES_GCM_16".into()),
+            key_size_bits: Some(128),
+            integrity: None,
+            prf: Some("PRF_HMAC_SHA2_256".into()),
+            dh_group: Some("ECP_256".into()),
+        }
+    );
+    assert_eq!(ike.algorithms.outside_profile(), Vec::<String>::new());
+    assert_eq!(ike.children.len(), 1, "{ike:?}");
+    let child = &ike.children[0];
+    assert_eq!(child.state, "INSTALLED");
+    assert_eq!(child.local_ts, [format!("{BOX_INNER}/32")]);
+    assert_eq!(child.remote_ts, [format!("{DC_INNER}/32")]);
+    assert_eq!(child.algorithms.outside_profile(), Vec::<String>::new());
+    assert_eq!(
+        child.algorithms.dh_group, None,
+        "no PFS on the first CHILD SA"
+    );
+
+    exchange_across(&pair.lab).expect("a TCP exchange across the SA");
+    let after = rt.block_on(vici.list_sas()).expect("list-sas");
+    let crossed = &after[0].children[0];
+    for (what, before, now) in [
+        ("bytes out", child.bytes_out, crossed.bytes_out),
+        ("bytes in", child.bytes_in, crossed.bytes_in),
+    ] {
+        assert!(
+            now >= before + PAYLOAD_BYTES as u64,
+            "{what}: {before} before, {now} after {PAYLOAD_BYTES} bytes each way"
+        );
+    }
+    assert!(crossed.packets_out > child.packets_out && crossed.packets_in > child.packets_in);
+
+    // The concentrator sees the same SA by its own tool.
+    let dc_sas = pair.concentrator.list_sas().expect("swanctl --list-sas");
+    assert!(
+        dc_sas.contains("state=ESTABLISHED") && dc_sas.contains(Node::Hospital.tls_name()),
+        "{dc_sas}"
+    );
+
+    rt.block_on(async {
+        vici.terminate(CONN, IKE_TIMEOUT).await.expect("terminate");
+        next_event(&mut events, SaEventKind::IkeUpdown, false)
+            .await
+            .expect("ike-updown down");
+        assert!(vici.list_sas().await.expect("list-sas").is_empty());
+    });
+    wait_until(
+        PEER_DELETE_TIMEOUT,
+        "the concentrator to delete its SAs",
+        || {
+            let sas = pair.concentrator.list_sas().ok()?;
+            (!sas.contains("state=")).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", pair.concentrator.list_sas()));
+}
+
+#[test]
+fn net10_ipsec_concentrator_with_only_weak_proposals_is_refused() {
+    require_root!();
+    // What a concentrator might still offer: none of it is in the profile the box proposes.
+    let weak = [
+        ("3des-sha1-modp1024", "3des-sha1-modp1024"),
+        ("aes128-sha1-prfsha1-modp2048", "aes128-sha1"),
+        ("aes256gcm16-prfsha256-modp2048", "aes256gcm16"),
+    ];
+    let (ike, esp) = weak[0];
+    let mut pair = start_pair(ike, esp).expect("box and concentrator charons");
+    let rt = runtime();
+    let mut vici = rt.block_on(load_box(&pair)).expect("load the box's charon");
+    for (ike, esp) in weak {
+        pair.concentrator
+            .load_all(
+                &concentrator_swanctl(ike, esp),
+                pair.lab.certificate(Node::Hub),
+                &pair.lab.ca.cert_pem,
+            )
+            .expect("reload the concentrator");
+        let err = rt
+            .block_on(vici.initiate(CONN, IKE_TIMEOUT))
+            .expect_err(&format!("an SA with a concentrator offering only {ike}"));
+        assert!(
+            err.peer_refused_proposals(),
+            "{ike}: {err}\n{}",
+            pair.box_charon.log()
+        );
+        assert!(rt.block_on(vici.list_sas()).expect("list-sas").is_empty());
+        let dc_sas = pair.concentrator.list_sas().expect("swanctl --list-sas");
+        assert!(!dc_sas.contains("state="), "{ike}: {dc_sas}");
+        assert!(pair.box_charon.is_running());
+    }
+    // The concentrator logged the refusal too: it found no proposal of the box acceptable.
+    let dc_log = pair.concentrator.log();
+    assert!(
+        dc_log.contains("received proposals unacceptable"),
+        "{dc_log}"
+    );
+}
+
+/// An RSA certificate of `bits` for the hub's name from the lab CA, made with the openssl CLI
+/// (rcgen makes no small RSA keys), SHA-256 signed.
+fn rsa_hub_certificate(lab: &Lab, bits: u32) -> anyhow::Result<Leaf> {
+    let dir = lab.dir.join(format!("rsa-{bits}"));
+    std::fs::create_dir_all(&dir)?;
+    let key = dir.join("hub.key");
+    let csr = dir.join("hub.csr");
+    let cert = dir.join("hub.crt");
+    let ext = dir.join("san.ext");
+    std::fs::write(
+        &ext,
+        format!("subjectAltName=DNS:{}\n", Node::Hub.tls_name()),
+    )?;
+    let pki = lab.pki_dir();
+    let serial = lab.ca.next_serial().to_string();
+    let path = |p: &std::path::Path| p.display().to_string();
+    run(std::process::Command::new("openssl").args([
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        &format!("rsa_keygen_bits:{bits}"),
+        "-out",
+        &path(&key),
+    ]))?;
+    run(std::process::Command::new("openssl").args([
+        "req",
+        "-new",
+        "-key",
+        &path(&key),
+        "-subj",
+        &format!("/CN={}", Node::Hub.tls_name()),
+        "-out",
+        &path(&csr),
+    ]))?;
+    run(std::process::Command::new("openssl").args([
+        "x509",
+        "-req",
+        "-sha256",
+        "-days",
+        "30",
+        "-in",
+        &path(&csr),
+        "-CA",
+        &path(&pki.join("operator-ca.crt")),
+        "-CAkey",
+        &path(&pki.join("operator-ca.key")),
+        "-set_serial",
+        &serial,
+        "-extfile",
+        &path(&ext),
+        "-out",
+        &path(&cert),
+    ]))?;
+    Ok(Leaf {
+        cert_pem: std::fs::read_to_string(&cert)?,
+        key_pem: std::fs::read_to_string(&key)?,
+        serial: serial.parse()?,
+    })
+}
+
+#[test]
+fn net10_net5_ipsec_concentrator_certificate_must_be_rsa_2048_or_ecdsa() {
+    require_root!();
+    let (ike, esp) = ("aes128gcm16-prfsha256-ecp256", "aes128gcm16-ecp256");
+    let mut pair = start_pair(ike, esp).expect("box and concentrator charons");
+    let rt = runtime();
+    let mut vici = rt.block_on(load_box(&pair)).expect("load the box's charon");
+    for (bits, accepted) in [(2048, true), (1024, false)] {
+        let leaf = rsa_hub_certificate(&pair.lab, bits).expect("an RSA hub certificate");
+        // A fresh credential set: only this certificate and key on the concentrator.
+        for old in ["x509/own.crt", "private/own.key"] {
+            let _ = std::fs::remove_file(pair.concentrator.paths.swanctl_dir.join(old));
+        }
+        pair.concentrator
+            .load_all(
+                &concentrator_swanctl(ike, esp),
+                &leaf,
+                &pair.lab.ca.cert_pem,
+            )
+            .expect("reload the concentrator");
+        let outcome = rt.block_on(vici.initiate(CONN, IKE_TIMEOUT));
+        let sas = rt.block_on(vici.list_sas()).expect("list-sas");
+        if accepted {
+            outcome.unwrap_or_else(|e| panic!("RSA-{bits}: {e}\n{}", pair.box_charon.log()));
+            assert_eq!(sas.len(), 1, "RSA-{bits}: {sas:?}");
+            assert_eq!(sas[0].state, IkeState::Established);
+            rt.block_on(vici.terminate(CONN, IKE_TIMEOUT))
+                .expect("terminate");
+        } else {
+            let err = outcome.expect_err("an SA with an RSA-1024 concentrator certificate");
+            assert!(
+                matches!(err, ViciError::Refused { .. }),
+                "RSA-{bits}: {err}"
+            );
+            assert!(sas.is_empty(), "RSA-{bits}: {sas:?}");
+            let log = pair.box_charon.log();
+            assert!(log.contains("RSA-1024 signatures not acceptable"), "{log}");
+        }
+        wait_until(
+            PEER_DELETE_TIMEOUT,
+            "no SA left on the concentrator",
+            || {
+                let sas = pair.concentrator.list_sas().ok()?;
+                (!sas.contains("state=")).then_some(())
+            },
+        )
+        .unwrap_or_else(|e| panic!("RSA-{bits}: {e}: {:?}", pair.concentrator.list_sas()));
+        assert!(pair.box_charon.is_running());
+    }
+}
