@@ -35,6 +35,14 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Print the strongswan.conf charon must run with for an `[ipsec]` configuration (pinned
+    /// plugins, the VICI socket renkei connects to, retransmission timing): the image's charon
+    /// unit writes it before charon starts, so charon runs with exactly renkei's settings.
+    CharonConf {
+        /// The configuration file.
+        #[arg(long, short, default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
     /// Run the daemon with a configuration file. Without one (a box fresh from the image) the
     /// daemon runs unenrolled: it shows the enrolment data on `renkei status` and on the
     /// login-free enrolment page, and starts enrolled once a valid file is there.
@@ -199,6 +207,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config, offline } => check(&config, offline),
         Command::Run { config, unenrolled } => run(&config, unenrolled),
+        Command::CharonConf { config } => charon_conf(&config),
         Command::Status {
             config,
             runtime_dir,
@@ -266,6 +275,24 @@ fn check(path: &std::path::Path, offline: bool) -> ExitCode {
             println!("{}: ok: {}", path.display(), config.summary());
             ExitCode::SUCCESS
         }
+        Err(diagnostics) => invalid(path, &diagnostics),
+    }
+}
+
+/// Prints charon's strongswan.conf for the config's `[ipsec]`; exit 2 on an invalid config,
+/// 1 on a config without `[ipsec]`.
+fn charon_conf(path: &std::path::Path) -> ExitCode {
+    match config::load_with(path, config::Files::Skip) {
+        Ok(config) => match renkei::carrier::ipsec::settings::charon_settings(&config) {
+            Some(settings) => {
+                print!("{}", settings.render());
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("renkei: {} has no [ipsec] section", path.display());
+                ExitCode::FAILURE
+            }
+        },
         Err(diagnostics) => invalid(path, &diagnostics),
     }
 }

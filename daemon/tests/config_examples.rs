@@ -271,7 +271,7 @@ fn net9_closed_config_keeps_to_its_own_keys_and_one_kind_of_link() {
         )
     });
     assert!(
-        both.contains("closed.toml:25:2: closed: a box has either [tunnel] (WireGuard) or [closed] (a closed network), not both"),
+        both.contains("closed.toml:25:2: closed: a box has exactly one of [tunnel] (WireGuard), [closed] (a closed network) and [ipsec] (IKEv2/IPsec); [tunnel] is already given"),
         "{both}"
     );
 
@@ -282,7 +282,7 @@ fn net9_closed_config_keeps_to_its_own_keys_and_one_kind_of_link() {
     });
     assert!(
         neither.contains(
-            "tunnel: a [tunnel] (WireGuard) or a [closed] (closed network) section is required"
+            "tunnel: one of [tunnel] (WireGuard), [closed] (a closed network) or [ipsec] (IKEv2/IPsec) is required"
         ),
         "{neither}"
     );
@@ -321,4 +321,149 @@ fn net9_only_the_hub_may_leave_out_the_probe_endpoint() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The IPsec example (`config/ipsec.toml`).
+const IPSEC_EXAMPLE: &str = include_str!("../../config/ipsec.toml");
+
+/// `renkei check` (with the files, and `--offline` without them) accepts the IPsec example and
+/// its summary names the SA's address, the concentrator and its identity.
+#[test]
+fn net9_net10_ipsec_example_is_valid() {
+    let fixture = Fixture::new();
+    let config = fixture.write_config("ipsec.toml", IPSEC_EXAMPLE);
+    for offline in [false, true] {
+        let output = if offline {
+            fixture.renkei(&["check", "--offline", "--config"], &config)
+        } else {
+            fixture.check(&config)
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "offline {offline}: {stderr}");
+        assert!(
+            stdout.contains(
+                "role disclosing version 1: ipsec 198.19.0.10/32 to 198.18.0.1 (hub.renkei.example) always_on to 1 data-centre prefix(es), 0 outbound and 1 inbound service(s)"
+            ),
+            "offline {offline}: {stdout}"
+        );
+    }
+}
+
+/// Runs `renkei check --offline` on the IPsec example edited by `edit`; its stderr.
+fn ipsec_check_errors(edit: impl Fn(&str) -> String) -> String {
+    let fixture = Fixture::new();
+    let edited = edit(IPSEC_EXAMPLE);
+    assert_ne!(edited, IPSEC_EXAMPLE, "the edit changed nothing");
+    let config = fixture.write_config("ipsec.toml", &edited);
+    let output = fixture.renkei(&["check", "--offline", "--config"], &config);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    stderr.replace(&format!("{}:", config.display()), "ipsec.toml:")
+}
+
+/// A WireGuard or closed-network key in `[ipsec]` is an error at its line and column; so is a
+/// proposal outside the CRYPTREC set, a LAN-wide local selector, the WAN address as the box's
+/// own, and a second kind of link.
+#[test]
+fn net9_net10_ipsec_config_keeps_to_its_own_keys_and_the_profile() {
+    let line_of = |needle: &str| {
+        IPSEC_EXAMPLE
+            .lines()
+            .position(|l| l.starts_with(needle))
+            .expect("line in the example")
+            + 1
+    };
+    let address_line = line_of("address = ");
+    let wireguard_key = ipsec_check_errors(|text| {
+        text.replacen(
+            "address = \"198.19.0.10/32\"",
+            "private_key_file = \"wg.key\"\naddress = \"198.19.0.10/32\"",
+            1,
+        )
+    });
+    assert!(
+        wireguard_key.starts_with(&format!(
+            "ipsec.toml:{address_line}:1: ipsec.private_key_file: unknown field `private_key_file`"
+        )),
+        "{wireguard_key}"
+    );
+    let closed_key = ipsec_check_errors(|text| {
+        text.replacen(
+            "address = \"198.19.0.10/32\"",
+            "probe_endpoint = \"198.19.0.1:7443\"\naddress = \"198.19.0.10/32\"",
+            1,
+        )
+    });
+    assert!(
+        closed_key.starts_with(&format!(
+            "ipsec.toml:{address_line}:1: ipsec.probe_endpoint: unknown field `probe_endpoint`"
+        )),
+        "{closed_key}"
+    );
+    let backend_line = line_of("esp_backend");
+    let weak = ipsec_check_errors(|text| {
+        text.replacen(
+            "esp_backend = ",
+            "esp_proposals = [{ encryption = \"chacha20poly1305\" }]\nesp_backend = ",
+            1,
+        )
+    });
+    assert!(
+        weak.starts_with(&format!("ipsec.toml:{backend_line}:"))
+            && weak.contains("chacha20poly1305"),
+        "{weak}"
+    );
+    let subnet = ipsec_check_errors(|text| {
+        text.replacen(
+            "address = \"198.19.0.10/32\"",
+            "address = \"198.19.0.10/24\"",
+            1,
+        )
+    });
+    assert!(
+        subnet.contains(&format!(
+            "ipsec.toml:{address_line}:11: ipsec.address: 198.19.0.10/24 must be a single host"
+        )),
+        "{subnet}"
+    );
+    let wan = ipsec_check_errors(|text| {
+        text.replacen(
+            "wan_address = \"198.18.0.10\"",
+            "wan_address = \"198.19.0.10\"",
+            1,
+        )
+    });
+    assert!(wan.contains("must not be the WAN address"), "{wan}");
+    let both = ipsec_check_errors(|text| {
+        text.replacen(
+            "[tls]",
+            "[closed]\ninterface = \"eth1\"\naddress = \"198.18.30.10/24\"\ndata_centre_prefixes = [\"198.19.0.0/24\"]\nprobe_endpoint = \"198.19.0.1:7443\"\n\n[tls]",
+            1,
+        )
+    });
+    assert!(
+        both.contains("ipsec: a box has exactly one of [tunnel] (WireGuard), [closed] (a closed network) and [ipsec] (IKEv2/IPsec); [closed] is already given"),
+        "{both}"
+    );
+}
+
+/// `renkei charon-conf` prints the strongswan.conf renkei's carrier expects: the VICI socket
+/// it connects to (in the runtime directory by default) and the pinned plugin list.
+#[test]
+fn net10_charon_conf_prints_the_pinned_strongswan_conf_for_the_config() {
+    let fixture = Fixture::new();
+    let config = fixture.write_config("ipsec.toml", IPSEC_EXAMPLE);
+    let output = fixture.renkei(&["charon-conf", "--config"], &config);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(
+        stdout.contains("socket = unix:///run/renkei/charon.vici"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("load_modular = no"), "{stdout}");
+    assert!(stdout.contains(" kernel-libipsec "), "{stdout}");
+    let closed = fixture.write_config("closed.toml", CLOSED_EXAMPLE);
+    let output = fixture.renkei(&["charon-conf", "--config"], &closed);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
 }

@@ -541,6 +541,7 @@ impl Lab {
                 peers,
             }),
             closed: None,
+            ipsec: None,
             tls: None,
             services: Vec::new(),
             status: None,

@@ -555,6 +555,7 @@ pub(crate) mod tests {
                 probe_timeout_secs: 5,
                 alarm_after_secs: 90,
             }),
+            ipsec: None,
             tls: None,
             services: Vec::new(),
             status: None,
@@ -588,7 +589,7 @@ pub(crate) mod tests {
     fn probes_sent(link: &LinkSnapshot) -> u64 {
         match &link.backend {
             LinkBackend::Closed(c) => c.probes_sent,
-            LinkBackend::WireGuard(_) => panic!("not a closed link"),
+            LinkBackend::WireGuard(_) | LinkBackend::Ipsec(_) => panic!("not a closed link"),
         }
     }
 

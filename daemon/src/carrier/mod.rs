@@ -1,5 +1,6 @@
 //! The link to the data centre, whatever carries it: the one seam between the kinds of link
-//! (WireGuard, in `tunnel/`, and a closed network without a tunnel, in `closed.rs`) and the parts that use a link (proxy, control, status,
+//! (WireGuard, in `tunnel/`, a closed network without a tunnel, in `closed.rs`, and IKEv2/IPsec
+//! through strongSwan's charon, in `ipsec/`) and the parts that use a link (proxy, control, status,
 //! supervisor). Those parts name only what is here: demand a path to a destination, connect
 //! now and disconnect, whether the operator was reached since a moment, refresh that proof,
 //! the device services bind to, a snapshot with generic fields and a backend part, and start,
@@ -26,7 +27,8 @@ use crate::state::operator_contact::OperatorContact;
 use crate::tunnel::{DemandGuard, TunnelError, TunnelHandle};
 pub use snapshot::{
     CarrierBackend, CarrierKind, CarrierSnapshot, ClosedCarrier, ClosedLink, DropCounts,
-    LinkBackend, LinkSnapshot, LinkState, WireGuardCarrier, WireGuardDrops, WireGuardPeer,
+    IpsecCarrier, IpsecChildSa, IpsecIkeSa, IpsecLink, LinkBackend, LinkSnapshot, LinkState,
+    WireGuardCarrier, WireGuardDrops, WireGuardPeer,
 };
 
 /// Why the carrier could not start or apply a config.
@@ -38,6 +40,9 @@ pub enum CarrierError {
     /// The closed-network carrier could not start.
     #[error(transparent)]
     Closed(#[from] closed::ClosedError),
+    /// The IPsec carrier could not start.
+    #[error(transparent)]
+    Ipsec(#[from] ipsec::IpsecError),
 }
 
 /// Why a path to a destination could not be given.
@@ -84,12 +89,15 @@ enum Backend {
     WireGuard(wireguard::WireGuard),
     /// A closed network, no tunnel (`[closed]`).
     Closed(closed::Closed),
+    /// IKEv2/IPsec through charon (`[ipsec]`).
+    Ipsec(ipsec::Ipsec),
 }
 
 impl Backend {
     async fn start(config: &Config, contact: OperatorContact) -> Result<Backend, CarrierError> {
         Ok(match kind_of(config) {
             CarrierKind::Closed => Backend::Closed(closed::Closed::start(config, contact)?),
+            CarrierKind::Ipsec => Backend::Ipsec(ipsec::Ipsec::start(config, contact).await?),
             CarrierKind::WireGuard => {
                 Backend::WireGuard(wireguard::WireGuard::start(config).await?)
             }
@@ -100,6 +108,7 @@ impl Backend {
         match self {
             Backend::WireGuard(_) => CarrierKind::WireGuard,
             Backend::Closed(_) => CarrierKind::Closed,
+            Backend::Ipsec(_) => CarrierKind::Ipsec,
         }
     }
 
@@ -107,6 +116,7 @@ impl Backend {
         match self {
             Backend::WireGuard(wg) => BackendHandle::WireGuard(wg.handle()),
             Backend::Closed(c) => BackendHandle::Closed(c.handle()),
+            Backend::Ipsec(i) => BackendHandle::Ipsec(i.handle()),
         }
     }
 
@@ -114,17 +124,19 @@ impl Backend {
         match self {
             Backend::WireGuard(wg) => wg.shutdown().await,
             Backend::Closed(c) => c.shutdown().await,
+            Backend::Ipsec(i) => i.shutdown().await,
         }
     }
 }
 
-/// The kind of link `config` asks for: the closed network when it has `[closed]` and no
-/// `[tunnel]` (validation allows exactly one), WireGuard otherwise.
+/// The kind of link `config` asks for: the closed network when it has `[closed]`, IPsec
+/// when it has `[ipsec]`, each without `[tunnel]` (validation allows exactly one), WireGuard
+/// otherwise.
 pub fn kind_of(config: &Config) -> CarrierKind {
-    if config.tunnel.is_none() && config.closed.is_some() {
-        CarrierKind::Closed
-    } else {
-        CarrierKind::WireGuard
+    match (&config.tunnel, &config.closed, &config.ipsec) {
+        (None, Some(_), _) => CarrierKind::Closed,
+        (None, None, Some(_)) => CarrierKind::Ipsec,
+        _ => CarrierKind::WireGuard,
     }
 }
 
@@ -150,6 +162,7 @@ impl Carrier {
         match (&mut self.backend, kind_of(config)) {
             (Backend::WireGuard(wg), CarrierKind::WireGuard) => Ok(wg.reconfigure(config).await?),
             (Backend::Closed(c), CarrierKind::Closed) => Ok(c.reconfigure(config)?),
+            (Backend::Ipsec(i), CarrierKind::Ipsec) => Ok(i.reconfigure(config).await?),
             (_, wanted) => self.change_kind(config, wanted).await,
         }
     }
@@ -204,7 +217,7 @@ impl Carrier {
 
 /// Whether the carrier part of two configs differs (the peers to watch changed).
 pub fn changed(a: &Config, b: &Config) -> bool {
-    a.tunnel != b.tunnel || a.closed != b.closed
+    a.tunnel != b.tunnel || a.closed != b.closed || a.ipsec != b.ipsec
 }
 
 /// Whether two configs ask for different kinds of link.
@@ -213,22 +226,28 @@ pub fn kind_changed(a: &Config, b: &Config) -> bool {
 }
 
 /// The private key whose public half the operator enrols the box with (WireGuard's key, the
-/// CSR beside it); a closed network has none.
+/// CSR beside it); a closed network has none, and an IPsec box authenticates with its TLS
+/// identity, enrolled by its CSR.
 pub fn enrolment_key_file(config: &Config) -> Option<&std::path::Path> {
     match kind_of(config) {
         CarrierKind::WireGuard => wireguard::enrolment_key_file(config),
-        CarrierKind::Closed => None,
+        CarrierKind::Closed | CarrierKind::Ipsec => None,
     }
 }
 
 /// The links whose state changes are reported as events, each named with an address one of
 /// its peers owns (see [`CarrierHandle::watch_state`]).
 pub fn watched_links(config: &Config) -> Vec<(String, IpAddr)> {
-    match (&config.tunnel, &config.closed) {
-        (None, Some(closed)) => closed
+    match (&config.tunnel, &config.closed, &config.ipsec) {
+        (None, Some(closed), _) => closed
             .data_centre_prefixes
             .first()
             .map(|net| vec![(closed::LINK_NAME.to_string(), net.network())])
+            .unwrap_or_default(),
+        (None, None, Some(ipsec)) => ipsec
+            .data_centre_prefixes
+            .first()
+            .map(|net| vec![(ipsec::backend::LINK_NAME.to_string(), net.network())])
             .unwrap_or_default(),
         _ => wireguard::watched_links(config),
     }
@@ -247,6 +266,8 @@ enum BackendHandle {
     WireGuard(TunnelHandle),
     /// A closed network.
     Closed(closed::ClosedHandle),
+    /// IPsec through charon.
+    Ipsec(ipsec::IpsecHandle),
 }
 
 /// Keeps an on-demand link up while a proxied connection is open.
@@ -259,6 +280,8 @@ enum GuardInner {
     WireGuard(#[allow(dead_code)] DemandGuard),
     /// Nothing to hold up on a closed network.
     Closed,
+    /// Holds an on-demand SA up.
+    Ipsec(#[allow(dead_code)] ipsec::IpsecGuard),
 }
 
 impl LinkGuard {
@@ -308,6 +331,10 @@ impl CarrierHandle {
                     _inner: GuardInner::Closed,
                 })
             }
+            BackendHandle::Ipsec(i) => Ok(LinkGuard {
+                _inner: GuardInner::Ipsec(i.demand(destination).await?),
+                peer: ipsec::backend::LINK_NAME.to_string(),
+            }),
         }
     }
 
@@ -318,6 +345,7 @@ impl CarrierHandle {
             BackendHandle::WireGuard(t) => t.connect_now().await.map_err(wireguard::demand_error),
             // Nothing to bring up.
             BackendHandle::Closed(_) => Ok(()),
+            BackendHandle::Ipsec(i) => i.connect_now().await,
         }
     }
 
@@ -327,6 +355,7 @@ impl CarrierHandle {
             BackendHandle::WireGuard(t) => t.disconnect().await,
             // Nothing to take down.
             BackendHandle::Closed(_) => {}
+            BackendHandle::Ipsec(i) => i.disconnect().await,
         }
     }
 
@@ -335,6 +364,7 @@ impl CarrierHandle {
         match self.backend() {
             BackendHandle::WireGuard(t) => wireguard::snapshot(t.snapshot()),
             BackendHandle::Closed(c) => c.snapshot(),
+            BackendHandle::Ipsec(i) => i.snapshot(),
         }
     }
 
@@ -343,6 +373,7 @@ impl CarrierHandle {
         match self.backend() {
             BackendHandle::WireGuard(t) => t.is_alive(),
             BackendHandle::Closed(c) => c.is_alive(),
+            BackendHandle::Ipsec(i) => i.is_alive(),
         }
     }
 
@@ -353,6 +384,7 @@ impl CarrierHandle {
         match self.backend() {
             BackendHandle::WireGuard(t) => wireguard::operator_reached_since(&t, operator, since),
             BackendHandle::Closed(c) => c.operator_reached_since(since),
+            BackendHandle::Ipsec(i) => i.operator_reached_since(since),
         }
     }
 
@@ -363,6 +395,9 @@ impl CarrierHandle {
             BackendHandle::WireGuard(t) => t.rehandshake(operator).await,
             // Only the operator's next request proves a closed network: nothing to ask.
             BackendHandle::Closed(_) => false,
+            // The same proof as a closed network: the operator's next request. A rekey would
+            // prove charon and the concentrator, not that the operator accepts the box.
+            BackendHandle::Ipsec(_) => false,
         }
     }
 
@@ -371,6 +406,7 @@ impl CarrierHandle {
         match self.backend() {
             BackendHandle::WireGuard(t) => t.watch_state(destination),
             BackendHandle::Closed(c) => c.watch_state(destination),
+            BackendHandle::Ipsec(i) => i.watch_state(destination),
         }
     }
 
@@ -378,7 +414,7 @@ impl CarrierHandle {
     /// on it being off (a closed network: NET-8); `None` for one that does not.
     pub fn watch_ip_forward(&self) -> Option<watch::Receiver<Option<bool>>> {
         match self.backend() {
-            BackendHandle::WireGuard(_) => None,
+            BackendHandle::WireGuard(_) | BackendHandle::Ipsec(_) => None,
             BackendHandle::Closed(c) => Some(c.watch_ip_forward()),
         }
     }

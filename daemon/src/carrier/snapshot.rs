@@ -2,7 +2,8 @@
 //! the metrics: generic fields first, then a `backend` part that only the kind of carrier named
 //! in `kind` fills. Readers that do not know a backend still read everything above it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use ipnet::IpNet;
@@ -21,6 +22,9 @@ pub enum CarrierKind {
     /// No tunnel: the data centre is routed on a closed network (`[closed]`).
     #[serde(rename = "closed")]
     Closed,
+    /// IKEv2/IPsec to the data centre's concentrator, through charon (`[ipsec]`).
+    #[serde(rename = "ipsec")]
+    Ipsec,
 }
 
 impl CarrierKind {
@@ -29,6 +33,7 @@ impl CarrierKind {
         match self {
             CarrierKind::WireGuard => "wireguard",
             CarrierKind::Closed => "closed",
+            CarrierKind::Ipsec => "ipsec",
         }
     }
 }
@@ -66,6 +71,22 @@ pub enum CarrierBackend {
     /// The closed network's own fields.
     #[serde(rename = "closed")]
     Closed(ClosedCarrier),
+    /// The IPsec carrier's own fields.
+    #[serde(rename = "ipsec")]
+    Ipsec(IpsecCarrier),
+}
+
+/// IPsec fields of the whole carrier: renkei's view of charon.
+#[derive(Debug, Clone, Serialize)]
+pub struct IpsecCarrier {
+    /// The VICI socket renkei talks to charon on.
+    pub vici_socket: PathBuf,
+    /// Whether renkei is connected to charon and has loaded the connection into it.
+    pub charon_loaded: bool,
+    /// Times the connection was loaded (more than one: charon restarted).
+    pub loads: u64,
+    /// The last error talking to charon, if the last attempt failed.
+    pub last_error: Option<String>,
 }
 
 /// Closed-network fields of the whole carrier.
@@ -121,6 +142,82 @@ pub enum LinkBackend {
     /// The closed network's own fields.
     #[serde(rename = "closed")]
     Closed(ClosedLink),
+    /// The IPsec SAs with the concentrator (boxed: far larger than the other parts).
+    #[serde(rename = "ipsec")]
+    Ipsec(Box<IpsecLink>),
+}
+
+/// IPsec fields of the data-centre link: its IKE SA and CHILD SA as charon reports them.
+#[derive(Debug, Clone, Serialize)]
+pub struct IpsecLink {
+    /// The concentrator's address.
+    pub remote_address: IpAddr,
+    /// The identity the concentrator must authenticate as.
+    pub remote_id: String,
+    /// The data centre's prefixes (remote traffic selectors).
+    pub data_centre_prefixes: Vec<IpNet>,
+    /// The IKE SA, when there is one.
+    pub ike: Option<IpsecIkeSa>,
+    /// Its CHILD SA (the ESP pair), when there is one.
+    pub child: Option<IpsecChildSa>,
+    /// Why the last SA was terminated for algorithms outside the CRYPTREC profile, if it was.
+    pub profile_violation: Option<String>,
+}
+
+/// An IKE SA as the status document shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct IpsecIkeSa {
+    /// charon's state name (`ESTABLISHED`, `CONNECTING`, ...).
+    pub state: String,
+    /// The identity the concentrator authenticated as.
+    pub remote_id: Option<String>,
+    /// Negotiated encryption (charon's name, e.g. `AES_GCM_16`).
+    pub encryption: Option<String>,
+    /// Its key size in bits.
+    pub key_size_bits: Option<u32>,
+    /// Negotiated integrity (none with AES-GCM).
+    pub integrity: Option<String>,
+    /// Negotiated PRF.
+    pub prf: Option<String>,
+    /// Negotiated Diffie-Hellman group.
+    pub dh_group: Option<String>,
+    /// When it was established (seconds since the Unix epoch).
+    #[serde(with = "unix_time")]
+    pub established: Option<SystemTime>,
+    /// Seconds until charon rekeys it.
+    pub rekey_in_secs: Option<u64>,
+}
+
+/// A CHILD SA as the status document shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct IpsecChildSa {
+    /// charon's state name (`INSTALLED`, ...).
+    pub state: String,
+    /// Negotiated ESP encryption.
+    pub encryption: Option<String>,
+    /// Its key size in bits.
+    pub key_size_bits: Option<u32>,
+    /// The PFS group of its own key exchange, if any.
+    pub dh_group: Option<String>,
+    /// When it was installed or last rekeyed (seconds since the Unix epoch).
+    #[serde(with = "unix_time")]
+    pub installed: Option<SystemTime>,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Packets received.
+    pub packets_in: u64,
+    /// Packets sent.
+    pub packets_out: u64,
+    /// Seconds until charon rekeys it.
+    pub rekey_in_secs: Option<u64>,
+    /// Seconds until it expires.
+    pub expires_in_secs: Option<u64>,
+    /// Local traffic selectors (the box's own address).
+    pub local_ts: Vec<String>,
+    /// Remote traffic selectors.
+    pub remote_ts: Vec<String>,
 }
 
 impl LinkBackend {
@@ -128,7 +225,7 @@ impl LinkBackend {
     pub fn wireguard(&self) -> Option<&WireGuardPeer> {
         match self {
             LinkBackend::WireGuard(peer) => Some(peer),
-            LinkBackend::Closed(_) => None,
+            LinkBackend::Closed(_) | LinkBackend::Ipsec(_) => None,
         }
     }
 }

@@ -9,6 +9,7 @@
 
 mod diagnostic;
 mod locate;
+pub mod proposal;
 mod schema;
 mod validate;
 
@@ -195,21 +196,29 @@ impl Config {
             .iter()
             .filter(|s| s.direction == Direction::Inbound)
             .count();
-        let link = match (&self.tunnel, &self.closed) {
-            (Some(tunnel), _) => format!(
+        let link = match (&self.tunnel, &self.closed, &self.ipsec) {
+            (None, None, Some(ipsec)) => format!(
+                "ipsec {} to {} ({}) {} to {} data-centre prefix(es)",
+                ipsec.address,
+                ipsec.remote_address,
+                ipsec.remote_id,
+                self.policy_mode().as_str(),
+                ipsec.data_centre_prefixes.len()
+            ),
+            (Some(tunnel), _, _) => format!(
                 "tunnel {} {} with {} peer(s)",
                 tunnel.address,
                 self.policy_mode().as_str(),
                 tunnel.peers.len()
             ),
-            (None, Some(closed)) => format!(
+            (None, Some(closed), _) => format!(
                 "closed network {} on {} {} to {} data-centre prefix(es)",
                 closed.address,
                 closed.interface,
                 self.policy_mode().as_str(),
                 closed.data_centre_prefixes.len()
             ),
-            (None, None) => "no link to the data centre".to_string(),
+            (None, None, None) => "no link to the data centre".to_string(),
         };
         format!(
             "facility {:?} role {} version {}: {link}, {} outbound and {} inbound service(s)",

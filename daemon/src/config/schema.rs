@@ -3,11 +3,13 @@
 //! Only structure and defaults live here; every rule that relates one field to another (or to
 //! files on disk) lives in `validate.rs`, so the schema stays readable as documentation.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+
+use super::proposal::{default_esp_proposals, default_ike_proposals, EspProposal, IkeProposal};
 
 /// A whole configuration file, as the operator writes it and `renkei check` reads it.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -21,13 +23,17 @@ pub struct Config {
     #[serde(default)]
     pub paths: Paths,
     /// The WireGuard tunnel to the data centre (or, on the hub, to the facilities). A box has
-    /// either this or `[closed]`.
+    /// exactly one of this, `[closed]` and `[ipsec]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<TunnelConfig>,
     /// The closed network (leased line, IP-VPN) the box reaches the data centre on without a
-    /// tunnel. A box has either this or `[tunnel]`.
+    /// tunnel. A box has exactly one of this, `[tunnel]` and `[ipsec]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed: Option<ClosedConfig>,
+    /// An IKEv2/IPsec connection to the data centre's existing concentrator, driven through
+    /// strongSwan's charon. A box has exactly one of this, `[tunnel]` and `[closed]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipsec: Option<IpsecConfig>,
     /// The box's TLS identity and the operator CA; required as soon as a service exists.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -212,6 +218,102 @@ fn default_probe_timeout_secs() -> u64 {
 }
 fn default_alarm_after_secs() -> u64 {
     180
+}
+
+/// The box on an IKEv2/IPsec network: charon (strongSwan) keeps the SAs, renkei loads the
+/// connection into it over VICI and watches it. The box authenticates with its TLS certificate
+/// and key (`[tls]`, from the operator CA and the enrolment); the concentrator must present a
+/// certificate of the same CA (`tls.ca_file`) carrying `remote_id`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpsecConfig {
+    /// The device renkei creates for the box's own address (a dummy device, removed when the
+    /// carrier stops): the address exists before any SA and survives charon's restarts.
+    #[serde(default = "default_ipsec_interface")]
+    pub interface: String,
+    /// The box's own address inside the IPsec network, a host address (`198.19.0.10/32`): the
+    /// CHILD SA's only local traffic selector (NET-8), where inbound services, the metrics
+    /// listener and the management API listen. Never the WAN address.
+    pub address: IpNet,
+    /// The box's WAN address IKE and ESP (UDP 500/4500) leave from.
+    pub wan_address: IpAddr,
+    /// The concentrator's address.
+    pub remote_address: IpAddr,
+    /// The only IKE identity the concentrator may authenticate as (a name its certificate
+    /// carries).
+    pub remote_id: String,
+    /// The box's IKE identity; absent means `meta.box`. Its TLS certificate must carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<String>,
+    /// The data centre's prefixes behind the concentrator (the remote traffic selectors): the
+    /// only destinations outbound services may dial.
+    pub data_centre_prefixes: Vec<IpNet>,
+    /// IKE proposals in order of preference, from the CRYPTREC set only; absent means the
+    /// profile's strongest common ones.
+    #[serde(default = "default_ike_proposals")]
+    pub ike_proposals: Vec<IkeProposal>,
+    /// ESP proposals in order of preference (AES-GCM only); absent means the profile's default.
+    #[serde(default = "default_esp_proposals")]
+    pub esp_proposals: Vec<EspProposal>,
+    /// `always_on` (charon starts and restarts the SA) or `on_demand` (renkei initiates it when
+    /// a connection needs it and terminates it when idle); absent means the role's default.
+    #[serde(default)]
+    pub mode: Option<PolicyMode>,
+    /// on_demand: the SAs are terminated after this long without ESP traffic either way.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// on_demand: how long a LAN connection may wait for the CHILD SA.
+    #[serde(default = "default_connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+    /// always_on: alarm when no IKE SA has been established for this long.
+    #[serde(default = "default_handshake_alarm_secs")]
+    pub alarm_after_secs: u64,
+    /// Where ESP is done: `libipsec` (userspace, in charon, over its `ipsec0` TUN device;
+    /// for kernels without AES-GCM for XFRM) or `kernel` (XFRM).
+    #[serde(default)]
+    pub esp_backend: EspBackend,
+    /// The device decrypted packets arrive on, which the management API binds to; absent means
+    /// `ipsec0` with libipsec. Required with `esp_backend = "kernel"` (the WAN interface).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub esp_interface: Option<String>,
+    /// charon's VICI socket; absent means `charon.vici` in `paths.runtime_dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vici_socket: Option<PathBuf>,
+    /// A file for charon's own log; absent means the journal only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charon_log_file: Option<PathBuf>,
+}
+
+/// charon's VICI socket's name in the runtime directory, when `vici_socket` is not given.
+pub const VICI_SOCKET_NAME: &str = "charon.vici";
+
+fn default_ipsec_interface() -> String {
+    "renkei-ipsec".to_string()
+}
+
+/// The device libipsec's TUN is created as (charon names it itself).
+pub const LIBIPSEC_DEVICE: &str = "ipsec0";
+
+/// Where ESP is done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EspBackend {
+    /// In charon (kernel-libipsec), always ESP in UDP 4500.
+    #[default]
+    Libipsec,
+    /// In the kernel (XFRM), where it has AES-GCM.
+    Kernel,
+}
+
+impl IpsecConfig {
+    /// The device decrypted packets arrive on.
+    pub fn esp_device(&self) -> &str {
+        match (&self.esp_interface, self.esp_backend) {
+            (Some(name), _) => name,
+            (None, EspBackend::Libipsec) => LIBIPSEC_DEVICE,
+            (None, EspBackend::Kernel) => "",
+        }
+    }
 }
 
 /// Always-on or on-demand, with the timers each needs.
@@ -485,12 +587,33 @@ fn default_confirm_timeout_secs() -> u64 {
 }
 
 impl Config {
+    /// charon's VICI socket: the configured one or `charon.vici` in the runtime directory.
+    pub fn vici_socket(&self) -> Option<PathBuf> {
+        let ipsec = self.ipsec.as_ref()?;
+        Some(
+            ipsec
+                .vici_socket
+                .clone()
+                .unwrap_or_else(|| self.paths.runtime_dir.join(VICI_SOCKET_NAME)),
+        )
+    }
+
+    /// The box's IKE identity: `ipsec.local_id`, else `meta.box`.
+    pub fn ipsec_local_id(&self) -> Option<&str> {
+        let ipsec = self.ipsec.as_ref()?;
+        ipsec
+            .local_id
+            .as_deref()
+            .or(self.meta.box_identity.as_deref())
+    }
+
     /// The policy in force: the configured one or the role's default.
     pub fn policy_mode(&self) -> PolicyMode {
-        let configured = match (&self.tunnel, &self.closed) {
-            (Some(tunnel), _) => tunnel.policy.mode,
-            (None, Some(closed)) => closed.mode,
-            (None, None) => None,
+        let configured = match (&self.tunnel, &self.closed, &self.ipsec) {
+            (Some(tunnel), _, _) => tunnel.policy.mode,
+            (None, Some(closed), _) => closed.mode,
+            (None, None, Some(ipsec)) => ipsec.mode,
+            (None, None, None) => None,
         };
         configured.unwrap_or_else(|| self.facility.role.default_policy())
     }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 use super::locate::FieldPath;
-use super::schema::{Config, Direction, PolicyMode, Role, ServiceConfig};
+use super::schema::{Config, Direction, EspBackend, PolicyMode, Role, ServiceConfig};
 use crate::keys;
 
 /// A rule that failed, before it is given a line and column.
@@ -34,6 +34,11 @@ const PROBE_INTERVAL_SECS: (u64, u64) = (5, 3600);
 /// Longest `closed.alarm_after_secs` (and WireGuard's `handshake_alarm_secs`): a day.
 const MAX_ALARM_AFTER_SECS: u64 = 86_400;
 const MAX_SERVICE_NAME_CHARS: usize = 63;
+/// Bounds of `ipsec.idle_timeout_secs`: longer than a DPD round, at most a day.
+const IPSEC_IDLE_TIMEOUT_SECS: (u64, u64) = (10, 86_400);
+/// Bounds of `ipsec.connect_timeout_secs`: an IKE_SA_INIT and IKE_AUTH with a retransmission,
+/// and no longer than a LAN client waits.
+const IPSEC_CONNECT_TIMEOUT_SECS: (u64, u64) = (2, 120);
 /// A certificate identity is a DNS name (at most 253), a URI or a CN; longer is a mistake.
 const MAX_BOX_IDENTITY_CHARS: usize = 1024;
 
@@ -61,6 +66,7 @@ pub fn validate(config: &Config, read_files: bool) -> Vec<Problem> {
     checker.tunnel();
     checker.peers();
     checker.closed();
+    checker.ipsec();
     checker.tls();
     checker.services();
     checker.status();
@@ -124,19 +130,20 @@ impl Checker<'_> {
     /// The box's address on its link to the data centre (the tunnel or the closed network);
     /// `None` when the config has neither section (reported by `link`).
     fn tunnel_address(&self) -> Option<IpAddr> {
-        match (&self.config.tunnel, &self.config.closed) {
-            (Some(tunnel), _) => Some(tunnel.address.addr()),
-            (None, Some(closed)) => Some(closed.address.addr()),
-            (None, None) => None,
+        match (&self.config.tunnel, &self.config.closed, &self.config.ipsec) {
+            (Some(tunnel), _, _) => Some(tunnel.address.addr()),
+            (None, Some(closed), _) => Some(closed.address.addr()),
+            (None, None, Some(ipsec)) => Some(ipsec.address.addr()),
+            (None, None, None) => None,
         }
     }
 
     /// What the data-centre side of the box is called in messages.
     fn side(&self) -> &'static str {
-        if self.config.tunnel.is_none() && self.config.closed.is_some() {
-            "closed network"
-        } else {
-            "tunnel"
+        match (&self.config.tunnel, &self.config.closed, &self.config.ipsec) {
+            (None, Some(_), _) => "closed network",
+            (None, None, Some(_)) => "IPsec",
+            _ => "tunnel",
         }
     }
 
@@ -157,7 +164,10 @@ impl Checker<'_> {
                 closed.address.trunc().contains(&ip)
                     || closed.data_centre_prefixes.iter().any(|n| n.contains(&ip))
             }
-            (None, None) => false,
+            (None, None) => self.config.ipsec.as_ref().is_some_and(|ipsec| {
+                ipsec.address.trunc().contains(&ip)
+                    || ipsec.data_centre_prefixes.iter().any(|n| n.contains(&ip))
+            }),
         }
     }
 
@@ -220,18 +230,33 @@ impl Checker<'_> {
         }
     }
 
-    /// Exactly one kind of link to the data centre: `[tunnel]` or `[closed]`.
+    /// Exactly one kind of link to the data centre: `[tunnel]`, `[closed]` or `[ipsec]`.
     fn link(&mut self) {
-        match (&self.config.tunnel, &self.config.closed) {
-            (Some(_), Some(_)) => self.report(
-                FieldPath::root("closed"),
-                "a box has either [tunnel] (WireGuard) or [closed] (a closed network), not both",
-            ),
-            (None, None) => self.report(
+        let present: Vec<&str> = [
+            ("tunnel", self.config.tunnel.is_some()),
+            ("closed", self.config.closed.is_some()),
+            ("ipsec", self.config.ipsec.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, present)| present.then_some(name))
+        .collect();
+        match present.as_slice() {
+            [] => self.report(
                 FieldPath::root("tunnel"),
-                "a [tunnel] (WireGuard) or a [closed] (closed network) section is required",
+                "one of [tunnel] (WireGuard), [closed] (a closed network) or [ipsec] (IKEv2/IPsec) is required",
             ),
-            _ => {}
+            [_] => {}
+            [_, more @ ..] => {
+                for name in more {
+                    self.report(
+                        FieldPath::root(name),
+                        format!(
+                            "a box has exactly one of [tunnel] (WireGuard), [closed] (a closed network) and [ipsec] (IKEv2/IPsec); [{}] is already given",
+                            present[0]
+                        ),
+                    );
+                }
+            }
         }
     }
 
@@ -466,40 +491,11 @@ impl Checker<'_> {
         self.host_address(base.key("address"), closed.address, "closed-network");
         let own_ip = closed.address.addr();
 
-        let prefixes_path = base.key("data_centre_prefixes");
-        if closed.data_centre_prefixes.is_empty() {
-            self.report(
-                prefixes_path.clone(),
-                "must name at least one data-centre prefix: outbound services dial only these",
-            );
-        }
-        let mut seen: Vec<IpNet> = Vec::new();
-        for (i, net) in closed.data_centre_prefixes.iter().enumerate() {
-            let path = prefixes_path.index(i);
-            if net.trunc() != *net {
-                self.report(
-                    path,
-                    format!("{net} has host bits set; did you mean {}?", net.trunc()),
-                );
-            } else if net.prefix_len() == 0 {
-                self.report(
-                    path,
-                    format!("{net} is everywhere: name the data centre's own prefixes"),
-                );
-            } else if net.contains(&own_ip) {
-                self.report(
-                    path,
-                    format!("{net} contains this box's own address {own_ip}"),
-                );
-            } else if let Some(other) = seen
-                .iter()
-                .find(|other| other.contains(net) || net.contains(*other))
-            {
-                self.report(path, format!("{net} overlaps {other}"));
-            } else {
-                seen.push(*net);
-            }
-        }
+        self.data_centre_prefixes(
+            base.key("data_centre_prefixes"),
+            &closed.data_centre_prefixes,
+            own_ip,
+        );
 
         match closed.probe_endpoint {
             Some(probe) => {
@@ -564,6 +560,183 @@ impl Checker<'_> {
                     closed.alarm_after_secs, closed.probe_interval_secs
                 ),
             );
+        }
+    }
+
+    /// The data centre's prefixes: at least one, each a network (no host bits), not
+    /// everywhere, not containing the box's own address, none overlapping another.
+    fn data_centre_prefixes(
+        &mut self,
+        prefixes_path: FieldPath,
+        prefixes: &[IpNet],
+        own_ip: IpAddr,
+    ) {
+        if prefixes.is_empty() {
+            self.report(
+                prefixes_path.clone(),
+                "must name at least one data-centre prefix: outbound services dial only these",
+            );
+        }
+        let mut seen: Vec<IpNet> = Vec::new();
+        for (i, net) in prefixes.iter().enumerate() {
+            let path = prefixes_path.index(i);
+            if net.trunc() != *net {
+                self.report(
+                    path,
+                    format!("{net} has host bits set; did you mean {}?", net.trunc()),
+                );
+            } else if net.prefix_len() == 0 {
+                self.report(
+                    path,
+                    format!("{net} is everywhere: name the data centre's own prefixes"),
+                );
+            } else if net.contains(&own_ip) {
+                self.report(
+                    path,
+                    format!("{net} contains this box's own address {own_ip}"),
+                );
+            } else if let Some(other) = seen
+                .iter()
+                .find(|other| other.contains(net) || net.contains(*other))
+            {
+                self.report(path, format!("{net} overlaps {other}"));
+            } else {
+                seen.push(*net);
+            }
+        }
+    }
+
+    /// `[ipsec]`: the box's own address, the concentrator, the profile's proposals and the
+    /// policy timers. Keys of other kinds of link are unknown here (a parse error at their line).
+    fn ipsec(&mut self) {
+        let Some(ipsec) = &self.config.ipsec else {
+            return;
+        };
+        let base = FieldPath::root("ipsec");
+        self.interface_name(base.key("interface"), &ipsec.interface);
+        self.host_address(base.key("address"), ipsec.address, "IPsec");
+        let own_ip = ipsec.address.addr();
+        if ipsec.address.prefix_len() != ipsec.address.max_prefix_len() {
+            self.report(
+                base.key("address"),
+                format!(
+                    "{} must be a single host ({}/{}): it is the SA's only local traffic selector",
+                    ipsec.address,
+                    own_ip,
+                    ipsec.address.max_prefix_len()
+                ),
+            );
+        }
+        if ipsec.wan_address == own_ip {
+            self.report(
+                base.key("address"),
+                "must not be the WAN address: IKE's own packets would be routed into the SA",
+            );
+        }
+        for (key, ip) in [
+            ("wan_address", ipsec.wan_address),
+            ("remote_address", ipsec.remote_address),
+        ] {
+            if ip.is_unspecified() || ip.is_multicast() {
+                self.report(base.key(key), format!("{ip} cannot be a peer address"));
+            }
+        }
+        self.data_centre_prefixes(
+            base.key("data_centre_prefixes"),
+            &ipsec.data_centre_prefixes,
+            own_ip,
+        );
+        if let Some(net) = ipsec
+            .data_centre_prefixes
+            .iter()
+            .find(|n| n.contains(&ipsec.remote_address) || n.contains(&ipsec.wan_address))
+        {
+            self.report(
+                base.key("data_centre_prefixes"),
+                format!(
+                    "{net} contains a WAN address: IKE's own packets would be routed into the SA"
+                ),
+            );
+        }
+        if ipsec.remote_id.trim().is_empty() || ipsec.remote_id.chars().any(char::is_control) {
+            self.report(
+                base.key("remote_id"),
+                "must name the concentrator's certificate identity",
+            );
+        }
+        match self.config.ipsec_local_id() {
+            None => self.report(
+                base.clone(),
+                "needs local_id (or meta.box): the identity the box's certificate carries",
+            ),
+            Some(id) if id.trim().is_empty() || id.chars().any(char::is_control) => self.report(
+                base.key("local_id"),
+                "must name the box's certificate identity",
+            ),
+            Some(_) => {}
+        }
+        if ipsec.ike_proposals.is_empty() {
+            self.report(
+                base.key("ike_proposals"),
+                "must offer at least one proposal",
+            );
+        }
+        if ipsec.esp_proposals.is_empty() {
+            self.report(
+                base.key("esp_proposals"),
+                "must offer at least one proposal",
+            );
+        }
+        if self.config.facility.role == Role::Hub {
+            self.report(
+                base.clone(),
+                "the hub is not an IPsec box: the data centre's concentrator answers the facilities",
+            );
+        }
+        if self.config.tls.is_none() {
+            self.report(
+                base.clone(),
+                "needs [tls]: the box authenticates to the concentrator with its TLS certificate",
+            );
+        }
+        self.range(
+            base.key("idle_timeout_secs"),
+            ipsec.idle_timeout_secs,
+            IPSEC_IDLE_TIMEOUT_SECS.0,
+            IPSEC_IDLE_TIMEOUT_SECS.1,
+        );
+        self.range(
+            base.key("connect_timeout_secs"),
+            ipsec.connect_timeout_secs,
+            IPSEC_CONNECT_TIMEOUT_SECS.0,
+            IPSEC_CONNECT_TIMEOUT_SECS.1,
+        );
+        self.range(
+            base.key("alarm_after_secs"),
+            ipsec.alarm_after_secs,
+            IPSEC_CONNECT_TIMEOUT_SECS.0,
+            MAX_ALARM_AFTER_SECS,
+        );
+        match (ipsec.esp_backend, &ipsec.esp_interface) {
+            (EspBackend::Kernel, None) => self.report(
+                base.key("esp_backend"),
+                "with the kernel's ESP, name esp_interface: the WAN interface decrypted packets arrive on",
+            ),
+            (_, Some(name)) => self.interface_name(base.key("esp_interface"), name),
+            (EspBackend::Libipsec, None) => {}
+        }
+        for (key, file) in [
+            ("vici_socket", &ipsec.vici_socket),
+            ("charon_log_file", &ipsec.charon_log_file),
+        ] {
+            if let Some(file) = file {
+                if !file.is_absolute() {
+                    self.report(
+                        base.key(key),
+                        format!("{} must be an absolute path", file.display()),
+                    );
+                }
+            }
         }
     }
 
@@ -772,7 +945,18 @@ impl Checker<'_> {
                             );
                         }
                     }
-                    (None, None) => {}
+                    (None, None) => {
+                        if let Some(ipsec) = &self.config.ipsec {
+                            if !ipsec.data_centre_prefixes.iter().any(|n| n.contains(&ip)) {
+                                self.report(
+                                    path.key("target"),
+                                    format!(
+                                        "{ip} is not inside ipsec.data_centre_prefixes: the box dials only the data centre, through the SA"
+                                    ),
+                                );
+                            }
+                        }
+                    }
                 }
                 if target.port() == 0 {
                     self.report(path.key("target"), "needs a port other than 0");

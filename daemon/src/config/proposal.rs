@@ -7,10 +7,10 @@
 //! [`EspAlgorithms::outside_profile`] check what charon reports it negotiated (its `list-sas`
 //! names), so a peer or a charon that agreed on anything else is caught, not trusted.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// IKE SA encryption.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum IkeEncryption {
     /// AES-GCM with a 128-bit key and a 16-byte ICV.
     #[serde(rename = "aes128gcm")]
@@ -42,7 +42,7 @@ impl IkeEncryption {
 }
 
 /// IKE SA integrity, for AES-CBC only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum Integrity {
     /// HMAC-SHA-256 truncated to 128 bits.
     #[serde(rename = "hmac-sha256")]
@@ -62,7 +62,7 @@ impl Integrity {
 }
 
 /// IKE pseudo-random function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum Prf {
     /// PRF-HMAC-SHA-256.
     #[serde(rename = "prf-hmac-sha256")]
@@ -82,7 +82,7 @@ impl Prf {
 }
 
 /// Diffie-Hellman group: the NIST curves only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum DhGroup {
     /// NIST P-256 (IKE group 19).
     #[serde(rename = "ecp256")]
@@ -102,7 +102,7 @@ impl DhGroup {
 }
 
 /// ESP (CHILD SA) encryption: AES-GCM only, so no separate integrity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum EspEncryption {
     /// AES-GCM with a 128-bit key and a 16-byte ICV.
     #[serde(rename = "aes128gcm")]
@@ -134,8 +134,8 @@ pub enum ProposalError {
 
 /// One IKE proposal: `{ encryption = "aes256gcm", prf = "prf-hmac-sha384", dh_group = "ecp384" }`
 /// (AES-CBC adds `integrity`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "IkeProposalFields")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "IkeProposalFields", into = "IkeProposalFields")]
 pub struct IkeProposal {
     encryption: IkeEncryption,
     integrity: Option<Integrity>,
@@ -144,11 +144,11 @@ pub struct IkeProposal {
 }
 
 /// The fields as written, before the AEAD/integrity rule is checked.
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct IkeProposalFields {
     encryption: IkeEncryption,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     integrity: Option<Integrity>,
     prf: Prf,
     dh_group: DhGroup,
@@ -159,6 +159,17 @@ impl TryFrom<IkeProposalFields> for IkeProposal {
 
     fn try_from(f: IkeProposalFields) -> Result<Self, Self::Error> {
         IkeProposal::new(f.encryption, f.integrity, f.prf, f.dh_group)
+    }
+}
+
+impl From<IkeProposal> for IkeProposalFields {
+    fn from(p: IkeProposal) -> Self {
+        IkeProposalFields {
+            encryption: p.encryption,
+            integrity: p.integrity,
+            prf: p.prf,
+            dh_group: p.dh_group,
+        }
     }
 }
 
@@ -195,13 +206,13 @@ impl IkeProposal {
 }
 
 /// One ESP proposal: `{ encryption = "aes256gcm", pfs = "ecp384" }` (`pfs` optional).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EspProposal {
     /// Encryption and integrity (AEAD).
     pub encryption: EspEncryption,
     /// The Diffie-Hellman group of a CHILD SA's own key exchange (perfect forward secrecy).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pfs: Option<DhGroup>,
 }
 

@@ -1,0 +1,521 @@
+//! The running IPsec carrier: renkei's side of charon. A task connects to charon's VICI socket
+//! (again and again with a bounded backoff while charon is not up, and after every restart of
+//! charon, which keeps nothing), loads the box's key, certificates and the connection, then
+//! follows the SAs: on every SA event and every [`POLL_INTERVAL_SECS`] it lists them, updates
+//! the link's state, checks a newly established SA against the CRYPTREC profile (terminating
+//! one outside it), and on-demand terminates the SA after `idle_timeout_secs` without ESP bytes
+//! and without a connection holding it.
+//!
+//! always_on: charon itself starts the SA at load and restarts it (start/restart actions).
+//! on_demand: [`IpsecHandle::demand`] initiates it and waits up to `connect_timeout_secs`.
+//! The operator's reach is proven as on a closed network: an authenticated management request
+//! after the moment ([`OperatorContact`]).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::{Config, PolicyMode};
+use crate::state::operator_contact::OperatorContact;
+
+use super::device::{self, DeviceError};
+use super::record::{installed_child, SaRecord};
+use super::settings::{IpsecSettings, SettingsError};
+use super::vici::{CertificateRole, PrivateKey, Vici, ViciError};
+use crate::carrier::snapshot::{
+    CarrierBackend, CarrierKind, CarrierSnapshot, DropCounts, IpsecCarrier, IpsecChildSa,
+    IpsecIkeSa, IpsecLink, LinkBackend, LinkSnapshot, LinkState,
+};
+use crate::carrier::{DemandError, Reconfigured};
+
+/// The name of the one link an IPsec box has.
+pub const LINK_NAME: &str = "data centre";
+/// How often the SAs are listed besides on events, in seconds (counters, idle timer).
+pub const POLL_INTERVAL_SECS: u64 = 2;
+/// First wait before connecting to charon again, in milliseconds; doubled up to the maximum.
+pub const RETRY_FIRST_MILLIS: u64 = 200;
+/// Longest wait between attempts to reach charon, in seconds.
+pub const RETRY_MAX_SECS: u64 = 5;
+/// How long a terminate at shutdown, reconfigure or idle may take, in seconds.
+pub const TERMINATE_TIMEOUT_SECS: u64 = 5;
+
+/// Why the IPsec carrier could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum IpsecError {
+    /// The config or the files it names.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The box's address could not be set up.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+}
+
+/// The running IPsec carrier.
+pub struct Ipsec {
+    handle: IpsecHandle,
+    task: JoinHandle<()>,
+}
+
+/// A clonable handle on it.
+#[derive(Clone)]
+pub struct IpsecHandle {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    settings: Mutex<IpsecSettings>,
+    record: Mutex<SaRecord>,
+    state: watch::Sender<LinkState>,
+    contact: OperatorContact,
+    /// Connections holding an on-demand SA up.
+    holds: AtomicUsize,
+    /// Wakes the task to list the SAs now.
+    poke: Notify,
+    /// One initiation at a time.
+    initiating: tokio::sync::Mutex<()>,
+    /// False once the task ended by a panic.
+    alive: AtomicBool,
+}
+
+impl Shared {
+    fn settings(&self) -> MutexGuard<'_, IpsecSettings> {
+        self.settings.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn record(&self) -> MutexGuard<'_, SaRecord> {
+        self.record.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self) {
+        let mode = self.settings().mode;
+        let state = self.record().state(mode);
+        self.state.send_if_modified(|current| {
+            let changed = *current != state;
+            *current = state;
+            changed
+        });
+    }
+}
+
+impl Ipsec {
+    /// Sets up the box's address and starts following charon.
+    pub async fn start(config: &Config, contact: OperatorContact) -> Result<Self, IpsecError> {
+        let settings = IpsecSettings::of(config)?;
+        device::create(&settings.ipsec.interface, settings.ipsec.address).await?;
+        let mode = settings.mode;
+        let (state, _) = watch::channel(SaRecord::new(Instant::now()).state(mode));
+        let shared = Arc::new(Shared {
+            settings: Mutex::new(settings),
+            record: Mutex::new(SaRecord::new(Instant::now())),
+            state,
+            contact,
+            holds: AtomicUsize::new(0),
+            poke: Notify::new(),
+            initiating: tokio::sync::Mutex::new(()),
+            alive: AtomicBool::new(true),
+        });
+        let task = tokio::spawn(supervise(Arc::clone(&shared)));
+        Ok(Ipsec {
+            handle: IpsecHandle { shared },
+            task,
+        })
+    }
+
+    /// The handle the rest of the daemon uses.
+    pub fn handle(&self) -> IpsecHandle {
+        self.handle.clone()
+    }
+
+    /// Applies a changed config: the SA is terminated and the connection loaded again; a new
+    /// address or device is a new device (listeners bind again).
+    pub async fn reconfigure(&mut self, config: &Config) -> Result<Reconfigured, IpsecError> {
+        let settings = IpsecSettings::of(config)?;
+        let old = self.handle.shared.settings().clone();
+        if old == settings {
+            return Ok(Reconfigured::Unchanged);
+        }
+        self.task.abort();
+        terminate(&old).await;
+        let new_device = old.ipsec.interface != settings.ipsec.interface
+            || old.ipsec.address != settings.ipsec.address
+            || old.ipsec.esp_device() != settings.ipsec.esp_device();
+        if new_device {
+            if let Err(e) = device::remove(&old.ipsec.interface).await {
+                tracing::warn!(error = %e, "the old IPsec address device stays");
+            }
+            device::create(&settings.ipsec.interface, settings.ipsec.address).await?;
+        }
+        let shared = &self.handle.shared;
+        *shared.settings() = settings;
+        *shared.record() = SaRecord::new(Instant::now());
+        shared.publish();
+        self.task = tokio::spawn(supervise(Arc::clone(shared)));
+        Ok(if new_device {
+            Reconfigured::NewDevice
+        } else {
+            Reconfigured::Restarted
+        })
+    }
+
+    /// Terminates the SA (the concentrator sees it go) and removes the box's address.
+    pub async fn shutdown(self) {
+        self.task.abort();
+        let settings = self.handle.shared.settings().clone();
+        terminate(&settings).await;
+        if let Err(e) = device::remove(&settings.ipsec.interface).await {
+            tracing::warn!(error = %e, "the IPsec address device could not be removed");
+        }
+    }
+}
+
+impl Drop for Ipsec {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Terminates the connection's SAs, if charon can be reached; bounded.
+async fn terminate(settings: &IpsecSettings) {
+    let timeout = Duration::from_secs(TERMINATE_TIMEOUT_SECS);
+    let attempt = async {
+        let mut vici = Vici::connect(&settings.vici_socket).await?;
+        vici.terminate(&settings.connection.name, timeout).await
+    };
+    match tokio::time::timeout(timeout * 2, attempt).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "nothing to terminate"),
+        Err(_) => tracing::warn!("charon did not terminate the SA in time"),
+    }
+}
+
+/// Sets the carrier dead when the task unwinds.
+struct AliveGuard(Arc<Shared>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.alive.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Follows charon for as long as the carrier runs.
+async fn supervise(shared: Arc<Shared>) {
+    let _alive = AliveGuard(Arc::clone(&shared));
+    let first = Duration::from_millis(RETRY_FIRST_MILLIS);
+    let mut wait = first;
+    loop {
+        let (loaded, error) = match session(&shared).await {
+            Ok(never) => match never {},
+            Err(failure) => failure,
+        };
+        tracing::warn!(error = %error, "charon is not reachable or refused the connection; trying again");
+        shared.record().lost(error.to_string());
+        shared.publish();
+        wait = if loaded {
+            first
+        } else {
+            (wait * 2).min(Duration::from_secs(RETRY_MAX_SECS))
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Loads everything into charon and follows the SAs until charon goes away. Says whether the
+/// load had succeeded (charon restarted rather than never came up) and why it ended.
+async fn session(shared: &Shared) -> Result<std::convert::Infallible, (bool, ViciError)> {
+    let settings = shared.settings().clone();
+    let mut vici = Vici::connect(&settings.vici_socket)
+        .await
+        .map_err(|e| (false, e))?;
+    let mut listener = Vici::connect(&settings.vici_socket)
+        .await
+        .map_err(|e| (false, e))?;
+    let mut events = Box::pin(listener.events());
+    load(&mut vici, &settings).await.map_err(|e| {
+        if e.peer_refused_proposals() {
+            tracing::error!(error = %e, "the concentrator accepts none of the profile's proposals");
+        }
+        (false, e)
+    })?;
+    shared.record().loaded();
+    tracing::info!(
+        remote = %settings.ipsec.remote_address,
+        remote_id = %settings.ipsec.remote_id,
+        mode = settings.mode.as_str(),
+        "IPsec connection loaded into charon"
+    );
+    let mut ticks = tokio::time::interval(Duration::from_secs(POLL_INTERVAL_SECS));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err((true, e)),
+                None => return Err((true, ViciError::Timeout {
+                    command: "event stream",
+                    timeout: Duration::ZERO,
+                })),
+            },
+            _ = ticks.tick() => {}
+            _ = shared.poke.notified() => {}
+        }
+        let sas = vici.list_sas().await.map_err(|e| (true, e))?;
+        let now = Instant::now();
+        let violation =
+            shared
+                .record()
+                .observe(sas, &settings.connection.name, now, SystemTime::now());
+        shared.publish();
+        if let Some(why) = violation {
+            tracing::error!(
+                outside = %why,
+                "an SA came up with algorithms outside the CRYPTREC profile; terminating it"
+            );
+            let _ = vici
+                .terminate(
+                    &settings.connection.name,
+                    Duration::from_secs(TERMINATE_TIMEOUT_SECS),
+                )
+                .await;
+            continue;
+        }
+        let idle = settings.mode == PolicyMode::OnDemand
+            && shared.holds.load(Ordering::Relaxed) == 0
+            && shared.record().is_idle(now, settings.idle_timeout());
+        if idle {
+            tracing::info!(
+                idle_secs = settings.ipsec.idle_timeout_secs,
+                "on-demand IPsec SA idle; terminating it"
+            );
+            vici.terminate(
+                &settings.connection.name,
+                Duration::from_secs(TERMINATE_TIMEOUT_SECS),
+            )
+            .await
+            .map_err(|e| (true, e))?;
+            shared.poke.notify_one();
+        }
+    }
+}
+
+/// Key, certificates (the box's intermediates and the CA), then the connection.
+async fn load(vici: &mut Vici, settings: &IpsecSettings) -> Result<(), ViciError> {
+    vici.load_key(&PrivateKey {
+        pem: settings.key_pem.clone(),
+    })
+    .await?;
+    vici.load_cert(
+        &settings.connection.certificate_pem,
+        CertificateRole::EndEntity,
+    )
+    .await?;
+    for intermediate in &settings.intermediates {
+        vici.load_cert(intermediate, CertificateRole::EndEntity)
+            .await?;
+    }
+    vici.load_cert(
+        &settings.connection.remote_ca_pem,
+        CertificateRole::Authority,
+    )
+    .await?;
+    vici.load_conn(&settings.connection).await
+}
+
+/// Holds an on-demand SA up while a connection uses it.
+pub struct IpsecGuard {
+    shared: Arc<Shared>,
+}
+
+impl Drop for IpsecGuard {
+    fn drop(&mut self) {
+        if self.shared.holds.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.shared.record().used(Instant::now());
+        }
+    }
+}
+
+impl IpsecHandle {
+    fn routes(&self, destination: IpAddr) -> bool {
+        let destination = destination.to_canonical();
+        self.shared
+            .settings()
+            .ipsec
+            .data_centre_prefixes
+            .iter()
+            .any(|n| n.contains(&destination))
+    }
+
+    /// A path to `destination` in the data centre: the SA up (initiated when on-demand),
+    /// within the connect timeout; held up until the guard is dropped.
+    pub async fn demand(&self, destination: IpAddr) -> Result<IpsecGuard, DemandError> {
+        if !self.routes(destination) {
+            return Err(DemandError::NoRoute(destination));
+        }
+        self.shared.holds.fetch_add(1, Ordering::Relaxed);
+        let guard = IpsecGuard {
+            shared: Arc::clone(&self.shared),
+        };
+        self.bring_up().await?;
+        Ok(guard)
+    }
+
+    /// Brings the SA up within the connect timeout without holding it.
+    pub async fn connect_now(&self) -> Result<(), DemandError> {
+        self.bring_up().await
+    }
+
+    async fn bring_up(&self) -> Result<(), DemandError> {
+        let (mode, timeout, name, socket) = {
+            let settings = self.shared.settings();
+            (
+                settings.mode,
+                settings.connect_timeout(),
+                settings.connection.name.clone(),
+                settings.vici_socket.clone(),
+            )
+        };
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.state.subscribe();
+        if *state.borrow() == LinkState::Up {
+            return Ok(());
+        }
+        if mode == PolicyMode::OnDemand {
+            let _one = self.shared.initiating.lock().await;
+            if *state.borrow() != LinkState::Up {
+                let initiate = async {
+                    let mut vici = Vici::connect(&socket).await?;
+                    vici.initiate(&name, timeout).await
+                };
+                match tokio::time::timeout_at(deadline, initiate).await {
+                    Ok(Ok(_)) => self.shared.poke.notify_one(),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "the IPsec SA could not be initiated");
+                        self.shared.record().last_error = Some(e.to_string());
+                        return Err(DemandError::Timeout(timeout));
+                    }
+                    Err(_) => return Err(DemandError::Timeout(timeout)),
+                }
+            }
+        }
+        let up = tokio::time::timeout_at(deadline, state.wait_for(|s| *s == LinkState::Up)).await;
+        match up {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(DemandError::Timeout(timeout)),
+        }
+    }
+
+    /// on_demand: terminates the SA now (always-on: charon keeps it; nothing to do).
+    pub async fn disconnect(&self) {
+        let settings = self.shared.settings().clone();
+        if settings.mode == PolicyMode::OnDemand {
+            terminate(&settings).await;
+            self.shared.poke.notify_one();
+        }
+    }
+
+    /// True when an authenticated operator request arrived at or after `since`.
+    pub fn operator_reached_since(&self, since: SystemTime) -> bool {
+        self.shared.contact.reached_since(since)
+    }
+
+    /// Watches the data-centre link's state when `destination` is in the data centre.
+    pub fn watch_state(&self, destination: IpAddr) -> Option<watch::Receiver<LinkState>> {
+        self.routes(destination)
+            .then(|| self.shared.state.subscribe())
+    }
+
+    /// True while the task follows charon.
+    pub fn is_alive(&self) -> bool {
+        self.shared.alive.load(Ordering::Relaxed)
+    }
+
+    /// The carrier's view for the page, the metrics and tests.
+    pub fn snapshot(&self) -> CarrierSnapshot {
+        let settings = self.shared.settings().clone();
+        let record = self.shared.record().clone();
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let state = record.state(settings.mode);
+        let alarm = record.alarm(now, settings.alarm_after(), settings.mode);
+        let ago = |d: Option<Duration>| d.and_then(|d| wall.checked_sub(d));
+        let ike = record.ike.as_ref();
+        let child = ike.and_then(installed_child);
+        let reason = match (&record.last_error, ike, state) {
+            (_, Some(_), LinkState::Up) => "IKE SA established, CHILD SA installed".to_string(),
+            (_, Some(sa), _) => format!("IKE SA {:?}", sa.state),
+            (Some(why), None, _) => format!("charon: {why}"),
+            (None, None, LinkState::Idle) => {
+                "on demand: no SA until a connection needs one".to_string()
+            }
+            (None, None, _) => "waiting for charon to establish the SA".to_string(),
+        };
+        let link = LinkSnapshot {
+            name: LINK_NAME.to_string(),
+            state,
+            reason,
+            alarm,
+            last_reached: record.last_up.map(|(_, w)| w),
+            last_reached_age_secs: record
+                .last_up
+                .map(|(_, w)| wall.duration_since(w).unwrap_or_default().as_secs()),
+            holds: self.shared.holds.load(Ordering::Relaxed),
+            tx_bytes: child.map_or(0, |c| c.bytes_out),
+            rx_bytes: child.map_or(0, |c| c.bytes_in),
+            backend: LinkBackend::Ipsec(Box::new(IpsecLink {
+                remote_address: settings.ipsec.remote_address,
+                remote_id: settings.ipsec.remote_id.clone(),
+                data_centre_prefixes: settings.ipsec.data_centre_prefixes.clone(),
+                ike: ike.map(|sa| IpsecIkeSa {
+                    state: format!("{:?}", sa.state),
+                    remote_id: sa.remote_id.clone(),
+                    encryption: sa.algorithms.encryption.clone(),
+                    key_size_bits: sa.algorithms.key_size_bits,
+                    integrity: sa.algorithms.integrity.clone(),
+                    prf: sa.algorithms.prf.clone(),
+                    dh_group: sa.algorithms.dh_group.clone(),
+                    established: ago(sa.established_ago),
+                    rekey_in_secs: sa.rekey_in.map(|d| d.as_secs()),
+                }),
+                child: child.map(|c| IpsecChildSa {
+                    state: c.state.clone(),
+                    encryption: c.algorithms.encryption.clone(),
+                    key_size_bits: c.algorithms.key_size_bits,
+                    dh_group: c.algorithms.dh_group.clone(),
+                    installed: ago(c.installed_ago),
+                    bytes_in: c.bytes_in,
+                    bytes_out: c.bytes_out,
+                    packets_in: c.packets_in,
+                    packets_out: c.packets_out,
+                    rekey_in_secs: c.rekey_in.map(|d| d.as_secs()),
+                    expires_in_secs: c.expires_in.map(|d| d.as_secs()),
+                    local_ts: c.local_ts.clone(),
+                    remote_ts: c.remote_ts.clone(),
+                }),
+                profile_violation: record.violation.clone(),
+            })),
+        };
+        CarrierSnapshot {
+            kind: CarrierKind::Ipsec,
+            interface: settings.ipsec.esp_device().to_string(),
+            address: settings.ipsec.address,
+            policy: settings.mode.as_str(),
+            state,
+            alarm,
+            peers: vec![link],
+            drops: DropCounts::default(),
+            backend: CarrierBackend::Ipsec(IpsecCarrier {
+                vici_socket: settings.vici_socket.clone(),
+                charon_loaded: record.loaded,
+                loads: record.loads,
+                last_error: record.last_error.clone(),
+            }),
+        }
+    }
+}
