@@ -283,9 +283,9 @@ fn check(path: &std::path::Path, offline: bool) -> ExitCode {
 /// 1 on a config without `[ipsec]`.
 fn charon_conf(path: &std::path::Path) -> ExitCode {
     match config::load_with(path, config::Files::Skip) {
-        Ok(config) => match renkei::carrier::ipsec::settings::charon_settings(&config) {
-            Some(settings) => {
-                print!("{}", settings.render());
+        Ok(config) => match renkei::carrier::charon_conf(&config) {
+            Some(text) => {
+                print!("{text}");
                 ExitCode::SUCCESS
             }
             None => {

@@ -235,6 +235,13 @@ pub fn enrolment_key_file(config: &Config) -> Option<&std::path::Path> {
     }
 }
 
+/// The strongswan.conf charon must run with for the config's `[ipsec]` (pinned plugins, VICI
+/// socket, timers), rendered; `None` without `[ipsec]`. The image's charon unit and the lab's
+/// kit write it before charon starts, so charon runs exactly renkei's configuration.
+pub fn charon_conf(config: &Config) -> Option<String> {
+    ipsec::settings::charon_settings(config).map(|settings| settings.render())
+}
+
 /// The links whose state changes are reported as events, each named with an address one of
 /// its peers owns (see [`CarrierHandle::watch_state`]).
 pub fn watched_links(config: &Config) -> Vec<(String, IpAddr)> {
