@@ -6,22 +6,14 @@ use std::os::unix::fs::PermissionsExt;
 
 use common::{Fixture, EXAMPLES};
 
-/// The config `image/boot-test` places on the data partition for the image's second boot.
-const IMAGE_TEST_CONFIG: &str = include_str!("../../image/test/renkei.toml");
-
 /// Runs the real binary on one example copied into a fresh fixture directory and checks the
 /// summary line.
 fn check_example(file: &str, facility: &str, role: &str, policy: &str, peers: usize) {
-    let text = match file {
-        "image-test.toml" => IMAGE_TEST_CONFIG,
-        _ => {
-            EXAMPLES
-                .iter()
-                .find(|(name, _)| *name == file)
-                .expect("example exists")
-                .1
-        }
-    };
+    let text = EXAMPLES
+        .iter()
+        .find(|(name, _)| *name == file)
+        .expect("example exists")
+        .1;
     let fixture = Fixture::new();
     let config = fixture.write_config(file, text);
     let output = fixture.check(&config);
@@ -76,18 +68,6 @@ fn viewing_example_is_valid() {
     check_example(
         "viewing.toml",
         "Renkei Demo Clinic",
-        "viewing",
-        "on_demand",
-        1,
-    );
-}
-
-/// A config the image's boot test depends on breaks here in seconds, not after an image build.
-#[test]
-fn image_boot_test_config_is_valid() {
-    check_example(
-        "image-test.toml",
-        "Renkei Boot Test Clinic",
         "viewing",
         "on_demand",
         1,
@@ -193,11 +173,7 @@ fn fixture_files_are_what_they_claim() {
 #[test]
 fn examples_round_trip_through_serialize() {
     let fixture = Fixture::new();
-    let examples = EXAMPLES
-        .iter()
-        .copied()
-        .chain([("image-test.toml", IMAGE_TEST_CONFIG)]);
-    for (file, text) in examples {
+    for (file, text) in EXAMPLES.iter().copied() {
         let path = fixture.write_config(file, text);
         let loaded =
             renkei::config::load(&path).unwrap_or_else(|e| panic!("{file} should load: {e}"));

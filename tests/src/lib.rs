@@ -18,6 +18,7 @@ pub mod demo;
 pub mod docserver;
 pub mod door;
 pub mod foreign;
+pub mod image_hub;
 pub mod lab;
 pub mod logfields;
 pub mod netns;

@@ -9,7 +9,8 @@
 //! `lab show` prints the summary again. `lab compliance` writes `docs/compliance.md` from the
 //! output of a test run. `lab bench-tunnel [SECONDS]` and
 //! `lab bench-proxy [SECONDS] [IDLE] [ROUNDS] [--carrier NAME]` run the benchmarks (the proxy
-//! benchmark on every carrier unless one is named).
+//! benchmark on every carrier unless one is named). `lab image-hub` writes the hub and box
+//! configs `image/boot-test` uses once it has read the booted box's WireGuard key.
 
 use std::path::PathBuf;
 
@@ -26,6 +27,9 @@ const USAGE: &str = "usage:
                                                      write the compliance report of a test run
   lab bench-tunnel [SECONDS]
   lab bench-proxy [SECONDS] [IDLE] [ROUNDS] [--carrier wireguard|closed]
+  lab image-hub --dir DIR --box-key KEY --interface NAME --hub-endpoint ADDR:PORT
+                                                     image/boot-test's hub: DIR/hub/{wg.key,
+                                                     renkei.toml} and the box's DIR/box/renkei.toml
 DIR (where lab.json is kept) defaults to $RENKEI_LAB_DIR, else target/lab of the checkout.
 --carrier: how the boxes reach the data centre, renkei's WireGuard tunnels (the default for
 `up`) or a closed network (leased line / IP-VPN: routed, no tunnel); bench-proxy measures
@@ -51,6 +55,9 @@ struct Flags {
     idle: Option<u32>,
     signing_key: Option<PathBuf>,
     listen: Option<String>,
+    box_key: Option<String>,
+    interface: Option<String>,
+    hub_endpoint: Option<String>,
     requirements: Option<PathBuf>,
     logs: Vec<PathBuf>,
     out: Option<PathBuf>,
@@ -64,6 +71,9 @@ fn flags(args: &[String]) -> anyhow::Result<Flags> {
         idle: None,
         signing_key: None,
         listen: None,
+        box_key: None,
+        interface: None,
+        hub_endpoint: None,
         requirements: None,
         logs: Vec::new(),
         out: None,
@@ -95,6 +105,9 @@ fn flags(args: &[String]) -> anyhow::Result<Flags> {
             }
             "--signing-key" => out.signing_key = Some(PathBuf::from(value()?)),
             "--listen" => out.listen = Some(value()?),
+            "--box-key" => out.box_key = Some(value()?),
+            "--interface" => out.interface = Some(value()?),
+            "--hub-endpoint" => out.hub_endpoint = Some(value()?),
             "--requirements" => out.requirements = Some(PathBuf::from(value()?)),
             "--log" => out.logs.push(PathBuf::from(value()?)),
             "--out" => out.out = Some(PathBuf::from(value()?)),
@@ -178,6 +191,20 @@ fn run(args: &[String]) -> anyhow::Result<()> {
                 .with_context(|| format!("listening on {listen}"))?;
             println!("serving {} on http://{listen}/", flags.dir.display());
             renkei_lab::docserver::serve(listener, flags.dir)
+        }
+        "image-hub" => {
+            let box_key = flags.box_key.context("image-hub needs --box-key")?;
+            let interface = flags.interface.context("image-hub needs --interface")?;
+            let endpoint: std::net::SocketAddr = flags
+                .hub_endpoint
+                .context("image-hub needs --hub-endpoint")?
+                .parse()
+                .context("--hub-endpoint")?;
+            let files = renkei_lab::image_hub::write(&flags.dir, &box_key, &interface, endpoint)?;
+            println!("hub config: {}", files.hub_config.display());
+            println!("box config: {}", files.box_config.display());
+            println!("hub public key: {}", files.hub_public_key);
+            Ok(())
         }
         "bench-tunnel" => {
             let seconds: u32 = match flags.positional.first() {

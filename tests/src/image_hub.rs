@@ -1,0 +1,276 @@
+//! The data centre the booted disk image talks to in `image/boot-test`: a hub config and the
+//! box's first config, made from typed values once the box's WireGuard public key is known.
+//!
+//! `image/boot-test` owns the network (a namespace with a TAP device for the QEMU guest) and the
+//! processes; this module only writes what an operator would write at enrolment (operator's
+//! guide, sections 2 and 3): the hub's own WireGuard key, the hub's config with the box as a
+//! peer, and the box's `renkei.toml` naming the hub at its address on that network. The box is
+//! a disclosing facility, so its tunnel is always on (NET-6) and comes up at boot without a LAN
+//! user: the test can then see the handshake and reach the management API through it.
+
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use renkei::config::{
+    Config, Facility, ManagementConfig, Meta, Paths, PeerConfig, PolicyConfig, PolicyMode, Role,
+    TunnelConfig, DEFAULT_MTU,
+};
+
+use crate::boxconfig::to_toml;
+use crate::lab::{tls_config, Node, HUB_PORT};
+
+/// The name of the box's and the hub's tunnel peer entries (`renkei status` shows them).
+pub const BOX_PEER_NAME: &str = "hospital";
+/// The box's peer entry for the hub, as in `config/disclosing.toml`.
+pub const HUB_PEER_NAME: &str = "dc";
+/// Keepalive on both sides of an always-on facility's tunnel, as `config/*.toml` use.
+pub const KEEPALIVE_SECS: u16 = 25;
+/// Port of the box's management API on its tunnel address, as `config/*.toml` use.
+pub const MANAGEMENT_PORT: u16 = 7443;
+/// The operator's client certificate name the box accepts (`management.operator_identities`).
+pub const OPERATOR_IDENTITY: &str = "operator.renkei.example";
+
+/// Errors writing the hub's and the box's files.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageHubError {
+    /// The box's WireGuard public key from the console is not a key.
+    #[error("box public key {key:?}: {source}")]
+    BoxKey {
+        key: String,
+        source: renkei::keys::KeyError,
+    },
+    /// The hub's key could not be made.
+    #[error("hub key {path}: {source}")]
+    HubKey {
+        path: PathBuf,
+        source: renkei::keys::KeyError,
+    },
+    /// A folder or config file could not be written.
+    #[error("{path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What [`write`] made.
+pub struct ImageHubFiles {
+    /// The hub's config (run it with `renkei run --config`).
+    pub hub_config: PathBuf,
+    /// The box's `renkei.toml`, for the installer to place on the data partition.
+    pub box_config: PathBuf,
+    /// The hub's WireGuard public key (base64), as the box's config names it.
+    pub hub_public_key: String,
+}
+
+/// Writes, under `dir`: `hub/wg.key` (+ `.pub`), `hub/renkei.toml` (the hub on `interface`,
+/// listening on [`HUB_PORT`], with the box as its one peer) and `box/renkei.toml` (the box's
+/// config: the hub at `hub_endpoint`, management API on its tunnel address, files named as the
+/// installer's guide places them).
+pub fn write(
+    dir: &Path,
+    box_public_key: &str,
+    interface: &str,
+    hub_endpoint: std::net::SocketAddr,
+) -> Result<ImageHubFiles, ImageHubError> {
+    renkei::keys::decode_key(box_public_key).map_err(|source| ImageHubError::BoxKey {
+        key: box_public_key.to_string(),
+        source,
+    })?;
+    let hub_dir = dir.join("hub");
+    let box_dir = dir.join("box");
+    for folder in [&hub_dir, &box_dir] {
+        std::fs::create_dir_all(folder).map_err(|source| ImageHubError::Write {
+            path: folder.clone(),
+            source,
+        })?;
+    }
+    let hub_key = hub_dir.join("wg.key");
+    let public = renkei::keys::write_keypair(&hub_key).map_err(|source| ImageHubError::HubKey {
+        path: hub_key.clone(),
+        source,
+    })?;
+    let hub_public_key = renkei::keys::encode_key(&public);
+    let files = ImageHubFiles {
+        hub_config: hub_dir.join("renkei.toml"),
+        box_config: box_dir.join("renkei.toml"),
+        hub_public_key: hub_public_key.clone(),
+    };
+    let writes = [
+        (
+            &files.hub_config,
+            hub_config(&hub_dir, box_public_key, interface),
+        ),
+        (&files.box_config, box_config(&hub_public_key, hub_endpoint)),
+    ];
+    for (path, config) in writes {
+        std::fs::write(path, to_toml(&config)).map_err(|source| ImageHubError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(files)
+}
+
+/// The hub: always on, the box as its one peer (keepalives from the hub too, as for every
+/// always-on facility in `config/hub.toml`), its state and control socket under `dir`.
+pub fn hub_config(dir: &Path, box_public_key: &str, interface: &str) -> Config {
+    Config {
+        meta: Meta {
+            version: 1,
+            description: Some("image boot test hub".to_string()),
+            box_identity: Some(Node::Hub.tls_name().to_string()),
+        },
+        facility: Facility {
+            name: "Renkei Boot Test Data Centre".to_string(),
+            role: Role::Hub,
+        },
+        paths: Paths {
+            state_dir: dir.join("state"),
+            runtime_dir: dir.join("run"),
+            ..Paths::default()
+        },
+        tunnel: Some(TunnelConfig {
+            interface: interface.to_string(),
+            private_key_file: PathBuf::from("wg.key"),
+            listen_port: HUB_PORT,
+            address: tunnel_net(Node::Hub),
+            mtu: DEFAULT_MTU,
+            policy: PolicyConfig::default(),
+            peers: vec![PeerConfig {
+                name: BOX_PEER_NAME.to_string(),
+                public_key: box_public_key.to_string(),
+                endpoint: None,
+                allowed_ips: vec![host_net(Node::Hospital)],
+                persistent_keepalive_secs: Some(KEEPALIVE_SECS),
+            }],
+        }),
+        closed: None,
+        tls: None,
+        services: Vec::new(),
+        status: None,
+        management: None,
+    }
+}
+
+/// The box's first config, as the operator writes it from `config/disclosing.toml` (operator's
+/// guide, section 3): a disclosing facility, always on, its one peer the hub at
+/// `hub_endpoint`, the management API on its tunnel address, relative file names as the
+/// installer's guide (section 4) places the files. Default paths: the image's units use them.
+pub fn box_config(hub_public_key: &str, hub_endpoint: std::net::SocketAddr) -> Config {
+    Config {
+        meta: Meta {
+            version: 1,
+            description: Some("image boot test: first configuration".to_string()),
+            box_identity: Some(Node::Hospital.tls_name().to_string()),
+        },
+        facility: Facility {
+            name: "Renkei Boot Test Hospital".to_string(),
+            role: Role::Disclosing,
+        },
+        paths: Paths::default(),
+        tunnel: Some(TunnelConfig {
+            interface: "renkei0".to_string(),
+            private_key_file: PathBuf::from("wg.key"),
+            listen_port: 0,
+            address: tunnel_net(Node::Hospital),
+            mtu: DEFAULT_MTU,
+            policy: PolicyConfig {
+                mode: Some(PolicyMode::AlwaysOn),
+                ..PolicyConfig::default()
+            },
+            peers: vec![PeerConfig {
+                name: HUB_PEER_NAME.to_string(),
+                public_key: hub_public_key.to_string(),
+                endpoint: Some(hub_endpoint.to_string()),
+                allowed_ips: vec![host_net(Node::Hub)],
+                persistent_keepalive_secs: Some(KEEPALIVE_SECS),
+            }],
+        }),
+        closed: None,
+        tls: Some(tls_config()),
+        services: Vec::new(),
+        status: None,
+        management: Some(ManagementConfig {
+            listen: std::net::SocketAddr::new(
+                Node::Hospital
+                    .tunnel_address()
+                    .parse()
+                    .expect("a lab tunnel address"),
+                MANAGEMENT_PORT,
+            ),
+            operator_ca_file: PathBuf::from("operator/ca.crt"),
+            operator_crl_file: None,
+            operator_identities: vec![OPERATOR_IDENTITY.to_string()],
+            operator_signing_key_file: Some(PathBuf::from("operator/signing.pub.pem")),
+            operator_signing_key: None,
+            next_operator_signing_key_file: None,
+            next_operator_signing_key: None,
+            confirm_timeout_secs: 120,
+            auto_confirm: false,
+        }),
+    }
+}
+
+/// `node`'s tunnel address with the overlay's /24.
+fn tunnel_net(node: Node) -> IpNet {
+    format!("{}/24", node.tunnel_address())
+        .parse()
+        .expect("a lab tunnel address with its prefix")
+}
+
+/// The route to `node`'s tunnel address alone.
+fn host_net(node: Node) -> IpNet {
+    format!("{}/32", node.tunnel_address())
+        .parse()
+        .expect("a lab tunnel address")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Removes the test's folder when the test ends, also on failure.
+    struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn net6_image_hub_and_box_configs_name_each_other_and_pass_the_offline_check() {
+        let dir =
+            TempDir(std::env::temp_dir().join(format!("renkei-image-hub-{}", std::process::id())));
+        let _ = std::fs::remove_dir_all(&dir.0);
+        let box_key = renkei::keys::encode_key(&renkei::keys::public_key_of(
+            &renkei::keys::generate_private_key(),
+        ));
+        let endpoint = "198.18.50.1:51820".parse().expect("an address");
+        let files = write(&dir.0, &box_key, "rkimgtest", endpoint).expect("written");
+        let check = |path: &Path| -> Config {
+            renkei::config::load_with(path, renkei::config::Files::Skip)
+                .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()))
+        };
+        let hub = check(&files.hub_config);
+        let boxed = check(&files.box_config);
+        let hub_peer = &hub.tunnel.as_ref().expect("[tunnel]").peers[0];
+        let box_peer = &boxed.tunnel.as_ref().expect("[tunnel]").peers[0];
+        assert_eq!(hub_peer.public_key, box_key);
+        assert_eq!(box_peer.public_key, files.hub_public_key);
+        assert_eq!(box_peer.endpoint.as_deref(), Some("198.18.50.1:51820"));
+        assert_eq!(boxed.policy_mode(), PolicyMode::AlwaysOn);
+    }
+
+    #[test]
+    fn net6_image_hub_refuses_a_box_key_that_is_not_a_key() {
+        let dir = TempDir(
+            std::env::temp_dir().join(format!("renkei-image-hub-bad-{}", std::process::id())),
+        );
+        let endpoint = "198.18.50.1:51820".parse().expect("an address");
+        let result = write(&dir.0, "not a key", "rkimgtest", endpoint);
+        assert!(matches!(result, Err(ImageHubError::BoxKey { .. })));
+        assert!(!dir.0.exists(), "nothing is written for a bad key");
+    }
+}
