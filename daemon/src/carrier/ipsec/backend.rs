@@ -60,6 +60,8 @@ pub enum IpsecError {
 pub struct Ipsec {
     handle: IpsecHandle,
     task: JoinHandle<()>,
+    /// Holds the box's address; dropped (removed) last.
+    device: Option<device::AddressDevice>,
 }
 
 /// A clonable handle on it.
@@ -107,7 +109,7 @@ impl Ipsec {
     /// Sets up the box's address and starts following charon.
     pub async fn start(config: &Config, contact: OperatorContact) -> Result<Self, IpsecError> {
         let settings = IpsecSettings::of(config)?;
-        device::create(&settings.ipsec.interface, settings.ipsec.address).await?;
+        let device = device::create(&settings.ipsec.interface, settings.ipsec.address).await?;
         let mode = settings.mode;
         let (state, _) = watch::channel(SaRecord::new(Instant::now()).state(mode));
         let shared = Arc::new(Shared {
@@ -124,6 +126,7 @@ impl Ipsec {
         Ok(Ipsec {
             handle: IpsecHandle { shared },
             task,
+            device: Some(device),
         })
     }
 
@@ -146,10 +149,10 @@ impl Ipsec {
             || old.ipsec.address != settings.ipsec.address
             || old.ipsec.esp_device() != settings.ipsec.esp_device();
         if new_device {
-            if let Err(e) = device::remove(&old.ipsec.interface).await {
-                tracing::warn!(error = %e, "the old IPsec address device stays");
-            }
-            device::create(&settings.ipsec.interface, settings.ipsec.address).await?;
+            // Closing the old TUN removes it with its address.
+            drop(self.device.take());
+            self.device =
+                Some(device::create(&settings.ipsec.interface, settings.ipsec.address).await?);
         }
         let shared = &self.handle.shared;
         *shared.settings() = settings;
@@ -164,13 +167,12 @@ impl Ipsec {
     }
 
     /// Terminates the SA (the concentrator sees it go) and removes the box's address.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.task.abort();
         let settings = self.handle.shared.settings().clone();
         terminate(&settings).await;
-        if let Err(e) = device::remove(&settings.ipsec.interface).await {
-            tracing::warn!(error = %e, "the IPsec address device could not be removed");
-        }
+        // Closing the TUN removes it with its address.
+        drop(self.device.take());
     }
 }
 
