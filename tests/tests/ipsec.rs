@@ -25,9 +25,14 @@ use renkei::carrier::ipsec::proposal::{
 };
 use renkei::carrier::ipsec::sa::{IkeState, SaEvent, SaEventKind};
 use renkei::carrier::ipsec::vici::{CertificateRole, PrivateKey, Vici, ViciError};
+use renkei_lab::boxconfig::{service, socket, Peer};
+use renkei_lab::daemon::renkei_bin;
+use renkei_lab::lab::{tls_config, DOCUMENT_SERVER_ADDRESS};
 use renkei_lab::netns::run;
+use renkei_lab::operator::{Operator, MANAGEMENT_PORT};
 use renkei_lab::pki::Leaf;
 use renkei_lab::strongswan::{concentrator_conf, Charon, CharonPaths};
+use renkei_lab::tlstools::{run_bounded, DocumentServer};
 use renkei_lab::{require_root, wait_until, Lab, Node};
 
 /// The box's own address inside the tunnel, and the data centre's service address.
@@ -469,4 +474,269 @@ fn net10_net5_ipsec_concentrator_certificate_must_be_rsa_2048_or_ecdsa() {
         .unwrap_or_else(|e| panic!("RSA-{bits}: {e}: {:?}", pair.concentrator.list_sas()));
         assert!(pair.box_charon.is_running());
     }
+}
+
+/// The TLS service the box offers the data centre through the SA.
+const BOX_SERVICE_PORT: u16 = 8443;
+/// The document the data centre fetches through it.
+const DOCUMENT_BYTES: u64 = 256 * 1024;
+/// How long the box's always-on SA may take to come up after `renkei run`.
+const ALWAYS_ON_UP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long one fetch through the SA may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// The concentrator's proposals for the daemon test: the profile's strongest.
+const STRONG_IKE: &str = "aes256gcm16-prfsha384-ecp384";
+const STRONG_ESP: &str = "aes256gcm16-ecp384";
+
+/// The box's always-on `[ipsec]` config as typed values, on the lab's hospital with its TLS
+/// identity, an inbound TLS service on its own IPsec address (the hospital's document server
+/// behind it) and the management API on that address too.
+fn box_config(
+    lab: &Lab,
+    charon: &CharonPaths,
+    operator: &Operator,
+) -> anyhow::Result<renkei::config::Config> {
+    use renkei::config::{Direction, EspBackend, IpsecConfig, PolicyMode};
+    let mut config = lab.config(Node::Hospital);
+    config.tunnel = None;
+    config.ipsec = Some(IpsecConfig {
+        interface: "renkei-ipsec".to_string(),
+        address: format!("{BOX_INNER}/32").parse()?,
+        wan_address: Node::Hospital.wan_address().parse()?,
+        remote_address: Node::Hub.wan_address().parse()?,
+        remote_id: Node::Hub.tls_name().to_string(),
+        local_id: None,
+        data_centre_prefixes: vec![format!("{DC_INNER}/32").parse()?],
+        ike_proposals: renkei::config::proposal::default_ike_proposals(),
+        esp_proposals: renkei::config::proposal::default_esp_proposals(),
+        mode: Some(PolicyMode::AlwaysOn),
+        idle_timeout_secs: 300,
+        connect_timeout_secs: 10,
+        alarm_after_secs: 180,
+        esp_backend: EspBackend::Libipsec,
+        esp_interface: None,
+        vici_socket: Some(charon.vici_socket.clone()),
+        charon_log_file: Some(charon.log.clone()),
+    });
+    config.tls = Some(tls_config());
+    config.services = vec![service(
+        "documents",
+        Direction::Inbound,
+        socket(&format!("{BOX_INNER}:{BOX_SERVICE_PORT}")),
+        DOCUMENT_SERVER_ADDRESS,
+        Peer::Allowed(Node::Hub.tls_name()),
+    )];
+    let mut management = operator.management(Node::Hospital, 120, true);
+    management.listen = socket(&format!("{BOX_INNER}:{MANAGEMENT_PORT}"));
+    config.management = Some(management);
+    Ok(config)
+}
+
+/// `renkei charon-conf --config <path>`: the strongswan.conf the box's charon must run with.
+fn renkei_charon_conf(config: &std::path::Path) -> anyhow::Result<String> {
+    let out = std::process::Command::new(renkei_bin()?)
+        .arg("charon-conf")
+        .arg("--config")
+        .arg(config)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "renkei charon-conf: {out:?}");
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The data centre's `openssl s_client` with the hub's lab-CA certificate fetches a document
+/// from the box's service on its IPsec address: openssl is the TLS client, the box's renkei
+/// terminates TLS and relays to the hospital's document server.
+fn fetch_through_service(lab: &Lab) -> anyhow::Result<String> {
+    let tls = lab.tls_dir(Node::Hub);
+    let path = |name: &str| tls.join(name).display().to_string();
+    let finished = run_bounded(
+        lab.ns(Node::Hub),
+        "openssl",
+        &[
+            "s_client",
+            "-connect",
+            &format!("{BOX_INNER}:{BOX_SERVICE_PORT}"),
+            "-servername",
+            Node::Hospital.tls_name(),
+            "-cert",
+            &path("box.crt"),
+            "-key",
+            &path("box.key"),
+            "-CAfile",
+            &path("operator-ca.crt"),
+            "-verify_return_error",
+            "-quiet",
+        ],
+        format!("GET {DOCUMENT_BYTES} 7\n").as_bytes(),
+        FETCH_TIMEOUT,
+    )?;
+    Ok(finished.output)
+}
+
+/// The IPsec link of the status document (`renkei status --json`'s `tunnel` part).
+fn ipsec_link(status: &serde_json::Value) -> Option<serde_json::Value> {
+    status["tunnel"]["peers"].as_array()?.first().cloned()
+}
+
+fn child_bytes(link: &serde_json::Value) -> Option<(u64, u64)> {
+    let child = &link["backend"]["ipsec"]["child"];
+    Some((child["bytes_in"].as_u64()?, child["bytes_out"].as_u64()?))
+}
+
+#[test]
+fn net9_net10_auth2_renkei_runs_over_ipsec_to_a_hand_configured_concentrator() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    lab.ns(Node::Hub)
+        .ip(&["addr", "add", &format!("{DC_INNER}/32"), "dev", "lo"])
+        .expect("the data centre's service address");
+    // The independent peer: a concentrator from a hand-written swanctl.conf.
+    let dc_paths = CharonPaths::in_dir(&lab.dir.join("dc-charon"));
+    let dc_conf = concentrator_conf(&dc_paths);
+    let concentrator =
+        Charon::start(lab.ns(Node::Hub), dc_paths, &dc_conf).expect("the concentrator's charon");
+    concentrator
+        .load_all(
+            &concentrator_swanctl(STRONG_IKE, STRONG_ESP),
+            lab.certificate(Node::Hub),
+            &lab.ca.cert_pem,
+        )
+        .expect("load the concentrator");
+
+    // The box: charon with the conf renkei prints for the box's config, then renkei itself.
+    let operator = Operator::new(&lab).expect("operator");
+    let box_paths = CharonPaths::in_dir(&lab.dir.join("hospital-charon"));
+    let config = box_config(&lab, &box_paths, &operator).expect("the box's config");
+    let path = lab
+        .write_config(Node::Hospital, &config)
+        .expect("write config");
+    let charon_conf = renkei_charon_conf(&path).expect("renkei charon-conf");
+    let box_charon = Charon::start(lab.ns(Node::Hospital), box_paths, &charon_conf)
+        .expect("the box's charon with renkei's conf");
+    let _documents = DocumentServer::start(lab.lan_ns(Node::Hospital), DOCUMENT_SERVER_ADDRESS)
+        .expect("document server");
+    let daemon = lab.start_with(Node::Hospital, &path).expect("renkei run");
+
+    let up = wait_until(ALWAYS_ON_UP_TIMEOUT, "the SA up in renkei's status", || {
+        let status = daemon.status().ok()?;
+        let link = ipsec_link(&status)?;
+        (link["state"] == "up" && child_bytes(&link).is_some()).then_some((status, link))
+    });
+    let (status, link) = up.unwrap_or_else(|e| {
+        panic!(
+            "{e}\nstatus: {:?}\nrenkei: {}\ncharon: {}",
+            daemon.status(),
+            daemon.log_text(),
+            box_charon.log()
+        )
+    });
+    assert_eq!(status["tunnel"]["kind"], "ipsec", "{status:#}");
+    let ike = &link["backend"]["ipsec"]["ike"];
+    assert_eq!(ike["state"], "Established", "{link:#}");
+    assert_eq!(ike["remote_id"], Node::Hub.tls_name(), "{link:#}");
+    assert_eq!(ike["encryption"], "AES_GCM_16", "{link:#}");
+    assert_eq!(ike["key_size_bits"], 256, "{link:#}");
+    assert_eq!(ike["prf"], "PRF_HMAC_SHA2_384", "{link:#}");
+    assert_eq!(ike["dh_group"], "ECP_384", "{link:#}");
+    let child = &link["backend"]["ipsec"]["child"];
+    assert_eq!(child["encryption"], "AES_GCM_16", "{link:#}");
+    assert_eq!(child["local_ts"][0], format!("{BOX_INNER}/32"), "{link:#}");
+    assert_eq!(child["remote_ts"][0], format!("{DC_INNER}/32"), "{link:#}");
+    assert!(
+        link["backend"]["ipsec"]["profile_violation"].is_null(),
+        "{link:#}"
+    );
+    let before = child_bytes(&link).expect("byte counters");
+
+    // The data centre fetches through the box's TLS service, over the SA.
+    let fetched = fetch_through_service(&lab).expect("openssl s_client");
+    assert!(
+        fetched.contains(&format!("renkei-lab document {DOCUMENT_BYTES}")),
+        "{fetched}\nrenkei: {}",
+        daemon.log_text()
+    );
+    let after = wait_until(EVENT_TIMEOUT * 2, "the CHILD SA's counters to grow", || {
+        let now = child_bytes(&ipsec_link(&daemon.status().ok()?)?)?;
+        (now.1 >= before.1 + DOCUMENT_BYTES && now.0 > before.0).then_some(now)
+    });
+    after.unwrap_or_else(|e| panic!("{e}: {before:?} -> {:?}", daemon.status()));
+
+    // The concentrator sees the SA with its own tool.
+    let dc_sas = concentrator.list_sas().expect("swanctl --list-sas");
+    assert!(
+        dc_sas.contains("state=ESTABLISHED") && dc_sas.contains(Node::Hospital.tls_name()),
+        "{dc_sas}"
+    );
+
+    // The operator reaches the box's management API over the SA.
+    let remote = operator
+        .command_with(
+            &lab,
+            "remote",
+            Node::Hospital,
+            &[("--to", format!("{BOX_INNER}:{MANAGEMENT_PORT}"))],
+            &[],
+        )
+        .expect("renkei remote");
+    assert!(remote.success, "{remote:?}\nrenkei: {}", daemon.log_text());
+
+    // charon restarts (its `ipsec0` goes and comes back with a new index): renkei loads the
+    // connection again, the SA comes back, and the management API is reachable again.
+    let paths = box_charon.paths.clone();
+    let index_before = lab
+        .ns(Node::Hospital)
+        .ip(&["-o", "link", "show", "ipsec0"])
+        .expect("ipsec0");
+    drop(box_charon);
+    let box_charon =
+        Charon::start(lab.ns(Node::Hospital), paths, &charon_conf).expect("the box's charon again");
+    wait_until(
+        ALWAYS_ON_UP_TIMEOUT,
+        "the SA back after charon's restart",
+        || {
+            let link = ipsec_link(&daemon.status().ok()?)?;
+            (link["state"] == "up" && child_bytes(&link).is_some()).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nrenkei: {}\ncharon: {}",
+            daemon.log_text(),
+            box_charon.log()
+        )
+    });
+    let index_after = lab
+        .ns(Node::Hospital)
+        .ip(&["-o", "link", "show", "ipsec0"])
+        .expect("ipsec0");
+    assert_ne!(
+        index_before.split(':').next(),
+        index_after.split(':').next(),
+        "charon's restart gave ipsec0 a new index"
+    );
+    let remote = wait_until(
+        ALWAYS_ON_UP_TIMEOUT,
+        "the management API over the new SA",
+        || {
+            let remote = operator
+                .command_with(
+                    &lab,
+                    "remote",
+                    Node::Hospital,
+                    &[("--to", format!("{BOX_INNER}:{MANAGEMENT_PORT}"))],
+                    &[],
+                )
+                .ok()?;
+            remote.success.then_some(remote)
+        },
+    );
+    remote.unwrap_or_else(|e| panic!("{e}\nrenkei: {}", daemon.log_text()));
+    let fetched = fetch_through_service(&lab).expect("openssl s_client after the restart");
+    assert!(
+        fetched.contains(&format!("renkei-lab document {DOCUMENT_BYTES}")),
+        "{fetched}"
+    );
+    drop(daemon);
+    drop(box_charon);
+    drop(concentrator);
 }
