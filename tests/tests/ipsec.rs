@@ -680,6 +680,30 @@ fn net9_net10_auth2_renkei_runs_over_ipsec_to_a_hand_configured_concentrator() {
         .expect("renkei remote");
     assert!(remote.success, "{remote:?}\nrenkei: {}", daemon.log_text());
 
+    // From the hospital LAN, with a route to the box's IPsec address, a plain listener there
+    // is reachable (Linux's weak host model) but the management API is not: it hears ipsec0.
+    let lan = lab.lan_ns(Node::Hospital);
+    lan.ip(&[
+        "route",
+        "replace",
+        &format!("{BOX_INNER}/32"),
+        "via",
+        Node::Hospital.lan_address().expect("lan address"),
+    ])
+    .expect("route");
+    let control = lab
+        .ns(Node::Hospital)
+        .tcp_listener(&format!("{BOX_INNER}:8447"))
+        .expect("control listener");
+    lan.tcp_connect(&format!("{BOX_INNER}:8447"), EVENT_TIMEOUT)
+        .expect("the LAN reaches a plain listener on the box's IPsec address");
+    drop(control);
+    assert!(
+        lan.tcp_connect(&format!("{BOX_INNER}:{MANAGEMENT_PORT}"), EVENT_TIMEOUT)
+            .is_err(),
+        "the LAN reached the management API through the box's LAN interface"
+    );
+
     // charon restarts (its `ipsec0` goes and comes back with a new index): renkei loads the
     // connection again, the SA comes back, and the management API is reachable again.
     let paths = box_charon.paths.clone();
