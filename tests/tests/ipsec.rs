@@ -23,8 +23,10 @@ use renkei::carrier::ipsec::connection::{ConnectionSettings, InnerAddress, Start
 use renkei::carrier::ipsec::proposal::{
     default_esp_proposals, default_ike_proposals, IkeAlgorithms,
 };
+use renkei::carrier::ipsec::refusal;
 use renkei::carrier::ipsec::sa::{IkeState, SaEvent, SaEventKind};
 use renkei::carrier::ipsec::vici::{CertificateRole, PrivateKey, Vici, ViciError};
+use renkei::state::events::IpsecRefusal;
 use renkei_lab::boxconfig::{service, socket, Peer};
 use renkei_lab::daemon::renkei_bin;
 use renkei_lab::lab::{tls_config, DOCUMENT_SERVER_ADDRESS};
@@ -351,6 +353,11 @@ fn net10_ipsec_concentrator_with_only_weak_proposals_is_refused() {
             "{ike}: {err}\n{}",
             pair.box_charon.log()
         );
+        assert_eq!(
+            refusal::of_error(&err).map(|(why, _)| why),
+            Some(IpsecRefusal::NoProposalChosen),
+            "{ike}: {err}"
+        );
         assert!(rt.block_on(vici.list_sas()).expect("list-sas").is_empty());
         let dc_sas = pair.concentrator.list_sas().expect("swanctl --list-sas");
         assert!(!dc_sas.contains("state="), "{ike}: {dc_sas}");
@@ -457,6 +464,11 @@ fn net10_net5_ipsec_concentrator_certificate_must_be_rsa_2048_or_ecdsa() {
             let err = outcome.expect_err("an SA with an RSA-1024 concentrator certificate");
             assert!(
                 matches!(err, ViciError::Refused { .. }),
+                "RSA-{bits}: {err}"
+            );
+            assert_eq!(
+                refusal::of_error(&err).map(|(why, _)| why),
+                Some(IpsecRefusal::AuthenticationFailed),
                 "RSA-{bits}: {err}"
             );
             assert!(sas.is_empty(), "RSA-{bits}: {sas:?}");
@@ -583,40 +595,64 @@ fn child_bytes(link: &serde_json::Value) -> Option<(u64, u64)> {
     Some((child["bytes_in"].as_u64()?, child["bytes_out"].as_u64()?))
 }
 
+/// A box running `renkei run` over IPsec and its concentrator. Dropped in field order: the
+/// daemon, then the charons, then the lab's namespaces.
+struct RenkeiBox {
+    daemon: renkei_lab::Daemon,
+    box_charon: Charon,
+    concentrator: Charon,
+    operator: Operator,
+    /// The strongswan.conf `renkei charon-conf` printed for the box.
+    charon_conf: String,
+    lab: Lab,
+}
+
+/// The concentrator with `ike`/`esp` (hand-written swanctl.conf, the independent peer), the
+/// box's charon with the conf `renkei charon-conf` prints for the box's config, then
+/// `renkei run`.
+fn start_renkei_box(ike: &str, esp: &str) -> anyhow::Result<RenkeiBox> {
+    let lab = Lab::new()?;
+    lab.ns(Node::Hub)
+        .ip(&["addr", "add", &format!("{DC_INNER}/32"), "dev", "lo"])?;
+    let dc_paths = CharonPaths::in_dir(&lab.dir.join("dc-charon"));
+    let dc_conf = concentrator_conf(&dc_paths);
+    let concentrator = Charon::start(lab.ns(Node::Hub), dc_paths, &dc_conf)?;
+    concentrator.load_all(
+        &concentrator_swanctl(ike, esp),
+        lab.certificate(Node::Hub),
+        &lab.ca.cert_pem,
+    )?;
+    let operator = Operator::new(&lab)?;
+    let box_paths = CharonPaths::in_dir(&lab.dir.join("hospital-charon"));
+    let config = box_config(&lab, &box_paths, &operator)?;
+    let path = lab.write_config(Node::Hospital, &config)?;
+    let charon_conf = renkei_charon_conf(&path)?;
+    let box_charon = Charon::start(lab.ns(Node::Hospital), box_paths, &charon_conf)?;
+    let daemon = lab.start_with(Node::Hospital, &path)?;
+    Ok(RenkeiBox {
+        daemon,
+        box_charon,
+        concentrator,
+        operator,
+        charon_conf,
+        lab,
+    })
+}
+
 #[test]
 fn net9_net10_auth2_renkei_runs_over_ipsec_to_a_hand_configured_concentrator() {
     require_root!();
-    let lab = Lab::new().expect("lab");
-    lab.ns(Node::Hub)
-        .ip(&["addr", "add", &format!("{DC_INNER}/32"), "dev", "lo"])
-        .expect("the data centre's service address");
-    // The independent peer: a concentrator from a hand-written swanctl.conf.
-    let dc_paths = CharonPaths::in_dir(&lab.dir.join("dc-charon"));
-    let dc_conf = concentrator_conf(&dc_paths);
-    let concentrator =
-        Charon::start(lab.ns(Node::Hub), dc_paths, &dc_conf).expect("the concentrator's charon");
-    concentrator
-        .load_all(
-            &concentrator_swanctl(STRONG_IKE, STRONG_ESP),
-            lab.certificate(Node::Hub),
-            &lab.ca.cert_pem,
-        )
-        .expect("load the concentrator");
-
-    // The box: charon with the conf renkei prints for the box's config, then renkei itself.
-    let operator = Operator::new(&lab).expect("operator");
-    let box_paths = CharonPaths::in_dir(&lab.dir.join("hospital-charon"));
-    let config = box_config(&lab, &box_paths, &operator).expect("the box's config");
-    let path = lab
-        .write_config(Node::Hospital, &config)
-        .expect("write config");
-    let charon_conf = renkei_charon_conf(&path).expect("renkei charon-conf");
-    let box_charon = Charon::start(lab.ns(Node::Hospital), box_paths, &charon_conf)
-        .expect("the box's charon with renkei's conf");
+    // Bound in this order so that they drop in reverse: renkei, the charons, then the lab.
+    let RenkeiBox {
+        lab,
+        concentrator,
+        box_charon,
+        daemon,
+        operator,
+        charon_conf,
+    } = start_renkei_box(STRONG_IKE, STRONG_ESP).expect("concentrator, box charon and renkei");
     let _documents = DocumentServer::start(lab.lan_ns(Node::Hospital), DOCUMENT_SERVER_ADDRESS)
         .expect("document server");
-    let daemon = lab.start_with(Node::Hospital, &path).expect("renkei run");
-
     let up = wait_until(ALWAYS_ON_UP_TIMEOUT, "the SA up in renkei's status", || {
         let status = daemon.status().ok()?;
         let link = ipsec_link(&status)?;
@@ -763,4 +799,42 @@ fn net9_net10_auth2_renkei_runs_over_ipsec_to_a_hand_configured_concentrator() {
     drop(daemon);
     drop(box_charon);
     drop(concentrator);
+}
+
+#[test]
+fn net10_log2_renkei_records_a_concentrator_refusing_the_profile_as_an_event() {
+    require_root!();
+    // A concentrator offering only MODP-2048 key exchange: outside the profile the box proposes.
+    let renkei_box = start_renkei_box("aes256gcm16-prfsha256-modp2048", "aes256gcm16")
+        .expect("concentrator, box charon and renkei");
+    let daemon = &renkei_box.daemon;
+    let code = "EVENT_CODE=\"ipsec_negotiation_refused\"";
+    wait_until(IKE_TIMEOUT, "renkei's refusal event", || {
+        daemon.log_text().contains(code).then_some(())
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nrenkei: {}\ncharon: {}",
+            daemon.log_text(),
+            renkei_box.box_charon.log()
+        )
+    });
+    let log = daemon.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains(code))
+        .expect("the event's line");
+    assert!(
+        line.contains("no proposal acceptable to both sides")
+            && line.contains("NO_PROPOSAL_CHOSEN"),
+        "{line}"
+    );
+    let status = daemon.status().expect("status");
+    let link = ipsec_link(&status).expect("the IPsec link");
+    assert_ne!(link["state"], "up", "{link:#}");
+    let dc_sas = renkei_box
+        .concentrator
+        .list_sas()
+        .expect("swanctl --list-sas");
+    assert!(!dc_sas.contains("state=ESTABLISHED"), "{dc_sas}");
 }
