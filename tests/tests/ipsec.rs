@@ -838,3 +838,71 @@ fn net10_log2_renkei_records_a_concentrator_refusing_the_profile_as_an_event() {
         .expect("swanctl --list-sas");
     assert!(!dc_sas.contains("state=ESTABLISHED"), "{dc_sas}");
 }
+
+/// How soon an always-on box has its SA back after the concentrator's charon restarted (DPD
+/// after 3 s of silence, 7.1 s of retransmissions, then charon restarts the SA: NET-6).
+const ALWAYS_ON_BACK_TIMEOUT: Duration = Duration::from_secs(12);
+
+/// The IKE SA's `established` time in renkei's status, when up.
+fn established_at(daemon: &renkei_lab::Daemon) -> Option<serde_json::Value> {
+    let link = ipsec_link(&daemon.status().ok()?)?;
+    (link["state"] == "up").then(|| link["backend"]["ipsec"]["ike"]["established"].clone())
+}
+
+#[test]
+fn net6_net9_always_on_ipsec_is_back_soon_after_the_concentrator_restarts() {
+    require_root!();
+    // Bound in this order so that they drop in reverse: renkei, the charons, then the lab.
+    let RenkeiBox {
+        lab,
+        mut concentrator,
+        box_charon,
+        daemon,
+        ..
+    } = start_renkei_box(STRONG_IKE, STRONG_ESP).expect("concentrator, box charon and renkei");
+    // A clean stop first (charon deletes its SAs, the box hears it), then a crash (nothing is
+    // deleted: the box's DPD must find out).
+    for crash in [false, true] {
+        let first = wait_until(ALWAYS_ON_UP_TIMEOUT, "the SA up", || {
+            established_at(&daemon)
+        })
+        .unwrap_or_else(|e| panic!("{e}\nrenkei: {}", daemon.log_text()));
+        // The concentrator's charon stops (keeping nothing) and starts again with its
+        // hand-written config.
+        let paths = concentrator.paths.clone();
+        if crash {
+            concentrator.crash();
+        }
+        drop(concentrator);
+        let conf = concentrator_conf(&paths);
+        concentrator =
+            Charon::start(lab.ns(Node::Hub), paths, &conf).expect("the concentrator again");
+        concentrator
+            .load_all(
+                &concentrator_swanctl(STRONG_IKE, STRONG_ESP),
+                lab.certificate(Node::Hub),
+                &lab.ca.cert_pem,
+            )
+            .expect("load the concentrator again");
+        let back_since = std::time::Instant::now();
+        wait_until(ALWAYS_ON_BACK_TIMEOUT, "a new SA after the restart", || {
+            let dc_sas = concentrator.list_sas().ok()?;
+            let now = established_at(&daemon)?;
+            (now != first && dc_sas.contains("state=ESTABLISHED")).then_some(())
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "crash {crash}: {e}\nrenkei: {}\nbox charon: {}",
+                daemon.log_text(),
+                box_charon.log()
+            )
+        });
+        eprintln!(
+            "always-on SA back {:?} after the concentrator restarted (crash: {crash})",
+            back_since.elapsed()
+        );
+    }
+    drop(daemon);
+    drop(box_charon);
+    drop(concentrator);
+}
