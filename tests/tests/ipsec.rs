@@ -34,7 +34,7 @@ use renkei_lab::netns::run;
 use renkei_lab::operator::{Operator, MANAGEMENT_PORT};
 use renkei_lab::pki::Leaf;
 use renkei_lab::strongswan::{concentrator_conf, Charon, CharonPaths};
-use renkei_lab::tlstools::{run_bounded, DocumentServer};
+use renkei_lab::tlstools::{run_bounded, Background, DocumentServer};
 use renkei_lab::{require_root, wait_until, Lab, Node};
 
 /// The box's own address inside the tunnel, and the data centre's service address.
@@ -611,6 +611,15 @@ struct RenkeiBox {
 /// box's charon with the conf `renkei charon-conf` prints for the box's config, then
 /// `renkei run`.
 fn start_renkei_box(ike: &str, esp: &str) -> anyhow::Result<RenkeiBox> {
+    start_renkei_box_with(ike, esp, |_| {})
+}
+
+/// [`start_renkei_box`] with the box's config changed by `edit` first.
+fn start_renkei_box_with(
+    ike: &str,
+    esp: &str,
+    edit: impl FnOnce(&mut renkei::config::Config),
+) -> anyhow::Result<RenkeiBox> {
     let lab = Lab::new()?;
     lab.ns(Node::Hub)
         .ip(&["addr", "add", &format!("{DC_INNER}/32"), "dev", "lo"])?;
@@ -624,7 +633,8 @@ fn start_renkei_box(ike: &str, esp: &str) -> anyhow::Result<RenkeiBox> {
     )?;
     let operator = Operator::new(&lab)?;
     let box_paths = CharonPaths::in_dir(&lab.dir.join("hospital-charon"));
-    let config = box_config(&lab, &box_paths, &operator)?;
+    let mut config = box_config(&lab, &box_paths, &operator)?;
+    edit(&mut config);
     let path = lab.write_config(Node::Hospital, &config)?;
     let charon_conf = renkei_charon_conf(&path)?;
     let box_charon = Charon::start(lab.ns(Node::Hospital), box_paths, &charon_conf)?;
@@ -902,6 +912,138 @@ fn net6_net9_always_on_ipsec_is_back_soon_after_the_concentrator_restarts() {
             back_since.elapsed()
         );
     }
+    drop(daemon);
+    drop(box_charon);
+    drop(concentrator);
+}
+
+/// on_demand: the shortest idle timeout `renkei check` allows.
+const ON_DEMAND_IDLE_SECS: u64 = 10;
+/// on_demand: how long a LAN connection may wait for the SA.
+const ON_DEMAND_CONNECT_SECS: u64 = 10;
+/// The outbound service on the hospital LAN, to the data centre's TLS server.
+const LAN_OUTBOUND: &str = "198.18.10.1:8444";
+/// The data centre's TLS server behind the concentrator (`openssl s_server -WWW`).
+const DC_TLS_PORT: u16 = 9443;
+
+/// `openssl s_server -WWW` on the data centre's service address with the hub's lab-CA
+/// certificate, requiring a client certificate, serving `dir`: it terminates the outbound
+/// service's TLS.
+fn dc_tls_server(lab: &Lab, dir: &std::path::Path) -> anyhow::Result<Background> {
+    let tls = lab.tls_dir(Node::Hub);
+    let text = |p: &std::path::Path| p.display().to_string();
+    let args = [
+        "-C".to_string(),
+        text(dir),
+        "openssl".to_string(),
+        "s_server".to_string(),
+        "-accept".to_string(),
+        format!("{DC_INNER}:{DC_TLS_PORT}"),
+        "-cert".to_string(),
+        text(&tls.join("box.crt")),
+        "-key".to_string(),
+        text(&tls.join("box.key")),
+        "-CAfile".to_string(),
+        text(&tls.join("operator-ca.crt")),
+        "-Verify".to_string(),
+        "2".to_string(),
+        "-verify_return_error".to_string(),
+        "-WWW".to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Background::start(lab.ns(Node::Hub), "env", &args, false)?;
+    server.wait_for_output("ACCEPT", IKE_TIMEOUT)?;
+    Ok(server)
+}
+
+#[test]
+fn net7_net9_on_demand_ipsec_is_silent_until_a_connection_and_deleted_on_both_sides_when_idle() {
+    require_root!();
+    let RenkeiBox {
+        lab,
+        concentrator,
+        box_charon,
+        daemon,
+        ..
+    } = start_renkei_box_with(STRONG_IKE, STRONG_ESP, |config| {
+        let ipsec = config.ipsec.as_mut().expect("[ipsec]");
+        ipsec.mode = Some(renkei::config::PolicyMode::OnDemand);
+        ipsec.idle_timeout_secs = ON_DEMAND_IDLE_SECS;
+        ipsec.connect_timeout_secs = ON_DEMAND_CONNECT_SECS;
+        config.services.push(service(
+            "dc-files",
+            renkei::config::Direction::Outbound,
+            socket(LAN_OUTBOUND),
+            &format!("{DC_INNER}:{DC_TLS_PORT}"),
+            Peer::ServerName(Node::Hub.tls_name()),
+        ));
+    })
+    .expect("concentrator, box charon and renkei");
+    let www = lab.dir.join("dc-www");
+    std::fs::create_dir_all(&www).expect("www");
+    let body = "a file in the data centre\n";
+    std::fs::write(www.join("file.txt"), body).expect("file");
+    let _server = dc_tls_server(&lab, &www).expect("s_server");
+
+    // Loaded into charon, and silent: no SA on either side.
+    wait_until(IKE_TIMEOUT, "the connection loaded", || {
+        let status = daemon.status().ok()?;
+        (status["tunnel"]["backend"]["ipsec"]["charon_loaded"] == true).then_some(status)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{:?}", daemon.status()));
+    let link = ipsec_link(&daemon.status().expect("status")).expect("link");
+    assert_eq!(link["state"], "idle", "{link:#}");
+    assert!(link["backend"]["ipsec"]["ike"].is_null(), "{link:#}");
+    let dc_sas = concentrator.list_sas().expect("list-sas");
+    assert!(!dc_sas.contains("state="), "{dc_sas}");
+
+    // A LAN connection brings it up within the connect timeout and gets the file.
+    let asked = std::time::Instant::now();
+    let mut stream = lab
+        .lan_ns(Node::Hospital)
+        .tcp_connect(LAN_OUTBOUND, IKE_TIMEOUT)
+        .expect("the box accepts the LAN connection");
+    stream
+        .set_read_timeout(Some(FETCH_TIMEOUT))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /file.txt HTTP/1.0\r\n\r\n")
+        .expect("request");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("reply");
+    let took = asked.elapsed();
+    assert!(
+        reply.ends_with(body),
+        "{reply}\nrenkei: {}\ncharon: {}",
+        daemon.log_text(),
+        box_charon.log()
+    );
+    assert!(
+        took < Duration::from_secs(ON_DEMAND_CONNECT_SECS),
+        "{took:?}"
+    );
+    drop(stream);
+    let dc_sas = concentrator.list_sas().expect("list-sas");
+    assert!(dc_sas.contains("state=ESTABLISHED"), "{dc_sas}");
+
+    // Idle: renkei terminates the SA, and the concentrator deletes its side too.
+    let idle_since = std::time::Instant::now();
+    let idle_bound = Duration::from_secs(ON_DEMAND_IDLE_SECS * 2);
+    wait_until(idle_bound, "the SAs deleted on both sides", || {
+        let link = ipsec_link(&daemon.status().ok()?)?;
+        let dc_sas = concentrator.list_sas().ok()?;
+        (link["state"] == "idle"
+            && link["backend"]["ipsec"]["ike"].is_null()
+            && !dc_sas.contains("state="))
+        .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{:?}\nrenkei: {}", daemon.status(), daemon.log_text()));
+    let idle_for = idle_since.elapsed();
+    eprintln!("on-demand SA up in {took:?}, deleted {idle_for:?} after the last use");
+    assert!(
+        idle_for + Duration::from_secs(1) >= Duration::from_secs(ON_DEMAND_IDLE_SECS),
+        "deleted after {idle_for:?}, before the idle timeout"
+    );
     drop(daemon);
     drop(box_charon);
     drop(concentrator);
