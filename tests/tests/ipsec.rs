@@ -1048,3 +1048,137 @@ fn net7_net9_on_demand_ipsec_is_silent_until_a_connection_and_deleted_on_both_si
     drop(box_charon);
     drop(concentrator);
 }
+
+/// The shortest confirm window `renkei check` allows.
+const CONFIRM_WINDOW: Duration = Duration::from_secs(30);
+/// How long a pushed config may take to run.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `config` part of `renkei status --json`, run inside the box's namespace.
+fn config_state(lab: &Lab, daemon: &renkei_lab::Daemon) -> Option<serde_json::Value> {
+    let bin = renkei_bin().ok()?;
+    let json = lab
+        .ns(Node::Hospital)
+        .exec(
+            &bin.to_string_lossy(),
+            &[
+                "status",
+                "--json",
+                "--config",
+                &daemon.config.to_string_lossy(),
+            ],
+        )
+        .ok()?;
+    let document: serde_json::Value = serde_json::from_str(&json).ok()?;
+    Some(document["config"].clone())
+}
+
+fn wait_config(
+    lab: &Lab,
+    daemon: &renkei_lab::Daemon,
+    version: u64,
+    state: &str,
+    within: Duration,
+) {
+    wait_until(within, &format!("version {version} {state}"), || {
+        let now = config_state(lab, daemon)?;
+        (now["version"] == version && now["state"] == state).then_some(())
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{:?}\n{}",
+            config_state(lab, daemon),
+            daemon.log_text()
+        )
+    });
+}
+
+#[test]
+fn net9_auth2_avl1_a_push_over_ipsec_is_confirmed_and_a_wrong_remote_id_is_rolled_back() {
+    require_root!();
+    let mut pushed_config = None;
+    let RenkeiBox {
+        lab,
+        concentrator,
+        box_charon,
+        daemon,
+        operator,
+        ..
+    } = start_renkei_box_with(STRONG_IKE, STRONG_ESP, |config| {
+        config
+            .management
+            .as_mut()
+            .expect("[management]")
+            .confirm_timeout_secs = CONFIRM_WINDOW.as_secs();
+        pushed_config = Some(config.clone());
+    })
+    .expect("concentrator, box charon and renkei");
+    let base = pushed_config.expect("the box's config");
+    let to_box = [("--to", format!("{BOX_INNER}:{MANAGEMENT_PORT}"))];
+    let remote = || {
+        operator
+            .command_with(&lab, "remote", Node::Hospital, &to_box, &[])
+            .ok()
+            .filter(|o| o.success)
+    };
+    wait_until(
+        APPLY_TIMEOUT,
+        "the operator to reach the box over the SA",
+        remote,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()));
+
+    // Version 2 (only its description differs) over the SA: auto-confirmed by the operator's
+    // next request.
+    let mut second = base.clone();
+    second.meta.version = 2;
+    second.meta.description = Some("pushed over IPsec".into());
+    let path = operator
+        .write_signed("v2.toml", &second, None)
+        .expect("sign v2");
+    let outcome = operator
+        .push_with(&lab, Node::Hospital, &path, &to_box)
+        .expect("push v2");
+    assert!(outcome.success, "{outcome:?}\n{}", daemon.log_text());
+    wait_until(APPLY_TIMEOUT, "a request after the apply", remote).expect("remote");
+    wait_config(&lab, &daemon, 2, "confirmed", APPLY_TIMEOUT);
+
+    // Version 3 pins another remote id: the box's charon refuses the concentrator, the
+    // operator cannot come back, and the box rolls back to version 2 at the window's end.
+    let mut third = second.clone();
+    third.meta.version = 3;
+    third.ipsec.as_mut().expect("[ipsec]").remote_id = "wrong.renkei.example".into();
+    let path = operator
+        .write_signed("v3.toml", &third, None)
+        .expect("sign v3");
+    // The push's answer may never come back (the apply cuts the SA it came over).
+    let applied = std::thread::scope(|scope| {
+        let pushing = scope.spawn(|| operator.push_with(&lab, Node::Hospital, &path, &to_box));
+        wait_config(&lab, &daemon, 3, "pending", APPLY_TIMEOUT);
+        let applied = std::time::Instant::now();
+        let _ = pushing.join();
+        applied
+    });
+    wait_config(&lab, &daemon, 2, "confirmed", CONFIRM_WINDOW * 2);
+    let took = applied.elapsed();
+    let log = daemon.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("EVENT_CODE=\"ipsec_negotiation_refused\"")
+                && l.contains("authentication failed")),
+        "no refusal event for the wrong remote id:\n{log}"
+    );
+    assert!(
+        took + Duration::from_secs(2) >= CONFIRM_WINDOW,
+        "rolled back {took:?} after the apply: before the window ended"
+    );
+    wait_until(ALWAYS_ON_UP_TIMEOUT, "the SA back on version 2", || {
+        established_at(&daemon)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", daemon.log_text(), box_charon.log()));
+    wait_until(APPLY_TIMEOUT, "the operator back over the SA", remote)
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()));
+    drop(daemon);
+    drop(box_charon);
+    drop(concentrator);
+}
