@@ -11,8 +11,13 @@
 //! ```
 //! The SA's traffic selectors are the box's own address and the data centre's service address
 //! (NET-8): never the WAN addresses, whose IKE packets would otherwise be routed into the
-//! tunnel. No TLS runs here: these tests prove the carrier, the proxies' TLS over it is the
-//! next round's (and would be terminated by the hub's renkei behind the concentrator).
+//! tunnel. The first tests drive renkei's VICI code directly (no TLS). The `renkei run` tests
+//! start the box's charon with the text of `renkei charon-conf` for the box's own config and
+//! then renkei itself: the box's renkei terminates its inbound service's and management API's
+//! TLS; in the data centre `openssl s_client` (holding the hub's lab-CA certificate), the
+//! operator's `renkei` and `openssl s_server -WWW` (for the box's outbound service) are the
+//! other ends. renkei puts the box's own address on a TUN device of its own (`renkei-ipsec`);
+//! its management API listens on charon's `ipsec0`.
 
 use std::io::{Read, Write};
 use std::time::Duration;
