@@ -190,6 +190,15 @@ impl Charon {
         self.swanctl(&["--list-sas", "--raw"])
     }
 
+    /// Kills charon with SIGKILL, as a crash or a power cut would stop it: no DELETE reaches
+    /// its peers. Its folder stays (dropping the value removes it).
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Whether charon still runs.
     pub fn is_running(&mut self) -> bool {
         self.child

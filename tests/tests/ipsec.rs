@@ -11,8 +11,13 @@
 //! ```
 //! The SA's traffic selectors are the box's own address and the data centre's service address
 //! (NET-8): never the WAN addresses, whose IKE packets would otherwise be routed into the
-//! tunnel. No TLS runs here: these tests prove the carrier, the proxies' TLS over it is the
-//! next round's (and would be terminated by the hub's renkei behind the concentrator).
+//! tunnel. The first tests drive renkei's VICI code directly (no TLS). The `renkei run` tests
+//! start the box's charon with the text of `renkei charon-conf` for the box's own config and
+//! then renkei itself: the box's renkei terminates its inbound service's and management API's
+//! TLS; in the data centre `openssl s_client` (holding the hub's lab-CA certificate), the
+//! operator's `renkei` and `openssl s_server -WWW` (for the box's outbound service) are the
+//! other ends. renkei puts the box's own address on a TUN device of its own (`renkei-ipsec`);
+//! its management API listens on charon's `ipsec0`.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -23,11 +28,18 @@ use renkei::carrier::ipsec::connection::{ConnectionSettings, InnerAddress, Start
 use renkei::carrier::ipsec::proposal::{
     default_esp_proposals, default_ike_proposals, IkeAlgorithms,
 };
+use renkei::carrier::ipsec::refusal;
 use renkei::carrier::ipsec::sa::{IkeState, SaEvent, SaEventKind};
 use renkei::carrier::ipsec::vici::{CertificateRole, PrivateKey, Vici, ViciError};
+use renkei::state::events::IpsecRefusal;
+use renkei_lab::boxconfig::{service, socket, Peer};
+use renkei_lab::daemon::renkei_bin;
+use renkei_lab::lab::{tls_config, DOCUMENT_SERVER_ADDRESS};
 use renkei_lab::netns::run;
+use renkei_lab::operator::{Operator, MANAGEMENT_PORT};
 use renkei_lab::pki::Leaf;
 use renkei_lab::strongswan::{concentrator_conf, Charon, CharonPaths};
+use renkei_lab::tlstools::{run_bounded, Background, DocumentServer};
 use renkei_lab::{require_root, wait_until, Lab, Node};
 
 /// The box's own address inside the tunnel, and the data centre's service address.
@@ -346,6 +358,11 @@ fn net10_ipsec_concentrator_with_only_weak_proposals_is_refused() {
             "{ike}: {err}\n{}",
             pair.box_charon.log()
         );
+        assert_eq!(
+            refusal::of_error(&err).map(|(why, _)| why),
+            Some(IpsecRefusal::NoProposalChosen),
+            "{ike}: {err}"
+        );
         assert!(rt.block_on(vici.list_sas()).expect("list-sas").is_empty());
         let dc_sas = pair.concentrator.list_sas().expect("swanctl --list-sas");
         assert!(!dc_sas.contains("state="), "{ike}: {dc_sas}");
@@ -454,6 +471,11 @@ fn net10_net5_ipsec_concentrator_certificate_must_be_rsa_2048_or_ecdsa() {
                 matches!(err, ViciError::Refused { .. }),
                 "RSA-{bits}: {err}"
             );
+            assert_eq!(
+                refusal::of_error(&err).map(|(why, _)| why),
+                Some(IpsecRefusal::AuthenticationFailed),
+                "RSA-{bits}: {err}"
+            );
             assert!(sas.is_empty(), "RSA-{bits}: {sas:?}");
             let log = pair.box_charon.log();
             assert!(log.contains("RSA-1024 signatures not acceptable"), "{log}");
@@ -469,4 +491,699 @@ fn net10_net5_ipsec_concentrator_certificate_must_be_rsa_2048_or_ecdsa() {
         .unwrap_or_else(|e| panic!("RSA-{bits}: {e}: {:?}", pair.concentrator.list_sas()));
         assert!(pair.box_charon.is_running());
     }
+}
+
+/// The TLS service the box offers the data centre through the SA.
+const BOX_SERVICE_PORT: u16 = 8443;
+/// The document the data centre fetches through it.
+const DOCUMENT_BYTES: u64 = 256 * 1024;
+/// How long the box's always-on SA may take to come up after `renkei run`.
+const ALWAYS_ON_UP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long one fetch through the SA may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// The concentrator's proposals for the daemon test: the profile's strongest.
+const STRONG_IKE: &str = "aes256gcm16-prfsha384-ecp384";
+const STRONG_ESP: &str = "aes256gcm16-ecp384";
+
+/// The box's always-on `[ipsec]` config as typed values, on the lab's hospital with its TLS
+/// identity, an inbound TLS service on its own IPsec address (the hospital's document server
+/// behind it) and the management API on that address too.
+fn box_config(
+    lab: &Lab,
+    charon: &CharonPaths,
+    operator: &Operator,
+) -> anyhow::Result<renkei::config::Config> {
+    use renkei::config::{Direction, EspBackend, IpsecConfig, PolicyMode};
+    let mut config = lab.config(Node::Hospital);
+    config.tunnel = None;
+    config.ipsec = Some(IpsecConfig {
+        interface: "renkei-ipsec".to_string(),
+        address: format!("{BOX_INNER}/32").parse()?,
+        wan_address: Node::Hospital.wan_address().parse()?,
+        remote_address: Node::Hub.wan_address().parse()?,
+        remote_id: Node::Hub.tls_name().to_string(),
+        local_id: None,
+        data_centre_prefixes: vec![format!("{DC_INNER}/32").parse()?],
+        ike_proposals: renkei::config::proposal::default_ike_proposals(),
+        esp_proposals: renkei::config::proposal::default_esp_proposals(),
+        mode: Some(PolicyMode::AlwaysOn),
+        idle_timeout_secs: 300,
+        connect_timeout_secs: 10,
+        alarm_after_secs: 180,
+        esp_backend: EspBackend::Libipsec,
+        esp_interface: None,
+        vici_socket: Some(charon.vici_socket.clone()),
+        charon_log_file: Some(charon.log.clone()),
+    });
+    config.tls = Some(tls_config());
+    config.services = vec![service(
+        "documents",
+        Direction::Inbound,
+        socket(&format!("{BOX_INNER}:{BOX_SERVICE_PORT}")),
+        DOCUMENT_SERVER_ADDRESS,
+        Peer::Allowed(Node::Hub.tls_name()),
+    )];
+    let mut management = operator.management(Node::Hospital, 120, true);
+    management.listen = socket(&format!("{BOX_INNER}:{MANAGEMENT_PORT}"));
+    config.management = Some(management);
+    Ok(config)
+}
+
+/// `renkei charon-conf --config <path>`: the strongswan.conf the box's charon must run with.
+fn renkei_charon_conf(config: &std::path::Path) -> anyhow::Result<String> {
+    let out = std::process::Command::new(renkei_bin()?)
+        .arg("charon-conf")
+        .arg("--config")
+        .arg(config)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "renkei charon-conf: {out:?}");
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The data centre's `openssl s_client` with the hub's lab-CA certificate fetches a document
+/// from the box's service on its IPsec address: openssl is the TLS client, the box's renkei
+/// terminates TLS and relays to the hospital's document server.
+fn fetch_through_service(lab: &Lab) -> anyhow::Result<String> {
+    let tls = lab.tls_dir(Node::Hub);
+    let path = |name: &str| tls.join(name).display().to_string();
+    let finished = run_bounded(
+        lab.ns(Node::Hub),
+        "openssl",
+        &[
+            "s_client",
+            "-connect",
+            &format!("{BOX_INNER}:{BOX_SERVICE_PORT}"),
+            "-servername",
+            Node::Hospital.tls_name(),
+            "-cert",
+            &path("box.crt"),
+            "-key",
+            &path("box.key"),
+            "-CAfile",
+            &path("operator-ca.crt"),
+            "-verify_return_error",
+            "-quiet",
+        ],
+        format!("GET {DOCUMENT_BYTES} 7\n").as_bytes(),
+        FETCH_TIMEOUT,
+    )?;
+    Ok(finished.output)
+}
+
+/// The IPsec link of the status document (`renkei status --json`'s `tunnel` part).
+fn ipsec_link(status: &serde_json::Value) -> Option<serde_json::Value> {
+    status["tunnel"]["peers"].as_array()?.first().cloned()
+}
+
+fn child_bytes(link: &serde_json::Value) -> Option<(u64, u64)> {
+    let child = &link["backend"]["ipsec"]["child"];
+    Some((child["bytes_in"].as_u64()?, child["bytes_out"].as_u64()?))
+}
+
+/// A box running `renkei run` over IPsec and its concentrator. Dropped in field order: the
+/// daemon, then the charons, then the lab's namespaces.
+struct RenkeiBox {
+    daemon: renkei_lab::Daemon,
+    box_charon: Charon,
+    concentrator: Charon,
+    operator: Operator,
+    /// The strongswan.conf `renkei charon-conf` printed for the box.
+    charon_conf: String,
+    lab: Lab,
+}
+
+/// The concentrator with `ike`/`esp` (hand-written swanctl.conf, the independent peer), the
+/// box's charon with the conf `renkei charon-conf` prints for the box's config, then
+/// `renkei run`.
+fn start_renkei_box(ike: &str, esp: &str) -> anyhow::Result<RenkeiBox> {
+    start_renkei_box_with(ike, esp, |_| {})
+}
+
+/// [`start_renkei_box`] with the box's config changed by `edit` first.
+fn start_renkei_box_with(
+    ike: &str,
+    esp: &str,
+    edit: impl FnOnce(&mut renkei::config::Config),
+) -> anyhow::Result<RenkeiBox> {
+    let lab = Lab::new()?;
+    lab.ns(Node::Hub)
+        .ip(&["addr", "add", &format!("{DC_INNER}/32"), "dev", "lo"])?;
+    let dc_paths = CharonPaths::in_dir(&lab.dir.join("dc-charon"));
+    let dc_conf = concentrator_conf(&dc_paths);
+    let concentrator = Charon::start(lab.ns(Node::Hub), dc_paths, &dc_conf)?;
+    concentrator.load_all(
+        &concentrator_swanctl(ike, esp),
+        lab.certificate(Node::Hub),
+        &lab.ca.cert_pem,
+    )?;
+    let operator = Operator::new(&lab)?;
+    let box_paths = CharonPaths::in_dir(&lab.dir.join("hospital-charon"));
+    let mut config = box_config(&lab, &box_paths, &operator)?;
+    edit(&mut config);
+    let path = lab.write_config(Node::Hospital, &config)?;
+    let charon_conf = renkei_charon_conf(&path)?;
+    let box_charon = Charon::start(lab.ns(Node::Hospital), box_paths, &charon_conf)?;
+    let daemon = lab.start_with(Node::Hospital, &path)?;
+    Ok(RenkeiBox {
+        daemon,
+        box_charon,
+        concentrator,
+        operator,
+        charon_conf,
+        lab,
+    })
+}
+
+#[test]
+fn net9_net10_auth2_renkei_runs_over_ipsec_to_a_hand_configured_concentrator() {
+    require_root!();
+    // Bound in this order so that they drop in reverse: renkei, the charons, then the lab.
+    let RenkeiBox {
+        lab,
+        concentrator,
+        box_charon,
+        daemon,
+        operator,
+        charon_conf,
+    } = start_renkei_box(STRONG_IKE, STRONG_ESP).expect("concentrator, box charon and renkei");
+    let _documents = DocumentServer::start(lab.lan_ns(Node::Hospital), DOCUMENT_SERVER_ADDRESS)
+        .expect("document server");
+    let up = wait_until(ALWAYS_ON_UP_TIMEOUT, "the SA up in renkei's status", || {
+        let status = daemon.status().ok()?;
+        let link = ipsec_link(&status)?;
+        (link["state"] == "up" && child_bytes(&link).is_some()).then_some((status, link))
+    });
+    let (status, link) = up.unwrap_or_else(|e| {
+        panic!(
+            "{e}\nstatus: {:?}\nrenkei: {}\ncharon: {}",
+            daemon.status(),
+            daemon.log_text(),
+            box_charon.log()
+        )
+    });
+    assert_eq!(status["tunnel"]["kind"], "ipsec", "{status:#}");
+    let ike = &link["backend"]["ipsec"]["ike"];
+    assert_eq!(ike["state"], "Established", "{link:#}");
+    assert_eq!(ike["remote_id"], Node::Hub.tls_name(), "{link:#}");
+    assert_eq!(ike["encryption"], "AES_GCM_16", "{link:#}");
+    assert_eq!(ike["key_size_bits"], 256, "{link:#}");
+    assert_eq!(ike["prf"], "PRF_HMAC_SHA2_384", "{link:#}");
+    assert_eq!(ike["dh_group"], "ECP_384", "{link:#}");
+    let child = &link["backend"]["ipsec"]["child"];
+    assert_eq!(child["encryption"], "AES_GCM_16", "{link:#}");
+    assert_eq!(child["local_ts"][0], format!("{BOX_INNER}/32"), "{link:#}");
+    assert_eq!(child["remote_ts"][0], format!("{DC_INNER}/32"), "{link:#}");
+    assert!(
+        link["backend"]["ipsec"]["profile_violation"].is_null(),
+        "{link:#}"
+    );
+    let before = child_bytes(&link).expect("byte counters");
+
+    // The data centre fetches through the box's TLS service, over the SA.
+    let fetched = fetch_through_service(&lab).expect("openssl s_client");
+    assert!(
+        fetched.contains(&format!("renkei-lab document {DOCUMENT_BYTES}")),
+        "{fetched}\nrenkei: {}",
+        daemon.log_text()
+    );
+    let after = wait_until(EVENT_TIMEOUT * 2, "the CHILD SA's counters to grow", || {
+        let now = child_bytes(&ipsec_link(&daemon.status().ok()?)?)?;
+        (now.1 >= before.1 + DOCUMENT_BYTES && now.0 > before.0).then_some(now)
+    });
+    after.unwrap_or_else(|e| panic!("{e}: {before:?} -> {:?}", daemon.status()));
+
+    // The concentrator sees the SA with its own tool.
+    let dc_sas = concentrator.list_sas().expect("swanctl --list-sas");
+    assert!(
+        dc_sas.contains("state=ESTABLISHED") && dc_sas.contains(Node::Hospital.tls_name()),
+        "{dc_sas}"
+    );
+
+    // The operator reaches the box's management API over the SA.
+    let remote = operator
+        .command_with(
+            &lab,
+            "remote",
+            Node::Hospital,
+            &[("--to", format!("{BOX_INNER}:{MANAGEMENT_PORT}"))],
+            &[],
+        )
+        .expect("renkei remote");
+    assert!(remote.success, "{remote:?}\nrenkei: {}", daemon.log_text());
+
+    // From the hospital LAN, with a route to the box's IPsec address, a plain listener there
+    // is reachable (Linux's weak host model) but the management API is not: it hears ipsec0.
+    let lan = lab.lan_ns(Node::Hospital);
+    lan.ip(&[
+        "route",
+        "replace",
+        &format!("{BOX_INNER}/32"),
+        "via",
+        Node::Hospital.lan_address().expect("lan address"),
+    ])
+    .expect("route");
+    let control = lab
+        .ns(Node::Hospital)
+        .tcp_listener(&format!("{BOX_INNER}:8447"))
+        .expect("control listener");
+    lan.tcp_connect(&format!("{BOX_INNER}:8447"), EVENT_TIMEOUT)
+        .expect("the LAN reaches a plain listener on the box's IPsec address");
+    drop(control);
+    assert!(
+        lan.tcp_connect(&format!("{BOX_INNER}:{MANAGEMENT_PORT}"), EVENT_TIMEOUT)
+            .is_err(),
+        "the LAN reached the management API through the box's LAN interface"
+    );
+
+    // charon restarts (its `ipsec0` goes and comes back with a new index): renkei loads the
+    // connection again, the SA comes back, and the management API is reachable again.
+    let paths = box_charon.paths.clone();
+    let index_before = lab
+        .ns(Node::Hospital)
+        .ip(&["-o", "link", "show", "ipsec0"])
+        .expect("ipsec0");
+    drop(box_charon);
+    let box_charon =
+        Charon::start(lab.ns(Node::Hospital), paths, &charon_conf).expect("the box's charon again");
+    wait_until(
+        ALWAYS_ON_UP_TIMEOUT,
+        "the SA back after charon's restart",
+        || {
+            let link = ipsec_link(&daemon.status().ok()?)?;
+            (link["state"] == "up" && child_bytes(&link).is_some()).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nrenkei: {}\ncharon: {}",
+            daemon.log_text(),
+            box_charon.log()
+        )
+    });
+    let index_after = lab
+        .ns(Node::Hospital)
+        .ip(&["-o", "link", "show", "ipsec0"])
+        .expect("ipsec0");
+    assert_ne!(
+        index_before.split(':').next(),
+        index_after.split(':').next(),
+        "charon's restart gave ipsec0 a new index"
+    );
+    let remote = wait_until(
+        ALWAYS_ON_UP_TIMEOUT,
+        "the management API over the new SA",
+        || {
+            let remote = operator
+                .command_with(
+                    &lab,
+                    "remote",
+                    Node::Hospital,
+                    &[("--to", format!("{BOX_INNER}:{MANAGEMENT_PORT}"))],
+                    &[],
+                )
+                .ok()?;
+            remote.success.then_some(remote)
+        },
+    );
+    remote.unwrap_or_else(|e| panic!("{e}\nrenkei: {}", daemon.log_text()));
+    let fetched = fetch_through_service(&lab).expect("openssl s_client after the restart");
+    assert!(
+        fetched.contains(&format!("renkei-lab document {DOCUMENT_BYTES}")),
+        "{fetched}"
+    );
+    drop(daemon);
+    drop(box_charon);
+    drop(concentrator);
+}
+
+#[test]
+fn net10_log2_renkei_records_a_concentrator_refusing_the_profile_as_an_event() {
+    require_root!();
+    // A concentrator offering only MODP-2048 key exchange: outside the profile the box proposes.
+    let renkei_box = start_renkei_box("aes256gcm16-prfsha256-modp2048", "aes256gcm16")
+        .expect("concentrator, box charon and renkei");
+    let daemon = &renkei_box.daemon;
+    let code = "EVENT_CODE=\"ipsec_negotiation_refused\"";
+    wait_until(IKE_TIMEOUT, "renkei's refusal event", || {
+        daemon.log_text().contains(code).then_some(())
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nrenkei: {}\ncharon: {}",
+            daemon.log_text(),
+            renkei_box.box_charon.log()
+        )
+    });
+    let log = daemon.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains(code))
+        .expect("the event's line");
+    assert!(
+        line.contains("no proposal acceptable to both sides")
+            && line.contains("NO_PROPOSAL_CHOSEN"),
+        "{line}"
+    );
+    let status = daemon.status().expect("status");
+    let link = ipsec_link(&status).expect("the IPsec link");
+    assert_ne!(link["state"], "up", "{link:#}");
+    let dc_sas = renkei_box
+        .concentrator
+        .list_sas()
+        .expect("swanctl --list-sas");
+    assert!(!dc_sas.contains("state=ESTABLISHED"), "{dc_sas}");
+}
+
+/// How soon an always-on box has its SA back after the concentrator's charon restarted (DPD
+/// after 3 s of silence, 7.1 s of retransmissions, then charon restarts the SA: NET-6).
+const ALWAYS_ON_BACK_TIMEOUT: Duration = Duration::from_secs(12);
+
+/// The IKE SA's `established` time in renkei's status, when up.
+fn established_at(daemon: &renkei_lab::Daemon) -> Option<serde_json::Value> {
+    let link = ipsec_link(&daemon.status().ok()?)?;
+    (link["state"] == "up").then(|| link["backend"]["ipsec"]["ike"]["established"].clone())
+}
+
+#[test]
+fn net6_net9_always_on_ipsec_is_back_soon_after_the_concentrator_restarts() {
+    require_root!();
+    // Bound in this order so that they drop in reverse: renkei, the charons, then the lab.
+    let RenkeiBox {
+        lab,
+        mut concentrator,
+        box_charon,
+        daemon,
+        ..
+    } = start_renkei_box(STRONG_IKE, STRONG_ESP).expect("concentrator, box charon and renkei");
+    // A clean stop first (charon deletes its SAs, the box hears it), then a crash (nothing is
+    // deleted: the box's DPD must find out).
+    for crash in [false, true] {
+        let first = wait_until(ALWAYS_ON_UP_TIMEOUT, "the SA up", || {
+            established_at(&daemon)
+        })
+        .unwrap_or_else(|e| panic!("{e}\nrenkei: {}", daemon.log_text()));
+        // The concentrator's charon stops (keeping nothing) and starts again with its
+        // hand-written config.
+        let paths = concentrator.paths.clone();
+        if crash {
+            concentrator.crash();
+        }
+        drop(concentrator);
+        let conf = concentrator_conf(&paths);
+        concentrator =
+            Charon::start(lab.ns(Node::Hub), paths, &conf).expect("the concentrator again");
+        concentrator
+            .load_all(
+                &concentrator_swanctl(STRONG_IKE, STRONG_ESP),
+                lab.certificate(Node::Hub),
+                &lab.ca.cert_pem,
+            )
+            .expect("load the concentrator again");
+        let back_since = std::time::Instant::now();
+        wait_until(ALWAYS_ON_BACK_TIMEOUT, "a new SA after the restart", || {
+            let dc_sas = concentrator.list_sas().ok()?;
+            let now = established_at(&daemon)?;
+            (now != first && dc_sas.contains("state=ESTABLISHED")).then_some(())
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "crash {crash}: {e}\nrenkei: {}\nbox charon: {}",
+                daemon.log_text(),
+                box_charon.log()
+            )
+        });
+        eprintln!(
+            "always-on SA back {:?} after the concentrator restarted (crash: {crash})",
+            back_since.elapsed()
+        );
+    }
+    drop(daemon);
+    drop(box_charon);
+    drop(concentrator);
+}
+
+/// on_demand: the shortest idle timeout `renkei check` allows.
+const ON_DEMAND_IDLE_SECS: u64 = 10;
+/// on_demand: how long a LAN connection may wait for the SA.
+const ON_DEMAND_CONNECT_SECS: u64 = 10;
+/// The outbound service on the hospital LAN, to the data centre's TLS server.
+const LAN_OUTBOUND: &str = "198.18.10.1:8444";
+/// The data centre's TLS server behind the concentrator (`openssl s_server -WWW`).
+const DC_TLS_PORT: u16 = 9443;
+
+/// `openssl s_server -WWW` on the data centre's service address with the hub's lab-CA
+/// certificate, requiring a client certificate, serving `dir`: it terminates the outbound
+/// service's TLS.
+fn dc_tls_server(lab: &Lab, dir: &std::path::Path) -> anyhow::Result<Background> {
+    let tls = lab.tls_dir(Node::Hub);
+    let text = |p: &std::path::Path| p.display().to_string();
+    let args = [
+        "-C".to_string(),
+        text(dir),
+        "openssl".to_string(),
+        "s_server".to_string(),
+        "-accept".to_string(),
+        format!("{DC_INNER}:{DC_TLS_PORT}"),
+        "-cert".to_string(),
+        text(&tls.join("box.crt")),
+        "-key".to_string(),
+        text(&tls.join("box.key")),
+        "-CAfile".to_string(),
+        text(&tls.join("operator-ca.crt")),
+        "-Verify".to_string(),
+        "2".to_string(),
+        "-verify_return_error".to_string(),
+        "-WWW".to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Background::start(lab.ns(Node::Hub), "env", &args, false)?;
+    server.wait_for_output("ACCEPT", IKE_TIMEOUT)?;
+    Ok(server)
+}
+
+#[test]
+fn net7_net9_on_demand_ipsec_is_silent_until_a_connection_and_deleted_on_both_sides_when_idle() {
+    require_root!();
+    let RenkeiBox {
+        lab,
+        concentrator,
+        box_charon,
+        daemon,
+        ..
+    } = start_renkei_box_with(STRONG_IKE, STRONG_ESP, |config| {
+        let ipsec = config.ipsec.as_mut().expect("[ipsec]");
+        ipsec.mode = Some(renkei::config::PolicyMode::OnDemand);
+        ipsec.idle_timeout_secs = ON_DEMAND_IDLE_SECS;
+        ipsec.connect_timeout_secs = ON_DEMAND_CONNECT_SECS;
+        config.services.push(service(
+            "dc-files",
+            renkei::config::Direction::Outbound,
+            socket(LAN_OUTBOUND),
+            &format!("{DC_INNER}:{DC_TLS_PORT}"),
+            Peer::ServerName(Node::Hub.tls_name()),
+        ));
+    })
+    .expect("concentrator, box charon and renkei");
+    let www = lab.dir.join("dc-www");
+    std::fs::create_dir_all(&www).expect("www");
+    let body = "a file in the data centre\n";
+    std::fs::write(www.join("file.txt"), body).expect("file");
+    let _server = dc_tls_server(&lab, &www).expect("s_server");
+
+    // Loaded into charon, and silent: no SA on either side.
+    wait_until(IKE_TIMEOUT, "the connection loaded", || {
+        let status = daemon.status().ok()?;
+        (status["tunnel"]["backend"]["ipsec"]["charon_loaded"] == true).then_some(status)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{:?}", daemon.status()));
+    let link = ipsec_link(&daemon.status().expect("status")).expect("link");
+    assert_eq!(link["state"], "idle", "{link:#}");
+    assert!(link["backend"]["ipsec"]["ike"].is_null(), "{link:#}");
+    let dc_sas = concentrator.list_sas().expect("list-sas");
+    assert!(!dc_sas.contains("state="), "{dc_sas}");
+
+    // A LAN connection brings it up within the connect timeout and gets the file.
+    let asked = std::time::Instant::now();
+    let mut stream = lab
+        .lan_ns(Node::Hospital)
+        .tcp_connect(LAN_OUTBOUND, IKE_TIMEOUT)
+        .expect("the box accepts the LAN connection");
+    stream
+        .set_read_timeout(Some(FETCH_TIMEOUT))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /file.txt HTTP/1.0\r\n\r\n")
+        .expect("request");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("reply");
+    let took = asked.elapsed();
+    assert!(
+        reply.ends_with(body),
+        "{reply}\nrenkei: {}\ncharon: {}",
+        daemon.log_text(),
+        box_charon.log()
+    );
+    assert!(
+        took < Duration::from_secs(ON_DEMAND_CONNECT_SECS),
+        "{took:?}"
+    );
+    drop(stream);
+    let dc_sas = concentrator.list_sas().expect("list-sas");
+    assert!(dc_sas.contains("state=ESTABLISHED"), "{dc_sas}");
+
+    // Idle: renkei terminates the SA, and the concentrator deletes its side too.
+    let idle_since = std::time::Instant::now();
+    let idle_bound = Duration::from_secs(ON_DEMAND_IDLE_SECS * 2);
+    wait_until(idle_bound, "the SAs deleted on both sides", || {
+        let link = ipsec_link(&daemon.status().ok()?)?;
+        let dc_sas = concentrator.list_sas().ok()?;
+        (link["state"] == "idle"
+            && link["backend"]["ipsec"]["ike"].is_null()
+            && !dc_sas.contains("state="))
+        .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{:?}\nrenkei: {}", daemon.status(), daemon.log_text()));
+    let idle_for = idle_since.elapsed();
+    eprintln!("on-demand SA up in {took:?}, deleted {idle_for:?} after the last use");
+    assert!(
+        idle_for + Duration::from_secs(1) >= Duration::from_secs(ON_DEMAND_IDLE_SECS),
+        "deleted after {idle_for:?}, before the idle timeout"
+    );
+    drop(daemon);
+    drop(box_charon);
+    drop(concentrator);
+}
+
+/// The shortest confirm window `renkei check` allows.
+const CONFIRM_WINDOW: Duration = Duration::from_secs(30);
+/// How long a pushed config may take to run.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `config` part of `renkei status --json`, run inside the box's namespace.
+fn config_state(lab: &Lab, daemon: &renkei_lab::Daemon) -> Option<serde_json::Value> {
+    let bin = renkei_bin().ok()?;
+    let json = lab
+        .ns(Node::Hospital)
+        .exec(
+            &bin.to_string_lossy(),
+            &[
+                "status",
+                "--json",
+                "--config",
+                &daemon.config.to_string_lossy(),
+            ],
+        )
+        .ok()?;
+    let document: serde_json::Value = serde_json::from_str(&json).ok()?;
+    Some(document["config"].clone())
+}
+
+fn wait_config(
+    lab: &Lab,
+    daemon: &renkei_lab::Daemon,
+    version: u64,
+    state: &str,
+    within: Duration,
+) {
+    wait_until(within, &format!("version {version} {state}"), || {
+        let now = config_state(lab, daemon)?;
+        (now["version"] == version && now["state"] == state).then_some(())
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{:?}\n{}",
+            config_state(lab, daemon),
+            daemon.log_text()
+        )
+    });
+}
+
+#[test]
+fn net9_auth2_avl1_a_push_over_ipsec_is_confirmed_and_a_wrong_remote_id_is_rolled_back() {
+    require_root!();
+    let mut pushed_config = None;
+    let RenkeiBox {
+        lab,
+        concentrator,
+        box_charon,
+        daemon,
+        operator,
+        ..
+    } = start_renkei_box_with(STRONG_IKE, STRONG_ESP, |config| {
+        config
+            .management
+            .as_mut()
+            .expect("[management]")
+            .confirm_timeout_secs = CONFIRM_WINDOW.as_secs();
+        pushed_config = Some(config.clone());
+    })
+    .expect("concentrator, box charon and renkei");
+    let base = pushed_config.expect("the box's config");
+    let to_box = [("--to", format!("{BOX_INNER}:{MANAGEMENT_PORT}"))];
+    let remote = || {
+        operator
+            .command_with(&lab, "remote", Node::Hospital, &to_box, &[])
+            .ok()
+            .filter(|o| o.success)
+    };
+    wait_until(
+        APPLY_TIMEOUT,
+        "the operator to reach the box over the SA",
+        remote,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()));
+
+    // Version 2 (only its description differs) over the SA: auto-confirmed by the operator's
+    // next request.
+    let mut second = base.clone();
+    second.meta.version = 2;
+    second.meta.description = Some("pushed over IPsec".into());
+    let path = operator
+        .write_signed("v2.toml", &second, None)
+        .expect("sign v2");
+    let outcome = operator
+        .push_with(&lab, Node::Hospital, &path, &to_box)
+        .expect("push v2");
+    assert!(outcome.success, "{outcome:?}\n{}", daemon.log_text());
+    wait_until(APPLY_TIMEOUT, "a request after the apply", remote).expect("remote");
+    wait_config(&lab, &daemon, 2, "confirmed", APPLY_TIMEOUT);
+
+    // Version 3 pins another remote id: the box's charon refuses the concentrator, the
+    // operator cannot come back, and the box rolls back to version 2 at the window's end.
+    let mut third = second.clone();
+    third.meta.version = 3;
+    third.ipsec.as_mut().expect("[ipsec]").remote_id = "wrong.renkei.example".into();
+    let path = operator
+        .write_signed("v3.toml", &third, None)
+        .expect("sign v3");
+    // The push's answer may never come back (the apply cuts the SA it came over).
+    let applied = std::thread::scope(|scope| {
+        let pushing = scope.spawn(|| operator.push_with(&lab, Node::Hospital, &path, &to_box));
+        wait_config(&lab, &daemon, 3, "pending", APPLY_TIMEOUT);
+        let applied = std::time::Instant::now();
+        let _ = pushing.join();
+        applied
+    });
+    wait_config(&lab, &daemon, 2, "confirmed", CONFIRM_WINDOW * 2);
+    let took = applied.elapsed();
+    let log = daemon.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("EVENT_CODE=\"ipsec_negotiation_refused\"")
+                && l.contains("authentication failed")),
+        "no refusal event for the wrong remote id:\n{log}"
+    );
+    assert!(
+        took + Duration::from_secs(2) >= CONFIRM_WINDOW,
+        "rolled back {took:?} after the apply: before the window ended"
+    );
+    wait_until(ALWAYS_ON_UP_TIMEOUT, "the SA back on version 2", || {
+        established_at(&daemon)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", daemon.log_text(), box_charon.log()));
+    wait_until(APPLY_TIMEOUT, "the operator back over the SA", remote)
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()));
+    drop(daemon);
+    drop(box_charon);
+    drop(concentrator);
 }

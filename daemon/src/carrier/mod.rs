@@ -426,6 +426,17 @@ impl CarrierHandle {
         }
     }
 
+    /// Events the carrier itself raises (IPsec: refused negotiations, SAs outside the
+    /// profile); `None` for a carrier that raises none.
+    pub fn occurrences(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<crate::state::events::Occurrence>> {
+        match self.backend() {
+            BackendHandle::WireGuard(_) | BackendHandle::Closed(_) => None,
+            BackendHandle::Ipsec(i) => Some(i.occurrences()),
+        }
+    }
+
     /// The device services and the management API bind to.
     pub fn device(&self) -> String {
         self.snapshot().interface

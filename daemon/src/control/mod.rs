@@ -20,6 +20,7 @@ pub mod admission;
 pub mod audit;
 pub mod body;
 pub mod client;
+pub mod device_listener;
 pub mod manager;
 pub mod persist;
 pub mod server;

@@ -28,13 +28,13 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
-use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinHandle};
 
 use super::admission::{Pool, Slot, Slots};
 use super::audit::{ConfigEvent, Kind};
 use super::body::{self, BodyError};
+use super::device_listener::DeviceListener;
 use super::MAX_PUSH_BYTES;
 use crate::config::{ManagementConfig, MinTls, TlsConfig};
 use crate::state::events::{Admission, EventLog, Occurrence};
@@ -61,10 +61,6 @@ const LINGER_MAX_SECS: u64 = 2;
 /// At most this much of it is read.
 const LINGER_MAX_BYTES: usize = 1024 * 1024;
 const LINGER_BUFFER_BYTES: usize = 16 * 1024;
-/// How long the listener retries while the tunnel address or device appears.
-const BIND_RETRY: Duration = Duration::from_secs(10);
-/// Pause between bind attempts.
-const BIND_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Who sent a management request, and when it arrived (auto_confirm counts only requests that
 /// arrived after an apply).
@@ -179,7 +175,7 @@ impl ManagementServer {
     ) -> Result<Self, ServerError> {
         let store = Arc::new(CredentialStore::open(management_tls(management, tls))?);
         let watcher = store.spawn_watcher(Duration::from_secs(DEFAULT_WATCH_INTERVAL_SECS));
-        let listener = match bind_to_device(management.listen, device).await {
+        let listener = match DeviceListener::bind(management.listen, device).await {
             Ok(listener) => listener,
             Err(source) => {
                 watcher.abort();
@@ -189,7 +185,7 @@ impl ManagementServer {
                 });
             }
         };
-        let listen = listener.local_addr().unwrap_or(management.listen);
+        let listen = management.listen;
         tracing::info!(listen = %listen, device, "management API listening");
         let context = Arc::new(Context {
             commands,
@@ -223,30 +219,6 @@ impl ManagementServer {
         self.accept.abort();
         self.watcher.abort();
         let _ = self.accept.await;
-    }
-}
-
-/// Binds `address` on `device` only (`SO_BINDTODEVICE`): packets for the tunnel address that
-/// arrive on another interface find no listener. Retries while the address is not there yet.
-async fn bind_to_device(address: SocketAddr, device: &str) -> std::io::Result<TcpListener> {
-    let deadline = tokio::time::Instant::now() + BIND_RETRY;
-    loop {
-        let socket = match address {
-            SocketAddr::V4(_) => TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => TcpSocket::new_v6()?,
-        };
-        socket.set_reuseaddr(true)?;
-        socket.bind_device(Some(device.as_bytes()))?;
-        match socket.bind(address).and_then(|()| socket.listen(64)) {
-            Ok(listener) => return Ok(listener),
-            Err(err)
-                if err.raw_os_error() == Some(libc::EADDRNOTAVAIL)
-                    && tokio::time::Instant::now() + BIND_RETRY_INTERVAL < deadline =>
-            {
-                tokio::time::sleep(BIND_RETRY_INTERVAL).await;
-            }
-            Err(err) => return Err(err),
-        }
     }
 }
 
@@ -353,7 +325,11 @@ impl Drop for PendingEntry {
     }
 }
 
-async fn accept_loop(listener: TcpListener, store: Arc<CredentialStore>, context: Arc<Context>) {
+async fn accept_loop(
+    mut listener: DeviceListener,
+    store: Arc<CredentialStore>,
+    context: Arc<Context>,
+) {
     let pending = Arc::new(Mutex::new(Pending::default()));
     loop {
         let (stream, peer) = match listener.accept().await {

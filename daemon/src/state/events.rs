@@ -16,7 +16,8 @@
 mod occurrence;
 
 pub use occurrence::{
-    Code, CodeRefusal, ConfigChange, ConfigFacts, ForwardingFound, LoginRefusal, Occurrence,
+    Code, CodeRefusal, ConfigChange, ConfigFacts, ForwardingFound, IpsecRefusal, LoginRefusal,
+    Occurrence,
 };
 
 use std::collections::{HashMap, VecDeque};

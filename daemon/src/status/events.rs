@@ -58,8 +58,30 @@ pub fn watch_tunnel(
         if let Some(forwarding) = tunnel.watch_ip_forward() {
             watchers.spawn(watch_ip_forward(events.clone(), forwarding));
         }
+        if let Some(occurrences) = tunnel.occurrences() {
+            watchers.spawn(watch_carrier_occurrences(events.clone(), occurrences));
+        }
         while watchers.join_next().await.is_some() {}
     })
+}
+
+/// Records what the carrier raises itself, rate-limited per code (an always-on SA that keeps
+/// being refused is retried by charon again and again).
+async fn watch_carrier_occurrences(
+    events: EventLog,
+    mut occurrences: tokio::sync::broadcast::Receiver<Occurrence>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match occurrences.recv().await {
+            Ok(occurrence) => {
+                let key = occurrence.code().as_str();
+                events.push_limited(key, occurrence);
+            }
+            Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => break,
+        }
+    }
 }
 
 /// Pushes a warning when the kernel forwards on a carrier that needs it off: when it is on as

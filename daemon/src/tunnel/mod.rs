@@ -13,7 +13,7 @@ pub mod policy;
 mod replay;
 pub mod resume;
 mod settle;
-mod tun;
+pub(crate) mod tun;
 mod uapi;
 mod udp;
 

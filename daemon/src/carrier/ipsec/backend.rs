@@ -17,15 +17,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::{Config, PolicyMode};
+use crate::state::events::Occurrence;
 use crate::state::operator_contact::OperatorContact;
 
 use super::device::{self, DeviceError};
 use super::record::{installed_child, SaRecord};
+use super::refusal;
 use super::settings::{IpsecSettings, SettingsError};
 use super::vici::{CertificateRole, PrivateKey, Vici, ViciError};
 use crate::carrier::snapshot::{
@@ -44,6 +46,8 @@ pub const RETRY_FIRST_MILLIS: u64 = 200;
 pub const RETRY_MAX_SECS: u64 = 5;
 /// How long a terminate at shutdown, reconfigure or idle may take, in seconds.
 pub const TERMINATE_TIMEOUT_SECS: u64 = 5;
+/// Events (refusals, profile violations) kept for a slow reader before the oldest are lost.
+pub const OCCURRENCE_QUEUE_LEN: usize = 16;
 
 /// Why the IPsec carrier could not start.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +64,8 @@ pub enum IpsecError {
 pub struct Ipsec {
     handle: IpsecHandle,
     task: JoinHandle<()>,
+    /// Holds the box's address; dropped (removed) last.
+    device: Option<device::AddressDevice>,
 }
 
 /// A clonable handle on it.
@@ -81,6 +87,8 @@ struct Shared {
     initiating: tokio::sync::Mutex<()>,
     /// False once the task ended by a panic.
     alive: AtomicBool,
+    /// Refusals and profile violations, for the event ring (the status side subscribes).
+    occurrences: broadcast::Sender<Occurrence>,
 }
 
 impl Shared {
@@ -107,7 +115,7 @@ impl Ipsec {
     /// Sets up the box's address and starts following charon.
     pub async fn start(config: &Config, contact: OperatorContact) -> Result<Self, IpsecError> {
         let settings = IpsecSettings::of(config)?;
-        device::create(&settings.ipsec.interface, settings.ipsec.address).await?;
+        let device = device::create(&settings.ipsec.interface, settings.ipsec.address).await?;
         let mode = settings.mode;
         let (state, _) = watch::channel(SaRecord::new(Instant::now()).state(mode));
         let shared = Arc::new(Shared {
@@ -119,11 +127,13 @@ impl Ipsec {
             poke: Notify::new(),
             initiating: tokio::sync::Mutex::new(()),
             alive: AtomicBool::new(true),
+            occurrences: broadcast::channel(OCCURRENCE_QUEUE_LEN).0,
         });
         let task = tokio::spawn(supervise(Arc::clone(&shared)));
         Ok(Ipsec {
             handle: IpsecHandle { shared },
             task,
+            device: Some(device),
         })
     }
 
@@ -146,10 +156,10 @@ impl Ipsec {
             || old.ipsec.address != settings.ipsec.address
             || old.ipsec.esp_device() != settings.ipsec.esp_device();
         if new_device {
-            if let Err(e) = device::remove(&old.ipsec.interface).await {
-                tracing::warn!(error = %e, "the old IPsec address device stays");
-            }
-            device::create(&settings.ipsec.interface, settings.ipsec.address).await?;
+            // Closing the old TUN removes it with its address.
+            drop(self.device.take());
+            self.device =
+                Some(device::create(&settings.ipsec.interface, settings.ipsec.address).await?);
         }
         let shared = &self.handle.shared;
         *shared.settings() = settings;
@@ -164,13 +174,12 @@ impl Ipsec {
     }
 
     /// Terminates the SA (the concentrator sees it go) and removes the box's address.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.task.abort();
         let settings = self.handle.shared.settings().clone();
         terminate(&settings).await;
-        if let Err(e) = device::remove(&settings.ipsec.interface).await {
-            tracing::warn!(error = %e, "the IPsec address device could not be removed");
-        }
+        // Closing the TUN removes it with its address.
+        drop(self.device.take());
     }
 }
 
@@ -238,6 +247,7 @@ async fn session(shared: &Shared) -> Result<std::convert::Infallible, (bool, Vic
         .await
         .map_err(|e| (false, e))?;
     let mut events = Box::pin(listener.events());
+    let mut log = Box::pin(listener.log_lines());
     load(&mut vici, &settings).await.map_err(|e| {
         if e.peer_refused_proposals() {
             tracing::error!(error = %e, "the concentrator accepts none of the profile's proposals");
@@ -263,6 +273,14 @@ async fn session(shared: &Shared) -> Result<std::convert::Infallible, (bool, Vic
                     timeout: Duration::ZERO,
                 })),
             },
+            line = log.next() => {
+                match line {
+                    Some(Ok(line)) => note_refusal(shared, &settings, line),
+                    Some(Err(e)) => return Err((true, e)),
+                    None => {}
+                }
+                continue;
+            }
             _ = ticks.tick() => {}
             _ = shared.poke.notified() => {}
         }
@@ -274,10 +292,17 @@ async fn session(shared: &Shared) -> Result<std::convert::Infallible, (bool, Vic
                 .observe(sas, &settings.connection.name, now, SystemTime::now());
         shared.publish();
         if let Some(why) = violation {
-            tracing::error!(
-                outside = %why,
-                "an SA came up with algorithms outside the CRYPTREC profile; terminating it"
-            );
+            let remote_id = shared
+                .record()
+                .ike
+                .as_ref()
+                .and_then(|sa| sa.remote_id.clone())
+                .unwrap_or_else(|| settings.ipsec.remote_id.clone());
+            // The event's own log record says it (error level).
+            let _ = shared.occurrences.send(Occurrence::IpsecSaOutsideProfile {
+                remote_id,
+                algorithms: why,
+            });
             let _ = vici
                 .terminate(
                     &settings.connection.name,
@@ -302,6 +327,23 @@ async fn session(shared: &Shared) -> Result<std::convert::Infallible, (bool, Vic
             .map_err(|e| (true, e))?;
             shared.poke.notify_one();
         }
+    }
+}
+
+/// Turns a charon log line about our connection that says a negotiation was refused into an
+/// event (always-on SAs are negotiated by charon on its own: its log is where a refusal shows).
+fn note_refusal(shared: &Shared, settings: &IpsecSettings, line: super::vici::LogLine) {
+    if line.ike_sa_name.as_deref() != Some(settings.connection.name.as_str()) {
+        return;
+    }
+    let Some(msg) = line.msg else {
+        return;
+    };
+    if let Some(reason) = refusal::of_line(&msg) {
+        shared.record().last_error = Some(msg.clone());
+        let _ = shared
+            .occurrences
+            .send(Occurrence::IpsecNegotiationRefused { reason, error: msg });
     }
 }
 
@@ -429,6 +471,11 @@ impl IpsecHandle {
     pub fn watch_state(&self, destination: IpAddr) -> Option<watch::Receiver<LinkState>> {
         self.routes(destination)
             .then(|| self.shared.state.subscribe())
+    }
+
+    /// Refusals and profile violations from now on, for the event ring.
+    pub fn occurrences(&self) -> broadcast::Receiver<Occurrence> {
+        self.shared.occurrences.subscribe()
     }
 
     /// True while the task follows charon.

@@ -1,15 +1,26 @@
-//! The device the box's own IPsec address lives on: a dummy device renkei creates and removes.
+//! The device the box's own IPsec address lives on: a TUN device renkei opens and holds.
 //! The address must exist before any SA (charon routes the data centre with it as source, and
 //! inbound services listen on it) and must survive charon's restarts, so it lives on a device
 //! of renkei's own rather than on charon's `ipsec0` or on the WAN interface.
+//!
+//! A TUN device rather than a dummy one: kernels built without `CONFIG_DUMMY` (the lab's VM
+//! kernel is one: "Unknown device type") refuse dummies, while TUN is there on every box
+//! because the WireGuard carrier needs it. Nothing is routed into the device (the address is
+//! local), so nobody reads it. It is not persistent: the kernel removes it with its address
+//! when renkei exits or is killed, so no stale address outlives the daemon.
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
-use rtnetlink::{LinkDummy, LinkUnspec};
+use rtnetlink::LinkUnspec;
+
+use crate::tunnel::tun::{Tun, TunError};
 
 /// Why the device could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
+    /// The TUN device could not be created.
+    #[error("the IPsec address device: {0}")]
+    Tun(#[from] TunError),
     /// No netlink socket.
     #[error("cannot open a netlink socket: {0}")]
     Connect(std::io::Error),
@@ -23,6 +34,11 @@ pub enum DeviceError {
         /// The kernel's answer.
         source: rtnetlink::Error,
     },
+}
+
+/// The device holding the box's address; dropping it removes both.
+pub struct AddressDevice {
+    _tun: Tun,
 }
 
 async fn with_handle<T, F, Fut>(f: F) -> Result<T, DeviceError>
@@ -45,9 +61,11 @@ async fn index_of(handle: &rtnetlink::Handle, name: &str) -> Option<u32> {
     }
 }
 
-/// Creates the dummy device `name` with `address` on it, up. A device of that name left by an
-/// earlier run is replaced.
-pub async fn create(name: &str, address: IpNet) -> Result<(), DeviceError> {
+/// Creates the device `name` with `address` on it, up. A device of that name left by an
+/// earlier version (a dummy) is replaced.
+pub async fn create(name: &str, address: IpNet) -> Result<AddressDevice, DeviceError> {
+    remove(name).await?;
+    let tun = Tun::create(name)?;
     let name = name.to_string();
     with_handle(|handle| async move {
         let fail = |what: &'static str| {
@@ -58,20 +76,6 @@ pub async fn create(name: &str, address: IpNet) -> Result<(), DeviceError> {
                 source,
             }
         };
-        if let Some(stale) = index_of(&handle, &name).await {
-            handle
-                .link()
-                .del(stale)
-                .execute()
-                .await
-                .map_err(fail("removing a stale device"))?;
-        }
-        handle
-            .link()
-            .add(LinkDummy::new(&name).build())
-            .execute()
-            .await
-            .map_err(fail("creating the device"))?;
         let index = index_of(&handle, &name)
             .await
             .ok_or_else(|| DeviceError::Request {
@@ -94,10 +98,11 @@ pub async fn create(name: &str, address: IpNet) -> Result<(), DeviceError> {
             .map_err(fail("setting the device up"))?;
         Ok(())
     })
-    .await
+    .await?;
+    Ok(AddressDevice { _tun: tun })
 }
 
-/// Removes the device (and its address); a device already gone is fine.
+/// Removes a device of that name (and its address); a device already gone is fine.
 pub async fn remove(name: &str) -> Result<(), DeviceError> {
     let name = name.to_string();
     with_handle(|handle| async move {

@@ -11,7 +11,8 @@
 //!   SAs, events.
 //! - `settings`: what the carrier is built from (`[ipsec]`, the box's TLS identity), and the
 //!   strongswan.conf charon must run with.
-//! - `device`: the dummy device the box's own address lives on.
+//! - `device`: the TUN device of renkei's own the box's address lives on.
+//! - `refusal`: which charon log lines say a negotiation was refused, and why.
 //! - `record`: the connection's state as last observed (pure).
 //! - `backend`: the running carrier, [`Ipsec`], and its handle.
 //!
@@ -22,6 +23,7 @@ pub mod charon_conf;
 pub mod connection;
 pub mod device;
 pub mod record;
+pub mod refusal;
 /// The closed set of proposals lives with the config that names them (`[ipsec]`).
 pub use crate::config::proposal;
 pub mod sa;

@@ -108,6 +108,16 @@ struct ControlLog {
     msg: Option<String>,
 }
 
+/// One line of charon's own log (the `log` event: levels up to 1).
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogLine {
+    /// The connection the line is about, when it is about one.
+    #[serde(rename = "ikesa-name")]
+    pub ike_sa_name: Option<String>,
+    /// The text.
+    pub msg: Option<String>,
+}
+
 #[derive(Serialize)]
 struct LoadKey<'a> {
     #[serde(rename = "type")]
@@ -310,6 +320,17 @@ impl Vici {
                 .boxed()
         });
         futures::stream::select_all(streams)
+    }
+
+    /// charon's log lines (what it negotiates on its own, like an always-on SA's retries),
+    /// until the connection closes.
+    pub fn log_lines(&mut self) -> impl Stream<Item = Result<LogLine, ViciError>> + Send + 'static {
+        self.client.subscribe::<LogLine>("log").map(|item| {
+            item.map_err(|source| ViciError::Transport {
+                command: "log",
+                source,
+            })
+        })
     }
 }
 

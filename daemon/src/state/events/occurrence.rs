@@ -38,6 +38,10 @@ pub enum Code {
     TunnelConnectFailed,
     /// The kernel forwards IPv4 between interfaces on a box that must not route (NET-8).
     IpForwardingOn,
+    /// An IPsec SA came up with algorithms outside the CRYPTREC profile and was terminated.
+    IpsecSaOutsideProfile,
+    /// The IPsec concentrator or the box refused the negotiation (proposals, authentication).
+    IpsecNegotiationRefused,
     /// An administrator logged in with password and TOTP code.
     LoginSucceeded,
     /// An administrator logged in with password and a recovery code.
@@ -82,7 +86,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in the order docs/api.md lists them.
-    pub const ALL: [Code; 32] = [
+    pub const ALL: [Code; 34] = [
         Code::DaemonStarted,
         Code::StatusPageFailed,
         Code::TlsReloaded,
@@ -95,6 +99,8 @@ impl Code {
         Code::TunnelDisconnectRequested,
         Code::TunnelConnectFailed,
         Code::IpForwardingOn,
+        Code::IpsecSaOutsideProfile,
+        Code::IpsecNegotiationRefused,
         Code::LoginSucceeded,
         Code::LoginWithRecoveryCode,
         Code::LoginToEnrol,
@@ -132,6 +138,8 @@ impl Code {
             Code::TunnelDisconnectRequested => "tunnel_disconnect_requested",
             Code::TunnelConnectFailed => "tunnel_connect_failed",
             Code::IpForwardingOn => "ip_forwarding_on",
+            Code::IpsecSaOutsideProfile => "ipsec_sa_outside_profile",
+            Code::IpsecNegotiationRefused => "ipsec_negotiation_refused",
             Code::LoginSucceeded => "login_succeeded",
             Code::LoginWithRecoveryCode => "login_with_recovery_code",
             Code::LoginToEnrol => "login_to_enrol",
@@ -173,6 +181,26 @@ impl ForwardingFound {
         match self {
             ForwardingFound::AtStart => "found on at start",
             ForwardingFound::TurnedOn => "turned on while running",
+        }
+    }
+}
+
+/// Why an IPsec negotiation failed, as charon reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IpsecRefusal {
+    /// No proposal acceptable to both sides (`NO_PROPOSAL_CHOSEN`), either way.
+    NoProposalChosen,
+    /// The peer refused the box's authentication, or the box the peer's
+    /// (`AUTHENTICATION_FAILED`, a certificate not trusted or too weak).
+    AuthenticationFailed,
+}
+
+impl IpsecRefusal {
+    fn text(self) -> &'static str {
+        match self {
+            IpsecRefusal::NoProposalChosen => "no proposal acceptable to both sides",
+            IpsecRefusal::AuthenticationFailed => "authentication failed",
         }
     }
 }
@@ -367,6 +395,20 @@ pub enum Occurrence {
         /// At start, or turned on while running.
         found: ForwardingFound,
     },
+    /// An IPsec SA outside the CRYPTREC profile, terminated.
+    IpsecSaOutsideProfile {
+        /// The identity the concentrator proved.
+        remote_id: String,
+        /// The negotiated algorithms outside the profile.
+        algorithms: String,
+    },
+    /// An IPsec negotiation refused.
+    IpsecNegotiationRefused {
+        /// Why, as a stable word.
+        reason: IpsecRefusal,
+        /// charon's words.
+        error: String,
+    },
     /// Logged in with password and TOTP code.
     LoginSucceeded {
         /// The client's address.
@@ -476,6 +518,8 @@ impl Occurrence {
             Occurrence::TunnelDisconnectRequested {} => Code::TunnelDisconnectRequested,
             Occurrence::TunnelConnectFailed { .. } => Code::TunnelConnectFailed,
             Occurrence::IpForwardingOn { .. } => Code::IpForwardingOn,
+            Occurrence::IpsecSaOutsideProfile { .. } => Code::IpsecSaOutsideProfile,
+            Occurrence::IpsecNegotiationRefused { .. } => Code::IpsecNegotiationRefused,
             Occurrence::LoginSucceeded { .. } => Code::LoginSucceeded,
             Occurrence::LoginWithRecoveryCode { .. } => Code::LoginWithRecoveryCode,
             Occurrence::LoginToEnrol { .. } => Code::LoginToEnrol,
@@ -505,7 +549,9 @@ impl Occurrence {
             | Occurrence::TunnelConnectRequested {}
             | Occurrence::TunnelDisconnectRequested {}
             | Occurrence::TunnelConnectFailed { .. }
-            | Occurrence::IpForwardingOn { .. } => "tunnel",
+            | Occurrence::IpForwardingOn { .. }
+            | Occurrence::IpsecSaOutsideProfile { .. }
+            | Occurrence::IpsecNegotiationRefused { .. } => "tunnel",
             Occurrence::LoginSucceeded { .. }
             | Occurrence::LoginWithRecoveryCode { .. }
             | Occurrence::LoginToEnrol { .. }
@@ -538,6 +584,7 @@ impl Occurrence {
             },
             Occurrence::TunnelConnectFailed { .. }
             | Occurrence::IpForwardingOn { .. }
+            | Occurrence::IpsecNegotiationRefused { .. }
             | Occurrence::LoginWithRecoveryCode { .. }
             | Occurrence::LoginWithoutSecondFactor { .. }
             | Occurrence::LoginFailed { .. }
@@ -547,9 +594,9 @@ impl Occurrence {
             | Occurrence::ManagementTlsRefused { .. }
             | Occurrence::ManagementNoSlot { .. }
             | Occurrence::EventsSuppressed { .. } => Level::Warning,
-            Occurrence::StatusPageFailed { .. } | Occurrence::TlsReloadFailed { .. } => {
-                Level::Error
-            }
+            Occurrence::StatusPageFailed { .. }
+            | Occurrence::TlsReloadFailed { .. }
+            | Occurrence::IpsecSaOutsideProfile { .. } => Level::Error,
             Occurrence::Config { change, .. } => change.level(),
         }
     }
@@ -590,6 +637,15 @@ impl Occurrence {
                 "IP forwarding is on ({}): the box could route between its LAN and the data centre's network (NET-8); turn it off (sysctl net.ipv4.ip_forward=0)",
                 found.text()
             ),
+            Occurrence::IpsecSaOutsideProfile {
+                remote_id,
+                algorithms,
+            } => format!(
+                "IPsec SA with {remote_id} negotiated algorithms outside the CRYPTREC profile ({algorithms}); terminated"
+            ),
+            Occurrence::IpsecNegotiationRefused { reason, error } => {
+                format!("IPsec negotiation refused ({}): {error}", reason.text())
+            }
             Occurrence::LoginSucceeded { address } => {
                 format!("administrator logged in from {address} (password and TOTP code)")
             }
@@ -787,6 +843,30 @@ mod tests {
                 },
                 "IP forwarding is on (turned on while running): the box could route between its LAN and the data centre's network (NET-8); turn it off (sysctl net.ipv4.ip_forward=0)",
                 json!({"found": "turned_on"}),
+            ),
+            (
+                Occurrence::IpsecSaOutsideProfile {
+                    remote_id: "hub.renkei.example".into(),
+                    algorithms: "3DES_CBC".into(),
+                },
+                "IPsec SA with hub.renkei.example negotiated algorithms outside the CRYPTREC profile (3DES_CBC); terminated",
+                json!({"remote_id": "hub.renkei.example", "algorithms": "3DES_CBC"}),
+            ),
+            (
+                Occurrence::IpsecNegotiationRefused {
+                    reason: IpsecRefusal::NoProposalChosen,
+                    error: "received NO_PROPOSAL_CHOSEN notify error".into(),
+                },
+                "IPsec negotiation refused (no proposal acceptable to both sides): received NO_PROPOSAL_CHOSEN notify error",
+                json!({"reason": "no_proposal_chosen", "error": "received NO_PROPOSAL_CHOSEN notify error"}),
+            ),
+            (
+                Occurrence::IpsecNegotiationRefused {
+                    reason: IpsecRefusal::AuthenticationFailed,
+                    error: "received AUTHENTICATION_FAILED notify error".into(),
+                },
+                "IPsec negotiation refused (authentication failed): received AUTHENTICATION_FAILED notify error",
+                json!({"reason": "authentication_failed", "error": "received AUTHENTICATION_FAILED notify error"}),
             ),
             (
                 Occurrence::LoginSucceeded { address: ip() },
