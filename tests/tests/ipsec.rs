@@ -854,9 +854,11 @@ fn net10_log2_renkei_records_a_concentrator_refusing_the_profile_as_an_event() {
     assert!(!dc_sas.contains("state=ESTABLISHED"), "{dc_sas}");
 }
 
-/// How soon an always-on box has its SA back after the concentrator's charon restarted (DPD
-/// after 3 s of silence, 7.1 s of retransmissions, then charon restarts the SA: NET-6).
-const ALWAYS_ON_BACK_TIMEOUT: Duration = Duration::from_secs(12);
+/// How soon an always-on box has its SA back after the concentrator's charon restarted: the
+/// documented figure is about 10 s (DPD after 3 s of silence, 7.1 s of retransmissions, then
+/// charon restarts the SA: NET-6; 10.05 s measured after a crash); the bound is about twice that,
+/// for a loaded CI machine.
+const ALWAYS_ON_BACK_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The IKE SA's `established` time in renkei's status, when up.
 fn established_at(daemon: &renkei_lab::Daemon) -> Option<serde_json::Value> {
