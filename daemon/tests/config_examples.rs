@@ -186,15 +186,11 @@ fn examples_round_trip_through_serialize() {
     }
 }
 
-/// The closed-network example (`config/closed.toml`).
-const CLOSED_EXAMPLE: &str = include_str!("../../config/closed.toml");
-
-/// `renkei check` (with the files, and `--offline` without them) accepts the closed-network
-/// example, and its summary names the closed network instead of a tunnel.
-#[test]
-fn net9_closed_example_is_valid() {
+/// `renkei check` (with the files, and `--offline` without them) accepts `example`, written
+/// as `name`, and its summary holds `summary`.
+fn assert_example_is_valid(name: &str, example: &str, summary: &str) {
     let fixture = Fixture::new();
-    let config = fixture.write_config("closed.toml", CLOSED_EXAMPLE);
+    let config = fixture.write_config(name, example);
     for offline in [false, true] {
         let output = if offline {
             fixture.renkei(&["check", "--offline", "--config"], &config)
@@ -204,23 +200,40 @@ fn net9_closed_example_is_valid() {
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(0), "offline {offline}: {stderr}");
-        assert!(
-            stdout.contains(
-                "role disclosing version 1: closed network 198.18.30.10/24 on eth1 always_on to 1 data-centre prefix(es), 0 outbound and 1 inbound service(s)"
-            ),
-            "offline {offline}: {stdout}"
-        );
+        assert!(stdout.contains(summary), "offline {offline}: {stdout}");
     }
+}
+
+/// Runs `renkei check --offline` on `example` edited by `edit` (an edit that changes nothing is
+/// a mistake of the test), written as `name`; its stderr, the file named `name`.
+fn example_check_errors(name: &str, example: &str, edit: impl Fn(&str) -> String) -> String {
+    let fixture = Fixture::new();
+    let edited = edit(example);
+    assert_ne!(edited, example, "the edit changed nothing");
+    let config = fixture.write_config(name, &edited);
+    let output = fixture.renkei(&["check", "--offline", "--config"], &config);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    stderr.replace(&format!("{}:", config.display()), &format!("{name}:"))
+}
+
+/// The closed-network example (`config/closed.toml`).
+const CLOSED_EXAMPLE: &str = include_str!("../../config/closed.toml");
+
+/// `renkei check` (with the files, and `--offline` without them) accepts the closed-network
+/// example, and its summary names the closed network instead of a tunnel.
+#[test]
+fn net9_closed_example_is_valid() {
+    assert_example_is_valid(
+        "closed.toml",
+        CLOSED_EXAMPLE,
+        "role disclosing version 1: closed network 198.18.30.10/24 on eth1 always_on to 1 data-centre prefix(es), 0 outbound and 1 inbound service(s)",
+    );
 }
 
 /// Runs `renkei check --offline` on the closed example edited by `edit`; its stderr.
 fn closed_check_errors(edit: impl Fn(&str) -> String) -> String {
-    let fixture = Fixture::new();
-    let config = fixture.write_config("closed.toml", &edit(CLOSED_EXAMPLE));
-    let output = fixture.renkei(&["check", "--offline", "--config"], &config);
-    assert_eq!(output.status.code(), Some(2), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    stderr.replace(&format!("{}:", config.display()), "closed.toml:")
+    example_check_errors("closed.toml", CLOSED_EXAMPLE, edit)
 }
 
 /// A WireGuard key in `[closed]` is an error at its line and column, not ignored; a config
@@ -306,36 +319,16 @@ const IPSEC_EXAMPLE: &str = include_str!("../../config/ipsec.toml");
 /// its summary names the SA's address, the concentrator and its identity.
 #[test]
 fn net9_net10_ipsec_example_is_valid() {
-    let fixture = Fixture::new();
-    let config = fixture.write_config("ipsec.toml", IPSEC_EXAMPLE);
-    for offline in [false, true] {
-        let output = if offline {
-            fixture.renkei(&["check", "--offline", "--config"], &config)
-        } else {
-            fixture.check(&config)
-        };
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(0), "offline {offline}: {stderr}");
-        assert!(
-            stdout.contains(
-                "role disclosing version 1: ipsec 198.19.0.10/32 to 198.18.0.1 (hub.renkei.example) always_on to 1 data-centre prefix(es), 0 outbound and 1 inbound service(s)"
-            ),
-            "offline {offline}: {stdout}"
-        );
-    }
+    assert_example_is_valid(
+        "ipsec.toml",
+        IPSEC_EXAMPLE,
+        "role disclosing version 1: ipsec 198.19.0.10/32 to 198.18.0.1 (hub.renkei.example) always_on to 1 data-centre prefix(es), 0 outbound and 1 inbound service(s)",
+    );
 }
 
 /// Runs `renkei check --offline` on the IPsec example edited by `edit`; its stderr.
 fn ipsec_check_errors(edit: impl Fn(&str) -> String) -> String {
-    let fixture = Fixture::new();
-    let edited = edit(IPSEC_EXAMPLE);
-    assert_ne!(edited, IPSEC_EXAMPLE, "the edit changed nothing");
-    let config = fixture.write_config("ipsec.toml", &edited);
-    let output = fixture.renkei(&["check", "--offline", "--config"], &config);
-    assert_eq!(output.status.code(), Some(2), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    stderr.replace(&format!("{}:", config.display()), "ipsec.toml:")
+    example_check_errors("ipsec.toml", IPSEC_EXAMPLE, edit)
 }
 
 /// A WireGuard or closed-network key in `[ipsec]` is an error at its line and column; so is a
