@@ -119,7 +119,7 @@ pub struct LinkSnapshot {
     pub alarm: bool,
     /// When the peer last proved itself on this link (seconds since the Unix epoch): for
     /// WireGuard, the last completed handshake.
-    #[serde(with = "unix_time")]
+    #[serde(serialize_with = "crate::state::link::unix_time::serialize")]
     pub last_reached: Option<SystemTime>,
     /// Seconds since `last_reached`.
     pub last_reached_age_secs: Option<u64>,
@@ -182,7 +182,7 @@ pub struct IpsecIkeSa {
     /// Negotiated Diffie-Hellman group.
     pub dh_group: Option<String>,
     /// When it was established (seconds since the Unix epoch).
-    #[serde(with = "unix_time")]
+    #[serde(serialize_with = "crate::state::link::unix_time::serialize")]
     pub established: Option<SystemTime>,
     /// Seconds until charon rekeys it.
     pub rekey_in_secs: Option<u64>,
@@ -200,7 +200,7 @@ pub struct IpsecChildSa {
     /// The PFS group of its own key exchange, if any.
     pub dh_group: Option<String>,
     /// When it was installed or last rekeyed (seconds since the Unix epoch).
-    #[serde(with = "unix_time")]
+    #[serde(serialize_with = "crate::state::link::unix_time::serialize")]
     pub installed: Option<SystemTime>,
     /// Bytes received.
     pub bytes_in: u64,
@@ -266,16 +266,4 @@ pub struct WireGuardPeer {
     pub handshake_failures: u64,
     /// Completed handshakes.
     pub handshakes_completed: u64,
-}
-
-mod unix_time {
-    use serde::Serializer;
-    use std::time::{SystemTime, UNIX_EPOCH};
-
-    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-        match t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
-            Some(d) => s.serialize_some(&d.as_secs()),
-            None => s.serialize_none(),
-        }
-    }
 }

@@ -49,3 +49,18 @@ pub struct DropCounts {
     /// Not IP.
     pub malformed: u64,
 }
+
+/// Serialises an optional wall-clock time as whole seconds since the Unix epoch (`null` when
+/// absent or before the epoch): how the status document writes every moment of a link.
+pub mod unix_time {
+    use serde::Serializer;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    /// For `#[serde(serialize_with = "crate::state::link::unix_time::serialize")]`.
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
+            Some(d) => s.serialize_some(&d.as_secs()),
+            None => s.serialize_none(),
+        }
+    }
+}

@@ -154,7 +154,7 @@ pub struct PeerSnapshot {
     /// Whether session state (keys) exists right now.
     pub session_keys_present: bool,
     /// Wall-clock time of the last completed handshake.
-    #[serde(with = "unix_time")]
+    #[serde(serialize_with = "crate::state::link::unix_time::serialize")]
     pub last_handshake: Option<SystemTime>,
     /// Seconds since the last completed handshake.
     pub last_handshake_age_secs: Option<u64>,
@@ -174,16 +174,4 @@ pub struct PeerSnapshot {
     pub handshake_failures: u64,
     /// Completed handshakes.
     pub handshakes_completed: u64,
-}
-
-mod unix_time {
-    use serde::Serializer;
-    use std::time::{SystemTime, UNIX_EPOCH};
-
-    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-        match t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
-            Some(d) => s.serialize_some(&d.as_secs()),
-            None => s.serialize_none(),
-        }
-    }
 }
