@@ -227,8 +227,9 @@ fn default_alarm_after_secs() -> u64 {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IpsecConfig {
-    /// The device renkei creates for the box's own address (a dummy device, removed when the
-    /// carrier stops): the address exists before any SA and survives charon's restarts.
+    /// The device renkei creates for the box's own address (a TUN device it holds, gone with it
+    /// when the carrier stops or the daemon dies): the address exists before any SA and
+    /// survives charon's restarts.
     #[serde(default = "default_ipsec_interface")]
     pub interface: String,
     /// The box's own address inside the IPsec network, a host address (`198.19.0.10/32`): the
