@@ -432,3 +432,40 @@ fn collect(pipe: impl Read + Send + 'static, output: Arc<Mutex<String>>) -> Join
         }
     })
 }
+
+/// `openssl s_server -WWW` in `ns` on `accept`, with the certificate and key of the lab box
+/// whose TLS folder is `tls` (`box.crt`, `box.key`) and requiring a client certificate from
+/// its CA (`operator-ca.crt`), serving the files of `www`; returns once it listens (within
+/// `timeout`). An independent TLS server for a renkei outbound service to dial.
+pub fn www_server(
+    ns: &crate::netns::Namespace,
+    accept: &str,
+    tls: &std::path::Path,
+    www: &std::path::Path,
+    timeout: Duration,
+) -> anyhow::Result<Background> {
+    let text = |p: &std::path::Path| p.display().to_string();
+    let args = [
+        "-C".to_string(),
+        text(www),
+        "openssl".to_string(),
+        "s_server".to_string(),
+        "-accept".to_string(),
+        accept.to_string(),
+        "-cert".to_string(),
+        text(&tls.join("box.crt")),
+        "-key".to_string(),
+        text(&tls.join("box.key")),
+        "-CAfile".to_string(),
+        text(&tls.join("operator-ca.crt")),
+        "-Verify".to_string(),
+        "2".to_string(),
+        "-verify_return_error".to_string(),
+        "-WWW".to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // `env -C` runs openssl in the folder it serves (-WWW serves relative paths only).
+    let server = Background::start(ns, "env", &args, false)?;
+    server.wait_for_output("ACCEPT", timeout)?;
+    Ok(server)
+}

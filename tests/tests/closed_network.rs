@@ -137,34 +137,14 @@ fn closed_box_config(lab: &Lab) -> Config {
 /// `openssl s_server` in the data centre with the hub's certificate from the lab CA, serving
 /// the files of `www` (`-WWW`) and requiring a client certificate from the same CA.
 fn dc_tls_server(lab: &Lab, www: &Path) -> Background {
-    let tls = lab.tls_dir(Node::Hub);
-    let text = |p: &Path| p.to_string_lossy().into_owned();
-    let accept = format!("{DC_ADDRESS}:{DC_TLS_PORT}");
-    let args = [
-        "-C".to_string(),
-        text(www),
-        "openssl".to_string(),
-        "s_server".to_string(),
-        "-accept".to_string(),
-        accept,
-        "-cert".to_string(),
-        text(&tls.join("box.crt")),
-        "-key".to_string(),
-        text(&tls.join("box.key")),
-        "-CAfile".to_string(),
-        text(&tls.join("operator-ca.crt")),
-        "-Verify".to_string(),
-        "2".to_string(),
-        "-verify_return_error".to_string(),
-        "-WWW".to_string(),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    // `env -C` runs openssl in the folder it serves (-WWW serves relative paths only).
-    let server = Background::start(lab.ns(Node::Hub), "env", &args, false).expect("s_server");
-    server
-        .wait_for_output("ACCEPT", OPENSSL_TIMEOUT)
-        .expect("s_server listening");
-    server
+    renkei_lab::tlstools::www_server(
+        lab.ns(Node::Hub),
+        &format!("{DC_ADDRESS}:{DC_TLS_PORT}"),
+        &lab.tls_dir(Node::Hub),
+        www,
+        OPENSSL_TIMEOUT,
+    )
+    .expect("s_server listening")
 }
 
 /// The state of the box's one closed-network link ("data centre"), empty when unknown.

@@ -937,30 +937,13 @@ const DC_TLS_PORT: u16 = 9443;
 /// certificate, requiring a client certificate, serving `dir`: it terminates the outbound
 /// service's TLS.
 fn dc_tls_server(lab: &Lab, dir: &std::path::Path) -> anyhow::Result<Background> {
-    let tls = lab.tls_dir(Node::Hub);
-    let text = |p: &std::path::Path| p.display().to_string();
-    let args = [
-        "-C".to_string(),
-        text(dir),
-        "openssl".to_string(),
-        "s_server".to_string(),
-        "-accept".to_string(),
-        format!("{DC_INNER}:{DC_TLS_PORT}"),
-        "-cert".to_string(),
-        text(&tls.join("box.crt")),
-        "-key".to_string(),
-        text(&tls.join("box.key")),
-        "-CAfile".to_string(),
-        text(&tls.join("operator-ca.crt")),
-        "-Verify".to_string(),
-        "2".to_string(),
-        "-verify_return_error".to_string(),
-        "-WWW".to_string(),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = Background::start(lab.ns(Node::Hub), "env", &args, false)?;
-    server.wait_for_output("ACCEPT", IKE_TIMEOUT)?;
-    Ok(server)
+    renkei_lab::tlstools::www_server(
+        lab.ns(Node::Hub),
+        &format!("{DC_INNER}:{DC_TLS_PORT}"),
+        &lab.tls_dir(Node::Hub),
+        dir,
+        IKE_TIMEOUT,
+    )
 }
 
 #[test]
