@@ -49,13 +49,13 @@ pub enum CarrierError {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DemandError {
     /// No peer of the link is responsible for the destination.
-    #[error("no tunnel peer is responsible for {0}")]
+    #[error("no link to the data centre is responsible for {0}")]
     NoRoute(IpAddr),
     /// The link did not come up within the connect timeout.
-    #[error("the tunnel did not come up within {0:?}")]
+    #[error("the link to the data centre did not come up within {0:?}")]
     Timeout(Duration),
     /// The link is being restarted by a config change.
-    #[error("the tunnel is restarting for a config change")]
+    #[error("the link to the data centre is restarting for a config change")]
     Restarting,
 }
 
