@@ -683,7 +683,7 @@ fn net9_net10_auth2_renkei_runs_over_ipsec_to_a_hand_configured_concentrator() {
     });
     assert_eq!(status["tunnel"]["kind"], "ipsec", "{status:#}");
     let ike = &link["backend"]["ipsec"]["ike"];
-    assert_eq!(ike["state"], "Established", "{link:#}");
+    assert_eq!(ike["state"], "ESTABLISHED", "{link:#}");
     assert_eq!(ike["remote_id"], Node::Hub.tls_name(), "{link:#}");
     assert_eq!(ike["encryption"], "AES_GCM_16", "{link:#}");
     assert_eq!(ike["key_size_bits"], 256, "{link:#}");
