@@ -1209,7 +1209,7 @@ fn backend_row<'a>(read: &'a serde_json::Value, field: &str) -> &'a serde_json::
 /// name, no raw unix time.
 #[test]
 fn net9_ops3_status_page_shows_the_ipsec_sas_in_japanese_and_english() {
-    use renkei_lab::web::{curl, password_hash, ADMIN_PASSWORD, STATUS_PORT};
+    use renkei_lab::web::{curl, get, login, password_hash, ADMIN_PASSWORD, STATUS_PORT};
     require_root!();
     let listen = format!("{PAGE_ADDRESS}:{STATUS_PORT}");
     let base = if STATUS_PORT == 443 {
@@ -1352,4 +1352,37 @@ fn net9_ops3_status_page_shows_the_ipsec_sas_in_japanese_and_english() {
             assert!(!text.contains("[object"), "{row:#}");
         }
     }
+
+    // OPS-4: the same box's metrics have the IPsec samples and pass promtool.
+    let session = login(lan, &base, ADMIN_PASSWORD).expect("login");
+    let metrics = get(lan, &base, &session, "/metrics").expect("metrics");
+    assert_eq!(metrics.status, 200, "{}", metrics.body);
+    let link = ipsec_link(&daemon.status().expect("status")).expect("the IPsec link");
+    let labels = format!(
+        "{{peer=\"{}\",remote_id=\"{}\"}}",
+        link["name"].as_str().expect("peer name"),
+        Node::Hub.tls_name()
+    );
+    for expected in [
+        "renkei_carrier_info{kind=\"ipsec\"} 1\n".to_string(),
+        format!("renkei_ipsec_ike_sa_established{labels} 1\n"),
+        format!("renkei_ipsec_ike_sa_established_age_seconds{labels} "),
+        format!("renkei_ipsec_child_sa_receive_bytes_total{labels} "),
+        format!("renkei_ipsec_child_sa_transmit_bytes_total{labels} "),
+    ] {
+        assert!(
+            metrics.body.contains(&expected),
+            "{expected:?} missing:\n{}",
+            metrics.body
+        );
+    }
+    let promtool = run_bounded(
+        lan,
+        "promtool",
+        &["check", "metrics"],
+        metrics.body.as_bytes(),
+        Duration::from_secs(20),
+    )
+    .expect("promtool");
+    assert!(promtool.success(), "{}\n{}", promtool.output, metrics.body);
 }
