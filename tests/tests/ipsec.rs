@@ -1203,6 +1203,50 @@ fn backend_row<'a>(read: &'a serde_json::Value, field: &str) -> &'a serde_json::
         .unwrap_or_else(|| panic!("no {field} row on the page: {read:#}"))
 }
 
+/// Runs tests/browser/status_page.mjs from the hospital's LAN against `base` and returns what
+/// the headless browser read, after checking it finished without console errors.
+fn browse(lab: &Lab, base: &str) -> serde_json::Value {
+    use renkei_lab::web::ADMIN_PASSWORD;
+    let lan = lab.lan_ns(Node::Hospital);
+    let browser = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    assert!(
+        browser.join("node_modules/playwright-core").exists(),
+        "playwright-core missing; run scripts/install-deps (npm ci in tests/browser)"
+    );
+    let profile = lab.dir.join("chromium-profile");
+    let _ = std::fs::remove_dir_all(&profile);
+    std::fs::create_dir_all(&profile).expect("profile dir");
+    let screenshot = lab.dir.join("status-page.png");
+    let script = browser.join("status_page.mjs");
+    let finished = run_bounded(
+        lan,
+        "node",
+        &[
+            &script.to_string_lossy(),
+            base,
+            &profile.to_string_lossy(),
+            &screenshot.to_string_lossy(),
+            "{}",
+        ],
+        format!("{ADMIN_PASSWORD}\n").as_bytes(),
+        BROWSER_TIMEOUT,
+    )
+    .expect("node");
+    let line = finished
+        .output
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no result from the browser: {}", finished.output));
+    let result: serde_json::Value = serde_json::from_str(line).expect("browser result");
+    assert_eq!(result["ok"], true, "{result:#}");
+    assert_eq!(
+        result["console_errors"],
+        serde_json::json!([]),
+        "{result:#}"
+    );
+    result
+}
+
 /// NET-9, OPS-3: the status page of a box running over IPsec shows its SAs as readable rows
 /// in Japanese and English (states, negotiated algorithms, dates, byte counts, selectors),
 /// read by a headless browser from the running daemon: no "[object Object]", no bare field
@@ -1249,41 +1293,7 @@ fn net9_ops3_status_page_shows_the_ipsec_sas_in_japanese_and_english() {
     })
     .expect("page up");
 
-    let browser = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
-    assert!(
-        browser.join("node_modules/playwright-core").exists(),
-        "playwright-core missing; run scripts/install-deps (npm ci in tests/browser)"
-    );
-    let profile = lab.dir.join("chromium-profile");
-    std::fs::create_dir_all(&profile).expect("profile dir");
-    let screenshot = lab.dir.join("status-page.png");
-    let script = browser.join("status_page.mjs");
-    let finished = run_bounded(
-        lan,
-        "node",
-        &[
-            &script.to_string_lossy(),
-            &base,
-            &profile.to_string_lossy(),
-            &screenshot.to_string_lossy(),
-            "{}",
-        ],
-        format!("{ADMIN_PASSWORD}\n").as_bytes(),
-        BROWSER_TIMEOUT,
-    )
-    .expect("node");
-    let line = finished
-        .output
-        .lines()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no result from the browser: {}", finished.output));
-    let result: serde_json::Value = serde_json::from_str(line).expect("browser result");
-    assert_eq!(result["ok"], true, "{result:#}");
-    assert_eq!(
-        result["console_errors"],
-        serde_json::json!([]),
-        "{result:#}"
-    );
+    let result = browse(&lab, &base);
 
     let english = &result["english"];
     assert_eq!(
@@ -1385,4 +1395,18 @@ fn net9_ops3_status_page_shows_the_ipsec_sas_in_japanese_and_english() {
     )
     .expect("promtool");
     assert!(promtool.success(), "{}\n{}", promtool.output, metrics.body);
+
+    // charon gone: the page shows renkei's last error talking to it as a warning.
+    let mut box_charon = box_charon;
+    box_charon.crash();
+    wait_until(Duration::from_secs(20), "renkei to see charon gone", || {
+        let status = daemon.status().ok()?;
+        let error = &status["tunnel"]["backend"]["ipsec"]["last_error"];
+        error.is_string().then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{:?}", daemon.status()));
+    let result = browse(&lab, &base);
+    let row = backend_row(&result["english"], "last_error");
+    assert_eq!(row["warning"], true, "{row:#}");
+    assert_ne!(row["text"], "-", "{row:#}");
 }
