@@ -66,8 +66,15 @@
       return names.every(present) ? fill(part) : "";
     });
   }
-  // A carrier's own fields as [label, text, field] rows: nested objects (drop counts) are
-  // flattened as "object.field", lists joined, booleans translated.
+  // How a carrier's own fields read, by the field's last name: unix times as dates, byte
+  // counters in binary units, and the fields that are a warning when set (a terminated SA, an
+  // error talking to the carrier's daemon). Only the backend rendering names such fields.
+  const TIME_FIELDS = ["established", "installed"];
+  const BYTE_FIELDS = ["bytes_in", "bytes_out"];
+  const WARNING_FIELDS = ["profile_violation", "last_error"];
+  // A carrier's own fields as [label, text, field, warning] rows: nested objects (drop counts,
+  // security associations) are flattened as "object.field" (a missing one is one row, "-"),
+  // lists joined, booleans translated.
   function fields(part, prefix) {
     const out = [];
     Object.keys(part || {}).forEach(function (key) {
@@ -77,11 +84,16 @@
         fields(value, name).forEach((f) => out.push(f));
         return;
       }
-      const label = t("backend_" + name.replace(".", "_"));
-      const text = Array.isArray(value) ? value.join(", ")
+      const labelKey = "backend_" + name.split(".").join("_");
+      const label = t(labelKey);
+      const present = value !== null && value !== undefined && value !== "";
+      const text = !present ? "-"
+        : Array.isArray(value) ? value.map((v) => (v !== null && typeof v === "object" ? JSON.stringify(v) : String(v))).join(", ")
         : typeof value === "boolean" ? t(value ? "yes" : "no")
-        : value === null || value === undefined ? "-" : String(value);
-      out.push([label === "backend_" + name.replace(".", "_") ? name : label, text, name]);
+        : TIME_FIELDS.includes(key) ? when(value)
+        : BYTE_FIELDS.includes(key) ? bytes(value)
+        : String(value);
+      out.push([label === labelKey ? name : label, text, name, present && WARNING_FIELDS.includes(key)]);
     });
     return out;
   }
@@ -157,6 +169,11 @@
       const dd = document.createElement("dd");
       dd.textContent = f[1];
       dd.dataset.field = f[2];
+      if (f[3]) {
+        dd.dataset.warning = "true";
+        dd.classList.add("warning-text");
+        dt.classList.add("warning-text");
+      }
       backend.appendChild(dt);
       backend.appendChild(dd);
     });

@@ -94,6 +94,11 @@ try {
       alarm_background: getComputedStyle(document.getElementById("alarm")).backgroundColor,
       handshake_age_alarm: document.getElementById("handshake-age").classList.contains("alarm-text"),
       handshake_age_color: getComputedStyle(document.getElementById("handshake-age")).color,
+      backend: Array.from(document.querySelectorAll("#backend dd")).map((dd) => ({
+        field: dd.dataset.field, label: dd.previousElementSibling.textContent, text: dd.textContent,
+        warning: dd.dataset.warning === "true",
+      })),
+      carrier_text: text("carrier-kind"),
     };
   });
   result.initial = await read();

@@ -683,7 +683,7 @@ fn net9_net10_auth2_renkei_runs_over_ipsec_to_a_hand_configured_concentrator() {
     });
     assert_eq!(status["tunnel"]["kind"], "ipsec", "{status:#}");
     let ike = &link["backend"]["ipsec"]["ike"];
-    assert_eq!(ike["state"], "Established", "{link:#}");
+    assert_eq!(ike["state"], "ESTABLISHED", "{link:#}");
     assert_eq!(ike["remote_id"], Node::Hub.tls_name(), "{link:#}");
     assert_eq!(ike["encryption"], "AES_GCM_16", "{link:#}");
     assert_eq!(ike["key_size_bits"], 256, "{link:#}");
@@ -1171,4 +1171,225 @@ fn net9_auth2_avl1_a_push_over_ipsec_is_confirmed_and_a_wrong_remote_id_is_rolle
     drop(daemon);
     drop(box_charon);
     drop(concentrator);
+}
+
+/// The hospital box's status page, on its LAN address, for the browser test.
+const PAGE_ADDRESS: &str = "198.18.10.1";
+/// How long the headless browser may take for its whole script.
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// One row of the page's carrier part (`#backend`), by its field, as the browser read it.
+fn backend_row<'a>(read: &'a serde_json::Value, field: &str) -> &'a serde_json::Value {
+    read["backend"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["field"] == field))
+        .unwrap_or_else(|| panic!("no {field} row on the page: {read:#}"))
+}
+
+/// Runs tests/browser/status_page.mjs from the hospital's LAN against `base` and returns what
+/// the headless browser read, after checking it finished without console errors.
+fn browse(lab: &Lab, base: &str) -> serde_json::Value {
+    use renkei_lab::web::ADMIN_PASSWORD;
+    let lan = lab.lan_ns(Node::Hospital);
+    let browser = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    assert!(
+        browser.join("node_modules/playwright-core").exists(),
+        "playwright-core missing; run scripts/install-deps (npm ci in tests/browser)"
+    );
+    let profile = lab.dir.join("chromium-profile");
+    let _ = std::fs::remove_dir_all(&profile);
+    std::fs::create_dir_all(&profile).expect("profile dir");
+    let screenshot = lab.dir.join("status-page.png");
+    let script = browser.join("status_page.mjs");
+    let finished = run_bounded(
+        lan,
+        "node",
+        &[
+            &script.to_string_lossy(),
+            base,
+            &profile.to_string_lossy(),
+            &screenshot.to_string_lossy(),
+            "{}",
+        ],
+        format!("{ADMIN_PASSWORD}\n").as_bytes(),
+        BROWSER_TIMEOUT,
+    )
+    .expect("node");
+    let line = finished
+        .output
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no result from the browser: {}", finished.output));
+    let result: serde_json::Value = serde_json::from_str(line).expect("browser result");
+    assert_eq!(result["ok"], true, "{result:#}");
+    assert_eq!(
+        result["console_errors"],
+        serde_json::json!([]),
+        "{result:#}"
+    );
+    result
+}
+
+/// NET-9, OPS-3: the status page of a box running over IPsec shows its SAs as readable rows
+/// in Japanese and English (states, negotiated algorithms, dates, byte counts, selectors),
+/// read by a headless browser from the running daemon: no "[object Object]", no bare field
+/// name, no raw unix time.
+#[test]
+fn net9_ops3_status_page_shows_the_ipsec_sas_in_japanese_and_english() {
+    use renkei_lab::web::{curl, get, login, password_hash, ADMIN_PASSWORD, STATUS_PORT};
+    require_root!();
+    let listen = format!("{PAGE_ADDRESS}:{STATUS_PORT}");
+    let base = if STATUS_PORT == 443 {
+        format!("https://{PAGE_ADDRESS}")
+    } else {
+        format!("https://{listen}")
+    };
+    let hash = password_hash(ADMIN_PASSWORD).expect("password hash");
+    let RenkeiBox {
+        lab,
+        concentrator: _concentrator,
+        box_charon,
+        daemon,
+        ..
+    } = start_renkei_box_with(STRONG_IKE, STRONG_ESP, |config| {
+        config.status = Some(renkei::config::StatusConfig {
+            listen: listen.parse().expect("listen"),
+            admin_password_hash: hash,
+            certificate_file: None,
+            private_key_file: None,
+            metrics_listen: None,
+            metrics_identities: Vec::new(),
+            session_ttl_secs: 3600,
+            require_second_factor: None,
+        });
+    })
+    .expect("concentrator, box charon and renkei");
+    wait_until(ALWAYS_ON_UP_TIMEOUT, "the SA up in renkei's status", || {
+        let link = ipsec_link(&daemon.status().ok()?)?;
+        (link["state"] == "up" && child_bytes(&link).is_some()).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{:?}\ncharon: {}", daemon.status(), box_charon.log()));
+    let lan = lab.lan_ns(Node::Hospital);
+    wait_until(Duration::from_secs(20), "the status page", || {
+        let reply = curl(lan, &["-k", &format!("{base}/login")]).ok()?;
+        (reply.status == 200).then_some(())
+    })
+    .expect("page up");
+
+    let result = browse(&lab, &base);
+
+    let english = &result["english"];
+    assert_eq!(
+        english["carrier_text"], "IPsec tunnel (IKEv2)",
+        "{english:#}"
+    );
+    for (field, label, text) in [
+        ("ike.state", "IKE SA state", "ESTABLISHED"),
+        (
+            "ike.remote_id",
+            "IKE SA: authenticated remote identity",
+            Node::Hub.tls_name(),
+        ),
+        ("ike.encryption", "IKE SA: encryption", "AES_GCM_16"),
+        ("ike.key_size_bits", "IKE SA: key size (bits)", "256"),
+        ("ike.prf", "IKE SA: PRF", "PRF_HMAC_SHA2_384"),
+        ("ike.dh_group", "IKE SA: DH group", "ECP_384"),
+        ("child.state", "CHILD SA state", "INSTALLED"),
+        ("child.encryption", "CHILD SA: encryption", "AES_GCM_16"),
+        (
+            "child.local_ts",
+            "CHILD SA: local traffic selectors",
+            &format!("{BOX_INNER}/32"),
+        ),
+        (
+            "child.remote_ts",
+            "CHILD SA: remote traffic selectors",
+            &format!("{DC_INNER}/32"),
+        ),
+        ("charon_loaded", "Connection loaded into charon", "yes"),
+    ] {
+        let row = backend_row(english, field);
+        assert_eq!(row["label"], label, "{row:#}");
+        assert_eq!(row["text"], text, "{row:#}");
+    }
+    // Dates as dates and byte counters in units, not raw numbers.
+    for field in ["ike.established", "child.installed"] {
+        let text = backend_row(english, field)["text"].as_str().unwrap_or("");
+        assert!(
+            text.contains(':') && text.contains('/'),
+            "{field}: {text:?}"
+        );
+    }
+    for field in ["child.bytes_in", "child.bytes_out"] {
+        let text = backend_row(english, field)["text"].as_str().unwrap_or("");
+        assert!(text.ends_with('B'), "{field}: {text:?}");
+    }
+    for field in ["profile_violation", "last_error"] {
+        let row = backend_row(english, field);
+        assert_eq!(row["warning"], false, "nothing to warn about: {row:#}");
+    }
+    let japanese = &result["japanese"];
+    for (field, label) in [
+        ("ike.state", "IKE SA の状態"),
+        ("ike.established", "IKE SA: 確立日時"),
+        ("child.bytes_in", "CHILD SA: 受信バイト"),
+        ("child.local_ts", "CHILD SA: 自側トラフィックセレクタ"),
+        ("profile_violation", "CRYPTREC 外のアルゴリズムで切断"),
+    ] {
+        assert_eq!(backend_row(japanese, field)["label"], label, "{japanese:#}");
+    }
+    for read in [english, japanese] {
+        for row in read["backend"].as_array().expect("rows") {
+            assert_ne!(row["label"], row["field"], "an unlabelled row: {row:#}");
+            let text = row["text"].as_str().unwrap_or("");
+            assert!(!text.contains("[object"), "{row:#}");
+        }
+    }
+
+    // OPS-4: the same box's metrics have the IPsec samples and pass promtool.
+    let session = login(lan, &base, ADMIN_PASSWORD).expect("login");
+    let metrics = get(lan, &base, &session, "/metrics").expect("metrics");
+    assert_eq!(metrics.status, 200, "{}", metrics.body);
+    let link = ipsec_link(&daemon.status().expect("status")).expect("the IPsec link");
+    let labels = format!(
+        "{{peer=\"{}\",remote_id=\"{}\"}}",
+        link["name"].as_str().expect("peer name"),
+        Node::Hub.tls_name()
+    );
+    for expected in [
+        "renkei_carrier_info{kind=\"ipsec\"} 1\n".to_string(),
+        format!("renkei_ipsec_ike_sa_established{labels} 1\n"),
+        format!("renkei_ipsec_ike_sa_established_age_seconds{labels} "),
+        format!("renkei_ipsec_child_sa_receive_bytes_total{labels} "),
+        format!("renkei_ipsec_child_sa_transmit_bytes_total{labels} "),
+    ] {
+        assert!(
+            metrics.body.contains(&expected),
+            "{expected:?} missing:\n{}",
+            metrics.body
+        );
+    }
+    let promtool = run_bounded(
+        lan,
+        "promtool",
+        &["check", "metrics"],
+        metrics.body.as_bytes(),
+        Duration::from_secs(20),
+    )
+    .expect("promtool");
+    assert!(promtool.success(), "{}\n{}", promtool.output, metrics.body);
+
+    // charon gone: the page shows renkei's last error talking to it as a warning.
+    let mut box_charon = box_charon;
+    box_charon.crash();
+    wait_until(Duration::from_secs(20), "renkei to see charon gone", || {
+        let status = daemon.status().ok()?;
+        let error = &status["tunnel"]["backend"]["ipsec"]["last_error"];
+        error.is_string().then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{:?}", daemon.status()));
+    let result = browse(&lab, &base);
+    let row = backend_row(&result["english"], "last_error");
+    assert_eq!(row["warning"], true, "{row:#}");
+    assert_ne!(row["text"], "-", "{row:#}");
 }

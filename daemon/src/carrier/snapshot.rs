@@ -228,6 +228,14 @@ impl LinkBackend {
             LinkBackend::Closed(_) | LinkBackend::Ipsec(_) => None,
         }
     }
+
+    /// The IPsec part, when the link is IPsec.
+    pub fn ipsec(&self) -> Option<&IpsecLink> {
+        match self {
+            LinkBackend::Ipsec(link) => Some(link),
+            LinkBackend::WireGuard(_) | LinkBackend::Closed(_) => None,
+        }
+    }
 }
 
 /// Closed-network fields of the data-centre link.

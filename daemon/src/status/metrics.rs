@@ -5,9 +5,10 @@
 //! Public keys and certificate subjects are labels; nothing secret is ever rendered.
 
 use std::fmt::Write as _;
+use std::time::UNIX_EPOCH;
 
 use super::StatusDocument;
-use crate::carrier::{CarrierBackend, LinkSnapshot, LinkState};
+use crate::carrier::{CarrierBackend, IpsecChildSa, IpsecLink, LinkSnapshot, LinkState};
 use crate::proxy::ServiceState;
 
 /// The content type Prometheus expects for the text format.
@@ -73,6 +74,74 @@ impl<'a> Family<'a> {
 }
 
 /// Renders the metrics of a status document.
+/// The IPsec SAs of IPsec peers: whether the IKE SA is established, how long ago, and the
+/// CHILD SA's byte counters (charon's, so they restart from zero when the CHILD SA is rekeyed:
+/// a counter reset to Prometheus). Families are declared on every box; only IPsec peers have
+/// samples.
+fn ipsec_families(o: &mut String, doc: &StatusDocument) {
+    let links: Vec<(&str, &IpsecLink)> = doc
+        .tunnel
+        .peers
+        .iter()
+        .filter_map(|p| p.backend.ipsec().map(|link| (p.name.as_str(), link)))
+        .collect();
+    let mut f = Family::new(
+        o,
+        "renkei_ipsec_ike_sa_established",
+        "gauge",
+        "1 while the IKE SA with the concentrator is ESTABLISHED, else 0.",
+    );
+    for (peer, link) in &links {
+        let up = link
+            .ike
+            .as_ref()
+            .is_some_and(|ike| ike.state == "ESTABLISHED");
+        f.sample(
+            &[("peer", peer), ("remote_id", &link.remote_id)],
+            u8::from(up),
+        );
+    }
+    let mut f = Family::new(
+        o,
+        "renkei_ipsec_ike_sa_established_age_seconds",
+        "gauge",
+        "Seconds since the IKE SA was established (absent: none).",
+    );
+    for (peer, link) in &links {
+        let established = link.ike.as_ref().and_then(|ike| ike.established);
+        if let Some(since) = established.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
+            f.sample(
+                &[("peer", peer), ("remote_id", &link.remote_id)],
+                doc.time_unix.saturating_sub(since.as_secs()),
+            );
+        }
+    }
+    type ChildCounter = fn(&IpsecChildSa) -> u64;
+    let counters: [(&'static str, &str, ChildCounter); 2] = [
+        (
+            "renkei_ipsec_child_sa_receive_bytes_total",
+            "Bytes received on the CHILD SA (ESP), as charon counts them; restarts at a rekey.",
+            |c| c.bytes_in,
+        ),
+        (
+            "renkei_ipsec_child_sa_transmit_bytes_total",
+            "Bytes sent on the CHILD SA (ESP), as charon counts them; restarts at a rekey.",
+            |c| c.bytes_out,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let mut f = Family::new(o, name, "counter", help);
+        for (peer, link) in &links {
+            if let Some(child) = &link.child {
+                f.sample(
+                    &[("peer", peer), ("remote_id", &link.remote_id)],
+                    value(child),
+                );
+            }
+        }
+    }
+}
+
 pub fn render(doc: &StatusDocument) -> String {
     let mut out = String::new();
     let o = &mut out;
@@ -236,6 +305,7 @@ pub fn render(doc: &StatusDocument) -> String {
             f.sample(&[("peer", &p.name)], age);
         }
     }
+    ipsec_families(o, doc);
     let d = &tunnel.drops;
     let mut f = Family::new(
         o,
@@ -586,5 +656,95 @@ mod document_tests {
         }
         let wireguard = render(&document());
         assert!(!wireguard.contains("renkei_ip_forwarding"), "{wireguard}");
+    }
+
+    /// An IPsec carrier's metrics: its kind, whether the IKE SA is established and since when,
+    /// the CHILD SA's bytes; none of WireGuard's samples; a box without an IKE SA reports 0.
+    #[test]
+    fn net9_ops4_an_ipsec_carrier_reports_its_sas() {
+        use crate::carrier::{IpsecCarrier, IpsecIkeSa};
+        use std::time::{Duration, UNIX_EPOCH};
+        let mut doc = document();
+        doc.tunnel.kind = CarrierKind::Ipsec;
+        doc.tunnel.backend = CarrierBackend::Ipsec(IpsecCarrier {
+            vici_socket: "/run/charon.vici".into(),
+            charon_loaded: true,
+            loads: 1,
+            last_error: None,
+        });
+        let link = IpsecLink {
+            remote_address: "198.18.40.1".parse().expect("address"),
+            remote_id: "dc \"1\"".to_string(),
+            data_centre_prefixes: Vec::new(),
+            ike: Some(IpsecIkeSa {
+                state: "ESTABLISHED".to_string(),
+                remote_id: Some("dc".to_string()),
+                encryption: Some("AES_GCM_16".to_string()),
+                key_size_bits: Some(256),
+                integrity: None,
+                prf: Some("PRF_HMAC_SHA2_256".to_string()),
+                dh_group: Some("ECP_256".to_string()),
+                established: Some(UNIX_EPOCH + Duration::from_secs(900)),
+                rekey_in_secs: Some(3000),
+            }),
+            child: Some(IpsecChildSa {
+                state: "INSTALLED".to_string(),
+                encryption: Some("AES_GCM_16".to_string()),
+                key_size_bits: Some(128),
+                dh_group: None,
+                installed: Some(UNIX_EPOCH + Duration::from_secs(950)),
+                bytes_in: 4321,
+                bytes_out: 8765,
+                packets_in: 5,
+                packets_out: 6,
+                rekey_in_secs: None,
+                expires_in_secs: None,
+                local_ts: Vec::new(),
+                remote_ts: Vec::new(),
+            }),
+            profile_violation: None,
+        };
+        doc.tunnel.peers[0].backend = LinkBackend::Ipsec(Box::new(link.clone()));
+        let text = render(&doc);
+        let labels = "{peer=\"dc\",remote_id=\"dc \\\"1\\\"\"}";
+        for expected in [
+            "renkei_carrier_info{kind=\"ipsec\"} 1\n".to_string(),
+            format!("renkei_ipsec_ike_sa_established{labels} 1\n"),
+            format!("renkei_ipsec_ike_sa_established_age_seconds{labels} 100\n"),
+            format!("renkei_ipsec_child_sa_receive_bytes_total{labels} 4321\n"),
+            format!("renkei_ipsec_child_sa_transmit_bytes_total{labels} 8765\n"),
+        ] {
+            assert!(text.contains(&expected), "{expected:?} missing:\n{text}");
+        }
+        for absent in [
+            "public_key",
+            "renkei_peer_handshakes_total{",
+            "renkei_ip_forwarding",
+        ] {
+            assert!(
+                !text.contains(absent),
+                "{absent:?} on an IPsec box:\n{text}"
+            );
+        }
+        let mut down = link;
+        down.ike = None;
+        down.child = None;
+        doc.tunnel.peers[0].backend = LinkBackend::Ipsec(Box::new(down));
+        let text = render(&doc);
+        assert!(
+            text.contains(&format!("renkei_ipsec_ike_sa_established{labels} 0\n")),
+            "{text}"
+        );
+        for absent in [
+            "renkei_ipsec_ike_sa_established_age_seconds{",
+            "renkei_ipsec_child_sa_receive_bytes_total{",
+        ] {
+            assert!(!text.contains(absent), "{absent:?} without SAs:\n{text}");
+        }
+        let wireguard = render(&document());
+        assert!(
+            !wireguard.contains("renkei_ipsec_ike_sa_established{"),
+            "{wireguard}"
+        );
     }
 }

@@ -391,6 +391,60 @@ impl StatusSource {
     }
 }
 
+/// The IPsec link's lines: the IKE SA (state, who authenticated, what was negotiated), the
+/// CHILD SA's traffic, and a terminated SA's profile violation, so an operator on the console
+/// sees at once whether the concentrator is up and inside the CRYPTREC profile.
+fn ipsec_lines(out: &mut String, ipsec: &serde_json::Value) {
+    use std::fmt::Write as _;
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_string(),
+        other => other.to_string(),
+    };
+    let ike = &ipsec["ike"];
+    if ike.is_null() {
+        let _ = writeln!(
+            out,
+            "  ipsec: no IKE SA with {} ({})",
+            text(&ipsec["remote_id"]),
+            text(&ipsec["remote_address"])
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "  ipsec: IKE {} as {}, {}-{} / {} / {} / {}",
+            text(&ike["state"]),
+            text(&ike["remote_id"]),
+            text(&ike["encryption"]),
+            text(&ike["key_size_bits"]),
+            text(&ike["integrity"]),
+            text(&ike["prf"]),
+            text(&ike["dh_group"])
+        );
+    }
+    let child = &ipsec["child"];
+    if child.is_null() {
+        let _ = writeln!(out, "  child: none");
+    } else {
+        let _ = writeln!(
+            out,
+            "  child: {} {}-{}, {} B in, {} B out",
+            text(&child["state"]),
+            text(&child["encryption"]),
+            text(&child["key_size_bits"]),
+            text(&child["bytes_in"]),
+            text(&child["bytes_out"])
+        );
+    }
+    if !ipsec["profile_violation"].is_null() {
+        let _ = writeln!(
+            out,
+            "  OUTSIDE THE CRYPTREC PROFILE, terminated: {}",
+            text(&ipsec["profile_violation"])
+        );
+    }
+}
+
 /// A compact human summary of a status document, in the manner of `wg show`.
 pub fn summary(document: &serde_json::Value) -> String {
     use std::fmt::Write as _;
@@ -410,16 +464,26 @@ pub fn summary(document: &serde_json::Value) -> String {
         text(&document["role"]),
         text(&document["config_version"])
     );
-    // The carrier's kind, and the closed network's own fields (NET-8's forwarding switch).
+    // The carrier's kind, the closed network's own fields (NET-8's forwarding switch) and
+    // whether charon holds the IPsec connection.
     let closed = &tunnel["backend"]["closed"];
+    let charon = &tunnel["backend"]["ipsec"];
     let _ = writeln!(
         out,
-        "carrier: {}{}",
+        "carrier: {}{}{}",
         text(&tunnel["kind"]),
         match closed["ip_forward"].as_bool() {
             Some(true) => ", ip_forward ON: the box could route; turn it off",
             Some(false) => ", ip_forward off",
             None => "",
+        },
+        match charon["charon_loaded"].as_bool() {
+            Some(true) => ", charon loaded".to_string(),
+            Some(false) => format!(
+                ", charon NOT loaded (last error: {})",
+                text(&charon["last_error"])
+            ),
+            None => String::new(),
         }
     );
     let _ = writeln!(
@@ -477,6 +541,10 @@ pub fn summary(document: &serde_json::Value) -> String {
                     text(&closed["probes_sent"]),
                     text(&closed["probes_failed"])
                 );
+            }
+            let ipsec = &peer["backend"]["ipsec"];
+            if !ipsec.is_null() {
+                ipsec_lines(&mut out, ipsec);
             }
             if wireguard.is_null() {
                 let _ = writeln!(out, "  last reached: {age}");
@@ -811,6 +879,62 @@ mod tests {
         }
         assert!(
             !text.contains("handshake") && !text.contains("invalid datagrams"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn net9_summary_names_the_ipsec_link_its_algorithms_and_child_bytes() {
+        let document = serde_json::json!({
+            "facility": "clinic", "role": "viewing", "config_version": 3,
+            "tunnel": {"kind": "ipsec", "state": "up", "policy": "always_on",
+                       "interface": "eth1", "address": "198.18.40.2/24", "alarm": false,
+                       "peers": [{"name": "data centre", "state": "up", "reason": "ok",
+                                  "last_reached_age_secs": 3, "rx_bytes": 10, "tx_bytes": 20,
+                                  "backend": {"ipsec": {
+                                      "remote_address": "198.18.40.1",
+                                      "remote_id": "dc.example",
+                                      "data_centre_prefixes": ["198.19.0.0/24"],
+                                      "ike": {"state": "ESTABLISHED", "remote_id": "dc.example",
+                                              "encryption": "AES_GCM_16", "key_size_bits": 256,
+                                              "integrity": null, "prf": "PRF_HMAC_SHA2_256",
+                                              "dh_group": "ECP_256", "established": 100,
+                                              "rekey_in_secs": 3000},
+                                      "child": {"state": "INSTALLED", "encryption": "AES_GCM_16",
+                                                "key_size_bits": 128, "dh_group": null,
+                                                "installed": 100, "bytes_in": 1234,
+                                                "bytes_out": 5678, "packets_in": 9,
+                                                "packets_out": 11, "rekey_in_secs": 100,
+                                                "expires_in_secs": 200,
+                                                "local_ts": ["198.18.40.2/32"],
+                                                "remote_ts": ["198.19.0.0/24"]},
+                                      "profile_violation": "CHILD SA used 3DES"}}}],
+                       "drops": {}, "backend": {"ipsec": {"vici_socket": "/run/charon.vici",
+                           "charon_loaded": false, "loads": 1, "last_error": "socket gone"}}}
+        });
+        let text = summary(&document);
+        for expected in [
+            "carrier: ipsec, charon NOT loaded (last error: socket gone)",
+            "  ipsec: IKE ESTABLISHED as dc.example, AES_GCM_16-256 / - / PRF_HMAC_SHA2_256 / ECP_256\n",
+            "  child: INSTALLED AES_GCM_16-128, 1234 B in, 5678 B out\n",
+            "  OUTSIDE THE CRYPTREC PROFILE, terminated: CHILD SA used 3DES\n",
+            "  last reached: 3 seconds ago\n",
+        ] {
+            assert!(
+                text.contains(expected),
+                "{expected:?} missing from:\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("handshake") && !text.contains("object"),
+            "{text}"
+        );
+        let mut none = document.clone();
+        none["tunnel"]["peers"][0]["backend"]["ipsec"]["ike"] = serde_json::Value::Null;
+        none["tunnel"]["peers"][0]["backend"]["ipsec"]["child"] = serde_json::Value::Null;
+        let text = summary(&none);
+        assert!(
+            text.contains("  ipsec: no IKE SA with dc.example (198.18.40.1)\n  child: none\n"),
             "{text}"
         );
     }

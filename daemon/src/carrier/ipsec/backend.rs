@@ -520,7 +520,7 @@ impl IpsecHandle {
                 remote_id: settings.ipsec.remote_id.clone(),
                 data_centre_prefixes: settings.ipsec.data_centre_prefixes.clone(),
                 ike: ike.map(|sa| IpsecIkeSa {
-                    state: format!("{:?}", sa.state),
+                    state: sa.state.charon_name().to_string(),
                     remote_id: sa.remote_id.clone(),
                     encryption: sa.algorithms.encryption.clone(),
                     key_size_bits: sa.algorithms.key_size_bits,

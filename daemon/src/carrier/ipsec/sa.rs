@@ -91,6 +91,18 @@ impl IkeState {
             _ => IkeState::Other(state.unwrap_or_default()),
         }
     }
+
+    /// The state as charon names it (`ESTABLISHED`, ...): what the status document, the
+    /// metrics and `renkei status` show (docs/api.md), not Rust's `Debug` spelling.
+    pub fn charon_name(&self) -> &str {
+        match self {
+            IkeState::Established => "ESTABLISHED",
+            IkeState::Connecting => "CONNECTING",
+            IkeState::Rekeying => "REKEYING",
+            IkeState::Deleting => "DELETING",
+            IkeState::Other(name) => name,
+        }
+    }
 }
 
 /// An IKE SA.
@@ -302,6 +314,24 @@ impl SaEvent {
 mod tests {
     use super::*;
     use serde::Serialize;
+
+    /// The status document shows the IKE state in charon's words, as documented, whatever it is.
+    #[test]
+    fn net9_ike_state_is_shown_as_charon_names_it() {
+        for name in [
+            "ESTABLISHED",
+            "CONNECTING",
+            "REKEYING",
+            "DELETING",
+            "PASSIVE",
+        ] {
+            assert_eq!(IkeState::parse(Some(name.to_string())).charon_name(), name);
+        }
+        assert_eq!(
+            IkeState::parse(Some("REKEYED".to_string())).charon_name(),
+            "REKEYING"
+        );
+    }
 
     fn sample_list_sa() -> Vec<u8> {
         #[derive(Serialize)]
