@@ -141,9 +141,10 @@ pub fn kind_of(config: &Config) -> CarrierKind {
 }
 
 impl Carrier {
-    /// Starts the carrier the config describes: WireGuard from `[tunnel]`, or the closed
-    /// network from `[closed]`. `contact` is where the management API notes authenticated
-    /// operator requests (the closed network's proof that the operator still reaches the box).
+    /// Starts the carrier the config describes: WireGuard from `[tunnel]`, the closed network
+    /// from `[closed]`, or IPsec from `[ipsec]`. `contact` is where the management API notes
+    /// authenticated operator requests (on a closed network and over IPsec, the proof that the
+    /// operator still reaches the box).
     pub async fn start(config: &Config, contact: OperatorContact) -> Result<Carrier, CarrierError> {
         let backend = Backend::start(config, contact.clone()).await?;
         Ok(Carrier {
