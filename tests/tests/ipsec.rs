@@ -824,7 +824,10 @@ fn net10_log2_renkei_records_a_concentrator_refusing_the_profile_as_an_event() {
         .expect("concentrator, box charon and renkei");
     let daemon = &renkei_box.daemon;
     let code = "EVENT_CODE=\"ipsec_negotiation_refused\"";
-    wait_until(IKE_TIMEOUT, "renkei's refusal event", || {
+    // charon's own first attempt may be refused before renkei follows its log; renkei asks it to
+    // try again after 5 s without an SA (`ALWAYS_ON_RETRY_SECS`): twice that plus a negotiation.
+    let refusal_timeout = Duration::from_secs(10) + IKE_TIMEOUT;
+    wait_until(refusal_timeout, "renkei's refusal event", || {
         daemon.log_text().contains(code).then_some(())
     })
     .unwrap_or_else(|e| {

@@ -44,6 +44,12 @@ pub const POLL_INTERVAL_SECS: u64 = 2;
 pub const RETRY_FIRST_MILLIS: u64 = 200;
 /// Longest wait between attempts to reach charon, in seconds.
 pub const RETRY_MAX_SECS: u64 = 5;
+/// always_on: how often renkei asks charon to try again while the connection has no IKE SA at
+/// all. charon's start/restart actions bring an SA back after it was up, but do not retry a
+/// negotiation the concentrator refused (NO_PROPOSAL_CHOSEN, authentication): without this an
+/// always-on box would stay down after the concentrator was fixed, and a refusal that came
+/// before renkei followed charon's log would never be recorded.
+pub const ALWAYS_ON_RETRY_SECS: u64 = 5;
 /// How long a terminate at shutdown, reconfigure or idle may take, in seconds.
 pub const TERMINATE_TIMEOUT_SECS: u64 = 5;
 /// Events (refusals, profile violations) kept for a slow reader before the oldest are lost.
@@ -263,6 +269,9 @@ async fn session(shared: &Shared) -> Result<std::convert::Infallible, (bool, Vic
     );
     let mut ticks = tokio::time::interval(Duration::from_secs(POLL_INTERVAL_SECS));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Since when the connection has had no IKE SA at all (charon's own restarts show one at
+    // once, CONNECTING): only an absence that lasts a whole retry interval is retried.
+    let mut without_sa_since: Option<Instant> = None;
     loop {
         tokio::select! {
             event = events.next() => match event {
@@ -310,6 +319,31 @@ async fn session(shared: &Shared) -> Result<std::convert::Infallible, (bool, Vic
                 )
                 .await;
             continue;
+        }
+        let retry = Duration::from_secs(ALWAYS_ON_RETRY_SECS);
+        without_sa_since = match (shared.record().ike.is_some(), without_sa_since) {
+            (true, _) => None,
+            (false, since) => Some(since.unwrap_or(now)),
+        };
+        if settings.mode == PolicyMode::AlwaysOn
+            && without_sa_since.is_some_and(|since| now.saturating_duration_since(since) >= retry)
+        {
+            without_sa_since = Some(now);
+            // On its own connection, so the SA list, the events and charon's log keep flowing
+            // while charon negotiates.
+            let (socket, name) = (
+                settings.vici_socket.clone(),
+                settings.connection.name.clone(),
+            );
+            tokio::spawn(async move {
+                let initiate = async {
+                    let mut vici = Vici::connect(&socket).await?;
+                    vici.initiate(&name, retry).await
+                };
+                if let Err(e) = initiate.await {
+                    tracing::debug!(error = %e, "always-on IPsec SA not up yet; trying again");
+                }
+            });
         }
         let idle = settings.mode == PolicyMode::OnDemand
             && shared.holds.load(Ordering::Relaxed) == 0
