@@ -207,3 +207,32 @@ pub fn served_fingerprint(ns: &Namespace, address: &str) -> anyhow::Result<Strin
         .find_map(|l| l.split_once('=').map(|(_, f)| f.trim().to_string()))
         .with_context(|| format!("no fingerprint in {:?}", finished.output))
 }
+
+/// Runs the browser script `script` (tests/browser/*.mjs) with `args` in `ns`, giving it the
+/// admin password on stdin; the JSON line it prints, which must say `"ok": true`.
+pub fn browser_script(
+    ns: &Namespace,
+    script: &std::path::Path,
+    args: &[&str],
+    timeout: Duration,
+) -> serde_json::Value {
+    let script = script.to_string_lossy();
+    let mut argv = vec![script.as_ref()];
+    argv.extend_from_slice(args);
+    let finished = crate::tlstools::run_bounded(
+        ns,
+        "node",
+        &argv,
+        format!("{ADMIN_PASSWORD}\n").as_bytes(),
+        timeout,
+    )
+    .expect("node");
+    let line = finished
+        .output
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no result from the browser: {}", finished.output));
+    let result: serde_json::Value = serde_json::from_str(line).expect("browser result");
+    assert_eq!(result["ok"], true, "{result:#}");
+    result
+}

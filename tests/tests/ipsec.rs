@@ -234,6 +234,19 @@ async fn next_event(
         .map_err(|_| anyhow::anyhow!("no {kind:?} up={up} event within {EVENT_TIMEOUT:?}"))?
 }
 
+/// Waits until the concentrator holds no SA any more (it deleted them on the box's word, or
+/// never kept one).
+fn concentrator_without_sas(concentrator: &Charon) -> anyhow::Result<()> {
+    wait_until(
+        PEER_DELETE_TIMEOUT,
+        "no SA left on the concentrator",
+        || {
+            let sas = concentrator.list_sas().ok()?;
+            (!sas.contains("state=")).then_some(())
+        },
+    )
+}
+
 #[test]
 fn net9_net10_ipsec_sa_to_a_strongswan_concentrator_carries_tcp_and_terminates() {
     require_root!();
@@ -318,15 +331,8 @@ fn net9_net10_ipsec_sa_to_a_strongswan_concentrator_carries_tcp_and_terminates()
             .expect("ike-updown down");
         assert!(vici.list_sas().await.expect("list-sas").is_empty());
     });
-    wait_until(
-        PEER_DELETE_TIMEOUT,
-        "the concentrator to delete its SAs",
-        || {
-            let sas = pair.concentrator.list_sas().ok()?;
-            (!sas.contains("state=")).then_some(())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}: {:?}", pair.concentrator.list_sas()));
+    concentrator_without_sas(&pair.concentrator)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", pair.concentrator.list_sas()));
 }
 
 #[test]
@@ -480,15 +486,8 @@ fn net10_net5_ipsec_concentrator_certificate_must_be_rsa_2048_or_ecdsa() {
             let log = pair.box_charon.log();
             assert!(log.contains("RSA-1024 signatures not acceptable"), "{log}");
         }
-        wait_until(
-            PEER_DELETE_TIMEOUT,
-            "no SA left on the concentrator",
-            || {
-                let sas = pair.concentrator.list_sas().ok()?;
-                (!sas.contains("state=")).then_some(())
-            },
-        )
-        .unwrap_or_else(|e| panic!("RSA-{bits}: {e}: {:?}", pair.concentrator.list_sas()));
+        concentrator_without_sas(&pair.concentrator)
+            .unwrap_or_else(|e| panic!("RSA-{bits}: {e}: {:?}", pair.concentrator.list_sas()));
         assert!(pair.box_charon.is_running());
     }
 }
@@ -1192,7 +1191,6 @@ fn backend_row<'a>(read: &'a serde_json::Value, field: &str) -> &'a serde_json::
 /// Runs tests/browser/status_page.mjs from the hospital's LAN against `base` and returns what
 /// the headless browser read, after checking it finished without console errors.
 fn browse(lab: &Lab, base: &str) -> serde_json::Value {
-    use renkei_lab::web::ADMIN_PASSWORD;
     let lan = lab.lan_ns(Node::Hospital);
     let browser = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
     assert!(
@@ -1204,27 +1202,17 @@ fn browse(lab: &Lab, base: &str) -> serde_json::Value {
     std::fs::create_dir_all(&profile).expect("profile dir");
     let screenshot = lab.dir.join("status-page.png");
     let script = browser.join("status_page.mjs");
-    let finished = run_bounded(
+    let result = renkei_lab::web::browser_script(
         lan,
-        "node",
+        &script,
         &[
-            &script.to_string_lossy(),
             base,
             &profile.to_string_lossy(),
             &screenshot.to_string_lossy(),
             "{}",
         ],
-        format!("{ADMIN_PASSWORD}\n").as_bytes(),
         BROWSER_TIMEOUT,
-    )
-    .expect("node");
-    let line = finished
-        .output
-        .lines()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no result from the browser: {}", finished.output));
-    let result: serde_json::Value = serde_json::from_str(line).expect("browser result");
-    assert_eq!(result["ok"], true, "{result:#}");
+    );
     assert_eq!(
         result["console_errors"],
         serde_json::json!([]),

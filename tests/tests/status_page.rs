@@ -5,7 +5,6 @@
 //! page of a box without a configuration is tested in `enrolment.rs`.
 
 use std::io::{Read, Write};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use renkei::config::{Config, Direction, PolicyMode, Role, StatusConfig};
@@ -1103,30 +1102,6 @@ fn browser_dir() -> std::path::PathBuf {
     dir
 }
 
-/// Runs a script of `tests/browser/` with node in `ns` (the administrator's password on its
-/// standard input) and returns the JSON line it printed, after checking it says `ok`.
-fn browser_script(ns: &Namespace, script: &Path, args: &[&str], timeout: Duration) -> Value {
-    let script = script.to_string_lossy();
-    let mut argv = vec![script.as_ref()];
-    argv.extend_from_slice(args);
-    let finished = run_bounded(
-        ns,
-        "node",
-        &argv,
-        format!("{ADMIN_PASSWORD}\n").as_bytes(),
-        timeout,
-    )
-    .expect("node");
-    let line = finished
-        .output
-        .lines()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no result from the browser: {}", finished.output));
-    let result: Value = serde_json::from_str(line).expect("browser result");
-    assert_eq!(result["ok"], true, "{result:#}");
-    result
-}
-
 /// Runs `tests/browser/status_page.mjs` in `ns` against `base` with `options`; the JSON it
 /// printed, and the screenshot it took.
 fn run_browser(lab: &Lab, ns: &Namespace, base: &str, options: &Value) -> (Value, Vec<u8>) {
@@ -1135,7 +1110,7 @@ fn run_browser(lab: &Lab, ns: &Namespace, base: &str, options: &Value) -> (Value
     let profile = lab.dir.join("chromium-profile");
     let _ = std::fs::remove_dir_all(&profile);
     std::fs::create_dir_all(&profile).expect("profile dir");
-    let result = browser_script(
+    let result = renkei_lab::web::browser_script(
         ns,
         &browser.join("status_page.mjs"),
         &[
@@ -2170,7 +2145,7 @@ fn auth3_browser_enrols_totp_then_logs_in_with_password_and_code_and_refuses_wro
     let browser = browser_dir();
     let profile = lab.dir.join("chromium-profile-2fa");
     std::fs::create_dir_all(&profile).expect("profile dir");
-    let result = browser_script(
+    let result = renkei_lab::web::browser_script(
         lan,
         &browser.join("second_factor.mjs"),
         &[&base, &profile.to_string_lossy()],
