@@ -90,6 +90,41 @@ swanctl {{
     )
 }
 
+/// [`concentrator_conf`] with the kernel's XFRM for ESP (`kernel-netlink` alone, no
+/// kernel-libipsec): the data centre of a box whose kernel has ESP, for the tunnel benchmark's
+/// kernel-XFRM pair. Where the kernel lacks ESP or the negotiated cipher, installing the CHILD
+/// SA fails and charon logs why.
+pub fn concentrator_conf_kernel_xfrm(paths: &CharonPaths) -> String {
+    format!(
+        "charon {{
+  load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey constraints kdf kernel-netlink socket-default vici
+  load_modular = no
+  plugins {{
+    vici {{
+      socket = unix://{socket}
+    }}
+  }}
+  filelog {{
+    lab {{
+      path = {log}
+      time_format = %F %T
+      default = 1
+      ike = 2
+      cfg = 2
+      knl = 2
+      flush_line = yes
+    }}
+  }}
+}}
+swanctl {{
+  load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey
+}}
+",
+        socket = paths.vici_socket.display(),
+        log = paths.log.display(),
+    )
+}
+
 /// A charon running inside a namespace.
 pub struct Charon {
     /// Its paths.
@@ -197,6 +232,12 @@ impl Charon {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// charon's process id (`ip netns exec` execs charon, so the child is charon itself), for
+    /// reading its CPU time; `None` once it was stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Whether charon still runs.
