@@ -1,16 +1,28 @@
-//! The tunnel benchmark of the data-plane issue: in one run, on the same two namespaces (dc and
-//! hospital), iperf3 TCP throughput over the plain veth, over a boringtun-cli tunnel, over a
-//! wireguard-go tunnel and over the renkei tunnel; CPU seconds and peak RSS of each tunnel
-//! process; and handshake latency (first packet to first reply). Ratios are against the
-//! baselines of the same run: absolute numbers on these shared machines vary between runs.
+//! The tunnel benchmark: in one run, on the same two namespaces (dc and hospital), iperf3 TCP
+//! throughput over the plain veth, over a boringtun-cli tunnel, over a wireguard-go tunnel,
+//! over the renkei tunnel and over an IPsec charon pair (`bench_ipsec.rs`: kernel-libipsec,
+//! and the kernel's XFRM where this kernel has ESP); CPU seconds (and CPU per byte) and peak
+//! RSS of each tunnel's processes; and handshake to first reply through a fresh tunnel. It
+//! runs in rounds, each round every path back to back in a fresh lab, and reports medians
+//! over the rounds, ratios as medians of the per-round ratios: absolute numbers on these
+//! shared machines move by tens of percent within minutes, a ratio between measurements
+//! seconds apart much less.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::bench_ipsec::{Esp, IpsecPair, BOX_INNER, DC_INNER};
 use crate::foreign::{ForeignWireguard, Implementation};
 use crate::lab::{Lab, Node};
 use crate::wait::wait_until;
+
+/// The IPsec pairs' names in the report.
+pub const IPSEC_LIBIPSEC: &str = "IPsec charon+libipsec";
+/// See [`IPSEC_LIBIPSEC`].
+pub const IPSEC_KERNEL_XFRM: &str = "IPsec charon+kernel XFRM";
+/// Bytes in a GiB, for CPU seconds per GiB.
+const BYTES_PER_GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
 /// One measured tunnel.
 #[derive(Debug, Clone)]
@@ -19,14 +31,42 @@ pub struct Measurement {
     pub name: String,
     /// iperf3 receiver throughput.
     pub gbit_per_s: f64,
+    /// Bytes the iperf3 receiver got.
+    pub bytes: u64,
     /// CPU seconds of both tunnel processes during the transfer.
     pub cpu_secs: f64,
     /// Peak RSS of the tunnel processes, KiB (largest of the two).
     pub peak_rss_kib: u64,
     /// RSS after the handshake, before the transfer, KiB (largest of the two).
     pub idle_rss_kib: u64,
-    /// First packet to first reply through a fresh tunnel.
+    /// Handshake to first reply through a fresh tunnel: for WireGuard the first ping's own
+    /// handshake; for IPsec from `initiate` to the first ping's reply.
     pub handshake_ms: f64,
+}
+
+impl Measurement {
+    /// CPU seconds of the tunnel's processes per GiB received.
+    pub fn cpu_secs_per_gib(&self) -> f64 {
+        if self.bytes == 0 {
+            return 0.0;
+        }
+        self.cpu_secs / (self.bytes as f64 / BYTES_PER_GIB)
+    }
+}
+
+/// One iperf3 transfer.
+#[derive(Debug, Clone, Copy)]
+struct Transfer {
+    gbit_per_s: f64,
+    bytes: u64,
+}
+
+/// Where iperf3 runs: the server's address in dc, and the address the client in the
+/// hospital sends from (`None`: the kernel's choice).
+#[derive(Debug, Clone, Copy)]
+struct Path<'a> {
+    server: &'a str,
+    client_bind: Option<&'a str>,
 }
 
 fn proc_cpu_ticks(pid: u32) -> u64 {
@@ -63,29 +103,39 @@ fn ticks_per_second() -> f64 {
     }
 }
 
-/// iperf3 from `client` to a server on `server_addr` in `server`, for `seconds`.
-fn iperf(lab: &Lab, server_addr: &str, seconds: u32) -> anyhow::Result<f64> {
+/// iperf3 from the hospital to a server in dc on `path`, for `seconds`.
+fn iperf(lab: &Lab, path: Path, seconds: u32) -> anyhow::Result<Transfer> {
     let mut server = lab
         .ns(Node::Hub)
         .command("iperf3")
-        .args(["-s", "-1", "-B", server_addr])
+        .args(["-s", "-1", "-B", path.server])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .context("iperf3 server")?;
+    let mut args = vec!["-c", path.server, "-J"];
+    if let Some(bind) = path.client_bind {
+        args.extend(["-B", bind]);
+    }
+    let seconds = seconds.to_string();
+    args.extend(["-t", &seconds]);
     let result = wait_until(Duration::from_secs(10), "iperf3 server", || {
         let out = lab
             .ns(Node::Hospital)
             .command("iperf3")
-            .args(["-c", server_addr, "-t", &seconds.to_string(), "-J"])
+            .args(&args)
             .output()
             .ok()?;
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        json["end"]["sum_received"]["bits_per_second"].as_f64()
+        let received = &json["end"]["sum_received"];
+        Some(Transfer {
+            gbit_per_s: received["bits_per_second"].as_f64()? / 1e9,
+            bytes: received["bytes"].as_u64()?,
+        })
     });
     let _ = server.kill();
     let _ = server.wait();
-    Ok(result.context("iperf3 result")? / 1e9)
+    result.context("iperf3 result")
 }
 
 /// Time from the first ping to its reply through a tunnel that has no session yet.
@@ -103,19 +153,36 @@ fn first_reply_ms(lab: &Lab) -> anyhow::Result<f64> {
     Ok(start.elapsed().as_secs_f64() * 1000.0)
 }
 
-fn measure(lab: &Lab, name: &str, pids: &[u32], seconds: u32) -> anyhow::Result<Measurement> {
-    let handshake_ms = first_reply_ms(lab)?;
+/// The WireGuard tunnels' path: tunnel address to tunnel address.
+fn wireguard_path() -> Path<'static> {
+    Path {
+        server: Node::Hub.tunnel_address(),
+        client_bind: None,
+    }
+}
+
+/// Measures one tunnel whose handshake took `handshake_ms`: RSS now, then an iperf3 transfer
+/// on `path` with the CPU time `pids` used during it.
+fn measure(
+    lab: &Lab,
+    name: &str,
+    pids: &[u32],
+    handshake_ms: f64,
+    path: Path,
+    seconds: u32,
+) -> anyhow::Result<Measurement> {
     let idle_rss_kib = pids
         .iter()
         .map(|p| proc_status_kib(*p, "VmRSS:"))
         .max()
         .unwrap_or(0);
     let before: u64 = pids.iter().map(|p| proc_cpu_ticks(*p)).sum();
-    let gbit_per_s = iperf(lab, Node::Hub.tunnel_address(), seconds)?;
+    let transfer = iperf(lab, path, seconds)?;
     let after: u64 = pids.iter().map(|p| proc_cpu_ticks(*p)).sum();
     Ok(Measurement {
         name: name.to_string(),
-        gbit_per_s,
+        gbit_per_s: transfer.gbit_per_s,
+        bytes: transfer.bytes,
         cpu_secs: (after.saturating_sub(before)) as f64 / ticks_per_second(),
         peak_rss_kib: pids
             .iter()
@@ -125,6 +192,18 @@ fn measure(lab: &Lab, name: &str, pids: &[u32], seconds: u32) -> anyhow::Result<
         idle_rss_kib,
         handshake_ms,
     })
+}
+
+/// Measures an IPsec charon pair: `initiate` to first reply, then the transfer between the
+/// inner addresses.
+fn measure_ipsec(lab: &Lab, name: &str, esp: Esp, seconds: u32) -> anyhow::Result<Measurement> {
+    let mut pair = IpsecPair::start(lab, esp)?;
+    let handshake_ms = pair.initiate_to_first_reply_ms(lab)?;
+    let path = Path {
+        server: DC_INNER,
+        client_bind: Some(BOX_INNER),
+    };
+    measure(lab, name, &pair.pids(), handshake_ms, path, seconds)
 }
 
 fn foreign_pair(
@@ -137,10 +216,32 @@ fn foreign_pair(
     Ok((hub, hospital))
 }
 
-/// Runs every measurement once, in one lab.
-pub fn tunnel_benchmark(seconds: u32) -> anyhow::Result<(f64, Vec<Measurement>)> {
+/// One round: every path measured once, back to back, in one fresh lab.
+#[derive(Debug, Clone)]
+pub struct Round {
+    /// `/proc/loadavg` when the round started (other builds share the machine).
+    pub load_average: String,
+    /// iperf3 over the plain veth (through the lab's WAN router), Gbit/s.
+    pub veth_gbit_per_s: f64,
+    /// Every tunnel that could be measured.
+    pub results: Vec<Measurement>,
+    /// Every tunnel that could not be set up, with why (e.g. a kernel without ESP).
+    pub not_measured: Vec<(String, String)>,
+}
+
+fn one_round(seconds: u32) -> anyhow::Result<Round> {
+    let load_average = std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
     let lab = Lab::new()?;
-    let veth = iperf(&lab, Node::Hub.wan_address(), seconds)?;
+    let veth = iperf(
+        &lab,
+        Path {
+            server: Node::Hub.wan_address(),
+            client_bind: None,
+        },
+        seconds,
+    )?;
     let mut results = Vec::new();
     for (name, implementation) in [
         ("boringtun-cli", Implementation::BoringtunCli),
@@ -148,7 +249,15 @@ pub fn tunnel_benchmark(seconds: u32) -> anyhow::Result<(f64, Vec<Measurement>)>
     ] {
         let (hub, hospital) = foreign_pair(&lab, implementation)?;
         let pids: Vec<u32> = [hub.pid(), hospital.pid()].into_iter().flatten().collect();
-        results.push(measure(&lab, name, &pids, seconds)?);
+        let handshake_ms = first_reply_ms(&lab)?;
+        results.push(measure(
+            &lab,
+            name,
+            &pids,
+            handshake_ms,
+            wireguard_path(),
+            seconds,
+        )?);
     }
     {
         let hub = lab.start(Node::Hub, &lab.config(Node::Hub))?;
@@ -158,36 +267,137 @@ pub fn tunnel_benchmark(seconds: u32) -> anyhow::Result<(f64, Vec<Measurement>)>
             Some(renkei::config::PolicyMode::OnDemand);
         let hospital = lab.start(Node::Hospital, &config)?;
         let pids: Vec<u32> = [hub.pid(), hospital.pid()].into_iter().flatten().collect();
-        results.push(measure(&lab, "renkei", &pids, seconds)?);
+        let handshake_ms = first_reply_ms(&lab)?;
+        results.push(measure(
+            &lab,
+            "renkei",
+            &pids,
+            handshake_ms,
+            wireguard_path(),
+            seconds,
+        )?);
     }
-    Ok((veth, results))
+    results.push(measure_ipsec(&lab, IPSEC_LIBIPSEC, Esp::Libipsec, seconds)?);
+    let mut not_measured = Vec::new();
+    match measure_ipsec(&lab, IPSEC_KERNEL_XFRM, Esp::KernelXfrm, seconds) {
+        Ok(m) => results.push(m),
+        Err(e) => not_measured.push((IPSEC_KERNEL_XFRM.to_string(), format!("{e:#}"))),
+    }
+    Ok(Round {
+        load_average,
+        veth_gbit_per_s: veth.gbit_per_s,
+        results,
+        not_measured,
+    })
 }
 
-/// The report printed by `lab bench-tunnel`.
-pub fn report(veth: f64, results: &[Measurement]) -> String {
-    let by = |name: &str| {
-        results
-            .iter()
-            .find(|m| m.name == name)
-            .map(|m| m.gbit_per_s)
-    };
-    let mut out = format!("plain veth: {veth:.2} Gbit/s\n\n");
-    out.push_str("| tunnel | Gbit/s | of veth | vs boringtun-cli | vs wireguard-go | CPU s | peak RSS MiB | idle RSS MiB | first packet to reply ms |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|\n");
-    for m in results {
-        let ratio =
-            |base: Option<f64>| base.map_or("-".into(), |b| format!("{:.2}x", m.gbit_per_s / b));
+/// Runs `rounds` rounds of every measurement.
+pub fn tunnel_benchmark(seconds: u32, rounds: usize) -> anyhow::Result<Vec<Round>> {
+    (0..rounds)
+        .map(|round| {
+            eprintln!("bench-tunnel: round {} of {rounds}", round + 1);
+            one_round(seconds)
+        })
+        .collect()
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+fn spread(values: &[f64], digits: usize) -> String {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    match median(values.to_vec()) {
+        Some(m) => format!("{m:.digits$} ({min:.digits$}-{max:.digits$})"),
+        None => "-".into(),
+    }
+}
+
+/// The tunnels compared against, in the report's ratio columns.
+const BASELINES: [&str; 3] = ["boringtun-cli", "wireguard-go", "renkei"];
+
+fn by_name<'a>(round: &'a Round, name: &str) -> Option<&'a Measurement> {
+    round.results.iter().find(|m| m.name == name)
+}
+
+/// The report printed by `lab bench-tunnel`: each round's table, then medians over the rounds.
+pub fn report(rounds: &[Round]) -> String {
+    let mut out = String::new();
+    let header = "| tunnel | Gbit/s | of veth | vs boringtun-cli | vs wireguard-go | vs renkei | CPU s | CPU s per GiB | peak RSS MiB | idle RSS MiB | handshake to first reply ms |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for (i, round) in rounds.iter().enumerate() {
         out.push_str(&format!(
-            "| {} | {:.2} | {:.1} % | {} | {} | {:.1} | {:.1} | {:.1} | {:.0} |\n",
-            m.name,
-            m.gbit_per_s,
-            100.0 * m.gbit_per_s / veth,
-            ratio(by("boringtun-cli")),
-            ratio(by("wireguard-go")),
-            m.cpu_secs,
-            m.peak_rss_kib as f64 / 1024.0,
-            m.idle_rss_kib as f64 / 1024.0,
-            m.handshake_ms,
+            "round {} (load average {}): plain veth {:.2} Gbit/s\n\n{header}",
+            i + 1,
+            round.load_average,
+            round.veth_gbit_per_s
+        ));
+        for m in &round.results {
+            let ratios: Vec<String> = BASELINES
+                .iter()
+                .map(|b| {
+                    by_name(round, b).map_or("-".into(), |b| {
+                        format!("{:.2}x", m.gbit_per_s / b.gbit_per_s)
+                    })
+                })
+                .collect();
+            out.push_str(&format!(
+                "| {} | {:.2} | {:.1} % | {} | {:.1} | {:.2} | {:.1} | {:.1} | {:.0} |\n",
+                m.name,
+                m.gbit_per_s,
+                100.0 * m.gbit_per_s / round.veth_gbit_per_s,
+                ratios.join(" | "),
+                m.cpu_secs,
+                m.cpu_secs_per_gib(),
+                m.peak_rss_kib as f64 / 1024.0,
+                m.idle_rss_kib as f64 / 1024.0,
+                m.handshake_ms,
+            ));
+        }
+        for (name, why) in &round.not_measured {
+            out.push_str(&format!("\n{name}: not measured: {why}\n"));
+        }
+        out.push('\n');
+    }
+    let veth: Vec<f64> = rounds.iter().map(|r| r.veth_gbit_per_s).collect();
+    out.push_str(&format!(
+        "medians over {} rounds (min-max): plain veth {} Gbit/s\n\n",
+        rounds.len(),
+        spread(&veth, 2)
+    ));
+    out.push_str("| tunnel | Gbit/s | vs boringtun-cli | vs wireguard-go | vs renkei | CPU s per GiB | CPU per byte of renkei's | handshake to first reply ms |\n|---|---|---|---|---|---|---|---|\n");
+    let names: Vec<String> = rounds
+        .first()
+        .map(|r| r.results.iter().map(|m| m.name.clone()).collect())
+        .unwrap_or_default();
+    for name in names {
+        let of = |f: &dyn Fn(&Round, &Measurement) -> Option<f64>| -> Vec<f64> {
+            rounds
+                .iter()
+                .filter_map(|r| by_name(r, &name).and_then(|m| f(r, m)))
+                .collect()
+        };
+        let ratio = |base: &str| {
+            let values = of(&|r, m| by_name(r, base).map(|b| m.gbit_per_s / b.gbit_per_s));
+            format!("{}x", spread(&values, 2))
+        };
+        let cost_vs_renkei =
+            of(&|r, m| by_name(r, "renkei").map(|b| m.cpu_secs_per_gib() / b.cpu_secs_per_gib()));
+        out.push_str(&format!(
+            "| {name} | {} | {} | {} | {} | {} | {}x | {} |\n",
+            spread(&of(&|_, m| Some(m.gbit_per_s)), 2),
+            ratio(BASELINES[0]),
+            ratio(BASELINES[1]),
+            ratio(BASELINES[2]),
+            spread(&of(&|_, m| Some(m.cpu_secs_per_gib())), 2),
+            spread(&cost_vs_renkei, 2),
+            spread(&of(&|_, m| Some(m.handshake_ms)), 0),
         ));
     }
     out

@@ -7,7 +7,7 @@
 //! prints what is where and what to try, and returns while the lab keeps running. `lab down`
 //! removes everything it created; `lab up` does that first when a lab is left over.
 //! `lab show` prints the summary again. `lab compliance` writes `docs/compliance.md` from the
-//! output of a test run. `lab bench-tunnel [SECONDS]` and
+//! output of a test run. `lab bench-tunnel [SECONDS] [ROUNDS]` and
 //! `lab bench-proxy [SECONDS] [IDLE] [ROUNDS] [--carrier NAME]` run the benchmarks (the proxy
 //! benchmark on every carrier unless one is named). `lab image-hub` writes the hub and box
 //! configs `image/boot-test` uses once it has read the booted box's WireGuard key.
@@ -25,7 +25,7 @@ const USAGE: &str = "usage:
   lab show [--dir DIR]                               print what is where again
   lab compliance [--requirements FILE] [--log FILE]... [--out FILE]
                                                      write the compliance report of a test run
-  lab bench-tunnel [SECONDS]
+  lab bench-tunnel [SECONDS] [ROUNDS]                WireGuard tunnels and IPsec pairs, 3 rounds
   lab bench-proxy [SECONDS] [IDLE] [ROUNDS] [--carrier wireguard|closed]
   lab image-hub --dir DIR --box-key KEY --interface NAME --hub-endpoint ADDR:PORT
                                                      image/boot-test's hub: DIR/hub/{wg.key,
@@ -211,9 +211,13 @@ fn run(args: &[String]) -> anyhow::Result<()> {
                 Some(s) => s.parse().context("seconds")?,
                 None => 10,
             };
+            let rounds: usize = match flags.positional.get(1) {
+                Some(s) => s.parse().context("rounds")?,
+                None => 3,
+            };
             anyhow::ensure!(renkei_lab::is_root(), "the lab needs root");
-            let (veth, results) = renkei_lab::bench::tunnel_benchmark(seconds)?;
-            print!("{}", renkei_lab::bench::report(veth, &results));
+            let rounds = renkei_lab::bench::tunnel_benchmark(seconds, rounds)?;
+            print!("{}", renkei_lab::bench::report(&rounds));
             Ok(())
         }
         "bench-proxy" => {
