@@ -330,6 +330,7 @@ fn by_name<'a>(round: &'a Round, name: &str) -> Option<&'a Measurement> {
 /// The report printed by `lab bench-tunnel`: each round's table, then medians over the rounds.
 pub fn report(rounds: &[Round]) -> String {
     let mut out = String::new();
+    let mut explained: Vec<(String, usize)> = Vec::new();
     let header = "| tunnel | Gbit/s | of veth | vs boringtun-cli | vs wireguard-go | vs renkei | CPU s | CPU s per GiB | peak RSS MiB | idle RSS MiB | handshake to first reply ms |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (i, round) in rounds.iter().enumerate() {
         out.push_str(&format!(
@@ -361,7 +362,16 @@ pub fn report(rounds: &[Round]) -> String {
             ));
         }
         for (name, why) in &round.not_measured {
-            out.push_str(&format!("\n{name}: not measured: {why}\n"));
+            // The reason in full once; later rounds point back to it.
+            match explained.iter().find(|(n, _)| n == name) {
+                Some((_, first)) => {
+                    out.push_str(&format!("\n{name}: not measured (as in round {first})\n"))
+                }
+                None => {
+                    out.push_str(&format!("\n{name}: not measured: {why}\n"));
+                    explained.push((name.clone(), i + 1));
+                }
+            }
         }
         out.push('\n');
     }
