@@ -768,7 +768,7 @@ pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
             .iter()
             .map(|n| Path::new(WIREGUARD_SOCKET_DIR).join(format!("{}.sock", lab.interface(*n))))
             .collect(),
-        LabCarrier::Closed => Vec::new(),
+        LabCarrier::Closed | LabCarrier::Ipsec => Vec::new(),
     };
     let mut record = LabRecord {
         format: FORMAT,
@@ -1205,7 +1205,7 @@ fn node_record(
         namespace: lab.ns(node).name().into(),
         lan_namespace: (node != Node::Hub).then(|| lab.lan_ns(node).name().into()),
         wan_address: match lab.carrier {
-            LabCarrier::WireGuard => node.wan_address(),
+            LabCarrier::WireGuard | LabCarrier::Ipsec => node.wan_address(),
             LabCarrier::Closed => node.closed_address(),
         }
         .into(),
@@ -1390,6 +1390,7 @@ fn commands(
                 match carrier {
                     LabCarrier::WireGuard => "the clinic's tunnel opened on demand",
                     LabCarrier::Closed => "across the closed network (nothing to bring up)",
+                    LabCarrier::Ipsec => "the clinic's IPsec SA initiated on demand",
                 }
             ),
             fetch(&summary),
@@ -1428,6 +1429,11 @@ fn commands(
                 LabCarrier::Closed => "the clinic's link to the data centre: on demand on a \
                                        closed network, so idle, with nothing to bring up"
                     .to_string(),
+                LabCarrier::Ipsec => format!(
+                    "the clinic's IPsec SA: up after a fetch, deleted again {} s after the \
+                     last byte",
+                    clinic.idle_timeout_secs.unwrap_or(0)
+                ),
             },
             vec![
                 renkei.clone(),
@@ -1454,6 +1460,7 @@ fn commands(
                 match carrier {
                     LabCarrier::WireGuard => "",
                     LabCarrier::Closed => ", the data centre's health endpoint probed",
+                    LabCarrier::Ipsec => ", its IPsec SA kept up by its charon",
                 }
             ),
             vec![
@@ -1480,6 +1487,7 @@ fn commands(
                 match carrier {
                     LabCarrier::WireGuard => "through the tunnel",
                     LabCarrier::Closed => "across the closed network",
+                    LabCarrier::Ipsec => "through the IPsec SA",
                 },
                 node.status_page.metrics_url
             ),
@@ -1588,6 +1596,12 @@ fn carrier_view_commands(
             "hub-peers",
             "the hub's WireGuard peers, as the operator sees them",
             strings(&["wg", "show", &hub.interface]),
+        )],
+        LabCarrier::Ipsec => vec![command(
+            "hub-routes",
+            "the data centre's routes to the facilities' own addresses, which the \
+             concentrator installs while their SAs are up (table 220)",
+            strings(&["ip", "-n", &hub.namespace, "route", "show", "table", "220"]),
         )],
         LabCarrier::Closed => {
             let probe = format!("{}:{DC_PROBE_PORT}", hub.link_address);
