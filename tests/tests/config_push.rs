@@ -1091,6 +1091,12 @@ fn auto_confirm_confirms_once_the_operator_reaches_the_box_again(carrier: LabCar
 }
 
 #[test]
+fn net9_net10_avl1_auto_confirm_confirms_once_the_operator_reaches_the_box_again_over_ipsec() {
+    require_root!();
+    auto_confirm_confirms_once_the_operator_reaches_the_box_again(LabCarrier::Ipsec);
+}
+
+#[test]
 fn avl1_auto_confirm_without_the_operator_reaching_the_box_again_rolls_back() {
     require_root!();
     auto_confirm_without_the_operator_reaching_the_box_again_rolls_back(LabCarrier::WireGuard);
@@ -1101,6 +1107,13 @@ fn avl1_net9_auto_confirm_without_the_operator_reaching_the_box_again_rolls_back
 ) {
     require_root!();
     auto_confirm_without_the_operator_reaching_the_box_again_rolls_back(LabCarrier::Closed);
+}
+
+#[test]
+fn net9_net10_avl1_auto_confirm_without_the_operator_reaching_the_box_again_rolls_back_over_ipsec()
+{
+    require_root!();
+    auto_confirm_without_the_operator_reaching_the_box_again_rolls_back(LabCarrier::Ipsec);
 }
 
 /// `config` with a change of the link to the data centre that restarts it, so the link proves
