@@ -128,6 +128,10 @@ pub struct LabRecord {
     pub keeper: Process,
     /// Every network namespace of the lab.
     pub namespaces: Vec<String>,
+    /// The strongSwan charons of an IPsec lab (the data centre's concentrator, each facility's
+    /// own); none on the other carriers or in records from before IPsec.
+    #[serde(default)]
+    pub charons: Vec<Process>,
     /// The daemons' WireGuard userspace API sockets.
     pub wireguard_sockets: Vec<PathBuf>,
     /// The three boxes.
@@ -387,6 +391,7 @@ impl LabRecord {
         let mut all = vec![&self.keeper];
         all.extend(self.document_server.iter().map(|d| &d.process));
         all.extend(self.nodes.iter().map(|n| &n.process));
+        all.extend(&self.charons);
         all
     }
 
@@ -706,7 +711,7 @@ pub fn up(state_dir: &Path, options: &Options) -> anyhow::Result<LabRecord> {
         .arg(&state_dir)
         .arg("--carrier")
         .arg(options.carrier.name());
-    if options.carrier == LabCarrier::WireGuard {
+    if options.carrier != LabCarrier::Closed {
         keeper
             .arg("--clinic-idle-timeout")
             .arg(options.clinic_idle_timeout_secs.to_string());
@@ -778,6 +783,7 @@ pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
         lab_dir: lab.dir.clone(),
         keeper: me,
         namespaces: namespaces(&lab),
+        charons: Vec::new(),
         wireguard_sockets,
         nodes: Vec::new(),
         document_server: None,
@@ -790,6 +796,7 @@ pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
         config_push: None,
         commands: Vec::new(),
     };
+    record.charons = charon_processes(&lab)?;
     record.write(state_dir)?;
 
     // The document server: its own process on the hospital LAN host.
@@ -853,6 +860,8 @@ pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
             password,
             options,
         ));
+        // A facility's charon on IPsec starts with its daemon.
+        record.charons = charon_processes(&lab)?;
         record.write(state_dir)?;
         daemons.push(daemon);
     }
@@ -920,6 +929,14 @@ pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
     drop(lab);
     println!("lab {} removed", record.id);
     Ok(())
+}
+
+/// The lab's charons as processes for `lab.json` (`lab down` ends them like the daemons).
+fn charon_processes(lab: &Lab) -> anyhow::Result<Vec<Process>> {
+    lab.charon_processes()
+        .into_iter()
+        .map(|(name, pid)| Process::of(&name, pid))
+        .collect()
 }
 
 fn namespaces(lab: &Lab) -> Vec<String> {
@@ -1105,8 +1122,14 @@ pub fn demo_config(
     options: &Options,
 ) -> anyhow::Result<Config> {
     let mut config = lab.full(node);
-    if let (Node::Clinic, Some(tunnel)) = (node, config.tunnel.as_mut()) {
-        tunnel.policy.idle_timeout_secs = u64::from(options.clinic_idle_timeout_secs);
+    if node == Node::Clinic {
+        let idle = u64::from(options.clinic_idle_timeout_secs);
+        if let Some(tunnel) = config.tunnel.as_mut() {
+            tunnel.policy.idle_timeout_secs = idle;
+        }
+        if let Some(ipsec) = config.ipsec.as_mut() {
+            ipsec.idle_timeout_secs = idle;
+        }
     }
     // Plain HTTP on the hub's loopback; HTTPS with the status certificate on a LAN.
     let (certificate_file, private_key_file) = if node.lan_address().is_some() {
@@ -1212,14 +1235,15 @@ fn node_record(
         link_address: lab.link_address(node).into(),
         tunnel_address: wireguard.then(|| node.tunnel_address().into()),
         lan_address: node.lan_address().map(Into::into),
-        interface: match lab.config(node).closed {
-            Some(closed) => closed.interface,
-            None => lab.interface(node),
+        interface: match (lab.config(node).closed, lab.config(node).ipsec) {
+            (Some(closed), _) => closed.interface,
+            (None, Some(ipsec)) => ipsec.interface,
+            (None, None) => lab.interface(node),
         },
         wireguard_public_key: wireguard.then(|| lab.public_key(node).into()),
         tls_identity: node.tls_name().into(),
         tunnel_policy: policy.into(),
-        idle_timeout_secs: (node == Node::Clinic && wireguard)
+        idle_timeout_secs: (node == Node::Clinic && lab.carrier != LabCarrier::Closed)
             .then_some(options.clinic_idle_timeout_secs),
         config: daemon.config.clone(),
         log: daemon.log.clone(),
@@ -1675,13 +1699,13 @@ fn push_commands(
     };
     // (what it shows, its key, its argv), in the order to follow; numbered below.
     let mut steps: Vec<(String, String, Vec<String>)> = Vec::new();
-    if carrier == LabCarrier::WireGuard {
+    if carrier != LabCarrier::Closed {
         steps.push((
             format!("{}-connect", push.node),
             format!(
-                "bring the {0}'s on-demand tunnel up on the box (until the {0} connects, the \
-                 hub has no address to reach it at, and an idle box never sends on its own); it \
-                 idles out again {1} s after the last packet",
+                "bring the {0}'s on-demand tunnel (or IPsec SA) up on the box (until the {0} \
+                 connects, the data centre has no path to it, and an idle box never sends on its \
+                 own); it idles out again {1} s after the last packet",
                 push.node,
                 target.idle_timeout_secs.unwrap_or(0)
             ),
@@ -1763,11 +1787,15 @@ pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
         out.push('\n');
     };
     let closed = record.carrier == LabCarrier::Closed.name();
+    let ipsec = record.carrier == LabCarrier::Ipsec.name();
     line(format!(
         "renkei lab {} is up on {}: every address is from 198.18.0.0/15 (record: {})",
         record.id,
         if closed {
             "a closed network, routed, no tunnel (carrier: closed)"
+        } else if ipsec {
+            "IKEv2/IPsec, each facility's charon to the data centre's strongSwan concentrator \
+             (carrier: ipsec)"
         } else {
             "renkei's WireGuard tunnels (carrier: wireguard)"
         },
@@ -1787,6 +1815,10 @@ pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
                  the data centre only; no tunnel",
                 sites.join(", ")
             )
+        } else if ipsec {
+            "bridge br0 joining every box's wan0 (198.18.0.0/24); IPsec SAs between each \
+             facility's own /32 and the data centre's 198.19.1.1 (ESP in UDP 4500)"
+                .to_string()
         } else {
             "bridge br0 joining every box's wan0 (198.18.0.0/24); tunnel overlay 198.19.0.0/24"
                 .to_string()
@@ -1816,6 +1848,11 @@ pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
         // interface that the services, metrics and management API use.
         let link = match &n.tunnel_address {
             Some(tunnel) => format!("WAN {:<12} tunnel {tunnel:<12}", n.wan_address),
+            // IPsec: the WAN address for IKE and ESP, the link address inside the SA.
+            None if n.link_address != n.wan_address => format!(
+                "WAN {:<12} link {:<12} on {:<11}",
+                n.wan_address, n.link_address, n.interface
+            ),
             None => format!("link {:<12} on {:<11}", n.link_address, n.interface),
         };
         line(format!(
@@ -1832,6 +1869,16 @@ pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
             n.config.display(),
             n.log.display()
         ));
+    }
+    if !record.charons.is_empty() {
+        line(
+            "  strongSwan charons (the concentrator configured by hand; each facility's from \
+             `renkei charon-conf`; they carry ESP only, renkei terminates every TLS):"
+                .into(),
+        );
+        for charon in &record.charons {
+            line(format!("    {:<40} pid {}", charon.name, charon.pid));
+        }
     }
     line(String::new());
     line("LAN hosts".into());
@@ -1861,6 +1908,8 @@ pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
         "TLS services (mutual TLS, CRYPTREC high-security profile, {})",
         if closed {
             "across the closed network"
+        } else if ipsec {
+            "inside the IPsec SAs"
         } else {
             "inside the tunnel"
         }
@@ -1969,6 +2018,7 @@ mod tests {
                 start_time: 1,
             },
             namespaces: vec!["rkabc-dc".into()],
+            charons: Vec::new(),
             wireguard_sockets: vec![Path::new(WIREGUARD_SOCKET_DIR).join("rkabcd.sock")],
             nodes: vec![],
             document_server: None,

@@ -468,6 +468,27 @@ impl Lab {
         charons.get(&node).map(Charon::log).unwrap_or_default()
     }
 
+    /// Every charon the lab runs now, as (what it is, pid): the concentrator first.
+    pub fn charon_processes(&self) -> Vec<(String, u32)> {
+        let mut all: Vec<(String, u32)> = self
+            .concentrator
+            .iter()
+            .filter_map(|c| {
+                Some((
+                    "charon: the data centre's concentrator".to_string(),
+                    c.pid()?,
+                ))
+            })
+            .collect();
+        let charons = self.charons.lock().unwrap_or_else(|e| e.into_inner());
+        for node in Node::ALL {
+            if let Some(pid) = charons.get(&node).and_then(Charon::pid) {
+                all.push((format!("charon on {}", node.short()), pid));
+            }
+        }
+        all
+    }
+
     /// Where a facility's own charon keeps its conf, VICI socket and log.
     pub fn charon_paths(&self, node: Node) -> CharonPaths {
         CharonPaths::in_dir(&self.node_dir(node).join("charon"))

@@ -199,6 +199,11 @@ impl Charon {
         }
     }
 
+    /// charon's process id while it runs (for records of what a lab started).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether charon still runs.
     pub fn is_running(&mut self) -> bool {
         self.child
