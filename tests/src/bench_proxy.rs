@@ -436,6 +436,11 @@ fn path_names(carrier: LabCarrier) -> [&'static str; 3] {
             "(b) TLS in tunnel, renkei",
             "(c) TLS in tunnel, stunnel4",
         ],
+        LabCarrier::Ipsec => [
+            "(a) IPsec SA alone",
+            "(b) TLS in the IPsec SA, renkei",
+            "(c) TLS in the IPsec SA, stunnel4",
+        ],
         LabCarrier::Closed => [
             "(a) routed path, plain TCP",
             "(b) TLS on the routed path, renkei",

@@ -33,12 +33,17 @@ pub struct Chain {
     pub documents: DocumentServer,
 }
 
-/// The config [`start_chain`] gives `node`: its full config, with the clinic's tunnel idling
-/// out after 10 s (on a closed network there is nothing to idle out).
+/// The config [`start_chain`] gives `node`: its full config, with the clinic's tunnel (or its
+/// on-demand IPsec SA) idling out after 10 s (on a closed network there is nothing to idle out).
 pub fn chain_config(lab: &Lab, node: Node) -> Config {
     let mut config = lab.full(node);
-    if let (Node::Clinic, Some(tunnel)) = (node, config.tunnel.as_mut()) {
-        tunnel.policy.idle_timeout_secs = CLINIC_IDLE_TIMEOUT_SECS;
+    if node == Node::Clinic {
+        if let Some(tunnel) = config.tunnel.as_mut() {
+            tunnel.policy.idle_timeout_secs = CLINIC_IDLE_TIMEOUT_SECS;
+        }
+        if let Some(ipsec) = config.ipsec.as_mut() {
+            ipsec.idle_timeout_secs = CLINIC_IDLE_TIMEOUT_SECS;
+        }
     }
     config
 }

@@ -128,6 +128,10 @@ pub struct LabRecord {
     pub keeper: Process,
     /// Every network namespace of the lab.
     pub namespaces: Vec<String>,
+    /// The strongSwan charons of an IPsec lab (the data centre's concentrator, each facility's
+    /// own); none on the other carriers or in records from before IPsec.
+    #[serde(default)]
+    pub charons: Vec<Process>,
     /// The daemons' WireGuard userspace API sockets.
     pub wireguard_sockets: Vec<PathBuf>,
     /// The three boxes.
@@ -387,6 +391,7 @@ impl LabRecord {
         let mut all = vec![&self.keeper];
         all.extend(self.document_server.iter().map(|d| &d.process));
         all.extend(self.nodes.iter().map(|n| &n.process));
+        all.extend(&self.charons);
         all
     }
 
@@ -706,7 +711,7 @@ pub fn up(state_dir: &Path, options: &Options) -> anyhow::Result<LabRecord> {
         .arg(&state_dir)
         .arg("--carrier")
         .arg(options.carrier.name());
-    if options.carrier == LabCarrier::WireGuard {
+    if options.carrier != LabCarrier::Closed {
         keeper
             .arg("--clinic-idle-timeout")
             .arg(options.clinic_idle_timeout_secs.to_string());
@@ -768,7 +773,7 @@ pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
             .iter()
             .map(|n| Path::new(WIREGUARD_SOCKET_DIR).join(format!("{}.sock", lab.interface(*n))))
             .collect(),
-        LabCarrier::Closed => Vec::new(),
+        LabCarrier::Closed | LabCarrier::Ipsec => Vec::new(),
     };
     let mut record = LabRecord {
         format: FORMAT,
@@ -778,6 +783,7 @@ pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
         lab_dir: lab.dir.clone(),
         keeper: me,
         namespaces: namespaces(&lab),
+        charons: Vec::new(),
         wireguard_sockets,
         nodes: Vec::new(),
         document_server: None,
@@ -790,6 +796,7 @@ pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
         config_push: None,
         commands: Vec::new(),
     };
+    record.charons = charon_processes(&lab)?;
     record.write(state_dir)?;
 
     // The document server: its own process on the hospital LAN host.
@@ -853,6 +860,8 @@ pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
             password,
             options,
         ));
+        // A facility's charon on IPsec starts with its daemon.
+        record.charons = charon_processes(&lab)?;
         record.write(state_dir)?;
         daemons.push(daemon);
     }
@@ -920,6 +929,14 @@ pub fn keep(state_dir: &Path, options: &Options) -> anyhow::Result<()> {
     drop(lab);
     println!("lab {} removed", record.id);
     Ok(())
+}
+
+/// The lab's charons as processes for `lab.json` (`lab down` ends them like the daemons).
+fn charon_processes(lab: &Lab) -> anyhow::Result<Vec<Process>> {
+    lab.charon_processes()
+        .into_iter()
+        .map(|(name, pid)| Process::of(&name, pid))
+        .collect()
 }
 
 fn namespaces(lab: &Lab) -> Vec<String> {
@@ -1105,8 +1122,14 @@ pub fn demo_config(
     options: &Options,
 ) -> anyhow::Result<Config> {
     let mut config = lab.full(node);
-    if let (Node::Clinic, Some(tunnel)) = (node, config.tunnel.as_mut()) {
-        tunnel.policy.idle_timeout_secs = u64::from(options.clinic_idle_timeout_secs);
+    if node == Node::Clinic {
+        let idle = u64::from(options.clinic_idle_timeout_secs);
+        if let Some(tunnel) = config.tunnel.as_mut() {
+            tunnel.policy.idle_timeout_secs = idle;
+        }
+        if let Some(ipsec) = config.ipsec.as_mut() {
+            ipsec.idle_timeout_secs = idle;
+        }
     }
     // Plain HTTP on the hub's loopback; HTTPS with the status certificate on a LAN.
     let (certificate_file, private_key_file) = if node.lan_address().is_some() {
@@ -1205,21 +1228,22 @@ fn node_record(
         namespace: lab.ns(node).name().into(),
         lan_namespace: (node != Node::Hub).then(|| lab.lan_ns(node).name().into()),
         wan_address: match lab.carrier {
-            LabCarrier::WireGuard => node.wan_address(),
+            LabCarrier::WireGuard | LabCarrier::Ipsec => node.wan_address(),
             LabCarrier::Closed => node.closed_address(),
         }
         .into(),
         link_address: lab.link_address(node).into(),
         tunnel_address: wireguard.then(|| node.tunnel_address().into()),
         lan_address: node.lan_address().map(Into::into),
-        interface: match lab.config(node).closed {
-            Some(closed) => closed.interface,
-            None => lab.interface(node),
+        interface: match (lab.config(node).closed, lab.config(node).ipsec) {
+            (Some(closed), _) => closed.interface,
+            (None, Some(ipsec)) => ipsec.interface,
+            (None, None) => lab.interface(node),
         },
         wireguard_public_key: wireguard.then(|| lab.public_key(node).into()),
         tls_identity: node.tls_name().into(),
         tunnel_policy: policy.into(),
-        idle_timeout_secs: (node == Node::Clinic && wireguard)
+        idle_timeout_secs: (node == Node::Clinic && lab.carrier != LabCarrier::Closed)
             .then_some(options.clinic_idle_timeout_secs),
         config: daemon.config.clone(),
         log: daemon.log.clone(),
@@ -1390,6 +1414,7 @@ fn commands(
                 match carrier {
                     LabCarrier::WireGuard => "the clinic's tunnel opened on demand",
                     LabCarrier::Closed => "across the closed network (nothing to bring up)",
+                    LabCarrier::Ipsec => "the clinic's IPsec SA initiated on demand",
                 }
             ),
             fetch(&summary),
@@ -1428,6 +1453,11 @@ fn commands(
                 LabCarrier::Closed => "the clinic's link to the data centre: on demand on a \
                                        closed network, so idle, with nothing to bring up"
                     .to_string(),
+                LabCarrier::Ipsec => format!(
+                    "the clinic's IPsec SA: up after a fetch, deleted again {} s after the \
+                     last byte",
+                    clinic.idle_timeout_secs.unwrap_or(0)
+                ),
             },
             vec![
                 renkei.clone(),
@@ -1454,6 +1484,7 @@ fn commands(
                 match carrier {
                     LabCarrier::WireGuard => "",
                     LabCarrier::Closed => ", the data centre's health endpoint probed",
+                    LabCarrier::Ipsec => ", its IPsec SA kept up by its charon",
                 }
             ),
             vec![
@@ -1480,6 +1511,7 @@ fn commands(
                 match carrier {
                     LabCarrier::WireGuard => "through the tunnel",
                     LabCarrier::Closed => "across the closed network",
+                    LabCarrier::Ipsec => "through the IPsec SA",
                 },
                 node.status_page.metrics_url
             ),
@@ -1589,6 +1621,12 @@ fn carrier_view_commands(
             "the hub's WireGuard peers, as the operator sees them",
             strings(&["wg", "show", &hub.interface]),
         )],
+        LabCarrier::Ipsec => vec![command(
+            "hub-routes",
+            "the data centre's routes to the facilities' own addresses, which the \
+             concentrator installs while their SAs are up (table 220)",
+            strings(&["ip", "-n", &hub.namespace, "route", "show", "table", "220"]),
+        )],
         LabCarrier::Closed => {
             let probe = format!("{}:{DC_PROBE_PORT}", hub.link_address);
             vec![
@@ -1661,13 +1699,13 @@ fn push_commands(
     };
     // (what it shows, its key, its argv), in the order to follow; numbered below.
     let mut steps: Vec<(String, String, Vec<String>)> = Vec::new();
-    if carrier == LabCarrier::WireGuard {
+    if carrier != LabCarrier::Closed {
         steps.push((
             format!("{}-connect", push.node),
             format!(
-                "bring the {0}'s on-demand tunnel up on the box (until the {0} connects, the \
-                 hub has no address to reach it at, and an idle box never sends on its own); it \
-                 idles out again {1} s after the last packet",
+                "bring the {0}'s on-demand tunnel (or IPsec SA) up on the box (until the {0} \
+                 connects, the data centre has no path to it, and an idle box never sends on its \
+                 own); it idles out again {1} s after the last packet",
                 push.node,
                 target.idle_timeout_secs.unwrap_or(0)
             ),
@@ -1749,11 +1787,15 @@ pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
         out.push('\n');
     };
     let closed = record.carrier == LabCarrier::Closed.name();
+    let ipsec = record.carrier == LabCarrier::Ipsec.name();
     line(format!(
         "renkei lab {} is up on {}: every address is from 198.18.0.0/15 (record: {})",
         record.id,
         if closed {
             "a closed network, routed, no tunnel (carrier: closed)"
+        } else if ipsec {
+            "IKEv2/IPsec, each facility's charon to the data centre's strongSwan concentrator \
+             (carrier: ipsec)"
         } else {
             "renkei's WireGuard tunnels (carrier: wireguard)"
         },
@@ -1773,6 +1815,10 @@ pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
                  the data centre only; no tunnel",
                 sites.join(", ")
             )
+        } else if ipsec {
+            "bridge br0 joining every box's wan0 (198.18.0.0/24); IPsec SAs between each \
+             facility's own /32 and the data centre's 198.19.1.1 (ESP in UDP 4500)"
+                .to_string()
         } else {
             "bridge br0 joining every box's wan0 (198.18.0.0/24); tunnel overlay 198.19.0.0/24"
                 .to_string()
@@ -1802,6 +1848,11 @@ pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
         // interface that the services, metrics and management API use.
         let link = match &n.tunnel_address {
             Some(tunnel) => format!("WAN {:<12} tunnel {tunnel:<12}", n.wan_address),
+            // IPsec: the WAN address for IKE and ESP, the link address inside the SA.
+            None if n.link_address != n.wan_address => format!(
+                "WAN {:<12} link {:<12} on {:<11}",
+                n.wan_address, n.link_address, n.interface
+            ),
             None => format!("link {:<12} on {:<11}", n.link_address, n.interface),
         };
         line(format!(
@@ -1818,6 +1869,16 @@ pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
             n.config.display(),
             n.log.display()
         ));
+    }
+    if !record.charons.is_empty() {
+        line(
+            "  strongSwan charons (the concentrator configured by hand; each facility's from \
+             `renkei charon-conf`; they carry ESP only, renkei terminates every TLS):"
+                .into(),
+        );
+        for charon in &record.charons {
+            line(format!("    {:<40} pid {}", charon.name, charon.pid));
+        }
     }
     line(String::new());
     line("LAN hosts".into());
@@ -1847,6 +1908,8 @@ pub fn summary(record: &LabRecord, state_dir: &Path) -> String {
         "TLS services (mutual TLS, CRYPTREC high-security profile, {})",
         if closed {
             "across the closed network"
+        } else if ipsec {
+            "inside the IPsec SAs"
         } else {
             "inside the tunnel"
         }
@@ -1955,6 +2018,7 @@ mod tests {
                 start_time: 1,
             },
             namespaces: vec!["rkabc-dc".into()],
+            charons: Vec::new(),
             wireguard_sockets: vec![Path::new(WIREGUARD_SOCKET_DIR).join("rkabcd.sock")],
             nodes: vec![],
             document_server: None,

@@ -18,7 +18,27 @@
 //!   clinic wan0 198.18.3.20/24   --  the data centre has routes to both facilities' /24s
 //! ```
 //! The data centre answers the facilities' reachability probe on 198.18.1.1:7000
-//! ([`DC_PROBE_PORT`]). Names carry a per-lab id
+//! ([`DC_PROBE_PORT`]).
+//!
+//! On IKEv2/IPsec ([`LabCarrier::Ipsec`]) the WAN is bridged as for WireGuard. The dc namespace
+//! runs a strongSwan concentrator configured by hand ([`crate::concentrator`]: one connection
+//! per facility, its identity pinned, the lab CA, the profile's proposals), the independent
+//! peer, started with the lab and owned by it. Each facility runs its own charon (started by
+//! [`Lab::start`] with the text of `renkei charon-conf` for the facility's config, as the box
+//! image's unit does) and renkei on top of it with `[ipsec]`. The addresses inside the SAs:
+//! ```text
+//!   dc: dc0 (veth) 198.19.1.1/32      hospital: 198.19.1.10/32   clinic: 198.19.1.20/32
+//!   (the hub's renkei on [closed]    (on renkei's own TUN device renkei-ipsec; each
+//!    over dc0: its services listen   facility's CHILD SA is its own /32 <-> 198.19.1.1/32)
+//!    there)
+//! ```
+//! Who terminates what: the hub's renkei terminates the hub's TLS services (its `[closed]`
+//! link is the device `dc0` holding the data centre's inner address: it has no tunnel of its
+//! own, the concentrator carries it); each facility's renkei terminates its own services and
+//! management API; the charons carry only ESP (userspace libipsec, ESP in UDP 4500) and never
+//! see TLS. The hub's management API binds to `dc0` and so is not reachable over the SAs.
+//!
+//! Names carry a per-lab id
 //! (the test process's pid and a counter), so labs run in parallel, and a later lab removes the
 //! leftovers of a process that died before it could clean up: the processes still inside its
 //! namespaces first, then the namespaces and its folder. IPv6 is off in every namespace.
@@ -26,21 +46,27 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
 use ipnet::IpNet;
 use renkei::config::{
-    ClosedConfig, Config, Direction, Facility, Meta, Paths, PeerConfig, PolicyConfig, PolicyMode,
-    Role, TlsConfig, TunnelConfig, DEFAULT_MTU,
+    ClosedConfig, Config, Direction, EspBackend, Facility, IpsecConfig, Meta, Paths, PeerConfig,
+    PolicyConfig, PolicyMode, Role, TlsConfig, TunnelConfig, DEFAULT_MTU,
 };
 
 pub use crate::boxconfig::Peer;
 use crate::boxconfig::{service, socket, to_toml, ConfigText};
+use crate::concentrator::{
+    renkei_charon_conf, swanctl_conf, FacilityConnection, PROFILE_ESP_PROPOSALS,
+    PROFILE_IKE_PROPOSALS,
+};
 use crate::daemon::Daemon;
 use crate::netns::{run, Namespace};
 use crate::pki::{write_key, Ca, Leaf};
 use crate::probe::ProbeEndpoint;
+use crate::strongswan::{concentrator_conf, Charon, CharonPaths};
 
 /// WireGuard UDP port of the hub.
 pub const HUB_PORT: u16 = 51820;
@@ -56,17 +82,20 @@ pub enum LabCarrier {
     WireGuard,
     /// A closed network (leased line / carrier IP-VPN): routed, no tunnel.
     Closed,
+    /// IKEv2/IPsec: each facility's charon to the data centre's strongSwan concentrator.
+    Ipsec,
 }
 
 impl LabCarrier {
     /// Every carrier the lab can build, for tests that run on each.
-    pub const ALL: [LabCarrier; 2] = [LabCarrier::WireGuard, LabCarrier::Closed];
+    pub const ALL: [LabCarrier; 3] = [LabCarrier::WireGuard, LabCarrier::Closed, LabCarrier::Ipsec];
 
     /// The name `lab up --carrier` takes and the status JSON's `carrier.kind` shows.
     pub fn name(self) -> &'static str {
         match self {
             LabCarrier::WireGuard => "wireguard",
             LabCarrier::Closed => "closed",
+            LabCarrier::Ipsec => "ipsec",
         }
     }
 
@@ -149,6 +178,17 @@ impl Node {
         match carrier {
             LabCarrier::WireGuard => self.tunnel_address(),
             LabCarrier::Closed => self.closed_address(),
+            LabCarrier::Ipsec => self.ipsec_address(),
+        }
+    }
+
+    /// The box's own address inside the IPsec network (a /32; on the hub the data centre's
+    /// inner address on its `dc0`). Apart from the WireGuard overlay's 198.19.0.0/24.
+    pub fn ipsec_address(self) -> &'static str {
+        match self {
+            Node::Hub => "198.19.1.1",
+            Node::Hospital => "198.19.1.10",
+            Node::Clinic => "198.19.1.20",
         }
     }
 
@@ -156,7 +196,7 @@ impl Node {
     pub fn dc_link_name(carrier: LabCarrier) -> &'static str {
         match carrier {
             LabCarrier::WireGuard => "dc",
-            LabCarrier::Closed => "data centre",
+            LabCarrier::Closed | LabCarrier::Ipsec => "data centre",
         }
     }
 
@@ -222,6 +262,10 @@ pub struct Lab {
     pub carrier: LabCarrier,
     /// The data centre's health endpoint on a closed network.
     probe: Option<ProbeEndpoint>,
+    /// The data centre's concentrator on IPsec.
+    concentrator: Option<Charon>,
+    /// Each IPsec facility's own charon, started by [`Lab::start_with`].
+    charons: Mutex<HashMap<Node, Charon>>,
 }
 
 impl Lab {
@@ -242,7 +286,7 @@ impl Lab {
 
         let wan = Namespace::create(&format!("rk{id}-wan"))?;
         match carrier {
-            LabCarrier::WireGuard => {
+            LabCarrier::WireGuard | LabCarrier::Ipsec => {
                 wan.ip(&["link", "add", "br0", "type", "bridge"])?;
                 wan.ip(&["link", "set", "br0", "up"])?;
             }
@@ -268,7 +312,7 @@ impl Lab {
                 wan.name(),
             ]))?;
             let address = match carrier {
-                LabCarrier::WireGuard => {
+                LabCarrier::WireGuard | LabCarrier::Ipsec => {
                     wan.ip(&["link", "set", port, "master", "br0", "up"])?;
                     node.wan_address()
                 }
@@ -283,6 +327,29 @@ impl Lab {
             };
             ns.ip(&["addr", "add", &format!("{address}/24"), "dev", "wan0"])?;
             ns.ip(&["link", "set", "wan0", "up"])?;
+            if carrier == LabCarrier::Ipsec {
+                // A box does not route (NET-8), whatever the host's default is.
+                ns.sysctl("net.ipv4.ip_forward", "0")?;
+                if node == Node::Hub {
+                    // The data centre's inner address, which the concentrator's SAs reach, on
+                    // a device of its own (a veth pair inside the namespace: the lab's kernels
+                    // have no dummy devices).
+                    ns.ip(&[
+                        "link",
+                        "add",
+                        IPSEC_DC_DEVICE,
+                        "type",
+                        "veth",
+                        "peer",
+                        "name",
+                        IPSEC_DC_DEVICE_PEER,
+                    ])?;
+                    let inner = format!("{}/32", node.ipsec_address());
+                    ns.ip(&["addr", "add", &inner, "dev", IPSEC_DC_DEVICE])?;
+                    ns.ip(&["link", "set", IPSEC_DC_DEVICE_PEER, "up"])?;
+                    ns.ip(&["link", "set", IPSEC_DC_DEVICE, "up"])?;
+                }
+            }
             if carrier == LabCarrier::Closed {
                 // The carrier routes a facility to the data centre only, the data centre to
                 // every facility.
@@ -345,11 +412,25 @@ impl Lab {
             certificates.insert(node, leaf);
         }
         let probe = match carrier {
-            LabCarrier::WireGuard => None,
+            LabCarrier::WireGuard | LabCarrier::Ipsec => None,
             LabCarrier::Closed => Some(ProbeEndpoint::start(
                 &boxes[&Node::Hub],
                 &format!("{}:{DC_PROBE_PORT}", Node::Hub.closed_address()),
             )?),
+        };
+        let concentrator = match carrier {
+            LabCarrier::WireGuard | LabCarrier::Closed => None,
+            LabCarrier::Ipsec => {
+                let paths = CharonPaths::in_dir(&dir.join("dc-concentrator"));
+                let conf = concentrator_conf(&paths);
+                let charon = Charon::start(&boxes[&Node::Hub], paths, &conf)?;
+                charon.load_all(
+                    &lab_concentrator_swanctl(),
+                    &certificates[&Node::Hub],
+                    &ca.cert_pem,
+                )?;
+                Some(charon)
+            }
         };
         Ok(Lab {
             id,
@@ -362,7 +443,55 @@ impl Lab {
             certificates,
             carrier,
             probe,
+            concentrator,
+            charons: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The data centre's concentrator (IPsec only).
+    pub fn concentrator(&self) -> Option<&Charon> {
+        self.concentrator.as_ref()
+    }
+
+    /// `swanctl --list-sas --raw` of a facility's own charon (IPsec only), or its error.
+    pub fn facility_sas(&self, node: Node) -> anyhow::Result<String> {
+        let charons = self.charons.lock().unwrap_or_else(|e| e.into_inner());
+        let charon = charons
+            .get(&node)
+            .with_context(|| format!("no charon runs for {node:?}"))?;
+        charon.list_sas()
+    }
+
+    /// The log of a facility's own charon so far (IPsec only; empty when none ran).
+    pub fn charon_log(&self, node: Node) -> String {
+        let charons = self.charons.lock().unwrap_or_else(|e| e.into_inner());
+        charons.get(&node).map(Charon::log).unwrap_or_default()
+    }
+
+    /// Every charon the lab runs now, as (what it is, pid): the concentrator first.
+    pub fn charon_processes(&self) -> Vec<(String, u32)> {
+        let mut all: Vec<(String, u32)> = self
+            .concentrator
+            .iter()
+            .filter_map(|c| {
+                Some((
+                    "charon: the data centre's concentrator".to_string(),
+                    c.pid()?,
+                ))
+            })
+            .collect();
+        let charons = self.charons.lock().unwrap_or_else(|e| e.into_inner());
+        for node in Node::ALL {
+            if let Some(pid) = charons.get(&node).and_then(Charon::pid) {
+                all.push((format!("charon on {}", node.short()), pid));
+            }
+        }
+        all
+    }
+
+    /// Where a facility's own charon keeps its conf, VICI socket and log.
+    pub fn charon_paths(&self, node: Node) -> CharonPaths {
+        CharonPaths::in_dir(&self.node_dir(node).join("charon"))
     }
 
     /// The address `node`'s services, metrics and management API use on this lab's carrier.
@@ -436,7 +565,60 @@ impl Lab {
         match self.carrier {
             LabCarrier::WireGuard => self.tunnel_only(node),
             LabCarrier::Closed => self.closed_only(node),
+            LabCarrier::Ipsec => self.ipsec_only(node),
         }
+    }
+
+    /// A valid config for a box on the lab's IPsec network. A facility has `[ipsec]` to the
+    /// concentrator (its own /32, the data centre's inner address its only destination, the
+    /// policy of the WireGuard lab: the hospital always-on, the clinic on-demand, charon's
+    /// VICI socket and log in the box's folder). The hub has `[closed]` on its `dc0`
+    /// holding the data centre's inner address, the facilities' /32s as its destinations:
+    /// the concentrator in front of it carries the SAs.
+    pub fn ipsec_only(&self, node: Node) -> Config {
+        let mut config = self.tunnel_only(node);
+        let policy = config.tunnel.take().map(|tunnel| tunnel.policy);
+        let inner = |of: Node| host_net(of.ipsec_address());
+        match node {
+            Node::Hub => {
+                config.closed = Some(ClosedConfig {
+                    interface: IPSEC_DC_DEVICE.to_string(),
+                    address: inner(Node::Hub),
+                    data_centre_prefixes: vec![inner(Node::Hospital), inner(Node::Clinic)],
+                    mode: None,
+                    probe_endpoint: None,
+                    probe_interval_secs: CLOSED_PROBE_INTERVAL_SECS,
+                    probe_timeout_secs: CLOSED_PROBE_TIMEOUT_SECS,
+                    alarm_after_secs: CLOSED_ALARM_AFTER_SECS,
+                });
+            }
+            Node::Hospital | Node::Clinic => {
+                let policy = policy.unwrap_or_default();
+                let charon = self.charon_paths(node);
+                config.ipsec = Some(IpsecConfig {
+                    interface: IPSEC_BOX_DEVICE.to_string(),
+                    address: inner(node),
+                    wan_address: node.wan_address().parse().expect("a lab WAN address"),
+                    remote_address: Node::Hub.wan_address().parse().expect("a lab WAN address"),
+                    remote_id: Node::Hub.tls_name().to_string(),
+                    local_id: None,
+                    data_centre_prefixes: vec![inner(Node::Hub)],
+                    ike_proposals: renkei::config::proposal::default_ike_proposals(),
+                    esp_proposals: renkei::config::proposal::default_esp_proposals(),
+                    mode: policy.mode,
+                    idle_timeout_secs: policy.idle_timeout_secs,
+                    connect_timeout_secs: policy.connect_timeout_secs,
+                    alarm_after_secs: IPSEC_ALARM_AFTER_SECS,
+                    esp_backend: EspBackend::Libipsec,
+                    esp_interface: None,
+                    vici_socket: Some(charon.vici_socket),
+                    charon_log_file: Some(charon.log),
+                });
+                // The box authenticates IKE with its TLS certificate.
+                config.tls = Some(tls_config());
+            }
+        }
+        config
     }
 
     /// A valid config for a box on the lab's closed network (`[closed]` on its WAN interface,
@@ -621,8 +803,13 @@ impl Lab {
         self.start_with(node, &config)
     }
 
-    /// Starts a box's daemon with an already written config.
+    /// Starts a box's daemon with an already written config. On IPsec a facility's own charon
+    /// starts first (unless one runs) with the strongswan.conf `renkei charon-conf` prints for
+    /// that config, as the box image's unit does; a config without `[ipsec]` starts none.
     pub fn start_with(&self, node: Node, config: &Path) -> anyhow::Result<Daemon> {
+        if self.carrier == LabCarrier::Ipsec && node != Node::Hub {
+            self.start_charon(node, config)?;
+        }
         let dir = self.node_dir(node);
         Daemon::start(
             node,
@@ -631,6 +818,23 @@ impl Lab {
             &dir.join("run"),
             &dir.join(format!("renkei-{}.log", self.next_log_number(node))),
         )
+    }
+
+    /// Starts `node`'s charon for the config at `config` unless one runs.
+    fn start_charon(&self, node: Node, config: &Path) -> anyhow::Result<()> {
+        let mut charons = self.charons.lock().unwrap_or_else(|e| e.into_inner());
+        if charons.get_mut(&node).is_some_and(Charon::is_running) {
+            return Ok(());
+        }
+        // A config without [ipsec] (a test's broken one) has no charon to run.
+        let Ok(conf) = renkei_charon_conf(config) else {
+            return Ok(());
+        };
+        // The old one (crashed) goes first: its folder is the new one's.
+        drop(charons.remove(&node));
+        let charon = Charon::start(self.ns(node), self.charon_paths(node), &conf)?;
+        charons.insert(node, charon);
+        Ok(())
     }
 
     fn next_log_number(&self, node: Node) -> usize {
@@ -644,6 +848,10 @@ impl Drop for Lab {
     fn drop(&mut self) {
         // Its listener lives in the data centre's namespace: stop it before that goes.
         drop(self.probe.take());
+        // The charons run in the namespaces too: the facilities' first, then the concentrator.
+        let charons = std::mem::take(self.charons.get_mut().unwrap_or_else(|e| e.into_inner()));
+        drop(charons);
+        drop(self.concentrator.take());
         // Namespaces go with their fields; sockets of daemons that were killed stay behind.
         for node in Node::ALL {
             let socket =
@@ -673,6 +881,36 @@ pub const LAN_SERVICE_ADDRESS: &str = "198.18.20.1";
 pub const HUB_RELAY_ADDRESS: &str = "127.0.0.1:18443";
 /// The document server on the hospital LAN.
 pub const DOCUMENT_SERVER_ADDRESS: &str = "198.18.10.2:8080";
+
+/// The hub's device holding the data centre's inner address on IPsec.
+pub const IPSEC_DC_DEVICE: &str = "dc0";
+/// The other end of [`IPSEC_DC_DEVICE`]'s veth pair (no address; only there to carry it).
+const IPSEC_DC_DEVICE_PEER: &str = "dc0peer";
+/// The device a facility's renkei puts its own IPsec address on.
+pub const IPSEC_BOX_DEVICE: &str = "renkei-ipsec";
+/// always_on over IPsec: alarm when no IKE SA has been established for this long.
+const IPSEC_ALARM_AFTER_SECS: u64 = 180;
+
+/// The concentrator's swanctl.conf in the lab: one connection per facility, its WAN address,
+/// its certificate name pinned, the data centre's inner address to the facility's own /32,
+/// the profile's proposals.
+pub fn lab_concentrator_swanctl() -> String {
+    let connections: Vec<FacilityConnection> = [Node::Hospital, Node::Clinic]
+        .into_iter()
+        .map(|facility| FacilityConnection {
+            name: facility.short().to_string(),
+            local_addr: Node::Hub.wan_address().to_string(),
+            remote_addr: facility.wan_address().to_string(),
+            local_id: Node::Hub.tls_name().to_string(),
+            remote_id: facility.tls_name().to_string(),
+            local_ts: vec![format!("{}/32", Node::Hub.ipsec_address())],
+            remote_ts: format!("{}/32", facility.ipsec_address()),
+            ike_proposals: PROFILE_IKE_PROPOSALS.to_string(),
+            esp_proposals: PROFILE_ESP_PROPOSALS.to_string(),
+        })
+        .collect();
+    swanctl_conf(&connections)
+}
 
 /// `addr/32`: the route to one tunnel address.
 fn host_net(addr: &str) -> IpNet {

@@ -14,6 +14,7 @@ pub mod bench_proxy;
 pub mod boxconfig;
 pub mod chain;
 pub mod compliance;
+pub mod concentrator;
 pub mod daemon;
 pub mod demo;
 pub mod docserver;

@@ -234,8 +234,8 @@ impl Charon {
         }
     }
 
-    /// charon's process id (`ip netns exec` execs charon, so the child is charon itself), for
-    /// reading its CPU time; `None` once it was stopped.
+    /// charon's process id while it runs (`ip netns exec` execs charon, so the child is charon
+    /// itself): for reading its CPU time and for records of what a lab started.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

@@ -1091,6 +1091,12 @@ fn auto_confirm_confirms_once_the_operator_reaches_the_box_again(carrier: LabCar
 }
 
 #[test]
+fn net9_net10_avl1_auto_confirm_confirms_once_the_operator_reaches_the_box_again_over_ipsec() {
+    require_root!();
+    auto_confirm_confirms_once_the_operator_reaches_the_box_again(LabCarrier::Ipsec);
+}
+
+#[test]
 fn avl1_auto_confirm_without_the_operator_reaching_the_box_again_rolls_back() {
     require_root!();
     auto_confirm_without_the_operator_reaching_the_box_again_rolls_back(LabCarrier::WireGuard);
@@ -1103,10 +1109,17 @@ fn avl1_net9_auto_confirm_without_the_operator_reaching_the_box_again_rolls_back
     auto_confirm_without_the_operator_reaching_the_box_again_rolls_back(LabCarrier::Closed);
 }
 
+#[test]
+fn net9_net10_avl1_auto_confirm_without_the_operator_reaching_the_box_again_rolls_back_over_ipsec()
+{
+    require_root!();
+    auto_confirm_without_the_operator_reaching_the_box_again_rolls_back(LabCarrier::Ipsec);
+}
+
 /// `config` with a change of the link to the data centre that restarts it, so the link proves
 /// itself again right after the apply: on WireGuard the peer's keepalive (the tunnel restarts
 /// and handshakes), on a closed network the probe interval (the probe schedule restarts with a
-/// probe at once).
+/// probe at once), on IPsec the always-on alarm (the SA is terminated and negotiated again).
 fn with_link_restart(lab: &Lab, config: Config) -> Config {
     match lab.carrier {
         LabCarrier::WireGuard => with_keepalive(config, 20),
@@ -1120,8 +1133,19 @@ fn with_link_restart(lab: &Lab, config: Config) -> Config {
             closed.probe_interval_secs = CLOSED_RESTART_PROBE_INTERVAL_SECS;
             config
         }
+        LabCarrier::Ipsec => {
+            let mut config = config;
+            let ipsec = config.ipsec.as_mut().expect("an IPsec config");
+            assert_ne!(ipsec.alarm_after_secs, IPSEC_RESTART_ALARM_AFTER_SECS);
+            ipsec.alarm_after_secs = IPSEC_RESTART_ALARM_AFTER_SECS;
+            config
+        }
     }
 }
+
+/// The always-on alarm [`with_link_restart`] sets on IPsec: any change of `[ipsec]` makes the
+/// box terminate its SA and bring it up again.
+const IPSEC_RESTART_ALARM_AFTER_SECS: u64 = 120;
 
 /// The probe interval [`with_link_restart`] sets on a closed network (the lab's is longer).
 const CLOSED_RESTART_PROBE_INTERVAL_SECS: u64 = 5;

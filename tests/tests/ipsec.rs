@@ -33,6 +33,7 @@ use renkei::carrier::ipsec::sa::{IkeState, SaEvent, SaEventKind};
 use renkei::carrier::ipsec::vici::{CertificateRole, PrivateKey, Vici, ViciError};
 use renkei::state::events::IpsecRefusal;
 use renkei_lab::boxconfig::{service, socket, Peer};
+use renkei_lab::concentrator::{renkei_charon_conf, swanctl_conf, FacilityConnection};
 use renkei_lab::daemon::renkei_bin;
 use renkei_lab::lab::{tls_config, DOCUMENT_SERVER_ADDRESS};
 use renkei_lab::netns::run;
@@ -61,40 +62,17 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The concentrator's connection, written by hand as an operator would: it answers the box
 /// (identity pinned, certificate from the lab CA) with only `ike`/`esp` proposals.
 fn concentrator_swanctl(ike: &str, esp: &str) -> String {
-    format!(
-        "connections {{
-  {CONN} {{
-    version = 2
-    local_addrs = {dc}
-    remote_addrs = {hospital}
-    encap = yes
-    mobike = no
-    proposals = {ike}
-    local {{
-      auth = pubkey
-      certs = own.crt
-      id = {hub_name}
-    }}
-    remote {{
-      auth = pubkey
-      id = {hospital_name}
-      cacerts = ca.crt
-    }}
-    children {{
-      {CONN} {{
-        local_ts = {DC_INNER}/32
-        remote_ts = {BOX_INNER}/32
-        esp_proposals = {esp}
-      }}
-    }}
-  }}
-}}
-",
-        dc = Node::Hub.wan_address(),
-        hospital = Node::Hospital.wan_address(),
-        hub_name = Node::Hub.tls_name(),
-        hospital_name = Node::Hospital.tls_name(),
-    )
+    swanctl_conf(&[FacilityConnection {
+        name: CONN.to_string(),
+        local_addr: Node::Hub.wan_address().to_string(),
+        remote_addr: Node::Hospital.wan_address().to_string(),
+        local_id: Node::Hub.tls_name().to_string(),
+        remote_id: Node::Hospital.tls_name().to_string(),
+        local_ts: vec![format!("{DC_INNER}/32")],
+        remote_ts: format!("{BOX_INNER}/32"),
+        ike_proposals: ike.to_string(),
+        esp_proposals: esp.to_string(),
+    }])
 }
 
 /// The two charons of a test, in the lab's hospital (box) and dc (concentrator) namespaces.
@@ -546,17 +524,6 @@ fn box_config(
     management.listen = socket(&format!("{BOX_INNER}:{MANAGEMENT_PORT}"));
     config.management = Some(management);
     Ok(config)
-}
-
-/// `renkei charon-conf --config <path>`: the strongswan.conf the box's charon must run with.
-fn renkei_charon_conf(config: &std::path::Path) -> anyhow::Result<String> {
-    let out = std::process::Command::new(renkei_bin()?)
-        .arg("charon-conf")
-        .arg("--config")
-        .arg(config)
-        .output()?;
-    anyhow::ensure!(out.status.success(), "renkei charon-conf: {out:?}");
-    Ok(String::from_utf8(out.stdout)?)
 }
 
 /// The data centre's `openssl s_client` with the hub's lab-CA certificate fetches a document

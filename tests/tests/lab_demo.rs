@@ -57,6 +57,7 @@ fn carrier_view_keys(carrier: LabCarrier) -> &'static [&'static str] {
     match carrier {
         LabCarrier::WireGuard => &["hub-peers"],
         LabCarrier::Closed => &["hub-link", "hub-routes", "hospital-probe"],
+        LabCarrier::Ipsec => &["hub-routes"],
     }
 }
 
@@ -69,11 +70,11 @@ fn fetch_keys(carrier: LabCarrier) -> Vec<&'static str> {
         .collect()
 }
 
-/// The printed config push on `carrier`: WireGuard brings the on-demand clinic's tunnel up
-/// first; a closed network routes to the clinic at any time.
+/// The printed config push on `carrier`: WireGuard (and IPsec) bring the on-demand clinic's
+/// tunnel (SA) up first; a closed network routes to the clinic at any time.
 fn push_keys(carrier: LabCarrier) -> Vec<&'static str> {
     let connect: &[&str] = match carrier {
-        LabCarrier::WireGuard => &["clinic-connect"],
+        LabCarrier::WireGuard | LabCarrier::Ipsec => &["clinic-connect"],
         LabCarrier::Closed => &[],
     };
     connect.iter().chain(&PUSH_KEYS).copied().collect()
@@ -400,6 +401,54 @@ fn net9_net1_log1_ops3_ops4_lab_demo_on_a_closed_network_fetch_and_every_printed
     lab_demo_fetch_and_every_printed_command(LabCarrier::Closed);
 }
 
+#[test]
+fn net9_net10_net1_net7_log1_ops3_ops4_lab_demo_over_ipsec_fetch_and_every_printed_command() {
+    require_root!();
+    lab_demo_fetch_and_every_printed_command(LabCarrier::Ipsec);
+}
+
+/// The IPsec lab before any fetch, as its printed commands show it: the on-demand clinic has
+/// no SA (NET-7), so the concentrator has installed a route to the always-on hospital's own
+/// address only.
+fn assert_ipsec_view_before_a_fetch(commands: &Commands) {
+    assert_eq!(clinic_peer_state(commands, LabCarrier::Ipsec), "idle");
+    let routes = commands.text("hub-routes");
+    assert!(
+        has_token(&routes, Node::Hospital.ipsec_address()),
+        "no route to the hospital's SA:\n{routes}"
+    );
+    assert!(
+        !has_token(&routes, Node::Clinic.ipsec_address()),
+        "a route to the clinic before it asked for its SA:\n{routes}"
+    );
+}
+
+/// NET-7: the IPsec clinic's SA is deleted by its box after the 10 s idle time, not before,
+/// and the concentrator's route to the clinic goes with it.
+fn assert_clinic_sa_idles_out(commands: &Commands, record: &LabRecord, last_byte: Instant) {
+    wait_until(
+        Duration::from_secs(30),
+        "the clinic's SA to idle out",
+        || (clinic_peer_state(commands, LabCarrier::Ipsec) == "idle").then_some(()),
+    )
+    .expect("clinic idle");
+    let idle_after = last_byte.elapsed();
+    assert!(
+        idle_after >= Duration::from_secs(8),
+        "idled out {idle_after:?} after the last byte"
+    );
+    let clinic = record.node("clinic").expect("clinic");
+    wait_until(
+        Duration::from_secs(10),
+        "the concentrator's route to the clinic to go",
+        || {
+            let routes = commands.text("hub-routes");
+            (!has_token(&routes, &clinic.link_address)).then_some(())
+        },
+    )
+    .expect("no route to the idle clinic");
+}
+
 /// The WireGuard lab before any fetch, as its printed commands show it: the clinic's tunnel
 /// idle (NET-7), the hospital's up, and the hub's peers as `wg` reads them.
 fn assert_wireguard_view_before_a_fetch(commands: &Commands, record: &LabRecord) {
@@ -532,9 +581,10 @@ fn assert_closed_view(commands: &Commands, record: &LabRecord, printed: &str) {
 /// through the chain, the boxes' states, metrics, pages and doors, and `lab down`.
 fn lab_demo_fetch_and_every_printed_command(carrier: LabCarrier) {
     let wireguard = carrier == LabCarrier::WireGuard;
+    let on_demand = carrier != LabCarrier::Closed;
     let dir = LabDir::new(&format!("fetch-{}", carrier.name()));
     let mut args = vec!["--carrier", carrier.name()];
-    if wireguard {
+    if on_demand {
         args.extend(["--clinic-idle-timeout", "10"]);
     }
     let (printed, record) = dir.up(&args);
@@ -577,6 +627,7 @@ fn lab_demo_fetch_and_every_printed_command(carrier: LabCarrier) {
     match carrier {
         LabCarrier::WireGuard => assert_wireguard_view_before_a_fetch(&commands, &record),
         LabCarrier::Closed => assert_closed_view(&commands, &record, &printed),
+        LabCarrier::Ipsec => assert_ipsec_view_before_a_fetch(&commands),
     }
     // The always-on hospital, with its inbound service on its link address and nothing
     // proxied yet.
@@ -621,10 +672,11 @@ fn lab_demo_fetch_and_every_printed_command(carrier: LabCarrier) {
         Some(imaging.sha256.as_str())
     );
 
-    // NET-7: the fetch opened the clinic's tunnel; a closed network had nothing to open.
+    // NET-7: the fetch opened the clinic's tunnel (or IPsec SA); a closed network had nothing
+    // to open.
     assert_eq!(
         clinic_peer_state(&commands, carrier),
-        if wireguard { "up" } else { "idle" }
+        if on_demand { "up" } else { "idle" }
     );
     // LOG-1: every leg logged both fetches with the TLS peer's identity.
     for (node, service, identity) in [
@@ -684,6 +736,12 @@ fn lab_demo_fetch_and_every_printed_command(carrier: LabCarrier) {
             (&dc_page, link, "up"),
             (&hospital_page, link, "up"),
         ],
+        // The clinic's on-demand SA is up for the fetch.
+        LabCarrier::Ipsec => vec![
+            (&clinic_page, link, "up"),
+            (&dc_page, link, "up"),
+            (&hospital_page, link, "up"),
+        ],
     };
     for (page, peer_name, state) in links {
         assert_eq!(peer(page, peer_name)["state"], state, "{page:#}");
@@ -696,12 +754,19 @@ fn lab_demo_fetch_and_every_printed_command(carrier: LabCarrier) {
     ] {
         assert_eq!(records(page, service_name).len(), 2, "{page:#}");
     }
-    for page in [&clinic_page, &dc_page, &hospital_page] {
+    for page in [&clinic_page, &hospital_page] {
         assert_eq!(page["tunnel"]["kind"], carrier.name(), "{page:#}");
     }
-    if wireguard {
-        // The clinic's page: its on-demand tunnel is held open by the connection.
-        assert_eq!(peer(&clinic_page, "dc")["holds"], 1, "{clinic_page:#}");
+    // On IPsec the concentrator in front of the hub carries the SAs; the hub's own renkei has a
+    // closed-network link on the data centre's inner address.
+    let hub_kind = match carrier {
+        LabCarrier::Ipsec => LabCarrier::Closed,
+        other => other,
+    };
+    assert_eq!(dc_page["tunnel"]["kind"], hub_kind.name(), "{dc_page:#}");
+    if on_demand {
+        // The clinic's page: its on-demand tunnel (SA) is held open by the connection.
+        assert_eq!(peer(&clinic_page, link)["holds"], 1, "{clinic_page:#}");
     }
     assert_eq!(clinic_page["role"], "viewing", "{clinic_page:#}");
     assert_eq!(dc_page["role"], "hub", "{dc_page:#}");
@@ -709,8 +774,10 @@ fn lab_demo_fetch_and_every_printed_command(carrier: LabCarrier) {
     let (body, last_byte) = held.finish();
     assert_eq!(sha256_hex(&body), imaging.sha256);
 
-    if wireguard {
-        assert_clinic_tunnel_idles_out(&commands, last_byte);
+    match carrier {
+        LabCarrier::WireGuard => assert_clinic_tunnel_idles_out(&commands, last_byte),
+        LabCarrier::Ipsec => assert_clinic_sa_idles_out(&commands, &record, last_byte),
+        LabCarrier::Closed => {}
     }
     // The pages after the fetches: no page shows a connection any more, each has the three
     // fetches in its access log, and the always-on hospital stays up.
@@ -874,6 +941,12 @@ fn net9_auth2_log2_lab_demo_config_push_to_the_clinic_on_a_closed_network() {
     lab_demo_config_push_to_the_clinic(LabCarrier::Closed);
 }
 
+#[test]
+fn net9_net10_auth2_log2_lab_demo_config_push_to_the_on_demand_clinic_over_ipsec() {
+    require_root!();
+    lab_demo_config_push_to_the_clinic(LabCarrier::Ipsec);
+}
+
 /// The printed config push to the on-demand clinic on `carrier`, step by step as printed.
 fn lab_demo_config_push_to_the_clinic(carrier: LabCarrier) {
     let dir = LabDir::new(&format!("push-{}", carrier.name()));
@@ -922,13 +995,14 @@ fn lab_demo_config_push_to_the_clinic(carrier: LabCarrier) {
     assert!(push.signature.exists(), "{}", push.signature.display());
     assert_eq!(push.version, push.running_version + 1);
 
-    // The clinic is on demand and nothing has asked for its link. On WireGuard the operator
-    // cannot reach it until the box connects; a closed network routes to it all the same.
+    // The clinic is on demand and nothing has asked for its link. On WireGuard (and IPsec) the
+    // operator cannot reach it until the box connects; a closed network routes to it all the
+    // same.
     assert_eq!(clinic_peer_state(&commands, carrier), "idle");
     let before = status_of(&record, "clinic")["config"].clone();
     assert_eq!(before["version"], push.running_version, "{before:#}");
 
-    if carrier == LabCarrier::WireGuard {
+    if carrier != LabCarrier::Closed {
         let connected = commands.text("clinic-connect");
         assert_eq!(connected.trim(), "ok");
         assert_eq!(clinic_peer_state(&commands, carrier), "up");

@@ -264,6 +264,12 @@ fn net2_net3_net4_net5_net9_inbound_service_against_openssl_s_client_on_a_closed
     inbound_service_against_openssl_s_client(LabCarrier::Closed);
 }
 
+#[test]
+fn net9_net10_net2_net3_net4_net5_inbound_service_against_openssl_s_client_over_ipsec() {
+    require_root!();
+    inbound_service_against_openssl_s_client(LabCarrier::Ipsec);
+}
+
 /// openssl s_client against the hospital's inbound services on its link address: every suite
 /// and group of the profile is served, every version, suite, group and client certificate
 /// outside it is refused by the box and logged, and nothing refused reaches the LAN.
@@ -573,6 +579,13 @@ fn net1_net7_log1_clinic_fetches_50_mib_from_the_hospital_through_the_chain() {
 fn net1_net9_log1_clinic_fetches_50_mib_from_the_hospital_through_the_chain_on_a_closed_network() {
     require_root!();
     clinic_fetches_50_mib_from_the_hospital_through_the_chain(LabCarrier::Closed);
+}
+
+#[test]
+fn net9_net10_net1_net7_log1_clinic_fetches_50_mib_from_the_hospital_through_the_chain_over_ipsec()
+{
+    require_root!();
+    clinic_fetches_50_mib_from_the_hospital_through_the_chain(LabCarrier::Ipsec);
 }
 
 /// The demo chain's document fetch, 50 MiB, checked byte for byte and in every box's access log;
@@ -1246,6 +1259,13 @@ fn net2_net3_net4_net9_renkei_client_offers_only_the_profile_to_openssl_s_server
     renkei_client_offers_only_the_profile_to_openssl_s_server(LabCarrier::Closed);
 }
 
+#[test]
+fn net9_net10_net2_net3_net4_renkei_client_offers_only_the_profile_to_openssl_s_server_over_ipsec()
+{
+    require_root!();
+    renkei_client_offers_only_the_profile_to_openssl_s_server(LabCarrier::Ipsec);
+}
+
 /// The clinic's outbound services (1.3-only and `min_tls = "1.2"`) against openssl s_server in
 /// the data centre: what renkei offers is all in the profile, and a server outside it gets no
 /// handshake and no byte.
@@ -1253,10 +1273,11 @@ fn renkei_client_offers_only_the_profile_to_openssl_s_server(carrier: LabCarrier
     let lab = Lab::with_carrier(carrier).expect("lab");
     // The hub box runs no service: openssl s_server takes the portal's address. On WireGuard
     // the hub's daemon carries the tunnel; a closed network needs no daemon on the hub for the
-    // clinic to reach it, so none runs there.
+    // clinic to reach it, and on IPsec the concentrator carries the clinic's SA, so none runs
+    // there.
     let _hub = match carrier {
         LabCarrier::WireGuard => Some(lab.start(Node::Hub, &lab.config(Node::Hub)).expect("hub")),
-        LabCarrier::Closed => None,
+        LabCarrier::Closed | LabCarrier::Ipsec => None,
     };
     let mut text = lab.full(Node::Clinic);
     let mut tls12 = service(

@@ -11,6 +11,9 @@ use renkei_lab::traffic::{echo_round_trip, pattern, spawn_echo};
 use renkei_lab::{require_root, wait_until, Lab, Node};
 
 const ECHO_PORT: u16 = 7000;
+/// How long the hospital's always-on link may take to come up after start (an IPsec SA takes
+/// an IKE exchange more than a WireGuard handshake).
+const LINK_UP_TIMEOUT: Duration = Duration::from_secs(15);
 
 fn peer_state(daemon: &renkei_lab::Daemon, peer: &str) -> String {
     daemon
@@ -43,10 +46,16 @@ fn hub_and_connected_hospital(lab: &Lab) -> (renkei_lab::Daemon, renkei_lab::Dae
     let hospital = lab
         .start(Node::Hospital, &lab.config(Node::Hospital))
         .expect("hospital");
-    wait_until(Duration::from_secs(5), "the link to be up", || {
+    wait_until(LINK_UP_TIMEOUT, "the link to be up", || {
         (peer_state(&hospital, lab.dc_link_name()) == "up").then_some(())
     })
-    .expect("up");
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}\n{}",
+            hospital.log_text(),
+            lab.charon_log(Node::Hospital)
+        )
+    });
     (hub, hospital)
 }
 
@@ -315,6 +324,12 @@ fn net8_net9_lan_packets_never_reach_the_data_centre_on_a_closed_network() {
     lan_packets_never_reach_the_data_centre(LabCarrier::Closed);
 }
 
+#[test]
+fn net9_net10_net8_lan_packets_never_reach_the_data_centre_over_ipsec() {
+    require_root!();
+    lan_packets_never_reach_the_data_centre(LabCarrier::Ipsec);
+}
+
 /// Where the data centre listens for what a LAN host sends (UDP and TCP, on its link address).
 const DC_LISTENER_PORT: u16 = 9999;
 /// How many datagrams a LAN host sends in one step.
@@ -375,14 +390,23 @@ impl DcListeners {
 
 /// Packets the box's kernel received on its LAN interface.
 fn lan_rx_packets(lab: &Lab) -> u64 {
-    let json = lab
-        .ns(Node::Hospital)
-        .ip(&["-s", "-j", "link", "show", "dev", "lan0"])
+    link_packets(lab.ns(Node::Hospital), "lan0", "rx")
+}
+
+/// Packets the kernel of `ns` sent out of `device`.
+fn tx_packets(ns: &renkei_lab::Namespace, device: &str) -> u64 {
+    link_packets(ns, device, "tx")
+}
+
+/// `ip -s link`'s packet count of `device` in `direction` (`rx`, `tx`).
+fn link_packets(ns: &renkei_lab::Namespace, device: &str, direction: &str) -> u64 {
+    let json = ns
+        .ip(&["-s", "-j", "link", "show", "dev", device])
         .expect("ip -s link");
     let links: serde_json::Value = serde_json::from_str(&json).expect("ip JSON");
-    links[0]["stats64"]["rx"]["packets"]
+    links[0]["stats64"][direction]["packets"]
         .as_u64()
-        .unwrap_or_else(|| panic!("no rx packets in {json}"))
+        .unwrap_or_else(|| panic!("no {direction} packets in {json}"))
 }
 
 /// The host on the hospital LAN (its default route is the box) sends datagrams to the data
@@ -408,6 +432,26 @@ fn lan_host_tries(lab: &Lab, listeners: &DcListeners, step: &str) {
     .unwrap_or_else(|e| panic!("{step}: {e}"));
 }
 
+/// What one LAN datagram of [`lan_host_tries`] would be inside an SA: its 12 payload bytes and
+/// the IPv4 and UDP headers.
+const LAN_DATAGRAM_WIRE_BYTES: u64 = 12 + 20 + 8;
+
+/// The bytes the concentrator has decrypted from the hospital's CHILD SA so far (its own
+/// count, `swanctl --list-sas`).
+fn concentrator_bytes_in(concentrator: &renkei_lab::strongswan::Charon) -> u64 {
+    let sas = concentrator.list_sas().expect("swanctl --list-sas");
+    let counts: Vec<u64> = sas
+        .split("bytes-in=")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect();
+    assert!(!counts.is_empty(), "no CHILD SA on the concentrator: {sas}");
+    counts.iter().sum()
+}
+
 /// The forwarding switch the closed carrier shows in the status (`tunnel.backend.closed`).
 fn shown_ip_forward(daemon: &renkei_lab::Daemon) -> serde_json::Value {
     daemon.status().expect("status")["tunnel"]["backend"]["closed"]["ip_forward"].clone()
@@ -415,10 +459,11 @@ fn shown_ip_forward(daemon: &renkei_lab::Daemon) -> serde_json::Value {
 
 /// NET-8: a host on the hospital LAN with a route through the box reaches nothing in the data
 /// centre, neither a listener on its link address nor (closed network) its health endpoint.
-/// With the box's forwarding off the kernel drops it on both carriers. With forwarding forced
-/// on, WireGuard's data plane still drops what enters the tunnel from a foreign source; on a
-/// closed network the kernel would route it (renkei has no data plane there to refuse it), so
-/// the box must show the operator that forwarding is on.
+/// With the box's forwarding off the kernel drops it on every carrier. With forwarding forced
+/// on, WireGuard's data plane still drops what enters the tunnel from a foreign source, and on
+/// IPsec charon's libipsec does (the CHILD SA covers the box's own /32 only); on a closed
+/// network the kernel would route it (renkei has no data plane there to refuse it), so the box
+/// must show the operator that forwarding is on.
 fn lan_packets_never_reach_the_data_centre(carrier: LabCarrier) {
     let lab = Lab::with_carrier(carrier).expect("lab");
     let (_hub, hospital) = hub_and_connected_hospital(&lab);
@@ -452,6 +497,29 @@ fn lan_packets_never_reach_the_data_centre(carrier: LabCarrier) {
             })
             .expect("LAN packets counted as dropped");
             listeners.assert_nothing_arrived(&lab, "forwarding on");
+        }
+        // The kernel now routes LAN packets into charon's ipsec0, but the CHILD SA's only
+        // local traffic selector is the box's own /32: libipsec finds no policy for a LAN
+        // source and drops them. The concentrator, the independent peer, decrypts nothing
+        // more than before.
+        LabCarrier::Ipsec => {
+            let concentrator = lab.concentrator().expect("the IPsec lab's concentrator");
+            let decrypted_before = concentrator_bytes_in(concentrator);
+            let into_libipsec_before = tx_packets(ns, "ipsec0");
+            lan_host_tries(&lab, &listeners, "forwarding on");
+            listeners.assert_nothing_arrived(&lab, "forwarding on");
+            // The kernel did forward them into charon's TUN: it is libipsec that dropped them.
+            let into_libipsec = tx_packets(ns, "ipsec0") - into_libipsec_before;
+            assert!(
+                into_libipsec >= LAN_DATAGRAMS,
+                "only {into_libipsec} packets were forwarded into ipsec0"
+            );
+            let decrypted = concentrator_bytes_in(concentrator) - decrypted_before;
+            assert!(
+                decrypted < LAN_DATAGRAMS * LAN_DATAGRAM_WIRE_BYTES,
+                "the concentrator decrypted {decrypted} bytes while the LAN host sent: {}",
+                concentrator.list_sas().unwrap_or_default()
+            );
         }
         // The kernel now routes LAN packets onto the closed network (the lab's data centre
         // has no route back to the LAN, a real network might): renkei cannot refuse them, it
