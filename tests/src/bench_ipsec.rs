@@ -8,27 +8,27 @@
 //!
 //! ```text
 //!   hospital ns (the box)                       dc ns (the concentrator)
-//!   wan0 198.18.2.10 (IKE, ESP)  -- wan ns --   wan0 198.18.1.1
-//!   198.19.0.10 on lo (inner)                   198.19.0.1 on lo (iperf3 server)
+//!   wan0 198.18.0.10 (IKE, ESP)  -- wan ns --   wan0 198.18.0.1
+//!   198.19.1.10 on lo (inner)                   198.19.1.1 on lo (iperf3 server)
 //! ```
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use renkei::carrier::ipsec::settings::{IpsecSettings, CONNECTION_NAME};
 use renkei::carrier::ipsec::vici::{CertificateRole, PrivateKey, Vici};
-use renkei::config::{EspBackend, IpsecConfig, PolicyMode, TlsConfig};
+use renkei::config::{EspBackend, PolicyMode, TlsConfig};
 
-use crate::daemon::renkei_bin;
+use crate::concentrator::{renkei_charon_conf, swanctl_conf, FacilityConnection};
 use crate::lab::{Lab, Node};
 use crate::strongswan::{concentrator_conf, concentrator_conf_kernel_xfrm, Charon, CharonPaths};
 use crate::wait::wait_until;
 
-/// The box's own address inside the SA, and the data centre's address the iperf3 server binds.
-pub const BOX_INNER: &str = "198.19.0.10";
+/// The box's own address inside the SA, and the data centre's address the iperf3 server binds:
+/// the lab's IPsec addresses ([`Node::ipsec_address`]).
+pub const BOX_INNER: &str = "198.19.1.10";
 /// See [`BOX_INNER`].
-pub const DC_INNER: &str = "198.19.0.1";
+pub const DC_INNER: &str = "198.19.1.1";
 /// The concentrator's proposals: the CRYPTREC profile's strongest, as renkei offers first.
 const CONCENTRATOR_IKE: &str = "aes256gcm16-prfsha384-ecp384";
 const CONCENTRATOR_ESP: &str = "aes256gcm16-ecp384";
@@ -36,6 +36,8 @@ const CONCENTRATOR_ESP: &str = "aes256gcm16-ecp384";
 const INITIATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the first ping through a fresh SA may take to come back.
 const FIRST_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longer than a round: renkei is not running, nothing closes the SA during the benchmark.
+const IDLE_TIMEOUT_SECS: u64 = 300;
 /// The WAN interface decrypted packets arrive on with the kernel's ESP (the lab's `wan0`).
 const WAN_INTERFACE: &str = "wan0";
 
@@ -57,50 +59,26 @@ pub struct IpsecPair {
     concentrator: Charon,
 }
 
-/// The concentrator's connection, written by hand as an operator would: it answers the box
-/// (identity pinned, certificate from the lab CA), ESP in UDP as libipsec needs.
+/// The concentrator's connection, written by hand as an operator would (the kit's
+/// [`swanctl_conf`]): it answers the box, identity pinned, with the profile's strongest.
 fn concentrator_swanctl() -> String {
-    format!(
-        "connections {{
-  box {{
-    version = 2
-    local_addrs = {dc}
-    remote_addrs = {hospital}
-    encap = yes
-    mobike = no
-    proposals = {CONCENTRATOR_IKE}
-    local {{
-      auth = pubkey
-      certs = own.crt
-      id = {hub_name}
-    }}
-    remote {{
-      auth = pubkey
-      id = {hospital_name}
-      cacerts = ca.crt
-    }}
-    children {{
-      box {{
-        local_ts = {DC_INNER}/32
-        remote_ts = {BOX_INNER}/32
-        esp_proposals = {CONCENTRATOR_ESP}
-      }}
-    }}
-  }}
-}}
-",
-        dc = Node::Hub.wan_address(),
-        hospital = Node::Hospital.wan_address(),
-        hub_name = Node::Hub.tls_name(),
-        hospital_name = Node::Hospital.tls_name(),
-    )
+    swanctl_conf(&[FacilityConnection {
+        name: "box".to_string(),
+        local_addr: Node::Hub.wan_address().to_string(),
+        remote_addr: Node::Hospital.wan_address().to_string(),
+        local_id: Node::Hub.tls_name().to_string(),
+        remote_id: Node::Hospital.tls_name().to_string(),
+        local_ts: vec![format!("{DC_INNER}/32")],
+        remote_ts: format!("{BOX_INNER}/32"),
+        ike_proposals: CONCENTRATOR_IKE.to_string(),
+        esp_proposals: CONCENTRATOR_ESP.to_string(),
+    }])
 }
 
-/// The hospital's on-demand `[ipsec]` config as typed values, with absolute TLS paths (this
-/// process reads them too).
+/// The hospital's `[ipsec]` config of the lab ([`Lab::ipsec_only`]) made on-demand, with
+/// `esp`, this pair's charon and absolute TLS paths (this process reads them too).
 fn box_config(lab: &Lab, charon: &CharonPaths, esp: Esp) -> anyhow::Result<renkei::config::Config> {
-    let mut config = lab.config(Node::Hospital);
-    config.tunnel = None;
+    let mut config = lab.ipsec_only(Node::Hospital);
     let tls = lab.tls_dir(Node::Hospital);
     config.tls = Some(TlsConfig {
         certificate_file: tls.join("box.crt"),
@@ -108,40 +86,20 @@ fn box_config(lab: &Lab, charon: &CharonPaths, esp: Esp) -> anyhow::Result<renke
         ca_file: tls.join("operator-ca.crt"),
         crl_file: None,
     });
-    config.ipsec = Some(IpsecConfig {
-        interface: "renkei-ipsec".to_string(),
-        address: format!("{BOX_INNER}/32").parse()?,
-        wan_address: Node::Hospital.wan_address().parse()?,
-        remote_address: Node::Hub.wan_address().parse()?,
-        remote_id: Node::Hub.tls_name().to_string(),
-        local_id: None,
-        data_centre_prefixes: vec![format!("{DC_INNER}/32").parse()?],
-        ike_proposals: renkei::config::proposal::default_ike_proposals(),
-        esp_proposals: renkei::config::proposal::default_esp_proposals(),
-        mode: Some(PolicyMode::OnDemand),
-        idle_timeout_secs: 300,
-        connect_timeout_secs: 10,
-        alarm_after_secs: 180,
-        esp_backend: match esp {
-            Esp::Libipsec => EspBackend::Libipsec,
-            Esp::KernelXfrm => EspBackend::Kernel,
-        },
-        esp_interface: (esp == Esp::KernelXfrm).then(|| WAN_INTERFACE.to_string()),
-        vici_socket: Some(charon.vici_socket.clone()),
-        charon_log_file: Some(charon.log.clone()),
-    });
+    let ipsec = config
+        .ipsec
+        .as_mut()
+        .context("the lab's hospital has [ipsec]")?;
+    ipsec.mode = Some(PolicyMode::OnDemand);
+    ipsec.idle_timeout_secs = IDLE_TIMEOUT_SECS;
+    ipsec.esp_backend = match esp {
+        Esp::Libipsec => EspBackend::Libipsec,
+        Esp::KernelXfrm => EspBackend::Kernel,
+    };
+    ipsec.esp_interface = (esp == Esp::KernelXfrm).then(|| WAN_INTERFACE.to_string());
+    ipsec.vici_socket = Some(charon.vici_socket.clone());
+    ipsec.charon_log_file = Some(charon.log.clone());
     Ok(config)
-}
-
-/// `renkei charon-conf --config <path>`: the strongswan.conf the box's charon runs with.
-fn renkei_charon_conf(config: &Path) -> anyhow::Result<String> {
-    let out = std::process::Command::new(renkei_bin()?)
-        .arg("charon-conf")
-        .arg("--config")
-        .arg(config)
-        .output()?;
-    anyhow::ensure!(out.status.success(), "renkei charon-conf: {out:?}");
-    Ok(String::from_utf8(out.stdout)?)
 }
 
 impl IpsecPair {

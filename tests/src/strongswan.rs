@@ -60,46 +60,28 @@ impl CharonPaths {
 /// the kernel here has no AES-GCM for XFRM) and UDP encapsulation as the box, its own VICI
 /// socket and log, and a plugin list that also speaks the weak algorithms a test offers.
 pub fn concentrator_conf(paths: &CharonPaths) -> String {
-    format!(
-        "charon {{
-  load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey constraints kdf kernel-libipsec kernel-netlink socket-default vici
-  load_modular = no
-  install_routes = yes
-  plugins {{
-    vici {{
-      socket = unix://{socket}
-    }}
-  }}
-  filelog {{
-    lab {{
-      path = {log}
-      time_format = %F %T
-      default = 1
-      ike = 2
-      cfg = 2
-      flush_line = yes
-    }}
-  }}
-}}
-swanctl {{
-  load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey
-}}
-",
-        socket = paths.vici_socket.display(),
-        log = paths.log.display(),
+    concentrator_conf_with(
+        paths,
+        "kernel-libipsec kernel-netlink",
+        "  install_routes = yes\n",
     )
 }
 
 /// [`concentrator_conf`] with the kernel's XFRM for ESP (`kernel-netlink` alone, no
 /// kernel-libipsec): the data centre of a box whose kernel has ESP, for the tunnel benchmark's
 /// kernel-XFRM pair. Where the kernel lacks ESP or the negotiated cipher, installing the CHILD
-/// SA fails and charon logs why.
+/// SA fails and charon logs why (its kernel messages are logged too).
 pub fn concentrator_conf_kernel_xfrm(paths: &CharonPaths) -> String {
+    concentrator_conf_with(paths, "kernel-netlink", "")
+}
+
+/// A concentrator's strongswan.conf with `kernel_plugins` for ESP and `extra` settings lines.
+fn concentrator_conf_with(paths: &CharonPaths, kernel_plugins: &str, extra: &str) -> String {
     format!(
         "charon {{
-  load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey constraints kdf kernel-netlink socket-default vici
+  load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey constraints kdf {kernel_plugins} socket-default vici
   load_modular = no
-  plugins {{
+{extra}  plugins {{
     vici {{
       socket = unix://{socket}
     }}
