@@ -146,7 +146,7 @@ fn box_connection(lab: &Lab) -> anyhow::Result<ConnectionSettings> {
         local_id: Node::Hospital.tls_name().to_string(),
         remote_id: Node::Hub.tls_name().to_string(),
         certificate_pem: lab.certificate(Node::Hospital).cert_pem.clone(),
-        remote_ca_pem: lab.ca.cert_pem.clone(),
+        remote_ca_pems: vec![lab.ca.cert_pem.clone()],
         ike_proposals: default_ike_proposals(),
         esp_proposals: default_esp_proposals(),
         inner_address: InnerAddress::Configured(BOX_INNER.parse()?),

@@ -381,7 +381,7 @@ fn note_refusal(shared: &Shared, settings: &IpsecSettings, line: super::vici::Lo
     }
 }
 
-/// Key, certificates (the box's intermediates and the CA), then the connection.
+/// Key, certificates (the box's intermediates and every CA of the CA file), then the connection.
 async fn load(vici: &mut Vici, settings: &IpsecSettings) -> Result<(), ViciError> {
     vici.load_key(&PrivateKey {
         pem: settings.key_pem.clone(),
@@ -396,11 +396,9 @@ async fn load(vici: &mut Vici, settings: &IpsecSettings) -> Result<(), ViciError
         vici.load_cert(intermediate, CertificateRole::EndEntity)
             .await?;
     }
-    vici.load_cert(
-        &settings.connection.remote_ca_pem,
-        CertificateRole::Authority,
-    )
-    .await?;
+    for ca in &settings.connection.remote_ca_pems {
+        vici.load_cert(ca, CertificateRole::Authority).await?;
+    }
     vici.load_conn(&settings.connection).await
 }
 
