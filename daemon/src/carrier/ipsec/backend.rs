@@ -169,7 +169,8 @@ impl Ipsec {
         }
         let shared = &self.handle.shared;
         *shared.settings() = settings;
-        *shared.record() = SaRecord::new(Instant::now());
+        let continuing = SaRecord::continuing(&shared.record(), Instant::now());
+        *shared.record() = continuing;
         shared.publish();
         self.task = tokio::spawn(supervise(Arc::clone(shared)));
         Ok(if new_device {
@@ -526,6 +527,7 @@ impl IpsecHandle {
         let ago = |d: Option<Duration>| d.and_then(|d| wall.checked_sub(d));
         let ike = record.ike.as_ref();
         let child = ike.and_then(installed_child);
+        let total = record.total();
         let reason = match (&record.last_error, ike, state) {
             (_, Some(_), LinkState::Up) => "IKE SA established, CHILD SA installed".to_string(),
             (_, Some(sa), _) => format!("IKE SA {:?}", sa.state),
@@ -545,8 +547,9 @@ impl IpsecHandle {
                 .last_up
                 .map(|(_, w)| wall.duration_since(w).unwrap_or_default().as_secs()),
             holds: self.shared.holds.load(Ordering::Relaxed),
-            tx_bytes: child.map_or(0, |c| c.bytes_out),
-            rx_bytes: child.map_or(0, |c| c.bytes_in),
+            // The run's totals: a counter, unlike the CHILD SA's own that a rekey resets.
+            tx_bytes: total.bytes_out,
+            rx_bytes: total.bytes_in,
             backend: LinkBackend::Ipsec(Box::new(IpsecLink {
                 remote_address: settings.ipsec.remote_address,
                 remote_id: settings.ipsec.remote_id.clone(),
@@ -577,6 +580,7 @@ impl IpsecHandle {
                     local_ts: c.local_ts.clone(),
                     remote_ts: c.remote_ts.clone(),
                 }),
+                total,
                 profile_violation: record.violation.clone(),
             })),
         };
