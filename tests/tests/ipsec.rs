@@ -1786,3 +1786,49 @@ charon: {}",
     drop(box_charon);
     drop(concentrator);
 }
+
+/// NET-10, LOG-2: a concentrator offering only ChaCha20-Poly1305 with Curve25519 (modern, but
+/// not in the CRYPTREC list the box proposes) gets no SA from `renkei run`; renkei records the
+/// refusal as an event naming NO_PROPOSAL_CHOSEN, and the concentrator holds no SA.
+#[test]
+fn net10_log2_renkei_records_a_chacha20_curve25519_concentrator_refusal_as_an_event() {
+    require_root!();
+    let renkei_box = start_renkei_box("chacha20poly1305-prfsha256-curve25519", "chacha20poly1305")
+        .expect("concentrator, box charon and renkei");
+    concentrator_speaks_chacha20_and_curve25519(&renkei_box.concentrator);
+    let daemon = &renkei_box.daemon;
+    let code = "EVENT_CODE=\"ipsec_negotiation_refused\"";
+    // As in the MODP-2048 test: charon's first attempt may come before renkei follows its log.
+    let refusal_timeout = Duration::from_secs(10) + IKE_TIMEOUT;
+    let line = wait_until(refusal_timeout, "renkei's refusal event", || {
+        daemon
+            .log_text()
+            .lines()
+            .find(|l| l.contains(code))
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nrenkei: {}\ncharon: {}",
+            daemon.log_text(),
+            renkei_box.box_charon.log()
+        )
+    });
+    assert!(
+        line.contains("no proposal acceptable to both sides")
+            && line.contains("NO_PROPOSAL_CHOSEN"),
+        "{line}"
+    );
+    let link = ipsec_link(&daemon.status().expect("status")).expect("the IPsec link");
+    assert_ne!(link["state"], "up", "{link:#}");
+    let dc_sas = renkei_box
+        .concentrator
+        .list_sas()
+        .expect("swanctl --list-sas");
+    assert!(!dc_sas.contains("state="), "{dc_sas}");
+    let dc_log = renkei_box.concentrator.log();
+    assert!(
+        dc_log.contains("received proposals unacceptable"),
+        "{dc_log}"
+    );
+}
