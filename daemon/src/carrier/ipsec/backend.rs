@@ -276,7 +276,9 @@ async fn session(shared: &Shared) -> Result<std::convert::Infallible, (bool, Vic
     loop {
         tokio::select! {
             event = events.next() => match event {
-                Some(Ok(_)) => {}
+                Some(Ok(event)) => shared
+                    .record()
+                    .note_event(&event.sas, &settings.connection.name),
                 Some(Err(e)) => return Err((true, e)),
                 None => return Err((true, ViciError::Timeout {
                     command: "event stream",

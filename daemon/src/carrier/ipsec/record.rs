@@ -90,6 +90,19 @@ impl SaRecord {
         self.live.values().fold(self.retired, |sum, t| add(sum, *t))
     }
 
+    /// Notes the counters an SA event of charon carries (`name`'s only): a CHILD SA's at its
+    /// rekey or deletion, which the next listing no longer shows. Raises, never lowers.
+    pub fn note_event(&mut self, sas: &[IkeSa], name: &str) {
+        for child in sas
+            .iter()
+            .filter(|sa| sa.name == name)
+            .flat_map(|sa| &sa.children)
+        {
+            let seen = self.live.entry(child.unique_id).or_default();
+            *seen = highest(*seen, traffic(child));
+        }
+    }
+
     /// Takes the counters of every CHILD SA of `ours` (all states: a rekeyed SA is listed
     /// beside its successor until deleted), keeping the highest seen of each.
     fn count(&mut self, ours: &[IkeSa]) {
@@ -504,5 +517,38 @@ mod tests {
                 .map(|c| c.bytes_in),
             Some(40)
         );
+    }
+
+    /// What a CHILD SA carried between the last listing and its rekey is counted from the
+    /// rekey event (old SA's counters), not lost when the listing no longer shows it.
+    #[test]
+    fn net9_ops4_the_rekey_event_counts_what_the_old_sa_carried_last() {
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        let mut record = SaRecord::new(t0);
+        let with = |children: Vec<(u64, &str, u64)>| {
+            let mut sa = ike(IkeState::Established, vec![]);
+            sa.children = children
+                .into_iter()
+                .map(|(id, state, bytes)| {
+                    let mut c = child(bytes, "AES_GCM_16");
+                    c.unique_id = Some(id);
+                    c.state = state.to_string();
+                    c
+                })
+                .collect();
+            sa
+        };
+        record.observe(vec![with(vec![(1, "INSTALLED", 1_000)])], NAME, t0, wall);
+        record.note_event(
+            &[with(vec![(1, "REKEYED", 1_500), (2, "INSTALLED", 0)])],
+            NAME,
+        );
+        // Another connection's event counts nothing.
+        let mut other = with(vec![(9, "INSTALLED", 50_000)]);
+        other.name = "other".to_string();
+        record.note_event(&[other], NAME);
+        record.observe(vec![with(vec![(2, "INSTALLED", 100)])], NAME, t0, wall);
+        assert_eq!(record.total().bytes_in, 1_600);
     }
 }
