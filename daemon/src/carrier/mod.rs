@@ -27,8 +27,8 @@ use crate::state::operator_contact::OperatorContact;
 use crate::tunnel::{DemandGuard, TunnelError, TunnelHandle};
 pub use snapshot::{
     CarrierBackend, CarrierKind, CarrierSnapshot, ClosedCarrier, ClosedLink, DropCounts,
-    IpsecCarrier, IpsecChildSa, IpsecIkeSa, IpsecLink, LinkBackend, LinkSnapshot, LinkState,
-    WireGuardCarrier, WireGuardDrops, WireGuardPeer,
+    IpsecCarrier, IpsecChildSa, IpsecIkeSa, IpsecLink, IpsecTraffic, LinkBackend, LinkSnapshot,
+    LinkState, WireGuardCarrier, WireGuardDrops, WireGuardPeer,
 };
 
 /// Why the carrier could not start or apply a config.

@@ -158,10 +158,27 @@ pub struct IpsecLink {
     pub data_centre_prefixes: Vec<IpNet>,
     /// The IKE SA, when there is one.
     pub ike: Option<IpsecIkeSa>,
-    /// Its CHILD SA (the ESP pair), when there is one.
+    /// Its CHILD SA (the ESP pair), when there is one; its counters are that SA's own.
     pub child: Option<IpsecChildSa>,
+    /// ESP traffic since renkei started, over every CHILD SA: charon counts per SA, from zero
+    /// again at each rekey, so only these totals never go backwards.
+    pub total: IpsecTraffic,
     /// Why the last SA was terminated for algorithms outside the CRYPTREC profile, if it was.
     pub profile_violation: Option<String>,
+}
+
+/// ESP traffic of the connection summed over its CHILD SAs (rekeys, reconnects, charon
+/// restarts and config changes of one run), as charon counts it (inner packets).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IpsecTraffic {
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Packets received.
+    pub packets_in: u64,
+    /// Packets sent.
+    pub packets_out: u64,
 }
 
 /// An IKE SA as the status document shows it.

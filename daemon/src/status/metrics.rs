@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::time::UNIX_EPOCH;
 
 use super::StatusDocument;
-use crate::carrier::{CarrierBackend, IpsecChildSa, IpsecLink, LinkSnapshot, LinkState};
+use crate::carrier::{CarrierBackend, IpsecLink, IpsecTraffic, LinkSnapshot, LinkState};
 use crate::proxy::ServiceState;
 
 /// The content type Prometheus expects for the text format.
@@ -74,10 +74,10 @@ impl<'a> Family<'a> {
 }
 
 /// Renders the metrics of a status document.
-/// The IPsec SAs of IPsec peers: whether the IKE SA is established, how long ago, and the
-/// CHILD SA's byte counters (charon's, so they restart from zero when the CHILD SA is rekeyed:
-/// a counter reset to Prometheus). Families are declared on every box; only IPsec peers have
-/// samples.
+/// The IPsec SAs of IPsec peers: whether the IKE SA is established, how long ago, and the ESP
+/// traffic summed over every CHILD SA of the run (charon's own counters restart from zero at
+/// each rekey, which would read as a counter reset). Families are declared on every box; only
+/// IPsec peers have samples.
 fn ipsec_families(o: &mut String, doc: &StatusDocument) {
     let links: Vec<(&str, &IpsecLink)> = doc
         .tunnel
@@ -116,28 +116,36 @@ fn ipsec_families(o: &mut String, doc: &StatusDocument) {
             );
         }
     }
-    type ChildCounter = fn(&IpsecChildSa) -> u64;
-    let counters: [(&'static str, &str, ChildCounter); 2] = [
+    type TrafficCounter = fn(&IpsecTraffic) -> u64;
+    let counters: [(&'static str, &str, TrafficCounter); 4] = [
         (
             "renkei_ipsec_child_sa_receive_bytes_total",
-            "Bytes received on the CHILD SA (ESP), as charon counts them; restarts at a rekey.",
-            |c| c.bytes_in,
+            "Bytes received over the CHILD SAs (ESP) since renkei started, across rekeys.",
+            |t| t.bytes_in,
         ),
         (
             "renkei_ipsec_child_sa_transmit_bytes_total",
-            "Bytes sent on the CHILD SA (ESP), as charon counts them; restarts at a rekey.",
-            |c| c.bytes_out,
+            "Bytes sent over the CHILD SAs (ESP) since renkei started, across rekeys.",
+            |t| t.bytes_out,
+        ),
+        (
+            "renkei_ipsec_child_sa_receive_packets_total",
+            "Packets received over the CHILD SAs (ESP) since renkei started, across rekeys.",
+            |t| t.packets_in,
+        ),
+        (
+            "renkei_ipsec_child_sa_transmit_packets_total",
+            "Packets sent over the CHILD SAs (ESP) since renkei started, across rekeys.",
+            |t| t.packets_out,
         ),
     ];
     for (name, help, value) in counters {
         let mut f = Family::new(o, name, "counter", help);
         for (peer, link) in &links {
-            if let Some(child) = &link.child {
-                f.sample(
-                    &[("peer", peer), ("remote_id", &link.remote_id)],
-                    value(child),
-                );
-            }
+            f.sample(
+                &[("peer", peer), ("remote_id", &link.remote_id)],
+                value(&link.total),
+            );
         }
     }
 }
@@ -659,10 +667,11 @@ mod document_tests {
     }
 
     /// An IPsec carrier's metrics: its kind, whether the IKE SA is established and since when,
-    /// the CHILD SA's bytes; none of WireGuard's samples; a box without an IKE SA reports 0.
+    /// the run's ESP totals (not the current CHILD SA's own counters, which a rekey resets);
+    /// none of WireGuard's samples; a box without an IKE SA reports 0 and keeps its totals.
     #[test]
     fn net9_ops4_an_ipsec_carrier_reports_its_sas() {
-        use crate::carrier::{IpsecCarrier, IpsecIkeSa};
+        use crate::carrier::{IpsecCarrier, IpsecChildSa, IpsecIkeSa};
         use std::time::{Duration, UNIX_EPOCH};
         let mut doc = document();
         doc.tunnel.kind = CarrierKind::Ipsec;
@@ -702,6 +711,13 @@ mod document_tests {
                 local_ts: Vec::new(),
                 remote_ts: Vec::new(),
             }),
+            // More than the CHILD SA's own: earlier SAs of the run carried traffic too.
+            total: IpsecTraffic {
+                bytes_in: 54_321,
+                bytes_out: 98_765,
+                packets_in: 50,
+                packets_out: 60,
+            },
             profile_violation: None,
         };
         doc.tunnel.peers[0].backend = LinkBackend::Ipsec(Box::new(link.clone()));
@@ -711,8 +727,12 @@ mod document_tests {
             "renkei_carrier_info{kind=\"ipsec\"} 1\n".to_string(),
             format!("renkei_ipsec_ike_sa_established{labels} 1\n"),
             format!("renkei_ipsec_ike_sa_established_age_seconds{labels} 100\n"),
-            format!("renkei_ipsec_child_sa_receive_bytes_total{labels} 4321\n"),
-            format!("renkei_ipsec_child_sa_transmit_bytes_total{labels} 8765\n"),
+            format!("renkei_ipsec_child_sa_receive_bytes_total{labels} 54321\n"),
+            format!("renkei_ipsec_child_sa_transmit_bytes_total{labels} 98765\n"),
+            format!("renkei_ipsec_child_sa_receive_packets_total{labels} 50\n"),
+            format!("renkei_ipsec_child_sa_transmit_packets_total{labels} 60\n"),
+            "# TYPE renkei_ipsec_child_sa_receive_bytes_total counter\n".to_string(),
+            "# TYPE renkei_ipsec_ike_sa_established gauge\n".to_string(),
         ] {
             assert!(text.contains(&expected), "{expected:?} missing:\n{text}");
         }
@@ -735,12 +755,17 @@ mod document_tests {
             text.contains(&format!("renkei_ipsec_ike_sa_established{labels} 0\n")),
             "{text}"
         );
-        for absent in [
-            "renkei_ipsec_ike_sa_established_age_seconds{",
-            "renkei_ipsec_child_sa_receive_bytes_total{",
-        ] {
-            assert!(!text.contains(absent), "{absent:?} without SAs:\n{text}");
-        }
+        assert!(
+            !text.contains("renkei_ipsec_ike_sa_established_age_seconds{"),
+            "an age without an IKE SA:\n{text}"
+        );
+        // A counter does not vanish while the SA is down: the run's total stays.
+        assert!(
+            text.contains(&format!(
+                "renkei_ipsec_child_sa_receive_bytes_total{labels} 54321\n"
+            )),
+            "{text}"
+        );
         let wireguard = render(&document());
         assert!(
             !wireguard.contains("renkei_ipsec_ike_sa_established{"),

@@ -169,7 +169,8 @@ impl Ipsec {
         }
         let shared = &self.handle.shared;
         *shared.settings() = settings;
-        *shared.record() = SaRecord::new(Instant::now());
+        let continuing = SaRecord::continuing(&shared.record(), Instant::now());
+        *shared.record() = continuing;
         shared.publish();
         self.task = tokio::spawn(supervise(Arc::clone(shared)));
         Ok(if new_device {
@@ -275,7 +276,9 @@ async fn session(shared: &Shared) -> Result<std::convert::Infallible, (bool, Vic
     loop {
         tokio::select! {
             event = events.next() => match event {
-                Some(Ok(_)) => {}
+                Some(Ok(event)) => shared
+                    .record()
+                    .note_event(&event.sas, &settings.connection.name),
                 Some(Err(e)) => return Err((true, e)),
                 None => return Err((true, ViciError::Timeout {
                     command: "event stream",
@@ -381,7 +384,7 @@ fn note_refusal(shared: &Shared, settings: &IpsecSettings, line: super::vici::Lo
     }
 }
 
-/// Key, certificates (the box's intermediates and the CA), then the connection.
+/// Key, certificates (the box's intermediates and every CA of the CA file), then the connection.
 async fn load(vici: &mut Vici, settings: &IpsecSettings) -> Result<(), ViciError> {
     vici.load_key(&PrivateKey {
         pem: settings.key_pem.clone(),
@@ -396,11 +399,9 @@ async fn load(vici: &mut Vici, settings: &IpsecSettings) -> Result<(), ViciError
         vici.load_cert(intermediate, CertificateRole::EndEntity)
             .await?;
     }
-    vici.load_cert(
-        &settings.connection.remote_ca_pem,
-        CertificateRole::Authority,
-    )
-    .await?;
+    for ca in &settings.connection.remote_ca_pems {
+        vici.load_cert(ca, CertificateRole::Authority).await?;
+    }
     vici.load_conn(&settings.connection).await
 }
 
@@ -528,6 +529,7 @@ impl IpsecHandle {
         let ago = |d: Option<Duration>| d.and_then(|d| wall.checked_sub(d));
         let ike = record.ike.as_ref();
         let child = ike.and_then(installed_child);
+        let total = record.total();
         let reason = match (&record.last_error, ike, state) {
             (_, Some(_), LinkState::Up) => "IKE SA established, CHILD SA installed".to_string(),
             (_, Some(sa), _) => format!("IKE SA {:?}", sa.state),
@@ -547,8 +549,9 @@ impl IpsecHandle {
                 .last_up
                 .map(|(_, w)| wall.duration_since(w).unwrap_or_default().as_secs()),
             holds: self.shared.holds.load(Ordering::Relaxed),
-            tx_bytes: child.map_or(0, |c| c.bytes_out),
-            rx_bytes: child.map_or(0, |c| c.bytes_in),
+            // The run's totals: a counter, unlike the CHILD SA's own that a rekey resets.
+            tx_bytes: total.bytes_out,
+            rx_bytes: total.bytes_in,
             backend: LinkBackend::Ipsec(Box::new(IpsecLink {
                 remote_address: settings.ipsec.remote_address,
                 remote_id: settings.ipsec.remote_id.clone(),
@@ -579,6 +582,7 @@ impl IpsecHandle {
                     local_ts: c.local_ts.clone(),
                     remote_ts: c.remote_ts.clone(),
                 }),
+                total,
                 profile_violation: record.violation.clone(),
             })),
         };

@@ -52,8 +52,9 @@ pub struct ConnectionSettings {
     pub remote_id: String,
     /// The box's certificate (PEM), sent to the concentrator.
     pub certificate_pem: String,
-    /// The CA the concentrator's certificate must chain to (PEM).
-    pub remote_ca_pem: String,
+    /// The CAs the concentrator's certificate may chain to (PEM each): every certificate of
+    /// the CA file, so an operator rolling its CA over can list the old and the new one.
+    pub remote_ca_pems: Vec<String>,
     /// IKE proposals, in order of preference.
     pub ike_proposals: Vec<IkeProposal>,
     /// ESP proposals, in order of preference.
@@ -158,7 +159,7 @@ impl ConnectionSettings {
                 auth: REMOTE_AUTH,
                 id: self.remote_id.clone(),
                 certs: Vec::new(),
-                cacerts: vec![self.remote_ca_pem.clone()],
+                cacerts: self.remote_ca_pems.clone(),
             },
             children: BTreeMap::from([(self.name.clone(), child)]),
         };
@@ -179,7 +180,7 @@ mod tests {
             local_id: "hospital.renkei.example".to_string(),
             remote_id: "hub.renkei.example".to_string(),
             certificate_pem: "BOX CERT".to_string(),
-            remote_ca_pem: "CA CERT".to_string(),
+            remote_ca_pems: vec!["CA CERT".to_string(), "NEXT CA CERT".to_string()],
             ike_proposals: default_ike_proposals(),
             esp_proposals: default_esp_proposals(),
             inner_address: InnerAddress::Configured("198.19.0.10".parse().expect("address")),
@@ -256,7 +257,9 @@ mod tests {
         assert!(contains(&message, &item("aes128gcm16-ecp256")));
         assert!(contains(&message, &pair("id", "hub.renkei.example")));
         assert!(contains(&message, &pair("auth", REMOTE_AUTH)));
+        // Every CA of the CA file is one the concentrator may chain to.
         assert!(contains(&message, &item("CA CERT")));
+        assert!(contains(&message, &item("NEXT CA CERT")));
         let mut pool = settings(StartPolicy::OnDemand);
         pool.inner_address = InnerAddress::FromConcentrator;
         let message = encoded(&pool);

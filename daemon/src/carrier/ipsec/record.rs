@@ -1,13 +1,15 @@
 //! What renkei knows about its connection in charon, from the last `list-sas`: the link's
 //! state, when it last came up, when ESP last moved bytes (the on-demand idle timer), and
-//! which SAs were already checked against the CRYPTREC profile. Pure: the backend feeds it
+//! which SAs were already checked against the CRYPTREC profile, and the ESP traffic summed
+//! over every CHILD SA (charon's own counters start from zero at each rekey). Pure: the backend feeds it
 //! observations with the time they were made, so it is tested without charon or a clock.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use crate::carrier::snapshot::IpsecTraffic;
 use crate::config::PolicyMode;
 use crate::state::link::LinkState;
 
@@ -34,8 +36,12 @@ pub struct SaRecord {
     pub last_up: Option<(Instant, SystemTime)>,
     /// When ESP last moved a byte either way (or the record was made).
     last_traffic: Instant,
-    /// The CHILD SA's byte count at the last observation.
+    /// The traffic total at the last observation (the idle timer's reference).
     bytes_seen: u64,
+    /// Traffic of CHILD SAs charon no longer lists (rekeyed, deleted, or gone with charon).
+    retired: IpsecTraffic,
+    /// The counters last seen of each CHILD SA charon lists, by its unique id.
+    live: BTreeMap<Option<u64>, IpsecTraffic>,
     /// SAs already checked against the profile, by charon's unique ids.
     checked: BTreeSet<(Option<u64>, Option<u64>)>,
     /// Why the last SA outside the profile was terminated.
@@ -54,16 +60,76 @@ impl SaRecord {
             last_up: None,
             last_traffic: now,
             bytes_seen: 0,
+            retired: IpsecTraffic::default(),
+            live: BTreeMap::new(),
             checked: BTreeSet::new(),
             violation: None,
         }
     }
 
-    /// Charon went away: it keeps nothing, so neither does the record.
+    /// A record of nothing yet made at `now` that keeps `previous`'s traffic total (a changed
+    /// config within one run: the counters go on).
+    pub fn continuing(previous: &SaRecord, now: Instant) -> Self {
+        let mut record = SaRecord::new(now);
+        record.retired = previous.total();
+        record.bytes_seen = record.retired.bytes_in + record.retired.bytes_out;
+        record
+    }
+
+    /// Charon went away: it keeps nothing, so neither does the record (but the traffic so far
+    /// counts: a restarted charon numbers its SAs from 1 again).
     pub fn lost(&mut self, why: String) {
         self.loaded = false;
         self.ike = None;
+        self.retire_absent(&BTreeMap::new());
         self.last_error = Some(why);
+    }
+
+    /// The connection's ESP traffic over every CHILD SA seen; never decreases.
+    pub fn total(&self) -> IpsecTraffic {
+        self.live.values().fold(self.retired, |sum, t| add(sum, *t))
+    }
+
+    /// Notes the counters an SA event of charon carries (`name`'s only): a CHILD SA's at its
+    /// rekey or deletion, which the next listing no longer shows. Raises, never lowers.
+    pub fn note_event(&mut self, sas: &[IkeSa], name: &str) {
+        for child in sas
+            .iter()
+            .filter(|sa| sa.name == name)
+            .flat_map(|sa| &sa.children)
+        {
+            let seen = self.live.entry(child.unique_id).or_default();
+            *seen = highest(*seen, traffic(child));
+        }
+    }
+
+    /// Takes the counters of every CHILD SA of `ours` (all states: a rekeyed SA is listed
+    /// beside its successor until deleted), keeping the highest seen of each.
+    fn count(&mut self, ours: &[IkeSa]) {
+        let mut now = BTreeMap::new();
+        for child in ours.iter().flat_map(|ike| &ike.children) {
+            let seen = traffic(child);
+            let previous = self.live.get(&child.unique_id).copied().unwrap_or_default();
+            let entry: &mut IpsecTraffic = now.entry(child.unique_id).or_default();
+            *entry = highest(highest(*entry, previous), seen);
+        }
+        self.retire_absent(&now);
+        self.live = now;
+    }
+
+    /// Adds the last counters of CHILD SAs not in `now` to the retired sum.
+    fn retire_absent(&mut self, now: &BTreeMap<Option<u64>, IpsecTraffic>) {
+        let gone: Vec<Option<u64>> = self
+            .live
+            .keys()
+            .filter(|id| !now.contains_key(id))
+            .copied()
+            .collect();
+        for id in gone {
+            if let Some(last) = self.live.remove(&id) {
+                self.retired = add(self.retired, last);
+            }
+        }
     }
 
     /// The connection was loaded into charon.
@@ -83,13 +149,16 @@ impl SaRecord {
         wall: SystemTime,
     ) -> Option<String> {
         let mut ours: Vec<IkeSa> = sas.into_iter().filter(|sa| sa.name == name).collect();
+        self.count(&ours);
         ours.sort_by_key(|sa| sa.state != IkeState::Established);
         self.ike = ours.into_iter().next();
         let Some(ike) = &self.ike else {
             return None;
         };
         let child = installed_child(ike);
-        let bytes = child.map_or(0, |c| c.bytes_in + c.bytes_out);
+        let total = self.total();
+        // A rekey moves no byte: the total, not the new SA's counter, says whether ESP did.
+        let bytes = total.bytes_in + total.bytes_out;
         if bytes != self.bytes_seen {
             self.bytes_seen = bytes;
             self.last_traffic = now;
@@ -158,6 +227,34 @@ impl SaRecord {
         }
         let reference = self.last_up.map_or(self.since, |(at, _)| at);
         now.saturating_duration_since(reference) >= alarm_after
+    }
+}
+
+fn traffic(child: &ChildSa) -> IpsecTraffic {
+    IpsecTraffic {
+        bytes_in: child.bytes_in,
+        bytes_out: child.bytes_out,
+        packets_in: child.packets_in,
+        packets_out: child.packets_out,
+    }
+}
+
+fn add(a: IpsecTraffic, b: IpsecTraffic) -> IpsecTraffic {
+    IpsecTraffic {
+        bytes_in: a.bytes_in.saturating_add(b.bytes_in),
+        bytes_out: a.bytes_out.saturating_add(b.bytes_out),
+        packets_in: a.packets_in.saturating_add(b.packets_in),
+        packets_out: a.packets_out.saturating_add(b.packets_out),
+    }
+}
+
+/// Field by field, so a counter charon reports lower (it never should) cannot pull a total down.
+fn highest(a: IpsecTraffic, b: IpsecTraffic) -> IpsecTraffic {
+    IpsecTraffic {
+        bytes_in: a.bytes_in.max(b.bytes_in),
+        bytes_out: a.bytes_out.max(b.bytes_out),
+        packets_in: a.packets_in.max(b.packets_in),
+        packets_out: a.packets_out.max(b.packets_out),
     }
 }
 
@@ -319,5 +416,139 @@ mod tests {
             PolicyMode::AlwaysOn
         ));
         assert!(record.alarm(t0 + after * 2, after, PolicyMode::AlwaysOn));
+    }
+
+    /// charon's counters are per CHILD SA and start from zero at each rekey; the totals the
+    /// status and the metrics show go on across rekeys, IKE rekeys (the CHILD SA moves to the
+    /// new IKE SA with its counters), charon restarts and config changes.
+    #[test]
+    fn net9_ops4_traffic_totals_never_go_backwards_across_rekeys() {
+        let t0 = Instant::now();
+        let mut record = SaRecord::new(t0);
+        let with = |ike_id: u64, children: Vec<(u64, &str, u64)>| {
+            let mut sa = ike(IkeState::Established, vec![]);
+            sa.unique_id = Some(ike_id);
+            sa.children = children
+                .into_iter()
+                .map(|(id, state, bytes)| {
+                    let mut c = child(bytes, "AES_GCM_16");
+                    c.unique_id = Some(id);
+                    c.state = state.to_string();
+                    c.bytes_out = bytes * 2;
+                    c.packets_in = bytes / 100;
+                    c
+                })
+                .collect();
+            sa
+        };
+        let mut last = IpsecTraffic::default();
+        fn step(record: &mut SaRecord, last: &mut IpsecTraffic, sas: Vec<IkeSa>, expected_in: u64) {
+            record.observe(sas, NAME, Instant::now(), SystemTime::now());
+            let total = record.total();
+            assert_eq!(total.bytes_in, expected_in, "{total:?}");
+            assert_eq!(total.bytes_out, expected_in * 2, "{total:?}");
+            for (now, before) in [
+                (total.bytes_in, last.bytes_in),
+                (total.bytes_out, last.bytes_out),
+                (total.packets_in, last.packets_in),
+            ] {
+                assert!(now >= before, "{total:?} after {last:?}");
+            }
+            *last = total;
+        }
+        step(
+            &mut record,
+            &mut last,
+            vec![with(7, vec![(1, "INSTALLED", 1_000)])],
+            1_000,
+        );
+        // CHILD rekey: old and new listed side by side, then the old one deleted.
+        step(
+            &mut record,
+            &mut last,
+            vec![with(7, vec![(1, "REKEYED", 1_500), (2, "INSTALLED", 100)])],
+            1_600,
+        );
+        step(
+            &mut record,
+            &mut last,
+            vec![with(7, vec![(2, "INSTALLED", 300)])],
+            1_800,
+        );
+        // IKE rekey: the CHILD SA moves to the new IKE SA, counters and id unchanged.
+        step(
+            &mut record,
+            &mut last,
+            vec![with(7, vec![]), with(8, vec![(2, "INSTALLED", 400)])],
+            1_900,
+        );
+        // Down (its last counters stay counted), then a new SA.
+        step(&mut record, &mut last, vec![], 1_900);
+        step(
+            &mut record,
+            &mut last,
+            vec![with(9, vec![(3, "INSTALLED", 50)])],
+            1_950,
+        );
+        // charon restarts and numbers its SAs from 1 again.
+        record.lost("charon went away".to_string());
+        assert_eq!(record.total().bytes_in, 1_950);
+        step(
+            &mut record,
+            &mut last,
+            vec![with(1, vec![(1, "INSTALLED", 10)])],
+            1_960,
+        );
+        // A changed config keeps the run's total.
+        let mut record = SaRecord::continuing(&record, t0);
+        assert_eq!(record.total(), last);
+        step(
+            &mut record,
+            &mut last,
+            vec![with(2, vec![(5, "INSTALLED", 40)])],
+            2_000,
+        );
+        // The SA's own figure goes down at a rekey; the total does not.
+        assert_eq!(
+            record
+                .ike
+                .as_ref()
+                .and_then(installed_child)
+                .map(|c| c.bytes_in),
+            Some(40)
+        );
+    }
+
+    /// What a CHILD SA carried between the last listing and its rekey is counted from the
+    /// rekey event (old SA's counters), not lost when the listing no longer shows it.
+    #[test]
+    fn net9_ops4_the_rekey_event_counts_what_the_old_sa_carried_last() {
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        let mut record = SaRecord::new(t0);
+        let with = |children: Vec<(u64, &str, u64)>| {
+            let mut sa = ike(IkeState::Established, vec![]);
+            sa.children = children
+                .into_iter()
+                .map(|(id, state, bytes)| {
+                    let mut c = child(bytes, "AES_GCM_16");
+                    c.unique_id = Some(id);
+                    c.state = state.to_string();
+                    c
+                })
+                .collect();
+            sa
+        };
+        record.observe(vec![with(vec![(1, "INSTALLED", 1_000)])], NAME, t0, wall);
+        record.note_event(
+            &[with(vec![(1, "REKEYED", 1_500), (2, "INSTALLED", 0)])],
+            NAME,
+        );
+        // Another connection's event counts nothing.
+        let mut other = with(vec![(9, "INSTALLED", 50_000)]);
+        other.name = "other".to_string();
+        record.note_event(&[other], NAME);
+        record.observe(vec![with(vec![(2, "INSTALLED", 100)])], NAME, t0, wall);
+        assert_eq!(record.total().bytes_in, 1_600);
     }
 }

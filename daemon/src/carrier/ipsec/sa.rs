@@ -28,8 +28,10 @@ pub(super) struct RawIkeSa {
     rekey_time: Option<String>,
     reauth_time: Option<String>,
     child_sas: Option<BTreeMap<String, RawChildSa>>,
-    /// In `ike-rekey`: the SA after the rekey (the one before, `old`, is not kept).
+    /// In `ike-rekey`: the SA after the rekey.
     new: Option<Box<RawIkeSa>>,
+    /// In `ike-rekey`: the SA before the rekey (its CHILD SAs' last counters).
+    old: Option<Box<RawIkeSa>>,
 }
 
 /// A CHILD SA section as charon sends it.
@@ -54,8 +56,11 @@ struct RawChildSa {
     install_time: Option<String>,
     local_ts: Option<Vec<String>>,
     remote_ts: Option<Vec<String>>,
-    /// In `child-rekey`: the SA after the rekey (the one before, `old`, is not kept).
+    /// In `child-rekey`: the SA after the rekey.
     new: Option<Box<RawChildSa>>,
+    /// In `child-rekey`: the SA before the rekey, with its counters at the rekey: what it
+    /// carried since renkei last listed it would otherwise be lost to renkei's totals.
+    old: Option<Box<RawChildSa>>,
 }
 
 fn number(value: &Option<String>) -> Option<u64> {
@@ -171,19 +176,18 @@ pub struct ChildSa {
 
 impl IkeSa {
     pub(super) fn from_raw(name: String, raw: RawIkeSa) -> IkeSa {
-        let children = raw
-            .child_sas
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(key, child)| {
-                // child-rekey nests the SA as old/new: report the new one.
-                let child = match child.new {
-                    Some(new) => *new,
-                    None => child,
-                };
-                ChildSa::from_raw(key, child)
-            })
-            .collect();
+        let mut children = Vec::new();
+        for (key, mut child) in raw.child_sas.unwrap_or_default() {
+            // child-rekey nests the SAs as old/new: both, the old one first.
+            match (child.old.take(), child.new.take()) {
+                (None, None) => children.push(ChildSa::from_raw(key, child)),
+                (old, new) => children.extend(
+                    old.into_iter()
+                        .chain(new)
+                        .map(|sa| ChildSa::from_raw(key.clone(), *sa)),
+                ),
+            }
+        }
         IkeSa {
             name,
             unique_id: number(&raw.uniqueid),
@@ -282,7 +286,8 @@ pub struct SaEvent {
     pub kind: SaEventKind,
     /// Up (true) or down (false) for the up/down events; true for rekeys.
     pub up: bool,
-    /// The IKE SAs it is about (after a rekey: the new one).
+    /// The IKE SAs it is about (after an IKE rekey: the new one, then the old one; after a
+    /// CHILD rekey the IKE SA lists the old CHILD SA before the new one).
     pub sas: Vec<IkeSa>,
 }
 
@@ -297,13 +302,14 @@ impl SaEvent {
             match entry {
                 EventEntry::Flag(value) if name == "up" => up = value == "yes",
                 EventEntry::Flag(_) => {}
-                EventEntry::Sa(raw) => {
-                    let raw = match raw.new {
-                        Some(new) => new,
-                        None => raw,
-                    };
-                    sas.push(IkeSa::from_raw(name, *raw));
-                }
+                EventEntry::Sa(mut raw) => match (raw.new.take(), raw.old.take()) {
+                    (None, None) => sas.push(IkeSa::from_raw(name, *raw)),
+                    (new, old) => sas.extend(
+                        new.into_iter()
+                            .chain(old)
+                            .map(|sa| IkeSa::from_raw(name.clone(), *sa)),
+                    ),
+                },
             }
         }
         SaEvent { kind, up, sas }
@@ -444,5 +450,61 @@ mod tests {
         assert_eq!(event.sas[0].state, IkeState::Established);
         // Garbage is an error, never a panic.
         assert!(serde_vici::from_slice::<BTreeMap<String, EventEntry>>(&[7, 200, 1]).is_err());
+    }
+
+    /// A CHILD rekey event carries the old SA (with its counters at the rekey) beside the new
+    /// one; both are read, so renkei's totals keep what the old SA carried last.
+    #[test]
+    fn net9_ops4_a_child_rekey_event_keeps_the_old_sa_counters() {
+        #[derive(Serialize)]
+        #[serde(rename_all = "kebab-case")]
+        struct Child {
+            uniqueid: &'static str,
+            state: &'static str,
+            bytes_in: &'static str,
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "kebab-case")]
+        struct Pair {
+            old: Child,
+            new: Child,
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "kebab-case")]
+        struct Ike {
+            uniqueid: &'static str,
+            state: &'static str,
+            child_sas: BTreeMap<&'static str, Pair>,
+        }
+        let pair = Pair {
+            old: Child {
+                uniqueid: "1",
+                state: "REKEYED",
+                bytes_in: "1500",
+            },
+            new: Child {
+                uniqueid: "2",
+                state: "INSTALLED",
+                bytes_in: "0",
+            },
+        };
+        let ike = Ike {
+            uniqueid: "7",
+            state: "ESTABLISHED",
+            child_sas: BTreeMap::from([("dc-2", pair)]),
+        };
+        let bytes = serde_vici::to_vec(&BTreeMap::from([("dc", ike)])).expect("encodes");
+        let entries: BTreeMap<String, EventEntry> =
+            serde_vici::from_slice(&bytes).expect("decodes");
+        let event = SaEvent::from_entries(SaEventKind::ChildRekey, entries);
+        let children: Vec<(Option<u64>, &str, u64)> = event.sas[0]
+            .children
+            .iter()
+            .map(|c| (c.unique_id, c.state.as_str(), c.bytes_in))
+            .collect();
+        assert_eq!(
+            children,
+            [(Some(1), "REKEYED", 1500), (Some(2), "INSTALLED", 0)]
+        );
     }
 }

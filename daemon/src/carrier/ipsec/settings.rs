@@ -62,7 +62,7 @@ impl PartialEq for IpsecSettings {
             && self.key_pem == other.key_pem
             && self.intermediates == other.intermediates
             && self.connection.certificate_pem == other.connection.certificate_pem
-            && self.connection.remote_ca_pem == other.connection.remote_ca_pem
+            && self.connection.remote_ca_pems == other.connection.remote_ca_pems
             && self.connection.local_id == other.connection.local_id
     }
 }
@@ -91,6 +91,16 @@ pub fn certificate_blocks(text: &str) -> Vec<String> {
     blocks
 }
 
+/// Every certificate of the CA file, in order: the concentrator may chain to any of them (an
+/// operator rolling its CA over lists the old and the new one, as TLS already accepts).
+fn remote_cas(ca_file: &Path) -> Result<Vec<String>, SettingsError> {
+    let cas = certificate_blocks(&read(ca_file)?);
+    if cas.is_empty() {
+        return Err(SettingsError::NoCertificate(ca_file.to_path_buf()));
+    }
+    Ok(cas)
+}
+
 impl IpsecSettings {
     /// Reads the settings of `config`'s `[ipsec]`, with the TLS files it authenticates with.
     pub fn of(config: &Config) -> Result<Self, SettingsError> {
@@ -113,10 +123,7 @@ impl IpsecSettings {
         let certificate_pem = chain
             .next()
             .ok_or_else(|| SettingsError::NoCertificate(tls.certificate_file.clone()))?;
-        let remote_ca_pem = certificate_blocks(&read(&tls.ca_file)?)
-            .into_iter()
-            .next()
-            .ok_or_else(|| SettingsError::NoCertificate(tls.ca_file.clone()))?;
+        let remote_ca_pems = remote_cas(&tls.ca_file)?;
         let mode = config.policy_mode();
         let connection = ConnectionSettings {
             name: CONNECTION_NAME.to_string(),
@@ -125,7 +132,7 @@ impl IpsecSettings {
             local_id,
             remote_id: ipsec.remote_id.clone(),
             certificate_pem,
-            remote_ca_pem,
+            remote_ca_pems,
             ike_proposals: ipsec.ike_proposals.clone(),
             esp_proposals: ipsec.esp_proposals.clone(),
             inner_address: InnerAddress::Configured(ipsec.address.addr()),
@@ -191,5 +198,32 @@ mod tests {
         assert_eq!(blocks, [format!("{one}\n"), format!("{two}\n")]);
         assert!(certificate_blocks("no certificate").is_empty());
         assert!(certificate_blocks("-----BEGIN CERTIFICATE-----\ncut").is_empty());
+    }
+
+    #[test]
+    fn net10_every_ca_of_the_ca_file_is_trusted_for_the_concentrator() {
+        let dir = std::env::temp_dir().join(format!("renkei-ipsec-cas-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        struct Remove(PathBuf);
+        impl Drop for Remove {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let _remove = Remove(dir.clone());
+        let old = "-----BEGIN CERTIFICATE-----\nOLD\n-----END CERTIFICATE-----";
+        let new = "-----BEGIN CERTIFICATE-----\nNEW\n-----END CERTIFICATE-----";
+        let bundle = dir.join("ca.crt");
+        std::fs::write(&bundle, format!("# rolling over\n{old}\n{new}\n")).expect("write");
+        assert_eq!(
+            remote_cas(&bundle).expect("two CAs"),
+            [format!("{old}\n"), format!("{new}\n")]
+        );
+        let empty = dir.join("empty.crt");
+        std::fs::write(&empty, "no certificate here").expect("write");
+        assert!(matches!(
+            remote_cas(&empty),
+            Err(SettingsError::NoCertificate(file)) if file == empty
+        ));
     }
 }
