@@ -436,3 +436,38 @@ fn net10_charon_conf_prints_the_pinned_strongswan_conf_for_the_config() {
     let output = fixture.renkei(&["charon-conf", "--config"], &closed);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
 }
+
+/// The image's charon unit runs `renkei charon-conf --output FILE` as its start condition: the
+/// file gets exactly the printed text and nothing is printed; a config without `[ipsec]` exits
+/// 1 (the unit is skipped) and leaves the file as it was.
+#[test]
+fn net10_charon_conf_output_writes_the_file_the_charon_unit_reads() {
+    let fixture = Fixture::new();
+    let config = fixture.write_config("ipsec.toml", IPSEC_EXAMPLE);
+    let printed = fixture.renkei(&["charon-conf", "--config"], &config);
+    assert_eq!(printed.status.code(), Some(0), "{printed:?}");
+    let target = fixture.path().join("strongswan.conf");
+    std::fs::write(&target, "old").expect("old file");
+    let target_arg = target.to_str().expect("utf-8 path");
+    let output = fixture.renkei(
+        &["charon-conf", "--output", target_arg, "--config"],
+        &config,
+    );
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(output.stdout.is_empty(), "{output:?}");
+    assert_eq!(std::fs::read(&target).expect("written"), printed.stdout);
+    let leftovers: Vec<_> = std::fs::read_dir(fixture.path())
+        .expect("fixture")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".strongswan.conf"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let closed = fixture.write_config("closed.toml", CLOSED_EXAMPLE);
+    std::fs::write(&target, "old").expect("old file");
+    let output = fixture.renkei(
+        &["charon-conf", "--output", target_arg, "--config"],
+        &closed,
+    );
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(std::fs::read_to_string(&target).expect("kept"), "old");
+}
