@@ -13,20 +13,23 @@ fn units_dir() -> PathBuf {
 }
 
 /// The units the disk image installs.
-const UNITS: [&str; 3] = [
+const UNITS: [&str; 4] = [
     "renkei.service",
     "renkei-firstboot.service",
     "renkei-console.service",
+    "renkei-charon.service",
 ];
 
 /// The highest `systemd-analyze security` exposure each unit may have (0 safest, 10 worst),
 /// a little above its score today so a systemd upgrade's rescoring does not fail the build
 /// while a loosened sandbox does. The daemon needs CAP_NET_ADMIN, the TUN device and the
-/// network; first boot and the console need none of them.
-const EXPOSURE_CEILINGS: [(&str, f64); 3] = [
+/// network; first boot and the console need none of them; charon needs what the daemon needs
+/// and CAP_NET_BIND_SERVICE (UDP 500 and 4500).
+const EXPOSURE_CEILINGS: [(&str, f64); 4] = [
     ("renkei.service", 2.0),
     ("renkei-firstboot.service", 1.0),
     ("renkei-console.service", 1.0),
+    ("renkei-charon.service", 2.0),
 ];
 
 /// `systemd-analyze verify` wants the binaries named in Exec lines to exist; point them at the
