@@ -418,7 +418,7 @@ fn net9_net10_ipsec_config_keeps_to_its_own_keys_and_the_profile() {
 }
 
 /// `renkei charon-conf` prints the strongswan.conf renkei's carrier expects: the VICI socket
-/// it connects to (in the runtime directory by default) and the pinned plugin list.
+/// it connects to (by default where the image's charon unit has it) and the pinned plugin list.
 #[test]
 fn net10_charon_conf_prints_the_pinned_strongswan_conf_for_the_config() {
     let fixture = Fixture::new();
@@ -427,7 +427,7 @@ fn net10_charon_conf_prints_the_pinned_strongswan_conf_for_the_config() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert!(
-        stdout.contains("socket = unix:///run/renkei/charon.vici"),
+        stdout.contains("socket = unix:///run/renkei-charon/charon.vici"),
         "{stdout}"
     );
     assert!(stdout.contains("load_modular = no"), "{stdout}");
@@ -459,7 +459,11 @@ fn net10_charon_conf_output_writes_the_file_the_charon_unit_reads() {
     let leftovers: Vec<_> = std::fs::read_dir(fixture.path())
         .expect("fixture")
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".strongswan.conf"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".strongswan.conf")
+        })
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let closed = fixture.write_config("closed.toml", CLOSED_EXAMPLE);
