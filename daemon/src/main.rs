@@ -42,6 +42,10 @@ enum Command {
         /// The configuration file.
         #[arg(long, short, default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
+        /// Write it to this file (replaced whole: written beside it, then renamed) instead of
+        /// standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
     },
     /// Run the daemon with a configuration file. Without one (a box fresh from the image) the
     /// daemon runs unenrolled: it shows the enrolment data on `renkei status` and on the
@@ -199,6 +203,9 @@ impl TargetArgs {
     }
 }
 
+/// charon's strongswan.conf holds no secret (keys go over VICI).
+const CHARON_CONF_MODE: u32 = 0o644;
+
 /// Exit code for an invalid configuration, as `nginx -t` uses.
 const EXIT_INVALID_CONFIG: u8 = 2;
 
@@ -207,7 +214,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config, offline } => check(&config, offline),
         Command::Run { config, unenrolled } => run(&config, unenrolled),
-        Command::CharonConf { config } => charon_conf(&config),
+        Command::CharonConf { config, output } => charon_conf(&config, output.as_deref()),
         Command::Status {
             config,
             runtime_dir,
@@ -279,15 +286,24 @@ fn check(path: &std::path::Path, offline: bool) -> ExitCode {
     }
 }
 
-/// Prints charon's strongswan.conf for the config's `[ipsec]`; exit 2 on an invalid config,
-/// 1 on a config without `[ipsec]`.
-fn charon_conf(path: &std::path::Path) -> ExitCode {
+/// Prints (or writes to `output`) charon's strongswan.conf for the config's `[ipsec]`; exit 2
+/// on an invalid config, 1 on a config without `[ipsec]` or a file that cannot be written.
+/// The image's charon unit runs it as its `ExecCondition`, so exit 1 means "no charon here".
+fn charon_conf(path: &std::path::Path, output: Option<&std::path::Path>) -> ExitCode {
     match config::load_with(path, config::Files::Skip) {
         Ok(config) => match renkei::carrier::charon_conf(&config) {
-            Some(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
+            Some(text) => match output {
+                None => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                // Whole or not at all: charon never reads half a file, and a failed write
+                // leaves the previous one.
+                Some(output) => report(
+                    renkei::durable::write_durably(output, text.as_bytes(), CHARON_CONF_MODE)
+                        .map_err(anyhow::Error::from),
+                ),
+            },
             None => {
                 eprintln!("renkei: {} has no [ipsec] section", path.display());
                 ExitCode::FAILURE

@@ -418,7 +418,7 @@ fn net9_net10_ipsec_config_keeps_to_its_own_keys_and_the_profile() {
 }
 
 /// `renkei charon-conf` prints the strongswan.conf renkei's carrier expects: the VICI socket
-/// it connects to (in the runtime directory by default) and the pinned plugin list.
+/// it connects to (by default where the image's charon unit has it) and the pinned plugin list.
 #[test]
 fn net10_charon_conf_prints_the_pinned_strongswan_conf_for_the_config() {
     let fixture = Fixture::new();
@@ -427,7 +427,7 @@ fn net10_charon_conf_prints_the_pinned_strongswan_conf_for_the_config() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert!(
-        stdout.contains("socket = unix:///run/renkei/charon.vici"),
+        stdout.contains("socket = unix:///run/renkei-charon/charon.vici"),
         "{stdout}"
     );
     assert!(stdout.contains("load_modular = no"), "{stdout}");
@@ -435,4 +435,43 @@ fn net10_charon_conf_prints_the_pinned_strongswan_conf_for_the_config() {
     let closed = fixture.write_config("closed.toml", CLOSED_EXAMPLE);
     let output = fixture.renkei(&["charon-conf", "--config"], &closed);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
+}
+
+/// The image's charon unit runs `renkei charon-conf --output FILE` as its start condition: the
+/// file gets exactly the printed text and nothing is printed; a config without `[ipsec]` exits
+/// 1 (the unit is skipped) and leaves the file as it was.
+#[test]
+fn net10_charon_conf_output_writes_the_file_the_charon_unit_reads() {
+    let fixture = Fixture::new();
+    let config = fixture.write_config("ipsec.toml", IPSEC_EXAMPLE);
+    let printed = fixture.renkei(&["charon-conf", "--config"], &config);
+    assert_eq!(printed.status.code(), Some(0), "{printed:?}");
+    let target = fixture.path().join("strongswan.conf");
+    std::fs::write(&target, "old").expect("old file");
+    let target_arg = target.to_str().expect("utf-8 path");
+    let output = fixture.renkei(
+        &["charon-conf", "--output", target_arg, "--config"],
+        &config,
+    );
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(output.stdout.is_empty(), "{output:?}");
+    assert_eq!(std::fs::read(&target).expect("written"), printed.stdout);
+    let leftovers: Vec<_> = std::fs::read_dir(fixture.path())
+        .expect("fixture")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".strongswan.conf")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let closed = fixture.write_config("closed.toml", CLOSED_EXAMPLE);
+    std::fs::write(&target, "old").expect("old file");
+    let output = fixture.renkei(
+        &["charon-conf", "--output", target_arg, "--config"],
+        &closed,
+    );
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(std::fs::read_to_string(&target).expect("kept"), "old");
 }

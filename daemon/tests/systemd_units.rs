@@ -13,20 +13,23 @@ fn units_dir() -> PathBuf {
 }
 
 /// The units the disk image installs.
-const UNITS: [&str; 3] = [
+const UNITS: [&str; 4] = [
     "renkei.service",
     "renkei-firstboot.service",
     "renkei-console.service",
+    "renkei-charon.service",
 ];
 
 /// The highest `systemd-analyze security` exposure each unit may have (0 safest, 10 worst),
 /// a little above its score today so a systemd upgrade's rescoring does not fail the build
 /// while a loosened sandbox does. The daemon needs CAP_NET_ADMIN, the TUN device and the
-/// network; first boot and the console need none of them.
-const EXPOSURE_CEILINGS: [(&str, f64); 3] = [
+/// network; first boot and the console need none of them; charon needs what the daemon needs
+/// and CAP_NET_BIND_SERVICE (UDP 500 and 4500).
+const EXPOSURE_CEILINGS: [(&str, f64); 4] = [
     ("renkei.service", 2.0),
     ("renkei-firstboot.service", 1.0),
     ("renkei-console.service", 1.0),
+    ("renkei-charon.service", 2.0),
 ];
 
 /// `systemd-analyze verify` wants the binaries named in Exec lines to exist; point them at the
@@ -147,4 +150,57 @@ fn avl2_every_unit_stays_within_its_exposure_ceiling() {
         }
     }
     assert!(over.is_empty(), "{}", over.join("\n"));
+}
+
+/// The value of the first `key=` line of a unit file.
+fn unit_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+}
+
+/// The charon unit, `renkei charon-conf` and the daemon agree (NET-10): the unit's start
+/// condition writes the strongswan.conf charon reads (`STRONGSWAN_CONF`), in the unit's own
+/// runtime directory; for a config that names no `vici_socket` (the example's), the daemon
+/// connects to the socket the rendered strongswan.conf makes charon serve, and that is where
+/// the unit's diagnostic looks, inside the unit's runtime directory.
+#[test]
+fn net10_the_charon_unit_and_the_daemon_agree_on_strongswan_conf_and_the_vici_socket() {
+    let unit = std::fs::read_to_string(units_dir().join("renkei-charon.service")).expect("unit");
+    let runtime_dir = format!(
+        "/run/{}/",
+        unit_value(&unit, "RuntimeDirectory").expect("RuntimeDirectory=")
+    );
+    let conf = unit_value(&unit, "Environment")
+        .and_then(|v| v.strip_prefix("STRONGSWAN_CONF="))
+        .expect("Environment=STRONGSWAN_CONF=");
+    assert!(conf.starts_with(&runtime_dir), "{conf} in {runtime_dir}");
+    let condition = unit_value(&unit, "ExecCondition").expect("ExecCondition=");
+    assert_eq!(
+        condition,
+        format!("/usr/bin/renkei charon-conf --config /etc/renkei/renkei.toml --output {conf}")
+    );
+    let uri = unit_value(&unit, "ExecStartPost")
+        .and_then(|v| v.split("--uri ").nth(1))
+        .expect("ExecStartPost= ... --uri");
+    let socket = uri.strip_prefix("unix://").expect("a unix:// URI");
+    assert!(
+        socket.starts_with(&runtime_dir),
+        "{socket} in {runtime_dir}"
+    );
+
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ipsec.toml");
+    let config = renkei::config::load_with(&example, renkei::config::Files::Skip)
+        .unwrap_or_else(|e| panic!("{}: {e:?}", example.display()));
+    assert!(config
+        .ipsec
+        .as_ref()
+        .expect("[ipsec]")
+        .vici_socket
+        .is_none());
+    assert_eq!(config.vici_socket(), Some(PathBuf::from(socket)));
+    let rendered = renkei::carrier::charon_conf(&config).expect("strongswan.conf");
+    assert!(
+        rendered.contains(&format!("socket = {uri}\n")),
+        "{rendered}"
+    );
 }

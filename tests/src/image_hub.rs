@@ -7,13 +7,17 @@
 //! peer, and the box's `renkei.toml` naming the hub at its address on that network. The box is
 //! a disclosing facility, so its tunnel is always on (NET-6) and comes up at boot without a LAN
 //! user: the test can then see the handshake and reach the management API through it.
+//!
+//! For the IPsec boot, [`write_ipsec_box`] writes the same box's configuration with `[ipsec]`
+//! instead of `[tunnel]` (an always-on SA to a concentrator at the hub's address), with the
+//! default VICI socket: the one the image's `renkei-charon.service` serves.
 
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use renkei::config::{
-    Config, Facility, ManagementConfig, Meta, Paths, PeerConfig, PolicyConfig, PolicyMode, Role,
-    TunnelConfig, DEFAULT_MTU,
+    Config, EspBackend, Facility, IpsecConfig, ManagementConfig, Meta, Paths, PeerConfig,
+    PolicyConfig, PolicyMode, Role, TunnelConfig, DEFAULT_MTU,
 };
 
 use crate::boxconfig::to_toml;
@@ -154,11 +158,90 @@ pub fn hub_config(dir: &Path, box_public_key: &str, interface: &str) -> Config {
     }
 }
 
+/// Writes `box-ipsec/renkei.toml` under `dir`: [`ipsec_box_config`]. Returns its path.
+pub fn write_ipsec_box(
+    dir: &Path,
+    box_wan: std::net::IpAddr,
+    concentrator: std::net::IpAddr,
+) -> Result<PathBuf, ImageHubError> {
+    let folder = dir.join("box-ipsec");
+    std::fs::create_dir_all(&folder).map_err(|source| ImageHubError::Write {
+        path: folder.clone(),
+        source,
+    })?;
+    let path = folder.join("renkei.toml");
+    let config = ipsec_box_config(box_wan, concentrator);
+    std::fs::write(&path, to_toml(&config)).map_err(|source| ImageHubError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+/// The same box on an IPsec network (NET-9): its tunnel address as its own IPsec address,
+/// IKE from its LAN address `box_wan` to the concentrator at `concentrator` (which proves the
+/// hub's name), always on, the management API on its IPsec address, the profile's default
+/// proposals, and no `vici_socket`: the daemon's default, where the image's charon unit puts it.
+pub fn ipsec_box_config(box_wan: std::net::IpAddr, concentrator: std::net::IpAddr) -> Config {
+    let mut config = box_base();
+    config.meta.description = Some("image boot test: IPsec configuration".to_string());
+    config.ipsec = Some(IpsecConfig {
+        interface: "renkei-ipsec".to_string(),
+        address: host_net(Node::Hospital),
+        wan_address: box_wan,
+        remote_address: concentrator,
+        remote_id: Node::Hub.tls_name().to_string(),
+        local_id: None,
+        data_centre_prefixes: vec![host_net(Node::Hub)],
+        ike_proposals: renkei::config::proposal::default_ike_proposals(),
+        esp_proposals: renkei::config::proposal::default_esp_proposals(),
+        mode: Some(PolicyMode::AlwaysOn),
+        idle_timeout_secs: IPSEC_IDLE_TIMEOUT_SECS,
+        connect_timeout_secs: IPSEC_CONNECT_TIMEOUT_SECS,
+        alarm_after_secs: IPSEC_ALARM_AFTER_SECS,
+        esp_backend: EspBackend::Libipsec,
+        esp_interface: None,
+        vici_socket: None,
+        charon_log_file: None,
+    });
+    config
+}
+
+/// The IPsec box's timers, as `config/ipsec.toml` has them.
+const IPSEC_IDLE_TIMEOUT_SECS: u64 = 300;
+const IPSEC_CONNECT_TIMEOUT_SECS: u64 = 10;
+const IPSEC_ALARM_AFTER_SECS: u64 = 180;
+
 /// The box's first config, as the operator writes it from `config/disclosing.toml` (operator's
 /// guide, section 3): a disclosing facility, always on, its one peer the hub at
 /// `hub_endpoint`, the management API on its tunnel address, relative file names as the
 /// installer's guide (section 4) places the files. Default paths: the image's units use them.
 pub fn box_config(hub_public_key: &str, hub_endpoint: std::net::SocketAddr) -> Config {
+    let mut config = box_base();
+    config.tunnel = Some(TunnelConfig {
+        interface: "renkei0".to_string(),
+        private_key_file: PathBuf::from("wg.key"),
+        listen_port: 0,
+        address: tunnel_net(Node::Hospital),
+        mtu: DEFAULT_MTU,
+        policy: PolicyConfig {
+            mode: Some(PolicyMode::AlwaysOn),
+            ..PolicyConfig::default()
+        },
+        peers: vec![PeerConfig {
+            name: HUB_PEER_NAME.to_string(),
+            public_key: hub_public_key.to_string(),
+            endpoint: Some(hub_endpoint.to_string()),
+            allowed_ips: vec![host_net(Node::Hub)],
+            persistent_keepalive_secs: Some(KEEPALIVE_SECS),
+        }],
+    });
+    config
+}
+
+/// What the box's configurations share, without a carrier: its identity, TLS files and the
+/// management API on its tunnel address.
+fn box_base() -> Config {
     Config {
         meta: Meta {
             version: 1,
@@ -170,24 +253,7 @@ pub fn box_config(hub_public_key: &str, hub_endpoint: std::net::SocketAddr) -> C
             role: Role::Disclosing,
         },
         paths: Paths::default(),
-        tunnel: Some(TunnelConfig {
-            interface: "renkei0".to_string(),
-            private_key_file: PathBuf::from("wg.key"),
-            listen_port: 0,
-            address: tunnel_net(Node::Hospital),
-            mtu: DEFAULT_MTU,
-            policy: PolicyConfig {
-                mode: Some(PolicyMode::AlwaysOn),
-                ..PolicyConfig::default()
-            },
-            peers: vec![PeerConfig {
-                name: HUB_PEER_NAME.to_string(),
-                public_key: hub_public_key.to_string(),
-                endpoint: Some(hub_endpoint.to_string()),
-                allowed_ips: vec![host_net(Node::Hub)],
-                persistent_keepalive_secs: Some(KEEPALIVE_SECS),
-            }],
-        }),
+        tunnel: None,
         closed: None,
         ipsec: None,
         tls: Some(tls_config()),
@@ -263,6 +329,27 @@ mod tests {
         assert_eq!(box_peer.public_key, files.hub_public_key);
         assert_eq!(box_peer.endpoint.as_deref(), Some("198.18.50.1:51820"));
         assert_eq!(boxed.policy_mode(), PolicyMode::AlwaysOn);
+    }
+
+    #[test]
+    fn net9_image_hub_ipsec_box_config_passes_the_offline_check_with_the_default_vici_socket() {
+        let dir = TempDir(
+            std::env::temp_dir().join(format!("renkei-image-hub-ipsec-{}", std::process::id())),
+        );
+        let _ = std::fs::remove_dir_all(&dir.0);
+        let wan = "198.18.50.20".parse().expect("an address");
+        let concentrator = "198.18.50.1".parse().expect("an address");
+        let path = write_ipsec_box(&dir.0, wan, concentrator).expect("written");
+        let config = renkei::config::load_with(&path, renkei::config::Files::Skip)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+        assert!(config.tunnel.is_none());
+        let ipsec = config.ipsec.as_ref().expect("[ipsec]");
+        assert_eq!(ipsec.wan_address, wan);
+        assert_eq!(ipsec.remote_address, concentrator);
+        assert_eq!(ipsec.vici_socket, None);
+        assert_eq!(config.policy_mode(), PolicyMode::AlwaysOn);
+        let management = config.management.as_ref().expect("[management]");
+        assert_eq!(management.listen.ip(), ipsec.address.addr());
     }
 
     #[test]

@@ -277,7 +277,8 @@ pub struct IpsecConfig {
     /// `ipsec0` with libipsec. Required with `esp_backend = "kernel"` (the WAN interface).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub esp_interface: Option<String>,
-    /// charon's VICI socket; absent means `charon.vici` in `paths.runtime_dir`.
+    /// charon's VICI socket; absent means [`DEFAULT_VICI_SOCKET`], where the image's charon
+    /// unit puts it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vici_socket: Option<PathBuf>,
     /// A file for charon's own log; absent means the journal only.
@@ -285,8 +286,10 @@ pub struct IpsecConfig {
     pub charon_log_file: Option<PathBuf>,
 }
 
-/// charon's VICI socket's name in the runtime directory, when `vici_socket` is not given.
-pub const VICI_SOCKET_NAME: &str = "charon.vici";
+/// charon's VICI socket when `vici_socket` is not given: in the runtime directory of the
+/// image's `renkei-charon.service`, not in renkei's own (`/run/renkei`), which systemd removes
+/// whenever renkei.service stops, while charon keeps running.
+pub const DEFAULT_VICI_SOCKET: &str = "/run/renkei-charon/charon.vici";
 
 fn default_ipsec_interface() -> String {
     "renkei-ipsec".to_string()
@@ -588,14 +591,14 @@ fn default_confirm_timeout_secs() -> u64 {
 }
 
 impl Config {
-    /// charon's VICI socket: the configured one or `charon.vici` in the runtime directory.
+    /// charon's VICI socket: the configured one or [`DEFAULT_VICI_SOCKET`].
     pub fn vici_socket(&self) -> Option<PathBuf> {
         let ipsec = self.ipsec.as_ref()?;
         Some(
             ipsec
                 .vici_socket
                 .clone()
-                .unwrap_or_else(|| self.paths.runtime_dir.join(VICI_SOCKET_NAME)),
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_VICI_SOCKET)),
         )
     }
 

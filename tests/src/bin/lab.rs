@@ -27,9 +27,11 @@ const USAGE: &str = "usage:
                                                      write the compliance report of a test run
   lab bench-tunnel [SECONDS] [ROUNDS]                WireGuard tunnels and IPsec pairs, 3 rounds
   lab bench-proxy [SECONDS] [IDLE] [ROUNDS] [--carrier wireguard|closed|ipsec]
-  lab image-hub --dir DIR --box-key KEY --interface NAME --hub-endpoint ADDR:PORT
+  lab image-hub --dir DIR --box-key KEY --interface NAME --hub-endpoint ADDR:PORT [--box-address ADDR]
                                                      image/boot-test's hub: DIR/hub/{wg.key,
-                                                     renkei.toml} and the box's DIR/box/renkei.toml
+                                                     renkei.toml} and the box's DIR/box/renkei.toml;
+                                                     with --box-address also the box's IPsec
+                                                     config DIR/box-ipsec/renkei.toml
 DIR (where lab.json is kept) defaults to $RENKEI_LAB_DIR, else target/lab of the checkout.
 --carrier: how the boxes reach the data centre, renkei's WireGuard tunnels (the default for
 `up`), a closed network (leased line / IP-VPN: routed, no tunnel) or IKEv2/IPsec (each
@@ -59,6 +61,7 @@ struct Flags {
     box_key: Option<String>,
     interface: Option<String>,
     hub_endpoint: Option<String>,
+    box_address: Option<String>,
     requirements: Option<PathBuf>,
     logs: Vec<PathBuf>,
     out: Option<PathBuf>,
@@ -75,6 +78,7 @@ fn flags(args: &[String]) -> anyhow::Result<Flags> {
         box_key: None,
         interface: None,
         hub_endpoint: None,
+        box_address: None,
         requirements: None,
         logs: Vec::new(),
         out: None,
@@ -109,6 +113,7 @@ fn flags(args: &[String]) -> anyhow::Result<Flags> {
             "--box-key" => out.box_key = Some(value()?),
             "--interface" => out.interface = Some(value()?),
             "--hub-endpoint" => out.hub_endpoint = Some(value()?),
+            "--box-address" => out.box_address = Some(value()?),
             "--requirements" => out.requirements = Some(PathBuf::from(value()?)),
             "--log" => out.logs.push(PathBuf::from(value()?)),
             "--out" => out.out = Some(PathBuf::from(value()?)),
@@ -205,6 +210,12 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             println!("hub config: {}", files.hub_config.display());
             println!("box config: {}", files.box_config.display());
             println!("hub public key: {}", files.hub_public_key);
+            if let Some(box_address) = flags.box_address {
+                let box_wan = box_address.parse().context("--box-address")?;
+                let path =
+                    renkei_lab::image_hub::write_ipsec_box(&flags.dir, box_wan, endpoint.ip())?;
+                println!("ipsec box config: {}", path.display());
+            }
             Ok(())
         }
         "bench-tunnel" => {
