@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use renkei::carrier::ipsec::settings::{IpsecSettings, CONNECTION_NAME};
-use renkei::carrier::ipsec::vici::{CertificateRole, PrivateKey, Vici};
+use renkei::carrier::ipsec::vici::Vici;
 use renkei::config::{EspBackend, PolicyMode, TlsConfig};
 
 use crate::concentrator::{renkei_charon_conf, swanctl_conf, FacilityConnection};
@@ -135,21 +135,7 @@ impl IpsecPair {
             .build()?;
         let vici = runtime.block_on(async {
             let mut vici = Vici::connect(&settings.vici_socket).await?;
-            vici.load_key(&PrivateKey {
-                pem: settings.key_pem.clone(),
-            })
-            .await?;
-            vici.load_cert(
-                &settings.connection.certificate_pem,
-                CertificateRole::EndEntity,
-            )
-            .await?;
-            vici.load_cert(
-                &settings.connection.remote_ca_pem,
-                CertificateRole::Authority,
-            )
-            .await?;
-            vici.load_conn(&settings.connection).await?;
+            renkei::carrier::ipsec::backend::load(&mut vici, &settings).await?;
             anyhow::Ok(vici)
         })?;
         Ok(IpsecPair {

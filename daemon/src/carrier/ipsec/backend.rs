@@ -384,8 +384,10 @@ fn note_refusal(shared: &Shared, settings: &IpsecSettings, line: super::vici::Lo
     }
 }
 
-/// Key, certificates (the box's intermediates and every CA of the CA file), then the connection.
-async fn load(vici: &mut Vici, settings: &IpsecSettings) -> Result<(), ViciError> {
+/// Key, certificates (the box's intermediates and every CA of the CA file), then the connection:
+/// what charon needs after every start (it keeps nothing). Public for the tunnel benchmark's
+/// IPsec pair, which loads a box's charon as renkei does.
+pub async fn load(vici: &mut Vici, settings: &IpsecSettings) -> Result<(), ViciError> {
     vici.load_key(&PrivateKey {
         pem: settings.key_pem.clone(),
     })
