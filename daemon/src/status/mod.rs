@@ -436,6 +436,15 @@ fn ipsec_lines(out: &mut String, ipsec: &serde_json::Value) {
             text(&child["bytes_out"])
         );
     }
+    let total = &ipsec["total"];
+    if !total.is_null() {
+        let _ = writeln!(
+            out,
+            "  total since start: {} B in, {} B out (every CHILD SA)",
+            text(&total["bytes_in"]),
+            text(&total["bytes_out"])
+        );
+    }
     if !ipsec["profile_violation"].is_null() {
         let _ = writeln!(
             out,
@@ -908,6 +917,8 @@ mod tests {
                                                 "expires_in_secs": 200,
                                                 "local_ts": ["198.18.40.2/32"],
                                                 "remote_ts": ["198.19.0.0/24"]},
+                                      "total": {"bytes_in": 99234, "bytes_out": 105678,
+                                                "packets_in": 90, "packets_out": 110},
                                       "profile_violation": "CHILD SA used 3DES"}}}],
                        "drops": {}, "backend": {"ipsec": {"vici_socket": "/run/charon.vici",
                            "charon_loaded": false, "loads": 1, "last_error": "socket gone"}}}
@@ -917,6 +928,7 @@ mod tests {
             "carrier: ipsec, charon NOT loaded (last error: socket gone)",
             "  ipsec: IKE ESTABLISHED as dc.example, AES_GCM_16-256 / - / PRF_HMAC_SHA2_256 / ECP_256\n",
             "  child: INSTALLED AES_GCM_16-128, 1234 B in, 5678 B out\n",
+            "  total since start: 99234 B in, 105678 B out (every CHILD SA)\n",
             "  OUTSIDE THE CRYPTREC PROFILE, terminated: CHILD SA used 3DES\n",
             "  last reached: 3 seconds ago\n",
         ] {
