@@ -69,7 +69,7 @@
   // How a carrier's own fields read, by the field's last name: unix times as dates, byte
   // counters in binary units, and the fields that are a warning when set (a terminated SA, an
   // error talking to the carrier's daemon). Only the backend rendering names such fields.
-  const TIME_FIELDS = ["established", "installed"];
+  const TIME_FIELDS = ["established", "installed", "last_in", "last_out"];
   const BYTE_FIELDS = ["bytes_in", "bytes_out"];
   const WARNING_FIELDS = ["profile_violation", "last_error"];
   // A carrier's own fields as [label, text, field, warning] rows: nested objects (drop counts,

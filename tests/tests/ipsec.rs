@@ -1311,6 +1311,7 @@ fn net9_ops3_status_page_shows_the_ipsec_sas_in_japanese_and_english() {
         ("ike.established", "IKE SA: 確立日時"),
         ("child.bytes_in", "CHILD SA: 受信バイト"),
         ("child.local_ts", "CHILD SA: 自側トラフィックセレクタ"),
+        ("child.last_in", "CHILD SA: 最後の受信"),
         ("profile_violation", "CRYPTREC 外のアルゴリズムで切断"),
     ] {
         assert_eq!(backend_row(japanese, field)["label"], label, "{japanese:#}");

@@ -227,6 +227,13 @@ pub struct IpsecChildSa {
     pub packets_in: u64,
     /// Packets sent.
     pub packets_out: u64,
+    /// When it last carried a packet in (charon's `use-in`; seconds since the Unix epoch): how
+    /// an administrator sees whether the link is used, and what on-demand idles out on.
+    #[serde(serialize_with = "crate::state::link::unix_time::serialize")]
+    pub last_in: Option<SystemTime>,
+    /// When it last carried a packet out (`use-out`).
+    #[serde(serialize_with = "crate::state::link::unix_time::serialize")]
+    pub last_out: Option<SystemTime>,
     /// Seconds until charon rekeys it.
     pub rekey_in_secs: Option<u64>,
     /// Seconds until it expires.

@@ -579,6 +579,8 @@ impl IpsecHandle {
                     bytes_out: c.bytes_out,
                     packets_in: c.packets_in,
                     packets_out: c.packets_out,
+                    last_in: ago(c.last_in),
+                    last_out: ago(c.last_out),
                     rekey_in_secs: c.rekey_in.map(|d| d.as_secs()),
                     expires_in_secs: c.expires_in.map(|d| d.as_secs()),
                     local_ts: c.local_ts.clone(),
