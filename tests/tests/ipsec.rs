@@ -696,6 +696,20 @@ fn net9_net10_auth2_renkei_runs_over_ipsec_to_a_hand_configured_concentrator() {
         (now.1 >= before.1 + DOCUMENT_BYTES && now.0 > before.0).then_some(now)
     });
     after.unwrap_or_else(|e| panic!("{e}: {before:?} -> {:?}", daemon.status()));
+    // The CHILD SA's last use in both directions is a time of this fetch (charon's use-in and
+    // use-out are seconds ago, rounded down).
+    let fetched_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs();
+    let link = ipsec_link(&daemon.status().expect("status")).expect("the IPsec link");
+    for direction in ["last_in", "last_out"] {
+        let at = link["backend"]["ipsec"]["child"][direction].as_u64();
+        assert!(
+            at.is_some_and(|at| at + 30 >= fetched_at && at <= fetched_at + 1),
+            "{direction} {at:?}, fetched at {fetched_at}: {link:#}"
+        );
+    }
 
     // The concentrator sees the SA with its own tool.
     let dc_sas = concentrator.list_sas().expect("swanctl --list-sas");

@@ -706,6 +706,8 @@ mod document_tests {
                 bytes_out: 8765,
                 packets_in: 5,
                 packets_out: 6,
+                last_in: Some(UNIX_EPOCH + Duration::from_secs(990)),
+                last_out: None,
                 rekey_in_secs: None,
                 expires_in_secs: None,
                 local_ts: Vec::new(),
