@@ -151,6 +151,7 @@ pub fn hub_config(dir: &Path, box_public_key: &str, interface: &str) -> Config {
         services: Vec::new(),
         status: None,
         management: None,
+        update: None,
     }
 }
 
@@ -211,6 +212,7 @@ pub fn box_config(hub_public_key: &str, hub_endpoint: std::net::SocketAddr) -> C
             confirm_timeout_secs: 120,
             auto_confirm: false,
         }),
+        update: None,
     }
 }
 

@@ -546,6 +546,7 @@ impl Lab {
             services: Vec::new(),
             status: None,
             management: None,
+            update: None,
         }
     }
 
