@@ -550,7 +550,10 @@ async fn route(
         (&Method::GET, "/v1/config") => ask(commands, |reply| Command::Get { caller, reply }).await,
         (&Method::POST, "/v1/update") => match context.updates.current() {
             Some(intake) => {
-                let outcome = receive_bundle(request, &intake, &caller.identity).await;
+                let outcome = match context.updates.begin() {
+                    Ok(_receiving) => receive_bundle(request, &intake, &caller.identity).await,
+                    Err(busy) => Err(busy),
+                };
                 intake.record(&outcome, &caller.identity, Some(&context.events));
                 match outcome {
                     Ok(pending) => Answer {

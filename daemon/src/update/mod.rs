@@ -42,6 +42,9 @@ pub enum Refusal {
         /// The waiting bundle's version.
         version: String,
     },
+    /// Another bundle is being received or checked.
+    #[error("another bundle is being received or checked; one update at a time")]
+    Busy,
     /// Larger than `update.max_bundle_bytes`.
     #[error("the bundle is larger than update.max_bundle_bytes ({limit_bytes} bytes)")]
     TooLarge {
@@ -91,7 +94,7 @@ impl Refusal {
             Refusal::NotConfigured | Refusal::Tool(_) | Refusal::Spool(_) => {
                 UpdateRefusal::BoxFailed
             }
-            Refusal::Pending { .. } => UpdateRefusal::Pending,
+            Refusal::Pending { .. } | Refusal::Busy => UpdateRefusal::Pending,
             Refusal::TooLarge { .. } => UpdateRefusal::TooLarge,
             Refusal::Upload(_) => UpdateRefusal::UploadFailed,
             Refusal::NotVerified(_) => UpdateRefusal::NotVerified,
@@ -105,7 +108,7 @@ impl Refusal {
     pub fn http_status(&self) -> u16 {
         match self {
             Refusal::NotConfigured => 404,
-            Refusal::Pending { .. } => 409,
+            Refusal::Pending { .. } | Refusal::Busy => 409,
             Refusal::TooLarge { .. } => 413,
             Refusal::Upload(_) => 400,
             Refusal::NotVerified(_) => 403,
@@ -280,28 +283,54 @@ impl Intake {
 
 /// The intake of the running config, shared by the supervisor (which replaces it on every
 /// apply) and the management API (which takes bundles with the one current when they arrive).
-#[derive(Debug, Clone, Default)]
-pub struct IntakeHandle(Arc<Mutex<Option<Intake>>>);
+///
+/// One bundle is received and checked at a time: each may be `max_bundle_bytes` large, and
+/// several at once could fill the data partition the configuration lives on.
+#[derive(Debug, Clone)]
+pub struct IntakeHandle {
+    intake: Arc<Mutex<Option<Intake>>>,
+    receiving: Arc<tokio::sync::Semaphore>,
+}
+
+/// Held while a bundle is received and checked.
+#[derive(Debug)]
+pub struct Receiving {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
 
 impl IntakeHandle {
-    /// The intake of `config`.
+    /// The intake of `config`, at the daemon's start: incoming files a crash left are removed.
     pub fn of(config: &Config) -> IntakeHandle {
-        let handle = IntakeHandle::default();
+        let handle = IntakeHandle {
+            intake: Arc::default(),
+            receiving: Arc::new(tokio::sync::Semaphore::new(1)),
+        };
         handle.set(config);
+        if let Some(intake) = handle.current() {
+            intake.spool().remove_stale();
+        }
         handle
     }
 
     /// Follows a new running config.
     pub fn set(&self, config: &Config) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Intake::new(config);
+        *self.intake.lock().unwrap_or_else(PoisonError::into_inner) = Intake::new(config);
     }
 
     /// The current intake, if the box takes updates.
     pub fn current(&self) -> Option<Intake> {
-        self.0
+        self.intake
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The right to receive a bundle now, or the refusal while another one is received.
+    pub fn begin(&self) -> Result<Receiving, Refusal> {
+        Arc::clone(&self.receiving)
+            .try_acquire_owned()
+            .map(|permit| Receiving { _permit: permit })
+            .map_err(|_| Refusal::Busy)
     }
 }
 
@@ -367,6 +396,21 @@ mod tests {
 
     fn v(text: &str) -> FirmwareVersion {
         FirmwareVersion::parse(text).expect("version")
+    }
+
+    #[tokio::test]
+    async fn avl5_one_bundle_is_received_at_a_time() {
+        let dir = tempfile::tempdir().expect("dir");
+        let text = format!(
+            "[meta]\nversion = 1\n[facility]\nname = \"clinic\"\nrole = \"viewing\"\n[paths]\nstate_dir = {:?}\n[update]\nca_file = \"/x\"\ncompatible = \"c\"\n",
+            dir.path().display().to_string()
+        );
+        let config: Config = toml::from_str(&text).expect("config");
+        let handle = IntakeHandle::of(&config);
+        let first = handle.begin().expect("the first upload");
+        assert!(matches!(handle.begin(), Err(Refusal::Busy)));
+        drop(first);
+        assert!(handle.begin().is_ok(), "free again once the first is done");
     }
 
     #[test]

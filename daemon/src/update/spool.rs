@@ -156,6 +156,37 @@ impl Spool {
         })
     }
 
+    /// Removes incoming files a crashed process left (its pid no longer runs): a power cut or a
+    /// kill during an upload must not leave the spool filling up. Files of running processes
+    /// (this daemon's uploads, an installer's `renkei update install`) stay. Returns how many
+    /// were removed.
+    pub fn remove_stale(&self) -> usize {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let own = std::process::id();
+        let mut removed = 0;
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = incoming_pid(&name) else {
+                continue;
+            };
+            if pid == own || Path::new("/proc").join(pid.to_string()).exists() {
+                continue;
+            }
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(err) => {
+                    tracing::warn!(file = %entry.path().display(), error = %err, "cannot remove a stale incoming bundle")
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, dir = %self.dir.display(), "removed incoming bundles a crash left");
+        }
+        removed
+    }
+
     /// The armed bundle's record, if a bundle is armed.
     pub fn pending(&self) -> Option<PendingInstall> {
         if !self.dir.join(PENDING_BUNDLE).exists() {
@@ -210,6 +241,14 @@ impl Spool {
     }
 }
 
+/// The pid in an incoming file's name `incoming-<pid>-<n>.raucb`.
+fn incoming_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(INCOMING_PREFIX)?.strip_suffix(".raucb")?;
+    let (pid, n) = rest.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
 /// A JSON record, or `None` when absent, too large or unreadable (it is the box's own file;
 /// a damaged one is reported as unknown rather than trusted).
 fn read_record<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
@@ -232,6 +271,26 @@ mod tests {
             accepted_at: 1,
             bytes: 4,
         }
+    }
+
+    #[tokio::test]
+    async fn avl5_incoming_files_of_dead_processes_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().expect("dir");
+        let spool = Spool::new(dir.path().to_path_buf());
+        let live = spool.incoming().await.expect("incoming");
+        // A pid above the kernel's pid_max (4194304 at most) never runs.
+        let dead = dir
+            .path()
+            .join(format!("{INCOMING_PREFIX}99999999-0.raucb"));
+        fs::write(&dead, b"partial").expect("write");
+        fs::write(dir.path().join("other-file"), b"x").expect("write");
+        assert_eq!(spool.remove_stale(), 1);
+        assert!(!dead.exists());
+        assert!(live.path().exists(), "this process's upload stays");
+        assert!(dir.path().join("other-file").exists());
+        assert_eq!(incoming_pid("incoming-12-3.raucb"), Some(12));
+        assert_eq!(incoming_pid("incoming-12.raucb"), None);
+        assert_eq!(incoming_pid("pending.raucb"), None);
     }
 
     #[tokio::test]
