@@ -154,4 +154,25 @@ mod tests {
         let long = "1".repeat(MAX_VERSION_CHARS + 1);
         assert!(FirmwareVersion::parse(&long).is_err());
     }
+
+    proptest::proptest! {
+        /// A bundle's manifest and a config are untrusted: any text is parsed without a panic,
+        /// and what parses orders consistently with its own text.
+        #[test]
+        fn int1_avl5_any_version_text_is_parsed_without_panic(text in "\\PC{0,80}") {
+            if let Ok(version) = FirmwareVersion::parse(&text) {
+                proptest::prop_assert_eq!(version.as_str(), text.as_str());
+                proptest::prop_assert_eq!(version.cmp(&version.clone()), Ordering::Equal);
+            }
+        }
+
+        #[test]
+        fn int1_avl5_dotted_numbers_order_as_their_parts(a in proptest::collection::vec(0u64..1000, 1..5),
+                                                         b in proptest::collection::vec(0u64..1000, 1..5)) {
+            let text = |parts: &[u64]| parts.iter().map(u64::to_string).collect::<Vec<_>>().join(".");
+            let (va, vb) = (v(&text(&a)), v(&text(&b)));
+            let pad = |parts: &[u64]| { let mut p = parts.to_vec(); p.resize(5, 0); p };
+            proptest::prop_assert_eq!(va.cmp(&vb), pad(&a).cmp(&pad(&b)));
+        }
+    }
 }
