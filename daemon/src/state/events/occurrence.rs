@@ -603,7 +603,7 @@ impl Occurrence {
     }
 
     /// The short machine word of its area: `daemon`, `status`, `tls`, `tunnel`, `login`,
-    /// `config` (a summary has the kind of what it counted).
+    /// `config`, `update` (a summary has the kind of what it counted).
     pub fn kind(&self) -> &'static str {
         match self {
             Occurrence::DaemonStarted { .. } => "daemon",
