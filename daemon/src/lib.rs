@@ -8,8 +8,9 @@
 //! Each module imports only modules below it, so a part can be understood and tested without
 //! the parts that use it. Lowest first:
 //!
-//! 1. `hex`, `durable`, `ratelimit`, `logging`, `notify`: small helpers with no crate imports
-//!    (`durable` writes files crash-safely; `ratelimit` limits repeated log lines).
+//! 1. `hex`, `durable`, `ratelimit`, `logging`, `notify`, `firmware_version`: small helpers with
+//!    no crate imports (`durable` writes files crash-safely; `ratelimit` limits repeated log
+//!    lines; `firmware_version` orders firmware versions).
 //! 2. `signing`: operator keys and config signatures, needed by config's checks and control.
 //! 3. `state`: runtime state several parts share (the event ring, the config snapshot).
 //! 4. `keys`: WireGuard key material (written through `durable`).
@@ -19,11 +20,12 @@
 //! 8. `carrier`: the link to the data centre as the parts above see it, whatever carries it;
 //!    WireGuard (`tunnel`) is one backend behind it. Nothing above names `tunnel`.
 //! 9. `proxy`: the mutual-TLS service proxies, over the carrier.
-//! 10. `control`: the operator's signed config pushes and the management API.
-//! 11. `preflight`: the checks `renkei run` and `renkei check` share.
-//! 12. `enrolment`: first boot and the unenrolled box.
-//! 13. `status`: what the daemon reports (page, JSON API, metrics, control socket).
-//! 14. `supervisor`: owns and starts the running parts; `main.rs` (the binary) is above all.
+//! 10. `update`: signed firmware bundles (RAUC): spooled, checked with the `rauc` tool.
+//! 11. `control`: the operator's signed config pushes and the management API.
+//! 12. `preflight`: the checks `renkei run` and `renkei check` share.
+//! 13. `enrolment`: first boot and the unenrolled box.
+//! 14. `status`: what the daemon reports (page, JSON API, metrics, control socket).
+//! 15. `supervisor`: owns and starts the running parts; `main.rs` (the binary) is above all.
 //!
 //! `tests/layering.rs` holds the same order as one list (modules on one line above in the order
 //! named) and fails on any `crate::` path that names a module above the file's own;
@@ -35,6 +37,7 @@ pub mod config;
 pub mod control;
 pub mod durable;
 pub mod enrolment;
+pub mod firmware_version;
 pub mod hex;
 pub mod keys;
 pub mod logging;
@@ -48,3 +51,4 @@ pub mod status;
 pub mod supervisor;
 pub mod tls;
 pub mod tunnel;
+pub mod update;

@@ -137,6 +137,12 @@ enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Firmware updates (signed RAUC bundles): install one on this box, or push one to a box
+    /// and read a box's firmware state.
+    Update {
+        #[command(subcommand)]
+        action: UpdateAction,
+    },
     /// Print an argon2id hash of a password read from standard input, for `status.admin_password_hash`.
     /// With `--totp`, enrol the administrator's second factor at the console instead: shows a
     /// QR code and key for an authenticator app, reads one code from it, stores the factor in
@@ -148,6 +154,33 @@ enum Command {
         /// With `--totp`: the box's state directory (`paths.state_dir`).
         #[arg(long, requires = "totp", default_value_os_t = config::Paths::default().state_dir)]
         state_dir: PathBuf,
+    },
+}
+
+/// `renkei update ...`.
+#[derive(Subcommand)]
+enum UpdateAction {
+    /// On the box, as root: check a bundle (signature against `update.ca_file`, compatible,
+    /// newer version, size, nothing pending) and keep it for its install; the same checks as a
+    /// push through the management API.
+    Install {
+        /// The box's configuration file.
+        #[arg(long, short, default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The bundle (`.raucb`).
+        bundle: PathBuf,
+    },
+    /// Send a bundle to a box's management API and print its answer.
+    Push {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The bundle (`.raucb`).
+        bundle: PathBuf,
+    },
+    /// Show a box's firmware: running version, booted slot, pending bundle, last result.
+    Status {
+        #[command(flatten)]
+        target: TargetArgs,
     },
 }
 
@@ -245,6 +278,7 @@ fn main() -> ExitCode {
         } => report(push(&target, signature, wait_secs, &config)),
         Command::Confirm { target, version } => report(remote(&target, Some(version))),
         Command::Remote { target } => report(remote(&target, None)),
+        Command::Update { action } => report(update(action)),
         Command::Passwd { totp: false, .. } => report(passwd()),
         Command::Passwd {
             totp: true,
@@ -669,6 +703,54 @@ fn remote(target: &TargetArgs, confirm: Option<Option<u64>>) -> anyhow::Result<(
         };
         print_reply(&reply)
     })
+}
+
+fn update(action: UpdateAction) -> anyhow::Result<()> {
+    use renkei::control::client;
+    match action {
+        UpdateAction::Install {
+            config: path,
+            bundle,
+        } => {
+            anyhow::ensure!(
+                nix::unistd::geteuid().is_root(),
+                "renkei update install must run as root (it writes the box's update spool)"
+            );
+            let config = config::load(&path).map_err(|d| anyhow::anyhow!("{d}"))?;
+            let intake = renkei::update::Intake::new(&config).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: {}",
+                    path.display(),
+                    renkei::update::Refusal::NotConfigured
+                )
+            })?;
+            client_runtime()?.block_on(async {
+                let outcome = renkei::update::install_local(&intake, &bundle).await;
+                intake.record(&outcome, renkei::update::LOCAL_INSTALLER, None);
+                match outcome {
+                    Ok(pending) => {
+                        println!("{}", serde_json::to_string_pretty(&pending)?);
+                        Ok(())
+                    }
+                    Err(refusal) => anyhow::bail!(
+                        "{}: refused ({}): {refusal}",
+                        bundle.display(),
+                        refusal.reason().as_str()
+                    ),
+                }
+            })
+        }
+        UpdateAction::Push { target, bundle } => {
+            let target = target.target();
+            client_runtime()?
+                .block_on(async { print_reply(&client::push_bundle(&target, &bundle).await?) })
+        }
+        UpdateAction::Status { target } => {
+            let target = target.target();
+            client_runtime()?
+                .block_on(async { print_reply(&client::update_status(&target).await?) })
+        }
+    }
 }
 
 fn passwd() -> anyhow::Result<()> {

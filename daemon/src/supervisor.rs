@@ -38,6 +38,7 @@ use crate::status::http::OperatorTls;
 use crate::status::{ConfigState, StatusServer, StatusSource};
 use crate::tls::store::DEFAULT_WATCH_INTERVAL_SECS;
 use crate::tls::{CredentialStore, StoreError};
+use crate::update::IntakeHandle;
 
 /// Operator commands queued for the supervisor at most.
 const COMMAND_QUEUE: usize = 8;
@@ -129,6 +130,8 @@ struct Parts {
     /// When the operator last made an authenticated management request: the management API
     /// notes it, a carrier without handshakes (a closed network) takes it as its proof.
     contact: OperatorContact,
+    /// The running config's update intake, which the management API takes bundles with.
+    updates: IntakeHandle,
 }
 
 impl Parts {
@@ -146,6 +149,7 @@ impl Parts {
             commands,
             events,
             contact,
+            updates: IntakeHandle::of(config),
         };
         if let Err(err) = parts.apply_services(config).await {
             parts.shutdown().await;
@@ -185,6 +189,7 @@ impl Parts {
 
     /// TLS material, services and the management API.
     async fn apply_services(&mut self, config: &Config) -> Result<(), SupervisorError> {
+        self.updates.set(config);
         match (&mut self.proxy, &config.tls) {
             (Some(proxy), Some(tls)) => {
                 if proxy.store.config() != *tls {
@@ -256,6 +261,7 @@ impl Parts {
                         self.commands.clone(),
                         self.events.clone(),
                         self.contact.clone(),
+                        self.updates.clone(),
                     )
                     .await?,
                 );

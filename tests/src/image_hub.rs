@@ -155,6 +155,7 @@ pub fn hub_config(dir: &Path, box_public_key: &str, interface: &str) -> Config {
         services: Vec::new(),
         status: None,
         management: None,
+        update: None,
     }
 }
 
@@ -277,6 +278,7 @@ fn box_base() -> Config {
             confirm_timeout_secs: 120,
             auto_confirm: false,
         }),
+        update: None,
     }
 }
 

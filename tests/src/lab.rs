@@ -728,6 +728,7 @@ impl Lab {
             services: Vec::new(),
             status: None,
             management: None,
+            update: None,
         }
     }
 

@@ -28,6 +28,7 @@ pub mod operator;
 pub mod perfcount;
 pub mod pki;
 pub mod probe;
+pub mod rauc;
 pub mod strongswan;
 pub mod tlstools;
 pub mod traffic;

@@ -418,6 +418,20 @@ impl Operator {
         self.run(lab, args)
     }
 
+    /// `renkei update <action>` (`push`, `status`) to `node`, `extra` appended (the bundle).
+    pub fn update(
+        &self,
+        lab: &Lab,
+        action: &str,
+        node: Node,
+        extra: &[String],
+    ) -> anyhow::Result<Outcome> {
+        let mut args = vec!["update".to_string(), action.to_string()];
+        args.extend(self.target_args(node));
+        args.extend(extra.iter().cloned());
+        self.run(lab, args)
+    }
+
     /// `renkei remote` (the box's config state) of `node`.
     pub fn remote(&self, lab: &Lab, node: Node) -> anyhow::Result<Outcome> {
         let mut args = vec!["remote".to_string()];

@@ -560,6 +560,7 @@ pub(crate) mod tests {
             services: Vec::new(),
             status: None,
             management: None,
+            update: None,
         }
     }
 

@@ -186,6 +186,9 @@ fn resolve_paths(config: &mut Config, base_dir: &Path) {
             resolve(base_dir, next);
         }
     }
+    if let Some(update) = &mut config.update {
+        resolve(base_dir, &mut update.ca_file);
+    }
 }
 
 impl Config {

@@ -47,6 +47,9 @@ pub struct Config {
     /// The operator's management API, reached over the tunnel.
     #[serde(default)]
     pub management: Option<ManagementConfig>,
+    /// Signed firmware updates (RAUC bundles): absent means the box takes none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateConfig>,
 }
 
 /// Version of the configuration; the control path refuses replays and downgrades with it.
@@ -590,7 +593,53 @@ fn default_confirm_timeout_secs() -> u64 {
     120
 }
 
+/// Signed firmware updates: which bundles the box takes (docs/update.md).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateConfig {
+    /// PEM file of the update CA: RAUC's keyring. A bundle must carry a signature that chains
+    /// to it. Rotation: put the old and the new CA certificate in the file while bundles of
+    /// both are in use.
+    pub ca_file: PathBuf,
+    /// RAUC's `compatible` string of this hardware and image line: a bundle naming another is
+    /// refused.
+    pub compatible: String,
+    /// Largest bundle accepted, in bytes; larger uploads are cut off and nothing is kept.
+    #[serde(default = "default_max_bundle_bytes")]
+    pub max_bundle_bytes: u64,
+    /// Where an incoming bundle is written while it arrives and waits for its install; absent
+    /// means `update` in `paths.state_dir`. Only renkei writes here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_dir: Option<PathBuf>,
+    /// The operator's signed instruction to take exactly this version even though it is not
+    /// newer than the running firmware (a forced downgrade). It arrives in a signed config, so
+    /// only the operator can give it; any other older or equal version is still refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_downgrade_to: Option<String>,
+}
+
+/// Default `update.max_bundle_bytes`: a root slot's image with room to grow (the compressed
+/// image is some 52 MiB).
+pub const DEFAULT_MAX_BUNDLE_BYTES: u64 = 512 * 1024 * 1024;
+fn default_max_bundle_bytes() -> u64 {
+    DEFAULT_MAX_BUNDLE_BYTES
+}
+
+/// `update.spool_dir`'s name in `paths.state_dir` when it is not given.
+pub const UPDATE_SPOOL_DIR_NAME: &str = "update";
+
 impl Config {
+    /// Where incoming bundles are spooled, when the box takes updates.
+    pub fn update_spool_dir(&self) -> Option<PathBuf> {
+        let update = self.update.as_ref()?;
+        Some(
+            update
+                .spool_dir
+                .clone()
+                .unwrap_or_else(|| self.paths.state_dir.join(UPDATE_SPOOL_DIR_NAME)),
+        )
+    }
+
     /// charon's VICI socket: the configured one or [`DEFAULT_VICI_SOCKET`].
     pub fn vici_socket(&self) -> Option<PathBuf> {
         let ipsec = self.ipsec.as_ref()?;

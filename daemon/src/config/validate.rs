@@ -39,6 +39,11 @@ const IPSEC_IDLE_TIMEOUT_SECS: (u64, u64) = (10, 86_400);
 /// Bounds of `ipsec.connect_timeout_secs`: an IKE_SA_INIT and IKE_AUTH with a retransmission,
 /// and no longer than a LAN client waits.
 const IPSEC_CONNECT_TIMEOUT_SECS: (u64, u64) = (2, 120);
+/// Bounds of `update.max_bundle_bytes`: a real root image is tens of MiB; beyond 4 GiB the
+/// spool would crowd out the data partition.
+const MAX_BUNDLE_BYTES_RANGE: (u64, u64) = (1024 * 1024, 4 * 1024 * 1024 * 1024);
+/// Longest `update.compatible`.
+const MAX_COMPATIBLE_CHARS: usize = 128;
 /// A certificate identity is a DNS name (at most 253), a URI or a CN; longer is a mistake.
 const MAX_BOX_IDENTITY_CHARS: usize = 1024;
 
@@ -71,6 +76,7 @@ pub fn validate(config: &Config, read_files: bool) -> Vec<Problem> {
     checker.services();
     checker.status();
     checker.management();
+    checker.update();
     checker.listener_conflicts();
     checker.problems
 }
@@ -1091,6 +1097,48 @@ impl Checker<'_> {
         );
     }
 
+    fn update(&mut self) {
+        let Some(update) = &self.config.update else {
+            return;
+        };
+        let base = FieldPath::root("update");
+        self.readable(base.key("ca_file"), &update.ca_file);
+        let compatible = &update.compatible;
+        if compatible.trim().is_empty() {
+            self.report(
+                base.key("compatible"),
+                "must name this box's RAUC compatible string, not be empty",
+            );
+        } else if compatible.trim() != compatible
+            || compatible.chars().any(char::is_control)
+            || compatible.chars().count() > MAX_COMPATIBLE_CHARS
+        {
+            self.report(
+                base.key("compatible"),
+                format!("must be at most {MAX_COMPATIBLE_CHARS} characters without surrounding spaces or control characters"),
+            );
+        }
+        self.range(
+            base.key("max_bundle_bytes"),
+            update.max_bundle_bytes,
+            MAX_BUNDLE_BYTES_RANGE.0,
+            MAX_BUNDLE_BYTES_RANGE.1,
+        );
+        if let Some(dir) = &update.spool_dir {
+            if !dir.is_absolute() {
+                self.report(
+                    base.key("spool_dir"),
+                    format!("{} must be an absolute path", dir.display()),
+                );
+            }
+        }
+        if let Some(version) = &update.allow_downgrade_to {
+            if let Err(err) = crate::firmware_version::FirmwareVersion::parse(version) {
+                self.report(base.key("allow_downgrade_to"), err.to_string());
+            }
+        }
+    }
+
     /// A signing key given as `<name>_file` or inline as `<name>`: at most one of the two, and
     /// it must be a PEM ECDSA P-256 public key.
     fn signing_key(
@@ -1291,6 +1339,88 @@ admin_password_hash = "$argon2id$v=19$m=19456,t=2,p=1$7cIcWGM1T1jHcx/5L2g8BA$7Ih
             problems_at(&everywhere, "status.listen"),
             ["the status page is for the LAN; 0.0.0.0 is on the tunnel side or everywhere"]
         );
+    }
+
+    /// A viewing config with `update` appended as an `[update]` section.
+    fn with_update(update: &str) -> Config {
+        let mut text =
+            toml::to_string(&viewing("198.18.20.1:8443", "198.18.20.1:9443")).expect("serialise");
+        text.push_str("\n[update]\n");
+        text.push_str(update);
+        toml::from_str(&text).expect("schema-valid test config")
+    }
+
+    #[test]
+    fn avl5_update_section_rules() {
+        let ca = tempfile::NamedTempFile::new().expect("ca file");
+        let ca_line = format!("ca_file = {:?}\n", ca.path().display().to_string());
+        let good = with_update(&format!("{ca_line}compatible = \"renkei-x86_64\"\n"));
+        let update_problems: Vec<Problem> = validate(&good, true)
+            .into_iter()
+            .filter(|p| p.path.to_string().starts_with("update"))
+            .collect();
+        assert!(update_problems.is_empty(), "{update_problems:?}");
+        assert_eq!(
+            good.update_spool_dir(),
+            Some(PathBuf::from("/var/lib/renkei/update")),
+            "the spool is under the state directory by default"
+        );
+
+        let bad = with_update(&format!(
+            "{ca_line}compatible = \" \"\nmax_bundle_bytes = 1000\nspool_dir = \"spool\"\nallow_downgrade_to = \"1.4-rc1\"\n"
+        ));
+        assert_eq!(
+            problems_at(&bad, "update.compatible"),
+            ["must name this box's RAUC compatible string, not be empty"]
+        );
+        assert_eq!(
+            problems_at(&bad, "update.max_bundle_bytes"),
+            ["1000 is out of range 1048576..=4294967296"]
+        );
+        assert_eq!(
+            problems_at(&bad, "update.spool_dir"),
+            ["spool must be an absolute path"]
+        );
+        assert_eq!(problems_at(&bad, "update.allow_downgrade_to").len(), 1);
+
+        let missing = with_update("ca_file = \"/nonexistent/update-ca.pem\"\ncompatible = \"x\"\n");
+        assert_eq!(problems_at(&missing, "update.ca_file").len(), 1);
+
+        // An untrusted file's errors name its line and field; a wrong type is no panic.
+        let text =
+            toml::to_string(&viewing("198.18.20.1:8443", "198.18.20.1:9443")).expect("serialise");
+        let lines = text.lines().count();
+        for (update, field) in [
+            (
+                "ca_file = \"/x\"\ncompatible = \"x\"\nmax_bundle_bytes = 5\n",
+                "update.max_bundle_bytes",
+            ),
+            (
+                "ca_file = \"/x\"\ncompatible = \"x\"\nmax_bundle_bytes = -5\n",
+                "update.max_bundle_bytes",
+            ),
+            ("ca_file = \"/x\"\ncompatible = \"x\"\nsize = 5\n", "update"),
+        ] {
+            let full = format!("{text}\n[update]\n{update}");
+            let diagnostics = super::super::load_str_with(
+                &full,
+                Path::new("box.toml"),
+                Path::new("/"),
+                super::super::Files::Skip,
+            )
+            .expect_err("refused");
+            let found = diagnostics
+                .0
+                .iter()
+                .find(|d| d.field.starts_with(field))
+                .unwrap_or_else(|| panic!("{field}: {diagnostics}"));
+            assert_eq!(found.file, Path::new("box.toml"));
+            assert!(
+                found.line > lines,
+                "{field} at line {} ({diagnostics})",
+                found.line
+            );
+        }
     }
 
     #[test]

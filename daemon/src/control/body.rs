@@ -37,6 +37,9 @@ pub enum BodyError {
     /// The connection failed or the framing was broken.
     #[error("body: {0}")]
     Broken(String),
+    /// Where the body was being written failed (a full disk).
+    #[error("writing the body: {0}")]
+    Sink(String),
 }
 
 /// When the next bytes must have arrived, with `received` bytes in since `start`.
@@ -56,33 +59,65 @@ where
     B: Body + Unpin,
     B::Error: std::fmt::Display,
 {
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(BodyError::TooLarge { limit_bytes: limit });
+    let mut bytes = Vec::new();
+    stream_paced(body, declared, limit as u64, &mut bytes).await?;
+    Ok(bytes)
+}
+
+/// Writes `body` to `sink` as it arrives, under the rules of [`read_paced`]: a firmware bundle
+/// goes to a spool file this way and is never held in memory. Returns the bytes written; on an
+/// error the sink holds a partial body, which the caller discards.
+pub async fn stream_paced<B, W>(
+    body: B,
+    declared: Option<u64>,
+    limit: u64,
+    sink: &mut W,
+) -> Result<u64, BodyError>
+where
+    B: Body + Unpin,
+    B::Error: std::fmt::Display,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt as _;
+    let too_large = || BodyError::TooLarge {
+        limit_bytes: usize::try_from(limit).unwrap_or(usize::MAX),
+    };
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
     }
     let start = Instant::now();
     let mut body = body;
-    let mut bytes = Vec::new();
+    let mut received: u64 = 0;
     loop {
-        let next = tokio::time::timeout_at(deadline(start, bytes.len()), body.frame()).await;
+        let earned = usize::try_from(received).unwrap_or(usize::MAX);
+        let next = tokio::time::timeout_at(deadline(start, earned), body.frame()).await;
         let frame = match next {
             Err(_) => {
                 return Err(BodyError::TooSlow {
-                    received_bytes: bytes.len(),
+                    received_bytes: earned,
                     elapsed_secs: start.elapsed().as_secs(),
                 })
             }
-            Ok(None) => return Ok(bytes),
+            Ok(None) => {
+                sink.flush()
+                    .await
+                    .map_err(|e| BodyError::Sink(e.to_string()))?;
+                return Ok(received);
+            }
             Ok(Some(Err(err))) => return Err(BodyError::Broken(err.to_string())),
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(mut data) = frame.into_data() {
-            if bytes.len() + data.remaining() > limit {
-                return Err(BodyError::TooLarge { limit_bytes: limit });
+            if received.saturating_add(data.remaining() as u64) > limit {
+                return Err(too_large());
             }
             while data.has_remaining() {
                 let chunk = data.chunk();
-                bytes.extend_from_slice(chunk);
+                sink.write_all(chunk)
+                    .await
+                    .map_err(|e| BodyError::Sink(e.to_string()))?;
                 let n = chunk.len();
+                received += n as u64;
                 data.advance(n);
             }
         }

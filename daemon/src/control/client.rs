@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Full, Limited, StreamBody};
+use hyper::body::Frame;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
@@ -57,6 +58,9 @@ pub enum ClientError {
         /// What failed.
         message: String,
     },
+    /// The bundle to send could not be read.
+    #[error("{0}")]
+    Bundle(String),
     /// No answer within the timeout.
     #[error("{0}: no answer within {1:?}")]
     Timeout(SocketAddr, Duration),
@@ -97,6 +101,49 @@ pub async fn status(target: &Target) -> Result<Reply, ClientError> {
     request(target, Method::GET, "/v1/config", Vec::new(), None).await
 }
 
+/// Reads the box's firmware: running version, booted slot, pending bundle, last result.
+pub async fn update_status(target: &Target) -> Result<Reply, ClientError> {
+    request(target, Method::GET, "/v1/update", Vec::new(), None).await
+}
+
+/// Size of the pieces a bundle is sent in.
+const BUNDLE_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Sends a RAUC bundle, read from `bundle` as it is sent (never whole in memory), with its
+/// length declared so the box can refuse an oversized one before it arrives.
+pub async fn push_bundle(target: &Target, bundle: &std::path::Path) -> Result<Reply, ClientError> {
+    use tokio::io::AsyncReadExt as _;
+    let local = |e: std::io::Error| ClientError::Bundle(format!("{}: {e}", bundle.display()));
+    let file = tokio::fs::File::open(bundle).await.map_err(local)?;
+    let length = file.metadata().await.map_err(local)?.len();
+    let chunks = futures::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buffer = vec![0u8; BUNDLE_CHUNK_BYTES];
+        match file.read(&mut buffer).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buffer.truncate(n);
+                Some((Ok(Frame::data(Bytes::from(buffer))), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    send(
+        target,
+        Method::POST,
+        "/v1/update",
+        StreamBody::new(chunks),
+        &[
+            (hyper::header::CONTENT_LENGTH, length.to_string()),
+            (
+                hyper::header::CONTENT_TYPE,
+                "application/octet-stream".to_string(),
+            ),
+        ],
+    )
+    .await
+}
+
 async fn request(
     target: &Target,
     method: Method,
@@ -104,6 +151,29 @@ async fn request(
     body: Vec<u8>,
     signature: Option<&str>,
 ) -> Result<Reply, ClientError> {
+    let mut headers = Vec::new();
+    if let Some(signature) = signature {
+        headers.push((SIGNATURE_HEADER_NAME, signature.trim().to_string()));
+        headers.push((hyper::header::CONTENT_TYPE, "application/toml".to_string()));
+    }
+    send(target, method, path, Full::new(Bytes::from(body)), &headers).await
+}
+
+const SIGNATURE_HEADER_NAME: hyper::header::HeaderName =
+    hyper::header::HeaderName::from_static(SIGNATURE_HEADER);
+
+async fn send<B>(
+    target: &Target,
+    method: Method,
+    path: &str,
+    body: B,
+    headers: &[(hyper::header::HeaderName, String)],
+) -> Result<Reply, ClientError>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let credentials = credentials::load(&TlsConfig {
         certificate_file: target.certificate_file.clone(),
         private_key_file: target.private_key_file.clone(),
@@ -131,13 +201,11 @@ async fn request(
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, target.server_name.as_str());
-        if let Some(signature) = signature {
-            builder = builder
-                .header(SIGNATURE_HEADER, signature.trim())
-                .header(hyper::header::CONTENT_TYPE, "application/toml");
+        for (name, value) in headers {
+            builder = builder.header(name, value.as_str());
         }
         let request = builder
-            .body(Full::new(Bytes::from(body)))
+            .body(body)
             .map_err(|e| transport(format!("request: {e}")))?;
         let response = sender
             .send_request(request)

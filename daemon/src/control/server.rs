@@ -5,7 +5,10 @@
 //! cannot reach it (Linux otherwise accepts packets for a local address on any interface).
 //!
 //! `POST /v1/config` (body: the config's exact bytes; header `Renkei-Signature`: base64 DER
-//! ECDSA signature), `POST /v1/confirm` (optional JSON `{"version": N}`), `GET /v1/config`.
+//! ECDSA signature), `POST /v1/confirm` (optional JSON `{"version": N}`), `GET /v1/config`;
+//! `POST /v1/update` (body: a RAUC bundle, streamed to the spool, never held in memory) and
+//! `GET /v1/update`, answered here with `crate::update` rather than by the supervisor: a
+//! bundle's check takes long and changes nothing that runs.
 //! Requests become [`Command`]s for the supervisor, which owns the running parts; answers are
 //! JSON. Stopping the listener leaves requests in flight to finish: a push that changes the
 //! management listener still gets its answer.
@@ -42,6 +45,8 @@ use crate::state::operator_contact::OperatorContact;
 use crate::tls::identity::PeerIdentities;
 use crate::tls::store::DEFAULT_WATCH_INTERVAL_SECS;
 use crate::tls::{CredentialStore, StoreError};
+use crate::update::spool::PendingInstall;
+use crate::update::{Intake, IntakeHandle, Refusal};
 
 /// Header carrying the detached signature of a pushed config.
 pub const SIGNATURE_HEADER: &str = "renkei-signature";
@@ -172,6 +177,7 @@ impl ManagementServer {
         commands: mpsc::Sender<Command>,
         events: EventLog,
         contact: OperatorContact,
+        updates: IntakeHandle,
     ) -> Result<Self, ServerError> {
         let store = Arc::new(CredentialStore::open(management_tls(management, tls))?);
         let watcher = store.spawn_watcher(Duration::from_secs(DEFAULT_WATCH_INTERVAL_SECS));
@@ -193,6 +199,7 @@ impl ManagementServer {
             contact,
             operators: management.operator_identities.clone(),
             slots: Slots::new(),
+            updates,
         });
         let accept = tokio::spawn(accept_loop(listener, store, context));
         Ok(ManagementServer {
@@ -231,6 +238,8 @@ struct Context {
     /// `management.operator_identities`.
     operators: Vec<String>,
     slots: Slots,
+    /// The running config's update intake.
+    updates: IntakeHandle,
 }
 
 /// Who is on the other end of a connection: an operator, or a client the CA vouches for that
@@ -539,7 +548,33 @@ async fn route(
             Err(answer) => answer,
         },
         (&Method::GET, "/v1/config") => ask(commands, |reply| Command::Get { caller, reply }).await,
-        (_, "/v1/config" | "/v1/confirm") => {
+        (&Method::POST, "/v1/update") => match context.updates.current() {
+            Some(intake) => {
+                let outcome = match context.updates.begin() {
+                    Ok(_receiving) => receive_bundle(request, &intake, &caller.identity).await,
+                    Err(busy) => Err(busy),
+                };
+                intake.record(&outcome, &caller.identity, Some(&context.events));
+                match outcome {
+                    Ok(pending) => Answer {
+                        status: 200,
+                        body: serde_json::json!({ "result": "accepted", "pending": pending }),
+                    },
+                    Err(refusal) => {
+                        Answer::error(refusal.http_status(), refusal.reason().as_str(), &refusal)
+                    }
+                }
+            }
+            None => Answer::error(404, "no_update", Refusal::NotConfigured),
+        },
+        (&Method::GET, "/v1/update") => match context.updates.current() {
+            Some(intake) => Answer {
+                status: 200,
+                body: serde_json::to_value(intake.status()).unwrap_or_default(),
+            },
+            None => Answer::error(404, "no_update", Refusal::NotConfigured),
+        },
+        (_, "/v1/config" | "/v1/confirm" | "/v1/update") => {
             Answer::error(405, "method_not_allowed", "method not allowed")
         }
         _ => Answer::error(404, "not_found", "no such endpoint"),
@@ -573,7 +608,40 @@ async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Vec<u8>, 
             BodyError::TooLarge { .. } => Answer::error(413, "too_large", &err),
             BodyError::TooSlow { .. } => Answer::error(408, "too_slow", &err),
             BodyError::Broken(_) => Answer::error(400, "bad_request", &err),
+            BodyError::Sink(_) => Answer::error(500, "spool", &err),
         })
+}
+
+/// Streams a bundle into a spool file of its own, under the size limit and the rate floor
+/// (`Content-Length` beyond the limit is refused before a file exists), then checks and arms it.
+/// A refused bundle's file is removed.
+async fn receive_bundle(
+    request: Request<Incoming>,
+    intake: &Intake,
+    by: &str,
+) -> Result<PendingInstall, Refusal> {
+    intake.refuse_if_pending()?;
+    let limit = intake.max_bundle_bytes();
+    let declared = request
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Refusal::TooLarge { limit_bytes: limit });
+    }
+    let mut incoming = intake.spool().incoming().await.map_err(Refusal::Spool)?;
+    body::stream_paced(request.into_body(), declared, limit, incoming.file())
+        .await
+        .map_err(|err| match err {
+            BodyError::TooLarge { .. } => Refusal::TooLarge { limit_bytes: limit },
+            BodyError::Sink(message) => Refusal::Spool(crate::durable::FileError {
+                path: incoming.path().to_path_buf(),
+                source: std::io::Error::other(message),
+            }),
+            BodyError::TooSlow { .. } | BodyError::Broken(_) => Refusal::Upload(err.to_string()),
+        })?;
+    intake.check_and_arm(incoming, by).await
 }
 
 fn respond(answer: Answer) -> Response<Full<Bytes>> {

@@ -17,7 +17,7 @@ mod occurrence;
 
 pub use occurrence::{
     Code, CodeRefusal, ConfigChange, ConfigFacts, ForwardingFound, IpsecRefusal, LoginRefusal,
-    Occurrence,
+    Occurrence, UpdateRefusal,
 };
 
 use std::collections::{HashMap, VecDeque};

@@ -82,11 +82,15 @@ pub enum Code {
     ConfigRolledBack,
     /// Found at start: a pushed config never ran.
     ConfigNotApplied,
+    /// A firmware bundle passed every check and waits for its install.
+    UpdateAccepted,
+    /// A firmware bundle was refused; nothing was armed.
+    UpdateRefused,
 }
 
 impl Code {
     /// Every code, in the order docs/api.md lists them.
-    pub const ALL: [Code; 34] = [
+    pub const ALL: [Code; 36] = [
         Code::DaemonStarted,
         Code::StatusPageFailed,
         Code::TlsReloaded,
@@ -121,6 +125,8 @@ impl Code {
         Code::ConfigConfirmRefused,
         Code::ConfigRolledBack,
         Code::ConfigNotApplied,
+        Code::UpdateAccepted,
+        Code::UpdateRefused,
     ];
 
     /// The stable word: never change one, the page and log searches depend on it.
@@ -162,6 +168,8 @@ impl Code {
             Code::ConfigConfirmRefused => "config_confirm_refused",
             Code::ConfigRolledBack => "config_rolled_back",
             Code::ConfigNotApplied => "config_not_applied",
+            Code::UpdateAccepted => "update_accepted",
+            Code::UpdateRefused => "update_refused",
         }
     }
 }
@@ -181,6 +189,44 @@ impl ForwardingFound {
         match self {
             ForwardingFound::AtStart => "found on at start",
             ForwardingFound::TurnedOn => "turned on while running",
+        }
+    }
+}
+
+/// Why a firmware bundle was refused, as a stable word (docs/update.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateRefusal {
+    /// Larger than `update.max_bundle_bytes`.
+    TooLarge,
+    /// The upload broke off or was too slow.
+    UploadFailed,
+    /// rauc did not verify it against the update CA (unsigned, another CA, damaged).
+    NotVerified,
+    /// For another `compatible` (hardware, image line).
+    Incompatible,
+    /// Without a version the box can order.
+    BadVersion,
+    /// Not newer than the running firmware, and no forced downgrade to it.
+    NotNewer,
+    /// Another bundle is already waiting for its install.
+    Pending,
+    /// The box could not keep or check it (spool, rauc missing): not the bundle's fault.
+    BoxFailed,
+}
+
+impl UpdateRefusal {
+    /// The stable word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateRefusal::TooLarge => "too_large",
+            UpdateRefusal::UploadFailed => "upload_failed",
+            UpdateRefusal::NotVerified => "not_verified",
+            UpdateRefusal::Incompatible => "incompatible",
+            UpdateRefusal::BadVersion => "bad_version",
+            UpdateRefusal::NotNewer => "not_newer",
+            UpdateRefusal::Pending => "pending",
+            UpdateRefusal::BoxFailed => "box_failed",
         }
     }
 }
@@ -489,6 +535,22 @@ pub enum Occurrence {
         /// Over how many seconds.
         seconds: u64,
     },
+    /// A firmware bundle was verified and kept for its install.
+    UpdateAccepted {
+        /// The bundle's version.
+        version: String,
+        /// Who sent it: an operator identity, or `local` for `renkei update install`.
+        by: String,
+    },
+    /// A firmware bundle was refused.
+    UpdateRefused {
+        /// Why, as a stable word.
+        reason: UpdateRefusal,
+        /// Who sent it: an operator identity, or `local`.
+        by: String,
+        /// The details.
+        error: String,
+    },
     /// A control-path record.
     Config {
         /// What happened (it is the code).
@@ -534,12 +596,14 @@ impl Occurrence {
             Occurrence::ManagementTlsRefused { .. } => Code::ManagementTlsRefused,
             Occurrence::ManagementNoSlot { .. } => Code::ManagementNoSlot,
             Occurrence::EventsSuppressed { .. } => Code::EventsSuppressed,
+            Occurrence::UpdateAccepted { .. } => Code::UpdateAccepted,
+            Occurrence::UpdateRefused { .. } => Code::UpdateRefused,
             Occurrence::Config { change, .. } => change.code(),
         }
     }
 
     /// The short machine word of its area: `daemon`, `status`, `tls`, `tunnel`, `login`,
-    /// `config` (a summary has the kind of what it counted).
+    /// `config`, `update` (a summary has the kind of what it counted).
     pub fn kind(&self) -> &'static str {
         match self {
             Occurrence::DaemonStarted { .. } => "daemon",
@@ -564,6 +628,7 @@ impl Occurrence {
             Occurrence::ManagementTlsRefused { .. }
             | Occurrence::ManagementNoSlot { .. }
             | Occurrence::Config { .. } => "config",
+            Occurrence::UpdateAccepted { .. } | Occurrence::UpdateRefused { .. } => "update",
             Occurrence::EventsSuppressed { kind, .. } => kind,
         }
     }
@@ -577,7 +642,8 @@ impl Occurrence {
             | Occurrence::TunnelDisconnectRequested {}
             | Occurrence::LoginSucceeded { .. }
             | Occurrence::LoginToEnrol { .. }
-            | Occurrence::SecondFactorEnrolled { .. } => Level::Info,
+            | Occurrence::SecondFactorEnrolled { .. }
+            | Occurrence::UpdateAccepted { .. } => Level::Info,
             Occurrence::Tunnel { state, .. } => match state {
                 LinkState::Down => Level::Warning,
                 LinkState::Idle | LinkState::Connecting | LinkState::Up => Level::Info,
@@ -593,6 +659,7 @@ impl Occurrence {
             | Occurrence::SecondFactorReplaceRefused { .. }
             | Occurrence::ManagementTlsRefused { .. }
             | Occurrence::ManagementNoSlot { .. }
+            | Occurrence::UpdateRefused { .. }
             | Occurrence::EventsSuppressed { .. } => Level::Warning,
             Occurrence::StatusPageFailed { .. }
             | Occurrence::TlsReloadFailed { .. }
@@ -698,6 +765,13 @@ impl Occurrence {
                 count,
                 seconds,
             } => format!("{count} more {kind} events \"{key}\" suppressed in the last {seconds} s"),
+            Occurrence::UpdateAccepted { version, by } => format!(
+                "firmware update {version} from {by} verified and kept; it waits for its install"
+            ),
+            Occurrence::UpdateRefused { reason, by, error } => format!(
+                "firmware update from {by} refused ({}); nothing was armed: {error}",
+                reason.as_str()
+            ),
             Occurrence::Config { change, facts } => config_message(*change, facts),
         }
     }
@@ -930,6 +1004,23 @@ mod tests {
                 },
                 "management API: no connection slot left for hub.renkei.test (from 198.18.0.1:40443); closed",
                 json!({"client": "hub.renkei.test", "address": "198.18.0.1:40443"}),
+            ),
+            (
+                Occurrence::UpdateAccepted {
+                    version: "1.4.2".into(),
+                    by: "operator.renkei.test".into(),
+                },
+                "firmware update 1.4.2 from operator.renkei.test verified and kept; it waits for its install",
+                json!({"version": "1.4.2", "by": "operator.renkei.test"}),
+            ),
+            (
+                Occurrence::UpdateRefused {
+                    reason: UpdateRefusal::NotNewer,
+                    by: "local".into(),
+                    error: "version 1.4.1 is not newer than the running 1.4.2".into(),
+                },
+                "firmware update from local refused (not_newer); nothing was armed: version 1.4.1 is not newer than the running 1.4.2",
+                json!({"reason": "not_newer", "by": "local", "error": "version 1.4.1 is not newer than the running 1.4.2"}),
             ),
             (
                 Occurrence::EventsSuppressed {

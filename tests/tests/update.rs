@@ -1,0 +1,425 @@
+//! Signed firmware updates in the namespace lab (AVL-5, OPS-2, AUTH-2): the operator in the data
+//! centre pushes real RAUC bundles (made here by `rauc bundle`, signed by a throwaway update CA)
+//! with the real `renkei update push` through the hub's tunnel to the hospital's management
+//! API, and an installer runs `renkei update install` on the box. The box checks each with the
+//! real `rauc info --keyring` and its own rules; a refused bundle leaves nothing armed and no
+//! file in the spool.
+//!
+//! This round stops at "verified and kept": writing the inactive slot and booting it are the
+//! QEMU tests' part (docs/update.md).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use renkei::config::Config;
+use renkei::firmware_version::FirmwareVersion;
+use renkei_lab::operator::{Operator, Outcome};
+use renkei_lab::pki::LeafFiles;
+use renkei_lab::rauc::{spool_files, Manifest, UpdateSigner};
+use renkei_lab::{require_root, wait_until, Daemon, Lab, Node};
+use serde_json::Value;
+
+/// `management.confirm_timeout_secs` of every config here.
+const CONFIRM_TIMEOUT_SECS: u64 = 600;
+/// The smallest `update.max_bundle_bytes` a config may set.
+const SMALL_LIMIT_BYTES: u64 = 1024 * 1024;
+
+/// A lab with the hub and the hospital running, the hospital taking bundles of `signer`.
+struct UpdateLab {
+    lab: Lab,
+    operator: Operator,
+    signer: UpdateSigner,
+    spool: PathBuf,
+    config_path: PathBuf,
+    hospital: Daemon,
+    _hub: Daemon,
+}
+
+/// True when `rauc` and `mksquashfs` are installed; skips the test otherwise (a failure in CI).
+fn have_tools() -> bool {
+    for tool in ["rauc", "mksquashfs"] {
+        let found = std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok();
+        if !found {
+            renkei_lab::skip(&format!("needs {tool} (scripts/install-deps)"));
+            return false;
+        }
+    }
+    true
+}
+
+impl UpdateLab {
+    /// Starts the hub and the hospital; `edit` changes the hospital's `[update]` section.
+    fn start(edit: impl FnOnce(&mut renkei::config::UpdateConfig)) -> UpdateLab {
+        let lab = Lab::new().expect("lab");
+        let operator = Operator::new(&lab).expect("operator");
+        let signer = UpdateSigner::new(&lab.dir, "update-ca").expect("update CA");
+        let spool = lab.node_dir(Node::Hospital).join("state").join("update");
+        let mut config: Config = lab.full(Node::Hospital);
+        config.management = Some(operator.management(Node::Hospital, CONFIRM_TIMEOUT_SECS, false));
+        let mut update = signer.update_config(&spool);
+        edit(&mut update);
+        config.update = Some(update);
+        let config_path = lab
+            .write_config(Node::Hospital, &config)
+            .expect("hospital config");
+        let hub = lab.start(Node::Hub, &lab.full(Node::Hub)).expect("hub");
+        let hospital = lab
+            .start_with(Node::Hospital, &config_path)
+            .expect("hospital");
+        wait_until(Duration::from_secs(15), "the hospital's tunnel", || {
+            (hospital.peer("dc").ok()?["state"] == "up").then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", hospital.log_text()));
+        UpdateLab {
+            lab,
+            operator,
+            signer,
+            spool,
+            config_path,
+            hospital,
+            _hub: hub,
+        }
+    }
+
+    /// `renkei update push` of `bundle` from the data centre.
+    fn push(&self, bundle: &Path) -> Outcome {
+        self.operator
+            .update(
+                &self.lab,
+                "push",
+                Node::Hospital,
+                &[bundle.display().to_string()],
+            )
+            .expect("renkei update push")
+    }
+
+    /// `renkei update status` from the data centre.
+    fn status(&self) -> Value {
+        let outcome = self
+            .operator
+            .update(&self.lab, "status", Node::Hospital, &[])
+            .expect("renkei update status");
+        assert!(outcome.success, "{}", outcome.output);
+        outcome.answers.first().cloned().unwrap_or(Value::Null)
+    }
+
+    /// The hospital's `update` events.
+    fn events(&self) -> Vec<Value> {
+        self.hospital.status().expect("status")["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e["kind"] == "update")
+            .collect()
+    }
+
+    /// Asserts `outcome` is a refusal with `reason` (and HTTP `status`), that the box shows it
+    /// as its last result and as an event, and that nothing is armed or left in the spool.
+    fn assert_refused(&self, outcome: &Outcome, reason: &str) {
+        assert!(!outcome.success, "refused:\n{}", outcome.output);
+        assert_eq!(outcome.error_code(), Some(reason), "{}", outcome.output);
+        let status = self.status();
+        assert_eq!(status["pending"], Value::Null, "nothing armed: {status}");
+        assert_eq!(status["last_result"]["result"], "refused", "{status}");
+        assert_eq!(status["last_result"]["reason"], reason, "{status}");
+        let events = self.events();
+        let last = events.last().cloned().unwrap_or(Value::Null);
+        assert_eq!(last["code"], "update_refused", "{events:?}");
+        assert_eq!(last["params"]["reason"], reason, "{last}");
+        assert_eq!(last["params"]["by"], self.operator.identity.as_str());
+        assert_eq!(
+            spool_files(&self.spool),
+            ["last-result.json"],
+            "no bundle, no partial file left in the spool"
+        );
+    }
+}
+
+/// The running firmware's version as the box computes it (the same code, the same machine).
+fn running() -> FirmwareVersion {
+    renkei::update::status::running_version()
+}
+
+/// A version newer than the running one.
+fn newer() -> String {
+    format!("{}.1", running())
+}
+
+fn sha256(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    renkei::hex::lower(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref())
+}
+
+#[test]
+fn avl5_ops2_a_signed_newer_bundle_pushed_by_the_operator_is_verified_and_kept_for_its_install() {
+    require_root!();
+    if !have_tools() {
+        return;
+    }
+    let lab = UpdateLab::start(|_| {});
+    let before = lab.status();
+    assert_eq!(before["running_version"], running().to_string());
+    assert_eq!(before["pending"], Value::Null);
+    assert!(before["booted_slot"].is_string(), "{before}");
+
+    let version = newer();
+    let bundle = lab
+        .signer
+        .bundle("next", &Manifest::lab(&version))
+        .expect("bundle");
+    let pushed = lab.push(&bundle);
+    assert!(pushed.success, "{}", pushed.output);
+    assert_eq!(pushed.answers[0]["result"], "accepted", "{}", pushed.output);
+
+    let status = lab.status();
+    assert_eq!(status["pending"]["version"], version.as_str(), "{status}");
+    assert_eq!(status["pending"]["by"], lab.operator.identity.as_str());
+    assert_eq!(status["last_result"]["result"], "accepted");
+    // The armed bundle is exactly what the operator sent, nothing else is left.
+    assert_eq!(
+        sha256(&lab.spool.join("pending.raucb")),
+        sha256(&bundle),
+        "the kept bundle is the pushed one"
+    );
+    assert_eq!(
+        spool_files(&lab.spool),
+        ["last-result.json", "pending.json", "pending.raucb"]
+    );
+    let events = lab.events();
+    assert_eq!(
+        events.last().map(|e| e["code"].clone()),
+        Some("update_accepted".into())
+    );
+    assert_eq!(
+        events.last().map(|e| e["params"]["version"].clone()),
+        Some(version.into())
+    );
+}
+
+#[test]
+fn avl5_an_unsigned_bundle_is_refused() {
+    require_root!();
+    if !have_tools() {
+        return;
+    }
+    let lab = UpdateLab::start(|_| {});
+    let bundle = lab
+        .signer
+        .unsigned("unsigned", &Manifest::lab(&newer()))
+        .expect("squashfs");
+    let outcome = lab.push(&bundle);
+    lab.assert_refused(&outcome, "not_verified");
+}
+
+#[test]
+fn avl5_a_bundle_signed_by_another_ca_is_refused() {
+    require_root!();
+    if !have_tools() {
+        return;
+    }
+    let lab = UpdateLab::start(|_| {});
+    let stranger = UpdateSigner::new(&lab.lab.dir, "stranger-ca").expect("another CA");
+    let bundle = stranger
+        .bundle("foreign", &Manifest::lab(&newer()))
+        .expect("bundle");
+    let outcome = lab.push(&bundle);
+    lab.assert_refused(&outcome, "not_verified");
+    assert!(
+        outcome.answers[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("rauc could not verify")),
+        "the answer carries rauc's reason:\n{}",
+        outcome.output
+    );
+}
+
+#[test]
+fn avl5_a_bundle_for_another_compatible_is_refused() {
+    require_root!();
+    if !have_tools() {
+        return;
+    }
+    let lab = UpdateLab::start(|_| {});
+    let mut manifest = Manifest::lab(&newer());
+    manifest.compatible = "some-other-box-arm64".into();
+    let bundle = lab.signer.bundle("other", &manifest).expect("bundle");
+    let outcome = lab.push(&bundle);
+    lab.assert_refused(&outcome, "incompatible");
+    assert!(
+        outcome.output.contains("some-other-box-arm64"),
+        "{}",
+        outcome.output
+    );
+}
+
+#[test]
+fn avl5_an_older_or_equal_version_is_refused_unless_a_signed_config_names_it() {
+    require_root!();
+    if !have_tools() {
+        return;
+    }
+    let allowed = "0.0.5";
+    assert!(running() > FirmwareVersion::parse(allowed).expect("version"));
+    let lab = UpdateLab::start(|update| update.allow_downgrade_to = Some(allowed.into()));
+    for (name, version) in [("same", running().to_string()), ("older", "0.0.4".into())] {
+        let bundle = lab
+            .signer
+            .bundle(name, &Manifest::lab(&version))
+            .expect("bundle");
+        let outcome = lab.push(&bundle);
+        lab.assert_refused(&outcome, "not_newer");
+    }
+    // The operator's signed instruction names exactly this older version.
+    let forced = lab
+        .signer
+        .bundle("forced", &Manifest::lab(allowed))
+        .expect("bundle");
+    let outcome = lab.push(&forced);
+    assert!(outcome.success, "{}", outcome.output);
+    assert_eq!(lab.status()["pending"]["version"], allowed);
+}
+
+#[test]
+fn avl5_int1_a_bundle_larger_than_the_limit_is_refused_with_413_and_nothing_on_disk() {
+    require_root!();
+    if !have_tools() {
+        return;
+    }
+    let lab = UpdateLab::start(|update| update.max_bundle_bytes = SMALL_LIMIT_BYTES);
+    let mut manifest = Manifest::lab(&newer());
+    manifest.payload_bytes = 2 * SMALL_LIMIT_BYTES as usize;
+    let bundle = lab.signer.bundle("large", &manifest).expect("bundle");
+    // `renkei update push` declares the length: refused before a byte is spooled.
+    let declared = lab.push(&bundle);
+    assert!(declared.output.contains("413"), "{}", declared.output);
+    lab.assert_refused(&declared, "too_large");
+    // A chunked upload declares nothing: cut off once past the limit, its file removed.
+    let chunked = lab
+        .operator
+        .raw_request(
+            &lab.lab,
+            Node::Hospital,
+            ("POST", "/v1/update"),
+            Some(&bundle),
+            &["Transfer-Encoding: chunked".to_string()],
+            Some(&lab.operator.client),
+        )
+        .expect("curl");
+    assert_eq!(chunked.status, Some(413), "{}", chunked.output);
+    assert_eq!(chunked.error_code(), Some("too_large"));
+    assert_eq!(spool_files(&lab.spool), ["last-result.json"]);
+}
+
+#[test]
+fn avl5_a_second_bundle_while_one_is_pending_is_refused() {
+    require_root!();
+    if !have_tools() {
+        return;
+    }
+    let lab = UpdateLab::start(|_| {});
+    let first_version = newer();
+    let first = lab
+        .signer
+        .bundle("first", &Manifest::lab(&first_version))
+        .expect("bundle");
+    assert!(lab.push(&first).success);
+    let second = lab
+        .signer
+        .bundle("second", &Manifest::lab(&format!("{first_version}.1")))
+        .expect("bundle");
+    let outcome = lab.push(&second);
+    assert!(!outcome.success, "{}", outcome.output);
+    assert_eq!(outcome.error_code(), Some("pending"), "{}", outcome.output);
+    let status = lab.status();
+    assert_eq!(
+        status["pending"]["version"],
+        first_version.as_str(),
+        "the first stays armed"
+    );
+    assert_eq!(status["last_result"]["reason"], "pending");
+    assert_eq!(sha256(&lab.spool.join("pending.raucb")), sha256(&first));
+    assert_eq!(
+        spool_files(&lab.spool),
+        ["last-result.json", "pending.json", "pending.raucb"]
+    );
+}
+
+#[test]
+fn avl5_auth2_a_client_that_is_not_the_operator_can_neither_push_nor_read_updates() {
+    require_root!();
+    if !have_tools() {
+        return;
+    }
+    let lab = UpdateLab::start(|_| {});
+    // A box's certificate: the operator CA signed it, but it is not the operator.
+    let clinic: LeafFiles = lab
+        .lab
+        .ca
+        .issue(Node::Clinic.tls_name())
+        .and_then(|leaf| leaf.write(&lab.operator.dir, "clinic"))
+        .expect("a box certificate");
+    let bundle = lab
+        .signer
+        .bundle("next", &Manifest::lab(&newer()))
+        .expect("bundle");
+    for (request, body) in [
+        (("POST", "/v1/update"), Some(bundle.as_path())),
+        (("GET", "/v1/update"), None),
+    ] {
+        let answer = lab
+            .operator
+            .raw_request(&lab.lab, Node::Hospital, request, body, &[], Some(&clinic))
+            .expect("curl");
+        assert_eq!(answer.status, Some(403), "{request:?}: {}", answer.output);
+        assert_eq!(answer.error_code(), Some("not_operator"));
+    }
+    assert!(
+        spool_files(&lab.spool).is_empty(),
+        "nothing reached the spool"
+    );
+    assert_eq!(lab.status()["last_result"], Value::Null);
+}
+
+#[test]
+fn avl5_ops2_renkei_update_install_on_the_box_makes_the_same_checks() {
+    require_root!();
+    if !have_tools() {
+        return;
+    }
+    let lab = UpdateLab::start(|_| {});
+    let install = |bundle: &Path| {
+        std::process::Command::new(renkei_lab::daemon::renkei_bin().expect("bin"))
+            .args(["update", "install", "--config"])
+            .arg(&lab.config_path)
+            .arg(bundle)
+            .output()
+            .expect("renkei update install")
+    };
+    let stranger = UpdateSigner::new(&lab.lab.dir, "stranger-ca").expect("another CA");
+    let foreign = stranger
+        .bundle("foreign", &Manifest::lab(&newer()))
+        .expect("bundle");
+    let refused = install(&foreign);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("not_verified"), "{stderr}");
+    assert_eq!(spool_files(&lab.spool), ["last-result.json"]);
+
+    let version = newer();
+    let bundle = lab
+        .signer
+        .bundle("next", &Manifest::lab(&version))
+        .expect("bundle");
+    let accepted = install(&bundle);
+    assert!(accepted.status.success(), "{accepted:?}");
+    // The daemon sees what the installer armed: one update at a time, whoever brought it.
+    let status = lab.status();
+    assert_eq!(status["pending"]["version"], version.as_str(), "{status}");
+    assert_eq!(status["pending"]["by"], "local");
+    let pushed = lab.push(&bundle);
+    assert_eq!(pushed.error_code(), Some("pending"), "{}", pushed.output);
+}
