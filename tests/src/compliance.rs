@@ -12,7 +12,8 @@
 //! nothing, even though libtest reports it `ok`: it is counted as skipped.
 //!
 //! Per ID: proven (a mapped test passed and none failed), failing (a mapped test failed) or open
-//! (no mapped test passed). Open IDs are listed, never hidden; a test naming an ID that is not
+//! (no mapped test passed). A requirement whose item says `*Partly built: <what is missing>*`
+//! is at best partly proven: its passing tests prove what is built, not the rest. Open IDs are listed, never hidden; a test naming an ID that is not
 //! a requirement is listed too, so a typo cannot silently prove nothing.
 
 use std::collections::BTreeMap;
@@ -27,6 +28,22 @@ pub struct Requirement {
     pub text: String,
     /// The section it is in (`Transport`, ...).
     pub section: String,
+    /// What is not built yet, from a `*Partly built: ...*` note in the item.
+    pub missing: Option<String>,
+}
+
+/// The note in a requirement item that says part of it is not built yet.
+const PARTLY_BUILT: &str = "*Partly built:";
+
+/// Splits `text` into the requirement and what its `*Partly built: ...*` note says is missing.
+fn split_missing(text: &str) -> (String, Option<String>) {
+    match text.split_once(PARTLY_BUILT) {
+        Some((requirement, note)) => (
+            requirement.trim().to_string(),
+            Some(note.trim().trim_end_matches('*').trim().to_string()),
+        ),
+        None => (text.to_string(), None),
+    }
 }
 
 /// Reads the requirement items (`- **ID** text`, continued on indented lines) in file order.
@@ -47,6 +64,7 @@ pub fn parse_requirements(markdown: &str) -> Vec<Requirement> {
                         id: id.to_string(),
                         text: text.trim().to_string(),
                         section: section.clone(),
+                        missing: None,
                     });
                     open = true;
                     continue;
@@ -62,6 +80,11 @@ pub fn parse_requirements(markdown: &str) -> Vec<Requirement> {
             }
             _ => open = false,
         }
+    }
+    for requirement in &mut out {
+        let (text, missing) = split_missing(&requirement.text);
+        requirement.text = text;
+        requirement.missing = missing;
     }
     out
 }
@@ -299,6 +322,8 @@ pub fn prefixes(requirements: &[Requirement]) -> Vec<String> {
 pub enum Status {
     /// A mapped test passed and none failed.
     Proven,
+    /// As proven, but the requirement says part of it is not built yet.
+    Partly,
     /// A mapped test failed.
     Failing,
     /// No mapped test passed.
@@ -309,6 +334,7 @@ impl Status {
     fn word(self) -> &'static str {
         match self {
             Status::Proven => "proven",
+            Status::Partly => "**partly built**",
             Status::Failing => "**failing**",
             Status::Open => "**open**",
         }
@@ -353,7 +379,11 @@ pub fn map<'a>(requirements: &'a [Requirement], results: &'a [TestResult]) -> Re
             let status = if tests.iter().any(|t| t.outcome == Outcome::Failed) {
                 Status::Failing
             } else if tests.iter().any(|t| t.outcome == Outcome::Passed) {
-                Status::Proven
+                if r.missing.is_some() {
+                    Status::Partly
+                } else {
+                    Status::Proven
+                }
             } else {
                 Status::Open
             };
@@ -394,7 +424,8 @@ pub fn render(report: &Report, about: &str) -> String {
          tests whose names start with its \
          ID (`net1_net7_...` proves NET-1 and NET-7) or by `PASS <ID>` lines of tests that are \
          not Rust. **proven**: a test passed and none failed; **failing**: a test failed; \
-         **open**: no test passed. A test that could not run on the machine says so with a \
+         **open**: no test passed; **partly built**: tests passed, but the requirement says \
+         what of it is not built yet. A test that could not run on the machine says so with a \
          `SKIP` line and is listed as skipped: it proves nothing (under CI it fails instead). \
          A test's name is its author's claim that it proves \
          the requirement; review the claim with the test.\n"
@@ -402,10 +433,11 @@ pub fn render(report: &Report, about: &str) -> String {
     let _ = writeln!(out, "{about}\n");
     let _ = writeln!(
         out,
-        "**{} of {} requirements proven, {} open, {} failing.** The run: {} tests passed, {} \
-         failed, {} ignored, {} skipped.\n",
+        "**{} of {} requirements proven, {} partly built, {} open, {} failing.** The run: {} \
+         tests passed, {} failed, {} ignored, {} skipped.\n",
         count(Status::Proven),
         report.rows.len(),
+        count(Status::Partly),
         count(Status::Open),
         count(Status::Failing),
         outcomes(Outcome::Passed),
@@ -440,14 +472,20 @@ pub fn render(report: &Report, about: &str) -> String {
             tests
         );
     }
-    for (title, status) in [("Open", Status::Open), ("Failing", Status::Failing)] {
+    for (title, status) in [
+        ("Partly built", Status::Partly),
+        ("Open", Status::Open),
+        ("Failing", Status::Failing),
+    ] {
         let rows: Vec<_> = report.rows.iter().filter(|r| r.2 == status).collect();
         let _ = writeln!(out, "\n## {title} ({})\n", rows.len());
         if rows.is_empty() {
             let _ = writeln!(out, "None.");
         }
         for (requirement, tests, _) in rows {
-            let why = if tests.is_empty() {
+            let why = if let (Status::Partly, Some(missing)) = (status, &requirement.missing) {
+                format!("not built yet: {missing}")
+            } else if tests.is_empty() {
                 "no test names this ID".to_string()
             } else {
                 let failed: Vec<_> = tests
@@ -545,10 +583,11 @@ pub fn generate(
     std::fs::write(out, &markdown).with_context(|| format!("writing {}", out.display()))?;
     let count = |s: Status| report.rows.iter().filter(|r| r.2 == s).count();
     Ok(format!(
-        "{}: {} of {} requirements proven, {} open, {} failing",
+        "{}: {} of {} requirements proven, {} partly built, {} open, {} failing",
         out.display(),
         count(Status::Proven),
         report.rows.len(),
+        count(Status::Partly),
         count(Status::Open),
         count(Status::Failing)
     ))
@@ -695,7 +734,7 @@ PASSWORD nothing
         assert_eq!(report.rows[3].2, Status::Open);
         let text = render(&report, "Run: test");
         assert!(
-            text.contains("**2 of 4 requirements proven, 2 open, 0 failing.**"),
+            text.contains("**2 of 4 requirements proven, 0 partly built, 2 open, 0 failing.**"),
             "{text}"
         );
         assert!(
@@ -808,5 +847,43 @@ SKIP - lab_up_twice: needs root
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), requirements.len(), "an ID is listed twice");
+    }
+
+    /// A requirement that says part of it is not built is never reported proven, however many
+    /// of its tests pass, and the report says what is missing.
+    #[test]
+    fn a_partly_built_requirement_is_partly_built_not_proven() {
+        let requirements = parse_requirements(
+            "## Availability\n\
+             - **AVL-5** Updates A/B with fallback.\n  *Partly built: the slots and the fallback.*\n\
+             - **AVL-2** Watchdog.\n",
+        );
+        assert_eq!(requirements[0].text, "Updates A/B with fallback.");
+        assert_eq!(
+            requirements[0].missing.as_deref(),
+            Some("the slots and the fallback.")
+        );
+        assert_eq!(requirements[1].missing, None);
+        let results = parse_test_output(
+            "     Running tests/update.rs (target/debug/deps/update-1)\n\
+             test avl5_a_bundle_is_verified ... ok\n\
+             test avl2_watchdog ... ok\n",
+            &prefixes(&requirements),
+        );
+        let report = map(&requirements, &results);
+        let status: Vec<_> = report.rows.iter().map(|r| (r.0.id.as_str(), r.2)).collect();
+        assert_eq!(
+            status,
+            [("AVL-5", Status::Partly), ("AVL-2", Status::Proven)]
+        );
+        let text = render(&report, "Run: test");
+        assert!(
+            text.contains("**1 of 2 requirements proven, 1 partly built, 0 open, 0 failing.**"),
+            "{text}"
+        );
+        assert!(
+            text.contains("not built yet: the slots and the fallback."),
+            "{text}"
+        );
     }
 }
