@@ -610,6 +610,26 @@ fn start_renkei_box_with(
     esp: &str,
     edit: impl FnOnce(&mut renkei::config::Config),
 ) -> anyhow::Result<RenkeiBox> {
+    start_renkei_box_from(
+        ike,
+        esp,
+        |lab| Ok(lab.certificate(Node::Hub).clone()),
+        |_, config| {
+            edit(config);
+            Ok(())
+        },
+    )
+}
+
+/// The concentrator offering `ike`/`esp` with the certificate `concentrator_certificate` gives
+/// (it trusts the lab CA for the box), the box's charon, then `renkei run` with the box's
+/// config changed by `edit` (given the lab, to write the files the config names).
+fn start_renkei_box_from(
+    ike: &str,
+    esp: &str,
+    concentrator_certificate: impl FnOnce(&Lab) -> anyhow::Result<Leaf>,
+    edit: impl FnOnce(&Lab, &mut renkei::config::Config) -> anyhow::Result<()>,
+) -> anyhow::Result<RenkeiBox> {
     let lab = Lab::new()?;
     lab.ns(Node::Hub)
         .ip(&["addr", "add", &format!("{DC_INNER}/32"), "dev", "lo"])?;
@@ -618,13 +638,13 @@ fn start_renkei_box_with(
     let concentrator = Charon::start(lab.ns(Node::Hub), dc_paths, &dc_conf)?;
     concentrator.load_all(
         &concentrator_swanctl(ike, esp),
-        lab.certificate(Node::Hub),
+        &concentrator_certificate(&lab)?,
         &lab.ca.cert_pem,
     )?;
     let operator = Operator::new(&lab)?;
     let box_paths = CharonPaths::in_dir(&lab.dir.join("hospital-charon"));
     let mut config = box_config(&lab, &box_paths, &operator)?;
-    edit(&mut config);
+    edit(&lab, &mut config)?;
     let path = lab.write_config(Node::Hospital, &config)?;
     let charon_conf = renkei_charon_conf(&path)?;
     let box_charon = Charon::start(lab.ns(Node::Hospital), box_paths, &charon_conf)?;
@@ -1620,41 +1640,19 @@ fn net9_net10_ops4_a_rekey_under_a_running_transfer_loses_no_byte() {
     );
 }
 
-/// [`start_renkei_box_with`], the concentrator presenting a certificate for the hub's name
-/// from `concentrator_ca` (not the lab CA that issued the box's), and `edit` given the lab to
-/// write the files the box's config names.
+/// [`start_renkei_box_from`] with the profile's strongest proposals, the concentrator
+/// presenting a certificate for the hub's name from `concentrator_ca` (not the lab CA that
+/// issued the box's).
 fn start_renkei_box_with_concentrator_ca(
     concentrator_ca: &renkei_lab::pki::Ca,
     edit: impl FnOnce(&Lab, &mut renkei::config::Config) -> anyhow::Result<()>,
 ) -> anyhow::Result<RenkeiBox> {
-    let lab = Lab::new()?;
-    lab.ns(Node::Hub)
-        .ip(&["addr", "add", &format!("{DC_INNER}/32"), "dev", "lo"])?;
-    let dc_paths = CharonPaths::in_dir(&lab.dir.join("dc-charon"));
-    let dc_conf = concentrator_conf(&dc_paths);
-    let concentrator = Charon::start(lab.ns(Node::Hub), dc_paths, &dc_conf)?;
-    // It trusts the lab CA for the box; its own certificate is from the other CA.
-    concentrator.load_all(
-        &concentrator_swanctl(STRONG_IKE, STRONG_ESP),
-        &concentrator_ca.issue(Node::Hub.tls_name())?,
-        &lab.ca.cert_pem,
-    )?;
-    let operator = Operator::new(&lab)?;
-    let box_paths = CharonPaths::in_dir(&lab.dir.join("hospital-charon"));
-    let mut config = box_config(&lab, &box_paths, &operator)?;
-    edit(&lab, &mut config)?;
-    let path = lab.write_config(Node::Hospital, &config)?;
-    let charon_conf = renkei_charon_conf(&path)?;
-    let box_charon = Charon::start(lab.ns(Node::Hospital), box_paths, &charon_conf)?;
-    let daemon = lab.start_with(Node::Hospital, &path)?;
-    Ok(RenkeiBox {
-        daemon,
-        box_charon,
-        concentrator,
-        operator,
-        charon_conf,
-        lab,
-    })
+    start_renkei_box_from(
+        STRONG_IKE,
+        STRONG_ESP,
+        |_| concentrator_ca.issue(Node::Hub.tls_name()),
+        edit,
+    )
 }
 
 /// The box's CA bundle during an operator's CA rollover: the lab CA (the box's own issuer)
