@@ -19,8 +19,8 @@ use renkei::carrier::ipsec::settings::{IpsecSettings, CONNECTION_NAME};
 use renkei::carrier::ipsec::vici::Vici;
 use renkei::config::{EspBackend, PolicyMode, TlsConfig};
 
-use crate::concentrator::{renkei_charon_conf, swanctl_conf, FacilityConnection};
-use crate::lab::{Lab, Node};
+use crate::concentrator::{renkei_charon_conf, swanctl_conf};
+use crate::lab::{facility_connection, Lab, Node};
 use crate::strongswan::{concentrator_conf, concentrator_conf_kernel_xfrm, Charon, CharonPaths};
 use crate::wait::wait_until;
 
@@ -62,17 +62,14 @@ pub struct IpsecPair {
 /// The concentrator's connection, written by hand as an operator would (the kit's
 /// [`swanctl_conf`]): it answers the box, identity pinned, with the profile's strongest.
 fn concentrator_swanctl() -> String {
-    swanctl_conf(&[FacilityConnection {
-        name: "box".to_string(),
-        local_addr: Node::Hub.wan_address().to_string(),
-        remote_addr: Node::Hospital.wan_address().to_string(),
-        local_id: Node::Hub.tls_name().to_string(),
-        remote_id: Node::Hospital.tls_name().to_string(),
-        local_ts: vec![format!("{DC_INNER}/32")],
-        remote_ts: format!("{BOX_INNER}/32"),
-        ike_proposals: CONCENTRATOR_IKE.to_string(),
-        esp_proposals: CONCENTRATOR_ESP.to_string(),
-    }])
+    swanctl_conf(&[facility_connection(
+        Node::Hospital,
+        "box",
+        DC_INNER,
+        BOX_INNER,
+        CONCENTRATOR_IKE,
+        CONCENTRATOR_ESP,
+    )])
 }
 
 /// The hospital's `[ipsec]` config of the lab ([`Lab::ipsec_only`]) made on-demand, with

@@ -898,19 +898,42 @@ const IPSEC_ALARM_AFTER_SECS: u64 = 180;
 pub fn lab_concentrator_swanctl() -> String {
     let connections: Vec<FacilityConnection> = [Node::Hospital, Node::Clinic]
         .into_iter()
-        .map(|facility| FacilityConnection {
-            name: facility.short().to_string(),
-            local_addr: Node::Hub.wan_address().to_string(),
-            remote_addr: facility.wan_address().to_string(),
-            local_id: Node::Hub.tls_name().to_string(),
-            remote_id: facility.tls_name().to_string(),
-            local_ts: vec![format!("{}/32", Node::Hub.ipsec_address())],
-            remote_ts: format!("{}/32", facility.ipsec_address()),
-            ike_proposals: PROFILE_IKE_PROPOSALS.to_string(),
-            esp_proposals: PROFILE_ESP_PROPOSALS.to_string(),
+        .map(|facility| {
+            facility_connection(
+                facility,
+                facility.short(),
+                Node::Hub.ipsec_address(),
+                facility.ipsec_address(),
+                PROFILE_IKE_PROPOSALS,
+                PROFILE_ESP_PROPOSALS,
+            )
         })
         .collect();
     swanctl_conf(&connections)
+}
+
+/// The concentrator's connection `name` answering `facility` from the hub's WAN address (both
+/// identities their certificate names): `dc_inner` to `facility_inner`, each one host, with
+/// the `ike` and `esp` proposals in strongSwan's syntax.
+pub fn facility_connection(
+    facility: Node,
+    name: &str,
+    dc_inner: &str,
+    facility_inner: &str,
+    ike: &str,
+    esp: &str,
+) -> FacilityConnection {
+    FacilityConnection {
+        name: name.to_string(),
+        local_addr: Node::Hub.wan_address().to_string(),
+        remote_addr: facility.wan_address().to_string(),
+        local_id: Node::Hub.tls_name().to_string(),
+        remote_id: facility.tls_name().to_string(),
+        local_ts: vec![format!("{dc_inner}/32")],
+        remote_ts: format!("{facility_inner}/32"),
+        ike_proposals: ike.to_string(),
+        esp_proposals: esp.to_string(),
+    }
 }
 
 /// `addr/32`: the route to one tunnel address.

@@ -34,9 +34,9 @@ use renkei::carrier::ipsec::sa::{IkeState, SaEvent, SaEventKind};
 use renkei::carrier::ipsec::vici::{CertificateRole, PrivateKey, Vici, ViciError};
 use renkei::state::events::IpsecRefusal;
 use renkei_lab::boxconfig::{service, socket, Peer};
-use renkei_lab::concentrator::{renkei_charon_conf, swanctl_conf, FacilityConnection};
+use renkei_lab::concentrator::{renkei_charon_conf, swanctl_conf};
 use renkei_lab::daemon::renkei_bin;
-use renkei_lab::lab::{tls_config, DOCUMENT_SERVER_ADDRESS};
+use renkei_lab::lab::{facility_connection, tls_config, DOCUMENT_SERVER_ADDRESS};
 use renkei_lab::netns::run;
 use renkei_lab::operator::{Operator, MANAGEMENT_PORT};
 use renkei_lab::pki::Leaf;
@@ -63,17 +63,14 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The concentrator's connection, written by hand as an operator would: it answers the box
 /// (identity pinned, certificate from the lab CA) with only `ike`/`esp` proposals.
 fn concentrator_swanctl(ike: &str, esp: &str) -> String {
-    swanctl_conf(&[FacilityConnection {
-        name: CONN.to_string(),
-        local_addr: Node::Hub.wan_address().to_string(),
-        remote_addr: Node::Hospital.wan_address().to_string(),
-        local_id: Node::Hub.tls_name().to_string(),
-        remote_id: Node::Hospital.tls_name().to_string(),
-        local_ts: vec![format!("{DC_INNER}/32")],
-        remote_ts: format!("{BOX_INNER}/32"),
-        ike_proposals: ike.to_string(),
-        esp_proposals: esp.to_string(),
-    }])
+    swanctl_conf(&[facility_connection(
+        Node::Hospital,
+        CONN,
+        DC_INNER,
+        BOX_INNER,
+        ike,
+        esp,
+    )])
 }
 
 /// The two charons of a test, in the lab's hospital (box) and dc (concentrator) namespaces.
