@@ -20,6 +20,9 @@ const UNITS: [&str; 4] = [
     "renkei-charon.service",
 ];
 
+/// The path units the disk image installs (no sandbox of their own: systemd itself watches).
+const PATH_UNITS: [&str; 1] = ["renkei-charon.path"];
+
 /// The highest `systemd-analyze security` exposure each unit may have (0 safest, 10 worst),
 /// a little above its score today so a systemd upgrade's rescoring does not fail the build
 /// while a loosened sandbox does. The daemon needs CAP_NET_ADMIN, the TUN device and the
@@ -37,7 +40,7 @@ const EXPOSURE_CEILINGS: [(&str, f64); 4] = [
 /// they name each other).
 fn staged_unit(name: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
-    for unit in UNITS {
+    for unit in UNITS.iter().chain(&PATH_UNITS) {
         let text = std::fs::read_to_string(units_dir().join(unit)).expect("unit");
         let text = text.replace("/usr/bin/renkei", env!("CARGO_BIN_EXE_renkei"));
         std::fs::write(dir.path().join(unit), text).expect("write unit");
@@ -69,7 +72,7 @@ fn avl2_units_pass_systemd_analyze_verify() {
     if !have_systemd_analyze() {
         return;
     }
-    for name in UNITS {
+    for name in UNITS.iter().chain(&PATH_UNITS) {
         let (_dir, path) = staged_unit(name);
         let output = Command::new("systemd-analyze")
             .args(["verify", "--man=no"])
@@ -122,6 +125,16 @@ fn avl2_every_unit_in_systemd_is_installed_and_has_an_exposure_ceiling() {
     let mut ceilings: Vec<&str> = EXPOSURE_CEILINGS.iter().map(|(u, _)| *u).collect();
     ceilings.sort();
     assert_eq!(shipped, installed, "UNITS lists every unit in systemd/");
+    let mut paths: Vec<String> = std::fs::read_dir(units_dir())
+        .expect("systemd/")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".path"))
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths, PATH_UNITS,
+        "PATH_UNITS lists every path unit in systemd/"
+    );
     assert_eq!(
         shipped, ceilings,
         "EXPOSURE_CEILINGS covers every unit in systemd/"
@@ -202,5 +215,24 @@ fn net10_the_charon_unit_and_the_daemon_agree_on_strongswan_conf_and_the_vici_so
     assert!(
         rendered.contains(&format!("socket = {uri}\n")),
         "{rendered}"
+    );
+}
+
+/// A push that moves a running box to `[ipsec]` gets its charon (NET-9): the path unit watches
+/// exactly the config file the charon unit's start condition reads, and starts that unit.
+#[test]
+fn net9_the_charon_path_unit_watches_the_config_file_the_charon_unit_reads() {
+    let unit = std::fs::read_to_string(units_dir().join("renkei-charon.service")).expect("unit");
+    let path_unit =
+        std::fs::read_to_string(units_dir().join("renkei-charon.path")).expect("path unit");
+    let condition = unit_value(&unit, "ExecCondition").expect("ExecCondition=");
+    let watched = unit_value(&path_unit, "PathChanged").expect("PathChanged=");
+    assert!(
+        condition.contains(&format!("--config {watched} ")),
+        "{condition} reads {watched}"
+    );
+    assert_eq!(
+        unit_value(&path_unit, "Unit"),
+        Some("renkei-charon.service")
     );
 }

@@ -10,7 +10,8 @@
 //!
 //! For the IPsec boot, [`write_ipsec_box`] writes the same box's configuration with `[ipsec]`
 //! instead of `[tunnel]` (an always-on SA to a concentrator at the hub's address), with the
-//! default VICI socket: the one the image's `renkei-charon.service` serves.
+//! default VICI socket: the one the image's `renkei-charon.service` serves. It is the box's
+//! next version with `auto_confirm`, for the operator to push to the running WireGuard box.
 
 use std::path::{Path, PathBuf};
 
@@ -183,9 +184,15 @@ pub fn write_ipsec_box(
 /// IKE from its LAN address `box_wan` to the concentrator at `concentrator` (which proves the
 /// hub's name), always on, the management API on its IPsec address, the profile's default
 /// proposals, and no `vici_socket`: the daemon's default, where the image's charon unit puts it.
+/// It is the box's next version, with `auto_confirm`: the boot test pushes it to the running
+/// WireGuard box, which confirms it once the operator reaches it through the SA.
 pub fn ipsec_box_config(box_wan: std::net::IpAddr, concentrator: std::net::IpAddr) -> Config {
     let mut config = box_base();
+    config.meta.version = IPSEC_CONFIG_VERSION;
     config.meta.description = Some("image boot test: IPsec configuration".to_string());
+    if let Some(management) = config.management.as_mut() {
+        management.auto_confirm = true;
+    }
     config.ipsec = Some(IpsecConfig {
         interface: "renkei-ipsec".to_string(),
         address: host_net(Node::Hospital),
@@ -208,6 +215,8 @@ pub fn ipsec_box_config(box_wan: std::net::IpAddr, concentrator: std::net::IpAdd
     config
 }
 
+/// The IPsec configuration's `meta.version`: the one after the box's first.
+pub const IPSEC_CONFIG_VERSION: u64 = 2;
 /// The IPsec box's timers, as `config/ipsec.toml` has them.
 const IPSEC_IDLE_TIMEOUT_SECS: u64 = 300;
 const IPSEC_CONNECT_TIMEOUT_SECS: u64 = 10;
@@ -352,6 +361,8 @@ mod tests {
         assert_eq!(config.policy_mode(), PolicyMode::AlwaysOn);
         let management = config.management.as_ref().expect("[management]");
         assert_eq!(management.listen.ip(), ipsec.address.addr());
+        assert_eq!(config.meta.version, IPSEC_CONFIG_VERSION);
+        assert!(management.auto_confirm, "pushed with auto_confirm");
     }
 
     #[test]

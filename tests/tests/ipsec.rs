@@ -1815,3 +1815,116 @@ fn net10_log2_renkei_records_a_chacha20_curve25519_concentrator_refusal_as_an_ev
         "{dc_log}"
     );
 }
+
+/// `--timeout-secs` of a push whose answer cannot come back (the link it came over is gone).
+const LOST_ANSWER_TIMEOUT_SECS: &str = "5";
+/// How long the hospital's WireGuard link may take to come up at start.
+const TUNNEL_UP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A box on WireGuard is moved to IPsec by a push, and its charon starts only after the daemon
+/// already runs the pushed config (on the image, `renkei-charon.path` starts it when the push
+/// replaces the config file). The IPsec backend must not fail its start for a missing VICI
+/// socket: it keeps trying, finds charon once it is up, loads the connection, the SA comes up
+/// with the hand-configured concentrator and the operator's request over the SA confirms the
+/// push (auto_confirm) within the window. charon is started from the config file the push
+/// wrote, as the image's unit does.
+#[test]
+fn net9_avl1_auth4_a_push_to_ipsec_joins_once_the_boxs_charon_starts_after_the_apply() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    lab.ns(Node::Hub)
+        .ip(&["addr", "add", &format!("{DC_INNER}/32"), "dev", "lo"])
+        .expect("the data centre's service address");
+    let dc_paths = CharonPaths::in_dir(&lab.dir.join("dc-charon"));
+    let dc_conf = concentrator_conf(&dc_paths);
+    let concentrator = Charon::start(lab.ns(Node::Hub), dc_paths, &dc_conf).expect("concentrator");
+    concentrator
+        .load_all(
+            &concentrator_swanctl(STRONG_IKE, STRONG_ESP),
+            lab.certificate(Node::Hub),
+            &lab.ca.cert_pem,
+        )
+        .expect("concentrator's connection");
+    let operator = Operator::new(&lab).expect("operator");
+    let hub = lab.start(Node::Hub, &lab.config(Node::Hub)).expect("hub");
+
+    // Version 1: WireGuard to the lab hub, the management API on the tunnel address.
+    let mut v1 = lab.config(Node::Hospital);
+    v1.meta.version = 1;
+    v1.tls = Some(tls_config());
+    v1.management = Some(operator.management(Node::Hospital, CONFIRM_WINDOW.as_secs(), true));
+    let daemon = lab.start(Node::Hospital, &v1).expect("hospital");
+    wait_until(TUNNEL_UP_TIMEOUT, "the hospital's tunnel to be up", || {
+        (renkei_lab::chain::peer_state(&daemon, "dc") == "up").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()));
+
+    // Version 2: IPsec, pushed over the tunnel. No charon runs in the box's namespace yet.
+    let box_paths = CharonPaths::in_dir(&lab.dir.join("hospital-charon"));
+    let mut v2 = box_config(&lab, &box_paths, &operator).expect("IPsec config");
+    v2.meta.version = 2;
+    let management = v2.management.as_mut().expect("[management]");
+    management.confirm_timeout_secs = CONFIRM_WINDOW.as_secs();
+    management.auto_confirm = true;
+    let path = operator
+        .write_signed("v2.toml", &v2, None)
+        .expect("sign v2");
+    let short = [("--timeout-secs", LOST_ANSWER_TIMEOUT_SECS.to_string())];
+    let applied = std::thread::scope(|scope| {
+        let pushing = scope.spawn(|| operator.push_with(&lab, Node::Hospital, &path, &short));
+        wait_config(&lab, &daemon, 2, "pending", APPLY_TIMEOUT);
+        let applied = std::time::Instant::now();
+        let _ = pushing.join();
+        applied
+    });
+    // The backend runs and waits for charon: not loaded, the socket's absence its last error.
+    let waiting = wait_until(
+        APPLY_TIMEOUT,
+        "the IPsec backend waiting for charon",
+        || {
+            let status = daemon.status().ok()?;
+            let charon = &status["tunnel"]["backend"]["ipsec"];
+            (status["tunnel"]["kind"] == "ipsec"
+                && charon["charon_loaded"] == false
+                && charon["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("cannot connect to charon's VICI socket")))
+            .then_some(status)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()));
+    assert_eq!(waiting["config"]["state"], "pending", "{waiting}");
+
+    // charon starts now, with the strongswan.conf of the config file the push wrote.
+    let charon_conf = renkei_charon_conf(&daemon.config).expect("renkei charon-conf");
+    let box_charon =
+        Charon::start(lab.ns(Node::Hospital), box_paths, &charon_conf).expect("box charon");
+    let to_box = [("--to", format!("{BOX_INNER}:{MANAGEMENT_PORT}"))];
+    let read_back = wait_until(
+        CONFIRM_WINDOW,
+        "the operator to reach the box over the SA",
+        || {
+            operator
+                .command_with(&lab, "remote", Node::Hospital, &to_box, &[])
+                .ok()
+                .filter(|o| o.success)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", daemon.log_text(), box_charon.log()));
+    assert_eq!(read_back.answers[0]["version"], 2, "{}", read_back.output);
+    wait_config(&lab, &daemon, 2, "confirmed", CONFIRM_WINDOW);
+    assert!(
+        applied.elapsed() < CONFIRM_WINDOW,
+        "confirmed only after the window: {:?}",
+        applied.elapsed()
+    );
+    let sas = concentrator.list_sas().expect("concentrator's SAs");
+    assert!(
+        sas.contains("state=ESTABLISHED") && sas.contains(Node::Hospital.tls_name()),
+        "the concentrator has no SA with the box:\n{sas}"
+    );
+    drop(daemon);
+    drop(box_charon);
+    drop(hub);
+    drop(concentrator);
+}

@@ -118,7 +118,10 @@ impl Shared {
 }
 
 impl Ipsec {
-    /// Sets up the box's address and starts following charon.
+    /// Sets up the box's address and starts following charon. charon need not be up yet: a
+    /// push that moves a running box to IPsec gets its charon only once the config file is
+    /// replaced (the image's `renkei-charon.path`), so the task keeps trying the VICI socket
+    /// (bounded backoff) instead of failing the start, and the confirm window decides.
     pub async fn start(config: &Config, contact: OperatorContact) -> Result<Self, IpsecError> {
         let settings = IpsecSettings::of(config)?;
         let device = device::create(&settings.ipsec.interface, settings.ipsec.address).await?;
