@@ -1102,6 +1102,41 @@ fn wait_config(
     });
 }
 
+/// Pushes the signed config at `path` (version `pushed`) over the SA and expects charon to
+/// refuse the concentrator under it (`what`): the push's answer may never come back (the apply
+/// cuts the SA it came over), the operator cannot come back, and the box rolls back to
+/// `restored` by itself, not before the confirm window's end, with the refusal as an event.
+fn push_refused_by_the_concentrator_and_rolled_back(
+    lab: &Lab,
+    daemon: &renkei_lab::Daemon,
+    operator: &Operator,
+    path: &std::path::Path,
+    (pushed, restored): (u64, u64),
+    what: &str,
+) {
+    let to_box = [("--to", format!("{BOX_INNER}:{MANAGEMENT_PORT}"))];
+    let applied = std::thread::scope(|scope| {
+        let pushing = scope.spawn(|| operator.push_with(lab, Node::Hospital, path, &to_box));
+        wait_config(lab, daemon, pushed, "pending", APPLY_TIMEOUT);
+        let applied = std::time::Instant::now();
+        let _ = pushing.join();
+        applied
+    });
+    wait_config(lab, daemon, restored, "confirmed", CONFIRM_WINDOW * 2);
+    let took = applied.elapsed();
+    let log = daemon.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("EVENT_CODE=\"ipsec_negotiation_refused\"")
+                && l.contains("authentication failed")),
+        "no refusal event for {what}:\n{log}"
+    );
+    assert!(
+        took + Duration::from_secs(2) >= CONFIRM_WINDOW,
+        "rolled back {took:?} after the apply: before the window ended"
+    );
+}
+
 #[test]
 fn net9_auth2_avl1_a_push_over_ipsec_is_confirmed_and_a_wrong_remote_id_is_rolled_back() {
     require_root!();
@@ -1160,26 +1195,13 @@ fn net9_auth2_avl1_a_push_over_ipsec_is_confirmed_and_a_wrong_remote_id_is_rolle
     let path = operator
         .write_signed("v3.toml", &third, None)
         .expect("sign v3");
-    // The push's answer may never come back (the apply cuts the SA it came over).
-    let applied = std::thread::scope(|scope| {
-        let pushing = scope.spawn(|| operator.push_with(&lab, Node::Hospital, &path, &to_box));
-        wait_config(&lab, &daemon, 3, "pending", APPLY_TIMEOUT);
-        let applied = std::time::Instant::now();
-        let _ = pushing.join();
-        applied
-    });
-    wait_config(&lab, &daemon, 2, "confirmed", CONFIRM_WINDOW * 2);
-    let took = applied.elapsed();
-    let log = daemon.log_text();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("EVENT_CODE=\"ipsec_negotiation_refused\"")
-                && l.contains("authentication failed")),
-        "no refusal event for the wrong remote id:\n{log}"
-    );
-    assert!(
-        took + Duration::from_secs(2) >= CONFIRM_WINDOW,
-        "rolled back {took:?} after the apply: before the window ended"
+    push_refused_by_the_concentrator_and_rolled_back(
+        &lab,
+        &daemon,
+        &operator,
+        &path,
+        (3, 2),
+        "the wrong remote id",
     );
     wait_until(ALWAYS_ON_UP_TIMEOUT, "the SA back on version 2", || {
         established_at(&daemon)
@@ -1699,27 +1721,13 @@ fn net9_net10_auth2_avl1_a_ca_bundle_brings_the_sa_up_and_a_pushed_wrong_ca_is_r
     let first = wait_until(ALWAYS_ON_UP_TIMEOUT, "the SA up with the CA bundle", || {
         established_at(&daemon)
     })
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}
-{}
-charon: {}",
-            daemon.log_text(),
-            box_charon.log()
-        )
-    });
+    .unwrap_or_else(|e| panic!("{e}\n{}\ncharon: {}", daemon.log_text(), box_charon.log()));
     wait_until(
         APPLY_TIMEOUT,
         "the operator to reach the box over the SA",
         remote,
     )
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}
-{}",
-            daemon.log_text()
-        )
-    });
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()));
 
     // Version 2 trusts only the box's own CA (the lab's tls/operator-ca.crt).
     let mut second = base.clone();
@@ -1728,32 +1736,13 @@ charon: {}",
     let path = operator
         .write_signed("wrong-ca.toml", &second, None)
         .expect("sign the wrong-CA version");
-    // The push's answer may never come back (the apply cuts the SA it came over).
-    let applied = std::thread::scope(|scope| {
-        let pushing = scope.spawn(|| operator.push_with(&lab, Node::Hospital, &path, &to_box));
-        wait_config(&lab, &daemon, second.meta.version, "pending", APPLY_TIMEOUT);
-        let applied = std::time::Instant::now();
-        let _ = pushing.join();
-        applied
-    });
-    wait_config(
+    push_refused_by_the_concentrator_and_rolled_back(
         &lab,
         &daemon,
-        base.meta.version,
-        "confirmed",
-        CONFIRM_WINDOW * 2,
-    );
-    let took = applied.elapsed();
-    let log = daemon.log_text();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("EVENT_CODE=\"ipsec_negotiation_refused\"")
-                && l.contains("authentication failed")),
-        "no refusal event for the concentrator's CA:\n{log}"
-    );
-    assert!(
-        took + Duration::from_secs(2) >= CONFIRM_WINDOW,
-        "rolled back {took:?} after the apply: before the window ended"
+        &operator,
+        &path,
+        (second.meta.version, base.meta.version),
+        "the concentrator's CA",
     );
     wait_until(
         ALWAYS_ON_UP_TIMEOUT,
