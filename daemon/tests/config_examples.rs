@@ -415,6 +415,18 @@ fn net9_net10_ipsec_config_keeps_to_its_own_keys_and_the_profile() {
         both.contains("ipsec: a box has exactly one of [tunnel] (WireGuard), [closed] (a closed network) and [ipsec] (IKEv2/IPsec); [closed] is already given"),
         "{both}"
     );
+    // Check-ins follow the tunnel's rules: a window as long as the (default) interval is an
+    // error at its line.
+    let window_line = line_of("checkin_window_secs = ");
+    let window = ipsec_check_errors(|text| {
+        text.replacen("checkin_window_secs = 60 ", "checkin_window_secs = 900", 1)
+    });
+    assert!(
+        window.contains(&format!(
+            "ipsec.toml:{window_line}:23: ipsec.checkin_window_secs: 900 must be at least 10 and shorter than checkin_interval_secs (900)"
+        )),
+        "{window}"
+    );
 }
 
 /// `renkei charon-conf` prints the strongswan.conf renkei's carrier expects: the VICI socket

@@ -206,6 +206,9 @@ pub fn ipsec_box_config(box_wan: std::net::IpAddr, concentrator: std::net::IpAdd
         mode: Some(PolicyMode::AlwaysOn),
         idle_timeout_secs: IPSEC_IDLE_TIMEOUT_SECS,
         connect_timeout_secs: IPSEC_CONNECT_TIMEOUT_SECS,
+        // Always on: check-ins do not apply (the config file's defaults).
+        checkin_interval_secs: 900,
+        checkin_window_secs: 60,
         alarm_after_secs: IPSEC_ALARM_AFTER_SECS,
         esp_backend: EspBackend::Libipsec,
         esp_interface: None,

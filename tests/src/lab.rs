@@ -608,6 +608,8 @@ impl Lab {
                     mode: policy.mode,
                     idle_timeout_secs: policy.idle_timeout_secs,
                     connect_timeout_secs: policy.connect_timeout_secs,
+                    checkin_interval_secs: policy.checkin_interval_secs,
+                    checkin_window_secs: policy.checkin_window_secs,
                     alarm_after_secs: IPSEC_ALARM_AFTER_SECS,
                     esp_backend: EspBackend::Libipsec,
                     esp_interface: None,

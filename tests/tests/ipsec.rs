@@ -522,6 +522,8 @@ fn box_config(
         mode: Some(PolicyMode::AlwaysOn),
         idle_timeout_secs: 300,
         connect_timeout_secs: 10,
+        checkin_interval_secs: 0,
+        checkin_window_secs: 60,
         alarm_after_secs: 180,
         esp_backend: EspBackend::Libipsec,
         esp_interface: None,
@@ -1053,6 +1055,104 @@ fn net7_net9_on_demand_ipsec_is_silent_until_a_connection_and_deleted_on_both_si
         idle_for + Duration::from_secs(1) >= Duration::from_secs(ON_DEMAND_IDLE_SECS),
         "deleted after {idle_for:?}, before the idle timeout"
     );
+    drop(daemon);
+    drop(box_charon);
+    drop(concentrator);
+}
+
+/// The shortest check-in interval `renkei check` allows, and the shortest window.
+const CHECKIN_INTERVAL_SECS: u64 = 60;
+const CHECKIN_WINDOW_SECS: u64 = 10;
+
+/// NET-7, NET-9, AUTH-2: an on-demand IPsec box without any LAN demand brings its SA up by
+/// itself every `checkin_interval_secs` and holds it for `checkin_window_secs`, so the
+/// operator reaches its management API (the concentrator cannot call a box behind NAT); then
+/// the idle timeout deletes the SAs on both sides again.
+#[test]
+fn net7_net9_auth2_an_on_demand_ipsec_box_checks_in_so_the_operator_reaches_it() {
+    require_root!();
+    let RenkeiBox {
+        lab,
+        concentrator,
+        box_charon,
+        daemon,
+        operator,
+        ..
+    } = start_renkei_box_with(STRONG_IKE, STRONG_ESP, |config| {
+        let ipsec = config.ipsec.as_mut().expect("[ipsec]");
+        ipsec.mode = Some(renkei::config::PolicyMode::OnDemand);
+        ipsec.idle_timeout_secs = ON_DEMAND_IDLE_SECS;
+        ipsec.checkin_interval_secs = CHECKIN_INTERVAL_SECS;
+        ipsec.checkin_window_secs = CHECKIN_WINDOW_SECS;
+    })
+    .expect("concentrator, box charon and renkei");
+    let started = std::time::Instant::now();
+
+    // Loaded, and silent until the first check-in.
+    wait_until(IKE_TIMEOUT, "the connection loaded", || {
+        let status = daemon.status().ok()?;
+        (status["tunnel"]["backend"]["ipsec"]["charon_loaded"] == true).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{:?}", daemon.status()));
+    let dc_sas = concentrator.list_sas().expect("list-sas");
+    assert!(
+        !dc_sas.contains("state="),
+        "an SA before any check-in: {dc_sas}"
+    );
+
+    // The check-in brings the SA up by itself; the operator reaches the box through it.
+    let checkin_bound = Duration::from_secs(CHECKIN_INTERVAL_SECS) + IKE_TIMEOUT * 2;
+    wait_until(
+        checkin_bound,
+        "the check-in's SA on the concentrator",
+        || {
+            concentrator
+                .list_sas()
+                .ok()
+                .filter(|sas| sas.contains("state=ESTABLISHED"))
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nrenkei: {}\ncharon: {}",
+            daemon.log_text(),
+            box_charon.log()
+        )
+    });
+    let up_after = started.elapsed();
+    assert!(
+        up_after + Duration::from_secs(2) >= Duration::from_secs(CHECKIN_INTERVAL_SECS),
+        "the SA came up after {up_after:?}, before the first check-in was due"
+    );
+    assert!(
+        daemon
+            .log_text()
+            .contains("check-in: bringing the IPsec SA up"),
+        "{}",
+        daemon.log_text()
+    );
+    let to_box = [("--to", format!("{BOX_INNER}:{MANAGEMENT_PORT}"))];
+    let remote = operator
+        .command_with(&lab, "remote", Node::Hospital, &to_box, &[])
+        .expect("renkei remote");
+    assert!(
+        remote.success,
+        "the operator did not reach the box during its check-in: {remote:?}\n{}",
+        daemon.log_text()
+    );
+
+    // After the window and the idle timeout the SAs go on both sides.
+    let gone_bound = Duration::from_secs(CHECKIN_WINDOW_SECS + ON_DEMAND_IDLE_SECS) * 2;
+    wait_until(
+        gone_bound,
+        "the check-in's SAs deleted on both sides",
+        || {
+            let link = ipsec_link(&daemon.status().ok()?)?;
+            let dc_sas = concentrator.list_sas().ok()?;
+            (link["state"] == "idle" && !dc_sas.contains("state=")).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{:?}\nrenkei: {}", daemon.status(), daemon.log_text()));
     drop(daemon);
     drop(box_charon);
     drop(concentrator);

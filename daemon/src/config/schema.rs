@@ -269,6 +269,14 @@ pub struct IpsecConfig {
     /// on_demand: how long a LAN connection may wait for the CHILD SA.
     #[serde(default = "default_connect_timeout_secs")]
     pub connect_timeout_secs: u64,
+    /// on_demand: bring the SA up this often without LAN demand, so the operator's pushes and
+    /// monitoring reach the box (the concentrator cannot initiate to a box behind NAT); 0
+    /// disables check-ins. As `tunnel.policy.checkin_interval_secs`.
+    #[serde(default = "default_checkin_interval_secs")]
+    pub checkin_interval_secs: u64,
+    /// on_demand: how long a check-in holds the SA up before the idle timeout may close it.
+    #[serde(default = "default_checkin_window_secs")]
+    pub checkin_window_secs: u64,
     /// always_on: alarm when no IKE SA has been established for this long.
     #[serde(default = "default_handshake_alarm_secs")]
     pub alarm_after_secs: u64,

@@ -363,24 +363,27 @@ impl Checker<'_> {
             30,
             86_400,
         );
-        if policy.checkin_interval_secs != 0 {
-            self.range(
-                ppath.key("checkin_interval_secs"),
-                policy.checkin_interval_secs,
-                60,
-                86_400,
+        self.checkins(
+            &ppath,
+            policy.checkin_interval_secs,
+            policy.checkin_window_secs,
+        );
+    }
+
+    /// An on-demand link's check-ins (in `path`): 0 (none), or every 60 s to a day, each
+    /// holding the link up for at least 10 s and less than the interval.
+    fn checkins(&mut self, path: &FieldPath, interval_secs: u64, window_secs: u64) {
+        if interval_secs == 0 {
+            return;
+        }
+        self.range(path.key("checkin_interval_secs"), interval_secs, 60, 86_400);
+        if window_secs < 10 || window_secs >= interval_secs {
+            self.report(
+                path.key("checkin_window_secs"),
+                format!(
+                    "{window_secs} must be at least 10 and shorter than checkin_interval_secs ({interval_secs})"
+                ),
             );
-            if policy.checkin_window_secs < 10
-                || policy.checkin_window_secs >= policy.checkin_interval_secs
-            {
-                self.report(
-                    ppath.key("checkin_window_secs"),
-                    format!(
-                        "{} must be at least 10 and shorter than checkin_interval_secs ({})",
-                        policy.checkin_window_secs, policy.checkin_interval_secs
-                    ),
-                );
-            }
         }
     }
 
@@ -716,6 +719,11 @@ impl Checker<'_> {
             ipsec.connect_timeout_secs,
             IPSEC_CONNECT_TIMEOUT_SECS.0,
             IPSEC_CONNECT_TIMEOUT_SECS.1,
+        );
+        self.checkins(
+            &base,
+            ipsec.checkin_interval_secs,
+            ipsec.checkin_window_secs,
         );
         self.range(
             base.key("alarm_after_secs"),

@@ -138,7 +138,7 @@ impl Ipsec {
             alive: AtomicBool::new(true),
             occurrences: broadcast::channel(OCCURRENCE_QUEUE_LEN).0,
         });
-        let task = tokio::spawn(supervise(Arc::clone(&shared)));
+        let task = tokio::spawn(follow(Arc::clone(&shared)));
         Ok(Ipsec {
             handle: IpsecHandle { shared },
             task,
@@ -175,7 +175,7 @@ impl Ipsec {
         let continuing = SaRecord::continuing(&shared.record(), Instant::now());
         *shared.record() = continuing;
         shared.publish();
-        self.task = tokio::spawn(supervise(Arc::clone(shared)));
+        self.task = tokio::spawn(follow(Arc::clone(shared)));
         Ok(if new_device {
             Reconfigured::NewDevice
         } else {
@@ -221,6 +221,48 @@ impl Drop for AliveGuard {
         if std::thread::panicking() {
             self.0.alive.store(false, Ordering::Relaxed);
         }
+    }
+}
+
+/// What runs for as long as the carrier runs with one config: following charon, and the
+/// on-demand check-ins. One task, so a new config or a stop ends both.
+async fn follow(shared: Arc<Shared>) {
+    let checkins = shared.settings().checkins();
+    match checkins {
+        Some((interval, window)) => {
+            tokio::join!(
+                supervise(Arc::clone(&shared)),
+                check_in(&shared, interval, window)
+            );
+        }
+        None => supervise(shared).await,
+    }
+}
+
+/// An on-demand box's check-ins: every `interval` the SA comes up and is held for `window` as
+/// if a LAN connection needed it, then the idle timeout closes it, so the operator's pushes
+/// and monitoring reach a box the concentrator cannot call (as the WireGuard tunnel's).
+async fn check_in(shared: &Arc<Shared>, interval: Duration, window: Duration) {
+    let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let handle = IpsecHandle {
+        shared: Arc::clone(shared),
+    };
+    loop {
+        ticker.tick().await;
+        tracing::info!(
+            window_secs = window.as_secs(),
+            "check-in: bringing the IPsec SA up for the operator"
+        );
+        shared.holds.fetch_add(1, Ordering::Relaxed);
+        let hold = IpsecGuard {
+            shared: Arc::clone(shared),
+        };
+        if let Err(e) = handle.bring_up().await {
+            tracing::warn!(error = %e, "check-in: the IPsec SA did not come up");
+        }
+        tokio::time::sleep(window).await;
+        drop(hold);
     }
 }
 

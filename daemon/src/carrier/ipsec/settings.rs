@@ -162,6 +162,17 @@ impl IpsecSettings {
         Duration::from_secs(self.ipsec.idle_timeout_secs)
     }
 
+    /// on_demand: how often and for how long the SA comes up without LAN demand, so the
+    /// operator reaches the box; `None` when the box does not check in (always-on, or 0).
+    pub fn checkins(&self) -> Option<(Duration, Duration)> {
+        (self.mode == PolicyMode::OnDemand && self.ipsec.checkin_interval_secs > 0).then(|| {
+            (
+                Duration::from_secs(self.ipsec.checkin_interval_secs),
+                Duration::from_secs(self.ipsec.checkin_window_secs),
+            )
+        })
+    }
+
     /// always_on: how long without an established SA before the alarm.
     pub fn alarm_after(&self) -> Duration {
         Duration::from_secs(self.ipsec.alarm_after_secs)
