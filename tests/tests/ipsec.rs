@@ -967,6 +967,24 @@ fn dc_tls_server(lab: &Lab, dir: &std::path::Path) -> anyhow::Result<Background>
     )
 }
 
+/// Waits until an on-demand box's connection is loaded into charon, then asserts that no SA
+/// exists on either side (its link idle, no IKE SA; nothing on the concentrator).
+fn loaded_and_silent(daemon: &renkei_lab::Daemon, concentrator: &Charon) {
+    wait_until(IKE_TIMEOUT, "the connection loaded", || {
+        let status = daemon.status().ok()?;
+        (status["tunnel"]["backend"]["ipsec"]["charon_loaded"] == true).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{:?}", daemon.status()));
+    let link = ipsec_link(&daemon.status().expect("status")).expect("link");
+    assert_eq!(link["state"], "idle", "{link:#}");
+    assert!(link["backend"]["ipsec"]["ike"].is_null(), "{link:#}");
+    let dc_sas = concentrator.list_sas().expect("list-sas");
+    assert!(
+        !dc_sas.contains("state="),
+        "an SA before any demand: {dc_sas}"
+    );
+}
+
 #[test]
 fn net7_net9_on_demand_ipsec_is_silent_until_a_connection_and_deleted_on_both_sides_when_idle() {
     require_root!();
@@ -997,16 +1015,7 @@ fn net7_net9_on_demand_ipsec_is_silent_until_a_connection_and_deleted_on_both_si
     let _server = dc_tls_server(&lab, &www).expect("s_server");
 
     // Loaded into charon, and silent: no SA on either side.
-    wait_until(IKE_TIMEOUT, "the connection loaded", || {
-        let status = daemon.status().ok()?;
-        (status["tunnel"]["backend"]["ipsec"]["charon_loaded"] == true).then_some(status)
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{:?}", daemon.status()));
-    let link = ipsec_link(&daemon.status().expect("status")).expect("link");
-    assert_eq!(link["state"], "idle", "{link:#}");
-    assert!(link["backend"]["ipsec"]["ike"].is_null(), "{link:#}");
-    let dc_sas = concentrator.list_sas().expect("list-sas");
-    assert!(!dc_sas.contains("state="), "{dc_sas}");
+    loaded_and_silent(&daemon, &concentrator);
 
     // A LAN connection brings it up within the connect timeout and gets the file.
     let asked = std::time::Instant::now();
@@ -1089,16 +1098,7 @@ fn net7_net9_auth2_an_on_demand_ipsec_box_checks_in_so_the_operator_reaches_it()
     let started = std::time::Instant::now();
 
     // Loaded, and silent until the first check-in.
-    wait_until(IKE_TIMEOUT, "the connection loaded", || {
-        let status = daemon.status().ok()?;
-        (status["tunnel"]["backend"]["ipsec"]["charon_loaded"] == true).then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{:?}", daemon.status()));
-    let dc_sas = concentrator.list_sas().expect("list-sas");
-    assert!(
-        !dc_sas.contains("state="),
-        "an SA before any check-in: {dc_sas}"
-    );
+    loaded_and_silent(&daemon, &concentrator);
 
     // The check-in brings the SA up by itself; the operator reaches the box through it.
     let checkin_bound = Duration::from_secs(CHECKIN_INTERVAL_SECS) + IKE_TIMEOUT * 2;
@@ -1366,7 +1366,7 @@ fn browse(lab: &Lab, base: &str) -> serde_json::Value {
 /// name, no raw unix time.
 #[test]
 fn net9_ops3_status_page_shows_the_ipsec_sas_in_japanese_and_english() {
-    use renkei_lab::web::{curl, get, login, password_hash, ADMIN_PASSWORD, STATUS_PORT};
+    use renkei_lab::web::{curl, get, login, ADMIN_PASSWORD, STATUS_PORT};
     require_root!();
     let listen = format!("{PAGE_ADDRESS}:{STATUS_PORT}");
     let base = if STATUS_PORT == 443 {
@@ -1374,7 +1374,7 @@ fn net9_ops3_status_page_shows_the_ipsec_sas_in_japanese_and_english() {
     } else {
         format!("https://{listen}")
     };
-    let hash = password_hash(ADMIN_PASSWORD).expect("password hash");
+    let status_section = renkei_lab::web::status(&listen).expect("[status] with the lab password");
     let RenkeiBox {
         lab,
         concentrator: _concentrator,
@@ -1382,16 +1382,7 @@ fn net9_ops3_status_page_shows_the_ipsec_sas_in_japanese_and_english() {
         daemon,
         ..
     } = start_renkei_box_with(STRONG_IKE, STRONG_ESP, |config| {
-        config.status = Some(renkei::config::StatusConfig {
-            listen: listen.parse().expect("listen"),
-            admin_password_hash: hash,
-            certificate_file: None,
-            private_key_file: None,
-            metrics_listen: None,
-            metrics_identities: Vec::new(),
-            session_ttl_secs: 3600,
-            require_second_factor: None,
-        });
+        config.status = Some(status_section);
     })
     .expect("concentrator, box charon and renkei");
     wait_until(ALWAYS_ON_UP_TIMEOUT, "the SA up in renkei's status", || {

@@ -254,10 +254,7 @@ async fn check_in(shared: &Arc<Shared>, interval: Duration, window: Duration) {
             window_secs = window.as_secs(),
             "check-in: bringing the IPsec SA up for the operator"
         );
-        shared.holds.fetch_add(1, Ordering::Relaxed);
-        let hold = IpsecGuard {
-            shared: Arc::clone(shared),
-        };
+        let hold = handle.hold();
         if let Err(e) = handle.bring_up().await {
             tracing::warn!(error = %e, "check-in: the IPsec SA did not come up");
         }
@@ -482,12 +479,17 @@ impl IpsecHandle {
         if !self.routes(destination) {
             return Err(DemandError::NoRoute(destination));
         }
-        self.shared.holds.fetch_add(1, Ordering::Relaxed);
-        let guard = IpsecGuard {
-            shared: Arc::clone(&self.shared),
-        };
+        let guard = self.hold();
         self.bring_up().await?;
         Ok(guard)
+    }
+
+    /// Keeps an on-demand SA from idling out until the guard is dropped.
+    fn hold(&self) -> IpsecGuard {
+        self.shared.holds.fetch_add(1, Ordering::Relaxed);
+        IpsecGuard {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Brings the SA up within the connect timeout without holding it.
