@@ -592,3 +592,75 @@ fn avl5_a_bundle_whose_image_is_larger_than_the_root_slot_is_refused_too_large_f
     assert!(fits.success, "{}", fits.output);
     assert_eq!(fits.answers[0]["result"], "accepted");
 }
+
+/// The health check's wait, as the trial boot's `renkei update health-check` runs it, against
+/// the real daemon's control socket under `runtime_dir`.
+fn wait_healthy(
+    runtime_dir: &Path,
+    fresh_since: std::time::SystemTime,
+    deadline: Duration,
+) -> Result<(), String> {
+    use renkei::update::health::HealthCheck;
+    let check = HealthCheck {
+        fresh_since,
+        deadline,
+    };
+    let runtime_dir = runtime_dir.to_path_buf();
+    let ask = move || renkei::status::control::request(&runtime_dir, "status");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(check.wait(ask))
+}
+
+/// A deadline short enough for a test, long enough for a lab box's first handshake.
+const TEST_HEALTH_DEADLINE: Duration = Duration::from_secs(5);
+/// Slack over the deadline for the last poll and the answer it waits for.
+const DEADLINE_SLACK: Duration = Duration::from_secs(3);
+
+#[test]
+fn avl5_the_health_check_passes_on_an_always_on_box_whose_tunnel_is_up() {
+    require_root!();
+    if !have_tools() {
+        return;
+    }
+    let started = std::time::SystemTime::now();
+    let lab = UpdateLab::start(|_| {});
+    let runtime_dir = lab.lab.full(Node::Hospital).paths.runtime_dir;
+    // Fresh = newer than this test's start: the handshake of this run, nothing older.
+    wait_healthy(&runtime_dir, started, TEST_HEALTH_DEADLINE)
+        .unwrap_or_else(|missing| panic!("{missing}\n{}", lab.hospital.log_text()));
+}
+
+#[test]
+fn avl5_the_health_check_fails_within_its_deadline_naming_the_missing_handshake_without_a_hub() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let config: Config = lab.full(Node::Hospital);
+    let config_path = lab
+        .write_config(Node::Hospital, &config)
+        .expect("hospital config");
+    // No hub: the always-on box runs, with its config and policy, but never reaches the
+    // data centre.
+    let hospital = lab
+        .start_with(Node::Hospital, &config_path)
+        .expect("hospital");
+    let began = std::time::Instant::now();
+    let missing = wait_healthy(
+        &config.paths.runtime_dir,
+        renkei::update::health::boot_started(),
+        TEST_HEALTH_DEADLINE,
+    )
+    .expect_err("no handshake, no blessing");
+    let took = began.elapsed();
+    assert!(
+        missing.contains("no fresh WireGuard handshake"),
+        "names the missing condition: {missing}\n{}",
+        hospital.log_text()
+    );
+    assert!(
+        took >= TEST_HEALTH_DEADLINE && took < TEST_HEALTH_DEADLINE + DEADLINE_SLACK,
+        "gave up at the deadline, not before or long after: {took:?}"
+    );
+}
