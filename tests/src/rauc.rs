@@ -119,8 +119,8 @@ impl UpdateSigner {
     }
 }
 
-/// The rauc system.conf a lab box with spool `spool_dir` reads (absent unless a test writes
-/// one with [`write_system_conf`]).
+/// The rauc system.conf a lab box with spool `spool_dir` reads (written by
+/// [`write_system_conf`]; the lab never uses the host's /etc/rauc).
 pub fn lab_system_conf(spool_dir: &Path) -> PathBuf {
     spool_dir.with_file_name("rauc-system.conf")
 }
@@ -132,7 +132,8 @@ pub fn write_system_conf(system_conf: &Path, slot_bytes: u64) -> anyhow::Result<
         .parent()
         .context("a system.conf path has a folder")?;
     std::fs::create_dir_all(dir)?;
-    let mut text = format!("[system]\ncompatible={LAB_COMPATIBLE}\nbootloader=custom\n");
+    // `noop`: the lab has no bootloader; rauc reads this file for `rauc info` too.
+    let mut text = format!("[system]\ncompatible={LAB_COMPATIBLE}\nbootloader=noop\n");
     for (n, bootname) in ["A", "B"].iter().enumerate() {
         let device = dir.join(format!("rootfs-{bootname}.img"));
         std::fs::File::create(&device)?.set_len(slot_bytes)?;

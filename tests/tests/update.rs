@@ -26,6 +26,8 @@ use serde_json::Value;
 
 /// `management.confirm_timeout_secs` of every config here.
 const CONFIRM_TIMEOUT_SECS: u64 = 600;
+/// The lab's root slots (sparse files) unless a test says otherwise.
+const ROOMY_SLOT_BYTES: u64 = 64 * 1024 * 1024;
 /// The smallest `update.max_bundle_bytes` a config may set.
 const SMALL_LIMIT_BYTES: u64 = 1024 * 1024;
 
@@ -66,6 +68,8 @@ impl UpdateLab {
         config.management = Some(operator.management(Node::Hospital, CONFIRM_TIMEOUT_SECS, false));
         let mut update = signer.update_config(&spool);
         edit(&mut update);
+        // Root slots far larger than any test bundle; a test that wants small ones rewrites it.
+        write_system_conf(&update.system_conf, ROOMY_SLOT_BYTES).expect("system.conf");
         config.update = Some(update);
         let config_path = lab
             .write_config(Node::Hospital, &config)

@@ -263,14 +263,18 @@ impl Intake {
                 limit_bytes: self.update.max_bundle_bytes,
             });
         }
-        let info = rauc::verified_info(incoming.path(), &self.update.ca_file)
-            .await
-            .map_err(|err| match err {
-                InfoError::NotVerified(_) | InfoError::Output(_) => {
-                    Refusal::NotVerified(err.to_string())
-                }
-                InfoError::Tool(_) | InfoError::TimedOut => Refusal::Tool(err),
-            })?;
+        let info = rauc::verified_info(
+            incoming.path(),
+            &self.update.ca_file,
+            &self.update.system_conf,
+        )
+        .await
+        .map_err(|err| match err {
+            InfoError::NotVerified(_) | InfoError::Output(_) => {
+                Refusal::NotVerified(err.to_string())
+            }
+            InfoError::Tool(_) | InfoError::TimedOut => Refusal::Tool(err),
+        })?;
         if info.compatible != self.update.compatible {
             return Err(Refusal::Incompatible {
                 offered: info.compatible,

@@ -61,8 +61,19 @@ struct ImageJson {
 }
 
 /// Verifies `bundle` against the PEM keyring `ca_file` and returns its manifest's fields.
-pub async fn verified_info(bundle: &Path, ca_file: &Path) -> Result<BundleInfo, InfoError> {
+/// rauc reads the box's system.conf even for `info`; `system_conf` (the config's
+/// `update.system_conf`) is handed over when it exists, so rauc and the box judge by the same
+/// file, and a machine without slots is never judged by whatever another tool left in
+/// /etc/rauc.
+pub async fn verified_info(
+    bundle: &Path,
+    ca_file: &Path,
+    system_conf: &Path,
+) -> Result<BundleInfo, InfoError> {
     let mut command = tokio::process::Command::new(RAUC_PROGRAM);
+    if system_conf.is_file() {
+        command.arg(format!("--conf={}", system_conf.display()));
+    }
     command
         .arg("info")
         .arg(format!("--keyring={}", ca_file.display()))
