@@ -20,7 +20,9 @@ use renkei::update::records::{InstallingRecord, Progress, TrialRecord, BOOT_RECO
 use renkei::update::spool::Spool;
 use renkei_lab::operator::{Operator, Outcome};
 use renkei_lab::pki::LeafFiles;
-use renkei_lab::rauc::{lab_system_conf, spool_files, write_system_conf, Manifest, UpdateSigner};
+use renkei_lab::rauc::{
+    lab_system_conf, spool_files, write_system_conf, Manifest, RaucService, UpdateSigner,
+};
 use renkei_lab::{require_root, wait_until, Daemon, Lab, Node};
 use serde_json::Value;
 
@@ -667,4 +669,159 @@ fn avl5_the_health_check_fails_within_its_deadline_naming_the_missing_handshake_
         took >= TEST_HEALTH_DEADLINE && took < TEST_HEALTH_DEADLINE + DEADLINE_SLACK,
         "gave up at the deadline, not before or long after: {took:?}"
     );
+}
+
+/// `renkei update <action> --config CONFIG [more]`, as root on the box, with the system bus
+/// at `bus_address`.
+fn on_box(
+    action: &str,
+    config_path: &Path,
+    bus_address: &str,
+    more: &[&Path],
+) -> std::process::Output {
+    std::process::Command::new(renkei_lab::daemon::renkei_bin().expect("bin"))
+        .args(["update", action, "--config"])
+        .arg(config_path)
+        .args(more)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", bus_address)
+        .output()
+        .unwrap_or_else(|e| panic!("renkei update {action}: {e}"))
+}
+
+#[test]
+fn avl5_apply_with_real_rauc_refuses_an_unblessed_slot_and_reports_rauc_s_install_error() {
+    require_root!();
+    if !have_tools() {
+        return;
+    }
+    for tool in ["dbus-daemon"] {
+        if std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            renkei_lab::skip(&format!("needs {tool}"));
+            return;
+        }
+    }
+    let lab = Lab::new().expect("lab");
+    let signer = UpdateSigner::new(&lab.dir, "update-ca").expect("update CA");
+    let spool = lab.node_dir(Node::Hospital).join("state").join("update");
+    let mut config: Config = lab.full(Node::Hospital);
+    let update = signer.update_config(&spool);
+    // Booted from A, which rauc's backend reports bad: A has not passed its health check.
+    let rauc = RaucService::start(
+        &update.system_conf,
+        &update.ca_file,
+        ROOMY_SLOT_BYTES,
+        "A",
+        &["B"],
+    )
+    .expect("rauc service on a private bus");
+    config.update = Some(update);
+    let config_path = lab.write_config(Node::Hospital, &config).expect("config");
+
+    // This boot's health check records what real rauc says.
+    let checked = on_box("health-check", &config_path, &rauc.bus_address, &[]);
+    assert!(checked.status.success(), "{checked:?}");
+    let boot = Spool::new(spool.clone()).boot().expect("boot.json");
+    assert_eq!(boot.booted_slot, "A");
+    let a = boot
+        .slots
+        .iter()
+        .find(|s| s.bootname == "A")
+        .expect("slot A");
+    assert!(a.booted && a.state == "bad", "{boot:?}");
+
+    // The intake takes the bundle (this boot was checked); the install refuses it.
+    let bundle = signer
+        .bundle("next", &Manifest::lab(&newer()))
+        .expect("bundle");
+    let installed = on_box("install", &config_path, &rauc.bus_address, &[&bundle]);
+    assert!(installed.status.success(), "{installed:?}");
+    let applied = on_box(
+        "apply",
+        &config_path,
+        &rauc.bus_address,
+        &["--no-reboot".as_ref()],
+    );
+    let stderr = String::from_utf8_lossy(&applied.stderr);
+    assert_eq!(applied.status.code(), Some(3), "refused: {applied:?}");
+    assert!(stderr.contains("not_blessed"), "{stderr}");
+    let last = Spool::new(spool.clone())
+        .last_result()
+        .expect("last result");
+    assert_eq!(last.result, "refused");
+    assert_eq!(last.reason.as_deref(), Some("not_blessed"));
+    assert!(
+        last.message.contains("A is not marked good"),
+        "{}",
+        last.message
+    );
+    let mut files = spool_files(&spool);
+    files.retain(|f| f != BOOT_RECORD);
+    assert_eq!(
+        files,
+        ["last-result.json"],
+        "the bundle is dropped, nothing written"
+    );
+    assert_eq!(rauc.state("B"), "good", "the other slot untouched");
+    let slot_b = lab_system_conf(&spool).with_file_name("rootfs-B.img");
+    let blocks = |path: &Path| {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(path)
+            .map(|m| m.blocks())
+            .unwrap_or(u64::MAX)
+    };
+    assert_eq!(blocks(&slot_b), 0, "not a byte written to slot B");
+
+    // Blessed by real rauc (`mark-good` through the backend): now the install goes to rauc.
+    let marked = rauc
+        .command(&["status", "mark-good"])
+        .expect("rauc status mark-good");
+    assert!(marked.status.success(), "{marked:?}");
+    assert_eq!(rauc.state("A"), "good");
+    let installed = on_box("install", &config_path, &rauc.bus_address, &[&bundle]);
+    assert!(installed.status.success(), "{installed:?}");
+    let applied = on_box(
+        "apply",
+        &config_path,
+        &rauc.bus_address,
+        &["--no-reboot".as_ref()],
+    );
+    if Path::new("/dev/mapper/control").exists() {
+        // A host with device-mapper would really write slot B: that is the QEMU test's part.
+        return;
+    }
+    // This host has no device-mapper: rauc verifies the bundle, then cannot mount its
+    // verity payload, and says so; the box reports rauc's words and keeps nothing.
+    let stderr = String::from_utf8_lossy(&applied.stderr);
+    assert_eq!(
+        applied.status.code(),
+        Some(1),
+        "{applied:?}\n{}",
+        rauc.log()
+    );
+    assert!(
+        stderr.contains("step=Verifying signature"),
+        "rauc's progress lines were read: {stderr}"
+    );
+    let last = Spool::new(spool.clone())
+        .last_result()
+        .expect("last result");
+    assert_eq!(last.result, "install_failed");
+    assert_eq!(last.slot.as_deref(), Some("B"));
+    assert!(
+        last.message.contains("Failed mounting bundle"),
+        "rauc's own words: {}",
+        last.message
+    );
+    let mut files = spool_files(&spool);
+    files.retain(|f| f != BOOT_RECORD);
+    assert_eq!(
+        files,
+        ["last-result.json"],
+        "no bundle, no installing.json left"
+    );
+    assert_eq!(blocks(&slot_b), 0, "not a byte written to slot B");
 }
