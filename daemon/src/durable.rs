@@ -30,7 +30,21 @@ pub fn at(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
 /// Writes `bytes` to `path` (mode `mode`), replacing what was there: temp file in the same
 /// directory, fsync, rename, fsync of the directory.
 pub fn write_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
-    let tmp = write_temp(path, bytes, mode)?;
+    let tmp = write_temp(path, bytes, mode, None)?;
+    fs::rename(&tmp, path).map_err(at(path))?;
+    sync_dir(parent(path))
+}
+
+/// Like [`write_durably`], the file owned by `owner` (uid, gid) before it appears: root writes
+/// records a daemon user must read. The owner is set on the open file (`fchown`), so a name
+/// swapped in the directory meanwhile is never what changes hands.
+pub fn write_durably_owned(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: (u32, u32),
+) -> Result<(), FileError> {
+    let tmp = write_temp(path, bytes, mode, Some(owner))?;
     fs::rename(&tmp, path).map_err(at(path))?;
     sync_dir(parent(path))
 }
@@ -39,7 +53,7 @@ pub fn write_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileErr
 /// `AlreadyExists`): for private keys, which must never be overwritten. The whole file appears
 /// at once through a hard link of the synced temp file.
 pub fn create_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
-    let tmp = write_temp(path, bytes, mode)?;
+    let tmp = write_temp(path, bytes, mode, None)?;
     let linked = fs::hard_link(&tmp, path).map_err(at(path));
     let removed = fs::remove_file(&tmp).map_err(at(&tmp));
     linked?;
@@ -50,7 +64,12 @@ pub fn create_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileEr
 /// The synced temp file beside `path`. A temp file left by a crash is removed first, and the
 /// new one is created exclusively (no symlink followed) with `mode` set before any byte is
 /// written, so a private key is never readable by others, not even while it is written.
-fn write_temp(path: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf, FileError> {
+fn write_temp(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<PathBuf, FileError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -70,6 +89,9 @@ fn write_temp(path: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf, FileError
     // The umask may have taken bits away; the caller's mode is what the file must have.
     file.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(at(&tmp))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(at(&tmp))?;
+    }
     file.write_all(bytes).map_err(at(&tmp))?;
     file.sync_all().map_err(at(&tmp))?;
     Ok(tmp)

@@ -112,8 +112,37 @@ impl UpdateSigner {
             max_bundle_bytes: renkei::config::DEFAULT_MAX_BUNDLE_BYTES,
             spool_dir: Some(spool_dir.to_path_buf()),
             allow_downgrade_to: None,
+            health_deadline_secs: renkei::config::DEFAULT_HEALTH_DEADLINE_SECS,
+            // Never the host's /etc/rauc: a test that wants slots writes this file.
+            system_conf: lab_system_conf(spool_dir),
         }
     }
+}
+
+/// The rauc system.conf a lab box with spool `spool_dir` reads (absent unless a test writes
+/// one with [`write_system_conf`]).
+pub fn lab_system_conf(spool_dir: &Path) -> PathBuf {
+    spool_dir.with_file_name("rauc-system.conf")
+}
+
+/// Writes the rauc system.conf of a lab box: two root slots A and B whose devices are regular
+/// files of `slot_bytes` each, beside it.
+pub fn write_system_conf(system_conf: &Path, slot_bytes: u64) -> anyhow::Result<()> {
+    let dir = system_conf
+        .parent()
+        .context("a system.conf path has a folder")?;
+    std::fs::create_dir_all(dir)?;
+    let mut text = format!("[system]\ncompatible={LAB_COMPATIBLE}\nbootloader=custom\n");
+    for (n, bootname) in ["A", "B"].iter().enumerate() {
+        let device = dir.join(format!("rootfs-{bootname}.img"));
+        std::fs::File::create(&device)?.set_len(slot_bytes)?;
+        text.push_str(&format!(
+            "\n[slot.rootfs.{n}]\ndevice={}\ntype=ext4\nbootname={bootname}\n",
+            device.display()
+        ));
+    }
+    std::fs::write(system_conf, text)?;
+    Ok(())
 }
 
 /// `<dir>/<name>.d` with the manifest and an incompressible payload image.

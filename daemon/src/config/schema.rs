@@ -624,6 +624,27 @@ pub struct UpdateConfig {
     /// only the operator can give it; any other older or equal version is still refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_downgrade_to: Option<String>,
+    /// How long the health check of a new slot's trial boot waits for renkei, its config, its
+    /// tunnel policy and a fresh link before it gives the slot up, in seconds.
+    #[serde(default = "default_health_deadline_secs")]
+    pub health_deadline_secs: u64,
+    /// RAUC's system configuration, whose root slot devices bound the image a bundle may
+    /// carry; without the file the size check is skipped (a machine without slots).
+    #[serde(default = "default_rauc_system_conf")]
+    pub system_conf: PathBuf,
+}
+
+/// Default `update.health_deadline_secs`: a boot under load brings the tunnel up in seconds;
+/// three minutes leave room for a slow data centre without keeping a broken slot long.
+pub const DEFAULT_HEALTH_DEADLINE_SECS: u64 = 180;
+fn default_health_deadline_secs() -> u64 {
+    DEFAULT_HEALTH_DEADLINE_SECS
+}
+
+/// Default `update.system_conf`: where Debian's rauc reads it.
+pub const DEFAULT_RAUC_SYSTEM_CONF: &str = "/etc/rauc/system.conf";
+fn default_rauc_system_conf() -> PathBuf {
+    PathBuf::from(DEFAULT_RAUC_SYSTEM_CONF)
 }
 
 /// Default `update.max_bundle_bytes`: a root slot's image with room to grow (the compressed

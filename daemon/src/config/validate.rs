@@ -42,6 +42,9 @@ const IPSEC_CONNECT_TIMEOUT_SECS: (u64, u64) = (2, 120);
 /// Bounds of `update.max_bundle_bytes`: a real root image is tens of MiB; beyond 4 GiB the
 /// spool would crowd out the data partition.
 const MAX_BUNDLE_BYTES_RANGE: (u64, u64) = (1024 * 1024, 4 * 1024 * 1024 * 1024);
+/// Bounds of `update.health_deadline_secs`: enough for a handshake after a slow boot, short
+/// enough that a broken slot is given up while someone may still be watching.
+const HEALTH_DEADLINE_SECS_RANGE: (u64, u64) = (30, 1800);
 /// Longest `update.compatible`.
 const MAX_COMPATIBLE_CHARS: usize = 128;
 /// A certificate identity is a DNS name (at most 253), a URI or a CN; longer is a mistake.
@@ -1132,6 +1135,18 @@ impl Checker<'_> {
             MAX_BUNDLE_BYTES_RANGE.0,
             MAX_BUNDLE_BYTES_RANGE.1,
         );
+        self.range(
+            base.key("health_deadline_secs"),
+            update.health_deadline_secs,
+            HEALTH_DEADLINE_SECS_RANGE.0,
+            HEALTH_DEADLINE_SECS_RANGE.1,
+        );
+        if !update.system_conf.is_absolute() {
+            self.report(
+                base.key("system_conf"),
+                format!("{} must be an absolute path", update.system_conf.display()),
+            );
+        }
         if let Some(dir) = &update.spool_dir {
             if !dir.is_absolute() {
                 self.report(
@@ -1375,8 +1390,16 @@ admin_password_hash = "$argon2id$v=19$m=19456,t=2,p=1$7cIcWGM1T1jHcx/5L2g8BA$7Ih
         );
 
         let bad = with_update(&format!(
-            "{ca_line}compatible = \" \"\nmax_bundle_bytes = 1000\nspool_dir = \"spool\"\nallow_downgrade_to = \"1.4-rc1\"\n"
+            "{ca_line}compatible = \" \"\nmax_bundle_bytes = 1000\nspool_dir = \"spool\"\nallow_downgrade_to = \"1.4-rc1\"\nhealth_deadline_secs = 5\nsystem_conf = \"system.conf\"\n"
         ));
+        assert_eq!(
+            problems_at(&bad, "update.health_deadline_secs"),
+            ["5 is out of range 30..=1800"]
+        );
+        assert_eq!(
+            problems_at(&bad, "update.system_conf"),
+            ["system.conf must be an absolute path"]
+        );
         assert_eq!(
             problems_at(&bad, "update.compatible"),
             ["must name this box's RAUC compatible string, not be empty"]
@@ -1406,6 +1429,10 @@ admin_password_hash = "$argon2id$v=19$m=19456,t=2,p=1$7cIcWGM1T1jHcx/5L2g8BA$7Ih
             (
                 "ca_file = \"/x\"\ncompatible = \"x\"\nmax_bundle_bytes = -5\n",
                 "update.max_bundle_bytes",
+            ),
+            (
+                "ca_file = \"/x\"\ncompatible = \"x\"\nhealth_deadline_secs = 1\n",
+                "update.health_deadline_secs",
             ),
             ("ca_file = \"/x\"\ncompatible = \"x\"\nsize = 5\n", "update"),
         ] {

@@ -620,7 +620,7 @@ async fn receive_bundle(
     intake: &Intake,
     by: &str,
 ) -> Result<PendingInstall, Refusal> {
-    intake.refuse_if_pending()?;
+    intake.refuse_before_receiving()?;
     let limit = intake.max_bundle_bytes();
     let declared = request
         .headers()

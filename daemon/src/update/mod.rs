@@ -5,16 +5,29 @@
 //! IKE. renkei decides whether the box takes it: the signature chains to the update CA, the
 //! manifest names this box's `compatible`, its version is newer than the running firmware
 //! (or exactly the one a signed config's `update.allow_downgrade_to` names), and no other
-//! bundle is waiting. A bundle that passes is armed in the spool ([`spool`]); writing the
-//! inactive slot and the one-time boot of it follow from there (docs/update.md).
+//! bundle is waiting. A bundle that passes is armed in the spool
+//! ([`spool`]); `renkei update apply` (root) writes it to the inactive slot, and the next
+//! boot's health check keeps the slot or falls back (docs/update.md).
 //!
 //! - [`rauc`]: `rauc info --keyring`, the verified manifest.
+//! - [`slots`]: `rauc status`, the root slots and which is blessed.
 //! - [`spool`]: incoming and armed bundles, the last result, on disk.
-//! - [`status`]: what `GET /v1/update` and `renkei update status` show.
+//! - [`records`]: what the install and the boot's check leave beside them.
+//! - [`system`]: the rauc and systemctl calls of the install and the boot's check.
+//! - [`apply`]: `renkei update apply`, the install.
+//! - [`health`]: the health conditions of a trial boot.
+//! - [`boot`]: `renkei update health-check`, each boot's verdict.
+//! - [`status`]: what `GET /v1/update`, `renkei update status` and the page show.
 
+pub mod apply;
+pub mod boot;
+pub mod health;
 pub mod rauc;
+pub mod records;
+pub mod slots;
 pub mod spool;
 pub mod status;
+pub mod system;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,6 +38,7 @@ use crate::durable::FileError;
 use crate::firmware_version::{FirmwareVersion, VersionError};
 use crate::state::events::{EventLog, Occurrence, UpdateRefusal};
 use rauc::InfoError;
+use records::Outcome;
 use spool::{ArmError, IncomingBundle, PendingInstall, Spool, UpdateResult};
 
 /// Who a local install is noted as.
@@ -152,7 +166,7 @@ impl Intake {
     }
 
     /// Refused before a byte is read when a bundle already waits.
-    pub fn refuse_if_pending(&self) -> Result<(), Refusal> {
+    pub fn refuse_before_receiving(&self) -> Result<(), Refusal> {
         match self.spool.pending() {
             Some(pending) => Err(Refusal::Pending {
                 version: pending.version,
@@ -227,10 +241,11 @@ impl Intake {
                 tracing::info!(version = %pending.version, by, "firmware update accepted");
                 (
                     UpdateResult {
-                        result: "accepted".into(),
+                        result: Outcome::Accepted.as_str().into(),
                         version: Some(pending.version.clone()),
                         reason: None,
                         message: "verified and kept; it waits for its install".into(),
+                        slot: None,
                         by: by.to_string(),
                         at: unix_now(),
                     },
@@ -245,10 +260,11 @@ impl Intake {
                 tracing::warn!(reason = reason.as_str(), by, error = %refusal, "firmware update refused");
                 (
                     UpdateResult {
-                        result: "refused".into(),
+                        result: Outcome::Refused.as_str().into(),
                         version: None,
                         reason: Some(reason.as_str().to_string()),
                         message: refusal.to_string(),
+                        slot: None,
                         by: by.to_string(),
                         at: unix_now(),
                     },
@@ -270,9 +286,15 @@ impl Intake {
 
     /// What `GET /v1/update` shows.
     pub fn status(&self) -> status::UpdateStatus {
+        let boot = status::boot_of_this_boot(&self.spool);
         status::UpdateStatus {
+            firmware_version: self.running.to_string(),
             running_version: self.running.to_string(),
             booted_slot: status::booted_slot_now(),
+            checked_this_boot: boot.is_some(),
+            slots: boot.map(|b| b.slots).unwrap_or_default(),
+            trial: self.spool.trial(),
+            installing: self.spool.installing(),
             compatible: self.update.compatible.clone(),
             max_bundle_bytes: self.update.max_bundle_bytes,
             pending: self.spool.pending(),
@@ -338,7 +360,7 @@ impl IntakeHandle {
 /// own copy, which nobody else can change) under the size limit, then checks and arms it.
 pub async fn install_local(intake: &Intake, file: &Path) -> Result<PendingInstall, Refusal> {
     use tokio::io::AsyncReadExt as _;
-    intake.refuse_if_pending()?;
+    intake.refuse_before_receiving()?;
     let limit = intake.max_bundle_bytes();
     let source = tokio::fs::File::open(file)
         .await

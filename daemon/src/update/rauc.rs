@@ -76,7 +76,7 @@ pub async fn verified_info(bundle: &Path, ca_file: &Path) -> Result<BundleInfo, 
 
 /// The last non-empty line of what rauc printed (its error; the lines before are progress),
 /// shortened to [`MAX_ERROR_CHARS`].
-fn last_words(text: &[u8]) -> String {
+pub(crate) fn last_words(text: &[u8]) -> String {
     let text = String::from_utf8_lossy(text);
     let line = text
         .lines()

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{self, at, FileError};
+use crate::durable::{at, FileError};
 
 /// The armed bundle.
 pub const PENDING_BUNDLE: &str = "pending.raucb";
@@ -45,7 +45,7 @@ pub struct PendingInstall {
 /// The outcome of the last bundle the box was given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpdateResult {
-    /// `accepted` or `refused`.
+    /// What became of it: a word of [`super::records::Outcome`].
     pub result: String,
     /// The bundle's version, when known.
     pub version: Option<String>,
@@ -53,6 +53,9 @@ pub struct UpdateResult {
     pub reason: Option<String>,
     /// Why, in English.
     pub message: String,
+    /// The slot it concerns (the slot written, or fallen back from), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
     /// Who sent it.
     pub by: String,
     /// When, seconds since the Unix epoch.
@@ -214,8 +217,7 @@ impl Spool {
             Err(err) => return Err(at(&pending)(err).into()),
         }
         drop(bundle);
-        let json = serde_json::to_vec_pretty(record).unwrap_or_default();
-        let written = durable::write_durably(&self.dir.join(PENDING_RECORD), &json, 0o600);
+        let written = self.write_record(PENDING_RECORD, record);
         if let Err(err) = written {
             // An armed bundle without its record would be installed blind: disarm it.
             let _ = fs::remove_file(&pending);
@@ -230,14 +232,9 @@ impl Spool {
     }
 
     /// Notes `result` as the last one (the directory is created if needed).
+    /// The daemon reads it whoever wrote it: root's records are handed to the spool's owner.
     pub fn record_result(&self, result: &UpdateResult) -> Result<(), FileError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(at(&self.dir))?;
-        let json = serde_json::to_vec_pretty(result).unwrap_or_default();
-        durable::write_durably(&self.dir.join(LAST_RESULT), &json, 0o600)
+        self.write_record(LAST_RESULT, result)
     }
 }
 

@@ -1,9 +1,11 @@
-//! What the box says about its firmware: the running version, the slot it booted, the armed
-//! bundle and the last result.
+//! What the box says about its firmware: the running version, the slot it booted, the slots,
+//! the armed bundle, an install or trial boot under way, and the last result.
 
 use serde::Serialize;
 
-use super::spool::{PendingInstall, UpdateResult};
+use super::records::{BootRecord, InstallingRecord, SlotRecord, TrialRecord};
+use super::spool::{PendingInstall, Spool, UpdateResult};
+use super::system::BOOT_ID_FILE;
 use crate::firmware_version::FirmwareVersion;
 
 /// The running image's release file; the image build writes `IMAGE_VERSION` into it.
@@ -16,10 +18,22 @@ pub const UNKNOWN_SLOT: &str = "unknown";
 /// The answer of `GET /v1/update`.
 #[derive(Debug, Clone, Serialize)]
 pub struct UpdateStatus {
-    /// The running firmware's version.
+    /// The running firmware's version (`IMAGE_VERSION`).
+    pub firmware_version: String,
+    /// The same, under its first name (kept for the operator's tools of the first round).
     pub running_version: String,
     /// The slot booted (`rauc.slot=` on the kernel command line), or `unknown`.
     pub booted_slot: String,
+    /// The root slots as this boot's health check found them (`boot.json`); empty until it
+    /// has run in this boot.
+    pub slots: Vec<SlotRecord>,
+    /// Whether this boot's health check has run (`boot.json` of this boot): until then the box
+    /// takes no bundle.
+    pub checked_this_boot: bool,
+    /// A written slot waiting for (or on) its one trial boot.
+    pub trial: Option<TrialRecord>,
+    /// An install running, with rauc's latest step, or one cut off by a power loss.
+    pub installing: Option<InstallingRecord>,
     /// `update.compatible`.
     pub compatible: String,
     /// `update.max_bundle_bytes`.
@@ -28,6 +42,35 @@ pub struct UpdateStatus {
     pub pending: Option<PendingInstall>,
     /// The last bundle's outcome.
     pub last_result: Option<UpdateResult>,
+}
+
+/// What the status page shows about the firmware.
+#[derive(Debug, Clone, Serialize)]
+pub struct FirmwareSummary {
+    /// The running firmware's version.
+    pub version: String,
+    /// The slot booted, or `unknown`.
+    pub booted_slot: String,
+    /// The last update's outcome, when the box takes updates and had one.
+    pub last_result: Option<UpdateResult>,
+}
+
+/// The firmware block of the status document; `spool` is the update spool when the box takes
+/// updates.
+pub fn firmware_summary(spool: Option<&Spool>) -> FirmwareSummary {
+    FirmwareSummary {
+        version: running_version().to_string(),
+        booted_slot: booted_slot_now(),
+        last_result: spool.and_then(Spool::last_result),
+    }
+}
+
+/// `boot.json` when it was written in this boot.
+pub fn boot_of_this_boot(spool: &Spool) -> Option<BootRecord> {
+    let this_boot = std::fs::read_to_string(BOOT_ID_FILE).ok()?;
+    spool
+        .boot()
+        .filter(|boot| !boot.boot_id.is_empty() && boot.boot_id == this_boot.trim())
 }
 
 /// The running firmware's version: `IMAGE_VERSION` of the image's os-release when it is a
