@@ -230,6 +230,23 @@
       if (cert.warning) tr.lastChild.textContent += " (" + t("renew_soon") + ")";
     });
 
+    // The firmware and the last update's outcome: its word translated, then why (a refusal's
+    // reason word, translated, and the box's own words).
+    const fw = doc.firmware || {};
+    set("firmware-version", fw.version);
+    set("booted-slot", fw.booted_slot === "unknown" ? t("unknown") : fw.booted_slot);
+    const lastUpdate = fw.last_result;
+    const resultEl = $("update-result");
+    resultEl.dataset.result = lastUpdate ? lastUpdate.result : "";
+    resultEl.textContent = lastUpdate
+      ? word("update_result_", lastUpdate.result) + (lastUpdate.version ? " (" + lastUpdate.version + ")" : "")
+      : t("none");
+    const failed = lastUpdate && ["refused", "install_failed", "failed_health_check", "fell_back", "interrupted"].indexOf(lastUpdate.result) >= 0;
+    resultEl.classList.toggle("warning-text", failed === true);
+    set("update-reason", lastUpdate
+      ? (lastUpdate.reason ? word("event_update_refused_reason_", lastUpdate.reason) + ": " : "") + lastUpdate.message
+      : null);
+
     const e = doc.enrolment || {};
     set("wg-public-key", e.wireguard_public_key);
     set("csr-sha256", e.csr_sha256 || t("none"));

@@ -89,7 +89,12 @@ fn write_temp(
     // The umask may have taken bits away; the caller's mode is what the file must have.
     file.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(at(&tmp))?;
-    if let Some((uid, gid)) = owner {
+    // Only when it changes hands: a process writing for itself never needs the right to.
+    let own = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    if let Some((uid, gid)) = owner.filter(|owner| *owner != own) {
         std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(at(&tmp))?;
     }
     file.write_all(bytes).map_err(at(&tmp))?;

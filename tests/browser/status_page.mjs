@@ -99,6 +99,11 @@ try {
         warning: dd.dataset.warning === "true",
       })),
       carrier_text: text("carrier-kind"),
+      firmware_version: text("firmware-version"),
+      booted_slot: text("booted-slot"),
+      update_result: document.getElementById("update-result").dataset.result,
+      update_result_text: text("update-result"),
+      update_reason: text("update-reason"),
     };
   });
   result.initial = await read();

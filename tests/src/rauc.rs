@@ -119,8 +119,8 @@ impl UpdateSigner {
     }
 }
 
-/// The rauc system.conf a lab box with spool `spool_dir` reads (absent unless a test writes
-/// one with [`write_system_conf`]).
+/// The rauc system.conf a lab box with spool `spool_dir` reads (written by
+/// [`write_system_conf`]; the lab never uses the host's /etc/rauc).
 pub fn lab_system_conf(spool_dir: &Path) -> PathBuf {
     spool_dir.with_file_name("rauc-system.conf")
 }
@@ -132,7 +132,8 @@ pub fn write_system_conf(system_conf: &Path, slot_bytes: u64) -> anyhow::Result<
         .parent()
         .context("a system.conf path has a folder")?;
     std::fs::create_dir_all(dir)?;
-    let mut text = format!("[system]\ncompatible={LAB_COMPATIBLE}\nbootloader=custom\n");
+    // `noop`: the lab has no bootloader; rauc reads this file for `rauc info` too.
+    let mut text = format!("[system]\ncompatible={LAB_COMPATIBLE}\nbootloader=noop\n");
     for (n, bootname) in ["A", "B"].iter().enumerate() {
         let device = dir.join(format!("rootfs-{bootname}.img"));
         std::fs::File::create(&device)?.set_len(slot_bytes)?;
@@ -185,4 +186,174 @@ pub fn spool_files(spool_dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
+}
+
+/// How long a private bus or rauc's service may take to come up.
+const SERVICE_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// A real `rauc service` on a private system-like D-Bus: the box's rauc without the box. Its
+/// slots are regular files, its bootloader backend a script keeping each slot's state in a
+/// file (`good`/`bad`), its booted slot given (`--override-boot-slot`). Both processes are
+/// stopped when this is dropped.
+pub struct RaucService {
+    /// What a client puts in `DBUS_SYSTEM_BUS_ADDRESS` to reach this rauc.
+    pub bus_address: String,
+    /// The system.conf the service (and a box's `update.system_conf`) reads.
+    pub system_conf: PathBuf,
+    dir: PathBuf,
+    bus: std::process::Child,
+    service: Option<std::process::Child>,
+}
+
+impl RaucService {
+    /// Starts the bus and rauc with `system_conf` (written here: slots A and B of `slot_bytes`
+    /// each, compatible [`LAB_COMPATIBLE`], bundles checked against `keyring`), booted from
+    /// `booted`, each slot's boot state as `good` says.
+    pub fn start(
+        system_conf: &Path,
+        keyring: &Path,
+        slot_bytes: u64,
+        booted: &str,
+        good: &[&str],
+    ) -> anyhow::Result<RaucService> {
+        let dir = system_conf
+            .parent()
+            .context("a system.conf path has a folder")?
+            .join("rauc-service");
+        std::fs::create_dir_all(dir.join("data"))?;
+        for slot in ["A", "B"] {
+            let state = if good.contains(&slot) { "good" } else { "bad" };
+            std::fs::write(dir.join(format!("state-{slot}")), format!("{state}\n"))?;
+        }
+        let backend = dir.join("backend");
+        std::fs::write(&backend, BACKEND_SCRIPT)?;
+        std::fs::set_permissions(
+            &backend,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
+        write_system_conf(system_conf, slot_bytes)?;
+        let mut text = std::fs::read_to_string(system_conf)?.replace(
+            "bootloader=noop\n",
+            &format!(
+                "bootloader=custom\ndata-directory={}\nmountprefix={}\n\n[keyring]\npath={}\n\n[handlers]\nbootloader-custom-backend={}\n",
+                dir.join("data").display(),
+                dir.join("mnt").display(),
+                keyring.display(),
+                backend.display()
+            ),
+        );
+        text.push('\n');
+        std::fs::write(system_conf, text)?;
+
+        let socket = dir.join("bus.sock");
+        let bus_conf = dir.join("bus.conf");
+        std::fs::write(&bus_conf, bus_config(&socket))?;
+        let bus = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", bus_conf.display()))
+            .arg("--nofork")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting dbus-daemon")?;
+        let mut started = RaucService {
+            bus_address: format!("unix:path={}", socket.display()),
+            system_conf: system_conf.to_path_buf(),
+            dir,
+            bus,
+            service: None,
+        };
+        crate::wait_until(SERVICE_START_TIMEOUT, "the private bus", || {
+            socket.exists().then_some(())
+        })?;
+        let log = std::fs::File::create(started.dir.join("rauc.log"))?;
+        started.service = Some(
+            Command::new("rauc")
+                .arg(format!("--conf={}", system_conf.display()))
+                .arg("service")
+                .arg(format!("--override-boot-slot={booted}"))
+                .env("DBUS_SYSTEM_BUS_ADDRESS", &started.bus_address)
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .context("starting rauc service")?,
+        );
+        crate::wait_until(SERVICE_START_TIMEOUT, "rauc's service on the bus", || {
+            started
+                .command(&["status"])
+                .ok()?
+                .status
+                .success()
+                .then_some(())
+        })
+        .with_context(|| started.log())?;
+        Ok(started)
+    }
+
+    /// `rauc ARGS` as a client of this service.
+    pub fn command(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        Command::new("rauc")
+            .args(args)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus_address)
+            .output()
+    }
+
+    /// The slot's boot state as the backend keeps it.
+    pub fn state(&self, slot: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("state-{slot}")))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// What the service logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("rauc.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for RaucService {
+    fn drop(&mut self) {
+        for child in self
+            .service
+            .iter_mut()
+            .chain(std::iter::once(&mut self.bus))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// rauc's `custom` bootloader backend for [`RaucService`]: each slot's state in a file beside
+/// it, the primary slot likewise.
+const BACKEND_SCRIPT: &str = r#"#!/bin/sh
+dir=$(dirname "$0")
+case "$1" in
+  get-primary) cat "$dir/primary" 2>/dev/null || echo A ;;
+  set-primary) echo "$2" > "$dir/primary" ;;
+  get-state) cat "$dir/state-$2" ;;
+  set-state) echo "$3" > "$dir/state-$2" ;;
+  *) exit 1 ;;
+esac
+"#;
+
+/// A system bus's policy for one private bus at `socket`: root owns rauc's name and talks.
+fn bus_config(socket: &Path) -> String {
+    format!(
+        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="root"/>
+    <allow own="de.pengutronix.rauc"/>
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+"#,
+        socket.display()
+    )
 }

@@ -1198,6 +1198,23 @@ fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
         .expect("confirm");
     assert!(confirmed.success, "{}", confirmed.output);
 
+    // The last firmware update was refused: the page shows the word and why, translated.
+    let refused = renkei::update::spool::UpdateResult {
+        result: "refused".into(),
+        version: Some("0.1.0.1".into()),
+        reason: Some("not_blessed".into()),
+        message: "slot B waits for the health check of its trial boot".into(),
+        slot: None,
+        by: OPERATOR_IDENTITY.into(),
+        at: 1,
+    };
+    renkei::update::spool::Spool::new(
+        text.paths
+            .state_dir
+            .join(renkei::config::UPDATE_SPOOL_DIR_NAME),
+    )
+    .record_result(&refused)
+    .expect("last-result.json");
     let options = serde_json::json!({
         "service": {"name": "documents", "address": renkei_lab::lab::LAN_SERVICE_ADDRESS,
                     "port": renkei_lab::lab::SERVICE_PORT}
@@ -1238,6 +1255,23 @@ fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
         "a Japanese date: {pushed_at}"
     );
     assert_eq!(initial["pending_visible"], false, "confirmed");
+    // The firmware: its version, the booted slot, the last update with its reason.
+    assert_eq!(initial["firmware_version"], daemon["firmware"]["version"]);
+    assert_eq!(
+        initial["firmware_version"],
+        renkei::update::status::running_version().to_string()
+    );
+    assert!(
+        initial["booted_slot"] == daemon["firmware"]["booted_slot"]
+            || (initial["booted_slot"] == "不明" && daemon["firmware"]["booted_slot"] == "unknown"),
+        "{initial:#}"
+    );
+    assert_eq!(initial["update_result"], "refused");
+    assert_eq!(initial["update_result_text"], "拒否しました (0.1.0.1)");
+    assert_eq!(
+        initial["update_reason"],
+        "稼働中のファームウェアがまだ確認されていません: slot B waits for the health check of its trial boot"
+    );
     // Times, levels, kinds, roles and states in Japanese; nothing raw from the API.
     for time in [&initial["updated"], &result["japanese"]["updated"]] {
         let time = time.as_str().unwrap_or("");
@@ -1305,6 +1339,13 @@ fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
     assert_eq!(clinic.peer("dc").expect("peer")["state"], "up");
     let english = &result["english"];
     assert_eq!(english["role_text"], "viewing facility");
+    assert_eq!(english["update_result_text"], "refused (0.1.0.1)");
+    assert!(
+        english["update_reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("the running firmware is not confirmed yet: ")),
+        "{english:#}"
+    );
     assert_eq!(english["tunnel_text"], "up");
     assert_eq!(service_row(english, "documents")["cells"][2], "listening");
     assert!(english["event_levels"].to_string().contains("info"));

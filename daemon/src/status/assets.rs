@@ -200,6 +200,42 @@ mod tests {
         }
     }
 
+    /// The firmware card's labels, every update result word and every refusal reason exist in
+    /// Japanese and in English.
+    #[test]
+    fn avl5_firmware_texts_exist_in_japanese_and_english() {
+        use crate::state::events::UpdateRefusal;
+        use crate::update::records::Outcome;
+        let i18n = String::from_utf8_lossy(get("/i18n.js").expect("i18n.js").bytes).into_owned();
+        let (ja, en) = i18n.split_once("\n    en: {").expect("an English block");
+        let card = INDEX_HTML
+            .split("id=\"firmware-card\"")
+            .nth(1)
+            .and_then(|rest| rest.split("</section>").next())
+            .expect("the firmware card");
+        let mut keys: Vec<String> = card
+            .split("data-i18n=\"")
+            .skip(1)
+            .map(|key| key.split('"').next().unwrap_or_default().to_string())
+            .collect();
+        assert!(keys.len() >= 4, "{keys:?}");
+        keys.extend(
+            Outcome::ALL
+                .iter()
+                .map(|o| format!("update_result_{}", o.as_str())),
+        );
+        keys.extend(
+            [UpdateRefusal::NotBlessed, UpdateRefusal::TooLargeForSlot]
+                .iter()
+                .map(|r| format!("event_update_refused_reason_{}", r.as_str())),
+        );
+        for key in keys {
+            let entry = format!("\n      {key}: \"");
+            assert!(ja.contains(&entry), "{key} has no Japanese text");
+            assert!(en.contains(&entry), "{key} has no English text");
+        }
+    }
+
     #[test]
     fn int1_assets_are_found_by_exact_path_only() {
         assert!(get("/app.js").is_some());

@@ -585,6 +585,11 @@ mod document_tests {
             status_page: None,
             time_unix: 1_000,
             clock_synchronized: None,
+            firmware: crate::update::status::FirmwareSummary {
+                version: "0.1.0".to_string(),
+                booted_slot: "A".to_string(),
+                last_result: None,
+            },
         }
     }
 

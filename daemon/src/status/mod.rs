@@ -25,6 +25,8 @@ use crate::state::config_snapshot::ConfigSnapshot;
 use crate::state::events::{Event, EventLog};
 use crate::tls::credentials::{CertExpiry, EXPIRY_WARNING_DAYS};
 use crate::tls::CredentialStore;
+use crate::update::spool::Spool;
+use crate::update::status::{firmware_summary, FirmwareSummary};
 pub use http::{
     serve_enrolment, EnrolmentServer, HttpError, PageStats, StatusPageInfo, StatusServer,
 };
@@ -69,6 +71,8 @@ pub struct StatusDocument {
     /// Whether the kernel says the clock is synchronized (NTP); `None` when it cannot tell.
     /// Certificates depend on it.
     pub clock_synchronized: Option<bool>,
+    /// The firmware: running version, booted slot, the last update's outcome (AVL-5).
+    pub firmware: FirmwareSummary,
 }
 
 /// The running configuration, for the page's config block.
@@ -182,6 +186,9 @@ struct Identity {
     facility: String,
     role: &'static str,
     tunnel_actions: bool,
+    /// The firmware update spool (the configured one, else where it would be): the last
+    /// update's result stays meaningful after a config without `[update]` is pushed.
+    update_spool: std::path::PathBuf,
 }
 
 impl Identity {
@@ -191,6 +198,12 @@ impl Identity {
             role: config.facility.role.as_str(),
             tunnel_actions: config.facility.role == crate::config::Role::Viewing
                 && config.policy_mode() == crate::config::PolicyMode::OnDemand,
+            update_spool: config.update_spool_dir().unwrap_or_else(|| {
+                config
+                    .paths
+                    .state_dir
+                    .join(crate::config::UPDATE_SPOOL_DIR_NAME)
+            }),
         }
     }
 }
@@ -346,6 +359,7 @@ impl StatusSource {
             status_page: self.status_page(),
             time_unix: unix_now(),
             clock_synchronized: clock_synchronized(),
+            firmware: firmware_summary(Some(&Spool::new(identity.update_spool))),
         }
     }
 

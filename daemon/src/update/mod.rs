@@ -5,12 +5,14 @@
 //! IKE. renkei decides whether the box takes it: the signature chains to the update CA, the
 //! manifest names this box's `compatible`, its version is newer than the running firmware
 //! (or exactly the one a signed config's `update.allow_downgrade_to` names), and no other
-//! bundle is waiting. A bundle that passes is armed in the spool
+//! bundle is waiting, its image fits the root slot, and the running slot is blessed (so the
+//! slot written is never the only way back). A bundle that passes is armed in the spool
 //! ([`spool`]); `renkei update apply` (root) writes it to the inactive slot, and the next
 //! boot's health check keeps the slot or falls back (docs/update.md).
 //!
 //! - [`rauc`]: `rauc info --keyring`, the verified manifest.
 //! - [`slots`]: `rauc status`, the root slots and which is blessed.
+//! - [`slot_size`]: the root slots' size from rauc's system.conf.
 //! - [`spool`]: incoming and armed bundles, the last result, on disk.
 //! - [`records`]: what the install and the boot's check leave beside them.
 //! - [`system`]: the rauc and systemctl calls of the install and the boot's check.
@@ -24,6 +26,7 @@ pub mod boot;
 pub mod health;
 pub mod rauc;
 pub mod records;
+pub mod slot_size;
 pub mod slots;
 pub mod spool;
 pub mod status;
@@ -38,7 +41,8 @@ use crate::durable::FileError;
 use crate::firmware_version::{FirmwareVersion, VersionError};
 use crate::state::events::{EventLog, Occurrence, UpdateRefusal};
 use rauc::InfoError;
-use records::Outcome;
+use records::{Outcome, BOOT_RECORD, INSTALLING_RECORD, TRIAL_RECORD};
+use slot_size::SlotSizeError;
 use spool::{ArmError, IncomingBundle, PendingInstall, Spool, UpdateResult};
 
 /// Who a local install is noted as.
@@ -93,6 +97,18 @@ pub enum Refusal {
         /// The running firmware's.
         running: String,
     },
+    /// The running slot is not blessed, or its boot's check has not run: the slot an install
+    /// writes would be the only way back.
+    #[error("{0}")]
+    NotBlessed(String),
+    /// The bundle's image is larger than a root slot.
+    #[error("the bundle's image is {image_bytes} bytes; the root slot holds {slot_bytes} bytes")]
+    TooLargeForSlot {
+        /// The largest image in the bundle.
+        image_bytes: u64,
+        /// The smallest root slot.
+        slot_bytes: u64,
+    },
     /// rauc could not be run.
     #[error("{0}")]
     Tool(InfoError),
@@ -115,6 +131,8 @@ impl Refusal {
             Refusal::Incompatible { .. } => UpdateRefusal::Incompatible,
             Refusal::NoVersion | Refusal::BadVersion(_) => UpdateRefusal::BadVersion,
             Refusal::NotNewer { .. } => UpdateRefusal::NotNewer,
+            Refusal::NotBlessed(_) => UpdateRefusal::NotBlessed,
+            Refusal::TooLargeForSlot { .. } => UpdateRefusal::TooLargeForSlot,
         }
     }
 
@@ -122,14 +140,15 @@ impl Refusal {
     pub fn http_status(&self) -> u16 {
         match self {
             Refusal::NotConfigured => 404,
-            Refusal::Pending { .. } | Refusal::Busy => 409,
+            Refusal::Pending { .. } | Refusal::Busy | Refusal::NotBlessed(_) => 409,
             Refusal::TooLarge { .. } => 413,
             Refusal::Upload(_) => 400,
             Refusal::NotVerified(_) => 403,
             Refusal::Incompatible { .. }
             | Refusal::NoVersion
             | Refusal::BadVersion(_)
-            | Refusal::NotNewer { .. } => 422,
+            | Refusal::NotNewer { .. }
+            | Refusal::TooLargeForSlot { .. } => 422,
             Refusal::Tool(_) | Refusal::Spool(_) => 500,
         }
     }
@@ -165,13 +184,70 @@ impl Intake {
         &self.spool
     }
 
-    /// Refused before a byte is read when a bundle already waits.
+    /// Refused before a byte is read when a bundle already waits, or the box runs a slot that
+    /// is not blessed.
     pub fn refuse_before_receiving(&self) -> Result<(), Refusal> {
         match self.spool.pending() {
             Some(pending) => Err(Refusal::Pending {
                 version: pending.version,
             }),
-            None => Ok(()),
+            None => self.refuse_if_not_blessed(),
+        }
+    }
+
+    /// Refused while an install runs or was cut off, while a trial boot waits for its
+    /// verdict, or while this boot's health check has not run (`boot.json` missing or of
+    /// another boot): in each the inactive slot is, or may be, the only way back.
+    pub fn refuse_if_not_blessed(&self) -> Result<(), Refusal> {
+        let refuse = |why: String| Err(Refusal::NotBlessed(why));
+        if self.spool.has(INSTALLING_RECORD) {
+            return refuse(format!(
+                "an install is running or was cut off ({INSTALLING_RECORD}); wait for it, or for the next boot to report it"
+            ));
+        }
+        if self.spool.has(TRIAL_RECORD) {
+            let slot = self.spool.trial().map_or_else(
+                || "unknown".to_string(),
+                |t| format!("{} ({})", t.slot, t.version),
+            );
+            return refuse(format!(
+                "slot {slot} waits for the health check of its trial boot; the running slot is not blessed yet"
+            ));
+        }
+        let this_boot = std::fs::read_to_string(system::BOOT_ID_FILE)
+            .map(|id| id.trim().to_string())
+            .unwrap_or_default();
+        match self.spool.boot() {
+            None => refuse(format!(
+                "this boot's health check has not run yet (no {BOOT_RECORD}): the running slot is not known to be blessed"
+            )),
+            Some(boot) if boot.boot_id != this_boot => refuse(format!(
+                "this boot's health check has not run yet ({BOOT_RECORD} is of an earlier boot): the running slot is not known to be blessed"
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Refused when the bundle's largest image is larger than the smallest root slot of
+    /// `update.system_conf`; skipped (with a log line) on a machine without one.
+    fn refuse_if_too_large_for_slot(&self, image_bytes: Option<u64>) -> Result<(), Refusal> {
+        let Some(image_bytes) = image_bytes else {
+            return Ok(());
+        };
+        match slot_size::smallest_root_slot_bytes(&self.update.system_conf) {
+            Ok(slot_bytes) if image_bytes > slot_bytes => Err(Refusal::TooLargeForSlot {
+                image_bytes,
+                slot_bytes,
+            }),
+            Ok(_) => Ok(()),
+            Err(SlotSizeError::NoSystemConf(path)) => {
+                tracing::info!(system_conf = %path.display(), "no rauc system.conf: the image's size is not checked against a slot");
+                Ok(())
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "the root slots' size is unknown: the image's size is not checked against a slot");
+                Ok(())
+            }
         }
     }
 
@@ -187,14 +263,18 @@ impl Intake {
                 limit_bytes: self.update.max_bundle_bytes,
             });
         }
-        let info = rauc::verified_info(incoming.path(), &self.update.ca_file)
-            .await
-            .map_err(|err| match err {
-                InfoError::NotVerified(_) | InfoError::Output(_) => {
-                    Refusal::NotVerified(err.to_string())
-                }
-                InfoError::Tool(_) | InfoError::TimedOut => Refusal::Tool(err),
-            })?;
+        let info = rauc::verified_info(
+            incoming.path(),
+            &self.update.ca_file,
+            &self.update.system_conf,
+        )
+        .await
+        .map_err(|err| match err {
+            InfoError::NotVerified(_) | InfoError::Output(_) => {
+                Refusal::NotVerified(err.to_string())
+            }
+            InfoError::Tool(_) | InfoError::TimedOut => Refusal::Tool(err),
+        })?;
         if info.compatible != self.update.compatible {
             return Err(Refusal::Incompatible {
                 offered: info.compatible,
@@ -208,6 +288,9 @@ impl Intake {
             &self.running,
             self.update.allow_downgrade_to.as_deref(),
         )?;
+        self.refuse_if_too_large_for_slot(info.largest_image_bytes)?;
+        // Again at arming: a boot's state may have changed while the bundle arrived.
+        self.refuse_if_not_blessed()?;
         let record = PendingInstall {
             version: offered.to_string(),
             compatible: info.compatible,

@@ -21,6 +21,9 @@ pub struct BundleInfo {
     pub compatible: String,
     /// The manifest's `[update] version`, if any.
     pub version: Option<String>,
+    /// The largest image's size in bytes (`images[].<class>.size`), when the manifest has
+    /// images.
+    pub largest_image_bytes: Option<u64>,
 }
 
 /// Why `rauc info` gave no verified manifest.
@@ -46,11 +49,31 @@ struct InfoJson {
     compatible: String,
     #[serde(default)]
     version: Option<String>,
+    /// `[{"rootfs": {"filename": ..., "size": ...}}]`.
+    #[serde(default)]
+    images: Vec<std::collections::BTreeMap<String, ImageJson>>,
+}
+
+#[derive(Deserialize)]
+struct ImageJson {
+    #[serde(default)]
+    size: Option<u64>,
 }
 
 /// Verifies `bundle` against the PEM keyring `ca_file` and returns its manifest's fields.
-pub async fn verified_info(bundle: &Path, ca_file: &Path) -> Result<BundleInfo, InfoError> {
+/// rauc reads the box's system.conf even for `info`; `system_conf` (the config's
+/// `update.system_conf`) is handed over when it exists, so rauc and the box judge by the same
+/// file, and a machine without slots is never judged by whatever another tool left in
+/// /etc/rauc.
+pub async fn verified_info(
+    bundle: &Path,
+    ca_file: &Path,
+    system_conf: &Path,
+) -> Result<BundleInfo, InfoError> {
     let mut command = tokio::process::Command::new(RAUC_PROGRAM);
+    if system_conf.is_file() {
+        command.arg(format!("--conf={}", system_conf.display()));
+    }
     command
         .arg("info")
         .arg(format!("--keyring={}", ca_file.display()))
@@ -68,9 +91,16 @@ pub async fn verified_info(bundle: &Path, ca_file: &Path) -> Result<BundleInfo, 
     }
     let parsed: InfoJson = serde_json::from_slice(&output.stdout)
         .map_err(|e| InfoError::Output(format!("{e}: {}", last_words(&output.stdout))))?;
+    let largest_image_bytes = parsed
+        .images
+        .iter()
+        .flat_map(|image| image.values())
+        .filter_map(|image| image.size)
+        .max();
     Ok(BundleInfo {
         compatible: parsed.compatible,
         version: parsed.version,
+        largest_image_bytes,
     })
 }
 

@@ -213,6 +213,11 @@ pub enum UpdateRefusal {
     Pending,
     /// The box could not keep or check it (spool, rauc missing): not the bundle's fault.
     BoxFailed,
+    /// The running slot is not blessed (a trial boot, an install, or this boot's health check
+    /// has not run): the slot written would be the only way back.
+    NotBlessed,
+    /// Its image is larger than a root slot.
+    TooLargeForSlot,
 }
 
 impl UpdateRefusal {
@@ -227,6 +232,8 @@ impl UpdateRefusal {
             UpdateRefusal::NotNewer => "not_newer",
             UpdateRefusal::Pending => "pending",
             UpdateRefusal::BoxFailed => "box_failed",
+            UpdateRefusal::NotBlessed => "not_blessed",
+            UpdateRefusal::TooLargeForSlot => "too_large_for_slot",
         }
     }
 }
