@@ -10,6 +10,10 @@
 
 # shellcheck disable=SC2034  # the variables are used by the scripts that source this file
 {
+  # RAUC's compatible string of this hardware and image line: the image's /etc/rauc/system.conf
+  # and every update bundle's manifest carry it (image/bundle).
+  RAUC_COMPATIBLE=renkei-x86_64
+
   DISK_GUID=cf764dfb-bcbe-49b1-88b8-b464ad60b674
 
   ESP_MIB=128

@@ -13,26 +13,32 @@ fn units_dir() -> PathBuf {
 }
 
 /// The units the disk image installs.
-const UNITS: [&str; 4] = [
+const UNITS: [&str; 6] = [
     "renkei.service",
     "renkei-firstboot.service",
     "renkei-console.service",
     "renkei-charon.service",
+    "renkei-update.service",
+    "renkei-health.service",
 ];
 
 /// The path units the disk image installs (no sandbox of their own: systemd itself watches).
-const PATH_UNITS: [&str; 1] = ["renkei-charon.path"];
+const PATH_UNITS: [&str; 2] = ["renkei-charon.path", "renkei-update.path"];
 
 /// The highest `systemd-analyze security` exposure each unit may have (0 safest, 10 worst),
 /// a little above its score today so a systemd upgrade's rescoring does not fail the build
 /// while a loosened sandbox does. The daemon needs CAP_NET_ADMIN, the TUN device and the
 /// network; first boot and the console need none of them; charon needs what the daemon needs
-/// and CAP_NET_BIND_SERVICE (UDP 500 and 4500).
-const EXPOSURE_CEILINGS: [(&str, f64); 4] = [
+/// and CAP_NET_BIND_SERVICE (UDP 500 and 4500). The firmware update units run as root (D-Bus to
+/// RAUC and systemd, the daemon user's spool) without devices; the health check also keeps the
+/// host's network namespace to judge the tunnel.
+const EXPOSURE_CEILINGS: [(&str, f64); 6] = [
     ("renkei.service", 2.0),
     ("renkei-firstboot.service", 1.0),
     ("renkei-console.service", 1.0),
     ("renkei-charon.service", 2.0),
+    ("renkei-update.service", 1.7),
+    ("renkei-health.service", 2.4),
 ];
 
 /// `systemd-analyze verify` wants the binaries named in Exec lines to exist; point them at the

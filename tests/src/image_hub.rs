@@ -12,13 +12,18 @@
 //! instead of `[tunnel]` (an always-on SA to a concentrator at the hub's address), with the
 //! default VICI socket: the one the image's `renkei-charon.service` serves. It is the box's
 //! next version with `auto_confirm`, for the operator to push to the running WireGuard box.
+//!
+//! Both box configurations take firmware updates (`[update]`, AVL-5): bundles signed by the
+//! update CA the installer places beside them as `update-ca.pem`, for the image's RAUC
+//! compatible string; `image/boot-test` pushes them through the tunnel or SA.
 
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use renkei::config::{
     Config, EspBackend, Facility, IpsecConfig, ManagementConfig, Meta, Paths, PeerConfig,
-    PolicyConfig, PolicyMode, Role, TunnelConfig, DEFAULT_MTU,
+    PolicyConfig, PolicyMode, Role, TunnelConfig, UpdateConfig, DEFAULT_MAX_BUNDLE_BYTES,
+    DEFAULT_MTU, DEFAULT_RAUC_SYSTEM_CONF,
 };
 
 use crate::boxconfig::to_toml;
@@ -34,6 +39,14 @@ pub const KEEPALIVE_SECS: u16 = 25;
 pub const MANAGEMENT_PORT: u16 = 7443;
 /// The operator's client certificate name the box accepts (`management.operator_identities`).
 pub const OPERATOR_IDENTITY: &str = "operator.renkei.example";
+/// The update CA's file, relative to the box's config folder, as the installer's guide
+/// (section 4) places it.
+pub const UPDATE_CA_FILE: &str = "update-ca.pem";
+/// The image's RAUC compatible string (`RAUC_COMPATIBLE` in image/layout.sh).
+pub const IMAGE_COMPATIBLE: &str = "renkei-x86_64";
+/// The health check's deadline on a trial boot under QEMU's TCG: the box's SA is up some 10 s
+/// after renkei is READY there, and the broken bundle's trial boot waits all of it.
+pub const HEALTH_DEADLINE_SECS: u64 = 90;
 
 /// Errors writing the hub's and the box's files.
 #[derive(Debug, thiserror::Error)]
@@ -290,7 +303,15 @@ fn box_base() -> Config {
             confirm_timeout_secs: 120,
             auto_confirm: false,
         }),
-        update: None,
+        update: Some(UpdateConfig {
+            ca_file: PathBuf::from(UPDATE_CA_FILE),
+            compatible: IMAGE_COMPATIBLE.to_string(),
+            max_bundle_bytes: DEFAULT_MAX_BUNDLE_BYTES,
+            spool_dir: None,
+            allow_downgrade_to: None,
+            health_deadline_secs: HEALTH_DEADLINE_SECS,
+            system_conf: PathBuf::from(DEFAULT_RAUC_SYSTEM_CONF),
+        }),
     }
 }
 
@@ -343,6 +364,13 @@ mod tests {
         assert_eq!(box_peer.public_key, files.hub_public_key);
         assert_eq!(box_peer.endpoint.as_deref(), Some("198.18.50.1:51820"));
         assert_eq!(boxed.policy_mode(), PolicyMode::AlwaysOn);
+        let update = boxed.update.as_ref().expect("[update]");
+        assert_eq!(update.compatible, IMAGE_COMPATIBLE);
+        assert!(
+            update.ca_file.ends_with(UPDATE_CA_FILE),
+            "{:?}",
+            update.ca_file
+        );
     }
 
     #[test]
@@ -366,6 +394,17 @@ mod tests {
         assert_eq!(management.listen.ip(), ipsec.address.addr());
         assert_eq!(config.meta.version, IPSEC_CONFIG_VERSION);
         assert!(management.auto_confirm, "pushed with auto_confirm");
+    }
+
+    #[test]
+    fn avl5_image_hub_box_takes_bundles_for_the_images_compatible_string() {
+        let layout = concat!(env!("CARGO_MANIFEST_DIR"), "/../image/layout.sh");
+        let text = std::fs::read_to_string(layout).expect("image/layout.sh");
+        let wanted = format!("RAUC_COMPATIBLE={IMAGE_COMPATIBLE}");
+        assert!(
+            text.lines().any(|line| line.trim() == wanted),
+            "image/layout.sh has no line {wanted}"
+        );
     }
 
     #[test]
