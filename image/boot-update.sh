@@ -139,7 +139,8 @@ esp_listing() {
 }
 
 # data_hashes: sha256 of every file of the data partition's /etc/renkei and /var/lib/renkei
-# except the update spool, read from the powered-off disk (read-only, no journal replay).
+# except the update spool, and of the update CA in RAUC's folder, read from the powered-off disk
+# (read-only, no journal replay).
 data_hashes() {
   attach_disk || return 1
   local status=0
@@ -148,7 +149,7 @@ data_hashes() {
     dir="$(mktemp -d)"
     mount -o ro,noload "$1" "$dir"
     cd "$dir"
-    find etc/renkei var/lib/renkei -path var/lib/renkei/update -prune -o -type f -print |
+    find etc/renkei var/lib/renkei rauc/update-ca.pem -path var/lib/renkei/update -prune -o -type f -print |
       LC_ALL=C sort | while read -r f; do sha256sum "$f"; done
     cd /
     umount "$dir"
@@ -175,8 +176,8 @@ UPDATE_N2="$VERSION.2"
 
 # --- before the first push: the data partition's files --------------------------------------------
 data_hashes > "$WORK/data-hashes.before" || fail "OPS-2 the data partition is readable after boot 3"
-grep -q ' etc/renkei/update-ca.pem$' "$WORK/data-hashes.before" ||
-  fail "AVL-5 the installer's guide, section 4, placed the update CA at /etc/renkei/update-ca.pem"
+grep -q ' rauc/update-ca.pem$' "$WORK/data-hashes.before" ||
+  fail "AVL-5 the installer's guide, section 4, placed the update CA at /data/rauc/update-ca.pem"
 grep -q ' etc/renkei/wg.key$' "$WORK/data-hashes.before" ||
   fail "OPS-2 the WireGuard key is among the hashed files"
 data_files=$(wc -l < "$WORK/data-hashes.before")

@@ -14,8 +14,8 @@
 //! next version with `auto_confirm`, for the operator to push to the running WireGuard box.
 //!
 //! Both box configurations take firmware updates (`[update]`, AVL-5): bundles signed by the
-//! update CA the installer places beside them as `update-ca.pem`, for the image's RAUC
-//! compatible string; `image/boot-test` pushes them through the tunnel or SA.
+//! update CA the installer places in RAUC's folder of the data partition (root's: the daemon
+//! cannot change what root's RAUC trusts), for the image's RAUC compatible string; `image/boot-test` pushes them through the tunnel or SA.
 
 use std::path::{Path, PathBuf};
 
@@ -39,9 +39,10 @@ pub const KEEPALIVE_SECS: u16 = 25;
 pub const MANAGEMENT_PORT: u16 = 7443;
 /// The operator's client certificate name the box accepts (`management.operator_identities`).
 pub const OPERATOR_IDENTITY: &str = "operator.renkei.example";
-/// The update CA's file, relative to the box's config folder, as the installer's guide
-/// (section 4) places it.
-pub const UPDATE_CA_FILE: &str = "update-ca.pem";
+/// The update CA's file on the box, as the installer's guide (section 4) places it: in RAUC's
+/// folder of the data partition, which only root writes (the keyring of the image's
+/// /etc/rauc/system.conf), not in the daemon's /etc/renkei.
+pub const UPDATE_CA_FILE: &str = "/data/rauc/update-ca.pem";
 /// The image's RAUC compatible string (`RAUC_COMPATIBLE` in image/layout.sh).
 pub const IMAGE_COMPATIBLE: &str = "renkei-x86_64";
 /// The health check's deadline on a trial boot under QEMU's TCG: the box's SA is up some 10 s
@@ -366,11 +367,7 @@ mod tests {
         assert_eq!(boxed.policy_mode(), PolicyMode::AlwaysOn);
         let update = boxed.update.as_ref().expect("[update]");
         assert_eq!(update.compatible, IMAGE_COMPATIBLE);
-        assert!(
-            update.ca_file.ends_with(UPDATE_CA_FILE),
-            "{:?}",
-            update.ca_file
-        );
+        assert_eq!(update.ca_file, Path::new(UPDATE_CA_FILE));
     }
 
     #[test]
