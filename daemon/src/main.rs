@@ -894,6 +894,8 @@ fn update_health_check(path: &std::path::Path, no_reboot: bool) -> ExitCode {
             u.health_deadline_secs
         });
     let spool = renkei::update::spool::Spool::new(spool_dir);
+    let keyring =
+        renkei::update::keyring::ImageKeyring::of_box(update.as_ref().map(|u| u.ca_file.clone()));
     let running = renkei::update::status::running_version();
     let system = renkei::update::system::Host;
     let check = HealthCheck {
@@ -903,8 +905,10 @@ fn update_health_check(path: &std::path::Path, no_reboot: bool) -> ExitCode {
     let run = async {
         let runtime_dir = paths.runtime_dir.clone();
         let ask = move || renkei::status::control::request(&runtime_dir, "status");
-        let verdict =
-            renkei::update::boot::check_boot(&spool, &system, &running, || check.wait(ask)).await?;
+        let verdict = renkei::update::boot::check_boot(&spool, &system, &running, &keyring, || {
+            check.wait(ask)
+        })
+        .await?;
         if verdict.reboots() && !no_reboot {
             system.reboot().await?;
         }

@@ -527,7 +527,8 @@ fn unix_seconds(time: SystemTime) -> i64 {
 }
 
 /// Reads a whole file, refusing anything larger than [`MAX_PEM_FILE_BYTES`].
-fn read_limited(path: &Path) -> Result<Vec<u8>, CredentialError> {
+/// The file's bytes, refused above [`MAX_PEM_FILE_BYTES`].
+pub(crate) fn read_limited(path: &Path) -> Result<Vec<u8>, CredentialError> {
     let unreadable = |source| CredentialError::Unreadable {
         path: path.to_path_buf(),
         source,
@@ -557,7 +558,16 @@ pub(crate) fn read_certificates(
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, CredentialError> {
     let bytes = read_limited(path)?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
+    certificates_in(path, &bytes)
+}
+
+/// The `CERTIFICATE` blocks of PEM text `bytes` read from `path` (named in the errors); at
+/// least one.
+pub(crate) fn certificates_in(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, CredentialError> {
+    let certs = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| bad_pem(path, err))?;
     if certs.is_empty() {

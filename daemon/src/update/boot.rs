@@ -6,7 +6,8 @@
 //!
 //! - `trial.json` names the booted slot: this is the new slot's one trial boot. The health
 //!   conditions ([`super::health`]) must hold within `update.health_deadline_secs`: then `rauc
-//!   status mark-good` makes the slot the default (`blessed`); else `failed_health_check`,
+//!   status mark-good` makes the slot the default (`blessed`), and then only the update CA
+//!   keyring the slot carries is adopted ([`super::keyring`]); else `failed_health_check`,
 //!   `rauc status mark-bad` and a reboot into the old default entry.
 //! - `trial.json` names another slot: the trial boot failed or never came (`fell_back`).
 //! - `installing.json` is left: the power went while a slot was written (`interrupted`); the
@@ -16,6 +17,7 @@
 
 use std::future::Future;
 
+use super::keyring::ImageKeyring;
 use super::records::{
     BootRecord, Outcome, TrialRecord, BOOT_RECORD, INSTALLING_RECORD, TRIAL_RECORD,
 };
@@ -51,11 +53,13 @@ impl Verdict {
 }
 
 /// Runs the boot's check over `spool` with `system`; `healthy` waits for the health
-/// conditions (called only on a trial boot) and says what is missing when they do not hold.
+/// conditions (called only on a trial boot) and says what is missing when they do not hold;
+/// `keyring` is adopted once a trial slot is blessed.
 pub async fn check_boot<S, H, F>(
     spool: &Spool,
     system: &S,
     running: &FirmwareVersion,
+    keyring: &ImageKeyring,
     healthy: H,
 ) -> Result<Verdict, FileError>
 where
@@ -71,7 +75,7 @@ where
         // The install finished (the trial record is its last step): what it left is stale.
         spool.remove(INSTALLING_RECORD)?;
         if trial.slot == booted {
-            return trial_boot(spool, system, trial, healthy).await;
+            return trial_boot(spool, system, trial, keyring, healthy).await;
         }
         let why = spool
             .last_result()
@@ -125,6 +129,7 @@ async fn trial_boot<S, H, F>(
     spool: &Spool,
     system: &S,
     trial: TrialRecord,
+    keyring: &ImageKeyring,
     healthy: H,
 ) -> Result<Verdict, FileError>
 where
@@ -145,14 +150,19 @@ where
     match verdict {
         Ok(()) => {
             tracing::info!(version = %trial.version, slot = %trial.slot, "firmware update blessed");
+            // Only now: a slot that never proved itself never changes what RAUC trusts.
+            let mut message = format!(
+                "slot {} passed its health check and is the default now",
+                trial.slot
+            );
+            if let Some(note) = keyring.adopt().note() {
+                message = format!("{message}; {note}");
+            }
             spool.record_result(&result(
                 Outcome::Blessed,
                 &trial.version,
                 &trial.slot,
-                format!(
-                    "slot {} passed its health check and is the default now",
-                    trial.slot
-                ),
+                message,
             ))?;
             spool.remove(TRIAL_RECORD)?;
             Ok(Verdict::Blessed(trial))
@@ -222,6 +232,7 @@ mod tests {
     use std::cell::Cell;
 
     use super::*;
+    use crate::update::keyring::tests::ca_pem;
     use crate::update::records::{InstallingRecord, Progress};
     use crate::update::spool::LAST_RESULT;
     use crate::update::system::given::GivenSystem;
@@ -249,13 +260,30 @@ mod tests {
         names
     }
 
+    /// A slot without a keyring of its own.
+    fn no_keyring() -> ImageKeyring {
+        ImageKeyring {
+            offered: "/nonexistent/update-keyring.pem".into(),
+            installed: None,
+        }
+    }
+
     async fn check(
         spool: &Spool,
         system: &GivenSystem,
         health: Result<(), String>,
     ) -> (Verdict, bool) {
+        check_with(spool, system, &no_keyring(), health).await
+    }
+
+    async fn check_with(
+        spool: &Spool,
+        system: &GivenSystem,
+        keyring: &ImageKeyring,
+        health: Result<(), String>,
+    ) -> (Verdict, bool) {
         let asked = Cell::new(false);
-        let verdict = check_boot(spool, system, &running(), || {
+        let verdict = check_boot(spool, system, &running(), keyring, || {
             asked.set(true);
             async move { health }
         })
@@ -302,6 +330,80 @@ mod tests {
             names(&spool),
             [BOOT_RECORD, LAST_RESULT],
             "trial.json removed"
+        );
+    }
+
+    /// A box whose update CA is `installed` running a slot that carries `offered`.
+    fn keyring_files(dir: &std::path::Path, installed: &str, offered: &str) -> ImageKeyring {
+        let keyring = ImageKeyring {
+            offered: dir.join("update-keyring.pem"),
+            installed: Some(dir.join("update-ca.pem")),
+        };
+        std::fs::write(&keyring.offered, offered).expect("offered");
+        std::fs::write(keyring.installed.as_ref().expect("ca_file"), installed).expect("installed");
+        keyring
+    }
+
+    #[tokio::test]
+    async fn avl5_only_a_blessed_trial_slot_replaces_the_update_ca_keyring_and_says_so() {
+        let old = ca_pem("update CA 1");
+        let transition = format!("{old}{}", ca_pem("update CA 2"));
+        for (health, slot_booted) in [(Err("unhealthy".to_string()), "B"), (Ok(()), "A")] {
+            let dir = tempfile::tempdir().expect("dir");
+            let spool = Spool::new(dir.path().join("update"));
+            spool
+                .write_record(TRIAL_RECORD, &trial("B"))
+                .expect("trial");
+            let keyring = keyring_files(dir.path(), &old, &transition);
+            let system = GivenSystem::new(spool.dir(), slot_booted, &["A"]);
+            let (verdict, _) = check_with(&spool, &system, &keyring, health).await;
+            assert!(!matches!(verdict, Verdict::Blessed(_)), "{verdict:?}");
+            let installed = std::fs::read_to_string(keyring.installed.as_ref().expect("ca_file"))
+                .expect("read");
+            assert_eq!(installed, old, "{verdict:?} left the update CA alone");
+        }
+
+        let dir = tempfile::tempdir().expect("dir");
+        let spool = Spool::new(dir.path().join("update"));
+        spool
+            .write_record(TRIAL_RECORD, &trial("B"))
+            .expect("trial");
+        let keyring = keyring_files(dir.path(), &old, &transition);
+        let system = GivenSystem::new(spool.dir(), "B", &["A"]);
+        let (verdict, _) = check_with(&spool, &system, &keyring, Ok(())).await;
+        assert_eq!(verdict, Verdict::Blessed(trial("B")));
+        let installed =
+            std::fs::read_to_string(keyring.installed.as_ref().expect("ca_file")).expect("read");
+        assert_eq!(installed, transition);
+        let last = spool.last_result().expect("last result");
+        assert_eq!(last.result, "blessed");
+        assert!(
+            last.message
+                .ends_with("is the default now; update CA keyring replaced: 2 certificates"),
+            "{}",
+            last.message
+        );
+
+        // A bad keyring in a blessed slot: refused, the old one stays, the blessing stands.
+        let dir = tempfile::tempdir().expect("dir");
+        let spool = Spool::new(dir.path().join("update"));
+        spool
+            .write_record(TRIAL_RECORD, &trial("B"))
+            .expect("trial");
+        let keyring = keyring_files(dir.path(), &old, "no certificate\n");
+        let system = GivenSystem::new(spool.dir(), "B", &["A"]);
+        let (verdict, _) = check_with(&spool, &system, &keyring, Ok(())).await;
+        assert_eq!(verdict, Verdict::Blessed(trial("B")));
+        assert_eq!(*system.marks.borrow(), [Mark::Good]);
+        let installed =
+            std::fs::read_to_string(keyring.installed.as_ref().expect("ca_file")).expect("read");
+        assert_eq!(installed, old);
+        let last = spool.last_result().expect("last result");
+        assert_eq!(last.result, "blessed");
+        assert!(
+            last.message.contains("update CA keyring was refused"),
+            "{}",
+            last.message
         );
     }
 

@@ -24,6 +24,7 @@
 pub mod apply;
 pub mod boot;
 pub mod health;
+pub mod keyring;
 pub mod rauc;
 pub mod records;
 pub mod slot_size;
