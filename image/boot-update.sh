@@ -10,14 +10,19 @@
 #   N+1 ($VERSION.1): the box installs it into slot B (RAUC, the image's bootloader backend and
 #     post-install handler), reboots, boots B once, its health check passes and blesses B:
 #     `renkei update status` shows booted B, version N+1, last result blessed; the ESP's entry
-#     renkei-b.conf has no boot counter left.
-#   broken N+2 ($VERSION.2, its renkei.service fails): installed into A, booted once, its health
-#     check fails, the box reboots and boots N+1 on B by itself: fell_back, with the reason.
+#     renkei-b.conf has no boot counter left. N+1 carries the transition keyring (the first
+#     update CA and a second one, image/bundle --keyring): the blessing makes it RAUC's keyring
+#     /data/rauc/update-ca.pem (the rotation of the update CA through signed firmware).
+#   broken N+2 ($VERSION.2, its renkei.service fails), signed by the second update CA: refused
+#     (not_verified) before the rotation, accepted after it; installed into A, booted once, its
+#     health check fails, the box reboots and boots N+1 on B by itself: fell_back, with the
+#     reason.
 #   N+2 again, and the machine is killed (QEMU SIGKILL: a power cut) while RAUC writes slot A
 #     (the guest's disk writes, QEMU's blockstats, grow past a slot's worth of megabytes after
 #     `installing` shows): the box boots N+1 again and reports interrupted.
 # The data partition's configuration, keys and state files (all but the update spool) keep
-# their sha256 at every reboot (QEMU runs with -no-reboot: each guest reboot ends it, and the
+# their sha256 at every reboot, RAUC's keyring until the rotation and the transition keyring
+# from then on (QEMU runs with -no-reboot: each guest reboot ends it, and the
 # test reads the disk before starting it again).
 # Prints the timings docs/benchmarks.md records.
 
@@ -159,11 +164,25 @@ data_hashes() {
   return "$status"
 }
 
-# same_data WHEN: the data partition's hashes are those recorded before the first push.
+# The transition keyring once the blessing of N+1 installed it (set after that blessing).
+ROTATED_KEYRING=""
+
+# same_data WHEN: the data partition's hashes are those recorded before the first push; once
+# the update CA is rotated, RAUC's keyring is checked against the transition keyring instead.
 same_data() {
   data_hashes > "$WORK/data-hashes.now" ||
     fail "OPS-2 the data partition is readable $1"
-  if ! diff -u "$WORK/data-hashes.before" "$WORK/data-hashes.now" >&2; then
+  local before="$WORK/data-hashes.before" now="$WORK/data-hashes.now" installed wanted
+  if [ -n "$ROTATED_KEYRING" ]; then
+    installed="$(grep ' rauc/update-ca.pem$' "$now" | cut -d ' ' -f 1)"
+    wanted="$(sha256sum < "$ROTATED_KEYRING" | cut -d ' ' -f 1)"
+    [ "$installed" = "$wanted" ] ||
+      fail "AVL-5 /data/rauc/update-ca.pem holds the transition keyring $1 (sha256 ${installed:-none}, wanted $wanted)"
+    grep -v ' rauc/update-ca.pem$' "$before" > "$WORK/data-hashes.before-rest"
+    grep -v ' rauc/update-ca.pem$' "$now" > "$WORK/data-hashes.now-rest"
+    before="$WORK/data-hashes.before-rest" now="$WORK/data-hashes.now-rest"
+  fi
+  if ! diff -u "$before" "$now" >&2; then
     fail "OPS-2 the configuration, keys and state files on the data partition are unchanged $1"
   fi
 }
@@ -188,6 +207,12 @@ fresh_sa || fail "AVL-5 the box on version $VERSION brings its SA up (boot 4)"
 status_line="$(wait_update_status "^A $VERSION true no ")" ||
   fail "AVL-5 renkei update status through the SA shows slot A, version $VERSION, this boot checked, no install (got: $status_line)"
 pass "AVL-5 OPS-2 renkei update status through the SA: booted slot A, firmware $VERSION, this boot's health check has run, no install under way"
+# Before the rotation the second update CA is not trusted: its bundle is refused.
+if push_out="$(push_bundle "$BUNDLE_N2")" || [[ "$push_out" != *not_verified* ]]; then
+  printf '%s\n' "$push_out" >&2
+  fail "AVL-5 before the rotation the box refuses $UPDATE_N2, signed by the second update CA, as not_verified"
+fi
+pass "AVL-5 before the rotation the box refuses $UPDATE_N2, signed by a second update CA it does not trust yet: not_verified"
 push_start=$(date +%s.%N)
 push_out="$(push_bundle "$BUNDLE_N1")" || {
   printf '%s\n' "$push_out" >&2
@@ -216,6 +241,10 @@ status_line="$(wait_update_status "^B $UPDATE_N1 true no blessed$")" ||
   fail "AVL-5 the trial boot of $UPDATE_N1 on slot B passes its health check and is blessed (renkei update status: $status_line)"
 t_bless_n1="$(elapsed)"
 pass "AVL-5 OPS-2 the box boots $UPDATE_N1 on slot B once, its health check passes (renkei, its configuration, the IPsec SA) and blesses it: renkei update status shows booted B, firmware $UPDATE_N1, last result blessed (blessed ${t_bless_n1} s into the boot; reboot to SA up ${t_down_n1} s)"
+blessed_why="$(tail -n 1 <<< "$status_line")"
+[[ "$blessed_why" == *"update CA keyring replaced: 2 certificates"* ]] ||
+  fail "AVL-5 the blessing of $UPDATE_N1 installed its transition keyring and says so (last result: $blessed_why)"
+ROTATED_KEYRING="$UPDATE_KEYRING"
 
 # --- still boot 5: the operator pushes the broken N+2 ----------------------------------------------
 push_out="$(push_bundle "$BUNDLE_N2")" || {
@@ -223,6 +252,7 @@ push_out="$(push_bundle "$BUNDLE_N2")" || {
   fail "AVL-5 the box on blessed $UPDATE_N1 accepts the push of $UPDATE_N2"
 }
 [[ "$push_out" == *accepted* ]] || { printf '%s\n' "$push_out" >&2; fail "AVL-5 the push of $UPDATE_N2 answers accepted"; }
+pass "AVL-5 the update CA was rotated through signed firmware: the blessed $UPDATE_N1 ($blessed_why) made its transition keyring RAUC's, and the box now accepts $UPDATE_N2, signed by the second update CA it refused before"
 wait_reboot "$INSTALL_TIMEOUT_SECS" ||
   fail "AVL-5 the box installs the broken $UPDATE_N2 into slot A and reboots by itself"
 esp_listing > "$WORK/esp.n2" || fail "AVL-5 the ESP is readable after the install of $UPDATE_N2"
@@ -235,6 +265,7 @@ fi
 ! grep -q -x "::/renkei-a/" "$WORK/esp.n2" ||
   fail "AVL-5 the old slot A's kernel folder renkei-a/ went once no entry named it (ESP: $(tr '\n' ' ' < "$WORK/esp.n2"))"
 same_data "after the install of $UPDATE_N2"
+pass "AVL-5 after the blessing of $UPDATE_N1, /data/rauc/update-ca.pem on the powered-off disk holds its transition keyring (both update CAs, sha256 $(sha256sum < "$ROTATED_KEYRING" | cut -c 1-16)...)"
 pass "AVL-5 the blessed entry is renkei-b.conf (no counter); the broken $UPDATE_N2 went into slot A with renkei-a-$UPDATE_N2/ and renkei-a+1.conf, the first image's renkei-a/ is gone; data files unchanged"
 
 # --- boot 6: the trial boot of the broken N+2 fails; the box goes back by itself --------------------

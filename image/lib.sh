@@ -20,21 +20,22 @@ in_tools() {
   ' in_tools "$tools" "$work" "$@"
 }
 
-# make_update_signer DIR: a throwaway update CA (DIR/update-ca.pem and its key) and a bundle
-# signing certificate it issued (DIR/signer.pem, DIR/signer.key), for tests only: a real
+# make_update_signer DIR [NAME]: a throwaway update CA (DIR/update-ca.pem and its key) and a
+# bundle signing certificate it issued (DIR/signer.pem, DIR/signer.key), their common names
+# ending in NAME (default "test"; a second CA of a rotation gets its own), for tests only: a real
 # operator's signing key is given to image/build and never made or kept here. No extended key
 # usage on the signer: RAUC checks it for CMS signing, which a TLS-only certificate would fail.
 make_update_signer() {
-  local dir="$1"
+  local dir="$1" name="${2:-test}"
   mkdir -p "$dir"
   chmod 0700 "$dir"
   openssl ecparam -name prime256v1 -genkey -noout -out "$dir/update-ca.key" &&
     openssl req -x509 -new -key "$dir/update-ca.key" -sha256 -days 30 \
-      -subj "/CN=renkei throwaway test update CA" \
+      -subj "/CN=renkei throwaway $name update CA" \
       -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
       -out "$dir/update-ca.pem" &&
     openssl ecparam -name prime256v1 -genkey -noout -out "$dir/signer.key" &&
-    openssl req -new -key "$dir/signer.key" -subj "/CN=renkei throwaway test bundle signer" \
+    openssl req -new -key "$dir/signer.key" -subj "/CN=renkei throwaway $name bundle signer" \
       -out "$dir/signer.csr" &&
     printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
       > "$dir/signer.ext" &&
