@@ -606,8 +606,7 @@ fn default_confirm_timeout_secs() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct UpdateConfig {
     /// PEM file of the update CA: RAUC's keyring. A bundle must carry a signature that chains
-    /// to it. Rotation: put the old and the new CA certificate in the file while bundles of
-    /// both are in use.
+    /// to it. Rotation: a blessed slot's own keyring replaces it (`update::keyring`).
     pub ca_file: PathBuf,
     /// RAUC's `compatible` string of this hardware and image line: a bundle naming another is
     /// refused.
