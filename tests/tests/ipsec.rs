@@ -233,12 +233,27 @@ fn net9_net10_ipsec_sa_to_a_strongswan_concentrator_carries_tcp_and_terminates()
         let mut vici = load_box(&pair).await.expect("load the box's charon");
         // Nothing before initiate: the connection is on-demand.
         assert!(vici.list_sas().await.expect("list-sas").is_empty());
-        let events = Box::pin(vici.events());
+        // A task drains the subscriptions while the test runs commands on the same
+        // connection: rsvici hands each subscription's packets over a channel of one and its
+        // reader waits while that is full, so an event (or a subscription's confirmation)
+        // nobody polls while `initiate` waits stops the reader before charon's answer. Seen
+        // once in CI: `initiate` timed out with the SA up. (The daemon's backend listens on a
+        // connection of its own and polls it all the time.)
+        let mut subscribed = Box::pin(vici.events());
+        let (forward, events) = futures::channel::mpsc::unbounded();
+        tokio::spawn(async move {
+            while let Some(event) = subscribed.next().await {
+                if forward.unbounded_send(event).is_err() {
+                    break;
+                }
+            }
+        });
         (vici, events)
     });
 
     let sas = rt.block_on(async {
-        // The subscriptions are registered on the first poll: poll once before initiating.
+        // The subscriptions are registered on the forwarding task's first poll: give it one
+        // before initiating.
         let _ = tokio::time::timeout(Duration::from_millis(1), events.next()).await;
         vici.initiate(CONN, IKE_TIMEOUT)
             .await
