@@ -128,12 +128,22 @@ pub fn lab_system_conf(spool_dir: &Path) -> PathBuf {
 /// Writes the rauc system.conf of a lab box: two root slots A and B whose devices are regular
 /// files of `slot_bytes` each, beside it.
 pub fn write_system_conf(system_conf: &Path, slot_bytes: u64) -> anyhow::Result<()> {
+    // `noop`: the lab has no bootloader; rauc reads this file for `rauc info` too.
+    write_system_conf_with(system_conf, slot_bytes, "bootloader=noop\n")
+}
+
+/// [`write_system_conf`] with `system_lines` (the bootloader and what goes with it) in
+/// `[system]` in place of the lab's `noop` bootloader.
+fn write_system_conf_with(
+    system_conf: &Path,
+    slot_bytes: u64,
+    system_lines: &str,
+) -> anyhow::Result<()> {
     let dir = system_conf
         .parent()
         .context("a system.conf path has a folder")?;
     std::fs::create_dir_all(dir)?;
-    // `noop`: the lab has no bootloader; rauc reads this file for `rauc info` too.
-    let mut text = format!("[system]\ncompatible={LAB_COMPATIBLE}\nbootloader=noop\n");
+    let mut text = format!("[system]\ncompatible={LAB_COMPATIBLE}\n{system_lines}");
     for (n, bootname) in ["A", "B"].iter().enumerate() {
         let device = dir.join(format!("rootfs-{bootname}.img"));
         std::fs::File::create(&device)?.set_len(slot_bytes)?;
@@ -231,9 +241,9 @@ impl RaucService {
             &backend,
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )?;
-        write_system_conf(system_conf, slot_bytes)?;
-        let mut text = std::fs::read_to_string(system_conf)?.replace(
-            "bootloader=noop\n",
+        write_system_conf_with(
+            system_conf,
+            slot_bytes,
             &format!(
                 "bootloader=custom\ndata-directory={}\nmountprefix={}\n\n[keyring]\npath={}\n\n[handlers]\nbootloader-custom-backend={}\n",
                 dir.join("data").display(),
@@ -241,9 +251,7 @@ impl RaucService {
                 keyring.display(),
                 backend.display()
             ),
-        );
-        text.push('\n');
-        std::fs::write(system_conf, text)?;
+        )?;
 
         let socket = dir.join("bus.sock");
         let bus_conf = dir.join("bus.conf");
