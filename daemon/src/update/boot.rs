@@ -251,6 +251,19 @@ mod tests {
         }
     }
 
+    /// A spool in a fresh folder (kept alive by the returned guard), with a trial of the given
+    /// slot waiting when `trial_of` names one.
+    fn spool_with(trial_of: Option<&str>) -> (tempfile::TempDir, Spool) {
+        let dir = tempfile::tempdir().expect("dir");
+        let spool = Spool::new(dir.path().join("update"));
+        if let Some(slot) = trial_of {
+            spool
+                .write_record(TRIAL_RECORD, &trial(slot))
+                .expect("trial");
+        }
+        (dir, spool)
+    }
+
     fn names(spool: &Spool) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(spool.dir())
             .expect("list")
@@ -294,8 +307,7 @@ mod tests {
 
     #[tokio::test]
     async fn avl5_a_normal_boot_records_itself_and_never_reboots_whatever_its_health() {
-        let dir = tempfile::tempdir().expect("dir");
-        let spool = Spool::new(dir.path().join("update"));
+        let (_dir, spool) = spool_with(None);
         let system = GivenSystem::new(spool.dir(), "A", &["A"]);
         let (verdict, asked) = check(&spool, &system, Err("the hub is down".into())).await;
         assert_eq!(verdict, Verdict::NormalBoot);
@@ -313,11 +325,7 @@ mod tests {
 
     #[tokio::test]
     async fn avl5_a_trial_boot_that_passes_is_marked_good_and_blessed() {
-        let dir = tempfile::tempdir().expect("dir");
-        let spool = Spool::new(dir.path().join("update"));
-        spool
-            .write_record(TRIAL_RECORD, &trial("B"))
-            .expect("trial");
+        let (_dir, spool) = spool_with(Some("B"));
         let system = GivenSystem::new(spool.dir(), "B", &["A"]);
         let (verdict, asked) = check(&spool, &system, Ok(())).await;
         assert!(asked);
@@ -349,11 +357,7 @@ mod tests {
         let old = ca_pem("update CA 1");
         let transition = format!("{old}{}", ca_pem("update CA 2"));
         for (health, slot_booted) in [(Err("unhealthy".to_string()), "B"), (Ok(()), "A")] {
-            let dir = tempfile::tempdir().expect("dir");
-            let spool = Spool::new(dir.path().join("update"));
-            spool
-                .write_record(TRIAL_RECORD, &trial("B"))
-                .expect("trial");
+            let (dir, spool) = spool_with(Some("B"));
             let keyring = keyring_files(dir.path(), &old, &transition);
             let system = GivenSystem::new(spool.dir(), slot_booted, &["A"]);
             let (verdict, _) = check_with(&spool, &system, &keyring, health).await;
@@ -363,11 +367,7 @@ mod tests {
             assert_eq!(installed, old, "{verdict:?} left the update CA alone");
         }
 
-        let dir = tempfile::tempdir().expect("dir");
-        let spool = Spool::new(dir.path().join("update"));
-        spool
-            .write_record(TRIAL_RECORD, &trial("B"))
-            .expect("trial");
+        let (dir, spool) = spool_with(Some("B"));
         let keyring = keyring_files(dir.path(), &old, &transition);
         let system = GivenSystem::new(spool.dir(), "B", &["A"]);
         let (verdict, _) = check_with(&spool, &system, &keyring, Ok(())).await;
@@ -385,11 +385,7 @@ mod tests {
         );
 
         // A bad keyring in a blessed slot: refused, the old one stays, the blessing stands.
-        let dir = tempfile::tempdir().expect("dir");
-        let spool = Spool::new(dir.path().join("update"));
-        spool
-            .write_record(TRIAL_RECORD, &trial("B"))
-            .expect("trial");
+        let (dir, spool) = spool_with(Some("B"));
         let keyring = keyring_files(dir.path(), &old, "no certificate\n");
         let system = GivenSystem::new(spool.dir(), "B", &["A"]);
         let (verdict, _) = check_with(&spool, &system, &keyring, Ok(())).await;
@@ -409,11 +405,7 @@ mod tests {
 
     #[tokio::test]
     async fn avl5_a_failed_trial_is_marked_bad_reboots_and_the_old_slot_reports_fell_back() {
-        let dir = tempfile::tempdir().expect("dir");
-        let spool = Spool::new(dir.path().join("update"));
-        spool
-            .write_record(TRIAL_RECORD, &trial("B"))
-            .expect("trial");
+        let (_dir, spool) = spool_with(Some("B"));
         let system = GivenSystem::new(spool.dir(), "B", &["A"]);
         let why = "not healthy within 180 s: no fresh WireGuard handshake";
         let (verdict, _) = check(&spool, &system, Err(why.into())).await;
@@ -444,11 +436,7 @@ mod tests {
 
     #[tokio::test]
     async fn avl5_a_trial_slot_that_never_booted_is_reported_fell_back() {
-        let dir = tempfile::tempdir().expect("dir");
-        let spool = Spool::new(dir.path().join("update"));
-        spool
-            .write_record(TRIAL_RECORD, &trial("B"))
-            .expect("trial");
+        let (_dir, spool) = spool_with(Some("B"));
         let system = GivenSystem::new(spool.dir(), "A", &["A"]);
         let (verdict, _) = check(&spool, &system, Ok(())).await;
         assert_eq!(
@@ -461,8 +449,7 @@ mod tests {
 
     #[tokio::test]
     async fn avl5_an_install_cut_off_by_a_power_loss_is_reported_interrupted() {
-        let dir = tempfile::tempdir().expect("dir");
-        let spool = Spool::new(dir.path().join("update"));
+        let (_dir, spool) = spool_with(None);
         spool
             .write_record(
                 INSTALLING_RECORD,
