@@ -733,18 +733,28 @@ fn avl5_apply_with_real_rauc_refuses_an_unblessed_slot_and_reports_rauc_s_instal
         .expect("slot A");
     assert!(a.booted && a.state == "bad", "{boot:?}");
 
+    // Hands the bundle to the box and runs the root-side apply without its reboot.
+    let install_and_apply = |bundle: &Path| {
+        let installed = on_box("install", &config_path, &rauc.bus_address, &[bundle]);
+        assert!(installed.status.success(), "{installed:?}");
+        on_box(
+            "apply",
+            &config_path,
+            &rauc.bus_address,
+            &["--no-reboot".as_ref()],
+        )
+    };
+    let files_but_boot_record = || {
+        let mut files = spool_files(&spool);
+        files.retain(|f| f != BOOT_RECORD);
+        files
+    };
+
     // The intake takes the bundle (this boot was checked); the install refuses it.
     let bundle = signer
         .bundle("next", &Manifest::lab(&newer()))
         .expect("bundle");
-    let installed = on_box("install", &config_path, &rauc.bus_address, &[&bundle]);
-    assert!(installed.status.success(), "{installed:?}");
-    let applied = on_box(
-        "apply",
-        &config_path,
-        &rauc.bus_address,
-        &["--no-reboot".as_ref()],
-    );
+    let applied = install_and_apply(&bundle);
     let stderr = String::from_utf8_lossy(&applied.stderr);
     assert_eq!(applied.status.code(), Some(3), "refused: {applied:?}");
     assert!(stderr.contains("not_blessed"), "{stderr}");
@@ -758,10 +768,8 @@ fn avl5_apply_with_real_rauc_refuses_an_unblessed_slot_and_reports_rauc_s_instal
         "{}",
         last.message
     );
-    let mut files = spool_files(&spool);
-    files.retain(|f| f != BOOT_RECORD);
     assert_eq!(
-        files,
+        files_but_boot_record(),
         ["last-result.json"],
         "the bundle is dropped, nothing written"
     );
@@ -781,14 +789,7 @@ fn avl5_apply_with_real_rauc_refuses_an_unblessed_slot_and_reports_rauc_s_instal
         .expect("rauc status mark-good");
     assert!(marked.status.success(), "{marked:?}");
     assert_eq!(rauc.state("A"), "good");
-    let installed = on_box("install", &config_path, &rauc.bus_address, &[&bundle]);
-    assert!(installed.status.success(), "{installed:?}");
-    let applied = on_box(
-        "apply",
-        &config_path,
-        &rauc.bus_address,
-        &["--no-reboot".as_ref()],
-    );
+    let applied = install_and_apply(&bundle);
     if Path::new("/dev/mapper/control").exists() {
         // A host with device-mapper would really write slot B: that is the QEMU test's part.
         return;
@@ -816,10 +817,8 @@ fn avl5_apply_with_real_rauc_refuses_an_unblessed_slot_and_reports_rauc_s_instal
         "rauc's own words: {}",
         last.message
     );
-    let mut files = spool_files(&spool);
-    files.retain(|f| f != BOOT_RECORD);
     assert_eq!(
-        files,
+        files_but_boot_record(),
         ["last-result.json"],
         "no bundle, no installing.json left"
     );
