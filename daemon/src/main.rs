@@ -879,8 +879,15 @@ fn update_health_check(path: &std::path::Path, no_reboot: bool) -> ExitCode {
     }
     renkei::logging::init();
     let loaded = config::load_with(path, config::Files::Skip);
-    if let Err(diagnostics) = &loaded {
-        tracing::error!(config = %path.display(), error = %diagnostics, "the config does not load; the health check uses the default paths");
+    match &loaded {
+        // A box not enrolled yet has no config: nothing is wrong with it.
+        Err(_) if !path.exists() => {
+            tracing::info!(config = %path.display(), "no config yet (the box is not enrolled); the health check uses the default paths");
+        }
+        Err(diagnostics) => {
+            tracing::error!(config = %path.display(), error = %diagnostics, "the config does not load; the health check uses the default paths");
+        }
+        Ok(_) => {}
     }
     let paths = loaded.as_ref().map(|c| c.paths.clone()).unwrap_or_default();
     let update = loaded.as_ref().ok().and_then(|c| c.update.clone());
