@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::filter::{self, Drop};
+use super::handshake_limit::{Admission, HandshakeLimit, COOKIE_REPLY_BYTES};
 use super::peer::{Peer, PeerCounters, PeerState};
 use super::policy::{Action, Event, LinkState};
 use super::tun::Tun;
 use super::udp::{GsoBatch, Udp};
 use crate::ratelimit::LogGate;
 use boringtun::noise::handshake::parse_handshake_anon;
-use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 
@@ -27,8 +27,6 @@ pub const MAX_PACKET: usize = 65_535;
 const WG_OVERHEAD: usize = 64;
 /// Packets handled per wake-up before yielding to other tasks.
 const BATCH: usize = 64;
-/// Handshake initiations allowed per second before boringtun asks for cookies (under load).
-const HANDSHAKE_RATE_LIMIT: u64 = 100;
 /// How often timers run; boringtun's own timers have one-second granularity or coarser.
 pub const TICK: Duration = Duration::from_millis(250);
 /// WireGuard message type of a handshake initiation.
@@ -81,7 +79,8 @@ pub struct DataPlane {
     pub(crate) peers: Vec<Arc<Peer>>,
     pub(crate) udp: Udp,
     pub(crate) tun: Tun,
-    pub(crate) rate_limiter: Arc<RateLimiter>,
+    /// mac1 and, under load, cookies: every handshake message is counted here once.
+    handshake_limit: HandshakeLimit,
     /// Tunnel-wide counters.
     pub counters: TunnelCounters,
     invalid_log: LogGate,
@@ -104,9 +103,10 @@ impl DataPlane {
         peers: Vec<Arc<Peer>>,
         udp: Udp,
         tun: Tun,
+        handshakes_per_sec: u32,
     ) -> Self {
         let own_public = PublicKey::from(&own_secret);
-        let rate_limiter = Arc::new(RateLimiter::new(&own_public, HANDSHAKE_RATE_LIMIT));
+        let handshake_limit = HandshakeLimit::new(&own_public, handshakes_per_sec);
         DataPlane {
             own_secret,
             own_public,
@@ -114,7 +114,7 @@ impl DataPlane {
             peers,
             udp,
             tun,
-            rate_limiter,
+            handshake_limit,
             counters: TunnelCounters::default(),
             invalid_log: LogGate::new(Duration::from_secs(10)),
             send_log: LogGate::new(Duration::from_secs(10)),
@@ -152,7 +152,7 @@ impl DataPlane {
             None,
             peer.keepalive_secs.filter(|k| *k > 0),
             peer.index,
-            Some(Arc::clone(&self.rate_limiter)),
+            Some(self.handshake_limit.session_limiter()),
         ))
     }
 
@@ -403,18 +403,18 @@ impl DataPlane {
             Err(_) => return self.invalid(from, "not a WireGuard message"),
         };
         let kind = MessageKind::of(&packet);
+        if matches!(kind, MessageKind::Initiation | MessageKind::Response) {
+            // Check mac1 (and, under load, the cookie) before any Diffie-Hellman work; the
+            // session's own check after this never counts the message again.
+            let mut cookie = [0u8; COOKIE_REPLY_BYTES];
+            match self.handshake_limit.admit(from.ip(), datagram, &mut cookie) {
+                Admission::Admitted => {}
+                Admission::Cookie(reply) => return self.send_cookie(reply, from),
+                Admission::Refused => return self.invalid(from, "handshake failed mac check"),
+            }
+        }
         let peer = match &packet {
             Packet::HandshakeInit(init) => {
-                // Check mac1 (and, under load, the cookie) before any Diffie-Hellman work.
-                let mut cookie = [0u8; 64];
-                match self
-                    .rate_limiter
-                    .verify_packet(Some(from.ip()), datagram, &mut cookie)
-                {
-                    Ok(_) => {}
-                    Err(TunnResult::WriteToNetwork(reply)) => return self.send_cookie(reply, from),
-                    Err(_) => return self.invalid(from, "handshake failed mac check"),
-                }
                 let Ok(half) = parse_handshake_anon(&self.own_secret, &self.own_public, init)
                 else {
                     return self.invalid(from, "handshake from an unknown key");
@@ -554,7 +554,7 @@ impl DataPlane {
             self.heartbeat_ms
                 .store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
             if last_reset.elapsed() >= Duration::from_secs(1) {
-                self.rate_limiter.reset_count();
+                self.handshake_limit.next_second();
                 last_reset = Instant::now();
             }
             for peer in &self.peers {
@@ -705,6 +705,7 @@ fn proves_peer(kind: MessageKind, result: &TunnResult) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use boringtun::noise::rate_limiter::RateLimiter;
     use std::net::Ipv4Addr;
 
     const CLINIC_WAN: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 20));

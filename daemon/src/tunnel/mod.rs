@@ -7,6 +7,7 @@
 
 mod dataplane;
 pub mod filter;
+mod handshake_limit;
 mod netlink;
 mod peer;
 pub mod policy;
@@ -418,6 +419,7 @@ impl Tunnel {
             peers,
             udp::Udp::new(socket),
             tun,
+            tunnel.handshakes_per_sec_in_force(),
         ));
         let resume_file = resume::path_in(&config.paths.state_dir);
         let remembered =
