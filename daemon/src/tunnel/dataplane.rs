@@ -5,6 +5,7 @@
 //! would block is copied out and sent after the lock is released. Every packet is checked by
 //! `filter` (NET-8) before it is encrypted or after it is decrypted.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use super::filter::{self, Drop};
 use super::handshake_limit::{Admission, HandshakeLimit, COOKIE_REPLY_BYTES};
 use super::peer::{Peer, PeerCounters, PeerState};
 use super::policy::{Action, Event, LinkState};
+use super::routes::RouteTable;
 use super::tun::Tun;
 use super::udp::{GsoBatch, Udp};
 use crate::ratelimit::LogGate;
@@ -77,6 +79,10 @@ pub struct DataPlane {
     pub(crate) own_public: PublicKey,
     pub(crate) own_address: IpAddr,
     pub(crate) peers: Vec<Arc<Peer>>,
+    /// Allowed IPs -> peer slot, built once: a hub's lookups do not scan every peer.
+    routes: RouteTable,
+    /// Public key -> peer slot, for handshake initiations.
+    by_key: HashMap<[u8; 32], usize>,
     pub(crate) udp: Udp,
     pub(crate) tun: Tun,
     /// mac1 and, under load, cookies: every handshake message is counted here once.
@@ -107,11 +113,24 @@ impl DataPlane {
     ) -> Self {
         let own_public = PublicKey::from(&own_secret);
         let handshake_limit = HandshakeLimit::new(&own_public, handshakes_per_sec);
+        let routes = RouteTable::new(
+            peers
+                .iter()
+                .enumerate()
+                .flat_map(|(slot, p)| p.allowed_ips.iter().map(move |net| (slot, net))),
+        );
+        // Keys are unique (config validation); should one repeat, the first peer keeps it.
+        let mut by_key = HashMap::with_capacity(peers.len());
+        for (slot, peer) in peers.iter().enumerate() {
+            by_key.entry(peer.public_key).or_insert(slot);
+        }
         DataPlane {
             own_secret,
             own_public,
             own_address,
             peers,
+            routes,
+            by_key,
             udp,
             tun,
             handshake_limit,
@@ -136,13 +155,20 @@ impl DataPlane {
         self.created.elapsed().saturating_sub(last)
     }
 
-    /// The peer responsible for `ip`: longest matching allowed-IP prefix.
+    /// The peer responsible for `ip`: longest matching allowed-IP prefix; of several peers
+    /// listing it, the first (config order) that routes `ip` now (`Peer::best_prefix`).
     pub fn peer_for(&self, ip: IpAddr) -> Option<&Arc<Peer>> {
-        self.peers
-            .iter()
-            .filter_map(|p| p.best_prefix(ip).map(|len| (len, p)))
-            .max_by_key(|(len, _)| *len)
-            .map(|(_, p)| p)
+        let slot = self.routes.lookup(ip, |slot| {
+            self.peers
+                .get(slot)
+                .is_some_and(|p| p.best_prefix(ip).is_some())
+        })?;
+        self.peers.get(slot)
+    }
+
+    /// The peer with static public key `key`.
+    pub(crate) fn peer_by_key(&self, key: &[u8; 32]) -> Option<&Arc<Peer>> {
+        self.peers.get(*self.by_key.get(key)?)
     }
 
     fn new_tunn(&self, peer: &Peer) -> Box<Tunn> {
@@ -419,11 +445,7 @@ impl DataPlane {
                 else {
                     return self.invalid(from, "handshake from an unknown key");
                 };
-                let Some(peer) = self
-                    .peers
-                    .iter()
-                    .find(|p| p.public_key == half.peer_static_public)
-                else {
+                let Some(peer) = self.peer_by_key(&half.peer_static_public) else {
                     return self.invalid(from, "no peer for this message");
                 };
                 // The peer's newest accepted timestamp outlives its sessions: a replay is

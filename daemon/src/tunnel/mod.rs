@@ -13,6 +13,7 @@ mod peer;
 pub mod policy;
 mod replay;
 pub mod resume;
+mod routes;
 mod settle;
 pub(crate) mod tun;
 mod uapi;
@@ -534,7 +535,7 @@ impl TunnelHandle {
         let Some(plane) = self.current().0 else {
             return;
         };
-        if let Some(peer) = plane.peers.iter().find(|p| p.public_key == *key) {
+        if let Some(peer) = plane.peer_by_key(key) {
             peer.lock()
                 .policy
                 .handle(Event::HoldReleased, Instant::now());
