@@ -9,6 +9,7 @@
 //! it on for one link and uses fd00::/8.
 
 pub mod bench;
+pub mod bench_hub;
 pub mod bench_ipsec;
 pub mod bench_proxy;
 pub mod boxconfig;

@@ -23,6 +23,19 @@ const HUB_TUNNEL_PREFIX: &str = "198.19.0.1/16";
 /// whole handshake retry (5 s).
 pub const UP_TO_ANSWER_SLACK: Duration = Duration::from_secs(2);
 
+/// Where the hub's status page listens when [`ScaleOptions::status_page`] asks for it: plain
+/// HTTP on the hub namespace's loopback.
+pub const STATUS_PAGE: &str = "127.0.0.1:8080";
+
+/// How the hub is set up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScaleOptions {
+    /// `[tunnel] handshakes_per_sec`; `None`: the default.
+    pub handshakes_per_sec: Option<u32>,
+    /// Whether the hub serves its status page on [`STATUS_PAGE`] (the lab's admin password).
+    pub status_page: bool,
+}
+
 /// The hub, its facilities and the lab they run in (dropped in this order).
 pub struct ScaleLab {
     /// The facilities.
@@ -31,6 +44,8 @@ pub struct ScaleLab {
     pub hub: Daemon,
     config_path: PathBuf,
     facilities: usize,
+    /// The hub's VmRSS (KiB) once it was ready, before any facility had a session.
+    pub rss_configured_kib: u64,
     /// The lab: namespaces, keys, folders.
     pub lab: Lab,
 }
@@ -48,14 +63,17 @@ pub struct Recovery {
 }
 
 impl ScaleLab {
-    /// The lab, the hub with `facilities` peers (`handshakes_per_sec` as given, `None`: the
-    /// default), and the swarm, which starts pinging at once.
-    pub fn start(facilities: usize, handshakes_per_sec: Option<u32>) -> anyhow::Result<ScaleLab> {
+    /// The lab, the hub with `facilities` peers, and the swarm, which starts pinging at once.
+    pub fn start(facilities: usize, options: ScaleOptions) -> anyhow::Result<ScaleLab> {
         let lab = Lab::new()?;
         let members = swarm::facilities(facilities);
-        let config = hub_config(&lab, &members, handshakes_per_sec)?;
+        let mut config = hub_config(&lab, &members, options.handshakes_per_sec)?;
+        if options.status_page {
+            config.status = Some(crate::web::status(STATUS_PAGE)?);
+        }
         let config_path = lab.write_config(Node::Hub, &config)?;
         let hub = lab.start_with(Node::Hub, &config_path)?;
+        let rss_configured_kib = hub.pid().and_then(vm_rss_kib).unwrap_or(0);
         let hub_public = renkei::keys::decode_key(lab.public_key(Node::Hub))?;
         let address = HubAddress {
             endpoint: SocketAddr::new(Node::Hub.wan_address().parse()?, HUB_PORT),
@@ -69,6 +87,7 @@ impl ScaleLab {
             hub,
             config_path,
             facilities,
+            rss_configured_kib,
             lab,
         })
     }
@@ -176,4 +195,25 @@ fn peers(status: &serde_json::Value) -> impl Iterator<Item = (usize, &serde_json
                 .ok()?;
             Some((index, peer))
         })
+}
+
+/// VmRSS of process `pid`, KiB.
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// User plus system CPU time of process `pid` so far.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat: 11 and 12 after "pid (comm)".
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|t| *t > 0)? as u64;
+    Some(Duration::from_millis(ticks * 1000 / per_sec))
 }

@@ -130,6 +130,7 @@ impl Swarm {
             answered: Mutex::new(vec![None; facilities.len()]),
             failed: Mutex::new(Vec::new()),
         });
+        raise_open_files(facilities.len())?;
         let path = format!("/run/netns/{}", ns.name());
         let netns = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
         let in_thread = Arc::clone(&shared);
@@ -227,6 +228,24 @@ impl Drop for Swarm {
             let _ = thread.join();
         }
     }
+}
+
+/// Sockets the process needs besides the facilities' own.
+const OTHER_OPEN_FILES: u64 = 256;
+
+/// Raises the soft limit of open files to fit one socket per facility (up to the hard limit).
+fn raise_open_files(facilities: usize) -> anyhow::Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let needed = facilities as u64 + OTHER_OPEN_FILES;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < needed {
+        anyhow::ensure!(
+            hard >= needed,
+            "{facilities} facilities need {needed} open files; the hard limit is {hard}"
+        );
+        setrlimit(Resource::RLIMIT_NOFILE, needed, hard)?;
+    }
+    Ok(())
 }
 
 fn fail(shared: &Shared, why: String) {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use renkei_lab::require_root;
-use renkei_lab::scale::{ScaleLab, UP_TO_ANSWER_SLACK};
+use renkei_lab::scale::{ScaleLab, ScaleOptions, UP_TO_ANSWER_SLACK};
 
 const FACILITIES: usize = 200;
 /// From the hub being ready (its control socket answers) to the last facility's first answered
@@ -21,7 +21,8 @@ const REMEMBER_TIMEOUT: Duration = Duration::from_secs(20);
 #[test]
 fn avl6_two_hundred_facilities_reach_the_hub_and_are_back_soon_after_its_restart() {
     require_root!();
-    let mut scale = ScaleLab::start(FACILITIES, None).expect("the hub and its facilities");
+    let mut scale =
+        ScaleLab::start(FACILITIES, ScaleOptions::default()).expect("the hub and its facilities");
     let cold = scale
         .swarm
         .wait_all_answered(TIMEOUT)
