@@ -30,7 +30,8 @@ pub struct HubRound {
     pub restart_ready: Duration,
     /// Kill to the last facility's first answered ping.
     pub restart_all: Duration,
-    /// Facilities shown up with their ping unanswered (should be none).
+    /// Facilities shown up with their ping unanswered, cold and after the restart (should be
+    /// none).
     pub up_without_session: usize,
     /// RSS with every peer configured and no session, KiB.
     pub rss_configured_kib: u64,
@@ -74,7 +75,8 @@ fn one_round(facilities: usize) -> anyhow::Result<HubRound> {
         status_page: true,
     };
     let mut scale = ScaleLab::start(facilities, options)?;
-    let cold = scale.swarm.wait_all_answered(ALL_UP_TIMEOUT)?;
+    let cold_round = scale.watch_cold_start(ALL_UP_TIMEOUT)?;
+    let cold = cold_round.all_answered;
     let pid = scale.hub.pid().context("the hub's pid")?;
     let cpu_cold = cpu_time(pid).unwrap_or_default();
     scale.wait_remembered(REMEMBER_TIMEOUT)?;
@@ -102,7 +104,7 @@ fn one_round(facilities: usize) -> anyhow::Result<HubRound> {
         cold,
         restart_ready: recovery.hub_ready,
         restart_all: recovery.all_answered,
-        up_without_session: recovery.up_without_session.len(),
+        up_without_session: cold_round.up_without_session.len() + recovery.up_without_session.len(),
         rss_configured_kib: scale.rss_configured_kib,
         rss_up_kib,
         cpu_cold,

@@ -50,12 +50,14 @@ pub struct ScaleLab {
     pub lab: Lab,
 }
 
-/// What a hub restart looked like from the facilities and the hub's status.
+/// What a round (the cold start, or a hub restart) looked like from the facilities and the
+/// hub's status.
 #[derive(Debug, Clone)]
-pub struct Recovery {
-    /// From the kill to the last facility's first answered ping.
+pub struct Round {
+    /// From the round's start (cold: the hub ready; restart: the kill) to the last facility's
+    /// first answered ping.
     pub all_answered: Duration,
-    /// From the kill to the new daemon answering its control socket.
+    /// From the round's start to the hub answering its control socket (zero cold).
     pub hub_ready: Duration,
     /// Facilities the hub showed `up` while their ping stayed unanswered for longer than
     /// [`UP_TO_ANSWER_SLACK`]: (name, how long).
@@ -108,15 +110,31 @@ impl ScaleLab {
         })
     }
 
+    /// Watches the first round (the swarm started once the hub was ready) until every
+    /// facility's ping is answered.
+    pub fn watch_cold_start(&self, timeout: Duration) -> anyhow::Result<Round> {
+        self.watch_round(self.swarm.round_started(), Duration::ZERO, timeout)
+    }
+
     /// Kills the hub (as a crash or `systemctl restart` after its stop timeout would), starts
     /// it again, and watches until every facility's ping is answered again.
-    pub fn restart_hub(&mut self, timeout: Duration) -> anyhow::Result<Recovery> {
+    pub fn restart_hub(&mut self, timeout: Duration) -> anyhow::Result<Round> {
         self.hub.kill();
         let start = self.swarm.begin_round();
         self.hub = self.lab.start_with(Node::Hub, &self.config_path)?;
-        let hub_ready = start.elapsed();
+        self.watch_round(start, start.elapsed(), timeout)
+    }
+
+    /// Polls the hub's status until every facility's ping of the current round is answered,
+    /// noting when the hub first showed each facility `up`.
+    fn watch_round(
+        &self,
+        start: Instant,
+        hub_ready: Duration,
+        timeout: Duration,
+    ) -> anyhow::Result<Round> {
         let mut first_up: HashMap<usize, Instant> = HashMap::new();
-        let all_answered = wait_until(timeout, "every facility back after the restart", || {
+        let all_answered = wait_until(timeout, "every facility's ping answered", || {
             let observed = Instant::now();
             if let Ok(status) = self.hub.status() {
                 for (index, peer) in peers(&status) {
@@ -125,11 +143,14 @@ impl ScaleLab {
                     }
                 }
             }
+            let failures = self.swarm.failures();
+            if !failures.is_empty() {
+                return Some(Err(anyhow::anyhow!("facilities failed: {failures:?}")));
+            }
             let answered = self.swarm.answered();
             let last = answered.iter().copied().collect::<Option<Vec<Instant>>>()?;
-            last.into_iter()
-                .max()
-                .map(|t| t.saturating_duration_since(start))
+            let latest = last.into_iter().max().unwrap_or(start);
+            Some(Ok(latest.saturating_duration_since(start)))
         })
         .with_context(|| {
             format!(
@@ -137,7 +158,7 @@ impl ScaleLab {
                 self.swarm.answered_count(),
                 self.facilities
             )
-        })?;
+        })??;
         let answered = self.swarm.answered();
         let mut up_without_session = Vec::new();
         for (index, up) in first_up {
@@ -151,7 +172,7 @@ impl ScaleLab {
             }
         }
         up_without_session.sort();
-        Ok(Recovery {
+        Ok(Round {
             all_answered,
             hub_ready,
             up_without_session,

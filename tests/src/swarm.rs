@@ -198,27 +198,6 @@ impl Swarm {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
-
-    /// Waits until every facility has its answer in the current round; returns the time from
-    /// the round's start to the last answer.
-    pub fn wait_all_answered(&self, timeout: Duration) -> anyhow::Result<Duration> {
-        let total = self.shared.answered().len();
-        crate::wait::wait_until(timeout, "every facility's ping to be answered", || {
-            let failures = self.failures();
-            if !failures.is_empty() {
-                return Some(Err(anyhow::anyhow!("facilities failed: {failures:?}")));
-            }
-            let answered = self.answered();
-            let last = answered.iter().copied().collect::<Option<Vec<Instant>>>()?;
-            let start = self.round_started();
-            Some(Ok(last
-                .into_iter()
-                .map(|t| t.saturating_duration_since(start))
-                .max()
-                .unwrap_or_default()))
-        })
-        .with_context(|| format!("{} of {total} answered", self.answered_count()))?
-    }
 }
 
 impl Drop for Swarm {
