@@ -212,6 +212,7 @@ const KEYS: &[&str] = &[
     "listen_port",
     "address",
     "mtu",
+    "handshakes_per_sec",
     "policy",
     "mode",
     "peer",

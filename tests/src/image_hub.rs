@@ -155,6 +155,7 @@ pub fn hub_config(dir: &Path, box_public_key: &str, interface: &str) -> Config {
             listen_port: HUB_PORT,
             address: tunnel_net(Node::Hub),
             mtu: DEFAULT_MTU,
+            handshakes_per_sec: None,
             policy: PolicyConfig::default(),
             peers: vec![PeerConfig {
                 name: BOX_PEER_NAME.to_string(),
@@ -251,6 +252,7 @@ pub fn box_config(hub_public_key: &str, hub_endpoint: std::net::SocketAddr) -> C
         listen_port: 0,
         address: tunnel_net(Node::Hospital),
         mtu: DEFAULT_MTU,
+        handshakes_per_sec: None,
         policy: PolicyConfig {
             mode: Some(PolicyMode::AlwaysOn),
             ..PolicyConfig::default()

@@ -721,6 +721,7 @@ impl Lab {
                     .parse()
                     .expect("a lab tunnel address with its prefix"),
                 mtu: DEFAULT_MTU,
+                handshakes_per_sec: None,
                 policy,
                 peers,
             }),

@@ -9,6 +9,7 @@
 //! it on for one link and uses fd00::/8.
 
 pub mod bench;
+pub mod bench_hub;
 pub mod bench_ipsec;
 pub mod bench_proxy;
 pub mod boxconfig;
@@ -29,7 +30,9 @@ pub mod perfcount;
 pub mod pki;
 pub mod probe;
 pub mod rauc;
+pub mod scale;
 pub mod strongswan;
+pub mod swarm;
 pub mod tlstools;
 pub mod traffic;
 pub mod wait;

@@ -162,12 +162,37 @@ pub struct TunnelConfig {
     /// MTU of the TUN device.
     #[serde(default = "default_mtu")]
     pub mtu: u16,
+    /// Handshake messages (initiations and responses) handled per second before the box asks
+    /// for cookies, WireGuard's defence against handshake floods; absent: sized from the peer
+    /// count ([`TunnelConfig::handshakes_per_sec_in_force`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshakes_per_sec: Option<u32>,
     /// When the tunnel is up; defaults follow the role.
     #[serde(default)]
     pub policy: PolicyConfig,
     /// Remote ends, written as `[[tunnel.peer]]` tables.
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerConfig>,
+}
+
+/// The smallest default of `handshakes_per_sec`, whatever the peer count: what boringtun
+/// allowed before the setting existed.
+pub const MIN_DEFAULT_HANDSHAKES_PER_SEC: u32 = 100;
+/// Handshake messages per second the default allows per configured peer: after a hub restart
+/// every facility answers the hub's greeting (a response) and may initiate on its own too.
+pub const DEFAULT_HANDSHAKES_PER_SEC_PER_PEER: u32 = 2;
+
+impl TunnelConfig {
+    /// The handshake rate limit in force: the configured one, or
+    /// max(`MIN_DEFAULT_HANDSHAKES_PER_SEC`, `DEFAULT_HANDSHAKES_PER_SEC_PER_PEER` x peers).
+    pub fn handshakes_per_sec_in_force(&self) -> u32 {
+        self.handshakes_per_sec.unwrap_or_else(|| {
+            let peers = u32::try_from(self.peers.len()).unwrap_or(u32::MAX);
+            peers
+                .saturating_mul(DEFAULT_HANDSHAKES_PER_SEC_PER_PEER)
+                .max(MIN_DEFAULT_HANDSHAKES_PER_SEC)
+        })
+    }
 }
 
 fn default_interface() -> String {

@@ -28,6 +28,9 @@ pub struct Problem {
 const MAX_INTERFACE_NAME_BYTES: usize = 15;
 /// IPv6 needs 1280; jumbo WANs allow up to 9000 minus WireGuard overhead.
 const MTU_RANGE: std::ops::RangeInclusive<u16> = 1280..=8920;
+/// Bounds of `tunnel.handshakes_per_sec`: below 10 a few facilities' retries already meet
+/// cookies; above 50000 the limit is no longer below what one core can do in Diffie-Hellman.
+const HANDSHAKES_PER_SEC_RANGE: std::ops::RangeInclusive<u32> = 10..=50_000;
 const MAX_FACILITY_NAME_CHARS: usize = 200;
 /// Bounds of `closed.probe_interval_secs`: often enough to notice, rarely enough to be no load.
 const PROBE_INTERVAL_SECS: (u64, u64) = (5, 3600);
@@ -330,6 +333,19 @@ impl Checker<'_> {
                     MTU_RANGE.end()
                 ),
             );
+        }
+
+        if let Some(rate) = tunnel.handshakes_per_sec {
+            if !HANDSHAKES_PER_SEC_RANGE.contains(&rate) {
+                self.report(
+                    base.key("handshakes_per_sec"),
+                    format!(
+                        "{rate} is out of range {}..={}",
+                        HANDSHAKES_PER_SEC_RANGE.start(),
+                        HANDSHAKES_PER_SEC_RANGE.end()
+                    ),
+                );
+            }
         }
 
         let role = self.config.facility.role;

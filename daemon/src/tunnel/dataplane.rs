@@ -5,19 +5,21 @@
 //! would block is copied out and sent after the lock is released. Every packet is checked by
 //! `filter` (NET-8) before it is encrypted or after it is decrypted.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::filter::{self, Drop};
+use super::handshake_limit::{Admission, HandshakeLimit, COOKIE_REPLY_BYTES};
 use super::peer::{Peer, PeerCounters, PeerState};
 use super::policy::{Action, Event, LinkState};
+use super::routes::RouteTable;
 use super::tun::Tun;
 use super::udp::{GsoBatch, Udp};
 use crate::ratelimit::LogGate;
 use boringtun::noise::handshake::parse_handshake_anon;
-use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 
@@ -27,8 +29,6 @@ pub const MAX_PACKET: usize = 65_535;
 const WG_OVERHEAD: usize = 64;
 /// Packets handled per wake-up before yielding to other tasks.
 const BATCH: usize = 64;
-/// Handshake initiations allowed per second before boringtun asks for cookies (under load).
-const HANDSHAKE_RATE_LIMIT: u64 = 100;
 /// How often timers run; boringtun's own timers have one-second granularity or coarser.
 pub const TICK: Duration = Duration::from_millis(250);
 /// WireGuard message type of a handshake initiation.
@@ -79,9 +79,14 @@ pub struct DataPlane {
     pub(crate) own_public: PublicKey,
     pub(crate) own_address: IpAddr,
     pub(crate) peers: Vec<Arc<Peer>>,
+    /// Allowed IPs -> peer slot, built once: a hub's lookups do not scan every peer.
+    routes: RouteTable,
+    /// Public key -> peer slot, for handshake initiations.
+    by_key: HashMap<[u8; 32], usize>,
     pub(crate) udp: Udp,
     pub(crate) tun: Tun,
-    pub(crate) rate_limiter: Arc<RateLimiter>,
+    /// mac1 and, under load, cookies: every handshake message is counted here once.
+    handshake_limit: HandshakeLimit,
     /// Tunnel-wide counters.
     pub counters: TunnelCounters,
     invalid_log: LogGate,
@@ -104,17 +109,31 @@ impl DataPlane {
         peers: Vec<Arc<Peer>>,
         udp: Udp,
         tun: Tun,
+        handshakes_per_sec: u32,
     ) -> Self {
         let own_public = PublicKey::from(&own_secret);
-        let rate_limiter = Arc::new(RateLimiter::new(&own_public, HANDSHAKE_RATE_LIMIT));
+        let handshake_limit = HandshakeLimit::new(&own_public, handshakes_per_sec);
+        let routes = RouteTable::new(
+            peers
+                .iter()
+                .enumerate()
+                .flat_map(|(slot, p)| p.allowed_ips.iter().map(move |net| (slot, net))),
+        );
+        // Keys are unique (config validation); should one repeat, the first peer keeps it.
+        let mut by_key = HashMap::with_capacity(peers.len());
+        for (slot, peer) in peers.iter().enumerate() {
+            by_key.entry(peer.public_key).or_insert(slot);
+        }
         DataPlane {
             own_secret,
             own_public,
             own_address,
             peers,
+            routes,
+            by_key,
             udp,
             tun,
-            rate_limiter,
+            handshake_limit,
             counters: TunnelCounters::default(),
             invalid_log: LogGate::new(Duration::from_secs(10)),
             send_log: LogGate::new(Duration::from_secs(10)),
@@ -136,13 +155,20 @@ impl DataPlane {
         self.created.elapsed().saturating_sub(last)
     }
 
-    /// The peer responsible for `ip`: longest matching allowed-IP prefix.
+    /// The peer responsible for `ip`: longest matching allowed-IP prefix; of several peers
+    /// listing it, the first (config order) that routes `ip` now (`Peer::best_prefix`).
     pub fn peer_for(&self, ip: IpAddr) -> Option<&Arc<Peer>> {
-        self.peers
-            .iter()
-            .filter_map(|p| p.best_prefix(ip).map(|len| (len, p)))
-            .max_by_key(|(len, _)| *len)
-            .map(|(_, p)| p)
+        let slot = self.routes.lookup(ip, |slot| {
+            self.peers
+                .get(slot)
+                .is_some_and(|p| p.best_prefix(ip).is_some())
+        })?;
+        self.peers.get(slot)
+    }
+
+    /// The peer with static public key `key`.
+    pub(crate) fn peer_by_key(&self, key: &[u8; 32]) -> Option<&Arc<Peer>> {
+        self.peers.get(*self.by_key.get(key)?)
     }
 
     fn new_tunn(&self, peer: &Peer) -> Box<Tunn> {
@@ -152,7 +178,7 @@ impl DataPlane {
             None,
             peer.keepalive_secs.filter(|k| *k > 0),
             peer.index,
-            Some(Arc::clone(&self.rate_limiter)),
+            Some(self.handshake_limit.session_limiter()),
         ))
     }
 
@@ -403,27 +429,23 @@ impl DataPlane {
             Err(_) => return self.invalid(from, "not a WireGuard message"),
         };
         let kind = MessageKind::of(&packet);
+        if matches!(kind, MessageKind::Initiation | MessageKind::Response) {
+            // Check mac1 (and, under load, the cookie) before any Diffie-Hellman work; the
+            // session's own check after this never counts the message again.
+            let mut cookie = [0u8; COOKIE_REPLY_BYTES];
+            match self.handshake_limit.admit(from.ip(), datagram, &mut cookie) {
+                Admission::Admitted => {}
+                Admission::Cookie(reply) => return self.send_cookie(reply, from),
+                Admission::Refused => return self.invalid(from, "handshake failed mac check"),
+            }
+        }
         let peer = match &packet {
             Packet::HandshakeInit(init) => {
-                // Check mac1 (and, under load, the cookie) before any Diffie-Hellman work.
-                let mut cookie = [0u8; 64];
-                match self
-                    .rate_limiter
-                    .verify_packet(Some(from.ip()), datagram, &mut cookie)
-                {
-                    Ok(_) => {}
-                    Err(TunnResult::WriteToNetwork(reply)) => return self.send_cookie(reply, from),
-                    Err(_) => return self.invalid(from, "handshake failed mac check"),
-                }
                 let Ok(half) = parse_handshake_anon(&self.own_secret, &self.own_public, init)
                 else {
                     return self.invalid(from, "handshake from an unknown key");
                 };
-                let Some(peer) = self
-                    .peers
-                    .iter()
-                    .find(|p| p.public_key == half.peer_static_public)
-                else {
+                let Some(peer) = self.peer_by_key(&half.peer_static_public) else {
                     return self.invalid(from, "no peer for this message");
                 };
                 // The peer's newest accepted timestamp outlives its sessions: a replay is
@@ -554,7 +576,7 @@ impl DataPlane {
             self.heartbeat_ms
                 .store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
             if last_reset.elapsed() >= Duration::from_secs(1) {
-                self.rate_limiter.reset_count();
+                self.handshake_limit.next_second();
                 last_reset = Instant::now();
             }
             for peer in &self.peers {
@@ -705,6 +727,7 @@ fn proves_peer(kind: MessageKind, result: &TunnResult) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use boringtun::noise::rate_limiter::RateLimiter;
     use std::net::Ipv4Addr;
 
     const CLINIC_WAN: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 20));

@@ -7,11 +7,13 @@
 
 mod dataplane;
 pub mod filter;
+mod handshake_limit;
 mod netlink;
 mod peer;
 pub mod policy;
 mod replay;
 pub mod resume;
+mod routes;
 mod settle;
 pub(crate) mod tun;
 mod uapi;
@@ -418,6 +420,7 @@ impl Tunnel {
             peers,
             udp::Udp::new(socket),
             tun,
+            tunnel.handshakes_per_sec_in_force(),
         ));
         let resume_file = resume::path_in(&config.paths.state_dir);
         let remembered =
@@ -532,7 +535,7 @@ impl TunnelHandle {
         let Some(plane) = self.current().0 else {
             return;
         };
-        if let Some(peer) = plane.peers.iter().find(|p| p.public_key == *key) {
+        if let Some(peer) = plane.peer_by_key(key) {
             peer.lock()
                 .policy
                 .handle(Event::HoldReleased, Instant::now());

@@ -7,8 +7,9 @@
 //! prints what is where and what to try, and returns while the lab keeps running. `lab down`
 //! removes everything it created; `lab up` does that first when a lab is left over.
 //! `lab show` prints the summary again. `lab compliance` writes `docs/compliance.md` from the
-//! output of a test run. `lab bench-tunnel [SECONDS] [ROUNDS]` and
-//! `lab bench-proxy [SECONDS] [IDLE] [ROUNDS] [--carrier NAME]` run the benchmarks (the proxy
+//! output of a test run. `lab bench-tunnel [SECONDS] [ROUNDS]`,
+//! `lab bench-proxy [SECONDS] [IDLE] [ROUNDS] [--carrier NAME]` and
+//! `lab bench-hub [N,N,...] [ROUNDS]` run the benchmarks (the proxy
 //! benchmark on every carrier unless one is named). `lab image-hub` writes the hub and box
 //! configs `image/boot-test` uses once it has read the booted box's WireGuard key.
 
@@ -27,6 +28,8 @@ const USAGE: &str = "usage:
                                                      write the compliance report of a test run
   lab bench-tunnel [SECONDS] [ROUNDS]                WireGuard tunnels and IPsec pairs, 3 rounds
   lab bench-proxy [SECONDS] [IDLE] [ROUNDS] [--carrier wireguard|closed|ipsec]
+  lab bench-hub [N,N,...] [ROUNDS]                   N facilities (100,500,1000) against one hub,
+                                                     cold and after a hub restart, 3 rounds
   lab image-hub --dir DIR --box-key KEY --interface NAME --hub-endpoint ADDR:PORT [--box-address ADDR]
                                                      image/boot-test's hub: DIR/hub/{wg.key,
                                                      renkei.toml} and the box's DIR/box/renkei.toml;
@@ -230,6 +233,23 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             anyhow::ensure!(renkei_lab::is_root(), "the lab needs root");
             let rounds = renkei_lab::bench::tunnel_benchmark(seconds, rounds)?;
             print!("{}", renkei_lab::bench::report(&rounds));
+            Ok(())
+        }
+        "bench-hub" => {
+            let sizes: Vec<usize> = match flags.positional.first() {
+                Some(list) => list
+                    .split(',')
+                    .map(|n| n.parse().context("a number of facilities"))
+                    .collect::<anyhow::Result<_>>()?,
+                None => vec![100, 500, 1000],
+            };
+            let rounds: usize = match flags.positional.get(1) {
+                Some(s) => s.parse().context("rounds")?,
+                None => 3,
+            };
+            anyhow::ensure!(renkei_lab::is_root(), "the lab needs root");
+            let results = renkei_lab::bench_hub::hub_benchmark(&sizes, rounds)?;
+            print!("{}", renkei_lab::bench_hub::report(&results));
             Ok(())
         }
         "bench-proxy" => {
