@@ -10,7 +10,8 @@ use crate::state::events::{EventLog, ForwardingFound, Occurrence};
 /// limit lets one key through, however often the switch flips.
 pub const IP_FORWARD_EVENT_KEY: &str = "ip_forward";
 
-/// Pushes an event whenever a tunnel peer changes state, until the task is aborted.
+/// Pushes an event whenever a tunnel peer changes state, until the task is aborted; many
+/// peers changing state at once are summarised by the ring's rate limit (one key per state).
 ///
 /// `peers` names each peer with an address it owns (the first of its allowed IPs), which is how
 /// the tunnel handle finds it.
@@ -47,11 +48,15 @@ pub fn watch_tunnel(
                         .find(|p| p.name == name)
                         .map(|p| p.reason)
                         .unwrap_or_default();
-                    events.push(Occurrence::Tunnel {
+                    // Summarised per state: a hub's 1000 peers coming up at once must not
+                    // flush the ring (the journal still gets every change).
+                    let change = Occurrence::Tunnel {
                         state,
                         peer: name.clone(),
                         reason,
-                    });
+                    };
+                    let key = change.code().as_str();
+                    events.push_summarised(key, change);
                 }
             });
         }
