@@ -13,14 +13,15 @@ use tokio::sync::Semaphore;
 
 use super::metrics_site::metrics_response;
 use super::respond::{
-    asset, form_field, is_read, json, json_error, method_not_allowed, read_body, redirect,
-    response, same_origin, session_cookie, text, Body, SESSION_COOKIE,
+    asset, form_field, form_pairs, is_read, json, json_error, method_not_allowed, read_body,
+    redirect, response, same_origin, session_cookie, text, Body, SESSION_COOKIE,
 };
 use super::server::Site;
 use super::stats::PageStats;
 use crate::state::events::{EventLog, LoginRefusal, Occurrence};
 use crate::status::assets;
 use crate::status::auth::{self, Access, Guarded, LoginLimiter, SessionStore};
+use crate::status::facilities::{self, FacilityQuery};
 use crate::status::second_factor::{CodeRefused, FactorStore, Used};
 use crate::status::StatusSource;
 
@@ -396,6 +397,15 @@ impl Site for PageSite {
                     _ => metrics_response(&self.source),
                 }
             }
+            "/api/v1/facilities" => {
+                if !is_read(&method) {
+                    return method_not_allowed("GET, HEAD");
+                }
+                if session.is_none() {
+                    return json_error(StatusCode::UNAUTHORIZED, "login required");
+                }
+                facilities_page(&self.source, request.uri().query())
+            }
             "/api/v1/tunnel/connect" | "/api/v1/tunnel/disconnect" => {
                 if method != Method::POST {
                     return method_not_allowed("POST");
@@ -418,5 +428,18 @@ impl Site for PageSite {
             }
             _ => text(StatusCode::NOT_FOUND, "not found"),
         }
+    }
+}
+
+/// `GET /api/v1/facilities`: one page of the facility peers (AVL-6), or 400 naming the bad
+/// parameter.
+fn facilities_page(source: &StatusSource, query: Option<&str>) -> Response<Body> {
+    let pairs = form_pairs(query.unwrap_or_default().as_bytes());
+    match FacilityQuery::from_pairs(pairs) {
+        Ok(query) => json(
+            StatusCode::OK,
+            &facilities::page(&source.tunnel().snapshot().peers, &query),
+        ),
+        Err(error) => json_error(StatusCode::BAD_REQUEST, &error.to_string()),
     }
 }
