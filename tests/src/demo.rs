@@ -1149,6 +1149,7 @@ pub fn demo_config(
         metrics_identities: Vec::new(),
         session_ttl_secs: 3600,
         require_second_factor: None,
+        per_peer_metrics: true,
     });
     config.management = Some(ManagementConfig {
         listen: socket(&management_listen(lab, node)),

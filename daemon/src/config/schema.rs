@@ -547,6 +547,19 @@ pub struct StatusConfig {
     /// never in the config: it stays in the box's state directory.
     #[serde(default)]
     pub require_second_factor: Option<bool>,
+    /// Whether `/metrics` carries series per peer (about 13 per WireGuard peer). A hub with
+    /// many hundreds of facilities may switch them off: the aggregate series (peers by state,
+    /// in alarm, total bytes) stay, and the facilities table on the page shows each peer.
+    #[serde(default = "default_per_peer_metrics", skip_serializing_if = "is_true")]
+    pub per_peer_metrics: bool,
+}
+
+fn default_per_peer_metrics() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 impl StatusConfig {

@@ -22,6 +22,7 @@ use crate::state::events::{EventLog, LoginRefusal, Occurrence};
 use crate::status::assets;
 use crate::status::auth::{self, Access, Guarded, LoginLimiter, SessionStore};
 use crate::status::facilities::{self, FacilityQuery};
+use crate::status::metrics::PeerSeries;
 use crate::status::second_factor::{CodeRefused, FactorStore, Used};
 use crate::status::StatusSource;
 
@@ -46,6 +47,8 @@ pub(super) struct PageSite {
     pub(super) factors: Arc<FactorStore>,
     /// `status.require_second_factor`.
     pub(super) require_second_factor: bool,
+    /// `status.per_peer_metrics`.
+    pub(super) metrics_series: PeerSeries,
 }
 
 impl PageSite {
@@ -394,7 +397,7 @@ impl Site for PageSite {
                         }),
                     ),
                     "/api/v1/enrolment" => json(StatusCode::OK, &self.source.document().enrolment),
-                    _ => metrics_response(&self.source),
+                    _ => metrics_response(&self.source, self.metrics_series),
                 }
             }
             "/api/v1/facilities" => {
