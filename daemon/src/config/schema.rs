@@ -608,6 +608,24 @@ pub struct ManagementConfig {
     /// Confirm by itself once the tunnel and this API are healthy again after an apply.
     #[serde(default)]
     pub auto_confirm: bool,
+    /// Largest pushed config accepted, in bytes; a larger body is refused with 413 before it
+    /// is read. The default holds a hub with about 1900 facility peers.
+    #[serde(
+        default = "default_max_push_bytes",
+        skip_serializing_if = "is_default_max_push_bytes"
+    )]
+    pub max_push_bytes: usize,
+}
+
+/// Default `management.max_push_bytes`: 256 KiB, a hub config for 1000 facilities with room.
+pub const DEFAULT_MAX_PUSH_BYTES: usize = 256 * 1024;
+
+fn default_max_push_bytes() -> usize {
+    DEFAULT_MAX_PUSH_BYTES
+}
+
+fn is_default_max_push_bytes(value: &usize) -> bool {
+    *value == DEFAULT_MAX_PUSH_BYTES
 }
 
 fn default_confirm_timeout_secs() -> u64 {
