@@ -1,4 +1,4 @@
-// The status page: polls /api/v1/status and shows it. Every value goes through textContent;
+// The status page: polls /api/v1/status (summarised) and shows it. Every value goes through textContent;
 // state-changing requests carry the session's CSRF token. Nothing is fetched from elsewhere.
 "use strict";
 (function () {
@@ -154,10 +154,14 @@
     // The server decides the alarm (the running config's threshold).
     ageEl.classList.toggle("alarm-text", peer.alarm === true);
     $("alarm").hidden = tunnel.alarm !== true;
-    set("alarm-peers", peers.filter((p) => p.alarm).map((p) => p.name).join(", "));
+    // A hub's summarised document lists at most a few peers in alarm; peer_totals counts all.
+    const totals = doc.peer_totals || null;
+    const alarmNames = peers.filter((p) => p.alarm).map((p) => p.name);
+    const moreInAlarm = totals ? totals.in_alarm - alarmNames.length : 0;
+    set("alarm-peers", alarmNames.join(", ") + (moreInAlarm > 0 ? " +" + moreInAlarm : ""));
     $("forwarding-warning").hidden = own(tunnel.backend).ip_forward !== true;
-    const rx = peers.reduce((a, p) => a + p.rx_bytes, 0);
-    const tx = peers.reduce((a, p) => a + p.tx_bytes, 0);
+    const rx = totals ? totals.rx_bytes : peers.reduce((a, p) => a + p.rx_bytes, 0);
+    const tx = totals ? totals.tx_bytes : peers.reduce((a, p) => a + p.tx_bytes, 0);
     set("rx-bytes", bytes(rx));
     set("tx-bytes", bytes(tx));
     $("tunnel-actions").hidden = doc.tunnel_actions !== true;
@@ -356,7 +360,9 @@
 
   async function poll() {
     try {
-      const response = await fetch("/api/v1/status", { cache: "no-store", credentials: "same-origin" });
+      // The summary: every peer on a facility box, the few in alarm and totals on a hub
+      // (whose facilities table pages through /api/v1/facilities).
+      const response = await fetch("/api/v1/status?peers=summary", { cache: "no-store", credentials: "same-origin" });
       if (response.status === 401) { window.location.assign("/login"); return; }
       if (response.ok) render(await response.json());
       if (last && last.role === "hub") loadFacilities();

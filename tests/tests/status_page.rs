@@ -2523,7 +2523,8 @@ fn hub_with_facilities(lab: &Lab) -> (Daemon, Daemon, String) {
 }
 
 #[test]
-fn avl6_int1_the_facilities_api_pages_searches_and_refuses_bad_parameters() {
+fn avl6_int1_the_facilities_api_pages_searches_and_refuses_bad_parameters_and_the_page_polls_a_summary(
+) {
     require_root!();
     let lab = Lab::new().expect("lab");
     let (_hub, _hospital, base) = hub_with_facilities(&lab);
@@ -2589,6 +2590,38 @@ fn avl6_int1_the_facilities_api_pages_searches_and_refuses_bad_parameters() {
             .unwrap_or_default()
             .to_string();
         assert!(message.contains(named), "{query}: {message}");
+    }
+    // The page polls a summary: the hub's 62 peers are cut to one (none in alarm) and
+    // counted in peer_totals; the whole document still has every peer.
+    let whole = get(ns, &base, &session, "/api/v1/status").expect("get");
+    let whole = whole.json().expect("json");
+    assert_eq!(
+        whole["tunnel"]["peers"].as_array().map(Vec::len),
+        Some(total as usize)
+    );
+    assert!(whole.get("peer_totals").is_none(), "{whole:#}");
+    let summary = get(ns, &base, &session, "/api/v1/status?peers=summary").expect("get");
+    let summary = summary.json().expect("json");
+    assert_eq!(summary["tunnel"]["peers"].as_array().map(Vec::len), Some(1));
+    assert_eq!(summary["peer_totals"]["count"], total, "{summary:#}");
+    assert_eq!(summary["peer_totals"]["in_alarm"], 0);
+    assert_eq!(
+        summary["peer_totals"]["rx_bytes"],
+        whole["tunnel"]["peers"]
+            .as_array()
+            .map(|peers| peers
+                .iter()
+                .filter_map(|p| p["rx_bytes"].as_u64())
+                .sum::<u64>())
+            .unwrap_or_default()
+    );
+    assert_eq!(
+        summary["facility"], whole["facility"],
+        "the rest is the same"
+    );
+    for query in ["peers=none", "peers=summary&x=1", "q=%ZZ"] {
+        let reply = get(ns, &base, &session, &format!("/api/v1/status?{query}")).expect("get");
+        assert_eq!(reply.status, 400, "{query}: {reply:?}");
     }
     let post = curl(
         ns,
@@ -2696,6 +2729,7 @@ fn avl6_ops3_browser_shows_the_hubs_facilities_with_counts_search_paging_and_sor
         "/api/v1/facilities?offset=0&limit=50&sort=state&order=asc&q=hospital",
         "/api/v1/facilities?offset=0&limit=50&sort=name&order=asc",
         "/api/v1/facilities?offset=0&limit=50&sort=name&order=desc",
+        "/api/v1/status?peers=summary",
     ] {
         assert!(
             requests.contains(query),

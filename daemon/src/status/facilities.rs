@@ -341,6 +341,50 @@ pub fn page(peers: &[LinkSnapshot], query: &FacilityQuery) -> FacilityPage {
     }
 }
 
+/// Peers a summarised status document keeps in `tunnel.peers` (`GET /api/v1/status?peers=summary`):
+/// every one up to this many; beyond, those in alarm up to this many, else the first.
+pub const MAX_SUMMARY_PEERS: usize = 20;
+
+/// What a summarised status document says about every peer, when its `tunnel.peers` is cut.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PeerTotals {
+    /// Every configured peer.
+    pub count: usize,
+    /// Those in alarm.
+    pub in_alarm: usize,
+    /// Bytes received from all of them.
+    pub rx_bytes: u64,
+    /// Bytes sent to all of them.
+    pub tx_bytes: u64,
+}
+
+/// The peers a summarised document keeps (see [`MAX_SUMMARY_PEERS`]) and the totals over all:
+/// the page of a hub with 1000 facilities polls this instead of 1000 peers every 5 s; its
+/// facilities table reads [`page`].
+pub fn summarise(peers: Vec<LinkSnapshot>) -> (Vec<LinkSnapshot>, PeerTotals) {
+    let totals = PeerTotals {
+        count: peers.len(),
+        in_alarm: peers.iter().filter(|p| p.alarm).count(),
+        rx_bytes: peers.iter().fold(0, |a, p| a.saturating_add(p.rx_bytes)),
+        tx_bytes: peers.iter().fold(0, |a, p| a.saturating_add(p.tx_bytes)),
+    };
+    if peers.len() <= MAX_SUMMARY_PEERS {
+        return (peers, totals);
+    }
+    let in_alarm: Vec<LinkSnapshot> = peers
+        .iter()
+        .filter(|p| p.alarm)
+        .take(MAX_SUMMARY_PEERS)
+        .cloned()
+        .collect();
+    let kept = if in_alarm.is_empty() {
+        peers.into_iter().take(1).collect()
+    } else {
+        in_alarm
+    };
+    (kept, totals)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,5 +602,34 @@ mod tests {
         let past = page(&thousand_peers(), &query("offset=5000").expect("q"));
         assert_eq!((past.matched, past.rows.len()), (1000, 0));
         assert_eq!(query("").expect("empty"), FacilityQuery::default());
+    }
+
+    #[test]
+    fn avl6_a_summary_keeps_few_peers_whole_and_of_many_those_in_alarm_with_totals() {
+        let peers = thousand_peers();
+        let (kept, totals) = summarise(peers.clone());
+        assert_eq!(
+            totals,
+            PeerTotals {
+                count: 1000,
+                in_alarm: 143,
+                rx_bytes: 1_000_000,
+                tx_bytes: peers.iter().map(|p| p.tx_bytes).sum(),
+            }
+        );
+        assert_eq!(kept.len(), MAX_SUMMARY_PEERS);
+        assert!(kept.iter().all(|p| p.alarm));
+        let mut calm = peers.clone();
+        calm.iter_mut().for_each(|p| p.alarm = false);
+        let (kept, totals) = summarise(calm);
+        assert_eq!(
+            (kept.len(), totals.in_alarm),
+            (1, 0),
+            "the first, for the card"
+        );
+        let few: Vec<LinkSnapshot> = peers.into_iter().take(MAX_SUMMARY_PEERS).collect();
+        let (kept, totals) = summarise(few.clone());
+        assert_eq!(kept.len(), few.len(), "a facility box keeps every peer");
+        assert_eq!(totals.count, MAX_SUMMARY_PEERS);
     }
 }

@@ -384,7 +384,7 @@ impl Site for PageSite {
                     };
                 };
                 match path.as_str() {
-                    "/api/v1/status" => json(StatusCode::OK, &self.source.document()),
+                    "/api/v1/status" => status_document(&self.source, request.uri().query()),
                     "/api/v1/session" => json(
                         StatusCode::OK,
                         &serde_json::json!({
@@ -445,4 +445,43 @@ fn facilities_page(source: &StatusSource, query: Option<&str>) -> Response<Body>
         ),
         Err(error) => json_error(StatusCode::BAD_REQUEST, &error.to_string()),
     }
+}
+
+/// `GET /api/v1/status`: the whole document, or with `?peers=summary` its `tunnel.peers` cut
+/// on a box with many (a hub) and `peer_totals` added (AVL-6): what the page polls.
+fn status_document(source: &StatusSource, query: Option<&str>) -> Response<Body> {
+    #[derive(serde::Serialize)]
+    struct Summarised {
+        #[serde(flatten)]
+        document: crate::status::StatusDocument,
+        peer_totals: facilities::PeerTotals,
+    }
+    let pairs = form_pairs(query.unwrap_or_default().as_bytes());
+    let summary = match pairs
+        .as_deref()
+        .unwrap_or(&[(String::new(), String::new())])
+    {
+        [] => false,
+        [(name, value)] if name == "peers" && value == "summary" => true,
+        [(name, value)] if name == "peers" && value == "all" => false,
+        _ => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "the only parameter is peers=summary or peers=all",
+            )
+        }
+    };
+    let mut document = source.document();
+    if !summary {
+        return json(StatusCode::OK, &document);
+    }
+    let (kept, peer_totals) = facilities::summarise(std::mem::take(&mut document.tunnel.peers));
+    document.tunnel.peers = kept;
+    json(
+        StatusCode::OK,
+        &Summarised {
+            document,
+            peer_totals,
+        },
+    )
 }
