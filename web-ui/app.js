@@ -319,7 +319,7 @@
       else tr.remove();
     });
     page.rows.forEach(function (r) {
-      const age = r.last_handshake_age_secs;
+      const age = r.last_reached_age_secs;
       const cells = [r.name, t("state_" + r.state),
         typeof age === "number" ? age + " " + t("seconds_ago") : t("never"),
         r.endpoint || "-", (r.addresses || []).join(", ") || "-",

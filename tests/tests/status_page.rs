@@ -2563,7 +2563,7 @@ fn avl6_int1_the_facilities_api_pages_searches_and_refuses_bad_parameters_and_th
             .is_some_and(|e| e.starts_with(Node::Hospital.wan_address())),
         "{row:#}"
     );
-    assert!(row["last_handshake_unix"].as_u64().is_some(), "{row:#}");
+    assert!(row["last_reached_unix"].as_u64().is_some(), "{row:#}");
     let by_address = get(ns, &base, &session, "/api/v1/facilities?q=198.19.4.6%2F").expect("get");
     let by_address = by_address.json().expect("json");
     assert_eq!(
@@ -2739,7 +2739,7 @@ fn avl6_ops3_browser_shows_the_hubs_facilities_with_counts_search_paging_and_sor
     let english = &f["english"];
     assert_eq!(english["placeholder"], "facility name or address");
     assert_eq!(english["headers"][0], "Facility");
-    assert_eq!(english["headers"][2], "Last handshake");
+    assert_eq!(english["headers"][2], "Last reached");
     assert_eq!(english["rows"][0]["cells"][1], "up", "{english:#}");
     if let Some(out) = std::env::var_os("RENKEI_FACILITIES_SCREENSHOT_OUT") {
         std::fs::write(&out, &png).expect("copy the screenshot");

@@ -30,8 +30,8 @@ pub enum SortKey {
     Name,
     /// Worst first: down, connecting, idle, up (in alarm before not, within a state).
     State,
-    /// Never, then the oldest handshake first: the stale ones lead.
-    LastHandshake,
+    /// Never, then the longest ago first (WireGuard: the last handshake): the stale ones lead.
+    LastReached,
     /// Bytes received and sent together, fewest first.
     Bytes,
 }
@@ -40,7 +40,7 @@ impl SortKey {
     const ALL: [(&'static str, SortKey); 4] = [
         ("name", SortKey::Name),
         ("state", SortKey::State),
-        ("last_handshake", SortKey::LastHandshake),
+        ("last_reached", SortKey::LastReached),
         ("bytes", SortKey::Bytes),
     ];
 }
@@ -165,7 +165,7 @@ impl FacilityQuery {
                         .map(|(_, key)| *key)
                         .ok_or_else(|| QueryError::Value {
                             name,
-                            problem: "one of name, state, last_handshake, bytes".to_string(),
+                            problem: "one of name, state, last_reached, bytes".to_string(),
                         })?;
                 }
                 _ => {
@@ -197,10 +197,11 @@ pub struct FacilityRow {
     pub reason: String,
     /// Always-on and not reached for longer than the alarm threshold.
     pub alarm: bool,
-    /// Last completed handshake (seconds since the Unix epoch); `None`: never.
-    pub last_handshake_unix: Option<u64>,
+    /// When the peer last proved itself on the link (seconds since the Unix epoch; WireGuard: its
+    /// last completed handshake); `None`: never.
+    pub last_reached_unix: Option<u64>,
     /// Seconds since then.
-    pub last_handshake_age_secs: Option<u64>,
+    pub last_reached_age_secs: Option<u64>,
     /// Where its datagrams come from now, if known.
     pub endpoint: Option<String>,
     /// Its tunnel addresses (allowed IPs).
@@ -219,11 +220,11 @@ impl FacilityRow {
             state: peer.state,
             reason: peer.reason.clone(),
             alarm: peer.alarm,
-            last_handshake_unix: peer
+            last_reached_unix: peer
                 .last_reached
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                 .map(|d| d.as_secs()),
-            last_handshake_age_secs: peer.last_reached_age_secs,
+            last_reached_age_secs: peer.last_reached_age_secs,
             endpoint: wireguard.and_then(|w| w.endpoint).map(|e| e.to_string()),
             addresses: wireguard.map(|w| w.allowed_ips.clone()).unwrap_or_default(),
             rx_bytes: peer.rx_bytes,
@@ -293,7 +294,7 @@ fn compare(sort: SortKey, a: &FacilityRow, b: &FacilityRow) -> Ordering {
         SortKey::State => state_rank(a.state)
             .cmp(&state_rank(b.state))
             .then(b.alarm.cmp(&a.alarm)),
-        SortKey::LastHandshake => a.last_handshake_unix.cmp(&b.last_handshake_unix),
+        SortKey::LastReached => a.last_reached_unix.cmp(&b.last_reached_unix),
         SortKey::Bytes => a
             .rx_bytes
             .saturating_add(a.tx_bytes)
@@ -522,16 +523,16 @@ mod tests {
         let best = page(&peers, &query("sort=state&order=desc&limit=1").expect("q"));
         assert_eq!(best.rows[0].state, LinkState::Up);
 
-        let stale = page(&peers, &query("sort=last_handshake&limit=200").expect("q"));
+        let stale = page(&peers, &query("sort=last_reached&limit=200").expect("q"));
         assert!(
             stale.rows[..100]
                 .iter()
-                .all(|r| r.last_handshake_unix.is_none()),
+                .all(|r| r.last_reached_unix.is_none()),
             "never first"
         );
         let times: Vec<u64> = stale.rows[100..]
             .iter()
-            .filter_map(|r| r.last_handshake_unix)
+            .filter_map(|r| r.last_reached_unix)
             .collect();
         assert!(times.windows(2).all(|w| w[0] <= w[1]), "then oldest first");
 
@@ -579,7 +580,7 @@ mod tests {
             ),
             (
                 "sort=name;drop",
-                "sort: one of name, state, last_handshake, bytes",
+                "sort: one of name, state, last_reached, bytes",
             ),
             ("order=up", "order: asc or desc"),
             ("limit=5&limit=6", "parameter limit is given more than once"),

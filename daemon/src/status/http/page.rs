@@ -471,16 +471,16 @@ fn status_document(source: &StatusSource, query: Option<&str>) -> Response<Body>
             )
         }
     };
-    let mut document = source.document();
+    let mut doc = source.document();
     if !summary {
-        return json(StatusCode::OK, &document);
+        return json(StatusCode::OK, &doc);
     }
-    let (kept, peer_totals) = facilities::summarise(std::mem::take(&mut document.tunnel.peers));
-    document.tunnel.peers = kept;
+    let (kept, peer_totals) = facilities::summarise(std::mem::take(&mut doc.tunnel.peers));
+    doc.tunnel.peers = kept;
     json(
         StatusCode::OK,
         &Summarised {
-            document,
+            document: doc,
             peer_totals,
         },
     )
