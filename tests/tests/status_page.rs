@@ -2499,6 +2499,14 @@ const EXTRA_FACILITIES: u32 = 60;
 /// The hub with its page on loopback (plain HTTP, as on the data centre's console) and
 /// [`EXTRA_FACILITIES`] more facility peers that never connect; the hospital (always-on) up.
 fn hub_with_facilities(lab: &Lab) -> (Daemon, Daemon, String) {
+    hub_with_facilities_and(lab, |_| {})
+}
+
+/// [`hub_with_facilities`] with `change` made to the hub's config first.
+fn hub_with_facilities_and(
+    lab: &Lab,
+    change: impl FnOnce(&mut Config),
+) -> (Daemon, Daemon, String) {
     let mut config = lab.full(Node::Hub);
     config
         .tunnel
@@ -2507,6 +2515,7 @@ fn hub_with_facilities(lab: &Lab) -> (Daemon, Daemon, String) {
         .peers
         .extend(renkei_lab::boxconfig::facility_peers(EXTRA_FACILITIES));
     config.status = Some(status(&format!("127.0.0.1:{STATUS_PORT}")).expect("status"));
+    change(&mut config);
     let hub = lab.start(Node::Hub, &config).expect("hub");
     let base = format!("http://127.0.0.1:{STATUS_PORT}");
     wait_for_page(lab.ns(Node::Hub), &base);
@@ -2744,4 +2753,42 @@ fn avl6_ops3_browser_shows_the_hubs_facilities_with_counts_search_paging_and_sor
     if let Some(out) = std::env::var_os("RENKEI_FACILITIES_SCREENSHOT_OUT") {
         std::fs::write(&out, &png).expect("copy the screenshot");
     }
+}
+
+#[test]
+fn avl6_ops4_a_hub_with_per_peer_metrics_off_serves_the_aggregates_only() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let (_hub, _hospital, base) = hub_with_facilities_and(&lab, |config| {
+        if let Some(status) = config.status.as_mut() {
+            status.per_peer_metrics = false;
+        }
+    });
+    let ns = lab.ns(Node::Hub);
+    let session = login(ns, &base, ADMIN_PASSWORD).expect("login");
+    let metrics = get(ns, &base, &session, "/metrics").expect("metrics");
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+    promtool(ns, &metrics.body);
+    let total = f64::from(2 + EXTRA_FACILITIES);
+    assert_eq!(
+        sample(&metrics.body, "renkei_peers{state=\"up\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&metrics.body, "renkei_peers{state=\"idle\"}"),
+        Some(total - 1.0)
+    );
+    assert_eq!(sample(&metrics.body, "renkei_peers_in_alarm"), Some(0.0));
+    assert!(
+        sample(&metrics.body, "renkei_peers_receive_bytes_total").is_some_and(|b| b > 0.0),
+        "the hospital's handshake counts"
+    );
+    assert!(
+        !metrics.body.contains("peer=\""),
+        "no per-peer series:\n{}",
+        metrics.body
+    );
+    assert!(metrics
+        .body
+        .contains("renkei_tunnel_state{state=\"up\"} 1\n"));
 }
