@@ -18,7 +18,7 @@ pub const DEFAULT_FACILITIES_PAGE_ROWS: usize = 50;
 /// Most rows one page may ask for.
 pub const MAX_FACILITIES_PAGE_ROWS: usize = 200;
 /// Largest `offset` accepted (far beyond any hub; a bigger one is a mistake or a probe).
-pub const MAX_FACILITIES_OFFSET: usize = 1_000_000;
+pub const MAX_FACILITIES_OFFSET_ROWS: usize = 1_000_000;
 /// Longest search text, in characters.
 pub const MAX_FACILITY_SEARCH_CHARS: usize = 64;
 
@@ -104,10 +104,22 @@ pub enum QueryError {
     },
 }
 
+/// `text` as an answer may quote it: at most [`MAX_FACILITY_SEARCH_CHARS`] characters.
+fn quoted(text: &str) -> String {
+    let mut shown: String = text.chars().take(MAX_FACILITY_SEARCH_CHARS).collect();
+    if shown.len() < text.len() {
+        shown.push('…');
+    }
+    shown
+}
+
 fn number(name: &'static str, value: &str, min: usize, max: usize) -> Result<usize, QueryError> {
     let out_of_range = || QueryError::Value {
         name,
-        problem: format!("{value:?} is not a whole number from {min} to {max}"),
+        problem: format!(
+            "{:?} is not a whole number from {min} to {max}",
+            quoted(value)
+        ),
     };
     let n: usize = value.parse().map_err(|_| out_of_range())?;
     if (min..=max).contains(&n) {
@@ -130,20 +142,14 @@ impl FacilityQuery {
                 "q" => "q",
                 "sort" => "sort",
                 "order" => "order",
-                other => {
-                    let mut shown: String = other.chars().take(MAX_FACILITY_SEARCH_CHARS).collect();
-                    if shown.len() < other.len() {
-                        shown.push('…');
-                    }
-                    return Err(QueryError::Unknown(shown));
-                }
+                other => return Err(QueryError::Unknown(quoted(other))),
             };
             if seen.contains(&name) {
                 return Err(QueryError::Repeated(name));
             }
             seen.push(name);
             match name {
-                "offset" => query.offset = number(name, value, 0, MAX_FACILITIES_OFFSET)?,
+                "offset" => query.offset = number(name, value, 0, MAX_FACILITIES_OFFSET_ROWS)?,
                 "limit" => query.limit = number(name, value, 1, MAX_FACILITIES_PAGE_ROWS)?,
                 "q" => {
                     if value.chars().count() > MAX_FACILITY_SEARCH_CHARS
@@ -592,6 +598,14 @@ mod tests {
             let error = query(text).expect_err(text);
             assert_eq!(error.to_string(), expected, "{text}");
         }
+        let huge = "9".repeat(4000);
+        let quoted_back = query(&format!("offset={huge}"))
+            .expect_err("huge")
+            .to_string();
+        assert!(
+            quoted_back.len() < 200,
+            "a value is quoted cut: {quoted_back}"
+        );
         let long = "x".repeat(MAX_FACILITY_SEARCH_CHARS + 1);
         assert!(query(&format!("q={long}"))
             .expect_err("long")
