@@ -1,4 +1,4 @@
-// The status page: polls /api/v1/status and shows it. Every value goes through textContent;
+// The status page: polls /api/v1/status (summarised) and shows it. Every value goes through textContent;
 // state-changing requests carry the session's CSRF token. Nothing is fetched from elsewhere.
 "use strict";
 (function () {
@@ -154,10 +154,14 @@
     // The server decides the alarm (the running config's threshold).
     ageEl.classList.toggle("alarm-text", peer.alarm === true);
     $("alarm").hidden = tunnel.alarm !== true;
-    set("alarm-peers", peers.filter((p) => p.alarm).map((p) => p.name).join(", "));
+    // A hub's summarised document lists at most a few peers in alarm; peer_totals counts all.
+    const totals = doc.peer_totals || null;
+    const alarmNames = peers.filter((p) => p.alarm).map((p) => p.name);
+    const moreInAlarm = totals ? totals.in_alarm - alarmNames.length : 0;
+    set("alarm-peers", alarmNames.join(", ") + (moreInAlarm > 0 ? " +" + moreInAlarm : ""));
     $("forwarding-warning").hidden = own(tunnel.backend).ip_forward !== true;
-    const rx = peers.reduce((a, p) => a + p.rx_bytes, 0);
-    const tx = peers.reduce((a, p) => a + p.tx_bytes, 0);
+    const rx = totals ? totals.rx_bytes : peers.reduce((a, p) => a + p.rx_bytes, 0);
+    const tx = totals ? totals.tx_bytes : peers.reduce((a, p) => a + p.tx_bytes, 0);
     set("rx-bytes", bytes(rx));
     set("tx-bytes", bytes(tx));
     $("tunnel-actions").hidden = doc.tunnel_actions !== true;
@@ -178,8 +182,13 @@
       backend.appendChild(dd);
     });
 
+    // A hub's facilities have their own paged table (below); the peers table is a facility
+    // box's, with its one or two links.
+    const hub = doc.role === "hub";
+    $("facilities-card").hidden = !hub;
+    $("peers-card").hidden = hub;
     const peerRows = table("peers");
-    peers.forEach(function (p) {
+    (hub ? [] : peers).forEach(function (p) {
       const details = fields(own(p.backend)).map((f) => f[0] + ": " + f[1]).join("; ");
       const tr = row(peerRows, [p.name, t("state_" + p.state),
         typeof p.last_reached_age_secs === "number" ? p.last_reached_age_secs + " " + t("seconds_ago") : t("never"),
@@ -264,6 +273,85 @@
     });
   }
 
+  // The hub's facilities table (AVL-6): one page at a time from /api/v1/facilities, searched
+  // and sorted by the box; rows are kept by facility name and only their changed cells are
+  // rewritten, so a poll does not rebuild the table.
+  const facilityQuery = { offset: 0, limit: 50, q: "", sort: "state", order: "asc" };
+  let lastFacilities = null;
+  let facilityRequests = 0;
+  let facilityRenders = 0;
+
+  async function loadFacilities() {
+    const request = ++facilityRequests;
+    const params = new URLSearchParams({
+      offset: String(facilityQuery.offset), limit: String(facilityQuery.limit),
+      sort: facilityQuery.sort, order: facilityQuery.order,
+    });
+    if (facilityQuery.q) params.set("q", facilityQuery.q);
+    try {
+      const response = await fetch("/api/v1/facilities?" + params.toString(), { cache: "no-store", credentials: "same-origin" });
+      if (response.status === 401) { window.location.assign("/login"); return; }
+      if (!response.ok) return;
+      const page = await response.json();
+      // An answer to an older query (the administrator typed on) is not shown.
+      if (request !== facilityRequests) return;
+      renderFacilities(page);
+    } catch (e) {
+      // The next poll tries again.
+    }
+  }
+
+  function renderFacilities(page) {
+    lastFacilities = page;
+    const c = page.counts || {};
+    set("count-total", page.total);
+    ["up", "idle", "connecting", "down", "alarm"].forEach((k) => set("count-" + k, c[k]));
+    const shown = page.rows.length;
+    $("facility-range").textContent = page.matched === 0 ? t("no_facilities")
+      : (page.offset + 1) + "–" + (page.offset + shown) + " / " + page.matched;
+    $("facility-prev").disabled = page.offset === 0;
+    $("facility-next").disabled = page.offset + shown >= page.matched;
+    $("facility-search").placeholder = t("facility_search_hint");
+    const tbody = document.querySelector("#facilities tbody");
+    const kept = new Map();
+    Array.from(tbody.children).forEach(function (tr) {
+      if (tr.dataset.facility) kept.set(tr.dataset.facility, tr);
+      else tr.remove();
+    });
+    page.rows.forEach(function (r) {
+      const age = r.last_reached_age_secs;
+      const cells = [r.name, t("state_" + r.state),
+        typeof age === "number" ? age + " " + t("seconds_ago") : t("never"),
+        r.endpoint || "-", (r.addresses || []).join(", ") || "-",
+        bytes(r.rx_bytes), bytes(r.tx_bytes), r.alarm ? t("facility_alarm_on") : "-"];
+      let tr = kept.get(r.name);
+      if (tr) {
+        kept.delete(r.name);
+      } else {
+        tr = document.createElement("tr");
+        tr.dataset.facility = r.name;
+        cells.forEach(() => tr.appendChild(document.createElement("td")));
+        tr.children[1].className = "state";
+      }
+      cells.forEach(function (text, i) {
+        if (tr.children[i].textContent !== text) tr.children[i].textContent = text;
+      });
+      tr.children[1].dataset.state = r.state;
+      tr.dataset.state = r.state;
+      tr.dataset.alarm = String(r.alarm === true);
+      tr.className = r.alarm ? "alarm-row" : "";
+      tbody.appendChild(tr); // in page order; an existing row moves, it is not rebuilt
+    });
+    kept.forEach((tr) => tr.remove());
+    if (shown === 0) row(tbody, [t("no_facilities")]);
+    tbody.dataset.fetched = String(++facilityRenders);
+  }
+
+  function facilitiesFrom(offset) {
+    facilityQuery.offset = Math.max(0, offset);
+    loadFacilities();
+  }
+
   function tick() {
     if (pendingDeadline === null) return;
     const now = Math.floor(Date.now() / 1000) + offset;
@@ -272,9 +360,12 @@
 
   async function poll() {
     try {
-      const response = await fetch("/api/v1/status", { cache: "no-store", credentials: "same-origin" });
+      // The summary: every peer on a facility box, the few in alarm and totals on a hub
+      // (whose facilities table pages through /api/v1/facilities).
+      const response = await fetch("/api/v1/status?peers=summary", { cache: "no-store", credentials: "same-origin" });
       if (response.status === 401) { window.location.assign("/login"); return; }
       if (response.ok) render(await response.json());
+      if (last && last.role === "hub") loadFacilities();
     } catch (e) {
       // The box may be restarting; the next poll tries again.
     }
@@ -314,7 +405,28 @@
       await post("/logout");
       window.location.assign("/login");
     });
-    document.addEventListener("renkei-lang", function () { if (last) render(last); });
+    document.addEventListener("renkei-lang", function () {
+      if (last) render(last);
+      if (lastFacilities) renderFacilities(lastFacilities);
+    });
+    let searchTimer = null;
+    $("facility-search").addEventListener("input", function () {
+      window.clearTimeout(searchTimer);
+      searchTimer = window.setTimeout(function () {
+        facilityQuery.q = $("facility-search").value.trim();
+        facilitiesFrom(0);
+      }, 250);
+    });
+    $("facility-sort").addEventListener("change", function () {
+      facilityQuery.sort = $("facility-sort").value;
+      facilitiesFrom(0);
+    });
+    $("facility-desc").addEventListener("change", function () {
+      facilityQuery.order = $("facility-desc").checked ? "desc" : "asc";
+      facilitiesFrom(0);
+    });
+    $("facility-prev").addEventListener("click", function () { facilitiesFrom(facilityQuery.offset - facilityQuery.limit); });
+    $("facility-next").addEventListener("click", function () { facilitiesFrom(facilityQuery.offset + facilityQuery.limit); });
     session().catch(function () {});
     poll();
     window.setInterval(poll, POLL_MS);

@@ -4,7 +4,8 @@
 // (password on stdin). Options: {"service": {"name", "address", "port"}} opens a TCP
 // connection to that service of the box and waits, without touching the page, for the page to
 // show it open and then closed again (the page refreshes itself); {"countdown": true} waits for
-// the pending-config countdown to tick; {"alarm": true} waits for the handshake alarm.
+// the pending-config countdown to tick; {"alarm": true} waits for the handshake alarm;
+// {"facilities": {"search", "address"}} drives a hub's facilities table (search, paging, sort).
 // Prints one JSON object. Uses Debian's /usr/bin/chromium through playwright-core; nothing is
 // downloaded and the page may fetch nothing outside the box.
 import { chromium } from "playwright-core";
@@ -131,6 +132,65 @@ try {
   if (options.alarm) {
     await page.waitForSelector("#alarm:not([hidden])", { timeout: 60000 });
     result.alarm = await read();
+  }
+
+  if (options.facilities) {
+    // The hub's facilities table: counts, one page, search, paging, sort; rows updated in
+    // place by the page's own polling (a marked row survives a refresh).
+    const readFacilities = () => page.evaluate(() => {
+      const text = (id) => document.getElementById(id).textContent;
+      const tbody = document.querySelector("#facilities tbody");
+      return {
+        visible: !document.getElementById("facilities-card").hidden,
+        peers_table_visible: !document.getElementById("peers-card").hidden,
+        fetched: Number(tbody.dataset.fetched),
+        counts: Object.fromEntries(["total", "up", "idle", "connecting", "down", "alarm"].map((k) => [k, text("count-" + k)])),
+        range: text("facility-range"),
+        prev_disabled: document.getElementById("facility-prev").disabled,
+        next_disabled: document.getElementById("facility-next").disabled,
+        placeholder: document.getElementById("facility-search").placeholder,
+        headers: Array.from(document.querySelectorAll("#facilities thead th")).map((th) => th.textContent),
+        rows: Array.from(tbody.querySelectorAll("tr")).map((tr) => ({
+          name: tr.dataset.facility, state: tr.dataset.state, alarm: tr.dataset.alarm,
+          mark: tr.dataset.mark, cells: Array.from(tr.children).map((td) => td.textContent),
+        })),
+      };
+    });
+    await page.waitForSelector("#facilities-card:not([hidden])");
+    const first = await until("the first facilities page", readFacilities, (r) => r.fetched > 0 && r.rows.length > 0, STEP_MS);
+    const facilities = { first };
+    // Mark one row, then wait for the page's next poll: the same element is still there.
+    const marked = first.rows[1].name;
+    await page.evaluate((name) => {
+      document.querySelector(`#facilities tbody tr[data-facility="${name}"]`).dataset.mark = "kept";
+    }, marked);
+    facilities.refreshed = await until("a facilities refresh", readFacilities, (r) => r.fetched > first.fetched, STEP_MS);
+    facilities.marked = marked;
+    await page.fill("#facility-search", options.facilities.search);
+    facilities.search = await until("the search", readFacilities,
+      (r) => r.rows.length > 0 && r.rows.every((row) => row.name && row.name.includes(options.facilities.search)), STEP_MS);
+    await page.fill("#facility-search", options.facilities.address);
+    facilities.address = await until("the address search", readFacilities,
+      (r) => r.rows.length > 0 && r.rows.every((row) => row.cells[4].includes(options.facilities.address)), STEP_MS);
+    await page.fill("#facility-search", "");
+    await until("all facilities again", readFacilities, (r) => r.range.endsWith(" / " + r.counts.total), STEP_MS);
+    await page.click("#facility-next");
+    facilities.page2 = await until("the second page", readFacilities, (r) => r.range.startsWith("51"), STEP_MS);
+    await page.click("#facility-prev");
+    await until("the first page again", readFacilities, (r) => r.range.startsWith("1–"), STEP_MS);
+    // Every facility but one is idle, so a sort shows in which request was made and in the
+    // reversed order: the test reads both.
+    const before = (await readFacilities()).fetched;
+    await page.selectOption("#facility-sort", "name");
+    facilities.by_name = await until("the sort by name", readFacilities,
+      (r) => r.fetched > before && r.rows.length > 1 && r.rows[0].name < r.rows[1].name, STEP_MS);
+    await page.check("#facility-desc");
+    facilities.by_name_desc = await until("the reversed sort", readFacilities,
+      (r) => r.rows.length > 1 && r.rows[0].name > r.rows[1].name, STEP_MS);
+    await page.click("[data-lang=en]");
+    facilities.english = await readFacilities();
+    await page.click("[data-lang=ja]");
+    result.facilities = facilities;
   }
 
   const waitState = (state) => page.waitForSelector(`#tunnel-state[data-state="${state}"]`);

@@ -111,6 +111,26 @@ pub fn peer_mut<'a>(config: &'a mut Config, name: &str) -> &'a mut PeerConfig {
         .unwrap_or_else(|| panic!("the config has no tunnel peer {name:?}"))
 }
 
+/// `count` facility peers for a hub (`facility-0001`, ...): each with a key of its own,
+/// generated here, and one /32 counted up from 198.19.4.1; no endpoints, so they stay idle
+/// unless a test brings a real peer up with that key. Built from typed values.
+pub fn facility_peers(count: u32) -> Vec<PeerConfig> {
+    let first = u32::from(std::net::Ipv4Addr::new(198, 19, 4, 1));
+    (0..count)
+        .map(|i| {
+            let secret = renkei::keys::generate_private_key();
+            let address = std::net::Ipv4Addr::from(first + i);
+            PeerConfig {
+                name: format!("facility-{:04}", i + 1),
+                public_key: renkei::keys::encode_key(&renkei::keys::public_key_of(&secret)),
+                endpoint: None,
+                allowed_ips: vec![ipnet::IpNet::from(std::net::IpAddr::from(address))],
+                persistent_keepalive_secs: None,
+            }
+        })
+        .collect()
+}
+
 /// The service called `name`; a config without it is a mistake of the test.
 pub fn service_mut<'a>(config: &'a mut Config, name: &str) -> &'a mut ServiceConfig {
     config

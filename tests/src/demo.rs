@@ -1149,6 +1149,7 @@ pub fn demo_config(
         metrics_identities: Vec::new(),
         session_ttl_secs: 3600,
         require_second_factor: None,
+        per_peer_metrics: true,
     });
     config.management = Some(ManagementConfig {
         listen: socket(&management_listen(lab, node)),
@@ -1161,6 +1162,7 @@ pub fn demo_config(
         next_operator_signing_key: None,
         confirm_timeout_secs: CONFIRM_TIMEOUT_SECS,
         auto_confirm: false,
+        max_push_bytes: renkei::config::DEFAULT_MAX_PUSH_BYTES,
     });
     make_file_paths_absolute(&mut config, &lab.node_dir(node));
     Ok(config)

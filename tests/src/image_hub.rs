@@ -305,6 +305,7 @@ fn box_base() -> Config {
             next_operator_signing_key: None,
             confirm_timeout_secs: 120,
             auto_confirm: false,
+            max_push_bytes: renkei::config::DEFAULT_MAX_PUSH_BYTES,
         }),
         update: Some(UpdateConfig {
             ca_file: PathBuf::from(UPDATE_CA_FILE),

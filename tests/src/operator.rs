@@ -186,6 +186,7 @@ impl Operator {
             next_operator_signing_key: None,
             confirm_timeout_secs,
             auto_confirm,
+            max_push_bytes: renkei::config::DEFAULT_MAX_PUSH_BYTES,
         }
     }
 

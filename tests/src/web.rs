@@ -52,6 +52,7 @@ pub fn status(listen: &str) -> anyhow::Result<StatusConfig> {
         metrics_identities: Vec::new(),
         session_ttl_secs: 3600,
         require_second_factor: None,
+        per_peer_metrics: true,
     })
 }
 

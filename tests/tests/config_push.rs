@@ -1697,3 +1697,112 @@ fn net7_avl1_a_quiet_open_connection_keeps_the_on_demand_tunnel_up_across_a_rest
     );
     drop(chain.hub);
 }
+
+/// `text` with a comment appended so that it is `bytes` long (a real config does not grow
+/// this way, but the cap counts bytes, not peers).
+fn padded_to(text: String, bytes: usize) -> String {
+    let fill = bytes.saturating_sub(text.len() + 3);
+    format!("{text}# {}\n", "x".repeat(fill))
+}
+
+#[test]
+fn avl6_a_hub_config_for_1000_facilities_passes_renkei_check_and_fits_the_default_push_cap() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let operator = Operator::new(&lab).expect("operator");
+    let mut hub = lab.full(Node::Hub);
+    hub.meta.version = 2;
+    hub.management = Some(operator.management(Node::Hub, CONFIRM_TIMEOUT.as_secs(), false));
+    hub.tunnel
+        .as_mut()
+        .expect("the hub has [tunnel]")
+        .peers
+        .extend(renkei_lab::boxconfig::facility_peers(1000));
+    let text = to_toml(&hub);
+    let path = lab.write_config(Node::Hub, &text).expect("write");
+    assert!(
+        renkei_check(&path),
+        "renkei check refused {}",
+        path.display()
+    );
+    assert!(
+        text.len() < renkei::control::DEFAULT_MAX_PUSH_BYTES,
+        "a hub config for 1000 facilities is {} bytes, over the default cap of {}",
+        text.len(),
+        renkei::control::DEFAULT_MAX_PUSH_BYTES
+    );
+    // The operator's own tool signs it as it is.
+    operator
+        .write_signed("hub-1000.toml", &text, None)
+        .expect("renkei sign");
+}
+
+#[test]
+fn avl6_int1_a_push_above_the_configured_cap_is_refused_with_413_naming_it_and_the_cap_can_be_raised(
+) {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let operator = Operator::new(&lab).expect("operator");
+    const SMALL_CAP: usize = 64 * 1024;
+    let mut v5 = hospital_config(&lab, &operator, 5);
+    management(&mut v5).max_push_bytes = SMALL_CAP;
+    let setup = start(&lab, &v5);
+    let original = std::fs::read_to_string(&setup.hospital.config).expect("read");
+
+    // Over the box's cap (and far under the default): refused before it is read, and named.
+    let v6 = hospital_config(&lab, &operator, 6);
+    let over = padded_to(to_toml(&v6), SMALL_CAP + 1024);
+    let path = operator
+        .write_signed("over.toml", &over, None)
+        .expect("sign");
+    let outcome = operator.push(&lab, Node::Hospital, &path).expect("push");
+    assert!(!outcome.success, "{}", outcome.output);
+    assert_eq!(
+        outcome.error_code(),
+        Some("too_large"),
+        "{}",
+        outcome.output
+    );
+    assert!(
+        outcome
+            .output
+            .contains(&format!("management.max_push_bytes ({SMALL_CAP} bytes)")),
+        "the answer names the cap:\n{}",
+        outcome.output
+    );
+    assert_eq!(
+        std::fs::read_to_string(&setup.hospital.config).expect("read"),
+        original,
+        "nothing changed"
+    );
+    assert_eq!(config_state(&setup.hospital)["version"], 5);
+
+    // The operator raises the cap in a small push; then a config over the default fits.
+    let mut raised = hospital_config(&lab, &operator, 6);
+    management(&mut raised).max_push_bytes = 512 * 1024;
+    let path = operator
+        .write_signed("raised.toml", &raised, None)
+        .expect("sign");
+    assert_pushed(
+        &operator.push(&lab, Node::Hospital, &path).expect("push"),
+        6,
+        "pending",
+    );
+    let confirmed = operator
+        .confirm(&lab, Node::Hospital, Some(6))
+        .expect("confirm");
+    assert!(confirmed.success, "{}", confirmed.output);
+    let mut v7 = raised.clone();
+    v7.meta.version = 7;
+    let big = padded_to(
+        to_toml(&v7),
+        renkei::control::DEFAULT_MAX_PUSH_BYTES + 64 * 1024,
+    );
+    let path = operator.write_signed("big.toml", &big, None).expect("sign");
+    assert_pushed(
+        &operator.push(&lab, Node::Hospital, &path).expect("push"),
+        7,
+        "pending",
+    );
+    drop(setup);
+}

@@ -572,6 +572,19 @@ pub struct StatusConfig {
     /// never in the config: it stays in the box's state directory.
     #[serde(default)]
     pub require_second_factor: Option<bool>,
+    /// Whether `/metrics` carries series per peer (about 13 per WireGuard peer). A hub with
+    /// many hundreds of facilities may switch them off: the aggregate series (peers by state,
+    /// in alarm, total bytes) stay, and the facilities table on the page shows each peer.
+    #[serde(default = "default_per_peer_metrics", skip_serializing_if = "is_true")]
+    pub per_peer_metrics: bool,
+}
+
+fn default_per_peer_metrics() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 impl StatusConfig {
@@ -620,6 +633,24 @@ pub struct ManagementConfig {
     /// Confirm by itself once the tunnel and this API are healthy again after an apply.
     #[serde(default)]
     pub auto_confirm: bool,
+    /// Largest pushed config accepted, in bytes; a larger body is refused with 413 before it
+    /// is read. The default holds a hub with about 1900 facility peers.
+    #[serde(
+        default = "default_max_push_bytes",
+        skip_serializing_if = "is_default_max_push_bytes"
+    )]
+    pub max_push_bytes: usize,
+}
+
+/// Default `management.max_push_bytes`: 256 KiB, a hub config for 1000 facilities with room.
+pub const DEFAULT_MAX_PUSH_BYTES: usize = 256 * 1024;
+
+fn default_max_push_bytes() -> usize {
+    DEFAULT_MAX_PUSH_BYTES
+}
+
+fn is_default_max_push_bytes(value: &usize) -> bool {
+    *value == DEFAULT_MAX_PUSH_BYTES
 }
 
 fn default_confirm_timeout_secs() -> u64 {

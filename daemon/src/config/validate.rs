@@ -45,6 +45,10 @@ const IPSEC_CONNECT_TIMEOUT_SECS: (u64, u64) = (2, 120);
 /// Bounds of `update.max_bundle_bytes`: a real root image is tens of MiB; beyond 4 GiB the
 /// spool would crowd out the data partition.
 const MAX_BUNDLE_BYTES_RANGE: (u64, u64) = (1024 * 1024, 4 * 1024 * 1024 * 1024);
+/// Bounds of `management.max_push_bytes`: a facility's config is a few KiB; the box reads no
+/// config file larger than [`super::MAX_CONFIG_BYTES`], so it accepts no push it could not read
+/// back.
+const MAX_PUSH_BYTES_RANGE: (usize, usize) = (64 * 1024, super::MAX_CONFIG_BYTES as usize);
 /// Bounds of `update.health_deadline_secs`: enough for a handshake after a slow boot, short
 /// enough that a broken slot is given up while someone may still be watching.
 const HEALTH_DEADLINE_SECS_RANGE: (u64, u64) = (30, 1800);
@@ -1122,6 +1126,12 @@ impl Checker<'_> {
             30,
             3600,
         );
+        self.range(
+            base.key("max_push_bytes"),
+            management.max_push_bytes,
+            MAX_PUSH_BYTES_RANGE.0,
+            MAX_PUSH_BYTES_RANGE.1,
+        );
     }
 
     fn update(&mut self) {
@@ -1378,6 +1388,38 @@ admin_password_hash = "$argon2id$v=19$m=19456,t=2,p=1$7cIcWGM1T1jHcx/5L2g8BA$7Ih
             problems_at(&everywhere, "status.listen"),
             ["the status page is for the LAN; 0.0.0.0 is on the tunnel side or everywhere"]
         );
+    }
+
+    #[test]
+    fn avl6_management_max_push_bytes_is_bounded() {
+        let text = |cap: &str| {
+            let mut text = toml::to_string(&viewing("198.18.20.1:8443", "198.18.20.1:9443"))
+                .expect("serialise");
+            text.push_str(&format!(
+                "\n[management]\nlisten = \"198.19.0.20:7443\"\noperator_ca_file = \"/x\"\noperator_identities = [\"operator.example\"]\n{cap}"
+            ));
+            toml::from_str::<Config>(&text).expect("schema-valid test config")
+        };
+        let default = text("");
+        assert_eq!(
+            default.management.as_ref().map(|m| m.max_push_bytes),
+            Some(256 * 1024)
+        );
+        assert!(problems_at(&default, "management.max_push_bytes").is_empty());
+        assert!(problems_at(
+            &text("max_push_bytes = 1048576\n"),
+            "management.max_push_bytes"
+        )
+        .is_empty());
+        for (cap, range) in [("65535", "65536..=1048576"), ("1048577", "65536..=1048576")] {
+            assert_eq!(
+                problems_at(
+                    &text(&format!("max_push_bytes = {cap}\n")),
+                    "management.max_push_bytes"
+                ),
+                [format!("{cap} is out of range {range}")]
+            );
+        }
     }
 
     /// A viewing config with `update` appended as an `[update]` section.

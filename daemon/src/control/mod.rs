@@ -33,16 +33,23 @@ use crate::signing::{self, OperatorKey, SigningError};
 use crate::tls::credentials::certificate_identities;
 use crate::tls::CredentialError;
 
-/// Largest pushed config accepted; a real one is a few KiB.
-pub const MAX_PUSH_BYTES: usize = 256 * 1024;
+/// Largest pushed config accepted when `management.max_push_bytes` is not set.
+pub use crate::config::DEFAULT_MAX_PUSH_BYTES;
 
 /// Why a pushed config was refused. The box answers the operator with this text and changes
 /// nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
-    /// The body is larger than [`MAX_PUSH_BYTES`].
-    #[error("the config is {0} bytes; at most {MAX_PUSH_BYTES} are accepted")]
-    TooLarge(usize),
+    /// The body is larger than `management.max_push_bytes`.
+    #[error(
+        "the config is {bytes} bytes; management.max_push_bytes accepts at most {limit_bytes}"
+    )]
+    TooLarge {
+        /// The body's size.
+        bytes: usize,
+        /// The running config's cap.
+        limit_bytes: usize,
+    },
     /// No signature came with the config.
     #[error("no signature: send the detached signature in the Renkei-Signature header")]
     MissingSignature,
@@ -98,7 +105,7 @@ impl Refusal {
     /// The HTTP status the management API answers with.
     pub fn http_status(&self) -> u16 {
         match self {
-            Refusal::TooLarge(_) => 413,
+            Refusal::TooLarge { .. } => 413,
             Refusal::MissingSignature
             | Refusal::Signature(_)
             | Refusal::UntrustedSignature { .. }
@@ -112,7 +119,7 @@ impl Refusal {
     /// A short machine word for logs and the operator's tools.
     pub fn code(&self) -> &'static str {
         match self {
-            Refusal::TooLarge(_) => "too_large",
+            Refusal::TooLarge { .. } => "too_large",
             Refusal::MissingSignature => "missing_signature",
             Refusal::Signature(_) => "malformed_signature",
             Refusal::UntrustedSignature { .. } => "bad_signature",
@@ -209,8 +216,16 @@ pub fn check_push(
     signature: Option<&str>,
     files: Files<'_>,
 ) -> Result<Accepted, Refused> {
-    if bytes.len() > MAX_PUSH_BYTES {
-        return Err(Refusal::TooLarge(bytes.len()).into());
+    let limit_bytes = running
+        .management
+        .as_ref()
+        .map_or(DEFAULT_MAX_PUSH_BYTES, |m| m.max_push_bytes);
+    if bytes.len() > limit_bytes {
+        return Err(Refusal::TooLarge {
+            bytes: bytes.len(),
+            limit_bytes,
+        }
+        .into());
     }
     let signature = signature.ok_or(Refusal::MissingSignature)?;
     let signature = signing::parse_signature(signature).map_err(Refusal::Signature)?;
@@ -539,7 +554,7 @@ mod tests {
         assert_eq!(refused.reason.code(), "bad_signature");
 
         let mut huge = pushed.clone();
-        huge.push_str(&format!("# {}\n", "x".repeat(MAX_PUSH_BYTES)));
+        huge.push_str(&format!("# {}\n", "x".repeat(DEFAULT_MAX_PUSH_BYTES)));
         let refused = check(&f, &running, &huge, Some(&f.key)).expect_err("huge");
         assert_eq!(refused.reason.code(), "too_large");
     }

@@ -38,7 +38,6 @@ use super::admission::{Pool, Slot, Slots};
 use super::audit::{ConfigEvent, Kind};
 use super::body::{self, BodyError};
 use super::device_listener::DeviceListener;
-use super::MAX_PUSH_BYTES;
 use crate::config::{ManagementConfig, MinTls, TlsConfig};
 use crate::state::events::{Admission, EventLog, Occurrence};
 use crate::state::operator_contact::OperatorContact;
@@ -200,6 +199,7 @@ impl ManagementServer {
             operators: management.operator_identities.clone(),
             slots: Slots::new(),
             updates,
+            max_push_bytes: management.max_push_bytes,
         });
         let accept = tokio::spawn(accept_loop(listener, store, context));
         Ok(ManagementServer {
@@ -240,6 +240,8 @@ struct Context {
     slots: Slots,
     /// The running config's update intake.
     updates: IntakeHandle,
+    /// `management.max_push_bytes`.
+    max_push_bytes: usize,
 }
 
 /// Who is on the other end of a connection: an operator, or a client the CA vouches for that
@@ -500,7 +502,10 @@ async fn route(
                 .and_then(|v| v.to_str().ok())
                 .filter(|v| !v.trim().is_empty())
                 .map(str::to_string);
-            match read_body(request, MAX_PUSH_BYTES).await {
+            match read_body(request, context.max_push_bytes)
+                .await
+                .map_err(|answer| push_too_large(answer, context.max_push_bytes))
+            {
                 Ok(bytes) => {
                     ask(commands, |reply| Command::Push {
                         bytes,
@@ -610,6 +615,18 @@ async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Vec<u8>, 
             BodyError::Broken(_) => Answer::error(400, "bad_request", &err),
             BodyError::Sink(_) => Answer::error(500, "spool", &err),
         })
+}
+
+/// A push's 413 names the setting that caps it, so the operator knows what to raise.
+fn push_too_large(answer: Answer, limit_bytes: usize) -> Answer {
+    if answer.status != 413 {
+        return answer;
+    }
+    Answer::error(
+        413,
+        "too_large",
+        format!("the config is larger than management.max_push_bytes ({limit_bytes} bytes)"),
+    )
 }
 
 /// Streams a bundle into a spool file of its own, under the size limit and the rate floor

@@ -216,6 +216,22 @@ impl EventLog {
         }
     }
 
+    /// An event about one of many alike things (a hub's facility peers changing state): always
+    /// logged, so the journal keeps every one, but recorded in the ring only when
+    /// [`EventLog::admit`] lets it through under `key`. A hub restart that brings 1000 peers up
+    /// at once then leaves a burst, a "N more ... suppressed" summary and the configuration
+    /// history in the ring, instead of 1000 entries that flush it.
+    pub fn push_summarised(&self, key: &str, occurrence: Occurrence) {
+        self.push_summarised_at(Instant::now(), unix_now(), key, occurrence);
+    }
+
+    fn push_summarised_at(&self, now: Instant, time_unix: u64, key: &str, occurrence: Occurrence) {
+        log_event(&occurrence);
+        if self.admit_at(now, time_unix, occurrence.kind(), key) == Admission::Record {
+            self.keep(time_unix, occurrence, Some(key));
+        }
+    }
+
     /// The rate limit for events of `kind` and `key`: [`Admission::Record`] while the key's
     /// bucket has a token (first writing the summary of what it suppressed before, if any),
     /// else [`Admission::Suppress`] (counted). Callers that log with fields of their own ask
@@ -528,5 +544,55 @@ mod tests {
                 .count(),
             50
         );
+    }
+
+    #[test]
+    fn avl6_a_thousand_peers_coming_up_leave_the_config_events_and_a_summary() {
+        let log = EventLog::new();
+        let t0 = Instant::now();
+        for v in 1..=30 {
+            log.push_at(v, config(ConfigChange::Applied, Some(v), String::new()));
+        }
+        // A hub restart: 1000 facilities connect, then come up, within a few seconds.
+        for state in [
+            crate::state::link::LinkState::Connecting,
+            crate::state::link::LinkState::Up,
+        ] {
+            for i in 0..1000u64 {
+                let now = t0 + Duration::from_millis(i * 5);
+                let change = Occurrence::Tunnel {
+                    state,
+                    peer: format!("facility-{i:04}"),
+                    reason: "handshake completed".to_string(),
+                };
+                let key = change.code().as_str();
+                log.push_summarised_at(now, 100, key, change);
+            }
+        }
+        let later = t0 + Duration::from_secs(5 + EVENT_REFILL_INTERVAL_SECS);
+        let events = log.snapshot_at(later, 100);
+        assert_eq!(
+            config_messages(&log, later),
+            (1..=30).map(applied_text).collect::<Vec<_>>(),
+            "the configuration history is still in the ring"
+        );
+        let tunnel: Vec<&Event> = events.iter().filter(|e| e.kind == "tunnel").collect();
+        assert!(
+            tunnel.len() <= 2 * (EVENT_BURST_PER_KEY as usize + 1),
+            "{} tunnel events: {tunnel:#?}",
+            tunnel.len()
+        );
+        let summaries: Vec<&str> = tunnel
+            .iter()
+            .filter(|e| e.code == Code::EventsSuppressed)
+            .map(|e| e.message.as_str())
+            .collect();
+        let suppressed = 1000 - EVENT_BURST_PER_KEY as usize;
+        assert_eq!(summaries.len(), 2, "{events:#?}");
+        for (summary, key) in summaries.iter().zip(["tunnel_connecting", "tunnel_up"]) {
+            let expected =
+                format!("{suppressed} more tunnel events \"{key}\" suppressed in the last ");
+            assert!(summary.starts_with(&expected), "{summary}");
+        }
     }
 }

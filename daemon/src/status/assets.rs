@@ -236,6 +236,40 @@ mod tests {
         }
     }
 
+    /// The hub's facilities card names texts that exist in Japanese and in English, and so does
+    /// every word app.js shows in it.
+    #[test]
+    fn avl6_facilities_texts_exist_in_japanese_and_english() {
+        let i18n = String::from_utf8_lossy(get("/i18n.js").expect("i18n.js").bytes).into_owned();
+        let (ja, en) = i18n.split_once("\n    en: {").expect("an English block");
+        let card = INDEX_HTML
+            .split("id=\"facilities-card\"")
+            .nth(1)
+            .and_then(|rest| rest.split("</section>").next())
+            .expect("the facilities card");
+        let mut keys: Vec<String> = card
+            .split("data-i18n=\"")
+            .skip(1)
+            .map(|key| key.split('"').next().unwrap_or_default().to_string())
+            .collect();
+        assert!(keys.len() >= 20, "{keys:?}");
+        keys.extend(
+            [
+                "facility_search_hint",
+                "facility_alarm_on",
+                "no_facilities",
+                "never",
+                "seconds_ago",
+            ]
+            .map(str::to_string),
+        );
+        for key in keys {
+            let entry = format!("\n      {key}: \"");
+            assert!(ja.contains(&entry), "{key} has no Japanese text");
+            assert!(en.contains(&entry), "{key} has no English text");
+        }
+    }
+
     #[test]
     fn int1_assets_are_found_by_exact_path_only() {
         assert!(get("/app.js").is_some());

@@ -1,7 +1,10 @@
 //! Tunnel state changes as events in the ring (OPS-3): the ring itself lives in
 //! [`crate::state::events`], below the tunnel; watching the tunnel is the status side's job.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+
+use tokio::sync::mpsc;
 
 use crate::carrier::{CarrierHandle, LinkState};
 use crate::state::events::{EventLog, ForwardingFound, Occurrence};
@@ -10,7 +13,8 @@ use crate::state::events::{EventLog, ForwardingFound, Occurrence};
 /// limit lets one key through, however often the switch flips.
 pub const IP_FORWARD_EVENT_KEY: &str = "ip_forward";
 
-/// Pushes an event whenever a tunnel peer changes state, until the task is aborted.
+/// Pushes an event whenever a tunnel peer changes state, until the task is aborted; many
+/// peers changing state at once are summarised by the ring's rate limit (one key per state).
 ///
 /// `peers` names each peer with an address it owns (the first of its allowed IPs), which is how
 /// the tunnel handle finds it.
@@ -21,40 +25,43 @@ pub fn watch_tunnel(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut watchers = tokio::task::JoinSet::new();
+        let (changes, waiting) = mpsc::channel(MAX_STATE_CHANGES_PER_SNAPSHOT);
         for (name, address) in peers {
             let Some(mut states) = tunnel.watch_state(address) else {
                 continue;
             };
-            let events = events.clone();
-            let tunnel = tunnel.clone();
+            let changes = changes.clone();
             watchers.spawn(async move {
                 // A state reached before this task started (an always-on tunnel comes up fast)
                 // is reported too; idle is where every peer starts, not news.
                 let mut last = LinkState::Idle;
                 loop {
                     let state = *states.borrow_and_update();
-                    if state == last {
-                        if states.changed().await.is_err() {
+                    if state != last {
+                        last = state;
+                        if changes.send((name.clone(), state)).await.is_err() {
                             break;
                         }
-                        continue;
                     }
-                    last = state;
-                    let reason = tunnel
-                        .snapshot()
-                        .peers
-                        .into_iter()
-                        .find(|p| p.name == name)
-                        .map(|p| p.reason)
-                        .unwrap_or_default();
-                    events.push(Occurrence::Tunnel {
-                        state,
-                        peer: name.clone(),
-                        reason,
-                    });
+                    if states.changed().await.is_err() {
+                        break;
+                    }
                 }
             });
         }
+        drop(changes);
+        let reasons = {
+            let tunnel = tunnel.clone();
+            move || {
+                tunnel
+                    .snapshot()
+                    .peers
+                    .into_iter()
+                    .map(|p| (p.name, p.reason))
+                    .collect()
+            }
+        };
+        watchers.spawn(record_state_changes(events.clone(), waiting, reasons));
         if let Some(forwarding) = tunnel.watch_ip_forward() {
             watchers.spawn(watch_ip_forward(events.clone(), forwarding));
         }
@@ -63,6 +70,40 @@ pub fn watch_tunnel(
         }
         while watchers.join_next().await.is_some() {}
     })
+}
+
+/// State changes recorded per snapshot of the carrier at most; also the depth of the queue
+/// the peers' watchers wait on.
+pub const MAX_STATE_CHANGES_PER_SNAPSHOT: usize = 256;
+
+/// Records the peers' state changes with their reasons, taking one snapshot of the carrier
+/// (`reasons`: peer name to reason) for all the changes waiting, not one per change: a hub
+/// restart with 1000 peers would otherwise copy every peer 1000 times over. Summarised per
+/// state: many peers coming up at once must not flush the ring (the journal still gets every
+/// change).
+async fn record_state_changes(
+    events: EventLog,
+    mut waiting: mpsc::Receiver<(String, LinkState)>,
+    reasons: impl Fn() -> HashMap<String, String>,
+) {
+    let mut batch = Vec::with_capacity(MAX_STATE_CHANGES_PER_SNAPSHOT);
+    while waiting
+        .recv_many(&mut batch, MAX_STATE_CHANGES_PER_SNAPSHOT)
+        .await
+        > 0
+    {
+        let reasons = reasons();
+        for (peer, state) in batch.drain(..) {
+            let reason = reasons.get(&peer).cloned().unwrap_or_default();
+            let change = Occurrence::Tunnel {
+                state,
+                peer,
+                reason,
+            };
+            let key = change.code().as_str();
+            events.push_summarised(key, change);
+        }
+    }
 }
 
 /// Records what the carrier raises itself, rate-limited per code (an always-on SA that keeps
@@ -201,5 +242,61 @@ mod tests {
         );
         watcher.abort();
         closed.shutdown().await;
+    }
+
+    /// 1000 peers coming up at once: one snapshot of the carrier per batch of waiting
+    /// changes, not one per change; each event carries its peer's reason; the ring keeps a
+    /// summary, not 1000 entries.
+    #[tokio::test]
+    async fn avl6_a_thousand_state_changes_take_a_few_snapshots_and_leave_a_summary() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let events = EventLog::new();
+        let (changes, waiting) = mpsc::channel(MAX_STATE_CHANGES_PER_SNAPSHOT);
+        let producer = tokio::spawn(async move {
+            for i in 0..1000 {
+                let sent = changes
+                    .send((format!("facility-{i:04}"), LinkState::Up))
+                    .await;
+                assert!(sent.is_ok());
+            }
+        });
+        let snapshots = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&snapshots);
+        let reasons = move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+            (0..1000)
+                .map(|i| (format!("facility-{i:04}"), format!("reason {i}")))
+                .collect()
+        };
+        record_state_changes(events.clone(), waiting, reasons).await;
+        producer.await.expect("producer");
+        let taken = snapshots.load(Ordering::Relaxed);
+        assert!(
+            // The channel lets the producer run ahead by about half its depth between two
+            // batches; one per change would be 1000.
+            (1..=20).contains(&taken),
+            "{taken} snapshots for 1000 changes"
+        );
+        let ring = events.snapshot();
+        let tunnel: Vec<serde_json::Value> = ring
+            .iter()
+            .filter_map(|e| serde_json::to_value(e).ok())
+            .filter(|e| e["kind"] == "tunnel")
+            .collect();
+        assert_eq!(
+            tunnel.len(),
+            crate::state::events::EVENT_BURST_PER_KEY as usize,
+            "the burst, then suppressed: {tunnel:#?}"
+        );
+        assert!(tunnel.iter().all(|e| e["params"]["reason"]
+            == format!(
+                "reason {}",
+                e["params"]["peer"]
+                    .as_str()
+                    .and_then(|p| p.strip_prefix("facility-"))
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .unwrap_or(u32::MAX)
+            )));
     }
 }

@@ -73,7 +73,6 @@ impl<'a> Family<'a> {
     }
 }
 
-/// Renders the metrics of a status document.
 /// The IPsec SAs of IPsec peers: whether the IKE SA is established, how long ago, and the ESP
 /// traffic summed over every CHILD SA of the run (charon's own counters restart from zero at
 /// each rekey, which would read as a counter reset). Families are declared on every box; only
@@ -150,80 +149,11 @@ fn ipsec_families(o: &mut String, doc: &StatusDocument) {
     }
 }
 
-pub fn render(doc: &StatusDocument) -> String {
-    let mut out = String::new();
-    let o = &mut out;
-
-    Family::new(
-        o,
-        "renkei_build_info",
-        "gauge",
-        "Build of the running daemon (always 1).",
-    )
-    .sample(&[("version", doc.version), ("role", doc.role)], 1);
-    Family::new(
-        o,
-        "renkei_uptime_seconds",
-        "gauge",
-        "Seconds since the daemon started.",
-    )
-    .sample(&[], doc.uptime_secs);
-    Family::new(
-        o,
-        "renkei_config_version",
-        "gauge",
-        "Version of the running configuration.",
-    )
-    .sample(&[], doc.config.version);
-    Family::new(
-        o,
-        "renkei_config_pending",
-        "gauge",
-        "1 while a pushed configuration awaits confirmation.",
-    )
-    .sample(&[], u8::from(doc.config.pending.is_some()));
-
+/// The series with a `peer` label: 13 per WireGuard peer (4 states, 7 counters, 2 ages), 13
+/// per IPsec link (4 states, 2 byte counters, its age, 6 SA series), 7 per closed link. Left
+/// out with [`PeerSeries::AggregateOnly`].
+fn peer_families(o: &mut String, doc: &StatusDocument) {
     let tunnel = &doc.tunnel;
-    Family::new(
-        o,
-        "renkei_carrier_info",
-        "gauge",
-        "The kind of link to the data centre (always 1).",
-    )
-    .sample(&[("kind", tunnel.kind.as_str())], 1);
-    let mut f = Family::new(
-        o,
-        "renkei_tunnel_state",
-        "gauge",
-        "Overall tunnel state: 1 for the current state, 0 for the others.",
-    );
-    for state in LINK_STATES {
-        f.sample(
-            &[("state", state.as_str())],
-            u8::from(tunnel.state == state),
-        );
-    }
-    Family::new(
-        o,
-        "renkei_tunnel_alarm",
-        "gauge",
-        "1 when an always-on peer was last reached longer ago than the alarm threshold.",
-    )
-    .sample(&[], u8::from(tunnel.alarm));
-
-    // Only a carrier that relies on the kernel not forwarding reports the switch (closed).
-    if let CarrierBackend::Closed(closed) = &tunnel.backend {
-        if let Some(on) = closed.ip_forward {
-            Family::new(
-                o,
-                "renkei_ip_forwarding",
-                "gauge",
-                "1 while the kernel forwards IPv4 between interfaces (the box must not route: NET-8).",
-            )
-            .sample(&[], u8::from(on));
-        }
-    }
-
     let mut f = Family::new(
         o,
         "renkei_peer_state",
@@ -314,6 +244,151 @@ pub fn render(doc: &StatusDocument) -> String {
         }
     }
     ipsec_families(o, doc);
+}
+
+/// Series over every peer whatever [`PeerSeries`] says: how many peers are in each state and in
+/// alarm, and the bytes of all of them (a hub's dashboard without one series per facility).
+fn peer_aggregate_families(o: &mut String, peers: &[LinkSnapshot]) {
+    let mut f = Family::new(
+        o,
+        "renkei_peers",
+        "gauge",
+        "Peers (a hub's facilities) in each link state.",
+    );
+    for state in LINK_STATES {
+        f.sample(
+            &[("state", state.as_str())],
+            peers.iter().filter(|p| p.state == state).count(),
+        );
+    }
+    Family::new(
+        o,
+        "renkei_peers_in_alarm",
+        "gauge",
+        "Always-on peers last reached longer ago than the alarm threshold.",
+    )
+    .sample(&[], peers.iter().filter(|p| p.alarm).count());
+    Family::new(
+        o,
+        "renkei_peers_receive_bytes_total",
+        "counter",
+        "Bytes received on the link from every configured peer together.",
+    )
+    .sample(
+        &[],
+        peers.iter().fold(0u64, |a, p| a.saturating_add(p.rx_bytes)),
+    );
+    Family::new(
+        o,
+        "renkei_peers_transmit_bytes_total",
+        "counter",
+        "Bytes sent on the link to every configured peer together.",
+    )
+    .sample(
+        &[],
+        peers.iter().fold(0u64, |a, p| a.saturating_add(p.tx_bytes)),
+    );
+}
+
+/// Whether `/metrics` has series per peer (`status.per_peer_metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerSeries {
+    /// Every family, per-peer series included (the default).
+    PerPeer,
+    /// Only series without a peer label: a hub with very many facilities.
+    AggregateOnly,
+}
+
+impl PeerSeries {
+    /// What `status.per_peer_metrics` says.
+    pub fn from_config(config: &crate::config::StatusConfig) -> Self {
+        if config.per_peer_metrics {
+            PeerSeries::PerPeer
+        } else {
+            PeerSeries::AggregateOnly
+        }
+    }
+}
+
+/// Renders the metrics of a status document.
+pub fn render(doc: &StatusDocument, series: PeerSeries) -> String {
+    let mut out = String::new();
+    let o = &mut out;
+
+    Family::new(
+        o,
+        "renkei_build_info",
+        "gauge",
+        "Build of the running daemon (always 1).",
+    )
+    .sample(&[("version", doc.version), ("role", doc.role)], 1);
+    Family::new(
+        o,
+        "renkei_uptime_seconds",
+        "gauge",
+        "Seconds since the daemon started.",
+    )
+    .sample(&[], doc.uptime_secs);
+    Family::new(
+        o,
+        "renkei_config_version",
+        "gauge",
+        "Version of the running configuration.",
+    )
+    .sample(&[], doc.config.version);
+    Family::new(
+        o,
+        "renkei_config_pending",
+        "gauge",
+        "1 while a pushed configuration awaits confirmation.",
+    )
+    .sample(&[], u8::from(doc.config.pending.is_some()));
+
+    let tunnel = &doc.tunnel;
+    Family::new(
+        o,
+        "renkei_carrier_info",
+        "gauge",
+        "The kind of link to the data centre (always 1).",
+    )
+    .sample(&[("kind", tunnel.kind.as_str())], 1);
+    let mut f = Family::new(
+        o,
+        "renkei_tunnel_state",
+        "gauge",
+        "Overall tunnel state: 1 for the current state, 0 for the others.",
+    );
+    for state in LINK_STATES {
+        f.sample(
+            &[("state", state.as_str())],
+            u8::from(tunnel.state == state),
+        );
+    }
+    Family::new(
+        o,
+        "renkei_tunnel_alarm",
+        "gauge",
+        "1 when an always-on peer was last reached longer ago than the alarm threshold.",
+    )
+    .sample(&[], u8::from(tunnel.alarm));
+
+    // Only a carrier that relies on the kernel not forwarding reports the switch (closed).
+    if let CarrierBackend::Closed(closed) = &tunnel.backend {
+        if let Some(on) = closed.ip_forward {
+            Family::new(
+                o,
+                "renkei_ip_forwarding",
+                "gauge",
+                "1 while the kernel forwards IPv4 between interfaces (the box must not route: NET-8).",
+            )
+            .sample(&[], u8::from(on));
+        }
+    }
+
+    peer_aggregate_families(o, &tunnel.peers);
+    if series == PeerSeries::PerPeer {
+        peer_families(o, doc);
+    }
     let d = &tunnel.drops;
     let mut f = Family::new(
         o,
@@ -595,7 +670,7 @@ mod document_tests {
 
     #[test]
     fn ops4_rendered_document_is_well_formed_exposition() {
-        let text = render(&document());
+        let text = render(&document(), PeerSeries::PerPeer);
         for expected in [
             "renkei_config_version 7\n",
             "renkei_config_pending 1\n",
@@ -646,7 +721,7 @@ mod document_tests {
             probes_sent: 3,
             probes_failed: 0,
         });
-        let text = render(&doc);
+        let text = render(&doc, PeerSeries::PerPeer);
         for expected in [
             "renkei_carrier_info{kind=\"closed\"} 1\n",
             "renkei_ip_forwarding 1\n",
@@ -667,7 +742,7 @@ mod document_tests {
                 "{absent:?} on a closed box:\n{text}"
             );
         }
-        let wireguard = render(&document());
+        let wireguard = render(&document(), PeerSeries::PerPeer);
         assert!(!wireguard.contains("renkei_ip_forwarding"), "{wireguard}");
     }
 
@@ -728,7 +803,7 @@ mod document_tests {
             profile_violation: None,
         };
         doc.tunnel.peers[0].backend = LinkBackend::Ipsec(Box::new(link.clone()));
-        let text = render(&doc);
+        let text = render(&doc, PeerSeries::PerPeer);
         let labels = "{peer=\"dc\",remote_id=\"dc \\\"1\\\"\"}";
         for expected in [
             "renkei_carrier_info{kind=\"ipsec\"} 1\n".to_string(),
@@ -757,7 +832,7 @@ mod document_tests {
         down.ike = None;
         down.child = None;
         doc.tunnel.peers[0].backend = LinkBackend::Ipsec(Box::new(down));
-        let text = render(&doc);
+        let text = render(&doc, PeerSeries::PerPeer);
         assert!(
             text.contains(&format!("renkei_ipsec_ike_sa_established{labels} 0\n")),
             "{text}"
@@ -773,10 +848,90 @@ mod document_tests {
             )),
             "{text}"
         );
-        let wireguard = render(&document());
+        let wireguard = render(&document(), PeerSeries::PerPeer);
         assert!(
             !wireguard.contains("renkei_ipsec_ike_sa_established{"),
             "{wireguard}"
         );
+    }
+
+    /// `promtool check metrics` on `text`; its output when it fails.
+    fn promtool(text: &str) {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool (scripts/install-deps installs it)");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write");
+        let output = child.wait_with_output().expect("promtool");
+        assert!(
+            output.status.success(),
+            "promtool check metrics failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// A hub with 1000 facility peers, every fourth one down and every tenth in alarm.
+    fn hub_document() -> StatusDocument {
+        let mut doc = document();
+        doc.role = "hub";
+        let template = doc.tunnel.peers[0].clone();
+        doc.tunnel.peers = (0..1000)
+            .map(|i| {
+                let mut peer = template.clone();
+                peer.name = format!("facility-{i:04}");
+                if i % 4 == 0 {
+                    peer.state = LinkState::Down;
+                }
+                peer.alarm = i % 10 == 0;
+                peer
+            })
+            .collect();
+        doc
+    }
+
+    #[test]
+    fn avl6_ops4_per_peer_series_can_be_switched_off_and_the_aggregates_stay() {
+        let doc = hub_document();
+        let per_peer = render(&doc, PeerSeries::PerPeer);
+        let aggregate = render(&doc, PeerSeries::AggregateOnly);
+        promtool(&per_peer);
+        promtool(&aggregate);
+        let aggregates = [
+            "renkei_peers{state=\"up\"} 750\n",
+            "renkei_peers{state=\"down\"} 250\n",
+            "renkei_peers{state=\"idle\"} 0\n",
+            "renkei_peers_in_alarm 100\n",
+            "renkei_peers_receive_bytes_total 200000\n",
+            "renkei_peers_transmit_bytes_total 100000\n",
+        ];
+        for text in [&per_peer, &aggregate] {
+            for expected in aggregates {
+                assert!(text.contains(expected), "{expected:?} missing");
+            }
+        }
+        // Documented: 13 series per WireGuard peer.
+        let of_one = per_peer
+            .lines()
+            .filter(|l| l.contains("peer=\"facility-0001\""))
+            .count();
+        assert_eq!(of_one, 13, "series of one peer");
+        let samples = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(samples(&per_peer) - samples(&aggregate), 13 * 1000);
+        assert!(!aggregate.contains("peer=\""), "no per-peer series left");
+        assert!(
+            aggregate.contains("renkei_tunnel_state{state=\"up\"} 1\n"),
+            "the rest stays"
+        );
+        assert!(samples(&aggregate) < 40, "{aggregate}");
     }
 }

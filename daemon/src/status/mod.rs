@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cert;
 pub mod control;
 pub mod events;
+pub mod facilities;
 pub mod http;
 pub mod metrics;
 pub mod second_factor;

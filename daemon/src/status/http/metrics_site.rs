@@ -8,20 +8,22 @@ use hyper::{Request, Response, StatusCode};
 
 use super::respond::{is_read, method_not_allowed, response, text, Body};
 use super::server::Site;
-use crate::status::metrics;
+use crate::status::metrics::{self, PeerSeries};
 use crate::status::StatusSource;
 
-pub(super) fn metrics_response(source: &StatusSource) -> Response<Body> {
+pub(super) fn metrics_response(source: &StatusSource, series: PeerSeries) -> Response<Body> {
     response(
         StatusCode::OK,
         metrics::CONTENT_TYPE,
-        metrics::render(&source.document()),
+        metrics::render(&source.document(), series),
     )
 }
 
 /// The operator's listener: `/metrics` and nothing else.
 pub(super) struct MetricsSite {
     pub(super) source: StatusSource,
+    /// `status.per_peer_metrics`.
+    pub(super) series: PeerSeries,
 }
 
 impl Site for MetricsSite {
@@ -31,7 +33,7 @@ impl Site for MetricsSite {
         _peer: SocketAddr,
     ) -> Response<Body> {
         match (request.uri().path(), is_read(request.method())) {
-            ("/metrics", true) => metrics_response(&self.source),
+            ("/metrics", true) => metrics_response(&self.source, self.series),
             ("/metrics", false) => method_not_allowed("GET, HEAD"),
             _ => text(
                 StatusCode::NOT_FOUND,

@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 
 use super::auth::{LoginLimiter, SessionStore};
 use super::cert::{self, CertError, PageCertificate};
+use super::metrics::PeerSeries;
 use super::second_factor::FactorStore;
 use super::StatusSource;
 use crate::config::StatusConfig;
@@ -105,6 +106,7 @@ impl StatusServer {
                 MAX_METRICS_CONNECTIONS,
                 Arc::new(MetricsSite {
                     source: source.clone(),
+                    series: PeerSeries::from_config(config),
                 }),
             ));
         }
@@ -153,6 +155,7 @@ impl StatusServer {
             https: certificate.is_some(),
             factors: Arc::new(FactorStore::new(state_dir)),
             require_second_factor: config.second_factor_required(),
+            metrics_series: PeerSeries::from_config(config),
         });
         if config.require_second_factor.is_none() {
             tracing::warn!(

@@ -13,14 +13,16 @@ use tokio::sync::Semaphore;
 
 use super::metrics_site::metrics_response;
 use super::respond::{
-    asset, form_field, is_read, json, json_error, method_not_allowed, read_body, redirect,
-    response, same_origin, session_cookie, text, Body, SESSION_COOKIE,
+    asset, form_field, form_pairs, is_read, json, json_error, method_not_allowed, read_body,
+    redirect, response, same_origin, session_cookie, text, Body, SESSION_COOKIE,
 };
 use super::server::Site;
 use super::stats::PageStats;
 use crate::state::events::{EventLog, LoginRefusal, Occurrence};
 use crate::status::assets;
 use crate::status::auth::{self, Access, Guarded, LoginLimiter, SessionStore};
+use crate::status::facilities::{self, FacilityQuery};
+use crate::status::metrics::PeerSeries;
 use crate::status::second_factor::{CodeRefused, FactorStore, Used};
 use crate::status::StatusSource;
 
@@ -45,6 +47,8 @@ pub(super) struct PageSite {
     pub(super) factors: Arc<FactorStore>,
     /// `status.require_second_factor`.
     pub(super) require_second_factor: bool,
+    /// `status.per_peer_metrics`.
+    pub(super) metrics_series: PeerSeries,
 }
 
 impl PageSite {
@@ -380,7 +384,7 @@ impl Site for PageSite {
                     };
                 };
                 match path.as_str() {
-                    "/api/v1/status" => json(StatusCode::OK, &self.source.document()),
+                    "/api/v1/status" => status_document(&self.source, request.uri().query()),
                     "/api/v1/session" => json(
                         StatusCode::OK,
                         &serde_json::json!({
@@ -393,8 +397,17 @@ impl Site for PageSite {
                         }),
                     ),
                     "/api/v1/enrolment" => json(StatusCode::OK, &self.source.document().enrolment),
-                    _ => metrics_response(&self.source),
+                    _ => metrics_response(&self.source, self.metrics_series),
                 }
+            }
+            "/api/v1/facilities" => {
+                if !is_read(&method) {
+                    return method_not_allowed("GET, HEAD");
+                }
+                if session.is_none() {
+                    return json_error(StatusCode::UNAUTHORIZED, "login required");
+                }
+                facilities_page(&self.source, request.uri().query())
             }
             "/api/v1/tunnel/connect" | "/api/v1/tunnel/disconnect" => {
                 if method != Method::POST {
@@ -419,4 +432,56 @@ impl Site for PageSite {
             _ => text(StatusCode::NOT_FOUND, "not found"),
         }
     }
+}
+
+/// `GET /api/v1/facilities`: one page of the facility peers (AVL-6), or 400 naming the bad
+/// parameter.
+fn facilities_page(source: &StatusSource, query: Option<&str>) -> Response<Body> {
+    let pairs = form_pairs(query.unwrap_or_default().as_bytes());
+    match FacilityQuery::from_pairs(pairs) {
+        Ok(query) => json(
+            StatusCode::OK,
+            &facilities::page(&source.tunnel().snapshot().peers, &query),
+        ),
+        Err(error) => json_error(StatusCode::BAD_REQUEST, &error.to_string()),
+    }
+}
+
+/// `GET /api/v1/status`: the whole document, or with `?peers=summary` its `tunnel.peers` cut
+/// on a box with many (a hub) and `peer_totals` added (AVL-6): what the page polls.
+fn status_document(source: &StatusSource, query: Option<&str>) -> Response<Body> {
+    #[derive(serde::Serialize)]
+    struct Summarised {
+        #[serde(flatten)]
+        document: crate::status::StatusDocument,
+        peer_totals: facilities::PeerTotals,
+    }
+    let pairs = form_pairs(query.unwrap_or_default().as_bytes());
+    let summary = match pairs
+        .as_deref()
+        .unwrap_or(&[(String::new(), String::new())])
+    {
+        [] => false,
+        [(name, value)] if name == "peers" && value == "summary" => true,
+        [(name, value)] if name == "peers" && value == "all" => false,
+        _ => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "the only parameter is peers=summary or peers=all",
+            )
+        }
+    };
+    let mut doc = source.document();
+    if !summary {
+        return json(StatusCode::OK, &doc);
+    }
+    let (kept, peer_totals) = facilities::summarise(std::mem::take(&mut doc.tunnel.peers));
+    doc.tunnel.peers = kept;
+    json(
+        StatusCode::OK,
+        &Summarised {
+            document: doc,
+            peer_totals,
+        },
+    )
 }

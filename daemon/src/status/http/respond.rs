@@ -158,6 +158,19 @@ pub fn form_field(body: &[u8], name: &str) -> Option<String> {
     None
 }
 
+/// Every `name=value` pair of an `application/x-www-form-urlencoded` text (a query string), in
+/// order; `None` if any part is malformed.
+pub fn form_pairs(text: &[u8]) -> Option<Vec<(String, String)>> {
+    text.split(|b| *b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let mut parts = pair.splitn(2, |b| *b == b'=');
+            let name = percent_decode(parts.next()?)?;
+            Some((name, percent_decode(parts.next().unwrap_or_default())?))
+        })
+        .collect()
+}
+
 fn percent_decode(input: &[u8]) -> Option<String> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
