@@ -723,6 +723,7 @@ impl Lab {
                 mtu: DEFAULT_MTU,
                 policy,
                 peers,
+                failover: None,
             }),
             closed: None,
             ipsec: None,
