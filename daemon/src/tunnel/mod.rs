@@ -6,6 +6,7 @@
 //! forwards: only the box's own packets cross it (NET-8).
 
 mod dataplane;
+pub mod failover;
 pub mod filter;
 mod netlink;
 mod peer;
