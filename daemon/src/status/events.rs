@@ -22,7 +22,7 @@ pub fn watch_tunnel(
     tokio::spawn(async move {
         let mut watchers = tokio::task::JoinSet::new();
         for (name, address) in peers {
-            let Some(mut states) = tunnel.watch_state(address) else {
+            let Some(mut states) = tunnel.watch_link(&name, address) else {
                 continue;
             };
             let events = events.clone();
@@ -74,6 +74,8 @@ async fn watch_carrier_occurrences(
     use tokio::sync::broadcast::error::RecvError;
     loop {
         match occurrences.recv().await {
+            // Hub switches are few by design (hysteresis) and each one matters.
+            Ok(occurrence @ Occurrence::HubSwitched { .. }) => events.push(occurrence),
             Ok(occurrence) => {
                 let key = occurrence.code().as_str();
                 events.push_limited(key, occurrence);
