@@ -268,3 +268,217 @@ fn avl4_always_on_box_fails_over_on_cut_and_kill_and_returns_after_the_hold_time
         "a failover and one return: {switches:?}"
     );
 }
+
+/// Makes new connections from `from` to the hubs' shared tunnel address every
+/// [`PROBE_EVERY`] until stopped; counts the ones that failed.
+struct Prober {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(usize, Vec<String>)>>,
+}
+
+/// How often the prober connects.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+
+impl Prober {
+    fn start(lab: &Lab, from: Node) -> Prober {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let ns_name = lab.ns(from).name().to_string();
+        let address: std::net::SocketAddr = format!("{}:{WHO_PORT}", Node::Hub.tunnel_address())
+            .parse()
+            .expect("address");
+        let thread = std::thread::spawn(move || {
+            let run = renkei_lab::netns::run_inside(&ns_name, move || {
+                let (mut made, mut failed) = (0, Vec::new());
+                while !stopped.load(Ordering::Relaxed) {
+                    // A SYN lost to the switch is sent again after 1 s: within the timeout.
+                    match std::net::TcpStream::connect_timeout(&address, CONNECT_TIMEOUT) {
+                        Ok(_) => made += 1,
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                    std::thread::sleep(PROBE_EVERY);
+                }
+                (made, failed)
+            });
+            run.unwrap_or_else(|e| (0, vec![e.to_string()]))
+        });
+        Prober {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops; returns how many connections were made and the failures.
+    fn finish(mut self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .map(|t| t.join().unwrap_or((0, vec!["the prober panicked".into()])))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The operator drains the primary for maintenance: `renkei remote ... prefer-hub dc-backup`
+/// moves the box to the backup at once (both healthy) with no new connection lost, the
+/// preference holds while the primary stays healthy past the hold time, an unknown hub is a
+/// 404 naming it, a non-operator is refused, and `prefer-hub --clear` returns the box.
+#[test]
+fn avl4_operator_prefers_a_hub_for_maintenance_without_losing_a_new_connection() {
+    require_root!();
+    let lab = Lab::with_backup_hub().expect("lab");
+    let operator = renkei_lab::operator::Operator::new(&lab).expect("operator");
+    let _primary = lab
+        .start(Node::Hub, &lab.config(Node::Hub))
+        .expect("primary hub");
+    let _backup = lab
+        .start_backup_hub(&lab.backup_hub_config())
+        .expect("backup hub");
+    let mut config = lab.config(Node::Hospital);
+    config.tls = Some(renkei_lab::lab::tls_config());
+    config.management = Some(operator.management(Node::Hospital, 120, false));
+    lab.add_backup_hub(&mut config, failover_config());
+    let hospital = lab.start(Node::Hospital, &config).expect("hospital");
+    wait_until(
+        LINK_UP_TIMEOUT,
+        "the hospital on the primary, the backup healthy",
+        || {
+            let status = hospital.status().ok()?;
+            let hubs = &status["hubs"];
+            (hubs["active"] == PRIMARY_HUB_PEER
+                && hubs["members"][0]["healthy"] == true
+                && hubs["members"][1]["healthy"] == true)
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", hospital.log_text()));
+    let who_address = format!("{}:{WHO_PORT}", Node::Hub.tunnel_address());
+    let who = Who {
+        primary: ProbeEndpoint::start(lab.ns(Node::Hub), &who_address).expect("listener"),
+        backup: ProbeEndpoint::start(lab.backup_hub_ns(), &who_address).expect("listener"),
+    };
+    assert_eq!(who.connect(&lab, Node::Hospital), Some(PRIMARY_HUB_PEER));
+
+    // A client the CA vouches for that is not the operator is refused (the identity rule of
+    // every /v1 route).
+    let stranger = lab
+        .ca
+        .issue("stranger.renkei.test")
+        .and_then(|leaf| leaf.write(&lab.dir.join("stranger"), "client"))
+        .expect("a stranger's certificate");
+    let body = lab.dir.join("prefer.json");
+    std::fs::write(&body, br#"{"hub": "dc-backup"}"#).expect("body");
+    let refused = operator
+        .raw_request(
+            &lab,
+            Node::Hospital,
+            ("POST", "/v1/hubs/prefer"),
+            Some(&body),
+            &["Content-Type: application/json".to_string()],
+            Some(&stranger),
+        )
+        .expect("curl");
+    assert_eq!(refused.status, Some(403), "{}", refused.output);
+    assert_eq!(refused.error_code(), Some("not_operator"));
+    assert_eq!(active_hub(&hospital).as_deref(), Some(PRIMARY_HUB_PEER));
+
+    // The drain: new connections run all along.
+    let prober = Prober::start(&lab, Node::Hospital);
+    let switches_before = hub_switches(&hospital).len();
+    let asked = operator
+        .remote_from(
+            lab.ns(Node::Hub),
+            Node::Hospital,
+            &["prefer-hub", BACKUP_HUB_PEER],
+        )
+        .expect("renkei remote prefer-hub");
+    assert!(asked.success, "{}", asked.output);
+    let took = wait_for_hub(
+        &hospital,
+        BACKUP_HUB_PEER,
+        Duration::from_millis(500) + Duration::from_secs(GROUP_CHECK_SECS),
+        "the move to the preferred hub",
+    );
+    eprintln!("the preferred hub took over after {took:?}");
+    new_connection_reaches(&who, &lab, Node::Hospital, BACKUP_HUB_PEER, &hospital);
+    let step: Vec<_> = hub_switches(&hospital)[switches_before..].to_vec();
+    assert_eq!(step.len(), 1, "{step:?}");
+    assert_eq!(step[0]["params"]["reason"], "operator_preferred");
+    let status = hospital.status().expect("status");
+    assert_eq!(status["hubs"]["preferred"], BACKUP_HUB_PEER);
+    assert_eq!(
+        status["hubs"]["failovers"], 0,
+        "a planned move is no failover"
+    );
+
+    // The preference holds: the primary stays healthy for longer than the hold time and the
+    // box stays where the operator put it.
+    let watched = Instant::now();
+    while watched.elapsed() < FAIL_BACK_BOUND * 2 {
+        let status = hospital.status().expect("status");
+        assert_eq!(
+            status["hubs"]["active"], BACKUP_HUB_PEER,
+            "{}",
+            status["hubs"]
+        );
+        std::thread::sleep(renkei_lab::wait::POLL);
+    }
+    assert_eq!(
+        hospital.status().expect("status")["hubs"]["members"][0]["healthy"],
+        true,
+        "the primary answered all along"
+    );
+
+    // An unknown hub is refused with its name (the box is reached through the backup now).
+    let unknown = operator
+        .remote_from(
+            lab.backup_hub_ns(),
+            Node::Hospital,
+            &["prefer-hub", "dc-kyoto"],
+        )
+        .expect("renkei remote prefer-hub");
+    assert!(!unknown.success, "{}", unknown.output);
+    assert_eq!(
+        unknown.error_code(),
+        Some("unknown_hub"),
+        "{}",
+        unknown.output
+    );
+    assert!(unknown.output.contains("dc-kyoto"), "{}", unknown.output);
+
+    // Cleared: the healthy primary takes the box back.
+    let cleared = operator
+        .remote_from(
+            lab.backup_hub_ns(),
+            Node::Hospital,
+            &["prefer-hub", "--clear"],
+        )
+        .expect("renkei remote prefer-hub --clear");
+    assert!(cleared.success, "{}", cleared.output);
+    wait_for_hub(
+        &hospital,
+        PRIMARY_HUB_PEER,
+        Duration::from_millis(500) + Duration::from_secs(GROUP_CHECK_SECS),
+        "the return after the preference was cleared",
+    );
+    new_connection_reaches(&who, &lab, Node::Hospital, PRIMARY_HUB_PEER, &hospital);
+    let (made, failed) = prober.finish();
+    assert!(made > 10, "the prober made {made} connections");
+    assert!(
+        failed.is_empty(),
+        "no new connection is lost to a planned move: {failed:?}"
+    );
+    assert_eq!(
+        hospital.status().expect("status")["hubs"]["preferred"],
+        serde_json::Value::Null
+    );
+}

@@ -24,8 +24,9 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::state::operator_contact::OperatorContact;
-use crate::tunnel::{DemandGuard, TunnelError, TunnelHandle};
 /// A facility's hub group (AVL-4), WireGuard's today; the status side sees it through here.
+pub use crate::tunnel::failover::UnknownHub;
+use crate::tunnel::{DemandGuard, TunnelError, TunnelHandle};
 pub use crate::tunnel::{HubSnapshot, HubsSnapshot, PreferError};
 pub use snapshot::{
     CarrierBackend, CarrierKind, CarrierSnapshot, ClosedCarrier, ClosedLink, DropCounts,
