@@ -482,3 +482,83 @@ fn avl4_operator_prefers_a_hub_for_maintenance_without_losing_a_new_connection()
         serde_json::Value::Null
     );
 }
+
+/// The clinic (on-demand) with the primary dead: a connection's tunnel attempt on the primary
+/// gets no handshake within `connect_timeout_secs`, the box moves to the backup, and the
+/// connection (its SYN sent again by TCP) goes through the backup. Idle for the hold time, the
+/// box returns to the primary, and once the primary runs again the next connection reaches it.
+#[test]
+fn avl4_on_demand_box_fails_over_within_connect_timeout_and_returns_when_idle() {
+    require_root!();
+    const CLINIC_CONNECT_TIMEOUT_SECS: u64 = 3;
+    const CLINIC_IDLE_TIMEOUT_SECS: u64 = 10;
+    let lab = Lab::with_backup_hub().expect("lab");
+    let mut primary = lab
+        .start(Node::Hub, &lab.config(Node::Hub))
+        .expect("primary hub");
+    let _backup = lab
+        .start_backup_hub(&lab.backup_hub_config())
+        .expect("backup hub");
+    let mut config = lab.config(Node::Clinic);
+    if let Some(tunnel) = config.tunnel.as_mut() {
+        tunnel.policy.connect_timeout_secs = CLINIC_CONNECT_TIMEOUT_SECS;
+        tunnel.policy.idle_timeout_secs = CLINIC_IDLE_TIMEOUT_SECS;
+    }
+    lab.add_backup_hub(&mut config, failover_config());
+    let clinic = lab.start(Node::Clinic, &config).expect("clinic");
+    let who_address = format!("{}:{WHO_PORT}", Node::Hub.tunnel_address());
+    let who = Who {
+        primary: ProbeEndpoint::start(lab.ns(Node::Hub), &who_address).expect("listener"),
+        backup: ProbeEndpoint::start(lab.backup_hub_ns(), &who_address).expect("listener"),
+    };
+    assert_eq!(active_hub(&clinic).as_deref(), Some(PRIMARY_HUB_PEER));
+    let status = clinic.status().expect("status");
+    assert_eq!(
+        status["tunnel"]["state"], "idle",
+        "an idle on-demand box sends nothing, no probes: {status}"
+    );
+
+    // The primary dies while the clinic is idle; a viewer connects.
+    primary.kill();
+    let started = Instant::now();
+    let address = who_address.parse().expect("address");
+    let connected = lab
+        .ns(Node::Clinic)
+        .run_inside(move || std::net::TcpStream::connect_timeout(&address, Duration::from_secs(20)))
+        .expect("inside the clinic");
+    let took = started.elapsed();
+    eprintln!("the first connection after the primary died took {took:?}");
+    assert!(
+        connected.is_ok(),
+        "the connection goes through the backup once the box moved: {connected:?}\n{}",
+        clinic.log_text()
+    );
+    assert_eq!(who.backup.peers().len(), 1, "it reached the backup");
+    let switches = hub_switches(&clinic);
+    assert_eq!(switches.len(), 1, "{switches:?}");
+    assert_eq!(switches[0]["params"]["reason"], "connect_failed");
+    assert_eq!(active_hub(&clinic).as_deref(), Some(BACKUP_HUB_PEER));
+    // The move itself came within the connect timeout (and the group's check), the connection
+    // with TCP's next SYN retransmission after it (at 7 s).
+    assert!(
+        took < Duration::from_secs(2 * (CLINIC_CONNECT_TIMEOUT_SECS + GROUP_CHECK_SECS) + 7),
+        "{took:?}"
+    );
+    drop(connected);
+
+    // Idle for the idle timeout, and the hold time passed: the box returns to the primary
+    // (no probe: the next connection tries it).
+    let _primary = lab
+        .start(Node::Hub, &lab.config(Node::Hub))
+        .expect("primary hub again");
+    wait_for_hub(
+        &clinic,
+        PRIMARY_HUB_PEER,
+        Duration::from_secs(CLINIC_IDLE_TIMEOUT_SECS + FAIL_BACK_AFTER_SECS + GROUP_CHECK_SECS),
+        "the on-demand box's return while idle",
+    );
+    let switches = hub_switches(&clinic);
+    assert_eq!(switches.len(), 2, "{switches:?}");
+    assert_eq!(switches[1]["params"]["reason"], "fail_back");
+    new_connection_reaches(&who, &lab, Node::Clinic, PRIMARY_HUB_PEER, &clinic);
+}

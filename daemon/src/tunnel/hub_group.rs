@@ -44,6 +44,10 @@ pub(crate) struct HubGroup {
     config: FailoverConfig,
     preference: Preference,
     occurrences: broadcast::Sender<Occurrence>,
+    /// on_demand: how long a connect attempt may take (`tunnel.policy.connect_timeout_secs`).
+    connect_timeout: Duration,
+    /// on_demand: since when the active member has been connecting without a session.
+    connecting_since: Mutex<Option<Instant>>,
 }
 
 /// Why the operator's preference was refused.
@@ -103,6 +107,7 @@ impl HubGroup {
         config: &FailoverConfig,
         peers: &[Arc<Peer>],
         active_mode: Mode,
+        connect_timeout: Duration,
         preference: Preference,
         now: Instant,
     ) -> Option<Self> {
@@ -140,6 +145,8 @@ impl HubGroup {
             config: config.clone(),
             preference,
             occurrences,
+            connect_timeout,
+            connecting_since: Mutex::new(None),
         })
     }
 
@@ -164,6 +171,9 @@ impl HubGroup {
                 .iter()
                 .map(|&i| plane.peers[i].lock().policy.last_heard())
                 .collect();
+            if self.active_mode == Mode::OnDemand {
+                self.check_connect(&plane, now).await;
+            }
             let steps = {
                 let mut machine = self.machine();
                 for (member, at) in heard.iter().enumerate() {
@@ -187,6 +197,31 @@ impl HubGroup {
         }
     }
 
+    /// on_demand: an attempt of the active member (started by a proxied connection or by any
+    /// packet for its prefixes) that has not brought a session within the connect timeout
+    /// fails over, as [`HubGroup::connect_failed`].
+    async fn check_connect(&self, plane: &DataPlane, now: Instant) {
+        let index = self.members[self.machine().active()];
+        let connecting = plane.peers[index].lock().policy.state() == LinkState::Connecting;
+        let overdue = {
+            let mut since = lock(&self.connecting_since);
+            match (connecting, *since) {
+                (false, _) => {
+                    *since = None;
+                    false
+                }
+                (true, None) => {
+                    *since = Some(now);
+                    false
+                }
+                (true, Some(at)) => now.saturating_duration_since(at) >= self.connect_timeout,
+            }
+        };
+        if overdue {
+            self.connect_failed(plane, index).await;
+        }
+    }
+
     /// on_demand: a connect through the active member (plane index `peer_index`) got no
     /// handshake in time: the next member takes over for the next connect.
     pub(crate) async fn connect_failed(&self, plane: &DataPlane, peer_index: usize) {
@@ -198,6 +233,7 @@ impl HubGroup {
             machine.connect_failed(Instant::now())
         };
         if let Some(switch) = switch {
+            *lock(&self.connecting_since) = None;
             self.switch(plane, switch).await;
         }
     }

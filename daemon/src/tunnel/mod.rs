@@ -459,8 +459,15 @@ impl Tunnel {
                 PolicyMode::AlwaysOn => Mode::AlwaysOn,
                 PolicyMode::OnDemand => Mode::OnDemand,
             };
-            hub_group::HubGroup::new(f, &plane.peers, active_mode, Arc::clone(preference), now)
-                .map(Arc::new)
+            hub_group::HubGroup::new(
+                f,
+                &plane.peers,
+                active_mode,
+                Duration::from_secs(tunnel.policy.connect_timeout_secs),
+                Arc::clone(preference),
+                now,
+            )
+            .map(Arc::new)
         });
 
         let mut tasks = JoinSet::new();
