@@ -533,7 +533,12 @@ fn avl4_on_demand_box_fails_over_within_connect_timeout_and_returns_when_idle() 
         "the connection goes through the backup once the box moved: {connected:?}\n{}",
         clinic.log_text()
     );
-    assert_eq!(who.backup.peers().len(), 1, "it reached the backup");
+    wait_until(
+        Duration::from_secs(2),
+        "the backup's listener to note it",
+        || (who.backup.peers().len() == 1).then_some(()),
+    )
+    .expect("it reached the backup");
     let switches = hub_switches(&clinic);
     assert_eq!(switches.len(), 1, "{switches:?}");
     assert_eq!(switches[0]["params"]["reason"], "connect_failed");

@@ -12,6 +12,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use boringtun::noise::Tunn;
+use boringtun::x25519::PublicKey;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -257,16 +259,30 @@ impl HubGroup {
         Ok(self.machine().active_name().to_string())
     }
 
-    /// Sends member `member` a handshake: a new one on its session, or a greeting when it has
-    /// none (the passive policy answers a resume with an initiation).
+    /// Sends member `member` a handshake initiation. A standby member without session state
+    /// gets some first, without a change of its policy's state: a dead standby hub is probed
+    /// again and again, and must not fill the event ring with connecting/idle changes. The
+    /// active member's own policy connects it when it has none.
     async fn probe(&self, plane: &DataPlane, member: usize) {
         let peer = &plane.peers[self.members[member]];
-        let has_session = peer.lock().tunn.is_some();
-        if has_session {
-            plane.rehandshake(peer).await;
-        } else if peer.is_standby() {
-            plane.external_event(peer, Event::Resume).await;
+        {
+            let mut state = peer.lock();
+            if state.tunn.is_none() {
+                if !peer.is_standby() {
+                    return;
+                }
+                // As the data plane makes one for a peer (its `new_tunn`, private to it).
+                state.tunn = Some(Box::new(Tunn::new(
+                    plane.own_secret.clone(),
+                    PublicKey::from(peer.public_key),
+                    None,
+                    peer.keepalive_secs.filter(|k| *k > 0),
+                    peer.index,
+                    Some(Arc::clone(&plane.rate_limiter)),
+                )));
+            }
         }
+        plane.rehandshake(peer).await;
     }
 
     /// Makes `switch.to` the only routing member and starts its policy; the old one becomes
