@@ -35,6 +35,8 @@ const FAIL_BACK_BOUND: Duration =
     Duration::from_secs(PROBE_INTERVAL_SECS + FAIL_BACK_AFTER_SECS + GROUP_CHECK_SECS);
 /// How long the always-on box may take to come up at start.
 const LINK_UP_TIMEOUT: Duration = Duration::from_secs(15);
+/// The hospital's status page in the prefer test: plain HTTP on the box's loopback.
+const STATUS_LISTEN: &str = "127.0.0.1:8080";
 /// A new connection through the tunnel.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -346,6 +348,7 @@ fn avl4_operator_prefers_a_hub_for_maintenance_without_losing_a_new_connection()
     let mut config = lab.config(Node::Hospital);
     config.tls = Some(renkei_lab::lab::tls_config());
     config.management = Some(operator.management(Node::Hospital, 120, false));
+    config.status = Some(renkei_lab::web::status(STATUS_LISTEN).expect("[status]"));
     lab.add_backup_hub(&mut config, failover_config());
     let hospital = lab.start(Node::Hospital, &config).expect("hospital");
     wait_until(
@@ -418,6 +421,44 @@ fn avl4_operator_prefers_a_hub_for_maintenance_without_losing_a_new_connection()
     assert_eq!(
         status["hubs"]["failovers"], 0,
         "a planned move is no failover"
+    );
+
+    // OPS-4: the metrics say which hub is active and which answer, and pass promtool.
+    let base = format!("http://{STATUS_LISTEN}");
+    let page = lab.ns(Node::Hospital);
+    let session =
+        renkei_lab::web::login(page, &base, renkei_lab::web::ADMIN_PASSWORD).expect("login");
+    let metrics = renkei_lab::web::get(page, &base, &session, "/metrics").expect("metrics");
+    assert_eq!(metrics.status, 200, "{}", metrics.body);
+    for expected in [
+        "renkei_hub_active{hub=\"dc\"} 0\n",
+        "renkei_hub_active{hub=\"dc-backup\"} 1\n",
+        "renkei_hub_healthy{hub=\"dc\"} 1\n",
+        "renkei_hub_healthy{hub=\"dc-backup\"} 1\n",
+        "renkei_hub_failovers_total 0\n",
+    ] {
+        assert!(
+            metrics.body.contains(expected),
+            "{expected:?} missing:\n{}",
+            metrics.body
+        );
+    }
+    let promtool = renkei_lab::tlstools::run_bounded(
+        page,
+        "promtool",
+        &["check", "metrics"],
+        metrics.body.as_bytes(),
+        Duration::from_secs(20),
+    )
+    .expect("promtool");
+    assert!(promtool.success(), "{}\n{}", promtool.output, metrics.body);
+    // renkei status names the active hub and the preference.
+    let summary = renkei::status::summary(&hospital.status().expect("status"));
+    assert!(
+        summary.contains(
+            "hubs: dc healthy, dc-backup (active) healthy, preferred by the operator; 0 failovers"
+        ),
+        "{summary}"
     );
 
     // The preference holds: the primary stays healthy for longer than the hold time and the
