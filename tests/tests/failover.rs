@@ -330,6 +330,33 @@ impl Drop for Prober {
     }
 }
 
+/// What headless Chromium reads on the status page at `base` from `ns`
+/// (tests/browser/status_page.mjs), logged in with the lab password.
+fn browser_read(lab: &Lab, ns: &renkei_lab::Namespace, base: &str) -> serde_json::Value {
+    let browser = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    let profile = lab.dir.join("chromium-profile");
+    std::fs::create_dir_all(&profile).expect("profile dir");
+    let screenshot = lab.dir.join("status-page.png");
+    let result = renkei_lab::web::browser_script(
+        ns,
+        &browser.join("status_page.mjs"),
+        &[
+            base,
+            &profile.to_string_lossy(),
+            &screenshot.to_string_lossy(),
+            "{}",
+        ],
+        Duration::from_secs(180),
+    );
+    assert_eq!(result["ok"], true, "{result:#}");
+    assert_eq!(
+        result["console_errors"],
+        serde_json::json!([]),
+        "{result:#}"
+    );
+    result
+}
+
 /// The operator drains the primary for maintenance: `renkei remote ... prefer-hub dc-backup`
 /// moves the box to the backup at once (both healthy) with no new connection lost, the
 /// preference holds while the primary stays healthy past the hold time, an unknown hub is a
@@ -452,6 +479,25 @@ fn avl4_operator_prefers_a_hub_for_maintenance_without_losing_a_new_connection()
     )
     .expect("promtool");
     assert!(promtool.success(), "{}\n{}", promtool.output, metrics.body);
+    // The status page's hubs card, in English and Japanese.
+    let page_read = browser_read(&lab, page, &base);
+    let english = &page_read["english"];
+    assert_eq!(english["hubs_visible"], true, "{english:#}");
+    assert_eq!(english["hubs_active"], BACKUP_HUB_PEER);
+    let rows = english["hub_rows"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 2, "{english:#}");
+    assert_eq!(rows[1]["active"], "true");
+    assert_eq!(rows[1]["cells"][1], "active");
+    assert_eq!(rows[0]["cells"][1], "standby");
+    assert_eq!(rows[0]["cells"][2], "answering");
+    assert!(
+        rows[1]["cells"][0].as_str().unwrap_or("").contains('★'),
+        "preferred: {rows:?}"
+    );
+    let japanese = &page_read["japanese"]["hub_rows"];
+    assert_eq!(japanese[1]["cells"][1], "使用中", "{japanese:#}");
+    assert_eq!(japanese[0]["cells"][1], "待機");
+    assert_eq!(japanese[0]["cells"][2], "応答あり");
     // renkei status names the active hub and the preference.
     let summary = renkei::status::summary(&hospital.status().expect("status"));
     assert!(
