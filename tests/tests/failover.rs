@@ -67,6 +67,27 @@ fn hub_switches(daemon: &Daemon) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Handshake initiations the box sent to peer `name`.
+fn handshake_attempts(daemon: &Daemon, name: &str) -> u64 {
+    daemon
+        .peer(name)
+        .ok()
+        .and_then(|p| p["backend"]["wireguard"]["handshake_attempts"].as_u64())
+        .unwrap_or(0)
+}
+
+/// The box's events with `code` about peer `name`.
+fn tunnel_events(daemon: &Daemon, name: &str, code: &str) -> Vec<serde_json::Value> {
+    daemon
+        .status()
+        .ok()
+        .and_then(|s| s["events"].as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["code"] == code && e["params"]["peer"] == name)
+        .collect()
+}
+
 /// Waits until the box uses `hub`; returns how long it took.
 fn wait_for_hub(daemon: &Daemon, hub: &str, bound: Duration, what: &str) -> Duration {
     let started = Instant::now();
@@ -239,10 +260,28 @@ fn avl4_always_on_box_fails_over_on_cut_and_kill_and_returns_after_the_hold_time
 
     // Step 3: the primary's process dies.
     let switches_before = hub_switches(&hospital).len();
+    let connecting_before_kill =
+        tunnel_events(&hospital, PRIMARY_HUB_PEER, "tunnel_connecting").len();
     primary.kill();
     let took = wait_for_hub(&hospital, BACKUP_HUB_PEER, FAILOVER_BOUND, "the failover");
     eprintln!("failover after the kill took {took:?}");
     new_connection_reaches(&who, &lab, Node::Hospital, BACKUP_HUB_PEER, &hospital);
+    // The dead primary, now standby, is probed without its state going to connecting and back:
+    // no event churn in the ring while a hub stays dead.
+    let attempts = || handshake_attempts(&hospital, PRIMARY_HUB_PEER);
+    let before = attempts();
+    wait_until(
+        Duration::from_secs(4 * PROBE_INTERVAL_SECS),
+        "two probes of the dead primary",
+        || (attempts() >= before + 2).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", hospital.log_text()));
+    let connecting = tunnel_events(&hospital, PRIMARY_HUB_PEER, "tunnel_connecting");
+    assert_eq!(
+        connecting.len(),
+        connecting_before_kill,
+        "no connecting event for the dead standby: {connecting:?}"
+    );
     let status = hospital.status().expect("status");
     assert_eq!(status["hubs"]["failovers"], 2, "{}", status["hubs"]);
     assert_eq!(
