@@ -121,6 +121,25 @@
     return tbody;
   }
 
+  // A facility's primary and backup hubs (AVL-4): the card is shown only when the box has a
+  // hub group.
+  function renderHubs(hubs) {
+    $("hubs-card").hidden = !hubs;
+    if (!hubs) return;
+    set("hubs-active", hubs.active);
+    set("hubs-preferred", hubs.preferred || t("hubs_no_preference"));
+    set("hubs-failovers", hubs.failovers);
+    const rows = table("hubs");
+    (hubs.members || []).forEach(function (m) {
+      const heard = typeof m.last_heard_age_secs === "number" ? m.last_heard_age_secs + " " + t("seconds_ago") : t("never");
+      const tr = row(rows, [m.name + (m.preferred ? " ★" : ""), t(m.active ? "hubs_role_active" : "hubs_role_standby"),
+        t(m.healthy ? "hubs_healthy" : "hubs_not_answering"), heard], m.active && !m.healthy ? "alarm-row" : "");
+      tr.dataset.hub = m.name;
+      tr.dataset.active = String(m.active === true);
+      tr.dataset.healthy = String(m.healthy === true);
+    });
+  }
+
   function render(doc) {
     last = doc;
     set("facility", doc.facility);
@@ -143,8 +162,10 @@
     kind.dataset.kind = tunnel.kind;
     kind.textContent = word("carrier_", tunnel.kind);
     set("reachability", reachability(tunnel));
-    // The card shows the peer in alarm if there is one, else the first (a facility box has one).
-    const peer = peers.find((p) => p.alarm) || peers[0] || {};
+    // The card shows the peer in alarm if there is one, else the active hub of a hub group, else
+    // the first (a facility box has one).
+    const activeHub = doc.hubs ? peers.find((p) => p.name === doc.hubs.active) : null;
+    const peer = peers.find((p) => p.alarm) || activeHub || peers[0] || {};
     set("tunnel-peer", peer.name);
     set("tunnel-reason", peer.reason);
     set("tunnel-policy", t("policy_" + tunnel.policy));
@@ -196,6 +217,8 @@
       tr.dataset.peer = p.name;
       tr.dataset.alarm = String(p.alarm === true);
     });
+
+    renderHubs(doc.hubs);
 
     const c = doc.config || {};
     const pushed = typeof c.signer === "string";

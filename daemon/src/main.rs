@@ -132,10 +132,13 @@ enum Command {
         #[arg(long)]
         version: Option<u64>,
     },
-    /// Show a box's running config version, hash, signer and confirm state.
+    /// Show a box's running config version, hash, signer and confirm state; or, with an
+    /// action, read or steer its hub group.
     Remote {
         #[command(flatten)]
         target: TargetArgs,
+        #[command(subcommand)]
+        action: Option<RemoteAction>,
     },
     /// Firmware updates (signed RAUC bundles): install one on this box, or push one to a box
     /// and read a box's firmware state.
@@ -154,6 +157,23 @@ enum Command {
         /// With `--totp`: the box's state directory (`paths.state_dir`).
         #[arg(long, requires = "totp", default_value_os_t = config::Paths::default().state_dir)]
         state_dir: PathBuf,
+    },
+}
+
+/// `renkei remote ... ACTION`: the facility's hub group (AVL-4).
+#[derive(Subcommand)]
+enum RemoteAction {
+    /// Show the hub group: the active hub, each hub's health, the preference, failovers.
+    Hubs,
+    /// Prefer one hub of the group (maintenance of the others): the box moves to it at once
+    /// when it is healthy, and stays until the preference is cleared.
+    PreferHub {
+        /// The hub's peer name.
+        #[arg(required_unless_present = "clear", conflicts_with = "clear")]
+        hub: Option<String>,
+        /// Clear the preference: the box follows the group's own order again.
+        #[arg(long)]
+        clear: bool,
     },
 }
 
@@ -301,7 +321,14 @@ fn main() -> ExitCode {
             config,
         } => report(push(&target, signature, wait_secs, &config)),
         Command::Confirm { target, version } => report(remote(&target, Some(version))),
-        Command::Remote { target } => report(remote(&target, None)),
+        Command::Remote {
+            target,
+            action: None,
+        } => report(remote(&target, None)),
+        Command::Remote {
+            target,
+            action: Some(action),
+        } => report(remote_hubs(&target, action)),
         Command::Update {
             action: UpdateAction::Apply { config, no_reboot },
         } => update_apply(&config, no_reboot),
@@ -730,6 +757,21 @@ fn remote(target: &TargetArgs, confirm: Option<Option<u64>>) -> anyhow::Result<(
         let reply = match confirm {
             Some(version) => client::confirm(&target, version).await?,
             None => client::status(&target).await?,
+        };
+        print_reply(&reply)
+    })
+}
+
+/// `renkei remote ... hubs | prefer-hub NAME | prefer-hub --clear`.
+fn remote_hubs(target: &TargetArgs, action: RemoteAction) -> anyhow::Result<()> {
+    use renkei::control::client;
+    let target = target.target();
+    client_runtime()?.block_on(async {
+        let reply = match action {
+            RemoteAction::Hubs => client::hubs(&target).await?,
+            RemoteAction::PreferHub { hub, .. } => {
+                client::prefer_hub(&target, hub.as_deref()).await?
+            }
         };
         print_reply(&reply)
     })

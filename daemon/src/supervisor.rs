@@ -257,7 +257,7 @@ impl Parts {
                     ManagementServer::start(
                         management,
                         tls,
-                        &self.carrier.handle().device(),
+                        self.carrier.handle(),
                         self.commands.clone(),
                         self.events.clone(),
                         self.contact.clone(),

@@ -105,6 +105,9 @@ try {
       update_result: document.getElementById("update-result").dataset.result,
       update_result_text: text("update-result"),
       update_reason: text("update-reason"),
+      hubs_visible: !document.getElementById("hubs-card").hidden,
+      hub_rows: rows("hubs").map((tr) => ({ hub: tr.dataset.hub, active: tr.dataset.active, healthy: tr.dataset.healthy, cells: cells(tr) })),
+      hubs_active: text("hubs-active"),
     };
   });
   result.initial = await read();

@@ -164,6 +164,7 @@ pub fn hub_config(dir: &Path, box_public_key: &str, interface: &str) -> Config {
                 allowed_ips: vec![host_net(Node::Hospital)],
                 persistent_keepalive_secs: Some(KEEPALIVE_SECS),
             }],
+            failover: None,
         }),
         closed: None,
         ipsec: None,
@@ -264,6 +265,7 @@ pub fn box_config(hub_public_key: &str, hub_endpoint: std::net::SocketAddr) -> C
             allowed_ips: vec![host_net(Node::Hub)],
             persistent_keepalive_secs: Some(KEEPALIVE_SECS),
         }],
+        failover: None,
     });
     config
 }

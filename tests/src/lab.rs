@@ -38,6 +38,11 @@
 //! management API; the charons carry only ESP (userspace libipsec, ESP in UDP 4500) and never
 //! see TLS. The hub's management API binds to `dc0` and so is not reachable over the SAs.
 //!
+//! [`Lab::with_backup_hub`] adds a second data centre for the hub-group tests (AVL-4): the
+//! backup hub in its own namespace on the WAN bridge at 198.18.0.2 ([`BACKUP_HUB_WAN_ADDRESS`]),
+//! with its own WireGuard key, the primary's tunnel address and facility peers, and a
+//! certificate for the hub's name. A facility joins both with [`Lab::add_backup_hub`].
+//!
 //! Names carry a per-lab id
 //! (the test process's pid and a counter), so labs run in parallel, and a later lab removes the
 //! leftovers of a process that died before it could clean up: the processes still inside its
@@ -52,8 +57,8 @@ use std::time::Duration;
 use anyhow::Context;
 use ipnet::IpNet;
 use renkei::config::{
-    ClosedConfig, Config, Direction, EspBackend, Facility, IpsecConfig, Meta, Paths, PeerConfig,
-    PolicyConfig, PolicyMode, Role, TlsConfig, TunnelConfig, DEFAULT_MTU,
+    ClosedConfig, Config, Direction, EspBackend, Facility, FailoverConfig, IpsecConfig, Meta,
+    Paths, PeerConfig, PolicyConfig, PolicyMode, Role, TlsConfig, TunnelConfig, DEFAULT_MTU,
 };
 
 pub use crate::boxconfig::Peer;
@@ -245,6 +250,21 @@ impl Node {
     }
 }
 
+/// The backup hub's WAN address (see [`Lab::with_backup_hub`]).
+pub const BACKUP_HUB_WAN_ADDRESS: &str = "198.18.0.2";
+/// The backup hub's peer name in a facility's config.
+pub const BACKUP_HUB_PEER: &str = "dc-backup";
+/// The primary hub's peer name in a facility's config.
+pub const PRIMARY_HUB_PEER: &str = "dc";
+/// The backup hub's folder in the lab's folder, and its namespace's suffix.
+const BACKUP_HUB_SHORT: &str = "dc2";
+
+/// The second data centre's hub: its namespace and WireGuard public key.
+struct BackupHub {
+    ns: Namespace,
+    public_key: String,
+}
+
 /// The whole lab. Dropping it removes everything it created.
 pub struct Lab {
     /// Per-lab id carried by every name.
@@ -266,6 +286,8 @@ pub struct Lab {
     concentrator: Option<Charon>,
     /// Each IPsec facility's own charon, started by [`Lab::start_with`].
     charons: Mutex<HashMap<Node, Charon>>,
+    /// The second data centre, with [`Lab::with_backup_hub`].
+    backup: Option<BackupHub>,
 }
 
 impl Lab {
@@ -445,7 +467,127 @@ impl Lab {
             probe,
             concentrator,
             charons: Mutex::new(HashMap::new()),
+            backup: None,
         })
+    }
+
+    /// [`Lab::new`] with a second data centre's hub on the WAN bridge (AVL-4): its own
+    /// namespace at [`BACKUP_HUB_WAN_ADDRESS`], its own WireGuard key, and a certificate for
+    /// the hub's name from the lab CA. It runs only when a test starts it
+    /// ([`Lab::start_backup_hub`]).
+    pub fn with_backup_hub() -> anyhow::Result<Lab> {
+        let mut lab = Lab::new()?;
+        let ns = Namespace::create(&format!("rk{}-{BACKUP_HUB_SHORT}", lab.id))?;
+        run(std::process::Command::new("ip").args([
+            "link",
+            "add",
+            "wan0",
+            "netns",
+            ns.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            BACKUP_HUB_SHORT,
+            "netns",
+            lab.wan.name(),
+        ]))?;
+        lab.wan
+            .ip(&["link", "set", BACKUP_HUB_SHORT, "master", "br0", "up"])?;
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{BACKUP_HUB_WAN_ADDRESS}/24"),
+            "dev",
+            "wan0",
+        ])?;
+        ns.ip(&["link", "set", "wan0", "up"])?;
+        let dir = lab.backup_hub_dir();
+        let tls = dir.join("tls");
+        std::fs::create_dir_all(&tls)?;
+        let public = renkei::keys::write_keypair(&dir.join("wg.key"))?;
+        let leaf = lab.ca.issue(Node::Hub.tls_name())?;
+        std::fs::write(tls.join("box.crt"), &leaf.cert_pem)?;
+        write_key(&tls.join("box.key"), &leaf.key_pem)?;
+        std::fs::write(tls.join("operator-ca.crt"), &lab.ca.cert_pem)?;
+        lab.backup = Some(BackupHub {
+            ns,
+            public_key: renkei::keys::encode_key(&public),
+        });
+        Ok(lab)
+    }
+
+    fn backup_hub(&self) -> &BackupHub {
+        self.backup
+            .as_ref()
+            .expect("a lab made with Lab::with_backup_hub")
+    }
+
+    /// The backup hub's namespace.
+    pub fn backup_hub_ns(&self) -> &Namespace {
+        &self.backup_hub().ns
+    }
+
+    /// The backup hub's folder (key, config, state, logs).
+    pub fn backup_hub_dir(&self) -> PathBuf {
+        self.dir.join(BACKUP_HUB_SHORT)
+    }
+
+    /// The backup hub's config: the primary's ([`Lab::config`] of the hub: the same tunnel
+    /// address and facility peers) on its own interface and folders.
+    pub fn backup_hub_config(&self) -> Config {
+        let mut config = self.config(Node::Hub);
+        let dir = self.backup_hub_dir();
+        config.facility.name = "lab dc backup".to_string();
+        config.paths.state_dir = dir.join("state");
+        config.paths.runtime_dir = dir.join("run");
+        if let Some(tunnel) = config.tunnel.as_mut() {
+            tunnel.interface = self.backup_hub_interface();
+        }
+        config
+    }
+
+    /// The backup hub's TUN interface name.
+    pub fn backup_hub_interface(&self) -> String {
+        format!("rk{}b", self.id)
+    }
+
+    /// Writes `config` as the backup hub's config and starts its daemon.
+    pub fn start_backup_hub(&self, config: &(impl ConfigText + ?Sized)) -> anyhow::Result<Daemon> {
+        let dir = self.backup_hub_dir();
+        let path = dir.join("renkei.toml");
+        std::fs::write(&path, config.config_text())
+            .with_context(|| format!("writing {}", path.display()))?;
+        let log = (1..)
+            .map(|n| dir.join(format!("renkei-{n}.log")))
+            .find(|log| !log.exists())
+            .unwrap_or_else(|| dir.join("renkei.log"));
+        Daemon::start(
+            Node::Hub,
+            self.backup_hub_ns(),
+            &path,
+            &dir.join("run"),
+            &log,
+        )
+    }
+
+    /// Gives a facility's `config` the backup hub as a second peer for the primary's prefixes
+    /// ([`BACKUP_HUB_PEER`]) and the hub group `failover`, whose `hubs` are set to the primary
+    /// then the backup.
+    pub fn add_backup_hub(&self, config: &mut Config, mut failover: FailoverConfig) {
+        let tunnel = config
+            .tunnel
+            .as_mut()
+            .expect("a facility config with [tunnel]");
+        tunnel.peers.push(PeerConfig {
+            name: BACKUP_HUB_PEER.to_string(),
+            public_key: self.backup_hub().public_key.clone(),
+            endpoint: Some(format!("{BACKUP_HUB_WAN_ADDRESS}:{HUB_PORT}")),
+            allowed_ips: vec![host_net(Node::Hub.tunnel_address())],
+            persistent_keepalive_secs: None,
+        });
+        failover.hubs = vec![PRIMARY_HUB_PEER.to_string(), BACKUP_HUB_PEER.to_string()];
+        tunnel.failover = Some(failover);
     }
 
     /// The data centre's concentrator (IPsec only).
@@ -724,6 +866,7 @@ impl Lab {
                 handshakes_per_sec: None,
                 policy,
                 peers,
+                failover: None,
             }),
             closed: None,
             ipsec: None,
@@ -856,6 +999,11 @@ impl Drop for Lab {
         let charons = std::mem::take(self.charons.get_mut().unwrap_or_else(|e| e.into_inner()));
         drop(charons);
         drop(self.concentrator.take());
+        if self.backup.take().is_some() {
+            let socket = Path::new(WIREGUARD_SOCKET_DIR)
+                .join(format!("{}.sock", self.backup_hub_interface()));
+            let _ = std::fs::remove_file(socket);
+        }
         // Namespaces go with their fields; sockets of daemons that were killed stay behind.
         for node in Node::ALL {
             let socket =

@@ -433,6 +433,24 @@ impl Operator {
         self.run(lab, args)
     }
 
+    /// `renkei remote <target> <action...>` to `node`, run from `from` (the data centre the
+    /// box is reached through: with primary and backup hubs, the one it uses).
+    pub fn remote_from(
+        &self,
+        from: &crate::netns::Namespace,
+        node: Node,
+        action: &[&str],
+    ) -> anyhow::Result<Outcome> {
+        let bin = renkei_bin()?;
+        let mut args = vec!["remote".to_string()];
+        args.extend(self.target_args(node));
+        args.extend(action.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let finished = run_bounded(from, &bin.to_string_lossy(), &args, b"", COMMAND_TIMEOUT)
+            .context("running the operator's renkei")?;
+        Ok(Outcome::from(finished))
+    }
+
     /// `renkei remote` (the box's config state) of `node`.
     pub fn remote(&self, lab: &Lab, node: Node) -> anyhow::Result<Outcome> {
         let mut args = vec!["remote".to_string()];

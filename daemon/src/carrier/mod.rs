@@ -24,7 +24,10 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::state::operator_contact::OperatorContact;
+/// A facility's hub group (AVL-4), WireGuard's today; the status side sees it through here.
+pub use crate::tunnel::failover::UnknownHub;
 use crate::tunnel::{DemandGuard, TunnelError, TunnelHandle};
+pub use crate::tunnel::{HubSnapshot, HubsSnapshot, PreferError};
 pub use snapshot::{
     CarrierBackend, CarrierKind, CarrierSnapshot, ClosedCarrier, ClosedLink, DropCounts,
     IpsecCarrier, IpsecChildSa, IpsecIkeSa, IpsecLink, IpsecTraffic, LinkBackend, LinkSnapshot,
@@ -418,6 +421,36 @@ impl CarrierHandle {
         }
     }
 
+    /// Watches the link called `name` that carries `destination`: on WireGuard the peer of
+    /// that name (the hubs of a hub group share their addresses), elsewhere as `watch_state`.
+    pub fn watch_link(
+        &self,
+        name: &str,
+        destination: IpAddr,
+    ) -> Option<watch::Receiver<LinkState>> {
+        match self.backend() {
+            BackendHandle::WireGuard(t) => t.watch_peer(name),
+            BackendHandle::Closed(_) | BackendHandle::Ipsec(_) => self.watch_state(destination),
+        }
+    }
+
+    /// The facility's hub group (AVL-4): WireGuard only; `None` without one.
+    pub fn hubs(&self) -> Option<HubsSnapshot> {
+        match self.backend() {
+            BackendHandle::WireGuard(t) => t.hubs(),
+            BackendHandle::Closed(_) | BackendHandle::Ipsec(_) => None,
+        }
+    }
+
+    /// The operator prefers hub `name` of the hub group until cleared with `None`; returns the
+    /// hub active afterwards.
+    pub async fn prefer_hub(&self, name: Option<&str>) -> Result<String, PreferError> {
+        match self.backend() {
+            BackendHandle::WireGuard(t) => t.prefer_hub(name).await,
+            BackendHandle::Closed(_) | BackendHandle::Ipsec(_) => Err(PreferError::NoGroup),
+        }
+    }
+
     /// Watches whether the kernel forwards IPv4 between interfaces, for a carrier that relies
     /// on it being off (a closed network: NET-8); `None` for one that does not.
     pub fn watch_ip_forward(&self) -> Option<watch::Receiver<Option<bool>>> {
@@ -428,12 +461,13 @@ impl CarrierHandle {
     }
 
     /// Events the carrier itself raises (IPsec: refused negotiations, SAs outside the
-    /// profile); `None` for a carrier that raises none.
+    /// profile; WireGuard: hub switches of a hub group); `None` for a carrier that raises none.
     pub fn occurrences(
         &self,
     ) -> Option<tokio::sync::broadcast::Receiver<crate::state::events::Occurrence>> {
         match self.backend() {
-            BackendHandle::WireGuard(_) | BackendHandle::Closed(_) => None,
+            BackendHandle::WireGuard(t) => t.hub_occurrences(),
+            BackendHandle::Closed(_) => None,
             BackendHandle::Ipsec(i) => Some(i.occurrences()),
         }
     }

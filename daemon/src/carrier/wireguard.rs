@@ -157,6 +157,7 @@ mod tests {
                 reason: "session established".to_string(),
                 alarm: true,
                 session_keys_present: true,
+                standby: false,
                 last_handshake: Some(handshake),
                 last_handshake_age_secs: Some(7),
                 holds: 2,

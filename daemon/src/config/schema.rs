@@ -173,6 +173,43 @@ pub struct TunnelConfig {
     /// Remote ends, written as `[[tunnel.peer]]` tables.
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerConfig>,
+    /// A facility's primary and backup hubs for the same prefixes (AVL-4); absent means every
+    /// peer routes its own prefixes at all times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverConfig>,
+}
+
+/// `[tunnel.failover]`: peers that stand for the same data centre prefixes, in order of
+/// preference. Exactly one of them routes at a time; the box moves to the next when the active
+/// one stops answering and returns to a preferred one once it has stayed healthy for the hold
+/// time.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverConfig {
+    /// Names of `[[tunnel.peer]]` entries, most preferred first (at least two).
+    pub hubs: Vec<String>,
+    /// always_on: the active hub is given up after this long without an answer (a handshake
+    /// or any authenticated packet). Well under the 180 s handshake alarm.
+    #[serde(default = "default_failover_after_secs")]
+    pub failover_after_secs: u64,
+    /// How long a more preferred hub must keep answering before the box returns to it; a hub
+    /// that stops answering within it starts again from zero (no flapping).
+    #[serde(default = "default_fail_back_after_secs")]
+    pub fail_back_after_secs: u64,
+    /// always_on: a hub that has not answered for this long is sent a handshake, so that the
+    /// active hub's silence and a standby hub's recovery are noticed.
+    #[serde(default = "default_hub_probe_interval_secs")]
+    pub probe_interval_secs: u64,
+}
+
+fn default_failover_after_secs() -> u64 {
+    30
+}
+fn default_fail_back_after_secs() -> u64 {
+    120
+}
+fn default_hub_probe_interval_secs() -> u64 {
+    10
 }
 
 /// The smallest default of `handshakes_per_sec`, whatever the peer count: what boringtun

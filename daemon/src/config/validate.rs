@@ -54,6 +54,14 @@ const MAX_PUSH_BYTES_RANGE: (usize, usize) = (64 * 1024, super::MAX_CONFIG_BYTES
 const HEALTH_DEADLINE_SECS_RANGE: (u64, u64) = (30, 1800);
 /// Longest `update.compatible`.
 const MAX_COMPATIBLE_CHARS: usize = 128;
+/// Bounds of `tunnel.failover.failover_after_secs`: longer than a handshake retransmission
+/// or two, and it must stay under `handshake_alarm_secs` as well.
+const FAILOVER_AFTER_SECS: (u64, u64) = (5, 600);
+/// Bounds of `tunnel.failover.fail_back_after_secs`: some hysteresis, at most a day.
+const FAIL_BACK_AFTER_SECS: (u64, u64) = (5, 86_400);
+/// Bounds of `tunnel.failover.probe_interval_secs` (and it must be shorter than
+/// `failover_after_secs`, so a live hub is heard before it is given up).
+const HUB_PROBE_INTERVAL_SECS: (u64, u64) = (1, 300);
 /// A certificate identity is a DNS name (at most 253), a URI or a CN; longer is a mistake.
 const MAX_BOX_IDENTITY_CHARS: usize = 1024;
 
@@ -80,6 +88,7 @@ pub fn validate(config: &Config, read_files: bool) -> Vec<Problem> {
     checker.link();
     checker.tunnel();
     checker.peers();
+    checker.failover();
     checker.closed();
     checker.ipsec();
     checker.tls();
@@ -426,6 +435,15 @@ impl Checker<'_> {
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut public_keys: HashMap<[u8; keys::KEY_LEN], usize> = HashMap::new();
         let mut routes: Vec<(IpNet, usize)> = Vec::new();
+        // Members of a hub group share their prefixes on purpose; `failover` checks that they
+        // agree. Any other overlap is refused as before.
+        let group: Vec<&str> = match (&tunnel.failover, role) {
+            (Some(failover), Role::Disclosing | Role::Viewing) => {
+                failover.hubs.iter().map(String::as_str).collect()
+            }
+            _ => Vec::new(),
+        };
+        let grouped = |name: &str| group.contains(&name);
 
         for (i, peer) in tunnel.peers.iter().enumerate() {
             let path = base.index(i);
@@ -493,10 +511,10 @@ impl Checker<'_> {
                     );
                     continue;
                 }
-                if let Some((other, owner)) = routes
-                    .iter()
-                    .find(|(other, _)| other.contains(net) || net.contains(other))
-                {
+                if let Some((other, owner)) = routes.iter().find(|(other, owner)| {
+                    (other.contains(net) || net.contains(other))
+                        && !(grouped(&peer.name) && grouped(&tunnel.peers[*owner].name))
+                }) {
                     let owner_name = &tunnel.peers[*owner].name;
                     self.report(
                         npath,
@@ -510,6 +528,111 @@ impl Checker<'_> {
             if let Some(keepalive) = peer.persistent_keepalive_secs {
                 self.range(path.key("persistent_keepalive_secs"), keepalive, 0, 3600);
             }
+        }
+    }
+
+    /// `[tunnel.failover]`: a facility's hub group names at least two distinct peers that
+    /// route exactly the same prefixes, with times that fail over before the alarm.
+    fn failover(&mut self) {
+        let Some(tunnel) = &self.config.tunnel else {
+            return;
+        };
+        let Some(failover) = &tunnel.failover else {
+            return;
+        };
+        let base = FieldPath::root("tunnel").key("failover");
+        if self.config.facility.role == Role::Hub {
+            self.report(
+                base,
+                "a hub group is for facility boxes: the hub answers every facility itself and has no backup hub to move to",
+            );
+            return;
+        }
+        let hubs = base.key("hubs");
+        if failover.hubs.len() < 2 {
+            self.report(
+                hubs.clone(),
+                format!(
+                    "names {} hub(s); a group needs at least two (a primary and a backup)",
+                    failover.hubs.len()
+                ),
+            );
+        }
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut first_member: Option<(&str, Vec<IpNet>)> = None;
+        for (i, name) in failover.hubs.iter().enumerate() {
+            let path = hubs.index(i);
+            if let Some(first) = seen.insert(name, i) {
+                self.report(
+                    path,
+                    format!("{name:?} is already named at tunnel.failover.hubs[{first}]"),
+                );
+                continue;
+            }
+            let Some(peer) = tunnel.peers.iter().find(|p| p.name == *name) else {
+                self.report(path, format!("no [[tunnel.peer]] is named {name:?}"));
+                continue;
+            };
+            let mut prefixes = peer.allowed_ips.clone();
+            prefixes.sort();
+            prefixes.dedup();
+            match &first_member {
+                None => first_member = Some((name, prefixes)),
+                Some((first, theirs)) if *theirs != prefixes => {
+                    let show = |nets: &[IpNet]| {
+                        nets.iter()
+                            .map(IpNet::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    self.report(
+                        path,
+                        format!(
+                            "peer {name:?} routes [{}] but {first:?} routes [{}]: the hubs of a group must route the same prefixes",
+                            show(&prefixes),
+                            show(theirs)
+                        ),
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+        self.range(
+            base.key("failover_after_secs"),
+            failover.failover_after_secs,
+            FAILOVER_AFTER_SECS.0,
+            FAILOVER_AFTER_SECS.1,
+        );
+        let alarm = tunnel.policy.handshake_alarm_secs;
+        if failover.failover_after_secs >= alarm {
+            self.report(
+                base.key("failover_after_secs"),
+                format!(
+                    "{} must be shorter than tunnel.policy.handshake_alarm_secs ({alarm}): the box should move to the backup hub before the alarm",
+                    failover.failover_after_secs
+                ),
+            );
+        }
+        self.range(
+            base.key("fail_back_after_secs"),
+            failover.fail_back_after_secs,
+            FAIL_BACK_AFTER_SECS.0,
+            FAIL_BACK_AFTER_SECS.1,
+        );
+        self.range(
+            base.key("probe_interval_secs"),
+            failover.probe_interval_secs,
+            HUB_PROBE_INTERVAL_SECS.0,
+            HUB_PROBE_INTERVAL_SECS.1,
+        );
+        if failover.probe_interval_secs >= failover.failover_after_secs {
+            self.report(
+                base.key("probe_interval_secs"),
+                format!(
+                    "{} must be shorter than failover_after_secs ({}): a live hub must be heard before it is given up",
+                    failover.probe_interval_secs, failover.failover_after_secs
+                ),
+            );
         }
     }
 
@@ -1361,6 +1484,72 @@ admin_password_hash = "$argon2id$v=19$m=19456,t=2,p=1$7cIcWGM1T1jHcx/5L2g8BA$7Ih
             .filter(|p| p.path.to_string() == field)
             .map(|p| p.message)
             .collect()
+    }
+
+    /// The viewing config with a backup hub for the same prefix, and `failover` as its
+    /// `[tunnel.failover]` text (empty: none).
+    fn with_backup_hub(failover: &str) -> Config {
+        let text = format!(
+            r#"
+[meta]
+version = 1
+[facility]
+name = "clinic"
+role = "viewing"
+[tunnel]
+private_key_file = "/nonexistent/wg.key"
+address = "198.19.0.20/24"
+[[tunnel.peer]]
+name = "dc-tokyo"
+public_key = "5CGhZHLCWrkRq8Mkxy9848GrsgpWRl16eQGXuILDPRE="
+endpoint = "198.18.0.1:51820"
+allowed_ips = ["198.19.0.1/32"]
+[[tunnel.peer]]
+name = "dc-osaka"
+public_key = "2Fg80pU5iWaG6/c6feWnjxWLME2Z0W/88XuMvbmdRRY="
+endpoint = "198.18.0.2:51820"
+allowed_ips = ["198.19.0.1/32"]
+{failover}
+"#
+        );
+        toml::from_str(&text).expect("schema-valid test config")
+    }
+
+    #[test]
+    fn avl4_a_hub_group_may_share_prefixes_and_nothing_else_may() {
+        let group = with_backup_hub("[tunnel.failover]\nhubs = [\"dc-tokyo\", \"dc-osaka\"]");
+        assert!(
+            validate(&group, false).is_empty(),
+            "{:?}",
+            validate(&group, false)
+        );
+        let failover = group
+            .tunnel
+            .as_ref()
+            .and_then(|t| t.failover.as_ref())
+            .expect("[tunnel.failover]");
+        assert_eq!(
+            (
+                failover.failover_after_secs,
+                failover.fail_back_after_secs,
+                failover.probe_interval_secs
+            ),
+            (30, 120, 10),
+            "defaults fail over well before the 180 s alarm"
+        );
+        let plain = with_backup_hub("");
+        assert_eq!(
+            problems_at(&plain, "tunnel.peer[1].allowed_ips[0]"),
+            vec!["198.19.0.1/32 overlaps 198.19.0.1/32 of peer \"dc-tokyo\"".to_string()],
+            "two peers with the same prefix outside a group are refused as before"
+        );
+        let backwards = with_backup_hub(
+            "[tunnel.failover]\nhubs = [\"dc-osaka\", \"dc-tokyo\"]\nfail_back_after_secs = 5\nfailover_after_secs = 6\nprobe_interval_secs = 6",
+        );
+        assert_eq!(
+            problems_at(&backwards, "tunnel.failover.probe_interval_secs"),
+            vec!["6 must be shorter than failover_after_secs (6): a live hub must be heard before it is given up".to_string()]
+        );
     }
 
     #[test]

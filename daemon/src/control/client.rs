@@ -106,6 +106,17 @@ pub async fn update_status(target: &Target) -> Result<Reply, ClientError> {
     request(target, Method::GET, "/v1/update", Vec::new(), None).await
 }
 
+/// Reads the facility's hub group: the active hub, each hub's health, failovers.
+pub async fn hubs(target: &Target) -> Result<Reply, ClientError> {
+    request(target, Method::GET, "/v1/hubs", Vec::new(), None).await
+}
+
+/// Prefers hub `hub` of the facility's hub group until cleared with `None`.
+pub async fn prefer_hub(target: &Target, hub: Option<&str>) -> Result<Reply, ClientError> {
+    let body = serde_json::json!({ "hub": hub }).to_string().into_bytes();
+    request(target, Method::POST, "/v1/hubs/prefer", body, None).await
+}
+
 /// Size of the pieces a bundle is sent in.
 const BUNDLE_CHUNK_BYTES: usize = 64 * 1024;
 

@@ -8,7 +8,9 @@
 //! ECDSA signature), `POST /v1/confirm` (optional JSON `{"version": N}`), `GET /v1/config`;
 //! `POST /v1/update` (body: a RAUC bundle, streamed to the spool, never held in memory) and
 //! `GET /v1/update`, answered here with `crate::update` rather than by the supervisor: a
-//! bundle's check takes long and changes nothing that runs.
+//! bundle's check takes long and changes nothing that runs. `GET /v1/hubs` and
+//! `POST /v1/hubs/prefer` (`{"hub": "NAME"}`, or `{"hub": null}` to clear) read and steer a
+//! facility's hub group (AVL-4) through the carrier, also without the supervisor.
 //! Requests become [`Command`]s for the supervisor, which owns the running parts; answers are
 //! JSON. Stopping the listener leaves requests in flight to finish: a push that changes the
 //! management listener still gets its answer.
@@ -38,6 +40,7 @@ use super::admission::{Pool, Slot, Slots};
 use super::audit::{ConfigEvent, Kind};
 use super::body::{self, BodyError};
 use super::device_listener::DeviceListener;
+use crate::carrier::{CarrierHandle, PreferError, UnknownHub};
 use crate::config::{ManagementConfig, MinTls, TlsConfig};
 use crate::state::events::{Admission, EventLog, Occurrence};
 use crate::state::operator_contact::OperatorContact;
@@ -58,6 +61,11 @@ pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
 pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
 /// Largest `POST /v1/confirm` body.
 const MAX_CONFIRM_BODY: usize = 4096;
+/// Largest `POST /v1/hubs/prefer` body.
+const MAX_PREFER_BODY: usize = 4096;
+/// A preference takes effect this long after its answer: the answer goes back through the hub
+/// the operator reached the box by, which may be the one the box is about to leave.
+pub const PREFER_AFTER_ANSWER_MS: u64 = 500;
 /// Largest request head.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// At most this long is spent reading and dropping what a client still sends after its answer.
@@ -172,13 +180,15 @@ impl ManagementServer {
     pub async fn start(
         management: &ManagementConfig,
         tls: &TlsConfig,
-        device: &str,
+        carrier: CarrierHandle,
         commands: mpsc::Sender<Command>,
         events: EventLog,
         contact: OperatorContact,
         updates: IntakeHandle,
     ) -> Result<Self, ServerError> {
         let store = Arc::new(CredentialStore::open(management_tls(management, tls))?);
+        let device = carrier.device();
+        let device = device.as_str();
         let watcher = store.spawn_watcher(Duration::from_secs(DEFAULT_WATCH_INTERVAL_SECS));
         let listener = match DeviceListener::bind(management.listen, device).await {
             Ok(listener) => listener,
@@ -200,6 +210,7 @@ impl ManagementServer {
             slots: Slots::new(),
             updates,
             max_push_bytes: management.max_push_bytes,
+            carrier,
         });
         let accept = tokio::spawn(accept_loop(listener, store, context));
         Ok(ManagementServer {
@@ -242,6 +253,8 @@ struct Context {
     updates: IntakeHandle,
     /// `management.max_push_bytes`.
     max_push_bytes: usize,
+    /// The link to the data centre: its hub group is steered from here.
+    carrier: CarrierHandle,
 }
 
 /// Who is on the other end of a connection: an operator, or a client the CA vouches for that
@@ -454,6 +467,64 @@ struct ConfirmBody {
     version: Option<u64>,
 }
 
+/// `POST /v1/hubs/prefer`: the hub to prefer, `null` to clear the preference.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreferBody {
+    hub: Option<String>,
+}
+
+/// The hub group's state, or 409 when the box has none.
+fn hubs_answer(carrier: &CarrierHandle) -> Answer {
+    match carrier.hubs() {
+        Some(hubs) => Answer {
+            status: 200,
+            body: serde_json::to_value(hubs).unwrap_or_default(),
+        },
+        None => Answer::error(409, "no_hub_group", PreferError::NoGroup),
+    }
+}
+
+/// The operator's preference for a hub of the group (maintenance): checked and answered now,
+/// applied [`PREFER_AFTER_ANSWER_MS`] later (the box moves then when that hub is healthy, and
+/// holds until cleared).
+fn prefer_hub(bytes: &[u8], caller: &Caller, carrier: &CarrierHandle) -> Answer {
+    let body = match serde_json::from_slice::<PreferBody>(bytes) {
+        Ok(body) => body,
+        Err(err) => return Answer::error(400, "bad_request", format!("prefer body: {err}")),
+    };
+    let Some(hubs) = carrier.hubs() else {
+        return Answer::error(409, "no_hub_group", PreferError::NoGroup);
+    };
+    if let Some(name) = &body.hub {
+        if !hubs.members.iter().any(|m| m.name == *name) {
+            let err = PreferError::Unknown(UnknownHub(name.clone()));
+            return Answer::error(404, "unknown_hub", err);
+        }
+    }
+    tracing::info!(
+        operator = %caller.identity,
+        preferred = body.hub.as_deref().unwrap_or("none"),
+        "management API: hub preference accepted"
+    );
+    let carrier = carrier.clone();
+    let hub = body.hub.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(PREFER_AFTER_ANSWER_MS)).await;
+        if let Err(err) = carrier.prefer_hub(hub.as_deref()).await {
+            tracing::warn!(error = %err, "the hub preference could not be applied");
+        }
+    });
+    Answer {
+        status: 202,
+        body: serde_json::json!({
+            "preferred": body.hub,
+            "applied_after_ms": PREFER_AFTER_ANSWER_MS,
+            "hubs": hubs,
+        }),
+    }
+}
+
 async fn route(
     request: Request<Incoming>,
     access: Access,
@@ -579,7 +650,12 @@ async fn route(
             },
             None => Answer::error(404, "no_update", Refusal::NotConfigured),
         },
-        (_, "/v1/config" | "/v1/confirm" | "/v1/update") => {
+        (&Method::GET, "/v1/hubs") => hubs_answer(&context.carrier),
+        (&Method::POST, "/v1/hubs/prefer") => match read_body(request, MAX_PREFER_BODY).await {
+            Ok(bytes) => prefer_hub(&bytes, &caller, &context.carrier),
+            Err(answer) => answer,
+        },
+        (_, "/v1/config" | "/v1/confirm" | "/v1/update" | "/v1/hubs" | "/v1/hubs/prefer") => {
             Answer::error(405, "method_not_allowed", "method not allowed")
         }
         _ => Answer::error(404, "not_found", "no such endpoint"),

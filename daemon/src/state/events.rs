@@ -16,8 +16,8 @@
 mod occurrence;
 
 pub use occurrence::{
-    Code, CodeRefusal, ConfigChange, ConfigFacts, ForwardingFound, IpsecRefusal, LoginRefusal,
-    Occurrence, UpdateRefusal,
+    Code, CodeRefusal, ConfigChange, ConfigFacts, ForwardingFound, HubMove, IpsecRefusal,
+    LoginRefusal, Occurrence, UpdateRefusal,
 };
 
 use std::collections::{HashMap, VecDeque};

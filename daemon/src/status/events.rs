@@ -27,7 +27,7 @@ pub fn watch_tunnel(
         let mut watchers = tokio::task::JoinSet::new();
         let (changes, waiting) = mpsc::channel(MAX_STATE_CHANGES_PER_SNAPSHOT);
         for (name, address) in peers {
-            let Some(mut states) = tunnel.watch_state(address) else {
+            let Some(mut states) = tunnel.watch_link(&name, address) else {
                 continue;
             };
             let changes = changes.clone();
@@ -115,6 +115,8 @@ async fn watch_carrier_occurrences(
     use tokio::sync::broadcast::error::RecvError;
     loop {
         match occurrences.recv().await {
+            // Hub switches are few by design (hysteresis) and each one matters.
+            Ok(occurrence @ Occurrence::HubSwitched { .. }) => events.push(occurrence),
             Ok(occurrence) => {
                 let key = occurrence.code().as_str();
                 events.push_limited(key, occurrence);

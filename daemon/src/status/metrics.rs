@@ -310,6 +310,39 @@ impl PeerSeries {
     }
 }
 
+/// The hub group of a facility with a primary and backup hubs (AVL-4): which hub is active,
+/// which answer, how often the box failed over. Only boxes with a group have these families.
+fn hub_families(o: &mut String, doc: &StatusDocument) {
+    let Some(hubs) = &doc.hubs else {
+        return;
+    };
+    let mut f = Family::new(
+        o,
+        "renkei_hub_active",
+        "gauge",
+        "1 for the hub of the hub group the box uses now, 0 for the others.",
+    );
+    for m in &hubs.members {
+        f.sample(&[("hub", &m.name)], u8::from(m.active));
+    }
+    let mut f = Family::new(
+        o,
+        "renkei_hub_healthy",
+        "gauge",
+        "1 while the hub answered within failover_after_secs, else 0.",
+    );
+    for m in &hubs.members {
+        f.sample(&[("hub", &m.name)], u8::from(m.healthy));
+    }
+    Family::new(
+        o,
+        "renkei_hub_failovers_total",
+        "counter",
+        "Times the box moved away from a hub that stopped answering, since the tunnel started.",
+    )
+    .sample(&[], hubs.failovers);
+}
+
 /// Renders the metrics of a status document.
 pub fn render(doc: &StatusDocument, series: PeerSeries) -> String {
     let mut out = String::new();
@@ -386,6 +419,7 @@ pub fn render(doc: &StatusDocument, series: PeerSeries) -> String {
     }
 
     peer_aggregate_families(o, &tunnel.peers);
+    hub_families(o, doc);
     if series == PeerSeries::PerPeer {
         peer_families(o, doc);
     }
@@ -629,6 +663,7 @@ mod document_tests {
             },
             version: "0.1.0",
             uptime_secs: 5,
+            hubs: None,
             tunnel: CarrierSnapshot {
                 kind: CarrierKind::WireGuard,
                 interface: "renkei0".to_string(),
@@ -933,5 +968,46 @@ mod document_tests {
             "the rest stays"
         );
         assert!(samples(&aggregate) < 40, "{aggregate}");
+    }
+
+    /// A box with a hub group: which hub is active, which answer, and the failovers; a box
+    /// without one has none of these families.
+    #[test]
+    fn avl4_ops4_a_hub_group_has_active_healthy_and_failover_metrics() {
+        use crate::carrier::{HubSnapshot, HubsSnapshot};
+        assert!(!render(&document(), PeerSeries::PerPeer).contains("renkei_hub_"));
+        let member = |name: &str, active: bool, healthy: bool| HubSnapshot {
+            name: name.to_string(),
+            active,
+            healthy,
+            preferred: false,
+            state: LinkState::Up,
+            last_handshake: None,
+            last_heard_age_secs: Some(3),
+        };
+        let mut doc = document();
+        doc.hubs = Some(HubsSnapshot {
+            active: "dc-osaka".to_string(),
+            preferred: None,
+            failovers: 2,
+            failover_after_secs: 30,
+            fail_back_after_secs: 120,
+            members: vec![
+                member("dc-tokyo", false, false),
+                member("dc-osaka", true, true),
+            ],
+        });
+        let text = render(&doc, PeerSeries::PerPeer);
+        for expected in [
+            "# TYPE renkei_hub_active gauge\n",
+            "renkei_hub_active{hub=\"dc-tokyo\"} 0\n",
+            "renkei_hub_active{hub=\"dc-osaka\"} 1\n",
+            "renkei_hub_healthy{hub=\"dc-tokyo\"} 0\n",
+            "renkei_hub_healthy{hub=\"dc-osaka\"} 1\n",
+            "# TYPE renkei_hub_failovers_total counter\n",
+            "renkei_hub_failovers_total 2\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing:\n{text}");
+        }
     }
 }

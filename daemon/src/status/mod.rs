@@ -55,6 +55,10 @@ pub struct StatusDocument {
     /// disconnect): only on a viewing box with an on-demand tunnel. The page shows the buttons
     /// only then, and the server refuses the requests otherwise.
     pub tunnel_actions: bool,
+    /// The facility's primary and backup hubs (AVL-4): which one the box uses, each one's
+    /// health, failovers; absent on a box without `[tunnel.failover]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hubs: Option<crate::carrier::HubsSnapshot>,
     /// Proxied services and the recent access log; absent when the box runs no services.
     pub proxy: Option<ProxySnapshot>,
     /// Every certificate in use (box chain, operator CA) with days to expiry counted now, not
@@ -349,6 +353,7 @@ impl StatusSource {
             uptime_secs: self.started.elapsed().as_secs(),
             tunnel: self.tunnel.snapshot(),
             tunnel_actions: identity.tunnel_actions,
+            hubs: self.tunnel.hubs(),
             proxy: self.proxy.as_ref().map(ProxyStatus::snapshot),
             certificates: self.certificates(),
             events: self
@@ -469,6 +474,41 @@ fn ipsec_lines(out: &mut String, ipsec: &serde_json::Value) {
     }
 }
 
+/// The hub group's line of the summary (AVL-4): the active hub, each member's health, the
+/// operator's preference and the failovers; nothing without a group.
+fn hubs_summary(out: &mut String, hubs: &serde_json::Value) {
+    use std::fmt::Write as _;
+    let Some(members) = hubs["members"].as_array() else {
+        return;
+    };
+    let list: Vec<String> = members
+        .iter()
+        .map(|m| {
+            format!(
+                "{}{} {}{}",
+                m["name"].as_str().unwrap_or("?"),
+                if m["active"] == true { " (active)" } else { "" },
+                if m["healthy"] == true {
+                    "healthy"
+                } else {
+                    "not answering"
+                },
+                if m["preferred"] == true {
+                    ", preferred by the operator"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "hubs: {}; {} failovers",
+        list.join(", "),
+        hubs["failovers"].as_u64().unwrap_or(0)
+    );
+}
+
 /// A compact human summary of a status document, in the manner of `wg show`.
 pub fn summary(document: &serde_json::Value) -> String {
     use std::fmt::Write as _;
@@ -528,6 +568,7 @@ pub fn summary(document: &serde_json::Value) -> String {
             ""
         }
     );
+    hubs_summary(&mut out, &document["hubs"]);
     if let Some(peers) = tunnel["peers"].as_array() {
         for peer in peers {
             let wireguard = &peer["backend"]["wireguard"];
@@ -798,6 +839,28 @@ fn summarize_page(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn avl4_summary_names_the_active_hub_and_each_hubs_health() {
+        let document = serde_json::json!({
+            "facility": "hospital", "role": "disclosing", "config_version": 3,
+            "tunnel": {"kind": "wireguard", "state": "up", "policy": "always_on",
+                       "interface": "renkei0", "address": "198.19.0.10/24", "alarm": false,
+                       "peers": [], "drops": {}, "backend": {"wireguard": {"listen_port": 0}}},
+            "hubs": {"active": "dc-osaka", "preferred": "dc-osaka", "failovers": 1,
+                     "members": [
+                         {"name": "dc-tokyo", "active": false, "healthy": false, "preferred": false},
+                         {"name": "dc-osaka", "active": true, "healthy": true, "preferred": true}
+                     ]}
+        });
+        let text = summary(&document);
+        assert!(
+            text.contains("hubs: dc-tokyo not answering, dc-osaka (active) healthy, preferred by the operator; 1 failovers\n"),
+            "{text}"
+        );
+        let without = serde_json::json!({"tunnel": {"peers": []}});
+        assert!(!summary(&without).contains("hubs:"));
+    }
 
     #[test]
     fn summary_lists_services_with_their_counters() {

@@ -171,7 +171,8 @@ impl DataPlane {
         self.peers.get(*self.by_key.get(key)?)
     }
 
-    fn new_tunn(&self, peer: &Peer) -> Box<Tunn> {
+    /// A fresh session with `peer`, limited by the box's one handshake limit.
+    pub(crate) fn new_tunn(&self, peer: &Peer) -> Box<Tunn> {
         Box::new(Tunn::new(
             self.own_secret.clone(),
             PublicKey::from(peer.public_key),

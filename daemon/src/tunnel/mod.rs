@@ -6,8 +6,10 @@
 //! forwards: only the box's own packets cross it (NET-8).
 
 mod dataplane;
+pub mod failover;
 pub mod filter;
 mod handshake_limit;
+mod hub_group;
 mod netlink;
 mod peer;
 pub mod policy;
@@ -35,6 +37,7 @@ use crate::keys;
 use crate::state::link::DropCounts as FilterDrops;
 use dataplane::Backlog;
 pub use dataplane::{DataPlane, TunnelCounters};
+pub use hub_group::{HubSnapshot, HubsSnapshot, PreferError};
 pub use netlink::NetlinkError;
 pub use peer::PeerSnapshot;
 use peer::{Peer, PeerCounters, PeerState};
@@ -150,6 +153,8 @@ impl TunnelSettings {
 pub struct TunnelHandle {
     slot: Arc<RwLock<Current>>,
     holds: Arc<Mutex<HoldCounts>>,
+    /// The operator's preferred hub of the hub group; outlives restarts until cleared.
+    preference: hub_group::Preference,
 }
 
 /// Open connections holding each peer up, by the peer's public key. Kept here rather than in a
@@ -175,6 +180,8 @@ struct TunnelInfo {
     listen_port: u16,
     mode: PolicyMode,
     connect_timeout: Duration,
+    /// The facility's hub group (AVL-4), if it has one.
+    group: Option<Arc<hub_group::HubGroup>>,
 }
 
 /// Keeps an on-demand tunnel up while a proxied connection is open. It names the peer by key,
@@ -203,7 +210,8 @@ impl Tunnel {
     /// policy (an always-on box initiates a handshake at once).
     pub async fn start(config: &Config) -> Result<Tunnel, TunnelError> {
         let mut replay = ReplayGates::new();
-        let (plane, info, tasks) = Self::build(config, None, &mut replay).await?;
+        let preference = hub_group::Preference::default();
+        let (plane, info, tasks) = Self::build(config, None, &mut replay, &preference).await?;
         Ok(Tunnel {
             handle: TunnelHandle {
                 slot: Arc::new(RwLock::new(Current {
@@ -211,6 +219,7 @@ impl Tunnel {
                     info,
                 })),
                 holds: Arc::new(Mutex::new(HoldCounts::new())),
+                preference,
             },
             plane: Some(plane),
             tasks,
@@ -267,7 +276,8 @@ impl Tunnel {
         };
         // From here on a failure leaves the tunnel down, and `plane` None makes the next
         // reconfigure (the rollback) rebuild it whatever its settings.
-        let (plane, info, tasks) = Self::build(config, kept, &mut self.replay).await?;
+        let (plane, info, tasks) =
+            Self::build(config, kept, &mut self.replay, &self.handle.preference).await?;
         // The open connections' holds go onto the new peers in the same step as the plane
         // becomes current: a guard dropped meanwhile is either counted out before or released
         // on the new plane after.
@@ -330,6 +340,7 @@ impl Tunnel {
         config: &Config,
         tun: Option<tun::Tun>,
         replay: &mut ReplayGates,
+        preference: &hub_group::Preference,
     ) -> Result<(Arc<DataPlane>, Arc<TunnelInfo>, JoinSet<()>), TunnelError> {
         let tunnel = config.tunnel.as_ref().ok_or(TunnelError::NotConfigured)?;
         let secret = keys::read_private_key(&tunnel.private_key_file)?;
@@ -362,6 +373,12 @@ impl Tunnel {
         let idle_timeout = Duration::from_secs(tunnel.policy.idle_timeout_secs);
         let handshake_alarm = Duration::from_secs(tunnel.policy.handshake_alarm_secs);
         let now = Instant::now();
+        // A facility's hub group: every member but the one starting active is standby.
+        let failover = tunnel
+            .failover
+            .as_ref()
+            .filter(|_| config.facility.role != Role::Hub);
+        let first_active = failover.map(|f| hub_group::initial_active(f, preference));
         let mut peers = Vec::with_capacity(tunnel.peers.len());
         for (index, pc) in tunnel.peers.iter().enumerate() {
             let public_key = keys::decode_key(&pc.public_key)?;
@@ -385,6 +402,9 @@ impl Tunnel {
                 Some(text) => resolve(text).await,
                 None => None,
             };
+            let standby = failover.is_some_and(|f| f.hubs.contains(&pc.name))
+                && first_active != Some(pc.name.as_str());
+            let policy_mode = if standby { Mode::Passive } else { peer_mode };
             let (link_state, _) = watch::channel(LinkState::Idle);
             let gate = Arc::clone(replay.entry(public_key).or_insert_with(|| {
                 Arc::new(Mutex::new(replay::ReplayGate::new(&secret, public_key)))
@@ -403,13 +423,14 @@ impl Tunnel {
                 state: Mutex::new(PeerState {
                     tunn: None,
                     endpoint,
-                    policy: Policy::new(peer_mode, timers, now),
+                    policy: Policy::new(policy_mode, timers, now),
                     last_handshake: None,
                     awaiting_response: false,
                     alarm: false,
                 }),
                 link_state,
                 replay: gate,
+                standby: std::sync::atomic::AtomicBool::new(standby),
             }));
         }
 
@@ -436,8 +457,26 @@ impl Tunnel {
         }
         let backlog = plane.start_policies(&remembered);
         plane.send_backlog(backlog).await;
+        let group = failover.and_then(|f| {
+            let active_mode = match mode {
+                PolicyMode::AlwaysOn => Mode::AlwaysOn,
+                PolicyMode::OnDemand => Mode::OnDemand,
+            };
+            hub_group::HubGroup::new(
+                f,
+                &plane.peers,
+                active_mode,
+                Duration::from_secs(tunnel.policy.connect_timeout_secs),
+                Arc::clone(preference),
+                now,
+            )
+            .map(Arc::new)
+        });
 
         let mut tasks = JoinSet::new();
+        if let Some(group) = &group {
+            tasks.spawn(Arc::clone(group).run(Arc::clone(&plane)));
+        }
         tasks.spawn(Arc::clone(&plane).run_tun());
         tasks.spawn(Arc::clone(&plane).run_udp());
         tasks.spawn(Arc::clone(&plane).run_timers());
@@ -470,6 +509,7 @@ impl Tunnel {
             listen_port,
             mode,
             connect_timeout: Duration::from_secs(tunnel.policy.connect_timeout_secs),
+            group,
         });
         Ok((plane, info, tasks))
     }
@@ -558,8 +598,40 @@ impl TunnelHandle {
         .await;
         match up {
             Ok(true) => Ok(guard),
-            _ => Err(DemandError::Timeout(timeout)),
+            _ => {
+                // A hub group moves on to its next hub: the next connect goes there.
+                if let (Some(group), Some(plane)) = (&info.group, self.current().0) {
+                    if let Some(index) = plane.peers.iter().position(|p| Arc::ptr_eq(p, &peer)) {
+                        group.connect_failed(&plane, index).await;
+                    }
+                }
+                Err(DemandError::Timeout(timeout))
+            }
         }
+    }
+
+    /// The hub group's state, when the box has one (AVL-4).
+    pub fn hubs(&self) -> Option<HubsSnapshot> {
+        let (plane, info) = self.current();
+        let plane = plane?;
+        Some(info.group.as_ref()?.snapshot(&plane))
+    }
+
+    /// The operator prefers hub `name` (maintenance of the others) until cleared with `None`;
+    /// the box moves at once when that hub is healthy. Returns the hub active afterwards.
+    pub async fn prefer_hub(&self, name: Option<&str>) -> Result<String, PreferError> {
+        let (plane, info) = self.current();
+        let (Some(group), Some(plane)) = (&info.group, plane) else {
+            return Err(PreferError::NoGroup);
+        };
+        group.prefer(&plane, name).await
+    }
+
+    /// Hub switches as events for the ring; `None` without a hub group.
+    pub fn hub_occurrences(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<crate::state::events::Occurrence>> {
+        Some(self.current().1.group.as_ref()?.occurrences())
     }
 
     /// Brings every on-demand peer up now without holding it (the administrator's "connect
@@ -674,6 +746,17 @@ impl TunnelHandle {
         plane.rehandshake(&peer).await
     }
 
+    /// Watches the state of the peer called `name` (in the tunnel running now): the hubs of a
+    /// hub group share their addresses, so only the name tells them apart.
+    pub fn watch_peer(&self, name: &str) -> Option<watch::Receiver<LinkState>> {
+        self.current()
+            .0?
+            .peers
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.link_state.subscribe())
+    }
+
     /// Watches the state of the peer responsible for `destination` (in the tunnel running now).
     pub fn watch_state(&self, destination: IpAddr) -> Option<watch::Receiver<LinkState>> {
         self.current()
@@ -718,7 +801,8 @@ fn holds_on(holds: &HoldCounts, key: &[u8; 32]) -> usize {
 /// The tunnel's state as one word: a facility box has one peer (the data centre); a hub is up
 /// when any facility is.
 fn overall_state(peers: &[PeerSnapshot]) -> LinkState {
-    let states = || peers.iter().map(|p| p.state);
+    // A standby hub's probe session says nothing about the link the box uses.
+    let states = || peers.iter().filter(|p| !p.standby).map(|p| p.state);
     if states().any(|s| s == LinkState::Up) {
         LinkState::Up
     } else if states().any(|s| s == LinkState::Connecting) {

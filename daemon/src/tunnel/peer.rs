@@ -4,7 +4,7 @@
 //! dropping it (on-demand idle) drops the session keys with it.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -75,21 +75,32 @@ pub struct Peer {
     /// The newest handshake initiation accepted from the peer. Outside `state` and shared with
     /// the same peer of a restarted tunnel: it must outlive every session (see `replay`).
     pub(crate) replay: Arc<Mutex<ReplayGate>>,
+    /// A hub of a hub group that is not the active one (AVL-4): it owns no address, so nothing
+    /// is routed to it and nothing it sends is delivered, until the group makes it active.
+    pub(crate) standby: AtomicBool,
 }
 
 impl Peer {
-    /// True when `ip` is inside one of the peer's allowed IPs.
+    /// True when `ip` is inside one of the peer's allowed IPs (never for a standby hub).
     pub fn owns(&self, ip: IpAddr) -> bool {
-        self.allowed_ips.iter().any(|net| net.contains(&ip))
+        !self.is_standby() && self.allowed_ips.iter().any(|net| net.contains(&ip))
     }
 
-    /// Longest allowed-IP prefix of this peer that contains `ip`.
+    /// Longest allowed-IP prefix of this peer that contains `ip` (none for a standby hub).
     pub(crate) fn best_prefix(&self, ip: IpAddr) -> Option<u8> {
+        if self.is_standby() {
+            return None;
+        }
         self.allowed_ips
             .iter()
             .filter(|net| net.contains(&ip))
             .map(IpNet::prefix_len)
             .max()
+    }
+
+    /// True while the peer is a hub of a group that is not the active one.
+    pub fn is_standby(&self) -> bool {
+        self.standby.load(Ordering::Acquire)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, PeerState> {
@@ -115,6 +126,7 @@ impl Peer {
             reason: state.policy.reason().to_string(),
             alarm: state.policy.alarm(now),
             session_keys_present: state.tunn.is_some(),
+            standby: self.is_standby(),
             last_handshake: state.last_handshake,
             last_handshake_age_secs: state
                 .last_handshake
@@ -153,6 +165,8 @@ pub struct PeerSnapshot {
     pub alarm: bool,
     /// Whether session state (keys) exists right now.
     pub session_keys_present: bool,
+    /// A hub of a hub group that is not the active one: it routes nothing.
+    pub standby: bool,
     /// Wall-clock time of the last completed handshake.
     #[serde(serialize_with = "crate::state::link::unix_time::serialize")]
     pub last_handshake: Option<SystemTime>,

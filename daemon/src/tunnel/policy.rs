@@ -105,6 +105,9 @@ pub struct Policy {
     last_handshake: Option<Instant>,
     last_traffic: Instant,
     last_received: Instant,
+    /// The last time the peer proved itself (handshake or authenticated packet); unlike
+    /// `last_received` it is not set at creation, so "never" stays visible (hub failover).
+    last_heard: Option<Instant>,
     attempt_started: Option<Instant>,
     retry_at: Option<Instant>,
     consecutive_failures: u32,
@@ -123,6 +126,7 @@ impl Policy {
             last_handshake: None,
             last_traffic: now,
             last_received: now,
+            last_heard: None,
             attempt_started: None,
             retry_at: None,
             consecutive_failures: 0,
@@ -149,6 +153,11 @@ impl Policy {
     /// The mode the policy runs in.
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// When the peer last proved itself: a completed handshake or an authenticated packet.
+    pub fn last_heard(&self) -> Option<Instant> {
+        self.last_heard
     }
 
     /// Connections currently holding the tunnel open.
@@ -178,13 +187,16 @@ impl Policy {
             Event::Traffic => {
                 self.last_traffic = now;
                 self.last_received = now;
+                self.last_heard = Some(now);
                 None
             }
             Event::Authenticated => {
                 self.last_received = now;
+                self.last_heard = Some(now);
                 None
             }
             Event::HandshakeCompleted => {
+                self.last_heard = Some(now);
                 self.state = LinkState::Up;
                 self.reason = "session established";
                 self.last_handshake = Some(now);

@@ -86,11 +86,13 @@ pub enum Code {
     UpdateAccepted,
     /// A firmware bundle was refused; nothing was armed.
     UpdateRefused,
+    /// A facility box moved to another hub of its hub group (AVL-4).
+    HubSwitched,
 }
 
 impl Code {
     /// Every code, in the order docs/api.md lists them.
-    pub const ALL: [Code; 36] = [
+    pub const ALL: [Code; 37] = [
         Code::DaemonStarted,
         Code::StatusPageFailed,
         Code::TlsReloaded,
@@ -127,6 +129,7 @@ impl Code {
         Code::ConfigNotApplied,
         Code::UpdateAccepted,
         Code::UpdateRefused,
+        Code::HubSwitched,
     ];
 
     /// The stable word: never change one, the page and log searches depend on it.
@@ -170,6 +173,7 @@ impl Code {
             Code::ConfigNotApplied => "config_not_applied",
             Code::UpdateAccepted => "update_accepted",
             Code::UpdateRefused => "update_refused",
+            Code::HubSwitched => "hub_switched",
         }
     }
 }
@@ -235,6 +239,36 @@ impl UpdateRefusal {
             UpdateRefusal::NotBlessed => "not_blessed",
             UpdateRefusal::TooLargeForSlot => "too_large_for_slot",
         }
+    }
+}
+
+/// Why a facility box moved to another hub of its group, as a stable word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HubMove {
+    /// always_on: the active hub did not answer for `failover_after_secs`.
+    NoAnswer,
+    /// on_demand: a connect attempt got no handshake within `connect_timeout_secs`.
+    ConnectFailed,
+    /// A more preferred hub was healthy for the whole `fail_back_after_secs`.
+    FailBack,
+    /// The operator prefers this hub.
+    OperatorPreferred,
+}
+
+impl HubMove {
+    fn text(self) -> &'static str {
+        match self {
+            HubMove::NoAnswer => "the active hub stopped answering",
+            HubMove::ConnectFailed => "a connect attempt got no handshake in time",
+            HubMove::FailBack => "a preferred hub has been healthy for the hold time",
+            HubMove::OperatorPreferred => "the operator prefers it",
+        }
+    }
+
+    /// Whether the hub moved from failed (a failover), not by plan.
+    pub fn is_failure(self) -> bool {
+        matches!(self, HubMove::NoAnswer | HubMove::ConnectFailed)
     }
 }
 
@@ -558,6 +592,17 @@ pub enum Occurrence {
         /// The details.
         error: String,
     },
+    /// The box moved to another hub of its hub group.
+    HubSwitched {
+        /// The hub that was active.
+        from: String,
+        /// The hub that is active now.
+        to: String,
+        /// Why.
+        reason: HubMove,
+        /// Failovers since the tunnel started.
+        failovers: u64,
+    },
     /// A control-path record.
     Config {
         /// What happened (it is the code).
@@ -605,6 +650,7 @@ impl Occurrence {
             Occurrence::EventsSuppressed { .. } => Code::EventsSuppressed,
             Occurrence::UpdateAccepted { .. } => Code::UpdateAccepted,
             Occurrence::UpdateRefused { .. } => Code::UpdateRefused,
+            Occurrence::HubSwitched { .. } => Code::HubSwitched,
             Occurrence::Config { change, .. } => change.code(),
         }
     }
@@ -622,7 +668,8 @@ impl Occurrence {
             | Occurrence::TunnelConnectFailed { .. }
             | Occurrence::IpForwardingOn { .. }
             | Occurrence::IpsecSaOutsideProfile { .. }
-            | Occurrence::IpsecNegotiationRefused { .. } => "tunnel",
+            | Occurrence::IpsecNegotiationRefused { .. }
+            | Occurrence::HubSwitched { .. } => "tunnel",
             Occurrence::LoginSucceeded { .. }
             | Occurrence::LoginWithRecoveryCode { .. }
             | Occurrence::LoginToEnrol { .. }
@@ -671,6 +718,13 @@ impl Occurrence {
             Occurrence::StatusPageFailed { .. }
             | Occurrence::TlsReloadFailed { .. }
             | Occurrence::IpsecSaOutsideProfile { .. } => Level::Error,
+            Occurrence::HubSwitched { reason, .. } => {
+                if reason.is_failure() {
+                    Level::Warning
+                } else {
+                    Level::Info
+                }
+            }
             Occurrence::Config { change, .. } => change.level(),
         }
     }
@@ -778,6 +832,15 @@ impl Occurrence {
             Occurrence::UpdateRefused { reason, by, error } => format!(
                 "firmware update from {by} refused ({}); nothing was armed: {error}",
                 reason.as_str()
+            ),
+            Occurrence::HubSwitched {
+                from,
+                to,
+                reason,
+                failovers,
+            } => format!(
+                "hub {from} -> {to}: {} ({failovers} failovers since start)",
+                reason.text()
             ),
             Occurrence::Config { change, facts } => config_message(*change, facts),
         }
@@ -1040,6 +1103,16 @@ mod tests {
                 json!({"kind": "config", "key": "not_operator", "count": 7, "seconds": 30}),
             ),
         ];
+        rows.push((
+            Occurrence::HubSwitched {
+                from: "dc-tokyo".into(),
+                to: "dc-osaka".into(),
+                reason: HubMove::NoAnswer,
+                failovers: 1,
+            },
+            "hub dc-tokyo -> dc-osaka: the active hub stopped answering (1 failovers since start)",
+            json!({"from": "dc-tokyo", "to": "dc-osaka", "reason": "no_answer", "failovers": 1}),
+        ));
         for (reason, text) in [
             (LoginRefusal::WrongPassword, "wrong password"),
             (LoginRefusal::WrongCode, "wrong second-factor code"),
