@@ -289,7 +289,7 @@ impl EventLog {
     /// Writes the summaries of keys that suppressed events and may record again: a flood that
     /// stopped still shows its count on the page.
     fn flush_summaries(&self, now: Instant, time_unix: u64) {
-        let due: Vec<(&'static str, String, u64, u64)> = {
+        let mut due: Vec<(&'static str, String, u64, u64)> = {
             let mut inner = self.lock();
             inner
                 .buckets
@@ -305,6 +305,9 @@ impl EventLog {
                 })
                 .collect()
         };
+        // The map's order is random: summaries due together are written in the keys' order,
+        // so the ring reads the same on every run.
+        due.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         for (kind, key, count, secs) in due {
             self.write_summary(time_unix, kind, &key, count, secs);
         }
