@@ -1,15 +1,24 @@
 //! Monitoring a fleet with the operator's own tools (OPS-4, OPS-5): the alert and recording
 //! rules of `contrib/prometheus` under `promtool`, the Grafana dashboard of `contrib/grafana`,
-//! and the metric names both use against what the daemon exports.
+//! the metric names both use against what the daemon exports, and, in the namespace lab, a
+//! real Prometheus and Alertmanager scraping every box with the operator's client certificate
+//! and seeing the hospital's tunnel go down and come back.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
+use renkei::config::Config;
+use renkei_lab::boxconfig::{peer_mut, socket};
+use renkei_lab::lab::tls_config;
 use renkei_lab::monitoring::{
-    contrib_dir, dashboard_queries, exported_metric_families, renkei_metric_names, rules_of,
-    yaml_file,
+    contrib_dir, dashboard_queries, exported_metric_families, prometheus_config, quick_rules,
+    renkei_metric_names, rules_of, with_variables_for_all, yaml_file, Alertmanager, Prometheus,
+    ScrapeIdentity, ScrapeTarget,
 };
+use renkei_lab::web::{status, METRICS_PORT, STATUS_PORT};
+use renkei_lab::{require_root, wait_until, Lab, Node};
 use serde_json::Value;
 
 fn alert_rules_file() -> PathBuf {
@@ -294,4 +303,244 @@ fn ops5_fleet_dashboard_is_well_formed() {
             }
         }
     }
+}
+
+/// The identity Prometheus scrapes with: a client certificate of the operator CA whose name
+/// every box lists in `status.metrics_identities`.
+const MONITORING_IDENTITY: &str = "monitoring.renkei.example";
+
+/// A lab box's config with a status page on its loopback and its metrics listener on its
+/// tunnel address, for the monitoring's certificate only.
+fn monitored(lab: &Lab, node: Node) -> Config {
+    let mut config = lab.config(node);
+    config.tls = Some(tls_config());
+    let mut page = status(&format!("127.0.0.1:{STATUS_PORT}")).expect("status");
+    page.metrics_listen = Some(socket(&format!("{}:{METRICS_PORT}", node.tunnel_address())));
+    page.metrics_identities = vec![MONITORING_IDENTITY.to_string()];
+    config.status = Some(page);
+    config
+}
+
+/// The boxes as the operator's inventory lists them.
+fn fleet(lab: &Lab) -> Vec<ScrapeTarget> {
+    Node::ALL
+        .into_iter()
+        .map(|node| ScrapeTarget {
+            box_name: node.tls_name().to_string(),
+            facility: lab.config(node).facility.name,
+            policy: if node == Node::Clinic {
+                "on_demand"
+            } else {
+                "always_on"
+            }
+            .to_string(),
+            address: format!("{}:{METRICS_PORT}", node.tunnel_address()),
+        })
+        .collect()
+}
+
+/// The `up` value of each box, by its `box` label.
+fn up_by_box(prometheus: &Prometheus) -> BTreeMap<String, String> {
+    prometheus
+        .query("up{policy!=\"\"}")
+        .ok()
+        .and_then(|result| result.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|sample| {
+            Some((
+                sample["metric"]["box"].as_str()?.to_string(),
+                sample["value"][1].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// The tunnel-down alerts Alertmanager holds, by `box`.
+fn tunnel_down_alerts(alertmanager: &Alertmanager) -> BTreeMap<String, Value> {
+    alertmanager
+        .active_alerts()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|alert| alert["labels"]["alertname"] == "RenkeiTunnelDown")
+        .filter_map(|alert| Some((alert["labels"]["box"].as_str()?.to_string(), alert)))
+        .collect()
+}
+
+#[test]
+fn ops5_ops4_prometheus_and_alertmanager_see_the_hospital_tunnel_go_down_and_come_back() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let _hub = lab
+        .start(Node::Hub, &monitored(&lab, Node::Hub))
+        .expect("hub");
+    let mut hospital_config = monitored(&lab, Node::Hospital);
+    // It comes back within seconds after the outage (as in net6_always_on_survives...).
+    peer_mut(&mut hospital_config, "dc").persistent_keepalive_secs = Some(5);
+    let hospital = lab
+        .start(Node::Hospital, &hospital_config)
+        .expect("hospital");
+    let _clinic = lab
+        .start(Node::Clinic, &monitored(&lab, Node::Clinic))
+        .expect("clinic");
+    wait_until(Duration::from_secs(15), "the hospital's tunnel", || {
+        (hospital.peer("dc").ok()?["state"] == "up").then_some(())
+    })
+    .expect("tunnel up");
+
+    // The data centre's monitoring: the shipped rules with a 2 s `for:`, evaluated each second.
+    let dir = lab.dir.join("monitoring");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut rule_files = Vec::new();
+    for (name, file) in [
+        ("alerts.json", alert_rules_file()),
+        ("recording.json", recording_rules_file()),
+    ] {
+        let rules = quick_rules(&yaml(&file), "2s", "1s");
+        let path = dir.join(name);
+        std::fs::write(&path, serde_json::to_vec_pretty(&rules).expect("json")).expect("write");
+        rule_files.push(path);
+    }
+    let client = lab
+        .ca
+        .issue(MONITORING_IDENTITY)
+        .and_then(|leaf| leaf.write(&dir, "monitoring"))
+        .expect("monitoring certificate");
+    let identity = ScrapeIdentity {
+        ca_file: lab.pki_dir().join("operator-ca.crt"),
+        cert_file: client.cert,
+        key_file: client.key,
+    };
+    let config =
+        prometheus_config(&dir, &fleet(&lab), &identity, &rule_files, "1s").expect("config");
+    let dc = lab.ns(Node::Hub);
+    let alertmanager = Alertmanager::start(dc, &dir.join("alertmanager")).expect("alertmanager");
+    let prometheus = Prometheus::start(dc, &dir.join("prometheus"), &config).expect("prometheus");
+    let hub_name = Node::Hub.tls_name();
+    let hospital_name = Node::Hospital.tls_name();
+    let clinic_name = Node::Clinic.tls_name();
+    wait_until(
+        Duration::from_secs(30),
+        "every box scraped (the idle on-demand clinic without an answer)",
+        || {
+            let up = up_by_box(&prometheus);
+            (up.get(hub_name).map(String::as_str) == Some("1")
+                && up.get(hospital_name).map(String::as_str) == Some("1")
+                && up.get(clinic_name).map(String::as_str) == Some("0"))
+            .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", up_by_box(&prometheus), prometheus.log()));
+
+    // Every renkei family Prometheus scraped is one the rules may name (metrics.rs).
+    let families = exported_metric_families().expect("metrics.rs");
+    let scraped: BTreeSet<String> = prometheus
+        .query("group by (__name__) ({__name__=~\"renkei_.+\"})")
+        .expect("names")
+        .as_array()
+        .expect("vector")
+        .iter()
+        .filter_map(|s| s["metric"]["__name__"].as_str().map(str::to_string))
+        .collect();
+    for name in &scraped {
+        assert!(
+            families.contains(name),
+            "{name} scraped but not in metrics.rs"
+        );
+    }
+    for name in [
+        "renkei_tunnel_state",
+        "renkei_tunnel_alarm",
+        "renkei_config_pending",
+        "renkei_certificate_expiry_seconds",
+        "renkei_firmware_info",
+    ] {
+        assert!(scraped.contains(name), "{name} not scraped: {scraped:?}");
+    }
+
+    // Every rule evaluates without error on the fleet's real series.
+    wait_until(Duration::from_secs(30), "every rule evaluated", || {
+        let groups = prometheus.api("rules", &[]).ok()?;
+        let rules: Vec<Value> = groups["groups"]
+            .as_array()?
+            .iter()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect();
+        (rules.len() > 20 && rules.iter().all(|r| r["health"] == "ok")).then_some(())
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}",
+            prometheus
+                .api("rules", &[])
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        )
+    });
+
+    // Every query of the dashboard parses and runs; the fleet table has the three boxes.
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(dashboard_file()).expect("dashboard"))
+            .expect("dashboard JSON");
+    for (panel, expr) in dashboard_queries(&dashboard) {
+        let expr = with_variables_for_all(&expr);
+        prometheus
+            .query(&expr)
+            .unwrap_or_else(|e| panic!("panel {panel:?}: {expr}: {e:#}"));
+    }
+    let boxes = prometheus
+        .query(&with_variables_for_all(
+            "up{policy!=\"\", facility=~\"$facility\"}",
+        ))
+        .expect("boxes");
+    assert_eq!(boxes.as_array().map(Vec::len), Some(3), "{boxes}");
+
+    // Before the cut: the hospital is not alerted on (the clinic, idle, is on-demand).
+    let before = tunnel_down_alerts(&alertmanager);
+    assert!(!before.contains_key(hospital_name), "{before:?}");
+
+    // The hospital's WAN goes: the alert reaches Alertmanager, for the hospital only.
+    lab.ns(Node::Hospital)
+        .ip(&["link", "set", "wan0", "down"])
+        .expect("link down");
+    let alert = wait_until(
+        Duration::from_secs(60),
+        "RenkeiTunnelDown for the hospital",
+        || tunnel_down_alerts(&alertmanager).remove(hospital_name),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", prometheus.log(), alertmanager.log()));
+    let labels = &alert["labels"];
+    assert_eq!(labels["severity"], "critical", "{alert}");
+    assert_eq!(labels["policy"], "always_on", "{alert}");
+    assert_eq!(
+        labels["facility"],
+        lab.config(Node::Hospital).facility.name,
+        "{alert}"
+    );
+    assert_eq!(alert["status"]["state"], "active", "{alert}");
+    let during = tunnel_down_alerts(&alertmanager);
+    for other in [hub_name, clinic_name] {
+        assert!(!during.contains_key(other), "{other}: {during:?}");
+    }
+
+    // The link comes back: the tunnel, the scrape, and the alert resolves.
+    lab.ns(Node::Hospital)
+        .ip(&["link", "set", "wan0", "up"])
+        .expect("link up");
+    wait_until(
+        Duration::from_secs(90),
+        "the hospital's alert resolved",
+        || {
+            let up = up_by_box(&prometheus);
+            let resolved = !tunnel_down_alerts(&alertmanager).contains_key(hospital_name);
+            (resolved && up.get(hospital_name).map(String::as_str) == Some("1")).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {:?}\n{}",
+            tunnel_down_alerts(&alertmanager),
+            alertmanager.log()
+        )
+    });
 }
