@@ -722,8 +722,18 @@ fn push(
     use renkei::control::client;
     let bytes = std::fs::read(config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
     let signature_file = signature.unwrap_or_else(|| signature_path(config));
-    let signature = std::fs::read_to_string(&signature_file)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", signature_file.display()))?;
+    let signature = std::fs::read_to_string(&signature_file).map_err(|e| {
+        // The usual cause: the config was never signed; say how to.
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow::anyhow!(
+                "{}: no signature; sign the config first: renkei sign --key <operator signing key> {}",
+                signature_file.display(),
+                config.display()
+            )
+        } else {
+            anyhow::anyhow!("{}: {e}", signature_file.display())
+        }
+    })?;
     let target = target.target();
     let runtime = client_runtime()?;
     runtime.block_on(async {

@@ -24,6 +24,7 @@ pub mod foreign;
 pub mod image_hub;
 pub mod lab;
 pub mod logfields;
+pub mod monitoring;
 pub mod netns;
 pub mod operator;
 pub mod perfcount;

@@ -334,6 +334,15 @@ fn hub_families(o: &mut String, doc: &StatusDocument) {
     for m in &hubs.members {
         f.sample(&[("hub", &m.name)], u8::from(m.healthy));
     }
+    let mut f = Family::new(
+        o,
+        "renkei_hub_primary",
+        "gauge",
+        "1 for the group's most preferred hub (its first), 0 for the backups.",
+    );
+    for (i, m) in hubs.members.iter().enumerate() {
+        f.sample(&[("hub", &m.name)], u8::from(i == 0));
+    }
     Family::new(
         o,
         "renkei_hub_failovers_total",
@@ -341,6 +350,72 @@ fn hub_families(o: &mut String, doc: &StatusDocument) {
         "Times the box moved away from a hub that stopped answering, since the tunnel started.",
     )
     .sample(&[], hubs.failovers);
+}
+
+/// When the last rollback of a pushed configuration happened, from the ring of recent events
+/// (config events are never pushed out by refusal floods); absent when the ring has none. A
+/// timestamp rather than a counter: the ring lives in memory and starts empty at each start,
+/// where a rollback made by the start's own recovery is its first config event, and an alert
+/// on "rolled back in the last hour" needs no counter that survives restarts.
+fn config_rollback_family(o: &mut String, doc: &StatusDocument) {
+    let mut f = Family::new(
+        o,
+        "renkei_config_last_rollback_timestamp_seconds",
+        "gauge",
+        "When a pushed configuration was last rolled back (seconds since the Unix epoch; absent: none in the recent events).",
+    );
+    let last = doc
+        .events
+        .iter()
+        .filter(|e| e.code == crate::state::events::Code::ConfigRolledBack)
+        .map(|e| e.time_unix)
+        .max();
+    if let Some(at) = last {
+        f.sample(&[], at);
+    }
+}
+
+/// The clock (certificates and logs depend on it) and the firmware: what runs, and the last
+/// update's outcome, so a failed update can be alerted on from the fleet's monitoring.
+fn clock_and_firmware_families(o: &mut String, doc: &StatusDocument) {
+    let mut f = Family::new(
+        o,
+        "renkei_clock_synchronized",
+        "gauge",
+        "1 while the kernel says the clock is synchronized (NTP), 0 when not; absent when it cannot tell.",
+    );
+    if let Some(synced) = doc.clock_synchronized {
+        f.sample(&[], u8::from(synced));
+    }
+    let firmware = &doc.firmware;
+    Family::new(
+        o,
+        "renkei_firmware_info",
+        "gauge",
+        "The running firmware (always 1).",
+    )
+    .sample(
+        &[
+            ("version", &firmware.version),
+            ("booted_slot", &firmware.booted_slot),
+        ],
+        1,
+    );
+    let mut f = Family::new(
+        o,
+        "renkei_firmware_last_update_timestamp_seconds",
+        "gauge",
+        "When the last firmware update reached its outcome `result` (seconds since the Unix epoch; absent: none).",
+    );
+    if let Some(last) = &firmware.last_result {
+        f.sample(
+            &[
+                ("result", &last.result),
+                ("version", last.version.as_deref().unwrap_or("")),
+            ],
+            last.at,
+        );
+    }
 }
 
 /// Renders the metrics of a status document.
@@ -376,6 +451,9 @@ pub fn render(doc: &StatusDocument, series: PeerSeries) -> String {
         "1 while a pushed configuration awaits confirmation.",
     )
     .sample(&[], u8::from(doc.config.pending.is_some()));
+
+    config_rollback_family(o, doc);
+    clock_and_firmware_families(o, doc);
 
     let tunnel = &doc.tunnel;
     Family::new(
@@ -1009,5 +1087,85 @@ mod document_tests {
         ] {
             assert!(text.contains(expected), "{expected:?} missing:\n{text}");
         }
+    }
+
+    /// The families the fleet's alert rules need beyond the tunnel's: the clock, the firmware
+    /// and its last update, the last rollback, and which hub of a group is the primary. The
+    /// families are declared on every box; samples only where there is something to say.
+    #[test]
+    fn ops5_clock_firmware_rollback_and_primary_hub_are_exported() {
+        use crate::carrier::{HubSnapshot, HubsSnapshot};
+        use crate::state::events::{ConfigChange, ConfigFacts, EventLog, Occurrence};
+        let plain = render(&document(), PeerSeries::PerPeer);
+        promtool(&plain);
+        for expected in [
+            "renkei_firmware_info{version=\"0.1.0\",booted_slot=\"A\"} 1\n",
+            "# TYPE renkei_clock_synchronized gauge\n",
+            "# TYPE renkei_config_last_rollback_timestamp_seconds gauge\n",
+            "# TYPE renkei_firmware_last_update_timestamp_seconds gauge\n",
+        ] {
+            assert!(plain.contains(expected), "{expected:?} missing:\n{plain}");
+        }
+        for absent in [
+            "\nrenkei_clock_synchronized ",
+            "\nrenkei_config_last_rollback_timestamp_seconds ",
+            "\nrenkei_firmware_last_update_timestamp_seconds{",
+        ] {
+            assert!(
+                !plain.contains(absent),
+                "{absent:?} without a fact:\n{plain}"
+            );
+        }
+
+        let mut doc = document();
+        doc.clock_synchronized = Some(false);
+        doc.firmware.last_result = Some(crate::update::spool::UpdateResult {
+            result: "fell_back".to_string(),
+            version: Some("0.2.0".to_string()),
+            reason: None,
+            message: "the trial boot did not pass".to_string(),
+            slot: Some("B".to_string()),
+            by: "operator".to_string(),
+            at: 1_700_000_000,
+        });
+        let log = EventLog::new();
+        for change in [ConfigChange::RolledBack, ConfigChange::Confirmed] {
+            log.push(Occurrence::Config {
+                change,
+                facts: ConfigFacts::default(),
+            });
+        }
+        doc.events = log.snapshot();
+        let rolled_back_at = doc.events[0].time_unix;
+        let member = |name: &str, active: bool| HubSnapshot {
+            name: name.to_string(),
+            active,
+            healthy: true,
+            preferred: false,
+            state: LinkState::Up,
+            last_handshake: None,
+            last_heard_age_secs: Some(3),
+        };
+        doc.hubs = Some(HubsSnapshot {
+            active: "dc-osaka".to_string(),
+            preferred: None,
+            failovers: 1,
+            failover_after_secs: 30,
+            fail_back_after_secs: 120,
+            members: vec![member("dc-tokyo", false), member("dc-osaka", true)],
+        });
+        let text = render(&doc, PeerSeries::PerPeer);
+        promtool(&text);
+        for expected in [
+            "renkei_clock_synchronized 0\n".to_string(),
+            "renkei_firmware_last_update_timestamp_seconds{result=\"fell_back\",version=\"0.2.0\"} 1700000000\n".to_string(),
+            format!("renkei_config_last_rollback_timestamp_seconds {rolled_back_at}\n"),
+            "renkei_hub_primary{hub=\"dc-tokyo\"} 1\n".to_string(),
+            "renkei_hub_primary{hub=\"dc-osaka\"} 0\n".to_string(),
+        ] {
+            assert!(text.contains(&expected), "{expected:?} missing:\n{text}");
+        }
+        doc.clock_synchronized = Some(true);
+        assert!(render(&doc, PeerSeries::PerPeer).contains("renkei_clock_synchronized 1\n"));
     }
 }
