@@ -693,3 +693,120 @@ fn avl4_on_demand_box_fails_over_within_connect_timeout_and_returns_when_idle() 
     assert_eq!(switches[1]["params"]["reason"], "fail_back");
     new_connection_reaches(&who, &lab, Node::Clinic, PRIMARY_HUB_PEER, &clinic);
 }
+
+/// The clinic (on-demand) with the primary's WAN link cut (the hub's daemon runs on, out of
+/// reach): the clinic's next connection gets no handshake on the primary within
+/// `connect_timeout_secs`, the box moves to the backup and the connection goes through it.
+/// With the link back, the box returns to the primary once idle for the hold time, not
+/// before, and the next connection reaches the primary.
+#[test]
+fn avl4_on_demand_box_fails_over_within_connect_timeout_when_the_primary_wan_is_cut() {
+    require_root!();
+    const CLINIC_CONNECT_TIMEOUT_SECS: u64 = 3;
+    const CLINIC_IDLE_TIMEOUT_SECS: u64 = 10;
+    let lab = Lab::with_backup_hub().expect("lab");
+    let _primary = lab
+        .start(Node::Hub, &lab.config(Node::Hub))
+        .expect("primary hub");
+    let _backup = lab
+        .start_backup_hub(&lab.backup_hub_config())
+        .expect("backup hub");
+    let mut config = lab.config(Node::Clinic);
+    if let Some(tunnel) = config.tunnel.as_mut() {
+        tunnel.policy.connect_timeout_secs = CLINIC_CONNECT_TIMEOUT_SECS;
+        tunnel.policy.idle_timeout_secs = CLINIC_IDLE_TIMEOUT_SECS;
+    }
+    lab.add_backup_hub(&mut config, failover_config());
+    let clinic = lab.start(Node::Clinic, &config).expect("clinic");
+    let who_address = format!("{}:{WHO_PORT}", Node::Hub.tunnel_address());
+    let who = Who {
+        primary: ProbeEndpoint::start(lab.ns(Node::Hub), &who_address).expect("listener"),
+        backup: ProbeEndpoint::start(lab.backup_hub_ns(), &who_address).expect("listener"),
+    };
+    // The primary serves the clinic while its link is up; then the clinic goes idle.
+    new_connection_reaches(&who, &lab, Node::Clinic, PRIMARY_HUB_PEER, &clinic);
+    let tunnel_idle = || {
+        let status = clinic.status().ok()?;
+        (status["tunnel"]["state"] == "idle").then_some(())
+    };
+    wait_until(
+        Duration::from_secs(2 * (CLINIC_IDLE_TIMEOUT_SECS + GROUP_CHECK_SECS)),
+        "the clinic idle after its idle timeout",
+        tunnel_idle,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", clinic.log_text()));
+    assert!(hub_switches(&clinic).is_empty(), "no move while it answers");
+
+    // The primary's WAN link is cut; a viewer connects.
+    lab.ns(Node::Hub)
+        .ip(&["link", "set", "wan0", "down"])
+        .expect("cut the primary's WAN");
+    let backup_before = who.backup.peers().len();
+    let started = Instant::now();
+    let address = who_address.parse().expect("address");
+    let connected = lab
+        .ns(Node::Clinic)
+        .run_inside(move || std::net::TcpStream::connect_timeout(&address, Duration::from_secs(20)))
+        .expect("inside the clinic");
+    let took = started.elapsed();
+    eprintln!("the first connection after the WAN cut took {took:?}");
+    assert!(
+        connected.is_ok(),
+        "the connection goes through the backup once the box moved: {connected:?}\n{}",
+        clinic.log_text()
+    );
+    wait_until(
+        Duration::from_secs(2),
+        "the backup's listener to note it",
+        || (who.backup.peers().len() == backup_before + 1).then_some(()),
+    )
+    .expect("it reached the backup");
+    let switches = hub_switches(&clinic);
+    assert_eq!(switches.len(), 1, "{switches:?}");
+    assert_eq!(switches[0]["params"]["from"], PRIMARY_HUB_PEER);
+    assert_eq!(switches[0]["params"]["to"], BACKUP_HUB_PEER);
+    assert_eq!(switches[0]["params"]["reason"], "connect_failed");
+    assert_eq!(switches[0]["level"], "warning");
+    assert_eq!(active_hub(&clinic).as_deref(), Some(BACKUP_HUB_PEER));
+    assert_eq!(
+        clinic.status().expect("status")["hubs"]["failovers"],
+        1,
+        "a failed connect is a failover"
+    );
+    // The move came within the connect timeout (and the group's check), the connection with
+    // TCP's next SYN retransmission after it (at 7 s); 2x for a busy machine.
+    assert!(
+        took < Duration::from_secs(2 * (CLINIC_CONNECT_TIMEOUT_SECS + GROUP_CHECK_SECS) + 7),
+        "{took:?}"
+    );
+    drop(connected);
+
+    // The link is back: idle for the idle timeout and the hold time passed, the box returns.
+    lab.ns(Node::Hub)
+        .ip(&["link", "set", "wan0", "up"])
+        .expect("restore the primary's WAN");
+    let back = wait_for_hub(
+        &clinic,
+        PRIMARY_HUB_PEER,
+        Duration::from_secs(CLINIC_IDLE_TIMEOUT_SECS + FAIL_BACK_AFTER_SECS + GROUP_CHECK_SECS),
+        "the on-demand box's return while idle",
+    );
+    eprintln!("the return to the primary came {back:?} after the link was back");
+    let switches = hub_switches(&clinic);
+    assert_eq!(switches.len(), 2, "one return, no flapping: {switches:?}");
+    assert_eq!(switches[1]["params"]["reason"], "fail_back");
+    assert_eq!(switches[1]["level"], "info");
+    // The events' times are whole seconds: one second of slack.
+    let at = |i: usize| switches[i]["time_unix"].as_u64().unwrap_or(0);
+    let held = at(1).saturating_sub(at(0));
+    assert!(
+        held + 1 >= FAIL_BACK_AFTER_SECS,
+        "no return before the hold time: {held} s on the backup: {switches:?}"
+    );
+    new_connection_reaches(&who, &lab, Node::Clinic, PRIMARY_HUB_PEER, &clinic);
+    assert_eq!(
+        clinic.status().expect("status")["hubs"]["failovers"],
+        1,
+        "the return is no failover"
+    );
+}
