@@ -399,7 +399,9 @@ fn browser_read(lab: &Lab, ns: &renkei_lab::Namespace, base: &str) -> serde_json
 /// The operator drains the primary for maintenance: `renkei remote ... prefer-hub dc-backup`
 /// moves the box to the backup at once (both healthy) with no new connection lost, the
 /// preference holds while the primary stays healthy past the hold time, an unknown hub is a
-/// 404 naming it, a non-operator is refused, and `prefer-hub --clear` returns the box.
+/// 404 naming it, a non-operator is refused, the preference survives a restart of the box's
+/// daemon (kept in its state directory), and `prefer-hub --clear` returns the box and removes
+/// the kept preference.
 #[test]
 fn avl4_operator_prefers_a_hub_for_maintenance_without_losing_a_new_connection() {
     require_root!();
@@ -416,7 +418,7 @@ fn avl4_operator_prefers_a_hub_for_maintenance_without_losing_a_new_connection()
     config.management = Some(operator.management(Node::Hospital, 120, false));
     config.status = Some(renkei_lab::web::status(STATUS_LISTEN).expect("[status]"));
     lab.add_backup_hub(&mut config, failover_config());
-    let hospital = lab.start(Node::Hospital, &config).expect("hospital");
+    let mut hospital = lab.start(Node::Hospital, &config).expect("hospital");
     wait_until(
         LINK_UP_TIMEOUT,
         "the hospital on the primary, the backup healthy",
@@ -563,6 +565,45 @@ fn avl4_operator_prefers_a_hub_for_maintenance_without_losing_a_new_connection()
         true,
         "the primary answered all along"
     );
+    let (made, failed) = prober.finish();
+    assert!(made > 10, "the prober made {made} connections");
+    assert!(
+        failed.is_empty(),
+        "no new connection is lost to a planned move: {failed:?}"
+    );
+
+    // The box's daemon dies and starts again (a crash, an update): the preference was kept in
+    // its state directory, so it starts on the preferred hub and stays there.
+    hospital.kill();
+    let hospital = lab.start(Node::Hospital, &config).expect("hospital again");
+    let status = hospital.status().expect("status");
+    assert_eq!(
+        status["hubs"]["preferred"], BACKUP_HUB_PEER,
+        "the preference survives the restart: {}",
+        status["hubs"]
+    );
+    assert_eq!(
+        status["hubs"]["active"], BACKUP_HUB_PEER,
+        "the restarted box starts on the preferred hub"
+    );
+    wait_until(
+        LINK_UP_TIMEOUT,
+        "the restarted hospital up on the preferred hub, the primary healthy",
+        || {
+            let status = hospital.status().ok()?;
+            let hubs = &status["hubs"];
+            (hubs["members"][0]["healthy"] == true && hubs["members"][1]["healthy"] == true)
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", hospital.log_text()));
+    new_connection_reaches(&who, &lab, Node::Hospital, BACKUP_HUB_PEER, &hospital);
+    assert!(
+        hub_switches(&hospital).is_empty(),
+        "no move after the restart: {:?}",
+        hub_switches(&hospital)
+    );
+    let prober = Prober::start(&lab, Node::Hospital);
 
     // An unknown hub is refused with its name (the box is reached through the backup now).
     let unknown = operator
@@ -590,10 +631,12 @@ fn avl4_operator_prefers_a_hub_for_maintenance_without_losing_a_new_connection()
         )
         .expect("renkei remote prefer-hub --clear");
     assert!(cleared.success, "{}", cleared.output);
+    // The restarted box knows the primary's health only since its start: the return waits
+    // for a whole hold time of it, as any fail back does.
     wait_for_hub(
         &hospital,
         PRIMARY_HUB_PEER,
-        Duration::from_millis(500) + Duration::from_secs(GROUP_CHECK_SECS),
+        FAIL_BACK_BOUND,
         "the return after the preference was cleared",
     );
     new_connection_reaches(&who, &lab, Node::Hospital, PRIMARY_HUB_PEER, &hospital);
@@ -607,6 +650,11 @@ fn avl4_operator_prefers_a_hub_for_maintenance_without_losing_a_new_connection()
         hospital.status().expect("status")["hubs"]["preferred"],
         serde_json::Value::Null
     );
+    let kept = lab
+        .node_dir(Node::Hospital)
+        .join("state")
+        .join(renkei::state::hub_preference::FILE_NAME);
+    assert!(!kept.exists(), "{} removed", kept.display());
 }
 
 /// The clinic (on-demand) with the primary dead: a connection's tunnel attempt on the primary

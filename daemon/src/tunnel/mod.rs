@@ -210,7 +210,12 @@ impl Tunnel {
     /// policy (an always-on box initiates a handshake at once).
     pub async fn start(config: &Config) -> Result<Tunnel, TunnelError> {
         let mut replay = ReplayGates::new();
-        let preference = hub_group::Preference::default();
+        let (preference, damaged) =
+            crate::state::hub_preference::HubPreference::open(&config.paths.state_dir);
+        if let Some(e) = damaged {
+            tracing::warn!(error = %e, "ignoring the stored hub preference");
+        }
+        let preference = Arc::new(preference);
         let (plane, info, tasks) = Self::build(config, None, &mut replay, &preference).await?;
         Ok(Tunnel {
             handle: TunnelHandle {
