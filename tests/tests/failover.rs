@@ -603,6 +603,14 @@ fn avl4_operator_prefers_a_hub_for_maintenance_without_losing_a_new_connection()
         "no move after the restart: {:?}",
         hub_switches(&hospital)
     );
+    // The standby primary is probed by the group, not greeted as a peer that had a session
+    // before the restart (the event ring keeps only the latest state of a batch, so the log
+    // tells).
+    let log = hospital.log_text();
+    assert!(
+        !log.contains("reason=\"greeting a peer that had a session before the restart\""),
+        "the standby hub is not greeted:\n{log}"
+    );
     let prober = Prober::start(&lab, Node::Hospital);
 
     // An unknown hub is refused with its name (the box is reached through the backup now).

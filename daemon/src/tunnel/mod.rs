@@ -449,11 +449,19 @@ impl Tunnel {
             tunnel.handshakes_per_sec_in_force(),
         ));
         let resume_file = resume::path_in(&config.paths.state_dir);
-        let remembered =
-            resume::load(&resume_file, std::time::SystemTime::now()).unwrap_or_else(|e| {
+        let mut remembered = resume::load(&resume_file, std::time::SystemTime::now())
+            .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "ignoring the remembered peer endpoints");
                 resume::Remembered::new()
             });
+        // A standby hub is probed by its group, not greeted (a file from an older run may
+        // still name one).
+        remembered.retain(|key, _| {
+            !plane
+                .peers
+                .iter()
+                .any(|p| p.public_key == *key && p.is_standby())
+        });
         if !remembered.is_empty() {
             tracing::info!(
                 peers = remembered.len(),
