@@ -69,6 +69,10 @@ enum Command {
         /// Print the status document as JSON (the same as the status API).
         #[arg(long)]
         json: bool,
+        /// Print every peer, also on a hub with many (by default more than 20 are counted per
+        /// state and only those in alarm are printed).
+        #[arg(long)]
+        all: bool,
     },
     /// Ask an on-demand box to bring its tunnel up now, or to drop it now.
     Tunnel {
@@ -296,7 +300,15 @@ fn main() -> ExitCode {
             config,
             runtime_dir,
             json,
-        } => report(status(&config, runtime_dir, json)),
+            all,
+        } => {
+            let detail = if all {
+                renkei::status::PeerDetail::Every
+            } else {
+                renkei::status::PeerDetail::Summarised
+            };
+            report(status(&config, runtime_dir, json, detail))
+        }
         Command::Tunnel { config, action } => report(tunnel_action(&config, &action)),
         Command::Keygen {
             private_key,
@@ -529,7 +541,12 @@ fn runtime_dir_of(path: &std::path::Path) -> anyhow::Result<PathBuf> {
     Ok(config.paths.runtime_dir)
 }
 
-fn status(path: &std::path::Path, runtime_dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+fn status(
+    path: &std::path::Path,
+    runtime_dir: Option<PathBuf>,
+    json: bool,
+    detail: renkei::status::PeerDetail,
+) -> anyhow::Result<()> {
     let runtime_dir = match runtime_dir {
         Some(dir) => dir,
         None => runtime_dir_of(path)?,
@@ -547,7 +564,7 @@ fn status(path: &std::path::Path, runtime_dir: Option<PathBuf>, json: bool) -> a
         Some(unenrolled) => print!("{unenrolled}"),
         // The daemon's document carries the enrolment data (from the key it runs with), so
         // the summary shows it once, also to a group member who cannot read the key files.
-        None => print!("{}", renkei::status::summary(&document)),
+        None => print!("{}", renkei::status::summary_with(&document, detail)),
     }
     Ok(())
 }

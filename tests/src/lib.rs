@@ -21,6 +21,7 @@ pub mod demo;
 pub mod docserver;
 pub mod door;
 pub mod foreign;
+pub mod hub_throughput;
 pub mod image_hub;
 pub mod lab;
 pub mod logfields;

@@ -399,7 +399,9 @@ fn browser_read(lab: &Lab, ns: &renkei_lab::Namespace, base: &str) -> serde_json
 /// The operator drains the primary for maintenance: `renkei remote ... prefer-hub dc-backup`
 /// moves the box to the backup at once (both healthy) with no new connection lost, the
 /// preference holds while the primary stays healthy past the hold time, an unknown hub is a
-/// 404 naming it, a non-operator is refused, and `prefer-hub --clear` returns the box.
+/// 404 naming it, a non-operator is refused, the preference survives a restart of the box's
+/// daemon (kept in its state directory), and `prefer-hub --clear` returns the box and removes
+/// the kept preference.
 #[test]
 fn avl4_operator_prefers_a_hub_for_maintenance_without_losing_a_new_connection() {
     require_root!();
@@ -416,7 +418,7 @@ fn avl4_operator_prefers_a_hub_for_maintenance_without_losing_a_new_connection()
     config.management = Some(operator.management(Node::Hospital, 120, false));
     config.status = Some(renkei_lab::web::status(STATUS_LISTEN).expect("[status]"));
     lab.add_backup_hub(&mut config, failover_config());
-    let hospital = lab.start(Node::Hospital, &config).expect("hospital");
+    let mut hospital = lab.start(Node::Hospital, &config).expect("hospital");
     wait_until(
         LINK_UP_TIMEOUT,
         "the hospital on the primary, the backup healthy",
@@ -563,6 +565,53 @@ fn avl4_operator_prefers_a_hub_for_maintenance_without_losing_a_new_connection()
         true,
         "the primary answered all along"
     );
+    let (made, failed) = prober.finish();
+    assert!(made > 10, "the prober made {made} connections");
+    assert!(
+        failed.is_empty(),
+        "no new connection is lost to a planned move: {failed:?}"
+    );
+
+    // The box's daemon dies and starts again (a crash, an update): the preference was kept in
+    // its state directory, so it starts on the preferred hub and stays there.
+    hospital.kill();
+    let hospital = lab.start(Node::Hospital, &config).expect("hospital again");
+    let status = hospital.status().expect("status");
+    assert_eq!(
+        status["hubs"]["preferred"], BACKUP_HUB_PEER,
+        "the preference survives the restart: {}",
+        status["hubs"]
+    );
+    assert_eq!(
+        status["hubs"]["active"], BACKUP_HUB_PEER,
+        "the restarted box starts on the preferred hub"
+    );
+    wait_until(
+        LINK_UP_TIMEOUT,
+        "the restarted hospital up on the preferred hub, the primary healthy",
+        || {
+            let status = hospital.status().ok()?;
+            let hubs = &status["hubs"];
+            (hubs["members"][0]["healthy"] == true && hubs["members"][1]["healthy"] == true)
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", hospital.log_text()));
+    new_connection_reaches(&who, &lab, Node::Hospital, BACKUP_HUB_PEER, &hospital);
+    assert!(
+        hub_switches(&hospital).is_empty(),
+        "no move after the restart: {:?}",
+        hub_switches(&hospital)
+    );
+    // The standby primary is probed by the group, not greeted as a peer that had a session
+    // before the restart (the event ring keeps only the latest state of a batch, so the log
+    // tells).
+    let log = hospital.log_text();
+    assert!(
+        !log.contains("reason=\"greeting a peer that had a session before the restart\""),
+        "the standby hub is not greeted:\n{log}"
+    );
+    let prober = Prober::start(&lab, Node::Hospital);
 
     // An unknown hub is refused with its name (the box is reached through the backup now).
     let unknown = operator
@@ -590,10 +639,12 @@ fn avl4_operator_prefers_a_hub_for_maintenance_without_losing_a_new_connection()
         )
         .expect("renkei remote prefer-hub --clear");
     assert!(cleared.success, "{}", cleared.output);
+    // The restarted box knows the primary's health only since its start: the return waits
+    // for a whole hold time of it, as any fail back does.
     wait_for_hub(
         &hospital,
         PRIMARY_HUB_PEER,
-        Duration::from_millis(500) + Duration::from_secs(GROUP_CHECK_SECS),
+        FAIL_BACK_BOUND,
         "the return after the preference was cleared",
     );
     new_connection_reaches(&who, &lab, Node::Hospital, PRIMARY_HUB_PEER, &hospital);
@@ -607,6 +658,11 @@ fn avl4_operator_prefers_a_hub_for_maintenance_without_losing_a_new_connection()
         hospital.status().expect("status")["hubs"]["preferred"],
         serde_json::Value::Null
     );
+    let kept = lab
+        .node_dir(Node::Hospital)
+        .join("state")
+        .join(renkei::state::hub_preference::FILE_NAME);
+    assert!(!kept.exists(), "{} removed", kept.display());
 }
 
 /// The clinic (on-demand) with the primary dead: a connection's tunnel attempt on the primary
@@ -692,4 +748,121 @@ fn avl4_on_demand_box_fails_over_within_connect_timeout_and_returns_when_idle() 
     assert_eq!(switches.len(), 2, "{switches:?}");
     assert_eq!(switches[1]["params"]["reason"], "fail_back");
     new_connection_reaches(&who, &lab, Node::Clinic, PRIMARY_HUB_PEER, &clinic);
+}
+
+/// The clinic (on-demand) with the primary's WAN link cut (the hub's daemon runs on, out of
+/// reach): the clinic's next connection gets no handshake on the primary within
+/// `connect_timeout_secs`, the box moves to the backup and the connection goes through it.
+/// With the link back, the box returns to the primary once idle for the hold time, not
+/// before, and the next connection reaches the primary.
+#[test]
+fn avl4_on_demand_box_fails_over_within_connect_timeout_when_the_primary_wan_is_cut() {
+    require_root!();
+    const CLINIC_CONNECT_TIMEOUT_SECS: u64 = 3;
+    const CLINIC_IDLE_TIMEOUT_SECS: u64 = 10;
+    let lab = Lab::with_backup_hub().expect("lab");
+    let _primary = lab
+        .start(Node::Hub, &lab.config(Node::Hub))
+        .expect("primary hub");
+    let _backup = lab
+        .start_backup_hub(&lab.backup_hub_config())
+        .expect("backup hub");
+    let mut config = lab.config(Node::Clinic);
+    if let Some(tunnel) = config.tunnel.as_mut() {
+        tunnel.policy.connect_timeout_secs = CLINIC_CONNECT_TIMEOUT_SECS;
+        tunnel.policy.idle_timeout_secs = CLINIC_IDLE_TIMEOUT_SECS;
+    }
+    lab.add_backup_hub(&mut config, failover_config());
+    let clinic = lab.start(Node::Clinic, &config).expect("clinic");
+    let who_address = format!("{}:{WHO_PORT}", Node::Hub.tunnel_address());
+    let who = Who {
+        primary: ProbeEndpoint::start(lab.ns(Node::Hub), &who_address).expect("listener"),
+        backup: ProbeEndpoint::start(lab.backup_hub_ns(), &who_address).expect("listener"),
+    };
+    // The primary serves the clinic while its link is up; then the clinic goes idle.
+    new_connection_reaches(&who, &lab, Node::Clinic, PRIMARY_HUB_PEER, &clinic);
+    let tunnel_idle = || {
+        let status = clinic.status().ok()?;
+        (status["tunnel"]["state"] == "idle").then_some(())
+    };
+    wait_until(
+        Duration::from_secs(2 * (CLINIC_IDLE_TIMEOUT_SECS + GROUP_CHECK_SECS)),
+        "the clinic idle after its idle timeout",
+        tunnel_idle,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", clinic.log_text()));
+    assert!(hub_switches(&clinic).is_empty(), "no move while it answers");
+
+    // The primary's WAN link is cut; a viewer connects.
+    lab.ns(Node::Hub)
+        .ip(&["link", "set", "wan0", "down"])
+        .expect("cut the primary's WAN");
+    let backup_before = who.backup.peers().len();
+    let started = Instant::now();
+    let address = who_address.parse().expect("address");
+    let connected = lab
+        .ns(Node::Clinic)
+        .run_inside(move || std::net::TcpStream::connect_timeout(&address, Duration::from_secs(20)))
+        .expect("inside the clinic");
+    let took = started.elapsed();
+    eprintln!("the first connection after the WAN cut took {took:?}");
+    assert!(
+        connected.is_ok(),
+        "the connection goes through the backup once the box moved: {connected:?}\n{}",
+        clinic.log_text()
+    );
+    wait_until(
+        Duration::from_secs(2),
+        "the backup's listener to note it",
+        || (who.backup.peers().len() == backup_before + 1).then_some(()),
+    )
+    .expect("it reached the backup");
+    let switches = hub_switches(&clinic);
+    assert_eq!(switches.len(), 1, "{switches:?}");
+    assert_eq!(switches[0]["params"]["from"], PRIMARY_HUB_PEER);
+    assert_eq!(switches[0]["params"]["to"], BACKUP_HUB_PEER);
+    assert_eq!(switches[0]["params"]["reason"], "connect_failed");
+    assert_eq!(switches[0]["level"], "warning");
+    assert_eq!(active_hub(&clinic).as_deref(), Some(BACKUP_HUB_PEER));
+    assert_eq!(
+        clinic.status().expect("status")["hubs"]["failovers"],
+        1,
+        "a failed connect is a failover"
+    );
+    // The move came within the connect timeout (and the group's check), the connection with
+    // TCP's next SYN retransmission after it (at 7 s); 2x for a busy machine.
+    assert!(
+        took < Duration::from_secs(2 * (CLINIC_CONNECT_TIMEOUT_SECS + GROUP_CHECK_SECS) + 7),
+        "{took:?}"
+    );
+    drop(connected);
+
+    // The link is back: idle for the idle timeout and the hold time passed, the box returns.
+    lab.ns(Node::Hub)
+        .ip(&["link", "set", "wan0", "up"])
+        .expect("restore the primary's WAN");
+    let back = wait_for_hub(
+        &clinic,
+        PRIMARY_HUB_PEER,
+        Duration::from_secs(CLINIC_IDLE_TIMEOUT_SECS + FAIL_BACK_AFTER_SECS + GROUP_CHECK_SECS),
+        "the on-demand box's return while idle",
+    );
+    eprintln!("the return to the primary came {back:?} after the link was back");
+    let switches = hub_switches(&clinic);
+    assert_eq!(switches.len(), 2, "one return, no flapping: {switches:?}");
+    assert_eq!(switches[1]["params"]["reason"], "fail_back");
+    assert_eq!(switches[1]["level"], "info");
+    // The events' times are whole seconds: one second of slack.
+    let at = |i: usize| switches[i]["time_unix"].as_u64().unwrap_or(0);
+    let held = at(1).saturating_sub(at(0));
+    assert!(
+        held + 1 >= FAIL_BACK_AFTER_SECS,
+        "no return before the hold time: {held} s on the backup: {switches:?}"
+    );
+    new_connection_reaches(&who, &lab, Node::Clinic, PRIMARY_HUB_PEER, &clinic);
+    assert_eq!(
+        clinic.status().expect("status")["hubs"]["failovers"],
+        1,
+        "the return is no failover"
+    );
 }

@@ -509,8 +509,153 @@ fn hubs_summary(out: &mut String, hubs: &serde_json::Value) {
     );
 }
 
-/// A compact human summary of a status document, in the manner of `wg show`.
+/// Peers `renkei status` prints one by one: every one up to this many (a facility box, a small
+/// hub); beyond (a hub with many facilities: thousands of lines), counts per state and those in
+/// alarm, at most this many. The same cut as the page's `?peers=summary`.
+pub const SUMMARY_PEERS: usize = facilities::MAX_SUMMARY_PEERS;
+
+/// How many peers a summary prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerDetail {
+    /// Every peer up to [`SUMMARY_PEERS`]; beyond, counts per state and those in alarm.
+    Summarised,
+    /// Every peer, however many (`renkei status --all`).
+    Every,
+}
+
+/// The order states are counted in: the usual first.
+const SUMMARY_STATES: [&str; 4] = ["up", "connecting", "idle", "down"];
+
+/// The peers' part of the summary: each peer's lines, or on a box with more than
+/// [`SUMMARY_PEERS`] (unless `detail` asks for every one) a count per state and the lines of
+/// those in alarm (at most [`SUMMARY_PEERS`]), with where to find the rest.
+fn peers_summary(
+    out: &mut String,
+    peers: &[serde_json::Value],
+    detail: PeerDetail,
+    text: &dyn Fn(&serde_json::Value) -> String,
+) {
+    use std::fmt::Write as _;
+    if detail == PeerDetail::Every || peers.len() <= SUMMARY_PEERS {
+        for peer in peers {
+            peer_lines(out, peer, text);
+        }
+        return;
+    }
+    let mut counts: Vec<(String, usize)> = SUMMARY_STATES
+        .iter()
+        .map(|state| (state.to_string(), 0))
+        .collect();
+    for peer in peers {
+        let state = text(&peer["state"]);
+        match counts.iter_mut().find(|(name, _)| *name == state) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((state, 1)),
+        }
+    }
+    let in_alarm: Vec<&serde_json::Value> = peers
+        .iter()
+        .filter(|p| p["alarm"] == serde_json::Value::Bool(true))
+        .collect();
+    let by_state: Vec<String> = counts
+        .iter()
+        .map(|(state, count)| format!("{count} {state}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "
+peers: {} ({}), {} in alarm",
+        peers.len(),
+        by_state.join(", "),
+        in_alarm.len()
+    );
+    let shown = in_alarm.len().min(SUMMARY_PEERS);
+    let _ = writeln!(
+        out,
+        "  {}; every peer: `renkei status --all`, or the status page's facilities (/api/v1/facilities)",
+        if in_alarm.is_empty() {
+            "none in alarm".to_string()
+        } else if shown < in_alarm.len() {
+            format!("the first {shown} of those in alarm below")
+        } else {
+            "those in alarm below".to_string()
+        }
+    );
+    for peer in in_alarm.into_iter().take(SUMMARY_PEERS) {
+        peer_lines(out, peer, text);
+    }
+}
+
+/// One peer's lines of the summary.
+fn peer_lines(
+    out: &mut String,
+    peer: &serde_json::Value,
+    text: &dyn Fn(&serde_json::Value) -> String,
+) {
+    use std::fmt::Write as _;
+    let wireguard = &peer["backend"]["wireguard"];
+    let _ = writeln!(
+        out,
+        "\npeer: {}{}",
+        text(&peer["name"]),
+        if wireguard.is_null() {
+            String::new()
+        } else {
+            format!(" {}", text(&wireguard["public_key"]))
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  state: {} ({})",
+        text(&peer["state"]),
+        text(&peer["reason"])
+    );
+    let age = match peer["last_reached_age_secs"].as_u64() {
+        Some(secs) => format!("{secs} seconds ago"),
+        None => "never".to_string(),
+    };
+    let transfer = format!(
+        "  transfer: {} B received, {} B sent",
+        text(&peer["rx_bytes"]),
+        text(&peer["tx_bytes"])
+    );
+    let closed = &peer["backend"]["closed"];
+    if !closed.is_null() {
+        let _ = writeln!(
+            out,
+            "  probe: {}, {} sent, {} failed",
+            text(&closed["probe_endpoint"]),
+            text(&closed["probes_sent"]),
+            text(&closed["probes_failed"])
+        );
+    }
+    let ipsec = &peer["backend"]["ipsec"];
+    if !ipsec.is_null() {
+        ipsec_lines(out, ipsec);
+    }
+    if wireguard.is_null() {
+        let _ = writeln!(out, "  last reached: {age}");
+        let _ = writeln!(out, "{transfer}");
+    } else {
+        let _ = writeln!(out, "  endpoint: {}", text(&wireguard["endpoint"]));
+        let _ = writeln!(out, "  latest handshake: {age}");
+        let _ = writeln!(
+            out,
+            "{transfer}; handshakes {} attempted, {} failed",
+            text(&wireguard["handshake_attempts"]),
+            text(&wireguard["handshake_failures"])
+        );
+    }
+}
+
+/// A compact human summary of a status document, in the manner of `wg show`; on a box with many
+/// peers (a hub), counts and the peers in alarm ([`PeerDetail::Summarised`]).
 pub fn summary(document: &serde_json::Value) -> String {
+    summary_with(document, PeerDetail::Summarised)
+}
+
+/// [`summary`] with the peers as `detail` says.
+pub fn summary_with(document: &serde_json::Value, detail: PeerDetail) -> String {
     use std::fmt::Write as _;
     let text = |v: &serde_json::Value| match v {
         serde_json::Value::String(s) => s.clone(),
@@ -570,61 +715,7 @@ pub fn summary(document: &serde_json::Value) -> String {
     );
     hubs_summary(&mut out, &document["hubs"]);
     if let Some(peers) = tunnel["peers"].as_array() {
-        for peer in peers {
-            let wireguard = &peer["backend"]["wireguard"];
-            let _ = writeln!(
-                out,
-                "\npeer: {}{}",
-                text(&peer["name"]),
-                if wireguard.is_null() {
-                    String::new()
-                } else {
-                    format!(" {}", text(&wireguard["public_key"]))
-                }
-            );
-            let _ = writeln!(
-                out,
-                "  state: {} ({})",
-                text(&peer["state"]),
-                text(&peer["reason"])
-            );
-            let age = match peer["last_reached_age_secs"].as_u64() {
-                Some(secs) => format!("{secs} seconds ago"),
-                None => "never".to_string(),
-            };
-            let transfer = format!(
-                "  transfer: {} B received, {} B sent",
-                text(&peer["rx_bytes"]),
-                text(&peer["tx_bytes"])
-            );
-            let closed = &peer["backend"]["closed"];
-            if !closed.is_null() {
-                let _ = writeln!(
-                    out,
-                    "  probe: {}, {} sent, {} failed",
-                    text(&closed["probe_endpoint"]),
-                    text(&closed["probes_sent"]),
-                    text(&closed["probes_failed"])
-                );
-            }
-            let ipsec = &peer["backend"]["ipsec"];
-            if !ipsec.is_null() {
-                ipsec_lines(&mut out, ipsec);
-            }
-            if wireguard.is_null() {
-                let _ = writeln!(out, "  last reached: {age}");
-                let _ = writeln!(out, "{transfer}");
-            } else {
-                let _ = writeln!(out, "  endpoint: {}", text(&wireguard["endpoint"]));
-                let _ = writeln!(out, "  latest handshake: {age}");
-                let _ = writeln!(
-                    out,
-                    "{transfer}; handshakes {} attempted, {} failed",
-                    text(&wireguard["handshake_attempts"]),
-                    text(&wireguard["handshake_failures"])
-                );
-            }
-        }
+        peers_summary(&mut out, peers, detail, &text);
     }
     let drops = &tunnel["drops"];
     let _ = writeln!(
@@ -860,6 +951,73 @@ mod tests {
         );
         let without = serde_json::json!({"tunnel": {"peers": []}});
         assert!(!summary(&without).contains("hubs:"));
+    }
+
+    /// A hub's status document with `n` facility peers: states in turn, every 7th in alarm.
+    fn hub_document(n: usize) -> serde_json::Value {
+        let states = ["up", "idle", "connecting", "down"];
+        let peers: Vec<serde_json::Value> = (0..n)
+            .map(|i| {
+                serde_json::json!({
+                    "name": format!("facility-{i:04}"), "state": states[i % 4],
+                    "reason": "-", "alarm": i % 7 == 0, "rx_bytes": 1, "tx_bytes": 2,
+                    "backend": {"wireguard": {"public_key": "k", "endpoint": "198.18.0.2:1"}}
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "facility": "dc", "role": "hub", "config_version": 1,
+            "tunnel": {"kind": "wireguard", "state": "up", "policy": "always_on",
+                       "interface": "renkei0", "address": "198.19.0.1/16", "alarm": false,
+                       "peers": peers, "drops": {}, "backend": {"wireguard": {"listen_port": 51820}}}
+        })
+    }
+
+    #[test]
+    fn avl6_summary_of_a_big_hub_counts_peers_per_state_and_lists_only_those_in_alarm() {
+        let document = hub_document(1000);
+        let text = summary(&document);
+        assert!(
+            text.contains(
+                "\npeers: 1000 (250 up, 250 connecting, 250 idle, 250 down), 143 in alarm\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("the first 20 of those in alarm below; every peer: `renkei status --all`, or the status page's facilities (/api/v1/facilities)"),
+            "{text}"
+        );
+        let shown: Vec<&str> = text.lines().filter(|l| l.starts_with("peer: ")).collect();
+        assert_eq!(shown.len(), SUMMARY_PEERS, "{text}");
+        assert_eq!(shown[0], "peer: facility-0000 k");
+        assert_eq!(shown[1], "peer: facility-0007 k", "only peers in alarm");
+        assert!(text.lines().count() < 150, "{} lines", text.lines().count());
+        // --all: every peer, as before.
+        let every = summary_with(&document, PeerDetail::Every);
+        assert_eq!(
+            every.lines().filter(|l| l.starts_with("peer: ")).count(),
+            1000
+        );
+        assert!(!every.contains("in alarm"));
+        // None in alarm: said so, no peer lines.
+        let mut calm = hub_document(30);
+        for peer in calm["tunnel"]["peers"].as_array_mut().into_iter().flatten() {
+            peer["alarm"] = serde_json::Value::Bool(false);
+        }
+        let text = summary(&calm);
+        assert!(text.contains("\npeers: 30 (8 up, 7 connecting, 8 idle, 7 down), 0 in alarm\n  none in alarm; every peer:"), "{text}");
+        assert!(!text.contains("\npeer: "), "{text}");
+    }
+
+    #[test]
+    fn avl6_summary_of_a_small_box_prints_every_peer_as_before() {
+        for n in [1, SUMMARY_PEERS] {
+            let document = hub_document(n);
+            let text = summary(&document);
+            assert_eq!(text, summary_with(&document, PeerDetail::Every));
+            assert_eq!(text.lines().filter(|l| l.starts_with("peer: ")).count(), n);
+            assert!(!text.contains("\npeers: "), "{text}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ use super::peer::Peer;
 use super::policy::{Event, LinkState, Mode, Policy, PolicyTimers};
 use crate::config::FailoverConfig;
 use crate::state::events::{HubMove, Occurrence};
+use crate::state::hub_preference::HubPreference;
 
 /// How often the group looks at its members: well under a second of reaction on top of the
 /// configured times.
@@ -29,8 +30,9 @@ const CHECK_INTERVAL: Duration = Duration::from_millis(500);
 const OCCURRENCE_BACKLOG: usize = 16;
 
 /// The operator's preferred hub: kept by the tunnel handle so that it outlives a restart of the
-/// tunnel for a config change, until the operator clears it.
-pub(crate) type Preference = Arc<Mutex<Option<String>>>;
+/// tunnel for a config change, and in the state directory so that it outlives a restart of the
+/// daemon, until the operator clears it.
+pub(crate) type Preference = Arc<HubPreference>;
 
 /// A running hub group.
 pub(crate) struct HubGroup {
@@ -124,7 +126,8 @@ impl HubGroup {
             Mode::OnDemand => Style::OnDemand,
             Mode::AlwaysOn | Mode::Passive => Style::AlwaysOn,
         };
-        let preferred = lock(&preference).clone();
+        // A name outside the group is dropped by the machine ([`initial_active`] logs it).
+        let preferred = preference.get();
         let machine = Failover::new(
             config.hubs.clone(),
             style,
@@ -246,7 +249,16 @@ impl HubGroup {
         name: Option<&str>,
     ) -> Result<String, PreferError> {
         let switch = self.machine().prefer(name, Instant::now())?;
-        *lock(&self.preference) = name.map(str::to_string);
+        let preference = Arc::clone(&self.preference);
+        let kept = name.map(str::to_string);
+        match tokio::task::spawn_blocking(move || preference.set(kept.as_deref())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(
+                error = %e,
+                "cannot keep the hub preference in the state directory; it holds until the daemon restarts"
+            ),
+            Err(e) => tracing::warn!(error = %e, "the hub preference was not written down"),
+        }
         tracing::info!(
             preferred = name.unwrap_or("none"),
             "hub group: the operator's preference is set"
@@ -365,9 +377,12 @@ impl HubGroup {
 }
 
 /// The member that starts active: the operator's preference when it is a member, else the
-/// first.
+/// first (a preference for a hub no longer in the group is logged and ignored).
 pub(crate) fn initial_active<'a>(config: &'a FailoverConfig, preference: &Preference) -> &'a str {
-    let preferred = lock(preference).clone();
+    let preferred = preference.for_group(&config.hubs).unwrap_or_else(|e| {
+        tracing::warn!(preferred = %e.hub, "{e}");
+        None
+    });
     config
         .hubs
         .iter()

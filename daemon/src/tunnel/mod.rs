@@ -210,7 +210,12 @@ impl Tunnel {
     /// policy (an always-on box initiates a handshake at once).
     pub async fn start(config: &Config) -> Result<Tunnel, TunnelError> {
         let mut replay = ReplayGates::new();
-        let preference = hub_group::Preference::default();
+        let (preference, damaged) =
+            crate::state::hub_preference::HubPreference::open(&config.paths.state_dir);
+        if let Some(e) = damaged {
+            tracing::warn!(error = %e, "ignoring the stored hub preference");
+        }
+        let preference = Arc::new(preference);
         let (plane, info, tasks) = Self::build(config, None, &mut replay, &preference).await?;
         Ok(Tunnel {
             handle: TunnelHandle {
@@ -444,11 +449,19 @@ impl Tunnel {
             tunnel.handshakes_per_sec_in_force(),
         ));
         let resume_file = resume::path_in(&config.paths.state_dir);
-        let remembered =
-            resume::load(&resume_file, std::time::SystemTime::now()).unwrap_or_else(|e| {
+        let mut remembered = resume::load(&resume_file, std::time::SystemTime::now())
+            .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "ignoring the remembered peer endpoints");
                 resume::Remembered::new()
             });
+        // A standby hub is probed by its group, not greeted (a file from an older run may
+        // still name one).
+        remembered.retain(|key, _| {
+            !plane
+                .peers
+                .iter()
+                .any(|p| p.public_key == *key && p.is_standby())
+        });
         if !remembered.is_empty() {
             tracing::info!(
                 peers = remembered.len(),

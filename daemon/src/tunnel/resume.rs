@@ -182,6 +182,11 @@ pub(crate) async fn remember(plane: Arc<DataPlane>, path: PathBuf, remembered: R
                 rx_seen[i] = rx;
                 heard[i] = Some(now - now % SEEN_PRECISION_SECS);
             }
+            // A standby hub of a facility's group is passive too, but it is no peer that
+            // greets the box: the group probes it, and a greeting would only add events.
+            if peer.is_standby() {
+                continue;
+            }
             if let (Mode::Passive, Some(endpoint), Some(last_heard_unix)) =
                 (mode, endpoint, heard[i])
             {

@@ -9,7 +9,8 @@
 //! `lab show` prints the summary again. `lab compliance` writes `docs/compliance.md` from the
 //! output of a test run. `lab bench-tunnel [SECONDS] [ROUNDS]`,
 //! `lab bench-proxy [SECONDS] [IDLE] [ROUNDS] [--carrier NAME]` and
-//! `lab bench-hub [N,N,...] [ROUNDS]` run the benchmarks (the proxy
+//! `lab bench-hub [N,N,...] [ROUNDS]` (and `lab bench-hub throughput [SECONDS] [ROUNDS]`)
+//! run the benchmarks (the proxy
 //! benchmark on every carrier unless one is named). `lab image-hub` writes the hub and box
 //! configs `image/boot-test` uses once it has read the booted box's WireGuard key.
 
@@ -30,6 +31,8 @@ const USAGE: &str = "usage:
   lab bench-proxy [SECONDS] [IDLE] [ROUNDS] [--carrier wireguard|closed|ipsec]
   lab bench-hub [N,N,...] [ROUNDS]                   N facilities (100,500,1000) against one hub,
                                                      cold and after a hub restart, 3 rounds
+  lab bench-hub throughput [SECONDS] [ROUNDS]        aggregate TCP throughput through the hub of
+                                                     1 and of 8 facility daemons at once, 3 rounds
   lab image-hub --dir DIR --box-key KEY --interface NAME --hub-endpoint ADDR:PORT [--box-address ADDR]
                                                      image/boot-test's hub: DIR/hub/{wg.key,
                                                      renkei.toml} and the box's DIR/box/renkei.toml;
@@ -233,6 +236,20 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             anyhow::ensure!(renkei_lab::is_root(), "the lab needs root");
             let rounds = renkei_lab::bench::tunnel_benchmark(seconds, rounds)?;
             print!("{}", renkei_lab::bench::report(&rounds));
+            Ok(())
+        }
+        "bench-hub" if flags.positional.first().map(String::as_str) == Some("throughput") => {
+            let seconds: u32 = match flags.positional.get(1) {
+                Some(s) => s.parse().context("seconds")?,
+                None => 10,
+            };
+            let rounds: usize = match flags.positional.get(2) {
+                Some(s) => s.parse().context("rounds")?,
+                None => 3,
+            };
+            anyhow::ensure!(renkei_lab::is_root(), "the lab needs root");
+            let results = renkei_lab::hub_throughput::throughput_benchmark(seconds, rounds)?;
+            print!("{}", renkei_lab::hub_throughput::report(&results));
             Ok(())
         }
         "bench-hub" => {
