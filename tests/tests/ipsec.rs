@@ -544,6 +544,7 @@ fn box_config(
         esp_interface: None,
         vici_socket: Some(charon.vici_socket.clone()),
         charon_log_file: Some(charon.log.clone()),
+        failover: None,
     });
     config.tls = Some(tls_config());
     config.services = vec![service(
