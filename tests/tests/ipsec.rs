@@ -2024,3 +2024,244 @@ fn net9_avl1_auth4_a_push_to_ipsec_joins_once_the_boxs_charon_starts_after_the_a
     drop(hub);
     drop(concentrator);
 }
+
+/// `[ipsec.failover]` in the backup concentrator test: the shortest times `renkei check`
+/// allows, so the test runs in seconds.
+const FAILOVER_AFTER_SECS: u64 = 5;
+/// See [`FAILOVER_AFTER_SECS`].
+const FAIL_BACK_AFTER_SECS: u64 = 10;
+/// See [`FAILOVER_AFTER_SECS`].
+const STANDBY_PROBE_SECS: u64 = 2;
+/// docs/configuration.md's bound for the CHILD SA up with the backup after the primary died:
+/// dead peer detection (about 10 s), then `failover_after_secs`, then a listing and a
+/// negotiation (a few seconds).
+const FAILOVER_BOUND: Duration = Duration::from_secs(FAILOVER_AFTER_SECS + 15);
+/// docs/configuration.md's bound for the return after the primary is back: a probe, the
+/// hold time, then a listing and a negotiation.
+const FAIL_BACK_BOUND: Duration =
+    Duration::from_secs(STANDBY_PROBE_SECS + FAIL_BACK_AFTER_SECS + 5);
+
+/// The hand-written concentrator of [`Lab::with_backup_hub`]'s second data centre: the same
+/// connection as the primary's, on the backup's WAN address.
+fn backup_concentrator_swanctl() -> String {
+    let mut connection = facility_connection(
+        Node::Hospital,
+        CONN,
+        DC_INNER,
+        BOX_INNER,
+        STRONG_IKE,
+        STRONG_ESP,
+    );
+    connection.local_addr = renkei_lab::lab::BACKUP_HUB_WAN_ADDRESS.to_string();
+    swanctl_conf(&[connection])
+}
+
+/// Starts the primary concentrator's charon in its namespace with its hand-written config.
+fn start_primary_concentrator(lab: &Lab) -> anyhow::Result<Charon> {
+    let paths = CharonPaths::in_dir(&lab.dir.join("dc-charon"));
+    let conf = concentrator_conf(&paths);
+    let charon = Charon::start(lab.ns(Node::Hub), paths, &conf)?;
+    charon.load_all(
+        &concentrator_swanctl(STRONG_IKE, STRONG_ESP),
+        lab.certificate(Node::Hub),
+        &lab.ca.cert_pem,
+    )?;
+    Ok(charon)
+}
+
+/// The data centre in `ns` fetches a document through the box's TLS service over the SA:
+/// a new connection from whichever data centre the SA runs to.
+fn fetch_from(lab: &Lab, ns: &renkei_lab::netns::Namespace) -> anyhow::Result<String> {
+    let tls = lab.tls_dir(Node::Hub);
+    let path = |name: &str| tls.join(name).display().to_string();
+    let finished = run_bounded(
+        ns,
+        "openssl",
+        &[
+            "s_client",
+            "-connect",
+            &format!("{BOX_INNER}:{BOX_SERVICE_PORT}"),
+            "-servername",
+            Node::Hospital.tls_name(),
+            "-cert",
+            &path("box.crt"),
+            "-key",
+            &path("box.key"),
+            "-CAfile",
+            &path("operator-ca.crt"),
+            "-verify_return_error",
+            "-quiet",
+        ],
+        format!("GET {DOCUMENT_BYTES} 7\n").as_bytes(),
+        FETCH_TIMEOUT,
+    )?;
+    Ok(finished.output)
+}
+
+/// The `hubs` block and the IPsec link of the status when `active` carries an installed
+/// CHILD SA whose IKE SA runs to `remote`.
+fn carried_by(
+    daemon: &renkei_lab::Daemon,
+    active: &str,
+    remote: &str,
+) -> Option<serde_json::Value> {
+    let status = daemon.status().ok()?;
+    let link = ipsec_link(&status)?;
+    let hubs = status["hubs"].clone();
+    (hubs["active"] == active
+        && link["state"] == "up"
+        && link["backend"]["ipsec"]["remote_address"] == remote
+        && link["backend"]["ipsec"]["child"]["state"] == "INSTALLED")
+        .then_some(status)
+}
+
+#[test]
+fn avl4_net6_an_always_on_ipsec_box_fails_over_to_the_backup_concentrator_and_back() {
+    require_root!();
+    use renkei::config::IpsecFailoverConfig;
+    let lab = Lab::with_backup_hub().expect("lab with a backup data centre");
+    let backup_address = renkei_lab::lab::BACKUP_HUB_WAN_ADDRESS;
+    for ns in [lab.ns(Node::Hub), lab.backup_hub_ns()] {
+        ns.ip(&["addr", "add", &format!("{DC_INNER}/32"), "dev", "lo"])
+            .expect("the data centre's service address");
+    }
+    let mut primary = start_primary_concentrator(&lab).expect("primary concentrator");
+    let backup_paths = CharonPaths::in_dir(&lab.dir.join("dc2-charon"));
+    let backup_conf = concentrator_conf(&backup_paths);
+    let backup = Charon::start(lab.backup_hub_ns(), backup_paths, &backup_conf)
+        .expect("backup concentrator");
+    backup
+        .load_all(
+            &backup_concentrator_swanctl(),
+            lab.certificate(Node::Hub),
+            &lab.ca.cert_pem,
+        )
+        .expect("backup concentrator's config");
+    let operator = Operator::new(&lab).expect("operator");
+    let box_paths = CharonPaths::in_dir(&lab.dir.join("hospital-charon"));
+    let mut config = box_config(&lab, &box_paths, &operator).expect("box config");
+    if let Some(ipsec) = config.ipsec.as_mut() {
+        ipsec.failover = Some(IpsecFailoverConfig {
+            backup_remote_address: backup_address.parse().expect("address"),
+            backup_remote_id: None,
+            failover_after_secs: FAILOVER_AFTER_SECS,
+            fail_back_after_secs: FAIL_BACK_AFTER_SECS,
+            probe_interval_secs: STANDBY_PROBE_SECS,
+        });
+    }
+    let path = lab.write_config(Node::Hospital, &config).expect("config");
+    let charon_conf = renkei_charon_conf(&path).expect("renkei charon-conf");
+    let box_charon =
+        Charon::start(lab.ns(Node::Hospital), box_paths, &charon_conf).expect("box charon");
+    let daemon = lab.start_with(Node::Hospital, &path).expect("renkei");
+    let _documents = DocumentServer::start(lab.lan_ns(Node::Hospital), DOCUMENT_SERVER_ADDRESS)
+        .expect("document server");
+    let logs = || {
+        format!(
+            "renkei: {}\nbox charon: {}\nbackup: {}",
+            daemon.log_text(),
+            box_charon.log(),
+            backup.log()
+        )
+    };
+    let document = format!("renkei-lab document {DOCUMENT_BYTES}");
+
+    // Both data centres up: the SA to the primary, the backup probed (an IKE SA alone).
+    let status = wait_until(
+        ALWAYS_ON_UP_TIMEOUT,
+        "the SA to the primary, the backup healthy",
+        || {
+            let status = carried_by(&daemon, "primary", Node::Hub.wan_address())?;
+            (status["hubs"]["members"][1]["healthy"] == true).then_some(status)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\nstatus: {:?}\n{}", daemon.status(), logs()));
+    assert_eq!(status["hubs"]["members"][1]["name"], "backup", "{status:#}");
+    let backup_sas = backup.list_sas().expect("backup's SAs");
+    assert!(
+        backup_sas.contains("state=ESTABLISHED") && !backup_sas.contains("INSTALLED"),
+        "the backup has the box's IKE SA but no CHILD SA: {backup_sas}"
+    );
+    assert!(fetch_from(&lab, lab.ns(Node::Hub))
+        .expect("openssl s_client")
+        .contains(&document));
+
+    // The primary data centre dies (no DELETE reaches the box).
+    primary.crash();
+    let died = std::time::Instant::now();
+    let status = wait_until(
+        FAILOVER_BOUND * 2,
+        "the CHILD SA up with the backup",
+        || carried_by(&daemon, "backup", backup_address),
+    )
+    .unwrap_or_else(|e| panic!("{e}\nstatus: {:?}\n{}", daemon.status(), logs()));
+    let took = died.elapsed();
+    eprintln!("IPsec failover: the CHILD SA with the backup up {took:?} after the primary died");
+    assert!(
+        took >= Duration::from_secs(FAILOVER_AFTER_SECS),
+        "not before failover_after_secs: {took:?}"
+    );
+    assert!(
+        took <= FAILOVER_BOUND * 2,
+        "within about the documented bound {FAILOVER_BOUND:?}: {took:?}"
+    );
+    assert_eq!(status["hubs"]["failovers"], 1, "{}", status["hubs"]);
+    let switched: Vec<serde_json::Value> = status["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["code"] == "hub_switched")
+        .collect();
+    assert_eq!(switched.len(), 1, "{switched:?}");
+    assert_eq!(
+        (
+            &switched[0]["params"]["from"],
+            &switched[0]["params"]["to"],
+            &switched[0]["params"]["reason"]
+        ),
+        (
+            &serde_json::json!("primary"),
+            &serde_json::json!("backup"),
+            &serde_json::json!("no_answer")
+        ),
+        "{switched:?}"
+    );
+    let fetched = fetch_from(&lab, lab.backup_hub_ns()).expect("openssl s_client via the backup");
+    assert!(fetched.contains(&document), "{fetched}\n{}", logs());
+
+    // The primary comes back: the box returns only after the hold time.
+    drop(primary);
+    primary = start_primary_concentrator(&lab).expect("the primary again");
+    let back = std::time::Instant::now();
+    let status = wait_until(
+        FAIL_BACK_BOUND * 2,
+        "the CHILD SA back on the primary",
+        || carried_by(&daemon, "primary", Node::Hub.wan_address()),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nstatus: {:?}\n{}\nprimary: {}",
+            daemon.status(),
+            logs(),
+            primary.log()
+        )
+    });
+    let took = back.elapsed();
+    eprintln!("IPsec fail back: on the primary {took:?} after it came back");
+    assert!(
+        took >= Duration::from_secs(FAIL_BACK_AFTER_SECS),
+        "not before the hold time: {took:?}"
+    );
+    assert!(
+        took <= FAIL_BACK_BOUND * 2,
+        "within about the documented bound {FAIL_BACK_BOUND:?}: {took:?}"
+    );
+    assert_eq!(status["hubs"]["failovers"], 1, "a return is no failover");
+    let fetched = fetch_from(&lab, lab.ns(Node::Hub)).expect("openssl s_client via the primary");
+    assert!(fetched.contains(&document), "{fetched}\n{}", logs());
+    drop(daemon);
+    drop(box_charon);
+    drop(backup);
+    drop(primary);
+}
