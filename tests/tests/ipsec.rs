@@ -2115,8 +2115,28 @@ fn carried_by(
         .then_some(status)
 }
 
+/// `renkei remote ... ACTION` from the data centre in `from`, to the box's management API on
+/// its IPsec address (over whichever SA runs to that data centre).
+fn prefer_hub(
+    operator: &Operator,
+    from: &renkei_lab::netns::Namespace,
+    action: &[&str],
+) -> renkei_lab::tlstools::Finished {
+    let mut args = vec!["remote".to_string()];
+    let mut target = operator.management_args(Node::Hospital);
+    if let Some(to) = target.iter().position(|a| a == "--to") {
+        target[to + 1] = format!("{BOX_INNER}:{MANAGEMENT_PORT}");
+    }
+    args.extend(target);
+    args.extend(action.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let bin = renkei_bin().expect("renkei binary");
+    run_bounded(from, &bin.to_string_lossy(), &args, b"", FETCH_TIMEOUT).expect("renkei remote")
+}
+
 #[test]
-fn avl4_net6_an_always_on_ipsec_box_fails_over_to_the_backup_concentrator_and_back() {
+fn avl4_net6_an_always_on_ipsec_box_fails_over_to_the_backup_concentrator_and_back_and_follows_the_operator(
+) {
     require_root!();
     use renkei::config::IpsecFailoverConfig;
     let lab = Lab::with_backup_hub().expect("lab with a backup data centre");
@@ -2260,6 +2280,42 @@ fn avl4_net6_an_always_on_ipsec_box_fails_over_to_the_backup_concentrator_and_ba
     assert_eq!(status["hubs"]["failovers"], 1, "a return is no failover");
     let fetched = fetch_from(&lab, lab.ns(Node::Hub)).expect("openssl s_client via the primary");
     assert!(fetched.contains(&document), "{fetched}\n{}", logs());
+
+    // The operator drains the primary: `renkei remote ... prefer-hub backup` over the SA.
+    let asked = prefer_hub(&operator, lab.ns(Node::Hub), &["prefer-hub", "backup"]);
+    assert!(asked.success(), "{}\n{}", asked.output, logs());
+    let status = wait_until(IKE_TIMEOUT, "the CHILD SA on the preferred backup", || {
+        carried_by(&daemon, "backup", backup_address)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nstatus: {:?}\n{}", daemon.status(), logs()));
+    assert_eq!(status["hubs"]["preferred"], "backup", "{}", status["hubs"]);
+    assert_eq!(
+        status["hubs"]["failovers"], 1,
+        "a planned move is no failover"
+    );
+    let last_switch = status["events"]
+        .as_array()
+        .and_then(|events| {
+            events
+                .iter()
+                .rev()
+                .find(|e| e["code"] == "hub_switched")
+                .cloned()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        last_switch["params"]["reason"], "operator_preferred",
+        "{last_switch}"
+    );
+    let fetched = fetch_from(&lab, lab.backup_hub_ns()).expect("openssl s_client via the backup");
+    assert!(fetched.contains(&document), "{fetched}\n{}", logs());
+    // Cleared from the backup's side: the healthy primary takes the box back.
+    let cleared = prefer_hub(&operator, lab.backup_hub_ns(), &["prefer-hub", "--clear"]);
+    assert!(cleared.success(), "{}\n{}", cleared.output, logs());
+    wait_until(IKE_TIMEOUT, "the CHILD SA back on the primary", || {
+        carried_by(&daemon, "primary", Node::Hub.wan_address())
+    })
+    .unwrap_or_else(|e| panic!("{e}\nstatus: {:?}\n{}", daemon.status(), logs()));
     drop(daemon);
     drop(box_charon);
     drop(backup);
