@@ -2226,13 +2226,17 @@ fn avl4_net6_an_always_on_ipsec_box_fails_over_to_the_backup_concentrator_and_ba
         "within about the documented bound {FAILOVER_BOUND:?}: {took:?}"
     );
     assert_eq!(status["hubs"]["failovers"], 1, "{}", status["hubs"]);
-    let switched: Vec<serde_json::Value> = status["events"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| e["code"] == "hub_switched")
-        .collect();
+    // The event ring may record the move just after the status read above: wait for it.
+    let switched = wait_until(EVENT_TIMEOUT, "the hub_switched event", || {
+        let events: Vec<serde_json::Value> = daemon.status().ok()?["events"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["code"] == "hub_switched")
+            .cloned()
+            .collect();
+        (!events.is_empty()).then_some(events)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nstatus: {:?}", daemon.status()));
     assert_eq!(switched.len(), 1, "{switched:?}");
     assert_eq!(
         (
@@ -2293,19 +2297,31 @@ fn avl4_net6_an_always_on_ipsec_box_fails_over_to_the_backup_concentrator_and_ba
         status["hubs"]["failovers"], 1,
         "a planned move is no failover"
     );
-    let last_switch = status["events"]
-        .as_array()
-        .and_then(|events| {
-            events
+    // The event ring records the move as it happens, not necessarily before the status read
+    // above: wait for it, then every move so far has exactly its reason.
+    let reasons = wait_until(
+        EVENT_TIMEOUT,
+        "the operator_preferred hub_switched event",
+        || {
+            let status = daemon.status().ok()?;
+            let mut reasons: Vec<String> = status["events"]
+                .as_array()?
                 .iter()
-                .rev()
-                .find(|e| e["code"] == "hub_switched")
-                .cloned()
-        })
-        .unwrap_or_default();
+                .filter(|e| e["code"] == "hub_switched")
+                .filter_map(|e| e["params"]["reason"].as_str().map(str::to_string))
+                .collect();
+            reasons.sort();
+            reasons
+                .iter()
+                .any(|r| r == "operator_preferred")
+                .then_some(reasons)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\nstatus: {:?}", daemon.status()));
     assert_eq!(
-        last_switch["params"]["reason"], "operator_preferred",
-        "{last_switch}"
+        reasons,
+        ["fail_back", "no_answer", "operator_preferred"],
+        "one event per move"
     );
     let fetched = fetch_from(&lab, lab.backup_hub_ns()).expect("openssl s_client via the backup");
     assert!(fetched.contains(&document), "{fetched}\n{}", logs());
