@@ -2134,10 +2134,33 @@ fn prefer_hub(
     run_bounded(from, &bin.to_string_lossy(), &args, b"", FETCH_TIMEOUT).expect("renkei remote")
 }
 
+/// How the primary data centre is lost in a failover test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PrimaryLoss {
+    /// Its charon is killed (SIGKILL: no DELETE reaches the box), later started again.
+    Killed,
+    /// Its WAN link goes down (charon and its SAs stay), later up again.
+    LinkCut,
+}
+
 #[test]
 fn avl4_net6_an_always_on_ipsec_box_fails_over_to_the_backup_concentrator_and_back_and_follows_the_operator(
 ) {
     require_root!();
+    fail_over_and_back(PrimaryLoss::Killed);
+}
+
+#[test]
+fn avl4_net6_an_always_on_ipsec_box_fails_over_when_the_primary_wan_link_is_cut_and_back_when_it_returns(
+) {
+    require_root!();
+    fail_over_and_back(PrimaryLoss::LinkCut);
+}
+
+/// The always-on box with a primary and a backup concentrator: it fails over when the primary
+/// is lost as `loss` says, serves new connections through the backup, returns after the hold
+/// time once the primary is back, and (killed primary) follows the operator's preference.
+fn fail_over_and_back(loss: PrimaryLoss) {
     use renkei::config::IpsecFailoverConfig;
     let lab = Lab::with_backup_hub().expect("lab with a backup data centre");
     let backup_address = renkei_lab::lab::BACKUP_HUB_WAN_ADDRESS;
@@ -2206,8 +2229,15 @@ fn avl4_net6_an_always_on_ipsec_box_fails_over_to_the_backup_concentrator_and_ba
         .expect("openssl s_client")
         .contains(&document));
 
-    // The primary data centre dies (no DELETE reaches the box).
-    primary.crash();
+    // The primary data centre is lost (no DELETE reaches the box).
+    match loss {
+        PrimaryLoss::Killed => primary.crash(),
+        PrimaryLoss::LinkCut => {
+            lab.ns(Node::Hub)
+                .ip(&["link", "set", "wan0", "down"])
+                .expect("cut the primary's WAN link");
+        }
+    }
     let died = std::time::Instant::now();
     let status = wait_until(
         FAILOVER_BOUND * 2,
@@ -2216,7 +2246,7 @@ fn avl4_net6_an_always_on_ipsec_box_fails_over_to_the_backup_concentrator_and_ba
     )
     .unwrap_or_else(|e| panic!("{e}\nstatus: {:?}\n{}", daemon.status(), logs()));
     let took = died.elapsed();
-    eprintln!("IPsec failover: the CHILD SA with the backup up {took:?} after the primary died");
+    eprintln!("IPsec failover ({loss:?}): the CHILD SA with the backup up {took:?} after the primary was lost");
     assert!(
         took >= Duration::from_secs(FAILOVER_AFTER_SECS),
         "not before failover_after_secs: {took:?}"
@@ -2255,8 +2285,17 @@ fn avl4_net6_an_always_on_ipsec_box_fails_over_to_the_backup_concentrator_and_ba
     assert!(fetched.contains(&document), "{fetched}\n{}", logs());
 
     // The primary comes back: the box returns only after the hold time.
-    drop(primary);
-    primary = start_primary_concentrator(&lab).expect("the primary again");
+    match loss {
+        PrimaryLoss::Killed => {
+            drop(primary);
+            primary = start_primary_concentrator(&lab).expect("the primary again");
+        }
+        PrimaryLoss::LinkCut => {
+            lab.ns(Node::Hub)
+                .ip(&["link", "set", "wan0", "up"])
+                .expect("the primary's WAN link back");
+        }
+    }
     let back = std::time::Instant::now();
     let status = wait_until(
         FAIL_BACK_BOUND * 2,
@@ -2272,7 +2311,7 @@ fn avl4_net6_an_always_on_ipsec_box_fails_over_to_the_backup_concentrator_and_ba
         )
     });
     let took = back.elapsed();
-    eprintln!("IPsec fail back: on the primary {took:?} after it came back");
+    eprintln!("IPsec fail back ({loss:?}): on the primary {took:?} after it came back");
     assert!(
         took >= Duration::from_secs(FAIL_BACK_AFTER_SECS),
         "not before the hold time: {took:?}"
@@ -2284,6 +2323,13 @@ fn avl4_net6_an_always_on_ipsec_box_fails_over_to_the_backup_concentrator_and_ba
     assert_eq!(status["hubs"]["failovers"], 1, "a return is no failover");
     let fetched = fetch_from(&lab, lab.ns(Node::Hub)).expect("openssl s_client via the primary");
     assert!(fetched.contains(&document), "{fetched}\n{}", logs());
+    if loss == PrimaryLoss::LinkCut {
+        drop(daemon);
+        drop(box_charon);
+        drop(backup);
+        drop(primary);
+        return;
+    }
 
     // The operator drains the primary: `renkei remote ... prefer-hub backup` over the SA.
     let asked = prefer_hub(&operator, lab.ns(Node::Hub), &["prefer-hub", "backup"]);
