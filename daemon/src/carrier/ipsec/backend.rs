@@ -124,14 +124,19 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A new group for the settings (start, new config), with the operator's preference; the
-    /// data connection is aimed at its active concentrator.
+    /// A new group for the settings (start, new config), with the operator's preference and
+    /// on the concentrator the previous group had active; the data connection is aimed at it.
     fn regroup(&self) {
         let preferred = self.preference().clone();
+        let active = self
+            .group()
+            .as_ref()
+            .map(|group| group.active().name.to_string());
         let mut settings = self.settings();
         let group = ConcentratorGroup::of(
             &settings.ipsec,
             preferred.as_deref(),
+            active.as_deref(),
             std::time::Instant::now(),
         );
         if let Some(group) = &group {

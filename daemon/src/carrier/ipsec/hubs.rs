@@ -55,9 +55,16 @@ pub struct ConcentratorGroup {
 }
 
 impl ConcentratorGroup {
-    /// The group of `ipsec`'s `[ipsec.failover]` (`None` without one); the operator's
-    /// `preferred` member starts active, else the primary.
-    pub fn of(ipsec: &IpsecConfig, preferred: Option<&str>, now: Instant) -> Option<Self> {
+    /// The group of `ipsec`'s `[ipsec.failover]` (`None` without one). `active` (the member
+    /// active under the previous config) starts active, else the operator's `preferred` one,
+    /// else the primary: a new config does not send a box that failed over back to a
+    /// concentrator that may still be dead.
+    pub fn of(
+        ipsec: &IpsecConfig,
+        preferred: Option<&str>,
+        active: Option<&str>,
+        now: Instant,
+    ) -> Option<Self> {
         let config = ipsec.failover.clone()?;
         let members = [
             Concentrator {
@@ -71,7 +78,8 @@ impl ConcentratorGroup {
                 id: config.backup_id(ipsec).to_string(),
             },
         ];
-        let machine = Failover::new(
+        let start = active.or(preferred);
+        let mut machine = Failover::new(
             members.iter().map(|m| m.name.to_string()).collect(),
             Style::AlwaysOn,
             FailoverTimers {
@@ -79,9 +87,14 @@ impl ConcentratorGroup {
                 fail_back_after: Duration::from_secs(config.fail_back_after_secs),
                 probe_interval: Duration::from_secs(config.probe_interval_secs),
             },
-            preferred,
+            start,
             now,
         );
+        if start != preferred {
+            // Nobody is healthy yet, so this only sets (or clears) the preference. An unknown
+            // name cannot come from the operator (refused when asked): ignored.
+            let _ = machine.prefer(preferred, now);
+        }
         Some(ConcentratorGroup {
             machine,
             members,
@@ -219,7 +232,7 @@ mod tests {
     fn avl4_ipsec_the_sa_moves_to_the_backup_concentrator_and_back_after_the_hold() {
         let t0 = Instant::now();
         let wall = SystemTime::now();
-        let mut group = ConcentratorGroup::of(&ipsec(), None, t0).expect("a group");
+        let mut group = ConcentratorGroup::of(&ipsec(), None, None, t0).expect("a group");
         assert_eq!(group.active().name, "primary");
         assert_eq!(
             group.standby().address,
@@ -282,7 +295,7 @@ mod tests {
     fn avl4_ipsec_the_operator_prefers_a_healthy_concentrator_by_name() {
         let t0 = Instant::now();
         let wall = SystemTime::now();
-        let mut group = ConcentratorGroup::of(&ipsec(), None, t0).expect("a group");
+        let mut group = ConcentratorGroup::of(&ipsec(), None, None, t0).expect("a group");
         group.observe(true, true, t0, wall);
         assert_eq!(
             group.prefer(Some("dc-kyoto"), t0),
@@ -294,11 +307,31 @@ mod tests {
             Some((1, Why::OperatorPreferred))
         );
         assert_eq!(group.active().name, "backup");
-        let restarted = ConcentratorGroup::of(&ipsec(), Some("backup"), t0).expect("a group");
+        let restarted = ConcentratorGroup::of(&ipsec(), Some("backup"), None, t0).expect("a group");
         assert_eq!(
             restarted.active().name,
             "backup",
             "a kept preference starts on the preferred concentrator"
+        );
+    }
+
+    #[test]
+    fn avl4_ipsec_a_new_config_keeps_the_box_on_the_concentrator_it_failed_over_to() {
+        let t0 = Instant::now();
+        let kept = ConcentratorGroup::of(&ipsec(), None, Some("backup"), t0).expect("a group");
+        let snapshot = kept.snapshot(LinkState::Connecting, t0);
+        assert_eq!(
+            (kept.active().name, snapshot.preferred),
+            ("backup", None),
+            "on the backup, with no preference made up"
+        );
+        let preferred =
+            ConcentratorGroup::of(&ipsec(), Some("primary"), Some("backup"), t0).expect("a group");
+        let snapshot = preferred.snapshot(LinkState::Connecting, t0);
+        assert_eq!(
+            (preferred.active().name, snapshot.preferred.as_deref()),
+            ("backup", Some("primary")),
+            "the preference is kept and moves the box once the primary is healthy"
         );
     }
 }
