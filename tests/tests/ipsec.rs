@@ -2043,7 +2043,7 @@ const FAIL_BACK_BOUND: Duration =
 
 /// The hand-written concentrator of [`Lab::with_backup_hub`]'s second data centre: the same
 /// connection as the primary's, on the backup's WAN address.
-fn backup_concentrator_swanctl() -> String {
+fn backup_concentrator_swanctl(identity: &str) -> String {
     let mut connection = facility_connection(
         Node::Hospital,
         CONN,
@@ -2053,6 +2053,7 @@ fn backup_concentrator_swanctl() -> String {
         STRONG_ESP,
     );
     connection.local_addr = renkei_lab::lab::BACKUP_HUB_WAN_ADDRESS.to_string();
+    connection.local_id = identity.to_string();
     swanctl_conf(&[connection])
 }
 
@@ -2134,6 +2135,9 @@ fn prefer_hub(
     run_bounded(from, &bin.to_string_lossy(), &args, b"", FETCH_TIMEOUT).expect("renkei remote")
 }
 
+/// The backup concentrator's own identity in the cut-link test.
+const BACKUP_CONCENTRATOR_ID: &str = "dc2.renkei.test";
+
 /// How the primary data centre is lost in a failover test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PrimaryLoss {
@@ -2173,10 +2177,19 @@ fn fail_over_and_back(loss: PrimaryLoss) {
     let backup_conf = concentrator_conf(&backup_paths);
     let backup = Charon::start(lab.backup_hub_ns(), backup_paths, &backup_conf)
         .expect("backup concentrator");
+    // The killed primary keeps the default (both concentrators carry the hub's name); the cut
+    // link gives the backup a name of its own: charon sends INITIAL_CONTACT only to an
+    // identity it has no other IKE SA with, and only that notify makes the primary, which
+    // kept the box's SAs through the cut, drop them when the box returns.
+    let backup_id = match loss {
+        PrimaryLoss::Killed => Node::Hub.tls_name().to_string(),
+        PrimaryLoss::LinkCut => BACKUP_CONCENTRATOR_ID.to_string(),
+    };
+    let backup_leaf = lab.ca.issue(&backup_id).expect("the backup's certificate");
     backup
         .load_all(
-            &backup_concentrator_swanctl(),
-            lab.certificate(Node::Hub),
+            &backup_concentrator_swanctl(&backup_id),
+            &backup_leaf,
             &lab.ca.cert_pem,
         )
         .expect("backup concentrator's config");
@@ -2186,7 +2199,7 @@ fn fail_over_and_back(loss: PrimaryLoss) {
     if let Some(ipsec) = config.ipsec.as_mut() {
         ipsec.failover = Some(IpsecFailoverConfig {
             backup_remote_address: backup_address.parse().expect("address"),
-            backup_remote_id: None,
+            backup_remote_id: (backup_id != Node::Hub.tls_name()).then(|| backup_id.clone()),
             failover_after_secs: FAILOVER_AFTER_SECS,
             fail_back_after_secs: FAIL_BACK_AFTER_SECS,
             probe_interval_secs: STANDBY_PROBE_SECS,
