@@ -230,6 +230,7 @@ pub fn ipsec_box_config(box_wan: std::net::IpAddr, concentrator: std::net::IpAdd
         esp_interface: None,
         vici_socket: None,
         charon_log_file: None,
+        failover: None,
     });
     config
 }

@@ -757,6 +757,7 @@ impl Lab {
                     esp_interface: None,
                     vici_socket: Some(charon.vici_socket),
                     charon_log_file: Some(charon.log),
+                    failover: None,
                 });
                 // The box authenticates IKE with its TLS certificate.
                 config.tls = Some(tls_config());

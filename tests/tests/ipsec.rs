@@ -544,6 +544,7 @@ fn box_config(
         esp_interface: None,
         vici_socket: Some(charon.vici_socket.clone()),
         charon_log_file: Some(charon.log.clone()),
+        failover: None,
     });
     config.tls = Some(tls_config());
     config.services = vec![service(
@@ -2022,4 +2023,376 @@ fn net9_avl1_auth4_a_push_to_ipsec_joins_once_the_boxs_charon_starts_after_the_a
     drop(box_charon);
     drop(hub);
     drop(concentrator);
+}
+
+/// `[ipsec.failover]` in the backup concentrator test: the shortest times `renkei check`
+/// allows, so the test runs in seconds.
+const FAILOVER_AFTER_SECS: u64 = 5;
+/// See [`FAILOVER_AFTER_SECS`].
+const FAIL_BACK_AFTER_SECS: u64 = 10;
+/// See [`FAILOVER_AFTER_SECS`].
+const STANDBY_PROBE_SECS: u64 = 2;
+/// docs/configuration.md's bound for the CHILD SA up with the backup after the primary died:
+/// dead peer detection (about 10 s), then `failover_after_secs`, then a listing and a
+/// negotiation (a few seconds).
+const FAILOVER_BOUND: Duration = Duration::from_secs(FAILOVER_AFTER_SECS + 15);
+/// docs/configuration.md's bound for the return after the primary is back: a probe, the
+/// hold time, then a listing and a negotiation.
+const FAIL_BACK_BOUND: Duration =
+    Duration::from_secs(STANDBY_PROBE_SECS + FAIL_BACK_AFTER_SECS + 5);
+
+/// The hand-written concentrator of [`Lab::with_backup_hub`]'s second data centre: the same
+/// connection as the primary's, on the backup's WAN address.
+fn backup_concentrator_swanctl(identity: &str) -> String {
+    let mut connection = facility_connection(
+        Node::Hospital,
+        CONN,
+        DC_INNER,
+        BOX_INNER,
+        STRONG_IKE,
+        STRONG_ESP,
+    );
+    connection.local_addr = renkei_lab::lab::BACKUP_HUB_WAN_ADDRESS.to_string();
+    connection.local_id = identity.to_string();
+    swanctl_conf(&[connection])
+}
+
+/// Starts the primary concentrator's charon in its namespace with its hand-written config.
+fn start_primary_concentrator(lab: &Lab) -> anyhow::Result<Charon> {
+    let paths = CharonPaths::in_dir(&lab.dir.join("dc-charon"));
+    let conf = concentrator_conf(&paths);
+    let charon = Charon::start(lab.ns(Node::Hub), paths, &conf)?;
+    charon.load_all(
+        &concentrator_swanctl(STRONG_IKE, STRONG_ESP),
+        lab.certificate(Node::Hub),
+        &lab.ca.cert_pem,
+    )?;
+    Ok(charon)
+}
+
+/// The data centre in `ns` fetches a document through the box's TLS service over the SA:
+/// a new connection from whichever data centre the SA runs to.
+fn fetch_from(lab: &Lab, ns: &renkei_lab::netns::Namespace) -> anyhow::Result<String> {
+    let tls = lab.tls_dir(Node::Hub);
+    let path = |name: &str| tls.join(name).display().to_string();
+    let finished = run_bounded(
+        ns,
+        "openssl",
+        &[
+            "s_client",
+            "-connect",
+            &format!("{BOX_INNER}:{BOX_SERVICE_PORT}"),
+            "-servername",
+            Node::Hospital.tls_name(),
+            "-cert",
+            &path("box.crt"),
+            "-key",
+            &path("box.key"),
+            "-CAfile",
+            &path("operator-ca.crt"),
+            "-verify_return_error",
+            "-quiet",
+        ],
+        format!("GET {DOCUMENT_BYTES} 7\n").as_bytes(),
+        FETCH_TIMEOUT,
+    )?;
+    Ok(finished.output)
+}
+
+/// The `hubs` block and the IPsec link of the status when `active` carries an installed
+/// CHILD SA whose IKE SA runs to `remote`.
+fn carried_by(
+    daemon: &renkei_lab::Daemon,
+    active: &str,
+    remote: &str,
+) -> Option<serde_json::Value> {
+    let status = daemon.status().ok()?;
+    let link = ipsec_link(&status)?;
+    let hubs = status["hubs"].clone();
+    (hubs["active"] == active
+        && link["state"] == "up"
+        && link["backend"]["ipsec"]["remote_address"] == remote
+        && link["backend"]["ipsec"]["child"]["state"] == "INSTALLED")
+        .then_some(status)
+}
+
+/// `renkei remote ... ACTION` from the data centre in `from`, to the box's management API on
+/// its IPsec address (over whichever SA runs to that data centre).
+fn prefer_hub(
+    operator: &Operator,
+    from: &renkei_lab::netns::Namespace,
+    action: &[&str],
+) -> renkei_lab::tlstools::Finished {
+    let mut args = vec!["remote".to_string()];
+    let mut target = operator.management_args(Node::Hospital);
+    if let Some(to) = target.iter().position(|a| a == "--to") {
+        target[to + 1] = format!("{BOX_INNER}:{MANAGEMENT_PORT}");
+    }
+    args.extend(target);
+    args.extend(action.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let bin = renkei_bin().expect("renkei binary");
+    run_bounded(from, &bin.to_string_lossy(), &args, b"", FETCH_TIMEOUT).expect("renkei remote")
+}
+
+/// The backup concentrator's own identity in the cut-link test.
+const BACKUP_CONCENTRATOR_ID: &str = "dc2.renkei.test";
+
+/// How the primary data centre is lost in a failover test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PrimaryLoss {
+    /// Its charon is killed (SIGKILL: no DELETE reaches the box), later started again.
+    Killed,
+    /// Its WAN link goes down (charon and its SAs stay), later up again.
+    LinkCut,
+}
+
+#[test]
+fn avl4_net6_an_always_on_ipsec_box_fails_over_to_the_backup_concentrator_and_back_and_follows_the_operator(
+) {
+    require_root!();
+    fail_over_and_back(PrimaryLoss::Killed);
+}
+
+#[test]
+fn avl4_net6_an_always_on_ipsec_box_fails_over_when_the_primary_wan_link_is_cut_and_back_when_it_returns(
+) {
+    require_root!();
+    fail_over_and_back(PrimaryLoss::LinkCut);
+}
+
+/// The always-on box with a primary and a backup concentrator: it fails over when the primary
+/// is lost as `loss` says, serves new connections through the backup, returns after the hold
+/// time once the primary is back, and (killed primary) follows the operator's preference.
+fn fail_over_and_back(loss: PrimaryLoss) {
+    use renkei::config::IpsecFailoverConfig;
+    let lab = Lab::with_backup_hub().expect("lab with a backup data centre");
+    let backup_address = renkei_lab::lab::BACKUP_HUB_WAN_ADDRESS;
+    for ns in [lab.ns(Node::Hub), lab.backup_hub_ns()] {
+        ns.ip(&["addr", "add", &format!("{DC_INNER}/32"), "dev", "lo"])
+            .expect("the data centre's service address");
+    }
+    let mut primary = start_primary_concentrator(&lab).expect("primary concentrator");
+    let backup_paths = CharonPaths::in_dir(&lab.dir.join("dc2-charon"));
+    let backup_conf = concentrator_conf(&backup_paths);
+    let backup = Charon::start(lab.backup_hub_ns(), backup_paths, &backup_conf)
+        .expect("backup concentrator");
+    // The killed primary keeps the default (both concentrators carry the hub's name); the cut
+    // link gives the backup a name of its own: charon sends INITIAL_CONTACT only to an
+    // identity it has no other IKE SA with, and only that notify makes the primary, which
+    // kept the box's SAs through the cut, drop them when the box returns.
+    let backup_id = match loss {
+        PrimaryLoss::Killed => Node::Hub.tls_name().to_string(),
+        PrimaryLoss::LinkCut => BACKUP_CONCENTRATOR_ID.to_string(),
+    };
+    let backup_leaf = lab.ca.issue(&backup_id).expect("the backup's certificate");
+    backup
+        .load_all(
+            &backup_concentrator_swanctl(&backup_id),
+            &backup_leaf,
+            &lab.ca.cert_pem,
+        )
+        .expect("backup concentrator's config");
+    let operator = Operator::new(&lab).expect("operator");
+    let box_paths = CharonPaths::in_dir(&lab.dir.join("hospital-charon"));
+    let mut config = box_config(&lab, &box_paths, &operator).expect("box config");
+    if let Some(ipsec) = config.ipsec.as_mut() {
+        ipsec.failover = Some(IpsecFailoverConfig {
+            backup_remote_address: backup_address.parse().expect("address"),
+            backup_remote_id: (backup_id != Node::Hub.tls_name()).then(|| backup_id.clone()),
+            failover_after_secs: FAILOVER_AFTER_SECS,
+            fail_back_after_secs: FAIL_BACK_AFTER_SECS,
+            probe_interval_secs: STANDBY_PROBE_SECS,
+        });
+    }
+    let path = lab.write_config(Node::Hospital, &config).expect("config");
+    let charon_conf = renkei_charon_conf(&path).expect("renkei charon-conf");
+    let box_charon =
+        Charon::start(lab.ns(Node::Hospital), box_paths, &charon_conf).expect("box charon");
+    let daemon = lab.start_with(Node::Hospital, &path).expect("renkei");
+    let _documents = DocumentServer::start(lab.lan_ns(Node::Hospital), DOCUMENT_SERVER_ADDRESS)
+        .expect("document server");
+    let logs = || {
+        format!(
+            "renkei: {}\nbox charon: {}\nbackup: {}",
+            daemon.log_text(),
+            box_charon.log(),
+            backup.log()
+        )
+    };
+    let document = format!("renkei-lab document {DOCUMENT_BYTES}");
+
+    // Both data centres up: the SA to the primary, the backup probed (an IKE SA alone).
+    let status = wait_until(
+        ALWAYS_ON_UP_TIMEOUT,
+        "the SA to the primary, the backup healthy",
+        || {
+            let status = carried_by(&daemon, "primary", Node::Hub.wan_address())?;
+            (status["hubs"]["members"][1]["healthy"] == true).then_some(status)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\nstatus: {:?}\n{}", daemon.status(), logs()));
+    assert_eq!(status["hubs"]["members"][1]["name"], "backup", "{status:#}");
+    let backup_sas = backup.list_sas().expect("backup's SAs");
+    assert!(
+        backup_sas.contains("state=ESTABLISHED") && !backup_sas.contains("INSTALLED"),
+        "the backup has the box's IKE SA but no CHILD SA: {backup_sas}"
+    );
+    assert!(fetch_from(&lab, lab.ns(Node::Hub))
+        .expect("openssl s_client")
+        .contains(&document));
+
+    // The primary data centre is lost (no DELETE reaches the box).
+    match loss {
+        PrimaryLoss::Killed => primary.crash(),
+        PrimaryLoss::LinkCut => {
+            lab.ns(Node::Hub)
+                .ip(&["link", "set", "wan0", "down"])
+                .expect("cut the primary's WAN link");
+        }
+    }
+    let died = std::time::Instant::now();
+    let status = wait_until(
+        FAILOVER_BOUND * 2,
+        "the CHILD SA up with the backup",
+        || carried_by(&daemon, "backup", backup_address),
+    )
+    .unwrap_or_else(|e| panic!("{e}\nstatus: {:?}\n{}", daemon.status(), logs()));
+    let took = died.elapsed();
+    eprintln!("IPsec failover ({loss:?}): the CHILD SA with the backup up {took:?} after the primary was lost");
+    assert!(
+        took >= Duration::from_secs(FAILOVER_AFTER_SECS),
+        "not before failover_after_secs: {took:?}"
+    );
+    assert!(
+        took <= FAILOVER_BOUND * 2,
+        "within about the documented bound {FAILOVER_BOUND:?}: {took:?}"
+    );
+    assert_eq!(status["hubs"]["failovers"], 1, "{}", status["hubs"]);
+    // The event ring may record the move just after the status read above: wait for it.
+    let switched = wait_until(EVENT_TIMEOUT, "the hub_switched event", || {
+        let events: Vec<serde_json::Value> = daemon.status().ok()?["events"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["code"] == "hub_switched")
+            .cloned()
+            .collect();
+        (!events.is_empty()).then_some(events)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nstatus: {:?}", daemon.status()));
+    assert_eq!(switched.len(), 1, "{switched:?}");
+    assert_eq!(
+        (
+            &switched[0]["params"]["from"],
+            &switched[0]["params"]["to"],
+            &switched[0]["params"]["reason"]
+        ),
+        (
+            &serde_json::json!("primary"),
+            &serde_json::json!("backup"),
+            &serde_json::json!("no_answer")
+        ),
+        "{switched:?}"
+    );
+    let fetched = fetch_from(&lab, lab.backup_hub_ns()).expect("openssl s_client via the backup");
+    assert!(fetched.contains(&document), "{fetched}\n{}", logs());
+
+    // The primary comes back: the box returns only after the hold time.
+    match loss {
+        PrimaryLoss::Killed => {
+            drop(primary);
+            primary = start_primary_concentrator(&lab).expect("the primary again");
+        }
+        PrimaryLoss::LinkCut => {
+            lab.ns(Node::Hub)
+                .ip(&["link", "set", "wan0", "up"])
+                .expect("the primary's WAN link back");
+        }
+    }
+    let back = std::time::Instant::now();
+    let status = wait_until(
+        FAIL_BACK_BOUND * 2,
+        "the CHILD SA back on the primary",
+        || carried_by(&daemon, "primary", Node::Hub.wan_address()),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nstatus: {:?}\n{}\nprimary: {}",
+            daemon.status(),
+            logs(),
+            primary.log()
+        )
+    });
+    let took = back.elapsed();
+    eprintln!("IPsec fail back ({loss:?}): on the primary {took:?} after it came back");
+    assert!(
+        took >= Duration::from_secs(FAIL_BACK_AFTER_SECS),
+        "not before the hold time: {took:?}"
+    );
+    assert!(
+        took <= FAIL_BACK_BOUND * 2,
+        "within about the documented bound {FAIL_BACK_BOUND:?}: {took:?}"
+    );
+    assert_eq!(status["hubs"]["failovers"], 1, "a return is no failover");
+    let fetched = fetch_from(&lab, lab.ns(Node::Hub)).expect("openssl s_client via the primary");
+    assert!(fetched.contains(&document), "{fetched}\n{}", logs());
+    if loss == PrimaryLoss::LinkCut {
+        drop(daemon);
+        drop(box_charon);
+        drop(backup);
+        drop(primary);
+        return;
+    }
+
+    // The operator drains the primary: `renkei remote ... prefer-hub backup` over the SA.
+    let asked = prefer_hub(&operator, lab.ns(Node::Hub), &["prefer-hub", "backup"]);
+    assert!(asked.success(), "{}\n{}", asked.output, logs());
+    let status = wait_until(IKE_TIMEOUT, "the CHILD SA on the preferred backup", || {
+        carried_by(&daemon, "backup", backup_address)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nstatus: {:?}\n{}", daemon.status(), logs()));
+    assert_eq!(status["hubs"]["preferred"], "backup", "{}", status["hubs"]);
+    assert_eq!(
+        status["hubs"]["failovers"], 1,
+        "a planned move is no failover"
+    );
+    // The event ring records the move as it happens, not necessarily before the status read
+    // above: wait for it, then every move so far has exactly its reason.
+    let reasons = wait_until(
+        EVENT_TIMEOUT,
+        "the operator_preferred hub_switched event",
+        || {
+            let status = daemon.status().ok()?;
+            let mut reasons: Vec<String> = status["events"]
+                .as_array()?
+                .iter()
+                .filter(|e| e["code"] == "hub_switched")
+                .filter_map(|e| e["params"]["reason"].as_str().map(str::to_string))
+                .collect();
+            reasons.sort();
+            reasons
+                .iter()
+                .any(|r| r == "operator_preferred")
+                .then_some(reasons)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\nstatus: {:?}", daemon.status()));
+    assert_eq!(
+        reasons,
+        ["fail_back", "no_answer", "operator_preferred"],
+        "one event per move"
+    );
+    let fetched = fetch_from(&lab, lab.backup_hub_ns()).expect("openssl s_client via the backup");
+    assert!(fetched.contains(&document), "{fetched}\n{}", logs());
+    // Cleared from the backup's side: the healthy primary takes the box back.
+    let cleared = prefer_hub(&operator, lab.backup_hub_ns(), &["prefer-hub", "--clear"]);
+    assert!(cleared.success(), "{}\n{}", cleared.output, logs());
+    wait_until(IKE_TIMEOUT, "the CHILD SA back on the primary", || {
+        carried_by(&daemon, "primary", Node::Hub.wan_address())
+    })
+    .unwrap_or_else(|e| panic!("{e}\nstatus: {:?}\n{}", daemon.status(), logs()));
+    drop(daemon);
+    drop(box_charon);
+    drop(backup);
+    drop(primary);
 }

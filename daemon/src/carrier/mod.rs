@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::state::operator_contact::OperatorContact;
-/// A facility's hub group (AVL-4), WireGuard's today; the status side sees it through here.
+/// A facility's hub group (AVL-4), WireGuard's or IPsec's; the status side sees it through here.
 pub use crate::tunnel::failover::UnknownHub;
 use crate::tunnel::{DemandGuard, TunnelError, TunnelHandle};
 pub use crate::tunnel::{HubSnapshot, HubsSnapshot, PreferError};
@@ -434,11 +434,13 @@ impl CarrierHandle {
         }
     }
 
-    /// The facility's hub group (AVL-4): WireGuard only; `None` without one.
+    /// The facility's hub group (AVL-4): WireGuard's `[tunnel.failover]` or IPsec's primary
+    /// and backup concentrators (`[ipsec.failover]`); `None` without one.
     pub fn hubs(&self) -> Option<HubsSnapshot> {
         match self.backend() {
             BackendHandle::WireGuard(t) => t.hubs(),
-            BackendHandle::Closed(_) | BackendHandle::Ipsec(_) => None,
+            BackendHandle::Ipsec(i) => i.hubs(),
+            BackendHandle::Closed(_) => None,
         }
     }
 
@@ -447,7 +449,8 @@ impl CarrierHandle {
     pub async fn prefer_hub(&self, name: Option<&str>) -> Result<String, PreferError> {
         match self.backend() {
             BackendHandle::WireGuard(t) => t.prefer_hub(name).await,
-            BackendHandle::Closed(_) | BackendHandle::Ipsec(_) => Err(PreferError::NoGroup),
+            BackendHandle::Ipsec(i) => i.prefer(name).await,
+            BackendHandle::Closed(_) => Err(PreferError::NoGroup),
         }
     }
 

@@ -357,6 +357,46 @@ pub struct IpsecConfig {
     /// A file for charon's own log; absent means the journal only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub charon_log_file: Option<PathBuf>,
+    /// A backup concentrator in another data centre (AVL-4); absent means none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<IpsecFailoverConfig>,
+}
+
+/// `[ipsec.failover]`: a backup concentrator for the same data centre prefixes. The box's
+/// SA goes to `remote_address` (the primary) and moves to the backup when the primary gives no
+/// established SA for `failover_after_secs`; it returns once the primary has answered for
+/// `fail_back_after_secs`. The same names and rules as `[tunnel.failover]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpsecFailoverConfig {
+    /// The backup concentrator's address.
+    pub backup_remote_address: IpAddr,
+    /// The identity the backup concentrator must authenticate as; absent means `remote_id`
+    /// (both concentrators carry the same name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_remote_id: Option<String>,
+    /// The active concentrator is given up after this long without an established SA.
+    #[serde(default = "default_failover_after_secs")]
+    pub failover_after_secs: u64,
+    /// How long the primary must keep answering before the box returns to it.
+    #[serde(default = "default_fail_back_after_secs")]
+    pub fail_back_after_secs: u64,
+    /// The standby concentrator is asked for an IKE SA (no CHILD SA) this often while it has
+    /// none, so its recovery is noticed.
+    #[serde(default = "default_hub_probe_interval_secs")]
+    pub probe_interval_secs: u64,
+}
+
+/// Names of the two concentrators in the `hubs` status block, events and `/v1/hubs/prefer`.
+pub const IPSEC_PRIMARY_HUB: &str = "primary";
+/// See [`IPSEC_PRIMARY_HUB`].
+pub const IPSEC_BACKUP_HUB: &str = "backup";
+
+impl IpsecFailoverConfig {
+    /// The identity the backup must carry.
+    pub fn backup_id<'a>(&'a self, ipsec: &'a IpsecConfig) -> &'a str {
+        self.backup_remote_id.as_deref().unwrap_or(&ipsec.remote_id)
+    }
 }
 
 /// charon's VICI socket when `vici_socket` is not given: in the runtime directory of the

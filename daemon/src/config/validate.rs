@@ -65,6 +65,13 @@ const HUB_PROBE_INTERVAL_SECS: (u64, u64) = (1, 300);
 /// A certificate identity is a DNS name (at most 253), a URI or a CN; longer is a mistake.
 const MAX_BOX_IDENTITY_CHARS: usize = 1024;
 
+/// The times of a hub group, whichever carrier's.
+struct FailoverTimes {
+    failover_after_secs: u64,
+    fail_back_after_secs: u64,
+    probe_interval_secs: u64,
+}
+
 struct Checker<'a> {
     config: &'a Config,
     problems: Vec<Problem>,
@@ -89,6 +96,7 @@ pub fn validate(config: &Config, read_files: bool) -> Vec<Problem> {
     checker.tunnel();
     checker.peers();
     checker.failover();
+    checker.ipsec_failover();
     checker.closed();
     checker.ipsec();
     checker.tls();
@@ -597,43 +605,132 @@ impl Checker<'_> {
                 Some(_) => {}
             }
         }
+        self.failover_timers(
+            &base,
+            FailoverTimes {
+                failover_after_secs: failover.failover_after_secs,
+                fail_back_after_secs: failover.fail_back_after_secs,
+                probe_interval_secs: failover.probe_interval_secs,
+            },
+            (
+                "tunnel.policy.handshake_alarm_secs",
+                tunnel.policy.handshake_alarm_secs,
+            ),
+        );
+    }
+
+    /// The times of a hub group (WireGuard's or IPsec's): in range, failing over before
+    /// `alarm` (its field name and value), and probing more often than a hub is given up.
+    fn failover_timers(&mut self, base: &FieldPath, times: FailoverTimes, alarm: (&str, u64)) {
         self.range(
             base.key("failover_after_secs"),
-            failover.failover_after_secs,
+            times.failover_after_secs,
             FAILOVER_AFTER_SECS.0,
             FAILOVER_AFTER_SECS.1,
         );
-        let alarm = tunnel.policy.handshake_alarm_secs;
-        if failover.failover_after_secs >= alarm {
+        let (alarm_field, alarm) = alarm;
+        if times.failover_after_secs >= alarm {
             self.report(
                 base.key("failover_after_secs"),
                 format!(
-                    "{} must be shorter than tunnel.policy.handshake_alarm_secs ({alarm}): the box should move to the backup hub before the alarm",
-                    failover.failover_after_secs
+                    "{} must be shorter than {alarm_field} ({alarm}): the box should move to the backup hub before the alarm",
+                    times.failover_after_secs
                 ),
             );
         }
         self.range(
             base.key("fail_back_after_secs"),
-            failover.fail_back_after_secs,
+            times.fail_back_after_secs,
             FAIL_BACK_AFTER_SECS.0,
             FAIL_BACK_AFTER_SECS.1,
         );
         self.range(
             base.key("probe_interval_secs"),
-            failover.probe_interval_secs,
+            times.probe_interval_secs,
             HUB_PROBE_INTERVAL_SECS.0,
             HUB_PROBE_INTERVAL_SECS.1,
         );
-        if failover.probe_interval_secs >= failover.failover_after_secs {
+        if times.probe_interval_secs >= times.failover_after_secs {
             self.report(
                 base.key("probe_interval_secs"),
                 format!(
                     "{} must be shorter than failover_after_secs ({}): a live hub must be heard before it is given up",
-                    failover.probe_interval_secs, failover.failover_after_secs
+                    times.probe_interval_secs, times.failover_after_secs
                 ),
             );
         }
+    }
+
+    /// `[ipsec.failover]`: a backup concentrator that is another one than the primary, outside
+    /// the SA's prefixes, on an always-on facility box, with a hub group's times.
+    fn ipsec_failover(&mut self) {
+        let Some(ipsec) = &self.config.ipsec else {
+            return;
+        };
+        let Some(failover) = &ipsec.failover else {
+            return;
+        };
+        let base = FieldPath::root("ipsec").key("failover");
+        if self.config.facility.role == Role::Hub {
+            self.report(
+                base,
+                "a backup concentrator is for facility boxes: the hub has no data centre to move to",
+            );
+            return;
+        }
+        let address = base.key("backup_remote_address");
+        let backup = failover.backup_remote_address;
+        if backup == ipsec.remote_address {
+            self.report(
+                address.clone(),
+                format!("{backup} is ipsec.remote_address already: the backup must be another concentrator"),
+            );
+        }
+        if backup == ipsec.wan_address || backup == ipsec.address.addr() {
+            self.report(
+                address.clone(),
+                format!("{backup} is the box's own address, not a concentrator"),
+            );
+        }
+        if backup.is_unspecified() || backup.is_multicast() || backup.is_loopback() {
+            self.report(
+                address.clone(),
+                format!("{backup} cannot be a peer address"),
+            );
+        }
+        if let Some(net) = ipsec
+            .data_centre_prefixes
+            .iter()
+            .find(|n| n.contains(&backup))
+        {
+            self.report(
+                address,
+                format!("{net} of ipsec.data_centre_prefixes contains it: IKE's own packets would be routed into the SA"),
+            );
+        }
+        if let Some(id) = &failover.backup_remote_id {
+            if id.trim().is_empty() || id.chars().any(char::is_control) {
+                self.report(
+                    base.key("backup_remote_id"),
+                    "must name the backup concentrator's certificate identity",
+                );
+            }
+        }
+        if self.config.policy_mode() != PolicyMode::AlwaysOn {
+            self.report(
+                base.clone(),
+                "needs ipsec.mode = \"always_on\": an on-demand IPsec box has no backup concentrator yet",
+            );
+        }
+        self.failover_timers(
+            &base,
+            FailoverTimes {
+                failover_after_secs: failover.failover_after_secs,
+                fail_back_after_secs: failover.fail_back_after_secs,
+                probe_interval_secs: failover.probe_interval_secs,
+            },
+            ("ipsec.alarm_after_secs", ipsec.alarm_after_secs),
+        );
     }
 
     /// `[closed]`: where the box is on the closed network, what it may dial and how it probes.
@@ -1723,5 +1820,136 @@ allowed_ips = ["198.19.0.1/32"]
         assert!(parse_host_port("hub.example.jp:0").is_err());
         assert!(parse_host_port("bad host:1").is_err());
         assert!(parse_host_port("fd00::1:51820").is_err());
+    }
+
+    /// `config/ipsec.toml` with `failover` appended as its `[ipsec.failover]` text, loaded as
+    /// a pushed config would be (files not read): the diagnostics as `line:col field: message`.
+    fn ipsec_with_failover(failover: &str) -> Result<Config, Vec<String>> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ipsec.toml");
+        let text = std::fs::read_to_string(&path).expect("example config");
+        let text = format!("{text}\n[ipsec.failover]\n{failover}\n");
+        super::super::load_str_with(
+            &text,
+            std::path::Path::new("ipsec.toml"),
+            std::path::Path::new("/etc/renkei"),
+            super::super::Files::Skip,
+        )
+        .map_err(|d| {
+            d.0.iter()
+                .map(|d| format!("{}:{} {}: {}", d.line, d.column, d.field, d.message))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn avl4_an_ipsec_backup_concentrator_takes_the_hub_group_defaults() {
+        let config = ipsec_with_failover("backup_remote_address = \"198.18.0.2\"").expect("valid");
+        let ipsec = config.ipsec.as_ref().expect("[ipsec]");
+        let failover = ipsec.failover.as_ref().expect("[ipsec.failover]");
+        assert_eq!(
+            (
+                failover.failover_after_secs,
+                failover.fail_back_after_secs,
+                failover.probe_interval_secs
+            ),
+            (30, 120, 10),
+            "the same defaults as [tunnel.failover]"
+        );
+        assert_eq!(
+            failover.backup_id(ipsec),
+            "hub.renkei.example",
+            "without backup_remote_id the backup carries remote_id"
+        );
+    }
+
+    #[test]
+    fn avl4_an_ipsec_backup_concentrator_is_refused_at_its_line_when_it_is_no_backup() {
+        let problems = |text: &str| ipsec_with_failover(text).expect_err("refused");
+        let same = problems("backup_remote_address = \"198.18.0.1\"");
+        assert!(
+            same.iter()
+                .any(|p| p.contains("ipsec.failover.backup_remote_address")
+                    && p.contains("is ipsec.remote_address already")),
+            "{same:?}"
+        );
+        // The diagnostic names the line and column of the value (the appended section's first
+        // line, after `backup_remote_address = `).
+        let lines = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ipsec.toml"),
+        )
+        .expect("example config")
+        .lines()
+        .count();
+        assert!(
+            same.iter()
+                .any(|p| p.starts_with(&format!("{}:25 ", lines + 3))),
+            "line {} column 25: {same:?}",
+            lines + 3
+        );
+        let inside = problems("backup_remote_address = \"198.19.0.3\"");
+        assert!(
+            inside.iter().any(|p| p.contains("contains it")),
+            "{inside:?}"
+        );
+        let own = problems("backup_remote_address = \"198.18.0.10\"");
+        assert!(
+            own.iter().any(|p| p.contains("box's own address")),
+            "{own:?}"
+        );
+        let empty_id = problems("backup_remote_address = \"198.18.0.2\"\nbackup_remote_id = \" \"");
+        assert!(
+            empty_id
+                .iter()
+                .any(|p| p.contains("ipsec.failover.backup_remote_id")),
+            "{empty_id:?}"
+        );
+        let times = problems(
+            "backup_remote_address = \"198.18.0.2\"\nfailover_after_secs = 200\nfail_back_after_secs = 1\nprobe_interval_secs = 300",
+        );
+        for expected in [
+            "ipsec.failover.failover_after_secs: 200 must be shorter than ipsec.alarm_after_secs (180)",
+            "ipsec.failover.fail_back_after_secs: 1 is out of range",
+            "ipsec.failover.probe_interval_secs: 300 must be shorter than failover_after_secs",
+        ] {
+            assert!(
+                times.iter().any(|p| p.contains(expected)),
+                "{expected}: {times:?}"
+            );
+        }
+        let unknown = problems("backup_remote_address = \"198.18.0.2\"\nbackup_hubs = 1");
+        assert!(
+            unknown.iter().any(|p| p.contains("backup_hubs")),
+            "{unknown:?}"
+        );
+    }
+
+    #[test]
+    fn avl4_an_on_demand_or_hub_ipsec_box_has_no_backup_concentrator_yet() {
+        let on_demand = ipsec_with_failover("backup_remote_address = \"198.18.0.2\"")
+            .map(|mut c| {
+                if let Some(ipsec) = c.ipsec.as_mut() {
+                    ipsec.mode = Some(PolicyMode::OnDemand);
+                }
+                validate(&c, false)
+            })
+            .expect("valid as written");
+        assert!(
+            on_demand
+                .iter()
+                .any(|p| p.path.to_string() == "ipsec.failover" && p.message.contains("always_on")),
+            "{on_demand:?}"
+        );
+        let hub = ipsec_with_failover("backup_remote_address = \"198.18.0.2\"")
+            .map(|mut c| {
+                c.facility.role = Role::Hub;
+                validate(&c, false)
+            })
+            .expect("valid as written");
+        assert!(
+            hub.iter()
+                .any(|p| p.path.to_string() == "ipsec.failover"
+                    && p.message.contains("facility boxes")),
+            "{hub:?}"
+        );
     }
 }

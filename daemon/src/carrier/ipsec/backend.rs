@@ -26,8 +26,10 @@ use crate::state::events::Occurrence;
 use crate::state::operator_contact::OperatorContact;
 
 use super::device::{self, DeviceError};
+use super::hubs::{hub_move, ConcentratorGroup, PROBE_CONNECTION_NAME};
 use super::record::{installed_child, SaRecord};
 use super::refusal;
+use super::sa::{IkeSa, IkeState};
 use super::settings::{IpsecSettings, SettingsError};
 use super::vici::{CertificateRole, PrivateKey, Vici, ViciError};
 use crate::carrier::snapshot::{
@@ -35,6 +37,8 @@ use crate::carrier::snapshot::{
     IpsecIkeSa, IpsecLink, LinkBackend, LinkSnapshot, LinkState,
 };
 use crate::carrier::{DemandError, Reconfigured};
+use crate::tunnel::failover::{Step, Switch};
+use crate::tunnel::{HubsSnapshot, PreferError};
 
 /// The name of the one link an IPsec box has.
 pub const LINK_NAME: &str = "data centre";
@@ -95,6 +99,10 @@ struct Shared {
     alive: AtomicBool,
     /// Refusals and profile violations, for the event ring (the status side subscribes).
     occurrences: broadcast::Sender<Occurrence>,
+    /// The primary and backup concentrators (`[ipsec.failover]`), when the box has both.
+    group: Mutex<Option<ConcentratorGroup>>,
+    /// The operator's preferred concentrator: it outlives a new config until cleared.
+    preference: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -104,6 +112,37 @@ impl Shared {
 
     fn record(&self) -> MutexGuard<'_, SaRecord> {
         self.record.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn group(&self) -> MutexGuard<'_, Option<ConcentratorGroup>> {
+        self.group.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn preference(&self) -> MutexGuard<'_, Option<String>> {
+        self.preference
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new group for the settings (start, new config), with the operator's preference and
+    /// on the concentrator the previous group had active; the data connection is aimed at it.
+    fn regroup(&self) {
+        let preferred = self.preference().clone();
+        let active = self
+            .group()
+            .as_ref()
+            .map(|group| group.active().name.to_string());
+        let mut settings = self.settings();
+        let group = ConcentratorGroup::of(
+            &settings.ipsec,
+            preferred.as_deref(),
+            active.as_deref(),
+            std::time::Instant::now(),
+        );
+        if let Some(group) = &group {
+            group.active().aim(&mut settings.connection);
+        }
+        *self.group() = group;
     }
 
     fn publish(&self) {
@@ -137,7 +176,10 @@ impl Ipsec {
             initiating: tokio::sync::Mutex::new(()),
             alive: AtomicBool::new(true),
             occurrences: broadcast::channel(OCCURRENCE_QUEUE_LEN).0,
+            group: Mutex::new(None),
+            preference: Mutex::new(None),
         });
+        shared.regroup();
         let task = tokio::spawn(follow(Arc::clone(&shared)));
         Ok(Ipsec {
             handle: IpsecHandle { shared },
@@ -172,6 +214,7 @@ impl Ipsec {
         }
         let shared = &self.handle.shared;
         *shared.settings() = settings;
+        shared.regroup();
         let continuing = SaRecord::continuing(&shared.record(), Instant::now());
         *shared.record() = continuing;
         shared.publish();
@@ -204,6 +247,9 @@ async fn terminate(settings: &IpsecSettings) {
     let timeout = Duration::from_secs(TERMINATE_TIMEOUT_SECS);
     let attempt = async {
         let mut vici = Vici::connect(&settings.vici_socket).await?;
+        if settings.ipsec.failover.is_some() {
+            let _ = vici.terminate_now(PROBE_CONNECTION_NAME, timeout).await;
+        }
         vici.terminate(&settings.connection.name, timeout).await
     };
     match tokio::time::timeout(timeout * 2, attempt).await {
@@ -303,6 +349,16 @@ async fn session(shared: &Shared) -> Result<std::convert::Infallible, (bool, Vic
         }
         (false, e)
     })?;
+    let standby = shared.group().as_ref().map(|group| {
+        let mut probe = settings.connection.clone();
+        group.standby().aim(&mut probe);
+        probe
+    });
+    if let Some(probe) = &standby {
+        vici.load_probe(probe, PROBE_CONNECTION_NAME)
+            .await
+            .map_err(|e| (false, e))?;
+    }
     shared.record().loaded();
     tracing::info!(
         remote = %settings.ipsec.remote_address,
@@ -339,6 +395,7 @@ async fn session(shared: &Shared) -> Result<std::convert::Infallible, (bool, Vic
             _ = shared.poke.notified() => {}
         }
         let sas = vici.list_sas().await.map_err(|e| (true, e))?;
+        let probe = probe_state(&sas);
         let now = Instant::now();
         let violation =
             shared
@@ -364,6 +421,18 @@ async fn session(shared: &Shared) -> Result<std::convert::Infallible, (bool, Vic
                 )
                 .await;
             continue;
+        }
+        let steps = shared.group().as_mut().map(|group| {
+            let up = shared.record().state(settings.mode) == LinkState::Up;
+            group.observe(up, probe == Some(true), now.into_std(), SystemTime::now())
+        });
+        for step in steps.unwrap_or_default() {
+            match step {
+                Step::Switch(switch) => move_sa(shared, &mut vici, switch)
+                    .await
+                    .map_err(|e| (true, e))?,
+                Step::Probe(member) => probe_standby(shared, &settings, member, probe.is_some()),
+            }
         }
         let retry = Duration::from_secs(ALWAYS_ON_RETRY_SECS);
         without_sa_since = match (shared.record().ike.is_some(), without_sa_since) {
@@ -407,6 +476,98 @@ async fn session(shared: &Shared) -> Result<std::convert::Infallible, (bool, Vic
             shared.poke.notify_one();
         }
     }
+}
+
+/// The standby probe's IKE SA: `None` when charon lists none, else whether it is established.
+fn probe_state(sas: &[IkeSa]) -> Option<bool> {
+    sas.iter()
+        .filter(|sa| sa.name == PROBE_CONNECTION_NAME)
+        .map(|sa| sa.state == IkeState::Established)
+        .reduce(|a, b| a || b)
+}
+
+/// The group asks for a probe of `member`: the standby concentrator's IKE SA is initiated
+/// (on its own VICI connection, so the listing goes on) unless one is under way already. The
+/// active member needs none: charon and the always-on retry keep its SA.
+fn probe_standby(shared: &Shared, settings: &IpsecSettings, member: usize, under_way: bool) {
+    let is_standby = shared
+        .group()
+        .as_ref()
+        .is_some_and(|group| group.active_index() != member);
+    if !is_standby || under_way {
+        return;
+    }
+    let socket = settings.vici_socket.clone();
+    let timeout = Duration::from_secs(TERMINATE_TIMEOUT_SECS);
+    tokio::spawn(async move {
+        let initiate = async {
+            let mut vici = Vici::connect(&socket).await?;
+            vici.initiate_ike(PROBE_CONNECTION_NAME, timeout).await
+        };
+        if let Err(e) = initiate.await {
+            tracing::debug!(error = %e, "the standby concentrator does not answer yet");
+        }
+    });
+}
+
+/// Carries out a switch of the group: both connections' SAs go at once (a dead concentrator
+/// is not waited for), the data connection is loaded aimed at the new active concentrator
+/// (charon's start action brings its SA up; the always-on retry backs it up) and the probe at
+/// the other one. Logged, and a `hub_switched` event.
+async fn move_sa(shared: &Shared, vici: &mut Vici, switch: Switch) -> Result<(), ViciError> {
+    let Some((active, standby, from, to, failovers)) = shared.group().as_mut().map(|group| {
+        group.switched();
+        (
+            group.active().clone(),
+            group.standby().clone(),
+            group.member(switch.from).name,
+            group.member(switch.to).name,
+            group.failovers(),
+        )
+    }) else {
+        return Ok(());
+    };
+    let (connection, probe) = {
+        let mut settings = shared.settings();
+        active.aim(&mut settings.connection);
+        let mut probe = settings.connection.clone();
+        standby.aim(&mut probe);
+        (settings.connection.clone(), probe)
+    };
+    let timeout = Duration::from_secs(TERMINATE_TIMEOUT_SECS);
+    // Nothing to terminate is no error.
+    let _ = vici.terminate_now(&connection.name, timeout).await;
+    let _ = vici.terminate_now(PROBE_CONNECTION_NAME, timeout).await;
+    vici.load_conn(&connection).await?;
+    vici.load_probe(&probe, PROBE_CONNECTION_NAME).await?;
+    shared.poke.notify_one();
+    if switch.why.is_failure() {
+        tracing::warn!(
+            hub_from = from,
+            hub_to = to,
+            remote = %active.address,
+            reason = switch.why.as_str(),
+            failovers,
+            "IPsec: failed over to the other concentrator"
+        );
+    } else {
+        tracing::info!(
+            hub_from = from,
+            hub_to = to,
+            remote = %active.address,
+            reason = switch.why.as_str(),
+            failovers,
+            "IPsec: moved to the other concentrator"
+        );
+    }
+    // No subscriber (no status side) is not an error.
+    let _ = shared.occurrences.send(Occurrence::HubSwitched {
+        from: from.to_string(),
+        to: to.to_string(),
+        reason: hub_move(switch.why),
+        failovers,
+    });
+    Ok(())
 }
 
 /// Turns a charon log line about our connection that says a negotiation was refused into an
@@ -546,6 +707,49 @@ impl IpsecHandle {
         }
     }
 
+    /// The primary and backup concentrators for the status document; `None` without
+    /// `[ipsec.failover]`.
+    pub fn hubs(&self) -> Option<HubsSnapshot> {
+        let state = *self.shared.state.borrow();
+        self.shared
+            .group()
+            .as_ref()
+            .map(|group| group.snapshot(state, std::time::Instant::now()))
+    }
+
+    /// The operator prefers concentrator `name` (`primary`, `backup`) until cleared with
+    /// `None`; returns the active one afterwards. A move goes through charon now.
+    pub async fn prefer(&self, name: Option<&str>) -> Result<String, PreferError> {
+        let switch = {
+            let mut group = self.shared.group();
+            let group = group.as_mut().ok_or(PreferError::NoGroup)?;
+            group.prefer(name, std::time::Instant::now())?
+        };
+        *self.shared.preference() = name.map(str::to_string);
+        tracing::info!(
+            preferred = name.unwrap_or("none"),
+            "IPsec: the operator's preferred concentrator is set"
+        );
+        if let Some(switch) = switch {
+            let socket = self.shared.settings().vici_socket.clone();
+            let moved = async {
+                let mut vici = Vici::connect(&socket).await?;
+                move_sa(&self.shared, &mut vici, switch).await
+            };
+            if let Err(e) = moved.await {
+                // The group already counts the new one active; the session loads it again
+                // when charon is back.
+                tracing::warn!(error = %e, "IPsec: the move to the preferred concentrator failed in charon");
+            }
+        }
+        Ok(self
+            .shared
+            .group()
+            .as_ref()
+            .map(|group| group.active().name.to_string())
+            .unwrap_or_default())
+    }
+
     /// True when an authenticated operator request arrived at or after `since`.
     pub fn operator_reached_since(&self, since: SystemTime) -> bool {
         self.shared.contact.reached_since(since)
@@ -602,8 +806,9 @@ impl IpsecHandle {
             tx_bytes: total.bytes_out,
             rx_bytes: total.bytes_in,
             backend: LinkBackend::Ipsec(Box::new(IpsecLink {
-                remote_address: settings.ipsec.remote_address,
-                remote_id: settings.ipsec.remote_id.clone(),
+                // The concentrator the connection is aimed at (the active one of a group).
+                remote_address: settings.connection.remote_address,
+                remote_id: settings.connection.remote_id.clone(),
                 data_centre_prefixes: settings.ipsec.data_centre_prefixes.clone(),
                 ike: ike.map(|sa| IpsecIkeSa {
                     state: sa.state.charon_name().to_string(),

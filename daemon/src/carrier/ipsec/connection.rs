@@ -102,6 +102,9 @@ pub(super) struct ConnSection {
     dpd_delay: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     vips: Vec<String>,
+    /// RFC 6023: `force` for the standby probe, an IKE SA without CHILD SA.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    childless: Option<&'static str>,
     local: AuthSection,
     remote: AuthSection,
     children: BTreeMap<String, ChildSection>,
@@ -149,6 +152,7 @@ impl ConnectionSettings {
             keyingtries,
             dpd_delay: format!("{DPD_DELAY_SECS}s"),
             vips,
+            childless: None,
             local: AuthSection {
                 auth: "pubkey",
                 id: self.local_id.clone(),
@@ -164,6 +168,23 @@ impl ConnectionSettings {
             children: BTreeMap::from([(self.name.clone(), child)]),
         };
         BTreeMap::from([(self.name.clone(), conn)])
+    }
+
+    /// The standby probe of a backup concentrator group (AVL-4): the same peer, identity and
+    /// proposals under `name`, but an IKE SA alone (RFC 6023 childless), no CHILD SA, tried
+    /// once per initiation: it proves the concentrator answers and authenticates without
+    /// installing a second set of ESP policies for the same prefixes beside the active SA's.
+    /// Dead peer detection removes it when the concentrator goes away.
+    pub(super) fn to_probe_message(&self, name: &str) -> BTreeMap<String, ConnSection> {
+        let mut message = self.to_message();
+        let Some(mut conn) = message.remove(&self.name) else {
+            return message;
+        };
+        conn.children.clear();
+        conn.vips.clear();
+        conn.keyingtries = 1;
+        conn.childless = Some("force");
+        BTreeMap::from([(name.to_string(), conn)])
     }
 }
 
@@ -265,5 +286,20 @@ mod tests {
         let message = encoded(&pool);
         assert!(contains(&message, &item("dynamic")));
         assert!(contains(&message, &item("0.0.0.0")));
+    }
+
+    #[test]
+    fn avl4_the_standby_probe_is_an_ike_sa_alone_to_the_same_concentrator() {
+        let probe = settings(StartPolicy::AlwaysOn).to_probe_message("dc-probe");
+        let message = serde_vici::to_vec(&probe).expect("encodes");
+        assert!(contains(&message, &pair("childless", "force")));
+        assert!(contains(&message, &pair("keyingtries", "1")));
+        assert!(contains(&message, &item("198.18.0.1")));
+        assert!(contains(&message, &pair("id", "hub.renkei.example")));
+        assert!(
+            !contains(&message, "local_ts") && !contains(&message, "esp_proposals"),
+            "no CHILD SA: no second set of ESP policies"
+        );
+        assert!(probe.contains_key("dc-probe"));
     }
 }

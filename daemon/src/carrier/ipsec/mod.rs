@@ -14,6 +14,8 @@
 //! - `device`: the TUN device of renkei's own the box's address lives on.
 //! - `refusal`: which charon log lines say a negotiation was refused, and why.
 //! - `record`: the connection's state as last observed (pure).
+//! - `hubs`: a primary and a backup concentrator (`[ipsec.failover]`), the hub group's state
+//!   machine over charon's SAs (pure).
 //! - `backend`: the running carrier, [`Ipsec`], and its handle.
 //!
 //! Only `carrier` names this module; nothing above the carrier seam does.
@@ -22,6 +24,7 @@ pub mod backend;
 pub mod charon_conf;
 pub mod connection;
 pub mod device;
+pub mod hubs;
 pub mod record;
 pub mod refusal;
 /// The closed set of proposals lives with the config that names them (`[ipsec]`).

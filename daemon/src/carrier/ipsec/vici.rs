@@ -135,7 +135,9 @@ struct LoadCert<'a> {
 
 #[derive(Serialize)]
 struct Initiate<'a> {
-    child: &'a str,
+    /// Absent: an IKE SA alone (a childless connection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    child: Option<&'a str>,
     ike: &'a str,
     timeout: u64,
     #[serde(rename = "init-limits")]
@@ -146,6 +148,9 @@ struct Initiate<'a> {
 struct Terminate<'a> {
     ike: &'a str,
     timeout: u64,
+    /// Delete without waiting for the peer's answer (a dead concentrator never answers).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    force: bool,
 }
 
 #[derive(Serialize)]
@@ -259,7 +264,7 @@ impl Vici {
         timeout: Duration,
     ) -> Result<Vec<String>, ViciError> {
         let message = Initiate {
-            child: name,
+            child: Some(name),
             ike: name,
             timeout: millis(timeout),
             init_limits: false,
@@ -276,8 +281,50 @@ impl Vici {
         let message = Terminate {
             ike: name,
             timeout: millis(timeout),
+            force: false,
         };
         self.logged("terminate", message, timeout).await
+    }
+
+    /// Brings up the IKE SA of the childless connection `name` alone (`initiate` without a
+    /// child), waiting up to `timeout`.
+    pub async fn initiate_ike(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Vec<String>, ViciError> {
+        let message = Initiate {
+            child: None,
+            ike: name,
+            timeout: millis(timeout),
+            init_limits: false,
+        };
+        self.logged("initiate", message, timeout).await
+    }
+
+    /// Deletes the connection's IKE SAs at once, without waiting for the peer (`terminate`
+    /// with `force`): for a concentrator that may be dead.
+    pub async fn terminate_now(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Vec<String>, ViciError> {
+        let message = Terminate {
+            ike: name,
+            timeout: millis(timeout),
+            force: true,
+        };
+        self.logged("terminate", message, timeout).await
+    }
+
+    /// Loads `settings`' standby probe (an IKE SA alone) as connection `name`.
+    pub async fn load_probe(
+        &mut self,
+        settings: &ConnectionSettings,
+        name: &str,
+    ) -> Result<(), ViciError> {
+        self.command("load-conn", settings.to_probe_message(name))
+            .await
     }
 
     /// Every IKE SA charon has (`list-sas`).
