@@ -37,6 +37,7 @@ use crate::carrier::snapshot::{
     IpsecIkeSa, IpsecLink, LinkBackend, LinkSnapshot, LinkState,
 };
 use crate::carrier::{DemandError, Reconfigured};
+use crate::state::hub_preference::HubPreference;
 use crate::tunnel::failover::{Step, Switch};
 use crate::tunnel::{HubsSnapshot, PreferError};
 
@@ -101,8 +102,9 @@ struct Shared {
     occurrences: broadcast::Sender<Occurrence>,
     /// The primary and backup concentrators (`[ipsec.failover]`), when the box has both.
     group: Mutex<Option<ConcentratorGroup>>,
-    /// The operator's preferred concentrator: it outlives a new config until cleared.
-    preference: Mutex<Option<String>>,
+    /// The operator's preferred concentrator: it outlives a new config and a restart (kept in
+    /// the state directory, as the WireGuard hub group keeps its own) until cleared.
+    preference: HubPreference,
 }
 
 impl Shared {
@@ -118,16 +120,10 @@ impl Shared {
         self.group.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn preference(&self) -> MutexGuard<'_, Option<String>> {
-        self.preference
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// A new group for the settings (start, new config), with the operator's preference and
     /// on the concentrator the previous group had active; the data connection is aimed at it.
     fn regroup(&self) {
-        let preferred = self.preference().clone();
+        let preferred = self.preference.get();
         let active = self
             .group()
             .as_ref()
@@ -166,6 +162,10 @@ impl Ipsec {
         let device = device::create(&settings.ipsec.interface, settings.ipsec.address).await?;
         let mode = settings.mode;
         let (state, _) = watch::channel(SaRecord::new(Instant::now()).state(mode));
+        let (preference, damaged) = HubPreference::open(&config.paths.state_dir);
+        if let Some(e) = damaged {
+            tracing::warn!(error = %e, "IPsec: ignoring the stored preferred concentrator");
+        }
         let shared = Arc::new(Shared {
             settings: Mutex::new(settings),
             record: Mutex::new(SaRecord::new(Instant::now())),
@@ -177,7 +177,7 @@ impl Ipsec {
             alive: AtomicBool::new(true),
             occurrences: broadcast::channel(OCCURRENCE_QUEUE_LEN).0,
             group: Mutex::new(None),
-            preference: Mutex::new(None),
+            preference,
         });
         shared.regroup();
         let task = tokio::spawn(follow(Arc::clone(&shared)));
@@ -725,7 +725,18 @@ impl IpsecHandle {
             let group = group.as_mut().ok_or(PreferError::NoGroup)?;
             group.prefer(name, std::time::Instant::now())?
         };
-        *self.shared.preference() = name.map(str::to_string);
+        let shared = Arc::clone(&self.shared);
+        let kept = name.map(str::to_string);
+        match tokio::task::spawn_blocking(move || shared.preference.set(kept.as_deref())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(
+                error = %e,
+                "IPsec: cannot keep the preferred concentrator in the state directory; it holds until the daemon restarts"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "IPsec: the preferred concentrator was not written down")
+            }
+        }
         tracing::info!(
             preferred = name.unwrap_or("none"),
             "IPsec: the operator's preferred concentrator is set"
