@@ -252,26 +252,44 @@ pub async fn push(
 
 /// Pushes one box's config and follows it until confirmed, rolled back or out of time.
 async fn push_one(entry: &BoxEntry, config: &Signed, reach: &Reach, rollout: &Rollout) -> Outcome {
-    let answer = reach
-        .ask(entry, |target| async move {
-            client::push(&target, config.bytes.clone(), &config.signature).await
-        })
+    // Read the state first (waiting up to --wait for an on-demand box's check-in): a box that
+    // does not answer gets nothing, and one that does was reached right before the push, so
+    // a push left without an answer reached it (a config that cuts the box off takes its
+    // answer's path with it).
+    let before = reach
+        .ask(entry, |target| async move { client::status(&target).await })
         .await;
-    let reply = match answer {
-        Ok(reply) => reply,
-        Err(err) => return failed_request(err),
+    if let Err(err) = before {
+        return failed_request(err);
+    }
+    let pushed = version_in_config(&config.bytes);
+    let answer = client::push(
+        &reach.target(entry),
+        config.bytes.clone(),
+        &config.signature,
+    )
+    .await;
+    let reply = match (answer, pushed) {
+        (Ok(reply), _) => reply,
+        (Err(err), Some(pushed)) if unreachable(&err) => {
+            return settle(entry, pushed, reach, rollout, Some(err.to_string())).await;
+        }
+        (Err(err), _) => return failed_request(err),
     };
     if !reply.is_success() {
         let (code, message) = error_of(&reply);
         // An apply that failed was rolled back at once: the box runs what it ran.
         if code == "apply_failed" {
+            let running = client::status(&reach.target(entry))
+                .await
+                .ok()
+                .and_then(|r| r.body["version"].as_u64())
+                .unwrap_or_default();
             return Outcome::RolledBack {
-                pushed: version_in_config(&config.bytes).unwrap_or_default(),
-                running: 0,
+                pushed: pushed.unwrap_or_default(),
+                running,
                 message: Some(message),
-            }
-            .with_running(reach, entry)
-            .await;
+            };
         }
         return Outcome::Refused { code, message };
     }
@@ -281,12 +299,20 @@ async fn push_one(entry: &BoxEntry, config: &Signed, reach: &Reach, rollout: &Ro
             message: format!("no version in the push answer: {}", reply.body),
         };
     };
-    settle(entry, version, reach, rollout).await
+    settle(entry, version, reach, rollout, None).await
 }
 
 /// Follows a pushed box until its config is confirmed or rolled back, or `settle` passed.
-async fn settle(entry: &BoxEntry, version: u64, reach: &Reach, rollout: &Rollout) -> Outcome {
+/// `lost` is why the push's own answer did not come, when it did not.
+async fn settle(
+    entry: &BoxEntry,
+    version: u64,
+    reach: &Reach,
+    rollout: &Rollout,
+    lost: Option<String>,
+) -> Outcome {
     let give_up = tokio::time::Instant::now() + rollout.settle;
+    let mut answered = lost.is_none();
     loop {
         let target = reach.target(entry);
         if rollout.confirmation == Confirmation::ByOperator {
@@ -297,19 +323,29 @@ async fn settle(entry: &BoxEntry, version: u64, reach: &Reach, rollout: &Rollout
             }
         }
         if let Ok(reply) = client::status(&target).await {
-            if let Some(outcome) = settled(version, &reply) {
+            answered = true;
+            if let Some(outcome) = settled(version, &reply, lost.as_deref()) {
                 return outcome;
             }
         }
         if tokio::time::Instant::now() >= give_up {
-            return Outcome::StillPending { version };
+            return if answered {
+                Outcome::StillPending { version }
+            } else {
+                Outcome::Unreachable {
+                    message: format!(
+                        "no answer to the push ({}) nor since; it may run version {version} on probation",
+                        lost.as_deref().unwrap_or_default()
+                    ),
+                }
+            };
         }
         tokio::time::sleep(Duration::from_secs(SETTLE_POLL_INTERVAL_SECS)).await;
     }
 }
 
 /// Where a `GET /v1/config` answer says a push of `pushed` stands; `None` while pending.
-fn settled(pushed: u64, reply: &Reply) -> Option<Outcome> {
+fn settled(pushed: u64, reply: &Reply, lost: Option<&str>) -> Option<Outcome> {
     if !reply.is_success() {
         return None;
     }
@@ -321,31 +357,10 @@ fn settled(pushed: u64, reply: &Reply) -> Option<Outcome> {
         (false, _) => Some(Outcome::RolledBack {
             pushed,
             running,
-            message: None,
+            message: lost.map(|why| {
+                format!("no answer to the push ({why}); the box came back on its previous config: the new one cut it off until it rolled back, or never arrived")
+            }),
         }),
-    }
-}
-
-impl Outcome {
-    /// Fills in the version a rolled-back box runs, as it says now.
-    async fn with_running(self, reach: &Reach, entry: &BoxEntry) -> Outcome {
-        match self {
-            Outcome::RolledBack {
-                pushed, message, ..
-            } => {
-                let running = client::status(&reach.target(entry))
-                    .await
-                    .ok()
-                    .and_then(|r| r.body["version"].as_u64())
-                    .unwrap_or_default();
-                Outcome::RolledBack {
-                    pushed,
-                    running,
-                    message,
-                }
-            }
-            other => other,
-        }
     }
 }
 
