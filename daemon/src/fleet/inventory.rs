@@ -271,6 +271,29 @@ mod tests {
         }
     }
 
+    /// The inventory shown in the operator's guide ("Running a fleet") is one this parser
+    /// takes, so the guide cannot drift from the format.
+    #[test]
+    fn ops5_the_operator_guides_inventory_parses() {
+        let guide = include_str!("../../../docs/operator-guide.md");
+        let section = guide
+            .split("## 10. Running a fleet")
+            .nth(1)
+            .expect("the guide has the fleet section");
+        let block = section
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("the section has a toml block");
+        let inventory = parse(block, Path::new("fleet.toml"), Path::new("/ops"))
+            .unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(inventory.boxes.len(), 2);
+        assert_eq!(
+            inventory.credentials.private_key_file,
+            PathBuf::from("/ops/operator.key")
+        );
+    }
+
     #[test]
     fn ops5_inventory_garbage_is_a_diagnostic_never_a_panic() {
         for text in [
