@@ -11,6 +11,7 @@ use renkei::config::Config;
 use renkei_lab::boxconfig::peer_mut;
 use renkei_lab::daemon::renkei_bin;
 use renkei_lab::operator::{Operator, MANAGEMENT_PORT};
+use renkei_lab::pki::LeafFiles;
 use renkei_lab::tlstools::{run_bounded, Finished};
 use renkei_lab::{require_root, wait_until, Daemon, Lab, Namespace, Node};
 use serde::Serialize;
@@ -147,7 +148,7 @@ fn wait_link_up(lab: &Lab, daemon: &Daemon, what: &str) {
 }
 
 #[test]
-fn ops5_fleet_status_push_in_waves_and_confirm_over_the_lab_with_a_silent_box() {
+fn ops5_auth2_fleet_status_push_in_waves_and_confirm_over_the_lab_with_a_silent_box() {
     require_root!();
     let lab = Lab::new().expect("lab");
     let operator = Operator::new(&lab).expect("operator");
@@ -263,6 +264,31 @@ fn ops5_fleet_status_push_in_waves_and_confirm_over_the_lab_with_a_silent_box() 
         table.output
     );
     assert!(line("silent").contains("unreachable"), "{}", table.output);
+
+    // The facts are the operator's: another box's certificate from the same CA gets 403.
+    let tls = lab.tls_dir(Node::Hub);
+    let hub_box = LeafFiles {
+        cert: tls.join("box.crt"),
+        key: tls.join("box.key"),
+    };
+    let refused = operator
+        .raw_request(
+            &lab,
+            Node::Hospital,
+            ("GET", "/v1/status"),
+            None,
+            &[],
+            Some(&hub_box),
+        )
+        .expect("curl");
+    assert_eq!(refused.status, Some(403), "{}", refused.output);
+    assert_eq!(
+        refused.error_code(),
+        Some("not_operator"),
+        "{}",
+        refused.output
+    );
+    assert!(refused.body.get("facility").is_none(), "{}", refused.output);
 
     // The hub is reached through a facility's tunnel, the only way into its management API.
     let hub_inventory = write_inventory(&operator, "hub.toml", vec![lab_box(Node::Hub, "hubs")]);
