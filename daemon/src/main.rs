@@ -809,20 +809,12 @@ fn push(
     let target = target.target();
     let runtime = client_runtime()?;
     runtime.block_on(async {
-        let give_up = tokio::time::Instant::now() + std::time::Duration::from_secs(wait_secs);
-        let reply = loop {
-            match client::push(&target, bytes.clone(), &signature).await {
-                Ok(reply) => break reply,
-                Err(
-                    err
-                    @ (client::ClientError::Transport { .. } | client::ClientError::Timeout(..)),
-                ) if tokio::time::Instant::now() < give_up => {
-                    eprintln!("renkei: {err}; retrying");
-                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                }
-                Err(err) => return Err(err.into()),
-            }
-        };
+        let reply = renkei::fleet::reach::retry_unreachable(
+            std::time::Duration::from_secs(wait_secs),
+            || client::push(&target, bytes.clone(), &signature),
+            |err| eprintln!("renkei: {err}; retrying"),
+        )
+        .await?;
         print_reply(&reply)?;
         // Reading the state back over the new config proves the box is reachable again, which
         // an auto_confirm config waits for.

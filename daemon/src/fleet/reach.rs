@@ -40,7 +40,7 @@ impl Reach {
         F: Fn(Target) -> Fut,
         Fut: Future<Output = Result<Reply, ClientError>>,
     {
-        retry_unreachable(self.wait, || request(self.target(entry))).await
+        retry_unreachable(self.wait, || request(self.target(entry)), |_| {}).await
     }
 }
 
@@ -53,8 +53,13 @@ pub fn unreachable(err: &ClientError) -> bool {
 }
 
 /// Tries `attempt` until it succeeds, fails for another reason than an unreachable box, or
-/// `wait` has passed.
-pub async fn retry_unreachable<F, Fut>(wait: Duration, attempt: F) -> Result<Reply, ClientError>
+/// `wait` has passed; `on_retry` hears each failure that is tried again. `renkei push
+/// --wait-secs` and the fleet commands' `--wait` share it.
+pub async fn retry_unreachable<F, Fut>(
+    wait: Duration,
+    attempt: F,
+    on_retry: impl Fn(&ClientError),
+) -> Result<Reply, ClientError>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<Reply, ClientError>>,
@@ -63,6 +68,7 @@ where
     loop {
         match attempt().await {
             Err(err) if unreachable(&err) && tokio::time::Instant::now() < give_up => {
+                on_retry(&err);
                 tokio::time::sleep(Duration::from_secs(RETRY_INTERVAL_SECS)).await;
             }
             outcome => return outcome,
