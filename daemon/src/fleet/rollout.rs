@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::inventory::{BoxEntry, Inventory};
 use super::reach::{unreachable, Reach};
+use super::status::printable;
 use super::waves::{plan, PlanError};
 use crate::control::client::{self, ClientError, Reply};
 
@@ -535,7 +536,7 @@ pub fn push_table(report: &Report) -> String {
             b.name,
             b.group,
             b.wave.unwrap_or("-"),
-            what.replace('\n', " ")
+            printable(&what.replace('\n', " "))
         ));
     }
     out
@@ -553,7 +554,91 @@ pub fn confirm_table(reports: &[ConfirmReport]) -> String {
             ConfirmOutcome::Refused { code, message } => format!("REFUSED ({code}): {message}"),
             ConfirmOutcome::Unreachable { message } => format!("UNREACHABLE: {message}"),
         };
-        out.push_str(&format!("{:<20} {:<12} {}\n", r.name, r.group, what));
+        out.push_str(&format!(
+            "{:<20} {:<12} {}\n",
+            r.name,
+            r.group,
+            printable(&what.replace('\n', " "))
+        ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(body: serde_json::Value) -> Reply {
+        Reply { status: 200, body }
+    }
+
+    #[test]
+    fn ops5_a_pushed_box_settles_confirmed_or_rolled_back_and_waits_while_pending() {
+        let state = |version: u64, state: &str| {
+            reply(serde_json::json!({ "version": version, "state": state }))
+        };
+        assert_eq!(
+            settled(8, &state(8, "confirmed"), None),
+            Some(Outcome::Confirmed { version: 8 })
+        );
+        assert_eq!(settled(8, &state(8, "pending"), None), None);
+        assert_eq!(
+            settled(8, &state(7, "confirmed"), None),
+            Some(Outcome::RolledBack {
+                pushed: 8,
+                running: 7,
+                message: None
+            })
+        );
+        match settled(8, &state(7, "confirmed"), Some("no answer within 3s")) {
+            Some(Outcome::RolledBack {
+                message: Some(m), ..
+            }) => assert!(m.contains("no answer within 3s"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // An answer that is not a config state (or an error) settles nothing.
+        assert_eq!(settled(8, &reply(serde_json::json!("garbage")), None), None);
+        let refused = Reply {
+            status: 503,
+            body: serde_json::json!({ "version": 7, "state": "confirmed" }),
+        };
+        assert_eq!(settled(8, &refused, None), None);
+    }
+
+    #[test]
+    fn ops5_the_push_report_says_what_every_box_runs() {
+        let report = Report {
+            boxes: vec![
+                BoxReport {
+                    name: "hospital".to_string(),
+                    group: "canary".to_string(),
+                    wave: Some("canary"),
+                    outcome: Outcome::RolledBack {
+                        pushed: 8,
+                        running: 7,
+                        message: None,
+                    },
+                },
+                BoxReport {
+                    name: "clinic".to_string(),
+                    group: "clinics".to_string(),
+                    wave: Some("rest"),
+                    outcome: Outcome::NotPushed {
+                        reason: "the rollout stopped after the canary wave".to_string(),
+                    },
+                },
+            ],
+            stopped_after: Some("canary"),
+        };
+        let text = push_table(&report);
+        assert!(
+            text.contains("hospital") && text.contains("ROLLED BACK: v8 was rolled back, runs v7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("not pushed: the rollout stopped after the canary wave; unchanged"),
+            "{text}"
+        );
+        assert!(!report.complete());
+    }
 }

@@ -101,7 +101,10 @@ const COLUMNS: [&str; 9] = [
 
 /// The table `renkei fleet status` prints: one line per box, columns aligned.
 pub fn table(statuses: &[BoxStatus]) -> String {
-    let rows: Vec<[String; 9]> = statuses.iter().map(row).collect();
+    let rows: Vec<[String; 9]> = statuses
+        .iter()
+        .map(|status| row(status).map(|cell| printable(&cell)))
+        .collect();
     let mut widths = COLUMNS.map(|c| c.chars().count());
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -157,5 +160,102 @@ fn row(status: &BoxStatus) -> [String; 9] {
             dash(),
             status.error.clone().unwrap_or_default(),
         ],
+    }
+}
+
+/// `text` with control characters (a box's answer could carry terminal escapes) shown as
+/// `\u{..}` escapes, so what a box sends cannot steer the operator's terminal.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_unicode().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::facts::CarrierFacts;
+
+    fn reached(name: &str, facility: &str) -> BoxStatus {
+        BoxStatus {
+            name: name.to_string(),
+            group: "canary".to_string(),
+            management: "198.18.0.2:7443".parse().unwrap(),
+            reachable: true,
+            facts: Some(FleetFacts {
+                facility: facility.to_string(),
+                role: "disclosing".to_string(),
+                carrier: CarrierFacts {
+                    kind: "wireguard".to_string(),
+                    policy: "always_on".to_string(),
+                    state: "up".to_string(),
+                    alarm: true,
+                },
+                config_version: 7,
+                config_state: "pending".to_string(),
+                certificate_not_after_unix: Some(0),
+                certificate_days_left: Some(12),
+                firmware_version: "2026.11".to_string(),
+                clock_synchronized: Some(true),
+                time_unix: 0,
+            }),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn ops5_the_fleet_table_has_one_aligned_line_per_box_and_names_the_silent_one() {
+        let silent = BoxStatus {
+            name: "silent".to_string(),
+            group: "clinics".to_string(),
+            management: "198.18.0.99:7443".parse().unwrap(),
+            reachable: false,
+            facts: None,
+            error: Some("unreachable: no answer within 3s".to_string()),
+        };
+        let text = table(&[reached("hospital", "病院"), silent]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("BOX"), "{text}");
+        assert!(
+            lines[1].contains("wireguard up ALARM")
+                && lines[1].contains("v7 pending")
+                && lines[1].contains("12 days")
+                && lines[1].contains("2026.11"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("unreachable") && lines[2].ends_with("no answer within 3s"),
+            "{text}"
+        );
+        // Columns line up, counted in characters, also after a Japanese facility name.
+        let at = |line: &str, word: &str| {
+            let byte = line
+                .find(word)
+                .unwrap_or_else(|| panic!("{word} in {line}"));
+            line[..byte].chars().count()
+        };
+        assert_eq!(at(lines[0], "CARRIER"), at(lines[1], "wireguard"), "{text}");
+        assert_eq!(
+            at(lines[0], "CARRIER"),
+            at(lines[2], "unreachable"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn ops5_a_box_cannot_put_terminal_escapes_into_the_table() {
+        let text = table(&[reached("hospital", "evil\u{1b}[2J\u{7}name")]);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(text.contains("evil\\u{1b}[2J"), "{text}");
     }
 }
