@@ -25,7 +25,9 @@
 //! 12. `preflight`: the checks `renkei run` and `renkei check` share.
 //! 13. `enrolment`: first boot and the unenrolled box.
 //! 14. `status`: what the daemon reports (page, JSON API, metrics, control socket).
-//! 15. `supervisor`: owns and starts the running parts; `main.rs` (the binary) is above all.
+//! 15. `fleet`: the operator's tools for many boxes (inventory, status, rollout in waves),
+//!     over control's one-box client.
+//! 16. `supervisor`: owns and starts the running parts; `main.rs` (the binary) is above all.
 //!
 //! `tests/layering.rs` holds the same order as one list (modules on one line above in the order
 //! named) and fails on any `crate::` path that names a module above the file's own;
@@ -38,6 +40,7 @@ pub mod control;
 pub mod durable;
 pub mod enrolment;
 pub mod firmware_version;
+pub mod fleet;
 pub mod hex;
 pub mod keys;
 pub mod logging;

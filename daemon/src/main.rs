@@ -144,6 +144,12 @@ enum Command {
         #[command(subcommand)]
         action: Option<RemoteAction>,
     },
+    /// The operator's tools for many boxes, listed in an inventory (`fleet.toml`): every box's
+    /// state in one table, a signed config per box rolled out in waves, a fleet-wide confirm.
+    Fleet {
+        #[command(subcommand)]
+        action: FleetAction,
+    },
     /// Firmware updates (signed RAUC bundles): install one on this box, or push one to a box
     /// and read a box's firmware state.
     Update {
@@ -179,6 +185,71 @@ enum RemoteAction {
         #[arg(long)]
         clear: bool,
     },
+}
+
+/// `renkei fleet ...` (docs/operator-guide.md, "Running a fleet").
+#[derive(Subcommand)]
+enum FleetAction {
+    /// Ask every box in parallel for its facility, role, carrier state, config version and
+    /// state, certificate expiry and firmware, and print one table. Exit 1 when a box did not
+    /// answer (it is in the table as unreachable).
+    Status {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Push each box its signed config from a folder (`<box>.toml` and `<box>.toml.sig`), the
+    /// canary groups first, then the rest; each wave must end confirmed before the next
+    /// starts. Stops at the first refusal, rollback or unreachable box and reports which
+    /// version every box runs (exit 1).
+    Push {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// The folder with the signed configs.
+        #[arg(long)]
+        configs: PathBuf,
+        /// Group(s) of the first wave.
+        #[arg(long, default_value = "canary")]
+        canary: Vec<String>,
+        /// Confirm each box as soon as it answers over its new config; without it, the
+        /// configs must ask for auto_confirm, and the boxes' own confirms are awaited.
+        #[arg(long)]
+        confirm: bool,
+        /// How long a wave may take to end confirmed or rolled back, in seconds.
+        #[arg(long, default_value_t = renkei::fleet::rollout::DEFAULT_SETTLE_SECS)]
+        settle_secs: u64,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Confirm every box's pending config (the version each box reports pending).
+    Confirm {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What every fleet command needs.
+#[derive(clap::Args)]
+struct FleetArgs {
+    /// The inventory (TOML: `[operator]` credentials and one `[[box]]` per box).
+    #[arg(long)]
+    inventory: PathBuf,
+    /// Bound on one exchange with one box, in seconds.
+    #[arg(long, default_value_t = renkei::fleet::DEFAULT_TIMEOUT_SECS)]
+    timeout_secs: u64,
+    /// Keep trying a box that does not answer for this many seconds (an on-demand box
+    /// answers at its check-in, while its tunnel is up).
+    #[arg(long = "wait", value_name = "SECS", default_value_t = 0)]
+    wait_secs: u64,
+    /// Boxes asked at once.
+    #[arg(long, default_value_t = renkei::fleet::DEFAULT_CONCURRENCY)]
+    concurrency: usize,
 }
 
 /// `renkei update ...`.
@@ -341,6 +412,7 @@ fn main() -> ExitCode {
             target,
             action: Some(action),
         } => report(remote_hubs(&target, action)),
+        Command::Fleet { action } => fleet(action),
         Command::Update {
             action: UpdateAction::Apply { config, no_reboot },
         } => update_apply(&config, no_reboot),
@@ -754,20 +826,12 @@ fn push(
     let target = target.target();
     let runtime = client_runtime()?;
     runtime.block_on(async {
-        let give_up = tokio::time::Instant::now() + std::time::Duration::from_secs(wait_secs);
-        let reply = loop {
-            match client::push(&target, bytes.clone(), &signature).await {
-                Ok(reply) => break reply,
-                Err(
-                    err
-                    @ (client::ClientError::Transport { .. } | client::ClientError::Timeout(..)),
-                ) if tokio::time::Instant::now() < give_up => {
-                    eprintln!("renkei: {err}; retrying");
-                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                }
-                Err(err) => return Err(err.into()),
-            }
-        };
+        let reply = renkei::fleet::reach::retry_unreachable(
+            std::time::Duration::from_secs(wait_secs),
+            || client::push(&target, bytes.clone(), &signature),
+            |err| eprintln!("renkei: {err}; retrying"),
+        )
+        .await?;
         print_reply(&reply)?;
         // Reading the state back over the new config proves the box is reachable again, which
         // an auto_confirm config waits for.
@@ -802,6 +866,115 @@ fn remote_hubs(target: &TargetArgs, action: RemoteAction) -> anyhow::Result<()> 
         };
         print_reply(&reply)
     })
+}
+
+/// `renkei fleet status|push|confirm`: exit 2 for an invalid inventory, 1 when a box did not
+/// answer or a rollout stopped.
+fn fleet(action: FleetAction) -> ExitCode {
+    use renkei::fleet::{inventory, reach::Reach, rollout, status};
+    let args = match &action {
+        FleetAction::Status { fleet, .. }
+        | FleetAction::Push { fleet, .. }
+        | FleetAction::Confirm { fleet, .. } => fleet,
+    };
+    let inventory = match inventory::load(&args.inventory) {
+        Ok(inventory) => inventory,
+        Err(diagnostics) => {
+            for d in &diagnostics.0 {
+                eprintln!("{d}");
+            }
+            eprintln!(
+                "{}: {} error(s); the inventory is invalid",
+                args.inventory.display(),
+                diagnostics.0.len()
+            );
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    let reach = Reach {
+        credentials: inventory.credentials.clone(),
+        timeout: std::time::Duration::from_secs(args.timeout_secs),
+        wait: std::time::Duration::from_secs(args.wait_secs),
+    };
+    let concurrency = args.concurrency;
+    let print = |json: bool, value: anyhow::Result<serde_json::Value>, table: String| {
+        if json {
+            match value {
+                Ok(value) => println!("{value:#}"),
+                Err(e) => eprintln!("renkei: {e:#}"),
+            }
+        } else {
+            print!("{table}");
+        }
+    };
+    let run = async {
+        match action {
+            FleetAction::Status { json, .. } => {
+                let statuses = status::query(&inventory, &reach, concurrency).await;
+                print(
+                    json,
+                    serde_json::to_value(&statuses).map_err(Into::into),
+                    status::table(&statuses),
+                );
+                let silent = statuses.iter().filter(|s| !s.reachable).count();
+                anyhow::ensure!(silent == 0, "{silent} box(es) did not answer");
+                Ok(())
+            }
+            FleetAction::Push {
+                configs,
+                canary,
+                confirm,
+                settle_secs,
+                json,
+                ..
+            } => {
+                let settings = rollout::Rollout {
+                    folder: configs,
+                    canary_groups: canary,
+                    confirmation: if confirm {
+                        rollout::Confirmation::ByOperator
+                    } else {
+                        rollout::Confirmation::ByBox
+                    },
+                    settle: std::time::Duration::from_secs(settle_secs),
+                    concurrency,
+                };
+                let report = rollout::push(&inventory, &reach, &settings).await?;
+                print(
+                    json,
+                    serde_json::to_value(&report).map_err(Into::into),
+                    rollout::push_table(&report),
+                );
+                match report.stopped_after {
+                    Some(wave) => anyhow::bail!(
+                        "the rollout stopped after the {wave} wave: see the boxes above"
+                    ),
+                    None => Ok(()),
+                }
+            }
+            FleetAction::Confirm { json, .. } => {
+                let reports = rollout::confirm_all(&inventory, &reach, concurrency).await;
+                print(
+                    json,
+                    serde_json::to_value(&reports).map_err(Into::into),
+                    rollout::confirm_table(&reports),
+                );
+                let failed = reports
+                    .iter()
+                    .filter(|r| {
+                        !matches!(
+                            r.outcome,
+                            rollout::ConfirmOutcome::Confirmed { .. }
+                                | rollout::ConfirmOutcome::NothingPending { .. }
+                        )
+                    })
+                    .count();
+                anyhow::ensure!(failed == 0, "{failed} box(es) not confirmed");
+                Ok(())
+            }
+        }
+    };
+    report(client_runtime().and_then(|runtime| runtime.block_on(run)))
 }
 
 /// `renkei update install|push|status` (apply and health-check have exit codes of their own

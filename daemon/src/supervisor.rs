@@ -27,7 +27,7 @@ use crate::config::{self, Config, Diagnostics};
 use crate::control::audit::{ConfigEvent, Kind};
 use crate::control::manager::{Applied, Manager};
 use crate::control::persist::{ConfigFiles, Recovery, RecoveryOutcome};
-use crate::control::server::{Command, ManagementServer, ServerError};
+use crate::control::server::{Answer, Command, ManagementServer, ServerError};
 use crate::control::transaction::{RunningBox, Transaction, TransactionError};
 use crate::proxy::{ProxyError, Services};
 use crate::state::events::{EventLog, Occurrence};
@@ -384,15 +384,24 @@ pub async fn run_loaded(
                 }
                 false
             }
-            Some(command) = commands.recv() => {
-                // A push whose rollback could not be applied either leaves parts of the box
-                // down: stop, so that systemd starts it again from the restored config file,
-                // as when the confirm window's rollback fails.
-                if let Err(err) = transaction.handle(command, &mut parts).await {
-                    break Err(err.into());
+            Some(command) = commands.recv() => match command {
+                Command::Status { reply } => {
+                    let _ = reply.send(Answer {
+                        status: 200,
+                        body: status.document().fleet_facts(),
+                    });
+                    false
                 }
-                true
-            }
+                command => {
+                    // A push whose rollback could not be applied either leaves parts of the
+                    // box down: stop, so that systemd starts it again from the restored config
+                    // file, as when the confirm window's rollback fails.
+                    if let Err(err) = transaction.handle(command, &mut parts).await {
+                        break Err(err.into());
+                    }
+                    true
+                }
+            },
             due = transaction.due() => {
                 match transaction.on_due(due, &mut parts).await {
                     Ok(changed) => changed,

@@ -31,6 +31,7 @@ const LAYERS: &[&str] = &[
     "preflight",
     "enrolment",
     "status",
+    "fleet",
     "supervisor",
     "main",
 ];

@@ -7,7 +7,7 @@
 //! files the config names, or those and the deeper checks of a layer above this one (the TLS
 //! files as `run` loads them: `crate::preflight`).
 
-mod diagnostic;
+pub(crate) mod diagnostic;
 mod locate;
 pub mod proposal;
 mod schema;

@@ -101,6 +101,11 @@ pub async fn status(target: &Target) -> Result<Reply, ClientError> {
     request(target, Method::GET, "/v1/config", Vec::new(), None).await
 }
 
+/// Reads the box's facts for the fleet table (`crate::status::facts::FleetFacts`).
+pub async fn fleet_facts(target: &Target) -> Result<Reply, ClientError> {
+    request(target, Method::GET, "/v1/status", Vec::new(), None).await
+}
+
 /// Reads the box's firmware: running version, booted slot, pending bundle, last result.
 pub async fn update_status(target: &Target) -> Result<Reply, ClientError> {
     request(target, Method::GET, "/v1/update", Vec::new(), None).await

@@ -5,7 +5,8 @@
 //! cannot reach it (Linux otherwise accepts packets for a local address on any interface).
 //!
 //! `POST /v1/config` (body: the config's exact bytes; header `Renkei-Signature`: base64 DER
-//! ECDSA signature), `POST /v1/confirm` (optional JSON `{"version": N}`), `GET /v1/config`;
+//! ECDSA signature), `POST /v1/confirm` (optional JSON `{"version": N}`), `GET /v1/config`,
+//! `GET /v1/status` (the box's facts for `renkei fleet status`);
 //! `POST /v1/update` (body: a RAUC bundle, streamed to the spool, never held in memory) and
 //! `GET /v1/update`, answered here with `crate::update` rather than by the supervisor: a
 //! bundle's check takes long and changes nothing that runs. `GET /v1/hubs` and
@@ -114,6 +115,12 @@ pub enum Command {
     Get {
         /// The operator.
         caller: Caller,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Answer>,
+    },
+    /// `GET /v1/status`: the box's facts for the operator's fleet table (facility, role,
+    /// carrier, config, certificates, firmware), answered by the supervisor, which owns them.
+    Status {
         /// Where the answer goes.
         reply: oneshot::Sender<Answer>,
     },
@@ -624,6 +631,7 @@ async fn route(
             Err(answer) => answer,
         },
         (&Method::GET, "/v1/config") => ask(commands, |reply| Command::Get { caller, reply }).await,
+        (&Method::GET, "/v1/status") => ask(commands, |reply| Command::Status { reply }).await,
         (&Method::POST, "/v1/update") => match context.updates.current() {
             Some(intake) => {
                 let outcome = match context.updates.begin() {
@@ -655,9 +663,11 @@ async fn route(
             Ok(bytes) => prefer_hub(&bytes, &caller, &context.carrier),
             Err(answer) => answer,
         },
-        (_, "/v1/config" | "/v1/confirm" | "/v1/update" | "/v1/hubs" | "/v1/hubs/prefer") => {
-            Answer::error(405, "method_not_allowed", "method not allowed")
-        }
+        (
+            _,
+            "/v1/config" | "/v1/confirm" | "/v1/status" | "/v1/update" | "/v1/hubs"
+            | "/v1/hubs/prefer",
+        ) => Answer::error(405, "method_not_allowed", "method not allowed"),
         _ => Answer::error(404, "not_found", "no such endpoint"),
     };
     respond(answer)

@@ -121,6 +121,14 @@ impl Transaction {
                     body: serde_json::to_value(self.manager.snapshot()).unwrap_or_default(),
                 });
             }
+            // The supervisor answers it with the whole status; the transaction alone knows only
+            // the config.
+            Command::Status { reply } => {
+                let _ = reply.send(Answer {
+                    status: 200,
+                    body: serde_json::json!({ "config": self.manager.snapshot() }),
+                });
+            }
             Command::Confirm {
                 version,
                 caller,

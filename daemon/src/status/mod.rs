@@ -8,6 +8,7 @@ pub mod cert;
 pub mod control;
 pub mod events;
 pub mod facilities;
+pub mod facts;
 pub mod http;
 pub mod metrics;
 pub mod second_factor;
