@@ -48,30 +48,30 @@ pub struct CarrierFacts {
 }
 
 impl FleetFacts {
-    /// The facts of `document`.
-    pub fn of(document: &StatusDocument) -> Self {
+    /// The facts of `doc`.
+    pub fn of(doc: &StatusDocument) -> Self {
         let text = |value: serde_json::Value| value.as_str().unwrap_or_default().to_string();
-        let first_expiry = document
+        let first_expiry = doc
             .certificates
             .iter()
             .filter(|c| c.role == CertRole::BoxChain)
             .min_by_key(|c| c.not_after_unix);
         FleetFacts {
-            facility: document.facility.clone(),
-            role: document.role.to_string(),
+            facility: doc.facility.clone(),
+            role: doc.role.to_string(),
             carrier: CarrierFacts {
-                kind: text(serde_json::to_value(document.tunnel.kind).unwrap_or_default()),
-                policy: document.tunnel.policy.to_string(),
-                state: text(serde_json::to_value(document.tunnel.state).unwrap_or_default()),
-                alarm: document.tunnel.alarm,
+                kind: text(serde_json::to_value(doc.tunnel.kind).unwrap_or_default()),
+                policy: doc.tunnel.policy.to_string(),
+                state: text(serde_json::to_value(doc.tunnel.state).unwrap_or_default()),
+                alarm: doc.tunnel.alarm,
             },
-            config_version: document.config.version,
-            config_state: document.config.state.to_string(),
+            config_version: doc.config.version,
+            config_state: doc.config.state.to_string(),
             certificate_not_after_unix: first_expiry.map(|c| c.not_after_unix),
             certificate_days_left: first_expiry.map(|c| c.days_left),
-            firmware_version: document.firmware.version.clone(),
-            clock_synchronized: document.clock_synchronized,
-            time_unix: document.time_unix,
+            firmware_version: doc.firmware.version.clone(),
+            clock_synchronized: doc.clock_synchronized,
+            time_unix: doc.time_unix,
         }
     }
 }
