@@ -104,6 +104,8 @@ pub struct WireGuardCarrier {
     pub listen_port: u16,
     /// Datagrams WireGuard dropped, by reason.
     pub drops: WireGuardDrops,
+    /// TUN offloads: `on (csum, tso4, ...)` or `off (why)`.
+    pub offloads: String,
 }
 
 /// One peer (the data centre, or on a hub one facility) as every carrier reports it.

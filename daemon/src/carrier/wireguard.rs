@@ -100,6 +100,7 @@ pub fn snapshot(tunnel: TunnelSnapshot) -> CarrierSnapshot {
         backend: CarrierBackend::WireGuard(WireGuardCarrier {
             listen_port: tunnel.listen_port,
             drops: tunnel.drops.datagrams,
+            offloads: tunnel.offloads,
         }),
     }
 }
@@ -179,6 +180,7 @@ mod tests {
                     ..WireGuardDrops::default()
                 },
             },
+            offloads: "off (test)".to_string(),
         }
     }
 

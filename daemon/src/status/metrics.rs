@@ -685,6 +685,7 @@ mod document_tests {
                         invalid_datagrams: 3,
                         ..WireGuardDrops::default()
                     },
+                    offloads: "on (csum, tso4, tso6)".to_string(),
                 }),
             },
             tunnel_actions: false,

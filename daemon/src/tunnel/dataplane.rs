@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::filter::{self, Drop};
 use super::handshake_limit::{Admission, HandshakeLimit, COOKIE_REPLY_BYTES};
+use super::offload::{self, Coalescer, Read, Segments, VNET_HDR_BYTES};
 use super::peer::{Peer, PeerCounters, PeerState};
 use super::policy::{Action, Event, LinkState};
 use super::routes::RouteTable;
@@ -29,6 +30,8 @@ pub const MAX_PACKET: usize = 65_535;
 const WG_OVERHEAD: usize = 64;
 /// Packets handled per wake-up before yielding to other tasks.
 const BATCH: usize = 64;
+/// Decrypted bytes held for coalescing before they are written to the TUN device mid-batch.
+const COALESCE_FLUSH_BYTES: usize = 256 * 1024;
 /// How often timers run; boringtun's own timers have one-second granularity or coarser.
 pub const TICK: Duration = Duration::from_millis(250);
 /// WireGuard message type of a handshake initiation.
@@ -297,10 +300,13 @@ impl DataPlane {
     }
 
     /// Reads packets from TUN until the task is aborted. Encrypted data packets for one
-    /// endpoint are gathered into one GSO send per wake-up.
+    /// endpoint are gathered into one GSO send per wake-up. On an offloading device a read may
+    /// be a super-segment: it is split into packets first, and each is judged on its own.
     pub(crate) async fn run_tun(self: Arc<Self>) {
-        let mut packet = vec![0u8; MAX_PACKET];
+        let offloads = self.tun.offloads().is_on();
+        let mut packet = vec![0u8; MAX_PACKET + VNET_HDR_BYTES];
         let mut out = vec![0u8; MAX_PACKET + WG_OVERHEAD];
+        let mut segments = Segments::new();
         let mut backlog = Backlog::new();
         let mut batch = GsoBatch::new();
         loop {
@@ -315,11 +321,31 @@ impl DataPlane {
             let mut next = Some(n);
             let mut handled = 0;
             while let Some(n) = next.take() {
-                if let Some((len, to)) = self.outgoing(&packet[..n], &mut out, &mut backlog) {
-                    if !batch.fits(&out[..len], to) {
-                        self.send_batch(&mut batch).await;
+                if !offloads {
+                    self.outgoing_to_batch(&packet[..n], &mut out, &mut backlog, &mut batch)
+                        .await;
+                } else {
+                    match offload::receive(&mut packet[..n], &mut segments) {
+                        Ok(Read::Single(range)) => {
+                            self.outgoing_to_batch(
+                                &packet[range],
+                                &mut out,
+                                &mut backlog,
+                                &mut batch,
+                            )
+                            .await
+                        }
+                        Ok(Read::Split) => {
+                            for segment in segments.iter() {
+                                self.outgoing_to_batch(segment, &mut out, &mut backlog, &mut batch)
+                                    .await;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "TUN read not understood; dropped");
+                            self.counters.count_drop(Drop::Malformed);
+                        }
                     }
-                    batch.push(&out[..len], to);
                 }
                 handled += 1;
                 if handled < BATCH {
@@ -328,6 +354,22 @@ impl DataPlane {
             }
             self.send_batch(&mut batch).await;
             self.flush(&mut backlog).await;
+        }
+    }
+
+    /// Encrypts one packet from TUN into the batch, sending the batch first when it is full.
+    async fn outgoing_to_batch(
+        &self,
+        packet: &[u8],
+        out: &mut [u8],
+        backlog: &mut Backlog,
+        batch: &mut GsoBatch,
+    ) {
+        if let Some((len, to)) = self.outgoing(packet, out, backlog) {
+            if !batch.fits(&out[..len], to) {
+                self.send_batch(batch).await;
+            }
+            batch.push(&out[..len], to);
         }
     }
 
@@ -391,6 +433,8 @@ impl DataPlane {
         let mut datagram = vec![0u8; MAX_PACKET];
         let mut out = vec![0u8; MAX_PACKET + WG_OVERHEAD];
         let mut backlog = Backlog::new();
+        // With offloads, decrypted packets of one flow leave as one super-packet (GRO).
+        let mut coalescer = self.tun.offloads().is_on().then(Coalescer::new);
         loop {
             let mut next = match self.udp.recv(&mut datagram).await {
                 Ok(r) => Some(r),
@@ -404,12 +448,20 @@ impl DataPlane {
             while let Some((n, from, segment)) = next.take() {
                 let from = canonical(from);
                 for chunk in datagram[..n].chunks(segment) {
-                    self.incoming(chunk, from, &mut out, &mut backlog);
+                    self.incoming(chunk, from, &mut out, &mut backlog, coalescer.as_mut());
+                }
+                if let Some(coalescer) = coalescer.as_mut() {
+                    if coalescer.held_bytes() >= COALESCE_FLUSH_BYTES {
+                        self.write_coalesced(coalescer);
+                    }
                 }
                 handled += 1;
                 if handled < BATCH {
                     next = self.udp.try_recv(&mut datagram).ok();
                 }
+            }
+            if let Some(coalescer) = coalescer.as_mut() {
+                self.write_coalesced(coalescer);
             }
             self.flush(&mut backlog).await;
         }
@@ -424,7 +476,25 @@ impl DataPlane {
         }
     }
 
-    fn incoming(&self, datagram: &[u8], from: SocketAddr, out: &mut [u8], backlog: &mut Backlog) {
+    /// Writes what the coalescer holds to the TUN device, one write per (super-)packet.
+    fn write_coalesced(&self, coalescer: &mut Coalescer) {
+        coalescer.drain(|parts| {
+            if let Err(e) = self.tun.try_send_vectored(parts) {
+                tracing::debug!(error = %e, "TUN write failed; packet dropped");
+            }
+        });
+    }
+
+    /// Handles one datagram. A decrypted packet the filter lets through goes to `coalescer`
+    /// when there is one (offloads on), else straight to the TUN device.
+    fn incoming(
+        &self,
+        datagram: &[u8],
+        from: SocketAddr,
+        out: &mut [u8],
+        backlog: &mut Backlog,
+        coalescer: Option<&mut Coalescer>,
+    ) {
         let packet = match Tunn::parse_incoming_packet(datagram) {
             Ok(p) => p,
             Err(_) => return self.invalid(from, "not a WireGuard message"),
@@ -495,8 +565,13 @@ impl DataPlane {
             TunnResult::WriteToTunnelV4(bytes, _) | TunnResult::WriteToTunnelV6(bytes, _) => {
                 match filter::incoming(bytes, self.own_address, |ip| peer.owns(ip)) {
                     Ok(()) => {
-                        if let Err(e) = self.tun.try_send(bytes) {
-                            tracing::debug!(error = %e, "TUN write failed; packet dropped");
+                        match coalescer {
+                            Some(coalescer) => coalescer.push(bytes),
+                            None => {
+                                if let Err(e) = self.tun.try_send(bytes) {
+                                    tracing::debug!(error = %e, "TUN write failed; packet dropped");
+                                }
+                            }
                         }
                         delivered = true;
                     }

@@ -11,13 +11,14 @@ pub mod filter;
 mod handshake_limit;
 mod hub_group;
 mod netlink;
+pub mod offload;
 mod peer;
 pub mod policy;
 mod replay;
 pub mod resume;
 mod routes;
 mod settle;
-pub(crate) mod tun;
+pub mod tun;
 mod uapi;
 mod udp;
 
@@ -242,7 +243,10 @@ impl Tunnel {
         tracing::info!(interface = %self.settings.tunnel.interface, "tunnel config changed; restarting the tunnel");
         let kept = self.stop_tasks().await;
         let kept = match kept {
-            Some(tun) if settings.tunnel.interface == self.settings.tunnel.interface => {
+            Some(tun)
+                if settings.tunnel.interface == self.settings.tunnel.interface
+                    && settings.tunnel.offloads == self.settings.tunnel.offloads =>
+            {
                 let wanted: Vec<ipnet::IpNet> = settings
                     .tunnel
                     .peers
@@ -346,7 +350,7 @@ impl Tunnel {
         let secret = keys::read_private_key(&tunnel.private_key_file)?;
         let tun = match tun {
             Some(tun) => tun,
-            None => tun::Tun::create(&tunnel.interface)?,
+            None => tun::Tun::create(&tunnel.interface, offloads_switched_off(tunnel))?,
         };
         let routes = tunnel
             .peers
@@ -689,6 +693,7 @@ impl TunnelHandle {
                 alarm: false,
                 peers: Vec::new(),
                 drops: DropCounts::default(),
+                offloads: "off (the tunnel is not running)".to_string(),
             };
         };
         let peers: Vec<PeerSnapshot> = plane.peers.iter().map(|p| p.snapshot(now)).collect();
@@ -715,6 +720,7 @@ impl TunnelHandle {
                     send_errors: c.send_errors.load(Ordering::Relaxed),
                 },
             },
+            offloads: plane.tun.offloads().describe(),
         }
     }
 
@@ -833,6 +839,8 @@ pub struct TunnelSnapshot {
     pub peers: Vec<PeerSnapshot>,
     /// Dropped packets by reason.
     pub drops: DropCounts,
+    /// TUN offloads: `on (...)` or `off (why)`.
+    pub offloads: String,
 }
 
 /// Dropped packets and datagrams by reason (NET-8 and bad input).
@@ -853,6 +861,20 @@ pub struct DatagramDrops {
     pub no_endpoint: u64,
     /// Sends that failed.
     pub send_errors: u64,
+}
+
+/// The environment variable that forces TUN offloads off (`off`), whatever the config says.
+pub const OFFLOADS_ENV: &str = "RENKEI_TUN_OFFLOADS";
+
+/// Why offloads are not even tried: the config or the environment switched them off.
+fn offloads_switched_off(tunnel: &crate::config::TunnelConfig) -> Option<&'static str> {
+    if std::env::var(OFFLOADS_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("off")) {
+        Some("switched off by RENKEI_TUN_OFFLOADS=off")
+    } else if !tunnel.offloads {
+        Some("switched off in the config: [tunnel] offloads = false")
+    } else {
+        None
+    }
 }
 
 /// Binds the WireGuard UDP port: dual-stack when the kernel has IPv6, IPv4 otherwise.
