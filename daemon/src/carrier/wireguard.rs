@@ -101,6 +101,7 @@ pub fn snapshot(tunnel: TunnelSnapshot) -> CarrierSnapshot {
             listen_port: tunnel.listen_port,
             drops: tunnel.drops.datagrams,
             offloads: tunnel.offloads,
+            offload_counts: tunnel.offload_counts,
         }),
     }
 }
@@ -181,6 +182,7 @@ mod tests {
                 },
             },
             offloads: "off (test)".to_string(),
+            offload_counts: tunnel::OffloadCounts::default(),
         }
     }
 

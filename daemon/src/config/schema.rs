@@ -170,7 +170,8 @@ pub struct TunnelConfig {
     /// TUN segmentation offloads (TSO/USO and GRO through a virtio-net header): fewer, larger
     /// reads and writes of the TUN device. On unless set false here or `RENKEI_TUN_OFFLOADS=off`
     /// is in the daemon's environment; a kernel that refuses them turns them off by itself.
-    #[serde(default = "default_offloads")]
+    // The default is left out of written configs, so they read as before on older firmware.
+    #[serde(default = "default_offloads", skip_serializing_if = "is_true")]
     pub offloads: bool,
     /// When the tunnel is up; defaults follow the role.
     #[serde(default)]

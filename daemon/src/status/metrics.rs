@@ -686,6 +686,7 @@ mod document_tests {
                         ..WireGuardDrops::default()
                     },
                     offloads: "on (csum, tso4, tso6)".to_string(),
+                    offload_counts: Default::default(),
                 }),
             },
             tunnel_actions: false,

@@ -61,6 +61,10 @@ pub struct TunnelCounters {
     pub dropped_no_endpoint: AtomicU64,
     /// Datagrams that could not be sent (network unreachable, link down).
     pub send_errors: AtomicU64,
+    /// TUN reads that were super-segments (offloads on), split into packets.
+    pub tun_super_segments_read: AtomicU64,
+    /// TUN writes that carried several coalesced packets (offloads on).
+    pub tun_super_packets_written: AtomicU64,
 }
 
 impl TunnelCounters {
@@ -336,6 +340,9 @@ impl DataPlane {
                             .await
                         }
                         Ok(Read::Split) => {
+                            self.counters
+                                .tun_super_segments_read
+                                .fetch_add(1, Ordering::Relaxed);
                             for segment in segments.iter() {
                                 self.outgoing_to_batch(segment, &mut out, &mut backlog, &mut batch)
                                     .await;
@@ -479,6 +486,12 @@ impl DataPlane {
     /// Writes what the coalescer holds to the TUN device, one write per (super-)packet.
     fn write_coalesced(&self, coalescer: &mut Coalescer) {
         coalescer.drain(|parts| {
+            // The header, the first packet, then one part per packet appended.
+            if parts.len() > 2 {
+                self.counters
+                    .tun_super_packets_written
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             if let Err(e) = self.tun.try_send_vectored(parts) {
                 tracing::debug!(error = %e, "TUN write failed; packet dropped");
             }

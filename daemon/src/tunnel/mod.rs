@@ -694,6 +694,7 @@ impl TunnelHandle {
                 peers: Vec::new(),
                 drops: DropCounts::default(),
                 offloads: "off (the tunnel is not running)".to_string(),
+                offload_counts: OffloadCounts::default(),
             };
         };
         let peers: Vec<PeerSnapshot> = plane.peers.iter().map(|p| p.snapshot(now)).collect();
@@ -721,6 +722,10 @@ impl TunnelHandle {
                 },
             },
             offloads: plane.tun.offloads().describe(),
+            offload_counts: OffloadCounts {
+                super_segments_read: c.tun_super_segments_read.load(Ordering::Relaxed),
+                super_packets_written: c.tun_super_packets_written.load(Ordering::Relaxed),
+            },
         }
     }
 
@@ -841,6 +846,17 @@ pub struct TunnelSnapshot {
     pub drops: DropCounts,
     /// TUN offloads: `on (...)` or `off (why)`.
     pub offloads: String,
+    /// What the offloads did so far.
+    pub offload_counts: OffloadCounts,
+}
+
+/// Super-packets moved through the TUN device with offloads on: evidence the path runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OffloadCounts {
+    /// Reads that were super-segments, split into packets before the filter.
+    pub super_segments_read: u64,
+    /// Writes that carried several coalesced packets.
+    pub super_packets_written: u64,
 }
 
 /// Dropped packets and datagrams by reason (NET-8 and bad input).
