@@ -13,6 +13,9 @@ use std::ops::Range;
 pub const VNET_HDR_BYTES: usize = 10;
 /// The largest IP packet the kernel hands over or takes back in one piece.
 pub const MAX_SUPER_PACKET_BYTES: usize = 65_535;
+/// Most packets one super-segment is split into: 64 KiB at the smallest IPv4 MSS (536 bytes)
+/// is 123; more means a segment size no kernel would use, and the read is dropped.
+const MAX_SEGMENTS_PER_READ: usize = 128;
 /// Most packets coalesced into one super-packet (the kernel's own GRO stops at 64 too).
 const MAX_COALESCED_PACKETS: usize = 64;
 
@@ -280,6 +283,9 @@ fn split(packet: &[u8], header: VnetHeader, segments: &mut Segments) -> Result<(
     let headers = &packet[..hdr_len];
     let payload = &packet[hdr_len..];
     let count = payload.len().div_ceil(gso_size).max(1);
+    if count > MAX_SEGMENTS_PER_READ {
+        return Err(OffloadError::BadSegmentSize(header.gso_size));
+    }
     let first_seq = u32::from_be_bytes([
         headers[ip_len + 4],
         headers[ip_len + 5],
@@ -796,6 +802,11 @@ mod tests {
         }
         let mut zero = with_header(gso_header(false, 20, 0), &packet);
         assert!(receive(&mut zero, &mut segments).is_err());
+        let mut tiny = with_header(gso_header(false, 20, 8), &packet);
+        assert_eq!(
+            receive(&mut tiny, &mut segments),
+            Err(OffloadError::BadSegmentSize(8))
+        );
         let mut v6_as_v4 = with_header(gso_header(true, 20, MSS), &packet);
         assert!(receive(&mut v6_as_v4, &mut segments).is_err());
         let mut odd_start = gso_header(false, 20, MSS);
@@ -890,5 +901,42 @@ mod tests {
                 (GSO_NONE, one),
             ]
         );
+    }
+
+    proptest::proptest! {
+        /// Whatever a read holds, splitting it and coalescing its pieces neither panics nor
+        /// writes a packet longer than the kernel takes.
+        #[test]
+        fn int1_any_read_is_split_and_coalesced_without_panic(
+            header in proptest::collection::vec(proptest::prelude::any::<u8>(), VNET_HDR_BYTES),
+            prefix in 0usize..4,
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000),
+        ) {
+            // Often a well-formed TCP packet under a random header, sometimes random bytes.
+            let mut packet = match prefix {
+                0 => body.clone(),
+                1 => tcp_packet(false, 1, TCP_FLAG_ACK, &body),
+                2 => tcp_packet(true, 1, TCP_FLAG_ACK, &body),
+                _ => {
+                    let mut p = tcp_packet(false, 1, TCP_FLAG_ACK, &[]);
+                    p.extend_from_slice(&body);
+                    p
+                }
+            };
+            let mut buf = header.clone();
+            buf.append(&mut packet);
+            let mut segments = Segments::new();
+            let mut gro = Coalescer::new();
+            match receive(&mut buf, &mut segments) {
+                Ok(Read::Single(range)) => gro.push(&buf[range]),
+                Ok(Read::Split) => segments.iter().for_each(|s| gro.push(s)),
+                Err(_) => {}
+            }
+            gro.push(&body);
+            gro.drain(|parts| {
+                let len: usize = parts.iter().map(|p| p.len()).sum();
+                assert!(len <= VNET_HDR_BYTES + MAX_SUPER_PACKET_BYTES);
+            });
+        }
     }
 }
