@@ -109,6 +109,34 @@ pub struct DataPlane {
 /// Datagrams that could not be sent without blocking while a lock was held.
 pub(crate) type Backlog = Vec<(Vec<u8>, SocketAddr)>;
 
+/// Encrypted packets of one super-segment, waiting to join the GSO batch once their peer's
+/// lock is released; its buffers are reused from read to read.
+#[derive(Default)]
+struct Sealed {
+    bytes: Vec<u8>,
+    packets: Vec<(usize, SocketAddr)>,
+}
+
+impl Sealed {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.packets.clear();
+    }
+
+    fn push(&mut self, packet: &[u8], to: SocketAddr) {
+        self.bytes.extend_from_slice(packet);
+        self.packets.push((self.bytes.len(), to));
+    }
+
+    /// The packets with their endpoints, in order.
+    fn iter(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> {
+        let starts = std::iter::once(0).chain(self.packets.iter().map(|(end, _)| *end));
+        starts
+            .zip(self.packets.iter())
+            .map(|(start, (end, to))| (&self.bytes[start..*end], *to))
+    }
+}
+
 impl DataPlane {
     pub(crate) fn new(
         own_secret: StaticSecret,
@@ -311,6 +339,7 @@ impl DataPlane {
         let mut packet = vec![0u8; MAX_PACKET + VNET_HDR_BYTES];
         let mut out = vec![0u8; MAX_PACKET + WG_OVERHEAD];
         let mut segments = Segments::new();
+        let mut sealed = Sealed::default();
         let mut backlog = Backlog::new();
         let mut batch = GsoBatch::new();
         loop {
@@ -343,9 +372,12 @@ impl DataPlane {
                             self.counters
                                 .tun_super_segments_read
                                 .fetch_add(1, Ordering::Relaxed);
-                            for segment in segments.iter() {
-                                self.outgoing_to_batch(segment, &mut out, &mut backlog, &mut batch)
-                                    .await;
+                            self.outgoing_segments(&segments, &mut out, &mut sealed, &mut backlog);
+                            for (bytes, to) in sealed.iter() {
+                                if !batch.fits(bytes, to) {
+                                    self.send_batch(&mut batch).await;
+                                }
+                                batch.push(bytes, to);
                             }
                         }
                         Err(e) => {
@@ -392,6 +424,23 @@ impl DataPlane {
         }
     }
 
+    /// The peer a packet from TUN goes to, once the filter (NET-8) let it through; a drop is
+    /// counted here.
+    fn outgoing_peer(&self, packet: &[u8]) -> Option<&Arc<Peer>> {
+        let destination = match filter::outgoing(packet, self.own_address) {
+            Ok(dst) => dst,
+            Err(drop) => {
+                self.counters.count_drop(drop);
+                return None;
+            }
+        };
+        let peer = self.peer_for(destination);
+        if peer.is_none() {
+            self.counters.count_drop(Drop::NoRoute);
+        }
+        peer
+    }
+
     /// Encrypts one packet from TUN. A data packet is left in `out` and returned with its
     /// endpoint for batching; anything else (a handshake initiation) is sent or queued here.
     fn outgoing(
@@ -400,19 +449,53 @@ impl DataPlane {
         out: &mut [u8],
         backlog: &mut Backlog,
     ) -> Option<(usize, SocketAddr)> {
-        let destination = match filter::outgoing(packet, self.own_address) {
-            Ok(dst) => dst,
-            Err(drop) => {
-                self.counters.count_drop(drop);
-                return None;
-            }
-        };
-        let Some(peer) = self.peer_for(destination) else {
-            self.counters.count_drop(Drop::NoRoute);
-            return None;
-        };
+        let peer = self.outgoing_peer(packet)?;
         let mut state = peer.lock();
         self.policy_event(peer, &mut state, Event::Demand, out, backlog);
+        self.seal(peer, &mut state, packet, out, backlog)
+    }
+
+    /// The packets of one super-segment, each judged by the filter on its own, encrypted into
+    /// `sealed` under one lock of their peer (they share their addresses, so their peer):
+    /// the lock is taken once per read, not once per packet, and no system call is made under
+    /// it but a handshake's `try_send`.
+    fn outgoing_segments(
+        &self,
+        segments: &Segments,
+        out: &mut [u8],
+        sealed: &mut Sealed,
+        backlog: &mut Backlog,
+    ) {
+        sealed.clear();
+        let mut locked: Option<(&Arc<Peer>, std::sync::MutexGuard<'_, PeerState>)> = None;
+        for packet in segments.iter() {
+            let Some(peer) = self.outgoing_peer(packet) else {
+                continue;
+            };
+            if !locked.as_ref().is_some_and(|(p, _)| Arc::ptr_eq(p, peer)) {
+                drop(locked.take());
+                let mut state = peer.lock();
+                self.policy_event(peer, &mut state, Event::Demand, out, backlog);
+                locked = Some((peer, state));
+            }
+            let Some((peer, state)) = locked.as_mut() else {
+                continue;
+            };
+            if let Some((len, to)) = self.seal(peer, state, packet, out, backlog) {
+                sealed.push(&out[..len], to);
+            }
+        }
+    }
+
+    /// Encrypts `packet` for `peer`, whose state the caller holds locked (see `outgoing`).
+    fn seal(
+        &self,
+        peer: &Peer,
+        state: &mut PeerState,
+        packet: &[u8],
+        out: &mut [u8],
+        backlog: &mut Backlog,
+    ) -> Option<(usize, SocketAddr)> {
         let tunn = state.tunn.get_or_insert_with(|| self.new_tunn(peer));
         let TunnResult::WriteToNetwork(bytes) = tunn.encapsulate(packet, out) else {
             return None;
@@ -430,7 +513,7 @@ impl DataPlane {
             return Some((len, to));
         }
         let bytes = out[..len].to_vec();
-        self.send_for_peer(peer, &mut state, &bytes, backlog);
+        self.send_for_peer(peer, state, &bytes, backlog);
         None
     }
 
