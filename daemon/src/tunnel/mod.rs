@@ -884,9 +884,14 @@ pub const OFFLOADS_ENV: &str = "RENKEI_TUN_OFFLOADS";
 
 /// Why offloads are not even tried: the config or the environment switched them off.
 fn offloads_switched_off(tunnel: &crate::config::TunnelConfig) -> Option<&'static str> {
-    if std::env::var(OFFLOADS_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("off")) {
+    switched_off_by(tunnel.offloads, std::env::var(OFFLOADS_ENV).ok().as_deref())
+}
+
+/// [`offloads_switched_off`] given the config's `offloads` and the environment's value.
+fn switched_off_by(config_on: bool, env: Option<&str>) -> Option<&'static str> {
+    if env.is_some_and(|v| v.eq_ignore_ascii_case("off")) {
         Some("switched off by RENKEI_TUN_OFFLOADS=off")
-    } else if !tunnel.offloads {
+    } else if !config_on {
         Some("switched off in the config: [tunnel] offloads = false")
     } else {
         None
@@ -1059,6 +1064,21 @@ fn needs_lookup(
 #[cfg(test)]
 mod tests {
     use super::policy::Action;
+
+    #[test]
+    fn net1_the_environment_or_the_config_switches_tun_offloads_off() {
+        assert_eq!(super::switched_off_by(true, None), None);
+        assert_eq!(super::switched_off_by(true, Some("on")), None);
+        assert_eq!(
+            super::switched_off_by(true, Some("OFF")),
+            Some("switched off by RENKEI_TUN_OFFLOADS=off")
+        );
+        assert_eq!(
+            super::switched_off_by(false, None),
+            Some("switched off in the config: [tunnel] offloads = false")
+        );
+    }
+
     use super::*;
 
     const DC: [u8; 32] = [1; 32];
