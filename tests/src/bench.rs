@@ -21,6 +21,9 @@ use crate::wait::wait_until;
 pub const IPSEC_LIBIPSEC: &str = "IPsec charon+libipsec";
 /// See [`IPSEC_LIBIPSEC`].
 pub const IPSEC_KERNEL_XFRM: &str = "IPsec charon+kernel XFRM";
+/// renkei with its TUN offloads switched off (`[tunnel] offloads = false`), measured in the
+/// same round as renkei with them on (the default, named `renkei`).
+pub const RENKEI_OFFLOADS_OFF: &str = "renkei offloads off";
 /// Bytes in a GiB, for CPU seconds per GiB.
 const BYTES_PER_GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
@@ -259,18 +262,22 @@ fn one_round(seconds: u32) -> anyhow::Result<Round> {
             seconds,
         )?);
     }
-    {
-        let hub = lab.start(Node::Hub, &lab.config(Node::Hub))?;
+    // Offloads off first, then on (the default): both pairs in the same round.
+    for (name, offloads) in [(RENKEI_OFFLOADS_OFF, false), ("renkei", true)] {
+        let mut hub_config = lab.config(Node::Hub);
+        hub_config.tunnel.as_mut().expect("[tunnel]").offloads = offloads;
+        let hub = lab.start(Node::Hub, &hub_config)?;
         // On demand, so the handshake latency is first packet -> session, as for the others.
         let mut config = lab.config(Node::Hospital);
-        config.tunnel.as_mut().expect("[tunnel]").policy.mode =
-            Some(renkei::config::PolicyMode::OnDemand);
+        let tunnel = config.tunnel.as_mut().expect("[tunnel]");
+        tunnel.policy.mode = Some(renkei::config::PolicyMode::OnDemand);
+        tunnel.offloads = offloads;
         let hospital = lab.start(Node::Hospital, &config)?;
         let pids: Vec<u32> = [hub.pid(), hospital.pid()].into_iter().flatten().collect();
         let handshake_ms = first_reply_ms(&lab)?;
         results.push(measure(
             &lab,
-            "renkei",
+            name,
             &pids,
             handshake_ms,
             wireguard_path(),
@@ -327,7 +334,12 @@ fn spread(values: &[f64], digits: usize) -> String {
 }
 
 /// The tunnels compared against, in the report's ratio columns.
-const BASELINES: [&str; 3] = ["boringtun-cli", "wireguard-go", "renkei"];
+const BASELINES: [&str; 4] = [
+    "boringtun-cli",
+    "wireguard-go",
+    RENKEI_OFFLOADS_OFF,
+    "renkei",
+];
 
 fn by_name<'a>(round: &'a Round, name: &str) -> Option<&'a Measurement> {
     round.results.iter().find(|m| m.name == name)
@@ -337,7 +349,7 @@ fn by_name<'a>(round: &'a Round, name: &str) -> Option<&'a Measurement> {
 pub fn report(rounds: &[Round]) -> String {
     let mut out = String::new();
     let mut explained: Vec<(String, usize)> = Vec::new();
-    let header = "| tunnel | Gbit/s | of veth | vs boringtun-cli | vs wireguard-go | vs renkei | CPU s | CPU s per GiB | peak RSS MiB | idle RSS MiB | handshake to first reply ms |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+    let header = "| tunnel | Gbit/s | of veth | vs boringtun-cli | vs wireguard-go | vs renkei offloads off | vs renkei | CPU s | CPU s per GiB | peak RSS MiB | idle RSS MiB | handshake to first reply ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (i, round) in rounds.iter().enumerate() {
         out.push_str(&format!(
             "round {} (load average {}): plain veth {:.2} Gbit/s\n\n{header}",
@@ -387,7 +399,7 @@ pub fn report(rounds: &[Round]) -> String {
         rounds.len(),
         spread(&veth, 2)
     ));
-    out.push_str("| tunnel | Gbit/s | vs boringtun-cli | vs wireguard-go | vs renkei | CPU s per GiB | CPU per byte of renkei's | handshake to first reply ms |\n|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| tunnel | Gbit/s | of veth | vs boringtun-cli | vs wireguard-go | vs renkei offloads off | vs renkei | CPU s per GiB | CPU per byte of renkei offloads off's | CPU per byte of renkei's | handshake to first reply ms |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     let mut names: Vec<String> = Vec::new();
     for m in rounds.iter().flat_map(|r| &r.results) {
         if !names.contains(&m.name) {
@@ -405,16 +417,23 @@ pub fn report(rounds: &[Round]) -> String {
             let values = of(&|r, m| by_name(r, base).map(|b| m.gbit_per_s / b.gbit_per_s));
             format!("{}x", spread(&values, 2))
         };
-        let cost_vs_renkei =
-            of(&|r, m| by_name(r, "renkei").map(|b| m.cpu_secs_per_gib() / b.cpu_secs_per_gib()));
+        let cost_vs = |base: &str| {
+            let values =
+                of(&|r, m| by_name(r, base).map(|b| m.cpu_secs_per_gib() / b.cpu_secs_per_gib()));
+            format!("{}x", spread(&values, 2))
+        };
+        let of_veth = of(&|r, m| Some(100.0 * m.gbit_per_s / r.veth_gbit_per_s));
         out.push_str(&format!(
-            "| {name} | {} | {} | {} | {} | {} | {}x | {} |\n",
+            "| {name} | {} | {} % | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             spread(&of(&|_, m| Some(m.gbit_per_s)), 2),
+            spread(&of_veth, 1),
             ratio(BASELINES[0]),
             ratio(BASELINES[1]),
             ratio(BASELINES[2]),
+            ratio(BASELINES[3]),
             spread(&of(&|_, m| Some(m.cpu_secs_per_gib())), 2),
-            spread(&cost_vs_renkei, 2),
+            cost_vs(RENKEI_OFFLOADS_OFF),
+            cost_vs("renkei"),
             spread(&of(&|_, m| Some(m.handshake_ms)), 0),
         ));
     }

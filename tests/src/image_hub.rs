@@ -156,6 +156,7 @@ pub fn hub_config(dir: &Path, box_public_key: &str, interface: &str) -> Config {
             address: tunnel_net(Node::Hub),
             mtu: DEFAULT_MTU,
             handshakes_per_sec: None,
+            offloads: true,
             policy: PolicyConfig::default(),
             peers: vec![PeerConfig {
                 name: BOX_PEER_NAME.to_string(),
@@ -255,6 +256,7 @@ pub fn box_config(hub_public_key: &str, hub_endpoint: std::net::SocketAddr) -> C
         address: tunnel_net(Node::Hospital),
         mtu: DEFAULT_MTU,
         handshakes_per_sec: None,
+        offloads: true,
         policy: PolicyConfig {
             mode: Some(PolicyMode::AlwaysOn),
             ..PolicyConfig::default()

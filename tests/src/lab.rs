@@ -288,6 +288,8 @@ pub struct Lab {
     charons: Mutex<HashMap<Node, Charon>>,
     /// The second data centre, with [`Lab::with_backup_hub`].
     backup: Option<BackupHub>,
+    /// `[tunnel] offloads` of every box's WireGuard config ([`Lab::with_tun_offloads`]).
+    pub tun_offloads: bool,
 }
 
 impl Lab {
@@ -468,7 +470,15 @@ impl Lab {
             concentrator,
             charons: Mutex::new(HashMap::new()),
             backup: None,
+            tun_offloads: true,
         })
+    }
+
+    /// The lab with every box's TUN offloads on or off (`[tunnel] offloads`), so the tunnel
+    /// tests run on both data paths.
+    pub fn with_tun_offloads(mut self, on: bool) -> Lab {
+        self.tun_offloads = on;
+        self
     }
 
     /// [`Lab::new`] with a second data centre's hub on the WAN bridge (AVL-4): its own
@@ -865,6 +875,7 @@ impl Lab {
                     .expect("a lab tunnel address with its prefix"),
                 mtu: DEFAULT_MTU,
                 handshakes_per_sec: None,
+                offloads: self.tun_offloads,
                 policy,
                 peers,
                 failover: None,

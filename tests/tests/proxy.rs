@@ -575,6 +575,18 @@ fn net1_net7_log1_clinic_fetches_50_mib_from_the_hospital_through_the_chain() {
     clinic_fetches_50_mib_from_the_hospital_through_the_chain(LabCarrier::WireGuard);
 }
 
+/// The 50 MiB chain on the other data path: TUN offloads off on every box.
+#[test]
+fn net1_net7_log1_clinic_fetches_50_mib_from_the_hospital_through_the_chain_with_tun_offloads_off()
+{
+    require_root!();
+    fetch_50_mib_through_the_chain_in(
+        Lab::with_carrier(LabCarrier::WireGuard)
+            .expect("lab")
+            .with_tun_offloads(false),
+    );
+}
+
 #[test]
 fn net1_net9_log1_clinic_fetches_50_mib_from_the_hospital_through_the_chain_on_a_closed_network() {
     require_root!();
@@ -592,8 +604,13 @@ fn net9_net10_net1_net7_log1_clinic_fetches_50_mib_from_the_hospital_through_the
 /// on WireGuard the clinic's on-demand tunnel comes up for it and idles out after (NET-7), on a
 /// closed network there is nothing to bring up.
 fn clinic_fetches_50_mib_from_the_hospital_through_the_chain(carrier: LabCarrier) {
+    fetch_50_mib_through_the_chain_in(Lab::with_carrier(carrier).expect("lab"));
+}
+
+/// [`clinic_fetches_50_mib_from_the_hospital_through_the_chain`] in a lab made by the caller.
+fn fetch_50_mib_through_the_chain_in(lab: Lab) {
     const LEN: u64 = 50 << 20;
-    let lab = Lab::with_carrier(carrier).expect("lab");
+    let carrier = lab.carrier;
     let chain = start_chain(&lab);
     let dc = lab.dc_link_name();
     // NET-7: nothing asked for the tunnel yet (a closed network has none to ask for).

@@ -318,6 +318,82 @@ fn net8_lan_packets_never_enter_the_tunnel() {
     lan_packets_never_reach_the_data_centre(LabCarrier::WireGuard);
 }
 
+/// NET-8 on the other data path: TUN offloads off, one plain packet per read.
+#[test]
+fn net8_lan_packets_never_enter_the_tunnel_with_tun_offloads_off() {
+    require_root!();
+    let lab = Lab::new().expect("lab").with_tun_offloads(false);
+    lan_packets_never_reach_the_data_centre_in(lab);
+}
+
+/// What the box's status says of its TUN offloads (`on (...)` or `off (why)`).
+fn shown_offloads(daemon: &renkei_lab::Daemon) -> String {
+    daemon
+        .status()
+        .ok()
+        .and_then(|s| {
+            s["tunnel"]["backend"]["wireguard"]["offloads"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+/// One of the status's counts of super-packets through the TUN device.
+fn offload_count(daemon: &renkei_lab::Daemon, field: &str) -> u64 {
+    daemon
+        .status()
+        .ok()
+        .and_then(|s| s["tunnel"]["backend"]["wireguard"]["offload_counts"][field].as_u64())
+        .unwrap_or(0)
+}
+
+/// NET-1 on both data paths: a TCP transfer both ways, IPv4, large enough that with offloads
+/// on the kernel hands the data plane super-segments and takes coalesced ones back; the status
+/// says which path ran. The mixed case has the hub's kernel check every TCP checksum of the
+/// packets the hospital split (a plain device takes no checksum on trust).
+#[test]
+fn net1_tcp_crosses_the_tunnel_both_ways_with_tun_offloads_on_and_off() {
+    require_root!();
+    for (hospital_on, hub_on) in [(true, true), (false, false), (true, false)] {
+        let case = format!("hospital offloads {hospital_on}, hub offloads {hub_on}");
+        let lab = Lab::new().expect("lab").with_tun_offloads(hospital_on);
+        let mut hub_config = lab.config(Node::Hub);
+        if let Some(tunnel) = hub_config.tunnel.as_mut() {
+            tunnel.offloads = hub_on;
+        }
+        let hub = lab.start(Node::Hub, &hub_config).expect("hub");
+        let hospital = lab
+            .start(Node::Hospital, &lab.config(Node::Hospital))
+            .expect("hospital");
+        wait_until(LINK_UP_TIMEOUT, "the link to be up", || {
+            (peer_state(&hospital, "dc") == "up").then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{case}: {e}\n{}", hospital.log_text()));
+        for (daemon, on) in [(&hub, hub_on), (&hospital, hospital_on)] {
+            let shown = shown_offloads(daemon);
+            let expected = if on {
+                "on ("
+            } else {
+                "off (switched off in the config"
+            };
+            assert!(shown.starts_with(expected), "{case}: shown {shown:?}");
+        }
+        tcp_through_tunnel(&lab, Node::Hospital, Node::Hub, 16 << 20)
+            .unwrap_or_else(|e| panic!("hospital -> hub, {case}: {e}"));
+        tcp_through_tunnel(&lab, Node::Hub, Node::Hospital, 16 << 20)
+            .unwrap_or_else(|e| panic!("hub -> hospital, {case}: {e}"));
+        for (daemon, on) in [(&hub, hub_on), (&hospital, hospital_on)] {
+            assert_eq!(drops(daemon, "malformed"), 0, "{case}");
+            // With offloads on both directions moved super-packets; off, none at all.
+            for count in ["super_segments_read", "super_packets_written"] {
+                let moved = offload_count(daemon, count);
+                assert_eq!(moved > 0, on, "{case}: {count} = {moved}");
+            }
+        }
+    }
+}
+
 #[test]
 fn net8_net9_lan_packets_never_reach_the_data_centre_on_a_closed_network() {
     require_root!();
@@ -465,7 +541,12 @@ fn shown_ip_forward(daemon: &renkei_lab::Daemon) -> serde_json::Value {
 /// network the kernel would route it (renkei has no data plane there to refuse it), so the box
 /// must show the operator that forwarding is on.
 fn lan_packets_never_reach_the_data_centre(carrier: LabCarrier) {
-    let lab = Lab::with_carrier(carrier).expect("lab");
+    lan_packets_never_reach_the_data_centre_in(Lab::with_carrier(carrier).expect("lab"));
+}
+
+/// [`lan_packets_never_reach_the_data_centre`] in a lab made by the caller.
+fn lan_packets_never_reach_the_data_centre_in(lab: Lab) {
+    let carrier = lab.carrier;
     let (_hub, hospital) = hub_and_connected_hospital(&lab);
     let listeners = DcListeners::start(&lab);
 

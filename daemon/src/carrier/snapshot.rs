@@ -12,6 +12,8 @@ use serde::Serialize;
 pub use crate::state::link::{DropCounts, LinkState};
 /// WireGuard's own drops (the backend part): the data plane's type.
 pub use crate::tunnel::DatagramDrops as WireGuardDrops;
+/// Super-packets through WireGuard's TUN device: the data plane's type.
+pub use crate::tunnel::OffloadCounts;
 
 /// Which kind of link to the data centre runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -104,6 +106,10 @@ pub struct WireGuardCarrier {
     pub listen_port: u16,
     /// Datagrams WireGuard dropped, by reason.
     pub drops: WireGuardDrops,
+    /// TUN offloads: `on (csum, tso4, ...)` or `off (why)`.
+    pub offloads: String,
+    /// Super-packets read and written with offloads on.
+    pub offload_counts: OffloadCounts,
 }
 
 /// One peer (the data centre, or on a hub one facility) as every carrier reports it.

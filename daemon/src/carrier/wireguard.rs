@@ -100,6 +100,8 @@ pub fn snapshot(tunnel: TunnelSnapshot) -> CarrierSnapshot {
         backend: CarrierBackend::WireGuard(WireGuardCarrier {
             listen_port: tunnel.listen_port,
             drops: tunnel.drops.datagrams,
+            offloads: tunnel.offloads,
+            offload_counts: tunnel.offload_counts,
         }),
     }
 }
@@ -179,6 +181,8 @@ mod tests {
                     ..WireGuardDrops::default()
                 },
             },
+            offloads: "off (test)".to_string(),
+            offload_counts: tunnel::OffloadCounts::default(),
         }
     }
 

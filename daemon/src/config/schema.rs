@@ -167,6 +167,12 @@ pub struct TunnelConfig {
     /// count ([`TunnelConfig::handshakes_per_sec_in_force`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handshakes_per_sec: Option<u32>,
+    /// TUN segmentation offloads (TSO/USO and GRO through a virtio-net header): fewer, larger
+    /// reads and writes of the TUN device. On unless set false here or `RENKEI_TUN_OFFLOADS=off`
+    /// is in the daemon's environment; a kernel that refuses them turns them off by itself.
+    // The default is left out of written configs, so they read as before on older firmware.
+    #[serde(default = "default_offloads", skip_serializing_if = "is_true")]
+    pub offloads: bool,
     /// When the tunnel is up; defaults follow the role.
     #[serde(default)]
     pub policy: PolicyConfig,
@@ -237,6 +243,9 @@ fn default_interface() -> String {
 }
 /// Leaves room for IPv6 + UDP + WireGuard overhead (80 bytes) under a 1500-byte WAN MTU.
 pub const DEFAULT_MTU: u16 = 1420;
+fn default_offloads() -> bool {
+    true
+}
 fn default_mtu() -> u16 {
     DEFAULT_MTU
 }

@@ -763,6 +763,8 @@ mod document_tests {
                         invalid_datagrams: 3,
                         ..WireGuardDrops::default()
                     },
+                    offloads: "on (csum, tso4, tso6)".to_string(),
+                    offload_counts: Default::default(),
                 }),
             },
             tunnel_actions: false,

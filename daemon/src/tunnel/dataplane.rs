@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::filter::{self, Drop};
 use super::handshake_limit::{Admission, HandshakeLimit, COOKIE_REPLY_BYTES};
+use super::offload::{self, Coalescer, Read, Segments, VNET_HDR_BYTES};
 use super::peer::{Peer, PeerCounters, PeerState};
 use super::policy::{Action, Event, LinkState};
 use super::routes::RouteTable;
@@ -29,6 +30,8 @@ pub const MAX_PACKET: usize = 65_535;
 const WG_OVERHEAD: usize = 64;
 /// Packets handled per wake-up before yielding to other tasks.
 const BATCH: usize = 64;
+/// Decrypted bytes held for coalescing before they are written to the TUN device mid-batch.
+const COALESCE_FLUSH_BYTES: usize = 256 * 1024;
 /// How often timers run; boringtun's own timers have one-second granularity or coarser.
 pub const TICK: Duration = Duration::from_millis(250);
 /// WireGuard message type of a handshake initiation.
@@ -58,6 +61,10 @@ pub struct TunnelCounters {
     pub dropped_no_endpoint: AtomicU64,
     /// Datagrams that could not be sent (network unreachable, link down).
     pub send_errors: AtomicU64,
+    /// TUN reads that were super-segments (offloads on), split into packets.
+    pub tun_super_segments_read: AtomicU64,
+    /// TUN writes that carried several coalesced packets (offloads on).
+    pub tun_super_packets_written: AtomicU64,
 }
 
 impl TunnelCounters {
@@ -101,6 +108,34 @@ pub struct DataPlane {
 
 /// Datagrams that could not be sent without blocking while a lock was held.
 pub(crate) type Backlog = Vec<(Vec<u8>, SocketAddr)>;
+
+/// Encrypted packets of one super-segment, waiting to join the GSO batch once their peer's
+/// lock is released; its buffers are reused from read to read.
+#[derive(Default)]
+struct Sealed {
+    bytes: Vec<u8>,
+    packets: Vec<(usize, SocketAddr)>,
+}
+
+impl Sealed {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.packets.clear();
+    }
+
+    fn push(&mut self, packet: &[u8], to: SocketAddr) {
+        self.bytes.extend_from_slice(packet);
+        self.packets.push((self.bytes.len(), to));
+    }
+
+    /// The packets with their endpoints, in order.
+    fn iter(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> {
+        let starts = std::iter::once(0).chain(self.packets.iter().map(|(end, _)| *end));
+        starts
+            .zip(self.packets.iter())
+            .map(|(start, (end, to))| (&self.bytes[start..*end], *to))
+    }
+}
 
 impl DataPlane {
     pub(crate) fn new(
@@ -297,10 +332,14 @@ impl DataPlane {
     }
 
     /// Reads packets from TUN until the task is aborted. Encrypted data packets for one
-    /// endpoint are gathered into one GSO send per wake-up.
+    /// endpoint are gathered into one GSO send per wake-up. On an offloading device a read may
+    /// be a super-segment: it is split into packets first, and each is judged on its own.
     pub(crate) async fn run_tun(self: Arc<Self>) {
-        let mut packet = vec![0u8; MAX_PACKET];
+        let offloads = self.tun.offloads().is_on();
+        let mut packet = vec![0u8; MAX_PACKET + VNET_HDR_BYTES];
         let mut out = vec![0u8; MAX_PACKET + WG_OVERHEAD];
+        let mut segments = Segments::new();
+        let mut sealed = Sealed::default();
         let mut backlog = Backlog::new();
         let mut batch = GsoBatch::new();
         loop {
@@ -315,11 +354,37 @@ impl DataPlane {
             let mut next = Some(n);
             let mut handled = 0;
             while let Some(n) = next.take() {
-                if let Some((len, to)) = self.outgoing(&packet[..n], &mut out, &mut backlog) {
-                    if !batch.fits(&out[..len], to) {
-                        self.send_batch(&mut batch).await;
+                if !offloads {
+                    self.outgoing_to_batch(&packet[..n], &mut out, &mut backlog, &mut batch)
+                        .await;
+                } else {
+                    match offload::receive(&mut packet[..n], &mut segments) {
+                        Ok(Read::Single(range)) => {
+                            self.outgoing_to_batch(
+                                &packet[range],
+                                &mut out,
+                                &mut backlog,
+                                &mut batch,
+                            )
+                            .await
+                        }
+                        Ok(Read::Split) => {
+                            self.counters
+                                .tun_super_segments_read
+                                .fetch_add(1, Ordering::Relaxed);
+                            self.outgoing_segments(&segments, &mut out, &mut sealed, &mut backlog);
+                            for (bytes, to) in sealed.iter() {
+                                if !batch.fits(bytes, to) {
+                                    self.send_batch(&mut batch).await;
+                                }
+                                batch.push(bytes, to);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "TUN read not understood; dropped");
+                            self.counters.count_drop(Drop::Malformed);
+                        }
                     }
-                    batch.push(&out[..len], to);
                 }
                 handled += 1;
                 if handled < BATCH {
@@ -328,6 +393,22 @@ impl DataPlane {
             }
             self.send_batch(&mut batch).await;
             self.flush(&mut backlog).await;
+        }
+    }
+
+    /// Encrypts one packet from TUN into the batch, sending the batch first when it is full.
+    async fn outgoing_to_batch(
+        &self,
+        packet: &[u8],
+        out: &mut [u8],
+        backlog: &mut Backlog,
+        batch: &mut GsoBatch,
+    ) {
+        if let Some((len, to)) = self.outgoing(packet, out, backlog) {
+            if !batch.fits(&out[..len], to) {
+                self.send_batch(batch).await;
+            }
+            batch.push(&out[..len], to);
         }
     }
 
@@ -343,6 +424,23 @@ impl DataPlane {
         }
     }
 
+    /// The peer a packet from TUN goes to, once the filter (NET-8) let it through; a drop is
+    /// counted here.
+    fn outgoing_peer(&self, packet: &[u8]) -> Option<&Arc<Peer>> {
+        let destination = match filter::outgoing(packet, self.own_address) {
+            Ok(dst) => dst,
+            Err(drop) => {
+                self.counters.count_drop(drop);
+                return None;
+            }
+        };
+        let peer = self.peer_for(destination);
+        if peer.is_none() {
+            self.counters.count_drop(Drop::NoRoute);
+        }
+        peer
+    }
+
     /// Encrypts one packet from TUN. A data packet is left in `out` and returned with its
     /// endpoint for batching; anything else (a handshake initiation) is sent or queued here.
     fn outgoing(
@@ -351,19 +449,53 @@ impl DataPlane {
         out: &mut [u8],
         backlog: &mut Backlog,
     ) -> Option<(usize, SocketAddr)> {
-        let destination = match filter::outgoing(packet, self.own_address) {
-            Ok(dst) => dst,
-            Err(drop) => {
-                self.counters.count_drop(drop);
-                return None;
-            }
-        };
-        let Some(peer) = self.peer_for(destination) else {
-            self.counters.count_drop(Drop::NoRoute);
-            return None;
-        };
+        let peer = self.outgoing_peer(packet)?;
         let mut state = peer.lock();
         self.policy_event(peer, &mut state, Event::Demand, out, backlog);
+        self.seal(peer, &mut state, packet, out, backlog)
+    }
+
+    /// The packets of one super-segment, each judged by the filter on its own, encrypted into
+    /// `sealed` under one lock of their peer (they share their addresses, so their peer):
+    /// the lock is taken once per read, not once per packet, and no system call is made under
+    /// it but a handshake's `try_send`.
+    fn outgoing_segments(
+        &self,
+        segments: &Segments,
+        out: &mut [u8],
+        sealed: &mut Sealed,
+        backlog: &mut Backlog,
+    ) {
+        sealed.clear();
+        let mut locked: Option<(&Arc<Peer>, std::sync::MutexGuard<'_, PeerState>)> = None;
+        for packet in segments.iter() {
+            let Some(peer) = self.outgoing_peer(packet) else {
+                continue;
+            };
+            if !locked.as_ref().is_some_and(|(p, _)| Arc::ptr_eq(p, peer)) {
+                drop(locked.take());
+                let mut state = peer.lock();
+                self.policy_event(peer, &mut state, Event::Demand, out, backlog);
+                locked = Some((peer, state));
+            }
+            let Some((peer, state)) = locked.as_mut() else {
+                continue;
+            };
+            if let Some((len, to)) = self.seal(peer, state, packet, out, backlog) {
+                sealed.push(&out[..len], to);
+            }
+        }
+    }
+
+    /// Encrypts `packet` for `peer`, whose state the caller holds locked (see `outgoing`).
+    fn seal(
+        &self,
+        peer: &Peer,
+        state: &mut PeerState,
+        packet: &[u8],
+        out: &mut [u8],
+        backlog: &mut Backlog,
+    ) -> Option<(usize, SocketAddr)> {
         let tunn = state.tunn.get_or_insert_with(|| self.new_tunn(peer));
         let TunnResult::WriteToNetwork(bytes) = tunn.encapsulate(packet, out) else {
             return None;
@@ -381,7 +513,7 @@ impl DataPlane {
             return Some((len, to));
         }
         let bytes = out[..len].to_vec();
-        self.send_for_peer(peer, &mut state, &bytes, backlog);
+        self.send_for_peer(peer, state, &bytes, backlog);
         None
     }
 
@@ -391,6 +523,8 @@ impl DataPlane {
         let mut datagram = vec![0u8; MAX_PACKET];
         let mut out = vec![0u8; MAX_PACKET + WG_OVERHEAD];
         let mut backlog = Backlog::new();
+        // With offloads, decrypted packets of one flow leave as one super-packet (GRO).
+        let mut coalescer = self.tun.offloads().is_on().then(Coalescer::new);
         loop {
             let mut next = match self.udp.recv(&mut datagram).await {
                 Ok(r) => Some(r),
@@ -404,12 +538,20 @@ impl DataPlane {
             while let Some((n, from, segment)) = next.take() {
                 let from = canonical(from);
                 for chunk in datagram[..n].chunks(segment) {
-                    self.incoming(chunk, from, &mut out, &mut backlog);
+                    self.incoming(chunk, from, &mut out, &mut backlog, coalescer.as_mut());
+                }
+                if let Some(coalescer) = coalescer.as_mut() {
+                    if coalescer.held_bytes() >= COALESCE_FLUSH_BYTES {
+                        self.write_coalesced(coalescer);
+                    }
                 }
                 handled += 1;
                 if handled < BATCH {
                     next = self.udp.try_recv(&mut datagram).ok();
                 }
+            }
+            if let Some(coalescer) = coalescer.as_mut() {
+                self.write_coalesced(coalescer);
             }
             self.flush(&mut backlog).await;
         }
@@ -424,7 +566,31 @@ impl DataPlane {
         }
     }
 
-    fn incoming(&self, datagram: &[u8], from: SocketAddr, out: &mut [u8], backlog: &mut Backlog) {
+    /// Writes what the coalescer holds to the TUN device, one write per (super-)packet.
+    fn write_coalesced(&self, coalescer: &mut Coalescer) {
+        coalescer.drain(|parts| {
+            // The header, the first packet, then one part per packet appended.
+            if parts.len() > 2 {
+                self.counters
+                    .tun_super_packets_written
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            if let Err(e) = self.tun.try_send_vectored(parts) {
+                tracing::debug!(error = %e, "TUN write failed; packet dropped");
+            }
+        });
+    }
+
+    /// Handles one datagram. A decrypted packet the filter lets through goes to `coalescer`
+    /// when there is one (offloads on), else straight to the TUN device.
+    fn incoming(
+        &self,
+        datagram: &[u8],
+        from: SocketAddr,
+        out: &mut [u8],
+        backlog: &mut Backlog,
+        coalescer: Option<&mut Coalescer>,
+    ) {
         let packet = match Tunn::parse_incoming_packet(datagram) {
             Ok(p) => p,
             Err(_) => return self.invalid(from, "not a WireGuard message"),
@@ -495,8 +661,13 @@ impl DataPlane {
             TunnResult::WriteToTunnelV4(bytes, _) | TunnResult::WriteToTunnelV6(bytes, _) => {
                 match filter::incoming(bytes, self.own_address, |ip| peer.owns(ip)) {
                     Ok(()) => {
-                        if let Err(e) = self.tun.try_send(bytes) {
-                            tracing::debug!(error = %e, "TUN write failed; packet dropped");
+                        match coalescer {
+                            Some(coalescer) => coalescer.push(bytes),
+                            None => {
+                                if let Err(e) = self.tun.try_send(bytes) {
+                                    tracing::debug!(error = %e, "TUN write failed; packet dropped");
+                                }
+                            }
                         }
                         delivered = true;
                     }

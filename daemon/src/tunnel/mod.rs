@@ -11,13 +11,14 @@ pub mod filter;
 mod handshake_limit;
 mod hub_group;
 mod netlink;
+pub mod offload;
 mod peer;
 pub mod policy;
 mod replay;
 pub mod resume;
 mod routes;
 mod settle;
-pub(crate) mod tun;
+pub mod tun;
 mod uapi;
 mod udp;
 
@@ -247,7 +248,10 @@ impl Tunnel {
         tracing::info!(interface = %self.settings.tunnel.interface, "tunnel config changed; restarting the tunnel");
         let kept = self.stop_tasks().await;
         let kept = match kept {
-            Some(tun) if settings.tunnel.interface == self.settings.tunnel.interface => {
+            Some(tun)
+                if settings.tunnel.interface == self.settings.tunnel.interface
+                    && settings.tunnel.offloads == self.settings.tunnel.offloads =>
+            {
                 let wanted: Vec<ipnet::IpNet> = settings
                     .tunnel
                     .peers
@@ -351,7 +355,7 @@ impl Tunnel {
         let secret = keys::read_private_key(&tunnel.private_key_file)?;
         let tun = match tun {
             Some(tun) => tun,
-            None => tun::Tun::create(&tunnel.interface)?,
+            None => tun::Tun::create(&tunnel.interface, offloads_switched_off(tunnel))?,
         };
         let routes = tunnel
             .peers
@@ -702,6 +706,8 @@ impl TunnelHandle {
                 alarm: false,
                 peers: Vec::new(),
                 drops: DropCounts::default(),
+                offloads: "off (the tunnel is not running)".to_string(),
+                offload_counts: OffloadCounts::default(),
             };
         };
         let peers: Vec<PeerSnapshot> = plane.peers.iter().map(|p| p.snapshot(now)).collect();
@@ -727,6 +733,11 @@ impl TunnelHandle {
                     no_endpoint: c.dropped_no_endpoint.load(Ordering::Relaxed),
                     send_errors: c.send_errors.load(Ordering::Relaxed),
                 },
+            },
+            offloads: plane.tun.offloads().describe(),
+            offload_counts: OffloadCounts {
+                super_segments_read: c.tun_super_segments_read.load(Ordering::Relaxed),
+                super_packets_written: c.tun_super_packets_written.load(Ordering::Relaxed),
             },
         }
     }
@@ -846,6 +857,19 @@ pub struct TunnelSnapshot {
     pub peers: Vec<PeerSnapshot>,
     /// Dropped packets by reason.
     pub drops: DropCounts,
+    /// TUN offloads: `on (...)` or `off (why)`.
+    pub offloads: String,
+    /// What the offloads did so far.
+    pub offload_counts: OffloadCounts,
+}
+
+/// Super-packets moved through the TUN device with offloads on: evidence the path runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OffloadCounts {
+    /// Reads that were super-segments, split into packets before the filter.
+    pub super_segments_read: u64,
+    /// Writes that carried several coalesced packets.
+    pub super_packets_written: u64,
 }
 
 /// Dropped packets and datagrams by reason (NET-8 and bad input).
@@ -866,6 +890,25 @@ pub struct DatagramDrops {
     pub no_endpoint: u64,
     /// Sends that failed.
     pub send_errors: u64,
+}
+
+/// The environment variable that forces TUN offloads off (`off`), whatever the config says.
+pub const OFFLOADS_ENV: &str = "RENKEI_TUN_OFFLOADS";
+
+/// Why offloads are not even tried: the config or the environment switched them off.
+fn offloads_switched_off(tunnel: &crate::config::TunnelConfig) -> Option<&'static str> {
+    switched_off_by(tunnel.offloads, std::env::var(OFFLOADS_ENV).ok().as_deref())
+}
+
+/// [`offloads_switched_off`] given the config's `offloads` and the environment's value.
+fn switched_off_by(config_on: bool, env: Option<&str>) -> Option<&'static str> {
+    if env.is_some_and(|v| v.eq_ignore_ascii_case("off")) {
+        Some("switched off by RENKEI_TUN_OFFLOADS=off")
+    } else if !config_on {
+        Some("switched off in the config: [tunnel] offloads = false")
+    } else {
+        None
+    }
 }
 
 /// Binds the WireGuard UDP port: dual-stack when the kernel has IPv6, IPv4 otherwise.
@@ -1034,6 +1077,21 @@ fn needs_lookup(
 #[cfg(test)]
 mod tests {
     use super::policy::Action;
+
+    #[test]
+    fn net1_the_environment_or_the_config_switches_tun_offloads_off() {
+        assert_eq!(super::switched_off_by(true, None), None);
+        assert_eq!(super::switched_off_by(true, Some("on")), None);
+        assert_eq!(
+            super::switched_off_by(true, Some("OFF")),
+            Some("switched off by RENKEI_TUN_OFFLOADS=off")
+        );
+        assert_eq!(
+            super::switched_off_by(false, None),
+            Some("switched off in the config: [tunnel] offloads = false")
+        );
+    }
+
     use super::*;
 
     const DC: [u8; 32] = [1; 32];

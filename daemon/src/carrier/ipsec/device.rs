@@ -65,7 +65,8 @@ async fn index_of(handle: &rtnetlink::Handle, name: &str) -> Option<u32> {
 /// earlier version (a dummy) is replaced.
 pub async fn create(name: &str, address: IpNet) -> Result<AddressDevice, DeviceError> {
     remove(name).await?;
-    let tun = Tun::create(name)?;
+    // It only holds an address: nothing is read or written, offloads would not help.
+    let tun = Tun::create(name, Some("an address-only device"))?;
     let name = name.to_string();
     with_handle(|handle| async move {
         let fail = |what: &'static str| {
