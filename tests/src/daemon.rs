@@ -77,10 +77,35 @@ impl Daemon {
         args: &[&std::ffi::OsStr],
         env: &[(&str, &std::ffi::OsStr)],
     ) -> anyhow::Result<Daemon> {
+        Daemon::start_launched(node, ns, &[], config, runtime_dir, log, args, env)
+    }
+
+    /// [`Daemon::start_with_args`] through `launcher`, words put before the `renkei` binary (a
+    /// launcher that changes what the kernel allows the daemon, then executes it in its place,
+    /// so the process stays the daemon's).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_launched(
+        node: Node,
+        ns: &Namespace,
+        launcher: &[std::ffi::OsString],
+        config: &Path,
+        runtime_dir: &Path,
+        log: &Path,
+        args: &[&std::ffi::OsStr],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> anyhow::Result<Daemon> {
         let out = File::create(log)?;
         let err = out.try_clone()?;
-        let child = ns
-            .command(&renkei_bin()?.to_string_lossy())
+        let renkei = renkei_bin()?;
+        let mut command = match launcher.split_first() {
+            Some((program, rest)) => {
+                let mut command = ns.command(&program.to_string_lossy());
+                command.args(rest).arg(&renkei);
+                command
+            }
+            None => ns.command(&renkei.to_string_lossy()),
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(config)
             .args(args)

@@ -979,6 +979,32 @@ impl Lab {
         )
     }
 
+    /// [`Lab::start`] through `launcher` ([`Daemon::start_launched`]); WireGuard and closed
+    /// networks only (no charon is started).
+    pub fn start_launched(
+        &self,
+        node: Node,
+        config: &(impl ConfigText + ?Sized),
+        launcher: &[std::ffi::OsString],
+    ) -> anyhow::Result<Daemon> {
+        anyhow::ensure!(
+            self.carrier != LabCarrier::Ipsec,
+            "a launched daemon on IPsec would need its charon started too"
+        );
+        let config = self.write_config(node, config)?;
+        let dir = self.node_dir(node);
+        Daemon::start_launched(
+            node,
+            self.ns(node),
+            launcher,
+            &config,
+            &dir.join("run"),
+            &dir.join(format!("renkei-{}.log", self.next_log_number(node))),
+            &[],
+            &[],
+        )
+    }
+
     /// Starts `node`'s charon for the config at `config` unless one runs.
     fn start_charon(&self, node: Node, config: &Path) -> anyhow::Result<()> {
         let mut charons = self.charons.lock().unwrap_or_else(|e| e.into_inner());

@@ -33,6 +33,7 @@ pub mod pki;
 pub mod probe;
 pub mod rauc;
 pub mod scale;
+pub mod seccomp;
 pub mod strongswan;
 pub mod swarm;
 pub mod tlstools;

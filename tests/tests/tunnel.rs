@@ -394,6 +394,59 @@ fn net1_tcp_crosses_the_tunnel_both_ways_with_tun_offloads_on_and_off() {
     }
 }
 
+/// The fallback (NET-1 on the plain path): the hospital's kernel refuses `TUNSETOFFLOAD` (a
+/// seccomp filter answers `EINVAL` to the daemon alone, as a kernel without the offloads
+/// does). The daemon says so once in its log and in the status, with the kernel's answer, and
+/// carries TCP both ways without a single super-packet. A kernel that refuses only UDP
+/// segmentation (before 6.2) keeps the TCP offloads.
+#[test]
+fn net1_a_kernel_refusing_tun_offloads_gets_the_plain_path_said_once_and_tcp_still_crosses() {
+    require_root!();
+    let with_uso = u64::from(
+        libc::TUN_F_CSUM
+            | libc::TUN_F_TSO4
+            | libc::TUN_F_TSO6
+            | libc::TUN_F_USO4
+            | libc::TUN_F_USO6,
+    );
+    let refusals = [
+        (
+            "every TUNSETOFFLOAD refused",
+            None,
+            "off (the kernel refused TUNSETOFFLOAD: ",
+        ),
+        ("USO refused", Some(with_uso), "on (csum, tso4, tso6)"),
+    ];
+    for (case, argument, expected) in refusals {
+        let lab = Lab::new().expect("lab");
+        let hub = lab.start(Node::Hub, &lab.config(Node::Hub)).expect("hub");
+        let launcher = renkei_lab::seccomp::refusing_ioctl(libc::TUNSETOFFLOAD, argument);
+        let hospital = lab
+            .start_launched(Node::Hospital, &lab.config(Node::Hospital), &launcher)
+            .expect("hospital under the filter");
+        wait_until(LINK_UP_TIMEOUT, "the link to be up", || {
+            (peer_state(&hospital, "dc") == "up").then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{case}: {e}\n{}", hospital.log_text()));
+        let shown = shown_offloads(&hospital);
+        assert!(shown.starts_with(expected), "{case}: shown {shown:?}");
+        tcp_through_tunnel(&lab, Node::Hospital, Node::Hub, 4 << 20)
+            .unwrap_or_else(|e| panic!("hospital -> hub, {case}: {e}"));
+        tcp_through_tunnel(&lab, Node::Hub, Node::Hospital, 4 << 20)
+            .unwrap_or_else(|e| panic!("hub -> hospital, {case}: {e}"));
+        let plain = argument.is_none();
+        let said = hospital.log_text().matches("TUN offloads off").count();
+        assert_eq!(said, usize::from(plain), "{case}: said {said} times");
+        assert_eq!(drops(&hospital, "malformed"), 0, "{case}");
+        let read = offload_count(&hospital, "super_segments_read");
+        assert_eq!(read > 0, !plain, "{case}: super_segments_read = {read}");
+        assert!(
+            shown_offloads(&hub).starts_with("on ("),
+            "{case}: the hub keeps its offloads"
+        );
+    }
+}
+
 #[test]
 fn net8_net9_lan_packets_never_reach_the_data_centre_on_a_closed_network() {
     require_root!();
