@@ -19,7 +19,7 @@ use std::time::Duration;
 use common::{assert_gone, bounded, Commands, LabDir, COMMAND_TIMEOUT};
 use renkei::config::{Config, ManagementConfig};
 use renkei_lab::boxconfig::to_toml;
-use renkei_lab::demo::LabRecord;
+use renkei_lab::demo::{LabRecord, NodeRecord};
 use renkei_lab::{require_root, wait_until};
 use serde_json::Value;
 
@@ -194,7 +194,32 @@ fn answers(printed: &str) -> Vec<Value> {
     out
 }
 
-/// A serial number as lowercase hex without leading zeros (openssl prints `serial=0A1B...`).
+/// The guide's example inventory (the ```toml block of its section 10) with the lab's boxes in
+/// place of the example's addresses and names.
+fn fleet_inventory(guide: &str, hospital: &NodeRecord, clinic: &NodeRecord) -> String {
+    let section = guide
+        .split_once("## 10. Running a fleet")
+        .map(|(_, rest)| rest)
+        .expect("section 10 of the guide");
+    let block = section
+        .split_once("```toml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block)
+        .expect("the inventory block of section 10");
+    let mut inventory = block.to_string();
+    for (example, lab) in [
+        ("198.19.0.10", hospital.link_address.as_str()),
+        ("hospital.renkei.example", hospital.tls_identity.as_str()),
+        ("198.19.0.20", clinic.link_address.as_str()),
+        ("clinic.renkei.example", clinic.tls_identity.as_str()),
+    ] {
+        assert!(inventory.contains(example), "{example} not in:\n{block}");
+        inventory = inventory.replace(example, lab);
+    }
+    inventory
+}
+
+/// A serial number as lowercase hex/// A serial number as lowercase hex without leading zeros (openssl prints `serial=0A1B...`).
 fn serial(text: &str) -> String {
     let hex: String = text
         .trim()
@@ -557,6 +582,79 @@ fn auth2_log2_ops4_operator_guide_followed_in_the_lab() {
         assert!(
             events.contains(&format!(" {field}=")),
             "no {field} in:\n{events}"
+        );
+    }
+
+    // 10. Running a fleet. The operator writes the inventory of the guide, with the lab's
+    // boxes: the hospital in the canary group, the clinic in its own.
+    let clinic = record.node("clinic").expect("clinic").clone();
+    let inventory = fleet_inventory(&text, &hospital, &clinic);
+    std::fs::write(op.file("fleet.toml"), inventory).expect("fleet.toml");
+    // The clinic is on demand: its administrator's connect opens its tunnel, the data centre's
+    // only path to it, which then stays up for its idle time (60 s), longer than what follows.
+    let connect = bounded(
+        Command::new("ip")
+            .args(["netns", "exec", &clinic.namespace])
+            .arg(renkei_lab::daemon::renkei_bin().expect("renkei"))
+            .args(["tunnel", "connect", "--config"])
+            .arg(&clinic.config),
+        COMMAND_TIMEOUT,
+    );
+    assert!(connect.status.success(), "clinic connect: {connect:?}");
+    let clinic_version = status_of(&record, "clinic")["config"]["version"].clone();
+
+    // The fleet's table and its JSON: both boxes, with the versions they run.
+    let printed = op.run("renkei fleet status --inventory fleet.toml");
+    for (name, version) in [
+        ("hospital", Value::from(9)),
+        ("clinic", clinic_version.clone()),
+    ] {
+        let line = printed
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{printed}"));
+        assert!(line.contains(&format!("v{version} confirmed")), "{printed}");
+        let entry = answers(&printed)
+            .into_iter()
+            .find(|a| a["name"] == name)
+            .unwrap_or_else(|| panic!("no JSON entry for {name}:\n{printed}"));
+        assert_eq!(entry["reachable"], true, "{printed}");
+        assert_eq!(entry["facts"]["config_version"], version, "{printed}");
+    }
+
+    // A rollout: version 10 for the hospital alone (the clinic has no file in next/), signed
+    // with the rotated key, pushed to the canary wave and confirmed by the tool.
+    std::fs::create_dir_all(op.file("next")).expect("next/");
+    let config_e = with_meta(&config_c, 9, 10, "rolled out with renkei fleet");
+    std::fs::write(op.file("next/hospital.toml"), to_toml(&config_e)).expect("next/hospital");
+    let printed = op.run("for config in next/*.toml; do renkei sign");
+    assert!(op.file("next/hospital.toml.sig").exists(), "{printed}");
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.starts_with("hospital") && l.contains("confirmed: runs v10")),
+        "{printed}"
+    );
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.starts_with("clinic") && l.contains("not pushed")),
+        "{printed}"
+    );
+    let config = status_of(&record, "hospital")["config"].clone();
+    assert_eq!(
+        (&config["version"], &config["state"]),
+        (&Value::from(10), &Value::from("confirmed")),
+        "{config:#}"
+    );
+
+    // The fleet-wide confirm finds nothing left to confirm.
+    let printed = op.run("renkei fleet confirm --inventory fleet.toml");
+    for (name, version) in [("hospital", Value::from(10)), ("clinic", clinic_version)] {
+        assert!(
+            printed.lines().any(|l| l.starts_with(name)
+                && l.contains(&format!("nothing pending (runs v{version}, confirmed)"))),
+            "{printed}"
         );
     }
     assert_eq!(op.next, op.blocks.len(), "blocks of the guide not followed");
