@@ -4,6 +4,9 @@
 //! with stunnel4 in place of renkei's proxy (same certificates, TLS 1.3 AES-GCM, mutual
 //! authentication, over the same renkei tunnel); then 10 000 concurrent idle connections through
 //! one renkei service, each proven end to end by a byte from the far side, with the daemons' RSS.
+//! Each round also measures the new-connection rate of every path ([`crate::conn_rate`]: short
+//! connections, one byte each way, from 16 workers at once), with the machine's CPU time and
+//! the two daemons' per connection.
 //!
 //! On a closed network ([`LabCarrier::Closed`]: routed, no tunnel) the same three paths run over
 //! the lab's routed WAN instead: (a) plain TCP from the clinic box to the hub's address on the
@@ -31,6 +34,7 @@ use anyhow::Context;
 use renkei::config::{Direction, PolicyMode, ServiceConfig};
 
 use crate::boxconfig::{service, socket};
+use crate::conn_rate::{self, process_cpu_secs};
 use crate::lab::{tls_config, Lab, LabCarrier, Node, Peer};
 use crate::perfcount::{per_mib, Counting, Recording};
 use crate::wait::wait_until;
@@ -41,6 +45,14 @@ const RENKEI_IDLE_PORT: u16 = 8444;
 const STUNNEL_CLIENT_PORT: u16 = 8445;
 const STUNNEL_SERVER_PORT: u16 = 8446;
 const SINK_ADDRESS: &str = "127.0.0.1:9100";
+const RENKEI_RATE_PORT: u16 = 8447;
+const STUNNEL_RATE_CLIENT_PORT: u16 = 8448;
+const STUNNEL_RATE_SERVER_PORT: u16 = 8449;
+/// The responder of the connection-rate measurement, on every address of the hub's namespace:
+/// path (a) reaches it on the hub's carrier address, the services on loopback.
+const RESPONDER_PORT: u16 = 9200;
+/// Connections opened at once in the rate measurement.
+const RATE_WORKERS: usize = 16;
 
 /// Kills a helper process on drop.
 struct Killed(Child);
@@ -106,6 +118,19 @@ pub struct Measured {
     pub cpu_ns_per_byte: f64,
 }
 
+/// One connection-rate measurement of one path.
+#[derive(Debug, Clone, Copy)]
+pub struct RateMeasured {
+    /// Connections per second, each answered end to end.
+    pub per_sec: f64,
+    /// Connections that failed.
+    pub failed: u64,
+    /// The machine's busy CPU milliseconds per connection.
+    pub machine_cpu_ms: f64,
+    /// The clinic's and the hub's daemons' CPU milliseconds per connection, together.
+    pub daemons_cpu_ms: f64,
+}
+
 /// The whole report.
 #[derive(Debug, Clone)]
 pub struct ProxyReport {
@@ -113,6 +138,8 @@ pub struct ProxyReport {
     pub carrier: LabCarrier,
     /// (a), (b), (c).
     pub throughput: Vec<Throughput>,
+    /// (a), (b), (c): the new-connection rate, one per round.
+    pub rates: Vec<(&'static str, Vec<RateMeasured>)>,
     /// Rounds measured: every path once per round, back to back.
     pub rounds: usize,
     /// Idle connections opened and proven end to end.
@@ -210,6 +237,52 @@ fn iperf(
     })
 }
 
+/// One connection-rate measurement of the path to `target` from `ns`, with the CPU the machine
+/// and the two daemons (`pids`) spent on it. `RENKEI_BENCH_RECORD=<prefix>` records it too, to
+/// `<prefix>.rate<port>.<n>`.
+fn connection_rate(
+    ns: &crate::Namespace,
+    target: std::net::SocketAddr,
+    seconds: u32,
+    pids: [Option<u32>; 2],
+) -> anyhow::Result<RateMeasured> {
+    let recording = std::env::var_os("RENKEI_BENCH_RECORD").and_then(|prefix| {
+        let prefix = PathBuf::from(prefix);
+        let file = (1..)
+            .map(|n| PathBuf::from(format!("{}.rate{}.{n}", prefix.display(), target.port())))
+            .find(|f| !f.exists())?;
+        Recording::start(&file)
+            .map_err(|e| eprintln!("rate {}: {e:#}", target.port()))
+            .ok()
+    });
+    let daemons = || pids.iter().map(|pid| process_cpu_secs(*pid)).sum::<f64>();
+    let (machine_before, daemons_before) = (CpuTicks::now()?, daemons());
+    let rate = conn_rate::measure(
+        ns,
+        target,
+        RATE_WORKERS,
+        Duration::from_secs(u64::from(seconds)),
+    )?;
+    let (machine_after, daemons_after) = (CpuTicks::now()?, daemons());
+    if let Some(recording) = recording {
+        if let Err(e) = recording.stop() {
+            eprintln!("rate {}: {e:#}", target.port());
+        }
+    }
+    anyhow::ensure!(
+        rate.completed > 0,
+        "no connection to {target} completed ({} failed)",
+        rate.failed
+    );
+    let per_connection = |secs: f64| secs * 1000.0 / rate.completed as f64;
+    Ok(RateMeasured {
+        per_sec: rate.per_sec,
+        failed: rate.failed,
+        machine_cpu_ms: per_connection(machine_after.busy_secs_since(machine_before)),
+        daemons_cpu_ms: per_connection(daemons_after - daemons_before),
+    })
+}
+
 /// `service` with room for the benchmark's idle connections, which never time out during it.
 fn with_limits(mut service: ServiceConfig) -> ServiceConfig {
     service.max_connections = 20000;
@@ -304,6 +377,13 @@ pub fn proxy_benchmark(
             SINK_ADDRESS,
             Peer::Allowed(clinic_identity),
         )),
+        with_limits(service(
+            "rate",
+            Direction::Inbound,
+            socket(&format!("{hub_tunnel}:{RENKEI_RATE_PORT}")),
+            &format!("127.0.0.1:{RESPONDER_PORT}"),
+            Peer::Allowed(clinic_identity),
+        )),
     ];
     let mut clinic_config = lab.config(Node::Clinic);
     // Always on: a tunnel up before the first measurement, or a probed closed-network link.
@@ -328,6 +408,13 @@ pub fn proxy_benchmark(
             Direction::Outbound,
             socket(&format!("{clinic_lan}:{RENKEI_IDLE_PORT}")),
             &format!("{hub_tunnel}:{RENKEI_IDLE_PORT}"),
+            Peer::ServerName(hub_name),
+        )),
+        with_limits(service(
+            "rate",
+            Direction::Outbound,
+            socket(&format!("{clinic_lan}:{RENKEI_RATE_PORT}")),
+            &format!("{hub_tunnel}:{RENKEI_RATE_PORT}"),
             Peer::ServerName(hub_name),
         )),
     ];
@@ -364,9 +451,54 @@ pub fn proxy_benchmark(
         &format!("{hub_tunnel}:{STUNNEL_SERVER_PORT}"),
     )?;
 
+    let _responder = conn_rate::Responder::start(
+        lab.ns(Node::Hub)
+            .tcp_listener(&format!("0.0.0.0:{RESPONDER_PORT}"))?,
+    )?;
+    let _stunnel_rate_server = stunnel(
+        lab.ns(Node::Hub),
+        &lab.node_dir(Node::Hub),
+        "rate-server",
+        false,
+        &format!("{hub_tunnel}:{STUNNEL_RATE_SERVER_PORT}"),
+        &format!("127.0.0.1:{RESPONDER_PORT}"),
+    )?;
+    let _stunnel_rate_client = stunnel(
+        lab.ns(Node::Clinic),
+        &lab.node_dir(Node::Clinic),
+        "rate-client",
+        true,
+        &format!("{clinic_lan}:{STUNNEL_RATE_CLIENT_PORT}"),
+        &format!("{hub_tunnel}:{STUNNEL_RATE_SERVER_PORT}"),
+    )?;
+
+    let [a, b, c] = path_names(carrier);
     let box_ns = lab.ns(Node::Clinic);
     let lan_ns = lab.lan_ns(Node::Clinic);
-    let [a, b, c] = path_names(carrier);
+    for ns in [box_ns, lan_ns, lab.ns(Node::Hub)] {
+        conn_rate::allow_many_short_connections(ns)?;
+    }
+    let rate_paths = [
+        (
+            a,
+            box_ns,
+            std::net::SocketAddr::new(hub_tunnel.parse()?, RESPONDER_PORT),
+        ),
+        (
+            b,
+            lan_ns,
+            std::net::SocketAddr::new(clinic_lan.parse()?, RENKEI_RATE_PORT),
+        ),
+        (
+            c,
+            lan_ns,
+            std::net::SocketAddr::new(clinic_lan.parse()?, STUNNEL_RATE_CLIENT_PORT),
+        ),
+    ];
+    let mut rates: Vec<(&'static str, Vec<RateMeasured>)> = rate_paths
+        .iter()
+        .map(|(name, ..)| (*name, Vec::new()))
+        .collect();
     let paths = [
         (a, box_ns, hub_tunnel, IPERF_PORT),
         (b, lan_ns, clinic_lan, RENKEI_BULK_PORT),
@@ -392,6 +524,14 @@ pub fn proxy_benchmark(
                     path.parallel.push(measured);
                 }
             }
+        }
+        for ((_, ns, target), (_, measured)) in rate_paths.iter().zip(rates.iter_mut()) {
+            measured.push(connection_rate(
+                ns,
+                *target,
+                seconds,
+                [clinic.pid(), hub.pid()],
+            )?);
         }
     }
 
@@ -420,6 +560,7 @@ pub fn proxy_benchmark(
     Ok(ProxyReport {
         carrier,
         throughput,
+        rates,
         rounds,
         idle_connections,
         idle_open_secs,
@@ -531,6 +672,7 @@ pub fn report(r: &ProxyReport) -> String {
         }
         out.push('\n');
     }
+    out.push_str(&rate_report(&r.rates));
     out.push_str(&format!(
         "\n{} idle connections through one renkei service (clinic outbound -> hub inbound), each proven by a byte from the far side, opened in {:.1} s.\nRSS clinic daemon: {:.1} MiB -> {:.1} MiB; hub daemon: {:.1} MiB -> {:.1} MiB ({:.1} KiB per connection per box)\n",
         r.idle_connections,
@@ -543,5 +685,34 @@ pub fn report(r: &ProxyReport) -> String {
             / 2.0
             / r.idle_connections.max(1) as f64,
     ));
+    out
+}
+
+/// The connection-rate table: medians over the rounds, ratios of per-round ratios.
+fn rate_report(rates: &[(&'static str, Vec<RateMeasured>)]) -> String {
+    let base = rates.first().map(|(_, m)| m.as_slice()).unwrap_or_default();
+    let stunnel = rates.get(2).map(|(_, m)| m.as_slice()).unwrap_or_default();
+    let ratio = |path: &[RateMeasured], other: &[RateMeasured]| {
+        median(
+            path.iter()
+                .zip(other)
+                .map(|(p, o)| p.per_sec / o.per_sec)
+                .collect(),
+        )
+    };
+    let mut out = format!(
+        "\nNew connections through each path ({RATE_WORKERS} at once; connect, one byte each way, close):\n\n| path | connections/s | of (a) | vs stunnel4 | machine CPU ms per connection | renkei daemons' CPU ms per connection | failed |\n|---|---|---|---|---|---|---|\n"
+    );
+    for (name, measured) in rates {
+        out.push_str(&format!(
+            "| {name} | {:.0} | {:.2}x | {:.2}x | {:.3} | {:.3} | {} |\n",
+            median(measured.iter().map(|m| m.per_sec).collect()),
+            ratio(measured, base),
+            ratio(measured, stunnel),
+            median(measured.iter().map(|m| m.machine_cpu_ms).collect()),
+            median(measured.iter().map(|m| m.daemons_cpu_ms).collect()),
+            measured.iter().map(|m| m.failed).sum::<u64>(),
+        ));
+    }
     out
 }

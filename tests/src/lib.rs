@@ -16,6 +16,7 @@ pub mod boxconfig;
 pub mod chain;
 pub mod compliance;
 pub mod concentrator;
+pub mod conn_rate;
 pub mod daemon;
 pub mod demo;
 pub mod docserver;
