@@ -97,21 +97,23 @@ impl ChaosCounts {
 }
 
 /// The relay's seed: `RENKEI_CHAOS_SEED` when set (to repeat a run), else from the clock.
-pub fn seed_from_env() -> u64 {
-    if let Some(seed) = std::env::var(SEED_VARIABLE)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-    {
-        return seed;
+pub fn seed_from_env() -> anyhow::Result<u64> {
+    let text = std::env::var(SEED_VARIABLE).unwrap_or_default();
+    let text = text.trim();
+    if !text.is_empty() {
+        return text
+            .parse()
+            .with_context(|| format!("{SEED_VARIABLE}={text:?} is not a number"));
     }
-    std::time::SystemTime::now()
+    Ok(std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1)
+        .unwrap_or(1))
 }
 
 /// The environment variable that sets the boxes' TCP congestion control for a run (`reno`,
-/// `cubic`, `bbr`: what the kernel allows in a namespace); unset, the kernel's default stays.
+/// `cubic`, `bbr`: what the kernel allows in a namespace); unset or empty, the kernel's default
+/// stays.
 /// Transfer times under loss depend on it far more than on anything renkei does, so a run on
 /// a host whose default is `bbr` can repeat the figures of a loss-sensitive one.
 pub const TCP_CC_VARIABLE: &str = "RENKEI_CHAOS_TCP_CC";
@@ -120,10 +122,12 @@ pub const TCP_CC_VARIABLE: &str = "RENKEI_CHAOS_TCP_CC";
 /// the tunnels start and end) and returns the congestion control the boxes use.
 pub fn tcp_congestion_control(lab: &Lab) -> anyhow::Result<String> {
     const KEY: &str = "net.ipv4.tcp_congestion_control";
-    if let Ok(wanted) = std::env::var(TCP_CC_VARIABLE) {
+    let wanted = std::env::var(TCP_CC_VARIABLE).unwrap_or_default();
+    let wanted = wanted.trim();
+    if !wanted.is_empty() {
         for node in Node::ALL {
             lab.ns(node)
-                .sysctl(KEY, wanted.trim())
+                .sysctl(KEY, wanted)
                 .with_context(|| format!("{TCP_CC_VARIABLE}={wanted}"))?;
         }
     }
