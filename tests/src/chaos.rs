@@ -290,6 +290,18 @@ struct Relay {
     shared: Arc<Mutex<Shared>>,
 }
 
+/// Takes up the newest impairment in both directions and returns its number.
+fn take_up(
+    impairment: &mut watch::Receiver<Numbered>,
+    to_hub: &mut Impairer<usize>,
+    to_box: &mut Impairer<usize>,
+) -> u64 {
+    let (generation, link) = *impairment.borrow_and_update();
+    to_hub.set(link.to_hub);
+    to_box.set(link.to_box);
+    generation
+}
+
 /// One box the relay maps: its address and the upstream socket the hub sees for it.
 struct Client {
     address: SocketAddr,
@@ -346,18 +358,27 @@ impl Relay {
             let wakeup = wakeup
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
-            // Biased: a stop or a new impairment goes before the datagrams waiting.
+            // A new impairment is taken up before the next datagram is admitted; the select
+            // stays fair, so neither direction starves the other under load.
+            if self.impairment.has_changed().unwrap_or(false) {
+                applied = take_up(&mut self.impairment, &mut to_hub, &mut to_box);
+            }
+            // Published before waiting: what the last round did, and the impairment taken up.
+            *self.shared.lock().unwrap_or_else(PoisonError::into_inner) = Shared {
+                counts: ChaosCounts {
+                    clients: clients.len(),
+                    to_hub: to_hub.counts(),
+                    to_box: to_box.counts(),
+                },
+                applied,
+            };
             tokio::select! {
-                biased;
                 _ = &mut self.stop => break,
                 changed = self.impairment.changed() => {
                     if changed.is_err() {
                         break;
                     }
-                    let (generation, link) = *self.impairment.borrow_and_update();
-                    applied = generation;
-                    to_hub.set(link.to_hub);
-                    to_box.set(link.to_box);
+                    applied = take_up(&mut self.impairment, &mut to_hub, &mut to_box);
                 }
                 received = front.recv_from(&mut buf) => {
                     if let Ok((n, from)) = received {
@@ -383,14 +404,6 @@ impl Relay {
             for (client, datagram) in to_box.due(now) {
                 let _ = front.send_to(&datagram, clients[client].address).await;
             }
-            *self.shared.lock().unwrap_or_else(PoisonError::into_inner) = Shared {
-                counts: ChaosCounts {
-                    clients: clients.len(),
-                    to_hub: to_hub.counts(),
-                    to_box: to_box.counts(),
-                },
-                applied,
-            };
         }
     }
 
