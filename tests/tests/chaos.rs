@@ -211,14 +211,21 @@ fn report(what: &str, len: u64, outcome: &Outcome, counts: &ChaosCounts, relay: 
 }
 
 #[test]
-fn net1_net6_avl3_8_mib_cross_the_chain_under_loss_duplication_reordering_and_jitter() {
+fn net1_net6_avl3_8_mib_cross_the_chain_under_loss_bursts_duplication_reordering_and_jitter() {
     require_root!();
     const LEN: u64 = 8 << 20;
     let lab = Lab::new().expect("lab");
     let (chain, relay) = chain_through_relay(&lab);
     warm_up(&lab, &relay);
+    // Bursts of 3 at 0.2 %: on a quiet link a burst eats consecutive retransmissions of one
+    // segment, each timeout twice the last, so longer or more frequent ones stall TCP for
+    // seconds (docs/reliability.md has the figures).
     let chaos = Impairment {
         loss: 0.01,
+        burst: Some(Burst {
+            probability: 0.002,
+            length: 3,
+        }),
         duplicate: 0.01,
         reorder: 0.01,
         reorder_gap: 3,
@@ -230,7 +237,7 @@ fn net1_net6_avl3_8_mib_cross_the_chain_under_loss_duplication_reordering_and_ji
     let outcome = transfer_under(&lab, &chain, &relay, LinkImpairment::both(chaos), LEN, 21);
     let counts = relay.counts().since(&before);
     report(
-        "8 MiB, 1 % loss + 1 % duplication + 1 % reordering + 20±10 ms",
+        "8 MiB, 1 % loss + 0.2 % chance of a burst of 3 + 1 % duplication + 1 % reordering + 20±10 ms",
         LEN,
         &outcome,
         &counts,
@@ -238,7 +245,7 @@ fn net1_net6_avl3_8_mib_cross_the_chain_under_loss_duplication_reordering_and_ji
     );
     let total = counts.total();
     assert!(
-        total.dropped > 0 && total.duplicated > 0 && total.reordered > 0,
+        total.dropped > 0 && total.burst_dropped > 0 && total.duplicated > 0 && total.reordered > 0,
         "seed {}: every impairment happened: {counts:?}",
         relay.seed()
     );
@@ -250,36 +257,24 @@ fn net1_net6_avl3_8_mib_cross_the_chain_under_loss_duplication_reordering_and_ji
 }
 
 #[test]
-fn net1_net6_avl3_1_mib_crosses_the_chain_under_5_percent_loss_and_bursts() {
+fn net1_net6_avl3_1_mib_crosses_the_chain_under_5_percent_loss() {
     require_root!();
     const LEN: u64 = 1 << 20;
     let lab = Lab::new().expect("lab");
     let (chain, relay) = chain_through_relay(&lab);
     warm_up(&lab, &relay);
-    // Bursts of 3: on a quiet link a burst eats consecutive retransmissions of one segment,
-    // each timeout twice the last (0.2 + 0.4 + 0.8 s); longer ones stall TCP for seconds.
     let lossy = Impairment {
         loss: 0.05,
-        burst: Some(Burst {
-            probability: 0.005,
-            length: 3,
-        }),
         ..Impairment::none()
     };
     let before = relay.counts();
     let outcome = transfer_under(&lab, &chain, &relay, LinkImpairment::both(lossy), LEN, 5);
     let counts = relay.counts().since(&before);
-    report(
-        "1 MiB, 5 % loss + 0.5 % chance of a burst of 3",
-        LEN,
-        &outcome,
-        &counts,
-        &relay,
-    );
+    report("1 MiB, 5 % loss", LEN, &outcome, &counts, &relay);
     let total = counts.total();
     assert!(
-        total.dropped > 0 && total.burst_dropped > 0,
-        "seed {}: datagrams were lost, at random and in bursts: {counts:?}",
+        total.dropped > 0,
+        "seed {}: datagrams were lost: {counts:?}",
         relay.seed()
     );
     assert_hospital_stayed_up(&outcome, &relay);
