@@ -14,6 +14,7 @@ pub mod bench_ipsec;
 pub mod bench_proxy;
 pub mod boxconfig;
 pub mod chain;
+pub mod chaos;
 pub mod compliance;
 pub mod concentrator;
 pub mod conn_rate;
