@@ -481,6 +481,26 @@ struct PreferBody {
     hub: Option<String>,
 }
 
+/// The version a `POST /v1/confirm` body names: an empty (or blank) body confirms whatever is
+/// pending, `{"version": N}` only version N. Public so the fuzz target `management_request`
+/// feeds the operator's untrusted bytes through the same parser.
+pub fn confirm_version(bytes: &[u8]) -> Result<Option<u64>, serde_json::Error> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice::<ConfirmBody>(bytes).map(|body| body.version)
+}
+
+/// The hub a `POST /v1/hubs/prefer` body names (`None`: clear the preference); public for the
+/// fuzz target like [`confirm_version`].
+pub fn preferred_hub(bytes: &[u8]) -> Result<Option<String>, serde_json::Error> {
+    prefer_body(bytes).map(|body| body.hub)
+}
+
+fn prefer_body(bytes: &[u8]) -> Result<PreferBody, serde_json::Error> {
+    serde_json::from_slice::<PreferBody>(bytes)
+}
+
 /// The hub group's state, or 409 when the box has none.
 fn hubs_answer(carrier: &CarrierHandle) -> Answer {
     match carrier.hubs() {
@@ -496,7 +516,7 @@ fn hubs_answer(carrier: &CarrierHandle) -> Answer {
 /// applied [`PREFER_AFTER_ANSWER_MS`] later (the box moves then when that hub is healthy, and
 /// holds until cleared).
 fn prefer_hub(bytes: &[u8], caller: &Caller, carrier: &CarrierHandle) -> Answer {
-    let body = match serde_json::from_slice::<PreferBody>(bytes) {
+    let body = match prefer_body(bytes) {
         Ok(body) => body,
         Err(err) => return Answer::error(400, "bad_request", format!("prefer body: {err}")),
     };
@@ -610,24 +630,17 @@ async fn route(
             }
         }
         (&Method::POST, "/v1/confirm") => match read_body(request, MAX_CONFIRM_BODY).await {
-            Ok(bytes) => {
-                let body = if bytes.iter().all(u8::is_ascii_whitespace) {
-                    Ok(ConfirmBody { version: None })
-                } else {
-                    serde_json::from_slice::<ConfirmBody>(&bytes)
-                };
-                match body {
-                    Ok(body) => {
-                        ask(commands, |reply| Command::Confirm {
-                            version: body.version,
-                            caller,
-                            reply,
-                        })
-                        .await
-                    }
-                    Err(err) => Answer::error(400, "bad_request", format!("confirm body: {err}")),
+            Ok(bytes) => match confirm_version(&bytes) {
+                Ok(version) => {
+                    ask(commands, |reply| Command::Confirm {
+                        version,
+                        caller,
+                        reply,
+                    })
+                    .await
                 }
-            }
+                Err(err) => Answer::error(400, "bad_request", format!("confirm body: {err}")),
+            },
             Err(answer) => answer,
         },
         (&Method::GET, "/v1/config") => ask(commands, |reply| Command::Get { caller, reply }).await,
@@ -763,6 +776,22 @@ fn respond(answer: Answer) -> Response<Full<Bytes>> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn int1_confirm_and_prefer_bodies_are_read_or_refused() {
+        assert_eq!(confirm_version(b"").ok(), Some(None));
+        assert_eq!(confirm_version(b" \r\n").ok(), Some(None));
+        assert_eq!(confirm_version(br#"{"version": 7}"#).ok(), Some(Some(7)));
+        assert!(confirm_version(br#"{"version": -1}"#).is_err());
+        assert!(confirm_version(br#"{"version": 1, "x": 2}"#).is_err());
+        assert!(confirm_version(b"\xff{").is_err());
+        assert_eq!(
+            preferred_hub(br#"{"hub": "hub-a"}"#).ok(),
+            Some(Some("hub-a".to_string()))
+        );
+        assert_eq!(preferred_hub(br#"{"hub": null}"#).ok(), Some(None));
+        assert!(preferred_hub(b"").is_err());
+    }
 
     const ANSWER: &[u8] = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n";
     /// More than the server's unread receive buffer holds, so the client is still writing when

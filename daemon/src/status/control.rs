@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::StatusSource;
@@ -81,20 +81,52 @@ impl Drop for ControlSocket {
     }
 }
 
-async fn answer(stream: UnixStream, source: &StatusSource) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
+/// One request of the control protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// `status`: the status document.
+    Status,
+    /// `connect`: bring an on-demand tunnel up now.
+    Connect,
+    /// `disconnect`: take it down.
+    Disconnect,
+    /// Anything else.
+    Unknown,
+}
+
+impl Request {
+    /// The request a line names (surrounding whitespace ignored).
+    pub fn parse(line: &str) -> Request {
+        match line.trim() {
+            "status" => Request::Status,
+            "connect" => Request::Connect,
+            "disconnect" => Request::Disconnect,
+            _ => Request::Unknown,
+        }
+    }
+}
+
+/// Reads the one request line a client sends, at most [`MAX_REQUEST_BYTES`] of it; a line that
+/// is not UTF-8 is an error. Public (generic over the reader) for the fuzz target
+/// `control_line`, which feeds it arbitrary bytes.
+pub async fn read_request<R: AsyncRead + Unpin>(read: R) -> std::io::Result<Request> {
     let mut line = String::new();
     BufReader::new(read.take(MAX_REQUEST_BYTES))
         .read_line(&mut line)
         .await?;
-    let command = line.trim();
-    let reply = match command {
-        "status" => {
+    Ok(Request::parse(&line))
+}
+
+async fn answer(stream: UnixStream, source: &StatusSource) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let request = read_request(read).await?;
+    let reply = match request {
+        Request::Status => {
             serde_json::to_string(&source.document()).unwrap_or_else(|e| format!("error: {e}"))
         }
-        "connect" | "disconnect" => match source.check_tunnel_actions() {
+        Request::Connect | Request::Disconnect => match source.check_tunnel_actions() {
             Err(reason) => format!("error: {reason}"),
-            Ok(()) if command == "connect" => match source.tunnel().connect_now().await {
+            Ok(()) if request == Request::Connect => match source.tunnel().connect_now().await {
                 Ok(()) => "ok".to_string(),
                 Err(e) => format!("error: {e}"),
             },
@@ -103,7 +135,7 @@ async fn answer(stream: UnixStream, source: &StatusSource) -> std::io::Result<()
                 "ok".to_string()
             }
         },
-        _ => "error: unknown command".to_string(),
+        Request::Unknown => "error: unknown command".to_string(),
     };
     write.write_all(reply.as_bytes()).await?;
     write.write_all(b"\n").await
@@ -130,4 +162,35 @@ pub fn request(runtime_dir: &Path, command: &str) -> std::io::Result<String> {
     let mut answer = String::new();
     std::io::BufReader::new(stream).read_line(&mut answer)?;
     Ok(answer.trim_end().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn int1_control_requests_are_one_bounded_line() {
+        assert_eq!(
+            read_request(&b"status\n"[..]).await.ok(),
+            Some(Request::Status)
+        );
+        assert_eq!(
+            read_request(&b" connect \r\n"[..]).await.ok(),
+            Some(Request::Connect)
+        );
+        assert_eq!(
+            read_request(&b"disconnect"[..]).await.ok(),
+            Some(Request::Disconnect)
+        );
+        assert_eq!(
+            read_request(&b"status\nmore"[..]).await.ok(),
+            Some(Request::Status)
+        );
+        assert_eq!(read_request(&b""[..]).await.ok(), Some(Request::Unknown));
+        // Only the first MAX_REQUEST_BYTES count: a long line is cut, and unknown.
+        let mut long = vec![b' '; MAX_REQUEST_BYTES as usize];
+        long.extend_from_slice(b"status\n");
+        assert_eq!(read_request(&long[..]).await.ok(), Some(Request::Unknown));
+        assert!(read_request(&b"\xffstatus\n"[..]).await.is_err());
+    }
 }

@@ -44,7 +44,7 @@ pub use peer::PeerSnapshot;
 use peer::{Peer, PeerCounters, PeerState};
 use policy::{Event, LinkState, Mode, Policy, PolicyTimers};
 pub use tun::TunError;
-pub use uapi::UapiError;
+pub use uapi::{read_request as read_uapi_request, UapiError, UapiRequest};
 
 /// Keepalive interval for always-on facility boxes when the config does not set one: under the
 /// shortest common NAT UDP timeout.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::dataplane::DataPlane;
@@ -91,21 +91,46 @@ impl Drop for UapiSocket {
     }
 }
 
-async fn answer(stream: UnixStream, plane: &DataPlane, listen_port: u16) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
+/// What a UAPI client asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UapiRequest {
+    /// The client closed without a request.
+    Nothing,
+    /// `get=1`: the interface and its peers.
+    Get,
+    /// Anything else (`set=1` included): refused with EPERM.
+    Refused,
+}
+
+/// Reads a client's request, at most [`MAX_REQUEST_BYTES`] of it: the first line names the
+/// operation; after `get=1` the blank line that ends it is consumed. Lines that are not UTF-8
+/// are an error. Public (generic over the reader) for the fuzz target `uapi`, which feeds it
+/// arbitrary bytes.
+pub async fn read_request<R: AsyncRead + Unpin>(read: R) -> std::io::Result<UapiRequest> {
     let mut lines = BufReader::new(read).take(MAX_REQUEST_BYTES as u64).lines();
     let Some(first) = lines.next_line().await? else {
-        return Ok(());
+        return Ok(UapiRequest::Nothing);
     };
     match first.as_str() {
         "get=1" => {
             // Consume the blank line that ends the request.
             let _ = lines.next_line().await?;
+            Ok(UapiRequest::Get)
+        }
+        _ => Ok(UapiRequest::Refused),
+    }
+}
+
+async fn answer(stream: UnixStream, plane: &DataPlane, listen_port: u16) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    match read_request(read).await? {
+        UapiRequest::Nothing => Ok(()),
+        UapiRequest::Get => {
             write
                 .write_all(get_response(plane, listen_port).as_bytes())
                 .await
         }
-        _ => {
+        UapiRequest::Refused => {
             write
                 .write_all(format!("errno={EPERM}\n\n").as_bytes())
                 .await
@@ -149,4 +174,30 @@ pub(crate) fn get_response(plane: &DataPlane, listen_port: u16) -> String {
     }
     out.push_str("errno=0\n\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn int1_uapi_requests_get_or_refused() {
+        assert_eq!(
+            read_request(&b"get=1\n\n"[..]).await.ok(),
+            Some(UapiRequest::Get)
+        );
+        assert_eq!(
+            read_request(&b"get=1"[..]).await.ok(),
+            Some(UapiRequest::Get)
+        );
+        assert_eq!(
+            read_request(&b"set=1\nlisten_port=1\n\n"[..]).await.ok(),
+            Some(UapiRequest::Refused)
+        );
+        assert_eq!(
+            read_request(&b""[..]).await.ok(),
+            Some(UapiRequest::Nothing)
+        );
+        assert!(read_request(&b"\xff\n"[..]).await.is_err());
+    }
 }

@@ -36,7 +36,8 @@ use metrics_site::MetricsSite;
 use page::PageSite;
 pub use page::{CSRF_HEADER, MAX_CONCURRENT_PASSWORD_CHECKS, SECOND_FACTOR_PATH};
 pub use respond::{
-    form_field, session_cookie, BODY_READ_TIMEOUT_SECS, MAX_BODY_BYTES, SESSION_COOKIE,
+    form_field, form_pairs, same_origin_headers, session_cookie, BODY_READ_TIMEOUT_SECS,
+    MAX_BODY_BYTES, SESSION_COOKIE,
 };
 pub use server::OperatorTls;
 use server::{bind, serve, Transport};
