@@ -195,7 +195,8 @@ fn answers(printed: &str) -> Vec<Value> {
 }
 
 /// The guide's example inventory (the ```toml block of its section 10) with the lab's boxes in
-/// place of the example's addresses and names.
+/// place of the example's: each `[[box]]` named after a lab box gets that box's address (the
+/// guide's port kept) and certificate name. Both boxes must be in the guide.
 fn fleet_inventory(guide: &str, hospital: &NodeRecord, clinic: &NodeRecord) -> String {
     let section = guide
         .split_once("## 10. Running a fleet")
@@ -206,20 +207,33 @@ fn fleet_inventory(guide: &str, hospital: &NodeRecord, clinic: &NodeRecord) -> S
         .and_then(|(_, rest)| rest.split_once("```"))
         .map(|(block, _)| block)
         .expect("the inventory block of section 10");
-    let mut inventory = block.to_string();
-    for (example, lab) in [
-        ("198.19.0.10", hospital.link_address.as_str()),
-        ("hospital.renkei.example", hospital.tls_identity.as_str()),
-        ("198.19.0.20", clinic.link_address.as_str()),
-        ("clinic.renkei.example", clinic.tls_identity.as_str()),
-    ] {
-        assert!(inventory.contains(example), "{example} not in:\n{block}");
-        inventory = inventory.replace(example, lab);
+    let mut inventory: toml::Table = toml::from_str(block).expect("the guide's inventory parses");
+    let boxes = inventory
+        .get_mut("box")
+        .and_then(toml::Value::as_array_mut)
+        .expect("[[box]] entries in the guide's inventory");
+    for node in [hospital, clinic] {
+        let entry = boxes
+            .iter_mut()
+            .filter_map(toml::Value::as_table_mut)
+            .find(|b| b.get("name").and_then(toml::Value::as_str) == Some(node.name.as_str()))
+            .unwrap_or_else(|| panic!("no box named {} in:\n{block}", node.name));
+        let port = entry
+            .get("management")
+            .and_then(toml::Value::as_str)
+            .and_then(|m| m.rsplit_once(':'))
+            .map(|(_, port)| port.to_string())
+            .unwrap_or_else(|| panic!("no management address with a port for {}", node.name));
+        entry.insert(
+            "management".into(),
+            format!("{}:{port}", node.link_address).into(),
+        );
+        entry.insert("server_name".into(), node.tls_identity.clone().into());
     }
-    inventory
+    toml::to_string(&inventory).expect("the inventory as TOML")
 }
 
-/// A serial number as lowercase hex/// A serial number as lowercase hex without leading zeros (openssl prints `serial=0A1B...`).
+/// A serial number as lowercase hex without leading zeros (openssl prints `serial=0A1B...`).
 fn serial(text: &str) -> String {
     let hex: String = text
         .trim()
