@@ -188,14 +188,9 @@ fn iperf(
         } else {
             Vec::new()
         };
-        let recording = record.as_ref().and_then(|prefix| {
-            let file = (1..)
-                .map(|n| PathBuf::from(format!("{}.{port}x{streams}.{n}", prefix.display())))
-                .find(|f| !f.exists())?;
-            Recording::start(&file)
-                .map_err(|e| eprintln!("{port} x{streams}: {e:#}"))
-                .ok()
-        });
+        let recording = record
+            .as_ref()
+            .and_then(|prefix| start_recording(prefix, &format!("{port}x{streams}")));
         let before = CpuTicks::now().ok()?;
         let out = client_ns
             .command("iperf3")
@@ -237,6 +232,17 @@ fn iperf(
     })
 }
 
+/// A system-wide `perf record` of one measurement into `<prefix>.<label>.<n>`, the first `n`
+/// not taken yet; `None` (said on stderr) when perf cannot start.
+fn start_recording(prefix: &Path, label: &str) -> Option<Recording> {
+    let file = (1..)
+        .map(|n| PathBuf::from(format!("{}.{label}.{n}", prefix.display())))
+        .find(|f| !f.exists())?;
+    Recording::start(&file)
+        .map_err(|e| eprintln!("{label}: {e:#}"))
+        .ok()
+}
+
 /// One connection-rate measurement of the path to `target` from `ns`, with the CPU the machine
 /// and the two daemons (`pids`) spent on it. `RENKEI_BENCH_RECORD=<prefix>` records it too, to
 /// `<prefix>.rate<port>.<n>`.
@@ -246,15 +252,8 @@ fn connection_rate(
     seconds: u32,
     pids: [Option<u32>; 2],
 ) -> anyhow::Result<RateMeasured> {
-    let recording = std::env::var_os("RENKEI_BENCH_RECORD").and_then(|prefix| {
-        let prefix = PathBuf::from(prefix);
-        let file = (1..)
-            .map(|n| PathBuf::from(format!("{}.rate{}.{n}", prefix.display(), target.port())))
-            .find(|f| !f.exists())?;
-        Recording::start(&file)
-            .map_err(|e| eprintln!("rate {}: {e:#}", target.port()))
-            .ok()
-    });
+    let recording = std::env::var_os("RENKEI_BENCH_RECORD")
+        .and_then(|prefix| start_recording(Path::new(&prefix), &format!("rate{}", target.port())));
     let daemons = || pids.iter().map(|pid| process_cpu_secs(*pid)).sum::<f64>();
     let (machine_before, daemons_before) = (CpuTicks::now()?, daemons());
     let rate = conn_rate::measure(
