@@ -13,8 +13,8 @@ use tokio::sync::Semaphore;
 
 use super::metrics_site::metrics_response;
 use super::respond::{
-    asset, form_field, form_pairs, is_read, json, json_error, method_not_allowed, read_body,
-    redirect, response, same_origin, session_cookie, text, Body, SESSION_COOKIE,
+    asset, drain_body, form_field, form_pairs, is_read, json, json_error, method_not_allowed,
+    read_body, redirect, response, same_origin, session_cookie, text, Body, SESSION_COOKIE,
 };
 use super::server::Site;
 use super::stats::PageStats;
@@ -75,10 +75,20 @@ impl PageSite {
 
     async fn login(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         if !same_origin(&request, self.https) {
+            drain_body(request).await;
             return text(StatusCode::FORBIDDEN, "cross-origin login refused");
         }
         let address = peer.ip();
+        // The check takes the request when it runs; a request it never took (the limiter said
+        // wait) is still here, and is drained before that answer goes out.
+        let mut unread = Some(request);
         let check = async {
+            let Some(request) = unread.take() else {
+                return Err(Refusal::Request(Box::new(text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "login request lost",
+                ))));
+            };
             let body = read_body(request)
                 .await
                 .map_err(|r| Refusal::Request(Box::new(r)))?;
@@ -109,6 +119,9 @@ impl PageSite {
                 Guarded::Accepted(granted) => (None, Some(granted)),
                 Guarded::Wait(wait) => {
                     self.stats.login_failures.fetch_add(1, Ordering::Relaxed);
+                    if let Some(request) = unread.take() {
+                        drain_body(request).await;
+                    }
                     return login_page_wait(wait);
                 }
                 Guarded::Refused {

@@ -146,6 +146,13 @@ pub(super) async fn read_body(request: Request<Incoming>) -> Result<Bytes, Respo
     Ok(Bytes::from(kept))
 }
 
+/// Reads and drops a request body that is answered without being used (refused before it was
+/// needed), within the same bounds as [`read_body`]: a client still sending when the connection
+/// closes sees "broken pipe" instead of the answer.
+pub(super) async fn drain_body(request: Request<Incoming>) {
+    let _ = read_body(request).await;
+}
+
 /// The value of one `application/x-www-form-urlencoded` field; `None` if absent or malformed.
 pub fn form_field(body: &[u8], name: &str) -> Option<String> {
     for pair in body.split(|b| *b == b'&') {
