@@ -31,7 +31,7 @@ pub fn at(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
 /// directory, fsync, rename, fsync of the directory.
 pub fn write_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
     let tmp = write_temp(path, bytes, mode, None)?;
-    fs::rename(&tmp, path).map_err(at(path))?;
+    rename_into_place(&tmp, path)?;
     sync_dir(parent(path))
 }
 
@@ -45,7 +45,7 @@ pub fn write_durably_owned(
     owner: (u32, u32),
 ) -> Result<(), FileError> {
     let tmp = write_temp(path, bytes, mode, Some(owner))?;
-    fs::rename(&tmp, path).map_err(at(path))?;
+    rename_into_place(&tmp, path)?;
     sync_dir(parent(path))
 }
 
@@ -59,6 +59,14 @@ pub fn create_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileEr
     linked?;
     removed?;
     sync_dir(parent(path))
+}
+
+/// Renames the synced temp file to `path`; the temp file goes if that fails.
+fn rename_into_place(tmp: &Path, path: &Path) -> Result<(), FileError> {
+    fs::rename(tmp, path).map_err(|e| {
+        let _ = fs::remove_file(tmp);
+        at(path)(e)
+    })
 }
 
 /// The synced temp file beside `path`. A temp file left by a crash is removed first, and the
@@ -80,26 +88,40 @@ fn write_temp(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(at(&tmp)(e)),
     }
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
         .open(&tmp)
         .map_err(at(&tmp))?;
+    // A temp file that could not be written whole (a full disk) goes at once: it would hold
+    // space the next attempt needs, and half a file is nothing to leave behind.
+    if let Err(error) = fill_temp(file, bytes, mode, owner) {
+        let _ = fs::remove_file(&tmp);
+        return Err(at(&tmp)(error));
+    }
+    Ok(tmp)
+}
+
+/// Gives the new temp file its mode and owner, writes `bytes` and syncs it.
+fn fill_temp(
+    mut file: fs::File,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
     // The umask may have taken bits away; the caller's mode is what the file must have.
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(at(&tmp))?;
+    file.set_permissions(fs::Permissions::from_mode(mode))?;
     // Only when it changes hands: a process writing for itself never needs the right to.
     let own = (
         nix::unistd::geteuid().as_raw(),
         nix::unistd::getegid().as_raw(),
     );
     if let Some((uid, gid)) = owner.filter(|owner| *owner != own) {
-        std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(at(&tmp))?;
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
     }
-    file.write_all(bytes).map_err(at(&tmp))?;
-    file.sync_all().map_err(at(&tmp))?;
-    Ok(tmp)
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Removes `path` (absent is fine) and makes the removal durable.

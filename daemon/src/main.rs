@@ -1148,7 +1148,7 @@ fn update_health_check(path: &std::path::Path, no_reboot: bool) -> ExitCode {
     let running = renkei::update::status::running_version();
     let system = renkei::update::system::Host;
     let check = HealthCheck {
-        fresh_since: renkei::update::health::boot_started(),
+        fresh_since: renkei::update::health::FreshSince::BootStart,
         deadline: std::time::Duration::from_secs(deadline_secs),
     };
     let run = async {

@@ -17,7 +17,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -31,6 +31,7 @@ use crate::control::server::{Answer, Command, ManagementServer, ServerError};
 use crate::control::transaction::{RunningBox, Transaction, TransactionError};
 use crate::proxy::{ProxyError, Services};
 use crate::state::events::{EventLog, Occurrence};
+use crate::state::moment::Moment;
 use crate::state::operator_contact::OperatorContact;
 use crate::status::control::{ControlError, ControlSocket};
 use crate::status::events;
@@ -292,7 +293,7 @@ impl RunningBox for Parts {
         Ok(Applied::now())
     }
 
-    fn operator_reached_since(&self, operator: std::net::IpAddr, since: SystemTime) -> bool {
+    fn operator_reached_since(&self, operator: std::net::IpAddr, since: &Moment) -> bool {
         self.carrier
             .handle()
             .operator_reached_since(operator, since)

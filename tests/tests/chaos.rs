@@ -211,7 +211,7 @@ fn report(what: &str, len: u64, outcome: &Outcome, counts: &ChaosCounts, relay: 
 }
 
 #[test]
-fn net1_net6_avl3_8_mib_cross_the_chain_under_loss_bursts_duplication_reordering_and_jitter() {
+fn net1_net6_avl3_int2_8_mib_cross_the_chain_under_loss_bursts_duplication_reordering_and_jitter() {
     require_root!();
     const LEN: u64 = 8 << 20;
     let lab = Lab::new().expect("lab");
@@ -257,7 +257,7 @@ fn net1_net6_avl3_8_mib_cross_the_chain_under_loss_bursts_duplication_reordering
 }
 
 #[test]
-fn net1_net6_avl3_1_mib_crosses_the_chain_under_5_percent_loss() {
+fn net1_net6_avl3_int2_1_mib_crosses_the_chain_under_5_percent_loss() {
     require_root!();
     const LEN: u64 = 1 << 20;
     let lab = Lab::new().expect("lab");
@@ -281,7 +281,7 @@ fn net1_net6_avl3_1_mib_crosses_the_chain_under_5_percent_loss() {
 }
 
 #[test]
-fn int1_net1_net6_corrupted_datagrams_are_counted_by_the_daemons_and_never_delivered() {
+fn int1_int2_net1_net6_corrupted_datagrams_are_counted_by_the_daemons_and_never_delivered() {
     require_root!();
     const LEN: u64 = 1 << 20;
     let lab = Lab::new().expect("lab");

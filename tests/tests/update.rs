@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use renkei::config::Config;
 use renkei::firmware_version::FirmwareVersion;
+use renkei::update::health::FreshSince;
 use renkei::update::records::{InstallingRecord, Progress, TrialRecord, BOOT_RECORD, TRIAL_RECORD};
 use renkei::update::spool::Spool;
 use renkei_lab::operator::{Operator, Outcome};
@@ -603,7 +604,7 @@ fn avl5_a_bundle_whose_image_is_larger_than_the_root_slot_is_refused_too_large_f
 /// the real daemon's control socket under `runtime_dir`.
 fn wait_healthy(
     runtime_dir: &Path,
-    fresh_since: std::time::SystemTime,
+    fresh_since: FreshSince,
     deadline: Duration,
 ) -> Result<(), String> {
     use renkei::update::health::HealthCheck;
@@ -631,12 +632,16 @@ fn avl5_the_health_check_passes_on_an_always_on_box_whose_tunnel_is_up() {
     if !have_tools() {
         return;
     }
-    let started = std::time::SystemTime::now();
+    let started = std::time::Instant::now();
     let lab = UpdateLab::start(|_| {});
     let runtime_dir = lab.lab.full(Node::Hospital).paths.runtime_dir;
-    // Fresh = newer than this test's start: the handshake of this run, nothing older.
-    wait_healthy(&runtime_dir, started, TEST_HEALTH_DEADLINE)
-        .unwrap_or_else(|missing| panic!("{missing}\n{}", lab.hospital.log_text()));
+    // Fresh = younger than this test: the handshake of this run, nothing older.
+    wait_healthy(
+        &runtime_dir,
+        FreshSince::Instant(started),
+        TEST_HEALTH_DEADLINE,
+    )
+    .unwrap_or_else(|missing| panic!("{missing}\n{}", lab.hospital.log_text()));
 }
 
 #[test]
@@ -655,7 +660,7 @@ fn avl5_the_health_check_fails_within_its_deadline_naming_the_missing_handshake_
     let began = std::time::Instant::now();
     let missing = wait_healthy(
         &config.paths.runtime_dir,
-        renkei::update::health::boot_started(),
+        FreshSince::BootStart,
         TEST_HEALTH_DEADLINE,
     )
     .expect_err("no handshake, no blessing");

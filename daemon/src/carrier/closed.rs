@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::{ClosedConfig, Config, PolicyMode};
+use crate::state::moment::Moment;
 use crate::state::operator_contact::OperatorContact;
 
 use super::counters::{CounterReader, InterfaceCounters};
@@ -450,7 +451,7 @@ impl ClosedHandle {
     }
 
     /// True when an authenticated operator request arrived at or after `since`.
-    pub fn operator_reached_since(&self, since: SystemTime) -> bool {
+    pub fn operator_reached_since(&self, since: &Moment) -> bool {
         self.shared.contact.reached_since(since)
     }
 
@@ -768,10 +769,13 @@ pub(crate) mod tests {
             std::slice::from_ref(&forward),
         )
         .expect("start");
-        let applied = SystemTime::now();
-        assert!(!closed.handle().operator_reached_since(applied));
-        contact.record(applied + Duration::from_millis(1));
-        assert!(closed.handle().operator_reached_since(applied));
+        let applied = Moment::now();
+        assert!(!closed.handle().operator_reached_since(&applied));
+        contact.record(Moment {
+            instant: applied.instant + Duration::from_millis(1),
+            wall: applied.wall,
+        });
+        assert!(closed.handle().operator_reached_since(&applied));
         closed.shutdown().await;
     }
 

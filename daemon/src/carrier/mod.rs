@@ -18,11 +18,12 @@ pub mod wireguard;
 
 use std::net::IpAddr;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::state::moment::Moment;
 use crate::state::operator_contact::OperatorContact;
 /// A facility's hub group (AVL-4), WireGuard's or IPsec's; the status side sees it through here.
 pub use crate::tunnel::failover::UnknownHub;
@@ -391,7 +392,7 @@ impl CarrierHandle {
     /// True when the link carrying `operator` proved, at or after `since`, that the other side
     /// still accepts this box (WireGuard: a completed handshake; a closed network: an
     /// authenticated management request from the operator).
-    pub fn operator_reached_since(&self, operator: IpAddr, since: SystemTime) -> bool {
+    pub fn operator_reached_since(&self, operator: IpAddr, since: &Moment) -> bool {
         match self.backend() {
             BackendHandle::WireGuard(t) => wireguard::operator_reached_since(&t, operator, since),
             BackendHandle::Closed(c) => c.operator_reached_since(since),

@@ -3,9 +3,9 @@
 //! handshake as proof that the operator was reached, and the backend part of the snapshot.
 
 use std::net::IpAddr;
-use std::time::SystemTime;
 
 use crate::config::Config;
+use crate::state::moment::Moment;
 use crate::tunnel::{self, Tunnel, TunnelHandle, TunnelSnapshot};
 
 use super::snapshot::{
@@ -51,8 +51,10 @@ impl WireGuard {
 }
 
 /// True when the peer carrying `operator` completed a handshake at or after `since`.
-pub fn operator_reached_since(handle: &TunnelHandle, operator: IpAddr, since: SystemTime) -> bool {
-    handle.last_handshake(operator).is_some_and(|t| t >= since)
+pub fn operator_reached_since(handle: &TunnelHandle, operator: IpAddr, since: &Moment) -> bool {
+    handle
+        .last_handshake(operator)
+        .is_some_and(|t| t.is_at_or_after(since))
 }
 
 /// The proxy's and the page's view of a demand that failed, in the carrier's words (the same

@@ -14,6 +14,7 @@ use super::persist::{sha256_hex, ConfigFiles, ConfirmedRecord, PendingRecord, Pe
 use super::{check_push, Accepted, Refusal, Refused};
 use crate::config::{Config, Files};
 use crate::state::config_snapshot::ConfigSnapshot;
+use crate::state::moment::Moment;
 
 /// A config with what is known of where it came from.
 #[derive(Debug, Clone)]
@@ -49,25 +50,9 @@ struct Pending {
     reached_from: Option<IpAddr>,
 }
 
-/// The moment an apply finished, on both clocks: requests are stamped with the monotonic one,
-/// handshakes with the wall clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Applied {
-    /// Monotonic.
-    pub instant: std::time::Instant,
-    /// Wall clock.
-    pub wall: SystemTime,
-}
-
-impl Applied {
-    /// Now.
-    pub fn now() -> Self {
-        Applied {
-            instant: std::time::Instant::now(),
-            wall: SystemTime::now(),
-        }
-    }
-}
+/// The moment an apply finished, on both clocks: auto_confirm compares it with requests and
+/// handshakes on the monotonic clock; the wall clock is what the record shows.
+pub type Applied = Moment;
 
 /// What auto_confirm still needs to see before it confirms: the link that carried the
 /// operator's request proved itself after the apply (for WireGuard, a completed handshake).
@@ -77,6 +62,16 @@ pub struct AutoConfirm {
     pub reached_from: IpAddr,
     /// When the apply finished.
     pub applied: Applied,
+}
+
+/// A rollback whose files could not be restored; the pending config is dropped all the same.
+#[derive(Debug, thiserror::Error)]
+#[error("the rollback did not finish on disk ({source}); the next start finishes it")]
+pub struct RollbackNotWritten {
+    /// The pending config dropped.
+    pub record: Box<PendingRecord>,
+    /// What the disk said.
+    pub source: PersistError,
 }
 
 /// Why a confirm was refused.
@@ -266,13 +261,20 @@ impl Manager {
     }
 
     /// Restores the confirmed config on disk; returns the pending record dropped. The caller
-    /// applies [`Manager::running`] afterwards.
-    pub fn rollback(&mut self) -> Result<Option<PendingRecord>, PersistError> {
-        if self.pending.is_none() {
+    /// applies [`Manager::running`] afterwards. The pending config is dropped even when its
+    /// files cannot be restored (a full or read-only disk): the box must run the confirmed
+    /// config all the same, and the marker left on disk makes the next start restore the file.
+    pub fn rollback(&mut self) -> Result<Option<PendingRecord>, RollbackNotWritten> {
+        let Some(pending) = self.pending.take() else {
             return Ok(None);
+        };
+        match self.files.rollback() {
+            Ok(_) => Ok(Some(pending.record)),
+            Err(source) => Err(RollbackNotWritten {
+                record: Box::new(pending.record),
+                source,
+            }),
         }
-        self.files.rollback()?;
-        Ok(self.pending.take().map(|p| p.record))
     }
 
     /// When the pending config rolls back, if one is pending.

@@ -161,7 +161,11 @@ impl ConfigFiles {
             // never replaced.
             (_, None) => RecoveryOutcome::NotApplied,
         };
-        remove_durably(&marker)?;
+        // The decision above reads only the files, so a marker that cannot go (a read-only
+        // disk) leads the next start to the same one: start on it rather than not at all.
+        if let Err(error) = remove_durably(&marker) {
+            tracing::warn!(%error, "the push marker could not be removed; the next start decides again from the same files");
+        }
         Ok(Some(Recovery { pending, outcome }))
     }
 

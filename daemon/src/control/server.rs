@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -44,6 +44,7 @@ use super::device_listener::DeviceListener;
 use crate::carrier::{CarrierHandle, PreferError, UnknownHub};
 use crate::config::{ManagementConfig, MinTls, TlsConfig};
 use crate::state::events::{Admission, EventLog, Occurrence};
+use crate::state::moment::Moment;
 use crate::state::operator_contact::OperatorContact;
 use crate::tls::identity::PeerIdentities;
 use crate::tls::store::DEFAULT_WATCH_INTERVAL_SECS;
@@ -564,7 +565,7 @@ async fn route(
     let identity = match access {
         Access::Operator(identity) => {
             // Proof for a closed-network carrier that the operator still reaches the box.
-            context.contact.record(SystemTime::now());
+            context.contact.record(Moment::now());
             identity
         }
         Access::Refused(name) => {

@@ -10,17 +10,18 @@
 //! operator to it.
 
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::time::{Instant, Interval};
 
 use super::audit::{ConfigEvent, Kind};
 use super::manager::{Applied, Manager};
-use super::persist::{ConfigFiles, PendingRecord, PersistError};
+use super::persist::{ConfigFiles, PendingRecord};
 use super::server::{Answer, Caller, Command};
 use crate::config::{Config, Files};
 use crate::state::config_snapshot::ConfigSnapshot;
 use crate::state::events::EventLog;
+use crate::state::moment::Moment;
 
 /// How often a pending config with `auto_confirm` checks whether the box is healthy again.
 pub const AUTO_CONFIRM_CHECK_MS: u64 = 250;
@@ -42,7 +43,7 @@ pub trait RunningBox {
 
     /// True when the link that carries the operator at `operator` proved itself (for example,
     /// a completed handshake) at or after `since`: the operator's side still accepts this box.
-    fn operator_reached_since(&self, operator: IpAddr, since: SystemTime) -> bool;
+    fn operator_reached_since(&self, operator: IpAddr, since: &Moment) -> bool;
 
     /// Asks the link that carries the operator at `operator` to prove itself again.
     async fn refresh_link(&mut self, operator: IpAddr);
@@ -51,9 +52,6 @@ pub trait RunningBox {
 /// Why the transaction cannot go on: the daemon must stop and start again from the files.
 #[derive(Debug, thiserror::Error)]
 pub enum TransactionError {
-    /// The confirmed config could not be written back over the pushed one.
-    #[error("config files: {0}")]
-    Persist(#[from] PersistError),
     /// Rolling back to the confirmed config failed in the running box; exiting lets systemd
     /// restart the daemon from the restored file.
     #[error("rolling back to version {version} failed: {reason}")]
@@ -201,7 +199,7 @@ impl Transaction {
             return false;
         };
         let operator = ready.reached_from;
-        if running.operator_reached_since(operator, ready.applied.wall) {
+        if running.operator_reached_since(operator, &ready.applied) {
             self.last_refresh = None;
             // A refusal is logged inside; the next tick tries again.
             let _ = self.confirm(None, "auto_confirm: the link to the operator proved itself after the apply and the operator reached the box again");
@@ -351,12 +349,15 @@ impl Transaction {
         running: &mut B,
         why: &str,
     ) -> Result<(), TransactionError> {
-        let record = match self.manager.rollback() {
-            Ok(Some(record)) => record,
+        // A disk that cannot take the restored file (full, read-only) does not keep the box
+        // on the pushed config: the confirmed one runs from memory, and the marker left on
+        // disk restores the file at the next start.
+        let (record, not_written) = match self.manager.rollback() {
+            Ok(Some(record)) => (record, None),
             Ok(None) => return Ok(()),
             Err(err) => {
-                tracing::error!(error = %err, "cannot restore the confirmed config file");
-                return Err(err.into());
+                tracing::error!(error = %err, "the confirmed config runs from memory");
+                (*err.record, Some(err.source))
             }
         };
         let previous = self.manager.running().clone();
@@ -366,9 +367,12 @@ impl Transaction {
                 reason: err.to_string(),
             });
         }
+        let file = not_written.map_or_else(String::new, |e| {
+            format!(" (running from memory: the rollback did not finish on disk: {e})")
+        });
         ConfigEvent::new(
             Kind::RolledBack,
-            format!("version {} restored: {why}", previous.meta.version),
+            format!("version {} restored: {why}{file}", previous.meta.version),
         )
         .version(record.version)
         .signer(Some(&record.signer))
@@ -426,9 +430,9 @@ mod tests {
         /// How long an apply takes.
         apply_takes: Duration,
         link_up: bool,
-        link_proved_at: Option<SystemTime>,
+        link_proved_at: Option<Moment>,
         refreshes: Vec<Instant>,
-        wall_origin: SystemTime,
+        wall_origin: std::time::SystemTime,
         origin: Instant,
     }
 
@@ -443,16 +447,24 @@ mod tests {
                 link_up: true,
                 link_proved_at: None,
                 refreshes: Vec::new(),
-                wall_origin: SystemTime::now(),
+                wall_origin: std::time::SystemTime::now(),
                 origin: Instant::now(),
             };
             // The link came up when the box started, a while before any push.
-            running.link_proved_at = Some(running.wall() - Duration::from_secs(10));
+            let now = running.now();
+            running.link_proved_at = Some(Moment {
+                instant: now.instant - Duration::from_secs(10),
+                wall: now.wall - Duration::from_secs(10),
+            });
             running
         }
 
-        fn wall(&self) -> SystemTime {
-            self.wall_origin + self.origin.elapsed()
+        /// Now, on tokio's clock and the wall clock that follows it.
+        fn now(&self) -> Moment {
+            Moment {
+                instant: Instant::now().into_std(),
+                wall: self.wall_origin + self.origin.elapsed(),
+            }
         }
     }
 
@@ -470,21 +482,18 @@ mod tests {
                 return Err(BoxError::CannotRun(version));
             }
             self.runs = version;
-            Ok(Applied {
-                instant: Instant::now().into_std(),
-                wall: self.wall(),
-            })
+            Ok(self.now())
         }
 
-        fn operator_reached_since(&self, operator: IpAddr, since: SystemTime) -> bool {
-            operator == OPERATOR && self.link_proved_at.is_some_and(|t| t >= since)
+        fn operator_reached_since(&self, operator: IpAddr, since: &Moment) -> bool {
+            operator == OPERATOR && self.link_proved_at.is_some_and(|t| t.is_at_or_after(since))
         }
 
         async fn refresh_link(&mut self, operator: IpAddr) {
             assert_eq!(operator, OPERATOR, "the link asked is the operator's");
             self.refreshes.push(Instant::now());
             if self.link_up {
-                self.link_proved_at = Some(self.wall());
+                self.link_proved_at = Some(self.now());
             }
         }
     }
@@ -711,6 +720,42 @@ mod tests {
             "{result:?}"
         );
         assert_eq!(on_disk(&f), f.text(1, ""), "a restart runs version 1");
+    }
+
+    /// INT-2: the disk cannot take the restored file when the window ends (here the copy of
+    /// the confirmed config is gone; in the lab test the disk is read-only): the box runs the
+    /// confirmed config all the same, says so, and leaves the marker for the next start.
+    #[tokio::test(start_paused = true)]
+    async fn int2_avl1_log2_a_rollback_the_disk_cannot_take_runs_the_confirmed_config_from_memory()
+    {
+        let f = Fixture::new();
+        let (mut txn, events) = start(&f);
+        let mut running = MemoryBox::running(1);
+        let (result, answer) = push(&f, &mut txn, &mut running, &v2(&f, "")).await;
+        result.expect("applied");
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        let push_folder = f.dir.path().join("state").join("config");
+        std::fs::remove_file(push_folder.join("previous.toml")).expect("remove previous.toml");
+        let due = txn.due().await;
+        assert_eq!(due, Due::Deadline);
+        txn.on_due(due, &mut running)
+            .await
+            .expect("the daemon goes on");
+        assert_eq!(running.runs, 1, "the confirmed config runs");
+        assert_eq!(txn.manager().snapshot().state, "confirmed");
+        assert_eq!(txn.manager().deadline(), None, "no second rollback");
+        assert!(
+            push_folder.join("pending.json").exists(),
+            "the marker stays"
+        );
+        let last = events.snapshot().last().cloned().expect("an event");
+        assert!(
+            last.message.starts_with("config rolled back")
+                && last.message.contains("running from memory")
+                && last.message.contains("previous.toml"),
+            "{}",
+            last.message
+        );
     }
 
     #[tokio::test(start_paused = true)]

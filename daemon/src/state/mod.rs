@@ -6,6 +6,7 @@
 //! - [`events`]: the bounded ring of recent events, with its rate limit for refusals.
 //! - [`hub_preference`]: the operator's preferred hub of a hub group, kept across restarts.
 //! - [`link`]: the state of a link to the data centre, in every carrier's words.
+//! - [`moment`]: a moment on the monotonic and the wall clock (ages never follow a clock step).
 //! - [`operator_contact`]: when the operator last reached the box with an authenticated
 //!   management request (proof of the link for a carrier without handshakes).
 
@@ -13,4 +14,5 @@ pub mod config_snapshot;
 pub mod events;
 pub mod hub_preference;
 pub mod link;
+pub mod moment;
 pub mod operator_contact;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use super::filter::{self, Drop};
 use super::handshake_limit::{Admission, HandshakeLimit, COOKIE_REPLY_BYTES};
@@ -20,6 +20,7 @@ use super::routes::RouteTable;
 use super::tun::Tun;
 use super::udp::{GsoBatch, Udp};
 use crate::ratelimit::LogGate;
+use crate::state::moment::Moment;
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
@@ -727,7 +728,7 @@ impl DataPlane {
         backlog: &mut Backlog,
     ) {
         state.awaiting_response = false;
-        state.last_handshake = Some(SystemTime::now());
+        state.last_handshake = Some(Moment::now());
         PeerCounters::add(&peer.counters.handshakes_completed, 1);
         self.policy_event(peer, state, Event::HandshakeCompleted, scratch, backlog);
     }

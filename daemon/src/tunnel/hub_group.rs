@@ -358,7 +358,7 @@ impl HubGroup {
                     healthy: view.healthy,
                     preferred: view.preferred,
                     state: state.policy.state(),
-                    last_handshake: state.last_handshake,
+                    last_handshake: state.last_handshake.map(|t| t.wall),
                     last_heard_age_secs: view
                         .last_heard
                         .map(|t| now.saturating_duration_since(t).as_secs()),

@@ -36,6 +36,7 @@ use tokio::task::JoinSet;
 use crate::config::{Config, PolicyMode, Role};
 use crate::keys;
 use crate::state::link::DropCounts as FilterDrops;
+use crate::state::moment::Moment;
 use dataplane::Backlog;
 pub use dataplane::{DataPlane, TunnelCounters};
 pub use hub_group::{HubSnapshot, HubsSnapshot, PreferError};
@@ -751,7 +752,7 @@ impl TunnelHandle {
 
     /// When the peer responsible for `destination` last completed a handshake (in the tunnel
     /// running now): auto_confirm wants one after the apply.
-    pub fn last_handshake(&self, destination: IpAddr) -> Option<std::time::SystemTime> {
+    pub fn last_handshake(&self, destination: IpAddr) -> Option<Moment> {
         self.current()
             .0?
             .peer_for(destination)
@@ -1014,7 +1015,7 @@ async fn resolve_endpoints(plane: Arc<DataPlane>) {
                         state.endpoint.is_some(),
                         state.policy.state(),
                         state.last_handshake,
-                        std::time::SystemTime::now(),
+                        Instant::now(),
                     ),
                 )
             };
@@ -1059,12 +1060,10 @@ async fn resolve_endpoints(plane: Arc<DataPlane>) {
 fn needs_lookup(
     has_address: bool,
     state: LinkState,
-    last_handshake: Option<std::time::SystemTime>,
-    now: std::time::SystemTime,
+    last_handshake: Option<Moment>,
+    now: Instant,
 ) -> bool {
-    let stale = last_handshake
-        .and_then(|t| now.duration_since(t).ok())
-        .is_some_and(|age| age > STALE_HANDSHAKE);
+    let stale = last_handshake.is_some_and(|t| t.age_at(now) > STALE_HANDSHAKE);
     match state {
         _ if !has_address => true,
         LinkState::Connecting | LinkState::Down => true,
@@ -1114,8 +1113,16 @@ mod tests {
 
     #[test]
     fn an_endpoint_name_is_looked_up_when_missing_failing_or_stale_only() {
-        let now = std::time::SystemTime::now();
-        let ago = |secs| Some(now - Duration::from_secs(secs));
+        let now = Instant::now() + Duration::from_secs(10_000);
+        // The wall clock of each handshake is three days off (stepped since): only the
+        // monotonic age counts.
+        let wall = std::time::SystemTime::now() - Duration::from_secs(3 * 86_400);
+        let ago = |secs| {
+            Some(Moment {
+                instant: now - Duration::from_secs(secs),
+                wall,
+            })
+        };
         // No address yet: always.
         assert!(needs_lookup(false, LinkState::Idle, None, now));
         // Trying and failing to connect: the name may point elsewhere now.

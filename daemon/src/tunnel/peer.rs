@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use super::policy::{LinkState, Policy};
 use super::replay::ReplayGate;
+use crate::state::moment::Moment;
 
 /// Counters of one peer; read without locking by the status page and `wg show`.
 #[derive(Debug, Default)]
@@ -49,7 +50,8 @@ pub(crate) struct PeerState {
     /// completed handshake or a decrypted data packet, never a cookie reply.
     pub endpoint: Option<SocketAddr>,
     pub policy: Policy,
-    pub last_handshake: Option<SystemTime>,
+    /// The last completed handshake; its age is the monotonic clock's.
+    pub last_handshake: Option<Moment>,
     pub awaiting_response: bool,
     pub alarm: bool,
 }
@@ -127,11 +129,8 @@ impl Peer {
             alarm: state.policy.alarm(now),
             session_keys_present: state.tunn.is_some(),
             standby: self.is_standby(),
-            last_handshake: state.last_handshake,
-            last_handshake_age_secs: state
-                .last_handshake
-                .and_then(|t| SystemTime::now().duration_since(t).ok())
-                .map(|d| d.as_secs()),
+            last_handshake: state.last_handshake.map(|t| t.wall),
+            last_handshake_age_secs: state.last_handshake.map(|t| t.age_at(now).as_secs()),
             holds: state.policy.holds(),
             tx_bytes: c.tx_bytes.load(Ordering::Relaxed),
             rx_bytes: c.rx_bytes.load(Ordering::Relaxed),
@@ -170,7 +169,8 @@ pub struct PeerSnapshot {
     /// Wall-clock time of the last completed handshake.
     #[serde(serialize_with = "crate::state::link::unix_time::serialize")]
     pub last_handshake: Option<SystemTime>,
-    /// Seconds since the last completed handshake.
+    /// Seconds since the last completed handshake (monotonic: a step of the wall clock does
+    /// not change it).
     pub last_handshake_age_secs: Option<u64>,
     /// Proxied connections holding the tunnel open.
     pub holds: usize,

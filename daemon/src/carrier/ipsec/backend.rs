@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, PolicyMode};
 use crate::state::events::Occurrence;
+use crate::state::moment::Moment;
 use crate::state::operator_contact::OperatorContact;
 
 use super::device::{self, DeviceError};
@@ -762,7 +763,7 @@ impl IpsecHandle {
     }
 
     /// True when an authenticated operator request arrived at or after `since`.
-    pub fn operator_reached_since(&self, since: SystemTime) -> bool {
+    pub fn operator_reached_since(&self, since: &Moment) -> bool {
         self.shared.contact.reached_since(since)
     }
 
