@@ -11,7 +11,8 @@
 //! `lab bench-proxy [SECONDS] [IDLE] [ROUNDS] [--carrier NAME]` and
 //! `lab bench-hub [N,N,...] [ROUNDS]` (and `lab bench-hub throughput [SECONDS] [ROUNDS]`)
 //! run the benchmarks (the proxy
-//! benchmark on every carrier unless one is named). `lab image-hub` writes the hub and box
+//! benchmark on every carrier unless one is named). `lab soak [SECONDS] [INTERVAL] [--out DIR]`
+//! runs the chain under churning viewers and writes what each daemon held over time. `lab image-hub` writes the hub and box
 //! configs `image/boot-test` uses once it has read the booted box's WireGuard key.
 
 use std::path::PathBuf;
@@ -33,6 +34,9 @@ const USAGE: &str = "usage:
                                                      cold and after a hub restart, 3 rounds
   lab bench-hub throughput [SECONDS] [ROUNDS]        aggregate TCP throughput through the hub of
                                                      1 and of 8 facility daemons at once, 3 rounds
+  lab soak [SECONDS] [INTERVAL] [--out DIR]         the chain under 8 churning viewers for
+                                                     SECONDS (3600), sampled every INTERVAL (10):
+                                                     DIR/soak.csv and soak.png (target/soak)
   lab image-hub --dir DIR --box-key KEY --interface NAME --hub-endpoint ADDR:PORT [--box-address ADDR]
                                                      image/boot-test's hub: DIR/hub/{wg.key,
                                                      renkei.toml} and the box's DIR/box/renkei.toml;
@@ -222,6 +226,27 @@ fn run(args: &[String]) -> anyhow::Result<()> {
                     renkei_lab::image_hub::write_ipsec_box(&flags.dir, box_wan, endpoint.ip())?;
                 println!("ipsec box config: {}", path.display());
             }
+            Ok(())
+        }
+        "soak" => {
+            let number = |i: usize, default: u64, what: &str| -> anyhow::Result<u64> {
+                flags
+                    .positional
+                    .get(i)
+                    .map_or(Ok(default), |s| s.parse().with_context(|| what.to_string()))
+            };
+            let options = renkei_lab::soak::SoakOptions {
+                duration: std::time::Duration::from_secs(number(0, 3600, "seconds")?),
+                interval: std::time::Duration::from_secs(number(1, 10, "interval")?.max(1)),
+                viewers: 8,
+                out: flags
+                    .out
+                    .clone()
+                    .unwrap_or_else(|| renkei_lab::compliance::checkout().join("target/soak")),
+            };
+            anyhow::ensure!(renkei_lab::is_root(), "the lab needs root");
+            let csv = renkei_lab::soak::run(&options)?;
+            println!("{}", csv.display());
             Ok(())
         }
         "bench-tunnel" => {

@@ -1,0 +1,161 @@
+//! Connection churn through the demo chain, and what it leaves in the daemons: viewers on the
+//! clinic LAN that open connections as fast as they can (two in four fetch a document checked
+//! by its SHA-256, one is dropped right after the connect, one in the middle of its request),
+//! and the per-process figures the churn test and the soak compare (open descriptors, resident
+//! memory, connections still open, completed handshakes).
+
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::lab::{LAN_SERVICE_ADDRESS, SERVICE_PORT};
+use crate::tlstools::{fetch_document, pattern_sha256};
+use crate::{Daemon, Lab, Node};
+
+/// Each full fetch's document.
+pub const DOCUMENT_BYTES: u64 = 16 * 1024;
+/// How long a viewer waits for a connection to be accepted.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the viewers did so far.
+#[derive(Debug, Default)]
+pub struct ChurnCounts {
+    /// Documents fetched whole and right.
+    pub fetched: AtomicU64,
+    /// Connections or fetches that failed.
+    pub failed: AtomicU64,
+    /// Connections dropped by the viewer right after the connect.
+    pub dropped_before_request: AtomicU64,
+    /// Connections dropped by the viewer in the middle of the request line.
+    pub dropped_mid_request: AtomicU64,
+}
+
+impl ChurnCounts {
+    /// (fetched, failed, dropped before, dropped mid-request).
+    pub fn totals(&self) -> (u64, u64, u64, u64) {
+        (
+            self.fetched.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.dropped_before_request.load(Ordering::Relaxed),
+            self.dropped_mid_request.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Viewers churning connections until [`Viewers::stop`] (or drop).
+pub struct Viewers {
+    /// What they did.
+    pub counts: Arc<ChurnCounts>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Viewers {
+    /// Starts `n` viewers on the clinic LAN of `lab`, against the clinic's documents service.
+    pub fn start(lab: &Lab, n: usize) -> Viewers {
+        let counts = Arc::new(ChurnCounts::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let ns = lab.lan_ns(Node::Clinic).name().to_string();
+        let threads = (0..n as u64)
+            .map(|seed| {
+                let (ns, counts, stop) = (ns.clone(), counts.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let _ = crate::netns::run_inside(&ns, move || viewer(&counts, &stop, seed));
+                })
+            })
+            .collect();
+        Viewers {
+            counts,
+            stop,
+            threads,
+        }
+    }
+
+    /// Stops the viewers and waits for their last connection.
+    pub fn stop(mut self) -> Arc<ChurnCounts> {
+        self.halt();
+        self.counts.clone()
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Viewers {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+fn viewer(counts: &ChurnCounts, stop: &AtomicBool, seed: u64) {
+    let Ok(target) = format!("{LAN_SERVICE_ADDRESS}:{SERVICE_PORT}").parse::<SocketAddr>() else {
+        return;
+    };
+    let expected = pattern_sha256(DOCUMENT_BYTES, seed);
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let Ok(mut stream) = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT) else {
+            counts.failed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let counter = match n % 4 {
+            0 => &counts.dropped_before_request,
+            1 => {
+                let _ = stream.write_all(b"GET 16");
+                &counts.dropped_mid_request
+            }
+            _ => match fetch_document(stream, DOCUMENT_BYTES, seed, None, |_| {}) {
+                Ok(fetched) if fetched.sha256 == expected => &counts.fetched,
+                _ => &counts.failed,
+            },
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Open file descriptors of a daemon (`None` when it does not run).
+pub fn open_fds(daemon: &Daemon) -> Option<usize> {
+    let pid = daemon.pid()?;
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// Resident memory of a daemon in KiB (`None` when it does not run).
+pub fn rss_kib(daemon: &Daemon) -> Option<u64> {
+    let pid = daemon.pid()?;
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Connections open in all of a daemon's services (`None` when it does not answer).
+pub fn open_connections(daemon: &Daemon) -> Option<u64> {
+    let status = daemon.status().ok()?;
+    status["proxy"]["services"]
+        .as_array()?
+        .iter()
+        .map(|s| s["active"].as_u64())
+        .sum()
+}
+
+/// WireGuard handshakes completed with all of a daemon's peers (`None` when it does not
+/// answer).
+pub fn handshakes_completed(daemon: &Daemon) -> Option<u64> {
+    let status = daemon.status().ok()?;
+    Some(
+        status["tunnel"]["peers"]
+            .as_array()?
+            .iter()
+            .filter_map(|p| p["backend"]["wireguard"]["handshakes_completed"].as_u64())
+            .sum(),
+    )
+}
