@@ -217,6 +217,21 @@ impl DiskLab {
             .expect("push")
     }
 
+    /// Pushes `version`, which the box takes (pending) and the operator confirms; nothing
+    /// half-written stays behind.
+    fn push_and_confirm(&self, version: u64) {
+        let taken = self.push(version);
+        assert!(taken.success, "{}", taken.output);
+        assert_eq!(taken.answers[0]["state"], "pending", "{}", taken.output);
+        let confirmed = self
+            .operator
+            .confirm(&self.lab, Node::Hospital, Some(version))
+            .expect("confirm");
+        assert!(confirmed.success, "{}", confirmed.output);
+        self.assert_runs_confirmed(version);
+        assert_eq!(temp_files(&self.state_dir), Vec::<String>::new());
+    }
+
     fn config_file(&self) -> String {
         std::fs::read_to_string(&self.hospital.config).expect("config file")
     }
@@ -255,16 +270,7 @@ fn int2_avl1_a_push_into_a_full_state_directory_is_refused_and_taken_once_there_
     );
 
     std::fs::remove_file(&filler).expect("room again");
-    let taken = disk.push(2);
-    assert!(taken.success, "{}", taken.output);
-    assert_eq!(taken.answers[0]["state"], "pending", "{}", taken.output);
-    let confirmed = disk
-        .operator
-        .confirm(&disk.lab, Node::Hospital, Some(2))
-        .expect("confirm");
-    assert!(confirmed.success, "{}", confirmed.output);
-    disk.assert_runs_confirmed(2);
-    assert_eq!(temp_files(&disk.state_dir), Vec::<String>::new());
+    disk.push_and_confirm(2);
 }
 
 #[test]
@@ -322,13 +328,5 @@ fn int2_avl1_a_read_only_state_directory_refuses_push_and_confirm_and_its_rollba
 
     // Writable again: the next push is taken and confirmed.
     disk.state_fs.set_read_only(false);
-    let taken = disk.push(3);
-    assert!(taken.success, "{}", taken.output);
-    let confirmed = disk
-        .operator
-        .confirm(&disk.lab, Node::Hospital, Some(3))
-        .expect("confirm");
-    assert!(confirmed.success, "{}", confirmed.output);
-    disk.assert_runs_confirmed(3);
-    assert_eq!(temp_files(&disk.state_dir), Vec::<String>::new());
+    disk.push_and_confirm(3);
 }

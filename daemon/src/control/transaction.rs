@@ -583,6 +583,16 @@ mod tests {
         std::fs::read_to_string(f.config_path()).expect("read config")
     }
 
+    /// A box running version 1 that took and applied a push of version 2 (pending).
+    async fn v2_applied(f: &Fixture) -> (Transaction, EventLog, MemoryBox) {
+        let (mut txn, events) = start(f);
+        let mut running = MemoryBox::running(1);
+        let (result, answer) = push(f, &mut txn, &mut running, &v2(f, "")).await;
+        result.expect("applied");
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        (txn, events, running)
+    }
+
     fn v2(f: &Fixture, extra: &str) -> String {
         f.text(2, &format!("confirm_timeout_secs = {WINDOW_SECS}\n{extra}"))
     }
@@ -706,11 +716,7 @@ mod tests {
 
         // At the end of the confirm window.
         let f = Fixture::new();
-        let (mut txn, _events) = start(&f);
-        let mut running = MemoryBox::running(1);
-        let (result, answer) = push(&f, &mut txn, &mut running, &v2(&f, "")).await;
-        result.expect("applied");
-        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        let (mut txn, _events, mut running) = v2_applied(&f).await;
         running.cannot_run = vec![1];
         let due = txn.due().await;
         assert_eq!(due, Due::Deadline);
@@ -729,11 +735,7 @@ mod tests {
     async fn int2_avl1_log2_a_rollback_the_disk_cannot_take_runs_the_confirmed_config_from_memory()
     {
         let f = Fixture::new();
-        let (mut txn, events) = start(&f);
-        let mut running = MemoryBox::running(1);
-        let (result, answer) = push(&f, &mut txn, &mut running, &v2(&f, "")).await;
-        result.expect("applied");
-        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        let (mut txn, events, mut running) = v2_applied(&f).await;
         let push_folder = f.dir.path().join("state").join("config");
         std::fs::remove_file(push_folder.join("previous.toml")).expect("remove previous.toml");
         let due = txn.due().await;
