@@ -3,8 +3,9 @@
 //! network) reads it as proof that the operator still reaches the box, e.g. to auto-confirm a
 //! pushed config. It lives here, below both, so neither imports the other.
 
-use super::moment::Moment;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use super::moment::Moment;
 
 /// The moment of the last authenticated operator request; clones share it.
 #[derive(Debug, Clone, Default)]

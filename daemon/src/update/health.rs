@@ -7,8 +7,8 @@
 //! 3. its tunnel (carrier) policy runs;
 //! 4. for an always-on box, the link to the data centre proved itself in this boot: a WireGuard
 //!    handshake younger than the boot (its age, on the monotonic clock, within the kernel's
-//!    uptime: the wall clock is stepped at boot by the first time sync), an established (installed) IPsec CHILD SA, or, on
-//!    a closed network, the carrier up. A hub's peers are the facilities, whose links say
+//!    uptime: the wall clock is stepped at boot by the first time sync), an established
+//!    (installed) IPsec CHILD SA, or, on a closed network, the carrier up. A hub's peers are the facilities, whose links say
 //!    nothing about the hub's own firmware: a hub needs 1 to 3 only.
 //!
 //! The conditions are polled until they all hold or the deadline passes; the answer on failure
