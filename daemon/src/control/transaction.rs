@@ -579,6 +579,16 @@ mod tests {
             .collect()
     }
 
+    /// The newest event starts with `title` and says each of `parts`.
+    fn assert_last_event(events: &EventLog, title: &str, parts: &[&str]) {
+        let kept = events.snapshot();
+        let message = &kept.last().expect("events").message;
+        assert!(
+            message.starts_with(title) && parts.iter().all(|part| message.contains(part)),
+            "{message}"
+        );
+    }
+
     fn on_disk(f: &Fixture) -> String {
         std::fs::read_to_string(f.config_path()).expect("read config")
     }
@@ -653,14 +663,10 @@ mod tests {
         assert_eq!(on_disk(&f), f.text(1, ""));
         assert_eq!(txn.manager().snapshot().state, "confirmed");
         assert_eq!(txn.manager().running().meta.version, 1);
-        let kept = events.snapshot();
-        let last = kept.last().expect("events");
-        assert!(
-            last.message.starts_with("config rolled back")
-                && last.message.contains("version 2")
-                && last.message.contains("the confirm window expired"),
-            "{}",
-            last.message
+        assert_last_event(
+            &events,
+            "config rolled back",
+            &["version 2", "the confirm window expired"],
         );
 
         // A confirm that comes too late confirms nothing.
@@ -750,13 +756,10 @@ mod tests {
             push_folder.join("pending.json").exists(),
             "the marker stays"
         );
-        let last = events.snapshot().last().cloned().expect("an event");
-        assert!(
-            last.message.starts_with("config rolled back")
-                && last.message.contains("running from memory")
-                && last.message.contains("previous.toml"),
-            "{}",
-            last.message
+        assert_last_event(
+            &events,
+            "config rolled back",
+            &["running from memory", "previous.toml"],
         );
     }
 
