@@ -20,6 +20,14 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
     config::load_with(path, Files::ReadThen(&problems))
 }
 
+/// [`load`] for config text held in memory, checked as if it were the file at `path` (its
+/// relative paths from that file's folder): the confirmed config a full disk kept from being
+/// written back.
+pub fn load_text(text: &str, path: &Path) -> Result<Config, Diagnostics> {
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    config::load_str_with(text, path, base_dir, Files::ReadThen(&problems))
+}
+
 /// The problems `run` would refuse `config` for, beyond the config's own rules.
 pub fn problems(config: &Config) -> Vec<Problem> {
     let mut problems: Vec<Problem> = Vec::new();

@@ -99,6 +99,14 @@ pub fn load_recovering(
     let recovery = ConfigFiles::new(path, &state_dir)
         .recover()
         .map_err(|e| whole_file(path, format!("cannot restore the confirmed config: {e}")))?;
+    // A rollback the disk could not take runs the confirmed config from memory.
+    if let Some(unwritten) = recovery.as_ref().and_then(|r| r.unwritten.as_ref()) {
+        let text = std::str::from_utf8(&unwritten.bytes)
+            .map_err(|e| whole_file(path, format!("the confirmed config's copy: {e}")))?;
+        let config = crate::preflight::load_text(text, path)?;
+        let bytes = unwritten.bytes.clone();
+        return Ok((config, bytes, recovery));
+    }
     let config = crate::preflight::load(path)?;
     let bytes = std::fs::read(path).map_err(|e| whole_file(path, e.to_string()))?;
     Ok((config, bytes, recovery))
@@ -515,20 +523,27 @@ fn recovery_event(recovery: &Recovery, running: u64) -> ConfigEvent<'_> {
         || "a pushed config (its marker could not be read)".to_string(),
         |p| format!("version {}", p.version),
     );
-    let event = match recovery.outcome {
-        RecoveryOutcome::RolledBack => ConfigEvent::new(
+    let event = match (recovery.outcome, &recovery.unwritten) {
+        (RecoveryOutcome::RolledBack, None) => ConfigEvent::new(
             Kind::RolledBack,
             format!(
                 "{pushed} was never confirmed before the daemon stopped; version {running} restored and runs"
             ),
         ),
-        RecoveryOutcome::Confirmed => ConfigEvent::new(
+        (RecoveryOutcome::RolledBack, Some(unwritten)) => ConfigEvent::new(
+            Kind::RolledBack,
+            format!(
+                "{pushed} was never confirmed before the daemon stopped; version {running} runs from memory: the config file could not be written back ({}); the next start with room restores it",
+                unwritten.error
+            ),
+        ),
+        (RecoveryOutcome::Confirmed, _) => ConfigEvent::new(
             Kind::Confirmed,
             format!(
                 "the confirm of version {running} was written just before the daemon stopped; it runs"
             ),
         ),
-        RecoveryOutcome::NotApplied => ConfigEvent::new(
+        (RecoveryOutcome::NotApplied, _) => ConfigEvent::new(
             Kind::NotApplied,
             format!(
                 "{pushed} was never applied: the daemon stopped before the push replaced the config file, or after its rollback; version {running} runs"

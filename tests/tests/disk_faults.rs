@@ -145,7 +145,12 @@ fn wait_link_up(lab: &Lab, daemon: &Daemon) {
 
 /// Files a push leaves in the push folder that are no whole file: temp files.
 fn temp_files(state_dir: &Path) -> Vec<String> {
-    std::fs::read_dir(state_dir.join("config"))
+    temp_files_in(&state_dir.join("config"))
+}
+
+/// Temp files in `dir`.
+fn temp_files_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .filter_map(Result::ok)
@@ -329,4 +334,88 @@ fn int2_avl1_a_read_only_state_directory_refuses_push_and_confirm_and_its_rollba
     // Writable again: the next push is taken and confirmed.
     disk.state_fs.set_read_only(false);
     disk.push_and_confirm(3);
+}
+
+/// Size of the config folder's tmpfs: the config file and room for its rewrite.
+const CONFIG_FS_BYTES: u64 = 1024 * 1024;
+
+#[test]
+fn int2_avl1_a_start_that_cannot_write_the_confirmed_config_back_runs_it_from_memory_until_there_is_room(
+) {
+    require_root!();
+    let mut disk = DiskLab::start();
+    // The config file on a small file system of its own (the box's /etc/renkei), the
+    // hospital started from it.
+    let etc = disk.lab.dir.join("hospital-etc");
+    let etc_fs = Tmpfs::over(&etc, CONFIG_FS_BYTES);
+    let config_path = etc.join("renkei.toml");
+    // With the key files it names relative to its folder.
+    let node_dir = disk.hospital.config.parent().expect("node folder");
+    for name in ["renkei.toml", "wg.key", "tls"] {
+        run(
+            "cp",
+            &[
+                "-a",
+                &node_dir.join(name).display().to_string(),
+                &etc.display().to_string(),
+            ],
+        );
+    }
+    disk.hospital.kill();
+    disk.hospital = disk
+        .lab
+        .start_with(Node::Hospital, &config_path)
+        .expect("hospital from its own folder");
+    wait_link_up(&disk.lab, &disk.hospital);
+
+    // A push in its window when the box loses power (here: SIGKILL), and at the next start the
+    // disk is full: the pushed config is in the file, the confirmed one only in the push folder.
+    let pending = disk.push(2);
+    assert!(pending.success, "{}", pending.output);
+    assert_eq!(pending.answers[0]["state"], "pending", "{}", pending.output);
+    let pushed = std::fs::read_to_string(&config_path).expect("pushed file");
+    assert_ne!(pushed, disk.original);
+    disk.hospital.kill();
+    let filler = etc_fs.fill();
+
+    disk.hospital = disk
+        .lab
+        .start_with(Node::Hospital, &config_path)
+        .unwrap_or_else(|e| panic!("the daemon starts on a full disk: {e}"));
+    disk.assert_runs_confirmed(1);
+    wait_link_up(&disk.lab, &disk.hospital);
+    let log = disk.hospital.log_text();
+    assert!(
+        log.contains("from memory") && log.contains("No space left on device"),
+        "the recovery record says why it runs from memory: {log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&config_path).expect("file"),
+        pushed,
+        "the file is as the full disk left it"
+    );
+    assert_eq!(
+        temp_files_in(&etc),
+        Vec::<String>::new(),
+        "no half-written file"
+    );
+
+    // With room again, the next start writes the confirmed config back.
+    std::fs::remove_file(&filler).expect("room again");
+    disk.hospital.kill();
+    disk.hospital = disk
+        .lab
+        .start_with(Node::Hospital, &config_path)
+        .expect("restart with room");
+    disk.assert_runs_confirmed(1);
+    assert_eq!(
+        std::fs::read_to_string(&config_path).expect("file"),
+        disk.original,
+        "the confirmed config is the file again"
+    );
+    let log = disk.hospital.log_text();
+    assert!(
+        !log.contains("from memory") && log.contains("stopped_during_push"),
+        "{log}"
+    );
 }

@@ -75,6 +75,18 @@ pub struct Recovery {
     pub pending: Option<PendingRecord>,
     /// Whether the pushed config was confirmed after all or the previous one was restored.
     pub outcome: RecoveryOutcome,
+    /// A rollback the disk could not take (full or read-only): the confirmed config to run
+    /// from memory. The marker stays, so the next start decides again from the same files.
+    pub unwritten: Option<Unwritten>,
+}
+
+/// The confirmed config that start-up recovery could not write back over the pushed one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unwritten {
+    /// The confirmed config's exact bytes (the rollback copy), to run from memory.
+    pub bytes: Vec<u8>,
+    /// Why the config file could not be written.
+    pub error: String,
 }
 
 /// How a marker left by a crash was resolved.
@@ -144,6 +156,7 @@ impl ConfigFiles {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(at(&previous_path)(e)),
         };
+        let mut unwritten = None;
         let outcome = match (&current, &previous) {
             // The previous config is in place: the push never replaced it, or a rollback
             // already put it back. Either way the pushed config is not running.
@@ -153,8 +166,15 @@ impl ConfigFiles {
             (Some(bytes), _) if self.confirmed_record(bytes).is_some() => {
                 RecoveryOutcome::Confirmed
             }
+            // A disk that cannot take the write-back still lets the box run its confirmed
+            // config: from memory, until a start finds room (the files decide the same way).
             (_, Some(previous)) => {
-                self.write_config(previous)?;
+                if let Err(error) = self.write_config(previous) {
+                    unwritten = Some(Unwritten {
+                        bytes: previous.clone(),
+                        error: error.to_string(),
+                    });
+                }
                 RecoveryOutcome::RolledBack
             }
             // A marker is only written after previous.toml: without it the config file was
@@ -163,10 +183,18 @@ impl ConfigFiles {
         };
         // The decision above reads only the files, so a marker that cannot go (a read-only
         // disk) leads the next start to the same one: start on it rather than not at all.
-        if let Err(error) = remove_durably(&marker) {
-            tracing::warn!(%error, "the push marker could not be removed; the next start decides again from the same files");
+        // Without the write-back the marker must stay: it is what keeps the pushed config in
+        // the file from being taken for the confirmed one.
+        if unwritten.is_none() {
+            if let Err(error) = remove_durably(&marker) {
+                tracing::warn!(%error, "the push marker could not be removed; the next start decides again from the same files");
+            }
         }
-        Ok(Some(Recovery { pending, outcome }))
+        Ok(Some(Recovery {
+            pending,
+            outcome,
+            unwritten,
+        }))
     }
 
     /// Makes `new` the config file, keeping `current` to roll back to.
@@ -305,6 +333,41 @@ mod tests {
         assert_eq!(recovery.pending.map(|p| p.version), Some(2));
         assert_eq!(fs::read(files.config_path()).expect("read"), b"v1");
         assert_eq!(files.recover().expect("recover again"), None);
+    }
+
+    #[test]
+    fn int2_a_write_back_the_disk_refuses_runs_the_confirmed_config_from_memory_and_keeps_the_marker(
+    ) {
+        let (dir, files) = setup();
+        files.begin(b"v1", b"v2", &record(2)).expect("begin");
+        // The write-back cannot happen (as on a full or read-only disk, which root's tests
+        // cannot make with permissions): a folder stands where its temp file goes.
+        let blocker = dir.path().join(".renkei.toml.tmp");
+        fs::create_dir_all(blocker.join("in-the-way")).expect("blocker");
+        let recovery = files.recover().expect("recover").expect("recovered");
+        assert_eq!(recovery.outcome, RecoveryOutcome::RolledBack);
+        let unwritten = recovery
+            .unwritten
+            .expect("the confirmed config runs from memory");
+        assert_eq!(unwritten.bytes, b"v1");
+        assert!(
+            unwritten.error.contains(".renkei.toml.tmp"),
+            "{}",
+            unwritten.error
+        );
+        assert_eq!(fs::read(files.config_path()).expect("read"), b"v2");
+        // The marker stays: the next start decides the same way, and with room restores v1.
+        let again = files
+            .recover()
+            .expect("again")
+            .expect("still a push to recover");
+        assert_eq!(again.unwritten.map(|u| u.bytes), Some(b"v1".to_vec()));
+        fs::remove_dir_all(&blocker).expect("room again");
+        let restored = files.recover().expect("restore").expect("recovered");
+        assert_eq!(restored.outcome, RecoveryOutcome::RolledBack);
+        assert_eq!(restored.unwritten, None);
+        assert_eq!(fs::read(files.config_path()).expect("read"), b"v1");
+        assert_eq!(files.recover().expect("done"), None);
     }
 
     #[test]
