@@ -43,6 +43,13 @@
     const text = t(key);
     return text === key ? String(value) : text;
   }
+  // A parameter's word that several codes share one translation of (Code::catalogue_key in
+  // the daemon names the same keys): every config event's reason, a summary's kind.
+  function sharedWordKey(code, name, word) {
+    if (code.startsWith("config_") && name === "reason") return "config_reason_" + word;
+    if (code === "events_suppressed" && name === "kind") return "kind_" + word;
+    return null;
+  }
   // An event in the page's language from its code and parameters (templates in i18n.js:
   // {name} is a parameter, [ ... ] appears only when its parameters are set); the server's
   // English message when the page has no template for the code.
@@ -54,9 +61,11 @@
     const present = (name) => params[name] !== null && params[name] !== undefined && params[name] !== "";
     const value = function (name) {
       if (!present(name)) return t("unknown");
-      const translated = key + "_" + name + "_" + params[name];
-      const text = t(translated);
-      return text === translated ? String(params[name]) : text;
+      const keys = [key + "_" + name + "_" + params[name], sharedWordKey(ev.code, name, params[name])];
+      for (const translated of keys) {
+        if (translated !== null && t(translated) !== translated) return t(translated);
+      }
+      return String(params[name]);
     };
     const fill = (text) => text.replace(/\{([a-z_]+)\}/g, (_, name) => value(name));
     // One pass over the template, so nothing in a parameter's value is read as a placeholder.
