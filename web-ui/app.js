@@ -47,6 +47,8 @@
   // the daemon names the same keys): every config event's reason, a summary's kind.
   function sharedWordKey(code, name, word) {
     if (code.startsWith("config_") && name === "reason") return "config_reason_" + word;
+    if (code.startsWith("tunnel_") && name === "reason") return "link_reason_" + word;
+    if (code === "management_tls_refused" && name === "reason") return "tls_reason_" + word;
     if (code === "events_suppressed" && name === "kind") return "kind_" + word;
     return null;
   }
@@ -105,6 +107,13 @@
       out.push([label === labelKey ? name : label, text, name, present && WARNING_FIELDS.includes(key)]);
     });
     return out;
+  }
+  // Why a connection was refused or failed, from its stable word (and a failed handshake's
+  // reason); the English RESULT is the journal's and the JSON API's.
+  function problemText(problem) {
+    if (!problem) return null;
+    const text = word("problem_", problem.code);
+    return problem.tls_reason ? text + ": " + word("tls_reason_", problem.tls_reason) : text;
   }
   // Whether the data centre is reachable, from the generic state and alarm.
   function reachability(tunnel) {
@@ -176,7 +185,8 @@
     const activeHub = doc.hubs ? peers.find((p) => p.name === doc.hubs.active) : null;
     const peer = peers.find((p) => p.alarm) || activeHub || peers[0] || {};
     set("tunnel-peer", peer.name);
-    set("tunnel-reason", peer.reason);
+    // The carrier's stable word, translated (its English `reason` is for logs and tools).
+    set("tunnel-reason", peer.reason_code ? word("link_reason_", peer.reason_code) : null);
     set("tunnel-policy", t("policy_" + tunnel.policy));
     const age = peer.last_reached_age_secs;
     const ageEl = $("handshake-age");
@@ -254,7 +264,7 @@
     if (list.length === 0) row(services, [t("no_services")]);
     list.forEach(function (s) {
       const tr = row(services, [s.name, word("direction_", s.direction), word("service_state_", s.state),
-        s.active + " / " + s.max_connections, s.total, s.refused, bytes(s.bytes_in), bytes(s.bytes_out), s.last_error],
+        s.active + " / " + s.max_connections, s.total, s.refused, bytes(s.bytes_in), bytes(s.bytes_out), problemText(s.last_problem)],
         s.last_error ? "has-error" : "");
       tr.dataset.service = s.name;
       tr.dataset.state = s.state;
@@ -272,7 +282,7 @@
     });
 
     // The firmware and the last update's outcome: its word translated, then why (a refusal's
-    // reason word, translated, and the box's own words).
+    // reason word, translated; the box's English message is for logs and tools).
     const fw = doc.firmware || {};
     set("firmware-version", fw.version);
     set("booted-slot", fw.booted_slot === "unknown" ? t("unknown") : fw.booted_slot);
@@ -284,9 +294,7 @@
       : t("none");
     const failed = lastUpdate && ["refused", "install_failed", "failed_health_check", "fell_back", "interrupted"].indexOf(lastUpdate.result) >= 0;
     resultEl.classList.toggle("warning-text", failed === true);
-    set("update-reason", lastUpdate
-      ? (lastUpdate.reason ? word("event_update_refused_reason_", lastUpdate.reason) + ": " : "") + lastUpdate.message
-      : null);
+    set("update-reason", lastUpdate && lastUpdate.reason ? word("event_update_refused_reason_", lastUpdate.reason) : null);
 
     const e = doc.enrolment || {};
     set("wg-public-key", e.wireguard_public_key);
@@ -300,7 +308,8 @@
     const access = table("access-log");
     ((doc.proxy && doc.proxy.recent_connections) || []).slice().reverse().forEach(function (r) {
       const ms = Date.parse(r.time);
-      row(access, [isNaN(ms) ? r.time : new Date(ms).toLocaleString(locale()), r.service, r.peer_addr, r.peer_identity, r.bytes_in, r.bytes_out, r.result],
+      row(access, [isNaN(ms) ? r.time : new Date(ms).toLocaleString(locale()), r.service, r.peer_addr, r.peer_identity, r.bytes_in, r.bytes_out,
+        r.problem ? problemText(r.problem) : t("access_ok")],
         r.result === "ok" ? "" : "has-error");
     });
   }

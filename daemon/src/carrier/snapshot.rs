@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use ipnet::IpNet;
 use serde::Serialize;
 
-pub use crate::state::link::{DropCounts, LinkState};
+pub use crate::state::link::{DropCounts, LinkReason, LinkState};
 /// WireGuard's own drops (the backend part): the data plane's type.
 pub use crate::tunnel::DatagramDrops as WireGuardDrops;
 /// Super-packets through WireGuard's TUN device: the data plane's type.
@@ -119,8 +119,10 @@ pub struct LinkSnapshot {
     pub name: String,
     /// Policy state.
     pub state: LinkState,
-    /// Why it is in that state.
+    /// Why it is in that state, in English (with the carrier's details).
     pub reason: String,
+    /// Why it is in that state, as a stable word (the page translates it).
+    pub reason_code: LinkReason,
     /// Always-on and not reached for longer than the alarm threshold.
     pub alarm: bool,
     /// When the peer last proved itself on this link (seconds since the Unix epoch): for

@@ -15,7 +15,7 @@
 
 mod occurrence;
 mod reasons;
-mod words;
+pub(crate) mod words;
 
 pub use occurrence::{
     Code, CodeRefusal, ConfigChange, ConfigFacts, ForwardingFound, HubMove, IpsecRefusal,
@@ -533,7 +533,8 @@ mod tests {
             let up = Occurrence::Tunnel {
                 state: crate::state::link::LinkState::Up,
                 peer: "dc".to_string(),
-                reason: "handshake completed".to_string(),
+                reason: crate::state::link::LinkReason::SessionEstablished,
+                detail: "handshake completed".to_string(),
             };
             log.push_at(0, up);
         }
@@ -563,7 +564,8 @@ mod tests {
                 let change = Occurrence::Tunnel {
                     state,
                     peer: format!("facility-{i:04}"),
-                    reason: "handshake completed".to_string(),
+                    reason: crate::state::link::LinkReason::SessionEstablished,
+                    detail: "handshake completed".to_string(),
                 };
                 let key = change.code().as_str();
                 log.push_summarised_at(now, 100, key, change);

@@ -11,7 +11,7 @@ use serde::Serialize;
 pub use super::reasons::{ConfigReason, TlsRefusal};
 use super::words::stable_words;
 use super::Level;
-use crate::state::link::LinkState;
+use crate::state::link::{LinkReason, LinkState};
 
 stable_words! {
     /// Every event code, as the JSON API and the journal (`EVENT_CODE`) name it.
@@ -104,6 +104,9 @@ impl Code {
             Code::SecondFactorReplaceRefused => &[("reason", CodeRefusal::WORDS)],
             Code::ManagementTlsRefused => &[("reason", TlsRefusal::WORDS)],
             Code::UpdateRefused => &[("reason", UpdateRefusal::WORDS)],
+            Code::TunnelUp | Code::TunnelDown | Code::TunnelConnecting | Code::TunnelIdle => {
+                &[("reason", LinkReason::WORDS)]
+            }
             Code::HubSwitched => &[("reason", HubMove::WORDS)],
             Code::EventsSuppressed => &[("kind", EVENT_KINDS)],
             Code::ConfigReceived
@@ -118,10 +121,6 @@ impl Code {
             | Code::StatusPageFailed
             | Code::TlsReloaded
             | Code::TlsReloadFailed
-            | Code::TunnelUp
-            | Code::TunnelDown
-            | Code::TunnelConnecting
-            | Code::TunnelIdle
             | Code::TunnelConnectRequested
             | Code::TunnelDisconnectRequested
             | Code::TunnelConnectFailed
@@ -149,6 +148,10 @@ impl Code {
             (code, "reason") if code.as_str().starts_with("config_") => {
                 format!("config_reason_{word}")
             }
+            (code, "reason") if code.as_str().starts_with("tunnel_") => {
+                format!("link_reason_{word}")
+            }
+            (Code::ManagementTlsRefused, "reason") => format!("tls_reason_{word}"),
             (code, _) => format!("event_{}_{param}_{word}", code.as_str()),
         }
     }
@@ -428,8 +431,10 @@ pub enum Occurrence {
         state: LinkState,
         /// The peer's name.
         peer: String,
-        /// The tunnel's reason for the state.
-        reason: String,
+        /// Why, as a stable word.
+        reason: LinkReason,
+        /// Why, in the carrier's English words (with its details).
+        detail: String,
     },
     /// The administrator's connect worked.
     TunnelConnectRequested {},
@@ -715,10 +720,8 @@ impl Occurrence {
                 format!("SIGHUP: TLS reload failed; the certificates in use stay in use: {error}")
             }
             Occurrence::Tunnel {
-                state,
-                peer,
-                reason,
-            } => format!("peer {peer}: {} ({reason})", state.as_str()),
+                state, peer, detail, ..
+            } => format!("peer {peer}: {} ({detail})", state.as_str()),
             Occurrence::TunnelConnectRequested {} => "administrator: connect (ok)".to_string(),
             Occurrence::TunnelDisconnectRequested {} => {
                 "administrator: disconnect (ok)".to_string()
@@ -845,6 +848,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use crate::state::events::words::{catalogue, missing_texts};
     use crate::state::events::EventLog;
 
     fn ip() -> IpAddr {
@@ -880,9 +884,11 @@ mod tests {
         let tunnel = |state| Occurrence::Tunnel {
             state,
             peer: "dc".into(),
-            reason: "handshake completed".into(),
+            reason: LinkReason::SessionEstablished,
+            detail: "handshake completed".into(),
         };
-        let peer_params = json!({"peer": "dc", "reason": "handshake completed"});
+        let peer_params =
+            json!({"peer": "dc", "reason": "session_established", "detail": "handshake completed"});
         let at = json!({"address": "198.18.10.2"});
         let mut rows = vec![
             (
@@ -1169,26 +1175,6 @@ mod tests {
         assert_eq!(summary.kind(), "login", "a summary has the kind it counted");
     }
 
-    /// The `key: "text"` entries of one language's block in web-ui/i18n.js.
-    fn catalogue(lang: &str) -> std::collections::BTreeMap<String, String> {
-        let i18n = include_str!("../../../../web-ui/i18n.js");
-        let start = format!("    {lang}: {{");
-        let block = i18n
-            .split_once(start.as_str())
-            .map(|(_, rest)| rest)
-            .and_then(|rest| rest.split_once("\n    },"))
-            .map(|(block, _)| block)
-            .unwrap_or_else(|| panic!("web-ui/i18n.js has no {lang} block"));
-        block
-            .lines()
-            .filter_map(|line| {
-                let (key, text) = line.trim().split_once(": \"")?;
-                let text = text.strip_suffix("\",")?;
-                Some((key.to_string(), text.to_string()))
-            })
-            .collect()
-    }
-
     /// The `{name}` placeholders of a template.
     fn placeholders(template: &str) -> BTreeSet<String> {
         template
@@ -1219,19 +1205,12 @@ mod tests {
         assert!(ja.len() > 100 && en.len() > 100, "both blocks parsed");
         let params: std::collections::BTreeMap<Code, serde_json::Value> =
             table().into_iter().map(|(o, _, p)| (o.code(), p)).collect();
-        let mut missing = Vec::new();
+        let mut keys: Vec<String> = EVENT_KINDS.iter().map(|k| format!("kind_{k}")).collect();
         for &code in Code::ALL {
             let key = format!("event_{}", code.as_str());
-            let mut keys = vec![key.clone()];
+            keys.push(key.clone());
             for (param, words) in code.word_params() {
                 keys.extend(words.iter().map(|w| code.catalogue_key(param, w)));
-            }
-            for key in &keys {
-                for (lang, texts) in [("ja", &ja), ("en", &en)] {
-                    if texts.get(key).is_none_or(|t| t.trim().is_empty()) {
-                        missing.push(format!("{lang} {key}"));
-                    }
-                }
             }
             let (Some(ja_template), Some(en_template)) = (ja.get(&key), en.get(&key)) else {
                 continue;
@@ -1246,13 +1225,7 @@ mod tests {
                 assert!(known.contains_key(&name), "{key}: no parameter {name}");
             }
         }
-        for kind in EVENT_KINDS {
-            for (lang, texts) in [("ja", &ja), ("en", &en)] {
-                if !texts.contains_key(&format!("kind_{kind}")) {
-                    missing.push(format!("{lang} kind_{kind}"));
-                }
-            }
-        }
+        let missing = missing_texts(keys);
         assert!(missing.is_empty(), "web-ui/i18n.js lacks {missing:#?}");
     }
 

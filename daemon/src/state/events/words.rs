@@ -60,3 +60,40 @@ macro_rules! stable_words {
 }
 
 pub(crate) use stable_words;
+
+/// The `key: "text"` entries of one language's block in web-ui/i18n.js, for the tests that
+/// check every stable word has its texts.
+#[cfg(test)]
+pub(crate) fn catalogue(lang: &str) -> std::collections::BTreeMap<String, String> {
+    let i18n = include_str!("../../../../web-ui/i18n.js");
+    let start = format!("    {lang}: {{");
+    let block = i18n
+        .split_once(start.as_str())
+        .map(|(_, rest)| rest)
+        .and_then(|rest| rest.split_once("\n    },"))
+        .map(|(block, _)| block)
+        .unwrap_or_else(|| panic!("web-ui/i18n.js has no {lang} block"));
+    block
+        .lines()
+        .filter_map(|line| {
+            let (key, text) = line.trim().split_once(": \"")?;
+            let text = text.strip_suffix("\",")?;
+            Some((key.to_string(), text.to_string()))
+        })
+        .collect()
+}
+
+/// The keys of `keys` that a language of web-ui/i18n.js lacks (or has empty), as `lang key`.
+#[cfg(test)]
+pub(crate) fn missing_texts(keys: impl IntoIterator<Item = String>) -> Vec<String> {
+    let (ja, en) = (catalogue("ja"), catalogue("en"));
+    let mut missing = Vec::new();
+    for key in keys {
+        for (lang, texts) in [("ja", &ja), ("en", &en)] {
+            if texts.get(&key).is_none_or(|t| t.trim().is_empty()) {
+                missing.push(format!("{lang} {key}"));
+            }
+        }
+    }
+    missing
+}
