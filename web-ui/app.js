@@ -83,12 +83,16 @@
   const TIME_FIELDS = ["established", "installed", "last_in", "last_out"];
   const BYTE_FIELDS = ["bytes_in", "bytes_out"];
   const WARNING_FIELDS = ["profile_violation", "last_error"];
+  // English descriptions for logs and tools that another field says on the page
+  // (`offloads_on` for `offloads`).
+  const ENGLISH_FIELDS = ["offloads"];
   // A carrier's own fields as [label, text, field, warning] rows: nested objects (drop counts,
   // security associations) are flattened as "object.field" (a missing one is one row, "-"),
   // lists joined, booleans translated.
   function fields(part, prefix) {
     const out = [];
     Object.keys(part || {}).forEach(function (key) {
+      if (ENGLISH_FIELDS.includes(key)) return;
       const value = part[key];
       const name = prefix ? prefix + "." + key : key;
       if (value !== null && typeof value === "object" && !Array.isArray(value)) {

@@ -1615,6 +1615,13 @@ fn log3_the_japanese_page_of_a_clinic_with_a_refused_handshake_a_rollback_and_a_
                 }
             }
         }
+        // Every field of the carrier has a label of the page's own, not the API's name.
+        assert!(read["backend"]
+            .as_array()
+            .is_some_and(|rows| !rows.is_empty()));
+        for row in read["backend"].as_array().into_iter().flatten() {
+            assert_ne!(row["label"], row["field"], "{row:#}");
+        }
         // Times are local dates, not seconds since 1970.
         for time in read["event_times"].as_array().into_iter().flatten() {
             let time = time.as_str().unwrap_or("");

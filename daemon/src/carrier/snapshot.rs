@@ -106,8 +106,10 @@ pub struct WireGuardCarrier {
     pub listen_port: u16,
     /// Datagrams WireGuard dropped, by reason.
     pub drops: WireGuardDrops,
-    /// TUN offloads: `on (csum, tso4, ...)` or `off (why)`.
+    /// TUN offloads: `on (csum, tso4, ...)` or `off (why)`, in English.
     pub offloads: String,
+    /// Whether TUN offloads are on (what the page shows).
+    pub offloads_on: bool,
     /// Super-packets read and written with offloads on.
     pub offload_counts: OffloadCounts,
 }

@@ -103,6 +103,7 @@ pub fn snapshot(tunnel: TunnelSnapshot) -> CarrierSnapshot {
             listen_port: tunnel.listen_port,
             drops: tunnel.drops.datagrams,
             offloads: tunnel.offloads,
+            offloads_on: tunnel.offloads_on,
             offload_counts: tunnel.offload_counts,
         }),
     }
@@ -186,6 +187,7 @@ mod tests {
                 },
             },
             offloads: "off (test)".to_string(),
+            offloads_on: false,
             offload_counts: tunnel::OffloadCounts::default(),
         }
     }

@@ -765,6 +765,7 @@ mod document_tests {
                         ..WireGuardDrops::default()
                     },
                     offloads: "on (csum, tso4, tso6)".to_string(),
+                    offloads_on: true,
                     offload_counts: Default::default(),
                 }),
             },
