@@ -43,6 +43,15 @@
     const text = t(key);
     return text === key ? String(value) : text;
   }
+  // A parameter's word that several codes share one translation of (Code::catalogue_key in
+  // the daemon names the same keys): every config event's reason, a summary's kind.
+  function sharedWordKey(code, name, word) {
+    if (code.startsWith("config_") && name === "reason") return "config_reason_" + word;
+    if (code.startsWith("tunnel_") && name === "reason") return "link_reason_" + word;
+    if (code === "management_tls_refused" && name === "reason") return "tls_reason_" + word;
+    if (code === "events_suppressed" && name === "kind") return "kind_" + word;
+    return null;
+  }
   // An event in the page's language from its code and parameters (templates in i18n.js:
   // {name} is a parameter, [ ... ] appears only when its parameters are set); the server's
   // English message when the page has no template for the code.
@@ -54,9 +63,11 @@
     const present = (name) => params[name] !== null && params[name] !== undefined && params[name] !== "";
     const value = function (name) {
       if (!present(name)) return t("unknown");
-      const translated = key + "_" + name + "_" + params[name];
-      const text = t(translated);
-      return text === translated ? String(params[name]) : text;
+      const keys = [key + "_" + name + "_" + params[name], sharedWordKey(ev.code, name, params[name])];
+      for (const translated of keys) {
+        if (translated !== null && t(translated) !== translated) return t(translated);
+      }
+      return String(params[name]);
     };
     const fill = (text) => text.replace(/\{([a-z_]+)\}/g, (_, name) => value(name));
     // One pass over the template, so nothing in a parameter's value is read as a placeholder.
@@ -72,12 +83,16 @@
   const TIME_FIELDS = ["established", "installed", "last_in", "last_out"];
   const BYTE_FIELDS = ["bytes_in", "bytes_out"];
   const WARNING_FIELDS = ["profile_violation", "last_error"];
+  // English descriptions for logs and tools that another field says on the page
+  // (`offloads_on` for `offloads`).
+  const ENGLISH_FIELDS = ["offloads"];
   // A carrier's own fields as [label, text, field, warning] rows: nested objects (drop counts,
   // security associations) are flattened as "object.field" (a missing one is one row, "-"),
   // lists joined, booleans translated.
   function fields(part, prefix) {
     const out = [];
     Object.keys(part || {}).forEach(function (key) {
+      if (ENGLISH_FIELDS.includes(key)) return;
       const value = part[key];
       const name = prefix ? prefix + "." + key : key;
       if (value !== null && typeof value === "object" && !Array.isArray(value)) {
@@ -96,6 +111,13 @@
       out.push([label === labelKey ? name : label, text, name, present && WARNING_FIELDS.includes(key)]);
     });
     return out;
+  }
+  // Why a connection was refused or failed, from its stable word (and a failed handshake's
+  // reason); the English RESULT is the journal's and the JSON API's.
+  function problemText(problem) {
+    if (!problem) return null;
+    const text = word("problem_", problem.code);
+    return problem.tls_reason ? text + ": " + word("tls_reason_", problem.tls_reason) : text;
   }
   // Whether the data centre is reachable, from the generic state and alarm.
   function reachability(tunnel) {
@@ -167,7 +189,8 @@
     const activeHub = doc.hubs ? peers.find((p) => p.name === doc.hubs.active) : null;
     const peer = peers.find((p) => p.alarm) || activeHub || peers[0] || {};
     set("tunnel-peer", peer.name);
-    set("tunnel-reason", peer.reason);
+    // The carrier's stable word, translated (its English `reason` is for logs and tools).
+    set("tunnel-reason", peer.reason_code ? word("link_reason_", peer.reason_code) : null);
     set("tunnel-policy", t("policy_" + tunnel.policy));
     const age = peer.last_reached_age_secs;
     const ageEl = $("handshake-age");
@@ -245,7 +268,7 @@
     if (list.length === 0) row(services, [t("no_services")]);
     list.forEach(function (s) {
       const tr = row(services, [s.name, word("direction_", s.direction), word("service_state_", s.state),
-        s.active + " / " + s.max_connections, s.total, s.refused, bytes(s.bytes_in), bytes(s.bytes_out), s.last_error],
+        s.active + " / " + s.max_connections, s.total, s.refused, bytes(s.bytes_in), bytes(s.bytes_out), problemText(s.last_problem)],
         s.last_error ? "has-error" : "");
       tr.dataset.service = s.name;
       tr.dataset.state = s.state;
@@ -263,7 +286,7 @@
     });
 
     // The firmware and the last update's outcome: its word translated, then why (a refusal's
-    // reason word, translated, and the box's own words).
+    // reason word, translated; the box's English message is for logs and tools).
     const fw = doc.firmware || {};
     set("firmware-version", fw.version);
     set("booted-slot", fw.booted_slot === "unknown" ? t("unknown") : fw.booted_slot);
@@ -275,9 +298,7 @@
       : t("none");
     const failed = lastUpdate && ["refused", "install_failed", "failed_health_check", "fell_back", "interrupted"].indexOf(lastUpdate.result) >= 0;
     resultEl.classList.toggle("warning-text", failed === true);
-    set("update-reason", lastUpdate
-      ? (lastUpdate.reason ? word("event_update_refused_reason_", lastUpdate.reason) + ": " : "") + lastUpdate.message
-      : null);
+    set("update-reason", lastUpdate && lastUpdate.reason ? word("event_update_refused_reason_", lastUpdate.reason) : null);
 
     const e = doc.enrolment || {};
     set("wg-public-key", e.wireguard_public_key);
@@ -291,7 +312,8 @@
     const access = table("access-log");
     ((doc.proxy && doc.proxy.recent_connections) || []).slice().reverse().forEach(function (r) {
       const ms = Date.parse(r.time);
-      row(access, [isNaN(ms) ? r.time : new Date(ms).toLocaleString(locale()), r.service, r.peer_addr, r.peer_identity, r.bytes_in, r.bytes_out, r.result],
+      row(access, [isNaN(ms) ? r.time : new Date(ms).toLocaleString(locale()), r.service, r.peer_addr, r.peer_identity, r.bytes_in, r.bytes_out,
+        r.problem ? problemText(r.problem) : t("access_ok")],
         r.result === "ok" ? "" : "has-error");
     });
   }

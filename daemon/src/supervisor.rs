@@ -30,7 +30,7 @@ use crate::control::persist::{ConfigFiles, Recovery, RecoveryOutcome};
 use crate::control::server::{Answer, Command, ManagementServer, ServerError};
 use crate::control::transaction::{RunningBox, Transaction, TransactionError};
 use crate::proxy::{ProxyError, Services};
-use crate::state::events::{EventLog, Occurrence};
+use crate::state::events::{ConfigReason, EventLog, Occurrence};
 use crate::state::moment::Moment;
 use crate::state::operator_contact::OperatorContact;
 use crate::status::control::{ControlError, ControlSocket};
@@ -513,7 +513,7 @@ fn metrics_identities(config: &Config) -> Vec<String> {
 }
 
 /// Why every start-up recovery event is logged: a push was under way when the daemon stopped.
-const RECOVERY_REASON: &str = "stopped_during_push";
+const RECOVERY_REASON: ConfigReason = ConfigReason::StoppedDuringPush;
 
 /// The LOG-2 record of what start-up recovery did: which version runs (`running_version`) and
 /// what became of the pushed one (`version`), in words that match the files, not a guess.

@@ -76,6 +76,10 @@ try {
       event_levels: rows("events").map((tr) => tr.children[1].textContent),
       event_kinds: rows("events").map((tr) => tr.children[2].textContent),
       event_texts: rows("events").map((tr) => tr.children[3].textContent),
+      event_times: rows("events").map((tr) => tr.children[0].textContent),
+      tunnel_reason: text("tunnel-reason"),
+      // What the administrator sees: the text of every visible element of the page.
+      body_text: document.body.innerText,
       access_records: rows("access-log").length,
       wg_public_key: text("wg-public-key"),
       page_certificate: text("page-certificate"),

@@ -50,9 +50,18 @@ fn clinic_with_page(lab: &Lab) -> Daemon {
 /// The clinic's whole config (services, tunnel) with its page on the LAN address and a
 /// management API for `operator`; the caller starts the hub (and hospital) it needs first.
 fn full_clinic_with_page(lab: &Lab, operator: &Operator) -> (Daemon, Config) {
+    full_clinic_with_page_and_window(lab, operator, 600)
+}
+
+/// [`full_clinic_with_page`] with a confirm window of `confirm_secs`.
+fn full_clinic_with_page_and_window(
+    lab: &Lab,
+    operator: &Operator,
+    confirm_secs: u64,
+) -> (Daemon, Config) {
     let mut config = lab.full(Node::Clinic);
     config.status = Some(status(&format!("198.18.20.1:{STATUS_PORT}")).expect("status"));
-    config.management = Some(operator.management(Node::Clinic, 600, false));
+    config.management = Some(operator.management(Node::Clinic, confirm_secs, false));
     let daemon = lab.start(Node::Clinic, &config).expect("clinic");
     wait_for_page(lab.lan_ns(Node::Clinic), &clinic_base());
     (daemon, config)
@@ -1153,23 +1162,23 @@ fn service_row<'a>(read: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no service row {name}: {read:#}"))
 }
 
-#[test]
-fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
-    require_root!();
-    let lab = Lab::new().expect("lab");
-    let operator = Operator::with_identity(&lab, OPERATOR_IDENTITY).expect("operator");
+/// The hub and the hospital with its document server: what the clinic's tunnel and service
+/// reach.
+fn data_centre_with_documents(lab: &Lab) -> (DocumentServer, Daemon, Daemon) {
     let documents = DocumentServer::start(lab.lan_ns(Node::Hospital), DOCUMENT_SERVER_ADDRESS)
         .expect("document server");
-    let _hub = lab
+    let hub = lab
         .start(Node::Hub, &lab.full_config(Node::Hub))
         .expect("hub");
-    let _hospital = lab
+    let hospital = lab
         .start(Node::Hospital, &lab.full_config(Node::Hospital))
         .expect("hospital");
-    let (clinic, text) = full_clinic_with_page(&lab, &operator);
-    let lan = lab.lan_ns(Node::Clinic);
-    let base = clinic_base();
-    // A viewer PC fetches a document, so the page has a tunnel, traffic and an access record.
+    (documents, hub, hospital)
+}
+
+/// A viewer PC on the clinic's LAN fetches a document through the clinic's service (an
+/// on-demand tunnel comes up for it).
+fn viewer_fetches_a_document(lan: &Namespace, documents: &DocumentServer) {
     let service_address = format!(
         "{}:{}",
         renkei_lab::lab::LAN_SERVICE_ADDRESS,
@@ -1184,6 +1193,19 @@ fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
         renkei_lab::tlstools::fetch_document(stream, 64 * 1024, 3, None, |_| {}).expect("fetch");
     assert_eq!(fetched.len, 64 * 1024);
     assert!(documents.served() >= 1);
+}
+
+#[test]
+fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let operator = Operator::with_identity(&lab, OPERATOR_IDENTITY).expect("operator");
+    let (documents, _hub, _hospital) = data_centre_with_documents(&lab);
+    let (clinic, text) = full_clinic_with_page(&lab, &operator);
+    let lan = lab.lan_ns(Node::Clinic);
+    let base = clinic_base();
+    // A viewer PC fetches a document, so the page has a tunnel, traffic and an access record.
+    viewer_fetches_a_document(lan, &documents);
     // The operator pushes version 2 while the tunnel is up, and confirms it: the page names who.
     let mut v2 = text.clone();
     v2.meta.version = 2;
@@ -1268,10 +1290,16 @@ fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
     );
     assert_eq!(initial["update_result"], "refused");
     assert_eq!(initial["update_result_text"], "拒否しました (0.1.0.1)");
+    // The reason word, translated; the box's English message stays in the JSON API.
     assert_eq!(
         initial["update_reason"],
-        "稼働中のファームウェアがまだ確認されていません: slot B waits for the health check of its trial boot"
+        "稼働中のファームウェアがまだ確認されていません"
     );
+    assert_eq!(
+        daemon["firmware"]["last_result"]["message"],
+        "slot B waits for the health check of its trial boot"
+    );
+    assert_eq!(initial["tunnel_reason"], "セッション確立", "{initial:#}");
     // Times, levels, kinds, roles and states in Japanese; nothing raw from the API.
     for time in [&initial["updated"], &result["japanese"]["updated"]] {
         let time = time.as_str().unwrap_or("");
@@ -1302,7 +1330,7 @@ fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
         texts.contains("を起動しました") && texts.contains("相手 dc: 接続中"),
         "{texts}"
     );
-    assert!(!texts.contains(" started: "), "{texts}");
+    assert!(!texts.contains(" started"), "{texts}");
     let roles: Vec<String> = initial["certificate_rows"]
         .as_array()
         .map(|rows| rows.iter().map(|r| r["cells"][1].to_string()).collect())
@@ -1340,18 +1368,17 @@ fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
     let english = &result["english"];
     assert_eq!(english["role_text"], "viewing facility");
     assert_eq!(english["update_result_text"], "refused (0.1.0.1)");
-    assert!(
-        english["update_reason"]
-            .as_str()
-            .is_some_and(|r| r.starts_with("the running firmware is not confirmed yet: ")),
-        "{english:#}"
+    assert_eq!(
+        english["update_reason"],
+        "the running firmware is not confirmed yet"
     );
+    assert_eq!(english["tunnel_reason"], "session established");
     assert_eq!(english["tunnel_text"], "up");
     assert_eq!(service_row(english, "documents")["cells"][2], "listening");
     assert!(english["event_levels"].to_string().contains("info"));
     let english_texts = english["event_texts"].to_string();
     assert!(
-        english_texts.contains(" started: ")
+        english_texts.contains(" started")
             && english_texts.contains("peer dc: up")
             && english_texts.contains("administrator: disconnect (ok)"),
         "{english_texts}"
@@ -1364,6 +1391,279 @@ fn ops3_browser_logs_in_and_reads_facility_role_and_tunnel_state() {
     if let Some(out) = std::env::var_os("RENKEI_SCREENSHOT_OUT") {
         std::fs::write(&out, &png).expect("copy the screenshot");
     }
+}
+
+/// The texts of one language of web-ui/i18n.js (`key: "text"` lines of its block).
+fn catalogue(lang: &str) -> Vec<String> {
+    let i18n = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web-ui/i18n.js"),
+    )
+    .expect("web-ui/i18n.js");
+    let start = format!("    {lang}: {{");
+    let block = i18n
+        .split_once(start.as_str())
+        .and_then(|(_, rest)| rest.split_once("\n    },"))
+        .map(|(block, _)| block.to_string())
+        .unwrap_or_else(|| panic!("no {lang} block in web-ui/i18n.js"));
+    block
+        .lines()
+        .filter_map(|line| {
+            let (_, text) = line.trim().split_once(": \"")?;
+            Some(text.strip_suffix("\",")?.replace("\\\"", "\""))
+        })
+        .collect()
+}
+
+/// Words both languages write the same: protocols, programs and the box's name.
+const TERMS: &[&str] = &[
+    "API",
+    "CA",
+    "CHILD",
+    "CRYPTREC",
+    "CSR",
+    "DH",
+    "ESP",
+    "ID",
+    "IKE",
+    "IKEv2",
+    "IP",
+    "IPsec",
+    "LAN",
+    "NET-8",
+    "PFS",
+    "PRF",
+    "SA",
+    "SHA-256",
+    "SIGHUP",
+    "TLS",
+    "TOTP",
+    "UDP",
+    "VICI",
+    "WireGuard",
+    "charon",
+    "net.ipv4.ip_forward=0",
+    "renkei",
+    "sysctl",
+];
+
+/// The English catalogue cut into what a page could show of it: each text split at its
+/// placeholders, optional parts and punctuation, kept when it has an English word (two letters
+/// or more) and is not only [`TERMS`].
+fn english_fragments() -> Vec<String> {
+    let mut fragments: Vec<String> = catalogue("en")
+        .iter()
+        .flat_map(|text| {
+            let mut plain = String::new();
+            let mut in_placeholder = false;
+            for c in text.chars() {
+                match c {
+                    '{' => in_placeholder = true,
+                    '}' => {
+                        in_placeholder = false;
+                        plain.push('\n');
+                    }
+                    '[' | ']' | '(' | ')' | ':' | ';' | '"' => plain.push('\n'),
+                    _ if !in_placeholder => plain.push(c),
+                    _ => {}
+                }
+            }
+            plain
+                .split('\n')
+                .map(|f| f.trim_matches(|c: char| c.is_whitespace() || c == ',' || c == '.'))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|f| {
+            f.split(|c: char| !c.is_ascii_alphabetic())
+                .any(|word| word.len() >= 2)
+        })
+        .filter(|f| !f.split_whitespace().all(|token| TERMS.contains(&token)))
+        .collect();
+    fragments.sort();
+    fragments.dedup();
+    fragments
+}
+
+/// Where `fragment` stands in `text` as whole words (not inside a longer word, or a name such
+/// as `hub.renkei.example`).
+fn contains_words(text: &str, fragment: &str) -> bool {
+    let is_word =
+        |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || "_.-@/".contains(c));
+    text.match_indices(fragment).any(|(at, _)| {
+        !is_word(text[..at].chars().next_back())
+            && !is_word(text[at + fragment.len()..].chars().next())
+    })
+}
+
+/// The event of `code` in a status document, once there is one.
+fn event_with_code(daemon: &Daemon, code: &str) -> Option<Value> {
+    let status = daemon.status().ok()?;
+    status["events"]
+        .as_array()?
+        .iter()
+        .find(|e| e["code"] == code)
+        .cloned()
+}
+
+#[test]
+fn log3_the_japanese_page_of_a_clinic_with_a_refused_handshake_a_rollback_and_a_failed_login_has_no_english(
+) {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let operator = Operator::with_identity(&lab, OPERATOR_IDENTITY).expect("operator");
+    let (documents, _hub, _hospital) = data_centre_with_documents(&lab);
+    // The shortest confirm window, so the unconfirmed push below is rolled back soon.
+    let (clinic, config) = full_clinic_with_page_and_window(&lab, &operator, 30);
+    let lan = lab.lan_ns(Node::Clinic);
+    let base = clinic_base();
+
+    // A failed login from the LAN.
+    let wrong = post_login(lan, &base, "not the password at all", &[]);
+    assert_eq!(wrong.status, 401, "{wrong:?}");
+    // A viewer fetches a document: the on-demand tunnel comes up, and the operator reaches
+    // the box's management API through it.
+    viewer_fetches_a_document(lan, &documents);
+    // Handshakes the management API refuses: a client certificate of another CA, and none.
+    let foreign = renkei_lab::pki::Ca::new("Foreign CA")
+        .and_then(|ca| ca.issue(OPERATOR_IDENTITY))
+        .and_then(|leaf| leaf.write(&lab.dir.join("foreign"), "operator"))
+        .expect("foreign operator certificate");
+    for client in [Some(&foreign), None] {
+        let _ = operator.raw_request(&lab, Node::Clinic, ("GET", "/v1/config"), None, &[], client);
+    }
+    // A push the operator never confirms: rolled back when its window ends.
+    push_pending(&lab, &operator, Node::Clinic, 2, &config);
+    let rolled_back = wait_until(Duration::from_secs(60), "the rollback", || {
+        event_with_code(&clinic, "config_rolled_back")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", clinic.log_text()));
+    assert_eq!(rolled_back["params"]["reason"], "confirm_window_expired");
+    assert_eq!(rolled_back["params"]["running_version"], 1);
+    // The JSON API keeps the English for operators, beside the code.
+    let document = clinic.status().expect("status");
+    let refusals: Vec<&Value> = document["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter(|e| e["code"] == "management_tls_refused")
+                .collect()
+        })
+        .unwrap_or_default();
+    let reasons: Vec<&str> = refusals
+        .iter()
+        .filter_map(|e| e["params"]["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.contains(&"unknown_issuer") && reasons.contains(&"no_client_certificate"),
+        "{refusals:#?}"
+    );
+    assert!(
+        refusals.iter().all(|e| e["params"]["error"]
+            .as_str()
+            .is_some_and(|error| !error.is_empty())
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("TLS handshake from"))),
+        "{refusals:#?}"
+    );
+    assert!(
+        event_with_code(&clinic, "login_failed").is_some(),
+        "{document:#}"
+    );
+
+    let (result, _) = run_browser(&lab, lan, &base, &serde_json::json!({}));
+    let fragments = english_fragments();
+    assert!(fragments.len() > 200, "{fragments:?}");
+    let key = lab.public_key(Node::Clinic);
+    for read in [&result["initial"], &result["japanese"]] {
+        assert_eq!(read["lang"], "ja");
+        // Names are the PKI's and the config's, not the page's: the box's WireGuard key (base64,
+        // any letters) and the certificates' subjects ("lab operator CA") are left out.
+        let mut text = read["body_text"].as_str().unwrap_or("").replace(key, "");
+        for certificate in document["certificates"].as_array().into_iter().flatten() {
+            if let Some(subject) = certificate["subject"].as_str() {
+                text = text.replace(subject, "");
+            }
+        }
+        events_say(
+            read,
+            &[
+                "証明書ではありません",
+                "クライアント証明書が提示されませんでした",
+                "確認期限までに確認されませんでした",
+                "パスワードが違います",
+            ],
+        );
+        let english: Vec<&String> = fragments
+            .iter()
+            .filter(|f| contains_words(&text, f))
+            .collect();
+        assert!(
+            english.is_empty(),
+            "English on the Japanese page: {english:?}\n{text}"
+        );
+        // Nor the box's own English words: the raw TLS errors and the events' messages.
+        for event in document["events"].as_array().into_iter().flatten() {
+            for words in [
+                &event["params"]["error"],
+                &event["params"]["detail"],
+                &event["message"],
+            ] {
+                if let Some(words) = words.as_str().filter(|w| w.len() >= 8) {
+                    assert!(!text.contains(words), "{words:?} on the Japanese page");
+                }
+            }
+        }
+        // Every field of the carrier has a label of the page's own, not the API's name.
+        assert!(read["backend"]
+            .as_array()
+            .is_some_and(|rows| !rows.is_empty()));
+        for row in read["backend"].as_array().into_iter().flatten() {
+            assert_ne!(row["label"], row["field"], "{row:#}");
+        }
+        // Times are local dates, not seconds since 1970.
+        for time in read["event_times"].as_array().into_iter().flatten() {
+            let time = time.as_str().unwrap_or("");
+            assert!(
+                time.contains('/') && !time.chars().all(|c| c.is_ascii_digit()),
+                "{time}"
+            );
+        }
+    }
+    // The English page says the same in English, from the same codes.
+    events_say(
+        &result["english"],
+        &[
+            "certificate not issued by the operator's CA",
+            "no client certificate",
+            "not confirmed in time",
+            "wrong password",
+        ],
+    );
+}
+
+/// Asserts that the events table the browser read has each of `needles` in its texts.
+fn events_say(read: &Value, needles: &[&str]) {
+    let texts = read["event_texts"].to_string();
+    for needle in needles {
+        assert!(texts.contains(needle), "{needle}: {texts}");
+    }
+}
+
+/// Pushes `config` as `version` to `node`, and leaves it awaiting its confirmation.
+fn push_pending(lab: &Lab, operator: &Operator, node: Node, version: u64, config: &Config) {
+    let mut config = config.clone();
+    config.meta.version = version;
+    let signed = operator
+        .write_signed(&format!("{}-v{version}.toml", node.short()), &config, None)
+        .expect("sign");
+    let pushed = operator.push(lab, node, &signed).expect("push");
+    assert!(
+        pushed.success,
+        "push of version {version}:\n{}",
+        pushed.output
+    );
 }
 
 /// The year of the box's clock (`2025`), which starts a date the page writes in Japanese.
@@ -1425,13 +1725,7 @@ fn ops3_browser_shows_pending_countdown_expiring_certificate_and_alarm_without_b
     })
     .expect("tunnel up");
     // Version 2 awaits confirmation (the same [status], so the page keeps running).
-    let mut v2 = text.clone();
-    v2.meta.version = 2;
-    let signed = operator
-        .write_signed("hospital-v2.toml", &v2, None)
-        .expect("sign");
-    let pushed = operator.push(&lab, Node::Hospital, &signed).expect("push");
-    assert!(pushed.success, "{}", pushed.output);
+    push_pending(&lab, &operator, Node::Hospital, 2, &text);
     wait_until(Duration::from_secs(60), "the handshake alarm", || {
         (hospital.status().ok()?["tunnel"]["alarm"] == true).then_some(())
     })
@@ -1643,14 +1937,7 @@ fn ops3_service_bytes_grow_while_a_transfer_is_open_and_a_full_service_says_so()
     const LEN: u64 = 8 << 20;
     const HELD_AFTER: u64 = 1 << 20;
     let lab = Lab::new().expect("lab");
-    let documents = DocumentServer::start(lab.lan_ns(Node::Hospital), DOCUMENT_SERVER_ADDRESS)
-        .expect("document server");
-    let _hub = lab
-        .start(Node::Hub, &lab.full_config(Node::Hub))
-        .expect("hub");
-    let _hospital = lab
-        .start(Node::Hospital, &lab.full_config(Node::Hospital))
-        .expect("hospital");
+    let (documents, _hub, _hospital) = data_centre_with_documents(&lab);
     // One connection slot, so one open transfer fills the service.
     let mut text = lab.full(Node::Clinic);
     service_mut(&mut text, "documents").max_connections = 1;
@@ -1930,15 +2217,7 @@ fn ops3_a_pushed_service_waits_for_its_address_then_listens() {
 /// Signs `text` as the operator, pushes it to `node` from the data centre and confirms it as
 /// `version`.
 fn push_confirmed(lab: &Lab, operator: &Operator, node: Node, version: u64, config: &Config) {
-    let signed = operator
-        .write_signed(&format!("{}-v{version}.toml", node.short()), config, None)
-        .expect("sign");
-    let pushed = operator.push(lab, node, &signed).expect("push");
-    assert!(
-        pushed.success,
-        "push of version {version}:\n{}",
-        pushed.output
-    );
+    push_pending(lab, operator, node, version, config);
     let confirmed = operator.confirm(lab, node, Some(version)).expect("confirm");
     assert!(
         confirmed.success,

@@ -37,7 +37,7 @@ use crate::state::operator_contact::OperatorContact;
 use super::counters::{CounterReader, InterfaceCounters};
 use super::snapshot::{
     CarrierBackend, CarrierKind, CarrierSnapshot, ClosedCarrier, ClosedLink, DropCounts,
-    LinkBackend, LinkSnapshot, LinkState,
+    LinkBackend, LinkReason, LinkSnapshot, LinkState,
 };
 use super::{DemandError, Reconfigured};
 
@@ -483,19 +483,24 @@ impl ClosedHandle {
         let state = *self.shared.state.borrow();
         let alarm =
             probing && record.alarm(now, Duration::from_secs(settings.closed.alarm_after_secs));
-        let reason = match (probing, state, &record.last_error) {
+        let (reason_code, why) = match (probing, state, &record.last_error) {
             (false, _, _) if settings.mode == PolicyMode::AlwaysOn => {
-                "no probe endpoint: facilities dial this box, nothing to bring up".to_string()
+                (LinkReason::NoProbeEndpoint, None)
             }
-            (false, _, _) => "on demand: nothing to bring up, not probed".to_string(),
-            (true, LinkState::Up, _) => "the data centre answered the probe".to_string(),
-            (true, _, Some(why)) => format!("probe failed: {why}"),
-            (true, _, None) => "probing the data centre".to_string(),
+            (false, _, _) => (LinkReason::NotProbed, None),
+            (true, LinkState::Up, _) => (LinkReason::ProbeAnswered, None),
+            (true, _, Some(why)) => (LinkReason::ProbeFailed, Some(why)),
+            (true, _, None) => (LinkReason::Probing, None),
+        };
+        let reason = match why {
+            Some(why) => format!("{}: {why}", reason_code.text()),
+            None => reason_code.text().to_string(),
         };
         let link = LinkSnapshot {
             name: LINK_NAME.to_string(),
             state,
             reason,
+            reason_code,
             alarm,
             last_reached: record.last_success.map(|(_, wall)| wall),
             last_reached_age_secs: record

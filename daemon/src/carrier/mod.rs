@@ -31,8 +31,8 @@ use crate::tunnel::{DemandGuard, TunnelError, TunnelHandle};
 pub use crate::tunnel::{HubSnapshot, HubsSnapshot, PreferError};
 pub use snapshot::{
     CarrierBackend, CarrierKind, CarrierSnapshot, ClosedCarrier, ClosedLink, DropCounts,
-    IpsecCarrier, IpsecChildSa, IpsecIkeSa, IpsecLink, IpsecTraffic, LinkBackend, LinkSnapshot,
-    LinkState, WireGuardCarrier, WireGuardDrops, WireGuardPeer,
+    IpsecCarrier, IpsecChildSa, IpsecIkeSa, IpsecLink, IpsecTraffic, LinkBackend, LinkReason,
+    LinkSnapshot, LinkState, WireGuardCarrier, WireGuardDrops, WireGuardPeer,
 };
 
 /// Why the carrier could not start or apply a config.

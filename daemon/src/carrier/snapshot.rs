@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use ipnet::IpNet;
 use serde::Serialize;
 
-pub use crate::state::link::{DropCounts, LinkState};
+pub use crate::state::link::{DropCounts, LinkReason, LinkState};
 /// WireGuard's own drops (the backend part): the data plane's type.
 pub use crate::tunnel::DatagramDrops as WireGuardDrops;
 /// Super-packets through WireGuard's TUN device: the data plane's type.
@@ -106,8 +106,10 @@ pub struct WireGuardCarrier {
     pub listen_port: u16,
     /// Datagrams WireGuard dropped, by reason.
     pub drops: WireGuardDrops,
-    /// TUN offloads: `on (csum, tso4, ...)` or `off (why)`.
+    /// TUN offloads: `on (csum, tso4, ...)` or `off (why)`, in English.
     pub offloads: String,
+    /// Whether TUN offloads are on (what the page shows).
+    pub offloads_on: bool,
     /// Super-packets read and written with offloads on.
     pub offload_counts: OffloadCounts,
 }
@@ -119,8 +121,10 @@ pub struct LinkSnapshot {
     pub name: String,
     /// Policy state.
     pub state: LinkState,
-    /// Why it is in that state.
+    /// Why it is in that state, in English (with the carrier's details).
     pub reason: String,
+    /// Why it is in that state, as a stable word (the page translates it).
+    pub reason_code: LinkReason,
     /// Always-on and not reached for longer than the alarm threshold.
     pub alarm: bool,
     /// When the peer last proved itself on this link (seconds since the Unix epoch): for

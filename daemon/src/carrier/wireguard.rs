@@ -103,6 +103,7 @@ pub fn snapshot(tunnel: TunnelSnapshot) -> CarrierSnapshot {
             listen_port: tunnel.listen_port,
             drops: tunnel.drops.datagrams,
             offloads: tunnel.offloads,
+            offloads_on: tunnel.offloads_on,
             offload_counts: tunnel.offload_counts,
         }),
     }
@@ -114,6 +115,7 @@ fn link(p: tunnel::PeerSnapshot) -> LinkSnapshot {
         name: p.name,
         state: p.state,
         reason: p.reason,
+        reason_code: p.reason_code,
         alarm: p.alarm,
         last_reached: p.last_handshake,
         last_reached_age_secs: p.last_handshake_age_secs,
@@ -159,6 +161,7 @@ mod tests {
                 persistent_keepalive_secs: Some(25),
                 state: LinkState::Up,
                 reason: "session established".to_string(),
+                reason_code: crate::state::link::LinkReason::SessionEstablished,
                 alarm: true,
                 session_keys_present: true,
                 standby: false,
@@ -184,6 +187,7 @@ mod tests {
                 },
             },
             offloads: "off (test)".to_string(),
+            offloads_on: false,
             offload_counts: tunnel::OffloadCounts::default(),
         }
     }

@@ -6,7 +6,7 @@
 //! Refusals are what any client can cause, so they pass the ring's rate limit first (per
 //! refusal code): a flood of them is summarised, in the log and the ring alike.
 
-use crate::state::events::{Admission, ConfigFacts, EventLog, Level, Occurrence};
+use crate::state::events::{Admission, ConfigFacts, ConfigReason, EventLog, Level, Occurrence};
 
 /// What happened to a pushed config (the event ring names it with a code of its own).
 pub use crate::state::events::ConfigChange as Kind;
@@ -24,8 +24,8 @@ pub struct ConfigEvent<'a> {
     /// The operator identity of the request, when known (the client certificate's name for a
     /// refused client).
     pub pushed_by: Option<&'a str>,
-    /// A short machine word for why (the refusal code), when there is one.
-    pub reason: Option<&'a str>,
+    /// Why (the refusal code, the rollback's cause), when there is one.
+    pub reason: Option<ConfigReason>,
     /// The version the box runs (and keeps) when a push is refused, and after start-up
     /// recovery.
     pub running_version: Option<u64>,
@@ -66,7 +66,7 @@ impl<'a> ConfigEvent<'a> {
     }
 
     /// Sets the reason code.
-    pub fn reason(mut self, reason: &'a str) -> Self {
+    pub fn reason(mut self, reason: ConfigReason) -> Self {
         self.reason = Some(reason);
         self
     }
@@ -85,7 +85,7 @@ impl<'a> ConfigEvent<'a> {
                 version: self.version,
                 signer: self.signer.map(str::to_string),
                 pushed_by: self.pushed_by.map(str::to_string),
-                reason: self.reason.map(str::to_string),
+                reason: self.reason,
                 running_version: self.running_version,
                 detail: self.detail.clone(),
             },
@@ -99,7 +99,12 @@ impl<'a> ConfigEvent<'a> {
 
     /// The ring's rate-limit key: refusals only, per refusal code.
     fn limited_key(&self) -> Option<String> {
-        (self.kind == Kind::Refused).then(|| format!("refused:{}", self.reason.unwrap_or("other")))
+        (self.kind == Kind::Refused).then(|| {
+            format!(
+                "refused:{}",
+                self.reason.map_or("other", ConfigReason::as_str)
+            )
+        })
     }
 
     /// Logs the event and keeps it in the ring (when there is one); a refusal over the ring's
@@ -117,7 +122,7 @@ impl<'a> ConfigEvent<'a> {
             self.version,
             self.signer,
             self.pushed_by,
-            self.reason,
+            self.reason.map(ConfigReason::as_str),
             self.running_version,
             self.detail.as_str(),
         );
@@ -184,7 +189,7 @@ mod tests {
             .version(4)
             .signer(Some("0011223344556677"))
             .pushed_by(Some("operator.renkei.test"))
-            .reason("not_newer")
+            .reason(ConfigReason::NotNewer)
             .emit(Some(&events));
         ConfigEvent::new(Kind::Refused, "").emit(Some(&events));
         let kept = events.snapshot();
@@ -207,7 +212,7 @@ mod tests {
         for _ in 0..1000 {
             ConfigEvent::new(Kind::Refused, "")
                 .pushed_by(Some("clinic.renkei.test"))
-                .reason("not_operator")
+                .reason(ConfigReason::NotOperator)
                 .emit(Some(&events));
         }
         for v in 2..40 {

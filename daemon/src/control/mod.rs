@@ -30,6 +30,7 @@ use std::path::Path;
 
 use crate::config::{self, Config, Diagnostics, Files, ManagementConfig};
 use crate::signing::{self, OperatorKey, SigningError};
+use crate::state::events::ConfigReason;
 use crate::tls::credentials::certificate_identities;
 use crate::tls::CredentialError;
 
@@ -118,19 +119,24 @@ impl Refusal {
 
     /// A short machine word for logs and the operator's tools.
     pub fn code(&self) -> &'static str {
+        self.reason().as_str()
+    }
+
+    /// Why, as the config events' reason (the same word as [`Refusal::code`]).
+    pub fn reason(&self) -> ConfigReason {
         match self {
-            Refusal::TooLarge { .. } => "too_large",
-            Refusal::MissingSignature => "missing_signature",
-            Refusal::Signature(_) => "malformed_signature",
-            Refusal::UntrustedSignature { .. } => "bad_signature",
-            Refusal::TrustedKeys(_) => "trusted_keys_unreadable",
-            Refusal::OwnCertificate(_) => "own_certificate_unreadable",
-            Refusal::WrongBox { .. } => "wrong_box",
-            Refusal::Invalid(_) => "invalid_config",
-            Refusal::NotNewer { .. } => "not_newer",
-            Refusal::Pending(_) => "pending",
-            Refusal::NoManagement => "no_management",
-            Refusal::Immutable(..) => "immutable_setting",
+            Refusal::TooLarge { .. } => ConfigReason::TooLarge,
+            Refusal::MissingSignature => ConfigReason::MissingSignature,
+            Refusal::Signature(_) => ConfigReason::MalformedSignature,
+            Refusal::UntrustedSignature { .. } => ConfigReason::BadSignature,
+            Refusal::TrustedKeys(_) => ConfigReason::TrustedKeysUnreadable,
+            Refusal::OwnCertificate(_) => ConfigReason::OwnCertificateUnreadable,
+            Refusal::WrongBox { .. } => ConfigReason::WrongBox,
+            Refusal::Invalid(_) => ConfigReason::InvalidConfig,
+            Refusal::NotNewer { .. } => ConfigReason::NotNewer,
+            Refusal::Pending(_) => ConfigReason::Pending,
+            Refusal::NoManagement => ConfigReason::NoManagement,
+            Refusal::Immutable(..) => ConfigReason::ImmutableSetting,
         }
     }
 }

@@ -43,12 +43,12 @@ use super::body::{self, BodyError};
 use super::device_listener::DeviceListener;
 use crate::carrier::{CarrierHandle, PreferError, UnknownHub};
 use crate::config::{ManagementConfig, MinTls, TlsConfig};
-use crate::state::events::{Admission, EventLog, Occurrence};
+use crate::state::events::{Admission, ConfigReason, EventLog, Occurrence, TlsRefusal};
 use crate::state::moment::Moment;
 use crate::state::operator_contact::OperatorContact;
 use crate::tls::identity::PeerIdentities;
 use crate::tls::store::DEFAULT_WATCH_INTERVAL_SECS;
-use crate::tls::{CredentialStore, StoreError};
+use crate::tls::{refusal, CredentialStore, StoreError};
 use crate::update::spool::PendingInstall;
 use crate::update::{Intake, IntakeHandle, Refusal};
 
@@ -293,16 +293,22 @@ impl Context {
 
     /// A refused handshake (a revoked or foreign certificate, none, a timeout): logged and
     /// recorded through the ring's rate limit.
-    fn tls_refused(&self, peer: SocketAddr, why: &str) {
+    fn tls_refused(&self, peer: SocketAddr, reason: TlsRefusal, why: &str) {
         const KEY: &str = "tls_refused";
         if self.events.admit("config", KEY) == Admission::Suppress {
             return;
         }
-        tracing::warn!(peer = %peer, error = why, "management API: TLS handshake refused");
+        tracing::warn!(
+            peer = %peer,
+            reason = reason.as_str(),
+            error = why,
+            "management API: TLS handshake refused"
+        );
         self.events.record_limited(
             KEY,
             Occurrence::ManagementTlsRefused {
                 address: peer,
+                reason,
                 error: why.to_string(),
             },
         );
@@ -397,11 +403,11 @@ async fn accept_loop(
             let tls = match tokio::time::timeout(timeout, handshake).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(err)) => {
-                    context.tls_refused(peer, &err.to_string());
+                    context.tls_refused(peer, refusal::from_io(&err), &err.to_string());
                     return;
                 }
                 Err(_) => {
-                    context.tls_refused(peer, "timed out");
+                    context.tls_refused(peer, TlsRefusal::HandshakeTimeout, "timed out");
                     return;
                 }
             };
@@ -583,7 +589,7 @@ async fn route(
                 format!("{method} {path} from {peer}: {name} is not an operator identity"),
             )
             .pushed_by(Some(&name))
-            .reason("not_operator")
+            .reason(ConfigReason::NotOperator)
             .emit(Some(&context.events));
             return respond(answer);
         }
@@ -615,7 +621,10 @@ async fn route(
                     .await
                 }
                 Err(answer) => {
-                    let reason = answer.body["error"].as_str().unwrap_or("bad_request");
+                    let reason = answer.body["error"]
+                        .as_str()
+                        .and_then(ConfigReason::from_word)
+                        .unwrap_or(ConfigReason::BadRequest);
                     ConfigEvent::new(
                         Kind::Refused,
                         format!(

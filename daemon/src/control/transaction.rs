@@ -20,7 +20,7 @@ use super::persist::{ConfigFiles, PendingRecord};
 use super::server::{Answer, Caller, Command};
 use crate::config::{Config, Files};
 use crate::state::config_snapshot::ConfigSnapshot;
-use crate::state::events::EventLog;
+use crate::state::events::{ConfigReason, EventLog};
 use crate::state::moment::Moment;
 
 /// How often a pending config with `auto_confirm` checks whether the box is healthy again.
@@ -184,8 +184,12 @@ impl Transaction {
     ) -> Result<bool, TransactionError> {
         match due {
             Due::Deadline => {
-                self.roll_back(running, "the confirm window expired")
-                    .await?;
+                self.roll_back(
+                    running,
+                    ConfigReason::ConfirmWindowExpired,
+                    "the confirm window expired",
+                )
+                .await?;
                 Ok(true)
             }
             Due::AutoConfirmCheck => Ok(self.auto_confirm(running).await),
@@ -238,7 +242,7 @@ impl Transaction {
                 .version(refused.version)
                 .signer(refused.signer.as_deref())
                 .pushed_by(Some(operator))
-                .reason(reason.code())
+                .reason(reason.reason())
                 .running_version(running)
                 .emit(Some(&self.events));
                 return (
@@ -267,7 +271,7 @@ impl Transaction {
                     Kind::Refused,
                     format!("cannot write the pushed config; nothing applied: {err}"),
                 )
-                .reason("write_failed")
+                .reason(ConfigReason::WriteFailed)
                 .emit(Some(&self.events));
                 // Whatever part of the files was written, put the confirmed config back.
                 let _ = ConfigFiles::new(
@@ -283,8 +287,13 @@ impl Transaction {
             Ok(applied) => applied,
             Err(err) => {
                 let reason = format!("applying version {version} failed: {err}");
-                event(Kind::ApplyFailed, format!("{err}; rolling back")).emit(Some(&self.events));
-                return match self.roll_back(running_box, &reason).await {
+                event(Kind::ApplyFailed, format!("{err}; rolling back"))
+                    .reason(ConfigReason::ApplyFailed)
+                    .emit(Some(&self.events));
+                return match self
+                    .roll_back(running_box, ConfigReason::ApplyFailed, &reason)
+                    .await
+                {
                     Ok(()) => (
                         Answer::error(
                             422,
@@ -336,7 +345,7 @@ impl Transaction {
             Err(err) => {
                 ConfigEvent::new(Kind::ConfirmRefused, format!("{how}: {err}"))
                     .version(version)
-                    .reason("confirm_refused")
+                    .reason(ConfigReason::ConfirmRefused)
                     .emit(Some(&self.events));
                 Err((err.http_status(), "confirm_refused", err.to_string()))
             }
@@ -347,6 +356,7 @@ impl Transaction {
     async fn roll_back<B: RunningBox>(
         &mut self,
         running: &mut B,
+        cause: ConfigReason,
         why: &str,
     ) -> Result<(), TransactionError> {
         // A disk that cannot take the restored file (full, read-only) does not keep the box
@@ -377,6 +387,8 @@ impl Transaction {
         .version(record.version)
         .signer(Some(&record.signer))
         .pushed_by(Some(&record.pushed_by))
+        .reason(cause)
+        .running_version(previous.meta.version)
         .emit(Some(&self.events));
         Ok(())
     }

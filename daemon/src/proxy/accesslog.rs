@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
 
+pub use super::problem::{Problem, ProxyProblem};
 use super::splice::LiveBytes;
 use crate::config::{Direction, ServiceConfig};
 
@@ -23,31 +24,41 @@ pub const ACCESS_LOG_RING_RECORDS: usize = 100;
 /// A reason in a record is cut to this many bytes, so a peer cannot flood the log with one.
 pub const MAX_REASON_BYTES: usize = 512;
 
-/// How a connection ended, as the RESULT field says it.
+/// How a connection ended, as the RESULT field says it, with the problem as a stable word.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectionResult {
     /// Bytes were spliced and both sides closed (or idled out) normally.
     Ok,
     /// The box turned the connection away on purpose (limit, identity, handshake).
-    Refused(String),
+    Refused(Problem, String),
     /// Something failed after the connection was accepted.
-    Error(String),
+    Error(Problem, String),
 }
 
 impl ConnectionResult {
     /// A refusal with a reason (cut to [`MAX_REASON_BYTES`]).
-    pub fn refused(reason: impl fmt::Display) -> Self {
-        ConnectionResult::Refused(bounded(reason.to_string()))
+    pub fn refused(problem: impl Into<Problem>, reason: impl fmt::Display) -> Self {
+        ConnectionResult::Refused(problem.into(), bounded(reason.to_string()))
     }
 
     /// An error with a reason (cut to [`MAX_REASON_BYTES`]).
-    pub fn error(reason: impl fmt::Display) -> Self {
-        ConnectionResult::Error(bounded(reason.to_string()))
+    pub fn error(problem: impl Into<Problem>, reason: impl fmt::Display) -> Self {
+        ConnectionResult::Error(problem.into(), bounded(reason.to_string()))
     }
 
     /// Whether the connection was refused.
     pub fn is_refused(&self) -> bool {
-        matches!(self, ConnectionResult::Refused(_))
+        matches!(self, ConnectionResult::Refused(..))
+    }
+
+    /// What went wrong, when something did.
+    pub fn problem(&self) -> Option<Problem> {
+        match self {
+            ConnectionResult::Ok => None,
+            ConnectionResult::Refused(problem, _) | ConnectionResult::Error(problem, _) => {
+                Some(*problem)
+            }
+        }
     }
 }
 
@@ -55,15 +66,23 @@ impl fmt::Display for ConnectionResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConnectionResult::Ok => f.write_str("ok"),
-            ConnectionResult::Refused(reason) => write!(f, "refused: {reason}"),
-            ConnectionResult::Error(reason) => write!(f, "error: {reason}"),
+            ConnectionResult::Refused(_, reason) => write!(f, "refused: {reason}"),
+            ConnectionResult::Error(_, reason) => write!(f, "error: {reason}"),
         }
     }
 }
 
+/// A record's `result` (the English RESULT) and `problem` (the stable word, absent when ok),
+/// flattened into the record.
 impl Serialize for ConnectionResult {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("result", &self.to_string())?;
+        if let Some(problem) = self.problem() {
+            map.serialize_entry("problem", &problem)?;
+        }
+        map.end()
     }
 }
 
@@ -104,7 +123,9 @@ pub struct AccessRecord {
     pub bytes_out: u64,
     /// From accept to close.
     pub duration_ms: u64,
-    /// `ok`, `refused: <reason>` or `error: <reason>`.
+    /// `result`: `ok`, `refused: <reason>` or `error: <reason>`; `problem`: what went wrong,
+    /// as a stable word (and the TLS reason of a failed handshake).
+    #[serde(flatten)]
     pub result: ConnectionResult,
 }
 
@@ -232,7 +253,7 @@ pub struct ServiceCounters {
     refused: AtomicU64,
     errors: AtomicU64,
     bytes: LiveBytes,
-    last_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<ConnectionResult>>,
     /// Completed TLS handshakes by (version, suite), for the metrics.
     tls_handshakes: Mutex<BTreeMap<(String, String), u64>>,
 }
@@ -269,21 +290,15 @@ impl ServiceCounters {
     /// through [`ServiceCounters::live_bytes`]).
     pub fn closed(&self, record: &AccessRecord) {
         self.active.fetch_sub(1, Ordering::Relaxed);
-        let problem = match &record.result {
+        match &record.result {
             ConnectionResult::Ok => return,
-            ConnectionResult::Refused(_) => {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                record.result.to_string()
-            }
-            ConnectionResult::Error(_) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                record.result.to_string()
-            }
+            ConnectionResult::Refused(..) => self.refused.fetch_add(1, Ordering::Relaxed),
+            ConnectionResult::Error(..) => self.errors.fetch_add(1, Ordering::Relaxed),
         };
         *self
             .last_error
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(problem);
+            .unwrap_or_else(PoisonError::into_inner) = Some(record.result.clone());
     }
 
     /// Counts a completed TLS handshake with its negotiated version and suite.
@@ -318,6 +333,11 @@ impl ServiceCounters {
             ListenerPhase::Listening => ServiceState::Listening,
             ListenerPhase::Stopped => ServiceState::Stopped,
         };
+        let last = self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         ServiceSnapshot {
             name: service.name.clone(),
             direction: service.direction,
@@ -331,11 +351,8 @@ impl ServiceCounters {
             errors: self.errors.load(Ordering::Relaxed),
             bytes_in: self.bytes.a_to_b(),
             bytes_out: self.bytes.b_to_a(),
-            last_error: self
-                .last_error
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
+            last_error: last.as_ref().map(ToString::to_string),
+            last_problem: last.as_ref().and_then(ConnectionResult::problem),
             tls_handshakes: self
                 .tls_handshakes
                 .lock()
@@ -391,6 +408,8 @@ pub struct ServiceSnapshot {
     pub bytes_out: u64,
     /// The RESULT of the last refused or failed connection.
     pub last_error: Option<String>,
+    /// What went wrong with it, as a stable word (the page shows it translated).
+    pub last_problem: Option<Problem>,
     /// Completed TLS handshakes by version and suite.
     pub tls_handshakes: Vec<TlsHandshakeCount>,
 }
@@ -433,6 +452,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::TlsRefusal;
 
     fn service() -> ServiceConfig {
         ServiceConfig {
@@ -453,11 +473,14 @@ mod tests {
     fn results_read_as_the_log_says() {
         assert_eq!(ConnectionResult::Ok.to_string(), "ok");
         assert_eq!(
-            ConnectionResult::refused("max_connections (4) reached").to_string(),
+            ConnectionResult::refused(ProxyProblem::ConnectionLimit, "max_connections (4) reached")
+                .to_string(),
             "refused: max_connections (4) reached"
         );
-        assert_eq!(ConnectionResult::error("reset").to_string(), "error: reset");
-        let long = ConnectionResult::refused("é".repeat(MAX_REASON_BYTES));
+        let reset = ConnectionResult::error(ProxyProblem::TransferFailed, "reset");
+        assert_eq!(reset.to_string(), "error: reset");
+        let long =
+            ConnectionResult::refused(ProxyProblem::HandlerEnded, "é".repeat(MAX_REASON_BYTES));
         assert!(long.to_string().len() <= MAX_REASON_BYTES + "refused: …".len());
     }
 
@@ -513,7 +536,7 @@ mod tests {
         ok.bytes_out = 20;
         counters.closed(&ok);
         let mut refused = AccessRecord::begin(&service(), peer);
-        refused.result = ConnectionResult::refused("limit");
+        refused.result = ConnectionResult::refused(Problem::tls(TlsRefusal::Revoked), "limit");
         counters.closed(&refused);
         let snap = counters.snapshot(&service(), peer, false);
         assert_eq!(
@@ -527,6 +550,14 @@ mod tests {
             (0, 2, 1, 10, 20)
         );
         assert_eq!(snap.last_error.as_deref(), Some("refused: limit"));
+        let json = serde_json::to_value(&snap).expect("json");
+        assert_eq!(
+            json["last_problem"],
+            serde_json::json!({"code": "tls_handshake", "tls_reason": "revoked"})
+        );
+        let json = serde_json::to_value(&refused).expect("json");
+        assert_eq!(json["result"], "refused: limit");
+        assert_eq!(json["problem"]["code"], "tls_handshake");
     }
 
     #[test]

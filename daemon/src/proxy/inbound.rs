@@ -9,11 +9,12 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::problem::{Problem, ProxyProblem};
 use super::readahead::ReadAhead;
 use super::socket::{self, Leg};
 use super::TARGET_CONNECT_TIMEOUT_SECS;
 use super::{must_reset, reset_on_drop, splice, Connection, ConnectionResult, ServiceContext};
-use crate::tls::PeerIdentities;
+use crate::tls::{refusal, PeerIdentities, TlsRefusal};
 
 /// Serves one accepted tunnel connection; every path leaves its result in `connection`.
 pub(super) async fn handle(peer: TcpStream, connection: &mut Connection, service: &ServiceContext) {
@@ -24,15 +25,20 @@ pub(super) async fn handle(peer: TcpStream, connection: &mut Connection, service
     let mut tls = match tokio::time::timeout(handshake_timeout, handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(err)) => {
-            connection.record.result =
-                ConnectionResult::refused(format_args!("TLS handshake failed: {err}"));
+            connection.record.result = ConnectionResult::refused(
+                Problem::tls(refusal::from_io(&err)),
+                format_args!("TLS handshake failed: {err}"),
+            );
             return;
         }
         Err(_) => {
-            connection.record.result = ConnectionResult::refused(format_args!(
-                "TLS handshake not completed within {} s",
-                service.config.handshake_timeout_secs
-            ));
+            connection.record.result = ConnectionResult::refused(
+                Problem::tls(TlsRefusal::HandshakeTimeout),
+                format_args!(
+                    "TLS handshake not completed within {} s",
+                    service.config.handshake_timeout_secs
+                ),
+            );
             return;
         }
     };
@@ -43,14 +49,18 @@ pub(super) async fn handle(peer: TcpStream, connection: &mut Connection, service
         None => {
             // The server config requires a client certificate; this cannot happen unless that
             // changes, and then it must still refuse.
-            connection.record.result = ConnectionResult::refused("no client certificate");
+            connection.record.result = ConnectionResult::refused(
+                Problem::tls(TlsRefusal::NoClientCertificate),
+                "no client certificate",
+            );
             return;
         }
     };
     let identities = match identities {
         Ok(identities) => identities,
         Err(err) => {
-            connection.record.result = ConnectionResult::refused(err);
+            connection.record.result =
+                ConnectionResult::refused(ProxyProblem::UnreadableCertificate, err);
             return;
         }
     };
@@ -59,9 +69,10 @@ pub(super) async fn handle(peer: TcpStream, connection: &mut Connection, service
         None => {
             let shown = identities.display_name().unwrap_or("(no identity)");
             connection.record.peer_identity = Some(shown.to_string());
-            connection.record.result = ConnectionResult::refused(format_args!(
-                "identity {shown:?} is not in allowed_identities"
-            ));
+            connection.record.result = ConnectionResult::refused(
+                ProxyProblem::IdentityNotAllowed,
+                format_args!("identity {shown:?} is not in allowed_identities"),
+            );
             // close_notify, so the peer sees a clean close rather than a truncation.
             let _ = tokio::time::timeout(handshake_timeout, tls.shutdown()).await;
             return;
@@ -73,15 +84,18 @@ pub(super) async fn handle(peer: TcpStream, connection: &mut Connection, service
     let lan = match tokio::time::timeout(connect_timeout, socket::connect(target, Leg::Lan)).await {
         Ok(Ok(lan)) => lan,
         Ok(Err(err)) => {
-            connection.record.result =
-                ConnectionResult::error(format_args!("connect to {target}: {err}"));
+            connection.record.result = ConnectionResult::error(
+                ProxyProblem::TargetUnreachable,
+                format_args!("connect to {target}: {err}"),
+            );
             let _ = tokio::time::timeout(handshake_timeout, tls.shutdown()).await;
             return;
         }
         Err(_) => {
-            connection.record.result = ConnectionResult::error(format_args!(
-                "connect to {target} timed out after {TARGET_CONNECT_TIMEOUT_SECS} s"
-            ));
+            connection.record.result = ConnectionResult::error(
+                ProxyProblem::TargetTimeout,
+                format_args!("connect to {target} timed out after {TARGET_CONNECT_TIMEOUT_SECS} s"),
+            );
             let _ = tokio::time::timeout(handshake_timeout, tls.shutdown()).await;
             return;
         }

@@ -10,6 +10,7 @@
 pub mod accesslog;
 mod inbound;
 mod outbound;
+pub mod problem;
 mod readahead;
 mod socket;
 pub mod splice;
@@ -36,6 +37,7 @@ pub use accesslog::{
     AccessLog, AccessRecord, ConnectionResult, ListenerPhase, ServiceCounters, ServiceSnapshot,
     ServiceState, TlsHandshakeCount, ACCESS_LOG_RING_RECORDS,
 };
+use problem::ProxyProblem;
 use socket::{reset_on_drop, tune, Leg};
 pub use socket::{
     KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES, LAN_RECEIVE_BUFFER_BYTES, USER_TIMEOUT,
@@ -143,7 +145,10 @@ impl Connection {
         service.tracker.send_modify(|n| *n += 1);
         let mut record = AccessRecord::begin(&service.config, peer);
         // Overwritten by every handler path; seen only if a handler is cut short.
-        record.result = ConnectionResult::error("connection handler ended unexpectedly");
+        record.result = ConnectionResult::error(
+            ProxyProblem::HandlerEnded,
+            "connection handler ended unexpectedly",
+        );
         Connection {
             record,
             started: Instant::now(),
@@ -159,17 +164,22 @@ impl Connection {
         self.record.bytes_out = outcome.b_to_a;
         self.record.result = match outcome.end {
             SpliceEnd::Closed => ConnectionResult::Ok,
-            SpliceEnd::IdleTimeout(idle) => ConnectionResult::error(format_args!(
-                "closed after {} s without data",
-                idle.as_secs()
-            )),
-            SpliceEnd::Stopped => ConnectionResult::error("cut by daemon shutdown"),
+            SpliceEnd::IdleTimeout(idle) => ConnectionResult::error(
+                ProxyProblem::IdleTimeout,
+                format_args!("closed after {} s without data", idle.as_secs()),
+            ),
+            SpliceEnd::Stopped => {
+                ConnectionResult::error(ProxyProblem::Shutdown, "cut by daemon shutdown")
+            }
             SpliceEnd::Failed { side, error } => {
                 let (from, to) = match side {
                     Side::AToB => (peer_side, target_side),
                     Side::BToA => (target_side, peer_side),
                 };
-                ConnectionResult::error(format_args!("{from} -> {to}: {error}"))
+                ConnectionResult::error(
+                    ProxyProblem::TransferFailed,
+                    format_args!("{from} -> {to}: {error}"),
+                )
             }
         };
     }
@@ -531,10 +541,13 @@ async fn accept_loop(listener: TcpListener, service: Arc<ServiceContext>) {
         };
         let mut connection = Connection::open(&service, peer);
         let Ok(permit) = Arc::clone(&service.limit).try_acquire_owned() else {
-            connection.record.result = ConnectionResult::refused(format_args!(
-                "max_connections ({}) reached",
-                service.config.max_connections
-            ));
+            connection.record.result = ConnectionResult::refused(
+                ProxyProblem::ConnectionLimit,
+                format_args!(
+                    "max_connections ({}) reached",
+                    service.config.max_connections
+                ),
+            );
             drop(stream);
             continue;
         };
@@ -551,7 +564,8 @@ async fn accept_loop(listener: TcpListener, service: Arc<ServiceContext>) {
                 () = stopped => true,
             };
             if cut {
-                connection.record.result = ConnectionResult::error("cut by daemon shutdown");
+                connection.record.result =
+                    ConnectionResult::error(ProxyProblem::Shutdown, "cut by daemon shutdown");
             }
             // Writes the record (explicitly, so the last result is visibly used).
             drop(connection);

@@ -10,12 +10,14 @@ use std::time::Duration;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
+use super::problem::{Problem, ProxyProblem};
 use super::readahead::ReadAhead;
 use super::TARGET_CONNECT_TIMEOUT_SECS;
 use super::{must_reset, reset_on_drop, server_name, splice, Connection, ConnectionResult};
 use super::{ProxyError, ServiceContext};
 use crate::carrier::DemandError;
 use crate::config::ServiceConfig;
+use crate::tls::{refusal, TlsRefusal};
 
 /// Where an outbound service connects, checked once at start.
 pub(super) struct Target {
@@ -52,14 +54,19 @@ pub(super) async fn handle(
         Some(tunnel) => match tunnel.demand(target.address.ip()).await {
             Ok(guard) => Some(guard),
             Err(DemandError::Timeout(waited)) => {
-                connection.record.result = ConnectionResult::refused(format_args!(
-                    "tunnel did not come up within {} s",
-                    waited.as_secs()
-                ));
+                connection.record.result = ConnectionResult::refused(
+                    ProxyProblem::TunnelNotUp,
+                    format_args!("tunnel did not come up within {} s", waited.as_secs()),
+                );
                 return;
             }
-            Err(err @ (DemandError::NoRoute(_) | DemandError::Restarting)) => {
-                connection.record.result = ConnectionResult::refused(err);
+            Err(err @ DemandError::NoRoute(_)) => {
+                connection.record.result = ConnectionResult::refused(ProxyProblem::NoRoute, err);
+                return;
+            }
+            Err(err @ DemandError::Restarting) => {
+                connection.record.result =
+                    ConnectionResult::refused(ProxyProblem::TunnelRestarting, err);
                 return;
             }
         },
@@ -70,15 +77,20 @@ pub(super) async fn handle(
     {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(err)) => {
-            connection.record.result =
-                ConnectionResult::error(format_args!("connect to {}: {err}", target.address));
+            connection.record.result = ConnectionResult::error(
+                ProxyProblem::TargetUnreachable,
+                format_args!("connect to {}: {err}", target.address),
+            );
             return;
         }
         Err(_) => {
-            connection.record.result = ConnectionResult::error(format_args!(
-                "connect to {} timed out after {} s",
-                target.address, TARGET_CONNECT_TIMEOUT_SECS
-            ));
+            connection.record.result = ConnectionResult::error(
+                ProxyProblem::TargetTimeout,
+                format_args!(
+                    "connect to {} timed out after {} s",
+                    target.address, TARGET_CONNECT_TIMEOUT_SECS
+                ),
+            );
             return;
         }
     };
@@ -90,17 +102,20 @@ pub(super) async fn handle(
     let tls = match tokio::time::timeout(service.handshake_timeout(), handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(err)) => {
-            connection.record.result = ConnectionResult::error(format_args!(
-                "TLS handshake with {} failed: {err}",
-                target.address
-            ));
+            connection.record.result = ConnectionResult::error(
+                Problem::tls(refusal::from_io(&err)),
+                format_args!("TLS handshake with {} failed: {err}", target.address),
+            );
             return;
         }
         Err(_) => {
-            connection.record.result = ConnectionResult::error(format_args!(
-                "TLS handshake with {} timed out after {} s",
-                target.address, service.config.handshake_timeout_secs
-            ));
+            connection.record.result = ConnectionResult::error(
+                Problem::tls(TlsRefusal::HandshakeTimeout),
+                format_args!(
+                    "TLS handshake with {} timed out after {} s",
+                    target.address, service.config.handshake_timeout_secs
+                ),
+            );
             return;
         }
     };

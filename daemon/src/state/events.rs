@@ -14,11 +14,14 @@
 //! text is rendered (see [`occurrence`]); the ring keeps the code, the parameters and the text.
 
 mod occurrence;
+mod reasons;
+pub(crate) mod words;
 
 pub use occurrence::{
     Code, CodeRefusal, ConfigChange, ConfigFacts, ForwardingFound, HubMove, IpsecRefusal,
-    LoginRefusal, Occurrence, UpdateRefusal,
+    LoginRefusal, Occurrence, UpdateRefusal, EVENT_KINDS,
 };
+pub use reasons::{ConfigReason, TlsRefusal};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -141,12 +144,6 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-impl Serialize for Code {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
 }
 
 fn log_event(occurrence: &Occurrence) {
@@ -536,7 +533,8 @@ mod tests {
             let up = Occurrence::Tunnel {
                 state: crate::state::link::LinkState::Up,
                 peer: "dc".to_string(),
-                reason: "handshake completed".to_string(),
+                reason: crate::state::link::LinkReason::SessionEstablished,
+                detail: "handshake completed".to_string(),
             };
             log.push_at(0, up);
         }
@@ -566,7 +564,8 @@ mod tests {
                 let change = Occurrence::Tunnel {
                     state,
                     peer: format!("facility-{i:04}"),
-                    reason: "handshake completed".to_string(),
+                    reason: crate::state::link::LinkReason::SessionEstablished,
+                    detail: "handshake completed".to_string(),
                 };
                 let key = change.code().as_str();
                 log.push_summarised_at(now, 100, key, change);

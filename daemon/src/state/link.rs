@@ -64,3 +64,94 @@ pub mod unix_time {
         }
     }
 }
+
+crate::state::events::words::stable_words! {
+    /// Why a link is in its state, as a stable word: the page translates it
+    /// (`link_reason_<word>` in web-ui/i18n.js), [`LinkReason::text`] is the journal's English.
+    pub enum LinkReason {
+        /// WireGuard: the policy has not started yet.
+        NotStarted => "not_started",
+        /// WireGuard: a handshake completed.
+        SessionEstablished => "session_established",
+        /// WireGuard: the peer did not answer the handshake.
+        NoHandshakeResponse => "no_handshake_response",
+        /// WireGuard on demand: no session until a connection needs one.
+        IdleUntilNeeded => "idle_until_needed",
+        /// WireGuard passive (a hub): waiting for the facility to connect.
+        WaitingForPeer => "waiting_for_peer",
+        /// WireGuard passive: greeting a peer that had a session before the restart.
+        GreetingAfterRestart => "greeting_after_restart",
+        /// WireGuard always-on: the first handshake after start.
+        ConnectingAtStart => "connecting_at_start",
+        /// WireGuard on demand: a connection needs the tunnel.
+        ConnectingOnDemand => "connecting_on_demand",
+        /// WireGuard: the handshake attempt got no answer in time.
+        AttemptTimedOut => "attempt_timed_out",
+        /// WireGuard always-on: retrying after a failure.
+        Reconnecting => "reconnecting",
+        /// WireGuard always-on: the rekey handshake got no answer.
+        RekeyNoResponse => "rekey_no_response",
+        /// WireGuard passive: the peer stopped renewing its session.
+        PeerSessionEnded => "peer_session_ended",
+        /// WireGuard on demand: unused for the idle timeout, the session was dropped.
+        IdleTimeout => "idle_timeout",
+        /// Closed network, always-on without a probe endpoint: facilities dial this box.
+        NoProbeEndpoint => "no_probe_endpoint",
+        /// Closed network on demand: nothing to bring up, not probed.
+        NotProbed => "not_probed",
+        /// Closed network: the data centre answered the probe.
+        ProbeAnswered => "probe_answered",
+        /// Closed network: the probe failed (`last_error` says how).
+        ProbeFailed => "probe_failed",
+        /// Closed network: the first probe is under way.
+        Probing => "probing",
+        /// IPsec: the IKE SA is established and the CHILD SA installed.
+        SaEstablished => "sa_established",
+        /// IPsec: the IKE SA is being negotiated, rekeyed or deleted.
+        SaInProgress => "sa_in_progress",
+        /// IPsec: charon reported an error (`last_error` says what).
+        CharonError => "charon_error",
+        /// IPsec on demand: no SA until a connection needs one.
+        NoSaUntilNeeded => "no_sa_until_needed",
+        /// IPsec: waiting for charon to establish the SA.
+        WaitingForCharon => "waiting_for_charon",
+        /// Not known (a hub's facility not yet reported).
+        Unknown => "unknown",
+    }
+}
+
+impl LinkReason {
+    /// The English text (the JSON API's `reason` when the carrier has nothing to add).
+    pub fn text(self) -> &'static str {
+        match self {
+            LinkReason::NotStarted => "not started",
+            LinkReason::SessionEstablished => "session established",
+            LinkReason::NoHandshakeResponse => "no handshake response from the peer",
+            LinkReason::IdleUntilNeeded => "idle until a connection needs the tunnel",
+            LinkReason::WaitingForPeer => "waiting for the peer to connect",
+            LinkReason::GreetingAfterRestart => {
+                "greeting a peer that had a session before the restart"
+            }
+            LinkReason::ConnectingAtStart => "connecting at start",
+            LinkReason::ConnectingOnDemand => "connecting on demand",
+            LinkReason::AttemptTimedOut => "handshake attempt timed out",
+            LinkReason::Reconnecting => "reconnecting",
+            LinkReason::RekeyNoResponse => "rekey handshake got no response",
+            LinkReason::PeerSessionEnded => "session ended: no handshake from the peer for 180 s",
+            LinkReason::IdleTimeout => "idle timeout: session dropped",
+            LinkReason::NoProbeEndpoint => {
+                "no probe endpoint: facilities dial this box, nothing to bring up"
+            }
+            LinkReason::NotProbed => "on demand: nothing to bring up, not probed",
+            LinkReason::ProbeAnswered => "the data centre answered the probe",
+            LinkReason::ProbeFailed => "probe failed",
+            LinkReason::Probing => "probing the data centre",
+            LinkReason::SaEstablished => "IKE SA established, CHILD SA installed",
+            LinkReason::SaInProgress => "IKE SA being negotiated",
+            LinkReason::CharonError => "charon reported an error",
+            LinkReason::NoSaUntilNeeded => "on demand: no SA until a connection needs one",
+            LinkReason::WaitingForCharon => "waiting for charon to establish the SA",
+            LinkReason::Unknown => "unknown",
+        }
+    }
+}

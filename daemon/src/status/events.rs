@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use tokio::sync::mpsc;
 
-use crate::carrier::{CarrierHandle, LinkState};
+use crate::carrier::{CarrierHandle, LinkReason, LinkState};
 use crate::state::events::{EventLog, ForwardingFound, Occurrence};
 
 /// The rate-limit key of the forwarding warning: it repeats at most as often as the ring's
@@ -57,7 +57,7 @@ pub fn watch_tunnel(
                     .snapshot()
                     .peers
                     .into_iter()
-                    .map(|p| (p.name, p.reason))
+                    .map(|p| (p.name, (p.reason_code, p.reason)))
                     .collect()
             }
         };
@@ -84,7 +84,7 @@ pub const MAX_STATE_CHANGES_PER_SNAPSHOT: usize = 256;
 async fn record_state_changes(
     events: EventLog,
     mut waiting: mpsc::Receiver<(String, LinkState)>,
-    reasons: impl Fn() -> HashMap<String, String>,
+    reasons: impl Fn() -> HashMap<String, (LinkReason, String)>,
 ) {
     let mut batch = Vec::with_capacity(MAX_STATE_CHANGES_PER_SNAPSHOT);
     while waiting
@@ -94,11 +94,15 @@ async fn record_state_changes(
     {
         let reasons = reasons();
         for (peer, state) in batch.drain(..) {
-            let reason = reasons.get(&peer).cloned().unwrap_or_default();
+            let (reason, detail) = reasons
+                .get(&peer)
+                .cloned()
+                .unwrap_or((LinkReason::Unknown, String::new()));
             let change = Occurrence::Tunnel {
                 state,
                 peer,
                 reason,
+                detail,
             };
             let key = change.code().as_str();
             events.push_summarised(key, change);
@@ -268,7 +272,10 @@ mod tests {
         let reasons = move || {
             counted.fetch_add(1, Ordering::Relaxed);
             (0..1000)
-                .map(|i| (format!("facility-{i:04}"), format!("reason {i}")))
+                .map(|i| {
+                    let why = (LinkReason::SessionEstablished, format!("reason {i}"));
+                    (format!("facility-{i:04}"), why)
+                })
                 .collect()
         };
         record_state_changes(events.clone(), waiting, reasons).await;
@@ -291,7 +298,7 @@ mod tests {
             crate::state::events::EVENT_BURST_PER_KEY as usize,
             "the burst, then suppressed: {tunnel:#?}"
         );
-        assert!(tunnel.iter().all(|e| e["params"]["reason"]
+        assert!(tunnel.iter().all(|e| e["params"]["detail"]
             == format!(
                 "reason {}",
                 e["params"]["peer"]

@@ -415,6 +415,7 @@ mod tests {
                     name: format!("facility-{i:04}"),
                     state,
                     reason: String::new(),
+                    reason_code: crate::carrier::LinkReason::Unknown,
                     alarm: i % 7 == 0,
                     last_reached: handshake,
                     last_reached_age_secs: handshake.map(|_| 1),

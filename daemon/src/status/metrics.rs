@@ -700,6 +700,7 @@ mod document_tests {
             name: "dc".to_string(),
             state: LinkState::Up,
             reason: "session established".to_string(),
+            reason_code: crate::carrier::LinkReason::SessionEstablished,
             alarm: false,
             last_reached: None,
             last_reached_age_secs: Some(12),
@@ -764,6 +765,7 @@ mod document_tests {
                         ..WireGuardDrops::default()
                     },
                     offloads: "on (csum, tso4, tso6)".to_string(),
+                    offloads_on: true,
                     offload_counts: Default::default(),
                 }),
             },

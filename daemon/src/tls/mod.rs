@@ -14,9 +14,11 @@
 pub mod credentials;
 pub mod identity;
 pub mod profile;
+pub mod refusal;
 pub mod store;
 
 pub use credentials::{CertExpiry, CertRole, CredentialError, Credentials};
 pub use identity::{IdentityError, PeerIdentities};
 pub use profile::ProfileError;
+pub use refusal::TlsRefusal;
 pub use store::{CredentialStore, StoreError, TlsMaterial};

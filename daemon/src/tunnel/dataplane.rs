@@ -316,7 +316,7 @@ impl DataPlane {
                 peer = %peer.name,
                 from = before.as_str(),
                 to = after.as_str(),
-                reason = state.policy.reason(),
+                reason = state.policy.reason().text(),
                 "tunnel state changed"
             );
             peer.link_state.send_replace(after);

@@ -708,6 +708,7 @@ impl TunnelHandle {
                 peers: Vec::new(),
                 drops: DropCounts::default(),
                 offloads: "off (the tunnel is not running)".to_string(),
+                offloads_on: false,
                 offload_counts: OffloadCounts::default(),
             };
         };
@@ -736,6 +737,7 @@ impl TunnelHandle {
                 },
             },
             offloads: plane.tun.offloads().describe(),
+            offloads_on: plane.tun.offloads().is_on(),
             offload_counts: OffloadCounts {
                 super_segments_read: c.tun_super_segments_read.load(Ordering::Relaxed),
                 super_packets_written: c.tun_super_packets_written.load(Ordering::Relaxed),
@@ -860,6 +862,8 @@ pub struct TunnelSnapshot {
     pub drops: DropCounts,
     /// TUN offloads: `on (...)` or `off (why)`.
     pub offloads: String,
+    /// Whether TUN offloads are on.
+    pub offloads_on: bool,
     /// What the offloads did so far.
     pub offload_counts: OffloadCounts,
 }

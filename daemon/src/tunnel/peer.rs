@@ -125,7 +125,8 @@ impl Peer {
             allowed_ips: self.allowed_ips.clone(),
             persistent_keepalive_secs: self.keepalive_secs,
             state: state.policy.state(),
-            reason: state.policy.reason().to_string(),
+            reason: state.policy.reason().text().to_string(),
+            reason_code: state.policy.reason(),
             alarm: state.policy.alarm(now),
             session_keys_present: state.tunn.is_some(),
             standby: self.is_standby(),
@@ -158,8 +159,10 @@ pub struct PeerSnapshot {
     pub persistent_keepalive_secs: Option<u16>,
     /// Policy state.
     pub state: LinkState,
-    /// Why it is in that state.
+    /// Why it is in that state, in English.
     pub reason: String,
+    /// Why it is in that state, as a stable word (the page translates it).
+    pub reason_code: crate::state::link::LinkReason,
     /// Always-on and the last handshake is too old.
     pub alarm: bool,
     /// Whether session state (keys) exists right now.

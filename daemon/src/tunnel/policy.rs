@@ -38,7 +38,7 @@ pub enum Mode {
 }
 
 /// The peer's state: the carrier-neutral type, defined below every carrier.
-pub use crate::state::link::LinkState;
+pub use crate::state::link::{LinkReason, LinkState};
 
 /// Something that happened to the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +112,7 @@ pub struct Policy {
     retry_at: Option<Instant>,
     consecutive_failures: u32,
     holds: usize,
-    reason: &'static str,
+    reason: LinkReason,
 }
 
 impl Policy {
@@ -131,7 +131,7 @@ impl Policy {
             retry_at: None,
             consecutive_failures: 0,
             holds: 0,
-            reason: "not started",
+            reason: LinkReason::NotStarted,
         }
     }
 
@@ -141,7 +141,7 @@ impl Policy {
     }
 
     /// Why the peer is in its state, for people.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> LinkReason {
         self.reason
     }
 
@@ -198,7 +198,7 @@ impl Policy {
             Event::HandshakeCompleted => {
                 self.last_heard = Some(now);
                 self.state = LinkState::Up;
-                self.reason = "session established";
+                self.reason = LinkReason::SessionEstablished;
                 self.last_handshake = Some(now);
                 self.last_received = now;
                 self.last_traffic = self.last_traffic.max(now);
@@ -207,7 +207,7 @@ impl Policy {
                 self.consecutive_failures = 0;
                 None
             }
-            Event::SessionExpired => self.fail(now, "no handshake response from the peer"),
+            Event::SessionExpired => self.fail(now, LinkReason::NoHandshakeResponse),
             Event::HoldAcquired => {
                 self.holds += 1;
                 self.demand(now)
@@ -225,13 +225,13 @@ impl Policy {
     fn start(&mut self, now: Instant) -> Option<Action> {
         self.started_at = now;
         match self.mode {
-            Mode::AlwaysOn => self.connect(now, "connecting at start"),
+            Mode::AlwaysOn => self.connect(now, LinkReason::ConnectingAtStart),
             Mode::OnDemand => {
-                self.reason = "idle until a connection needs the tunnel";
+                self.reason = LinkReason::IdleUntilNeeded;
                 None
             }
             Mode::Passive => {
-                self.reason = "waiting for the peer to connect";
+                self.reason = LinkReason::WaitingForPeer;
                 None
             }
         }
@@ -239,9 +239,7 @@ impl Policy {
 
     fn resume(&mut self, now: Instant) -> Option<Action> {
         match (self.mode, self.state) {
-            (Mode::Passive, LinkState::Idle) => {
-                self.connect(now, "greeting a peer that had a session before the restart")
-            }
+            (Mode::Passive, LinkState::Idle) => self.connect(now, LinkReason::GreetingAfterRestart),
             _ => None,
         }
     }
@@ -251,12 +249,12 @@ impl Policy {
         match (self.mode, self.state) {
             (Mode::Passive, _) | (_, LinkState::Up) | (_, LinkState::Connecting) => None,
             (_, LinkState::Idle) | (_, LinkState::Down) => {
-                self.connect(now, "connecting on demand")
+                self.connect(now, LinkReason::ConnectingOnDemand)
             }
         }
     }
 
-    fn connect(&mut self, now: Instant, reason: &'static str) -> Option<Action> {
+    fn connect(&mut self, now: Instant, reason: LinkReason) -> Option<Action> {
         self.state = LinkState::Connecting;
         self.reason = reason;
         self.attempt_started = Some(now);
@@ -264,7 +262,7 @@ impl Policy {
         Some(Action::Initiate)
     }
 
-    fn fail(&mut self, now: Instant, reason: &'static str) -> Option<Action> {
+    fn fail(&mut self, now: Instant, reason: LinkReason) -> Option<Action> {
         self.attempt_started = None;
         match self.mode {
             Mode::AlwaysOn => {
@@ -290,12 +288,12 @@ impl Policy {
             (_, LinkState::Connecting) => {
                 let started = self.attempt_started.unwrap_or(now);
                 if now.saturating_duration_since(started) >= CONNECT_ATTEMPT {
-                    return self.fail(now, "handshake attempt timed out");
+                    return self.fail(now, LinkReason::AttemptTimedOut);
                 }
                 None
             }
             (Mode::AlwaysOn, LinkState::Down) => match self.retry_at {
-                Some(at) if now >= at => self.connect(now, "reconnecting"),
+                Some(at) if now >= at => self.connect(now, LinkReason::Reconnecting),
                 _ => None,
             },
             (Mode::AlwaysOn, LinkState::Up) => {
@@ -311,7 +309,7 @@ impl Policy {
                     if now.saturating_duration_since(self.attempt_started.unwrap_or(now))
                         >= CONNECT_ATTEMPT
                     {
-                        return self.fail(now, "rekey handshake got no response");
+                        return self.fail(now, LinkReason::RekeyNoResponse);
                     }
                     return Some(Action::Initiate);
                 }
@@ -321,7 +319,7 @@ impl Policy {
                 let since = self.last_handshake.unwrap_or(now);
                 if now.saturating_duration_since(since) >= SESSION_LIFETIME {
                     self.state = LinkState::Idle;
-                    self.reason = "session ended: no handshake from the peer for 180 s";
+                    self.reason = LinkReason::PeerSessionEnded;
                     return Some(Action::DropSession);
                 }
                 None
@@ -331,7 +329,7 @@ impl Policy {
                     && now.saturating_duration_since(self.last_traffic) >= self.timers.idle_timeout
                 {
                     self.state = LinkState::Idle;
-                    self.reason = "idle timeout: session dropped";
+                    self.reason = LinkReason::IdleTimeout;
                     return Some(Action::DropSession);
                 }
                 None

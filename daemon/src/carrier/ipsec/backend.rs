@@ -35,7 +35,7 @@ use super::settings::{IpsecSettings, SettingsError};
 use super::vici::{CertificateRole, PrivateKey, Vici, ViciError};
 use crate::carrier::snapshot::{
     CarrierBackend, CarrierKind, CarrierSnapshot, DropCounts, IpsecCarrier, IpsecChildSa,
-    IpsecIkeSa, IpsecLink, LinkBackend, LinkSnapshot, LinkState,
+    IpsecIkeSa, IpsecLink, LinkBackend, LinkReason, LinkSnapshot, LinkState,
 };
 use crate::carrier::{DemandError, Reconfigured};
 use crate::state::hub_preference::HubPreference;
@@ -795,19 +795,27 @@ impl IpsecHandle {
         let ike = record.ike.as_ref();
         let child = ike.and_then(installed_child);
         let total = record.total();
-        let reason = match (&record.last_error, ike, state) {
-            (_, Some(_), LinkState::Up) => "IKE SA established, CHILD SA installed".to_string(),
-            (_, Some(sa), _) => format!("IKE SA {:?}", sa.state),
-            (Some(why), None, _) => format!("charon: {why}"),
-            (None, None, LinkState::Idle) => {
-                "on demand: no SA until a connection needs one".to_string()
-            }
-            (None, None, _) => "waiting for charon to establish the SA".to_string(),
+        let (reason_code, reason) = match (&record.last_error, ike, state) {
+            (_, Some(_), LinkState::Up) => (
+                LinkReason::SaEstablished,
+                LinkReason::SaEstablished.text().to_string(),
+            ),
+            (_, Some(sa), _) => (LinkReason::SaInProgress, format!("IKE SA {:?}", sa.state)),
+            (Some(why), None, _) => (LinkReason::CharonError, format!("charon: {why}")),
+            (None, None, LinkState::Idle) => (
+                LinkReason::NoSaUntilNeeded,
+                LinkReason::NoSaUntilNeeded.text().to_string(),
+            ),
+            (None, None, _) => (
+                LinkReason::WaitingForCharon,
+                LinkReason::WaitingForCharon.text().to_string(),
+            ),
         };
         let link = LinkSnapshot {
             name: LINK_NAME.to_string(),
             state,
             reason,
+            reason_code,
             alarm,
             last_reached: record.last_up.map(|(_, w)| w),
             last_reached_age_secs: record

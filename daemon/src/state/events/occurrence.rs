@@ -8,184 +8,168 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 
+pub use super::reasons::{ConfigReason, TlsRefusal};
+use super::words::stable_words;
 use super::Level;
-use crate::state::link::LinkState;
+use crate::state::link::{LinkReason, LinkState};
 
-/// Every event code, as the JSON API and the journal (`EVENT_CODE`) name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Code {
-    /// The daemon started.
-    DaemonStarted,
-    /// The status page could not start.
-    StatusPageFailed,
-    /// SIGHUP re-read the TLS files.
-    TlsReloaded,
-    /// SIGHUP could not re-read the TLS files; the old ones stay in use.
-    TlsReloadFailed,
-    /// A tunnel peer is up.
-    TunnelUp,
-    /// A tunnel peer is down (always-on, the last attempt failed).
-    TunnelDown,
-    /// A tunnel peer is handshaking.
-    TunnelConnecting,
-    /// A tunnel peer is idle.
-    TunnelIdle,
-    /// The administrator asked for a connect, and it worked.
-    TunnelConnectRequested,
-    /// The administrator disconnected the tunnel.
-    TunnelDisconnectRequested,
-    /// The administrator asked for a connect, and it failed.
-    TunnelConnectFailed,
-    /// The kernel forwards IPv4 between interfaces on a box that must not route (NET-8).
-    IpForwardingOn,
-    /// An IPsec SA came up with algorithms outside the CRYPTREC profile and was terminated.
-    IpsecSaOutsideProfile,
-    /// The IPsec concentrator or the box refused the negotiation (proposals, authentication).
-    IpsecNegotiationRefused,
-    /// An administrator logged in with password and TOTP code.
-    LoginSucceeded,
-    /// An administrator logged in with password and a recovery code.
-    LoginWithRecoveryCode,
-    /// An administrator logged in with the password, to enrol a second factor.
-    LoginToEnrol,
-    /// An administrator logged in with the password alone (no second factor enrolled).
-    LoginWithoutSecondFactor,
-    /// A login was refused.
-    LoginFailed,
-    /// A second factor was enrolled.
-    SecondFactorEnrolled,
-    /// The second factor was replaced, proven with a code of the old one.
-    SecondFactorReplacedWithCode,
-    /// The second factor was replaced, proven with a recovery code of the old one.
-    SecondFactorReplacedWithRecoveryCode,
-    /// Replacing the second factor was refused (wrong proof of the old one).
-    SecondFactorReplaceRefused,
-    /// The management API refused a TLS handshake.
-    ManagementTlsRefused,
-    /// The management API had no connection slot left for a client.
-    ManagementNoSlot,
-    /// Rate-limited events were counted instead of recorded.
-    EventsSuppressed,
-    /// A pushed config passed every check.
-    ConfigReceived,
-    /// A pushed config (or a management request) was refused.
-    ConfigRefused,
-    /// A pushed config runs, awaiting confirmation.
-    ConfigApplied,
-    /// A pushed config could not be applied.
-    ConfigApplyFailed,
-    /// A pushed config was confirmed.
-    ConfigConfirmed,
-    /// A confirm was refused.
-    ConfigConfirmRefused,
-    /// A pushed config was rolled back.
-    ConfigRolledBack,
-    /// Found at start: a pushed config never ran.
-    ConfigNotApplied,
-    /// A firmware bundle passed every check and waits for its install.
-    UpdateAccepted,
-    /// A firmware bundle was refused; nothing was armed.
-    UpdateRefused,
-    /// A facility box moved to another hub of its hub group (AVL-4).
-    HubSwitched,
+stable_words! {
+    /// Every event code, as the JSON API and the journal (`EVENT_CODE`) name it.
+    pub enum Code {
+        /// The daemon started.
+        DaemonStarted => "daemon_started",
+        /// The status page could not start.
+        StatusPageFailed => "status_page_failed",
+        /// SIGHUP re-read the TLS files.
+        TlsReloaded => "tls_reloaded",
+        /// SIGHUP could not re-read the TLS files; the old ones stay in use.
+        TlsReloadFailed => "tls_reload_failed",
+        /// A tunnel peer is up.
+        TunnelUp => "tunnel_up",
+        /// A tunnel peer is down (always-on, the last attempt failed).
+        TunnelDown => "tunnel_down",
+        /// A tunnel peer is handshaking.
+        TunnelConnecting => "tunnel_connecting",
+        /// A tunnel peer is idle.
+        TunnelIdle => "tunnel_idle",
+        /// The administrator asked for a connect, and it worked.
+        TunnelConnectRequested => "tunnel_connect_requested",
+        /// The administrator disconnected the tunnel.
+        TunnelDisconnectRequested => "tunnel_disconnect_requested",
+        /// The administrator asked for a connect, and it failed.
+        TunnelConnectFailed => "tunnel_connect_failed",
+        /// The kernel forwards IPv4 between interfaces on a box that must not route (NET-8).
+        IpForwardingOn => "ip_forwarding_on",
+        /// An IPsec SA came up with algorithms outside the CRYPTREC profile and was terminated.
+        IpsecSaOutsideProfile => "ipsec_sa_outside_profile",
+        /// The IPsec concentrator or the box refused the negotiation (proposals, authentication).
+        IpsecNegotiationRefused => "ipsec_negotiation_refused",
+        /// An administrator logged in with password and TOTP code.
+        LoginSucceeded => "login_succeeded",
+        /// An administrator logged in with password and a recovery code.
+        LoginWithRecoveryCode => "login_with_recovery_code",
+        /// An administrator logged in with the password, to enrol a second factor.
+        LoginToEnrol => "login_to_enrol",
+        /// An administrator logged in with the password alone (no second factor enrolled).
+        LoginWithoutSecondFactor => "login_without_second_factor",
+        /// A login was refused.
+        LoginFailed => "login_failed",
+        /// A second factor was enrolled.
+        SecondFactorEnrolled => "second_factor_enrolled",
+        /// The second factor was replaced, proven with a code of the old one.
+        SecondFactorReplacedWithCode => "second_factor_replaced_with_code",
+        /// The second factor was replaced, proven with a recovery code of the old one.
+        SecondFactorReplacedWithRecoveryCode => "second_factor_replaced_with_recovery_code",
+        /// Replacing the second factor was refused (wrong proof of the old one).
+        SecondFactorReplaceRefused => "second_factor_replace_refused",
+        /// The management API refused a TLS handshake.
+        ManagementTlsRefused => "management_tls_refused",
+        /// The management API had no connection slot left for a client.
+        ManagementNoSlot => "management_no_slot",
+        /// Rate-limited events were counted instead of recorded.
+        EventsSuppressed => "events_suppressed",
+        /// A pushed config passed every check.
+        ConfigReceived => "config_received",
+        /// A pushed config (or a management request) was refused.
+        ConfigRefused => "config_refused",
+        /// A pushed config runs, awaiting confirmation.
+        ConfigApplied => "config_applied",
+        /// A pushed config could not be applied.
+        ConfigApplyFailed => "config_apply_failed",
+        /// A pushed config was confirmed.
+        ConfigConfirmed => "config_confirmed",
+        /// A confirm was refused.
+        ConfigConfirmRefused => "config_confirm_refused",
+        /// A pushed config was rolled back.
+        ConfigRolledBack => "config_rolled_back",
+        /// Found at start: a pushed config never ran.
+        ConfigNotApplied => "config_not_applied",
+        /// A firmware bundle passed every check and waits for its install.
+        UpdateAccepted => "update_accepted",
+        /// A firmware bundle was refused; nothing was armed.
+        UpdateRefused => "update_refused",
+        /// A facility box moved to another hub of its hub group (AVL-4).
+        HubSwitched => "hub_switched",
+    }
 }
 
 impl Code {
-    /// Every code, in the order docs/api.md lists them.
-    pub const ALL: [Code; 37] = [
-        Code::DaemonStarted,
-        Code::StatusPageFailed,
-        Code::TlsReloaded,
-        Code::TlsReloadFailed,
-        Code::TunnelUp,
-        Code::TunnelDown,
-        Code::TunnelConnecting,
-        Code::TunnelIdle,
-        Code::TunnelConnectRequested,
-        Code::TunnelDisconnectRequested,
-        Code::TunnelConnectFailed,
-        Code::IpForwardingOn,
-        Code::IpsecSaOutsideProfile,
-        Code::IpsecNegotiationRefused,
-        Code::LoginSucceeded,
-        Code::LoginWithRecoveryCode,
-        Code::LoginToEnrol,
-        Code::LoginWithoutSecondFactor,
-        Code::LoginFailed,
-        Code::SecondFactorEnrolled,
-        Code::SecondFactorReplacedWithCode,
-        Code::SecondFactorReplacedWithRecoveryCode,
-        Code::SecondFactorReplaceRefused,
-        Code::ManagementTlsRefused,
-        Code::ManagementNoSlot,
-        Code::EventsSuppressed,
-        Code::ConfigReceived,
-        Code::ConfigRefused,
-        Code::ConfigApplied,
-        Code::ConfigApplyFailed,
-        Code::ConfigConfirmed,
-        Code::ConfigConfirmRefused,
-        Code::ConfigRolledBack,
-        Code::ConfigNotApplied,
-        Code::UpdateAccepted,
-        Code::UpdateRefused,
-        Code::HubSwitched,
-    ];
-
-    /// The stable word: never change one, the page and log searches depend on it.
-    pub fn as_str(self) -> &'static str {
+    /// The parameters of this code whose values are stable words the page translates
+    /// (`event_<code>_<param>_<word>` in web-ui/i18n.js), with every word they can take.
+    pub fn word_params(self) -> &'static [(&'static str, &'static [&'static str])] {
         match self {
-            Code::DaemonStarted => "daemon_started",
-            Code::StatusPageFailed => "status_page_failed",
-            Code::TlsReloaded => "tls_reloaded",
-            Code::TlsReloadFailed => "tls_reload_failed",
-            Code::TunnelUp => "tunnel_up",
-            Code::TunnelDown => "tunnel_down",
-            Code::TunnelConnecting => "tunnel_connecting",
-            Code::TunnelIdle => "tunnel_idle",
-            Code::TunnelConnectRequested => "tunnel_connect_requested",
-            Code::TunnelDisconnectRequested => "tunnel_disconnect_requested",
-            Code::TunnelConnectFailed => "tunnel_connect_failed",
-            Code::IpForwardingOn => "ip_forwarding_on",
-            Code::IpsecSaOutsideProfile => "ipsec_sa_outside_profile",
-            Code::IpsecNegotiationRefused => "ipsec_negotiation_refused",
-            Code::LoginSucceeded => "login_succeeded",
-            Code::LoginWithRecoveryCode => "login_with_recovery_code",
-            Code::LoginToEnrol => "login_to_enrol",
-            Code::LoginWithoutSecondFactor => "login_without_second_factor",
-            Code::LoginFailed => "login_failed",
-            Code::SecondFactorEnrolled => "second_factor_enrolled",
-            Code::SecondFactorReplacedWithCode => "second_factor_replaced_with_code",
-            Code::SecondFactorReplacedWithRecoveryCode => {
-                "second_factor_replaced_with_recovery_code"
+            Code::IpForwardingOn => &[("found", ForwardingFound::WORDS)],
+            Code::IpsecNegotiationRefused => &[("reason", IpsecRefusal::WORDS)],
+            Code::LoginFailed => &[("reason", LoginRefusal::WORDS)],
+            Code::SecondFactorReplaceRefused => &[("reason", CodeRefusal::WORDS)],
+            Code::ManagementTlsRefused => &[("reason", TlsRefusal::WORDS)],
+            Code::UpdateRefused => &[("reason", UpdateRefusal::WORDS)],
+            Code::TunnelUp | Code::TunnelDown | Code::TunnelConnecting | Code::TunnelIdle => {
+                &[("reason", LinkReason::WORDS)]
             }
-            Code::SecondFactorReplaceRefused => "second_factor_replace_refused",
-            Code::ManagementTlsRefused => "management_tls_refused",
-            Code::ManagementNoSlot => "management_no_slot",
-            Code::EventsSuppressed => "events_suppressed",
-            Code::ConfigReceived => "config_received",
-            Code::ConfigRefused => "config_refused",
-            Code::ConfigApplied => "config_applied",
-            Code::ConfigApplyFailed => "config_apply_failed",
-            Code::ConfigConfirmed => "config_confirmed",
-            Code::ConfigConfirmRefused => "config_confirm_refused",
-            Code::ConfigRolledBack => "config_rolled_back",
-            Code::ConfigNotApplied => "config_not_applied",
-            Code::UpdateAccepted => "update_accepted",
-            Code::UpdateRefused => "update_refused",
-            Code::HubSwitched => "hub_switched",
+            Code::HubSwitched => &[("reason", HubMove::WORDS)],
+            Code::EventsSuppressed => &[("kind", EVENT_KINDS)],
+            Code::ConfigReceived
+            | Code::ConfigRefused
+            | Code::ConfigApplied
+            | Code::ConfigApplyFailed
+            | Code::ConfigConfirmed
+            | Code::ConfigConfirmRefused
+            | Code::ConfigRolledBack
+            | Code::ConfigNotApplied => &[("reason", ConfigReason::WORDS)],
+            Code::DaemonStarted
+            | Code::StatusPageFailed
+            | Code::TlsReloaded
+            | Code::TlsReloadFailed
+            | Code::TunnelConnectRequested
+            | Code::TunnelDisconnectRequested
+            | Code::TunnelConnectFailed
+            | Code::IpsecSaOutsideProfile
+            | Code::LoginSucceeded
+            | Code::LoginWithRecoveryCode
+            | Code::LoginToEnrol
+            | Code::LoginWithoutSecondFactor
+            | Code::SecondFactorEnrolled
+            | Code::SecondFactorReplacedWithCode
+            | Code::SecondFactorReplacedWithRecoveryCode
+            | Code::ManagementNoSlot
+            | Code::UpdateAccepted => &[],
         }
     }
 }
 
-/// When the daemon found the kernel forwarding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ForwardingFound {
-    /// On when the daemon started watching (at start, and again after a config change).
-    AtStart,
-    /// Turned on while the daemon ran.
-    TurnedOn,
+impl Code {
+    /// The key of `word` (a value of `param`) in web-ui/i18n.js, as app.js looks it up: one
+    /// shared key for the words several codes share (every config event's reason, a summary's
+    /// kind), else `event_<code>_<param>_<word>`.
+    pub fn catalogue_key(self, param: &str, word: &str) -> String {
+        match (self, param) {
+            (Code::EventsSuppressed, "kind") => format!("kind_{word}"),
+            (code, "reason") if code.as_str().starts_with("config_") => {
+                format!("config_reason_{word}")
+            }
+            (code, "reason") if code.as_str().starts_with("tunnel_") => {
+                format!("link_reason_{word}")
+            }
+            (Code::ManagementTlsRefused, "reason") => format!("tls_reason_{word}"),
+            (code, _) => format!("event_{}_{param}_{word}", code.as_str()),
+        }
+    }
+}
+
+/// Every event's `kind` word (the page translates them as `kind_<word>`).
+pub const EVENT_KINDS: &[&str] = &[
+    "daemon", "status", "tls", "tunnel", "login", "config", "update",
+];
+
+stable_words! {
+    /// When the daemon found the kernel forwarding.
+    pub enum ForwardingFound {
+        /// On when the daemon started watching (at start, and again after a config change).
+        AtStart => "at_start",
+        /// Turned on while the daemon ran.
+        TurnedOn => "turned_on",
+    }
 }
 
 impl ForwardingFound {
@@ -197,63 +181,45 @@ impl ForwardingFound {
     }
 }
 
-/// Why a firmware bundle was refused, as a stable word (docs/update.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UpdateRefusal {
-    /// Larger than `update.max_bundle_bytes`.
-    TooLarge,
-    /// The upload broke off or was too slow.
-    UploadFailed,
-    /// rauc did not verify it against the update CA (unsigned, another CA, damaged).
-    NotVerified,
-    /// For another `compatible` (hardware, image line).
-    Incompatible,
-    /// Without a version the box can order.
-    BadVersion,
-    /// Not newer than the running firmware, and no forced downgrade to it.
-    NotNewer,
-    /// Another bundle is already waiting for its install.
-    Pending,
-    /// The box could not keep or check it (spool, rauc missing): not the bundle's fault.
-    BoxFailed,
-    /// The running slot is not blessed (a trial boot, an install, or this boot's health check
-    /// has not run): the slot written would be the only way back.
-    NotBlessed,
-    /// Its image is larger than a root slot.
-    TooLargeForSlot,
-}
-
-impl UpdateRefusal {
-    /// The stable word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpdateRefusal::TooLarge => "too_large",
-            UpdateRefusal::UploadFailed => "upload_failed",
-            UpdateRefusal::NotVerified => "not_verified",
-            UpdateRefusal::Incompatible => "incompatible",
-            UpdateRefusal::BadVersion => "bad_version",
-            UpdateRefusal::NotNewer => "not_newer",
-            UpdateRefusal::Pending => "pending",
-            UpdateRefusal::BoxFailed => "box_failed",
-            UpdateRefusal::NotBlessed => "not_blessed",
-            UpdateRefusal::TooLargeForSlot => "too_large_for_slot",
-        }
+stable_words! {
+    /// Why a firmware bundle was refused, as a stable word (docs/update.md).
+    pub enum UpdateRefusal {
+        /// Larger than `update.max_bundle_bytes`.
+        TooLarge => "too_large",
+        /// The upload broke off or was too slow.
+        UploadFailed => "upload_failed",
+        /// rauc did not verify it against the update CA (unsigned, another CA, damaged).
+        NotVerified => "not_verified",
+        /// For another `compatible` (hardware, image line).
+        Incompatible => "incompatible",
+        /// Without a version the box can order.
+        BadVersion => "bad_version",
+        /// Not newer than the running firmware, and no forced downgrade to it.
+        NotNewer => "not_newer",
+        /// Another bundle is already waiting for its install.
+        Pending => "pending",
+        /// The box could not keep or check it (spool, rauc missing): not the bundle's fault.
+        BoxFailed => "box_failed",
+        /// The running slot is not blessed (a trial boot, an install, or this boot's health
+        /// check has not run): the slot written would be the only way back.
+        NotBlessed => "not_blessed",
+        /// Its image is larger than a root slot.
+        TooLargeForSlot => "too_large_for_slot",
     }
 }
 
-/// Why a facility box moved to another hub of its group, as a stable word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HubMove {
-    /// always_on: the active hub did not answer for `failover_after_secs`.
-    NoAnswer,
-    /// on_demand: a connect attempt got no handshake within `connect_timeout_secs`.
-    ConnectFailed,
-    /// A more preferred hub was healthy for the whole `fail_back_after_secs`.
-    FailBack,
-    /// The operator prefers this hub.
-    OperatorPreferred,
+stable_words! {
+    /// Why a facility box moved to another hub of its group, as a stable word.
+    pub enum HubMove {
+        /// always_on: the active hub did not answer for `failover_after_secs`.
+        NoAnswer => "no_answer",
+        /// on_demand: a connect attempt got no handshake within `connect_timeout_secs`.
+        ConnectFailed => "connect_failed",
+        /// A more preferred hub was healthy for the whole `fail_back_after_secs`.
+        FailBack => "fail_back",
+        /// The operator prefers this hub.
+        OperatorPreferred => "operator_preferred",
+    }
 }
 
 impl HubMove {
@@ -272,15 +238,15 @@ impl HubMove {
     }
 }
 
-/// Why an IPsec negotiation failed, as charon reported it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IpsecRefusal {
-    /// No proposal acceptable to both sides (`NO_PROPOSAL_CHOSEN`), either way.
-    NoProposalChosen,
-    /// The peer refused the box's authentication, or the box the peer's
-    /// (`AUTHENTICATION_FAILED`, a certificate not trusted or too weak).
-    AuthenticationFailed,
+stable_words! {
+    /// Why an IPsec negotiation failed, as charon reported it.
+    pub enum IpsecRefusal {
+        /// No proposal acceptable to both sides (`NO_PROPOSAL_CHOSEN`), either way.
+        NoProposalChosen => "no_proposal_chosen",
+        /// The peer refused the box's authentication, or the box the peer's
+        /// (`AUTHENTICATION_FAILED`, a certificate not trusted or too weak).
+        AuthenticationFailed => "authentication_failed",
+    }
 }
 
 impl IpsecRefusal {
@@ -292,18 +258,18 @@ impl IpsecRefusal {
     }
 }
 
-/// Why a login was refused (the page never tells which factor; the event does).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LoginRefusal {
-    /// The password was wrong.
-    WrongPassword,
-    /// The second-factor code was wrong.
-    WrongCode,
-    /// The code was right but already used.
-    CodeReplayed,
-    /// The check was aborted (its task ended early).
-    CheckAborted,
+stable_words! {
+    /// Why a login was refused (the page never tells which factor; the event does).
+    pub enum LoginRefusal {
+        /// The password was wrong.
+        WrongPassword => "wrong_password",
+        /// The second-factor code was wrong.
+        WrongCode => "wrong_code",
+        /// The code was right but already used.
+        CodeReplayed => "code_replayed",
+        /// The check was aborted (its task ended early).
+        CheckAborted => "check_aborted",
+    }
 }
 
 impl LoginRefusal {
@@ -317,14 +283,14 @@ impl LoginRefusal {
     }
 }
 
-/// Why a proof of the current second factor was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CodeRefusal {
-    /// No current code and no unused recovery code matches.
-    WrongCode,
-    /// The code was right but already used.
-    CodeReplayed,
+stable_words! {
+    /// Why a proof of the current second factor was refused.
+    pub enum CodeRefusal {
+        /// No current code and no unused recovery code matches.
+        WrongCode => "wrong_code",
+        /// The code was right but already used.
+        CodeReplayed => "code_replayed",
+    }
 }
 
 impl CodeRefusal {
@@ -423,8 +389,8 @@ pub struct ConfigFacts {
     pub signer: Option<String>,
     /// The operator identity of the request (a refused client's certificate name), when known.
     pub pushed_by: Option<String>,
-    /// The refusal code, when there is one.
-    pub reason: Option<String>,
+    /// Why (a refusal, a rollback's cause), when there is one.
+    pub reason: Option<ConfigReason>,
     /// The version the box runs (and keeps), when it matters.
     pub running_version: Option<u64>,
     /// Everything else, in English (empty when nothing).
@@ -465,8 +431,10 @@ pub enum Occurrence {
         state: LinkState,
         /// The peer's name.
         peer: String,
-        /// The tunnel's reason for the state.
-        reason: String,
+        /// Why, as a stable word.
+        reason: LinkReason,
+        /// Why, in the carrier's English words (with its details).
+        detail: String,
     },
     /// The administrator's connect worked.
     TunnelConnectRequested {},
@@ -555,7 +523,9 @@ pub enum Occurrence {
     ManagementTlsRefused {
         /// The client's address and port.
         address: SocketAddr,
-        /// Why.
+        /// Why, in words an administrator understands.
+        reason: TlsRefusal,
+        /// The TLS library's own words, for the journal.
         error: String,
     },
     /// The management API had no connection slot for a client.
@@ -750,10 +720,8 @@ impl Occurrence {
                 format!("SIGHUP: TLS reload failed; the certificates in use stay in use: {error}")
             }
             Occurrence::Tunnel {
-                state,
-                peer,
-                reason,
-            } => format!("peer {peer}: {} ({reason})", state.as_str()),
+                state, peer, detail, ..
+            } => format!("peer {peer}: {} ({detail})", state.as_str()),
             Occurrence::TunnelConnectRequested {} => "administrator: connect (ok)".to_string(),
             Occurrence::TunnelDisconnectRequested {} => {
                 "administrator: disconnect (ok)".to_string()
@@ -814,9 +782,14 @@ impl Occurrence {
                 "refused to replace the second factor from {address} ({} for the current factor); next attempt allowed in {retry_after_secs} s",
                 reason.text()
             ),
-            Occurrence::ManagementTlsRefused { address, error } => {
-                format!("management API: TLS handshake from {address} refused: {error}")
-            }
+            Occurrence::ManagementTlsRefused {
+                address,
+                reason,
+                error,
+            } => format!(
+                "management API: TLS handshake from {address} refused ({}): {error}",
+                reason.text()
+            ),
             Occurrence::ManagementNoSlot { client, address } => format!(
                 "management API: no connection slot left for {client} (from {address}); closed"
             ),
@@ -875,6 +848,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use crate::state::events::words::{catalogue, missing_texts};
     use crate::state::events::EventLog;
 
     fn ip() -> IpAddr {
@@ -892,7 +866,7 @@ mod tests {
                 version: Some(4),
                 signer: Some("0011223344556677".into()),
                 pushed_by: Some("operator.renkei.test".into()),
-                reason: Some("not_newer".into()),
+                reason: Some(ConfigReason::NotNewer),
                 running_version: Some(5),
                 detail: "version 4 is not greater than 5".into(),
             },
@@ -910,9 +884,11 @@ mod tests {
         let tunnel = |state| Occurrence::Tunnel {
             state,
             peer: "dc".into(),
-            reason: "handshake completed".into(),
+            reason: LinkReason::SessionEstablished,
+            detail: "handshake completed".into(),
         };
-        let peer_params = json!({"peer": "dc", "reason": "handshake completed"});
+        let peer_params =
+            json!({"peer": "dc", "reason": "session_established", "detail": "handshake completed"});
         let at = json!({"address": "198.18.10.2"});
         let mut rows = vec![
             (
@@ -1062,10 +1038,11 @@ mod tests {
             (
                 Occurrence::ManagementTlsRefused {
                     address: socket(),
-                    error: "certificate revoked".into(),
+                    reason: TlsRefusal::Revoked,
+                    error: "invalid peer certificate: Revoked".into(),
                 },
-                "management API: TLS handshake from 198.18.0.1:40443 refused: certificate revoked",
-                json!({"address": "198.18.0.1:40443", "error": "certificate revoked"}),
+                "management API: TLS handshake from 198.18.0.1:40443 refused (certificate revoked): invalid peer certificate: Revoked",
+                json!({"address": "198.18.0.1:40443", "reason": "revoked", "error": "invalid peer certificate: Revoked"}),
             ),
             (
                 Occurrence::ManagementNoSlot {
@@ -1158,7 +1135,7 @@ mod tests {
         let codes: BTreeSet<Code> = rows.iter().map(|(o, ..)| o.code()).collect();
         assert_eq!(
             codes,
-            Code::ALL.into_iter().collect(),
+            Code::ALL.iter().copied().collect(),
             "the table covers every code"
         );
         for (occurrence, text, params) in rows {
@@ -1198,21 +1175,64 @@ mod tests {
         assert_eq!(summary.kind(), "login", "a summary has the kind it counted");
     }
 
+    /// The `{name}` placeholders of a template.
+    fn placeholders(template: &str) -> BTreeSet<String> {
+        template
+            .split('{')
+            .skip(1)
+            .filter_map(|part| part.split_once('}').map(|(name, _)| name.to_string()))
+            .collect()
+    }
+
     #[test]
     fn log3_docs_and_page_have_every_code() {
         let api = include_str!("../../../../docs/api.md");
-        let i18n = include_str!("../../../../web-ui/i18n.js");
         for code in Code::ALL {
             let word = code.as_str();
             assert!(
                 api.contains(&format!("| `{word}` |")),
                 "docs/api.md lacks {word}"
             );
+        }
+    }
+
+    /// Every code the daemon can emit, and every word its parameters can take, has a Japanese
+    /// and an English text on the page; the codes and words come from the enums, so a new
+    /// variant without its texts fails here. A template names only parameters its code has.
+    #[test]
+    fn log3_every_code_and_reason_has_a_japanese_and_an_english_text() {
+        let (ja, en) = (catalogue("ja"), catalogue("en"));
+        assert!(ja.len() > 100 && en.len() > 100, "both blocks parsed");
+        let params: std::collections::BTreeMap<Code, serde_json::Value> =
+            table().into_iter().map(|(o, _, p)| (o.code(), p)).collect();
+        let mut keys: Vec<String> = EVENT_KINDS.iter().map(|k| format!("kind_{k}")).collect();
+        for &code in Code::ALL {
+            let key = format!("event_{}", code.as_str());
+            keys.push(key.clone());
+            for (param, words) in code.word_params() {
+                keys.extend(words.iter().map(|w| code.catalogue_key(param, w)));
+            }
+            let (Some(ja_template), Some(en_template)) = (ja.get(&key), en.get(&key)) else {
+                continue;
+            };
             assert_eq!(
-                i18n.matches(&format!("event_{word}:")).count(),
-                2,
-                "web-ui/i18n.js needs a Japanese and an English template for {word}"
+                placeholders(ja_template),
+                placeholders(en_template),
+                "{key}: both languages use the same parameters"
             );
+            let known = params[&code].as_object().cloned().unwrap_or_default();
+            for name in placeholders(ja_template) {
+                assert!(known.contains_key(&name), "{key}: no parameter {name}");
+            }
+        }
+        let missing = missing_texts(keys);
+        assert!(missing.is_empty(), "web-ui/i18n.js lacks {missing:#?}");
+    }
+
+    #[test]
+    fn log3_every_kind_is_a_known_word() {
+        for (occurrence, ..) in table() {
+            assert!(EVENT_KINDS.contains(&occurrence.kind()), "{occurrence:?}");
         }
     }
 }
