@@ -97,8 +97,8 @@ push_and_watch() {
   done
 }
 
-# sign_version VERSION DIR: writes and signs the operator's configuration VERSION; prints the
-# file's name (in $HANDOVER) and records its sha256.
+# sign_version VERSION DIR: writes and signs the operator's configuration VERSION (its log in
+# DIR); sets SIGNED_FILE to the file's name in $HANDOVER and records its sha256.
 sign_version() {
   local file="hospital-a-v$1.toml"
   config_version "$1" "$HANDOVER/$file" || fail "INT-2 the operator's configuration version $1"
