@@ -44,18 +44,6 @@ open(out, "w").write(head + tail)
 EOF
 }
 
-# running_config: the operator's `renkei remote` once; prints "VERSION STATE SHA256".
-running_config() {
-  local out
-  out="$(remote operator 2>&1)" || return 1
-  printf '%s\n' "$out" | python3 -c '
-import json, sys
-text = sys.stdin.read()
-doc = json.loads(text[text.index("{"):])
-print(doc.get("version"), doc.get("state"), doc.get("sha256"))
-'
-}
-
 # last_state: "VERSION STATE" of the last JSON document on standard input that has a state (the
 # read-back `renkei push` prints after the box's answer).
 last_state() {
@@ -182,12 +170,7 @@ for ((round = 1; round <= POWERLOSS_RESETS; round++)); do
   boot_number=$((boot_number + 1))
   boot "p$boot_number"
   fresh_sa || fail "INT-2 after a power cut during a config push the box boots and brings its SA up (round $round, cut $delay_ms ms into the push, $phase)"
-  answer=""
-  answer_deadline=$((SECONDS + 60))
-  until answer="$(running_config)"; do
-    [ "$SECONDS" -lt "$answer_deadline" ] || fail "INT-2 the operator reaches the box after the power cut (round $round)"
-    sleep 1
-  done
+  answer="$(remote_config)" || fail "INT-2 the operator reaches the box after the power cut (round $round)"
   read -r version state sha <<< "$answer"
   if [ "$state" != confirmed ] || { [ "$version" != "$confirmed_version" ] && [ "$version" != "$next" ]; }; then
     fail "INT-2 AVL-1 after a power cut $delay_ms ms into the push of version $next ($phase) the box runs version $confirmed_version or $next, confirmed (it reports: $answer)"
