@@ -38,6 +38,7 @@ pub mod rauc;
 pub mod scale;
 pub mod seccomp;
 pub mod soak;
+pub mod sockio;
 pub mod strongswan;
 pub mod swarm;
 pub mod tlstools;

@@ -708,7 +708,7 @@ fn fetch_50_mib_through_the_chain_in(lab: Lab) {
 #[test]
 fn net4_limits_max_connections_and_handshake_timeout_on_an_inbound_service() {
     require_root!();
-    use std::io::{Read, Write};
+    use std::io::Write;
     let lab = Lab::new().expect("lab");
     let (hospital, documents) = hospital_with_inbound(&lab, |config| {
         let documents = service_mut(config, "documents");
@@ -797,20 +797,20 @@ fn net4_limits_max_connections_and_handshake_timeout_on_an_inbound_service() {
         let mut buf = [0u8; 1024];
         // The server sends nothing and closes (or resets) when the handshake time is up; a
         // read timeout here would mean it never did.
-        loop {
-            match stream.read(&mut buf) {
-                Ok(0) => break,
+        let ended = loop {
+            match renkei_lab::sockio::read_past_signals(&mut stream, &mut buf) {
+                Ok(0) => break "end of stream".to_string(),
                 Ok(_) => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     panic!("still open after {:?}", started.elapsed())
                 }
-                Err(_) => break,
+                Err(e) => break e.to_string(),
             }
-        }
+        };
         let waited = started.elapsed();
         assert!(
             waited >= Duration::from_millis(1500) && waited <= Duration::from_secs(5),
-            "dropped after {waited:?}, handshake_timeout_secs = 2"
+            "dropped after {waited:?} ({ended}), handshake_timeout_secs = 2"
         );
         let record = cursor.next();
         assert_eq!(
