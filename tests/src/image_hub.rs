@@ -174,6 +174,7 @@ pub fn hub_config(dir: &Path, box_public_key: &str, interface: &str) -> Config {
         status: None,
         management: None,
         update: None,
+        time: None,
     }
 }
 
@@ -321,6 +322,7 @@ fn box_base() -> Config {
             health_deadline_secs: HEALTH_DEADLINE_SECS,
             system_conf: PathBuf::from(DEFAULT_RAUC_SYSTEM_CONF),
         }),
+        time: None,
     }
 }
 

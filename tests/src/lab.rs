@@ -887,6 +887,7 @@ impl Lab {
             status: None,
             management: None,
             update: None,
+            time: None,
         }
     }
 

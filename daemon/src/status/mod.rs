@@ -164,12 +164,26 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The kernel's view of clock synchronization (`adjtimex`: not `TIME_ERROR`).
+/// Where systemd-timesyncd keeps its runtime state: it makes the folder when it runs and the
+/// file `synchronized` in it once it has set the clock from a server.
+const TIMESYNCD_STATE_DIR: &str = "/run/systemd/timesync";
+
+/// The kernel's view of clock synchronization (`adjtimex`: not `TIME_ERROR`). Where the
+/// sandbox forbids adjtimex(2) (the image's renkei.service: `ProtectClock=yes` denies the whole
+/// syscall, reading included), systemd-timesyncd's own word for it.
 fn clock_synchronized() -> Option<bool> {
     // SAFETY: adjtimex with `modes = 0` only reads; the struct is plain data, zero is valid.
     let mut timex: libc::timex = unsafe { std::mem::zeroed() };
     let state = unsafe { libc::adjtimex(&mut timex) };
-    (state >= 0).then_some(state != libc::TIME_ERROR)
+    if state >= 0 {
+        return Some(state != libc::TIME_ERROR);
+    }
+    timesyncd_synchronized(Path::new(TIMESYNCD_STATE_DIR))
+}
+
+/// Whether timesyncd (state in `dir`) has synchronized the clock; `None` where it does not run.
+fn timesyncd_synchronized(dir: &Path) -> Option<bool> {
+    dir.is_dir().then(|| dir.join("synchronized").exists())
 }
 
 /// Where the certificate signing request sits: `box.csr` next to the WireGuard key (as
@@ -931,6 +945,21 @@ fn summarize_page(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn int2_timesyncd_says_whether_the_clock_is_synchronized_where_adjtimex_is_forbidden() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = dir.path().join("timesync");
+        assert_eq!(timesyncd_synchronized(&state), None, "no timesyncd");
+        std::fs::create_dir(&state).expect("timesyncd's folder");
+        assert_eq!(
+            timesyncd_synchronized(&state),
+            Some(false),
+            "not yet synchronized"
+        );
+        std::fs::write(state.join("synchronized"), b"").expect("marker");
+        assert_eq!(timesyncd_synchronized(&state), Some(true));
+    }
 
     #[test]
     fn avl4_summary_names_the_active_hub_and_each_hubs_health() {
