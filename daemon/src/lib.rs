@@ -14,7 +14,8 @@
 //! 2. `signing`: operator keys and config signatures, needed by config's checks and control.
 //! 3. `state`: runtime state several parts share (the event ring, the config snapshot).
 //! 4. `keys`: WireGuard key material (written through `durable`).
-//! 5. `config`: the configuration file, parsed and validated.
+//! 5. `config`: the configuration file, parsed and validated; `timesync`: the NTP client's
+//!    settings its `[time]` gives.
 //! 6. `tls`: the CRYPTREC TLS profile and the credential store, built from config.
 //! 7. `tunnel`: userspace WireGuard and the TUN device.
 //! 8. `carrier`: the link to the data centre as the parts above see it, whatever carries it;
@@ -52,6 +53,7 @@ pub mod signing;
 pub mod state;
 pub mod status;
 pub mod supervisor;
+pub mod timesync;
 pub mod tls;
 pub mod tunnel;
 pub mod update;

@@ -47,6 +47,19 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Write the settings of the image's NTP client (systemd-timesyncd) that the config's
+    /// `[time]` gives: its servers, reached through the carrier, and no public fallback. The
+    /// image's timesyncd runs it before it starts; without `[time]` the file is removed and
+    /// the image's defaults apply.
+    TimesyncConf {
+        /// The configuration file.
+        #[arg(long, short, default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The drop-in to write (replaced whole: written beside it, then renamed); its folder
+        /// is made if missing.
+        #[arg(long, default_value = TIMESYNCD_DROP_IN)]
+        output: PathBuf,
+    },
     /// Run the daemon with a configuration file. Without one (a box fresh from the image) the
     /// daemon runs unenrolled: it shows the enrolment data on `renkei status` and on the
     /// login-free enrolment page, and starts enrolled once a valid file is there.
@@ -357,6 +370,10 @@ impl TargetArgs {
 
 /// charon's strongswan.conf holds no secret (keys go over VICI).
 const CHARON_CONF_MODE: u32 = 0o644;
+/// Where `renkei timesync-conf` writes by default: a runtime drop-in of systemd-timesyncd.
+const TIMESYNCD_DROP_IN: &str = "/run/systemd/timesyncd.conf.d/50-renkei.conf";
+/// The drop-in is read by timesyncd's own user.
+const TIMESYNCD_DROP_IN_MODE: u32 = 0o644;
 
 /// Exit code for an invalid configuration, as `nginx -t` uses.
 const EXIT_INVALID_CONFIG: u8 = 2;
@@ -367,6 +384,7 @@ fn main() -> ExitCode {
         Command::Check { config, offline } => check(&config, offline),
         Command::Run { config, unenrolled } => run(&config, unenrolled),
         Command::CharonConf { config, output } => charon_conf(&config, output.as_deref()),
+        Command::TimesyncConf { config, output } => timesync_conf(&config, &output),
         Command::Status {
             config,
             runtime_dir,
@@ -485,6 +503,36 @@ fn charon_conf(path: &std::path::Path, output: Option<&std::path::Path>) -> Exit
             }
         },
         Err(diagnostics) => invalid(path, &diagnostics),
+    }
+}
+
+/// Writes (or, without `[time]`, removes) the timesyncd drop-in `output` for the config at
+/// `path`; exit 2 on an invalid config (the drop-in in place stays), 1 when the file cannot be
+/// written.
+fn timesync_conf(path: &std::path::Path, output: &std::path::Path) -> ExitCode {
+    let config = match config::load_with(path, config::Files::Skip) {
+        Ok(config) => config,
+        Err(diagnostics) => return invalid(path, &diagnostics),
+    };
+    match renkei::timesync::timesyncd_conf(&config) {
+        Some(text) => {
+            let written = match output.parent().map_or(Ok(()), std::fs::create_dir_all) {
+                Err(e) => Err(anyhow::anyhow!(
+                    "making the folder of {}: {e}",
+                    output.display()
+                )),
+                Ok(()) => {
+                    renkei::durable::write_durably(output, text.as_bytes(), TIMESYNCD_DROP_IN_MODE)
+                        .map_err(anyhow::Error::from)
+                }
+            };
+            report(written)
+        }
+        None => match std::fs::remove_file(output) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ExitCode::SUCCESS,
+            Err(e) => report(Err(anyhow::anyhow!("removing {}: {e}", output.display()))),
+        },
     }
 }
 

@@ -13,17 +13,23 @@ fn units_dir() -> PathBuf {
 }
 
 /// The units the disk image installs.
-const UNITS: [&str; 6] = [
+const UNITS: [&str; 8] = [
     "renkei.service",
     "renkei-firstboot.service",
     "renkei-console.service",
     "renkei-charon.service",
     "renkei-update.service",
     "renkei-health.service",
+    "renkei-timesync-conf.service",
+    "renkei-timesync.service",
 ];
 
 /// The path units the disk image installs (no sandbox of their own: systemd itself watches).
-const PATH_UNITS: [&str; 2] = ["renkei-charon.path", "renkei-update.path"];
+const PATH_UNITS: [&str; 3] = [
+    "renkei-charon.path",
+    "renkei-timesync.path",
+    "renkei-update.path",
+];
 
 /// The highest `systemd-analyze security` exposure each unit may have (0 safest, 10 worst),
 /// a little above its score today so a systemd upgrade's rescoring does not fail the build
@@ -31,14 +37,18 @@ const PATH_UNITS: [&str; 2] = ["renkei-charon.path", "renkei-update.path"];
 /// network; first boot and the console need none of them; charon needs what the daemon needs
 /// and CAP_NET_BIND_SERVICE (UDP 500 and 4500). The firmware update units run as root (D-Bus to
 /// RAUC and systemd, the daemon user's spool) without devices; the health check also keeps the
-/// host's network namespace to judge the tunnel.
-const EXPOSURE_CEILINGS: [(&str, f64); 6] = [
+/// host's network namespace to judge the tunnel. The NTP client's two units run as root without
+/// any capability: one writes timesyncd's runtime drop-in folder, the other asks systemd for a
+/// restart.
+const EXPOSURE_CEILINGS: [(&str, f64); 8] = [
     ("renkei.service", 2.0),
     ("renkei-firstboot.service", 1.0),
     ("renkei-console.service", 1.0),
     ("renkei-charon.service", 2.0),
     ("renkei-update.service", 1.7),
     ("renkei-health.service", 2.4),
+    ("renkei-timesync-conf.service", 1.4),
+    ("renkei-timesync.service", 1.4),
 ];
 
 /// `systemd-analyze verify` wants the binaries named in Exec lines to exist; point them at the

@@ -567,6 +567,7 @@ pub(crate) mod tests {
             status: None,
             management: None,
             update: None,
+            time: None,
         }
     }
 

@@ -50,6 +50,10 @@ pub struct Config {
     /// Signed firmware updates (RAUC bundles): absent means the box takes none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateConfig>,
+    /// The operator's time servers, which the box's NTP client (the image's
+    /// systemd-timesyncd) reaches through the carrier; absent means the image's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<TimeConfig>,
 }
 
 /// Version of the configuration; the control path refuses replays and downgrades with it.
@@ -741,6 +745,32 @@ fn is_default_max_push_bytes(value: &usize) -> bool {
 
 fn default_confirm_timeout_secs() -> u64 {
     120
+}
+
+/// Where the box takes its time from (docs/configuration.md, `[time]`). Certificates, the
+/// access log's timestamps and the operator's view of a box all rest on its clock.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeConfig {
+    /// NTP servers by address, in the data centre, reached through the carrier (names are not
+    /// taken: setting the clock must not depend on a resolver). The box uses no public server.
+    pub servers: Vec<IpAddr>,
+    /// Shortest time between two polls of a server, in seconds (timesyncd's
+    /// `PollIntervalMinSec`).
+    #[serde(default = "default_time_poll_min_secs")]
+    pub poll_min_secs: u64,
+    /// Longest time between two polls once the clock is steady, in seconds
+    /// (`PollIntervalMaxSec`): a step of the server's clock reaches the box within this.
+    #[serde(default = "default_time_poll_max_secs")]
+    pub poll_max_secs: u64,
+}
+
+fn default_time_poll_min_secs() -> u64 {
+    32
+}
+
+fn default_time_poll_max_secs() -> u64 {
+    2048
 }
 
 /// Signed firmware updates: which bundles the box takes (docs/update.md).

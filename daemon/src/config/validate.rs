@@ -52,6 +52,11 @@ const MAX_PUSH_BYTES_RANGE: (usize, usize) = (64 * 1024, super::MAX_CONFIG_BYTES
 /// Bounds of `update.health_deadline_secs`: enough for a handshake after a slow boot, short
 /// enough that a broken slot is given up while someone may still be watching.
 const HEALTH_DEADLINE_SECS_RANGE: (u64, u64) = (30, 1800);
+/// Most servers in `time.servers` (timesyncd tries them in order; more only slows a failover).
+const MAX_TIME_SERVERS: usize = 4;
+/// Bounds of `time.poll_min_secs` and `time.poll_max_secs`: timesyncd takes no shorter poll
+/// than 16 s; beyond 2048 s a drifting clock goes uncorrected too long.
+const TIME_POLL_SECS: (u64, u64) = (16, 2048);
 /// Longest `update.compatible`.
 const MAX_COMPATIBLE_CHARS: usize = 128;
 /// Bounds of `tunnel.failover.failover_after_secs`: longer than a handshake retransmission
@@ -104,6 +109,7 @@ pub fn validate(config: &Config, read_files: bool) -> Vec<Problem> {
     checker.status();
     checker.management();
     checker.update();
+    checker.time();
     checker.listener_conflicts();
     checker.problems
 }
@@ -1354,6 +1360,61 @@ impl Checker<'_> {
         );
     }
 
+    fn time(&mut self) {
+        let Some(time) = &self.config.time else {
+            return;
+        };
+        let base = FieldPath::root("time");
+        if self.config.policy_mode() == PolicyMode::OnDemand {
+            // timesyncd's polls would bring the tunnel up by themselves and keep it from idling
+            // (NET-7); syncing only while the link is up for demand or a check-in is not built.
+            self.report(
+                base.clone(),
+                "is for always-on boxes: on an on-demand link every NTP poll would bring the tunnel up; leave [time] out (the image's default time source applies)",
+            );
+        }
+        if time.servers.is_empty() || time.servers.len() > MAX_TIME_SERVERS {
+            self.report(
+                base.key("servers"),
+                format!(
+                    "must name 1 to {MAX_TIME_SERVERS} NTP servers (remove [time] to keep the image's default)"
+                ),
+            );
+        }
+        for (i, server) in time.servers.iter().enumerate() {
+            let path = base.key("servers").index(i);
+            if server.is_unspecified() || server.is_multicast() || server.is_loopback() {
+                self.report(
+                    path,
+                    format!("{server} is not the address of an NTP server"),
+                );
+            } else if time.servers[..i].contains(server) {
+                self.report(path, format!("{server} is listed twice"));
+            }
+        }
+        self.range(
+            base.key("poll_min_secs"),
+            time.poll_min_secs,
+            TIME_POLL_SECS.0,
+            TIME_POLL_SECS.1,
+        );
+        self.range(
+            base.key("poll_max_secs"),
+            time.poll_max_secs,
+            TIME_POLL_SECS.0,
+            TIME_POLL_SECS.1,
+        );
+        if time.poll_max_secs < time.poll_min_secs {
+            self.report(
+                base.key("poll_max_secs"),
+                format!(
+                    "{} is shorter than poll_min_secs ({})",
+                    time.poll_max_secs, time.poll_min_secs
+                ),
+            );
+        }
+    }
+
     fn update(&mut self) {
         let Some(update) = &self.config.update else {
             return;
@@ -1706,6 +1767,89 @@ allowed_ips = ["198.19.0.1/32"]
                 [format!("{cap} is out of range {range}")]
             );
         }
+    }
+
+    /// A viewing config made always-on, with `time` appended as a `[time]` section.
+    fn with_time(time: &str) -> Config {
+        let mut always_on = viewing("198.18.20.1:8443", "198.18.20.1:9443");
+        if let Some(tunnel) = always_on.tunnel.as_mut() {
+            tunnel.policy.mode = Some(PolicyMode::AlwaysOn);
+        }
+        let mut text = toml::to_string(&always_on).expect("serialise");
+        text.push_str("\n[time]\n");
+        text.push_str(time);
+        toml::from_str(&text).expect("schema-valid test config")
+    }
+
+    #[test]
+    fn int2_time_section_rules() {
+        let good = with_time("servers = [\"198.19.0.1\", \"fd00::123\"]\n");
+        assert_eq!(
+            good.time
+                .as_ref()
+                .map(|t| (t.poll_min_secs, t.poll_max_secs)),
+            Some((32, 2048))
+        );
+        let time_problems: Vec<Problem> = validate(&good, true)
+            .into_iter()
+            .filter(|p| p.path.to_string().starts_with("time"))
+            .collect();
+        assert!(time_problems.is_empty(), "{time_problems:?}");
+
+        let none = with_time("servers = []\n");
+        assert_eq!(
+            problems_at(&none, "time.servers"),
+            ["must name 1 to 4 NTP servers (remove [time] to keep the image's default)"]
+        );
+        let bad = with_time(
+            "servers = [\"198.19.0.1\", \"0.0.0.0\", \"224.0.1.1\", \"198.19.0.1\"]\npoll_min_secs = 8\npoll_max_secs = 4096\n",
+        );
+        assert_eq!(
+            problems_at(&bad, "time.servers[1]"),
+            ["0.0.0.0 is not the address of an NTP server"]
+        );
+        assert_eq!(
+            problems_at(&bad, "time.servers[2]"),
+            ["224.0.1.1 is not the address of an NTP server"]
+        );
+        assert_eq!(
+            problems_at(&bad, "time.servers[3]"),
+            ["198.19.0.1 is listed twice"]
+        );
+        assert_eq!(
+            problems_at(&bad, "time.poll_min_secs"),
+            ["8 is out of range 16..=2048"]
+        );
+        assert_eq!(
+            problems_at(&bad, "time.poll_max_secs"),
+            ["4096 is out of range 16..=2048"]
+        );
+        // A viewing box's on-demand link would be brought up by every poll.
+        let mut on_demand =
+            toml::to_string(&viewing("198.18.20.1:8443", "198.18.20.1:9443")).expect("serialise");
+        on_demand.push_str("\n[time]\nservers = [\"198.19.0.1\"]\n");
+        let on_demand: Config = toml::from_str(&on_demand).expect("schema-valid");
+        assert_eq!(on_demand.policy_mode(), PolicyMode::OnDemand);
+        assert_eq!(
+            problems_at(&on_demand, "time"),
+            ["is for always-on boxes: on an on-demand link every NTP poll would bring the tunnel up; leave [time] out (the image's default time source applies)"]
+        );
+        let inverted =
+            with_time("servers = [\"198.19.0.1\"]\npoll_min_secs = 64\npoll_max_secs = 32\n");
+        assert_eq!(
+            problems_at(&inverted, "time.poll_max_secs"),
+            ["32 is shorter than poll_min_secs (64)"]
+        );
+        // A name is not an address: refused by the schema (whose error the loader places at
+        // its file, line and field).
+        let mut text =
+            toml::to_string(&viewing("198.18.20.1:8443", "198.18.20.1:9443")).expect("serialise");
+        text.push_str("\n[time]\nservers = [\"ntp.example\"]\n");
+        let refused = toml::from_str::<Config>(&text).expect_err("a name is refused");
+        assert!(
+            refused.message().contains("invalid IP address"),
+            "{refused}"
+        );
     }
 
     /// A viewing config with `update` appended as an `[update]` section.
