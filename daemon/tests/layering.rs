@@ -22,6 +22,7 @@ const LAYERS: &[&str] = &[
     "state",
     "keys",
     "config",
+    "timesync",
     "tls",
     "tunnel",
     "carrier",
