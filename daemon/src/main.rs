@@ -964,8 +964,16 @@ fn fleet(action: FleetAction) -> ExitCode {
                     serde_json::to_value(&statuses).map_err(Into::into),
                     status::table(&statuses),
                 );
+                // A box that answered with a refusal (TLS, HTTP) has no facts either.
                 let silent = statuses.iter().filter(|s| !s.reachable).count();
-                anyhow::ensure!(silent == 0, "{silent} box(es) did not answer");
+                let refused = statuses
+                    .iter()
+                    .filter(|s| s.reachable && s.facts.is_none())
+                    .count();
+                anyhow::ensure!(
+                    silent + refused == 0,
+                    "{silent} box(es) did not answer, {refused} refused"
+                );
                 Ok(())
             }
             FleetAction::Push {

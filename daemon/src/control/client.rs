@@ -2,6 +2,8 @@
 //! `renkei push --status`, over the same CRYPTREC-pinned TLS as everything else, with the
 //! operator's client certificate.
 
+use std::error::Error as StdError;
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use super::server::SIGNATURE_HEADER;
 use crate::config::{MinTls, TlsConfig};
 use crate::tls::credentials::{self, CredentialError};
 use crate::tls::profile::{self, ProfileError};
+use crate::tls::refusal::{self, TlsRefusal};
 
 /// Largest answer read from a box.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
@@ -57,6 +60,18 @@ pub enum ClientError {
         address: SocketAddr,
         /// What failed.
         message: String,
+    },
+    /// The TLS handshake was refused: by the box (its alert: the operator's certificate has
+    /// expired by the box's clock, say) or by this side (the box's certificate). The detail
+    /// says which side and what rustls saw.
+    #[error("{address}: TLS refused, {}: {detail}", refusal.text())]
+    Refused {
+        /// The box.
+        address: SocketAddr,
+        /// Why, as a stable word.
+        refusal: TlsRefusal,
+        /// rustls's own words.
+        detail: String,
     },
     /// The bundle to send could not be read.
     #[error("{0}")]
@@ -201,6 +216,17 @@ where
         .map_err(|_| ClientError::ServerName(target.server_name.clone()))?;
     let address = target.address;
     let transport = |message: String| ClientError::Transport { address, message };
+    // A TLS error may surface at the handshake or, in TLS 1.3, only when the box's alert
+    // arrives with the first answer (the server judges the client's certificate after the
+    // client has finished): both are told as the refusal they are.
+    let failed = |stage: &str, err: &(dyn StdError + 'static)| match tls_error(err) {
+        Some(tls) => ClientError::Refused {
+            address,
+            refusal: refusal::from_rustls(tls),
+            detail: tls.to_string(),
+        },
+        None => transport(format!("{stage}: {err}")),
+    };
     let exchange = async {
         let tcp = tokio::net::TcpStream::connect(address)
             .await
@@ -208,10 +234,10 @@ where
         let stream = tokio_rustls::TlsConnector::from(tls)
             .connect(name, tcp)
             .await
-            .map_err(|e| transport(format!("TLS: {e}")))?;
+            .map_err(|e| failed("TLS", &e))?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| transport(format!("HTTP: {e}")))?;
+            .map_err(|e| failed("HTTP", &e))?;
         let driver = tokio::spawn(connection);
         let mut builder = Request::builder()
             .method(method)
@@ -226,12 +252,12 @@ where
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| transport(format!("HTTP: {e}")))?;
+            .map_err(|e| failed("HTTP", &e))?;
         let status = response.status().as_u16();
         let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
-            .map_err(|e| transport(format!("answer: {e}")))?
+            .map_err(|e| failed("answer", &*e))?
             .to_bytes();
         driver.abort();
         let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
@@ -242,4 +268,49 @@ where
     tokio::time::timeout(target.timeout, exchange)
         .await
         .map_err(|_| ClientError::Timeout(address, target.timeout))?
+}
+
+/// The rustls error somewhere in `err`'s chain: hyper wraps the `io::Error` that
+/// tokio-rustls wraps around it, and `io::Error::source` skips the error it holds, so each
+/// link's own payload is looked at too.
+fn tls_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut link = Some(err);
+    while let Some(current) = link {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        let held = current
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::get_ref)
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        if held.is_some() {
+            return held;
+        }
+        link = current.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::AlertDescription;
+
+    /// An error that hides another behind `source`, as hyper's does.
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection error")]
+    struct Wrapper(#[source] io::Error);
+
+    #[test]
+    fn int2_a_tls_alert_is_found_behind_the_http_error() {
+        let alert = rustls::Error::AlertReceived(AlertDescription::CertificateExpired);
+        let wrapped = Wrapper(io::Error::new(io::ErrorKind::InvalidData, alert.clone()));
+        assert_eq!(tls_error(&wrapped), Some(&alert));
+        let refusal = tls_error(&wrapped).map(refusal::from_rustls);
+        assert_eq!(refusal, Some(TlsRefusal::CertificateExpired));
+        // Plain transport failures stay what they are.
+        let reset = Wrapper(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert_eq!(tls_error(&reset), None);
+        assert_eq!(tls_error(&io::Error::other("no route")), None);
+    }
 }

@@ -9,6 +9,7 @@ use super::inventory::{BoxEntry, Inventory};
 use super::reach::{unreachable, Reach};
 use crate::control::client::{self, ClientError, Reply};
 use crate::status::facts::FleetFacts;
+use crate::tls::refusal::TlsRefusal;
 
 /// What one box said, or why it said nothing.
 #[derive(Debug, Clone, Serialize)]
@@ -26,6 +27,9 @@ pub struct BoxStatus {
     pub facts: Option<FleetFacts>,
     /// Why there are no facts.
     pub error: Option<String>,
+    /// Why the TLS handshake was refused, as a stable word, when that is why (the operator's
+    /// certificate expired by the box's clock: `certificate_expired`).
+    pub refused: Option<TlsRefusal>,
 }
 
 /// Asks every box of `inventory` for its facts, `concurrency` at once, in inventory order.
@@ -45,6 +49,7 @@ async fn query_one(entry: &BoxEntry, reach: &Reach) -> BoxStatus {
         reachable: false,
         facts: None,
         error: None,
+        refused: None,
     };
     let answer = reach
         .ask(
@@ -52,6 +57,9 @@ async fn query_one(entry: &BoxEntry, reach: &Reach) -> BoxStatus {
             |target| async move { client::fleet_facts(&target).await },
         )
         .await;
+    if let Err(ClientError::Refused { refusal, .. }) = &answer {
+        status.refused = Some(*refusal);
+    }
     match facts_of(answer) {
         Ok(mut facts) => {
             status.reachable = true;
@@ -90,6 +98,8 @@ fn facts_of(answer: Result<Reply, ClientError>) -> Result<FleetFacts, (bool, Str
             ),
         )),
         Err(err) if unreachable(&err) => Err((false, format!("unreachable: {err}"))),
+        // It answered, with a TLS alert.
+        Err(err @ ClientError::Refused { .. }) => Err((true, err.to_string())),
         Err(err) => Err((false, err.to_string())),
     }
 }
@@ -150,7 +160,9 @@ fn row(status: &BoxStatus) -> [String; 9] {
             status.group.clone(),
             dash(),
             dash(),
-            if status.reachable {
+            if status.refused.is_some() {
+                "TLS refused".to_string()
+            } else if status.reachable {
                 dash()
             } else {
                 "unreachable".to_string()
@@ -206,6 +218,7 @@ mod tests {
                 time_unix: 0,
             }),
             error: None,
+            refused: None,
         }
     }
 
@@ -218,6 +231,7 @@ mod tests {
             reachable: false,
             facts: None,
             error: Some("unreachable: no answer within 3s".to_string()),
+            refused: None,
         };
         let text = table(&[reached("hospital", "病院"), silent]);
         let lines: Vec<&str> = text.lines().collect();
