@@ -18,9 +18,12 @@
 #   3. The data centre's clock goes back 2 days: the box's clock follows; still pending.
 #   4. The box rolls N+2 back to N+1 when the window ends, measured on the host's clock from
 #      the push: not before it, and within a minute after (not pushed out by the steps).
-#   5. The data centre's clock is the host's again, so is the box's: the operator reaches it
+#   5. The data centre's clock jumps 31 days ahead, past the end of the operator's certificate
+#      and CA (30 days, made by the boot test): the box, whose clock follows, refuses the
+#      operator's handshake and the operator's `renkei fleet status` says why
+#      (`certificate_expired`), though by the operator's own clock the certificate is valid.
+#   6. The data centre's clock is the host's again, so is the box's: the operator reaches it
 #      again (its running config unchanged); the box is powered off.
-# Not stepped here: the clock across a certificate's expiry (see docs/reliability.md).
 
 # The pending push's confirm window: long enough for two steps at timesyncd's 16 s polls under
 # TCG (they took 3 and 16 s here), and it is the time the rollback is awaited.
@@ -86,6 +89,27 @@ facts = next(b["facts"] for b in boxes if b.get("facts"))
 print(facts["time_unix"], str(facts["clock_synchronized"]).lower(), facts["config_version"],
       facts["config_state"], facts["certificate_days_left"])
 '
+}
+
+# box_refusal: why the box refused the operator's TLS handshake, as `renkei fleet status --json`
+# names it (empty when it did not).
+box_refusal() {
+  local out
+  out="$(cd "$HANDOVER" && in_ns "$RENKEI" fleet status --inventory fleet.toml --json --timeout-secs 10 2>&1)"
+  printf '%s\n' "$out" | python3 -c '
+import json, sys
+text = sys.stdin.read()
+boxes, _ = json.JSONDecoder().raw_decode(text[text.index("["):])
+print(next((b["refused"] for b in boxes if b.get("refused")), ""))
+' 2>/dev/null
+}
+
+# expect_running VERSION_STATE WHAT: fails with WHAT unless the last box_clock answer says the
+# box runs VERSION_STATE ("7 pending").
+expect_running() {
+  local version state
+  read -r _ _ version state _ <<< "$BOX_CLOCK"
+  [ "$version $state" = "$1" ] || fail "$2 (box runs: $version $state)"
 }
 
 # wait_box_clock OFFSET_SECS WHAT: polls until the box's clock is within CLOCK_TOLERANCE_SECS of
@@ -182,9 +206,9 @@ push_version "$SIGNED_FILE" || fail "INT-2 the operator pushes version $pending_
 pushed_at=$SECONDS
 ntp_offset "+3d"
 wait_box_clock 259200 "3 days ahead"
-read -r _ _ version state days_left <<< "$BOX_CLOCK"
-[ "$version $state" = "$pending_version pending" ] ||
-  fail "INT-2 a clock step of 3 days forward $((SECONDS - pushed_at)) s into a ${CLOCK_CONFIRM_SECS} s confirm window rolls nothing back (box runs: $version $state)"
+expect_running "$pending_version pending" \
+  "INT-2 a clock step of 3 days forward $((SECONDS - pushed_at)) s into a ${CLOCK_CONFIRM_SECS} s confirm window rolls nothing back"
+days_left="${BOX_CLOCK##* }"
 counted=$(( days_then - days_left ))
 if [ "$counted" -lt 2 ] || [ "$counted" -gt 4 ]; then
   fail "INT-2 the box's certificate check counts from its stepped clock (days left: $days_then before, $days_left 3 days later)"
@@ -194,9 +218,8 @@ pass "INT-2 the data centre's clock jumped 3 days ahead: the box's clock followe
 # 3. Back 2 days, still inside the window.
 ntp_offset "+1d"
 wait_box_clock 86400 "back 2 days"
-read -r _ _ version state _ <<< "$BOX_CLOCK"
-[ "$version $state" = "$pending_version pending" ] ||
-  fail "INT-2 a clock step of 2 days back $((SECONDS - pushed_at)) s into a ${CLOCK_CONFIRM_SECS} s confirm window rolls nothing back (box runs: $version $state)"
+expect_running "$pending_version pending" \
+  "INT-2 a clock step of 2 days back $((SECONDS - pushed_at)) s into a ${CLOCK_CONFIRM_SECS} s confirm window rolls nothing back"
 [ $((SECONDS - pushed_at)) -lt "$CLOCK_CONFIRM_SECS" ] ||
   fail "INT-2 both clock steps reached the box within its ${CLOCK_CONFIRM_SECS} s confirm window (the second after $((SECONDS - pushed_at)) s)"
 pass "INT-2 the data centre's clock went back 2 days: the box's clock followed $((SECONDS - pushed_at)) s into the confirm window, version $pending_version is still pending"
@@ -215,12 +238,23 @@ rolled_after=$((SECONDS - pushed_at))
   fail "INT-2 the rollback restores byte for byte the operator's version $synced_version"
 pass "INT-2 AVL-1 the unconfirmed version $pending_version was rolled back to $synced_version $rolled_after s after its push (window ${CLOCK_CONFIRM_SECS} s), though the box's clock had been stepped 3 days forward and 2 back meanwhile"
 
-# 5. Back to the host's time before the next boots.
+# 5. Past the certificates' end: the box refuses the operator, and says why.
+ntp_offset "+31d"
+stepped_at=$SECONDS
+until refusal="$(box_refusal)" && [ "$refusal" = "certificate_expired" ]; do
+  if [ $((SECONDS - stepped_at)) -ge "$CLOCK_STEP_TIMEOUT_SECS" ]; then
+    (cd "$HANDOVER" && in_ns "$RENKEI" fleet status --inventory fleet.toml --json --timeout-secs 10) >&2 || true
+    ntp_exchanges
+    fail "INT-2 with the box's clock 31 days ahead, past the operator's certificate, the box refuses the operator's handshake as certificate_expired within $CLOCK_STEP_TIMEOUT_SECS s (refused: ${refusal:-nothing})"
+  fi
+  sleep 2
+done
+pass "INT-2 the data centre's clock jumped 31 days ahead, past the end of the operator's 30-day certificate: $((SECONDS - stepped_at)) s later the box refused the operator's handshake and renkei fleet status says certificate_expired (valid by the operator's own clock)"
+
+# 6. Back to the host's time before the next boots.
 ntp_offset "+0"
 wait_box_clock 0 "back to the host's time"
-read -r _ _ version state _ <<< "$BOX_CLOCK"
-[ "$version $state" = "$synced_version confirmed" ] ||
-  fail "INT-2 the clock steps changed nothing the box runs (box runs: $version $state)"
+expect_running "$synced_version confirmed" "INT-2 the clock steps changed nothing the box runs"
 pass "INT-2 the data centre's clock is the host's again and the box's clock followed it back: the operator reaches it again, version $synced_version confirmed (box $(cut -d ' ' -f 1 <<< "$BOX_CLOCK"), host $(date +%s))"
 confirmed_version=$synced_version
 power_off
