@@ -23,6 +23,7 @@ pub mod daemon;
 pub mod demo;
 pub mod docserver;
 pub mod door;
+pub mod faketime;
 pub mod foreign;
 pub mod hub_throughput;
 pub mod image_hub;

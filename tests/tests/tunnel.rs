@@ -6,6 +6,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use renkei_lab::boxconfig::peer_mut;
+use renkei_lab::faketime::FakeClock;
 use renkei_lab::lab::{LabCarrier, DC_PROBE_PORT, HUB_PORT};
 use renkei_lab::traffic::{echo_round_trip, pattern, spawn_echo};
 use renkei_lab::{require_root, wait_until, Lab, Node};
@@ -787,6 +788,86 @@ fn net7_a_check_in_brings_an_idle_on_demand_tunnel_up_and_lets_it_idle_again() {
         peer["backend"]["wireguard"]["session_keys_present"], false,
         "{peer}"
     );
+}
+
+/// The clinic's wall clock as its status says, minus the host's, in seconds.
+fn clock_offset(daemon: &renkei_lab::Daemon) -> i64 {
+    let host = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("host clock after 1970")
+        .as_secs() as i64;
+    daemon
+        .status()
+        .ok()
+        .and_then(|s| s["time_unix"].as_i64())
+        .map_or(i64::MIN, |box_time| box_time - host)
+}
+
+/// Waits until the daemon's wall clock is `days` ahead of the host's (within a minute).
+fn wait_clock(daemon: &renkei_lab::Daemon, days: i64) {
+    wait_until(Duration::from_secs(5), "the daemon's clock to step", || {
+        ((clock_offset(daemon) - days * 86_400).abs() < 60).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: offset {} s", clock_offset(daemon)));
+}
+
+#[test]
+fn net7_int2_an_on_demand_idle_countdown_ignores_wall_clock_steps() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let _hub = lab.start(Node::Hub, &lab.config(Node::Hub)).expect("hub");
+    let mut config = lab.config(Node::Clinic);
+    config
+        .tunnel
+        .as_mut()
+        .expect("[tunnel]")
+        .policy
+        .idle_timeout_secs = 10;
+    // The clinic's own wall clock, stepped without the host's (libfaketime in that process).
+    let clock = FakeClock::new(&lab.dir).expect("libfaketime");
+    let clinic = lab
+        .start_launched(Node::Clinic, &config, &clock.launcher())
+        .expect("clinic");
+    wait_clock(&clinic, 0);
+
+    tcp_through_tunnel(&lab, Node::Clinic, Node::Hub, 64 * 1024).expect("first connection");
+    let last_traffic = Instant::now();
+    assert_eq!(peer_state(&clinic, "dc"), "up");
+
+    // Three days ahead, then two back, inside the 10 s countdown: the tunnel stays up
+    // meanwhile (a wall-clock countdown would have closed it at the first step).
+    clock.set("+3d").expect("step");
+    wait_clock(&clinic, 3);
+    assert_eq!(peer_state(&clinic, "dc"), "up", "closed by a step forward");
+    clock.set("+1d").expect("step");
+    wait_clock(&clinic, 1);
+    while last_traffic.elapsed() < Duration::from_secs(7) {
+        assert_eq!(
+            peer_state(&clinic, "dc"),
+            "up",
+            "closed {:?} after the last traffic, idle timeout 10 s",
+            last_traffic.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // ... and it closes when the 10 s have passed on the monotonic clock: a step back holds
+    // nothing off.
+    wait_until(Duration::from_secs(15), "the clinic to go idle", || {
+        let p = clinic.peer("dc").ok()?;
+        (p["state"] == "idle" && p["backend"]["wireguard"]["session_keys_present"] == false)
+            .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", clinic.log_text()));
+    let idle_after = last_traffic.elapsed();
+    assert!(
+        idle_after >= Duration::from_secs(9) && idle_after <= Duration::from_secs(20),
+        "idle {idle_after:?} after the last traffic, idle timeout 10 s"
+    );
+
+    // Demand brings it up again on the stepped clock (a day ahead of the first handshake).
+    tcp_through_tunnel(&lab, Node::Clinic, Node::Hub, 64 * 1024).expect("after the steps");
+    assert_eq!(peer_state(&clinic, "dc"), "up");
 }
 
 /// `/etc/netns/<namespace>/hosts`, which `ip netns exec` puts over `/etc/hosts` for the programs
