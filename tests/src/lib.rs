@@ -31,6 +31,7 @@ pub mod lab;
 pub mod logfields;
 pub mod monitoring;
 pub mod netns;
+pub mod ntp;
 pub mod operator;
 pub mod perfcount;
 pub mod pki;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use renkei_lab::boxconfig::peer_mut;
 use renkei_lab::faketime::FakeClock;
 use renkei_lab::lab::{LabCarrier, DC_PROBE_PORT, HUB_PORT};
+use renkei_lab::ntp::{self, NtpServer};
 use renkei_lab::traffic::{echo_round_trip, pattern, spawn_echo};
 use renkei_lab::{require_root, wait_until, Lab, Node};
 
@@ -868,6 +869,85 @@ fn net7_int2_an_on_demand_idle_countdown_ignores_wall_clock_steps() {
     // Demand brings it up again on the stepped clock (a day ahead of the first handshake).
     tcp_through_tunnel(&lab, Node::Clinic, Node::Hub, 64 * 1024).expect("after the steps");
     assert_eq!(peer_state(&clinic, "dc"), "up");
+}
+
+#[test]
+fn net7_int2_time_sync_rides_an_on_demand_link_that_is_up_and_never_brings_it_up_or_holds_it() {
+    require_root!();
+    time_sync_on_demand(Lab::new().expect("lab"));
+}
+
+/// The same on the other data path: TUN offloads off, one plain packet per read.
+#[test]
+fn net7_int2_time_sync_never_brings_an_on_demand_link_up_with_tun_offloads_off() {
+    require_root!();
+    time_sync_on_demand(Lab::new().expect("lab").with_tun_offloads(false));
+}
+
+/// NTP from an on-demand clinic to a real server (chronyd) at the hub's tunnel address: not
+/// answered and nothing sent while idle, answered while up, and no help holding the link.
+fn time_sync_on_demand(lab: Lab) {
+    let _hub = lab.start(Node::Hub, &lab.config(Node::Hub)).expect("hub");
+    let server = Node::Hub.tunnel_address();
+    let _ntp = NtpServer::start(lab.ns(Node::Hub), server, &lab.dir).expect("NTP server");
+    let counters = WanCounters::install(lab.ns(Node::Clinic));
+    let mut config = lab.config(Node::Clinic);
+    config
+        .tunnel
+        .as_mut()
+        .expect("[tunnel]")
+        .policy
+        .idle_timeout_secs = 10;
+    config.time = Some(renkei::config::TimeConfig {
+        servers: vec![server.parse().expect("address")],
+        poll_min_secs: 16,
+        poll_max_secs: 64,
+    });
+    let clinic = lab.start(Node::Clinic, &config).expect("clinic");
+    let ask = || {
+        ntp::query(
+            lab.ns(Node::Clinic),
+            server,
+            &lab.dir,
+            Duration::from_secs(3),
+        )
+    };
+
+    // Idle: the box's time query goes nowhere and brings nothing up.
+    let unanswered = ask();
+    assert!(unanswered.is_err(), "answered while idle: {unanswered:?}");
+    assert_eq!(peer_state(&clinic, "dc"), "idle");
+    assert_eq!(
+        counters.read("udp"),
+        0,
+        "the time query sent UDP on the WAN"
+    );
+
+    // Up for a connection: the query is answered through the tunnel.
+    tcp_through_tunnel(&lab, Node::Clinic, Node::Hub, 64 * 1024).expect("connection");
+    let last_traffic = Instant::now();
+    let answered = ask().unwrap_or_else(|e| panic!("{e}\n{}", clinic.log_text()));
+    assert!(answered.contains("System clock wrong by"), "{answered}");
+
+    // Queries all along the idle countdown do not hold the link open.
+    while peer_state(&clinic, "dc") == "up" {
+        assert!(
+            last_traffic.elapsed() < Duration::from_secs(20),
+            "still up {:?} after the last connection, idle timeout 10 s",
+            last_traffic.elapsed()
+        );
+        let _ = ask();
+    }
+    let idle_after = last_traffic.elapsed();
+    assert!(
+        idle_after >= Duration::from_secs(9),
+        "idle {idle_after:?} after the last connection, idle timeout 10 s"
+    );
+    let sent = counters.read("udp");
+    let late = ask();
+    assert!(late.is_err(), "answered after idling: {late:?}");
+    assert_eq!(counters.read("udp"), sent, "a query after idling sent UDP");
+    assert_eq!(peer_state(&clinic, "dc"), "idle");
 }
 
 /// `/etc/netns/<namespace>/hosts`, which `ip netns exec` puts over `/etc/hosts` for the programs

@@ -1365,12 +1365,13 @@ impl Checker<'_> {
             return;
         };
         let base = FieldPath::root("time");
-        if self.config.policy_mode() == PolicyMode::OnDemand {
-            // timesyncd's polls would bring the tunnel up by themselves and keep it from idling
-            // (NET-7); syncing only while the link is up for demand or a check-in is not built.
+        if self.config.ipsec.is_some() && self.config.policy_mode() == PolicyMode::OnDemand {
+            // charon's trap policy starts the SA for any packet it covers, NTP polls included
+            // (NET-7). WireGuard's data plane lets them through only while the link is up and
+            // never counts them as use; a closed network has no link to bring up.
             self.report(
                 base.clone(),
-                "is for always-on boxes: on an on-demand link every NTP poll would bring the tunnel up; leave [time] out (the image's default time source applies)",
+                "cannot be used on an on-demand IPsec box: every NTP poll would bring the SA up; leave [time] out (the image's default time source applies) or make the link always_on",
             );
         }
         if time.servers.is_empty() || time.servers.len() > MAX_TIME_SERVERS {
@@ -1824,15 +1825,21 @@ allowed_ips = ["198.19.0.1/32"]
             problems_at(&bad, "time.poll_max_secs"),
             ["4096 is out of range 16..=2048"]
         );
-        // A viewing box's on-demand link would be brought up by every poll.
+        // A viewing WireGuard box syncs while its on-demand link is up anyway; on IPsec every
+        // poll would bring the SA up (charon's trap policy).
         let mut on_demand =
             toml::to_string(&viewing("198.18.20.1:8443", "198.18.20.1:9443")).expect("serialise");
         on_demand.push_str("\n[time]\nservers = [\"198.19.0.1\"]\n");
         let on_demand: Config = toml::from_str(&on_demand).expect("schema-valid");
         assert_eq!(on_demand.policy_mode(), PolicyMode::OnDemand);
+        assert!(problems_at(&on_demand, "time").is_empty());
+        let mut ipsec = ipsec_with_failover("backup_remote_address = \"198.18.0.2\"")
+            .expect("the IPsec example");
+        ipsec.ipsec.as_mut().expect("[ipsec]").mode = Some(PolicyMode::OnDemand);
+        ipsec.time = on_demand.time.clone();
         assert_eq!(
-            problems_at(&on_demand, "time"),
-            ["is for always-on boxes: on an on-demand link every NTP poll would bring the tunnel up; leave [time] out (the image's default time source applies)"]
+            problems_at(&ipsec, "time"),
+            ["cannot be used on an on-demand IPsec box: every NTP poll would bring the SA up; leave [time] out (the image's default time source applies) or make the link always_on"]
         );
         let inverted =
             with_time("servers = [\"198.19.0.1\"]\npoll_min_secs = 64\npoll_max_secs = 32\n");

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::background;
 use super::filter::{self, Drop};
 use super::handshake_limit::{Admission, HandshakeLimit, COOKIE_REPLY_BYTES};
 use super::offload::{self, Coalescer, Read, Segments, VNET_HDR_BYTES};
@@ -452,7 +453,14 @@ impl DataPlane {
     ) -> Option<(usize, SocketAddr)> {
         let peer = self.outgoing_peer(packet)?;
         let mut state = peer.lock();
-        self.policy_event(peer, &mut state, Event::Demand, out, backlog);
+        if background::is_time_query(packet) {
+            // The box's own time sync rides on a link that is up anyway (NET-7).
+            if !link_up(&state) {
+                return None;
+            }
+        } else {
+            self.policy_event(peer, &mut state, Event::Demand, out, backlog);
+        }
         self.seal(peer, &mut state, packet, out, backlog)
     }
 
@@ -468,20 +476,30 @@ impl DataPlane {
         backlog: &mut Backlog,
     ) {
         sealed.clear();
-        let mut locked: Option<(&Arc<Peer>, std::sync::MutexGuard<'_, PeerState>)> = None;
+        // The peer locked, and whether this read's demand was told to its policy.
+        let mut locked: Option<(&Arc<Peer>, std::sync::MutexGuard<'_, PeerState>, bool)> = None;
         for packet in segments.iter() {
             let Some(peer) = self.outgoing_peer(packet) else {
                 continue;
             };
-            if !locked.as_ref().is_some_and(|(p, _)| Arc::ptr_eq(p, peer)) {
+            if !locked
+                .as_ref()
+                .is_some_and(|(p, _, _)| Arc::ptr_eq(p, peer))
+            {
                 drop(locked.take());
-                let mut state = peer.lock();
-                self.policy_event(peer, &mut state, Event::Demand, out, backlog);
-                locked = Some((peer, state));
+                locked = Some((peer, peer.lock(), false));
             }
-            let Some((peer, state)) = locked.as_mut() else {
+            let Some((peer, state, demanded)) = locked.as_mut() else {
                 continue;
             };
+            if background::is_time_query(packet) {
+                if !link_up(state) {
+                    continue;
+                }
+            } else if !*demanded {
+                self.policy_event(peer, state, Event::Demand, out, backlog);
+                *demanded = true;
+            }
             if let Some((len, to)) = self.seal(peer, state, packet, out, backlog) {
                 sealed.push(&out[..len], to);
             }
@@ -644,6 +662,7 @@ impl DataPlane {
         };
         let mut reply: Option<Vec<u8>> = None;
         let mut delivered = false;
+        let mut time_answer = false;
         let result = tunn.decapsulate(Some(from.ip()), datagram, out);
         if !proves_peer(kind, &result) {
             drop(state);
@@ -671,6 +690,7 @@ impl DataPlane {
                             }
                         }
                         delivered = true;
+                        time_answer = background::is_time_answer(bytes);
                     }
                     Err(drop) => self.counters.count_drop(drop),
                 }
@@ -686,7 +706,8 @@ impl DataPlane {
         PeerCounters::add(&peer.counters.rx_packets, 1);
 
         let mut scratch = [0u8; 256];
-        let event = if delivered {
+        // A time server's answer proves the peer alive but is no use of the link (NET-7).
+        let event = if delivered && !time_answer {
             Event::Traffic
         } else {
             Event::Authenticated
@@ -879,6 +900,11 @@ impl MessageKind {
             Packet::PacketData(_) => MessageKind::Data,
         }
     }
+}
+
+/// Whether the peer's session is up, so that sealing a packet sends it and starts no handshake.
+fn link_up(state: &PeerState) -> bool {
+    state.policy.state() == LinkState::Up && state.tunn.is_some()
 }
 
 /// Whether boringtun's answer to a message of `kind` proves the message came from the peer

@@ -5,6 +5,7 @@
 //! the daemon uses (the proxy's `demand()`, the status page's snapshots). The tunnel never
 //! forwards: only the box's own packets cross it (NET-8).
 
+mod background;
 mod dataplane;
 pub mod failover;
 pub mod filter;
