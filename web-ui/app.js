@@ -47,7 +47,7 @@
   // the daemon names the same keys): every config event's reason, a summary's kind.
   function sharedWordKey(code, name, word) {
     if (code.startsWith("config_") && name === "reason") return "config_reason_" + word;
-    if (code.startsWith("tunnel_") && name === "reason") return "link_reason_" + word;
+    if (code.startsWith("tunnel_") && code !== "tunnel_connect_failed" && name === "reason") return "link_reason_" + word;
     if (code === "management_tls_refused" && name === "reason") return "tls_reason_" + word;
     if (code === "events_suppressed" && name === "kind") return "kind_" + word;
     return null;
@@ -82,10 +82,12 @@
   // error talking to the carrier's daemon). Only the backend rendering names such fields.
   const TIME_FIELDS = ["established", "installed", "last_in", "last_out"];
   const BYTE_FIELDS = ["bytes_in", "bytes_out"];
-  const WARNING_FIELDS = ["profile_violation", "last_error"];
+  const WARNING_FIELDS = ["profile_violation", "last_error_code"];
+  // Fields whose values are stable words, and the catalogue prefix that translates them.
+  const WORD_FIELDS = { last_error_code: "ipsec_problem_" };
   // English descriptions for logs and tools that another field says on the page
-  // (`offloads_on` for `offloads`).
-  const ENGLISH_FIELDS = ["offloads"];
+  // (`offloads_on` for `offloads`, `last_error_code` for `last_error`).
+  const ENGLISH_FIELDS = ["offloads", "last_error"];
   // A carrier's own fields as [label, text, field, warning] rows: nested objects (drop counts,
   // security associations) are flattened as "object.field" (a missing one is one row, "-"),
   // lists joined, booleans translated.
@@ -105,6 +107,7 @@
       const text = !present ? "-"
         : Array.isArray(value) ? value.map((v) => (v !== null && typeof v === "object" ? JSON.stringify(v) : String(v))).join(", ")
         : typeof value === "boolean" ? t(value ? "yes" : "no")
+        : WORD_FIELDS[key] ? word(WORD_FIELDS[key], value)
         : TIME_FIELDS.includes(key) ? when(value)
         : BYTE_FIELDS.includes(key) ? bytes(value)
         : String(value);

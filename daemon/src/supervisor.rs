@@ -494,6 +494,7 @@ async fn start_status_page(
         Err(err) => {
             tracing::error!(error = %err, "the status page cannot start");
             events.push(Occurrence::StatusPageFailed {
+                reason: err.problem(),
                 error: err.to_string(),
             });
             None
@@ -579,6 +580,7 @@ async fn reload(proxy: Option<&Proxy>, events: &EventLog) {
             serial: material.serial.clone(),
         }),
         Err(err) => events.push(Occurrence::TlsReloadFailed {
+            reason: err.problem(),
             error: err.to_string(),
         }),
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use renkei::config::MinTls;
+use renkei::state::events::TlsFileProblem;
 use renkei::tls::{CredentialError, CredentialStore, StoreError};
 use tls_common::{handshake, tempdir, write_box, write_key, Ca, CLIENT_NAME, SERVER_NAME};
 
@@ -28,6 +29,8 @@ async fn broken_file_keeps_the_old_material_and_reports_the_error() {
         matches!(err, StoreError::Credentials(CredentialError::BadPem { .. })),
         "{err:?}"
     );
+    // The event's stable word, which the page says in its language.
+    assert_eq!(err.problem(), TlsFileProblem::Malformed);
     assert!(Arc::ptr_eq(&before, &store.current()));
     assert!(!rx.has_changed().expect("sender alive"));
 
@@ -42,6 +45,7 @@ async fn broken_file_keeps_the_old_material_and_reports_the_error() {
         ),
         "{err:?}"
     );
+    assert_eq!(err.problem(), TlsFileProblem::KeyMismatch);
     assert!(Arc::ptr_eq(&before, &store.current()));
 
     // The old material still serves handshakes.

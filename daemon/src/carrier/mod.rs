@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::state::events::ConnectProblem;
 use crate::state::moment::Moment;
 use crate::state::operator_contact::OperatorContact;
 /// A facility's hub group (AVL-4), WireGuard's or IPsec's; the status side sees it through here.
@@ -61,6 +62,17 @@ pub enum DemandError {
     /// The link is being restarted by a config change.
     #[error("the link to the data centre is restarting for a config change")]
     Restarting,
+}
+
+impl DemandError {
+    /// Why, as the stable word of the `tunnel_connect_failed` event.
+    pub fn problem(&self) -> ConnectProblem {
+        match self {
+            DemandError::NoRoute(_) => ConnectProblem::NoRoute,
+            DemandError::Timeout(_) => ConnectProblem::Timeout,
+            DemandError::Restarting => ConnectProblem::Restarting,
+        }
+    }
 }
 
 /// What [`Carrier::reconfigure`] did, as far as the parts bound to the carrier care.

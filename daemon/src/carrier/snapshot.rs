@@ -9,6 +9,8 @@ use std::time::SystemTime;
 use ipnet::IpNet;
 use serde::Serialize;
 
+use crate::state::events::IpsecProblem;
+
 pub use crate::state::link::{DropCounts, LinkReason, LinkState};
 /// WireGuard's own drops (the backend part): the data plane's type.
 pub use crate::tunnel::DatagramDrops as WireGuardDrops;
@@ -87,8 +89,10 @@ pub struct IpsecCarrier {
     pub charon_loaded: bool,
     /// Times the connection was loaded (more than one: charon restarted).
     pub loads: u64,
-    /// The last error talking to charon, if the last attempt failed.
+    /// The last error talking to charon, if the last attempt failed (English, charon's words).
     pub last_error: Option<String>,
+    /// The same as a stable word (the page shows it in its language).
+    pub last_error_code: Option<IpsecProblem>,
 }
 
 /// Closed-network fields of the whole carrier.

@@ -21,7 +21,9 @@ pub use occurrence::{
     Code, CodeRefusal, ConfigChange, ConfigFacts, ForwardingFound, HubMove, IpsecRefusal,
     LoginRefusal, Occurrence, UpdateRefusal, EVENT_KINDS,
 };
-pub use reasons::{ConfigReason, TlsRefusal};
+pub use reasons::{
+    ConfigReason, ConnectProblem, IpsecProblem, StatusStartProblem, TlsFileProblem, TlsRefusal,
+};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};

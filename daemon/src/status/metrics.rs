@@ -877,6 +877,7 @@ mod document_tests {
             charon_loaded: true,
             loads: 1,
             last_error: None,
+            last_error_code: None,
         });
         let link = IpsecLink {
             remote_address: "198.18.40.1".parse().expect("address"),

@@ -26,6 +26,7 @@ use x509_parser::x509::AlgorithmIdentifier;
 use super::identity::PeerIdentities;
 use super::profile;
 use crate::config::TlsConfig;
+use crate::state::events::TlsFileProblem;
 
 /// Certificate, key, CA and CRL files larger than this are refused (they are a few KiB).
 pub const MAX_PEM_FILE_BYTES: u64 = 1024 * 1024;
@@ -264,6 +265,33 @@ impl CredentialError {
             | CredentialError::BadCrl { path, .. }
             | CredentialError::CrlNotFromCa { path, .. } => path,
             CredentialError::KeyMismatch { key, .. } => key,
+        }
+    }
+
+    /// What is wrong, as the stable word events carry (the page says it in its language).
+    pub fn problem(&self) -> TlsFileProblem {
+        match self {
+            CredentialError::Unreadable { .. } | CredentialError::TooLarge { .. } => {
+                TlsFileProblem::Unreadable
+            }
+            CredentialError::KeyFileTooOpen { .. } => TlsFileProblem::KeyFileTooOpen,
+            CredentialError::BadPem { .. }
+            | CredentialError::NoCertificates { .. }
+            | CredentialError::NoPrivateKey { .. }
+            | CredentialError::BadCertificate { .. }
+            | CredentialError::UnusableKey { .. }
+            | CredentialError::BadCrl { .. } => TlsFileProblem::Malformed,
+            CredentialError::CertExpired { .. } => TlsFileProblem::CertificateExpired,
+            CredentialError::CertNotYetValid { .. } => TlsFileProblem::CertificateNotYetValid,
+            CredentialError::WeakRsaKey { .. }
+            | CredentialError::UnsupportedKey { .. }
+            | CredentialError::Sha1Signature { .. }
+            | CredentialError::UnsupportedSignature { .. }
+            | CredentialError::NoSigningUsage { .. } => TlsFileProblem::OutsideProfile,
+            CredentialError::KeyMismatch { .. } => TlsFileProblem::KeyMismatch,
+            CredentialError::NotIssuedByCa { .. } => TlsFileProblem::NotIssuedByCa,
+            CredentialError::Revoked { .. } => TlsFileProblem::Revoked,
+            CredentialError::CrlNotFromCa { .. } => TlsFileProblem::CrlNotFromCa,
         }
     }
 }

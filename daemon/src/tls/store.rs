@@ -18,6 +18,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use super::credentials::{self, CertExpiry, CredentialError, Credentials};
 use super::profile::{self, ProfileError};
 use crate::config::{MinTls, TlsConfig};
+use crate::state::events::TlsFileProblem;
 
 /// How often the file watcher looks at the certificate, key, CA and CRL files by default.
 pub const DEFAULT_WATCH_INTERVAL_SECS: u64 = 5;
@@ -34,6 +35,18 @@ pub enum StoreError {
     /// The blocking task that reads the files did not finish (the runtime is shutting down).
     #[error("TLS reload task failed: {0}")]
     Task(String),
+}
+
+impl StoreError {
+    /// What is wrong, as the stable word events carry.
+    pub fn problem(&self) -> TlsFileProblem {
+        match self {
+            StoreError::Credentials(err) => err.problem(),
+            // rustls refused what the checks let through: a key or algorithm it does not take.
+            StoreError::Profile(_) => TlsFileProblem::OutsideProfile,
+            StoreError::Task(_) => TlsFileProblem::Other,
+        }
+    }
 }
 
 /// One consistent generation of TLS configurations, built from one read of the files.

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::{Config, PolicyMode};
-use crate::state::events::Occurrence;
+use crate::state::events::{IpsecProblem, Occurrence};
 use crate::state::moment::Moment;
 use crate::state::operator_contact::OperatorContact;
 
@@ -581,7 +581,7 @@ fn note_refusal(shared: &Shared, settings: &IpsecSettings, line: super::vici::Lo
         return;
     };
     if let Some(reason) = refusal::of_line(&msg) {
-        shared.record().last_error = Some(msg.clone());
+        shared.record().failed(reason.into(), msg.clone());
         let _ = shared
             .occurrences
             .send(Occurrence::IpsecNegotiationRefused { reason, error: msg });
@@ -685,7 +685,9 @@ impl IpsecHandle {
                     Ok(Ok(_)) => self.shared.poke.notify_one(),
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "the IPsec SA could not be initiated");
-                        self.shared.record().last_error = Some(e.to_string());
+                        let problem = refusal::of_error(&e)
+                            .map_or(IpsecProblem::InitiateFailed, |(why, _)| why.into());
+                        self.shared.record().failed(problem, e.to_string());
                         return Err(DemandError::Timeout(timeout));
                     }
                     Err(_) => return Err(DemandError::Timeout(timeout)),
@@ -876,6 +878,7 @@ impl IpsecHandle {
                 charon_loaded: record.loaded,
                 loads: record.loads,
                 last_error: record.last_error.clone(),
+                last_error_code: record.last_error_code,
             }),
         }
     }

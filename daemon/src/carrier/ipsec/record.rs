@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::carrier::snapshot::IpsecTraffic;
 use crate::config::PolicyMode;
+use crate::state::events::IpsecProblem;
 use crate::state::link::LinkState;
 
 use super::sa::{ChildSa, IkeSa, IkeState};
@@ -27,8 +28,10 @@ pub struct SaRecord {
     pub loaded: bool,
     /// Times it was loaded.
     pub loads: u64,
-    /// The last error talking to charon.
+    /// The last error talking to charon, in English (charon's words where it said them).
     pub last_error: Option<String>,
+    /// The same as a stable word, for the page.
+    pub last_error_code: Option<IpsecProblem>,
     /// The connection's IKE SA, the established one when there are several.
     pub ike: Option<IkeSa>,
     /// When the SA was last up (monotonic, for the alarm) and when it came up or was last
@@ -56,6 +59,7 @@ impl SaRecord {
             loaded: false,
             loads: 0,
             last_error: None,
+            last_error_code: None,
             ike: None,
             last_up: None,
             last_traffic: now,
@@ -82,6 +86,12 @@ impl SaRecord {
         self.loaded = false;
         self.ike = None;
         self.retire_absent(&BTreeMap::new());
+        self.failed(IpsecProblem::CharonUnavailable, why);
+    }
+
+    /// Notes the last problem with charon: its stable word and its English words.
+    pub fn failed(&mut self, problem: IpsecProblem, why: String) {
+        self.last_error_code = Some(problem);
         self.last_error = Some(why);
     }
 
@@ -137,6 +147,7 @@ impl SaRecord {
         self.loaded = true;
         self.loads += 1;
         self.last_error = None;
+        self.last_error_code = None;
     }
 
     /// Notes the SAs charon listed (all of them; only `name`'s count) at `now`/`wall`.

@@ -8,7 +8,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 
-pub use super::reasons::{ConfigReason, TlsRefusal};
+pub use super::reasons::{
+    ConfigReason, ConnectProblem, StatusStartProblem, TlsFileProblem, TlsRefusal,
+};
 use super::words::stable_words;
 use super::Level;
 use crate::state::link::{LinkReason, LinkState};
@@ -108,6 +110,9 @@ impl Code {
                 &[("reason", LinkReason::WORDS)]
             }
             Code::HubSwitched => &[("reason", HubMove::WORDS)],
+            Code::StatusPageFailed => &[("reason", StatusStartProblem::WORDS)],
+            Code::TlsReloadFailed => &[("reason", TlsFileProblem::WORDS)],
+            Code::TunnelConnectFailed => &[("reason", ConnectProblem::WORDS)],
             Code::EventsSuppressed => &[("kind", EVENT_KINDS)],
             Code::ConfigReceived
             | Code::ConfigRefused
@@ -118,12 +123,9 @@ impl Code {
             | Code::ConfigRolledBack
             | Code::ConfigNotApplied => &[("reason", ConfigReason::WORDS)],
             Code::DaemonStarted
-            | Code::StatusPageFailed
             | Code::TlsReloaded
-            | Code::TlsReloadFailed
             | Code::TunnelConnectRequested
             | Code::TunnelDisconnectRequested
-            | Code::TunnelConnectFailed
             | Code::IpsecSaOutsideProfile
             | Code::LoginSucceeded
             | Code::LoginWithRecoveryCode
@@ -148,7 +150,10 @@ impl Code {
             (code, "reason") if code.as_str().starts_with("config_") => {
                 format!("config_reason_{word}")
             }
-            (code, "reason") if code.as_str().starts_with("tunnel_") => {
+            // The link's state changes share the link's reasons; a failed connect has its own.
+            (code, "reason")
+                if code.as_str().starts_with("tunnel_") && code != Code::TunnelConnectFailed =>
+            {
                 format!("link_reason_{word}")
             }
             (Code::ManagementTlsRefused, "reason") => format!("tls_reason_{word}"),
@@ -246,6 +251,15 @@ stable_words! {
         /// The peer refused the box's authentication, or the box the peer's
         /// (`AUTHENTICATION_FAILED`, a certificate not trusted or too weak).
         AuthenticationFailed => "authentication_failed",
+    }
+}
+
+impl From<IpsecRefusal> for super::reasons::IpsecProblem {
+    fn from(refusal: IpsecRefusal) -> Self {
+        match refusal {
+            IpsecRefusal::NoProposalChosen => Self::NoProposalChosen,
+            IpsecRefusal::AuthenticationFailed => Self::AuthenticationFailed,
+        }
     }
 }
 
@@ -411,7 +425,9 @@ pub enum Occurrence {
     },
     /// The status page could not start.
     StatusPageFailed {
-        /// Why.
+        /// Why, as a stable word.
+        reason: StatusStartProblem,
+        /// Why, in English.
         error: String,
     },
     /// SIGHUP re-read the TLS files.
@@ -421,7 +437,9 @@ pub enum Occurrence {
     },
     /// SIGHUP could not re-read the TLS files.
     TlsReloadFailed {
-        /// Why.
+        /// What is wrong with them, as a stable word.
+        reason: TlsFileProblem,
+        /// Why, in English (the file and what is wrong).
         error: String,
     },
     /// A tunnel peer changed state.
@@ -442,7 +460,9 @@ pub enum Occurrence {
     TunnelDisconnectRequested {},
     /// The administrator's connect failed.
     TunnelConnectFailed {
-        /// Why.
+        /// Why, as a stable word.
+        reason: ConnectProblem,
+        /// Why, in English.
         error: String,
     },
     /// The kernel forwards IPv4 between interfaces (`ip_forward` is on).
@@ -710,13 +730,13 @@ impl Occurrence {
             Occurrence::DaemonStarted { version, summary } => {
                 format!("renkei {version} started: {summary}")
             }
-            Occurrence::StatusPageFailed { error } => {
+            Occurrence::StatusPageFailed { error, .. } => {
                 format!("the status page cannot start: {error}")
             }
             Occurrence::TlsReloaded { serial } => {
                 format!("SIGHUP: TLS files reloaded (certificate serial {serial})")
             }
-            Occurrence::TlsReloadFailed { error } => {
+            Occurrence::TlsReloadFailed { error, .. } => {
                 format!("SIGHUP: TLS reload failed; the certificates in use stay in use: {error}")
             }
             Occurrence::Tunnel {
@@ -726,7 +746,7 @@ impl Occurrence {
             Occurrence::TunnelDisconnectRequested {} => {
                 "administrator: disconnect (ok)".to_string()
             }
-            Occurrence::TunnelConnectFailed { error } => {
+            Occurrence::TunnelConnectFailed { error, .. } => {
                 format!("administrator: connect failed: {error}")
             }
             Occurrence::IpForwardingOn { found } => format!(
@@ -901,10 +921,11 @@ mod tests {
             ),
             (
                 Occurrence::StatusPageFailed {
+                    reason: StatusStartProblem::AddressInUse,
                     error: "address in use".into(),
                 },
                 "the status page cannot start: address in use",
-                json!({"error": "address in use"}),
+                json!({"reason": "address_in_use", "error": "address in use"}),
             ),
             (
                 Occurrence::TlsReloaded {
@@ -915,10 +936,11 @@ mod tests {
             ),
             (
                 Occurrence::TlsReloadFailed {
+                    reason: TlsFileProblem::Unreadable,
                     error: "no such file".into(),
                 },
                 "SIGHUP: TLS reload failed; the certificates in use stay in use: no such file",
-                json!({"error": "no such file"}),
+                json!({"reason": "unreadable", "error": "no such file"}),
             ),
             (
                 tunnel(LinkState::Up),
@@ -952,10 +974,11 @@ mod tests {
             ),
             (
                 Occurrence::TunnelConnectFailed {
+                    reason: ConnectProblem::Timeout,
                     error: "timed out".into(),
                 },
                 "administrator: connect failed: timed out",
-                json!({"error": "timed out"}),
+                json!({"reason": "timeout", "error": "timed out"}),
             ),
             (
                 Occurrence::IpForwardingOn {

@@ -200,7 +200,7 @@ impl PageSite {
     async fn tunnel_action(&self, action: &str) -> Response<Body> {
         let tunnel = self.source.tunnel();
         let result = match action {
-            "connect" => tunnel.connect_now().await.map_err(|e| e.to_string()),
+            "connect" => tunnel.connect_now().await,
             _ => {
                 tunnel.disconnect().await;
                 Ok(())
@@ -210,12 +210,15 @@ impl PageSite {
             events.push(match &result {
                 Ok(()) if action == "connect" => Occurrence::TunnelConnectRequested {},
                 Ok(()) => Occurrence::TunnelDisconnectRequested {},
-                Err(e) => Occurrence::TunnelConnectFailed { error: e.clone() },
+                Err(e) => Occurrence::TunnelConnectFailed {
+                    reason: e.problem(),
+                    error: e.to_string(),
+                },
             });
         }
         match result {
             Ok(()) => json(StatusCode::OK, &serde_json::json!({ "ok": true })),
-            Err(e) => json_error(StatusCode::GATEWAY_TIMEOUT, &e),
+            Err(e) => json_error(StatusCode::GATEWAY_TIMEOUT, &e.to_string()),
         }
     }
 }

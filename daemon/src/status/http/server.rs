@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use super::respond::{finish, Body};
 use crate::config::MinTls;
 use crate::ratelimit::LogGate;
+use crate::state::events::StatusStartProblem;
 use crate::status::cert::CertError;
 use crate::tls::CredentialStore;
 
@@ -61,6 +62,21 @@ pub enum HttpError {
         /// What the OS said.
         source: std::io::Error,
     },
+}
+
+impl HttpError {
+    /// Why, as the stable word of the `status_page_failed` event.
+    pub fn problem(&self) -> StatusStartProblem {
+        match self {
+            HttpError::Certificate(CertError::Files(_)) => StatusStartProblem::TlsFiles,
+            HttpError::Certificate(_) => StatusStartProblem::Certificate,
+            HttpError::Bind { source, .. } => match source.kind() {
+                std::io::ErrorKind::AddrInUse => StatusStartProblem::AddressInUse,
+                std::io::ErrorKind::AddrNotAvailable => StatusStartProblem::AddressNotAvailable,
+                _ => StatusStartProblem::CannotListen,
+            },
+        }
+    }
 }
 
 /// How a listener's connections are secured.
