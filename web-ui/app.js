@@ -43,9 +43,16 @@
     const text = t(key);
     return text === key ? String(value) : text;
   }
+  // The name renkei gives the one link of a closed network or an IPsec carrier (the daemon's
+  // carrier LINK_NAME; a WireGuard peer's name is the config's): shown in the page's language.
+  const CARRIER_LINK_NAME = "data centre";
+  function linkName(name) {
+    return name === CARRIER_LINK_NAME ? t("link_name_data_centre") : name;
+  }
   // A parameter's word that several codes share one translation of (Code::catalogue_key in
   // the daemon names the same keys): every config event's reason, a summary's kind.
   function sharedWordKey(code, name, word) {
+    if (name === "peer" && word === CARRIER_LINK_NAME) return "link_name_data_centre";
     if (code.startsWith("config_") && name === "reason") return "config_reason_" + word;
     if (code.startsWith("tunnel_") && code !== "tunnel_connect_failed" && name === "reason") return "link_reason_" + word;
     if (code === "management_tls_refused" && name === "reason") return "tls_reason_" + word;
@@ -82,12 +89,13 @@
   // error talking to the carrier's daemon). Only the backend rendering names such fields.
   const TIME_FIELDS = ["established", "installed", "last_in", "last_out"];
   const BYTE_FIELDS = ["bytes_in", "bytes_out"];
-  const WARNING_FIELDS = ["profile_violation", "last_error_code"];
+  const WARNING_FIELDS = ["profile_violation_names", "last_error_code"];
   // Fields whose values are stable words, and the catalogue prefix that translates them.
   const WORD_FIELDS = { last_error_code: "ipsec_problem_" };
   // English descriptions for logs and tools that another field says on the page
-  // (`offloads_on` for `offloads`, `last_error_code` for `last_error`).
-  const ENGLISH_FIELDS = ["offloads", "last_error"];
+  // (`offloads_on` for `offloads`, `last_error_code` for `last_error`, charon's names of the
+  // algorithms in `profile_violation_names` for `profile_violation`).
+  const ENGLISH_FIELDS = ["offloads", "last_error", "profile_violation"];
   // A carrier's own fields as [label, text, field, warning] rows: nested objects (drop counts,
   // security associations) are flattened as "object.field" (a missing one is one row, "-"),
   // lists joined, booleans translated.
@@ -191,7 +199,7 @@
     // the first (a facility box has one).
     const activeHub = doc.hubs ? peers.find((p) => p.name === doc.hubs.active) : null;
     const peer = peers.find((p) => p.alarm) || activeHub || peers[0] || {};
-    set("tunnel-peer", peer.name);
+    set("tunnel-peer", peer.name === undefined ? undefined : linkName(peer.name));
     // The carrier's stable word, translated (its English `reason` is for logs and tools).
     set("tunnel-reason", peer.reason_code ? word("link_reason_", peer.reason_code) : null);
     set("tunnel-policy", t("policy_" + tunnel.policy));
@@ -237,7 +245,7 @@
     const peerRows = table("peers");
     (hub ? [] : peers).forEach(function (p) {
       const details = fields(own(p.backend)).map((f) => f[0] + ": " + f[1]).join("; ");
-      const tr = row(peerRows, [p.name, t("state_" + p.state),
+      const tr = row(peerRows, [linkName(p.name), t("state_" + p.state),
         typeof p.last_reached_age_secs === "number" ? p.last_reached_age_secs + " " + t("seconds_ago") : t("never"),
         details, bytes(p.rx_bytes), bytes(p.tx_bytes)], p.alarm ? "alarm-row" : "");
       tr.dataset.peer = p.name;

@@ -1461,7 +1461,7 @@ fn net9_ops3_status_page_shows_the_ipsec_sas_in_japanese_and_english() {
         let text = backend_row(english, field)["text"].as_str().unwrap_or("");
         assert!(text.ends_with('B'), "{field}: {text:?}");
     }
-    for field in ["profile_violation", "last_error_code"] {
+    for field in ["profile_violation_names", "last_error_code"] {
         let row = backend_row(english, field);
         assert_eq!(row["warning"], false, "nothing to warn about: {row:#}");
     }
@@ -1472,7 +1472,7 @@ fn net9_ops3_status_page_shows_the_ipsec_sas_in_japanese_and_english() {
         ("child.bytes_in", "CHILD SA: 受信バイト"),
         ("child.local_ts", "CHILD SA: 自側トラフィックセレクタ"),
         ("child.last_in", "CHILD SA: 最後の受信"),
-        ("profile_violation", "CRYPTREC 外のアルゴリズムで切断"),
+        ("profile_violation_names", "CRYPTREC 外のアルゴリズムで切断"),
     ] {
         assert_eq!(backend_row(japanese, field)["label"], label, "{japanese:#}");
     }

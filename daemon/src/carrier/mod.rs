@@ -498,6 +498,22 @@ impl CarrierHandle {
 mod tests {
     use super::*;
 
+    /// The closed network's and IPsec's one link has a name renkei gives it, not the config:
+    /// the page knows it (web-ui/app.js, CARRIER_LINK_NAME) and says it in its language.
+    #[test]
+    fn log3_the_carriers_own_link_name_is_translated_on_the_page() {
+        assert_eq!(closed::LINK_NAME, ipsec::backend::LINK_NAME);
+        let app = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web-ui/app.js"),
+        )
+        .expect("web-ui/app.js");
+        let constant = format!("const CARRIER_LINK_NAME = {:?};", closed::LINK_NAME);
+        assert!(app.contains(&constant), "app.js lacks {constant}");
+        let missing =
+            crate::state::events::words::missing_texts(["link_name_data_centre".to_string()]);
+        assert!(missing.is_empty(), "web-ui/i18n.js lacks {missing:?}");
+    }
+
     /// One of the commented examples in `config/`, parsed as it stands.
     fn example(name: &str) -> Config {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -177,8 +177,11 @@ pub struct IpsecLink {
     /// ESP traffic since renkei started, over every CHILD SA: charon counts per SA, from zero
     /// again at each rekey, so only these totals never go backwards.
     pub total: IpsecTraffic,
-    /// Why the last SA was terminated for algorithms outside the CRYPTREC profile, if it was.
+    /// Why the last SA was terminated for algorithms outside the CRYPTREC profile, if it was
+    /// (English, for the journal and tools).
     pub profile_violation: Option<String>,
+    /// The same algorithms by charon's names, which the page shows in any language.
+    pub profile_violation_names: Option<String>,
 }
 
 /// ESP traffic of the connection summed over its CHILD SAs (rekeys, reconnects, charon

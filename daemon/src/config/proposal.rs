@@ -299,63 +299,121 @@ fn show(value: &Option<String>) -> &str {
     value.as_deref().unwrap_or("none")
 }
 
-fn check_key_size(key_size_bits: Option<u32>, out: &mut Vec<String>) {
+/// One negotiated algorithm outside the CRYPTREC profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outside {
+    /// charon's name for it ("MODP_1024"; "AES_CBC-192" for a key size; "-" for a missing
+    /// one): the same in every language, so the page shows it as it is.
+    pub name: String,
+    /// What it is, in English, for the journal ("DH group MODP_1024").
+    pub english: String,
+}
+
+fn outside(name: impl Into<String>, english: String) -> Outside {
+    Outside {
+        name: name.into(),
+        english,
+    }
+}
+
+fn name(value: &Option<String>) -> &str {
+    value.as_deref().unwrap_or("-")
+}
+
+fn check_key_size(encryption: &Option<String>, key_size_bits: Option<u32>, out: &mut Vec<Outside>) {
     match key_size_bits {
         Some(bits) if KEY_SIZES_BITS.contains(&bits) => {}
-        Some(bits) => out.push(format!("encryption key size {bits} bits")),
-        None => out.push("encryption key size not reported".to_string()),
+        Some(bits) => out.push(outside(
+            format!("{}-{bits}", name(encryption)),
+            format!("encryption key size {bits} bits"),
+        )),
+        None => out.push(outside(
+            format!("{}-?", name(encryption)),
+            "encryption key size not reported".to_string(),
+        )),
     }
 }
 
 impl IkeAlgorithms {
-    /// Everything outside the profile, one line each; empty when the SA is within it.
+    /// Everything outside the profile, in English, one line each; empty when within it.
     pub fn outside_profile(&self) -> Vec<String> {
+        self.outside_profile_items()
+            .into_iter()
+            .map(|o| o.english)
+            .collect()
+    }
+
+    /// Everything outside the profile, each with charon's name and the English line.
+    pub fn outside_profile_items(&self) -> Vec<Outside> {
         let mut out = Vec::new();
         let encryption = self.encryption.as_deref();
         match encryption {
             Some(AES_GCM_16) => {
                 if self.integrity.is_some() {
-                    out.push(format!(
-                        "integrity {} beside AES-GCM",
-                        show(&self.integrity)
+                    out.push(outside(
+                        name(&self.integrity),
+                        format!("integrity {} beside AES-GCM", show(&self.integrity)),
                     ));
                 }
             }
             Some(AES_CBC) => match self.integrity.as_deref() {
                 Some(i) if INTEGRITY.contains(&i) => {}
-                _ => out.push(format!("integrity {} with AES-CBC", show(&self.integrity))),
+                _ => out.push(outside(
+                    name(&self.integrity),
+                    format!("integrity {} with AES-CBC", show(&self.integrity)),
+                )),
             },
-            _ => out.push(format!("encryption {}", show(&self.encryption))),
+            _ => out.push(outside(
+                name(&self.encryption),
+                format!("encryption {}", show(&self.encryption)),
+            )),
         }
-        check_key_size(self.key_size_bits, &mut out);
+        check_key_size(&self.encryption, self.key_size_bits, &mut out);
         if !self.prf.as_deref().is_some_and(|p| PRFS.contains(&p)) {
-            out.push(format!("PRF {}", show(&self.prf)));
+            out.push(outside(name(&self.prf), format!("PRF {}", show(&self.prf))));
         }
         if !self
             .dh_group
             .as_deref()
             .is_some_and(|g| DH_GROUPS.contains(&g))
         {
-            out.push(format!("DH group {}", show(&self.dh_group)));
+            out.push(outside(
+                name(&self.dh_group),
+                format!("DH group {}", show(&self.dh_group)),
+            ));
         }
         out
     }
 }
 
 impl EspAlgorithms {
-    /// Everything outside the profile, one line each; empty when the SA is within it.
+    /// Everything outside the profile, in English, one line each; empty when within it.
     pub fn outside_profile(&self) -> Vec<String> {
+        self.outside_profile_items()
+            .into_iter()
+            .map(|o| o.english)
+            .collect()
+    }
+
+    /// Everything outside the profile, each with charon's name and the English line.
+    pub fn outside_profile_items(&self) -> Vec<Outside> {
         let mut out = Vec::new();
         if self.encryption.as_deref() != Some(AES_GCM_16) {
-            out.push(format!("ESP encryption {}", show(&self.encryption)));
+            out.push(outside(
+                name(&self.encryption),
+                format!("ESP encryption {}", show(&self.encryption)),
+            ));
         }
-        check_key_size(self.key_size_bits, &mut out);
+        check_key_size(&self.encryption, self.key_size_bits, &mut out);
         if self.integrity.is_some() {
-            out.push(format!("ESP integrity {}", show(&self.integrity)));
+            out.push(outside(
+                name(&self.integrity),
+                format!("ESP integrity {}", show(&self.integrity)),
+            ));
         }
         if let Some(group) = self.dh_group.as_deref() {
             if !DH_GROUPS.contains(&group) {
-                out.push(format!("ESP PFS group {group}"));
+                out.push(outside(group, format!("ESP PFS group {group}")));
             }
         }
         out
@@ -550,6 +608,20 @@ mod tests {
                 "ESP integrity HMAC_SHA1_96",
                 "ESP PFS group MODP_2048"
             ]
+        );
+        // The same by charon's names, which the page shows in any language.
+        let names = |items: Vec<Outside>| items.into_iter().map(|o| o.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(weak.outside_profile_items()),
+            ["3DES_CBC", "3DES_CBC-?", "PRF_HMAC_SHA1", "MODP_1024"]
+        );
+        assert_eq!(
+            names(cbc_sha1.outside_profile_items()),
+            ["HMAC_SHA1_96", "AES_CBC-192", "CURVE_25519"]
+        );
+        assert_eq!(
+            names(esp.outside_profile_items()),
+            ["CHACHA20_POLY1305", "HMAC_SHA1_96", "MODP_2048"]
         );
         assert_eq!(
             IkeAlgorithms::default().outside_profile(),

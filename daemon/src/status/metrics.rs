@@ -919,6 +919,7 @@ mod document_tests {
                 packets_out: 60,
             },
             profile_violation: None,
+            profile_violation_names: None,
         };
         doc.tunnel.peers[0].backend = LinkBackend::Ipsec(Box::new(link.clone()));
         let text = render(&doc, PeerSeries::PerPeer);

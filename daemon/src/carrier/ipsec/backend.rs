@@ -413,7 +413,8 @@ async fn session(shared: &Shared) -> Result<std::convert::Infallible, (bool, Vic
             // The event's own log record says it (error level).
             let _ = shared.occurrences.send(Occurrence::IpsecSaOutsideProfile {
                 remote_id,
-                algorithms: why,
+                algorithms: why.english,
+                names: why.names,
             });
             let _ = vici
                 .terminate(
@@ -862,6 +863,7 @@ impl IpsecHandle {
                 }),
                 total,
                 profile_violation: record.violation.clone(),
+                profile_violation_names: record.violation_names.clone(),
             })),
         };
         CarrierSnapshot {

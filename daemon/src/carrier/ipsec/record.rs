@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use crate::carrier::snapshot::IpsecTraffic;
+use crate::config::proposal::Outside;
 use crate::config::PolicyMode;
 use crate::state::events::IpsecProblem;
 use crate::state::link::LinkState;
@@ -18,6 +19,16 @@ use super::sa::{ChildSa, IkeSa, IkeState};
 
 /// charon's state name of a CHILD SA that carries traffic.
 const CHILD_INSTALLED: &str = "INSTALLED";
+
+/// An SA outside the CRYPTREC profile: what it negotiated, in English for the journal and by
+/// charon's names for the page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// "ESP encryption CHACHA20_POLY1305, DH group MODP_1024".
+    pub english: String,
+    /// "CHACHA20_POLY1305, MODP_1024".
+    pub names: String,
+}
 
 /// The connection as last observed.
 #[derive(Debug, Clone)]
@@ -47,6 +58,8 @@ pub struct SaRecord {
     live: BTreeMap<Option<u64>, IpsecTraffic>,
     /// SAs already checked against the profile, by charon's unique ids.
     checked: BTreeSet<(Option<u64>, Option<u64>)>,
+    /// The algorithms of that SA outside the profile, by charon's names (the page's).
+    pub violation_names: Option<String>,
     /// Why the last SA outside the profile was terminated.
     pub violation: Option<String>,
 }
@@ -68,6 +81,7 @@ impl SaRecord {
             live: BTreeMap::new(),
             checked: BTreeSet::new(),
             violation: None,
+            violation_names: None,
         }
     }
 
@@ -158,7 +172,7 @@ impl SaRecord {
         name: &str,
         now: Instant,
         wall: SystemTime,
-    ) -> Option<String> {
+    ) -> Option<Violation> {
         let mut ours: Vec<IkeSa> = sas.into_iter().filter(|sa| sa.name == name).collect();
         self.count(&ours);
         ours.sort_by_key(|sa| sa.state != IkeState::Established);
@@ -187,21 +201,27 @@ impl SaRecord {
         }
         let mut outside = Vec::new();
         if self.checked.insert((ike.unique_id, None)) {
-            outside.extend(ike.algorithms.outside_profile());
+            outside.extend(ike.algorithms.outside_profile_items());
         }
         for child in ike.children.iter().filter(|c| c.state == CHILD_INSTALLED) {
             if self
                 .checked
                 .insert((ike.unique_id, child.unique_id.or(Some(0))))
             {
-                outside.extend(child.algorithms.outside_profile());
+                outside.extend(child.algorithms.outside_profile_items());
             }
         }
         if outside.is_empty() {
             return None;
         }
-        let why = outside.join(", ");
-        self.violation = Some(why.clone());
+        let join =
+            |part: fn(&Outside) -> &str| outside.iter().map(part).collect::<Vec<_>>().join(", ");
+        let why = Violation {
+            english: join(|o| o.english.as_str()),
+            names: join(|o| o.name.as_str()),
+        };
+        self.violation = Some(why.english.clone());
+        self.violation_names = Some(why.names.clone());
         Some(why)
     }
 
@@ -365,8 +385,13 @@ mod tests {
         let why = record
             .observe(vec![weak.clone()], NAME, t0, SystemTime::now())
             .expect("a violation");
-        assert!(why.contains("ESP encryption CHACHA20_POLY1305"), "{why}");
-        assert_eq!(record.violation.as_deref(), Some(why.as_str()));
+        assert!(
+            why.english.contains("ESP encryption CHACHA20_POLY1305"),
+            "{why:?}"
+        );
+        assert_eq!(why.names, "CHACHA20_POLY1305");
+        assert_eq!(record.violation.as_deref(), Some(why.english.as_str()));
+        assert_eq!(record.violation_names.as_deref(), Some("CHACHA20_POLY1305"));
         assert_eq!(
             record.observe(vec![weak], NAME, t0, SystemTime::now()),
             None,
@@ -378,7 +403,8 @@ mod tests {
         let why = record
             .observe(vec![weak_ike], NAME, t0, SystemTime::now())
             .expect("a violation");
-        assert!(why.contains("DH group CURVE_25519"), "{why}");
+        assert!(why.english.contains("DH group CURVE_25519"), "{why:?}");
+        assert_eq!(why.names, "CURVE_25519");
     }
 
     #[test]

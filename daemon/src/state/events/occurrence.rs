@@ -474,8 +474,10 @@ pub enum Occurrence {
     IpsecSaOutsideProfile {
         /// The identity the concentrator proved.
         remote_id: String,
-        /// The negotiated algorithms outside the profile.
+        /// The negotiated algorithms outside the profile, in English ("DH group MODP_1024").
         algorithms: String,
+        /// The same by charon's names ("MODP_1024"): what the page shows, in any language.
+        names: String,
     },
     /// An IPsec negotiation refused.
     IpsecNegotiationRefused {
@@ -756,6 +758,7 @@ impl Occurrence {
             Occurrence::IpsecSaOutsideProfile {
                 remote_id,
                 algorithms,
+                ..
             } => format!(
                 "IPsec SA with {remote_id} negotiated algorithms outside the CRYPTREC profile ({algorithms}); terminated"
             ),
@@ -990,10 +993,11 @@ mod tests {
             (
                 Occurrence::IpsecSaOutsideProfile {
                     remote_id: "hub.renkei.example".into(),
-                    algorithms: "3DES_CBC".into(),
+                    algorithms: "encryption 3DES_CBC".into(),
+                    names: "3DES_CBC".into(),
                 },
-                "IPsec SA with hub.renkei.example negotiated algorithms outside the CRYPTREC profile (3DES_CBC); terminated",
-                json!({"remote_id": "hub.renkei.example", "algorithms": "3DES_CBC"}),
+                "IPsec SA with hub.renkei.example negotiated algorithms outside the CRYPTREC profile (encryption 3DES_CBC); terminated",
+                json!({"remote_id": "hub.renkei.example", "algorithms": "encryption 3DES_CBC", "names": "3DES_CBC"}),
             ),
             (
                 Occurrence::IpsecNegotiationRefused {
