@@ -61,6 +61,18 @@ fn hub_and_connected_hospital(lab: &Lab) -> (renkei_lab::Daemon, renkei_lab::Dae
     (hub, hospital)
 }
 
+/// The clinic's config with its on-demand tunnel idling out after `secs` without traffic.
+fn clinic_idling_after(lab: &Lab, secs: u64) -> renkei::config::Config {
+    let mut config = lab.config(Node::Clinic);
+    config
+        .tunnel
+        .as_mut()
+        .expect("[tunnel]")
+        .policy
+        .idle_timeout_secs = secs;
+    config
+}
+
 /// TCP from `from` to an echo server in `to`'s namespace on `to`'s tunnel address.
 fn tcp_through_tunnel(lab: &Lab, from: Node, to: Node, size: usize) -> anyhow::Result<()> {
     let addr = format!("{}:{ECHO_PORT}", to.tunnel_address());
@@ -214,13 +226,7 @@ fn net7_on_demand_is_silent_when_idle_connects_on_first_use_and_drops_keys_when_
     let lab = Lab::new().expect("lab");
     let _hub = lab.start(Node::Hub, &lab.config(Node::Hub)).expect("hub");
     let counters = WanCounters::install(lab.ns(Node::Clinic));
-    let mut config = lab.config(Node::Clinic);
-    config
-        .tunnel
-        .as_mut()
-        .expect("[tunnel]")
-        .policy
-        .idle_timeout_secs = 10;
+    let config = clinic_idling_after(&lab, 10);
     let clinic = lab.start(Node::Clinic, &config).expect("clinic");
 
     // A 10 s idle window: the measurement itself, not a wait for a condition.
@@ -817,13 +823,7 @@ fn net7_int2_an_on_demand_idle_countdown_ignores_wall_clock_steps() {
     require_root!();
     let lab = Lab::new().expect("lab");
     let _hub = lab.start(Node::Hub, &lab.config(Node::Hub)).expect("hub");
-    let mut config = lab.config(Node::Clinic);
-    config
-        .tunnel
-        .as_mut()
-        .expect("[tunnel]")
-        .policy
-        .idle_timeout_secs = 10;
+    let config = clinic_idling_after(&lab, 10);
     // The clinic's own wall clock, stepped without the host's (libfaketime in that process).
     let clock = FakeClock::new(&lab.dir).expect("libfaketime");
     let clinic = lab
@@ -891,13 +891,7 @@ fn time_sync_on_demand(lab: Lab) {
     let server = Node::Hub.tunnel_address();
     let _ntp = NtpServer::start(lab.ns(Node::Hub), server, &lab.dir).expect("NTP server");
     let counters = WanCounters::install(lab.ns(Node::Clinic));
-    let mut config = lab.config(Node::Clinic);
-    config
-        .tunnel
-        .as_mut()
-        .expect("[tunnel]")
-        .policy
-        .idle_timeout_secs = 10;
+    let mut config = clinic_idling_after(&lab, 10);
     config.time = Some(renkei::config::TimeConfig {
         servers: vec![server.parse().expect("address")],
         poll_min_secs: 16,
