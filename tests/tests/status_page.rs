@@ -1519,6 +1519,13 @@ fn log3_net9_the_japanese_page_of_an_ipsec_clinic_has_no_english() {
     no_english_on_a_japanese_clinic_page(LabCarrier::Ipsec);
 }
 
+/// The same on a closed-network clinic (no tunnel: the page lists the link's probe).
+#[test]
+fn log3_net9_the_japanese_page_of_a_closed_network_clinic_has_no_english() {
+    require_root!();
+    no_english_on_a_japanese_clinic_page(LabCarrier::Closed);
+}
+
 /// A clinic that saw a refused handshake, a rollback and a failed login: its Japanese page
 /// shows none of the English catalogue's texts and none of the box's English words.
 fn no_english_on_a_japanese_clinic_page(carrier: LabCarrier) {
@@ -1585,6 +1592,12 @@ fn no_english_on_a_japanese_clinic_page(carrier: LabCarrier) {
         "{document:#}"
     );
 
+    // A closed network has no link to bring up or take down: no buttons for that.
+    assert_eq!(
+        document["tunnel_actions"],
+        carrier != LabCarrier::Closed,
+        "{document:#}"
+    );
     let (result, _) = run_browser(&lab, lan, &base, &serde_json::json!({}));
     let fragments = english_fragments();
     assert!(fragments.len() > 200, "{fragments:?}");

@@ -216,8 +216,11 @@ impl Identity {
         Identity {
             facility: config.facility.name.clone(),
             role: config.facility.role.as_str(),
+            // A closed network has no link to bring up or take down: its buttons would do
+            // nothing.
             tunnel_actions: config.facility.role == crate::config::Role::Viewing
-                && config.policy_mode() == crate::config::PolicyMode::OnDemand,
+                && config.policy_mode() == crate::config::PolicyMode::OnDemand
+                && config.closed.is_none(),
             update_spool: config.update_spool_dir().unwrap_or_else(|| {
                 config
                     .paths
@@ -418,7 +421,7 @@ impl StatusSource {
             Ok(())
         } else {
             Err(format!(
-                "connect and disconnect are only for a viewing box with an on-demand tunnel; this box is {} ({})",
+                "connect and disconnect are only for a viewing box with an on-demand tunnel or SA (a closed network has none); this box is {} ({})",
                 identity.role,
                 self.tunnel.snapshot().policy
             ))
