@@ -259,6 +259,8 @@ fn running_source(rest: &str) -> String {
 }
 
 /// `PASS NET-1,OPS-1 what it did` (or `FAIL ...`, `SKIP ...`; a `SKIP` may name no ID: `-`).
+/// IDs may also be separated by spaces (`PASS INT-2 AVL-1 what`): every leading word made of
+/// IDs counts, up to the first that is not.
 fn non_rust_line(line: &str) -> Option<TestResult> {
     let (word, rest) = line.split_once(' ')?;
     let outcome = match word {
@@ -267,16 +269,24 @@ fn non_rust_line(line: &str) -> Option<TestResult> {
         "SKIP" => Outcome::Skipped,
         _ => return None,
     };
-    let (ids, what) = rest.split_once(' ').unwrap_or((rest, ""));
-    let ids: Vec<String> = if ids == "-" && outcome == Outcome::Skipped {
+    let (first, mut what) = rest.split_once(' ').unwrap_or((rest, ""));
+    let mut ids: Vec<String> = if first == "-" && outcome == Outcome::Skipped {
         Vec::new()
     } else {
-        ids.split(',').map(str::to_string).collect()
+        first.split(',').map(str::to_string).collect()
     };
     if (ids.is_empty() && outcome != Outcome::Skipped)
         || !ids.iter().all(|id| is_requirement_id(id))
     {
         return None;
+    }
+    while !ids.is_empty() {
+        let (next, after) = what.split_once(' ').unwrap_or((what, ""));
+        if next.is_empty() || !next.split(',').all(is_requirement_id) {
+            break;
+        }
+        ids.extend(next.split(',').map(str::to_string));
+        what = after;
     }
     Some(TestResult {
         source: "non-Rust".into(),
@@ -702,6 +712,19 @@ PASSWORD nothing
         );
         assert_eq!(results[7].ids, ["NET-1", "INT-1"]);
         assert_eq!(results[1].ids, ["INT-1"]);
+    }
+
+    #[test]
+    fn space_separated_ids_of_a_pass_line_all_count() {
+        let line = non_rust_line("PASS INT-2 AVL-1,NET-9 the box rolled back 2 of 3 pushes")
+            .expect("a result");
+        assert_eq!(line.ids, ["INT-2", "AVL-1", "NET-9"]);
+        assert_eq!(line.name, "the box rolled back 2 of 3 pushes");
+        let one = non_rust_line("FAIL OPS-1 image boots").expect("a result");
+        assert_eq!(
+            (one.ids, one.outcome),
+            (vec!["OPS-1".to_string()], Outcome::Failed)
+        );
     }
 
     #[test]
