@@ -197,7 +197,7 @@ until BOX_CLOCK="$(box_clock)" && [[ "$BOX_CLOCK" == *" true $synced_version con
 done
 wait_box_clock 0 "at the host's time"
 days_then="${BOX_CLOCK##* }"
-pass "INT-2 version $synced_version with [time] is confirmed and the box's clock is synchronized from the data centre's NTP server through the SA (box $(cut -d ' ' -f 1 <<< "$BOX_CLOCK"), host $(date +%s); certificate $days_then days left)"
+pass "INT-2,LOG-4 version $synced_version with [time] is confirmed and the box's clock is synchronized from the data centre's NTP server through the SA (box $(cut -d ' ' -f 1 <<< "$BOX_CLOCK"), host $(date +%s); certificate $days_then days left)"
 
 # 2. A push waits for its confirm while the clock jumps 3 days ahead.
 pending_version=$((synced_version + 1))

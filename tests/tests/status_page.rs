@@ -1506,7 +1506,7 @@ fn event_with_code(daemon: &Daemon, code: &str) -> Option<Value> {
 }
 
 #[test]
-fn log3_the_japanese_page_of_a_clinic_with_a_refused_handshake_a_rollback_and_a_failed_login_has_no_english(
+fn log3_ops6_the_japanese_page_of_a_clinic_with_a_refused_handshake_a_rollback_and_a_failed_login_has_no_english(
 ) {
     require_root!();
     no_english_on_a_japanese_clinic_page(LabCarrier::WireGuard);
@@ -1514,14 +1514,14 @@ fn log3_the_japanese_page_of_a_clinic_with_a_refused_handshake_a_rollback_and_a_
 
 /// The same on an IPsec clinic, whose page lists charon's SAs and renkei's view of charon.
 #[test]
-fn log3_net9_the_japanese_page_of_an_ipsec_clinic_has_no_english() {
+fn log3_ops6_net9_the_japanese_page_of_an_ipsec_clinic_has_no_english() {
     require_root!();
     no_english_on_a_japanese_clinic_page(LabCarrier::Ipsec);
 }
 
 /// The same on a closed-network clinic (no tunnel: the page lists the link's probe).
 #[test]
-fn log3_net9_the_japanese_page_of_a_closed_network_clinic_has_no_english() {
+fn log3_ops6_net9_the_japanese_page_of_a_closed_network_clinic_has_no_english() {
     require_root!();
     no_english_on_a_japanese_clinic_page(LabCarrier::Closed);
 }

@@ -872,14 +872,15 @@ fn net7_int2_an_on_demand_idle_countdown_ignores_wall_clock_steps() {
 }
 
 #[test]
-fn net7_int2_time_sync_rides_an_on_demand_link_that_is_up_and_never_brings_it_up_or_holds_it() {
+fn net7_int2_log4_time_sync_rides_an_on_demand_link_that_is_up_and_never_brings_it_up_or_holds_it()
+{
     require_root!();
     time_sync_on_demand(Lab::new().expect("lab"));
 }
 
 /// The same on the other data path: TUN offloads off, one plain packet per read.
 #[test]
-fn net7_int2_time_sync_never_brings_an_on_demand_link_up_with_tun_offloads_off() {
+fn net7_int2_log4_time_sync_never_brings_an_on_demand_link_up_with_tun_offloads_off() {
     require_root!();
     time_sync_on_demand(Lab::new().expect("lab").with_tun_offloads(false));
 }

@@ -501,7 +501,7 @@ mod tests {
     /// The closed network's and IPsec's one link has a name renkei gives it, not the config:
     /// the page knows it (web-ui/app.js, CARRIER_LINK_NAME) and says it in its language.
     #[test]
-    fn log3_the_carriers_own_link_name_is_translated_on_the_page() {
+    fn log3_ops6_the_carriers_own_link_name_is_translated_on_the_page() {
         assert_eq!(closed::LINK_NAME, ipsec::backend::LINK_NAME);
         let app = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web-ui/app.js"),

@@ -1227,7 +1227,7 @@ mod tests {
     /// and an English text on the page; the codes and words come from the enums, so a new
     /// variant without its texts fails here. A template names only parameters its code has.
     #[test]
-    fn log3_every_code_and_reason_has_a_japanese_and_an_english_text() {
+    fn log3_ops6_every_code_and_reason_has_a_japanese_and_an_english_text() {
         let (ja, en) = (catalogue("ja"), catalogue("en"));
         assert!(ja.len() > 100 && en.len() > 100, "both blocks parsed");
         let params: std::collections::BTreeMap<Code, serde_json::Value> =

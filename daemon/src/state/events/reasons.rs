@@ -186,7 +186,7 @@ mod tests {
     /// The IPsec carrier's `last_error_code` is a field of the page's carrier table, not an
     /// event parameter: its words are checked here (the events' in occurrence.rs).
     #[test]
-    fn log3_every_ipsec_problem_has_a_japanese_and_an_english_text() {
+    fn log3_ops6_every_ipsec_problem_has_a_japanese_and_an_english_text() {
         let keys = IpsecProblem::WORDS
             .iter()
             .map(|w| format!("ipsec_problem_{w}"))
