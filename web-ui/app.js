@@ -52,6 +52,7 @@
   // A parameter's word that several codes share one translation of (Code::catalogue_key in
   // the daemon names the same keys): every config event's reason, a summary's kind.
   function sharedWordKey(code, name, word) {
+    // The carrier's own link name (carrier/mod.rs's test checks this key and the name).
     if (name === "peer" && word === CARRIER_LINK_NAME) return "link_name_data_centre";
     if (code.startsWith("config_") && name === "reason") return "config_reason_" + word;
     if (code.startsWith("tunnel_") && code !== "tunnel_connect_failed" && name === "reason") return "link_reason_" + word;

@@ -453,15 +453,32 @@ impl DataPlane {
     ) -> Option<(usize, SocketAddr)> {
         let peer = self.outgoing_peer(packet)?;
         let mut state = peer.lock();
-        if background::is_time_query(packet) {
-            // The box's own time sync rides on a link that is up anyway (NET-7).
-            if !link_up(&state) {
-                return None;
-            }
-        } else {
-            self.policy_event(peer, &mut state, Event::Demand, out, backlog);
+        if !self.wants_link(peer, &mut state, packet, &mut false, out, backlog) {
+            return None;
         }
         self.seal(peer, &mut state, packet, out, backlog)
+    }
+
+    /// Tells the peer's policy that `packet` wants the link (once per lock: `demanded`), unless
+    /// it is the box's own time sync, which only rides on a link that is up anyway (NET-7).
+    /// False when the packet is to be dropped.
+    fn wants_link(
+        &self,
+        peer: &Peer,
+        state: &mut PeerState,
+        packet: &[u8],
+        demanded: &mut bool,
+        scratch: &mut [u8],
+        backlog: &mut Backlog,
+    ) -> bool {
+        if background::is_time_query(packet) {
+            return link_up(state);
+        }
+        if !*demanded {
+            self.policy_event(peer, state, Event::Demand, scratch, backlog);
+            *demanded = true;
+        }
+        true
     }
 
     /// The packets of one super-segment, each judged by the filter on its own, encrypted into
@@ -492,13 +509,8 @@ impl DataPlane {
             let Some((peer, state, demanded)) = locked.as_mut() else {
                 continue;
             };
-            if background::is_time_query(packet) {
-                if !link_up(state) {
-                    continue;
-                }
-            } else if !*demanded {
-                self.policy_event(peer, state, Event::Demand, out, backlog);
-                *demanded = true;
+            if !self.wants_link(peer, state, packet, demanded, out, backlog) {
+                continue;
             }
             if let Some((len, to)) = self.seal(peer, state, packet, out, backlog) {
                 sealed.push(&out[..len], to);

@@ -58,10 +58,10 @@ pub struct SaRecord {
     live: BTreeMap<Option<u64>, IpsecTraffic>,
     /// SAs already checked against the profile, by charon's unique ids.
     checked: BTreeSet<(Option<u64>, Option<u64>)>,
-    /// The algorithms of that SA outside the profile, by charon's names (the page's).
-    pub violation_names: Option<String>,
     /// Why the last SA outside the profile was terminated.
     pub violation: Option<String>,
+    /// The algorithms of that SA outside the profile, by charon's names (the page's).
+    pub violation_names: Option<String>,
 }
 
 impl SaRecord {
