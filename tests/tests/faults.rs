@@ -56,13 +56,21 @@ impl Transfer {
         self.received.load(Ordering::Relaxed)
     }
 
-    /// Waits for the fetch and checks it got the whole document, byte for byte.
-    fn assert_complete(self) {
+    /// Waits for the fetch and checks it got the whole document, byte for byte. A failed one
+    /// prints every TCP connection of the chain with the kernel's view of it (unacknowledged
+    /// bytes, retransmission back-off, last send and receive), which says which leg stalled.
+    fn assert_complete(self, lab: &Lab) {
         let fetched = self
             .thread
             .join()
             .expect("transfer thread")
-            .unwrap_or_else(|e| panic!("transfer {} failed: {e:#}", self.seed));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "transfer {} failed: {e:#}\n{}",
+                    self.seed,
+                    tcp_connections(lab)
+                )
+            });
         assert_eq!(fetched.len, self.len, "transfer {} length", self.seed);
         assert!(
             fetched.sha256 == pattern_sha256(self.len, self.seed),
@@ -70,6 +78,24 @@ impl Transfer {
             self.seed
         );
     }
+}
+
+/// `ss -tinpe` in every namespace of the chain (boxes and LANs): a failure's evidence.
+fn tcp_connections(lab: &Lab) -> String {
+    let mut out = String::new();
+    for node in [Node::Clinic, Node::Hub, Node::Hospital] {
+        let mut namespaces = vec![(format!("{node:?}"), lab.ns(node))];
+        if node != Node::Hub {
+            namespaces.push((format!("{node:?} LAN"), lab.lan_ns(node)));
+        }
+        for (name, ns) in namespaces {
+            let listing = ns
+                .exec("ss", &["-tinpe"])
+                .unwrap_or_else(|e| format!("ss: {e:#}"));
+            out.push_str(&format!("----- TCP in {name} -----\n{listing}\n"));
+        }
+    }
+    out
 }
 
 /// Waits until every transfer has received at least `bytes`.
@@ -266,7 +292,7 @@ fn avl3_32_concurrent_transfers_survive_5_percent_loss_and_a_wan_link_flap() {
     );
 
     for transfer in transfers {
-        transfer.assert_complete();
+        transfer.assert_complete(&lab);
     }
     let done_at = started.elapsed();
     let (seen, dropped) = wan_loss_counters(&lab);
@@ -496,7 +522,7 @@ fn avl3_hub_restart_drains_or_cleanly_fails_proxied_transfers_and_the_chain_reco
     );
     documents.release();
     for transfer in transfers {
-        transfer.assert_complete();
+        transfer.assert_complete(&lab);
     }
     let (stopped_hub, status) = stopping.join().expect("terminate thread");
     let status = status.expect("the hub exits within its stop timeout");
@@ -574,7 +600,7 @@ fn avl3_hub_restart_drains_or_cleanly_fails_proxied_transfers_and_the_chain_reco
     .expect("the chain works again after a hub crash");
     let recovered_crash = restarted.elapsed();
 
-    hub_side.assert_complete();
+    hub_side.assert_complete(&lab);
     for transfer in transfers {
         let seed = transfer.seed;
         let end = transfer.thread.join().expect("transfer thread");
