@@ -78,16 +78,8 @@ fn write_temp(
     mode: u32,
     owner: Option<(u32, u32)>,
 ) -> Result<PathBuf, FileError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = parent(path).join(format!(".{name}.tmp"));
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(at(&tmp)(e)),
-    }
+    remove_stale_temp(path)?;
+    let tmp = temp_path(path);
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -122,6 +114,27 @@ fn fill_temp(
     }
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+/// The temp file beside `path` that a write of `path` goes through (`.<name>.tmp`).
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parent(path).join(format!(".{name}.tmp"))
+}
+
+/// Removes the temp file a crash (a power cut) left beside `path` while writing it, if any: a
+/// later write of `path` removes it too, but a file that is not written again would keep it
+/// for good. Returns whether there was one.
+pub fn remove_stale_temp(path: &Path) -> Result<bool, FileError> {
+    let tmp = temp_path(path);
+    match fs::remove_file(&tmp) {
+        Ok(()) => sync_dir(parent(path)).map(|()| true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(at(&tmp)(e)),
+    }
 }
 
 /// Removes `path` (absent is fine) and makes the removal durable.
