@@ -15,7 +15,8 @@
 //! 3. `state`: runtime state several parts share (the event ring, the config snapshot).
 //! 4. `keys`: WireGuard key material (written through `durable`).
 //! 5. `config`: the configuration file, parsed and validated; `timesync`: the NTP client's
-//!    settings its `[time]` gives.
+//!    settings its `[time]` gives; `journal`: the box's sealed journal (its keys, the
+//!    operator's check of its files) and the uploader's settings its `[logs]` gives (LOG-4).
 //! 6. `tls`: the CRYPTREC TLS profile and the credential store, built from config.
 //! 7. `tunnel`: userspace WireGuard and the TUN device.
 //! 8. `carrier`: the link to the data centre as the parts above see it, whatever carries it;
@@ -43,6 +44,7 @@ pub mod enrolment;
 pub mod firmware_version;
 pub mod fleet;
 pub mod hex;
+pub mod journal;
 pub mod keys;
 pub mod logging;
 pub mod notify;

@@ -60,6 +60,50 @@ enum Command {
         #[arg(long, default_value = TIMESYNCD_DROP_IN)]
         output: PathBuf,
     },
+    /// Write the settings of the image's journal uploader (systemd-journal-upload) that the
+    /// config's `[logs]` gives: the URL of its upload service's loopback listener. Without
+    /// `[logs]` the file is removed and the uploader does not start.
+    JournalUploadConf {
+        /// The configuration file.
+        #[arg(long, short, default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The drop-in to write (replaced whole: written beside it, then renamed); its folder
+        /// is made if missing.
+        #[arg(long, default_value = JOURNAL_UPLOAD_DROP_IN)]
+        output: PathBuf,
+    },
+    /// Seal the box's journal (LOG-4; the image's renkei-journal-seal.service, before journald
+    /// opens its persistent files): makes the sealing keys on first boot and prints the
+    /// operator's verification key, which waits in --key-file for the enrolment data and is
+    /// removed from the box at the first start once it is enrolled (--config exists).
+    JournalSeal {
+        /// The configuration file whose presence means enrolled.
+        #[arg(long, short, default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// journald's persistent folder.
+        #[arg(long, default_value = renkei::journal::seal::DEFAULT_JOURNAL_DIR)]
+        journal_dir: PathBuf,
+        /// Where the verification key waits for enrolment.
+        #[arg(long, default_value = renkei::journal::seal::DEFAULT_KEY_FILE)]
+        key_file: PathBuf,
+        /// The file naming this machine (its journal folder's name).
+        #[arg(long, default_value = "/etc/machine-id")]
+        machine_id_file: PathBuf,
+    },
+    /// Check a box's journal files with its verification key (the operator's tool): every
+    /// file must pass `journalctl --verify --verify-key` and be sealed. Exit 1 if any fails.
+    JournalVerify {
+        /// The box's verification key (from its first boot's console or enrolment data).
+        #[arg(long)]
+        verify_key: String,
+        /// The journalctl to check with: the newest available (systemd 255 and later also
+        /// catch old entries re-sealed with a newer key, CVE-2023-31439).
+        #[arg(long, default_value = renkei::journal::JOURNALCTL)]
+        journalctl: PathBuf,
+        /// Journal files, or folders searched for them (the box's /var/log/journal).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Run the daemon with a configuration file. Without one (a box fresh from the image) the
     /// daemon runs unenrolled: it shows the enrolment data on `renkei status` and on the
     /// login-free enrolment page, and starts enrolled once a valid file is there.
@@ -372,8 +416,11 @@ impl TargetArgs {
 const CHARON_CONF_MODE: u32 = 0o644;
 /// Where `renkei timesync-conf` writes by default: a runtime drop-in of systemd-timesyncd.
 const TIMESYNCD_DROP_IN: &str = "/run/systemd/timesyncd.conf.d/50-renkei.conf";
-/// The drop-in is read by timesyncd's own user.
-const TIMESYNCD_DROP_IN_MODE: u32 = 0o644;
+/// Where `renkei journal-upload-conf` writes by default: a runtime drop-in of
+/// systemd-journal-upload.
+const JOURNAL_UPLOAD_DROP_IN: &str = "/run/systemd/journal-upload.conf.d/50-renkei.conf";
+/// The drop-ins are read by the services' own users.
+const DROP_IN_MODE: u32 = 0o644;
 
 /// Exit code for an invalid configuration, as `nginx -t` uses.
 const EXIT_INVALID_CONFIG: u8 = 2;
@@ -384,7 +431,30 @@ fn main() -> ExitCode {
         Command::Check { config, offline } => check(&config, offline),
         Command::Run { config, unenrolled } => run(&config, unenrolled),
         Command::CharonConf { config, output } => charon_conf(&config, output.as_deref()),
-        Command::TimesyncConf { config, output } => timesync_conf(&config, &output),
+        Command::TimesyncConf { config, output } => {
+            drop_in_from_config(&config, &output, renkei::timesync::timesyncd_conf)
+        }
+        Command::JournalUploadConf { config, output } => drop_in_from_config(
+            &config,
+            &output,
+            renkei::journal::upload::journal_upload_conf,
+        ),
+        Command::JournalSeal {
+            config,
+            journal_dir,
+            key_file,
+            machine_id_file,
+        } => report(journal_seal(&renkei::journal::seal::SealPaths {
+            machine_id_file,
+            journal_dir,
+            key_file,
+            config_file: config,
+        })),
+        Command::JournalVerify {
+            verify_key,
+            journalctl,
+            paths,
+        } => journal_verify(&journalctl, &verify_key, &paths),
         Command::Status {
             config,
             runtime_dir,
@@ -509,22 +579,69 @@ fn charon_conf(path: &std::path::Path, output: Option<&std::path::Path>) -> Exit
 /// Writes (or, without `[time]`, removes) the timesyncd drop-in `output` for the config at
 /// `path`; exit 2 on an invalid config (the drop-in in place stays), 1 when the file cannot be
 /// written.
-fn timesync_conf(path: &std::path::Path, output: &std::path::Path) -> ExitCode {
+/// Prints what sealing did on the console (the unit's output goes to the console only: the
+/// verification key must not be written into the journal it verifies).
+fn journal_seal(paths: &renkei::journal::seal::SealPaths) -> anyhow::Result<()> {
+    use renkei::journal::seal::Sealing;
+    let journalctl = std::path::Path::new(renkei::journal::JOURNALCTL);
+    match renkei::journal::seal::ensure_sealing(paths, journalctl)? {
+        Sealing::Made { verification_key } => println!(
+            "renkei: the journal is sealed from now on; journal verification key for the operator: {verification_key}"
+        ),
+        Sealing::Kept => {}
+        Sealing::KeyRemoved => println!(
+            "renkei: the box is enrolled; the journal verification key was removed from it ({})",
+            paths.key_file.display()
+        ),
+    }
+    Ok(())
+}
+
+/// One line per file, PASS or FAIL with why; exit 1 if any fails or none was found.
+fn journal_verify(journalctl: &std::path::Path, key: &str, paths: &[PathBuf]) -> ExitCode {
+    match renkei::journal::verify::verify_files(journalctl, key, paths) {
+        Err(e) => report(Err(e.into())),
+        Ok(verdicts) => {
+            let mut failed = 0;
+            for verdict in &verdicts {
+                match &verdict.problem {
+                    None => println!("PASS {} {}", verdict.file.display(), verdict.summary),
+                    Some(problem) => {
+                        failed += 1;
+                        println!("FAIL {}: {problem}", verdict.file.display());
+                    }
+                }
+            }
+            println!("{} files, {failed} failed", verdicts.len());
+            if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Writes the drop-in `text_of` gives for the config at `path` (a system service's settings
+/// from renkei's config), or removes it when there is none. An invalid config changes nothing.
+fn drop_in_from_config(
+    path: &std::path::Path,
+    output: &std::path::Path,
+    text_of: fn(&config::Config) -> Option<String>,
+) -> ExitCode {
     let config = match config::load_with(path, config::Files::Skip) {
         Ok(config) => config,
         Err(diagnostics) => return invalid(path, &diagnostics),
     };
-    match renkei::timesync::timesyncd_conf(&config) {
+    match text_of(&config) {
         Some(text) => {
             let written = match output.parent().map_or(Ok(()), std::fs::create_dir_all) {
                 Err(e) => Err(anyhow::anyhow!(
                     "making the folder of {}: {e}",
                     output.display()
                 )),
-                Ok(()) => {
-                    renkei::durable::write_durably(output, text.as_bytes(), TIMESYNCD_DROP_IN_MODE)
-                        .map_err(anyhow::Error::from)
-                }
+                Ok(()) => renkei::durable::write_durably(output, text.as_bytes(), DROP_IN_MODE)
+                    .map_err(anyhow::Error::from),
             };
             report(written)
         }

@@ -23,6 +23,7 @@ const LAYERS: &[&str] = &[
     "keys",
     "config",
     "timesync",
+    "journal",
     "tls",
     "tunnel",
     "carrier",

@@ -13,7 +13,7 @@ fn units_dir() -> PathBuf {
 }
 
 /// The units the disk image installs.
-const UNITS: [&str; 8] = [
+const UNITS: [&str; 11] = [
     "renkei.service",
     "renkei-firstboot.service",
     "renkei-console.service",
@@ -22,11 +22,15 @@ const UNITS: [&str; 8] = [
     "renkei-health.service",
     "renkei-timesync-conf.service",
     "renkei-timesync.service",
+    "renkei-journal-seal.service",
+    "renkei-journal-upload-conf.service",
+    "renkei-journal-upload.service",
 ];
 
 /// The path units the disk image installs (no sandbox of their own: systemd itself watches).
-const PATH_UNITS: [&str; 3] = [
+const PATH_UNITS: [&str; 4] = [
     "renkei-charon.path",
+    "renkei-journal-upload.path",
     "renkei-timesync.path",
     "renkei-update.path",
 ];
@@ -39,8 +43,10 @@ const PATH_UNITS: [&str; 3] = [
 /// RAUC and systemd, the daemon user's spool) without devices; the health check also keeps the
 /// host's network namespace to judge the tunnel. The NTP client's two units run as root without
 /// any capability: one writes timesyncd's runtime drop-in folder, the other asks systemd for a
-/// restart.
-const EXPOSURE_CEILINGS: [(&str, f64); 8] = [
+/// restart. The journal's sealing keys are made as root without any capability (journald's
+/// folder and /etc/renkei are root's); the journal uploader's two units are built like the NTP
+/// client's.
+const EXPOSURE_CEILINGS: [(&str, f64); 11] = [
     ("renkei.service", 2.0),
     ("renkei-firstboot.service", 1.0),
     ("renkei-console.service", 1.0),
@@ -49,6 +55,9 @@ const EXPOSURE_CEILINGS: [(&str, f64); 8] = [
     ("renkei-health.service", 2.4),
     ("renkei-timesync-conf.service", 1.4),
     ("renkei-timesync.service", 1.4),
+    ("renkei-journal-seal.service", 1.4),
+    ("renkei-journal-upload-conf.service", 1.4),
+    ("renkei-journal-upload.service", 1.4),
 ];
 
 /// `systemd-analyze verify` wants the binaries named in Exec lines to exist; point them at the

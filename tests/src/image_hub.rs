@@ -21,12 +21,12 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use renkei::config::{
-    Config, EspBackend, Facility, IpsecConfig, ManagementConfig, Meta, Paths, PeerConfig,
-    PolicyConfig, PolicyMode, Role, TunnelConfig, UpdateConfig, DEFAULT_MAX_BUNDLE_BYTES,
-    DEFAULT_MTU, DEFAULT_RAUC_SYSTEM_CONF,
+    Config, Direction, EspBackend, Facility, IpsecConfig, LogsConfig, ManagementConfig, Meta,
+    Paths, PeerConfig, PolicyConfig, PolicyMode, Role, TlsConfig, TunnelConfig, UpdateConfig,
+    DEFAULT_MAX_BUNDLE_BYTES, DEFAULT_MTU, DEFAULT_RAUC_SYSTEM_CONF,
 };
 
-use crate::boxconfig::to_toml;
+use crate::boxconfig::{service, socket, to_toml, Peer};
 use crate::lab::{tls_config, Node, HUB_PORT};
 
 /// The name of the box's and the hub's tunnel peer entries (`renkei status` shows them).
@@ -48,6 +48,20 @@ pub const IMAGE_COMPATIBLE: &str = "renkei-x86_64";
 /// The health check's deadline on a trial boot under QEMU's TCG: the box's SA is up some 10 s
 /// after renkei is READY there, and the broken bundle's trial boot waits all of it.
 pub const HEALTH_DEADLINE_SECS: u64 = 90;
+
+/// The journal upload (LOG-4) of the box's WireGuard configuration: its outbound service on the
+/// box's loopback, and the hub's inbound service on its tunnel address, both on this port.
+pub const JOURNAL_PORT: u16 = 19532;
+/// Where the hub's inbound journal service delivers: the test's systemd-journal-remote, on the
+/// namespace's loopback.
+pub const COLLECTOR_ADDRESS: &str = "127.0.0.1:19533";
+/// The box's inbound service on its tunnel address (an access-log record for the upload to
+/// carry), for the operator's client certificate.
+pub const DOCUMENTS_PORT: u16 = 8443;
+/// Port of the test's document server, at the hub's address on the namespace's LAN.
+pub const DOCUMENT_SERVER_PORT: u16 = 8080;
+/// The hub's TLS files under its folder: the boot test issues them from the operator CA.
+pub const HUB_TLS_DIR: &str = "tls";
 
 /// Errors writing the hub's and the box's files.
 #[derive(Debug, thiserror::Error)]
@@ -169,12 +183,25 @@ pub fn hub_config(dir: &Path, box_public_key: &str, interface: &str) -> Config {
         }),
         closed: None,
         ipsec: None,
-        tls: None,
-        services: Vec::new(),
+        tls: Some(TlsConfig {
+            certificate_file: dir.join(HUB_TLS_DIR).join("hub.crt"),
+            private_key_file: dir.join(HUB_TLS_DIR).join("hub.key"),
+            ca_file: dir.join(HUB_TLS_DIR).join("operator-ca.crt"),
+            crl_file: None,
+        }),
+        // The operator's collector behind the hub: the box's journal upload arrives here.
+        services: vec![service(
+            "journal",
+            Direction::Inbound,
+            socket(&format!("{}:{JOURNAL_PORT}", Node::Hub.tunnel_address())),
+            COLLECTOR_ADDRESS,
+            Peer::Allowed(Node::Hospital.tls_name()),
+        )],
         status: None,
         management: None,
         update: None,
         time: None,
+        logs: None,
     }
 }
 
@@ -271,6 +298,31 @@ pub fn box_config(hub_public_key: &str, hub_endpoint: std::net::SocketAddr) -> C
         }],
         failover: None,
     });
+    // A service the operator's client certificate reaches through the tunnel (its records are
+    // the access log the upload carries), and the journal upload through the hub (LOG-4). The
+    // IPsec configuration has neither: the hub is gone then.
+    config.services = vec![
+        service(
+            "documents",
+            Direction::Inbound,
+            socket(&format!(
+                "{}:{DOCUMENTS_PORT}",
+                Node::Hospital.tunnel_address()
+            )),
+            &std::net::SocketAddr::new(hub_endpoint.ip(), DOCUMENT_SERVER_PORT).to_string(),
+            Peer::Allowed(OPERATOR_IDENTITY),
+        ),
+        service(
+            "journal",
+            Direction::Outbound,
+            socket(&format!("127.0.0.1:{JOURNAL_PORT}")),
+            &format!("{}:{JOURNAL_PORT}", Node::Hub.tunnel_address()),
+            Peer::ServerName(Node::Hub.tls_name()),
+        ),
+    ];
+    config.logs = Some(LogsConfig {
+        upload_service: "journal".to_string(),
+    });
     config
 }
 
@@ -323,6 +375,7 @@ fn box_base() -> Config {
             system_conf: PathBuf::from(DEFAULT_RAUC_SYSTEM_CONF),
         }),
         time: None,
+        logs: None,
     }
 }
 

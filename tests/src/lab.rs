@@ -888,6 +888,7 @@ impl Lab {
             management: None,
             update: None,
             time: None,
+            logs: None,
         }
     }
 

@@ -27,6 +27,7 @@ pub mod faketime;
 pub mod foreign;
 pub mod hub_throughput;
 pub mod image_hub;
+pub mod journal_remote;
 pub mod lab;
 pub mod logfields;
 pub mod monitoring;

@@ -20,6 +20,7 @@ use common::{assert_gone, bounded, Commands, LabDir, COMMAND_TIMEOUT};
 use renkei::config::{Config, ManagementConfig};
 use renkei_lab::boxconfig::to_toml;
 use renkei_lab::demo::{LabRecord, NodeRecord};
+use renkei_lab::journal_remote::{access_records, sealed_journal, usec_from_now};
 use renkei_lab::{require_root, wait_until};
 use serde_json::Value;
 
@@ -598,6 +599,25 @@ fn auth2_log2_ops4_operator_guide_followed_in_the_lab() {
             "no {field} in:\n{events}"
         );
     }
+
+    // The box's sealed journal: a copy of a box's journal folder, sealed by keys that `renkei
+    // journal-seal` made as on first boot (in a private mount namespace), checked with the
+    // guide's command and the verification key.
+    let box_journal = op.file("box-journal");
+    std::fs::create_dir_all(&box_journal).expect("box-journal");
+    let key = sealed_journal(
+        &renkei_lab::daemon::renkei_bin().expect("renkei"),
+        &access_records(3, usec_from_now(Duration::from_secs(10)), "hospital-box"),
+        &box_journal.join("system.journal"),
+        &op.file("sealing"),
+    )
+    .expect("a sealed journal");
+    op.vars.insert("JOURNAL_KEY", key);
+    let verified = op.run("renkei journal-verify");
+    assert!(
+        verified.contains("PASS ") && verified.contains("1 files, 0 failed"),
+        "{verified}"
+    );
 
     // 10. Running a fleet. The operator writes the inventory of the guide, with the lab's
     // boxes: the hospital in the canary group, the clinic in its own.

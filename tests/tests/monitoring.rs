@@ -9,8 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use renkei::config::Config;
-use renkei_lab::boxconfig::{peer_mut, socket};
+use renkei::config::{Config, Direction, LogsConfig};
+use renkei_lab::boxconfig::{peer_mut, service, socket, Peer};
+use renkei_lab::chain::{records, result, wait_for_service};
+use renkei_lab::journal_remote::{
+    access_records, sealed_journal, upload, usec_from_now, write_journal, Collector,
+};
 use renkei_lab::lab::tls_config;
 use renkei_lab::monitoring::{
     contrib_dir, dashboard_queries, exported_metric_families, prometheus_config, quick_rules,
@@ -543,4 +547,219 @@ fn ops5_ops4_prometheus_and_alertmanager_see_the_hospital_tunnel_go_down_and_com
             alertmanager.log()
         )
     });
+}
+
+/// The journal upload's port on the hospital box's loopback (the outbound service) and on the
+/// hub's (the collector behind its inbound service); the inbound service on the hub's tunnel
+/// address uses the first.
+const JOURNAL_PORT: u16 = 19532;
+const COLLECTOR_PORT: u16 = 19533;
+
+#[test]
+fn log4_net1_the_boxs_journal_reaches_the_operators_journal_remote_through_renkei_services() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let hub_address = Node::Hub.tunnel_address();
+    let collector = Collector::start(
+        lab.ns(Node::Hub),
+        &format!("127.0.0.1:{COLLECTOR_PORT}"),
+        &lab.dir,
+    )
+    .expect("collector");
+    let mut hub_config = lab.full(Node::Hub);
+    hub_config.services.push(service(
+        "journal",
+        Direction::Inbound,
+        socket(&format!("{hub_address}:{JOURNAL_PORT}")),
+        &format!("127.0.0.1:{COLLECTOR_PORT}"),
+        Peer::Allowed(Node::Hospital.tls_name()),
+    ));
+    let hub = lab.start(Node::Hub, &hub_config).expect("hub");
+    let mut hospital_config = lab.full(Node::Hospital);
+    hospital_config.services.push(service(
+        "journal",
+        Direction::Outbound,
+        socket(&format!("127.0.0.1:{JOURNAL_PORT}")),
+        &format!("{hub_address}:{JOURNAL_PORT}"),
+        Peer::ServerName(Node::Hub.tls_name()),
+    ));
+    hospital_config.logs = Some(LogsConfig {
+        upload_service: "journal".to_string(),
+    });
+    let hospital = lab
+        .start(Node::Hospital, &hospital_config)
+        .expect("hospital");
+    wait_for_service(&hub, "journal");
+    wait_for_service(&hospital, "journal");
+
+    // The uploader's URL as the image's renkei-journal-upload-conf.service writes it.
+    let config_file = lab.dir.join("hospital-logs.toml");
+    std::fs::write(
+        &config_file,
+        renkei_lab::boxconfig::to_toml(&hospital_config),
+    )
+    .expect("config");
+    let drop_in = lab.dir.join("journal-upload.conf.d/50-renkei.conf");
+    let written = Command::new(renkei_lab::daemon::renkei_bin().expect("renkei binary"))
+        .args(["journal-upload-conf", "--config"])
+        .arg(&config_file)
+        .arg("--output")
+        .arg(&drop_in)
+        .output()
+        .expect("renkei journal-upload-conf");
+    assert!(written.status.success(), "{written:?}");
+    let drop_in = std::fs::read_to_string(&drop_in).expect("drop-in");
+    let url = drop_in
+        .lines()
+        .find_map(|l| l.strip_prefix("URL="))
+        .unwrap_or_else(|| panic!("no URL in {drop_in}"))
+        .to_string();
+    assert_eq!(url, format!("http://127.0.0.1:{JOURNAL_PORT}"));
+
+    // Access-log records as the box's journald holds them (the lab's daemons log to files).
+    let export = access_records(3, usec_from_now(Duration::ZERO), "hospital-box");
+    let journal = lab.dir.join("box.journal");
+    write_journal(&export, &journal).expect("the box's journal");
+    upload(
+        lab.ns(Node::Hospital),
+        &url,
+        &journal,
+        &lab.dir.join("upload-state"),
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\nhospital:\n{}\nhub:\n{}",
+            hospital.log_text(),
+            hub.log_text()
+        )
+    });
+
+    // Every record arrives with its fields.
+    let received = wait_until(
+        Duration::from_secs(10),
+        "the collector to hold 3 records",
+        || {
+            let text = collector.export().ok()?;
+            (text.matches("\nRESULT=ok\n").count() == 3).then_some(text)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", collector.export()));
+    for i in 1..=3 {
+        for field in [
+            "SERVICE=documents".to_string(),
+            format!("PEER_ADDR=198.19.0.1:4000{i}"),
+            format!("BYTES_IN={i}00"),
+            "_HOSTNAME=hospital-box".to_string(),
+        ] {
+            assert!(
+                received.contains(&format!("\n{field}\n")),
+                "{field} missing:\n{received}"
+            );
+        }
+    }
+    // Carried by renkei in profile TLS: the hub's inbound service took the upload from the
+    // hospital's certificate and logged it.
+    let upload_record = wait_until(
+        Duration::from_secs(10),
+        "the hub's record of the upload",
+        || {
+            records(&hub)
+                .into_iter()
+                .find(|r| r["service"] == "journal")
+        },
+    )
+    .expect("hub record");
+    assert_eq!(
+        upload_record["peer_identity"],
+        Node::Hospital.tls_name(),
+        "{upload_record}"
+    );
+    assert_eq!(result(&upload_record), "ok", "{upload_record}");
+}
+
+/// `renkei journal-verify` with the box's verification key on a journal sealed by keys `renkei
+/// journal-seal` made (real journalctl and systemd-journal-remote; renkei_lab::journal_remote).
+fn journal_verify(key: &str, file: &Path) -> (bool, String) {
+    let output = Command::new(renkei_lab::daemon::renkei_bin().expect("renkei binary"))
+        .args(["journal-verify", "--verify-key", key])
+        .arg(file)
+        .output()
+        .expect("renkei journal-verify");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// A journal of access records sealed as on a box, in `dir`: its file and verification key.
+fn sealed_box_journal(dir: &Path) -> (PathBuf, String) {
+    let file = dir.join("system.journal");
+    let key = sealed_journal(
+        &renkei_lab::daemon::renkei_bin().expect("renkei binary"),
+        &access_records(10, usec_from_now(Duration::from_secs(10)), "hospital-box"),
+        &file,
+        &dir.join("sealing"),
+    )
+    .expect("a sealed journal");
+    (file, key)
+}
+
+#[test]
+fn log4_a_journal_sealed_with_the_boxs_keys_verifies_with_its_key_only() {
+    require_root!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (file, key) = sealed_box_journal(dir.path());
+    let (ok, text) = journal_verify(&key, &file);
+    assert!(ok && text.contains("PASS "), "the right key: {text}");
+
+    let mut wrong = key.clone().into_bytes();
+    wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
+    let wrong = String::from_utf8(wrong).expect("ascii");
+    let (ok, text) = journal_verify(&wrong, &file);
+    assert!(
+        !ok && text.contains("Tag failed verification"),
+        "a wrong key: {text}"
+    );
+
+    // One byte of one record changed in place.
+    let mut bytes = std::fs::read(&file).expect("journal");
+    let at = bytes
+        .windows(18)
+        .position(|w| w == b"PEER_ADDR=198.19.0")
+        .expect("a record's field in the file (short fields are not compressed)");
+    bytes[at + 17] = b'9';
+    let edited = dir.path().join("edited.journal");
+    std::fs::write(&edited, bytes).expect("edited");
+    let (ok, text) = journal_verify(&key, &edited);
+    assert!(!ok && text.contains("FAIL"), "a changed byte: {text}");
+}
+
+#[test]
+fn log4_an_unsealed_rewrite_that_journalctl_passes_fails_as_not_sealed() {
+    require_root!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, key) = sealed_box_journal(dir.path());
+    // The same records written again without seals: every hash in the file right.
+    let plain = dir.path().join("rewritten.journal");
+    write_journal(
+        &access_records(10, usec_from_now(Duration::ZERO), "hospital-box"),
+        &plain,
+    )
+    .expect("rewritten");
+    // journalctl itself passes an unsealed file even with the key: why renkei checks the header.
+    let journalctl = Command::new("journalctl")
+        .arg("--verify")
+        .arg(format!("--verify-key={key}"))
+        .arg(format!("--file={}", plain.display()))
+        .output()
+        .expect("journalctl");
+    assert!(
+        journalctl.status.success(),
+        "journalctl --verify --verify-key on an unsealed file: {journalctl:?}"
+    );
+    let (ok, text) = journal_verify(&key, &plain);
+    assert!(!ok && text.contains("not sealed"), "{text}");
 }

@@ -568,6 +568,7 @@ pub(crate) mod tests {
             management: None,
             update: None,
             time: None,
+            logs: None,
         }
     }
 

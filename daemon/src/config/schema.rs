@@ -54,6 +54,10 @@ pub struct Config {
     /// systemd-timesyncd) reaches through the carrier; absent means the image's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<TimeConfig>,
+    /// Where the box's journal goes besides its own disk: the operator's collector, reached
+    /// through one of the box's outbound services; absent means it stays on the box (sealed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogsConfig>,
 }
 
 /// Version of the configuration; the control path refuses replays and downgrades with it.
@@ -763,6 +767,17 @@ pub struct TimeConfig {
     /// (`PollIntervalMaxSec`): a step of the server's clock reaches the box within this.
     #[serde(default = "default_time_poll_max_secs")]
     pub poll_max_secs: u64,
+}
+
+/// The box's journal uploaded to the operator's `systemd-journal-remote` (docs/configuration.md,
+/// `[logs]`). The image's `systemd-journal-upload` speaks TLS through GnuTLS, which cannot be
+/// held to the profile, so it posts plain HTTP to a loopback listener of one of renkei's outbound
+/// services, which carries it in profile TLS like any application byte (NET-1).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsConfig {
+    /// The `[[service]]` (outbound, listening on loopback) whose target is the collector.
+    pub upload_service: String,
 }
 
 fn default_time_poll_min_secs() -> u64 {

@@ -110,6 +110,7 @@ pub fn validate(config: &Config, read_files: bool) -> Vec<Problem> {
     checker.management();
     checker.update();
     checker.time();
+    checker.logs();
     checker.listener_conflicts();
     checker.problems
 }
@@ -1360,6 +1361,66 @@ impl Checker<'_> {
         );
     }
 
+    fn logs(&mut self) {
+        let Some(logs) = &self.config.logs else {
+            return;
+        };
+        let base = FieldPath::root("logs");
+        if self.config.policy_mode() == PolicyMode::OnDemand {
+            // systemd-journal-upload keeps its connection open and sends as entries come: it
+            // would bring an on-demand link up and never let it idle (NET-7).
+            self.report(
+                base.clone(),
+                "cannot be used on an on-demand box: the uploader's open connection would hold the link up; leave [logs] out (the journal stays sealed on the box) or make the link always_on",
+            );
+        }
+        let path = base.key("upload_service");
+        let Some(service) = self
+            .config
+            .services
+            .iter()
+            .find(|s| s.name == logs.upload_service)
+        else {
+            let names: Vec<&str> = self
+                .config
+                .services
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
+            self.report(
+                path,
+                format!(
+                    "names no [[service]] ('{}'; services here: {})",
+                    logs.upload_service,
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            );
+            return;
+        };
+        if service.direction != Direction::Outbound {
+            self.report(
+                path,
+                format!(
+                    "service '{}' is {}: the upload needs an outbound service towards the collector",
+                    service.name,
+                    service.direction.as_str()
+                ),
+            );
+        } else if !service.listen.ip().is_loopback() {
+            self.report(
+                path,
+                format!(
+                    "service '{}' listens on {}: the uploader posts plain HTTP, so its service must listen on loopback (127.0.0.1)",
+                    service.name, service.listen
+                ),
+            );
+        }
+    }
+
     fn time(&mut self) {
         let Some(time) = &self.config.time else {
             return;
@@ -2101,6 +2162,51 @@ allowed_ips = ["198.19.0.1/32"]
                 .any(|p| p.path.to_string() == "ipsec.failover"
                     && p.message.contains("facility boxes")),
             "{hub:?}"
+        );
+    }
+
+    /// The viewing config with its service listening on `listen`, made always-on unless
+    /// `on_demand`, with `[logs] upload_service = service`.
+    fn with_logs(listen: &str, service: &str, on_demand: bool) -> Config {
+        let mut config = viewing(listen, "198.18.20.1:9443");
+        if !on_demand {
+            if let Some(tunnel) = config.tunnel.as_mut() {
+                tunnel.policy.mode = Some(PolicyMode::AlwaysOn);
+            }
+        }
+        let mut text = toml::to_string(&config).expect("serialise");
+        text.push_str(&format!("\n[logs]\nupload_service = \"{service}\"\n"));
+        toml::from_str(&text).expect("schema-valid test config")
+    }
+
+    #[test]
+    fn log4_logs_upload_through_an_outbound_loopback_service_of_an_always_on_box() {
+        assert!(problems_at(
+            &with_logs("127.0.0.1:19532", "documents", false),
+            "logs.upload_service"
+        )
+        .is_empty());
+        assert!(problems_at(&with_logs("127.0.0.1:19532", "documents", false), "logs").is_empty());
+        assert_eq!(
+            problems_at(
+                &with_logs("127.0.0.1:19532", "journal", false),
+                "logs.upload_service"
+            ),
+            ["names no [[service]] ('journal'; services here: documents)"]
+        );
+        assert_eq!(
+            problems_at(&with_logs("198.18.20.1:8443", "documents", false), "logs.upload_service"),
+            ["service 'documents' listens on 198.18.20.1:8443: the uploader posts plain HTTP, so its service must listen on loopback (127.0.0.1)"]
+        );
+        assert_eq!(
+            problems_at(&with_logs("127.0.0.1:19532", "documents", true), "logs"),
+            ["cannot be used on an on-demand box: the uploader's open connection would hold the link up; leave [logs] out (the journal stays sealed on the box) or make the link always_on"]
+        );
+        let mut inbound = with_logs("127.0.0.1:19532", "documents", false);
+        inbound.services[0].direction = Direction::Inbound;
+        assert_eq!(
+            problems_at(&inbound, "logs.upload_service"),
+            ["service 'documents' is inbound: the upload needs an outbound service towards the collector"]
         );
     }
 }

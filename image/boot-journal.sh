@@ -1,0 +1,145 @@
+# shellcheck shell=bash
+# image/boot-test: the box's journal, sealed from first boot on (LOG-4). Sourced by image/boot-test
+# (its helpers and variables: attach_disk, detach_disk, pass, fail, RENKEI, WORK, LOOP,
+# JOURNAL_KEY, the key first boot showed on the console), which calls the two checks below with
+# the box off. Each copies the data partition's journal folder out (read-only mount, no journal
+# replay) and checks the copy.
+#
+# journal_sealed: after boots 1 to 3 and the power cuts, before the clock steps of boot c1:
+#   - one machine folder holds every boot's files: the machine id (the folder's and the sealing
+#     key's name) survived root slot A's rewrite;
+#   - `renkei journal-verify` with first boot's key passes every file: each sealed, each tag
+#     right (journalctl --verify --verify-key); a power cut's unclean file (`*.journal~`) passes
+#     with journalctl's "No sealing yet" when the cut came before its first seal;
+#   - with a key one digit off, it fails;
+#   - an edited copy: one of renkei's records is changed and the file re-written by
+#     systemd-journal-remote, so every hash in it is right again (journalctl --verify without a
+#     key passes it, and so does journalctl with the key: an unsealed file is not checked
+#     against it) while `renkei journal-verify` fails it as not sealed.
+# journal_kept: at the end, after the clock steps and the firmware updates:
+#   - still one machine folder (rauc-post-install carried the id into the updated slots);
+#   - the files archived before the clock steps are there unchanged and still pass;
+#   - a later file fails, if at all, only on entries dated before a seal: the box's clock went
+#     31 days ahead and came back in boot c1, and journald cannot seal into the past
+#     (docs/security.md, L5).
+# Host tools: systemd's journalctl and systemd-journal-remote (scripts/install-deps).
+
+JOURNAL_REMOTE=/lib/systemd/systemd-journal-remote
+
+# copy_box_journal DEST: the box's machine journal folder, copied to DEST/<machine id>; sets
+# MACHINE_JOURNAL to it and checks there is exactly one machine folder, with the sealing key.
+copy_box_journal() {
+  local dest="$1" machines
+  attach_disk || fail "LOG-4 the test disk's partitions appear for the journal check"
+  rm -rf "$dest"
+  mkdir -p "$dest"
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  unshare --mount --propagation private -- sh -euc '
+    dir="$(mktemp -d)"
+    mount -o ro,noload "$1" "$dir"
+    cp -a "$dir/var/log/journal/." "$2/"
+    umount "$dir"
+    rmdir "$dir"
+  ' copy_journal "${LOOP}p4" "$dest" || { detach_disk; fail "LOG-4 the box's journal folder can be read off its data partition"; }
+  detach_disk
+  machines="$(find "$dest" -mindepth 1 -maxdepth 1 -type d -printf '%f\n')"
+  [ "$(echo "$machines" | grep -c .)" = 1 ] ||
+    fail "LOG-4 one machine folder holds the journal of every boot (found: $(echo "$machines" | tr '\n' ' '))"
+  MACHINE_JOURNAL="$dest/$machines"
+  [ -e "$MACHINE_JOURNAL/fss" ] || fail "LOG-4 the sealing key is in the box's journal folder"
+}
+
+journal_sealed() {
+  local files boots first other wrong_key victim f tampered plain_with_key
+  copy_box_journal "$WORK/journal-1"
+  files="$(find "$MACHINE_JOURNAL" -name '*.journal*' | wc -l)"
+  boots="$(journalctl --directory="$MACHINE_JOURNAL" --list-boots --no-pager | grep -c .)" || true
+  pass "LOG-4 the box's journal is persistent on the data partition: one machine folder over the root slot's rewrite, $files files, $boots boots, the sealing key beside them"
+
+  if ! "$RENKEI" journal-verify --verify-key "$JOURNAL_KEY" "$MACHINE_JOURNAL" > "$WORK/journal-verify.log" 2>&1; then
+    cat "$WORK/journal-verify.log" >&2
+    fail "LOG-4 renkei journal-verify passes the box's journal with first boot's verification key"
+  fi
+  cat "$WORK/journal-verify.log"
+  pass "LOG-4 every journal file of the box is sealed and verifies with first boot's key ($(tail -n 1 "$WORK/journal-verify.log"))"
+  # The clean archived files, kept for the check at the end.
+  find "$MACHINE_JOURNAL" -name 'system@*.journal' -printf '%f\n' | sort > "$WORK/journal-archived"
+
+  # One hex digit of the seed changed.
+  first="${JOURNAL_KEY:0:1}"
+  if [ "$first" = 0 ]; then other=1; else other=0; fi
+  wrong_key="$other${JOURNAL_KEY:1}"
+  if "$RENKEI" journal-verify --verify-key "$wrong_key" "$MACHINE_JOURNAL" > "$WORK/journal-wrong.log" 2>&1; then
+    cat "$WORK/journal-wrong.log" >&2
+    fail "LOG-4 a wrong verification key fails the box's journal"
+  fi
+  grep -q "^FAIL .*Tag failed verification" "$WORK/journal-wrong.log" ||
+    { cat "$WORK/journal-wrong.log" >&2; fail "LOG-4 a wrong key fails on a seal tag"; }
+  pass "LOG-4 the same journal fails with a verification key one digit off"
+
+  # The edit: the newest clean file holding one of renkei's records; its first renkei record's
+  # MESSAGE gets other words.
+  victim=""
+  for f in $(find "$MACHINE_JOURNAL" -name 'system*.journal' -printf '%T@ %p\n' | sort -rn | cut -d ' ' -f 2-); do
+    if journalctl --file="$f" SYSLOG_IDENTIFIER=renkei -n 1 -q --no-pager | grep -q .; then victim="$f"; break; fi
+  done
+  [ -n "$victim" ] || fail "LOG-4 the box's journal holds renkei's records"
+  journalctl --file="$victim" -o export > "$WORK/journal-export"
+  python3 - "$WORK/journal-export" "$WORK/journal-edited" <<'PY'
+import sys
+data = open(sys.argv[1], "rb").read()
+entries = data.split(b"\n\n")
+for i, entry in enumerate(entries):
+    fields = entry.split(b"\n")
+    if b"SYSLOG_IDENTIFIER=renkei" in fields:
+        for j, field in enumerate(fields):
+            if field.startswith(b"MESSAGE="):
+                fields[j] = b"MESSAGE=edited afterwards: nothing happened here"
+                entries[i] = b"\n".join(fields)
+                break
+        else:
+            continue
+        break
+else:
+    sys.exit("no renkei record with a text MESSAGE")
+open(sys.argv[2], "wb").write(b"\n\n".join(entries))
+PY
+  mkdir -p "$WORK/journal-tampered"
+  tampered="$WORK/journal-tampered/$(basename "$victim")"
+  "$JOURNAL_REMOTE" --seal=no --output="$tampered" - < "$WORK/journal-edited" > "$WORK/journal-remote.log" 2>&1 ||
+    { cat "$WORK/journal-remote.log" >&2; fail "LOG-4 systemd-journal-remote re-writes the edited records"; }
+  journalctl --file="$tampered" -q --no-pager | grep -q "edited afterwards" ||
+    fail "LOG-4 the re-written file holds the edited record"
+  journalctl --verify --file="$tampered" > "$WORK/journal-tampered-plain.log" 2>&1 ||
+    { cat "$WORK/journal-tampered-plain.log" >&2; fail "LOG-4 the edited file's own hashes are right (journalctl --verify without a key)"; }
+  plain_with_key=FAIL
+  journalctl --verify --verify-key="$JOURNAL_KEY" --file="$tampered" > /dev/null 2>&1 && plain_with_key=PASS
+  if "$RENKEI" journal-verify --verify-key "$JOURNAL_KEY" "$tampered" > "$WORK/journal-tampered.log" 2>&1; then
+    cat "$WORK/journal-tampered.log" >&2
+    fail "LOG-4 renkei journal-verify fails an edited, re-written journal file"
+  fi
+  grep -q "not sealed" "$WORK/journal-tampered.log" ||
+    { cat "$WORK/journal-tampered.log" >&2; fail "LOG-4 the edited file is named not sealed"; }
+  pass "LOG-4 an edited record re-written with systemd-journal-remote (its hashes right: journalctl --verify PASS, with the key $plain_with_key) fails renkei journal-verify: not sealed"
+}
+
+journal_kept() {
+  local before f failures
+  copy_box_journal "$WORK/journal-2"
+  before="$(grep -c . "$WORK/journal-archived")" || true
+  [ "$before" -gt 0 ] || fail "LOG-4 the first journal check kept the names of the archived files"
+  while read -r f; do
+    [ -e "$MACHINE_JOURNAL/$f" ] || fail "LOG-4 the journal file $f archived before the clock steps is still on the box after the updates"
+    cmp -s "$MACHINE_JOURNAL/$f" "$WORK/journal-1/$(basename "$MACHINE_JOURNAL")/$f" ||
+      fail "LOG-4 the archived journal file $f is unchanged after the clock steps and the updates"
+    "$RENKEI" journal-verify --verify-key "$JOURNAL_KEY" "$MACHINE_JOURNAL/$f" > "$WORK/journal-kept.log" 2>&1 ||
+      { cat "$WORK/journal-kept.log" >&2; fail "LOG-4 the archived journal file $f still verifies after the updates"; }
+  done < "$WORK/journal-archived"
+  "$RENKEI" journal-verify --verify-key "$JOURNAL_KEY" "$MACHINE_JOURNAL" > "$WORK/journal-end.log" 2>&1 || true
+  cat "$WORK/journal-end.log"
+  failures="$(grep -c '^FAIL ' "$WORK/journal-end.log")" || true
+  if grep '^FAIL ' "$WORK/journal-end.log" | grep -v -q -E 'Older entry after newer tag|too early with respect to tag'; then
+    fail "LOG-4 after the updates a journal file fails only where the clock test dated entries before a seal"
+  fi
+  pass "LOG-4 after the clock steps and the firmware updates the journal is still one machine folder (the machine id went with the updated slots), the $before files archived before the clock steps are unchanged and verify, and $failures later file(s) fail only on entries dated before a seal (the clock went 31 days ahead and back: docs/security.md, L5)"
+}
