@@ -141,6 +141,11 @@ journal_kept() {
     "$RENKEI" journal-verify --verify-key "$JOURNAL_KEY" "$MACHINE_JOURNAL/$f" > "$WORK/journal-kept.log" 2>&1 ||
       { cat "$WORK/journal-kept.log" >&2; fail "LOG-4 the archived journal file $f still verifies after the updates"; }
   done < "$WORK/journal-archived"
+  if [ "$vacuumed" -gt 0 ]; then
+    # What journald said about deleting them (read whole: grep ending early under pipefail).
+    journalctl --directory="$MACHINE_JOURNAL" -u systemd-journald --no-pager > "$WORK/journald.log" 2>&1 || true
+    grep -i -E "vacuum|delet|free|space" "$WORK/journald.log" | tail -n 5 || true
+  fi
   "$RENKEI" journal-verify --verify-key "$JOURNAL_KEY" "$MACHINE_JOURNAL" > "$WORK/journal-end.log" 2>&1 || true
   cat "$WORK/journal-end.log"
   failures="$(grep -c '^FAIL ' "$WORK/journal-end.log")" || true
