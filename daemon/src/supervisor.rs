@@ -29,7 +29,7 @@ use crate::control::manager::{Applied, Manager};
 use crate::control::persist::{ConfigFiles, Recovery, RecoveryOutcome};
 use crate::control::server::{Answer, Command, ManagementServer, ServerError};
 use crate::control::transaction::{RunningBox, Transaction, TransactionError};
-use crate::proxy::{ProxyError, Services};
+use crate::proxy::{JournalUpload, ProxyError, Services};
 use crate::state::events::{ConfigReason, EventLog, Occurrence};
 use crate::state::moment::Moment;
 use crate::state::operator_contact::OperatorContact;
@@ -208,6 +208,7 @@ impl Parts {
                     .services
                     .reconfigure(
                         &config.services,
+                        JournalUpload::of(config).as_ref(),
                         Arc::clone(&proxy.store),
                         Some(self.carrier.handle()),
                     )
@@ -219,6 +220,7 @@ impl Parts {
                 let watcher = store.spawn_watcher(Duration::from_secs(DEFAULT_WATCH_INTERVAL_SECS));
                 match Services::start(
                     &config.services,
+                    JournalUpload::of(config).as_ref(),
                     Arc::clone(&store),
                     Some(self.carrier.handle()),
                 )

@@ -176,7 +176,7 @@ impl Lab {
         inbound.max_connections = options.inbound_max_connections;
         inbound.handshake_timeout_secs = options.inbound_handshake_timeout_secs;
         inbound.min_tls = options.inbound_min_tls;
-        let hub = Services::start(&[inbound], Arc::clone(&hub_store), None)
+        let hub = Services::start(&[inbound], None, Arc::clone(&hub_store), None)
             .await
             .expect("hub services");
         let inbound_addr = hub.listen_addr(INBOUND).expect("inbound address");
@@ -184,7 +184,7 @@ impl Lab {
         let mut outbound = service(OUTBOUND, Direction::Outbound, inbound_addr.to_string());
         outbound.server_name = Some(SERVER_NAME.to_string());
         outbound.max_connections = options.outbound_max_connections;
-        let clinic = Services::start(&[outbound], Arc::clone(&clinic_store), None)
+        let clinic = Services::start(&[outbound], None, Arc::clone(&clinic_store), None)
             .await
             .expect("clinic services");
         Lab {
@@ -572,7 +572,7 @@ async fn bind_failure_names_the_service_and_address() {
     let store = Arc::new(CredentialStore::open(tls).expect("TLS"));
     let mut config = service("busy", Direction::Inbound, "127.0.0.1:9".to_string());
     config.listen = addr;
-    let err = match Services::start(&[config], store, None).await {
+    let err = match Services::start(&[config], None, store, None).await {
         Ok(_) => panic!("bound an address in use"),
         Err(err) => err,
     };

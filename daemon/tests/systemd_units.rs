@@ -28,8 +28,9 @@ const UNITS: [&str; 11] = [
 ];
 
 /// The path units the disk image installs (no sandbox of their own: systemd itself watches).
-const PATH_UNITS: [&str; 4] = [
+const PATH_UNITS: [&str; 5] = [
     "renkei-charon.path",
+    "renkei-journal-upload-ready.path",
     "renkei-journal-upload.path",
     "renkei-timesync.path",
     "renkei-update.path",

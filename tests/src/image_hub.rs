@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use renkei::config::{
-    Config, Direction, EspBackend, Facility, IpsecConfig, LogsConfig, ManagementConfig, Meta,
-    Paths, PeerConfig, PolicyConfig, PolicyMode, Role, TlsConfig, TunnelConfig, UpdateConfig,
+    Config, Direction, EspBackend, Facility, IpsecConfig, ManagementConfig, Meta, Paths,
+    PeerConfig, PolicyConfig, PolicyMode, Role, TlsConfig, TunnelConfig, UpdateConfig,
     DEFAULT_MAX_BUNDLE_BYTES, DEFAULT_MTU, DEFAULT_RAUC_SYSTEM_CONF,
 };
 
@@ -51,7 +51,7 @@ pub const HEALTH_DEADLINE_SECS: u64 = 90;
 
 /// The journal upload (LOG-4) of the box's WireGuard configuration: its outbound service on the
 /// box's loopback, and the hub's inbound service on its tunnel address, both on this port.
-pub const JOURNAL_PORT: u16 = 19532;
+pub use crate::journal_remote::JOURNAL_PORT;
 /// Where the hub's inbound journal service delivers: the test's systemd-journal-remote, on the
 /// namespace's loopback.
 pub const COLLECTOR_ADDRESS: &str = "127.0.0.1:19533";
@@ -301,28 +301,17 @@ pub fn box_config(hub_public_key: &str, hub_endpoint: std::net::SocketAddr) -> C
     // A service the operator's client certificate reaches through the tunnel (its records are
     // the access log the upload carries), and the journal upload through the hub (LOG-4). The
     // IPsec configuration has neither: the hub is gone then.
-    config.services = vec![
-        service(
-            "documents",
-            Direction::Inbound,
-            socket(&format!(
-                "{}:{DOCUMENTS_PORT}",
-                Node::Hospital.tunnel_address()
-            )),
-            &std::net::SocketAddr::new(hub_endpoint.ip(), DOCUMENT_SERVER_PORT).to_string(),
-            Peer::Allowed(OPERATOR_IDENTITY),
-        ),
-        service(
-            "journal",
-            Direction::Outbound,
-            socket(&format!("127.0.0.1:{JOURNAL_PORT}")),
-            &format!("{}:{JOURNAL_PORT}", Node::Hub.tunnel_address()),
-            Peer::ServerName(Node::Hub.tls_name()),
-        ),
-    ];
-    config.logs = Some(LogsConfig {
-        upload_service: "journal".to_string(),
-    });
+    config.services = vec![service(
+        "documents",
+        Direction::Inbound,
+        socket(&format!(
+            "{}:{DOCUMENTS_PORT}",
+            Node::Hospital.tunnel_address()
+        )),
+        &std::net::SocketAddr::new(hub_endpoint.ip(), DOCUMENT_SERVER_PORT).to_string(),
+        Peer::Allowed(OPERATOR_IDENTITY),
+    )];
+    crate::journal_remote::uploading(&mut config);
     config
 }
 

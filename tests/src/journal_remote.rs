@@ -11,13 +11,56 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use renkei::config::{Config, Direction, LogsConfig};
 
+use crate::boxconfig::{service, socket, Peer};
+use crate::lab::{Lab, Node};
 use crate::netns::Namespace;
+
+/// The port of the "journal" services, the box's on loopback and the hub's on its tunnel
+/// address.
+pub const JOURNAL_PORT: u16 = 19532;
+/// The collector's port on the hub's loopback, behind the hub's "journal" service.
+pub const COLLECTOR_PORT: u16 = 19533;
 
 /// systemd's collector (it listens; the box never runs it).
 pub const JOURNAL_REMOTE: &str = "/lib/systemd/systemd-journal-remote";
 /// systemd's uploader (the box's).
 pub const JOURNAL_UPLOAD: &str = "/lib/systemd/systemd-journal-upload";
+
+/// A collector in the hub's namespace, and the hub's full lab config with an inbound "journal"
+/// service in front of it that takes uploads from `from`'s certificate.
+pub fn collecting_hub(lab: &Lab, from: Node) -> anyhow::Result<(Collector, Config)> {
+    let collector = Collector::start(
+        lab.ns(Node::Hub),
+        &format!("127.0.0.1:{COLLECTOR_PORT}"),
+        &lab.dir,
+    )?;
+    let mut hub = lab.full(Node::Hub);
+    hub.services.push(service(
+        "journal",
+        Direction::Inbound,
+        socket(&format!("{}:{JOURNAL_PORT}", Node::Hub.tunnel_address())),
+        &format!("127.0.0.1:{COLLECTOR_PORT}"),
+        Peer::Allowed(from.tls_name()),
+    ));
+    Ok((collector, hub))
+}
+
+/// Makes a box `config` upload its journal (`[logs]`) through an outbound "journal" service on
+/// its loopback to the hub's (see [`collecting_hub`]).
+pub fn uploading(config: &mut Config) {
+    config.services.push(service(
+        "journal",
+        Direction::Outbound,
+        socket(&format!("127.0.0.1:{JOURNAL_PORT}")),
+        &format!("{}:{JOURNAL_PORT}", Node::Hub.tunnel_address()),
+        Peer::ServerName(Node::Hub.tls_name()),
+    ));
+    config.logs = Some(LogsConfig {
+        upload_service: "journal".to_string(),
+    });
+}
 
 /// systemd-journal-remote writing what it receives under `output`; stopped on drop.
 pub struct Collector {

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use renkei::config::{Config, Direction, LogsConfig};
-use renkei_lab::boxconfig::{peer_mut, service, socket, Peer};
+use renkei::config::Config;
+use renkei_lab::boxconfig::{peer_mut, socket};
 use renkei_lab::chain::{records, result, wait_for_service};
 use renkei_lab::journal_remote::{
-    access_records, sealed_journal, upload, usec_from_now, write_journal, Collector,
+    access_records, collecting_hub, sealed_journal, upload, uploading, usec_from_now,
+    write_journal, JOURNAL_PORT,
 };
 use renkei_lab::lab::tls_config;
 use renkei_lab::monitoring::{
@@ -549,43 +550,14 @@ fn ops5_ops4_prometheus_and_alertmanager_see_the_hospital_tunnel_go_down_and_com
     });
 }
 
-/// The journal upload's port on the hospital box's loopback (the outbound service) and on the
-/// hub's (the collector behind its inbound service); the inbound service on the hub's tunnel
-/// address uses the first.
-const JOURNAL_PORT: u16 = 19532;
-const COLLECTOR_PORT: u16 = 19533;
-
 #[test]
 fn log4_net1_the_boxs_journal_reaches_the_operators_journal_remote_through_renkei_services() {
     require_root!();
     let lab = Lab::new().expect("lab");
-    let hub_address = Node::Hub.tunnel_address();
-    let collector = Collector::start(
-        lab.ns(Node::Hub),
-        &format!("127.0.0.1:{COLLECTOR_PORT}"),
-        &lab.dir,
-    )
-    .expect("collector");
-    let mut hub_config = lab.full(Node::Hub);
-    hub_config.services.push(service(
-        "journal",
-        Direction::Inbound,
-        socket(&format!("{hub_address}:{JOURNAL_PORT}")),
-        &format!("127.0.0.1:{COLLECTOR_PORT}"),
-        Peer::Allowed(Node::Hospital.tls_name()),
-    ));
+    let (collector, hub_config) = collecting_hub(&lab, Node::Hospital).expect("collector");
     let hub = lab.start(Node::Hub, &hub_config).expect("hub");
     let mut hospital_config = lab.full(Node::Hospital);
-    hospital_config.services.push(service(
-        "journal",
-        Direction::Outbound,
-        socket(&format!("127.0.0.1:{JOURNAL_PORT}")),
-        &format!("{hub_address}:{JOURNAL_PORT}"),
-        Peer::ServerName(Node::Hub.tls_name()),
-    ));
-    hospital_config.logs = Some(LogsConfig {
-        upload_service: "journal".to_string(),
-    });
+    uploading(&mut hospital_config);
     let hospital = lab
         .start(Node::Hospital, &hospital_config)
         .expect("hospital");

@@ -3,10 +3,17 @@
 //! is the real `renkei` binary on a real TUN device; every peer is a real process.
 
 use std::io::Write;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use renkei::proxy::journal_upload::READY_FILE as JOURNAL_UPLOAD_READY;
 use renkei_lab::boxconfig::peer_mut;
+use renkei_lab::chain::{records, wait_for_service};
 use renkei_lab::faketime::FakeClock;
+use renkei_lab::journal_remote::{
+    access_records, collecting_hub, upload, uploading, usec_from_now, write_journal, JOURNAL_PORT,
+    JOURNAL_UPLOAD,
+};
 use renkei_lab::lab::{LabCarrier, DC_PROBE_PORT, HUB_PORT};
 use renkei_lab::ntp::{self, NtpServer};
 use renkei_lab::traffic::{echo_round_trip, pattern, spawn_echo};
@@ -63,7 +70,11 @@ fn hub_and_connected_hospital(lab: &Lab) -> (renkei_lab::Daemon, renkei_lab::Dae
 
 /// The clinic's config with its on-demand tunnel idling out after `secs` without traffic.
 fn clinic_idling_after(lab: &Lab, secs: u64) -> renkei::config::Config {
-    let mut config = lab.config(Node::Clinic);
+    idling_after(lab.config(Node::Clinic), secs)
+}
+
+/// `config` with its tunnel's idle timeout set to `secs`.
+fn idling_after(mut config: renkei::config::Config, secs: u64) -> renkei::config::Config {
     config
         .tunnel
         .as_mut()
@@ -943,6 +954,162 @@ fn time_sync_on_demand(lab: Lab) {
     assert!(late.is_err(), "answered after idling: {late:?}");
     assert_eq!(counters.read("udp"), sent, "a query after idling sent UDP");
     assert_eq!(peer_state(&clinic, "dc"), "idle");
+}
+
+/// The journal upload of an on-demand clinic (LOG-4, NET-7) with real systemd-journal-upload
+/// and systemd-journal-remote: while the link is idle there is no upload window, an upload is
+/// refused inside the box and nothing leaves on the WAN; while it is up for a connection the
+/// window is open and records reach the collector; uploads all along the idle countdown do not
+/// hold the link, and an upload still connected when it idles out is cut.
+#[test]
+fn net7_log4_an_on_demand_boxs_journal_upload_rides_on_its_link_and_never_brings_it_up_or_holds_it()
+{
+    require_root!();
+    journal_upload_on_demand(Lab::new().expect("lab"));
+}
+
+/// The same on the other data path: TUN offloads off, one plain packet per read.
+#[test]
+fn net7_log4_an_on_demand_boxs_journal_upload_never_holds_its_link_with_tun_offloads_off() {
+    require_root!();
+    journal_upload_on_demand(Lab::new().expect("lab").with_tun_offloads(false));
+}
+
+fn journal_upload_on_demand(lab: Lab) {
+    let (collector, hub_config) = collecting_hub(&lab, Node::Clinic).expect("collector");
+    let hub = lab.start(Node::Hub, &hub_config).expect("hub");
+    wait_for_service(&hub, "journal");
+    let counters = WanCounters::install(lab.ns(Node::Clinic));
+    let mut config = idling_after(lab.full(Node::Clinic), 10);
+    uploading(&mut config);
+    let clinic = lab.start(Node::Clinic, &config).expect("clinic");
+    wait_for_service(&clinic, "journal");
+    let logs = || format!("clinic:\n{}\nhub:\n{}", clinic.log_text(), hub.log_text());
+    let window = clinic.runtime_dir.join(JOURNAL_UPLOAD_READY);
+    let url = format!("http://127.0.0.1:{JOURNAL_PORT}");
+    let journal = lab.dir.join("clinic.journal");
+    write_journal(
+        &access_records(3, usec_from_now(Duration::ZERO), "clinic-box"),
+        &journal,
+    )
+    .expect("the box's journal");
+    // One pass over the whole journal (a fresh cursor file each time).
+    let pass = |cursor: &str| {
+        upload(
+            lab.ns(Node::Clinic),
+            &url,
+            &journal,
+            &lab.dir.join(cursor),
+            Duration::from_secs(10),
+        )
+    };
+    let journal_records = |problem: &str| {
+        records(&clinic)
+            .into_iter()
+            .filter(|r| r["service"] == "journal" && r["problem"]["code"] == problem)
+            .count()
+    };
+
+    // Idle: no window, the upload is refused inside the box, nothing leaves on the WAN.
+    assert!(!window.exists(), "an upload window while idle");
+    let refused = pass("cursor-idle");
+    assert!(refused.is_err(), "uploaded while idle");
+    wait_until(
+        Duration::from_secs(5),
+        "the refused upload's record",
+        || (journal_records("link_idle") > 0).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:#?}", records(&clinic)));
+    assert_eq!(peer_state(&clinic, "dc"), "idle");
+    assert_eq!(counters.read("udp"), 0, "the upload sent UDP on the WAN");
+
+    // Up for a connection: the window opens and the records reach the collector.
+    tcp_through_tunnel(&lab, Node::Clinic, Node::Hub, 64 * 1024).expect("connection");
+    let last_use = Instant::now();
+    wait_until(Duration::from_secs(5), "the upload window", || {
+        window.exists().then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+    pass("cursor-up").unwrap_or_else(|e| panic!("{e:#}\n{}", logs()));
+    wait_until(
+        Duration::from_secs(10),
+        "3 records at the collector",
+        || {
+            let text = collector.export().ok()?;
+            (text.matches("\n_HOSTNAME=clinic-box\n").count() >= 3).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", collector.export()));
+
+    // A follower that keeps its connection, and passes all along the countdown: the link
+    // still idles out after the last connection.
+    let mut follower = ChildGuard(
+        lab.ns(Node::Clinic)
+            .command(JOURNAL_UPLOAD)
+            .arg(format!("--url={url}"))
+            .arg(format!("--file={}", journal.display()))
+            .arg(format!(
+                "--save-state={}",
+                lab.dir.join("cursor-follow").display()
+            ))
+            .arg("--follow=yes")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("systemd-journal-upload --follow"),
+    );
+    let mut passes = 0;
+    while peer_state(&clinic, "dc") == "up" {
+        assert!(
+            last_use.elapsed() < Duration::from_secs(20),
+            "still up {:?} after the last connection, idle timeout 10 s\n{}",
+            last_use.elapsed(),
+            logs()
+        );
+        if pass(&format!("cursor-{passes}")).is_ok() {
+            passes += 1;
+        }
+    }
+    let idle_after = last_use.elapsed();
+    assert!(
+        idle_after >= Duration::from_secs(9),
+        "idle {idle_after:?} after the last connection, idle timeout 10 s"
+    );
+    assert!(passes >= 3, "only {passes} uploads during the countdown");
+
+    // The window closes; the follower's connection was cut with the link.
+    wait_until(Duration::from_secs(5), "the window to close", || {
+        (!window.exists()).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+    wait_until(
+        Duration::from_secs(10),
+        "the follower's connection cut",
+        || (journal_records("link_closed") > 0).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:#?}", records(&clinic)));
+    let _ = follower.0.kill();
+
+    // Idle again: an upload is refused and nothing leaves.
+    let sent = counters.read("udp");
+    assert!(pass("cursor-late").is_err(), "uploaded after idling");
+    assert_eq!(
+        counters.read("udp"),
+        sent,
+        "an upload after idling sent UDP"
+    );
+    assert_eq!(peer_state(&clinic, "dc"), "idle");
+}
+
+/// Kills and reaps the process when dropped (also when the test fails).
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// `/etc/netns/<namespace>/hosts`, which `ip netns exec` puts over `/etc/hosts` for the programs

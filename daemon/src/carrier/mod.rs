@@ -362,6 +362,17 @@ impl CarrierHandle {
         }
     }
 
+    /// The state of the link carrying `destination` if that link is up now, without bringing it
+    /// up or holding it: for the box's own background traffic (an on-demand box's journal
+    /// upload), which rides on a link that is up anyway for demand or a check-in and must not
+    /// keep it from idling out (NET-7). The receiver tells when the link leaves `Up`; `None`
+    /// while it is not up (or nothing carries `destination`).
+    pub fn ride(&self, destination: IpAddr) -> Option<watch::Receiver<LinkState>> {
+        let state = self.watch_state(destination)?;
+        let up = *state.borrow() == LinkState::Up;
+        up.then_some(state)
+    }
+
     /// Brings every on-demand link up now without holding it (the administrator's "connect
     /// now").
     pub async fn connect_now(&self) -> Result<(), DemandError> {

@@ -885,4 +885,23 @@ impl Config {
         };
         configured.unwrap_or_else(|| self.facility.role.default_policy())
     }
+
+    /// The service that carries the journal upload (`[logs] upload_service`), when it names
+    /// one.
+    pub fn log_upload_service(&self) -> Option<&ServiceConfig> {
+        let logs = self.logs.as_ref()?;
+        self.services.iter().find(|s| s.name == logs.upload_service)
+    }
+
+    /// Where the journal upload goes inside the link: its service's target, on an on-demand box
+    /// (the only kind whose link the upload must not hold up, NET-7).
+    pub fn on_demand_upload_target(&self) -> Option<std::net::SocketAddr> {
+        if self.policy_mode() != PolicyMode::OnDemand {
+            return None;
+        }
+        let service = self.log_upload_service()?;
+        (service.direction == Direction::Outbound)
+            .then(|| service.target.parse().ok())
+            .flatten()
+    }
 }

@@ -1366,12 +1366,13 @@ impl Checker<'_> {
             return;
         };
         let base = FieldPath::root("logs");
-        if self.config.policy_mode() == PolicyMode::OnDemand {
-            // systemd-journal-upload keeps its connection open and sends as entries come: it
-            // would bring an on-demand link up and never let it idle (NET-7).
+        if self.config.ipsec.is_some() && self.config.policy_mode() == PolicyMode::OnDemand {
+            // charon's trap policy starts the SA for any packet it covers and the idle timer
+            // counts every ESP byte: the upload would bring the SA up and hold it (NET-7).
+            // WireGuard's data plane lets the upload ride on a link that is up anyway.
             self.report(
                 base.clone(),
-                "cannot be used on an on-demand box: the uploader's open connection would hold the link up; leave [logs] out (the journal stays sealed on the box) or make the link always_on",
+                "cannot be used on an on-demand IPsec box: the upload would bring the SA up and hold it; leave [logs] out (the journal stays sealed on the box) or make the link always_on",
             );
         }
         let path = base.key("upload_service");
@@ -2180,7 +2181,8 @@ allowed_ips = ["198.19.0.1/32"]
     }
 
     #[test]
-    fn log4_logs_upload_through_an_outbound_loopback_service_of_an_always_on_box() {
+    fn log4_net7_logs_upload_through_an_outbound_loopback_service_and_ride_on_demand_links_but_ipsec(
+    ) {
         assert!(problems_at(
             &with_logs("127.0.0.1:19532", "documents", false),
             "logs.upload_service"
@@ -2198,9 +2200,16 @@ allowed_ips = ["198.19.0.1/32"]
             problems_at(&with_logs("198.18.20.1:8443", "documents", false), "logs.upload_service"),
             ["service 'documents' listens on 198.18.20.1:8443: the uploader posts plain HTTP, so its service must listen on loopback (127.0.0.1)"]
         );
+        // On demand, the upload rides on the link (NET-7): allowed on WireGuard, not on IPsec.
+        assert!(problems_at(&with_logs("127.0.0.1:19532", "documents", true), "logs").is_empty());
+        let mut ipsec = ipsec_with_failover("backup_remote_address = \"198.18.0.2\"")
+            .expect("the IPsec example");
+        ipsec.ipsec.as_mut().expect("[ipsec]").mode = Some(PolicyMode::OnDemand);
+        ipsec.services = with_logs("127.0.0.1:19532", "documents", true).services;
+        ipsec.logs = with_logs("127.0.0.1:19532", "documents", true).logs;
         assert_eq!(
-            problems_at(&with_logs("127.0.0.1:19532", "documents", true), "logs"),
-            ["cannot be used on an on-demand box: the uploader's open connection would hold the link up; leave [logs] out (the journal stays sealed on the box) or make the link always_on"]
+            problems_at(&ipsec, "logs"),
+            ["cannot be used on an on-demand IPsec box: the upload would bring the SA up and hold it; leave [logs] out (the journal stays sealed on the box) or make the link always_on"]
         );
         let mut inbound = with_logs("127.0.0.1:19532", "documents", false);
         inbound.services[0].direction = Direction::Inbound;

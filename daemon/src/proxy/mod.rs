@@ -9,6 +9,7 @@
 
 pub mod accesslog;
 mod inbound;
+pub mod journal_upload;
 mod outbound;
 pub mod problem;
 mod readahead;
@@ -37,6 +38,7 @@ pub use accesslog::{
     AccessLog, AccessRecord, ConnectionResult, ListenerPhase, ServiceCounters, ServiceSnapshot,
     ServiceState, TlsHandshakeCount, ACCESS_LOG_RING_RECORDS,
 };
+pub use journal_upload::JournalUpload;
 use problem::ProxyProblem;
 use socket::{reset_on_drop, tune, Leg};
 pub use socket::{
@@ -103,6 +105,9 @@ struct ServiceContext {
     limit: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
     tracker: Arc<watch::Sender<usize>>,
+    /// Its connections ride on a link that is up anyway instead of demanding it (the journal
+    /// upload of an on-demand box, NET-7).
+    rides: bool,
 }
 
 enum Kind {
@@ -222,6 +227,8 @@ pub struct Services {
     stop: watch::Sender<bool>,
     stop_rx: watch::Receiver<bool>,
     tracker: Arc<watch::Sender<usize>>,
+    /// The journal upload's service and the task keeping its ready file.
+    upload: Option<(JournalUpload, JoinHandle<()>)>,
 }
 
 /// The services as the status document lists them, replaced whole when a config changes them.
@@ -277,6 +284,7 @@ impl Services {
     /// [`BIND_RETRY_SECS`]. Nothing is left listening when an error is returned.
     pub async fn start(
         services: &[ServiceConfig],
+        upload: Option<&JournalUpload>,
         tls: Arc<CredentialStore>,
         tunnel: Option<CarrierHandle>,
     ) -> Result<Services, ProxyError> {
@@ -292,8 +300,9 @@ impl Services {
             stop,
             stop_rx,
             tracker: Arc::new(watch::channel(0usize).0),
+            upload: None,
         };
-        started.reconfigure(services, tls, tunnel).await?;
+        started.reconfigure(services, upload, tls, tunnel).await?;
         Ok(started)
     }
 
@@ -304,12 +313,15 @@ impl Services {
     pub async fn reconfigure(
         &mut self,
         services: &[ServiceConfig],
+        upload: Option<&JournalUpload>,
         tls: Arc<CredentialStore>,
         tunnel: Option<CarrierHandle>,
     ) -> Result<(), ProxyError> {
+        let rides = |name: &str| upload.is_some_and(|u| u.rides && u.service == name);
         let mut kept = Vec::new();
         for service in std::mem::take(&mut self.running) {
-            if services.contains(&service.context.config) {
+            let config = &service.context.config;
+            if services.contains(config) && rides(&config.name) == service.context.rides {
                 kept.push(service);
             } else {
                 tracing::info!(service = %service.context.config.name, "service removed or changed; it stops accepting");
@@ -327,6 +339,7 @@ impl Services {
             if self.running.iter().any(|s| s.context.config == *config) {
                 continue;
             }
+            let rides = rides(&config.name);
             let kind = match config.direction {
                 Direction::Outbound => Kind::Outbound(outbound::Target::from_config(config)?),
                 Direction::Inbound => Kind::Inbound,
@@ -341,6 +354,7 @@ impl Services {
                 limit: Arc::new(Semaphore::new(config.max_connections as usize)),
                 stop: self.stop_rx.clone(),
                 tracker: Arc::clone(&self.tracker),
+                rides,
             });
             starting.push((context, config.listen));
         }
@@ -403,7 +417,30 @@ impl Services {
                 .unwrap_or(usize::MAX)
         });
         self.publish();
+        self.follow_upload(upload, tunnel).await;
         Ok(())
+    }
+
+    /// Keeps the journal upload's ready file for `upload` (now that its service listens), or
+    /// none without one.
+    async fn follow_upload(
+        &mut self,
+        upload: Option<&JournalUpload>,
+        tunnel: Option<CarrierHandle>,
+    ) {
+        if self.upload.as_ref().map(|(u, _)| u) == upload {
+            return;
+        }
+        self.stop_upload().await;
+        self.upload = upload.map(|u| (u.clone(), u.keep_ready_file(tunnel)));
+    }
+
+    /// Ends the ready file's task; the file is gone once this returns.
+    async fn stop_upload(&mut self) {
+        if let Some((_, task)) = self.upload.take() {
+            task.abort();
+            let _ = task.await;
+        }
     }
 
     /// Replaces the list the status document reads: running services in config order, then
@@ -463,6 +500,7 @@ impl Services {
 
     /// `shutdown` with a chosen drain bound.
     pub async fn shutdown_within(mut self, drain: Duration) {
+        self.stop_upload().await;
         for service in &self.running {
             service.accept.abort();
             service.context.counters.set_phase(ListenerPhase::Stopped);

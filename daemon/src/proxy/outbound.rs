@@ -2,20 +2,22 @@
 //! certificate, the CRYPTREC profile) to a data-centre service inside the tunnel.
 //!
 //! The LAN client's bytes leave the box only inside that TLS session. While the connection is
-//! open it holds the carrier's `LinkGuard`, so an on-demand tunnel never idles out under it.
+//! open it holds the carrier's `LinkGuard`, so an on-demand tunnel never idles out under it;
+//! the journal upload's service instead rides on a link that is up anyway (`journal_upload`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use super::problem::{Problem, ProxyProblem};
 use super::readahead::ReadAhead;
 use super::TARGET_CONNECT_TIMEOUT_SECS;
 use super::{must_reset, reset_on_drop, server_name, splice, Connection, ConnectionResult};
 use super::{ProxyError, ServiceContext};
-use crate::carrier::DemandError;
+use crate::carrier::{DemandError, LinkState};
 use crate::config::ServiceConfig;
 use crate::tls::{refusal, TlsRefusal};
 
@@ -49,10 +51,20 @@ pub(super) async fn handle(
     target: &Target,
 ) {
     // Held until this function returns, i.e. for the connection's whole life.
-    let _demand = match &service.tunnel {
-        None => None,
+    let (_demand, mut ride) = match &service.tunnel {
+        None => (None, None),
+        Some(tunnel) if service.rides => match tunnel.ride(target.address.ip()) {
+            Some(state) => (None, Some(state)),
+            None => {
+                connection.record.result = ConnectionResult::refused(
+                    ProxyProblem::LinkIdle,
+                    "the link is idle and this service does not bring it up",
+                );
+                return;
+            }
+        },
         Some(tunnel) => match tunnel.demand(target.address.ip()).await {
-            Ok(guard) => Some(guard),
+            Ok(guard) => (Some(guard), None),
             Err(DemandError::Timeout(waited)) => {
                 connection.record.result = ConnectionResult::refused(
                     ProxyProblem::TunnelNotUp,
@@ -125,11 +137,18 @@ pub(super) async fn handle(
 
     let (mut client, mut tls) = (client, tls);
     let limits = service.splice_limits();
+    let stopped = service.stopped();
+    let link_left = left_up(ride.as_mut());
     let outcome = splice::splice_counted(
         &mut client,
         &mut tls,
         limits,
-        service.stopped(),
+        async {
+            tokio::select! {
+                () = stopped => {}
+                () = link_left => {}
+            }
+        },
         service.counters.live_bytes(),
     )
     .await;
@@ -137,5 +156,22 @@ pub(super) async fn handle(
         reset_on_drop(&client);
         reset_on_drop(tls.get_ref().0.get_ref());
     }
+    let cut = matches!(outcome.end, splice::SpliceEnd::Stopped);
     connection.spliced(outcome, "client", "target");
+    if cut && ride.is_some_and(|state| *state.borrow() != LinkState::Up) {
+        connection.record.result = ConnectionResult::error(
+            ProxyProblem::LinkClosed,
+            "the link idled out under this connection, which does not hold it up",
+        );
+    }
+}
+
+/// Completes when a ridden link leaves `Up` (or its carrier is rebuilt); never without one.
+async fn left_up(ride: Option<&mut watch::Receiver<LinkState>>) {
+    match ride {
+        Some(state) => {
+            let _ = state.wait_for(|s| *s != LinkState::Up).await;
+        }
+        None => std::future::pending().await,
+    }
 }

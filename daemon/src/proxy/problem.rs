@@ -21,6 +21,11 @@ stable_words! {
         ConnectionLimit => "connection_limit",
         /// The on-demand tunnel did not come up in time.
         TunnelNotUp => "tunnel_not_up",
+        /// The link was idle and the service rides on it without bringing it up (the journal
+        /// upload of an on-demand box).
+        LinkIdle => "link_idle",
+        /// The link idled out under a connection that rode on it.
+        LinkClosed => "link_closed",
         /// No link reaches the target.
         NoRoute => "no_route",
         /// The tunnel was restarting.

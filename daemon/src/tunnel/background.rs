@@ -1,50 +1,102 @@
 //! The box's own background traffic through the tunnel: its time sync (NTP, UDP port 123, to
-//! the data centre's servers of `[time]`). It must neither bring an on-demand link up nor hold
-//! it open (NET-7): a query goes out only while the link is up anyway, for demand or a
-//! check-in, and neither it nor its answer counts as traffic for the idle timer. Reads IP and
-//! UDP headers only, without allocating (hot path).
+//! the data centre's servers of `[time]`) and, on an on-demand box, its journal upload (the TCP
+//! connection renkei's upload service makes to the collector's inbound service, `[logs]`). It
+//! must neither bring an on-demand link up nor hold it open (NET-7): it goes out only while the
+//! link is up anyway, for demand or a check-in, and neither it nor its answers count as traffic
+//! for the idle timer. Reads IP, UDP and TCP headers only, without allocating (hot path).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// NTP's port (RFC 5905).
 pub const NTP_PORT: u16 = 123;
 
+const TCP: u8 = 6;
 const UDP: u8 = 17;
 const IPV6_HEADER_LEN: usize = 40;
 
-/// The UDP source and destination ports of an IPv4/IPv6 packet whose transport header follows
-/// the IP header directly (IPv6 extension headers are not followed: such a packet is simply
-/// not background traffic), or `None` for anything else, fragments of it included.
-fn udp_ports(packet: &[u8]) -> Option<(u16, u16)> {
-    let udp = match packet.first()? >> 4 {
-        4 => {
-            let header_len = usize::from(packet.first()? & 0x0f) * 4;
-            let fragment = u16::from_be_bytes([*packet.get(6)?, *packet.get(7)?]);
-            // More fragments, or not the first one: no UDP header to read.
-            if *packet.get(9)? != UDP || fragment & 0x3fff != 0 || header_len < 20 {
-                return None;
-            }
-            packet.get(header_len..)?
-        }
-        6 => {
-            if *packet.get(6)? != UDP {
-                return None;
-            }
-            packet.get(IPV6_HEADER_LEN..)?
-        }
-        _ => return None,
-    };
-    let source = u16::from_be_bytes([*udp.first()?, *udp.get(1)?]);
-    let destination = u16::from_be_bytes([*udp.get(2)?, *udp.get(3)?]);
-    Some((source, destination))
+/// Which of the box's own packets ride on the link without using it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Background {
+    /// The journal upload's destination inside the tunnel (the upload service's target), on an
+    /// on-demand box with `[logs]`.
+    pub upload: Option<SocketAddr>,
 }
 
-/// A packet from the TUN device that is the box asking a time server.
-pub fn is_time_query(packet: &[u8]) -> bool {
-    udp_ports(packet).is_some_and(|(_, destination)| destination == NTP_PORT)
+impl Background {
+    /// A packet from the TUN device that the box sends for itself: a time query, or a segment
+    /// of the journal upload.
+    pub fn is_outgoing(&self, packet: &[u8]) -> bool {
+        match Transport::of(packet) {
+            Some(t) if t.protocol == UDP => t.destination.port() == NTP_PORT,
+            Some(t) => self.upload == Some(t.destination),
+            None => false,
+        }
+    }
+
+    /// A packet from a peer that answers the box's own traffic: a time server's answer, or a
+    /// segment from the journal collector's service.
+    pub fn is_incoming(&self, packet: &[u8]) -> bool {
+        match Transport::of(packet) {
+            Some(t) if t.protocol == UDP => t.source.port() == NTP_PORT,
+            Some(t) => self.upload == Some(t.source),
+            None => false,
+        }
+    }
 }
 
-/// A packet from a peer that is a time server's answer.
-pub fn is_time_answer(packet: &[u8]) -> bool {
-    udp_ports(packet).is_some_and(|(source, _)| source == NTP_PORT)
+/// The transport header of a UDP or TCP packet: its protocol and both ends.
+struct Transport {
+    /// [`UDP`] or [`TCP`].
+    protocol: u8,
+    source: SocketAddr,
+    destination: SocketAddr,
+}
+
+impl Transport {
+    /// The UDP or TCP ends of an IPv4/IPv6 packet whose transport header follows the IP header
+    /// directly (IPv6 extension headers are not followed: such a packet is simply not
+    /// background traffic), or `None` for anything else, fragments of it included.
+    fn of(packet: &[u8]) -> Option<Transport> {
+        let (protocol, source, destination, transport) = match packet.first()? >> 4 {
+            4 => {
+                let header_len = usize::from(packet.first()? & 0x0f) * 4;
+                let fragment = u16::from_be_bytes([*packet.get(6)?, *packet.get(7)?]);
+                // More fragments, or not the first one: no transport header to read.
+                if fragment & 0x3fff != 0 || header_len < 20 {
+                    return None;
+                }
+                let source: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
+                let destination: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
+                (
+                    *packet.get(9)?,
+                    IpAddr::V4(Ipv4Addr::from(source)),
+                    IpAddr::V4(Ipv4Addr::from(destination)),
+                    packet.get(header_len..)?,
+                )
+            }
+            6 => {
+                let source: [u8; 16] = packet.get(8..24)?.try_into().ok()?;
+                let destination: [u8; 16] = packet.get(24..40)?.try_into().ok()?;
+                (
+                    *packet.get(6)?,
+                    IpAddr::V6(Ipv6Addr::from(source)),
+                    IpAddr::V6(Ipv6Addr::from(destination)),
+                    packet.get(IPV6_HEADER_LEN..)?,
+                )
+            }
+            _ => return None,
+        };
+        if protocol != UDP && protocol != TCP {
+            return None;
+        }
+        let source_port = u16::from_be_bytes([*transport.first()?, *transport.get(1)?]);
+        let destination_port = u16::from_be_bytes([*transport.get(2)?, *transport.get(3)?]);
+        Some(Transport {
+            protocol,
+            source: SocketAddr::new(source, source_port),
+            destination: SocketAddr::new(destination, destination_port),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -78,6 +130,14 @@ mod tests {
         packet
     }
 
+    fn is_time_query(packet: &[u8]) -> bool {
+        Background::default().is_outgoing(packet)
+    }
+
+    fn is_time_answer(packet: &[u8]) -> bool {
+        Background::default().is_incoming(packet)
+    }
+
     #[test]
     fn net7_ntp_queries_and_answers_are_background_and_nothing_else_is() {
         assert!(is_time_query(&ipv4_udp(40000, NTP_PORT, 0)));
@@ -90,12 +150,48 @@ mod tests {
         // Another port, TCP to 123, fragments, truncated and empty packets: not background.
         assert!(!is_time_query(&ipv4_udp(40000, 8443, 0)));
         let mut tcp = ipv4_udp(40000, NTP_PORT, 0);
-        tcp[9] = 6;
+        tcp[9] = TCP;
         assert!(!is_time_query(&tcp));
         assert!(!is_time_query(&ipv4_udp(40000, NTP_PORT, 0x2000)));
         assert!(!is_time_query(&ipv4_udp(40000, NTP_PORT, 0x0010)));
         assert!(!is_time_query(&ipv4_udp(40000, NTP_PORT, 0)[..22]));
         assert!(!is_time_query(&[]));
         assert!(!is_time_answer(&[0x45]));
+    }
+
+    #[test]
+    fn net7_log4_the_journal_upload_to_its_collector_is_background_and_no_other_tcp_is() {
+        let collector: SocketAddr = "198.19.0.1:19532".parse().unwrap();
+        let upload = Background {
+            upload: Some(collector),
+        };
+        // ipv4_udp goes 198.19.0.20 -> 198.19.0.1; as TCP it is a segment of a connection.
+        let tcp = |src: u16, dst: u16| {
+            let mut packet = ipv4_udp(src, dst, 0);
+            packet[9] = TCP;
+            packet
+        };
+        assert!(upload.is_outgoing(&tcp(40000, 19532)));
+        assert!(!upload.is_incoming(&tcp(40000, 19532)));
+        let mut answer = tcp(19532, 40000);
+        answer.copy_within(12..16, 16);
+        answer[12..16].copy_from_slice(&[198, 19, 0, 1]);
+        assert!(upload.is_incoming(&answer));
+        assert!(!upload.is_outgoing(&answer));
+        // The collector's port on another host, another port on the collector's host, the
+        // same port over UDP, and everything on a box without [logs]: not background.
+        let mut elsewhere = tcp(40000, 19532);
+        elsewhere[16..20].copy_from_slice(&[198, 19, 0, 2]);
+        assert!(!upload.is_outgoing(&elsewhere));
+        assert!(!upload.is_outgoing(&tcp(40000, 8443)));
+        assert!(!upload.is_outgoing(&ipv4_udp(40000, 19532, 0)));
+        assert!(!Background::default().is_outgoing(&tcp(40000, 19532)));
+        assert!(!Background::default().is_incoming(&answer));
+        // Still time sync with an upload configured.
+        assert!(upload.is_outgoing(&ipv4_udp(40000, NTP_PORT, 0)));
+        // A fragment of the upload is not read (no TCP header to judge): it counts as use.
+        let mut fragment = tcp(40000, 19532);
+        fragment[6..8].copy_from_slice(&0x2000u16.to_be_bytes());
+        assert!(!upload.is_outgoing(&fragment));
     }
 }

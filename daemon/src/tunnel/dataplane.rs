@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::background;
+use super::background::Background;
 use super::filter::{self, Drop};
 use super::handshake_limit::{Admission, HandshakeLimit, COOKIE_REPLY_BYTES};
 use super::offload::{self, Coalescer, Read, Segments, VNET_HDR_BYTES};
@@ -106,6 +106,8 @@ pub struct DataPlane {
     heartbeat_ms: AtomicU64,
     /// Woken when a peer's endpoint changes, so `resume::remember` writes it down at once.
     pub(crate) endpoint_changed: tokio::sync::Notify,
+    /// The box's own traffic that rides on the link without using it (NET-7).
+    background: Background,
 }
 
 /// Datagrams that could not be sent without blocking while a lock was held.
@@ -147,6 +149,7 @@ impl DataPlane {
         udp: Udp,
         tun: Tun,
         handshakes_per_sec: u32,
+        background: Background,
     ) -> Self {
         let own_public = PublicKey::from(&own_secret);
         let handshake_limit = HandshakeLimit::new(&own_public, handshakes_per_sec);
@@ -177,6 +180,7 @@ impl DataPlane {
             created: Instant::now(),
             heartbeat_ms: AtomicU64::new(0),
             endpoint_changed: tokio::sync::Notify::new(),
+            background,
         }
     }
 
@@ -460,7 +464,8 @@ impl DataPlane {
     }
 
     /// Tells the peer's policy that `packet` wants the link (once per lock: `demanded`), unless
-    /// it is the box's own time sync, which only rides on a link that is up anyway (NET-7).
+    /// it is the box's own background traffic (time sync, the journal upload), which only rides
+    /// on a link that is up anyway (NET-7).
     /// False when the packet is to be dropped.
     fn wants_link(
         &self,
@@ -471,7 +476,7 @@ impl DataPlane {
         scratch: &mut [u8],
         backlog: &mut Backlog,
     ) -> bool {
-        if background::is_time_query(packet) {
+        if self.background.is_outgoing(packet) {
             return link_up(state);
         }
         if !*demanded {
@@ -674,7 +679,7 @@ impl DataPlane {
         };
         let mut reply: Option<Vec<u8>> = None;
         let mut delivered = false;
-        let mut time_answer = false;
+        let mut background_answer = false;
         let result = tunn.decapsulate(Some(from.ip()), datagram, out);
         if !proves_peer(kind, &result) {
             drop(state);
@@ -702,7 +707,7 @@ impl DataPlane {
                             }
                         }
                         delivered = true;
-                        time_answer = background::is_time_answer(bytes);
+                        background_answer = self.background.is_incoming(bytes);
                     }
                     Err(drop) => self.counters.count_drop(drop),
                 }
@@ -718,8 +723,9 @@ impl DataPlane {
         PeerCounters::add(&peer.counters.rx_packets, 1);
 
         let mut scratch = [0u8; 256];
-        // A time server's answer proves the peer alive but is no use of the link (NET-7).
-        let event = if delivered && !time_answer {
+        // An answer to the box's own background traffic proves the peer alive but is no use of
+        // the link (NET-7).
+        let event = if delivered && !background_answer {
             Event::Traffic
         } else {
             Event::Authenticated

@@ -38,6 +38,7 @@ use crate::config::{Config, PolicyMode, Role};
 use crate::keys;
 use crate::state::link::DropCounts as FilterDrops;
 use crate::state::moment::Moment;
+use background::Background;
 use dataplane::Backlog;
 pub use dataplane::{DataPlane, TunnelCounters};
 pub use hub_group::{HubSnapshot, HubsSnapshot, PreferError};
@@ -138,6 +139,15 @@ struct TunnelSettings {
     tunnel: crate::config::TunnelConfig,
     role: Role,
     socket_dir: std::path::PathBuf,
+    /// The journal upload riding on an on-demand link: a change rebuilds the plane.
+    background: Background,
+}
+
+/// The box's own traffic that rides on the link without using it (NET-7).
+fn background_of(config: &Config) -> Background {
+    Background {
+        upload: config.on_demand_upload_target(),
+    }
 }
 
 impl TunnelSettings {
@@ -146,6 +156,7 @@ impl TunnelSettings {
             tunnel: config.tunnel.clone().ok_or(TunnelError::NotConfigured)?,
             role: config.facility.role,
             socket_dir: config.paths.wireguard_socket_dir.clone(),
+            background: background_of(config),
         })
     }
 }
@@ -453,6 +464,7 @@ impl Tunnel {
             udp::Udp::new(socket),
             tun,
             tunnel.handshakes_per_sec_in_force(),
+            background_of(config),
         ));
         let resume_file = resume::path_in(&config.paths.state_dir);
         let mut remembered = resume::load(&resume_file, std::time::SystemTime::now())
