@@ -16,6 +16,8 @@
 #     systemd-journal-remote, so every hash in it is right again (journalctl --verify without a
 #     key passes it, and so does journalctl with the key: an unsealed file is not checked
 #     against it) while `renkei journal-verify` fails it as not sealed.
+#   - the archived files the operator fetched through the management API in boot 2 are the
+#     disk's, byte for byte;
 # journal_kept: at the end, after the clock steps and the firmware updates:
 #   - still one machine folder (rauc-post-install carried the id into the updated slots);
 #   - the files archived before the clock steps that journald has not deleted for space (the
@@ -65,6 +67,18 @@ journal_sealed() {
   pass "LOG-4 every journal file of the box is sealed and verifies with first boot's key ($(tail -n 1 "$WORK/journal-verify.log"))"
   # The clean archived files, kept for the check at the end.
   find "$MACHINE_JOURNAL" -name 'system@*.journal' -printf '%f\n' | sort > "$WORK/journal-archived"
+
+  # The archived files the operator fetched through the management API in boot 2 are the
+  # disk's, byte for byte (archived files never change; journald may have deleted some since).
+  local fetched same=0
+  for fetched in "$WORK"/journal-fetched/*/system@*.journal; do
+    [ -e "$fetched" ] || continue
+    f="$MACHINE_JOURNAL/$(basename "$fetched")"
+    [ -e "$f" ] || continue
+    cmp -s "$fetched" "$f" || fail "LOG-4 the journal file fetched through the management API is the disk's, byte for byte ($(basename "$f"))"
+    same=$((same + 1))
+  done
+  pass "LOG-4 $same archived journal file(s) fetched through the management API in boot 2 are the data partition's, byte for byte"
 
   # One hex digit of the seed changed.
   first="${JOURNAL_KEY:0:1}"

@@ -242,6 +242,13 @@ enum RemoteAction {
         #[arg(long)]
         clear: bool,
     },
+    /// Fetch the box's sealed journal files (LOG-4) into a folder, as they are on its disk, to
+    /// check them with its verification key: `renkei journal-verify --verify-key KEY DIR`.
+    Journal {
+        /// The folder to write them to (`<machine id>/<file>` inside it).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// `renkei fleet ...` (docs/operator-guide.md, "Running a fleet").
@@ -1028,9 +1035,64 @@ fn remote_hubs(target: &TargetArgs, action: RemoteAction) -> anyhow::Result<()> 
             RemoteAction::PreferHub { hub, .. } => {
                 client::prefer_hub(&target, hub.as_deref()).await?
             }
+            RemoteAction::Journal { out } => return fetch_journal(&target, &out).await,
         };
         print_reply(&reply)
     })
+}
+
+/// `renkei remote ... journal --out DIR`: every file the box lists, written under `out`.
+async fn fetch_journal(
+    target: &renkei::control::client::Target,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use renkei::control::client;
+    use renkei::journal::files::{is_file_name, JournalFile};
+    let listing = client::journal_files(target).await?;
+    if !listing.is_success() {
+        return print_reply(&listing);
+    }
+    let files: Vec<JournalFile> = serde_json::from_value(listing.body["files"].clone())
+        .context("the box's list of journal files")?;
+    anyhow::ensure!(!files.is_empty(), "the box lists no journal files");
+    for file in &files {
+        // The box names the files: only journald's own names are written here.
+        anyhow::ensure!(
+            is_file_name(&file.name),
+            "the box listed {:?}, not a journal file's name; nothing more fetched",
+            file.name
+        );
+        let bytes = match client::journal_file(target, &file.name).await? {
+            Ok(bytes) => bytes,
+            Err(reply) => {
+                print_reply(&reply)?;
+                anyhow::bail!("{}: not fetched", file.name);
+            }
+        };
+        let path = out.join(&file.name);
+        if let Some(folder) = path.parent() {
+            std::fs::create_dir_all(folder)
+                .with_context(|| format!("cannot create {}", folder.display()))?;
+        }
+        std::fs::write(&path, &bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!(
+            "{} ({} bytes{})",
+            path.display(),
+            bytes.len(),
+            if file.active {
+                ", still being written on the box"
+            } else {
+                ""
+            }
+        );
+    }
+    eprintln!(
+        "renkei: check them with the box's verification key: renkei journal-verify --verify-key KEY {}",
+        out.display()
+    );
+    Ok(())
 }
 
 /// `renkei fleet status|push|confirm`: exit 2 for an invalid inventory, 1 when a box did not

@@ -27,7 +27,7 @@ use crate::config::{self, Config, Diagnostics};
 use crate::control::audit::{ConfigEvent, Kind};
 use crate::control::manager::{Applied, Manager};
 use crate::control::persist::{ConfigFiles, Recovery, RecoveryOutcome};
-use crate::control::server::{Answer, Command, ManagementServer, ServerError};
+use crate::control::server::{Answer, Command, DaemonParts, ManagementServer, ServerError};
 use crate::control::transaction::{RunningBox, Transaction, TransactionError};
 use crate::proxy::{JournalUpload, ProxyError, Services};
 use crate::state::events::{ConfigReason, EventLog, Occurrence};
@@ -255,7 +255,7 @@ impl Parts {
 
         let wanted = config.management.as_ref().zip(config.tls.as_ref());
         let unchanged = match (&self.management, wanted) {
-            (Some(server), Some((m, tls))) => server.serves(m, tls),
+            (Some(server), Some((m, tls))) => server.serves(m, tls, &config.paths.journal_dir),
             (None, None) => true,
             _ => false,
         };
@@ -268,11 +268,14 @@ impl Parts {
                     ManagementServer::start(
                         management,
                         tls,
-                        self.carrier.handle(),
-                        self.commands.clone(),
-                        self.events.clone(),
-                        self.contact.clone(),
-                        self.updates.clone(),
+                        &config.paths.journal_dir,
+                        DaemonParts {
+                            carrier: self.carrier.handle(),
+                            commands: self.commands.clone(),
+                            events: self.events.clone(),
+                            contact: self.contact.clone(),
+                            updates: self.updates.clone(),
+                        },
                     )
                     .await?,
                 );

@@ -865,6 +865,9 @@ impl Lab {
                 state_dir: dir.join("state"),
                 runtime_dir: dir.join("run"),
                 wireguard_socket_dir: PathBuf::from(WIREGUARD_SOCKET_DIR),
+                // The lab's boxes keep no journal of their own (they log to files); a test
+                // puts journal files here to fetch them through the management API.
+                journal_dir: dir.join("journal"),
             },
             tunnel: Some(TunnelConfig {
                 interface: self.interface(node),

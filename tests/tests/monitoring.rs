@@ -22,6 +22,7 @@ use renkei_lab::monitoring::{
     renkei_metric_names, rules_of, with_variables_for_all, yaml_file, Alertmanager, Prometheus,
     ScrapeIdentity, ScrapeTarget,
 };
+use renkei_lab::operator::Operator;
 use renkei_lab::web::{status, METRICS_PORT, STATUS_PORT};
 use renkei_lab::{require_root, wait_until, Lab, Node};
 use serde_json::Value;
@@ -734,4 +735,102 @@ fn log4_an_unsealed_rewrite_that_journalctl_passes_fails_as_not_sealed() {
     );
     let (ok, text) = journal_verify(&key, &plain);
     assert!(!ok && text.contains("not sealed"), "{text}");
+}
+
+/// The box's machine id in the journal folder of the management API test.
+const MACHINE_ID: &str = "5e1f0c0ffee0c0ffee0c0ffee0c0ffee";
+
+/// The box has no login: the operator fetches its sealed journal files through the management
+/// API (`renkei remote ... journal`) and checks them with the box's verification key. Only
+/// journald's files are served, byte for byte; a box's certificate is refused.
+#[test]
+fn log4_auth2_the_operator_fetches_a_boxs_sealed_journal_through_the_management_api() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    let operator = Operator::new(&lab).expect("operator");
+    let mut config = lab.full(Node::Hospital);
+    config.management = Some(operator.management(Node::Hospital, 300, false));
+    // The journal folder as journald keeps it: an archived sealed file, and something else.
+    let machine = config.paths.journal_dir.join(MACHINE_ID);
+    std::fs::create_dir_all(&machine).expect("journal folder");
+    let file_name =
+        "system@5e1f00000000000000000000000000aa-0000000000000001-0005f0e2a1b2c3d4.journal";
+    let archived = machine.join(file_name);
+    let key = sealed_journal(
+        &renkei_lab::daemon::renkei_bin().expect("renkei binary"),
+        &access_records(10, usec_from_now(Duration::from_secs(10)), "hospital-box"),
+        &archived,
+        &lab.dir.join("sealing"),
+    )
+    .expect("a sealed journal");
+    std::fs::write(machine.join("notes.txt"), "not journald's").expect("other file");
+    let _hub = lab.start(Node::Hub, &lab.full(Node::Hub)).expect("hub");
+    let hospital = lab.start(Node::Hospital, &config).expect("hospital");
+    wait_until(Duration::from_secs(15), "the hospital's tunnel", || {
+        (renkei_lab::chain::peer_state(&hospital, "dc") == "up").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", hospital.log_text()));
+
+    let out = lab.dir.join("fetched");
+    let out_arg = out.display().to_string();
+    let fetched = operator
+        .remote_from(
+            lab.ns(Node::Hub),
+            Node::Hospital,
+            &["journal", "--out", &out_arg],
+        )
+        .expect("renkei remote journal");
+    assert!(
+        fetched.success,
+        "{}\n{}",
+        fetched.output,
+        hospital.log_text()
+    );
+    let copy = out.join(MACHINE_ID).join(file_name);
+    assert_eq!(
+        std::fs::read(&copy).expect("the fetched file"),
+        std::fs::read(&archived).expect("the box's file"),
+        "not byte for byte"
+    );
+    let fetched_names: Vec<_> = std::fs::read_dir(out.join(MACHINE_ID))
+        .expect("fetched folder")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(fetched_names, [file_name], "{}", fetched.output);
+    let (ok, text) = journal_verify(&key, &out);
+    assert!(ok && text.contains("PASS "), "{text}");
+
+    // Only listed files: anything else in the folder is not found.
+    let other = operator
+        .raw_request(
+            &lab,
+            Node::Hospital,
+            ("GET", &format!("/v1/journal/{MACHINE_ID}/notes.txt")),
+            None,
+            &[],
+            Some(&operator.client),
+        )
+        .expect("curl");
+    assert_eq!(other.status, Some(404), "{}", other.output);
+    assert_eq!(other.error_code(), Some("no_such_file"), "{}", other.output);
+
+    // A box's certificate (the same CA, not an operator identity) is refused.
+    let tls = lab.tls_dir(Node::Hub);
+    let refused = operator
+        .command_with(
+            &lab,
+            "remote",
+            Node::Hospital,
+            &[
+                ("--cert", tls.join("box.crt").display().to_string()),
+                ("--key", tls.join("box.key").display().to_string()),
+            ],
+            &["journal".to_string(), "--out".to_string(), out_arg.clone()],
+        )
+        .expect("renkei remote journal as a box");
+    assert!(
+        !refused.success && refused.output.contains("not_operator"),
+        "{}",
+        refused.output
+    );
 }

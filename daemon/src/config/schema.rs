@@ -131,6 +131,9 @@ pub struct Paths {
     /// Where the WireGuard userspace API socket `<interface>.sock` goes, for `wg show`.
     #[serde(default = "default_wireguard_socket_dir")]
     pub wireguard_socket_dir: PathBuf,
+    /// journald's persistent folder, whose files the management API serves to the operator.
+    #[serde(default = "default_journal_dir")]
+    pub journal_dir: PathBuf,
 }
 
 impl Default for Paths {
@@ -139,6 +142,7 @@ impl Default for Paths {
             state_dir: default_state_dir(),
             runtime_dir: default_runtime_dir(),
             wireguard_socket_dir: default_wireguard_socket_dir(),
+            journal_dir: default_journal_dir(),
         }
     }
 }
@@ -148,6 +152,9 @@ fn default_state_dir() -> PathBuf {
 }
 fn default_runtime_dir() -> PathBuf {
     PathBuf::from("/run/renkei")
+}
+fn default_journal_dir() -> PathBuf {
+    PathBuf::from("/var/log/journal")
 }
 fn default_wireguard_socket_dir() -> PathBuf {
     PathBuf::from("/var/run/wireguard")

@@ -260,6 +260,7 @@ impl Checker<'_> {
             ("state_dir", &paths.state_dir),
             ("runtime_dir", &paths.runtime_dir),
             ("wireguard_socket_dir", &paths.wireguard_socket_dir),
+            ("journal_dir", &paths.journal_dir),
         ] {
             if !dir.is_absolute() {
                 self.report(

@@ -137,6 +137,34 @@ pub async fn prefer_hub(target: &Target, hub: Option<&str>) -> Result<Reply, Cli
     request(target, Method::POST, "/v1/hubs/prefer", body, None).await
 }
 
+/// Lists the box's journal files (`crate::journal::files::JournalFile` each).
+pub async fn journal_files(target: &Target) -> Result<Reply, ClientError> {
+    request(target, Method::GET, "/v1/journal", Vec::new(), None).await
+}
+
+/// Fetches one of the box's journal files, `name` as listed (`<machine id>/<file>`): its bytes
+/// when the box sent them, else the box's JSON answer.
+pub async fn journal_file(
+    target: &Target,
+    name: &str,
+) -> Result<Result<Vec<u8>, Reply>, ClientError> {
+    let path = format!("/v1/journal/{name}");
+    let (status, bytes) = exchange(
+        target,
+        Method::GET,
+        &path,
+        Full::new(Bytes::new()),
+        &[],
+        crate::journal::files::MAX_FILE_BYTES as usize,
+    )
+    .await?;
+    if (200..300).contains(&status) {
+        Ok(Ok(bytes.to_vec()))
+    } else {
+        Ok(Err(reply(status, &bytes)))
+    }
+}
+
 /// Size of the pieces a bundle is sent in.
 const BUNDLE_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -205,6 +233,31 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let (status, bytes) = exchange(target, method, path, body, headers, MAX_ANSWER_BYTES).await?;
+    Ok(reply(status, &bytes))
+}
+
+/// The box's answer, parsed as JSON when it is JSON.
+fn reply(status: u16, bytes: &[u8]) -> Reply {
+    let body = serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned()));
+    Reply { status, body }
+}
+
+/// One request; the answer's status and body (at most `limit` bytes).
+async fn exchange<B>(
+    target: &Target,
+    method: Method,
+    path: &str,
+    body: B,
+    headers: &[(hyper::header::HeaderName, String)],
+    limit: usize,
+) -> Result<(u16, Bytes), ClientError>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let credentials = credentials::load(&TlsConfig {
         certificate_file: target.certificate_file.clone(),
         private_key_file: target.private_key_file.clone(),
@@ -254,16 +307,13 @@ where
             .await
             .map_err(|e| failed("HTTP", &e))?;
         let status = response.status().as_u16();
-        let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+        let bytes = Limited::new(response.into_body(), limit)
             .collect()
             .await
             .map_err(|e| failed("answer", &*e))?
             .to_bytes();
         driver.abort();
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
-        });
-        Ok(Reply { status, body })
+        Ok((status, bytes))
     };
     tokio::time::timeout(target.timeout, exchange)
         .await

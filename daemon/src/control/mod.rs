@@ -21,6 +21,7 @@ pub mod audit;
 pub mod body;
 pub mod client;
 pub mod device_listener;
+mod journal_files;
 pub mod manager;
 pub mod persist;
 pub mod server;

@@ -11,7 +11,9 @@
 //! `GET /v1/update`, answered here with `crate::update` rather than by the supervisor: a
 //! bundle's check takes long and changes nothing that runs. `GET /v1/hubs` and
 //! `POST /v1/hubs/prefer` (`{"hub": "NAME"}`, or `{"hub": null}` to clear) read and steer a
-//! facility's hub group (AVL-4) through the carrier, also without the supervisor.
+//! facility's hub group (AVL-4) through the carrier, also without the supervisor. `GET
+//! /v1/journal` lists the box's sealed journal files and `GET /v1/journal/<machine>/<file>`
+//! sends one (LOG-4, `super::journal_files`).
 //! Requests become [`Command`]s for the supervisor, which owns the running parts; answers are
 //! JSON. Stopping the listener leaves requests in flight to finish: a push that changes the
 //! management listener still gets its answer.
@@ -41,6 +43,7 @@ use super::admission::{Pool, Slot, Slots};
 use super::audit::{ConfigEvent, Kind};
 use super::body::{self, BodyError};
 use super::device_listener::DeviceListener;
+use super::journal_files::{self, JOURNAL_FILE_PREFIX};
 use crate::carrier::{CarrierHandle, PreferError, UnknownHub};
 use crate::config::{ManagementConfig, MinTls, TlsConfig};
 use crate::state::events::{Admission, ConfigReason, EventLog, Occurrence, TlsRefusal};
@@ -173,10 +176,24 @@ pub fn management_tls(management: &ManagementConfig, tls: &TlsConfig) -> TlsConf
     }
 }
 
+/// The daemon's running parts the management API talks to.
+pub struct DaemonParts {
+    /// The link to the data centre (the hub group is steered through it).
+    pub carrier: CarrierHandle,
+    /// Requests for the supervisor.
+    pub commands: mpsc::Sender<Command>,
+    /// Where refusals are noted besides the log (LOG-2).
+    pub events: EventLog,
+    /// Where each authenticated operator request is noted.
+    pub contact: OperatorContact,
+    /// The running config's update intake.
+    pub updates: IntakeHandle,
+}
+
 /// The running management API.
 pub struct ManagementServer {
     listen: SocketAddr,
-    settings: (ManagementConfig, TlsConfig),
+    settings: (ManagementConfig, TlsConfig, std::path::PathBuf),
     accept: JoinHandle<()>,
     watcher: JoinHandle<()>,
 }
@@ -188,12 +205,16 @@ impl ManagementServer {
     pub async fn start(
         management: &ManagementConfig,
         tls: &TlsConfig,
-        carrier: CarrierHandle,
-        commands: mpsc::Sender<Command>,
-        events: EventLog,
-        contact: OperatorContact,
-        updates: IntakeHandle,
+        journal_dir: &std::path::Path,
+        parts: DaemonParts,
     ) -> Result<Self, ServerError> {
+        let DaemonParts {
+            carrier,
+            commands,
+            events,
+            contact,
+            updates,
+        } = parts;
         let store = Arc::new(CredentialStore::open(management_tls(management, tls))?);
         let device = carrier.device();
         let device = device.as_str();
@@ -219,11 +240,12 @@ impl ManagementServer {
             updates,
             max_push_bytes: management.max_push_bytes,
             carrier,
+            journal_dir: journal_dir.to_path_buf(),
         });
         let accept = tokio::spawn(accept_loop(listener, store, context));
         Ok(ManagementServer {
             listen,
-            settings: (management.clone(), tls.clone()),
+            settings: (management.clone(), tls.clone(), journal_dir.to_path_buf()),
             accept,
             watcher,
         })
@@ -236,8 +258,13 @@ impl ManagementServer {
 
     /// True when `management` and `tls` are what this server was started with: an apply
     /// that changes neither keeps it running.
-    pub fn serves(&self, management: &ManagementConfig, tls: &TlsConfig) -> bool {
-        self.settings.0 == *management && self.settings.1 == *tls
+    pub fn serves(
+        &self,
+        management: &ManagementConfig,
+        tls: &TlsConfig,
+        journal_dir: &std::path::Path,
+    ) -> bool {
+        self.settings.0 == *management && self.settings.1 == *tls && self.settings.2 == journal_dir
     }
 
     /// Stops accepting; connections in flight finish on their own.
@@ -263,6 +290,8 @@ struct Context {
     max_push_bytes: usize,
     /// The link to the data centre: its hub group is steered from here.
     carrier: CarrierHandle,
+    /// journald's folder, whose files the operator fetches (`paths.journal_dir`).
+    journal_dir: std::path::PathBuf,
 }
 
 /// Who is on the other end of a connection: an operator, or a client the CA vouches for that
@@ -681,6 +710,11 @@ async fn route(
             },
             None => Answer::error(404, "no_update", Refusal::NotConfigured),
         },
+        (&Method::GET, "/v1/journal") => journal_files::list(&context.journal_dir).await,
+        (&Method::GET, name) if name.starts_with(JOURNAL_FILE_PREFIX) => {
+            let name = &name[JOURNAL_FILE_PREFIX.len()..];
+            return journal_files::file(&context.journal_dir, name, &caller.identity).await;
+        }
         (&Method::GET, "/v1/hubs") => hubs_answer(&context.carrier),
         (&Method::POST, "/v1/hubs/prefer") => match read_body(request, MAX_PREFER_BODY).await {
             Ok(bytes) => prefer_hub(&bytes, &caller, &context.carrier),
@@ -689,8 +723,11 @@ async fn route(
         (
             _,
             "/v1/config" | "/v1/confirm" | "/v1/status" | "/v1/update" | "/v1/hubs"
-            | "/v1/hubs/prefer",
+            | "/v1/hubs/prefer" | "/v1/journal",
         ) => Answer::error(405, "method_not_allowed", "method not allowed"),
+        (_, name) if name.starts_with(JOURNAL_FILE_PREFIX) => {
+            Answer::error(405, "method_not_allowed", "method not allowed")
+        }
         _ => Answer::error(404, "not_found", "no such endpoint"),
     };
     respond(answer)
@@ -770,7 +807,7 @@ async fn receive_bundle(
     intake.check_and_arm(incoming, by).await
 }
 
-fn respond(answer: Answer) -> Response<Full<Bytes>> {
+pub(super) fn respond(answer: Answer) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec_pretty(&answer.body).unwrap_or_default();
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() =
