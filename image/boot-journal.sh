@@ -19,6 +19,7 @@
 #   - the archived files the operator fetched through the management API in boot 2 are the
 #     disk's, byte for byte;
 # journal_kept: at the end, after the clock steps and the firmware updates:
+#   - the journal uploader's cursor is on the data partition;
 #   - still one machine folder (rauc-post-install carried the id into the updated slots);
 #   - the files archived before the clock steps that journald has not deleted for space (the
 #     update bundles are spooled on the same partition) are there unchanged and still pass;
@@ -30,7 +31,8 @@
 JOURNAL_REMOTE=/lib/systemd/systemd-journal-remote
 
 # copy_box_journal DEST: the box's machine journal folder, copied to DEST/<machine id>; sets
-# MACHINE_JOURNAL to it and checks there is exactly one machine folder, with the sealing key.
+# MACHINE_JOURNAL to it and checks there is exactly one machine folder, with the sealing key;
+# the journal uploader's state folder goes to DEST.upload.
 copy_box_journal() {
   local dest="$1" machines
   attach_disk || fail "LOG-4 the test disk's partitions appear for the journal check"
@@ -41,9 +43,11 @@ copy_box_journal() {
     dir="$(mktemp -d)"
     mount -o ro,noload "$1" "$dir"
     cp -a "$dir/var/log/journal/." "$2/"
+    mkdir -p "$3"
+    cp -a "$dir/var/lib/journal-upload/." "$3/"
     umount "$dir"
     rmdir "$dir"
-  ' copy_journal "${LOOP}p4" "$dest" || { detach_disk; fail "LOG-4 the box's journal folder can be read off its data partition"; }
+  ' copy_journal "${LOOP}p4" "$dest" "$dest.upload" || { detach_disk; fail "LOG-4 the box's journal folder can be read off its data partition"; }
   detach_disk
   machines="$(find "$dest" -mindepth 1 -maxdepth 1 -type d -printf '%f\n')"
   [ "$(echo "$machines" | grep -c .)" = 1 ] ||
@@ -143,6 +147,11 @@ PY
 journal_kept() {
   local before f failures kept=0 vacuumed=0
   copy_box_journal "$WORK/journal-2"
+  # The uploader's cursor is on the data partition (a bind mount over its state folder), so a
+  # new root slot goes on from the last entry the collector took instead of sending it all.
+  grep -q '^LAST_CURSOR=' "$WORK/journal-2.upload/state" 2>/dev/null ||
+    fail "LOG-4 the journal uploader's cursor is kept on the data partition (var/lib/journal-upload/state: $(cat "$WORK/journal-2.upload/state" 2>&1))"
+  pass "LOG-4 the journal uploader's cursor is on the data partition, kept over the firmware updates"
   before="$(grep -c . "$WORK/journal-archived")" || true
   [ "$before" -gt 0 ] || fail "LOG-4 the first journal check kept the names of the archived files"
   while read -r f; do
