@@ -1368,12 +1368,12 @@ impl Checker<'_> {
         };
         let base = FieldPath::root("logs");
         if self.config.ipsec.is_some() && self.config.policy_mode() == PolicyMode::OnDemand {
-            // charon's trap policy starts the SA for any packet it covers and the idle timer
-            // counts every ESP byte: the upload would bring the SA up and hold it (NET-7).
-            // WireGuard's data plane lets the upload ride on a link that is up anyway.
+            // The on-demand SA's idle timer counts every ESP byte (charon's counters do not
+            // tell flows apart): an upload riding on it would hold it up for ever (NET-7).
+            // WireGuard's data plane tells the upload's packets apart and lets them ride.
             self.report(
                 base.clone(),
-                "cannot be used on an on-demand IPsec box: the upload would bring the SA up and hold it; leave [logs] out (the journal stays sealed on the box) or make the link always_on",
+                "cannot be used on an on-demand IPsec box: the upload's ESP bytes would hold the SA up; leave [logs] out (the journal stays sealed on the box) or make the link always_on",
             );
         }
         let path = base.key("upload_service");
@@ -2210,7 +2210,7 @@ allowed_ips = ["198.19.0.1/32"]
         ipsec.logs = with_logs("127.0.0.1:19532", "documents", true).logs;
         assert_eq!(
             problems_at(&ipsec, "logs"),
-            ["cannot be used on an on-demand IPsec box: the upload would bring the SA up and hold it; leave [logs] out (the journal stays sealed on the box) or make the link always_on"]
+            ["cannot be used on an on-demand IPsec box: the upload's ESP bytes would hold the SA up; leave [logs] out (the journal stays sealed on the box) or make the link always_on"]
         );
         let mut inbound = with_logs("127.0.0.1:19532", "documents", false);
         inbound.services[0].direction = Direction::Inbound;
