@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::{Response, StatusCode};
 use tokio::sync::Semaphore;
 
-use super::server::{respond, Answer};
+use super::api::{respond, Answer};
 use crate::journal::files::{self, FilesError};
 
 /// The path prefix of one file's endpoint.

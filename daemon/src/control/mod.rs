@@ -17,13 +17,17 @@
 //! only talks to it through [`server::Command`]s.
 
 pub mod admission;
+pub mod api;
 pub mod audit;
+mod bodies;
 pub mod body;
 pub mod client;
+mod connection;
 pub mod device_listener;
 mod journal_files;
 pub mod manager;
 pub mod persist;
+mod routes;
 pub mod server;
 pub mod transaction;
 
