@@ -158,10 +158,14 @@ pub(super) async fn handle(
     }
     let cut = matches!(outcome.end, splice::SpliceEnd::Stopped);
     connection.spliced(outcome, "client", "target");
-    if cut && ride.is_some_and(|state| *state.borrow() != LinkState::Up) {
+    // Cut because the ridden link went down (or was rebuilt, its state channel closed).
+    let link_gone = |state: &watch::Receiver<LinkState>| {
+        state.has_changed().is_err() || *state.borrow() != LinkState::Up
+    };
+    if cut && ride.as_ref().is_some_and(link_gone) {
         connection.record.result = ConnectionResult::error(
             ProxyProblem::LinkClosed,
-            "the link idled out under this connection, which does not hold it up",
+            "the link went down under this connection, which does not hold it up",
         );
     }
 }

@@ -24,7 +24,7 @@ stable_words! {
         /// The link was idle and the service rides on it without bringing it up (the journal
         /// upload of an on-demand box).
         LinkIdle => "link_idle",
-        /// The link idled out under a connection that rode on it.
+        /// The link idled out (or restarted) under a connection that rode on it.
         LinkClosed => "link_closed",
         /// No link reaches the target.
         NoRoute => "no_route",
