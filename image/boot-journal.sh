@@ -16,10 +16,13 @@
 #     systemd-journal-remote, so every hash in it is right again (journalctl --verify without a
 #     key passes it, and so does journalctl with the key: an unsealed file is not checked
 #     against it) while `renkei journal-verify` fails it as not sealed.
-#   - the archived files the operator fetched through the management API in boot 2 are the
-#     disk's, byte for byte;
+# journal_fetch: with the box running, the operator fetches its journal files through the
+#   management API (renkei remote ... journal) and every file but the active one verifies;
+#   used in boot 2 and after the updates.
 # journal_kept: at the end, after the clock steps and the firmware updates:
 #   - the journal uploader's cursor is on the data partition;
+#   - the archived files fetched through the management API after the updates are the disk's,
+#     byte for byte;
 #   - still one machine folder (rauc-post-install carried the id into the updated slots);
 #   - the files archived before the clock steps that journald has not deleted for space (the
 #     update bundles are spooled on the same partition) are there unchanged and still pass;
@@ -56,6 +59,36 @@ copy_box_journal() {
   [ -e "$MACHINE_JOURNAL/fss" ] || fail "LOG-4 the sealing key is in the box's journal folder"
 }
 
+# journal_fetch DEST [clock-stepped]: the operator's `renkei remote ... journal --out DEST` from
+# the data centre through the link (retried for up to 120 s), then `renkei journal-verify` of
+# DEST with first boot's key. journald is writing the active files (system.journal) while they
+# are copied, so a copy may end in a half-written entry: their result is shown, not judged;
+# every other file must pass, after the clock test ("clock-stepped") but for entries dated
+# before a seal (L5, as journal_kept). Sets FETCHED_FILES and FETCHED_SUMMARY for the caller.
+journal_fetch() {
+  local dest="$1" stepped="${2:-}" deadline bad
+  deadline=$((SECONDS + 120))
+  until rm -rf "$dest" && ( cd "$HANDOVER" && in_ns "$RENKEI" remote \
+    --to "$BOX_TUNNEL_ADDRESS:$MANAGEMENT_PORT" --server-name "$BOX_NAME" --cert operator.crt \
+    --key operator.key --ca operator-ca.crt --timeout-secs 60 journal --out "$dest" ) > "$dest.log" 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || { cat "$dest.log" >&2;
+      fail "LOG-4 the operator fetches the box's journal files through the management API"; }
+    sleep 2
+  done
+  cat "$dest.log"
+  "$RENKEI" journal-verify --verify-key "$JOURNAL_KEY" "$dest" > "$dest.verify" 2>&1 || true
+  cat "$dest.verify"
+  FETCHED_FILES="$(find "$dest" -name '*.journal*' | grep -c .)" || true
+  [ "$FETCHED_FILES" -gt 0 ] || fail "LOG-4 the box's management API lists journal files"
+  bad="$(grep '^FAIL ' "$dest.verify" | grep -v -E '/(system|user-[0-9]+)\.journal: ')" || true
+  if [ -n "$stepped" ]; then
+    bad="$(grep -v -E 'Older entry after newer tag|too early with respect to tag' <<< "$bad")" || true
+  fi
+  [ -z "$bad" ] || fail "LOG-4 every journal file fetched from the box but the active one verifies with first boot's key: $bad"
+  # shellcheck disable=SC2034 # read by the caller's pass line
+  FETCHED_SUMMARY="$(tail -n 1 "$dest.verify")"
+}
+
 journal_sealed() {
   local files boots first other wrong_key victim f tampered plain_with_key
   copy_box_journal "$WORK/journal-1"
@@ -71,18 +104,6 @@ journal_sealed() {
   pass "LOG-4 every journal file of the box is sealed and verifies with first boot's key ($(tail -n 1 "$WORK/journal-verify.log"))"
   # The clean archived files, kept for the check at the end.
   find "$MACHINE_JOURNAL" -name 'system@*.journal' -printf '%f\n' | sort > "$WORK/journal-archived"
-
-  # The archived files the operator fetched through the management API in boot 2 are the
-  # disk's, byte for byte (archived files never change; journald may have deleted some since).
-  local fetched same=0
-  for fetched in "$WORK"/journal-fetched/*/system@*.journal; do
-    [ -e "$fetched" ] || continue
-    f="$MACHINE_JOURNAL/$(basename "$fetched")"
-    [ -e "$f" ] || continue
-    cmp -s "$fetched" "$f" || fail "LOG-4 the journal file fetched through the management API is the disk's, byte for byte ($(basename "$f"))"
-    same=$((same + 1))
-  done
-  pass "LOG-4 $same archived journal file(s) fetched through the management API in boot 2 are the data partition's, byte for byte"
 
   # One hex digit of the seed changed.
   first="${JOURNAL_KEY:0:1}"
@@ -152,6 +173,19 @@ journal_kept() {
   grep -q '^LAST_CURSOR=' "$WORK/journal-2.upload/state" 2>/dev/null ||
     fail "LOG-4 the journal uploader's cursor is kept on the data partition (var/lib/journal-upload/state: $(cat "$WORK/journal-2.upload/state" 2>&1))"
   pass "LOG-4 the journal uploader's cursor is on the data partition, kept over the firmware updates"
+  # The archived files the operator fetched through the management API after the updates
+  # are the disk's, byte for byte (archived files never change).
+  local fetched same=0
+  for fetched in "$WORK"/journal-fetched-late/*/*.journal*; do
+    case "$(basename "$fetched")" in system.journal | user-*.journal) continue ;; esac
+    f="$MACHINE_JOURNAL/$(basename "$fetched")"
+    # Deleted by journald for space since (L6): nothing to compare.
+    [ -e "$f" ] || continue
+    cmp -s "$fetched" "$f" || fail "LOG-4 the journal file fetched through the management API is the disk's, byte for byte ($(basename "$f"))"
+    same=$((same + 1))
+  done
+  [ "$same" -gt 0 ] || fail "LOG-4 the management API sent archived journal files after the updates"
+  pass "LOG-4 the $same archived journal file(s) the operator fetched through the management API after the updates are the data partition's, byte for byte"
   before="$(grep -c . "$WORK/journal-archived")" || true
   [ "$before" -gt 0 ] || fail "LOG-4 the first journal check kept the names of the archived files"
   while read -r f; do

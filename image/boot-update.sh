@@ -285,6 +285,10 @@ fresh_sa || fail "AVL-5 after the power cut mid-install the box boots and brings
 answer="$(wait_update_status "^B $UPDATE_N1 true no interrupted$")" ||
   fail "AVL-5 after the power cut the box runs $UPDATE_N1 on slot B and reports interrupted (renkei update status: $answer)"
 pass "AVL-5 OPS-2 after a power cut while RAUC wrote slot A the box booted $UPDATE_N1 on slot B and reports interrupted: $(tail -n 1 <<< "$answer")"
+# LOG-4: after every reboot, power cut and update the operator fetches the journal through the SA
+# (archived files now); journal_kept compares them with the disk.
+journal_fetch "$WORK/journal-fetched-late" clock-stepped
+pass "LOG-4 AUTH-2 after the updates the operator fetches the box's $FETCHED_FILES journal file(s) through the SA and every archived one verifies with first boot's key but for entries dated before a seal by the clock test ($FETCHED_SUMMARY)"
 power_off
 same_data "after the updates, the fallback and the power cut"
 pass "OPS-2 the $data_files configuration, key and state files of the data partition kept their sha256 through two installs, a blessing, a fallback and a power cut"
