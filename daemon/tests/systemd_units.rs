@@ -138,6 +138,27 @@ fn exposure(name: &str) -> (f64, String) {
     (score, stdout)
 }
 
+/// A path unit is part of `paths.target`, which `basic.target` pulls in before any ordinary
+/// service starts: ordering one after a service (`After=renkei.service`) is an ordering cycle,
+/// which systemd breaks at boot by dropping one of the jobs, and once it dropped
+/// renkei.service's start (found by the boot test's power cuts; `systemd-analyze verify` does
+/// not report it).
+#[test]
+fn avl2_path_units_are_not_ordered_after_services() {
+    for name in PATH_UNITS {
+        let text = std::fs::read_to_string(units_dir().join(name)).expect("unit");
+        for line in text.lines() {
+            let line = line.trim();
+            if let Some(units) = line.strip_prefix("After=") {
+                assert!(
+                    !units.split_whitespace().any(|u| u.ends_with(".service")),
+                    "{name}: {line} makes an ordering cycle through paths.target"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn avl2_every_unit_in_systemd_is_installed_and_has_an_exposure_ceiling() {
     let mut shipped: Vec<String> = std::fs::read_dir(units_dir())
