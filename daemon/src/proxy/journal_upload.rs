@@ -11,13 +11,14 @@
 //!   box does not retry an upload every few seconds, and a check-in catches up.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
 use crate::carrier::{CarrierHandle, LinkState};
-use crate::config::Config;
+use crate::config::{Config, Direction, PolicyMode};
+use crate::durable::remove_durably;
 
 /// The file that exists while the uploader may run, in `paths.runtime_dir`.
 pub const READY_FILE: &str = "journal-upload-ready";
@@ -45,11 +46,11 @@ impl JournalUpload {
     pub fn of(config: &Config) -> Option<JournalUpload> {
         let service = config
             .log_upload_service()
-            .filter(|s| s.direction == crate::config::Direction::Outbound)?;
+            .filter(|s| s.direction == Direction::Outbound)?;
         Some(JournalUpload {
             service: service.name.clone(),
             target: service.target.parse().ok()?,
-            rides: config.on_demand_upload_target().is_some(),
+            rides: config.policy_mode() == PolicyMode::OnDemand,
             ready_file: config.paths.runtime_dir.join(READY_FILE),
         })
     }
@@ -115,9 +116,9 @@ impl ReadyFile {
             return;
         }
         let result = if present {
-            std::fs::write(&self.path, b"")
+            std::fs::write(&self.path, b"").map_err(|e| e.to_string())
         } else {
-            remove(&self.path)
+            remove_durably(&self.path).map_err(|e| e.to_string())
         };
         match result {
             Ok(()) => {
@@ -132,16 +133,9 @@ impl ReadyFile {
     }
 }
 
-fn remove(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
-        _ => Ok(()),
-    }
-}
-
 impl Drop for ReadyFile {
     fn drop(&mut self) {
-        if let Err(err) = remove(&self.path) {
+        if let Err(err) = remove_durably(&self.path) {
             tracing::warn!(file = %self.path.display(), error = %err, "cannot remove the journal upload's window file");
         }
     }
@@ -166,7 +160,7 @@ mod tests {
         assert_eq!(upload.target, "198.19.0.1:19532".parse().unwrap());
         assert_eq!(
             upload.ready_file,
-            Path::new("/run/renkei/journal-upload-ready")
+            std::path::Path::new("/run/renkei/journal-upload-ready")
         );
         let disclosing = config_with(include_str!("../../../config/disclosing.toml"), JOURNAL);
         assert!(!JournalUpload::of(&disclosing).expect("an upload").rides);
