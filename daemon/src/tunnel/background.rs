@@ -26,7 +26,7 @@ impl Background {
     /// A packet from the TUN device that the box sends for itself: a time query, or a segment
     /// of the journal upload.
     pub fn is_outgoing(&self, packet: &[u8]) -> bool {
-        match Transport::of(packet) {
+        match Transport::of(packet, self.upload.is_some()) {
             Some(t) if t.protocol == UDP => t.destination.port() == NTP_PORT,
             Some(t) => self.upload == Some(t.destination),
             None => false,
@@ -36,7 +36,7 @@ impl Background {
     /// A packet from a peer that answers the box's own traffic: a time server's answer, or a
     /// segment from the journal collector's service.
     pub fn is_incoming(&self, packet: &[u8]) -> bool {
-        match Transport::of(packet) {
+        match Transport::of(packet, self.upload.is_some()) {
             Some(t) if t.protocol == UDP => t.source.port() == NTP_PORT,
             Some(t) => self.upload == Some(t.source),
             None => false,
@@ -55,8 +55,10 @@ struct Transport {
 impl Transport {
     /// The UDP or TCP ends of an IPv4/IPv6 packet whose transport header follows the IP header
     /// directly (IPv6 extension headers are not followed: such a packet is simply not
-    /// background traffic), or `None` for anything else, fragments of it included.
-    fn of(packet: &[u8]) -> Option<Transport> {
+    /// background traffic), or `None` for anything else, fragments of it included. TCP is read
+    /// only when `tcp` (a box with an upload riding): on every other box each data packet of
+    /// the tunnel is TCP, and none of them is background.
+    fn of(packet: &[u8], tcp: bool) -> Option<Transport> {
         let (protocol, source, destination, transport) = match packet.first()? >> 4 {
             4 => {
                 let header_len = usize::from(packet.first()? & 0x0f) * 4;
@@ -86,7 +88,7 @@ impl Transport {
             }
             _ => return None,
         };
-        if protocol != UDP && protocol != TCP {
+        if protocol != UDP && !(tcp && protocol == TCP) {
             return None;
         }
         let source_port = u16::from_be_bytes([*transport.first()?, *transport.get(1)?]);
