@@ -75,7 +75,9 @@ enum Command {
     /// Seal the box's journal (LOG-4; the image's renkei-journal-seal.service, before journald
     /// opens its persistent files): makes the sealing keys on first boot and prints the
     /// operator's verification key, which waits in --key-file for the enrolment data and is
-    /// removed from the box at the first start once it is enrolled (--config exists).
+    /// removed from the box at the first start once it is enrolled (--config exists). Every
+    /// boot it moves the sealing key on to the present, so the entries journald flushes from
+    /// /run are sealed in their own interval.
     JournalSeal {
         /// The configuration file whose presence means enrolled.
         #[arg(long, short, default_value = config::DEFAULT_CONFIG_PATH)]
@@ -89,6 +91,10 @@ enum Command {
         /// The file naming this machine (its journal folder's name).
         #[arg(long, default_value = "/etc/machine-id")]
         machine_id_file: PathBuf,
+        /// A private folder for the scratch journal that moves the sealing key on (the unit's
+        /// RuntimeDirectory).
+        #[arg(long, default_value = "/run/renkei-journal-seal")]
+        scratch_dir: PathBuf,
     },
     /// Check a box's journal files with its verification key (the operator's tool): every
     /// file must pass `journalctl --verify --verify-key` and be sealed. Exit 1 if any fails.
@@ -451,12 +457,16 @@ fn main() -> ExitCode {
             journal_dir,
             key_file,
             machine_id_file,
-        } => report(journal_seal(&renkei::journal::seal::SealPaths {
-            machine_id_file,
-            journal_dir,
-            key_file,
-            config_file: config,
-        })),
+            scratch_dir,
+        } => report(journal_seal(
+            &renkei::journal::seal::SealPaths {
+                machine_id_file,
+                journal_dir,
+                key_file,
+                config_file: config,
+            },
+            &scratch_dir,
+        )),
         Command::JournalVerify {
             verify_key,
             journalctl,
@@ -588,8 +598,12 @@ fn charon_conf(path: &std::path::Path, output: Option<&std::path::Path>) -> Exit
 /// written.
 /// Prints what sealing did on the console (the unit's output goes to the console only: the
 /// verification key must not be written into the journal it verifies).
-fn journal_seal(paths: &renkei::journal::seal::SealPaths) -> anyhow::Result<()> {
+fn journal_seal(
+    paths: &renkei::journal::seal::SealPaths,
+    scratch_dir: &std::path::Path,
+) -> anyhow::Result<()> {
     use renkei::journal::seal::Sealing;
+    use renkei::journal::seal_epoch::{advance_to_now, Advance};
     let journalctl = std::path::Path::new(renkei::journal::JOURNALCTL);
     match renkei::journal::seal::ensure_sealing(paths, journalctl)? {
         Sealing::Made { verification_key } => println!(
@@ -599,6 +613,22 @@ fn journal_seal(paths: &renkei::journal::seal::SealPaths) -> anyhow::Result<()> 
         Sealing::KeyRemoved => println!(
             "renkei: the box is enrolled; the journal verification key was removed from it ({})",
             paths.key_file.display()
+        ),
+    }
+    let key = renkei::journal::seal::sealing_key(paths)?;
+    match advance_to_now(
+        &key,
+        std::path::Path::new(renkei::journal::JOURNAL_REMOTE),
+        scratch_dir,
+        std::time::SystemTime::now(),
+    )? {
+        Advance::Current { .. } => {}
+        Advance::Moved { from, to } => println!(
+            "renkei: the journal's sealing key moved on from interval {from} to {to} (the box was off, or its last move was lost in a power cut)"
+        ),
+        Advance::ClockBehind { epoch, now } => println!(
+            "renkei: the clock is behind the journal's sealing key (interval {epoch}, now {}): entries are dated before the last seal until the clock passes it",
+            now.map_or_else(|| "before its start".to_string(), |now| now.to_string())
         ),
     }
     Ok(())

@@ -28,6 +28,7 @@ pub mod foreign;
 pub mod hub_throughput;
 pub mod image_hub;
 pub mod journal_remote;
+pub mod journald;
 pub mod lab;
 pub mod logfields;
 pub mod monitoring;

@@ -737,6 +737,57 @@ fn log4_an_unsealed_rewrite_that_journalctl_passes_fails_as_not_sealed() {
     assert!(!ok && text.contains("not sealed"), "{text}");
 }
 
+/// journald copies the entries a boot kept in /run into the sealed journal without moving its
+/// sealing key on (systemd issue #17833): after a sealing interval ended while the box was off,
+/// the next seal is for the old interval and follows newer entries, and the file fails
+/// verification from there. `renkei journal-seal`, run before the flush as on the image, moves
+/// the key on first: the same two boots of the real journald then verify. journald alone is
+/// run too, to show the failure this is about (should a journald fix it, this says so).
+#[test]
+fn log4_a_box_off_across_a_sealing_interval_keeps_a_journal_that_verifies() {
+    use renkei_lab::journald::{two_boots_across_an_interval, BeforeFlush};
+    require_root!();
+    let renkei = renkei_lab::daemon::renkei_bin().expect("renkei binary");
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let sealed = two_boots_across_an_interval(
+        &renkei,
+        &dir.path().join("renkei"),
+        BeforeFlush::RenkeiJournalSeal,
+    )
+    .expect("two boots with renkei journal-seal");
+    assert!(
+        sealed
+            .seal_output
+            .contains("sealing key moved on from interval"),
+        "renkei journal-seal at the second boot: {:?}",
+        sealed.seal_output
+    );
+    let (ok, text) = journal_verify(&sealed.key, &sealed.journal);
+    assert!(
+        ok && text.contains("PASS "),
+        "with renkei journal-seal: {text}"
+    );
+    let boots = Command::new("journalctl")
+        .arg(format!("--directory={}", sealed.journal.display()))
+        .args(["-t", "renkei-lab", "-q", "--no-pager"])
+        .output()
+        .expect("journalctl");
+    let boots = String::from_utf8_lossy(&boots.stdout);
+    for line in ["boot 2 before the flush", "boot 2 after the flush"] {
+        assert!(boots.contains(line), "{line} in {boots}");
+    }
+
+    let alone =
+        two_boots_across_an_interval(&renkei, &dir.path().join("alone"), BeforeFlush::Nothing)
+            .expect("two boots of journald alone");
+    let (ok, text) = journal_verify(&alone.key, &alone.journal);
+    assert!(
+        !ok && text.contains("tag/entry realtime timestamp out of synchronization"),
+        "journald alone (if this passes, journald moves its key on at the flush itself): {text}"
+    );
+}
+
 /// The box's machine id in the journal folder of the management API test.
 const MACHINE_ID: &str = "5e1f0c0ffee0c0ffee0c0ffee0c0ffee";
 

@@ -85,7 +85,7 @@ pub enum SealError {
 /// verify with keys whose verification key is gone), and removes the verification key from
 /// the box once it is enrolled.
 pub fn ensure_sealing(paths: &SealPaths, journalctl: &Path) -> Result<Sealing, SealError> {
-    let machine_dir = paths.journal_dir.join(machine_id(&paths.machine_id_file)?);
+    let machine_dir = machine_dir(paths)?;
     let sealed = machine_dir.join(SEALING_KEY_NAME).exists();
     let key_kept = paths.key_file.exists();
     let enrolled = paths.config_file.exists();
@@ -109,6 +109,16 @@ pub fn ensure_sealing(paths: &SealPaths, journalctl: &Path) -> Result<Sealing, S
         KEY_FILE_MODE,
     )?;
     Ok(Sealing::Made { verification_key })
+}
+
+/// This machine's journal folder.
+fn machine_dir(paths: &SealPaths) -> Result<PathBuf, SealError> {
+    Ok(paths.journal_dir.join(machine_id(&paths.machine_id_file)?))
+}
+
+/// The sealing key journald evolves (present once [`ensure_sealing`] made it).
+pub fn sealing_key(paths: &SealPaths) -> Result<PathBuf, SealError> {
+    Ok(machine_dir(paths)?.join(SEALING_KEY_NAME))
 }
 
 /// The machine id in `path` (journald's folder name for this machine).
