@@ -269,7 +269,12 @@ mod tests {
             );
             assert!(peer.get(field).is_none(), "{field} on the peer: {peer:#}");
         }
-        for field in ["invalid_datagrams", "no_endpoint", "send_errors"] {
+        for field in [
+            "invalid_datagrams",
+            "no_endpoint",
+            "send_errors",
+            "tun_write_errors",
+        ] {
             assert!(
                 json["drops"].get(field).is_none(),
                 "{field} with the generic drops: {json:#}"

@@ -523,6 +523,7 @@ pub fn render(doc: &StatusDocument, series: PeerSeries) -> String {
             ("invalid_datagram", wg.drops.invalid_datagrams),
             ("no_endpoint", wg.drops.no_endpoint),
             ("send_error", wg.drops.send_errors),
+            ("tun_write_error", wg.drops.tun_write_errors),
         ] {
             f.sample(&[("reason", reason)], n);
         }

@@ -63,6 +63,9 @@ pub struct TunnelCounters {
     pub dropped_no_endpoint: AtomicU64,
     /// Datagrams that could not be sent (network unreachable, link down).
     pub send_errors: AtomicU64,
+    /// Decrypted packets the TUN device refused: lost on the way in, so they are counted and
+    /// logged, not only traced.
+    pub tun_write_errors: AtomicU64,
     /// TUN reads that were super-segments (offloads on), split into packets.
     pub tun_super_segments_read: AtomicU64,
     /// TUN writes that carried several coalesced packets (offloads on).
@@ -100,6 +103,7 @@ pub struct DataPlane {
     pub counters: TunnelCounters,
     invalid_log: LogGate,
     send_log: LogGate,
+    tun_write_log: LogGate,
     created: Instant,
     /// Milliseconds after `created` of the timer task's last tick: the watchdog's evidence that
     /// the data plane is not hung.
@@ -177,6 +181,7 @@ impl DataPlane {
             counters: TunnelCounters::default(),
             invalid_log: LogGate::new(Duration::from_secs(10)),
             send_log: LogGate::new(Duration::from_secs(10)),
+            tun_write_log: LogGate::new(Duration::from_secs(10)),
             created: Instant::now(),
             heartbeat_ms: AtomicU64::new(0),
             endpoint_changed: tokio::sync::Notify::new(),
@@ -602,6 +607,15 @@ impl DataPlane {
         }
     }
 
+    fn tun_write_failed(&self, error: &std::io::Error) {
+        self.counters
+            .tun_write_errors
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = self.tun_write_log.check(Instant::now()) {
+            tracing::warn!(%error, suppressed, "cannot write to the TUN device; packet dropped");
+        }
+    }
+
     /// Writes what the coalescer holds to the TUN device, one write per (super-)packet.
     fn write_coalesced(&self, coalescer: &mut Coalescer) {
         coalescer.drain(|parts| {
@@ -612,7 +626,7 @@ impl DataPlane {
                     .fetch_add(1, Ordering::Relaxed);
             }
             if let Err(e) = self.tun.try_send_vectored(parts) {
-                tracing::debug!(error = %e, "TUN write failed; packet dropped");
+                self.tun_write_failed(&e);
             }
         });
     }
@@ -702,7 +716,7 @@ impl DataPlane {
                             Some(coalescer) => coalescer.push(bytes),
                             None => {
                                 if let Err(e) = self.tun.try_send(bytes) {
-                                    tracing::debug!(error = %e, "TUN write failed; packet dropped");
+                                    self.tun_write_failed(&e);
                                 }
                             }
                         }

@@ -747,6 +747,7 @@ impl TunnelHandle {
                     invalid_datagrams: c.invalid_datagrams.load(Ordering::Relaxed),
                     no_endpoint: c.dropped_no_endpoint.load(Ordering::Relaxed),
                     send_errors: c.send_errors.load(Ordering::Relaxed),
+                    tun_write_errors: c.tun_write_errors.load(Ordering::Relaxed),
                 },
             },
             offloads: plane.tun.offloads().describe(),
@@ -908,6 +909,8 @@ pub struct DatagramDrops {
     pub no_endpoint: u64,
     /// Sends that failed.
     pub send_errors: u64,
+    /// Decrypted packets the TUN device refused.
+    pub tun_write_errors: u64,
 }
 
 /// The environment variable that forces TUN offloads off (`off`), whatever the config says.
