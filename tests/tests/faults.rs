@@ -98,6 +98,66 @@ fn tcp_connections(lab: &Lab) -> String {
     out
 }
 
+/// How long no transfer may move before [`watch_for_a_stall`] prints the chain's state.
+const STALL: Duration = Duration::from_secs(20);
+
+/// Waits until every transfer has ended; when none has received a byte for [`STALL`] while
+/// some are unfinished, prints, once and while their connections still exist, each box's TCP
+/// connections (`ss`), kernel TCP counters (`nstat`) and tunnel status (peers, handshakes,
+/// drops): a stall after the flap was seen in CI and its connections were gone by the time
+/// the transfer failed.
+fn watch_for_a_stall(lab: &Lab, chain: &Chain, transfers: &[Transfer]) {
+    let progress = || {
+        transfers
+            .iter()
+            .map(Transfer::received)
+            .collect::<Vec<u64>>()
+    };
+    let mut last = progress();
+    let mut moved_at = Instant::now();
+    let mut printed = false;
+    while !transfers.iter().all(|t| t.thread.is_finished()) {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = progress();
+        if now != last {
+            last = now;
+            moved_at = Instant::now();
+        } else if !printed && moved_at.elapsed() >= STALL {
+            printed = true;
+            let stalled: Vec<u64> = transfers
+                .iter()
+                .filter(|t| !t.thread.is_finished())
+                .map(|t| t.seed)
+                .collect();
+            eprintln!(
+                "no transfer moved for {STALL:?}; unfinished: {stalled:?}; received: {last:?}\n{}{}",
+                tcp_connections(lab),
+                tunnel_states(lab, chain)
+            );
+        }
+    }
+}
+
+/// Each box's tunnel status (`renkei status --json`'s tunnel) and kernel TCP counters.
+fn tunnel_states(lab: &Lab, chain: &Chain) -> String {
+    let mut out = String::new();
+    for daemon in [&chain.clinic, &chain.hub, &chain.hospital] {
+        let tunnel = daemon
+            .status()
+            .map(|s| serde_json::to_string_pretty(&s["tunnel"]).unwrap_or_default())
+            .unwrap_or_else(|e| format!("status: {e:#}"));
+        let counters = lab
+            .ns(daemon.node)
+            .exec("nstat", &["-asz", "Tcp*", "TcpExt*"])
+            .unwrap_or_else(|e| format!("nstat: {e:#}"));
+        out.push_str(&format!(
+            "----- {:?} tunnel -----\n{tunnel}\n----- {:?} TCP counters -----\n{counters}\n",
+            daemon.node, daemon.node
+        ));
+    }
+    out
+}
+
 /// Waits until every transfer has received at least `bytes`.
 fn wait_for_progress(transfers: &[Transfer], bytes: u64, timeout: Duration, what: &str) {
     wait_until(timeout, what, || {
@@ -291,6 +351,7 @@ fn avl3_32_concurrent_transfers_survive_5_percent_loss_and_a_wan_link_flap() {
         total >> 20
     );
 
+    watch_for_a_stall(&lab, &chain, &transfers);
     for transfer in transfers {
         transfer.assert_complete(&lab);
     }
