@@ -961,6 +961,89 @@ fn net6_net9_always_on_ipsec_is_back_soon_after_the_concentrator_restarts() {
     drop(concentrator);
 }
 
+/// Packets to the data centre the box's namespace sent out of its WAN device, counted by an
+/// nftables rule (table `renkei_leak`) in the box's namespace.
+fn clear_packets_to_the_data_centre(lab: &Lab) -> u64 {
+    let listing = lab
+        .ns(Node::Hospital)
+        .exec("nft", &["list", "table", "ip", "renkei_leak"])
+        .expect("nft list");
+    listing
+        .split("counter packets ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in:\n{listing}"))
+}
+
+/// NET-8 over IPsec: while the SA is down nothing the box sends to the data centre leaves by
+/// the WAN in clear. The box has a default route out of its WAN (as behind any carrier
+/// router); charon routes the data centre into the SA only while a CHILD SA is installed, so
+/// renkei routes the data centre's prefixes into its own address device, which nobody reads.
+/// With the concentrator gone, an NTP query and a TCP connection to the data centre from the
+/// box leave nothing on the WAN (the tests above show the SA carrying them while up).
+#[test]
+fn net8_net9_with_the_sa_down_nothing_for_the_data_centre_leaves_by_the_wan_in_clear() {
+    require_root!();
+    // Bound in this order so that they drop in reverse: renkei, the charons, then the lab.
+    let RenkeiBox {
+        lab,
+        concentrator,
+        box_charon,
+        daemon,
+        ..
+    } = start_renkei_box(STRONG_IKE, STRONG_ESP).expect("concentrator, box charon and renkei");
+    let ns = lab.ns(Node::Hospital);
+    ns.ip(&["route", "add", "default", "via", Node::Hub.wan_address()])
+        .expect("a default route out of the WAN");
+    let rules = lab.dir.join("leak.nft");
+    std::fs::write(
+        &rules,
+        format!(
+            "table ip renkei_leak {{\n  chain out {{\n    type filter hook postrouting priority 0; policy accept;\n    oifname \"wan0\" ip daddr {DC_INNER} counter\n  }}\n}}\n"
+        ),
+    )
+    .expect("write nft rules");
+    ns.exec("nft", &["-f", &rules.to_string_lossy()])
+        .expect("nft rule");
+    wait_until(ALWAYS_ON_UP_TIMEOUT, "the SA up", || {
+        established_at(&daemon)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nrenkei: {}", daemon.log_text()));
+    let guards = ns
+        .ip(&["route", "show", &format!("{DC_INNER}/32")])
+        .expect("ip route");
+    assert!(
+        guards.contains("renkei-ipsec"),
+        "the data centre routed into the address device: {guards}"
+    );
+
+    // The concentrator stops (deleting its SAs): the box's CHILD SA and charon's routes go.
+    drop(concentrator);
+    wait_until(IKE_TIMEOUT, "the SA down", || {
+        let link = ipsec_link(&daemon.status().ok()?)?;
+        (link["state"] != "up").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\nrenkei: {}", daemon.log_text()));
+    let sent = ns
+        .command("bash")
+        .args([
+            "-c",
+            &format!(
+                "echo query > /dev/udp/{DC_INNER}/123; timeout 3 bash -c '< /dev/tcp/{DC_INNER}/{SERVICE_PORT}'; true"
+            ),
+        ])
+        .output()
+        .expect("bash");
+    assert!(sent.status.success(), "{sent:?}");
+    assert_eq!(
+        clear_packets_to_the_data_centre(&lab),
+        0,
+        "packets for the data centre left by the WAN while the SA was down"
+    );
+    drop(daemon);
+    drop(box_charon);
+}
+
 /// on_demand: the shortest idle timeout `renkei check` allows.
 const ON_DEMAND_IDLE_SECS: u64 = 10;
 /// on_demand: how long a LAN connection may wait for the SA.

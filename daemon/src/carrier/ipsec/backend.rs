@@ -160,7 +160,12 @@ impl Ipsec {
     /// (bounded backoff) instead of failing the start, and the confirm window decides.
     pub async fn start(config: &Config, contact: OperatorContact) -> Result<Self, IpsecError> {
         let settings = IpsecSettings::of(config)?;
-        let device = device::create(&settings.ipsec.interface, settings.ipsec.address).await?;
+        let device = device::create(
+            &settings.ipsec.interface,
+            settings.ipsec.address,
+            &settings.ipsec.data_centre_prefixes,
+        )
+        .await?;
         let mode = settings.mode;
         let (state, _) = watch::channel(SaRecord::new(Instant::now()).state(mode));
         let (preference, damaged) = HubPreference::open(&config.paths.state_dir);
@@ -195,7 +200,7 @@ impl Ipsec {
     }
 
     /// Applies a changed config: the SA is terminated and the connection loaded again; a new
-    /// address or device is a new device (listeners bind again).
+    /// address, device or data-centre prefixes is a new device (listeners bind again).
     pub async fn reconfigure(&mut self, config: &Config) -> Result<Reconfigured, IpsecError> {
         let settings = IpsecSettings::of(config)?;
         let old = self.handle.shared.settings().clone();
@@ -206,12 +211,19 @@ impl Ipsec {
         terminate(&old).await;
         let new_device = old.ipsec.interface != settings.ipsec.interface
             || old.ipsec.address != settings.ipsec.address
-            || old.ipsec.esp_device() != settings.ipsec.esp_device();
+            || old.ipsec.esp_device() != settings.ipsec.esp_device()
+            || old.ipsec.data_centre_prefixes != settings.ipsec.data_centre_prefixes;
         if new_device {
-            // Closing the old TUN removes it with its address.
+            // Closing the old TUN removes it with its address and guard routes.
             drop(self.device.take());
-            self.device =
-                Some(device::create(&settings.ipsec.interface, settings.ipsec.address).await?);
+            self.device = Some(
+                device::create(
+                    &settings.ipsec.interface,
+                    settings.ipsec.address,
+                    &settings.ipsec.data_centre_prefixes,
+                )
+                .await?,
+            );
         }
         let shared = &self.handle.shared;
         *shared.settings() = settings;

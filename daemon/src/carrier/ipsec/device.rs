@@ -5,13 +5,19 @@
 //!
 //! A TUN device rather than a dummy one: kernels built without `CONFIG_DUMMY` (the lab's VM
 //! kernel is one: "Unknown device type") refuse dummies, while TUN is there on every box
-//! because the WireGuard carrier needs it. Nothing is routed into the device (the address is
-//! local), so nobody reads it. It is not persistent: the kernel removes it with its address
-//! when renkei exits or is killed, so no stale address outlives the daemon.
+//! because the WireGuard carrier needs it. It is not persistent: the kernel removes it with its
+//! address and routes when renkei exits or is killed, so nothing stale outlives the daemon.
+//!
+//! The data centre's prefixes are routed into the device, which nobody reads: a guard. charon
+//! routes them into the SA (its own table, looked up before the main one) only while a CHILD SA
+//! is installed; without the guard, whatever the box sent to the data centre while the SA was
+//! down (a retransmission, a DNS or NTP query, an answer of an inbound service) followed the
+//! main table's default route out of the WAN in clear, and an answer from the WAN was taken.
+//! With it such packets go nowhere until the SA is back.
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
-use rtnetlink::LinkUnspec;
+use rtnetlink::{LinkUnspec, RouteMessageBuilder};
 
 use crate::tunnel::tun::{Tun, TunError};
 
@@ -61,9 +67,13 @@ async fn index_of(handle: &rtnetlink::Handle, name: &str) -> Option<u32> {
     }
 }
 
-/// Creates the device `name` with `address` on it, up. A device of that name left by an
-/// earlier version (a dummy) is replaced.
-pub async fn create(name: &str, address: IpNet) -> Result<AddressDevice, DeviceError> {
+/// Creates the device `name` with `address` on it, up, and the `guarded` prefixes routed into
+/// it. A device of that name left by an earlier version (a dummy) is replaced.
+pub async fn create(
+    name: &str,
+    address: IpNet,
+    guarded: &[IpNet],
+) -> Result<AddressDevice, DeviceError> {
     remove(name).await?;
     // It only holds an address: nothing is read or written, offloads would not help.
     let tun = Tun::create(name, Some("an address-only device"))?;
@@ -97,6 +107,26 @@ pub async fn create(name: &str, address: IpNet) -> Result<AddressDevice, DeviceE
             .execute()
             .await
             .map_err(fail("setting the device up"))?;
+        for prefix in guarded {
+            let route = RouteMessageBuilder::<std::net::IpAddr>::new()
+                .destination_prefix(prefix.addr(), prefix.prefix_len())
+                .map_err(|_| DeviceError::Request {
+                    what: "routing a data-centre prefix into it",
+                    device: name.clone(),
+                    source: rtnetlink::Error::RequestFailed,
+                })?
+                .output_interface(index)
+                .build();
+            // Replaces a route of the same prefix and metric: nothing else may carry the data
+            // centre's prefixes outside the SA.
+            handle
+                .route()
+                .add(route)
+                .replace()
+                .execute()
+                .await
+                .map_err(fail("routing a data-centre prefix into it"))?;
+        }
         Ok(())
     })
     .await?;
