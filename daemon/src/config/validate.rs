@@ -1429,12 +1429,13 @@ impl Checker<'_> {
         };
         let base = FieldPath::root("time");
         if self.config.ipsec.is_some() && self.config.policy_mode() == PolicyMode::OnDemand {
-            // charon's trap policy starts the SA for any packet it covers, NTP polls included
-            // (NET-7). WireGuard's data plane lets them through only while the link is up and
-            // never counts them as use; a closed network has no link to bring up.
+            // The SA's idle check is charon's ESP counters, which cannot tell an NTP poll from
+            // use: polls while it is up would hold it up for ever (NET-7). While it is down they
+            // go nowhere (renkei's guard routes). WireGuard's data plane lets them through only
+            // while the link is up and never counts them as use; a closed network has no link.
             self.report(
                 base.clone(),
-                "cannot be used on an on-demand IPsec box: every NTP poll would bring the SA up; leave [time] out (the image's default time source applies) or make the link always_on",
+                "cannot be used on an on-demand IPsec box: its idle check is charon's ESP counters, which count NTP polls as use, so the SA would never close; leave [time] out (the image's default time source applies) or make the link always_on",
             );
         }
         if time.servers.is_empty() || time.servers.len() > MAX_TIME_SERVERS {
@@ -1889,7 +1890,7 @@ allowed_ips = ["198.19.0.1/32"]
             ["4096 is out of range 16..=2048"]
         );
         // A viewing WireGuard box syncs while its on-demand link is up anyway; on IPsec every
-        // poll would bring the SA up (charon's trap policy).
+        // poll would count as use of the SA (charon's ESP counters).
         let mut on_demand =
             toml::to_string(&viewing("198.18.20.1:8443", "198.18.20.1:9443")).expect("serialise");
         on_demand.push_str("\n[time]\nservers = [\"198.19.0.1\"]\n");
@@ -1902,7 +1903,7 @@ allowed_ips = ["198.19.0.1/32"]
         ipsec.time = on_demand.time.clone();
         assert_eq!(
             problems_at(&ipsec, "time"),
-            ["cannot be used on an on-demand IPsec box: every NTP poll would bring the SA up; leave [time] out (the image's default time source applies) or make the link always_on"]
+            ["cannot be used on an on-demand IPsec box: its idle check is charon's ESP counters, which count NTP polls as use, so the SA would never close; leave [time] out (the image's default time source applies) or make the link always_on"]
         );
         let inverted =
             with_time("servers = [\"198.19.0.1\"]\npoll_min_secs = 64\npoll_max_secs = 32\n");
