@@ -31,7 +31,8 @@
 #     (docs/security.md, L5).
 # In every check a file may also fail where one boot's entries that journald flushed from /run
 # straddle a sealing interval's end (journald seals them only after the copy: L9);
-# straddle_only tells those apart from any other failure.
+# unexplained_by_straddle tells those apart from any other failure. Anything it cannot read is
+# unexplained.
 # Host tools: systemd's journalctl and systemd-journal-remote (scripts/install-deps).
 
 JOURNAL_REMOTE=/lib/systemd/systemd-journal-remote
@@ -41,41 +42,64 @@ JOURNAL_REMOTE=/lib/systemd/systemd-journal-remote
 # what it explains on stderr. Explained is a failure at an entry E ("tag/entry realtime
 # timestamp out of synchronization (E >= ...)", "Older entry after newer tag (E < ...)" or
 # "Entry realtime (E, ...) is too early with respect to tag") where the entries of E's boot in
-# that file from S (its first, or the first after an earlier flush) to journald's first "Time
-# spent on flushing" at F >= E hold an interval's end (the key's start and interval from
-# JOURNAL_KEY): journald copied E from /run with the others of that boot, before it sealed any.
+# that file from S (its first, or the first after journald's earlier flush or stop) to
+# journald's first "Time spent on flushing" at F >= E hold an interval's end (the key's start
+# and interval from JOURNAL_KEY): journald copied E from /run with the others of that boot,
+# before it sealed any.
 unexplained_by_straddle() {
   python3 -c '
 import json, re, subprocess, sys
-key = sys.argv[1]
-start_hex, interval_hex = key.split("/")[1].split("-")
-interval = int(interval_hex, 16)
-start = int(start_hex, 16) * interval
-epoch = lambda t: (t - start) // interval
-for line in sys.stdin:
-    line = line.rstrip()
+
+def straddled(line, start, interval):
+    """The explanation when the failure in the line is a straddled flush, else None."""
     m = re.match(r"FAIL (.+?): journalctl --verify failed: .*?(?:tag/entry realtime timestamp out of synchronization \((\d+) >=|Older entry after newer tag \((\d+) <|Entry realtime \((\d+), [^)]*\) is too early with respect to tag)", line)
     if not m:
-        print(line); continue
+        return None
     path, e = m.group(1), int(m.group(2) or m.group(3) or m.group(4))
     out = subprocess.run(["journalctl", "--file=" + path, "-o", "json", "--no-pager",
                           "--output-fields=_BOOT_ID,SYSLOG_IDENTIFIER,MESSAGE"],
                          capture_output=True, text=True).stdout
     entries = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
     boot = next((x.get("_BOOT_ID") for x in entries if int(x["__REALTIME_TIMESTAMP"]) == e), None)
-    ours = [int(x["__REALTIME_TIMESTAMP"]) for x in entries if boot and x.get("_BOOT_ID") == boot]
-    flushes = [i for i, x in enumerate(x for x in entries if x.get("_BOOT_ID") == boot)
+    if boot is None:
+        return None
+    ours = [x for x in entries if x.get("_BOOT_ID") == boot]
+    times = [int(x["__REALTIME_TIMESTAMP"]) for x in ours]
+    flushes = [i for i, x in enumerate(ours)
                if x.get("SYSLOG_IDENTIFIER") == "systemd-journald"
                and str(x.get("MESSAGE", "")).startswith("Time spent on flushing")]
-    # The flush that copied E, and where the entries it copied begin (after the one before).
-    at = next((i for i in flushes if ours[i] >= e), None)
+    stops = [i for i, x in enumerate(ours)
+             if x.get("SYSLOG_IDENTIFIER") == "systemd-journald"
+             and str(x.get("MESSAGE", "")).startswith("Journal stopped")]
+    # The flush that copied E, and where the entries it copied begin: after the flush or the
+    # stop of journald before it, else at the first entry of the boot.
+    at = next((i for i in flushes if times[i] >= e), None)
     if at is None:
-        print(line); continue
-    before = [i for i in flushes if i < at]
-    s, f = ours[before[-1] + 1 if before else 0], ours[at]
+        return None
+    before = [i for i in flushes + stops if i < at]
+    s, f = times[max(before) + 1 if before else 0], times[at]
+    epoch = lambda t: (t - start) // interval
     if s <= e <= f and epoch(s) < epoch(f):
-        print("explained (L9): %s: entry %d of boot %s, which journald flushed at %d with its entries from %d, across the sealing interval that ended at %d"
-              % (path, e, boot, f, s, start + epoch(f) * interval), file=sys.stderr)
+        return ("explained (L9): %s: entry %d of boot %s, which journald flushed at %d with its entries from %d, across the sealing interval that ended at %d"
+                % (path, e, boot, f, s, start + epoch(f) * interval))
+    return None
+
+lines = [l.rstrip() for l in sys.stdin if l.strip()]
+try:
+    start_hex, interval_hex = sys.argv[1].split("/")[1].split("-")
+    interval = int(interval_hex, 16)
+    start = int(start_hex, 16) * interval
+except Exception as error:
+    print("unexplained_by_straddle: no key: %s" % error, file=sys.stderr)
+    start = interval = None
+for line in lines:
+    try:
+        why = straddled(line, start, interval) if interval else None
+    except Exception as error:
+        print("unexplained_by_straddle: %s: %s" % (line[:80], error), file=sys.stderr)
+        why = None
+    if why:
+        print(why, file=sys.stderr)
     else:
         print(line)
 ' "$JOURNAL_KEY"
