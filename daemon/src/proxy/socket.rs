@@ -27,10 +27,12 @@ const LISTEN_BACKLOG: u32 = 1024;
 pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 /// ... are repeated this often ...
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-/// ... and after this many unanswered ones the connection ends with an error.
+/// ... and the count after which the connection would end; with a user timeout set (as here)
+/// Linux ends it instead once [`USER_TIMEOUT`] has passed without an answer.
 pub const KEEPALIVE_PROBES: u32 = 3;
-/// Sent data unacknowledged (or a peer's window closed) for this long ends the connection too,
-/// instead of the kernel's ~15 minutes of retransmissions. Not shorter: after a WAN flap under
+/// Sent data unacknowledged (or a peer's window closed) for this long ends the connection,
+/// instead of the kernel's ~15 minutes of retransmissions; so does a silent peer under
+/// keepalive (Linux lets the user timeout decide that too). Not shorter: after a WAN flap under
 /// loss Linux's TCP can wait tens of seconds between two retransmissions of a live connection
 /// through the tunnel. The receiver echoes a timestamp from before the flap when the hole is
 /// filled, the sender times its retransmitted segment by that echo (Karn's rule leaves it
@@ -87,7 +89,7 @@ pub async fn connect(target: &str, leg: Leg) -> io::Result<TcpStream> {
 /// cut, WAN gone, the hub's process killed with its sessions) sends no FIN: without keepalive
 /// and a user timeout the other end would wait for the service's idle timeout, holding a
 /// connection slot and, on a viewing box, the tunnel. With them it is logged as an error after
-/// about a minute when idle (keepalive), after five with data in flight (the user timeout).
+/// five minutes.
 pub fn tune(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
     let socket = socket2::SockRef::from(stream);
