@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::durable;
+
 /// The first bytes of journald's sealing key file.
 const SIGNATURE: &[u8; 8] = b"KSHHRHLP";
 /// Offsets in the key file's header (systemd's FSSHeader, little-endian).
@@ -229,7 +231,7 @@ fn seal_one_entry(
     };
     let scratch = scratch_dir.join(SCRATCH_FILE);
     // A scratch file left by an interrupted run would be appended to: start afresh.
-    remove_if_present(&scratch).map_err(|e| tool_error(format!("{}: {e}", scratch.display())))?;
+    durable::remove_durably(&scratch).map_err(|e| tool_error(e.to_string()))?;
     let mut child = Command::new(journal_remote)
         .arg("--seal=yes")
         .arg(format!("--output={}", scratch.display()))
@@ -250,7 +252,7 @@ fn seal_one_entry(
     let output = child
         .wait_with_output()
         .map_err(|e| tool_error(e.to_string()))?;
-    let removed = remove_if_present(&scratch);
+    let removed = durable::remove_durably(&scratch);
     if !output.status.success() {
         return Err(tool_error(format!(
             "{}: {}",
@@ -259,14 +261,7 @@ fn seal_one_entry(
         )));
     }
     written.map_err(|e| tool_error(format!("writing the entry: {e}")))?;
-    removed.map_err(|e| tool_error(format!("{}: {e}", scratch.display())))
-}
-
-fn remove_if_present(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
+    removed.map_err(|e| tool_error(e.to_string()))
 }
 
 #[cfg(test)]
