@@ -117,6 +117,7 @@ fn service(name: &str, direction: Direction, target: String) -> ServiceConfig {
         max_connections: 16,
         handshake_timeout_secs: 10,
         idle_timeout_secs: 60,
+        tcp_user_timeout_secs: renkei::config::DEFAULT_TCP_USER_TIMEOUT_SECS,
     }
 }
 

@@ -74,6 +74,7 @@ pub fn service(
         max_connections: 256,
         handshake_timeout_secs: 10,
         idle_timeout_secs: 600,
+        tcp_user_timeout_secs: renkei::config::DEFAULT_TCP_USER_TIMEOUT_SECS,
     }
 }
 

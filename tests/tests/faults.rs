@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use renkei_lab::chain::{peer_state, records, result, start_chain, viewer_connect, Chain};
+use renkei_lab::boxconfig::service_mut;
+use renkei_lab::chain::{
+    peer_state, records, result, start_chain, start_chain_with, viewer_connect, Chain,
+};
 use renkei_lab::tlstools::{fetch_document, pattern_sha256, Fetched, DOCUMENT_HEADER};
 use renkei_lab::{require_root, wait_until, Daemon, Lab, Node};
 use serde_json::Value;
@@ -732,21 +735,26 @@ fn avl3_hub_restart_drains_or_cleanly_fails_proxied_transfers_and_the_chain_reco
 
 /// AVL-3, a facility that vanishes without a word (power cut, WAN gone): the hub notices its
 /// half of the proxied connection is dead by TCP keepalive (probes from 30 s idle on;
-/// `proxy::tune`), which gives up once the TCP user timeout (300 s) has passed without an
+/// `proxy::tune`), which gives up once the service's TCP user timeout has passed without an
 /// answer, and logs it as an error, instead of holding it until the service's idle timeout
 /// (600 s here). The viewer whose document was on the way gets an error, never a short
-/// document taken for a whole one.
+/// document taken for a whole one. The hub's service here has `tcp_user_timeout_secs` at its
+/// shortest (60 s; the default of 300 s works the same, five minutes later).
 #[test]
-fn avl3_a_vanished_hospital_is_noticed_by_keepalive_within_the_user_timeout() {
+fn avl3_a_vanished_hospital_is_noticed_by_keepalive_within_the_services_user_timeout() {
     require_root!();
     const LEN: u64 = 1 << 20;
     const FIRST_PART: u64 = 64 << 10;
+    const USER_TIMEOUT_SECS: u64 = 60;
     // Keepalive gives up the user timeout after the last segment; the slack covers a loaded
     // machine and stays short of the service's idle timeout.
-    const NOTICED_WITHIN: Duration =
-        Duration::from_secs(renkei::proxy::USER_TIMEOUT.as_secs() + 180);
+    const NOTICED_WITHIN: Duration = Duration::from_secs(USER_TIMEOUT_SECS + 120);
     let lab = Lab::new().expect("lab");
-    let chain = start_chain(&lab);
+    let chain = start_chain_with(&lab, |node, config| {
+        if node == Node::Hub {
+            service_mut(config, "hospital-documents").tcp_user_timeout_secs = USER_TIMEOUT_SECS;
+        }
+    });
     chain.documents.hold();
     let transfer = Transfer::start(&lab, LEN, 7, Some(FIRST_PART));
     wait_for_progress(
@@ -797,4 +805,9 @@ fn avl3_a_vanished_hospital_is_noticed_by_keepalive_within_the_user_timeout() {
         "the viewer's fetch over a dead path ended without an error: {end:?}"
     );
     eprintln!("the hub noticed the vanished hospital after {noticed:?}");
+    assert!(
+        // The hub last heard from the hospital at most a few seconds before the cut.
+        noticed + Duration::from_secs(5) >= Duration::from_secs(USER_TIMEOUT_SECS),
+        "noticed after {noticed:?}, before the user timeout of {USER_TIMEOUT_SECS} s"
+    );
 }

@@ -629,7 +629,16 @@ pub struct ServiceConfig {
     /// A connection with no bytes either way for this long is closed.
     #[serde(default = "default_service_idle_timeout_secs")]
     pub idle_timeout_secs: u64,
+    /// Every leg of a connection is ended once data it sent stays unacknowledged (or its peer
+    /// keeps its window closed, or stays silent under keepalive) this long: Linux's
+    /// `TCP_USER_TIMEOUT`. Shorter finds a vanished peer sooner; too short cuts live transfers
+    /// that a WAN flap under loss stalls for a minute or more.
+    #[serde(default = "default_tcp_user_timeout_secs")]
+    pub tcp_user_timeout_secs: u64,
 }
+
+/// `tcp_user_timeout_secs` when the service does not set it.
+pub const DEFAULT_TCP_USER_TIMEOUT_SECS: u64 = 300;
 
 fn default_max_connections() -> u32 {
     256
@@ -639,6 +648,9 @@ fn default_handshake_timeout_secs() -> u64 {
 }
 fn default_service_idle_timeout_secs() -> u64 {
     600
+}
+fn default_tcp_user_timeout_secs() -> u64 {
+    DEFAULT_TCP_USER_TIMEOUT_SECS
 }
 
 /// The local status page.

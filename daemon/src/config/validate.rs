@@ -37,6 +37,9 @@ const PROBE_INTERVAL_SECS: (u64, u64) = (5, 3600);
 /// Longest `closed.alarm_after_secs` (and WireGuard's `handshake_alarm_secs`): a day.
 const MAX_ALARM_AFTER_SECS: u64 = 86_400;
 const MAX_SERVICE_NAME_CHARS: usize = 63;
+/// Bounds of a service's `tcp_user_timeout_secs`: not below a minute (the kernels' own
+/// retransmission waits after a WAN flap reach tens of seconds), at most an hour.
+const TCP_USER_TIMEOUT_SECS: (u64, u64) = (60, 3600);
 /// Bounds of `ipsec.idle_timeout_secs`: longer than a DPD round, at most a day.
 const IPSEC_IDLE_TIMEOUT_SECS: (u64, u64) = (10, 86_400);
 /// Bounds of `ipsec.connect_timeout_secs`: an IKE_SA_INIT and IKE_AUTH with a retransmission,
@@ -1085,6 +1088,12 @@ impl Checker<'_> {
                 service.idle_timeout_secs,
                 1,
                 86_400,
+            );
+            self.range(
+                path.key("tcp_user_timeout_secs"),
+                service.tcp_user_timeout_secs,
+                TCP_USER_TIMEOUT_SECS.0,
+                TCP_USER_TIMEOUT_SECS.1,
             );
         }
     }

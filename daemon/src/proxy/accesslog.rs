@@ -466,6 +466,7 @@ mod tests {
             max_connections: 4,
             handshake_timeout_secs: 10,
             idle_timeout_secs: 600,
+            tcp_user_timeout_secs: crate::config::DEFAULT_TCP_USER_TIMEOUT_SECS,
         }
     }
 

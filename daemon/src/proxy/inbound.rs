@@ -100,7 +100,7 @@ pub(super) async fn handle(peer: TcpStream, connection: &mut Connection, service
             return;
         }
     };
-    super::tune(&lan);
+    super::tune(&lan, service.user_timeout());
 
     let mut lan = lan;
     let limits = service.splice_limits();

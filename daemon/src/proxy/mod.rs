@@ -120,6 +120,11 @@ impl ServiceContext {
         Duration::from_secs(self.config.handshake_timeout_secs)
     }
 
+    /// The service's `tcp_user_timeout_secs`, for [`tune`] on each of its legs.
+    fn user_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.tcp_user_timeout_secs)
+    }
+
     fn splice_limits(&self) -> SpliceLimits {
         SpliceLimits::with_idle_timeout(Duration::from_secs(self.config.idle_timeout_secs))
     }
@@ -589,7 +594,7 @@ async fn accept_loop(listener: TcpListener, service: Arc<ServiceContext>) {
             drop(stream);
             continue;
         };
-        tune(&stream);
+        tune(&stream, service.user_timeout());
         let service = Arc::clone(&service);
         tokio::spawn(async move {
             let _permit = permit;

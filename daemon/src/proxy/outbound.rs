@@ -106,7 +106,7 @@ pub(super) async fn handle(
             return;
         }
     };
-    super::tune(&tcp);
+    super::tune(&tcp, service.user_timeout());
 
     // The material in use now; a reload later does not affect this connection.
     let connector = service.store.current().connector(service.config.min_tls);

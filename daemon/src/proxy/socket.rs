@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
+use crate::config::DEFAULT_TCP_USER_TIMEOUT_SECS;
+
 /// Receive buffer asked for on LAN legs: about 1 Gbit/s at a 2 ms round trip, far more than a
 /// facility LAN needs. The kernel caps the request at `net.core.rmem_max` (208 KiB on a stock
 /// kernel, still about 1 Gbit/s at 1.5 ms) and doubles it for its bookkeeping.
@@ -28,7 +30,8 @@ pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 /// ... are repeated this often ...
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// ... and the count after which the connection would end; with a user timeout set (as here)
-/// Linux ends it instead once [`USER_TIMEOUT`] has passed without an answer.
+/// Linux ends it instead once the user timeout ([`USER_TIMEOUT`] unless the service sets
+/// `tcp_user_timeout_secs`) has passed without an answer.
 pub const KEEPALIVE_PROBES: u32 = 3;
 /// Sent data unacknowledged (or a peer's window closed) for this long ends the connection,
 /// instead of the kernel's ~15 minutes of retransmissions; so does a silent peer under
@@ -38,8 +41,9 @@ pub const KEEPALIVE_PROBES: u32 = 3;
 /// filled, the sender times its retransmitted segment by that echo (Karn's rule leaves it
 /// nothing else), and its RTO grows to match: 40 to 65 s in the lab after a 3 s flap under 5 %
 /// loss. The relay's other legs wait with it behind a closed window, which counts too. 60 s cut
-/// such transfers; five minutes outlast two such waits (the RTO is capped at 120 s).
-pub const USER_TIMEOUT: Duration = Duration::from_secs(300);
+/// such transfers; five minutes outlast two such waits (the RTO is capped at 120 s). The default
+/// of a service's `tcp_user_timeout_secs`.
+pub const USER_TIMEOUT: Duration = Duration::from_secs(DEFAULT_TCP_USER_TIMEOUT_SECS);
 
 /// Which network a socket faces, which decides its receive buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,8 +93,8 @@ pub async fn connect(target: &str, leg: Leg) -> io::Result<TcpStream> {
 /// cut, WAN gone, the hub's process killed with its sessions) sends no FIN: without keepalive
 /// and a user timeout the other end would wait for the service's idle timeout, holding a
 /// connection slot and, on a viewing box, the tunnel. With them it is logged as an error after
-/// five minutes.
-pub fn tune(stream: &TcpStream) {
+/// `user_timeout` (the service's `tcp_user_timeout_secs`, five minutes by default).
+pub fn tune(stream: &TcpStream, user_timeout: Duration) {
     let _ = stream.set_nodelay(true);
     let socket = socket2::SockRef::from(stream);
     let keepalive = socket2::TcpKeepalive::new()
@@ -98,7 +102,7 @@ pub fn tune(stream: &TcpStream) {
         .with_interval(KEEPALIVE_INTERVAL)
         .with_retries(KEEPALIVE_PROBES);
     let _ = socket.set_tcp_keepalive(&keepalive);
-    let _ = socket.set_tcp_user_timeout(Some(USER_TIMEOUT));
+    let _ = socket.set_tcp_user_timeout(Some(user_timeout));
 }
 
 /// Makes the coming drop of `stream` send RST instead of FIN (linger 0 never blocks).
