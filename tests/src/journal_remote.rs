@@ -40,7 +40,7 @@ pub fn collecting_hub(lab: &Lab, from: Node) -> anyhow::Result<(Collector, Confi
     hub.services.push(service(
         "journal",
         Direction::Inbound,
-        socket(&format!("{}:{JOURNAL_PORT}", Node::Hub.tunnel_address())),
+        socket(&format!("{}:{JOURNAL_PORT}", lab.link_address(Node::Hub))),
         &format!("127.0.0.1:{COLLECTOR_PORT}"),
         Peer::Allowed(from.tls_name()),
     ));
@@ -48,13 +48,19 @@ pub fn collecting_hub(lab: &Lab, from: Node) -> anyhow::Result<(Collector, Confi
 }
 
 /// Makes a box `config` upload its journal (`[logs]`) through an outbound "journal" service on
-/// its loopback to the hub's (see [`collecting_hub`]).
+/// its loopback to the hub's (see [`collecting_hub`]) on the WireGuard lab's tunnel address.
 pub fn uploading(config: &mut Config) {
+    uploading_to(config, Node::Hub.tunnel_address());
+}
+
+/// [`uploading`] to the hub's "journal" service on `hub_address` (the lab's link address of the
+/// hub on its carrier).
+pub fn uploading_to(config: &mut Config, hub_address: &str) {
     config.services.push(service(
         "journal",
         Direction::Outbound,
         socket(&format!("127.0.0.1:{JOURNAL_PORT}")),
-        &format!("{}:{JOURNAL_PORT}", Node::Hub.tunnel_address()),
+        &format!("{hub_address}:{JOURNAL_PORT}"),
         Peer::ServerName(Node::Hub.tls_name()),
     ));
     config.logs = Some(LogsConfig {

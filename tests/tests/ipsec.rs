@@ -1174,8 +1174,9 @@ const CHECKIN_WINDOW_SECS: u64 = 10;
 
 /// NET-7, NET-9, AUTH-2: an on-demand IPsec box without any LAN demand brings its SA up by
 /// itself every `checkin_interval_secs` and holds it for `checkin_window_secs`, so the
-/// operator reaches its management API (the concentrator cannot call a box behind NAT); then
-/// the idle timeout deletes the SAs on both sides again.
+/// operator reaches its management API (the concentrator cannot call a box behind NAT); the
+/// operator's requests keep it up past the window; then the idle timeout after the last one
+/// deletes the SAs on both sides again.
 #[test]
 fn net7_net9_auth2_an_on_demand_ipsec_box_checks_in_so_the_operator_reaches_it() {
     require_root!();
@@ -1240,8 +1241,33 @@ fn net7_net9_auth2_an_on_demand_ipsec_box_checks_in_so_the_operator_reaches_it()
         daemon.log_text()
     );
 
-    // After the window and the idle timeout the SAs go on both sides.
-    let gone_bound = Duration::from_secs(CHECKIN_WINDOW_SECS + ON_DEMAND_IDLE_SECS) * 2;
+    // The operator keeps working past the window and the idle timeout: each request through
+    // the SA is use of it (renkei's own idle check; the requests take a hold), so the SA stays.
+    let working_until =
+        started + up_after + Duration::from_secs(CHECKIN_WINDOW_SECS + ON_DEMAND_IDLE_SECS) * 2;
+    let mut requests = 1;
+    let mut last_request = std::time::Instant::now();
+    while last_request < working_until {
+        let remote = operator
+            .command_with(&lab, "remote", Node::Hospital, &to_box, &[])
+            .expect("renkei remote");
+        assert!(
+            remote.success,
+            "request {requests} of the operator's session failed {:?} after the SA came up: {remote:?}\n{}",
+            started.elapsed() - up_after,
+            daemon.log_text()
+        );
+        requests += 1;
+        last_request = std::time::Instant::now();
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    eprintln!(
+        "{requests} operator requests kept the SA up {:?}",
+        started.elapsed() - up_after
+    );
+
+    // The idle timeout after the last request, the SAs go on both sides.
+    let gone_bound = Duration::from_secs(ON_DEMAND_IDLE_SECS) * 2 + IKE_TIMEOUT;
     wait_until(
         gone_bound,
         "the check-in's SAs deleted on both sides",
@@ -1252,6 +1278,11 @@ fn net7_net9_auth2_an_on_demand_ipsec_box_checks_in_so_the_operator_reaches_it()
         },
     )
     .unwrap_or_else(|e| panic!("{e}\n{:?}\nrenkei: {}", daemon.status(), daemon.log_text()));
+    let idle_after = last_request.elapsed();
+    assert!(
+        idle_after + Duration::from_secs(1) >= Duration::from_secs(ON_DEMAND_IDLE_SECS),
+        "the SA went {idle_after:?} after the operator's last request, idle timeout {ON_DEMAND_IDLE_SECS} s"
+    );
     drop(daemon);
     drop(box_charon);
     drop(concentrator);

@@ -2,19 +2,21 @@
 //! the not-a-router rule (NET-8, on a closed network too) and hostile input. Every daemon here
 //! is the real `renkei` binary on a real TUN device; every peer is a real process.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use renkei::proxy::journal_upload::READY_FILE as JOURNAL_UPLOAD_READY;
-use renkei_lab::boxconfig::peer_mut;
+use renkei_lab::boxconfig::{peer_mut, service, socket, Peer};
 use renkei_lab::chain::{records, wait_for_service};
 use renkei_lab::faketime::FakeClock;
 use renkei_lab::journal_remote::{
-    access_records, collecting_hub, upload, uploading, usec_from_now, write_journal, JOURNAL_PORT,
-    JOURNAL_UPLOAD,
+    access_records, collecting_hub, upload, uploading_to, usec_from_now, write_journal,
+    JOURNAL_PORT, JOURNAL_UPLOAD,
 };
-use renkei_lab::lab::{LabCarrier, DC_PROBE_PORT, HUB_PORT};
+use renkei_lab::lab::{
+    LabCarrier, DC_PROBE_PORT, HUB_PORT, HUB_RELAY_ADDRESS, LAN_SERVICE_ADDRESS, SERVICE_PORT,
+};
 use renkei_lab::ntp::{self, NtpServer};
 use renkei_lab::traffic::{echo_round_trip, pattern, spawn_echo};
 use renkei_lab::{require_root, wait_until, Lab, Node};
@@ -73,15 +75,57 @@ fn clinic_idling_after(lab: &Lab, secs: u64) -> renkei::config::Config {
     idling_after(lab.config(Node::Clinic), secs)
 }
 
-/// `config` with its tunnel's idle timeout set to `secs`.
+/// `config` with its link's idle timeout set to `secs` (`[tunnel]`'s policy, or `[ipsec]`'s).
 fn idling_after(mut config: renkei::config::Config, secs: u64) -> renkei::config::Config {
+    match (config.tunnel.as_mut(), config.ipsec.as_mut()) {
+        (Some(tunnel), _) => tunnel.policy.idle_timeout_secs = secs,
+        (None, Some(ipsec)) => ipsec.idle_timeout_secs = secs,
+        (None, None) => panic!("neither [tunnel] nor [ipsec]"),
+    }
     config
-        .tunnel
-        .as_mut()
-        .expect("[tunnel]")
-        .policy
-        .idle_timeout_secs = secs;
-    config
+}
+
+/// The hub's and the clinic's configs for a test of the clinic's on-demand link with its
+/// idle timeout at `idle_secs`. On WireGuard the hub's plain lab config and the clinic's full
+/// one: the clinic box's own TCP to the hub's tunnel address is use ([`use_the_link`]). On IPsec, whose SA only renkei's
+/// connections bring up and hold, the lab's full configs with the hub's "portal" in front of
+/// an echo server on the hub's relay address (its own "hospital-documents" service, which
+/// would listen there, is left out).
+fn on_demand_pair(lab: &Lab, idle_secs: u64) -> (renkei::config::Config, renkei::config::Config) {
+    match lab.carrier {
+        LabCarrier::Ipsec => {
+            let mut hub = lab.full(Node::Hub);
+            hub.services.retain(|s| s.name != "hospital-documents");
+            (hub, idling_after(lab.full(Node::Clinic), idle_secs))
+        }
+        _ => (
+            lab.config(Node::Hub),
+            idling_after(lab.full(Node::Clinic), idle_secs),
+        ),
+    }
+}
+
+/// One use of the clinic's on-demand link, bringing it up if needed: on WireGuard TCP from
+/// the clinic box to the hub's tunnel address; on IPsec a round trip from the clinic's LAN
+/// through its "documents" service and the hub's "portal" to an echo server at the hub's
+/// relay address (configs of [`on_demand_pair`]).
+fn use_the_link(lab: &Lab) -> anyhow::Result<()> {
+    match lab.carrier {
+        LabCarrier::Ipsec => {
+            let listener = lab.ns(Node::Hub).tcp_listener(HUB_RELAY_ADDRESS)?;
+            let server = spawn_echo(listener, 1);
+            let stream = lab.lan_ns(Node::Clinic).tcp_connect(
+                &format!("{LAN_SERVICE_ADDRESS}:{SERVICE_PORT}"),
+                Duration::from_secs(15),
+            )?;
+            echo_round_trip(stream, &pattern(64 * 1024, 7))?;
+            server
+                .join()
+                .map_err(|_| anyhow::anyhow!("echo server panicked"))?;
+            Ok(())
+        }
+        _ => tcp_through_tunnel(lab, Node::Clinic, Node::Hub, 64 * 1024),
+    }
 }
 
 /// TCP from `from` to an echo server in `to`'s namespace on `to`'s tunnel address.
@@ -896,20 +940,30 @@ fn net7_int2_log4_time_sync_never_brings_an_on_demand_link_up_with_tun_offloads_
     time_sync_on_demand(Lab::new().expect("lab").with_tun_offloads(false));
 }
 
-/// NTP from an on-demand clinic to a real server (chronyd) at the hub's tunnel address: not
+/// On IPsec: the on-demand SA's idle check is renkei's own use (its connections), not charon's
+/// ESP counters, so time sync rides on it as on WireGuard's link.
+#[test]
+fn net7_net9_int2_log4_time_sync_rides_an_on_demand_ipsec_sa_that_is_up_and_never_brings_it_up_or_holds_it(
+) {
+    require_root!();
+    time_sync_on_demand(Lab::with_carrier(LabCarrier::Ipsec).expect("lab"));
+}
+
+/// NTP from an on-demand clinic to a real server (chronyd) at the hub's link address: not
 /// answered and nothing sent while idle, answered while up, and no help holding the link.
 fn time_sync_on_demand(lab: Lab) {
-    let _hub = lab.start(Node::Hub, &lab.config(Node::Hub)).expect("hub");
-    let server = Node::Hub.tunnel_address();
+    let (hub_config, mut config) = on_demand_pair(&lab, 10);
+    let _hub = lab.start(Node::Hub, &hub_config).expect("hub");
+    let server = lab.link_address(Node::Hub);
     let _ntp = NtpServer::start(lab.ns(Node::Hub), server, &lab.dir).expect("NTP server");
     let counters = WanCounters::install(lab.ns(Node::Clinic));
-    let mut config = clinic_idling_after(&lab, 10);
     config.time = Some(renkei::config::TimeConfig {
         servers: vec![server.parse().expect("address")],
         poll_min_secs: 16,
         poll_max_secs: 64,
     });
     let clinic = lab.start(Node::Clinic, &config).expect("clinic");
+    let link = lab.dc_link_name();
     let ask = || {
         ntp::query(
             lab.ns(Node::Clinic),
@@ -922,7 +976,7 @@ fn time_sync_on_demand(lab: Lab) {
     // Idle: the box's time query goes nowhere and brings nothing up.
     let unanswered = ask();
     assert!(unanswered.is_err(), "answered while idle: {unanswered:?}");
-    assert_eq!(peer_state(&clinic, "dc"), "idle");
+    assert_eq!(peer_state(&clinic, link), "idle");
     assert_eq!(
         counters.read("udp"),
         0,
@@ -930,13 +984,13 @@ fn time_sync_on_demand(lab: Lab) {
     );
 
     // Up for a connection: the query is answered through the tunnel.
-    tcp_through_tunnel(&lab, Node::Clinic, Node::Hub, 64 * 1024).expect("connection");
+    use_the_link(&lab).unwrap_or_else(|e| panic!("{e:#}\n{}", clinic.log_text()));
     let last_traffic = Instant::now();
     let answered = ask().unwrap_or_else(|e| panic!("{e}\n{}", clinic.log_text()));
     assert!(answered.contains("System clock wrong by"), "{answered}");
 
     // Queries all along the idle countdown do not hold the link open.
-    while peer_state(&clinic, "dc") == "up" {
+    while peer_state(&clinic, link) == "up" {
         assert!(
             last_traffic.elapsed() < Duration::from_secs(20),
             "still up {:?} after the last connection, idle timeout 10 s",
@@ -953,7 +1007,120 @@ fn time_sync_on_demand(lab: Lab) {
     let late = ask();
     assert!(late.is_err(), "answered after idling: {late:?}");
     assert_eq!(counters.read("udp"), sent, "a query after idling sent UDP");
-    assert_eq!(peer_state(&clinic, "dc"), "idle");
+    assert_eq!(peer_state(&clinic, link), "idle");
+}
+
+/// NET-7, NET-9: on IPsec renkei judges the on-demand SA's idleness from its own connections,
+/// so a connection that came in through the SA (the hub's to an inbound service of the box)
+/// holds it as an outbound one does: silent for twice the idle timeout, the SA stays up and
+/// the connection still carries bytes; once it closes, the SA idles out after the timeout.
+/// The clinic's box is made a disclosing facility on demand here (a viewing one offers no
+/// inbound services; the operator's management API, the other way in, answers one request per
+/// connection within its 10 s header timeout and takes the same hold).
+#[test]
+fn net7_net9_a_connection_into_an_on_demand_ipsec_box_holds_its_sa_while_it_lives() {
+    require_root!();
+    const IDLE_SECS: u64 = 10;
+    const PUSH_PORT: u16 = 9443;
+    const HUB_PUSH_LISTEN: &str = "127.0.0.1:18444";
+    let lab = Lab::with_carrier(LabCarrier::Ipsec).expect("lab");
+    let (mut hub_config, mut config) = on_demand_pair(&lab, IDLE_SECS);
+    config.facility.role = renkei::config::Role::Disclosing;
+    assert_eq!(config.policy_mode(), renkei::config::PolicyMode::OnDemand);
+    let clinic_link = lab.link_address(Node::Clinic);
+    let clinic_host = Node::Clinic
+        .lan_host_address()
+        .expect("the clinic's LAN host");
+    hub_config.services.push(service(
+        "clinic-push",
+        renkei::config::Direction::Outbound,
+        socket(HUB_PUSH_LISTEN),
+        &format!("{clinic_link}:{PUSH_PORT}"),
+        Peer::ServerName(Node::Clinic.tls_name()),
+    ));
+    config.services.push(service(
+        "push",
+        renkei::config::Direction::Inbound,
+        socket(&format!("{clinic_link}:{PUSH_PORT}")),
+        &format!("{clinic_host}:{ECHO_PORT}"),
+        Peer::Allowed(Node::Hub.tls_name()),
+    ));
+    let hub = lab.start(Node::Hub, &hub_config).expect("hub");
+    let clinic = lab.start(Node::Clinic, &config).expect("clinic");
+    wait_for_service(&clinic, "push");
+    let link = lab.dc_link_name();
+    let logs = || format!("clinic:\n{}\nhub:\n{}", clinic.log_text(), hub.log_text());
+    // An echo server on the clinic's LAN that waits longer than the silence below.
+    let listener = lab
+        .lan_ns(Node::Clinic)
+        .tcp_listener(&format!("{clinic_host}:{ECHO_PORT}"))
+        .expect("echo listener");
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut stream, _) = listener.accept()?;
+        stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf)? {
+                0 => return stream.shutdown(std::net::Shutdown::Write),
+                n => stream.write_all(&buf[..n])?,
+            }
+        }
+    });
+
+    // The clinic's SA up for its own use; the hub's connection comes in through it.
+    use_the_link(&lab).unwrap_or_else(|e| panic!("{e:#}\n{}", logs()));
+    let mut pushed = lab
+        .ns(Node::Hub)
+        .tcp_connect(HUB_PUSH_LISTEN, Duration::from_secs(15))
+        .expect("the hub's outbound service");
+    pushed
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let round_trip = |stream: &mut std::net::TcpStream, bytes: &[u8]| {
+        stream.write_all(bytes)?;
+        let mut back = vec![0u8; bytes.len()];
+        stream.read_exact(&mut back)?;
+        anyhow::ensure!(back == bytes, "the echo differs");
+        Ok::<_, anyhow::Error>(())
+    };
+    round_trip(&mut pushed, b"first").unwrap_or_else(|e| panic!("{e:#}\n{}", logs()));
+
+    // Silent for twice the idle timeout: the SA stays up under the connection.
+    let silent_since = Instant::now();
+    while silent_since.elapsed() < Duration::from_secs(IDLE_SECS * 2) {
+        assert_eq!(
+            peer_state(&clinic, link),
+            "up",
+            "the SA went {:?} into the connection's silence\n{}",
+            silent_since.elapsed(),
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    round_trip(&mut pushed, b"second").unwrap_or_else(|e| panic!("{e:#}\n{}", logs()));
+
+    // Closed: the SA idles out a whole timeout later.
+    pushed
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    let mut rest = Vec::new();
+    let _ = pushed.read_to_end(&mut rest);
+    drop(pushed);
+    let closed = Instant::now();
+    wait_until(
+        Duration::from_secs(IDLE_SECS * 2 + 5),
+        "the SA to idle out",
+        || (peer_state(&clinic, link) == "idle").then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+    let idle_after = closed.elapsed();
+    assert!(
+        idle_after + Duration::from_secs(1) >= Duration::from_secs(IDLE_SECS),
+        "idle {idle_after:?} after the connection closed, idle timeout {IDLE_SECS} s"
+    );
+    echo.join()
+        .expect("echo thread")
+        .expect("the echo server's connection");
 }
 
 /// The journal upload of an on-demand clinic (LOG-4, NET-7) with real systemd-journal-upload
@@ -975,15 +1142,30 @@ fn net7_log4_an_on_demand_boxs_journal_upload_never_holds_its_link_with_tun_offl
     journal_upload_on_demand(Lab::new().expect("lab").with_tun_offloads(false));
 }
 
+/// The same on IPsec: the upload's ESP bytes are no use of the on-demand SA.
+#[test]
+fn net7_net9_log4_an_on_demand_ipsec_boxs_journal_upload_rides_on_its_sa_and_never_brings_it_up_or_holds_it(
+) {
+    require_root!();
+    journal_upload_on_demand(Lab::with_carrier(LabCarrier::Ipsec).expect("lab"));
+}
+
 fn journal_upload_on_demand(lab: Lab) {
-    let (collector, hub_config) = collecting_hub(&lab, Node::Clinic).expect("collector");
+    let (collector, mut hub_config) = collecting_hub(&lab, Node::Clinic).expect("collector");
+    let (_, mut config) = on_demand_pair(&lab, 10);
+    if lab.carrier == LabCarrier::Ipsec {
+        // The echo server of [`use_the_link`] takes the relay address.
+        hub_config
+            .services
+            .retain(|s| s.name != "hospital-documents");
+    }
     let hub = lab.start(Node::Hub, &hub_config).expect("hub");
     wait_for_service(&hub, "journal");
     let counters = WanCounters::install(lab.ns(Node::Clinic));
-    let mut config = idling_after(lab.full(Node::Clinic), 10);
-    uploading(&mut config);
+    uploading_to(&mut config, lab.link_address(Node::Hub));
     let clinic = lab.start(Node::Clinic, &config).expect("clinic");
     wait_for_service(&clinic, "journal");
+    let link = lab.dc_link_name();
     let logs = || format!("clinic:\n{}\nhub:\n{}", clinic.log_text(), hub.log_text());
     let window = clinic.runtime_dir.join(JOURNAL_UPLOAD_READY);
     let url = format!("http://127.0.0.1:{JOURNAL_PORT}");
@@ -1020,11 +1202,11 @@ fn journal_upload_on_demand(lab: Lab) {
         || (journal_records("link_idle") > 0).then_some(()),
     )
     .unwrap_or_else(|e| panic!("{e}: {:#?}", records(&clinic)));
-    assert_eq!(peer_state(&clinic, "dc"), "idle");
+    assert_eq!(peer_state(&clinic, link), "idle");
     assert_eq!(counters.read("udp"), 0, "the upload sent UDP on the WAN");
 
     // Up for a connection: the window opens and the records reach the collector.
-    tcp_through_tunnel(&lab, Node::Clinic, Node::Hub, 64 * 1024).expect("connection");
+    use_the_link(&lab).unwrap_or_else(|e| panic!("{e:#}\n{}", logs()));
     let last_use = Instant::now();
     wait_until(Duration::from_secs(5), "the upload window", || {
         window.exists().then_some(())
@@ -1060,7 +1242,7 @@ fn journal_upload_on_demand(lab: Lab) {
             .expect("systemd-journal-upload --follow"),
     );
     let mut passes = 0;
-    while peer_state(&clinic, "dc") == "up" {
+    while peer_state(&clinic, link) == "up" {
         assert!(
             last_use.elapsed() < Duration::from_secs(20),
             "still up {:?} after the last connection, idle timeout 10 s\n{}",
@@ -1099,7 +1281,7 @@ fn journal_upload_on_demand(lab: Lab) {
         sent,
         "an upload after idling sent UDP"
     );
-    assert_eq!(peer_state(&clinic, "dc"), "idle");
+    assert_eq!(peer_state(&clinic, link), "idle");
 }
 
 /// Kills and reaps the process when dropped (also when the test fails).

@@ -362,6 +362,21 @@ impl CarrierHandle {
         }
     }
 
+    /// Holds the link, without bringing it up, while a connection that arrived through it from
+    /// `peer` lives (an inbound service's, the management API's), so an on-demand link does not
+    /// idle out under it. Only IPsec needs it: the WireGuard data plane sees every packet of
+    /// such a connection as use, and a closed network has nothing to hold; charon's ESP
+    /// counters are not renkei's idle check (they count the box's background traffic too).
+    pub fn hold_for_peer(&self, peer: IpAddr) -> Option<LinkGuard> {
+        match self.backend() {
+            BackendHandle::WireGuard(_) | BackendHandle::Closed(_) => None,
+            BackendHandle::Ipsec(i) => i.hold_for_peer(peer).map(|guard| LinkGuard {
+                _inner: GuardInner::Ipsec(guard),
+                peer: ipsec::backend::LINK_NAME.to_string(),
+            }),
+        }
+    }
+
     /// The state of the link carrying `destination` if that link is up now, without bringing it
     /// up or holding it: for the box's own background traffic (an on-demand box's journal
     /// upload), which rides on a link that is up anyway for demand or a check-in and must not

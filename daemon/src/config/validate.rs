@@ -1376,15 +1376,6 @@ impl Checker<'_> {
             return;
         };
         let base = FieldPath::root("logs");
-        if self.config.ipsec.is_some() && self.config.policy_mode() == PolicyMode::OnDemand {
-            // The on-demand SA's idle timer counts every ESP byte (charon's counters do not
-            // tell flows apart): an upload riding on it would hold it up for ever (NET-7).
-            // WireGuard's data plane tells the upload's packets apart and lets them ride.
-            self.report(
-                base.clone(),
-                "cannot be used on an on-demand IPsec box: the upload's ESP bytes would hold the SA up; leave [logs] out (the journal stays sealed on the box) or make the link always_on",
-            );
-        }
         let path = base.key("upload_service");
         let Some(service) = self
             .config
@@ -1437,16 +1428,6 @@ impl Checker<'_> {
             return;
         };
         let base = FieldPath::root("time");
-        if self.config.ipsec.is_some() && self.config.policy_mode() == PolicyMode::OnDemand {
-            // The SA's idle check is charon's ESP counters, which cannot tell an NTP poll from
-            // use: polls while it is up would hold it up for ever (NET-7). While it is down they
-            // go nowhere (renkei's guard routes). WireGuard's data plane lets them through only
-            // while the link is up and never counts them as use; a closed network has no link.
-            self.report(
-                base.clone(),
-                "cannot be used on an on-demand IPsec box: its idle check is charon's ESP counters, which count NTP polls as use, so the SA would never close; leave [time] out (the image's default time source applies) or make the link always_on",
-            );
-        }
         if time.servers.is_empty() || time.servers.len() > MAX_TIME_SERVERS {
             self.report(
                 base.key("servers"),
@@ -1898,8 +1879,8 @@ allowed_ips = ["198.19.0.1/32"]
             problems_at(&bad, "time.poll_max_secs"),
             ["4096 is out of range 16..=2048"]
         );
-        // A viewing WireGuard box syncs while its on-demand link is up anyway; on IPsec every
-        // poll would count as use of the SA (charon's ESP counters).
+        // A viewing box syncs while its on-demand link is up anyway, on WireGuard and on IPsec
+        // (whose idle check is renkei's own use, not charon's ESP counters).
         let mut on_demand =
             toml::to_string(&viewing("198.18.20.1:8443", "198.18.20.1:9443")).expect("serialise");
         on_demand.push_str("\n[time]\nservers = [\"198.19.0.1\"]\n");
@@ -1910,10 +1891,7 @@ allowed_ips = ["198.19.0.1/32"]
             .expect("the IPsec example");
         ipsec.ipsec.as_mut().expect("[ipsec]").mode = Some(PolicyMode::OnDemand);
         ipsec.time = on_demand.time.clone();
-        assert_eq!(
-            problems_at(&ipsec, "time"),
-            ["cannot be used on an on-demand IPsec box: its idle check is charon's ESP counters, which count NTP polls as use, so the SA would never close; leave [time] out (the image's default time source applies) or make the link always_on"]
-        );
+        assert!(problems_at(&ipsec, "time").is_empty());
         let inverted =
             with_time("servers = [\"198.19.0.1\"]\npoll_min_secs = 64\npoll_max_secs = 32\n");
         assert_eq!(
@@ -2211,17 +2189,14 @@ allowed_ips = ["198.19.0.1/32"]
             problems_at(&with_logs("198.18.20.1:8443", "documents", false), "logs.upload_service"),
             ["service 'documents' listens on 198.18.20.1:8443: the uploader posts plain HTTP, so its service must listen on loopback (127.0.0.1)"]
         );
-        // On demand, the upload rides on the link (NET-7): allowed on WireGuard, not on IPsec.
+        // On demand, the upload rides on the link (NET-7), on WireGuard and on IPsec.
         assert!(problems_at(&with_logs("127.0.0.1:19532", "documents", true), "logs").is_empty());
         let mut ipsec = ipsec_with_failover("backup_remote_address = \"198.18.0.2\"")
             .expect("the IPsec example");
         ipsec.ipsec.as_mut().expect("[ipsec]").mode = Some(PolicyMode::OnDemand);
         ipsec.services = with_logs("127.0.0.1:19532", "documents", true).services;
         ipsec.logs = with_logs("127.0.0.1:19532", "documents", true).logs;
-        assert_eq!(
-            problems_at(&ipsec, "logs"),
-            ["cannot be used on an on-demand IPsec box: the upload's ESP bytes would hold the SA up; leave [logs] out (the journal stays sealed on the box) or make the link always_on"]
-        );
+        assert!(problems_at(&ipsec, "logs").is_empty());
         let mut inbound = with_logs("127.0.0.1:19532", "documents", false);
         inbound.services[0].direction = Direction::Inbound;
         assert_eq!(

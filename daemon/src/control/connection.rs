@@ -174,6 +174,8 @@ pub(super) async fn accept_loop(
                 }
             };
             entry.finish();
+            // An authenticated session through an on-demand IPsec SA is use of it.
+            let _hold = context.carrier.hold_for_peer(peer.ip());
             let access = context.access(
                 tls.get_ref()
                     .1

@@ -595,9 +595,16 @@ async fn accept_loop(listener: TcpListener, service: Arc<ServiceContext>) {
             continue;
         };
         tune(&stream, service.user_timeout());
+        // A connection that came through the link is use of it (on IPsec, where renkei
+        // judges an on-demand SA's idleness itself).
+        let hold = match (&service.kind, &service.tunnel) {
+            (Kind::Inbound, Some(carrier)) => carrier.hold_for_peer(peer.ip()),
+            _ => None,
+        };
         let service = Arc::clone(&service);
         tokio::spawn(async move {
             let _permit = permit;
+            let _hold = hold;
             let stopped = service.stopped();
             // The handler goes first: when a stop reaches a splice, the splice returns its
             // byte counts in the same poll, before this select gives up on it.

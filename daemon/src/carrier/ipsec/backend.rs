@@ -3,8 +3,9 @@
 //! charon, which keeps nothing), loads the box's key, certificates and the connection, then
 //! follows the SAs: on every SA event and every [`POLL_INTERVAL_SECS`] it lists them, updates
 //! the link's state, checks a newly established SA against the CRYPTREC profile (terminating
-//! one outside it), and on-demand terminates the SA after `idle_timeout_secs` without ESP bytes
-//! and without a connection holding it.
+//! one outside it), and on-demand terminates the SA once no connection of renkei's has held it
+//! for `idle_timeout_secs` (renkei's own use, not charon's ESP counters, which would count the
+//! box's time sync and journal upload as use: those ride on the SA without holding it, NET-7).
 //!
 //! always_on: charon itself starts the SA at load and restarts it (start/restart actions).
 //! on_demand: [`IpsecHandle::demand`] initiates it and waits up to `connect_timeout_secs`.
@@ -657,6 +658,14 @@ impl IpsecHandle {
         let guard = self.hold();
         self.bring_up().await?;
         Ok(guard)
+    }
+
+    /// Holds the SA, without bringing it up, for as long as a connection from `peer` that
+    /// arrived through it lives (an inbound service's, the operator's management API's): use
+    /// of an on-demand SA as much as an outbound connection. `None` for a peer outside the
+    /// data centre's prefixes (a LAN client): nothing to hold.
+    pub fn hold_for_peer(&self, peer: IpAddr) -> Option<IpsecGuard> {
+        self.routes(peer).then(|| self.hold())
     }
 
     /// Keeps an on-demand SA from idling out until the guard is dropped.

@@ -1,5 +1,5 @@
 //! What renkei knows about its connection in charon, from the last `list-sas`: the link's
-//! state, when it last came up, when ESP last moved bytes (the on-demand idle timer), and
+//! state, when it last came up, when renkei last used it (the on-demand idle timer), and
 //! which SAs were already checked against the CRYPTREC profile, and the ESP traffic summed
 //! over every CHILD SA (charon's own counters start from zero at each rekey). Pure: the backend feeds it
 //! observations with the time they were made, so it is tested without charon or a clock.
@@ -48,10 +48,11 @@ pub struct SaRecord {
     /// When the SA was last up (monotonic, for the alarm) and when it came up or was last
     /// rekeyed (wall clock, for the page).
     pub last_up: Option<(Instant, SystemTime)>,
-    /// When ESP last moved a byte either way (or the record was made).
-    last_traffic: Instant,
-    /// The traffic total at the last observation (the idle timer's reference).
-    bytes_seen: u64,
+    /// When renkei last used the SA: its last connection closed, or the SA came up (or the
+    /// record was made). Not charon's ESP counters: they cannot tell the box's own background
+    /// traffic (time sync, the journal upload), which must not hold an on-demand SA (NET-7),
+    /// from use.
+    last_use: Instant,
     /// Traffic of CHILD SAs charon no longer lists (rekeyed, deleted, or gone with charon).
     retired: IpsecTraffic,
     /// The counters last seen of each CHILD SA charon lists, by its unique id.
@@ -75,8 +76,7 @@ impl SaRecord {
             last_error_code: None,
             ike: None,
             last_up: None,
-            last_traffic: now,
-            bytes_seen: 0,
+            last_use: now,
             retired: IpsecTraffic::default(),
             live: BTreeMap::new(),
             checked: BTreeSet::new(),
@@ -90,7 +90,6 @@ impl SaRecord {
     pub fn continuing(previous: &SaRecord, now: Instant) -> Self {
         let mut record = SaRecord::new(now);
         record.retired = previous.total();
-        record.bytes_seen = record.retired.bytes_in + record.retired.bytes_out;
         record
     }
 
@@ -176,18 +175,17 @@ impl SaRecord {
         let mut ours: Vec<IkeSa> = sas.into_iter().filter(|sa| sa.name == name).collect();
         self.count(&ours);
         ours.sort_by_key(|sa| sa.state != IkeState::Established);
+        let had_sa = self.ike.is_some();
         self.ike = ours.into_iter().next();
         let Some(ike) = &self.ike else {
             return None;
         };
-        let child = installed_child(ike);
-        let total = self.total();
-        // A rekey moves no byte: the total, not the new SA's counter, says whether ESP did.
-        let bytes = total.bytes_in + total.bytes_out;
-        if bytes != self.bytes_seen {
-            self.bytes_seen = bytes;
-            self.last_traffic = now;
+        // A new SA (a check-in's, or one charon brought up by itself) gets a whole idle
+        // timeout before it may go.
+        if !had_sa {
+            self.last_use = now;
         }
+        let child = installed_child(ike);
         if ike.state != IkeState::Established {
             return None;
         }
@@ -241,14 +239,15 @@ impl SaRecord {
             && installed_child(ike).is_some()
     }
 
-    /// on_demand: no ESP byte either way for `idle_timeout`.
+    /// on_demand, with no connection holding the SA: an SA exists and renkei has not used
+    /// it for `idle_timeout`.
     pub fn is_idle(&self, now: Instant, idle_timeout: Duration) -> bool {
-        self.ike.is_some() && now.saturating_duration_since(self.last_traffic) >= idle_timeout
+        self.ike.is_some() && now.saturating_duration_since(self.last_use) >= idle_timeout
     }
 
     /// A connection released by its last user counts as used now: the idle time starts there.
     pub fn used(&mut self, now: Instant) {
-        self.last_traffic = now;
+        self.last_use = now;
     }
 
     /// always_on and not up for `alarm_after` (counting from the start until a first SA).
@@ -408,30 +407,48 @@ mod tests {
     }
 
     #[test]
-    fn net7_idle_counts_from_the_last_byte_either_way() {
+    fn net7_idle_counts_from_the_sa_coming_up_and_the_last_use_never_from_esp_bytes() {
         let t0 = Instant::now();
         let idle = Duration::from_secs(30);
         let mut record = SaRecord::new(t0);
         assert!(!record.is_idle(t0 + idle, idle), "no SA is not idle");
         let wall = SystemTime::now();
+        // The SA comes up at t0 + 100: it gets a whole idle timeout from there.
+        let up = t0 + Duration::from_secs(100);
         record.observe(
             vec![ike(IkeState::Established, vec![child(100, "AES_GCM_16")])],
             NAME,
-            t0,
+            up,
             wall,
         );
-        assert!(!record.is_idle(t0 + Duration::from_secs(29), idle));
-        // Bytes moved at t0 + 20: idle only 30 s after that.
+        assert!(!record.is_idle(up + Duration::from_secs(29), idle));
+        // ESP moves bytes at up + 20 (time sync, the journal upload): no use of the SA.
         record.observe(
             vec![ike(IkeState::Established, vec![child(200, "AES_GCM_16")])],
             NAME,
-            t0 + Duration::from_secs(20),
+            up + Duration::from_secs(20),
             wall,
         );
-        assert!(!record.is_idle(t0 + Duration::from_secs(40), idle));
-        assert!(record.is_idle(t0 + Duration::from_secs(50), idle));
-        record.used(t0 + Duration::from_secs(50));
-        assert!(!record.is_idle(t0 + Duration::from_secs(60), idle));
+        assert!(record.is_idle(up + idle, idle), "ESP bytes held the SA");
+        // A connection released at up + 50 is use: idle 30 s after that.
+        record.used(up + Duration::from_secs(50));
+        assert!(!record.is_idle(up + Duration::from_secs(79), idle));
+        assert!(record.is_idle(up + Duration::from_secs(80), idle));
+        // Gone, and up again later: the new SA has its own whole timeout.
+        record.observe(vec![], NAME, up + Duration::from_secs(90), wall);
+        assert!(
+            !record.is_idle(up + Duration::from_secs(200), idle),
+            "no SA"
+        );
+        let again = up + Duration::from_secs(300);
+        record.observe(
+            vec![ike(IkeState::Established, vec![child(0, "AES_GCM_16")])],
+            NAME,
+            again,
+            wall,
+        );
+        assert!(!record.is_idle(again + Duration::from_secs(29), idle));
+        assert!(record.is_idle(again + idle, idle));
     }
 
     #[test]
