@@ -94,6 +94,42 @@ impl Reply {
     }
 }
 
+/// The operator's scrape of a box's metrics listener (`https://<server_name>:METRICS_PORT/metrics`
+/// at `address`) with curl inside `ns`, trusting `ca`, presenting `client`; within `max_time`.
+pub fn scrape_metrics(
+    ns: &Namespace,
+    server_name: &str,
+    address: &str,
+    ca: &std::path::Path,
+    client: &crate::pki::LeafFiles,
+    max_time: Duration,
+) -> anyhow::Result<Reply> {
+    let resolve = format!("{server_name}:{METRICS_PORT}:{address}");
+    let url = format!("https://{server_name}:{METRICS_PORT}/metrics");
+    let (ca, cert, key, max_time) = (
+        ca.display().to_string(),
+        client.cert.display().to_string(),
+        client.key.display().to_string(),
+        max_time.as_secs().max(1).to_string(),
+    );
+    curl(
+        ns,
+        &[
+            "--max-time",
+            &max_time,
+            "--cacert",
+            &ca,
+            "--resolve",
+            &resolve,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            &url,
+        ],
+    )
+}
+
 /// Runs `curl` inside `ns` (`-k`: the lab page's certificate is self-signed; tests check its
 /// fingerprint separately) with `args`, and parses the answer.
 pub fn curl(ns: &Namespace, args: &[&str]) -> anyhow::Result<Reply> {

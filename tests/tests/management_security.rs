@@ -10,7 +10,7 @@ use renkei::config::Config;
 use renkei_lab::operator::{Operator, MANAGEMENT_PORT};
 use renkei_lab::pki::LeafFiles;
 use renkei_lab::tlstools::Background;
-use renkei_lab::web::{curl, status, METRICS_PORT};
+use renkei_lab::web::{scrape_metrics, status, CURL_TIMEOUT_SECS, METRICS_PORT};
 use renkei_lab::{require_root, wait_until, Daemon, Lab, Node};
 use serde_json::Value;
 
@@ -167,28 +167,14 @@ fn ops4_auth2_another_box_certificate_gets_nothing_from_the_metrics_listener() {
     config.management = Some(operator.management(Node::Hospital, CONFIRM_TIMEOUT_SECS, false));
     let (_hub, hospital) = start_hub_and_hospital(&lab, &config);
 
-    let name = Node::Hospital.tls_name();
-    let resolve = format!("{name}:{METRICS_PORT}:{tunnel}");
-    let url = format!("https://{name}:{METRICS_PORT}/metrics");
-    let ca = operator.ca.display().to_string();
     let scrape = |client: &LeafFiles| {
-        let (cert, key) = (
-            client.cert.display().to_string(),
-            client.key.display().to_string(),
-        );
-        curl(
+        scrape_metrics(
             lab.ns(Node::Hub),
-            &[
-                "--cacert",
-                &ca,
-                "--resolve",
-                &resolve,
-                "--cert",
-                &cert,
-                "--key",
-                &key,
-                &url,
-            ],
+            Node::Hospital.tls_name(),
+            tunnel,
+            &operator.ca,
+            client,
+            Duration::from_secs(CURL_TIMEOUT_SECS),
         )
         .expect("curl")
     };

@@ -18,7 +18,9 @@ use renkei_lab::lab::{
     LabCarrier, DC_PROBE_PORT, HUB_PORT, HUB_RELAY_ADDRESS, LAN_SERVICE_ADDRESS, SERVICE_PORT,
 };
 use renkei_lab::ntp::{self, NtpServer};
+use renkei_lab::operator::Operator;
 use renkei_lab::traffic::{echo_round_trip, pattern, spawn_echo};
+use renkei_lab::web::{scrape_metrics, status, METRICS_PORT};
 use renkei_lab::{require_root, wait_until, Lab, Node};
 
 const ECHO_PORT: u16 = 7000;
@@ -1121,6 +1123,91 @@ fn net7_net9_a_connection_into_an_on_demand_ipsec_box_holds_its_sa_while_it_live
     echo.join()
         .expect("echo thread")
         .expect("the echo server's connection");
+}
+
+/// NET-7, OPS-4: the operator's Prometheus scrapes an on-demand box's metrics listener while
+/// its link is up for a check-in or a connection; the scrapes ride on the link and never hold
+/// it up (else one check-in would keep the link up for good under a 15 s scrape interval).
+#[test]
+fn net7_ops4_scrapes_of_an_on_demand_boxs_metrics_ride_on_its_link_and_never_hold_it() {
+    require_root!();
+    metrics_scrapes_on_demand(Lab::new().expect("lab"));
+}
+
+/// The same on IPsec: the listener takes no hold of the SA.
+#[test]
+fn net7_net9_ops4_scrapes_of_an_on_demand_ipsec_boxs_metrics_never_hold_its_sa() {
+    require_root!();
+    metrics_scrapes_on_demand(Lab::with_carrier(LabCarrier::Ipsec).expect("lab"));
+}
+
+/// The clinic on demand with its metrics listener on its link address; the operator scrapes it
+/// with curl and its client certificate from the hub's namespace: no answer while idle, answers
+/// while up for a connection, and scrapes all along the idle countdown do not hold the link.
+fn metrics_scrapes_on_demand(lab: Lab) {
+    let operator = Operator::new(&lab).expect("operator");
+    let (hub_config, mut config) = on_demand_pair(&lab, 10);
+    let clinic_link = lab.link_address(Node::Clinic);
+    let lan = Node::Clinic
+        .lan_address()
+        .expect("the clinic's LAN address");
+    let mut page = status(&format!("{lan}:8444")).expect("[status]");
+    page.metrics_listen = Some(socket(&format!("{clinic_link}:{METRICS_PORT}")));
+    config.status = Some(page);
+    config.management = Some(operator.management(Node::Clinic, 60, false));
+    let hub = lab.start(Node::Hub, &hub_config).expect("hub");
+    let clinic = lab.start(Node::Clinic, &config).expect("clinic");
+    let link = lab.dc_link_name();
+    let logs = || format!("clinic:\n{}\nhub:\n{}", clinic.log_text(), hub.log_text());
+    let scrape = || {
+        let reply = scrape_metrics(
+            lab.ns(Node::Hub),
+            Node::Clinic.tls_name(),
+            clinic_link,
+            &operator.ca,
+            &operator.client,
+            Duration::from_secs(3),
+        )
+        .expect("curl");
+        reply.status == 200 && reply.body.contains("renkei_")
+    };
+
+    // Idle: a scrape gets no answer and brings nothing up.
+    assert!(!scrape(), "a scrape answered while idle");
+    assert_eq!(peer_state(&clinic, link), "idle");
+
+    // Up for a connection: scrapes are answered.
+    use_the_link(&lab).unwrap_or_else(|e| panic!("{e:#}\n{}", logs()));
+    let last_use = Instant::now();
+    assert!(scrape(), "no answer to a scrape while up\n{}", logs());
+
+    // Scrapes all along the idle countdown do not hold the link open.
+    let mut answered = 1;
+    while peer_state(&clinic, link) == "up" {
+        assert!(
+            last_use.elapsed() < Duration::from_secs(20),
+            "still up {:?} after the last connection, idle timeout 10 s, {answered} scrapes\n{}",
+            last_use.elapsed(),
+            logs()
+        );
+        if scrape() {
+            answered += 1;
+        }
+        // A scrape interval of its own (a real Prometheus scrapes every few seconds), short
+        // of the idle timeout.
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let idle_after = last_use.elapsed();
+    assert!(
+        idle_after >= Duration::from_secs(9),
+        "idle {idle_after:?} after the last connection, idle timeout 10 s"
+    );
+    assert!(
+        answered >= 3,
+        "only {answered} scrapes answered during the countdown"
+    );
+    assert!(!scrape(), "a scrape answered after idling");
+    assert_eq!(peer_state(&clinic, link), "idle");
 }
 
 /// The journal upload of an on-demand clinic (LOG-4, NET-7) with real systemd-journal-upload

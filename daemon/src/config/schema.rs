@@ -912,6 +912,15 @@ impl Config {
         self.services.iter().find(|s| s.name == logs.upload_service)
     }
 
+    /// The metrics listener, on an on-demand box (whose link the operator's scrapes must not
+    /// hold up, NET-7).
+    pub fn on_demand_metrics_listen(&self) -> Option<std::net::SocketAddr> {
+        if self.policy_mode() != PolicyMode::OnDemand {
+            return None;
+        }
+        self.status.as_ref()?.metrics_listen
+    }
+
     /// Where the journal upload goes inside the link: its service's target, on an on-demand box
     /// (the only kind whose link the upload must not hold up, NET-7).
     pub fn on_demand_upload_target(&self) -> Option<std::net::SocketAddr> {

@@ -1,9 +1,12 @@
 //! The box's own background traffic through the tunnel: its time sync (NTP, UDP port 123, to
 //! the data centre's servers of `[time]`) and, on an on-demand box, its journal upload (the TCP
-//! connection renkei's upload service makes to the collector's inbound service, `[logs]`). It
-//! must neither bring an on-demand link up nor hold it open (NET-7): it goes out only while the
-//! link is up anyway, for demand or a check-in, and neither it nor its answers count as traffic
-//! for the idle timer. Reads IP, UDP and TCP headers only, without allocating (hot path).
+//! connection renkei's upload service makes to the collector's inbound service, `[logs]`) and
+//! the operator's scrapes of its metrics listener (`status.metrics_listen`: the fleet's
+//! Prometheus scrapes every box every few seconds, and an on-demand box answers while its link
+//! is up for a check-in). It must neither bring an on-demand link up nor hold it open (NET-7):
+//! it goes out only while the link is up anyway, for demand or a check-in, and neither it nor
+//! its answers count as traffic for the idle timer (else one scrape per check-in would keep the
+//! link up for good). Reads IP, UDP and TCP headers only, without allocating (hot path).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -20,27 +23,34 @@ pub struct Background {
     /// The journal upload's destination inside the tunnel (the upload service's target), on an
     /// on-demand box with `[logs]`.
     pub upload: Option<SocketAddr>,
+    /// The metrics listener on the box's tunnel address, on an on-demand box with one.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Background {
-    /// A packet from the TUN device that the box sends for itself: a time query, or a segment
-    /// of the journal upload.
+    /// A packet from the TUN device that the box sends for itself: a time query, a segment of
+    /// the journal upload, or one of the metrics listener's answer to a scrape.
     pub fn is_outgoing(&self, packet: &[u8]) -> bool {
-        match Transport::of(packet, self.upload.is_some()) {
+        match Transport::of(packet, self.reads_tcp()) {
             Some(t) if t.protocol == UDP => t.destination.port() == NTP_PORT,
-            Some(t) => self.upload == Some(t.destination),
+            Some(t) => self.upload == Some(t.destination) || self.metrics == Some(t.source),
             None => false,
         }
     }
 
-    /// A packet from a peer that answers the box's own traffic: a time server's answer, or a
-    /// segment from the journal collector's service.
+    /// A packet from a peer that answers the box's own traffic or asks its metrics listener: a
+    /// time server's answer, a segment from the journal collector's service, or one of a scrape.
     pub fn is_incoming(&self, packet: &[u8]) -> bool {
-        match Transport::of(packet, self.upload.is_some()) {
+        match Transport::of(packet, self.reads_tcp()) {
             Some(t) if t.protocol == UDP => t.source.port() == NTP_PORT,
-            Some(t) => self.upload == Some(t.source),
+            Some(t) => self.upload == Some(t.source) || self.metrics == Some(t.destination),
             None => false,
         }
+    }
+
+    /// Whether any TCP is background here (else TCP headers are not read at all).
+    fn reads_tcp(&self) -> bool {
+        self.upload.is_some() || self.metrics.is_some()
     }
 }
 
@@ -56,8 +66,8 @@ impl Transport {
     /// The UDP or TCP ends of an IPv4/IPv6 packet whose transport header follows the IP header
     /// directly (IPv6 extension headers are not followed: such a packet is simply not
     /// background traffic), or `None` for anything else, fragments of it included. TCP is read
-    /// only when `tcp` (a box with an upload riding): on every other box each data packet of
-    /// the tunnel is TCP, and none of them is background.
+    /// only when `tcp` (a box with an upload or a metrics listener riding): on every other box
+    /// each data packet of the tunnel is TCP, and none of them is background.
     fn of(packet: &[u8], tcp: bool) -> Option<Transport> {
         let (protocol, source, destination, transport) = match packet.first()? >> 4 {
             4 => {
@@ -166,6 +176,7 @@ mod tests {
         let collector: SocketAddr = "198.19.0.1:19532".parse().unwrap();
         let upload = Background {
             upload: Some(collector),
+            metrics: None,
         };
         // ipv4_udp goes 198.19.0.20 -> 198.19.0.1; as TCP it is a segment of a connection.
         let tcp = |src: u16, dst: u16| {
@@ -195,5 +206,44 @@ mod tests {
         let mut fragment = tcp(40000, 19532);
         fragment[6..8].copy_from_slice(&0x2000u16.to_be_bytes());
         assert!(!upload.is_outgoing(&fragment));
+    }
+
+    #[test]
+    fn net7_ops4_scrapes_of_the_metrics_listener_are_background_and_no_other_tcp_to_the_box_is() {
+        // The box is 198.19.0.20 (ipv4_udp's source); its metrics listener port 9100.
+        let metrics = Background {
+            upload: None,
+            metrics: Some("198.19.0.20:9100".parse().unwrap()),
+        };
+        let from_box = |src: u16, dst: u16| {
+            let mut packet = ipv4_udp(src, dst, 0);
+            packet[9] = TCP;
+            packet
+        };
+        let to_box = |src: u16, dst: u16| {
+            let mut packet = from_box(src, dst);
+            packet.copy_within(12..16, 16);
+            packet[12..16].copy_from_slice(&[198, 19, 0, 1]);
+            packet
+        };
+        // A scrape in, the listener's answer out.
+        assert!(metrics.is_incoming(&to_box(50000, 9100)));
+        assert!(metrics.is_outgoing(&from_box(9100, 50000)));
+        // Not the other way round: the box's own connection from port 9100, an answer to port
+        // 9100 of the box's, another port of the box, the port over UDP.
+        assert!(!metrics.is_incoming(&from_box(9100, 50000)));
+        assert!(!metrics.is_outgoing(&to_box(50000, 9100)));
+        assert!(!metrics.is_incoming(&to_box(50000, 7443)));
+        assert!(!metrics.is_outgoing(&from_box(7443, 50000)));
+        let mut udp = to_box(50000, 9100);
+        udp[9] = UDP;
+        assert!(!metrics.is_incoming(&udp));
+        // Another address of the box's on the same port: not the listener.
+        let mut elsewhere = to_box(50000, 9100);
+        elsewhere[16..20].copy_from_slice(&[198, 19, 0, 21]);
+        assert!(!metrics.is_incoming(&elsewhere));
+        // Without a metrics listener, nothing of it is background.
+        assert!(!Background::default().is_incoming(&to_box(50000, 9100)));
+        assert!(!Background::default().is_outgoing(&from_box(9100, 50000)));
     }
 }

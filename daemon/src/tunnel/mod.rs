@@ -139,7 +139,8 @@ struct TunnelSettings {
     tunnel: crate::config::TunnelConfig,
     role: Role,
     socket_dir: std::path::PathBuf,
-    /// The journal upload riding on an on-demand link: a change rebuilds the plane.
+    /// The journal upload and the metrics listener riding on an on-demand link: a change
+    /// rebuilds the plane.
     background: Background,
 }
 
@@ -147,6 +148,7 @@ struct TunnelSettings {
 fn background_of(config: &Config) -> Background {
     Background {
         upload: config.on_demand_upload_target(),
+        metrics: config.on_demand_metrics_listen(),
     }
 }
 
