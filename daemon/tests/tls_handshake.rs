@@ -238,6 +238,101 @@ async fn net2_net3_tls12_only_client_gets_ecdhe_gcm_from_a_min_tls12_server() {
     assert_eq!(got.version, ProtocolVersion::TLSv1_3);
 }
 
+/// A server config outside the module with rustls' defaults for resumption (a session cache,
+/// TLS 1.3 tickets), requiring a client certificate of `ca`.
+fn foreign_server(ca: &Ca) -> Arc<rustls::ServerConfig> {
+    let leaf = ca.issue(SERVER_NAME, 9);
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).expect("CA"))
+        .expect("root");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.into(),
+        profile::provider(),
+    )
+    .build()
+    .expect("client verifier");
+    let config = rustls::ServerConfig::builder_with_provider(profile::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).expect("cert")],
+            PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key"),
+        )
+        .expect("server cert");
+    Arc::new(config)
+}
+
+/// NET-2, NET-4: no connection is ever resumed, on either side, so every one judges the
+/// peer's certificate (expiry, the CRL) and, in TLS 1.2 too, makes its own ECDHE exchange. The
+/// same peers with rustls' defaults do resume (checked first, so the test can fail).
+#[tokio::test]
+async fn net2_net4_every_connection_is_a_full_handshake_never_a_resumption() {
+    use rustls::HandshakeKind;
+    let ca = Ca::new("renkei test CA");
+    let p = pair(&ca, &ca, &[]);
+    let leaf = ca.issue(CLIENT_NAME, 3);
+    let provider = || (*profile::provider()).clone();
+    let kinds = |server: Arc<rustls::ServerConfig>, client: Arc<ClientConfig>| async move {
+        let mut kinds = Vec::new();
+        for _ in 0..3 {
+            let got = handshake(server.clone(), client.clone())
+                .await
+                .expect("handshake");
+            assert!(ALLOWED_GROUPS.contains(&got.group), "{:?}", got.group);
+            kinds.push(got.kind);
+        }
+        kinds
+    };
+    let full = vec![Some(HandshakeKind::Full); 3];
+
+    // rustls' defaults on both sides: the second and third connections are resumed.
+    let defaults = kinds(
+        foreign_server(&ca),
+        foreign_client(provider(), &[&rustls::version::TLS13], &ca, Some(&leaf)),
+    )
+    .await;
+    assert_eq!(
+        defaults,
+        [
+            Some(HandshakeKind::Full),
+            Some(HandshakeKind::Resumed),
+            Some(HandshakeKind::Resumed)
+        ]
+    );
+
+    // renkei's server, against a client that would resume (TLS 1.3, and TLS 1.2 by session id).
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let client = foreign_client(provider(), &[version], &ca, Some(&leaf));
+        assert_eq!(
+            kinds(p.server.server_config(MinTls::Tls12), client).await,
+            full,
+            "{version:?}"
+        );
+    }
+    // renkei's client, against a server that would resume.
+    for min_tls in [MinTls::Tls13, MinTls::Tls12] {
+        assert_eq!(
+            kinds(foreign_server(&ca), p.client.client_config(min_tls)).await,
+            full,
+            "{min_tls:?}"
+        );
+    }
+    // And between renkei's own two ends.
+    for min_tls in [MinTls::Tls13, MinTls::Tls12] {
+        assert_eq!(
+            kinds(
+                p.server.server_config(min_tls),
+                p.client.client_config(min_tls)
+            )
+            .await,
+            full,
+            "{min_tls:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn net3_client_offering_only_forbidden_groups_or_suites_is_refused() {
     let ca = Ca::new("renkei test CA");

@@ -190,6 +190,9 @@ pub fn server_config(
     config.ignore_client_order = true;
     config.max_early_data_size = 0;
     config.send_half_rtt_data = false;
+    // No resumption: every connection is a full handshake (see `client_config`).
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
@@ -232,6 +235,12 @@ pub fn client_config(
         .with_webpki_verifier(verifier)
         .with_client_auth_cert(credentials.chain.clone(), credentials.private_key())?;
     config.enable_early_data = false;
+    // No resumption, on either side: every connection is a full handshake. A resumed one
+    // judges no certificate (rustls carries the first handshake's peer certificate into every
+    // new ticket, so a chain of resumptions outlives the certificate's expiry for as long as
+    // the daemon runs on the same files) and, in TLS 1.2, makes no ECDHE exchange (the
+    // abbreviated handshake reuses the old master secret): both against the profile.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }
 

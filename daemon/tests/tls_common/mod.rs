@@ -178,6 +178,8 @@ pub struct Negotiated {
     pub suite: CipherSuite,
     pub group: NamedGroup,
     pub client_chain: Vec<CertificateDer<'static>>,
+    /// Full or resumed, as the server saw it.
+    pub kind: Option<rustls::HandshakeKind>,
 }
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -216,6 +218,7 @@ pub async fn handshake(
                 .peer_certificates()
                 .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
                 .unwrap_or_default(),
+            kind: conn.handshake_kind(),
         })
     };
     let client_side = async move {
