@@ -951,6 +951,37 @@ fn net7_net9_int2_log4_time_sync_rides_an_on_demand_ipsec_sa_that_is_up_and_neve
     time_sync_on_demand(Lab::with_carrier(LabCarrier::Ipsec).expect("lab"));
 }
 
+/// The idle countdown of the clinic's on-demand link (timeout 10 s) after its last use at
+/// `last_use`, with the box's background traffic `ride` (true when it got through) run again
+/// and again all along: the link still goes idle within 9-20 s. Returns how often `ride` got
+/// through.
+fn idles_out_under(
+    clinic: &renkei_lab::Daemon,
+    link: &str,
+    last_use: Instant,
+    logs: impl Fn() -> String,
+    mut ride: impl FnMut() -> bool,
+) -> usize {
+    let mut through = 0;
+    while peer_state(clinic, link) == "up" {
+        assert!(
+            last_use.elapsed() < Duration::from_secs(20),
+            "still up {:?} after the last connection, idle timeout 10 s, {through} times through\n{}",
+            last_use.elapsed(),
+            logs()
+        );
+        if ride() {
+            through += 1;
+        }
+    }
+    let idle_after = last_use.elapsed();
+    assert!(
+        idle_after >= Duration::from_secs(9),
+        "idle {idle_after:?} after the last connection, idle timeout 10 s"
+    );
+    through
+}
+
 /// NTP from an on-demand clinic to a real server (chronyd) at the hub's link address: not
 /// answered and nothing sent while idle, answered while up, and no help holding the link.
 fn time_sync_on_demand(lab: Lab) {
@@ -992,18 +1023,12 @@ fn time_sync_on_demand(lab: Lab) {
     assert!(answered.contains("System clock wrong by"), "{answered}");
 
     // Queries all along the idle countdown do not hold the link open.
-    while peer_state(&clinic, link) == "up" {
-        assert!(
-            last_traffic.elapsed() < Duration::from_secs(20),
-            "still up {:?} after the last connection, idle timeout 10 s",
-            last_traffic.elapsed()
-        );
-        let _ = ask();
-    }
-    let idle_after = last_traffic.elapsed();
-    assert!(
-        idle_after >= Duration::from_secs(9),
-        "idle {idle_after:?} after the last connection, idle timeout 10 s"
+    idles_out_under(
+        &clinic,
+        link,
+        last_traffic,
+        || clinic.log_text(),
+        || ask().is_ok(),
     );
     let sent = counters.read("udp");
     let late = ask();
@@ -1182,26 +1207,13 @@ fn metrics_scrapes_on_demand(lab: Lab) {
     assert!(scrape(), "no answer to a scrape while up\n{}", logs());
 
     // Scrapes all along the idle countdown do not hold the link open.
-    let mut answered = 1;
-    while peer_state(&clinic, link) == "up" {
-        assert!(
-            last_use.elapsed() < Duration::from_secs(20),
-            "still up {:?} after the last connection, idle timeout 10 s, {answered} scrapes\n{}",
-            last_use.elapsed(),
-            logs()
-        );
-        if scrape() {
-            answered += 1;
-        }
+    let answered = 1 + idles_out_under(&clinic, link, last_use, logs, || {
+        let answered = scrape();
         // A scrape interval of its own (a real Prometheus scrapes every few seconds), short
         // of the idle timeout.
         std::thread::sleep(Duration::from_millis(250));
-    }
-    let idle_after = last_use.elapsed();
-    assert!(
-        idle_after >= Duration::from_secs(9),
-        "idle {idle_after:?} after the last connection, idle timeout 10 s"
-    );
+        answered
+    });
     assert!(
         answered >= 3,
         "only {answered} scrapes answered during the countdown"
@@ -1328,23 +1340,11 @@ fn journal_upload_on_demand(lab: Lab) {
             .spawn()
             .expect("systemd-journal-upload --follow"),
     );
-    let mut passes = 0;
-    while peer_state(&clinic, link) == "up" {
-        assert!(
-            last_use.elapsed() < Duration::from_secs(20),
-            "still up {:?} after the last connection, idle timeout 10 s\n{}",
-            last_use.elapsed(),
-            logs()
-        );
-        if pass(&format!("cursor-{passes}")).is_ok() {
-            passes += 1;
-        }
-    }
-    let idle_after = last_use.elapsed();
-    assert!(
-        idle_after >= Duration::from_secs(9),
-        "idle {idle_after:?} after the last connection, idle timeout 10 s"
-    );
+    let mut tried = 0;
+    let passes = idles_out_under(&clinic, link, last_use, logs, || {
+        tried += 1;
+        pass(&format!("cursor-{tried}")).is_ok()
+    });
     assert!(passes >= 3, "only {passes} uploads during the countdown");
 
     // The window closes; the follower's connection was cut with the link.
