@@ -164,6 +164,78 @@ fn control_connections(pid: u32, path: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+/// The `socket:[inode]` names of the TCP sockets a daemon holds that are not listening
+/// (connections, in any state), with their state in hex as /proc/net/tcp shows it (01
+/// established, 08 close-wait, ...); `None` when it does not run. A daemon between rounds
+/// holds none: one still there is a connection on its way out, or a leak.
+pub fn tcp_connections(daemon: &Daemon) -> Option<Vec<(String, String)>> {
+    let pid = daemon.pid()?;
+    let held = held_descriptors(daemon)?;
+    let mut connections = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(state), Some(inode)) = (fields.get(3), fields.get(9)) else {
+                continue;
+            };
+            let name = format!("socket:[{inode}]");
+            if *state != "0A" && held.contains(&name) {
+                connections.push((name, (*state).to_owned()));
+            }
+        }
+    }
+    Some(connections)
+}
+
+/// Each of `descriptors` (as [`held_descriptors`] names them) with what it is, for a
+/// failure message: a socket's table (tcp, udp6, unix, netlink...) and, for TCP and UDP, its
+/// addresses in hex and state as /proc/net shows them.
+pub fn describe_descriptors(daemon: &Daemon, descriptors: &[String]) -> Vec<String> {
+    let Some(pid) = daemon.pid() else {
+        return descriptors.to_vec();
+    };
+    let tables: Vec<(&str, String)> = [
+        "tcp", "tcp6", "udp", "udp6", "unix", "netlink", "raw", "raw6", "packet",
+    ]
+    .into_iter()
+    .map(|t| {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).unwrap_or_default();
+        (t, text)
+    })
+    .collect();
+    descriptors
+        .iter()
+        .map(|name| {
+            let Some(inode) = name
+                .strip_prefix("socket:[")
+                .and_then(|rest| rest.strip_suffix(']'))
+            else {
+                return name.clone();
+            };
+            for (table, text) in &tables {
+                for line in text.lines().skip(1) {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let (inode_at, shown) = match *table {
+                        "unix" => (6, vec![fields.get(7).copied().unwrap_or("")]),
+                        "netlink" => (9, vec![fields.get(1).copied().unwrap_or("")]),
+                        "packet" => (8, vec![]),
+                        _ => (
+                            9,
+                            fields.get(1..4).map(<[&str]>::to_vec).unwrap_or_default(),
+                        ),
+                    };
+                    if fields.get(inode_at) == Some(&inode) {
+                        return format!("{name} {table} {}", shown.join(" "));
+                    }
+                }
+            }
+            name.clone()
+        })
+        .collect()
+}
+
 /// Resident memory of a daemon in KiB (`None` when it does not run).
 pub fn rss_kib(daemon: &Daemon) -> Option<u64> {
     let pid = daemon.pid()?;

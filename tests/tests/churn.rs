@@ -10,7 +10,10 @@
 use std::time::{Duration, Instant};
 
 use renkei_lab::chain::{start_chain, Chain};
-use renkei_lab::churn::{held_descriptors, open_connections, rss_kib, ChurnCounts, Viewers};
+use renkei_lab::churn::{
+    describe_descriptors, held_descriptors, open_connections, rss_kib, tcp_connections,
+    ChurnCounts, Viewers,
+};
 use renkei_lab::{require_root, wait_until, Daemon, Lab, Node};
 
 /// Rounds of churn; the first is the warm-up whose end is the baseline.
@@ -79,11 +82,31 @@ fn avl3_int2_churn_with_aborted_connections_and_a_link_flap_leaks_no_descriptor_
             })
             .unwrap_or_else(|e| panic!("{name}, round {n}: {e}\n{}", daemon.log_text()));
         }
+        // The services count a connection closed as its handler ends; its socket may take a
+        // moment more. Judged (and, after round 1, the baseline taken) once no daemon holds a
+        // TCP connection any more: one that stays is a leak.
+        for (name, daemon) in daemons(&chain) {
+            let mut held = Vec::new();
+            let gone = wait_until(FDS_SETTLE, "the round's TCP sockets to close", || {
+                held = tcp_connections(daemon)?;
+                held.is_empty().then_some(())
+            });
+            assert!(
+                gone.is_ok(),
+                "{name}, round {n}: TCP connections still held (socket, state) {held:?}"
+            );
+        }
         if n == 1 {
             baseline = daemons(&chain)
                 .iter()
                 .map(|(name, d)| held_descriptors(d).unwrap_or_else(|| panic!("{name} runs")))
                 .collect();
+            for ((name, daemon), held) in daemons(&chain).iter().zip(&baseline) {
+                eprintln!(
+                    "churn baseline of {name}: {:?}",
+                    describe_descriptors(daemon, held)
+                );
+            }
         } else {
             // A socket of the round may still be on its way out (the services count a
             // connection closed as its handler ends): a leak is one that never goes. Counted,
