@@ -29,7 +29,8 @@
 //! 14. `status`: what the daemon reports (page, JSON API, metrics, control socket).
 //! 15. `fleet`: the operator's tools for many boxes (inventory, status, rollout in waves),
 //!     over control's one-box client.
-//! 16. `supervisor`: owns and starts the running parts; `main.rs` (the binary) is above all.
+//! 16. `supervisor`: owns and starts the running parts; the binary (`src/bin/renkei/`, one
+//!     module per group of subcommands) is above all.
 //!
 //! `tests/layering.rs` holds the same order as one list (modules on one line above in the order
 //! named) and fails on any `crate::` path that names a module above the file's own;
