@@ -1,8 +1,8 @@
 //! The daemon's modules form layers: each imports only modules below it, so a part can be
 //! read, tested and replaced without the parts that use it. This test reads every file under
 //! `daemon/src`, collects the `crate::<module>` paths its code names (comments, doc comments
-//! and string literals do not count; the binary under `src/bin/` names the library as `renkei::`), and fails on
-//! any reference to a module above the file's own in [`LAYERS`].
+//! and string literals do not count; the binary under `src/bin/` names the library as
+//! `renkei::`), and fails on any reference to a module above the file's own in [`LAYERS`].
 //!
 //! The order is also written down, with why, in the module docs of `daemon/src/lib.rs`.
 
