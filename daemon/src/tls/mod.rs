@@ -16,6 +16,7 @@ pub mod identity;
 pub mod profile;
 pub mod refusal;
 pub mod store;
+pub mod verified_chains;
 
 pub use credentials::{CertExpiry, CertRole, CredentialError, Credentials};
 pub use identity::{IdentityError, PeerIdentities};

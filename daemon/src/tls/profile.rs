@@ -17,6 +17,7 @@ use rustls::{
 use webpki::ring as webpki_algs;
 
 use super::credentials::Credentials;
+use super::verified_chains::{RememberingClientVerifier, RememberingServerVerifier};
 use crate::config::MinTls;
 
 /// Cipher suites in preference order: AES-256 before AES-128, TLS 1.3 before TLS 1.2.
@@ -182,6 +183,9 @@ pub fn server_config(
         WebPkiClientVerifier::builder_with_provider(root_store(credentials)?, provider.clone())
             .with_crls(credentials.crls.iter().cloned())
             .build()?;
+    // Accepted client chains are remembered for this generation of CA and CRLs
+    // (`verified_chains`); every handshake still proves the client holds the key.
+    let verifier = Arc::new(RememberingClientVerifier::new(verifier));
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(protocol_versions(min_tls))?
         .with_client_cert_verifier(verifier)
@@ -230,9 +234,13 @@ pub fn client_config(
         WebPkiServerVerifier::builder_with_provider(root_store(credentials)?, provider.clone())
             .with_crls(credentials.crls.iter().cloned())
             .build()?;
+    // Accepted server chains are remembered per name for this generation of CA and CRLs
+    // (`verified_chains`): webpki's verdict, not a weaker check, hence no "danger" in it.
+    let verifier = Arc::new(RememberingServerVerifier::new(verifier));
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(protocol_versions(min_tls))?
-        .with_webpki_verifier(verifier)
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(credentials.chain.clone(), credentials.private_key())?;
     config.enable_early_data = false;
     // No resumption, on either side: every connection is a full handshake. A resumed one
