@@ -5,6 +5,17 @@ use std::process::ExitCode;
 use crate::cli::UnenrolledArgs;
 use crate::exit::EXIT_INVALID_CONFIG;
 
+/// The daemon's async runtime from `builder` (multi-thread when enrolled, one thread while it
+/// waits for enrolment); the exit status to return when it cannot be built.
+fn build_runtime(
+    mut builder: tokio::runtime::Builder,
+) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("renkei: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 pub(crate) fn run(path: &std::path::Path, unenrolled: UnenrolledArgs) -> ExitCode {
     if matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
     {
@@ -27,15 +38,9 @@ fn run_enrolled(path: &std::path::Path, state_dir: &std::path::Path) -> ExitCode
         }
     };
     renkei::logging::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match build_runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("renkei: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(renkei::supervisor::run_loaded(
         path, config, bytes, recovery,
@@ -68,15 +73,9 @@ fn run_unenrolled(path: &std::path::Path, args: UnenrolledArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match build_runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("renkei: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let state_dir = args.state_dir.clone();
     let outcome = runtime.block_on(renkei::supervisor::run_unenrolled(
