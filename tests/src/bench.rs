@@ -14,7 +14,7 @@ use anyhow::Context;
 
 use crate::bench_ipsec::{Esp, IpsecPair, BOX_INNER, DC_INNER};
 use crate::foreign::{ForeignWireguard, Implementation};
-use crate::lab::{Lab, Node};
+use crate::lab::{Lab, Node, BOX_TCP_CONGESTION_CONTROL};
 use crate::wait::wait_until;
 
 /// The IPsec pairs' names in the report.
@@ -237,6 +237,7 @@ fn one_round(seconds: u32) -> anyhow::Result<Round> {
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default();
     let lab = Lab::new()?;
+    lab.set_tcp_congestion_control(BOX_TCP_CONGESTION_CONTROL)?;
     let veth = iperf(
         &lab,
         Path {
@@ -347,7 +348,8 @@ fn by_name<'a>(round: &'a Round, name: &str) -> Option<&'a Measurement> {
 
 /// The report printed by `lab bench-tunnel`: each round's table, then medians over the rounds.
 pub fn report(rounds: &[Round]) -> String {
-    let mut out = String::new();
+    let mut out =
+        format!("TCP congestion control in the lab: {BOX_TCP_CONGESTION_CONTROL}, the box's.\n\n");
     let mut explained: Vec<(String, usize)> = Vec::new();
     let header = "| tunnel | Gbit/s | of veth | vs boringtun-cli | vs wireguard-go | vs renkei offloads off | vs renkei | CPU s | CPU s per GiB | peak RSS MiB | idle RSS MiB | handshake to first reply ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (i, round) in rounds.iter().enumerate() {

@@ -35,7 +35,8 @@ use renkei::config::{Direction, PolicyMode, ServiceConfig};
 
 use crate::boxconfig::{service, socket};
 use crate::conn_rate::{self, process_cpu_secs};
-use crate::lab::{tls_config, Lab, LabCarrier, Node, Peer};
+use crate::lab::{tls_config, Lab, LabCarrier, Node, Peer, BOX_TCP_CONGESTION_CONTROL};
+use crate::losses::{Losses, Side};
 use crate::perfcount::{per_mib, Counting, Recording};
 use crate::wait::wait_until;
 
@@ -170,6 +171,7 @@ fn iperf(
     streams: u32,
     seconds: u32,
     counted: &[(&str, Option<u32>)],
+    ends: &(Side<'_>, Side<'_>),
 ) -> anyhow::Result<Measured> {
     let count = std::env::var_os("RENKEI_BENCH_COUNT").is_some();
     let record = std::env::var_os("RENKEI_BENCH_RECORD").map(PathBuf::from);
@@ -191,6 +193,7 @@ fn iperf(
         let recording = record
             .as_ref()
             .and_then(|prefix| start_recording(prefix, &format!("{port}x{streams}")));
+        let losses_before = count.then(|| Losses::read(&ends.0, &ends.1)).flatten();
         let before = CpuTicks::now().ok()?;
         let out = client_ns
             .command("iperf3")
@@ -216,6 +219,12 @@ fn iperf(
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         let received = &json["end"]["sum_received"];
         let bytes = received["bytes"].as_f64().filter(|b| *b > 0.0)?;
+        if count && streams > 1 {
+            eprintln!("{port} x{streams} streams: {}", stream_shares(&json));
+        }
+        if let (Some(earlier), Some(now)) = (losses_before, Losses::read(&ends.0, &ends.1)) {
+            eprintln!("{port} x{streams} losses: {}", now.since(&earlier));
+        }
         for (name, counting) in counting {
             match counting.finish() {
                 Ok(counts) => eprintln!(
@@ -230,6 +239,39 @@ fn iperf(
             cpu_ns_per_byte: after.busy_secs_since(before) * 1e9 / bytes,
         })
     })
+}
+
+/// How evenly iperf3's streams shared the path: MiB received per stream (least, median, most)
+/// and Jain's fairness index (1 when all are equal, 1/n when one stream took everything).
+fn stream_shares(json: &serde_json::Value) -> String {
+    let mut mib: Vec<f64> = json["end"]["streams"]
+        .as_array()
+        .map(|streams| {
+            streams
+                .iter()
+                .filter_map(|s| s["receiver"]["bytes"].as_f64())
+                .map(|b| b / (1024.0 * 1024.0))
+                .collect()
+        })
+        .unwrap_or_default();
+    if mib.is_empty() {
+        return "no per-stream figures".to_string();
+    }
+    mib.sort_by(f64::total_cmp);
+    let sum: f64 = mib.iter().sum();
+    let squares: f64 = mib.iter().map(|x| x * x).sum();
+    let jain = if squares > 0.0 {
+        sum * sum / (mib.len() as f64 * squares)
+    } else {
+        0.0
+    };
+    format!(
+        "MiB per stream least {:.1}, median {:.1}, most {:.1}; fairness {:.2}",
+        mib[0],
+        mib[mib.len() / 2],
+        mib[mib.len() - 1],
+        jain
+    )
 }
 
 /// A system-wide `perf record` of one measurement into `<prefix>.<label>.<n>`, the first `n`
@@ -355,6 +397,7 @@ pub fn proxy_benchmark(
     );
 
     let lab = Lab::with_carrier(carrier)?;
+    lab.set_tcp_congestion_control(BOX_TCP_CONGESTION_CONTROL)?;
     // The hub's address on the carrier: its tunnel address, or its closed-network address.
     let hub_tunnel = lab.link_address(Node::Hub);
     let clinic_lan = Node::Clinic.lan_address().context("clinic LAN")?;
@@ -512,11 +555,21 @@ pub fn proxy_benchmark(
         })
         .collect();
     let counted = [("clinic", clinic.pid()), ("hub", hub.pid())];
+    let ends = (
+        Side {
+            ns: lab.ns(Node::Clinic),
+            tun: lab.interface(Node::Clinic),
+        },
+        Side {
+            ns: lab.ns(Node::Hub),
+            tun: lab.interface(Node::Hub),
+        },
+    );
     let rounds = rounds.max(1);
     for _ in 0..rounds {
         for streams in [1, 64] {
             for ((_, ns, addr, port), path) in paths.iter().zip(throughput.iter_mut()) {
-                let measured = iperf(ns, addr, *port, streams, seconds, &counted)?;
+                let measured = iperf(ns, addr, *port, streams, seconds, &counted, &ends)?;
                 if streams == 1 {
                     path.single.push(measured);
                 } else {
@@ -627,7 +680,7 @@ pub fn report(r: &ProxyReport) -> String {
     let gbit = |m: &[Measured]| median(m.iter().map(|m| m.gbit).collect());
     let cost = |m: &[Measured]| median(m.iter().map(|m| m.cpu_ns_per_byte).collect());
     let mut out = format!(
-        "Carrier: {}. Medians of {} round(s); ratios are medians of per-round ratios.\n\n| path | 1 stream Gbit/s | of (a) | vs stunnel4 | 64 streams Gbit/s | of (a) | vs stunnel4 |\n|---|---|---|---|---|---|---|\n",
+        "Carrier: {}. TCP congestion control in the lab: {BOX_TCP_CONGESTION_CONTROL}, the box's. Medians of {} round(s); ratios are medians of per-round ratios.\n\n| path | 1 stream Gbit/s | of (a) | vs stunnel4 | 64 streams Gbit/s | of (a) | vs stunnel4 |\n|---|---|---|---|---|---|---|\n",
         r.carrier.name(),
         r.rounds
     );
@@ -714,4 +767,28 @@ fn rate_report(rates: &[(&'static str, Vec<RateMeasured>)]) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stream_shares;
+
+    #[test]
+    fn stream_shares_say_how_evenly_the_streams_shared() {
+        let stream = |mib: u64| serde_json::json!({"receiver": {"bytes": mib * 1024 * 1024}});
+        let even = serde_json::json!({"end": {"streams": [stream(10), stream(10), stream(10)]}});
+        assert_eq!(
+            stream_shares(&even),
+            "MiB per stream least 10.0, median 10.0, most 10.0; fairness 1.00"
+        );
+        let one = serde_json::json!({"end": {"streams": [stream(0), stream(0), stream(30)]}});
+        assert_eq!(
+            stream_shares(&one),
+            "MiB per stream least 0.0, median 0.0, most 30.0; fairness 0.33"
+        );
+        assert_eq!(
+            stream_shares(&serde_json::json!({})),
+            "no per-stream figures"
+        );
+    }
 }

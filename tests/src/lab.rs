@@ -265,6 +265,11 @@ struct BackupHub {
     public_key: String,
 }
 
+/// The TCP congestion control of the box: the image's kernel (Debian's) defaults to cubic, and
+/// nothing on the box changes it. A host running the lab may default to another (this CI
+/// machine's kernel uses bbr, which behaves differently with 64 streams through the tunnel).
+pub const BOX_TCP_CONGESTION_CONTROL: &str = "cubic";
+
 /// The whole lab. Dropping it removes everything it created.
 pub struct Lab {
     /// Per-lab id carried by every name.
@@ -703,6 +708,24 @@ impl Lab {
     /// The box's own folder (keys, config, state, runtime, log).
     pub fn node_dir(&self, node: Node) -> PathBuf {
         self.dir.join(node.short())
+    }
+
+    /// Gives every namespace of the lab `algorithm` as its TCP congestion control, for the
+    /// sockets made after the call. A new namespace takes the host's default, which need not be
+    /// the box's ([`BOX_TCP_CONGESTION_CONTROL`]): the benchmarks call this so that they measure
+    /// the TCP a box runs.
+    pub fn set_tcp_congestion_control(&self, algorithm: &str) -> anyhow::Result<()> {
+        let namespaces = self
+            .boxes
+            .values()
+            .chain(self.lans.values())
+            .chain(std::iter::once(&self.wan))
+            .chain(self.backup.as_ref().map(|b| &b.ns));
+        for ns in namespaces {
+            ns.sysctl("net.ipv4.tcp_congestion_control", algorithm)
+                .with_context(|| format!("{algorithm} in {}", ns.name()))?;
+        }
+        Ok(())
     }
 
     /// The TUN interface name of a box (unique per lab: the API socket folder is shared).

@@ -31,6 +31,7 @@ pub mod journal_remote;
 pub mod journald;
 pub mod lab;
 pub mod logfields;
+pub mod losses;
 pub mod monitoring;
 pub mod netns;
 pub mod ntp;

@@ -143,6 +143,25 @@ fn tcp_through_tunnel(lab: &Lab, from: Node, to: Node, size: usize) -> anyhow::R
     Ok(())
 }
 
+/// The benchmarks measure the box's TCP: the lab gives its namespaces a congestion control of
+/// its choosing, whatever the host's default (bbr on the CI machine, cubic on the box).
+#[test]
+fn the_lab_sets_its_namespaces_tcp_congestion_control() {
+    require_root!();
+    let lab = Lab::new().expect("lab");
+    for algorithm in ["reno", renkei_lab::lab::BOX_TCP_CONGESTION_CONTROL] {
+        lab.set_tcp_congestion_control(algorithm)
+            .expect("congestion control");
+        for node in Node::ALL {
+            let got = lab
+                .ns(node)
+                .exec("sysctl", &["-n", "net.ipv4.tcp_congestion_control"])
+                .expect("sysctl");
+            assert_eq!(got.trim(), algorithm, "{}", node.short());
+        }
+    }
+}
+
 #[test]
 fn net6_hub_and_disclosing_handshake_within_2s_and_carry_tcp_both_ways() {
     require_root!();
