@@ -15,7 +15,7 @@ use renkei::tls::profile;
 use renkei::tls::CredentialStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::ClientConfig;
 use tempfile::TempDir;
 use tls_common::{tempdir, write_box, write_key, Ca, CLIENT_NAME, SERVER_NAME};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -597,14 +597,10 @@ fn profile_client(
     leaf: &tls_common::Leaf,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).expect("CA"))
-        .expect("root");
     let config = ClientConfig::builder_with_provider(profile::provider())
         .with_protocol_versions(versions)
         .expect("versions")
-        .with_root_certificates(roots)
+        .with_root_certificates(ca.roots())
         .with_client_auth_cert(
             vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).expect("cert")],
             PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key"),

@@ -8,7 +8,7 @@ use renkei::config::MinTls;
 use renkei::tls::{credentials, profile, PeerIdentities, TlsMaterial};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{CipherSuite, ClientConfig, NamedGroup, ProtocolVersion, RootCertStore};
+use rustls::{CipherSuite, ClientConfig, NamedGroup, ProtocolVersion};
 use tls_common::{handshake, tempdir, write_box, Ca, CLIENT_NAME, SERVER_NAME};
 
 const ALLOWED_SUITES: &[CipherSuite] = &[
@@ -63,14 +63,10 @@ fn foreign_client(
     ca: &Ca,
     leaf: Option<&tls_common::Leaf>,
 ) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).expect("CA"))
-        .expect("root");
     let builder = ClientConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(versions)
         .expect("versions")
-        .with_root_certificates(roots);
+        .with_root_certificates(ca.roots());
     let config = match leaf {
         Some(leaf) => builder
             .with_client_auth_cert(
@@ -242,12 +238,8 @@ async fn net2_net3_tls12_only_client_gets_ecdhe_gcm_from_a_min_tls12_server() {
 /// TLS 1.3 tickets), requiring a client certificate of `ca`.
 fn foreign_server(ca: &Ca) -> Arc<rustls::ServerConfig> {
     let leaf = ca.issue(SERVER_NAME, 9);
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).expect("CA"))
-        .expect("root");
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        roots.into(),
+        ca.roots(),
         profile::provider(),
     )
     .build()

@@ -12,7 +12,7 @@ use renkei::tls::{profile, TlsMaterial};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, ServerConfig};
 use tls_common::{handshake, tempdir, write_box, Ca, Leaf, CLIENT_NAME, SERVER_NAME};
 
 /// `leaf`'s certificate with the key of `other`: what a peer that copied a box's certificate,
@@ -27,28 +27,22 @@ fn impostor(leaf: &Leaf, other: &Leaf) -> Arc<SingleCertAndKey> {
     Arc::new(SingleCertAndKey::from(CertifiedKey::new(vec![cert], key)))
 }
 
-fn roots(ca: &Ca) -> Arc<RootCertStore> {
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).expect("CA"))
-        .expect("root");
-    Arc::new(roots)
-}
-
 fn impostor_client(ca: &Ca, presents: Arc<SingleCertAndKey>) -> Arc<ClientConfig> {
     let config = ClientConfig::builder_with_provider(profile::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("versions")
-        .with_root_certificates(roots(ca))
+        .with_root_certificates(ca.roots())
         .with_client_cert_resolver(presents);
     Arc::new(config)
 }
 
 fn impostor_server(ca: &Ca, presents: Arc<SingleCertAndKey>) -> Arc<ServerConfig> {
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(roots(ca), profile::provider())
-            .build()
-            .expect("client verifier");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        ca.roots(),
+        profile::provider(),
+    )
+    .build()
+    .expect("client verifier");
     let config = ServerConfig::builder_with_provider(profile::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("versions")

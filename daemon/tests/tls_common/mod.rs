@@ -19,8 +19,9 @@ use rcgen::{
     RevokedCertParams, SerialNumber, SignatureAlgorithm,
 };
 use renkei::config::TlsConfig;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{CipherSuite, ClientConfig, NamedGroup, ProtocolVersion, ServerConfig};
+use rustls::{CipherSuite, ClientConfig, NamedGroup, ProtocolVersion, RootCertStore, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -91,6 +92,15 @@ impl Ca {
             key_pem: key.serialize_pem(),
             serial,
         }
+    }
+
+    /// This CA alone as a root store, for configurations built outside `renkei::tls`.
+    pub fn roots(&self) -> Arc<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(self.pem.as_bytes()).expect("CA"))
+            .expect("root");
+        Arc::new(roots)
     }
 
     /// A CRL revoking the given serials, in PEM.
