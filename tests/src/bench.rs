@@ -15,6 +15,8 @@ use anyhow::Context;
 use crate::bench_ipsec::{Esp, IpsecPair, BOX_INNER, DC_INNER};
 use crate::foreign::{ForeignWireguard, Implementation};
 use crate::lab::{Lab, Node, BOX_TCP_CONGESTION_CONTROL};
+use crate::losses::{Losses, Side};
+use crate::perfcount::{per_mib, Counting, Recording};
 use crate::wait::wait_until;
 
 /// The IPsec pairs' names in the report.
@@ -165,7 +167,11 @@ fn wireguard_path() -> Path<'static> {
 }
 
 /// Measures one tunnel whose handshake took `handshake_ms`: RSS now, then an iperf3 transfer
-/// on `path` with the CPU time `pids` used during it.
+/// on `path` with the CPU time `pids` used during it. `RENKEI_BENCH_COUNT=1` prints each
+/// process's CPU time, context switches and system calls per MiB (`perf stat`) and the
+/// path's losses (`losses.rs`; renkei's TUN devices only);
+/// `RENKEI_BENCH_RECORD=<prefix>` records the transfer system-wide too, to
+/// `<prefix>.<name>.<n>` (spaces and `+` as `-`).
 fn measure(
     lab: &Lab,
     name: &str,
@@ -179,9 +185,52 @@ fn measure(
         .map(|p| proc_status_kib(*p, "VmRSS:"))
         .max()
         .unwrap_or(0);
+    let count = std::env::var_os("RENKEI_BENCH_COUNT").is_some();
+    let ends = (
+        Side {
+            ns: lab.ns(Node::Hospital),
+            tun: lab.interface(Node::Hospital),
+        },
+        Side {
+            ns: lab.ns(Node::Hub),
+            tun: lab.interface(Node::Hub),
+        },
+    );
+    let losses_before = count.then(|| Losses::read(&ends.0, &ends.1)).flatten();
+    let counting: Vec<(u32, Counting)> = if count {
+        pids.iter()
+            .filter_map(|pid| match Counting::start(*pid) {
+                Ok(counting) => Some((*pid, counting)),
+                Err(e) => {
+                    eprintln!("{name} {pid}: {e:#}");
+                    None
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let recording = Recording::from_env(&name.replace([' ', '+'], "-"));
     let before: u64 = pids.iter().map(|p| proc_cpu_ticks(*p)).sum();
     let transfer = iperf(lab, path, seconds)?;
     let after: u64 = pids.iter().map(|p| proc_cpu_ticks(*p)).sum();
+    if let Some(recording) = recording {
+        if let Err(e) = recording.stop() {
+            eprintln!("{name}: {e:#}");
+        }
+    }
+    if let (Some(earlier), Some(now)) = (losses_before, Losses::read(&ends.0, &ends.1)) {
+        eprintln!("{name}: {}", now.since(&earlier));
+    }
+    for (pid, counting) in counting {
+        match counting.finish() {
+            Ok(counts) => eprintln!(
+                "{name} {pid} per MiB: {}",
+                per_mib(&counts, transfer.bytes as f64)
+            ),
+            Err(e) => eprintln!("{name} {pid}: {e:#}"),
+        }
+    }
     Ok(Measurement {
         name: name.to_string(),
         gbit_per_s: transfer.gbit_per_s,

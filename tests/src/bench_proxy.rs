@@ -25,7 +25,7 @@
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -174,7 +174,6 @@ fn iperf(
     ends: &(Side<'_>, Side<'_>),
 ) -> anyhow::Result<Measured> {
     let count = std::env::var_os("RENKEI_BENCH_COUNT").is_some();
-    let record = std::env::var_os("RENKEI_BENCH_RECORD").map(PathBuf::from);
     wait_until(Duration::from_secs(20), "an iperf3 result", || {
         let counting: Vec<_> = if count {
             counted
@@ -190,9 +189,7 @@ fn iperf(
         } else {
             Vec::new()
         };
-        let recording = record
-            .as_ref()
-            .and_then(|prefix| start_recording(prefix, &format!("{port}x{streams}")));
+        let recording = Recording::from_env(&format!("{port}x{streams}"));
         let losses_before = count.then(|| Losses::read(&ends.0, &ends.1)).flatten();
         let before = CpuTicks::now().ok()?;
         let out = client_ns
@@ -274,17 +271,6 @@ fn stream_shares(json: &serde_json::Value) -> String {
     )
 }
 
-/// A system-wide `perf record` of one measurement into `<prefix>.<label>.<n>`, the first `n`
-/// not taken yet; `None` (said on stderr) when perf cannot start.
-fn start_recording(prefix: &Path, label: &str) -> Option<Recording> {
-    let file = (1..)
-        .map(|n| PathBuf::from(format!("{}.{label}.{n}", prefix.display())))
-        .find(|f| !f.exists())?;
-    Recording::start(&file)
-        .map_err(|e| eprintln!("{label}: {e:#}"))
-        .ok()
-}
-
 /// One connection-rate measurement of the path to `target` from `ns`, with the CPU the machine
 /// and the two daemons (`pids`) spent on it. `RENKEI_BENCH_RECORD=<prefix>` records it too, to
 /// `<prefix>.rate<port>.<n>`.
@@ -294,8 +280,7 @@ fn connection_rate(
     seconds: u32,
     pids: [Option<u32>; 2],
 ) -> anyhow::Result<RateMeasured> {
-    let recording = std::env::var_os("RENKEI_BENCH_RECORD")
-        .and_then(|prefix| start_recording(Path::new(&prefix), &format!("rate{}", target.port())));
+    let recording = Recording::from_env(&format!("rate{}", target.port()));
     let daemons = || pids.iter().map(|pid| process_cpu_secs(*pid)).sum::<f64>();
     let (machine_before, daemons_before) = (CpuTicks::now()?, daemons());
     let rate = conn_rate::measure(

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
 use anyhow::Context;
@@ -99,16 +99,30 @@ impl Counting {
     }
 }
 
-/// A system-wide `perf record` (every process, kernel included, 999 samples a second) until
-/// [`Recording::stop`], for `perf report --sort pid,sym` on one measurement.
+/// A system-wide `perf record` (every process, kernel included, 999 samples a second, with
+/// call chains) until [`Recording::stop`], for `perf report --sort pid,sym` on one
+/// measurement, and `--children` to see which system call a kernel function ran under.
 pub struct Recording(Perf);
 
 impl Recording {
     /// Starts recording into `file`.
     pub fn start(file: &Path) -> anyhow::Result<Recording> {
         let file = file.to_string_lossy();
-        let args = ["record", "-a", "-F", "999", "-o", &file];
+        let args = ["record", "-a", "-g", "-F", "999", "-o", &file];
         Ok(Recording(Perf::start(&args, Stdio::null())?))
+    }
+
+    /// With `RENKEI_BENCH_RECORD=<prefix>` set, a recording of one measurement into
+    /// `<prefix>.<label>.<n>`, the first `n` not taken yet; `None` without it, or (said on
+    /// stderr) when perf cannot start: a benchmark measures the same either way.
+    pub fn from_env(label: &str) -> Option<Recording> {
+        let prefix = PathBuf::from(std::env::var_os("RENKEI_BENCH_RECORD")?);
+        let file = (1..)
+            .map(|n| PathBuf::from(format!("{}.{label}.{n}", prefix.display())))
+            .find(|f| !f.exists())?;
+        Recording::start(&file)
+            .map_err(|e| eprintln!("{label}: {e:#}"))
+            .ok()
     }
 
     /// Stops recording and waits until the file is written.
