@@ -3,21 +3,36 @@
 
 use super::OffloadError;
 
-/// Folds the one's-complement sum of `bytes` into `sum` (not yet folded to 16 bits).
-pub(super) fn sum_bytes(mut sum: u64, bytes: &[u8]) -> u64 {
-    let mut chunks = bytes.chunks_exact(4);
-    for c in &mut chunks {
-        sum += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+/// Adds the one's-complement sum of `bytes` (16-bit big-endian words, an odd last byte
+/// padded with zero) to `sum` (not yet folded to 16 bits). `bytes` must start at an even
+/// offset of what is summed, as every header and payload here does.
+pub(super) fn sum_bytes(sum: u64, bytes: &[u8]) -> u64 {
+    // The one's-complement sum does not depend on byte order (RFC 1071, 2.(B)): summing the
+    // machine's own 32-bit words and swapping the folded result gives the big-endian sum, in
+    // a loop the compiler vectorises (about three times the speed of big-endian 32-bit
+    // loads; this is the per-byte cost of splitting a super-segment).
+    sum + u64::from(u16::from_be(fold(native_word_sum(bytes))))
+}
+
+/// Sum of `bytes` as the machine's 32-bit words in four independent lanes, the tail padded
+/// with zeros. No overflow below 16 GiB of input (each lane adds at most 2^32 - 1 per 16 bytes).
+fn native_word_sum(bytes: &[u8]) -> u64 {
+    let mut lanes = [0u64; 4];
+    let mut blocks = bytes.chunks_exact(16);
+    for block in &mut blocks {
+        for (lane, word) in lanes.iter_mut().zip(block.chunks_exact(4)) {
+            *lane += u64::from(u32::from_ne_bytes([word[0], word[1], word[2], word[3]]));
+        }
     }
-    let rest = chunks.remainder();
-    let mut pairs = rest.chunks_exact(2);
-    for p in &mut pairs {
-        sum += u64::from(u16::from_be_bytes([p[0], p[1]]));
+    let mut sum: u64 = lanes.iter().sum();
+    let mut words = blocks.remainder().chunks_exact(4);
+    for word in &mut words {
+        sum += u64::from(u32::from_ne_bytes([word[0], word[1], word[2], word[3]]));
     }
-    if let [last] = pairs.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    sum
+    let mut tail = [0u8; 4];
+    let rest = words.remainder();
+    tail[..rest.len()].copy_from_slice(rest);
+    sum + u64::from(u32::from_ne_bytes(tail))
 }
 
 pub(super) fn fold(mut sum: u64) -> u16 {
@@ -57,4 +72,44 @@ pub(super) fn complete_checksum(
     let sum = !fold(sum_bytes(0, &packet[start..]));
     packet[field..field + 2].copy_from_slice(&sum.to_be_bytes());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{checksum, fold, sum_bytes};
+
+    /// RFC 1071's definition, word by word: the reference the fast sum is held to.
+    fn reference_sum(bytes: &[u8]) -> u16 {
+        let mut sum: u32 = 0;
+        for pair in bytes.chunks(2) {
+            let word = u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]);
+            sum += u32::from(word);
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    }
+
+    proptest::proptest! {
+        /// Any length (odd ones included, up to a 64 KiB super-segment and past it) and any
+        /// starting sum give RFC 1071's sum.
+        #[test]
+        fn net1_the_fast_sum_is_rfc_1071_s(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..70_000),
+            start in 0u64..0x1_0000_0000,
+        ) {
+            let start_folded = fold(start);
+            let expected = fold(u64::from(start_folded) + u64::from(reference_sum(&bytes)));
+            proptest::prop_assert_eq!(fold(sum_bytes(start, &bytes)), expected);
+        }
+    }
+
+    /// The example of RFC 1071 section 3 (bytes 00 01 f2 03 f4 f5 f6 f7: sum ddf2), and an
+    /// all-ones packet whose words sum to the one's-complement zero.
+    #[test]
+    fn net1_the_sum_matches_rfc_1071_s_example() {
+        let bytes = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(fold(sum_bytes(0, &bytes)), 0xddf2);
+        assert_eq!(checksum(&bytes), !0xddf2);
+        assert_eq!(fold(sum_bytes(0, &[0xff; 1500])), 0xffff);
+    }
 }
