@@ -1177,6 +1177,54 @@ fn base36(mut n: u32) -> String {
 /// deleted (a daemon started but never recorded would run on, orphaned), and the lab's folder
 /// `renkei-lab-<pid><n>` in the temp folder goes too.
 pub fn remove_stale_labs() {
+    remove_labs(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+}
+
+/// Removes the labs this process made, with the processes inside their namespaces: what their
+/// drops would have done, for a process stopped by a signal (see [`remove_own_labs_on_signal`]).
+pub fn remove_own_labs() {
+    let me = std::process::id();
+    remove_labs(|pid| pid == me);
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP end this process only after [`remove_own_labs`]: a
+/// benchmark stopped by hand or by `timeout` would otherwise leave its namespaces, daemons and
+/// iperf3 servers running until the next lab removes them as stale. Exits with 128 + the
+/// signal's number. For the `lab` binary's long commands; tests end through their guards.
+pub fn remove_own_labs_on_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let (mut terminate, mut interrupt, mut hangup) = {
+        let _in_runtime = runtime.enter();
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
+        )
+    };
+    std::thread::Builder::new()
+        .name("lab-signals".into())
+        .spawn(move || {
+            let number = runtime.block_on(async {
+                tokio::select! {
+                    _ = terminate.recv() => libc::SIGTERM,
+                    _ = interrupt.recv() => libc::SIGINT,
+                    _ = hangup.recv() => libc::SIGHUP,
+                }
+            });
+            eprintln!("lab: signal {number}: removing this run's labs");
+            crate::netns::refuse_new_namespaces();
+            remove_own_labs();
+            std::process::exit(128 + number);
+        })?;
+    Ok(())
+}
+
+/// Removes every lab namespace (emptied of its processes first) and lab folder whose making
+/// process `owned_by` picks.
+fn remove_labs(owned_by: impl Fn(u32) -> bool) {
     let Ok(output) = std::process::Command::new("ip")
         .args(["netns", "list"])
         .output()
@@ -1187,20 +1235,23 @@ pub fn remove_stale_labs() {
         let Some(name) = line.split_whitespace().next() else {
             continue;
         };
-        let Some(id) = stale_lab_id(name) else {
+        let Some((id, pid)) = lab_id(name) else {
             continue;
         };
+        if !owned_by(pid) {
+            continue;
+        }
         let left = crate::netns::empty_and_delete(name, Duration::from_secs(5));
         if !left.is_empty() {
-            eprintln!("stale lab namespace {name}: processes {left:?} would not die");
+            eprintln!("lab namespace {name}: processes {left:?} would not die");
         }
         let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("renkei-lab-{id}")));
     }
 }
 
 /// The lab id of namespace `name` when it is a lab's (`rk<id>-...`, the id being the base-36
-/// pid of the process that made it and one more digit) and that process is gone.
-fn stale_lab_id(name: &str) -> Option<&str> {
+/// pid of the process that made it and one more digit), with that pid.
+pub fn lab_id(name: &str) -> Option<(&str, u32)> {
     let (id, _) = name.strip_prefix("rk")?.split_once('-')?;
     if id.len() < 2
         || !id
@@ -1210,5 +1261,5 @@ fn stale_lab_id(name: &str) -> Option<&str> {
         return None;
     }
     let pid = u32::from_str_radix(&id[..id.len() - 1], 36).ok()?;
-    (!Path::new(&format!("/proc/{pid}")).exists()).then_some(id)
+    Some((id, pid))
 }

@@ -3,8 +3,19 @@
 
 use std::fs::File;
 use std::process::{Command, Output};
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::Context;
+
+/// Set once this process is stopping ([`refuse_new_namespaces`]); held around each `ip netns
+/// add`, so that no namespace is made after it is set.
+static STOPPING: Mutex<bool> = Mutex::new(false);
+
+/// From now on [`Namespace::create`] fails: for a process removing its namespaces on its way
+/// out, which must not race one being made.
+pub fn refuse_new_namespaces() {
+    *STOPPING.lock().unwrap_or_else(PoisonError::into_inner) = true;
+}
 
 /// A network namespace created by the lab.
 #[derive(Debug)]
@@ -19,8 +30,15 @@ impl Namespace {
     /// router solicitations by itself. A test that needs IPv6 turns it on for one interface
     /// with [`Namespace::enable_ipv6`] and uses fd00::/8.
     pub fn create(name: &str) -> anyhow::Result<Namespace> {
-        let _ = Command::new("ip").args(["netns", "del", name]).output();
-        run(Command::new("ip").args(["netns", "add", name]))?;
+        {
+            let stopping = STOPPING.lock().unwrap_or_else(PoisonError::into_inner);
+            anyhow::ensure!(
+                !*stopping,
+                "this process is stopping: no new namespace {name}"
+            );
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+            run(Command::new("ip").args(["netns", "add", name]))?;
+        }
         let ns = Namespace {
             name: name.to_string(),
         };

@@ -35,12 +35,29 @@ struct Perf(Child);
 
 impl Perf {
     /// Starts `perf` with `args`, its stderr going to `stderr`.
+    ///
+    /// perf is told to stop (SIGINT, so a recording is still written) when the thread that
+    /// started it ends: a benchmark that exits on a signal (`remove_own_labs_on_signal`) runs
+    /// no drops, and a system-wide `perf record` would otherwise run on for good.
     fn start(args: &[&str], stderr: Stdio) -> anyhow::Result<Perf> {
-        let child = std::process::Command::new("perf")
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new("perf");
+        command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
+            .stderr(stderr);
+        // SAFETY: prctl is async-signal-safe and touches nothing of the parent's.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let child = command
             .spawn()
             .context("perf (Debian package linux-perf)")?;
         Ok(Perf(child))

@@ -1286,3 +1286,61 @@ fn a_new_lab_ends_the_processes_of_a_crashed_one_before_deleting_its_namespaces(
     assert!(!folder.exists(), "{}", folder.display());
     drop(lab);
 }
+
+/// The namespaces of the labs that process `pid` made (`rk<pid in base 36><n>-...`).
+fn labs_of(pid: u32) -> Vec<String> {
+    namespaces_now()
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| renkei_lab::lab::lab_id(name).is_some_and(|(_, owner)| owner == pid))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A benchmark stopped by a signal (by hand, or by `timeout`) removes its labs on the way out,
+/// the processes inside them first: nothing is left for the next lab to find.
+#[test]
+fn a_benchmark_stopped_by_sigterm_leaves_no_lab_behind() {
+    require_root!();
+    /// Kills the benchmark and removes what it left if the test ends early.
+    struct Benchmark(std::process::Child);
+    impl Drop for Benchmark {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            renkei_lab::lab::remove_stale_labs();
+        }
+    }
+    let mut benchmark = Benchmark(
+        Command::new(env!("CARGO_BIN_EXE_lab"))
+            .args(["bench-tunnel", "60", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("lab bench-tunnel"),
+    );
+    let pid = benchmark.0.id();
+    // Stopped once it runs something inside its lab (the plain veth's iperf3 server).
+    wait_until(
+        Duration::from_secs(60),
+        "a process in the benchmark's lab",
+        || {
+            labs_of(pid)
+                .iter()
+                .any(|name| !renkei_lab::netns::pids_in(name).is_empty())
+                .then_some(())
+        },
+    )
+    .expect("a process in a lab namespace");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let status = wait_until(Duration::from_secs(60), "the benchmark to exit", || {
+        benchmark.0.try_wait().ok().flatten()
+    })
+    .expect("exited");
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status}");
+    assert_eq!(labs_of(pid), Vec::<String>::new(), "namespaces left behind");
+}

@@ -229,6 +229,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         "soak" => {
+            renkei_lab::lab::remove_own_labs_on_signal()?;
             let number = |i: usize, default: u64, what: &str| -> anyhow::Result<u64> {
                 flags
                     .positional
@@ -250,6 +251,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         "bench-tunnel" => {
+            renkei_lab::lab::remove_own_labs_on_signal()?;
             let seconds: u32 = match flags.positional.first() {
                 Some(s) => s.parse().context("seconds")?,
                 None => 10,
@@ -264,6 +266,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         "bench-hub" if flags.positional.first().map(String::as_str) == Some("throughput") => {
+            renkei_lab::lab::remove_own_labs_on_signal()?;
             let seconds: u32 = match flags.positional.get(1) {
                 Some(s) => s.parse().context("seconds")?,
                 None => 10,
@@ -278,6 +281,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         "bench-hub" => {
+            renkei_lab::lab::remove_own_labs_on_signal()?;
             let sizes: Vec<usize> = match flags.positional.first() {
                 Some(list) => list
                     .split(',')
@@ -295,6 +299,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         "bench-proxy" => {
+            renkei_lab::lab::remove_own_labs_on_signal()?;
             let seconds: u32 = match flags.positional.first() {
                 Some(s) => s.parse().context("seconds")?,
                 None => 10,
