@@ -17,6 +17,11 @@ pub fn refuse_new_namespaces() {
     *STOPPING.lock().unwrap_or_else(PoisonError::into_inner) = true;
 }
 
+/// True once [`refuse_new_namespaces`] was called.
+pub fn is_stopping() -> bool {
+    *STOPPING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// A network namespace created by the lab.
 #[derive(Debug)]
 pub struct Namespace {

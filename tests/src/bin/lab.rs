@@ -55,7 +55,13 @@ of the checkout unless told otherwise.";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Err(e) = run(&args) {
+    let result = run(&args);
+    // A signal's clean-up (`remove_own_labs_on_signal`) ends the process itself: returning now,
+    // typically with the error its killing of iperf3 caused, would cut it short.
+    while renkei_lab::netns::is_stopping() {
+        std::thread::park();
+    }
+    if let Err(e) = result {
         eprintln!("lab: {e:#}");
         std::process::exit(1);
     }
