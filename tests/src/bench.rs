@@ -16,7 +16,7 @@ use crate::bench_ipsec::{Esp, IpsecPair, BOX_INNER, DC_INNER};
 use crate::foreign::{ForeignWireguard, Implementation};
 use crate::lab::{Lab, Node, BOX_TCP_CONGESTION_CONTROL};
 use crate::losses::{Losses, Side};
-use crate::perfcount::{per_mib, Counting, Recording};
+use crate::perfcount::{CountingEach, Recording};
 use crate::wait::wait_until;
 
 /// The IPsec pairs' names in the report.
@@ -197,19 +197,8 @@ fn measure(
         },
     );
     let losses_before = count.then(|| Losses::read(&ends.0, &ends.1)).flatten();
-    let counting: Vec<(u32, Counting)> = if count {
-        pids.iter()
-            .filter_map(|pid| match Counting::start(*pid) {
-                Ok(counting) => Some((*pid, counting)),
-                Err(e) => {
-                    eprintln!("{name} {pid}: {e:#}");
-                    None
-                }
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let counting =
+        count.then(|| CountingEach::start(name, pids.iter().map(|pid| (pid.to_string(), *pid))));
     let recording = Recording::from_env(&name.replace([' ', '+'], "-"));
     let before: u64 = pids.iter().map(|p| proc_cpu_ticks(*p)).sum();
     let transfer = iperf(lab, path, seconds)?;
@@ -222,14 +211,8 @@ fn measure(
     if let (Some(earlier), Some(now)) = (losses_before, Losses::read(&ends.0, &ends.1)) {
         eprintln!("{name}: {}", now.since(&earlier));
     }
-    for (pid, counting) in counting {
-        match counting.finish() {
-            Ok(counts) => eprintln!(
-                "{name} {pid} per MiB: {}",
-                per_mib(&counts, transfer.bytes as f64)
-            ),
-            Err(e) => eprintln!("{name} {pid}: {e:#}"),
-        }
+    if let Some(counting) = counting {
+        counting.finish_and_print(transfer.bytes as f64);
     }
     Ok(Measurement {
         name: name.to_string(),

@@ -37,7 +37,7 @@ use crate::boxconfig::{service, socket};
 use crate::conn_rate::{self, process_cpu_secs};
 use crate::lab::{tls_config, Lab, LabCarrier, Node, Peer, BOX_TCP_CONGESTION_CONTROL};
 use crate::losses::{Losses, Side};
-use crate::perfcount::{per_mib, Counting, Recording};
+use crate::perfcount::{CountingEach, Recording};
 use crate::wait::wait_until;
 
 const IPERF_PORT: u16 = 5201;
@@ -175,20 +175,14 @@ fn iperf(
 ) -> anyhow::Result<Measured> {
     let count = std::env::var_os("RENKEI_BENCH_COUNT").is_some();
     wait_until(Duration::from_secs(20), "an iperf3 result", || {
-        let counting: Vec<_> = if count {
-            counted
-                .iter()
-                .filter_map(|(name, pid)| match Counting::start((*pid)?) {
-                    Ok(counting) => Some((*name, counting)),
-                    Err(e) => {
-                        eprintln!("{port} x{streams} {name}: {e:#}");
-                        None
-                    }
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let counting = count.then(|| {
+            CountingEach::start(
+                &format!("{port} x{streams}"),
+                counted
+                    .iter()
+                    .filter_map(|(name, pid)| Some((name.to_string(), (*pid)?))),
+            )
+        });
         let recording = Recording::from_env(&format!("{port}x{streams}"));
         let losses_before = count.then(|| Losses::read(&ends.0, &ends.1)).flatten();
         let before = CpuTicks::now().ok()?;
@@ -222,14 +216,8 @@ fn iperf(
         if let (Some(earlier), Some(now)) = (losses_before, Losses::read(&ends.0, &ends.1)) {
             eprintln!("{port} x{streams} losses: {}", now.since(&earlier));
         }
-        for (name, counting) in counting {
-            match counting.finish() {
-                Ok(counts) => eprintln!(
-                    "{port} x{streams} {name} per MiB: {}",
-                    per_mib(&counts, bytes)
-                ),
-                Err(e) => eprintln!("{port} x{streams} {name}: {e:#}"),
-            }
+        if let Some(counting) = counting {
+            counting.finish_and_print(bytes);
         }
         Some(Measured {
             gbit: received["bits_per_second"].as_f64()? / 1e9,

@@ -116,6 +116,45 @@ impl Counting {
     }
 }
 
+/// [`Counting`] on each of several processes, each named for the report; one that cannot be
+/// counted is said on stderr and left out.
+pub struct CountingEach {
+    what: String,
+    counting: Vec<(String, Counting)>,
+}
+
+impl CountingEach {
+    /// Starts counting each `(name, pid)`; `what` (the measurement) begins every line printed.
+    pub fn start(what: &str, processes: impl IntoIterator<Item = (String, u32)>) -> CountingEach {
+        let counting = processes
+            .into_iter()
+            .filter_map(|(name, pid)| match Counting::start(pid) {
+                Ok(counting) => Some((name, counting)),
+                Err(e) => {
+                    eprintln!("{what} {name}: {e:#}");
+                    None
+                }
+            })
+            .collect();
+        CountingEach {
+            what: what.to_string(),
+            counting,
+        }
+    }
+
+    /// Stops counting and prints each process's counts per MiB of the `bytes` the measurement
+    /// carried.
+    pub fn finish_and_print(self, bytes: f64) {
+        let what = self.what;
+        for (name, counting) in self.counting {
+            match counting.finish() {
+                Ok(counts) => eprintln!("{what} {name} per MiB: {}", per_mib(&counts, bytes)),
+                Err(e) => eprintln!("{what} {name}: {e:#}"),
+            }
+        }
+    }
+}
+
 /// A system-wide `perf record` (every process, kernel included, 999 samples a second, with
 /// call chains) until [`Recording::stop`], for `perf report --sort pid,sym` on one
 /// measurement, and `--children` to see which system call a kernel function ran under.
