@@ -145,6 +145,13 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         anyhow::bail!("{USAGE}");
     };
     let flags = flags(&args[1..])?;
+    // The long-running commands clean up after themselves when stopped by a signal.
+    if matches!(
+        command.as_str(),
+        "soak" | "bench-tunnel" | "bench-hub" | "bench-proxy"
+    ) {
+        renkei_lab::lab::remove_own_labs_on_signal()?;
+    }
     anyhow::ensure!(
         !(flags.carrier == Some(LabCarrier::Closed) && flags.idle.is_some()),
         "--clinic-idle-timeout: a closed network has no tunnel to idle out"
@@ -235,7 +242,6 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         "soak" => {
-            renkei_lab::lab::remove_own_labs_on_signal()?;
             let number = |i: usize, default: u64, what: &str| -> anyhow::Result<u64> {
                 flags
                     .positional
@@ -257,7 +263,6 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         "bench-tunnel" => {
-            renkei_lab::lab::remove_own_labs_on_signal()?;
             let seconds: u32 = match flags.positional.first() {
                 Some(s) => s.parse().context("seconds")?,
                 None => 10,
@@ -272,7 +277,6 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         "bench-hub" if flags.positional.first().map(String::as_str) == Some("throughput") => {
-            renkei_lab::lab::remove_own_labs_on_signal()?;
             let seconds: u32 = match flags.positional.get(1) {
                 Some(s) => s.parse().context("seconds")?,
                 None => 10,
@@ -287,7 +291,6 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         "bench-hub" => {
-            renkei_lab::lab::remove_own_labs_on_signal()?;
             let sizes: Vec<usize> = match flags.positional.first() {
                 Some(list) => list
                     .split(',')
@@ -305,7 +308,6 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         "bench-proxy" => {
-            renkei_lab::lab::remove_own_labs_on_signal()?;
             let seconds: u32 = match flags.positional.first() {
                 Some(s) => s.parse().context("seconds")?,
                 None => 10,
