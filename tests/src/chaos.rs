@@ -125,6 +125,8 @@ pub fn tcp_congestion_control(lab: &Lab) -> anyhow::Result<String> {
     let wanted = std::env::var(TCP_CC_VARIABLE).unwrap_or_default();
     let wanted = wanted.trim();
     if !wanted.is_empty() {
+        crate::lab::allow_tcp_congestion_control(wanted)
+            .with_context(|| format!("{TCP_CC_VARIABLE}={wanted}"))?;
         for node in Node::ALL {
             lab.ns(node)
                 .sysctl(KEY, wanted)

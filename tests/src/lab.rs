@@ -715,6 +715,7 @@ impl Lab {
     /// the box's ([`BOX_TCP_CONGESTION_CONTROL`]): the benchmarks call this so that they measure
     /// the TCP a box runs.
     pub fn set_tcp_congestion_control(&self, algorithm: &str) -> anyhow::Result<()> {
+        allow_tcp_congestion_control(algorithm)?;
         let namespaces = self
             .boxes
             .values()
@@ -1262,4 +1263,28 @@ pub fn lab_id(name: &str) -> Option<(&str, u32)> {
     }
     let pid = u32::from_str_radix(&id[..id.len() - 1], 36).ok()?;
     Some((id, pid))
+}
+
+/// The host's list of congestion controls that a network namespace may choose, one kernel-wide
+/// list kept by the first namespace.
+const ALLOWED_TCP_CONGESTION_CONTROL: &str = "/proc/sys/net/ipv4/tcp_allowed_congestion_control";
+
+/// Makes sure a namespace may choose `algorithm`: the kernel lets a namespace other than the
+/// first set only an allowed one (EPERM otherwise), and some hosts allow only their own default
+/// (one seen here allowed `reno bbr` with cubic built in). Adding a name only permits it; no
+/// socket's TCP changes. It stays afterwards, since other labs may be relying on it.
+pub fn allow_tcp_congestion_control(algorithm: &str) -> anyhow::Result<()> {
+    let allowed = std::fs::read_to_string(ALLOWED_TCP_CONGESTION_CONTROL)
+        .with_context(|| format!("reading {ALLOWED_TCP_CONGESTION_CONTROL}"))?;
+    if allowed.split_whitespace().any(|name| name == algorithm) {
+        return Ok(());
+    }
+    let widened = format!("{} {algorithm}", allowed.trim());
+    std::fs::write(ALLOWED_TCP_CONGESTION_CONTROL, &widened).with_context(|| {
+        format!("allowing {algorithm} in {ALLOWED_TCP_CONGESTION_CONTROL} (is it built in? see tcp_available_congestion_control)")
+    })?;
+    eprintln!(
+        "lab: the host now allows TCP congestion control {algorithm} in namespaces ({widened})"
+    );
+    Ok(())
 }
