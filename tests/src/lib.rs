@@ -32,6 +32,7 @@ pub mod journald;
 pub mod lab;
 pub mod logfields;
 pub mod losses;
+pub mod machine;
 pub mod monitoring;
 pub mod netns;
 pub mod ntp;
