@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use renkei::config::{Config, PeerConfig};
 
 use crate::daemon::Daemon;
-use crate::lab::{Lab, Node};
+use crate::lab::{Lab, Node, BOX_TCP_CONGESTION_CONTROL};
 use crate::netns::{run, Namespace};
 use crate::scale::cpu_time;
 use crate::wait::wait_until;
@@ -98,6 +98,7 @@ impl ThroughputLab {
     /// The lab, the hub with a peer per facility, and every facility up.
     fn start() -> anyhow::Result<ThroughputLab> {
         let lab = Lab::new()?;
+        lab.set_tcp_congestion_control(BOX_TCP_CONGESTION_CONTROL)?;
         let mut hub_config = lab.tunnel_only(Node::Hub);
         let mut facilities = Vec::new();
         let mut pending = Vec::new();
@@ -252,6 +253,10 @@ fn facility_setup(
 ) -> anyhow::Result<(Namespace, PathBuf, PathBuf, [u8; 32])> {
     let short = format!("t{index}");
     let ns = Namespace::create(&format!("rk{}-{short}", lab.id))?;
+    ns.sysctl(
+        "net.ipv4.tcp_congestion_control",
+        BOX_TCP_CONGESTION_CONTROL,
+    )?;
     let bridge_side = format!("{}{short}", lab.id);
     run(std::process::Command::new("ip").args([
         "link",
@@ -309,7 +314,7 @@ pub fn report(rounds: &[ThroughputRound]) -> String {
     let gbit = |v: f64| format!("{v:.2}");
     let cores = |v: f64| format!("{v:.2}");
     let mut out = format!(
-        "{} rounds; median (smallest-largest)\n\n| facilities sending | aggregate Gbit/s | slowest stream | fastest stream | hub CPU (cores) | facility daemons' CPU (cores) |\n|---|---|---|---|---|---|\n",
+        "TCP congestion control in the lab: {BOX_TCP_CONGESTION_CONTROL}, the box's. {} rounds; median (smallest-largest)\n\n| facilities sending | aggregate Gbit/s | slowest stream | fastest stream | hub CPU (cores) | facility daemons' CPU (cores) |\n|---|---|---|---|---|---|\n",
         rounds.len()
     );
     let parts: [fn(&ThroughputRound) -> &Transfer; 2] = [|r| &r.one, |r| &r.many];
