@@ -1,5 +1,5 @@
 //! One line naming the machine a benchmark ran on. Machines of the same kind differ (one gave
-//! the tunnel 5.4 Gbit/s, another 6.3, with the same build), so a figure is only comparable
+//! the tunnel 5.4 Gbit/s, another 6.2, with the same build), so a figure is only comparable
 //! with figures from the machine its report names.
 
 /// The instruction-set features the tunnel's and TLS's crypto choose their code by (ring picks
