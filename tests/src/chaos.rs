@@ -112,8 +112,8 @@ pub fn seed_from_env() -> anyhow::Result<u64> {
 }
 
 /// The environment variable that sets the boxes' TCP congestion control for a run (`reno`,
-/// `cubic`, `bbr`: what the kernel allows in a namespace); unset or empty, the kernel's default
-/// stays.
+/// `cubic`, `bbr`: any the kernel has built in, see `tcp_available_congestion_control`); unset or
+/// empty, the kernel's default stays.
 /// Transfer times under loss depend on it far more than on anything renkei does, so a run on
 /// a host whose default is `bbr` can repeat the figures of a loss-sensitive one.
 pub const TCP_CC_VARIABLE: &str = "RENKEI_CHAOS_TCP_CC";
@@ -125,13 +125,9 @@ pub fn tcp_congestion_control(lab: &Lab) -> anyhow::Result<String> {
     let wanted = std::env::var(TCP_CC_VARIABLE).unwrap_or_default();
     let wanted = wanted.trim();
     if !wanted.is_empty() {
-        crate::lab::allow_tcp_congestion_control(wanted)
+        let boxes: Vec<&Namespace> = Node::ALL.iter().map(|&node| lab.ns(node)).collect();
+        crate::lab::set_tcp_congestion_control_in(&boxes, wanted)
             .with_context(|| format!("{TCP_CC_VARIABLE}={wanted}"))?;
-        for node in Node::ALL {
-            lab.ns(node)
-                .sysctl(KEY, wanted)
-                .with_context(|| format!("{TCP_CC_VARIABLE}={wanted}"))?;
-        }
     }
     let used = lab.ns(Node::Hub).exec("sysctl", &["-n", KEY])?;
     Ok(used.trim().to_string())

@@ -253,10 +253,7 @@ fn facility_setup(
 ) -> anyhow::Result<(Namespace, PathBuf, PathBuf, [u8; 32])> {
     let short = format!("t{index}");
     let ns = Namespace::create(&format!("rk{}-{short}", lab.id))?;
-    ns.sysctl(
-        "net.ipv4.tcp_congestion_control",
-        BOX_TCP_CONGESTION_CONTROL,
-    )?;
+    crate::lab::set_tcp_congestion_control_in(&[&ns], BOX_TCP_CONGESTION_CONTROL)?;
     let bridge_side = format!("{}{short}", lab.id);
     run(std::process::Command::new("ip").args([
         "link",

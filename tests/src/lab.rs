@@ -715,18 +715,14 @@ impl Lab {
     /// the box's ([`BOX_TCP_CONGESTION_CONTROL`]): the benchmarks call this so that they measure
     /// the TCP a box runs.
     pub fn set_tcp_congestion_control(&self, algorithm: &str) -> anyhow::Result<()> {
-        allow_tcp_congestion_control(algorithm)?;
-        let namespaces = self
+        let namespaces: Vec<&Namespace> = self
             .boxes
             .values()
             .chain(self.lans.values())
             .chain(std::iter::once(&self.wan))
-            .chain(self.backup.as_ref().map(|b| &b.ns));
-        for ns in namespaces {
-            ns.sysctl("net.ipv4.tcp_congestion_control", algorithm)
-                .with_context(|| format!("{algorithm} in {}", ns.name()))?;
-        }
-        Ok(())
+            .chain(self.backup.as_ref().map(|b| &b.ns))
+            .collect();
+        set_tcp_congestion_control_in(&namespaces, algorithm)
     }
 
     /// The TUN interface name of a box (unique per lab: the API socket folder is shared).
@@ -1269,22 +1265,42 @@ pub fn lab_id(name: &str) -> Option<(&str, u32)> {
 /// list kept by the first namespace.
 const ALLOWED_TCP_CONGESTION_CONTROL: &str = "/proc/sys/net/ipv4/tcp_allowed_congestion_control";
 
-/// Makes sure a namespace may choose `algorithm`: the kernel lets a namespace other than the
-/// first set only an allowed one (EPERM otherwise), and some hosts allow only their own default
-/// (one seen here allowed `reno bbr` with cubic built in). Adding a name only permits it; no
-/// socket's TCP changes. It stays afterwards, since other labs may be relying on it.
-pub fn allow_tcp_congestion_control(algorithm: &str) -> anyhow::Result<()> {
+/// Gives each of `namespaces` `algorithm` as its TCP congestion control. The kernel lets a
+/// namespace other than the first choose only an algorithm on the host's allowed list (EPERM
+/// otherwise), and some hosts allow only their own default (one seen here allowed `reno bbr`
+/// with cubic built in). So, under a host-wide lock, the algorithm is added to that list for
+/// as long as it takes to set the namespaces and the list is then put back: a namespace keeps
+/// the default it was given, and the host is left as it was (but for a lab killed in those
+/// milliseconds, which leaves the algorithm allowed: a permission, no socket's TCP changes).
+pub fn set_tcp_congestion_control_in(
+    namespaces: &[&Namespace],
+    algorithm: &str,
+) -> anyhow::Result<()> {
+    // The list's own file is the lock (flock, released when `_lock` drops), so that one lab's
+    // putting the list back cannot fall between another's widening and setting.
+    let file = std::fs::File::open(ALLOWED_TCP_CONGESTION_CONTROL)
+        .with_context(|| format!("opening {ALLOWED_TCP_CONGESTION_CONTROL}"))?;
+    let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("locking {ALLOWED_TCP_CONGESTION_CONTROL}"))?;
     let allowed = std::fs::read_to_string(ALLOWED_TCP_CONGESTION_CONTROL)
         .with_context(|| format!("reading {ALLOWED_TCP_CONGESTION_CONTROL}"))?;
-    if allowed.split_whitespace().any(|name| name == algorithm) {
-        return Ok(());
+    let allowed = allowed.trim();
+    let widened = !allowed.split_whitespace().any(|name| name == algorithm);
+    if widened {
+        std::fs::write(ALLOWED_TCP_CONGESTION_CONTROL, format!("{allowed} {algorithm}"))
+            .with_context(|| {
+                format!("allowing {algorithm} in {ALLOWED_TCP_CONGESTION_CONTROL} (is it built in? see tcp_available_congestion_control)")
+            })?;
     }
-    let widened = format!("{} {algorithm}", allowed.trim());
-    std::fs::write(ALLOWED_TCP_CONGESTION_CONTROL, &widened).with_context(|| {
-        format!("allowing {algorithm} in {ALLOWED_TCP_CONGESTION_CONTROL} (is it built in? see tcp_available_congestion_control)")
-    })?;
-    eprintln!(
-        "lab: the host now allows TCP congestion control {algorithm} in namespaces ({widened})"
-    );
-    Ok(())
+    let set = namespaces.iter().try_for_each(|ns| {
+        ns.sysctl("net.ipv4.tcp_congestion_control", algorithm)
+            .with_context(|| format!("{algorithm} in {}", ns.name()))
+    });
+    if widened {
+        std::fs::write(ALLOWED_TCP_CONGESTION_CONTROL, allowed).with_context(|| {
+            format!("putting {ALLOWED_TCP_CONGESTION_CONTROL} back to {allowed:?}")
+        })?;
+    }
+    set
 }
