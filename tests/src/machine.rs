@@ -39,7 +39,7 @@ fn describe_from(cpuinfo: &str, kernel: &str) -> String {
     format!(
         "Machine: {model}, {cpus} CPUs ({}), kernel {kernel}.\n",
         if features.is_empty() {
-            "none of avx2, avx512f, vaes, sha_ni".to_string()
+            format!("none of {}", CRYPTO_FEATURES.join(", "))
         } else {
             features.join(" ")
         }

@@ -152,6 +152,11 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     ) {
         renkei_lab::lab::remove_own_labs_on_signal()?;
     }
+    // A benchmark's figures compare only with figures from the same machine: its report says
+    // which one, first.
+    if command.starts_with("bench-") {
+        print!("{}", renkei_lab::machine::describe());
+    }
     anyhow::ensure!(
         !(flags.carrier == Some(LabCarrier::Closed) && flags.idle.is_some()),
         "--clinic-idle-timeout: a closed network has no tunnel to idle out"
@@ -273,11 +278,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             };
             anyhow::ensure!(renkei_lab::is_root(), "the lab needs root");
             let rounds = renkei_lab::bench::tunnel_benchmark(seconds, rounds)?;
-            print!(
-                "{}{}",
-                renkei_lab::machine::describe(),
-                renkei_lab::bench::report(&rounds)
-            );
+            print!("{}", renkei_lab::bench::report(&rounds));
             Ok(())
         }
         "bench-hub" if flags.positional.first().map(String::as_str) == Some("throughput") => {
@@ -291,11 +292,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             };
             anyhow::ensure!(renkei_lab::is_root(), "the lab needs root");
             let results = renkei_lab::hub_throughput::throughput_benchmark(seconds, rounds)?;
-            print!(
-                "{}{}",
-                renkei_lab::machine::describe(),
-                renkei_lab::hub_throughput::report(&results)
-            );
+            print!("{}", renkei_lab::hub_throughput::report(&results));
             Ok(())
         }
         "bench-hub" => {
@@ -312,11 +309,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             };
             anyhow::ensure!(renkei_lab::is_root(), "the lab needs root");
             let results = renkei_lab::bench_hub::hub_benchmark(&sizes, rounds)?;
-            print!(
-                "{}{}",
-                renkei_lab::machine::describe(),
-                renkei_lab::bench_hub::report(&results)
-            );
+            print!("{}", renkei_lab::bench_hub::report(&results));
             Ok(())
         }
         "bench-proxy" => {
@@ -339,7 +332,6 @@ fn run(args: &[String]) -> anyhow::Result<()> {
                 Some(carrier) => vec![carrier],
                 None => vec![LabCarrier::WireGuard, LabCarrier::Closed],
             };
-            print!("{}", renkei_lab::machine::describe());
             for (i, carrier) in carriers.into_iter().enumerate() {
                 if i > 0 {
                     println!();
