@@ -118,6 +118,11 @@ impl ThroughputLab {
                 });
             pending.push((index, ns, config_path, dir));
         }
+        let facility_namespaces: Vec<&Namespace> = pending.iter().map(|(_, ns, ..)| ns).collect();
+        crate::lab::set_tcp_congestion_control_in(
+            &facility_namespaces,
+            BOX_TCP_CONGESTION_CONTROL,
+        )?;
         let hub = lab.start(Node::Hub, &hub_config)?;
         for (index, ns, config_path, dir) in pending {
             let daemon = Daemon::start(
@@ -253,7 +258,6 @@ fn facility_setup(
 ) -> anyhow::Result<(Namespace, PathBuf, PathBuf, [u8; 32])> {
     let short = format!("t{index}");
     let ns = Namespace::create(&format!("rk{}-{short}", lab.id))?;
-    crate::lab::set_tcp_congestion_control_in(&[&ns], BOX_TCP_CONGESTION_CONTROL)?;
     let bridge_side = format!("{}{short}", lab.id);
     run(std::process::Command::new("ip").args([
         "link",
