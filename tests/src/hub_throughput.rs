@@ -7,7 +7,7 @@
 //! depends on the machine, and the report gives medians over rounds.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use renkei::config::{Config, PeerConfig};
 
 use crate::daemon::Daemon;
-use crate::lab::{Lab, Node, BOX_TCP_CONGESTION_CONTROL};
+use crate::lab::{Lab, Node, BOX_TCP_CONGESTION_CONTROL, WIREGUARD_SOCKET_DIR};
 use crate::netns::{run, Namespace};
 use crate::scale::cpu_time;
 use crate::wait::wait_until;
@@ -66,6 +66,15 @@ struct BenchFacility {
     tunnel_address: Ipv4Addr,
     port: u16,
     ns: Namespace,
+    /// The daemon's WireGuard API socket, which a killed daemon cannot remove itself.
+    wireguard_socket: PathBuf,
+}
+
+impl Drop for BenchFacility {
+    fn drop(&mut self) {
+        self.daemon.kill();
+        let _ = std::fs::remove_file(&self.wireguard_socket);
+    }
 }
 
 /// The lab with the hub and the facilities (dropped in this order: facilities' daemons and
@@ -138,6 +147,8 @@ impl ThroughputLab {
                 tunnel_address: tunnel_address(index),
                 port: FIRST_PORT + index as u16,
                 ns,
+                wireguard_socket: Path::new(WIREGUARD_SOCKET_DIR)
+                    .join(format!("{}.sock", facility_interface(&lab, index))),
             });
         }
         for facility in &facilities {
@@ -245,6 +256,11 @@ fn facility_name(index: usize) -> String {
     format!("bench-{index}")
 }
 
+/// Facility `index`'s WireGuard interface (its namespace's name without the dash).
+fn facility_interface(lab: &Lab, index: usize) -> String {
+    format!("rk{}t{index}", lab.id)
+}
+
 fn tunnel_address(index: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(FIRST_TUNNEL) + index as u32)
 }
@@ -289,7 +305,7 @@ fn facility_setup(
     config.paths.state_dir = dir.join("state");
     config.paths.runtime_dir = dir.join("run");
     let tunnel = config.tunnel.as_mut().context("the lab box has [tunnel]")?;
-    tunnel.interface = format!("rk{}{short}", lab.id);
+    tunnel.interface = facility_interface(lab, index);
     tunnel.private_key_file = key;
     tunnel.address = format!("{}/24", tunnel_address(index)).parse()?;
     let path = dir.join("renkei.toml");

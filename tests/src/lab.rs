@@ -1179,9 +1179,17 @@ pub fn remove_stale_labs() {
 
 /// Removes the labs this process made, with the processes inside their namespaces: what their
 /// drops would have done, for a process stopped by a signal (see [`remove_own_labs_on_signal`]).
+///
+/// This process may still be starting processes into them (a benchmark's main thread goes on
+/// after the signal), so whatever got in after a namespace was emptied, or was on its way in, is
+/// killed after the names are gone (by namespace inode, and this process's children).
 pub fn remove_own_labs() {
     let me = std::process::id();
-    remove_labs(|pid| pid == me);
+    let inodes = remove_labs(|pid| pid == me);
+    let left = crate::netns::kill_stragglers(&inodes, me, Duration::from_secs(5));
+    if !left.is_empty() {
+        eprintln!("processes {left:?} started into this run's labs would not die");
+    }
 }
 
 /// Makes SIGINT, SIGTERM and SIGHUP end this process only after [`remove_own_labs`]: a
@@ -1220,13 +1228,14 @@ pub fn remove_own_labs_on_signal() -> anyhow::Result<()> {
 }
 
 /// Removes every lab namespace (emptied of its processes first) and lab folder whose making
-/// process `owned_by` picks.
-fn remove_labs(owned_by: impl Fn(u32) -> bool) {
+/// process `owned_by` picks; returns the removed namespaces' inodes.
+fn remove_labs(owned_by: impl Fn(u32) -> bool) -> Vec<u64> {
+    let mut inodes = Vec::new();
     let Ok(output) = std::process::Command::new("ip")
         .args(["netns", "list"])
         .output()
     else {
-        return;
+        return inodes;
     };
     for line in String::from_utf8_lossy(&output.stdout).lines() {
         let Some(name) = line.split_whitespace().next() else {
@@ -1238,12 +1247,14 @@ fn remove_labs(owned_by: impl Fn(u32) -> bool) {
         if !owned_by(pid) {
             continue;
         }
+        inodes.extend(crate::netns::inode_of(name));
         let left = crate::netns::empty_and_delete(name, Duration::from_secs(5));
         if !left.is_empty() {
             eprintln!("lab namespace {name}: processes {left:?} would not die");
         }
         let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("renkei-lab-{id}")));
     }
+    inodes
 }
 
 /// The lab id of namespace `name` when it is a lab's (`rk<id>-...`, the id being the base-36

@@ -198,6 +198,102 @@ pub fn empty_and_delete(name: &str, timeout: std::time::Duration) -> Vec<i32> {
     left
 }
 
+/// The inode of namespace `name` (what `/proc/<pid>/ns/net` of a process inside it names as
+/// `net:[<inode>]`); `None` when it does not exist. It identifies the namespace after its name
+/// is gone.
+pub fn inode_of(name: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/run/netns/{name}"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// Kills (SIGKILL) what a removal by name can miss, until a look through /proc finds none of
+/// it (at most `timeout`): processes still inside one of the namespaces `inodes` (deleted ones
+/// live on while a process is in them), and children of `parent` on their way into one (an
+/// `ip netns exec` that had opened a namespace before its name went) or already inside any
+/// namespace but `parent`'s own. A process that keeps starting processes while its namespaces
+/// are removed (a benchmark whose main thread goes on after a signal) otherwise leaves them
+/// running in namespaces that no longer have a name. Returns the processes that would not die.
+pub fn kill_stragglers(inodes: &[u64], parent: u32, timeout: std::time::Duration) -> Vec<i32> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let own_namespace = net_inode_of_process(parent);
+    let stragglers = || -> Vec<i32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&pid| {
+                let Some(stat) = ProcessStat::read(pid) else {
+                    return false;
+                };
+                if stat.zombie {
+                    return false;
+                }
+                let namespace = net_inode_of_process(pid as u32);
+                let in_deleted = namespace.is_some_and(|ino| inodes.contains(&ino));
+                let child_outside = stat.parent == parent
+                    && (stat.command == "ip"
+                        || (namespace.is_some() && namespace != own_namespace));
+                in_deleted || child_outside
+            })
+            .collect()
+    };
+    let none_left = crate::wait::wait_until(timeout, "stragglers of a lab to die", || {
+        let found = stragglers();
+        for &pid in &found {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        found.is_empty().then_some(())
+    });
+    match none_left {
+        Ok(()) => Vec::new(),
+        Err(_) => stragglers(),
+    }
+}
+
+/// The network namespace inode of process `pid` (`None` once it is gone or unreadable).
+fn net_inode_of_process(pid: u32) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+    link.to_str()?
+        .strip_prefix("net:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// What `/proc/<pid>/stat` says of a process that [`kill_stragglers`] needs.
+struct ProcessStat {
+    command: String,
+    parent: u32,
+    zombie: bool,
+}
+
+impl ProcessStat {
+    fn read(pid: i32) -> Option<ProcessStat> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        ProcessStat::parse(&stat)
+    }
+
+    /// `pid (comm) state ppid ...`; comm may itself hold spaces and parentheses, so it ends at
+    /// the last `)`.
+    fn parse(stat: &str) -> Option<ProcessStat> {
+        let open = stat.find('(')?;
+        let close = stat.rfind(')')?;
+        let command = stat.get(open + 1..close)?.to_string();
+        let mut rest = stat.get(close + 1..)?.split_whitespace();
+        let state = rest.next()?;
+        let parent = rest.next()?.parse().ok()?;
+        Some(ProcessStat {
+            command,
+            parent,
+            zombie: state == "Z" || state == "X",
+        })
+    }
+}
+
 /// Runs a command; a non-zero exit is an error carrying its stderr.
 pub fn run(command: &mut Command) -> anyhow::Result<Output> {
     let output = command
@@ -211,4 +307,35 @@ pub fn run(command: &mut Command) -> anyhow::Result<Output> {
         );
     }
     Ok(output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stat_line_gives_command_parent_and_state() {
+        let stat =
+            ProcessStat::parse("4242 (ip) R 17 4242 17 0 -1 4194560 99 0 0 0").expect("parsed");
+        assert_eq!(
+            (stat.command.as_str(), stat.parent, stat.zombie),
+            ("ip", 17, false)
+        );
+        let odd = ProcessStat::parse("7 (a (b) c) Z 1 7 7 0").expect("parsed");
+        assert_eq!(
+            (odd.command.as_str(), odd.parent, odd.zombie),
+            ("a (b) c", 1, true)
+        );
+        assert!(ProcessStat::parse("7 (ip R").is_none());
+        assert!(ProcessStat::parse("").is_none());
+    }
+
+    #[test]
+    fn this_process_namespace_inode_is_read() {
+        let own = net_inode_of_process(std::process::id()).expect("own namespace");
+        use std::os::unix::fs::MetadataExt;
+        let expected = std::fs::metadata("/proc/self/ns/net").expect("stat").ino();
+        assert_eq!(own, expected);
+        assert_eq!(net_inode_of_process(u32::MAX), None);
+    }
 }

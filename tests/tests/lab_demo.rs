@@ -1320,15 +1320,21 @@ fn a_benchmark_stopped_by_sigterm_leaves_no_lab_behind() {
             .expect("lab bench-tunnel"),
     );
     let pid = benchmark.0.id();
-    // Stopped once it runs something inside its lab (the plain veth's iperf3 server).
-    wait_until(
+    // Stopped once it runs something inside its lab; its namespaces are all made by then and
+    // are told apart afterwards by inode (a process left in one that lost its name is no
+    // longer listed by `ip netns pids`).
+    let inodes = wait_until(
         Duration::from_secs(60),
         "a process in the benchmark's lab",
         || {
-            labs_of(pid)
-                .iter()
+            let labs = labs_of(pid);
+            labs.iter()
                 .any(|name| !renkei_lab::netns::pids_in(name).is_empty())
-                .then_some(())
+                .then(|| {
+                    labs.iter()
+                        .filter_map(|name| renkei_lab::netns::inode_of(name))
+                        .collect::<Vec<_>>()
+                })
         },
     )
     .expect("a process in a lab namespace");
@@ -1343,4 +1349,138 @@ fn a_benchmark_stopped_by_sigterm_leaves_no_lab_behind() {
     .expect("exited");
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status}");
     assert_eq!(labs_of(pid), Vec::<String>::new(), "namespaces left behind");
+    let left: Vec<String> = processes_in_namespaces(&inodes)
+        .into_iter()
+        .map(|(pid, command)| format!("{pid} {command}"))
+        .collect();
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "processes left in the lab's namespaces"
+    );
+}
+
+/// The live processes (pid, command line) inside the network namespaces `inodes`, named or not.
+fn processes_in_namespaces(inodes: &[u64]) -> Vec<(i32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let link = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap_or_default();
+            inodes
+                .iter()
+                .any(|inode| link.to_str() == Some(&format!("net:[{inode}]")))
+        })
+        .filter(|pid| !is_zombie(*pid))
+        .map(|pid| {
+            let command = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            (pid, String::from_utf8_lossy(&command).replace('\0', " "))
+        })
+        .collect()
+}
+
+/// True when process `pid` has exited but not been reaped (or is gone).
+fn is_zombie(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rfind(')')
+        .and_then(|close| stat[close + 1..].split_whitespace().next())
+        .is_none_or(|state| state == "Z" || state == "X")
+}
+
+/// Kills the processes it holds (and reaps the ones that are its children) if a test ends
+/// early: a namespace without a name cannot be removed any other way.
+struct Processes(Vec<i32>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// A process left in a namespace whose name was deleted (a lab removed by name while its
+/// maker still started processes) is found by the namespace's inode and killed; so is a child
+/// of the lab's process inside any namespace but its own (one on its way in when the name
+/// went). Both are what a benchmark stopped by a signal sweeps up after removing its labs.
+#[test]
+fn processes_in_a_namespace_that_lost_its_name_are_killed_by_inode_or_as_children() {
+    require_root!();
+    let name = format!("renkei-test-stragglers-{}", std::process::id());
+    let ns = renkei_lab::netns::Namespace::create(&name).expect("namespace");
+    let inode = renkei_lab::netns::inode_of(&name).expect("its inode");
+
+    // Not a child of anyone here: started by a shell that exits at once.
+    let orphan: i32 = ns
+        .exec(
+            "sh",
+            &["-c", "sleep 600 </dev/null >/dev/null 2>&1 & echo $!"],
+        )
+        .expect("a process in the namespace")
+        .trim()
+        .parse()
+        .expect("its pid");
+    // A child of a stand-in for the lab's process (`sh`), inside the namespace.
+    let mut parent = Command::new("sh")
+        .args(["-c", &format!("ip netns exec {name} sleep 600 & wait")])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("sh");
+    let parent_pid = parent.id();
+    let mut guard = Processes(vec![orphan, i32::try_from(parent_pid).expect("pid")]);
+    let child = wait_until(
+        Duration::from_secs(10),
+        "sh's child in the namespace",
+        || {
+            processes_in_namespaces(&[inode])
+                .into_iter()
+                .map(|(pid, _)| pid)
+                .find(|&pid| pid != orphan)
+        },
+    )
+    .expect("the child");
+    guard.0.push(child);
+
+    drop(ns);
+    assert!(
+        !namespaces_now()
+            .lines()
+            .any(|line| line.split_whitespace().next() == Some(&name)),
+        "the name is gone"
+    );
+    let mut both = vec![orphan, child];
+    both.sort_unstable();
+    let mut found: Vec<i32> = processes_in_namespaces(&[inode])
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect();
+    found.sort_unstable();
+    assert_eq!(found, both, "both live on in the nameless namespace");
+
+    // By children alone (no inode given): the child goes, the orphan stays.
+    let left = renkei_lab::netns::kill_stragglers(&[], parent_pid, Duration::from_secs(10));
+    assert_eq!(left, Vec::<i32>::new());
+    let status = wait_until(
+        Duration::from_secs(10),
+        "sh to exit once its child is gone",
+        || parent.try_wait().ok().flatten(),
+    )
+    .expect("sh exited");
+    assert!(status.success(), "{status}");
+    let found: Vec<i32> = processes_in_namespaces(&[inode])
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(found, vec![orphan], "only the orphan is left");
+
+    // By inode: the orphan goes too.
+    let left = renkei_lab::netns::kill_stragglers(&[inode], parent_pid, Duration::from_secs(10));
+    assert_eq!(left, Vec::<i32>::new());
+    assert_eq!(processes_in_namespaces(&[inode]), Vec::new(), "none left");
+    guard.0.clear();
 }
