@@ -1,10 +1,11 @@
 //! Aggregate throughput through the hub (`lab bench-hub throughput`): real `renkei` facility
 //! daemons, each in its own namespace on the lab's WAN bridge with its own always-on tunnel to
 //! the real hub daemon, each sending one iperf3 TCP stream to a server on the hub's tunnel
-//! address, one facility alone and then [`FACILITIES`] at once. The hub decrypts every stream
-//! on its one data plane, so this shows how its throughput is shared (or not) between
-//! facilities, and how much CPU the hub takes for it. Nothing here is asserted: throughput
-//! depends on the machine, and the report gives medians over rounds.
+//! address, one facility alone and then [`FACILITIES`] at once; then the same with the hub
+//! sending (iperf3 `-R`). The hub decrypts (and then encrypts) every stream in its data plane's
+//! lanes, so this shows how its throughput is shared (or not) between facilities, and how much
+//! CPU the hub takes for it. Nothing here is asserted: throughput depends on the machine, and
+//! the report gives medians over rounds.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -37,8 +38,10 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// One measurement: `facilities` streams at once for the same time.
 #[derive(Debug, Clone)]
 pub struct Transfer {
-    /// Facilities sending at once.
+    /// Facilities sending (or receiving) at once.
     pub facilities: usize,
+    /// The hub sent to the facilities (iperf3 `-R`) rather than they to it.
+    pub hub_sends: bool,
     /// Sum of every stream's receiver throughput.
     pub aggregate_gbit_per_s: f64,
     /// The slowest and the fastest stream.
@@ -47,17 +50,22 @@ pub struct Transfer {
     pub fastest_gbit_per_s: f64,
     /// The hub's CPU time during the transfer over its wall time (1.0 = one core busy).
     pub hub_cores: f64,
-    /// The same for the sending facilities' daemons together.
+    /// The same for the facilities' daemons together.
     pub facility_cores: f64,
 }
 
-/// One round: one facility alone, then every one at once, in the same lab.
+/// One round: one facility alone, then every one at once, to the hub and then from it, in the
+/// same lab.
 #[derive(Debug, Clone)]
 pub struct ThroughputRound {
     /// One facility.
     pub one: Transfer,
     /// [`FACILITIES`] at once.
     pub many: Transfer,
+    /// One facility, the hub sending.
+    pub one_from_hub: Transfer,
+    /// [`FACILITIES`] at once, the hub sending.
+    pub many_from_hub: Transfer,
 }
 
 /// A facility: its namespace (removed on drop) and its daemon (stopped first).
@@ -91,12 +99,23 @@ pub fn throughput_benchmark(seconds: u32, rounds: usize) -> anyhow::Result<Vec<T
     for round in 1..=rounds {
         let lab = ThroughputLab::start().with_context(|| format!("round {round}: the lab"))?;
         let one = lab
-            .transfer(1, seconds)
+            .transfer(1, seconds, false)
             .with_context(|| format!("round {round}: one facility"))?;
         let many = lab
-            .transfer(FACILITIES, seconds)
+            .transfer(FACILITIES, seconds, false)
             .with_context(|| format!("round {round}: {FACILITIES} facilities"))?;
-        let result = ThroughputRound { one, many };
+        let one_from_hub = lab
+            .transfer(1, seconds, true)
+            .with_context(|| format!("round {round}: the hub to one facility"))?;
+        let many_from_hub = lab
+            .transfer(FACILITIES, seconds, true)
+            .with_context(|| format!("round {round}: the hub to {FACILITIES} facilities"))?;
+        let result = ThroughputRound {
+            one,
+            many,
+            one_from_hub,
+            many_from_hub,
+        };
         eprintln!("round {round}: {result:?}");
         results.push(result);
     }
@@ -165,8 +184,9 @@ impl ThroughputLab {
         })
     }
 
-    /// The first `count` facilities send one iperf3 stream each for `seconds`, all at once.
-    fn transfer(&self, count: usize, seconds: u32) -> anyhow::Result<Transfer> {
+    /// The first `count` facilities send one iperf3 stream each for `seconds`, all at once (or
+    /// receive it from the hub when `hub_sends`).
+    fn transfer(&self, count: usize, seconds: u32, hub_sends: bool) -> anyhow::Result<Transfer> {
         let hub_ns = self.lab.ns(Node::Hub);
         let hub_address = Node::Hub.tunnel_address();
         let senders = &self.facilities[..count.min(self.facilities.len())];
@@ -207,6 +227,7 @@ impl ThroughputLab {
                     .args(["-c", hub_address, "-p", &facility.port.to_string()])
                     .args(["-B", &facility.tunnel_address.to_string()])
                     .args(["-t", &seconds, "-J"])
+                    .args(hub_sends.then_some("-R"))
                     .stdout(Stdio::piped())
                     .stderr(Stdio::null())
                     .spawn()
@@ -231,6 +252,7 @@ impl ThroughputLab {
         drop(servers);
         Ok(Transfer {
             facilities: senders.len(),
+            hub_sends,
             aggregate_gbit_per_s: rates.iter().sum(),
             slowest_gbit_per_s: rates.iter().copied().fold(f64::INFINITY, f64::min),
             fastest_gbit_per_s: rates.iter().copied().fold(0.0, f64::max),
@@ -326,23 +348,33 @@ fn spread(values: &[f64], show: impl Fn(f64) -> String) -> String {
     }
 }
 
-/// The report: one row for one facility, one for [`FACILITIES`], and the ratio.
+/// The report: one row for one facility, one for [`FACILITIES`], each way, and the ratios.
 pub fn report(rounds: &[ThroughputRound]) -> String {
     let gbit = |v: f64| format!("{v:.2}");
     let cores = |v: f64| format!("{v:.2}");
     let mut out = format!(
-        "TCP congestion control in the lab: {BOX_TCP_CONGESTION_CONTROL}, the box's. {} rounds; median (smallest-largest)\n\n| facilities sending | aggregate Gbit/s | slowest stream | fastest stream | hub CPU (cores) | facility daemons' CPU (cores) |\n|---|---|---|---|---|---|\n",
+        "TCP congestion control in the lab: {BOX_TCP_CONGESTION_CONTROL}, the box's. {} rounds; median (smallest-largest)\n\n| direction | facilities at once | aggregate Gbit/s | slowest stream | fastest stream | hub CPU (cores) | facility daemons' CPU (cores) |\n|---|---|---|---|---|---|---|\n",
         rounds.len()
     );
-    let parts: [fn(&ThroughputRound) -> &Transfer; 2] = [|r| &r.one, |r| &r.many];
+    let parts: [fn(&ThroughputRound) -> &Transfer; 4] = [
+        |r| &r.one,
+        |r| &r.many,
+        |r| &r.one_from_hub,
+        |r| &r.many_from_hub,
+    ];
     for pick in parts {
         let transfers: Vec<&Transfer> = rounds.iter().map(pick).collect();
         let n = transfers.first().map_or(0, |t| t.facilities);
+        let direction = if transfers.first().is_some_and(|t| t.hub_sends) {
+            "hub -> facilities"
+        } else {
+            "facilities -> hub"
+        };
         let col = |f: fn(&Transfer) -> f64, show: &dyn Fn(f64) -> String| {
             spread(&transfers.iter().map(|t| f(t)).collect::<Vec<_>>(), show)
         };
         out.push_str(&format!(
-            "| {n} | {} | {} | {} | {} | {} |\n",
+            "| {direction} | {n} | {} | {} | {} | {} | {} |\n",
             col(|t| t.aggregate_gbit_per_s, &gbit),
             col(|t| t.slowest_gbit_per_s, &gbit),
             col(|t| t.fastest_gbit_per_s, &gbit),
@@ -350,13 +382,18 @@ pub fn report(rounds: &[ThroughputRound]) -> String {
             col(|t| t.facility_cores, &cores),
         ));
     }
-    let ratios: Vec<f64> = rounds
+    let ratio = |many: &Transfer, one: &Transfer| {
+        many.aggregate_gbit_per_s / one.aggregate_gbit_per_s.max(f64::MIN_POSITIVE)
+    };
+    let to_hub: Vec<f64> = rounds.iter().map(|r| ratio(&r.many, &r.one)).collect();
+    let from_hub: Vec<f64> = rounds
         .iter()
-        .map(|r| r.many.aggregate_gbit_per_s / r.one.aggregate_gbit_per_s.max(f64::MIN_POSITIVE))
+        .map(|r| ratio(&r.many_from_hub, &r.one_from_hub))
         .collect();
     out.push_str(&format!(
-        "\naggregate with {FACILITIES} facilities / with one: {}\n",
-        spread(&ratios, |v| format!("{v:.2}"))
+        "\naggregate with {FACILITIES} facilities / with one: {} to the hub, {} from it\n",
+        spread(&to_hub, |v| format!("{v:.2}")),
+        spread(&from_hub, |v| format!("{v:.2}"))
     ));
     out
 }
