@@ -1,7 +1,9 @@
 //! The hub at scale (AVL-6): 200 facilities (real boringtun sessions, a swarm in one namespace)
 //! reach the real hub daemon, each proving its tunnel with a ping inside it; the hub is killed
 //! and started again, every facility's ping is answered again within the bound, and the hub
-//! never shows a facility `up` while its tunnel does not work.
+//! never shows a facility `up` while its tunnel does not work. The hub reads its port and its TUN
+//! device in one lane per core, and the facilities are spread over all of them (#19: peers in
+//! parallel).
 
 use std::time::Duration;
 
@@ -40,6 +42,7 @@ fn avl6_two_hundred_facilities_reach_the_hub_and_are_back_soon_after_its_restart
         cold.up_without_session.len(),
         cold.up_without_session
     );
+    assert_peers_spread_over_lanes(&scale);
     scale
         .wait_remembered(REMEMBER_TIMEOUT)
         .expect("the hub remembers every facility's endpoint");
@@ -61,4 +64,35 @@ fn avl6_two_hundred_facilities_reach_the_hub_and_are_back_soon_after_its_restart
         recovery.up_without_session.len(),
         recovery.up_without_session
     );
+}
+
+/// The hub has one lane per core of its runtime (at most 8): a socket receiving on its port and
+/// a queue of its TUN device, each read by its own task; the kernel handed datagrams of the
+/// facilities (each from its own port) to every socket, and the hub's answers to them to every
+/// queue: different facilities are decrypted and encrypted on different cores. With 200
+/// facilities the chance that one lane got none is about 2^-199 on two cores.
+fn assert_peers_spread_over_lanes(scale: &ScaleLab) {
+    let status = scale.hub.status().expect("the hub's status");
+    let counts = |field: &str| -> Vec<u64> {
+        status["tunnel"]["backend"]["wireguard"][field]
+            .as_array()
+            .unwrap_or_else(|| panic!("{field} in {status}"))
+            .iter()
+            .map(|n| n.as_u64().expect("a count"))
+            .collect()
+    };
+    let workers = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let lanes = workers.clamp(1, 8).min(FACILITIES);
+    for field in ["udp_reads_per_socket", "tun_reads_per_queue"] {
+        let reads = counts(field);
+        assert_eq!(reads.len(), lanes, "{field}: {reads:?}");
+        assert!(
+            reads.iter().all(|n| *n > 0),
+            "{field}: a lane read nothing: {reads:?}"
+        );
+        eprintln!("the hub's {field}: {reads:?}");
+    }
 }

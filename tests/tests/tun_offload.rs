@@ -194,16 +194,23 @@ fn in_namespace(tag: &str, test: impl FnOnce() + Send + 'static) {
     }
 }
 
-/// A renkei TUN device with offloads, up, with the box's address and the peer behind it.
-fn offloading_tun(family: Family) -> (tokio::runtime::Runtime, Tun) {
+/// renkei's TUN device `DEVICE` with `queues` queues and offloads asked for, registered with a
+/// runtime of its own (returned with it: the device lives as long as both).
+fn tun_with_queues(queues: usize) -> (tokio::runtime::Runtime, Tun) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
         .expect("runtime");
     let tun = {
         let _reactor = runtime.enter();
-        Tun::create(DEVICE, None).expect("TUN device")
+        Tun::create_queues(DEVICE, None, queues).expect("TUN device")
     };
+    (runtime, tun)
+}
+
+/// A renkei TUN device with offloads, up, with the box's address and the peer behind it.
+fn offloading_tun(family: Family) -> (tokio::runtime::Runtime, Tun) {
+    let (runtime, tun) = tun_with_queues(1);
     assert!(
         tun.offloads().is_on(),
         "this kernel refused offloads: {}",
@@ -411,5 +418,65 @@ fn net1_udp_super_segments_captured_from_a_real_tun_split_into_valid_datagrams()
             payload.extend_from_slice(&s[28..]);
         }
         assert_eq!(payload, data);
+    });
+}
+
+/// A multi-queue device (a hub's, one queue per core): the kernel spreads flows over the
+/// queues, every packet of one flow through the same queue, each read on its own descriptor.
+#[test]
+fn net1_a_multi_queue_tun_device_spreads_flows_over_its_queues() {
+    require_root!();
+    in_namespace("mq", || {
+        const QUEUES: usize = 3;
+        const FLOWS: usize = 64;
+        let (_runtime, tun) = tun_with_queues(QUEUES);
+        assert_eq!(tun.queue_count(), QUEUES);
+        assert!(tun.offloads().is_on(), "{}", tun.offloads().describe());
+        ip(&["addr", "add", "198.18.7.1/24", "dev", DEVICE]);
+        ip(&["link", "set", DEVICE, "mtu", &MTU.to_string(), "up"]);
+        // Two datagrams of each of FLOWS flows (source ports) to the peer behind the device.
+        let peer = SocketAddr::new(PEER.into(), PEER_PORT);
+        let sockets: Vec<std::net::UdpSocket> = (0..FLOWS)
+            .map(|_| std::net::UdpSocket::bind("198.18.7.1:0").expect("UDP socket"))
+            .collect();
+        for round in 0..2u8 {
+            for socket in &sockets {
+                socket
+                    .send_to(&[round; 8], peer)
+                    .expect("sent into the device");
+            }
+        }
+        // Source port -> the queues its datagrams came out of.
+        let mut queues_of: std::collections::HashMap<u16, Vec<usize>> = Default::default();
+        let mut buf = vec![0u8; 65_536];
+        wait_until(Duration::from_secs(10), "every datagram read", || {
+            for queue in 0..QUEUES {
+                while let Ok(n) = tun.queue(queue).try_recv(&mut buf) {
+                    let packet = &buf[offload::VNET_HDR_BYTES..n];
+                    let header = usize::from(packet[0] & 0x0f) * 4;
+                    let is_ours = packet[0] >> 4 == 4
+                        && packet[9] == 17
+                        && packet.get(header + 2..header + 4) == Some(&PEER_PORT.to_be_bytes());
+                    if is_ours {
+                        let port = u16::from_be_bytes([packet[header], packet[header + 1]]);
+                        queues_of.entry(port).or_default().push(queue);
+                    }
+                }
+            }
+            (queues_of.len() == FLOWS && queues_of.values().all(|q| q.len() == 2)).then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e}: {queues_of:?}"));
+        for (port, queues) in &queues_of {
+            assert_eq!(queues[0], queues[1], "flow from port {port} on two queues");
+        }
+        let per_queue: Vec<usize> = (0..QUEUES)
+            .map(|queue| queues_of.values().filter(|q| q[0] == queue).count())
+            .collect();
+        // All on one queue by chance: QUEUES * (2/3)^64, about 2e-11.
+        assert!(
+            per_queue.iter().all(|n| *n > 0),
+            "flows per queue {per_queue:?}"
+        );
+        eprintln!("flows per queue: {per_queue:?}");
     });
 }

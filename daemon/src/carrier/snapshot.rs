@@ -116,6 +116,11 @@ pub struct WireGuardCarrier {
     pub offloads_on: bool,
     /// Super-packets read and written with offloads on.
     pub offload_counts: OffloadCounts,
+    /// Datagram reads by each socket receiving on the port (several on a box with several
+    /// peers: the kernel spreads the peers over them, one core each).
+    pub udp_reads_per_socket: Vec<u64>,
+    /// Reads from each queue of the TUN device (as many as receive sockets).
+    pub tun_reads_per_queue: Vec<u64>,
 }
 
 /// One peer (the data centre, or on a hub one facility) as every carrier reports it.

@@ -105,6 +105,8 @@ pub fn snapshot(tunnel: TunnelSnapshot) -> CarrierSnapshot {
             offloads: tunnel.offloads,
             offloads_on: tunnel.offloads_on,
             offload_counts: tunnel.offload_counts,
+            udp_reads_per_socket: tunnel.udp_reads_per_socket,
+            tun_reads_per_queue: tunnel.tun_reads_per_queue,
         }),
     }
 }
@@ -189,6 +191,8 @@ mod tests {
             offloads: "off (test)".to_string(),
             offloads_on: false,
             offload_counts: tunnel::OffloadCounts::default(),
+            udp_reads_per_socket: vec![7, 5],
+            tun_reads_per_queue: vec![3, 4],
         }
     }
 
@@ -213,6 +217,10 @@ mod tests {
         assert_eq!(
             wg.drops.invalid_datagrams, 2,
             "WireGuard's own drops are in its backend part"
+        );
+        assert_eq!(
+            (&wg.udp_reads_per_socket, &wg.tun_reads_per_queue),
+            (&vec![7, 5], &vec![3, 4])
         );
         let [link] = carrier.peers.as_slice() else {
             panic!("one peer: {:?}", carrier.peers);

@@ -768,6 +768,8 @@ mod document_tests {
                     offloads: "on (csum, tso4, tso6)".to_string(),
                     offloads_on: true,
                     offload_counts: Default::default(),
+                    udp_reads_per_socket: vec![1],
+                    tun_reads_per_queue: vec![1],
                 }),
             },
             tunnel_actions: false,

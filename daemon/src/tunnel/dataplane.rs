@@ -1,6 +1,8 @@
 //! The WireGuard data plane: TUN -> encapsulate -> UDP, UDP -> decapsulate -> TUN, and timers.
 //!
-//! Three tokio tasks share one `DataPlane`: the TUN reader, the UDP reader and the timer tick.
+//! Tokio tasks share one `DataPlane`: a TUN reader per queue of the device and a UDP reader per
+//! socket on the port (one of each, or on a box with several peers one per core: see
+//! `tunnel::lane_count`), and the timer tick.
 //! Peer state is locked only for non-blocking work (encryption and `try_send`); a datagram that
 //! would block is copied out and sent after the lock is released. Every packet is checked by
 //! `filter` (NET-8) before it is encrypted or after it is decrypted.
@@ -18,8 +20,8 @@ use super::offload::{self, Coalescer, Read, Segments, VNET_HDR_BYTES};
 use super::peer::{Peer, PeerCounters, PeerState};
 use super::policy::{Action, Event, LinkState};
 use super::routes::RouteTable;
-use super::tun::Tun;
-use super::udp::{GsoBatch, Udp};
+use super::tun::{Tun, TunQueue};
+use super::udp::{GsoBatch, PortSockets, Udp};
 use crate::ratelimit::LogGate;
 use crate::state::moment::Moment;
 use boringtun::noise::handshake::parse_handshake_anon;
@@ -95,7 +97,17 @@ pub struct DataPlane {
     routes: RouteTable,
     /// Public key -> peer slot, for handshake initiations.
     by_key: HashMap<[u8; 32], usize>,
+    /// The port's first socket: every send leaves through it, and it receives too.
     pub(crate) udp: Udp,
+    /// Further sockets bound to the same port (SO_REUSEPORT) on a box with several peers: the
+    /// kernel hands each peer's datagrams (chosen by its address and port) to one socket of the
+    /// group, and each socket has its own receive task, so different peers are decrypted on
+    /// different cores at once.
+    more_udp: Vec<Udp>,
+    /// Datagram reads (a GRO batch counts once) by each receive socket, `udp` first.
+    received: Vec<AtomicU64>,
+    /// Reads (a super-segment counts once) from each queue of the TUN device.
+    tun_reads: Vec<AtomicU64>,
     pub(crate) tun: Tun,
     /// mac1 and, under load, cookies: every handshake message is counted here once.
     handshake_limit: HandshakeLimit,
@@ -150,7 +162,7 @@ impl DataPlane {
         own_secret: StaticSecret,
         own_address: IpAddr,
         peers: Vec<Arc<Peer>>,
-        udp: Udp,
+        udp: PortSockets,
         tun: Tun,
         handshakes_per_sec: u32,
         background: Background,
@@ -175,7 +187,10 @@ impl DataPlane {
             peers,
             routes,
             by_key,
-            udp,
+            received: (0..=udp.more.len()).map(|_| AtomicU64::new(0)).collect(),
+            udp: udp.first,
+            more_udp: udp.more,
+            tun_reads: (0..tun.queue_count()).map(|_| AtomicU64::new(0)).collect(),
             tun,
             handshake_limit,
             counters: TunnelCounters::default(),
@@ -193,6 +208,27 @@ impl DataPlane {
     /// the device (and its index) while the peers are rebuilt.
     pub(crate) fn into_tun(self) -> Tun {
         self.tun
+    }
+
+    /// How many sockets receive for the port (each with its own task, [`DataPlane::run_udp`]).
+    pub(crate) fn receive_sockets(&self) -> usize {
+        1 + self.more_udp.len()
+    }
+
+    /// Datagram reads so far by each receive socket, the first socket's first.
+    pub fn udp_reads_per_socket(&self) -> Vec<u64> {
+        self.received
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Reads so far from each queue of the TUN device, the first queue's first.
+    pub fn tun_reads_per_queue(&self) -> Vec<u64> {
+        self.tun_reads
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// Time since the timer task last ran.
@@ -345,7 +381,9 @@ impl DataPlane {
     /// Reads packets from TUN until the task is aborted. Encrypted data packets for one
     /// endpoint are gathered into one GSO send per wake-up. On an offloading device a read may
     /// be a super-segment: it is split into packets first, and each is judged on its own.
-    pub(crate) async fn run_tun(self: Arc<Self>) {
+    /// Reads queue `queue` of the device (one task per queue).
+    pub(crate) async fn run_tun(self: Arc<Self>, queue: usize) {
+        let tun = self.tun.queue(queue);
         let offloads = self.tun.offloads().is_on();
         let mut packet = vec![0u8; MAX_PACKET + VNET_HDR_BYTES];
         let mut out = vec![0u8; MAX_PACKET + WG_OVERHEAD];
@@ -354,7 +392,7 @@ impl DataPlane {
         let mut backlog = Backlog::new();
         let mut batch = GsoBatch::new();
         loop {
-            let n = match self.tun.recv(&mut packet).await {
+            let n = match tun.recv(&mut packet).await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!(error = %e, "reading from the TUN device failed");
@@ -399,8 +437,11 @@ impl DataPlane {
                 }
                 handled += 1;
                 if handled < BATCH {
-                    next = self.tun.try_recv(&mut packet).ok();
+                    next = tun.try_recv(&mut packet).ok();
                 }
+            }
+            if let Some(count) = self.tun_reads.get(queue) {
+                count.fetch_add(handled as u64, Ordering::Relaxed);
             }
             self.send_batch(&mut batch).await;
             self.flush(&mut backlog).await;
@@ -558,16 +599,27 @@ impl DataPlane {
         None
     }
 
-    /// Reads datagrams from the UDP socket until the task is aborted; datagrams the kernel
-    /// coalesced (GRO) are split back into their segments.
-    pub(crate) async fn run_udp(self: Arc<Self>) {
+    /// Reads datagrams from receive socket `socket` (0 is `udp`, then `more_udp`'s) until the
+    /// task is aborted; datagrams the kernel coalesced (GRO) are split back into their segments.
+    /// Decrypted packets go to the TUN queue of the same number: the kernel then reads the
+    /// flows they belong to out of that queue (its automatic flow steering), so one peer's
+    /// traffic both ways stays with one pair of tasks and different peers spread over the cores.
+    pub(crate) async fn run_udp(self: Arc<Self>, socket: usize) {
+        let tun = self.tun.queue(socket);
+        let udp = match socket.checked_sub(1) {
+            None => &self.udp,
+            Some(further) => match self.more_udp.get(further) {
+                Some(udp) => udp,
+                None => return,
+            },
+        };
         let mut datagram = vec![0u8; MAX_PACKET];
         let mut out = vec![0u8; MAX_PACKET + WG_OVERHEAD];
         let mut backlog = Backlog::new();
         // With offloads, decrypted packets of one flow leave as one super-packet (GRO).
         let mut coalescer = self.tun.offloads().is_on().then(Coalescer::new);
         loop {
-            let mut next = match self.udp.recv(&mut datagram).await {
+            let mut next = match udp.recv(&mut datagram).await {
                 Ok(r) => Some(r),
                 Err(e) => {
                     tracing::warn!(error = %e, "receiving from the UDP socket failed");
@@ -579,20 +631,24 @@ impl DataPlane {
             while let Some((n, from, segment)) = next.take() {
                 let from = canonical(from);
                 for chunk in datagram[..n].chunks(segment) {
-                    self.incoming(chunk, from, &mut out, &mut backlog, coalescer.as_mut());
+                    let to_tun = (tun, coalescer.as_mut());
+                    self.incoming(chunk, from, &mut out, &mut backlog, to_tun);
                 }
                 if let Some(coalescer) = coalescer.as_mut() {
                     if coalescer.held_bytes() >= COALESCE_FLUSH_BYTES {
-                        self.write_coalesced(coalescer);
+                        self.write_coalesced(tun, coalescer);
                     }
                 }
                 handled += 1;
                 if handled < BATCH {
-                    next = self.udp.try_recv(&mut datagram).ok();
+                    next = udp.try_recv(&mut datagram).ok();
                 }
             }
+            if let Some(count) = self.received.get(socket) {
+                count.fetch_add(handled as u64, Ordering::Relaxed);
+            }
             if let Some(coalescer) = coalescer.as_mut() {
-                self.write_coalesced(coalescer);
+                self.write_coalesced(tun, coalescer);
             }
             self.flush(&mut backlog).await;
         }
@@ -617,7 +673,7 @@ impl DataPlane {
     }
 
     /// Writes what the coalescer holds to the TUN device, one write per (super-)packet.
-    fn write_coalesced(&self, coalescer: &mut Coalescer) {
+    fn write_coalesced(&self, tun: &TunQueue, coalescer: &mut Coalescer) {
         coalescer.drain(|parts| {
             // The header, the first packet, then one part per packet appended.
             if parts.len() > 2 {
@@ -625,21 +681,21 @@ impl DataPlane {
                     .tun_super_packets_written
                     .fetch_add(1, Ordering::Relaxed);
             }
-            if let Err(e) = self.tun.try_send_vectored(parts) {
+            if let Err(e) = tun.try_send_vectored(parts) {
                 self.tun_write_failed(&e);
             }
         });
     }
 
-    /// Handles one datagram. A decrypted packet the filter lets through goes to `coalescer`
-    /// when there is one (offloads on), else straight to the TUN device.
+    /// Handles one datagram. A decrypted packet the filter lets through goes to the coalescer
+    /// when there is one (offloads on), else straight to the TUN queue.
     fn incoming(
         &self,
         datagram: &[u8],
         from: SocketAddr,
         out: &mut [u8],
         backlog: &mut Backlog,
-        coalescer: Option<&mut Coalescer>,
+        (tun, coalescer): (&TunQueue, Option<&mut Coalescer>),
     ) {
         let packet = match Tunn::parse_incoming_packet(datagram) {
             Ok(p) => p,
@@ -715,7 +771,7 @@ impl DataPlane {
                         match coalescer {
                             Some(coalescer) => coalescer.push(bytes),
                             None => {
-                                if let Err(e) = self.tun.try_send(bytes) {
+                                if let Err(e) = tun.try_send(bytes) {
                                     self.tun_write_failed(&e);
                                 }
                             }

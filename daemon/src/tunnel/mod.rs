@@ -368,9 +368,15 @@ impl Tunnel {
     ) -> Result<(Arc<DataPlane>, Arc<TunnelInfo>, JoinSet<()>), TunnelError> {
         let tunnel = config.tunnel.as_ref().ok_or(TunnelError::NotConfigured)?;
         let secret = keys::read_private_key(&tunnel.private_key_file)?;
+        // One queue and one receive socket per worker on a box with several peers (a hub), so
+        // that different peers are handled on different cores; a kept device keeps its queues.
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        let lanes = lane_count(tunnel.peers.len(), workers);
         let tun = match tun {
             Some(tun) => tun,
-            None => tun::Tun::create(&tunnel.interface, offloads_switched_off(tunnel))?,
+            None => {
+                tun::Tun::create_queues(&tunnel.interface, offloads_switched_off(tunnel), lanes)?
+            }
         };
         let routes = tunnel
             .peers
@@ -384,10 +390,11 @@ impl Tunnel {
             routes,
         })
         .await?;
-        let socket = bind_udp(tunnel.listen_port).map_err(|source| TunnelError::Bind {
-            port: tunnel.listen_port,
-            source,
-        })?;
+        let (socket, more_sockets) =
+            bind_udp(tunnel.listen_port, lanes).map_err(|source| TunnelError::Bind {
+                port: tunnel.listen_port,
+                source,
+            })?;
         let listen_port = socket
             .local_addr()
             .map(|a| a.port())
@@ -463,7 +470,10 @@ impl Tunnel {
             secret,
             tunnel.address.addr(),
             peers,
-            udp::Udp::new(socket),
+            udp::PortSockets {
+                first: udp::Udp::new(socket),
+                more: more_sockets.into_iter().map(udp::Udp::new).collect(),
+            },
             tun,
             tunnel.handshakes_per_sec_in_force(),
             background_of(config),
@@ -510,8 +520,12 @@ impl Tunnel {
         if let Some(group) = &group {
             tasks.spawn(Arc::clone(group).run(Arc::clone(&plane)));
         }
-        tasks.spawn(Arc::clone(&plane).run_tun());
-        tasks.spawn(Arc::clone(&plane).run_udp());
+        for queue in 0..plane.tun.queue_count() {
+            tasks.spawn(Arc::clone(&plane).run_tun(queue));
+        }
+        for socket in 0..plane.receive_sockets() {
+            tasks.spawn(Arc::clone(&plane).run_udp(socket));
+        }
         tasks.spawn(Arc::clone(&plane).run_timers());
         tasks.spawn(uapi.serve(Arc::clone(&plane), listen_port));
         tasks.spawn(resolve_endpoints(Arc::clone(&plane)));
@@ -725,6 +739,8 @@ impl TunnelHandle {
                 offloads: "off (the tunnel is not running)".to_string(),
                 offloads_on: false,
                 offload_counts: OffloadCounts::default(),
+                udp_reads_per_socket: Vec::new(),
+                tun_reads_per_queue: Vec::new(),
             };
         };
         let peers: Vec<PeerSnapshot> = plane.peers.iter().map(|p| p.snapshot(now)).collect();
@@ -758,6 +774,8 @@ impl TunnelHandle {
                 super_segments_read: c.tun_super_segments_read.load(Ordering::Relaxed),
                 super_packets_written: c.tun_super_packets_written.load(Ordering::Relaxed),
             },
+            udp_reads_per_socket: plane.udp_reads_per_socket(),
+            tun_reads_per_queue: plane.tun_reads_per_queue(),
         }
     }
 
@@ -882,6 +900,12 @@ pub struct TunnelSnapshot {
     pub offloads_on: bool,
     /// What the offloads did so far.
     pub offload_counts: OffloadCounts,
+    /// Datagram reads (a GRO batch counts once) by each socket receiving on the UDP port: one,
+    /// or on a box with several peers one per core, among which the kernel spreads the peers.
+    pub udp_reads_per_socket: Vec<u64>,
+    /// Reads (a super-segment counts once) from each queue of the TUN device: as many queues
+    /// as receive sockets, the kernel keeping each flow on one.
+    pub tun_reads_per_queue: Vec<u64>,
 }
 
 /// Super-packets moved through the TUN device with offloads on: evidence the path runs.
@@ -934,25 +958,67 @@ fn switched_off_by(config_on: bool, env: Option<&str>) -> Option<&'static str> {
     }
 }
 
-/// Binds the WireGuard UDP port: dual-stack when the kernel has IPv6, IPv4 otherwise.
-fn bind_udp(port: u16) -> std::io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let dual = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).and_then(|s| {
-        s.set_only_v6(false)?;
-        s.bind(&SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port).into())?;
-        Ok(s)
-    });
-    let socket = match dual {
-        Ok(s) => s,
-        Err(_) => {
-            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-            s.bind(&SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port).into())?;
-            s
-        }
+/// At most this many lanes (TUN queues, and sockets sharing the WireGuard port).
+const MAX_LANES: usize = 8;
+
+/// How many lanes the data plane runs, a lane being a TUN queue and a socket receiving on the
+/// port, each read by its own task: one per runtime worker, but no more than there are peers
+/// (the kernel keeps each peer's datagrams on one socket, so a box with one peer would only
+/// ever use one). A hub thus handles different facilities on different cores at once.
+fn lane_count(peers: usize, workers: usize) -> usize {
+    peers.min(workers).clamp(1, MAX_LANES)
+}
+
+/// Binds the WireGuard UDP port, `count` sockets of it sharing it with SO_REUSEPORT when more
+/// than one (only sockets of the same user can join such a group, and one that did not ask for
+/// sharing still makes the bind fail): dual-stack when the kernel has IPv6, IPv4 otherwise.
+/// The first socket is required; a further one that cannot be bound is left out, with a
+/// warning. `port` 0 picks a free port for the first, and the others join it. Returns the first
+/// and the others. A restart binds only after the old plane's sockets closed (`stop_tasks`);
+/// should a straggling holder keep them open past its wait, the new group joins theirs and
+/// loses the datagrams hashed to them until the holder lets go, where one socket would have
+/// failed the restart.
+fn bind_udp(port: u16, count: usize) -> std::io::Result<(UdpSocket, Vec<UdpSocket>)> {
+    let shared = count > 1;
+    let (first, v6) = match bind_udp_socket(true, port, shared) {
+        Ok(s) => (s, true),
+        Err(_) => (bind_udp_socket(false, port, shared)?, false),
     };
+    let port = first.local_addr()?.as_socket().map_or(port, |a| a.port());
+    let first = UdpSocket::from_std(first.into())?;
+    let mut sockets = Vec::new();
+    for _ in 1..count {
+        match bind_udp_socket(v6, port, shared).and_then(|s| UdpSocket::from_std(s.into())) {
+            Ok(socket) => sockets.push(socket),
+            Err(error) => {
+                tracing::warn!(%error, port, sockets = 1 + sockets.len(), "cannot open another socket on the WireGuard port; receiving on fewer");
+                break;
+            }
+        }
+    }
+    Ok((first, sockets))
+}
+
+/// One non-blocking UDP socket bound to `port` on every address (dual-stack for `v6`).
+fn bind_udp_socket(v6: bool, port: u16, shared: bool) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let (domain, any) = if v6 {
+        (Domain::IPV6, IpAddr::V6(Ipv6Addr::UNSPECIFIED))
+    } else {
+        (Domain::IPV4, IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if v6 {
+        socket.set_only_v6(false)?;
+    }
+    if shared {
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReusePort, &true)
+            .map_err(std::io::Error::from)?;
+    }
+    socket.bind(&SocketAddr::new(any, port).into())?;
     size_buffers(&socket);
     socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket)
 }
 
 /// Large buffers keep bursts from overflowing the receive queue; as root the system maximum is
@@ -1098,6 +1164,39 @@ fn needs_lookup(
 #[cfg(test)]
 mod tests {
     use super::policy::Action;
+
+    #[test]
+    fn net1_one_lane_per_core_but_no_more_than_peers() {
+        assert_eq!(super::lane_count(1, 2), 1);
+        assert_eq!(super::lane_count(0, 2), 1);
+        assert_eq!(super::lane_count(1000, 2), 2);
+        assert_eq!(super::lane_count(3, 16), 3);
+        assert_eq!(super::lane_count(1000, 64), 8);
+        assert_eq!(super::lane_count(1000, 1), 1);
+    }
+
+    #[tokio::test]
+    async fn net1_the_port_is_shared_by_the_group_and_by_nobody_else() {
+        let (first, more) = super::bind_udp(0, 3).expect("three sockets");
+        let group: Vec<_> = std::iter::once(first).chain(more).collect();
+        let ports: Vec<u16> = group
+            .iter()
+            .map(|s| s.local_addr().expect("bound").port())
+            .collect();
+        assert_eq!(ports.len(), 3);
+        assert!(ports.iter().all(|p| *p == ports[0] && *p != 0), "{ports:?}");
+        // A socket that does not ask to share (another program) is refused the port...
+        let stranger = std::net::UdpSocket::bind(("0.0.0.0", ports[0]));
+        assert!(stranger.is_err(), "a plain bind joined the group");
+        drop(group);
+        // ...and one holding it makes the group's bind fail, loudly, as before.
+        let holder = std::net::UdpSocket::bind(("::", 0))
+            .or_else(|_| std::net::UdpSocket::bind(("0.0.0.0", 0)))
+            .expect("a port");
+        let taken = holder.local_addr().expect("bound").port();
+        assert!(super::bind_udp(taken, 2).is_err());
+        assert!(super::bind_udp(taken, 1).is_err());
+    }
 
     #[test]
     fn net1_the_environment_or_the_config_switches_tun_offloads_off() {

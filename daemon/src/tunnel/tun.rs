@@ -3,6 +3,10 @@
 //! may be a TCP/UDP super-packet of up to 64 KiB (see `offload`); where the kernel refuses them
 //! the device is opened again as before and moves one plain packet per call.
 //!
+//! A hub's device has several queues (`IFF_MULTI_QUEUE`), one descriptor each: the kernel hands
+//! each flow to one queue (the one its packets from renkei last came through), so the data plane
+//! reads different peers' traffic in different tasks at once.
+//!
 //! The device is not persistent: when the daemon exits (or is killed) the kernel removes it with
 //! its addresses and routes, so a crash never leaves a route into a dead tunnel behind.
 
@@ -61,10 +65,17 @@ impl Offloads {
     }
 }
 
-/// An open TUN interface.
+/// An open TUN interface: one queue, or several on a multi-queue device.
 pub struct Tun {
-    fd: AsyncFd<OwnedFd>,
+    /// Never empty.
+    queues: Vec<TunQueue>,
     offloads: Offloads,
+}
+
+/// One queue of a TUN device: its own descriptor, read and written on its own.
+pub struct TunQueue {
+    fd: AsyncFd<OwnedFd>,
+    vnet_hdr: bool,
 }
 
 /// Offloads asked of the kernel first; without USO if it refuses that (kernels before 6.2).
@@ -77,41 +88,78 @@ impl Tun {
     /// unless `switched_off` gives a reason not to, and the kernel takes them; otherwise
     /// exactly as without, and [`Tun::offloads`] says why. A refusal is logged once here.
     pub fn create(name: &str, switched_off: Option<&str>) -> Result<Tun, TunError> {
-        if let Some(why) = switched_off {
-            return Self::create_plain(name, Offloads::Off(why.to_string()));
+        Self::create_queues(name, switched_off, 1)
+    }
+
+    /// As [`Tun::create`], with `queues` queues (a multi-queue device when more than one). A
+    /// kernel that refuses a multi-queue device gets a single-queue one, said once in the log.
+    pub fn create_queues(
+        name: &str,
+        switched_off: Option<&str>,
+        queues: usize,
+    ) -> Result<Tun, TunError> {
+        if queues > 1 {
+            match Self::create_with(name, switched_off, queues) {
+                Err(TunError::Create { source, .. })
+                    if source.raw_os_error() == Some(libc::EINVAL) =>
+                {
+                    tracing::warn!(interface = name, error = %source, "the kernel refused a multi-queue TUN device; one queue");
+                }
+                other => return other,
+            }
         }
-        match Self::open(name, true) {
-            Ok(fd) => match enable_offloads(&fd) {
-                Ok(uso) => Self::register(fd, Offloads::On { uso }),
+        Self::create_with(name, switched_off, 1)
+    }
+
+    fn create_with(name: &str, switched_off: Option<&str>, queues: usize) -> Result<Tun, TunError> {
+        if let Some(why) = switched_off {
+            return Self::create_plain(name, Offloads::Off(why.to_string()), queues);
+        }
+        match Self::open_queues(name, true, queues) {
+            Ok(fds) => match fds
+                .iter()
+                .try_fold(true, |uso, fd| enable_offloads(fd).map(|took| uso & took))
+            {
+                Ok(uso) => Self::register(fds, Offloads::On { uso }),
                 Err(e) => {
-                    // Closing the descriptor removes the interface; it is made again plain.
-                    drop(fd);
+                    // Closing the descriptors removes the interface; it is made again plain.
+                    drop(fds);
                     let why = format!("the kernel refused TUNSETOFFLOAD: {e}");
                     tracing::warn!(interface = name, reason = %why, "TUN offloads off");
-                    Self::create_plain(name, Offloads::Off(why))
+                    Self::create_plain(name, Offloads::Off(why), queues)
                 }
             },
-            Err(TunError::Create { source, .. }) if source.raw_os_error() == Some(libc::EINVAL) => {
+            Err(TunError::Create { source, .. })
+                if source.raw_os_error() == Some(libc::EINVAL) && queues == 1 =>
+            {
                 let why = format!("the kernel refused IFF_VNET_HDR: {source}");
                 tracing::warn!(interface = name, reason = %why, "TUN offloads off");
-                Self::create_plain(name, Offloads::Off(why))
+                Self::create_plain(name, Offloads::Off(why), queues)
             }
             Err(e) => Err(e),
         }
     }
 
-    fn create_plain(name: &str, why: Offloads) -> Result<Tun, TunError> {
-        let fd = Self::open(name, false)?;
-        Self::register(fd, why)
+    fn create_plain(name: &str, why: Offloads, queues: usize) -> Result<Tun, TunError> {
+        let fds = Self::open_queues(name, false, queues)?;
+        Self::register(fds, why)
     }
 
-    fn register(fd: OwnedFd, offloads: Offloads) -> Result<Tun, TunError> {
-        // SAFETY: `fd` is an open descriptor owned by the AsyncFd for its whole life; nothing
-        // else closes or replaces it.
-        let fd =
-            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
-                .map_err(|e| TunError::Register(e.into()))?;
-        Ok(Tun { fd, offloads })
+    fn register(fds: Vec<OwnedFd>, offloads: Offloads) -> Result<Tun, TunError> {
+        let vnet_hdr = offloads.is_on();
+        let queues = fds
+            .into_iter()
+            .map(|fd| {
+                // SAFETY: `fd` is an open descriptor owned by the AsyncFd for its whole life;
+                // nothing else closes or replaces it.
+                unsafe {
+                    AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE)
+                }
+                .map(|fd| TunQueue { fd, vnet_hdr })
+                .map_err(|e| TunError::Register(e.into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Tun { queues, offloads })
     }
 
     /// Whether reads and writes carry a virtio-net header.
@@ -119,7 +167,26 @@ impl Tun {
         &self.offloads
     }
 
-    fn open(name: &str, vnet_hdr: bool) -> Result<OwnedFd, TunError> {
+    /// How many queues the device has (at least one).
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Queue `index` (taken modulo the number of queues, so any index names one).
+    pub fn queue(&self, index: usize) -> &TunQueue {
+        &self.queues[index % self.queues.len()]
+    }
+
+    /// Opens `queues` descriptors of the device `name`: the first creates it, the others attach
+    /// to it (`IFF_MULTI_QUEUE` on all of them when more than one).
+    fn open_queues(name: &str, vnet_hdr: bool, queues: usize) -> Result<Vec<OwnedFd>, TunError> {
+        let multi = queues > 1;
+        (0..queues.max(1))
+            .map(|_| Self::open(name, vnet_hdr, multi))
+            .collect()
+    }
+
+    fn open(name: &str, vnet_hdr: bool, multi_queue: bool) -> Result<OwnedFd, TunError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -141,7 +208,13 @@ impl Tun {
             *slot = *byte as libc::c_char;
         }
         let vnet = if vnet_hdr { libc::IFF_VNET_HDR } else { 0 };
-        request.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI | vnet) as libc::c_short;
+        let multi = if multi_queue {
+            libc::IFF_MULTI_QUEUE
+        } else {
+            0
+        };
+        request.ifr_ifru.ifru_flags =
+            (libc::IFF_TUN | libc::IFF_NO_PI | vnet | multi) as libc::c_short;
         // SAFETY: TUNSETIFF reads an ifreq from the pointer; `request` lives across the call.
         let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut request) };
         if rc < 0 {
@@ -153,6 +226,28 @@ impl Tun {
         Ok(fd)
     }
 
+    /// Reads one packet from the first queue, waiting until one is there.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.queue(0).recv(buf).await
+    }
+
+    /// [`TunQueue::try_recv`] on the first queue.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.queue(0).try_recv(buf)
+    }
+
+    /// [`TunQueue::try_send`] on the first queue.
+    pub fn try_send(&self, packet: &[u8]) -> io::Result<usize> {
+        self.queue(0).try_send(packet)
+    }
+
+    /// [`TunQueue::try_send_vectored`] on the first queue.
+    pub fn try_send_vectored(&self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.queue(0).try_send_vectored(parts)
+    }
+}
+
+impl TunQueue {
     /// Reads one packet, waiting until one is there.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.fd
@@ -171,7 +266,7 @@ impl Tun {
     /// Writes one plain packet without waiting; the kernel queues or drops it, it does not
     /// block. On an offloading device a zero virtio-net header goes in front of it.
     pub fn try_send(&self, packet: &[u8]) -> io::Result<usize> {
-        if self.offloads.is_on() {
+        if self.vnet_hdr {
             let header = [0u8; super::offload::VNET_HDR_BYTES];
             return self.try_send_vectored(&[IoSlice::new(&header), IoSlice::new(packet)]);
         }

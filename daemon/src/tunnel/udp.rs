@@ -76,6 +76,13 @@ impl GsoBatch {
     }
 }
 
+/// The sockets bound to the WireGuard port: `first` sends and receives; `more` (sharing the
+/// port with SO_REUSEPORT on a box with several peers) only receive, each in its own task.
+pub(crate) struct PortSockets {
+    pub(crate) first: Udp,
+    pub(crate) more: Vec<Udp>,
+}
+
 /// The socket and what it supports.
 pub(crate) struct Udp {
     socket: UdpSocket,
