@@ -1253,6 +1253,7 @@ fn remove_labs(owned_by: impl Fn(u32) -> bool) -> Vec<u64> {
             eprintln!("lab namespace {name}: processes {left:?} would not die");
         }
         let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("renkei-lab-{id}")));
+        crate::api_sockets::remove_dead(Path::new(WIREGUARD_SOCKET_DIR), id);
     }
     inodes
 }

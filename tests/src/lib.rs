@@ -8,6 +8,7 @@
 //! namespace the lab makes (no link-local addresses, no router solicitations) unless a test turns
 //! it on for one link and uses fd00::/8.
 
+pub mod api_sockets;
 pub mod bench;
 pub mod bench_hub;
 pub mod bench_ipsec;
