@@ -1185,11 +1185,22 @@ pub fn remove_stale_labs() {
 /// killed after the names are gone (by namespace inode, and this process's children).
 pub fn remove_own_labs() {
     let me = std::process::id();
-    let inodes = remove_labs(|pid| pid == me);
-    let left = crate::netns::kill_stragglers(&inodes, me, Duration::from_secs(5));
+    let removed = remove_labs(|pid| pid == me);
+    let left = crate::netns::kill_stragglers(&removed.inodes, me, Duration::from_secs(5));
     if !left.is_empty() {
         eprintln!("processes {left:?} started into this run's labs would not die");
     }
+    // The stragglers' API sockets, too.
+    for id in &removed.ids {
+        crate::api_sockets::remove_dead(Path::new(WIREGUARD_SOCKET_DIR), id);
+    }
+}
+
+/// What [`remove_labs`] removed: the labs' ids and their namespaces' inodes.
+#[derive(Default)]
+struct RemovedLabs {
+    ids: std::collections::BTreeSet<String>,
+    inodes: Vec<u64>,
 }
 
 /// Makes SIGINT, SIGTERM and SIGHUP end this process only after [`remove_own_labs`]: a
@@ -1228,14 +1239,14 @@ pub fn remove_own_labs_on_signal() -> anyhow::Result<()> {
 }
 
 /// Removes every lab namespace (emptied of its processes first) and lab folder whose making
-/// process `owned_by` picks; returns the removed namespaces' inodes.
-fn remove_labs(owned_by: impl Fn(u32) -> bool) -> Vec<u64> {
-    let mut inodes = Vec::new();
+/// process `owned_by` picks, and the labs' API sockets that nobody serves any more.
+fn remove_labs(owned_by: impl Fn(u32) -> bool) -> RemovedLabs {
+    let mut removed = RemovedLabs::default();
     let Ok(output) = std::process::Command::new("ip")
         .args(["netns", "list"])
         .output()
     else {
-        return inodes;
+        return removed;
     };
     for line in String::from_utf8_lossy(&output.stdout).lines() {
         let Some(name) = line.split_whitespace().next() else {
@@ -1247,15 +1258,19 @@ fn remove_labs(owned_by: impl Fn(u32) -> bool) -> Vec<u64> {
         if !owned_by(pid) {
             continue;
         }
-        inodes.extend(crate::netns::inode_of(name));
+        removed.inodes.extend(crate::netns::inode_of(name));
+        removed.ids.insert(id.to_string());
         let left = crate::netns::empty_and_delete(name, Duration::from_secs(5));
         if !left.is_empty() {
             eprintln!("lab namespace {name}: processes {left:?} would not die");
         }
         let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("renkei-lab-{id}")));
+    }
+    // Once every namespace of a lab is emptied: its daemons are gone by now.
+    for id in &removed.ids {
         crate::api_sockets::remove_dead(Path::new(WIREGUARD_SOCKET_DIR), id);
     }
-    inodes
+    removed
 }
 
 /// The lab id of namespace `name` when it is a lab's (`rk<id>-...`, the id being the base-36
