@@ -1389,8 +1389,8 @@ fn is_zombie(pid: i32) -> bool {
         .is_none_or(|state| state == "Z" || state == "X")
 }
 
-/// Kills the processes it holds (and reaps the ones that are its children) if a test ends
-/// early: a namespace without a name cannot be removed any other way.
+/// Kills the processes it holds if a test ends early: a namespace without a name cannot be
+/// removed any other way than by ending the processes in it.
 struct Processes(Vec<i32>);
 
 impl Drop for Processes {
