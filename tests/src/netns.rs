@@ -254,6 +254,22 @@ pub fn kill_stragglers(inodes: &[u64], parent: u32, timeout: std::time::Duration
     }
 }
 
+/// The live processes (not zombies) inside the network namespaces `inodes`, named or not, with
+/// their command names: what a namespace's removal by name can leave behind.
+pub fn live_processes_in(inodes: &[u64]) -> Vec<(i32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| net_inode_of_process(pid as u32).is_some_and(|ino| inodes.contains(&ino)))
+        .filter_map(|pid| {
+            let stat = ProcessStat::read(pid)?;
+            (!stat.zombie).then_some((pid, stat.command))
+        })
+        .collect()
+}
+
 /// The network namespace inode of process `pid` (`None` once it is gone or unreadable).
 fn net_inode_of_process(pid: u32) -> Option<u64> {
     let link = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;

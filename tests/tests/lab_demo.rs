@@ -1349,7 +1349,7 @@ fn a_benchmark_stopped_by_sigterm_leaves_no_lab_behind() {
     .expect("exited");
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status}");
     assert_eq!(labs_of(pid), Vec::<String>::new(), "namespaces left behind");
-    let left: Vec<String> = processes_in_namespaces(&inodes)
+    let left: Vec<String> = renkei_lab::netns::live_processes_in(&inodes)
         .into_iter()
         .map(|(pid, command)| format!("{pid} {command}"))
         .collect();
@@ -1358,35 +1358,6 @@ fn a_benchmark_stopped_by_sigterm_leaves_no_lab_behind() {
         Vec::<String>::new(),
         "processes left in the lab's namespaces"
     );
-}
-
-/// The live processes (pid, command line) inside the network namespaces `inodes`, named or not.
-fn processes_in_namespaces(inodes: &[u64]) -> Vec<(i32, String)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let link = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap_or_default();
-            inodes
-                .iter()
-                .any(|inode| link.to_str() == Some(&format!("net:[{inode}]")))
-        })
-        .filter(|pid| !is_zombie(*pid))
-        .map(|pid| {
-            let command = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            (pid, String::from_utf8_lossy(&command).replace('\0', " "))
-        })
-        .collect()
-}
-
-/// True when process `pid` has exited but not been reaped (or is gone).
-fn is_zombie(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rfind(')')
-        .and_then(|close| stat[close + 1..].split_whitespace().next())
-        .is_none_or(|state| state == "Z" || state == "X")
 }
 
 /// Kills the processes it holds if a test ends early: a namespace without a name cannot be
@@ -1437,7 +1408,7 @@ fn processes_in_a_namespace_that_lost_its_name_are_killed_by_inode_or_as_childre
         Duration::from_secs(10),
         "sh's child in the namespace",
         || {
-            processes_in_namespaces(&[inode])
+            renkei_lab::netns::live_processes_in(&[inode])
                 .into_iter()
                 .map(|(pid, _)| pid)
                 .find(|&pid| pid != orphan)
@@ -1455,7 +1426,7 @@ fn processes_in_a_namespace_that_lost_its_name_are_killed_by_inode_or_as_childre
     );
     let mut both = vec![orphan, child];
     both.sort_unstable();
-    let mut found: Vec<i32> = processes_in_namespaces(&[inode])
+    let mut found: Vec<i32> = renkei_lab::netns::live_processes_in(&[inode])
         .into_iter()
         .map(|(pid, _)| pid)
         .collect();
@@ -1472,7 +1443,7 @@ fn processes_in_a_namespace_that_lost_its_name_are_killed_by_inode_or_as_childre
     )
     .expect("sh exited");
     assert!(status.success(), "{status}");
-    let found: Vec<i32> = processes_in_namespaces(&[inode])
+    let found: Vec<i32> = renkei_lab::netns::live_processes_in(&[inode])
         .into_iter()
         .map(|(pid, _)| pid)
         .collect();
@@ -1481,6 +1452,10 @@ fn processes_in_a_namespace_that_lost_its_name_are_killed_by_inode_or_as_childre
     // By inode alone (a parent no process has; sh's pid may be reused by now): the orphan goes.
     let left = renkei_lab::netns::kill_stragglers(&[inode], u32::MAX, Duration::from_secs(10));
     assert_eq!(left, Vec::<i32>::new());
-    assert_eq!(processes_in_namespaces(&[inode]), Vec::new(), "none left");
+    assert_eq!(
+        renkei_lab::netns::live_processes_in(&[inode]),
+        Vec::new(),
+        "none left"
+    );
     guard.0.clear();
 }
