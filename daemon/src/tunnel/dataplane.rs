@@ -2,7 +2,7 @@
 //!
 //! Tokio tasks share one `DataPlane`: a TUN reader per queue of the device and a UDP reader per
 //! socket on the port (one of each, or on a box with several peers one per core: see
-//! `tunnel::lane_count`), and the timer tick.
+//! `tunnel::lanes`), and the timer tick.
 //! Peer state is locked only for non-blocking work (encryption and `try_send`); a datagram that
 //! would block is copied out and sent after the lock is released. Every packet is checked by
 //! `filter` (NET-8) before it is encrypted or after it is decrypted.

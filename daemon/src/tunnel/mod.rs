@@ -11,6 +11,7 @@ pub mod failover;
 pub mod filter;
 mod handshake_limit;
 mod hub_group;
+mod lanes;
 mod netlink;
 pub mod offload;
 mod peer;
@@ -24,13 +25,12 @@ mod uapi;
 mod udp;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -42,6 +42,7 @@ use background::Background;
 use dataplane::Backlog;
 pub use dataplane::{DataPlane, TunnelCounters};
 pub use hub_group::{HubSnapshot, HubsSnapshot, PreferError};
+use lanes::{bind_udp, lane_count};
 pub use netlink::NetlinkError;
 pub use peer::PeerSnapshot;
 use peer::{Peer, PeerCounters, PeerState};
@@ -52,8 +53,6 @@ pub use uapi::{read_request as read_uapi_request, UapiError, UapiRequest};
 /// Keepalive interval for always-on facility boxes when the config does not set one: under the
 /// shortest common NAT UDP timeout.
 pub const DEFAULT_ALWAYS_ON_KEEPALIVE_SECS: u16 = 25;
-/// UDP socket buffer size asked for; bulk transfers overflow the default 208 KiB.
-const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// How often endpoint host names are checked for a lookup (see [`resolve_endpoints`]).
 const RESOLVE_RETRY: Duration = Duration::from_secs(10);
 /// A handshake older than this makes a host-name endpoint be looked up again even while its
@@ -958,81 +957,6 @@ fn switched_off_by(config_on: bool, env: Option<&str>) -> Option<&'static str> {
     }
 }
 
-/// At most this many lanes (TUN queues, and sockets sharing the WireGuard port).
-const MAX_LANES: usize = 8;
-
-/// How many lanes the data plane runs, a lane being a TUN queue and a socket receiving on the
-/// port, each read by its own task: one per runtime worker, but no more than there are peers
-/// (the kernel keeps each peer's datagrams on one socket, so a box with one peer would only
-/// ever use one). A hub thus handles different facilities on different cores at once.
-fn lane_count(peers: usize, workers: usize) -> usize {
-    peers.min(workers).clamp(1, MAX_LANES)
-}
-
-/// Binds the WireGuard UDP port, `count` sockets of it sharing it with SO_REUSEPORT when more
-/// than one (only sockets of the same user can join such a group, and one that did not ask for
-/// sharing still makes the bind fail): dual-stack when the kernel has IPv6, IPv4 otherwise.
-/// The first socket is required; a further one that cannot be bound is left out, with a
-/// warning. `port` 0 picks a free port for the first, and the others join it. Returns the first
-/// and the others. A restart binds only after the old plane's sockets closed (`stop_tasks`);
-/// should a straggling holder keep them open past its wait, the new group joins theirs and
-/// loses the datagrams hashed to them until the holder lets go, where one socket would have
-/// failed the restart.
-fn bind_udp(port: u16, count: usize) -> std::io::Result<(UdpSocket, Vec<UdpSocket>)> {
-    let shared = count > 1;
-    let (first, v6) = match bind_udp_socket(true, port, shared) {
-        Ok(s) => (s, true),
-        Err(_) => (bind_udp_socket(false, port, shared)?, false),
-    };
-    let port = first.local_addr()?.as_socket().map_or(port, |a| a.port());
-    let first = UdpSocket::from_std(first.into())?;
-    let mut sockets = Vec::new();
-    for _ in 1..count {
-        match bind_udp_socket(v6, port, shared).and_then(|s| UdpSocket::from_std(s.into())) {
-            Ok(socket) => sockets.push(socket),
-            Err(error) => {
-                tracing::warn!(%error, port, sockets = 1 + sockets.len(), "cannot open another socket on the WireGuard port; receiving on fewer");
-                break;
-            }
-        }
-    }
-    Ok((first, sockets))
-}
-
-/// One non-blocking UDP socket bound to `port` on every address (dual-stack for `v6`).
-fn bind_udp_socket(v6: bool, port: u16, shared: bool) -> std::io::Result<socket2::Socket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let (domain, any) = if v6 {
-        (Domain::IPV6, IpAddr::V6(Ipv6Addr::UNSPECIFIED))
-    } else {
-        (Domain::IPV4, IpAddr::V4(Ipv4Addr::UNSPECIFIED))
-    };
-    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-    if v6 {
-        socket.set_only_v6(false)?;
-    }
-    if shared {
-        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReusePort, &true)
-            .map_err(std::io::Error::from)?;
-    }
-    socket.bind(&SocketAddr::new(any, port).into())?;
-    size_buffers(&socket);
-    socket.set_nonblocking(true)?;
-    Ok(socket)
-}
-
-/// Large buffers keep bursts from overflowing the receive queue; as root the system maximum is
-/// bypassed, otherwise the kernel caps the request.
-fn size_buffers(socket: &socket2::Socket) {
-    use nix::sys::socket::{setsockopt, sockopt};
-    if setsockopt(socket, sockopt::RcvBufForce, &SOCKET_BUFFER_BYTES).is_err() {
-        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
-    }
-    if setsockopt(socket, sockopt::SndBufForce, &SOCKET_BUFFER_BYTES).is_err() {
-        let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
-    }
-}
-
 async fn resolve(text: &str) -> Option<SocketAddr> {
     resolve_quietly(text)
         .await
@@ -1164,39 +1088,6 @@ fn needs_lookup(
 #[cfg(test)]
 mod tests {
     use super::policy::Action;
-
-    #[test]
-    fn net1_one_lane_per_core_but_no_more_than_peers() {
-        assert_eq!(super::lane_count(1, 2), 1);
-        assert_eq!(super::lane_count(0, 2), 1);
-        assert_eq!(super::lane_count(1000, 2), 2);
-        assert_eq!(super::lane_count(3, 16), 3);
-        assert_eq!(super::lane_count(1000, 64), 8);
-        assert_eq!(super::lane_count(1000, 1), 1);
-    }
-
-    #[tokio::test]
-    async fn net1_the_port_is_shared_by_the_group_and_by_nobody_else() {
-        let (first, more) = super::bind_udp(0, 3).expect("three sockets");
-        let group: Vec<_> = std::iter::once(first).chain(more).collect();
-        let ports: Vec<u16> = group
-            .iter()
-            .map(|s| s.local_addr().expect("bound").port())
-            .collect();
-        assert_eq!(ports.len(), 3);
-        assert!(ports.iter().all(|p| *p == ports[0] && *p != 0), "{ports:?}");
-        // A socket that does not ask to share (another program) is refused the port...
-        let stranger = std::net::UdpSocket::bind(("0.0.0.0", ports[0]));
-        assert!(stranger.is_err(), "a plain bind joined the group");
-        drop(group);
-        // ...and one holding it makes the group's bind fail, loudly, as before.
-        let holder = std::net::UdpSocket::bind(("::", 0))
-            .or_else(|_| std::net::UdpSocket::bind(("0.0.0.0", 0)))
-            .expect("a port");
-        let taken = holder.local_addr().expect("bound").port();
-        assert!(super::bind_udp(taken, 2).is_err());
-        assert!(super::bind_udp(taken, 1).is_err());
-    }
 
     #[test]
     fn net1_the_environment_or_the_config_switches_tun_offloads_off() {
