@@ -730,6 +730,18 @@ impl Lab {
         format!("rk{}{}", self.id, node.letter())
     }
 
+    /// The interface index of a box's TUN device (a kept device keeps it; a new one gets
+    /// another).
+    pub fn interface_index(&self, node: Node) -> anyhow::Result<u32> {
+        let line = self
+            .ns(node)
+            .ip(&["-o", "link", "show", &self.interface(node)])?;
+        line.split(':')
+            .next()
+            .and_then(|n| n.trim().parse().ok())
+            .with_context(|| format!("no interface index in {line:?}"))
+    }
+
     /// A valid config for a box on the lab's carrier with no services, as a typed value tests
     /// change field by field. On WireGuard it is [`Lab::tunnel_only`]; on a closed network
     /// [`Lab::closed_only`].

@@ -175,16 +175,10 @@ fn as_client(client: &LeafFiles) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The TUN device's interface index in the hospital's namespace.
+/// The hospital's TUN device's interface index.
 fn tun_index(lab: &Lab) -> u32 {
-    let line = lab
-        .ns(Node::Hospital)
-        .ip(&["-o", "link", "show", &lab.interface(Node::Hospital)])
-        .expect("ip link");
-    line.split(':')
-        .next()
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no index in {line:?}"))
+    lab.interface_index(Node::Hospital)
+        .expect("the TUN device's index")
 }
 
 /// An open transfer on the untouched "documents" service: hub-side client -> hub outbound ->

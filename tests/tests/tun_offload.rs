@@ -421,6 +421,67 @@ fn net1_udp_super_segments_captured_from_a_real_tun_split_into_valid_datagrams()
     });
 }
 
+/// Sends two datagrams of each of `flows` new flows (source ports) from the box's address to the
+/// peer behind the device and returns, for each flow, the queues its datagrams came out of.
+fn queues_of_new_flows(tun: &Tun, flows: usize) -> std::collections::HashMap<u16, Vec<usize>> {
+    let peer = SocketAddr::new(PEER.into(), PEER_PORT);
+    let sockets: Vec<std::net::UdpSocket> = (0..flows)
+        .map(|_| std::net::UdpSocket::bind("198.18.7.1:0").expect("UDP socket"))
+        .collect();
+    for round in 0..2u8 {
+        for socket in &sockets {
+            socket
+                .send_to(&[round; 8], peer)
+                .expect("sent into the device");
+        }
+    }
+    let ports: Vec<u16> = sockets
+        .iter()
+        .map(|s| s.local_addr().expect("bound").port())
+        .collect();
+    let mut queues_of: std::collections::HashMap<u16, Vec<usize>> = Default::default();
+    let mut buf = vec![0u8; 65_536];
+    wait_until(Duration::from_secs(10), "every datagram read", || {
+        for queue in 0..tun.queue_count() {
+            while let Ok(n) = tun.queue(queue).try_recv(&mut buf) {
+                let packet = &buf[offload::VNET_HDR_BYTES..n];
+                let header = usize::from(packet[0] & 0x0f) * 4;
+                let is_ours = packet[0] >> 4 == 4
+                    && packet[9] == 17
+                    && packet.get(header + 2..header + 4) == Some(&PEER_PORT.to_be_bytes());
+                if is_ours {
+                    let port = u16::from_be_bytes([packet[header], packet[header + 1]]);
+                    if ports.contains(&port) {
+                        queues_of.entry(port).or_default().push(queue);
+                    }
+                }
+            }
+        }
+        (queues_of.len() == flows && queues_of.values().all(|q| q.len() == 2)).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {queues_of:?}"));
+    for (port, queues) in &queues_of {
+        assert_eq!(queues[0], queues[1], "flow from port {port} on two queues");
+    }
+    queues_of
+}
+
+/// How many of `queues_of`'s flows came out of each of `queues` queues.
+fn flows_per_queue(
+    queues_of: &std::collections::HashMap<u16, Vec<usize>>,
+    queues: usize,
+) -> Vec<usize> {
+    (0..queues)
+        .map(|queue| queues_of.values().filter(|q| q[0] == queue).count())
+        .collect()
+}
+
+/// The device `DEVICE` up with the box's address, the peer behind it.
+fn address_and_up() {
+    ip(&["addr", "add", "198.18.7.1/24", "dev", DEVICE]);
+    ip(&["link", "set", DEVICE, "mtu", &MTU.to_string(), "up"]);
+}
+
 /// A multi-queue device (a hub's, one queue per core): the kernel spreads flows over the
 /// queues, every packet of one flow through the same queue, each read on its own descriptor.
 #[test]
@@ -432,51 +493,57 @@ fn net1_a_multi_queue_tun_device_spreads_flows_over_its_queues() {
         let (_runtime, tun) = tun_with_queues(QUEUES);
         assert_eq!(tun.queue_count(), QUEUES);
         assert!(tun.offloads().is_on(), "{}", tun.offloads().describe());
-        ip(&["addr", "add", "198.18.7.1/24", "dev", DEVICE]);
-        ip(&["link", "set", DEVICE, "mtu", &MTU.to_string(), "up"]);
-        // Two datagrams of each of FLOWS flows (source ports) to the peer behind the device.
-        let peer = SocketAddr::new(PEER.into(), PEER_PORT);
-        let sockets: Vec<std::net::UdpSocket> = (0..FLOWS)
-            .map(|_| std::net::UdpSocket::bind("198.18.7.1:0").expect("UDP socket"))
-            .collect();
-        for round in 0..2u8 {
-            for socket in &sockets {
-                socket
-                    .send_to(&[round; 8], peer)
-                    .expect("sent into the device");
-            }
-        }
-        // Source port -> the queues its datagrams came out of.
-        let mut queues_of: std::collections::HashMap<u16, Vec<usize>> = Default::default();
-        let mut buf = vec![0u8; 65_536];
-        wait_until(Duration::from_secs(10), "every datagram read", || {
-            for queue in 0..QUEUES {
-                while let Ok(n) = tun.queue(queue).try_recv(&mut buf) {
-                    let packet = &buf[offload::VNET_HDR_BYTES..n];
-                    let header = usize::from(packet[0] & 0x0f) * 4;
-                    let is_ours = packet[0] >> 4 == 4
-                        && packet[9] == 17
-                        && packet.get(header + 2..header + 4) == Some(&PEER_PORT.to_be_bytes());
-                    if is_ours {
-                        let port = u16::from_be_bytes([packet[header], packet[header + 1]]);
-                        queues_of.entry(port).or_default().push(queue);
-                    }
-                }
-            }
-            (queues_of.len() == FLOWS && queues_of.values().all(|q| q.len() == 2)).then_some(())
-        })
-        .unwrap_or_else(|e| panic!("{e}: {queues_of:?}"));
-        for (port, queues) in &queues_of {
-            assert_eq!(queues[0], queues[1], "flow from port {port} on two queues");
-        }
-        let per_queue: Vec<usize> = (0..QUEUES)
-            .map(|queue| queues_of.values().filter(|q| q[0] == queue).count())
-            .collect();
+        address_and_up();
+        let per_queue = flows_per_queue(&queues_of_new_flows(&tun, FLOWS), QUEUES);
         // All on one queue by chance: QUEUES * (2/3)^64, about 2e-11.
         assert!(
             per_queue.iter().all(|n| *n > 0),
             "flows per queue {per_queue:?}"
         );
         eprintln!("flows per queue: {per_queue:?}");
+    });
+}
+
+/// A hub's config change moves its number of lanes while its device is kept: a multi-queue
+/// device (made with one queue, as a hub with one facility has) takes more queues (new flows reach them, with the offloads of the others) and gives
+/// some back (then every flow comes out of the queues left, and the device stays); a device
+/// made with one queue cannot take more, and says so.
+#[test]
+fn net1_a_kept_multi_queue_tun_device_takes_more_queues_and_gives_some_back() {
+    require_root!();
+    in_namespace("mqset", || {
+        const FLOWS: usize = 64;
+        // A hub's device: multi-queue from the start, with one queue while it has one peer.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("runtime");
+        let _reactor = runtime.enter();
+        let mut tun = Tun::create_multi_queue(DEVICE, None, 1).expect("TUN device");
+        assert_eq!(tun.queue_count(), 1);
+        address_and_up();
+        assert!(tun.can_have_queues(4));
+        assert_eq!(tun.set_queue_count(DEVICE, 4), 4);
+        assert_eq!(tun.queue_count(), 4);
+        assert!(tun.offloads().is_on(), "{}", tun.offloads().describe());
+        let per_queue = flows_per_queue(&queues_of_new_flows(&tun, FLOWS), 4);
+        // A queue without a flow by chance: 4 * (3/4)^64, about 4e-8.
+        assert!(
+            per_queue.iter().all(|n| *n > 0),
+            "flows per queue after growing to 4: {per_queue:?}"
+        );
+
+        assert_eq!(tun.set_queue_count(DEVICE, 1), 1);
+        assert_eq!(tun.queue_count(), 1);
+        let per_queue = flows_per_queue(&queues_of_new_flows(&tun, 16), 1);
+        assert_eq!(per_queue, vec![16], "every flow on the one queue left");
+        assert_eq!(tun.set_queue_count(DEVICE, 3), 3, "and it grows again");
+    });
+    in_namespace("sqset", || {
+        let (runtime, mut tun) = tun_with_queues(1);
+        let _reactor = runtime.enter();
+        assert!(tun.can_have_queues(1));
+        assert!(!tun.can_have_queues(2), "a single-queue device took more");
+        assert_eq!(tun.set_queue_count(DEVICE, 2), 1);
     });
 }

@@ -7,6 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tokio::net::UdpSocket;
 
+use crate::config::{Config, Role};
+
 /// UDP socket buffer size asked for; bulk transfers overflow the default 208 KiB.
 const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
@@ -19,6 +21,24 @@ const MAX_LANES: usize = 8;
 /// ever use one). A hub thus handles different facilities on different cores at once.
 pub(super) fn lane_count(peers: usize, workers: usize) -> usize {
     peers.min(workers).clamp(1, MAX_LANES)
+}
+
+/// How many of the tunnel's peers can carry traffic at the same time, which is what lanes
+/// are for: every peer of a hub; on a facility's box a hub group (its primary and backup data
+/// centres) counts once, since only its active member carries traffic.
+pub(super) fn peers_at_once(config: &Config) -> usize {
+    let Some(tunnel) = &config.tunnel else {
+        return 0;
+    };
+    let grouped = match (&tunnel.failover, config.facility.role) {
+        (Some(failover), role) if role != Role::Hub => tunnel
+            .peers
+            .iter()
+            .filter(|peer| failover.hubs.contains(&peer.name))
+            .count(),
+        _ => 0,
+    };
+    tunnel.peers.len() - grouped.saturating_sub(1)
 }
 
 /// Binds the WireGuard UDP port, `count` sockets of it sharing it with SO_REUSEPORT when more
@@ -97,6 +117,40 @@ mod tests {
         assert_eq!(lane_count(3, 16), 3);
         assert_eq!(lane_count(1000, 64), 8);
         assert_eq!(lane_count(1000, 1), 1);
+    }
+
+    /// A hub's facilities are all at once; a facility's primary and backup data centres are one
+    /// at a time (one lane), whatever else it has.
+    #[test]
+    fn net1_lanes_count_the_peers_that_carry_traffic_at_once() {
+        let example: Config =
+            toml::from_str(include_str!("../../../config/hub.toml")).expect("the example");
+        let count = |role: Role, peers: &[&str], group: &[&str]| {
+            let mut config = example.clone();
+            config.facility.role = role;
+            let tunnel = config.tunnel.as_mut().expect("[tunnel]");
+            let model = tunnel.peers[0].clone();
+            tunnel.peers = peers
+                .iter()
+                .map(|name| crate::config::PeerConfig {
+                    name: name.to_string(),
+                    ..model.clone()
+                })
+                .collect();
+            tunnel.failover = (!group.is_empty()).then(|| crate::config::FailoverConfig {
+                hubs: group.iter().map(|h| h.to_string()).collect(),
+                failover_after_secs: 30,
+                fail_back_after_secs: 120,
+                probe_interval_secs: 10,
+            });
+            peers_at_once(&config)
+        };
+        assert_eq!(count(Role::Hub, &["a", "b", "c"], &[]), 3);
+        assert_eq!(count(Role::Hub, &["a", "b", "c"], &["a", "b"]), 3);
+        assert_eq!(count(Role::Disclosing, &["dc"], &[]), 1);
+        assert_eq!(count(Role::Viewing, &["dc", "dc2"], &["dc", "dc2"]), 1);
+        assert_eq!(count(Role::Viewing, &["dc", "dc2", "x"], &["dc", "dc2"]), 2);
+        assert_eq!(count(Role::Disclosing, &["dc", "x"], &[]), 2);
     }
 
     #[tokio::test]

@@ -368,11 +368,21 @@ impl Tunnel {
         let tunnel = config.tunnel.as_ref().ok_or(TunnelError::NotConfigured)?;
         let secret = keys::read_private_key(&tunnel.private_key_file)?;
         // One queue and one receive socket per worker on a box with several peers (a hub), so
-        // that different peers are handled on different cores; a kept device keeps its queues.
-        let workers = tokio::runtime::Handle::current().metrics().num_workers();
-        let lanes = lane_count(tunnel.peers.len(), workers);
+        // that different peers are handled on different cores; a kept device is given as many
+        // queues as it can take.
+        let lanes = lanes_for(config);
         let tun = match tun {
-            Some(tun) => tun,
+            Some(mut tun) => {
+                tun.set_queue_count(&tunnel.interface, lanes);
+                tun
+            }
+            // A hub's facilities come and go by config changes: its device can always take
+            // more queues. A facility's keeps the single-queue device it has always had.
+            None if config.facility.role == Role::Hub => tun::Tun::create_multi_queue(
+                &tunnel.interface,
+                offloads_switched_off(tunnel),
+                lanes,
+            )?,
             None => {
                 tun::Tun::create_queues(&tunnel.interface, offloads_switched_off(tunnel), lanes)?
             }
@@ -936,6 +946,12 @@ pub struct DatagramDrops {
     pub send_errors: u64,
     /// Decrypted packets the TUN device refused.
     pub tun_write_errors: u64,
+}
+
+/// How many lanes `config`'s tunnel runs on this runtime (see [`lanes`]).
+fn lanes_for(config: &Config) -> usize {
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    lane_count(lanes::peers_at_once(config), workers)
 }
 
 /// The environment variable that forces TUN offloads off (`off`), whatever the config says.

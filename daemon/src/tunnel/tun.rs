@@ -5,7 +5,9 @@
 //!
 //! A hub's device has several queues (`IFF_MULTI_QUEUE`), one descriptor each: the kernel hands
 //! each flow to one queue (the one its packets from renkei last came through), so the data plane
-//! reads different peers' traffic in different tasks at once.
+//! reads different peers' traffic in different tasks at once. A hub's device is multi-queue even
+//! with one queue, so that a config change bringing more facilities can attach more queues to
+//! the kept device.
 //!
 //! The device is not persistent: when the daemon exits (or is killed) the kernel removes it with
 //! its addresses and routes, so a crash never leaves a route into a dead tunnel behind.
@@ -70,6 +72,8 @@ pub struct Tun {
     /// Never empty.
     queues: Vec<TunQueue>,
     offloads: Offloads,
+    /// Made with `IFF_MULTI_QUEUE`: queues can be attached and detached while it lives.
+    multi_queue: bool,
 }
 
 /// One queue of a TUN device: its own descriptor, read and written on its own.
@@ -98,8 +102,28 @@ impl Tun {
         switched_off: Option<&str>,
         queues: usize,
     ) -> Result<Tun, TunError> {
-        if queues > 1 {
-            match Self::create_with(name, switched_off, queues) {
+        Self::create_layout(name, switched_off, queues, queues > 1)
+    }
+
+    /// As [`Tun::create_queues`], but a multi-queue device even with one queue, so that
+    /// [`Tun::set_queue_count`] can add queues later (a hub's, whose facilities come by config
+    /// changes).
+    pub fn create_multi_queue(
+        name: &str,
+        switched_off: Option<&str>,
+        queues: usize,
+    ) -> Result<Tun, TunError> {
+        Self::create_layout(name, switched_off, queues, true)
+    }
+
+    fn create_layout(
+        name: &str,
+        switched_off: Option<&str>,
+        queues: usize,
+        multi: bool,
+    ) -> Result<Tun, TunError> {
+        if multi {
+            match Self::create_with(name, switched_off, queues.max(1), true) {
                 Err(TunError::Create { source, .. })
                     if source.raw_os_error() == Some(libc::EINVAL) =>
                 {
@@ -108,58 +132,109 @@ impl Tun {
                 other => return other,
             }
         }
-        Self::create_with(name, switched_off, 1)
+        Self::create_with(name, switched_off, 1, false)
     }
 
-    fn create_with(name: &str, switched_off: Option<&str>, queues: usize) -> Result<Tun, TunError> {
+    fn create_with(
+        name: &str,
+        switched_off: Option<&str>,
+        queues: usize,
+        multi: bool,
+    ) -> Result<Tun, TunError> {
         if let Some(why) = switched_off {
-            return Self::create_plain(name, Offloads::Off(why.to_string()), queues);
+            return Self::create_plain(name, Offloads::Off(why.to_string()), queues, multi);
         }
-        match Self::open_queues(name, true, queues) {
+        match Self::open_queues(name, true, queues, multi) {
             Ok(fds) => match fds
                 .iter()
                 .try_fold(true, |uso, fd| enable_offloads(fd).map(|took| uso & took))
             {
-                Ok(uso) => Self::register(fds, Offloads::On { uso }),
+                Ok(uso) => Self::register(fds, Offloads::On { uso }, multi),
                 Err(e) => {
                     // Closing the descriptors removes the interface; it is made again plain.
                     drop(fds);
                     let why = format!("the kernel refused TUNSETOFFLOAD: {e}");
                     tracing::warn!(interface = name, reason = %why, "TUN offloads off");
-                    Self::create_plain(name, Offloads::Off(why), queues)
+                    Self::create_plain(name, Offloads::Off(why), queues, multi)
                 }
             },
             Err(TunError::Create { source, .. })
-                if source.raw_os_error() == Some(libc::EINVAL) && queues == 1 =>
+                if source.raw_os_error() == Some(libc::EINVAL) && !multi =>
             {
                 let why = format!("the kernel refused IFF_VNET_HDR: {source}");
                 tracing::warn!(interface = name, reason = %why, "TUN offloads off");
-                Self::create_plain(name, Offloads::Off(why), queues)
+                Self::create_plain(name, Offloads::Off(why), queues, multi)
             }
             Err(e) => Err(e),
         }
     }
 
-    fn create_plain(name: &str, why: Offloads, queues: usize) -> Result<Tun, TunError> {
-        let fds = Self::open_queues(name, false, queues)?;
-        Self::register(fds, why)
+    fn create_plain(
+        name: &str,
+        why: Offloads,
+        queues: usize,
+        multi: bool,
+    ) -> Result<Tun, TunError> {
+        let fds = Self::open_queues(name, false, queues, multi)?;
+        Self::register(fds, why, multi)
     }
 
-    fn register(fds: Vec<OwnedFd>, offloads: Offloads) -> Result<Tun, TunError> {
+    fn register(fds: Vec<OwnedFd>, offloads: Offloads, multi_queue: bool) -> Result<Tun, TunError> {
         let vnet_hdr = offloads.is_on();
         let queues = fds
             .into_iter()
-            .map(|fd| {
-                // SAFETY: `fd` is an open descriptor owned by the AsyncFd for its whole life;
-                // nothing else closes or replaces it.
-                unsafe {
-                    AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE)
-                }
-                .map(|fd| TunQueue { fd, vnet_hdr })
-                .map_err(|e| TunError::Register(e.into()))
-            })
+            .map(|fd| TunQueue::register(fd, vnet_hdr))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Tun { queues, offloads })
+        Ok(Tun {
+            queues,
+            offloads,
+            multi_queue,
+        })
+    }
+
+    /// Whether this device can be given `queues` queues: any count on a multi-queue device,
+    /// only one on a device made with a single queue (the kernel cannot add to that).
+    pub fn can_have_queues(&self, queues: usize) -> bool {
+        self.multi_queue || queues <= 1
+    }
+
+    /// Gives a kept device `queues` queues (a config change moved the number of lanes):
+    /// detaches the surplus (closing a queue's descriptor detaches it) or attaches more, with
+    /// the same header and offloads as the others. A queue the kernel will not attach is left
+    /// out, with a warning: the device keeps working with the queues it has. Returns how many
+    /// queues it has now.
+    pub fn set_queue_count(&mut self, name: &str, queues: usize) -> usize {
+        let queues = queues.max(1);
+        if queues < self.queues.len() {
+            self.queues.truncate(queues);
+        } else if !self.can_have_queues(queues) {
+            tracing::warn!(
+                interface = name,
+                queues,
+                "a single-queue TUN device cannot take more queues; its lanes share the one it has until the daemon restarts"
+            );
+        } else {
+            let vnet_hdr = self.offloads.is_on();
+            while self.queues.len() < queues {
+                let attached = Self::open(name, vnet_hdr, true).and_then(|fd| {
+                    if vnet_hdr {
+                        enable_offloads(&fd).map_err(|source| TunError::Create {
+                            name: name.to_string(),
+                            source,
+                        })?;
+                    }
+                    TunQueue::register(fd, vnet_hdr)
+                });
+                match attached {
+                    Ok(queue) => self.queues.push(queue),
+                    Err(error) => {
+                        tracing::warn!(interface = name, %error, queues = self.queues.len(), "the kernel would not attach another TUN queue; keeping those there are");
+                        break;
+                    }
+                }
+            }
+        }
+        self.queues.len()
     }
 
     /// Whether reads and writes carry a virtio-net header.
@@ -178,9 +253,13 @@ impl Tun {
     }
 
     /// Opens `queues` descriptors of the device `name`: the first creates it, the others attach
-    /// to it (`IFF_MULTI_QUEUE` on all of them when more than one).
-    fn open_queues(name: &str, vnet_hdr: bool, queues: usize) -> Result<Vec<OwnedFd>, TunError> {
-        let multi = queues > 1;
+    /// to it (`IFF_MULTI_QUEUE` on all of them when `multi`).
+    fn open_queues(
+        name: &str,
+        vnet_hdr: bool,
+        queues: usize,
+        multi: bool,
+    ) -> Result<Vec<OwnedFd>, TunError> {
         (0..queues.max(1))
             .map(|_| Self::open(name, vnet_hdr, multi))
             .collect()
@@ -248,6 +327,14 @@ impl Tun {
 }
 
 impl TunQueue {
+    fn register(fd: OwnedFd, vnet_hdr: bool) -> Result<TunQueue, TunError> {
+        // SAFETY: `fd` is an open descriptor owned by the AsyncFd for its whole life; nothing
+        // else closes or replaces it.
+        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
+            .map(|fd| TunQueue { fd, vnet_hdr })
+            .map_err(|e| TunError::Register(e.into()))
+    }
+
     /// Reads one packet, waiting until one is there.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.fd
