@@ -6,7 +6,9 @@
 //! forwards: only the box's own packets cross it (NET-8).
 
 mod background;
+mod check_in;
 mod dataplane;
+mod endpoints;
 pub mod failover;
 pub mod filter;
 mod handshake_limit;
@@ -20,17 +22,17 @@ mod replay;
 pub mod resume;
 mod routes;
 mod settle;
+mod snapshot;
 pub mod tun;
 mod uapi;
 mod udp;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -39,26 +41,24 @@ use crate::keys;
 use crate::state::link::DropCounts as FilterDrops;
 use crate::state::moment::Moment;
 use background::Background;
+use check_in::check_in;
 use dataplane::Backlog;
 pub use dataplane::{DataPlane, TunnelCounters};
+use endpoints::{resolve, resolve_endpoints};
 pub use hub_group::{HubSnapshot, HubsSnapshot, PreferError};
 use lanes::{bind_udp, lane_count};
 pub use netlink::NetlinkError;
 pub use peer::PeerSnapshot;
 use peer::{Peer, PeerCounters, PeerState};
 use policy::{Event, LinkState, Mode, Policy, PolicyTimers};
+use snapshot::overall_state;
+pub use snapshot::{DatagramDrops, DropCounts, OffloadCounts, TunnelSnapshot};
 pub use tun::TunError;
 pub use uapi::{read_request as read_uapi_request, UapiError, UapiRequest};
 
 /// Keepalive interval for always-on facility boxes when the config does not set one: under the
 /// shortest common NAT UDP timeout.
 pub const DEFAULT_ALWAYS_ON_KEEPALIVE_SECS: u16 = 25;
-/// How often endpoint host names are checked for a lookup (see [`resolve_endpoints`]).
-const RESOLVE_RETRY: Duration = Duration::from_secs(10);
-/// A handshake older than this makes a host-name endpoint be looked up again even while its
-/// session still counts as up (wireguard-tools' `reresolve-dns` uses the same 135 s).
-const STALE_HANDSHAKE: Duration = Duration::from_secs(135);
-
 /// Why the tunnel could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
@@ -868,86 +868,6 @@ fn holds_on(holds: &HoldCounts, key: &[u8; 32]) -> usize {
     holds.get(key).copied().unwrap_or(0)
 }
 
-/// The tunnel's state as one word: a facility box has one peer (the data centre); a hub is up
-/// when any facility is.
-fn overall_state(peers: &[PeerSnapshot]) -> LinkState {
-    // A standby hub's probe session says nothing about the link the box uses.
-    let states = || peers.iter().filter(|p| !p.standby).map(|p| p.state);
-    if states().any(|s| s == LinkState::Up) {
-        LinkState::Up
-    } else if states().any(|s| s == LinkState::Connecting) {
-        LinkState::Connecting
-    } else if states().any(|s| s == LinkState::Down) {
-        LinkState::Down
-    } else {
-        LinkState::Idle
-    }
-}
-
-/// A point-in-time view of the tunnel.
-#[derive(Debug, Clone, Serialize)]
-pub struct TunnelSnapshot {
-    /// Interface name.
-    pub interface: String,
-    /// The box's tunnel address.
-    pub address: ipnet::IpNet,
-    /// UDP port in use.
-    pub listen_port: u16,
-    /// always_on or on_demand.
-    pub policy: &'static str,
-    /// Overall state.
-    pub state: LinkState,
-    /// Any always-on peer in alarm.
-    pub alarm: bool,
-    /// Per-peer detail.
-    pub peers: Vec<PeerSnapshot>,
-    /// Dropped packets by reason.
-    pub drops: DropCounts,
-    /// TUN offloads: `on (...)` or `off (why)`.
-    pub offloads: String,
-    /// Whether TUN offloads are on.
-    pub offloads_on: bool,
-    /// What the offloads did so far.
-    pub offload_counts: OffloadCounts,
-    /// Datagram reads (a GRO batch counts once) by each socket receiving on the UDP port: one,
-    /// or on a box with several peers one per core, among which the kernel spreads the peers.
-    pub udp_reads_per_socket: Vec<u64>,
-    /// Reads (a super-segment counts once) from each queue of the TUN device: as many queues
-    /// as receive sockets, the kernel keeping each flow on one.
-    pub tun_reads_per_queue: Vec<u64>,
-}
-
-/// Super-packets moved through the TUN device with offloads on: evidence the path runs.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct OffloadCounts {
-    /// Reads that were super-segments, split into packets before the filter.
-    pub super_segments_read: u64,
-    /// Writes that carried several coalesced packets.
-    pub super_packets_written: u64,
-}
-
-/// Dropped packets and datagrams by reason (NET-8 and bad input).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct DropCounts {
-    /// What the packet filter dropped: the part every carrier reports.
-    pub filter: FilterDrops,
-    /// What WireGuard dropped below the filter.
-    pub datagrams: DatagramDrops,
-}
-
-/// What WireGuard drops on its own, below the packet filter: datagrams, not packets.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct DatagramDrops {
-    /// Not WireGuard, failed authentication, or a replayed handshake initiation.
-    pub invalid_datagrams: u64,
-    /// Peer endpoint unknown.
-    pub no_endpoint: u64,
-    /// Sends that failed.
-    pub send_errors: u64,
-    /// Decrypted packets the TUN device refused.
-    pub tun_write_errors: u64,
-}
-
 /// How many lanes `config`'s tunnel runs on this runtime (see [`lanes`]).
 fn lanes_for(config: &Config) -> usize {
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
@@ -970,134 +890,6 @@ fn switched_off_by(config_on: bool, env: Option<&str>) -> Option<&'static str> {
         Some("switched off in the config: [tunnel] offloads = false")
     } else {
         None
-    }
-}
-
-async fn resolve(text: &str) -> Option<SocketAddr> {
-    resolve_quietly(text)
-        .await
-        .map_err(|e| {
-            tracing::warn!(endpoint = text, error = %e, "cannot resolve peer endpoint; will retry");
-        })
-        .ok()
-}
-
-/// Looks `text` up, leaving what to say about a failure to the caller.
-async fn resolve_quietly(text: &str) -> std::io::Result<SocketAddr> {
-    tokio::net::lookup_host(text)
-        .await?
-        .next()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no address"))
-}
-
-/// Check-ins of an on-demand box: an idle box behind NAT cannot be reached by the operator, so
-/// every `interval` it holds its tunnel up for `window` as if a LAN connection wanted it, then
-/// lets it idle out as usual (after `idle_timeout_secs` without traffic). Apart from check-ins
-/// an idle box sends nothing.
-async fn check_in(plane: Arc<DataPlane>, interval: Duration, window: Duration) {
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let peers: Vec<Arc<Peer>> = plane
-            .peers
-            .iter()
-            .filter(|p| p.lock().policy.mode() == Mode::OnDemand)
-            .cloned()
-            .collect();
-        tracing::info!(
-            window_secs = window.as_secs(),
-            "check-in: bringing the tunnel up for the operator"
-        );
-        for peer in &peers {
-            plane.external_event(peer, Event::HoldAcquired).await;
-        }
-        tokio::time::sleep(window).await;
-        for peer in &peers {
-            plane.external_event(peer, Event::HoldReleased).await;
-        }
-    }
-}
-
-/// Looks endpoint host names up again, so that a data centre can move to another address
-/// behind the same name: a peer's name is looked up while it has no address (it did not
-/// resolve at start), while the peer is trying to connect (connecting or down), and once the
-/// last handshake of an up session is older than [`STALE_HANDSHAKE`]; never while idle. A new
-/// address replaces the one in use, and the next handshake goes there. Literal addresses are
-/// never looked up.
-async fn resolve_endpoints(plane: Arc<DataPlane>) {
-    loop {
-        tokio::time::sleep(RESOLVE_RETRY).await;
-        for peer in &plane.peers {
-            let Some(text) = &peer.configured_endpoint else {
-                continue;
-            };
-            if text.parse::<SocketAddr>().is_ok() {
-                continue;
-            }
-            let (current, wanted) = {
-                let state = peer.lock();
-                (
-                    state.endpoint,
-                    needs_lookup(
-                        state.endpoint.is_some(),
-                        state.policy.state(),
-                        state.last_handshake,
-                        Instant::now(),
-                    ),
-                )
-            };
-            if !wanted {
-                continue;
-            }
-            let found = match current {
-                // Without an address the peer is unreachable: say why, every time.
-                None => resolve(text).await,
-                // With one, a failed lookup changes nothing; the old address stays in use.
-                Some(_) => match resolve_quietly(text).await {
-                    Ok(addr) => Some(addr),
-                    Err(e) => {
-                        tracing::debug!(peer = %peer.name, endpoint = text, error = %e, "lookup again failed; keeping the address in use");
-                        None
-                    }
-                },
-            };
-            let Some(addr) = found else {
-                continue;
-            };
-            let mut state = peer.lock();
-            match state.endpoint {
-                None => {
-                    tracing::info!(peer = %peer.name, endpoint = %addr, "peer endpoint resolved")
-                }
-                Some(old) if old != addr => tracing::info!(
-                    peer = %peer.name,
-                    name = text.as_str(),
-                    from = %old,
-                    to = %addr,
-                    "peer endpoint moved: its name resolves to another address"
-                ),
-                Some(_) => continue,
-            }
-            state.endpoint = Some(addr);
-        }
-    }
-}
-
-/// Whether a host-name endpoint should be looked up now (see [`resolve_endpoints`]).
-fn needs_lookup(
-    has_address: bool,
-    state: LinkState,
-    last_handshake: Option<Moment>,
-    now: Instant,
-) -> bool {
-    let stale = last_handshake.is_some_and(|t| t.age_at(now) > STALE_HANDSHAKE);
-    match state {
-        _ if !has_address => true,
-        LinkState::Connecting | LinkState::Down => true,
-        LinkState::Up => stale,
-        // An idle box sends nothing, lookups included; its next demand looks up if it fails.
-        LinkState::Idle => false,
     }
 }
 
@@ -1137,31 +929,6 @@ mod tests {
             policy.handle(Event::HoldAcquired, now);
         }
         policy
-    }
-
-    #[test]
-    fn an_endpoint_name_is_looked_up_when_missing_failing_or_stale_only() {
-        let now = Instant::now() + Duration::from_secs(10_000);
-        // The wall clock of each handshake is three days off (stepped since): only the
-        // monotonic age counts.
-        let wall = std::time::SystemTime::now() - Duration::from_secs(3 * 86_400);
-        let ago = |secs| {
-            Some(Moment {
-                instant: now - Duration::from_secs(secs),
-                wall,
-            })
-        };
-        // No address yet: always.
-        assert!(needs_lookup(false, LinkState::Idle, None, now));
-        // Trying and failing to connect: the name may point elsewhere now.
-        assert!(needs_lookup(true, LinkState::Connecting, ago(10), now));
-        assert!(needs_lookup(true, LinkState::Down, None, now));
-        // Up with a fresh handshake, or idle on demand (an idle box sends nothing): leave it.
-        assert!(!needs_lookup(true, LinkState::Up, ago(10), now));
-        assert!(!needs_lookup(true, LinkState::Idle, ago(3600), now));
-        // Up but no handshake for longer than wireguard-tools waits.
-        assert!(needs_lookup(true, LinkState::Up, ago(136), now));
-        assert!(!needs_lookup(true, LinkState::Up, ago(134), now));
     }
 
     #[test]
