@@ -23,6 +23,7 @@ use x509_parser::signature_algorithm::SignatureAlgorithm;
 use x509_parser::time::ASN1Time;
 use x509_parser::x509::AlgorithmIdentifier;
 
+use super::certificate_profile::{self as cp, SignatureVerdict};
 use super::identity::PeerIdentities;
 use super::profile;
 use crate::config::TlsConfig;
@@ -33,12 +34,6 @@ pub const MAX_PEM_FILE_BYTES: u64 = 1024 * 1024;
 
 /// A certificate expiring within this many days raises a warning (NET-5).
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
-
-/// Smallest RSA modulus the profile accepts.
-pub const MIN_RSA_BITS: usize = 2048;
-
-/// Largest RSA modulus the verifiers can check (webpki's 2048..8192 range).
-pub const MAX_RSA_BITS: usize = 8192;
 
 const SECONDS_PER_DAY: i64 = 86_400;
 
@@ -812,41 +807,23 @@ fn check_signature_algorithm(
         subject: subject.to_string(),
         algorithm: name.to_string(),
     };
-    match oid.as_str() {
-        // sha256/384/512WithRSAEncryption, ecdsa-with-SHA256/384, Ed25519.
-        "1.2.840.113549.1.1.11"
-        | "1.2.840.113549.1.1.12"
-        | "1.2.840.113549.1.1.13"
-        | "1.2.840.10045.4.3.2"
-        | "1.2.840.10045.4.3.3"
-        | "1.3.101.112" => Ok(()),
-        "1.2.840.113549.1.1.5" | "1.3.14.3.2.29" => Err(weak("sha1WithRSAEncryption")),
-        "1.2.840.10045.4.1" => Err(weak("ecdsa-with-SHA1")),
-        "1.2.840.10040.4.3" => Err(weak("dsa-with-sha1")),
-        "1.2.840.113549.1.1.4" | "1.3.14.3.2.25" => Err(weak("md5WithRSAEncryption")),
-        "1.2.840.113549.1.1.2" => Err(weak("md2WithRSAEncryption")),
-        "1.2.840.113549.1.1.10" => match SignatureAlgorithm::try_from(algorithm) {
-            Ok(SignatureAlgorithm::RSASSA_PSS(params)) => {
-                match params.hash_algorithm_oid().to_id_string().as_str() {
-                    // PSS with SHA-256/384/512.
-                    "2.16.840.1.101.3.4.2.1"
-                    | "2.16.840.1.101.3.4.2.2"
-                    | "2.16.840.1.101.3.4.2.3" => Ok(()),
-                    // The PSS default hash is SHA-1.
-                    "1.3.14.3.2.26" => Err(weak("RSASSA-PSS with SHA-1")),
-                    other => Err(unsupported(&format!("RSASSA-PSS with hash {other}"))),
-                }
-            }
-            _ => Err(unsupported("RSASSA-PSS with unreadable parameters")),
-        },
-        other => Err(unsupported(&format!("signature algorithm {other}"))),
+    let pss_hash = match SignatureAlgorithm::try_from(algorithm) {
+        Ok(SignatureAlgorithm::RSASSA_PSS(params)) if oid == cp::RSA_PSS => {
+            Some(params.hash_algorithm_oid().to_id_string())
+        }
+        _ => None,
+    };
+    match cp::signature_algorithm(&oid, pss_hash.as_deref()) {
+        SignatureVerdict::Allowed => Ok(()),
+        SignatureVerdict::Weak(name) => Err(weak(name)),
+        SignatureVerdict::Unsupported(what) => Err(unsupported(&what)),
     }
 }
 
 /// Named curve of an ECDSA public key as a dotted OID, `None` for other key types.
 fn ecdsa_curve(cert: &X509Certificate<'_>) -> Option<String> {
     let algorithm = &cert.public_key().algorithm;
-    if algorithm.algorithm.to_id_string() != "1.2.840.10045.2.1" {
+    if algorithm.algorithm.to_id_string() != cp::EC_KEY {
         return None;
     }
     algorithm
@@ -871,10 +848,10 @@ fn check_ecdsa_hash_matches_issuer_curve(
         })
         .collect();
     for (path, cert) in &parsed {
-        let expected_curve = match cert.signature_algorithm.algorithm.to_id_string().as_str() {
-            "1.2.840.10045.4.3.2" => "1.2.840.10045.3.1.7",
-            "1.2.840.10045.4.3.3" => "1.3.132.0.34",
-            _ => continue,
+        let Some((expected_curve, hash)) =
+            cp::ecdsa_pairing(&cert.signature_algorithm.algorithm.to_id_string())
+        else {
+            continue;
         };
         let issuer_curve = parsed
             .iter()
@@ -882,16 +859,7 @@ fn check_ecdsa_hash_matches_issuer_curve(
             .and_then(|(_, issuer)| ecdsa_curve(issuer));
         if let Some(curve) = issuer_curve {
             if curve != expected_curve {
-                let hash = if expected_curve == "1.3.132.0.34" {
-                    "SHA-384"
-                } else {
-                    "SHA-256"
-                };
-                let key = if curve == "1.3.132.0.34" {
-                    "P-384"
-                } else {
-                    "P-256"
-                };
+                let key = cp::curve_name(&curve).unwrap_or(curve.as_str());
                 return Err(CredentialError::UnsupportedSignature {
                     path: path.to_path_buf(),
                     subject: name_or_placeholder(cert.subject().to_string()),
@@ -919,7 +887,7 @@ fn check_public_key(
         key,
     };
     let key_oid = spki.algorithm.algorithm.to_id_string();
-    if key_oid == "1.3.101.112" {
+    if key_oid == cp::ED25519 {
         return Ok(());
     }
     let parsed = spki
@@ -930,15 +898,15 @@ fn check_public_key(
             reason: format!("public key: {err}"),
         })?;
     match parsed {
-        PublicKey::RSA(rsa) if key_oid == "1.2.840.113549.1.1.1" => {
+        PublicKey::RSA(rsa) if key_oid == cp::RSA_KEY => {
             let bits = rsa.key_size();
-            if bits < MIN_RSA_BITS {
+            if bits < cp::MIN_RSA_BITS {
                 Err(CredentialError::WeakRsaKey {
                     path: path.to_path_buf(),
                     subject: subject.to_string(),
                     bits,
                 })
-            } else if bits > MAX_RSA_BITS {
+            } else if bits > cp::MAX_RSA_BITS {
                 Err(unsupported(format!("RSA {bits}-bit")))
             } else {
                 Ok(())
@@ -952,7 +920,7 @@ fn check_public_key(
                 .and_then(|p| p.as_oid().ok())
                 .map(|oid| oid.to_id_string());
             match curve.as_deref() {
-                Some("1.2.840.10045.3.1.7") | Some("1.3.132.0.34") => Ok(()),
+                Some(curve) if cp::curve_name(curve).is_some() => Ok(()),
                 Some(other) => Err(unsupported(format!("ECDSA on curve {other}"))),
                 None => Err(unsupported("ECDSA without a named curve".to_string())),
             }
