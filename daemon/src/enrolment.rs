@@ -19,6 +19,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::durable;
 use crate::keys;
+use crate::tls::certificate_profile::{GENERATED_KEY, GENERATED_KEY_NAME};
 
 /// Where first boot writes the box's TLS certificate signing request, next to its key.
 pub const DEFAULT_CSR_FILE: &str = "/etc/renkei/box.csr";
@@ -249,16 +250,16 @@ fn read_tls_key(path: &Path) -> Result<Option<rcgen::KeyPair>, EnrolmentError> {
     let text = String::from_utf8(pem).map_err(|_| damaged("not PEM text".to_string()))?;
     let key_pair = rcgen::KeyPair::from_pem(&text)
         .map_err(|e| damaged(format!("not a PEM private key: {e}")))?;
-    if !key_pair.is_compatible(&rcgen::PKCS_ECDSA_P256_SHA256) {
-        return Err(bad("not an ECDSA P-256 key".to_string()));
+    if !key_pair.is_compatible(GENERATED_KEY) {
+        return Err(bad(format!("not an {GENERATED_KEY_NAME} key")));
     }
     Ok(Some(key_pair))
 }
 
-/// Generates a P-256 key and writes it as PKCS#8 PEM, mode 0600, durably (whole or not at all),
+/// Generates the profile's own kind of key ([`GENERATED_KEY`]) and writes it as PKCS#8 PEM, mode 0600, durably (whole or not at all),
 /// refusing to replace a file.
 fn write_tls_key(path: &Path) -> Result<rcgen::KeyPair, EnrolmentError> {
-    let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+    let key_pair = rcgen::KeyPair::generate_for(GENERATED_KEY)
         .map_err(|e| EnrolmentError::Rcgen(e.to_string()))?;
     durable::ensure_private_dir(durable::parent(path)).map_err(write_error)?;
     durable::create_durably(path, key_pair.serialize_pem().as_bytes(), 0o600)

@@ -14,6 +14,7 @@ use std::time::SystemTime;
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::tls::certificate_profile::GENERATED_KEY;
 use crate::tls::credentials::{read_certificates, read_private_key};
 use crate::tls::{CredentialError, ProfileError};
 
@@ -154,7 +155,7 @@ fn generate(
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(write_err(dir))?;
 
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let key = rcgen::KeyPair::generate_for(GENERATED_KEY)?;
     let mut params = rcgen::CertificateParams::new(vec![GENERATED_DNS_NAME.to_string()])?;
     // A page on every address (the enrolment page's `[::]`) has no one address to name.
     if !address.is_unspecified() {

@@ -9,6 +9,13 @@ pub const MIN_RSA_BITS: usize = 2048;
 /// Largest RSA modulus the verifiers can check (webpki's 2048..8192 range).
 pub const MAX_RSA_BITS: usize = 8192;
 
+/// The key renkei makes for itself (the enrolment's key and CSR, the status page's
+/// self-signed certificate): ECDSA P-256 signing with SHA-256, in the profile and accepted by
+/// every peer that follows it.
+pub static GENERATED_KEY: &rcgen::SignatureAlgorithm = &rcgen::PKCS_ECDSA_P256_SHA256;
+/// [`GENERATED_KEY`] as the administrator reads it.
+pub const GENERATED_KEY_NAME: &str = "ECDSA P-256";
+
 /// Public key algorithm `rsaEncryption`.
 pub const RSA_KEY: &str = "1.2.840.113549.1.1.1";
 /// Public key algorithm `id-ecPublicKey`.
