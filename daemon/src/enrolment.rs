@@ -145,7 +145,7 @@ fn csr_fingerprint(path: &Path, pem: &[u8]) -> Result<String, EnrolmentError> {
     for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(pem) {
         let (kind, der) = section.map_err(|e| bad(format!("not PEM: {e}")))?;
         if kind == SectionKind::Csr {
-            return Ok(crate::status::cert::fingerprint(&der));
+            return Ok(crate::hex::sha256_fingerprint(&der));
         }
     }
     Err(bad("no CERTIFICATE REQUEST block".to_string()))
@@ -439,7 +439,7 @@ impl UnenrolledControl {
     /// Binds `<runtime_dir>/control.sock` (mode 0660), replacing a stale socket but never a
     /// live one.
     pub fn bind(runtime_dir: &Path) -> Result<Self, EnrolmentError> {
-        let path = runtime_dir.join(crate::status::control::SOCKET_NAME);
+        let path = runtime_dir.join(crate::control_socket::SOCKET_NAME);
         let error = |source| EnrolmentError::Control {
             path: path.clone(),
             source,
@@ -720,7 +720,7 @@ mod tests {
         let ask = |command: &'static str| {
             let runtime = runtime.clone();
             tokio::task::spawn_blocking(move || {
-                crate::status::control::request(&runtime, command).expect("request")
+                crate::control_socket::request(&runtime, command).expect("request")
             })
         };
         let answer = ask("status").await.expect("join");

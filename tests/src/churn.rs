@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::lab::{LAN_SERVICE_ADDRESS, SERVICE_PORT};
 use crate::tlstools::{fetch_document, pattern_sha256};
-use renkei::status::control::SOCKET_NAME;
+use renkei::control_socket::SOCKET_NAME;
 
 use crate::{Daemon, Lab, Node};
 

@@ -154,7 +154,7 @@ impl Daemon {
 
     /// The status document from the control socket.
     pub fn status(&self) -> anyhow::Result<serde_json::Value> {
-        let answer = renkei::status::control::request(&self.runtime_dir, "status")?;
+        let answer = renkei::control_socket::request(&self.runtime_dir, "status")?;
         serde_json::from_str(&answer).with_context(|| format!("status answer {answer:?}"))
     }
 
@@ -169,10 +169,7 @@ impl Daemon {
 
     /// Sends a control command (`connect`, `disconnect`).
     pub fn control(&self, command: &str) -> anyhow::Result<String> {
-        Ok(renkei::status::control::request(
-            &self.runtime_dir,
-            command,
-        )?)
+        Ok(renkei::control_socket::request(&self.runtime_dir, command)?)
     }
 
     /// SIGTERM, then waits for a clean exit.

@@ -182,7 +182,7 @@ impl ScaleLab {
     /// The hub's status document, and how long the control socket took to give it.
     pub fn timed_status(&self) -> anyhow::Result<(serde_json::Value, Duration, usize)> {
         let start = Instant::now();
-        let text = renkei::status::control::request(&self.hub.runtime_dir, "status")?;
+        let text = renkei::control_socket::request(&self.hub.runtime_dir, "status")?;
         let took = start.elapsed();
         Ok((serde_json::from_str(&text)?, took, text.len()))
     }

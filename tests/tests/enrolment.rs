@@ -353,7 +353,7 @@ fn ops1_int1_unenrolled_box_serves_its_enrolment_data_over_https_without_login()
     assert!(status.success(), "{status:?}");
     assert_refused(laptop, &format!("{BOX_V4}:{DEFAULT_PAGE_PORT}"));
     assert!(!runtime_dir
-        .join(renkei::status::control::SOCKET_NAME)
+        .join(renkei::control_socket::SOCKET_NAME)
         .exists());
     assert!(!daemon.log_text().contains("panicked"));
 }

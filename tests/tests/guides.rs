@@ -248,7 +248,7 @@ fn serial(text: &str) -> String {
 
 fn status_of(record: &LabRecord, node: &str) -> Value {
     let node = record.node(node).expect("node");
-    let answer = renkei::status::control::request(&node.runtime_dir, "status").expect("status");
+    let answer = renkei::control_socket::request(&node.runtime_dir, "status").expect("status");
     serde_json::from_str(&answer).expect("status JSON")
 }
 

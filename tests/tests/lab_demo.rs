@@ -138,7 +138,7 @@ fn records(status: &Value, service: &str) -> Vec<Value> {
 
 fn status_of(record: &LabRecord, node: &str) -> Value {
     let node = record.node(node).expect("node");
-    let answer = renkei::status::control::request(&node.runtime_dir, "status").expect("status");
+    let answer = renkei::control_socket::request(&node.runtime_dir, "status").expect("status");
     serde_json::from_str(&answer).expect("status JSON")
 }
 
@@ -1159,7 +1159,7 @@ fn lab_up_after_a_crash_while_starting_ends_the_daemon_it_never_recorded() {
     wait_until(
         Duration::from_secs(30),
         "the orphaned clinic daemon",
-        || renkei::status::control::request(&clinic_run, "status").ok(),
+        || renkei::control_socket::request(&clinic_run, "status").ok(),
     )
     .expect("the unrecorded clinic daemon answers");
     let crashed = LabRecord::read(&dir.dir)

@@ -613,7 +613,7 @@ fn wait_healthy(
         deadline,
     };
     let runtime_dir = runtime_dir.to_path_buf();
-    let ask = move || renkei::status::control::request(&runtime_dir, "status");
+    let ask = move || renkei::control_socket::request(&runtime_dir, "status");
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -73,17 +73,6 @@ impl std::fmt::Debug for PageCertificate {
             .finish_non_exhaustive()
     }
 }
-
-/// SHA-256 fingerprint of a DER certificate, colon-separated upper-case hex.
-pub fn fingerprint(der: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// Loads the configured certificate and key.
 pub fn load_configured(cert_file: &Path, key_file: &Path) -> Result<PageCertificate, CertError> {
     let chain = read_certificates(cert_file)?;
@@ -121,7 +110,10 @@ fn build(
     self_signed: bool,
     path: PathBuf,
 ) -> Result<PageCertificate, CertError> {
-    let sha256 = chain.first().map(|c| fingerprint(c)).unwrap_or_default();
+    let sha256 = chain
+        .first()
+        .map(|c| crate::hex::sha256_fingerprint(c))
+        .unwrap_or_default();
     let config = crate::tls::profile::web_server_config(chain, key)?;
     Ok(PageCertificate {
         config,

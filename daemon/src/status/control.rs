@@ -15,13 +15,12 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 use tokio::net::{UnixListener, UnixStream};
 
 use super::StatusSource;
+use crate::control_socket::SOCKET_NAME;
 
 /// A request longer than this is not from `renkei status`.
 const MAX_REQUEST_BYTES: u64 = 1024;
 /// A client that does not send its request in time is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// The socket's file name under the runtime directory.
-pub const SOCKET_NAME: &str = "control.sock";
 
 /// Why the control socket could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -139,29 +138,6 @@ async fn answer(stream: UnixStream, source: &StatusSource) -> std::io::Result<()
     };
     write.write_all(reply.as_bytes()).await?;
     write.write_all(b"\n").await
-}
-
-/// Client side: sends one command and returns the answer line.
-pub fn request(runtime_dir: &Path, command: &str) -> std::io::Result<String> {
-    use std::io::{BufRead, Write};
-    let path = runtime_dir.join(SOCKET_NAME);
-    let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
-            " (the control socket is for root and the daemon's group, renkei: run as root, or \
-             add this user to that group)"
-        } else {
-            ""
-        };
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot reach the daemon at {}: {e}{hint}", path.display()),
-        )
-    })?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    stream.write_all(format!("{command}\n").as_bytes())?;
-    let mut answer = String::new();
-    std::io::BufReader::new(stream).read_line(&mut answer)?;
-    Ok(answer.trim_end().to_string())
 }
 
 #[cfg(test)]

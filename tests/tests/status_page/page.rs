@@ -240,9 +240,7 @@ fn ops3_control_socket_is_for_root_and_its_group_only() {
     let clinic = lab
         .start(Node::Clinic, &lab.tunnel_config(Node::Clinic))
         .expect("clinic");
-    let socket = clinic
-        .runtime_dir
-        .join(renkei::status::control::SOCKET_NAME);
+    let socket = clinic.runtime_dir.join(renkei::control_socket::SOCKET_NAME);
     let meta = std::fs::metadata(&socket).expect("socket");
     assert_eq!(meta.mode() & 0o7777, 0o660, "{}", socket.display());
     // Its group is the daemon's (systemd runs it with Group=renkei).

@@ -14,7 +14,7 @@ pub(crate) fn status(
         Some(dir) => dir,
         None => runtime_dir_of(path)?,
     };
-    let answer = renkei::status::control::request(&runtime_dir, "status")?;
+    let answer = renkei::control_socket::request(&runtime_dir, "status")?;
     if let Some(error) = answer.strip_prefix("error: ") {
         anyhow::bail!("{error}");
     }
@@ -33,7 +33,7 @@ pub(crate) fn status(
 }
 
 pub(crate) fn tunnel_action(path: &std::path::Path, action: &str) -> anyhow::Result<()> {
-    let answer = renkei::status::control::request(&runtime_dir_of(path)?, action)?;
+    let answer = renkei::control_socket::request(&runtime_dir_of(path)?, action)?;
     match answer.strip_prefix("error: ") {
         Some(error) => anyhow::bail!("{error}"),
         None => {

@@ -184,7 +184,7 @@ pub(crate) fn update_health_check(path: &std::path::Path, no_reboot: bool) -> Ex
     };
     let run = async {
         let runtime_dir = paths.runtime_dir.clone();
-        let ask = move || renkei::status::control::request(&runtime_dir, "status");
+        let ask = move || renkei::control_socket::request(&runtime_dir, "status");
         let verdict = renkei::update::boot::check_boot(&spool, &system, &running, &keyring, || {
             check.wait(ask)
         })
