@@ -807,11 +807,16 @@ fn check_signature_algorithm(
         subject: subject.to_string(),
         algorithm: name.to_string(),
     };
-    let pss_hash = match SignatureAlgorithm::try_from(algorithm) {
-        Ok(SignatureAlgorithm::RSASSA_PSS(params)) if oid == cp::RSA_PSS => {
-            Some(params.hash_algorithm_oid().to_id_string())
+    // Only RSASSA-PSS names its hash in its parameters; nothing else is parsed further.
+    let pss_hash = if oid == cp::RSA_PSS {
+        match SignatureAlgorithm::try_from(algorithm) {
+            Ok(SignatureAlgorithm::RSASSA_PSS(params)) => {
+                Some(params.hash_algorithm_oid().to_id_string())
+            }
+            _ => None,
         }
-        _ => None,
+    } else {
+        None
     };
     match cp::signature_algorithm(&oid, pss_hash.as_deref()) {
         SignatureVerdict::Allowed => Ok(()),

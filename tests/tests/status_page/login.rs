@@ -6,7 +6,9 @@ use std::time::Duration;
 use renkei_lab::web::{curl, get, login, ADMIN_PASSWORD};
 use renkei_lab::{require_root, wait_until, Lab, Node};
 
-use crate::fixtures::{assert_security_headers, clinic_base, clinic_with_page, post_login};
+use crate::fixtures::{
+    assert_security_headers, clinic_base, clinic_with_page, post_login, post_with_session,
+};
 
 #[test]
 fn auth1_unauthenticated_access_is_redirected_to_login() {
@@ -172,19 +174,7 @@ fn auth1_login_sets_a_strict_session_cookie_and_logout_ends_it() {
     );
     assert_eq!(cross.status, 403, "{cross:?}");
 
-    let logout = curl(
-        lan,
-        &[
-            "-X",
-            "POST",
-            "-H",
-            &format!("Cookie: {}", session.cookie),
-            "-H",
-            &format!("X-CSRF-Token: {}", session.csrf),
-            &format!("{base}/logout"),
-        ],
-    )
-    .expect("logout");
+    let logout = post_with_session(lan, &base, &session, "/logout");
     assert_eq!(logout.status, 303, "{logout:?}");
     let after = get(lan, &base, &session, "/api/v1/status").expect("api");
     assert_eq!(after.status, 401, "the session ended at logout");
